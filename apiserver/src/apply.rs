@@ -1,0 +1,270 @@
+//! Server-side apply (`application/apply-patch+yaml`).
+//!
+//! Each field manager owns the fields of the configuration it last applied, recorded in
+//! `metadata.managedFields` as a `FieldsV1` set (`f:` for fields, `k:` for list items by merge
+//! key, `v:` for set members). Applying again merges the new configuration, removes the fields
+//! the manager owned before and no longer applies (unless another manager owns them), and
+//! reports a 409 conflict when it would change a value another applier owns, unless `force`.
+//! Ownership is tracked for appliers only; plain updates (PUT, other patches) take no fields.
+
+use serde_json::{Map, Value, json};
+
+use crate::errors::{ApiError, Cause};
+use crate::patch::{ListStrategy, list_strategy, strategic_merge};
+
+type Path = Vec<String>;
+
+/// The leaf paths of an applied configuration, as `FieldsV1` path elements.
+fn leaves(kind: &str, v: &Value, path: &mut Vec<String>, names: &mut Vec<String>, out: &mut Vec<Path>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
+                    continue;
+                }
+                if path.len() == 1 && names[0] == "metadata" && matches!(k.as_str(), "name" | "namespace" | "managedFields" | "resourceVersion" | "uid" | "creationTimestamp") {
+                    continue;
+                }
+                path.push(format!("f:{k}"));
+                names.push(k.clone());
+                match child {
+                    Value::Object(m) if !m.is_empty() => leaves(kind, child, path, names, out),
+                    Value::Array(items) => match list_strategy(kind, names) {
+                        ListStrategy::MergeKey(key) => {
+                            for item in items {
+                                let Some(kv) = item.get(key) else { continue };
+                                path.push(format!("k:{}", json!({key: kv})));
+                                out.push([path.clone(), vec![".".to_string()]].concat());
+                                leaves(kind, item, path, names, out);
+                                path.pop();
+                            }
+                        }
+                        ListStrategy::MergePrimitives => {
+                            for item in items {
+                                out.push([path.clone(), vec![format!("v:{item}")]].concat());
+                            }
+                        }
+                        ListStrategy::Atomic => out.push(path.clone()),
+                    },
+                    _ => out.push(path.clone()),
+                }
+                names.pop();
+                path.pop();
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+fn to_fields_v1(paths: &[Path]) -> Value {
+    let mut root = Map::new();
+    for p in paths {
+        let mut cur = &mut root;
+        for elem in p {
+            cur = cur.entry(elem.clone()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+        }
+    }
+    Value::Object(root)
+}
+
+fn from_fields_v1(v: &Value, path: &mut Path, out: &mut Vec<Path>) {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => {
+            for (k, child) in m {
+                path.push(k.clone());
+                from_fields_v1(child, path, out);
+                path.pop();
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+fn read_path<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut cur = obj;
+    for elem in path {
+        if let Some(field) = elem.strip_prefix("f:") {
+            cur = cur.get(field)?;
+        } else if let Some(key) = elem.strip_prefix("k:") {
+            cur = cur.as_array()?.iter().find(|item| item_matches(item, key))?;
+        } else if elem == "." {
+            return Some(cur);
+        } else if let Some(member) = elem.strip_prefix("v:") {
+            let want: Value = serde_json::from_str(member).ok()?;
+            return cur.as_array()?.iter().find(|x| **x == want);
+        }
+    }
+    Some(cur)
+}
+
+fn remove_path(obj: &mut Value, path: &[String]) {
+    // A list item's `.` marker stands for the whole item.
+    let path = match path.split_last() {
+        Some((last, rest)) if last == "." => rest,
+        _ => path,
+    };
+    remove_rec(obj, path);
+}
+
+/// Removes the element `path` names; a map or list emptied by that goes too.
+fn remove_rec(cur: &mut Value, path: &[String]) {
+    let Some((first, rest)) = path.split_first() else { return };
+    if rest.is_empty() {
+        remove_elem(cur, first);
+        return;
+    }
+    let Some(child) = child_mut(cur, first) else { return };
+    remove_rec(child, rest);
+    let emptied = match child {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    };
+    if emptied {
+        remove_elem(cur, first);
+    }
+}
+
+fn item_matches(item: &Value, key: &str) -> bool {
+    let want: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
+    !want.is_empty() && want.iter().all(|(k, v)| item.get(k) == Some(v))
+}
+
+fn child_mut<'a>(cur: &'a mut Value, elem: &str) -> Option<&'a mut Value> {
+    if let Some(field) = elem.strip_prefix("f:") {
+        cur.get_mut(field)
+    } else if let Some(key) = elem.strip_prefix("k:") {
+        cur.as_array_mut()?.iter_mut().find(|item| item_matches(item, key))
+    } else {
+        None
+    }
+}
+
+fn remove_elem(cur: &mut Value, elem: &str) {
+    if let Some(field) = elem.strip_prefix("f:") {
+        cur.as_object_mut().map(|m| m.remove(field));
+    } else if let Some(key) = elem.strip_prefix("k:") {
+        if let Some(items) = cur.as_array_mut() {
+            items.retain(|item| !item_matches(item, key));
+        }
+    } else if let Some(member) = elem.strip_prefix("v:") {
+        let want: Value = serde_json::from_str(member).unwrap_or(Value::Null);
+        if let Some(items) = cur.as_array_mut() {
+            items.retain(|x| *x != want);
+        }
+    }
+}
+
+/// Merges `applied` by `manager` into `current` (None when the object does not exist yet).
+/// Returns the object to write, with `managedFields` updated.
+pub fn apply(
+    kind: &str,
+    api_version: &str,
+    current: Option<&Value>,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value, ApiError> {
+    let mut new_leaves = Vec::new();
+    leaves(kind, applied, &mut Vec::new(), &mut Vec::new(), &mut new_leaves);
+    let mut entries: Vec<Value> = current
+        .and_then(|c| c.pointer("/metadata/managedFields"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let is_mine = |e: &Value| e["manager"] == manager && e["operation"] == "Apply";
+    let previous: Vec<Path> = entries
+        .iter()
+        .find(|e| is_mine(e))
+        .map(|e| {
+            let mut out = Vec::new();
+            from_fields_v1(&e["fieldsV1"], &mut Vec::new(), &mut out);
+            out
+        })
+        .unwrap_or_default();
+    let mut obj = current.cloned().unwrap_or_else(|| json!({}));
+    // Conflicts with other appliers.
+    let mut causes = Vec::new();
+    let mut others: Vec<Path> = Vec::new();
+    for e in entries.iter_mut().filter(|e| !is_mine(e) && e["operation"] == "Apply") {
+        let mut owned = Vec::new();
+        from_fields_v1(&e["fieldsV1"], &mut Vec::new(), &mut owned);
+        let contested: Vec<Path> = owned
+            .iter()
+            .filter(|p| new_leaves.contains(p) && read_path(&obj, p) != read_path(applied, p))
+            .cloned()
+            .collect();
+        if !contested.is_empty() {
+            if force {
+                owned.retain(|p| !contested.contains(p));
+                e["fieldsV1"] = to_fields_v1(&owned);
+            } else {
+                let who = e["manager"].as_str().unwrap_or_default().to_string();
+                causes.extend(contested.iter().map(|p| Cause {
+                    reason: "FieldManagerConflict",
+                    field: p.join("."),
+                    message: format!("conflict with \"{who}\""),
+                }));
+            }
+        }
+        others.extend(owned);
+    }
+    if !causes.is_empty() {
+        let n = causes.len();
+        let fields: Vec<String> = causes.iter().map(|c| format!("- {}: {}", c.message, c.field)).collect();
+        let mut err = ApiError::conflict("", "", "", "");
+        err.message = format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, fields.join("\n"));
+        err.details = Some(json!({"causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>()}));
+        return Err(err);
+    }
+    for stale in previous.iter().filter(|p| !new_leaves.contains(p) && !others.contains(p)) {
+        remove_path(&mut obj, stale);
+    }
+    let mut patch = applied.clone();
+    if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    strategic_merge(kind, &mut obj, &patch).map_err(|e| ApiError::bad_request(e.0))?;
+    entries.retain(|e| !is_mine(e));
+    entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
+    entries.push(json!({
+        "manager": manager,
+        "operation": "Apply",
+        "apiVersion": api_version,
+        "time": crate::registry::now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(&new_leaves),
+    }));
+    obj["metadata"]["managedFields"] = json!(entries);
+    Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reapply_removes_dropped_fields() {
+        let first = json!({"metadata": {"name": "p", "labels": {"a": "1", "b": "2"}},
+            "spec": {"containers": [{"name": "web", "image": "web", "env": [{"name": "X", "value": "1"}]}]}});
+        let obj = apply("Pod", "v1", None, &first, "me", false).unwrap();
+        let second = json!({"metadata": {"name": "p", "labels": {"a": "1"}},
+            "spec": {"containers": [{"name": "web", "image": "web:v2"}]}});
+        let obj = apply("Pod", "v1", Some(&obj), &second, "me", false).unwrap();
+        assert_eq!(obj["metadata"]["labels"], json!({"a": "1"}));
+        assert_eq!(obj["spec"]["containers"][0]["image"], "web:v2");
+        assert!(obj["spec"]["containers"][0].get("env").is_none());
+    }
+
+    #[test]
+    fn other_appliers_conflict_unless_forced() {
+        let a = json!({"metadata": {"name": "p", "labels": {"owner": "a"}}});
+        let obj = apply("ConfigMap", "v1", None, &a, "alice", false).unwrap();
+        let b = json!({"metadata": {"name": "p", "labels": {"owner": "b"}}});
+        let err = apply("ConfigMap", "v1", Some(&obj), &b, "bob", false).unwrap_err();
+        assert_eq!(err.code, 409);
+        assert!(err.message.contains("conflict with \"alice\""), "{}", err.message);
+        let obj = apply("ConfigMap", "v1", Some(&obj), &b, "bob", true).unwrap();
+        assert_eq!(obj["metadata"]["labels"]["owner"], "b");
+    }
+}

@@ -1,0 +1,72 @@
+//! What exists on every cluster from the first start: the four system namespaces, the
+//! `default/kubernetes` Service (the first address of the service range, port 443) and its
+//! Endpoints and EndpointSlice pointing at this server.
+
+use std::net::IpAddr;
+
+use ekube_api::resources::find;
+use serde_json::{Value, json};
+
+use crate::errors::Result;
+use crate::registry::{Registry, WriteOptions};
+
+pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+pub async fn run(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()> {
+    let opts = WriteOptions::default();
+    let ns = find("", "v1", "namespaces").expect("served");
+    for name in NAMESPACES {
+        if registry.get(ns, None, name).await.is_err() {
+            registry.create(ns, None, json!({"metadata": {"name": name}}), &opts).await?;
+        }
+    }
+    let svc = find("", "v1", "services").expect("served");
+    let cluster_ip = registry.alloc.lock().await.first_ip();
+    if registry.get(svc, Some("default"), "kubernetes").await.is_err() {
+        registry
+            .create(
+                svc,
+                Some("default"),
+                json!({
+                    "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                    "spec": {
+                        "clusterIP": cluster_ip.to_string(),
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+                        "sessionAffinity": "None",
+                        "type": "ClusterIP",
+                    },
+                }),
+                &opts,
+            )
+            .await?;
+    }
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": advertise.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    upsert(registry, find("", "v1", "endpoints").expect("served"), endpoints, &opts).await?;
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "ekube-apiserver"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    upsert(registry, find("discovery.k8s.io", "v1", "endpointslices").expect("served"), slice, &opts).await
+}
+
+/// Creates `obj` in `default`, or replaces what is there when it differs.
+async fn upsert(registry: &Registry, r: &'static ekube_api::ResourceInfo, obj: Value, opts: &WriteOptions) -> Result<()> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    match registry.get(r, Some("default"), &name).await {
+        Err(_) => registry.create(r, Some("default"), obj, opts).await.map(drop),
+        Ok(_) => registry
+            .guaranteed_update(r, Some("default"), &name, None, opts, |cur| {
+                let mut next = obj.clone();
+                next["metadata"] = cur["metadata"].clone();
+                next["metadata"]["labels"] = obj["metadata"]["labels"].clone();
+                Ok(next)
+            })
+            .await
+            .map(drop),
+    }
+}

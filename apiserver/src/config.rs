@@ -1,0 +1,115 @@
+//! `ekube apiserver` flags, named as upstream names them.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Where the database, certificates and admin kubeconfig live.
+    #[arg(long, default_value = "/var/lib/ekube/server")]
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// The HTTPS port.
+    #[arg(long, default_value_t = 6443)]
+    pub secure_port: u16,
+    /// The address other cluster members reach this server at (kubeconfigs, the `kubernetes`
+    /// Service's endpoints). Defaults to the bind address, or 127.0.0.1 if that is unspecified.
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// Certificates and keys; generated on first start when missing. Default: `<data-dir>/pki`.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Also write the admin kubeconfig here (it is always written to `<data-dir>/admin.conf`).
+    #[arg(long)]
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Extra names and addresses for the serving certificate.
+    #[arg(long, value_delimiter = ',')]
+    pub tls_san: Vec<String>,
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: Ipv4Network,
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: (u16, u16),
+    /// A CSV file of static bearer tokens: `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Storage backend: `sled` (embedded) is the one implemented.
+    #[arg(long, default_value = "sled")]
+    pub storage_backend: String,
+    /// Largest accepted request body.
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// How often the event log is compacted.
+    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    pub compaction_interval: std::time::Duration,
+    /// Compaction keeps at least this many of the newest revisions…
+    #[arg(long, default_value_t = 1000)]
+    pub compaction_retain_revisions: u64,
+    /// …and every revision younger than this.
+    #[arg(long, default_value = "300", value_parser = parse_secs)]
+    pub compaction_retain_age: std::time::Duration,
+    /// How far a watcher may fall behind (events) before it is dropped and must re-list.
+    #[arg(long, default_value_t = 10_000)]
+    pub watch_buffer: usize,
+}
+
+impl Config {
+    /// A configuration with every default, for tests and embedding.
+    pub fn new(data_dir: PathBuf) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut c = Wrapper::parse_from(["apiserver"]).config;
+        c.data_dir = data_dir;
+        c
+    }
+
+    pub fn cert_dir(&self) -> PathBuf {
+        self.cert_dir.clone().unwrap_or_else(|| self.data_dir.join("pki"))
+    }
+
+    pub fn advertise_address(&self) -> IpAddr {
+        self.advertise_address.unwrap_or(if self.bind_address.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            self.bind_address
+        })
+    }
+
+    /// Checks what can be checked before anything is bound or written.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.storage_backend != "sled" {
+            return Err(format!(
+                "--storage-backend={:?} is not available in this build; use \"sled\"",
+                self.storage_backend
+            ));
+        }
+        if self.service_cluster_ip_range.prefix() > 28 {
+            return Err(format!("--service-cluster-ip-range {} is too small", self.service_cluster_ip_range));
+        }
+        if self.service_node_port_range.0 > self.service_node_port_range.1 {
+            return Err("--service-node-port-range: the first port must not exceed the last".into());
+        }
+        Ok(())
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not of the form FIRST-LAST"))?;
+    let a = a.trim().parse::<u16>().map_err(|e| format!("{a:?}: {e}"))?;
+    let b = b.trim().parse::<u16>().map_err(|e| format!("{b:?}: {e}"))?;
+    Ok((a, b))
+}
+
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim_end_matches('s');
+    s.parse::<f64>()
+        .map(std::time::Duration::from_secs_f64)
+        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))
+}

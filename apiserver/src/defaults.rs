@@ -1,0 +1,259 @@
+//! Defaulting, as the Kubernetes API machinery applies it before validation.
+//!
+//! Works on the JSON form so every resource (and every pod template inside a workload) shares
+//! one implementation. Only fields the user left unset are filled.
+
+use serde_json::{Map, Value, json};
+
+/// Applies the defaults of `kind` to `obj`.
+pub fn apply(group: &str, kind: &str, obj: &mut Value) {
+    match (group, kind) {
+        ("", "Pod") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                pod_spec(spec);
+            }
+        }
+        ("", "Service") => service(obj),
+        ("", "Secret") => set(obj, "type", json!("Opaque")),
+        ("", "Namespace") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "finalizers", json!(["kubernetes"]));
+            let status = ensure(obj, "status");
+            set(status, "phase", json!("Active"));
+        }
+        ("apps", "Deployment") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "replicas", json!(1));
+            set(spec, "revisionHistoryLimit", json!(10));
+            set(spec, "progressDeadlineSeconds", json!(600));
+            let strategy = ensure(spec, "strategy");
+            set(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                let ru = ensure(strategy, "rollingUpdate");
+                set(ru, "maxSurge", json!("25%"));
+                set(ru, "maxUnavailable", json!("25%"));
+            }
+            template(spec);
+        }
+        ("apps", "ReplicaSet") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "replicas", json!(1));
+            template(spec);
+        }
+        ("apps", "DaemonSet") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "revisionHistoryLimit", json!(10));
+            let strategy = ensure(spec, "updateStrategy");
+            set(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                let ru = ensure(strategy, "rollingUpdate");
+                set(ru, "maxUnavailable", json!(1));
+                set(ru, "maxSurge", json!(0));
+            }
+            template(spec);
+        }
+        ("apps", "StatefulSet") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "replicas", json!(1));
+            set(spec, "podManagementPolicy", json!("OrderedReady"));
+            set(spec, "revisionHistoryLimit", json!(10));
+            let strategy = ensure(spec, "updateStrategy");
+            set(strategy, "type", json!("RollingUpdate"));
+            if strategy["type"] == "RollingUpdate" {
+                set(ensure(strategy, "rollingUpdate"), "partition", json!(0));
+            }
+            template(spec);
+        }
+        ("batch", "Job") => {
+            if let Some(spec) = obj.get_mut("spec") {
+                job_spec(spec);
+            }
+        }
+        ("batch", "CronJob") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "concurrencyPolicy", json!("Allow"));
+            set(spec, "suspend", json!(false));
+            set(spec, "successfulJobsHistoryLimit", json!(3));
+            set(spec, "failedJobsHistoryLimit", json!(1));
+            if let Some(job) = spec.get_mut("jobTemplate").and_then(|t| t.get_mut("spec")) {
+                job_spec(job);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn job_spec(spec: &mut Value) {
+    set(spec, "backoffLimit", json!(6));
+    set(spec, "completionMode", json!("NonIndexed"));
+    set(spec, "suspend", json!(false));
+    if spec.get("completions").is_none() && spec.get("parallelism").is_none() {
+        set(spec, "completions", json!(1));
+    }
+    set(spec, "parallelism", json!(1));
+    template(spec);
+}
+
+fn template(spec: &mut Value) {
+    if let Some(pod) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        pod_spec(pod);
+    }
+}
+
+/// The pod spec defaults, shared by pods and every pod template.
+pub fn pod_spec(spec: &mut Value) {
+    set(spec, "restartPolicy", json!("Always"));
+    set(spec, "terminationGracePeriodSeconds", json!(30));
+    set(spec, "dnsPolicy", json!("ClusterFirst"));
+    set(spec, "schedulerName", json!("default-scheduler"));
+    set(spec, "securityContext", json!({}));
+    set(spec, "enableServiceLinks", json!(true));
+    set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set(spec, "priority", json!(0));
+    if spec.get("serviceAccountName").is_none() {
+        let sa = spec.get("serviceAccount").cloned().unwrap_or(json!("default"));
+        set(spec, "serviceAccountName", sa.clone());
+        set(spec, "serviceAccount", sa);
+    }
+    for list in ["initContainers", "containers"] {
+        if let Some(Value::Array(containers)) = spec.get_mut(list) {
+            containers.iter_mut().for_each(container);
+        }
+    }
+    if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
+        for v in volumes {
+            for (source, mode) in [("configMap", 0o644), ("secret", 0o644), ("projected", 0o644), ("downwardAPI", 0o644)] {
+                if let Some(src) = v.get_mut(source).filter(|s| s.is_object()) {
+                    set(src, "defaultMode", json!(mode));
+                }
+            }
+            if let Some(hp) = v.get_mut("hostPath").filter(|s| s.is_object()) {
+                set(hp, "type", json!(""));
+            }
+        }
+    }
+    if let Some(Value::Array(tolerations)) = spec.get_mut("tolerations") {
+        for t in tolerations {
+            if t.get("operator").is_none() {
+                set(t, "operator", json!("Equal"));
+            }
+        }
+    }
+}
+
+fn container(c: &mut Value) {
+    let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let latest = {
+        let last = image.rsplit('/').next().unwrap_or_default();
+        !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"))
+    };
+    set(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
+    set(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set(c, "terminationMessagePolicy", json!("File"));
+    set(c, "resources", json!({}));
+    if let Some(Value::Array(ports)) = c.get_mut("ports") {
+        for p in ports {
+            set(p, "protocol", json!("TCP"));
+        }
+    }
+    // Limits without requests: the requests equal the limits.
+    if let Some(limits) = c.pointer("/resources/limits").cloned().and_then(|l| l.as_object().cloned()) {
+        let requests = ensure(ensure(c, "resources"), "requests");
+        for (k, v) in limits {
+            set(requests, &k, v);
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if let Some(p) = c.get_mut(probe).filter(|p| p.is_object()) {
+            set(p, "timeoutSeconds", json!(1));
+            set(p, "periodSeconds", json!(10));
+            set(p, "successThreshold", json!(1));
+            set(p, "failureThreshold", json!(3));
+            if let Some(h) = p.get_mut("httpGet").filter(|h| h.is_object()) {
+                set(h, "path", json!("/"));
+                set(h, "scheme", json!("HTTP"));
+            }
+        }
+    }
+}
+
+fn service(obj: &mut Value) {
+    let spec = ensure(obj, "spec");
+    set(spec, "type", json!("ClusterIP"));
+    let ty = spec["type"].as_str().unwrap_or_default().to_string();
+    if ty == "ExternalName" {
+        return;
+    }
+    set(spec, "sessionAffinity", json!("None"));
+    if spec["sessionAffinity"] == "ClientIP" {
+        let cfg = ensure(ensure(spec, "sessionAffinityConfig"), "clientIP");
+        set(cfg, "timeoutSeconds", json!(10800));
+    }
+    set(spec, "internalTrafficPolicy", json!("Cluster"));
+    set(spec, "ipFamilies", json!(["IPv4"]));
+    set(spec, "ipFamilyPolicy", json!("SingleStack"));
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        set(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    if ty == "LoadBalancer" {
+        set(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
+    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
+        for p in ports {
+            set(p, "protocol", json!("TCP"));
+            if let Some(port) = p.get("port").cloned() {
+                set(p, "targetPort", port);
+            }
+        }
+    }
+}
+
+/// Returns the object at `obj[key]`, creating an empty one when absent or null.
+pub fn ensure<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    let map = obj.as_object_mut().expect("object");
+    let slot = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    slot
+}
+
+/// Sets `obj[key] = value` when the key is absent or null.
+pub fn set(obj: &mut Value, key: &str, value: Value) {
+    if let Some(map) = obj.as_object_mut() {
+        let slot = map.entry(key.to_string()).or_insert(Value::Null);
+        if slot.is_null() {
+            *slot = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults() {
+        let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "web"}, {"name": "b", "image": "web:v2",
+            "ports": [{"containerPort": 80}], "resources": {"limits": {"cpu": "100m"}}}]}});
+        apply("", "Pod", &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
+        assert_eq!(pod["spec"]["containers"][1]["resources"]["requests"]["cpu"], "100m");
+    }
+
+    #[test]
+    fn service_defaults() {
+        let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        apply("", "Service", &mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
+        assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
+        assert_eq!(svc["spec"]["sessionAffinity"], "None");
+    }
+}

@@ -1,0 +1,107 @@
+//! Discovery documents: `/api`, `/apis`, `/apis/<group>` and the per-version resource lists,
+//! in the legacy (non-aggregated) format every client understands.
+
+use ekube_api::resources::{self, RESOURCES, ResourceInfo};
+use serde_json::{Value, json};
+
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+fn group_json(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    json!({
+        "name": group,
+        "versions": versions,
+        "preferredVersion": versions[0],
+    })
+}
+
+pub fn api_group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .filter(|(g, _)| !g.is_empty())
+        .map(|(g, versions)| group_json(g, &versions))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    let (_, versions) = resources::groups().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
+    let mut doc = group_json(group, &versions);
+    doc["kind"] = json!("APIGroup");
+    doc["apiVersion"] = json!("v1");
+    Some(doc)
+}
+
+fn entry(r: &ResourceInfo) -> Value {
+    let mut e = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": VERBS,
+    });
+    if !r.short_names.is_empty() {
+        e["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        e["categories"] = json!(r.categories);
+    }
+    e
+}
+
+fn sub(r: &ResourceInfo, name: &str, kind: &str, group: Option<&str>, verbs: &[&str]) -> Value {
+    let mut e = json!({
+        "name": format!("{}/{name}", r.plural),
+        "singularName": "",
+        "namespaced": r.namespaced,
+        "kind": kind,
+        "verbs": verbs,
+    });
+    if let Some((g, v)) = group.and_then(|g| g.split_once('/')) {
+        e["group"] = json!(g);
+        e["version"] = json!(v);
+    }
+    e
+}
+
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let mut out = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        out.push(entry(r));
+        if r.status {
+            out.push(sub(r, "status", r.kind, None, &["get", "patch", "update"]));
+        }
+        if r.scale {
+            out.push(sub(r, "scale", "Scale", Some("autoscaling/v1"), &["get", "patch", "update"]));
+        }
+        match (r.group, r.plural) {
+            ("", "pods") => {
+                out.push(sub(r, "binding", "Binding", None, &["create"]));
+                out.push(sub(r, "eviction", "Eviction", Some("policy/v1"), &["create"]));
+                out.push(sub(r, "log", "Pod", None, &["get"]));
+                out.push(sub(r, "exec", "PodExecOptions", None, &["create", "get"]));
+                out.push(sub(r, "attach", "PodAttachOptions", None, &["create", "get"]));
+                out.push(sub(r, "portforward", "PodPortForwardOptions", None, &["create", "get"]));
+            }
+            ("", "namespaces") => out.push(sub(r, "finalize", "Namespace", None, &["update"])),
+            ("", "serviceaccounts") => {
+                out.push(sub(r, "token", "TokenRequest", Some("authentication.k8s.io/v1"), &["create"]))
+            }
+            _ => {}
+        }
+    }
+    if out.is_empty() {
+        return None;
+    }
+    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}))
+}

@@ -1,0 +1,497 @@
+//! HTTP request handling: authentication, routing, and one function per verb.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ekube_api::ResourceInfo;
+use ekube_api::selector::{FieldSelector, LabelSelector};
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+use crate::auth::User;
+use crate::errors::{ApiError, Result, success_status};
+use crate::registry::{DeleteOptions, Deleted, FieldValidation, Warnings, WriteOptions};
+use crate::route::{self, Route, Target};
+use crate::table::{self, IncludeObject};
+use crate::{apply, discovery, openapi, patch, watch};
+
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
+}
+
+fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, content_type)
+        .body(full(body))
+        .expect("static response parts are valid")
+}
+
+pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    respond(code, "application/json", serde_json::to_vec(value).expect("JSON values serialise"))
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status())
+}
+
+/// The parsed query string.
+pub struct Query(HashMap<String, String>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        Self(form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect())
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+
+    fn write_options(&self) -> Result<WriteOptions> {
+        let field_validation = match self.get("fieldValidation") {
+            None | Some("" | "Warn") => FieldValidation::Warn,
+            Some("Strict") => FieldValidation::Strict,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "fieldValidation must be one of \"Ignore\", \"Warn\", or \"Strict\", got {other:?}"
+                )));
+            }
+        };
+        let dry_run = match self.get("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => return Err(ApiError::bad_request(format!("unsupported dryRun value {other:?}: only \"All\""))),
+        };
+        Ok(WriteOptions { dry_run, field_validation, field_manager: self.get("fieldManager").map(str::to_string) })
+    }
+
+    pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector)> {
+        let labels = LabelSelector::parse(self.get("labelSelector").unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields = FieldSelector::parse(self.get("fieldSelector").unwrap_or_default())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok((labels, fields))
+    }
+}
+
+/// How the client wants objects rendered.
+pub fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next()
+        .is_some_and(|first| first.contains("as=Table"))
+}
+
+pub fn include_object(q: &Query) -> IncludeObject {
+    match q.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+pub async fn handle(api: Arc<ApiServer>, user: Option<User>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = match route_request(&api, user, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    Ok(response)
+}
+
+async fn route_request(api: &Arc<ApiServer>, user: Option<User>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>> {
+    let route = route::parse(req.uri().path());
+    let query = Query::parse(req.uri().query());
+    match &route {
+        Route::Health(_) => return Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", "ok")),
+        Route::Version => return Ok(json_response(StatusCode::OK, &version())),
+        _ => {}
+    }
+    let user = match user.or_else(|| bearer(&api.tokens, req.headers())) {
+        Some(u) => u,
+        None => return Err(ApiError::unauthorized()),
+    };
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    match route {
+        Route::Api => ok(discovery::api_versions(&api.server_address)),
+        Route::Apis => ok(discovery::api_group_list()),
+        Route::Group(g) => discovery::api_group(&g).map_or_else(|| Err(ApiError::path_not_found()), ok),
+        Route::ResourceList { group, version } => {
+            discovery::resource_list(&group, &version).map_or_else(|| Err(ApiError::path_not_found()), ok)
+        }
+        Route::OpenApiV2 => Ok(respond(StatusCode::OK, "application/json", openapi::v2())),
+        Route::OpenApiV3Root => Ok(respond(StatusCode::OK, "application/json", openapi::v3_root())),
+        Route::OpenApiV3(p) => openapi::v3(&p)
+            .map(|doc| respond(StatusCode::OK, "application/json", doc))
+            .ok_or_else(ApiError::path_not_found),
+        Route::Resource(target) => resource(api, &user, target, query, req).await,
+        Route::Health(_) | Route::Version | Route::NotFound => Err(ApiError::path_not_found()),
+    }
+}
+
+fn bearer(tokens: &crate::auth::Tokens, headers: &HeaderMap) -> Option<User> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    tokens.lookup(token).cloned()
+}
+
+pub fn version() -> Value {
+    let minor = crate::KUBE_VERSION.split('.').nth(1).unwrap_or("0");
+    json!({
+        "major": "1",
+        "minor": minor,
+        "gitVersion": format!("{}+ekube", crate::KUBE_VERSION),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// Reads the request body up to `--max-request-bytes`. A larger body is still read to its end
+/// (up to a hard cap) and discarded, so an HTTP/1.1 client that is still sending sees the 413
+/// instead of a reset connection.
+async fn read_body(api: &ApiServer, req: Request<hyper::body::Incoming>) -> Result<(HeaderMap, Bytes)> {
+    const DISCARD_CAP: usize = 64 << 20;
+    let limit = api.config.max_request_bytes;
+    let (parts, mut body) = req.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DISCARD_CAP {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok((parts.headers, buf.freeze()))
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .unwrap_or_else(|| "application/json".into())
+}
+
+/// Parses a JSON or YAML body into an object.
+pub fn parse_object(body: &[u8], ct: &str) -> Result<Value> {
+    if !(ct.is_empty() || ct.ends_with("json") || ct.ends_with("yaml") || ct == "*/*") {
+        return Err(ApiError::unsupported_media_type(ct));
+    }
+    let value: Value = if ct.contains("yaml") {
+        let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
+        serde_yaml::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
+    }
+    Ok(value)
+}
+
+fn check_type(r: &ResourceInfo, obj: &Value) -> Result<()> {
+    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if (!av.is_empty() && av != r.api_version()) || (!kind.is_empty() && kind != r.kind) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            r.api_version()
+        )));
+    }
+    Ok(())
+}
+
+fn with_warnings(mut resp: Response<Body>, warnings: Warnings) -> Response<Body> {
+    for w in warnings.0 {
+        let escaped = w.replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+async fn resource(
+    api: &Arc<ApiServer>,
+    _user: &User,
+    t: Target,
+    q: Query,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>> {
+    let r = t.info;
+    let ns = t.namespace.as_deref();
+    let method = req.method().clone();
+    let table = wants_table(req.headers());
+    match (&method, t.name.as_deref(), t.subresource.as_deref()) {
+        (&Method::GET, None, None) if q.flag("watch") => watch::serve(api.clone(), r, ns, None, q, table).await,
+        (&Method::GET, None, None) => list(api, r, ns, &q, table).await,
+        (&Method::GET, Some(name), None) if q.flag("watch") => {
+            watch::serve(api.clone(), r, ns, Some(name.to_string()), q, table).await
+        }
+        (&Method::GET, Some(name), sub) => {
+            let obj = api.registry.get(r, ns, name).await?;
+            match sub {
+                None | Some("status") if table => {
+                    let mut tbl = table::to_table(r.kind, &[obj.clone()], include_object(&q), chrono::Utc::now());
+                    tbl["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
+                    Ok(json_response(StatusCode::OK, &tbl))
+                }
+                None | Some("status") => Ok(json_response(StatusCode::OK, &obj)),
+                Some("scale") if r.scale => Ok(json_response(StatusCode::OK, &crate::subresources::scale_of(r, &obj))),
+                Some(other) => crate::subresources::get(api, r, ns, name, other, &q, req).await,
+            }
+        }
+        (&Method::POST, None, None) => {
+            let opts = q.write_options()?;
+            let (headers, body) = read_body(api, req).await?;
+            let obj = parse_object(&body, &content_type(&headers))?;
+            check_type(r, &obj)?;
+            let (created, warnings) = api.registry.create(r, ns, obj, &opts).await?;
+            Ok(with_warnings(json_response(StatusCode::CREATED, &created), warnings))
+        }
+        (&Method::POST, Some(name), Some(sub)) => {
+            let (headers, body) = read_body(api, req).await?;
+            crate::subresources::post(api, r, ns, name, sub, &q, &headers, &body).await
+        }
+        (&Method::PUT, Some(name), sub) => {
+            let opts = q.write_options()?;
+            let (headers, body) = read_body(api, req).await?;
+            let obj = parse_object(&body, &content_type(&headers))?;
+            check_type(r, &obj)?;
+            if sub == Some("scale") && r.scale {
+                return crate::subresources::put_scale(api, r, ns, name, &obj, &opts).await;
+            }
+            if sub == Some("finalize") && r.kind == "Namespace" {
+                let (v, w) = api
+                    .registry
+                    .guaranteed_update(r, ns, name, None, &opts, |mut cur| {
+                        cur["spec"]["finalizers"] = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                        Ok(cur)
+                    })
+                    .await?;
+                return Ok(with_warnings(json_response(StatusCode::OK, &v), w));
+            }
+            let sub = check_sub(r, sub)?;
+            let (v, w) = api.registry.guaranteed_update(r, ns, name, sub, &opts, |_| Ok(obj.clone())).await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &v), w))
+        }
+        (&Method::PATCH, Some(name), sub) => {
+            let opts = q.write_options()?;
+            let force = q.flag("force");
+            let (headers, body) = read_body(api, req).await?;
+            let ct = content_type(&headers);
+            if sub == Some("scale") && r.scale {
+                let cur = api.registry.get(r, ns, name).await?;
+                let mut scale = crate::subresources::scale_of(r, &cur);
+                apply_patch(r, &ct, &mut scale, &body)?;
+                return crate::subresources::put_scale(api, r, ns, name, &scale, &opts).await;
+            }
+            let sub = check_sub(r, sub)?;
+            if ct == "application/apply-patch+yaml" {
+                return server_side_apply(api, r, ns, name, sub, &body, &opts, force).await;
+            }
+            let (v, w) = api
+                .registry
+                .guaranteed_update(r, ns, name, sub, &opts, |mut cur| {
+                    apply_patch(r, &ct, &mut cur, &body)?;
+                    Ok(cur)
+                })
+                .await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &v), w))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let opts = delete_options(&q, &read_body(api, req).await?.1)?;
+            match api.registry.delete(r, ns, name, &opts).await? {
+                Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
+                Deleted::Gone(obj) => {
+                    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+                    Ok(json_response(StatusCode::OK, &success_status(r.group, r.plural, name, uid)))
+                }
+            }
+        }
+        (&Method::DELETE, None, None) => {
+            let opts = delete_options(&q, &read_body(api, req).await?.1)?;
+            let (labels, fields) = q.selectors()?;
+            let (items, rv, _) = api.registry.list(r, ns, &labels, &fields, 0, None).await?;
+            let mut remaining = Vec::new();
+            for item in items {
+                let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
+                match api.registry.delete(r, item_ns, name, &opts).await {
+                    Ok(Deleted::Pending(obj)) => remaining.push(obj),
+                    Ok(Deleted::Gone(obj)) => remaining.push(obj),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(json_response(StatusCode::OK, &json!({
+                "kind": r.list_kind(), "apiVersion": r.api_version(),
+                "metadata": {"resourceVersion": rv.to_string()}, "items": remaining,
+            })))
+        }
+        _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+fn check_sub<'a>(r: &ResourceInfo, sub: Option<&'a str>) -> Result<Option<&'a str>> {
+    match sub {
+        None => Ok(None),
+        Some("status") if r.status => Ok(Some("status")),
+        Some(_) => Err(ApiError::path_not_found()),
+    }
+}
+
+/// Applies a JSON, merge or strategic merge patch to `target`.
+pub fn apply_patch(r: &ResourceInfo, ct: &str, target: &mut Value, body: &[u8]) -> Result<()> {
+    let patch: Value = match ct {
+        "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    match ct {
+        "application/json-patch+json" => patch::json_patch(target, &patch).map_err(|e| ApiError::bad_request(e.0))?,
+        "application/merge-patch+json" => {
+            if !patch.is_object() {
+                return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+            }
+            patch::merge_patch(target, &patch)
+        }
+        _ => patch::strategic_merge(r.kind, target, &patch).map_err(|e| ApiError::bad_request(e.0))?,
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn server_side_apply(
+    api: &Arc<ApiServer>,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: Option<&str>,
+    body: &[u8],
+    opts: &WriteOptions,
+    force: bool,
+) -> Result<Response<Body>> {
+    let manager = opts
+        .field_manager
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::bad_request("PATCH with apply-patch+yaml requires a fieldManager query parameter"))?;
+    let applied = parse_object(body, "application/yaml")?;
+    check_type(r, &applied)?;
+    if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
+        return Err(ApiError::bad_request("apiVersion and kind must be set in an applied configuration"));
+    }
+    let body_name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    match api.registry.get(r, ns, name).await {
+        Err(e) if e.code == 404 && sub.is_none() => {
+            let obj = apply::apply(r.kind, &r.api_version(), None, &applied, &manager, force)?;
+            let (created, w) = api.registry.create(r, ns, obj, opts).await?;
+            Ok(with_warnings(json_response(StatusCode::CREATED, &created), w))
+        }
+        Err(e) => Err(e),
+        Ok(_) => {
+            let (v, w) = api
+                .registry
+                .guaranteed_update(r, ns, name, sub, opts, |cur| {
+                    apply::apply(r.kind, &r.api_version(), Some(&without_rv(cur)), &applied, &manager, force)
+                })
+                .await?;
+            Ok(with_warnings(json_response(StatusCode::OK, &v), w))
+        }
+    }
+}
+
+fn without_rv(mut v: Value) -> Value {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    v
+}
+
+fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions> {
+    let mut opts = DeleteOptions {
+        grace_period: q.get("gracePeriodSeconds").map(|g| g.parse::<i64>()).transpose().map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+        propagation: q.get("propagationPolicy").map(str::to_string),
+        dry_run: q.get("dryRun") == Some("All"),
+        ..Default::default()
+    };
+    if !body.is_empty() {
+        let b: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
+            opts.grace_period = Some(g);
+        }
+        if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
+            opts.propagation = Some(p.to_string());
+        } else if b.get("orphanDependents") == Some(&json!(true)) {
+            opts.propagation = Some("Orphan".into());
+        }
+        opts.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
+        opts.resource_version = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
+        if b.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All")) {
+            opts.dry_run = true;
+        }
+    }
+    if let Some(p) = &opts.propagation {
+        if !matches!(p.as_str(), "Background" | "Foreground" | "Orphan") {
+            return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not one of Background, Foreground, Orphan")));
+        }
+    }
+    Ok(opts)
+}
+
+async fn list(api: &Arc<ApiServer>, r: &ResourceInfo, ns: Option<&str>, q: &Query, table: bool) -> Result<Response<Body>> {
+    let (labels, fields) = q.selectors()?;
+    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    let (items, rv, next) = api.registry.list(r, ns, &labels, &fields, limit, q.get("continue")).await?;
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if let Some(next) = next {
+        meta["continue"] = json!(next);
+    }
+    if table {
+        let mut t = table::to_table(r.kind, &items, include_object(q), chrono::Utc::now());
+        t["metadata"] = meta;
+        return Ok(json_response(StatusCode::OK, &t));
+    }
+    Ok(json_response(StatusCode::OK, &json!({
+        "kind": r.list_kind(),
+        "apiVersion": r.api_version(),
+        "metadata": meta,
+        "items": items,
+    })))
+}

@@ -1,0 +1,189 @@
+//! The ekube apiserver: the Kubernetes REST API over an embedded store.
+//!
+//! Requests arrive over HTTPS ([`server`]), are authenticated ([`auth`]), routed ([`route`])
+//! and handled per verb ([`handler`], [`watch`], [`subresources`]) by the generic object store
+//! ([`registry`]), which defaults ([`defaults`]), validates ([`validation`]), type-checks
+//! ([`typed`]) and patches ([`patch`], [`apply`]) objects before they reach [`storage`].
+//! Discovery and OpenAPI documents are generated from the resource table and the typed model.
+
+pub mod alloc;
+pub mod apply;
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod defaults;
+pub mod discovery;
+pub mod errors;
+pub mod handler;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod registry;
+pub mod route;
+pub mod server;
+pub mod storage;
+pub mod subresources;
+pub mod table;
+pub mod typed;
+pub mod validation;
+pub mod watch;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use config::Config;
+
+use crate::alloc::{Allocator, Holdings};
+use crate::registry::Registry;
+use crate::storage::Storage;
+
+/// The Kubernetes version this server speaks.
+pub const KUBE_VERSION: &str = "v1.37.0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("opening storage in {path}: {source}")]
+    Storage { path: PathBuf, source: storage::Error },
+    #[error("certificates: {0}")]
+    Pki(#[from] pki::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("start-up: {0}")]
+    Startup(#[from] errors::ApiError),
+}
+
+/// Shared state of a running server.
+pub struct ApiServer {
+    pub config: Config,
+    pub registry: Registry,
+    pub tokens: auth::Tokens,
+    /// `host:port` clients are told to use.
+    pub server_address: String,
+}
+
+/// A started server: where it listens and where its admin kubeconfig is.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_kubeconfig: PathBuf,
+    pub api: Arc<ApiServer>,
+}
+
+/// Prepares storage and certificates, binds, and serves until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    let (running, serve) = start(config, shutdown).await?;
+    tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
+    serve.await;
+    Ok(())
+}
+
+/// Like [`run`] but returns once listening, with the serving future to drive.
+pub async fn start(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(Running, impl std::future::Future<Output = ()>), Error> {
+    config.validate().map_err(Error::Config)?;
+    let tokens = match &config.token_auth_file {
+        Some(path) => auth::Tokens::load(path).map_err(Error::Config)?,
+        None => auth::Tokens::default(),
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::Config(format!("creating {}: {e}", config.data_dir.display())))?;
+    let db_dir = config.data_dir.join("db");
+    let store: Arc<dyn Storage> = Arc::new(
+        storage::sled::SledStorage::open(&db_dir, config.watch_buffer)
+            .map_err(|source| Error::Storage { path: db_dir.clone(), source })?,
+    );
+
+    let addr = SocketAddr::new(config.bind_address, config.secure_port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let advertise = config.advertise_address();
+    let server_address = format!("{advertise}:{}", addr.port());
+
+    // Certificates: CA, serving certificate, admin client certificate and kubeconfig.
+    let pki_dir = config.cert_dir();
+    let ca = pki::Ca::load_or_create(&pki_dir)?;
+    let mut hosts: Vec<String> = [
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        "127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    hosts.push(advertise.to_string());
+    hosts.push(Allocator::new(config.service_cluster_ip_range, config.service_node_port_range).first_ip().to_string());
+    if !config.bind_address.is_unspecified() {
+        hosts.push(config.bind_address.to_string());
+    }
+    hosts.extend(config.tls_san.iter().cloned());
+    hosts.sort();
+    hosts.dedup();
+    let serving = pki::Issued::load_or_issue(&pki_dir, "apiserver", || ca.issue("kube-apiserver", &[], &hosts, true))?;
+    let admin = pki::Issued::load_or_issue(&pki_dir, "admin", || ca.issue("kubernetes-admin", &["system:masters"], &[], false))?;
+    let admin_kubeconfig = config.data_dir.join("admin.conf");
+    pki::write_kubeconfig(&admin_kubeconfig, &format!("https://{server_address}"), &ca.cert_pem, "admin", &admin)?;
+    if let Some(extra) = &config.write_kubeconfig {
+        pki::write_kubeconfig(extra, &format!("https://{server_address}"), &ca.cert_pem, "admin", &admin)?;
+    }
+    let tls = server::tls_config(&ca.cert_pem, &serving.cert_pem, &serving.key_pem).map_err(Error::Tls)?;
+
+    // Allocations held by stored Services.
+    let mut allocator = Allocator::new(config.service_cluster_ip_range, config.service_node_port_range);
+    let services = ekube_api::resources::find("", "v1", "services").expect("served");
+    let stored = store.list(&services.key_prefix(), None, 0).await.map_err(|source| Error::Storage { path: db_dir.clone(), source })?;
+    for kv in &stored.items {
+        allocator.hold(&Holdings::of(&registry::decode(services, kv)));
+    }
+
+    let api = Arc::new(ApiServer { registry: Registry::new(store.clone(), allocator), tokens, server_address, config });
+    bootstrap::run(&api.registry, advertise, addr.port()).await?;
+    tokio::spawn(compactor(store, api.config.compaction_interval, api.config.compaction_retain_revisions, api.config.compaction_retain_age));
+
+    let running = Running { addr, admin_kubeconfig, api: api.clone() };
+    Ok((running, server::serve(api, listener, tls, shutdown)))
+}
+
+/// Compacts the event log like kine: keep at least the newest `retain` revisions and every
+/// revision younger than `age`.
+async fn compactor(store: Arc<dyn Storage>, interval: Duration, retain: u64, age: Duration) {
+    let mut samples: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let current = store.current_revision();
+        samples.push_back((now, current));
+        // The newest revision that is older than `age`.
+        let mut old_enough = 0;
+        while let Some(&(t, rev)) = samples.front() {
+            if now.duration_since(t) >= age {
+                old_enough = rev;
+                samples.pop_front();
+            } else {
+                break;
+            }
+        }
+        if old_enough > 0 {
+            samples.push_front((now - age, old_enough));
+        }
+        let target = current.saturating_sub(retain).min(if age.is_zero() { current } else { old_enough });
+        if target > store.compacted_revision() {
+            if let Err(e) = store.compact(target).await {
+                tracing::warn!(error = %e, "compaction failed");
+            } else {
+                tracing::debug!(revision = target, "compacted");
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! OpenAPI documents generated from the typed model: `/openapi/v2` and `/openapi/v3` (a root
+//! index plus one document per group-version).
+//!
+//! Schemas come from the `k8s-openapi` types (with their upstream descriptions), named as
+//! Kubernetes names them (`io.k8s.api.core.v1.Pod`) and tagged with
+//! `x-kubernetes-group-version-kind`, which is what `kubectl explain` walks. Each kind's item
+//! path lists a PATCH operation that accepts `fieldValidation`, which is how kubectl decides the
+//! server validates fields itself instead of downloading the v2 document.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use ekube_api::resources::{RESOURCES, ResourceInfo};
+use schemars::generate::{SchemaGenerator, SchemaSettings};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::typed::{KindVisitor, with_kind};
+
+struct AddSchema<'a>(&'a mut SchemaGenerator);
+
+impl KindVisitor for AddSchema<'_> {
+    type Output = String;
+    fn visit<T: DeserializeOwned + Serialize + schemars::JsonSchema>(self) -> String {
+        self.0.subschema_for::<T>();
+        T::schema_name().into_owned()
+    }
+}
+
+fn gvk(r: &ResourceInfo) -> Value {
+    json!({"group": r.group, "version": r.version, "kind": r.kind})
+}
+
+/// Rewrites `{"$ref": x, "description": d}` into `{"allOf": [{"$ref": x}], "description": d}`,
+/// the form Kubernetes publishes (siblings of `$ref` are ignored by OpenAPI readers).
+fn wrap_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.contains_key("$ref") && map.len() > 1 {
+                let r = map.remove("$ref").expect("checked");
+                map.insert("allOf".into(), json!([{"$ref": r}]));
+            }
+            map.values_mut().for_each(wrap_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(wrap_refs),
+        _ => {}
+    }
+}
+
+/// Definitions for `resources`, with refs under `prefix` (`#/definitions/` or `#/components/schemas/`).
+fn definitions<'a>(resources: impl Iterator<Item = &'a ResourceInfo>, v3: bool) -> Map<String, Value> {
+    let settings = if v3 { SchemaSettings::openapi3() } else { SchemaSettings::draft07() };
+    let mut generator = settings.into_generator();
+    let mut kinds = Vec::new();
+    for r in resources {
+        if let Some(name) = with_kind(r.group, r.kind, AddSchema(&mut generator)) {
+            kinds.push((name, r));
+        }
+    }
+    let mut defs = generator.take_definitions(true);
+    // Int-or-string types carry no `type`; Kubernetes publishes them as strings, which is what
+    // `kubectl explain` needs to render the fields that use them.
+    for schema in defs.values_mut().filter_map(Value::as_object_mut) {
+        if schema.contains_key("x-kubernetes-int-or-string") && !schema.contains_key("type") {
+            schema.insert("type".into(), json!("string"));
+            schema.insert("format".into(), json!("int-or-string"));
+        }
+    }
+    for (name, r) in kinds {
+        if let Some(Value::Object(schema)) = defs.get_mut(&name) {
+            schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk(r)]));
+        }
+    }
+    let mut value = Value::Object(defs);
+    wrap_refs(&mut value);
+    match value {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn base_path(r: &ResourceInfo) -> String {
+    if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) }
+}
+
+fn operations(r: &ResourceInfo, schema_ref: &str) -> Map<String, Value> {
+    let mut paths = Map::new();
+    let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+    let collection = format!("{}{ns}/{}", base_path(r), r.plural);
+    let item = format!("{collection}/{{name}}");
+    let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
+    let body = json!({"content": {"application/json": {"schema": {"$ref": schema_ref}}}});
+    let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": schema_ref}}}}});
+    let op = |id: &str, params: Vec<Value>, with_body: bool| {
+        let mut o = json!({
+            "operationId": id,
+            "x-kubernetes-group-version-kind": gvk(r),
+            "parameters": params,
+            "responses": ok,
+        });
+        if with_body {
+            o["requestBody"] = body.clone();
+        }
+        o
+    };
+    let write = || vec![param("dryRun"), param("fieldManager"), param("fieldValidation")];
+    paths.insert(
+        collection,
+        json!({
+            "get": op(&format!("list{}", r.kind), vec![param("labelSelector"), param("fieldSelector"), param("watch")], false),
+            "post": op(&format!("create{}", r.kind), write(), true),
+        }),
+    );
+    let mut patch_params = write();
+    patch_params.push(param("force"));
+    paths.insert(
+        item,
+        json!({
+            "get": op(&format!("read{}", r.kind), vec![], false),
+            "put": op(&format!("replace{}", r.kind), write(), true),
+            "patch": op(&format!("patch{}", r.kind), patch_params, true),
+            "delete": op(&format!("delete{}", r.kind), vec![param("dryRun"), param("gracePeriodSeconds"), param("propagationPolicy")], false),
+        }),
+    );
+    paths
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+struct Documents {
+    v2: String,
+    v3_root: String,
+    /// `api/v1` → (hash, document).
+    v3: BTreeMap<String, (String, String)>,
+}
+
+fn build() -> Documents {
+    let mut v3 = BTreeMap::new();
+    for (group, versions) in ekube_api::resources::groups() {
+        for version in versions {
+            let in_gv = || RESOURCES.iter().filter(move |r| r.group == group && r.version == version);
+            let schemas = definitions(in_gv(), true);
+            let mut paths = Map::new();
+            for r in in_gv() {
+                let name = with_kind(r.group, r.kind, NameOnly).unwrap_or_default();
+                paths.extend(operations(r, &format!("#/components/schemas/{name}")));
+            }
+            let doc = json!({
+                "openapi": "3.0.0",
+                "info": {"title": "Kubernetes", "version": crate::KUBE_VERSION},
+                "paths": paths,
+                "components": {"schemas": schemas},
+            })
+            .to_string();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            doc.hash(&mut h);
+            v3.insert(gv_path(group, version), (format!("{:016X}", h.finish()), doc));
+        }
+    }
+    let root_paths: Map<String, Value> = v3
+        .iter()
+        .map(|(path, (hash, _))| (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")})))
+        .collect();
+    let mut v2_paths = Map::new();
+    for r in RESOURCES {
+        let name = with_kind(r.group, r.kind, NameOnly).unwrap_or_default();
+        v2_paths.extend(operations(r, &format!("#/definitions/{name}")));
+    }
+    let v2 = json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": crate::KUBE_VERSION},
+        "paths": v2_paths,
+        "definitions": definitions(RESOURCES.iter(), false),
+    })
+    .to_string();
+    Documents { v2, v3_root: json!({"paths": root_paths}).to_string(), v3 }
+}
+
+struct NameOnly;
+
+impl KindVisitor for NameOnly {
+    type Output = String;
+    fn visit<T: DeserializeOwned + Serialize + schemars::JsonSchema>(self) -> String {
+        T::schema_name().into_owned()
+    }
+}
+
+fn docs() -> &'static Documents {
+    static DOCS: OnceLock<Documents> = OnceLock::new();
+    DOCS.get_or_init(build)
+}
+
+pub fn v2() -> &'static str {
+    &docs().v2
+}
+
+pub fn v3_root() -> &'static str {
+    &docs().v3_root
+}
+
+/// The document for `api/v1` or `apis/<group>/<version>`.
+pub fn v3(path: &str) -> Option<&'static str> {
+    docs().v3.get(path.trim_matches('/')).map(|(_, doc)| doc.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v3_core_has_pod_with_gvk_and_field_validation() {
+        let doc: Value = serde_json::from_str(v3("api/v1").unwrap()).unwrap();
+        let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"].is_object());
+        let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
+        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        let root: Value = serde_json::from_str(v3_root()).unwrap();
+        assert!(root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
+        let v2: Value = serde_json::from_str(v2()).unwrap();
+        assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    }
+}

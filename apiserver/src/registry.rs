@@ -1,0 +1,616 @@
+//! The generic object store: every verb on every resource, over [`Storage`].
+//!
+//! Objects are JSON. On the way in they are defaulted, validated, round-tripped through their
+//! typed form and stored without `resourceVersion`; on the way out the key's `mod_revision`
+//! becomes their `resourceVersion`. Writes that read first (update, patch, binding, graceful
+//! delete) go through [`Registry::guaranteed_update`], which retries on a lost race unless the
+//! client pinned a `resourceVersion`, in which case the race is the client's 409.
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use ekube_api::ResourceInfo;
+use ekube_api::selector::{FieldSelector, LabelSelector};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::alloc::{Allocator, Holdings};
+use crate::errors::{ApiError, Cause, Result};
+use crate::storage::{self, KeyValue, Storage};
+use crate::{defaults, typed, validation};
+
+/// How unknown fields are treated (`?fieldValidation=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    #[default]
+    Warn,
+    Strict,
+}
+
+/// Per-request options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+    pub field_manager: Option<String>,
+}
+
+/// What a write produced besides the object: warnings for the `Warning` header.
+#[derive(Debug, Default)]
+pub struct Warnings(pub Vec<String>);
+
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub propagation: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub dry_run: bool,
+}
+
+pub enum Deleted {
+    /// Gone from storage; the last state.
+    Gone(Value),
+    /// Still present, waiting for finalizers or a kubelet's confirmation.
+    Pending(Value),
+}
+
+pub struct Registry {
+    pub store: Arc<dyn Storage>,
+    /// Service writes take this lock so cluster IP and node port allocation cannot race.
+    pub alloc: Mutex<Allocator>,
+}
+
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The storage key of an object.
+pub fn key(r: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
+    match (r.namespaced, ns) {
+        (true, Some(ns)) => format!("{}{ns}/{name}", r.key_prefix()),
+        _ => format!("{}{name}", r.key_prefix()),
+    }
+}
+
+/// The key prefix of a collection (one namespace, or all).
+pub fn collection_prefix(r: &ResourceInfo, ns: Option<&str>) -> String {
+    match (r.namespaced, ns) {
+        (true, Some(ns)) => format!("{}{ns}/", r.key_prefix()),
+        _ => r.key_prefix(),
+    }
+}
+
+/// Decodes a stored value into the object clients see.
+pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
+    let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_else(|_| json!({}));
+    obj["apiVersion"] = json!(r.api_version());
+    obj["kind"] = json!(r.kind);
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    obj
+}
+
+fn encode(obj: &Value) -> Vec<u8> {
+    let mut stored = obj.clone();
+    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        meta.remove("selfLink");
+    }
+    serde_json::to_vec(&stored).expect("JSON values serialise")
+}
+
+fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn parse_rv(rv: &str) -> Result<u64> {
+    rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Storage>, alloc: Allocator) -> Self {
+        Self { store, alloc: Mutex::new(alloc) }
+    }
+
+    pub async fn get(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value> {
+        self.get_kv(r, ns, name).await.map(|kv| decode(r, &kv))
+    }
+
+    async fn get_kv(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<KeyValue> {
+        self.store
+            .get(&key(r, ns, name))
+            .await?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+    }
+
+    /// Lists a collection, filtered, in pages. Returns the items, the list's resource version
+    /// and the continue token of the next page.
+    pub async fn list(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<(Vec<Value>, u64, Option<String>)> {
+        let prefix = collection_prefix(r, ns);
+        let (start_after, pinned_rv) = match continue_token.filter(|t| !t.is_empty()) {
+            Some(t) => decode_continue(t, &prefix)?,
+            None => (None, None),
+        };
+        let page = self.store.list(&prefix, start_after.as_deref(), 0).await?;
+        let mut out = Vec::new();
+        let mut next = None;
+        for kv in &page.items {
+            let obj = decode(r, kv);
+            if !labels.matches_object(&obj) || !fields.matches_object(&obj) {
+                continue;
+            }
+            if limit > 0 && out.len() == limit {
+                next = Some(encode_continue(&page_last_key(&out, r, ns), pinned_rv.unwrap_or(page.revision)));
+                break;
+            }
+            out.push(obj);
+        }
+        Ok((out, pinned_rv.unwrap_or(page.revision), next))
+    }
+
+    pub async fn namespace_must_be_active(&self, ns: &str, creating: bool) -> Result<()> {
+        let nsr = ekube_api::resources::find("", "v1", "namespaces").expect("namespaces are served");
+        let Some(kv) = self.store.get(&key(nsr, None, ns)).await? else {
+            return Err(ApiError::not_found("", "namespaces", ns));
+        };
+        let obj = decode(nsr, &kv);
+        if creating && obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Defaults, validates and normalises an object about to be written; `old` is the stored
+    /// version on update.
+    async fn admit(
+        &self,
+        r: &ResourceInfo,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+        warnings: &mut Warnings,
+    ) -> Result<()> {
+        defaults::apply(r.group, r.kind, obj);
+        let node_ports = self.alloc.lock().await.ports;
+        let mut causes = validation::validate(r.group, r.kind, obj, node_ports);
+        if let Some(old) = old {
+            causes.extend(validation::immutable(r.group, r.kind, old, obj));
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(r.group, r.kind, name_of(obj), causes));
+        }
+        let (normalized, unknown) = typed::normalize(r.group, r.kind, obj.take()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{kind} in version \"{v}\" cannot be handled as a {kind}: {path}: {msg}",
+                kind = r.kind,
+                v = r.version,
+                path = e.path,
+                msg = e.message
+            ))
+        })?;
+        *obj = normalized;
+        if !unknown.is_empty() {
+            match opts.field_validation {
+                FieldValidation::Strict => {
+                    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                }
+                FieldValidation::Warn => warnings.0.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+                FieldValidation::Ignore => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: &WriteOptions,
+    ) -> Result<(Value, Warnings)> {
+        let mut warnings = Warnings::default();
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the request body must be an object"));
+        }
+        obj["apiVersion"] = json!(r.api_version());
+        obj["kind"] = json!(r.kind);
+        let meta = defaults::ensure(&mut obj, "metadata");
+        match (r.namespaced, ns, meta.get("namespace").and_then(Value::as_str)) {
+            (true, Some(ns), Some(body_ns)) if !body_ns.is_empty() && body_ns != ns => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            (true, Some(ns), _) => meta["namespace"] = json!(ns),
+            (true, None, _) => return Err(ApiError::bad_request("a namespaced resource must be created in a namespace")),
+            (false, _, _) => {
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove("namespace");
+                }
+            }
+        }
+        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+                meta["name"] = json!(format!("{prefix}{}", random_suffix()));
+            }
+        }
+        if let Some(m) = meta.as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(now()));
+            if r.status || r.kind == "Pod" {
+                m.insert("generation".into(), json!(1));
+            }
+        }
+        if let (true, Some(ns)) = (r.namespaced, ns) {
+            self.namespace_must_be_active(ns, true).await?;
+        }
+        self.admit(r, &mut obj, None, opts, &mut warnings).await?;
+        let name = name_of(&obj).to_string();
+        let k = key(r, ns, &name);
+        if r.kind == "Service" && r.group.is_empty() {
+            let mut alloc = self.alloc.lock().await;
+            if self.store.get(&k).await?.is_some() {
+                return Err(ApiError::already_exists(r.group, r.plural, &name));
+            }
+            let held = alloc
+                .allocate(&mut obj, &Holdings::default(), opts.dry_run)
+                .map_err(|causes| ApiError::invalid(r.group, r.kind, &name, causes))?;
+            if opts.dry_run {
+                return Ok((obj, warnings));
+            }
+            return match self.store.create(&k, encode(&obj)).await {
+                Ok(kv) => Ok((decode(r, &kv), warnings)),
+                Err(e) => {
+                    alloc.release(&held);
+                    Err(self.map_write_error(r, &name, e))
+                }
+            };
+        }
+        if opts.dry_run {
+            if self.store.get(&k).await?.is_some() {
+                return Err(ApiError::already_exists(r.group, r.plural, &name));
+            }
+            return Ok((obj, warnings));
+        }
+        let kv = self.store.create(&k, encode(&obj)).await.map_err(|e| self.map_write_error(r, &name, e))?;
+        Ok((decode(r, &kv), warnings))
+    }
+
+    fn map_write_error(&self, r: &ResourceInfo, name: &str, e: storage::Error) -> ApiError {
+        match e {
+            storage::Error::AlreadyExists { .. } => ApiError::already_exists(r.group, r.plural, name),
+            storage::Error::NotFound { .. } => ApiError::not_found(r.group, r.plural, name),
+            storage::Error::Conflict { .. } => ApiError::stale(r.group, r.plural, name),
+            other => other.into(),
+        }
+    }
+
+    /// Reads, changes and writes one object, retrying on a lost race. `mutate` gets the stored
+    /// object and returns the desired one. `precondition` is a client-supplied resourceVersion:
+    /// with it, a race is reported as 409 instead of retried. `subresource` scopes which parts
+    /// of the object may change (`status` changes only `.status`; none preserves `.status`).
+    pub async fn guaranteed_update<F>(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        mut mutate: F,
+    ) -> Result<(Value, Warnings)>
+    where
+        F: FnMut(Value) -> Result<Value>,
+    {
+        for _ in 0..32 {
+            let kv = self.get_kv(r, ns, name).await?;
+            let current = decode(r, &kv);
+            let mut desired = mutate(current.clone())?;
+            let precondition = desired
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|rv| !rv.is_empty())
+                .map(parse_rv)
+                .transpose()?;
+            if let Some(rv) = precondition {
+                if rv != kv.mod_revision {
+                    return Err(ApiError::stale(r.group, r.plural, name));
+                }
+            }
+            self.prepare_update(r, &current, &mut desired, subresource)?;
+            let mut warnings = Warnings::default();
+            self.admit(r, &mut desired, Some(&current), opts, &mut warnings).await?;
+            if desired.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(r, &desired) {
+                let gone = self.store.delete(&key(r, ns, name), Some(kv.mod_revision)).await;
+                match gone {
+                    Ok(kv) => {
+                        self.released(r, &current).await;
+                        return Ok((decode(r, &kv), warnings));
+                    }
+                    Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
+                    Err(e) => return Err(self.map_write_error(r, name, e)),
+                }
+            }
+            if without_rv(&desired) == without_rv(&current) {
+                return Ok((current, warnings));
+            }
+            let write = if r.kind == "Service" && r.group.is_empty() {
+                let mut alloc = self.alloc.lock().await;
+                let old = Holdings::of(&current);
+                let held = alloc
+                    .allocate(&mut desired, &old, opts.dry_run)
+                    .map_err(|causes| ApiError::invalid(r.group, r.kind, name, causes))?;
+                if opts.dry_run {
+                    return Ok((desired, warnings));
+                }
+                let res = self.store.update(&key(r, ns, name), encode(&desired), kv.mod_revision).await;
+                if res.is_err() {
+                    alloc.release(&held);
+                    alloc.hold(&old);
+                }
+                res
+            } else {
+                if opts.dry_run {
+                    return Ok((desired, warnings));
+                }
+                self.store.update(&key(r, ns, name), encode(&desired), kv.mod_revision).await
+            };
+            match write {
+                Ok(kv) => return Ok((decode(r, &kv), warnings)),
+                Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(self.map_write_error(r, name, e)),
+            }
+        }
+        Err(ApiError::conflict(r.group, r.plural, name, "too many concurrent writers, try again"))
+    }
+
+    /// Keeps what an update may not change and bumps `generation` when the spec changed.
+    fn prepare_update(&self, r: &ResourceInfo, current: &Value, desired: &mut Value, sub: Option<&str>) -> Result<()> {
+        if !desired.is_object() {
+            return Err(ApiError::bad_request("the request body must be an object"));
+        }
+        let name = current.pointer("/metadata/name").cloned().unwrap_or_default();
+        let body_name = desired.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        if !body_name.is_empty() && Some(body_name) != name.as_str() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({})",
+                name.as_str().unwrap_or_default()
+            )));
+        }
+        desired["apiVersion"] = current["apiVersion"].clone();
+        desired["kind"] = current["kind"].clone();
+        match sub {
+            Some("status") => {
+                // Only .status moves; everything else is the stored object.
+                let status = desired.get("status").cloned();
+                let mut next = current.clone();
+                match status {
+                    Some(s) => next["status"] = s,
+                    None => {
+                        next.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+                // Status writers may still carry metadata changes Kubernetes allows on status
+                // (none that matter here), so the stored metadata wins.
+                next["metadata"]["resourceVersion"] = desired["metadata"]["resourceVersion"].clone();
+                *desired = next;
+            }
+            _ if r.status => match current.get("status") {
+                Some(s) => desired["status"] = s.clone(),
+                None => {
+                    desired.as_object_mut().map(|m| m.remove("status"));
+                }
+            },
+            _ => {}
+        }
+        let meta = defaults::ensure(desired, "metadata");
+        for keep in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            match current["metadata"].get(keep) {
+                Some(v) => meta[keep] = v.clone(),
+                None => {
+                    meta.as_object_mut().map(|m| m.remove(keep));
+                }
+            }
+        }
+        if let Some(m) = meta.as_object_mut() {
+            if m.get("resourceVersion").is_some_and(|v| v.as_str().is_none_or(str::is_empty)) {
+                m.remove("resourceVersion");
+            }
+        }
+        let spec_of = |v: &Value| {
+            let mut v = v.clone();
+            v.as_object_mut().map(|m| {
+                m.remove("metadata");
+                m.remove("status");
+            });
+            v
+        };
+        if let Some(generation) = current.pointer("/metadata/generation").and_then(Value::as_i64) {
+            if spec_of(current) != spec_of(desired) {
+                desired["metadata"]["generation"] = json!(generation + 1);
+            }
+        }
+        Ok(())
+    }
+
+    /// Called after an object left storage, to free what it held.
+    async fn released(&self, r: &ResourceInfo, obj: &Value) {
+        if r.kind == "Service" && r.group.is_empty() {
+            self.alloc.lock().await.release(&Holdings::of(obj));
+        }
+    }
+
+    pub async fn delete(&self, r: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Deleted> {
+        for _ in 0..32 {
+            let kv = self.get_kv(r, ns, name).await?;
+            let current = decode(r, &kv);
+            if let Some(uid) = &opts.uid {
+                let actual = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+                if uid != actual {
+                    return Err(ApiError::conflict(r.group, r.plural, name, &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    )));
+                }
+            }
+            if let Some(rv) = &opts.resource_version {
+                if parse_rv(rv)? != kv.mod_revision {
+                    return Err(ApiError::conflict(r.group, r.plural, name, &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    )));
+                }
+            }
+            let mut next = current.clone();
+            let mut changed = false;
+            // Graceful deletion of pods a kubelet is running.
+            if r.kind == "Pod" && r.group.is_empty() {
+                let scheduled = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+                let finished = matches!(current.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+                let default_grace = current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
+                let grace = if !scheduled || finished { 0 } else { opts.grace_period.unwrap_or(default_grace).max(0) };
+                let existing = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                if grace > 0 {
+                    if existing.is_some_and(|g| g <= grace) {
+                        return Ok(Deleted::Pending(current));
+                    }
+                    let when = Utc::now() + chrono::Duration::seconds(grace);
+                    next["metadata"]["deletionTimestamp"] = json!(when.to_rfc3339_opts(SecondsFormat::Secs, true));
+                    next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                    changed = true;
+                } else if existing.is_some() {
+                    // The kubelet confirms the pod is gone (or the client forces it).
+                    next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                    changed = true;
+                }
+            }
+            let mut finalizers: Vec<Value> =
+                current.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            match opts.propagation.as_deref() {
+                Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
+                    finalizers.push(json!("foregroundDeletion"));
+                    changed = true;
+                }
+                Some("Orphan") if !finalizers.contains(&json!("orphan")) => {
+                    finalizers.push(json!("orphan"));
+                    changed = true;
+                }
+                _ => {}
+            }
+            let namespace_pending = r.kind == "Namespace"
+                && current.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            if namespace_pending {
+                next["status"]["phase"] = json!("Terminating");
+                changed = true;
+            }
+            if !finalizers.is_empty() || namespace_pending {
+                next["metadata"]["finalizers"] = json!(finalizers);
+                if next.pointer("/metadata/deletionTimestamp").is_none() {
+                    next["metadata"]["deletionTimestamp"] = json!(now());
+                    next["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+                    changed = true;
+                }
+            }
+            let grace_pending =
+                next.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+            if finalizers.is_empty() && !namespace_pending && !grace_pending {
+                // Nothing holds it: delete now.
+                if opts.dry_run {
+                    return Ok(Deleted::Gone(current));
+                }
+                match self.store.delete(&key(r, ns, name), Some(kv.mod_revision)).await {
+                    Ok(kv) => {
+                        self.released(r, &current).await;
+                        return Ok(Deleted::Gone(decode(r, &kv)));
+                    }
+                    Err(storage::Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(self.map_write_error(r, name, e)),
+                }
+            }
+            if !changed || opts.dry_run {
+                return Ok(Deleted::Pending(if opts.dry_run { next } else { current }));
+            }
+            match self.store.update(&key(r, ns, name), encode(&next), kv.mod_revision).await {
+                Ok(kv) => return Ok(Deleted::Pending(decode(r, &kv))),
+                Err(storage::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(self.map_write_error(r, name, e)),
+            }
+        }
+        Err(ApiError::conflict(r.group, r.plural, name, "too many concurrent writers, try again"))
+    }
+}
+
+/// Whether an object marked for deletion may now leave storage.
+fn finalizers_done(r: &ResourceInfo, obj: &Value) -> bool {
+    let meta_done = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+    let ns_done = r.kind != "Namespace"
+        || obj.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+    // A terminating pod leaves only when its kubelet (or a forced delete) says so.
+    let grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    meta_done && ns_done && grace == 0
+}
+
+fn without_rv(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    v
+}
+
+fn page_last_key(out: &[Value], r: &ResourceInfo, ns: Option<&str>) -> String {
+    let last = out.last().expect("a full page is not empty");
+    let obj_ns = last.pointer("/metadata/namespace").and_then(Value::as_str).or(ns);
+    key(r, obj_ns, name_of(last))
+}
+
+fn encode_continue(last_key: &str, rv: u64) -> String {
+    use base64::Engine;
+    let token = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": last_key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<(Option<String>, Option<u64>)> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let start = v["start"].as_str().ok_or_else(bad)?;
+    if !start.starts_with(prefix) {
+        return Err(bad());
+    }
+    Ok((Some(start.to_string()), v["rv"].as_u64()))
+}
+
+/// Whether `obj` passes the filters of a list or watch.
+pub fn matches(obj: &Value, name: Option<&str>, labels: &LabelSelector, fields: &FieldSelector) -> bool {
+    name.is_none_or(|n| name_of(obj) == n) && labels.matches_object(obj) && fields.matches_object(obj)
+}
+
+/// Turns a `Cause`-free validation into a plain invalid error (used by subresources).
+pub fn invalid(r: &ResourceInfo, name: &str, cause: Cause) -> ApiError {
+    ApiError::invalid(r.group, r.kind, name, vec![cause])
+}

@@ -1,0 +1,117 @@
+//! Request paths → what they address.
+
+use ekube_api::resources::{self, ResourceInfo};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health(String),
+    Version,
+    Api,
+    Apis,
+    Group(String),
+    ResourceList { group: String, version: String },
+    OpenApiV2,
+    OpenApiV3Root,
+    OpenApiV3(String),
+    Resource(Target),
+    NotFound,
+}
+
+/// A resource path: `/api/v1/namespaces/default/pods/web/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub info: &'static ResourceInfo,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+pub fn parse(path: &str) -> Route {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    match segs.as_slice() {
+        [h @ ("healthz" | "livez" | "readyz"), rest @ ..] => Route::Health(format!("{h}{}", if rest.is_empty() { String::new() } else { format!("/{}", rest.join("/")) })),
+        ["version"] => Route::Version,
+        ["api"] => Route::Api,
+        ["apis"] => Route::Apis,
+        ["openapi", "v2"] | ["swagger.json"] => Route::OpenApiV2,
+        ["openapi", "v3"] => Route::OpenApiV3Root,
+        ["openapi", "v3", rest @ ..] => Route::OpenApiV3(rest.join("/")),
+        ["api", version] => Route::ResourceList { group: String::new(), version: version.to_string() },
+        ["apis", group] => Route::Group(group.to_string()),
+        ["apis", group, version] => Route::ResourceList { group: group.to_string(), version: version.to_string() },
+        ["api", version, rest @ ..] => resource("", version, rest),
+        ["apis", group, version, rest @ ..] => resource(group, version, rest),
+        _ => Route::NotFound,
+    }
+}
+
+/// Whether `<plural>/<sub>` exists.
+pub fn has_subresource(info: &ResourceInfo, sub: &str) -> bool {
+    match sub {
+        "status" => info.status,
+        "scale" => info.scale,
+        _ => matches!(
+            (info.group, info.plural, sub),
+            ("", "pods", "binding" | "eviction" | "log" | "exec" | "attach" | "portforward")
+                | ("", "namespaces", "finalize")
+                | ("", "serviceaccounts", "token")
+        ),
+    }
+}
+
+fn resource(group: &str, version: &str, rest: &[&str]) -> Route {
+    let find = |plural: &str| resources::find(group, version, plural);
+    let target = |info: &'static ResourceInfo, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+        if sub.is_some_and(|s| !has_subresource(info, s)) {
+            return Route::NotFound;
+        }
+        Route::Resource(Target {
+            info,
+            namespace: namespace.map(str::to_string),
+            name: name.map(str::to_string),
+            subresource: sub.map(str::to_string),
+        })
+    };
+    match rest {
+        // /api/v1/namespaces/{ns}/{plural}[/{name}[/{sub}]]
+        ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => {
+            let info = find(plural).expect("checked");
+            match tail {
+                [] => target(info, Some(ns), None, None),
+                [name] => target(info, Some(ns), Some(name), None),
+                [name, sub] => target(info, Some(ns), Some(name), Some(sub)),
+                _ => Route::NotFound,
+            }
+        }
+        // /api/v1/{plural}[/{name}[/{sub}]] (cluster-scoped, or namespaced across all namespaces)
+        [plural, tail @ ..] => match find(plural) {
+            Some(info) => match tail {
+                [] => target(info, None, None, None),
+                [name] if !info.namespaced => target(info, None, Some(name), None),
+                [name, sub] if !info.namespaced => target(info, None, Some(name), Some(sub)),
+                _ => Route::NotFound,
+            },
+            None => Route::NotFound,
+        },
+        [] => Route::NotFound,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let Route::Resource(t) = parse("/api/v1/namespaces/default/pods/web/status") else { panic!() };
+        assert_eq!((t.info.plural, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
+            ("pods", Some("default"), Some("web"), Some("status")));
+        let Route::Resource(t) = parse("/api/v1/namespaces/kube-system") else { panic!() };
+        assert_eq!((t.info.plural, t.name.as_deref()), ("namespaces", Some("kube-system")));
+        let Route::Resource(t) = parse("/apis/apps/v1/deployments") else { panic!() };
+        assert_eq!((t.info.plural, t.namespace), ("deployments", None));
+        assert_eq!(parse("/api/v1/namespaces/x/frobs"), Route::NotFound);
+        assert_eq!(parse("/apis/apps/v1"), Route::ResourceList { group: "apps".into(), version: "v1".into() });
+        assert_eq!(parse("/api/v1/pods/web"), Route::NotFound);
+    }
+}

@@ -1,0 +1,150 @@
+//! Subresources other than `status`: `scale`, `pods/binding`, `pods/eviction`, and the streaming
+//! ones served by kubelets.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ekube_api::ResourceInfo;
+use http::{HeaderMap, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::ApiServer;
+use crate::errors::{ApiError, Cause, Result};
+use crate::handler::{Body, Query, json_response, parse_object};
+use crate::registry::{DeleteOptions, WriteOptions};
+
+/// The `autoscaling/v1` Scale view of a workload.
+pub fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
+    debug_assert!(r.scale, "{} has no scale subresource", r.plural);
+    let selector = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    })
+}
+
+pub async fn put_scale(
+    api: &Arc<ApiServer>,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    scale: &Value,
+    opts: &WriteOptions,
+) -> Result<Response<Body>> {
+    let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+    if replicas < 0 {
+        return Err(ApiError::invalid("autoscaling", "Scale", name, vec![Cause::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+    }
+    let pinned = scale.pointer("/metadata/resourceVersion").cloned();
+    let (obj, _) = api
+        .registry
+        .guaranteed_update(r, ns, name, None, opts, |mut cur| {
+            cur["spec"]["replicas"] = json!(replicas);
+            if let Some(rv) = &pinned {
+                cur["metadata"]["resourceVersion"] = rv.clone();
+            }
+            Ok(cur)
+        })
+        .await?;
+    Ok(json_response(StatusCode::OK, &scale_of(r, &obj)))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn post(
+    api: &Arc<ApiServer>,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response<Body>> {
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    match (r.kind, sub) {
+        ("Pod", "binding") => {
+            let binding = parse_object(body, ct)?;
+            let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            if node.is_empty() {
+                return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
+            }
+            let opts = WriteOptions { dry_run: q.get("dryRun") == Some("All"), ..Default::default() };
+            api.registry
+                .guaranteed_update(r, ns, name, None, &opts, |mut pod| {
+                    if pod.pointer("/metadata/deletionTimestamp").is_some() {
+                        return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+                    }
+                    if let Some(current) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                        return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node \"{current}\"")));
+                    }
+                    pod["spec"]["nodeName"] = json!(node);
+                    Ok(pod)
+                })
+                .await?;
+            // PodScheduled=True, as the binding storage of Kubernetes records it.
+            let now = crate::registry::now();
+            let _ = api
+                .registry
+                .guaranteed_update(r, ns, name, Some("status"), &opts, |mut pod| {
+                    let conditions = crate::defaults::ensure(crate::defaults::ensure(&mut pod, "status"), "conditions");
+                    if !conditions.is_array() {
+                        *conditions = json!([]);
+                    }
+                    let list = conditions.as_array_mut().expect("array");
+                    list.retain(|c| c["type"] != "PodScheduled");
+                    list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+                    Ok(pod)
+                })
+                .await;
+            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        ("Pod", "eviction") => {
+            let eviction = parse_object(body, ct)?;
+            let grace = eviction.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64);
+            api.registry.delete(r, ns, name, &DeleteOptions { grace_period: grace, ..Default::default() }).await?;
+            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        (_, "exec" | "attach" | "portforward") => kubelet_only(sub),
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+pub async fn get(
+    api: &Arc<ApiServer>,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    _q: &Query,
+    _req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>> {
+    match (r.kind, sub) {
+        ("Pod", "log" | "exec" | "attach" | "portforward") => {
+            api.registry.get(r, ns, name).await?;
+            kubelet_only(sub)
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+fn kubelet_only(sub: &str) -> Result<Response<Body>> {
+    Err(ApiError {
+        code: 503,
+        reason: "ServiceUnavailable",
+        message: format!("pods/{sub} is served by the pod's kubelet, and no kubelet API is reachable for this pod"),
+        details: None,
+    })
+}

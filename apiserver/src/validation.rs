@@ -1,0 +1,472 @@
+//! Validation, worded as Kubernetes words it, so `kubectl` users see familiar messages.
+//!
+//! Runs on the JSON form after defaulting. Each check appends a [`Cause`] naming the field; a
+//! non-empty list becomes a 422 `Invalid` status.
+
+use serde_json::Value;
+
+use crate::errors::Cause;
+
+const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_dns1035_label(s: &str) -> bool {
+    is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
+}
+
+fn is_iana_svc_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--")
+}
+
+/// Validates the name and metadata every object has.
+pub fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        causes.push(Cause::required("metadata.name"));
+    } else {
+        let (ok, msg) = match kind {
+            "Namespace" => (is_dns1123_label(name), DNS1123_LABEL),
+            "Service" => (is_dns1035_label(name), DNS1035_LABEL),
+            // Role-like and Event names allow a wider alphabet; a path segment is enough.
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "Event" => {
+                (!name.contains('/') && !name.contains('%') && name != "." && name != "..", "may not contain '/' or '%'")
+            }
+            _ => (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN),
+        };
+        if !ok {
+            causes.push(Cause::invalid("metadata.name", format!("\"{name}\""), msg));
+        }
+    }
+    labels(obj.pointer("/metadata/labels"), "metadata.labels", causes);
+}
+
+fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
+    let Some(Value::Object(map)) = labels else { return };
+    for (k, v) in map {
+        let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
+        let name_ok = !name.is_empty()
+            && name.len() <= 63
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+        if !name_ok || (!prefix.is_empty() && !is_dns1123_subdomain(prefix)) {
+            causes.push(Cause::invalid(field, format!("\"{k}\""), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        }
+        let value = v.as_str().unwrap_or_default();
+        let value_ok = value.len() <= 63
+            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && (value.is_empty()
+                || (value.as_bytes()[0].is_ascii_alphanumeric()
+                    && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric()));
+        if !value_ok {
+            causes.push(Cause::invalid(field, format!("\"{value}\""), "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        }
+    }
+}
+
+/// Validates a whole object of `kind` (after defaulting).
+pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    metadata(kind, obj, &mut causes);
+    match (group, kind) {
+        ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut causes),
+        ("", "Service") => service(obj, node_ports, &mut causes),
+        ("", "ConfigMap") | ("", "Secret") => {
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(Value::Object(map)) = obj.get(field) {
+                    for k in map.keys() {
+                        let ok = !k.is_empty() && k.len() <= 253 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                        if !ok {
+                            causes.push(Cause::invalid(format!("{field}[{k}]"), format!("\"{k}\""), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+                        }
+                    }
+                }
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => workload(obj, &mut causes, true),
+        ("batch", "Job") => {
+            workload(obj, &mut causes, false);
+            if let Some(policy) = obj.pointer("/spec/template/spec/restartPolicy").and_then(Value::as_str) {
+                if policy == "Always" {
+                    causes.push(Cause::not_supported("spec.template.spec.restartPolicy", policy, &["OnFailure", "Never"]));
+                }
+            }
+        }
+        ("batch", "CronJob") => {
+            let schedule = obj.pointer("/spec/schedule").and_then(Value::as_str).unwrap_or_default();
+            if schedule.is_empty() {
+                causes.push(Cause::required("spec.schedule"));
+            } else if !valid_cron(schedule) {
+                causes.push(Cause::invalid("spec.schedule", format!("\"{schedule}\""), "unparseable schedule"));
+            }
+            if obj.pointer("/spec/jobTemplate/spec/template").is_none() {
+                causes.push(Cause::required("spec.jobTemplate.spec.template"));
+            } else {
+                pod_spec(obj.pointer("/spec/jobTemplate/spec/template/spec"), "spec.jobTemplate.spec.template.spec", &mut causes);
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+fn valid_cron(s: &str) -> bool {
+    if s.starts_with('@') {
+        return matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly");
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    fields.len() == 5 && fields.iter().all(|f| f.bytes().all(|b| b.is_ascii_alphanumeric() || b"*/,-?".contains(&b)))
+}
+
+fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
+    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
+        if r < 0 {
+            causes.push(Cause::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+        }
+    }
+    let selector = obj.pointer("/spec/selector");
+    let template_labels = obj.pointer("/spec/template/metadata/labels");
+    if needs_selector {
+        match selector {
+            None | Some(Value::Null) => causes.push(Cause::required("spec.selector")),
+            Some(sel) => {
+                let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
+                    serde_json::from_value(sel.clone());
+                if let Ok(sel) = parsed {
+                    let selector = ekube_api::selector::LabelSelector::from_label_selector(&sel);
+                    if selector.is_empty() {
+                        causes.push(Cause::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                    }
+                    let labels = template_labels
+                        .and_then(|l| serde_json::from_value(l.clone()).ok())
+                        .unwrap_or_default();
+                    if !selector.matches(&labels) {
+                        let shown = template_labels.map(|l| format!("map[{}]", render_map(l))).unwrap_or_else(|| "map[]".into());
+                        causes.push(Cause::invalid(
+                            "spec.template.metadata.labels",
+                            shown,
+                            "`selector` does not match template `labels`",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if obj.pointer("/spec/template").is_none() {
+        causes.push(Cause::required("spec.template"));
+        return;
+    }
+    labels(template_labels, "spec.template.metadata.labels", causes);
+    pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", causes);
+}
+
+fn render_map(v: &Value) -> String {
+    v.as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
+    let Some(spec) = spec.filter(|s| s.is_object()) else {
+        causes.push(Cause::required(format!("{at}.containers")));
+        return;
+    };
+    let containers = spec.get("containers").and_then(Value::as_array);
+    if containers.is_none_or(|c| c.is_empty()) {
+        causes.push(Cause::required(format!("{at}.containers")));
+    }
+    let mut names = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            container(c, &format!("{at}.{list}[{i}]"), &mut names, causes);
+        }
+    }
+    if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
+        if !matches!(policy, "Always" | "OnFailure" | "Never") {
+            causes.push(Cause::not_supported(format!("{at}.restartPolicy"), policy, &["Always", "OnFailure", "Never"]));
+        }
+    }
+    if let Some(g) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64) {
+        if g < 0 {
+            causes.push(Cause::invalid(format!("{at}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
+        }
+    }
+    let mut volume_names = Vec::new();
+    for (i, v) in spec.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
+        let field = format!("{at}.volumes[{i}].name");
+        if name.is_empty() {
+            causes.push(Cause::required(field));
+        } else if !is_dns1123_label(name) {
+            causes.push(Cause::invalid(field, format!("\"{name}\""), DNS1123_LABEL));
+        } else if volume_names.contains(&name) {
+            causes.push(Cause::duplicate(field, format!("\"{name}\"")));
+        } else {
+            volume_names.push(name);
+        }
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, m) in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+                if !volume_names.contains(&name) {
+                    causes.push(Cause {
+                        reason: "FieldValueNotFound",
+                        field: format!("{at}.{list}[{i}].volumeMounts[{j}].name"),
+                        message: format!("Not found: \"{name}\""),
+                    });
+                }
+                if m.get("mountPath").and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push(Cause::required(format!("{at}.{list}[{i}].volumeMounts[{j}].mountPath")));
+                }
+            }
+        }
+    }
+}
+
+fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut Vec<Cause>) {
+    let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        causes.push(Cause::required(format!("{at}.name")));
+    } else if !is_dns1123_label(name) {
+        causes.push(Cause::invalid(format!("{at}.name"), format!("\"{name}\""), DNS1123_LABEL));
+    } else if names.contains(&name) {
+        causes.push(Cause::duplicate(format!("{at}.name"), format!("\"{name}\"")));
+    } else {
+        names.push(name);
+    }
+    if c.get("image").and_then(Value::as_str).is_none_or(|i| i.trim().is_empty()) {
+        causes.push(Cause::required(format!("{at}.image")));
+    }
+    if let Some(policy) = c.get("imagePullPolicy").and_then(Value::as_str) {
+        if !matches!(policy, "Always" | "IfNotPresent" | "Never") {
+            causes.push(Cause::not_supported(format!("{at}.imagePullPolicy"), policy, &["Always", "IfNotPresent", "Never"]));
+        }
+    }
+    for (i, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        match p.get("containerPort").and_then(Value::as_i64) {
+            None => causes.push(Cause::required(format!("{at}.ports[{i}].containerPort"))),
+            Some(n) if !(1..=65535).contains(&n) => {
+                causes.push(Cause::invalid(format!("{at}.ports[{i}].containerPort"), n, "must be between 1 and 65535, inclusive"))
+            }
+            _ => {}
+        }
+        protocol(p, &format!("{at}.ports[{i}].protocol"), causes);
+    }
+    for (i, e) in c.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        if e.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("{at}.env[{i}].name")));
+        }
+    }
+    for kind in ["requests", "limits"] {
+        if let Some(Value::Object(res)) = c.pointer(&format!("/resources/{kind}")) {
+            for (k, v) in res {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if ekube_api::quantity::parse_milli(&s).is_err() {
+                    causes.push(Cause::invalid(format!("{at}.resources.{kind}[{k}]"), format!("\"{s}\""), "must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
+                }
+            }
+        }
+    }
+}
+
+fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
+    if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
+        if !matches!(proto, "TCP" | "UDP" | "SCTP") {
+            causes.push(Cause::not_supported(field, proto, &["SCTP", "TCP", "UDP"]));
+        }
+    }
+}
+
+fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
+    let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+        causes.push(Cause::not_supported("spec.type", ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    }
+    if ty == "ExternalName" {
+        if obj.pointer("/spec/externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
+            causes.push(Cause::required("spec.externalName"));
+        }
+        return;
+    }
+    let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
+    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
+    if ports.is_none_or(|p| p.is_empty()) && !headless {
+        causes.push(Cause::required("spec.ports"));
+    }
+    let ports = ports.map(Vec::as_slice).unwrap_or_default();
+    let mut names = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            causes.push(Cause::required(format!("{at}.name")));
+        } else if !name.is_empty() {
+            if !is_dns1123_label(name) {
+                causes.push(Cause::invalid(format!("{at}.name"), format!("\"{name}\""), DNS1123_LABEL));
+            } else if names.contains(&name) {
+                causes.push(Cause::duplicate(format!("{at}.name"), format!("\"{name}\"")));
+            }
+            names.push(name);
+        }
+        match p.get("port").and_then(Value::as_i64) {
+            None => causes.push(Cause::required(format!("{at}.port"))),
+            Some(n) if !(1..=65535).contains(&n) => {
+                causes.push(Cause::invalid(format!("{at}.port"), n, "must be between 1 and 65535, inclusive"))
+            }
+            _ => {}
+        }
+        match p.get("targetPort") {
+            Some(Value::Number(n)) if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => {
+                causes.push(Cause::invalid(format!("{at}.targetPort"), n, "must be between 1 and 65535, inclusive"))
+            }
+            Some(Value::String(s)) if !is_iana_svc_name(s) && s.parse::<u16>().is_err() => causes.push(Cause::invalid(
+                format!("{at}.targetPort"),
+                format!("\"{s}\""),
+                "must contain at least one letter (a-z) and consist of at most 15 lower case alphanumeric characters or '-'",
+            )),
+            _ => {}
+        }
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+            if ty == "ClusterIP" {
+                causes.push(Cause::forbidden(format!("{at}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+            } else if np < lo as i64 || np > hi as i64 {
+                causes.push(Cause::invalid(
+                    format!("{at}.nodePort"),
+                    np,
+                    &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
+                ));
+            }
+        }
+        protocol(p, &format!("{at}.protocol"), causes);
+    }
+    if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
+        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::Ipv4Addr>().is_err() {
+            causes.push(Cause::invalid("spec.clusterIP", format!("\"{ip}\""), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+        }
+    }
+    if let Some(aff) = obj.pointer("/spec/sessionAffinity").and_then(Value::as_str) {
+        if !matches!(aff, "None" | "ClientIP") {
+            causes.push(Cause::not_supported("spec.sessionAffinity", aff, &["ClientIP", "None"]));
+        }
+    }
+    if let Some(p) = obj.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) {
+        if !matches!(p, "Cluster" | "Local") {
+            causes.push(Cause::not_supported("spec.externalTrafficPolicy", p, &["Cluster", "Local"]));
+        }
+    }
+}
+
+/// Checks an update against the fields Kubernetes makes immutable.
+pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let same = |ptr: &str| old.pointer(ptr) == new.pointer(ptr);
+    match (group, kind) {
+        ("", "Pod") => {
+            // Only images, activeDeadlineSeconds and added tolerations may change.
+            let strip = |v: &Value| {
+                let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
+                for list in ["containers", "initContainers"] {
+                    if let Some(Value::Array(cs)) = spec.get_mut(list) {
+                        for c in cs {
+                            if let Some(m) = c.as_object_mut() {
+                                m.remove("image");
+                            }
+                        }
+                    }
+                }
+                if let Some(m) = spec.as_object_mut() {
+                    m.remove("activeDeadlineSeconds");
+                    m.remove("tolerations");
+                    // Binding sets nodeName once.
+                    if old.pointer("/spec/nodeName").is_none() {
+                        m.remove("nodeName");
+                    }
+                }
+                spec
+            };
+            if strip(old) != strip(new) {
+                causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
+            }
+        }
+        ("", "Service") => {
+            let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+            let new_ip = new.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+            if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip {
+                causes.push(Cause::invalid("spec.clusterIPs[0]", format!("[]string{{\"{new_ip}\"}}"), "may not change once set"));
+            }
+        }
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
+            if !same("/spec/selector") {
+                causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
+            }
+        }
+        ("batch", "Job") => {
+            if !same("/spec/selector") && old.pointer("/spec/selector").is_some() {
+                causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
+            }
+        }
+        _ => {}
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_image_is_required() {
+        let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}});
+        let causes = validate("", "Pod", &pod, (30000, 32767));
+        assert_eq!(causes, [Cause::required("spec.containers[0].image")]);
+    }
+
+    #[test]
+    fn names_follow_their_rules() {
+        assert!(is_dns1123_subdomain("web.example-1"));
+        assert!(!is_dns1123_subdomain("Web"));
+        let svc = json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
+        assert_eq!(validate("", "Service", &svc, (30000, 32767))[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn service_ports() {
+        let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [
+            {"port": 70000}, {"port": 80, "nodePort": 80}]}});
+        let fields: Vec<String> = validate("", "Service", &svc, (30000, 32767)).into_iter().map(|c| c.field).collect();
+        assert_eq!(fields, ["spec.ports[0].name", "spec.ports[0].port", "spec.ports[1].name", "spec.ports[1].nodePort"]);
+    }
+
+    #[test]
+    fn deployment_selector_must_match() {
+        let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        let causes = validate("apps", "Deployment", &d, (30000, 32767));
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+    }
+}

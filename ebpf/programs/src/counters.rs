@@ -1,0 +1,21 @@
+//! Per-CPU counters: the only observability on the fast path (no per-packet logging).
+
+use ekube_ebpf_common::Counter;
+
+use crate::{ALLOW, maps::EKUBE_COUNTERS};
+
+/// Adds one to `counter` on this CPU.
+#[inline(always)]
+pub fn bump(counter: Counter) {
+    if let Some(slot) = EKUBE_COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and sock_addr programs do not preempt each other on one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Records an inconsistent map state and lets the socket call through untranslated.
+#[inline(always)]
+pub fn miss() -> i32 {
+    bump(Counter::LookupMiss);
+    ALLOW
+}

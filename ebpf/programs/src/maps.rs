@@ -1,0 +1,44 @@
+//! The maps, declared from the names and sizes in `ekube-ebpf-common`.
+//!
+//! Every map is pinned by name (the proxy loads the object with a per-node pin directory), so a
+//! proxy restart re-uses them and established flows keep their translations.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray},
+};
+use ekube_ebpf_common as common;
+use ekube_ebpf_common::{
+    AffinityKey, AffinityValue, Backend, NodeAddrKey, NodeAddrValue, RevNatKey, RevNatValue,
+    ServiceKey, ServiceValue, same_name,
+};
+
+#[map]
+pub static EKUBE_SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(common::SERVICES_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_BACKENDS: HashMap<u32, Backend> = HashMap::pinned(common::BACKENDS_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_REV_NAT: LruHashMap<RevNatKey, RevNatValue> =
+    LruHashMap::pinned(common::REV_NAT_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(common::AFFINITY_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_NODE_IPS: HashMap<NodeAddrKey, NodeAddrValue> =
+    HashMap::pinned(common::NODE_ADDRS_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(common::COUNTERS_MAX_ENTRIES, 0);
+
+// The static names above are the map names; keep them equal to the shared constants.
+const _: () = assert!(same_name("EKUBE_SERVICES", common::SERVICES));
+const _: () = assert!(same_name("EKUBE_BACKENDS", common::BACKENDS));
+const _: () = assert!(same_name("EKUBE_REV_NAT", common::REV_NAT));
+const _: () = assert!(same_name("EKUBE_AFFINITY", common::AFFINITY));
+const _: () = assert!(same_name("EKUBE_NODE_IPS", common::NODE_ADDRS));
+const _: () = assert!(same_name("EKUBE_COUNTERS", common::COUNTERS));

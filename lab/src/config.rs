@@ -1,0 +1,357 @@
+//! Lab configuration and the fixed layout every lab follows: namespace names, underlay
+//! addresses, per-host directories, cgroup paths and bpffs pin directories (DESIGN.md §3, §8).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Lab name used when none is given.
+pub const DEFAULT_NAME: &str = "ekl";
+/// Where lab state, per-host directories and registry storage live, one subdirectory per lab.
+pub const DEFAULT_ROOT: &str = "/var/lib/ekube-lab";
+/// The fabric bridge's address; also the registry's.
+pub const FABRIC_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 64, 1);
+/// The external client's address.
+pub const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 64, 100);
+/// Prefix length of the underlay `192.168.64.0/24`.
+pub const UNDERLAY_PREFIX: u8 = 24;
+/// Port of the lab's image registry.
+pub const REGISTRY_PORT: u16 = 5000;
+/// `host:port` of the lab's image registry, as used in image references.
+pub const REGISTRY: &str = "192.168.64.1:5000";
+/// Where bpffs is (or gets) mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+/// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
+pub const MAX_NODES: usize = 9;
+
+/// Address of node `index` (1-based) on the underlay.
+pub fn node_ip(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 64, (10 * index) as u8)
+}
+
+/// A command line with `{placeholder}`s filled per host by [`Host::vars`].
+///
+/// Placeholders: `{lab}`, `{node}` (the node's name, equal to its namespace, e.g. `ekl-n1`),
+/// `{short}` (`n1`), `{index}`, `{ip}`, `{dir}`, `{pin}`, `{cgroup}` (`/ekube/<lab>/<short>`,
+/// the kubelet's `--cgroup-root`), `{cgroup2}` (its absolute path in the cgroup2 mount),
+/// `{server_ip}`, `{registry}`, `{kubeconfig}`, `{lab_dir}`, plus anything in
+/// [`LabConfig::vars`] (e.g. `{ekube}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdTemplate(pub Vec<String>);
+
+impl CmdTemplate {
+    /// Splits a template on whitespace (no quoting; use the vector form for arguments with spaces).
+    pub fn parse(line: &str) -> Self {
+        Self(line.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// Fills every placeholder present in `vars`; unknown placeholders stay as written.
+    pub fn render(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|arg| {
+                let mut out = arg.clone();
+                for (k, v) in vars {
+                    out = out.replace(&format!("{{{k}}}"), v);
+                }
+                out
+            })
+            .collect()
+    }
+}
+
+/// What to bring up.
+#[derive(Debug, Clone)]
+pub struct LabConfig {
+    /// Lab name: lowercase letters and digits, starting with a letter, at most 10 characters
+    /// (so that `<lab>-n9` stays a valid interface and host name).
+    pub name: String,
+    /// Number of nodes, 1 to [`MAX_NODES`].
+    pub nodes: usize,
+    /// Parent directory of the lab directory (`<root>/<name>`).
+    pub root: PathBuf,
+    /// Run the image registry in the fabric namespace.
+    pub registry: bool,
+    /// OCI image layout holding the test images: built when missing, then pushed to the
+    /// registry. `None` skips images.
+    pub images: Option<PathBuf>,
+    /// Started on node 1 (the control plane), e.g. `ekube server …`.
+    pub server: Option<CmdTemplate>,
+    /// Started on every node, e.g. `ekube agent …`; when a server runs too, only once the
+    /// server has written `{kubeconfig}`.
+    pub node: Option<CmdTemplate>,
+    /// How long the server gets to write `{kubeconfig}`.
+    pub server_timeout: std::time::Duration,
+    /// Extra placeholders for the templates.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl LabConfig {
+    /// A lab with the given name, 3 nodes, a registry and no images or components.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            nodes: 3,
+            root: PathBuf::from(DEFAULT_ROOT),
+            registry: true,
+            images: None,
+            server: None,
+            node: None,
+            server_timeout: std::time::Duration::from_secs(60),
+            vars: BTreeMap::new(),
+        }
+    }
+
+    /// Checks name and node count before anything is created.
+    pub fn validate(&self) -> Result<()> {
+        validate_name(&self.name)?;
+        if self.nodes == 0 || self.nodes > MAX_NODES {
+            return Err(Error::Config(format!(
+                "--nodes must be between 1 and {MAX_NODES}, got {}",
+                self.nodes
+            )));
+        }
+        if self.images.is_some() && !self.registry {
+            return Err(Error::Config("images need the registry".into()));
+        }
+        Ok(())
+    }
+
+    /// `<root>/<name>`: state file, per-host directories, registry storage.
+    pub fn lab_dir(&self) -> PathBuf {
+        self.root.join(&self.name)
+    }
+
+    /// Every host of this lab: fabric, nodes in order, external client.
+    pub fn hosts(&self) -> Vec<Host> {
+        let mut hosts = vec![Host::new(self, Role::Fabric)];
+        hosts.extend((1..=self.nodes).map(|i| Host::new(self, Role::Node(i))));
+        hosts.push(Host::new(self, Role::External));
+        hosts
+    }
+}
+
+/// Rejects names that would not fit in namespace, cgroup, pin and interface names.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 10
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "lab name {name:?} must be 1-10 lowercase letters or digits, starting with a letter"
+        )))
+    }
+}
+
+/// What a host is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the bridge and the registry.
+    Fabric,
+    /// Cluster node `k` (1-based).
+    Node(usize),
+    /// The client outside the cluster.
+    External,
+}
+
+/// One network-namespace host of a lab.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// What this host is for.
+    pub role: Role,
+    /// Lab name.
+    pub lab: String,
+    /// Short name within the lab: `fab`, `n1`, `ext`.
+    pub short: String,
+    /// Network namespace name (`<lab>-<short>`), also the node name.
+    pub netns: String,
+    /// Underlay address.
+    pub ip: Ipv4Addr,
+    /// The host's directory: `data/`, `cni/net.d/`, `cni/bin/`, `run/`, `logs/`, `manifests/`.
+    pub dir: PathBuf,
+    /// Cgroup path relative to each hierarchy's root, without a leading slash
+    /// (`ekube/<lab>/<short>`).
+    pub cgroup: String,
+}
+
+impl Host {
+    fn new(config: &LabConfig, role: Role) -> Self {
+        let (short, ip) = match role {
+            Role::Fabric => ("fab".to_owned(), FABRIC_IP),
+            Role::Node(i) => (format!("n{i}"), node_ip(i)),
+            Role::External => ("ext".to_owned(), EXT_IP),
+        };
+        Self {
+            role,
+            lab: config.name.clone(),
+            netns: format!("{}-{short}", config.name),
+            dir: config.lab_dir().join(&short),
+            cgroup: format!("ekube/{}/{short}", config.name),
+            short,
+            ip,
+        }
+    }
+
+    /// Whether this host is a cluster node.
+    pub fn is_node(&self) -> bool {
+        matches!(self.role, Role::Node(_))
+    }
+
+    /// bpffs pin directory of the node (`/sys/fs/bpf/ekube/<lab>-<short>`).
+    pub fn pin_dir(&self) -> PathBuf {
+        Path::new(BPFFS).join("ekube").join(&self.netns)
+    }
+
+    /// Absolute path of the host's cgroup2 subtree.
+    pub fn cgroup2_dir(&self) -> PathBuf {
+        crate::cgroup::v2_mount().join(&self.cgroup)
+    }
+
+    /// Directory for process logs.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// Directory the node's `subnet.env` goes into.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    /// CNI configuration directory.
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.dir.join("cni/net.d")
+    }
+
+    /// Directories created for every host.
+    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
+        ["data", "cni/net.d", "cni/bin", "run", "logs", "manifests"]
+            .iter()
+            .map(|d| self.dir.join(d))
+            .collect()
+    }
+
+    /// Placeholder values for [`CmdTemplate::render`].
+    pub fn vars(&self, config: &LabConfig) -> BTreeMap<String, String> {
+        let mut vars = config.vars.clone();
+        let index = match self.role {
+            Role::Node(i) => i.to_string(),
+            _ => String::new(),
+        };
+        for (k, v) in [
+            ("lab", self.lab.clone()),
+            ("node", self.netns.clone()),
+            ("short", self.short.clone()),
+            ("index", index),
+            ("ip", self.ip.to_string()),
+            ("dir", self.dir.display().to_string()),
+            ("pin", self.pin_dir().display().to_string()),
+            ("cgroup", format!("/{}", self.cgroup)),
+            ("cgroup2", self.cgroup2_dir().display().to_string()),
+            ("server_ip", node_ip(1).to_string()),
+            ("registry", REGISTRY.to_owned()),
+            (
+                "kubeconfig",
+                config.lab_dir().join("admin.conf").display().to_string(),
+            ),
+            ("lab_dir", config.lab_dir().display().to_string()),
+        ] {
+            vars.insert(k.to_owned(), v);
+        }
+        vars
+    }
+}
+
+/// Whether `netns` is one of the namespaces a lab called `lab` creates.
+pub(crate) fn is_lab_netns(lab: &str, netns: &str) -> bool {
+    let Some(rest) = netns.strip_prefix(lab).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    rest == "fab"
+        || rest == "ext"
+        || rest
+            .strip_prefix('n')
+            .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_of_a_three_node_lab() {
+        let config = LabConfig::new("ekl");
+        let hosts = config.hosts();
+        let names: Vec<_> = hosts
+            .iter()
+            .map(|h| (h.netns.as_str(), h.ip.to_string()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("ekl-fab", "192.168.64.1".to_owned()),
+                ("ekl-n1", "192.168.64.10".to_owned()),
+                ("ekl-n2", "192.168.64.20".to_owned()),
+                ("ekl-n3", "192.168.64.30".to_owned()),
+                ("ekl-ext", "192.168.64.100".to_owned()),
+            ]
+        );
+        assert_eq!(hosts[1].pin_dir(), Path::new("/sys/fs/bpf/ekube/ekl-n1"));
+        assert_eq!(hosts[1].cgroup, "ekube/ekl/n1");
+        assert_eq!(hosts[1].dir, Path::new("/var/lib/ekube-lab/ekl/n1"));
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("ekl").is_ok());
+        assert!(validate_name("lab42").is_ok());
+        for bad in ["", "1lab", "Lab", "a-b", "muchtoolongname"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        let mut config = LabConfig::new("ekl");
+        config.nodes = 10;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn lab_netns_matching_is_exact() {
+        assert!(is_lab_netns("ekl", "ekl-n1"));
+        assert!(is_lab_netns("ekl", "ekl-n12"));
+        assert!(is_lab_netns("ekl", "ekl-fab"));
+        assert!(is_lab_netns("ekl", "ekl-ext"));
+        assert!(!is_lab_netns("ekl", "ekl2-n1"));
+        assert!(!is_lab_netns("ekl", "ekl-x-n1"));
+        assert!(!is_lab_netns("ekl", "ekl-n"));
+        assert!(!is_lab_netns("ekl", "other"));
+    }
+
+    #[test]
+    fn templates_fill_placeholders() {
+        let mut config = LabConfig::new("ekl");
+        config.vars.insert("ekube".into(), "/bin/ekube".into());
+        let host = &config.hosts()[2];
+        let cmd = CmdTemplate::parse(
+            "{ekube} agent --node-ip {ip} --hostname-override {node} --cgroup-root {cgroup} {unknown}",
+        );
+        assert_eq!(
+            cmd.render(&host.vars(&config)),
+            [
+                "/bin/ekube",
+                "agent",
+                "--node-ip",
+                "192.168.64.20",
+                "--hostname-override",
+                "ekl-n2",
+                "--cgroup-root",
+                "/ekube/ekl/n2",
+                "{unknown}"
+            ]
+        );
+    }
+}

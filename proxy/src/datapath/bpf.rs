@@ -1,0 +1,323 @@
+//! The real [`MapStore`]: the embedded object loaded with aya, its programs attached to a
+//! cgroup through pinned links, its maps pinned by name.
+//!
+//! Re-opening finds the pins: maps are re-used by aya's by-name pinning, and a link pin that is
+//! still attached to the configured cgroup is kept as is, so the programs never detach across a
+//! proxy restart.
+
+use std::{
+    fs::{self, File},
+    io,
+    os::{
+        fd::{AsFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, Map, MapData, PerCpuArray},
+    programs::CgroupSockAddr,
+};
+use ekube_ebpf_common::{
+    self as common, Backend, Counter, NodeAddrKey, NodeAddrValue, ServiceKey, ServiceValue,
+};
+use tracing::{debug, info};
+
+use super::{Datapath, DatapathConfig, Error, Result, maps::MapStore, sys};
+
+/// The kernel object, built by `cargo xtask build-ebpf` and copied in by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("EKUBE_BPF_OBJECT_EMBED"));
+
+/// A program of the object and where its link is pinned.
+struct Hook {
+    /// Function (and program) name in the object.
+    program: &'static str,
+    /// File name of the link pin in the node's pin directory.
+    link_pin: &'static str,
+    /// `enum bpf_attach_type` value.
+    attach_type: u32,
+}
+
+const HOOKS: [Hook; 4] = [
+    Hook {
+        program: "ekube_connect4",
+        link_pin: "link_connect4",
+        attach_type: 10,
+    },
+    Hook {
+        program: "ekube_sendmsg4",
+        link_pin: "link_sendmsg4",
+        attach_type: 14,
+    },
+    Hook {
+        program: "ekube_recvmsg4",
+        link_pin: "link_recvmsg4",
+        attach_type: 19,
+    },
+    Hook {
+        program: "ekube_getpeername4",
+        link_pin: "link_getpeername4",
+        attach_type: 29,
+    },
+];
+
+/// The pinned maps the proxy writes, and the links that keep the programs attached.
+pub struct BpfMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: HashMap<MapData, u32, Backend>,
+    node_addrs: HashMap<MapData, NodeAddrKey, NodeAddrValue>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Held so the links outlive nothing but the pins; dropping them does not detach.
+    _links: Vec<OwnedFd>,
+}
+
+fn fs_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Fs {
+        action,
+        path,
+        source,
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |source| Error::Map {
+        map,
+        source: Box::new(source),
+    }
+}
+
+impl Datapath<BpfMaps> {
+    /// Loads (or re-opens) the datapath of `config.node_name` and attaches it to
+    /// `config.cgroup`.
+    pub fn open(config: &DatapathConfig) -> Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(Error::ObjectMissing);
+        }
+        ensure_bpffs(&config.bpffs)?;
+        let pin_dir = config.pin_dir();
+        fs::create_dir_all(&pin_dir).map_err(fs_err("creating", &pin_dir))?;
+        let mut ebpf = EbpfLoader::new()
+            .map_pin_path(&pin_dir)
+            .load(OBJECT)
+            .map_err(|source| Error::Load {
+                pin_dir: pin_dir.clone(),
+                source: Box::new(source),
+            })?;
+        let links = attach_all(&mut ebpf, &config.cgroup, &pin_dir)?;
+        #[cfg(feature = "debug")]
+        forward_kernel_log(&mut ebpf);
+        let maps = BpfMaps {
+            services: take_map(&mut ebpf, common::SERVICES)?,
+            backends: take_map(&mut ebpf, common::BACKENDS)?,
+            node_addrs: take_map(&mut ebpf, common::NODE_ADDRS)?,
+            counters: take_map(&mut ebpf, common::COUNTERS)?,
+            _links: links,
+        };
+        info!(node = %config.node_name, cgroup = %config.cgroup.display(), "eBPF datapath ready");
+        Datapath::from_store(maps)
+    }
+
+    /// The kernel programs' counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let values = self
+                    .store
+                    .counters
+                    .get(&(c as u32), 0)
+                    .map_err(map_err(common::COUNTERS))?;
+                Ok((c, values.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn take_map<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T> {
+    let map = ebpf.take_map(name).ok_or(Error::MapMissing { map: name })?;
+    T::try_from(map).map_err(map_err(name))
+}
+
+/// Forwards the kernel programs' aya-log records to the `log` facade. Only programs loaded by
+/// this process log here (after a restart that re-used pinned links, nothing does).
+#[cfg(feature = "debug")]
+fn forward_kernel_log(ebpf: &mut Ebpf) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        tracing::warn!("kernel log forwarding needs a tokio runtime; skipped");
+        return;
+    }
+    if let Err(err) = aya_log::EbpfLogger::init(ebpf) {
+        tracing::warn!(%err, "no kernel log (object built without `--debug-log`?)");
+    }
+}
+
+/// Mounts a bpffs at `path` unless one is there already.
+fn ensure_bpffs(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(fs_err("creating", path))?;
+    if sys::is_bpffs(path).map_err(fs_err("checking", path))? {
+        return Ok(());
+    }
+    info!(path = %path.display(), "mounting bpffs");
+    sys::mount_bpffs(path).map_err(fs_err("mounting bpffs on", path))
+}
+
+/// Attaches every hook to `cgroup`, re-using link pins that are still attached there.
+fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<OwnedFd>> {
+    let cgroup_dir = File::open(cgroup).map_err(fs_err("opening cgroup", cgroup))?;
+    // On cgroup v2 the directory's inode number is the cgroup id.
+    let cgroup_id = cgroup_dir
+        .metadata()
+        .map_err(fs_err("reading cgroup", cgroup))?
+        .ino();
+    let mut links = Vec::with_capacity(HOOKS.len());
+    for hook in &HOOKS {
+        let pin = pin_dir.join(hook.link_pin);
+        if let Some(link) = reuse_link(&pin, cgroup_id, hook.attach_type)? {
+            debug!(program = hook.program, "re-using pinned link");
+            links.push(link);
+            continue;
+        }
+        let attach_err = |source| Error::Attach {
+            program: hook.program,
+            cgroup: cgroup.to_path_buf(),
+            source,
+        };
+        let program: &mut CgroupSockAddr = ebpf
+            .program_mut(hook.program)
+            .ok_or(Error::ProgramMissing {
+                program: hook.program,
+            })?
+            .try_into()
+            .map_err(|e| Error::Program {
+                program: hook.program,
+                source: Box::new(e),
+            })?;
+        program.load().map_err(|e| Error::Program {
+            program: hook.program,
+            source: Box::new(e),
+        })?;
+        let prog_fd = program.fd().map_err(|e| Error::Program {
+            program: hook.program,
+            source: Box::new(e),
+        })?;
+        let link = sys::link_create(prog_fd.as_fd(), cgroup_dir.as_fd(), hook.attach_type)
+            .map_err(attach_err)?;
+        sys::obj_pin(link.as_fd(), &pin).map_err(fs_err("pinning link at", &pin))?;
+        links.push(link);
+    }
+    Ok(links)
+}
+
+/// The pinned link at `pin` if it is attached to `cgroup_id` for `attach_type`; a pin for
+/// another cgroup (the flag changed) is removed, which detaches it.
+fn reuse_link(pin: &Path, cgroup_id: u64, attach_type: u32) -> Result<Option<OwnedFd>> {
+    let link = match sys::obj_get(pin) {
+        Ok(link) => link,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fs_err("opening pinned link", pin)(e)),
+    };
+    let info = sys::cgroup_link_info(link.as_fd()).map_err(fs_err("inspecting link", pin))?;
+    if info == Some((cgroup_id, attach_type)) {
+        return Ok(Some(link));
+    }
+    info!(pin = %pin.display(), "pinned link belongs to another cgroup; replacing it");
+    fs::remove_file(pin).map_err(fs_err("removing", pin))?;
+    Ok(None)
+}
+
+/// Detaches and removes everything pinned for `config.node_name` (links first, then maps).
+/// Missing pins are fine.
+pub fn remove_pins(config: &DatapathConfig) -> Result<()> {
+    let dir = config.pin_dir();
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(fs_err("listing", &dir)(e)),
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| Some(e.ok()?.path())).collect();
+    // Links before maps, so no program runs against a half-removed set of maps.
+    paths.sort_by_key(|p| {
+        !p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("link_"))
+    });
+    for path in paths {
+        fs::remove_file(&path).map_err(fs_err("removing", &path))?;
+    }
+    fs::remove_dir(&dir).map_err(fs_err("removing", &dir))?;
+    // The shared parent goes too once the last node is gone.
+    let _ = fs::remove_dir(config.bpffs.join("ekube"));
+    Ok(())
+}
+
+impl MapStore for BpfMaps {
+    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<()> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_err(common::SERVICES))
+    }
+
+    fn delete_service(&mut self, key: ServiceKey) -> Result<()> {
+        ignore_missing(self.services.remove(&key)).map_err(map_err(common::SERVICES))
+    }
+
+    fn put_backend(&mut self, id: u32, value: Backend) -> Result<()> {
+        self.backends
+            .insert(id, value, 0)
+            .map_err(map_err(common::BACKENDS))
+    }
+
+    fn delete_backend(&mut self, id: u32) -> Result<()> {
+        ignore_missing(self.backends.remove(&id)).map_err(map_err(common::BACKENDS))
+    }
+
+    fn put_node_addr(&mut self, key: NodeAddrKey) -> Result<()> {
+        let value = NodeAddrValue::default();
+        self.node_addrs
+            .insert(key, value, 0)
+            .map_err(map_err(common::NODE_ADDRS))
+    }
+
+    fn delete_node_addr(&mut self, key: NodeAddrKey) -> Result<()> {
+        ignore_missing(self.node_addrs.remove(&key)).map_err(map_err(common::NODE_ADDRS))
+    }
+
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(common::SERVICES))
+    }
+
+    fn backends(&self) -> Result<Vec<(u32, Backend)>> {
+        self.backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(common::BACKENDS))
+    }
+
+    fn node_addrs(&self) -> Result<Vec<NodeAddrKey>> {
+        self.node_addrs
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(common::NODE_ADDRS))
+    }
+}
+
+/// Deleting an entry that is already gone (a crash between writes) is success.
+fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match result {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

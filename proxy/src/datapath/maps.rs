@@ -1,0 +1,244 @@
+//! The boundary between domain types and raw map entries, and the [`MapStore`] trait the
+//! datapath writes through.
+//!
+//! This is the only place that converts byte order: addresses and ports go to network byte
+//! order here (as the kernel programs read them straight from `bpf_sock_addr`), and come back
+//! here. [`MemMaps`] is the in-memory store used by unit tests and by the reconciler's tests.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use ekube_ebpf_common::{
+    Backend, IPPROTO_TCP, IPPROTO_UDP, NodeAddrKey, SVC_FLAG_AFFINITY, SVC_FLAG_NODEPORT,
+    ServiceKey, ServiceValue,
+};
+
+use super::{Affinity, BackendAddr, Frontend, Protocol, Result};
+
+/// Raw access to the three maps the proxy programs. The real store is the set of pinned BPF
+/// maps; [`MemMaps`] is a fake with the same semantics.
+pub trait MapStore {
+    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<()>;
+    fn delete_service(&mut self, key: ServiceKey) -> Result<()>;
+    fn put_backend(&mut self, id: u32, value: Backend) -> Result<()>;
+    fn delete_backend(&mut self, id: u32) -> Result<()>;
+    fn put_node_addr(&mut self, key: NodeAddrKey) -> Result<()>;
+    fn delete_node_addr(&mut self, key: NodeAddrKey) -> Result<()>;
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>>;
+    fn backends(&self) -> Result<Vec<(u32, Backend)>>;
+    fn node_addrs(&self) -> Result<Vec<NodeAddrKey>>;
+}
+
+pub(crate) fn proto_number(proto: Protocol) -> u8 {
+    match proto {
+        Protocol::Tcp => IPPROTO_TCP,
+        Protocol::Udp => IPPROTO_UDP,
+    }
+}
+
+fn proto_from_number(number: u8) -> Option<Protocol> {
+    match number {
+        IPPROTO_TCP => Some(Protocol::Tcp),
+        IPPROTO_UDP => Some(Protocol::Udp),
+        _ => None,
+    }
+}
+
+/// An IPv4 address as the kernel programs see it (network byte order in memory).
+fn ip_raw(ip: Ipv4Addr) -> u32 {
+    u32::from(ip).to_be()
+}
+
+fn ip_from_raw(raw: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(raw))
+}
+
+/// The key of `slot` of `frontend`.
+pub(crate) fn service_key(frontend: &Frontend, slot: u16) -> ServiceKey {
+    ServiceKey {
+        vip: ip_raw(frontend.ip),
+        port: frontend.port.to_be(),
+        slot,
+        proto: proto_number(frontend.proto),
+        _pad: [0; 3],
+    }
+}
+
+/// The frontend a raw key belongs to, or `None` for a protocol this proxy never writes.
+pub(crate) fn frontend_of(key: &ServiceKey) -> Option<Frontend> {
+    Some(Frontend {
+        ip: ip_from_raw(key.vip),
+        port: u16::from_be(key.port),
+        proto: proto_from_number(key.proto)?,
+    })
+}
+
+/// The slot-0 record of a service.
+pub(crate) fn service_record(
+    frontend: &Frontend,
+    service_id: u32,
+    count: u16,
+    affinity: Affinity,
+) -> ServiceValue {
+    let mut flags = 0;
+    let mut affinity_timeout = 0;
+    if let Affinity::ClientIp { timeout_secs } = affinity {
+        flags |= SVC_FLAG_AFFINITY;
+        affinity_timeout = timeout_secs;
+    }
+    if frontend.is_node_port() {
+        flags |= SVC_FLAG_NODEPORT;
+    }
+    ServiceValue {
+        backend_id: 0,
+        count,
+        flags,
+        _pad: 0,
+        service_id,
+        affinity_timeout,
+    }
+}
+
+/// The value of a backend slot.
+pub(crate) fn slot_record(service_id: u32, backend_id: u32) -> ServiceValue {
+    ServiceValue {
+        backend_id,
+        service_id,
+        ..ServiceValue::default()
+    }
+}
+
+/// The affinity a slot-0 record describes.
+pub(crate) fn affinity_of(record: &ServiceValue) -> Affinity {
+    if record.flags & SVC_FLAG_AFFINITY != 0 {
+        Affinity::ClientIp {
+            timeout_secs: record.affinity_timeout,
+        }
+    } else {
+        Affinity::None
+    }
+}
+
+pub(crate) fn backend_value(addr: BackendAddr, proto: Protocol) -> Backend {
+    Backend {
+        ip: ip_raw(addr.ip),
+        port: addr.port.to_be(),
+        proto: proto_number(proto),
+        flags: 0,
+    }
+}
+
+/// The address and protocol of a raw backend, `None` for a protocol this proxy never writes.
+pub(crate) fn backend_of(value: &Backend) -> Option<(BackendAddr, Protocol)> {
+    let addr = BackendAddr {
+        ip: ip_from_raw(value.ip),
+        port: u16::from_be(value.port),
+    };
+    Some((addr, proto_from_number(value.proto)?))
+}
+
+pub(crate) fn node_addr_key(ip: Ipv4Addr) -> NodeAddrKey {
+    NodeAddrKey { ip: ip_raw(ip) }
+}
+
+pub(crate) fn node_addr_of(key: &NodeAddrKey) -> Ipv4Addr {
+    ip_from_raw(key.ip)
+}
+
+/// One write to a [`MemMaps`], recorded so tests can assert the order of writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemOp {
+    PutService(ServiceKey),
+    DeleteService(ServiceKey),
+    PutBackend(u32),
+    DeleteBackend(u32),
+    PutNodeAddr(Ipv4Addr),
+    DeleteNodeAddr(Ipv4Addr),
+}
+
+/// In-memory [`MapStore`]: the fake for tests of everything above the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct MemMaps {
+    pub services: BTreeMap<ServiceKey, ServiceValue>,
+    pub backends: BTreeMap<u32, Backend>,
+    pub node_addrs: BTreeSet<u32>,
+    /// Every write, in order.
+    pub log: Vec<MemOp>,
+}
+
+impl MapStore for MemMaps {
+    fn put_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<()> {
+        self.log.push(MemOp::PutService(key));
+        self.services.insert(key, value);
+        Ok(())
+    }
+
+    fn delete_service(&mut self, key: ServiceKey) -> Result<()> {
+        self.log.push(MemOp::DeleteService(key));
+        self.services.remove(&key);
+        Ok(())
+    }
+
+    fn put_backend(&mut self, id: u32, value: Backend) -> Result<()> {
+        self.log.push(MemOp::PutBackend(id));
+        self.backends.insert(id, value);
+        Ok(())
+    }
+
+    fn delete_backend(&mut self, id: u32) -> Result<()> {
+        self.log.push(MemOp::DeleteBackend(id));
+        self.backends.remove(&id);
+        Ok(())
+    }
+
+    fn put_node_addr(&mut self, key: NodeAddrKey) -> Result<()> {
+        self.log.push(MemOp::PutNodeAddr(node_addr_of(&key)));
+        self.node_addrs.insert(key.ip);
+        Ok(())
+    }
+
+    fn delete_node_addr(&mut self, key: NodeAddrKey) -> Result<()> {
+        self.log.push(MemOp::DeleteNodeAddr(node_addr_of(&key)));
+        self.node_addrs.remove(&key.ip);
+        Ok(())
+    }
+
+    fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>> {
+        Ok(self.services.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn backends(&self) -> Result<Vec<(u32, Backend)>> {
+        Ok(self.backends.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn node_addrs(&self) -> Result<Vec<NodeAddrKey>> {
+        Ok(self
+            .node_addrs
+            .iter()
+            .map(|&ip| NodeAddrKey { ip })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_ports_are_network_order_in_memory() {
+        let f = Frontend::cluster_ip(Ipv4Addr::new(10, 96, 0, 1), 443, Protocol::Tcp);
+        let key = service_key(&f, 0);
+        assert_eq!(key.vip.to_ne_bytes(), [10, 96, 0, 1]);
+        assert_eq!(key.port.to_ne_bytes(), [1, 187]);
+        assert_eq!(frontend_of(&key), Some(f));
+        let b = BackendAddr {
+            ip: Ipv4Addr::new(10, 244, 1, 7),
+            port: 8080,
+        };
+        let raw = backend_value(b, Protocol::Udp);
+        assert_eq!(raw.ip.to_ne_bytes(), [10, 244, 1, 7]);
+        assert_eq!(backend_of(&raw), Some((b, Protocol::Udp)));
+    }
+}

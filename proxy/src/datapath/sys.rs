@@ -1,0 +1,141 @@
+//! The few kernel calls aya 0.13 does not expose: creating and pinning a cgroup `bpf_link`
+//! (aya cannot turn a cgroup sock_addr link into a pinnable `FdLink`), reading a link's cgroup,
+//! and making sure a bpffs is mounted.
+
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt,
+    },
+    path::Path,
+};
+
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_CREATE: libc::c_long = 28;
+/// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.
+const BPF_LINK_TYPE_CGROUP: u32 = 3;
+/// `statfs.f_type` of a bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// `union bpf_attr`, large enough for the commands used here; unused bytes stay zero.
+#[repr(C, align(8))]
+struct Attr([u32; 32]);
+
+impl Attr {
+    fn new() -> Self {
+        Self([0; 32])
+    }
+
+    fn set_u64(&mut self, index: usize, value: u64) {
+        self.0[index] = value as u32;
+        self.0[index + 1] = (value >> 32) as u32;
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, writable buffer of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut Attr,
+            size_of::<Attr>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// `BPF_LINK_CREATE` of a cgroup program: attaches `prog` to `cgroup` for `attach_type`
+/// (links on cgroups always allow several programs per hook).
+pub fn link_create(
+    prog: BorrowedFd<'_>,
+    cgroup: BorrowedFd<'_>,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = Attr::new();
+    attr.0[0] = prog.as_raw_fd() as u32;
+    attr.0[1] = cgroup.as_raw_fd() as u32;
+    attr.0[2] = attach_type;
+    let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_OBJ_PIN`: pins a map, program or link at `path` on a bpffs.
+pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    let path = c_path(path)?;
+    let mut attr = Attr::new();
+    attr.set_u64(0, path.as_ptr() as u64);
+    attr.0[2] = fd.as_raw_fd() as u32;
+    bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// `BPF_OBJ_GET`: opens a pinned object.
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    let path = c_path(path)?;
+    let mut attr = Attr::new();
+    attr.set_u64(0, path.as_ptr() as u64);
+    let fd = bpf(BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The cgroup id and attach type of a cgroup link (`None` if `link` is another kind of link).
+pub fn cgroup_link_info(link: BorrowedFd<'_>) -> io::Result<Option<(u64, u32)>> {
+    // struct bpf_link_info: type, id, prog_id, then (8-aligned) cgroup { cgroup_id, attach_type }.
+    let mut info = [0u64; 12];
+    let mut attr = Attr::new();
+    attr.0[0] = link.as_raw_fd() as u32;
+    attr.0[1] = size_of_val(&info) as u32;
+    attr.set_u64(2, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    if info[0] as u32 != BPF_LINK_TYPE_CGROUP {
+        return Ok(None);
+    }
+    Ok(Some((info[2], info[3] as u32)))
+}
+
+/// Whether `path` is the root of a mounted bpffs.
+pub fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c = c_path(path)?;
+    // SAFETY: zeroed statfs is a valid out-parameter; `c` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts a bpffs at `path` (mode 0700, like systemd does for /sys/fs/bpf).
+pub fn mount_bpffs(path: &Path) -> io::Result<()> {
+    let target = c_path(path)?;
+    let (source, fstype, data) = (c"bpffs", c"bpf", c"mode=700");
+    // SAFETY: all pointers are valid C strings.
+    let ret = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if ret != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

