@@ -37,7 +37,11 @@ impl ResourceInfo {
 
     /// The storage key prefix for this resource (`/registry/<group>/<plural>/`).
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
+        // events.k8s.io/v1 Events are another version of core/v1 Events: one storage.
+        let group = match self.group {
+            "" | "events.k8s.io" => "core",
+            g => g,
+        };
         format!("/registry/{group}/{}/", self.plural)
     }
 

@@ -210,12 +210,7 @@ pub fn apply(
         others.extend(owned);
     }
     if !causes.is_empty() {
-        let n = causes.len();
-        let fields: Vec<String> = causes.iter().map(|c| format!("- {}: {}", c.message, c.field)).collect();
-        let mut err = ApiError::conflict("", "", "", "");
-        err.message = format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, fields.join("\n"));
-        err.details = Some(json!({"causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>()}));
-        return Err(err);
+        return Err(ApiError::apply_conflicts(&causes));
     }
     for stale in previous.iter().filter(|p| !new_leaves.contains(p) && !others.contains(p)) {
         remove_path(&mut obj, stale);

@@ -12,6 +12,10 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             if let Some(spec) = obj.get_mut("spec") {
                 pod_spec(spec);
             }
+            let qos = qos_class(obj);
+            let status = ensure(obj, "status");
+            set(status, "phase", json!("Pending"));
+            set(status, "qosClass", json!(qos));
         }
         ("", "Service") => service(obj),
         ("", "Secret") => set(obj, "type", json!("Opaque")),
@@ -80,6 +84,35 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// The QoS class Kubernetes derives from requests and limits.
+pub fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|l| pod.pointer(&format!("/spec/{l}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let (mut any, mut guaranteed) = (false, !containers.is_empty());
+    for c in &containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        if requests.is_some_and(|r| !r.is_empty()) || limits.is_some_and(|l| !l.is_empty()) {
+            any = true;
+        }
+        for res in ["cpu", "memory"] {
+            let limit = limits.and_then(|l| l.get(res));
+            let request = requests.and_then(|r| r.get(res)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
     }
 }
 

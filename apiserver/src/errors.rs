@@ -98,6 +98,17 @@ impl ApiError {
         )
     }
 
+    /// Server-side apply would take fields other managers own: `Apply failed with 1 conflict:
+    /// conflict with "alice": .metadata.labels.owner`.
+    pub fn apply_conflicts(causes: &[Cause]) -> Self {
+        let n = causes.len();
+        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.message, c.field)).collect();
+        let causes_json: Vec<Value> =
+            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
+        Self::new(409, "Conflict", format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, list.join("; ")))
+            .with_details(json!({"causes": causes_json}))
+    }
+
     /// `Pod "web" is invalid: spec.containers[0].image: Required value`
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
         let rendered: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();

@@ -57,7 +57,7 @@ impl Query {
         matches!(self.get(k), Some("true" | "1"))
     }
 
-    fn write_options(&self) -> Result<WriteOptions> {
+    pub fn write_options(&self) -> Result<WriteOptions> {
         let field_validation = match self.get("fieldValidation") {
             None | Some("" | "Warn") => FieldValidation::Warn,
             Some("Strict") => FieldValidation::Strict,
@@ -73,7 +73,12 @@ impl Query {
             Some("All") => true,
             Some(other) => return Err(ApiError::bad_request(format!("unsupported dryRun value {other:?}: only \"All\""))),
         };
-        Ok(WriteOptions { dry_run, field_validation, field_manager: self.get("fieldManager").map(str::to_string) })
+        Ok(WriteOptions {
+            dry_run,
+            field_validation,
+            field_manager: self.get("fieldManager").map(str::to_string),
+            precondition: None,
+        })
     }
 
     pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector)> {
@@ -203,6 +208,16 @@ fn content_type(headers: &HeaderMap) -> String {
 
 /// Parses a JSON or YAML body into an object.
 pub fn parse_object(body: &[u8], ct: &str) -> Result<Value> {
+    if crate::protobuf::is_protobuf(ct) {
+        return crate::protobuf::decode(body).map_err(|e| match e {
+            crate::protobuf::DecodeError::UnsupportedKind { .. } | crate::protobuf::DecodeError::UnsupportedEncoding(_) => {
+                let mut err = ApiError::unsupported_media_type(ct);
+                err.message = e.to_string();
+                err
+            }
+            other => ApiError::bad_request(format!("error decoding protobuf: {other}")),
+        });
+    }
     if !(ct.is_empty() || ct.ends_with("json") || ct.ends_with("yaml") || ct == "*/*") {
         return Err(ApiError::unsupported_media_type(ct));
     }
@@ -301,17 +316,20 @@ async fn resource(
                 return Ok(with_warnings(json_response(StatusCode::OK, &v), w));
             }
             let sub = check_sub(r, sub)?;
+            let opts = WriteOptions { precondition: resource_version_of(&obj)?, ..opts };
             let (v, w) = api.registry.guaranteed_update(r, ns, name, sub, &opts, |_| Ok(obj.clone())).await?;
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))
         }
         (&Method::PATCH, Some(name), sub) => {
-            let opts = q.write_options()?;
             let force = q.flag("force");
             let (headers, body) = read_body(api, req).await?;
             let ct = content_type(&headers);
+            let opts = WriteOptions { precondition: patch_precondition(&ct, &body)?, ..q.write_options()? };
             if sub == Some("scale") && r.scale {
                 let cur = api.registry.get(r, ns, name).await?;
                 let mut scale = crate::subresources::scale_of(r, &cur);
+                // Only a resourceVersion the patch itself sets pins the write.
+                scale["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
                 apply_patch(r, &ct, &mut scale, &body)?;
                 return crate::subresources::put_scale(api, r, ns, name, &scale, &opts).await;
             }
@@ -359,6 +377,33 @@ async fn resource(
             })))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+/// The `resourceVersion` an object carries, if any.
+fn resource_version_of(obj: &Value) -> Result<Option<u64>> {
+    match obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|rv| !rv.is_empty()) {
+        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}"))),
+        None => Ok(None),
+    }
+}
+
+/// The `resourceVersion` a patch pins: in the patch object itself, or set by a JSON patch op.
+fn patch_precondition(ct: &str, body: &[u8]) -> Result<Option<u64>> {
+    let patch: Value = match ct {
+        "application/apply-patch+yaml" => serde_yaml::from_slice(body).unwrap_or(Value::Null),
+        _ => serde_json::from_slice(body).unwrap_or(Value::Null),
+    };
+    match patch {
+        Value::Array(ops) => {
+            let rv = ops.iter().find_map(|op| {
+                (op["path"] == "/metadata/resourceVersion" && matches!(op["op"].as_str(), Some("replace" | "add" | "test")))
+                    .then(|| op["value"].as_str().map(str::to_string))
+                    .flatten()
+            });
+            rv.map(|rv| rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))).transpose()
+        }
+        obj => resource_version_of(&obj),
     }
 }
 

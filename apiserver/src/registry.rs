@@ -32,6 +32,9 @@ pub enum FieldValidation {
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
     pub dry_run: bool,
+    /// The `resourceVersion` the client pinned (a PUT body's, or one a patch sets): a race
+    /// against it is the client's 409, never retried.
+    pub precondition: Option<u64>,
     pub field_validation: FieldValidation,
     pub field_manager: Option<String>,
 }
@@ -85,6 +88,7 @@ pub fn collection_prefix(r: &ResourceInfo, ns: Option<&str>) -> String {
 /// Decodes a stored value into the object clients see.
 pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
     let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_else(|_| json!({}));
+    obj = crate::convert::from_storage(r, obj);
     obj["apiVersion"] = json!(r.api_version());
     obj["kind"] = json!(r.kind);
     if !obj["metadata"].is_object() {
@@ -94,8 +98,8 @@ pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
     obj
 }
 
-fn encode(obj: &Value) -> Vec<u8> {
-    let mut stored = obj.clone();
+fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
+    let mut stored = crate::convert::to_storage(r, obj);
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
         meta.remove("selfLink");
@@ -266,6 +270,12 @@ impl Registry {
                 m.insert("generation".into(), json!(1));
             }
         }
+        // Status is the system's to write, except a Node's (its kubelet reports it on create).
+        if r.status && r.kind != "Node" {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
         if let (true, Some(ns)) = (r.namespaced, ns) {
             self.namespace_must_be_active(ns, true).await?;
         }
@@ -283,7 +293,7 @@ impl Registry {
             if opts.dry_run {
                 return Ok((obj, warnings));
             }
-            return match self.store.create(&k, encode(&obj)).await {
+            return match self.store.create(&k, encode(r, &obj)).await {
                 Ok(kv) => Ok((decode(r, &kv), warnings)),
                 Err(e) => {
                     alloc.release(&held);
@@ -297,7 +307,7 @@ impl Registry {
             }
             return Ok((obj, warnings));
         }
-        let kv = self.store.create(&k, encode(&obj)).await.map_err(|e| self.map_write_error(r, &name, e))?;
+        let kv = self.store.create(&k, encode(r, &obj)).await.map_err(|e| self.map_write_error(r, &name, e))?;
         Ok((decode(r, &kv), warnings))
     }
 
@@ -311,8 +321,8 @@ impl Registry {
     }
 
     /// Reads, changes and writes one object, retrying on a lost race. `mutate` gets the stored
-    /// object and returns the desired one. `precondition` is a client-supplied resourceVersion:
-    /// with it, a race is reported as 409 instead of retried. `subresource` scopes which parts
+    /// object and returns the desired one. With `opts.precondition` (a client-supplied
+    /// resourceVersion) a race is reported as 409 instead of retried. `subresource` scopes which parts
     /// of the object may change (`status` changes only `.status`; none preserves `.status`).
     pub async fn guaranteed_update<F>(
         &self,
@@ -330,16 +340,12 @@ impl Registry {
             let kv = self.get_kv(r, ns, name).await?;
             let current = decode(r, &kv);
             let mut desired = mutate(current.clone())?;
-            let precondition = desired
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-                .filter(|rv| !rv.is_empty())
-                .map(parse_rv)
-                .transpose()?;
-            if let Some(rv) = precondition {
-                if rv != kv.mod_revision {
-                    return Err(ApiError::stale(r.group, r.plural, name));
-                }
+            let precondition = opts.precondition;
+            if precondition.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(ApiError::stale(r.group, r.plural, name));
+            }
+            if let Some(m) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
             }
             self.prepare_update(r, &current, &mut desired, subresource)?;
             let mut warnings = Warnings::default();
@@ -367,7 +373,7 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((desired, warnings));
                 }
-                let res = self.store.update(&key(r, ns, name), encode(&desired), kv.mod_revision).await;
+                let res = self.store.update(&key(r, ns, name), encode(r, &desired), kv.mod_revision).await;
                 if res.is_err() {
                     alloc.release(&held);
                     alloc.hold(&old);
@@ -377,7 +383,7 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((desired, warnings));
                 }
-                self.store.update(&key(r, ns, name), encode(&desired), kv.mod_revision).await
+                self.store.update(&key(r, ns, name), encode(r, &desired), kv.mod_revision).await
             };
             match write {
                 Ok(kv) => return Ok((decode(r, &kv), warnings)),
@@ -414,9 +420,18 @@ impl Registry {
                         next.as_object_mut().map(|m| m.remove("status"));
                     }
                 }
-                // Status writers may still carry metadata changes Kubernetes allows on status
-                // (none that matter here), so the stored metadata wins.
-                next["metadata"]["resourceVersion"] = desired["metadata"]["resourceVersion"].clone();
+                // Kubernetes resets metadata on status writes, except for Nodes, whose status
+                // writers (kubelets, flannel) also set labels and annotations there.
+                if r.kind == "Node" {
+                    for field in ["labels", "annotations"] {
+                        match desired["metadata"].get(field) {
+                            Some(v) => next["metadata"][field] = v.clone(),
+                            None => {
+                                next["metadata"].as_object_mut().map(|m| m.remove(field));
+                            }
+                        }
+                    }
+                }
                 *desired = next;
             }
             _ if r.status => match current.get("status") {
@@ -553,7 +568,7 @@ impl Registry {
             if !changed || opts.dry_run {
                 return Ok(Deleted::Pending(if opts.dry_run { next } else { current }));
             }
-            match self.store.update(&key(r, ns, name), encode(&next), kv.mod_revision).await {
+            match self.store.update(&key(r, ns, name), encode(r, &next), kv.mod_revision).await {
                 Ok(kv) => return Ok(Deleted::Pending(decode(r, &kv))),
                 Err(storage::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(self.map_write_error(r, name, e)),

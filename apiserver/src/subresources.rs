@@ -48,14 +48,17 @@ pub async fn put_scale(
     if replicas < 0 {
         return Err(ApiError::invalid("autoscaling", "Scale", name, vec![Cause::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
     }
-    let pinned = scale.pointer("/metadata/resourceVersion").cloned();
+    let pinned = scale
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+        .map(|rv| rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}"))))
+        .transpose()?;
+    let opts = WriteOptions { precondition: pinned, ..opts.clone() };
     let (obj, _) = api
         .registry
-        .guaranteed_update(r, ns, name, None, opts, |mut cur| {
+        .guaranteed_update(r, ns, name, None, &opts, |mut cur| {
             cur["spec"]["replicas"] = json!(replicas);
-            if let Some(rv) = &pinned {
-                cur["metadata"]["resourceVersion"] = rv.clone();
-            }
             Ok(cur)
         })
         .await?;

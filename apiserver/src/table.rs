@@ -45,10 +45,13 @@ fn int(name: &'static str, priority: u8, doc: &'static str) -> Col {
     (name, "integer", "", priority, doc)
 }
 
+/// Formats the cells of one row of a kind.
+type RowPrinter = fn(&Printer, &Value) -> Vec<Value>;
+
 /// Builds a complete `Table` for `items` of `kind`, with ages measured at `now`.
 pub fn to_table(kind: &str, items: &[Value], include_object: IncludeObject, now: DateTime<Utc>) -> Value {
     let p = Printer { now };
-    let (columns, print): (Vec<Col>, fn(&Printer, &Value) -> Vec<Value>) = match kind {
+    let (columns, print): (Vec<Col>, RowPrinter) = match kind {
         "Pod" => (
             vec![
                 name_col(),
@@ -692,10 +695,10 @@ impl Printer {
                     if !role.is_empty() {
                         roles.insert(role.to_string());
                     }
-                } else if k == "kubernetes.io/role" {
-                    if let Some(v) = v.as_str().filter(|v| !v.is_empty()) {
-                        roles.insert(v.to_string());
-                    }
+                } else if k == "kubernetes.io/role"
+                    && let Some(v) = v.as_str().filter(|v| !v.is_empty())
+                {
+                    roles.insert(v.to_string());
                 }
             }
         }
@@ -1125,7 +1128,7 @@ mod tests {
     #[test]
     fn table_shape_and_partial_metadata() {
         let pod = json!({"metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2024-05-10T11:59:55Z"}});
-        let t = to_table("Pod", &[pod.clone()], IncludeObject::Metadata, now());
+        let t = to_table("Pod", std::slice::from_ref(&pod), IncludeObject::Metadata, now());
         assert_eq!(t["kind"], "Table");
         assert_eq!(t["apiVersion"], "meta.k8s.io/v1");
         assert_eq!(t["metadata"], json!({}));
@@ -1140,7 +1143,7 @@ mod tests {
         assert_eq!(row["object"]["apiVersion"], "meta.k8s.io/v1");
         assert_eq!(row["object"]["metadata"]["name"], "web");
         assert_eq!(row["cells"].as_array().unwrap().len(), 9);
-        let t = to_table("Pod", &[pod.clone()], IncludeObject::Object, now());
+        let t = to_table("Pod", std::slice::from_ref(&pod), IncludeObject::Object, now());
         assert_eq!(t["rows"][0]["object"], pod);
         let t = to_table("Pod", &[pod], IncludeObject::None, now());
         assert!(t["rows"][0]["object"].is_null());
@@ -1348,9 +1351,9 @@ mod tests {
         let c = cells("Job", job);
         assert_eq!((c[1].as_str(), c[2].as_str(), c[3].as_str()), (Some("Complete"), Some("1/1"), Some("42s")));
         assert_eq!(c[7], "batch.kubernetes.io/controller-uid=abc");
-        let running = json!({"metadata": {"name": "par"}, "spec": {"parallelism": 3}, "status": {"startTime": "2024-05-10T11:58:00Z"}});
+        let running = json!({"metadata": {"name": "par"}, "spec": {"parallelism": 3}, "status": {"startTime": "2024-05-10T11:58:30Z"}});
         let c = cells("Job", running);
-        assert_eq!((c[1].as_str(), c[2].as_str(), c[3].as_str()), (Some("Running"), Some("0/1 of 3"), Some("120s")));
+        assert_eq!((c[1].as_str(), c[2].as_str(), c[3].as_str()), (Some("Running"), Some("0/1 of 3"), Some("90s")));
         let cj = json!({"metadata": {"name": "hello"}, "spec": {"schedule": "*/1 * * * *", "suspend": false,
             "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "hello", "image": "busybox"}]}}}}},
             "status": {"active": [{"name": "hello-1"}], "lastScheduleTime": "2024-05-10T11:59:00Z"}});
@@ -1381,7 +1384,7 @@ mod tests {
     #[test]
     fn generic_fallback() {
         let role = json!({"metadata": {"name": "reader", "creationTimestamp": "2024-05-10T11:00:00Z"}});
-        let t = to_table("Role", &[role.clone()], IncludeObject::Metadata, now());
+        let t = to_table("Role", std::slice::from_ref(&role), IncludeObject::Metadata, now());
         assert_eq!(names(&t), vec![("Name".to_string(), 0), ("Created At".to_string(), 0)]);
         assert_eq!(t["columnDefinitions"][1]["type"], "date");
         assert_eq!(t["rows"][0]["cells"], json!(["reader", "2024-05-10T11:00:00Z"]));

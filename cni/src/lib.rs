@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod env;
+pub mod flannel;
 pub mod error;
 pub mod ipam;
 pub mod masq;

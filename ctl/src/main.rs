@@ -3,6 +3,8 @@
 //! `ekube server` runs the control plane, `ekube apiserver` the apiserver alone, and
 //! `ekube kubectl …` (or the binary invoked as `ekubectl`) is the command-line client.
 
+mod kubectl;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
@@ -15,10 +17,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane: the apiserver (and every control-plane component that exists).
+    /// Run the control plane: apiserver, controller-manager and scheduler in one process.
     Server(ekube_apiserver::Config),
     /// Run the apiserver alone.
     Apiserver(ekube_apiserver::Config),
+    /// Run the controller-manager alone.
+    ControllerManager(ekube_controllers::Config),
+    /// Run the scheduler alone.
+    Scheduler(ekube_scheduler::Config),
+    /// Run the kubelet alone.
+    Kubelet(ekube_kubelet::Config),
+    /// Run the CRI runtime alone.
+    Runtime(ekube_kubelet::runtime::Config),
+    /// Run the service proxy alone.
+    Proxy(ekube_proxy::service::Config),
+    /// Run the VXLAN overlay agent alone.
+    Flannel(ekube_cni::flannel::Config),
+    /// The kubectl-style client (also reachable by invoking this binary as `ekubectl`).
+    Kubectl(kubectl::KubectlArgs),
 }
 
 fn init_tracing() {
@@ -41,11 +57,64 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
+    if invoked_as.as_deref().and_then(|p| p.file_name()).is_some_and(|n| n == "ekubectl") {
+        return exit_on_error(kubectl::run(kubectl::KubectlArgs::parse()).await);
+    }
     let cli = Cli::parse();
+    if let Command::Kubectl(args) = cli.command {
+        return exit_on_error(kubectl::run(args).await);
+    }
     init_tracing();
     match cli.command {
-        Command::Server(config) | Command::Apiserver(config) => {
-            ekube_apiserver::run(config, shutdown_signal()).await.context("apiserver")
-        }
+        Command::Server(config) => server(config).await,
+        Command::Apiserver(config) => ekube_apiserver::run(config, shutdown_signal()).await.context("apiserver"),
+        Command::ControllerManager(c) => ekube_controllers::run(c, shutdown_signal()).await.context("controller-manager"),
+        Command::Scheduler(c) => ekube_scheduler::run(c, shutdown_signal()).await.context("scheduler"),
+        Command::Kubelet(c) => ekube_kubelet::run(c, shutdown_signal()).await.context("kubelet"),
+        Command::Runtime(c) => ekube_kubelet::runtime::run(c, shutdown_signal()).await.context("runtime"),
+        Command::Proxy(c) => ekube_proxy::service::run(c, shutdown_signal()).await.context("proxy"),
+        Command::Flannel(c) => ekube_cni::flannel::run(c, shutdown_signal()).await.context("flannel"),
+        Command::Kubectl(_) => unreachable!("handled above"),
     }
+}
+
+fn report<E: std::fmt::Display>(what: &str, r: Result<Result<(), E>, tokio::task::JoinError>) {
+    match r {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(component = what, error = %e, "component stopped"),
+        Err(e) => tracing::error!(component = what, error = %e, "component panicked"),
+    }
+}
+
+/// kubectl prints its own errors; only the exit status is left to set.
+fn exit_on_error(result: Result<()>) -> Result<()> {
+    if result.is_err() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The control plane in one process: the apiserver, then the controller-manager and the
+/// scheduler as its clients through the admin kubeconfig.
+async fn server(config: ekube_apiserver::Config) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (running, serve) = ekube_apiserver::start(config, stopped(stop_rx.clone())).await.context("apiserver")?;
+    tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
+    let kubeconfig = running.admin_kubeconfig.clone();
+    let controllers = ekube_controllers::Config::for_server(kubeconfig.clone());
+    let scheduler = ekube_scheduler::Config::for_server(kubeconfig);
+    let cm = tokio::spawn(ekube_controllers::run(controllers, stopped(stop_rx.clone())));
+    let sched = tokio::spawn(ekube_scheduler::run(scheduler, stopped(stop_rx.clone())));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    serve.await;
+    report("controller-manager", cm.await);
+    report("scheduler", sched.await);
+    Ok(())
 }

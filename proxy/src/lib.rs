@@ -7,6 +7,7 @@
 //! [`datapath::MemMaps`], the in-memory fake).
 
 pub mod datapath;
+pub mod service;
 
 pub use datapath::{
     Affinity, BackendAddr, Datapath, DatapathConfig, DatapathState, Error, Frontend, Protocol,

@@ -10,9 +10,16 @@ use anyhow::{Context, Result, bail};
 /// The `ekube` binary built next to the test executable (`cargo build --bins` builds it;
 /// `cargo xtask test` does so before running tests).
 pub fn ekube_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
-    let bin = dir.join("ekube");
+    sibling_bin("ekube")
+}
+
+/// A binary of this workspace built with the same profile as the running executable (which is
+/// either `target/<profile>/deps/<test>` or `target/<profile>/<bin>`).
+pub fn sibling_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    let dir = if dir.ends_with("deps") { dir.parent().expect("profile directory") } else { dir };
+    let bin = dir.join(name);
     assert!(bin.exists(), "{} is missing: build it with `cargo build --bins` (cargo xtask test does)", bin.display());
     bin
 }
@@ -91,6 +98,11 @@ impl ServerProcess {
         self.dir.join("admin.conf")
     }
 
+    /// The server's process id (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
@@ -110,7 +122,11 @@ impl ServerProcess {
 
     /// Runs `ekube kubectl` against this server.
     pub fn ekubectl(&self, args: &[&str]) -> Output {
-        run_cli(&ekube_bin(), &["kubectl"], args, &self.kubeconfig(), None)
+        self.ekubectl_stdin(args, None)
+    }
+
+    pub fn ekubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_cli(&ekube_bin(), &["kubectl"], args, &self.kubeconfig(), stdin)
     }
 }
 

@@ -19,8 +19,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "docker-registry",
     "curl",
-    // Runtime.
+    // Runtime (protoc generates the CRI gRPC code at build time).
     "runc",
+    "protobuf-compiler",
     // eBPF toolchain (bpf-linker is built against LLVM 22) and inspection.
     "llvm-22-dev",
     "libpolly-22-dev",

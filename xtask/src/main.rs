@@ -4,6 +4,7 @@
 //! building the kernel programs, the lab of network-namespace hosts, the demo, the test run and
 //! the benchmarks.
 
+mod bench;
 mod deps;
 mod ebpf;
 mod images;
@@ -32,6 +33,8 @@ enum Command {
     Images(images::ImagesArgs),
     /// Install what is missing, build, and run every test (unit and end-to-end).
     Test(test::TestArgs),
+    /// Measure: `cargo xtask bench [apiserver]` (all when no name is given).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -41,5 +44,6 @@ fn main() -> Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Images(args) => images::run(args),
         Command::Test(args) => test::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,81 @@
+//! Core v1 Events, as Kubernetes controllers emit them (`kubectl describe` and `kubectl get
+//! events` read these).
+//!
+//! Recording is best effort: a failed Event write is logged and never fails the caller.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+/// `Normal` or `Warning`, as in `Event.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Writes Events on behalf of one component (`source.component`).
+#[derive(Clone)]
+pub struct Recorder {
+    client: kube::Client,
+    component: String,
+}
+
+impl Recorder {
+    pub fn new(client: kube::Client, component: &str) -> Self {
+        Self { client, component: component.to_string() }
+    }
+
+    /// Records an event about `obj`.
+    pub async fn record<K: Resource<DynamicType = ()>>(&self, obj: &K, kind: EventType, reason: &str, message: &str) {
+        self.record_ref(reference(obj), kind, reason, message).await
+    }
+
+    /// Records an event about the object `involved` points to.
+    pub async fn record_ref(&self, involved: ObjectReference, kind: EventType, reason: &str, message: &str) {
+        let namespace = involved.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let name = format!(
+            "{}.{:x}",
+            involved.name.as_deref().unwrap_or("unknown"),
+            now.as_nanosecond() as u64 ^ rand::random::<u32>() as u64
+        );
+        let event = Event {
+            metadata: ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
+            involved_object: involved,
+            reason: Some(reason.to_string()),
+            message: Some(message.to_string()),
+            type_: Some(match kind {
+                EventType::Normal => "Normal".into(),
+                EventType::Warning => "Warning".into(),
+            }),
+            source: Some(EventSource { component: Some(self.component.clone()), host: None }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            count: Some(1),
+            reporting_component: Some(self.component.clone()),
+            reporting_instance: Some(self.component.clone()),
+            action: Some(reason.to_string()),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, reason, "recording event failed");
+        }
+    }
+}
+
+/// The `ObjectReference` an Event names as its `involvedObject`.
+pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: Some(obj.name_any()),
+        namespace: obj.namespace(),
+        uid: obj.uid(),
+        resource_version: obj.resource_version(),
+        field_path: None,
+    }
+}

@@ -1,0 +1,239 @@
+//! `ekube controller-manager`: the controllers that keep the cluster's state converging.
+//!
+//! Each controller is a kube-runtime client of the apiserver: it watches the objects it owns,
+//! reconciles one object at a time (`reconcile(obj, ctx) -> Action`) and writes only through the
+//! API. Reconcilers read what they act on with a fresh LIST (consistent with storage), so a
+//! controller never acts twice on a lagging cache and needs no "expectations" bookkeeping; the
+//! watches only decide *when* to reconcile.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod deployment;
+pub mod endpoints;
+pub mod events;
+pub mod gc;
+pub mod ipam;
+pub mod namespace;
+pub mod nodelifecycle;
+pub mod replicaset;
+pub mod serviceaccount;
+mod util;
+
+/// Every controller this binary runs, by its upstream name (`--controllers`).
+pub const CONTROLLERS: &[&str] = &[
+    "nodeipam",
+    "endpointslice",
+    "endpoints",
+    "replicaset",
+    "deployment",
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "nodelifecycle",
+];
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Kubeconfig of the apiserver to talk to.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Controllers to run: `*` for all, a name to enable one, `-name` to disable one.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Assign every Node a `spec.podCIDR` out of `--cluster-cidr`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
+    /// The pod network the node subnets are cut from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's subnet.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// How often node health is checked.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: Duration,
+    /// How long a node may go without renewing its Lease before it is marked NotReady.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How long pods stay bound to an unreachable node before they are evicted.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub pod_eviction_timeout: Duration,
+}
+
+impl Config {
+    /// The configuration `ekube server` runs this component with: every controller, upstream
+    /// defaults.
+    pub fn for_server(kubeconfig: PathBuf) -> Self {
+        Self {
+            kubeconfig,
+            controllers: vec!["*".into()],
+            allocate_node_cidrs: true,
+            cluster_cidr: "10.244.0.0/16".into(),
+            node_cidr_mask_size: 24,
+            node_monitor_period: Duration::from_secs(5),
+            node_monitor_grace_period: Duration::from_secs(40),
+            pod_eviction_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Whether `--controllers` enables `name`.
+    pub fn enabled(&self, name: &str) -> bool {
+        let mut on = false;
+        for c in &self.controllers {
+            match c.as_str() {
+                "*" => on = true,
+                n if n == name => return true,
+                n if n.strip_prefix('-') == Some(name) => return false,
+                _ => {}
+            }
+        }
+        on
+    }
+
+    fn validate(&self) -> Result<ipam::ClusterCidr, Error> {
+        for c in &self.controllers {
+            let name = c.trim_start_matches('-');
+            if name != "*" && !CONTROLLERS.contains(&name) {
+                return Err(Error::Config(format!("--controllers: unknown controller {name:?}, known: {}", CONTROLLERS.join(", "))));
+            }
+        }
+        ipam::ClusterCidr::new(&self.cluster_cidr, self.node_cidr_mask_size).map_err(Error::Config)
+    }
+}
+
+/// Parses `500ms`, `40s`, `5m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("invalid duration {s:?}: use a number with a unit (ms, s, m, h), e.g. 40s");
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Client(#[from] ekube_api::client::Error),
+    #[error("{controller} stopped: {message}")]
+    Stopped { controller: &'static str, message: String },
+}
+
+/// The error a reconcile returns: the API call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{action}: {source}")]
+    Api { action: String, source: kube::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub(crate) type Result<T, E = ReconcileError> = std::result::Result<T, E>;
+
+/// Extension to give kube errors the action that failed.
+pub(crate) trait Context<T> {
+    fn ctx(self, action: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for Result<T, kube::Error> {
+    fn ctx(self, action: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| ReconcileError::Api { action: action(), source })
+    }
+}
+
+/// Runs the enabled controllers until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let cidr = config.validate()?;
+    let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let recorder = events::Recorder::new(client.clone(), "controller-manager");
+    let mut tasks = tokio::task::JoinSet::new();
+    let on = |name| config.enabled(name);
+    if on("nodeipam") && config.allocate_node_cidrs {
+        tasks.spawn(named("nodeipam", ipam::run(client.clone(), cidr)));
+    }
+    if on("endpointslice") || on("endpoints") {
+        tasks.spawn(named("endpointslice", endpoints::run(client.clone(), on("endpointslice"), on("endpoints"))));
+    }
+    if on("replicaset") {
+        tasks.spawn(named("replicaset", replicaset::run(client.clone(), recorder.clone())));
+    }
+    if on("deployment") {
+        tasks.spawn(named("deployment", deployment::run(client.clone(), recorder.clone())));
+    }
+    if on("garbagecollector") {
+        tasks.spawn(named("garbagecollector", gc::run(client.clone())));
+    }
+    if on("namespace") {
+        tasks.spawn(named("namespace", namespace::run(client.clone())));
+    }
+    if on("serviceaccount") {
+        tasks.spawn(named("serviceaccount", serviceaccount::run(client.clone())));
+    }
+    if on("nodelifecycle") {
+        let lc = nodelifecycle::Settings {
+            period: config.node_monitor_period,
+            grace: config.node_monitor_grace_period,
+            eviction: config.pod_eviction_timeout,
+        };
+        tasks.spawn(named("nodelifecycle", nodelifecycle::run(client.clone(), recorder.clone(), lc)));
+    }
+    tracing::info!(controllers = tasks.len(), "controller-manager running");
+    tokio::select! {
+        _ = shutdown => {
+            tasks.abort_all();
+            Ok(())
+        }
+        Some(done) = tasks.join_next() => {
+            tasks.abort_all();
+            match done {
+                Ok((controller, Err(message))) => Err(Error::Stopped { controller, message }),
+                Ok((controller, Ok(()))) => Err(Error::Stopped { controller, message: "watch ended".into() }),
+                Err(e) => Err(Error::Stopped { controller: "controller", message: e.to_string() }),
+            }
+        }
+    }
+}
+
+async fn named(
+    name: &'static str,
+    fut: impl Future<Output = Result<(), String>>,
+) -> (&'static str, Result<(), String>) {
+    (name, fut.await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("40s").unwrap(), Duration::from_secs(40));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn controller_selection() {
+        let mut c = Config::for_server("k".into());
+        assert!(c.enabled("nodeipam"));
+        c.controllers = vec!["*".into(), "-nodeipam".into()];
+        assert!(!c.enabled("nodeipam") && c.enabled("deployment"));
+        c.controllers = vec!["nodelifecycle".into()];
+        assert!(c.enabled("nodelifecycle") && !c.enabled("deployment"));
+        c.controllers = vec!["bogus".into()];
+        assert!(c.validate().is_err());
+    }
+}

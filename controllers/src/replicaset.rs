@@ -1,0 +1,243 @@
+//! ReplicaSet controller: keeps `spec.replicas` pods matching the selector, owned by the set.
+//!
+//! Pods the set's selector matches and nobody controls are adopted; pods it controls that no
+//! longer match are released. Surplus pods are deleted in the order upstream prefers
+//! (unscheduled, then pending, then not ready, then the most recently ready, then the newest).
+//! Missing pods are created as `<rs>-<5 random>` via `generateName`.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::json;
+
+use crate::events::{EventType, Recorder};
+use crate::util::{controller_of, controller_ref, deleting, labels_of, pod_active, pod_available, pod_ready};
+use crate::{Context as _, Result};
+
+struct Ctx {
+    client: kube::Client,
+    recorder: Recorder,
+}
+
+pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
+    Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Pod>::all(client), watcher::Config::default())
+        .run(reconcile, |_, e, _| {
+            tracing::warn!(error = %e, "replicaset");
+            Action::requeue(Duration::from_secs(1))
+        }, ctx)
+        .for_each(|_| async {})
+        .await;
+    Ok(())
+}
+
+/// What the pods of a controller look like after adoption and release.
+pub(crate) struct Claimed {
+    pub pods: Vec<Pod>,
+}
+
+/// Adopts orphans matching `selector` and releases owned pods that no longer match.
+pub(crate) async fn claim_pods(
+    client: &kube::Client,
+    owner: OwnerReference,
+    ns: &str,
+    selector: &LabelSelector,
+    owner_deleting: bool,
+) -> Result<Claimed> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let all = api.list(&ListParams::default()).await.ctx(|| format!("listing pods in {ns}"))?;
+    let sel = ekube_api::selector::LabelSelector::from_label_selector(selector);
+    let mut pods = Vec::new();
+    for mut pod in all.items {
+        let matches = !sel.is_empty() && sel.matches(&labels_of(&pod));
+        match controller_of(&pod) {
+            Some(r) if r.uid == owner.uid => {
+                if matches {
+                    pods.push(pod);
+                } else {
+                    // Release: drop our ownerReference, keep the others.
+                    let keep: Vec<OwnerReference> =
+                        pod.owner_references().iter().filter(|r| r.uid != owner.uid).cloned().collect();
+                    let name = pod.name_any();
+                    let patch = json!({"metadata": {"ownerReferences": keep, "uid": pod.uid()}});
+                    let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
+                }
+            }
+            None if matches && !owner_deleting && !deleting(&pod) => {
+                let mut refs: Vec<OwnerReference> = pod.owner_references().to_vec();
+                refs.push(owner.clone());
+                let name = pod.name_any();
+                let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.uid()}});
+                if let Ok(p) = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                    pod = p;
+                    pods.push(pod);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Claimed { pods })
+}
+
+/// Order of deletion preference: earlier in the returned order goes first.
+pub fn deletion_order(pods: &mut [&Pod]) {
+    fn phase_rank(p: &Pod) -> u8 {
+        match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Pending") => 0,
+            Some("Running") => 2,
+            _ => 1,
+        }
+    }
+    pods.sort_by_key(|p| {
+        let scheduled = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+        let ready = pod_ready(p);
+        let ready_since = crate::util::ready_since(p).map(|t| t.as_second()).unwrap_or(0);
+        let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+        (scheduled, phase_rank(p), ready, Reverse(ready_since), Reverse(created))
+    });
+}
+
+#[tracing::instrument(skip_all, fields(rs = %rs.name_any()))]
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
+    let ns = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let spec = rs.spec.clone();
+    let owner = controller_ref(&*rs);
+    let claimed = claim_pods(&ctx.client, owner.clone(), &ns, &spec.selector, deleting(&*rs)).await?;
+    let active: Vec<&Pod> = claimed.pods.iter().filter(|p| pod_active(p)).collect();
+    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if !deleting(&*rs) {
+        if active.len() < want {
+            let template = spec.template.clone().unwrap_or_default();
+            let tmeta = template.metadata.clone().unwrap_or_default();
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    generate_name: Some(format!("{name}-")),
+                    namespace: Some(ns.clone()),
+                    labels: tmeta.labels.clone(),
+                    annotations: tmeta.annotations.clone(),
+                    finalizers: tmeta.finalizers.clone(),
+                    owner_references: Some(vec![owner.clone()]),
+                    ..Default::default()
+                },
+                spec: template.spec.clone(),
+                status: None,
+            };
+            let pp = PostParams::default();
+            let creates = (0..want - active.len()).map(|_| api.create(&pp, &pod));
+            for result in futures::future::join_all(creates).await {
+                match result {
+                    Ok(p) => {
+                        let msg = format!("Created pod: {}", p.name_any());
+                        ctx.recorder.record(&*rs, EventType::Normal, "SuccessfulCreate", &msg).await;
+                    }
+                    Err(e) => {
+                        let msg = format!("Error creating: {e}");
+                        ctx.recorder.record(&*rs, EventType::Warning, "FailedCreate", &msg).await;
+                    }
+                }
+            }
+        } else if active.len() > want {
+            let mut victims = active.clone();
+            deletion_order(&mut victims);
+            let victims = &victims[..active.len() - want];
+            let deletes = victims.iter().map(|p| {
+                let api = api.clone();
+                let pod_name = p.name_any();
+                async move { (api.delete(&pod_name, &DeleteParams::default()).await, pod_name) }
+            });
+            for (result, pod_name) in futures::future::join_all(deletes).await {
+                match result {
+                    Ok(_) => {
+                        let msg = format!("Deleted pod: {pod_name}");
+                        ctx.recorder.record(&*rs, EventType::Normal, "SuccessfulDelete", &msg).await;
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => {
+                        let msg = format!("Error deleting: {e}");
+                        ctx.recorder.record(&*rs, EventType::Warning, "FailedDelete", &msg).await;
+                    }
+                }
+            }
+        }
+    }
+    // Status, as counted before this round's creates and deletes (their watch events requeue).
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let now = Timestamp::now();
+    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let fully_labeled = active
+        .iter()
+        .filter(|p| {
+            let l = labels_of(**p);
+            template_labels.iter().all(|(k, v)| l.get(k) == Some(v))
+        })
+        .count();
+    let ready = active.iter().filter(|p| pod_ready(p)).count();
+    let available = active.iter().filter(|p| pod_available(p, min_ready, now)).count();
+    let terminating = claimed.pods.iter().filter(|p| deleting(*p)).count();
+    let status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready,
+        "availableReplicas": available,
+        "terminatingReplicas": terminating,
+        "observedGeneration": rs.metadata.generation,
+    });
+    let current = serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
+    let differs = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration", "terminatingReplicas"]
+        .iter()
+        .any(|k| current.get(*k).cloned().unwrap_or(json!(0)) != status.get(*k).cloned().unwrap_or(json!(0)));
+    if differs {
+        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
+        match rs_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+            Err(e) => return Err(e).ctx(|| format!("updating status of replicaset {ns}/{name}")),
+        }
+    }
+    // Pods ready but not yet available become available without any event: look again then.
+    if ready > available && min_ready > 0 {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: Option<&str>, phase: &str, ready: bool, created: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"containers": [], "nodeName": node},
+            "status": {"phase": phase, "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn deletes_unscheduled_then_not_ready_then_newest() {
+        let pods = [
+            pod("ready-old", Some("n"), "Running", true, "2024-01-01T00:00:00Z"),
+            pod("ready-new", Some("n"), "Running", true, "2024-01-02T00:00:00Z"),
+            pod("unready", Some("n"), "Running", false, "2024-01-01T00:00:00Z"),
+            pod("unscheduled", None, "Pending", false, "2024-01-01T00:00:00Z"),
+        ];
+        let mut refs: Vec<&Pod> = pods.iter().collect();
+        deletion_order(&mut refs);
+        let names: Vec<String> = refs.iter().map(|p| p.name_any()).collect();
+        assert_eq!(names, ["unscheduled", "unready", "ready-new", "ready-old"]);
+    }
+}

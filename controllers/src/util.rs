@@ -1,0 +1,76 @@
+//! Small helpers the controllers share: owner references, pod readiness, selectors, time.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
+
+/// A controller ownerReference to `owner` (`controller: true`, `blockOwnerDeletion: true`).
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.name_any(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The ownerReference with `controller: true`, if any.
+pub fn controller_of<K: Resource>(obj: &K) -> Option<&OwnerReference> {
+    obj.meta().owner_references.iter().flatten().find(|r| r.controller == Some(true))
+}
+
+/// Whether `obj` has `deletionTimestamp` set.
+pub fn deleting<K: Resource>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_some()
+}
+
+/// `Succeeded` or `Failed`.
+pub fn pod_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// Neither terminal nor being deleted: a pod that counts towards a replica count.
+pub fn pod_active(pod: &Pod) -> bool {
+    !pod_terminal(pod) && !deleting(pod)
+}
+
+/// The pod's `Ready` condition status is `True`.
+pub fn pod_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// When the pod's `Ready` condition last became `True`, if it is `True`.
+pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    let c = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    if c.status != "True" {
+        return None;
+    }
+    Some(c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+/// Ready for at least `min_ready_seconds` at `now`.
+pub fn pod_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(since) => since.as_second() + i64::from(min_ready_seconds) <= now.as_second(),
+    }
+}
+
+pub fn labels_of<K: Resource>(obj: &K) -> BTreeMap<String, String> {
+    obj.meta().labels.clone().unwrap_or_default()
+}
+
+/// An equality selector in query-string form.
+pub fn map_selector_string(map: &BTreeMap<String, String>) -> String {
+    map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+pub fn now() -> Time {
+    Time(Timestamp::now())
+}

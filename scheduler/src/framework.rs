@@ -1,0 +1,379 @@
+//! The scheduling algorithm, free of I/O: per-node state, the filters (with the reasons
+//! Kubernetes prints), the scores, and the `FitError` message.
+//!
+//! Filters run in the default profile's order (NodeUnschedulable, TaintToleration,
+//! NodeAffinity, NodePorts, NodeResourcesFit) and a node stops at the first one that fails,
+//! so each infeasible node contributes exactly one reason (several for resources), counted
+//! into `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node
+//! affinity/selector.` exactly as upstream words it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ekube_api::quantity;
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+
+pub const UNSCHEDULABLE: &str = "node(s) were unschedulable";
+pub const AFFINITY: &str = "node(s) didn't match Pod's node affinity/selector";
+pub const PORTS: &str = "node(s) didn't have free ports for the requested pod ports";
+pub const TOO_MANY_PODS: &str = "Too many pods";
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// Requests in the units the filters compare: millicores, bytes, bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu: i64,
+    pub memory: i64,
+    pub ephemeral: i64,
+}
+
+impl std::ops::AddAssign for Resources {
+    fn add_assign(&mut self, o: Self) {
+        self.cpu += o.cpu;
+        self.memory += o.memory;
+        self.ephemeral += o.ephemeral;
+    }
+}
+
+fn amount(map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, key: &str, cpu: bool) -> Option<i64> {
+    let q = map?.get(key)?;
+    if cpu { quantity::cpu_millis(&q.0).ok() } else { quantity::bytes(&q.0).ok() }
+}
+
+/// A pod's effective requests: the sum over containers, at least the largest init container,
+/// plus the overhead. With `non_zero`, containers without a request count as 100m / 200Mi
+/// (used for scoring only, as upstream does).
+pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else { return Resources::default() };
+    let one = |c: &k8s_openapi::api::core::v1::Container| {
+        let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let cpu = amount(req, "cpu", true);
+        let memory = amount(req, "memory", false);
+        Resources {
+            cpu: cpu.unwrap_or(if non_zero { 100 } else { 0 }),
+            memory: memory.unwrap_or(if non_zero { 200 << 20 } else { 0 }),
+            ephemeral: amount(req, "ephemeral-storage", false).unwrap_or(0),
+        }
+    };
+    let mut total = Resources::default();
+    for c in &spec.containers {
+        total += one(c);
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let r = one(c);
+        total.cpu = total.cpu.max(r.cpu);
+        total.memory = total.memory.max(r.memory);
+        total.ephemeral = total.ephemeral.max(r.ephemeral);
+    }
+    let overhead = spec.overhead.as_ref();
+    total.cpu += amount(overhead, "cpu", true).unwrap_or(0);
+    total.memory += amount(overhead, "memory", false).unwrap_or(0);
+    total
+}
+
+/// `(protocol, hostIP, hostPort)` the pod wants.
+pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let hp = p.host_port.filter(|p| *p > 0)?;
+            let ip = p.host_ip.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| "0.0.0.0".into());
+            Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), ip, hp))
+        })
+        .collect()
+}
+
+/// The controller owner uid of a pod, for spreading.
+pub fn owner_uid(pod: &Pod) -> Option<String> {
+    pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.clone())
+}
+
+/// A node with what is already placed on it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node: Node,
+    pub requested: Resources,
+    /// Requests with the non-zero defaults, for scoring.
+    pub requested_scoring: Resources,
+    pub pods: usize,
+    pub ports: Vec<(String, String, i32)>,
+    pub owners: HashMap<String, usize>,
+}
+
+impl NodeInfo {
+    pub fn new(node: Node) -> Self {
+        Self {
+            node,
+            requested: Resources::default(),
+            requested_scoring: Resources::default(),
+            pods: 0,
+            ports: Vec::new(),
+            owners: HashMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, pod: &Pod) {
+        self.requested += pod_requests(pod, false);
+        self.requested_scoring += pod_requests(pod, true);
+        self.pods += 1;
+        self.ports.extend(host_ports(pod));
+        if let Some(uid) = owner_uid(pod) {
+            *self.owners.entry(uid).or_default() += 1;
+        }
+    }
+
+    pub fn allocatable(&self) -> (Resources, i64) {
+        let status = self.node.status.as_ref();
+        let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+        let r = Resources {
+            cpu: amount(alloc, "cpu", true).unwrap_or(0),
+            memory: amount(alloc, "memory", false).unwrap_or(0),
+            ephemeral: amount(alloc, "ephemeral-storage", false).unwrap_or(i64::MAX),
+        };
+        (r, amount(alloc, "pods", false).unwrap_or(110))
+    }
+}
+
+pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| {
+        let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
+        let key_ok = match t.key.as_deref() {
+            None | Some("") => t.operator.as_deref() == Some("Exists"),
+            Some(k) => k == taint.key,
+        };
+        let value_ok = match t.operator.as_deref() {
+            Some("Exists") => true,
+            _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        };
+        effect_ok && key_ok && value_ok
+    })
+}
+
+fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = r.values.clone().unwrap_or_default();
+    match r.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
+                return false;
+            };
+            if r.operator == "Gt" { v > bound } else { v < bound }
+        }
+        _ => false,
+    }
+}
+
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    let exprs = term.match_expressions.as_deref().unwrap_or_default();
+    let fields = term.match_fields.as_deref().unwrap_or_default();
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref()))
+}
+
+/// nodeSelector and required node affinity.
+pub fn affinity_matches(pod: &Pod, node: &Node) -> bool {
+    let Some(spec) = pod.spec.as_ref() else { return true };
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    if !spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v)) {
+        return false;
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
+    match required {
+        None => true,
+        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node)),
+    }
+}
+
+/// The taints a node effectively has: its own, plus the one its Ready condition implies when
+/// the lifecycle controller has not tainted it yet.
+fn effective_taints(node: &Node) -> Vec<Taint> {
+    let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let implied = match ready.map(|c| c.status.as_str()) {
+        Some("False") => Some(NOT_READY_TAINT),
+        Some("Unknown") => Some(UNREACHABLE_TAINT),
+        _ => None,
+    };
+    if let Some(key) = implied
+        && !taints.iter().any(|t| t.key == key && t.effect == "NoSchedule")
+    {
+        taints.push(Taint { key: key.into(), effect: "NoSchedule".into(), value: None, time_added: None });
+    }
+    taints
+}
+
+/// Runs the filters; `Err` carries the reasons the node is infeasible.
+pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    let node_spec = ni.node.spec.clone().unwrap_or_default();
+    if node_spec.unschedulable == Some(true) {
+        let taint = Taint { key: UNSCHEDULABLE_TAINT.into(), effect: "NoSchedule".into(), value: None, time_added: None };
+        if !tolerates(&tolerations, &taint) {
+            return Err(vec![UNSCHEDULABLE.into()]);
+        }
+    }
+    for taint in effective_taints(&ni.node) {
+        if (taint.effect == "NoSchedule" || taint.effect == "NoExecute") && !tolerates(&tolerations, &taint) {
+            return Err(vec![format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or("")
+            )]);
+        }
+    }
+    if !affinity_matches(pod, &ni.node) {
+        return Err(vec![AFFINITY.into()]);
+    }
+    for (proto, ip, port) in host_ports(pod) {
+        let clash = ni.ports.iter().any(|(p, i, n)| {
+            *p == proto && *n == port && (i == &ip || i == "0.0.0.0" || ip == "0.0.0.0")
+        });
+        if clash {
+            return Err(vec![PORTS.into()]);
+        }
+    }
+    let (alloc, max_pods) = ni.allocatable();
+    let want = pod_requests(pod, false);
+    let mut reasons = Vec::new();
+    if ni.pods as i64 + 1 > max_pods {
+        reasons.push(TOO_MANY_PODS.to_string());
+    }
+    if want.cpu > 0 && ni.requested.cpu + want.cpu > alloc.cpu {
+        reasons.push("Insufficient cpu".into());
+    }
+    if want.memory > 0 && ni.requested.memory + want.memory > alloc.memory {
+        reasons.push("Insufficient memory".into());
+    }
+    if want.ephemeral > 0 && ni.requested.ephemeral.saturating_add(want.ephemeral) > alloc.ephemeral {
+        reasons.push("Insufficient ephemeral-storage".into());
+    }
+    if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+}
+
+/// Least-allocated (cpu and memory, 0–100), plus spreading of one owner's pods (weight 2),
+/// plus preferred node affinity (weight 2, 0–100 of the matched weight).
+pub fn score(pod: &Pod, ni: &NodeInfo, max_owner_count: usize) -> i64 {
+    let (alloc, _) = ni.allocatable();
+    let want = pod_requests(pod, true);
+    let least = |requested: i64, capacity: i64| {
+        if capacity <= 0 || requested > capacity { 0 } else { (capacity - requested) * 100 / capacity }
+    };
+    let resources = (least(ni.requested_scoring.cpu + want.cpu, alloc.cpu) + least(ni.requested_scoring.memory + want.memory, alloc.memory)) / 2;
+    let spread = match owner_uid(pod) {
+        Some(uid) if max_owner_count > 0 => {
+            let mine = ni.owners.get(&uid).copied().unwrap_or(0) as i64;
+            (max_owner_count as i64 - mine) * 100 / max_owner_count as i64
+        }
+        _ => 100,
+    };
+    let preferred = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref());
+    let affinity = preferred.map_or(100, |terms| {
+        let total: i64 = terms.iter().map(|t| i64::from(t.weight)).sum();
+        let matched: i64 = terms.iter().filter(|t| term_matches(&t.preference, &ni.node)).map(|t| i64::from(t.weight)).sum();
+        if total == 0 { 100 } else { matched * 100 / total }
+    });
+    resources + 2 * spread + 2 * affinity
+}
+
+/// The message of a pod that fits nowhere, worded as the upstream scheduler's `FitError`.
+pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
+    if num_nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut parts: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    parts.sort();
+    format!(
+        "0/{num_nodes} nodes are available: {}. preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful for scheduling.",
+        parts.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, labels: serde_json::Value, cpu: &str) -> NodeInfo {
+        NodeInfo::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": labels},
+                "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": spec})).unwrap()
+    }
+
+    #[test]
+    fn node_selector_and_fit_error_wording() {
+        let p = pod(json!({"containers": [{"name": "c"}], "nodeSelector": {"disk": "ssd"}}));
+        let nodes = [node("a", json!({}), "2"), node("b", json!({}), "2"), node("c", json!({"disk": "ssd"}), "2")];
+        assert_eq!(filter(&p, &nodes[0]), Err(vec![AFFINITY.to_string()]));
+        assert!(filter(&p, &nodes[2]).is_ok());
+        let mut reasons = BTreeMap::new();
+        reasons.insert(AFFINITY.to_string(), 3);
+        assert!(fit_error(3, &reasons).starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."));
+    }
+
+    #[test]
+    fn resources_and_taints() {
+        let big = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
+        assert_eq!(filter(&big, &node("a", json!({}), "2")), Err(vec!["Insufficient cpu".to_string()]));
+        let mut tainted = node("t", json!({}), "8");
+        tainted.node.spec = Some(serde_json::from_value(json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]})).unwrap());
+        assert_eq!(filter(&big, &tainted), Err(vec!["node(s) had untolerated taint {k: v}".to_string()]));
+        let tolerant = pod(json!({"containers": [{"name": "c"}], "tolerations": [{"key": "k", "operator": "Exists"}]}));
+        assert!(filter(&tolerant, &tainted).is_ok());
+        let mut used = node("u", json!({}), "2");
+        used.add(&pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]})));
+        let small = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}));
+        assert_eq!(filter(&small, &used), Err(vec!["Insufficient cpu".to_string()]));
+    }
+
+    #[test]
+    fn required_affinity_and_host_ports() {
+        let p = pod(json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}}}));
+        assert_eq!(filter(&p, &node("x", json!({"zone": "c"}), "2")), Err(vec![AFFINITY.to_string()]));
+        let mut n = node("y", json!({"zone": "a"}), "2");
+        assert!(filter(&p, &n).is_ok());
+        n.add(&p);
+        assert_eq!(filter(&p, &n), Err(vec![PORTS.to_string()]));
+    }
+
+    #[test]
+    fn spreading_prefers_nodes_without_siblings() {
+        let p: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs1", "controller": true}]},
+            "spec": {"containers": [{"name": "c"}]}})).unwrap();
+        let mut a = node("a", json!({}), "2");
+        a.add(&p);
+        let b = node("b", json!({}), "2");
+        assert!(score(&p, &b, 1) > score(&p, &a, 1));
+    }
+}

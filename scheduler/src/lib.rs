@@ -1,0 +1,308 @@
+//! `ekube scheduler`: places pods on nodes.
+//!
+//! Nodes and pods are reflected into local stores. Whenever either changes (and once a second
+//! for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
+//! `nodeName`, matching `schedulerName`), highest priority and oldest first, filters and scores
+//! the nodes for each ([`framework`]), and binds it with `POST pods/<name>/binding`. Bound pods
+//! are "assumed" on their node until the pod store shows the binding, so two pods in a row
+//! never both take the last free slot. A pod that fits nowhere gets a `FailedScheduling` Event
+//! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
+//! until a node or a bound pod changes, which retries it at once.
+
+pub mod framework;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::ResourceExt;
+use serde_json::json;
+
+use ekube_controllers::events::{EventType, Recorder};
+use framework::NodeInfo;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Kubeconfig of the apiserver to talk to.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Pods naming this `spec.schedulerName` are ours.
+    #[arg(long, default_value = "default-scheduler")]
+    pub scheduler_name: String,
+    /// First back-off of an unschedulable pod, in seconds.
+    #[arg(long, default_value_t = 1)]
+    pub pod_initial_backoff_seconds: u64,
+    /// Longest back-off of an unschedulable pod, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub pod_max_backoff_seconds: u64,
+}
+
+impl Config {
+    /// The configuration `ekube server` runs this component with.
+    pub fn for_server(kubeconfig: PathBuf) -> Self {
+        Self {
+            kubeconfig,
+            scheduler_name: "default-scheduler".into(),
+            pod_initial_backoff_seconds: 1,
+            pod_max_backoff_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Client(#[from] ekube_api::client::Error),
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+}
+
+/// Back-off bookkeeping of one unschedulable pod.
+struct Backoff {
+    attempts: u32,
+    next_try: Instant,
+    /// The cluster generation when it last failed: any later change retries it.
+    generation: u64,
+    message: String,
+}
+
+struct Scheduler {
+    config: Config,
+    client: kube::Client,
+    recorder: Recorder,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    /// Bumped on every node change and every change of a bound pod.
+    generation: Arc<AtomicU64>,
+    /// Pods bound by us that the pod store does not show as bound yet: uid → node.
+    assumed: HashMap<String, String>,
+    backoff: HashMap<String, Backoff>,
+}
+
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let recorder = Recorder::new(client.clone(), &config.scheduler_name);
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let generation = Arc::new(AtomicU64::new(0));
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let node_watch = {
+        let (notify, generation) = (notify.clone(), generation.clone());
+        reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .for_each(move |_| {
+                generation.fetch_add(1, Ordering::SeqCst);
+                notify.notify_one();
+                futures::future::ready(())
+            })
+    };
+    let pod_watch = {
+        let (notify, generation) = (notify.clone(), generation.clone());
+        reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .for_each(move |ev| {
+                let bound = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+                if let Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) = &ev
+                    && bound(p)
+                {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
+                notify.notify_one();
+                futures::future::ready(())
+            })
+    };
+    let mut s = Scheduler {
+        config,
+        client,
+        recorder,
+        nodes,
+        pods,
+        generation,
+        assumed: HashMap::new(),
+        backoff: HashMap::new(),
+    };
+    let main = async {
+        let _ = s.nodes.wait_until_ready().await;
+        let _ = s.pods.wait_until_ready().await;
+        tracing::info!(name = %s.config.scheduler_name, "scheduler running");
+        loop {
+            tokio::select! {
+                _ = notify.notified() => {
+                    // Let a burst of events land before looking.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            s.pass().await;
+        }
+    };
+    tokio::select! {
+        _ = shutdown => Ok(()),
+        _ = node_watch => Err(Error::WatchEnded("node")),
+        _ = pod_watch => Err(Error::WatchEnded("pod")),
+        _ = main => Ok(()),
+    }
+}
+
+fn node_of(p: &Pod) -> Option<&str> {
+    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+}
+
+fn terminal(p: &Pod) -> bool {
+    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+impl Scheduler {
+    fn ours(&self, p: &Pod) -> bool {
+        let name = p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        name == self.config.scheduler_name
+    }
+
+    async fn pass(&mut self) {
+        let pods = self.pods.state();
+        let nodes = self.nodes.state();
+        // Forget assumptions the store has caught up with.
+        self.assumed.retain(|uid, _| pods.iter().any(|p| p.uid().as_deref() == Some(uid) && node_of(p).is_none()));
+        let pending: Vec<Arc<Pod>> = {
+            let mut v: Vec<Arc<Pod>> = pods
+                .iter()
+                .filter(|p| node_of(p).is_none() && self.ours(p) && p.metadata.deletion_timestamp.is_none() && !terminal(p))
+                .filter(|p| !self.assumed.contains_key(&p.uid().unwrap_or_default()))
+                .cloned()
+                .collect();
+            v.sort_by_key(|p| {
+                let prio = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+                (std::cmp::Reverse(prio), p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), p.name_any())
+            });
+            v
+        };
+        self.backoff.retain(|uid, _| pending.iter().any(|p| p.uid().as_deref() == Some(uid)));
+        if pending.is_empty() {
+            return;
+        }
+        let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new((**n).clone())).collect();
+        let index: HashMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.node.name_any(), i)).collect();
+        for p in &pods {
+            let node = node_of(p).map(str::to_string).or_else(|| self.assumed.get(&p.uid().unwrap_or_default()).cloned());
+            if let Some(i) = node.and_then(|n| index.get(&n).copied())
+                && !terminal(p)
+            {
+                infos[i].add(p);
+            }
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let now = Instant::now();
+        for pod in pending {
+            let uid = pod.uid().unwrap_or_default();
+            if let Some(b) = self.backoff.get(&uid)
+                && b.generation == generation
+                && b.next_try > now
+            {
+                continue;
+            }
+            match self.schedule_one(&pod, &infos) {
+                Ok(i) => {
+                    let node = infos[i].node.name_any();
+                    if self.bind(&pod, &node).await {
+                        infos[i].add(&pod);
+                        self.assumed.insert(uid.clone(), node);
+                        self.backoff.remove(&uid);
+                    }
+                }
+                Err(message) => self.unschedulable(&pod, message, generation).await,
+            }
+        }
+    }
+
+    /// Picks the best feasible node, or says why none fits.
+    fn schedule_one(&self, pod: &Pod, infos: &[NodeInfo]) -> Result<usize, String> {
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut feasible = Vec::new();
+        for (i, ni) in infos.iter().enumerate() {
+            match framework::filter(pod, ni) {
+                Ok(()) => feasible.push(i),
+                Err(rs) => {
+                    for r in rs {
+                        *reasons.entry(r).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if feasible.is_empty() {
+            return Err(framework::fit_error(infos.len(), &reasons));
+        }
+        let owner = framework::owner_uid(pod);
+        let max_owner = owner
+            .as_ref()
+            .map(|u| feasible.iter().map(|i| infos[*i].owners.get(u).copied().unwrap_or(0)).max().unwrap_or(0))
+            .unwrap_or(0);
+        let scored: Vec<(i64, usize)> = feasible.iter().map(|i| (framework::score(pod, &infos[*i], max_owner), *i)).collect();
+        let best = scored.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        let top: Vec<usize> = scored.iter().filter(|(s, _)| *s == best).map(|(_, i)| *i).collect();
+        Ok(top[rand::random_range(0..top.len())])
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> bool {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let binding = Binding {
+            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), uid: pod.uid(), ..Default::default() },
+            target: ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), ..Default::default() },
+        };
+        match api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
+            Ok(_) => {
+                tracing::info!(pod = %format!("{ns}/{name}"), node, "bound");
+                let msg = format!("Successfully assigned {ns}/{name} to {node}");
+                self.recorder.record(pod, EventType::Normal, "Scheduled", &msg).await;
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, pod = %name, "binding failed");
+                false
+            }
+        }
+    }
+
+    async fn unschedulable(&mut self, pod: &Pod, message: String, generation: u64) {
+        let uid = pod.uid().unwrap_or_default();
+        let initial = Duration::from_secs(self.config.pod_initial_backoff_seconds.max(1));
+        let max = Duration::from_secs(self.config.pod_max_backoff_seconds.max(1));
+        let entry = self.backoff.entry(uid).or_insert(Backoff { attempts: 0, next_try: Instant::now(), generation, message: String::new() });
+        entry.attempts += 1;
+        let delay = initial.saturating_mul(1 << entry.attempts.min(10).saturating_sub(1)).min(max);
+        entry.next_try = Instant::now() + delay;
+        entry.generation = generation;
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+            .and_then(|c| c.message.clone());
+        let changed = entry.message != message;
+        entry.message = message.clone();
+        if !changed && current.as_deref() == Some(message.as_str()) {
+            return;
+        }
+        tracing::info!(pod = %pod.name_any(), %message, "unschedulable");
+        self.recorder.record(pod, EventType::Warning, "FailedScheduling", &message).await;
+        let ns = pod.namespace().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+            "lastProbeTime": null, "lastTransitionTime": k8s_openapi::jiff::Timestamp::now(),
+        }]}});
+        if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+            tracing::debug!(error = %e, "recording PodScheduled=False failed");
+        }
+    }
+}
