@@ -1,10 +1,9 @@
 //! `ekube proxy`: turns Services and EndpointSlices into eBPF map entries (DESIGN.md §7).
 //!
-//! This crate currently holds the datapath half: [`datapath`] loads the embedded kernel object,
-//! attaches the socket-level load balancer to a cgroup, pins everything under
-//! `<bpffs>/ekube/<node>/` and programs services through the [`ServiceDatapath`] trait. The
-//! reconciler that watches the API server will drive that trait (and is tested against
-//! [`datapath::MemMaps`], the in-memory fake).
+//! [`datapath`] loads the embedded kernel object, attaches the socket-level load balancer to a
+//! cgroup, pins everything under `<bpffs>/ekube/<node>/` and programs services through the
+//! [`ServiceDatapath`] trait. [`service`] is `ekube proxy` itself: it watches the API server and
+//! drives that trait (and is tested against [`datapath::maps::MemMaps`], the in-memory fake).
 
 pub mod datapath;
 pub mod service;

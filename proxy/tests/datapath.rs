@@ -63,6 +63,10 @@ const CASES: &[Case] = &[
     ),
     ("client_ip_affinity_sticks", client_ip_affinity_sticks),
     (
+        "affinity_forgets_a_removed_backend",
+        affinity_forgets_a_removed_backend,
+    ),
+    (
         "process_outside_the_cgroup_is_unaffected",
         process_outside_the_cgroup_is_unaffected,
     ),
@@ -503,6 +507,41 @@ fn client_ip_affinity_sticks(fx: &mut Fixture) {
         again.keys().collect::<Vec<_>>(),
         counts.keys().collect::<Vec<_>>()
     );
+}
+
+fn affinity_forgets_a_removed_backend(fx: &mut Fixture) {
+    let sticky = Ipv4Addr::new(10, 96, 0, 53);
+    let affinity = Affinity::ClientIp { timeout_secs: 60 };
+    let frontend = vip(sticky, 80, Protocol::Tcp);
+    fx.dp()
+        .upsert_service(frontend, &backends(TCP_PORT), affinity)
+        .unwrap();
+    let first = tally(
+        &fx.client(true, &format!("tcp {sticky}:80 5")),
+        sock(sticky, 80),
+    );
+    assert_eq!(first.len(), 1, "{first:?}");
+    let chosen = first.keys().next().unwrap().clone();
+    // The chosen backend leaves this service but stays alive for others (the ClusterIP
+    // service of the first case still uses it): its clients must move on.
+    let rest: Vec<BackendAddr> = BACKENDS
+        .iter()
+        .filter(|(name, _)| **name != chosen)
+        .map(|(_, ip)| BackendAddr {
+            ip: *ip,
+            port: TCP_PORT,
+        })
+        .collect();
+    fx.dp().upsert_service(frontend, &rest, affinity).unwrap();
+    let after = tally(
+        &fx.client(true, &format!("tcp {sticky}:80 10")),
+        sock(sticky, 80),
+    );
+    assert!(
+        !after.contains_key(&chosen),
+        "{chosen} still chosen: {after:?}"
+    );
+    assert_eq!(after.len(), 1, "affinity to the new backend: {after:?}");
 }
 
 fn process_outside_the_cgroup_is_unaffected(fx: &mut Fixture) {

@@ -1,5 +1,5 @@
 //! End-to-end test of the pod network (DESIGN.md §6) on one 4-node lab: `ekube server` on n1,
-//! `ekube flannel --register-node --pod-cidr …` on every node, and on n1–n3 two "pods" each —
+//! `ekube flannel --register-node` on every node (node IPAM in the server assigns the /24s), and on n1–n3 two "pods" each —
 //! network namespaces wired by running the `ekube-cni` binary exactly as a kubelet would.
 //! It checks pod-to-pod reachability across the VXLAN overlay (including a 4 MB transfer),
 //! masquerading only for traffic leaving the cluster, removal of a deleted Node's entries
@@ -166,7 +166,7 @@ fn flannel_argv(lab: &Lab, i: usize) -> Result<Vec<String>> {
     let host = lab.host(&format!("n{i}"))?;
     let t = CmdTemplate::parse(&format!(
         "{{ekube}} flannel --kubeconfig {{kubeconfig}} --hostname-override {{node}} --public-ip {{ip}} \
-         --subnet-file {{dir}}/run/subnet.env --register-node --pod-cidr 10.244.{i}.0/24 --resync-interval 5"
+         --subnet-file {{dir}}/run/subnet.env --register-node --resync-interval 5"
     ));
     Ok(t.render(&host.vars(lab.config())))
 }
@@ -301,7 +301,7 @@ fn pod_network_end_to_end() -> Result<()> {
             Ok((n.metadata.annotations.unwrap_or_default(), n.spec.and_then(|s| s.pod_cidr).unwrap_or_default()))
         })
     })?;
-    // Normally the --pod-cidr given; node IPAM, when it runs, may have been first.
+    // Node IPAM in the controller-manager (inside `ekube server`) assigns each node its /24.
     let net2 = cidr2.strip_suffix(".0/24").with_context(|| format!("n2 podCIDR {cidr2:?} is not a /24"))?.to_owned();
     let env = std::fs::read_to_string(lab.host("n2")?.run_dir().join("subnet.env"))?;
     let mtu_underlay = json(&lab, "n2", &["ip", "-j", "link", "show", "eth0"])?[0]["mtu"].as_u64().context("underlay mtu")?;
@@ -363,7 +363,7 @@ fn pod_network_end_to_end() -> Result<()> {
     // 5. Deleting node n4: everyone else drops its entries within 2 s.
     let gone = format!("{LAB}-n{NODES}");
     let name = gone.clone();
-    // Its subnet as the API has it (node IPAM, when it runs, may have been first).
+    // Its subnet as node IPAM assigned it.
     let gone_subnet = with_client(&lab, move |c| {
         Box::pin(async move {
             let n = kube::Api::<k8s_openapi::api::core::v1::Node>::all(c).get(&name).await?;

@@ -112,8 +112,12 @@ pub struct AffinityValue {
     pub last_used_ns: u64,
     /// Backend id in [`BACKENDS`], host byte order.
     pub backend_id: u32,
+    /// The service slot `backend_id` was chosen from, host byte order. The entry only counts
+    /// while that slot still holds `backend_id`: a backend removed from the service (but still
+    /// alive for another one) must not keep attracting its clients.
+    pub slot: u16,
     /// Explicit padding, always zero.
-    pub _pad: u32,
+    pub _pad: u16,
 }
 
 /// Key of [`NODE_ADDRS`]: an address of this node.

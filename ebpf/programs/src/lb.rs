@@ -90,7 +90,7 @@ fn lookup_service(dst: Addr, proto: u8) -> Option<(ServiceKey, ServiceValue)> {
 #[inline(always)]
 fn select_backend(ctx: &SockAddrContext, key: &ServiceKey, svc: &ServiceValue) -> Result<u32, ()> {
     if svc.flags & SVC_FLAG_AFFINITY == 0 {
-        return random_slot(key, svc);
+        return random_slot(key, svc).map(|(_, id)| id);
     }
     let akey = AffinityKey {
         client: sock::netns_cookie(ctx),
@@ -105,17 +105,24 @@ fn select_backend(ctx: &SockAddrContext, key: &ServiceKey, svc: &ServiceValue) -
         // SAFETY: the pointer is valid for this program run; a racing writer stores the same
         // kind of value, so the worst case is a slightly older timestamp.
         let entry = unsafe { &mut *entry };
-        let backend_alive = unsafe { EKUBE_BACKENDS.get(&entry.backend_id) }.is_some();
+        // Still this service's backend: its slot holds it (slots keep their backend while it
+        // stays in the service) and the backend entry exists.
+        let in_service = entry.slot >= 1
+            && entry.slot <= svc.count
+            && slot_backend(key, entry.slot) == Ok(entry.backend_id);
+        let backend_alive =
+            in_service && unsafe { EKUBE_BACKENDS.get(&entry.backend_id) }.is_some();
         if now.wrapping_sub(entry.last_used_ns) <= timeout_ns && backend_alive {
             entry.last_used_ns = now;
             counters::bump(Counter::AffinityHit);
             return Ok(entry.backend_id);
         }
     }
-    let backend_id = random_slot(key, svc)?;
+    let (slot, backend_id) = random_slot(key, svc)?;
     let value = AffinityValue {
         last_used_ns: now,
         backend_id,
+        slot,
         _pad: 0,
     };
     if EKUBE_AFFINITY.insert(&akey, &value, 0).is_err() {
@@ -124,15 +131,18 @@ fn select_backend(ctx: &SockAddrContext, key: &ServiceKey, svc: &ServiceValue) -
     Ok(backend_id)
 }
 
-/// Backend id in a random slot `1..=count`.
+/// A random slot `1..=count` and the backend id it holds.
 #[inline(always)]
-fn random_slot(key: &ServiceKey, svc: &ServiceValue) -> Result<u32, ()> {
+fn random_slot(key: &ServiceKey, svc: &ServiceValue) -> Result<(u16, u32), ()> {
     // SAFETY: helper without arguments.
-    let slot = unsafe { bpf_get_prandom_u32() } % svc.count as u32 + 1;
-    let slot_key = ServiceKey {
-        slot: slot as u16,
-        ..*key
-    };
+    let slot = (unsafe { bpf_get_prandom_u32() } % svc.count as u32 + 1) as u16;
+    Ok((slot, slot_backend(key, slot)?))
+}
+
+/// The backend id in `slot` of the service `key` names.
+#[inline(always)]
+fn slot_backend(key: &ServiceKey, slot: u16) -> Result<u32, ()> {
+    let slot_key = ServiceKey { slot, ..*key };
     // SAFETY: as in `lookup_service`.
     unsafe { EKUBE_SERVICES.get(&slot_key) }
         .map(|v| v.backend_id)

@@ -136,6 +136,27 @@ impl Datapath<BpfMaps> {
     }
 }
 
+impl BpfMaps {
+    /// Opens the maps pinned for `config.node_name` without loading or attaching anything: a
+    /// look at what a running or stopped proxy holds in the kernel, for tests and debugging
+    /// ([`MapStore`] reads the raw entries; nothing is pruned).
+    pub fn open_pinned(config: &DatapathConfig) -> Result<Self> {
+        let dir = config.pin_dir();
+        let open = |name: &'static str| MapData::from_pin(dir.join(name)).map_err(map_err(name));
+        Ok(Self {
+            services: HashMap::try_from(Map::HashMap(open(common::SERVICES)?))
+                .map_err(map_err(common::SERVICES))?,
+            backends: HashMap::try_from(Map::HashMap(open(common::BACKENDS)?))
+                .map_err(map_err(common::BACKENDS))?,
+            node_addrs: HashMap::try_from(Map::HashMap(open(common::NODE_ADDRS)?))
+                .map_err(map_err(common::NODE_ADDRS))?,
+            counters: PerCpuArray::try_from(Map::PerCpuArray(open(common::COUNTERS)?))
+                .map_err(map_err(common::COUNTERS))?,
+            _links: Vec::new(),
+        })
+    }
+}
+
 fn take_map<T: TryFrom<Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,

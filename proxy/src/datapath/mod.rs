@@ -17,7 +17,7 @@ use std::{io, net::Ipv4Addr, path::PathBuf};
 
 pub use bpf::{BpfMaps, remove_pins};
 pub use ekube_ebpf_common::Counter;
-pub use state::Datapath;
+pub use state::{Datapath, dump_store};
 pub use types::{Affinity, BackendAddr, DatapathState, Frontend, Protocol, ServiceEntry};
 
 /// Errors of the datapath.

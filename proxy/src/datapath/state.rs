@@ -384,49 +384,50 @@ impl<S: MapStore> ServiceDatapath for Datapath<S> {
     }
 
     fn dump(&self) -> Result<DatapathState> {
-        let raw = self.store.services()?;
-        let backends: HashMap<u32, BackendAddr> = self
-            .store
-            .backends()?
-            .iter()
-            .filter_map(|(id, b)| Some((*id, maps::backend_of(b)?.0)))
-            .collect();
-        let slot_backend: HashMap<(Frontend, u16), u32> = raw
-            .iter()
-            .filter(|(k, _)| k.slot > 0)
-            .filter_map(|(k, v)| Some(((maps::frontend_of(k)?, k.slot), v.backend_id)))
-            .collect();
-        let mut services = BTreeMap::new();
-        for (key, record) in raw.iter().filter(|(k, _)| k.slot == 0) {
-            let Some(frontend) = maps::frontend_of(key) else {
-                continue;
-            };
-            let backends = (1..=record.count)
-                .filter_map(|slot| backends.get(slot_backend.get(&(frontend, slot))?).copied())
-                .collect();
-            services.insert(
-                frontend,
-                ServiceEntry {
-                    backends,
-                    affinity: maps::affinity_of(record),
-                },
-            );
-        }
-        let node_addrs = self
-            .store
-            .node_addrs()?
-            .iter()
-            .map(maps::node_addr_of)
-            .collect();
-        Ok(DatapathState {
-            services,
-            node_addrs,
-        })
+        dump_store(&self.store)
     }
 
     fn map_writes(&self) -> u64 {
         self.writes
     }
+}
+
+/// Reads what `store` holds as domain types, without changing anything (unlike
+/// [`Datapath::from_store`], which prunes orphans): for inspecting the pinned maps of a running
+/// proxy.
+pub fn dump_store<S: MapStore>(store: &S) -> Result<DatapathState> {
+    let raw = store.services()?;
+    let backends: HashMap<u32, BackendAddr> = store
+        .backends()?
+        .iter()
+        .filter_map(|(id, b)| Some((*id, maps::backend_of(b)?.0)))
+        .collect();
+    let slot_backend: HashMap<(Frontend, u16), u32> = raw
+        .iter()
+        .filter(|(k, _)| k.slot > 0)
+        .filter_map(|(k, v)| Some(((maps::frontend_of(k)?, k.slot), v.backend_id)))
+        .collect();
+    let mut services = BTreeMap::new();
+    for (key, record) in raw.iter().filter(|(k, _)| k.slot == 0) {
+        let Some(frontend) = maps::frontend_of(key) else {
+            continue;
+        };
+        let backends = (1..=record.count)
+            .filter_map(|slot| backends.get(slot_backend.get(&(frontend, slot))?).copied())
+            .collect();
+        services.insert(
+            frontend,
+            ServiceEntry {
+                backends,
+                affinity: maps::affinity_of(record),
+            },
+        );
+    }
+    let node_addrs = store.node_addrs()?.iter().map(maps::node_addr_of).collect();
+    Ok(DatapathState {
+        services,
+        node_addrs,
+    })
 }
 
 #[cfg(test)]

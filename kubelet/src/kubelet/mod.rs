@@ -1,0 +1,153 @@
+//! The kubelet: node registration and heartbeat ([`node`]), a pod watch feeding one worker
+//! per pod ([`pods`], [`worker`]), the CNI plugin exec'd against each sandbox ([`cni`]), and
+//! the per-pod inputs it resolves (env, volumes: [`inputs`]).
+//!
+//! It talks to its runtime through CRI over a unix socket: the one given by
+//! `--container-runtime-endpoint`, or one it starts in-process under `--root-dir` when that
+//! flag is absent (as `ekube agent` does).
+
+mod cni;
+mod inputs;
+mod node;
+mod pods;
+mod status;
+mod worker;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::runtime;
+
+/// Flags of `ekube kubelet` (upstream names where the concept is the same).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Kubeconfig of the apiserver to talk to.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Node name instead of the host name.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// The node's InternalIP.
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Kubelet state: pod volumes, and the in-process runtime's state.
+    #[arg(long, default_value = "/var/lib/ekube/kubelet")]
+    pub root_dir: PathBuf,
+    /// Directory of static pod manifests (not read yet).
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// CRI socket (`unix:///path` or a path); absent: run the runtime in-process.
+    #[arg(long)]
+    pub container_runtime_endpoint: Option<String>,
+    /// Where CNI plugin binaries are.
+    #[arg(long, default_value = "/opt/cni/bin")]
+    pub cni_bin_dir: PathBuf,
+    /// Where the CNI network configuration (`*.conflist`) is.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Cgroup (in every hierarchy) under which pods get `pod<uid>/<container>`.
+    #[arg(long, default_value = "/ekube")]
+    pub cgroup_root: String,
+    /// Registries (`host:port`) pulled over plain HTTP (in-process runtime).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// OCI image archives imported at start (in-process runtime).
+    #[arg(long)]
+    pub images_dir: Option<PathBuf>,
+    /// The runc binary (in-process runtime).
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+    /// Where container logs go (`<ns>_<pod>_<uid>/<container>/<restart>.log`).
+    #[arg(long, default_value = "/var/log/pods")]
+    pub pod_logs_dir: PathBuf,
+    /// Cluster DNS server written into pods' resolv.conf (dnsPolicy ClusterFirst).
+    #[arg(long, default_value = "10.96.0.10")]
+    pub cluster_dns: Vec<IpAddr>,
+    /// Cluster domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Most pods this node takes.
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+}
+
+/// Errors of the kubelet.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubeconfig: {0}")]
+    Client(#[from] ekube_api::client::Error),
+    #[error("apiserver: {0}")]
+    Api(#[from] kube::Error),
+    #[error("runtime: {0}")]
+    Runtime(#[from] runtime::Error),
+    #[error("CRI call failed: {0}")]
+    Cri(#[from] tonic::Status),
+    #[error("CNI {command}: {reason}")]
+    Cni { command: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Shared by every task of the kubelet.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub node: String,
+    pub node_ip: Option<IpAddr>,
+    pub config: Config,
+    pub rc: runtime::RuntimeClient,
+    pub ic: runtime::ImageClient,
+}
+
+/// Runs the kubelet until `shutdown`.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    runtime::install_crypto();
+    let node = match &config.hostname_override {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into()),
+    }
+    .to_lowercase();
+    let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut runtime_task = None;
+    let endpoint = match &config.container_runtime_endpoint {
+        Some(e) => e.clone(),
+        None => {
+            let mut rcfg = runtime::Config::under(&config.root_dir);
+            rcfg.insecure_registries = config.insecure_registries.clone();
+            rcfg.images_dir = config.images_dir.clone();
+            rcfg.runc = config.runc.clone();
+            let rt = runtime::Runtime::open(&rcfg).await?;
+            let listen = rcfg.listen.clone();
+            let _ = std::fs::remove_file(&listen);
+            let stop = stopped(stop_rx.clone());
+            runtime_task = Some(tokio::spawn(async move { runtime::serve(rt, &listen, stop).await }));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !rcfg.listen.exists() {
+                if std::time::Instant::now() > deadline {
+                    return Err(Error::Config(format!("in-process runtime did not bind {}", rcfg.listen.display())));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            rcfg.listen.display().to_string()
+        }
+    };
+    let (rc, ic) = runtime::connect(&endpoint).await?;
+    let ctx = Arc::new(Ctx { client, node: node.clone(), node_ip: config.node_ip, config, rc, ic });
+    tracing::info!(%node, runtime = %endpoint, "kubelet starting");
+    node::register(&ctx).await?;
+    let heartbeat = tokio::spawn(node::heartbeat(ctx.clone(), stopped(stop_rx.clone())));
+    let pods = tokio::spawn(pods::run(ctx.clone(), stopped(stop_rx.clone())));
+    shutdown.await;
+    tracing::info!("kubelet stopping");
+    let _ = stop_tx.send(true);
+    let _ = pods.await;
+    heartbeat.abort();
+    if let Some(t) = runtime_task {
+        let _ = t.await;
+    }
+    Ok(())
+}

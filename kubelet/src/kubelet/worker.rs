@@ -1,0 +1,637 @@
+//! One worker per pod: a level-triggered loop that, on every change of the pod and at least
+//! once a second, drives the runtime toward the pod spec — sandbox and CNI ADD, image pulls
+//! per `imagePullPolicy`, init containers in order, then the containers, restarts per
+//! `restartPolicy` with back-off — and writes `pods/status`. On deletion it stops the
+//! containers gracefully, releases the network and sandbox, and confirms the deletion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Container, Event, ObjectReference, Pod, PodIP, PodStatus, HostIP};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use tokio::sync::watch;
+
+use super::status::{self, Observed, View};
+use super::{Ctx, cni, inputs};
+use crate::cri;
+
+/// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
+const BACKOFF: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a failed pull shows as ErrImagePull before ImagePullBackOff.
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(3);
+/// Label carrying the pod UID on sandboxes and containers.
+const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// What the worker tracks per container name.
+#[derive(Default)]
+struct Tracked {
+    /// Current CRI container.
+    id: Option<String>,
+    view: Option<View>,
+    last: Option<View>,
+    restarts: i32,
+    image_id: String,
+    /// Next restart or pull not before this instant.
+    not_before: Option<Instant>,
+    backoff: Duration,
+    pull_failures: u32,
+    /// When the last pull failed.
+    pull_failed_at: Option<Instant>,
+}
+
+struct Sandbox {
+    id: String,
+    netns: String,
+    ips: Vec<String>,
+}
+
+pub struct Worker {
+    ctx: Arc<Ctx>,
+    rx: watch::Receiver<Option<Pod>>,
+    sandbox: Option<Sandbox>,
+    containers: HashMap<String, Tracked>,
+    start_time: Option<Time>,
+    written: Option<serde_json::Value>,
+    finished: bool,
+    /// The newest pod seen, for releasing resources after it vanished from the apiserver.
+    last_pod: Option<Pod>,
+}
+
+fn pod_key(pod: &Pod) -> String {
+    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or_default())
+}
+
+fn backoff_next(d: Duration) -> Duration {
+    if d.is_zero() { BACKOFF } else { (d * 2).min(MAX_BACKOFF) }
+}
+
+/// Removes sandboxes a previous kubelet left in an external runtime.
+pub async fn clear_stale_sandboxes(ctx: &Ctx) {
+    let mut rc = ctx.rc.clone();
+    let Ok(list) = rc.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await else { return };
+    for sb in list.into_inner().items.into_iter().filter(|s| s.labels.contains_key(POD_UID_LABEL)) {
+        tracing::info!(sandbox = %sb.id, "removing sandbox left by an earlier kubelet");
+        if let Ok(st) = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sb.id.clone(), verbose: true }).await {
+            let st = st.into_inner();
+            if let (Some(netns), Some(meta)) = (st.info.get(crate::runtime::NETNS_INFO_KEY), st.status.and_then(|s| s.metadata)) {
+                let at = cni::Attachment { container_id: &sb.id, netns, namespace: &meta.namespace, name: &meta.name, uid: &meta.uid };
+                let _ = cni::del(&ctx.config.cni_conf_dir, &ctx.config.cni_bin_dir, &at).await;
+            }
+        }
+        let _ = rc.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
+        let _ = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id }).await;
+    }
+}
+
+impl Worker {
+    pub fn new(ctx: Arc<Ctx>, rx: watch::Receiver<Option<Pod>>) -> Self {
+        Self { ctx, rx, sandbox: None, containers: HashMap::new(), start_time: None, written: None, finished: false, last_pod: None }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            let pod = self.rx.borrow_and_update().clone();
+            match pod {
+                None => {
+                    self.teardown(None, 0).await;
+                    return;
+                }
+                Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                    let grace = pod.metadata.deletion_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
+                    self.teardown(Some(&pod), grace).await;
+                    self.confirm_deletion(&pod).await;
+                    return;
+                }
+                Some(pod) => {
+                    self.last_pod = Some(pod.clone());
+                    if let Err(e) = self.sync(&pod).await {
+                        tracing::warn!(pod = %pod_key(&pod), error = %e, "pod sync failed");
+                    }
+                }
+            }
+            tokio::select! {
+                changed = self.rx.changed() => if changed.is_err() {
+                    self.teardown(None, 0).await;
+                    return;
+                },
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let ev = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:016x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>())),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                namespace: Some(ns.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            reason: Some(reason.into()),
+            message: Some(message),
+            type_: Some(type_.into()),
+            count: Some(1),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("kubelet".into()), host: Some(self.ctx.node.clone()) }),
+            reporting_component: Some("kubelet".into()),
+            reporting_instance: Some(self.ctx.node.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = Api::<Event>::namespaced(self.ctx.client.clone(), &ns).create(&PostParams::default(), &ev).await {
+            tracing::debug!(error = %e, "recording event");
+        }
+    }
+
+    fn volumes_dir(&self, pod: &Pod) -> PathBuf {
+        inputs::volumes_dir(&self.ctx.config.root_dir, pod.metadata.uid.as_deref().unwrap_or_default())
+    }
+
+    fn log_dir(&self, pod: &Pod) -> PathBuf {
+        self.ctx.config.pod_logs_dir.join(format!(
+            "{}_{}_{}",
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.uid.as_deref().unwrap_or_default()
+        ))
+    }
+
+    fn sandbox_config(&self, pod: &Pod) -> cri::PodSandboxConfig {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let dns = match spec.dns_policy.as_deref() {
+            Some("Default") | Some("None") => None,
+            _ => Some(cri::DnsConfig {
+                servers: self.ctx.config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+                searches: vec![
+                    format!("{ns}.svc.{}", self.ctx.config.cluster_domain),
+                    format!("svc.{}", self.ctx.config.cluster_domain),
+                    self.ctx.config.cluster_domain.clone(),
+                ],
+                options: vec!["ndots:5".into()],
+            }),
+        };
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata { name: pod.metadata.name.clone().unwrap_or_default(), uid: uid.clone(), namespace: ns, attempt: 0 }),
+            hostname: spec.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default()),
+            log_directory: self.log_dir(pod).display().to_string(),
+            dns_config: dns,
+            labels: [(POD_UID_LABEL.to_owned(), uid.clone())].into(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: format!("{}/pod{uid}", self.ctx.config.cgroup_root.trim_end_matches('/')),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), super::Error> {
+        if self.sandbox.is_some() {
+            return Ok(());
+        }
+        let mut rc = self.ctx.rc.clone();
+        let config = self.sandbox_config(pod);
+        let id = rc.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() }).await?.into_inner().pod_sandbox_id;
+        let st = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true }).await?.into_inner();
+        let netns = st.info.get(crate::runtime::NETNS_INFO_KEY).cloned().unwrap_or_default();
+        let meta = config.metadata.clone().unwrap_or_default();
+        let at = cni::Attachment { container_id: &id, netns: &netns, namespace: &meta.namespace, name: &meta.name, uid: &meta.uid };
+        match cni::add(&self.ctx.config.cni_conf_dir, &self.ctx.config.cni_bin_dir, &at).await {
+            Ok(ips) => {
+                tracing::info!(pod = %pod_key(pod), sandbox = %id, ?ips, "sandbox networked");
+                self.sandbox = Some(Sandbox { id, netns, ips });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = cni::del(&self.ctx.config.cni_conf_dir, &self.ctx.config.cni_bin_dir, &at).await;
+                let _ = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await;
+                self.event(pod, "Warning", "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}")).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn sync(&mut self, pod: &Pod) -> Result<(), super::Error> {
+        if self.finished {
+            return Ok(());
+        }
+        if self.start_time.is_none() {
+            self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now())));
+        }
+        if let Err(e) = self.ensure_sandbox(pod).await {
+            self.write_status(pod, "Pending").await;
+            return Err(e);
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let mut init_done = true;
+        let mut init_failed = false;
+        for c in spec.init_containers.clone().unwrap_or_default() {
+            let view = self.ensure_container(pod, &c, true, &policy).await;
+            match view {
+                View::Terminated { code: 0, .. } => continue,
+                View::Terminated { .. } => {
+                    init_failed = policy == "Never";
+                    init_done = false;
+                    break;
+                }
+                _ => {
+                    init_done = false;
+                    break;
+                }
+            }
+        }
+        if init_done {
+            for c in &spec.containers {
+                self.ensure_container(pod, c, false, &policy).await;
+            }
+        }
+        let owned: Vec<(View, bool)> = spec
+            .containers
+            .iter()
+            .map(|c| {
+                let t = self.containers.get(&c.name);
+                (t.and_then(|t| t.view.clone()).unwrap_or(WAITING), t.is_some_and(|t| t.last.is_some()))
+            })
+            .collect();
+        let views: Vec<(&View, bool)> = owned.iter().map(|(v, l)| (v, *l)).collect();
+        let phase = status::phase(&policy, init_failed, init_done, &views);
+        self.write_status(pod, phase).await;
+        if phase == "Succeeded" || phase == "Failed" {
+            // Kubernetes releases a finished pod's sandbox and network; the status stays.
+            self.finished = true;
+            self.release(pod).await;
+        }
+        Ok(())
+    }
+
+    /// Drives one container toward running (or done); returns its current view.
+    async fn ensure_container(&mut self, pod: &Pod, c: &Container, init: bool, policy: &str) -> View {
+        let mut rc = self.ctx.rc.clone();
+        let key = pod_key(pod);
+        let t = self.containers.entry(c.name.clone()).or_default();
+        if let Some(id) = t.id.clone() {
+            let st = rc.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await;
+            let Ok(st) = st.map(|s| s.into_inner().status.unwrap_or_default()) else {
+                t.id = None;
+                return t.view.clone().unwrap_or(WAITING);
+            };
+            if st.state == cri::ContainerState::ContainerRunning as i32 {
+                let v = View::Running { id: id.clone(), started: st.started_at };
+                t.view = Some(v.clone());
+                return v;
+            }
+            if st.state != cri::ContainerState::ContainerExited as i32 {
+                return t.view.clone().unwrap_or(WAITING);
+            }
+            let done = View::Terminated { id: id.clone(), code: st.exit_code, reason: st.reason.clone(), message: st.message.clone(), started: st.started_at, finished: st.finished_at };
+            let restart = match policy {
+                "Never" => false,
+                "OnFailure" => st.exit_code != 0,
+                _ => !init || st.exit_code != 0,
+            };
+            if !restart {
+                t.view = Some(done.clone());
+                return done;
+            }
+            let now = Instant::now();
+            match t.not_before {
+                None => {
+                    if st.finished_at - st.started_at > 600_000_000_000 {
+                        t.backoff = Duration::ZERO;
+                    }
+                    t.backoff = backoff_next(t.backoff);
+                    t.not_before = Some(now + t.backoff);
+                    let msg = format!("back-off {}s restarting failed container={} pod={}", t.backoff.as_secs(), c.name, pod.metadata.name.as_deref().unwrap_or_default());
+                    t.view = Some(View::Waiting { reason: "CrashLoopBackOff".into(), message: msg });
+                    t.last = Some(done);
+                    let v = t.view.clone().unwrap_or(WAITING);
+                    self.event(pod, "Warning", "BackOff", "Back-off restarting failed container".into()).await;
+                    return v;
+                }
+                Some(at) if now < at => return t.view.clone().unwrap_or(WAITING),
+                Some(_) => {
+                    t.not_before = None;
+                    t.last = Some(done);
+                    t.restarts += 1;
+                    let _ = rc.remove_container(cri::RemoveContainerRequest { container_id: id }).await;
+                    t.id = None;
+                }
+            }
+        } else if let Some(at) = t.not_before {
+            if Instant::now() < at {
+                // A failed pull shows as ErrImagePull first, then as ImagePullBackOff while the
+                // back-off runs.
+                if let Some(View::Waiting { reason, message }) = t.view.clone()
+                    && reason == "ErrImagePull"
+                    && t.pull_failed_at.is_some_and(|f| f.elapsed() >= PULL_ERROR_SHOWN)
+                {
+                    t.view = Some(View::Waiting { reason: "ImagePullBackOff".into(), message });
+                    let image = c.image.clone().unwrap_or_default();
+                    self.event(pod, "Normal", "BackOff", format!("Back-off pulling image \"{image}\"")).await;
+                    let t = self.containers.entry(c.name.clone()).or_default();
+                    return t.view.clone().unwrap_or(WAITING);
+                }
+                return t.view.clone().unwrap_or(WAITING);
+            }
+            t.not_before = None;
+        }
+        tracing::debug!(pod = %key, container = %c.name, "starting container");
+        self.start_container(pod, c).await
+    }
+
+    fn set_waiting(&mut self, name: &str, reason: &str, message: String, retry: Duration) -> View {
+        let t = self.containers.entry(name.to_owned()).or_default();
+        let v = View::Waiting { reason: reason.into(), message };
+        t.view = Some(v.clone());
+        t.not_before = Some(Instant::now() + retry);
+        v
+    }
+
+    async fn pull(&mut self, pod: &Pod, c: &Container) -> Result<String, View> {
+        let image = c.image.clone().unwrap_or_default();
+        let mut ic = self.ctx.ic.clone();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            if image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':') { "Always".into() } else { "IfNotPresent".into() }
+        });
+        let spec = cri::ImageSpec { image: image.clone(), ..Default::default() };
+        let present = ic.image_status(cri::ImageStatusRequest { image: Some(spec.clone()), verbose: false }).await.ok().and_then(|r| r.into_inner().image);
+        if policy == "Never" || (policy == "IfNotPresent" && present.is_some()) {
+            return match present {
+                Some(i) => Ok(i.id),
+                None => {
+                    let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+                    self.event(pod, "Warning", "ErrImageNeverPull", msg.clone()).await;
+                    Err(self.set_waiting(&c.name, "ErrImageNeverPull", msg, BACKOFF))
+                }
+            };
+        }
+        self.event(pod, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
+        let started = Instant::now();
+        match ic.pull_image(cri::PullImageRequest { image: Some(spec), auth: None, sandbox_config: None }).await {
+            Ok(r) => {
+                self.containers.entry(c.name.clone()).or_default().pull_failures = 0;
+                self.event(pod, "Normal", "Pulled", format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64())).await;
+                Ok(r.into_inner().image_ref)
+            }
+            Err(e) => {
+                let t = self.containers.entry(c.name.clone()).or_default();
+                t.pull_failures += 1;
+                let backoff = (BACKOFF * 2u32.pow(t.pull_failures.saturating_sub(1).min(5))).min(MAX_BACKOFF);
+                let msg = format!("Failed to pull image \"{image}\": {}", e.message());
+                self.event(pod, "Warning", "Failed", msg.clone()).await;
+                self.event(pod, "Warning", "Failed", "Error: ErrImagePull".into()).await;
+                // Shown as ErrImagePull now, as ImagePullBackOff while the back-off runs.
+                let view = self.set_waiting(&c.name, "ErrImagePull", msg, backoff);
+                self.containers.entry(c.name.clone()).or_default().pull_failed_at = Some(Instant::now());
+                Err(view)
+            }
+        }
+    }
+
+    async fn start_container(&mut self, pod: &Pod, c: &Container) -> View {
+        let image_id = match self.pull(pod, c).await {
+            Ok(id) => id,
+            Err(v) => return v,
+        };
+        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        let env = match inputs::env(&self.ctx.client, pod, c, &ip).await {
+            Ok(env) => env,
+            Err(e) => return self.config_error(pod, c, e.0).await,
+        };
+        let volumes = match inputs::prepare_volumes(&self.ctx.client, pod, &self.volumes_dir(pod)).await {
+            Ok(v) => v,
+            Err(e) => return self.config_error(pod, c, e.0).await,
+        };
+        let mounts = match inputs::mounts(c, &volumes) {
+            Ok(m) => m,
+            Err(e) => return self.config_error(pod, c, e.0).await,
+        };
+        let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+        let expand = |v: &Option<Vec<String>>| v.clone().unwrap_or_default().iter().map(|s| inputs::expand(s, &vars)).collect::<Vec<_>>();
+        let restarts = self.containers.get(&c.name).map(|t| t.restarts).unwrap_or(0);
+        let sc = c.security_context.clone().unwrap_or_default();
+        let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let config = cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: restarts as u32 }),
+            image: Some(cri::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+            command: expand(&c.command),
+            args: expand(&c.args),
+            working_dir: c.working_dir.clone().unwrap_or_default(),
+            envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value }).collect(),
+            mounts,
+            labels: [(POD_UID_LABEL.to_owned(), pod.metadata.uid.clone().unwrap_or_default()), ("io.kubernetes.container.name".to_owned(), c.name.clone())].into(),
+            log_path: format!("{}/{restarts}.log", c.name),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(inputs::resources(c)),
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    capabilities: sc.capabilities.as_ref().map(|caps| cri::Capability {
+                        add_capabilities: caps.add.clone().unwrap_or_default(),
+                        drop_capabilities: caps.drop.clone().unwrap_or_default(),
+                        add_ambient_capabilities: Vec::new(),
+                    }),
+                    privileged: sc.privileged.unwrap_or(false),
+                    run_as_user: sc.run_as_user.or(psc.run_as_user).map(|value| cri::Int64Value { value }),
+                    run_as_group: sc.run_as_group.or(psc.run_as_group).map(|value| cri::Int64Value { value }),
+                    readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
+                    no_new_privs: sc.allow_privilege_escalation == Some(false),
+                    supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let Some(sandbox_id) = self.sandbox.as_ref().map(|s| s.id.clone()) else { return WAITING };
+        let mut rc = self.ctx.rc.clone();
+        let id = match rc.create_container(cri::CreateContainerRequest { pod_sandbox_id: sandbox_id, config: Some(config), sandbox_config: Some(self.sandbox_config(pod)) }).await {
+            Ok(r) => r.into_inner().container_id,
+            Err(e) => {
+                let msg = e.message().to_owned();
+                self.event(pod, "Warning", "Failed", format!("Error: {msg}")).await;
+                return self.set_waiting(&c.name, "CreateContainerError", msg, Duration::from_secs(1));
+            }
+        };
+        self.event(pod, "Normal", "Created", format!("Created container {}", c.name)).await;
+        let t = self.containers.entry(c.name.clone()).or_default();
+        t.id = Some(id.clone());
+        t.image_id = image_id;
+        t.not_before = None;
+        match rc.start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
+            Ok(_) => {
+                self.event(pod, "Normal", "Started", format!("Started container {}", c.name)).await;
+            }
+            Err(e) => {
+                self.event(pod, "Warning", "Failed", format!("Error: {}", e.message())).await;
+            }
+        }
+        let st = rc.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await.ok().and_then(|s| s.into_inner().status).unwrap_or_default();
+        let v = if st.state == cri::ContainerState::ContainerExited as i32 {
+            View::Terminated { id, code: st.exit_code, reason: st.reason, message: st.message, started: st.started_at, finished: st.finished_at }
+        } else {
+            View::Running { id, started: st.started_at }
+        };
+        self.containers.entry(c.name.clone()).or_default().view = Some(v.clone());
+        v
+    }
+
+    async fn config_error(&mut self, pod: &Pod, c: &Container, msg: String) -> View {
+        self.event(pod, "Warning", "Failed", format!("Error: {msg}")).await;
+        self.set_waiting(&c.name, "CreateContainerConfigError", msg, Duration::from_secs(2))
+    }
+
+    async fn write_status(&mut self, pod: &Pod, phase: &str) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let previous = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let observe = |c: &Container| -> k8s_openapi::api::core::v1::ContainerStatus {
+            let t = self.containers.get(&c.name);
+            let waiting = View::Waiting { reason: "PodInitializing".into(), message: String::new() };
+            status::container_status(&Observed {
+                name: &c.name,
+                image: c.image.as_deref().unwrap_or_default(),
+                image_id: t.map(|t| t.image_id.as_str()).unwrap_or_default(),
+                view: t.and_then(|t| t.view.as_ref()).unwrap_or(&waiting),
+                last: t.and_then(|t| t.last.as_ref()),
+                restarts: t.map(|t| t.restarts).unwrap_or(0),
+            })
+        };
+        let containers: Vec<_> = spec.containers.iter().map(observe).collect();
+        let inits: Vec<_> = spec.init_containers.clone().unwrap_or_default().iter().map(observe).collect();
+        let init_done = spec.init_containers.clone().unwrap_or_default().iter().all(|c| {
+            matches!(self.containers.get(&c.name).and_then(|t| t.view.as_ref()), Some(View::Terminated { code: 0, .. }))
+        });
+        let ready = containers.iter().all(|c| c.ready) && phase == "Running";
+        let done = phase == "Succeeded" || phase == "Failed";
+        let not_ready = if done { Some("PodCompleted") } else if ready { None } else { Some("ContainersNotReady") };
+        let conditions = vec![
+            status::condition(&previous, "PodReadyToStartContainers", self.sandbox.is_some() && !done, None),
+            status::condition(&previous, "Initialized", init_done, if init_done { None } else { Some("ContainersNotInitialized") }),
+            status::condition(&previous, "Ready", ready, not_ready),
+            status::condition(&previous, "ContainersReady", ready, not_ready),
+            status::condition(&previous, "PodScheduled", true, None),
+        ];
+        let ips = self.sandbox.as_ref().map(|s| s.ips.clone()).or_else(|| pod.status.as_ref().and_then(|s| s.pod_ips.clone()).map(|v| v.into_iter().map(|p| p.ip).collect())).unwrap_or_default();
+        let host_ip = self.ctx.node_ip.map(|ip| ip.to_string());
+        let status = PodStatus {
+            phase: Some(phase.into()),
+            conditions: Some(conditions),
+            host_ip: host_ip.clone(),
+            host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
+            pod_ip: ips.first().cloned(),
+            pod_ips: (!ips.is_empty()).then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+            start_time: self.start_time.clone(),
+            container_statuses: Some(containers),
+            init_container_statuses: (!inits.is_empty()).then_some(inits),
+            qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
+            ..Default::default()
+        };
+        let mut value = serde_json::to_value(&status).unwrap_or_default();
+        // Compare without transition times so an unchanged status is not written again.
+        let mut key = value.clone();
+        if let Some(conds) = key["conditions"].as_array_mut() {
+            for c in conds {
+                c.as_object_mut().map(|o| o.remove("lastTransitionTime"));
+            }
+        }
+        if self.written.as_ref() == Some(&key) {
+            return;
+        }
+        if value.get("initContainerStatuses").is_none() {
+            value["initContainerStatuses"] = serde_json::Value::Null;
+        }
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+        match api.patch_status(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": value}))).await {
+            Ok(_) => self.written = Some(key),
+            Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "writing pod status"),
+        }
+    }
+
+    /// Stops every container (SIGTERM, then SIGKILL after `grace` seconds), then releases the
+    /// network, the sandbox and the volumes.
+    async fn teardown(&mut self, pod: Option<&Pod>, grace: i64) {
+        let mut stops = Vec::new();
+        for (name, t) in &self.containers {
+            let Some(id) = t.id.clone() else { continue };
+            if let Some(pod) = pod
+                && matches!(t.view, Some(View::Running { .. }))
+            {
+                self.event(pod, "Normal", "Killing", format!("Stopping container {name}")).await;
+            }
+            let mut rc = self.ctx.rc.clone();
+            stops.push(async move { rc.stop_container(cri::StopContainerRequest { container_id: id, timeout: grace }).await });
+        }
+        for r in futures::future::join_all(stops).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "stopping container");
+            }
+        }
+        if let Some(pod) = pod {
+            self.release(pod).await;
+            let _ = std::fs::remove_dir_all(self.volumes_dir(pod).parent().unwrap_or(&self.volumes_dir(pod)));
+        } else if let Some(pod) = self.last_pod.clone() {
+            self.release(&pod).await;
+        } else {
+            self.release_unknown().await;
+        }
+    }
+
+    async fn release_unknown(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            let mut rc = self.ctx.rc.clone();
+            let _ = rc.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
+            let _ = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id }).await;
+        }
+    }
+
+    /// CNI DEL, then stop and remove the sandbox (and with it the containers).
+    async fn release(&mut self, pod: &Pod) {
+        let Some(sb) = self.sandbox.take() else { return };
+        let meta = self.sandbox_config(pod).metadata.unwrap_or_default();
+        let at = cni::Attachment { container_id: &sb.id, netns: &sb.netns, namespace: &meta.namespace, name: &meta.name, uid: &meta.uid };
+        if let Err(e) = cni::del(&self.ctx.config.cni_conf_dir, &self.ctx.config.cni_bin_dir, &at).await {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "CNI DEL");
+        }
+        let mut rc = self.ctx.rc.clone();
+        if let Err(e) = rc.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "stopping sandbox");
+        }
+        if let Err(e) = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "removing sandbox");
+        }
+        for t in self.containers.values_mut() {
+            t.id = None;
+        }
+        tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "pod resources released");
+    }
+
+    async fn confirm_deletion(&self, pod: &Pod) {
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            ..Default::default()
+        };
+        match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+            Ok(_) => tracing::info!(pod = %pod_key(pod), "pod deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "confirming pod deletion"),
+        }
+    }
+}
+
+const WAITING: View = View::Waiting { reason: String::new(), message: String::new() };

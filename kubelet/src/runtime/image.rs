@@ -1,0 +1,334 @@
+//! The image store: content addressed by digest under `<root>/content`, unpacked layers under
+//! `<root>/layers/<digest>`, and one record per image under `<root>/images/<config digest>.json`.
+//!
+//! Images come from registries (OCI distribution through `oci-client`; plain HTTP for
+//! `--insecure-registry` hosts) or from OCI image layout archives in an import directory (the
+//! air-gapped path, like k3s's images directory). Each blob is stored once, whatever number of
+//! images share it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use oci_client::Reference;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Error, Result, unpack};
+
+/// What a container takes from its image's config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub env: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+}
+
+/// One stored image.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// `sha256:<hex>` of the config blob: the image ID.
+    pub id: String,
+    /// Normalised references, e.g. `192.168.64.1:5000/busybox:latest`.
+    pub repo_tags: Vec<String>,
+    /// `<repository>@<manifest digest>`.
+    pub repo_digests: Vec<String>,
+    /// Sum of the compressed layer sizes.
+    pub size: u64,
+    /// Layer digests, bottom first.
+    pub layers: Vec<String>,
+    pub config: ImageConfig,
+}
+
+/// The image store of one runtime.
+pub struct ImageStore {
+    root: PathBuf,
+    insecure: Vec<String>,
+    /// Serialises writers (pull, import, remove); readers go to disk.
+    lock: tokio::sync::Mutex<()>,
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// Parses and normalises an image reference (`busybox` → `docker.io/library/busybox:latest`).
+pub fn normalize(image: &str) -> Result<Reference> {
+    let r: Reference = image.parse().map_err(|e| Error::Image {
+        image: image.to_owned(),
+        reason: format!("invalid reference: {e}"),
+    })?;
+    if r.tag().is_none() && r.digest().is_none() {
+        return Ok(Reference::with_tag(r.registry().to_owned(), r.repository().to_owned(), "latest".into()));
+    }
+    Ok(r)
+}
+
+fn hex(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+impl ImageStore {
+    pub fn open(root: &Path, insecure: Vec<String>) -> Result<Self> {
+        for d in ["content/sha256", "layers", "images", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(Error::io("creating", &p))?;
+        }
+        Ok(Self { root: root.to_owned(), insecure, lock: tokio::sync::Mutex::new(()) })
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root.join("content/sha256").join(hex(digest))
+    }
+
+    /// Directory holding the unpacked layer `digest`.
+    pub fn layer_dir(&self, digest: &str) -> PathBuf {
+        self.root.join("layers").join(hex(digest))
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(format!("{}.json", hex(id)))
+    }
+
+    /// Every stored image.
+    pub fn list(&self) -> Vec<ImageRecord> {
+        let dir = self.root.join("images");
+        let mut out: Vec<ImageRecord> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Finds an image by ID (`sha256:…` or its hex), tag or digest reference.
+    pub fn find(&self, image: &str) -> Option<ImageRecord> {
+        let images = self.list();
+        if let Some(i) = images.iter().find(|i| i.id == image || hex(&i.id) == image) {
+            return Some(i.clone());
+        }
+        let r = normalize(image).ok()?;
+        let whole = r.whole();
+        images.into_iter().find(|i| i.repo_tags.contains(&whole) || i.repo_digests.contains(&whole))
+    }
+
+    fn write_blob(&self, data: &[u8]) -> Result<String> {
+        let digest = digest_of(data);
+        let path = self.blob_path(&digest);
+        if !path.exists() {
+            write_atomic(&path, data)?;
+        }
+        Ok(digest)
+    }
+
+    /// Pulls `image` from its registry; returns the image ID.
+    pub async fn pull(&self, image: &str) -> Result<String> {
+        let reference = normalize(image)?;
+        let _guard = self.lock.lock().await;
+        let image_err = |reason: String| Error::Image { image: image.to_owned(), reason };
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
+            ..Default::default()
+        });
+        let (manifest, manifest_digest, config) = client
+            .pull_manifest_and_config(&reference, &RegistryAuth::Anonymous)
+            .await
+            .map_err(|e| image_err(format!("pulling manifest: {e}")))?;
+        for layer in &manifest.layers {
+            let path = self.blob_path(&layer.digest);
+            if path.exists() {
+                continue;
+            }
+            let tmp = self.root.join("tmp").join(format!("{}-{}", hex(&layer.digest), rand::random::<u32>()));
+            let mut file = tokio::fs::File::create(&tmp).await.map_err(Error::io("creating", &tmp))?;
+            let pulled = client.pull_blob(&reference, layer, &mut file).await;
+            drop(file);
+            if let Err(e) = pulled {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(image_err(format!("pulling layer {}: {e}", layer.digest)));
+            }
+            std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path))?;
+        }
+        let config_digest = self.write_blob(config.as_bytes())?;
+        let layers: Vec<&OciDescriptor> = manifest.layers.iter().collect();
+        let repo_digest = format!("{}/{}@{}", reference.registry(), reference.repository(), manifest_digest);
+        tracing::info!(image = %reference.whole(), digest = %manifest_digest, "pulled image");
+        self.register(&reference.whole(), &repo_digest, &config_digest, &layers)
+    }
+
+    /// Unpacks the layers (once each) and writes the image record; the blobs must be stored.
+    fn register(&self, tag: &str, repo_digest: &str, config_digest: &str, layers: &[&OciDescriptor]) -> Result<String> {
+        let config_bytes = std::fs::read(self.blob_path(config_digest)).map_err(Error::io("reading", self.blob_path(config_digest)))?;
+        let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|e| Error::Image {
+            image: tag.to_owned(),
+            reason: format!("invalid image config: {e}"),
+        })?;
+        for layer in layers {
+            self.unpack(&layer.digest)?;
+        }
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        };
+        let c = &config["config"];
+        let image_config = ImageConfig {
+            env: strings(&c["Env"]),
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+            user: c["User"].as_str().unwrap_or_default().to_owned(),
+        };
+        // A tag moves to the newest image that claims it.
+        for mut other in self.list() {
+            if other.id != config_digest && other.repo_tags.iter().any(|t| t == tag) {
+                other.repo_tags.retain(|t| t != tag);
+                self.save(&other)?;
+            }
+        }
+        let mut record = self.find(config_digest).unwrap_or(ImageRecord {
+            id: config_digest.to_owned(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            size: 0,
+            layers: Vec::new(),
+            config: image_config.clone(),
+        });
+        if !record.repo_tags.iter().any(|t| t == tag) {
+            record.repo_tags.push(tag.to_owned());
+        }
+        if !record.repo_digests.iter().any(|t| t == repo_digest) {
+            record.repo_digests.push(repo_digest.to_owned());
+        }
+        record.layers = layers.iter().map(|l| l.digest.clone()).collect();
+        record.size = layers.iter().map(|l| l.size.max(0) as u64).sum();
+        record.config = image_config;
+        self.save(&record)?;
+        Ok(record.id)
+    }
+
+    fn save(&self, record: &ImageRecord) -> Result<()> {
+        write_atomic(&self.record_path(&record.id), &serde_json::to_vec_pretty(record).expect("json"))
+    }
+
+    fn unpack(&self, digest: &str) -> Result<()> {
+        let dir = self.layer_dir(digest);
+        if dir.exists() {
+            return Ok(());
+        }
+        let tmp = self.root.join("tmp").join(format!("layer-{}-{}", hex(digest), rand::random::<u32>()));
+        std::fs::create_dir_all(&tmp).map_err(Error::io("creating", &tmp))?;
+        let blob = self.blob_path(digest);
+        let file = std::fs::File::open(&blob).map_err(Error::io("opening", &blob))?;
+        if let Err(e) = unpack::unpack_layer(file, &tmp) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::Image { image: digest.to_owned(), reason: format!("unpacking layer: {e}") });
+        }
+        std::fs::rename(&tmp, &dir).map_err(Error::io("renaming", &dir))
+    }
+
+    /// Removes an image record; blobs and layers nothing else uses go with it.
+    pub async fn remove(&self, image: &str) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        let Some(record) = self.find(image) else {
+            return Ok(());
+        };
+        let _ = std::fs::remove_file(self.record_path(&record.id));
+        let used: Vec<String> = self.list().into_iter().flat_map(|i| i.layers).collect();
+        for layer in record.layers.iter().filter(|l| !used.contains(l)) {
+            let _ = std::fs::remove_dir_all(self.layer_dir(layer));
+            let _ = std::fs::remove_file(self.blob_path(layer));
+        }
+        let _ = std::fs::remove_file(self.blob_path(&record.id));
+        Ok(())
+    }
+
+    /// Imports every `*.tar` OCI image layout archive in `dir`; returns the imported tags.
+    pub async fn import_dir(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(tags);
+        };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "tar")).collect();
+        paths.sort();
+        for p in paths {
+            tags.extend(self.import_archive(&p).await?);
+        }
+        Ok(tags)
+    }
+
+    /// Imports the images of one OCI image layout archive (`oci-layout`, `index.json`, `blobs/`).
+    pub async fn import_archive(&self, path: &Path) -> Result<Vec<String>> {
+        let _guard = self.lock.lock().await;
+        let import_err = |reason: String| Error::Image { image: path.display().to_string(), reason };
+        let file = std::fs::File::open(path).map_err(Error::io("opening", path))?;
+        let mut archive = tar::Archive::new(file);
+        let mut index = None;
+        let mut blobs = BTreeMap::new();
+        for entry in archive.entries().map_err(Error::io("reading", path))? {
+            let mut entry = entry.map_err(Error::io("reading", path))?;
+            let name = entry.path().map_err(Error::io("reading", path))?.to_string_lossy().trim_start_matches("./").to_owned();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).map_err(Error::io("reading", path))?;
+            if name == "index.json" {
+                index = Some(data);
+            } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+                let digest = self.write_blob(&data)?;
+                if self::hex(&digest) != hex {
+                    return Err(import_err(format!("blob {name} does not match its digest")));
+                }
+                blobs.insert(digest, ());
+            }
+        }
+        let index: serde_json::Value = serde_json::from_slice(&index.ok_or_else(|| import_err("no index.json".into()))?)
+            .map_err(|e| import_err(format!("invalid index.json: {e}")))?;
+        let mut tags = Vec::new();
+        for desc in index["manifests"].as_array().into_iter().flatten() {
+            let annotations = &desc["annotations"];
+            let Some(name) = annotations["io.containerd.image.name"].as_str().or(annotations["org.opencontainers.image.ref.name"].as_str()) else {
+                continue;
+            };
+            let Ok(reference) = normalize(name) else {
+                continue;
+            };
+            let Some(manifest_digest) = desc["digest"].as_str() else {
+                continue;
+            };
+            let manifest_bytes = std::fs::read(self.blob_path(manifest_digest)).map_err(Error::io("reading", self.blob_path(manifest_digest)))?;
+            let manifest: oci_client::manifest::OciImageManifest =
+                serde_json::from_slice(&manifest_bytes).map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
+            let layers: Vec<&OciDescriptor> = manifest.layers.iter().collect();
+            let repo_digest = format!("{}/{}@{}", reference.registry(), reference.repository(), manifest_digest);
+            self.register(&reference.whole(), &repo_digest, &manifest.config.digest, &layers)?;
+            tags.push(reference.whole());
+        }
+        tracing::info!(archive = %path.display(), ?tags, "imported images");
+        Ok(tags)
+    }
+}
+
+/// Writes through a temporary file and a rename.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", rand::random::<u32>()));
+    std::fs::write(&tmp, data).map_err(Error::io("writing", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io("renaming", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_normalised() {
+        assert_eq!(normalize("busybox").unwrap().whole(), "docker.io/library/busybox:latest");
+        assert_eq!(normalize("192.168.64.1:5000/web").unwrap().whole(), "192.168.64.1:5000/web:latest");
+        assert_eq!(normalize("192.168.64.1:5000/web:v2").unwrap().whole(), "192.168.64.1:5000/web:v2");
+    }
+}

@@ -1,0 +1,160 @@
+//! `ekube runtime`: a CRI v1 runtime (RuntimeService + ImageService over gRPC on a unix
+//! socket) that runs containers with runc (DESIGN.md §5).
+//!
+//! Pods get a pause-less sandbox ([`sandbox`]); containers get an overlayfs root file system
+//! stacked from the image's unpacked layers ([`image`], [`unpack`]) and an OCI spec
+//! ([`spec`]); [`runc`] starts them and pumps their output into CRI log files. The runtime
+//! does not survive its own restart with containers intact: at start-up it removes whatever
+//! a previous run left under its root (containers, mounts, namespaces), and the kubelet
+//! recreates the pods.
+
+pub mod image;
+pub mod runc;
+pub mod sandbox;
+mod service;
+pub mod spec;
+pub mod unpack;
+
+use std::path::{Path, PathBuf};
+
+pub use service::{NETNS_INFO_KEY, Runtime};
+
+/// Flags of `ekube runtime`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// The CRI socket to serve.
+    #[arg(long, default_value = "/run/ekube/runtime.sock")]
+    pub listen: PathBuf,
+    /// Where images, sandboxes and container bundles live.
+    #[arg(long = "root", default_value = "/var/lib/ekube/runtime")]
+    pub root: PathBuf,
+    /// runc's state directory (`runc --root`).
+    #[arg(long, default_value = "/run/ekube/runc")]
+    pub runc_root: PathBuf,
+    /// The runc binary.
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+    /// Registries (`host:port`) reached over plain HTTP instead of HTTPS.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Directory of OCI image layout archives (`*.tar`) imported at start-up.
+    #[arg(long)]
+    pub images_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// A runtime whose state lives under `dir` (socket, images, bundles, runc state).
+    pub fn under(dir: &Path) -> Self {
+        Self {
+            listen: dir.join("runtime.sock"),
+            root: dir.join("runtime"),
+            runc_root: dir.join("runc"),
+            runc: PathBuf::from("runc"),
+            insecure_registries: Vec::new(),
+            images_dir: None,
+        }
+    }
+}
+
+/// Errors of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {image}: {reason}")]
+    Image { image: String, reason: String },
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("runc {action}: {reason}")]
+    Runc { action: String, reason: String },
+    #[error("invalid OCI spec: {0}")]
+    Spec(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("serving the CRI socket: {0}")]
+    Serve(String),
+}
+
+/// Result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+
+    pub(crate) fn spec(e: impl std::fmt::Display) -> Error {
+        Error::Spec(e.to_string())
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::NotFound(_) => tonic::Status::not_found(e.to_string()),
+            Error::InvalidArgument(_) => tonic::Status::invalid_argument(e.to_string()),
+            Error::Timeout(_) => tonic::Status::deadline_exceeded(e.to_string()),
+            _ => tonic::Status::unknown(e.to_string()),
+        }
+    }
+}
+
+/// Installs the process-wide TLS crypto provider (ring) registry clients need.
+pub(crate) fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Serves the CRI on `config.listen` until `shutdown`.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    install_crypto();
+    let runtime = Runtime::open(&config).await?;
+    serve(runtime, &config.listen, shutdown).await
+}
+
+/// Serves an opened runtime on a unix socket until `shutdown`.
+pub async fn serve(runtime: Runtime, listen: &Path, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    use crate::cri::{image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer};
+    if let Some(parent) = listen.parent() {
+        std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
+    }
+    let _ = std::fs::remove_file(listen);
+    let listener = tokio::net::UnixListener::bind(listen).map_err(Error::io("binding", listen))?;
+    tracing::info!(socket = %listen.display(), "CRI runtime serving");
+    let runtime = std::sync::Arc::new(runtime);
+    let result = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::from_arc(runtime.clone()))
+        .add_service(ImageServiceServer::from_arc(runtime.clone()))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Serve(e.to_string()));
+    let _ = std::fs::remove_file(listen);
+    result
+}
+
+/// A CRI client connected to the runtime at `socket` (a path, or `unix://<path>`).
+pub async fn connect(socket: &str) -> Result<(RuntimeClient, ImageClient)> {
+    let path = PathBuf::from(socket.strip_prefix("unix://").unwrap_or(socket));
+    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .map_err(|e| Error::Serve(format!("connecting to {socket}: {e}")))?;
+    Ok((RuntimeClient::new(channel.clone()), ImageClient::new(channel)))
+}
+
+/// The generated CRI runtime client over a unix socket channel.
+pub type RuntimeClient = crate::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+/// The generated CRI image client over a unix socket channel.
+pub type ImageClient = crate::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>;

@@ -1,0 +1,154 @@
+//! Pod sandboxes without a pause container: the pod's network, IPC and UTS namespaces are
+//! created by a short-lived thread and kept alive by bind mounts under
+//! `<root>/sandboxes/<id>/ns/{net,ipc,uts}`; every container of the pod joins them by path.
+//! The thread also brings `lo` up (so containers reach each other over localhost) and sets
+//! the pod's hostname. `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` are written
+//! next to them and bind-mounted into each container.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::{Error, Result};
+
+/// The namespaces a sandbox keeps, with their `/proc/thread-self/ns` names and clone flags.
+pub const NAMESPACES: [(&str, libc::c_int); 3] =
+    [("net", libc::CLONE_NEWNET), ("ipc", libc::CLONE_NEWIPC), ("uts", libc::CLONE_NEWUTS)];
+
+/// Path of a sandbox's namespace file (`kind` is `net`, `ipc` or `uts`).
+pub fn ns_path(dir: &Path, kind: &str) -> PathBuf {
+    dir.join("ns").join(kind)
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// Creates the namespaces of a sandbox whose directory is `dir`.
+pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<()> {
+    let ns_dir = dir.join("ns");
+    std::fs::create_dir_all(&ns_dir).map_err(Error::io("creating", &ns_dir))?;
+    for (kind, _) in NAMESPACES {
+        let p = ns_path(dir, kind);
+        std::fs::write(&p, b"").map_err(Error::io("creating", &p))?;
+    }
+    let dir = dir.to_owned();
+    let hostname = hostname.to_owned();
+    // unshare(2) of these namespaces affects only the calling thread; the thread ends right
+    // after, so no other task ever runs in them.
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let flags = NAMESPACES.iter().fold(0, |f, (_, c)| f | c);
+        // SAFETY: unshare with namespace flags only affects this thread.
+        if unsafe { libc::unshare(flags) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let h = hostname.as_bytes();
+        // SAFETY: valid buffer and length.
+        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        loopback_up()?;
+        for (kind, _) in NAMESPACES {
+            let src = cstr(&Path::new("/proc/thread-self/ns").join(kind));
+            let dst = cstr(&ns_path(&dir, kind));
+            // SAFETY: bind mount of valid paths.
+            if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| Error::Sandbox("namespace thread panicked".into()))?
+    .map_err(|e| Error::Sandbox(format!("creating namespaces: {e}")))
+}
+
+/// Sets IFF_UP on `lo` of the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq; the socket is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
+        if rc == 0 {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts and removes the namespace files; succeeds when they are already gone.
+pub fn remove_namespaces(dir: &Path) -> Result<()> {
+    for (kind, _) in NAMESPACES {
+        let p = ns_path(dir, kind);
+        if !p.exists() {
+            continue;
+        }
+        let c = cstr(&p);
+        // SAFETY: umount2 of a valid path; EINVAL (not mounted) is fine.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(Error::Sandbox(format!("unmounting {}: {e}", p.display())));
+            }
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+    Ok(())
+}
+
+/// Writes `hosts`, `hostname` and `resolv.conf` for the pod.
+pub fn write_etc(dir: &Path, hostname: &str, dns: Option<&crate::cri::DnsConfig>) -> Result<()> {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    let mut resolv = String::new();
+    if let Some(dns) = dns {
+        if !dns.searches.is_empty() {
+            resolv.push_str(&format!("search {}\n", dns.searches.join(" ")));
+        }
+        for s in &dns.servers {
+            resolv.push_str(&format!("nameserver {s}\n"));
+        }
+        if !dns.options.is_empty() {
+            resolv.push_str(&format!("options {}\n", dns.options.join(" ")));
+        }
+    }
+    for (name, data) in [("hosts", hosts), ("hostname", format!("{hostname}\n")), ("resolv.conf", resolv)] {
+        let p = dir.join(name);
+        std::fs::write(&p, data).map_err(Error::io("writing", &p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_kept_by_bind_mounts_and_released() {
+        // SAFETY: geteuid has no preconditions.
+        assert!(unsafe { libc::geteuid() } == 0, "sandbox namespaces need root; CI runs as root");
+        let dir = tempfile::tempdir().unwrap();
+        create_namespaces(dir.path(), "pod-a").unwrap();
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap();
+        let kept = std::fs::metadata(ns_path(dir.path(), "net")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(own.ino(), kept.ino(), "a new network namespace is kept");
+        remove_namespaces(dir.path()).unwrap();
+        assert!(!ns_path(dir.path(), "net").exists());
+        remove_namespaces(dir.path()).unwrap();
+    }
+}

@@ -1,0 +1,316 @@
+//! `ekube proxy`: watches Services and EndpointSlices and keeps the eBPF datapath in step
+//! (DESIGN.md §7).
+//!
+//! [`run`] validates the [`Config`], binds the metrics and healthz endpoints, opens the datapath
+//! (re-using its pinned maps, so a restart continues where the last process stopped) and runs
+//! the sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into
+//! frontends and backends, [`sync`] applies only what changed, [`metrics`] and [`http`] report.
+
+pub mod desired;
+mod http;
+pub mod metrics;
+pub mod sync;
+mod watch;
+
+use std::{
+    ffi::CStr,
+    fs,
+    future::Future,
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use self::{
+    desired::{DesiredService, FrontendSpec, ServiceName, Unsupported, desired_state},
+    metrics::Metrics,
+    sync::{Outcome, ProxyDatapath, Syncer},
+    watch::{COMPONENT, FAILED_REASON},
+};
+use crate::datapath::{Datapath, DatapathConfig};
+
+/// `statfs(2)` magic of a cgroup v2 mount.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Flags of `ekube proxy` (names as kube-proxy's where the concept is the same).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Kubeconfig of the apiserver to talk to.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// This node's name (default: the host name); pins go to `<bpffs>/ekube/<name>/`.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// cgroup v2 directory whose processes (and descendants) get service load balancing.
+    #[arg(long, default_value = "/sys/fs/cgroup/unified")]
+    pub cgroup_path: PathBuf,
+    /// bpffs mount point (mounted there if nothing is).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    pub bpffs_path: PathBuf,
+    /// An address of this node on which NodePorts answer (repeatable; 127.0.0.1 always does).
+    /// Default: the Node object's InternalIPs.
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<Ipv4Addr>,
+    /// Where `/metrics` is served.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    pub metrics_bind_address: SocketAddr,
+    /// Where `/healthz` is served.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    pub healthz_bind_address: SocketAddr,
+    /// Period of the full re-sync and prune (e.g. `30s`, `1m`, `500ms`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub sync_period: Duration,
+}
+
+impl Config {
+    /// The defaults, for embedding (`ekube agent`) and tests.
+    pub fn new(kubeconfig: impl Into<PathBuf>) -> Self {
+        Self {
+            kubeconfig: kubeconfig.into(),
+            hostname_override: None,
+            cgroup_path: PathBuf::from("/sys/fs/cgroup/unified"),
+            bpffs_path: PathBuf::from("/sys/fs/bpf"),
+            node_ips: Vec::new(),
+            metrics_bind_address: SocketAddr::from(([127, 0, 0, 1], 10249)),
+            healthz_bind_address: SocketAddr::from(([0, 0, 0, 0], 10256)),
+            sync_period: Duration::from_secs(30),
+        }
+    }
+
+    /// Checks the whole configuration; returns the node name.
+    pub fn validate(&self) -> Result<String, RunError> {
+        let invalid = |message: String| Err(RunError::Config { message });
+        if let Err(err) = fs::metadata(&self.kubeconfig) {
+            return invalid(format!("--kubeconfig {}: {err}", self.kubeconfig.display()));
+        }
+        let node = match &self.hostname_override {
+            Some(name) => name.trim().to_string(),
+            None => hostname().map_err(|err| RunError::Config {
+                message: format!("reading the host name ({err}); set --hostname-override"),
+            })?,
+        };
+        if !is_dns_subdomain(&node) {
+            return invalid(format!(
+                "node name {node:?} is not a valid DNS subdomain (lowercase letters, digits, '-' \
+                 and '.'); set --hostname-override"
+            ));
+        }
+        if let Err(message) = check_cgroup2(&self.cgroup_path) {
+            return invalid(format!(
+                "--cgroup-path {}: {message}",
+                self.cgroup_path.display()
+            ));
+        }
+        if !self.bpffs_path.is_absolute() {
+            return invalid(format!(
+                "--bpffs-path {} must be absolute",
+                self.bpffs_path.display()
+            ));
+        }
+        for ip in &self.node_ips {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+                return invalid(format!("--node-ip {ip} is not a unicast address"));
+            }
+        }
+        if self.metrics_bind_address == self.healthz_bind_address
+            && self.metrics_bind_address.port() != 0
+        {
+            return invalid(format!(
+                "--metrics-bind-address and --healthz-bind-address are both {}",
+                self.metrics_bind_address
+            ));
+        }
+        if self.sync_period < Duration::from_secs(1) {
+            return invalid(format!(
+                "--sync-period {:?} is shorter than 1s",
+                self.sync_period
+            ));
+        }
+        Ok(node)
+    }
+}
+
+/// Errors that stop the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("invalid configuration: {message}")]
+    Config { message: String },
+    #[error(transparent)]
+    Client(#[from] ekube_api::client::Error),
+    #[error("binding the {what} endpoint on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("opening the eBPF datapath: {0}")]
+    Datapath(#[from] crate::datapath::Error),
+    #[error("the {what} watch ended")]
+    WatchEnded { what: &'static str },
+}
+
+/// Runs the proxy until `shutdown` completes. The datapath stays pinned and keeps serving
+/// after it returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let node_name = config.validate()?;
+    let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let metrics_listener = bind("metrics", config.metrics_bind_address).await?;
+    let healthz_listener = bind("healthz", config.healthz_bind_address).await?;
+    let dp_config = DatapathConfig {
+        cgroup: config.cgroup_path.clone(),
+        bpffs: config.bpffs_path.clone(),
+        node_name: node_name.clone(),
+    };
+    let datapath = Datapath::open(&dp_config)?;
+    info!(
+        node = %node_name,
+        metrics = %config.metrics_bind_address,
+        healthz = %config.healthz_bind_address,
+        "proxy started"
+    );
+    let metrics = Arc::new(Metrics::new(config.sync_period));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(http::serve(
+        metrics_listener,
+        metrics.clone(),
+        stopped.clone(),
+    ));
+    tokio::spawn(http::serve(healthz_listener, metrics.clone(), stopped));
+    let loop_config = watch::LoopConfig {
+        node_name,
+        node_ips: config.node_ips.clone(),
+        sync_period: config.sync_period,
+    };
+    let result = watch::run_loop(
+        client,
+        Syncer::new(datapath),
+        metrics,
+        loop_config,
+        shutdown,
+    )
+    .await;
+    let _ = stop.send(true);
+    result
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
+/// `30s`, `1m`, `500ms`, `2h` or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s, 1m or 500ms"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+        )),
+    }
+}
+
+fn hostname() -> std::io::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the result is NUL-terminated on success.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let name = CStr::from_bytes_until_nul(&buf)
+        .map_err(|_| std::io::Error::other("host name is not NUL-terminated"))?;
+    Ok(name.to_string_lossy().to_lowercase())
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// The path must be a directory on a cgroup v2 mount.
+fn check_cgroup2(path: &Path) -> Result<(), String> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| "contains a NUL byte".to_string())?;
+    // SAFETY: a zeroed statfs is a valid out-parameter; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    if stat.f_type as i64 != CGROUP2_SUPER_MAGIC {
+        return Err("not a cgroup v2 directory".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_kube_proxy_flags() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_flag() {
+        let dir = std::env::temp_dir();
+        let kubeconfig = dir.join(format!("ekube-proxy-validate-{}", std::process::id()));
+        fs::write(&kubeconfig, "").unwrap();
+        let mut config = Config::new(&kubeconfig);
+        config.hostname_override = Some("node-1".into());
+        config.cgroup_path = dir.clone();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--cgroup-path"), "{err}");
+
+        config.hostname_override = Some("Node_1".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--hostname-override"), "{err}");
+
+        config.kubeconfig = dir.join("does-not-exist.conf");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--kubeconfig"), "{err}");
+        fs::remove_file(&kubeconfig).unwrap();
+    }
+
+    #[test]
+    fn run_can_be_spawned() {
+        fn is_send<T: Send + 'static>(_: &T) {}
+        // `ekube agent` spawns the proxy next to the kubelet: the future must be Send.
+        is_send(&run(Config::new("/nonexistent"), async {}));
+    }
+
+    #[test]
+    fn dns_subdomains() {
+        assert!(is_dns_subdomain("n1"));
+        assert!(is_dns_subdomain("lab-n1.example"));
+        assert!(!is_dns_subdomain(""));
+        assert!(!is_dns_subdomain("a/b"));
+        assert!(!is_dns_subdomain("-a"));
+    }
+}

@@ -1,0 +1,300 @@
+//! [`Syncer`]: applies desired state to a [`ServiceDatapath`], one Service at a time.
+//!
+//! The syncer remembers what it programmed for each Service, so a change to one Service
+//! compares only that Service's frontends and hands only the changed ones to the datapath (which
+//! in turn writes only the changed map entries): O(that service). [`Syncer::full_sync`] is the
+//! safety net run at start-up and periodically: every Service again (cheap when nothing changed)
+//! and a prune of frontends no Service owns — left by Services deleted while the proxy was down,
+//! since the datapath itself restarts from its pinned maps. A Service the datapath cannot hold
+//! (invalid spec, full map) is taken out of the datapath and reported; the next full sync
+//! retries it.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    io,
+    net::Ipv4Addr,
+};
+
+use tracing::{debug, info, warn};
+
+use super::desired::{DesiredService, ServiceName, Unsupported};
+use crate::datapath::{Counter, Error as DatapathError, Frontend, ServiceDatapath};
+
+/// A datapath the proxy can run on: the service maps plus, where there are any, kernel counters.
+pub trait ProxyDatapath: ServiceDatapath {
+    /// The kernel programs' counters summed over CPUs (empty for fakes).
+    fn kernel_counters(&self) -> Vec<(Counter, u64)> {
+        Vec::new()
+    }
+}
+
+impl ProxyDatapath for crate::Datapath<crate::datapath::BpfMaps> {
+    fn kernel_counters(&self) -> Vec<(Counter, u64)> {
+        self.counters().unwrap_or_else(|err| {
+            warn!(%err, "reading the datapath counters");
+            Vec::new()
+        })
+    }
+}
+
+impl ProxyDatapath for crate::Datapath<crate::datapath::maps::MemMaps> {}
+
+/// The result of syncing one Service.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// What went wrong, if anything (the Service is then not, or not fully, programmed).
+    pub problem: Option<String>,
+    /// `problem` differs from the last one reported for this Service: worth an Event.
+    pub new_problem: bool,
+}
+
+/// Totals for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncTotals {
+    /// Services with at least one programmed frontend.
+    pub services: usize,
+    /// Programmed frontends.
+    pub frontends: usize,
+    /// Backend references summed over frontends.
+    pub backends: usize,
+    /// Datapath writes that failed because a map was full.
+    pub map_full_errors: u64,
+    /// Service syncs that ended with a problem.
+    pub failures: u64,
+}
+
+/// Desired-vs-programmed bookkeeping over a datapath.
+pub struct Syncer<D> {
+    dp: D,
+    /// What each Service has programmed, as last written.
+    programmed: HashMap<ServiceName, DesiredService>,
+    /// Which Service owns each programmed frontend (two Services never share one).
+    owners: HashMap<Frontend, ServiceName>,
+    /// The last problem reported per Service, so an unchanged problem is reported once.
+    problems: HashMap<ServiceName, String>,
+    totals: SyncTotals,
+}
+
+impl<D: ProxyDatapath> Syncer<D> {
+    pub fn new(dp: D) -> Self {
+        Self {
+            dp,
+            programmed: HashMap::new(),
+            owners: HashMap::new(),
+            problems: HashMap::new(),
+            totals: SyncTotals::default(),
+        }
+    }
+
+    pub fn datapath(&self) -> &D {
+        &self.dp
+    }
+
+    pub fn totals(&self) -> SyncTotals {
+        self.totals
+    }
+
+    /// Sets the node addresses NodePorts answer on.
+    pub fn set_node_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        self.dp.set_node_addrs(addrs)
+    }
+
+    /// Makes the datapath hold `desired` for `key` (an empty map removes the Service). Costs
+    /// O(frontends of this Service) plus the datapath's O(changed backends) writes.
+    pub fn sync_service(
+        &mut self,
+        key: &ServiceName,
+        desired: Result<DesiredService, Unsupported>,
+    ) -> Outcome {
+        let (desired, mut problems) = match desired {
+            Ok(desired) => (desired, Vec::new()),
+            Err(unsupported) => (DesiredService::new(), vec![unsupported.to_string()]),
+        };
+        let old = self.programmed.remove(key).unwrap_or_default();
+        let mut now = DesiredService::new();
+        // Frontends the Service no longer has go first, freeing room for the new ones.
+        for (frontend, spec) in &old {
+            if desired.contains_key(frontend) {
+                continue;
+            }
+            match self.dp.delete_service(*frontend) {
+                Ok(()) => {
+                    self.owners.remove(frontend);
+                }
+                Err(err) => {
+                    // Still in the map: keep owning it so the next sync retries the delete.
+                    problems.push(format!("removing {frontend}: {err}"));
+                    now.insert(*frontend, spec.clone());
+                }
+            }
+        }
+        for (frontend, spec) in desired {
+            if let Some(owner) = self.owners.get(&frontend).filter(|o| *o != key) {
+                problems.push(format!("{frontend} is already served for service {owner}"));
+                continue;
+            }
+            if old.get(&frontend) == Some(&spec) {
+                now.insert(frontend, spec);
+                continue;
+            }
+            match self
+                .dp
+                .upsert_service(frontend, &spec.backends, spec.affinity)
+            {
+                Ok(()) => {
+                    self.owners.insert(frontend, key.clone());
+                    now.insert(frontend, spec);
+                }
+                Err(err) => {
+                    if is_map_full(&err) {
+                        self.totals.map_full_errors += 1;
+                    }
+                    problems.push(format!("programming {frontend}: {err}"));
+                    // Half-written is worse than absent: take the frontend out entirely and
+                    // leave it to the next full sync to retry.
+                    match self.dp.delete_service(frontend) {
+                        Ok(()) => {
+                            self.owners.remove(&frontend);
+                        }
+                        Err(err) => {
+                            warn!(%frontend, %err, "removing a frontend that failed to program");
+                            self.owners.insert(frontend, key.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if !now.is_empty() {
+            self.programmed.insert(key.clone(), now);
+        }
+        self.finish(key, problems)
+    }
+
+    fn finish(&mut self, key: &ServiceName, problems: Vec<String>) -> Outcome {
+        if problems.is_empty() {
+            if self.problems.remove(key).is_some() {
+                info!(service = %key, "service programmed again");
+            }
+            return Outcome::default();
+        }
+        self.totals.failures += 1;
+        let problem = problems.join("; ");
+        let new_problem = self.problems.get(key) != Some(&problem);
+        if new_problem {
+            warn!(service = %key, %problem, "service skipped");
+            self.problems.insert(key.clone(), problem.clone());
+        }
+        Outcome {
+            problem: Some(problem),
+            new_problem,
+        }
+    }
+
+    /// Syncs every Service in `all` (Services absent from it are removed), then prunes frontends
+    /// that are in the maps but owned by no Service. Returns each Service's outcome that has a
+    /// problem, and how many frontends the prune removed.
+    pub fn full_sync(
+        &mut self,
+        all: Vec<(ServiceName, Result<DesiredService, Unsupported>)>,
+    ) -> (Vec<(ServiceName, Outcome)>, usize) {
+        let wanted: BTreeSet<&ServiceName> = all.iter().map(|(k, _)| k).collect();
+        let gone: Vec<ServiceName> = self
+            .programmed
+            .keys()
+            .chain(self.problems.keys())
+            .filter(|k| !wanted.contains(k))
+            .cloned()
+            .collect();
+        let mut outcomes = Vec::new();
+        for key in gone {
+            let outcome = self.sync_service(&key, Ok(DesiredService::new()));
+            self.problems.remove(&key);
+            if outcome.problem.is_some() {
+                outcomes.push((key, outcome));
+            }
+        }
+        for (key, desired) in all {
+            let outcome = self.sync_service(&key, desired);
+            if outcome.problem.is_some() {
+                outcomes.push((key, outcome));
+            }
+        }
+        (outcomes, self.prune())
+    }
+
+    /// Removes frontends the maps hold that no Service owns.
+    fn prune(&mut self) -> usize {
+        let actual = match self.dp.dump() {
+            Ok(actual) => actual,
+            Err(err) => {
+                warn!(%err, "reading the datapath for the prune");
+                return 0;
+            }
+        };
+        let mut pruned = 0;
+        for frontend in actual.services.keys() {
+            if self.owners.contains_key(frontend) {
+                continue;
+            }
+            match self.dp.delete_service(*frontend) {
+                Ok(()) => {
+                    debug!(%frontend, "pruned a frontend no service owns");
+                    pruned += 1;
+                }
+                Err(err) => warn!(%frontend, %err, "pruning"),
+            }
+        }
+        if pruned > 0 {
+            info!(pruned, "pruned frontends no service owns");
+        }
+        pruned
+    }
+
+    /// Recounts services, frontends and backends (O(services); for metrics after a sync).
+    pub fn recount(&mut self) -> SyncTotals {
+        self.totals.services = self.programmed.len();
+        self.totals.frontends = self.programmed.values().map(|s| s.len()).sum();
+        self.totals.backends = self
+            .programmed
+            .values()
+            .flat_map(|s| s.values())
+            .map(|f| f.backends.len())
+            .sum();
+        self.totals
+    }
+
+    /// (frontends, backends) programmed for one Service.
+    pub fn service_counts(&self, key: &ServiceName) -> (usize, usize) {
+        self.programmed.get(key).map_or((0, 0), |s| {
+            (s.len(), s.values().map(|f| f.backends.len()).sum())
+        })
+    }
+
+    /// Applies a delta to the cached totals (used by the O(1) per-Service path).
+    pub fn adjust_totals(&mut self, before: (usize, usize), after: (usize, usize)) {
+        let t = &mut self.totals;
+        t.services =
+            (t.services + usize::from(after.0 > 0)).saturating_sub(usize::from(before.0 > 0));
+        t.frontends = (t.frontends + after.0).saturating_sub(before.0);
+        t.backends = (t.backends + after.1).saturating_sub(before.1);
+    }
+}
+
+/// A hash map refuses new keys with E2BIG once `max_entries` is reached.
+pub fn is_map_full(err: &DatapathError) -> bool {
+    match err {
+        DatapathError::Map { source, .. } => match source.as_ref() {
+            aya::maps::MapError::SyscallError(e) => {
+                e.io_error.raw_os_error() == Some(libc::E2BIG)
+                    || e.io_error.kind() == io::ErrorKind::OutOfMemory
+            }
+            _ => false,
+        },
+        DatapathError::IdsExhausted { .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

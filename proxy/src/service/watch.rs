@@ -1,0 +1,430 @@
+//! The sync loop: list-then-watch Services and EndpointSlices into reflector stores and keep
+//! the datapath in step, one Service per event.
+//!
+//! Each watch event names the one Service it concerns (an EndpointSlice by its
+//! `kubernetes.io/service-name` label), and only that Service is rebuilt and synced. A small
+//! index from Service to slice names finds a Service's slices without scanning the store.
+//! Nothing is programmed or pruned until both initial lists are complete (a restarted proxy
+//! must not delete what it has not seen yet); then, and after every re-list and every
+//! `--sync-period`, a full sync re-checks everything and prunes what no Service owns.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    future::Future,
+    net::Ipv4Addr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::{
+    api::{
+        core::v1::{Event, EventSource, Node, ObjectReference, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    RunError,
+    desired::{DesiredService, SERVICE_NAME_LABEL, ServiceName, Unsupported, desired_state},
+    metrics::{Metrics, SyncKind},
+    sync::{ProxyDatapath, Syncer},
+};
+
+/// Component name on the Events the proxy writes.
+pub const COMPONENT: &str = "ekube-proxy";
+/// Reason of the Event on a Service the datapath cannot hold.
+pub const FAILED_REASON: &str = "FailedToProgram";
+/// How often the kernel counters are copied into the metrics.
+const COUNTERS_PERIOD: Duration = Duration::from_secs(2);
+
+/// Settings of the loop that do not come from the API.
+pub struct LoopConfig {
+    pub node_name: String,
+    /// `--node-ip`; when empty, the Node object's InternalIPs are used.
+    pub node_ips: Vec<Ipv4Addr>,
+    pub sync_period: Duration,
+}
+
+/// The loop's state: the stores, the slice index and the syncer.
+struct Proxy<D> {
+    client: Client,
+    config: LoopConfig,
+    syncer: Syncer<D>,
+    metrics: Arc<Metrics>,
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    /// Names of the EndpointSlices of each Service.
+    index: HashMap<ServiceName, BTreeSet<String>>,
+    /// The Service each slice (namespace, name) was last indexed under, to follow relabels.
+    slice_owner: HashMap<(String, String), ServiceName>,
+    services_listed: bool,
+    slices_listed: bool,
+}
+
+/// Runs until `shutdown` completes; an error only if a watch stream ends for good.
+pub async fn run_loop<D: ProxyDatapath>(
+    client: Client,
+    syncer: Syncer<D>,
+    metrics: Arc<Metrics>,
+    config: LoopConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let (services, svc_writer) = reflector::store();
+    let svc_events = reflector::reflector(
+        svc_writer,
+        watcher(
+            Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+    let (slices, slice_writer) = reflector::store();
+    let slice_events = reflector::reflector(
+        slice_writer,
+        watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+        )
+        .default_backoff(),
+    );
+    let mut proxy = Proxy {
+        client,
+        syncer,
+        metrics,
+        services,
+        slices,
+        index: HashMap::new(),
+        slice_owner: HashMap::new(),
+        services_listed: false,
+        slices_listed: false,
+        config,
+    };
+    if !proxy.config.node_ips.is_empty() {
+        let ips = proxy.config.node_ips.clone();
+        if let Err(err) = proxy.syncer.set_node_addrs(&ips) {
+            warn!(%err, "programming the node addresses");
+        }
+    }
+    proxy.run(svc_events, slice_events, shutdown).await
+}
+
+impl<D: ProxyDatapath> Proxy<D> {
+    async fn run(
+        &mut self,
+        svc_events: impl Stream<Item = Result<watcher::Event<Service>, watcher::Error>>,
+        slice_events: impl Stream<Item = Result<watcher::Event<EndpointSlice>, watcher::Error>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), RunError> {
+        let mut svc_events = std::pin::pin!(svc_events);
+        let mut slice_events = std::pin::pin!(slice_events);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut resync = tokio::time::interval(self.config.sync_period);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await;
+        let mut counters = tokio::time::interval(COUNTERS_PERIOD);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    info!("proxy stopping; the datapath keeps serving from its pinned maps");
+                    return Ok(());
+                }
+                event = svc_events.next() => match event {
+                    Some(Ok(event)) => self.on_service(event).await,
+                    Some(Err(err)) => warn!(%err, "watching services"),
+                    None => return Err(RunError::WatchEnded { what: "services" }),
+                },
+                event = slice_events.next() => match event {
+                    Some(Ok(event)) => self.on_slice(event).await,
+                    Some(Err(err)) => warn!(%err, "watching endpointslices"),
+                    None => return Err(RunError::WatchEnded { what: "endpointslices" }),
+                },
+                _ = resync.tick() => {
+                    if self.listed() {
+                        self.full_sync().await;
+                    }
+                }
+                _ = counters.tick() => {
+                    let dp = self.syncer.datapath();
+                    self.metrics.set_counters(dp.kernel_counters(), dp.map_writes());
+                }
+            }
+        }
+    }
+
+    fn listed(&self) -> bool {
+        self.services_listed && self.slices_listed
+    }
+
+    async fn on_service(&mut self, event: watcher::Event<Service>) {
+        match event {
+            watcher::Event::Apply(svc) | watcher::Event::Delete(svc) => {
+                if let Some(key) = ServiceName::of_service(&svc)
+                    && self.listed()
+                {
+                    self.sync_one(&key);
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::InitDone => {
+                info!(services = self.services.len(), "services listed");
+                self.services_listed = true;
+                if self.listed() {
+                    self.full_sync().await;
+                }
+            }
+        }
+    }
+
+    async fn on_slice(&mut self, event: watcher::Event<EndpointSlice>) {
+        match event {
+            watcher::Event::Apply(slice) => {
+                let (previous, current) = self.index_slice(&slice);
+                if self.listed() {
+                    if let Some(previous) = previous.filter(|p| Some(p) != current.as_ref()) {
+                        self.sync_one(&previous);
+                    }
+                    if let Some(current) = current {
+                        self.sync_one(&current);
+                    }
+                }
+            }
+            watcher::Event::Delete(slice) => {
+                let id = slice_id(&slice);
+                if let Some(owner) = self.slice_owner.remove(&id) {
+                    self.unindex(&owner, &id.1);
+                    if self.listed() {
+                        self.sync_one(&owner);
+                    }
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::InitDone => {
+                self.index.clear();
+                self.slice_owner.clear();
+                for slice in self.slices.state() {
+                    self.index_slice(&slice);
+                }
+                info!(endpointslices = self.slices.len(), "endpointslices listed");
+                self.slices_listed = true;
+                if self.listed() {
+                    self.full_sync().await;
+                }
+            }
+        }
+    }
+
+    /// Files `slice` under its Service; returns the Service it was under before and now.
+    fn index_slice(&mut self, slice: &EndpointSlice) -> (Option<ServiceName>, Option<ServiceName>) {
+        let id = slice_id(slice);
+        let current = ServiceName::of_slice(slice);
+        let previous = match &current {
+            Some(owner) => self.slice_owner.insert(id.clone(), owner.clone()),
+            None => self.slice_owner.remove(&id),
+        };
+        if let Some(previous) = previous.as_ref().filter(|p| Some(*p) != current.as_ref()) {
+            self.unindex(previous, &id.1);
+        }
+        if let Some(owner) = &current {
+            self.index.entry(owner.clone()).or_default().insert(id.1);
+        }
+        (previous, current)
+    }
+
+    fn unindex(&mut self, owner: &ServiceName, slice: &str) {
+        if let Some(names) = self.index.get_mut(owner) {
+            names.remove(slice);
+            if names.is_empty() {
+                self.index.remove(owner);
+            }
+        }
+    }
+
+    /// The desired state of one Service from the stores: O(its slices).
+    fn desired_of(
+        &self,
+        key: &ServiceName,
+        svc: Option<&Service>,
+    ) -> Result<DesiredService, Unsupported> {
+        let Some(svc) = svc else {
+            return Ok(DesiredService::new());
+        };
+        let slices: Vec<Arc<EndpointSlice>> = self
+            .index
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                self.slices
+                    .get(&ObjectRef::new(name).within(&key.namespace))
+            })
+            .collect();
+        let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
+        desired_state(svc, &refs)
+    }
+
+    fn service(&self, key: &ServiceName) -> Option<Arc<Service>> {
+        self.services
+            .get(&ObjectRef::new(&key.name).within(&key.namespace))
+    }
+
+    /// Syncs one Service after an event.
+    fn sync_one(&mut self, key: &ServiceName) {
+        let started = Instant::now();
+        let svc = self.service(key);
+        let desired = self.desired_of(key, svc.as_deref());
+        let before = self.syncer.service_counts(key);
+        let outcome = self.syncer.sync_service(key, desired);
+        let after = self.syncer.service_counts(key);
+        self.syncer.adjust_totals(before, after);
+        debug!(service = %key, frontends = after.0, backends = after.1, "service synced");
+        self.metrics.observe_sync(
+            SyncKind::Service,
+            started.elapsed(),
+            self.syncer.totals(),
+            self.syncer.datapath().map_writes(),
+        );
+        if let (Some(problem), true, Some(svc)) = (outcome.problem, outcome.new_problem, svc) {
+            self.emit_event(&svc, problem);
+        }
+    }
+
+    /// Syncs every Service and prunes; the node addresses too when they come from the API.
+    async fn full_sync(&mut self) {
+        if self.config.node_ips.is_empty() {
+            self.refresh_node_addrs().await;
+        }
+        let started = Instant::now();
+        let services = self.services.state();
+        let all: Vec<_> = services
+            .iter()
+            .filter_map(|svc| {
+                let key = ServiceName::of_service(svc)?;
+                let desired = self.desired_of(&key, Some(svc));
+                Some((key, desired))
+            })
+            .collect();
+        let (outcomes, pruned) = self.syncer.full_sync(all);
+        let totals = self.syncer.recount();
+        let took = started.elapsed();
+        self.metrics.add_pruned(pruned);
+        self.metrics.observe_sync(
+            SyncKind::Full,
+            took,
+            totals,
+            self.syncer.datapath().map_writes(),
+        );
+        info!(
+            services = totals.services,
+            frontends = totals.frontends,
+            backends = totals.backends,
+            pruned,
+            ?took,
+            "full sync"
+        );
+        for (key, outcome) in outcomes {
+            if let (Some(problem), true, Some(svc)) =
+                (outcome.problem, outcome.new_problem, self.service(&key))
+            {
+                self.emit_event(&svc, problem);
+            }
+        }
+    }
+
+    /// Takes NodePort addresses from the Node object's InternalIPs (best effort).
+    async fn refresh_node_addrs(&mut self) {
+        let nodes = Api::<Node>::all(self.client.clone());
+        let node = match nodes.get_opt(&self.config.node_name).await {
+            Ok(Some(node)) => node,
+            Ok(None) => return,
+            Err(err) => {
+                debug!(%err, "reading this node's addresses");
+                return;
+            }
+        };
+        let ips: Vec<Ipv4Addr> = node
+            .status
+            .iter()
+            .flat_map(|s| s.addresses.iter().flatten())
+            .filter(|a| a.type_ == "InternalIP")
+            .filter_map(|a| a.address.parse().ok())
+            .collect();
+        if let Err(err) = self.syncer.set_node_addrs(&ips) {
+            warn!(%err, "programming the node addresses");
+        }
+    }
+
+    /// Writes a core/v1 Warning Event on `svc` (in the background; failures are only logged).
+    fn emit_event(&self, svc: &Service, message: String) {
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        let node = self.config.node_name.clone();
+        let namespace = svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let now = Time(Timestamp::now());
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{nanos:x}")),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Service".into()),
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                uid: svc.metadata.uid.clone(),
+                resource_version: svc.metadata.resource_version.clone(),
+                ..Default::default()
+            },
+            reason: Some(FAILED_REASON.into()),
+            message: Some(message),
+            type_: Some("Warning".into()),
+            source: Some(EventSource {
+                component: Some(COMPONENT.into()),
+                host: Some(node.clone()),
+            }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            reporting_component: Some(COMPONENT.into()),
+            reporting_instance: Some(node),
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            match Api::<Event>::namespaced(client, &namespace)
+                .create(&PostParams::default(), &event)
+                .await
+            {
+                Ok(_) => metrics.add_event(),
+                Err(err) => warn!(%err, "writing an event"),
+            }
+        });
+    }
+}
+
+fn slice_id(slice: &EndpointSlice) -> (String, String) {
+    (
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        slice.metadata.name.clone().unwrap_or_default(),
+    )
+}
