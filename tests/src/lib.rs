@@ -180,3 +180,25 @@ pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> Result
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Polls the async `check` every 100 ms until it yields a value, failing after `secs` seconds
+/// with `what` and the last state `check` reported (its `Err`).
+pub async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut last = String::new();
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(state) => last = state,
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what}: not reached after {secs}s; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -5,13 +5,12 @@
 //! Ready (or leaves that to the test), and confirms graceful pod deletions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use ekube_tests::{ServerProcess, ok};
+use anyhow::Result;
+use ekube_tests::{ServerProcess, ok, until};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -24,26 +23,6 @@ use serde_json::{Value, json};
 
 /// Polls `check` every 100 ms until it yields `Some`, failing after `secs` with `what` and the
 /// last state `check` described.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, String>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(state) => last = state,
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what}: not reached after {secs}s; last state: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Creates a Ready node with the given allocatable cpu and labels.
 async fn create_node(client: &Client, name: &str, cpu: &str, labels: Value) -> Result<Node> {
     let nodes: Api<Node> = Api::all(client.clone());

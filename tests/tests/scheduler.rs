@@ -1,35 +1,12 @@
 //! The scheduler against a real `ekube server` with Node objects the test creates: placement
 //! by nodeSelector, resources and taints, and the FailedScheduling wording of Kubernetes.
 
-use std::future::Future;
-use std::time::Duration;
-
-use anyhow::{Result, bail};
-use ekube_tests::ServerProcess;
+use anyhow::Result;
+use ekube_tests::{ServerProcess, until};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{Value, json};
-
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, String>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    let mut last = String::new();
-    loop {
-        match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(state) => last = state,
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!("{what}: not reached after {secs}s; last state: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn create_node(client: &Client, name: &str, cpu: &str, labels: Value, spec: Value) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
