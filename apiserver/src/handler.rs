@@ -129,10 +129,10 @@ async fn route_request(api: &Arc<ApiServer>, user: Option<User>, req: Request<hy
         Route::Version => return Ok(json_response(StatusCode::OK, &version())),
         _ => {}
     }
-    let user = match user.or_else(|| bearer(&api.tokens, req.headers())) {
-        Some(u) => u,
-        None => return Err(ApiError::unauthorized()),
-    };
+    // Authenticated users may do everything until authorization exists.
+    if user.or_else(|| bearer(&api.tokens, req.headers())).is_none() {
+        return Err(ApiError::unauthorized());
+    }
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
         Route::Api => ok(discovery::api_versions(&api.server_address)),
@@ -146,7 +146,7 @@ async fn route_request(api: &Arc<ApiServer>, user: Option<User>, req: Request<hy
         Route::OpenApiV3(p) => openapi::v3(&p)
             .map(|doc| respond(StatusCode::OK, "application/json", doc))
             .ok_or_else(ApiError::path_not_found),
-        Route::Resource(target) => resource(api, &user, target, query, req).await,
+        Route::Resource(target) => resource(api, target, query, req).await,
         Route::Health(_) | Route::Version | Route::NotFound => Err(ApiError::path_not_found()),
     }
 }
@@ -257,7 +257,6 @@ fn with_warnings(mut resp: Response<Body>, warnings: Warnings) -> Response<Body>
 
 async fn resource(
     api: &Arc<ApiServer>,
-    _user: &User,
     t: Target,
     q: Query,
     req: Request<hyper::body::Incoming>,

@@ -63,6 +63,8 @@ pub struct Registry {
     pub store: Arc<dyn Storage>,
     /// Service writes take this lock so cluster IP and node port allocation cannot race.
     pub alloc: Mutex<Allocator>,
+    /// `--service-node-port-range`, for validation without taking the allocator lock.
+    node_ports: (u16, u16),
 }
 
 pub fn now() -> String {
@@ -124,7 +126,8 @@ fn parse_rv(rv: &str) -> Result<u64> {
 
 impl Registry {
     pub fn new(store: Arc<dyn Storage>, alloc: Allocator) -> Self {
-        Self { store, alloc: Mutex::new(alloc) }
+        let node_ports = alloc.ports;
+        Self { store, alloc: Mutex::new(alloc), node_ports }
     }
 
     pub async fn get(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value> {
@@ -196,8 +199,7 @@ impl Registry {
         warnings: &mut Warnings,
     ) -> Result<()> {
         defaults::apply(r.group, r.kind, obj);
-        let node_ports = self.alloc.lock().await.ports;
-        let mut causes = validation::validate(r.group, r.kind, obj, node_ports);
+        let mut causes = validation::validate(r.group, r.kind, obj, self.node_ports);
         if let Some(old) = old {
             causes.extend(validation::immutable(r.group, r.kind, old, obj));
         }

@@ -78,9 +78,9 @@ pub async fn serve(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800 + rand::random::<u64>() % 1800));
-    let prefix = match (&name, r.namespaced) {
-        (Some(n), _) => key(r, ns, n),
-        (None, _) => collection_prefix(r, ns),
+    let prefix = match &name {
+        Some(n) => key(r, ns, n),
+        None => collection_prefix(r, ns),
     };
     if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
         return Err(ApiError::invalid(r.group, "ListOptions", "", vec![crate::errors::Cause::forbidden(
