@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub mod deployment;
 pub mod endpoints;
-pub mod events;
+pub use ekube_api::events;
 pub mod gc;
 pub mod ipam;
 pub mod namespace;

@@ -27,7 +27,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::ResourceExt;
 use serde_json::json;
 
-use ekube_controllers::events::{EventType, Recorder};
+use ekube_api::events::{EventType, Recorder};
 use framework::NodeInfo;
 
 #[derive(Debug, Clone, clap::Args)]
