@@ -220,23 +220,62 @@ pub fn apply(
         m.remove("managedFields");
     }
     strategic_merge(kind, &mut obj, &patch).map_err(|e| ApiError::bad_request(e.0))?;
-    entries.retain(|e| !is_mine(e));
-    entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
-    entries.push(json!({
+    let fields = to_fields_v1(&new_leaves);
+    // A no-op apply keeps its entry as it was (time included), so it writes nothing.
+    let unchanged = current.is_some_and(|c| without_managed_fields(c) == without_managed_fields(&obj));
+    let time = entries
+        .iter()
+        .find(|e| is_mine(e) && e["apiVersion"] == api_version && e["fieldsV1"] == fields)
+        .filter(|_| unchanged)
+        .map_or_else(|| json!(crate::registry::now()), |e| e["time"].clone());
+    let entry = json!({
         "manager": manager,
         "operation": "Apply",
         "apiVersion": api_version,
-        "time": crate::registry::now(),
+        "time": time,
         "fieldsType": "FieldsV1",
-        "fieldsV1": to_fields_v1(&new_leaves),
-    }));
+        "fieldsV1": fields,
+    });
+    // In place, so an unchanged apply leaves the list exactly as it was.
+    match entries.iter().position(|e| is_mine(e)) {
+        Some(at) => {
+            entries[at] = entry;
+            let mut index = 0;
+            entries.retain(|e| {
+                index += 1;
+                index - 1 == at || !is_mine(e)
+            });
+        }
+        None => entries.push(entry),
+    }
+    entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
     obj["metadata"]["managedFields"] = json!(entries);
     Ok(obj)
+}
+
+fn without_managed_fields(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    obj
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unchanged_reapply_changes_nothing_not_even_the_time() {
+        let config = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
+        let mut first = apply("Service", "v1", None, &config, "me", false).unwrap();
+        first["metadata"]["managedFields"][0]["time"] = json!("2020-01-01T00:00:00Z");
+        let again = apply("Service", "v1", Some(&first), &config, "me", false).unwrap();
+        assert_eq!(again, first);
+        let changed = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 81}]}});
+        let later = apply("Service", "v1", Some(&first), &changed, "me", false).unwrap();
+        assert_ne!(later["metadata"]["managedFields"][0]["time"], "2020-01-01T00:00:00Z");
+    }
 
     #[test]
     fn reapply_removes_dropped_fields() {

@@ -292,6 +292,9 @@ async fn resource(
             let (created, warnings) = api.registry.create(r, ns, obj, &opts).await?;
             Ok(with_warnings(json_response(StatusCode::CREATED, &created), warnings))
         }
+        (&Method::POST, Some(name), Some(sub @ ("exec" | "attach" | "portforward"))) if r.kind == "Pod" => {
+            crate::subresources::stream(api, r, ns, name, sub, req).await
+        }
         (&Method::POST, Some(name), Some(sub)) => {
             let (headers, body) = read_body(api, req).await?;
             crate::subresources::post(api, r, ns, name, sub, &q, &headers, &body).await

@@ -1,5 +1,5 @@
 //! Subresources other than `status`: `scale`, `pods/binding`, `pods/eviction`, and the streaming
-//! ones served by kubelets.
+//! ones served by kubelets (`log`, `exec`, `attach`, `portforward`, relayed by [`crate::proxy`]).
 
 use std::sync::Arc;
 
@@ -120,7 +120,6 @@ pub async fn post(
             api.registry.delete(r, ns, name, &DeleteOptions { grace_period: grace, ..Default::default() }).await?;
             Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
         }
-        (_, "exec" | "attach" | "portforward") => kubelet_only(sub),
         _ => Err(ApiError::path_not_found()),
     }
 }
@@ -132,22 +131,24 @@ pub async fn get(
     name: &str,
     sub: &str,
     _q: &Query,
-    _req: Request<hyper::body::Incoming>,
+    req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
     match (r.kind, sub) {
-        ("Pod", "log" | "exec" | "attach" | "portforward") => {
-            api.registry.get(r, ns, name).await?;
-            kubelet_only(sub)
-        }
+        ("Pod", "log" | "exec" | "attach" | "portforward") => stream(api, r, ns, name, sub, req).await,
         _ => Err(ApiError::path_not_found()),
     }
 }
 
-fn kubelet_only(sub: &str) -> Result<Response<Body>> {
-    Err(ApiError {
-        code: 503,
-        reason: "ServiceUnavailable",
-        message: format!("pods/{sub} is served by the pod's kubelet, and no kubelet API is reachable for this pod"),
-        details: None,
-    })
+/// `pods/log`, and `pods/exec|attach|portforward` by GET (WebSocket) or POST (SPDY): relayed
+/// to the pod's kubelet.
+pub async fn stream(
+    api: &Arc<ApiServer>,
+    r: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>> {
+    let pod = api.registry.get(r, ns, name).await?;
+    crate::proxy::to_kubelet(api, &pod, sub, req).await
 }

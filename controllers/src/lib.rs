@@ -10,15 +10,21 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod cron;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub use ekube_api::events;
 pub mod gc;
 pub mod ipam;
+pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
+mod nodematch;
 pub mod replicaset;
 pub mod serviceaccount;
+pub mod statefulset;
 mod util;
 
 /// Every controller this binary runs, by its upstream name (`--controllers`).
@@ -28,6 +34,10 @@ pub const CONTROLLERS: &[&str] = &[
     "endpoints",
     "replicaset",
     "deployment",
+    "daemonset",
+    "statefulset",
+    "job",
+    "cronjob",
     "garbagecollector",
     "namespace",
     "serviceaccount",
@@ -170,6 +180,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     if on("deployment") {
         tasks.spawn(named("deployment", deployment::run(client.clone(), recorder.clone())));
+    }
+    if on("daemonset") {
+        tasks.spawn(named("daemonset", daemonset::run(client.clone(), recorder.clone())));
+    }
+    if on("statefulset") {
+        tasks.spawn(named("statefulset", statefulset::run(client.clone(), recorder.clone())));
+    }
+    if on("job") {
+        tasks.spawn(named("job", job::run(client.clone(), recorder.clone())));
+    }
+    if on("cronjob") {
+        tasks.spawn(named("cronjob", cronjob::run(client.clone(), recorder.clone())));
     }
     if on("garbagecollector") {
         tasks.spawn(named("garbagecollector", gc::run(client.clone())));

@@ -1,8 +1,11 @@
 //! `ekube`: one multi-call binary for every ekube component (like k3s).
 //!
-//! `ekube server` runs the control plane, `ekube apiserver` the apiserver alone, and
-//! `ekube kubectl …` (or the binary invoked as `ekubectl`) is the command-line client.
+//! `ekube server` runs the control plane, `ekube agent` everything a worker node runs, each
+//! component also runs alone under its own name, and `ekube kubectl …` (or the binary invoked
+//! as `ekubectl`) is the command-line client.
 
+mod agent;
+mod flags;
 mod kubectl;
 
 use anyhow::{Context, Result};
@@ -15,10 +18,26 @@ struct Cli {
     command: Command,
 }
 
+/// Flags of `ekube server`: the apiserver's, plus pass-through flags for the embedded
+/// controller-manager and scheduler (`name=value`, as k3s takes them).
+#[derive(clap::Args)]
+struct ServerArgs {
+    #[command(flatten)]
+    apiserver: ekube_apiserver::Config,
+    /// Extra controller-manager flag, `name=value` (repeatable).
+    #[arg(long = "kube-controller-manager-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    controller_manager_args: Vec<String>,
+    /// Extra scheduler flag, `name=value` (repeatable).
+    #[arg(long = "kube-scheduler-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    scheduler_args: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the control plane: apiserver, controller-manager and scheduler in one process.
-    Server(ekube_apiserver::Config),
+    Server(ServerArgs),
+    /// Run a node: kubelet (with its container runtime), overlay agent and service proxy.
+    Agent(agent::Config),
     /// Run the apiserver alone.
     Apiserver(ekube_apiserver::Config),
     /// Run the controller-manager alone.
@@ -68,6 +87,7 @@ async fn main() -> Result<()> {
     init_tracing();
     match cli.command {
         Command::Server(config) => server(config).await,
+        Command::Agent(config) => agent::run(config, shutdown_signal()).await.context("agent"),
         Command::Apiserver(config) => ekube_apiserver::run(config, shutdown_signal()).await.context("apiserver"),
         Command::ControllerManager(c) => ekube_controllers::run(c, shutdown_signal()).await.context("controller-manager"),
         Command::Scheduler(c) => ekube_scheduler::run(c, shutdown_signal()).await.context("scheduler"),
@@ -97,16 +117,21 @@ fn exit_on_error(result: Result<()>) -> Result<()> {
 
 /// The control plane in one process: the apiserver, then the controller-manager and the
 /// scheduler as its clients through the admin kubeconfig.
-async fn server(config: ekube_apiserver::Config) -> Result<()> {
+async fn server(args: ServerArgs) -> Result<()> {
+    let embedded = |kubeconfig: &std::path::Path| vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()];
+    // Checked before anything starts, so a bad flag never leaves a half-started control plane.
+    let placeholder = std::path::Path::new("admin.conf");
+    flags::component::<ekube_controllers::Config>("controller-manager", embedded(placeholder), &args.controller_manager_args)?;
+    flags::component::<ekube_scheduler::Config>("scheduler", embedded(placeholder), &args.scheduler_args)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (running, serve) = ekube_apiserver::start(config, stopped(stop_rx.clone())).await.context("apiserver")?;
+    let (running, serve) = ekube_apiserver::start(args.apiserver, stopped(stop_rx.clone())).await.context("apiserver")?;
     tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
     let kubeconfig = running.admin_kubeconfig.clone();
-    let controllers = ekube_controllers::Config::for_server(kubeconfig.clone());
-    let scheduler = ekube_scheduler::Config::for_server(kubeconfig);
+    let controllers = flags::component("controller-manager", embedded(&kubeconfig), &args.controller_manager_args)?;
+    let scheduler = flags::component("scheduler", embedded(&kubeconfig), &args.scheduler_args)?;
     let cm = tokio::spawn(ekube_controllers::run(controllers, stopped(stop_rx.clone())));
     let sched = tokio::spawn(ekube_scheduler::run(scheduler, stopped(stop_rx.clone())));
     tokio::spawn(async move {

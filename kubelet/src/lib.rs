@@ -7,5 +7,6 @@
 pub mod cri;
 mod kubelet;
 pub mod runtime;
+pub mod server;
 
 pub use kubelet::{Config, Error, run};

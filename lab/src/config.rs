@@ -26,6 +26,16 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
 pub const MAX_NODES: usize = 9;
 
+/// `ekube server` on node 1, as `lab up`, the demo and the cluster tests run it
+/// (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]).
+pub const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind-address {ip} \
+    --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig}";
+/// `ekube agent` on every node: kubelet, overlay and proxy, all state under the node's dir.
+pub const AGENT_CMD: &str = "{ekube} agent --kubeconfig {kubeconfig} --hostname-override {node} \
+    --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
+    --cni-conf-dir {dir}/cni/net.d --cni-data-dir {dir}/data/cni --subnet-file {dir}/run/subnet.env \
+    --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry}";
+
 /// Address of node `index` (1-based) on the underlay.
 pub fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 64, (10 * index) as u8)

@@ -249,6 +249,19 @@ impl Lab {
         write_state(&self.config.lab_dir(), &state.0)
     }
 
+    /// PIDs of the running processes this lab started on `host` under `name` (e.g. `"agent"`,
+    /// `"server"`).
+    pub fn pids(&self, host: &str, name: &str) -> Vec<u32> {
+        let state = self.state.lock().expect("lab state lock");
+        state
+            .0
+            .procs
+            .iter()
+            .filter(|r| r.host == host && r.name == name && process::still_ours(r))
+            .map(|r| r.pid)
+            .collect()
+    }
+
     /// Runs a one-shot command in `host`'s network namespace (bounded to 60 s).
     pub fn exec<S: AsRef<str>>(&self, host: &str, argv: &[S]) -> Result<ExecOutput> {
         self.exec_timeout(host, argv, EXEC_TIMEOUT)

@@ -20,8 +20,8 @@ mod process;
 mod registry;
 
 pub use config::{
-    BPFFS, CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, LabConfig, MAX_NODES,
-    REGISTRY, REGISTRY_PORT, Role, UNDERLAY_PREFIX, node_ip,
+    AGENT_CMD, BPFFS, CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, LabConfig,
+    MAX_NODES, REGISTRY, REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, node_ip,
 };
 pub use http::{Response, request as http_request};
 pub use lab::Lab;

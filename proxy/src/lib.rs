@@ -4,8 +4,10 @@
 //! cgroup, pins everything under `<bpffs>/ekube/<node>/` and programs services through the
 //! [`ServiceDatapath`] trait. [`service`] is `ekube proxy` itself: it watches the API server and
 //! drives that trait (and is tested against [`datapath::maps::MemMaps`], the in-memory fake).
+//! [`iptables`] implements the same trait as kube-proxy's iptables rules (`--mode iptables`).
 
 pub mod datapath;
+pub mod iptables;
 pub mod service;
 
 pub use datapath::{

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod bench;
+pub mod cluster;
+
 /// The `ekube` binary built next to the test executable (`cargo build --bins` builds it;
 /// `cargo xtask test` does so before running tests).
 pub fn ekube_bin() -> PathBuf {

@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::Result;
 use ekube_tests::{ServerProcess, ok, until};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -658,5 +659,430 @@ async fn silent_node_becomes_not_ready_tainted_and_evicted() -> Result<()> {
     let ready = alive.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True", "a node renewing its lease stays Ready");
     assert!(alive.spec.and_then(|s| s.taints).unwrap_or_default().is_empty());
+    Ok(())
+}
+
+/// Sets a pod's phase the way a kubelet reports a finished pod.
+async fn finish_pod(client: &Client, pod: &Pod, phase: &str) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap());
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let code = if phase == "Succeeded" { 0 } else { 1 };
+    let patch = json!({"status": {
+        "phase": phase,
+        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+        "containerStatuses": [{"name": "c", "image": "busybox:latest", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "startedAt": now, "finishedAt": now}}}],
+    }});
+    api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await?;
+    Ok(())
+}
+
+fn running(p: &Pod) -> bool {
+    live(p) && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some()
+}
+
+fn phase(p: &Pod) -> String {
+    p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default()
+}
+
+fn image(p: &Pod) -> String {
+    p.spec.as_ref().map(|s| s.containers[0].image.clone().unwrap_or_default()).unwrap_or_default()
+}
+
+async fn pods_with(client: &Client, ns: &str, selector: &str) -> Result<Vec<Pod>, String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    Ok(api.list(&ListParams::default().labels(selector)).await.map_err(|e| e.to_string())?.items)
+}
+
+fn job_condition(job: &Job, type_: &str) -> Option<(String, Option<String>)> {
+    let c = job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+fn job_spec(name: &str, extra: Value) -> Job {
+    let mut j = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:latest"}]}}},
+    });
+    if let (Some(spec), Value::Object(extra)) = (j["spec"].as_object_mut(), extra) {
+        spec.extend(extra);
+    }
+    serde_json::from_value(j).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daemonset_runs_one_pod_per_eligible_node_and_rolls() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    let names = ["ds-1", "ds-2", "ds-tainted"];
+    for n in names {
+        create_node(&client, n, "4", json!({})).await?;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let taint = json!({"spec": {"taints": [{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]}});
+    nodes.patch("ds-tainted", &PatchParams::default(), &Patch::Merge(taint)).await?;
+    let kubelet = FakeKubelet::start(client.clone(), &names, true);
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"containers": [{"name": "agent", "image": "busybox:latest"}]}},
+        },
+    }))?;
+    let sets: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    sets.create(&PostParams::default(), &ds).await?;
+    let on_nodes = |want: &'static [&'static str], image_want: &'static str| {
+        let (client, sets) = (client.clone(), sets.clone());
+        async move {
+            let pods = pods_of(&client, "default", "agent").await?;
+            let live_pods: Vec<&Pod> = pods.iter().filter(|p| live(p)).collect();
+            let nodes: BTreeSet<String> = live_pods.iter().filter_map(|p| node_of(p)).collect();
+            let want_nodes: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+            let ds = sets.get("agent").await.map_err(|e| e.to_string())?;
+            let st = ds.status.clone().unwrap_or_default();
+            let n = want.len() as i32;
+            let done = live_pods.len() == want.len()
+                && nodes == want_nodes
+                && live_pods.iter().all(|p| is_ready(p) && image(p) == image_want)
+                && st.desired_number_scheduled == n
+                && st.current_number_scheduled == n
+                && st.number_ready == n
+                && st.updated_number_scheduled == Some(n)
+                && st.number_available == Some(n)
+                && st.number_misscheduled == 0
+                && st.observed_generation == ds.metadata.generation;
+            if done { Ok(Some(pods)) } else { Err(format!("pods on {nodes:?} ({} live), status {st:?}", live_pods.len())) }
+        }
+    };
+    let pods = until(30, "one ready agent pod on each untainted node", || on_nodes(&["ds-1", "ds-2"], "busybox:latest")).await?;
+    for p in &pods {
+        let spec = p.spec.as_ref().unwrap();
+        let terms = &spec.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap().required_during_scheduling_ignored_during_execution.as_ref().unwrap().node_selector_terms;
+        let field = &terms[0].match_fields.as_ref().unwrap()[0];
+        assert_eq!((field.key.as_str(), field.values.as_ref().unwrap()[0].clone()), ("metadata.name", node_of(p).unwrap()), "pinned by node affinity");
+        assert!(p.labels().contains_key("controller-revision-hash"));
+        let tolerations = spec.tolerations.as_ref().unwrap();
+        assert!(tolerations.iter().any(|t| t.key.as_deref() == Some("node.kubernetes.io/unreachable") && t.effect.as_deref() == Some("NoExecute")));
+        assert_eq!(p.owner_references()[0].kind, "DaemonSet");
+    }
+    // A node that joins later gets its pod too.
+    kubelet.nodes.lock().unwrap().insert("ds-late".into());
+    create_node(&client, "ds-late", "4", json!({})).await?;
+    until(30, "the late node runs an agent pod", || on_nodes(&["ds-1", "ds-2", "ds-late"], "busybox:latest")).await?;
+    ok(server.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=30s"]));
+    // A rolling update through `ekube kubectl set image`, followed by the real kubectl.
+    let out = ok(server.ekubectl(&["set", "image", "daemonset/agent", "agent=busybox:v2"]));
+    assert_eq!(out, "daemonset.apps/agent image updated\n");
+    let status = ok(server.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]));
+    assert!(status.ends_with("daemon set \"agent\" successfully rolled out\n"), "{status}");
+    until(30, "every agent pod runs busybox:v2", || on_nodes(&["ds-1", "ds-2", "ds-late"], "busybox:v2")).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_with_parallelism_runs_to_completion() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    create_node(&client, "job-node", "16", json!({})).await?;
+    let _kubelet = FakeKubelet::start(client.clone(), &["job-node"], true);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job_spec("batch", json!({"completions": 3, "parallelism": 2}))).await?;
+    let most_active = Arc::new(AtomicU32::new(0));
+    let job = until(60, "job batch completes", || {
+        let (client, jobs, most_active) = (client.clone(), jobs.clone(), most_active.clone());
+        async move {
+            let pods = pods_with(&client, "default", "batch.kubernetes.io/job-name=batch").await?;
+            let active = pods.iter().filter(|p| live(p) && !matches!(phase(p).as_str(), "Succeeded" | "Failed")).count() as u32;
+            most_active.fetch_max(active, Ordering::SeqCst);
+            // Play the workload: one running pod finishes per poll.
+            if let Some(p) = pods.iter().find(|p| running(p)) {
+                finish_pod(&client, p, "Succeeded").await.map_err(|e| e.to_string())?;
+            }
+            let job = jobs.get("batch").await.map_err(|e| e.to_string())?;
+            let st = job.status.clone().unwrap_or_default();
+            if job_condition(&job, "Complete").is_some_and(|c| c.0 == "True") { Ok(Some(job)) } else { Err(format!("{} pods, status {st:?}", pods.len())) }
+        }
+    })
+    .await?;
+    let st = job.status.clone().unwrap();
+    assert_eq!((st.succeeded, st.failed.unwrap_or(0), st.active.unwrap_or(0)), (Some(3), 0, 0));
+    assert!(st.start_time.is_some() && st.completion_time.is_some());
+    assert!(most_active.load(Ordering::SeqCst) <= 2, "parallelism 2 exceeded: {} active", most_active.load(Ordering::SeqCst));
+    let pods = pods_with(&client, "default", "batch.kubernetes.io/job-name=batch").await.map_err(anyhow::Error::msg)?;
+    assert_eq!(pods.len(), 3, "exactly completions pods ran");
+    let uid = job.uid().unwrap();
+    for p in &pods {
+        assert_eq!(p.labels().get("batch.kubernetes.io/controller-uid"), Some(&uid));
+        assert_eq!(p.labels().get("job-name").map(String::as_str), Some("batch"));
+        assert_eq!(p.owner_references()[0].kind, "Job");
+    }
+    let selector = job.spec.unwrap().selector.unwrap().match_labels.unwrap();
+    assert_eq!(selector.get("batch.kubernetes.io/controller-uid"), Some(&uid), "the generated selector");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_fails_once_past_its_backoff_limit() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    create_node(&client, "fail-node", "16", json!({})).await?;
+    let _kubelet = FakeKubelet::start(client.clone(), &["fail-node"], true);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    jobs.create(&PostParams::default(), &job_spec("flaky", json!({"backoffLimit": 1}))).await?;
+    // Every pod fails; the second failure (after the 10 s back-off) exceeds the limit.
+    let job = until(60, "job flaky fails with BackoffLimitExceeded", || {
+        let (client, jobs) = (client.clone(), jobs.clone());
+        async move {
+            let pods = pods_with(&client, "default", "batch.kubernetes.io/job-name=flaky").await?;
+            for p in pods.iter().filter(|p| running(p)) {
+                finish_pod(&client, p, "Failed").await.map_err(|e| e.to_string())?;
+            }
+            let job = jobs.get("flaky").await.map_err(|e| e.to_string())?;
+            match job_condition(&job, "Failed") {
+                Some((s, reason)) if s == "True" => Ok(Some((job, reason))),
+                _ => Err(format!("{} pods, status {:?}", pods.len(), job.status)),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(job.1.as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(job.0.status.as_ref().unwrap().failed, Some(2));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods = pods_with(&client, "default", "batch.kubernetes.io/job-name=flaky").await.map_err(anyhow::Error::msg)?;
+    assert_eq!(pods.len(), 2, "no pod starts after the job failed");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let reasons: BTreeSet<String> = events.list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
+    assert!(reasons.contains("BackoffLimitExceeded"), "{reasons:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cronjob_every_minute_creates_jobs_and_keeps_its_history_limit() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    create_node(&client, "cron-node", "16", json!({})).await?;
+    let _kubelet = FakeKubelet::start(client.clone(), &["cron-node"], true);
+    let cj: CronJob = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "tick"},
+        "spec": {
+            "schedule": "* * * * *",
+            "successfulJobsHistoryLimit": 0,
+            "jobTemplate": {"metadata": {"labels": {"app": "tick"}}, "spec": {"template": {"spec": {
+                "restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox:latest"}]}}}},
+        },
+    }))?;
+    let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), "default");
+    cronjobs.create(&PostParams::default(), &cj).await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    // The first fire time is the next minute boundary.
+    let job = until(75, "the cronjob creates its first job", || {
+        let jobs = jobs.clone();
+        async move {
+            let list = jobs.list(&ListParams::default().labels("app=tick")).await.map_err(|e| e.to_string())?;
+            Ok(list.items.into_iter().next())
+        }
+    })
+    .await?;
+    let name = job.name_any();
+    let scheduled: k8s_openapi::jiff::Timestamp = job.annotations()["batch.kubernetes.io/cronjob-scheduled-timestamp"].parse()?;
+    assert_eq!(name, format!("tick-{}", scheduled.as_second() / 60), "job named by its fire time in minutes");
+    assert_eq!(scheduled.as_second() % 60, 0);
+    assert_eq!(job.owner_references()[0].kind, "CronJob");
+    until(10, "the cronjob lists its active job", || {
+        let (cronjobs, name) = (cronjobs.clone(), name.clone());
+        async move {
+            let st = cronjobs.get("tick").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            let active: Vec<String> = st.active.iter().flatten().filter_map(|r| r.name.clone()).collect();
+            if active == [name] && st.last_schedule_time.is_some() { Ok(Some(())) } else { Err(format!("{st:?}")) }
+        }
+    })
+    .await?;
+    // The job's pod succeeds: the job completes and, with a history limit of 0, goes.
+    until(30, "the finished job is removed by the history limit", || {
+        let (client, jobs, cronjobs, name) = (client.clone(), jobs.clone(), cronjobs.clone(), name.clone());
+        async move {
+            let pods = pods_with(&client, "default", &format!("batch.kubernetes.io/job-name={name}")).await?;
+            for p in pods.iter().filter(|p| running(p)) {
+                finish_pod(&client, p, "Succeeded").await.map_err(|e| e.to_string())?;
+            }
+            let gone = jobs.get_opt(&name).await.map_err(|e| e.to_string())?.is_none_or(|j| j.metadata.deletion_timestamp.is_some());
+            let st = cronjobs.get("tick").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            if gone && st.last_successful_time.is_some() && st.active.as_ref().is_none_or(|a| a.is_empty()) {
+                Ok(Some(()))
+            } else {
+                Err(format!("job gone {gone}, status {st:?}"))
+            }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statefulset_creates_in_order_and_scales_down_from_the_top() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    create_node(&client, "sts-node", "16", json!({})).await?;
+    // The test decides when pods become ready.
+    let _kubelet = FakeKubelet::start(client.clone(), &["sts-node"], false);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "db"},
+        "spec": {
+            "replicas": 3,
+            "serviceName": "db",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "busybox:latest"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    }))?;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    sets.create(&PostParams::default(), &sts).await?;
+    // Record the order pods appear and disappear in.
+    let order = Arc::new(Mutex::new(Vec::<String>::new()));
+    let watch = {
+        let (client, order) = (client.clone(), order.clone());
+        tokio::spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client, "default");
+            let mut seen = BTreeSet::new();
+            let mut stream = watcher(api, watcher::Config::default().labels("app=db")).default_backoff().boxed();
+            while let Some(Ok(ev)) = stream.next().await {
+                match ev {
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) if seen.insert(p.uid().unwrap_or_default()) => {
+                        order.lock().unwrap().push(format!("+{}", p.name_any()));
+                    }
+                    watcher::Event::Delete(p) => order.lock().unwrap().push(format!("-{}", p.name_any())),
+                    _ => {}
+                }
+            }
+        })
+    };
+    for ord in 0..3 {
+        let name = format!("db-{ord}");
+        let pod = until(30, &format!("{name} runs"), || {
+            let client = client.clone();
+            let name = name.clone();
+            async move {
+                let pods = pods_of(&client, "default", "db").await?;
+                let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+                if names.len() > ord + 1 {
+                    return Err(format!("more pods than ready predecessors allow: {names:?}"));
+                }
+                Ok(pods.into_iter().find(|p| p.name_any() == name && running(p)))
+            }
+        })
+        .await?;
+        // Nothing beyond it appears while it is not ready.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let names: Vec<String> = pods_of(&client, "default", "db").await.map_err(anyhow::Error::msg)?.iter().map(|p| p.name_any()).collect();
+        assert_eq!(names.len(), ord + 1, "ordered creation: {names:?}");
+        assert_eq!(pod.labels().get("statefulset.kubernetes.io/pod-name"), Some(&name));
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!((spec.hostname.as_deref(), spec.subdomain.as_deref()), (Some(name.as_str()), Some("db")));
+        let claim = spec.volumes.iter().flatten().find(|v| v.name == "data").and_then(|v| v.persistent_volume_claim.clone()).unwrap();
+        assert_eq!(claim.claim_name, format!("data-db-{ord}"));
+        set_ready(&client, &pod, true).await?;
+    }
+    let status = ok(server.kubectl(&["rollout", "status", "statefulset/db", "--timeout=30s"]));
+    assert!(status.contains("roll out complete"), "{status}");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let names: BTreeSet<String> = claims.list(&ListParams::default()).await?.items.iter().map(|c| c.name_any()).collect();
+    assert_eq!(names, ["data-db-0", "data-db-1", "data-db-2"].iter().map(|s| s.to_string()).collect());
+    // Scale down with ekube kubectl: from the highest ordinal, one at a time.
+    assert_eq!(ok(server.ekubectl(&["scale", "statefulset/db", "--replicas=1"])), "statefulset.apps/db scaled\n");
+    until(30, "db scales down to db-0", || {
+        let (client, sets) = (client.clone(), sets.clone());
+        async move {
+            let names: Vec<String> = pods_of(&client, "default", "db").await?.iter().map(|p| p.name_any()).collect();
+            let st = sets.get("db").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            if names == ["db-0"] && st.replicas == 1 && st.ready_replicas == Some(1) { Ok(Some(())) } else { Err(format!("{names:?}, {st:?}")) }
+        }
+    })
+    .await?;
+    watch.abort();
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order, ["+db-0", "+db-1", "+db-2", "-db-2", "-db-1"], "creation and deletion order");
+    assert_eq!(claims.list(&ListParams::default()).await?.items.len(), 3, "claims outlive their pods");
+    // A rolling update through the real kubectl replaces db-0 with the new template.
+    let before = sets.get("db").await?.status.unwrap_or_default();
+    assert_eq!(ok(server.kubectl(&["set", "image", "statefulset/db", "db=busybox:v2"])), "statefulset.apps/db image updated\n");
+    until(30, "db-0 runs busybox:v2 at the new revision", || {
+        let (client, sets) = (client.clone(), sets.clone());
+        let old_revision = before.update_revision.clone();
+        async move {
+            let pods = pods_of(&client, "default", "db").await?;
+            for p in pods.iter().filter(|p| running(p) && !is_ready(p)) {
+                set_ready(&client, p, true).await.map_err(|e| e.to_string())?;
+            }
+            let st = sets.get("db").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
+            let done = pods.len() == 1
+                && image(&pods[0]) == "busybox:v2"
+                && is_ready(&pods[0])
+                && st.update_revision != old_revision
+                && st.current_revision == st.update_revision
+                && st.updated_replicas == Some(1);
+            if done { Ok(Some(())) } else { Err(format!("{:?}, {st:?}", pods.iter().map(|p| (p.name_any(), image(p), is_ready(p))).collect::<Vec<_>>())) }
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubectl_scale_set_image_and_rollout_verbs() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    let names = ["verbs-1", "verbs-2"];
+    for n in names {
+        create_node(&client, n, "16", json!({})).await?;
+    }
+    let _kubelet = FakeKubelet::start(client.clone(), &names, true);
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys.create(&PostParams::default(), &deployment("verbs", 2, "web:v1", json!({}))).await?;
+    let converged = |replicas: usize, image_want: &'static str, revision: &'static str| {
+        let (client, deploys) = (client.clone(), deploys.clone());
+        async move {
+            let pods = pods_of(&client, "default", "verbs").await?;
+            let d = deploys.get("verbs").await.map_err(|e| e.to_string())?;
+            let rev = d.annotations().get("deployment.kubernetes.io/revision").cloned().unwrap_or_default();
+            let done = pods.len() == replicas && pods.iter().all(|p| live(p) && is_ready(p) && image(p) == image_want) && rev == revision;
+            if done { Ok(Some(())) } else { Err(format!("revision {rev}, pods {:?}", pods.iter().map(|p| (image(p), is_ready(p), live(p))).collect::<Vec<_>>())) }
+        }
+    };
+    until(30, "2 pods of web:v1", || converged(2, "web:v1", "1")).await?;
+
+    // ekube kubectl.
+    assert_eq!(ok(server.ekubectl(&["scale", "deployment/verbs", "--replicas=3"])), "deployment.apps/verbs scaled\n");
+    until(30, "3 pods of web:v1", || converged(3, "web:v1", "1")).await?;
+    assert_eq!(ok(server.ekubectl(&["set", "image", "deployment/verbs", "web=web:v2"])), "deployment.apps/verbs image updated\n");
+    let status = ok(server.ekubectl(&["rollout", "status", "deployment/verbs", "--timeout=60s"]));
+    assert!(status.ends_with("deployment \"verbs\" successfully rolled out\n"), "{status}");
+    until(30, "3 pods of web:v2", || converged(3, "web:v2", "2")).await?;
+    let history = ok(server.ekubectl(&["rollout", "history", "deployment/verbs"]));
+    assert!(history.contains("REVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n"), "{history}");
+    assert_eq!(ok(server.ekubectl(&["rollout", "undo", "deployment/verbs"])), "deployment.apps/verbs rolled back\n");
+    until(60, "rolled back to web:v1 as revision 3", || converged(3, "web:v1", "3")).await?;
+    assert_eq!(ok(server.ekubectl(&["rollout", "restart", "deployment/verbs"])), "deployment.apps/verbs restarted\n");
+    let d = deploys.get("verbs").await?;
+    let template_annotations = d.spec.template.metadata.unwrap().annotations.unwrap_or_default();
+    assert!(template_annotations.contains_key("kubectl.kubernetes.io/restartedAt"));
+    until(60, "the restart rolls out as revision 4", || converged(3, "web:v1", "4")).await?;
+
+    // The real kubectl: these verbs run client-side on top of patches and ReplicaSet lists.
+    assert_eq!(ok(server.kubectl(&["scale", "deployment", "verbs", "--replicas=2"])), "deployment.apps/verbs scaled\n");
+    until(30, "2 pods after kubectl scale", || converged(2, "web:v1", "4")).await?;
+    assert_eq!(ok(server.kubectl(&["set", "image", "deployment/verbs", "web=web:v2"])), "deployment.apps/verbs image updated\n");
+    let status = ok(server.kubectl(&["rollout", "status", "deployment/verbs", "--timeout=60s"]));
+    assert!(status.ends_with("deployment \"verbs\" successfully rolled out\n"), "{status}");
+    until(30, "web:v2 after kubectl set image", || converged(2, "web:v2", "5")).await?;
+    let history = ok(server.kubectl(&["rollout", "history", "deployment/verbs"]));
+    assert!(history.contains("REVISION") && history.contains("\n5 "), "{history}");
+    assert_eq!(ok(server.kubectl(&["rollout", "undo", "deployment/verbs"])), "deployment.apps/verbs rolled back\n");
+    let status = ok(server.kubectl(&["rollout", "status", "deployment/verbs", "--timeout=60s"]));
+    assert!(status.ends_with("deployment \"verbs\" successfully rolled out\n"), "{status}");
+    until(30, "web:v1 after kubectl rollout undo", || converged(2, "web:v1", "6")).await?;
     Ok(())
 }

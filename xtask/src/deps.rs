@@ -12,6 +12,10 @@ use anyhow::{Context, Result, bail};
 pub const APT_PACKAGES: &[&str] = &[
     // Lab and pod network.
     "iproute2",
+    // nsenter, and `script` for a terminal under `kubectl exec -t` in the tests.
+    "util-linux",
+    "bsdutils",
+    "python3",
     "iptables",
     "nftables",
     "conntrack",

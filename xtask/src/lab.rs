@@ -9,16 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use ekube_lab::{CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, Lab, LabConfig};
-
-/// `ekube server` on node 1; every `{placeholder}` is described at `ekube_lab::CmdTemplate`.
-const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind-address {ip} \
-    --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig}";
-/// `ekube agent` on every node.
-const NODE_CMD: &str = "{ekube} agent --server https://{server_ip}:6443 --kubeconfig {kubeconfig} \
-    --hostname-override {node} --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
-    --cni-conf-dir {dir}/cni/net.d --bpf-pin-path {pin} --subnet-file {dir}/run/subnet.env \
-    --pod-manifest-path {dir}/manifests --insecure-registry {registry} --images-dir {images}";
+use ekube_lab::{AGENT_CMD, CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, Lab, LabConfig, SERVER_CMD};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -35,7 +26,7 @@ enum LabCommand {
 }
 
 #[derive(clap::Args)]
-struct UpArgs {
+pub(crate) struct UpArgs {
     /// Number of nodes (1-9).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
@@ -55,7 +46,7 @@ struct UpArgs {
     #[arg(long, default_value = SERVER_CMD)]
     server_cmd: String,
     /// Command line of the per-node agent.
-    #[arg(long, default_value = NODE_CMD)]
+    #[arg(long, default_value = AGENT_CMD)]
     node_cmd: String,
     /// Bring up only the network, registry and images, not the cluster components.
     #[arg(long)]
@@ -93,7 +84,7 @@ pub(crate) fn init_tracing() {
 }
 
 /// The `ekube` binary to use: the given one, or the workspace's debug build.
-fn find_ekube(given: Option<PathBuf>) -> Option<PathBuf> {
+pub(crate) fn find_ekube(given: Option<PathBuf>) -> Option<PathBuf> {
     if let Some(path) = given {
         return Some(path);
     }
@@ -114,7 +105,31 @@ fn supports(ekube: &Path, subcommand: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+impl UpArgs {
+    /// A lab of `nodes` nodes named `name` running the cluster with the default commands.
+    pub(crate) fn cluster(name: &str, nodes: usize) -> Self {
+        Self {
+            nodes,
+            name: name.to_owned(),
+            ekube: None,
+            images: PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT),
+            no_images: false,
+            server_cmd: SERVER_CMD.to_owned(),
+            node_cmd: AGENT_CMD.to_owned(),
+            no_cluster: false,
+        }
+    }
+}
+
 fn up(args: UpArgs) -> Result<()> {
+    let (lab, ekube) = start(&args)?;
+    print_summary(&lab, ekube.as_deref());
+    lab.detach();
+    Ok(())
+}
+
+/// Brings the lab up and returns it (torn down when dropped) with the `ekube` binary it runs.
+pub(crate) fn start(args: &UpArgs) -> Result<(Lab, Option<PathBuf>)> {
     let mut config = LabConfig::new(&args.name);
     config.nodes = args.nodes;
     config.images = (!args.no_images).then(|| args.images.clone());
@@ -126,24 +141,26 @@ fn up(args: UpArgs) -> Result<()> {
     } else {
         find_ekube(args.ekube.clone())
     };
+    let ekube = match ekube {
+        Some(ekube) => {
+            anyhow::ensure!(ekube.exists(), "--ekube {}: no such file", ekube.display());
+            Some(std::fs::canonicalize(&ekube).with_context(|| format!("resolving {}", ekube.display()))?)
+        }
+        None => None,
+    };
     if let Some(ekube) = &ekube {
-        anyhow::ensure!(ekube.exists(), "--ekube {}: no such file", ekube.display());
-        let ekube = std::fs::canonicalize(ekube)
-            .with_context(|| format!("resolving {}", ekube.display()))?;
         config
             .vars
             .insert("ekube".into(), ekube.display().to_string());
-        if supports(&ekube, "server") {
+        if supports(ekube, "server") {
             config.server = Some(CmdTemplate::parse(&args.server_cmd));
         }
-        if supports(&ekube, "agent") {
+        if supports(ekube, "agent") {
             config.node = Some(CmdTemplate::parse(&args.node_cmd));
         }
     }
     let lab = Lab::up(config).with_context(|| format!("bringing lab {} up", args.name))?;
-    print_summary(&lab, ekube.as_deref());
-    lab.detach();
-    Ok(())
+    Ok((lab, ekube))
 }
 
 fn print_summary(lab: &Lab, ekube: Option<&Path>) {
@@ -173,8 +190,10 @@ fn print_summary(lab: &Lab, ekube: Option<&Path>) {
     println!();
     println!("reach it:");
     if config.server.is_some() {
-        println!("  export KUBECONFIG={}", lab.kubeconfig().display());
-        println!("  kubectl get nodes   # from the root namespace, via the server's kubeconfig");
+        println!(
+            "  nsenter --net=/run/netns/{name}-n1 kubectl --kubeconfig {} get nodes",
+            lab.kubeconfig().display()
+        );
     }
     println!(
         "  ip netns exec {name}-ext curl http://192.168.64.10:<nodePort>/   # as an external client"

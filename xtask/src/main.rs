@@ -5,6 +5,7 @@
 //! the benchmarks.
 
 mod bench;
+mod demo;
 mod deps;
 mod ebpf;
 mod images;
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Bring up a 3-node lab cluster, deploy `web` behind NodePort 32143 and curl every node
+    /// from outside (`--down` ends it).
+    Demo(demo::DemoArgs),
     /// Install what this machine lacks (apt packages, Python clients, the eBPF toolchain).
     Deps,
     /// Build the eBPF programs into the object the proxy embeds.
@@ -39,6 +43,7 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Demo(args) => demo::run(args),
         Command::Deps => deps::ensure_all(),
         Command::BuildEbpf(args) => ebpf::build(&args),
         Command::Lab(args) => lab::run(args),

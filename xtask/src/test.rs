@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the one test command. Installs what is missing, builds the eBPF objects,
-//! builds the workspace once, and runs every test (unit and end-to-end) against that build.
+//! builds the workspace once, and runs every test (unit and end-to-end) against that build, then
+//! the demo.
 
 use std::process::Command;
 
@@ -26,11 +27,17 @@ pub fn run(args: TestArgs) -> Result<()> {
     // One build of every binary the end-to-end tests start.
     deps::run(Command::new(&cargo).args(["build", "--workspace", "--bins"]))?;
     let kubectl = deps::kubectl_path()?;
-    deps::run(
+    let tests = deps::run(
         Command::new(&cargo)
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(&args.cargo_args)
             .env("EKUBE_KUBECTL", kubectl)
             .env("EKUBE_REQUIRE_ROOT_TESTS", "1"),
-    )
+    );
+    // The README's first command, end to end on this build (skipped when a filter narrows the
+    // run to some tests).
+    if args.cargo_args.is_empty() {
+        crate::demo::check()?;
+    }
+    tests
 }

@@ -15,6 +15,9 @@ mod get;
 mod label;
 mod manifest;
 mod output;
+mod rollout;
+mod scale;
+mod set;
 
 use std::path::PathBuf;
 
@@ -62,6 +65,12 @@ pub enum Verb {
     Annotate(label::LabelArgs),
     /// Print the supported API resources on the server.
     ApiResources(discovery::ApiResourcesArgs),
+    /// Set a new size for a deployment, replica set or stateful set.
+    Scale(scale::ScaleArgs),
+    /// Manage the rollout of a deployment, daemon set or stateful set.
+    Rollout(rollout::RolloutArgs),
+    /// Set specific features on objects (`set image`).
+    Set(set::SetArgs),
 }
 
 /// Runs one invocation (async). Errors are printed kubectl-style to stderr here; the returned
@@ -89,6 +98,9 @@ async fn execute(args: KubectlArgs) -> Result<()> {
         Verb::Label(a) => label::run(&ctx, a, label::Field::Labels).await,
         Verb::Annotate(a) => label::run(&ctx, a, label::Field::Annotations).await,
         Verb::ApiResources(a) => discovery::api_resources(&ctx, a).await,
+        Verb::Scale(a) => scale::run(&ctx, a).await,
+        Verb::Rollout(a) => rollout::run(&ctx, a).await,
+        Verb::Set(a) => set::run(&ctx, a).await,
     }
 }
 
@@ -275,5 +287,9 @@ mod tests {
         KubectlArgs::try_parse_from(["ekubectl", "label", "pod", "web", "a=b", "c-", "--overwrite"]).unwrap();
         KubectlArgs::try_parse_from(["ekubectl", "apply", "-f", "-"]).unwrap();
         KubectlArgs::try_parse_from(["ekubectl", "api-resources"]).unwrap();
+        KubectlArgs::try_parse_from(["ekubectl", "scale", "deploy/web", "--replicas=3"]).unwrap();
+        KubectlArgs::try_parse_from(["ekubectl", "rollout", "status", "deploy/web", "--timeout=30s", "-w=false"]).unwrap();
+        KubectlArgs::try_parse_from(["ekubectl", "rollout", "undo", "deployment", "web", "--to-revision=1"]).unwrap();
+        KubectlArgs::try_parse_from(["ekubectl", "set", "image", "deployment/web", "web=web:v2"]).unwrap();
     }
 }

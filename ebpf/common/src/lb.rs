@@ -32,7 +32,8 @@ pub const NODEPORT_VIP: u32 = 0;
 pub const SVC_FLAG_AFFINITY: u8 = 1 << 0;
 /// [`ServiceValue::flags`]: the frontend is a NodePort (its `vip` is [`NODEPORT_VIP`]).
 pub const SVC_FLAG_NODEPORT: u8 = 1 << 1;
-/// [`ServiceValue::flags`]: `externalTrafficPolicy: Local` (reserved for the tc NodePort path).
+/// [`ServiceValue::flags`]: `externalTrafficPolicy: Local`: the NodePort's slots hold only
+/// this node's endpoints and the tc path never SNATs, so the client address is preserved.
 pub const SVC_FLAG_EXTERNAL_LOCAL: u8 = 1 << 2;
 
 /// Key of [`SERVICES`]: one service frontend and one of its slots.

@@ -15,6 +15,7 @@
 //! `{vip, port, proto, slot}`; slot 0 holds the backend count, flags and affinity timeout, slots
 //! `1..=count` hold backend ids resolved through [`BACKENDS`]. Socket-level translations record the
 //! original destination in [`REV_NAT`] so `getpeername()` and UDP `recvmsg()` show it again.
+//! The tc NodePort programs share the service maps and keep per-packet flows in [`CONNTRACK`].
 
 mod lb;
 mod nat;
@@ -51,13 +52,26 @@ pub enum Counter {
     /// A slot or backend record the service entry pointed to was missing (a race with the proxy
     /// or a bug); the socket call was left untranslated.
     LookupMiss = 6,
-    /// Writing a reverse-NAT or affinity entry failed.
+    /// Writing a reverse-NAT, affinity or conntrack entry failed.
     MapUpdateFailed = 7,
+    /// tc: a new flow from outside to a NodePort was sent to a backend on this node.
+    NodePortLocal = 8,
+    /// tc: a new flow from outside to a NodePort was SNATed to a backend on another node.
+    NodePortRemote = 9,
+    /// tc: a packet to a NodePort without a (local, for `externalTrafficPolicy: Local`)
+    /// backend was dropped.
+    NodePortDrop = 10,
+    /// tc: a packet of a tracked flow was translated (either direction).
+    CtTranslated = 11,
+    /// tc: no free SNAT port for a new flow; the packet was dropped.
+    SnatPortsExhausted = 12,
+    /// tc: a translated packet could not be redirected (no route) and was dropped.
+    RedirectFailed = 13,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 14] = [
         Counter::Connect4Translated,
         Counter::Sendmsg4Translated,
         Counter::Recvmsg4Restored,
@@ -66,6 +80,12 @@ impl Counter {
         Counter::AffinityHit,
         Counter::LookupMiss,
         Counter::MapUpdateFailed,
+        Counter::NodePortLocal,
+        Counter::NodePortRemote,
+        Counter::NodePortDrop,
+        Counter::CtTranslated,
+        Counter::SnatPortsExhausted,
+        Counter::RedirectFailed,
     ];
 
     /// Stable snake_case name, used for metrics.
@@ -79,6 +99,12 @@ impl Counter {
             Counter::AffinityHit => "affinity_hit",
             Counter::LookupMiss => "lookup_miss",
             Counter::MapUpdateFailed => "map_update_failed",
+            Counter::NodePortLocal => "nodeport_local",
+            Counter::NodePortRemote => "nodeport_remote",
+            Counter::NodePortDrop => "nodeport_drop",
+            Counter::CtTranslated => "ct_translated",
+            Counter::SnatPortsExhausted => "snat_ports_exhausted",
+            Counter::RedirectFailed => "redirect_failed",
         }
     }
 }

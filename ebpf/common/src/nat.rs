@@ -1,5 +1,5 @@
-//! Address-translation maps: socket-level reverse NAT now, per-packet conntrack for the tc
-//! NodePort programs later.
+//! Address-translation maps: socket-level reverse NAT, and the conntrack, settings and
+//! interface maps of the per-packet (tc) NodePort programs.
 
 use core::mem::size_of;
 
@@ -39,10 +39,12 @@ pub struct RevNatValue {
     pub _pad: u16,
 }
 
-/// Pinned name of the conntrack map the tc NodePort programs will use (`BPF_MAP_TYPE_LRU_HASH`,
-/// [`CtKey`] → [`CtValue`]). Not created by the socket-level programs.
+/// Pinned name of the per-packet NodePort conntrack map (`BPF_MAP_TYPE_LRU_HASH`, [`CtKey`] →
+/// [`CtValue`]). Each translated flow has two entries: the client's direction (keyed as it
+/// arrives from the client) and the backend's reply (keyed as it arrives from the backend).
+/// LRU, and swept by the proxy, so dead flows never fill it.
 pub const CONNTRACK: &str = "EKUBE_CONNTRACK";
-/// Entries in [`CONNTRACK`].
+/// Entries in [`CONNTRACK`] (two per flow).
 pub const CONNTRACK_MAX_ENTRIES: u32 = 262_144;
 
 /// [`CtKey::dir`]: packet from the client towards the service.
@@ -50,9 +52,17 @@ pub const CT_DIR_FORWARD: u8 = 0;
 /// [`CtKey::dir`]: reply from the backend towards the client.
 pub const CT_DIR_REPLY: u8 = 1;
 
+/// [`CtValue::flags`]: the flow's source was translated to a node address (remote backend);
+/// packets of both directions are redirected by the program instead of routed by the stack.
+pub const CT_FLAG_SNAT: u8 = 1 << 0;
+/// [`CtValue::flags`]: a FIN or RST was seen in this direction; the short timeout applies.
+pub const CT_FLAG_CLOSING: u8 = 1 << 1;
+/// [`CtValue::flags`]: the flow's frontend has `externalTrafficPolicy: Local`.
+pub const CT_FLAG_EXTERNAL_LOCAL: u8 = 1 << 2;
+
 /// Key of [`CONNTRACK`]: one direction of one flow, as seen on the wire.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CtKey {
     /// Source IPv4, **network byte order**.
     pub saddr: u32,
@@ -70,29 +80,103 @@ pub struct CtKey {
     pub _pad: [u8; 2],
 }
 
-/// Value of [`CONNTRACK`]: how to translate the other direction.
+/// Value of [`CONNTRACK`]: the tuple a matching packet is rewritten to. Fields equal to the
+/// packet's own are left alone, so one shape serves DNAT, DNAT+SNAT and their reverses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtValue {
-    /// `bpf_ktime_get_ns()` of the last packet, host byte order.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet, refreshed at most once a
+    /// second; host byte order.
     pub last_seen_ns: u64,
-    /// Address to rewrite to (backend on forward, frontend on reply), **network byte order**.
-    pub nat_ip: u32,
-    /// Port to rewrite to, **network byte order**.
-    pub nat_port: u16,
-    /// Reserved flags (SNATed, closing…), zero for now.
+    /// New source IPv4, **network byte order**.
+    pub saddr: u32,
+    /// New destination IPv4, **network byte order**.
+    pub daddr: u32,
+    /// New source port, **network byte order**.
+    pub sport: u16,
+    /// New destination port, **network byte order**.
+    pub dport: u16,
+    /// Backend id in [`crate::BACKENDS`] the flow was sent to, host byte order.
+    pub backend_id: u32,
+    /// `CT_FLAG_*` bits.
     pub flags: u8,
     /// Explicit padding, always zero.
-    pub _pad: u8,
-    /// Backend id in [`crate::BACKENDS`], host byte order.
-    pub backend_id: u32,
+    pub _pad: [u8; 3],
     /// Explicit padding, always zero.
     pub _pad2: u32,
 }
 
+/// Pinned name of the NodePort settings array (`BPF_MAP_TYPE_ARRAY`, index 0 → [`NodePortConfig`]).
+pub const NODEPORT_CONFIG: &str = "EKUBE_NP_CONFIG";
+/// Entries in [`NODEPORT_CONFIG`].
+pub const NODEPORT_CONFIG_MAX_ENTRIES: u32 = 1;
+
+/// Settings of the per-packet NodePort path, written by the proxy. An all-zero record (the
+/// proxy has not written it yet) makes the programs use [`NodePortConfig::DEFAULT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodePortConfig {
+    /// Idle timeout of an open TCP flow, nanoseconds, host byte order.
+    pub tcp_established_ns: u64,
+    /// Timeout of a TCP flow after a FIN or RST, nanoseconds, host byte order.
+    pub tcp_closing_ns: u64,
+    /// Idle timeout of a UDP flow, nanoseconds, host byte order.
+    pub udp_ns: u64,
+    /// Lowest source port used for SNAT, host byte order.
+    pub snat_port_min: u16,
+    /// Highest source port used for SNAT, host byte order.
+    pub snat_port_max: u16,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+
+impl NodePortConfig {
+    /// 6 h established (as Cilium), 10 s after FIN/RST, 60 s UDP; SNAT ports above the
+    /// kernel's default ephemeral range so they never meet a local socket's.
+    pub const DEFAULT: NodePortConfig = NodePortConfig {
+        tcp_established_ns: 6 * 3600 * 1_000_000_000,
+        tcp_closing_ns: 10 * 1_000_000_000,
+        udp_ns: 60 * 1_000_000_000,
+        snat_port_min: 61_000,
+        snat_port_max: 65_535,
+        _pad: 0,
+    };
+
+    /// The timeout of an entry with `flags` of protocol `proto`.
+    pub const fn timeout_ns(&self, proto: u8, flags: u8) -> u64 {
+        if proto == crate::IPPROTO_UDP {
+            self.udp_ns
+        } else if flags & CT_FLAG_CLOSING != 0 {
+            self.tcp_closing_ns
+        } else {
+            self.tcp_established_ns
+        }
+    }
+}
+
+impl Default for NodePortConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// Pinned name of the NodePort interface map (`BPF_MAP_TYPE_HASH`, `u32` ifindex →
+/// `u32` flags): the interfaces the NodePort programs are attached to. A backend routed out
+/// through one of them is on another node, so its flow is SNATed (the reply then comes back to
+/// one of them, where the ingress program reverses it).
+pub const NODEPORT_IFACES: &str = "EKUBE_NP_IFACES";
+/// Entries in [`NODEPORT_IFACES`].
+pub const NODEPORT_IFACES_MAX_ENTRIES: u32 = 64;
+
+/// [`NODEPORT_IFACES`] value bit: the interface holds a node address (ingress and egress hooks).
+pub const IFACE_FLAG_EXTERNAL: u32 = 1 << 0;
+/// [`NODEPORT_IFACES`] value bit: the overlay device (ingress hook for SNATed replies).
+pub const IFACE_FLAG_OVERLAY: u32 = 1 << 1;
+
 const _: () = assert!(size_of::<RevNatKey>() == 16);
 const _: () = assert!(size_of::<RevNatValue>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 16);
-const _: () = assert!(size_of::<CtValue>() == 24);
+const _: () = assert!(size_of::<CtValue>() == 32);
+const _: () = assert!(size_of::<NodePortConfig>() == 32);
 
-user_pod!(RevNatKey, RevNatValue, CtKey, CtValue);
+user_pod!(RevNatKey, RevNatValue, CtKey, CtValue, NodePortConfig);

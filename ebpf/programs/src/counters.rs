@@ -2,13 +2,15 @@
 
 use ekube_ebpf_common::Counter;
 
+use aya_ebpf::bindings::TC_ACT_SHOT;
+
 use crate::{ALLOW, maps::EKUBE_COUNTERS};
 
 /// Adds one to `counter` on this CPU.
 #[inline(always)]
 pub fn bump(counter: Counter) {
     if let Some(slot) = EKUBE_COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot, and sock_addr programs do not preempt each other on one CPU.
+        // SAFETY: per-CPU slot; a lost increment under preemption only undercounts.
         unsafe { *slot += 1 };
     }
 }
@@ -18,4 +20,11 @@ pub fn bump(counter: Counter) {
 pub fn miss() -> i32 {
     bump(Counter::LookupMiss);
     ALLOW
+}
+
+/// Records a translation that failed halfway and drops the packet (tc programs).
+#[inline(always)]
+pub fn miss_drop() -> i32 {
+    bump(Counter::LookupMiss);
+    TC_ACT_SHOT as i32
 }

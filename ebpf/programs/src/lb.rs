@@ -1,4 +1,5 @@
-//! Service lookup, backend selection and the destination rewrite for `connect4`/`sendmsg4`.
+//! Service lookup, backend selection and the destination rewrite for `connect4`/`sendmsg4`;
+//! backend selection is shared with the tc NodePort path.
 
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_set_retval},
@@ -39,7 +40,12 @@ pub fn translate(ctx: &SockAddrContext, counter: Counter) -> Result<i32, ()> {
     if svc.count == 0 {
         return Ok(refuse());
     }
-    let backend_id = select_backend(ctx, &key, &svc)?;
+    let backend_id = select_backend(
+        sock::netns_cookie(ctx),
+        AFFINITY_CLIENT_NETNS,
+        &key,
+        &svc,
+    )?;
     let backend = lookup_backend(backend_id)?;
     let to = Addr {
         ip: backend.ip,
@@ -86,16 +92,22 @@ fn lookup_service(dst: Addr, proto: u8) -> Option<(ServiceKey, ServiceValue)> {
 }
 
 /// The backend for this connection: the client's affinity entry if the service has one and it
-/// is fresh, else a uniformly random slot.
+/// is fresh, else a uniformly random slot. `client` and `kind` identify the client
+/// (`AFFINITY_CLIENT_*`): a netns cookie on the socket path, an address on the tc path.
 #[inline(always)]
-fn select_backend(ctx: &SockAddrContext, key: &ServiceKey, svc: &ServiceValue) -> Result<u32, ()> {
+pub fn select_backend(
+    client: u64,
+    kind: u8,
+    key: &ServiceKey,
+    svc: &ServiceValue,
+) -> Result<u32, ()> {
     if svc.flags & SVC_FLAG_AFFINITY == 0 {
         return random_slot(key, svc).map(|(_, id)| id);
     }
     let akey = AffinityKey {
-        client: sock::netns_cookie(ctx),
+        client,
         service_id: svc.service_id,
-        kind: AFFINITY_CLIENT_NETNS,
+        kind,
         _pad: [0; 3],
     };
     // SAFETY: helper without arguments.
@@ -150,7 +162,7 @@ fn slot_backend(key: &ServiceKey, slot: u16) -> Result<u32, ()> {
 }
 
 #[inline(always)]
-fn lookup_backend(id: u32) -> Result<Backend, ()> {
+pub fn lookup_backend(id: u32) -> Result<Backend, ()> {
     // SAFETY: as in `lookup_service`.
     unsafe { EKUBE_BACKENDS.get(&id) }.copied().ok_or(())
 }

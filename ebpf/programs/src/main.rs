@@ -1,20 +1,28 @@
 #![no_std]
 #![no_main]
-//! ekube's socket-level service load balancer (DESIGN.md §7).
+//! ekube's service load balancer (DESIGN.md §7): socket-level and per-packet NodePort.
 //!
-//! Four cgroup v2 `sock_addr` programs: `connect4` and `sendmsg4` rewrite a destination that is a
+//! Two tc classifiers (`ekube_np_ingress`, `ekube_np_egress`, see [`nodeport`]) translate
+//! traffic from outside to `<node IP>:<nodePort>`. Four cgroup v2 `sock_addr` programs: `connect4` and `sendmsg4` rewrite a destination that is a
 //! service frontend (ClusterIP:port, or 127.0.0.1 / a node IP with a NodePort) to a backend;
 //! `recvmsg4` and `getpeername4` put the frontend back so the application never sees the
 //! translation. Each entry only calls its `try_*` core and maps an error to "leave the socket
 //! call alone". Maps live in [`maps`], their layouts in `ekube-ebpf-common`.
 
+mod conntrack;
 mod counters;
+mod fib;
 mod lb;
 mod maps;
+mod nodeport;
+mod packet;
 mod revnat;
 mod sock;
 
-use aya_ebpf::{macros::cgroup_sock_addr, programs::SockAddrContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 use ekube_ebpf_common::Counter;
 
 /// Return value that lets the socket call proceed (possibly with a rewritten address).
@@ -40,6 +48,19 @@ pub fn ekube_recvmsg4(ctx: SockAddrContext) -> i32 {
 pub fn ekube_getpeername4(ctx: SockAddrContext) -> i32 {
     revnat::restore(&ctx, Counter::Getpeername4Restored);
     ALLOW
+}
+
+/// tc ingress on the node-address interfaces and the overlay device: NodePort DNAT/SNAT and
+/// the reverse translation of replies. A translation that fails halfway drops the packet.
+#[classifier]
+pub fn ekube_np_ingress(mut ctx: TcContext) -> i32 {
+    nodeport::ingress(&mut ctx).unwrap_or_else(|()| counters::miss_drop())
+}
+
+/// tc egress on the node-address interfaces: replies of flows delivered to local backends.
+#[classifier]
+pub fn ekube_np_egress(mut ctx: TcContext) -> i32 {
+    nodeport::egress(&mut ctx).unwrap_or_else(|()| counters::miss_drop())
 }
 
 #[cfg(not(test))]

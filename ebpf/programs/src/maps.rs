@@ -5,12 +5,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use ekube_ebpf_common as common;
 use ekube_ebpf_common::{
-    AffinityKey, AffinityValue, Backend, NodeAddrKey, NodeAddrValue, RevNatKey, RevNatValue,
-    ServiceKey, ServiceValue, same_name,
+    AffinityKey, AffinityValue, Backend, CtKey, CtValue, NodeAddrKey, NodeAddrValue,
+    NodePortConfig, RevNatKey, RevNatValue, ServiceKey, ServiceValue, same_name,
 };
 
 #[map]
@@ -35,6 +35,18 @@ pub static EKUBE_NODE_IPS: HashMap<NodeAddrKey, NodeAddrValue> =
 #[map]
 pub static EKUBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(common::COUNTERS_MAX_ENTRIES, 0);
 
+#[map]
+pub static EKUBE_CONNTRACK: LruHashMap<CtKey, CtValue> =
+    LruHashMap::pinned(common::CONNTRACK_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_NP_CONFIG: Array<NodePortConfig> =
+    Array::pinned(common::NODEPORT_CONFIG_MAX_ENTRIES, 0);
+
+#[map]
+pub static EKUBE_NP_IFACES: HashMap<u32, u32> =
+    HashMap::pinned(common::NODEPORT_IFACES_MAX_ENTRIES, 0);
+
 // The static names above are the map names; keep them equal to the shared constants.
 const _: () = assert!(same_name("EKUBE_SERVICES", common::SERVICES));
 const _: () = assert!(same_name("EKUBE_BACKENDS", common::BACKENDS));
@@ -42,3 +54,6 @@ const _: () = assert!(same_name("EKUBE_REV_NAT", common::REV_NAT));
 const _: () = assert!(same_name("EKUBE_AFFINITY", common::AFFINITY));
 const _: () = assert!(same_name("EKUBE_NODE_IPS", common::NODE_ADDRS));
 const _: () = assert!(same_name("EKUBE_COUNTERS", common::COUNTERS));
+const _: () = assert!(same_name("EKUBE_CONNTRACK", common::CONNTRACK));
+const _: () = assert!(same_name("EKUBE_NP_CONFIG", common::NODEPORT_CONFIG));
+const _: () = assert!(same_name("EKUBE_NP_IFACES", common::NODEPORT_IFACES));

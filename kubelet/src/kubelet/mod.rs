@@ -1,6 +1,8 @@
-//! The kubelet: node registration and heartbeat ([`node`]), a pod watch feeding one worker
-//! per pod ([`pods`], [`worker`]), the CNI plugin exec'd against each sandbox ([`cni`]), and
-//! the per-pod inputs it resolves (env, volumes: [`inputs`]).
+//! The kubelet: node registration and heartbeat ([`node`]), the pod watch and static pods
+//! ([`pods`], [`static_pods`]) feeding one worker per pod ([`worker`]), probes and lifecycle
+//! hooks ([`probe`]), the CNI plugin exec'd against each sandbox ([`cni`]), and the per-pod
+//! inputs it resolves (env, volumes: [`inputs`]). A restarted kubelet adopts the sandboxes and
+//! containers its runtime still runs.
 //!
 //! It talks to its runtime through CRI over a unix socket: the one given by
 //! `--container-runtime-endpoint`, or one it starts in-process under `--root-dir` when that
@@ -10,6 +12,8 @@ mod cni;
 mod inputs;
 mod node;
 mod pods;
+mod probe;
+mod static_pods;
 mod status;
 mod worker;
 
@@ -34,7 +38,7 @@ pub struct Config {
     /// Kubelet state: pod volumes, and the in-process runtime's state.
     #[arg(long, default_value = "/var/lib/ekube/kubelet")]
     pub root_dir: PathBuf,
-    /// Directory of static pod manifests (not read yet).
+    /// Directory of static pod manifests, read every few seconds.
     #[arg(long)]
     pub pod_manifest_path: Option<PathBuf>,
     /// CRI socket (`unix:///path` or a path); absent: run the runtime in-process.
@@ -70,6 +74,9 @@ pub struct Config {
     /// Most pods this node takes.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// The kubelet API (`--address`, `--port`, `--tls-cert-file`, `--tls-private-key-file`).
+    #[command(flatten)]
+    pub server: crate::server::Config,
 }
 
 /// Errors of the kubelet.
@@ -136,6 +143,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         }
     };
     let (rc, ic) = runtime::connect(&endpoint).await?;
+    let api = crate::server::Node {
+        name: node.clone(),
+        ip: config.node_ip,
+        pod_logs_dir: config.pod_logs_dir.clone(),
+        cert_dir: config.root_dir.join("pki"),
+        runc: runtime::runc::Runc { binary: config.runc.clone(), root: runtime::Config::under(&config.root_dir).runc_root },
+        runtime: rc.clone(),
+    };
+    let api_task = tokio::spawn(crate::server::serve(config.server.clone(), api, stopped(stop_rx.clone())));
     let ctx = Arc::new(Ctx { client, node: node.clone(), node_ip: config.node_ip, config, rc, ic });
     tracing::info!(%node, runtime = %endpoint, "kubelet starting");
     node::register(&ctx).await?;
@@ -145,6 +161,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     tracing::info!("kubelet stopping");
     let _ = stop_tx.send(true);
     let _ = pods.await;
+    if let Ok(Err(e)) = api_task.await {
+        tracing::error!(error = %e, "kubelet API failed");
+    }
     heartbeat.abort();
     if let Some(t) = runtime_task {
         let _ = t.await;

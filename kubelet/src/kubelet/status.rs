@@ -64,6 +64,10 @@ pub struct Observed<'a> {
     pub view: &'a View,
     pub last: Option<&'a View>,
     pub restarts: i32,
+    /// Readiness as the probes (or their absence) say.
+    pub ready: bool,
+    /// Whether the startup probe passed (or there is none) while running.
+    pub started: bool,
 }
 
 pub fn container_status(o: &Observed) -> ContainerStatus {
@@ -71,14 +75,13 @@ pub fn container_status(o: &Observed) -> ContainerStatus {
         View::Running { id, .. } | View::Terminated { id, .. } => Some(format!("ekube://{id}")),
         View::Waiting { .. } => None,
     };
-    let running = matches!(o.view, View::Running { .. });
     ContainerStatus {
         name: o.name.to_owned(),
         image: o.image.to_owned(),
         image_id: o.image_id.to_owned(),
         container_id: id,
-        ready: running,
-        started: Some(running),
+        ready: o.ready,
+        started: Some(o.started),
         restart_count: o.restarts,
         state: Some(o.view.state()),
         last_state: Some(o.last.map(|l| l.state()).unwrap_or_default()),

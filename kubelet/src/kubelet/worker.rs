@@ -15,7 +15,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use tokio::sync::watch;
 
 use super::status::{self, Observed, View};
-use super::{Ctx, cni, inputs};
+use super::{Ctx, cni, inputs, probe};
 use crate::cri;
 
 /// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
@@ -23,6 +23,8 @@ const BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long a failed pull shows as ErrImagePull before ImagePullBackOff.
 const PULL_ERROR_SHOWN: Duration = Duration::from_secs(3);
+/// Longest a postStart hook may run before it counts as failed.
+const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Label carrying the pod UID on sandboxes and containers.
 const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
@@ -41,6 +43,16 @@ struct Tracked {
     pull_failures: u32,
     /// When the last pull failed.
     pull_failed_at: Option<Instant>,
+    /// The prober of the running container, with that container's ID.
+    prober: Option<(String, tokio::task::JoinHandle<()>)>,
+}
+
+impl Tracked {
+    fn stop_prober(&mut self) {
+        if let Some((_, task)) = self.prober.take() {
+            task.abort();
+        }
+    }
 }
 
 struct Sandbox {
@@ -59,6 +71,12 @@ pub struct Worker {
     finished: bool,
     /// The newest pod seen, for releasing resources after it vanished from the apiserver.
     last_pod: Option<Pod>,
+    /// What the probers concluded, by container name.
+    verdicts: probe::Verdicts,
+    /// Probers wake the worker through this when a verdict changes.
+    wake: (watch::Sender<()>, watch::Receiver<()>),
+    /// Whether the runtime was searched for this pod's sandbox left by an earlier kubelet.
+    adopted: bool,
 }
 
 fn pod_key(pod: &Pod) -> String {
@@ -69,11 +87,11 @@ fn backoff_next(d: Duration) -> Duration {
     if d.is_zero() { BACKOFF } else { (d * 2).min(MAX_BACKOFF) }
 }
 
-/// Removes sandboxes a previous kubelet left in an external runtime.
-pub async fn clear_stale_sandboxes(ctx: &Ctx) {
+/// Removes sandboxes a previous kubelet left for pods other than those in `keep` (by UID).
+pub async fn clear_stale_sandboxes(ctx: Arc<Ctx>, keep: std::collections::HashSet<String>) {
     let mut rc = ctx.rc.clone();
     let Ok(list) = rc.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await else { return };
-    for sb in list.into_inner().items.into_iter().filter(|s| s.labels.contains_key(POD_UID_LABEL)) {
+    for sb in list.into_inner().items.into_iter().filter(|s| s.labels.get(POD_UID_LABEL).is_some_and(|uid| !keep.contains(uid))) {
         tracing::info!(sandbox = %sb.id, "removing sandbox left by an earlier kubelet");
         if let Ok(st) = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sb.id.clone(), verbose: true }).await {
             let st = st.into_inner();
@@ -87,9 +105,56 @@ pub async fn clear_stale_sandboxes(ctx: &Ctx) {
     }
 }
 
+/// Records an event about `pod` from this kubelet.
+pub(super) async fn record_event(ctx: &Ctx, pod: &Pod, type_: &str, reason: &str, message: String) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let ev = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:016x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(type_.into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("kubelet".into()), host: Some(ctx.node.clone()) }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(ctx.node.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = Api::<Event>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, "recording event");
+    }
+}
+
+
 impl Worker {
     pub fn new(ctx: Arc<Ctx>, rx: watch::Receiver<Option<Pod>>) -> Self {
-        Self { ctx, rx, sandbox: None, containers: HashMap::new(), start_time: None, written: None, finished: false, last_pod: None }
+        Self {
+            ctx,
+            rx,
+            sandbox: None,
+            containers: HashMap::new(),
+            start_time: None,
+            written: None,
+            finished: false,
+            last_pod: None,
+            verdicts: Default::default(),
+            wake: watch::channel(()),
+            adopted: false,
+        }
     }
 
     pub async fn run(mut self) {
@@ -97,7 +162,10 @@ impl Worker {
             let pod = self.rx.borrow_and_update().clone();
             match pod {
                 None => {
-                    self.teardown(None, 0).await;
+                    // A static pod whose manifest went away stops gracefully; a pod removed
+                    // from the apiserver without a graceful deletion does not wait.
+                    let grace = self.last_pod.as_ref().filter(|p| super::static_pods::is_static(p)).map(|p| grace_period(p, None)).unwrap_or(0);
+                    self.teardown(None, grace).await;
                     return;
                 }
                 Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
@@ -118,42 +186,14 @@ impl Worker {
                     self.teardown(None, 0).await;
                     return;
                 },
+                _ = self.wake.1.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
 
     async fn event(&self, pod: &Pod, type_: &str, reason: &str, message: String) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let ev = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{}.{:016x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>())),
-                namespace: Some(ns.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                namespace: Some(ns.clone()),
-                uid: pod.metadata.uid.clone(),
-                ..Default::default()
-            },
-            reason: Some(reason.into()),
-            message: Some(message),
-            type_: Some(type_.into()),
-            count: Some(1),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("kubelet".into()), host: Some(self.ctx.node.clone()) }),
-            reporting_component: Some("kubelet".into()),
-            reporting_instance: Some(self.ctx.node.clone()),
-            ..Default::default()
-        };
-        if let Err(e) = Api::<Event>::namespaced(self.ctx.client.clone(), &ns).create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %e, "recording event");
-        }
+        record_event(&self.ctx, pod, type_, reason, message).await;
     }
 
     fn volumes_dir(&self, pod: &Pod) -> PathBuf {
@@ -232,6 +272,16 @@ impl Worker {
         if self.start_time.is_none() {
             self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now())));
         }
+        if !self.adopted {
+            self.adopted = true;
+            self.adopt(pod).await;
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if self.sandbox.is_none() && matches!(phase, Some("Succeeded" | "Failed")) {
+                // Finished under an earlier kubelet: its status stays, nothing runs again.
+                self.finished = true;
+                return Ok(());
+            }
+        }
         if let Err(e) = self.ensure_sandbox(pod).await {
             self.write_status(pod, "Pending").await;
             return Err(e);
@@ -258,6 +308,10 @@ impl Worker {
         if init_done {
             for c in &spec.containers {
                 self.ensure_container(pod, c, false, &policy).await;
+                self.sync_prober(pod, c);
+            }
+            for c in &spec.containers {
+                self.kill_if_unhealthy(pod, c).await;
             }
         }
         let owned: Vec<(View, bool)> = spec
@@ -309,14 +363,21 @@ impl Worker {
                 return done;
             }
             let now = Instant::now();
+            t.stop_prober();
+            if st.finished_at - st.started_at > 600_000_000_000 {
+                t.backoff = Duration::ZERO;
+            }
+            if t.not_before.is_none() && t.backoff.is_zero() {
+                // As upstream: the first restart is immediate, later ones back off.
+                t.backoff = BACKOFF;
+                t.not_before = Some(now);
+            }
             match t.not_before {
                 None => {
-                    if st.finished_at - st.started_at > 600_000_000_000 {
-                        t.backoff = Duration::ZERO;
-                    }
-                    t.backoff = backoff_next(t.backoff);
-                    t.not_before = Some(now + t.backoff);
-                    let msg = format!("back-off {}s restarting failed container={} pod={}", t.backoff.as_secs(), c.name, pod.metadata.name.as_deref().unwrap_or_default());
+                    let wait = t.backoff;
+                    t.not_before = Some(now + wait);
+                    t.backoff = backoff_next(wait);
+                    let msg = format!("back-off {}s restarting failed container={} pod={}", wait.as_secs(), c.name, pod.metadata.name.as_deref().unwrap_or_default());
                     t.view = Some(View::Waiting { reason: "CrashLoopBackOff".into(), message: msg });
                     t.last = Some(done);
                     let v = t.view.clone().unwrap_or(WAITING);
@@ -473,6 +534,16 @@ impl Worker {
         match rc.start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
             Ok(_) => {
                 self.event(pod, "Normal", "Started", format!("Started container {}", c.name)).await;
+                if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+                    let target = probe::Target { container_id: id.clone(), pod_ip: ip.clone() };
+                    if let Err(e) = probe::run_handler(&self.ctx, &h, c, &target, POST_START_TIMEOUT).await {
+                        let msg = hook_failure(&h, pod, c, &e);
+                        self.event(pod, "Warning", "FailedPostStartHook", msg).await;
+                        let grace = grace_period(pod, None);
+                        self.event(pod, "Normal", "Killing", "FailedPostStartHook".into()).await;
+                        stop_gracefully(self.ctx.clone(), pod.clone(), Some(c.clone()), id.clone(), ip.clone(), grace).await;
+                    }
+                }
             }
             Err(e) => {
                 self.event(pod, "Warning", "Failed", format!("Error: {}", e.message())).await;
@@ -488,16 +559,105 @@ impl Worker {
         v
     }
 
+    /// Starts the prober of a container that runs without one, stops it once not running.
+    fn sync_prober(&mut self, pod: &Pod, c: &Container) {
+        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        let t = self.containers.entry(c.name.clone()).or_default();
+        match t.view.clone() {
+            Some(View::Running { id, .. }) if t.prober.as_ref().map(|p| &p.0) != Some(&id) => {
+                t.stop_prober();
+                let target = probe::Target { container_id: id.clone(), pod_ip: ip };
+                let task = probe::spawn(self.ctx.clone(), pod.clone(), c.clone(), target, self.verdicts.clone(), self.wake.0.clone());
+                t.prober = Some((id.clone(), task));
+            }
+            Some(View::Running { .. }) => {}
+            _ => t.stop_prober(),
+        }
+    }
+
+    /// Kills a container whose liveness or startup probe failed; the restart policy decides
+    /// what follows.
+    async fn kill_if_unhealthy(&mut self, pod: &Pod, c: &Container) {
+        let Some(Some(View::Running { id, .. })) = self.containers.get(&c.name).map(|t| t.view.clone()) else { return };
+        let kill = {
+            let mut v = self.verdicts.lock().expect("verdicts");
+            let kill = v.get(&c.name).filter(|v| v.container_id == id).and_then(|v| v.kill.clone());
+            if kill.is_some() {
+                v.remove(&c.name);
+            }
+            kill
+        };
+        let Some((kind, _)) = kill else { return };
+        self.event(pod, "Normal", "Killing", format!("Container {} failed {kind} probe, will be restarted", c.name)).await;
+        let probe = if kind == "startup" { c.startup_probe.as_ref() } else { c.liveness_probe.as_ref() };
+        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        stop_gracefully(self.ctx.clone(), pod.clone(), Some(c.clone()), id, ip, grace_period(pod, probe)).await;
+    }
+
+    /// Takes over the sandbox and containers an earlier kubelet left running for this pod,
+    /// with the restart counts and last states it reported.
+    async fn adopt(&mut self, pod: &Pod) {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut rc = self.ctx.rc.clone();
+        let filter = cri::PodSandboxFilter {
+            label_selector: [(POD_UID_LABEL.to_owned(), uid.clone())].into(),
+            state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 }),
+            ..Default::default()
+        };
+        let Ok(list) = rc.list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) }).await else { return };
+        let Some(sb) = list.into_inner().items.into_iter().max_by_key(|s| s.created_at) else { return };
+        let Ok(st) = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sb.id.clone(), verbose: true }).await else { return };
+        let netns = st.into_inner().info.get(crate::runtime::NETNS_INFO_KEY).cloned().unwrap_or_default();
+        let status = pod.status.clone().unwrap_or_default();
+        let ips: Vec<String> = status.pod_ips.clone().unwrap_or_default().into_iter().map(|p| p.ip).collect();
+        let reported: Vec<k8s_openapi::api::core::v1::ContainerStatus> =
+            status.container_statuses.clone().into_iter().flatten().chain(status.init_container_statuses.clone().into_iter().flatten()).collect();
+        let filter = cri::ContainerFilter { pod_sandbox_id: sb.id.clone(), ..Default::default() };
+        let containers = rc.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await.map(|r| r.into_inner().containers).unwrap_or_default();
+        let mut newest: HashMap<String, cri::Container> = HashMap::new();
+        for c in containers {
+            let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            if newest.get(&name).is_none_or(|n| n.created_at < c.created_at) {
+                newest.insert(name, c);
+            }
+        }
+        for (name, c) in newest {
+            let seen = reported.iter().find(|s| s.name == name);
+            let attempt = c.metadata.as_ref().map(|m| m.attempt as i32).unwrap_or(0);
+            let t = self.containers.entry(name.clone()).or_default();
+            t.id = Some(c.id.clone());
+            t.restarts = attempt.max(seen.map(|s| s.restart_count).unwrap_or(0));
+            t.image_id = seen.map(|s| s.image_id.clone()).unwrap_or(c.image_ref);
+            t.last = seen.and_then(|s| s.last_state.as_ref()).and_then(|l| l.terminated.as_ref()).map(view_of);
+            tracing::info!(pod = %pod_key(pod), container = %name, id = %c.id, "adopted container");
+        }
+        tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "adopted sandbox");
+        self.sandbox = Some(Sandbox { id: sb.id, netns, ips });
+    }
+
     async fn config_error(&mut self, pod: &Pod, c: &Container, msg: String) -> View {
         self.event(pod, "Warning", "Failed", format!("Error: {msg}")).await;
         self.set_waiting(&c.name, "CreateContainerConfigError", msg, Duration::from_secs(2))
     }
 
     async fn write_status(&mut self, pod: &Pod, phase: &str) {
+        if pod.status.as_ref().is_none_or(|s| s.container_statuses.is_none()) {
+            // The apiserver's copy has none of what was written (a mirror pod recreated).
+            self.written = None;
+        }
         let spec = pod.spec.clone().unwrap_or_default();
         let previous = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let verdicts = self.verdicts.lock().expect("verdicts").clone();
         let observe = |c: &Container| -> k8s_openapi::api::core::v1::ContainerStatus {
             let t = self.containers.get(&c.name);
+            let running = match t.and_then(|t| t.view.as_ref()) {
+                Some(View::Running { id, .. }) => Some(id),
+                _ => None,
+            };
+            let verdict = verdicts.get(&c.name).filter(|v| Some(&v.container_id) == running);
+            let started = running.is_some() && verdict.map(|v| v.started).unwrap_or(c.startup_probe.is_none());
+            let ready = running.is_some()
+                && verdict.map(|v| v.ready && v.kill.is_none()).unwrap_or(c.startup_probe.is_none() && c.readiness_probe.is_none());
             let waiting = View::Waiting { reason: "PodInitializing".into(), message: String::new() };
             status::container_status(&Observed {
                 name: &c.name,
@@ -506,6 +666,8 @@ impl Worker {
                 view: t.and_then(|t| t.view.as_ref()).unwrap_or(&waiting),
                 last: t.and_then(|t| t.last.as_ref()),
                 restarts: t.map(|t| t.restarts).unwrap_or(0),
+                ready,
+                started,
             })
         };
         let containers: Vec<_> = spec.containers.iter().map(observe).collect();
@@ -560,25 +722,33 @@ impl Worker {
         }
     }
 
-    /// Stops every container (SIGTERM, then SIGKILL after `grace` seconds), then releases the
-    /// network, the sandbox and the volumes.
+    /// Stops every container (preStop hook, SIGTERM, then SIGKILL once `grace` seconds have
+    /// passed), then releases the network, the sandbox and the volumes.
     async fn teardown(&mut self, pod: Option<&Pod>, grace: i64) {
+        let known = pod.cloned().or_else(|| self.last_pod.clone());
+        let specs: Vec<Container> = known
+            .as_ref()
+            .and_then(|p| p.spec.as_ref())
+            .map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).cloned().collect())
+            .unwrap_or_default();
+        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
         let mut stops = Vec::new();
-        for (name, t) in &self.containers {
+        for (name, t) in &mut self.containers {
+            t.stop_prober();
             let Some(id) = t.id.clone() else { continue };
+            let running = matches!(t.view, Some(View::Running { .. }));
             if let Some(pod) = pod
-                && matches!(t.view, Some(View::Running { .. }))
+                && running
             {
-                self.event(pod, "Normal", "Killing", format!("Stopping container {name}")).await;
+                record_event(&self.ctx, pod, "Normal", "Killing", format!("Stopping container {name}")).await;
             }
-            let mut rc = self.ctx.rc.clone();
-            stops.push(async move { rc.stop_container(cri::StopContainerRequest { container_id: id, timeout: grace }).await });
-        }
-        for r in futures::future::join_all(stops).await {
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "stopping container");
+            let spec = specs.iter().find(|c| &c.name == name).cloned().filter(|_| running);
+            match &known {
+                Some(p) => stops.push(stop_gracefully(self.ctx.clone(), p.clone(), spec, id, ip.clone(), grace)),
+                None => stops.push(stop_gracefully(self.ctx.clone(), Pod::default(), None, id, ip.clone(), grace)),
             }
         }
+        futures::future::join_all(stops).await;
         if let Some(pod) = pod {
             self.release(pod).await;
             let _ = std::fs::remove_dir_all(self.volumes_dir(pod).parent().unwrap_or(&self.volumes_dir(pod)));
@@ -630,6 +800,75 @@ impl Worker {
             Ok(_) => tracing::info!(pod = %pod_key(pod), "pod deleted"),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "confirming pod deletion"),
+        }
+    }
+}
+
+/// The grace period for stopping a container: the probe's override, else the pod's.
+fn grace_period(pod: &Pod, probe: Option<&k8s_openapi::api::core::v1::Probe>) -> i64 {
+    probe
+        .and_then(|p| p.termination_grace_period_seconds)
+        .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+        .max(0)
+}
+
+/// A failed hook as upstream's event message words it.
+fn hook_failure(h: &k8s_openapi::api::core::v1::LifecycleHandler, pod: &Pod, c: &Container, error: &str) -> String {
+    let what = if let Some(e) = &h.exec {
+        format!("Exec lifecycle hook ({:?})", e.command.clone().unwrap_or_default())
+    } else if let Some(g) = &h.http_get {
+        format!("HTTP lifecycle hook ({})", g.path.clone().unwrap_or_default())
+    } else {
+        "Lifecycle hook".to_owned()
+    };
+    let m = &pod.metadata;
+    format!(
+        "{what} for Container \"{}\" in Pod \"{}_{}({})\" failed - error: {error}",
+        c.name,
+        m.name.as_deref().unwrap_or_default(),
+        m.namespace.as_deref().unwrap_or("default"),
+        m.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// Stops one container: its preStop hook (when `c` has one), then SIGTERM and SIGKILL once
+/// `grace` seconds have passed since the start (at least 2 s after a hook, as upstream).
+async fn stop_gracefully(ctx: Arc<Ctx>, pod: Pod, c: Option<Container>, id: String, ip: String, grace: i64) {
+    let began = Instant::now();
+    let mut timeout = grace;
+    if let Some(c) = &c
+        && let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
+    {
+        let target = probe::Target { container_id: id.clone(), pod_ip: ip };
+        if let Err(e) = probe::run_handler(&ctx, &h, c, &target, Duration::from_secs(grace.max(1) as u64)).await {
+            record_event(&ctx, &pod, "Warning", "FailedPreStopHook", hook_failure(&h, &pod, c, &e)).await;
+        }
+        timeout = (grace - began.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });
+    }
+    let mut rc = ctx.rc.clone();
+    if let Err(e) = rc.stop_container(cri::StopContainerRequest { container_id: id, timeout }).await {
+        tracing::warn!(error = %e, "stopping container");
+    }
+}
+
+/// A container state the previous kubelet reported, as a [`View`].
+fn view_of(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> View {
+    let ns = |t: &Option<Time>| t.as_ref().map(|t| t.0.as_nanosecond() as i64).unwrap_or(0);
+    View::Terminated {
+        id: t.container_id.clone().unwrap_or_default().trim_start_matches("ekube://").to_owned(),
+        code: t.exit_code,
+        reason: t.reason.clone().unwrap_or_default(),
+        message: t.message.clone().unwrap_or_default(),
+        started: ns(&t.started_at),
+        finished: ns(&t.finished_at),
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for t in self.containers.values_mut() {
+            t.stop_prober();
         }
     }
 }

@@ -3,16 +3,17 @@
 //!
 //! Pods get a pause-less sandbox ([`sandbox`]); containers get an overlayfs root file system
 //! stacked from the image's unpacked layers ([`image`], [`unpack`]) and an OCI spec
-//! ([`spec`]); [`runc`] starts them and pumps their output into CRI log files. The runtime
-//! does not survive its own restart with containers intact: at start-up it removes whatever
-//! a previous run left under its root (containers, mounts, namespaces), and the kubelet
-//! recreates the pods.
+//! ([`spec`]); [`runc`] drives them, each under a [`shim`] that lets it outlive the runtime.
+//! Sandbox and container records are kept on disk, so a restarted runtime takes over what
+//! still runs (and the kubelet adopts it); only what has no usable record is removed.
 
 pub mod image;
 pub mod runc;
 pub mod sandbox;
+pub mod shim;
 mod service;
 pub mod spec;
+mod store;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};

@@ -121,6 +121,20 @@ impl Runc {
         .map_err(|e| Error::Runc { action: format!("exec {id}"), reason: e.to_string() })?;
         Ok(ExecResult { stdout: out.stdout, stderr: out.stderr, exit_code: exit_code(out.status) })
     }
+
+    /// `runc exec` of `cmd` in the container for a streaming session (kubelet `/exec`): the
+    /// caller sets the child's stdio (pipes, or a terminal's slave end with `tty`, which runc
+    /// then proxies to a terminal it allocates inside the container) and spawns it. Killing
+    /// the child on drop ends a session whose client went away.
+    pub fn exec_command(&self, id: &str, cmd: &[String], tty: bool) -> Command {
+        let mut c = self.command();
+        c.arg("exec");
+        if tty {
+            c.arg("--tty");
+        }
+        c.arg(id).args(cmd).kill_on_drop(true);
+        c
+    }
 }
 
 /// Exit code of a finished process as a shell reports it (128 + signal when killed).

@@ -89,6 +89,14 @@ fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether the sandbox's namespaces are still held by their bind mounts (a namespace file
+/// lives on nsfs, not on the file system of its directory).
+pub fn namespaces_kept(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(d) = std::fs::metadata(dir) else { return false };
+    NAMESPACES.iter().all(|(kind, _)| std::fs::metadata(ns_path(dir, kind)).is_ok_and(|m| m.dev() != d.dev()))
+}
+
 /// Unmounts and removes the namespace files; succeeds when they are already gone.
 pub fn remove_namespaces(dir: &Path) -> Result<()> {
     for (kind, _) in NAMESPACES {
@@ -147,8 +155,10 @@ mod tests {
         let kept = std::fs::metadata(ns_path(dir.path(), "net")).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_ne!(own.ino(), kept.ino(), "a new network namespace is kept");
+        assert!(namespaces_kept(dir.path()));
         remove_namespaces(dir.path()).unwrap();
         assert!(!ns_path(dir.path(), "net").exists());
+        assert!(!namespaces_kept(dir.path()));
         remove_namespaces(dir.path()).unwrap();
     }
 }

@@ -1,8 +1,9 @@
 //! The CRI services: sandbox and container bookkeeping, and the gRPC handlers.
 //!
-//! State is kept in memory behind one mutex that is never held across an await; each
-//! container's `runc run` child is watched by a task that records the exit (and whether the
-//! memory cgroup OOM-killed it) before `runc delete` frees the cgroups.
+//! State is kept in memory behind one mutex that is never held across an await, and mirrored
+//! to records on disk ([`store`]) so a restarted runtime takes over what still runs. Each
+//! container runs under a [`shim`] and is watched by a task that records the exit (and whether
+//! the memory cgroup OOM-killed it) before `runc delete` frees the cgroups.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::image::ImageStore;
-use super::runc::{Runc, exit_code, pump_log};
-use super::{Config, Error, Result, sandbox, spec};
+use super::runc::Runc;
+use super::{Config, Error, Result, sandbox, shim, spec, store};
 use crate::cri::{self, ContainerState, PodSandboxState};
 
 fn now_ns() -> i64 {
@@ -134,7 +135,7 @@ impl Runtime {
             runc: Runc { binary: config.runc.clone(), root: config.runc_root.clone() },
             state: Arc::new(Mutex::new(State::default())),
         };
-        runtime.clear_leftovers().await;
+        runtime.recover().await;
         if let Some(dir) = &config.images_dir {
             runtime.images.import_dir(dir).await?;
         }
@@ -146,22 +147,69 @@ impl Runtime {
         &self.images
     }
 
-    /// Removes containers, mounts, namespaces and cgroups of an earlier run.
-    async fn clear_leftovers(&self) {
-        for id in self.runc.list().await {
+    /// Takes over the sandboxes and containers an earlier run recorded: running containers
+    /// keep running and are watched again, exited ones keep their exit status. What has no
+    /// usable record (or lost its namespaces) is removed with its mounts and cgroups.
+    async fn recover(&self) {
+        let mut kept_sandboxes = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("sandboxes")).into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let id = entry.file_name().to_string_lossy().into_owned();
+            match store::load_sandbox(&dir).filter(|_| sandbox::namespaces_kept(&dir)) {
+                Some(r) => {
+                    tracing::info!(sandbox = %id, "recovered sandbox");
+                    self.state.lock().expect("state").sandboxes.insert(id.clone(), Sandbox { id: id.clone(), config: r.config, created_at: r.created_at, ready: r.ready, dir });
+                    kept_sandboxes.push(id);
+                }
+                None => {
+                    let _ = sandbox::remove_namespaces(&dir);
+                    if let Ok(parent) = std::fs::read_to_string(dir.join("cgroup_parent")) {
+                        remove_cgroup(parent.trim());
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        let mut kept_containers = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("containers")).into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let Some(r) = store::load_container(&dir).filter(|r| kept_sandboxes.contains(&r.sandbox_id)) else {
+                let _ = self.runc.delete(&id).await;
+                umount(&dir.join("rootfs"));
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            };
+            let running = r.status.state == ContainerState::ContainerRunning as i32;
+            let (exited, _) = tokio::sync::watch::channel(!running);
+            let c = Container { status: r.status, sandbox_id: r.sandbox_id, dir, cgroups_path: r.cgroups_path, exited };
+            self.state.lock().expect("state").containers.insert(id.clone(), c.clone());
+            if running {
+                tracing::info!(container = %id, "recovered running container");
+                self.supervise(&c, None).await;
+            }
+            kept_containers.push(id);
+        }
+        for id in self.runc.list().await.into_iter().filter(|id| !kept_containers.contains(id)) {
             tracing::info!(container = %id, "removing container left by an earlier run");
             let _ = self.runc.delete(&id).await;
         }
-        for entry in std::fs::read_dir(self.root.join("containers")).into_iter().flatten().flatten() {
-            umount(&entry.path().join("rootfs"));
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-        for entry in std::fs::read_dir(self.root.join("sandboxes")).into_iter().flatten().flatten() {
-            let _ = sandbox::remove_namespaces(&entry.path());
-            if let Ok(parent) = std::fs::read_to_string(entry.path().join("cgroup_parent")) {
-                remove_cgroup(parent.trim());
+    }
+
+    /// Saves a container's record (after each state change).
+    fn persist(state: &State, id: &str) {
+        if let Some(c) = state.containers.get(id) {
+            let r = store::ContainerRecord { status: c.status.clone(), sandbox_id: c.sandbox_id.clone(), cgroups_path: c.cgroups_path.clone() };
+            if let Err(e) = store::save_container(&c.dir, &r) {
+                tracing::warn!(container = %id, error = %e, "saving container record");
             }
-            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+
+    fn persist_sandbox(sb: &Sandbox) {
+        let r = store::SandboxRecord { config: sb.config.clone(), created_at: sb.created_at, ready: sb.ready };
+        if let Err(e) = store::save_sandbox(&sb.dir, &r) {
+            tracing::warn!(sandbox = %sb.id, error = %e, "saving sandbox record");
         }
     }
 
@@ -177,6 +225,7 @@ impl Runtime {
         if let Some(c) = self.state.lock().expect("state").containers.get_mut(id) {
             f(c);
         }
+        Self::persist(&self.state.lock().expect("state"), id);
     }
 
     async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String> {
@@ -199,7 +248,9 @@ impl Runtime {
             let _ = std::fs::create_dir_all(&config.log_directory);
         }
         tracing::info!(sandbox = %id, pod = ?config.metadata.as_ref().map(|m| &m.name), "sandbox ready");
-        self.state.lock().expect("state").sandboxes.insert(id.clone(), Sandbox { id: id.clone(), config, created_at: now_ns(), ready: true, dir });
+        let sb = Sandbox { id: id.clone(), config, created_at: now_ns(), ready: true, dir };
+        Self::persist_sandbox(&sb);
+        self.state.lock().expect("state").sandboxes.insert(id.clone(), sb);
         Ok(id)
     }
 
@@ -216,6 +267,7 @@ impl Runtime {
         }
         if let Some(s) = self.state.lock().expect("state").sandboxes.get_mut(id) {
             s.ready = false;
+            Self::persist_sandbox(s);
         }
         Ok(())
     }
@@ -297,7 +349,9 @@ impl Runtime {
             ..Default::default()
         };
         let (exited, _) = tokio::sync::watch::channel(false);
-        self.state.lock().expect("state").containers.insert(id.clone(), Container { status, sandbox_id: sandbox_id.to_owned(), dir, cgroups_path, exited });
+        let mut state = self.state.lock().expect("state");
+        state.containers.insert(id.clone(), Container { status, sandbox_id: sandbox_id.to_owned(), dir, cgroups_path, exited });
+        Self::persist(&state, &id);
         Ok(id)
     }
 
@@ -306,45 +360,14 @@ impl Runtime {
         if c.status.state != ContainerState::ContainerCreated as i32 {
             return Err(Error::InvalidArgument(format!("container {id} is not in created state")));
         }
-        let log_file = if c.status.log_path.is_empty() { "/dev/null".to_owned() } else { c.status.log_path.clone() };
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&log_file).await.map_err(Error::io("opening log", &log_file))?;
-        let log = Arc::new(tokio::sync::Mutex::new(file));
         let runc_log = c.dir.join("runc.log");
-        let mut child = self.runc.run(id, &c.dir, &runc_log)?;
-        let out = tokio::spawn(pump_log(child.stdout.take().expect("piped"), "stdout", log.clone()));
-        let err = tokio::spawn(pump_log(child.stderr.take().expect("piped"), "stderr", log));
+        let child = shim::spawn(&self.runc, id, &c.dir, &runc_log)?;
         self.update(id, |c| {
             c.status.state = ContainerState::ContainerRunning as i32;
             c.status.started_at = now_ns();
         });
         let mut exited = c.exited.subscribe();
-        let (state, runc, id_owned, cgroups_path) = (self.state.clone(), self.runc.clone(), id.to_owned(), c.cgroups_path.clone());
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            let code = status.map(exit_code).unwrap_or(255);
-            let _ = tokio::join!(out, err);
-            let runc_errors = runc_error(&runc_log);
-            let oom = oom_killed(&cgroups_path);
-            let _ = runc.delete(&id_owned).await;
-            let mut st = state.lock().expect("state");
-            if let Some(c) = st.containers.get_mut(&id_owned) {
-                c.status.state = ContainerState::ContainerExited as i32;
-                c.status.finished_at = now_ns();
-                c.status.exit_code = code;
-                (c.status.reason, c.status.message) = if let Some(msg) = runc_errors.filter(|_| code != 0) {
-                    c.status.exit_code = 128;
-                    ("StartError".into(), msg)
-                } else if oom {
-                    ("OOMKilled".into(), String::new())
-                } else if code == 0 {
-                    ("Completed".into(), String::new())
-                } else {
-                    ("Error".into(), String::new())
-                };
-                tracing::info!(container = %id_owned, exit_code = c.status.exit_code, reason = %c.status.reason, "container exited");
-                let _ = c.exited.send(true);
-            }
-        });
+        self.supervise(&c, Some(child)).await;
         // Report start-up failures (bad command, missing binary) from StartContainer itself.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -363,6 +386,70 @@ impl Runtime {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
+    }
+
+    /// Tails a running container's output into its CRI log and records its exit: from the
+    /// shim `child` when this run started it, else by watching for the shim's exit file.
+    async fn supervise(&self, c: &Container, child: Option<tokio::process::Child>) {
+        let log_file = if c.status.log_path.is_empty() { "/dev/null".to_owned() } else { c.status.log_path.clone() };
+        let file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log_file).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(container = %c.status.id, error = %e, log = %log_file, "opening container log");
+                match tokio::fs::OpenOptions::new().append(true).open("/dev/null").await {
+                    Ok(f) => f,
+                    Err(_) => return,
+                }
+            }
+        };
+        let log = Arc::new(tokio::sync::Mutex::new(file));
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let out = tokio::spawn(shim::tail(c.dir.clone(), "stdout", log.clone(), done_rx.clone()));
+        let err = tokio::spawn(shim::tail(c.dir.clone(), "stderr", log, done_rx));
+        let (state, runc, id, dir, cgroups_path) = (self.state.clone(), self.runc.clone(), c.status.id.clone(), c.dir.clone(), c.cgroups_path.clone());
+        tokio::spawn(async move {
+            match child {
+                Some(mut child) => {
+                    let _ = child.wait().await;
+                }
+                None => {
+                    // Not our child: poll for the exit file; a shim that vanished without
+                    // writing one (killed with its container) counts as an exit.
+                    let mut gone = 0;
+                    while shim::exit_code(&dir).is_none() && gone < 10 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        if !matches!(runc.status(&id).await.as_deref(), Some("running" | "created" | "paused")) {
+                            gone += 1;
+                        }
+                    }
+                }
+            }
+            let _ = done_tx.send(true);
+            let _ = tokio::join!(out, err);
+            let code = shim::exit_code(&dir).unwrap_or(255);
+            let runc_errors = runc_error(&dir.join("runc.log"));
+            let oom = oom_killed(&cgroups_path);
+            let _ = runc.delete(&id).await;
+            let mut st = state.lock().expect("state");
+            if let Some(c) = st.containers.get_mut(&id) {
+                c.status.state = ContainerState::ContainerExited as i32;
+                c.status.finished_at = now_ns();
+                c.status.exit_code = code;
+                (c.status.reason, c.status.message) = if let Some(msg) = runc_errors.filter(|_| code != 0) {
+                    c.status.exit_code = 128;
+                    ("StartError".into(), msg)
+                } else if oom {
+                    ("OOMKilled".into(), String::new())
+                } else if code == 0 {
+                    ("Completed".into(), String::new())
+                } else {
+                    ("Error".into(), String::new())
+                };
+                tracing::info!(container = %id, exit_code = c.status.exit_code, reason = %c.status.reason, "container exited");
+                let _ = c.exited.send(true);
+            }
+            Self::persist(&st, &id);
+        });
     }
 
     async fn wait_exit(&self, c: &Container, timeout: Duration) -> bool {

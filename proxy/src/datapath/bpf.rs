@@ -3,11 +3,14 @@
 //!
 //! Re-opening finds the pins: maps are re-used by aya's by-name pinning, and a link pin that is
 //! still attached to the configured cgroup is kept as is, so the programs never detach across a
-//! proxy restart.
+//! proxy restart. The tc NodePort programs are loaded here too and attached by [`TcAttacher`]
+//! once the node addresses are known; the conntrack [`Sweeper`] runs while the maps are open.
 
 use std::{
+    collections::BTreeSet,
     fs::{self, File},
     io,
+    net::Ipv4Addr,
     os::{
         fd::{AsFd, OwnedFd},
         unix::fs::MetadataExt,
@@ -17,15 +20,22 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, Map, MapData, PerCpuArray},
-    programs::CgroupSockAddr,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray},
+    programs::{CgroupSockAddr, SchedClassifier},
 };
 use ekube_ebpf_common::{
-    self as common, Backend, Counter, NodeAddrKey, NodeAddrValue, ServiceKey, ServiceValue,
+    self as common, Backend, Counter, NodeAddrKey, NodeAddrValue, NodePortConfig, ServiceKey,
+    ServiceValue,
 };
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use super::{Datapath, DatapathConfig, Error, Result, maps::MapStore, sys};
+use super::{
+    Datapath, DatapathConfig, Error, NodePortSettings, Result,
+    conntrack::Sweeper,
+    maps::{self, MapStore},
+    sys,
+    tc::TcAttacher,
+};
 
 /// The kernel object, built by `cargo xtask build-ebpf` and copied in by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("EKUBE_BPF_OBJECT_EMBED"));
@@ -69,9 +79,19 @@ pub struct BpfMaps {
     backends: HashMap<MapData, u32, Backend>,
     node_addrs: HashMap<MapData, NodeAddrKey, NodeAddrValue>,
     counters: PerCpuArray<MapData, u64>,
+    /// Interfaces the NodePort programs are attached to (ifindex → `IFACE_FLAG_*`).
+    np_ifaces: HashMap<MapData, u32, u32>,
+    /// Attaches the NodePort programs; `None` when disabled or only inspecting pins.
+    tc: Option<TcAttacher>,
+    /// Deletes expired NodePort flows while the datapath is open.
+    _sweeper: Option<Sweeper>,
     /// Held so the links outlive nothing but the pins; dropping them does not detach.
     _links: Vec<OwnedFd>,
 }
+
+/// The tc programs of the object.
+const NP_INGRESS: &str = "ekube_np_ingress";
+const NP_EGRESS: &str = "ekube_np_egress";
 
 fn fs_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let path = path.to_path_buf();
@@ -91,8 +111,13 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
 
 impl Datapath<BpfMaps> {
     /// Loads (or re-opens) the datapath of `config.node_name` and attaches it to
-    /// `config.cgroup`.
+    /// `config.cgroup`, with the default NodePort settings.
     pub fn open(config: &DatapathConfig) -> Result<Self> {
+        Self::open_with(config, &NodePortSettings::default())
+    }
+
+    /// [`Self::open`] with explicit NodePort settings (written to the pinned settings map).
+    pub fn open_with(config: &DatapathConfig, nodeport: &NodePortSettings) -> Result<Self> {
         if OBJECT.is_empty() {
             return Err(Error::ObjectMissing);
         }
@@ -109,11 +134,31 @@ impl Datapath<BpfMaps> {
         let links = attach_all(&mut ebpf, &config.cgroup, &pin_dir)?;
         #[cfg(feature = "debug")]
         forward_kernel_log(&mut ebpf);
+        let mut np_config: Array<MapData, NodePortConfig> =
+            take_map(&mut ebpf, common::NODEPORT_CONFIG)?;
+        np_config
+            .set(0, maps::nodeport_config(nodeport), 0)
+            .map_err(map_err(common::NODEPORT_CONFIG))?;
+        let tc = if nodeport.enabled {
+            let ingress = load_classifier(&mut ebpf, NP_INGRESS)?;
+            let egress = load_classifier(&mut ebpf, NP_EGRESS)?;
+            Some(TcAttacher::new(
+                &pin_dir,
+                ingress,
+                egress,
+                nodeport.overlay_interfaces.clone(),
+            ))
+        } else {
+            None
+        };
         let maps = BpfMaps {
             services: take_map(&mut ebpf, common::SERVICES)?,
             backends: take_map(&mut ebpf, common::BACKENDS)?,
             node_addrs: take_map(&mut ebpf, common::NODE_ADDRS)?,
             counters: take_map(&mut ebpf, common::COUNTERS)?,
+            np_ifaces: take_map(&mut ebpf, common::NODEPORT_IFACES)?,
+            tc,
+            _sweeper: Some(Sweeper::start(config)?),
             _links: links,
         };
         info!(node = %config.node_name, cgroup = %config.cgroup.display(), "eBPF datapath ready");
@@ -152,9 +197,35 @@ impl BpfMaps {
                 .map_err(map_err(common::NODE_ADDRS))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(open(common::COUNTERS)?))
                 .map_err(map_err(common::COUNTERS))?,
+            np_ifaces: HashMap::try_from(Map::HashMap(open(common::NODEPORT_IFACES)?))
+                .map_err(map_err(common::NODEPORT_IFACES))?,
+            tc: None,
+            _sweeper: None,
             _links: Vec::new(),
         })
     }
+}
+
+/// Loads a tc program and returns its fd (the links created later keep it alive).
+fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<OwnedFd> {
+    let program_err = |e| Error::Program {
+        program: name,
+        source: Box::new(e),
+    };
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(Error::ProgramMissing { program: name })?
+        .try_into()
+        .map_err(program_err)?;
+    program.load().map_err(program_err)?;
+    let fd = program.fd().map_err(program_err)?;
+    fd.as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Fs {
+            action: "duplicating the program fd of",
+            path: PathBuf::from(name),
+            source,
+        })
 }
 
 fn take_map<T: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -327,6 +398,37 @@ impl MapStore for BpfMaps {
             .keys()
             .collect::<Result<_, _>>()
             .map_err(map_err(common::NODE_ADDRS))
+    }
+
+    fn attach_node_interfaces(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<()> {
+        let Some(tc) = &mut self.tc else {
+            return Ok(());
+        };
+        let wanted = tc.reconcile(addrs)?;
+        let current: Vec<u32> = self
+            .np_ifaces
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(common::NODEPORT_IFACES))?;
+        for (ifindex, flags) in &wanted {
+            if self.np_ifaces.get(ifindex, 0).ok() != Some(*flags) {
+                self.np_ifaces
+                    .insert(ifindex, flags, 0)
+                    .map_err(map_err(common::NODEPORT_IFACES))?;
+            }
+        }
+        for ifindex in current.iter().filter(|i| !wanted.contains_key(i)) {
+            if let Err(err) = ignore_missing(self.np_ifaces.remove(ifindex)) {
+                warn!(%err, ifindex, "removing a NodePort interface");
+            }
+        }
+        if wanted.is_empty() && !addrs.is_empty() {
+            warn!(
+                ?addrs,
+                "no interface holds a node address; NodePorts answer only locally"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -11,11 +11,11 @@ use std::{
 };
 
 use ekube_ebpf_common::{
-    Backend, IPPROTO_TCP, IPPROTO_UDP, NodeAddrKey, SVC_FLAG_AFFINITY, SVC_FLAG_NODEPORT,
-    ServiceKey, ServiceValue,
+    Backend, IPPROTO_TCP, IPPROTO_UDP, NodeAddrKey, NodePortConfig, SVC_FLAG_AFFINITY,
+    SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_NODEPORT, ServiceKey, ServiceValue,
 };
 
-use super::{Affinity, BackendAddr, Frontend, Protocol, Result};
+use super::{Affinity, BackendAddr, Frontend, NodePortSettings, Protocol, Result, ServiceOptions};
 
 /// Raw access to the three maps the proxy programs. The real store is the set of pinned BPF
 /// maps; [`MemMaps`] is a fake with the same semantics.
@@ -29,6 +29,12 @@ pub trait MapStore {
     fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>>;
     fn backends(&self) -> Result<Vec<(u32, Backend)>>;
     fn node_addrs(&self) -> Result<Vec<NodeAddrKey>>;
+
+    /// The node addresses are now `addrs`: the real store (re-)attaches its NodePort programs
+    /// to the interfaces holding them. Called on every `set_node_addrs`, also when unchanged.
+    fn attach_node_interfaces(&mut self, _addrs: &BTreeSet<Ipv4Addr>) -> Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) fn proto_number(proto: Protocol) -> u8 {
@@ -80,11 +86,14 @@ pub(crate) fn service_record(
     frontend: &Frontend,
     service_id: u32,
     count: u16,
-    affinity: Affinity,
+    options: ServiceOptions,
 ) -> ServiceValue {
     let mut flags = 0;
     let mut affinity_timeout = 0;
-    if let Affinity::ClientIp { timeout_secs } = affinity {
+    if options.external_local && frontend.is_node_port() {
+        flags |= SVC_FLAG_EXTERNAL_LOCAL;
+    }
+    if let Affinity::ClientIp { timeout_secs } = options.affinity {
         flags |= SVC_FLAG_AFFINITY;
         affinity_timeout = timeout_secs;
     }
@@ -118,6 +127,27 @@ pub(crate) fn affinity_of(record: &ServiceValue) -> Affinity {
         }
     } else {
         Affinity::None
+    }
+}
+
+/// The options a slot-0 record describes.
+pub(crate) fn options_of(record: &ServiceValue) -> ServiceOptions {
+    ServiceOptions {
+        affinity: affinity_of(record),
+        external_local: record.flags & SVC_FLAG_EXTERNAL_LOCAL != 0,
+    }
+}
+
+/// The kernel's NodePort settings record.
+pub(crate) fn nodeport_config(settings: &NodePortSettings) -> NodePortConfig {
+    let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1);
+    NodePortConfig {
+        tcp_established_ns: ns(settings.tcp_established_timeout),
+        tcp_closing_ns: ns(settings.tcp_close_timeout),
+        udp_ns: ns(settings.udp_timeout),
+        snat_port_min: settings.snat_ports.0.min(settings.snat_ports.1),
+        snat_port_max: settings.snat_ports.0.max(settings.snat_ports.1),
+        _pad: 0,
     }
 }
 

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::{
     Affinity, BackendAddr, DatapathState, Error, Frontend, Protocol, Result, ServiceDatapath,
-    ServiceEntry,
+    ServiceEntry, ServiceOptions,
     maps::{self, MapStore},
 };
 
@@ -26,7 +26,7 @@ struct Service {
     id: u32,
     /// Backend id per slot; `slots[0]` is slot 1.
     slots: Vec<u32>,
-    affinity: Affinity,
+    options: ServiceOptions,
 }
 
 /// The service datapath over a [`MapStore`]: pinned BPF maps in production, [`maps::MemMaps`]
@@ -115,13 +115,12 @@ impl<S: MapStore> Datapath<S> {
                 *used.entry(*id).or_default() += 1;
             }
             max_service_id = max_service_id.max(record.service_id);
-            let affinity = maps::affinity_of(record);
             self.services.insert(
                 *frontend,
                 Service {
                     id: record.service_id,
                     slots: ids,
-                    affinity,
+                    options: maps::options_of(record),
                 },
             );
         }
@@ -220,7 +219,7 @@ impl<S: MapStore> Datapath<S> {
         &mut self,
         frontend: Frontend,
         backends: &[BackendAddr],
-        affinity: Affinity,
+        options: ServiceOptions,
     ) -> Result<()> {
         let mut seen = HashSet::new();
         let desired: Vec<BackendAddr> = backends
@@ -262,9 +261,9 @@ impl<S: MapStore> Datapath<S> {
         // 3. The slot-0 record.
         let unchanged = old
             .as_ref()
-            .is_some_and(|s| s.slots.len() == new_slots.len() && s.affinity == affinity);
+            .is_some_and(|s| s.slots.len() == new_slots.len() && s.options == options);
         if !unchanged {
-            let record = maps::service_record(&frontend, id, new_slots.len() as u16, affinity);
+            let record = maps::service_record(&frontend, id, new_slots.len() as u16, options);
             self.put_service_entry(maps::service_key(&frontend, 0), record)?;
         }
         // 4. Slots beyond the new count, now unreachable.
@@ -284,7 +283,7 @@ impl<S: MapStore> Datapath<S> {
             Service {
                 id,
                 slots: new_slots,
-                affinity,
+                options,
             },
         );
         for removed in old_set.difference(&new_set) {
@@ -356,8 +355,21 @@ impl<S: MapStore> ServiceDatapath for Datapath<S> {
         backends: &[BackendAddr],
         affinity: Affinity,
     ) -> Result<()> {
-        debug!(%frontend, backends = backends.len(), ?affinity, "upsert service");
-        self.apply(|dp| dp.upsert_inner(frontend, backends, affinity))
+        let options = ServiceOptions {
+            affinity,
+            external_local: false,
+        };
+        self.upsert_service_with(frontend, backends, options)
+    }
+
+    fn upsert_service_with(
+        &mut self,
+        frontend: Frontend,
+        backends: &[BackendAddr],
+        options: ServiceOptions,
+    ) -> Result<()> {
+        debug!(%frontend, backends = backends.len(), ?options, "upsert service");
+        self.apply(|dp| dp.upsert_inner(frontend, backends, options))
     }
 
     fn delete_service(&mut self, frontend: Frontend) -> Result<()> {
@@ -380,7 +392,10 @@ impl<S: MapStore> ServiceDatapath for Datapath<S> {
                 dp.node_addrs.remove(ip);
             }
             Ok(())
-        })
+        })?;
+        // Also without a change: interfaces (the overlay device) may have appeared since.
+        let addrs = self.node_addrs.clone();
+        self.store.attach_node_interfaces(&addrs)
     }
 
     fn dump(&self) -> Result<DatapathState> {

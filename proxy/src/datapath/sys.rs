@@ -1,6 +1,7 @@
-//! The few kernel calls aya 0.13 does not expose: creating and pinning a cgroup `bpf_link`
-//! (aya cannot turn a cgroup sock_addr link into a pinnable `FdLink`), reading a link's cgroup,
-//! and making sure a bpffs is mounted.
+//! The few kernel calls aya 0.13 does not expose: creating and pinning cgroup and tcx
+//! `bpf_link`s (aya cannot turn a cgroup sock_addr link into a pinnable `FdLink`), reading what
+//! a link is attached to, listing the IPv4 addresses of this network namespace, and making sure
+//! a bpffs is mounted.
 
 use std::{
     ffi::CString,
@@ -18,6 +19,12 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
+/// `BPF_LINK_TYPE_TCX` in `bpf_link_info.type`.
+const BPF_LINK_TYPE_TCX: u32 = 11;
+/// `BPF_TCX_INGRESS` in `enum bpf_attach_type`.
+pub const BPF_TCX_INGRESS: u32 = 46;
+/// `BPF_TCX_EGRESS` in `enum bpf_attach_type`.
+pub const BPF_TCX_EGRESS: u32 = 47;
 /// `statfs.f_type` of a bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -65,9 +72,25 @@ pub fn link_create(
     cgroup: BorrowedFd<'_>,
     attach_type: u32,
 ) -> io::Result<OwnedFd> {
+    link_create_raw(prog, cgroup.as_raw_fd() as u32, attach_type)
+}
+
+/// `BPF_LINK_CREATE` of a tc program with tcx (kernel 6.6+, no qdisc needed): attaches `prog`
+/// to interface `ifindex` for [`BPF_TCX_INGRESS`] or [`BPF_TCX_EGRESS`], after the programs
+/// already there.
+pub fn link_create_tcx(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: u32,
+) -> io::Result<OwnedFd> {
+    link_create_raw(prog, ifindex, attach_type)
+}
+
+/// `target` is a cgroup fd or an ifindex (the same `link_create.target_*` union member).
+fn link_create_raw(prog: BorrowedFd<'_>, target: u32, attach_type: u32) -> io::Result<OwnedFd> {
     let mut attr = Attr::new();
     attr.0[0] = prog.as_raw_fd() as u32;
-    attr.0[1] = cgroup.as_raw_fd() as u32;
+    attr.0[1] = target;
     attr.0[2] = attach_type;
     let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor we now own.
@@ -95,17 +118,89 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 
 /// The cgroup id and attach type of a cgroup link (`None` if `link` is another kind of link).
 pub fn cgroup_link_info(link: BorrowedFd<'_>) -> io::Result<Option<(u64, u32)>> {
-    // struct bpf_link_info: type, id, prog_id, then (8-aligned) cgroup { cgroup_id, attach_type }.
+    let info = link_info(link)?;
+    if info[0] as u32 != BPF_LINK_TYPE_CGROUP {
+        return Ok(None);
+    }
+    Ok(Some((info[2], info[3] as u32)))
+}
+
+/// The ifindex and attach type of a tcx link (`None` for other links; ifindex 0 once its
+/// interface is gone).
+pub fn tcx_link_info(link: BorrowedFd<'_>) -> io::Result<Option<(u32, u32)>> {
+    let info = link_info(link)?;
+    if info[0] as u32 != BPF_LINK_TYPE_TCX {
+        return Ok(None);
+    }
+    Ok(Some((info[2] as u32, (info[2] >> 32) as u32)))
+}
+
+/// struct bpf_link_info: type, id, prog_id, then (8-aligned) the per-type union: cgroup
+/// { cgroup_id, attach_type }, tcx { ifindex, attach_type }.
+fn link_info(link: BorrowedFd<'_>) -> io::Result<[u64; 12]> {
     let mut info = [0u64; 12];
     let mut attr = Attr::new();
     attr.0[0] = link.as_raw_fd() as u32;
     attr.0[1] = size_of_val(&info) as u32;
     attr.set_u64(2, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    if info[0] as u32 != BPF_LINK_TYPE_CGROUP {
-        return Ok(None);
+    Ok(info)
+}
+
+/// Every IPv4 address of this network namespace with its interface name and index
+/// (`getifaddrs(3)`, which asks the kernel over netlink: `/sys/class/net` may belong to
+/// another namespace).
+pub fn ipv4_addrs() -> io::Result<Vec<(String, u32, std::net::Ipv4Addr)>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: valid out-pointer; freed below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(Some((info[2], info[3] as u32)))
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null()
+            || i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET
+        {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in; the name is a C string.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        let Ok(index) = ifindex(&name.to_string_lossy()) else {
+            continue;
+        };
+        out.push((
+            name.to_string_lossy().into_owned(),
+            index,
+            std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+        ));
+    }
+    // SAFETY: the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// The index of interface `name` in this network namespace.
+pub fn ifindex(name: &str) -> io::Result<u32> {
+    let c = CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains a NUL byte"))?;
+    // SAFETY: a valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: zeroed timespec is a valid out-parameter.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Whether `path` is the root of a mounted bpffs.

@@ -81,6 +81,15 @@ pub enum Affinity {
     ClientIp { timeout_secs: u32 },
 }
 
+/// How a frontend balances, beyond its list of backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceOptions {
+    pub affinity: Affinity,
+    /// `externalTrafficPolicy: Local` on a NodePort frontend: the backends are this node's
+    /// endpoints only and the per-packet path keeps the client address (no SNAT).
+    pub external_local: bool,
+}
+
 /// A programmed service as read back from the maps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceEntry {

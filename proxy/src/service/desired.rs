@@ -7,6 +7,9 @@
 //! for the pods of that slice), so endpoints of one service may listen on different ports.
 //! Services the proxy does not serve (headless, ExternalName, another proxy's) map to nothing;
 //! services it cannot express are an [`Unsupported`] error for the caller to report.
+//! [`desired_state_on_node`] also applies `externalTrafficPolicy: Local`: the NodePort frontends
+//! of such a Service balance over the endpoints whose `nodeName` is this node only, and are
+//! flagged so the datapath keeps the client address.
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
 
@@ -18,7 +21,7 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-use crate::datapath::{Affinity, BackendAddr, Frontend, Protocol};
+use crate::datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceOptions};
 
 /// Label naming the Service an EndpointSlice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -69,11 +72,24 @@ impl fmt::Display for ServiceName {
 }
 
 /// What one frontend balances over.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FrontendSpec {
     /// Ready endpoints, sorted and without duplicates; empty means "refuse connections".
     pub backends: Vec<BackendAddr>,
     pub affinity: Affinity,
+    /// A NodePort frontend of an `externalTrafficPolicy: Local` Service: `backends` are this
+    /// node's endpoints only, and the client address is kept (no SNAT).
+    pub external_local: bool,
+}
+
+impl FrontendSpec {
+    /// The per-frontend options for [`crate::ServiceDatapath::upsert_service_with`].
+    pub fn options(&self) -> ServiceOptions {
+        ServiceOptions {
+            affinity: self.affinity,
+            external_local: self.external_local,
+        }
+    }
 }
 
 /// Every frontend one Service wants programmed.
@@ -102,9 +118,39 @@ pub enum Unsupported {
 
 /// The frontends `svc` wants, with the ready endpoints of `slices` (the EndpointSlices labelled
 /// with its name; others are the caller's bug and are ignored only by protocol/port mismatch).
+/// Knows no node, so `externalTrafficPolicy` is not applied; the proxy uses
+/// [`desired_state_on_node`].
 pub fn desired_state(
     svc: &Service,
     slices: &[&EndpointSlice],
+) -> Result<DesiredService, Unsupported> {
+    desired_for(svc, slices, None)
+}
+
+/// [`desired_state`] as seen by node `node`: NodePort frontends of an
+/// `externalTrafficPolicy: Local` Service keep only the endpoints on `node` and are flagged
+/// [`FrontendSpec::external_local`]. ClusterIP frontends always balance over every endpoint.
+pub fn desired_state_on_node(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    node: &str,
+) -> Result<DesiredService, Unsupported> {
+    desired_for(svc, slices, Some(node))
+}
+
+/// Whether `svc` asks for `externalTrafficPolicy: Local` on its node ports.
+pub fn external_traffic_local(svc: &Service) -> bool {
+    let Some(spec) = &svc.spec else {
+        return false;
+    };
+    matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))
+        && spec.external_traffic_policy.as_deref() == Some("Local")
+}
+
+fn desired_for(
+    svc: &Service,
+    slices: &[&EndpointSlice],
+    node: Option<&str>,
 ) -> Result<DesiredService, Unsupported> {
     let mut desired = DesiredService::new();
     let labels = svc.metadata.labels.as_ref();
@@ -125,6 +171,7 @@ pub fn desired_state(
     };
     let affinity = affinity_of(svc)?;
     let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let local_node = node.filter(|_| external_traffic_local(svc));
     for (index, port) in spec.ports.iter().flatten().enumerate() {
         let protocol = port.protocol.as_deref().unwrap_or("TCP");
         let proto = match protocol {
@@ -143,8 +190,9 @@ pub fn desired_state(
             value: port.port,
         })?;
         let spec = FrontendSpec {
-            backends: backends_for(port, protocol, slices)?,
+            backends: backends_for(port, protocol, slices, None)?,
             affinity,
+            external_local: false,
         };
         if node_ports && let Some(node_port) = port.node_port {
             let node_port = valid_port(node_port).ok_or(Unsupported::Port {
@@ -152,7 +200,15 @@ pub fn desired_state(
                 field: "nodePort",
                 value: node_port,
             })?;
-            desired.insert(Frontend::node_port(node_port, proto), spec.clone());
+            let external = match local_node {
+                Some(node) => FrontendSpec {
+                    backends: backends_for(port, protocol, slices, Some(node))?,
+                    affinity,
+                    external_local: true,
+                },
+                None => spec.clone(),
+            };
+            desired.insert(Frontend::node_port(node_port, proto), external);
         }
         desired.insert(Frontend::cluster_ip(cluster_ip, service_port, proto), spec);
     }
@@ -187,11 +243,12 @@ fn valid_port(port: i32) -> Option<u16> {
 }
 
 /// The ready endpoints of `slices` for service port `port`, each with the target port its own
-/// slice resolved.
+/// slice resolved; with `node`, only the endpoints whose `nodeName` is `node`.
 fn backends_for(
     port: &ServicePort,
     protocol: &str,
     slices: &[&EndpointSlice],
+    node: Option<&str>,
 ) -> Result<Vec<BackendAddr>, Unsupported> {
     let name = port.name.as_deref().unwrap_or("");
     // Used only when a slice does not list this port: a numeric targetPort needs no resolving.
@@ -227,7 +284,7 @@ fn backends_for(
                 .as_ref()
                 .and_then(|c| c.ready)
                 .unwrap_or(true);
-            if !ready {
+            if !ready || node.is_some_and(|n| endpoint.node_name.as_deref() != Some(n)) {
                 continue;
             }
             // Like kube-proxy, the first address stands for the endpoint.
@@ -396,6 +453,7 @@ mod tests {
             affinity: Affinity::ClientIp {
                 timeout_secs: DEFAULT_AFFINITY_TIMEOUT,
             },
+            external_local: false,
         };
         assert_eq!(desired[&vip(80, Protocol::Tcp)], expected);
         assert_eq!(
@@ -412,6 +470,44 @@ mod tests {
             desired_state(&svc, &[&eps]),
             Err(Unsupported::AffinityTimeout(0))
         );
+    }
+
+    #[test]
+    fn external_traffic_policy_local_keeps_this_nodes_endpoints_on_node_ports() {
+        let mut svc = service(
+            "10.96.0.20",
+            vec![port("", "TCP", 80, IntOrString::Int(8080))],
+        );
+        let spec = svc.spec.as_mut().unwrap();
+        spec.type_ = Some("NodePort".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        let mut eps = slice(
+            "web-a",
+            &[("", "TCP", 8080)],
+            &[("10.244.1.2", Some(true)), ("10.244.2.2", Some(true))],
+        );
+        let endpoints = eps.endpoints.as_mut().unwrap();
+        endpoints[0].node_name = Some("n1".into());
+        endpoints[1].node_name = Some("n2".into());
+        let node_port = Frontend::node_port(30080, Protocol::Tcp);
+
+        let on_n1 = desired_state_on_node(&svc, &[&eps], "n1").unwrap();
+        assert_eq!(on_n1[&node_port].backends, [b("10.244.1.2", 8080)]);
+        assert!(on_n1[&node_port].external_local);
+        assert!(on_n1[&node_port].options().external_local);
+        // The ClusterIP keeps every endpoint and no flag.
+        assert_eq!(on_n1[&vip(80, Protocol::Tcp)].backends.len(), 2);
+        assert!(!on_n1[&vip(80, Protocol::Tcp)].external_local);
+
+        let on_n3 = desired_state_on_node(&svc, &[&eps], "n3").unwrap();
+        assert!(on_n3[&node_port].backends.is_empty());
+
+        // Cluster policy: every endpoint, on any node.
+        svc.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
+        let cluster = desired_state_on_node(&svc, &[&eps], "n3").unwrap();
+        assert_eq!(cluster[&node_port].backends.len(), 2);
+        assert!(!cluster[&node_port].external_local);
     }
 
     #[test]

@@ -45,8 +45,10 @@ impl Histogram {
 pub enum SyncKind {
     /// One Service after a watch event.
     Service,
-    /// Every Service plus the prune.
+    /// Every Service plus the prune (and its commit).
     Full,
+    /// Applying staged per-Service changes to a batch datapath (iptables-restore).
+    Commit,
 }
 
 impl SyncKind {
@@ -54,6 +56,7 @@ impl SyncKind {
         match self {
             SyncKind::Service => "service",
             SyncKind::Full => "full",
+            SyncKind::Commit => "commit",
         }
     }
 }
@@ -63,6 +66,7 @@ struct Inner {
     totals: SyncTotals,
     service_syncs: Histogram,
     full_syncs: Histogram,
+    commits: Histogram,
     pruned: u64,
     map_writes: u64,
     events_emitted: u64,
@@ -104,6 +108,7 @@ impl Metrics {
         let mut inner = self.lock();
         match kind {
             SyncKind::Service => inner.service_syncs.observe(took.as_secs_f64()),
+            SyncKind::Commit => inner.commits.observe(took.as_secs_f64()),
             SyncKind::Full => {
                 inner.full_syncs.observe(took.as_secs_f64());
                 inner.last_full_sync = Some(Instant::now());
@@ -208,6 +213,7 @@ impl Metrics {
         let syncs = [
             (SyncKind::Service, &inner.service_syncs),
             (SyncKind::Full, &inner.full_syncs),
+            (SyncKind::Commit, &inner.commits),
         ];
         metric(
             "ekube_proxy_syncs_total",

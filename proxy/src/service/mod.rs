@@ -1,12 +1,14 @@
-//! `ekube proxy`: watches Services and EndpointSlices and keeps the eBPF datapath in step
+//! `ekube proxy`: watches Services and EndpointSlices and keeps the service datapath in step
 //! (DESIGN.md §7).
 //!
 //! [`run`] validates the [`Config`], binds the metrics and healthz endpoints, opens the datapath
-//! (re-using its pinned maps, so a restart continues where the last process stopped) and runs
-//! the sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into
-//! frontends and backends, [`sync`] applies only what changed, [`metrics`] and [`http`] report.
+//! of the chosen `--mode` — the eBPF maps (re-using their pins, so a restart continues where the
+//! last process stopped) or kube-proxy's iptables rules ([`crate::iptables`]) — and runs the
+//! sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into frontends
+//! and backends, [`sync`] applies only what changed, [`metrics`] and [`http`] report.
 
 pub mod desired;
+pub mod healthcheck;
 mod http;
 pub mod metrics;
 pub mod sync;
@@ -22,6 +24,7 @@ use std::{
     time::Duration,
 };
 
+use ipnetwork::Ipv4Network;
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -31,7 +34,20 @@ pub use self::{
     sync::{Outcome, ProxyDatapath, Syncer},
     watch::{COMPONENT, FAILED_REASON},
 };
-use crate::datapath::{Datapath, DatapathConfig};
+use crate::{
+    datapath::{Datapath, DatapathConfig},
+    iptables::{Backend, IptablesConfig, IptablesDatapath},
+};
+
+/// Which datapath programs the services.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Socket-level load balancing in eBPF (cgroup hooks and pinned maps).
+    #[default]
+    Ebpf,
+    /// kube-proxy's iptables rules, applied with `iptables-restore`.
+    Iptables,
+}
 
 /// `statfs(2)` magic of a cgroup v2 mount.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
@@ -64,6 +80,19 @@ pub struct Config {
     /// Period of the full re-sync and prune (e.g. `30s`, `1m`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub sync_period: Duration,
+    /// The datapath: `ebpf` (socket-level load balancing) or `iptables` (kube-proxy's rules).
+    #[arg(long, alias = "proxy-mode", value_enum, default_value = "ebpf")]
+    pub mode: Mode,
+    /// In iptables mode, which iptables writes the rules: `legacy` (x_tables) or `nft`.
+    #[arg(long, value_enum, default_value = "nft")]
+    pub iptables_backend: Backend,
+    /// In iptables mode, the shortest time between two `iptables-restore` runs: changes
+    /// arriving faster are applied together.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub iptables_min_sync_period: Duration,
+    /// Pod CIDR; in iptables mode, traffic from outside it to a ClusterIP is masqueraded.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: Option<Ipv4Network>,
 }
 
 impl Config {
@@ -78,6 +107,10 @@ impl Config {
             metrics_bind_address: SocketAddr::from(([127, 0, 0, 1], 10249)),
             healthz_bind_address: SocketAddr::from(([0, 0, 0, 0], 10256)),
             sync_period: Duration::from_secs(30),
+            mode: Mode::Ebpf,
+            iptables_backend: Backend::Nft,
+            iptables_min_sync_period: Duration::from_secs(1),
+            cluster_cidr: Some(Ipv4Network::new(Ipv4Addr::new(10, 244, 0, 0), 16).expect("valid")),
         }
     }
 
@@ -99,13 +132,16 @@ impl Config {
                  and '.'); set --hostname-override"
             ));
         }
-        if let Err(message) = check_cgroup2(&self.cgroup_path) {
+        // The iptables mode touches neither cgroups nor bpffs.
+        if self.mode == Mode::Ebpf
+            && let Err(message) = check_cgroup2(&self.cgroup_path)
+        {
             return invalid(format!(
                 "--cgroup-path {}: {message}",
                 self.cgroup_path.display()
             ));
         }
-        if !self.bpffs_path.is_absolute() {
+        if self.mode == Mode::Ebpf && !self.bpffs_path.is_absolute() {
             return invalid(format!(
                 "--bpffs-path {} must be absolute",
                 self.bpffs_path.display()
@@ -122,6 +158,12 @@ impl Config {
             return invalid(format!(
                 "--metrics-bind-address and --healthz-bind-address are both {}",
                 self.metrics_bind_address
+            ));
+        }
+        if self.iptables_min_sync_period > self.sync_period {
+            return invalid(format!(
+                "--iptables-min-sync-period {:?} is longer than --sync-period {:?}",
+                self.iptables_min_sync_period, self.sync_period
             ));
         }
         if self.sync_period < Duration::from_secs(1) {
@@ -149,25 +191,52 @@ pub enum RunError {
     },
     #[error("opening the eBPF datapath: {0}")]
     Datapath(#[from] crate::datapath::Error),
+    #[error("setting up the iptables datapath: {0}")]
+    Iptables(#[from] crate::iptables::Error),
     #[error("the {what} watch ended")]
     WatchEnded { what: &'static str },
 }
 
-/// Runs the proxy until `shutdown` completes. The datapath stays pinned and keeps serving
-/// after it returns.
+/// Runs the proxy until `shutdown` completes. The eBPF datapath stays pinned and keeps serving
+/// after it returns; the iptables rules stay in place too.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let node_name = config.validate()?;
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
     let metrics_listener = bind("metrics", config.metrics_bind_address).await?;
     let healthz_listener = bind("healthz", config.healthz_bind_address).await?;
-    let dp_config = DatapathConfig {
-        cgroup: config.cgroup_path.clone(),
-        bpffs: config.bpffs_path.clone(),
-        node_name: node_name.clone(),
-    };
-    let datapath = Datapath::open(&dp_config)?;
+    let listeners = (metrics_listener, healthz_listener);
+    match config.mode {
+        Mode::Ebpf => {
+            let dp_config = DatapathConfig {
+                cgroup: config.cgroup_path.clone(),
+                bpffs: config.bpffs_path.clone(),
+                node_name: node_name.clone(),
+            };
+            let datapath = Datapath::open(&dp_config)?;
+            serve(config, node_name, client, listeners, datapath, shutdown).await
+        }
+        Mode::Iptables => {
+            let datapath = IptablesDatapath::open(&IptablesConfig {
+                backend: config.iptables_backend,
+                cluster_cidr: config.cluster_cidr,
+            })?;
+            serve(config, node_name, client, listeners, datapath, shutdown).await
+        }
+    }
+}
+
+/// The proxy over an opened datapath: HTTP endpoints plus the sync loop.
+async fn serve<D: ProxyDatapath + Send + 'static>(
+    config: Config,
+    node_name: String,
+    client: kube::Client,
+    (metrics_listener, healthz_listener): (TcpListener, TcpListener),
+    datapath: D,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     info!(
         node = %node_name,
+        mode = ?config.mode,
         metrics = %config.metrics_bind_address,
         healthz = %config.healthz_bind_address,
         "proxy started"
@@ -184,6 +253,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         node_name,
         node_ips: config.node_ips.clone(),
         sync_period: config.sync_period,
+        min_commit_interval: match config.mode {
+            Mode::Ebpf => Duration::ZERO,
+            Mode::Iptables => config.iptables_min_sync_period,
+        },
     };
     let result = watch::run_loop(
         client,

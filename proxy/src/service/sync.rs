@@ -8,6 +8,11 @@
 //! since the datapath itself restarts from its pinned maps. A Service the datapath cannot hold
 //! (invalid spec, full map) is taken out of the datapath and reported; the next full sync
 //! retries it.
+//!
+//! Datapaths that apply in batches (iptables) take effect on [`ServiceDatapath::commit`]:
+//! [`Syncer::sync_service`] commits after the one Service, [`Syncer::stage_service`] leaves it to
+//! the caller's [`Syncer::commit`] (the watch loop batches bursts of events that way), and
+//! [`Syncer::full_sync`] commits once after every Service and the prune.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -16,6 +21,8 @@ use std::{
 };
 
 use tracing::{debug, info, warn};
+
+use k8s_openapi::api::core::v1::Service;
 
 use super::desired::{DesiredService, ServiceName, Unsupported};
 use crate::datapath::{Counter, Error as DatapathError, Frontend, ServiceDatapath};
@@ -26,6 +33,10 @@ pub trait ProxyDatapath: ServiceDatapath {
     fn kernel_counters(&self) -> Vec<(Counter, u64)> {
         Vec::new()
     }
+
+    /// Shows the datapath the Service behind `key` (`None` once deleted) before its frontends
+    /// are programmed; for datapaths that name things after Service ports (iptables chains).
+    fn describe_service(&mut self, _key: &ServiceName, _svc: Option<&Service>) {}
 }
 
 impl ProxyDatapath for crate::Datapath<crate::datapath::BpfMaps> {
@@ -94,14 +105,48 @@ impl<D: ProxyDatapath> Syncer<D> {
         self.totals
     }
 
+    /// Passes the Service object to the datapath ([`ProxyDatapath::describe_service`]).
+    pub fn describe(&mut self, key: &ServiceName, svc: Option<&Service>) {
+        self.dp.describe_service(key, svc);
+    }
+
+    /// Applies what was staged since the last commit. A failure is counted; the changes stay
+    /// staged and the next commit retries them.
+    pub fn commit(&mut self) -> Result<(), DatapathError> {
+        let result = self.dp.commit();
+        if result.is_err() {
+            self.totals.failures += 1;
+        }
+        result
+    }
+
     /// Sets the node addresses NodePorts answer on.
     pub fn set_node_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
         self.dp.set_node_addrs(addrs)
     }
 
-    /// Makes the datapath hold `desired` for `key` (an empty map removes the Service). Costs
-    /// O(frontends of this Service) plus the datapath's O(changed backends) writes.
+    /// Makes the datapath hold `desired` for `key` (an empty map removes the Service) and
+    /// commits. Costs O(frontends of this Service) plus the datapath's O(changed backends)
+    /// writes (and, for a batch datapath, one commit).
     pub fn sync_service(
+        &mut self,
+        key: &ServiceName,
+        desired: Result<DesiredService, Unsupported>,
+    ) -> Outcome {
+        let mut outcome = self.stage_service(key, desired);
+        if let Err(err) = self.commit() {
+            let problem = format!("applying the datapath: {err}");
+            outcome.problem = Some(match outcome.problem.take() {
+                Some(p) => format!("{p}; {problem}"),
+                None => problem,
+            });
+            outcome.new_problem = true;
+        }
+        outcome
+    }
+
+    /// [`Syncer::sync_service`] without the commit.
+    pub fn stage_service(
         &mut self,
         key: &ServiceName,
         desired: Result<DesiredService, Unsupported>,
@@ -139,7 +184,7 @@ impl<D: ProxyDatapath> Syncer<D> {
             }
             match self
                 .dp
-                .upsert_service(frontend, &spec.backends, spec.affinity)
+                .upsert_service_with(frontend, &spec.backends, spec.options())
             {
                 Ok(()) => {
                     self.owners.insert(frontend, key.clone());
@@ -191,7 +236,7 @@ impl<D: ProxyDatapath> Syncer<D> {
     }
 
     /// Syncs every Service in `all` (Services absent from it are removed), then prunes frontends
-    /// that are in the maps but owned by no Service. Returns each Service's outcome that has a
+    /// that are in the maps but owned by no Service, then commits once. Returns each Service's outcome that has a
     /// problem, and how many frontends the prune removed.
     pub fn full_sync(
         &mut self,
@@ -207,19 +252,23 @@ impl<D: ProxyDatapath> Syncer<D> {
             .collect();
         let mut outcomes = Vec::new();
         for key in gone {
-            let outcome = self.sync_service(&key, Ok(DesiredService::new()));
+            let outcome = self.stage_service(&key, Ok(DesiredService::new()));
             self.problems.remove(&key);
             if outcome.problem.is_some() {
                 outcomes.push((key, outcome));
             }
         }
         for (key, desired) in all {
-            let outcome = self.sync_service(&key, desired);
+            let outcome = self.stage_service(&key, desired);
             if outcome.problem.is_some() {
                 outcomes.push((key, outcome));
             }
         }
-        (outcomes, self.prune())
+        let pruned = self.prune();
+        if let Err(err) = self.commit() {
+            warn!(%err, "applying the full sync; the next sync retries");
+        }
+        (outcomes, pruned)
     }
 
     /// Removes frontends the maps hold that no Service owns.

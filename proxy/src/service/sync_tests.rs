@@ -38,6 +38,7 @@ fn one(frontend: Frontend, ips: &[u8]) -> DesiredService {
         FrontendSpec {
             backends: backends(ips),
             affinity: Affinity::None,
+            external_local: false,
         },
     )])
 }

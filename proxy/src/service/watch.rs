@@ -38,7 +38,8 @@ use tracing::{debug, info, warn};
 
 use super::{
     RunError,
-    desired::{DesiredService, SERVICE_NAME_LABEL, ServiceName, Unsupported, desired_state},
+    desired::{DesiredService, SERVICE_NAME_LABEL, ServiceName, Unsupported, desired_state_on_node},
+    healthcheck::HealthChecks,
     metrics::{Metrics, SyncKind},
     sync::{ProxyDatapath, Syncer},
 };
@@ -49,6 +50,9 @@ pub const COMPONENT: &str = "ekube-proxy";
 pub const FAILED_REASON: &str = "FailedToProgram";
 /// How often the kernel counters are copied into the metrics.
 const COUNTERS_PERIOD: Duration = Duration::from_secs(2);
+/// How often the interfaces holding the node addresses are looked at again, so the NodePort
+/// programs reach a device (the overlay's) that appears after start-up within moments.
+const INTERFACES_PERIOD: Duration = Duration::from_secs(2);
 
 /// Settings of the loop that do not come from the API.
 pub struct LoopConfig {
@@ -56,6 +60,9 @@ pub struct LoopConfig {
     /// `--node-ip`; when empty, the Node object's InternalIPs are used.
     pub node_ips: Vec<Ipv4Addr>,
     pub sync_period: Duration,
+    /// Shortest time between two datapath commits (zero: commit after every event). Events
+    /// arriving faster are committed together, like kube-proxy's `--iptables-min-sync-period`.
+    pub min_commit_interval: Duration,
 }
 
 /// The loop's state: the stores, the slice index and the syncer.
@@ -72,6 +79,12 @@ struct Proxy<D> {
     slice_owner: HashMap<(String, String), ServiceName>,
     services_listed: bool,
     slices_listed: bool,
+    /// healthCheckNodePort servers of this node's externalTrafficPolicy: Local Services.
+    health: HealthChecks,
+    /// When staged changes are due to be committed (`None`: nothing staged).
+    commit_at: Option<tokio::time::Instant>,
+    /// When the last commit ran.
+    last_commit: Option<tokio::time::Instant>,
 }
 
 /// Runs until `shutdown` completes; an error only if a watch stream ends for good.
@@ -101,6 +114,7 @@ pub async fn run_loop<D: ProxyDatapath>(
         .default_backoff(),
     );
     let mut proxy = Proxy {
+        health: HealthChecks::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         client,
         syncer,
         metrics,
@@ -110,6 +124,8 @@ pub async fn run_loop<D: ProxyDatapath>(
         slice_owner: HashMap::new(),
         services_listed: false,
         slices_listed: false,
+        commit_at: None,
+        last_commit: None,
         config,
     };
     if !proxy.config.node_ips.is_empty() {
@@ -135,8 +151,12 @@ impl<D: ProxyDatapath> Proxy<D> {
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await;
         let mut counters = tokio::time::interval(COUNTERS_PERIOD);
+        let mut interfaces = tokio::time::interval(INTERFACES_PERIOD);
         loop {
+            let commit_at = self.commit_at;
             tokio::select! {
+                // Events first: a burst already received is staged before the commit.
+                biased;
                 _ = &mut shutdown => {
                     info!("proxy stopping; the datapath keeps serving from its pinned maps");
                     return Ok(());
@@ -160,6 +180,14 @@ impl<D: ProxyDatapath> Proxy<D> {
                     let dp = self.syncer.datapath();
                     self.metrics.set_counters(dp.kernel_counters(), dp.map_writes());
                 }
+                _ = interfaces.tick(), if !self.config.node_ips.is_empty() => {
+                    let ips = self.config.node_ips.clone();
+                    if let Err(err) = self.syncer.set_node_addrs(&ips) {
+                        warn!(%err, "programming the node addresses");
+                    }
+                }
+                _ = tokio::time::sleep_until(commit_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if commit_at.is_some() => self.commit(),
             }
         }
     }
@@ -261,8 +289,13 @@ impl<D: ProxyDatapath> Proxy<D> {
         let Some(svc) = svc else {
             return Ok(DesiredService::new());
         };
-        let slices: Vec<Arc<EndpointSlice>> = self
-            .index
+        let slices = self.slices_of(key);
+        let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
+        desired_state_on_node(svc, &refs, &self.config.node_name)
+    }
+
+    fn slices_of(&self, key: &ServiceName) -> Vec<Arc<EndpointSlice>> {
+        self.index
             .get(key)
             .into_iter()
             .flatten()
@@ -270,9 +303,16 @@ impl<D: ProxyDatapath> Proxy<D> {
                 self.slices
                     .get(&ObjectRef::new(name).within(&key.namespace))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Opens, updates or closes `key`'s healthCheckNodePort server.
+    fn sync_health(&mut self, key: &ServiceName, svc: Option<&Service>) {
+        let slices = self.slices_of(key);
         let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        desired_state(svc, &refs)
+        if let Err(err) = self.health.sync(key, svc, &refs, &self.config.node_name) {
+            warn!(%err, "health check");
+        }
     }
 
     fn service(&self, key: &ServiceName) -> Option<Arc<Service>> {
@@ -280,13 +320,23 @@ impl<D: ProxyDatapath> Proxy<D> {
             .get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
-    /// Syncs one Service after an event.
+    /// Syncs one Service after an event; the commit follows once no event is waiting (and
+    /// `min_commit_interval` has passed since the last one).
     fn sync_one(&mut self, key: &ServiceName) {
         let started = Instant::now();
         let svc = self.service(key);
         let desired = self.desired_of(key, svc.as_deref());
         let before = self.syncer.service_counts(key);
-        let outcome = self.syncer.sync_service(key, desired);
+        self.syncer.describe(key, svc.as_deref());
+        let outcome = self.syncer.stage_service(key, desired);
+        self.sync_health(key, svc.as_deref());
+        if self.commit_at.is_none() {
+            let now = tokio::time::Instant::now();
+            let earliest = self
+                .last_commit
+                .map_or(now, |last| last + self.config.min_commit_interval);
+            self.commit_at = Some(earliest.max(now));
+        }
         let after = self.syncer.service_counts(key);
         self.syncer.adjust_totals(before, after);
         debug!(service = %key, frontends = after.0, backends = after.1, "service synced");
@@ -301,22 +351,65 @@ impl<D: ProxyDatapath> Proxy<D> {
         }
     }
 
-    /// Syncs every Service and prunes; the node addresses too when they come from the API.
+    /// Commits what the per-event syncs staged.
+    fn commit(&mut self) {
+        self.commit_at = None;
+        let started = Instant::now();
+        let result = self.syncer.commit();
+        self.last_commit = Some(tokio::time::Instant::now());
+        match result {
+            Ok(()) => debug!(took = ?started.elapsed(), "datapath committed"),
+            Err(err) => {
+                warn!(%err, "committing the datapath; retrying in a second");
+                let retry = self.config.min_commit_interval.max(Duration::from_secs(1));
+                self.commit_at = Some(tokio::time::Instant::now() + retry);
+            }
+        }
+        self.metrics.observe_sync(
+            SyncKind::Commit,
+            started.elapsed(),
+            self.syncer.totals(),
+            self.syncer.datapath().map_writes(),
+        );
+    }
+
+    /// Syncs every Service, prunes and commits; the node addresses too when they come from the
+    /// API.
     async fn full_sync(&mut self) {
         if self.config.node_ips.is_empty() {
             self.refresh_node_addrs().await;
+        } else {
+            // Again each time: re-attaches the NodePort programs to interfaces that appeared.
+            let ips = self.config.node_ips.clone();
+            if let Err(err) = self.syncer.set_node_addrs(&ips) {
+                warn!(%err, "programming the node addresses");
+            }
         }
         let started = Instant::now();
         let services = self.services.state();
-        let all: Vec<_> = services
-            .iter()
-            .filter_map(|svc| {
-                let key = ServiceName::of_service(svc)?;
-                let desired = self.desired_of(&key, Some(svc));
-                Some((key, desired))
-            })
-            .collect();
+        let mut all = Vec::with_capacity(services.len());
+        for svc in &services {
+            let Some(key) = ServiceName::of_service(svc) else {
+                continue;
+            };
+            let desired = self.desired_of(&key, Some(svc));
+            self.syncer.describe(&key, Some(svc));
+            all.push((key, desired));
+        }
+        // The full sync commits everything staged so far.
+        self.commit_at = None;
         let (outcomes, pruned) = self.syncer.full_sync(all);
+        let live: BTreeSet<ServiceName> = services
+            .iter()
+            .filter_map(|svc| ServiceName::of_service(svc))
+            .collect();
+        self.health.retain(|key| live.contains(key));
+        for svc in &services {
+            if let Some(key) = ServiceName::of_service(svc) {
+                self.sync_health(&key, Some(svc));
+            }
+        }
+        self.last_commit = Some(tokio::time::Instant::now());
         let totals = self.syncer.recount();
         let took = started.elapsed();
         self.metrics.add_pruned(pruned);

@@ -1,0 +1,299 @@
+//! `ekube agent`: everything a worker node runs, in one process — the kubelet (with its
+//! in-process CRI runtime), the VXLAN overlay agent and the service proxy.
+//!
+//! The agent owns only what the three share: the node's name and address, its directories and
+//! cgroup, the CNI network configuration that joins the kubelet to the overlay. Each component
+//! is configured by parsing its own flags, so its defaults live in one place; anything else a
+//! component accepts is passed through with `--kubelet-arg`, `--flannel-arg` or `--proxy-arg`
+//! (`name=value`, as k3s does). The network configuration is written once the overlay has
+//! written `subnet.env`, so the kubelet never wires a pod into a network that is not there yet.
+
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ekube_cni::NodeConflist;
+use ekube_cni::config::DEFAULT_SUBNET_FILE;
+
+use crate::flags::component;
+
+/// Where cgroup v2 is mounted on a hybrid-cgroup host.
+const CGROUP2: &str = "/sys/fs/cgroup/unified";
+
+/// Flags of `ekube agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Kubeconfig of the apiserver to talk to.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Node name instead of the host name.
+    #[arg(long)]
+    pub hostname_override: Option<String>,
+    /// The node's InternalIP, also its VXLAN endpoint and NodePort address.
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Kubelet and runtime state (volumes, images, bundles).
+    #[arg(long, default_value = "/var/lib/ekube/agent")]
+    pub root_dir: PathBuf,
+    /// Cgroup (in every hierarchy) under which pods go; the proxy balances the sockets of this
+    /// cgroup v2 subtree unless `--proxy-arg cgroup-path=…` says otherwise.
+    #[arg(long, default_value = "/ekube")]
+    pub cgroup_root: String,
+    /// Where CNI plugin binaries are (default: next to this binary when `ekube-cni` is there,
+    /// else `/opt/cni/bin`).
+    #[arg(long)]
+    pub cni_bin_dir: Option<PathBuf>,
+    /// Where the CNI network configuration is written.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Where the overlay writes the node's subnet, MTU and cluster CIDR for the CNI plugin.
+    #[arg(long, default_value = DEFAULT_SUBNET_FILE)]
+    pub subnet_file: PathBuf,
+    /// Directory of static pod manifests.
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Registries (`host:port`) pulled over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// OCI image archives imported at start (air-gapped nodes).
+    #[arg(long)]
+    pub images_dir: Option<PathBuf>,
+    /// Where container logs go.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub pod_logs_dir: PathBuf,
+    /// Where CNI IPAM keeps its allocations.
+    #[arg(long, default_value = ekube_cni::config::DEFAULT_DATA_DIR)]
+    pub cni_data_dir: PathBuf,
+    /// Do not run the service proxy (another proxy serves this node).
+    #[arg(long)]
+    pub disable_proxy: bool,
+    /// Do not run the overlay agent (another one writes `--subnet-file`).
+    #[arg(long)]
+    pub disable_flannel: bool,
+    /// Extra kubelet flag, `name=value` (repeatable).
+    #[arg(long = "kubelet-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    pub kubelet_args: Vec<String>,
+    /// Extra overlay-agent flag, `name=value` (repeatable).
+    #[arg(long = "flannel-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    pub flannel_args: Vec<String>,
+    /// Extra proxy flag, `name=value` (repeatable).
+    #[arg(long = "proxy-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    pub proxy_args: Vec<String>,
+}
+
+/// `(--flag, value)` pairs as argv, skipping absent optional values.
+fn argv<'a>(pairs: impl IntoIterator<Item = (&'a str, Option<OsString>)>) -> Vec<OsString> {
+    pairs
+        .into_iter()
+        .filter_map(|(flag, value)| Some([OsString::from(flag), value?]))
+        .flatten()
+        .collect()
+}
+
+fn os(path: &Path) -> Option<OsString> {
+    Some(path.as_os_str().to_owned())
+}
+
+impl Config {
+    fn cni_bin_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.cni_bin_dir {
+            return dir.clone();
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .filter(|dir| dir.join("ekube-cni").exists())
+            .unwrap_or_else(|| PathBuf::from("/opt/cni/bin"))
+    }
+
+    fn kubelet(&self) -> Result<ekube_kubelet::Config> {
+        let mut args = argv([
+            ("--kubeconfig", os(&self.kubeconfig)),
+            ("--hostname-override", self.hostname_override.clone().map(Into::into)),
+            ("--node-ip", self.node_ip.map(|ip| ip.to_string().into())),
+            ("--root-dir", os(&self.root_dir)),
+            ("--cgroup-root", Some(self.cgroup_root.clone().into())),
+            ("--cni-bin-dir", os(&self.cni_bin_dir())),
+            ("--cni-conf-dir", os(&self.cni_conf_dir)),
+            ("--pod-manifest-path", self.pod_manifest_path.as_deref().and_then(os)),
+            ("--images-dir", self.images_dir.as_deref().and_then(os)),
+            ("--pod-logs-dir", os(&self.pod_logs_dir)),
+        ]);
+        for registry in &self.insecure_registries {
+            args.extend(["--insecure-registry".into(), registry.into()]);
+        }
+        component("kubelet", args, &self.kubelet_args)
+    }
+
+    fn flannel(&self) -> Result<ekube_cni::flannel::Config> {
+        let args = argv([
+            ("--kubeconfig", os(&self.kubeconfig)),
+            ("--hostname-override", self.hostname_override.clone().map(Into::into)),
+            ("--public-ip", self.node_ip.map(|ip| ip.to_string().into())),
+            ("--subnet-file", os(&self.subnet_file)),
+        ]);
+        component("flannel", args, &self.flannel_args)
+    }
+
+    fn proxy(&self) -> Result<ekube_proxy::service::Config> {
+        let cgroup = Path::new(CGROUP2).join(self.cgroup_root.trim_start_matches('/'));
+        let args = argv([
+            ("--kubeconfig", os(&self.kubeconfig)),
+            ("--hostname-override", self.hostname_override.clone().map(Into::into)),
+            ("--node-ip", self.node_ip.map(|ip| ip.to_string().into())),
+            ("--cgroup-path", os(&cgroup)),
+        ]);
+        component("proxy", args, &self.proxy_args)
+    }
+
+    /// The conflist joining pods to the overlay: subnet, MTU and cluster CIDR are read from
+    /// `subnet.env` on every ADD, so a changed podCIDR needs no rewrite.
+    fn conflist(&self) -> NodeConflist {
+        NodeConflist {
+            subnet_file: self.subnet_file.clone(),
+            data_dir: self.cni_data_dir.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Runs the node components until `shutdown` completes; the first one to fail stops the rest.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let kubelet = config.kubelet()?;
+    let flannel = (!config.disable_flannel).then(|| config.flannel()).transpose()?;
+    let proxy = (!config.disable_proxy).then(|| config.proxy()).transpose()?;
+    if let Some(proxy) = &proxy {
+        std::fs::create_dir_all(&proxy.cgroup_path)
+            .with_context(|| format!("creating cgroup {}", proxy.cgroup_path.display()))?;
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(flannel) = flannel {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { ("flannel", ekube_cni::flannel::run(flannel, stop).await.map_err(anyhow::Error::from)) });
+    }
+    {
+        let (conflist, subnet_file, conf_dir) = (config.conflist(), config.subnet_file.clone(), config.cni_conf_dir.clone());
+        let mut stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let written = tokio::select! {
+                r = write_conflist_when_ready(&subnet_file, &conf_dir, &conflist) => r,
+                _ = stop.wait_for(|s| *s) => Ok(()),
+            };
+            ("network config", written)
+        });
+    }
+    {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { ("kubelet", ekube_kubelet::run(kubelet, stop).await.map_err(anyhow::Error::from)) });
+    }
+    if let Some(proxy) = proxy {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move { ("proxy", ekube_proxy::service::run(proxy, stop).await.map_err(anyhow::Error::from)) });
+    }
+
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("agent stopping"),
+        Some(done) = next_failure(&mut tasks) => failure = Some(done),
+    }
+    let _ = stop_tx.send(true);
+    while let Some(done) = tasks.join_next().await {
+        if let Some(err) = finished(done) {
+            tracing::error!(error = %format!("{err:#}"), "component stopped");
+            failure.get_or_insert(err);
+        }
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// The first component that ends with an error (a component that ends well, like the one
+/// writing the network config, is not a failure).
+async fn next_failure(tasks: &mut tokio::task::JoinSet<(&'static str, Result<()>)>) -> Option<anyhow::Error> {
+    while let Some(done) = tasks.join_next().await {
+        if let Some(err) = finished(done) {
+            return Some(err);
+        }
+    }
+    std::future::pending().await
+}
+
+fn finished(done: Result<(&'static str, Result<()>), tokio::task::JoinError>) -> Option<anyhow::Error> {
+    match done {
+        Ok((_, Ok(()))) => None,
+        Ok((what, Err(err))) => Some(err.context(what)),
+        Err(err) => Some(anyhow::anyhow!("a component panicked: {err}")),
+    }
+}
+
+/// Waits for the overlay's `subnet.env`, then writes the node's conflist.
+async fn write_conflist_when_ready(subnet_file: &Path, conf_dir: &Path, conflist: &NodeConflist) -> Result<()> {
+    let mut waited = Duration::ZERO;
+    while !subnet_file.exists() {
+        if waited == Duration::from_secs(30) {
+            tracing::info!(path = %subnet_file.display(), "still waiting for the overlay's subnet file");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        waited += Duration::from_millis(200);
+    }
+    let path = ekube_cni::write_conflist(conf_dir, conflist).context("writing the CNI network config")?;
+    tracing::info!(path = %path.display(), "pod network configured");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use ekube_cni::config::DEFAULT_CLUSTER_CIDR;
+
+    fn config(extra: &[&str]) -> Config {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            agent: Config,
+        }
+        let mut argv = vec!["agent", "--kubeconfig", "/k.conf", "--hostname-override", "n1", "--node-ip", "192.168.64.10"];
+        argv.extend(extra);
+        Cli::try_parse_from(argv).unwrap().agent
+    }
+
+    #[test]
+    fn shared_flags_reach_every_component() {
+        let c = config(&["--cgroup-root", "/ekube/lab/n1", "--insecure-registry", "192.168.64.1:5000", "--cni-bin-dir", "/cni"]);
+        let kubelet = c.kubelet().unwrap();
+        assert_eq!(kubelet.hostname_override.as_deref(), Some("n1"));
+        assert_eq!(kubelet.cgroup_root, "/ekube/lab/n1");
+        assert_eq!(kubelet.insecure_registries, ["192.168.64.1:5000"]);
+        assert_eq!(kubelet.cni_bin_dir, Path::new("/cni"));
+        let flannel = c.flannel().unwrap();
+        assert_eq!(flannel.public_ip, Some(Ipv4Addr::new(192, 168, 64, 10)));
+        assert_eq!(flannel.subnet_file, Path::new(DEFAULT_SUBNET_FILE));
+        assert_eq!(flannel.cluster_cidr.to_string(), DEFAULT_CLUSTER_CIDR);
+        let proxy = c.proxy().unwrap();
+        assert_eq!(proxy.cgroup_path, Path::new("/sys/fs/cgroup/unified/ekube/lab/n1"));
+        assert_eq!(proxy.node_ips, [Ipv4Addr::new(192, 168, 64, 10)]);
+    }
+
+    #[test]
+    fn pass_through_flags_override_and_bad_ones_are_named() {
+        let c = config(&["--kubelet-arg", "max-pods=12", "--proxy-arg", "--sync-period=5s", "--flannel-arg", "vni=7"]);
+        assert_eq!(c.kubelet().unwrap().max_pods, 12);
+        assert_eq!(c.proxy().unwrap().sync_period, Duration::from_secs(5));
+        assert_eq!(c.flannel().unwrap().vni, 7);
+
+        let err = config(&["--kubelet-arg", "no-such-flag=1"]).kubelet().unwrap_err().to_string();
+        assert!(err.contains("kubelet flags") && err.contains("no-such-flag"), "{err}");
+        let err = config(&["--proxy-arg", "sync-period"]).proxy().unwrap_err().to_string();
+        assert!(err.contains("proxy flag") && err.contains("not name=value"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! The per-packet conntrack: find a flow's entry, refresh it, notice it closing, create both
+//! directions of a new flow.
+//!
+//! Entries are refreshed at most once a second per direction (a shared-map write per packet
+//! would bounce cache lines between CPUs), and an entry idle past its timeout counts as gone
+//! even before the proxy's sweep deletes it.
+
+use aya_ebpf::bindings::BPF_NOEXIST;
+use ekube_ebpf_common::{CT_FLAG_CLOSING, CtKey, CtValue, IPPROTO_TCP, NodePortConfig};
+
+use crate::{
+    maps::{EKUBE_CONNTRACK, EKUBE_NP_CONFIG},
+    packet::{Packet, TCP_FIN, TCP_RST},
+};
+
+/// Refresh granularity of `last_seen_ns`.
+const REFRESH_NS: u64 = 1_000_000_000;
+
+/// The proxy's settings, or the defaults before it wrote any.
+#[inline(always)]
+pub fn config() -> NodePortConfig {
+    match EKUBE_NP_CONFIG.get(0) {
+        Some(cfg) if cfg.tcp_established_ns != 0 => *cfg,
+        _ => NodePortConfig::DEFAULT,
+    }
+}
+
+/// The key of `p` in direction `dir`, exactly as it is on the wire.
+#[inline(always)]
+pub fn key_of(p: &Packet, dir: u8) -> CtKey {
+    CtKey {
+        saddr: p.saddr,
+        daddr: p.daddr,
+        sport: p.sport,
+        dport: p.dport,
+        proto: p.proto,
+        dir,
+        _pad: [0; 2],
+    }
+}
+
+/// The live entry of `p` in direction `dir`, refreshed (and marked closing on FIN/RST).
+#[inline(always)]
+pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<CtValue> {
+    let entry = EKUBE_CONNTRACK.get_ptr_mut(&key_of(p, dir))?;
+    // SAFETY: valid for this program run; racing writers store equivalent values (at worst a
+    // slightly older timestamp, which only shortens the entry's life by a second).
+    let entry = unsafe { &mut *entry };
+    if now > entry.last_seen_ns
+        && now - entry.last_seen_ns > cfg.timeout_ns(p.proto, entry.flags)
+    {
+        return None;
+    }
+    let mut flags = entry.flags;
+    if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        flags |= CT_FLAG_CLOSING;
+    }
+    if flags != entry.flags || now.saturating_sub(entry.last_seen_ns) > REFRESH_NS {
+        entry.flags = flags;
+        entry.last_seen_ns = now;
+    }
+    Some(*entry)
+}
+
+/// Writes one direction of a new flow; `exclusive` fails if the key is taken (SNAT ports).
+#[inline(always)]
+pub fn insert(key: &CtKey, value: &CtValue, exclusive: bool) -> Result<(), ()> {
+    let flags = if exclusive { BPF_NOEXIST as u64 } else { 0 };
+    EKUBE_CONNTRACK.insert(key, value, flags).map_err(drop)
+}

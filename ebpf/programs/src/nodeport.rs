@@ -1,0 +1,193 @@
+//! Per-packet NodePort load balancing on tc (DESIGN.md §7), after Cilium's `nodeport.h`.
+//!
+//! Ingress (the interfaces holding node addresses, and the overlay device): a packet of a
+//! tracked flow is translated from its conntrack entry; a new packet to `<node IP>:<nodePort>`
+//! picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
+//! routes out through one of our interfaces (another node, via the overlay) gets the flow
+//! SNATed to a node address and the packet redirected; otherwise (a pod on this node) only the
+//! destination changes and the stack routes it to the bridge. `externalTrafficPolicy: Local`
+//! never SNATs. Egress (the node-address interfaces): replies of unSNATed flows get their
+//! source put back to `<node IP>:<nodePort>`.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    programs::TcContext,
+};
+use ekube_ebpf_common::{
+    AFFINITY_CLIENT_IP, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_EXTERNAL_LOCAL,
+    CT_FLAG_SNAT, Counter, CtKey, CtValue, NODEPORT_VIP, NodeAddrKey, NodePortConfig,
+    SVC_FLAG_EXTERNAL_LOCAL, ServiceKey,
+};
+
+use crate::{
+    conntrack, counters, fib, lb,
+    maps::{EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SERVICES},
+    packet::{self, Packet, TCP_ACK, TCP_SYN},
+};
+
+const OK: i32 = TC_ACT_OK as i32;
+/// Tries at a free SNAT port before giving up on a new flow.
+const SNAT_TRIES: u32 = 4;
+
+/// Ingress: translate tracked flows, load-balance new NodePort flows.
+#[inline(always)]
+pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
+    let Some(p) = packet::parse(ctx) else {
+        return Ok(OK);
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cfg = conntrack::config();
+    if let Some(v) = conntrack::lookup(&p, CT_DIR_REPLY, now, &cfg) {
+        // A reply: its new source is a node address, which the stack would drop as martian.
+        return translate(ctx, &p, &v, true);
+    }
+    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if let Some(v) = conntrack::lookup(&p, CT_DIR_FORWARD, now, &cfg) {
+        // A SYN reusing the ports of a closing flow starts a new one.
+        if !(syn && v.flags & CT_FLAG_CLOSING != 0) {
+            return translate(ctx, &p, &v, v.flags & CT_FLAG_SNAT != 0);
+        }
+    }
+    new_flow(ctx, &p, now, &cfg)
+}
+
+/// Egress: replies of flows delivered without SNAT leave with the NodePort as their source.
+#[inline(always)]
+pub fn egress(ctx: &mut TcContext) -> Result<i32, ()> {
+    let Some(p) = packet::parse(ctx) else {
+        return Ok(OK);
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cfg = conntrack::config();
+    match conntrack::lookup(&p, CT_DIR_REPLY, now, &cfg) {
+        Some(v) => translate(ctx, &p, &v, false),
+        None => Ok(OK),
+    }
+}
+
+/// Rewrites `p` to `v`'s tuple; `redirect` sends it out by a FIB lookup instead of the stack.
+#[inline(always)]
+fn translate(ctx: &mut TcContext, p: &Packet, v: &CtValue, redirect: bool) -> Result<i32, ()> {
+    packet::rewrite(ctx, p, v)?;
+    counters::bump(Counter::CtTranslated);
+    if !redirect {
+        return Ok(OK);
+    }
+    let route = fib::lookup(ctx, v.saddr, v.daddr, false);
+    Ok(fib::redirect(ctx, &route))
+}
+
+/// A packet no flow knows: a new flow if it is for a NodePort of a node address.
+#[inline(always)]
+fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> Result<i32, ()> {
+    // SAFETY: plain integers; a concurrent update at worst yields a stale copy.
+    if unsafe { EKUBE_NODE_IPS.get(&NodeAddrKey { ip: p.daddr }) }.is_none() {
+        return Ok(OK);
+    }
+    let key = ServiceKey {
+        vip: NODEPORT_VIP,
+        port: p.dport,
+        slot: 0,
+        proto: p.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: as above.
+    let Some(svc) = (unsafe { EKUBE_SERVICES.get(&key) }).copied() else {
+        return Ok(OK);
+    };
+    if svc.count == 0 {
+        counters::bump(Counter::NodePortDrop);
+        return Ok(TC_ACT_SHOT as i32);
+    }
+    let backend_id = lb::select_backend(p.saddr as u64, AFFINITY_CLIENT_IP, &key, &svc)?;
+    let backend = lb::lookup_backend(backend_id)?;
+    let local_policy = svc.flags & SVC_FLAG_EXTERNAL_LOCAL != 0;
+    let route = fib::lookup(ctx, p.saddr, backend.ip, true);
+    // SAFETY: as above.
+    let remote = !local_policy
+        && route.forwarded()
+        && unsafe { EKUBE_NP_IFACES.get(&route.params.ifindex) }.is_some();
+    let base = CtValue {
+        last_seen_ns: now,
+        backend_id,
+        flags: if local_policy { CT_FLAG_EXTERNAL_LOCAL } else { 0 },
+        ..CtValue::default()
+    };
+    // The reply is rewritten back to exactly what the client sent to.
+    let mut reply = CtValue {
+        saddr: p.daddr,
+        daddr: p.saddr,
+        sport: p.dport,
+        dport: p.sport,
+        ..base
+    };
+    let mut reply_key = CtKey {
+        saddr: backend.ip,
+        daddr: p.saddr,
+        sport: backend.port,
+        dport: p.sport,
+        proto: p.proto,
+        dir: CT_DIR_REPLY,
+        _pad: [0; 2],
+    };
+    let mut forward = CtValue {
+        saddr: p.saddr,
+        daddr: backend.ip,
+        sport: p.sport,
+        dport: backend.port,
+        ..base
+    };
+    if remote {
+        // The address the kernel itself would use towards the backend (the overlay device's),
+        // so the reply comes back through the overlay; the node IP if it cannot say.
+        let snat_ip = if route.params.ipv4_src != 0 {
+            route.params.ipv4_src
+        } else {
+            p.daddr
+        };
+        reply.flags |= CT_FLAG_SNAT;
+        forward.flags |= CT_FLAG_SNAT;
+        reply_key.daddr = snat_ip;
+        let port = claim_snat_port(&mut reply_key, &reply, cfg).ok_or_else(|| {
+            counters::bump(Counter::SnatPortsExhausted);
+        })?;
+        forward.saddr = snat_ip;
+        forward.sport = port;
+    } else {
+        // Reply entry first: the backend may answer before this function returns.
+        conntrack::insert(&reply_key, &reply, false).map_err(|()| {
+            counters::bump(Counter::MapUpdateFailed);
+        })?;
+    }
+    conntrack::insert(&conntrack::key_of(p, CT_DIR_FORWARD), &forward, false).map_err(|()| {
+        counters::bump(Counter::MapUpdateFailed);
+    })?;
+    packet::rewrite(ctx, p, &forward)?;
+    if remote {
+        counters::bump(Counter::NodePortRemote);
+        Ok(fib::redirect(ctx, &route))
+    } else {
+        counters::bump(Counter::NodePortLocal);
+        Ok(OK)
+    }
+}
+
+/// Picks a random SNAT port whose reply key is free and claims it by inserting the reply
+/// entry; returns the port (network byte order).
+#[inline(always)]
+fn claim_snat_port(reply_key: &mut CtKey, reply: &CtValue, cfg: &NodePortConfig) -> Option<u16> {
+    let (min, max) = (cfg.snat_port_min, cfg.snat_port_max);
+    let span = if max >= min { (max - min) as u32 + 1 } else { 1 };
+    for _ in 0..SNAT_TRIES {
+        // SAFETY: helper without arguments.
+        let port = (min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;
+        reply_key.dport = port.to_be();
+        if conntrack::insert(reply_key, reply, true).is_ok() {
+            return Some(reply_key.dport);
+        }
+    }
+    None
+}

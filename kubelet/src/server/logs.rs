@@ -1,0 +1,304 @@
+//! `/containerLogs/{ns}/{pod}/{container}`: a container's output read back from the CRI log
+//! files the runtime writes (`<RFC3339Nano> <stream> <F|P> <text>`), with the upstream
+//! options `follow`, `tailLines`, `timestamps`, `previous`, `sinceSeconds`/`sinceTime` and
+//! `limitBytes`. Following polls the file and ends once the container has exited and its
+//! last output is sent.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::{Response, StatusCode, header};
+use http_body_util::{BodyExt, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_stream::StreamExt;
+
+use super::lookup::{self, NotServed};
+use super::{Body, Node, Query, text};
+use crate::cri::{self, ContainerState};
+
+/// How often a followed log is polled for new output.
+const FOLLOW_POLL: Duration = Duration::from_millis(150);
+
+/// The options of a log request.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Options {
+    pub follow: bool,
+    pub previous: bool,
+    pub timestamps: bool,
+    pub tail_lines: Option<usize>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit_bytes: Option<usize>,
+}
+
+impl Options {
+    pub fn parse(q: &Query, now: DateTime<Utc>) -> Result<Self, String> {
+        let num = |k: &str| q.get(k).map(|v| v.parse::<i64>().map_err(|_| format!("{k}: invalid value {v:?}"))).transpose();
+        let since = match (num("sinceSeconds")?, q.get("sinceTime")) {
+            (Some(s), _) => Some(now - chrono::Duration::seconds(s.max(0))),
+            (None, Some(t)) => Some(DateTime::parse_from_rfc3339(t).map_err(|e| format!("sinceTime: {e}"))?.with_timezone(&Utc)),
+            (None, None) => None,
+        };
+        Ok(Self {
+            follow: q.flag(&["follow"]),
+            previous: q.flag(&["previous"]),
+            timestamps: q.flag(&["timestamps"]),
+            tail_lines: num("tailLines")?.map(|n| n.max(0) as usize),
+            since,
+            limit_bytes: num("limitBytes")?.map(|n| n.max(0) as usize),
+        })
+    }
+}
+
+/// One parsed CRI log record.
+#[derive(Debug, PartialEq)]
+pub(super) struct Record<'a> {
+    pub time: &'a str,
+    pub stderr: bool,
+    pub partial: bool,
+    pub text: &'a [u8],
+}
+
+pub(super) fn parse_record(line: &[u8]) -> Option<Record<'_>> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?;
+    let stderr = parts.next()? == b"stderr";
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or_default();
+    Some(Record { time, stderr, partial: tag == b"P", text })
+}
+
+/// Turns CRI log bytes into what the client sees, line by line.
+struct Formatter {
+    opts: Options,
+    /// Bytes of an unfinished last line of the file.
+    pending: Vec<u8>,
+    /// Bytes still allowed by `limitBytes`.
+    budget: Option<usize>,
+}
+
+impl Formatter {
+    fn new(opts: Options) -> Self {
+        let budget = opts.limit_bytes;
+        Self { opts, pending: Vec::new(), budget }
+    }
+
+    /// The output of the complete records in `pending + chunk`, one entry per log line (a
+    /// run of partial records ends with a full one).
+    fn lines(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        self.pending.extend_from_slice(chunk);
+        let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+        let complete: Vec<u8> = self.pending.drain(..=end).collect();
+        let mut lines = Vec::new();
+        let mut current = Vec::new();
+        for raw in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(r) = parse_record(raw) else { continue };
+            if let Some(since) = self.opts.since
+                && DateTime::parse_from_rfc3339(r.time).is_ok_and(|t| t < since)
+            {
+                continue;
+            }
+            if self.opts.timestamps {
+                current.extend_from_slice(r.time.as_bytes());
+                current.push(b' ');
+            }
+            current.extend_from_slice(r.text);
+            if !r.partial {
+                current.push(b'\n');
+                lines.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            lines.push(current);
+        }
+        lines
+    }
+
+    /// Cuts `out` to what `limitBytes` still allows; `None` once the limit is used up.
+    fn limit(&mut self, mut out: Vec<u8>) -> Option<Vec<u8>> {
+        match &mut self.budget {
+            None => Some(out),
+            Some(0) => None,
+            Some(left) => {
+                out.truncate(*left);
+                *left -= out.len();
+                Some(out)
+            }
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.budget == Some(0)
+    }
+}
+
+/// Which log file serves the request, and the container to watch when following.
+async fn choose(node: &Node, ns: &str, pod: &str, container: &str, previous: bool) -> Result<(PathBuf, Option<String>), NotServed> {
+    let found = lookup::containers(node, ns, pod, container).await?;
+    let (dir, current) = match found.first() {
+        Some(c) if !c.log_path.as_os_str().is_empty() => {
+            (c.log_path.parent().map(Path::to_path_buf).unwrap_or_default(), Some((c.attempt, c.id.clone(), c.running)))
+        }
+        _ => (lookup::log_dir(node, ns, pod, container).await?, None),
+    };
+    let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    attempts.sort_unstable();
+    let newest = current.as_ref().map(|c| c.0).or(attempts.last().copied());
+    let not_found = |what: &str| NotServed(StatusCode::BAD_REQUEST, format!("{what} container \"{container}\" in pod \"{pod}\" not found"));
+    if previous {
+        let prev = newest.and_then(|n| attempts.iter().rev().find(|a| **a < n).copied()).ok_or_else(|| not_found("previous terminated"))?;
+        return Ok((dir.join(format!("{prev}.log")), None));
+    }
+    let n = newest.ok_or_else(|| not_found("current"))?;
+    let follow = current.filter(|c| c.0 == n && c.2).map(|c| c.1);
+    Ok((dir.join(format!("{n}.log")), follow))
+}
+
+pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query) -> Response<Body> {
+    let opts = match Options::parse(q, Utc::now()) {
+        Ok(o) => o,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let (path, running) = match choose(node, ns, pod, container, opts.previous).await {
+        Ok(c) => c,
+        Err(NotServed(code, msg)) => return text(code, msg),
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return text(StatusCode::BAD_REQUEST, format!("container \"{container}\" in pod \"{pod}\" has no log yet"));
+        }
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("opening {}: {e}", path.display())),
+    };
+    let follow = if opts.follow { running } else { None };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(stream(file, Formatter::new(opts), follow.map(|id| (node.runtime.clone(), id)), tx));
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok(hyper::body::Frame::data(b))));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(BodyExt::boxed(body))
+        .expect("static response parts are valid")
+}
+
+/// Sends the log's lines (the last `tailLines` first), then, when following, new output until
+/// the container exits or the client goes away.
+async fn stream(
+    mut file: tokio::fs::File,
+    mut fmt: Formatter,
+    follow: Option<(crate::runtime::RuntimeClient, String)>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    let mut buf = Vec::new();
+    if file.read_to_end(&mut buf).await.is_err() {
+        return;
+    }
+    let mut lines = fmt.lines(&buf);
+    if let Some(n) = fmt.opts.tail_lines {
+        lines.drain(..lines.len().saturating_sub(n));
+    }
+    if !send(&mut fmt, &tx, lines.concat()).await {
+        return;
+    }
+    let Some((mut rc, id)) = follow else { return };
+    let mut pos = file.stream_position().await.unwrap_or(buf.len() as u64);
+    let mut last_check = tokio::time::Instant::now();
+    loop {
+        let mut exited = false;
+        if last_check.elapsed() >= Duration::from_secs(1) {
+            last_check = tokio::time::Instant::now();
+            exited = !rc
+                .container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .await
+                .ok()
+                .and_then(|s| s.into_inner().status)
+                .is_some_and(|s| s.state == ContainerState::ContainerRunning as i32);
+        }
+        buf.clear();
+        if file.seek(std::io::SeekFrom::Start(pos)).await.is_err() || file.read_to_end(&mut buf).await.is_err() {
+            return;
+        }
+        pos += buf.len() as u64;
+        let out = fmt.lines(&buf).concat();
+        if !send(&mut fmt, &tx, out).await || exited {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tx.closed() => return,
+        }
+    }
+}
+
+/// Sends `out` within `limitBytes`; false once nothing more is to be sent.
+async fn send(fmt: &mut Formatter, tx: &tokio::sync::mpsc::Sender<Bytes>, out: Vec<u8>) -> bool {
+    if out.is_empty() {
+        return !fmt.exhausted();
+    }
+    match fmt.limit(out) {
+        Some(out) if !out.is_empty() => tx.send(Bytes::from(out)).await.is_ok() && !fmt.exhausted(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &[u8] = b"2024-01-01T00:00:01.000000000Z stdout F one\n\
+        2024-01-01T00:00:02.000000000Z stderr F two\n\
+        2024-01-01T00:00:03.000000000Z stdout P thr\n\
+        2024-01-01T00:00:03.500000000Z stdout F ee\n\
+        2024-01-01T00:00:04.000000000Z stdout F fo";
+
+    fn opts(q: &str) -> Options {
+        Options::parse(&Query::parse(Some(q)), "2024-01-01T00:00:10Z".parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn lines_join_partials_and_keep_the_unfinished_tail() {
+        let mut f = Formatter::new(Options::default());
+        assert_eq!(f.lines(LOG).concat(), b"one\ntwo\nthree\n");
+        assert_eq!(f.lines(b"ur\n").concat(), b"four\n");
+    }
+
+    #[test]
+    fn timestamps_since_and_limit() {
+        let mut f = Formatter::new(opts("timestamps=true&sinceSeconds=8"));
+        assert_eq!(
+            String::from_utf8(f.lines(LOG).concat()).unwrap(),
+            "2024-01-01T00:00:02.000000000Z two\n2024-01-01T00:00:03.000000000Z thr2024-01-01T00:00:03.500000000Z ee\n"
+        );
+        let mut f = Formatter::new(opts("limitBytes=5"));
+        let out = f.lines(LOG).concat();
+        assert_eq!(f.limit(out).unwrap(), b"one\nt");
+        assert!(f.exhausted());
+    }
+
+    #[test]
+    fn options_parse() {
+        let o = opts("follow=true&tailLines=2&previous=true");
+        assert!(o.follow && o.previous && o.tail_lines == Some(2));
+        assert!(Options::parse(&Query::parse(Some("tailLines=x")), Utc::now()).is_err());
+        let o = opts("sinceTime=2024-01-01T00:00:05Z");
+        assert_eq!(o.since, Some("2024-01-01T00:00:05Z".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn stream_tails_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, LOG).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        stream(file, Formatter::new(opts("tailLines=2")), None, tx).await;
+        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"two\nthree\n"));
+        assert!(rx.recv().await.is_none());
+    }
+}

@@ -1,0 +1,85 @@
+//! Finding a pod's sandbox and containers through CRI: sandboxes carry the pod's
+//! namespace/name/uid as metadata, containers the container name and restart attempt.
+
+use std::path::PathBuf;
+
+use http::StatusCode;
+
+use super::Node;
+use crate::cri::{self, ContainerState, PodSandboxState};
+
+/// A lookup failure: the HTTP status and message the kubelet API answers with.
+pub struct NotServed(pub StatusCode, pub String);
+
+/// The pod's current sandbox: the ready one, else the newest.
+pub async fn sandbox(node: &Node, ns: &str, pod: &str) -> Result<cri::PodSandbox, NotServed> {
+    let mut rc = node.runtime.clone();
+    let items = rc
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .map_err(|e| NotServed(StatusCode::INTERNAL_SERVER_ERROR, format!("listing pod sandboxes: {}", e.message())))?
+        .into_inner()
+        .items;
+    items
+        .into_iter()
+        .filter(|s| s.metadata.as_ref().is_some_and(|m| m.namespace == ns && m.name == pod))
+        .max_by_key(|s| (s.state == PodSandboxState::SandboxReady as i32, s.created_at))
+        .ok_or_else(|| NotServed(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node")))
+}
+
+/// One container of a pod as the runtime knows it.
+pub struct Found {
+    pub id: String,
+    pub attempt: u32,
+    pub running: bool,
+    pub log_path: PathBuf,
+}
+
+/// The pod's containers named `name`, newest attempt first.
+pub async fn containers(node: &Node, ns: &str, pod: &str, name: &str) -> Result<Vec<Found>, NotServed> {
+    let sb = sandbox(node, ns, pod).await?;
+    let mut rc = node.runtime.clone();
+    let filter = cri::ContainerFilter {
+        pod_sandbox_id: sb.id.clone(),
+        label_selector: [("io.kubernetes.container.name".to_owned(), name.to_owned())].into(),
+        ..Default::default()
+    };
+    let list = rc
+        .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+        .await
+        .map_err(|e| NotServed(StatusCode::INTERNAL_SERVER_ERROR, format!("listing containers: {}", e.message())))?
+        .into_inner()
+        .containers;
+    let mut found = Vec::new();
+    for c in list {
+        let Ok(status) = rc.container_status(cri::ContainerStatusRequest { container_id: c.id.clone(), verbose: false }).await else {
+            continue;
+        };
+        let Some(status) = status.into_inner().status else { continue };
+        found.push(Found {
+            id: c.id,
+            attempt: c.metadata.map(|m| m.attempt).unwrap_or_default(),
+            running: status.state == ContainerState::ContainerRunning as i32,
+            log_path: PathBuf::from(status.log_path),
+        });
+    }
+    found.sort_by_key(|f| std::cmp::Reverse((f.attempt, f.running)));
+    Ok(found)
+}
+
+/// The running container `name` of the pod.
+pub async fn running(node: &Node, ns: &str, pod: &str, name: &str) -> Result<Found, NotServed> {
+    containers(node, ns, pod, name)
+        .await?
+        .into_iter()
+        .find(|c| c.running)
+        .ok_or_else(|| NotServed(StatusCode::BAD_REQUEST, format!("container {name} is not valid for pod {pod}: not running")))
+}
+
+/// The pod's log directory for container `name` when the runtime no longer has the
+/// container: `<pod-logs-dir>/<ns>_<pod>_<uid>/<name>`.
+pub async fn log_dir(node: &Node, ns: &str, pod: &str, name: &str) -> Result<PathBuf, NotServed> {
+    let sb = sandbox(node, ns, pod).await?;
+    let uid = sb.metadata.map(|m| m.uid).unwrap_or_default();
+    Ok(node.pod_logs_dir.join(format!("{ns}_{pod}_{uid}")).join(name))
+}

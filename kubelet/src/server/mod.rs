@@ -1,0 +1,238 @@
+//! The kubelet API (DESIGN.md §3: HTTPS on `:10250`): what the apiserver proxies `pods/log`,
+//! `pods/exec`, `pods/attach` and `pods/portforward` to.
+//!
+//! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
+//! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over WebSocket channel
+//! protocols ([`ws`], [`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
+//! Pods and containers are found through CRI ([`lookup`]); streaming exec runs `runc exec`
+//! against the runtime's runc state directory, so the API serves the runtime the kubelet
+//! runs in-process (or an `ekube runtime` sharing that runc root).
+
+mod exec;
+mod logs;
+mod lookup;
+mod portforward;
+mod spdy;
+mod tls;
+mod ws;
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::runtime::{RuntimeClient, runc::Runc};
+
+/// Flags of the kubelet API (upstream names), flattened into the kubelet's.
+#[derive(Debug, Clone, clap::Args)]
+#[group(skip)]
+pub struct Config {
+    /// IP address the kubelet API listens on (all interfaces by default).
+    #[arg(long = "address", default_value = "0.0.0.0")]
+    pub address: IpAddr,
+    /// Port of the kubelet API.
+    #[arg(long = "port", default_value_t = 10250)]
+    pub port: u16,
+    /// Serving certificate (PEM); absent: a self-signed one for the node's name and IP is
+    /// generated under `--root-dir`/pki.
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Key of `--tls-cert-file` (PEM).
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { address: IpAddr::from([0, 0, 0, 0]), port: 10250, tls_cert_file: None, tls_private_key_file: None }
+    }
+}
+
+/// What the API serves: this node's runtime and where its pods' logs are.
+#[derive(Clone)]
+pub struct Node {
+    /// The node's name (in the self-signed certificate).
+    pub name: String,
+    /// The node's InternalIP (in the self-signed certificate).
+    pub ip: Option<IpAddr>,
+    /// `<ns>_<pod>_<uid>/<container>/<restart>.log` live here.
+    pub pod_logs_dir: PathBuf,
+    /// Where a self-signed serving certificate is kept.
+    pub cert_dir: PathBuf,
+    /// The runtime's runc (binary and `--root`), for streaming exec.
+    pub runc: Runc,
+    /// CRI client of the runtime.
+    pub runtime: RuntimeClient,
+}
+
+/// Errors of the kubelet API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving certificate: {0}")]
+    Tls(String),
+}
+
+/// Response body of every handler.
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+}
+
+pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
+    let mut msg = msg.into();
+    if !msg.ends_with('\n') {
+        msg.push('\n');
+    }
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(msg))
+        .expect("static response parts are valid")
+}
+
+/// Serves the kubelet API until `shutdown`.
+pub async fn serve(config: Config, node: Node, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    crate::runtime::install_crypto();
+    let tls = tls::server_config(&config, &node)?;
+    let addr = SocketAddr::new(config.address, config.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    tracing::info!(%addr, "kubelet API serving");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let node = Arc::new(node);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, node) = (acceptor.clone(), node.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = service_fn(move |req| {
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(route(node, req).await) }
+            });
+            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The parsed query string, keeping repeated keys (`command=sh&command=-c`).
+pub(crate) struct Query(Vec<(String, String)>);
+
+impl Query {
+    pub(crate) fn parse(q: Option<&str>) -> Self {
+        Self(
+            q.unwrap_or_default()
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (decode(k), decode(v))
+                })
+                .collect(),
+        )
+    }
+
+    pub(crate) fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn all(&self, k: &str) -> Vec<String> {
+        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+    }
+
+    /// A boolean flag given under any of `names` (`true`, `1`).
+    pub(crate) fn flag(&self, names: &[&str]) -> bool {
+        names.iter().any(|n| matches!(self.get(n), Some("true" | "1" | "True")))
+    }
+}
+
+/// Percent-decoding with `+` as a space (form encoding).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tracing::instrument(skip_all, fields(method = %req.method(), path = %req.uri().path()))]
+async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let query = Query::parse(req.uri().query());
+    let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
+    let response = match (req.method(), segs.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
+        (&Method::GET, ["containerLogs", ns, pod, container]) => logs::serve(&node, ns, pod, container, &query).await,
+        (_, ["exec", ns, pod, container]) if get_or_post => exec::serve_exec(&node, ns, pod, container, &query, req).await,
+        (_, ["attach", ns, pod, container]) if get_or_post => exec::serve_attach(&node, ns, pod, container, &query, req).await,
+        (_, ["portForward", ns, pod]) if get_or_post => portforward::serve(&node, ns, pod, &query, req).await,
+        _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}")),
+    };
+    tracing::debug!(status = response.status().as_u16(), "kubelet API request");
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_keeps_repeated_commands_and_decodes() {
+        let q = Query::parse(Some("command=sh&command=-c&command=echo+%24X&container=side&stdin=true&tty=1&output=1"));
+        assert_eq!(q.all("command"), ["sh", "-c", "echo $X"]);
+        assert_eq!(q.get("container"), Some("side"));
+        assert!(q.flag(&["stdin", "input"]) && q.flag(&["tty"]) && q.flag(&["stdout", "output"]));
+        assert!(!q.flag(&["stderr", "error"]));
+        assert_eq!(decode("a%2"), "a%2");
+    }
+}

@@ -1,0 +1,423 @@
+//! `cargo xtask bench lb`: Service load balancing measured side by side (issue #7) — ekube's
+//! eBPF datapath, kube-proxy's iptables rules through iptables-legacy and iptables-nft, and the
+//! backend's pod IP with no Service at all (the floor).
+//!
+//! A two-node lab (`ekblb`): `ekube server` on n1, `ekube flannel` on both nodes, and "pods" —
+//! network namespaces wired by `ekube-cni` ADD as a kubelet would: a client pod and a backend on
+//! n1, a backend on n2, both backends running `ekube-rr serve`. The target Service (NodePort
+//! 30080, selector-less, a hand-written EndpointSlice with both backends) sorts after N−1 filler
+//! ClusterIP services (two never-reached endpoints each), so its rule is the last ClusterIP rule
+//! kube-proxy's `KUBE-SERVICES` chain matches. For each N in `--scales`, every round runs each
+//! mode in turn, the order alternating between rounds. A mode starts from a clean node (proxy
+//! stopped, pins removed, `KUBE-*` chains flushed, conntrack emptied), starts `ekube proxy` on
+//! n1 and times its full sync (proxy start → the target answering), runs `ekube-rr client` in
+//! crr mode at each concurrency on two paths — ClusterIP from the client pod (inside n1's
+//! cgroup subtree, where the socket hooks apply) and NodePort from the external namespace to
+//! `192.168.64.10:30080` — and finally times one more Service (API create → first connect).
+//!
+//! The markdown goes to stdout and `lb.md`, the numbers to `lb.json`, a chart to `lb.svg`, all
+//! under the output directory. Nothing is asserted about speed. The driver thread lives in n1's
+//! network namespace (the apiserver listens there); nothing is sent from the root namespace.
+
+mod modes;
+mod probe;
+mod report;
+mod setup;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use ekube_lab::{Lab, LabConfig, SERVER_CMD};
+use ekube_tests::bench::{self, RrReport};
+use ekube_tests::ekube_bin;
+
+use crate::modes::{Mode, Proxies, sync_stat};
+use crate::probe::Place;
+use crate::report::{Path, ProgSample, Sample};
+use crate::setup::{BACKEND_PORT, Cluster, NODE_PORT, SERVICE_PORT};
+
+const LAB: &str = "ekblb";
+/// Extra runs of a cell whose run completed no connection before that is recorded.
+const EMPTY_RETRIES: usize = 2;
+/// Probe interval while timing programming (the resolution of those numbers).
+const PROBE_INTERVAL_MS: f64 = 1.0;
+/// `CLONE_NEWNET` from linux/sched.h.
+const CLONE_NEWNET: i32 = 0x4000_0000;
+
+unsafe extern "C" {
+    /// setns(2) from the C library.
+    fn setns(fd: i32, nstype: i32) -> i32;
+}
+
+#[derive(Parser)]
+#[command(about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) vs the pod IP")]
+pub struct Args {
+    /// Where lb.md, lb.json and lb.svg go.
+    #[arg(default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Numbers of services (each with two endpoints) to measure at, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    scales: Vec<usize>,
+    /// Rounds per cell; the mode order alternates between rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Measured seconds per run (with the defaults the whole bench takes 15–20 minutes).
+    #[arg(long, default_value_t = 1.5)]
+    duration: f64,
+    /// Seconds of load before each run's measurement starts.
+    #[arg(long, default_value_t = 0.2)]
+    warmup: f64,
+    /// Concurrent closed-loop clients.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    concurrency: Vec<usize>,
+    /// Datapaths to compare.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,ebpf,iptables-legacy,iptables-nft")]
+    modes: Vec<Mode>,
+    /// `--iptables-min-sync-period` of the iptables proxies in milliseconds (kube-proxy's
+    /// default is 1s).
+    #[arg(long, default_value_t = 1000)]
+    iptables_min_sync_ms: u64,
+    /// Seconds a proxy gets to program N services (and, separately, one more) before the
+    /// bench records that it gave up; a mode that gave up on its full sync is skipped for the
+    /// remaining rounds at that scale.
+    #[arg(long, default_value_t = 120.0)]
+    sync_timeout: f64,
+}
+
+impl Args {
+    fn sync_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.sync_timeout)
+    }
+}
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(probe::ARG) {
+        return probe::main(&argv[2..]);
+    }
+    let args = Args::parse();
+    bench::require_root("bench lb")?;
+    ensure!(!args.scales.is_empty() && args.scales.iter().all(|&s| s >= 1), "--scales must be at least 1 service each");
+    ensure!(args.scales.windows(2).all(|w| w[0] <= w[1]), "--scales must be ascending");
+    ensure!(args.rounds >= 1 && args.duration > 0.0 && !args.modes.is_empty() && !args.concurrency.is_empty(), "nothing to measure");
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: still single-threaded; the lab's processes inherit this (10,000 services
+        // logged at info would cost the proxies more than the measured work).
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    bench::clear_netns(setup::POD_PREFIX);
+    let started = Instant::now();
+
+    let mut config = LabConfig::new(LAB);
+    config.nodes = 2;
+    config.registry = false;
+    config.vars.insert("ekube".into(), ekube_bin().display().to_string());
+    config.server = Some(ekube_lab::CmdTemplate::parse(SERVER_CMD));
+    let lab = Lab::up(config).context("bringing the lab up")?;
+    eprintln!("[{:.0?}] lab up", started.elapsed());
+
+    let n1 = lab.host("n1")?.netns.clone();
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| -> Result<_> {
+            enter_netns(&n1)?;
+            measure(&args, &lab, started)
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the bench thread panicked"))?
+    });
+    let root = lab.config().root.clone();
+    let down = lab.down().or_else(|first| {
+        // Processes ended at teardown may still be exiting (their parents reap them), which
+        // keeps their cgroup busy for a moment: try again for a few seconds.
+        ekube_tests::wait_for(Duration::from_secs(15), &format!("the lab to tear down (first attempt: {first})"), || {
+            Ok(Lab::teardown(&root, LAB).is_ok())
+        })
+    });
+    let (samples, progs, failed) = outcome?;
+    down?;
+
+    let md = report::markdown(&args, &samples, &progs);
+    print!("{md}");
+    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    let md_path = args.out_dir.join("lb.md");
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    bench::write_json(&args.out_dir, "lb", &report::json(&args, &samples, &progs))?;
+    let svg_path = args.out_dir.join("lb.svg");
+    std::fs::write(&svg_path, report::svg(&args, &samples)).with_context(|| format!("writing {}", svg_path.display()))?;
+    eprintln!("wrote {} and {} ({:.0?} in all)", md_path.display(), svg_path.display(), started.elapsed());
+    match failed {
+        Some(e) => Err(e.context("the bench stopped early; the files hold what was measured until then")),
+        None => Ok(()),
+    }
+}
+
+/// Moves the calling thread (and whatever it starts later) into network namespace `ns`.
+fn enter_netns(ns: &str) -> Result<()> {
+    let file = File::open(bench::netns_path(ns)).with_context(|| format!("opening netns {ns}"))?;
+    // SAFETY: setns on this thread only, with a valid descriptor.
+    if unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) } != 0 {
+        bail!("setns into {ns}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// What was measured, and the error that ended the run early if one did.
+type Measured = (Vec<Sample>, Vec<ProgSample>, Option<anyhow::Error>);
+
+/// The whole measurement; runs on a thread inside n1's network namespace.
+fn measure(args: &Args, lab: &Lab, started: Instant) -> Result<Measured> {
+    let mut cluster = Cluster::build(lab)?;
+    eprintln!(
+        "[{:.0?}] cluster ready: backends {} (n1) and {} (n2), target ClusterIP {}",
+        started.elapsed(),
+        cluster.backends[0].ip,
+        cluster.backends[1].ip,
+        cluster.target_vip
+    );
+    let mut proxies = Proxies::new(lab, Duration::from_millis(args.iptables_min_sync_ms));
+    let mut run = Runner {
+        args,
+        cluster: &mut cluster,
+        proxies: &mut proxies,
+        samples: Vec::new(),
+        progs: Vec::new(),
+        adds: 0,
+        gave_up: Vec::new(),
+    };
+    let result = run.all(started);
+    if let Some(secs) = std::env::var("BENCH_LB_HOLD_SECS").ok().and_then(|s| s.parse().ok()) {
+        // A debugging aid: look at the lab (the last proxy still running) before it goes.
+        if let Err(e) = &result {
+            eprintln!("error: {e:#}");
+        }
+        eprintln!("holding the lab for {secs}s (BENCH_LB_HOLD_SECS) before tearing it down");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+    let cleaned = run.proxies.clean();
+    let failed = match (result, cleaned) {
+        (Err(e), _) | (Ok(()), Err(e)) => Some(e),
+        (Ok(()), Ok(())) => None,
+    };
+    Ok((run.samples, run.progs, failed))
+}
+
+struct Runner<'r, 'a> {
+    args: &'r Args,
+    cluster: &'r mut Cluster<'a>,
+    proxies: &'r mut Proxies<'a>,
+    samples: Vec<Sample>,
+    progs: Vec<ProgSample>,
+    /// Services added so far (names and addresses stay unique).
+    adds: usize,
+    /// (scale, mode) whose full sync did not finish in time: skipped for the other rounds.
+    gave_up: Vec<(usize, Mode)>,
+}
+
+impl Runner<'_, '_> {
+    fn all(&mut self, started: Instant) -> Result<()> {
+        for &scale in &self.args.scales {
+            self.proxies.clean()?;
+            self.cluster.grow(scale)?;
+            eprintln!("[{:.0?}] {scale} services in the API", started.elapsed());
+            for round in 0..self.args.rounds {
+                for mode in bench::alternate(&self.args.modes, round) {
+                    self.mode(scale, round, mode)?;
+                }
+                eprintln!("[{:.0?}] {scale} services: round {} of {} done", started.elapsed(), round + 1, self.args.rounds);
+            }
+        }
+        Ok(())
+    }
+
+    /// One mode in one round: clean start, full sync, the cells, one added service.
+    fn mode(&mut self, scale: usize, round: usize, mode: Mode) -> Result<()> {
+        if self.gave_up.contains(&(scale, mode)) {
+            return Ok(());
+        }
+        self.proxies.clean()?;
+        self.cluster.clear_time_wait()?;
+        self.check_clean(mode)?;
+        let mut prog = ProgSample { scale, mode, round, ..Default::default() };
+        if mode != Mode::Direct && !self.full_sync(mode, &mut prog)? {
+            eprintln!(
+                "note: {} did not program {scale} services within {:?}; skipping it at this scale",
+                mode.name(),
+                self.args.sync_timeout()
+            );
+            self.gave_up.push((scale, mode));
+            prog.full_gave_up = true;
+            self.progs.push(prog);
+            return self.proxies.clean();
+        }
+        let cells: Vec<(Path, usize)> =
+            [Path::ClusterIp, Path::NodePort].iter().flat_map(|&p| self.args.concurrency.iter().map(move |&c| (p, c))).collect();
+        for (path, concurrency) in bench::alternate(&cells, round) {
+            let mut empty_runs = 0;
+            let (report, parts) = loop {
+                let (report, parts) = self.cell(mode, path, concurrency, round)?;
+                if parts.iter().all(|r| r.requests > 0) {
+                    break (report, parts);
+                }
+                let what = format!("{} {} ×{concurrency}: no connection completed in the window", mode.name(), path.name());
+                if empty_runs == EMPTY_RETRIES {
+                    // Recorded as measured (0 connections per second, no latency).
+                    eprintln!("note: {what}, {} times; recording it", empty_runs + 1);
+                    break (report, parts);
+                }
+                empty_runs += 1;
+                eprintln!("note: {what}; again");
+            };
+            self.samples.push(Sample { scale, mode, path, concurrency, round, report, parts, empty_runs });
+        }
+        if mode != Mode::Direct {
+            self.add_one(mode, &mut prog)?;
+            self.progs.push(prog);
+        }
+        Ok(())
+    }
+
+    /// Neither the target's ClusterIP nor its NodePort may answer before a proxy runs: whatever
+    /// the last mode left would otherwise be measured.
+    fn check_clean(&self, mode: Mode) -> Result<()> {
+        let c = &self.cluster;
+        let vip = SocketAddr::from((c.target_vip, SERVICE_PORT));
+        ensure!(!probe::answers(&c.pod_client, vip)?, "before {}: {vip} still answers after cleaning", mode.name());
+        let np = self.node_port_addr()?;
+        ensure!(!probe::answers(&c.ext_client, np)?, "before {}: {np} still answers after cleaning", mode.name());
+        Ok(())
+    }
+
+    fn node_port_addr(&self) -> Result<SocketAddr> {
+        Ok(SocketAddr::from((self.cluster.lab.host("n1")?.ip, NODE_PORT)))
+    }
+
+    /// Starts the proxy and times it until the target answers on its ClusterIP and NodePort;
+    /// `false` when it did not within `--sync-timeout`.
+    fn full_sync(&mut self, mode: Mode, prog: &mut ProgSample) -> Result<bool> {
+        let c = &self.cluster;
+        let vip = SocketAddr::from((c.target_vip, SERVICE_PORT));
+        let timeout = self.args.sync_timeout();
+        let cluster_probe = probe::spawn(&c.pod_client, vip, timeout, PROBE_INTERVAL_MS)?;
+        let node_probe = probe::spawn(&c.ext_client, self.node_port_addr()?, timeout, PROBE_INTERVAL_MS)?;
+        let t0 = Instant::now();
+        self.proxies.start(mode)?;
+        let mut probes = [(cluster_probe, None), (node_probe, None)];
+        let outcome = probe::wait_all(&mut probes, || self.proxies.check_alive());
+        for (child, _) in &mut probes {
+            // Still polling only when something failed: ours to end.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        outcome?;
+        prog.full_cluster_ms = probes[0].1.flatten().map(|t| bench::ms(t - t0));
+        prog.full_node_port_ms = probes[1].1.flatten().map(|t| bench::ms(t - t0));
+        if prog.full_cluster_ms.is_none() || prog.full_node_port_ms.is_none() {
+            return Ok(false);
+        }
+        let m = self.proxies.wait_metrics("the proxy's first full sync in its metrics", |m| {
+            m.get("ekube_proxy_syncs_total{kind=\"full\"}").is_some_and(|n| *n >= 1.0)
+        })?;
+        prog.full_proxy_ms = Some(sync_stat(&m, "sum", "full") * 1000.0);
+        if let Some(backend) = mode.iptables_backend() {
+            prog.target_rule = Some(modes::target_rule_position(c.lab, backend, c.target_vip)?);
+        }
+        Ok(true)
+    }
+
+    /// One measured cell: `ekube-rr client` in crr mode; in direct mode one half-length run
+    /// against each backend, combined (see [`report::combine`]). A run may complete no
+    /// connection at all (a connect stuck past the window, e.g. in SYN retransmission).
+    fn cell(&self, mode: Mode, path: Path, concurrency: usize, round: usize) -> Result<(RrReport, Vec<RrReport>)> {
+        let c = &self.cluster;
+        let place = match path {
+            Path::ClusterIp => &c.pod_client,
+            Path::NodePort => &c.ext_client,
+        };
+        if mode != Mode::Direct {
+            let target = match path {
+                Path::ClusterIp => SocketAddr::from((c.target_vip, SERVICE_PORT)),
+                Path::NodePort => self.node_port_addr()?,
+            };
+            let report = self.client(place, target, concurrency, self.args.duration)?;
+            return Ok((report.clone(), vec![report]));
+        }
+        let targets: Vec<Ipv4Addr> = bench::alternate(&[c.backends[0].ip, c.backends[1].ip], round);
+        let mut parts = Vec::new();
+        for ip in targets {
+            let target = SocketAddr::from((ip, BACKEND_PORT));
+            parts.push(self.client(place, target, concurrency, self.args.duration / 2.0)?);
+        }
+        Ok((report::combine(&parts), parts))
+    }
+
+    /// Runs `ekube-rr client` from `place`.
+    fn client(&self, place: &Place, target: SocketAddr, concurrency: usize, duration: f64) -> Result<RrReport> {
+        let out = place
+            .command(bench::rr_bin())?
+            .args(["client", "--mode", "crr", "--target", &target.to_string()])
+            .args(["--concurrency", &concurrency.to_string(), "--duration", &duration.to_string()])
+            .args(["--warmup", &self.args.warmup.to_string(), "--timeout", "2"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("running ekube-rr client")?;
+        ensure!(
+            out.status.success(),
+            "ekube-rr client → {target} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        serde_json::from_slice(&out.stdout).with_context(|| format!("parsing ekube-rr output {:?}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Times one more Service at the current scale: API create → first successful connect from
+    /// the client pod, and the proxy's own sync time for it. Its EndpointSlice is created first
+    /// and given time to settle (for the iptables modes past `--iptables-min-sync-period`, so
+    /// the batching throttle never delays the change timed). Removed again when the mode ends.
+    fn add_one(&mut self, mode: Mode, prog: &mut ProgSample) -> Result<()> {
+        let n = self.adds;
+        self.adds += 1;
+        let name = format!("lb-add-{n:04}");
+        let vip = self.cluster.add_vip(n);
+        let commits = |m: &std::collections::BTreeMap<String, f64>| m.get("ekube_proxy_syncs_total{kind=\"commit\"}").copied().unwrap_or(0.0);
+        let services = |m: &std::collections::BTreeMap<String, f64>| m.get("ekube_proxy_syncs_total{kind=\"service\"}").copied().unwrap_or(0.0);
+        let before = self.proxies.metrics()?;
+        self.cluster.create_add_slice(&name)?;
+        self.proxies.wait_metrics("the proxy to sync the added EndpointSlice", |m| commits(m) > commits(&before))?;
+        if mode.iptables_backend().is_some() {
+            std::thread::sleep(Duration::from_millis(self.args.iptables_min_sync_ms + 100));
+        }
+        let m0 = self.proxies.metrics()?;
+        let timeout = self.args.sync_timeout();
+        let mut probe = probe::spawn(&self.cluster.pod_client, SocketAddr::from((vip, SERVICE_PORT)), timeout, PROBE_INTERVAL_MS)?;
+        let t0 = Instant::now();
+        let result = (|| -> Result<()> {
+            if let Err(e) = self.cluster.create_add_service(&name, vip) {
+                let _ = probe.kill();
+                let _ = probe.wait();
+                return Err(e);
+            }
+            let Some(ready) = probe::wait(probe)? else {
+                eprintln!("note: {}: added service {name} ({vip}) not answering after {timeout:?}", mode.name());
+                prog.add_gave_up = true;
+                return Ok(());
+            };
+            prog.add_ms = Some(bench::ms(ready - t0));
+            let m1 = self.proxies.wait_metrics("the proxy to commit the added Service", |m| {
+                commits(m) > commits(&m0) && services(m) > services(&m0)
+            })?;
+            let spent = |kind: &str| sync_stat(&m1, "sum", kind) - sync_stat(&m0, "sum", kind);
+            prog.add_proxy_ms = Some((spent("service") + spent("commit")) * 1000.0);
+            Ok(())
+        })();
+        // The proxy is stopped before the next mode; delete now so the next full sync is over
+        // the same N services.
+        self.proxies.clean()?;
+        self.cluster.delete_added(&name)?;
+        result
+    }
+}

@@ -1,0 +1,576 @@
+//! What the bench prints and writes: medians over rounds per (path, services, mode, clients),
+//! the markdown tables (ratios to the pod IP and eBPF vs iptables), the JSON, and an SVG chart
+//! of p50/p99 latency per mode and scale drawn here by hand.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use ekube_tests::bench::{Latency, RrReport, Table, median, ratio};
+use serde_json::{Value, json};
+
+use crate::Args;
+use crate::modes::Mode;
+
+/// Which way the client reaches the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Path {
+    /// From the client pod on n1 to the ClusterIP.
+    ClusterIp,
+    /// From the external namespace to n1's address and the node port.
+    NodePort,
+}
+
+impl Path {
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::ClusterIp => "clusterip",
+            Path::NodePort => "nodeport",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Path::ClusterIp => "ClusterIP from a pod",
+            Path::NodePort => "NodePort from outside",
+        }
+    }
+}
+
+/// One measured run (direct: two half-runs combined).
+pub struct Sample {
+    pub scale: usize,
+    pub mode: Mode,
+    pub path: Path,
+    pub concurrency: usize,
+    pub round: usize,
+    pub report: RrReport,
+    /// The runs behind `report` (one, or one per backend in direct mode).
+    pub parts: Vec<RrReport>,
+    /// Runs of this cell thrown away before this one because no connection completed.
+    pub empty_runs: usize,
+}
+
+/// Programming times of one mode in one round.
+#[derive(Default)]
+pub struct ProgSample {
+    pub scale: usize,
+    pub mode: Mode,
+    pub round: usize,
+    /// Proxy start → the target's ClusterIP answers from the client pod.
+    pub full_cluster_ms: Option<f64>,
+    /// Proxy start → the target's NodePort answers from outside.
+    pub full_node_port_ms: Option<f64>,
+    /// The full sync did not finish within `--sync-timeout` (nothing else was measured).
+    pub full_gave_up: bool,
+    /// The added service did not answer within `--sync-timeout`.
+    pub add_gave_up: bool,
+    /// The proxy's own first full sync (its metrics).
+    pub full_proxy_ms: Option<f64>,
+    /// API create of one more Service → its first successful connect.
+    pub add_ms: Option<f64>,
+    /// The proxy's own sync + commit time for that Service (its metrics).
+    pub add_proxy_ms: Option<f64>,
+    /// iptables modes: the target's rule position among the ClusterIP rules of KUBE-SERVICES.
+    pub target_rule: Option<(usize, usize)>,
+}
+
+/// The direct floor from one half-run per backend, as if each connection went to either with
+/// equal odds: latency percentiles and means averaged (an estimate: the exact mixture needs the
+/// samples), connections per second as the harmonic mean (closed loop: the mean connection
+/// time is the average of the two), counts summed.
+pub fn combine(parts: &[RrReport]) -> RrReport {
+    let n = parts.len().max(1) as f64;
+    let avg = |f: &dyn Fn(&Latency) -> f64| parts.iter().filter_map(|r| r.latency_us.as_ref()).map(f).sum::<f64>() / n;
+    let mut names = BTreeMap::new();
+    for r in parts {
+        for (k, v) in &r.names {
+            *names.entry(k.clone()).or_insert(0) += v;
+        }
+    }
+    let harmonic = |f: &dyn Fn(&RrReport) -> f64| {
+        if parts.iter().all(|r| f(r) > 0.0) { n / parts.iter().map(|r| 1.0 / f(r)).sum::<f64>() } else { 0.0 }
+    };
+    RrReport {
+        mode: "crr".into(),
+        protocol: "tcp".into(),
+        target: parts.iter().map(|r| r.target.as_str()).collect::<Vec<_>>().join(" + "),
+        concurrency: parts.first().map_or(0, |r| r.concurrency),
+        duration_s: parts.iter().map(|r| r.duration_s).sum(),
+        requests: parts.iter().map(|r| r.requests).sum(),
+        errors: parts.iter().map(|r| r.errors).sum(),
+        connections_per_s: harmonic(&|r| r.connections_per_s),
+        requests_per_s: harmonic(&|r| r.requests_per_s),
+        latency_us: parts.iter().all(|r| r.latency_us.is_some()).then(|| Latency {
+            p50: avg(&|l| l.p50),
+            p90: avg(&|l| l.p90),
+            p99: avg(&|l| l.p99),
+            max: parts.iter().filter_map(|r| r.latency_us.map(|l| l.max)).fold(0.0, f64::max),
+            mean: avg(&|l| l.mean),
+        }),
+        gbit_per_s: None,
+        names,
+    }
+}
+
+/// Medians over the rounds of one cell.
+#[derive(Clone, Copy, Default)]
+struct Stat {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    cps: f64,
+    /// Summed over rounds.
+    errors: u64,
+    requests: u64,
+    /// Runs that completed no connection and were repeated, summed over rounds.
+    empty_runs: usize,
+}
+
+type Key = (Path, usize, Mode, usize);
+
+fn stats(samples: &[Sample]) -> BTreeMap<Key, Stat> {
+    let mut groups: BTreeMap<Key, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        groups.entry((s.path, s.scale, s.mode, s.concurrency)).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .map(|(k, ss)| {
+            let rs: Vec<&RrReport> = ss.iter().map(|s| &s.report).collect();
+            let lat = |f: &dyn Fn(&Latency) -> f64| median(&rs.iter().map(|r| r.latency_us.as_ref().map_or(f64::NAN, f)).collect::<Vec<_>>());
+            let stat = Stat {
+                p50: lat(&|l| l.p50),
+                p90: lat(&|l| l.p90),
+                p99: lat(&|l| l.p99),
+                cps: median(&rs.iter().map(|r| r.connections_per_s).collect::<Vec<_>>()),
+                errors: rs.iter().map(|r| r.errors).sum(),
+                requests: rs.iter().map(|r| r.requests).sum(),
+                empty_runs: ss.iter().map(|s| s.empty_runs).sum(),
+            };
+            (k, stat)
+        })
+        .collect()
+}
+
+/// Programming-time medians of one (scale, mode).
+#[derive(Default)]
+struct ProgStat {
+    full_cluster_ms: f64,
+    full_node_port_ms: f64,
+    full_proxy_ms: f64,
+    add_ms: f64,
+    add_proxy_ms: f64,
+    full_gave_up: bool,
+    add_gave_up: bool,
+}
+
+fn prog_stats(progs: &[ProgSample]) -> BTreeMap<(usize, Mode), ProgStat> {
+    let mut groups: BTreeMap<(usize, Mode), Vec<&ProgSample>> = BTreeMap::new();
+    for p in progs {
+        groups.entry((p.scale, p.mode)).or_default().push(p);
+    }
+    groups
+        .into_iter()
+        .map(|(k, ps)| {
+            let m = |f: &dyn Fn(&ProgSample) -> Option<f64>| median(&ps.iter().map(|p| f(p).unwrap_or(f64::NAN)).collect::<Vec<_>>());
+            let stat = ProgStat {
+                full_cluster_ms: m(&|p| p.full_cluster_ms),
+                full_node_port_ms: m(&|p| p.full_node_port_ms),
+                full_proxy_ms: m(&|p| p.full_proxy_ms),
+                add_ms: m(&|p| p.add_ms),
+                add_proxy_ms: m(&|p| p.add_proxy_ms),
+                full_gave_up: ps.iter().any(|p| p.full_gave_up),
+                add_gave_up: ps.iter().any(|p| p.add_gave_up),
+            };
+            (k, stat)
+        })
+        .collect()
+}
+
+/// `10000` → `10,000`.
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(v: f64) -> String {
+    if !v.is_finite() || v == 0.0 {
+        "–".into()
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// The report as markdown.
+pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String {
+    let st = stats(samples);
+    let get = |p: Path, n: usize, m: Mode, c: usize| st.get(&(p, n, m, c)).copied();
+    let c1 = args.concurrency[0];
+    let cmax = *args.concurrency.iter().max().expect("concurrency");
+    let mut out = format!(
+        "## Service load balancing: ekube eBPF vs kube-proxy iptables vs the pod IP\n\n\
+         2-node lab, flannel VXLAN; target Service with 2 endpoints (one per node) sorting last among N services; \
+         `ekube-rr` crr (connect, request, reply, close); {} rounds × {} s per cell, mode order alternating; medians over rounds. \
+         Direct = the pod IPs without a Service (one half-run per backend, combined).\n",
+        args.rounds, args.duration
+    );
+    for path in [Path::ClusterIp, Path::NodePort] {
+        let mut lat = Table::new(&["services", "mode", "p50 µs", "p90 µs", "p99 µs", "p50 vs direct", "p99 vs direct", "errors (all clients)"]);
+        let mut cps_header: Vec<String> = vec!["services".into(), "mode".into()];
+        cps_header.extend(args.concurrency.iter().map(|c| format!("conn/s ×{c}")));
+        cps_header.push(format!("×{cmax} vs direct"));
+        let mut cps = Table::new(&cps_header.iter().map(String::as_str).collect::<Vec<_>>());
+        for &n in &args.scales {
+            for &mode in &args.modes {
+                let Some(s) = get(path, n, mode, c1) else {
+                    if progs.iter().any(|p| p.scale == n && p.mode == mode && p.full_gave_up) {
+                        let gave_up = format!("did not program {} services within {} s", thousands(n), args.sync_timeout);
+                        lat.row(vec![thousands(n), mode.label().into(), gave_up.clone(), "".into(), "".into(), "".into(), "".into(), "".into()]);
+                        let mut row = vec![thousands(n), mode.label().into(), gave_up];
+                        row.extend(args.concurrency.iter().map(|_| String::new()));
+                        cps.row(row);
+                    }
+                    continue;
+                };
+                let d = get(path, n, Mode::Direct, c1).unwrap_or_default();
+                let all: Vec<Stat> = args.concurrency.iter().filter_map(|&c| get(path, n, mode, c)).collect();
+                let errors: u64 = all.iter().map(|s| s.errors).sum();
+                let empty: usize = all.iter().map(|s| s.empty_runs).sum();
+                let errors = if empty > 0 { format!("{errors} (+{empty} empty runs repeated)") } else { errors.to_string() };
+                lat.row(vec![
+                    thousands(n),
+                    mode.label().into(),
+                    format!("{:.0}", s.p50),
+                    format!("{:.0}", s.p90),
+                    format!("{:.0}", s.p99),
+                    ratio(s.p50, d.p50),
+                    ratio(s.p99, d.p99),
+                    errors,
+                ]);
+                let mut row = vec![thousands(n), mode.label().into()];
+                row.extend(args.concurrency.iter().map(|&c| get(path, n, mode, c).map_or("–".into(), |s| format!("{:.0}", s.cps))));
+                let top = get(path, n, mode, cmax).unwrap_or_default();
+                row.push(ratio(top.cps, get(path, n, Mode::Direct, cmax).unwrap_or_default().cps));
+                cps.row(row);
+            }
+        }
+        let _ = write!(
+            out,
+            "\n### {}: latency per connection, {c1} client{}\n\n{}\n### {}: connections per second\n\n{}",
+            path.title(),
+            if c1 == 1 { "" } else { "s" },
+            lat.markdown(),
+            path.title(),
+            cps.markdown()
+        );
+    }
+
+    let ipt: Vec<Mode> = [Mode::IptablesLegacy, Mode::IptablesNft].into_iter().filter(|m| args.modes.contains(m)).collect();
+    if args.modes.contains(&Mode::Ebpf) {
+        let mut header: Vec<String> = vec!["path".into(), "services".into(), format!("eBPF p50 vs {}", thousands(args.scales[0]))];
+        for m in &ipt {
+            header.push(format!("p50 eBPF/{}", m.name()));
+            header.push(format!("p99 eBPF/{}", m.name()));
+            header.push(format!("conn/s ×{cmax} eBPF/{}", m.name()));
+        }
+        let mut t = Table::new(&header.iter().map(String::as_str).collect::<Vec<_>>());
+        for path in [Path::ClusterIp, Path::NodePort] {
+            let base = get(path, args.scales[0], Mode::Ebpf, c1).unwrap_or_default();
+            for &n in &args.scales {
+                let e = get(path, n, Mode::Ebpf, c1).unwrap_or_default();
+                let et = get(path, n, Mode::Ebpf, cmax).unwrap_or_default();
+                let mut row = vec![path.title().into(), thousands(n), ratio(e.p50, base.p50)];
+                for &m in &ipt {
+                    let i = get(path, n, m, c1).unwrap_or_default();
+                    let it = get(path, n, m, cmax).unwrap_or_default();
+                    row.extend([ratio(e.p50, i.p50), ratio(e.p99, i.p99), ratio(et.cps, it.cps)]);
+                }
+                t.row(row);
+            }
+        }
+        let _ = write!(out, "\n### eBPF vs iptables ({c1} client latency; below 1× = eBPF faster, conn/s above 1× = eBPF more)\n\n{}", t.markdown());
+    }
+
+    let ps = prog_stats(progs);
+    let mut t = Table::new(&[
+        "services",
+        "mode",
+        "full sync: start → ClusterIP answers (ms)",
+        "start → NodePort answers (ms)",
+        "proxy's own full sync (ms)",
+        "add 1 Service: API → first connect (ms)",
+        "proxy's own sync for it (ms)",
+    ]);
+    for &n in &args.scales {
+        for &mode in args.modes.iter().filter(|m| **m != Mode::Direct) {
+            let Some(p) = ps.get(&(n, mode)) else { continue };
+            let limit = format!("> {} s (gave up)", args.sync_timeout);
+            // No round measured it (median of nothing is 0) because the proxy gave up.
+            let or_limit = |v: f64, gave_up: bool| if gave_up && !(v.is_finite() && v > 0.0) { limit.clone() } else { ms(v) };
+            t.row(vec![
+                thousands(n),
+                mode.label().into(),
+                or_limit(p.full_cluster_ms, p.full_gave_up),
+                or_limit(p.full_node_port_ms, p.full_gave_up),
+                ms(p.full_proxy_ms),
+                or_limit(p.add_ms, p.add_gave_up),
+                ms(p.add_proxy_ms),
+            ]);
+        }
+    }
+    let _ = write!(
+        out,
+        "\n### Programming time (medians over rounds; probes poll every 1 ms)\n\n{}",
+        t.markdown()
+    );
+    let positions: Vec<String> = progs
+        .iter()
+        .filter(|p| p.round == 0)
+        .filter_map(|p| p.target_rule.map(|(at, of)| format!("{} at {}: {at} of {of}", p.mode.name(), thousands(p.scale))))
+        .collect();
+    if !positions.is_empty() {
+        let _ = writeln!(out, "\nThe target's rule among the ClusterIP rules of `KUBE-SERVICES`: {}.", positions.join("; "));
+    }
+    out
+}
+
+/// The report as JSON: configuration, medians, programming times and every run.
+pub fn json(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> Value {
+    let st = stats(samples);
+    let summary: Vec<Value> = st
+        .iter()
+        .map(|(&(path, n, mode, c), s)| {
+            let d = st.get(&(path, n, Mode::Direct, c)).copied().unwrap_or_default();
+            let div = |a: f64, b: f64| if b > 0.0 { json!(a / b) } else { Value::Null };
+            json!({
+                "path": path.name(), "services": n, "mode": mode.name(), "concurrency": c,
+                "p50_us": s.p50, "p90_us": s.p90, "p99_us": s.p99, "connections_per_s": s.cps,
+                "errors": s.errors, "requests": s.requests, "empty_runs_repeated": s.empty_runs,
+                "p50_vs_direct": div(s.p50, d.p50), "p99_vs_direct": div(s.p99, d.p99),
+                "connections_per_s_vs_direct": div(s.cps, d.cps),
+            })
+        })
+        .collect();
+    let programming: Vec<Value> = progs
+        .iter()
+        .map(|p| {
+            json!({
+                "services": p.scale, "mode": p.mode.name(), "round": p.round,
+                "full_sync_clusterip_ms": p.full_cluster_ms, "full_sync_nodeport_ms": p.full_node_port_ms,
+                "full_sync_gave_up": p.full_gave_up, "add_service_gave_up": p.add_gave_up,
+                "full_sync_proxy_ms": p.full_proxy_ms, "add_service_ms": p.add_ms, "add_service_proxy_ms": p.add_proxy_ms,
+                "target_rule": p.target_rule.map(|(at, of)| json!({"position": at, "of": of})),
+            })
+        })
+        .collect();
+    let runs: Vec<Value> = samples
+        .iter()
+        .map(|s| {
+            json!({
+                "path": s.path.name(), "services": s.scale, "mode": s.mode.name(), "concurrency": s.concurrency,
+                "round": s.round, "empty_runs_before": s.empty_runs, "report": s.report, "parts": if s.parts.len() > 1 { json!(s.parts) } else { Value::Null },
+            })
+        })
+        .collect();
+    json!({
+        "bench": "lb",
+        "config": {
+            "scales": args.scales, "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+            "concurrency": args.concurrency, "modes": args.modes.iter().map(|m| m.name()).collect::<Vec<_>>(),
+            "iptables_min_sync_ms": args.iptables_min_sync_ms,
+        },
+        "summary": summary,
+        "programming": programming,
+        "runs": runs,
+    })
+}
+
+fn color(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Direct => "#7f7f7f",
+        Mode::Ebpf => "#2a9d55",
+        Mode::IptablesLegacy => "#e07b24",
+        Mode::IptablesNft => "#3b6fb6",
+    }
+}
+
+/// The chart: one panel per path, a group of bars per scale, one bar per mode — p99 light,
+/// p50 solid in front of it — for the first concurrency.
+pub fn svg(args: &Args, samples: &[Sample]) -> String {
+    let st = stats(samples);
+    let c1 = args.concurrency[0];
+    let (panel_w, panel_h, top, left, bottom) = (470.0, 300.0, 70.0, 60.0, 50.0);
+    let width = 2.0 * panel_w + 20.0;
+    let height = top + panel_h + bottom;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">Per-connection latency (crr, {c1} client{}), µs — solid p50, light p99; medians of {} rounds</text>\n",
+        width / 2.0,
+        if c1 == 1 { "" } else { "s" },
+        args.rounds
+    );
+    // Legend.
+    let mut x = 60.0;
+    for &mode in &args.modes {
+        let _ = writeln!(
+            out,
+            "<rect x=\"{x}\" y=\"32\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"43\">{}</text>",
+            color(mode),
+            x + 16.0,
+            mode.label()
+        );
+        x += 30.0 + 7.0 * mode.label().len() as f64;
+    }
+    for (i, path) in [Path::ClusterIp, Path::NodePort].into_iter().enumerate() {
+        let ox = i as f64 * (panel_w + 20.0);
+        let plot_w = panel_w - left - 10.0;
+        let max = st
+            .iter()
+            .filter(|((p, _, _, c), _)| *p == path && *c == c1)
+            .map(|(_, s)| if s.p99.is_finite() { s.p99 } else { 0.0 })
+            .fold(0.0, f64::max)
+            .max(1.0);
+        let (step, ticks) = nice_ticks(max);
+        let y_max = step * ticks as f64;
+        let y = |v: f64| top + panel_h - v / y_max * panel_h;
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
+            ox + left + plot_w / 2.0,
+            top - 8.0,
+            path.title()
+        );
+        for t in 0..=ticks {
+            let v = step * t as f64;
+            let _ = writeln!(
+                out,
+                "<line x1=\"{}\" x2=\"{}\" y1=\"{y}\" y2=\"{y}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{v:.0}</text>",
+                ox + left,
+                ox + left + plot_w,
+                ox + left - 6.0,
+                y(v) + 4.0,
+                y = y(v)
+            );
+        }
+        let group_w = plot_w / args.scales.len() as f64;
+        let bar_w = (group_w * 0.8) / args.modes.len() as f64;
+        for (g, &n) in args.scales.iter().enumerate() {
+            let gx = ox + left + g as f64 * group_w + group_w * 0.1;
+            for (b, &mode) in args.modes.iter().enumerate() {
+                let Some(s) = st.get(&(path, n, mode, c1)) else { continue };
+                let bx = gx + b as f64 * bar_w;
+                for (v, opacity) in [(s.p99, 0.35), (s.p50, 1.0)] {
+                    if v.is_finite() && v > 0.0 {
+                        let _ = writeln!(
+                            out,
+                            "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\" fill-opacity=\"{opacity}\"><title>{} {} services: {v:.0} µs</title></rect>",
+                            y(v),
+                            bar_w * 0.9,
+                            top + panel_h - y(v),
+                            color(mode),
+                            mode.label(),
+                            thousands(n)
+                        );
+                    }
+                }
+            }
+            let _ = writeln!(
+                out,
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{} services</text>",
+                gx + group_w * 0.4,
+                top + panel_h + 18.0,
+                thousands(n)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<line x1=\"{0}\" x2=\"{0}\" y1=\"{top}\" y2=\"{1}\" stroke=\"#333\"/><line x1=\"{0}\" x2=\"{2}\" y1=\"{1}\" y2=\"{1}\" stroke=\"#333\"/>",
+            ox + left,
+            top + panel_h,
+            ox + left + plot_w
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+/// A round tick step (1, 2 or 5 × 10^k) and the number of steps that covers `max`.
+fn nice_ticks(max: f64) -> (f64, usize) {
+    let raw = max / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    (step, (max / step).ceil().max(1.0) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(p50: f64, cps: f64) -> RrReport {
+        RrReport {
+            requests: 10,
+            connections_per_s: cps,
+            requests_per_s: cps,
+            duration_s: 1.0,
+            latency_us: Some(Latency { p50, p90: p50, p99: p50 * 2.0, max: p50 * 3.0, mean: p50 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn direct_halves_combine_as_an_even_mixture() {
+        let c = combine(&[report(100.0, 1000.0), report(300.0, 500.0)]);
+        let l = c.latency_us.unwrap();
+        assert_eq!((l.p50, l.p99, l.max), (200.0, 400.0, 900.0));
+        // Closed loop: 1 ms and 2 ms per connection, 1.5 ms on average.
+        assert!((c.connections_per_s - 2000.0 / 3.0).abs() < 1e-9);
+        assert_eq!((c.requests, c.duration_s), (20, 2.0));
+    }
+
+    #[test]
+    fn a_mode_that_gave_up_says_so() {
+        use clap::Parser;
+        let args = Args::parse_from(["bench-lb", "--scales", "10000", "--modes", "ebpf,iptables-nft", "--sync-timeout", "60"]);
+        let ok = Sample {
+            scale: 10000,
+            mode: Mode::Ebpf,
+            path: Path::ClusterIp,
+            concurrency: 1,
+            round: 0,
+            report: report(250.0, 2000.0),
+            parts: vec![report(250.0, 2000.0)],
+            empty_runs: 0,
+        };
+        let progs = [
+            ProgSample { scale: 10000, mode: Mode::Ebpf, full_cluster_ms: Some(8.0), add_ms: Some(1.5), ..Default::default() },
+            ProgSample { scale: 10000, mode: Mode::IptablesNft, full_gave_up: true, ..Default::default() },
+        ];
+        let md = markdown(&args, &[ok], &progs);
+        assert!(md.contains("| 10,000 | iptables-nft | did not program 10,000 services within 60 s |"), "{md}");
+        assert!(md.contains("| 10,000 | iptables-nft | > 60 s (gave up) | > 60 s (gave up) | – |"), "{md}");
+        assert!(md.contains("| 10,000 | ekube eBPF | 250 | 250 | 500 |"), "{md}");
+        assert!(svg(&args, &[]).ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn numbers_format() {
+        assert_eq!(thousands(10000), "10,000");
+        assert_eq!(thousands(10), "10");
+        assert_eq!(ms(0.456), "0.46");
+        assert_eq!(ms(1234.0), "1234");
+        assert_eq!(nice_ticks(730.0), (200.0, 4));
+        assert_eq!(nice_ticks(95.0), (20.0, 5));
+    }
+}

@@ -1,0 +1,250 @@
+//! `cargo xtask bench net`: the pod network's TCP throughput and request/response latency,
+//! measured (issue #4).
+//!
+//! A two-node lab (`ekbnet`): `ekube server` on n1, `ekube flannel` on both nodes, and three
+//! "pods" — network namespaces wired by running `ekube-cni` ADD exactly as a kubelet would —
+//! two on n1 and one on n2. `ekube-rr` servers run in the second n1 pod, in the n2 pod and in n2
+//! itself; `ekube-rr client` runs in the first n1 pod (or in n1) for three paths:
+//! pod↔pod on one node (bridge), pod↔pod across nodes (VXLAN) and node↔node (the underlay).
+//! Each round runs every path in every mode (bulk stream, request/response on one connection,
+//! connect-request-close), in alternating order; the table shows medians over the rounds and
+//! ratios to the underlay. Nothing is sent from the root namespace.
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use ekube_cni::NodeConflist;
+use ekube_lab::{CmdTemplate, Lab, LabConfig};
+use ekube_tests::bench::{self, RrReport, Table, median, ratio};
+use ekube_tests::{ekube_bin, wait_for};
+use serde_json::{Value, json};
+
+const LAB: &str = "ekbnet";
+/// Prefix of the pod namespaces (cleared at start, removed at the end).
+const POD_PREFIX: &str = "ekbnetp";
+const PORT: u16 = 7000;
+
+#[derive(Parser)]
+struct Args {
+    /// Where the JSON report goes.
+    #[arg(default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Rounds over all paths and modes (the order alternates between rounds).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// Removes the pod namespaces on drop (the lab removes the rest).
+struct PodNamespaces(Vec<String>);
+
+impl Drop for PodNamespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// One measured path: where the client runs and the server it talks to.
+#[derive(Clone)]
+struct Path {
+    label: &'static str,
+    client_ns: String,
+    target: SocketAddr,
+}
+
+const MODES: [&str; 3] = ["stream", "rr", "crr"];
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    bench::require_root("bench net")?;
+    bench::clear_netns(POD_PREFIX);
+    let started = Instant::now();
+
+    let mut config = LabConfig::new(LAB);
+    config.nodes = 2;
+    config.registry = false;
+    config.vars.insert("ekube".into(), ekube_bin().display().to_string());
+    config.server = Some(CmdTemplate::parse(
+        "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig}",
+    ));
+    let lab = Lab::up(config).context("bringing the lab up")?;
+    let mut pods = PodNamespaces(Vec::new());
+    for i in 1..=2 {
+        let host = lab.host(&format!("n{i}"))?;
+        let argv = CmdTemplate::parse(
+            "{ekube} flannel --kubeconfig {kubeconfig} --hostname-override {node} --public-ip {ip} \
+             --subnet-file {dir}/run/subnet.env --register-node",
+        )
+        .render(&host.vars(lab.config()));
+        lab.spawn(&host.short, "flannel", &argv)?;
+    }
+    for i in 1..=2 {
+        let host = format!("n{i}");
+        let subnet = lab.host(&host)?.run_dir().join("subnet.env");
+        wait_for(Duration::from_secs(60), &format!("{host}: subnet.env and a route to the other node on flannel.1"), || {
+            let out = lab.exec(&host, &["ip", "-j", "-4", "route", "show", "dev", "flannel.1"])?;
+            let routes: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+            Ok(subnet.exists() && routes.as_array().is_some_and(|r| r.len() == 1))
+        })
+        .with_context(|| format!("see {}", lab.log_path(&host, "flannel").map(|p| p.display().to_string()).unwrap_or_default()))?;
+    }
+    let a = add_pod(&lab, &mut pods, 1, "a")?;
+    let b = add_pod(&lab, &mut pods, 1, "b")?;
+    let c = add_pod(&lab, &mut pods, 2, "c")?;
+    eprintln!("[{:.0?}] lab up: pods {a:?} {b:?} on n1, {c:?} on n2", started.elapsed());
+
+    let n1 = lab.host("n1")?.netns.clone();
+    let n2 = lab.host("n2")?;
+    let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PORT));
+    let _servers = [
+        bench::rr_serve(&b.0, any, "pod-b")?,
+        bench::rr_serve(&c.0, any, "pod-c")?,
+        bench::rr_serve(&n2.netns, any, "node-2")?,
+    ];
+    let paths = [
+        Path { label: "node ↔ node (underlay)", client_ns: n1, target: SocketAddr::from((n2.ip, PORT)) },
+        Path { label: "pod ↔ pod, same node (bridge)", client_ns: a.0.clone(), target: SocketAddr::from((b.1, PORT)) },
+        Path { label: "pod ↔ pod, across nodes (VXLAN)", client_ns: a.0.clone(), target: SocketAddr::from((c.1, PORT)) },
+    ];
+
+    // results[path][mode] = one report per round.
+    let mut results: Vec<Vec<Vec<RrReport>>> = vec![vec![Vec::new(); MODES.len()]; paths.len()];
+    let duration = args.duration.to_string();
+    for round in 0..args.rounds {
+        let runs: Vec<(usize, usize)> = (0..paths.len()).flat_map(|p| (0..MODES.len()).map(move |m| (p, m))).collect();
+        for (p, m) in bench::alternate(&runs, round) {
+            let path = &paths[p];
+            let argv: Vec<String> = [
+                "--target", &path.target.to_string(), "--mode", MODES[m], "--concurrency", "1", "--duration", &duration,
+                "--warmup", "0.3",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let report = bench::rr_client(&path.client_ns, &argv)?;
+            ensure!(
+                report.requests > 0 || report.gbit_per_s.is_some_and(|g| g > 0.0),
+                "{} {}: nothing got through ({} errors)",
+                path.label,
+                MODES[m],
+                report.errors
+            );
+            results[p][m].push(report);
+        }
+        eprintln!("[{:.0?}] round {} of {} done", started.elapsed(), round + 1, args.rounds);
+    }
+
+    let stat = |p: usize, m: usize, f: &dyn Fn(&RrReport) -> f64| median(&results[p][m].iter().map(f).collect::<Vec<_>>());
+    let gbit = |p: usize| stat(p, 0, &|r: &RrReport| r.gbit_per_s.unwrap_or(0.0));
+    let rr_p50 = |p: usize| stat(p, 1, &|r: &RrReport| r.latency_us.map_or(f64::NAN, |l| l.p50));
+    let rr_p99 = |p: usize| stat(p, 1, &|r: &RrReport| r.latency_us.map_or(f64::NAN, |l| l.p99));
+    let crr = |p: usize| stat(p, 2, &|r: &RrReport| r.connections_per_s);
+    let mut table = Table::new(&[
+        "path",
+        "TCP stream (Gbit/s)",
+        "vs underlay",
+        "rr p50 / p99 (µs)",
+        "p50 vs underlay",
+        "crr (conn/s)",
+        "vs underlay",
+    ]);
+    let mut summary = Vec::new();
+    for (p, path) in paths.iter().enumerate() {
+        table.row(vec![
+            path.label.into(),
+            format!("{:.2}", gbit(p)),
+            ratio(gbit(p), gbit(0)),
+            format!("{:.0} / {:.0}", rr_p50(p), rr_p99(p)),
+            ratio(rr_p50(p), rr_p50(0)),
+            format!("{:.0}", crr(p)),
+            ratio(crr(p), crr(0)),
+        ]);
+        summary.push(json!({
+            "path": path.label,
+            "stream_gbit_per_s": gbit(p),
+            "rr_p50_us": rr_p50(p),
+            "rr_p99_us": rr_p99(p),
+            "crr_connections_per_s": crr(p),
+            "stream_vs_underlay": gbit(p) / gbit(0),
+            "rr_p50_vs_underlay": rr_p50(p) / rr_p50(0),
+            "crr_vs_underlay": crr(p) / crr(0),
+        }));
+    }
+    println!(
+        "Pod network, {} rounds × {}s per path and mode, one client, medians over rounds (2-node lab, flannel VXLAN):\n",
+        args.rounds, args.duration
+    );
+    print!("{}", table.markdown());
+    let raw: Vec<Value> = paths
+        .iter()
+        .enumerate()
+        .flat_map(|(p, path)| {
+            let results = &results;
+            MODES.iter().enumerate().map(move |(m, mode)| json!({"path": path.label, "mode": mode, "rounds": results[p][m]}))
+        })
+        .collect();
+    bench::write_json(
+        &args.out_dir,
+        "net",
+        &json!({"bench": "net", "rounds": args.rounds, "duration_s": args.duration, "summary": summary, "runs": raw}),
+    )?;
+    drop(pods);
+    lab.down().context("tearing the lab down")?;
+    Ok(())
+}
+
+/// Creates pod namespace `<prefix><node><tag>` and runs `ekube-cni` ADD for it on node `node`
+/// as a kubelet would; returns the namespace and the pod's address.
+fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Result<(String, Ipv4Addr)> {
+    let host = lab.host(&format!("n{node}"))?;
+    let netns = format!("{POD_PREFIX}{node}{tag}");
+    let st = Command::new("ip").args(["netns", "add", &netns]).status()?;
+    ensure!(st.success(), "ip netns add {netns}");
+    pods.0.push(netns.clone());
+    let conflist = ekube_cni::write_conflist(
+        &host.cni_conf_dir(),
+        &NodeConflist { subnet_file: host.run_dir().join("subnet.env"), data_dir: host.dir.join("data/cni"), ..Default::default() },
+    )?;
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(&conflist)?)?;
+    let mut conf = list["plugins"][0].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+
+    let plugin = ekube_bin().with_file_name("ekube-cni");
+    let mut cmd = bench::netns_command(&host.netns, &plugin)?;
+    cmd.env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
+        .env("CNI_NETNS", bench::netns_path(&netns))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", plugin.parent().context("plugin directory")?)
+        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("starting ekube-cni")?;
+    child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "CNI ADD for {netns} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_slice(&out.stdout)?;
+    let addr = result["ips"][0]["address"].as_str().context("no ips[0].address in the CNI result")?;
+    let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
+    // Bring loopback up as a runtime would (the probe of rr_serve connects to 127.0.0.1).
+    let _ = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
+    Ok((netns, ip))
+}

@@ -1,0 +1,154 @@
+//! `cargo xtask bench pods`: pod start-up latency on one node, measured (issue #5).
+//!
+//! A one-node lab cluster (`ekbpods`: `ekube server` and `ekube agent` on n1, images from the
+//! lab registry). A first pod pulls the busybox image; then 30 pods (image present,
+//! `imagePullPolicy: IfNotPresent`) are created together and each one's latency from its create
+//! request to the first watch event showing it Running is recorded: p50 / p99 / max, the time
+//! until all run, and the agent's RSS before and after. The client talks to the apiserver from
+//! inside node 1's network namespace.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ekube_tests::bench::{self, Table, percentile};
+use ekube_tests::cluster::{ClusterOptions, LabCluster};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+const LAB: &str = "ekbpods";
+const IMAGE: &str = "192.168.64.1:5000/busybox:latest";
+/// How long the pods of one phase may take to run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Parser)]
+struct Args {
+    /// Where the JSON report goes.
+    #[arg(default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Pods created together.
+    #[arg(long, default_value_t = 30)]
+    pods: usize,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    bench::require_root("bench pods")?;
+    let started = Instant::now();
+    let cluster = LabCluster::start(LAB, 1, ClusterOptions::default()).context("starting the lab cluster")?;
+    let agent = *cluster.lab.pids("n1", "agent").first().context("no agent process on n1")?;
+    eprintln!("[{:.0?}] cluster up, agent pid {agent}", started.elapsed());
+    let kubeconfig = cluster.lab.kubeconfig();
+    let ns = cluster.lab.host("n1")?.netns.clone();
+
+    // Phase 1: the image pull, by one pod.
+    let warm = run_in(&ns, kubeconfig.clone(), vec!["warm".to_string()])?;
+    eprintln!("[{:.0?}] first pod (image pull) Running after {:.2?}", started.elapsed(), warm[0]);
+    let rss_idle = bench::rss_kib(agent) / 1024;
+
+    // Phase 2: many pods at once, image present.
+    let names: Vec<String> = (0..args.pods).map(|i| format!("start-{i:02}")).collect();
+    let mut latencies = run_in(&ns, kubeconfig, names)?;
+    let rss_busy = bench::rss_kib(agent) / 1024;
+    latencies.sort();
+    let all = *latencies.last().context("no pods measured")?;
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    eprintln!("[{:.0?}] {} pods Running", started.elapsed(), args.pods);
+
+    let mut table = Table::new(&["pod start-up, one node (ekube agent)", "measured"]);
+    table.row(vec!["first pod, image pulled: create → Running (s)".into(), format!("{:.2}", warm[0].as_secs_f64())]);
+    table.row(vec![
+        format!("{} pods created together, image present: create → Running p50 / p99 (s)", args.pods),
+        format!("{:.2} / {:.2}", p50.as_secs_f64(), p99.as_secs_f64()),
+    ]);
+    table.row(vec![format!("all {} Running after (s)", args.pods), format!("{:.2}", all.as_secs_f64())]);
+    table.row(vec![format!("agent RSS with 1 / {} pods (MiB)", args.pods + 1), format!("{rss_idle} / {rss_busy}")]);
+    print!("{}", table.markdown());
+    bench::write_json(
+        &args.out_dir,
+        "pods",
+        &json!({
+            "bench": "pods",
+            "first_pod_with_pull_s": warm[0].as_secs_f64(),
+            "pods": args.pods,
+            "create_to_running_s": latencies.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            "p50_s": p50.as_secs_f64(),
+            "p99_s": p99.as_secs_f64(),
+            "all_running_s": all.as_secs_f64(),
+            "agent_rss_mib_idle": rss_idle,
+            "agent_rss_mib_busy": rss_busy,
+        }),
+    )?;
+    drop(cluster);
+    Ok(())
+}
+
+/// Creates the pods `names` together from inside network namespace `ns` and returns each
+/// one's time from its create request to being seen Running (in the order of `names`).
+fn run_in(ns: &str, kubeconfig: PathBuf, names: Vec<String>) -> Result<Vec<Duration>> {
+    bench::in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(create_and_time(kubeconfig, names))
+    })?
+}
+
+async fn create_and_time(kubeconfig: PathBuf, names: Vec<String>) -> Result<Vec<Duration>> {
+    let client = ekube_api::client::from_kubeconfig(&kubeconfig).await?;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let label = format!("batch={}", names[0]);
+    // Watch first, so no transition is missed.
+    let mut stream = watcher(pods.clone(), watcher::Config::default().labels(&label)).boxed();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+            Ok(Some(Ok(watcher::Event::InitDone))) => break,
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => return Err(e).context("pod watch"),
+            Ok(None) | Err(_) => bail!("the pod watch did not finish its initial list"),
+        }
+    }
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    let creates = names.iter().map(|name| {
+        let pods = pods.clone();
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"batch": names[0]}},
+            "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": IMAGE, "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}],
+            },
+        }))
+        .expect("valid pod");
+        let at = Instant::now();
+        sent.insert(name.clone(), at);
+        async move { pods.create(&PostParams::default(), &pod).await }
+    });
+    let created = futures::future::join_all(creates.collect::<Vec<_>>()).await;
+    for (name, result) in names.iter().zip(created) {
+        result.with_context(|| format!("creating pod {name}"))?;
+    }
+    let mut running: HashMap<String, Instant> = HashMap::new();
+    let mut phases: HashMap<String, String> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
+    while running.len() < names.len() {
+        let event = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(event)) => event.context("pod watch")?,
+            Ok(None) => bail!("the pod watch ended"),
+            Err(_) => bail!("{} of {} pods Running after {RUN_TIMEOUT:?}; others: {phases:?}", running.len(), names.len()),
+        };
+        if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            if phase == "Running" {
+                running.entry(name.clone()).or_insert_with(Instant::now);
+                phases.remove(&name);
+            } else if !running.contains_key(&name) {
+                phases.insert(name, phase);
+            }
+        }
+    }
+    Ok(names.iter().map(|n| running[n] - sent[n]).collect())
+}

@@ -1,0 +1,376 @@
+//! `cargo xtask bench proxy-sync`: the time from an API change to the eBPF datapath, measured
+//! (issue #3).
+//!
+//! Starts `ekube server` on loopback and the real `ekube proxy` attached to a private cgroup v2
+//! directory `ekube-ekbps-<pid>` (pins under `/sys/fs/bpf/ekube/<same name>/`; no process runs
+//! in that cgroup, so no traffic is balanced — only the maps matter here). With 1, 100 and
+//! 10,000 existing services (each with two endpoints), it times two kinds of change, in
+//! alternating order: a new Service + EndpointSlice created, until its frontend with both
+//! backends is in the pinned maps; and one endpoint of an existing service replaced, until the
+//! pinned maps show the new backend and not the old one. The pinned maps are read with
+//! [`dump_store`], a full walk whose own duration (reported as the resolution) grows with the
+//! number of services. Also reports the proxy's RSS at each size.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use ekube_proxy::datapath::{BpfMaps, DatapathConfig, dump_store, remove_pins};
+use ekube_proxy::{BackendAddr, Frontend, Protocol};
+use ekube_tests::bench::{self, Table, percentile};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+const PREFIX: &str = "ekube-ekbps-";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+const BPFFS: &str = "/sys/fs/bpf";
+const TARGET_PORT: u16 = 8080;
+/// A NodePort address of the "node" (TEST-NET-1, held by no interface).
+const NODE_IP: &str = "192.0.2.10";
+/// How long one change may take to reach the maps before the bench gives up.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+struct Args {
+    /// Where the JSON report goes.
+    #[arg(default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Numbers of existing services to measure at (ascending).
+    #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+    scales: Vec<usize>,
+    /// Changes of each kind timed at each size.
+    #[arg(long, default_value_t = 10)]
+    samples: usize,
+}
+
+/// The proxy, its cgroup and pins; dropping it ends the proxy and removes both.
+struct Proxy {
+    dp: DatapathConfig,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proxy {
+    fn start(server: &ServerProcess) -> Result<Self> {
+        clear_leftovers();
+        let name = format!("{PREFIX}{}", std::process::id());
+        let cgroup = Path::new(CGROUP_ROOT).join(&name);
+        fs::create_dir(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
+        let mut proxy =
+            Self { dp: DatapathConfig { cgroup, bpffs: PathBuf::from(BPFFS), node_name: name }, child: None, log: server.dir.join("proxy.log") };
+        let healthz = free_port();
+        let log = OpenOptions::new().create(true).append(true).open(&proxy.log)?;
+        let child = Command::new(ekube_bin())
+            .arg("proxy")
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args(["--hostname-override", &proxy.dp.node_name])
+            .arg("--cgroup-path")
+            .arg(&proxy.dp.cgroup)
+            .args(["--node-ip", NODE_IP])
+            .args(["--metrics-bind-address", &format!("127.0.0.1:{}", free_port())])
+            .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting ekube proxy")?;
+        proxy.child = Some(child);
+        let up = wait_for(Duration::from_secs(30), "ekube proxy to report healthy", || {
+            if let Some(status) = proxy.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
+                bail!("ekube proxy exited: {status}");
+            }
+            Ok(healthz_ok(healthz))
+        });
+        if let Err(e) = up {
+            bail!("{e:#}\nproxy log:\n{}", proxy.log_tail());
+        }
+        Ok(proxy)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Err(e) = remove_pins(&self.dp) {
+            eprintln!("cleanup: {e}");
+        }
+        if let Err(e) = fs::remove_dir(&self.dp.cgroup) {
+            eprintln!("cleanup: removing {}: {e}", self.dp.cgroup.display());
+        }
+    }
+}
+
+/// Removes cgroups and pins of earlier runs whose process is gone.
+fn clear_leftovers() {
+    let stale = |name: &str| {
+        name.strip_prefix(PREFIX)
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    };
+    for dir in fs::read_dir(Path::new(BPFFS).join("ekube")).into_iter().flatten().flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if stale(&name) {
+            let _ = remove_pins(&DatapathConfig { node_name: name, ..DatapathConfig::new("") });
+        }
+    }
+    for dir in fs::read_dir(CGROUP_ROOT).into_iter().flatten().flatten() {
+        if stale(&dir.file_name().to_string_lossy()) {
+            let _ = fs::remove_dir(dir.path());
+        }
+    }
+}
+
+/// `GET /healthz` on loopback answers 200.
+fn healthz_ok(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut response = String::new();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_ok()
+        && s.read_to_string(&mut response).is_ok()
+        && response.split_whitespace().nth(1) == Some("200")
+}
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": TARGET_PORT}]},
+    }))
+    .expect("valid service")
+}
+
+fn endpoints(ips: &[Ipv4Addr]) -> Value {
+    ips.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect()
+}
+
+fn slice(service: &str, ips: &[Ipv4Addr]) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "metadata": {
+            "name": format!("{service}-1"),
+            "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "ekube-bench"},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP", "port": TARGET_PORT}],
+        "endpoints": endpoints(ips),
+    }))
+    .expect("valid endpointslice")
+}
+
+/// The two never-reached endpoints of bulk service `i` (10.244.0.0/16, distinct per service).
+fn bulk_ips(i: usize) -> [Ipv4Addr; 2] {
+    let a = |j: usize| Ipv4Addr::new(10, 244, (i / 125) as u8, ((i % 125) * 2 + j + 1) as u8);
+    [a(0), a(1)]
+}
+
+/// A distinct address for change number `k` (10.245.0.0/16).
+fn probe_ip(k: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 245, (k / 250) as u8, (k % 250 + 1) as u8)
+}
+
+fn backend(ip: Ipv4Addr) -> BackendAddr {
+    BackendAddr { ip, port: TARGET_PORT }
+}
+
+/// Creates a Service and its EndpointSlice; returns its ClusterIP frontend.
+async fn create_pair(services: &Api<Service>, slices: &Api<EndpointSlice>, name: &str, ips: &[Ipv4Addr]) -> Result<Frontend> {
+    let svc = services.create(&PostParams::default(), &service(name)).await.with_context(|| format!("creating service {name}"))?;
+    slices.create(&PostParams::default(), &slice(name, ips)).await.with_context(|| format!("creating endpointslice {name}-1"))?;
+    let ip: Ipv4Addr = svc.spec.and_then(|s| s.cluster_ip).context("no clusterIP allocated")?.parse()?;
+    Ok(Frontend::cluster_ip(ip, 80, Protocol::Tcp))
+}
+
+/// Polls the pinned maps until `check` holds; returns when the first walk that saw it ended,
+/// and the longest walk.
+fn wait_maps(maps: &BpfMaps, what: &str, check: impl Fn(&ekube_proxy::DatapathState) -> bool) -> Result<(Instant, Duration)> {
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let mut walk = Duration::ZERO;
+    loop {
+        let t = Instant::now();
+        let state = dump_store(maps).context("reading the pinned maps")?;
+        let seen = Instant::now();
+        walk = walk.max(seen - t);
+        if check(&state) {
+            return Ok((seen, walk));
+        }
+        ensure!(seen < deadline, "{what}: not in the pinned maps after {CHANGE_TIMEOUT:?}");
+        // Leave the CPUs to the proxy and apiserver between walks.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Results at one size.
+#[derive(Default)]
+struct Scale {
+    services: usize,
+    create: Vec<Duration>,
+    change: Vec<Duration>,
+    walk: Duration,
+    rss_mib: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    bench::require_root("bench proxy-sync")?;
+    ensure!(args.scales.windows(2).all(|w| w[0] <= w[1]), "--scales must be ascending");
+    let started = Instant::now();
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    let proxy = Proxy::start(&server)?;
+    let result = run(&args, &client, &proxy, started).await;
+    if result.is_err() {
+        eprintln!("proxy log (last lines):\n{}", proxy.log_tail());
+    }
+    let scales = result?;
+
+    let mut table = Table::new(&[
+        "existing services",
+        "create Service+slice → maps p50 / p99 (ms)",
+        "endpoint change → maps p50 / p99 (ms)",
+        "map walk (resolution, ms)",
+        "proxy RSS (MiB)",
+    ]);
+    let p = |v: &[Duration], q: f64| bench::ms(percentile(v, q));
+    for s in &scales {
+        table.row(vec![
+            format!("{}", s.services),
+            format!("{:.1} / {:.1}", p(&s.create, 0.5), p(&s.create, 0.99)),
+            format!("{:.1} / {:.1}", p(&s.change, 0.5), p(&s.change, 0.99)),
+            format!("{:.1}", bench::ms(s.walk)),
+            s.rss_mib.to_string(),
+        ]);
+    }
+    println!("ekube proxy: API change → pinned eBPF maps, {} changes of each kind per size:\n", args.samples);
+    print!("{}", table.markdown());
+    let ms_list = |v: &[Duration]| v.iter().map(|d| bench::ms(*d)).collect::<Vec<_>>();
+    let json_scales: Vec<Value> = scales
+        .iter()
+        .map(|s| {
+            json!({
+                "services": s.services,
+                "create_ms": ms_list(&s.create),
+                "change_ms": ms_list(&s.change),
+                "create_p50_ms": p(&s.create, 0.5),
+                "create_p99_ms": p(&s.create, 0.99),
+                "change_p50_ms": p(&s.change, 0.5),
+                "change_p99_ms": p(&s.change, 0.99),
+                "map_walk_ms": bench::ms(s.walk),
+                "proxy_rss_mib": s.rss_mib,
+            })
+        })
+        .collect();
+    bench::write_json(&args.out_dir, "proxy-sync", &json!({"bench": "proxy-sync", "samples": args.samples, "scales": json_scales}))?;
+    drop(proxy);
+    Ok(())
+}
+
+async fn run(args: &Args, client: &kube::Client, proxy: &Proxy, started: Instant) -> Result<Vec<Scale>> {
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let maps = BpfMaps::open_pinned(&proxy.dp).context("opening the pinned maps")?;
+    // The service whose endpoint the "change" samples replace.
+    let target_name = "probe-target";
+    let mut target_ips = [probe_ip(0), probe_ip(1)];
+    let target = create_pair(&services, &slices, target_name, &target_ips).await?;
+    let mut existing = 1;
+    let mut probes = 0;
+    let mut changes = 2;
+    let mut out = Vec::new();
+    for &scale in &args.scales {
+        // Grow to `scale` services (the probes of earlier sizes count too).
+        if scale > existing {
+            let from = existing;
+            futures::stream::iter(from..scale)
+                .map(|i| {
+                    let (services, slices) = (services.clone(), slices.clone());
+                    async move { create_pair(&services, &slices, &format!("bulk-{i}"), &bulk_ips(i)).await }
+                })
+                .buffer_unordered(32)
+                .try_collect::<Vec<_>>()
+                .await?;
+            existing = scale;
+        }
+        let want = existing;
+        wait_maps(&maps, &format!("{want} services programmed"), |s| s.services.len() >= want)
+            .inspect_err(|_| eprintln!("{}", proxy.log_tail()))?;
+        eprintln!("[{:.0?}] {existing} services in the maps", started.elapsed());
+
+        let mut result = Scale { services: existing, ..Default::default() };
+        for round in 0..args.samples {
+            for kind in bench::alternate(&["create", "change"], round) {
+                if kind == "create" {
+                    let name = format!("probe-{probes}");
+                    let ips = [probe_ip(1000 + 2 * probes), probe_ip(1001 + 2 * probes)];
+                    probes += 1;
+                    let t0 = Instant::now();
+                    let frontend = create_pair(&services, &slices, &name, &ips).await?;
+                    let want: Vec<BackendAddr> = {
+                        let mut v: Vec<BackendAddr> = ips.iter().map(|ip| backend(*ip)).collect();
+                        v.sort();
+                        v
+                    };
+                    let (seen, walk) = wait_maps(&maps, &format!("service {name}"), |s| {
+                        s.services.get(&frontend).is_some_and(|e| {
+                            let mut b = e.backends.clone();
+                            b.sort();
+                            b == want
+                        })
+                    })?;
+                    result.create.push(seen - t0);
+                    result.walk = result.walk.max(walk);
+                } else {
+                    let (old, new) = (target_ips[1], probe_ip(changes));
+                    changes += 1;
+                    target_ips[1] = new;
+                    let patch = json!({"endpoints": endpoints(&target_ips)});
+                    let t0 = Instant::now();
+                    slices
+                        .patch(&format!("{target_name}-1"), &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                        .context("patching the endpointslice")?;
+                    let (seen, walk) = wait_maps(&maps, &format!("endpoint {old} → {new}"), |s| {
+                        s.services.get(&target).is_some_and(|e| e.backends.contains(&backend(new)) && !e.backends.contains(&backend(old)))
+                    })?;
+                    result.change.push(seen - t0);
+                    result.walk = result.walk.max(walk);
+                }
+            }
+        }
+        existing += args.samples;
+        result.create.sort();
+        result.change.sort();
+        result.rss_mib = bench::rss_kib(proxy.pid()) / 1024;
+        eprintln!(
+            "[{:.0?}] {}: create p50 {:.1} ms, change p50 {:.1} ms",
+            started.elapsed(),
+            result.services,
+            bench::ms(percentile(&result.create, 0.5)),
+            bench::ms(percentile(&result.change, 0.5))
+        );
+        out.push(result);
+    }
+    Ok(out)
+}

@@ -1,0 +1,220 @@
+//! `cargo xtask bench scheduler`: how fast the scheduler places pods, measured (issue #6).
+//!
+//! Starts `ekube server` on loopback (node lifecycle off, so hollow nodes stay Ready without
+//! heartbeats) and registers 100 hollow Nodes through the API: Ready, with allocatable cpu,
+//! memory and pods, and no kubelet behind them. Then: 1,000 unbound pods created by 16
+//! writers, and the time from the first create until every one has `spec.nodeName` (pods
+//! scheduled per second); and a Deployment of 100 replicas, timed from its create to all
+//! replicas bound. Binding is observed through a watch started before the creates.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use ekube_tests::ServerProcess;
+use ekube_tests::bench::{self, Table};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// Where the JSON report goes.
+    #[arg(default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Hollow nodes registered.
+    #[arg(long, default_value_t = 100)]
+    nodes: usize,
+    /// Unbound pods created together.
+    #[arg(long, default_value_t = 1000)]
+    pods: usize,
+    /// Replicas of the Deployment.
+    #[arg(long, default_value_t = 100)]
+    replicas: usize,
+    /// Concurrent writers creating the pods.
+    #[arg(long, default_value_t = 16)]
+    writers: usize,
+}
+
+/// How long all pods of one phase may take to be bound.
+const BIND_TIMEOUT: Duration = Duration::from_secs(240);
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let server = ServerProcess::start(&["--kube-controller-manager-arg", "controllers=*,-nodelifecycle"])?;
+    let client = server.client().await?;
+    let result = run(&args, &client, &server).await;
+    if result.is_err() {
+        let log = server.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        eprintln!("server log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    }
+    result
+}
+
+async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Result<()> {
+    let started = Instant::now();
+    let nodes: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(0..args.nodes)
+        .map(|i| hollow_node(nodes.clone(), format!("hollow-{i:03}")))
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    eprintln!("[{:.0?}] {} hollow nodes registered", started.elapsed(), args.nodes);
+
+    // 1. Unbound pods, created together.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let bound = watch_bound(pods.clone(), "bench=sched", args.pods).await?;
+    let t0 = Instant::now();
+    futures::stream::iter(0..args.writers)
+        .map(|w| {
+            let pods = pods.clone();
+            let (n, writers) = (args.pods, args.writers);
+            async move {
+                for i in (w..n).step_by(writers) {
+                    pods.create(&PostParams::default(), &pod(i)).await.with_context(|| format!("creating pod {i}"))?;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(args.writers)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let created = t0.elapsed();
+    let all_bound = bound.await.context("watch task")??.duration_since(t0);
+    let per_sec = args.pods as f64 / all_bound.as_secs_f64();
+    eprintln!("[{:.0?}] {} pods bound {all_bound:.2?} after the first create", started.elapsed(), args.pods);
+
+    // 2. A Deployment, from create to every replica bound.
+    let bound = watch_bound(pods.clone(), "app=bench-deploy", args.replicas).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let t1 = Instant::now();
+    deployments.create(&PostParams::default(), &deployment(args.replicas)).await.context("creating the Deployment")?;
+    let deploy_bound = bound.await.context("watch task")??.duration_since(t1);
+    eprintln!("[{:.0?}] Deployment of {} bound after {deploy_bound:.2?}", started.elapsed(), args.replicas);
+    let rss = bench::rss_kib(server.pid()) / 1024;
+
+    let mut table = Table::new(&["scheduler (hollow nodes, no kubelets)", "measured"]);
+    table.row(vec![format!("{} pods over {} nodes: pods scheduled/s", args.pods, args.nodes), format!("{per_sec:.0}")]);
+    table.row(vec![
+        format!("{} pods: created in (s, {} writers) / all bound after (s)", args.pods, args.writers),
+        format!("{:.2} / {:.2}", created.as_secs_f64(), all_bound.as_secs_f64()),
+    ]);
+    table.row(vec![format!("Deployment of {} replicas: create → all bound (s)", args.replicas), format!("{:.2}", deploy_bound.as_secs_f64())]);
+    table.row(vec!["server RSS after the run (MiB)".into(), rss.to_string()]);
+    print!("{}", table.markdown());
+    bench::write_json(
+        &args.out_dir,
+        "scheduler",
+        &json!({
+            "bench": "scheduler",
+            "nodes": args.nodes,
+            "pods": args.pods,
+            "writers": args.writers,
+            "pods_created_s": created.as_secs_f64(),
+            "pods_all_bound_s": all_bound.as_secs_f64(),
+            "pods_scheduled_per_s": per_sec,
+            "deployment_replicas": args.replicas,
+            "deployment_all_bound_s": deploy_bound.as_secs_f64(),
+            "server_rss_mib": rss,
+        }),
+    )?;
+    Ok(())
+}
+
+/// Registers a Ready node with room for its share of the pods; no kubelet ever heartbeats it.
+async fn hollow_node(nodes: Api<Node>, name: String) -> Result<()> {
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "bench": "hollow"}},
+    }))?;
+    nodes.create(&PostParams::default(), &node).await.with_context(|| format!("creating node {name}"))?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let resources = json!({"cpu": "32", "memory": "128Gi", "pods": "110"});
+    let status = json!({"status": {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+    }});
+    // Node IPAM may write the node at the same moment: retry conflicts.
+    for _ in 0..20 {
+        match nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => return Err(e).with_context(|| format!("marking node {name} Ready")),
+        }
+    }
+    bail!("node {name}: status patch kept conflicting")
+}
+
+fn pod(i: usize) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("sched-{i:05}"), "labels": {"bench": "sched"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:latest",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    }))
+    .expect("valid pod")
+}
+
+fn deployment(replicas: usize) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": "bench-deploy"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "bench-deploy"}},
+            "template": {
+                "metadata": {"labels": {"app": "bench-deploy"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:latest",
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+            }
+        }
+    }))
+    .expect("valid deployment")
+}
+
+/// Starts watching pods matching `selector` and returns, once the watch's initial list is in,
+/// a task that ends at the moment `count` of them have been seen bound to a node.
+async fn watch_bound(pods: Api<Pod>, selector: &str, count: usize) -> Result<tokio::task::JoinHandle<Result<Instant>>> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let config = watcher::Config::default().labels(selector);
+    let what = selector.to_owned();
+    let task = tokio::spawn(async move {
+        let mut ready = Some(ready_tx);
+        let mut bound = HashSet::new();
+        let mut stream = watcher(pods, config).boxed();
+        let deadline = tokio::time::Instant::now() + BIND_TIMEOUT;
+        loop {
+            let event = match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(event)) => event.context("pod watch")?,
+                Ok(None) => bail!("the pod watch ended"),
+                Err(_) => bail!("pods {what}: {} of {count} bound after {BIND_TIMEOUT:?}", bound.len()),
+            };
+            let pod = match event {
+                watcher::Event::InitDone => {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                    continue;
+                }
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
+                watcher::Event::Init | watcher::Event::Delete(_) => continue,
+            };
+            if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+                bound.insert(pod.metadata.name.unwrap_or_default());
+                if bound.len() >= count {
+                    return Ok(Instant::now());
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), ready_rx)
+        .await
+        .context("the pod watch did not finish its initial list in 30s")?
+        .context("the pod watch failed before its initial list")?;
+    Ok(task)
+}

@@ -1,0 +1,170 @@
+//! A whole cluster in a lab: `ekube server` on n1 and `ekube agent` on every node, driven with
+//! the real kubectl run inside node 1's network namespace (the root namespace never talks to
+//! the underlay). Pod output is read from the CRI log files the agents write under each node's
+//! directory. Dropping the cluster tears the lab down.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ekube_lab::{AGENT_CMD, CmdTemplate, Lab, LabConfig, SERVER_CMD};
+use serde_json::Value;
+
+use crate::{ekube_bin, kubectl_bin, wait_for};
+
+/// How the cluster starts.
+#[derive(Default)]
+pub struct ClusterOptions<'a> {
+    /// Appended to `ekube server` (e.g. `--kube-controller-manager-arg`).
+    pub server_args: &'a [&'a str],
+    /// Appended to every `ekube agent`.
+    pub agent_args: &'a [&'a str],
+    /// Nodes whose agent does not start with the lab (started later with
+    /// [`LabCluster::start_agent`]), e.g. `&["n3"]`.
+    pub later: &'a [&'a str],
+}
+
+pub struct LabCluster {
+    pub lab: Lab,
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    agent: CmdTemplate,
+}
+
+impl LabCluster {
+    /// A lab of `nodes` nodes named `name` with the cluster running and every node Ready.
+    pub fn start(name: &str, nodes: usize, options: ClusterOptions) -> Result<Self> {
+        let ekube = ekube_bin();
+        assert!(
+            ekube.with_file_name("ekube-cni").exists(),
+            "ekube-cni missing next to ekube: cargo build --bins"
+        );
+        let mut config = LabConfig::new(name);
+        config.nodes = nodes;
+        config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
+        config.vars.insert("ekube".into(), ekube.display().to_string());
+        let with = |template: &str, extra: &[&str]| {
+            let mut cmd = CmdTemplate::parse(template);
+            cmd.0.extend(extra.iter().map(|a| a.to_string()));
+            cmd
+        };
+        config.server = Some(with(SERVER_CMD, options.server_args));
+        let lab = Lab::up(config)?;
+        let agent = with(AGENT_CMD, options.agent_args);
+        let cluster = Self { kubeconfig: lab.kubeconfig(), kubectl: kubectl_bin(), lab, agent };
+        let now: Vec<String> = cluster
+            .lab
+            .nodes()
+            .map(|h| h.short.clone())
+            .filter(|short| !options.later.contains(&short.as_str()))
+            .collect();
+        for short in &now {
+            cluster.start_agent(short)?;
+        }
+        cluster.wait(Duration::from_secs(60), &format!("{} Ready nodes", now.len()), |c| {
+            let ready = c.list("nodes", &[])?;
+            Ok(ready.len() == now.len() && ready.iter().all(is_ready))
+        })?;
+        Ok(cluster)
+    }
+
+    /// Starts `ekube agent` on node `short` (`n1`, …); returns its PID.
+    pub fn start_agent(&self, short: &str) -> Result<u32> {
+        let host = self.lab.host(short)?;
+        Ok(self.lab.spawn(short, "agent", &self.agent.render(&host.vars(self.lab.config())))?)
+    }
+
+    /// The node name of lab node `short` (`n1` → `<lab>-n1`).
+    pub fn node_name(&self, short: &str) -> String {
+        format!("{}-{short}", self.lab.name())
+    }
+
+    /// `kubectl <args>` on node 1; its stdout, or an error with its stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let mut argv = vec![
+            self.kubectl.display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|s| s.to_string()));
+        let out = self.lab.exec("n1", &argv)?;
+        if !out.success() {
+            bail!("kubectl {}: {}", args.join(" "), out.stderr.trim());
+        }
+        Ok(out.stdout)
+    }
+
+    /// `kubectl apply -f` of a manifest given as text.
+    pub fn apply(&self, manifest: &str) -> Result<String> {
+        let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+        std::fs::write(file.path(), manifest)?;
+        self.kubectl(&["apply", "-f", &file.path().display().to_string()])
+    }
+
+    /// One object as JSON.
+    pub fn get(&self, kind: &str, name: &str) -> Result<Value> {
+        let text = self.kubectl(&["get", kind, name, "-o", "json"])?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {kind}/{name}"))
+    }
+
+    /// The items of a list, with extra kubectl arguments such as `-l app=web`.
+    pub fn list(&self, kind: &str, args: &[&str]) -> Result<Vec<Value>> {
+        let mut argv = vec!["get", kind, "-o", "json"];
+        argv.extend(args);
+        let list: Value = serde_json::from_str(&self.kubectl(&argv)?)?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Polls `check` until it holds or `timeout` passes (errors count as "not yet").
+    pub fn wait(&self, timeout: Duration, what: &str, mut check: impl FnMut(&Self) -> Result<bool>) -> Result<()> {
+        wait_for(timeout, what, || {
+            let done = check(self);
+            if !matches!(done, Ok(true)) {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            done
+        })
+    }
+
+    /// The output so far of a pod's container (all restarts), read from the CRI log files on
+    /// the node that runs it; just the message part of each `<time> <stream> <tag> <msg>` line.
+    pub fn container_output(&self, pod: &Value, container: &str) -> Result<String> {
+        let node = pod["spec"]["nodeName"].as_str().context("pod is not bound")?;
+        let host = self
+            .lab
+            .nodes()
+            .find(|h| h.netns == node)
+            .with_context(|| format!("no lab node {node}"))?;
+        let prefix = format!(
+            "{}_{}_{}",
+            pod["metadata"]["namespace"].as_str().unwrap_or("default"),
+            pod["metadata"]["name"].as_str().unwrap_or_default(),
+            pod["metadata"]["uid"].as_str().unwrap_or_default(),
+        );
+        let dir = host.dir.join("logs/pods").join(prefix).join(container);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let mut out = String::new();
+        for file in files {
+            for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+                if let Some(message) = line.splitn(4, ' ').nth(3) {
+                    out.push_str(message);
+                    out.push('\n');
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether an object's `Ready` condition is `True` (Nodes and Pods).
+pub fn is_ready(object: &Value) -> bool {
+    object["status"]["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}

@@ -1,0 +1,594 @@
+//! End-to-end test of the per-packet NodePort datapath (tc programs, DESIGN.md §7); needs root
+//! and the Debian packages `iproute2` and `python3`.
+//!
+//! Two "nodes" are network namespaces on an underlay bridge that lives in the external client's
+//! namespace (`192.168.71.0/24`: n1 `.10`, n2 `.20`, client `.100`). Each node has a `cni0`
+//! bridge with "pods" (namespaces with a Python TCP/UDP server answering `<name> <peer IP>`,
+//! hairpin on their bridge ports as ekube-cni sets it) and a `flannel.1` VXLAN device wired
+//! like `ekube flannel` does (route + permanent neighbour + FDB). The test thread enters n1's
+//! namespace, so the real `ekube server` (on n1's loopback) and the real `ekube proxy` run
+//! there; the proxy attaches its socket hooks to a private cgroup and its tc programs to n1's
+//! `eth0` and `flannel.1`. Services (UDP node ports are the TCP ones + 1000) and EndpointSlices
+//! are written through the API. Clients run
+//! in the external namespace via `nsenter`, so nothing is sent from the root namespace.
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File, OpenOptions},
+    io::Write,
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use ekube_proxy::datapath::{
+    BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store, remove_pins,
+};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+const PREFIX: &str = "eknp";
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+const BPFFS: &str = "/sys/fs/bpf";
+const N1_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 10);
+const N2_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 20);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 100);
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+/// `CLONE_NEWNET` from linux/sched.h.
+const CLONE_NEWNET: i32 = 0x4000_0000;
+
+unsafe extern "C" {
+    /// setns(2) from the C library.
+    fn setns(fd: i32, nstype: i32) -> i32;
+}
+
+/// Pods: (suffix, node 1 or 2, address).
+const PODS: [(&str, u8, Ipv4Addr); 3] = [
+    ("p1a", 1, Ipv4Addr::new(10, 244, 1, 11)),
+    ("p1b", 1, Ipv4Addr::new(10, 244, 1, 12)),
+    ("p2a", 2, Ipv4Addr::new(10, 244, 2, 21)),
+];
+
+const SERVER: &str = r#"
+import socket, sys, threading
+name = sys.argv[1]
+def conn(c, peer):
+    with c:
+        c.sendall(f"{name} {peer[0]}\n".encode())
+        try:
+            while c.recv(64):
+                pass
+        except OSError:
+            pass
+def tcp():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", 8080))
+    s.listen(512)
+    while True:
+        c, peer = s.accept()
+        threading.Thread(target=conn, args=(c, peer), daemon=True).start()
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", 5353))
+    while True:
+        _, peer = u.recvfrom(64)
+        u.sendto(f"{name} {peer[0]}".encode(), peer)
+threading.Thread(target=tcp, daemon=True).start()
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// `tcp|udp <ip> <port> <count>`: one line per attempt, `ok <name> <peer-ip-seen> <from>` or
+/// `err`; `http <ip> <port>`: `<status> <body>`.
+const CLIENT: &str = r#"
+import socket, sys, urllib.request, urllib.error
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if kind == "http":
+    try:
+        r = urllib.request.urlopen(f"http://{host}:{port}/", timeout=3)
+        print(r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        print(e.code, e.read().decode())
+    except OSError:
+        print("err")
+    sys.exit(0)
+count = int(sys.argv[4])
+if kind == "tcp":
+    for _ in range(count):
+        s = socket.socket()
+        s.settimeout(2)
+        try:
+            s.connect((host, port))
+            line = s.makefile("rb").readline().decode().strip()
+            print("ok", line, f"{host}:{port}", flush=True)
+        except OSError:
+            print("err", flush=True)
+        finally:
+            s.close()
+else:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    for _ in range(count):
+        try:
+            u.sendto(b"who", (host, port))
+            data, frm = u.recvfrom(64)
+            print("ok", data.decode(), f"{frm[0]}:{frm[1]}", flush=True)
+        except OSError:
+            print("err", flush=True)
+"#;
+
+/// One client attempt: backend name, the client address the backend saw, the reply's source
+/// (UDP; the address connected to for TCP).
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Ok {
+        name: String,
+        peer: Ipv4Addr,
+        from: String,
+    },
+    Err,
+}
+
+/// Everything the test created; dropping it removes it all.
+struct Topology {
+    tag: String,
+    children: Vec<Child>,
+    namespaces: Vec<String>,
+    dp: DatapathConfig,
+    cgroup_procs: Option<File>,
+}
+
+impl Topology {
+    fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.tag)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        if let Err(e) = remove_pins(&self.dp) {
+            eprintln!("cleanup: {e}");
+        }
+        self.cgroup_procs = None;
+        let _ = fs::remove_dir(&self.dp.cgroup);
+    }
+}
+
+fn clear_leftovers() {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    for name in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+    {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+    }
+    for root in [CGROUP_ROOT, &format!("{BPFFS}/ekube")] {
+        for entry in fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(PREFIX) {
+                continue;
+            }
+            if root == CGROUP_ROOT {
+                let _ = fs::remove_dir(entry.path());
+            } else {
+                let _ = remove_pins(&DatapathConfig {
+                    cgroup: PathBuf::new(),
+                    bpffs: PathBuf::from(BPFFS),
+                    node_name: name,
+                });
+            }
+        }
+    }
+}
+
+fn ip(ns: &str, args: &str) {
+    let out = Command::new("ip")
+        .args(["-n", ns])
+        .args(args.split_whitespace())
+        .output()
+        .expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip -n {ns} {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn add_netns(ns: &str) {
+    let status = Command::new("ip").args(["netns", "add", ns]).status().expect("ip netns add");
+    assert!(status.success(), "ip netns add {ns}");
+}
+
+fn nsenter(ns: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{ns}")).arg("--");
+    cmd
+}
+
+fn sysctl(ns: &str, setting: &str) {
+    let status = nsenter(ns)
+        .args(["sysctl", "-qw", setting])
+        .status()
+        .expect("sysctl");
+    assert!(status.success(), "sysctl {setting} in {ns}");
+}
+
+/// Builds the namespaces, links and pods (servers started and ready).
+fn build(topo: &mut Topology) {
+    let ext = topo.ns("ext");
+    for name in ["ext", "n1", "n2"] {
+        let ns = topo.ns(name);
+        add_netns(&ns);
+        topo.namespaces.push(ns.clone());
+        ip(&ns, "link set lo up");
+    }
+    ip(&ext, "link add br0 type bridge");
+    ip(&ext, &format!("addr add {CLIENT_IP}/24 dev br0"));
+    ip(&ext, "link set br0 up");
+    for (n, node_ip, other, other_ip) in [(1u8, N1_IP, 2u8, N2_IP), (2, N2_IP, 1, N1_IP)] {
+        let ns = topo.ns(&format!("n{n}"));
+        ip(&ext, &format!("link add up{n} type veth peer name eth0 netns {ns}"));
+        ip(&ext, &format!("link set up{n} master br0 up"));
+        ip(&ns, &format!("addr add {node_ip}/24 dev eth0"));
+        ip(&ns, "link set eth0 up");
+        sysctl(&ns, "net.ipv4.ip_forward=1");
+        ip(&ns, "link add cni0 type bridge");
+        ip(&ns, &format!("addr add 10.244.{n}.1/24 dev cni0"));
+        ip(&ns, "link set cni0 up");
+        ip(&ns, &format!(
+            "link add flannel.1 address 02:00:00:00:0{n}:00 type vxlan id 1 local {node_ip} dstport 8472 nolearning dev eth0"
+        ));
+        ip(&ns, &format!("addr add 10.244.{n}.0/32 dev flannel.1"));
+        ip(&ns, "link set flannel.1 up");
+        ip(&ns, &format!(
+            "route add 10.244.{other}.0/24 via 10.244.{other}.0 dev flannel.1 onlink"
+        ));
+        ip(&ns, &format!(
+            "neigh add 10.244.{other}.0 lladdr 02:00:00:00:0{other}:00 dev flannel.1 nud permanent"
+        ));
+        let out = nsenter(&ns)
+            .args(["bridge", "fdb", "append", &format!("02:00:00:00:0{other}:00")])
+            .args(["dev", "flannel.1", "dst", &other_ip.to_string()])
+            .output()
+            .expect("bridge fdb");
+        assert!(out.status.success(), "bridge fdb: {out:?}");
+    }
+    for (pod, node, addr) in PODS {
+        let ns = topo.ns(pod);
+        let node_ns = topo.ns(&format!("n{node}"));
+        add_netns(&ns);
+        topo.namespaces.push(ns.clone());
+        ip(&ns, "link set lo up");
+        ip(&node_ns, &format!("link add v{pod} type veth peer name eth0 netns {ns}"));
+        ip(&node_ns, &format!("link set v{pod} master cni0 up"));
+        ip(&node_ns, &format!("link set v{pod} type bridge_slave hairpin on"));
+        ip(&ns, &format!("addr add {addr}/24 dev eth0"));
+        ip(&ns, "link set eth0 up");
+        ip(&ns, &format!("route add default via 10.244.{node}.1"));
+        let mut child = nsenter(&ns)
+            .args(["python3", "-c", SERVER, pod])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting a pod server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready", "pod server {pod}");
+        topo.children.push(child);
+    }
+}
+
+fn run_client(topo: &Topology, ns: &str, in_cgroup: bool, args: &[String]) -> String {
+    let mut cmd = nsenter(&topo.ns(ns));
+    cmd.args(["python3", "-c", CLIENT]).args(args);
+    if in_cgroup {
+        let procs = topo.cgroup_procs.as_ref().unwrap().try_clone().unwrap();
+        // SAFETY: only a write(2) on an open file between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || (&procs).write_all(b"0"));
+        }
+    }
+    let out = cmd.output().expect("running a client");
+    assert!(out.status.success(), "client {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn requests(topo: &Topology, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
+    let args = [kind, &ip.to_string(), &port.to_string(), &count.to_string()].map(String::from);
+    parse(&run_client(topo, "ext", false, &args))
+}
+
+fn parse(out: &str) -> Vec<Reply> {
+    out.lines()
+        .map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["ok", name, peer, from] => Reply::Ok {
+                name: name.to_string(),
+                peer: peer.parse().unwrap(),
+                from: from.to_string(),
+            },
+            _ => Reply::Err,
+        })
+        .collect()
+}
+
+fn health(topo: &Topology, port: u16) -> (u16, serde_json::Value) {
+    let args = ["http", &N1_IP.to_string(), &port.to_string()].map(String::from);
+    let out = run_client(topo, "ext", false, &args);
+    let (code, body) = out.trim().split_once(' ').unwrap_or((out.trim(), ""));
+    (
+        code.parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or_default(),
+    )
+}
+
+/// Backend name → count; panics on any failure.
+fn tally(replies: &[Reply]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for reply in replies {
+        match reply {
+            Reply::Ok { name, .. } => *counts.entry(name.clone()).or_insert(0) += 1,
+            Reply::Err => panic!("a request failed: {replies:?}"),
+        }
+    }
+    counts
+}
+
+fn endpoints(pods: &[&str]) -> serde_json::Value {
+    PODS.iter()
+        .filter(|(p, _, _)| pods.contains(p))
+        .map(|(_, node, addr)| {
+            json!({
+                "addresses": [addr.to_string()],
+                "conditions": { "ready": true },
+                "nodeName": format!("{}-n{node}", node_prefix()),
+            })
+        })
+        .collect()
+}
+
+fn node_prefix() -> String {
+    format!("{PREFIX}{}", std::process::id())
+}
+
+#[test]
+fn nodeport_from_outside() {
+    let euid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    assert_eq!(euid.ok(), Some(0), "the NodePort test needs root (bpf, netns, tc)");
+    clear_leftovers();
+    let tag = node_prefix();
+    let cgroup = Path::new(CGROUP_ROOT).join(&tag);
+    fs::create_dir_all(&cgroup).expect("creating the test cgroup");
+    let mut topo = Topology {
+        tag: tag.clone(),
+        children: Vec::new(),
+        namespaces: Vec::new(),
+        dp: DatapathConfig {
+            cgroup: cgroup.clone(),
+            bpffs: PathBuf::from(BPFFS),
+            node_name: format!("{tag}-n1"),
+        },
+        cgroup_procs: Some(
+            OpenOptions::new()
+                .write(true)
+                .open(cgroup.join("cgroup.procs"))
+                .expect("opening cgroup.procs"),
+        ),
+    };
+    build(&mut topo);
+
+    // From here on this thread (and every process and thread it starts) lives in n1.
+    let n1 = File::open(format!("/run/netns/{}", topo.ns("n1"))).unwrap();
+    // SAFETY: setns on this thread only; the fd is valid.
+    assert_eq!(unsafe { setns(n1.as_raw_fd(), CLONE_NEWNET) }, 0, "entering n1");
+
+    let server = ServerProcess::start(&[]).expect("starting ekube server");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(server.client()).expect("client");
+    let healthz = free_port();
+    let log_path = server.dir.join("proxy.log");
+    let log = File::create(&log_path).unwrap();
+    let proxy = Command::new(ekube_bin())
+        .arg("proxy")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(["--hostname-override", &topo.dp.node_name])
+        .arg("--cgroup-path")
+        .arg(&cgroup)
+        .args(["--node-ip", &N1_IP.to_string()])
+        .args(["--metrics-bind-address", &format!("127.0.0.1:{}", free_port())])
+        .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
+        .args(["--sync-period", "2s"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting ekube proxy");
+    topo.children.push(proxy);
+    let proxy_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    wait_for(Duration::from_secs(30), "the tc links to be pinned", || {
+        Ok(topo.dp.pin_dir().join("link_tc_eth0_in").exists()
+            && topo.dp.pin_dir().join("link_tc_flannel_1_in").exists())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nproxy log:\n{}", proxy_log()));
+    // Short timeouts, so closed flows leave the conntrack within the test.
+    conntrack::set_settings(
+        &topo.dp,
+        &NodePortSettings {
+            tcp_close_timeout: Duration::from_secs(1),
+            udp_timeout: Duration::from_secs(2),
+            ..NodePortSettings::default()
+        },
+    )
+    .expect("setting the conntrack timeouts");
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let ports = json!([
+        { "name": "http", "protocol": "TCP", "port": TCP_PORT },
+        { "name": "dns", "protocol": "UDP", "port": UDP_PORT },
+    ]);
+    let create = |name: &str, node_port: u16, extra: serde_json::Value, pods: &[&str]| {
+        let mut spec = json!({
+            "type": "NodePort",
+            "ports": [
+                { "name": "http", "protocol": "TCP", "port": 80, "targetPort": TCP_PORT, "nodePort": node_port },
+                { "name": "dns", "protocol": "UDP", "port": 53, "targetPort": UDP_PORT, "nodePort": node_port + 1000 },
+            ],
+        });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let svc: Service =
+            serde_json::from_value(json!({ "metadata": { "name": name }, "spec": spec })).unwrap();
+        rt.block_on(services.create(&PostParams::default(), &svc))
+            .unwrap_or_else(|e| panic!("creating service {name}: {e}"));
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": { "name": format!("{name}-1"), "labels": {
+                "kubernetes.io/service-name": name,
+                "endpointslice.kubernetes.io/managed-by": "ekube-tests",
+            }},
+            "addressType": "IPv4",
+            "ports": ports,
+            "endpoints": endpoints(pods),
+        }))
+        .unwrap();
+        rt.block_on(slices.create(&PostParams::default(), &slice))
+            .unwrap_or_else(|e| panic!("creating endpointslice {name}: {e}"));
+    };
+    create("web", 30080, json!({}), &["p1a", "p1b", "p2a"]);
+    create(
+        "loc",
+        30081,
+        json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30181 }),
+        &["p1a", "p2a"],
+    );
+    create(
+        "rem",
+        30082,
+        json!({ "type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30182 }),
+        &["p2a"],
+    );
+    create(
+        "aff",
+        30083,
+        json!({ "sessionAffinity": "ClientIP",
+                "sessionAffinityConfig": { "clientIP": { "timeoutSeconds": 60 } } }),
+        &["p1a", "p1b", "p2a"],
+    );
+    create("hp", 30084, json!({}), &["p1a"]);
+    let node_port_backends = |port: u16| {
+        let maps = BpfMaps::open_pinned(&topo.dp).ok()?;
+        let state = dump_store(&maps).ok()?;
+        state
+            .services
+            .iter()
+            .find(|(f, _)| f.is_node_port() && f.port == port)
+            .map(|(_, e)| e.backends.len())
+    };
+    wait_for(Duration::from_secs(20), "the NodePorts to be programmed", || {
+        Ok(node_port_backends(30080) == Some(3)
+            && node_port_backends(30081) == Some(1)
+            && node_port_backends(30082) == Some(0)
+            && node_port_backends(30083) == Some(3)
+            && node_port_backends(30084) == Some(1))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\nproxy log:\n{}", proxy_log()));
+
+    // 300 TCP connections from outside, spread over local and remote backends.
+    let replies = requests(&topo, "tcp", N1_IP, 30080, 300);
+    let counts = tally(&replies);
+    assert_eq!(counts.values().sum::<usize>(), 300);
+    for pod in ["p1a", "p1b", "p2a"] {
+        assert!(
+            counts.get(pod).copied().unwrap_or(0) >= 30,
+            "backend {pod} got too few of 300 connections: {counts:?}\n{}",
+            proxy_log()
+        );
+    }
+
+    // UDP: the reply comes from the NodePort.
+    let replies = requests(&topo, "udp", N1_IP, 31080, 10);
+    tally(&replies);
+    for reply in &replies {
+        let Reply::Ok { from, .. } = reply else {
+            unreachable!()
+        };
+        assert_eq!(from, &format!("{N1_IP}:31080"), "UDP reply source");
+    }
+
+    // externalTrafficPolicy: Local keeps the client address and only local backends (the API
+    // gives a healthCheckNodePort to LoadBalancer Services only, as Kubernetes does).
+    let replies = requests(&topo, "tcp", N1_IP, 30081, 30);
+    assert_eq!(tally(&replies), BTreeMap::from([("p1a".to_string(), 30)]));
+    for reply in &replies {
+        let Reply::Ok { peer, .. } = reply else {
+            unreachable!()
+        };
+        assert_eq!(*peer, CLIENT_IP, "eTP=Local must keep the client address");
+    }
+    let (code, body) = health(&topo, 30181);
+    assert_eq!(code, 200, "health check of loc: {body}\n{}", proxy_log());
+    assert_eq!(body["localEndpoints"], 1);
+    assert_eq!(body["service"]["name"], "loc");
+    // No local endpoint: no answer, and 503.
+    let replies = requests(&topo, "tcp", N1_IP, 30082, 3);
+    assert!(replies.iter().all(|r| *r == Reply::Err), "rem answered: {replies:?}");
+    let (code, body) = health(&topo, 30182);
+    assert_eq!(code, 503, "health check of rem: {body}");
+    assert_eq!(body["localEndpoints"], 0);
+
+    // Session affinity: one client, one backend.
+    let counts = tally(&requests(&topo, "tcp", N1_IP, 30083, 30));
+    assert_eq!(counts.len(), 1, "affinity did not stick: {counts:?}");
+
+    // Hairpin: a pod reaching its own Service's ClusterIP lands on itself.
+    let svc = rt.block_on(services.get("hp")).unwrap();
+    let cluster_ip: Ipv4Addr = svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+    let args = ["tcp", &cluster_ip.to_string(), "80", "5"].map(String::from);
+    let hairpin = parse(&run_client(&topo, "p1a", true, &args));
+    assert_eq!(tally(&hairpin), BTreeMap::from([("p1a".to_string(), 5)]));
+
+    // A removed backend gets no new flows once the proxy synced.
+    let patch = json!({ "endpoints": endpoints(&["p1a", "p2a"]) });
+    rt.block_on(slices.patch("web-1", &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+    wait_for(Duration::from_secs(20), "p1b to leave the web NodePort", || {
+        Ok(node_port_backends(30080) == Some(2))
+    })
+    .unwrap();
+    let counts = tally(&requests(&topo, "tcp", N1_IP, 30080, 100));
+    assert!(!counts.contains_key("p1b"), "p1b still got flows: {counts:?}");
+
+    // Every flow above is closed: their conntrack entries go after the short timeouts.
+    let result = wait_for(Duration::from_secs(20), "closed flows to leave the conntrack", || {
+        Ok(conntrack::entries(&topo.dp)?.is_empty())
+    });
+    if let Err(e) = result {
+        let left = conntrack::entries(&topo.dp).unwrap_or_default();
+        panic!("{e:#}: {} entries left, e.g. {:?}", left.len(), left.first());
+    }
+    drop(rt);
+    drop(server);
+}

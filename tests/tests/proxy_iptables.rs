@@ -1,0 +1,842 @@
+//! End-to-end tests of `ekube proxy --mode iptables`, once per iptables backend (legacy, nft).
+//! Needs root (network namespaces, iptables in them).
+//!
+//! Each run builds a small node in network namespaces named `ekipt-<pid>-<backend>-*`: the node
+//! `…-node` (forwarding on, the service range routed to `lo` so an untranslated connect is
+//! refused), a pods namespace `…-pods` behind it holding the three backends 10.244.0.11-13
+//! (Python TCP/UDP servers answering with their name and the source address they saw), a
+//! client pod `…-cli` (10.244.1.2) behind the node and an external host `…-ext`
+//! (192.168.77.100) in front of it, all joined by veth pairs created between the namespaces,
+//! so nothing appears in the root namespace. A real `ekube server` runs on the root
+//! namespace's loopback; a small relay started by the test listens on the same port on the
+//! node's loopback (it binds there with setns(2) and connects back from the root namespace,
+//! loopback to loopback) so the proxy, started inside the node namespace with `nsenter`, uses
+//! the server's own kubeconfig. The proxy's rules live in the node namespace only and go away
+//! with it.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead, BufReader},
+    net::Ipv4Addr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    thread,
+    time::{Duration, Instant},
+};
+
+use ekube_proxy::iptables::render::{external_chain, service_chain};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+const PREFIX: &str = "ekipt-";
+const BACKENDS: [(&str, Ipv4Addr); 3] = [
+    ("b1", Ipv4Addr::new(10, 244, 0, 11)),
+    ("b2", Ipv4Addr::new(10, 244, 0, 12)),
+    ("b3", Ipv4Addr::new(10, 244, 0, 13)),
+];
+const TCP_PORT: u16 = 8080;
+const UDP_PORT: u16 = 5353;
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
+const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
+/// The node's address towards the pods: the source of masqueraded traffic.
+const NODE_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
+const ECONNREFUSED: i32 = 111;
+
+/// Both backends' runs share two CPUs with everything else: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Backends: `<name>=<ip>` arguments; TCP answers `<name> <client ip>` and closes, UDP replies
+/// the same to each datagram.
+const SERVERS: &str = r#"
+import socket, sys, threading
+def tcp(name, sock):
+    while True:
+        c, addr = sock.accept()
+        try:
+            c.sendall(f"{name} {addr[0]}\n".encode())
+        finally:
+            c.close()
+def udp(name, sock):
+    while True:
+        _, frm = sock.recvfrom(64)
+        sock.sendto(f"{name} {frm[0]}".encode(), frm)
+for arg in sys.argv[1:]:
+    name, ip = arg.split("=")
+    t = socket.socket()
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    t.bind((ip, TCP_PORT))
+    t.listen(512)
+    threading.Thread(target=tcp, args=(name, t), daemon=True).start()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind((ip, UDP_PORT))
+    threading.Thread(target=udp, args=(name, u), daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// The client: `tcp|udp <ip> <port> <count>`; one line per attempt:
+/// `ok <name> <source seen by the backend> <peer ip:port>` or `err <errno>`.
+const CLIENT: &str = r#"
+import socket, sys
+kind, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if kind == "tcp":
+    for _ in range(count):
+        s = socket.socket()
+        s.settimeout(3)
+        try:
+            s.connect((host, port))
+            peer = s.getpeername()
+            line = s.makefile("rb").readline().decode().strip()
+            print(f"ok {line} {peer[0]}:{peer[1]}", flush=True)
+        except OSError as e:
+            print(f"err {e.errno if e.errno is not None else -1}", flush=True)
+        finally:
+            s.close()
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    for _ in range(count):
+        try:
+            s.sendto(b"who", (host, port))
+            data, frm = s.recvfrom(64)
+            print(f"ok {data.decode()} {frm[0]}:{frm[1]}", flush=True)
+        except OSError as e:
+            print(f"err {e.errno if e.errno is not None else -1}", flush=True)
+"#;
+
+/// Listens on `127.0.0.1:<port>` inside namespace argv[1] and relays every connection to the
+/// same port on the root namespace's loopback.
+const RELAY: &str = r#"
+import ctypes, os, socket, sys, threading
+CLONE_NEWNET = 0x40000000
+libc = ctypes.CDLL(None, use_errno=True)
+ns, port = sys.argv[1], int(sys.argv[2])
+home = os.open("/proc/self/ns/net", os.O_RDONLY)
+target = os.open(ns, os.O_RDONLY)
+if libc.setns(target, CLONE_NEWNET) != 0:
+    raise OSError(ctypes.get_errno(), "setns into " + ns)
+lst = socket.socket()
+lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+lst.bind(("127.0.0.1", port))
+lst.listen(64)
+if libc.setns(home, CLONE_NEWNET) != 0:
+    raise OSError(ctypes.get_errno(), "setns back")
+def pipe(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+def serve(conn):
+    try:
+        up = socket.create_connection(("127.0.0.1", port))
+    except OSError:
+        conn.close()
+        return
+    threading.Thread(target=pipe, args=(conn, up), daemon=True).start()
+    pipe(up, conn)
+print("ready", flush=True)
+while True:
+    conn, _ = lst.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+/// One line of client output.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    /// Backend name, the source address it saw, the peer the client saw.
+    Ok {
+        name: String,
+        source: Ipv4Addr,
+        peer: String,
+    },
+    Err(i32),
+}
+
+impl Reply {
+    fn parse(line: &str) -> Self {
+        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["ok", name, source, peer] => Reply::Ok {
+                name: name.to_string(),
+                source: source.parse().unwrap(),
+                peer: peer.to_string(),
+            },
+            ["err", errno] => Reply::Err(errno.parse().unwrap()),
+            _ => panic!("bad client line {line:?}"),
+        }
+    }
+}
+
+/// A node in namespaces with the proxy in iptables mode; dropping it removes everything.
+struct Fixture {
+    /// `ekipt-<pid>-<backend>`: prefix of every namespace.
+    name: String,
+    backend: &'static str,
+    server: ServerProcess,
+    rt: tokio::runtime::Runtime,
+    client: Client,
+    children: Vec<Child>,
+    proxy: Option<Child>,
+}
+
+impl Fixture {
+    fn new(backend: &'static str) -> Self {
+        let euid = fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(u32::MAX);
+        assert_eq!(
+            euid, 0,
+            "the iptables proxy tests need root (netns, iptables)"
+        );
+        clear_leftovers();
+        let name = format!("{PREFIX}{}-{backend}", std::process::id());
+        let server = ServerProcess::start(&[]).expect("starting ekube server");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(server.client()).expect("client");
+        let mut fx = Self {
+            name,
+            backend,
+            server,
+            rt,
+            client,
+            children: Vec::new(),
+            proxy: None,
+        };
+        fx.build_network();
+        fx.start_backends();
+        fx.start_relay();
+        fx.start_proxy();
+        fx
+    }
+
+    fn ns(&self, host: &str) -> String {
+        format!("{}-{host}", self.name)
+    }
+
+    fn build_network(&self) {
+        let node = self.ns("node");
+        for host in ["node", "pods", "cli", "ext"] {
+            ip(&["netns", "add", &self.ns(host)]);
+            ip(&["-n", &self.ns(host), "link", "set", "lo", "up"]);
+        }
+        // (node interface, node address, peer namespace, peer addresses)
+        let links: [(&str, &str, &str, &[&str]); 3] = [
+            (
+                "vpods",
+                "10.244.0.1/24",
+                "pods",
+                &["10.244.0.11/24", "10.244.0.12/24", "10.244.0.13/24"],
+            ),
+            ("vcli", "10.244.1.1/24", "cli", &["10.244.1.2/24"]),
+            ("vext", "192.168.77.10/24", "ext", &["192.168.77.100/24"]),
+        ];
+        for (iface, addr, peer, peer_addrs) in links {
+            let peer_ns = self.ns(peer);
+            ip(&[
+                "-n", &node, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns",
+                &peer_ns,
+            ]);
+            ip(&["-n", &node, "addr", "add", addr, "dev", iface]);
+            ip(&["-n", &node, "link", "set", iface, "up"]);
+            for a in peer_addrs {
+                ip(&["-n", &peer_ns, "addr", "add", a, "dev", "eth0"]);
+            }
+            ip(&["-n", &peer_ns, "link", "set", "eth0", "up"]);
+            if peer != "ext" {
+                let gw = addr.split('/').next().unwrap();
+                ip(&["-n", &peer_ns, "route", "add", "default", "via", gw]);
+            }
+        }
+        // An untranslated connect to the service range reaches the node itself and is refused.
+        ip(&[
+            "-n",
+            &node,
+            "route",
+            "add",
+            "local",
+            "10.96.0.0/12",
+            "dev",
+            "lo",
+        ]);
+        run(in_netns(&node).args(["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+    }
+
+    fn start_backends(&mut self) {
+        let script = SERVERS
+            .replace("TCP_PORT", &TCP_PORT.to_string())
+            .replace("UDP_PORT", &UDP_PORT.to_string());
+        let args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
+        let child = in_netns(&self.ns("pods"))
+            .args(["python3", "-c", &script])
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the backends");
+        self.children.push(await_ready(child, "the backends"));
+    }
+
+    fn start_relay(&mut self) {
+        let child = Command::new("python3")
+            .args(["-c", RELAY])
+            .arg(format!("/run/netns/{}", self.ns("node")))
+            .arg(self.server.port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting the API relay");
+        self.children.push(await_ready(child, "the API relay"));
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.server.dir.join("proxy.log")
+    }
+
+    fn start_proxy(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let child = in_netns(&self.ns("node"))
+            .arg(ekube_bin())
+            .arg("proxy")
+            .args(["--mode", "iptables", "--iptables-backend", self.backend])
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .args(["--hostname-override", &self.ns("node")])
+            .args(["--node-ip", &NODE_IP.to_string()])
+            .args(["--cluster-cidr", "10.244.0.0/16"])
+            .args(["--iptables-min-sync-period", "200ms"])
+            .args([
+                "--metrics-bind-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .args([
+                "--healthz-bind-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting ekube proxy");
+        self.proxy = Some(child);
+        // Healthy means the initial full sync is in the tables: KUBE-SERVICES exists and is
+        // jumped to from PREROUTING.
+        let result = wait_for(
+            Duration::from_secs(30),
+            "the proxy's initial sync in iptables",
+            || {
+                if let Some(status) = self.proxy.as_mut().unwrap().try_wait()? {
+                    anyhow::bail!("ekube proxy exited: {status}");
+                }
+                let nat = self.save("nat");
+                Ok(nat.contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
+                && nat.contains("-A KUBE-POSTROUTING"))
+            },
+        );
+        if let Err(e) = result {
+            panic!("{e:#}\nproxy log:\n{}", self.proxy_log());
+        }
+    }
+
+    fn kill_proxy(&mut self) {
+        if let Some(mut child) = self.proxy.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn proxy_log(&self) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let mut start = log.len().saturating_sub(4000);
+        while !log.is_char_boundary(start) {
+            start += 1;
+        }
+        log[start..].to_string()
+    }
+
+    /// `iptables-save -t <table>` of the node, with this run's backend.
+    fn save(&self, table: &str) -> String {
+        let out = in_netns(&self.ns("node"))
+            .args([
+                format!("iptables-{}-save", self.backend),
+                "-t".into(),
+                table.into(),
+            ])
+            .output()
+            .expect("running iptables-save");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs the client in namespace `host` (`node` for the node itself).
+    fn client(&self, host: &str, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
+        let out = in_netns(&self.ns(host))
+            .args([
+                "python3",
+                "-c",
+                CLIENT,
+                kind,
+                &ip.to_string(),
+                &port.to_string(),
+            ])
+            .arg(count.to_string())
+            .output()
+            .expect("running the client");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "client {kind} {ip}:{port} in {host} failed: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout.lines().map(Reply::parse).collect()
+    }
+
+    fn tcp(&self, host: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
+        self.client(host, "tcp", ip, port, count)
+    }
+
+    /// Polls `count` TCP connects until `done`, within `timeout`.
+    fn poll_tcp(
+        &self,
+        host: &str,
+        (ip, port): (Ipv4Addr, u16),
+        count: u32,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Reply]) -> bool,
+    ) -> Vec<Reply> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let replies = self.tcp(host, ip, port, count);
+            if done(&replies) {
+                return replies;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} not seen within {timeout:?}; last replies: {replies:?}\nproxy log:\n{}\nnat:\n{}",
+                self.proxy_log(),
+                self.save("nat")
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn services(&self) -> Api<Service> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn slices(&self) -> Api<EndpointSlice> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn create_service(&self, spec: serde_json::Value) -> Service {
+        let svc: Service = serde_json::from_value(spec).unwrap();
+        self.rt
+            .block_on(self.services().create(&PostParams::default(), &svc))
+            .expect("creating a service")
+    }
+
+    fn create_slice(&self, service: &str, ports: serde_json::Value, endpoints: serde_json::Value) {
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": format!("{service}-1"),
+                "labels": {
+                    "kubernetes.io/service-name": service,
+                    "endpointslice.kubernetes.io/managed-by": "ekube-tests",
+                },
+            },
+            "addressType": "IPv4",
+            "ports": ports,
+            "endpoints": endpoints,
+        }))
+        .unwrap();
+        self.rt
+            .block_on(self.slices().create(&PostParams::default(), &slice))
+            .expect("creating an endpointslice");
+    }
+
+    fn set_endpoints(&self, service: &str, endpoints: serde_json::Value) {
+        let patch = json!({ "endpoints": endpoints });
+        self.rt
+            .block_on(self.slices().patch(
+                &format!("{service}-1"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            ))
+            .expect("patching an endpointslice");
+    }
+
+    fn delete_service(&self, name: &str) {
+        self.rt
+            .block_on(self.services().delete(name, &DeleteParams::default()))
+            .expect("deleting a service");
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.kill_proxy();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for host in ["node", "pods", "cli", "ext"] {
+            delete_netns(&self.ns(host));
+        }
+    }
+}
+
+fn await_ready(mut child: Child, what: &str) -> Child {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("reading from {what}: {e}"));
+    assert_eq!(line.trim(), "ready", "{what} did not start");
+    child
+}
+
+/// Endpoints `(ip, ready, node)` as EndpointSlice JSON.
+fn endpoints(list: &[(Ipv4Addr, bool, Option<&str>)]) -> serde_json::Value {
+    list.iter()
+        .map(|(ip, ready, node)| {
+            let mut ep = json!({ "addresses": [ip.to_string()], "conditions": { "ready": ready } });
+            if let Some(node) = node {
+                ep["nodeName"] = json!(node);
+            }
+            ep
+        })
+        .collect()
+}
+
+fn all_ready() -> serde_json::Value {
+    endpoints(&BACKENDS.map(|(_, ip)| (ip, true, None)))
+}
+
+fn tcp_ports() -> serde_json::Value {
+    json!([{ "name": "http", "protocol": "TCP", "port": TCP_PORT }])
+}
+
+fn service(name: &str, ip: Ipv4Addr) -> serde_json::Value {
+    json!({
+        "metadata": { "name": name },
+        "spec": {
+            "clusterIP": ip.to_string(),
+            "ports": [{ "name": "http", "protocol": "TCP", "port": 80, "targetPort": TCP_PORT }],
+        },
+    })
+}
+
+/// Replies per backend name; every attempt must have succeeded, shown `peer` to the client and
+/// reached the backend from `source`.
+fn tally(replies: &[Reply], peer: &str, source: Ipv4Addr) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for reply in replies {
+        match reply {
+            Reply::Ok {
+                name,
+                source: s,
+                peer: p,
+            } => {
+                assert_eq!(p, peer, "peer seen by the client ({replies:?})");
+                assert_eq!(*s, source, "source seen by backend {name}");
+                *counts.entry(name.clone()).or_insert(0) += 1;
+            }
+            other => panic!("a request failed: {other:?} (all: {replies:?})"),
+        }
+    }
+    counts
+}
+
+fn names(replies: &[Reply]) -> Vec<&str> {
+    replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Ok { name, .. } => Some(name.as_str()),
+            Reply::Err(_) => None,
+        })
+        .collect()
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().expect("running a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A command run inside namespace `name` (nsenter keeps the real `/sys`).
+fn in_netns(name: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{name}")).arg("--");
+    cmd
+}
+
+fn delete_netns(name: &str) {
+    let _ = Command::new("ip").args(["netns", "delete", name]).output();
+}
+
+/// Removes namespaces of earlier runs whose process is gone (their rules go with them).
+fn clear_leftovers() {
+    for ns in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let name = ns.file_name().to_string_lossy().into_owned();
+        let stale = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if stale {
+            delete_netns(&name);
+        }
+    }
+}
+
+fn proxy_in_iptables_mode(backend: &'static str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fx = Fixture::new(backend);
+    let node_name = fx.ns("node");
+    let web = Ipv4Addr::new(10, 96, 200, 10);
+    let sticky = Ipv4Addr::new(10, 96, 200, 11);
+    let shrink = Ipv4Addr::new(10, 96, 200, 12);
+    let empty = Ipv4Addr::new(10, 96, 200, 13);
+    let np_ip = Ipv4Addr::new(10, 96, 200, 14);
+    let local_ip = Ipv4Addr::new(10, 96, 200, 15);
+
+    fx.create_service(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "clusterIP": web.to_string(),
+            "ports": [
+                { "name": "http", "protocol": "TCP", "port": 80, "targetPort": "web-http" },
+                { "name": "dns", "protocol": "UDP", "port": 53, "targetPort": UDP_PORT },
+            ],
+        },
+    }));
+    fx.create_slice(
+        "web",
+        json!([
+            { "name": "http", "protocol": "TCP", "port": TCP_PORT },
+            { "name": "dns", "protocol": "UDP", "port": UDP_PORT },
+        ]),
+        all_ready(),
+    );
+    let mut sticky_svc = service("sticky", sticky);
+    sticky_svc["spec"]["sessionAffinity"] = json!("ClientIP");
+    sticky_svc["spec"]["sessionAffinityConfig"] = json!({ "clientIP": { "timeoutSeconds": 600 } });
+    fx.create_service(sticky_svc);
+    fx.create_slice("sticky", tcp_ports(), all_ready());
+    fx.create_service(service("shrink", shrink));
+    fx.create_slice("shrink", tcp_ports(), all_ready());
+    fx.create_service(service("empty", empty));
+    fx.create_slice(
+        "empty",
+        tcp_ports(),
+        endpoints(&[(BACKENDS[0].1, false, None)]),
+    );
+    let mut np = service("np", np_ip);
+    np["spec"]["type"] = json!("NodePort");
+    let node_port = fx.create_service(np).spec.unwrap().ports.unwrap()[0]
+        .node_port
+        .expect("nodePort allocated") as u16;
+    fx.create_slice("np", tcp_ports(), all_ready());
+    let mut local = service("local", local_ip);
+    local["spec"]["type"] = json!("NodePort");
+    local["spec"]["externalTrafficPolicy"] = json!("Local");
+    let local_port = fx.create_service(local).spec.unwrap().ports.unwrap()[0]
+        .node_port
+        .expect("nodePort allocated") as u16;
+    fx.create_slice(
+        "local",
+        tcp_ports(),
+        endpoints(&[
+            (BACKENDS[0].1, true, Some(&node_name)),
+            (BACKENDS[1].1, true, Some("another-node")),
+        ]),
+    );
+
+    // ClusterIP from a pod on the node: 300 connections spread over the three backends; the
+    // client sees the ClusterIP, the backend the pod's own address (no masquerade).
+    fx.poll_tcp(
+        "cli",
+        (web, 80),
+        1,
+        Duration::from_secs(15),
+        "service web",
+        |r| matches!(r, [Reply::Ok { .. }]),
+    );
+    let counts = tally(&fx.tcp("cli", web, 80, 300), "10.96.200.10:80", CLIENT_IP);
+    assert_eq!(counts.len(), 3, "every backend used: {counts:?}");
+    for (name, n) in &counts {
+        assert!(
+            (60..=141).contains(n),
+            "{name} got {n}/300, outside 20-47%: {counts:?}"
+        );
+    }
+    // The rules are kube-proxy's: chain named after default/web:http, comment included.
+    let nat = fx.save("nat");
+    let chain = service_chain("default/web:http", "tcp");
+    assert!(
+        nat.contains("--comment \"default/web:http cluster IP\""),
+        "comment missing:\n{nat}"
+    );
+    assert!(
+        nat.contains(&format!("-j {chain}")),
+        "{chain} missing:\n{nat}"
+    );
+    // (iptables-save prints the probability with 11 decimals: 0.33333333349.)
+    assert!(
+        nat.contains("--probability 0.33333333"),
+        "statistic rule missing:\n{nat}"
+    );
+
+    // From the node itself (nat OUTPUT): masqueraded to the node's address on the pod side.
+    let counts = tally(&fx.tcp("node", web, 80, 10), "10.96.200.10:80", NODE_POD_IP);
+    assert_eq!(counts.values().sum::<usize>(), 10);
+
+    // UDP: replies come from ClusterIP:53.
+    let udp = fx.client("cli", "udp", web, 53, 30);
+    let counts = tally(&udp, "10.96.200.10:53", CLIENT_IP);
+    assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
+
+    // ClientIP affinity: one client, one backend.
+    let counts = tally(&fx.tcp("cli", sticky, 80, 50), "10.96.200.11:80", CLIENT_IP);
+    assert_eq!(counts.len(), 1, "50 connections on one backend: {counts:?}");
+
+    // NodePort from outside: spread, masqueraded to the node's pod-side address.
+    let peer = format!("{NODE_IP}:{node_port}");
+    let counts = tally(&fx.tcp("ext", NODE_IP, node_port, 60), &peer, NODE_POD_IP);
+    assert!(
+        counts.len() >= 2,
+        "NodePort spread over backends: {counts:?}"
+    );
+    assert!(nat.contains(&format!("-j {}", external_chain("default/np:http", "tcp"))));
+
+    // externalTrafficPolicy: Local: only this node's endpoint, and it sees the client's address.
+    let peer = format!("{NODE_IP}:{local_port}");
+    let counts = tally(&fx.tcp("ext", NODE_IP, local_port, 20), &peer, EXT_IP);
+    assert_eq!(counts, BTreeMap::from([("b1".to_string(), 20)]));
+    // ...while the ClusterIP of the same Service balances over both.
+    let counts = tally(
+        &fx.tcp("cli", local_ip, 80, 60),
+        "10.96.200.15:80",
+        CLIENT_IP,
+    );
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // An endpoint removed: no new connections to it once synced.
+    fx.set_endpoints(
+        "shrink",
+        endpoints(&[(BACKENDS[0].1, true, None), (BACKENDS[1].1, true, None)]),
+    );
+    fx.poll_tcp(
+        "cli",
+        (shrink, 80),
+        20,
+        Duration::from_secs(5),
+        "endpoint b3 of shrink removed",
+        |r| r.len() == 20 && names(r).len() == 20 && !names(r).contains(&"b3"),
+    );
+    let counts = tally(&fx.tcp("cli", shrink, 80, 60), "10.96.200.12:80", CLIENT_IP);
+    assert!(
+        !counts.contains_key("b3"),
+        "b3 still chosen after the sync: {counts:?}"
+    );
+
+    // No ready endpoint: refused at once (REJECT in the filter table).
+    let started = Instant::now();
+    assert_eq!(fx.tcp("cli", empty, 80, 1), [Reply::Err(ECONNREFUSED)]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+
+    // A deleted Service: its rules go, the connect reaches the node itself and is refused.
+    fx.delete_service("shrink");
+    fx.poll_tcp(
+        "cli",
+        (shrink, 80),
+        1,
+        Duration::from_secs(5),
+        "service shrink removed",
+        |r| r == [Reply::Err(ECONNREFUSED)],
+    );
+
+    // kill -9: the rules stay and keep serving; a change made meanwhile applies on restart,
+    // and the chains of the Service deleted meanwhile are cleared.
+    fx.kill_proxy();
+    let counts = tally(&fx.tcp("cli", web, 80, 10), "10.96.200.10:80", CLIENT_IP);
+    assert_eq!(counts.values().sum::<usize>(), 10);
+    fx.delete_service("np");
+    fx.start_proxy();
+    fx.poll_tcp(
+        "ext",
+        (NODE_IP, node_port),
+        1,
+        Duration::from_secs(10),
+        "NodePort of deleted np refused",
+        |r| r == [Reply::Err(ECONNREFUSED)],
+    );
+    let nat = fx.save("nat");
+    assert!(
+        !nat.contains("default/np"),
+        "rules of the deleted service np remain:\n{nat}"
+    );
+    assert!(
+        !nat.contains(&service_chain("default/np:http", "tcp")),
+        "{nat}"
+    );
+    // Jumps were not installed twice.
+    assert_eq!(
+        nat.matches("-A PREROUTING -m comment --comment \"kubernetes service portals\"")
+            .count(),
+        1,
+        "{nat}"
+    );
+    let counts = tally(&fx.tcp("cli", web, 80, 30), "10.96.200.10:80", CLIENT_IP);
+    assert_eq!(counts.len(), 3, "{counts:?}");
+}
+
+#[test]
+fn iptables_legacy_backend() {
+    proxy_in_iptables_mode("legacy");
+}
+
+#[test]
+fn iptables_nft_backend() {
+    proxy_in_iptables_mode("nft");
+}
