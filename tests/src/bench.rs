@@ -189,7 +189,14 @@ pub fn rr_bin() -> PathBuf {
 /// until it accepts connections.
 pub fn rr_serve(ns: &str, listen: std::net::SocketAddr, name: &str) -> Result<ChildGuard> {
     let child = netns_command(ns, rr_bin())?
-        .args(["serve", "--listen", &listen.to_string(), "--name", name, "--udp"])
+        .args([
+            "serve",
+            "--listen",
+            &listen.to_string(),
+            "--name",
+            name,
+            "--udp",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -209,11 +216,16 @@ pub fn rr_serve(ns: &str, listen: std::net::SocketAddr, name: &str) -> Result<Ch
         if let Some(status) = guard.0.try_wait()? {
             bail!("ekube-rr serve in {ns} exited: {status}");
         }
-        let up = in_netns(ns, move || std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok())?;
+        let up = in_netns(ns, move || {
+            std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok()
+        })?;
         if up {
             return Ok(guard);
         }
-        ensure!(Instant::now() < deadline, "ekube-rr serve in {ns} not listening on {listen} after 10s");
+        ensure!(
+            Instant::now() < deadline,
+            "ekube-rr serve in {ns} not listening on {listen} after 10s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -233,7 +245,12 @@ pub fn rr_client(ns: &str, args: &[String]) -> Result<RrReport> {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    serde_json::from_slice(&out.stdout).with_context(|| format!("parsing ekube-rr output {:?}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "parsing ekube-rr output {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A markdown table: a title row of column names and rows of cells.
@@ -244,7 +261,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Self { header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+        Self {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -253,7 +273,11 @@ impl Table {
 
     /// The table as GitHub markdown.
     pub fn markdown(&self) -> String {
-        let mut out = format!("| {} |\n|{}\n", self.header.join(" | "), "---|".repeat(self.header.len()));
+        let mut out = format!(
+            "| {} |\n|{}\n",
+            self.header.join(" | "),
+            "---|".repeat(self.header.len())
+        );
         for row in &self.rows {
             out.push_str(&format!("| {} |\n", row.join(" | ")));
         }
@@ -265,19 +289,28 @@ impl Table {
 pub fn write_json(out_dir: &Path, name: &str, value: &serde_json::Value) -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let path = out_dir.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(path)
 }
 
 /// A ratio `a / b` printed with two decimals, or `–` when `b` is zero.
 pub fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() { format!("{:.2}×", a / b) } else { "–".into() }
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}×", a / b)
+    } else {
+        "–".into()
+    }
 }
 
 /// Removes network namespaces whose name starts with `prefix` (leftovers of a crashed run).
 pub fn clear_netns(prefix: &str) {
-    for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(prefix) {
             let _ = Command::new("ip").args(["netns", "del", &name]).status();
@@ -289,8 +322,13 @@ pub fn clear_netns(prefix: &str) {
 pub fn require_root(what: &str) -> Result<()> {
     // /proc/self is owned by the effective uid.
     use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-    ensure!(uid == 0, "{what} needs root (network namespaces, cgroups, bpf)");
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    ensure!(
+        uid == 0,
+        "{what} needs root (network namespaces, cgroups, bpf)"
+    );
     Ok(())
 }
 

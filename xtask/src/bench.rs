@@ -13,11 +13,26 @@ use crate::deps;
 /// The benches there are, in the order `cargo xtask bench` runs them, with what each measures.
 const BENCHES: &[(&str, &str)] = &[
     ("apiserver", "apiserver throughput and latency (loopback)"),
-    ("scheduler", "pods scheduled per second over 100 hollow nodes (loopback)"),
-    ("proxy-sync", "API change → pinned eBPF maps at 1 / 100 / 10,000 services (root)"),
-    ("net", "pod network throughput and latency: bridge, VXLAN, underlay (2-node lab, root)"),
-    ("pods", "pod start-up latency and agent RSS (1-node lab cluster, root)"),
-    ("lb", "Service load balancing: eBPF vs iptables-legacy/nft vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 services (2-node lab, root)"),
+    (
+        "scheduler",
+        "pods scheduled per second over 100 hollow nodes (loopback)",
+    ),
+    (
+        "proxy-sync",
+        "API change → pinned eBPF maps at 1 / 100 / 10,000 services (root)",
+    ),
+    (
+        "net",
+        "pod network throughput and latency: bridge, VXLAN, underlay (2-node lab, root)",
+    ),
+    (
+        "pods",
+        "pod start-up latency and agent RSS (1-node lab cluster, root)",
+    ),
+    (
+        "lb",
+        "Service load balancing: eBPF vs iptables-legacy/nft vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 services (2-node lab, root)",
+    ),
 ];
 
 #[derive(clap::Args)]
@@ -39,23 +54,43 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(n) => bail!("no bench named {n:?}; there are: {}", list()),
     };
     if args.name.is_none() && !args.bench_args.is_empty() {
-        bail!("arguments after `--` go to one bench: name it (there are: {})", list());
+        bail!(
+            "arguments after `--` go to one bench: name it (there are: {})",
+            list()
+        );
     }
     if !args.no_deps {
         deps::ensure_all()?;
     }
-    crate::ebpf::build(&crate::ebpf::BuildArgs { debug_log: false, out: None })?;
+    crate::ebpf::build(&crate::ebpf::BuildArgs {
+        debug_log: false,
+        out: None,
+    })?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     deps::run(Command::new(&cargo).args([
-        "build", "--release", "-p", "ekube", "-p", "ekube-cni", "-p", "ekube-tests", "--bins",
+        "build",
+        "--release",
+        "-p",
+        "ekube",
+        "-p",
+        "ekube-cni",
+        "-p",
+        "ekube-tests",
+        "--bins",
     ]))?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root");
     let bin_dir = target_dir(root).join("release");
     let out = root.join("target/bench");
     let mut failed = Vec::new();
     for name in names {
         eprintln!("xtask: bench {name}");
-        let result = deps::run(Command::new(bin_dir.join(format!("bench-{name}"))).arg(&out).args(&args.bench_args));
+        let result = deps::run(
+            Command::new(bin_dir.join(format!("bench-{name}")))
+                .arg(&out)
+                .args(&args.bench_args),
+        );
         if let Err(e) = result {
             eprintln!("xtask: bench {name} failed: {e:#}");
             failed.push(name);
@@ -70,7 +105,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
 /// `name (what)` of every bench, for messages.
 fn list() -> String {
-    BENCHES.iter().map(|(n, what)| format!("{n} ({what})")).collect::<Vec<_>>().join(", ")
+    BENCHES
+        .iter()
+        .map(|(n, what)| format!("{n} ({what})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Cargo's target directory: `$CARGO_TARGET_DIR` when set (relative to the current

@@ -37,7 +37,8 @@ enum Command {
     Images(images::ImagesArgs),
     /// Install what is missing, build, and run every test (unit and end-to-end).
     Test(test::TestArgs),
-    /// Measure: `cargo xtask bench [apiserver]` (all when no name is given).
+    /// Measure: `cargo xtask bench [apiserver|scheduler|proxy-sync|net|pods|lb]` (all when no
+    /// name is given).
     Bench(bench::BenchArgs),
 }
 

@@ -72,7 +72,9 @@ fn main() -> Result<()> {
     let mut config = LabConfig::new(LAB);
     config.nodes = 2;
     config.registry = false;
-    config.vars.insert("ekube".into(), ekube_bin().display().to_string());
+    config
+        .vars
+        .insert("ekube".into(), ekube_bin().display().to_string());
     config.server = Some(CmdTemplate::parse(
         "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig}",
     ));
@@ -90,17 +92,34 @@ fn main() -> Result<()> {
     for i in 1..=2 {
         let host = format!("n{i}");
         let subnet = lab.host(&host)?.run_dir().join("subnet.env");
-        wait_for(Duration::from_secs(60), &format!("{host}: subnet.env and a route to the other node on flannel.1"), || {
-            let out = lab.exec(&host, &["ip", "-j", "-4", "route", "show", "dev", "flannel.1"])?;
-            let routes: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
-            Ok(subnet.exists() && routes.as_array().is_some_and(|r| r.len() == 1))
-        })
-        .with_context(|| format!("see {}", lab.log_path(&host, "flannel").map(|p| p.display().to_string()).unwrap_or_default()))?;
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{host}: subnet.env and a route to the other node on flannel.1"),
+            || {
+                let out = lab.exec(
+                    &host,
+                    &["ip", "-j", "-4", "route", "show", "dev", "flannel.1"],
+                )?;
+                let routes: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+                Ok(subnet.exists() && routes.as_array().is_some_and(|r| r.len() == 1))
+            },
+        )
+        .with_context(|| {
+            format!(
+                "see {}",
+                lab.log_path(&host, "flannel")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?;
     }
     let a = add_pod(&lab, &mut pods, 1, "a")?;
     let b = add_pod(&lab, &mut pods, 1, "b")?;
     let c = add_pod(&lab, &mut pods, 2, "c")?;
-    eprintln!("[{:.0?}] lab up: pods {a:?} {b:?} on n1, {c:?} on n2", started.elapsed());
+    eprintln!(
+        "[{:.0?}] lab up: pods {a:?} {b:?} on n1, {c:?} on n2",
+        started.elapsed()
+    );
 
     let n1 = lab.host("n1")?.netns.clone();
     let n2 = lab.host("n2")?;
@@ -111,21 +130,43 @@ fn main() -> Result<()> {
         bench::rr_serve(&n2.netns, any, "node-2")?,
     ];
     let paths = [
-        Path { label: "node ↔ node (underlay)", client_ns: n1, target: SocketAddr::from((n2.ip, PORT)) },
-        Path { label: "pod ↔ pod, same node (bridge)", client_ns: a.0.clone(), target: SocketAddr::from((b.1, PORT)) },
-        Path { label: "pod ↔ pod, across nodes (VXLAN)", client_ns: a.0.clone(), target: SocketAddr::from((c.1, PORT)) },
+        Path {
+            label: "node ↔ node (underlay)",
+            client_ns: n1,
+            target: SocketAddr::from((n2.ip, PORT)),
+        },
+        Path {
+            label: "pod ↔ pod, same node (bridge)",
+            client_ns: a.0.clone(),
+            target: SocketAddr::from((b.1, PORT)),
+        },
+        Path {
+            label: "pod ↔ pod, across nodes (VXLAN)",
+            client_ns: a.0.clone(),
+            target: SocketAddr::from((c.1, PORT)),
+        },
     ];
 
     // results[path][mode] = one report per round.
     let mut results: Vec<Vec<Vec<RrReport>>> = vec![vec![Vec::new(); MODES.len()]; paths.len()];
     let duration = args.duration.to_string();
     for round in 0..args.rounds {
-        let runs: Vec<(usize, usize)> = (0..paths.len()).flat_map(|p| (0..MODES.len()).map(move |m| (p, m))).collect();
+        let runs: Vec<(usize, usize)> = (0..paths.len())
+            .flat_map(|p| (0..MODES.len()).map(move |m| (p, m)))
+            .collect();
         for (p, m) in bench::alternate(&runs, round) {
             let path = &paths[p];
             let argv: Vec<String> = [
-                "--target", &path.target.to_string(), "--mode", MODES[m], "--concurrency", "1", "--duration", &duration,
-                "--warmup", "0.3",
+                "--target",
+                &path.target.to_string(),
+                "--mode",
+                MODES[m],
+                "--concurrency",
+                "1",
+                "--duration",
+                &duration,
+                "--warmup",
+                "0.3",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -140,13 +181,28 @@ fn main() -> Result<()> {
             );
             results[p][m].push(report);
         }
-        eprintln!("[{:.0?}] round {} of {} done", started.elapsed(), round + 1, args.rounds);
+        eprintln!(
+            "[{:.0?}] round {} of {} done",
+            started.elapsed(),
+            round + 1,
+            args.rounds
+        );
     }
 
-    let stat = |p: usize, m: usize, f: &dyn Fn(&RrReport) -> f64| median(&results[p][m].iter().map(f).collect::<Vec<_>>());
+    let stat = |p: usize, m: usize, f: &dyn Fn(&RrReport) -> f64| {
+        median(&results[p][m].iter().map(f).collect::<Vec<_>>())
+    };
     let gbit = |p: usize| stat(p, 0, &|r: &RrReport| r.gbit_per_s.unwrap_or(0.0));
-    let rr_p50 = |p: usize| stat(p, 1, &|r: &RrReport| r.latency_us.map_or(f64::NAN, |l| l.p50));
-    let rr_p99 = |p: usize| stat(p, 1, &|r: &RrReport| r.latency_us.map_or(f64::NAN, |l| l.p99));
+    let rr_p50 = |p: usize| {
+        stat(p, 1, &|r: &RrReport| {
+            r.latency_us.map_or(f64::NAN, |l| l.p50)
+        })
+    };
+    let rr_p99 = |p: usize| {
+        stat(p, 1, &|r: &RrReport| {
+            r.latency_us.map_or(f64::NAN, |l| l.p99)
+        })
+    };
     let crr = |p: usize| stat(p, 2, &|r: &RrReport| r.connections_per_s);
     let mut table = Table::new(&[
         "path",
@@ -189,7 +245,9 @@ fn main() -> Result<()> {
         .enumerate()
         .flat_map(|(p, path)| {
             let results = &results;
-            MODES.iter().enumerate().map(move |(m, mode)| json!({"path": path.label, "mode": mode, "rounds": results[p][m]}))
+            MODES.iter().enumerate().map(
+                move |(m, mode)| json!({"path": path.label, "mode": mode, "rounds": results[p][m]}),
+            )
         })
         .collect();
     bench::write_json(
@@ -204,7 +262,12 @@ fn main() -> Result<()> {
 
 /// Creates pod namespace `<prefix><node><tag>` and runs `ekube-cni` ADD for it on node `node`
 /// as a kubelet would; returns the namespace and the pod's address.
-fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Result<(String, Ipv4Addr)> {
+fn add_pod(
+    lab: &Lab,
+    pods: &mut PodNamespaces,
+    node: usize,
+    tag: &str,
+) -> Result<(String, Ipv4Addr)> {
     let host = lab.host(&format!("n{node}"))?;
     let netns = format!("{POD_PREFIX}{node}{tag}");
     let st = Command::new("ip").args(["netns", "add", &netns]).status()?;
@@ -212,7 +275,11 @@ fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Resul
     pods.0.push(netns.clone());
     let conflist = ekube_cni::write_conflist(
         &host.cni_conf_dir(),
-        &NodeConflist { subnet_file: host.run_dir().join("subnet.env"), data_dir: host.dir.join("data/cni"), ..Default::default() },
+        &NodeConflist {
+            subnet_file: host.run_dir().join("subnet.env"),
+            data_dir: host.dir.join("data/cni"),
+            ..Default::default()
+        },
     )?;
     let list: Value = serde_json::from_str(&std::fs::read_to_string(&conflist)?)?;
     let mut conf = list["plugins"][0].clone();
@@ -222,18 +289,28 @@ fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Resul
     let plugin = ekube_bin().with_file_name("ekube-cni");
     let mut cmd = bench::netns_command(&host.netns, &plugin)?;
     cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
         .env("CNI_NETNS", bench::netns_path(&netns))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", plugin.parent().context("plugin directory")?)
-        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"))
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("starting ekube-cni")?;
-    child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(conf.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
     ensure!(
         out.status.success(),
@@ -242,9 +319,13 @@ fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Resul
         String::from_utf8_lossy(&out.stderr)
     );
     let result: Value = serde_json::from_slice(&out.stdout)?;
-    let addr = result["ips"][0]["address"].as_str().context("no ips[0].address in the CNI result")?;
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .context("no ips[0].address in the CNI result")?;
     let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
     // Bring loopback up as a runtime would (the probe of rr_serve connects to 127.0.0.1).
-    let _ = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status();
+    let _ = Command::new("ip")
+        .args(["-n", &netns, "link", "set", "lo", "up"])
+        .status();
     Ok((netns, ip))
 }

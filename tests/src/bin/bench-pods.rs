@@ -40,15 +40,24 @@ fn main() -> Result<()> {
     let args = Args::parse();
     bench::require_root("bench pods")?;
     let started = Instant::now();
-    let cluster = LabCluster::start(LAB, 1, ClusterOptions::default()).context("starting the lab cluster")?;
-    let agent = *cluster.lab.pids("n1", "agent").first().context("no agent process on n1")?;
+    let cluster =
+        LabCluster::start(LAB, 1, ClusterOptions::default()).context("starting the lab cluster")?;
+    let agent = *cluster
+        .lab
+        .pids("n1", "agent")
+        .first()
+        .context("no agent process on n1")?;
     eprintln!("[{:.0?}] cluster up, agent pid {agent}", started.elapsed());
     let kubeconfig = cluster.lab.kubeconfig();
     let ns = cluster.lab.host("n1")?.netns.clone();
 
     // Phase 1: the image pull, by one pod.
     let warm = run_in(&ns, kubeconfig.clone(), vec!["warm".to_string()])?;
-    eprintln!("[{:.0?}] first pod (image pull) Running after {:.2?}", started.elapsed(), warm[0]);
+    eprintln!(
+        "[{:.0?}] first pod (image pull) Running after {:.2?}",
+        started.elapsed(),
+        warm[0]
+    );
     let rss_idle = bench::rss_kib(agent) / 1024;
 
     // Phase 2: many pods at once, image present.
@@ -61,13 +70,25 @@ fn main() -> Result<()> {
     eprintln!("[{:.0?}] {} pods Running", started.elapsed(), args.pods);
 
     let mut table = Table::new(&["pod start-up, one node (ekube agent)", "measured"]);
-    table.row(vec!["first pod, image pulled: create → Running (s)".into(), format!("{:.2}", warm[0].as_secs_f64())]);
     table.row(vec![
-        format!("{} pods created together, image present: create → Running p50 / p99 (s)", args.pods),
+        "first pod, image pulled: create → Running (s)".into(),
+        format!("{:.2}", warm[0].as_secs_f64()),
+    ]);
+    table.row(vec![
+        format!(
+            "{} pods created together, image present: create → Running p50 / p99 (s)",
+            args.pods
+        ),
         format!("{:.2} / {:.2}", p50.as_secs_f64(), p99.as_secs_f64()),
     ]);
-    table.row(vec![format!("all {} Running after (s)", args.pods), format!("{:.2}", all.as_secs_f64())]);
-    table.row(vec![format!("agent RSS with 1 / {} pods (MiB)", args.pods + 1), format!("{rss_idle} / {rss_busy}")]);
+    table.row(vec![
+        format!("all {} Running after (s)", args.pods),
+        format!("{:.2}", all.as_secs_f64()),
+    ]);
+    table.row(vec![
+        format!("agent RSS with 1 / {} pods (MiB)", args.pods + 1),
+        format!("{rss_idle} / {rss_busy}"),
+    ]);
     print!("{}", table.markdown());
     bench::write_json(
         &args.out_dir,
@@ -92,7 +113,9 @@ fn main() -> Result<()> {
 /// one's time from its create request to being seen Running (in the order of `names`).
 fn run_in(ns: &str, kubeconfig: PathBuf, names: Vec<String>) -> Result<Vec<Duration>> {
     bench::in_netns(ns, move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(create_and_time(kubeconfig, names))
     })?
 }
@@ -137,11 +160,19 @@ async fn create_and_time(kubeconfig: PathBuf, names: Vec<String>) -> Result<Vec<
         let event = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(event)) => event.context("pod watch")?,
             Ok(None) => bail!("the pod watch ended"),
-            Err(_) => bail!("{} of {} pods Running after {RUN_TIMEOUT:?}; others: {phases:?}", running.len(), names.len()),
+            Err(_) => bail!(
+                "{} of {} pods Running after {RUN_TIMEOUT:?}; others: {phases:?}",
+                running.len(),
+                names.len()
+            ),
         };
         if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
             if phase == "Running" {
                 running.entry(name.clone()).or_insert_with(Instant::now);
                 phases.remove(&name);

@@ -65,10 +65,20 @@ impl Proxy {
         let name = format!("{PREFIX}{}", std::process::id());
         let cgroup = Path::new(CGROUP_ROOT).join(&name);
         fs::create_dir(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
-        let mut proxy =
-            Self { dp: DatapathConfig { cgroup, bpffs: PathBuf::from(BPFFS), node_name: name }, child: None, log: server.dir.join("proxy.log") };
+        let mut proxy = Self {
+            dp: DatapathConfig {
+                cgroup,
+                bpffs: PathBuf::from(BPFFS),
+                node_name: name,
+            },
+            child: None,
+            log: server.dir.join("proxy.log"),
+        };
         let healthz = free_port();
-        let log = OpenOptions::new().create(true).append(true).open(&proxy.log)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&proxy.log)?;
         let child = Command::new(ekube_bin())
             .arg("proxy")
             .arg("--kubeconfig")
@@ -77,7 +87,10 @@ impl Proxy {
             .arg("--cgroup-path")
             .arg(&proxy.dp.cgroup)
             .args(["--node-ip", NODE_IP])
-            .args(["--metrics-bind-address", &format!("127.0.0.1:{}", free_port())])
+            .args([
+                "--metrics-bind-address",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
             .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -85,12 +98,22 @@ impl Proxy {
             .spawn()
             .context("starting ekube proxy")?;
         proxy.child = Some(child);
-        let up = wait_for(Duration::from_secs(30), "ekube proxy to report healthy", || {
-            if let Some(status) = proxy.child.as_mut().map(Child::try_wait).transpose()?.flatten() {
-                bail!("ekube proxy exited: {status}");
-            }
-            Ok(healthz_ok(healthz))
-        });
+        let up = wait_for(
+            Duration::from_secs(30),
+            "ekube proxy to report healthy",
+            || {
+                if let Some(status) = proxy
+                    .child
+                    .as_mut()
+                    .map(Child::try_wait)
+                    .transpose()?
+                    .flatten()
+                {
+                    bail!("ekube proxy exited: {status}");
+                }
+                Ok(healthz_ok(healthz))
+            },
+        );
         if let Err(e) = up {
             bail!("{e:#}\nproxy log:\n{}", proxy.log_tail());
         }
@@ -103,7 +126,14 @@ impl Proxy {
 
     fn log_tail(&self) -> String {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        log.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -129,10 +159,17 @@ fn clear_leftovers() {
             .and_then(|pid| pid.parse::<u32>().ok())
             .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
     };
-    for dir in fs::read_dir(Path::new(BPFFS).join("ekube")).into_iter().flatten().flatten() {
+    for dir in fs::read_dir(Path::new(BPFFS).join("ekube"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = dir.file_name().to_string_lossy().into_owned();
         if stale(&name) {
-            let _ = remove_pins(&DatapathConfig { node_name: name, ..DatapathConfig::new("") });
+            let _ = remove_pins(&DatapathConfig {
+                node_name: name,
+                ..DatapathConfig::new("")
+            });
         }
     }
     for dir in fs::read_dir(CGROUP_ROOT).into_iter().flatten().flatten() {
@@ -149,7 +186,8 @@ fn healthz_ok(port: u16) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut response = String::new();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_ok()
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .is_ok()
         && s.read_to_string(&mut response).is_ok()
         && response.split_whitespace().nth(1) == Some("200")
 }
@@ -163,7 +201,9 @@ fn service(name: &str) -> Service {
 }
 
 fn endpoints(ips: &[Ipv4Addr]) -> Value {
-    ips.iter().map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}})).collect()
+    ips.iter()
+        .map(|ip| json!({"addresses": [ip.to_string()], "conditions": {"ready": true}}))
+        .collect()
 }
 
 fn slice(service: &str, ips: &[Ipv4Addr]) -> EndpointSlice {
@@ -191,20 +231,42 @@ fn probe_ip(k: usize) -> Ipv4Addr {
 }
 
 fn backend(ip: Ipv4Addr) -> BackendAddr {
-    BackendAddr { ip, port: TARGET_PORT }
+    BackendAddr {
+        ip,
+        port: TARGET_PORT,
+    }
 }
 
 /// Creates a Service and its EndpointSlice; returns its ClusterIP frontend.
-async fn create_pair(services: &Api<Service>, slices: &Api<EndpointSlice>, name: &str, ips: &[Ipv4Addr]) -> Result<Frontend> {
-    let svc = services.create(&PostParams::default(), &service(name)).await.with_context(|| format!("creating service {name}"))?;
-    slices.create(&PostParams::default(), &slice(name, ips)).await.with_context(|| format!("creating endpointslice {name}-1"))?;
-    let ip: Ipv4Addr = svc.spec.and_then(|s| s.cluster_ip).context("no clusterIP allocated")?.parse()?;
+async fn create_pair(
+    services: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+    name: &str,
+    ips: &[Ipv4Addr],
+) -> Result<Frontend> {
+    let svc = services
+        .create(&PostParams::default(), &service(name))
+        .await
+        .with_context(|| format!("creating service {name}"))?;
+    slices
+        .create(&PostParams::default(), &slice(name, ips))
+        .await
+        .with_context(|| format!("creating endpointslice {name}-1"))?;
+    let ip: Ipv4Addr = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no clusterIP allocated")?
+        .parse()?;
     Ok(Frontend::cluster_ip(ip, 80, Protocol::Tcp))
 }
 
 /// Polls the pinned maps until `check` holds; returns when the first walk that saw it ended,
 /// and the longest walk.
-fn wait_maps(maps: &BpfMaps, what: &str, check: impl Fn(&ekube_proxy::DatapathState) -> bool) -> Result<(Instant, Duration)> {
+fn wait_maps(
+    maps: &BpfMaps,
+    what: &str,
+    check: impl Fn(&ekube_proxy::DatapathState) -> bool,
+) -> Result<(Instant, Duration)> {
     let deadline = Instant::now() + CHANGE_TIMEOUT;
     let mut walk = Duration::ZERO;
     loop {
@@ -215,7 +277,10 @@ fn wait_maps(maps: &BpfMaps, what: &str, check: impl Fn(&ekube_proxy::DatapathSt
         if check(&state) {
             return Ok((seen, walk));
         }
-        ensure!(seen < deadline, "{what}: not in the pinned maps after {CHANGE_TIMEOUT:?}");
+        ensure!(
+            seen < deadline,
+            "{what}: not in the pinned maps after {CHANGE_TIMEOUT:?}"
+        );
         // Leave the CPUs to the proxy and apiserver between walks.
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -235,7 +300,10 @@ struct Scale {
 async fn main() -> Result<()> {
     let args = Args::parse();
     bench::require_root("bench proxy-sync")?;
-    ensure!(args.scales.windows(2).all(|w| w[0] <= w[1]), "--scales must be ascending");
+    ensure!(
+        args.scales.windows(2).all(|w| w[0] <= w[1]),
+        "--scales must be ascending"
+    );
     let started = Instant::now();
     let server = ServerProcess::start(&[])?;
     let client = server.client().await?;
@@ -263,7 +331,10 @@ async fn main() -> Result<()> {
             s.rss_mib.to_string(),
         ]);
     }
-    println!("ekube proxy: API change → pinned eBPF maps, {} changes of each kind per size:\n", args.samples);
+    println!(
+        "ekube proxy: API change → pinned eBPF maps, {} changes of each kind per size:\n",
+        args.samples
+    );
     print!("{}", table.markdown());
     let ms_list = |v: &[Duration]| v.iter().map(|d| bench::ms(*d)).collect::<Vec<_>>();
     let json_scales: Vec<Value> = scales
@@ -282,12 +353,21 @@ async fn main() -> Result<()> {
             })
         })
         .collect();
-    bench::write_json(&args.out_dir, "proxy-sync", &json!({"bench": "proxy-sync", "samples": args.samples, "scales": json_scales}))?;
+    bench::write_json(
+        &args.out_dir,
+        "proxy-sync",
+        &json!({"bench": "proxy-sync", "samples": args.samples, "scales": json_scales}),
+    )?;
     drop(proxy);
     Ok(())
 }
 
-async fn run(args: &Args, client: &kube::Client, proxy: &Proxy, started: Instant) -> Result<Vec<Scale>> {
+async fn run(
+    args: &Args,
+    client: &kube::Client,
+    proxy: &Proxy,
+    started: Instant,
+) -> Result<Vec<Scale>> {
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let maps = BpfMaps::open_pinned(&proxy.dp).context("opening the pinned maps")?;
@@ -306,7 +386,9 @@ async fn run(args: &Args, client: &kube::Client, proxy: &Proxy, started: Instant
             futures::stream::iter(from..scale)
                 .map(|i| {
                     let (services, slices) = (services.clone(), slices.clone());
-                    async move { create_pair(&services, &slices, &format!("bulk-{i}"), &bulk_ips(i)).await }
+                    async move {
+                        create_pair(&services, &slices, &format!("bulk-{i}"), &bulk_ips(i)).await
+                    }
                 })
                 .buffer_unordered(32)
                 .try_collect::<Vec<_>>()
@@ -314,11 +396,19 @@ async fn run(args: &Args, client: &kube::Client, proxy: &Proxy, started: Instant
             existing = scale;
         }
         let want = existing;
-        wait_maps(&maps, &format!("{want} services programmed"), |s| s.services.len() >= want)
-            .inspect_err(|_| eprintln!("{}", proxy.log_tail()))?;
-        eprintln!("[{:.0?}] {existing} services in the maps", started.elapsed());
+        wait_maps(&maps, &format!("{want} services programmed"), |s| {
+            s.services.len() >= want
+        })
+        .inspect_err(|_| eprintln!("{}", proxy.log_tail()))?;
+        eprintln!(
+            "[{:.0?}] {existing} services in the maps",
+            started.elapsed()
+        );
 
-        let mut result = Scale { services: existing, ..Default::default() };
+        let mut result = Scale {
+            services: existing,
+            ..Default::default()
+        };
         for round in 0..args.samples {
             for kind in bench::alternate(&["create", "change"], round) {
                 if kind == "create" {
@@ -348,12 +438,20 @@ async fn run(args: &Args, client: &kube::Client, proxy: &Proxy, started: Instant
                     let patch = json!({"endpoints": endpoints(&target_ips)});
                     let t0 = Instant::now();
                     slices
-                        .patch(&format!("{target_name}-1"), &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch(
+                            &format!("{target_name}-1"),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
                         .await
                         .context("patching the endpointslice")?;
-                    let (seen, walk) = wait_maps(&maps, &format!("endpoint {old} → {new}"), |s| {
-                        s.services.get(&target).is_some_and(|e| e.backends.contains(&backend(new)) && !e.backends.contains(&backend(old)))
-                    })?;
+                    let (seen, walk) =
+                        wait_maps(&maps, &format!("endpoint {old} → {new}"), |s| {
+                            s.services.get(&target).is_some_and(|e| {
+                                e.backends.contains(&backend(new))
+                                    && !e.backends.contains(&backend(old))
+                            })
+                        })?;
                     result.change.push(seen - t0);
                     result.walk = result.walk.max(walk);
                 }

@@ -47,13 +47,19 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(240);
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let server = ServerProcess::start(&["--kube-controller-manager-arg", "controllers=*,-nodelifecycle"])?;
+    let server = ServerProcess::start(&[
+        "--kube-controller-manager-arg",
+        "controllers=*,-nodelifecycle",
+    ])?;
     let client = server.client().await?;
     let result = run(&args, &client, &server).await;
     if result.is_err() {
         let log = server.log();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!("server log (last lines):\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        eprintln!(
+            "server log (last lines):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     result
 }
@@ -66,7 +72,11 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
-    eprintln!("[{:.0?}] {} hollow nodes registered", started.elapsed(), args.nodes);
+    eprintln!(
+        "[{:.0?}] {} hollow nodes registered",
+        started.elapsed(),
+        args.nodes
+    );
 
     // 1. Unbound pods, created together.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -78,7 +88,9 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             let (n, writers) = (args.pods, args.writers);
             async move {
                 for i in (w..n).step_by(writers) {
-                    pods.create(&PostParams::default(), &pod(i)).await.with_context(|| format!("creating pod {i}"))?;
+                    pods.create(&PostParams::default(), &pod(i))
+                        .await
+                        .with_context(|| format!("creating pod {i}"))?;
                 }
                 anyhow::Ok(())
             }
@@ -89,25 +101,58 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
     let created = t0.elapsed();
     let all_bound = bound.await.context("watch task")??.duration_since(t0);
     let per_sec = args.pods as f64 / all_bound.as_secs_f64();
-    eprintln!("[{:.0?}] {} pods bound {all_bound:.2?} after the first create", started.elapsed(), args.pods);
+    eprintln!(
+        "[{:.0?}] {} pods bound {all_bound:.2?} after the first create",
+        started.elapsed(),
+        args.pods
+    );
 
     // 2. A Deployment, from create to every replica bound.
     let bound = watch_bound(pods.clone(), "app=bench-deploy", args.replicas).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let t1 = Instant::now();
-    deployments.create(&PostParams::default(), &deployment(args.replicas)).await.context("creating the Deployment")?;
+    deployments
+        .create(&PostParams::default(), &deployment(args.replicas))
+        .await
+        .context("creating the Deployment")?;
     let deploy_bound = bound.await.context("watch task")??.duration_since(t1);
-    eprintln!("[{:.0?}] Deployment of {} bound after {deploy_bound:.2?}", started.elapsed(), args.replicas);
+    eprintln!(
+        "[{:.0?}] Deployment of {} bound after {deploy_bound:.2?}",
+        started.elapsed(),
+        args.replicas
+    );
     let rss = bench::rss_kib(server.pid()) / 1024;
 
     let mut table = Table::new(&["scheduler (hollow nodes, no kubelets)", "measured"]);
-    table.row(vec![format!("{} pods over {} nodes: pods scheduled/s", args.pods, args.nodes), format!("{per_sec:.0}")]);
     table.row(vec![
-        format!("{} pods: created in (s, {} writers) / all bound after (s)", args.pods, args.writers),
-        format!("{:.2} / {:.2}", created.as_secs_f64(), all_bound.as_secs_f64()),
+        format!(
+            "{} pods over {} nodes: pods scheduled/s",
+            args.pods, args.nodes
+        ),
+        format!("{per_sec:.0}"),
     ]);
-    table.row(vec![format!("Deployment of {} replicas: create → all bound (s)", args.replicas), format!("{:.2}", deploy_bound.as_secs_f64())]);
-    table.row(vec!["server RSS after the run (MiB)".into(), rss.to_string()]);
+    table.row(vec![
+        format!(
+            "{} pods: created in (s, {} writers) / all bound after (s)",
+            args.pods, args.writers
+        ),
+        format!(
+            "{:.2} / {:.2}",
+            created.as_secs_f64(),
+            all_bound.as_secs_f64()
+        ),
+    ]);
+    table.row(vec![
+        format!(
+            "Deployment of {} replicas: create → all bound (s)",
+            args.replicas
+        ),
+        format!("{:.2}", deploy_bound.as_secs_f64()),
+    ]);
+    table.row(vec![
+        "server RSS after the run (MiB)".into(),
+        rss.to_string(),
+    ]);
     print!("{}", table.markdown());
     bench::write_json(
         &args.out_dir,
@@ -133,7 +178,10 @@ async fn hollow_node(nodes: Api<Node>, name: String) -> Result<()> {
     let node: Node = serde_json::from_value(json!({
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "bench": "hollow"}},
     }))?;
-    nodes.create(&PostParams::default(), &node).await.with_context(|| format!("creating node {name}"))?;
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .with_context(|| format!("creating node {name}"))?;
     let now = k8s_openapi::jiff::Timestamp::now();
     let resources = json!({"cpu": "32", "memory": "128Gi", "pods": "110"});
     let status = json!({"status": {
@@ -143,9 +191,14 @@ async fn hollow_node(nodes: Api<Node>, name: String) -> Result<()> {
     }});
     // Node IPAM may write the node at the same moment: retry conflicts.
     for _ in 0..20 {
-        match nodes.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await {
+        match nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+        {
             Ok(_) => return Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 409 => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
             Err(e) => return Err(e).with_context(|| format!("marking node {name} Ready")),
         }
     }
@@ -179,7 +232,11 @@ fn deployment(replicas: usize) -> Deployment {
 
 /// Starts watching pods matching `selector` and returns, once the watch's initial list is in,
 /// a task that ends at the moment `count` of them have been seen bound to a node.
-async fn watch_bound(pods: Api<Pod>, selector: &str, count: usize) -> Result<tokio::task::JoinHandle<Result<Instant>>> {
+async fn watch_bound(
+    pods: Api<Pod>,
+    selector: &str,
+    count: usize,
+) -> Result<tokio::task::JoinHandle<Result<Instant>>> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let config = watcher::Config::default().labels(selector);
     let what = selector.to_owned();
@@ -192,7 +249,10 @@ async fn watch_bound(pods: Api<Pod>, selector: &str, count: usize) -> Result<tok
             let event = match tokio::time::timeout_at(deadline, stream.next()).await {
                 Ok(Some(event)) => event.context("pod watch")?,
                 Ok(None) => bail!("the pod watch ended"),
-                Err(_) => bail!("pods {what}: {} of {count} bound after {BIND_TIMEOUT:?}", bound.len()),
+                Err(_) => bail!(
+                    "pods {what}: {} of {count} bound after {BIND_TIMEOUT:?}",
+                    bound.len()
+                ),
             };
             let pod = match event {
                 watcher::Event::InitDone => {
@@ -204,7 +264,12 @@ async fn watch_bound(pods: Api<Pod>, selector: &str, count: usize) -> Result<tok
                 watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
                 watcher::Event::Init | watcher::Event::Delete(_) => continue,
             };
-            if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some()
+            {
                 bound.insert(pod.metadata.name.unwrap_or_default());
                 if bound.len() >= count {
                     return Ok(Instant::now());

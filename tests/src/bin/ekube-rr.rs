@@ -31,7 +31,10 @@ const MAX_LINE: usize = 512;
 const CHUNK: usize = 256 * 1024;
 
 #[derive(Parser)]
-#[command(name = "ekube-rr", about = "Request/response load tool: a named server and a closed-loop client")]
+#[command(
+    name = "ekube-rr",
+    about = "Request/response load tool: a named server and a closed-loop client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -122,12 +125,17 @@ fn main() -> Result<()> {
 fn serve(args: ServeArgs) -> Result<()> {
     let name = match args.name {
         Some(n) => n,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
     };
     let reply: Arc<[u8]> = format!("{name}\n").into_bytes().into();
-    let listener = TcpListener::bind(args.listen).with_context(|| format!("binding tcp {}", args.listen))?;
+    let listener =
+        TcpListener::bind(args.listen).with_context(|| format!("binding tcp {}", args.listen))?;
     if args.udp {
-        let socket = UdpSocket::bind(args.listen).with_context(|| format!("binding udp {}", args.listen))?;
+        let socket =
+            UdpSocket::bind(args.listen).with_context(|| format!("binding udp {}", args.listen))?;
         for _ in 0..2 {
             let socket = socket.try_clone()?;
             let name = name.clone().into_bytes();
@@ -211,7 +219,10 @@ fn answer_http(mut conn: LineConn, body: &[u8]) {
             break;
         }
     }
-    let head = format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    let head = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
     let _ = conn.stream.write_all(&[head.as_bytes(), body].concat());
 }
 
@@ -225,7 +236,11 @@ struct LineConn {
 
 impl LineConn {
     fn new(stream: TcpStream) -> Self {
-        Self { stream, buf: Vec::with_capacity(MAX_LINE), consumed: 0 }
+        Self {
+            stream,
+            buf: Vec::with_capacity(MAX_LINE),
+            consumed: 0,
+        }
     }
 
     /// The next line without its `\n`; `None` at end of stream.
@@ -240,7 +255,10 @@ impl LineConn {
                 return Ok(Some(self.buf[..i].to_vec()));
             }
             if self.buf.len() >= MAX_LINE {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "request line too long"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request line too long",
+                ));
             }
             let mut chunk = [0u8; MAX_LINE];
             let n = self.stream.read(&mut chunk)?;
@@ -338,14 +356,18 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
     let mut all = Tally::default();
     let mut names = BTreeMap::new();
     for t in threads {
-        let t = t.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        let t = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
         all.latencies.extend(t.latencies);
         all.requests += t.requests;
         all.connections += t.connections;
         all.errors += t.errors;
         all.bytes += t.bytes;
         for (n, c) in t.names {
-            *names.entry(String::from_utf8_lossy(&n).into_owned()).or_insert(0) += c;
+            *names
+                .entry(String::from_utf8_lossy(&n).into_owned())
+                .or_insert(0) += c;
         }
     }
     let secs = args.duration;
@@ -503,7 +525,12 @@ fn tcp_stream(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
     t
 }
 
-fn udp_rr(target: SocketAddr, timeout: Duration, window: Window, socket_per_request: bool) -> Tally {
+fn udp_rr(
+    target: SocketAddr,
+    timeout: Duration,
+    window: Window,
+    socket_per_request: bool,
+) -> Tally {
     let mut t = Tally::default();
     let mut buf = [0u8; 2048];
     let mut socket: Option<UdpSocket> = None;
