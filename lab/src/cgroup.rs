@@ -136,6 +136,14 @@ pub(crate) fn remove(rel: &str) -> Vec<PathBuf> {
     left
 }
 
+/// Removes the shared parent `top` (e.g. `ekube`) from every hierarchy where no lab or cluster
+/// uses it any more; a busy or absent one is left alone.
+pub(crate) fn remove_if_empty(top: &str) {
+    for mount in all_mounts() {
+        let _ = fs::remove_dir(mount.join(top));
+    }
+}
+
 /// Opens the cgroup2 `cgroup.procs` of `rel` for writing, so a child can move itself in with
 /// one `write` between fork and exec.
 pub(crate) fn open_procs(rel: &str) -> Result<fs::File> {

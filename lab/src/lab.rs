@@ -333,6 +333,14 @@ impl Lab {
         )
     }
 
+    /// Removes the `ekube` pin directory and cgroup parents every lab shares, when no lab uses
+    /// them any more. Not part of [`Lab::teardown`]: another lab may be starting at that moment;
+    /// call it when no lab can be (`lab down`, the end of a test run).
+    pub fn remove_shared_dirs() {
+        let _ = std::fs::remove_dir(Path::new(BPFFS).join("ekube"));
+        cgroup::remove_if_empty("ekube");
+    }
+
     /// Removes everything lab `name` under `root` made, running or crashed. Succeeds when there
     /// is nothing to remove.
     pub fn teardown(root: &Path, name: &str) -> Result<()> {

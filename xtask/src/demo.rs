@@ -192,6 +192,7 @@ fn first_answer(lab: &Lab, url: &str) -> Result<String> {
 /// Tears the demo down and checks that nothing of it is left.
 fn down(name: &str) -> Result<()> {
     Lab::teardown(Path::new(DEFAULT_ROOT), name).with_context(|| format!("tearing down lab {name}"))?;
+    Lab::remove_shared_dirs();
     let mut left = Vec::new();
     let netns = Command::new("ip").args(["netns", "list"]).output().context("running ip netns list")?;
     let prefix = format!("{name}-");

@@ -67,6 +67,7 @@ pub fn run(args: LabArgs) -> Result<()> {
         LabCommand::Down(args) => {
             Lab::teardown(Path::new(DEFAULT_ROOT), &args.name)
                 .with_context(|| format!("tearing down lab {}", args.name))?;
+            Lab::remove_shared_dirs();
             println!("lab {} is down", args.name);
             Ok(())
         }

@@ -36,8 +36,7 @@ pub fn run(args: TestArgs) -> Result<()> {
     );
     // The README's first command, end to end on this build (skipped when a filter narrows the
     // run to some tests).
-    if args.cargo_args.is_empty() {
-        crate::demo::check()?;
-    }
-    tests
+    let demo = if args.cargo_args.is_empty() { crate::demo::check() } else { Ok(()) };
+    ekube_lab::Lab::remove_shared_dirs();
+    tests.and(demo)
 }
