@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod events;
+pub mod nodematch;
 pub mod quantity;
 pub mod resources;
 pub mod selector;

@@ -31,7 +31,7 @@ use serde_json::json;
 
 use crate::deployment::{resolve, template_hash};
 use crate::events::{EventType, Recorder};
-use crate::nodematch::{selects, untolerated};
+use ekube_api::nodematch::{selects, untolerated};
 use crate::replicaset::claim_pods;
 use crate::util::{controller_ref, deleting, pod_active, pod_available, pod_ready};
 use crate::{Context as _, Result};

@@ -21,7 +21,6 @@ pub mod ipam;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
-mod nodematch;
 pub mod replicaset;
 pub mod serviceaccount;
 pub mod statefulset;

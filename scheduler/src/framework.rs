@@ -9,8 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use ekube_api::nodematch::{selects, term_matches, tolerated};
 use ekube_api::quantity;
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 pub const UNSCHEDULABLE: &str = "node(s) were unschedulable";
 pub const AFFINITY: &str = "node(s) didn't match Pod's node affinity/selector";
@@ -137,65 +138,9 @@ impl NodeInfo {
     }
 }
 
-pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| {
-        let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key_ok = match t.key.as_deref() {
-            None | Some("") => t.operator.as_deref() == Some("Exists"),
-            Some(k) => k == taint.key,
-        };
-        let value_ok = match t.operator.as_deref() {
-            Some("Exists") => true,
-            _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-        };
-        effect_ok && key_ok && value_ok
-    })
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.clone().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => !value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (value.and_then(|v| v.parse::<i64>().ok()), values.first().and_then(|b| b.parse::<i64>().ok())) else {
-                return false;
-            };
-            if r.operator == "Gt" { v > bound } else { v < bound }
-        }
-        _ => false,
-    }
-}
-
-pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref()))
-}
-
 /// nodeSelector and required node affinity.
-pub fn affinity_matches(pod: &Pod, node: &Node) -> bool {
-    let Some(spec) = pod.spec.as_ref() else { return true };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    if !spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v)) {
-        return false;
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref());
-    match required {
-        None => true,
-        Some(sel) => sel.node_selector_terms.iter().any(|t| term_matches(t, node)),
-    }
+fn affinity_matches(pod: &Pod, node: &Node) -> bool {
+    pod.spec.as_ref().is_none_or(|spec| selects(spec, node))
 }
 
 /// The taints a node effectively has: its own, plus the one its Ready condition implies when
@@ -223,12 +168,12 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
     let node_spec = ni.node.spec.clone().unwrap_or_default();
     if node_spec.unschedulable == Some(true) {
         let taint = Taint { key: UNSCHEDULABLE_TAINT.into(), effect: "NoSchedule".into(), value: None, time_added: None };
-        if !tolerates(&tolerations, &taint) {
+        if !tolerated(&tolerations, &taint) {
             return Err(vec![UNSCHEDULABLE.into()]);
         }
     }
     for taint in effective_taints(&ni.node) {
-        if (taint.effect == "NoSchedule" || taint.effect == "NoExecute") && !tolerates(&tolerations, &taint) {
+        if (taint.effect == "NoSchedule" || taint.effect == "NoExecute") && !tolerated(&tolerations, &taint) {
             return Err(vec![format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 taint.key,

@@ -1,6 +1,6 @@
-//! Which nodes a pod template may run on: `nodeSelector`, required node affinity and taints
-//! against tolerations, evaluated the way the scheduler does (for controllers that place pods
-//! per node, like the DaemonSet controller).
+//! Which nodes a pod may run on: `nodeSelector`, node affinity terms and taints against
+//! tolerations, shared by the scheduler and the controllers that place pods per node (the
+//! DaemonSet controller).
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration};
 
@@ -21,7 +21,8 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
     }
 }
 
-fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+/// Whether one node selector term (expressions on labels, fields on `metadata.name`) holds.
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
@@ -58,6 +59,11 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     effect_ok && key_ok && value_ok
 }
 
+/// Whether any of `tolerations` tolerates `taint`.
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| tolerates(t, taint))
+}
+
 /// The node's taints with one of `effects` that no toleration tolerates.
 pub fn untolerated<'a>(node: &'a Node, tolerations: &[Toleration], effects: &[&str]) -> Vec<&'a Taint> {
     node.spec
@@ -66,7 +72,7 @@ pub fn untolerated<'a>(node: &'a Node, tolerations: &[Toleration], effects: &[&s
         .unwrap_or_default()
         .iter()
         .filter(|t| effects.contains(&t.effect.as_str()))
-        .filter(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+        .filter(|t| !tolerated(tolerations, t))
         .collect()
 }
 
