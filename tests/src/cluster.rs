@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ekube_lab::{AGENT_CMD, CmdTemplate, Lab, LabConfig, SERVER_CMD};
+use ekube_lab::{AGENT_CMD, CmdTemplate, ExecOutput, Lab, LabConfig, SERVER_CMD};
 use serde_json::Value;
 
 use crate::{ekube_bin, kubectl_bin, wait_for};
@@ -79,19 +79,35 @@ impl LabCluster {
         format!("{}-{short}", self.lab.name())
     }
 
-    /// `kubectl <args>` on node 1; its stdout, or an error with its stderr.
-    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+    /// The argv of `kubectl <args>` with the cluster's kubeconfig (e.g. for `lab.spawn`).
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
         let mut argv = vec![
             self.kubectl.display().to_string(),
             "--kubeconfig".into(),
             self.kubeconfig.display().to_string(),
         ];
         argv.extend(args.iter().map(|s| s.to_string()));
-        let out = self.lab.exec("n1", &argv)?;
+        argv
+    }
+
+    /// `kubectl <args>` on node 1, whatever its exit status.
+    pub fn run(&self, args: &[&str]) -> Result<ExecOutput> {
+        Ok(self.lab.exec("n1", &self.argv(args))?)
+    }
+
+    /// `kubectl <args>` on node 1; its stdout, or an error with its exit status and stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args)?;
         if !out.success() {
-            bail!("kubectl {}: {}", args.join(" "), out.stderr.trim());
+            bail!("kubectl {}: exit {:?}: {}", args.join(" "), out.code, out.stderr.trim());
         }
         Ok(out.stdout)
+    }
+
+    /// A shell command line on node 1, where `$K` stands for kubectl with the kubeconfig.
+    pub fn sh(&self, script: &str) -> Result<ExecOutput> {
+        let k = format!("{} --kubeconfig {}", self.kubectl.display(), self.kubeconfig.display());
+        Ok(self.lab.exec("n1", &["sh", "-c", &script.replace("$K", &k)])?)
     }
 
     /// `kubectl apply -f` of a manifest given as text.

@@ -1,22 +1,17 @@
 //! The kubelet API through the apiserver with the real kubectl: `logs` (plain, `--tail`, `-f`,
 //! a wrong container), `exec` (env, exit code propagation, stdin with `-i`, a terminal with
-//! `-ti`), `attach` and `port-forward`, on a one-node lab (`ekube server` and `ekube kubelet` on
-//! n1, as in `kubelet.rs`). kubectl runs inside the node's namespace; the apiserver relays to
+//! `-ti`), `attach` and `port-forward`, on a one-node lab cluster (`ekube server` and `ekube agent` on
+//! n1). kubectl runs inside the node's namespace; the apiserver relays to
 //! the kubelet at the node's InternalIP.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use ekube_lab::{CmdTemplate, ExecOutput, Lab, LabConfig};
-use ekube_tests::{ekube_bin, kubectl_bin, wait_for};
+use anyhow::{Context, Result};
+use ekube_tests::cluster::{ClusterOptions, LabCluster};
+use ekube_tests::wait_for;
 use serde_json::Value;
 
 const LAB: &str = "ekkapi";
-
-const NODE_CMD: &str = "{ekube} kubelet --kubeconfig {kubeconfig} --hostname-override {node} \
-    --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} --cni-bin-dir {cnibin} \
-    --cni-conf-dir {dir}/cni/net.d --pod-logs-dir {dir}/logs/pods --insecure-registry {registry}";
 
 const POD: &str = r#"
 apiVersion: v1
@@ -33,74 +28,13 @@ spec:
     command: ["sh", "-c", "echo start; echo oops >&2; i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.5; done"]
 "#;
 
-struct Cluster {
-    lab: Lab,
-    kubeconfig: PathBuf,
-    kubectl: PathBuf,
-}
-
-impl Cluster {
-    fn argv(&self, args: &[&str]) -> Vec<String> {
-        let mut argv = vec![self.kubectl.display().to_string(), "--kubeconfig".into(), self.kubeconfig.display().to_string()];
-        argv.extend(args.iter().map(|s| s.to_string()));
-        argv
-    }
-
-    /// kubectl in the node's namespace, whatever its exit code.
-    fn run(&self, args: &[&str]) -> Result<ExecOutput> {
-        Ok(self.lab.exec("n1", &self.argv(args))?)
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let out = self.run(args)?;
-        if !out.success() {
-            bail!("kubectl {}: exit {:?}: {}", args.join(" "), out.code, out.stderr);
-        }
-        Ok(out.stdout)
-    }
-
-    /// A shell command line in the node's namespace (`$K` is kubectl with its kubeconfig).
-    fn sh(&self, script: &str) -> Result<ExecOutput> {
-        let k = format!("{} --kubeconfig {}", self.kubectl.display(), self.kubeconfig.display());
-        Ok(self.lab.exec("n1", &["sh", "-c", &script.replace("$K", &k)])?)
-    }
-}
-
-fn start() -> Result<Cluster> {
-    let ekube = ekube_bin();
-    let cnibin = ekube.parent().unwrap().to_owned();
-    assert!(cnibin.join("ekube-cni").exists(), "ekube-cni missing next to ekube: cargo build --bins");
-    let mut config = LabConfig::new(LAB);
-    config.nodes = 1;
-    config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
-    config.vars.insert("ekube".into(), ekube.display().to_string());
-    config.vars.insert("cnibin".into(), cnibin.display().to_string());
-    config.server = Some(CmdTemplate::parse(
-        "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig}",
-    ));
-    config.node = Some(CmdTemplate::parse(NODE_CMD));
-    let lab = Lab::up(config)?;
-    let n1 = lab.host("n1")?.clone();
-    ekube_cni::write_conflist(
-        &n1.cni_conf_dir(),
-        &ekube_cni::NodeConflist {
-            subnet: Some("10.244.1.0/24".parse()?),
-            cluster_cidr: Some("10.244.0.0/16".parse()?),
-            subnet_file: n1.run_dir().join("subnet.env"),
-            data_dir: n1.dir.join("data/cni"),
-            ..Default::default()
-        },
-    )?;
-    Ok(Cluster { kubeconfig: lab.kubeconfig(), kubectl: kubectl_bin(), lab })
-}
-
 /// The highest `line-N` in `text`.
 fn last_line_number(text: &str) -> Option<u64> {
     text.lines().filter_map(|l| l.trim().strip_prefix("line-")?.parse().ok()).max()
 }
 
 /// The end of the node agent's log, for failure messages.
-fn agent_log(c: &Cluster) -> String {
+fn agent_log(c: &LabCluster) -> String {
     let text = c.lab.log_path("n1", "agent").ok().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
@@ -108,11 +42,11 @@ fn agent_log(c: &Cluster) -> String {
 
 #[test]
 fn logs_exec_attach_and_port_forward_through_the_apiserver() -> Result<()> {
-    let c = start()?;
+    let c = LabCluster::start(LAB, 1, ClusterOptions::default())?;
     checks(&c).with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
 }
 
-fn checks(c: &Cluster) -> Result<()> {
+fn checks(c: &LabCluster) -> Result<()> {
     let node = c.lab.host("n1")?.netns.clone();
     let manifest = c.lab.host("n1")?.dir.join("duo.yaml");
     std::fs::write(&manifest, POD.replace("NODE", &node))?;
