@@ -432,6 +432,16 @@ impl Drop for Fixture {
     }
 }
 
+/// One line of `out`, read byte by byte so nothing after it is consumed.
+fn first_line(out: &mut impl Read) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8];
+    while out.read(&mut byte).expect("reading the client") == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).into_owned()
+}
+
 fn collect(child: Child, what: &str) -> Vec<Reply> {
     let out = child.wait_with_output().expect("running the client");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -896,11 +906,12 @@ fn proxy_programs_services_from_the_api() {
         .expect("deleting service sctp");
 
     // 6. kill -9: flows keep going, new connections still work, changes made meanwhile apply.
-    let stream = fx.spawn_client(
+    let mut stream = fx.spawn_client(
         true,
         &["stream".into(), WEB_IP.to_string(), "80".into(), "4".into()],
     );
-    thread::sleep(Duration::from_millis(300));
+    // The client's first line says its connection is up: the proxy dies under a live flow.
+    let connected = first_line(stream.stdout.as_mut().expect("piped stdout"));
     fx.kill_proxy();
     let counts = tally(&fx.tcp(WEB_IP, 80, 30), sa(WEB_IP, 80));
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
@@ -910,7 +921,8 @@ fn proxy_programs_services_from_the_api() {
         .block_on(fx.services().delete("np", &DeleteParams::default()))
         .expect("deleting service np");
     fx.set_endpoints("sticky", &[(BACKENDS[2].1, true)]);
-    let replies = collect(stream, "stream");
+    let mut replies = vec![Reply::parse(&connected)];
+    replies.extend(collect(stream, "stream"));
     match replies.as_slice() {
         [Reply::Ok { peer, .. }, Reply::Echo { sent, bad }] => {
             assert_eq!(*peer, sa(WEB_IP, 80));
