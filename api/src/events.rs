@@ -24,17 +24,36 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(client: kube::Client, component: &str) -> Self {
-        Self { client, component: component.to_string() }
+        Self {
+            client,
+            component: component.to_string(),
+        }
     }
 
     /// Records an event about `obj`.
-    pub async fn record<K: Resource<DynamicType = ()>>(&self, obj: &K, kind: EventType, reason: &str, message: &str) {
+    pub async fn record<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
         self.record_ref(reference(obj), kind, reason, message).await
     }
 
     /// Records an event about the object `involved` points to.
-    pub async fn record_ref(&self, involved: ObjectReference, kind: EventType, reason: &str, message: &str) {
-        let namespace = involved.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into());
+    pub async fn record_ref(
+        &self,
+        involved: ObjectReference,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let namespace = involved
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         let now = k8s_openapi::jiff::Timestamp::now();
         let name = format!(
             "{}.{:x}",
@@ -42,7 +61,11 @@ impl Recorder {
             now.as_nanosecond() as u64 ^ rand::random::<u32>() as u64
         );
         let event = Event {
-            metadata: ObjectMeta { name: Some(name), namespace: Some(namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
             involved_object: involved,
             reason: Some(reason.to_string()),
             message: Some(message.to_string()),
@@ -50,7 +73,10 @@ impl Recorder {
                 EventType::Normal => "Normal".into(),
                 EventType::Warning => "Warning".into(),
             }),
-            source: Some(EventSource { component: Some(self.component.clone()), host: None }),
+            source: Some(EventSource {
+                component: Some(self.component.clone()),
+                host: None,
+            }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: Some(MicroTime(now)),

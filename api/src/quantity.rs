@@ -4,7 +4,9 @@
 //! scale, so one function returns the value multiplied by 1000 ("milli-units").
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("quantity {0:?} is invalid: must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")]
+#[error(
+    "quantity {0:?} is invalid: must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+)]
 pub struct InvalidQuantity(pub String);
 
 /// Parses a quantity into thousandths of its unit, rounding up as Kubernetes does.
@@ -62,7 +64,9 @@ pub fn parse_milli(input: &str) -> Result<i128, InvalidQuantity> {
     if scale > 0 {
         denominator *= 10i128.checked_pow(scale as u32).ok_or_else(bad)?;
     } else if scale < 0 {
-        numerator = numerator.checked_mul(10i128.checked_pow((-scale) as u32).ok_or_else(bad)?).ok_or_else(bad)?;
+        numerator = numerator
+            .checked_mul(10i128.checked_pow((-scale) as u32).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
     }
     let value = (numerator + denominator - 1) / denominator;
     Ok(if negative { -value } else { value })

@@ -56,7 +56,10 @@ pub struct LabelSelector {
 
 impl LabelSelector {
     pub fn parse(input: &str) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::Invalid { selector: input.to_string(), reason: reason.to_string() };
+        let invalid = |reason: &str| Error::Invalid {
+            selector: input.to_string(),
+            reason: reason.to_string(),
+        };
         let mut requirements = Vec::new();
         for part in split_top_level(input) {
             let part = part.trim();
@@ -64,19 +67,39 @@ impl LabelSelector {
                 continue;
             }
             let requirement = if let Some(key) = part.strip_prefix('!') {
-                Requirement { key: check_key(key.trim(), input)?, op: Op::DoesNotExist }
+                Requirement {
+                    key: check_key(key.trim(), input)?,
+                    op: Op::DoesNotExist,
+                }
             } else if let Some((key, value)) = part.split_once("!=") {
-                Requirement { key: check_key(key.trim(), input)?, op: Op::NotEquals(check_value(value.trim(), input)?) }
-            } else if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                Requirement { key: check_key(key.trim(), input)?, op: Op::Equals(check_value(value.trim(), input)?) }
+                Requirement {
+                    key: check_key(key.trim(), input)?,
+                    op: Op::NotEquals(check_value(value.trim(), input)?),
+                }
+            } else if let Some((key, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
+                Requirement {
+                    key: check_key(key.trim(), input)?,
+                    op: Op::Equals(check_value(value.trim(), input)?),
+                }
             } else if let Some((key, set)) = split_set(part, " notin ") {
-                Requirement { key: check_key(key, input)?, op: Op::NotIn(parse_set(set, input)?) }
+                Requirement {
+                    key: check_key(key, input)?,
+                    op: Op::NotIn(parse_set(set, input)?),
+                }
             } else if let Some((key, set)) = split_set(part, " in ") {
-                Requirement { key: check_key(key, input)?, op: Op::In(parse_set(set, input)?) }
+                Requirement {
+                    key: check_key(key, input)?,
+                    op: Op::In(parse_set(set, input)?),
+                }
             } else if part.contains(['(', ')', ' ']) {
                 return Err(invalid("expected an operator (=, ==, !=, in, notin)"));
             } else {
-                Requirement { key: check_key(part, input)?, op: Op::Exists }
+                Requirement {
+                    key: check_key(part, input)?,
+                    op: Op::Exists,
+                }
             };
             requirements.push(requirement);
         }
@@ -84,12 +107,17 @@ impl LabelSelector {
     }
 
     /// Builds the selector a `matchLabels` / `matchExpressions` pair describes.
-    pub fn from_label_selector(selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> Self {
+    pub fn from_label_selector(
+        selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    ) -> Self {
         let mut requirements: Vec<Requirement> = selector
             .match_labels
             .iter()
             .flatten()
-            .map(|(k, v)| Requirement { key: k.clone(), op: Op::Equals(v.clone()) })
+            .map(|(k, v)| Requirement {
+                key: k.clone(),
+                op: Op::Equals(v.clone()),
+            })
             .collect();
         for expr in selector.match_expressions.iter().flatten() {
             let values = expr.values.clone().unwrap_or_default();
@@ -99,7 +127,10 @@ impl LabelSelector {
                 "Exists" => Op::Exists,
                 _ => Op::DoesNotExist,
             };
-            requirements.push(Requirement { key: expr.key.clone(), op });
+            requirements.push(Requirement {
+                key: expr.key.clone(),
+                op,
+            });
         }
         Self { requirements }
     }
@@ -109,7 +140,10 @@ impl LabelSelector {
         Self {
             requirements: map
                 .iter()
-                .map(|(k, v)| Requirement { key: k.clone(), op: Op::Equals(v.clone()) })
+                .map(|(k, v)| Requirement {
+                    key: k.clone(),
+                    op: Op::Equals(v.clone()),
+                })
                 .collect(),
         }
     }
@@ -119,13 +153,18 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
+        self.requirements
+            .iter()
+            .all(|r| r.matches(labels.get(&r.key).map(String::as_str)))
     }
 
     /// Matches against the `metadata.labels` of a JSON object.
     pub fn matches_object(&self, object: &Value) -> bool {
         self.requirements.iter().all(|r| {
-            let value = object.pointer("/metadata/labels").and_then(|l| l.get(&r.key)).and_then(Value::as_str);
+            let value = object
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(&r.key))
+                .and_then(Value::as_str);
             r.matches(value)
         })
     }
@@ -151,7 +190,10 @@ impl FieldSelector {
                     reason: format!("{part:?} is not of the form field=value or field!=value"),
                 });
             };
-            requirements.push(Requirement { key: key.trim().to_string(), op });
+            requirements.push(Requirement {
+                key: key.trim().to_string(),
+                op,
+            });
         }
         Ok(Self { requirements })
     }
@@ -221,7 +263,10 @@ fn parse_set(set: &str, input: &str) -> Result<Vec<String>, Error> {
     let inner = set
         .strip_prefix('(')
         .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| Error::Invalid { selector: input.to_string(), reason: "expected a parenthesised set".into() })?;
+        .ok_or_else(|| Error::Invalid {
+            selector: input.to_string(),
+            reason: "expected a parenthesised set".into(),
+        })?;
     inner
         .split(',')
         .map(|v| check_value(v.trim(), input))
@@ -231,20 +276,31 @@ fn parse_set(set: &str, input: &str) -> Result<Vec<String>, Error> {
 fn check_key(key: &str, input: &str) -> Result<String, Error> {
     let ok = !key.is_empty()
         && key.len() <= 316
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
     if ok {
         Ok(key.to_string())
     } else {
-        Err(Error::Invalid { selector: input.to_string(), reason: format!("invalid label key {key:?}") })
+        Err(Error::Invalid {
+            selector: input.to_string(),
+            reason: format!("invalid label key {key:?}"),
+        })
     }
 }
 
 fn check_value(value: &str, input: &str) -> Result<String, Error> {
-    let ok = value.len() <= 63 && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(value.to_string())
     } else {
-        Err(Error::Invalid { selector: input.to_string(), reason: format!("invalid label value {value:?}") })
+        Err(Error::Invalid {
+            selector: input.to_string(),
+            reason: format!("invalid label value {value:?}"),
+        })
     }
 }
 
@@ -254,7 +310,10 @@ mod tests {
     use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -263,8 +322,16 @@ mod tests {
         assert_eq!(s.requirements.len(), 4);
         assert!(s.matches(&labels(&[("app", "web"), ("tier", "front")])));
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "db")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "front"), ("legacy", "1")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("tier", "back"), ("env", "prod")])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "front"),
+            ("legacy", "1")
+        ])));
+        assert!(!s.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "back"),
+            ("env", "prod")
+        ])));
     }
 
     #[test]
@@ -289,8 +356,16 @@ mod tests {
         let s = FieldSelector::parse("spec.nodeName=n1,metadata.name!=db").unwrap();
         assert!(s.matches_object(&pod));
         assert_eq!(s.equals("spec.nodeName"), Some("n1"));
-        assert!(!FieldSelector::parse("spec.nodeName=").unwrap().matches_object(&pod));
-        assert!(FieldSelector::parse("status.phase=").unwrap().matches_object(&pod));
+        assert!(
+            !FieldSelector::parse("spec.nodeName=")
+                .unwrap()
+                .matches_object(&pod)
+        );
+        assert!(
+            FieldSelector::parse("status.phase=")
+                .unwrap()
+                .matches_object(&pod)
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

@@ -31,7 +31,10 @@ pub struct Holdings {
 
 impl Holdings {
     pub fn of(svc: &Value) -> Self {
-        let ip = svc.pointer("/spec/clusterIP").and_then(Value::as_str).and_then(|s| s.parse().ok());
+        let ip = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
         let mut ports: Vec<u16> = svc
             .pointer("/spec/ports")
             .and_then(Value::as_array)
@@ -41,7 +44,11 @@ impl Holdings {
             .filter(|p| *p != 0)
             .map(|p| p as u16)
             .collect();
-        if let Some(hc) = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64).filter(|p| *p != 0) {
+        if let Some(hc) = svc
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_u64)
+            .filter(|p| *p != 0)
+        {
             ports.push(hc as u16);
         }
         Self { ip, ports }
@@ -51,7 +58,14 @@ impl Holdings {
 impl Allocator {
     pub fn new(range: Ipv4Network, ports: (u16, u16)) -> Self {
         let first = u32::from(range.network()) + 1;
-        Self { range, ports, ips: BTreeSet::new(), node_ports: BTreeSet::new(), next_ip: first, next_port: ports.0 }
+        Self {
+            range,
+            ports,
+            ips: BTreeSet::new(),
+            node_ports: BTreeSet::new(),
+            next_ip: first,
+            next_port: ports.0,
+        }
     }
 
     /// The first usable address: the `kubernetes` service's.
@@ -77,15 +91,28 @@ impl Allocator {
 
     /// Fills in and reserves the cluster IP and node ports `svc` needs, given what the stored
     /// version (`old`) already holds. On error nothing is reserved.
-    pub fn allocate(&mut self, svc: &mut Value, old: &Holdings, dry_run: bool) -> Result<Holdings, Vec<Cause>> {
-        let ty = svc.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    pub fn allocate(
+        &mut self,
+        svc: &mut Value,
+        old: &Holdings,
+        dry_run: bool,
+    ) -> Result<Holdings, Vec<Cause>> {
+        let ty = svc
+            .pointer("/spec/type")
+            .and_then(Value::as_str)
+            .unwrap_or("ClusterIP")
+            .to_string();
         if ty == "ExternalName" {
             return Ok(Holdings::default());
         }
         let mut causes = Vec::new();
         let mut taken = Holdings::default();
         // Cluster IP.
-        let requested = svc.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default().to_string();
+        let requested = svc
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if requested != "None" {
             let ip = if requested.is_empty() {
                 match old.ip {
@@ -94,7 +121,10 @@ impl Allocator {
                 }
             } else {
                 let ip: Ipv4Addr = requested.parse().unwrap_or(Ipv4Addr::UNSPECIFIED);
-                if !self.range.contains(ip) || ip == self.range.network() || ip == self.range.broadcast() {
+                if !self.range.contains(ip)
+                    || ip == self.range.network()
+                    || ip == self.range.broadcast()
+                {
                     causes.push(Cause::invalid(
                         "spec.clusterIPs",
                         format!("[]string{{\"{ip}\"}}"),
@@ -150,14 +180,28 @@ impl Allocator {
                     p["nodePort"] = Value::from(port);
                     claimed.push(port);
                 } else if requested == 0 {
-                    causes.push(Cause::invalid(format!("spec.ports[{i}].nodePort"), 0, "range is full"));
+                    causes.push(Cause::invalid(
+                        format!("spec.ports[{i}].nodePort"),
+                        0,
+                        "range is full",
+                    ));
                 }
             }
         }
-        let local = svc.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+        let local = svc
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local");
         if ty == "LoadBalancer" && local {
-            let requested = svc.pointer("/spec/healthCheckNodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
-            let port = if requested != 0 { Some(requested) } else { self.free_port(&claimed) };
+            let requested = svc
+                .pointer("/spec/healthCheckNodePort")
+                .and_then(Value::as_u64)
+                .unwrap_or(0) as u16;
+            let port = if requested != 0 {
+                Some(requested)
+            } else {
+                self.free_port(&claimed)
+            };
             if let Some(port) = port {
                 svc["spec"]["healthCheckNodePort"] = Value::from(port);
                 claimed.push(port);
@@ -186,7 +230,10 @@ impl Allocator {
         let first = u32::from(self.range.network()) + 2; // .1 is the kubernetes service's
         let last = u32::from(self.range.broadcast()) - 1;
         let start = self.next_ip.clamp(first, last);
-        (start..=last).chain(first..start).find(|ip| !self.ips.contains(ip)).map(Ipv4Addr::from)
+        (start..=last)
+            .chain(first..start)
+            .find(|ip| !self.ips.contains(ip))
+            .map(Ipv4Addr::from)
     }
 
     fn free_port(&self, claimed: &[u16]) -> Option<u16> {
@@ -210,13 +257,25 @@ mod tests {
     #[test]
     fn requested_node_port_is_honoured_once() {
         let mut a = alloc();
-        let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 32143}]}});
+        let mut svc =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 32143}]}});
         let h = a.allocate(&mut svc, &Holdings::default(), false).unwrap();
         assert_eq!(h.ports, [32143]);
-        assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10.96."));
-        let mut again = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 32143}]}});
-        let causes = a.allocate(&mut again, &Holdings::default(), false).unwrap_err();
-        assert_eq!(causes[0].message, "Invalid value: 32143: provided port is already allocated");
+        assert!(
+            svc["spec"]["clusterIP"]
+                .as_str()
+                .unwrap()
+                .starts_with("10.96.")
+        );
+        let mut again =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 32143}]}});
+        let causes = a
+            .allocate(&mut again, &Holdings::default(), false)
+            .unwrap_err();
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: 32143: provided port is already allocated"
+        );
         // Updating the owner keeps its port.
         let mut same = svc.clone();
         assert!(a.allocate(&mut same, &h, false).is_ok());
@@ -239,9 +298,11 @@ mod tests {
     #[test]
     fn dry_run_reserves_nothing() {
         let mut a = alloc();
-        let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
+        let mut svc =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
         a.allocate(&mut svc, &Holdings::default(), true).unwrap();
-        let mut svc2 = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
+        let mut svc2 =
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
         assert!(a.allocate(&mut svc2, &Holdings::default(), false).is_ok());
     }
 }

@@ -15,14 +15,31 @@ use crate::patch::{ListStrategy, list_strategy, strategic_merge};
 type Path = Vec<String>;
 
 /// The leaf paths of an applied configuration, as `FieldsV1` path elements.
-fn leaves(kind: &str, v: &Value, path: &mut Vec<String>, names: &mut Vec<String>, out: &mut Vec<Path>) {
+fn leaves(
+    kind: &str,
+    v: &Value,
+    path: &mut Vec<String>,
+    names: &mut Vec<String>,
+    out: &mut Vec<Path>,
+) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {
                 if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
                     continue;
                 }
-                if path.len() == 1 && names[0] == "metadata" && matches!(k.as_str(), "name" | "namespace" | "managedFields" | "resourceVersion" | "uid" | "creationTimestamp") {
+                if path.len() == 1
+                    && names[0] == "metadata"
+                    && matches!(
+                        k.as_str(),
+                        "name"
+                            | "namespace"
+                            | "managedFields"
+                            | "resourceVersion"
+                            | "uid"
+                            | "creationTimestamp"
+                    )
+                {
                     continue;
                 }
                 path.push(format!("f:{k}"));
@@ -61,7 +78,11 @@ fn to_fields_v1(paths: &[Path]) -> Value {
     for p in paths {
         let mut cur = &mut root;
         for elem in p {
-            cur = cur.entry(elem.clone()).or_insert_with(|| json!({})).as_object_mut().expect("object");
+            cur = cur
+                .entry(elem.clone())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("object");
         }
     }
     Value::Object(root)
@@ -86,7 +107,10 @@ fn read_path<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
         if let Some(field) = elem.strip_prefix("f:") {
             cur = cur.get(field)?;
         } else if let Some(key) = elem.strip_prefix("k:") {
-            cur = cur.as_array()?.iter().find(|item| item_matches(item, key))?;
+            cur = cur
+                .as_array()?
+                .iter()
+                .find(|item| item_matches(item, key))?;
         } else if elem == "." {
             return Some(cur);
         } else if let Some(member) = elem.strip_prefix("v:") {
@@ -108,12 +132,16 @@ fn remove_path(obj: &mut Value, path: &[String]) {
 
 /// Removes the element `path` names; a map or list emptied by that goes too.
 fn remove_rec(cur: &mut Value, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
     if rest.is_empty() {
         remove_elem(cur, first);
         return;
     }
-    let Some(child) = child_mut(cur, first) else { return };
+    let Some(child) = child_mut(cur, first) else {
+        return;
+    };
     remove_rec(child, rest);
     let emptied = match child {
         Value::Object(m) => m.is_empty(),
@@ -134,7 +162,9 @@ fn child_mut<'a>(cur: &'a mut Value, elem: &str) -> Option<&'a mut Value> {
     if let Some(field) = elem.strip_prefix("f:") {
         cur.get_mut(field)
     } else if let Some(key) = elem.strip_prefix("k:") {
-        cur.as_array_mut()?.iter_mut().find(|item| item_matches(item, key))
+        cur.as_array_mut()?
+            .iter_mut()
+            .find(|item| item_matches(item, key))
     } else {
         None
     }
@@ -166,7 +196,13 @@ pub fn apply(
     force: bool,
 ) -> Result<Value, ApiError> {
     let mut new_leaves = Vec::new();
-    leaves(kind, applied, &mut Vec::new(), &mut Vec::new(), &mut new_leaves);
+    leaves(
+        kind,
+        applied,
+        &mut Vec::new(),
+        &mut Vec::new(),
+        &mut new_leaves,
+    );
     let mut entries: Vec<Value> = current
         .and_then(|c| c.pointer("/metadata/managedFields"))
         .and_then(Value::as_array)
@@ -186,7 +222,10 @@ pub fn apply(
     // Conflicts with other appliers.
     let mut causes = Vec::new();
     let mut others: Vec<Path> = Vec::new();
-    for e in entries.iter_mut().filter(|e| !is_mine(e) && e["operation"] == "Apply") {
+    for e in entries
+        .iter_mut()
+        .filter(|e| !is_mine(e) && e["operation"] == "Apply")
+    {
         let mut owned = Vec::new();
         from_fields_v1(&e["fieldsV1"], &mut Vec::new(), &mut owned);
         let contested: Vec<Path> = owned
@@ -212,7 +251,10 @@ pub fn apply(
     if !causes.is_empty() {
         return Err(ApiError::apply_conflicts(&causes));
     }
-    for stale in previous.iter().filter(|p| !new_leaves.contains(p) && !others.contains(p)) {
+    for stale in previous
+        .iter()
+        .filter(|p| !new_leaves.contains(p) && !others.contains(p))
+    {
         remove_path(&mut obj, stale);
     }
     let mut patch = applied.clone();
@@ -222,7 +264,8 @@ pub fn apply(
     strategic_merge(kind, &mut obj, &patch).map_err(|e| ApiError::bad_request(e.0))?;
     let fields = to_fields_v1(&new_leaves);
     // A no-op apply keeps its entry as it was (time included), so it writes nothing.
-    let unchanged = current.is_some_and(|c| without_managed_fields(c) == without_managed_fields(&obj));
+    let unchanged =
+        current.is_some_and(|c| without_managed_fields(c) == without_managed_fields(&obj));
     let time = entries
         .iter()
         .find(|e| is_mine(e) && e["apiVersion"] == api_version && e["fieldsV1"] == fields)
@@ -274,7 +317,10 @@ mod tests {
         assert_eq!(again, first);
         let changed = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 81}]}});
         let later = apply("Service", "v1", Some(&first), &changed, "me", false).unwrap();
-        assert_ne!(later["metadata"]["managedFields"][0]["time"], "2020-01-01T00:00:00Z");
+        assert_ne!(
+            later["metadata"]["managedFields"][0]["time"],
+            "2020-01-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -297,7 +343,11 @@ mod tests {
         let b = json!({"metadata": {"name": "p", "labels": {"owner": "b"}}});
         let err = apply("ConfigMap", "v1", Some(&obj), &b, "bob", false).unwrap_err();
         assert_eq!(err.code, 409);
-        assert!(err.message.contains("conflict with \"alice\""), "{}", err.message);
+        assert!(
+            err.message.contains("conflict with \"alice\""),
+            "{}",
+            err.message
+        );
         let obj = apply("ConfigMap", "v1", Some(&obj), &b, "bob", true).unwrap();
         assert_eq!(obj["metadata"]["labels"]["owner"], "b");
     }

@@ -17,7 +17,12 @@ impl User {
     pub fn from_certificate(cert: &CertificateDer<'_>) -> Option<Self> {
         let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
         let subject = parsed.subject();
-        let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        let name = subject
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_string();
         let groups = subject
             .iter_organization()
             .filter_map(|o| o.as_str().ok().map(str::to_string))
@@ -34,16 +39,35 @@ impl Tokens {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut tokens = HashMap::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#')) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        {
             let fields = split_csv(line);
             if fields.len() < 2 {
-                return Err(format!("{}:{}: expected token,user[,uid[,\"groups\"]]", path.display(), i + 1));
+                return Err(format!(
+                    "{}:{}: expected token,user[,uid[,\"groups\"]]",
+                    path.display(),
+                    i + 1
+                ));
             }
             let groups = fields
                 .get(3)
-                .map(|g| g.split(',').map(str::to_string).filter(|g| !g.is_empty()).collect())
+                .map(|g| {
+                    g.split(',')
+                        .map(str::to_string)
+                        .filter(|g| !g.is_empty())
+                        .collect()
+                })
                 .unwrap_or_default();
-            tokens.insert(fields[0].clone(), User { name: fields[1].clone(), groups });
+            tokens.insert(
+                fields[0].clone(),
+                User {
+                    name: fields[1].clone(),
+                    groups,
+                },
+            );
         }
         Ok(Self(tokens))
     }

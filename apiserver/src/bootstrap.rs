@@ -17,12 +17,18 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()
     let ns = find("", "v1", "namespaces").expect("served");
     for name in NAMESPACES {
         if registry.get(ns, None, name).await.is_err() {
-            registry.create(ns, None, json!({"metadata": {"name": name}}), &opts).await?;
+            registry
+                .create(ns, None, json!({"metadata": {"name": name}}), &opts)
+                .await?;
         }
     }
     let svc = find("", "v1", "services").expect("served");
     let cluster_ip = registry.alloc.lock().await.first_ip();
-    if registry.get(svc, Some("default"), "kubernetes").await.is_err() {
+    if registry
+        .get(svc, Some("default"), "kubernetes")
+        .await
+        .is_err()
+    {
         registry
             .create(
                 svc,
@@ -44,21 +50,44 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()
         "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
         "subsets": [{"addresses": [{"ip": advertise.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
     });
-    upsert(registry, find("", "v1", "endpoints").expect("served"), endpoints, &opts).await?;
+    upsert(
+        registry,
+        find("", "v1", "endpoints").expect("served"),
+        endpoints,
+        &opts,
+    )
+    .await?;
     let slice = json!({
         "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "ekube-apiserver"}},
         "addressType": "IPv4",
         "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    upsert(registry, find("discovery.k8s.io", "v1", "endpointslices").expect("served"), slice, &opts).await
+    upsert(
+        registry,
+        find("discovery.k8s.io", "v1", "endpointslices").expect("served"),
+        slice,
+        &opts,
+    )
+    .await
 }
 
 /// Creates `obj` in `default`, or replaces what is there when it differs.
-async fn upsert(registry: &Registry, r: &'static ekube_api::ResourceInfo, obj: Value, opts: &WriteOptions) -> Result<()> {
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+async fn upsert(
+    registry: &Registry,
+    r: &'static ekube_api::ResourceInfo,
+    obj: Value,
+    opts: &WriteOptions,
+) -> Result<()> {
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     match registry.get(r, Some("default"), &name).await {
-        Err(_) => registry.create(r, Some("default"), obj, opts).await.map(drop),
+        Err(_) => registry
+            .create(r, Some("default"), obj, opts)
+            .await
+            .map(drop),
         Ok(_) => registry
             .guaranteed_update(r, Some("default"), &name, None, opts, |cur| {
                 let mut next = obj.clone();

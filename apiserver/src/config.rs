@@ -71,15 +71,18 @@ impl Config {
     }
 
     pub fn cert_dir(&self) -> PathBuf {
-        self.cert_dir.clone().unwrap_or_else(|| self.data_dir.join("pki"))
+        self.cert_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pki"))
     }
 
     pub fn advertise_address(&self) -> IpAddr {
-        self.advertise_address.unwrap_or(if self.bind_address.is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            self.bind_address
-        })
+        self.advertise_address
+            .unwrap_or(if self.bind_address.is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                self.bind_address
+            })
     }
 
     /// Checks what can be checked before anything is bound or written.
@@ -91,17 +94,24 @@ impl Config {
             ));
         }
         if self.service_cluster_ip_range.prefix() > 28 {
-            return Err(format!("--service-cluster-ip-range {} is too small", self.service_cluster_ip_range));
+            return Err(format!(
+                "--service-cluster-ip-range {} is too small",
+                self.service_cluster_ip_range
+            ));
         }
         if self.service_node_port_range.0 > self.service_node_port_range.1 {
-            return Err("--service-node-port-range: the first port must not exceed the last".into());
+            return Err(
+                "--service-node-port-range: the first port must not exceed the last".into(),
+            );
         }
         Ok(())
     }
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?} is not of the form FIRST-LAST"))?;
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?} is not of the form FIRST-LAST"))?;
     let a = a.trim().parse::<u16>().map_err(|e| format!("{a:?}: {e}"))?;
     let b = b.trim().parse::<u16>().map_err(|e| format!("{b:?}: {e}"))?;
     Ok((a, b))

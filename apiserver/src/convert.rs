@@ -21,11 +21,17 @@ fn is_events_api(r: &ResourceInfo) -> bool {
 }
 
 fn rename(obj: &Value, forward: bool) -> Value {
-    let Some(map) = obj.as_object() else { return obj.clone() };
+    let Some(map) = obj.as_object() else {
+        return obj.clone();
+    };
     let mut out = Map::new();
     for (k, v) in map {
         let renamed = EVENT_FIELDS.iter().find_map(|(events, core)| {
-            let (from, to) = if forward { (events, core) } else { (core, events) };
+            let (from, to) = if forward {
+                (events, core)
+            } else {
+                (core, events)
+            };
             (k == from).then_some(*to)
         });
         out.insert(renamed.unwrap_or(k).to_string(), v.clone());
@@ -35,12 +41,20 @@ fn rename(obj: &Value, forward: bool) -> Value {
 
 /// The stored form of an object of resource `r`.
 pub fn to_storage(r: &ResourceInfo, obj: &Value) -> Value {
-    if is_events_api(r) { rename(obj, true) } else { obj.clone() }
+    if is_events_api(r) {
+        rename(obj, true)
+    } else {
+        obj.clone()
+    }
 }
 
 /// The form of a stored object as resource `r` presents it.
 pub fn from_storage(r: &ResourceInfo, obj: Value) -> Value {
-    if is_events_api(r) { rename(&obj, false) } else { obj }
+    if is_events_api(r) {
+        rename(&obj, false)
+    } else {
+        obj
+    }
 }
 
 #[cfg(test)]

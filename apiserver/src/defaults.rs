@@ -144,7 +144,10 @@ pub fn pod_spec(spec: &mut Value) {
     set(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     set(spec, "priority", json!(0));
     if spec.get("serviceAccountName").is_none() {
-        let sa = spec.get("serviceAccount").cloned().unwrap_or(json!("default"));
+        let sa = spec
+            .get("serviceAccount")
+            .cloned()
+            .unwrap_or(json!("default"));
         set(spec, "serviceAccountName", sa.clone());
         set(spec, "serviceAccount", sa);
     }
@@ -155,7 +158,12 @@ pub fn pod_spec(spec: &mut Value) {
     }
     if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
         for v in volumes {
-            for (source, mode) in [("configMap", 0o644), ("secret", 0o644), ("projected", 0o644), ("downwardAPI", 0o644)] {
+            for (source, mode) in [
+                ("configMap", 0o644),
+                ("secret", 0o644),
+                ("projected", 0o644),
+                ("downwardAPI", 0o644),
+            ] {
                 if let Some(src) = v.get_mut(source).filter(|s| s.is_object()) {
                     set(src, "defaultMode", json!(mode));
                 }
@@ -175,12 +183,20 @@ pub fn pod_spec(spec: &mut Value) {
 }
 
 fn container(c: &mut Value) {
-    let image = c.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let latest = {
         let last = image.rsplit('/').next().unwrap_or_default();
         !image.contains('@') && (!last.contains(':') || last.ends_with(":latest"))
     };
-    set(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
+    set(
+        c,
+        "imagePullPolicy",
+        json!(if latest { "Always" } else { "IfNotPresent" }),
+    );
     set(c, "terminationMessagePath", json!("/dev/termination-log"));
     set(c, "terminationMessagePolicy", json!("File"));
     set(c, "resources", json!({}));
@@ -190,7 +206,11 @@ fn container(c: &mut Value) {
         }
     }
     // Limits without requests: the requests equal the limits.
-    if let Some(limits) = c.pointer("/resources/limits").cloned().and_then(|l| l.as_object().cloned()) {
+    if let Some(limits) = c
+        .pointer("/resources/limits")
+        .cloned()
+        .and_then(|l| l.as_object().cloned())
+    {
         let requests = ensure(ensure(c, "resources"), "requests");
         for (k, v) in limits {
             set(requests, &k, v);
@@ -247,7 +267,9 @@ pub fn ensure<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
         *obj = Value::Object(Map::new());
     }
     let map = obj.as_object_mut().expect("object");
-    let slot = map.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    let slot = map
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
     if slot.is_null() {
         *slot = Value::Object(Map::new());
     }
@@ -276,9 +298,15 @@ mod tests {
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
-        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(
+            pod["spec"]["containers"][1]["imagePullPolicy"],
+            "IfNotPresent"
+        );
         assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
-        assert_eq!(pod["spec"]["containers"][1]["resources"]["requests"]["cpu"], "100m");
+        assert_eq!(
+            pod["spec"]["containers"][1]["resources"]["requests"]["cpu"],
+            "100m"
+        );
     }
 
     #[test]

@@ -4,7 +4,16 @@
 use ekube_api::resources::{self, RESOURCES, ResourceInfo};
 use serde_json::{Value, json};
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub fn api_versions(server_address: &str) -> Value {
     json!({
@@ -15,8 +24,10 @@ pub fn api_versions(server_address: &str) -> Value {
 }
 
 fn group_json(group: &str, versions: &[&str]) -> Value {
-    let versions: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({
         "name": group,
         "versions": versions,
@@ -34,7 +45,9 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    let (_, versions) = resources::groups().into_iter().find(|(g, _)| *g == group && !g.is_empty())?;
+    let (_, versions) = resources::groups()
+        .into_iter()
+        .find(|(g, _)| *g == group && !g.is_empty())?;
     let mut doc = group_json(group, &versions);
     doc["kind"] = json!("APIGroup");
     doc["apiVersion"] = json!("v1");
@@ -75,33 +88,70 @@ fn sub(r: &ResourceInfo, name: &str, kind: &str, group: Option<&str>, verbs: &[&
 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut out = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         out.push(entry(r));
         if r.status {
             out.push(sub(r, "status", r.kind, None, &["get", "patch", "update"]));
         }
         if r.scale {
-            out.push(sub(r, "scale", "Scale", Some("autoscaling/v1"), &["get", "patch", "update"]));
+            out.push(sub(
+                r,
+                "scale",
+                "Scale",
+                Some("autoscaling/v1"),
+                &["get", "patch", "update"],
+            ));
         }
         match (r.group, r.plural) {
             ("", "pods") => {
                 out.push(sub(r, "binding", "Binding", None, &["create"]));
-                out.push(sub(r, "eviction", "Eviction", Some("policy/v1"), &["create"]));
+                out.push(sub(
+                    r,
+                    "eviction",
+                    "Eviction",
+                    Some("policy/v1"),
+                    &["create"],
+                ));
                 out.push(sub(r, "log", "Pod", None, &["get"]));
                 out.push(sub(r, "exec", "PodExecOptions", None, &["create", "get"]));
-                out.push(sub(r, "attach", "PodAttachOptions", None, &["create", "get"]));
-                out.push(sub(r, "portforward", "PodPortForwardOptions", None, &["create", "get"]));
+                out.push(sub(
+                    r,
+                    "attach",
+                    "PodAttachOptions",
+                    None,
+                    &["create", "get"],
+                ));
+                out.push(sub(
+                    r,
+                    "portforward",
+                    "PodPortForwardOptions",
+                    None,
+                    &["create", "get"],
+                ));
             }
             ("", "namespaces") => out.push(sub(r, "finalize", "Namespace", None, &["update"])),
-            ("", "serviceaccounts") => {
-                out.push(sub(r, "token", "TokenRequest", Some("authentication.k8s.io/v1"), &["create"]))
-            }
+            ("", "serviceaccounts") => out.push(sub(
+                r,
+                "token",
+                "TokenRequest",
+                Some("authentication.k8s.io/v1"),
+                &["create"],
+            )),
             _ => {}
         }
     }
     if out.is_empty() {
         return None;
     }
-    let group_version = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}))
+    let group_version = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}),
+    )
 }

@@ -16,7 +16,11 @@ pub struct Cause {
 
 impl Cause {
     pub fn required(field: impl Into<String>) -> Self {
-        Self { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+        Self {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message: "Required value".into(),
+        }
     }
 
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: &str) -> Self {
@@ -32,16 +36,27 @@ impl Cause {
         Self {
             reason: "FieldValueNotSupported",
             field: field.into(),
-            message: format!("Unsupported value: \"{value}\": supported values: {}", list.join(", ")),
+            message: format!(
+                "Unsupported value: \"{value}\": supported values: {}",
+                list.join(", ")
+            ),
         }
     }
 
     pub fn duplicate(field: impl Into<String>, value: impl std::fmt::Display) -> Self {
-        Self { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value}") }
+        Self {
+            reason: "FieldValueDuplicate",
+            field: field.into(),
+            message: format!("Duplicate value: {value}"),
+        }
     }
 
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
-        Self { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
+        Self {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
     }
 }
 
@@ -57,7 +72,12 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> Self {
@@ -67,24 +87,39 @@ impl ApiError {
 
     /// `pods "web" not found`
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, plural)))
-            .with_details(json!({"name": name, "group": group, "kind": plural}))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str, detail: &str) -> Self {
         Self::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {} \"{name}\": {detail}", qualified(group, plural)),
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {detail}",
+                qualified(group, plural)
+            ),
         )
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
@@ -102,23 +137,47 @@ impl ApiError {
     /// conflict with "alice": .metadata.labels.owner`.
     pub fn apply_conflicts(causes: &[Cause]) -> Self {
         let n = causes.len();
-        let list: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.message, c.field)).collect();
-        let causes_json: Vec<Value> =
-            causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect();
-        Self::new(409, "Conflict", format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, list.join("; ")))
-            .with_details(json!({"causes": causes_json}))
-    }
-
-    /// `Pod "web" is invalid: spec.containers[0].image: Required value`
-    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let rendered: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let summary = if rendered.len() == 1 { rendered[0].clone() } else { format!("[{}]", rendered.join(", ")) };
+        let list: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.message, c.field))
+            .collect();
         let causes_json: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
             .collect();
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {summary}"))
-            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Apply failed with {n} conflict{}: {}",
+                if n == 1 { "" } else { "s" },
+                list.join("; ")
+            ),
+        )
+        .with_details(json!({"causes": causes_json}))
+    }
+
+    /// `Pod "web" is invalid: spec.containers[0].image: Required value`
+    pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
+        let rendered: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let summary = if rendered.len() == 1 {
+            rendered[0].clone()
+        } else {
+            format!("[{}]", rendered.join(", "))
+        };
+        let causes_json: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -134,7 +193,11 @@ impl ApiError {
     }
 
     pub fn method_not_allowed(verb: &str) -> Self {
-        Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({verb})"))
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({verb})"),
+        )
     }
 
     pub fn not_acceptable(message: impl Into<String>) -> Self {
@@ -146,11 +209,21 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {limit} bytes"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type:?})"
+            ),
+        )
     }
 
     pub fn too_many_requests(message: impl Into<String>) -> Self {
@@ -158,7 +231,11 @@ impl ApiError {
     }
 
     pub fn internal(message: impl std::fmt::Display) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {message}"))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {message}"),
+        )
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
@@ -193,9 +270,12 @@ impl std::error::Error for ApiError {}
 impl From<crate::storage::Error> for ApiError {
     fn from(e: crate::storage::Error) -> Self {
         match e {
-            crate::storage::Error::Compacted { requested, compacted } => {
-                Self::gone(format!("too old resource version: {requested} ({compacted})"))
-            }
+            crate::storage::Error::Compacted {
+                requested,
+                compacted,
+            } => Self::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             other => Self::internal(other),
         }
     }
@@ -204,7 +284,11 @@ impl From<crate::storage::Error> for ApiError {
 /// `pods` for the core group, `deployments.apps` otherwise, as Kubernetes qualifies resources
 /// in messages.
 fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 /// A successful deletion's `Status`.
@@ -224,17 +308,34 @@ mod tests {
 
     #[test]
     fn invalid_message_names_the_field() {
-        let e = ApiError::invalid("", "Pod", "web", vec![Cause::required("spec.containers[0].image")]);
+        let e = ApiError::invalid(
+            "",
+            "Pod",
+            "web",
+            vec![Cause::required("spec.containers[0].image")],
+        );
         assert_eq!(e.code, 422);
-        assert_eq!(e.message, "Pod \"web\" is invalid: spec.containers[0].image: Required value");
+        assert_eq!(
+            e.message,
+            "Pod \"web\" is invalid: spec.containers[0].image: Required value"
+        );
         let status = e.to_status();
-        assert_eq!(status["details"]["causes"][0]["field"], "spec.containers[0].image");
+        assert_eq!(
+            status["details"]["causes"][0]["field"],
+            "spec.containers[0].image"
+        );
         assert_eq!(status["reason"], "Invalid");
     }
 
     #[test]
     fn not_found_is_qualified() {
-        assert_eq!(ApiError::not_found("apps", "deployments", "x").message, "deployments.apps \"x\" not found");
-        assert_eq!(ApiError::not_found("", "pods", "x").message, "pods \"x\" not found");
+        assert_eq!(
+            ApiError::not_found("apps", "deployments", "x").message,
+            "deployments.apps \"x\" not found"
+        );
+        assert_eq!(
+            ApiError::not_found("", "pods", "x").message,
+            "pods \"x\" not found"
+        );
     }
 }

@@ -22,7 +22,9 @@ use crate::{apply, discovery, openapi, patch, watch};
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
 }
 
 fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -34,11 +36,18 @@ fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
-    respond(code, "application/json", serde_json::to_vec(value).expect("JSON values serialise"))
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(value).expect("JSON values serialise"),
+    )
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e.to_status())
+    json_response(
+        StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &e.to_status(),
+    )
 }
 
 /// The parsed query string.
@@ -46,7 +55,11 @@ pub struct Query(HashMap<String, String>);
 
 impl Query {
     fn parse(q: Option<&str>) -> Self {
-        Self(form_urlencoded::parse(q.unwrap_or_default().as_bytes()).into_owned().collect())
+        Self(
+            form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
@@ -71,7 +84,11 @@ impl Query {
         let dry_run = match self.get("dryRun") {
             None | Some("") => false,
             Some("All") => true,
-            Some(other) => return Err(ApiError::bad_request(format!("unsupported dryRun value {other:?}: only \"All\""))),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported dryRun value {other:?}: only \"All\""
+                )));
+            }
         };
         Ok(WriteOptions {
             dry_run,
@@ -109,7 +126,11 @@ pub fn include_object(q: &Query) -> IncludeObject {
     }
 }
 
-pub async fn handle(api: Arc<ApiServer>, user: Option<User>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    api: Arc<ApiServer>,
+    user: Option<User>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -121,7 +142,11 @@ pub async fn handle(api: Arc<ApiServer>, user: Option<User>, req: Request<hyper:
     Ok(response)
 }
 
-async fn route_request(api: &Arc<ApiServer>, user: Option<User>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>> {
+async fn route_request(
+    api: &Arc<ApiServer>,
+    user: Option<User>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>> {
     let route = route::parse(req.uri().path());
     let query = Query::parse(req.uri().query());
     match &route {
@@ -130,19 +155,27 @@ async fn route_request(api: &Arc<ApiServer>, user: Option<User>, req: Request<hy
         _ => {}
     }
     // Authenticated users may do everything until authorization exists.
-    if user.or_else(|| bearer(&api.tokens, req.headers())).is_none() {
+    if user
+        .or_else(|| bearer(&api.tokens, req.headers()))
+        .is_none()
+    {
         return Err(ApiError::unauthorized());
     }
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
         Route::Api => ok(discovery::api_versions(&api.server_address)),
         Route::Apis => ok(discovery::api_group_list()),
-        Route::Group(g) => discovery::api_group(&g).map_or_else(|| Err(ApiError::path_not_found()), ok),
-        Route::ResourceList { group, version } => {
-            discovery::resource_list(&group, &version).map_or_else(|| Err(ApiError::path_not_found()), ok)
+        Route::Group(g) => {
+            discovery::api_group(&g).map_or_else(|| Err(ApiError::path_not_found()), ok)
         }
+        Route::ResourceList { group, version } => discovery::resource_list(&group, &version)
+            .map_or_else(|| Err(ApiError::path_not_found()), ok),
         Route::OpenApiV2 => Ok(respond(StatusCode::OK, "application/json", openapi::v2())),
-        Route::OpenApiV3Root => Ok(respond(StatusCode::OK, "application/json", openapi::v3_root())),
+        Route::OpenApiV3Root => Ok(respond(
+            StatusCode::OK,
+            "application/json",
+            openapi::v3_root(),
+        )),
         Route::OpenApiV3(p) => openapi::v3(&p)
             .map(|doc| respond(StatusCode::OK, "application/json", doc))
             .ok_or_else(ApiError::path_not_found),
@@ -175,14 +208,18 @@ pub fn version() -> Value {
 /// Reads the request body up to `--max-request-bytes`. A larger body is still read to its end
 /// (up to a hard cap) and discarded, so an HTTP/1.1 client that is still sending sees the 413
 /// instead of a reset connection.
-async fn read_body(api: &ApiServer, req: Request<hyper::body::Incoming>) -> Result<(HeaderMap, Bytes)> {
+async fn read_body(
+    api: &ApiServer,
+    req: Request<hyper::body::Incoming>,
+) -> Result<(HeaderMap, Bytes)> {
     const DISCARD_CAP: usize = 64 << 20;
     let limit = api.config.max_request_bytes;
     let (parts, mut body) = req.into_parts();
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= limit {
@@ -202,7 +239,13 @@ fn content_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_else(|| "application/json".into())
 }
 
@@ -210,7 +253,8 @@ fn content_type(headers: &HeaderMap) -> String {
 pub fn parse_object(body: &[u8], ct: &str) -> Result<Value> {
     if crate::protobuf::is_protobuf(ct) {
         return crate::protobuf::decode(body).map_err(|e| match e {
-            crate::protobuf::DecodeError::UnsupportedKind { .. } | crate::protobuf::DecodeError::UnsupportedEncoding(_) => {
+            crate::protobuf::DecodeError::UnsupportedKind { .. }
+            | crate::protobuf::DecodeError::UnsupportedEncoding(_) => {
                 let mut err = ApiError::unsupported_media_type(ct);
                 err.message = e.to_string();
                 err
@@ -222,19 +266,27 @@ pub fn parse_object(body: &[u8], ct: &str) -> Result<Value> {
         return Err(ApiError::unsupported_media_type(ct));
     }
     let value: Value = if ct.contains("yaml") {
-        let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
-        serde_yaml::from_str(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+        let text = std::str::from_utf8(body)
+            .map_err(|_| ApiError::bad_request("the body is not valid UTF-8"))?;
+        serde_yaml::from_str(text)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
     } else {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding JSON: {e}")))?
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request("the body must be a JSON or YAML object"));
+        return Err(ApiError::bad_request(
+            "the body must be a JSON or YAML object",
+        ));
     }
     Ok(value)
 }
 
 fn check_type(r: &ResourceInfo, obj: &Value) -> Result<()> {
-    let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let av = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
     if (!av.is_empty() && av != r.api_version()) || (!kind.is_empty() && kind != r.kind) {
         return Err(ApiError::bad_request(format!(
@@ -266,7 +318,9 @@ async fn resource(
     let method = req.method().clone();
     let table = wants_table(req.headers());
     match (&method, t.name.as_deref(), t.subresource.as_deref()) {
-        (&Method::GET, None, None) if q.flag("watch") => watch::serve(api.clone(), r, ns, None, q, table).await,
+        (&Method::GET, None, None) if q.flag("watch") => {
+            watch::serve(api.clone(), r, ns, None, q, table).await
+        }
         (&Method::GET, None, None) => list(api, r, ns, &q, table).await,
         (&Method::GET, Some(name), None) if q.flag("watch") => {
             watch::serve(api.clone(), r, ns, Some(name.to_string()), q, table).await
@@ -275,12 +329,20 @@ async fn resource(
             let obj = api.registry.get(r, ns, name).await?;
             match sub {
                 None | Some("status") if table => {
-                    let mut tbl = table::to_table(r.kind, &[obj.clone()], include_object(&q), chrono::Utc::now());
+                    let mut tbl = table::to_table(
+                        r.kind,
+                        &[obj.clone()],
+                        include_object(&q),
+                        chrono::Utc::now(),
+                    );
                     tbl["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
                     Ok(json_response(StatusCode::OK, &tbl))
                 }
                 None | Some("status") => Ok(json_response(StatusCode::OK, &obj)),
-                Some("scale") if r.scale => Ok(json_response(StatusCode::OK, &crate::subresources::scale_of(r, &obj))),
+                Some("scale") if r.scale => Ok(json_response(
+                    StatusCode::OK,
+                    &crate::subresources::scale_of(r, &obj),
+                )),
                 Some(other) => crate::subresources::get(api, r, ns, name, other, &q, req).await,
             }
         }
@@ -290,9 +352,14 @@ async fn resource(
             let obj = parse_object(&body, &content_type(&headers))?;
             check_type(r, &obj)?;
             let (created, warnings) = api.registry.create(r, ns, obj, &opts).await?;
-            Ok(with_warnings(json_response(StatusCode::CREATED, &created), warnings))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                warnings,
+            ))
         }
-        (&Method::POST, Some(name), Some(sub @ ("exec" | "attach" | "portforward"))) if r.kind == "Pod" => {
+        (&Method::POST, Some(name), Some(sub @ ("exec" | "attach" | "portforward")))
+            if r.kind == "Pod" =>
+        {
             crate::subresources::stream(api, r, ns, name, sub, req).await
         }
         (&Method::POST, Some(name), Some(sub)) => {
@@ -311,27 +378,41 @@ async fn resource(
                 let (v, w) = api
                     .registry
                     .guaranteed_update(r, ns, name, None, &opts, |mut cur| {
-                        cur["spec"]["finalizers"] = obj.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
+                        cur["spec"]["finalizers"] = obj
+                            .pointer("/spec/finalizers")
+                            .cloned()
+                            .unwrap_or(json!([]));
                         Ok(cur)
                     })
                     .await?;
                 return Ok(with_warnings(json_response(StatusCode::OK, &v), w));
             }
             let sub = check_sub(r, sub)?;
-            let opts = WriteOptions { precondition: resource_version_of(&obj)?, ..opts };
-            let (v, w) = api.registry.guaranteed_update(r, ns, name, sub, &opts, |_| Ok(obj.clone())).await?;
+            let opts = WriteOptions {
+                precondition: resource_version_of(&obj)?,
+                ..opts
+            };
+            let (v, w) = api
+                .registry
+                .guaranteed_update(r, ns, name, sub, &opts, |_| Ok(obj.clone()))
+                .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))
         }
         (&Method::PATCH, Some(name), sub) => {
             let force = q.flag("force");
             let (headers, body) = read_body(api, req).await?;
             let ct = content_type(&headers);
-            let opts = WriteOptions { precondition: patch_precondition(&ct, &body)?, ..q.write_options()? };
+            let opts = WriteOptions {
+                precondition: patch_precondition(&ct, &body)?,
+                ..q.write_options()?
+            };
             if sub == Some("scale") && r.scale {
                 let cur = api.registry.get(r, ns, name).await?;
                 let mut scale = crate::subresources::scale_of(r, &cur);
                 // Only a resourceVersion the patch itself sets pins the write.
-                scale["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+                scale["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("resourceVersion"));
                 apply_patch(r, &ct, &mut scale, &body)?;
                 return crate::subresources::put_scale(api, r, ns, name, &scale, &opts).await;
             }
@@ -353,8 +434,14 @@ async fn resource(
             match api.registry.delete(r, ns, name, &opts).await? {
                 Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) => {
-                    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
-                    Ok(json_response(StatusCode::OK, &success_status(r.group, r.plural, name, uid)))
+                    let uid = obj
+                        .pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    Ok(json_response(
+                        StatusCode::OK,
+                        &success_status(r.group, r.plural, name, uid),
+                    ))
                 }
             }
         }
@@ -364,7 +451,10 @@ async fn resource(
             let (items, rv, _) = api.registry.list(r, ns, &labels, &fields, 0, None).await?;
             let mut remaining = Vec::new();
             for item in items {
-                let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
                 match api.registry.delete(r, item_ns, name, &opts).await {
                     Ok(Deleted::Pending(obj)) => remaining.push(obj),
@@ -373,10 +463,13 @@ async fn resource(
                     Err(e) => return Err(e),
                 }
             }
-            Ok(json_response(StatusCode::OK, &json!({
-                "kind": r.list_kind(), "apiVersion": r.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()}, "items": remaining,
-            })))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": r.list_kind(), "apiVersion": r.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()}, "items": remaining,
+                }),
+            ))
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
@@ -384,8 +477,15 @@ async fn resource(
 
 /// The `resourceVersion` an object carries, if any.
 fn resource_version_of(obj: &Value) -> Result<Option<u64>> {
-    match obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|rv| !rv.is_empty()) {
-        Some(rv) => rv.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}"))),
+    match obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+    {
+        Some(rv) => rv
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}"))),
         None => Ok(None),
     }
 }
@@ -399,11 +499,16 @@ fn patch_precondition(ct: &str, body: &[u8]) -> Result<Option<u64>> {
     match patch {
         Value::Array(ops) => {
             let rv = ops.iter().find_map(|op| {
-                (op["path"] == "/metadata/resourceVersion" && matches!(op["op"].as_str(), Some("replace" | "add" | "test")))
-                    .then(|| op["value"].as_str().map(str::to_string))
-                    .flatten()
+                (op["path"] == "/metadata/resourceVersion"
+                    && matches!(op["op"].as_str(), Some("replace" | "add" | "test")))
+                .then(|| op["value"].as_str().map(str::to_string))
+                .flatten()
             });
-            rv.map(|rv| rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))).transpose()
+            rv.map(|rv| {
+                rv.parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+            })
+            .transpose()
         }
         obj => resource_version_of(&obj),
     }
@@ -420,20 +525,24 @@ fn check_sub<'a>(r: &ResourceInfo, sub: Option<&'a str>) -> Result<Option<&'a st
 /// Applies a JSON, merge or strategic merge patch to `target`.
 pub fn apply_patch(r: &ResourceInfo, ct: &str, target: &mut Value, body: &[u8]) -> Result<()> {
     let patch: Value = match ct {
-        "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
-        }
+        "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     match ct {
-        "application/json-patch+json" => patch::json_patch(target, &patch).map_err(|e| ApiError::bad_request(e.0))?,
+        "application/json-patch+json" => {
+            patch::json_patch(target, &patch).map_err(|e| ApiError::bad_request(e.0))?
+        }
         "application/merge-patch+json" => {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("a merge patch must be a JSON object"));
             }
             patch::merge_patch(target, &patch)
         }
-        _ => patch::strategic_merge(r.kind, target, &patch).map_err(|e| ApiError::bad_request(e.0))?,
+        _ => patch::strategic_merge(r.kind, target, &patch)
+            .map_err(|e| ApiError::bad_request(e.0))?,
     }
     Ok(())
 }
@@ -453,13 +562,22 @@ async fn server_side_apply(
         .field_manager
         .clone()
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::bad_request("PATCH with apply-patch+yaml requires a fieldManager query parameter"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "PATCH with apply-patch+yaml requires a fieldManager query parameter",
+            )
+        })?;
     let applied = parse_object(body, "application/yaml")?;
     check_type(r, &applied)?;
     if applied.get("apiVersion").is_none() || applied.get("kind").is_none() {
-        return Err(ApiError::bad_request("apiVersion and kind must be set in an applied configuration"));
+        return Err(ApiError::bad_request(
+            "apiVersion and kind must be set in an applied configuration",
+        ));
     }
-    let body_name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let body_name = applied
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if body_name != name {
         return Err(ApiError::bad_request(format!(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -469,14 +587,24 @@ async fn server_side_apply(
         Err(e) if e.code == 404 && sub.is_none() => {
             let obj = apply::apply(r.kind, &r.api_version(), None, &applied, &manager, force)?;
             let (created, w) = api.registry.create(r, ns, obj, opts).await?;
-            Ok(with_warnings(json_response(StatusCode::CREATED, &created), w))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &created),
+                w,
+            ))
         }
         Err(e) => Err(e),
         Ok(_) => {
             let (v, w) = api
                 .registry
                 .guaranteed_update(r, ns, name, sub, opts, |cur| {
-                    apply::apply(r.kind, &r.api_version(), Some(&without_rv(cur)), &applied, &manager, force)
+                    apply::apply(
+                        r.kind,
+                        &r.api_version(),
+                        Some(&without_rv(cur)),
+                        &applied,
+                        &manager,
+                        force,
+                    )
                 })
                 .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))
@@ -493,13 +621,18 @@ fn without_rv(mut v: Value) -> Value {
 
 fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions> {
     let mut opts = DeleteOptions {
-        grace_period: q.get("gracePeriodSeconds").map(|g| g.parse::<i64>()).transpose().map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+        grace_period: q
+            .get("gracePeriodSeconds")
+            .map(|g| g.parse::<i64>())
+            .transpose()
+            .map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
         propagation: q.get("propagationPolicy").map(str::to_string),
         dry_run: q.get("dryRun") == Some("All"),
         ..Default::default()
     };
     if !body.is_empty() {
-        let b: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let b: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
             opts.grace_period = Some(g);
         }
@@ -508,24 +641,47 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions> {
         } else if b.get("orphanDependents") == Some(&json!(true)) {
             opts.propagation = Some("Orphan".into());
         }
-        opts.uid = b.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-        opts.resource_version = b.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-        if b.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|x| x == "All")) {
+        opts.uid = b
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        opts.resource_version = b
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if b.get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| d.iter().any(|x| x == "All"))
+        {
             opts.dry_run = true;
         }
     }
     if let Some(p) = &opts.propagation {
         if !matches!(p.as_str(), "Background" | "Foreground" | "Orphan") {
-            return Err(ApiError::bad_request(format!("propagationPolicy {p:?} is not one of Background, Foreground, Orphan")));
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy {p:?} is not one of Background, Foreground, Orphan"
+            )));
         }
     }
     Ok(opts)
 }
 
-async fn list(api: &Arc<ApiServer>, r: &ResourceInfo, ns: Option<&str>, q: &Query, table: bool) -> Result<Response<Body>> {
+async fn list(
+    api: &Arc<ApiServer>,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    q: &Query,
+    table: bool,
+) -> Result<Response<Body>> {
     let (labels, fields) = q.selectors()?;
-    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
-    let (items, rv, next) = api.registry.list(r, ns, &labels, &fields, limit, q.get("continue")).await?;
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
+    let (items, rv, next) = api
+        .registry
+        .list(r, ns, &labels, &fields, limit, q.get("continue"))
+        .await?;
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if let Some(next) = next {
         meta["continue"] = json!(next);
@@ -535,10 +691,13 @@ async fn list(api: &Arc<ApiServer>, r: &ResourceInfo, ns: Option<&str>, q: &Quer
         t["metadata"] = meta;
         return Ok(json_response(StatusCode::OK, &t));
     }
-    Ok(json_response(StatusCode::OK, &json!({
-        "kind": r.list_kind(),
-        "apiVersion": r.api_version(),
-        "metadata": meta,
-        "items": items,
-    })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "kind": r.list_kind(),
+            "apiVersion": r.api_version(),
+            "metadata": meta,
+            "items": items,
+        }),
+    ))
 }

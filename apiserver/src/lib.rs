@@ -51,13 +51,19 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("opening storage in {path}: {source}")]
-    Storage { path: PathBuf, source: storage::Error },
+    Storage {
+        path: PathBuf,
+        source: storage::Error,
+    },
     #[error("certificates: {0}")]
     Pki(#[from] pki::Error),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("start-up: {0}")]
     Startup(#[from] errors::ApiError),
 }
@@ -79,7 +85,10 @@ pub struct Running {
 }
 
 /// Prepares storage and certificates, binds, and serves until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
     let (running, serve) = start(config, shutdown).await?;
     tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
     serve.await;
@@ -100,13 +109,21 @@ pub async fn start(
         .map_err(|e| Error::Config(format!("creating {}: {e}", config.data_dir.display())))?;
     let db_dir = config.data_dir.join("db");
     let store: Arc<dyn Storage> = Arc::new(
-        storage::sled::SledStorage::open(&db_dir, config.watch_buffer)
-            .map_err(|source| Error::Storage { path: db_dir.clone(), source })?,
+        storage::sled::SledStorage::open(&db_dir, config.watch_buffer).map_err(|source| {
+            Error::Storage {
+                path: db_dir.clone(),
+                source,
+            }
+        })?,
     );
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Bind { addr, source })?;
     let advertise = config.advertise_address();
     let server_address = format!("{advertise}:{}", addr.port());
 
@@ -125,35 +142,82 @@ pub async fn start(
     .map(|s| s.to_string())
     .collect();
     hosts.push(advertise.to_string());
-    hosts.push(Allocator::new(config.service_cluster_ip_range, config.service_node_port_range).first_ip().to_string());
+    hosts.push(
+        Allocator::new(
+            config.service_cluster_ip_range,
+            config.service_node_port_range,
+        )
+        .first_ip()
+        .to_string(),
+    );
     if !config.bind_address.is_unspecified() {
         hosts.push(config.bind_address.to_string());
     }
     hosts.extend(config.tls_san.iter().cloned());
     hosts.sort();
     hosts.dedup();
-    let serving = pki::Issued::load_or_issue(&pki_dir, "apiserver", || ca.issue("kube-apiserver", &[], &hosts, true))?;
-    let admin = pki::Issued::load_or_issue(&pki_dir, "admin", || ca.issue("kubernetes-admin", &["system:masters"], &[], false))?;
+    let serving = pki::Issued::load_or_issue(&pki_dir, "apiserver", || {
+        ca.issue("kube-apiserver", &[], &hosts, true)
+    })?;
+    let admin = pki::Issued::load_or_issue(&pki_dir, "admin", || {
+        ca.issue("kubernetes-admin", &["system:masters"], &[], false)
+    })?;
     let admin_kubeconfig = config.data_dir.join("admin.conf");
-    pki::write_kubeconfig(&admin_kubeconfig, &format!("https://{server_address}"), &ca.cert_pem, "admin", &admin)?;
+    pki::write_kubeconfig(
+        &admin_kubeconfig,
+        &format!("https://{server_address}"),
+        &ca.cert_pem,
+        "admin",
+        &admin,
+    )?;
     if let Some(extra) = &config.write_kubeconfig {
-        pki::write_kubeconfig(extra, &format!("https://{server_address}"), &ca.cert_pem, "admin", &admin)?;
+        pki::write_kubeconfig(
+            extra,
+            &format!("https://{server_address}"),
+            &ca.cert_pem,
+            "admin",
+            &admin,
+        )?;
     }
-    let tls = server::tls_config(&ca.cert_pem, &serving.cert_pem, &serving.key_pem).map_err(Error::Tls)?;
+    let tls = server::tls_config(&ca.cert_pem, &serving.cert_pem, &serving.key_pem)
+        .map_err(Error::Tls)?;
 
     // Allocations held by stored Services.
-    let mut allocator = Allocator::new(config.service_cluster_ip_range, config.service_node_port_range);
+    let mut allocator = Allocator::new(
+        config.service_cluster_ip_range,
+        config.service_node_port_range,
+    );
     let services = ekube_api::resources::find("", "v1", "services").expect("served");
-    let stored = store.list(&services.key_prefix(), None, 0).await.map_err(|source| Error::Storage { path: db_dir.clone(), source })?;
+    let stored = store
+        .list(&services.key_prefix(), None, 0)
+        .await
+        .map_err(|source| Error::Storage {
+            path: db_dir.clone(),
+            source,
+        })?;
     for kv in &stored.items {
         allocator.hold(&Holdings::of(&registry::decode(services, kv)));
     }
 
-    let api = Arc::new(ApiServer { registry: Registry::new(store.clone(), allocator), tokens, server_address, config });
+    let api = Arc::new(ApiServer {
+        registry: Registry::new(store.clone(), allocator),
+        tokens,
+        server_address,
+        config,
+    });
     bootstrap::run(&api.registry, advertise, addr.port()).await?;
-    tokio::spawn(compactor(store, api.config.compaction_interval, api.config.compaction_retain_revisions, api.config.compaction_retain_age));
+    tokio::spawn(compactor(
+        store,
+        api.config.compaction_interval,
+        api.config.compaction_retain_revisions,
+        api.config.compaction_retain_age,
+    ));
 
-    let running = Running { addr, admin_kubeconfig, api: api.clone() };
+    let running = Running {
+        addr,
+        admin_kubeconfig,
+        api: api.clone(),
+    };
     Ok((running, server::serve(api, listener, tls, shutdown)))
 }
 
@@ -180,7 +244,10 @@ async fn compactor(store: Arc<dyn Storage>, interval: Duration, retain: u64, age
         if old_enough > 0 {
             samples.push_front((now - age, old_enough));
         }
-        let target = current.saturating_sub(retain).min(if age.is_zero() { current } else { old_enough });
+        let target =
+            current
+                .saturating_sub(retain)
+                .min(if age.is_zero() { current } else { old_enough });
         if target > store.compacted_revision() {
             if let Err(e) = store.compact(target).await {
                 tracing::warn!(error = %e, "compaction failed");

@@ -50,8 +50,15 @@ fn wrap_refs(v: &mut Value) {
 }
 
 /// Definitions for `resources`, with refs under `prefix` (`#/definitions/` or `#/components/schemas/`).
-fn definitions<'a>(resources: impl Iterator<Item = &'a ResourceInfo>, v3: bool) -> Map<String, Value> {
-    let settings = if v3 { SchemaSettings::openapi3() } else { SchemaSettings::draft07() };
+fn definitions<'a>(
+    resources: impl Iterator<Item = &'a ResourceInfo>,
+    v3: bool,
+) -> Map<String, Value> {
+    let settings = if v3 {
+        SchemaSettings::openapi3()
+    } else {
+        SchemaSettings::draft07()
+    };
     let mut generator = settings.into_generator();
     let mut kinds = Vec::new();
     for r in resources {
@@ -82,12 +89,20 @@ fn definitions<'a>(resources: impl Iterator<Item = &'a ResourceInfo>, v3: bool) 
 }
 
 fn base_path(r: &ResourceInfo) -> String {
-    if r.group.is_empty() { format!("/api/{}", r.version) } else { format!("/apis/{}/{}", r.group, r.version) }
+    if r.group.is_empty() {
+        format!("/api/{}", r.version)
+    } else {
+        format!("/apis/{}/{}", r.group, r.version)
+    }
 }
 
 fn operations(r: &ResourceInfo, schema_ref: &str) -> Map<String, Value> {
     let mut paths = Map::new();
-    let ns = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+    let ns = if r.namespaced {
+        "/namespaces/{namespace}"
+    } else {
+        ""
+    };
     let collection = format!("{}{ns}/{}", base_path(r), r.plural);
     let item = format!("{collection}/{{name}}");
     let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
@@ -105,7 +120,13 @@ fn operations(r: &ResourceInfo, schema_ref: &str) -> Map<String, Value> {
         }
         o
     };
-    let write = || vec![param("dryRun"), param("fieldManager"), param("fieldValidation")];
+    let write = || {
+        vec![
+            param("dryRun"),
+            param("fieldManager"),
+            param("fieldValidation"),
+        ]
+    };
     paths.insert(
         collection,
         json!({
@@ -128,7 +149,11 @@ fn operations(r: &ResourceInfo, schema_ref: &str) -> Map<String, Value> {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 struct Documents {
@@ -142,7 +167,11 @@ fn build() -> Documents {
     let mut v3 = BTreeMap::new();
     for (group, versions) in ekube_api::resources::groups() {
         for version in versions {
-            let in_gv = || RESOURCES.iter().filter(move |r| r.group == group && r.version == version);
+            let in_gv = || {
+                RESOURCES
+                    .iter()
+                    .filter(move |r| r.group == group && r.version == version)
+            };
             let schemas = definitions(in_gv(), true);
             let mut paths = Map::new();
             for r in in_gv() {
@@ -158,12 +187,20 @@ fn build() -> Documents {
             .to_string();
             let mut h = std::collections::hash_map::DefaultHasher::new();
             doc.hash(&mut h);
-            v3.insert(gv_path(group, version), (format!("{:016X}", h.finish()), doc));
+            v3.insert(
+                gv_path(group, version),
+                (format!("{:016X}", h.finish()), doc),
+            );
         }
     }
     let root_paths: Map<String, Value> = v3
         .iter()
-        .map(|(path, (hash, _))| (path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")})))
+        .map(|(path, (hash, _))| {
+            (
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+            )
+        })
         .collect();
     let mut v2_paths = Map::new();
     for r in RESOURCES {
@@ -177,7 +214,11 @@ fn build() -> Documents {
         "definitions": definitions(RESOURCES.iter(), false),
     })
     .to_string();
-    Documents { v2, v3_root: json!({"paths": root_paths}).to_string(), v3 }
+    Documents {
+        v2,
+        v3_root: json!({"paths": root_paths}).to_string(),
+        v3,
+    }
 }
 
 struct NameOnly;
@@ -204,7 +245,10 @@ pub fn v3_root() -> &'static str {
 
 /// The document for `api/v1` or `apis/<group>/<version>`.
 pub fn v3(path: &str) -> Option<&'static str> {
-    docs().v3.get(path.trim_matches('/')).map(|(_, doc)| doc.as_str())
+    docs()
+        .v3
+        .get(path.trim_matches('/'))
+        .map(|(_, doc)| doc.as_str())
 }
 
 #[cfg(test)]
@@ -216,11 +260,25 @@ mod tests {
         let doc: Value = serde_json::from_str(v3("api/v1").unwrap()).unwrap();
         let pod = &doc["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
         assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
-        assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"].is_object());
+        assert!(
+            doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"]
+                .is_object()
+        );
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"];
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         let root: Value = serde_json::from_str(v3_root()).unwrap();
-        assert!(root["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/apps/v1?hash="));
+        assert!(
+            root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/apis/apps/v1?hash=")
+        );
         let v2: Value = serde_json::from_str(v2()).unwrap();
         assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
     }

@@ -28,11 +28,16 @@ pub enum ListStrategy {
 /// The strategy of the list at `path` (field names from the object root, indices omitted).
 pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
     use ListStrategy::*;
-    let Some(last) = path.last().map(String::as_str) else { return Atomic };
+    let Some(last) = path.last().map(String::as_str) else {
+        return Atomic;
+    };
     let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
-    let in_container = path[..path.len() - 1]
-        .iter()
-        .any(|p| matches!(p.as_str(), "containers" | "initContainers" | "ephemeralContainers"));
+    let in_container = path[..path.len() - 1].iter().any(|p| {
+        matches!(
+            p.as_str(),
+            "containers" | "initContainers" | "ephemeralContainers"
+        )
+    });
     match (last, parent) {
         ("conditions", _) => MergeKey("type"),
         ("finalizers", Some("metadata")) => MergePrimitives,
@@ -43,7 +48,9 @@ pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
         ("volumeMounts", _) if in_container => MergeKey("mountPath"),
         ("volumeDevices", _) if in_container => MergeKey("devicePath"),
         ("resizePolicy", _) if in_container => MergeKey("resourceName"),
-        ("volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims", Some("spec")) => MergeKey("name"),
+        ("volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims", Some("spec")) => {
+            MergeKey("name")
+        }
         ("hostAliases", Some("spec")) => MergeKey("ip"),
         ("topologySpreadConstraints", Some("spec")) => MergeKey("topologyKey"),
         ("podIPs" | "hostIPs", Some("status")) => MergeKey("ip"),
@@ -61,15 +68,18 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// RFC 6902 JSON patch.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    let ops: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| PatchError(format!("invalid JSON patch: {e}")))?;
-    json_patch::patch(target, &ops).map_err(|e| PatchError(format!("the JSON patch could not be applied: {e}")))
+    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| PatchError(format!("invalid JSON patch: {e}")))?;
+    json_patch::patch(target, &ops)
+        .map_err(|e| PatchError(format!("the JSON patch could not be applied: {e}")))
 }
 
 /// Kubernetes strategic merge patch of `patch` onto `target`.
 pub fn strategic_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let Value::Object(p) = patch else {
-        return Err(PatchError("a strategic merge patch must be a JSON object".into()));
+        return Err(PatchError(
+            "a strategic merge patch must be a JSON object".into(),
+        ));
     };
     if !target.is_object() {
         *target = Value::Object(Map::new());
@@ -77,7 +87,12 @@ pub fn strategic_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<
     merge_map(kind, &mut Vec::new(), target, p)
 }
 
-fn merge_map(kind: &str, path: &mut Vec<String>, target: &mut Value, patch: &Map<String, Value>) -> Result<(), PatchError> {
+fn merge_map(
+    kind: &str,
+    path: &mut Vec<String>,
+    target: &mut Value,
+    patch: &Map<String, Value>,
+) -> Result<(), PatchError> {
     match patch.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
             let mut replaced = patch.clone();
@@ -192,7 +207,9 @@ fn merge_list(
                         "map: {item} does not contain declared merge key: {merge_key}"
                     )));
                 };
-                let pos = out.iter().position(|existing| existing.get(merge_key) == Some(key_value));
+                let pos = out
+                    .iter()
+                    .position(|existing| existing.get(merge_key) == Some(key_value));
                 let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (pos, delete) {
                     (Some(i), true) => {
@@ -200,7 +217,9 @@ fn merge_list(
                     }
                     (None, true) => {}
                     (Some(i), false) => {
-                        let Value::Object(fields) = item else { continue };
+                        let Value::Object(fields) = item else {
+                            continue;
+                        };
                         merge_map(kind, path, &mut out[i], fields)?;
                     }
                     (None, false) => {
@@ -233,7 +252,10 @@ fn apply_order(target: &mut Value, order: &[Value], strategy: ListStrategy) {
     let mut rest = std::mem::take(items);
     let mut ordered = Vec::with_capacity(rest.len());
     for w in &wanted {
-        if let Some(i) = rest.iter().position(|item| key_of(item).as_ref() == Some(w)) {
+        if let Some(i) = rest
+            .iter()
+            .position(|item| key_of(item).as_ref() == Some(w))
+        {
             ordered.push(rest.remove(i));
         }
     }
@@ -276,7 +298,10 @@ mod tests {
             "containers": [{"name": "web", "env": [{"name": "A", "value": "9"}]}]}});
         let out = smp("Pod", pod, patch);
         assert_eq!(out["spec"]["containers"][0]["image"], "web:1");
-        assert_eq!(out["spec"]["containers"][0]["env"], json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}]));
+        assert_eq!(
+            out["spec"]["containers"][0]["env"],
+            json!([{"name": "A", "value": "9"}, {"name": "B", "value": "2"}])
+        );
         assert_eq!(out["spec"]["containers"][1]["name"], "side");
     }
 
@@ -293,34 +318,58 @@ mod tests {
 
     #[test]
     fn atomic_lists_are_replaced_and_primitives_union() {
-        let pod = json!({"metadata": {"finalizers": ["a"]}, "spec": {"tolerations": [{"key": "x"}]}});
-        let patch = json!({"metadata": {"finalizers": ["b"]}, "spec": {"tolerations": [{"key": "y"}]}});
+        let pod =
+            json!({"metadata": {"finalizers": ["a"]}, "spec": {"tolerations": [{"key": "x"}]}});
+        let patch =
+            json!({"metadata": {"finalizers": ["b"]}, "spec": {"tolerations": [{"key": "y"}]}});
         let out = smp("Pod", pod, patch);
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "y"}]));
-        let out = smp("Pod", out, json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
+        let out = smp(
+            "Pod",
+            out,
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
+        );
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
     }
 
     #[test]
     fn service_ports_merge_by_port_and_replace_directive() {
         let svc = json!({"spec": {"ports": [{"port": 80, "nodePort": 32143}], "selector": {"app": "web", "x": "y"}}});
-        let out = smp("Service", svc, json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}],
-            "selector": {"$patch": "replace", "app": "web2"}}}));
-        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "nodePort": 32143, "targetPort": 8080}]));
+        let out = smp(
+            "Service",
+            svc,
+            json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}],
+            "selector": {"$patch": "replace", "app": "web2"}}}),
+        );
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "nodePort": 32143, "targetPort": 8080}])
+        );
         assert_eq!(out["spec"]["selector"], json!({"app": "web2"}));
     }
 
     #[test]
     fn retain_keys() {
         let d = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
-        let out = smp("Deployment", d, json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
+        let out = smp(
+            "Deployment",
+            d,
+            json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
+        );
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
     }
 
     #[test]
     fn missing_merge_key_is_an_error() {
         let mut pod = json!({"spec": {"containers": [{"name": "web"}]}});
-        assert!(strategic_merge("Pod", &mut pod, &json!({"spec": {"containers": [{"image": "x"}]}})).is_err());
+        assert!(
+            strategic_merge(
+                "Pod",
+                &mut pod,
+                &json!({"spec": {"containers": [{"image": "x"}]}})
+            )
+            .is_err()
+        );
     }
 }

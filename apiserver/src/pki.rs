@@ -9,14 +9,17 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("generating certificate {what}: {source}")]
     Generate { what: String, source: rcgen::Error },
 }
@@ -37,30 +40,53 @@ impl Ca {
         if crt.exists() && key.exists() {
             let cert_pem = read(&crt)?;
             let key = KeyPair::from_pem(&read(&key)?).map_err(|source| gen_err("ca", source))?;
-            let params = CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|source| gen_err("ca", source))?;
+            let params = CertificateParams::from_ca_cert_pem(&cert_pem)
+                .map_err(|source| gen_err("ca", source))?;
             // Re-signing the same parameters with the same key yields an issuer with the same
             // subject and key identifier, which is all signing needs.
-            let cert = params.self_signed(&key).map_err(|source| gen_err("ca", source))?;
-            return Ok(Self { cert_pem, cert, key });
+            let cert = params
+                .self_signed(&key)
+                .map_err(|source| gen_err("ca", source))?;
+            return Ok(Self {
+                cert_pem,
+                cert,
+                key,
+            });
         }
         let ca_key = KeyPair::generate().map_err(|source| gen_err("ca", source))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name("ekube-ca", &[]);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
-        let cert = params.self_signed(&ca_key).map_err(|source| gen_err("ca", source))?;
+        let cert = params
+            .self_signed(&ca_key)
+            .map_err(|source| gen_err("ca", source))?;
         let cert_pem = cert.pem();
         create_dir(dir)?;
         write(&crt, &cert_pem, 0o644)?;
         write(&key, &ca_key.serialize_pem(), 0o600)?;
-        Ok(Self { cert_pem, cert, key: ca_key })
+        Ok(Self {
+            cert_pem,
+            cert,
+            key: ca_key,
+        })
     }
 
     /// Issues a certificate signed by this CA. `hosts` become SANs (serving certificates);
     /// `organizations` become the subject's O (group membership for client certificates).
-    pub fn issue(&self, common_name: &str, organizations: &[&str], hosts: &[String], server: bool) -> Result<Issued> {
+    pub fn issue(
+        &self,
+        common_name: &str,
+        organizations: &[&str],
+        hosts: &[String],
+        server: bool,
+    ) -> Result<Issued> {
         let key = KeyPair::generate().map_err(|source| gen_err(common_name, source))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(common_name, organizations);
@@ -72,15 +98,24 @@ impl Ca {
             })
             .collect::<Result<_, _>>()
             .map_err(|source| gen_err(common_name, source))?;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages =
-            if server { vec![ExtendedKeyUsagePurpose::ServerAuth] } else { vec![ExtendedKeyUsagePurpose::ClientAuth] };
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = if server {
+            vec![ExtendedKeyUsagePurpose::ServerAuth]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
         params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
         params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365);
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(|source| gen_err(common_name, source))?;
-        Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 }
 
@@ -92,10 +127,20 @@ pub struct Issued {
 
 impl Issued {
     /// Loads `<dir>/<name>.crt` and `.key`, issuing them with `issue` when absent.
-    pub fn load_or_issue(dir: &Path, name: &str, issue: impl FnOnce() -> Result<Issued>) -> Result<Issued> {
-        let (crt, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+    pub fn load_or_issue(
+        dir: &Path,
+        name: &str,
+        issue: impl FnOnce() -> Result<Issued>,
+    ) -> Result<Issued> {
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
         if crt.exists() && key.exists() {
-            return Ok(Issued { cert_pem: read(&crt)?, key_pem: read(&key)? });
+            return Ok(Issued {
+                cert_pem: read(&crt)?,
+                key_pem: read(&key)?,
+            });
         }
         let issued = issue()?;
         write(&crt, &issued.cert_pem, 0o644)?;
@@ -105,7 +150,13 @@ impl Issued {
 }
 
 /// Writes a kubeconfig with embedded certificates, usable by kubectl, kube-rs and the Python client.
-pub fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, user: &str, client: &Issued) -> Result<()> {
+pub fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    client: &Issued,
+) -> Result<()> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let doc = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: ekube\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {user}@ekube\n  context:\n    cluster: ekube\n    user: {user}\ncurrent-context: {user}@ekube\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {crt}\n    client-key-data: {key}\n",
@@ -129,23 +180,41 @@ fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {
 }
 
 fn gen_err(what: &str, source: rcgen::Error) -> Error {
-    Error::Generate { what: what.to_string(), source }
+    Error::Generate {
+        what: what.to_string(),
+        source,
+    }
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp).map_err(io)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)

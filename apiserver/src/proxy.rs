@@ -28,22 +28,52 @@ use crate::handler::Body;
 const KUBELET_PORT: u16 = 10250;
 
 /// Relays a streaming subresource request of `pod` to its kubelet.
-pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: Request<hyper::body::Incoming>) -> Result<Response<Body>> {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
-    let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
+pub async fn to_kubelet(
+    api: &Arc<ApiServer>,
+    pod: &Value,
+    sub: &str,
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>> {
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ns = pod
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty());
     let Some(node_name) = node_name else {
-        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
     };
-    let query: Vec<(String, String)> = form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).into_owned().collect();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let path = match sub {
         "portforward" => format!("/portForward/{ns}/{name}"),
         _ => {
-            let container = container(pod, query.iter().find(|(k, _)| k == "container").map(|(_, v)| v.as_str()))?;
+            let container = container(
+                pod,
+                query
+                    .iter()
+                    .find(|(k, _)| k == "container")
+                    .map(|(_, v)| v.as_str()),
+            )?;
             if sub != "log" {
-                let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
+                let phase = pod
+                    .pointer("/status/phase")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if matches!(phase, "Succeeded" | "Failed") {
-                    return Err(ApiError::bad_request(format!("cannot exec into or attach to a container in a completed pod; current phase is {phase}")));
+                    return Err(ApiError::bad_request(format!(
+                        "cannot exec into or attach to a container in a completed pod; current phase is {phase}"
+                    )));
                 }
             }
             let verb = match sub {
@@ -56,19 +86,38 @@ pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: R
     let forwarded: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query.iter().filter(|(k, _)| k != "container"))
         .finish();
-    let path_and_query = if forwarded.is_empty() { path } else { format!("{path}?{forwarded}") };
+    let path_and_query = if forwarded.is_empty() {
+        path
+    } else {
+        format!("{path}?{forwarded}")
+    };
 
     let nodes = ekube_api::resources::find("", "v1", "nodes").expect("nodes are a known resource");
     let node = api.registry.get(nodes, None, node_name).await?;
-    let (host, port) = kubelet_address(&node).ok_or_else(|| {
-        ApiError { code: 503, reason: "ServiceUnavailable", message: format!("node {node_name} has no address for its kubelet"), details: None }
+    let (host, port) = kubelet_address(&node).ok_or_else(|| ApiError {
+        code: 503,
+        reason: "ServiceUnavailable",
+        message: format!("node {node_name} has no address for its kubelet"),
+        details: None,
     })?;
-    let unavailable = |e: String| ApiError { code: 503, reason: "ServiceUnavailable", message: format!("error dialing the kubelet of node {node_name} ({host}:{port}): {e}"), details: None };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| unavailable(e.to_string()))?;
+    let unavailable = |e: String| ApiError {
+        code: 503,
+        reason: "ServiceUnavailable",
+        message: format!("error dialing the kubelet of node {node_name} ({host}:{port}): {e}"),
+        details: None,
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(host.clone()).map_err(|e| unavailable(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(kubelet_tls()).connect(server_name, tcp).await.map_err(|e| unavailable(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| unavailable(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(kubelet_tls())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "kubelet connection ended with an error");
@@ -77,7 +126,9 @@ pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: R
 
     let upgrading = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
-    let mut out = Request::builder().method(req.method().clone()).uri(path_and_query);
+    let mut out = Request::builder()
+        .method(req.method().clone())
+        .uri(path_and_query);
     for (k, v) in forwardable(req.headers(), upgrading) {
         out = out.header(k, v);
     }
@@ -85,18 +136,27 @@ pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: R
         .header(header::HOST, format!("{host}:{port}"))
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
-    let mut resp = sender.send_request(out).await.map_err(|e| unavailable(e.to_string()))?;
+    let mut resp = sender
+        .send_request(out)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
     let status = resp.status();
     tracing::debug!(pod = %name, %sub, node = %node_name, status = status.as_u16(), "relayed to the kubelet");
     if status == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Err(ApiError::internal("the kubelet switched protocols on a request that asked for no upgrade"));
+            return Err(ApiError::internal(
+                "the kubelet switched protocols on a request that asked for no upgrade",
+            ));
         };
         let kubelet_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, kubelet_upgrade) {
                 Ok((client, kubelet)) => {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(kubelet)).await;
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(client),
+                        &mut TokioIo::new(kubelet),
+                    )
+                    .await;
                 }
                 Err(e) => tracing::debug!(error = %e, "upgrade relay failed"),
             }
@@ -105,10 +165,17 @@ pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: R
         for (k, v) in resp.headers() {
             back = back.header(k, v);
         }
-        return back.body(crate::handler::full(Bytes::new())).map_err(|e| ApiError::internal(e.to_string()));
+        return back
+            .body(crate::handler::full(Bytes::new()))
+            .map_err(|e| ApiError::internal(e.to_string()));
     }
     if !status.is_success() {
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let message = String::from_utf8_lossy(&body).trim().to_owned();
         let reason = match status {
             StatusCode::BAD_REQUEST => "BadRequest",
@@ -116,8 +183,17 @@ pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: R
             StatusCode::NOT_IMPLEMENTED => "NotImplemented",
             _ => "InternalError",
         };
-        let message = if message.is_empty() { format!("the kubelet answered {status}") } else { message };
-        return Err(ApiError { code: status.as_u16(), reason, message, details: None });
+        let message = if message.is_empty() {
+            format!("the kubelet answered {status}")
+        } else {
+            message
+        };
+        return Err(ApiError {
+            code: status.as_u16(),
+            reason,
+            message,
+            details: None,
+        });
     }
     let mut back = Response::builder().status(status);
     for k in [header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
@@ -125,23 +201,48 @@ pub async fn to_kubelet(api: &Arc<ApiServer>, pod: &Value, sub: &str, mut req: R
             back = back.header(k, v);
         }
     }
-    let body = resp.into_body().map_err(std::io::Error::other).boxed_unsync();
-    back.body(body).map_err(|e| ApiError::internal(e.to_string()))
+    let body = resp
+        .into_body()
+        .map_err(std::io::Error::other)
+        .boxed_unsync();
+    back.body(body)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// The container a request addresses: the named one, which must exist, or the default.
 pub fn container(pod: &Value, requested: Option<&str>) -> Result<String> {
-    let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let names = |key: &str| -> Vec<String> {
         pod.pointer(&format!("/spec/{key}"))
             .and_then(Value::as_array)
-            .map(|cs| cs.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect())
+            .map(|cs| {
+                cs.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    let (containers, init, ephemeral) = (names("containers"), names("initContainers"), names("ephemeralContainers"));
+    let (containers, init, ephemeral) = (
+        names("containers"),
+        names("initContainers"),
+        names("ephemeralContainers"),
+    );
     match requested.filter(|c| !c.is_empty()) {
-        Some(c) if containers.iter().chain(&init).chain(&ephemeral).any(|n| n == c) => Ok(c.to_owned()),
-        Some(c) => Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c)
+            if containers
+                .iter()
+                .chain(&init)
+                .chain(&ephemeral)
+                .any(|n| n == c) =>
+        {
+            Ok(c.to_owned())
+        }
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
         None => {
             let annotated = pod
                 .pointer("/metadata/annotations/kubectl.kubernetes.io~1default-container")
@@ -153,9 +254,15 @@ pub fn container(pod: &Value, requested: Option<&str>) -> Result<String> {
             if containers.len() == 1 {
                 return Ok(containers[0].clone());
             }
-            let mut message = format!("a container name must be specified for pod {name}, choose one of: [{}]", containers.join(" "));
+            let mut message = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            );
             if !init.is_empty() {
-                message.push_str(&format!(" or one of the init containers: [{}]", init.join(" ")));
+                message.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
             }
             Err(ApiError::bad_request(message))
         }
@@ -164,9 +271,18 @@ pub fn container(pod: &Value, requested: Option<&str>) -> Result<String> {
 
 /// The node's InternalIP (else any address) and kubelet port.
 fn kubelet_address(node: &Value) -> Option<(String, u16)> {
-    let addresses = node.pointer("/status/addresses").and_then(Value::as_array)?;
-    let by_type = |t: &str| addresses.iter().find(|a| a["type"] == t).and_then(|a| a["address"].as_str());
-    let host = by_type("InternalIP").or_else(|| by_type("ExternalIP")).or_else(|| by_type("Hostname"))?;
+    let addresses = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?;
+    let by_type = |t: &str| {
+        addresses
+            .iter()
+            .find(|a| a["type"] == t)
+            .and_then(|a| a["address"].as_str())
+    };
+    let host = by_type("InternalIP")
+        .or_else(|| by_type("ExternalIP"))
+        .or_else(|| by_type("Hostname"))?;
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
@@ -181,8 +297,10 @@ fn forwardable(headers: &HeaderMap, upgrading: bool) -> Vec<(http::HeaderName, H
     headers
         .iter()
         .filter(|(k, _)| {
-            !matches!(*k, &header::AUTHORIZATION | &header::HOST | &header::CONTENT_LENGTH)
-                && (upgrading || !matches!(*k, &header::CONNECTION | &header::UPGRADE))
+            !matches!(
+                *k,
+                &header::AUTHORIZATION | &header::HOST | &header::CONTENT_LENGTH
+            ) && (upgrading || !matches!(*k, &header::CONNECTION | &header::UPGRADE))
                 && !k.as_str().eq_ignore_ascii_case("impersonate-user")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -229,7 +347,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -238,7 +361,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyKubeletCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -261,11 +389,18 @@ mod tests {
         assert_eq!(container(&p, Some("sidecar")).unwrap(), "sidecar");
         assert_eq!(container(&p, Some("init")).unwrap(), "init");
         let e = container(&p, Some("nope")).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (400, "container nope is not valid for pod web"));
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, "container nope is not valid for pod web")
+        );
         let e = container(&p, None).unwrap_err();
-        assert_eq!(e.message, "a container name must be specified for pod web, choose one of: [web sidecar] or one of the init containers: [init]");
+        assert_eq!(
+            e.message,
+            "a container name must be specified for pod web, choose one of: [web sidecar] or one of the init containers: [init]"
+        );
         let mut p = pod();
-        p["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/default-container": "sidecar"});
+        p["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/default-container": "sidecar"});
         assert_eq!(container(&p, None).unwrap(), "sidecar");
         let p = json!({"metadata": {"name": "one"}, "spec": {"containers": [{"name": "only"}]}});
         assert_eq!(container(&p, None).unwrap(), "only");

@@ -110,24 +110,33 @@ fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
 }
 
 fn name_of(obj: &Value) -> &str {
-    obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn parse_rv(rv: &str) -> Result<u64> {
-    rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+    rv.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
 }
 
 impl Registry {
     pub fn new(store: Arc<dyn Storage>, alloc: Allocator) -> Self {
         let node_ports = alloc.ports;
-        Self { store, alloc: Mutex::new(alloc), node_ports }
+        Self {
+            store,
+            alloc: Mutex::new(alloc),
+            node_ports,
+        }
     }
 
     pub async fn get(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Value> {
@@ -166,7 +175,10 @@ impl Registry {
                 continue;
             }
             if limit > 0 && out.len() == limit {
-                next = Some(encode_continue(&page_last_key(&out, r, ns), pinned_rv.unwrap_or(page.revision)));
+                next = Some(encode_continue(
+                    &page_last_key(&out, r, ns),
+                    pinned_rv.unwrap_or(page.revision),
+                ));
                 break;
             }
             out.push(obj);
@@ -175,7 +187,8 @@ impl Registry {
     }
 
     pub async fn namespace_must_be_active(&self, ns: &str, creating: bool) -> Result<()> {
-        let nsr = ekube_api::resources::find("", "v1", "namespaces").expect("namespaces are served");
+        let nsr =
+            ekube_api::resources::find("", "v1", "namespaces").expect("namespaces are served");
         let Some(kv) = self.store.get(&key(nsr, None, ns)).await? else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
@@ -219,10 +232,18 @@ impl Registry {
         if !unknown.is_empty() {
             match opts.field_validation {
                 FieldValidation::Strict => {
-                    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
-                    return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|f| format!("unknown field \"{f}\""))
+                        .collect();
+                    return Err(ApiError::bad_request(format!(
+                        "strict decoding error: {}",
+                        list.join(", ")
+                    )));
                 }
-                FieldValidation::Warn => warnings.0.extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
+                FieldValidation::Warn => warnings
+                    .0
+                    .extend(unknown.iter().map(|f| format!("unknown field \"{f}\""))),
                 FieldValidation::Ignore => {}
             }
         }
@@ -243,22 +264,38 @@ impl Registry {
         obj["apiVersion"] = json!(r.api_version());
         obj["kind"] = json!(r.kind);
         let meta = defaults::ensure(&mut obj, "metadata");
-        match (r.namespaced, ns, meta.get("namespace").and_then(Value::as_str)) {
+        match (
+            r.namespaced,
+            ns,
+            meta.get("namespace").and_then(Value::as_str),
+        ) {
             (true, Some(ns), Some(body_ns)) if !body_ns.is_empty() && body_ns != ns => {
                 return Err(ApiError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request",
                 ));
             }
             (true, Some(ns), _) => meta["namespace"] = json!(ns),
-            (true, None, _) => return Err(ApiError::bad_request("a namespaced resource must be created in a namespace")),
+            (true, None, _) => {
+                return Err(ApiError::bad_request(
+                    "a namespaced resource must be created in a namespace",
+                ));
+            }
             (false, _, _) => {
                 if let Some(m) = meta.as_object_mut() {
                     m.remove("namespace");
                 }
             }
         }
-        if meta.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
-            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|p| !p.is_empty()) {
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            if let Some(prefix) = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .filter(|p| !p.is_empty())
+            {
                 meta["name"] = json!(format!("{prefix}{}", random_suffix()));
             }
         }
@@ -309,13 +346,19 @@ impl Registry {
             }
             return Ok((obj, warnings));
         }
-        let kv = self.store.create(&k, encode(r, &obj)).await.map_err(|e| self.map_write_error(r, &name, e))?;
+        let kv = self
+            .store
+            .create(&k, encode(r, &obj))
+            .await
+            .map_err(|e| self.map_write_error(r, &name, e))?;
         Ok((decode(r, &kv), warnings))
     }
 
     fn map_write_error(&self, r: &ResourceInfo, name: &str, e: storage::Error) -> ApiError {
         match e {
-            storage::Error::AlreadyExists { .. } => ApiError::already_exists(r.group, r.plural, name),
+            storage::Error::AlreadyExists { .. } => {
+                ApiError::already_exists(r.group, r.plural, name)
+            }
             storage::Error::NotFound { .. } => ApiError::not_found(r.group, r.plural, name),
             storage::Error::Conflict { .. } => ApiError::stale(r.group, r.plural, name),
             other => other.into(),
@@ -351,9 +394,15 @@ impl Registry {
             }
             self.prepare_update(r, &current, &mut desired, subresource)?;
             let mut warnings = Warnings::default();
-            self.admit(r, &mut desired, Some(&current), opts, &mut warnings).await?;
-            if desired.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done(r, &desired) {
-                let gone = self.store.delete(&key(r, ns, name), Some(kv.mod_revision)).await;
+            self.admit(r, &mut desired, Some(&current), opts, &mut warnings)
+                .await?;
+            if desired.pointer("/metadata/deletionTimestamp").is_some()
+                && finalizers_done(r, &desired)
+            {
+                let gone = self
+                    .store
+                    .delete(&key(r, ns, name), Some(kv.mod_revision))
+                    .await;
                 match gone {
                     Ok(kv) => {
                         self.released(r, &current).await;
@@ -375,7 +424,10 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((desired, warnings));
                 }
-                let res = self.store.update(&key(r, ns, name), encode(r, &desired), kv.mod_revision).await;
+                let res = self
+                    .store
+                    .update(&key(r, ns, name), encode(r, &desired), kv.mod_revision)
+                    .await;
                 if res.is_err() {
                     alloc.release(&held);
                     alloc.hold(&old);
@@ -385,7 +437,9 @@ impl Registry {
                 if opts.dry_run {
                     return Ok((desired, warnings));
                 }
-                self.store.update(&key(r, ns, name), encode(r, &desired), kv.mod_revision).await
+                self.store
+                    .update(&key(r, ns, name), encode(r, &desired), kv.mod_revision)
+                    .await
             };
             match write {
                 Ok(kv) => return Ok((decode(r, &kv), warnings)),
@@ -393,16 +447,33 @@ impl Registry {
                 Err(e) => return Err(self.map_write_error(r, name, e)),
             }
         }
-        Err(ApiError::conflict(r.group, r.plural, name, "too many concurrent writers, try again"))
+        Err(ApiError::conflict(
+            r.group,
+            r.plural,
+            name,
+            "too many concurrent writers, try again",
+        ))
     }
 
     /// Keeps what an update may not change and bumps `generation` when the spec changed.
-    fn prepare_update(&self, r: &ResourceInfo, current: &Value, desired: &mut Value, sub: Option<&str>) -> Result<()> {
+    fn prepare_update(
+        &self,
+        r: &ResourceInfo,
+        current: &Value,
+        desired: &mut Value,
+        sub: Option<&str>,
+    ) -> Result<()> {
         if !desired.is_object() {
             return Err(ApiError::bad_request("the request body must be an object"));
         }
-        let name = current.pointer("/metadata/name").cloned().unwrap_or_default();
-        let body_name = desired.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let name = current
+            .pointer("/metadata/name")
+            .cloned()
+            .unwrap_or_default();
+        let body_name = desired
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if !body_name.is_empty() && Some(body_name) != name.as_str() {
             return Err(ApiError::bad_request(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({})",
@@ -445,7 +516,15 @@ impl Registry {
             _ => {}
         }
         let meta = defaults::ensure(desired, "metadata");
-        for keep in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        for keep in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ] {
             match current["metadata"].get(keep) {
                 Some(v) => meta[keep] = v.clone(),
                 None => {
@@ -454,7 +533,9 @@ impl Registry {
             }
         }
         if let Some(m) = meta.as_object_mut() {
-            if m.get("resourceVersion").is_some_and(|v| v.as_str().is_none_or(str::is_empty)) {
+            if m.get("resourceVersion")
+                .is_some_and(|v| v.as_str().is_none_or(str::is_empty))
+            {
                 m.remove("resourceVersion");
             }
         }
@@ -466,7 +547,10 @@ impl Registry {
             });
             v
         };
-        if let Some(generation) = current.pointer("/metadata/generation").and_then(Value::as_i64) {
+        if let Some(generation) = current
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+        {
             if spec_of(current) != spec_of(desired) {
                 desired["metadata"]["generation"] = json!(generation + 1);
             }
@@ -481,41 +565,76 @@ impl Registry {
         }
     }
 
-    pub async fn delete(&self, r: &ResourceInfo, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Deleted> {
+    pub async fn delete(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> Result<Deleted> {
         for _ in 0..32 {
             let kv = self.get_kv(r, ns, name).await?;
             let current = decode(r, &kv);
             if let Some(uid) = &opts.uid {
-                let actual = current.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+                let actual = current
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 if uid != actual {
-                    return Err(ApiError::conflict(r.group, r.plural, name, &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                    )));
+                    return Err(ApiError::conflict(
+                        r.group,
+                        r.plural,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                        ),
+                    ));
                 }
             }
             if let Some(rv) = &opts.resource_version {
                 if parse_rv(rv)? != kv.mod_revision {
-                    return Err(ApiError::conflict(r.group, r.plural, name, &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        kv.mod_revision
-                    )));
+                    return Err(ApiError::conflict(
+                        r.group,
+                        r.plural,
+                        name,
+                        &format!(
+                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                            kv.mod_revision
+                        ),
+                    ));
                 }
             }
             let mut next = current.clone();
             let mut changed = false;
             // Graceful deletion of pods a kubelet is running.
             if r.kind == "Pod" && r.group.is_empty() {
-                let scheduled = current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-                let finished = matches!(current.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
-                let default_grace = current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30);
-                let grace = if !scheduled || finished { 0 } else { opts.grace_period.unwrap_or(default_grace).max(0) };
-                let existing = current.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
+                let scheduled = current
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                let finished = matches!(
+                    current.pointer("/status/phase").and_then(Value::as_str),
+                    Some("Succeeded" | "Failed")
+                );
+                let default_grace = current
+                    .pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30);
+                let grace = if !scheduled || finished {
+                    0
+                } else {
+                    opts.grace_period.unwrap_or(default_grace).max(0)
+                };
+                let existing = current
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
                 if grace > 0 {
                     if existing.is_some_and(|g| g <= grace) {
                         return Ok(Deleted::Pending(current));
                     }
                     let when = Utc::now() + chrono::Duration::seconds(grace);
-                    next["metadata"]["deletionTimestamp"] = json!(when.to_rfc3339_opts(SecondsFormat::Secs, true));
+                    next["metadata"]["deletionTimestamp"] =
+                        json!(when.to_rfc3339_opts(SecondsFormat::Secs, true));
                     next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                     changed = true;
                 } else if existing.is_some() {
@@ -524,8 +643,11 @@ impl Registry {
                     changed = true;
                 }
             }
-            let mut finalizers: Vec<Value> =
-                current.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut finalizers: Vec<Value> = current
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             match opts.propagation.as_deref() {
                 Some("Foreground") if !finalizers.contains(&json!("foregroundDeletion")) => {
                     finalizers.push(json!("foregroundDeletion"));
@@ -538,7 +660,10 @@ impl Registry {
                 _ => {}
             }
             let namespace_pending = r.kind == "Namespace"
-                && current.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+                && current
+                    .pointer("/spec/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
             if namespace_pending {
                 next["status"]["phase"] = json!("Terminating");
                 changed = true;
@@ -551,14 +676,21 @@ impl Registry {
                     changed = true;
                 }
             }
-            let grace_pending =
-                next.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0;
+            let grace_pending = next
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                > 0;
             if finalizers.is_empty() && !namespace_pending && !grace_pending {
                 // Nothing holds it: delete now.
                 if opts.dry_run {
                     return Ok(Deleted::Gone(current));
                 }
-                match self.store.delete(&key(r, ns, name), Some(kv.mod_revision)).await {
+                match self
+                    .store
+                    .delete(&key(r, ns, name), Some(kv.mod_revision))
+                    .await
+                {
                     Ok(kv) => {
                         self.released(r, &current).await;
                         return Ok(Deleted::Gone(decode(r, &kv)));
@@ -570,23 +702,41 @@ impl Registry {
             if !changed || opts.dry_run {
                 return Ok(Deleted::Pending(if opts.dry_run { next } else { current }));
             }
-            match self.store.update(&key(r, ns, name), encode(r, &next), kv.mod_revision).await {
+            match self
+                .store
+                .update(&key(r, ns, name), encode(r, &next), kv.mod_revision)
+                .await
+            {
                 Ok(kv) => return Ok(Deleted::Pending(decode(r, &kv))),
                 Err(storage::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(self.map_write_error(r, name, e)),
             }
         }
-        Err(ApiError::conflict(r.group, r.plural, name, "too many concurrent writers, try again"))
+        Err(ApiError::conflict(
+            r.group,
+            r.plural,
+            name,
+            "too many concurrent writers, try again",
+        ))
     }
 }
 
 /// Whether an object marked for deletion may now leave storage.
 fn finalizers_done(r: &ResourceInfo, obj: &Value) -> bool {
-    let meta_done = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+    let meta_done = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(|f| f.is_empty());
     let ns_done = r.kind != "Namespace"
-        || obj.pointer("/spec/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+        || obj
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
     // A terminating pod leaves only when its kubelet (or a forced delete) says so.
-    let grace = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0);
+    let grace = obj
+        .pointer("/metadata/deletionGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     meta_done && ns_done && grace == 0
 }
 
@@ -600,7 +750,10 @@ fn without_rv(v: &Value) -> Value {
 
 fn page_last_key(out: &[Value], r: &ResourceInfo, ns: Option<&str>) -> String {
     let last = out.last().expect("a full page is not empty");
-    let obj_ns = last.pointer("/metadata/namespace").and_then(Value::as_str).or(ns);
+    let obj_ns = last
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .or(ns);
     key(r, obj_ns, name_of(last))
 }
 
@@ -613,7 +766,9 @@ fn encode_continue(last_key: &str, rv: u64) -> String {
 fn decode_continue(token: &str, prefix: &str) -> Result<(Option<String>, Option<u64>)> {
     use base64::Engine;
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v["start"].as_str().ok_or_else(bad)?;
     if !start.starts_with(prefix) {
@@ -623,8 +778,15 @@ fn decode_continue(token: &str, prefix: &str) -> Result<(Option<String>, Option<
 }
 
 /// Whether `obj` passes the filters of a list or watch.
-pub fn matches(obj: &Value, name: Option<&str>, labels: &LabelSelector, fields: &FieldSelector) -> bool {
-    name.is_none_or(|n| name_of(obj) == n) && labels.matches_object(obj) && fields.matches_object(obj)
+pub fn matches(
+    obj: &Value,
+    name: Option<&str>,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> bool {
+    name.is_none_or(|n| name_of(obj) == n)
+        && labels.matches_object(obj)
+        && fields.matches_object(obj)
 }
 
 /// Turns a `Cause`-free validation into a plain invalid error (used by subresources).

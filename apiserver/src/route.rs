@@ -27,18 +27,35 @@ pub struct Target {
 }
 
 pub fn parse(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segs.as_slice() {
-        [h @ ("healthz" | "livez" | "readyz"), rest @ ..] => Route::Health(format!("{h}{}", if rest.is_empty() { String::new() } else { format!("/{}", rest.join("/")) })),
+        [h @ ("healthz" | "livez" | "readyz"), rest @ ..] => Route::Health(format!(
+            "{h}{}",
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", rest.join("/"))
+            }
+        )),
         ["version"] => Route::Version,
         ["api"] => Route::Api,
         ["apis"] => Route::Apis,
         ["openapi", "v2"] | ["swagger.json"] => Route::OpenApiV2,
         ["openapi", "v3"] => Route::OpenApiV3Root,
         ["openapi", "v3", rest @ ..] => Route::OpenApiV3(rest.join("/")),
-        ["api", version] => Route::ResourceList { group: String::new(), version: version.to_string() },
+        ["api", version] => Route::ResourceList {
+            group: String::new(),
+            version: version.to_string(),
+        },
         ["apis", group] => Route::Group(group.to_string()),
-        ["apis", group, version] => Route::ResourceList { group: group.to_string(), version: version.to_string() },
+        ["apis", group, version] => Route::ResourceList {
+            group: group.to_string(),
+            version: version.to_string(),
+        },
         ["api", version, rest @ ..] => resource("", version, rest),
         ["apis", group, version, rest @ ..] => resource(group, version, rest),
         _ => Route::NotFound,
@@ -52,8 +69,11 @@ pub fn has_subresource(info: &ResourceInfo, sub: &str) -> bool {
         "scale" => info.scale,
         _ => matches!(
             (info.group, info.plural, sub),
-            ("", "pods", "binding" | "eviction" | "log" | "exec" | "attach" | "portforward")
-                | ("", "namespaces", "finalize")
+            (
+                "",
+                "pods",
+                "binding" | "eviction" | "log" | "exec" | "attach" | "portforward"
+            ) | ("", "namespaces", "finalize")
                 | ("", "serviceaccounts", "token")
         ),
     }
@@ -61,7 +81,10 @@ pub fn has_subresource(info: &ResourceInfo, sub: &str) -> bool {
 
 fn resource(group: &str, version: &str, rest: &[&str]) -> Route {
     let find = |plural: &str| resources::find(group, version, plural);
-    let target = |info: &'static ResourceInfo, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+    let target = |info: &'static ResourceInfo,
+                  namespace: Option<&str>,
+                  name: Option<&str>,
+                  sub: Option<&str>| {
         if sub.is_some_and(|s| !has_subresource(info, s)) {
             return Route::NotFound;
         }
@@ -103,15 +126,37 @@ mod tests {
 
     #[test]
     fn paths() {
-        let Route::Resource(t) = parse("/api/v1/namespaces/default/pods/web/status") else { panic!() };
-        assert_eq!((t.info.plural, t.namespace.as_deref(), t.name.as_deref(), t.subresource.as_deref()),
-            ("pods", Some("default"), Some("web"), Some("status")));
-        let Route::Resource(t) = parse("/api/v1/namespaces/kube-system") else { panic!() };
-        assert_eq!((t.info.plural, t.name.as_deref()), ("namespaces", Some("kube-system")));
-        let Route::Resource(t) = parse("/apis/apps/v1/deployments") else { panic!() };
+        let Route::Resource(t) = parse("/api/v1/namespaces/default/pods/web/status") else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                t.info.plural,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.subresource.as_deref()
+            ),
+            ("pods", Some("default"), Some("web"), Some("status"))
+        );
+        let Route::Resource(t) = parse("/api/v1/namespaces/kube-system") else {
+            panic!()
+        };
+        assert_eq!(
+            (t.info.plural, t.name.as_deref()),
+            ("namespaces", Some("kube-system"))
+        );
+        let Route::Resource(t) = parse("/apis/apps/v1/deployments") else {
+            panic!()
+        };
         assert_eq!((t.info.plural, t.namespace), ("deployments", None));
         assert_eq!(parse("/api/v1/namespaces/x/frobs"), Route::NotFound);
-        assert_eq!(parse("/apis/apps/v1"), Route::ResourceList { group: "apps".into(), version: "v1".into() });
+        assert_eq!(
+            parse("/apis/apps/v1"),
+            Route::ResourceList {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(parse("/api/v1/pods/web"), Route::NotFound);
     }
 }

@@ -15,7 +15,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::ApiServer;
 use crate::auth::User;
 
-pub fn tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
+pub fn tls_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -25,7 +29,9 @@ pub fn tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<rustls:
         .ok_or("serving key: no private key found")?;
     let mut roots = RootCertStore::empty();
     for ca in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(ca.map_err(|e| format!("CA certificate: {e}"))?).map_err(|e| format!("CA certificate: {e}"))?;
+        roots
+            .add(ca.map_err(|e| format!("CA certificate: {e}"))?)
+            .map_err(|e| format!("CA certificate: {e}"))?;
     }
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .allow_unauthenticated()
@@ -78,7 +84,12 @@ async fn connection(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = tcp.set_nodelay(true);
     let tls = acceptor.accept(tcp).await?;
-    let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(User::from_certificate);
+    let user = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(User::from_certificate);
     tracing::trace!(%peer, user = ?user, "connection");
     let service = service_fn(move |req| crate::handler::handle(api.clone(), user.clone(), req));
     hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

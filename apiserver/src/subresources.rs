@@ -19,7 +19,12 @@ pub fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
     let selector = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default();
     json!({
         "kind": "Scale",
@@ -44,17 +49,35 @@ pub async fn put_scale(
     scale: &Value,
     opts: &WriteOptions,
 ) -> Result<Response<Body>> {
-    let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+    let replicas = scale
+        .pointer("/spec/replicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     if replicas < 0 {
-        return Err(ApiError::invalid("autoscaling", "Scale", name, vec![Cause::invalid("spec.replicas", replicas, "must be greater than or equal to 0")]));
+        return Err(ApiError::invalid(
+            "autoscaling",
+            "Scale",
+            name,
+            vec![Cause::invalid(
+                "spec.replicas",
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        ));
     }
     let pinned = scale
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .filter(|rv| !rv.is_empty())
-        .map(|rv| rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}"))))
+        .map(|rv| {
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
+        })
         .transpose()?;
-    let opts = WriteOptions { precondition: pinned, ..opts.clone() };
+    let opts = WriteOptions {
+        precondition: pinned,
+        ..opts.clone()
+    };
     let (obj, _) = api
         .registry
         .guaranteed_update(r, ns, name, None, &opts, |mut cur| {
@@ -76,22 +99,51 @@ pub async fn post(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response<Body>> {
-    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     match (r.kind, sub) {
         ("Pod", "binding") => {
             let binding = parse_object(body, ct)?;
-            let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let node = binding
+                .pointer("/target/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if node.is_empty() {
-                return Err(ApiError::invalid("", "Binding", name, vec![Cause::required("target.name")]));
+                return Err(ApiError::invalid(
+                    "",
+                    "Binding",
+                    name,
+                    vec![Cause::required("target.name")],
+                ));
             }
-            let opts = WriteOptions { dry_run: q.get("dryRun") == Some("All"), ..Default::default() };
+            let opts = WriteOptions {
+                dry_run: q.get("dryRun") == Some("All"),
+                ..Default::default()
+            };
             api.registry
                 .guaranteed_update(r, ns, name, None, &opts, |mut pod| {
                     if pod.pointer("/metadata/deletionTimestamp").is_some() {
-                        return Err(ApiError::conflict("", "pods", name, "pod is being deleted, cannot be assigned to a host"));
+                        return Err(ApiError::conflict(
+                            "",
+                            "pods",
+                            name,
+                            "pod is being deleted, cannot be assigned to a host",
+                        ));
                     }
-                    if let Some(current) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-                        return Err(ApiError::conflict("", "pods", name, &format!("pod {name} is already assigned to node \"{current}\"")));
+                    if let Some(current) = pod
+                        .pointer("/spec/nodeName")
+                        .and_then(Value::as_str)
+                        .filter(|n| !n.is_empty())
+                    {
+                        return Err(ApiError::conflict(
+                            "",
+                            "pods",
+                            name,
+                            &format!("pod {name} is already assigned to node \"{current}\""),
+                        ));
                     }
                     pod["spec"]["nodeName"] = json!(node);
                     Ok(pod)
@@ -112,13 +164,31 @@ pub async fn post(
                     Ok(pod)
                 })
                 .await;
-            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         ("Pod", "eviction") => {
             let eviction = parse_object(body, ct)?;
-            let grace = eviction.pointer("/deleteOptions/gracePeriodSeconds").and_then(Value::as_i64);
-            api.registry.delete(r, ns, name, &DeleteOptions { grace_period: grace, ..Default::default() }).await?;
-            Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            let grace = eviction
+                .pointer("/deleteOptions/gracePeriodSeconds")
+                .and_then(Value::as_i64);
+            api.registry
+                .delete(
+                    r,
+                    ns,
+                    name,
+                    &DeleteOptions {
+                        grace_period: grace,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
         _ => Err(ApiError::path_not_found()),
     }
@@ -134,7 +204,9 @@ pub async fn get(
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
     match (r.kind, sub) {
-        ("Pod", "log" | "exec" | "attach" | "portforward") => stream(api, r, ns, name, sub, req).await,
+        ("Pod", "log" | "exec" | "attach" | "portforward") => {
+            stream(api, r, ns, name, sub, req).await
+        }
         _ => Err(ApiError::path_not_found()),
     }
 }

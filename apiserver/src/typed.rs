@@ -7,8 +7,9 @@
 //! is the round-tripped form, so unknown fields never reach storage.
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, certificates::v1 as certs, coordination::v1 as coord, core::v1 as core,
-    discovery::v1 as disco, events::v1 as events, networking::v1 as net, rbac::v1 as rbac,
+    apps::v1 as apps, batch::v1 as batch, certificates::v1 as certs, coordination::v1 as coord,
+    core::v1 as core, discovery::v1 as disco, events::v1 as events, networking::v1 as net,
+    rbac::v1 as rbac,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,7 +70,11 @@ pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<
 
 /// Round-trips `value` through the type registered for `group`/`kind`. Returns the normalised
 /// object and the paths of fields the type does not know.
-pub fn normalize(group: &str, kind: &str, value: Value) -> Result<(Value, Vec<String>), DecodeError> {
+pub fn normalize(
+    group: &str,
+    kind: &str,
+    value: Value,
+) -> Result<(Value, Vec<String>), DecodeError> {
     struct Roundtrip(Value);
     impl KindVisitor for Roundtrip {
         type Output = Result<(Value, Vec<String>), DecodeError>;
@@ -83,12 +88,17 @@ pub fn normalize(group: &str, kind: &str, value: Value) -> Result<(Value, Vec<St
     }
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(value: Value) -> Result<(Value, Vec<String>), DecodeError> {
+fn roundtrip<T: DeserializeOwned + Serialize>(
+    value: Value,
+) -> Result<(Value, Vec<String>), DecodeError> {
     let typed: T = serde_path_to_error::deserialize(&value).map_err(|e| DecodeError {
         path: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
-    let back = serde_json::to_value(&typed).map_err(|e| DecodeError { path: String::new(), message: e.to_string() })?;
+    let back = serde_json::to_value(&typed).map_err(|e| DecodeError {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
     let mut unknown = Vec::new();
     diff_unknown(&value, &back, String::new(), &mut unknown);
     Ok((back, unknown))
@@ -99,7 +109,11 @@ fn diff_unknown(input: &Value, output: &Value, path: String, out: &mut Vec<Strin
     match (input, output) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match b.get(k) {
                     Some(w) => diff_unknown(v, w, child, out),
                     None if v.is_null() => {}
@@ -145,6 +159,9 @@ mod tests {
             "spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": 1}}}]}});
         let (out, unknown) = normalize("", "Pod", pod).unwrap();
         assert!(unknown.is_empty());
-        assert_eq!(out["spec"]["containers"][0]["resources"]["limits"]["cpu"], "1");
+        assert_eq!(
+            out["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+            "1"
+        );
     }
 }

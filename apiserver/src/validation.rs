@@ -14,7 +14,8 @@ const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanu
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -30,7 +31,8 @@ fn is_dns1035_label(s: &str) -> bool {
 fn is_iana_svc_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.bytes().any(|b| b.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -39,7 +41,10 @@ fn is_iana_svc_name(s: &str) -> bool {
 
 /// Validates the name and metadata every object has.
 pub fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if name.is_empty() {
         causes.push(Cause::required("metadata.name"));
     } else {
@@ -47,9 +52,10 @@ pub fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
             "Namespace" => (is_dns1123_label(name), DNS1123_LABEL),
             "Service" => (is_dns1035_label(name), DNS1035_LABEL),
             // Role-like and Event names allow a wider alphabet; a path segment is enough.
-            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "Event" => {
-                (!name.contains('/') && !name.contains('%') && name != "." && name != "..", "may not contain '/' or '%'")
-            }
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "Event" => (
+                !name.contains('/') && !name.contains('%') && name != "." && name != "..",
+                "may not contain '/' or '%'",
+            ),
             _ => (is_dns1123_subdomain(name), DNS1123_SUBDOMAIN),
         };
         if !ok {
@@ -60,12 +66,16 @@ pub fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
-    let Some(Value::Object(map)) = labels else { return };
+    let Some(Value::Object(map)) = labels else {
+        return;
+    };
     for (k, v) in map {
         let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
         let name_ok = !name.is_empty()
             && name.len() <= 63
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             && name.as_bytes()[0].is_ascii_alphanumeric()
             && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
         if !name_ok || (!prefix.is_empty() && !is_dns1123_subdomain(prefix)) {
@@ -73,7 +83,9 @@ fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
         }
         let value = v.as_str().unwrap_or_default();
         let value_ok = value.len() <= 63
-            && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             && (value.is_empty()
                 || (value.as_bytes()[0].is_ascii_alphanumeric()
                     && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric()));
@@ -94,7 +106,10 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(Value::Object(map)) = obj.get(field) {
                     for k in map.keys() {
-                        let ok = !k.is_empty() && k.len() <= 253 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                        let ok = !k.is_empty()
+                            && k.len() <= 253
+                            && k.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
                         if !ok {
                             causes.push(Cause::invalid(format!("{field}[{k}]"), format!("\"{k}\""), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
                         }
@@ -102,26 +117,46 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
                 }
             }
         }
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => workload(obj, &mut causes, true),
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
+            workload(obj, &mut causes, true)
+        }
         ("batch", "Job") => {
             workload(obj, &mut causes, false);
-            if let Some(policy) = obj.pointer("/spec/template/spec/restartPolicy").and_then(Value::as_str) {
+            if let Some(policy) = obj
+                .pointer("/spec/template/spec/restartPolicy")
+                .and_then(Value::as_str)
+            {
                 if policy == "Always" {
-                    causes.push(Cause::not_supported("spec.template.spec.restartPolicy", policy, &["OnFailure", "Never"]));
+                    causes.push(Cause::not_supported(
+                        "spec.template.spec.restartPolicy",
+                        policy,
+                        &["OnFailure", "Never"],
+                    ));
                 }
             }
         }
         ("batch", "CronJob") => {
-            let schedule = obj.pointer("/spec/schedule").and_then(Value::as_str).unwrap_or_default();
+            let schedule = obj
+                .pointer("/spec/schedule")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if schedule.is_empty() {
                 causes.push(Cause::required("spec.schedule"));
             } else if !valid_cron(schedule) {
-                causes.push(Cause::invalid("spec.schedule", format!("\"{schedule}\""), "unparseable schedule"));
+                causes.push(Cause::invalid(
+                    "spec.schedule",
+                    format!("\"{schedule}\""),
+                    "unparseable schedule",
+                ));
             }
             if obj.pointer("/spec/jobTemplate/spec/template").is_none() {
                 causes.push(Cause::required("spec.jobTemplate.spec.template"));
             } else {
-                pod_spec(obj.pointer("/spec/jobTemplate/spec/template/spec"), "spec.jobTemplate.spec.template.spec", &mut causes);
+                pod_spec(
+                    obj.pointer("/spec/jobTemplate/spec/template/spec"),
+                    "spec.jobTemplate.spec.template.spec",
+                    &mut causes,
+                );
             }
         }
         _ => {}
@@ -131,16 +166,27 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
 
 fn valid_cron(s: &str) -> bool {
     if s.starts_with('@') {
-        return matches!(s, "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly");
+        return matches!(
+            s,
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly"
+        );
     }
     let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5 && fields.iter().all(|f| f.bytes().all(|b| b.is_ascii_alphanumeric() || b"*/,-?".contains(&b)))
+    fields.len() == 5
+        && fields.iter().all(|f| {
+            f.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"*/,-?".contains(&b))
+        })
 }
 
 fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
     if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
         if r < 0 {
-            causes.push(Cause::invalid("spec.replicas", r, "must be greater than or equal to 0"));
+            causes.push(Cause::invalid(
+                "spec.replicas",
+                r,
+                "must be greater than or equal to 0",
+            ));
         }
     }
     let selector = obj.pointer("/spec/selector");
@@ -149,18 +195,26 @@ fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
         match selector {
             None | Some(Value::Null) => causes.push(Cause::required("spec.selector")),
             Some(sel) => {
-                let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
-                    serde_json::from_value(sel.clone());
+                let parsed: Result<
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+                    _,
+                > = serde_json::from_value(sel.clone());
                 if let Ok(sel) = parsed {
                     let selector = ekube_api::selector::LabelSelector::from_label_selector(&sel);
                     if selector.is_empty() {
-                        causes.push(Cause::invalid("spec.selector", "{}", "empty selector is invalid for deployment"));
+                        causes.push(Cause::invalid(
+                            "spec.selector",
+                            "{}",
+                            "empty selector is invalid for deployment",
+                        ));
                     }
                     let labels = template_labels
                         .and_then(|l| serde_json::from_value(l.clone()).ok())
                         .unwrap_or_default();
                     if !selector.matches(&labels) {
-                        let shown = template_labels.map(|l| format!("map[{}]", render_map(l))).unwrap_or_else(|| "map[]".into());
+                        let shown = template_labels
+                            .map(|l| format!("map[{}]", render_map(l)))
+                            .unwrap_or_else(|| "map[]".into());
                         causes.push(Cause::invalid(
                             "spec.template.metadata.labels",
                             shown,
@@ -176,12 +230,21 @@ fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
         return;
     }
     labels(template_labels, "spec.template.metadata.labels", causes);
-    pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", causes);
+    pod_spec(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+        causes,
+    );
 }
 
 fn render_map(v: &Value) -> String {
     v.as_object()
-        .map(|m| m.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(" "))
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
 }
 
@@ -196,22 +259,45 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
     }
     let mut names = Vec::new();
     for list in ["initContainers", "containers"] {
-        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             container(c, &format!("{at}.{list}[{i}]"), &mut names, causes);
         }
     }
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
-            causes.push(Cause::not_supported(format!("{at}.restartPolicy"), policy, &["Always", "OnFailure", "Never"]));
+            causes.push(Cause::not_supported(
+                format!("{at}.restartPolicy"),
+                policy,
+                &["Always", "OnFailure", "Never"],
+            ));
         }
     }
-    if let Some(g) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64) {
+    if let Some(g) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+    {
         if g < 0 {
-            causes.push(Cause::invalid(format!("{at}.terminationGracePeriodSeconds"), g, "must be greater than or equal to 0"));
+            causes.push(Cause::invalid(
+                format!("{at}.terminationGracePeriodSeconds"),
+                g,
+                "must be greater than or equal to 0",
+            ));
         }
     }
     let mut volume_names = Vec::new();
-    for (i, v) in spec.get("volumes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, v) in spec
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let name = v.get("name").and_then(Value::as_str).unwrap_or_default();
         let field = format!("{at}.volumes[{i}].name");
         if name.is_empty() {
@@ -225,8 +311,20 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
         }
     }
     for list in ["initContainers", "containers"] {
-        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
-            for (j, m) in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (i, c) in spec
+            .get(list)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            for (j, m) in c
+                .get("volumeMounts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
                 if !volume_names.contains(&name) {
                     causes.push(Cause {
@@ -235,8 +333,13 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
                         message: format!("Not found: \"{name}\""),
                     });
                 }
-                if m.get("mountPath").and_then(Value::as_str).is_none_or(str::is_empty) {
-                    causes.push(Cause::required(format!("{at}.{list}[{i}].volumeMounts[{j}].mountPath")));
+                if m.get("mountPath")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                {
+                    causes.push(Cause::required(format!(
+                        "{at}.{list}[{i}].volumeMounts[{j}].mountPath"
+                    )));
                 }
             }
         }
@@ -248,32 +351,63 @@ fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut 
     if name.is_empty() {
         causes.push(Cause::required(format!("{at}.name")));
     } else if !is_dns1123_label(name) {
-        causes.push(Cause::invalid(format!("{at}.name"), format!("\"{name}\""), DNS1123_LABEL));
+        causes.push(Cause::invalid(
+            format!("{at}.name"),
+            format!("\"{name}\""),
+            DNS1123_LABEL,
+        ));
     } else if names.contains(&name) {
-        causes.push(Cause::duplicate(format!("{at}.name"), format!("\"{name}\"")));
+        causes.push(Cause::duplicate(
+            format!("{at}.name"),
+            format!("\"{name}\""),
+        ));
     } else {
         names.push(name);
     }
-    if c.get("image").and_then(Value::as_str).is_none_or(|i| i.trim().is_empty()) {
+    if c.get("image")
+        .and_then(Value::as_str)
+        .is_none_or(|i| i.trim().is_empty())
+    {
         causes.push(Cause::required(format!("{at}.image")));
     }
     if let Some(policy) = c.get("imagePullPolicy").and_then(Value::as_str) {
         if !matches!(policy, "Always" | "IfNotPresent" | "Never") {
-            causes.push(Cause::not_supported(format!("{at}.imagePullPolicy"), policy, &["Always", "IfNotPresent", "Never"]));
+            causes.push(Cause::not_supported(
+                format!("{at}.imagePullPolicy"),
+                policy,
+                &["Always", "IfNotPresent", "Never"],
+            ));
         }
     }
-    for (i, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+    for (i, p) in c
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         match p.get("containerPort").and_then(Value::as_i64) {
             None => causes.push(Cause::required(format!("{at}.ports[{i}].containerPort"))),
-            Some(n) if !(1..=65535).contains(&n) => {
-                causes.push(Cause::invalid(format!("{at}.ports[{i}].containerPort"), n, "must be between 1 and 65535, inclusive"))
-            }
+            Some(n) if !(1..=65535).contains(&n) => causes.push(Cause::invalid(
+                format!("{at}.ports[{i}].containerPort"),
+                n,
+                "must be between 1 and 65535, inclusive",
+            )),
             _ => {}
         }
         protocol(p, &format!("{at}.ports[{i}].protocol"), causes);
     }
-    for (i, e) in c.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        if e.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
+    for (i, e) in c
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if e.get("name")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             causes.push(Cause::required(format!("{at}.env[{i}].name")));
         }
     }
@@ -301,12 +435,26 @@ fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
 }
 
 fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
-    let ty = obj.pointer("/spec/type").and_then(Value::as_str).unwrap_or("ClusterIP");
-    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
-        causes.push(Cause::not_supported("spec.type", ty, &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]));
+    let ty = obj
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP");
+    if !matches!(
+        ty,
+        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
+    ) {
+        causes.push(Cause::not_supported(
+            "spec.type",
+            ty,
+            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
+        ));
     }
     if ty == "ExternalName" {
-        if obj.pointer("/spec/externalName").and_then(Value::as_str).is_none_or(str::is_empty) {
+        if obj
+            .pointer("/spec/externalName")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             causes.push(Cause::required("spec.externalName"));
         }
         return;
@@ -325,17 +473,26 @@ fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
             causes.push(Cause::required(format!("{at}.name")));
         } else if !name.is_empty() {
             if !is_dns1123_label(name) {
-                causes.push(Cause::invalid(format!("{at}.name"), format!("\"{name}\""), DNS1123_LABEL));
+                causes.push(Cause::invalid(
+                    format!("{at}.name"),
+                    format!("\"{name}\""),
+                    DNS1123_LABEL,
+                ));
             } else if names.contains(&name) {
-                causes.push(Cause::duplicate(format!("{at}.name"), format!("\"{name}\"")));
+                causes.push(Cause::duplicate(
+                    format!("{at}.name"),
+                    format!("\"{name}\""),
+                ));
             }
             names.push(name);
         }
         match p.get("port").and_then(Value::as_i64) {
             None => causes.push(Cause::required(format!("{at}.port"))),
-            Some(n) if !(1..=65535).contains(&n) => {
-                causes.push(Cause::invalid(format!("{at}.port"), n, "must be between 1 and 65535, inclusive"))
-            }
+            Some(n) if !(1..=65535).contains(&n) => causes.push(Cause::invalid(
+                format!("{at}.port"),
+                n,
+                "must be between 1 and 65535, inclusive",
+            )),
             _ => {}
         }
         match p.get("targetPort") {
@@ -349,9 +506,16 @@ fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
             )),
             _ => {}
         }
-        if let Some(np) = p.get("nodePort").and_then(Value::as_i64).filter(|n| *n != 0) {
+        if let Some(np) = p
+            .get("nodePort")
+            .and_then(Value::as_i64)
+            .filter(|n| *n != 0)
+        {
             if ty == "ClusterIP" {
-                causes.push(Cause::forbidden(format!("{at}.nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                causes.push(Cause::forbidden(
+                    format!("{at}.nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             } else if np < lo as i64 || np > hi as i64 {
                 causes.push(Cause::invalid(
                     format!("{at}.nodePort"),
@@ -364,17 +528,32 @@ fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
     }
     if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
         if !ip.is_empty() && ip != "None" && ip.parse::<std::net::Ipv4Addr>().is_err() {
-            causes.push(Cause::invalid("spec.clusterIP", format!("\"{ip}\""), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+            causes.push(Cause::invalid(
+                "spec.clusterIP",
+                format!("\"{ip}\""),
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
         }
     }
     if let Some(aff) = obj.pointer("/spec/sessionAffinity").and_then(Value::as_str) {
         if !matches!(aff, "None" | "ClientIP") {
-            causes.push(Cause::not_supported("spec.sessionAffinity", aff, &["ClientIP", "None"]));
+            causes.push(Cause::not_supported(
+                "spec.sessionAffinity",
+                aff,
+                &["ClientIP", "None"],
+            ));
         }
     }
-    if let Some(p) = obj.pointer("/spec/externalTrafficPolicy").and_then(Value::as_str) {
+    if let Some(p) = obj
+        .pointer("/spec/externalTrafficPolicy")
+        .and_then(Value::as_str)
+    {
         if !matches!(p, "Cluster" | "Local") {
-            causes.push(Cause::not_supported("spec.externalTrafficPolicy", p, &["Cluster", "Local"]));
+            causes.push(Cause::not_supported(
+                "spec.externalTrafficPolicy",
+                p,
+                &["Cluster", "Local"],
+            ));
         }
     }
 }
@@ -412,10 +591,20 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
             }
         }
         ("", "Service") => {
-            let old_ip = old.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
-            let new_ip = new.pointer("/spec/clusterIP").and_then(Value::as_str).unwrap_or_default();
+            let old_ip = old
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let new_ip = new
+                .pointer("/spec/clusterIP")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip {
-                causes.push(Cause::invalid("spec.clusterIPs[0]", format!("[]string{{\"{new_ip}\"}}"), "may not change once set"));
+                causes.push(Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    format!("[]string{{\"{new_ip}\"}}"),
+                    "may not change once set",
+                ));
             }
         }
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
@@ -450,15 +639,29 @@ mod tests {
         assert!(is_dns1123_subdomain("web.example-1"));
         assert!(!is_dns1123_subdomain("Web"));
         let svc = json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
-        assert_eq!(validate("", "Service", &svc, (30000, 32767))[0].field, "metadata.name");
+        assert_eq!(
+            validate("", "Service", &svc, (30000, 32767))[0].field,
+            "metadata.name"
+        );
     }
 
     #[test]
     fn service_ports() {
         let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [
             {"port": 70000}, {"port": 80, "nodePort": 80}]}});
-        let fields: Vec<String> = validate("", "Service", &svc, (30000, 32767)).into_iter().map(|c| c.field).collect();
-        assert_eq!(fields, ["spec.ports[0].name", "spec.ports[0].port", "spec.ports[1].name", "spec.ports[1].nodePort"]);
+        let fields: Vec<String> = validate("", "Service", &svc, (30000, 32767))
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.ports[0].name",
+                "spec.ports[0].port",
+                "spec.ports[1].name",
+                "spec.ports[1].nodePort"
+            ]
+        );
     }
 
     #[test]

@@ -40,13 +40,19 @@ impl Filter {
 
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
         let object = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
-            let mut t = table::to_table(self.r.kind, std::slice::from_ref(obj), self.include, chrono::Utc::now());
+            let mut t = table::to_table(
+                self.r.kind,
+                std::slice::from_ref(obj),
+                self.include,
+                chrono::Utc::now(),
+            );
             t["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
             t
         } else {
             obj.clone()
         };
-        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON serialises");
+        let mut line =
+            serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON serialises");
         line.push(b'\n');
         Bytes::from(line)
     }
@@ -56,7 +62,10 @@ impl Filter {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        self.line("BOOKMARK", &json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": meta}))
+        self.line(
+            "BOOKMARK",
+            &json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": meta}),
+        )
     }
 }
 
@@ -69,7 +78,14 @@ pub async fn serve(
     table: bool,
 ) -> Result<Response<Body>> {
     let (labels, fields) = q.selectors()?;
-    let filter = Arc::new(Filter { r, name: name.clone(), labels, fields, table, include: include_object(&q) });
+    let filter = Arc::new(Filter {
+        r,
+        name: name.clone(),
+        labels,
+        fields,
+        table,
+        include: include_object(&q),
+    });
     let bookmarks = q.flag("allowWatchBookmarks");
     let send_initial = q.flag("sendInitialEvents");
     let rv = q.get("resourceVersion").unwrap_or_default().to_string();
@@ -83,10 +99,15 @@ pub async fn serve(
         None => collection_prefix(r, ns),
     };
     if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
-        return Err(ApiError::invalid(r.group, "ListOptions", "", vec![crate::errors::Cause::forbidden(
-            "resourceVersionMatch",
-            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-        )]));
+        return Err(ApiError::invalid(
+            r.group,
+            "ListOptions",
+            "",
+            vec![crate::errors::Cause::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            )],
+        ));
     }
 
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
@@ -95,7 +116,11 @@ pub async fn serve(
     let mut initial = Vec::new();
     let start = if send_initial || rv.is_empty() || rv == "0" {
         let page = store.list(&prefix, None, 0).await?;
-        for kv in page.items.iter().filter(|kv| name.is_none() || kv.key == prefix) {
+        for kv in page
+            .items
+            .iter()
+            .filter(|kv| name.is_none() || kv.key == prefix)
+        {
             let obj = decode(r, kv);
             if filter.matches(&obj) {
                 initial.push(filter.line("ADDED", &obj));
@@ -106,12 +131,19 @@ pub async fn serve(
         }
         page.revision
     } else {
-        rv.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?
+        rv.parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?
     };
     let events = match store.watch(&prefix, start) {
         Ok(s) => Some(s),
-        Err(crate::storage::Error::Compacted { requested, compacted }) => {
-            let status = ApiError::gone(format!("too old resource version: {requested} ({compacted})")).to_status();
+        Err(crate::storage::Error::Compacted {
+            requested,
+            compacted,
+        }) => {
+            let status = ApiError::gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            ))
+            .to_status();
             initial.push(filter.line("ERROR", &status));
             None
         }
@@ -173,7 +205,8 @@ pub async fn serve(
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
     let body = StreamBody::new(stream).boxed_unsync();
     Ok(Response::builder()
         .status(StatusCode::OK)

@@ -8,8 +8,8 @@
 
 pub mod config;
 pub mod env;
-pub mod flannel;
 pub mod error;
+pub mod flannel;
 pub mod ipam;
 pub mod masq;
 pub mod netlink;

@@ -16,10 +16,10 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::cron::{Schedule, time_zone};
@@ -36,15 +36,25 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
-    Controller::new(Api::<CronJob>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Job>::all(client), watcher::Config::default())
-        .run(reconcile, |_, e, _| {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder,
+    });
+    Controller::new(
+        Api::<CronJob>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Job>::all(client), watcher::Config::default())
+    .run(
+        reconcile,
+        |_, e, _| {
             tracing::warn!(error = %e, "cronjob");
             Action::requeue(Duration::from_secs(5))
-        }, ctx)
-        .for_each(|_| async {})
-        .await;
+        },
+        ctx,
+    )
+    .for_each(|_| async {})
+    .await;
     Ok(())
 }
 
@@ -71,10 +81,14 @@ pub fn due(
 ) -> Due {
     let mut earliest = last.unwrap_or(created);
     if let Some(d) = starting_deadline {
-        let floor = now.checked_sub(SignedDuration::from_secs(d)).unwrap_or(earliest);
+        let floor = now
+            .checked_sub(SignedDuration::from_secs(d))
+            .unwrap_or(earliest);
         // The deadline bounds how far back a missed time may still start; upstream counts a
         // time exactly at the deadline as still startable.
-        let floor = floor.checked_sub(SignedDuration::from_nanos(1)).unwrap_or(floor);
+        let floor = floor
+            .checked_sub(SignedDuration::from_nanos(1))
+            .unwrap_or(floor);
         if floor > earliest {
             earliest = floor;
         }
@@ -83,7 +97,11 @@ pub fn due(
         Some((t, n)) => (Some(t), n),
         None => (None, 0),
     };
-    Due { run, missed, next: schedule.next_after(now, tz) }
+    Due {
+        run,
+        missed,
+        next: schedule.next_after(now, tz),
+    }
 }
 
 /// The Job name for a fire time: `<cronjob>-<minutes since the epoch>`.
@@ -107,7 +125,13 @@ fn reference(job: &Job) -> ObjectReference {
 fn finish_time(job: &Job) -> Option<Timestamp> {
     let status = job.status.as_ref()?;
     status.completion_time.as_ref().map(|t| t.0).or_else(|| {
-        status.conditions.iter().flatten().filter(|c| c.status == "True").filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0)).max()
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .filter(|c| c.status == "True")
+            .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+            .max()
     })
 }
 
@@ -118,8 +142,15 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     let uid = cj.uid().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let cj_api: Api<CronJob> = Api::namespaced(ctx.client.clone(), &ns);
-    let list = jobs_api.list(&ListParams::default()).await.ctx(|| format!("listing jobs in {ns}"))?;
-    let mut jobs: Vec<Job> = list.items.into_iter().filter(|j| controller_of(j).is_some_and(|r| r.uid == uid)).collect();
+    let list = jobs_api
+        .list(&ListParams::default())
+        .await
+        .ctx(|| format!("listing jobs in {ns}"))?;
+    let mut jobs: Vec<Job> = list
+        .items
+        .into_iter()
+        .filter(|j| controller_of(j).is_some_and(|r| r.uid == uid))
+        .collect();
     let spec = cj.spec.clone();
     let status = cj.status.clone().unwrap_or_default();
     let mut last_schedule = status.last_schedule_time.as_ref().map(|t| t.0);
@@ -133,21 +164,50 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
             last_successful = Some(t);
         }
     }
-    let was_active: Vec<String> = status.active.iter().flatten().filter_map(|r| r.name.clone()).collect();
-    for j in jobs.iter().filter(|j| finished(j).is_some() && was_active.contains(&j.name_any())) {
-        let msg = format!("Saw completed job: {}, condition: {}", j.name_any(), finished(j).unwrap_or_default());
-        ctx.recorder.record(&*cj, EventType::Normal, "SawCompletedJob", &msg).await;
+    let was_active: Vec<String> = status
+        .active
+        .iter()
+        .flatten()
+        .filter_map(|r| r.name.clone())
+        .collect();
+    for j in jobs
+        .iter()
+        .filter(|j| finished(j).is_some() && was_active.contains(&j.name_any()))
+    {
+        let msg = format!(
+            "Saw completed job: {}, condition: {}",
+            j.name_any(),
+            finished(j).unwrap_or_default()
+        );
+        ctx.recorder
+            .record(&*cj, EventType::Normal, "SawCompletedJob", &msg)
+            .await;
     }
     let mut deleted = Vec::new();
-    for (kind, limit) in [("Complete", spec.successful_jobs_history_limit.unwrap_or(3)), ("Failed", spec.failed_jobs_history_limit.unwrap_or(1))] {
-        let mut done: Vec<&Job> = jobs.iter().filter(|j| finished(j) == Some(kind) && !deleting(*j)).collect();
-        done.sort_by_key(|j| finish_time(j).or(j.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    for (kind, limit) in [
+        ("Complete", spec.successful_jobs_history_limit.unwrap_or(3)),
+        ("Failed", spec.failed_jobs_history_limit.unwrap_or(1)),
+    ] {
+        let mut done: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| finished(j) == Some(kind) && !deleting(*j))
+            .collect();
+        done.sort_by_key(|j| {
+            finish_time(j).or(j.metadata.creation_timestamp.as_ref().map(|t| t.0))
+        });
         let excess = done.len().saturating_sub(limit.max(0) as usize);
         for j in &done[..excess] {
             let jname = j.name_any();
             match jobs_api.delete(&jname, &DeleteParams::background()).await {
                 Ok(_) => {
-                    ctx.recorder.record(&*cj, EventType::Normal, "SuccessfulDelete", &format!("Deleted job {jname}")).await;
+                    ctx.recorder
+                        .record(
+                            &*cj,
+                            EventType::Normal,
+                            "SuccessfulDelete",
+                            &format!("Deleted job {jname}"),
+                        )
+                        .await;
                     deleted.push(jname);
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => deleted.push(jname),
@@ -156,30 +216,57 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     jobs.retain(|j| !deleted.contains(&j.name_any()));
-    let mut active: Vec<Job> = jobs.iter().filter(|j| finished(j).is_none() && !deleting(*j)).cloned().collect();
+    let mut active: Vec<Job> = jobs
+        .iter()
+        .filter(|j| finished(j).is_none() && !deleting(*j))
+        .cloned()
+        .collect();
 
     let mut requeue = Duration::from_secs(300);
     if !deleting(&*cj) && spec.suspend != Some(true) {
         let schedule = match Schedule::parse(&spec.schedule) {
             Ok(s) => s,
             Err(e) => {
-                ctx.recorder.record(&*cj, EventType::Warning, "UnparseableSchedule", &e.to_string()).await;
+                ctx.recorder
+                    .record(
+                        &*cj,
+                        EventType::Warning,
+                        "UnparseableSchedule",
+                        &e.to_string(),
+                    )
+                    .await;
                 return Ok(Action::await_change());
             }
         };
         let tz = match time_zone(spec.time_zone.as_deref()) {
             Ok(tz) => tz,
             Err(e) => {
-                ctx.recorder.record(&*cj, EventType::Warning, "UnknownTimeZone", &e).await;
+                ctx.recorder
+                    .record(&*cj, EventType::Warning, "UnknownTimeZone", &e)
+                    .await;
                 return Ok(Action::await_change());
             }
         };
-        let created = cj.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
+        let created = cj
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH);
         let now = Timestamp::now();
-        let due = due(&schedule, &tz, created, last_schedule, spec.starting_deadline_seconds, now);
+        let due = due(
+            &schedule,
+            &tz,
+            created,
+            last_schedule,
+            spec.starting_deadline_seconds,
+            now,
+        );
         if due.missed >= 100 {
             let msg = "too many missed start times (> 100); set or decrease .spec.startingDeadlineSeconds or check clock skew";
-            ctx.recorder.record(&*cj, EventType::Warning, "TooManyMissedTimes", msg).await;
+            ctx.recorder
+                .record(&*cj, EventType::Warning, "TooManyMissedTimes", msg)
+                .await;
         }
         if let Some(at) = due.run {
             let jname = job_name(&name, at);
@@ -190,28 +277,54 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
             } else if policy == "Forbid" && !active.is_empty() {
                 // Skipped for good: the next fire time is the next chance.
                 let msg = "Not starting job because prior execution is running and concurrency policy is Forbid";
-                ctx.recorder.record(&*cj, EventType::Normal, "JobAlreadyActive", msg).await;
+                ctx.recorder
+                    .record(&*cj, EventType::Normal, "JobAlreadyActive", msg)
+                    .await;
             } else {
                 if policy == "Replace" {
                     for j in active.drain(..) {
                         let old = j.name_any();
                         match jobs_api.delete(&old, &DeleteParams::background()).await {
                             Ok(_) | Err(kube::Error::Api(_)) => {
-                                ctx.recorder.record(&*cj, EventType::Normal, "SuccessfulDelete", &format!("Deleted job {old}")).await;
+                                ctx.recorder
+                                    .record(
+                                        &*cj,
+                                        EventType::Normal,
+                                        "SuccessfulDelete",
+                                        &format!("Deleted job {old}"),
+                                    )
+                                    .await;
                             }
                             Err(e) => return Err(e).ctx(|| format!("deleting job {ns}/{old}")),
                         }
                     }
                 }
-                match jobs_api.create(&PostParams::default(), &job_for(&cj, &jname, at)).await {
+                match jobs_api
+                    .create(&PostParams::default(), &job_for(&cj, &jname, at))
+                    .await
+                {
                     Ok(j) => {
-                        ctx.recorder.record(&*cj, EventType::Normal, "SuccessfulCreate", &format!("Created job {jname}")).await;
+                        ctx.recorder
+                            .record(
+                                &*cj,
+                                EventType::Normal,
+                                "SuccessfulCreate",
+                                &format!("Created job {jname}"),
+                            )
+                            .await;
                         active.push(j);
                         last_schedule = Some(at);
                     }
                     Err(kube::Error::Api(e)) if e.code == 409 => last_schedule = Some(at),
                     Err(e) => {
-                        ctx.recorder.record(&*cj, EventType::Warning, "FailedCreate", &format!("Error creating job: {e}")).await;
+                        ctx.recorder
+                            .record(
+                                &*cj,
+                                EventType::Warning,
+                                "FailedCreate",
+                                &format!("Error creating job: {e}"),
+                            )
+                            .await;
                         return Err(e).ctx(|| format!("creating job {ns}/{jname}"));
                     }
                 }
@@ -229,12 +342,23 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
         "lastScheduleTime": last_schedule.map(Time),
         "lastSuccessfulTime": last_successful.map(Time),
     });
-    let names = |refs: &[ObjectReference]| refs.iter().filter_map(|r| r.name.clone()).collect::<Vec<_>>();
+    let names = |refs: &[ObjectReference]| {
+        refs.iter()
+            .filter_map(|r| r.name.clone())
+            .collect::<Vec<_>>()
+    };
     let changed = names(&active_refs) != names(status.active.as_deref().unwrap_or_default())
         || last_schedule != status.last_schedule_time.as_ref().map(|t| t.0)
         || last_successful != status.last_successful_time.as_ref().map(|t| t.0);
     if changed {
-        match cj_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": new_status}))).await {
+        match cj_api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": new_status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e).ctx(|| format!("updating status of cronjob {ns}/{name}")),
@@ -274,7 +398,10 @@ mod tests {
 
     #[test]
     fn names_count_minutes() {
-        assert_eq!(job_name("hello", ts("2024-01-01T00:01:00Z")), "hello-28401121");
+        assert_eq!(
+            job_name("hello", ts("2024-01-01T00:01:00Z")),
+            "hello-28401121"
+        );
     }
 
     #[test]
@@ -282,21 +409,70 @@ mod tests {
         let every = Schedule::parse("* * * * *").unwrap();
         let utc = TimeZone::UTC;
         // Nothing before the first minute after creation.
-        let d = due(&every, &utc, ts("2024-01-01T10:00:10Z"), None, None, ts("2024-01-01T10:00:50Z"));
-        assert_eq!(d, Due { run: None, missed: 0, next: Some(ts("2024-01-01T10:01:00Z")) });
-        let d = due(&every, &utc, ts("2024-01-01T10:00:10Z"), None, None, ts("2024-01-01T10:01:02Z"));
+        let d = due(
+            &every,
+            &utc,
+            ts("2024-01-01T10:00:10Z"),
+            None,
+            None,
+            ts("2024-01-01T10:00:50Z"),
+        );
+        assert_eq!(
+            d,
+            Due {
+                run: None,
+                missed: 0,
+                next: Some(ts("2024-01-01T10:01:00Z"))
+            }
+        );
+        let d = due(
+            &every,
+            &utc,
+            ts("2024-01-01T10:00:10Z"),
+            None,
+            None,
+            ts("2024-01-01T10:01:02Z"),
+        );
         assert_eq!(d.run, Some(ts("2024-01-01T10:01:00Z")));
         // Already handled.
-        let d = due(&every, &utc, ts("2024-01-01T10:00:10Z"), Some(ts("2024-01-01T10:01:00Z")), None, ts("2024-01-01T10:01:30Z"));
+        let d = due(
+            &every,
+            &utc,
+            ts("2024-01-01T10:00:10Z"),
+            Some(ts("2024-01-01T10:01:00Z")),
+            None,
+            ts("2024-01-01T10:01:30Z"),
+        );
         assert_eq!(d.run, None);
         // Missed for a while: the latest time runs, the rest are counted.
-        let d = due(&every, &utc, ts("2024-01-01T10:00:10Z"), Some(ts("2024-01-01T10:01:00Z")), None, ts("2024-01-01T10:05:30Z"));
+        let d = due(
+            &every,
+            &utc,
+            ts("2024-01-01T10:00:10Z"),
+            Some(ts("2024-01-01T10:01:00Z")),
+            None,
+            ts("2024-01-01T10:05:30Z"),
+        );
         assert_eq!((d.run, d.missed), (Some(ts("2024-01-01T10:05:00Z")), 4));
         // A starting deadline drops times too far back.
         let hourly = Schedule::parse("@hourly").unwrap();
-        let d = due(&hourly, &utc, ts("2024-01-01T09:30:00Z"), None, Some(60), ts("2024-01-01T10:02:00Z"));
+        let d = due(
+            &hourly,
+            &utc,
+            ts("2024-01-01T09:30:00Z"),
+            None,
+            Some(60),
+            ts("2024-01-01T10:02:00Z"),
+        );
         assert_eq!(d.run, None);
-        let d = due(&hourly, &utc, ts("2024-01-01T09:30:00Z"), None, Some(300), ts("2024-01-01T10:02:00Z"));
+        let d = due(
+            &hourly,
+            &utc,
+            ts("2024-01-01T09:30:00Z"),
+            None,
+            Some(300),
+            ts("2024-01-01T10:02:00Z"),
+        );
         assert_eq!(d.run, Some(ts("2024-01-01T10:00:00Z")));
     }
 }

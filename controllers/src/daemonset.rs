@@ -19,22 +19,25 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+    PodSpec, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::deployment::{resolve, template_hash};
 use crate::events::{EventType, Recorder};
-use ekube_api::nodematch::{selects, untolerated};
 use crate::replicaset::claim_pods;
 use crate::util::{controller_ref, deleting, pod_active, pod_available, pod_ready};
 use crate::{Context as _, Result};
+use ekube_api::nodematch::{selects, untolerated};
 
 pub const REVISION_HASH: &str = "controller-revision-hash";
 pub const TEMPLATE_GENERATION: &str = "pod-template-generation";
@@ -45,18 +48,35 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
-    let controller = Controller::new(Api::<DaemonSet>::all(client.clone()), watcher::Config::default());
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder,
+    });
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let sets = controller.store();
     controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<Node>::all(client), watcher::Config::default(), move |_node: Node| {
-            sets.state().iter().map(|ds| ObjectRef::from_obj(&**ds)).collect::<Vec<_>>()
-        })
-        .run(reconcile, |_, e, _| {
-            tracing::warn!(error = %e, "daemonset");
-            Action::requeue(Duration::from_secs(1))
-        }, ctx)
+        .watches(
+            Api::<Node>::all(client),
+            watcher::Config::default(),
+            move |_node: Node| {
+                sets.state()
+                    .iter()
+                    .map(|ds| ObjectRef::from_obj(&**ds))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(
+            reconcile,
+            |_, e, _| {
+                tracing::warn!(error = %e, "daemonset");
+                Action::requeue(Duration::from_secs(1))
+            },
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
     Ok(())
@@ -100,7 +120,12 @@ pub fn daemon_pod_spec(template: &PodSpec) -> PodSpec {
 /// `(should_run, should_continue_running)` of a daemon pod with `spec` on `node`.
 pub fn should_run(spec: &PodSpec, node: &Node) -> (bool, bool) {
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    if spec.node_name.as_deref().is_some_and(|n| !n.is_empty() && n != name) || !selects(spec, node) {
+    if spec
+        .node_name
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != name)
+        || !selects(spec, node)
+    {
         return (false, false);
     }
     let tolerations = spec.tolerations.as_deref().unwrap_or_default();
@@ -121,8 +146,12 @@ pub fn pin_to_node(spec: &mut PodSpec, node: &str) {
         match_expressions: None,
     };
     let affinity = spec.affinity.get_or_insert_with(Affinity::default);
-    let na = affinity.node_affinity.get_or_insert_with(NodeAffinity::default);
-    na.required_during_scheduling_ignored_during_execution = Some(NodeSelector { node_selector_terms: vec![term] });
+    let na = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default);
+    na.required_during_scheduling_ignored_during_execution = Some(NodeSelector {
+        node_selector_terms: vec![term],
+    });
 }
 
 /// The node a daemon pod belongs to: where it is bound, else where its affinity pins it.
@@ -131,8 +160,22 @@ pub fn pod_node(pod: &Pod) -> Option<String> {
     if let Some(n) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
         return Some(n.clone());
     }
-    let terms = &spec.affinity.as_ref()?.node_affinity.as_ref()?.required_during_scheduling_ignored_during_execution.as_ref()?.node_selector_terms;
-    terms.iter().flat_map(|t| t.match_fields.iter().flatten()).find(|r| r.key == "metadata.name" && r.operator == "In")?.values.as_ref()?.first().cloned()
+    let terms = &spec
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    terms
+        .iter()
+        .flat_map(|t| t.match_fields.iter().flatten())
+        .find(|r| r.key == "metadata.name" && r.operator == "In")?
+        .values
+        .as_ref()?
+        .first()
+        .cloned()
 }
 
 fn hash_of(pod: &Pod) -> Option<&String> {
@@ -145,9 +188,26 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = ds.name_any();
     let spec = ds.spec.clone();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let nodes = Api::<Node>::all(ctx.client.clone()).list(&ListParams::default()).await.ctx(|| "listing nodes".into())?.items;
-    let claimed = claim_pods(&ctx.client, controller_ref(&*ds), &ns, &spec.selector, deleting(&*ds)).await?;
-    let hash = template_hash(&spec.template, ds.status.as_ref().and_then(|s| s.collision_count).filter(|c| *c > 0));
+    let nodes = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing nodes".into())?
+        .items;
+    let claimed = claim_pods(
+        &ctx.client,
+        controller_ref(&*ds),
+        &ns,
+        &spec.selector,
+        deleting(&*ds),
+    )
+    .await?;
+    let hash = template_hash(
+        &spec.template,
+        ds.status
+            .as_ref()
+            .and_then(|s| s.collision_count)
+            .filter(|c| *c > 0),
+    );
     let pod_spec = daemon_pod_spec(&spec.template.spec.clone().unwrap_or_default());
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();
@@ -156,14 +216,24 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let mut orphaned: Vec<&Pod> = Vec::new();
     for p in claimed.pods.iter().filter(|p| !deleting(*p)) {
         match pod_node(p) {
-            Some(n) if nodes.iter().any(|node| node.metadata.name.as_deref() == Some(n.as_str())) => by_node.entry(n).or_default().push(p),
+            Some(n)
+                if nodes
+                    .iter()
+                    .any(|node| node.metadata.name.as_deref() == Some(n.as_str())) =>
+            {
+                by_node.entry(n).or_default().push(p)
+            }
             _ => orphaned.push(p),
         }
     }
     let mut create_on: Vec<String> = Vec::new();
-    let mut delete: Vec<(&Pod, String)> = orphaned.iter().map(|p| (*p, "its node is gone".to_string())).collect();
+    let mut delete: Vec<(&Pod, String)> = orphaned
+        .iter()
+        .map(|p| (*p, "its node is gone".to_string()))
+        .collect();
     // Status counters.
-    let (mut desired, mut current, mut misscheduled, mut ready, mut updated, mut available) = (0, 0, 0, 0, 0, 0);
+    let (mut desired, mut current, mut misscheduled, mut ready, mut updated, mut available) =
+        (0, 0, 0, 0, 0, 0);
     // Rolling update inputs: per node wanting a pod, its pod (if any).
     let mut serving: Vec<(&str, Option<&Pod>)> = Vec::new();
     for node in &nodes {
@@ -180,12 +250,20 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             misscheduled += 1;
         }
         if !keep {
-            delete.extend(pods.iter().map(|p| (*p, format!("node {node_name} no longer runs it"))));
+            delete.extend(
+                pods.iter()
+                    .map(|p| (*p, format!("node {node_name} no longer runs it"))),
+            );
             continue;
         }
         for p in &failed {
-            let msg = format!("Found failed daemon pod {ns}/{} on node {node_name}, will try to kill it", p.name_any());
-            ctx.recorder.record(&*ds, EventType::Warning, "FailedDaemonPod", &msg).await;
+            let msg = format!(
+                "Found failed daemon pod {ns}/{} on node {node_name}, will try to kill it",
+                p.name_any()
+            );
+            ctx.recorder
+                .record(&*ds, EventType::Warning, "FailedDaemonPod", &msg)
+                .await;
             delete.push((*p, "it failed".into()));
         }
         // More than one live pod on a node: keep the oldest.
@@ -211,16 +289,31 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             serving.push((node_name, pod));
         }
     }
-    let rolling = spec.update_strategy.as_ref().and_then(|s| s.type_.as_deref()).unwrap_or("RollingUpdate") == "RollingUpdate";
+    let rolling = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
     if rolling && !deleting(&*ds) {
-        let ru = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
+        let ru = spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref());
         // maxSurge is not implemented: replacing always goes through maxUnavailable (at least 1).
         let max_unavailable = match ru.and_then(|r| r.max_unavailable.as_ref()) {
             Some(v) => resolve(Some(v), desired, true, "1").max(1),
             None => 1,
         };
-        let mut unavailable = serving.iter().filter(|(_, p)| !p.is_some_and(|p| pod_available(p, min_ready, now))).count() as i32;
-        let old: Vec<&Pod> = serving.iter().filter_map(|(_, p)| *p).filter(|p| hash_of(p) != Some(&hash)).collect();
+        let mut unavailable = serving
+            .iter()
+            .filter(|(_, p)| !p.is_some_and(|p| pod_available(p, min_ready, now)))
+            .count() as i32;
+        let old: Vec<&Pod> = serving
+            .iter()
+            .filter_map(|(_, p)| *p)
+            .filter(|p| hash_of(p) != Some(&hash))
+            .collect();
         // Old pods that serve nothing go first; they cost no availability.
         for p in old.iter().filter(|p| !pod_available(p, min_ready, now)) {
             delete.push((*p, "rolling update".into()));
@@ -239,7 +332,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         let tmeta = spec.template.metadata.clone().unwrap_or_default();
         let mut labels = tmeta.labels.clone().unwrap_or_default();
         labels.insert(REVISION_HASH.into(), hash.clone());
-        labels.insert(TEMPLATE_GENERATION.into(), ds.metadata.generation.unwrap_or(1).to_string());
+        labels.insert(
+            TEMPLATE_GENERATION.into(),
+            ds.metadata.generation.unwrap_or(1).to_string(),
+        );
         let pod = Pod {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{name}-")),
@@ -255,11 +351,15 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         match pods_api.create(&PostParams::default(), &pod).await {
             Ok(p) => {
                 let msg = format!("Created pod: {}", p.name_any());
-                ctx.recorder.record(&*ds, EventType::Normal, "SuccessfulCreate", &msg).await;
+                ctx.recorder
+                    .record(&*ds, EventType::Normal, "SuccessfulCreate", &msg)
+                    .await;
             }
             Err(e) => {
                 let msg = format!("Error creating: {e}");
-                ctx.recorder.record(&*ds, EventType::Warning, "FailedCreate", &msg).await;
+                ctx.recorder
+                    .record(&*ds, EventType::Warning, "FailedCreate", &msg)
+                    .await;
             }
         }
     }
@@ -269,12 +369,16 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         match pods_api.delete(&pod_name, &DeleteParams::default()).await {
             Ok(_) => {
                 let msg = format!("Deleted pod: {pod_name}");
-                ctx.recorder.record(&*ds, EventType::Normal, "SuccessfulDelete", &msg).await;
+                ctx.recorder
+                    .record(&*ds, EventType::Normal, "SuccessfulDelete", &msg)
+                    .await;
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => {
                 let msg = format!("Error deleting: {e}");
-                ctx.recorder.record(&*ds, EventType::Warning, "FailedDelete", &msg).await;
+                ctx.recorder
+                    .record(&*ds, EventType::Warning, "FailedDelete", &msg)
+                    .await;
             }
         }
     }
@@ -289,10 +393,21 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         "observedGeneration": ds.metadata.generation,
     });
     let prev = serde_json::to_value(ds.status.clone().unwrap_or_default()).unwrap_or_default();
-    let differs = status.as_object().into_iter().flatten().any(|(k, v)| prev.get(k).cloned().unwrap_or(json!(0)) != *v);
+    let differs = status
+        .as_object()
+        .into_iter()
+        .flatten()
+        .any(|(k, v)| prev.get(k).cloned().unwrap_or(json!(0)) != *v);
     if differs {
         let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match ds_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
+        match ds_api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e).ctx(|| format!("updating status of daemonset {ns}/{name}")),
@@ -310,24 +425,47 @@ mod tests {
     use super::*;
 
     fn node(name: &str, labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}})).unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}),
+        )
+        .unwrap()
     }
 
     #[test]
     fn eligibility() {
-        let template: PodSpec = serde_json::from_value(json!({"containers": [], "nodeSelector": {"role": "edge"}})).unwrap();
+        let template: PodSpec =
+            serde_json::from_value(json!({"containers": [], "nodeSelector": {"role": "edge"}}))
+                .unwrap();
         let spec = daemon_pod_spec(&template);
-        assert_eq!(should_run(&spec, &node("a", json!({"role": "edge"}), json!([]))), (true, true));
-        assert_eq!(should_run(&spec, &node("b", json!({}), json!([]))), (false, false));
+        assert_eq!(
+            should_run(&spec, &node("a", json!({"role": "edge"}), json!([]))),
+            (true, true)
+        );
+        assert_eq!(
+            should_run(&spec, &node("b", json!({}), json!([]))),
+            (false, false)
+        );
         // Default tolerations cover cordoned and not-ready nodes.
-        let cordoned = node("c", json!({"role": "edge"}), json!([
+        let cordoned = node(
+            "c",
+            json!({"role": "edge"}),
+            json!([
             {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
-            {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]));
+            {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]),
+        );
         assert_eq!(should_run(&spec, &cordoned), (true, true));
         // A foreign NoSchedule taint: no new pod, but a running one stays.
-        let tainted = node("d", json!({"role": "edge"}), json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]));
+        let tainted = node(
+            "d",
+            json!({"role": "edge"}),
+            json!([{"key": "dedicated", "value": "db", "effect": "NoSchedule"}]),
+        );
         assert_eq!(should_run(&spec, &tainted), (false, true));
-        let evicting = node("e", json!({"role": "edge"}), json!([{"key": "dedicated", "effect": "NoExecute"}]));
+        let evicting = node(
+            "e",
+            json!({"role": "edge"}),
+            json!([{"key": "dedicated", "effect": "NoExecute"}]),
+        );
         assert_eq!(should_run(&spec, &evicting), (false, false));
         // Adding the defaults twice changes nothing.
         assert_eq!(daemon_pod_spec(&spec).tolerations, spec.tolerations);
@@ -338,7 +476,10 @@ mod tests {
         let mut spec: PodSpec = serde_json::from_value(json!({"containers": [], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "x", "operator": "Exists"}]}]}}}})).unwrap();
         pin_to_node(&mut spec, "n7");
-        let pod = Pod { spec: Some(spec.clone()), ..Default::default() };
+        let pod = Pod {
+            spec: Some(spec.clone()),
+            ..Default::default()
+        };
         assert_eq!(pod_node(&pod).as_deref(), Some("n7"));
         let v = serde_json::to_value(&spec).unwrap();
         assert_eq!(

@@ -21,10 +21,10 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet, Re
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::events::{EventType, Recorder};
@@ -42,22 +42,35 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
-    Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-        .run(reconcile, |_, e, _| {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder,
+    });
+    Controller::new(
+        Api::<Deployment>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
+    .run(
+        reconcile,
+        |_, e, _| {
             tracing::warn!(error = %e, "deployment");
             Action::requeue(Duration::from_secs(1))
-        }, ctx)
-        .for_each(|_| async {})
-        .await;
+        },
+        ctx,
+    )
+    .for_each(|_| async {})
+    .await;
     Ok(())
 }
 
 /// The template without the hash label, as JSON, for comparing and hashing.
 fn normalized(template: &PodTemplateSpec) -> Value {
     let mut v = serde_json::to_value(template).unwrap_or_default();
-    if let Some(labels) = v.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(labels) = v
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(HASH_LABEL);
         if labels.is_empty() {
             v["metadata"].as_object_mut().map(|m| m.remove("labels"));
@@ -81,11 +94,17 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
         feed(&c.to_le_bytes());
     }
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    hash.to_string().bytes().map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char).collect()
+    hash.to_string()
+        .bytes()
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 fn revision(rs: &ReplicaSet) -> i64 {
-    rs.annotations().get(REVISION).and_then(|r| r.parse().ok()).unwrap_or(0)
+    rs.annotations()
+        .get(REVISION)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
 }
 
 fn spec_replicas(rs: &ReplicaSet) -> i32 {
@@ -94,12 +113,20 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
 
 /// Whether the set's status describes its current spec.
 fn status_fresh(rs: &ReplicaSet) -> bool {
-    let observed = rs.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
+    let observed = rs
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
     observed >= rs.metadata.generation.unwrap_or(0)
 }
 
 fn available(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0).min(spec_replicas(rs))
+    rs.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
+        .min(spec_replicas(rs))
 }
 
 fn status_replicas(rs: &ReplicaSet) -> i32 {
@@ -108,13 +135,19 @@ fn status_replicas(rs: &ReplicaSet) -> i32 {
 
 /// Resolves an int-or-percent against `total`, rounding up (surge) or down (unavailable).
 pub fn resolve(value: Option<&IntOrString>, total: i32, round_up: bool, default: &str) -> i32 {
-    let v = value.cloned().unwrap_or(IntOrString::String(default.into()));
+    let v = value
+        .cloned()
+        .unwrap_or(IntOrString::String(default.into()));
     match v {
         IntOrString::Int(n) => n,
         IntOrString::String(s) => {
             let pct: i64 = s.trim_end_matches('%').parse().unwrap_or(0);
             let scaled = pct * i64::from(total);
-            (if round_up { (scaled + 99) / 100 } else { scaled / 100 }) as i32
+            (if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            }) as i32
         }
     }
 }
@@ -124,9 +157,23 @@ pub fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
     let spec = d.spec.clone();
     let total = spec.replicas.unwrap_or(1);
     let ru = spec.strategy.and_then(|s| s.rolling_update);
-    let surge = resolve(ru.as_ref().and_then(|r| r.max_surge.as_ref()), total, true, "25%");
-    let unavailable = resolve(ru.as_ref().and_then(|r| r.max_unavailable.as_ref()), total, false, "25%");
-    if surge == 0 && unavailable == 0 { (0, 1) } else { (surge, unavailable) }
+    let surge = resolve(
+        ru.as_ref().and_then(|r| r.max_surge.as_ref()),
+        total,
+        true,
+        "25%",
+    );
+    let unavailable = resolve(
+        ru.as_ref().and_then(|r| r.max_unavailable.as_ref()),
+        total,
+        false,
+        "25%",
+    );
+    if surge == 0 && unavailable == 0 {
+        (0, 1)
+    } else {
+        (surge, unavailable)
+    }
 }
 
 fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
@@ -144,8 +191,13 @@ fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
     d.annotations()
         .iter()
         .filter(|(k, _)| {
-            !matches!(k.as_str(), REVISION | DESIRED_REPLICAS | MAX_REPLICAS | "kubectl.kubernetes.io/last-applied-configuration")
-                && !k.starts_with("deployment.kubernetes.io/revision-history")
+            !matches!(
+                k.as_str(),
+                REVISION
+                    | DESIRED_REPLICAS
+                    | MAX_REPLICAS
+                    | "kubectl.kubernetes.io/last-applied-configuration"
+            ) && !k.starts_with("deployment.kubernetes.io/revision-history")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -182,7 +234,10 @@ impl Sync<'_> {
         if from != to {
             let dir = if to > from { "up" } else { "down" };
             let msg = format!("Scaled {dir} replica set {name} from {from} to {to}");
-            self.ctx.recorder.record(self.d, EventType::Normal, "ScalingReplicaSet", &msg).await;
+            self.ctx
+                .recorder
+                .record(self.d, EventType::Normal, "ScalingReplicaSet", &msg)
+                .await;
         }
         Ok(())
     }
@@ -206,17 +261,35 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
         .iter()
         .position(|rs| rs.labels().get(HASH_LABEL) == Some(&hash))
         .or_else(|| {
-            sets.iter().position(|rs| rs.spec.template.as_ref().is_some_and(|t| equal_ignore_hash(t, &spec.template)))
+            sets.iter().position(|rs| {
+                rs.spec
+                    .template
+                    .as_ref()
+                    .is_some_and(|t| equal_ignore_hash(t, &spec.template))
+            })
         });
     let mut new_rs = new_pos.map(|i| sets.remove(i));
     let mut old = sets;
-    old.sort_by_key(|rs| (revision(rs), rs.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second())));
+    old.sort_by_key(|rs| {
+        (
+            revision(rs),
+            rs.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second()),
+        )
+    });
     let max_old_revision = old.iter().map(revision).max().unwrap_or(0);
     let (surge, unavailable) = match spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) {
         Some("Recreate") => (0, total),
         _ => surge_and_unavailable(&d),
     };
-    let sync = Sync { ctx: &ctx, d: &d, api: api.clone(), max_total: total + surge };
+    let sync = Sync {
+        ctx: &ctx,
+        d: &d,
+        api: api.clone(),
+        max_total: total + surge,
+    };
     let mut created = false;
 
     if spec.paused != Some(true) {
@@ -234,12 +307,18 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
                         // Someone else's set already has this name: hash again with a bumped count.
                         let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
                         let next = collision.unwrap_or(0) + 1;
-                        dapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"collisionCount": next}})))
-                            .await
-                            .ctx(|| format!("bumping collisionCount of {ns}/{name}"))?;
+                        dapi.patch_status(
+                            &name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"collisionCount": next}})),
+                        )
+                        .await
+                        .ctx(|| format!("bumping collisionCount of {ns}/{name}"))?;
                         return Ok(Action::requeue(Duration::from_millis(200)));
                     }
-                    Err(e) => return Err(e).ctx(|| format!("creating the new replicaset of {ns}/{name}")),
+                    Err(e) => {
+                        return Err(e).ctx(|| format!("creating the new replicaset of {ns}/{name}"));
+                    }
                 }
             }
             Some(rs) => {
@@ -247,10 +326,17 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
                 if revision(rs) <= max_old_revision {
                     annotations.insert(REVISION.into(), want_revision.clone());
                 }
-                if annotations.iter().any(|(k, v)| rs.annotations().get(k) != Some(v)) {
+                if annotations
+                    .iter()
+                    .any(|(k, v)| rs.annotations().get(k) != Some(v))
+                {
                     let rs_name = rs.name_any();
                     *rs = api
-                        .patch(&rs_name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": annotations}})))
+                        .patch(
+                            &rs_name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"metadata": {"annotations": annotations}})),
+                        )
                         .await
                         .ctx(|| format!("updating annotations of replicaset {rs_name}"))?;
                 }
@@ -259,11 +345,16 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
         let new_rs = new_rs.as_mut().expect("new replicaset exists");
         let all_fresh = status_fresh(new_rs) && old.iter().all(status_fresh);
         let mut wait = false;
-        if matches!(spec.strategy.as_ref().and_then(|s| s.type_.as_deref()), Some("Recreate")) {
+        if matches!(
+            spec.strategy.as_ref().and_then(|s| s.type_.as_deref()),
+            Some("Recreate")
+        ) {
             for rs in old.iter_mut() {
                 sync.scale(rs, 0).await?;
             }
-            let old_gone = old.iter().all(|rs| status_fresh(rs) && status_replicas(rs) == 0);
+            let old_gone = old
+                .iter()
+                .all(|rs| status_fresh(rs) && status_replicas(rs) == 0);
             if old_gone {
                 sync.scale(new_rs, total).await?;
             } else {
@@ -332,7 +423,9 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
             .collect();
         if empty.len() > limit && old.iter().all(|rs| spec_replicas(rs) == 0) {
             for rs in &empty[..empty.len() - limit] {
-                let _ = api.delete(&rs.name_any(), &DeleteParams::background()).await;
+                let _ = api
+                    .delete(&rs.name_any(), &DeleteParams::background())
+                    .await;
             }
         }
         if wait {
@@ -345,8 +438,15 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
 }
 
 /// Lists the sets this Deployment controls, adopting matching orphans and releasing strays.
-async fn claim_sets(api: &Api<ReplicaSet>, owner: &OwnerReference, selector: &LabelSelector) -> Result<Vec<ReplicaSet>> {
-    let list = api.list(&ListParams::default()).await.ctx(|| "listing replicasets".into())?;
+async fn claim_sets(
+    api: &Api<ReplicaSet>,
+    owner: &OwnerReference,
+    selector: &LabelSelector,
+) -> Result<Vec<ReplicaSet>> {
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing replicasets".into())?;
     let sel = ekube_api::selector::LabelSelector::from_label_selector(selector);
     let mut out = Vec::new();
     for rs in list.items {
@@ -357,14 +457,32 @@ async fn claim_sets(api: &Api<ReplicaSet>, owner: &OwnerReference, selector: &La
                 if matches {
                     out.push(rs);
                 } else {
-                    let keep: Vec<OwnerReference> = rs.owner_references().iter().filter(|r| r.uid != owner.uid).cloned().collect();
-                    let _ = api.patch(&rs_name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"ownerReferences": keep}}))).await;
+                    let keep: Vec<OwnerReference> = rs
+                        .owner_references()
+                        .iter()
+                        .filter(|r| r.uid != owner.uid)
+                        .cloned()
+                        .collect();
+                    let _ = api
+                        .patch(
+                            &rs_name,
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"metadata": {"ownerReferences": keep}})),
+                        )
+                        .await;
                 }
             }
             None if matches && !deleting(&rs) => {
                 let mut refs = rs.owner_references().to_vec();
                 refs.push(owner.clone());
-                if let Ok(rs) = api.patch(&rs_name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"ownerReferences": refs}}))).await {
+                if let Ok(rs) = api
+                    .patch(
+                        &rs_name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"metadata": {"ownerReferences": refs}})),
+                    )
+                    .await
+                {
                     out.push(rs);
                 }
             }
@@ -374,7 +492,13 @@ async fn claim_sets(api: &Api<ReplicaSet>, owner: &OwnerReference, selector: &La
     Ok(out)
 }
 
-fn new_replica_set(d: &Deployment, hash: &str, revision: &str, desired: i32, max: i32) -> ReplicaSet {
+fn new_replica_set(
+    d: &Deployment,
+    hash: &str,
+    revision: &str,
+    desired: i32,
+    max: i32,
+) -> ReplicaSet {
     let spec = d.spec.clone();
     let mut template = spec.template.clone();
     let tmeta = template.metadata.get_or_insert_with(Default::default);
@@ -389,7 +513,13 @@ fn new_replica_set(d: &Deployment, hash: &str, revision: &str, desired: i32, max
         metadata: ObjectMeta {
             name: Some(format!("{}-{hash}", d.name_any())),
             namespace: d.namespace(),
-            labels: Some(with_label(spec.template.metadata.as_ref().and_then(|m| m.labels.clone()), hash)),
+            labels: Some(with_label(
+                spec.template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.clone()),
+                hash,
+            )),
             annotations: Some(annotations),
             owner_references: Some(vec![controller_ref(d)]),
             ..Default::default()
@@ -404,15 +534,32 @@ fn new_replica_set(d: &Deployment, hash: &str, revision: &str, desired: i32, max
     }
 }
 
-fn condition(type_: &str, status: bool, reason: &str, message: String, previous: Option<&DeploymentCondition>) -> DeploymentCondition {
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    previous: Option<&DeploymentCondition>,
+) -> DeploymentCondition {
     let status = Some(if status { "True" } else { "False" }.to_string());
     let now = now();
     let same_status = previous.is_some_and(|p| p.status == status);
-    let same_all = same_status && previous.is_some_and(|p| p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(message.as_str()));
+    let same_all = same_status
+        && previous.is_some_and(|p| {
+            p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(message.as_str())
+        });
     DeploymentCondition {
         type_: Some(type_.into()),
-        last_transition_time: if same_status { previous.and_then(|p| p.last_transition_time.clone()) } else { Some(now.clone()) },
-        last_update_time: if same_all { previous.and_then(|p| p.last_update_time.clone()) } else { Some(now) },
+        last_transition_time: if same_status {
+            previous.and_then(|p| p.last_transition_time.clone())
+        } else {
+            Some(now.clone())
+        },
+        last_update_time: if same_all {
+            previous.and_then(|p| p.last_update_time.clone())
+        } else {
+            Some(now)
+        },
         reason: Some(reason.into()),
         message: Some(message),
         status,
@@ -434,29 +581,84 @@ async fn sync_status(
     let sum = |f: &dyn Fn(&ReplicaSet) -> i32| all.iter().map(|rs| f(rs)).sum::<i32>();
     let replicas = sum(&status_replicas);
     let updated = new_rs.map(status_replicas).unwrap_or(0);
-    let ready = sum(&|rs| rs.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0));
-    let avail = sum(&|rs| rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0));
+    let ready = sum(&|rs| {
+        rs.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    });
+    let avail = sum(&|rs| {
+        rs.status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .unwrap_or(0)
+    });
     let spec_total = sum(&spec_replicas);
     let unavailable_replicas = (spec_total - avail).max(0);
     let generation = d.metadata.generation;
     let prev = d.status.clone().unwrap_or_default();
-    let prev_cond = |t: &str| prev.conditions.iter().flatten().find(|c| c.type_.as_deref() == Some(t)).cloned();
+    let prev_cond = |t: &str| {
+        prev.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_.as_deref() == Some(t))
+            .cloned()
+    };
     let available_cond = if avail >= total - unavailable {
-        condition("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), prev_cond("Available").as_ref())
+        condition(
+            "Available",
+            true,
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            prev_cond("Available").as_ref(),
+        )
     } else {
-        condition("Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), prev_cond("Available").as_ref())
+        condition(
+            "Available",
+            false,
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            prev_cond("Available").as_ref(),
+        )
     };
     let rs_name = new_rs.map(|rs| rs.name_any()).unwrap_or_default();
-    let complete = new_rs.is_some() && updated == total && replicas == total && avail == total
+    let complete = new_rs.is_some()
+        && updated == total
+        && replicas == total
+        && avail == total
         && new_rs.is_some_and(|rs| spec_replicas(rs) == total && status_fresh(rs));
     let progressing = if d.spec.paused == Some(true) {
-        condition("Progressing", false, "DeploymentPaused", "Deployment is paused".into(), prev_cond("Progressing").as_ref())
+        condition(
+            "Progressing",
+            false,
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+            prev_cond("Progressing").as_ref(),
+        )
     } else if complete {
-        condition("Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{rs_name}\" has successfully progressed."), prev_cond("Progressing").as_ref())
+        condition(
+            "Progressing",
+            true,
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            prev_cond("Progressing").as_ref(),
+        )
     } else if created {
-        condition("Progressing", true, "NewReplicaSetCreated", format!("Created new replica set \"{rs_name}\""), prev_cond("Progressing").as_ref())
+        condition(
+            "Progressing",
+            true,
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{rs_name}\""),
+            prev_cond("Progressing").as_ref(),
+        )
     } else {
-        condition("Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."), prev_cond("Progressing").as_ref())
+        condition(
+            "Progressing",
+            true,
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+            prev_cond("Progressing").as_ref(),
+        )
     };
     let conditions = vec![available_cond, progressing];
     let new_status = json!({
@@ -471,19 +673,38 @@ async fn sync_status(
     let prev_json = serde_json::to_value(&prev).unwrap_or_default();
     let strip = |v: &Value| {
         let mut v = v.clone();
-        for c in v.get_mut("conditions").and_then(Value::as_array_mut).into_iter().flatten() {
+        for c in v
+            .get_mut("conditions")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
             c.as_object_mut().map(|m| m.remove("lastUpdateTime"));
             c.as_object_mut().map(|m| m.remove("lastTransitionTime"));
         }
         v
     };
-    let differs = ["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"]
-        .iter()
-        .any(|k| prev_json.get(*k).cloned().unwrap_or(json!(0)) != new_status[*k])
+    let differs = [
+        "observedGeneration",
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "unavailableReplicas",
+    ]
+    .iter()
+    .any(|k| prev_json.get(*k).cloned().unwrap_or(json!(0)) != new_status[*k])
         || strip(&prev_json).get("conditions") != strip(&new_status).get("conditions");
     let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     if differs {
-        match dapi.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": new_status}))).await {
+        match dapi
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": new_status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
             Err(e) => return Err(e).ctx(|| format!("updating status of deployment {ns}/{name}")),
@@ -492,9 +713,13 @@ async fn sync_status(
     if let Some(rs) = new_rs {
         let rev = revision(rs).to_string();
         if d.annotations().get(REVISION) != Some(&rev) {
-            dapi.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {REVISION: rev}}})))
-                .await
-                .ctx(|| format!("annotating deployment {ns}/{name}"))?;
+            dapi.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {REVISION: rev}}})),
+            )
+            .await
+            .ctx(|| format!("annotating deployment {ns}/{name}"))?;
         }
     }
     Ok(())
@@ -518,8 +743,14 @@ mod tests {
         assert_eq!(a, template_hash(&template("web:v1", Some(&a)), None));
         assert_ne!(a, template_hash(&template("web:v2", None), None));
         assert_ne!(a, template_hash(&template("web:v1", None), Some(1)));
-        assert!(a.bytes().all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b)));
-        assert!(equal_ignore_hash(&template("x", Some("abc")), &template("x", None)));
+        assert!(
+            a.bytes()
+                .all(|b| b"bcdfghjklmnpqrstvwxz2456789".contains(&b))
+        );
+        assert!(equal_ignore_hash(
+            &template("x", Some("abc")),
+            &template("x", None)
+        ));
     }
 
     #[test]

@@ -14,18 +14,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service, ServicePort,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    ServicePort,
 };
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 
-use crate::util::{controller_ref, deleting, labels_of, map_selector_string, pod_ready, pod_terminal};
+use crate::util::{
+    controller_ref, deleting, labels_of, map_selector_string, pod_ready, pod_terminal,
+};
 use crate::{Context as _, Result};
 
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -45,25 +50,34 @@ pub async fn run(client: kube::Client, slices: bool, endpoints: bool) -> Result<
     let pods: Api<Pod> = Api::all(client.clone());
     let ctrl = Controller::new(services.clone(), watcher::Config::default());
     let store = ctrl.store();
-    let ctx = Arc::new(Ctx { client: client.clone(), slices, endpoints });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        slices,
+        endpoints,
+    });
     // Endpoints carry no ownerReference upstream: remove them when their Service goes.
     let cleanup = {
         let client = client.clone();
-        watcher(services, watcher::Config::default()).default_backoff().for_each(move |ev| {
-            let client = client.clone();
-            async move {
-                if let Ok(watcher::Event::Delete(svc)) = ev
-                    && endpoints
-                    && let Some(ns) = svc.namespace()
-                {
-                    let api: Api<Endpoints> = Api::namespaced(client, &ns);
-                    let _ = api.delete(&svc.name_any(), &DeleteParams::default()).await;
+        watcher(services, watcher::Config::default())
+            .default_backoff()
+            .for_each(move |ev| {
+                let client = client.clone();
+                async move {
+                    if let Ok(watcher::Event::Delete(svc)) = ev
+                        && endpoints
+                        && let Some(ns) = svc.namespace()
+                    {
+                        let api: Api<Endpoints> = Api::namespaced(client, &ns);
+                        let _ = api.delete(&svc.name_any(), &DeleteParams::default()).await;
+                    }
                 }
-            }
-        })
+            })
     };
     let main = ctrl
-        .owns(Api::<EndpointSlice>::all(client.clone()), watcher::Config::default())
+        .owns(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
+        )
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
             let ns = pod.namespace().unwrap_or_default();
             let labels = labels_of(&pod);
@@ -71,14 +85,21 @@ pub async fn run(client: kube::Client, slices: bool, endpoints: bool) -> Result<
                 .state()
                 .into_iter()
                 .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
-                .filter(|s| selector_of(s).is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v))))
+                .filter(|s| {
+                    selector_of(s)
+                        .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                })
                 .map(|s| ObjectRef::from_obj(&*s))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, |_, e, _| {
-            tracing::warn!(error = %e, "endpointslice");
-            Action::requeue(Duration::from_secs(2))
-        }, ctx)
+        .run(
+            reconcile,
+            |_, e, _| {
+                tracing::warn!(error = %e, "endpointslice");
+                Action::requeue(Duration::from_secs(2))
+            },
+            ctx,
+        )
         .for_each(|_| async {});
     futures::join!(main, cleanup);
     Ok(())
@@ -120,10 +141,16 @@ pub fn target_port(sp: &ServicePort, pod: &Pod) -> Option<i32> {
                 return Some(n);
             }
             let proto = sp.protocol.as_deref().unwrap_or("TCP");
-            pod.spec.as_ref()?.containers.iter().flat_map(|c| c.ports.iter().flatten()).find_map(|p| {
-                (p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == proto)
-                    .then_some(p.container_port)
-            })
+            pod.spec
+                .as_ref()?
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter().flatten())
+                .find_map(|p| {
+                    (p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == proto)
+                        .then_some(p.container_port)
+                })
         }
     }
 }
@@ -134,7 +161,14 @@ pub fn pod_endpoints(svc: &Service, pods: &[Pod]) -> Vec<PodEndpoint> {
     let publish = spec.publish_not_ready_addresses == Some(true);
     let mut out = Vec::new();
     for pod in pods {
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).filter(|ip| !ip.is_empty()) else { continue };
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .filter(|ip| !ip.is_empty())
+        else {
+            continue;
+        };
         if pod_terminal(pod) {
             continue;
         }
@@ -152,9 +186,9 @@ pub fn pod_endpoints(svc: &Service, pods: &[Pod]) -> Vec<PodEndpoint> {
             })
             .collect();
         let pod_spec = pod.spec.as_ref();
-        let hostname = pod_spec
-            .and_then(|s| s.hostname.clone())
-            .filter(|_| pod_spec.and_then(|s| s.subdomain.as_deref()) == Some(svc.name_any().as_str()));
+        let hostname = pod_spec.and_then(|s| s.hostname.clone()).filter(|_| {
+            pod_spec.and_then(|s| s.subdomain.as_deref()) == Some(svc.name_any().as_str())
+        });
         out.push(PodEndpoint {
             ip,
             node: pod_spec.and_then(|s| s.node_name.clone()),
@@ -206,10 +240,18 @@ fn slice_endpoint(ep: &PodEndpoint) -> Endpoint {
 pub fn desired_slices(eps: &[PodEndpoint]) -> Vec<(String, Vec<SlicePort>, Vec<Endpoint>)> {
     let mut out = Vec::new();
     for family in ["IPv4", "IPv6"] {
-        let mine: Vec<PodEndpoint> = eps.iter().filter(|e| e.ip.contains(':') == (family == "IPv6")).cloned().collect();
+        let mine: Vec<PodEndpoint> = eps
+            .iter()
+            .filter(|e| e.ip.contains(':') == (family == "IPv6"))
+            .cloned()
+            .collect();
         for (ports, group) in by_ports(&mine) {
             for chunk in group.chunks(MAX_PER_SLICE) {
-                out.push((family.to_string(), ports.clone(), chunk.iter().map(|e| slice_endpoint(e)).collect()));
+                out.push((
+                    family.to_string(),
+                    ports.clone(),
+                    chunk.iter().map(|e| slice_endpoint(e)).collect(),
+                ));
             }
         }
     }
@@ -233,8 +275,16 @@ pub fn desired_subsets(eps: &[PodEndpoint]) -> Vec<EndpointSubset> {
         .into_iter()
         .filter(|(ports, _)| !ports.is_empty())
         .map(|(ports, group)| {
-            let ready: Vec<EndpointAddress> = group.iter().filter(|e| e.ready()).map(|e| address(e)).collect();
-            let not_ready: Vec<EndpointAddress> = group.iter().filter(|e| !e.ready()).map(|e| address(e)).collect();
+            let ready: Vec<EndpointAddress> = group
+                .iter()
+                .filter(|e| e.ready())
+                .map(|e| address(e))
+                .collect();
+            let not_ready: Vec<EndpointAddress> = group
+                .iter()
+                .filter(|e| !e.ready())
+                .map(|e| address(e))
+                .collect();
             EndpointSubset {
                 addresses: (!ready.is_empty()).then_some(ready),
                 not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
@@ -256,7 +306,9 @@ pub fn desired_subsets(eps: &[PodEndpoint]) -> Vec<EndpointSubset> {
 
 #[tracing::instrument(skip_all, fields(service = %svc.name_any()))]
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action> {
-    let Some(selector) = selector_of(&svc) else { return Ok(Action::await_change()) };
+    let Some(selector) = selector_of(&svc) else {
+        return Ok(Action::await_change());
+    };
     if deleting(&*svc) {
         return Ok(Action::await_change());
     }
@@ -282,10 +334,16 @@ async fn sync_slices(client: &kube::Client, svc: &Service, eps: &[PodEndpoint]) 
     let name = svc.name_any();
     let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
     let existing = api
-        .list(&ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}")))
+        .list(&ListParams::default().labels(&format!(
+            "{SERVICE_NAME_LABEL}={name},{MANAGED_BY_LABEL}={MANAGED_BY}"
+        )))
         .await
         .ctx(|| format!("listing endpointslices of {ns}/{name}"))?;
-    let mut existing: Vec<EndpointSlice> = existing.items.into_iter().filter(|s| !deleting(s)).collect();
+    let mut existing: Vec<EndpointSlice> = existing
+        .items
+        .into_iter()
+        .filter(|s| !deleting(s))
+        .collect();
     let mut labels = labels_of(svc);
     labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY.into());
@@ -325,13 +383,17 @@ async fn sync_slices(client: &kube::Client, svc: &Service, eps: &[PodEndpoint]) 
                     endpoints: (!endpoints.is_empty()).then_some(endpoints),
                     ports,
                 };
-                api.create(&PostParams::default(), &slice).await.ctx(|| format!("creating an endpointslice for {ns}/{name}"))?;
+                api.create(&PostParams::default(), &slice)
+                    .await
+                    .ctx(|| format!("creating an endpointslice for {ns}/{name}"))?;
             }
         }
     }
     for stale in existing {
         let stale_name = stale.name_any();
-        api.delete(&stale_name, &DeleteParams::default()).await.ctx(|| format!("deleting endpointslice {ns}/{stale_name}"))?;
+        api.delete(&stale_name, &DeleteParams::default())
+            .await
+            .ctx(|| format!("deleting endpointslice {ns}/{stale_name}"))?;
     }
     Ok(())
 }
@@ -344,20 +406,33 @@ async fn sync_endpoints(client: &kube::Client, svc: &Service, eps: &[PodEndpoint
     let subsets = (!subsets.is_empty()).then_some(subsets);
     let labels = labels_of(svc);
     let labels = (!labels.is_empty()).then_some(labels);
-    match api.get_opt(&name).await.ctx(|| format!("reading endpoints {ns}/{name}"))? {
+    match api
+        .get_opt(&name)
+        .await
+        .ctx(|| format!("reading endpoints {ns}/{name}"))?
+    {
         Some(mut current) => {
             if current.subsets != subsets || current.metadata.labels != labels {
                 current.subsets = subsets;
                 current.metadata.labels = labels;
-                api.replace(&name, &PostParams::default(), &current).await.ctx(|| format!("updating endpoints {ns}/{name}"))?;
+                api.replace(&name, &PostParams::default(), &current)
+                    .await
+                    .ctx(|| format!("updating endpoints {ns}/{name}"))?;
             }
         }
         None => {
             let ep = Endpoints {
-                metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), labels, ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some(ns.clone()),
+                    labels,
+                    ..Default::default()
+                },
                 subsets,
             };
-            api.create(&PostParams::default(), &ep).await.ctx(|| format!("creating endpoints {ns}/{name}"))?;
+            api.create(&PostParams::default(), &ep)
+                .await
+                .ctx(|| format!("creating endpoints {ns}/{name}"))?;
         }
     }
     Ok(())
@@ -387,17 +462,27 @@ mod tests {
 
     #[test]
     fn named_ports_resolve_per_pod_and_split_slices() {
-        let pods = vec![pod("a", "10.0.0.1", true, 8080), pod("b", "10.0.0.2", false, 8080), pod("c", "10.0.0.3", true, 9090)];
+        let pods = vec![
+            pod("a", "10.0.0.1", true, 8080),
+            pod("b", "10.0.0.2", false, 8080),
+            pod("c", "10.0.0.3", true, 9090),
+        ];
         let eps = pod_endpoints(&svc(), &pods);
         assert_eq!(eps.len(), 3);
         let slices = desired_slices(&eps);
         assert_eq!(slices.len(), 2);
         assert_eq!(slices[0].1[0].port, Some(8080));
         assert_eq!(slices[0].2.len(), 2);
-        assert_eq!(slices[0].2[1].conditions.as_ref().unwrap().ready, Some(false));
+        assert_eq!(
+            slices[0].2[1].conditions.as_ref().unwrap().ready,
+            Some(false)
+        );
         let subsets = desired_subsets(&eps);
         assert_eq!(subsets[0].addresses.as_ref().unwrap().len(), 1);
-        assert_eq!(subsets[0].not_ready_addresses.as_ref().unwrap()[0].ip, "10.0.0.2");
+        assert_eq!(
+            subsets[0].not_ready_addresses.as_ref().unwrap()[0].ip,
+            "10.0.0.2"
+        );
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams, Preconditions, PropagationPolicy};
 use kube::discovery::ApiResource;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use tokio::sync::mpsc;
 
 use ekube_api::ResourceInfo;
@@ -33,7 +33,11 @@ pub(crate) fn api_resource(r: &ResourceInfo) -> ApiResource {
     }
 }
 
-pub(crate) fn dynamic_api(client: &kube::Client, r: &ResourceInfo, ns: Option<&str>) -> Api<DynamicObject> {
+pub(crate) fn dynamic_api(
+    client: &kube::Client,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+) -> Api<DynamicObject> {
     let ar = api_resource(r);
     match (r.namespaced, ns) {
         (true, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
@@ -89,11 +93,13 @@ impl Graph {
             }
             watcher::Event::InitDone => {
                 let seen = self.listing.remove(&k).unwrap_or_default();
-                self.nodes.retain(|uid, n| !std::ptr::eq(n.res, res) || seen.contains(uid));
+                self.nodes
+                    .retain(|uid, n| !std::ptr::eq(n.res, res) || seen.contains(uid));
                 self.synced.insert(k);
             }
             watcher::Event::Apply(obj) => {
-                self.nodes.insert(obj.uid().unwrap_or_default(), Self::node(res, &obj));
+                self.nodes
+                    .insert(obj.uid().unwrap_or_default(), Self::node(res, &obj));
             }
             watcher::Event::Delete(obj) => {
                 self.nodes.remove(&obj.uid().unwrap_or_default());
@@ -107,14 +113,19 @@ type Issued = HashMap<(String, &'static str), Instant>;
 
 pub async fn run(client: kube::Client) -> Result<(), String> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let watched: Vec<&'static ResourceInfo> = ekube_api::RESOURCES.iter().filter(|r| r.kind != "Event").collect();
+    let watched: Vec<&'static ResourceInfo> = ekube_api::RESOURCES
+        .iter()
+        .filter(|r| r.kind != "Event")
+        .collect();
     for r in &watched {
         let r: &'static ResourceInfo = r;
         let k = key(r);
         let api = dynamic_api(&client, r, None);
         let tx = tx.clone();
         tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .boxed();
             while let Some(ev) = stream.next().await {
                 match ev {
                     Ok(ev) => {
@@ -164,7 +175,10 @@ async fn scan(client: &kube::Client, graph: &Graph, issued: &mut Issued) {
     let mut dependents: HashMap<&str, Vec<(&str, &Node)>> = HashMap::new();
     for (uid, n) in &graph.nodes {
         for o in &n.owners {
-            dependents.entry(o.uid.as_str()).or_default().push((uid.as_str(), n));
+            dependents
+                .entry(o.uid.as_str())
+                .or_default()
+                .push((uid.as_str(), n));
         }
     }
     for (uid, owner) in &graph.nodes {
@@ -199,7 +213,9 @@ async fn scan(client: &kube::Client, graph: &Graph, issued: &mut Issued) {
                 }
             }
             let blocking = deps.iter().any(|(_, d)| {
-                d.owners.iter().any(|r| r.uid == *uid && r.block_owner_deletion == Some(true))
+                d.owners
+                    .iter()
+                    .any(|r| r.uid == *uid && r.block_owner_deletion == Some(true))
             });
             if !blocking && once(issued, uid, "unforeground") {
                 update_meta(client, owner, uid, |m| {
@@ -215,7 +231,11 @@ async fn scan(client: &kube::Client, graph: &Graph, issued: &mut Issued) {
         if dep.owners.is_empty() || dep.deleting {
             continue;
         }
-        let missing: Vec<&OwnerReference> = dep.owners.iter().filter(|o| !graph.nodes.contains_key(&o.uid)).collect();
+        let missing: Vec<&OwnerReference> = dep
+            .owners
+            .iter()
+            .filter(|o| !graph.nodes.contains_key(&o.uid))
+            .collect();
         if missing.is_empty() {
             continue;
         }
@@ -246,7 +266,9 @@ async fn scan(client: &kube::Client, graph: &Graph, issued: &mut Issued) {
 
 /// Confirms with a live read that the owner `o` of `dep` no longer exists (by name and uid).
 async fn owner_absent(client: &kube::Client, dep: &Node, o: &OwnerReference) -> bool {
-    let Some(r) = ekube_api::resources::find_kind(&o.api_version, &o.kind) else { return false };
+    let Some(r) = ekube_api::resources::find_kind(&o.api_version, &o.kind) else {
+        return false;
+    };
     let api = dynamic_api(client, r, dep.ns.as_deref());
     match api.get_opt(&o.name).await {
         Ok(None) => true,
@@ -259,7 +281,10 @@ async fn delete(client: &kube::Client, n: &Node, uid: &str, policy: PropagationP
     let api = dynamic_api(client, n.res, n.ns.as_deref());
     let params = DeleteParams {
         propagation_policy: Some(policy),
-        preconditions: Some(Preconditions { uid: Some(uid.to_string()), resource_version: None }),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
         ..Default::default()
     };
     match api.delete(&n.name, &params).await {

@@ -12,10 +12,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::{Context as _, ReconcileError, Result};
@@ -29,7 +29,9 @@ pub struct ClusterCidr {
 
 impl ClusterCidr {
     pub fn new(cidr: &str, mask: u8) -> Result<Self, String> {
-        let network: Ipv4Network = cidr.parse().map_err(|e| format!("--cluster-cidr {cidr:?}: {e}"))?;
+        let network: Ipv4Network = cidr
+            .parse()
+            .map_err(|e| format!("--cluster-cidr {cidr:?}: {e}"))?;
         if mask < network.prefix() || mask > 30 {
             return Err(format!(
                 "--node-cidr-mask-size {mask} must be between the cluster CIDR's prefix ({}) and 30",
@@ -54,7 +56,9 @@ impl ClusterCidr {
 
     /// The lowest subnet that overlaps none of `used`.
     pub fn next_free(&self, used: &[Ipv4Network]) -> Option<Ipv4Network> {
-        (0..self.capacity()).map(|i| self.subnet(i)).find(|s| !used.iter().any(|u| overlaps(s, u)))
+        (0..self.capacity())
+            .map(|i| self.subnet(i))
+            .find(|s| !used.iter().any(|u| overlaps(s, u)))
     }
 }
 
@@ -70,12 +74,20 @@ struct Ctx {
 
 pub async fn run(client: kube::Client, cidr: ClusterCidr) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client, cidr, lock: tokio::sync::Mutex::new(()) });
+    let ctx = Arc::new(Ctx {
+        client,
+        cidr,
+        lock: tokio::sync::Mutex::new(()),
+    });
     Controller::new(nodes, watcher::Config::default())
-        .run(reconcile, |_, e, _| {
-            tracing::warn!(error = %e, "node ipam");
-            Action::requeue(Duration::from_secs(2))
-        }, ctx)
+        .run(
+            reconcile,
+            |_, e, _| {
+                tracing::warn!(error = %e, "node ipam");
+                Action::requeue(Duration::from_secs(2))
+            },
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
     Ok(())
@@ -96,26 +108,46 @@ fn pod_cidrs(node: &Node) -> Vec<Ipv4Network> {
 
 #[tracing::instrument(skip_all, fields(node = %node.name_any()))]
 async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
-    if node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some_and(|c| !c.is_empty()) {
+    if node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_ref())
+        .is_some_and(|c| !c.is_empty())
+    {
         return Ok(Action::await_change());
     }
     let _guard = ctx.lock.lock().await;
     let api: Api<Node> = Api::all(ctx.client.clone());
-    let all = api.list(&ListParams::default()).await.ctx(|| "listing nodes".into())?;
+    let all = api
+        .list(&ListParams::default())
+        .await
+        .ctx(|| "listing nodes".into())?;
     let name = node.name_any();
     if let Some(current) = all.items.iter().find(|n| n.name_any() == name)
         && !pod_cidrs(current).is_empty()
     {
         return Ok(Action::await_change());
     }
-    let used: Vec<Ipv4Network> = all.items.iter().filter(|n| n.name_any() != name).flat_map(pod_cidrs).collect();
+    let used: Vec<Ipv4Network> = all
+        .items
+        .iter()
+        .filter(|n| n.name_any() != name)
+        .flat_map(pod_cidrs)
+        .collect();
     let Some(subnet) = ctx.cidr.next_free(&used) else {
-        return Err(ReconcileError::Other(format!("no subnet of {} left for node {name}", ctx.cidr.network)));
+        return Err(ReconcileError::Other(format!(
+            "no subnet of {} left for node {name}",
+            ctx.cidr.network
+        )));
     };
     let cidr = subnet.to_string();
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})))
-        .await
-        .ctx(|| format!("setting podCIDR of node {name}"))?;
+    api.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}})),
+    )
+    .await
+    .ctx(|| format!("setting podCIDR of node {name}"))?;
     tracing::info!(%cidr, "assigned pod CIDR");
     Ok(Action::await_change())
 }
@@ -139,6 +171,12 @@ mod tests {
     fn rejects_bad_sizes() {
         assert!(ClusterCidr::new("10.244.0.0/16", 8).is_err());
         assert!(ClusterCidr::new("nonsense", 24).is_err());
-        assert_eq!(ClusterCidr::new("10.244.3.7/16", 24).unwrap().network.to_string(), "10.244.0.0/16");
+        assert_eq!(
+            ClusterCidr::new("10.244.3.7/16", 24)
+                .unwrap()
+                .network
+                .to_string(),
+            "10.244.0.0/16"
+        );
     }
 }

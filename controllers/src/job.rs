@@ -18,10 +18,10 @@ use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
@@ -44,13 +44,20 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder,
+    });
     Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(reconcile, |_, e, _| {
-            tracing::warn!(error = %e, "job");
-            Action::requeue(Duration::from_secs(1))
-        }, ctx)
+        .run(
+            reconcile,
+            |_, e, _| {
+                tracing::warn!(error = %e, "job");
+                Action::requeue(Duration::from_secs(1))
+            },
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
     Ok(())
@@ -59,17 +66,27 @@ pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String>
 /// Whether the job has a `Complete` or `Failed` condition that is `True`, and which.
 pub fn finished(job: &Job) -> Option<&'static str> {
     let conds = job.status.as_ref()?.conditions.as_ref()?;
-    ["Complete", "Failed"].into_iter().find(|t| conds.iter().any(|c| c.type_ == *t && c.status == "True"))
+    ["Complete", "Failed"]
+        .into_iter()
+        .find(|t| conds.iter().any(|c| c.type_ == *t && c.status == "True"))
 }
 
 fn phase(p: &Pod) -> &str {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 /// Container restarts of the job's live pods (failures under `restartPolicy: OnFailure`).
 fn restarts(pods: &[&Pod]) -> i32 {
     pods.iter()
-        .flat_map(|p| p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default())
+        .flat_map(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.clone())
+                .unwrap_or_default()
+        })
         .map(|c| c.restart_count)
         .sum()
 }
@@ -85,7 +102,15 @@ fn last_failure(pods: &[&Pod]) -> Option<Timestamp> {
                 .and_then(|s| s.container_statuses.as_ref())
                 .into_iter()
                 .flatten()
-                .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+                .filter_map(|c| {
+                    c.state
+                        .as_ref()?
+                        .terminated
+                        .as_ref()?
+                        .finished_at
+                        .as_ref()
+                        .map(|t| t.0)
+                })
                 .max();
             finished.or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
         })
@@ -152,7 +177,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             "selector": {"matchLabels": {CONTROLLER_UID: uid}},
             "template": {"metadata": {"labels": job_labels(&job)}},
         }});
-        jobs.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await.ctx(|| format!("setting the selector of job {ns}/{name}"))?;
+        jobs.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .ctx(|| format!("setting the selector of job {ns}/{name}"))?;
         return Ok(Action::await_change());
     };
     let claimed = claim_pods(&ctx.client, controller_ref(&*job), &ns, &selector, false).await?;
@@ -160,7 +187,12 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let active: Vec<&Pod> = pods.iter().copied().filter(|p| pod_active(p)).collect();
     let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
     let failed_pods = pods.iter().filter(|p| phase(p) == "Failed").count() as i32;
-    let on_failure = spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
     let failures = failed_pods + if on_failure { restarts(&active) } else { 0 };
     let ready = active.iter().filter(|p| pod_ready(p)).count() as i32;
     let status = job.status.clone().unwrap_or_default();
@@ -178,29 +210,46 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             start_time = Some(now());
         }
         let backoff_limit = spec.backoff_limit.unwrap_or(6);
-        let deadline = spec.active_deadline_seconds.zip(start_time.as_ref()).map(|(s, t)| t.0.as_second() + s);
+        let deadline = spec
+            .active_deadline_seconds
+            .zip(start_time.as_ref())
+            .map(|(s, t)| t.0.as_second() + s);
         let complete = match spec.completions {
             Some(c) => succeeded >= c,
             None => succeeded > 0 && active.is_empty(),
         };
         if complete {
-            conditions.push(condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"));
-            conditions.push(condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"));
+            conditions.push(condition(
+                "SuccessCriteriaMet",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            ));
+            conditions.push(condition(
+                "Complete",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            ));
             completion_time = Some(now());
             delete_active = true;
-            ctx.recorder.record(&*job, EventType::Normal, "Completed", "Job completed").await;
+            ctx.recorder
+                .record(&*job, EventType::Normal, "Completed", "Job completed")
+                .await;
         } else if failures > backoff_limit || (on_failure && backoff_limit == 0 && failures > 0) {
             let msg = "Job has reached the specified backoff limit";
             conditions.push(condition("FailureTarget", "BackoffLimitExceeded", msg));
             conditions.push(condition("Failed", "BackoffLimitExceeded", msg));
             delete_active = true;
-            ctx.recorder.record(&*job, EventType::Warning, "BackoffLimitExceeded", msg).await;
+            ctx.recorder
+                .record(&*job, EventType::Warning, "BackoffLimitExceeded", msg)
+                .await;
         } else if deadline.is_some_and(|d| d <= now_ts.as_second()) {
             let msg = "Job was active longer than specified deadline";
             conditions.push(condition("FailureTarget", "DeadlineExceeded", msg));
             conditions.push(condition("Failed", "DeadlineExceeded", msg));
             delete_active = true;
-            ctx.recorder.record(&*job, EventType::Warning, "DeadlineExceeded", msg).await;
+            ctx.recorder
+                .record(&*job, EventType::Warning, "DeadlineExceeded", msg)
+                .await;
         } else {
             if let Some(d) = deadline {
                 requeue = requeue.min(Duration::from_secs((d - now_ts.as_second()).max(1) as u64));
@@ -222,7 +271,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             } else if have > want {
                 // Parallelism lowered: stop the newest surplus pods.
                 let mut surplus = active.clone();
-                surplus.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+                surplus.sort_by_key(|p| {
+                    std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                });
                 delete_pods(&ctx, &job, &pods_api, &surplus[..(have - want) as usize]).await;
             }
         }
@@ -230,13 +281,27 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     if delete_active {
         delete_pods(&ctx, &job, &pods_api, &active).await;
     }
-    if suspended && !conditions.iter().any(|c| c.type_ == "Suspended" && c.status == "True") && was_finished.is_none() {
+    if suspended
+        && !conditions
+            .iter()
+            .any(|c| c.type_ == "Suspended" && c.status == "True")
+        && was_finished.is_none()
+    {
         conditions.retain(|c| c.type_ != "Suspended");
         conditions.push(condition("Suspended", "JobSuspended", "Job suspended"));
-        ctx.recorder.record(&*job, EventType::Normal, "Suspended", "Job suspended").await;
-    } else if !suspended && conditions.iter().any(|c| c.type_ == "Suspended" && c.status == "True") {
+        ctx.recorder
+            .record(&*job, EventType::Normal, "Suspended", "Job suspended")
+            .await;
+    } else if !suspended
+        && conditions
+            .iter()
+            .any(|c| c.type_ == "Suspended" && c.status == "True")
+    {
         for c in conditions.iter_mut().filter(|c| c.type_ == "Suspended") {
-            *c = JobCondition { status: "False".into(), ..condition("Suspended", "JobResumed", "Job resumed") };
+            *c = JobCondition {
+                status: "False".into(),
+                ..condition("Suspended", "JobResumed", "Job resumed")
+            };
         }
     }
     let new_status = json!({
@@ -251,23 +316,58 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         "uncountedTerminatedPods": {},
     });
     let current = serde_json::to_value(&status).unwrap_or_default();
-    let differs = ["active", "ready", "succeeded", "failed", "startTime", "completionTime", "conditions", "terminating"]
-        .iter()
-        .any(|k| current.get(*k).filter(|v| !v.is_null()).cloned().unwrap_or(json!(0)) != new_status.get(*k).filter(|v| !v.is_null()).cloned().unwrap_or(json!(0)));
+    let differs = [
+        "active",
+        "ready",
+        "succeeded",
+        "failed",
+        "startTime",
+        "completionTime",
+        "conditions",
+        "terminating",
+    ]
+    .iter()
+    .any(|k| {
+        current
+            .get(*k)
+            .filter(|v| !v.is_null())
+            .cloned()
+            .unwrap_or(json!(0))
+            != new_status
+                .get(*k)
+                .filter(|v| !v.is_null())
+                .cloned()
+                .unwrap_or(json!(0))
+    });
     if differs {
-        match jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": new_status}))).await {
+        match jobs
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": new_status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e).ctx(|| format!("updating status of job {ns}/{name}")),
         }
     }
     // ttlSecondsAfterFinished: delete the job (and, in the background, its pods).
-    let done = conditions.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
+    let done = conditions
+        .iter()
+        .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True");
     if let (Some(ttl), true) = (spec.ttl_seconds_after_finished, done) {
         let done_at = completion_time
             .as_ref()
             .map(|t| t.0)
-            .or_else(|| conditions.iter().filter(|c| c.type_ == "Failed").filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0)).max())
+            .or_else(|| {
+                conditions
+                    .iter()
+                    .filter(|c| c.type_ == "Failed")
+                    .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+                    .max()
+            })
             .unwrap_or(now_ts);
         let due = done_at.as_second() + i64::from(ttl);
         if due <= now_ts.as_second() {
@@ -306,11 +406,15 @@ async fn create_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, n: usize) {
         match result {
             Ok(p) => {
                 let msg = format!("Created pod: {}", p.name_any());
-                ctx.recorder.record(job, EventType::Normal, "SuccessfulCreate", &msg).await;
+                ctx.recorder
+                    .record(job, EventType::Normal, "SuccessfulCreate", &msg)
+                    .await;
             }
             Err(e) => {
                 let msg = format!("Error creating: {e}");
-                ctx.recorder.record(job, EventType::Warning, "FailedCreate", &msg).await;
+                ctx.recorder
+                    .record(job, EventType::Warning, "FailedCreate", &msg)
+                    .await;
             }
         }
     }
@@ -322,12 +426,16 @@ async fn delete_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, pods: &[&Pod]) {
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {
                 let msg = format!("Deleted pod: {name}");
-                ctx.recorder.record(job, EventType::Normal, "SuccessfulDelete", &msg).await;
+                ctx.recorder
+                    .record(job, EventType::Normal, "SuccessfulDelete", &msg)
+                    .await;
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => {
                 let msg = format!("Error deleting: {e}");
-                ctx.recorder.record(job, EventType::Warning, "FailedDelete", &msg).await;
+                ctx.recorder
+                    .record(job, EventType::Warning, "FailedDelete", &msg)
+                    .await;
             }
         }
     }
@@ -356,9 +464,10 @@ mod tests {
 
     #[test]
     fn finished_reads_true_conditions_only() {
-        let mut job: Job = serde_json::from_value(json!({"metadata": {"name": "j"}, "status": {"conditions": [
+        let mut job: Job =
+            serde_json::from_value(json!({"metadata": {"name": "j"}, "status": {"conditions": [
             {"type": "Failed", "status": "False"}]}}))
-        .unwrap();
+            .unwrap();
         assert_eq!(finished(&job), None);
         job.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].status = "True".into();
         assert_eq!(finished(&job), Some("Failed"));

@@ -105,7 +105,10 @@ impl Config {
         for c in &self.controllers {
             let name = c.trim_start_matches('-');
             if name != "*" && !CONTROLLERS.contains(&name) {
-                return Err(Error::Config(format!("--controllers: unknown controller {name:?}, known: {}", CONTROLLERS.join(", "))));
+                return Err(Error::Config(format!(
+                    "--controllers: unknown controller {name:?}, known: {}",
+                    CONTROLLERS.join(", ")
+                )));
             }
         }
         ipam::ClusterCidr::new(&self.cluster_cidr, self.node_cidr_mask_size).map_err(Error::Config)
@@ -115,8 +118,11 @@ impl Config {
 /// Parses `500ms`, `40s`, `5m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let bad = || format!("invalid duration {s:?}: use a number with a unit (ms, s, m, h), e.g. 40s");
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let bad =
+        || format!("invalid duration {s:?}: use a number with a unit (ms, s, m, h), e.g. 40s");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: f64 = number.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -136,7 +142,10 @@ pub enum Error {
     #[error(transparent)]
     Client(#[from] ekube_api::client::Error),
     #[error("{controller} stopped: {message}")]
-    Stopped { controller: &'static str, message: String },
+    Stopped {
+        controller: &'static str,
+        message: String,
+    },
 }
 
 /// The error a reconcile returns: the API call that failed.
@@ -157,7 +166,10 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, kube::Error> {
     fn ctx(self, action: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| ReconcileError::Api { action: action(), source })
+        self.map_err(|source| ReconcileError::Api {
+            action: action(),
+            source,
+        })
     }
 }
 
@@ -172,25 +184,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tasks.spawn(named("nodeipam", ipam::run(client.clone(), cidr)));
     }
     if on("endpointslice") || on("endpoints") {
-        tasks.spawn(named("endpointslice", endpoints::run(client.clone(), on("endpointslice"), on("endpoints"))));
+        tasks.spawn(named(
+            "endpointslice",
+            endpoints::run(client.clone(), on("endpointslice"), on("endpoints")),
+        ));
     }
     if on("replicaset") {
-        tasks.spawn(named("replicaset", replicaset::run(client.clone(), recorder.clone())));
+        tasks.spawn(named(
+            "replicaset",
+            replicaset::run(client.clone(), recorder.clone()),
+        ));
     }
     if on("deployment") {
-        tasks.spawn(named("deployment", deployment::run(client.clone(), recorder.clone())));
+        tasks.spawn(named(
+            "deployment",
+            deployment::run(client.clone(), recorder.clone()),
+        ));
     }
     if on("daemonset") {
-        tasks.spawn(named("daemonset", daemonset::run(client.clone(), recorder.clone())));
+        tasks.spawn(named(
+            "daemonset",
+            daemonset::run(client.clone(), recorder.clone()),
+        ));
     }
     if on("statefulset") {
-        tasks.spawn(named("statefulset", statefulset::run(client.clone(), recorder.clone())));
+        tasks.spawn(named(
+            "statefulset",
+            statefulset::run(client.clone(), recorder.clone()),
+        ));
     }
     if on("job") {
         tasks.spawn(named("job", job::run(client.clone(), recorder.clone())));
     }
     if on("cronjob") {
-        tasks.spawn(named("cronjob", cronjob::run(client.clone(), recorder.clone())));
+        tasks.spawn(named(
+            "cronjob",
+            cronjob::run(client.clone(), recorder.clone()),
+        ));
     }
     if on("garbagecollector") {
         tasks.spawn(named("garbagecollector", gc::run(client.clone())));
@@ -207,7 +237,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             grace: config.node_monitor_grace_period,
             eviction: config.pod_eviction_timeout,
         };
-        tasks.spawn(named("nodelifecycle", nodelifecycle::run(client.clone(), recorder.clone(), lc)));
+        tasks.spawn(named(
+            "nodelifecycle",
+            nodelifecycle::run(client.clone(), recorder.clone(), lc),
+        ));
     }
     tracing::info!(controllers = tasks.len(), "controller-manager running");
     tokio::select! {

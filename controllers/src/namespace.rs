@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use crate::gc::dynamic_api;
 use crate::{Context as _, Result};
@@ -25,12 +25,18 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone() });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+    });
     Controller::new(Api::<Namespace>::all(client), watcher::Config::default())
-        .run(reconcile, |_, e, _| {
-            tracing::warn!(error = %e, "namespace");
-            Action::requeue(Duration::from_secs(1))
-        }, ctx)
+        .run(
+            reconcile,
+            |_, e, _| {
+                tracing::warn!(error = %e, "namespace");
+                Action::requeue(Duration::from_secs(1))
+            },
+            ctx,
+        )
         .for_each(|_| async {})
         .await;
     Ok(())
@@ -38,7 +44,11 @@ pub async fn run(client: kube::Client) -> Result<(), String> {
 
 #[tracing::instrument(skip_all, fields(namespace = %ns.name_any()))]
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
-    let pending = ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|f| f == FINALIZER));
+    let pending = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_ref())
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER));
     if ns.metadata.deletion_timestamp.is_none() || !pending {
         return Ok(Action::await_change());
     }
@@ -54,10 +64,16 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
         for obj in list.items {
             remaining += 1;
             if obj.metadata.deletion_timestamp.is_none() {
-                match api.delete(&obj.name_any(), &DeleteParams::background()).await {
+                match api
+                    .delete(&obj.name_any(), &DeleteParams::background())
+                    .await
+                {
                     Ok(_) => {}
                     Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                    Err(e) => return Err(e).ctx(|| format!("deleting {} {name}/{}", r.plural, obj.name_any())),
+                    Err(e) => {
+                        return Err(e)
+                            .ctx(|| format!("deleting {} {name}/{}", r.plural, obj.name_any()));
+                    }
                 }
             }
         }
@@ -69,12 +85,24 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let mut body = (*ns).clone();
     if let Some(spec) = body.spec.as_mut() {
-        spec.finalizers = Some(spec.finalizers.take().unwrap_or_default().into_iter().filter(|f| f != FINALIZER).collect());
+        spec.finalizers = Some(
+            spec.finalizers
+                .take()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| f != FINALIZER)
+                .collect(),
+        );
     }
-    match api.replace_subresource("finalize", &name, &PostParams::default(), &body).await {
+    match api
+        .replace_subresource("finalize", &name, &PostParams::default(), &body)
+        .await
+    {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Action::requeue(Duration::from_millis(200))),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
         Err(e) => return Err(e).ctx(|| format!("finalizing namespace {name}")),
     }
     tracing::info!("namespace finalized");

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
@@ -40,7 +40,11 @@ struct Health {
     unhealthy_since: Option<Instant>,
 }
 
-pub async fn run(client: kube::Client, recorder: Recorder, settings: Settings) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    settings: Settings,
+) -> Result<(), String> {
     let mut health: HashMap<String, Health> = HashMap::new();
     let mut tick = tokio::time::interval(settings.period);
     loop {
@@ -52,7 +56,12 @@ pub async fn run(client: kube::Client, recorder: Recorder, settings: Settings) -
 }
 
 fn ready_condition(node: &Node) -> Option<&NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
 }
 
 /// The taints a node should carry for its Ready condition (`None`: no condition yet).
@@ -66,17 +75,26 @@ pub fn wanted_taints(ready: Option<&str>) -> Option<&'static str> {
 
 /// How long a pod may stay on a node tainted `key:NoExecute`: `None` forever.
 pub fn eviction_delay(pod: &Pod, key: &str, default: Duration) -> Option<Duration> {
-    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
     let matching = tolerations.iter().find(|t| {
         let key_ok = match t.operator.as_deref() {
             Some("Exists") => t.key.as_deref().is_none_or(|k| k.is_empty() || k == key),
             _ => t.key.as_deref() == Some(key),
         };
-        key_ok && t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "NoExecute")
+        key_ok
+            && t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "NoExecute")
     });
     match matching {
         None => Some(default),
-        Some(t) => t.toleration_seconds.map(|s| Duration::from_secs(s.max(0) as u64)),
+        Some(t) => t
+            .toleration_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64)),
     }
 }
 
@@ -93,7 +111,12 @@ async fn monitor(
     let renew: HashMap<String, String> = lease_list
         .items
         .iter()
-        .filter_map(|l| Some((l.name_any(), serde_json::to_string(l.spec.as_ref()?.renew_time.as_ref()?).ok()?)))
+        .filter_map(|l| {
+            Some((
+                l.name_any(),
+                serde_json::to_string(l.spec.as_ref()?.renew_time.as_ref()?).ok()?,
+            ))
+        })
         .collect();
     health.retain(|name, _| node_list.items.iter().any(|n| n.name_any() == *name));
     for node in &node_list.items {
@@ -101,9 +124,15 @@ async fn monitor(
         let ready = ready_condition(node);
         let probe = (
             renew.get(&name).cloned(),
-            ready.and_then(|c| c.last_heartbeat_time.as_ref()).and_then(|t| serde_json::to_string(t).ok()),
+            ready
+                .and_then(|c| c.last_heartbeat_time.as_ref())
+                .and_then(|t| serde_json::to_string(t).ok()),
         );
-        let h = health.entry(name.clone()).or_insert_with(|| Health { probe: probe.clone(), changed: Instant::now(), unhealthy_since: None });
+        let h = health.entry(name.clone()).or_insert_with(|| Health {
+            probe: probe.clone(),
+            changed: Instant::now(),
+            unhealthy_since: None,
+        });
         if h.probe != probe {
             h.probe = probe;
             h.changed = Instant::now();
@@ -115,46 +144,88 @@ async fn monitor(
         }
         // Taints follow the Ready condition.
         let want = wanted_taints(status.as_deref());
-        let current: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        let current: Vec<Taint> = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
         let mut taints: Vec<Taint> = current
             .iter()
-            .filter(|t| !(t.key == UNREACHABLE || t.key == NOT_READY) || Some(t.key.as_str()) == want)
+            .filter(|t| {
+                !(t.key == UNREACHABLE || t.key == NOT_READY) || Some(t.key.as_str()) == want
+            })
             .cloned()
             .collect();
         if let Some(key) = want {
             for effect in ["NoSchedule", "NoExecute"] {
                 if !taints.iter().any(|t| t.key == key && t.effect == effect) {
-                    taints.push(Taint { key: key.into(), effect: effect.into(), time_added: Some(now()), value: None });
+                    taints.push(Taint {
+                        key: key.into(),
+                        effect: effect.into(),
+                        time_added: Some(now()),
+                        value: None,
+                    });
                 }
             }
         }
         if taints != current {
             nodes
-                .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": taints}})))
+                .patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"taints": taints}})),
+                )
                 .await?;
         }
         match want {
             None => h.unhealthy_since = None,
             Some(key) => {
                 let since = *h.unhealthy_since.get_or_insert_with(Instant::now);
-                evict(client, recorder, &name, key, since.elapsed(), settings.eviction).await?;
+                evict(
+                    client,
+                    recorder,
+                    &name,
+                    key,
+                    since.elapsed(),
+                    settings.eviction,
+                )
+                .await?;
             }
         }
     }
     Ok(())
 }
 
-async fn mark_unknown(client: &kube::Client, recorder: &Recorder, node: &Node, never: bool) -> Result<(), kube::Error> {
+async fn mark_unknown(
+    client: &kube::Client,
+    recorder: &Recorder,
+    node: &Node,
+    never: bool,
+) -> Result<(), kube::Error> {
     let name = node.name_any();
-    let message = if never { "Kubelet never posted node status." } else { "Kubelet stopped posting node status." };
+    let message = if never {
+        "Kubelet never posted node status."
+    } else {
+        "Kubelet stopped posting node status."
+    };
     let now = now();
-    let mut conditions: Vec<NodeCondition> = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions: Vec<NodeCondition> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     for t in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
         if !conditions.iter().any(|c| c.type_ == t) {
-            conditions.push(NodeCondition { type_: t.into(), ..Default::default() });
+            conditions.push(NodeCondition {
+                type_: t.into(),
+                ..Default::default()
+            });
         }
     }
-    for c in conditions.iter_mut().filter(|c| c.type_ != "NetworkUnavailable") {
+    for c in conditions
+        .iter_mut()
+        .filter(|c| c.type_ != "NetworkUnavailable")
+    {
         if c.status != "Unknown" {
             c.last_transition_time = Some(now.clone());
         }
@@ -165,20 +236,37 @@ async fn mark_unknown(client: &kube::Client, recorder: &Recorder, node: &Node, n
     }
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
-        .patch_status(&name, &PatchParams::default(), &Patch::Strategic(json!({"status": {"conditions": conditions}})))
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": conditions}})),
+        )
         .await?;
     tracing::info!(node = %name, "node stopped posting status, marked NotReady");
     recorder
-        .record(node, EventType::Normal, "NodeNotReady", &format!("Node {name} status is now: NodeNotReady"))
+        .record(
+            node,
+            EventType::Normal,
+            "NodeNotReady",
+            &format!("Node {name} status is now: NodeNotReady"),
+        )
         .await;
     // Its pods are no longer Ready (so Services stop sending them traffic).
     let pods: Api<Pod> = Api::all(client.clone());
-    let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={name}"))).await?;
+    let on_node = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
+        .await?;
     for pod in on_node.items {
         let Some(ns) = pod.namespace() else { continue };
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
-        let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await;
+        let _ = api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await;
     }
     Ok(())
 }
@@ -192,12 +280,16 @@ async fn evict(
     default: Duration,
 ) -> Result<(), kube::Error> {
     let pods: Api<Pod> = Api::all(client.clone());
-    let on_node = pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await?;
+    let on_node = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
     for pod in on_node.items {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let Some(delay) = eviction_delay(&pod, key, default) else { continue };
+        let Some(delay) = eviction_delay(&pod, key, default) else {
+            continue;
+        };
         if unhealthy_for < delay {
             continue;
         }
@@ -206,7 +298,12 @@ async fn evict(
         let name = pod.name_any();
         tracing::info!(pod = %name, %node, "evicting pod from unreachable node");
         recorder
-            .record(&pod, EventType::Normal, "TaintManagerEviction", &format!("Marking for deletion Pod {ns}/{name}"))
+            .record(
+                &pod,
+                EventType::Normal,
+                "TaintManagerEviction",
+                &format!("Marking for deletion Pod {ns}/{name}"),
+            )
             .await;
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -228,11 +325,20 @@ mod tests {
         };
         let d = Duration::from_secs(300);
         assert_eq!(eviction_delay(&pod(json!([])), UNREACHABLE, d), Some(d));
-        let forever = pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]));
+        let forever =
+            pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}]));
         assert_eq!(eviction_delay(&forever, UNREACHABLE, d), None);
-        let bounded = pod(json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]));
-        assert_eq!(eviction_delay(&bounded, UNREACHABLE, d), Some(Duration::from_secs(5)));
-        assert_eq!(eviction_delay(&pod(json!([{"operator": "Exists"}])), NOT_READY, d), None);
+        let bounded = pod(
+            json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]),
+        );
+        assert_eq!(
+            eviction_delay(&bounded, UNREACHABLE, d),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            eviction_delay(&pod(json!([{"operator": "Exists"}])), NOT_READY, d),
+            None
+        );
         assert_eq!(wanted_taints(Some("True")), None);
         assert_eq!(wanted_taints(Some("Unknown")), Some(UNREACHABLE));
     }

@@ -14,14 +14,16 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::util::{controller_of, controller_ref, deleting, labels_of, pod_active, pod_available, pod_ready};
+use crate::util::{
+    controller_of, controller_ref, deleting, labels_of, pod_active, pod_available, pod_ready,
+};
 use crate::{Context as _, Result};
 
 struct Ctx {
@@ -30,15 +32,25 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
-    Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(reconcile, |_, e, _| {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder,
+    });
+    Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(
+        reconcile,
+        |_, e, _| {
             tracing::warn!(error = %e, "replicaset");
             Action::requeue(Duration::from_secs(1))
-        }, ctx)
-        .for_each(|_| async {})
-        .await;
+        },
+        ctx,
+    )
+    .for_each(|_| async {})
+    .await;
     Ok(())
 }
 
@@ -56,7 +68,10 @@ pub(crate) async fn claim_pods(
     owner_deleting: bool,
 ) -> Result<Claimed> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let all = api.list(&ListParams::default()).await.ctx(|| format!("listing pods in {ns}"))?;
+    let all = api
+        .list(&ListParams::default())
+        .await
+        .ctx(|| format!("listing pods in {ns}"))?;
     let sel = ekube_api::selector::LabelSelector::from_label_selector(selector);
     let mut pods = Vec::new();
     for mut pod in all.items {
@@ -67,11 +82,17 @@ pub(crate) async fn claim_pods(
                     pods.push(pod);
                 } else {
                     // Release: drop our ownerReference, keep the others.
-                    let keep: Vec<OwnerReference> =
-                        pod.owner_references().iter().filter(|r| r.uid != owner.uid).cloned().collect();
+                    let keep: Vec<OwnerReference> = pod
+                        .owner_references()
+                        .iter()
+                        .filter(|r| r.uid != owner.uid)
+                        .cloned()
+                        .collect();
                     let name = pod.name_any();
                     let patch = json!({"metadata": {"ownerReferences": keep, "uid": pod.uid()}});
-                    let _ = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await;
+                    let _ = api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await;
                 }
             }
             None if matches && !owner_deleting && !deleting(&pod) => {
@@ -79,7 +100,10 @@ pub(crate) async fn claim_pods(
                 refs.push(owner.clone());
                 let name = pod.name_any();
                 let patch = json!({"metadata": {"ownerReferences": refs, "uid": pod.uid()}});
-                if let Ok(p) = api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                if let Ok(p) = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                {
                     pod = p;
                     pods.push(pod);
                 }
@@ -100,11 +124,28 @@ pub fn deletion_order(pods: &mut [&Pod]) {
         }
     }
     pods.sort_by_key(|p| {
-        let scheduled = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
+        let scheduled = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| !n.is_empty());
         let ready = pod_ready(p);
-        let ready_since = crate::util::ready_since(p).map(|t| t.as_second()).unwrap_or(0);
-        let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
-        (scheduled, phase_rank(p), ready, Reverse(ready_since), Reverse(created))
+        let ready_since = crate::util::ready_since(p)
+            .map(|t| t.as_second())
+            .unwrap_or(0);
+        let created = p
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second())
+            .unwrap_or(0);
+        (
+            scheduled,
+            phase_rank(p),
+            ready,
+            Reverse(ready_since),
+            Reverse(created),
+        )
     });
 }
 
@@ -114,7 +155,14 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = rs.name_any();
     let spec = rs.spec.clone();
     let owner = controller_ref(&*rs);
-    let claimed = claim_pods(&ctx.client, owner.clone(), &ns, &spec.selector, deleting(&*rs)).await?;
+    let claimed = claim_pods(
+        &ctx.client,
+        owner.clone(),
+        &ns,
+        &spec.selector,
+        deleting(&*rs),
+    )
+    .await?;
     let active: Vec<&Pod> = claimed.pods.iter().filter(|p| pod_active(p)).collect();
     let want = spec.replicas.unwrap_or(1).max(0) as usize;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -141,11 +189,15 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                 match result {
                     Ok(p) => {
                         let msg = format!("Created pod: {}", p.name_any());
-                        ctx.recorder.record(&*rs, EventType::Normal, "SuccessfulCreate", &msg).await;
+                        ctx.recorder
+                            .record(&*rs, EventType::Normal, "SuccessfulCreate", &msg)
+                            .await;
                     }
                     Err(e) => {
                         let msg = format!("Error creating: {e}");
-                        ctx.recorder.record(&*rs, EventType::Warning, "FailedCreate", &msg).await;
+                        ctx.recorder
+                            .record(&*rs, EventType::Warning, "FailedCreate", &msg)
+                            .await;
                     }
                 }
             }
@@ -156,18 +208,27 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
             let deletes = victims.iter().map(|p| {
                 let api = api.clone();
                 let pod_name = p.name_any();
-                async move { (api.delete(&pod_name, &DeleteParams::default()).await, pod_name) }
+                async move {
+                    (
+                        api.delete(&pod_name, &DeleteParams::default()).await,
+                        pod_name,
+                    )
+                }
             });
             for (result, pod_name) in futures::future::join_all(deletes).await {
                 match result {
                     Ok(_) => {
                         let msg = format!("Deleted pod: {pod_name}");
-                        ctx.recorder.record(&*rs, EventType::Normal, "SuccessfulDelete", &msg).await;
+                        ctx.recorder
+                            .record(&*rs, EventType::Normal, "SuccessfulDelete", &msg)
+                            .await;
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => {
                         let msg = format!("Error deleting: {e}");
-                        ctx.recorder.record(&*rs, EventType::Warning, "FailedDelete", &msg).await;
+                        ctx.recorder
+                            .record(&*rs, EventType::Warning, "FailedDelete", &msg)
+                            .await;
                     }
                 }
             }
@@ -176,7 +237,12 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     // Status, as counted before this round's creates and deletes (their watch events requeue).
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();
-    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
     let fully_labeled = active
         .iter()
         .filter(|p| {
@@ -185,7 +251,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         })
         .count();
     let ready = active.iter().filter(|p| pod_ready(p)).count();
-    let available = active.iter().filter(|p| pod_available(p, min_ready, now)).count();
+    let available = active
+        .iter()
+        .filter(|p| pod_available(p, min_ready, now))
+        .count();
     let terminating = claimed.pods.iter().filter(|p| deleting(*p)).count();
     let status = json!({
         "replicas": active.len(),
@@ -196,12 +265,28 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         "observedGeneration": rs.metadata.generation,
     });
     let current = serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
-    let differs = ["replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas", "observedGeneration", "terminatingReplicas"]
-        .iter()
-        .any(|k| current.get(*k).cloned().unwrap_or(json!(0)) != status.get(*k).cloned().unwrap_or(json!(0)));
+    let differs = [
+        "replicas",
+        "fullyLabeledReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "observedGeneration",
+        "terminatingReplicas",
+    ]
+    .iter()
+    .any(|k| {
+        current.get(*k).cloned().unwrap_or(json!(0)) != status.get(*k).cloned().unwrap_or(json!(0))
+    });
     if differs {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match rs_api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await {
+        match rs_api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e).ctx(|| format!("updating status of replicaset {ns}/{name}")),
@@ -230,10 +315,34 @@ mod tests {
     #[test]
     fn deletes_unscheduled_then_not_ready_then_newest() {
         let pods = [
-            pod("ready-old", Some("n"), "Running", true, "2024-01-01T00:00:00Z"),
-            pod("ready-new", Some("n"), "Running", true, "2024-01-02T00:00:00Z"),
-            pod("unready", Some("n"), "Running", false, "2024-01-01T00:00:00Z"),
-            pod("unscheduled", None, "Pending", false, "2024-01-01T00:00:00Z"),
+            pod(
+                "ready-old",
+                Some("n"),
+                "Running",
+                true,
+                "2024-01-01T00:00:00Z",
+            ),
+            pod(
+                "ready-new",
+                Some("n"),
+                "Running",
+                true,
+                "2024-01-02T00:00:00Z",
+            ),
+            pod(
+                "unready",
+                Some("n"),
+                "Running",
+                false,
+                "2024-01-01T00:00:00Z",
+            ),
+            pod(
+                "unscheduled",
+                None,
+                "Pending",
+                false,
+                "2024-01-01T00:00:00Z",
+            ),
         ];
         let mut refs: Vec<&Pod> = pods.iter().collect();
         deletion_order(&mut refs);

@@ -6,11 +6,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 
 use crate::{Context as _, Result};
 
@@ -19,17 +19,28 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone() });
-    Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<ServiceAccount>::all(client), watcher::Config::default().fields("metadata.name=default"), |sa| {
-            sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns))
-        })
-        .run(reconcile, |_, e, _| {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+    });
+    Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<ServiceAccount>::all(client),
+        watcher::Config::default().fields("metadata.name=default"),
+        |sa| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+    )
+    .run(
+        reconcile,
+        |_, e, _| {
             tracing::warn!(error = %e, "serviceaccount");
             Action::requeue(Duration::from_secs(1))
-        }, ctx)
-        .for_each(|_| async {})
-        .await;
+        },
+        ctx,
+    )
+    .for_each(|_| async {})
+    .await;
     Ok(())
 }
 
@@ -39,9 +50,18 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     let name = ns.name_any();
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
-    if api.get_opt("default").await.ctx(|| format!("reading serviceaccount {name}/default"))?.is_none() {
+    if api
+        .get_opt("default")
+        .await
+        .ctx(|| format!("reading serviceaccount {name}/default"))?
+        .is_none()
+    {
         let sa = ServiceAccount {
-            metadata: ObjectMeta { name: Some("default".into()), namespace: Some(name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                namespace: Some(name.clone()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         match api.create(&PostParams::default(), &sa).await {

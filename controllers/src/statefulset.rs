@@ -20,13 +20,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::json;
 
 use crate::deployment::template_hash;
@@ -45,15 +47,25 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx { client: client.clone(), recorder });
-    Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(reconcile, |_, e, _| {
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder,
+    });
+    Controller::new(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), watcher::Config::default())
+    .run(
+        reconcile,
+        |_, e, _| {
             tracing::warn!(error = %e, "statefulset");
             Action::requeue(Duration::from_secs(1))
-        }, ctx)
-        .for_each(|_| async {})
-        .await;
+        },
+        ctx,
+    )
+    .for_each(|_| async {})
+    .await;
     Ok(())
 }
 
@@ -67,7 +79,9 @@ pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
 }
 
 fn running_and_ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") && pod_ready(p) && !deleting(p)
+    p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        && pod_ready(p)
+        && !deleting(p)
 }
 
 /// The name of claim template `claim` for ordinal `ord`.
@@ -111,7 +125,12 @@ pub fn plan(
             break;
         }
     }
-    let condemned: Vec<i32> = pods.keys().rev().copied().filter(|o| *o < start || *o >= end).collect();
+    let condemned: Vec<i32> = pods
+        .keys()
+        .rev()
+        .copied()
+        .filter(|o| *o < start || *o >= end)
+        .collect();
     if !ordered {
         plan.delete.extend(condemned.iter().filter(|o| !pods[o].2));
     } else if !blocked && plan.create.is_empty() && plan.delete.is_empty() {
@@ -126,7 +145,10 @@ pub fn plan(
     let steady = plan.create.is_empty()
         && plan.delete.is_empty()
         && condemned.is_empty()
-        && (start..end).all(|o| pods.get(&o).is_some_and(|(_, ready, terminating, _)| *ready && !*terminating));
+        && (start..end).all(|o| {
+            pods.get(&o)
+                .is_some_and(|(_, ready, terminating, _)| *ready && !*terminating)
+        });
     if let (Some(partition), true) = (partition, steady) {
         for ord in (start..end).rev().take_while(|o| *o >= start + partition) {
             if pods[&ord].0 != update_revision {
@@ -144,34 +166,81 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = sts.name_any();
     let spec = sts.spec.clone();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let claimed = claim_pods(&ctx.client, controller_ref(&*sts), &ns, &spec.selector, deleting(&*sts)).await?;
+    let claimed = claim_pods(
+        &ctx.client,
+        controller_ref(&*sts),
+        &ns,
+        &spec.selector,
+        deleting(&*sts),
+    )
+    .await?;
     let status = sts.status.clone().unwrap_or_default();
-    let update_revision = format!("{name}-{}", template_hash(&spec.template, status.collision_count.filter(|c| *c > 0)));
+    let update_revision = format!(
+        "{name}-{}",
+        template_hash(&spec.template, status.collision_count.filter(|c| *c > 0))
+    );
     let revision_of = |p: &Pod| p.labels().get(REVISION_HASH).cloned().unwrap_or_default();
-    let by_ord: BTreeMap<i32, &Pod> = claimed.pods.iter().filter_map(|p| Some((ordinal(&name, &p.name_any())?, p))).collect();
-    let facts: BTreeMap<i32, (String, bool, bool, bool)> =
-        by_ord.iter().map(|(o, p)| (*o, (revision_of(p), running_and_ready(p), deleting(*p), pod_terminal(p)))).collect();
+    let by_ord: BTreeMap<i32, &Pod> = claimed
+        .pods
+        .iter()
+        .filter_map(|p| Some((ordinal(&name, &p.name_any())?, p)))
+        .collect();
+    let facts: BTreeMap<i32, (String, bool, bool, bool)> = by_ord
+        .iter()
+        .map(|(o, p)| {
+            (
+                *o,
+                (
+                    revision_of(p),
+                    running_and_ready(p),
+                    deleting(*p),
+                    pod_terminal(p),
+                ),
+            )
+        })
+        .collect();
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
     let replicas = spec.replicas.unwrap_or(1).max(0);
     let ordered = spec.pod_management_policy.as_deref() != Some("Parallel");
     let strategy = spec.update_strategy.clone().unwrap_or_default();
     let partition = match strategy.type_.as_deref().unwrap_or("RollingUpdate") {
-        "RollingUpdate" => Some(strategy.rolling_update.and_then(|r| r.partition).unwrap_or(0).max(0)),
+        "RollingUpdate" => Some(
+            strategy
+                .rolling_update
+                .and_then(|r| r.partition)
+                .unwrap_or(0)
+                .max(0),
+        ),
         _ => None,
     };
-    let plan = if deleting(&*sts) { Plan::default() } else { plan(start, replicas, ordered, &facts, &update_revision, partition) };
+    let plan = if deleting(&*sts) {
+        Plan::default()
+    } else {
+        plan(
+            start,
+            replicas,
+            ordered,
+            &facts,
+            &update_revision,
+            partition,
+        )
+    };
 
     for ord in &plan.delete {
         let pod_name = format!("{name}-{ord}");
         match pods_api.delete(&pod_name, &DeleteParams::default()).await {
             Ok(_) => {
                 let msg = format!("delete Pod {pod_name} in StatefulSet {name} successful");
-                ctx.recorder.record(&*sts, EventType::Normal, "SuccessfulDelete", &msg).await;
+                ctx.recorder
+                    .record(&*sts, EventType::Normal, "SuccessfulDelete", &msg)
+                    .await;
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => {
                 let msg = format!("delete Pod {pod_name} in StatefulSet {name} failed error: {e}");
-                ctx.recorder.record(&*sts, EventType::Warning, "FailedDelete", &msg).await;
+                ctx.recorder
+                    .record(&*sts, EventType::Warning, "FailedDelete", &msg)
+                    .await;
             }
         }
     }
@@ -184,10 +253,22 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();
     let ready = live.iter().filter(|p| running_and_ready(p)).count() as i32;
-    let available = live.iter().filter(|p| running_and_ready(p) && pod_available(p, min_ready, now)).count() as i32;
-    let updated = live.iter().filter(|p| revision_of(p) == update_revision).count() as i32;
-    let mut current_revision = status.current_revision.clone().unwrap_or_else(|| update_revision.clone());
-    let mut current = live.iter().filter(|p| revision_of(p) == current_revision).count() as i32;
+    let available = live
+        .iter()
+        .filter(|p| running_and_ready(p) && pod_available(p, min_ready, now))
+        .count() as i32;
+    let updated = live
+        .iter()
+        .filter(|p| revision_of(p) == update_revision)
+        .count() as i32;
+    let mut current_revision = status
+        .current_revision
+        .clone()
+        .unwrap_or_else(|| update_revision.clone());
+    let mut current = live
+        .iter()
+        .filter(|p| revision_of(p) == current_revision)
+        .count() as i32;
     if updated == replicas && ready == replicas && live.len() as i32 == replicas {
         current_revision = update_revision.clone();
         current = updated;
@@ -204,10 +285,21 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         "collisionCount": status.collision_count.unwrap_or(0),
     });
     let prev = serde_json::to_value(&status).unwrap_or_default();
-    let differs = new_status.as_object().into_iter().flatten().any(|(k, v)| prev.get(k).cloned().unwrap_or(json!(0)) != *v);
+    let differs = new_status
+        .as_object()
+        .into_iter()
+        .flatten()
+        .any(|(k, v)| prev.get(k).cloned().unwrap_or(json!(0)) != *v);
     if differs {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": new_status}))).await {
+        match api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": new_status})),
+            )
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e).ctx(|| format!("updating status of statefulset {ns}/{name}")),
@@ -219,7 +311,13 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-async fn create_pod(ctx: &Ctx, sts: &StatefulSet, api: &Api<Pod>, ord: i32, revision: &str) -> Result<()> {
+async fn create_pod(
+    ctx: &Ctx,
+    sts: &StatefulSet,
+    api: &Api<Pod>,
+    ord: i32,
+    revision: &str,
+) -> Result<()> {
     let ns = sts.namespace().unwrap_or_default();
     let set = sts.name_any();
     let spec = sts.spec.clone();
@@ -246,13 +344,21 @@ async fn create_pod(ctx: &Ctx, sts: &StatefulSet, api: &Api<Pod>, ord: i32, revi
         };
         match claims.create(&PostParams::default(), &pvc).await {
             Ok(_) => {
-                let msg = format!("create Claim {claim_name} Pod {pod_name} in StatefulSet {set} success");
-                ctx.recorder.record(sts, EventType::Normal, "SuccessfulCreate", &msg).await;
+                let msg = format!(
+                    "create Claim {claim_name} Pod {pod_name} in StatefulSet {set} success"
+                );
+                ctx.recorder
+                    .record(sts, EventType::Normal, "SuccessfulCreate", &msg)
+                    .await;
             }
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => {
-                let msg = format!("create Claim {claim_name} for Pod {pod_name} in StatefulSet {set} failed error: {e}");
-                ctx.recorder.record(sts, EventType::Warning, "FailedCreate", &msg).await;
+                let msg = format!(
+                    "create Claim {claim_name} for Pod {pod_name} in StatefulSet {set} failed error: {e}"
+                );
+                ctx.recorder
+                    .record(sts, EventType::Warning, "FailedCreate", &msg)
+                    .await;
                 return Err(e).ctx(|| format!("creating claim {ns}/{claim_name}"));
             }
         }
@@ -260,7 +366,10 @@ async fn create_pod(ctx: &Ctx, sts: &StatefulSet, api: &Api<Pod>, ord: i32, revi
         volumes.retain(|v| v.name != claim);
         volumes.push(Volume {
             name: claim,
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name, read_only: None }),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name,
+                read_only: None,
+            }),
             ..Default::default()
         });
     }
@@ -288,13 +397,17 @@ async fn create_pod(ctx: &Ctx, sts: &StatefulSet, api: &Api<Pod>, ord: i32, revi
     match api.create(&PostParams::default(), &pod).await {
         Ok(_) => {
             let msg = format!("create Pod {pod_name} in StatefulSet {set} successful");
-            ctx.recorder.record(sts, EventType::Normal, "SuccessfulCreate", &msg).await;
+            ctx.recorder
+                .record(sts, EventType::Normal, "SuccessfulCreate", &msg)
+                .await;
         }
         // The old pod of that name is still terminating: the next pass retries.
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => {
             let msg = format!("create Pod {pod_name} in StatefulSet {set} failed error: {e}");
-            ctx.recorder.record(sts, EventType::Warning, "FailedCreate", &msg).await;
+            ctx.recorder
+                .record(sts, EventType::Warning, "FailedCreate", &msg)
+                .await;
         }
     }
     Ok(())
@@ -305,7 +418,11 @@ mod tests {
     use super::*;
 
     fn pods(list: &[(i32, &str, bool, bool)]) -> BTreeMap<i32, (String, bool, bool, bool)> {
-        list.iter().map(|(o, rev, ready, terminating)| (*o, (rev.to_string(), *ready, *terminating, false))).collect()
+        list.iter()
+            .map(|(o, rev, ready, terminating)| {
+                (*o, (rev.to_string(), *ready, *terminating, false))
+            })
+            .collect()
     }
 
     #[test]
@@ -321,7 +438,13 @@ mod tests {
     #[test]
     fn ordered_creation_waits_for_readiness() {
         let p = plan(0, 3, true, &pods(&[]), "r1", Some(0));
-        assert_eq!(p, Plan { create: vec![0], delete: vec![] });
+        assert_eq!(
+            p,
+            Plan {
+                create: vec![0],
+                delete: vec![]
+            }
+        );
         let p = plan(0, 3, true, &pods(&[(0, "r1", false, false)]), "r1", Some(0));
         assert_eq!(p, Plan::default(), "web-1 waits for web-0 to be ready");
         let p = plan(0, 3, true, &pods(&[(0, "r1", true, false)]), "r1", Some(0));
@@ -332,25 +455,48 @@ mod tests {
 
     #[test]
     fn scale_down_from_the_top_one_at_a_time() {
-        let all = pods(&[(0, "r1", true, false), (1, "r1", true, false), (2, "r1", true, false), (3, "r1", true, false)]);
+        let all = pods(&[
+            (0, "r1", true, false),
+            (1, "r1", true, false),
+            (2, "r1", true, false),
+            (3, "r1", true, false),
+        ]);
         assert_eq!(plan(0, 2, true, &all, "r1", Some(0)).delete, vec![3]);
         let mut terminating = all.clone();
         terminating.get_mut(&3).unwrap().2 = true;
-        assert_eq!(plan(0, 2, true, &terminating, "r1", Some(0)).delete, Vec::<i32>::new());
+        assert_eq!(
+            plan(0, 2, true, &terminating, "r1", Some(0)).delete,
+            Vec::<i32>::new()
+        );
         assert_eq!(plan(0, 2, false, &all, "r1", Some(0)).delete, vec![3, 2]);
     }
 
     #[test]
     fn rolling_update_from_the_top_down_to_the_partition() {
-        let all = pods(&[(0, "r1", true, false), (1, "r1", true, false), (2, "r1", true, false)]);
+        let all = pods(&[
+            (0, "r1", true, false),
+            (1, "r1", true, false),
+            (2, "r1", true, false),
+        ]);
         assert_eq!(plan(0, 3, true, &all, "r2", Some(0)).delete, vec![2]);
         let mut some = all.clone();
         some.get_mut(&2).unwrap().0 = "r2".into();
         assert_eq!(plan(0, 3, true, &some, "r2", Some(0)).delete, vec![1]);
-        assert_eq!(plan(0, 3, true, &some, "r2", Some(2)).delete, Vec::<i32>::new(), "partition 2 stops at ordinal 2");
-        assert_eq!(plan(0, 3, true, &all, "r2", None).delete, Vec::<i32>::new(), "OnDelete");
+        assert_eq!(
+            plan(0, 3, true, &some, "r2", Some(2)).delete,
+            Vec::<i32>::new(),
+            "partition 2 stops at ordinal 2"
+        );
+        assert_eq!(
+            plan(0, 3, true, &all, "r2", None).delete,
+            Vec::<i32>::new(),
+            "OnDelete"
+        );
         let mut unready = all.clone();
         unready.get_mut(&0).unwrap().1 = false;
-        assert_eq!(plan(0, 3, false, &unready, "r2", Some(0)).delete, Vec::<i32>::new());
+        assert_eq!(
+            plan(0, 3, false, &unready, "r2", Some(0)).delete,
+            Vec::<i32>::new()
+        );
     }
 }

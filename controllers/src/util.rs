@@ -21,7 +21,11 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
 
 /// The ownerReference with `controller: true`, if any.
 pub fn controller_of<K: Resource>(obj: &K) -> Option<&OwnerReference> {
-    obj.meta().owner_references.iter().flatten().find(|r| r.controller == Some(true))
+    obj.meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
 }
 
 /// Whether `obj` has `deletionTimestamp` set.
@@ -31,7 +35,10 @@ pub fn deleting<K: Resource>(obj: &K) -> bool {
 
 /// `Succeeded` or `Failed`.
 pub fn pod_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// Neither terminal nor being deleted: a pod that counts towards a replica count.
@@ -46,11 +53,22 @@ pub fn pod_ready(pod: &Pod) -> bool {
 
 /// When the pod's `Ready` condition last became `True`, if it is `True`.
 pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
-    let c = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
     if c.status != "True" {
         return None;
     }
-    Some(c.last_transition_time.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH))
+    Some(
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+    )
 }
 
 /// Ready for at least `min_ready_seconds` at `now`.
@@ -68,7 +86,10 @@ pub fn labels_of<K: Resource>(obj: &K) -> BTreeMap<String, String> {
 
 /// An equality selector in query-string form.
 pub fn map_selector_string(map: &BTreeMap<String, String>) -> String {
-    map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn now() -> Time {

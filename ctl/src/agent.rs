@@ -73,13 +73,25 @@ pub struct Config {
     #[arg(long)]
     pub disable_flannel: bool,
     /// Extra kubelet flag, `name=value` (repeatable).
-    #[arg(long = "kubelet-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "kubelet-arg",
+        value_name = "NAME=VALUE",
+        allow_hyphen_values = true
+    )]
     pub kubelet_args: Vec<String>,
     /// Extra overlay-agent flag, `name=value` (repeatable).
-    #[arg(long = "flannel-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "flannel-arg",
+        value_name = "NAME=VALUE",
+        allow_hyphen_values = true
+    )]
     pub flannel_args: Vec<String>,
     /// Extra proxy flag, `name=value` (repeatable).
-    #[arg(long = "proxy-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "proxy-arg",
+        value_name = "NAME=VALUE",
+        allow_hyphen_values = true
+    )]
     pub proxy_args: Vec<String>,
 }
 
@@ -111,13 +123,19 @@ impl Config {
     fn kubelet(&self) -> Result<ekube_kubelet::Config> {
         let mut args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
-            ("--hostname-override", self.hostname_override.clone().map(Into::into)),
+            (
+                "--hostname-override",
+                self.hostname_override.clone().map(Into::into),
+            ),
             ("--node-ip", self.node_ip.map(|ip| ip.to_string().into())),
             ("--root-dir", os(&self.root_dir)),
             ("--cgroup-root", Some(self.cgroup_root.clone().into())),
             ("--cni-bin-dir", os(&self.cni_bin_dir())),
             ("--cni-conf-dir", os(&self.cni_conf_dir)),
-            ("--pod-manifest-path", self.pod_manifest_path.as_deref().and_then(os)),
+            (
+                "--pod-manifest-path",
+                self.pod_manifest_path.as_deref().and_then(os),
+            ),
             ("--images-dir", self.images_dir.as_deref().and_then(os)),
             ("--pod-logs-dir", os(&self.pod_logs_dir)),
         ]);
@@ -130,7 +148,10 @@ impl Config {
     fn flannel(&self) -> Result<ekube_cni::flannel::Config> {
         let args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
-            ("--hostname-override", self.hostname_override.clone().map(Into::into)),
+            (
+                "--hostname-override",
+                self.hostname_override.clone().map(Into::into),
+            ),
             ("--public-ip", self.node_ip.map(|ip| ip.to_string().into())),
             ("--subnet-file", os(&self.subnet_file)),
         ]);
@@ -141,7 +162,10 @@ impl Config {
         let cgroup = Path::new(CGROUP2).join(self.cgroup_root.trim_start_matches('/'));
         let args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
-            ("--hostname-override", self.hostname_override.clone().map(Into::into)),
+            (
+                "--hostname-override",
+                self.hostname_override.clone().map(Into::into),
+            ),
             ("--node-ip", self.node_ip.map(|ip| ip.to_string().into())),
             ("--cgroup-path", os(&cgroup)),
         ]);
@@ -162,8 +186,12 @@ impl Config {
 /// Runs the node components until `shutdown` completes; the first one to fail stops the rest.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let kubelet = config.kubelet()?;
-    let flannel = (!config.disable_flannel).then(|| config.flannel()).transpose()?;
-    let proxy = (!config.disable_proxy).then(|| config.proxy()).transpose()?;
+    let flannel = (!config.disable_flannel)
+        .then(|| config.flannel())
+        .transpose()?;
+    let proxy = (!config.disable_proxy)
+        .then(|| config.proxy())
+        .transpose()?;
     if let Some(proxy) = &proxy {
         std::fs::create_dir_all(&proxy.cgroup_path)
             .with_context(|| format!("creating cgroup {}", proxy.cgroup_path.display()))?;
@@ -176,10 +204,21 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(flannel) = flannel {
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { ("flannel", ekube_cni::flannel::run(flannel, stop).await.map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "flannel",
+                ekube_cni::flannel::run(flannel, stop)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
     {
-        let (conflist, subnet_file, conf_dir) = (config.conflist(), config.subnet_file.clone(), config.cni_conf_dir.clone());
+        let (conflist, subnet_file, conf_dir) = (
+            config.conflist(),
+            config.subnet_file.clone(),
+            config.cni_conf_dir.clone(),
+        );
         let mut stop = stop_rx.clone();
         tasks.spawn(async move {
             let written = tokio::select! {
@@ -191,11 +230,25 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     {
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { ("kubelet", ekube_kubelet::run(kubelet, stop).await.map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "kubelet",
+                ekube_kubelet::run(kubelet, stop)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
     if let Some(proxy) = proxy {
         let stop = stopped(stop_rx.clone());
-        tasks.spawn(async move { ("proxy", ekube_proxy::service::run(proxy, stop).await.map_err(anyhow::Error::from)) });
+        tasks.spawn(async move {
+            (
+                "proxy",
+                ekube_proxy::service::run(proxy, stop)
+                    .await
+                    .map_err(anyhow::Error::from),
+            )
+        });
     }
 
     let mut failure = None;
@@ -218,7 +271,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
 /// The first component that ends with an error (a component that ends well, like the one
 /// writing the network config, is not a failure).
-async fn next_failure(tasks: &mut tokio::task::JoinSet<(&'static str, Result<()>)>) -> Option<anyhow::Error> {
+async fn next_failure(
+    tasks: &mut tokio::task::JoinSet<(&'static str, Result<()>)>,
+) -> Option<anyhow::Error> {
     while let Some(done) = tasks.join_next().await {
         if let Some(err) = finished(done) {
             return Some(err);
@@ -227,7 +282,9 @@ async fn next_failure(tasks: &mut tokio::task::JoinSet<(&'static str, Result<()>
     std::future::pending().await
 }
 
-fn finished(done: Result<(&'static str, Result<()>), tokio::task::JoinError>) -> Option<anyhow::Error> {
+fn finished(
+    done: Result<(&'static str, Result<()>), tokio::task::JoinError>,
+) -> Option<anyhow::Error> {
     match done {
         Ok((_, Ok(()))) => None,
         Ok((what, Err(err))) => Some(err.context(what)),
@@ -236,7 +293,11 @@ fn finished(done: Result<(&'static str, Result<()>), tokio::task::JoinError>) ->
 }
 
 /// Waits for the overlay's `subnet.env`, then writes the node's conflist.
-async fn write_conflist_when_ready(subnet_file: &Path, conf_dir: &Path, conflist: &NodeConflist) -> Result<()> {
+async fn write_conflist_when_ready(
+    subnet_file: &Path,
+    conf_dir: &Path,
+    conflist: &NodeConflist,
+) -> Result<()> {
     let mut waited = Duration::ZERO;
     while !subnet_file.exists() {
         if waited == Duration::from_secs(30) {
@@ -245,7 +306,8 @@ async fn write_conflist_when_ready(subnet_file: &Path, conf_dir: &Path, conflist
         tokio::time::sleep(Duration::from_millis(200)).await;
         waited += Duration::from_millis(200);
     }
-    let path = ekube_cni::write_conflist(conf_dir, conflist).context("writing the CNI network config")?;
+    let path =
+        ekube_cni::write_conflist(conf_dir, conflist).context("writing the CNI network config")?;
     tracing::info!(path = %path.display(), "pod network configured");
     Ok(())
 }
@@ -262,14 +324,29 @@ mod tests {
             #[command(flatten)]
             agent: Config,
         }
-        let mut argv = vec!["agent", "--kubeconfig", "/k.conf", "--hostname-override", "n1", "--node-ip", "192.168.64.10"];
+        let mut argv = vec![
+            "agent",
+            "--kubeconfig",
+            "/k.conf",
+            "--hostname-override",
+            "n1",
+            "--node-ip",
+            "192.168.64.10",
+        ];
         argv.extend(extra);
         Cli::try_parse_from(argv).unwrap().agent
     }
 
     #[test]
     fn shared_flags_reach_every_component() {
-        let c = config(&["--cgroup-root", "/ekube/lab/n1", "--insecure-registry", "192.168.64.1:5000", "--cni-bin-dir", "/cni"]);
+        let c = config(&[
+            "--cgroup-root",
+            "/ekube/lab/n1",
+            "--insecure-registry",
+            "192.168.64.1:5000",
+            "--cni-bin-dir",
+            "/cni",
+        ]);
         let kubelet = c.kubelet().unwrap();
         assert_eq!(kubelet.hostname_override.as_deref(), Some("n1"));
         assert_eq!(kubelet.cgroup_root, "/ekube/lab/n1");
@@ -280,20 +357,42 @@ mod tests {
         assert_eq!(flannel.subnet_file, Path::new(DEFAULT_SUBNET_FILE));
         assert_eq!(flannel.cluster_cidr.to_string(), DEFAULT_CLUSTER_CIDR);
         let proxy = c.proxy().unwrap();
-        assert_eq!(proxy.cgroup_path, Path::new("/sys/fs/cgroup/unified/ekube/lab/n1"));
+        assert_eq!(
+            proxy.cgroup_path,
+            Path::new("/sys/fs/cgroup/unified/ekube/lab/n1")
+        );
         assert_eq!(proxy.node_ips, [Ipv4Addr::new(192, 168, 64, 10)]);
     }
 
     #[test]
     fn pass_through_flags_override_and_bad_ones_are_named() {
-        let c = config(&["--kubelet-arg", "max-pods=12", "--proxy-arg", "--sync-period=5s", "--flannel-arg", "vni=7"]);
+        let c = config(&[
+            "--kubelet-arg",
+            "max-pods=12",
+            "--proxy-arg",
+            "--sync-period=5s",
+            "--flannel-arg",
+            "vni=7",
+        ]);
         assert_eq!(c.kubelet().unwrap().max_pods, 12);
         assert_eq!(c.proxy().unwrap().sync_period, Duration::from_secs(5));
         assert_eq!(c.flannel().unwrap().vni, 7);
 
-        let err = config(&["--kubelet-arg", "no-such-flag=1"]).kubelet().unwrap_err().to_string();
-        assert!(err.contains("kubelet flags") && err.contains("no-such-flag"), "{err}");
-        let err = config(&["--proxy-arg", "sync-period"]).proxy().unwrap_err().to_string();
-        assert!(err.contains("proxy flag") && err.contains("not name=value"), "{err}");
+        let err = config(&["--kubelet-arg", "no-such-flag=1"])
+            .kubelet()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("kubelet flags") && err.contains("no-such-flag"),
+            "{err}"
+        );
+        let err = config(&["--proxy-arg", "sync-period"])
+            .proxy()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("proxy flag") && err.contains("not name=value"),
+            "{err}"
+        );
     }
 }

@@ -16,9 +16,15 @@ struct Flags<T: clap::Args> {
 }
 
 /// `--name value` pairs plus the `name=value` pass-through ones, parsed as component `T`.
-pub fn component<T: clap::Args>(what: &str, mut argv: Vec<OsString>, extra: &[String]) -> Result<T> {
+pub fn component<T: clap::Args>(
+    what: &str,
+    mut argv: Vec<OsString>,
+    extra: &[String],
+) -> Result<T> {
     for arg in extra {
-        let (name, value) = arg.split_once('=').with_context(|| format!("{what} flag {arg:?} is not name=value"))?;
+        let (name, value) = arg
+            .split_once('=')
+            .with_context(|| format!("{what} flag {arg:?} is not name=value"))?;
         argv.push(format!("--{}", name.trim_start_matches('-')).into());
         argv.push(value.into());
     }
@@ -27,4 +33,3 @@ pub fn component<T: clap::Args>(what: &str, mut argv: Vec<OsString>, extra: &[St
         Err(err) => bail!("{what} flags: {}", err.render().to_string().trim()),
     }
 }
-

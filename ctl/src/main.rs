@@ -12,7 +12,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ekube", version, about = "A small Kubernetes-compatible cluster with an eBPF service datapath")]
+#[command(
+    name = "ekube",
+    version,
+    about = "A small Kubernetes-compatible cluster with an eBPF service datapath"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,10 +29,18 @@ struct ServerArgs {
     #[command(flatten)]
     apiserver: ekube_apiserver::Config,
     /// Extra controller-manager flag, `name=value` (repeatable).
-    #[arg(long = "kube-controller-manager-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "kube-controller-manager-arg",
+        value_name = "NAME=VALUE",
+        allow_hyphen_values = true
+    )]
     controller_manager_args: Vec<String>,
     /// Extra scheduler flag, `name=value` (repeatable).
-    #[arg(long = "kube-scheduler-arg", value_name = "NAME=VALUE", allow_hyphen_values = true)]
+    #[arg(
+        long = "kube-scheduler-arg",
+        value_name = "NAME=VALUE",
+        allow_hyphen_values = true
+    )]
     scheduler_args: Vec<String>,
 }
 
@@ -77,7 +89,11 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> Result<()> {
     let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
-    if invoked_as.as_deref().and_then(|p| p.file_name()).is_some_and(|n| n == "ekubectl") {
+    if invoked_as
+        .as_deref()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "ekubectl")
+    {
         return exit_on_error(kubectl::run(kubectl::KubectlArgs::parse()).await);
     }
     let cli = Cli::parse();
@@ -88,13 +104,27 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Server(config) => server(config).await,
         Command::Agent(config) => agent::run(config, shutdown_signal()).await.context("agent"),
-        Command::Apiserver(config) => ekube_apiserver::run(config, shutdown_signal()).await.context("apiserver"),
-        Command::ControllerManager(c) => ekube_controllers::run(c, shutdown_signal()).await.context("controller-manager"),
-        Command::Scheduler(c) => ekube_scheduler::run(c, shutdown_signal()).await.context("scheduler"),
-        Command::Kubelet(c) => ekube_kubelet::run(c, shutdown_signal()).await.context("kubelet"),
-        Command::Runtime(c) => ekube_kubelet::runtime::run(c, shutdown_signal()).await.context("runtime"),
-        Command::Proxy(c) => ekube_proxy::service::run(c, shutdown_signal()).await.context("proxy"),
-        Command::Flannel(c) => ekube_cni::flannel::run(c, shutdown_signal()).await.context("flannel"),
+        Command::Apiserver(config) => ekube_apiserver::run(config, shutdown_signal())
+            .await
+            .context("apiserver"),
+        Command::ControllerManager(c) => ekube_controllers::run(c, shutdown_signal())
+            .await
+            .context("controller-manager"),
+        Command::Scheduler(c) => ekube_scheduler::run(c, shutdown_signal())
+            .await
+            .context("scheduler"),
+        Command::Kubelet(c) => ekube_kubelet::run(c, shutdown_signal())
+            .await
+            .context("kubelet"),
+        Command::Runtime(c) => ekube_kubelet::runtime::run(c, shutdown_signal())
+            .await
+            .context("runtime"),
+        Command::Proxy(c) => ekube_proxy::service::run(c, shutdown_signal())
+            .await
+            .context("proxy"),
+        Command::Flannel(c) => ekube_cni::flannel::run(c, shutdown_signal())
+            .await
+            .context("flannel"),
         Command::Kubectl(_) => unreachable!("handled above"),
     }
 }
@@ -118,21 +148,40 @@ fn exit_on_error(result: Result<()>) -> Result<()> {
 /// The control plane in one process: the apiserver, then the controller-manager and the
 /// scheduler as its clients through the admin kubeconfig.
 async fn server(args: ServerArgs) -> Result<()> {
-    let embedded = |kubeconfig: &std::path::Path| vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()];
+    let embedded = |kubeconfig: &std::path::Path| {
+        vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()]
+    };
     // Checked before anything starts, so a bad flag never leaves a half-started control plane.
     let placeholder = std::path::Path::new("admin.conf");
-    flags::component::<ekube_controllers::Config>("controller-manager", embedded(placeholder), &args.controller_manager_args)?;
-    flags::component::<ekube_scheduler::Config>("scheduler", embedded(placeholder), &args.scheduler_args)?;
+    flags::component::<ekube_controllers::Config>(
+        "controller-manager",
+        embedded(placeholder),
+        &args.controller_manager_args,
+    )?;
+    flags::component::<ekube_scheduler::Config>(
+        "scheduler",
+        embedded(placeholder),
+        &args.scheduler_args,
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let (running, serve) = ekube_apiserver::start(args.apiserver, stopped(stop_rx.clone())).await.context("apiserver")?;
+    let (running, serve) = ekube_apiserver::start(args.apiserver, stopped(stop_rx.clone()))
+        .await
+        .context("apiserver")?;
     tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
     let kubeconfig = running.admin_kubeconfig.clone();
-    let controllers = flags::component("controller-manager", embedded(&kubeconfig), &args.controller_manager_args)?;
+    let controllers = flags::component(
+        "controller-manager",
+        embedded(&kubeconfig),
+        &args.controller_manager_args,
+    )?;
     let scheduler = flags::component("scheduler", embedded(&kubeconfig), &args.scheduler_args)?;
-    let cm = tokio::spawn(ekube_controllers::run(controllers, stopped(stop_rx.clone())));
+    let cm = tokio::spawn(ekube_controllers::run(
+        controllers,
+        stopped(stop_rx.clone()),
+    ));
     let sched = tokio::spawn(ekube_scheduler::run(scheduler, stopped(stop_rx.clone())));
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -37,16 +37,26 @@ impl std::ops::AddAssign for Resources {
     }
 }
 
-fn amount(map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, key: &str, cpu: bool) -> Option<i64> {
+fn amount(
+    map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    key: &str,
+    cpu: bool,
+) -> Option<i64> {
     let q = map?.get(key)?;
-    if cpu { quantity::cpu_millis(&q.0).ok() } else { quantity::bytes(&q.0).ok() }
+    if cpu {
+        quantity::cpu_millis(&q.0).ok()
+    } else {
+        quantity::bytes(&q.0).ok()
+    }
 }
 
 /// A pod's effective requests: the sum over containers, at least the largest init container,
 /// plus the overhead. With `non_zero`, containers without a request count as 100m / 200Mi
 /// (used for scoring only, as upstream does).
 pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
-    let Some(spec) = pod.spec.as_ref() else { return Resources::default() };
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
     let one = |c: &k8s_openapi::api::core::v1::Container| {
         let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
         let cpu = amount(req, "cpu", true);
@@ -81,7 +91,11 @@ pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             let hp = p.host_port.filter(|p| *p > 0)?;
-            let ip = p.host_ip.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| "0.0.0.0".into());
+            let ip = p
+                .host_ip
+                .clone()
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into());
             Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), ip, hp))
         })
         .collect()
@@ -89,7 +103,12 @@ pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
 
 /// The controller owner uid of a pod, for spreading.
 pub fn owner_uid(pod: &Pod) -> Option<String> {
-    pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.clone())
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
 }
 
 /// A node with what is already placed on it.
@@ -146,17 +165,32 @@ fn affinity_matches(pod: &Pod, node: &Node) -> bool {
 /// The taints a node effectively has: its own, plus the one its Ready condition implies when
 /// the lifecycle controller has not tainted it yet.
 fn effective_taints(node: &Node) -> Vec<Taint> {
-    let mut taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let mut taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
     let implied = match ready.map(|c| c.status.as_str()) {
         Some("False") => Some(NOT_READY_TAINT),
         Some("Unknown") => Some(UNREACHABLE_TAINT),
         _ => None,
     };
     if let Some(key) = implied
-        && !taints.iter().any(|t| t.key == key && t.effect == "NoSchedule")
+        && !taints
+            .iter()
+            .any(|t| t.key == key && t.effect == "NoSchedule")
     {
-        taints.push(Taint { key: key.into(), effect: "NoSchedule".into(), value: None, time_added: None });
+        taints.push(Taint {
+            key: key.into(),
+            effect: "NoSchedule".into(),
+            value: None,
+            time_added: None,
+        });
     }
     taints
 }
@@ -167,13 +201,20 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
     let tolerations = spec.tolerations.clone().unwrap_or_default();
     let node_spec = ni.node.spec.clone().unwrap_or_default();
     if node_spec.unschedulable == Some(true) {
-        let taint = Taint { key: UNSCHEDULABLE_TAINT.into(), effect: "NoSchedule".into(), value: None, time_added: None };
+        let taint = Taint {
+            key: UNSCHEDULABLE_TAINT.into(),
+            effect: "NoSchedule".into(),
+            value: None,
+            time_added: None,
+        };
         if !tolerated(&tolerations, &taint) {
             return Err(vec![UNSCHEDULABLE.into()]);
         }
     }
     for taint in effective_taints(&ni.node) {
-        if (taint.effect == "NoSchedule" || taint.effect == "NoExecute") && !tolerated(&tolerations, &taint) {
+        if (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+            && !tolerated(&tolerations, &taint)
+        {
             return Err(vec![format!(
                 "node(s) had untolerated taint {{{}: {}}}",
                 taint.key,
@@ -204,10 +245,15 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
     if want.memory > 0 && ni.requested.memory + want.memory > alloc.memory {
         reasons.push("Insufficient memory".into());
     }
-    if want.ephemeral > 0 && ni.requested.ephemeral.saturating_add(want.ephemeral) > alloc.ephemeral {
+    if want.ephemeral > 0 && ni.requested.ephemeral.saturating_add(want.ephemeral) > alloc.ephemeral
+    {
         reasons.push("Insufficient ephemeral-storage".into());
     }
-    if reasons.is_empty() { Ok(()) } else { Err(reasons) }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
 }
 
 /// Least-allocated (cpu and memory, 0–100), plus spreading of one owner's pods (weight 2),
@@ -216,9 +262,15 @@ pub fn score(pod: &Pod, ni: &NodeInfo, max_owner_count: usize) -> i64 {
     let (alloc, _) = ni.allocatable();
     let want = pod_requests(pod, true);
     let least = |requested: i64, capacity: i64| {
-        if capacity <= 0 || requested > capacity { 0 } else { (capacity - requested) * 100 / capacity }
+        if capacity <= 0 || requested > capacity {
+            0
+        } else {
+            (capacity - requested) * 100 / capacity
+        }
     };
-    let resources = (least(ni.requested_scoring.cpu + want.cpu, alloc.cpu) + least(ni.requested_scoring.memory + want.memory, alloc.memory)) / 2;
+    let resources = (least(ni.requested_scoring.cpu + want.cpu, alloc.cpu)
+        + least(ni.requested_scoring.memory + want.memory, alloc.memory))
+        / 2;
     let spread = match owner_uid(pod) {
         Some(uid) if max_owner_count > 0 => {
             let mine = ni.owners.get(&uid).copied().unwrap_or(0) as i64;
@@ -231,11 +283,22 @@ pub fn score(pod: &Pod, ni: &NodeInfo, max_owner_count: usize) -> i64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|na| {
+            na.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     let affinity = preferred.map_or(100, |terms| {
         let total: i64 = terms.iter().map(|t| i64::from(t.weight)).sum();
-        let matched: i64 = terms.iter().filter(|t| term_matches(&t.preference, &ni.node)).map(|t| i64::from(t.weight)).sum();
-        if total == 0 { 100 } else { matched * 100 / total }
+        let matched: i64 = terms
+            .iter()
+            .filter(|t| term_matches(&t.preference, &ni.node))
+            .map(|t| i64::from(t.weight))
+            .sum();
+        if total == 0 {
+            100
+        } else {
+            matched * 100 / total
+        }
     });
     resources + 2 * spread + 2 * affinity
 }
@@ -245,7 +308,10 @@ pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>) -> String 
     if num_nodes == 0 {
         return "no nodes available to schedule pods".into();
     }
-    let mut parts: Vec<String> = reasons.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    let mut parts: Vec<String> = reasons
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
     parts.sort();
     format!(
         "0/{num_nodes} nodes are available: {}. preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful for scheduling.",
@@ -276,35 +342,66 @@ mod tests {
     #[test]
     fn node_selector_and_fit_error_wording() {
         let p = pod(json!({"containers": [{"name": "c"}], "nodeSelector": {"disk": "ssd"}}));
-        let nodes = [node("a", json!({}), "2"), node("b", json!({}), "2"), node("c", json!({"disk": "ssd"}), "2")];
+        let nodes = [
+            node("a", json!({}), "2"),
+            node("b", json!({}), "2"),
+            node("c", json!({"disk": "ssd"}), "2"),
+        ];
         assert_eq!(filter(&p, &nodes[0]), Err(vec![AFFINITY.to_string()]));
         assert!(filter(&p, &nodes[2]).is_ok());
         let mut reasons = BTreeMap::new();
         reasons.insert(AFFINITY.to_string(), 3);
-        assert!(fit_error(3, &reasons).starts_with("0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."));
+        assert!(fit_error(3, &reasons).starts_with(
+            "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+        ));
     }
 
     #[test]
     fn resources_and_taints() {
-        let big = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
-        assert_eq!(filter(&big, &node("a", json!({}), "2")), Err(vec!["Insufficient cpu".to_string()]));
+        let big =
+            pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
+        assert_eq!(
+            filter(&big, &node("a", json!({}), "2")),
+            Err(vec!["Insufficient cpu".to_string()])
+        );
         let mut tainted = node("t", json!({}), "8");
-        tainted.node.spec = Some(serde_json::from_value(json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]})).unwrap());
-        assert_eq!(filter(&big, &tainted), Err(vec!["node(s) had untolerated taint {k: v}".to_string()]));
-        let tolerant = pod(json!({"containers": [{"name": "c"}], "tolerations": [{"key": "k", "operator": "Exists"}]}));
+        tainted.node.spec = Some(
+            serde_json::from_value(
+                json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            filter(&big, &tainted),
+            Err(vec!["node(s) had untolerated taint {k: v}".to_string()])
+        );
+        let tolerant = pod(
+            json!({"containers": [{"name": "c"}], "tolerations": [{"key": "k", "operator": "Exists"}]}),
+        );
         assert!(filter(&tolerant, &tainted).is_ok());
         let mut used = node("u", json!({}), "2");
-        used.add(&pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]})));
-        let small = pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}));
-        assert_eq!(filter(&small, &used), Err(vec!["Insufficient cpu".to_string()]));
+        used.add(&pod(
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}),
+        ));
+        let small =
+            pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}));
+        assert_eq!(
+            filter(&small, &used),
+            Err(vec!["Insufficient cpu".to_string()])
+        );
     }
 
     #[test]
     fn required_affinity_and_host_ports() {
-        let p = pod(json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+        let p = pod(
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}],
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}}}));
-        assert_eq!(filter(&p, &node("x", json!({"zone": "c"}), "2")), Err(vec![AFFINITY.to_string()]));
+                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}}}),
+        );
+        assert_eq!(
+            filter(&p, &node("x", json!({"zone": "c"}), "2")),
+            Err(vec![AFFINITY.to_string()])
+        );
         let mut n = node("y", json!({"zone": "a"}), "2");
         assert!(filter(&p, &n).is_ok());
         n.add(&p);

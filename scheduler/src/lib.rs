@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 use serde_json::json;
 
 use ekube_api::events::{EventType, Recorder};
@@ -97,28 +97,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (pods, pod_writer) = reflector::store::<Pod>();
     let node_watch = {
         let (notify, generation) = (notify.clone(), generation.clone());
-        reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
-            .default_backoff()
-            .for_each(move |_| {
-                generation.fetch_add(1, Ordering::SeqCst);
-                notify.notify_one();
-                futures::future::ready(())
-            })
+        reflector::reflector(
+            node_writer,
+            watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(move |_| {
+            generation.fetch_add(1, Ordering::SeqCst);
+            notify.notify_one();
+            futures::future::ready(())
+        })
     };
     let pod_watch = {
         let (notify, generation) = (notify.clone(), generation.clone());
-        reflector::reflector(pod_writer, watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()))
-            .default_backoff()
-            .for_each(move |ev| {
-                let bound = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| !n.is_empty());
-                if let Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) = &ev
-                    && bound(p)
-                {
-                    generation.fetch_add(1, Ordering::SeqCst);
-                }
-                notify.notify_one();
-                futures::future::ready(())
-            })
+        reflector::reflector(
+            pod_writer,
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(move |ev| {
+            let bound = |p: &Pod| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .is_some_and(|n| !n.is_empty())
+            };
+            if let Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) = &ev
+                && bound(p)
+            {
+                generation.fetch_add(1, Ordering::SeqCst);
+            }
+            notify.notify_one();
+            futures::future::ready(())
+        })
     };
     let mut s = Scheduler {
         config,
@@ -154,16 +165,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 }
 
 fn node_of(p: &Pod) -> Option<&str> {
-    p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
+    p.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
 }
 
 fn terminal(p: &Pod) -> bool {
-    matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 impl Scheduler {
     fn ours(&self, p: &Pod) -> bool {
-        let name = p.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+        let name = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler");
         name == self.config.scheduler_name
     }
 
@@ -171,28 +192,50 @@ impl Scheduler {
         let pods = self.pods.state();
         let nodes = self.nodes.state();
         // Forget assumptions the store has caught up with.
-        self.assumed.retain(|uid, _| pods.iter().any(|p| p.uid().as_deref() == Some(uid) && node_of(p).is_none()));
+        self.assumed.retain(|uid, _| {
+            pods.iter()
+                .any(|p| p.uid().as_deref() == Some(uid) && node_of(p).is_none())
+        });
         let pending: Vec<Arc<Pod>> = {
             let mut v: Vec<Arc<Pod>> = pods
                 .iter()
-                .filter(|p| node_of(p).is_none() && self.ours(p) && p.metadata.deletion_timestamp.is_none() && !terminal(p))
+                .filter(|p| {
+                    node_of(p).is_none()
+                        && self.ours(p)
+                        && p.metadata.deletion_timestamp.is_none()
+                        && !terminal(p)
+                })
                 .filter(|p| !self.assumed.contains_key(&p.uid().unwrap_or_default()))
                 .cloned()
                 .collect();
             v.sort_by_key(|p| {
                 let prio = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-                (std::cmp::Reverse(prio), p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), p.name_any())
+                (
+                    std::cmp::Reverse(prio),
+                    p.metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second()),
+                    p.name_any(),
+                )
             });
             v
         };
-        self.backoff.retain(|uid, _| pending.iter().any(|p| p.uid().as_deref() == Some(uid)));
+        self.backoff
+            .retain(|uid, _| pending.iter().any(|p| p.uid().as_deref() == Some(uid)));
         if pending.is_empty() {
             return;
         }
         let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new((**n).clone())).collect();
-        let index: HashMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.node.name_any(), i)).collect();
+        let index: HashMap<String, usize> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.node.name_any(), i))
+            .collect();
         for p in &pods {
-            let node = node_of(p).map(str::to_string).or_else(|| self.assumed.get(&p.uid().unwrap_or_default()).cloned());
+            let node = node_of(p)
+                .map(str::to_string)
+                .or_else(|| self.assumed.get(&p.uid().unwrap_or_default()).cloned());
             if let Some(i) = node.and_then(|n| index.get(&n).copied())
                 && !terminal(p)
             {
@@ -243,11 +286,24 @@ impl Scheduler {
         let owner = framework::owner_uid(pod);
         let max_owner = owner
             .as_ref()
-            .map(|u| feasible.iter().map(|i| infos[*i].owners.get(u).copied().unwrap_or(0)).max().unwrap_or(0))
+            .map(|u| {
+                feasible
+                    .iter()
+                    .map(|i| infos[*i].owners.get(u).copied().unwrap_or(0))
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
-        let scored: Vec<(i64, usize)> = feasible.iter().map(|i| (framework::score(pod, &infos[*i], max_owner), *i)).collect();
+        let scored: Vec<(i64, usize)> = feasible
+            .iter()
+            .map(|i| (framework::score(pod, &infos[*i], max_owner), *i))
+            .collect();
         let best = scored.iter().map(|(s, _)| *s).max().unwrap_or(0);
-        let top: Vec<usize> = scored.iter().filter(|(s, _)| *s == best).map(|(_, i)| *i).collect();
+        let top: Vec<usize> = scored
+            .iter()
+            .filter(|(s, _)| *s == best)
+            .map(|(_, i)| *i)
+            .collect();
         Ok(top[rand::random_range(0..top.len())])
     }
 
@@ -256,14 +312,34 @@ impl Scheduler {
         let name = pod.name_any();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let binding = Binding {
-            metadata: ObjectMeta { name: Some(name.clone()), namespace: Some(ns.clone()), uid: pod.uid(), ..Default::default() },
-            target: ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                uid: pod.uid(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.into()),
+                ..Default::default()
+            },
         };
-        match api.create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding).await {
+        match api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await
+        {
             Ok(_) => {
                 tracing::info!(pod = %format!("{ns}/{name}"), node, "bound");
                 let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                self.recorder.record(pod, EventType::Normal, "Scheduled", &msg).await;
+                self.recorder
+                    .record(pod, EventType::Normal, "Scheduled", &msg)
+                    .await;
                 true
             }
             Err(e) => {
@@ -277,9 +353,16 @@ impl Scheduler {
         let uid = pod.uid().unwrap_or_default();
         let initial = Duration::from_secs(self.config.pod_initial_backoff_seconds.max(1));
         let max = Duration::from_secs(self.config.pod_max_backoff_seconds.max(1));
-        let entry = self.backoff.entry(uid).or_insert(Backoff { attempts: 0, next_try: Instant::now(), generation, message: String::new() });
+        let entry = self.backoff.entry(uid).or_insert(Backoff {
+            attempts: 0,
+            next_try: Instant::now(),
+            generation,
+            message: String::new(),
+        });
         entry.attempts += 1;
-        let delay = initial.saturating_mul(1 << entry.attempts.min(10).saturating_sub(1)).min(max);
+        let delay = initial
+            .saturating_mul(1 << entry.attempts.min(10).saturating_sub(1))
+            .min(max);
         entry.next_try = Instant::now() + delay;
         entry.generation = generation;
         let current = pod
@@ -294,14 +377,23 @@ impl Scheduler {
             return;
         }
         tracing::info!(pod = %pod.name_any(), %message, "unschedulable");
-        self.recorder.record(pod, EventType::Warning, "FailedScheduling", &message).await;
+        self.recorder
+            .record(pod, EventType::Warning, "FailedScheduling", &message)
+            .await;
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
             "lastProbeTime": null, "lastTransitionTime": k8s_openapi::jiff::Timestamp::now(),
         }]}});
-        if let Err(e) = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+        if let Err(e) = api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+        {
             tracing::debug!(error = %e, "recording PodScheduled=False failed");
         }
     }

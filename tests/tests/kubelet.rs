@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use ekube_lab::{CmdTemplate, Lab, LabConfig};
 use ekube_tests::{ekube_bin, kubectl_bin, wait_for};
-use std::time::Instant;
 use serde_json::Value;
+use std::time::Instant;
 
 const LAB: &str = "ekkubelet";
 
@@ -277,7 +277,11 @@ struct Cluster {
 
 impl Cluster {
     fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let mut argv = vec![self.kubectl.display().to_string(), "--kubeconfig".into(), self.kubeconfig.display().to_string()];
+        let mut argv = vec![
+            self.kubectl.display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+        ];
         argv.extend(args.iter().map(|s| s.to_string()));
         let out = self.lab.exec("n1", &argv)?;
         if !out.success() {
@@ -289,8 +293,13 @@ impl Cluster {
     /// Applies `yaml` with `NODE` and `HOSTDIR` filled in.
     fn apply(&self, file: &str, yaml: &str) -> Result<()> {
         let path = self.node_dir().join(file);
-        std::fs::write(&path, yaml.replace("NODE", &self.node()).replace("HOSTDIR", &self.host_dir().display().to_string()))?;
-        self.kubectl(&["apply", "-f", &path.display().to_string()]).map(drop)
+        std::fs::write(
+            &path,
+            yaml.replace("NODE", &self.node())
+                .replace("HOSTDIR", &self.host_dir().display().to_string()),
+        )?;
+        self.kubectl(&["apply", "-f", &path.display().to_string()])
+            .map(drop)
     }
 
     fn node(&self) -> String {
@@ -311,12 +320,31 @@ impl Cluster {
 
     /// Events about one pod as (reason, message).
     fn events(&self, pod: &str) -> Result<Vec<(String, String)>> {
-        let v: Value = serde_json::from_str(&self.kubectl(&["get", "events", "-o", "json", "--field-selector", &format!("involvedObject.name={pod}")])?)?;
-        Ok(v["items"].as_array().into_iter().flatten().map(|e| (e["reason"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned())).collect())
+        let v: Value = serde_json::from_str(&self.kubectl(&[
+            "get",
+            "events",
+            "-o",
+            "json",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+        ])?)?;
+        Ok(v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                    e["message"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect())
     }
 
     fn get(&self, kind: &str, name: &str) -> Result<Value> {
-        Ok(serde_json::from_str(&self.kubectl(&["get", kind, name, "-o", "json"])?)?)
+        Ok(serde_json::from_str(
+            &self.kubectl(&["get", kind, name, "-o", "json"])?,
+        )?)
     }
 
     fn node_dir(&self) -> PathBuf {
@@ -326,11 +354,19 @@ impl Cluster {
     /// The CRI log of a pod's container (first run), once it exists.
     fn container_log(&self, pod: &str, container: &str) -> String {
         let logs = self.node_dir().join("logs/pods");
-        let Ok(entries) = std::fs::read_dir(&logs) else { return String::new() };
+        let Ok(entries) = std::fs::read_dir(&logs) else {
+            return String::new();
+        };
         entries
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("default_{pod}_")))
-            .map(|e| std::fs::read_to_string(e.path().join(container).join("0.log")).unwrap_or_default())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("default_{pod}_"))
+            })
+            .map(|e| {
+                std::fs::read_to_string(e.path().join(container).join("0.log")).unwrap_or_default()
+            })
             .collect()
     }
 }
@@ -338,12 +374,19 @@ impl Cluster {
 fn start() -> Result<Cluster> {
     let ekube = ekube_bin();
     let cnibin = ekube.parent().unwrap().to_owned();
-    assert!(cnibin.join("ekube-cni").exists(), "ekube-cni missing next to ekube: cargo build --bins");
+    assert!(
+        cnibin.join("ekube-cni").exists(),
+        "ekube-cni missing next to ekube: cargo build --bins"
+    );
     let mut config = LabConfig::new(LAB);
     config.nodes = 1;
     config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
-    config.vars.insert("ekube".into(), ekube.display().to_string());
-    config.vars.insert("cnibin".into(), cnibin.display().to_string());
+    config
+        .vars
+        .insert("ekube".into(), ekube.display().to_string());
+    config
+        .vars
+        .insert("cnibin".into(), cnibin.display().to_string());
     config.server = Some(CmdTemplate::parse(
         "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig} \
          --kube-controller-manager-arg node-monitor-grace-period=15s",
@@ -360,21 +403,39 @@ fn start() -> Result<Cluster> {
             ..Default::default()
         },
     )?;
-    let mut c = Cluster { kubeconfig: lab.kubeconfig(), kubectl: kubectl_bin(), lab, kubelet: 0 };
+    let mut c = Cluster {
+        kubeconfig: lab.kubeconfig(),
+        kubectl: kubectl_bin(),
+        lab,
+        kubelet: 0,
+    };
     c.start_kubelet()?;
     Ok(c)
 }
 
 fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
-    pod["status"]["containerStatuses"].as_array()?.iter().find(|c| c["name"] == name)
+    pod["status"]["containerStatuses"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
 }
 
-fn wait_pod(c: &Cluster, name: &str, secs: u64, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
+fn wait_pod(
+    c: &Cluster,
+    name: &str,
+    secs: u64,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     let mut last = Value::Null;
-    let r = wait_for(Duration::from_secs(secs), &format!("pod {name}: {what}"), || {
-        last = c.get("pod", name)?;
-        Ok(check(&last))
-    });
+    let r = wait_for(
+        Duration::from_secs(secs),
+        &format!("pod {name}: {what}"),
+        || {
+            last = c.get("pod", name)?;
+            Ok(check(&last))
+        },
+    );
     r.with_context(|| format!("last status of {name}: {}", last["status"]))?;
     Ok(last)
 }
@@ -382,13 +443,21 @@ fn wait_pod(c: &Cluster, name: &str, secs: u64, what: &str, check: impl Fn(&Valu
 fn leftovers(c: &Cluster) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let dir = c.node_dir();
-    let runc = std::process::Command::new("runc").arg("--root").arg(dir.join("data/kubelet/runc")).args(["list", "-q"]).output()?;
+    let runc = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(dir.join("data/kubelet/runc"))
+        .args(["list", "-q"])
+        .output()?;
     let ids = String::from_utf8_lossy(&runc.stdout).trim().to_owned();
     if !ids.is_empty() {
         left.push(format!("runc containers: {ids}"));
     }
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mounts: Vec<&str> = info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| Path::new(m).starts_with(dir.join("data/kubelet"))).collect();
+    let mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir.join("data/kubelet")))
+        .collect();
     if !mounts.is_empty() {
         left.push(format!("mounts: {mounts:?}"));
     }
@@ -404,7 +473,10 @@ fn leftovers(c: &Cluster) -> Result<Vec<String>> {
         left.push(format!("pod cgroups: {pods:?}"));
     }
     // The node's own underlay link (eth0, to the fabric) is a veth too; pod ends are not.
-    let links = c.lab.exec("n1", &["ip", "-o", "link", "show", "type", "veth"])?.stdout;
+    let links = c
+        .lab
+        .exec("n1", &["ip", "-o", "link", "show", "type", "veth"])?
+        .stdout;
     let veths: Vec<&str> = links.lines().filter(|l| !l.contains(" eth0@")).collect();
     if !veths.is_empty() {
         left.push(format!("veths: {veths:?}"));
@@ -418,13 +490,27 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
     let node = c.lab.host("n1")?.netns.clone();
     wait_for(Duration::from_secs(60), "node registered and Ready", || {
         let n = c.get("node", &node)?;
-        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True")))
+        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|x| x["type"] == "Ready" && x["status"] == "True")
+        }))
     })?;
     let n = c.get("node", &node)?;
-    assert_eq!(n["metadata"]["labels"]["kubernetes.io/hostname"], node.as_str());
+    assert_eq!(
+        n["metadata"]["labels"]["kubernetes.io/hostname"],
+        node.as_str()
+    );
     assert_eq!(n["metadata"]["labels"]["kubernetes.io/os"], "linux");
-    assert!(n["status"]["addresses"].as_array().unwrap().iter().any(|a| a["type"] == "InternalIP" && a["address"] == "192.168.64.10"));
-    assert!(n["status"]["capacity"]["cpu"].is_string() && n["status"]["allocatable"]["pods"] == "110");
+    assert!(
+        n["status"]["addresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["type"] == "InternalIP" && a["address"] == "192.168.64.10")
+    );
+    assert!(
+        n["status"]["capacity"]["cpu"].is_string() && n["status"]["allocatable"]["pods"] == "110"
+    );
     c.kubectl(&["get", "lease", "-n", "kube-node-lease", &node])?;
 
     c.apply("pods.yaml", PODS)?;
@@ -433,38 +519,88 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
 
     // web + sidecar: Running with an IP; the sidecar reaches web over localhost and sees its env.
     let web = wait_pod(&c, "web", 120, "Running and Ready with an IP", |p| {
-        p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string() && p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+        p["status"]["phase"] == "Running"
+            && p["status"]["podIP"].is_string()
+            && p["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
+            })
     })?;
     let ip = web["status"]["podIP"].as_str().unwrap();
     assert!(ip.starts_with("10.244.1."), "pod IP {ip}");
     assert_eq!(web["status"]["hostIP"], "192.168.64.10");
-    wait_for(Duration::from_secs(30), "sidecar log shows env and the web answer", || {
-        let log = c.container_log("web", "sidecar");
-        Ok(log.contains("stdout F GREETING=hello-from-cm PASSWORD=s3cret POD=web") && log.contains("stdout F web"))
-    })?;
+    wait_for(
+        Duration::from_secs(30),
+        "sidecar log shows env and the web answer",
+        || {
+            let log = c.container_log("web", "sidecar");
+            Ok(
+                log.contains("stdout F GREETING=hello-from-cm PASSWORD=s3cret POD=web")
+                    && log.contains("stdout F web"),
+            )
+        },
+    )?;
 
     // Restart policies.
-    let p = wait_pod(&c, "never-ok", 90, "Succeeded", |p| p["status"]["phase"] == "Succeeded")?;
-    assert_eq!(container_status(&p, "main").unwrap()["state"]["terminated"]["reason"], "Completed");
-    let p = wait_pod(&c, "never-fail", 90, "Failed", |p| p["status"]["phase"] == "Failed")?;
+    let p = wait_pod(&c, "never-ok", 90, "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    })?;
+    assert_eq!(
+        container_status(&p, "main").unwrap()["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    let p = wait_pod(&c, "never-fail", 90, "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    })?;
     let t = &container_status(&p, "main").unwrap()["state"]["terminated"];
-    assert_eq!((t["reason"].as_str(), t["exitCode"].as_i64()), (Some("Error"), Some(1)));
-    let p = wait_pod(&c, "onfailure-ok", 90, "Succeeded after its init container", |p| p["status"]["phase"] == "Succeeded")?;
-    assert_eq!(p["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
-    assert!(c.container_log("onfailure-ok", "main").contains("stdout F init"));
+    assert_eq!(
+        (t["reason"].as_str(), t["exitCode"].as_i64()),
+        (Some("Error"), Some(1))
+    );
+    let p = wait_pod(
+        &c,
+        "onfailure-ok",
+        90,
+        "Succeeded after its init container",
+        |p| p["status"]["phase"] == "Succeeded",
+    )?;
+    assert_eq!(
+        p["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert!(
+        c.container_log("onfailure-ok", "main")
+            .contains("stdout F init")
+    );
     let p = wait_pod(&c, "crashing", 90, "CrashLoopBackOff", |p| {
-        container_status(p, "main").is_some_and(|s| s["state"]["waiting"]["reason"] == "CrashLoopBackOff" && s["lastState"]["terminated"]["exitCode"] == 1)
+        container_status(p, "main").is_some_and(|s| {
+            s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && s["lastState"]["terminated"]["exitCode"] == 1
+        })
     })?;
     assert_eq!(p["status"]["phase"], "Running");
-    wait_pod(&c, "crashing", 60, "restarted after the back-off", |p| container_status(p, "main").is_some_and(|s| s["restartCount"].as_i64() >= Some(1)))?;
+    wait_pod(&c, "crashing", 60, "restarted after the back-off", |p| {
+        container_status(p, "main").is_some_and(|s| s["restartCount"].as_i64() >= Some(1))
+    })?;
 
     // A missing image.
-    wait_pod(&c, "badimage", 60, "ErrImagePull", |p| container_status(p, "main").is_some_and(|s| s["state"]["waiting"]["reason"] == "ErrImagePull"))?;
-    let p = wait_pod(&c, "badimage", 60, "ImagePullBackOff", |p| container_status(p, "main").is_some_and(|s| s["state"]["waiting"]["reason"] == "ImagePullBackOff"))?;
+    wait_pod(&c, "badimage", 60, "ErrImagePull", |p| {
+        container_status(p, "main")
+            .is_some_and(|s| s["state"]["waiting"]["reason"] == "ErrImagePull")
+    })?;
+    let p = wait_pod(&c, "badimage", 60, "ImagePullBackOff", |p| {
+        container_status(p, "main")
+            .is_some_and(|s| s["state"]["waiting"]["reason"] == "ImagePullBackOff")
+    })?;
     assert_eq!(p["status"]["phase"], "Pending");
     let events = c.kubectl(&["get", "events", "-o", "json"])?;
-    for reason in ["Pulling", "Pulled", "Created", "Started", "BackOff", "Failed"] {
-        assert!(events.contains(&format!("\"reason\": \"{reason}\"")), "no {reason} event");
+    for reason in [
+        "Pulling", "Pulled", "Created", "Started", "BackOff", "Failed",
+    ] {
+        assert!(
+            events.contains(&format!("\"reason\": \"{reason}\"")),
+            "no {reason} event"
+        );
     }
 
     let phases = (|| {
@@ -479,17 +615,35 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
         // The lab and its logs go away with the guard: show the kubelet's last words first.
         let log = std::fs::read_to_string(c.lab.log_path("n1", "kubelet")?).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
-        eprintln!("kubelet log tail:\n{}", lines[lines.len().saturating_sub(60)..].join("\n"));
-        eprintln!("kubelet warnings:\n{}", lines.iter().filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("static")).take(40).copied().collect::<Vec<_>>().join("\n"));
+        eprintln!(
+            "kubelet log tail:\n{}",
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        );
+        eprintln!(
+            "kubelet warnings:\n{}",
+            lines
+                .iter()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("static"))
+                .take(40)
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     phases?;
 
     // Deleting frees everything.
     c.kubectl(&["delete", "pod", "--all", "--wait=false"])?;
-    wait_for(Duration::from_secs(90), "all pods gone", || Ok(c.kubectl(&["get", "pods", "-o", "name"])?.trim().is_empty()))?;
+    wait_for(Duration::from_secs(90), "all pods gone", || {
+        Ok(c.kubectl(&["get", "pods", "-o", "name"])?.trim().is_empty())
+    })?;
     wait_for(Duration::from_secs(30), "nothing left on the node", || {
         let left = leftovers(&c)?;
-        if left.is_empty() { Ok(true) } else { bail!("{left:?}") }
+        if left.is_empty() {
+            Ok(true)
+        } else {
+            bail!("{left:?}")
+        }
     })?;
     Ok(())
 }
@@ -508,36 +662,72 @@ fn unix_seconds(t: &str) -> Option<i64> {
 }
 
 fn ready_condition(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True"))
+    p["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|x| x["type"] == "Ready" && x["status"] == "True")
+    })
 }
 
 /// Readiness over httpGet and tcpSocket, a startup probe, and a liveness restart.
 fn probes(c: &Cluster) -> Result<()> {
     // The http container serves 404 for /ready for its first 10 s: the pod turns Ready only
     // after that (judged from the condition's transition time against the start).
-    let p = wait_pod(c, "probes", 90, "Ready once /ready answers 200", ready_condition)?;
+    let p = wait_pod(
+        c,
+        "probes",
+        90,
+        "Ready once /ready answers 200",
+        ready_condition,
+    )?;
     let at = |v: &Value| v.as_str().and_then(unix_seconds).context("timestamp");
     let started = at(&container_status(&p, "http").unwrap()["state"]["running"]["startedAt"])?;
-    let ready = p["status"]["conditions"].as_array().unwrap().iter().find(|x| x["type"] == "Ready").unwrap();
+    let ready = p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "Ready")
+        .unwrap();
     let waited = at(&ready["lastTransitionTime"])? - started;
-    assert!(waited >= 8, "pod Ready {waited}s after the start, before its readiness probe could pass");
+    assert!(
+        waited >= 8,
+        "pod Ready {waited}s after the start, before its readiness probe could pass"
+    );
     for name in ["http", "tcp"] {
         let s = container_status(&p, name).unwrap();
-        assert_eq!((s["ready"].as_bool(), s["started"].as_bool()), (Some(true), Some(true)), "{name}: {s}");
+        assert_eq!(
+            (s["ready"].as_bool(), s["started"].as_bool()),
+            (Some(true), Some(true)),
+            "{name}: {s}"
+        );
     }
     assert!(
-        c.events("probes")?.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Readiness probe failed: HTTP probe failed with statuscode: 404")),
+        c.events("probes")?.iter().any(|(r, m)| r == "Unhealthy"
+            && m.starts_with("Readiness probe failed: HTTP probe failed with statuscode: 404")),
         "no Unhealthy event for the 404 readiness answers: {:?}",
         c.events("probes")?
     );
 
     // Liveness: healthy for 4 s, then two failures a second apart restart the container.
-    let p = wait_pod(c, "liveness", 90, "restarted by its liveness probe", |p| container_status(p, "main").is_some_and(|s| s["restartCount"].as_i64() >= Some(1)))?;
+    let p = wait_pod(c, "liveness", 90, "restarted by its liveness probe", |p| {
+        container_status(p, "main").is_some_and(|s| s["restartCount"].as_i64() >= Some(1))
+    })?;
     let s = container_status(&p, "main").unwrap();
-    assert!(s["lastState"]["terminated"]["exitCode"].as_i64().is_some(), "{s}");
+    assert!(
+        s["lastState"]["terminated"]["exitCode"].as_i64().is_some(),
+        "{s}"
+    );
     let events = c.events("liveness")?;
-    assert!(events.iter().any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed: ")), "{events:?}");
-    assert!(events.iter().any(|(r, m)| r == "Killing" && m == "Container main failed liveness probe, will be restarted"), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Unhealthy" && m.starts_with("Liveness probe failed: ")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(r, m)| r == "Killing"
+            && m == "Container main failed liveness probe, will be restarted"),
+        "{events:?}"
+    );
     Ok(())
 }
 
@@ -545,45 +735,107 @@ fn probes(c: &Cluster) -> Result<()> {
 /// period for a container that ignores SIGTERM; the file outlives the pod.
 fn lifecycle(c: &Cluster) -> Result<()> {
     let log = c.host_dir().join("lifecycle.log");
-    wait_for(Duration::from_secs(90), "lifecycle.log shows the liveness probe ran", || Ok(std::fs::read_to_string(&log).unwrap_or_default().contains("LIVENESS")))?;
+    wait_for(
+        Duration::from_secs(90),
+        "lifecycle.log shows the liveness probe ran",
+        || {
+            Ok(std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("LIVENESS"))
+        },
+    )?;
     wait_pod(c, "lifecycle", 30, "Ready", ready_condition)?;
     let began = Instant::now();
     c.kubectl(&["delete", "pod", "lifecycle", "--timeout=60s"])?;
     let took = began.elapsed();
     // `stubborn` ignores SIGTERM: it is killed once the 4 s grace period is over.
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(30), "deletion took {took:?} with a 4 s grace period");
-    let lines: Vec<String> = std::fs::read_to_string(&log)?.lines().map(str::to_owned).collect();
-    assert_eq!(lines, ["INIT", "START", "POST-START", "READINESS", "LIVENESS", "PRE-STOP"], "lifecycle.log");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(30),
+        "deletion took {took:?} with a 4 s grace period"
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&log)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "INIT",
+            "START",
+            "POST-START",
+            "READINESS",
+            "LIVENESS",
+            "PRE-STOP"
+        ],
+        "lifecycle.log"
+    );
     c.apply("reader.yaml", READER)?;
-    wait_pod(c, "hostpath-reader", 60, "Succeeded", |p| p["status"]["phase"] == "Succeeded")?;
-    wait_for(Duration::from_secs(10), "the new pod reads the old pod's hostPath data", || Ok(c.container_log("hostpath-reader", "main").contains("stdout F PRE-STOP")))?;
+    wait_pod(c, "hostpath-reader", 60, "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    })?;
+    wait_for(
+        Duration::from_secs(10),
+        "the new pod reads the old pod's hostPath data",
+        || {
+            Ok(c.container_log("hostpath-reader", "main")
+                .contains("stdout F PRE-STOP"))
+        },
+    )?;
     Ok(())
 }
 
 /// The CPU time a container's cgroup used so far, in nanoseconds (cgroup v1 cpuacct).
 fn cpu_usage(c: &Cluster, pod: &Value, container: &str) -> Result<u64> {
-    let id = container_status(pod, container).and_then(|s| s["containerID"].as_str()).context("no container ID")?;
+    let id = container_status(pod, container)
+        .and_then(|s| s["containerID"].as_str())
+        .context("no container ID")?;
     let id = id.trim_start_matches("ekube://");
     let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
     let cgroup = &c.lab.host("n1")?.cgroup;
-    let path = Path::new("/sys/fs/cgroup/cpuacct").join(cgroup).join(format!("pod{uid}")).join(id).join("cpuacct.usage");
-    Ok(std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().parse()?)
+    let path = Path::new("/sys/fs/cgroup/cpuacct")
+        .join(cgroup)
+        .join(format!("pod{uid}"))
+        .join(id)
+        .join("cpuacct.usage");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .trim()
+        .parse()?)
 }
 
 /// configMap and secret volumes, the memory limit (OOMKilled) and the CPU limit (CFS quota).
 fn volumes_and_limits(c: &Cluster) -> Result<()> {
-    wait_pod(c, "volumes", 60, "Succeeded", |p| p["status"]["phase"] == "Succeeded")?;
-    assert!(c.container_log("volumes", "main").contains("stdout F CM=hello-from-cm SECRET=s3cret"), "{}", c.container_log("volumes", "main"));
+    wait_pod(c, "volumes", 60, "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    })?;
+    assert!(
+        c.container_log("volumes", "main")
+            .contains("stdout F CM=hello-from-cm SECRET=s3cret"),
+        "{}",
+        c.container_log("volumes", "main")
+    );
 
     let p = wait_pod(c, "oom", 90, "Failed", |p| p["status"]["phase"] == "Failed")?;
     let t = &container_status(&p, "main").unwrap()["state"]["terminated"];
-    assert_eq!((t["reason"].as_str(), t["exitCode"].as_i64()), (Some("OOMKilled"), Some(137)), "{t}");
+    assert_eq!(
+        (t["reason"].as_str(), t["exitCode"].as_i64()),
+        (Some("OOMKilled"), Some(137)),
+        "{t}"
+    );
 
-    let p = wait_pod(c, "cpu", 60, "Running", |p| p["status"]["phase"] == "Running")?;
+    let p = wait_pod(c, "cpu", 60, "Running", |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     let (t0, u0) = (Instant::now(), cpu_usage(c, &p, "main")?);
-    wait_for(Duration::from_secs(10), "3 s of busy loop", || Ok(t0.elapsed() >= Duration::from_secs(3)))?;
+    wait_for(Duration::from_secs(10), "3 s of busy loop", || {
+        Ok(t0.elapsed() >= Duration::from_secs(3))
+    })?;
     let share = (cpu_usage(c, &p, "main")? - u0) as f64 / t0.elapsed().as_nanos() as f64;
-    assert!((0.03..0.2).contains(&share), "a 100m CPU limit let the busy loop use {:.0}% of a core", share * 100.0);
+    assert!(
+        (0.03..0.2).contains(&share),
+        "a 100m CPU limit let the busy loop use {:.0}% of a core",
+        share * 100.0
+    );
     c.kubectl(&["delete", "pod", "cpu", "--wait=false"])?;
     Ok(())
 }
@@ -591,12 +843,24 @@ fn volumes_and_limits(c: &Cluster) -> Result<()> {
 fn pull_policies(c: &Cluster) -> Result<()> {
     c.apply("pulls.yaml", PULLS)?;
     for name in ["pull-never", "pull-ifnotpresent", "pull-always"] {
-        wait_pod(c, name, 60, "Running", |p| p["status"]["phase"] == "Running")?;
+        wait_pod(c, name, 60, "Running", |p| {
+            p["status"]["phase"] == "Running"
+        })?;
     }
-    wait_pod(c, "pull-never-absent", 60, "ErrImageNeverPull", |p| container_status(p, "main").is_some_and(|s| s["state"]["waiting"]["reason"] == "ErrImageNeverPull"))?;
-    let pulled = |pod: &str| -> Result<bool> { Ok(c.events(pod)?.iter().any(|(r, _)| r == "Pulling")) };
-    assert!(!pulled("pull-never")? && !pulled("pull-ifnotpresent")? && !pulled("pull-never-absent")?, "a pod pulled against its policy");
-    assert!(pulled("pull-always")?, "imagePullPolicy Always did not pull");
+    wait_pod(c, "pull-never-absent", 60, "ErrImageNeverPull", |p| {
+        container_status(p, "main")
+            .is_some_and(|s| s["state"]["waiting"]["reason"] == "ErrImageNeverPull")
+    })?;
+    let pulled =
+        |pod: &str| -> Result<bool> { Ok(c.events(pod)?.iter().any(|(r, _)| r == "Pulling")) };
+    assert!(
+        !pulled("pull-never")? && !pulled("pull-ifnotpresent")? && !pulled("pull-never-absent")?,
+        "a pod pulled against its policy"
+    );
+    assert!(
+        pulled("pull-always")?,
+        "imagePullPolicy Always did not pull"
+    );
     Ok(())
 }
 
@@ -604,17 +868,40 @@ fn pull_policies(c: &Cluster) -> Result<()> {
 /// deleted (the pod keeps running); removing the file stops the pod and deletes the mirror.
 fn static_pod(c: &Cluster) -> Result<()> {
     let name = format!("static-web-{}", c.node());
-    let p = wait_pod(c, &name, 90, "mirror Running", |p| p["status"]["phase"] == "Running")?;
+    let p = wait_pod(c, &name, 90, "mirror Running", |p| {
+        p["status"]["phase"] == "Running"
+    })?;
     let ann = &p["metadata"]["annotations"];
     assert_eq!(ann["kubernetes.io/config.source"], "file");
-    assert!(ann["kubernetes.io/config.mirror"].is_string() && ann["kubernetes.io/config.mirror"] == ann["kubernetes.io/config.hash"], "{ann}");
+    assert!(
+        ann["kubernetes.io/config.mirror"].is_string()
+            && ann["kubernetes.io/config.mirror"] == ann["kubernetes.io/config.hash"],
+        "{ann}"
+    );
     assert_eq!(p["metadata"]["ownerReferences"][0]["kind"], "Node");
-    let (uid, id) = (p["metadata"]["uid"].clone(), container_status(&p, "main").unwrap()["containerID"].clone());
+    let (uid, id) = (
+        p["metadata"]["uid"].clone(),
+        container_status(&p, "main").unwrap()["containerID"].clone(),
+    );
     c.kubectl(&["delete", "pod", &name, "--wait=false"])?;
-    let p = wait_pod(c, &name, 30, "mirror recreated", |p| p["metadata"]["uid"] != uid && p["status"]["phase"] == "Running")?;
-    assert_eq!(container_status(&p, "main").unwrap()["containerID"], id, "deleting the mirror restarted the static pod");
+    let p = wait_pod(c, &name, 30, "mirror recreated", |p| {
+        p["metadata"]["uid"] != uid && p["status"]["phase"] == "Running"
+    })?;
+    assert_eq!(
+        container_status(&p, "main").unwrap()["containerID"],
+        id,
+        "deleting the mirror restarted the static pod"
+    );
     std::fs::remove_file(c.node_dir().join("manifests/static-web.yaml"))?;
-    wait_for(Duration::from_secs(30), "mirror pod deleted with its manifest", || Ok(c.kubectl(&["get", "pods", "-o", "name"])?.lines().all(|l| l != format!("pod/{name}"))))?;
+    wait_for(
+        Duration::from_secs(30),
+        "mirror pod deleted with its manifest",
+        || {
+            Ok(c.kubectl(&["get", "pods", "-o", "name"])?
+                .lines()
+                .all(|l| l != format!("pod/{name}")))
+        },
+    )?;
     Ok(())
 }
 
@@ -622,33 +909,83 @@ fn static_pod(c: &Cluster) -> Result<()> {
 fn kubelet_restart(c: &mut Cluster) -> Result<()> {
     let before = wait_pod(c, "web", 30, "Ready", ready_condition)?;
     let ids = |p: &Value| -> Vec<(String, i64)> {
-        p["status"]["containerStatuses"].as_array().into_iter().flatten().map(|s| (s["containerID"].as_str().unwrap_or("").to_owned(), s["restartCount"].as_i64().unwrap_or(-1))).collect()
+        p["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["containerID"].as_str().unwrap_or("").to_owned(),
+                    s["restartCount"].as_i64().unwrap_or(-1),
+                )
+            })
+            .collect()
     };
     let liveness = c.get("pod", "liveness")?;
     c.lab.stop(c.kubelet)?;
     let lines = c.container_log("web", "sidecar").lines().count();
     c.start_kubelet()?;
-    wait_for(Duration::from_secs(30), "kubelet log shows the adoption", || {
-        Ok(std::fs::read_to_string(c.lab.log_path("n1", "kubelet")?)?.matches("adopted sandbox").count() >= 1)
-    })?;
-    wait_for(Duration::from_secs(30), "the sidecar log keeps growing across the restart", || Ok(c.container_log("web", "sidecar").lines().count() > lines + 2))?;
-    let after = wait_pod(c, "web", 30, "Ready after the kubelet restart", ready_condition)?;
-    assert_eq!(ids(&after), ids(&before), "containers were replaced by the kubelet restart");
+    wait_for(
+        Duration::from_secs(30),
+        "kubelet log shows the adoption",
+        || {
+            Ok(std::fs::read_to_string(c.lab.log_path("n1", "kubelet")?)?
+                .matches("adopted sandbox")
+                .count()
+                >= 1)
+        },
+    )?;
+    wait_for(
+        Duration::from_secs(30),
+        "the sidecar log keeps growing across the restart",
+        || Ok(c.container_log("web", "sidecar").lines().count() > lines + 2),
+    )?;
+    let after = wait_pod(
+        c,
+        "web",
+        30,
+        "Ready after the kubelet restart",
+        ready_condition,
+    )?;
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "containers were replaced by the kubelet restart"
+    );
     let l = c.get("pod", "liveness")?;
-    let count = |p: &Value| container_status(p, "main").and_then(|s| s["restartCount"].as_i64()).unwrap_or(-1);
-    assert!(count(&l) >= count(&liveness), "restartCount went back from {} to {}", count(&liveness), count(&l));
+    let count = |p: &Value| {
+        container_status(p, "main")
+            .and_then(|s| s["restartCount"].as_i64())
+            .unwrap_or(-1)
+    };
+    assert!(
+        count(&l) >= count(&liveness),
+        "restartCount went back from {} to {}",
+        count(&liveness),
+        count(&l)
+    );
 
     // Stopped: the lease runs out (grace period 15 s on this server) and the node is NotReady.
     let node = c.node();
     c.lab.stop(c.kubelet)?;
-    wait_for(Duration::from_secs(60), "node NotReady after the kubelet stopped", || {
-        let n = c.get("node", &node)?;
-        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] != "True")))
-    })?;
+    wait_for(
+        Duration::from_secs(60),
+        "node NotReady after the kubelet stopped",
+        || {
+            let n = c.get("node", &node)?;
+            Ok(n["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|x| x["type"] == "Ready" && x["status"] != "True")
+            }))
+        },
+    )?;
     c.start_kubelet()?;
     wait_for(Duration::from_secs(60), "node Ready again", || {
         let n = c.get("node", &node)?;
-        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|x| x["type"] == "Ready" && x["status"] == "True")))
+        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|x| x["type"] == "Ready" && x["status"] == "True")
+        }))
     })?;
     Ok(())
 }

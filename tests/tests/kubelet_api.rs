@@ -30,12 +30,19 @@ spec:
 
 /// The highest `line-N` in `text`.
 fn last_line_number(text: &str) -> Option<u64> {
-    text.lines().filter_map(|l| l.trim().strip_prefix("line-")?.parse().ok()).max()
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("line-")?.parse().ok())
+        .max()
 }
 
 /// The end of the node agent's log, for failure messages.
 fn agent_log(c: &LabCluster) -> String {
-    let text = c.lab.log_path("n1", "agent").ok().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+    let text = c
+        .lab
+        .log_path("n1", "agent")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
@@ -50,18 +57,31 @@ fn checks(c: &LabCluster) -> Result<()> {
     let node = c.lab.host("n1")?.netns.clone();
     let manifest = c.lab.host("n1")?.dir.join("duo.yaml");
     std::fs::write(&manifest, POD.replace("NODE", &node))?;
-    wait_for(Duration::from_secs(60), "the apiserver answers", || Ok(c.run(&["get", "ns", "default"])?.success()))?;
+    wait_for(Duration::from_secs(60), "the apiserver answers", || {
+        Ok(c.run(&["get", "ns", "default"])?.success())
+    })?;
     c.kubectl(&["apply", "-f", &manifest.display().to_string()])?;
     let mut last = Value::Null;
-    wait_for(Duration::from_secs(120), "pod duo Running with both containers started", || {
-        last = serde_json::from_str(&c.kubectl(&["get", "pod", "duo", "-o", "json"])?)?;
-        let started = last["status"]["containerStatuses"].as_array().is_some_and(|cs| cs.len() == 2 && cs.iter().all(|s| s["state"]["running"].is_object()));
-        Ok(last["status"]["phase"] == "Running" && started)
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "pod duo Running with both containers started",
+        || {
+            last = serde_json::from_str(&c.kubectl(&["get", "pod", "duo", "-o", "json"])?)?;
+            let started = last["status"]["containerStatuses"]
+                .as_array()
+                .is_some_and(|cs| {
+                    cs.len() == 2 && cs.iter().all(|s| s["state"]["running"].is_object())
+                });
+            Ok(last["status"]["phase"] == "Running" && started)
+        },
+    )
     .with_context(|| format!("last status: {}", last["status"]))?;
 
     // logs: both streams; a wrong container is refused with the choices.
-    wait_for(Duration::from_secs(20), "sidecar logs show line-3", || Ok(c.kubectl(&["logs", "duo", "-c", "sidecar"])?.contains("line-3")))?;
+    wait_for(Duration::from_secs(20), "sidecar logs show line-3", || {
+        Ok(c.kubectl(&["logs", "duo", "-c", "sidecar"])?
+            .contains("line-3"))
+    })?;
     let logs = c.kubectl(&["logs", "duo", "-c", "sidecar"])?;
     // stdout and stderr are separate pipes: their relative order is not kept.
     let stdout: Vec<&str> = logs.lines().filter(|l| *l != "oops").take(3).collect();
@@ -70,40 +90,103 @@ fn checks(c: &LabCluster) -> Result<()> {
     let tail = c.kubectl(&["logs", "duo", "-c", "sidecar", "--tail", "2"])?;
     assert_eq!(tail.lines().count(), 2, "{tail}");
     assert!(tail.lines().all(|l| l.starts_with("line-")), "{tail}");
-    let stamped = c.kubectl(&["logs", "duo", "-c", "sidecar", "--timestamps", "--tail", "1"])?;
+    let stamped = c.kubectl(&[
+        "logs",
+        "duo",
+        "-c",
+        "sidecar",
+        "--timestamps",
+        "--tail",
+        "1",
+    ])?;
     let (ts, rest) = stamped.trim().split_once(' ').context("timestamped line")?;
-    assert!(ts.ends_with('Z') && ts.contains('T') && rest.starts_with("line-"), "{stamped}");
+    assert!(
+        ts.ends_with('Z') && ts.contains('T') && rest.starts_with("line-"),
+        "{stamped}"
+    );
     let wrong = c.run(&["logs", "duo", "-c", "nope"])?;
-    assert!(!wrong.success() && wrong.stderr.contains("container nope is not valid for pod duo"), "{}", wrong.stderr);
+    assert!(
+        !wrong.success()
+            && wrong
+                .stderr
+                .contains("container nope is not valid for pod duo"),
+        "{}",
+        wrong.stderr
+    );
 
     // logs -f keeps streaming new lines until stopped.
-    let before = last_line_number(&c.kubectl(&["logs", "duo", "-c", "sidecar"])?).context("a numbered line")?;
+    let before = last_line_number(&c.kubectl(&["logs", "duo", "-c", "sidecar"])?)
+        .context("a numbered line")?;
     let followed = c.sh("timeout -s INT 4 $K logs -f duo -c sidecar")?;
     let after = last_line_number(&followed.stdout).context("followed output")?;
-    assert!(after >= before + 3, "logs -f stopped at line-{after}, was at line-{before} before; {}", followed.stderr);
+    assert!(
+        after >= before + 3,
+        "logs -f stopped at line-{after}, was at line-{before} before; {}",
+        followed.stderr
+    );
 
     // exec: env of the named container, exit codes, stdin, and a terminal.
-    assert_eq!(c.kubectl(&["exec", "duo", "-c", "sidecar", "--", "sh", "-c", "echo $X"])?, "hello-x\n");
-    let failed = c.run(&["exec", "duo", "-c", "sidecar", "--", "sh", "-c", "echo to-err >&2; exit 3"])?;
+    assert_eq!(
+        c.kubectl(&["exec", "duo", "-c", "sidecar", "--", "sh", "-c", "echo $X"])?,
+        "hello-x\n"
+    );
+    let failed = c.run(&[
+        "exec",
+        "duo",
+        "-c",
+        "sidecar",
+        "--",
+        "sh",
+        "-c",
+        "echo to-err >&2; exit 3",
+    ])?;
     assert_eq!(failed.code, Some(3), "exec exit code: {}", failed.stderr);
     assert!(failed.stderr.contains("to-err"), "{}", failed.stderr);
-    let piped = c.sh("echo from-stdin | $K exec -i duo -c sidecar -- sh -c 'read l; echo got:$l'")?;
-    assert_eq!((piped.code, piped.stdout.as_str()), (Some(0), "got:from-stdin\n"), "{}", piped.stderr);
-    let tty = c.sh("script -qec \"$K exec -ti duo -c sidecar -- sh -c 'echo X=\\$X; tty; exit 4'\" /dev/null")?;
-    assert!(tty.stdout.contains("X=hello-x") && tty.stdout.contains("/dev/pts/"), "exec -ti: {tty:?}");
+    let piped =
+        c.sh("echo from-stdin | $K exec -i duo -c sidecar -- sh -c 'read l; echo got:$l'")?;
+    assert_eq!(
+        (piped.code, piped.stdout.as_str()),
+        (Some(0), "got:from-stdin\n"),
+        "{}",
+        piped.stderr
+    );
+    let tty = c.sh(
+        "script -qec \"$K exec -ti duo -c sidecar -- sh -c 'echo X=\\$X; tty; exit 4'\" /dev/null",
+    )?;
+    assert!(
+        tty.stdout.contains("X=hello-x") && tty.stdout.contains("/dev/pts/"),
+        "exec -ti: {tty:?}"
+    );
     assert_eq!(tty.code, Some(4), "exec -ti exit code: {tty:?}");
     let missing = c.run(&["exec", "duo", "-c", "nope", "--", "true"])?;
-    assert!(!missing.success() && missing.stderr.contains("container nope is not valid"), "{}", missing.stderr);
+    assert!(
+        !missing.success() && missing.stderr.contains("container nope is not valid"),
+        "{}",
+        missing.stderr
+    );
 
     // attach: live output of the running container.
     let attached = c.sh("timeout -s INT 3 $K attach duo -c sidecar")?;
-    assert!(last_line_number(&attached.stdout).is_some(), "attach: {attached:?}");
+    assert!(
+        last_line_number(&attached.stdout).is_some(),
+        "attach: {attached:?}"
+    );
 
     // port-forward: a local port on the node reaches the web container.
-    let pf = c.lab.spawn("n1", "port-forward", &c.argv(&["port-forward", "pod/duo", "18080:80"]))?;
-    let result = wait_for(Duration::from_secs(30), "a request through the forwarded port", || {
-        Ok(c.lab.http("n1", "GET", "http://127.0.0.1:18080/", &[]).is_ok_and(|r| r.status == 200 && r.text().contains("duo")))
-    });
+    let pf = c.lab.spawn(
+        "n1",
+        "port-forward",
+        &c.argv(&["port-forward", "pod/duo", "18080:80"]),
+    )?;
+    let result = wait_for(
+        Duration::from_secs(30),
+        "a request through the forwarded port",
+        || {
+            Ok(c.lab
+                .http("n1", "GET", "http://127.0.0.1:18080/", &[])
+                .is_ok_and(|r| r.status == 200 && r.text().contains("duo")))
+        },
+    );
     let log = std::fs::read_to_string(c.lab.log_path("n1", "port-forward")?).unwrap_or_default();
     c.lab.stop(pf)?;
     result.with_context(|| format!("kubectl port-forward said: {log}"))?;

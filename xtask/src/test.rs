@@ -22,7 +22,10 @@ pub fn run(args: TestArgs) -> Result<()> {
     if !args.no_deps {
         deps::ensure_all()?;
     }
-    crate::ebpf::build(&crate::ebpf::BuildArgs { debug_log: false, out: None })?;
+    crate::ebpf::build(&crate::ebpf::BuildArgs {
+        debug_log: false,
+        out: None,
+    })?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // One build of every binary the end-to-end tests start.
     deps::run(Command::new(&cargo).args(["build", "--workspace", "--bins"]))?;
@@ -36,7 +39,11 @@ pub fn run(args: TestArgs) -> Result<()> {
     );
     // The README's first command, end to end on this build (skipped when a filter narrows the
     // run to some tests).
-    let demo = if args.cargo_args.is_empty() { crate::demo::check() } else { Ok(()) };
+    let demo = if args.cargo_args.is_empty() {
+        crate::demo::check()
+    } else {
+        Ok(())
+    };
     ekube_lab::Lab::remove_shared_dirs();
     tests.and(demo)
 }

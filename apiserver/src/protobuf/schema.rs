@@ -308,7 +308,8 @@ pub(super) static ENV_VAR_SOURCE: Message = Message::new(
         Field::one(4, "secretKeyRef", Ty::Msg(&SECRET_KEY_SELECTOR)),
     ],
 );
-pub(super) static EXEC_ACTION: Message = Message::new("ExecAction", &[Field::rep(1, "command", Ty::Str)]);
+pub(super) static EXEC_ACTION: Message =
+    Message::new("ExecAction", &[Field::rep(1, "command", Ty::Str)]);
 pub(super) static GRPC_ACTION: Message = Message::new(
     "GRPCAction",
     &[

@@ -19,7 +19,11 @@ pub enum Error {
     #[error("key {key} not found")]
     NotFound { key: String },
     #[error("key {key} was modified: expected revision {expected}, found {found}")]
-    Conflict { key: String, expected: u64, found: u64 },
+    Conflict {
+        key: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
     Compacted { requested: u64, compacted: u64 },
     #[error("storage backend: {0}")]
@@ -77,7 +81,12 @@ pub trait Storage: Send + Sync + 'static {
     fn compacted_revision(&self) -> u64;
     async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
     /// Keys under `prefix` strictly after `start_after`, at most `limit` (0 = all).
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult>;
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult>;
     async fn count(&self, prefix: &str) -> Result<usize>;
     /// Creates `key`; fails with `AlreadyExists` if present. Returns the new revision.
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue>;

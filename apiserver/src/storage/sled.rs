@@ -51,7 +51,11 @@ impl SledStorage {
         let log = db.open_tree("log").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
         let read_u64 = |k: &[u8]| -> Result<u64> {
-            Ok(meta.get(k).map_err(backend)?.map(|v| decode_u64(&v)).unwrap_or(0))
+            Ok(meta
+                .get(k)
+                .map_err(backend)?
+                .map(|v| decode_u64(&v))
+                .unwrap_or(0))
         };
         let revision = read_u64(META_REVISION)?;
         let compacted = read_u64(META_COMPACTED)?;
@@ -79,22 +83,46 @@ impl SledStorage {
         let result = (&self.kv, &self.log, &self.meta).transaction(|(kv, log, meta)| {
             let prev = kv.get(key.as_bytes())?.map(|raw| decode_kv(key, &raw));
             let next = decide(prev.as_ref()).map_err(ConflictableTransactionError::Abort)?;
-            let revision = meta.get(META_REVISION)?.map(|v| decode_u64(&v)).unwrap_or(0) + 1;
+            let revision = meta
+                .get(META_REVISION)?
+                .map(|v| decode_u64(&v))
+                .unwrap_or(0)
+                + 1;
             meta.insert(META_REVISION, &revision.to_be_bytes())?;
             let event = match next {
                 Some(value) => {
                     let create_revision = prev.as_ref().map_or(revision, |p| p.create_revision);
-                    let kv_new = KeyValue { key: key.to_string(), value, create_revision, mod_revision: revision };
+                    let kv_new = KeyValue {
+                        key: key.to_string(),
+                        value,
+                        create_revision,
+                        mod_revision: revision,
+                    };
                     kv.insert(key.as_bytes(), encode_kv(&kv_new))?;
-                    Event { kind: EventKind::Put, revision, kv: kv_new, prev }
+                    Event {
+                        kind: EventKind::Put,
+                        revision,
+                        kv: kv_new,
+                        prev,
+                    }
                 }
                 None => {
                     let Some(old) = prev else {
-                        return Err(ConflictableTransactionError::Abort(Error::NotFound { key: key.to_string() }));
+                        return Err(ConflictableTransactionError::Abort(Error::NotFound {
+                            key: key.to_string(),
+                        }));
                     };
                     kv.remove(key.as_bytes())?;
-                    let gone = KeyValue { mod_revision: revision, ..old.clone() };
-                    Event { kind: EventKind::Delete, revision, kv: gone, prev: Some(old) }
+                    let gone = KeyValue {
+                        mod_revision: revision,
+                        ..old.clone()
+                    };
+                    Event {
+                        kind: EventKind::Delete,
+                        revision,
+                        kv: gone,
+                        prev: Some(old),
+                    }
                 }
             };
             log.insert(&revision.to_be_bytes(), encode_event(&event))?;
@@ -143,10 +171,19 @@ impl Storage for SledStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        Ok(self.kv.get(key.as_bytes()).map_err(backend)?.map(|raw| decode_kv(key, &raw)))
+        Ok(self
+            .kv
+            .get(key.as_bytes())
+            .map_err(backend)?
+            .map(|raw| decode_kv(key, &raw)))
     }
 
-    async fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<ListResult> {
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<ListResult> {
         let _guard = self.write_lock.read();
         let revision = self.current_revision();
         let mut items = Vec::new();
@@ -171,7 +208,11 @@ impl Storage for SledStorage {
             let key = String::from_utf8_lossy(&k).into_owned();
             items.push(decode_kv(&key, &v));
         }
-        Ok(ListResult { items, revision, more })
+        Ok(ListResult {
+            items,
+            revision,
+            more,
+        })
     }
 
     async fn count(&self, prefix: &str) -> Result<usize> {
@@ -180,7 +221,9 @@ impl Storage for SledStorage {
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
         let event = self.write(key, |prev| match prev {
-            Some(_) => Err(Error::AlreadyExists { key: key.to_string() }),
+            Some(_) => Err(Error::AlreadyExists {
+                key: key.to_string(),
+            }),
             None => Ok(Some(value.clone())),
         })?;
         self.committed(event).await
@@ -188,10 +231,14 @@ impl Storage for SledStorage {
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: u64) -> Result<KeyValue> {
         let event = self.write(key, |prev| match prev {
-            None => Err(Error::NotFound { key: key.to_string() }),
-            Some(p) if p.mod_revision != expected => {
-                Err(Error::Conflict { key: key.to_string(), expected, found: p.mod_revision })
-            }
+            None => Err(Error::NotFound {
+                key: key.to_string(),
+            }),
+            Some(p) if p.mod_revision != expected => Err(Error::Conflict {
+                key: key.to_string(),
+                expected,
+                found: p.mod_revision,
+            }),
             Some(_) => Ok(Some(value.clone())),
         })?;
         self.committed(event).await
@@ -199,10 +246,14 @@ impl Storage for SledStorage {
 
     async fn delete(&self, key: &str, expected: Option<u64>) -> Result<KeyValue> {
         let event = self.write(key, |prev| match (prev, expected) {
-            (None, _) => Err(Error::NotFound { key: key.to_string() }),
-            (Some(p), Some(rev)) if p.mod_revision != rev => {
-                Err(Error::Conflict { key: key.to_string(), expected: rev, found: p.mod_revision })
-            }
+            (None, _) => Err(Error::NotFound {
+                key: key.to_string(),
+            }),
+            (Some(p), Some(rev)) if p.mod_revision != rev => Err(Error::Conflict {
+                key: key.to_string(),
+                expected: rev,
+                found: p.mod_revision,
+            }),
             _ => Ok(None),
         })?;
         self.committed(event).await
@@ -213,14 +264,21 @@ impl Storage for SledStorage {
             let _guard = self.write_lock.read();
             let compacted = self.compacted_revision();
             if after < compacted {
-                return Err(Error::Compacted { requested: after, compacted });
+                return Err(Error::Compacted {
+                    requested: after,
+                    compacted,
+                });
             }
             let boundary = self.current_revision();
             let live = self.events.subscribe();
             let mut replay = Vec::new();
-            for entry in self.log.range((after + 1).to_be_bytes()..=boundary.to_be_bytes()) {
+            for entry in self
+                .log
+                .range((after + 1).to_be_bytes()..=boundary.to_be_bytes())
+            {
                 let (_, raw) = entry.map_err(backend)?;
-                let event = decode_event(&raw).ok_or_else(|| Error::Backend("corrupt event log entry".into()))?;
+                let event = decode_event(&raw)
+                    .ok_or_else(|| Error::Backend("corrupt event log entry".into()))?;
                 if event.kv.key.starts_with(prefix) {
                     replay.push(Arc::new(event));
                 }
@@ -235,7 +293,9 @@ impl Storage for SledStorage {
                 Err(_) => None,
             }
         })
-        .filter(move |e| futures::future::ready(e.revision > boundary && e.kv.key.starts_with(&prefix)));
+        .filter(move |e| {
+            futures::future::ready(e.revision > boundary && e.kv.key.starts_with(&prefix))
+        });
         Ok(futures::stream::iter(replay).chain(live).boxed())
     }
 
@@ -245,11 +305,16 @@ impl Storage for SledStorage {
         if revision <= from {
             return Ok(());
         }
-        for entry in self.log.range((from + 1).to_be_bytes()..=revision.to_be_bytes()) {
+        for entry in self
+            .log
+            .range((from + 1).to_be_bytes()..=revision.to_be_bytes())
+        {
             let (k, _) = entry.map_err(backend)?;
             self.log.remove(k).map_err(backend)?;
         }
-        self.meta.insert(META_COMPACTED, &revision.to_be_bytes()).map_err(backend)?;
+        self.meta
+            .insert(META_COMPACTED, &revision.to_be_bytes())
+            .map_err(backend)?;
         self.compacted.store(revision, Ordering::SeqCst);
         Ok(())
     }
@@ -305,9 +370,15 @@ fn encode_event(event: &Event) -> Vec<u8> {
 }
 
 fn decode_event(raw: &[u8]) -> Option<Event> {
-    let kind = if *raw.first()? == 1 { EventKind::Delete } else { EventKind::Put };
+    let kind = if *raw.first()? == 1 {
+        EventKind::Delete
+    } else {
+        EventKind::Put
+    };
     let key_len = u32::from_be_bytes(raw.get(1..5)?.try_into().ok()?) as usize;
-    let key = std::str::from_utf8(raw.get(5..5 + key_len)?).ok()?.to_string();
+    let key = std::str::from_utf8(raw.get(5..5 + key_len)?)
+        .ok()?
+        .to_string();
     let mut pos = 5 + key_len;
     let mut read_kv = || -> Option<Option<KeyValue>> {
         let present = *raw.get(pos)?;
@@ -323,5 +394,10 @@ fn decode_event(raw: &[u8]) -> Option<Event> {
     };
     let kv = read_kv()??;
     let prev = read_kv()?;
-    Some(Event { kind, revision: kv.mod_revision, kv, prev })
+    Some(Event {
+        kind,
+        revision: kv.mod_revision,
+        kv,
+        prev,
+    })
 }

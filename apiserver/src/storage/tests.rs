@@ -15,15 +15,27 @@ async fn revisions_are_gap_free_and_guard_writes() {
     let s = open(&dir);
     let a = s.create("/r/a", b"1".to_vec()).await.unwrap();
     assert_eq!((a.create_revision, a.mod_revision), (1, 1));
-    assert!(matches!(s.create("/r/a", b"x".to_vec()).await, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        s.create("/r/a", b"x".to_vec()).await,
+        Err(Error::AlreadyExists { .. })
+    ));
     let a2 = s.update("/r/a", b"2".to_vec(), 1).await.unwrap();
     assert_eq!((a2.create_revision, a2.mod_revision), (1, 2));
-    assert!(matches!(s.update("/r/a", b"3".to_vec(), 1).await, Err(Error::Conflict { found: 2, .. })));
-    assert!(matches!(s.delete("/r/a", Some(1)).await, Err(Error::Conflict { .. })));
+    assert!(matches!(
+        s.update("/r/a", b"3".to_vec(), 1).await,
+        Err(Error::Conflict { found: 2, .. })
+    ));
+    assert!(matches!(
+        s.delete("/r/a", Some(1)).await,
+        Err(Error::Conflict { .. })
+    ));
     let gone = s.delete("/r/a", Some(2)).await.unwrap();
     assert_eq!(gone.mod_revision, 3);
     assert!(s.get("/r/a").await.unwrap().is_none());
-    assert!(matches!(s.update("/r/a", b"4".to_vec(), 3).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        s.update("/r/a", b"4".to_vec(), 3).await,
+        Err(Error::NotFound { .. })
+    ));
     // Failed writes consumed no revision.
     assert_eq!(s.current_revision(), 3);
 }
@@ -33,7 +45,9 @@ async fn list_pages_in_key_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(&dir);
     for name in ["c", "a", "b"] {
-        s.create(&format!("/r/x/{name}"), name.as_bytes().to_vec()).await.unwrap();
+        s.create(&format!("/r/x/{name}"), name.as_bytes().to_vec())
+            .await
+            .unwrap();
     }
     s.create("/r/y/z", b"z".to_vec()).await.unwrap();
     let page = s.list("/r/x/", None, 2).await.unwrap();
@@ -57,14 +71,30 @@ async fn watch_replays_then_follows_and_respects_compaction() {
     s.delete("/r/a", None).await.unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let e = tokio::time::timeout(Duration::from_secs(2), w.next()).await.unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(2), w.next())
+            .await
+            .unwrap()
+            .unwrap();
         got.push((e.kind, e.revision));
     }
-    assert_eq!(got, [(EventKind::Put, 1), (EventKind::Put, 3), (EventKind::Delete, 4)]);
+    assert_eq!(
+        got,
+        [
+            (EventKind::Put, 1),
+            (EventKind::Put, 3),
+            (EventKind::Delete, 4)
+        ]
+    );
     s.compact(3).await.unwrap();
-    assert!(matches!(s.watch("/r/", 2), Err(Error::Compacted { compacted: 3, .. })));
+    assert!(matches!(
+        s.watch("/r/", 2),
+        Err(Error::Compacted { compacted: 3, .. })
+    ));
     let mut w = s.watch("/r/", 3).unwrap();
-    let e = tokio::time::timeout(Duration::from_secs(2), w.next()).await.unwrap().unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(2), w.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(e.revision, 4);
     assert_eq!(e.prev.as_ref().unwrap().value, b"2");
 }

@@ -16,12 +16,18 @@ const FWD_CHAIN: &str = "EKUBE-FLANNEL-FWD";
 const MASQ_CHAIN: &str = "EKUBE-FLANNEL-POSTRTG";
 
 fn iptables(table: &str, args: &[&str]) -> Result<std::process::Output> {
-    let bin = ["/usr/sbin/iptables", "/sbin/iptables"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("iptables");
+    let bin = ["/usr/sbin/iptables", "/sbin/iptables"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("iptables");
     Command::new(bin)
         .args(["-w", "5", "-t", table])
         .args(args)
         .output()
-        .map_err(|e| Error::Iptables { rule: args.join(" "), reason: e.to_string() })
+        .map_err(|e| Error::Iptables {
+            rule: args.join(" "),
+            reason: e.to_string(),
+        })
 }
 
 fn ensure_chain(table: &str, chain: &str) -> Result<()> {
@@ -32,12 +38,20 @@ fn ensure_chain(table: &str, chain: &str) -> Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::Iptables { rule: format!("-t {table} -N {chain}"), reason: String::from_utf8_lossy(&out.stderr).trim().into() })
+        Err(Error::Iptables {
+            rule: format!("-t {table} -N {chain}"),
+            reason: String::from_utf8_lossy(&out.stderr).trim().into(),
+        })
     }
 }
 
 fn ensure_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
-    let with = |op: &'static str| [op, chain].into_iter().chain(rule.iter().copied()).collect::<Vec<_>>();
+    let with = |op: &'static str| {
+        [op, chain]
+            .into_iter()
+            .chain(rule.iter().copied())
+            .collect::<Vec<_>>()
+    };
     if iptables(table, &with("-C"))?.status.success() {
         return Ok(());
     }
@@ -45,7 +59,10 @@ fn ensure_rule(table: &str, chain: &str, rule: &[&str]) -> Result<()> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::Iptables { rule: format!("-t {table} {}", with("-A").join(" ")), reason: String::from_utf8_lossy(&out.stderr).trim().into() })
+        Err(Error::Iptables {
+            rule: format!("-t {table} {}", with("-A").join(" ")),
+            reason: String::from_utf8_lossy(&out.stderr).trim().into(),
+        })
     }
 }
 
@@ -55,14 +72,40 @@ pub fn ensure(network: Ipv4Network, masq: bool) -> Result<()> {
     ensure_chain("filter", FWD_CHAIN)?;
     ensure_rule("filter", FWD_CHAIN, &["-s", &net, "-j", "ACCEPT"])?;
     ensure_rule("filter", FWD_CHAIN, &["-d", &net, "-j", "ACCEPT"])?;
-    ensure_rule("filter", "FORWARD", &["-m", "comment", "--comment", "ekube flannel forwarding", "-j", FWD_CHAIN])?;
+    ensure_rule(
+        "filter",
+        "FORWARD",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "ekube flannel forwarding",
+            "-j",
+            FWD_CHAIN,
+        ],
+    )?;
     if masq {
         ensure_chain("nat", MASQ_CHAIN)?;
         // Pod to pod (also across nodes): keep the pod's address.
         ensure_rule("nat", MASQ_CHAIN, &["-s", &net, "-d", &net, "-j", "RETURN"])?;
         // Pod to anything else but multicast: the node's address.
-        ensure_rule("nat", MASQ_CHAIN, &["-s", &net, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE"])?;
-        ensure_rule("nat", "POSTROUTING", &["-m", "comment", "--comment", "ekube flannel masquerade", "-j", MASQ_CHAIN])?;
+        ensure_rule(
+            "nat",
+            MASQ_CHAIN,
+            &["-s", &net, "!", "-d", "224.0.0.0/4", "-j", "MASQUERADE"],
+        )?;
+        ensure_rule(
+            "nat",
+            "POSTROUTING",
+            &[
+                "-m",
+                "comment",
+                "--comment",
+                "ekube flannel masquerade",
+                "-j",
+                MASQ_CHAIN,
+            ],
+        )?;
     }
     Ok(())
 }

@@ -10,11 +10,15 @@ use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope,
+};
 use rtnetlink::{Handle, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 
 use super::peers::Mac;
@@ -28,7 +32,10 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     let what = what.into();
-    move |e| Error::Netlink { what, reason: e.to_string() }
+    move |e| Error::Netlink {
+        what,
+        reason: e.to_string(),
+    }
 }
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
@@ -40,7 +47,10 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 
 /// Opens a netlink connection driven by a task on the current runtime.
 pub fn connect() -> Result<Handle> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| Error::Io { what: "opening netlink socket".into(), source: e })?;
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| Error::Io {
+        what: "opening netlink socket".into(),
+        source: e,
+    })?;
     tokio::spawn(conn);
     Ok(handle)
 }
@@ -59,7 +69,11 @@ pub struct Link {
 
 impl Link {
     fn from_message(m: LinkMessage) -> Self {
-        let mut l = Link { index: m.header.index, up: m.header.flags.contains(LinkFlags::Up), ..Default::default() };
+        let mut l = Link {
+            index: m.header.index,
+            up: m.header.flags.contains(LinkFlags::Up),
+            ..Default::default()
+        };
         for a in m.attributes {
             match a {
                 LinkAttribute::IfName(n) => l.name = n,
@@ -83,7 +97,13 @@ impl Link {
 
 /// Every link of the namespace.
 pub async fn links(h: &Handle) -> Result<Vec<Link>> {
-    h.link().get().execute().map_ok(Link::from_message).try_collect().await.map_err(nl("list links"))
+    h.link()
+        .get()
+        .execute()
+        .map_ok(Link::from_message)
+        .try_collect()
+        .await
+        .map_err(nl("list links"))
 }
 
 /// A link by name.
@@ -93,7 +113,13 @@ pub async fn link(h: &Handle, name: &str) -> Result<Option<Link>> {
 
 /// IPv4 addresses as (link index, address, prefix).
 pub async fn addresses(h: &Handle) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
-    let msgs: Vec<_> = h.address().get().execute().try_collect().await.map_err(nl("list addresses"))?;
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses"))?;
     let mut out = Vec::new();
     for m in msgs {
         for a in &m.attributes {
@@ -113,7 +139,10 @@ async fn main_routes(h: &Handle) -> Result<Vec<RouteMessage>> {
         .try_collect()
         .await
         .map_err(nl("list routes"))?;
-    Ok(msgs.into_iter().filter(|m| m.header.table == RT_TABLE_MAIN).collect())
+    Ok(msgs
+        .into_iter()
+        .filter(|m| m.header.table == RT_TABLE_MAIN)
+        .collect())
 }
 
 fn route_parts(m: &RouteMessage) -> (Ipv4Addr, Option<Ipv4Addr>, Option<u32>) {
@@ -131,24 +160,39 @@ fn route_parts(m: &RouteMessage) -> (Ipv4Addr, Option<Ipv4Addr>, Option<u32>) {
 
 /// The underlay: the link holding `public_ip`, or `iface` (and its first IPv4 address), or
 /// the link of the default route. Returns (link, public IP).
-pub async fn underlay(h: &Handle, iface: Option<&str>, public_ip: Option<Ipv4Addr>) -> Result<(Link, Ipv4Addr)> {
+pub async fn underlay(
+    h: &Handle,
+    iface: Option<&str>,
+    public_ip: Option<Ipv4Addr>,
+) -> Result<(Link, Ipv4Addr)> {
     let all = links(h).await?;
     let addrs = addresses(h).await?;
     let by_index = |i: u32| all.iter().find(|l| l.index == i).cloned();
     let link = match (iface, public_ip) {
-        (Some(name), _) => all.iter().find(|l| l.name == name).cloned().ok_or_else(|| Error::Config(format!("--iface {name}: no such interface")))?,
+        (Some(name), _) => all
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("--iface {name}: no such interface")))?,
         (None, Some(ip)) => addrs
             .iter()
             .find(|(_, a, _)| *a == ip)
             .and_then(|(i, _, _)| by_index(*i))
-            .ok_or_else(|| Error::Config(format!("--public-ip {ip} is on no interface; pass --iface")))?,
+            .ok_or_else(|| {
+                Error::Config(format!("--public-ip {ip} is on no interface; pass --iface"))
+            })?,
         (None, None) => main_routes(h)
             .await?
             .iter()
             .find(|m| m.header.destination_prefix_length == 0)
             .and_then(|m| route_parts(m).2)
             .and_then(by_index)
-            .ok_or_else(|| Error::Config("no default route to pick the underlay from; pass --iface or --public-ip".into()))?,
+            .ok_or_else(|| {
+                Error::Config(
+                    "no default route to pick the underlay from; pass --iface or --public-ip"
+                        .into(),
+                )
+            })?,
     };
     let ip = match public_ip {
         Some(ip) => ip,
@@ -156,7 +200,12 @@ pub async fn underlay(h: &Handle, iface: Option<&str>, public_ip: Option<Ipv4Add
             .iter()
             .find(|(i, _, _)| *i == link.index)
             .map(|(_, a, _)| *a)
-            .ok_or_else(|| Error::Config(format!("interface {} has no IPv4 address; pass --public-ip", link.name)))?,
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "interface {} has no IPv4 address; pass --public-ip",
+                    link.name
+                ))
+            })?,
     };
     Ok((link, ip))
 }
@@ -197,7 +246,11 @@ pub async fn ensure_vxlan(h: &Handle, spec: &VxlanSpec) -> Result<u32> {
             tracing::info!(dev = %spec.name, "keeping the existing VXLAN device");
         } else {
             tracing::info!(dev = %spec.name, "recreating the VXLAN device: its settings differ");
-            h.link().del(l.index).execute().await.map_err(nl(format!("delete {}", spec.name)))?;
+            h.link()
+                .del(l.index)
+                .execute()
+                .await
+                .map_err(nl(format!("delete {}", spec.name)))?;
         }
     }
     if link(h, &spec.name).await?.is_none() {
@@ -209,16 +262,35 @@ pub async fn ensure_vxlan(h: &Handle, spec: &VxlanSpec) -> Result<u32> {
             .address(spec.mac.0.to_vec())
             .mtu(spec.mtu)
             .build();
-        h.link().add(msg).execute().await.map_err(nl(format!("create {}", spec.name)))?;
+        h.link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(nl(format!("create {}", spec.name)))?;
     }
-    let l = link(h, &spec.name).await?.ok_or_else(|| Error::Netlink { what: spec.name.clone(), reason: "vanished after creation".into() })?;
+    let l = link(h, &spec.name).await?.ok_or_else(|| Error::Netlink {
+        what: spec.name.clone(),
+        reason: "vanished after creation".into(),
+    })?;
     h.link()
-        .set(LinkUnspec::new_with_index(l.index).mtu(spec.mtu).up().build())
+        .set(
+            LinkUnspec::new_with_index(l.index)
+                .mtu(spec.mtu)
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(nl(format!("set {} up", spec.name)))?;
     let mut have_vtep = false;
-    let msgs: Vec<_> = h.address().get().set_link_index_filter(l.index).execute().try_collect().await.map_err(nl("list addresses"))?;
+    let msgs: Vec<_> = h
+        .address()
+        .get()
+        .set_link_index_filter(l.index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses"))?;
     for m in msgs.into_iter().filter(|m| m.header.index == l.index) {
         let v4 = m.attributes.iter().find_map(|a| match a {
             AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
@@ -228,13 +300,21 @@ pub async fn ensure_vxlan(h: &Handle, spec: &VxlanSpec) -> Result<u32> {
             Some(ip) if ip == spec.vtep && m.header.prefix_len == 32 => have_vtep = true,
             Some(ip) => {
                 tracing::info!(dev = %spec.name, %ip, "removing a stale address");
-                h.address().del(m).execute().await.map_err(nl(format!("delete address {ip}")))?;
+                h.address()
+                    .del(m)
+                    .execute()
+                    .await
+                    .map_err(nl(format!("delete address {ip}")))?;
             }
             None => {}
         }
     }
     if !have_vtep {
-        h.address().add(l.index, spec.vtep.into(), 32).execute().await.map_err(nl(format!("add {}/32", spec.vtep)))?;
+        h.address()
+            .add(l.index, spec.vtep.into(), 32)
+            .execute()
+            .await
+            .map_err(nl(format!("add {}/32", spec.vtep)))?;
     }
     Ok(l.index)
 }
@@ -265,8 +345,10 @@ impl Netlink {
         if family == AddressFamily::Bridge {
             m.header.flags = NeighbourFlags::Own;
         }
-        m.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-        m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        m.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
         m
     }
 
@@ -280,7 +362,10 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(nl("list neighbours"))?;
-        Ok(msgs.into_iter().filter(|m| m.header.ifindex == self.index && m.header.family == family).collect())
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.ifindex == self.index && m.header.family == family)
+            .collect())
     }
 }
 
@@ -290,7 +375,9 @@ fn neigh_parts(m: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Mac>) {
         match a {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(v)) => ip = Some(*v),
             // FDB entries (family AF_BRIDGE) carry the VTEP address undecoded.
-            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => ip = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                ip = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from)
+            }
             NeighbourAttribute::LinkLayerAddress(b) => mac = Mac::from_slice(b),
             _ => {}
         }
@@ -308,13 +395,17 @@ impl Overlay for Netlink {
             if oif != Some(self.index) {
                 continue;
             }
-            let Ok(dst) = Ipv4Network::new(dst, m.header.destination_prefix_length) else { continue };
+            let Ok(dst) = Ipv4Network::new(dst, m.header.destination_prefix_length) else {
+                continue;
+            };
             match gw {
                 Some(via) => {
                     out.insert(Entry::Route { dst, via });
                 }
                 // Not ours (e.g. added by hand); left alone rather than guessed at.
-                None => tracing::debug!(%dst, "ignoring a route without gateway on the overlay device"),
+                None => {
+                    tracing::debug!(%dst, "ignoring a route without gateway on the overlay device")
+                }
             }
         }
         for m in self.neighbours(AddressFamily::Inet).await? {
@@ -324,7 +415,11 @@ impl Overlay for Netlink {
             if let (Some(ip), mac) = neigh_parts(&m) {
                 // A learnt or failed entry is never what we want: an all-zero MAC marks it
                 // for deletion (and the permanent one is written in its place if needed).
-                let mac = if m.header.state == NeighbourState::Permanent { mac.unwrap_or(Mac([0; 6])) } else { Mac([0; 6]) };
+                let mac = if m.header.state == NeighbourState::Permanent {
+                    mac.unwrap_or(Mac([0; 6]))
+                } else {
+                    Mac([0; 6])
+                };
                 out.insert(Entry::Neigh { ip, mac });
             }
         }
@@ -338,11 +433,17 @@ impl Overlay for Netlink {
 
     async fn apply(&self, change: Change) -> Result<()> {
         let h = &self.handle;
-        let gone = |e: &rtnetlink::Error| matches!(errno(e), Some(libc::ENOENT | libc::ESRCH | libc::ENODEV));
+        let gone = |e: &rtnetlink::Error| {
+            matches!(errno(e), Some(libc::ENOENT | libc::ESRCH | libc::ENODEV))
+        };
         match change {
-            Change::Add(Entry::Route { dst, via }) => {
-                h.route().add(self.route_message(dst, via)).replace().execute().await.map_err(nl(format!("add route {dst}")))
-            }
+            Change::Add(Entry::Route { dst, via }) => h
+                .route()
+                .add(self.route_message(dst, via))
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("add route {dst}"))),
             Change::Del(Entry::Route { dst, via }) => {
                 // Match whoever added it (`ip route` says proto boot, we say static).
                 let mut m = self.route_message(dst, via);
@@ -354,25 +455,42 @@ impl Overlay for Netlink {
                 }
             }
             Change::Add(Entry::Neigh { ip, mac }) => {
-                let mut req = h.neighbours().add(self.index, ip.into()).link_layer_address(&mac.0).replace();
+                let mut req = h
+                    .neighbours()
+                    .add(self.index, ip.into())
+                    .link_layer_address(&mac.0)
+                    .replace();
                 req.message_mut().header.state = NeighbourState::Permanent;
-                req.execute().await.map_err(nl(format!("add neighbour {ip}")))
+                req.execute()
+                    .await
+                    .map_err(nl(format!("add neighbour {ip}")))
             }
             Change::Del(Entry::Neigh { ip, mac }) => {
                 let mut m = self.neigh_message(AddressFamily::Inet, mac, ip);
-                m.attributes.retain(|a| matches!(a, NeighbourAttribute::Destination(_)));
+                m.attributes
+                    .retain(|a| matches!(a, NeighbourAttribute::Destination(_)));
                 match h.neighbours().del(m).execute().await {
                     Err(e) if !gone(&e) => Err(nl(format!("delete neighbour {ip}"))(e)),
                     _ => Ok(()),
                 }
             }
             Change::Add(Entry::Fdb { mac, dst }) => {
-                let mut req = h.neighbours().add_bridge(self.index, &mac.0).flags(NeighbourFlags::Own).destination(dst.into()).replace();
+                let mut req = h
+                    .neighbours()
+                    .add_bridge(self.index, &mac.0)
+                    .flags(NeighbourFlags::Own)
+                    .destination(dst.into())
+                    .replace();
                 req.message_mut().header.state = NeighbourState::Permanent;
                 req.execute().await.map_err(nl(format!("add fdb {mac}")))
             }
             Change::Del(Entry::Fdb { mac, dst }) => {
-                match h.neighbours().del(self.neigh_message(AddressFamily::Bridge, mac, dst)).execute().await {
+                match h
+                    .neighbours()
+                    .del(self.neigh_message(AddressFamily::Bridge, mac, dst))
+                    .execute()
+                    .await
+                {
                     Err(e) if !gone(&e) => Err(nl(format!("delete fdb {mac}"))(e)),
                     _ => Ok(()),
                 }

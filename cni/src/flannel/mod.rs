@@ -68,7 +68,10 @@ pub struct Config {
 }
 
 fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
-    s.trim_end_matches('s').parse::<u64>().map(Duration::from_secs).map_err(|e| format!("{s:?}: {e}"))
+    s.trim_end_matches('s')
+        .parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Errors of the overlay agent.
@@ -105,7 +108,10 @@ fn hostname() -> Result<String> {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return Err(Error::Io { what: "reading the host name".into(), source: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            what: "reading the host name".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Ok(String::from_utf8_lossy(&buf[..end]).to_lowercase())
@@ -135,7 +141,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 
 async fn serve(config: Config) -> Result<()> {
     if config.vni == 0 || config.vni >= 1 << 24 {
-        return Err(Error::Config(format!("--vni {} is not in 1..16777215", config.vni)));
+        return Err(Error::Config(format!(
+            "--vni {} is not in 1..16777215",
+            config.vni
+        )));
     }
     let name = match &config.hostname_override {
         Some(n) => n.to_lowercase(),
@@ -144,7 +153,8 @@ async fn serve(config: Config) -> Result<()> {
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
     let api: Api<Node> = Api::all(client);
     let handle = kernel::connect()?;
-    let (underlay, public_ip) = kernel::underlay(&handle, config.iface.as_deref(), config.public_ip).await?;
+    let (underlay, public_ip) =
+        kernel::underlay(&handle, config.iface.as_deref(), config.public_ip).await?;
     tracing::info!(node = %name, iface = %underlay.name, %public_ip, mtu = underlay.mtu, "underlay");
 
     if config.register_node {
@@ -154,7 +164,9 @@ async fn serve(config: Config) -> Result<()> {
         node::ensure_pod_cidr(&api, &name, cidr).await?;
     }
     let subnet = node::wait_for_pod_cidr(&api, &name).await?;
-    if !config.cluster_cidr.contains(subnet.network()) || subnet.prefix() < config.cluster_cidr.prefix() {
+    if !config.cluster_cidr.contains(subnet.network())
+        || subnet.prefix() < config.cluster_cidr.prefix()
+    {
         tracing::warn!(%subnet, cluster_cidr = %config.cluster_cidr, "the node's podCIDR is outside the cluster CIDR");
     }
 
@@ -177,7 +189,10 @@ async fn serve(config: Config) -> Result<()> {
     tokio::task::spawn_blocking(move || iptables::ensure(cidr, masq))
         .await
         .map_err(|e| Error::Config(format!("iptables task: {e}")))??;
-    write_subnet_env(&config.subnet_file, &peers::subnet_env(config.cluster_cidr, subnet, mtu, config.ip_masq))?;
+    write_subnet_env(
+        &config.subnet_file,
+        &peers::subnet_env(config.cluster_cidr, subnet, mtu, config.ip_masq),
+    )?;
     tracing::info!(path = %config.subnet_file.display(), %subnet, "wrote subnet.env");
 
     let annotations = peers::own_annotations(config.vni, spec.mac, public_ip);
@@ -189,7 +204,9 @@ async fn serve(config: Config) -> Result<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
     let watch = {
         let wake = wake.clone();
-        let stream = watcher(api.clone(), watcher::Config::default()).default_backoff().reflect(writer);
+        let stream = watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer);
         async move {
             futures::pin_mut!(stream);
             while let Some(ev) = stream.next().await {
@@ -201,7 +218,10 @@ async fn serve(config: Config) -> Result<()> {
         }
     };
     let watch = tokio::spawn(watch);
-    reader.wait_until_ready().await.map_err(|_| Error::WatchEnded)?;
+    reader
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::WatchEnded)?;
     tracing::info!(nodes = reader.state().len(), "node list synced");
 
     let overlay = kernel::Netlink { handle, index };
@@ -210,14 +230,22 @@ async fn serve(config: Config) -> Result<()> {
         let desired = peers::desired(nodes.iter().map(|n| n.as_ref()), &name, subnet, config.vni);
         match reconcile::reconcile(&overlay, &desired).await {
             Ok(out) if out.added + out.deleted > 0 || !out.failed.is_empty() => {
-                tracing::info!(added = out.added, deleted = out.deleted, failed = out.failed.len(), peers = desired.len() / 3, "reconciled");
+                tracing::info!(
+                    added = out.added,
+                    deleted = out.deleted,
+                    failed = out.failed.len(),
+                    peers = desired.len() / 3,
+                    "reconciled"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "reading the overlay device"),
         }
         // Someone may have dropped our annotations (a re-registration, a manual edit); put them
         // back. A node deleted through the API is not recreated here: that is the kubelet's job.
-        if let Some(me) = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
+        if let Some(me) = nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name.as_str()))
             && !peers::has_annotations(me, &annotations)
             && let Err(e) = node::publish(&api, &name, &annotations).await
         {

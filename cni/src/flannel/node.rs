@@ -29,7 +29,9 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 
 /// Reads the node; `None` when it does not exist.
 pub async fn get(api: &Api<Node>, name: &str) -> Result<Option<Node>> {
-    api.get_opt(name).await.map_err(kube_err(format!("get node {name}")))
+    api.get_opt(name)
+        .await
+        .map_err(kube_err(format!("get node {name}")))
 }
 
 /// Creates the Node `name` (label `kubernetes.io/hostname`, InternalIP `ip`) when missing.
@@ -38,8 +40,14 @@ pub async fn register(api: &Api<Node>, name: &str, ip: Ipv4Addr) -> Result<()> {
         return Ok(());
     }
     let addresses = vec![
-        NodeAddress { type_: "InternalIP".into(), address: ip.to_string() },
-        NodeAddress { type_: "Hostname".into(), address: name.into() },
+        NodeAddress {
+            type_: "InternalIP".into(),
+            address: ip.to_string(),
+        },
+        NodeAddress {
+            type_: "Hostname".into(),
+            address: name.into(),
+        },
     ];
     let node = Node {
         metadata: ObjectMeta {
@@ -51,7 +59,10 @@ pub async fn register(api: &Api<Node>, name: &str, ip: Ipv4Addr) -> Result<()> {
             ..Default::default()
         },
         spec: None,
-        status: Some(NodeStatus { addresses: Some(addresses.clone()), ..Default::default() }),
+        status: Some(NodeStatus {
+            addresses: Some(addresses.clone()),
+            ..Default::default()
+        }),
     };
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = name, "registered the node"),
@@ -60,9 +71,16 @@ pub async fn register(api: &Api<Node>, name: &str, ip: Ipv4Addr) -> Result<()> {
     }
     // A create may drop status (as Kubernetes does for some kinds); make sure the address sticks.
     let fresh = get(api, name).await?;
-    if fresh.as_ref().and_then(|n| n.status.as_ref()).and_then(|s| s.addresses.as_ref()).is_none_or(|a| a.is_empty()) {
+    if fresh
+        .as_ref()
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.addresses.as_ref())
+        .is_none_or(|a| a.is_empty())
+    {
         let patch = json!({"status": {"addresses": addresses}});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err(format!("set addresses of node {name}")))?;
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(format!("set addresses of node {name}")))?;
     }
     Ok(())
 }
@@ -70,13 +88,17 @@ pub async fn register(api: &Api<Node>, name: &str, ip: Ipv4Addr) -> Result<()> {
 /// Sets `spec.podCIDR` (and `podCIDRs`) to `cidr` when the node has none.
 pub async fn ensure_pod_cidr(api: &Api<Node>, name: &str, cidr: Ipv4Network) -> Result<()> {
     let Some(node) = get(api, name).await? else {
-        return Err(Error::Config(format!("node {name} does not exist (pass --register-node to create it)")));
+        return Err(Error::Config(format!(
+            "node {name} does not exist (pass --register-node to create it)"
+        )));
     };
     if peers::pod_cidr(&node).is_some() {
         return Ok(());
     }
     let patch = json!({"spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err(format!("set podCIDR of node {name}")))?;
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err(format!("set podCIDR of node {name}")))?;
     tracing::info!(node = name, %cidr, "set the node's podCIDR");
     Ok(())
 }
@@ -103,9 +125,15 @@ pub async fn wait_for_pod_cidr(api: &Api<Node>, name: &str) -> Result<Ipv4Networ
 }
 
 /// Merges `annotations` into the node's metadata.
-pub async fn publish(api: &Api<Node>, name: &str, annotations: &BTreeMap<String, String>) -> Result<()> {
+pub async fn publish(
+    api: &Api<Node>,
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<()> {
     let patch = json!({"metadata": {"annotations": annotations}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(kube_err(format!("annotate node {name}")))?;
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_err(format!("annotate node {name}")))?;
     tracing::info!(node = name, "published the flannel annotations");
     Ok(())
 }

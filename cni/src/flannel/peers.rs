@@ -44,7 +44,11 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -80,10 +84,16 @@ pub fn vtep_ip(subnet: Ipv4Network) -> Ipv4Addr {
 
 /// The annotations a node publishes about itself.
 pub fn own_annotations(vni: u32, mac: Mac, public_ip: Ipv4Addr) -> BTreeMap<String, String> {
-    let data = BackendData { vni, vtep_mac: mac.to_string() };
+    let data = BackendData {
+        vni,
+        vtep_mac: mac.to_string(),
+    };
     BTreeMap::from([
         (BACKEND_TYPE.to_owned(), "vxlan".to_owned()),
-        (BACKEND_DATA.to_owned(), serde_json::to_string(&data).expect("serialisable")),
+        (
+            BACKEND_DATA.to_owned(),
+            serde_json::to_string(&data).expect("serialisable"),
+        ),
         (PUBLIC_IP.to_owned(), public_ip.to_string()),
         (KUBE_SUBNET_MANAGER.to_owned(), "true".to_owned()),
     ])
@@ -92,13 +102,20 @@ pub fn own_annotations(vni: u32, mac: Mac, public_ip: Ipv4Addr) -> BTreeMap<Stri
 /// Whether `node` already carries every annotation of `want` with the same value.
 pub fn has_annotations(node: &Node, want: &BTreeMap<String, String>) -> bool {
     let have = node.metadata.annotations.as_ref();
-    want.iter().all(|(k, v)| have.and_then(|a| a.get(k)) == Some(v))
+    want.iter()
+        .all(|(k, v)| have.and_then(|a| a.get(k)) == Some(v))
 }
 
 /// The node's pod subnet, normalised to its network address.
 pub fn pod_cidr(node: &Node) -> Option<Ipv4Network> {
     let spec = node.spec.as_ref()?;
-    let s = spec.pod_cidr.as_deref().or_else(|| spec.pod_cidrs.as_ref()?.iter().map(String::as_str).find(|c| !c.contains(':')))?;
+    let s = spec.pod_cidr.as_deref().or_else(|| {
+        spec.pod_cidrs
+            .as_ref()?
+            .iter()
+            .map(String::as_str)
+            .find(|c| !c.contains(':'))
+    })?;
     let n: Ipv4Network = s.parse().ok()?;
     Ipv4Network::new(n.network(), n.prefix()).ok()
 }
@@ -129,17 +146,33 @@ impl Peer {
             return Err(format!("VNI {} is not ours ({vni})", data.vni));
         }
         let vtep_mac = data.vtep_mac.parse()?;
-        let public_ip = get(PUBLIC_IP)?.parse().map_err(|e| format!("{PUBLIC_IP}: {e}"))?;
-        Ok(Peer { name, subnet, vtep_mac, public_ip })
+        let public_ip = get(PUBLIC_IP)?
+            .parse()
+            .map_err(|e| format!("{PUBLIC_IP}: {e}"))?;
+        Ok(Peer {
+            name,
+            subnet,
+            vtep_mac,
+            public_ip,
+        })
     }
 
     /// The route, neighbour and FDB entry that make this peer's pods reachable.
     pub fn entries(&self) -> [Entry; 3] {
         let via = vtep_ip(self.subnet);
         [
-            Entry::Route { dst: self.subnet, via },
-            Entry::Neigh { ip: via, mac: self.vtep_mac },
-            Entry::Fdb { mac: self.vtep_mac, dst: self.public_ip },
+            Entry::Route {
+                dst: self.subnet,
+                via,
+            },
+            Entry::Neigh {
+                ip: via,
+                mac: self.vtep_mac,
+            },
+            Entry::Fdb {
+                mac: self.vtep_mac,
+                dst: self.public_ip,
+            },
         ]
     }
 }
@@ -147,21 +180,32 @@ impl Peer {
 /// Every entry the overlay device should hold given all `nodes`: one set per other node that
 /// is a complete peer. Two peers claiming the same subnet or MAC are both skipped, since
 /// either choice would misroute the other's traffic.
-pub fn desired<'a>(nodes: impl IntoIterator<Item = &'a Node>, me: &str, my_subnet: Ipv4Network, vni: u32) -> Entries {
+pub fn desired<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    me: &str,
+    my_subnet: Ipv4Network,
+    vni: u32,
+) -> Entries {
     let peers: Vec<Peer> = nodes
         .into_iter()
         .filter(|n| n.metadata.name.as_deref() != Some(me))
         .filter_map(|n| match Peer::from_node(n, vni) {
             Ok(p) => Some(p),
             Err(why) => {
-                tracing::debug!(node = n.metadata.name.as_deref().unwrap_or(""), why, "not a peer yet");
+                tracing::debug!(
+                    node = n.metadata.name.as_deref().unwrap_or(""),
+                    why,
+                    "not a peer yet"
+                );
                 None
             }
         })
         .collect();
     let clash = |p: &Peer| {
         p.subnet.overlaps(my_subnet)
-            || peers.iter().any(|q| q.name != p.name && (q.subnet.overlaps(p.subnet) || q.vtep_mac == p.vtep_mac))
+            || peers.iter().any(|q| {
+                q.name != p.name && (q.subnet.overlaps(p.subnet) || q.vtep_mac == p.vtep_mac)
+            })
     };
     let mut out = Entries::new();
     for p in &peers {
@@ -192,15 +236,26 @@ mod tests {
 
     fn node(name: &str, cidr: Option<&str>, ann: Option<BTreeMap<String, String>>) -> Node {
         Node {
-            metadata: ObjectMeta { name: Some(name.into()), annotations: ann, ..Default::default() },
-            spec: Some(NodeSpec { pod_cidr: cidr.map(Into::into), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: ann,
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(Into::into),
+                ..Default::default()
+            }),
             status: None,
         }
     }
 
     fn peer_node(name: &str, i: u8) -> Node {
         let subnet: Ipv4Network = format!("10.244.{i}.0/24").parse().unwrap();
-        let ann = own_annotations(1, Mac::for_vtep(subnet.network()), Ipv4Addr::new(192, 168, 64, 10 * i));
+        let ann = own_annotations(
+            1,
+            Mac::for_vtep(subnet.network()),
+            Ipv4Addr::new(192, 168, 64, 10 * i),
+        );
         node(name, Some(&subnet.to_string()), Some(ann))
     }
 
@@ -215,9 +270,16 @@ mod tests {
 
     #[test]
     fn annotations_are_flannels() {
-        let a = own_annotations(1, "aa:bb:cc:dd:ee:ff".parse().unwrap(), Ipv4Addr::new(192, 168, 64, 20));
+        let a = own_annotations(
+            1,
+            "aa:bb:cc:dd:ee:ff".parse().unwrap(),
+            Ipv4Addr::new(192, 168, 64, 20),
+        );
         assert_eq!(a[BACKEND_TYPE], "vxlan");
-        assert_eq!(a[BACKEND_DATA], r#"{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}"#);
+        assert_eq!(
+            a[BACKEND_DATA],
+            r#"{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:ff"}"#
+        );
         assert_eq!(a[PUBLIC_IP], "192.168.64.20");
         assert_eq!(a[KUBE_SUBNET_MANAGER], "true");
         let n = node("a", None, Some(a.clone()));
@@ -230,13 +292,21 @@ mod tests {
         let p = Peer::from_node(&peer_node("n2", 2), 1).unwrap();
         assert_eq!(p.subnet.to_string(), "10.244.2.0/24");
         assert_eq!(p.public_ip, Ipv4Addr::new(192, 168, 64, 20));
-        assert!(Peer::from_node(&peer_node("n2", 2), 7).unwrap_err().contains("VNI"));
+        assert!(
+            Peer::from_node(&peer_node("n2", 2), 7)
+                .unwrap_err()
+                .contains("VNI")
+        );
         assert!(Peer::from_node(&node("n2", Some("10.244.2.0/24"), None), 1).is_err());
         let mut n = peer_node("n2", 2);
         n.spec = None;
         assert!(Peer::from_node(&n, 1).unwrap_err().contains("podCIDR"));
         let mut n = peer_node("n2", 2);
-        n.metadata.annotations.as_mut().unwrap().insert(BACKEND_TYPE.into(), "host-gw".into());
+        n.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(BACKEND_TYPE.into(), "host-gw".into());
         assert!(Peer::from_node(&n, 1).is_err());
     }
 
@@ -244,19 +314,41 @@ mod tests {
     fn desired_skips_self_incomplete_and_clashing_nodes() {
         let me: Ipv4Network = "10.244.1.0/24".parse().unwrap();
         let mut clash = peer_node("n4", 3);
-        clash.metadata.annotations.as_mut().unwrap().insert(PUBLIC_IP.into(), "192.168.64.40".into());
-        let nodes = [peer_node("n1", 1), peer_node("n2", 2), node("n5", None, None)];
+        clash
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(PUBLIC_IP.into(), "192.168.64.40".into());
+        let nodes = [
+            peer_node("n1", 1),
+            peer_node("n2", 2),
+            node("n5", None, None),
+        ];
         let d = desired(&nodes, "n1", me, 1);
         let p2 = Peer::from_node(&nodes[1], 1).unwrap();
         assert_eq!(d, p2.entries().into_iter().collect::<Entries>());
-        let with_clash = [peer_node("n1", 1), peer_node("n2", 2), peer_node("n3", 3), clash];
+        let with_clash = [
+            peer_node("n1", 1),
+            peer_node("n2", 2),
+            peer_node("n3", 3),
+            clash,
+        ];
         assert_eq!(desired(&with_clash, "n1", me, 1), d);
     }
 
     #[test]
     fn subnet_env_matches_flannel() {
-        let env = subnet_env("10.244.0.0/16".parse().unwrap(), "10.244.3.0/24".parse().unwrap(), 1450, true);
-        assert_eq!(env, "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n");
+        let env = subnet_env(
+            "10.244.0.0/16".parse().unwrap(),
+            "10.244.3.0/24".parse().unwrap(),
+            1450,
+            true,
+        );
+        assert_eq!(
+            env,
+            "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
+        );
         let parsed = crate::config::SubnetEnv::parse(&env).unwrap();
         assert_eq!(parsed.mtu, Some(1450));
     }

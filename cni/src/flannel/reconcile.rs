@@ -64,11 +64,17 @@ pub fn plan(desired: &Entries, actual: &Entries) -> Vec<Change> {
     del.sort_by_key(|e| (e.rank(), *e));
     let mut add: Vec<Entry> = desired.difference(actual).copied().collect();
     add.sort_by_key(|e| (std::cmp::Reverse(e.rank()), *e));
-    del.into_iter().map(Change::Del).chain(add.into_iter().map(Change::Add)).collect()
+    del.into_iter()
+        .map(Change::Del)
+        .chain(add.into_iter().map(Change::Add))
+        .collect()
 }
 
 /// The kernel side of the overlay device's entries.
-#[expect(async_fn_in_trait, reason = "used generically, never as a trait object; no Send bound needed on one runtime thread")]
+#[expect(
+    async_fn_in_trait,
+    reason = "used generically, never as a trait object; no Send bound needed on one runtime thread"
+)]
 pub trait Overlay {
     type Error: std::error::Error;
     /// Every route, neighbour and FDB entry currently on the overlay device.
@@ -94,18 +100,16 @@ pub async fn reconcile<O: Overlay>(overlay: &O, desired: &Entries) -> Result<Out
     let mut out = Outcome::default();
     for change in plan(desired, &actual) {
         match overlay.apply(change).await {
-            Ok(()) => {
-                match change {
-                    Change::Add(e) => {
-                        out.added += 1;
-                        tracing::info!(entry = %e, "added");
-                    }
-                    Change::Del(e) => {
-                        out.deleted += 1;
-                        tracing::info!(entry = %e, "deleted");
-                    }
+            Ok(()) => match change {
+                Change::Add(e) => {
+                    out.added += 1;
+                    tracing::info!(entry = %e, "added");
                 }
-            }
+                Change::Del(e) => {
+                    out.deleted += 1;
+                    tracing::info!(entry = %e, "deleted");
+                }
+            },
             Err(e) => {
                 tracing::warn!(?change, error = %e, "change failed; retried on the next resync");
                 out.failed.push((change, e.to_string()));
@@ -182,9 +186,18 @@ mod tests {
         let dst: Ipv4Network = format!("10.244.{i}.0/24").parse().unwrap();
         let mac = Mac::for_vtep(dst.network());
         [
-            Entry::Route { dst, via: dst.network() },
-            Entry::Neigh { ip: dst.network(), mac },
-            Entry::Fdb { mac, dst: Ipv4Addr::new(192, 168, 64, 10 * i) },
+            Entry::Route {
+                dst,
+                via: dst.network(),
+            },
+            Entry::Neigh {
+                ip: dst.network(),
+                mac,
+            },
+            Entry::Fdb {
+                mac,
+                dst: Ipv4Addr::new(192, 168, 64, 10 * i),
+            },
         ]
     }
 
@@ -193,7 +206,10 @@ mod tests {
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
@@ -203,7 +219,14 @@ mod tests {
         let [r2, n2, f2] = peer(2);
         assert_eq!(
             p,
-            [Change::Del(r3), Change::Del(n3), Change::Del(f3), Change::Add(f2), Change::Add(n2), Change::Add(r2)]
+            [
+                Change::Del(r3),
+                Change::Del(n3),
+                Change::Del(f3),
+                Change::Add(f2),
+                Change::Add(n2),
+                Change::Add(r2)
+            ]
         );
         assert!(plan(&set(&[2, 3]), &set(&[2, 3])).is_empty());
     }
@@ -211,10 +234,18 @@ mod tests {
     #[test]
     fn a_changed_peer_is_replaced() {
         let [r, n, f] = peer(2);
-        let Entry::Fdb { mac, .. } = f else { unreachable!() };
-        let moved = Entry::Fdb { mac, dst: Ipv4Addr::new(192, 168, 64, 99) };
+        let Entry::Fdb { mac, .. } = f else {
+            unreachable!()
+        };
+        let moved = Entry::Fdb {
+            mac,
+            dst: Ipv4Addr::new(192, 168, 64, 99),
+        };
         let desired: Entries = [r, n, moved].into();
-        assert_eq!(plan(&desired, &set(&[2])), [Change::Del(f), Change::Add(moved)]);
+        assert_eq!(
+            plan(&desired, &set(&[2])),
+            [Change::Del(f), Change::Add(moved)]
+        );
     }
 
     #[test]

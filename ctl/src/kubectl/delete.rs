@@ -44,8 +44,13 @@ pub struct DeleteArgs {
 
 /// The DeleteOptions body for the flags.
 pub fn delete_options(grace_period: i64, force: bool) -> Value {
-    let mut opts = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
-    let grace = if force && grace_period < 0 { 0 } else { grace_period };
+    let mut opts =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"});
+    let grace = if force && grace_period < 0 {
+        0
+    } else {
+        grace_period
+    };
     if grace >= 0 {
         // --force with 0 means "immediately"; the API wants 0, kubectl sends 1 without --force.
         opts["gracePeriodSeconds"] = json!(if grace == 0 && !force { 1 } else { grace });
@@ -55,7 +60,9 @@ pub fn delete_options(grace_period: i64, force: bool) -> Value {
 
 pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     if args.force && args.grace_period <= 0 {
-        eprintln!("Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely.");
+        eprintln!(
+            "Warning: Immediate deletion does not wait for confirmation that the running resource has been terminated. The resource may continue to run on the cluster indefinitely."
+        );
     }
     let body = delete_options(args.grace_period, args.force);
     let mut targets: Vec<(Resource, Option<String>, String)> = Vec::new();
@@ -67,16 +74,37 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     } else {
         for (ty, names) in split_type_names(&args.args)? {
             let r = ctx.resolve(&ty).await?;
-            let ns = if r.namespaced { Some(ctx.namespace.clone()) } else { None };
+            let ns = if r.namespaced {
+                Some(ctx.namespace.clone())
+            } else {
+                None
+            };
             if names.is_empty() {
                 if !args.all && args.selector.is_none() {
                     bail!("resource(s) were provided, but no name was specified");
                 }
-                let list_ns = if args.all_namespaces { None } else { ns.clone() };
-                let list = ctx.get_json(&format!("{}{}", r.collection_path(list_ns.as_deref()), query(&[("labelSelector", args.selector.as_deref())]))).await?;
+                let list_ns = if args.all_namespaces {
+                    None
+                } else {
+                    ns.clone()
+                };
+                let list = ctx
+                    .get_json(&format!(
+                        "{}{}",
+                        r.collection_path(list_ns.as_deref()),
+                        query(&[("labelSelector", args.selector.as_deref())])
+                    ))
+                    .await?;
                 for item in list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
                     let item_ns = item["metadata"]["namespace"].as_str().map(String::from);
-                    targets.push((r.clone(), item_ns, item["metadata"]["name"].as_str().unwrap_or_default().to_string()));
+                    targets.push((
+                        r.clone(),
+                        item_ns,
+                        item["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    ));
                 }
             } else {
                 if args.all || args.selector.is_some() {
@@ -91,7 +119,15 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
     }
     let mut failed = false;
     for (r, ns, name) in targets {
-        match ctx.request(http::Method::DELETE, &r.object_path(ns.as_deref(), &name), Some(&body), None).await {
+        match ctx
+            .request(
+                http::Method::DELETE,
+                &r.object_path(ns.as_deref(), &name),
+                Some(&body),
+                None,
+            )
+            .await
+        {
             Ok(_) => println!("{}", deleted_message(&r, &name, args.force)),
             Err(e) if args.ignore_not_found && is_not_found(&e) => {}
             Err(e) => {
@@ -105,7 +141,11 @@ pub async fn run(ctx: &Ctx, args: DeleteArgs) -> Result<()> {
 
 /// `pod "web" deleted` (`force deleted` with --force).
 pub fn deleted_message(r: &Resource, name: &str, force: bool) -> String {
-    format!("{} \"{name}\" {}deleted", r.kind_prefix(), if force { "force " } else { "" })
+    format!(
+        "{} \"{name}\" {}deleted",
+        r.kind_prefix(),
+        if force { "force " } else { "" }
+    )
 }
 
 #[cfg(test)]
@@ -114,7 +154,10 @@ mod tests {
 
     #[test]
     fn options() {
-        assert_eq!(delete_options(-1, false), json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}));
+        assert_eq!(
+            delete_options(-1, false),
+            json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+        );
         assert_eq!(delete_options(0, true)["gracePeriodSeconds"], 0);
         assert_eq!(delete_options(-1, true)["gracePeriodSeconds"], 0);
         assert_eq!(delete_options(0, false)["gracePeriodSeconds"], 1);
@@ -124,7 +167,13 @@ mod tests {
     #[test]
     fn messages() {
         let rs = super::super::discovery::tests::sample();
-        assert_eq!(deleted_message(rs.resolve("po").unwrap(), "web", false), "pod \"web\" deleted");
-        assert_eq!(deleted_message(rs.resolve("deploy").unwrap(), "web", true), "deployment.apps \"web\" force deleted");
+        assert_eq!(
+            deleted_message(rs.resolve("po").unwrap(), "web", false),
+            "pod \"web\" deleted"
+        );
+        assert_eq!(
+            deleted_message(rs.resolve("deploy").unwrap(), "web", true),
+            "deployment.apps \"web\" force deleted"
+        );
     }
 }

@@ -29,10 +29,20 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
     let mut first = true;
     for (ty, names) in split_type_names(&args.args)? {
         let r = ctx.resolve(&ty).await?;
-        let ns = if r.namespaced && !args.all_namespaces { Some(ctx.namespace.clone()) } else { None };
+        let ns = if r.namespaced && !args.all_namespaces {
+            Some(ctx.namespace.clone())
+        } else {
+            None
+        };
         let mut objects = Vec::new();
         if names.is_empty() {
-            let list = ctx.get_json(&format!("{}{}", r.collection_path(ns.as_deref()), query(&[("labelSelector", args.selector.as_deref())]))).await?;
+            let list = ctx
+                .get_json(&format!(
+                    "{}{}",
+                    r.collection_path(ns.as_deref()),
+                    query(&[("labelSelector", args.selector.as_deref())])
+                ))
+                .await?;
             objects.extend(list["items"].as_array().cloned().unwrap_or_default());
         } else {
             for name in &names {
@@ -66,7 +76,13 @@ async fn events_for(ctx: &Ctx, o: &Value) -> Vec<Value> {
     let ns = meta["namespace"].as_str().unwrap_or("default");
     let selector = format!("involvedObject.name={name},involvedObject.uid={uid}");
     let path = format!("/api/v1/namespaces/{ns}/events");
-    let list = match ctx.get_json(&format!("{path}{}", query(&[("fieldSelector", Some(&selector))]))).await {
+    let list = match ctx
+        .get_json(&format!(
+            "{path}{}",
+            query(&[("fieldSelector", Some(&selector))])
+        ))
+        .await
+    {
         Ok(l) => l,
         Err(_) => match ctx.get_json(&path).await {
             Ok(l) => l,
@@ -80,7 +96,8 @@ async fn events_for(ctx: &Ctx, o: &Value) -> Vec<Value> {
         .iter()
         .filter(|e| {
             let io = &e["involvedObject"];
-            io["name"] == name && (uid.is_empty() || io["uid"].as_str().is_none_or(|u| u.is_empty() || u == uid))
+            io["name"] == name
+                && (uid.is_empty() || io["uid"].as_str().is_none_or(|u| u.is_empty() || u == uid))
         })
         .cloned()
         .collect();
@@ -89,13 +106,17 @@ async fn events_for(ctx: &Ctx, o: &Value) -> Vec<Value> {
 }
 
 fn ts(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 fn first_time(e: &Value) -> Option<DateTime<Utc>> {
     ts(&e["firstTimestamp"]).or_else(|| ts(&e["eventTime"]))
 }
 fn last_time(e: &Value) -> Option<DateTime<Utc>> {
-    ts(&e["series"]["lastObservedTime"]).or_else(|| ts(&e["lastTimestamp"])).or_else(|| first_time(e))
+    ts(&e["series"]["lastObservedTime"])
+        .or_else(|| ts(&e["lastTimestamp"]))
+        .or_else(|| first_time(e))
 }
 
 fn age(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
@@ -119,7 +140,9 @@ pub fn human_duration(d: chrono::Duration) -> String {
         _ if hours < 48 => format!("{hours}h"),
         _ if hours < 192 && hours % 24 != 0 => format!("{}d{}h", hours / 24, hours % 24),
         _ if hours < 24 * 365 * 2 => format!("{}d", hours / 24),
-        _ if hours < 24 * 365 * 8 && (hours / 24) % 365 != 0 => format!("{}y{}d", hours / 24 / 365, (hours / 24) % 365),
+        _ if hours < 24 * 365 * 8 && (hours / 24) % 365 != 0 => {
+            format!("{}y{}d", hours / 24 / 365, (hours / 24) % 365)
+        }
         _ => format!("{}y", hours / 24 / 365),
     }
 }
@@ -132,24 +155,38 @@ struct W {
 
 impl W {
     fn kv(&mut self, level: usize, key: &str, value: impl AsRef<str>) {
-        self.text.push_str(&format!("{}{key}:\t{}\n", "  ".repeat(level), value.as_ref()));
+        self.text.push_str(&format!(
+            "{}{key}:\t{}\n",
+            "  ".repeat(level),
+            value.as_ref()
+        ));
     }
     fn head(&mut self, level: usize, key: &str) {
-        self.text.push_str(&format!("{}{key}:\n", "  ".repeat(level), ));
+        self.text
+            .push_str(&format!("{}{key}:\n", "  ".repeat(level),));
     }
     fn line(&mut self, level: usize, text: impl AsRef<str>) {
-        self.text.push_str(&format!("{}{}\n", "  ".repeat(level), text.as_ref()));
+        self.text
+            .push_str(&format!("{}{}\n", "  ".repeat(level), text.as_ref()));
     }
     /// A map as `k=v` (labels) or `k: v` (annotations), one per line, `<none>` when empty.
     fn map(&mut self, level: usize, key: &str, v: &Value, sep: &str) {
-        let mut pairs: Vec<String> = v.as_object().map(|m| m.iter().map(|(k, v)| format!("{k}{sep}{}", v.as_str().unwrap_or(""))).collect()).unwrap_or_default();
+        let mut pairs: Vec<String> = v
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}{sep}{}", v.as_str().unwrap_or("")))
+                    .collect()
+            })
+            .unwrap_or_default();
         pairs.sort();
         if pairs.is_empty() {
             return self.kv(level, key, "<none>");
         }
         self.kv(level, key, &pairs[0]);
         for p in &pairs[1..] {
-            self.text.push_str(&format!("{}\t{p}\n", "  ".repeat(level)));
+            self.text
+                .push_str(&format!("{}\t{p}\n", "  ".repeat(level)));
         }
     }
 }
@@ -166,7 +203,9 @@ fn or_none(v: &Value) -> String {
     }
 }
 fn date(v: &Value) -> String {
-    ts(v).map(|t| t.format("%a, %d %b %Y %H:%M:%S %z").to_string()).unwrap_or_else(|| "<unset>".into())
+    ts(v)
+        .map(|t| t.format("%a, %d %b %Y %H:%M:%S %z").to_string())
+        .unwrap_or_else(|| "<unset>".into())
 }
 fn arr(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or(&[])
@@ -189,13 +228,27 @@ pub fn describe(r: &Resource, o: &Value, events: &[Value], now: DateTime<Utc>) -
         w.line(1, "Type\tReason\tAge\tFrom\tMessage");
         w.line(1, "----\t------\t----\t----\t-------");
         for e in events {
-            let count = e["series"]["count"].as_i64().or_else(|| e["count"].as_i64()).unwrap_or(1);
+            let count = e["series"]["count"]
+                .as_i64()
+                .or_else(|| e["count"].as_i64())
+                .unwrap_or(1);
             let mut when = age(last_time(e), now);
             if count > 1 {
                 when = format!("{when} (x{count} over {})", age(first_time(e), now));
             }
-            let from = [s(&e["source"]["component"]), s(&e["reportingController"])].into_iter().find(|x| !x.is_empty()).unwrap_or("");
-            w.line(1, format!("{}\t{}\t{when}\t{from}\t{}", s(&e["type"]), s(&e["reason"]), s(&e["message"]).trim()));
+            let from = [s(&e["source"]["component"]), s(&e["reportingController"])]
+                .into_iter()
+                .find(|x| !x.is_empty())
+                .unwrap_or("");
+            w.line(
+                1,
+                format!(
+                    "{}\t{}\t{when}\t{from}\t{}",
+                    s(&e["type"]),
+                    s(&e["reason"]),
+                    s(&e["message"]).trim()
+                ),
+            );
         }
     }
     tabwrite(&w.text, 0, 2)
@@ -212,7 +265,11 @@ fn meta_head(w: &mut W, o: &Value, namespaced: bool) {
 fn pod(w: &mut W, o: &Value) {
     let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
     meta_head(w, o, true);
-    w.kv(0, "Priority", spec["priority"].as_i64().unwrap_or(0).to_string());
+    w.kv(
+        0,
+        "Priority",
+        spec["priority"].as_i64().unwrap_or(0).to_string(),
+    );
     w.kv(0, "Service Account", s(&spec["serviceAccountName"]));
     let node = match (s(&spec["nodeName"]), s(&st["hostIP"])) {
         ("", _) => "<none>".to_string(),
@@ -225,7 +282,11 @@ fn pod(w: &mut W, o: &Value) {
     }
     w.map(0, "Labels", &m["labels"], "=");
     w.map(0, "Annotations", &m["annotations"], ": ");
-    let status = if m["deletionTimestamp"].is_string() { "Terminating".to_string() } else { s(&st["phase"]).to_string() };
+    let status = if m["deletionTimestamp"].is_string() {
+        "Terminating".to_string()
+    } else {
+        s(&st["phase"]).to_string()
+    };
     w.kv(0, "Status", status);
     if !st["reason"].is_null() {
         w.kv(0, "Reason", s(&st["reason"]));
@@ -240,11 +301,22 @@ fn pod(w: &mut W, o: &Value) {
             w.kv(1, "IP", s(&ip["ip"]));
         }
     }
-    if let Some(owner) = arr(&m["ownerReferences"]).iter().find(|r| r["controller"] == true) {
-        w.kv(0, "Controlled By", format!("{}/{}", s(&owner["kind"]), s(&owner["name"])));
+    if let Some(owner) = arr(&m["ownerReferences"])
+        .iter()
+        .find(|r| r["controller"] == true)
+    {
+        w.kv(
+            0,
+            "Controlled By",
+            format!("{}/{}", s(&owner["kind"]), s(&owner["name"])),
+        );
     }
     for (title, specs, statuses) in [
-        ("Init Containers", &spec["initContainers"], &st["initContainerStatuses"]),
+        (
+            "Init Containers",
+            &spec["initContainers"],
+            &st["initContainerStatuses"],
+        ),
         ("Containers", &spec["containers"], &st["containerStatuses"]),
     ] {
         if arr(specs).is_empty() {
@@ -253,13 +325,34 @@ fn pod(w: &mut W, o: &Value) {
         w.head(0, title);
         for c in arr(specs) {
             let name = s(&c["name"]);
-            let cs = arr(statuses).iter().find(|x| x["name"] == name).cloned().unwrap_or(Value::Null);
+            let cs = arr(statuses)
+                .iter()
+                .find(|x| x["name"] == name)
+                .cloned()
+                .unwrap_or(Value::Null);
             w.head(1, name);
             w.kv(2, "Container ID", s(&cs["containerID"]));
             w.kv(2, "Image", s(&c["image"]));
             w.kv(2, "Image ID", s(&cs["imageID"]));
-            let ports: Vec<String> = arr(&c["ports"]).iter().map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP"))).collect();
-            w.kv(2, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
+            let ports: Vec<String> = arr(&c["ports"])
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{}/{}",
+                        p["containerPort"],
+                        p["protocol"].as_str().unwrap_or("TCP")
+                    )
+                })
+                .collect();
+            w.kv(
+                2,
+                "Port",
+                if ports.is_empty() {
+                    "<none>".into()
+                } else {
+                    ports.join(", ")
+                },
+            );
             if !c["command"].is_null() {
                 w.head(2, "Command");
                 for part in arr(&c["command"]) {
@@ -276,8 +369,16 @@ fn pod(w: &mut W, o: &Value) {
             if cs["lastState"].as_object().is_some_and(|m| !m.is_empty()) {
                 container_state(w, "Last State", &cs["lastState"]);
             }
-            w.kv(2, "Ready", if cs["ready"] == true { "True" } else { "False" });
-            w.kv(2, "Restart Count", cs["restartCount"].as_i64().unwrap_or(0).to_string());
+            w.kv(
+                2,
+                "Ready",
+                if cs["ready"] == true { "True" } else { "False" },
+            );
+            w.kv(
+                2,
+                "Restart Count",
+                cs["restartCount"].as_i64().unwrap_or(0).to_string(),
+            );
             let env = arr(&c["env"]);
             if env.is_empty() {
                 w.kv(2, "Environment", "<none>");
@@ -287,11 +388,23 @@ fn pod(w: &mut W, o: &Value) {
                     let value = if e["value"].is_string() {
                         s(&e["value"]).to_string()
                     } else if let Some(r) = e["valueFrom"]["configMapKeyRef"].as_object() {
-                        format!("<set to the key '{}' of config map '{}'>", r["key"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""))
+                        format!(
+                            "<set to the key '{}' of config map '{}'>",
+                            r["key"].as_str().unwrap_or(""),
+                            r["name"].as_str().unwrap_or("")
+                        )
                     } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
-                        format!("<set to the key '{}' in secret '{}'>", r["key"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""))
+                        format!(
+                            "<set to the key '{}' in secret '{}'>",
+                            r["key"].as_str().unwrap_or(""),
+                            r["name"].as_str().unwrap_or("")
+                        )
                     } else if let Some(r) = e["valueFrom"]["fieldRef"].as_object() {
-                        format!(" ({}:{})", r.get("apiVersion").and_then(Value::as_str).unwrap_or("v1"), r["fieldPath"].as_str().unwrap_or(""))
+                        format!(
+                            " ({}:{})",
+                            r.get("apiVersion").and_then(Value::as_str).unwrap_or("v1"),
+                            r["fieldPath"].as_str().unwrap_or("")
+                        )
                     } else {
                         String::new()
                     };
@@ -305,7 +418,10 @@ fn pod(w: &mut W, o: &Value) {
                 w.head(2, "Mounts");
                 for vm in mounts {
                     let mode = if vm["readOnly"] == true { "ro" } else { "rw" };
-                    w.line(3, format!("{} from {} ({mode})", s(&vm["mountPath"]), s(&vm["name"])));
+                    w.line(
+                        3,
+                        format!("{} from {} ({mode})", s(&vm["mountPath"]), s(&vm["name"])),
+                    );
                 }
             }
         }
@@ -325,10 +441,15 @@ fn pod(w: &mut W, o: &Value) {
         w.head(0, "Volumes");
         for v in volumes {
             w.head(1, s(&v["name"]));
-            let source = v.as_object().and_then(|m| m.iter().find(|(k, _)| k.as_str() != "name"));
+            let source = v
+                .as_object()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_str() != "name"));
             if let Some((kind, detail)) = source {
                 let mut chars = kind.chars();
-                let ty = chars.next().map(|c| c.to_uppercase().collect::<String>() + chars.as_str()).unwrap_or_default();
+                let ty = chars
+                    .next()
+                    .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
+                    .unwrap_or_default();
                 w.kv(2, "Type", ty);
                 if let Some(d) = detail.as_object() {
                     for (k, v) in d {
@@ -354,7 +475,11 @@ fn pod(w: &mut W, o: &Value) {
             }
             if s(&t["operator"]) == "Exists" && s(&t["key"]).is_empty() {
                 text = format!(":{}", s(&t["effect"]));
-                text = if text == ":" { "op=Exists".into() } else { format!("{} op=Exists", text.trim_start_matches(':')) };
+                text = if text == ":" {
+                    "op=Exists".into()
+                } else {
+                    format!("{} op=Exists", text.trim_start_matches(':'))
+                };
             } else if s(&t["operator"]) == "Exists" {
                 text.push_str(" op=Exists");
             }
@@ -364,7 +489,15 @@ fn pod(w: &mut W, o: &Value) {
             text
         })
         .collect();
-    w.kv(0, "Tolerations", if tolerations.is_empty() { "<none>".to_string() } else { tolerations[0].clone() });
+    w.kv(
+        0,
+        "Tolerations",
+        if tolerations.is_empty() {
+            "<none>".to_string()
+        } else {
+            tolerations[0].clone()
+        },
+    );
     for t in tolerations.iter().skip(1) {
         w.line(0, format!("\t{t}"));
     }
@@ -373,16 +506,40 @@ fn pod(w: &mut W, o: &Value) {
 fn container_state(w: &mut W, title: &str, state: &Value) {
     if let Some(r) = state["running"].as_object() {
         w.kv(2, title, "Running");
-        w.kv(3, "Started", date(r.get("startedAt").unwrap_or(&Value::Null)));
+        w.kv(
+            3,
+            "Started",
+            date(r.get("startedAt").unwrap_or(&Value::Null)),
+        );
     } else if let Some(x) = state["waiting"].as_object() {
         w.kv(2, title, "Waiting");
-        w.kv(3, "Reason", x.get("reason").and_then(Value::as_str).unwrap_or(""));
+        w.kv(
+            3,
+            "Reason",
+            x.get("reason").and_then(Value::as_str).unwrap_or(""),
+        );
     } else if let Some(x) = state["terminated"].as_object() {
         w.kv(2, title, "Terminated");
-        w.kv(3, "Reason", x.get("reason").and_then(Value::as_str).unwrap_or(""));
-        w.kv(3, "Exit Code", x.get("exitCode").map(Value::to_string).unwrap_or_default());
-        w.kv(3, "Started", date(x.get("startedAt").unwrap_or(&Value::Null)));
-        w.kv(3, "Finished", date(x.get("finishedAt").unwrap_or(&Value::Null)));
+        w.kv(
+            3,
+            "Reason",
+            x.get("reason").and_then(Value::as_str).unwrap_or(""),
+        );
+        w.kv(
+            3,
+            "Exit Code",
+            x.get("exitCode").map(Value::to_string).unwrap_or_default(),
+        );
+        w.kv(
+            3,
+            "Started",
+            date(x.get("startedAt").unwrap_or(&Value::Null)),
+        );
+        w.kv(
+            3,
+            "Finished",
+            date(x.get("finishedAt").unwrap_or(&Value::Null)),
+        );
     } else {
         w.kv(2, title, "Waiting");
     }
@@ -397,17 +554,41 @@ fn service(w: &mut W, o: &Value) {
     w.kv(0, "Selector", selector);
     w.kv(0, "Type", or_none(&spec["type"]));
     w.kv(0, "IP Family Policy", or_none(&spec["ipFamilyPolicy"]));
-    w.kv(0, "IP Families", arr(&spec["ipFamilies"]).iter().map(s).collect::<Vec<_>>().join(","));
+    w.kv(
+        0,
+        "IP Families",
+        arr(&spec["ipFamilies"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     w.kv(0, "IP", or_none(&spec["clusterIP"]));
-    w.kv(0, "IPs", arr(&spec["clusterIPs"]).iter().map(s).collect::<Vec<_>>().join(","));
+    w.kv(
+        0,
+        "IPs",
+        arr(&spec["clusterIPs"])
+            .iter()
+            .map(s)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
     if let Some(ext) = spec["externalIPs"].as_array() {
-        w.kv(0, "External IPs", ext.iter().map(s).collect::<Vec<_>>().join(","));
+        w.kv(
+            0,
+            "External IPs",
+            ext.iter().map(s).collect::<Vec<_>>().join(","),
+        );
     }
     if spec["type"] == "ExternalName" {
         w.kv(0, "External Name", s(&spec["externalName"]));
     }
     for p in arr(&spec["ports"]) {
-        let name = if s(&p["name"]).is_empty() { "<unset>" } else { s(&p["name"]) };
+        let name = if s(&p["name"]).is_empty() {
+            "<unset>"
+        } else {
+            s(&p["name"])
+        };
         let proto = p["protocol"].as_str().unwrap_or("TCP");
         w.kv(0, "Port", format!("{name}  {}/{proto}", p["port"]));
         let target = match &p["targetPort"] {
@@ -422,9 +603,17 @@ fn service(w: &mut W, o: &Value) {
     }
     w.kv(0, "Session Affinity", or_none(&spec["sessionAffinity"]));
     if matches!(s(&spec["type"]), "NodePort" | "LoadBalancer") {
-        w.kv(0, "External Traffic Policy", or_none(&spec["externalTrafficPolicy"]));
+        w.kv(
+            0,
+            "External Traffic Policy",
+            or_none(&spec["externalTrafficPolicy"]),
+        );
     }
-    w.kv(0, "Internal Traffic Policy", or_none(&spec["internalTrafficPolicy"]));
+    w.kv(
+        0,
+        "Internal Traffic Policy",
+        or_none(&spec["internalTrafficPolicy"]),
+    );
 }
 
 fn node(w: &mut W, o: &Value) {
@@ -435,16 +624,55 @@ fn node(w: &mut W, o: &Value) {
     w.kv(0, "CreationTimestamp", date(&m["creationTimestamp"]));
     let taints: Vec<String> = arr(&spec["taints"])
         .iter()
-        .map(|t| if s(&t["value"]).is_empty() { format!("{}:{}", s(&t["key"]), s(&t["effect"])) } else { format!("{}={}:{}", s(&t["key"]), s(&t["value"]), s(&t["effect"])) })
+        .map(|t| {
+            if s(&t["value"]).is_empty() {
+                format!("{}:{}", s(&t["key"]), s(&t["effect"]))
+            } else {
+                format!("{}={}:{}", s(&t["key"]), s(&t["value"]), s(&t["effect"]))
+            }
+        })
         .collect();
-    w.kv(0, "Taints", if taints.is_empty() { "<none>".to_string() } else { taints.join(", ") });
-    w.kv(0, "Unschedulable", if spec["unschedulable"] == true { "true" } else { "false" });
+    w.kv(
+        0,
+        "Taints",
+        if taints.is_empty() {
+            "<none>".to_string()
+        } else {
+            taints.join(", ")
+        },
+    );
+    w.kv(
+        0,
+        "Unschedulable",
+        if spec["unschedulable"] == true {
+            "true"
+        } else {
+            "false"
+        },
+    );
     let conditions = arr(&st["conditions"]);
     w.head(0, "Conditions");
-    w.line(1, "Type\tStatus\tLastHeartbeatTime\tLastTransitionTime\tReason\tMessage");
-    w.line(1, "----\t------\t-----------------\t------------------\t------\t-------");
+    w.line(
+        1,
+        "Type\tStatus\tLastHeartbeatTime\tLastTransitionTime\tReason\tMessage",
+    );
+    w.line(
+        1,
+        "----\t------\t-----------------\t------------------\t------\t-------",
+    );
     for c in conditions {
-        w.line(1, format!("{}\t{}\t{}\t{}\t{}\t{}", s(&c["type"]), s(&c["status"]), date(&c["lastHeartbeatTime"]), date(&c["lastTransitionTime"]), s(&c["reason"]), s(&c["message"])));
+        w.line(
+            1,
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                s(&c["type"]),
+                s(&c["status"]),
+                date(&c["lastHeartbeatTime"]),
+                date(&c["lastTransitionTime"]),
+                s(&c["reason"]),
+                s(&c["message"])
+            ),
+        );
     }
     w.head(0, "Addresses");
     for a in arr(&st["addresses"]) {
@@ -475,7 +703,15 @@ fn node(w: &mut W, o: &Value) {
     }
     if !spec["podCIDR"].is_null() {
         w.kv(0, "PodCIDR", s(&spec["podCIDR"]));
-        w.kv(0, "PodCIDRs", arr(&spec["podCIDRs"]).iter().map(s).collect::<Vec<_>>().join(","));
+        w.kv(
+            0,
+            "PodCIDRs",
+            arr(&spec["podCIDRs"])
+                .iter()
+                .map(s)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
 }
 
@@ -485,7 +721,11 @@ fn deployment(w: &mut W, o: &Value) {
     w.kv(0, "CreationTimestamp", date(&m["creationTimestamp"]));
     w.map(0, "Labels", &m["labels"], "=");
     w.map(0, "Annotations", &m["annotations"], ": ");
-    w.kv(0, "Selector", super::output::format_labels(&spec["selector"]["matchLabels"]));
+    w.kv(
+        0,
+        "Selector",
+        super::output::format_labels(&spec["selector"]["matchLabels"]),
+    );
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     w.kv(
         0,
@@ -501,7 +741,11 @@ fn deployment(w: &mut W, o: &Value) {
     );
     let strategy = spec["strategy"]["type"].as_str().unwrap_or("RollingUpdate");
     w.kv(0, "StrategyType", strategy);
-    w.kv(0, "MinReadySeconds", n(&spec["minReadySeconds"]).to_string());
+    w.kv(
+        0,
+        "MinReadySeconds",
+        n(&spec["minReadySeconds"]).to_string(),
+    );
     if strategy == "RollingUpdate" {
         let ru = &spec["strategy"]["rollingUpdate"];
         let pct = |v: &Value| match v {
@@ -509,7 +753,15 @@ fn deployment(w: &mut W, o: &Value) {
             Value::String(x) => x.clone(),
             other => other.to_string(),
         };
-        w.kv(0, "RollingUpdateStrategy", format!("{} max unavailable, {} max surge", pct(&ru["maxUnavailable"]), pct(&ru["maxSurge"])));
+        w.kv(
+            0,
+            "RollingUpdateStrategy",
+            format!(
+                "{} max unavailable, {} max surge",
+                pct(&ru["maxUnavailable"]),
+                pct(&ru["maxSurge"])
+            ),
+        );
     }
     let tpl = &spec["template"];
     w.head(0, "Pod Template");
@@ -518,9 +770,38 @@ fn deployment(w: &mut W, o: &Value) {
     for c in arr(&tpl["spec"]["containers"]) {
         w.head(2, s(&c["name"]));
         w.kv(3, "Image", s(&c["image"]));
-        let ports: Vec<String> = arr(&c["ports"]).iter().map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP"))).collect();
-        w.kv(3, "Port", if ports.is_empty() { "<none>".into() } else { ports.join(", ") });
-        w.kv(3, "Environment", if arr(&c["env"]).is_empty() { "<none>".to_string() } else { arr(&c["env"]).iter().map(|e| s(&e["name"])).collect::<Vec<_>>().join(", ") });
+        let ports: Vec<String> = arr(&c["ports"])
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["containerPort"],
+                    p["protocol"].as_str().unwrap_or("TCP")
+                )
+            })
+            .collect();
+        w.kv(
+            3,
+            "Port",
+            if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(", ")
+            },
+        );
+        w.kv(
+            3,
+            "Environment",
+            if arr(&c["env"]).is_empty() {
+                "<none>".to_string()
+            } else {
+                arr(&c["env"])
+                    .iter()
+                    .map(|e| s(&e["name"]))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        );
     }
     let conditions = arr(&st["conditions"]);
     if !conditions.is_empty() {
@@ -528,7 +809,15 @@ fn deployment(w: &mut W, o: &Value) {
         w.line(1, "Type\tStatus\tReason");
         w.line(1, "----\t------\t------");
         for c in conditions {
-            w.line(1, format!("{}\t{}\t{}", s(&c["type"]), s(&c["status"]), s(&c["reason"])));
+            w.line(
+                1,
+                format!(
+                    "{}\t{}\t{}",
+                    s(&c["type"]),
+                    s(&c["status"]),
+                    s(&c["reason"])
+                ),
+            );
         }
     }
 }
@@ -541,7 +830,9 @@ fn smart_label(k: &str) -> String {
         let prev_lower = i > 0 && chars[i - 1].is_ascii_lowercase();
         let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
         let prev_upper = i > 0 && chars[i - 1].is_ascii_uppercase();
-        if c.is_ascii_uppercase() && (prev_lower || (prev_upper && next_lower && chars.get(i + 1) != Some(&'s'))) {
+        if c.is_ascii_uppercase()
+            && (prev_lower || (prev_upper && next_lower && chars.get(i + 1) != Some(&'s')))
+        {
             out.push(' ');
         }
         out.push(if i == 0 { c.to_ascii_uppercase() } else { c });
@@ -625,12 +916,24 @@ mod tests {
                    "firstTimestamp": "2024-05-10T11:50:00Z", "lastTimestamp": "2024-05-10T11:59:00Z", "count": 3}),
         ];
         let out = describe(rs.resolve("po").unwrap(), &pod, &events, now());
-        assert!(out.starts_with("Name:             web\nNamespace:        default\n"), "{out}");
-        assert!(out.contains("Node:             n1/192.168.64.10\n"), "{out}");
-        assert!(out.contains("Labels:           app=web\n                  tier=fe\n"), "{out}");
+        assert!(
+            out.starts_with("Name:             web\nNamespace:        default\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Node:             n1/192.168.64.10\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Labels:           app=web\n                  tier=fe\n"),
+            "{out}"
+        );
         assert!(out.contains("    Port:           80/TCP\n"), "{out}");
         assert!(out.contains("    State:          Running\n"), "{out}");
-        assert!(out.contains("  Type    Reason     Age                From               Message\n"), "{out}");
+        assert!(
+            out.contains("  Type    Reason     Age                From               Message\n"),
+            "{out}"
+        );
         assert!(out.contains("  Normal  Pulled     60s (x3 over 10m)  kubelet            Container image \"nginx\" already present\n"), "{out}");
     }
 
@@ -641,12 +944,21 @@ mod tests {
             "spec": {"type": "NodePort", "selector": {"app": "web"}, "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
                      "ports": [{"port": 80, "targetPort": 8080, "nodePort": 32143, "protocol": "TCP"}], "sessionAffinity": "None", "externalTrafficPolicy": "Cluster"}});
         let out = describe(rs.resolve("svc").unwrap(), &svc, &[], now());
-        assert!(out.contains("Port:                     <unset>  80/TCP\n"), "{out}");
-        assert!(out.contains("NodePort:                 <unset>  32143/TCP\n"), "{out}");
+        assert!(
+            out.contains("Port:                     <unset>  80/TCP\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("NodePort:                 <unset>  32143/TCP\n"),
+            "{out}"
+        );
         assert!(out.ends_with("Events:                   <none>\n"), "{out}");
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}, "data": {"key": "value"}});
         let out = describe(rs.resolve("ns").unwrap(), &cm, &[], now());
-        assert!(out.contains("Data:\n  key:   value\nEvents:  <none>\n"), "{out}");
+        assert!(
+            out.contains("Data:\n  key:   value\nEvents:  <none>\n"),
+            "{out}"
+        );
         assert_eq!(smart_label("clusterIP"), "Cluster IP");
         assert_eq!(smart_label("podCIDRs"), "Pod CIDRs");
         assert_eq!(smart_label("holderIdentity"), "Holder Identity");
@@ -655,7 +967,14 @@ mod tests {
     #[test]
     fn durations() {
         let d = chrono::Duration::seconds;
-        for (secs, want) in [(5, "5s"), (182, "3m2s"), (240, "4m"), (14400, "4h"), (3600 * 51, "2d3h"), (86400 * 120, "120d")] {
+        for (secs, want) in [
+            (5, "5s"),
+            (182, "3m2s"),
+            (240, "4m"),
+            (14400, "4h"),
+            (3600 * 51, "2d3h"),
+            (86400 * 120, "120d"),
+        ] {
             assert_eq!(human_duration(d(secs)), want);
         }
     }

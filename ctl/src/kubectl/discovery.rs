@@ -27,12 +27,20 @@ pub struct Resource {
 impl Resource {
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// The collection URL, namespaced when the resource is and `ns` is given.
     pub fn collection_path(&self, ns: Option<&str>) -> String {
-        let base = if self.group.is_empty() { format!("/api/{}", self.version) } else { format!("/apis/{}/{}", self.group, self.version) };
+        let base = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
         match ns {
             Some(ns) if self.namespaced => format!("{base}/namespaces/{ns}/{}", self.plural),
             _ => format!("{base}/{}", self.plural),
@@ -46,12 +54,20 @@ impl Resource {
     /// `pod`, `deployment.apps`: how kubectl names the type in `TYPE/NAME` output.
     pub fn kind_prefix(&self) -> String {
         let kind = self.kind.to_lowercase();
-        if self.group.is_empty() { kind } else { format!("{kind}.{}", self.group) }
+        if self.group.is_empty() {
+            kind
+        } else {
+            format!("{kind}.{}", self.group)
+        }
     }
 
     /// `pods`, `deployments.apps`: how kubectl names the type in messages (`pods "x" not found`).
     pub fn plural_prefix(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 }
 
@@ -71,7 +87,11 @@ impl Resources {
             versions.push((String::new(), v.clone()));
         }
         for g in client.list_api_groups().await?.groups {
-            let preferred = g.preferred_version.as_ref().map(|v| v.version.clone()).or_else(|| g.versions.first().map(|v| v.version.clone()));
+            let preferred = g
+                .preferred_version
+                .as_ref()
+                .map(|v| v.version.clone())
+                .or_else(|| g.versions.first().map(|v| v.version.clone()));
             if let Some(v) = preferred {
                 versions.push((g.name.clone(), v));
             }
@@ -80,7 +100,10 @@ impl Resources {
             let rl = if group.is_empty() {
                 client.list_core_api_resources(&version).await?
             } else {
-                match client.list_api_group_resources(&format!("{group}/{version}")).await {
+                match client
+                    .list_api_group_resources(&format!("{group}/{version}"))
+                    .await
+                {
                     Ok(rl) => rl,
                     // An unavailable group should not break every command (kubectl warns too).
                     Err(e) => {
@@ -94,9 +117,21 @@ impl Resources {
                 .into_iter()
                 .filter(|r| !r.name.contains('/'))
                 .map(|r| Resource {
-                    group: r.group.clone().filter(|g| !g.is_empty()).unwrap_or_else(|| group.clone()),
-                    version: r.version.clone().filter(|v| !v.is_empty()).unwrap_or_else(|| version.clone()),
-                    singular: if r.singular_name.is_empty() { r.kind.to_lowercase() } else { r.singular_name.clone() },
+                    group: r
+                        .group
+                        .clone()
+                        .filter(|g| !g.is_empty())
+                        .unwrap_or_else(|| group.clone()),
+                    version: r
+                        .version
+                        .clone()
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| version.clone()),
+                    singular: if r.singular_name.is_empty() {
+                        r.kind.to_lowercase()
+                    } else {
+                        r.singular_name.clone()
+                    },
                     plural: r.name,
                     kind: r.kind,
                     namespaced: r.namespaced,
@@ -116,7 +151,10 @@ impl Resources {
     pub fn resolve(&self, typed: &str) -> Option<&Resource> {
         let typed = typed.to_lowercase();
         let matches = |r: &Resource, name: &str| {
-            r.plural == name || r.singular == name || r.kind.to_lowercase() == name || r.short_names.iter().any(|s| s == name)
+            r.plural == name
+                || r.singular == name
+                || r.kind.to_lowercase() == name
+                || r.short_names.iter().any(|s| s == name)
         };
         // Unqualified first: the core group wins (so `events` is core/v1 like kubectl).
         if let Some(r) = self.list.iter().find(|r| matches(r, &typed)) {
@@ -124,23 +162,35 @@ impl Resources {
         }
         let (name, rest) = typed.split_once('.')?;
         self.list.iter().find(|r| {
-            matches(r, name) && (r.group == rest || rest.split_once('.').is_some_and(|(v, g)| r.version == v && r.group == g))
+            matches(r, name)
+                && (r.group == rest
+                    || rest
+                        .split_once('.')
+                        .is_some_and(|(v, g)| r.version == v && r.group == g))
         })
     }
 
     /// The resources in a category (`all`), in discovery order.
     pub fn category(&self, typed: &str) -> Vec<&Resource> {
         let typed = typed.to_lowercase();
-        self.list.iter().filter(|r| r.categories.contains(&typed)).collect()
+        self.list
+            .iter()
+            .filter(|r| r.categories.contains(&typed))
+            .collect()
     }
 
     /// The resource serving `apiVersion` + `kind`.
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<&Resource> {
         let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        self.list.iter().find(|r| r.kind == kind && r.group == group && r.version == version).or_else(|| {
-            // Served at another version of the same group (we only track the preferred one).
-            self.list.iter().find(|r| r.kind == kind && r.group == group)
-        })
+        self.list
+            .iter()
+            .find(|r| r.kind == kind && r.group == group && r.version == version)
+            .or_else(|| {
+                // Served at another version of the same group (we only track the preferred one).
+                self.list
+                    .iter()
+                    .find(|r| r.kind == kind && r.group == group)
+            })
     }
 }
 
@@ -174,7 +224,10 @@ fn format_api_resources(list: &[Resource], args: &ApiResourcesArgs) -> String {
         .filter(|r| args.api_group.as_ref().is_none_or(|g| &r.group == g))
         .collect();
     if args.output.as_deref() == Some("name") {
-        return selected.iter().map(|r| format!("{}\n", r.plural_prefix())).collect();
+        return selected
+            .iter()
+            .map(|r| format!("{}\n", r.plural_prefix()))
+            .collect();
     }
     let wide = args.output.as_deref() == Some("wide");
     let mut text = String::new();
@@ -183,7 +236,14 @@ fn format_api_resources(list: &[Resource], args: &ApiResourcesArgs) -> String {
         text.push_str(if wide { "\tVERBS\n" } else { "\n" });
     }
     for r in selected {
-        text.push_str(&format!("{}\t{}\t{}\t{}\t{}", r.plural, r.short_names.join(","), r.api_version(), r.namespaced, r.kind));
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}",
+            r.plural,
+            r.short_names.join(","),
+            r.api_version(),
+            r.namespaced,
+            r.kind
+        ));
         if wide {
             text.push_str(&format!("\t[{}]", r.verbs.join(" ")));
         }
@@ -196,7 +256,14 @@ fn format_api_resources(list: &[Resource], args: &ApiResourcesArgs) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    fn r(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, short: &[&str]) -> Resource {
+    fn r(
+        group: &str,
+        version: &str,
+        plural: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+    ) -> Resource {
         Resource {
             group: group.into(),
             version: version.into(),
@@ -206,7 +273,11 @@ pub(crate) mod tests {
             namespaced,
             short_names: short.iter().map(|s| s.to_string()).collect(),
             verbs: vec!["get".into(), "list".into()],
-            categories: if plural == "pods" || plural == "services" || plural == "deployments" { vec!["all".into()] } else { vec![] },
+            categories: if plural == "pods" || plural == "services" || plural == "deployments" {
+                vec!["all".into()]
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -233,13 +304,23 @@ pub(crate) mod tests {
         assert_eq!(rs.resolve("deployments.apps").unwrap().kind, "Deployment");
         assert_eq!(rs.resolve("deployment.v1.apps").unwrap().kind, "Deployment");
         assert_eq!(rs.resolve("events").unwrap().group, "");
-        assert_eq!(rs.resolve("events.events.k8s.io").unwrap().group, "events.k8s.io");
+        assert_eq!(
+            rs.resolve("events.events.k8s.io").unwrap().group,
+            "events.k8s.io"
+        );
         assert!(rs.resolve("widgets").is_none());
         assert!(rs.resolve("pods.apps").is_none());
-        assert_eq!(rs.by_kind("apps/v1", "Deployment").unwrap().plural, "deployments");
+        assert_eq!(
+            rs.by_kind("apps/v1", "Deployment").unwrap().plural,
+            "deployments"
+        );
         assert_eq!(rs.by_kind("v1", "Service").unwrap().plural, "services");
         assert!(rs.by_kind("v1", "Deployment").is_none());
-        let all: Vec<&str> = rs.category("all").iter().map(|r| r.plural.as_str()).collect();
+        let all: Vec<&str> = rs
+            .category("all")
+            .iter()
+            .map(|r| r.plural.as_str())
+            .collect();
         assert_eq!(all, ["pods", "services", "deployments"]);
     }
 
@@ -247,19 +328,36 @@ pub(crate) mod tests {
     fn paths() {
         let rs = sample();
         let pods = rs.resolve("po").unwrap();
-        assert_eq!(pods.collection_path(Some("default")), "/api/v1/namespaces/default/pods");
+        assert_eq!(
+            pods.collection_path(Some("default")),
+            "/api/v1/namespaces/default/pods"
+        );
         assert_eq!(pods.collection_path(None), "/api/v1/pods");
-        assert_eq!(pods.object_path(Some("d"), "web"), "/api/v1/namespaces/d/pods/web");
+        assert_eq!(
+            pods.object_path(Some("d"), "web"),
+            "/api/v1/namespaces/d/pods/web"
+        );
         let ns = rs.resolve("ns").unwrap();
         assert_eq!(ns.object_path(Some("default"), "x"), "/api/v1/namespaces/x");
         let d = rs.resolve("deploy").unwrap();
-        assert_eq!(d.collection_path(Some("a")), "/apis/apps/v1/namespaces/a/deployments");
-        assert_eq!((d.kind_prefix().as_str(), d.plural_prefix().as_str()), ("deployment.apps", "deployments.apps"));
+        assert_eq!(
+            d.collection_path(Some("a")),
+            "/apis/apps/v1/namespaces/a/deployments"
+        );
+        assert_eq!(
+            (d.kind_prefix().as_str(), d.plural_prefix().as_str()),
+            ("deployment.apps", "deployments.apps")
+        );
     }
 
     #[test]
     fn api_resources_table() {
-        let args = ApiResourcesArgs { namespaced: None, api_group: None, output: None, no_headers: false };
+        let args = ApiResourcesArgs {
+            namespaced: None,
+            api_group: None,
+            output: None,
+            no_headers: false,
+        };
         let out = format_api_resources(&sample().list[1..5], &args);
         assert_eq!(
             out,

@@ -66,7 +66,11 @@ async fn get_table(ctx: &Ctx, path: &str) -> Result<Value, kube::Error> {
         .body(Vec::new())
         .map_err(kube::Error::HttpError)?;
     let v: Value = ctx.client.request(req).await?;
-    Ok(if v["kind"] == "Table" { v } else { fallback_table(&v) })
+    Ok(if v["kind"] == "Table" {
+        v
+    } else {
+        fallback_table(&v)
+    })
 }
 
 /// A NAME/AGE table built client-side when a server does not print tables.
@@ -104,8 +108,19 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
     }
     let many = resolved.len() > 1 || slash || category;
     let format = args.output.clone().unwrap_or_default();
-    let ns_for = |r: &Resource| if args.all_namespaces || !r.namespaced { None } else { Some(ctx.namespace.clone()) };
-    let selectors = |extra: Option<&str>| query(&[("labelSelector", args.selector.as_deref()), ("fieldSelector", extra.or(args.field_selector.as_deref()))]);
+    let ns_for = |r: &Resource| {
+        if args.all_namespaces || !r.namespaced {
+            None
+        } else {
+            Some(ctx.namespace.clone())
+        }
+    };
+    let selectors = |extra: Option<&str>| {
+        query(&[
+            ("labelSelector", args.selector.as_deref()),
+            ("fieldSelector", extra.or(args.field_selector.as_deref())),
+        ])
+    };
     let mut failed = false;
     let mut printed_any = false;
 
@@ -117,7 +132,12 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                 let ns = ns_for(r);
                 let mut table: Option<Value> = None;
                 if names.is_empty() {
-                    match get_table(ctx, &format!("{}{}", r.collection_path(ns.as_deref()), selectors(None))).await {
+                    match get_table(
+                        ctx,
+                        &format!("{}{}", r.collection_path(ns.as_deref()), selectors(None)),
+                    )
+                    .await
+                    {
                         Ok(t) => table = Some(t),
                         Err(e) => {
                             failed = true;
@@ -131,7 +151,10 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                                 None => table = Some(t),
                                 Some(acc) => {
                                     let rows = t["rows"].as_array().cloned().unwrap_or_default();
-                                    acc["rows"].as_array_mut().expect("tables have rows").extend(rows);
+                                    acc["rows"]
+                                        .as_array_mut()
+                                        .expect("tables have rows")
+                                        .extend(rows);
                                 }
                             },
                             Err(e) if args.ignore_not_found && super::is_not_found(&e) => {}
@@ -159,13 +182,31 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                 last = Some((table, opts));
             }
             if !printed_any && !failed && !args.ignore_not_found {
-                eprintln!("{}", no_resources(&resolved, args.all_namespaces, &ctx.namespace));
+                eprintln!(
+                    "{}",
+                    no_resources(&resolved, args.all_namespaces, &ctx.namespace)
+                );
             }
             if args.watch
                 && let (Some((r, names)), Some((table, opts))) = (resolved.first(), last)
             {
-                let widths = if printed_any { column_widths(&table, &opts) } else { Vec::new() };
-                watch_table(ctx, r, ns_for(r).as_deref(), names, &args, table, opts, widths, printed_any).await?;
+                let widths = if printed_any {
+                    column_widths(&table, &opts)
+                } else {
+                    Vec::new()
+                };
+                watch_table(
+                    ctx,
+                    r,
+                    ns_for(r).as_deref(),
+                    names,
+                    &args,
+                    table,
+                    opts,
+                    widths,
+                    printed_any,
+                )
+                .await?;
             }
         }
         "yaml" | "json" | "name" => {
@@ -177,8 +218,17 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                 let mut fetched: Vec<Value> = Vec::new();
                 if names.is_empty() {
                     listed = true;
-                    match ctx.get_json(&format!("{}{}", r.collection_path(ns.as_deref()), selectors(None))).await {
-                        Ok(list) => fetched.extend(list["items"].as_array().cloned().unwrap_or_default()),
+                    match ctx
+                        .get_json(&format!(
+                            "{}{}",
+                            r.collection_path(ns.as_deref()),
+                            selectors(None)
+                        ))
+                        .await
+                    {
+                        Ok(list) => {
+                            fetched.extend(list["items"].as_array().cloned().unwrap_or_default())
+                        }
                         Err(e) => {
                             failed = true;
                             eprintln!("{}", format_error(&e.into()));
@@ -200,7 +250,11 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                     // List items carry no type meta; kubectl fills it in.
                     o["apiVersion"] = json!(r.api_version());
                     o["kind"] = json!(r.kind);
-                    names_out.push(format!("{}/{}", r.kind_prefix(), o["metadata"]["name"].as_str().unwrap_or_default()));
+                    names_out.push(format!(
+                        "{}/{}",
+                        r.kind_prefix(),
+                        o["metadata"]["name"].as_str().unwrap_or_default()
+                    ));
                     objects.push(o);
                 }
             }
@@ -209,14 +263,19 @@ pub async fn run(ctx: &Ctx, args: GetArgs) -> Result<()> {
                     println!("{n}");
                 }
             } else if !objects.is_empty() || listed {
-                print!("{}", format_objects(&objects, &format, listed || objects.len() > 1)?);
+                print!(
+                    "{}",
+                    format_objects(&objects, &format, listed || objects.len() > 1)?
+                );
             }
             if args.watch {
                 let (r, names) = &resolved[0];
                 watch_objects(ctx, r, ns_for(r).as_deref(), names, &args, &format).await?;
             }
         }
-        other => bail!("unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,wide,yaml"),
+        other => bail!(
+            "unable to match a printer suitable for the output format \"{other}\", allowed formats are: json,name,wide,yaml"
+        ),
     }
     if failed { Err(Reported.into()) } else { Ok(()) }
 }
@@ -272,7 +331,13 @@ fn pad_row(line: &str, widths: &mut Vec<usize>) -> String {
     out
 }
 
-fn watch_path(r: &Resource, ns: Option<&str>, names: &[String], args: &GetArgs, rv: Option<&str>) -> String {
+fn watch_path(
+    r: &Resource,
+    ns: Option<&str>,
+    names: &[String],
+    args: &GetArgs,
+    rv: Option<&str>,
+) -> String {
     let name_selector = names.first().map(|n| format!("metadata.name={n}"));
     format!(
         "{}{}",
@@ -281,12 +346,18 @@ fn watch_path(r: &Resource, ns: Option<&str>, names: &[String], args: &GetArgs, 
             ("watch", Some("true")),
             ("resourceVersion", rv.filter(|v| !v.is_empty())),
             ("labelSelector", args.selector.as_deref()),
-            ("fieldSelector", name_selector.as_deref().or(args.field_selector.as_deref())),
+            (
+                "fieldSelector",
+                name_selector.as_deref().or(args.field_selector.as_deref())
+            ),
         ])
     )
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are the printed state")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are the printed state"
+)]
 async fn watch_table(
     ctx: &Ctx,
     r: &Resource,
@@ -298,7 +369,9 @@ async fn watch_table(
     mut widths: Vec<usize>,
     mut header_printed: bool,
 ) -> Result<()> {
-    let mut rv = initial["metadata"]["resourceVersion"].as_str().map(String::from);
+    let mut rv = initial["metadata"]["resourceVersion"]
+        .as_str()
+        .map(String::from);
     loop {
         let req = http::Request::builder()
             .uri(watch_path(r, ns, names, args, rv.as_deref()))
@@ -319,8 +392,15 @@ async fn watch_table(
                 }
                 WatchEvent::Error(e) => return Err(kube::Error::Api(e.boxed()).into()),
             };
-            let table = if obj["kind"] == "Table" { obj } else { fallback_table(&obj) };
-            if let Some(v) = table["rows"][0]["object"]["metadata"]["resourceVersion"].as_str().or(table["metadata"]["resourceVersion"].as_str()) {
+            let table = if obj["kind"] == "Table" {
+                obj
+            } else {
+                fallback_table(&obj)
+            };
+            if let Some(v) = table["rows"][0]["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .or(table["metadata"]["resourceVersion"].as_str())
+            {
                 rv = Some(v.to_string());
             }
             let (header, rows) = table_lines(&table, &opts);
@@ -335,11 +415,29 @@ async fn watch_table(
     }
 }
 
-async fn watch_objects(ctx: &Ctx, r: &Resource, ns: Option<&str>, names: &[String], args: &GetArgs, format: &str) -> Result<()> {
-    let list = ctx.get_json(&format!("{}{}", r.collection_path(ns), query(&[("labelSelector", args.selector.as_deref())]))).await?;
-    let mut rv = list["metadata"]["resourceVersion"].as_str().map(String::from);
+async fn watch_objects(
+    ctx: &Ctx,
+    r: &Resource,
+    ns: Option<&str>,
+    names: &[String],
+    args: &GetArgs,
+    format: &str,
+) -> Result<()> {
+    let list = ctx
+        .get_json(&format!(
+            "{}{}",
+            r.collection_path(ns),
+            query(&[("labelSelector", args.selector.as_deref())])
+        ))
+        .await?;
+    let mut rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .map(String::from);
     loop {
-        let req = http::Request::builder().uri(watch_path(r, ns, names, args, rv.as_deref())).body(Vec::new()).map_err(kube::Error::HttpError)?;
+        let req = http::Request::builder()
+            .uri(watch_path(r, ns, names, args, rv.as_deref()))
+            .body(Vec::new())
+            .map_err(kube::Error::HttpError)?;
         let mut events = ctx.client.request_events::<Value>(req).await?.boxed();
         while let Some(ev) = events.try_next().await? {
             let mut obj = match ev {
@@ -354,11 +452,17 @@ async fn watch_objects(ctx: &Ctx, r: &Resource, ns: Option<&str>, names: &[Strin
                 }
                 WatchEvent::Error(e) => return Err(kube::Error::Api(e.boxed()).into()),
             };
-            rv = obj["metadata"]["resourceVersion"].as_str().map(String::from);
+            rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .map(String::from);
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
             match format {
-                "name" => println!("{}/{}", r.kind_prefix(), obj["metadata"]["name"].as_str().unwrap_or_default()),
+                "name" => println!(
+                    "{}/{}",
+                    r.kind_prefix(),
+                    obj["metadata"]["name"].as_str().unwrap_or_default()
+                ),
                 "json" => print!("{}", format_objects(&[obj], "json", false)?),
                 _ => print!("---\n{}", format_objects(&[obj], "yaml", false)?),
             }
@@ -373,14 +477,26 @@ mod tests {
     #[test]
     fn queries() {
         assert_eq!(query(&[("a", None)]), "");
-        assert_eq!(query(&[("labelSelector", Some("app=web,tier in (a,b)")), ("x", None)]), "?labelSelector=app%3Dweb%2Ctier+in+%28a%2Cb%29");
+        assert_eq!(
+            query(&[
+                ("labelSelector", Some("app=web,tier in (a,b)")),
+                ("x", None)
+            ]),
+            "?labelSelector=app%3Dweb%2Ctier+in+%28a%2Cb%29"
+        );
     }
 
     #[test]
     fn watched_rows_keep_alignment() {
         let mut widths = vec![6, 8];
-        assert_eq!(pad_row("web\t1/1\tRunning", &mut widths), "web   1/1     Running");
-        assert_eq!(pad_row("a-much-longer-name\t0/1\tPending", &mut widths), "a-much-longer-name   0/1     Pending");
+        assert_eq!(
+            pad_row("web\t1/1\tRunning", &mut widths),
+            "web   1/1     Running"
+        );
+        assert_eq!(
+            pad_row("a-much-longer-name\t0/1\tPending", &mut widths),
+            "a-much-longer-name   0/1     Pending"
+        );
         assert_eq!(widths[0], 21);
     }
 
@@ -389,8 +505,14 @@ mod tests {
         let rs = super::super::discovery::tests::sample();
         let pods = (rs.resolve("po").unwrap().clone(), vec![]);
         let ns = (rs.resolve("ns").unwrap().clone(), vec![]);
-        assert_eq!(no_resources(std::slice::from_ref(&pods), false, "dev"), "No resources found in dev namespace.");
-        assert_eq!(no_resources(std::slice::from_ref(&pods), true, "dev"), "No resources found");
+        assert_eq!(
+            no_resources(std::slice::from_ref(&pods), false, "dev"),
+            "No resources found in dev namespace."
+        );
+        assert_eq!(
+            no_resources(std::slice::from_ref(&pods), true, "dev"),
+            "No resources found"
+        );
         assert_eq!(no_resources(&[ns], false, "dev"), "No resources found");
     }
 

@@ -65,20 +65,31 @@ pub fn parse_changes(args: &[String], field: Field) -> Result<(Vec<String>, Chan
             validate_key(k)?;
             changes.insert(k.to_string(), None);
         } else if !changes.is_empty() {
-            bail!("all resources must be specified before {} changes: {a}", field.key().trim_end_matches('s'));
+            bail!(
+                "all resources must be specified before {} changes: {a}",
+                field.key().trim_end_matches('s')
+            );
         } else {
             resources.push(a.clone());
         }
     }
     if changes.is_empty() {
-        bail!("at least one {} update is required", field.key().trim_end_matches('s'));
+        bail!(
+            "at least one {} update is required",
+            field.key().trim_end_matches('s')
+        );
     }
     Ok((resources, changes))
 }
 
 /// Applies `changes` to the current map, returning the merge patch for the field (or `None`
 /// when nothing changes). Errors like kubectl when a key would change without `overwrite`.
-pub fn plan(current: &Map<String, Value>, changes: &Changes, overwrite: bool, field: Field) -> Result<Option<Value>> {
+pub fn plan(
+    current: &Map<String, Value>,
+    changes: &Changes,
+    overwrite: bool,
+    field: Field,
+) -> Result<Option<Value>> {
     let mut patch = Map::new();
     for (k, want) in changes {
         let have = current.get(k).and_then(Value::as_str);
@@ -98,7 +109,14 @@ pub fn plan(current: &Map<String, Value>, changes: &Changes, overwrite: bool, fi
                 if have.is_some() {
                     patch.insert(k.clone(), Value::Null);
                 } else {
-                    eprintln!("{} \"{k}\" not found.", if field == Field::Labels { "label" } else { "annotation" });
+                    eprintln!(
+                        "{} \"{k}\" not found.",
+                        if field == Field::Labels {
+                            "label"
+                        } else {
+                            "annotation"
+                        }
+                    );
                 }
             }
         }
@@ -111,13 +129,23 @@ pub async fn run(ctx: &Ctx, args: LabelArgs, field: Field) -> Result<()> {
     let mut failed = false;
     for (ty, names) in split_type_names(&resource_args)? {
         let r = ctx.resolve(&ty).await?;
-        let ns = if r.namespaced { Some(ctx.namespace.clone()) } else { None };
+        let ns = if r.namespaced {
+            Some(ctx.namespace.clone())
+        } else {
+            None
+        };
         let mut objects: Vec<Value> = Vec::new();
         if names.is_empty() {
             if !args.all && args.selector.is_none() {
                 bail!("resource(s) were provided, but no name was specified");
             }
-            let list = ctx.get_json(&format!("{}{}", r.collection_path(ns.as_deref()), query(&[("labelSelector", args.selector.as_deref())]))).await?;
+            let list = ctx
+                .get_json(&format!(
+                    "{}{}",
+                    r.collection_path(ns.as_deref()),
+                    query(&[("labelSelector", args.selector.as_deref())])
+                ))
+                .await?;
             objects.extend(list["items"].as_array().cloned().unwrap_or_default());
         } else {
             for name in &names {
@@ -131,12 +159,24 @@ pub async fn run(ctx: &Ctx, args: LabelArgs, field: Field) -> Result<()> {
             }
         }
         for o in objects {
-            let name = o["metadata"]["name"].as_str().unwrap_or_default().to_string();
-            let current = o["metadata"][field.key()].as_object().cloned().unwrap_or_default();
+            let name = o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let current = o["metadata"][field.key()]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let result = async {
                 match plan(&current, &changes, args.overwrite, field)? {
                     Some(patch) => {
-                        ctx.request(http::Method::PATCH, &r.object_path(ns.as_deref(), &name), Some(&patch), Some("application/merge-patch+json")).await?;
+                        ctx.request(
+                            http::Method::PATCH,
+                            &r.object_path(ns.as_deref(), &name),
+                            Some(&patch),
+                            Some("application/merge-patch+json"),
+                        )
+                        .await?;
                         println!("{}/{name} {}", r.kind_prefix(), field.past());
                     }
                     None => println!("{}/{name} not {}", r.kind_prefix(), field.past()),
@@ -161,14 +201,24 @@ fn validate_key(k: &str) -> Result<()> {
     };
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 253 && p.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
     });
     if !name_ok || !prefix_ok {
-        bail!("invalid label spec: {k}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
+        bail!(
+            "invalid label spec: {k}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        );
     }
     Ok(())
 }
@@ -176,11 +226,14 @@ fn validate_key(k: &str) -> Result<()> {
 fn validate_label_value(v: &str) -> Result<()> {
     let ok = v.is_empty()
         || (v.len() <= 63
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
     if !ok {
-        bail!("invalid label value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character");
+        bail!(
+            "invalid label value: \"{v}\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        );
     }
     Ok(())
 }
@@ -195,7 +248,11 @@ mod tests {
 
     #[test]
     fn parses_changes() {
-        let (res, ch) = parse_changes(&s(&["pod", "web", "app=web", "old-", "example.com/tier=fe"]), Field::Labels).unwrap();
+        let (res, ch) = parse_changes(
+            &s(&["pod", "web", "app=web", "old-", "example.com/tier=fe"]),
+            Field::Labels,
+        )
+        .unwrap();
         assert_eq!(res, s(&["pod", "web"]));
         assert_eq!(ch["app"], Some("web".into()));
         assert_eq!(ch["old"], None);
@@ -206,24 +263,48 @@ mod tests {
         assert!(parse_changes(&s(&["pod", "web", "bad key=x"]), Field::Labels).is_err());
         assert!(parse_changes(&s(&["pod", "web", "k=has space"]), Field::Labels).is_err());
         // Annotation values are free-form.
-        assert!(parse_changes(&s(&["pod", "web", "note=has space: ok"]), Field::Annotations).is_ok());
+        assert!(
+            parse_changes(
+                &s(&["pod", "web", "note=has space: ok"]),
+                Field::Annotations
+            )
+            .is_ok()
+        );
         assert!(parse_changes(&s(&["pod", "web", "a=b", "pod2"]), Field::Labels).is_err());
     }
 
     #[test]
     fn overwrite_rules() {
-        let current: Map<String, Value> = serde_json::from_value(json!({"app": "web", "tier": "fe"})).unwrap();
-        let ch = |pairs: &[(&str, Option<&str>)]| pairs.iter().map(|(k, v)| (k.to_string(), v.map(String::from))).collect::<Changes>();
+        let current: Map<String, Value> =
+            serde_json::from_value(json!({"app": "web", "tier": "fe"})).unwrap();
+        let ch = |pairs: &[(&str, Option<&str>)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(String::from)))
+                .collect::<Changes>()
+        };
         let err = plan(&current, &ch(&[("app", Some("db"))]), false, Field::Labels).unwrap_err();
-        assert_eq!(err.to_string(), "'app' already has a value (web), and --overwrite is false");
+        assert_eq!(
+            err.to_string(),
+            "'app' already has a value (web), and --overwrite is false"
+        );
         assert_eq!(
             plan(&current, &ch(&[("app", Some("db"))]), true, Field::Labels).unwrap(),
             Some(json!({"metadata": {"labels": {"app": "db"}}}))
         );
         // Same value: no error, nothing to do.
-        assert_eq!(plan(&current, &ch(&[("app", Some("web"))]), false, Field::Labels).unwrap(), None);
         assert_eq!(
-            plan(&current, &ch(&[("tier", None), ("new", Some("x")), ("absent", None)]), false, Field::Annotations).unwrap(),
+            plan(&current, &ch(&[("app", Some("web"))]), false, Field::Labels).unwrap(),
+            None
+        );
+        assert_eq!(
+            plan(
+                &current,
+                &ch(&[("tier", None), ("new", Some("x")), ("absent", None)]),
+                false,
+                Field::Annotations
+            )
+            .unwrap(),
             Some(json!({"metadata": {"annotations": {"tier": null, "new": "x"}}}))
         );
     }

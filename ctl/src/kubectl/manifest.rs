@@ -24,7 +24,9 @@ pub fn read_all(files: &[String], recursive: bool) -> Result<Vec<Manifest>> {
     for f in files {
         if f == "-" {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading stdin")?;
             out.extend(parse_documents(&text, "STDIN")?);
         } else {
             read_path(Path::new(f), recursive, true, &mut out)?;
@@ -34,22 +36,30 @@ pub fn read_all(files: &[String], recursive: bool) -> Result<Vec<Manifest>> {
 }
 
 fn read_path(path: &Path, recursive: bool, top: bool, out: &mut Vec<Manifest>) -> Result<()> {
-    let meta = std::fs::metadata(path).with_context(|| format!("the path \"{}\" does not exist", path.display()))?;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("the path \"{}\" does not exist", path.display()))?;
     if meta.is_dir() {
         if !top && !recursive {
             return Ok(());
         }
-        let mut entries: Vec<_> = std::fs::read_dir(path)?.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         entries.sort();
         for e in entries {
-            let is_manifest = e.extension().and_then(|x| x.to_str()).is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
+            let is_manifest = e
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x, "yaml" | "yml" | "json"));
             if e.is_dir() || is_manifest {
                 read_path(&e, recursive, false, out)?;
             }
         }
         return Ok(());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     out.extend(parse_documents(&text, &path.display().to_string())?);
     Ok(())
 }
@@ -69,17 +79,27 @@ fn push_object(value: Value, source: &str, out: &mut Vec<Manifest>) -> Result<()
     match value {
         Value::Null => Ok(()),
         Value::Object(ref m) if m.is_empty() => Ok(()),
-        Value::Object(ref m) if m.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with("List")) && m.get("items").is_some_and(Value::is_array) => {
+        Value::Object(ref m)
+            if m.get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.ends_with("List"))
+                && m.get("items").is_some_and(Value::is_array) =>
+        {
             for item in m["items"].as_array().expect("checked").clone() {
                 push_object(item, source, out)?;
             }
             Ok(())
         }
         Value::Object(ref m) => {
-            if !m.get("apiVersion").is_some_and(Value::is_string) || !m.get("kind").is_some_and(Value::is_string) {
+            if !m.get("apiVersion").is_some_and(Value::is_string)
+                || !m.get("kind").is_some_and(Value::is_string)
+            {
                 bail!("error validating data from {source}: object is missing apiVersion or kind");
             }
-            out.push(Manifest { source: source.to_string(), object: value });
+            out.push(Manifest {
+                source: source.to_string(),
+                object: value,
+            });
             Ok(())
         }
         _ => bail!("error parsing {source}: a manifest document must be an object"),
@@ -104,7 +124,12 @@ mod tests {
     fn lists_and_json() {
         let text = r#"{"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}},{"apiVersion":"v1","kind":"Secret","metadata":{"name":"y"}}]}"#;
         let docs = parse_documents(text, "l.json").unwrap();
-        assert_eq!(docs.iter().map(|d| d.object["kind"].as_str().unwrap()).collect::<Vec<_>>(), ["ConfigMap", "Secret"]);
+        assert_eq!(
+            docs.iter()
+                .map(|d| d.object["kind"].as_str().unwrap())
+                .collect::<Vec<_>>(),
+            ["ConfigMap", "Secret"]
+        );
     }
 
     #[test]
@@ -118,11 +143,27 @@ mod tests {
     fn directories() {
         let dir = std::env::temp_dir().join(format!("ekubectl-manifests-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("b.yaml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\n").unwrap();
-        std::fs::write(dir.join("a.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}}"#).unwrap();
+        std::fs::write(
+            dir.join("b.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: b}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"}}"#,
+        )
+        .unwrap();
         std::fs::write(dir.join("notes.txt"), "not a manifest").unwrap();
-        std::fs::write(dir.join("sub/c.yml"), "apiVersion: v1\nkind: Pod\nmetadata: {name: c}\n").unwrap();
-        let names = |docs: Vec<Manifest>| docs.iter().map(|d| d.object["metadata"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        std::fs::write(
+            dir.join("sub/c.yml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: c}\n",
+        )
+        .unwrap();
+        let names = |docs: Vec<Manifest>| {
+            docs.iter()
+                .map(|d| d.object["metadata"]["name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
         let flat = read_all(&[dir.display().to_string()], false).unwrap();
         let deep = read_all(&[dir.display().to_string()], true).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();

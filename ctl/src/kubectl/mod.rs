@@ -31,7 +31,10 @@ use self::discovery::{Resource, Resources};
 
 /// Flags and verb of one `kubectl` invocation.
 #[derive(Parser, Debug)]
-#[command(name = "ekubectl", about = "Control an ekube (or any Kubernetes) cluster, like kubectl")]
+#[command(
+    name = "ekubectl",
+    about = "Control an ekube (or any Kubernetes) cluster, like kubectl"
+)]
 pub struct KubectlArgs {
     /// Path to the kubeconfig file to use.
     #[arg(long, global = true, env = "EKUBECTL_KUBECONFIG")]
@@ -142,16 +145,31 @@ pub struct Ctx {
 impl Ctx {
     async fn connect(args: &KubectlArgs) -> Result<Self> {
         let kubeconfig = load_kubeconfig(args.kubeconfig.as_deref())?;
-        let options = KubeConfigOptions { context: args.context.clone(), cluster: None, user: None };
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.context("loading kubeconfig")?;
-        let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+        let options = KubeConfigOptions {
+            context: args.context.clone(),
+            cluster: None,
+            user: None,
+        };
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .context("loading kubeconfig")?;
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
         let client = Client::try_from(config).context("building the API client")?;
-        Ok(Self { client, namespace, resources: tokio::sync::OnceCell::new() })
+        Ok(Self {
+            client,
+            namespace,
+            resources: tokio::sync::OnceCell::new(),
+        })
     }
 
     /// Every resource the server serves (discovered once per invocation).
     pub async fn resources(&self) -> Result<&Resources> {
-        self.resources.get_or_try_init(|| Resources::discover(&self.client)).await
+        self.resources
+            .get_or_try_init(|| Resources::discover(&self.client))
+            .await
     }
 
     /// Resolves a user-typed resource type (`po`, `pods`, `deployment.apps`, `Pod`).
@@ -176,11 +194,23 @@ impl Ctx {
     }
 
     /// A JSON request; `content_type` defaults to `application/json` when a body is given.
-    pub async fn request(&self, method: http::Method, path: &str, body: Option<&Value>, content_type: Option<&str>) -> Result<Value, kube::Error> {
-        let mut req = http::Request::builder().method(method).uri(path).header(http::header::ACCEPT, "application/json");
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&Value>,
+        content_type: Option<&str>,
+    ) -> Result<Value, kube::Error> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::ACCEPT, "application/json");
         let body = match body {
             Some(b) => {
-                req = req.header(http::header::CONTENT_TYPE, content_type.unwrap_or("application/json"));
+                req = req.header(
+                    http::header::CONTENT_TYPE,
+                    content_type.unwrap_or("application/json"),
+                );
                 serde_json::to_vec(b).expect("JSON values serialize")
             }
             None => Vec::new(),
@@ -194,16 +224,21 @@ impl Ctx {
 /// list), then `~/.kube/config`.
 pub fn load_kubeconfig(explicit: Option<&std::path::Path>) -> Result<Kubeconfig> {
     if let Some(path) = explicit {
-        return Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()));
+        return Kubeconfig::read_from(path)
+            .with_context(|| format!("reading kubeconfig {}", path.display()));
     }
     if let Some(list) = std::env::var_os("KUBECONFIG") {
         // Like kubectl: merge the listed files in order (first value wins), skipping missing ones.
         let mut merged: Option<Kubeconfig> = None;
-        for path in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty() && p.exists()) {
-            let kc = Kubeconfig::read_from(&path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+        for path in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty() && p.exists())
+        {
+            let kc = Kubeconfig::read_from(&path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             merged = Some(match merged {
                 None => kc,
-                Some(m) => m.merge(kc).with_context(|| format!("merging kubeconfig {}", path.display()))?,
+                Some(m) => m
+                    .merge(kc)
+                    .with_context(|| format!("merging kubeconfig {}", path.display()))?,
             });
         }
         if let Some(merged) = merged {
@@ -225,7 +260,9 @@ pub fn split_type_names(args: &[String]) -> Result<Vec<(String, Vec<String>)>> {
                 .split_once('/')
                 .ok_or_else(|| anyhow::anyhow!("there is no need to specify a resource type as a separate argument when passing arguments in resource/name form (e.g. 'kubectl get resource/<resource_name>' instead of 'kubectl get resource resource/<resource_name>'"))?;
             if name.is_empty() {
-                anyhow::bail!("arguments in resource/name form must have a single resource and name");
+                anyhow::bail!(
+                    "arguments in resource/name form must have a single resource and name"
+                );
             }
             match out.iter_mut().find(|(t, _)| t == ty) {
                 Some((_, names)) => names.push(name.to_string()),
@@ -254,9 +291,18 @@ mod tests {
 
     #[test]
     fn type_name_forms() {
-        assert_eq!(split_type_names(&s(&["pods"])).unwrap(), vec![("pods".into(), vec![])]);
-        assert_eq!(split_type_names(&s(&["pods,svc"])).unwrap(), vec![("pods".into(), vec![]), ("svc".into(), vec![])]);
-        assert_eq!(split_type_names(&s(&["po", "a", "b"])).unwrap(), vec![("po".into(), s(&["a", "b"]))]);
+        assert_eq!(
+            split_type_names(&s(&["pods"])).unwrap(),
+            vec![("pods".into(), vec![])]
+        );
+        assert_eq!(
+            split_type_names(&s(&["pods,svc"])).unwrap(),
+            vec![("pods".into(), vec![]), ("svc".into(), vec![])]
+        );
+        assert_eq!(
+            split_type_names(&s(&["po", "a", "b"])).unwrap(),
+            vec![("po".into(), s(&["a", "b"]))]
+        );
         assert_eq!(
             split_type_names(&s(&["pod/a", "svc/b", "pod/c"])).unwrap(),
             vec![("pod".into(), s(&["a", "c"])), ("svc".into(), s(&["b"]))]
@@ -270,26 +316,94 @@ mod tests {
     fn kubectl_style_errors() {
         let status = kube::core::Status::failure("pods \"x\" not found", "NotFound").with_code(404);
         let e = anyhow::Error::from(kube::Error::Api(status.boxed()));
-        assert_eq!(format_error(&e), "Error from server (NotFound): pods \"x\" not found");
+        assert_eq!(
+            format_error(&e),
+            "Error from server (NotFound): pods \"x\" not found"
+        );
         assert_eq!(format_error(&anyhow::anyhow!("boom")), "error: boom");
     }
 
     #[test]
     fn args_parse() {
-        let a = KubectlArgs::try_parse_from(["ekubectl", "-n", "kube-system", "get", "pods", "-o", "wide", "-l", "app=web"]).unwrap();
+        let a = KubectlArgs::try_parse_from([
+            "ekubectl",
+            "-n",
+            "kube-system",
+            "get",
+            "pods",
+            "-o",
+            "wide",
+            "-l",
+            "app=web",
+        ])
+        .unwrap();
         assert_eq!(a.namespace.as_deref(), Some("kube-system"));
-        let a = KubectlArgs::try_parse_from(["ekubectl", "get", "po", "-A", "--kubeconfig", "/tmp/k"]).unwrap();
+        let a =
+            KubectlArgs::try_parse_from(["ekubectl", "get", "po", "-A", "--kubeconfig", "/tmp/k"])
+                .unwrap();
         assert_eq!(a.kubeconfig, Some(PathBuf::from("/tmp/k")));
-        KubectlArgs::try_parse_from(["ekubectl", "create", "configmap", "c", "--from-literal", "a=b", "--from-literal=c=d"]).unwrap();
-        KubectlArgs::try_parse_from(["ekubectl", "create", "secret", "generic", "s", "--from-literal", "a=b"]).unwrap();
+        KubectlArgs::try_parse_from([
+            "ekubectl",
+            "create",
+            "configmap",
+            "c",
+            "--from-literal",
+            "a=b",
+            "--from-literal=c=d",
+        ])
+        .unwrap();
+        KubectlArgs::try_parse_from([
+            "ekubectl",
+            "create",
+            "secret",
+            "generic",
+            "s",
+            "--from-literal",
+            "a=b",
+        ])
+        .unwrap();
         KubectlArgs::try_parse_from(["ekubectl", "create", "-f", "x.yaml"]).unwrap();
-        KubectlArgs::try_parse_from(["ekubectl", "delete", "pod", "web", "--grace-period=0", "--force"]).unwrap();
-        KubectlArgs::try_parse_from(["ekubectl", "label", "pod", "web", "a=b", "c-", "--overwrite"]).unwrap();
+        KubectlArgs::try_parse_from([
+            "ekubectl",
+            "delete",
+            "pod",
+            "web",
+            "--grace-period=0",
+            "--force",
+        ])
+        .unwrap();
+        KubectlArgs::try_parse_from([
+            "ekubectl",
+            "label",
+            "pod",
+            "web",
+            "a=b",
+            "c-",
+            "--overwrite",
+        ])
+        .unwrap();
         KubectlArgs::try_parse_from(["ekubectl", "apply", "-f", "-"]).unwrap();
         KubectlArgs::try_parse_from(["ekubectl", "api-resources"]).unwrap();
         KubectlArgs::try_parse_from(["ekubectl", "scale", "deploy/web", "--replicas=3"]).unwrap();
-        KubectlArgs::try_parse_from(["ekubectl", "rollout", "status", "deploy/web", "--timeout=30s", "-w=false"]).unwrap();
-        KubectlArgs::try_parse_from(["ekubectl", "rollout", "undo", "deployment", "web", "--to-revision=1"]).unwrap();
-        KubectlArgs::try_parse_from(["ekubectl", "set", "image", "deployment/web", "web=web:v2"]).unwrap();
+        KubectlArgs::try_parse_from([
+            "ekubectl",
+            "rollout",
+            "status",
+            "deploy/web",
+            "--timeout=30s",
+            "-w=false",
+        ])
+        .unwrap();
+        KubectlArgs::try_parse_from([
+            "ekubectl",
+            "rollout",
+            "undo",
+            "deployment",
+            "web",
+            "--to-revision=1",
+        ])
+        .unwrap();
+        KubectlArgs::try_parse_from(["ekubectl", "set", "image", "deployment/web", "web=web:v2"])
+            .unwrap();
     }
 }

@@ -10,7 +10,15 @@ use serde_json::{Value, json};
 pub fn tabwrite(text: &str, minwidth: usize, padding: usize) -> String {
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
     let mut widths: Vec<Vec<usize>> = lines.iter().map(|cells| vec![0; cells.len() - 1]).collect();
-    fn block(lines: &[Vec<&str>], widths: &mut [Vec<usize>], start: usize, end: usize, col: usize, minwidth: usize, padding: usize) {
+    fn block(
+        lines: &[Vec<&str>],
+        widths: &mut [Vec<usize>],
+        start: usize,
+        end: usize,
+        col: usize,
+        minwidth: usize,
+        padding: usize,
+    ) {
         let mut i = start;
         while i < end {
             if col + 1 >= lines[i].len() {
@@ -34,7 +42,10 @@ pub fn tabwrite(text: &str, minwidth: usize, padding: usize) -> String {
     for (cells, widths) in lines.iter().zip(&widths) {
         for (cell, width) in cells.iter().zip(widths) {
             out.push_str(cell);
-            out.extend(std::iter::repeat_n(' ', width.saturating_sub(cell.chars().count())));
+            out.extend(std::iter::repeat_n(
+                ' ',
+                width.saturating_sub(cell.chars().count()),
+            ));
         }
         out.push_str(cells.last().expect("split yields one cell at least"));
         out.push('\n');
@@ -69,13 +80,22 @@ pub fn cell_text(v: &Value) -> String {
 
 /// The header and row lines (tab-separated, unaligned) of `table`.
 pub fn table_lines(table: &Value, opts: &TableOptions) -> (Vec<String>, Vec<String>) {
-    let columns = table["columnDefinitions"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let shown: Vec<usize> = (0..columns.len()).filter(|&i| opts.wide || columns[i]["priority"].as_i64().unwrap_or(0) == 0).collect();
+    let columns = table["columnDefinitions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let shown: Vec<usize> = (0..columns.len())
+        .filter(|&i| opts.wide || columns[i]["priority"].as_i64().unwrap_or(0) == 0)
+        .collect();
     let mut header: Vec<String> = Vec::new();
     if opts.with_namespace {
         header.push("NAMESPACE".into());
     }
-    header.extend(shown.iter().map(|&i| columns[i]["name"].as_str().unwrap_or("").to_uppercase()));
+    header.extend(
+        shown
+            .iter()
+            .map(|&i| columns[i]["name"].as_str().unwrap_or("").to_uppercase()),
+    );
     if opts.show_labels {
         header.push("LABELS".into());
     }
@@ -123,7 +143,10 @@ pub fn format_table(table: &Value, opts: &TableOptions) -> String {
 pub fn format_labels(v: &Value) -> String {
     match v.as_object() {
         Some(m) if !m.is_empty() => {
-            let mut pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            let mut pairs: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
             pairs.sort();
             pairs.join(",")
         }
@@ -150,10 +173,19 @@ mod tests {
 
     #[test]
     fn tabwriter_like_go() {
-        assert_eq!(tabwrite("a\tbb\tc\nccc\td\te\n", 6, 3), "a     bb    c\nccc   d     e\n");
-        assert_eq!(tabwrite("NAME\tREADY\nweb-12345678\t1/1\n", 6, 3), "NAME           READY\nweb-12345678   1/1\n");
+        assert_eq!(
+            tabwrite("a\tbb\tc\nccc\td\te\n", 6, 3),
+            "a     bb    c\nccc   d     e\n"
+        );
+        assert_eq!(
+            tabwrite("NAME\tREADY\nweb-12345678\t1/1\n", 6, 3),
+            "NAME           READY\nweb-12345678   1/1\n"
+        );
         // A line without tabs ends the column block (describe output relies on it).
-        assert_eq!(tabwrite("Name:\tx\nLonger Key:\ty\nplain\nK:\tz\n", 0, 2), "Name:        x\nLonger Key:  y\nplain\nK:  z\n");
+        assert_eq!(
+            tabwrite("Name:\tx\nLonger Key:\ty\nplain\nK:\tz\n", 0, 2),
+            "Name:        x\nLonger Key:  y\nplain\nK:  z\n"
+        );
     }
 
     fn pod_table() -> Value {
@@ -175,21 +207,40 @@ mod tests {
     #[test]
     fn tables() {
         let t = pod_table();
-        assert_eq!(format_table(&t, &TableOptions::default()), "NAME   READY   RESTARTS\nweb    1/1     0\ndb-0   0/1     3\n");
-        let wide = TableOptions { wide: true, with_namespace: true, ..Default::default() };
+        assert_eq!(
+            format_table(&t, &TableOptions::default()),
+            "NAME   READY   RESTARTS\nweb    1/1     0\ndb-0   0/1     3\n"
+        );
+        let wide = TableOptions {
+            wide: true,
+            with_namespace: true,
+            ..Default::default()
+        };
         assert_eq!(
             format_table(&t, &wide),
             "NAMESPACE   NAME   READY   RESTARTS   IP\ndefault     web    1/1     0          10.244.1.2\ndata        db-0   0/1     3          <none>\n"
         );
-        let prefixed = TableOptions { kind_prefix: Some("pod".into()), show_labels: true, no_headers: true, ..Default::default() };
-        assert_eq!(format_table(&t, &prefixed), "pod/web    1/1   0     a=b,app=web\npod/db-0   0/1   3     <none>\n");
+        let prefixed = TableOptions {
+            kind_prefix: Some("pod".into()),
+            show_labels: true,
+            no_headers: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            format_table(&t, &prefixed),
+            "pod/web    1/1   0     a=b,app=web\npod/db-0   0/1   3     <none>\n"
+        );
     }
 
     #[test]
     fn objects() {
         let a = json!({"kind": "Pod", "metadata": {"name": "a"}});
-        assert_eq!(format_objects(std::slice::from_ref(&a), "yaml", false).unwrap(), "kind: Pod\nmetadata:\n  name: a\n");
-        let list: Value = serde_json::from_str(&format_objects(&[a.clone(), a], "json", false).unwrap()).unwrap();
+        assert_eq!(
+            format_objects(std::slice::from_ref(&a), "yaml", false).unwrap(),
+            "kind: Pod\nmetadata:\n  name: a\n"
+        );
+        let list: Value =
+            serde_json::from_str(&format_objects(&[a.clone(), a], "json", false).unwrap()).unwrap();
         assert_eq!(list["kind"], "List");
         assert_eq!(list["items"].as_array().unwrap().len(), 2);
     }

@@ -106,9 +106,14 @@ pub async fn run(ctx: &Ctx, args: RolloutArgs) -> Result<()> {
         }
         RolloutCommand::Restart(a) => {
             for (r, name) in targets(ctx, &a.args).await? {
-                let obj = ctx.get_json(&r.object_path(Some(&ctx.namespace), &name)).await?;
+                let obj = ctx
+                    .get_json(&r.object_path(Some(&ctx.namespace), &name))
+                    .await?;
                 if obj.pointer("/spec/paused") == Some(&Value::Bool(true)) {
-                    bail!("can't restart paused {} (run rollout resume first)", r.kind.to_lowercase());
+                    bail!(
+                        "can't restart paused {} (run rollout resume first)",
+                        r.kind.to_lowercase()
+                    );
                 }
                 let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
                 let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
@@ -126,13 +131,30 @@ pub async fn run(ctx: &Ctx, args: RolloutArgs) -> Result<()> {
 async fn set_paused(ctx: &Ctx, args: &TargetArgs, paused: bool) -> Result<()> {
     for (r, name) in targets(ctx, &args.args).await? {
         if r.kind != "Deployment" {
-            bail!("{}/{name} is not supported: only deployments can be {}", r.kind_prefix(), if paused { "paused" } else { "resumed" });
+            bail!(
+                "{}/{name} is not supported: only deployments can be {}",
+                r.kind_prefix(),
+                if paused { "paused" } else { "resumed" }
+            );
         }
-        let obj = ctx.get_json(&r.object_path(Some(&ctx.namespace), &name)).await?;
-        let now = obj.pointer("/spec/paused").and_then(Value::as_bool).unwrap_or(false);
+        let obj = ctx
+            .get_json(&r.object_path(Some(&ctx.namespace), &name))
+            .await?;
+        let now = obj
+            .pointer("/spec/paused")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let verb = if paused { "paused" } else { "resumed" };
         if now == paused {
-            bail!("{} \"{name}\" is {}", r.plural_prefix(), if paused { "already paused" } else { "not paused" });
+            bail!(
+                "{} \"{name}\" is {}",
+                r.plural_prefix(),
+                if paused {
+                    "already paused"
+                } else {
+                    "not paused"
+                }
+            );
         }
         patch_object(ctx, &r, &name, &json!({"spec": {"paused": paused}})).await?;
         println!("{}/{name} {verb}", r.kind_prefix());
@@ -154,7 +176,13 @@ async fn targets(ctx: &Ctx, args: &[String]) -> Result<Vec<(Resource, String)>> 
 
 async fn patch_object(ctx: &Ctx, r: &Resource, name: &str, patch: &Value) -> Result<()> {
     let path = r.object_path(Some(&ctx.namespace), name);
-    ctx.request(http::Method::PATCH, &path, Some(patch), Some("application/strategic-merge-patch+json")).await?;
+    ctx.request(
+        http::Method::PATCH,
+        &path,
+        Some(patch),
+        Some("application/strategic-merge-patch+json"),
+    )
+    .await?;
     Ok(())
 }
 
@@ -164,19 +192,34 @@ fn int(v: &Value, ptr: &str) -> i64 {
 
 /// kubectl's status line for `obj` and whether the rollout is done.
 pub fn status_line(kind: &str, obj: &Value, revision: i64) -> Result<(String, bool)> {
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let generation = int(obj, "/metadata/generation");
     let observed = int(obj, "/status/observedGeneration");
     match kind {
         "Deployment" => {
             if revision > 0 {
-                let current: i64 = obj.pointer(&format!("/metadata/annotations/{}", REVISION.replace('/', "~1"))).and_then(Value::as_str).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let current: i64 = obj
+                    .pointer(&format!(
+                        "/metadata/annotations/{}",
+                        REVISION.replace('/', "~1")
+                    ))
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
                 if current != revision {
-                    bail!("desired revision ({revision}) is different from the running revision ({current})");
+                    bail!(
+                        "desired revision ({revision}) is different from the running revision ({current})"
+                    );
                 }
             }
             if generation > observed {
-                return Ok(("Waiting for deployment spec update to be observed...\n".into(), false));
+                return Ok((
+                    "Waiting for deployment spec update to be observed...\n".into(),
+                    false,
+                ));
             }
             let timed_out = obj
                 .pointer("/status/conditions")
@@ -187,65 +230,151 @@ pub fn status_line(kind: &str, obj: &Value, revision: i64) -> Result<(String, bo
             if timed_out {
                 bail!("deployment {name:?} exceeded its progress deadline");
             }
-            let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let replicas = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let updated = int(obj, "/status/updatedReplicas");
             let total = int(obj, "/status/replicas");
             let available = int(obj, "/status/availableReplicas");
             if updated < replicas {
-                return Ok((format!("Waiting for deployment {name:?} rollout to finish: {updated} out of {replicas} new replicas have been updated...\n"), false));
+                return Ok((
+                    format!(
+                        "Waiting for deployment {name:?} rollout to finish: {updated} out of {replicas} new replicas have been updated...\n"
+                    ),
+                    false,
+                ));
             }
             if total > updated {
-                return Ok((format!("Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...\n", total - updated), false));
+                return Ok((
+                    format!(
+                        "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...\n",
+                        total - updated
+                    ),
+                    false,
+                ));
             }
             if available < updated {
-                return Ok((format!("Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available...\n"), false));
+                return Ok((
+                    format!(
+                        "Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available...\n"
+                    ),
+                    false,
+                ));
             }
-            Ok((format!("deployment {name:?} successfully rolled out\n"), true))
+            Ok((
+                format!("deployment {name:?} successfully rolled out\n"),
+                true,
+            ))
         }
         "DaemonSet" => {
-            if obj.pointer("/spec/updateStrategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate") != "RollingUpdate" {
+            if obj
+                .pointer("/spec/updateStrategy/type")
+                .and_then(Value::as_str)
+                .unwrap_or("RollingUpdate")
+                != "RollingUpdate"
+            {
                 bail!("rollout status is only available for RollingUpdate strategy type");
             }
             if generation > observed {
-                return Ok(("Waiting for daemon set spec update to be observed...\n".into(), false));
+                return Ok((
+                    "Waiting for daemon set spec update to be observed...\n".into(),
+                    false,
+                ));
             }
             let desired = int(obj, "/status/desiredNumberScheduled");
             let updated = int(obj, "/status/updatedNumberScheduled");
             let available = int(obj, "/status/numberAvailable");
             if updated < desired {
-                return Ok((format!("Waiting for daemon set {name:?} rollout to finish: {updated} out of {desired} new pods have been updated...\n"), false));
+                return Ok((
+                    format!(
+                        "Waiting for daemon set {name:?} rollout to finish: {updated} out of {desired} new pods have been updated...\n"
+                    ),
+                    false,
+                ));
             }
             if available < desired {
-                return Ok((format!("Waiting for daemon set {name:?} rollout to finish: {available} of {desired} updated pods are available...\n"), false));
+                return Ok((
+                    format!(
+                        "Waiting for daemon set {name:?} rollout to finish: {available} of {desired} updated pods are available...\n"
+                    ),
+                    false,
+                ));
             }
-            Ok((format!("daemon set {name:?} successfully rolled out\n"), true))
+            Ok((
+                format!("daemon set {name:?} successfully rolled out\n"),
+                true,
+            ))
         }
         "StatefulSet" => {
-            let strategy = obj.pointer("/spec/updateStrategy/type").and_then(Value::as_str).unwrap_or("RollingUpdate");
+            let strategy = obj
+                .pointer("/spec/updateStrategy/type")
+                .and_then(Value::as_str)
+                .unwrap_or("RollingUpdate");
             if strategy != "RollingUpdate" {
                 bail!("rollout status is only available for RollingUpdate strategy type");
             }
             if observed == 0 || generation > observed {
-                return Ok(("Waiting for statefulset spec update to be observed...\n".into(), false));
+                return Ok((
+                    "Waiting for statefulset spec update to be observed...\n".into(),
+                    false,
+                ));
             }
-            let replicas = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let replicas = obj
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             let ready = int(obj, "/status/readyReplicas");
             let updated = int(obj, "/status/updatedReplicas");
             if ready < replicas {
-                return Ok((format!("Waiting for {} pods to be ready...\n", replicas - ready), false));
+                return Ok((
+                    format!("Waiting for {} pods to be ready...\n", replicas - ready),
+                    false,
+                ));
             }
-            if let Some(partition) = obj.pointer("/spec/updateStrategy/rollingUpdate/partition").and_then(Value::as_i64) {
+            if let Some(partition) = obj
+                .pointer("/spec/updateStrategy/rollingUpdate/partition")
+                .and_then(Value::as_i64)
+            {
                 if updated < replicas - partition {
-                    return Ok((format!("Waiting for partitioned roll out to finish: {updated} out of {} new pods have been updated...\n", replicas - partition), false));
+                    return Ok((
+                        format!(
+                            "Waiting for partitioned roll out to finish: {updated} out of {} new pods have been updated...\n",
+                            replicas - partition
+                        ),
+                        false,
+                    ));
                 }
-                return Ok((format!("partitioned roll out complete: {updated} new pods have been updated...\n"), true));
+                return Ok((
+                    format!(
+                        "partitioned roll out complete: {updated} new pods have been updated...\n"
+                    ),
+                    true,
+                ));
             }
-            let update_rev = obj.pointer("/status/updateRevision").and_then(Value::as_str).unwrap_or_default();
-            let current_rev = obj.pointer("/status/currentRevision").and_then(Value::as_str).unwrap_or_default();
+            let update_rev = obj
+                .pointer("/status/updateRevision")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let current_rev = obj
+                .pointer("/status/currentRevision")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if update_rev != current_rev {
-                return Ok((format!("waiting for statefulset rolling update to complete {updated} pods at revision {update_rev}...\n"), false));
+                return Ok((
+                    format!(
+                        "waiting for statefulset rolling update to complete {updated} pods at revision {update_rev}...\n"
+                    ),
+                    false,
+                ));
             }
-            Ok((format!("statefulset rolling update complete {} pods at revision {current_rev}...\n", int(obj, "/status/currentReplicas")), true))
+            Ok((
+                format!(
+                    "statefulset rolling update complete {} pods at revision {current_rev}...\n",
+                    int(obj, "/status/currentReplicas")
+                ),
+                true,
+            ))
         }
         other => bail!("no status viewer has been implemented for {other}"),
     }
@@ -268,7 +397,10 @@ async fn status(ctx: &Ctx, r: &Resource, name: &str, args: &StatusArgs) -> Resul
     };
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ar);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = watcher(api, config).default_backoff().applied_objects().boxed();
+    let mut stream = watcher(api, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
     let mut last = line;
     let follow = async {
         while let Some(ev) = stream.next().await {
@@ -297,18 +429,34 @@ async fn status(ctx: &Ctx, r: &Resource, name: &str, args: &StatusArgs) -> Resul
 
 /// A Deployment's ReplicaSets by revision.
 async fn revisions(ctx: &Ctx, deployment: &Value) -> Result<BTreeMap<i64, Value>> {
-    let uid = deployment.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+    let uid = deployment
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let rs = ctx.resolve("replicasets.apps").await?;
-    let list = ctx.get_json(&rs.collection_path(Some(&ctx.namespace))).await?;
+    let list = ctx
+        .get_json(&rs.collection_path(Some(&ctx.namespace)))
+        .await?;
     let mut out = BTreeMap::new();
-    for item in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+    for item in list
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let owned = item
             .pointer("/metadata/ownerReferences")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .any(|o| o["uid"] == uid && o["controller"] == true);
-        let rev = item.pointer(&format!("/metadata/annotations/{}", REVISION.replace('/', "~1"))).and_then(Value::as_str).and_then(|s| s.parse().ok());
+        let rev = item
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                REVISION.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok());
         if let (true, Some(rev)) = (owned, rev) {
             out.insert(rev, item.clone());
         }
@@ -326,18 +474,31 @@ fn deployment_only(r: &Resource, what: &str) -> Result<()> {
 
 async fn history(ctx: &Ctx, r: &Resource, name: &str, revision: i64) -> Result<()> {
     deployment_only(r, "history viewer")?;
-    let d = ctx.get_json(&r.object_path(Some(&ctx.namespace), name)).await?;
+    let d = ctx
+        .get_json(&r.object_path(Some(&ctx.namespace), name))
+        .await?;
     let revs = revisions(ctx, &d).await?;
     if revision > 0 {
-        let Some(rs) = revs.get(&revision) else { bail!("unable to find the specified revision") };
+        let Some(rs) = revs.get(&revision) else {
+            bail!("unable to find the specified revision")
+        };
         println!("{}/{name} with revision #{revision}", r.kind_prefix());
-        print!("{}", describe_template(rs.pointer("/spec/template").unwrap_or(&Value::Null)));
+        print!(
+            "{}",
+            describe_template(rs.pointer("/spec/template").unwrap_or(&Value::Null))
+        );
         return Ok(());
     }
     println!("{}/{name} ", r.kind_prefix());
     let mut table = String::from("REVISION\tCHANGE-CAUSE\n");
     for (rev, rs) in &revs {
-        let cause = rs.pointer(&format!("/metadata/annotations/{}", CHANGE_CAUSE.replace('/', "~1"))).and_then(Value::as_str).unwrap_or("<none>");
+        let cause = rs
+            .pointer(&format!(
+                "/metadata/annotations/{}",
+                CHANGE_CAUSE.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .unwrap_or("<none>");
         table.push_str(&format!("{rev}\t{cause}\n"));
     }
     println!("{}", super::output::tabwrite(&table, 0, 2));
@@ -346,18 +507,63 @@ async fn history(ctx: &Ctx, r: &Resource, name: &str, revision: i64) -> Result<(
 
 fn describe_template(t: &Value) -> String {
     let mut out = String::from("Pod Template:\n");
-    let labels: Vec<String> = t.pointer("/metadata/labels").and_then(Value::as_object).into_iter().flatten().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
-    out.push_str(&format!("  Labels:\t{}\n", if labels.is_empty() { "<none>".into() } else { labels.join("\n\t") }));
-    let annotations: Vec<String> = t.pointer("/metadata/annotations").and_then(Value::as_object).into_iter().flatten().map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default())).collect();
+    let labels: Vec<String> = t
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    out.push_str(&format!(
+        "  Labels:\t{}\n",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join("\n\t")
+        }
+    ));
+    let annotations: Vec<String> = t
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+        .collect();
     if !annotations.is_empty() {
         out.push_str(&format!("  Annotations:\t{}\n", annotations.join("\n\t")));
     }
     out.push_str("  Containers:\n");
-    for c in t.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
+    for c in t
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         out.push_str(&format!("   {}:\n", c["name"].as_str().unwrap_or_default()));
-        out.push_str(&format!("    Image:\t{}\n", c["image"].as_str().unwrap_or_default()));
-        let ports: Vec<String> = c["ports"].as_array().into_iter().flatten().map(|p| format!("{}/{}", p["containerPort"], p["protocol"].as_str().unwrap_or("TCP"))).collect();
-        out.push_str(&format!("    Port:\t{}\n", if ports.is_empty() { "<none>".into() } else { ports.join(", ") }));
+        out.push_str(&format!(
+            "    Image:\t{}\n",
+            c["image"].as_str().unwrap_or_default()
+        ));
+        let ports: Vec<String> = c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{}/{}",
+                    p["containerPort"],
+                    p["protocol"].as_str().unwrap_or("TCP")
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "    Port:\t{}\n",
+            if ports.is_empty() {
+                "<none>".into()
+            } else {
+                ports.join(", ")
+            }
+        ));
     }
     out
 }
@@ -365,7 +571,10 @@ fn describe_template(t: &Value) -> String {
 /// The template without the `pod-template-hash` label, for comparing revisions.
 fn strip_hash(t: &Value) -> Value {
     let mut t = t.clone();
-    if let Some(labels) = t.pointer_mut("/metadata/labels").and_then(Value::as_object_mut) {
+    if let Some(labels) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
         labels.remove(HASH_LABEL);
     }
     t
@@ -382,13 +591,20 @@ pub fn undo_patch(deployment: &Value, rs: &Value) -> Value {
         "kubectl.kubernetes.io/last-applied-configuration",
     ];
     let mut annotations = serde_json::Map::new();
-    let current = deployment.pointer("/metadata/annotations").and_then(Value::as_object);
+    let current = deployment
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
     for k in SKIP {
         if let Some(v) = current.and_then(|c| c.get(*k)) {
             annotations.insert(k.to_string(), v.clone());
         }
     }
-    for (k, v) in rs.pointer("/metadata/annotations").and_then(Value::as_object).into_iter().flatten() {
+    for (k, v) in rs
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
         if !SKIP.contains(&k.as_str()) {
             annotations.insert(k.clone(), v.clone());
         }
@@ -405,11 +621,15 @@ async fn undo(ctx: &Ctx, r: &Resource, name: &str, to_revision: i64) -> Result<(
     let path = r.object_path(Some(&ctx.namespace), name);
     let d = ctx.get_json(&path).await?;
     if d.pointer("/spec/paused") == Some(&Value::Bool(true)) {
-        bail!("you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume deployment/{name}' and try again");
+        bail!(
+            "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume deployment/{name}' and try again"
+        );
     }
     let revs = revisions(ctx, &d).await?;
     let target = if to_revision > 0 {
-        revs.get(&to_revision).ok_or_else(|| anyhow::anyhow!("unable to find specified revision {to_revision} in history"))?
+        revs.get(&to_revision).ok_or_else(|| {
+            anyhow::anyhow!("unable to find specified revision {to_revision} in history")
+        })?
     } else {
         // The newest revision is the current one: go to the one before it.
         let mut newest_first = revs.iter().rev();
@@ -419,12 +639,30 @@ async fn undo(ctx: &Ctx, r: &Resource, name: &str, to_revision: i64) -> Result<(
             None => bail!("no rollout history found for deployment {name:?}"),
         }
     };
-    let rev = target.pointer(&format!("/metadata/annotations/{}", REVISION.replace('/', "~1"))).and_then(Value::as_str).unwrap_or_default().to_string();
-    if strip_hash(target.pointer("/spec/template").unwrap_or(&Value::Null)) == strip_hash(d.pointer("/spec/template").unwrap_or(&Value::Null)) {
-        println!("{}/{name} skipped rollback (current template already matches revision {rev})", r.kind_prefix());
+    let rev = target
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            REVISION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if strip_hash(target.pointer("/spec/template").unwrap_or(&Value::Null))
+        == strip_hash(d.pointer("/spec/template").unwrap_or(&Value::Null))
+    {
+        println!(
+            "{}/{name} skipped rollback (current template already matches revision {rev})",
+            r.kind_prefix()
+        );
         return Ok(());
     }
-    ctx.request(http::Method::PATCH, &path, Some(&undo_patch(&d, target)), Some("application/json-patch+json")).await?;
+    ctx.request(
+        http::Method::PATCH,
+        &path,
+        Some(&undo_patch(&d, target)),
+        Some("application/json-patch+json"),
+    )
+    .await?;
     println!("{}/{name} rolled back", r.kind_prefix());
     Ok(())
 }
@@ -439,26 +677,58 @@ mod tests {
 
     #[test]
     fn deployment_lines_match_kubectl() {
-        let (l, done) = status_line("Deployment", &deployment(json!({"observedGeneration": 1})), 0).unwrap();
-        assert_eq!((l.as_str(), done), ("Waiting for deployment spec update to be observed...\n", false));
+        let (l, done) = status_line(
+            "Deployment",
+            &deployment(json!({"observedGeneration": 1})),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            (l.as_str(), done),
+            (
+                "Waiting for deployment spec update to be observed...\n",
+                false
+            )
+        );
         let s = json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3});
-        assert_eq!(status_line("Deployment", &deployment(s), 0).unwrap().0, "Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated...\n");
+        assert_eq!(
+            status_line("Deployment", &deployment(s), 0).unwrap().0,
+            "Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated...\n"
+        );
         let s = json!({"observedGeneration": 2, "replicas": 4, "updatedReplicas": 3, "availableReplicas": 3});
-        assert_eq!(status_line("Deployment", &deployment(s), 0).unwrap().0, "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...\n");
+        assert_eq!(
+            status_line("Deployment", &deployment(s), 0).unwrap().0,
+            "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...\n"
+        );
         let s = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 2});
-        assert_eq!(status_line("Deployment", &deployment(s), 0).unwrap().0, "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available...\n");
+        assert_eq!(
+            status_line("Deployment", &deployment(s), 0).unwrap().0,
+            "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available...\n"
+        );
         let s = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3});
-        assert_eq!(status_line("Deployment", &deployment(s), 0).unwrap(), ("deployment \"web\" successfully rolled out\n".into(), true));
+        assert_eq!(
+            status_line("Deployment", &deployment(s), 0).unwrap(),
+            ("deployment \"web\" successfully rolled out\n".into(), true)
+        );
     }
 
     #[test]
     fn statefulset_and_daemonset_lines() {
         let sts = json!({"metadata": {"name": "db", "generation": 1}, "spec": {"replicas": 3, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}},
             "status": {"observedGeneration": 1, "readyReplicas": 3, "updatedReplicas": 3, "currentReplicas": 3}});
-        assert_eq!(status_line("StatefulSet", &sts, 0).unwrap(), ("partitioned roll out complete: 3 new pods have been updated...\n".into(), true));
+        assert_eq!(
+            status_line("StatefulSet", &sts, 0).unwrap(),
+            (
+                "partitioned roll out complete: 3 new pods have been updated...\n".into(),
+                true
+            )
+        );
         let ds = json!({"metadata": {"name": "agent", "generation": 1}, "spec": {"updateStrategy": {"type": "RollingUpdate"}},
             "status": {"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 1, "numberAvailable": 1}});
-        assert_eq!(status_line("DaemonSet", &ds, 0).unwrap().0, "Waiting for daemon set \"agent\" rollout to finish: 1 out of 2 new pods have been updated...\n");
+        assert_eq!(
+            status_line("DaemonSet", &ds, 0).unwrap().0,
+            "Waiting for daemon set \"agent\" rollout to finish: 1 out of 2 new pods have been updated...\n"
+        );
     }
 
     #[test]
@@ -467,7 +737,10 @@ mod tests {
         let rs = json!({"metadata": {"annotations": {REVISION: "1", "team": "b", "deployment.kubernetes.io/desired-replicas": "3"}},
             "spec": {"template": {"metadata": {"labels": {"app": "web", HASH_LABEL: "abc"}}, "spec": {"containers": []}}}});
         let p = undo_patch(&d, &rs);
-        assert_eq!(p[0]["value"], json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}));
+        assert_eq!(
+            p[0]["value"],
+            json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}})
+        );
         assert_eq!(p[1]["value"], json!({REVISION: "2", "team": "b"}));
     }
 }

@@ -25,7 +25,9 @@ pub struct ScaleArgs {
 
 pub async fn run(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
     if args.replicas < 0 {
-        bail!("The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0");
+        bail!(
+            "The --replicas=COUNT flag is required, and COUNT must be greater than or equal to 0"
+        );
     }
     for (ty, names) in split_type_names(&args.args)? {
         let r = ctx.resolve(&ty).await?;
@@ -36,17 +38,32 @@ pub async fn run(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
             let path = format!("{}/scale", r.object_path(Some(&ctx.namespace), &name));
             if args.current_replicas >= 0 || args.resource_version.is_some() {
                 let scale = ctx.get_json(&path).await?;
-                let current = scale.pointer("/spec/replicas").and_then(|v| v.as_i64()).unwrap_or(0);
+                let current = scale
+                    .pointer("/spec/replicas")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0);
                 if args.current_replicas >= 0 && current != i64::from(args.current_replicas) {
-                    bail!("Expected replicas to be {}, was {current}", args.current_replicas);
+                    bail!(
+                        "Expected replicas to be {}, was {current}",
+                        args.current_replicas
+                    );
                 }
-                let rv = scale.pointer("/metadata/resourceVersion").and_then(|v| v.as_str()).unwrap_or_default();
+                let rv = scale
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
                 if let Some(want) = args.resource_version.as_deref().filter(|w| *w != rv) {
                     bail!("Expected resource version to be {want}, was {rv}");
                 }
             }
             let patch = json!({"spec": {"replicas": args.replicas}});
-            ctx.request(http::Method::PATCH, &path, Some(&patch), Some("application/merge-patch+json")).await?;
+            ctx.request(
+                http::Method::PATCH,
+                &path,
+                Some(&patch),
+                Some("application/merge-patch+json"),
+            )
+            .await?;
             println!("{}/{name} scaled", r.kind_prefix());
         }
     }

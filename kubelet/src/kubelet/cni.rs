@@ -20,7 +20,10 @@ pub struct Attachment<'a> {
 }
 
 fn cni_err(command: &str, reason: impl Into<String>) -> Error {
-    Error::Cni { command: command.into(), reason: reason.into() }
+    Error::Cni {
+        command: command.into(),
+        reason: reason.into(),
+    }
 }
 
 /// The first `*.conflist` (by name) in `dir`.
@@ -32,13 +35,26 @@ fn load_conflist(dir: &Path) -> Result<Value, Error> {
         .filter(|p| p.extension().is_some_and(|x| x == "conflist"))
         .collect();
     files.sort();
-    let file = files.first().ok_or_else(|| cni_err("load", format!("no network config (*.conflist) in {}", dir.display())))?;
-    let text = std::fs::read(file).map_err(|e| cni_err("load", format!("reading {}: {e}", file.display())))?;
+    let file = files.first().ok_or_else(|| {
+        cni_err(
+            "load",
+            format!("no network config (*.conflist) in {}", dir.display()),
+        )
+    })?;
+    let text = std::fs::read(file)
+        .map_err(|e| cni_err("load", format!("reading {}: {e}", file.display())))?;
     serde_json::from_slice(&text).map_err(|e| cni_err("load", format!("{}: {e}", file.display())))
 }
 
-async fn exec_plugin(bin_dir: &Path, command: &str, conf: &Value, at: &Attachment<'_>) -> Result<Value, Error> {
-    let kind = conf["type"].as_str().ok_or_else(|| cni_err(command, "plugin without a type"))?;
+async fn exec_plugin(
+    bin_dir: &Path,
+    command: &str,
+    conf: &Value,
+    at: &Attachment<'_>,
+) -> Result<Value, Error> {
+    let kind = conf["type"]
+        .as_str()
+        .ok_or_else(|| cni_err(command, "plugin without a type"))?;
     let binary = bin_dir.join(kind);
     let args = format!(
         "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
@@ -57,7 +73,10 @@ async fn exec_plugin(bin_dir: &Path, command: &str, conf: &Value, at: &Attachmen
         .spawn()
         .map_err(|e| cni_err(command, format!("running {}: {e}", binary.display())))?;
     let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(conf.to_string().as_bytes()).await.map_err(|e| cni_err(command, e.to_string()))?;
+    stdin
+        .write_all(conf.to_string().as_bytes())
+        .await
+        .map_err(|e| cni_err(command, e.to_string()))?;
     drop(stdin);
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
         .await
@@ -65,9 +84,15 @@ async fn exec_plugin(bin_dir: &Path, command: &str, conf: &Value, at: &Attachmen
         .map_err(|e| cni_err(command, e.to_string()))?;
     let result: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     if !out.status.success() {
-        let msg = result["msg"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        let msg = result["msg"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
         let details = result["details"].as_str().unwrap_or_default();
-        return Err(cni_err(command, format!("{kind}: {msg} {details}").trim().to_owned()));
+        return Err(cni_err(
+            command,
+            format!("{kind}: {msg} {details}").trim().to_owned(),
+        ));
     }
     Ok(result)
 }
@@ -88,7 +113,11 @@ fn plugins(list: &Value) -> Vec<Value> {
 }
 
 /// CNI ADD through the chain; returns the pod's IPs.
-pub async fn add(conf_dir: &Path, bin_dir: &Path, at: &Attachment<'_>) -> Result<Vec<String>, Error> {
+pub async fn add(
+    conf_dir: &Path,
+    bin_dir: &Path,
+    at: &Attachment<'_>,
+) -> Result<Vec<String>, Error> {
     let list = load_conflist(conf_dir)?;
     let mut prev = Value::Null;
     for mut p in plugins(&list) {

@@ -14,16 +14,36 @@ use crate::cri;
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
-async fn get_configmap(client: &kube::Client, ns: &str, name: &str) -> Result<Option<ConfigMap>, ConfigError> {
-    Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| ConfigError(format!("configmap {name}: {e}")))
+async fn get_configmap(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ConfigMap>, ConfigError> {
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ConfigError(format!("configmap {name}: {e}")))
 }
 
-async fn get_secret(client: &kube::Client, ns: &str, name: &str) -> Result<Option<Secret>, ConfigError> {
-    Api::<Secret>::namespaced(client.clone(), ns).get_opt(name).await.map_err(|e| ConfigError(format!("secret {name}: {e}")))
+async fn get_secret(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>, ConfigError> {
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| ConfigError(format!("secret {name}: {e}")))
 }
 
 fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
     for (k, v) in s.string_data.clone().unwrap_or_default() {
         out.insert(k, v.into_bytes());
     }
@@ -31,7 +51,13 @@ fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn configmap_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = c.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    let mut out: BTreeMap<String, Vec<u8>> = c
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
     for (k, v) in c.binary_data.clone().unwrap_or_default() {
         out.insert(k, v.0);
     }
@@ -46,7 +72,11 @@ fn field(pod: &Pod, path: &str) -> Option<String> {
     let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
         path.strip_prefix(prefix)
             .and_then(|r| r.strip_suffix("']"))
-            .map(|k| map.as_ref().and_then(|m| m.get(k).cloned()).unwrap_or_default())
+            .map(|k| {
+                map.as_ref()
+                    .and_then(|m| m.get(k).cloned())
+                    .unwrap_or_default()
+            })
     };
     Some(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
@@ -56,8 +86,17 @@ fn field(pod: &Pod, path: &str) -> Option<String> {
         "spec.serviceAccountName" => spec.service_account_name.unwrap_or_default(),
         "status.hostIP" => status.host_ip.unwrap_or_default(),
         "status.podIP" => status.pod_ip.unwrap_or_default(),
-        "status.podIPs" => status.pod_ips.unwrap_or_default().into_iter().map(|p| p.ip).collect::<Vec<_>>().join(","),
-        _ => return keyed("metadata.labels['", &meta.labels).or_else(|| keyed("metadata.annotations['", &meta.annotations)),
+        "status.podIPs" => status
+            .pod_ips
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.ip)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => {
+            return keyed("metadata.labels['", &meta.labels)
+                .or_else(|| keyed("metadata.annotations['", &meta.annotations));
+        }
     })
 }
 
@@ -96,8 +135,17 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 /// The container's environment, in Kubernetes order: `envFrom` first, then `env`.
-pub async fn env(client: &kube::Client, pod: &Pod, c: &Container, pod_ip: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+pub async fn env(
+    client: &kube::Client,
+    pod: &Pod,
+    c: &Container,
+    pod_ip: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let mut pod = pod.clone();
     let status = pod.status.get_or_insert_with(Default::default);
     if !pod_ip.is_empty() {
@@ -129,7 +177,11 @@ pub async fn env(client: &kube::Client, pod: &Pod, c: &Container, pod_ip: &str) 
             BTreeMap::new()
         };
         for (k, v) in data {
-            set(format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned(), &mut vars);
+            set(
+                format!("{prefix}{k}"),
+                String::from_utf8_lossy(&v).into_owned(),
+                &mut vars,
+            );
         }
     }
     for e in c.env.clone().unwrap_or_default() {
@@ -137,22 +189,45 @@ pub async fn env(client: &kube::Client, pod: &Pod, c: &Container, pod_ip: &str) 
             expand(v, &vars)
         } else if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
-                field(&pod, &f.field_path).ok_or_else(|| ConfigError(format!("unsupported fieldRef {}", f.field_path)))?
+                field(&pod, &f.field_path)
+                    .ok_or_else(|| ConfigError(format!("unsupported fieldRef {}", f.field_path)))?
             } else if let Some(r) = &src.config_map_key_ref {
                 let cm = get_configmap(client, &ns, &r.name).await?;
-                match cm.as_ref().map(configmap_data).and_then(|d| d.get(&r.key).cloned()) {
+                match cm
+                    .as_ref()
+                    .map(configmap_data)
+                    .and_then(|d| d.get(&r.key).cloned())
+                {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if r.optional == Some(true) => continue,
-                    None if cm.is_none() => return Err(ConfigError(format!("configmap \"{}\" not found", r.name))),
-                    None => return Err(ConfigError(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name))),
+                    None if cm.is_none() => {
+                        return Err(ConfigError(format!("configmap \"{}\" not found", r.name)));
+                    }
+                    None => {
+                        return Err(ConfigError(format!(
+                            "couldn't find key {} in ConfigMap {ns}/{}",
+                            r.key, r.name
+                        )));
+                    }
                 }
             } else if let Some(r) = &src.secret_key_ref {
                 let s = get_secret(client, &ns, &r.name).await?;
-                match s.as_ref().map(secret_data).and_then(|d| d.get(&r.key).cloned()) {
+                match s
+                    .as_ref()
+                    .map(secret_data)
+                    .and_then(|d| d.get(&r.key).cloned())
+                {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if r.optional == Some(true) => continue,
-                    None if s.is_none() => return Err(ConfigError(format!("secret \"{}\" not found", r.name))),
-                    None => return Err(ConfigError(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name))),
+                    None if s.is_none() => {
+                        return Err(ConfigError(format!("secret \"{}\" not found", r.name)));
+                    }
+                    None => {
+                        return Err(ConfigError(format!(
+                            "couldn't find key {} in Secret {ns}/{}",
+                            r.key, r.name
+                        )));
+                    }
                 }
             } else if let Some(r) = &src.resource_field_ref {
                 resource_field(c, &r.resource)
@@ -164,20 +239,31 @@ pub async fn env(client: &kube::Client, pod: &Pod, c: &Container, pod_ip: &str) 
         };
         set(e.name.clone(), value, &mut vars);
     }
-    Ok(order.into_iter().map(|k| {
-        let v = vars[&k].clone();
-        (k, v)
-    }).collect())
+    Ok(order
+        .into_iter()
+        .map(|k| {
+            let v = vars[&k].clone();
+            (k, v)
+        })
+        .collect())
 }
 
 fn resource_field(c: &Container, resource: &str) -> String {
     let res = c.resources.clone().unwrap_or_default();
     let (kind, name) = resource.split_once('.').unwrap_or(("", resource));
-    let map = if kind == "limits" { res.limits } else { res.requests };
+    let map = if kind == "limits" {
+        res.limits
+    } else {
+        res.requests
+    };
     let q = map.and_then(|m| m.get(name).cloned()).map(|q| q.0);
     match (name, q) {
-        ("cpu", Some(q)) => ekube_api::quantity::cpu_millis(&q).map(|m| ((m + 999) / 1000).to_string()).unwrap_or(q),
-        ("memory", Some(q)) => ekube_api::quantity::bytes(&q).map(|b| b.to_string()).unwrap_or(q),
+        ("cpu", Some(q)) => ekube_api::quantity::cpu_millis(&q)
+            .map(|m| ((m + 999) / 1000).to_string())
+            .unwrap_or(q),
+        ("memory", Some(q)) => ekube_api::quantity::bytes(&q)
+            .map(|b| b.to_string())
+            .unwrap_or(q),
         (_, Some(q)) => q,
         _ => "0".into(),
     }
@@ -188,12 +274,26 @@ pub fn volumes_dir(root: &Path, uid: &str) -> PathBuf {
     root.join("pods").join(uid).join("volumes")
 }
 
-fn write_items(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>, mode: i32) -> std::io::Result<()> {
+fn write_items(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    mode: i32,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     let files: Vec<(String, Vec<u8>, i32)> = match items {
-        Some(items) => items.iter().filter_map(|i| data.get(&i.key).map(|d| (i.path.clone(), d.clone(), i.mode.unwrap_or(mode)))).collect(),
-        None => data.iter().map(|(k, v)| (k.clone(), v.clone(), mode)).collect(),
+        Some(items) => items
+            .iter()
+            .filter_map(|i| {
+                data.get(&i.key)
+                    .map(|d| (i.path.clone(), d.clone(), i.mode.unwrap_or(mode)))
+            })
+            .collect(),
+        None => data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone(), mode))
+            .collect(),
     };
     for (path, content, mode) in files {
         let p = dir.join(path.trim_start_matches('/'));
@@ -207,14 +307,27 @@ fn write_items(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<
 }
 
 /// Prepares every volume of the pod; returns volume name → host path.
-pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, dir: &Path) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+pub async fn prepare_volumes(
+    client: &kube::Client,
+    pod: &Pod,
+    dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let mut out = BTreeMap::new();
     let io = |what: &str| {
         let what = what.to_owned();
         move |e: std::io::Error| ConfigError(format!("volume {what}: {e}"))
     };
-    for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
         let path = dir.join(&v.name);
         if let Some(h) = &v.host_path {
             let p = PathBuf::from(&h.path);
@@ -234,7 +347,13 @@ pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, dir: &Path) -> Re
                 None if cm.optional == Some(true) => BTreeMap::new(),
                 None => return Err(ConfigError(format!("configmap \"{}\" not found", cm.name))),
             };
-            write_items(&path, &data, cm.items.as_ref(), cm.default_mode.unwrap_or(0o644)).map_err(io(&v.name))?;
+            write_items(
+                &path,
+                &data,
+                cm.items.as_ref(),
+                cm.default_mode.unwrap_or(0o644),
+            )
+            .map_err(io(&v.name))?;
         } else if let Some(s) = &v.secret {
             let name = s.secret_name.clone().unwrap_or_default();
             let data = match get_secret(client, &ns, &name).await? {
@@ -242,7 +361,13 @@ pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, dir: &Path) -> Re
                 None if s.optional == Some(true) => BTreeMap::new(),
                 None => return Err(ConfigError(format!("secret \"{name}\" not found"))),
             };
-            write_items(&path, &data, s.items.as_ref(), s.default_mode.unwrap_or(0o644)).map_err(io(&v.name))?;
+            write_items(
+                &path,
+                &data,
+                s.items.as_ref(),
+                s.default_mode.unwrap_or(0o644),
+            )
+            .map_err(io(&v.name))?;
         } else {
             // emptyDir, and (for now) every other kind: an empty directory.
             std::fs::create_dir_all(&path).map_err(io(&v.name))?;
@@ -253,10 +378,15 @@ pub async fn prepare_volumes(client: &kube::Client, pod: &Pod, dir: &Path) -> Re
 }
 
 /// The container's volume mounts as CRI mounts.
-pub fn mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<cri::Mount>, ConfigError> {
+pub fn mounts(
+    c: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<cri::Mount>, ConfigError> {
     let mut out = Vec::new();
     for m in c.volume_mounts.clone().unwrap_or_default() {
-        let base = volumes.get(&m.name).ok_or_else(|| ConfigError(format!("volume \"{}\" not found", m.name)))?;
+        let base = volumes
+            .get(&m.name)
+            .ok_or_else(|| ConfigError(format!("volume \"{}\" not found", m.name)))?;
         let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
                 let p = base.join(sub.trim_start_matches('/'));
@@ -281,11 +411,20 @@ pub fn mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<
 /// quota over a 100 ms period from the cpu limit, and the memory limit.
 pub fn resources(c: &Container) -> cri::LinuxContainerResources {
     let res = c.resources.clone().unwrap_or_default();
-    let get = |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone());
+    let get =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone());
     let cpu_limit = get(&res.limits, "cpu").and_then(|q| ekube_api::quantity::cpu_millis(&q).ok());
-    let cpu_request = get(&res.requests, "cpu").and_then(|q| ekube_api::quantity::cpu_millis(&q).ok()).or(cpu_limit);
-    let memory = get(&res.limits, "memory").and_then(|q| ekube_api::quantity::bytes(&q).ok()).unwrap_or(0);
-    let mut out = cri::LinuxContainerResources { memory_limit_in_bytes: memory, ..Default::default() };
+    let cpu_request = get(&res.requests, "cpu")
+        .and_then(|q| ekube_api::quantity::cpu_millis(&q).ok())
+        .or(cpu_limit);
+    let memory = get(&res.limits, "memory")
+        .and_then(|q| ekube_api::quantity::bytes(&q).ok())
+        .unwrap_or(0);
+    let mut out = cri::LinuxContainerResources {
+        memory_limit_in_bytes: memory,
+        ..Default::default()
+    };
     out.cpu_shares = cpu_request.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
     if let Some(limit) = cpu_limit {
         out.cpu_period = 100_000;
@@ -312,7 +451,15 @@ mod tests {
         }))
         .unwrap();
         let r = resources(&c);
-        assert_eq!((r.cpu_shares, r.cpu_quota, r.cpu_period, r.memory_limit_in_bytes), (256, 50_000, 100_000, 64 << 20));
+        assert_eq!(
+            (
+                r.cpu_shares,
+                r.cpu_quota,
+                r.cpu_period,
+                r.memory_limit_in_bytes
+            ),
+            (256, 50_000, 100_000, 64 << 20)
+        );
         let none: Container = serde_json::from_value(serde_json::json!({"name": "c"})).unwrap();
         assert_eq!(resources(&none).cpu_shares, 2);
     }

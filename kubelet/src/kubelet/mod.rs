@@ -107,11 +107,16 @@ pub(crate) struct Ctx {
 }
 
 /// Runs the kubelet until `shutdown`.
-pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     runtime::install_crypto();
     let node = match &config.hostname_override {
         Some(n) => n.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "localhost".into()),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into()),
     }
     .to_lowercase();
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
@@ -131,11 +136,16 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             let listen = rcfg.listen.clone();
             let _ = std::fs::remove_file(&listen);
             let stop = stopped(stop_rx.clone());
-            runtime_task = Some(tokio::spawn(async move { runtime::serve(rt, &listen, stop).await }));
+            runtime_task = Some(tokio::spawn(async move {
+                runtime::serve(rt, &listen, stop).await
+            }));
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             while !rcfg.listen.exists() {
                 if std::time::Instant::now() > deadline {
-                    return Err(Error::Config(format!("in-process runtime did not bind {}", rcfg.listen.display())));
+                    return Err(Error::Config(format!(
+                        "in-process runtime did not bind {}",
+                        rcfg.listen.display()
+                    )));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
@@ -148,11 +158,25 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         ip: config.node_ip,
         pod_logs_dir: config.pod_logs_dir.clone(),
         cert_dir: config.root_dir.join("pki"),
-        runc: runtime::runc::Runc { binary: config.runc.clone(), root: runtime::Config::under(&config.root_dir).runc_root },
+        runc: runtime::runc::Runc {
+            binary: config.runc.clone(),
+            root: runtime::Config::under(&config.root_dir).runc_root,
+        },
         runtime: rc.clone(),
     };
-    let api_task = tokio::spawn(crate::server::serve(config.server.clone(), api, stopped(stop_rx.clone())));
-    let ctx = Arc::new(Ctx { client, node: node.clone(), node_ip: config.node_ip, config, rc, ic });
+    let api_task = tokio::spawn(crate::server::serve(
+        config.server.clone(),
+        api,
+        stopped(stop_rx.clone()),
+    ));
+    let ctx = Arc::new(Ctx {
+        client,
+        node: node.clone(),
+        node_ip: config.node_ip,
+        config,
+        rc,
+        ic,
+    });
     tracing::info!(%node, runtime = %endpoint, "kubelet starting");
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone(), stopped(stop_rx.clone())));

@@ -69,7 +69,8 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
                 }
                 if !cleared {
                     cleared = true;
-                    let keep: HashSet<String> = seen.iter().chain(statics.keys()).cloned().collect();
+                    let keep: HashSet<String> =
+                        seen.iter().chain(statics.keys()).cloned().collect();
                     tokio::spawn(super::worker::clear_stale_sandboxes(ctx.clone(), keep));
                 }
             }
@@ -100,8 +101,14 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
 
 /// Reads the manifest directory: starts new static pods, stops removed ones (deleting their
 /// mirrors), and keeps the mirrors of the others in place.
-fn sync_static(ctx: &Arc<Ctx>, workers: &mut HashMap<String, Entry>, statics: &mut BTreeMap<String, Pod>) {
-    let Some(dir) = &ctx.config.pod_manifest_path else { return };
+fn sync_static(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, Entry>,
+    statics: &mut BTreeMap<String, Pod>,
+) {
+    let Some(dir) = &ctx.config.pod_manifest_path else {
+        return;
+    };
     let desired = static_pods::read_dir(dir, &ctx.node);
     for (uid, pod) in statics.iter() {
         if desired.contains_key(uid) {
@@ -111,10 +118,17 @@ fn sync_static(ctx: &Arc<Ctx>, workers: &mut HashMap<String, Entry>, statics: &m
         if let Some(e) = workers.get(uid) {
             let _ = e.tx.send(None);
         }
-        let (ctx, ns, name) = (ctx.clone(), pod.metadata.namespace.clone().unwrap_or_default(), pod.metadata.name.clone().unwrap_or_default());
+        let (ctx, ns, name) = (
+            ctx.clone(),
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        );
         // A manifest replaced by a new version keeps the name: its mirror is replaced by
         // ensure_mirror instead.
-        if !desired.values().any(|d| d.metadata.name.as_deref() == Some(name.as_str())) {
+        if !desired
+            .values()
+            .any(|d| d.metadata.name.as_deref() == Some(name.as_str()))
+        {
             tokio::spawn(async move {
                 if let Err(e) = static_pods::delete_mirror(&ctx, &ns, &name, None).await {
                     tracing::warn!(pod = %name, error = %e, "deleting mirror pod");
@@ -135,14 +149,27 @@ fn sync_static(ctx: &Arc<Ctx>, workers: &mut HashMap<String, Entry>, statics: &m
         });
     }
     // Keep the first-seen copy (its config.seen annotation) of pods that did not change.
-    let kept: BTreeMap<String, Pod> = desired.into_iter().map(|(uid, pod)| { let p = statics.get(&uid).cloned().unwrap_or(pod); (uid, p) }).collect();
+    let kept: BTreeMap<String, Pod> = desired
+        .into_iter()
+        .map(|(uid, pod)| {
+            let p = statics.get(&uid).cloned().unwrap_or(pod);
+            (uid, p)
+        })
+        .collect();
     *statics = kept;
 }
 
 /// Hands a static pod's worker the status its mirror shows, so a recreated (empty) mirror
 /// gets the status written again.
 fn forward_mirror(workers: &HashMap<String, Entry>, statics: &BTreeMap<String, Pod>, mirror: &Pod) {
-    let Some(uid) = mirror.metadata.annotations.as_ref().and_then(|a| a.get(static_pods::MIRROR)) else { return };
+    let Some(uid) = mirror
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(static_pods::MIRROR))
+    else {
+        return;
+    };
     if let (Some(pod), Some(e)) = (statics.get(uid), workers.get(uid)) {
         let mut pod = pod.clone();
         pod.status = mirror.status.clone();
@@ -160,5 +187,11 @@ fn deliver(ctx: &Arc<Ctx>, workers: &mut HashMap<String, Entry>, pod: Pod) {
     }
     let (tx, rx) = watch::channel(Some(pod));
     let worker = Worker::new(ctx.clone(), rx);
-    workers.insert(uid, Entry { tx, task: tokio::spawn(worker.run()) });
+    workers.insert(
+        uid,
+        Entry {
+            tx,
+            task: tokio::spawn(worker.run()),
+        },
+    );
 }

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, ExecAction, HTTPGetAction, LifecycleHandler, Pod, Probe, TCPSocketAction};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, HTTPGetAction, LifecycleHandler, Pod, Probe, TCPSocketAction,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -67,7 +69,13 @@ struct Schedule {
 impl Schedule {
     fn new(kind: Kind, probe: Probe, started: Instant) -> Self {
         let delay = probe.initial_delay_seconds.unwrap_or(0).max(0) as u64;
-        Self { kind, probe, next: started + Duration::from_secs(delay), successes: 0, failures: 0 }
+        Self {
+            kind,
+            probe,
+            next: started + Duration::from_secs(delay),
+            successes: 0,
+            failures: 0,
+        }
     }
 
     fn period(&self) -> Duration {
@@ -101,12 +109,23 @@ pub struct Target {
 
 /// Starts the prober of a running container; it ends when aborted or once the container
 /// must be killed. The initial verdict is stored before this returns.
-pub fn spawn(ctx: Arc<Ctx>, pod: Pod, c: Container, target: Target, verdicts: Verdicts, wake: watch::Sender<()>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    c: Container,
+    target: Target,
+    verdicts: Verdicts,
+    wake: watch::Sender<()>,
+) -> tokio::task::JoinHandle<()> {
     let started = Instant::now();
-    let mut schedules: Vec<Schedule> = [(Kind::Startup, &c.startup_probe), (Kind::Liveness, &c.liveness_probe), (Kind::Readiness, &c.readiness_probe)]
-        .into_iter()
-        .filter_map(|(k, p)| p.clone().map(|p| Schedule::new(k, p, started)))
-        .collect();
+    let mut schedules: Vec<Schedule> = [
+        (Kind::Startup, &c.startup_probe),
+        (Kind::Liveness, &c.liveness_probe),
+        (Kind::Readiness, &c.readiness_probe),
+    ]
+    .into_iter()
+    .filter_map(|(k, p)| p.clone().map(|p| Schedule::new(k, p, started)))
+    .collect();
     let has = |k: Kind, s: &[Schedule]| s.iter().any(|x| x.kind == k);
     let mut verdict = Verdict {
         container_id: target.container_id.clone(),
@@ -114,13 +133,24 @@ pub fn spawn(ctx: Arc<Ctx>, pod: Pod, c: Container, target: Target, verdicts: Ve
         ready: !has(Kind::Startup, &schedules) && !has(Kind::Readiness, &schedules),
         kill: None,
     };
-    verdicts.lock().expect("verdicts").insert(c.name.clone(), verdict.clone());
+    verdicts
+        .lock()
+        .expect("verdicts")
+        .insert(c.name.clone(), verdict.clone());
     tokio::spawn(async move {
         loop {
-            let due = schedules.iter().filter(|s| verdict.started || s.kind == Kind::Startup).map(|s| s.next).min();
+            let due = schedules
+                .iter()
+                .filter(|s| verdict.started || s.kind == Kind::Startup)
+                .map(|s| s.next)
+                .min();
             let Some(due) = due else { return };
             tokio::time::sleep_until(due).await;
-            let Some(i) = schedules.iter().position(|s| s.next <= Instant::now() && (verdict.started || s.kind == Kind::Startup)) else { continue };
+            let Some(i) = schedules.iter().position(|s| {
+                s.next <= Instant::now() && (verdict.started || s.kind == Kind::Startup)
+            }) else {
+                continue;
+            };
             let s = &mut schedules[i];
             s.next = Instant::now() + s.period();
             let timeout = s.timeout();
@@ -139,18 +169,31 @@ pub fn spawn(ctx: Arc<Ctx>, pod: Pod, c: Container, target: Target, verdicts: Ve
                     let now = Instant::now();
                     schedules.retain(|x| x.kind != Kind::Startup);
                     for x in &mut schedules {
-                        x.next = now + Duration::from_secs(x.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
+                        x.next = now
+                            + Duration::from_secs(
+                                x.probe.initial_delay_seconds.unwrap_or(0).max(0) as u64,
+                            );
                     }
                 }
                 (Kind::Startup | Kind::Liveness, false, true) => {
                     verdict.ready = false;
-                    verdict.kill = Some((if s.kind == Kind::Startup { "startup" } else { "liveness" }, result.err().unwrap_or_default()));
+                    verdict.kill = Some((
+                        if s.kind == Kind::Startup {
+                            "startup"
+                        } else {
+                            "liveness"
+                        },
+                        result.err().unwrap_or_default(),
+                    ));
                 }
                 (Kind::Readiness, ok, true) => verdict.ready = ok,
                 _ => {}
             }
             if verdict != before {
-                verdicts.lock().expect("verdicts").insert(c.name.clone(), verdict.clone());
+                verdicts
+                    .lock()
+                    .expect("verdicts")
+                    .insert(c.name.clone(), verdict.clone());
                 let _ = wake.send(());
             }
             if verdict.kill.is_some() {
@@ -161,7 +204,13 @@ pub fn spawn(ctx: Arc<Ctx>, pod: Pod, c: Container, target: Target, verdicts: Ve
 }
 
 /// Runs one probe; `Err` carries the failure message as events show it.
-async fn run(ctx: &Ctx, probe: &Probe, c: &Container, target: &Target, timeout: Duration) -> Result<(), String> {
+async fn run(
+    ctx: &Ctx,
+    probe: &Probe,
+    c: &Container,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
     if let Some(e) = &probe.exec {
         return exec(ctx, e, target, timeout).await;
     }
@@ -175,7 +224,13 @@ async fn run(ctx: &Ctx, probe: &Probe, c: &Container, target: &Target, timeout: 
 }
 
 /// Runs a lifecycle hook handler, bounded by `timeout`.
-pub async fn run_handler(ctx: &Ctx, h: &LifecycleHandler, c: &Container, target: &Target, timeout: Duration) -> Result<(), String> {
+pub async fn run_handler(
+    ctx: &Ctx,
+    h: &LifecycleHandler,
+    c: &Container,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
     if let Some(e) = &h.exec {
         return exec(ctx, e, target, timeout).await;
     }
@@ -195,7 +250,11 @@ pub async fn run_handler(ctx: &Ctx, h: &LifecycleHandler, c: &Container, target:
 async fn exec(ctx: &Ctx, e: &ExecAction, target: &Target, timeout: Duration) -> Result<(), String> {
     let cmd = e.command.clone().unwrap_or_default();
     let mut rc = ctx.rc.clone();
-    let req = cri::ExecSyncRequest { container_id: target.container_id.clone(), cmd: cmd.clone(), timeout: timeout.as_secs() as i64 };
+    let req = cri::ExecSyncRequest {
+        container_id: target.container_id.clone(),
+        cmd: cmd.clone(),
+        timeout: timeout.as_secs() as i64,
+    };
     match rc.exec_sync(req).await {
         Ok(r) => {
             let r = r.into_inner();
@@ -209,7 +268,9 @@ async fn exec(ctx: &Ctx, e: &ExecAction, target: &Target, timeout: Duration) -> 
                 Err(output.trim_end().to_owned())
             }
         }
-        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Err(format!("command {cmd:?} timed out")),
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => {
+            Err(format!("command {cmd:?} timed out"))
+        }
         Err(s) => Err(s.message().to_owned()),
     }
 }
@@ -232,11 +293,18 @@ fn port(p: &IntOrString, c: &Container) -> Result<u16, String> {
     }
 }
 
-async fn connect(host: &str, port: u16, timeout: Duration) -> Result<tokio::net::TcpStream, String> {
+async fn connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, String> {
     let addr = format!("{host}:{port}");
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("dial tcp {addr}: connect: {}", lower_first(&e.to_string()))),
+        Ok(Err(e)) => Err(format!(
+            "dial tcp {addr}: connect: {}",
+            lower_first(&e.to_string())
+        )),
         Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
     }
 }
@@ -244,26 +312,57 @@ async fn connect(host: &str, port: u16, timeout: Duration) -> Result<tokio::net:
 fn lower_first(s: &str) -> String {
     let s = s.split(" (os error").next().unwrap_or(s);
     let mut c = s.chars();
-    c.next().map(|f| f.to_lowercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
-async fn tcp_socket(t: &TCPSocketAction, c: &Container, target: &Target, timeout: Duration) -> Result<(), String> {
-    let host = t.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| target.pod_ip.clone());
+async fn tcp_socket(
+    t: &TCPSocketAction,
+    c: &Container,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
+    let host = t
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| target.pod_ip.clone());
     connect(&host, port(&t.port, c)?, timeout).await.map(drop)
 }
 
 /// A plain HTTP/1.1 GET; 2xx and 3xx pass (redirects are not followed).
-async fn http_get(h: &HTTPGetAction, c: &Container, target: &Target, timeout: Duration) -> Result<(), String> {
-    if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("https")) {
+async fn http_get(
+    h: &HTTPGetAction,
+    c: &Container,
+    target: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
+    if h.scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    {
         return Err("HTTPS probes are not supported".into());
     }
-    let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or_else(|| target.pod_ip.clone());
+    let host = h
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| target.pod_ip.clone());
     let port = port(&h.port, c)?;
-    let path = h.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
+    let path = h
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
     let url = format!("http://{host}:{port}{path}");
     let deadline = Instant::now() + timeout;
-    let mut stream = connect(&host, port, timeout).await.map_err(|e| format!("Get \"{url}\": {e}"))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n");
+    let mut stream = connect(&host, port, timeout)
+        .await
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+    );
     for hd in h.http_headers.iter().flatten() {
         req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
     }
@@ -284,11 +383,23 @@ async fn http_get(h: &HTTPGetAction, c: &Container, target: &Target, timeout: Du
     let buf = match tokio::time::timeout_at(deadline, io).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return Err(format!("Get \"{url}\": {e}")),
-        Err(_) => return Err(format!("Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)")),
+        Err(_) => {
+            return Err(format!(
+                "Get \"{url}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            ));
+        }
     };
     let line = String::from_utf8_lossy(&buf);
-    let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))?;
-    if (200..400).contains(&code) { Ok(()) } else { Err(format!("HTTP probe failed with statuscode: {code}")) }
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("Get \"{url}\": malformed HTTP response"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {code}"))
+    }
 }
 
 #[cfg(test)]
@@ -296,7 +407,11 @@ mod tests {
     use super::*;
 
     fn probe(success: i32, failure: i32) -> Schedule {
-        let p = Probe { success_threshold: Some(success), failure_threshold: Some(failure), ..Default::default() };
+        let p = Probe {
+            success_threshold: Some(success),
+            failure_threshold: Some(failure),
+            ..Default::default()
+        };
         Schedule::new(Kind::Readiness, p, Instant::now())
     }
 
@@ -315,7 +430,10 @@ mod tests {
 
     #[test]
     fn named_ports_resolve_from_the_container() {
-        let c: Container = serde_json::from_value(serde_json::json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]})).unwrap();
+        let c: Container = serde_json::from_value(
+            serde_json::json!({"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}),
+        )
+        .unwrap();
         assert_eq!(port(&IntOrString::String("http".into()), &c), Ok(8080));
         assert_eq!(port(&IntOrString::Int(81), &c), Ok(81));
         assert!(port(&IntOrString::String("nope".into()), &c).is_err());
@@ -331,18 +449,53 @@ mod tests {
                 n += 1;
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf).await;
-                let status = if n == 1 { "200 OK" } else { "503 Service Unavailable" };
-                let _ = s.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+                let status = if n == 1 {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
             }
         });
-        let c = Container { name: "c".into(), ..Default::default() };
-        let target = Target { container_id: "x".into(), pod_ip: "127.0.0.1".into() };
-        let get = HTTPGetAction { port: IntOrString::Int(p.into()), path: Some("/healthz".into()), ..Default::default() };
-        assert_eq!(http_get(&get, &c, &target, Duration::from_secs(2)).await, Ok(()));
-        assert_eq!(http_get(&get, &c, &target, Duration::from_secs(2)).await, Err("HTTP probe failed with statuscode: 503".into()));
-        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
-        let tcp = TCPSocketAction { port: IntOrString::Int(closed.into()), host: None };
-        let err = tcp_socket(&tcp, &c, &target, Duration::from_secs(2)).await.unwrap_err();
-        assert_eq!(err, format!("dial tcp 127.0.0.1:{closed}: connect: connection refused"));
+        let c = Container {
+            name: "c".into(),
+            ..Default::default()
+        };
+        let target = Target {
+            container_id: "x".into(),
+            pod_ip: "127.0.0.1".into(),
+        };
+        let get = HTTPGetAction {
+            port: IntOrString::Int(p.into()),
+            path: Some("/healthz".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            http_get(&get, &c, &target, Duration::from_secs(2)).await,
+            Ok(())
+        );
+        assert_eq!(
+            http_get(&get, &c, &target, Duration::from_secs(2)).await,
+            Err("HTTP probe failed with statuscode: 503".into())
+        );
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tcp = TCPSocketAction {
+            port: IntOrString::Int(closed.into()),
+            host: None,
+        };
+        let err = tcp_socket(&tcp, &c, &target, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            format!("dial tcp 127.0.0.1:{closed}: connect: connection refused")
+        );
     }
 }

@@ -22,30 +22,55 @@ pub const SEEN: &str = "kubernetes.io/config.seen";
 
 /// Whether `pod` is a mirror pod (the API's reflection of a static pod).
 pub fn is_mirror(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(MIRROR))
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR))
 }
 
 /// Whether `pod` came from a manifest file.
 pub fn is_static(pod: &Pod) -> bool {
-    pod.metadata.annotations.as_ref().and_then(|a| a.get(SOURCE)).is_some_and(|s| s == "file")
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCE))
+        .is_some_and(|s| s == "file")
 }
 
 /// The static pod a manifest describes, named and annotated for `node`.
 pub fn from_manifest(text: &str, node: &str) -> Result<Pod, String> {
     let mut pod: Pod = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-    let name = pod.metadata.name.clone().filter(|n| !n.is_empty()).ok_or("metadata.name: Required value")?;
+    let name = pod
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name: Required value")?;
     let mut hasher = sha2::Sha256::new();
     hasher.update(node.as_bytes());
     hasher.update(serde_json::to_vec(&pod).unwrap_or_default());
-    let hash: String = hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let hash: String = hasher
+        .finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let m = &mut pod.metadata;
     m.name = Some(format!("{name}-{node}"));
-    m.namespace = Some(m.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()));
+    m.namespace = Some(
+        m.namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into()),
+    );
     m.uid = Some(hash.clone());
     let annotations = m.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(SOURCE.into(), "file".into());
     annotations.insert(HASH.into(), hash);
-    annotations.insert(SEEN.into(), chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+    annotations.insert(
+        SEEN.into(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    );
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.node_name = Some(node.to_owned());
     Ok(pod)
@@ -54,18 +79,30 @@ pub fn from_manifest(text: &str, node: &str) -> Result<Pod, String> {
 /// The static pods of `dir`, by UID; unreadable manifests are logged and skipped.
 pub fn read_dir(dir: &Path, node: &str) -> BTreeMap<String, Pod> {
     let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || !path.is_file() || !["yaml", "yml", "json"].iter().any(|x| name.ends_with(&format!(".{x}"))) {
+        if name.starts_with('.')
+            || !path.is_file()
+            || !["yaml", "yml", "json"]
+                .iter()
+                .any(|x| name.ends_with(&format!(".{x}")))
+        {
             continue;
         }
-        match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| from_manifest(&t, node)) {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| from_manifest(&t, node))
+        {
             Ok(pod) => {
                 out.insert(pod.metadata.uid.clone().unwrap_or_default(), pod);
             }
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "invalid static pod manifest"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "invalid static pod manifest")
+            }
         }
     }
     out
@@ -73,10 +110,23 @@ pub fn read_dir(dir: &Path, node: &str) -> BTreeMap<String, Pod> {
 
 /// The mirror of a static pod, owned by the node.
 fn mirror(pod: &Pod, node: &Node) -> Pod {
-    let mut m = Pod { metadata: pod.metadata.clone(), spec: pod.spec.clone(), status: None };
+    let mut m = Pod {
+        metadata: pod.metadata.clone(),
+        spec: pod.spec.clone(),
+        status: None,
+    };
     m.metadata.uid = None;
-    let hash = m.metadata.annotations.as_ref().and_then(|a| a.get(HASH)).cloned().unwrap_or_default();
-    m.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(MIRROR.into(), hash);
+    let hash = m
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HASH))
+        .cloned()
+        .unwrap_or_default();
+    m.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(MIRROR.into(), hash);
     m.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "v1".into(),
         kind: "Node".into(),
@@ -93,10 +143,20 @@ fn mirror(pod: &Pod, node: &Node) -> Pod {
 pub async fn ensure_mirror(ctx: &Ctx, pod: &Pod) -> Result<(), kube::Error> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let hash = pod.metadata.annotations.as_ref().and_then(|a| a.get(HASH)).cloned();
+    let hash = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HASH))
+        .cloned();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     if let Some(existing) = api.get_opt(&name).await? {
-        let current = existing.metadata.annotations.as_ref().and_then(|a| a.get(MIRROR)).cloned();
+        let current = existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MIRROR))
+            .cloned();
         if current.is_some() && current == hash && existing.metadata.deletion_timestamp.is_none() {
             return Ok(());
         }
@@ -107,15 +167,28 @@ pub async fn ensure_mirror(ctx: &Ctx, pod: &Pod) -> Result<(), kube::Error> {
         delete_mirror(ctx, &ns, &name, existing.metadata.uid.clone()).await?;
     }
     let node = Api::<Node>::all(ctx.client.clone()).get(&ctx.node).await?;
-    api.create(&PostParams::default(), &mirror(pod, &node)).await?;
+    api.create(&PostParams::default(), &mirror(pod, &node))
+        .await?;
     tracing::info!(pod = %name, "mirror pod created");
     Ok(())
 }
 
 /// Deletes a mirror pod at once (`uid` guards against deleting a newer one).
-pub async fn delete_mirror(ctx: &Ctx, ns: &str, name: &str, uid: Option<String>) -> Result<(), kube::Error> {
+pub async fn delete_mirror(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), kube::Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: uid.map(|uid| Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+    let dp = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
     match api.delete(name, &dp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
@@ -139,9 +212,26 @@ mod tests {
         assert_eq!(ann[SOURCE], "file");
         assert_eq!(Some(&ann[HASH]), a.metadata.uid.as_ref());
         assert!(is_static(&a) && !is_mirror(&a));
-        assert_eq!(from_manifest(MANIFEST, "n1").unwrap().metadata.uid, a.metadata.uid, "same manifest, same hash");
-        assert_ne!(from_manifest(&MANIFEST.replace("web:latest", "web:v2"), "n1").unwrap().metadata.uid, a.metadata.uid);
-        let node = Node { metadata: kube::api::ObjectMeta { name: Some("n1".into()), uid: Some("u".into()), ..Default::default() }, ..Default::default() };
+        assert_eq!(
+            from_manifest(MANIFEST, "n1").unwrap().metadata.uid,
+            a.metadata.uid,
+            "same manifest, same hash"
+        );
+        assert_ne!(
+            from_manifest(&MANIFEST.replace("web:latest", "web:v2"), "n1")
+                .unwrap()
+                .metadata
+                .uid,
+            a.metadata.uid
+        );
+        let node = Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some("n1".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let m = mirror(&a, &node);
         assert!(is_mirror(&m) && m.metadata.uid.is_none());
         assert_eq!(m.metadata.owner_references.unwrap()[0].kind, "Node");

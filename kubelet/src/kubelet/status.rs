@@ -10,16 +10,31 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 /// What the worker knows about one container.
 #[derive(Debug, Clone, PartialEq)]
 pub enum View {
-    Waiting { reason: String, message: String },
-    Running { id: String, started: i64 },
-    Terminated { id: String, code: i32, reason: String, message: String, started: i64, finished: i64 },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        id: String,
+        started: i64,
+    },
+    Terminated {
+        id: String,
+        code: i32,
+        reason: String,
+        message: String,
+        started: i64,
+        finished: i64,
+    },
 }
 
 pub fn time(ns: i64) -> Option<Time> {
     if ns <= 0 {
         return None;
     }
-    k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(ns)).ok().map(Time)
+    k8s_openapi::jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .ok()
+        .map(Time)
 }
 
 impl View {
@@ -33,16 +48,28 @@ impl View {
                 ..Default::default()
             },
             View::Running { started, .. } => ContainerState {
-                running: Some(ContainerStateRunning { started_at: time(*started) }),
+                running: Some(ContainerStateRunning {
+                    started_at: time(*started),
+                }),
                 ..Default::default()
             },
-            View::Terminated { .. } => ContainerState { terminated: self.terminated(), ..Default::default() },
+            View::Terminated { .. } => ContainerState {
+                terminated: self.terminated(),
+                ..Default::default()
+            },
         }
     }
 
     pub fn terminated(&self) -> Option<ContainerStateTerminated> {
         match self {
-            View::Terminated { id, code, reason, message, started, finished } => Some(ContainerStateTerminated {
+            View::Terminated {
+                id,
+                code,
+                reason,
+                message,
+                started,
+                finished,
+            } => Some(ContainerStateTerminated {
                 container_id: Some(format!("ekube://{id}")),
                 exit_code: *code,
                 reason: Some(reason.clone()),
@@ -90,7 +117,12 @@ pub fn container_status(o: &Observed) -> ContainerStatus {
 }
 
 /// The phase from the regular containers' states (kubelet's getPhase).
-pub fn phase(restart_policy: &str, init_failed: bool, init_done: bool, views: &[(&View, bool)]) -> &'static str {
+pub fn phase(
+    restart_policy: &str,
+    init_failed: bool,
+    init_done: bool,
+    views: &[(&View, bool)],
+) -> &'static str {
     if init_failed {
         return "Failed";
     }
@@ -111,7 +143,9 @@ pub fn phase(restart_policy: &str, init_failed: bool, init_done: bool, views: &[
             }
         }
     }
-    let restarting = views.iter().any(|(v, has_last)| matches!(v, View::Waiting { .. }) && *has_last);
+    let restarting = views
+        .iter()
+        .any(|(v, has_last)| matches!(v, View::Waiting { .. }) && *has_last);
     if pending > 0 {
         "Pending"
     } else if running > 0 || restarting {
@@ -129,7 +163,12 @@ pub fn phase(restart_policy: &str, init_failed: bool, init_done: bool, views: &[
 }
 
 /// A condition, keeping its transition time while its status stays the same.
-pub fn condition(previous: &[PodCondition], type_: &str, status: bool, reason: Option<&str>) -> PodCondition {
+pub fn condition(
+    previous: &[PodCondition],
+    type_: &str,
+    status: bool,
+    reason: Option<&str>,
+) -> PodCondition {
     let s = if status { "True" } else { "False" };
     let last = previous
         .iter()
@@ -150,21 +189,46 @@ mod tests {
     use super::*;
 
     fn done(code: i32) -> View {
-        View::Terminated { id: "x".into(), code, reason: String::new(), message: String::new(), started: 1, finished: 2 }
+        View::Terminated {
+            id: "x".into(),
+            code,
+            reason: String::new(),
+            message: String::new(),
+            started: 1,
+            finished: 2,
+        }
     }
 
     #[test]
     fn phases_follow_restart_policy() {
-        let run = View::Running { id: "x".into(), started: 1 };
-        let wait = View::Waiting { reason: "ContainerCreating".into(), message: String::new() };
-        let crash = View::Waiting { reason: "CrashLoopBackOff".into(), message: String::new() };
+        let run = View::Running {
+            id: "x".into(),
+            started: 1,
+        };
+        let wait = View::Waiting {
+            reason: "ContainerCreating".into(),
+            message: String::new(),
+        };
+        let crash = View::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: String::new(),
+        };
         assert_eq!(phase("Always", false, true, &[(&wait, false)]), "Pending");
         assert_eq!(phase("Always", false, true, &[(&run, false)]), "Running");
         assert_eq!(phase("Always", false, true, &[(&crash, true)]), "Running");
-        assert_eq!(phase("Never", false, true, &[(&done(0), false)]), "Succeeded");
+        assert_eq!(
+            phase("Never", false, true, &[(&done(0), false)]),
+            "Succeeded"
+        );
         assert_eq!(phase("Never", false, true, &[(&done(1), false)]), "Failed");
-        assert_eq!(phase("OnFailure", false, true, &[(&done(0), false)]), "Succeeded");
-        assert_eq!(phase("Never", false, true, &[(&done(0), false), (&run, false)]), "Running");
+        assert_eq!(
+            phase("OnFailure", false, true, &[(&done(0), false)]),
+            "Succeeded"
+        );
+        assert_eq!(
+            phase("Never", false, true, &[(&done(0), false), (&run, false)]),
+            "Running"
+        );
         assert_eq!(phase("Always", false, false, &[(&wait, false)]), "Pending");
         assert_eq!(phase("Never", true, false, &[(&wait, false)]), "Failed");
     }

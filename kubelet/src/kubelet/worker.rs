@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Container, Event, ObjectReference, Pod, PodIP, PodStatus, HostIP};
+use k8s_openapi::api::core::v1::{
+    Container, Event, HostIP, ObjectReference, Pod, PodIP, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use tokio::sync::watch;
@@ -80,38 +82,86 @@ pub struct Worker {
 }
 
 fn pod_key(pod: &Pod) -> String {
-    format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or("default"), pod.metadata.name.as_deref().unwrap_or_default())
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 fn backoff_next(d: Duration) -> Duration {
-    if d.is_zero() { BACKOFF } else { (d * 2).min(MAX_BACKOFF) }
+    if d.is_zero() {
+        BACKOFF
+    } else {
+        (d * 2).min(MAX_BACKOFF)
+    }
 }
 
 /// Removes sandboxes a previous kubelet left for pods other than those in `keep` (by UID).
 pub async fn clear_stale_sandboxes(ctx: Arc<Ctx>, keep: std::collections::HashSet<String>) {
     let mut rc = ctx.rc.clone();
-    let Ok(list) = rc.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await else { return };
-    for sb in list.into_inner().items.into_iter().filter(|s| s.labels.get(POD_UID_LABEL).is_some_and(|uid| !keep.contains(uid))) {
+    let Ok(list) = rc
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+    else {
+        return;
+    };
+    for sb in list.into_inner().items.into_iter().filter(|s| {
+        s.labels
+            .get(POD_UID_LABEL)
+            .is_some_and(|uid| !keep.contains(uid))
+    }) {
         tracing::info!(sandbox = %sb.id, "removing sandbox left by an earlier kubelet");
-        if let Ok(st) = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sb.id.clone(), verbose: true }).await {
+        if let Ok(st) = rc
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sb.id.clone(),
+                verbose: true,
+            })
+            .await
+        {
             let st = st.into_inner();
-            if let (Some(netns), Some(meta)) = (st.info.get(crate::runtime::NETNS_INFO_KEY), st.status.and_then(|s| s.metadata)) {
-                let at = cni::Attachment { container_id: &sb.id, netns, namespace: &meta.namespace, name: &meta.name, uid: &meta.uid };
+            if let (Some(netns), Some(meta)) = (
+                st.info.get(crate::runtime::NETNS_INFO_KEY),
+                st.status.and_then(|s| s.metadata),
+            ) {
+                let at = cni::Attachment {
+                    container_id: &sb.id,
+                    netns,
+                    namespace: &meta.namespace,
+                    name: &meta.name,
+                    uid: &meta.uid,
+                };
                 let _ = cni::del(&ctx.config.cni_conf_dir, &ctx.config.cni_bin_dir, &at).await;
             }
         }
-        let _ = rc.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
-        let _ = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id }).await;
+        let _ = rc
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sb.id.clone(),
+            })
+            .await;
+        let _ = rc
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: sb.id,
+            })
+            .await;
     }
 }
 
 /// Records an event about `pod` from this kubelet.
 pub(super) async fn record_event(ctx: &Ctx, pod: &Pod, type_: &str, reason: &str, message: String) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let ev = Event {
         metadata: ObjectMeta {
-            name: Some(format!("{}.{:016x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>())),
+            name: Some(format!(
+                "{}.{:016x}",
+                pod.metadata.name.as_deref().unwrap_or("pod"),
+                rand::random::<u64>()
+            )),
             namespace: Some(ns.clone()),
             ..Default::default()
         },
@@ -129,16 +179,21 @@ pub(super) async fn record_event(ctx: &Ctx, pod: &Pod, type_: &str, reason: &str
         count: Some(1),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now),
-        source: Some(k8s_openapi::api::core::v1::EventSource { component: Some("kubelet".into()), host: Some(ctx.node.clone()) }),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("kubelet".into()),
+            host: Some(ctx.node.clone()),
+        }),
         reporting_component: Some("kubelet".into()),
         reporting_instance: Some(ctx.node.clone()),
         ..Default::default()
     };
-    if let Err(e) = Api::<Event>::namespaced(ctx.client.clone(), &ns).create(&PostParams::default(), &ev).await {
+    if let Err(e) = Api::<Event>::namespaced(ctx.client.clone(), &ns)
+        .create(&PostParams::default(), &ev)
+        .await
+    {
         tracing::debug!(error = %e, "recording event");
     }
 }
-
 
 impl Worker {
     pub fn new(ctx: Arc<Ctx>, rx: watch::Receiver<Option<Pod>>) -> Self {
@@ -164,12 +219,24 @@ impl Worker {
                 None => {
                     // A static pod whose manifest went away stops gracefully; a pod removed
                     // from the apiserver without a graceful deletion does not wait.
-                    let grace = self.last_pod.as_ref().filter(|p| super::static_pods::is_static(p)).map(|p| grace_period(p, None)).unwrap_or(0);
+                    let grace = self
+                        .last_pod
+                        .as_ref()
+                        .filter(|p| super::static_pods::is_static(p))
+                        .map(|p| grace_period(p, None))
+                        .unwrap_or(0);
                     self.teardown(None, grace).await;
                     return;
                 }
                 Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
-                    let grace = pod.metadata.deletion_grace_period_seconds.or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds)).unwrap_or(30);
+                    let grace = pod
+                        .metadata
+                        .deletion_grace_period_seconds
+                        .or(pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds))
+                        .unwrap_or(30);
                     self.teardown(Some(&pod), grace).await;
                     self.confirm_deletion(&pod).await;
                     return;
@@ -197,7 +264,10 @@ impl Worker {
     }
 
     fn volumes_dir(&self, pod: &Pod) -> PathBuf {
-        inputs::volumes_dir(&self.ctx.config.root_dir, pod.metadata.uid.as_deref().unwrap_or_default())
+        inputs::volumes_dir(
+            &self.ctx.config.root_dir,
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        )
     }
 
     fn log_dir(&self, pod: &Pod) -> PathBuf {
@@ -211,12 +281,22 @@ impl Worker {
 
     fn sandbox_config(&self, pod: &Pod) -> cri::PodSandboxConfig {
         let spec = pod.spec.clone().unwrap_or_default();
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let dns = match spec.dns_policy.as_deref() {
             Some("Default") | Some("None") => None,
             _ => Some(cri::DnsConfig {
-                servers: self.ctx.config.cluster_dns.iter().map(|ip| ip.to_string()).collect(),
+                servers: self
+                    .ctx
+                    .config
+                    .cluster_dns
+                    .iter()
+                    .map(|ip| ip.to_string())
+                    .collect(),
                 searches: vec![
                     format!("{ns}.svc.{}", self.ctx.config.cluster_domain),
                     format!("svc.{}", self.ctx.config.cluster_domain),
@@ -226,13 +306,24 @@ impl Worker {
             }),
         };
         cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata { name: pod.metadata.name.clone().unwrap_or_default(), uid: uid.clone(), namespace: ns, attempt: 0 }),
-            hostname: spec.hostname.clone().unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default()),
+            metadata: Some(cri::PodSandboxMetadata {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                uid: uid.clone(),
+                namespace: ns,
+                attempt: 0,
+            }),
+            hostname: spec
+                .hostname
+                .clone()
+                .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default()),
             log_directory: self.log_dir(pod).display().to_string(),
             dns_config: dns,
             labels: [(POD_UID_LABEL.to_owned(), uid.clone())].into(),
             linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.ctx.config.cgroup_root.trim_end_matches('/')),
+                cgroup_parent: format!(
+                    "{}/pod{uid}",
+                    self.ctx.config.cgroup_root.trim_end_matches('/')
+                ),
                 ..Default::default()
             }),
             ..Default::default()
@@ -245,21 +336,63 @@ impl Worker {
         }
         let mut rc = self.ctx.rc.clone();
         let config = self.sandbox_config(pod);
-        let id = rc.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() }).await?.into_inner().pod_sandbox_id;
-        let st = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: true }).await?.into_inner();
-        let netns = st.info.get(crate::runtime::NETNS_INFO_KEY).cloned().unwrap_or_default();
+        let id = rc
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let st = rc
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        let netns = st
+            .info
+            .get(crate::runtime::NETNS_INFO_KEY)
+            .cloned()
+            .unwrap_or_default();
         let meta = config.metadata.clone().unwrap_or_default();
-        let at = cni::Attachment { container_id: &id, netns: &netns, namespace: &meta.namespace, name: &meta.name, uid: &meta.uid };
-        match cni::add(&self.ctx.config.cni_conf_dir, &self.ctx.config.cni_bin_dir, &at).await {
+        let at = cni::Attachment {
+            container_id: &id,
+            netns: &netns,
+            namespace: &meta.namespace,
+            name: &meta.name,
+            uid: &meta.uid,
+        };
+        match cni::add(
+            &self.ctx.config.cni_conf_dir,
+            &self.ctx.config.cni_bin_dir,
+            &at,
+        )
+        .await
+        {
             Ok(ips) => {
                 tracing::info!(pod = %pod_key(pod), sandbox = %id, ?ips, "sandbox networked");
                 self.sandbox = Some(Sandbox { id, netns, ips });
                 Ok(())
             }
             Err(e) => {
-                let _ = cni::del(&self.ctx.config.cni_conf_dir, &self.ctx.config.cni_bin_dir, &at).await;
-                let _ = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await;
-                self.event(pod, "Warning", "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {e}")).await;
+                let _ = cni::del(
+                    &self.ctx.config.cni_conf_dir,
+                    &self.ctx.config.cni_bin_dir,
+                    &at,
+                )
+                .await;
+                let _ = rc
+                    .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await;
+                self.event(
+                    pod,
+                    "Warning",
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e}"),
+                )
+                .await;
                 Err(e)
             }
         }
@@ -270,7 +403,11 @@ impl Worker {
             return Ok(());
         }
         if self.start_time.is_none() {
-            self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone()).or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now())));
+            self.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .or_else(|| Some(Time(k8s_openapi::jiff::Timestamp::now())));
         }
         if !self.adopted {
             self.adopted = true;
@@ -287,7 +424,10 @@ impl Worker {
             return Err(e);
         }
         let spec = pod.spec.clone().unwrap_or_default();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
         let mut init_done = true;
         let mut init_failed = false;
         for c in spec.init_containers.clone().unwrap_or_default() {
@@ -319,7 +459,10 @@ impl Worker {
             .iter()
             .map(|c| {
                 let t = self.containers.get(&c.name);
-                (t.and_then(|t| t.view.clone()).unwrap_or(WAITING), t.is_some_and(|t| t.last.is_some()))
+                (
+                    t.and_then(|t| t.view.clone()).unwrap_or(WAITING),
+                    t.is_some_and(|t| t.last.is_some()),
+                )
             })
             .collect();
         let views: Vec<(&View, bool)> = owned.iter().map(|(v, l)| (v, *l)).collect();
@@ -334,25 +477,46 @@ impl Worker {
     }
 
     /// Drives one container toward running (or done); returns its current view.
-    async fn ensure_container(&mut self, pod: &Pod, c: &Container, init: bool, policy: &str) -> View {
+    async fn ensure_container(
+        &mut self,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        policy: &str,
+    ) -> View {
         let mut rc = self.ctx.rc.clone();
         let key = pod_key(pod);
         let t = self.containers.entry(c.name.clone()).or_default();
         if let Some(id) = t.id.clone() {
-            let st = rc.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await;
+            let st = rc
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: false,
+                })
+                .await;
             let Ok(st) = st.map(|s| s.into_inner().status.unwrap_or_default()) else {
                 t.id = None;
                 return t.view.clone().unwrap_or(WAITING);
             };
             if st.state == cri::ContainerState::ContainerRunning as i32 {
-                let v = View::Running { id: id.clone(), started: st.started_at };
+                let v = View::Running {
+                    id: id.clone(),
+                    started: st.started_at,
+                };
                 t.view = Some(v.clone());
                 return v;
             }
             if st.state != cri::ContainerState::ContainerExited as i32 {
                 return t.view.clone().unwrap_or(WAITING);
             }
-            let done = View::Terminated { id: id.clone(), code: st.exit_code, reason: st.reason.clone(), message: st.message.clone(), started: st.started_at, finished: st.finished_at };
+            let done = View::Terminated {
+                id: id.clone(),
+                code: st.exit_code,
+                reason: st.reason.clone(),
+                message: st.message.clone(),
+                started: st.started_at,
+                finished: st.finished_at,
+            };
             let restart = match policy {
                 "Never" => false,
                 "OnFailure" => st.exit_code != 0,
@@ -377,11 +541,25 @@ impl Worker {
                     let wait = t.backoff;
                     t.not_before = Some(now + wait);
                     t.backoff = backoff_next(wait);
-                    let msg = format!("back-off {}s restarting failed container={} pod={}", wait.as_secs(), c.name, pod.metadata.name.as_deref().unwrap_or_default());
-                    t.view = Some(View::Waiting { reason: "CrashLoopBackOff".into(), message: msg });
+                    let msg = format!(
+                        "back-off {}s restarting failed container={} pod={}",
+                        wait.as_secs(),
+                        c.name,
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    t.view = Some(View::Waiting {
+                        reason: "CrashLoopBackOff".into(),
+                        message: msg,
+                    });
                     t.last = Some(done);
                     let v = t.view.clone().unwrap_or(WAITING);
-                    self.event(pod, "Warning", "BackOff", "Back-off restarting failed container".into()).await;
+                    self.event(
+                        pod,
+                        "Warning",
+                        "BackOff",
+                        "Back-off restarting failed container".into(),
+                    )
+                    .await;
                     return v;
                 }
                 Some(at) if now < at => return t.view.clone().unwrap_or(WAITING),
@@ -389,7 +567,9 @@ impl Worker {
                     t.not_before = None;
                     t.last = Some(done);
                     t.restarts += 1;
-                    let _ = rc.remove_container(cri::RemoveContainerRequest { container_id: id }).await;
+                    let _ = rc
+                        .remove_container(cri::RemoveContainerRequest { container_id: id })
+                        .await;
                     t.id = None;
                 }
             }
@@ -399,11 +579,21 @@ impl Worker {
                 // back-off runs.
                 if let Some(View::Waiting { reason, message }) = t.view.clone()
                     && reason == "ErrImagePull"
-                    && t.pull_failed_at.is_some_and(|f| f.elapsed() >= PULL_ERROR_SHOWN)
+                    && t.pull_failed_at
+                        .is_some_and(|f| f.elapsed() >= PULL_ERROR_SHOWN)
                 {
-                    t.view = Some(View::Waiting { reason: "ImagePullBackOff".into(), message });
+                    t.view = Some(View::Waiting {
+                        reason: "ImagePullBackOff".into(),
+                        message,
+                    });
                     let image = c.image.clone().unwrap_or_default();
-                    self.event(pod, "Normal", "BackOff", format!("Back-off pulling image \"{image}\"")).await;
+                    self.event(
+                        pod,
+                        "Normal",
+                        "BackOff",
+                        format!("Back-off pulling image \"{image}\""),
+                    )
+                    .await;
                     let t = self.containers.entry(c.name.clone()).or_default();
                     return t.view.clone().unwrap_or(WAITING);
                 }
@@ -417,7 +607,10 @@ impl Worker {
 
     fn set_waiting(&mut self, name: &str, reason: &str, message: String, retry: Duration) -> View {
         let t = self.containers.entry(name.to_owned()).or_default();
-        let v = View::Waiting { reason: reason.into(), message };
+        let v = View::Waiting {
+            reason: reason.into(),
+            message,
+        };
         t.view = Some(v.clone());
         t.not_before = Some(Instant::now() + retry);
         v
@@ -427,38 +620,85 @@ impl Worker {
         let image = c.image.clone().unwrap_or_default();
         let mut ic = self.ctx.ic.clone();
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
-            if image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':') { "Always".into() } else { "IfNotPresent".into() }
+            if image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':') {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
         });
-        let spec = cri::ImageSpec { image: image.clone(), ..Default::default() };
-        let present = ic.image_status(cri::ImageStatusRequest { image: Some(spec.clone()), verbose: false }).await.ok().and_then(|r| r.into_inner().image);
+        let spec = cri::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        };
+        let present = ic
+            .image_status(cri::ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().image);
         if policy == "Never" || (policy == "IfNotPresent" && present.is_some()) {
             return match present {
                 Some(i) => Ok(i.id),
                 None => {
-                    let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
-                    self.event(pod, "Warning", "ErrImageNeverPull", msg.clone()).await;
+                    let msg = format!(
+                        "Container image \"{image}\" is not present with pull policy of Never"
+                    );
+                    self.event(pod, "Warning", "ErrImageNeverPull", msg.clone())
+                        .await;
                     Err(self.set_waiting(&c.name, "ErrImageNeverPull", msg, BACKOFF))
                 }
             };
         }
-        self.event(pod, "Normal", "Pulling", format!("Pulling image \"{image}\"")).await;
+        self.event(
+            pod,
+            "Normal",
+            "Pulling",
+            format!("Pulling image \"{image}\""),
+        )
+        .await;
         let started = Instant::now();
-        match ic.pull_image(cri::PullImageRequest { image: Some(spec), auth: None, sandbox_config: None }).await {
+        match ic
+            .pull_image(cri::PullImageRequest {
+                image: Some(spec),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+        {
             Ok(r) => {
-                self.containers.entry(c.name.clone()).or_default().pull_failures = 0;
-                self.event(pod, "Normal", "Pulled", format!("Successfully pulled image \"{image}\" in {:.3}s", started.elapsed().as_secs_f64())).await;
+                self.containers
+                    .entry(c.name.clone())
+                    .or_default()
+                    .pull_failures = 0;
+                self.event(
+                    pod,
+                    "Normal",
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {:.3}s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                )
+                .await;
                 Ok(r.into_inner().image_ref)
             }
             Err(e) => {
                 let t = self.containers.entry(c.name.clone()).or_default();
                 t.pull_failures += 1;
-                let backoff = (BACKOFF * 2u32.pow(t.pull_failures.saturating_sub(1).min(5))).min(MAX_BACKOFF);
+                let backoff =
+                    (BACKOFF * 2u32.pow(t.pull_failures.saturating_sub(1).min(5))).min(MAX_BACKOFF);
                 let msg = format!("Failed to pull image \"{image}\": {}", e.message());
                 self.event(pod, "Warning", "Failed", msg.clone()).await;
-                self.event(pod, "Warning", "Failed", "Error: ErrImagePull".into()).await;
+                self.event(pod, "Warning", "Failed", "Error: ErrImagePull".into())
+                    .await;
                 // Shown as ErrImagePull now, as ImagePullBackOff while the back-off runs.
                 let view = self.set_waiting(&c.name, "ErrImagePull", msg, backoff);
-                self.containers.entry(c.name.clone()).or_default().pull_failed_at = Some(Instant::now());
+                self.containers
+                    .entry(c.name.clone())
+                    .or_default()
+                    .pull_failed_at = Some(Instant::now());
                 Err(view)
             }
         }
@@ -469,33 +709,68 @@ impl Worker {
             Ok(id) => id,
             Err(v) => return v,
         };
-        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        let ip = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ips.first().cloned())
+            .unwrap_or_default();
         let env = match inputs::env(&self.ctx.client, pod, c, &ip).await {
             Ok(env) => env,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
-        let volumes = match inputs::prepare_volumes(&self.ctx.client, pod, &self.volumes_dir(pod)).await {
-            Ok(v) => v,
-            Err(e) => return self.config_error(pod, c, e.0).await,
-        };
+        let volumes =
+            match inputs::prepare_volumes(&self.ctx.client, pod, &self.volumes_dir(pod)).await {
+                Ok(v) => v,
+                Err(e) => return self.config_error(pod, c, e.0).await,
+            };
         let mounts = match inputs::mounts(c, &volumes) {
             Ok(m) => m,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
         let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-        let expand = |v: &Option<Vec<String>>| v.clone().unwrap_or_default().iter().map(|s| inputs::expand(s, &vars)).collect::<Vec<_>>();
-        let restarts = self.containers.get(&c.name).map(|t| t.restarts).unwrap_or(0);
+        let expand = |v: &Option<Vec<String>>| {
+            v.clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| inputs::expand(s, &vars))
+                .collect::<Vec<_>>()
+        };
+        let restarts = self
+            .containers
+            .get(&c.name)
+            .map(|t| t.restarts)
+            .unwrap_or(0);
         let sc = c.security_context.clone().unwrap_or_default();
-        let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+        let psc = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
         let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt: restarts as u32 }),
-            image: Some(cri::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+            metadata: Some(cri::ContainerMetadata {
+                name: c.name.clone(),
+                attempt: restarts as u32,
+            }),
+            image: Some(cri::ImageSpec {
+                image: c.image.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
             command: expand(&c.command),
             args: expand(&c.args),
             working_dir: c.working_dir.clone().unwrap_or_default(),
-            envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value }).collect(),
+            envs: env
+                .into_iter()
+                .map(|(key, value)| cri::KeyValue { key, value })
+                .collect(),
             mounts,
-            labels: [(POD_UID_LABEL.to_owned(), pod.metadata.uid.clone().unwrap_or_default()), ("io.kubernetes.container.name".to_owned(), c.name.clone())].into(),
+            labels: [
+                (
+                    POD_UID_LABEL.to_owned(),
+                    pod.metadata.uid.clone().unwrap_or_default(),
+                ),
+                ("io.kubernetes.container.name".to_owned(), c.name.clone()),
+            ]
+            .into(),
             log_path: format!("{}/{restarts}.log", c.name),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(inputs::resources(c)),
@@ -506,8 +781,14 @@ impl Worker {
                         add_ambient_capabilities: Vec::new(),
                     }),
                     privileged: sc.privileged.unwrap_or(false),
-                    run_as_user: sc.run_as_user.or(psc.run_as_user).map(|value| cri::Int64Value { value }),
-                    run_as_group: sc.run_as_group.or(psc.run_as_group).map(|value| cri::Int64Value { value }),
+                    run_as_user: sc
+                        .run_as_user
+                        .or(psc.run_as_user)
+                        .map(|value| cri::Int64Value { value }),
+                    run_as_group: sc
+                        .run_as_group
+                        .or(psc.run_as_group)
+                        .map(|value| cri::Int64Value { value }),
                     readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
                     no_new_privs: sc.allow_privilege_escalation == Some(false),
                     supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
@@ -516,44 +797,109 @@ impl Worker {
             }),
             ..Default::default()
         };
-        let Some(sandbox_id) = self.sandbox.as_ref().map(|s| s.id.clone()) else { return WAITING };
+        let Some(sandbox_id) = self.sandbox.as_ref().map(|s| s.id.clone()) else {
+            return WAITING;
+        };
         let mut rc = self.ctx.rc.clone();
-        let id = match rc.create_container(cri::CreateContainerRequest { pod_sandbox_id: sandbox_id, config: Some(config), sandbox_config: Some(self.sandbox_config(pod)) }).await {
+        let id = match rc
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: sandbox_id,
+                config: Some(config),
+                sandbox_config: Some(self.sandbox_config(pod)),
+            })
+            .await
+        {
             Ok(r) => r.into_inner().container_id,
             Err(e) => {
                 let msg = e.message().to_owned();
-                self.event(pod, "Warning", "Failed", format!("Error: {msg}")).await;
-                return self.set_waiting(&c.name, "CreateContainerError", msg, Duration::from_secs(1));
+                self.event(pod, "Warning", "Failed", format!("Error: {msg}"))
+                    .await;
+                return self.set_waiting(
+                    &c.name,
+                    "CreateContainerError",
+                    msg,
+                    Duration::from_secs(1),
+                );
             }
         };
-        self.event(pod, "Normal", "Created", format!("Created container {}", c.name)).await;
+        self.event(
+            pod,
+            "Normal",
+            "Created",
+            format!("Created container {}", c.name),
+        )
+        .await;
         let t = self.containers.entry(c.name.clone()).or_default();
         t.id = Some(id.clone());
         t.image_id = image_id;
         t.not_before = None;
-        match rc.start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
+        match rc
+            .start_container(cri::StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+        {
             Ok(_) => {
-                self.event(pod, "Normal", "Started", format!("Started container {}", c.name)).await;
+                self.event(
+                    pod,
+                    "Normal",
+                    "Started",
+                    format!("Started container {}", c.name),
+                )
+                .await;
                 if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
-                    let target = probe::Target { container_id: id.clone(), pod_ip: ip.clone() };
-                    if let Err(e) = probe::run_handler(&self.ctx, &h, c, &target, POST_START_TIMEOUT).await {
+                    let target = probe::Target {
+                        container_id: id.clone(),
+                        pod_ip: ip.clone(),
+                    };
+                    if let Err(e) =
+                        probe::run_handler(&self.ctx, &h, c, &target, POST_START_TIMEOUT).await
+                    {
                         let msg = hook_failure(&h, pod, c, &e);
                         self.event(pod, "Warning", "FailedPostStartHook", msg).await;
                         let grace = grace_period(pod, None);
-                        self.event(pod, "Normal", "Killing", "FailedPostStartHook".into()).await;
-                        stop_gracefully(self.ctx.clone(), pod.clone(), Some(c.clone()), id.clone(), ip.clone(), grace).await;
+                        self.event(pod, "Normal", "Killing", "FailedPostStartHook".into())
+                            .await;
+                        stop_gracefully(
+                            self.ctx.clone(),
+                            pod.clone(),
+                            Some(c.clone()),
+                            id.clone(),
+                            ip.clone(),
+                            grace,
+                        )
+                        .await;
                     }
                 }
             }
             Err(e) => {
-                self.event(pod, "Warning", "Failed", format!("Error: {}", e.message())).await;
+                self.event(pod, "Warning", "Failed", format!("Error: {}", e.message()))
+                    .await;
             }
         }
-        let st = rc.container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await.ok().and_then(|s| s.into_inner().status).unwrap_or_default();
+        let st = rc
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|s| s.into_inner().status)
+            .unwrap_or_default();
         let v = if st.state == cri::ContainerState::ContainerExited as i32 {
-            View::Terminated { id, code: st.exit_code, reason: st.reason, message: st.message, started: st.started_at, finished: st.finished_at }
+            View::Terminated {
+                id,
+                code: st.exit_code,
+                reason: st.reason,
+                message: st.message,
+                started: st.started_at,
+                finished: st.finished_at,
+            }
         } else {
-            View::Running { id, started: st.started_at }
+            View::Running {
+                id,
+                started: st.started_at,
+            }
         };
         self.containers.entry(c.name.clone()).or_default().view = Some(v.clone());
         v
@@ -561,13 +907,27 @@ impl Worker {
 
     /// Starts the prober of a container that runs without one, stops it once not running.
     fn sync_prober(&mut self, pod: &Pod, c: &Container) {
-        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        let ip = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ips.first().cloned())
+            .unwrap_or_default();
         let t = self.containers.entry(c.name.clone()).or_default();
         match t.view.clone() {
             Some(View::Running { id, .. }) if t.prober.as_ref().map(|p| &p.0) != Some(&id) => {
                 t.stop_prober();
-                let target = probe::Target { container_id: id.clone(), pod_ip: ip };
-                let task = probe::spawn(self.ctx.clone(), pod.clone(), c.clone(), target, self.verdicts.clone(), self.wake.0.clone());
+                let target = probe::Target {
+                    container_id: id.clone(),
+                    pod_ip: ip,
+                };
+                let task = probe::spawn(
+                    self.ctx.clone(),
+                    pod.clone(),
+                    c.clone(),
+                    target,
+                    self.verdicts.clone(),
+                    self.wake.0.clone(),
+                );
                 t.prober = Some((id.clone(), task));
             }
             Some(View::Running { .. }) => {}
@@ -578,20 +938,52 @@ impl Worker {
     /// Kills a container whose liveness or startup probe failed; the restart policy decides
     /// what follows.
     async fn kill_if_unhealthy(&mut self, pod: &Pod, c: &Container) {
-        let Some(Some(View::Running { id, .. })) = self.containers.get(&c.name).map(|t| t.view.clone()) else { return };
+        let Some(Some(View::Running { id, .. })) =
+            self.containers.get(&c.name).map(|t| t.view.clone())
+        else {
+            return;
+        };
         let kill = {
             let mut v = self.verdicts.lock().expect("verdicts");
-            let kill = v.get(&c.name).filter(|v| v.container_id == id).and_then(|v| v.kill.clone());
+            let kill = v
+                .get(&c.name)
+                .filter(|v| v.container_id == id)
+                .and_then(|v| v.kill.clone());
             if kill.is_some() {
                 v.remove(&c.name);
             }
             kill
         };
         let Some((kind, _)) = kill else { return };
-        self.event(pod, "Normal", "Killing", format!("Container {} failed {kind} probe, will be restarted", c.name)).await;
-        let probe = if kind == "startup" { c.startup_probe.as_ref() } else { c.liveness_probe.as_ref() };
-        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
-        stop_gracefully(self.ctx.clone(), pod.clone(), Some(c.clone()), id, ip, grace_period(pod, probe)).await;
+        self.event(
+            pod,
+            "Normal",
+            "Killing",
+            format!(
+                "Container {} failed {kind} probe, will be restarted",
+                c.name
+            ),
+        )
+        .await;
+        let probe = if kind == "startup" {
+            c.startup_probe.as_ref()
+        } else {
+            c.liveness_probe.as_ref()
+        };
+        let ip = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ips.first().cloned())
+            .unwrap_or_default();
+        stop_gracefully(
+            self.ctx.clone(),
+            pod.clone(),
+            Some(c.clone()),
+            id,
+            ip,
+            grace_period(pod, probe),
+        )
+        .await;
     }
 
     /// Takes over the sandbox and containers an earlier kubelet left running for this pod,
@@ -601,23 +993,79 @@ impl Worker {
         let mut rc = self.ctx.rc.clone();
         let filter = cri::PodSandboxFilter {
             label_selector: [(POD_UID_LABEL.to_owned(), uid.clone())].into(),
-            state: Some(cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxReady as i32 }),
+            state: Some(cri::PodSandboxStateValue {
+                state: cri::PodSandboxState::SandboxReady as i32,
+            }),
             ..Default::default()
         };
-        let Ok(list) = rc.list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) }).await else { return };
-        let Some(sb) = list.into_inner().items.into_iter().max_by_key(|s| s.created_at) else { return };
-        let Ok(st) = rc.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sb.id.clone(), verbose: true }).await else { return };
-        let netns = st.into_inner().info.get(crate::runtime::NETNS_INFO_KEY).cloned().unwrap_or_default();
+        let Ok(list) = rc
+            .list_pod_sandbox(cri::ListPodSandboxRequest {
+                filter: Some(filter),
+            })
+            .await
+        else {
+            return;
+        };
+        let Some(sb) = list
+            .into_inner()
+            .items
+            .into_iter()
+            .max_by_key(|s| s.created_at)
+        else {
+            return;
+        };
+        let Ok(st) = rc
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sb.id.clone(),
+                verbose: true,
+            })
+            .await
+        else {
+            return;
+        };
+        let netns = st
+            .into_inner()
+            .info
+            .get(crate::runtime::NETNS_INFO_KEY)
+            .cloned()
+            .unwrap_or_default();
         let status = pod.status.clone().unwrap_or_default();
-        let ips: Vec<String> = status.pod_ips.clone().unwrap_or_default().into_iter().map(|p| p.ip).collect();
-        let reported: Vec<k8s_openapi::api::core::v1::ContainerStatus> =
-            status.container_statuses.clone().into_iter().flatten().chain(status.init_container_statuses.clone().into_iter().flatten()).collect();
-        let filter = cri::ContainerFilter { pod_sandbox_id: sb.id.clone(), ..Default::default() };
-        let containers = rc.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await.map(|r| r.into_inner().containers).unwrap_or_default();
+        let ips: Vec<String> = status
+            .pod_ips
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| p.ip)
+            .collect();
+        let reported: Vec<k8s_openapi::api::core::v1::ContainerStatus> = status
+            .container_statuses
+            .clone()
+            .into_iter()
+            .flatten()
+            .chain(status.init_container_statuses.clone().into_iter().flatten())
+            .collect();
+        let filter = cri::ContainerFilter {
+            pod_sandbox_id: sb.id.clone(),
+            ..Default::default()
+        };
+        let containers = rc
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(filter),
+            })
+            .await
+            .map(|r| r.into_inner().containers)
+            .unwrap_or_default();
         let mut newest: HashMap<String, cri::Container> = HashMap::new();
         for c in containers {
-            let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
-            if newest.get(&name).is_none_or(|n| n.created_at < c.created_at) {
+            let name = c
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            if newest
+                .get(&name)
+                .is_none_or(|n| n.created_at < c.created_at)
+            {
                 newest.insert(name, c);
             }
         }
@@ -628,25 +1076,46 @@ impl Worker {
             t.id = Some(c.id.clone());
             t.restarts = attempt.max(seen.map(|s| s.restart_count).unwrap_or(0));
             t.image_id = seen.map(|s| s.image_id.clone()).unwrap_or(c.image_ref);
-            t.last = seen.and_then(|s| s.last_state.as_ref()).and_then(|l| l.terminated.as_ref()).map(view_of);
+            t.last = seen
+                .and_then(|s| s.last_state.as_ref())
+                .and_then(|l| l.terminated.as_ref())
+                .map(view_of);
             tracing::info!(pod = %pod_key(pod), container = %name, id = %c.id, "adopted container");
         }
         tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "adopted sandbox");
-        self.sandbox = Some(Sandbox { id: sb.id, netns, ips });
+        self.sandbox = Some(Sandbox {
+            id: sb.id,
+            netns,
+            ips,
+        });
     }
 
     async fn config_error(&mut self, pod: &Pod, c: &Container, msg: String) -> View {
-        self.event(pod, "Warning", "Failed", format!("Error: {msg}")).await;
-        self.set_waiting(&c.name, "CreateContainerConfigError", msg, Duration::from_secs(2))
+        self.event(pod, "Warning", "Failed", format!("Error: {msg}"))
+            .await;
+        self.set_waiting(
+            &c.name,
+            "CreateContainerConfigError",
+            msg,
+            Duration::from_secs(2),
+        )
     }
 
     async fn write_status(&mut self, pod: &Pod, phase: &str) {
-        if pod.status.as_ref().is_none_or(|s| s.container_statuses.is_none()) {
+        if pod
+            .status
+            .as_ref()
+            .is_none_or(|s| s.container_statuses.is_none())
+        {
             // The apiserver's copy has none of what was written (a mirror pod recreated).
             self.written = None;
         }
         let spec = pod.spec.clone().unwrap_or_default();
-        let previous = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let previous = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         let verdicts = self.verdicts.lock().expect("verdicts").clone();
         let observe = |c: &Container| -> k8s_openapi::api::core::v1::ContainerStatus {
             let t = self.containers.get(&c.name);
@@ -654,11 +1123,21 @@ impl Worker {
                 Some(View::Running { id, .. }) => Some(id),
                 _ => None,
             };
-            let verdict = verdicts.get(&c.name).filter(|v| Some(&v.container_id) == running);
-            let started = running.is_some() && verdict.map(|v| v.started).unwrap_or(c.startup_probe.is_none());
+            let verdict = verdicts
+                .get(&c.name)
+                .filter(|v| Some(&v.container_id) == running);
+            let started = running.is_some()
+                && verdict
+                    .map(|v| v.started)
+                    .unwrap_or(c.startup_probe.is_none());
             let ready = running.is_some()
-                && verdict.map(|v| v.ready && v.kill.is_none()).unwrap_or(c.startup_probe.is_none() && c.readiness_probe.is_none());
-            let waiting = View::Waiting { reason: "PodInitializing".into(), message: String::new() };
+                && verdict
+                    .map(|v| v.ready && v.kill.is_none())
+                    .unwrap_or(c.startup_probe.is_none() && c.readiness_probe.is_none());
+            let waiting = View::Waiting {
+                reason: "PodInitializing".into(),
+                message: String::new(),
+            };
             status::container_status(&Observed {
                 name: &c.name,
                 image: c.image.as_deref().unwrap_or_default(),
@@ -671,21 +1150,65 @@ impl Worker {
             })
         };
         let containers: Vec<_> = spec.containers.iter().map(observe).collect();
-        let inits: Vec<_> = spec.init_containers.clone().unwrap_or_default().iter().map(observe).collect();
-        let init_done = spec.init_containers.clone().unwrap_or_default().iter().all(|c| {
-            matches!(self.containers.get(&c.name).and_then(|t| t.view.as_ref()), Some(View::Terminated { code: 0, .. }))
-        });
+        let inits: Vec<_> = spec
+            .init_containers
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(observe)
+            .collect();
+        let init_done = spec
+            .init_containers
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .all(|c| {
+                matches!(
+                    self.containers.get(&c.name).and_then(|t| t.view.as_ref()),
+                    Some(View::Terminated { code: 0, .. })
+                )
+            });
         let ready = containers.iter().all(|c| c.ready) && phase == "Running";
         let done = phase == "Succeeded" || phase == "Failed";
-        let not_ready = if done { Some("PodCompleted") } else if ready { None } else { Some("ContainersNotReady") };
+        let not_ready = if done {
+            Some("PodCompleted")
+        } else if ready {
+            None
+        } else {
+            Some("ContainersNotReady")
+        };
         let conditions = vec![
-            status::condition(&previous, "PodReadyToStartContainers", self.sandbox.is_some() && !done, None),
-            status::condition(&previous, "Initialized", init_done, if init_done { None } else { Some("ContainersNotInitialized") }),
+            status::condition(
+                &previous,
+                "PodReadyToStartContainers",
+                self.sandbox.is_some() && !done,
+                None,
+            ),
+            status::condition(
+                &previous,
+                "Initialized",
+                init_done,
+                if init_done {
+                    None
+                } else {
+                    Some("ContainersNotInitialized")
+                },
+            ),
             status::condition(&previous, "Ready", ready, not_ready),
             status::condition(&previous, "ContainersReady", ready, not_ready),
             status::condition(&previous, "PodScheduled", true, None),
         ];
-        let ips = self.sandbox.as_ref().map(|s| s.ips.clone()).or_else(|| pod.status.as_ref().and_then(|s| s.pod_ips.clone()).map(|v| v.into_iter().map(|p| p.ip).collect())).unwrap_or_default();
+        let ips = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ips.clone())
+            .or_else(|| {
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ips.clone())
+                    .map(|v| v.into_iter().map(|p| p.ip).collect())
+            })
+            .unwrap_or_default();
         let host_ip = self.ctx.node_ip.map(|ip| ip.to_string());
         let status = PodStatus {
             phase: Some(phase.into()),
@@ -693,7 +1216,8 @@ impl Worker {
             host_ip: host_ip.clone(),
             host_ips: host_ip.map(|ip| vec![HostIP { ip }]),
             pod_ip: ips.first().cloned(),
-            pod_ips: (!ips.is_empty()).then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+            pod_ips: (!ips.is_empty())
+                .then(|| ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
             start_time: self.start_time.clone(),
             container_statuses: Some(containers),
             init_container_statuses: (!inits.is_empty()).then_some(inits),
@@ -714,9 +1238,20 @@ impl Worker {
         if value.get("initContainerStatuses").is_none() {
             value["initContainerStatuses"] = serde_json::Value::Null;
         }
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
-        match api.patch_status(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(serde_json::json!({"status": value}))).await {
+        match api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"status": value})),
+            )
+            .await
+        {
             Ok(_) => self.written = Some(key),
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "writing pod status"),
         }
@@ -729,9 +1264,19 @@ impl Worker {
         let specs: Vec<Container> = known
             .as_ref()
             .and_then(|p| p.spec.as_ref())
-            .map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()).cloned().collect())
+            .map(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
-        let ip = self.sandbox.as_ref().and_then(|s| s.ips.first().cloned()).unwrap_or_default();
+        let ip = self
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.ips.first().cloned())
+            .unwrap_or_default();
         let mut stops = Vec::new();
         for (name, t) in &mut self.containers {
             t.stop_prober();
@@ -740,18 +1285,47 @@ impl Worker {
             if let Some(pod) = pod
                 && running
             {
-                record_event(&self.ctx, pod, "Normal", "Killing", format!("Stopping container {name}")).await;
+                record_event(
+                    &self.ctx,
+                    pod,
+                    "Normal",
+                    "Killing",
+                    format!("Stopping container {name}"),
+                )
+                .await;
             }
-            let spec = specs.iter().find(|c| &c.name == name).cloned().filter(|_| running);
+            let spec = specs
+                .iter()
+                .find(|c| &c.name == name)
+                .cloned()
+                .filter(|_| running);
             match &known {
-                Some(p) => stops.push(stop_gracefully(self.ctx.clone(), p.clone(), spec, id, ip.clone(), grace)),
-                None => stops.push(stop_gracefully(self.ctx.clone(), Pod::default(), None, id, ip.clone(), grace)),
+                Some(p) => stops.push(stop_gracefully(
+                    self.ctx.clone(),
+                    p.clone(),
+                    spec,
+                    id,
+                    ip.clone(),
+                    grace,
+                )),
+                None => stops.push(stop_gracefully(
+                    self.ctx.clone(),
+                    Pod::default(),
+                    None,
+                    id,
+                    ip.clone(),
+                    grace,
+                )),
             }
         }
         futures::future::join_all(stops).await;
         if let Some(pod) = pod {
             self.release(pod).await;
-            let _ = std::fs::remove_dir_all(self.volumes_dir(pod).parent().unwrap_or(&self.volumes_dir(pod)));
+            let _ = std::fs::remove_dir_all(
+                self.volumes_dir(pod)
+                    .parent()
+                    .unwrap_or(&self.volumes_dir(pod)),
+            );
         } else if let Some(pod) = self.last_pod.clone() {
             self.release(&pod).await;
         } else {
@@ -762,24 +1336,56 @@ impl Worker {
     async fn release_unknown(&mut self) {
         if let Some(sb) = self.sandbox.take() {
             let mut rc = self.ctx.rc.clone();
-            let _ = rc.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
-            let _ = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id }).await;
+            let _ = rc
+                .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                    pod_sandbox_id: sb.id.clone(),
+                })
+                .await;
+            let _ = rc
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: sb.id,
+                })
+                .await;
         }
     }
 
     /// CNI DEL, then stop and remove the sandbox (and with it the containers).
     async fn release(&mut self, pod: &Pod) {
-        let Some(sb) = self.sandbox.take() else { return };
+        let Some(sb) = self.sandbox.take() else {
+            return;
+        };
         let meta = self.sandbox_config(pod).metadata.unwrap_or_default();
-        let at = cni::Attachment { container_id: &sb.id, netns: &sb.netns, namespace: &meta.namespace, name: &meta.name, uid: &meta.uid };
-        if let Err(e) = cni::del(&self.ctx.config.cni_conf_dir, &self.ctx.config.cni_bin_dir, &at).await {
+        let at = cni::Attachment {
+            container_id: &sb.id,
+            netns: &sb.netns,
+            namespace: &meta.namespace,
+            name: &meta.name,
+            uid: &meta.uid,
+        };
+        if let Err(e) = cni::del(
+            &self.ctx.config.cni_conf_dir,
+            &self.ctx.config.cni_bin_dir,
+            &at,
+        )
+        .await
+        {
             tracing::warn!(pod = %pod_key(pod), error = %e, "CNI DEL");
         }
         let mut rc = self.ctx.rc.clone();
-        if let Err(e) = rc.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await {
+        if let Err(e) = rc
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: sb.id.clone(),
+            })
+            .await
+        {
             tracing::warn!(pod = %pod_key(pod), error = %e, "stopping sandbox");
         }
-        if let Err(e) = rc.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await {
+        if let Err(e) = rc
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: sb.id.clone(),
+            })
+            .await
+        {
             tracing::warn!(pod = %pod_key(pod), error = %e, "removing sandbox");
         }
         for t in self.containers.values_mut() {
@@ -789,14 +1395,24 @@ impl Worker {
     }
 
     async fn confirm_deletion(&self, pod: &Pod) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &ns);
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
-        match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp).await {
+        match api
+            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+            .await
+        {
             Ok(_) => tracing::info!(pod = %pod_key(pod), "pod deleted"),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "confirming pod deletion"),
@@ -808,17 +1424,31 @@ impl Worker {
 fn grace_period(pod: &Pod, probe: Option<&k8s_openapi::api::core::v1::Probe>) -> i64 {
     probe
         .and_then(|p| p.termination_grace_period_seconds)
-        .or(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
         .unwrap_or(30)
         .max(0)
 }
 
 /// A failed hook as upstream's event message words it.
-fn hook_failure(h: &k8s_openapi::api::core::v1::LifecycleHandler, pod: &Pod, c: &Container, error: &str) -> String {
+fn hook_failure(
+    h: &k8s_openapi::api::core::v1::LifecycleHandler,
+    pod: &Pod,
+    c: &Container,
+    error: &str,
+) -> String {
     let what = if let Some(e) = &h.exec {
-        format!("Exec lifecycle hook ({:?})", e.command.clone().unwrap_or_default())
+        format!(
+            "Exec lifecycle hook ({:?})",
+            e.command.clone().unwrap_or_default()
+        )
     } else if let Some(g) = &h.http_get {
-        format!("HTTP lifecycle hook ({})", g.path.clone().unwrap_or_default())
+        format!(
+            "HTTP lifecycle hook ({})",
+            g.path.clone().unwrap_or_default()
+        )
     } else {
         "Lifecycle hook".to_owned()
     };
@@ -834,20 +1464,51 @@ fn hook_failure(h: &k8s_openapi::api::core::v1::LifecycleHandler, pod: &Pod, c: 
 
 /// Stops one container: its preStop hook (when `c` has one), then SIGTERM and SIGKILL once
 /// `grace` seconds have passed since the start (at least 2 s after a hook, as upstream).
-async fn stop_gracefully(ctx: Arc<Ctx>, pod: Pod, c: Option<Container>, id: String, ip: String, grace: i64) {
+async fn stop_gracefully(
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    c: Option<Container>,
+    id: String,
+    ip: String,
+    grace: i64,
+) {
     let began = Instant::now();
     let mut timeout = grace;
     if let Some(c) = &c
         && let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
     {
-        let target = probe::Target { container_id: id.clone(), pod_ip: ip };
-        if let Err(e) = probe::run_handler(&ctx, &h, c, &target, Duration::from_secs(grace.max(1) as u64)).await {
-            record_event(&ctx, &pod, "Warning", "FailedPreStopHook", hook_failure(&h, &pod, c, &e)).await;
+        let target = probe::Target {
+            container_id: id.clone(),
+            pod_ip: ip,
+        };
+        if let Err(e) = probe::run_handler(
+            &ctx,
+            &h,
+            c,
+            &target,
+            Duration::from_secs(grace.max(1) as u64),
+        )
+        .await
+        {
+            record_event(
+                &ctx,
+                &pod,
+                "Warning",
+                "FailedPreStopHook",
+                hook_failure(&h, &pod, c, &e),
+            )
+            .await;
         }
         timeout = (grace - began.elapsed().as_secs() as i64).max(if grace > 0 { 2 } else { 0 });
     }
     let mut rc = ctx.rc.clone();
-    if let Err(e) = rc.stop_container(cri::StopContainerRequest { container_id: id, timeout }).await {
+    if let Err(e) = rc
+        .stop_container(cri::StopContainerRequest {
+            container_id: id,
+            timeout,
+        })
+        .await
+    {
         tracing::warn!(error = %e, "stopping container");
     }
 }
@@ -856,7 +1517,12 @@ async fn stop_gracefully(ctx: Arc<Ctx>, pod: Pod, c: Option<Container>, id: Stri
 fn view_of(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> View {
     let ns = |t: &Option<Time>| t.as_ref().map(|t| t.0.as_nanosecond() as i64).unwrap_or(0);
     View::Terminated {
-        id: t.container_id.clone().unwrap_or_default().trim_start_matches("ekube://").to_owned(),
+        id: t
+            .container_id
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches("ekube://")
+            .to_owned(),
         code: t.exit_code,
         reason: t.reason.clone().unwrap_or_default(),
         message: t.message.clone().unwrap_or_default(),
@@ -873,4 +1539,7 @@ impl Drop for Worker {
     }
 }
 
-const WAITING: View = View::Waiting { reason: String::new(), message: String::new() };
+const WAITING: View = View::Waiting {
+    reason: String::new(),
+    message: String::new(),
+};

@@ -65,7 +65,11 @@ pub fn normalize(image: &str) -> Result<Reference> {
         reason: format!("invalid reference: {e}"),
     })?;
     if r.tag().is_none() && r.digest().is_none() {
-        return Ok(Reference::with_tag(r.registry().to_owned(), r.repository().to_owned(), "latest".into()));
+        return Ok(Reference::with_tag(
+            r.registry().to_owned(),
+            r.repository().to_owned(),
+            "latest".into(),
+        ));
     }
     Ok(r)
 }
@@ -80,7 +84,11 @@ impl ImageStore {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(Error::io("creating", &p))?;
         }
-        Ok(Self { root: root.to_owned(), insecure, lock: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            root: root.to_owned(),
+            insecure,
+            lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
@@ -118,7 +126,9 @@ impl ImageStore {
         }
         let r = normalize(image).ok()?;
         let whole = r.whole();
-        images.into_iter().find(|i| i.repo_tags.contains(&whole) || i.repo_digests.contains(&whole))
+        images
+            .into_iter()
+            .find(|i| i.repo_tags.contains(&whole) || i.repo_digests.contains(&whole))
     }
 
     fn write_blob(&self, data: &[u8]) -> Result<String> {
@@ -134,7 +144,10 @@ impl ImageStore {
     pub async fn pull(&self, image: &str) -> Result<String> {
         let reference = normalize(image)?;
         let _guard = self.lock.lock().await;
-        let image_err = |reason: String| Error::Image { image: image.to_owned(), reason };
+        let image_err = |reason: String| Error::Image {
+            image: image.to_owned(),
+            reason,
+        };
         let client = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
             ..Default::default()
@@ -148,8 +161,14 @@ impl ImageStore {
             if path.exists() {
                 continue;
             }
-            let tmp = self.root.join("tmp").join(format!("{}-{}", hex(&layer.digest), rand::random::<u32>()));
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(Error::io("creating", &tmp))?;
+            let tmp = self.root.join("tmp").join(format!(
+                "{}-{}",
+                hex(&layer.digest),
+                rand::random::<u32>()
+            ));
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(Error::io("creating", &tmp))?;
             let pulled = client.pull_blob(&reference, layer, &mut file).await;
             drop(file);
             if let Err(e) = pulled {
@@ -160,23 +179,42 @@ impl ImageStore {
         }
         let config_digest = self.write_blob(config.as_bytes())?;
         let layers: Vec<&OciDescriptor> = manifest.layers.iter().collect();
-        let repo_digest = format!("{}/{}@{}", reference.registry(), reference.repository(), manifest_digest);
+        let repo_digest = format!(
+            "{}/{}@{}",
+            reference.registry(),
+            reference.repository(),
+            manifest_digest
+        );
         tracing::info!(image = %reference.whole(), digest = %manifest_digest, "pulled image");
         self.register(&reference.whole(), &repo_digest, &config_digest, &layers)
     }
 
     /// Unpacks the layers (once each) and writes the image record; the blobs must be stored.
-    fn register(&self, tag: &str, repo_digest: &str, config_digest: &str, layers: &[&OciDescriptor]) -> Result<String> {
-        let config_bytes = std::fs::read(self.blob_path(config_digest)).map_err(Error::io("reading", self.blob_path(config_digest)))?;
-        let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|e| Error::Image {
-            image: tag.to_owned(),
-            reason: format!("invalid image config: {e}"),
-        })?;
+    fn register(
+        &self,
+        tag: &str,
+        repo_digest: &str,
+        config_digest: &str,
+        layers: &[&OciDescriptor],
+    ) -> Result<String> {
+        let config_bytes = std::fs::read(self.blob_path(config_digest))
+            .map_err(Error::io("reading", self.blob_path(config_digest)))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| Error::Image {
+                image: tag.to_owned(),
+                reason: format!("invalid image config: {e}"),
+            })?;
         for layer in layers {
             self.unpack(&layer.digest)?;
         }
         let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         let c = &config["config"];
         let image_config = ImageConfig {
@@ -215,7 +253,10 @@ impl ImageStore {
     }
 
     fn save(&self, record: &ImageRecord) -> Result<()> {
-        write_atomic(&self.record_path(&record.id), &serde_json::to_vec_pretty(record).expect("json"))
+        write_atomic(
+            &self.record_path(&record.id),
+            &serde_json::to_vec_pretty(record).expect("json"),
+        )
     }
 
     fn unpack(&self, digest: &str) -> Result<()> {
@@ -223,13 +264,19 @@ impl ImageStore {
         if dir.exists() {
             return Ok(());
         }
-        let tmp = self.root.join("tmp").join(format!("layer-{}-{}", hex(digest), rand::random::<u32>()));
+        let tmp =
+            self.root
+                .join("tmp")
+                .join(format!("layer-{}-{}", hex(digest), rand::random::<u32>()));
         std::fs::create_dir_all(&tmp).map_err(Error::io("creating", &tmp))?;
         let blob = self.blob_path(digest);
         let file = std::fs::File::open(&blob).map_err(Error::io("opening", &blob))?;
         if let Err(e) = unpack::unpack_layer(file, &tmp) {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::Image { image: digest.to_owned(), reason: format!("unpacking layer: {e}") });
+            return Err(Error::Image {
+                image: digest.to_owned(),
+                reason: format!("unpacking layer: {e}"),
+            });
         }
         std::fs::rename(&tmp, &dir).map_err(Error::io("renaming", &dir))
     }
@@ -256,7 +303,11 @@ impl ImageStore {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return Ok(tags);
         };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "tar")).collect();
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+            .collect();
         paths.sort();
         for p in paths {
             tags.extend(self.import_archive(&p).await?);
@@ -267,16 +318,26 @@ impl ImageStore {
     /// Imports the images of one OCI image layout archive (`oci-layout`, `index.json`, `blobs/`).
     pub async fn import_archive(&self, path: &Path) -> Result<Vec<String>> {
         let _guard = self.lock.lock().await;
-        let import_err = |reason: String| Error::Image { image: path.display().to_string(), reason };
+        let import_err = |reason: String| Error::Image {
+            image: path.display().to_string(),
+            reason,
+        };
         let file = std::fs::File::open(path).map_err(Error::io("opening", path))?;
         let mut archive = tar::Archive::new(file);
         let mut index = None;
         let mut blobs = BTreeMap::new();
         for entry in archive.entries().map_err(Error::io("reading", path))? {
             let mut entry = entry.map_err(Error::io("reading", path))?;
-            let name = entry.path().map_err(Error::io("reading", path))?.to_string_lossy().trim_start_matches("./").to_owned();
+            let name = entry
+                .path()
+                .map_err(Error::io("reading", path))?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_owned();
             let mut data = Vec::new();
-            entry.read_to_end(&mut data).map_err(Error::io("reading", path))?;
+            entry
+                .read_to_end(&mut data)
+                .map_err(Error::io("reading", path))?;
             if name == "index.json" {
                 index = Some(data);
             } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
@@ -287,12 +348,16 @@ impl ImageStore {
                 blobs.insert(digest, ());
             }
         }
-        let index: serde_json::Value = serde_json::from_slice(&index.ok_or_else(|| import_err("no index.json".into()))?)
-            .map_err(|e| import_err(format!("invalid index.json: {e}")))?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&index.ok_or_else(|| import_err("no index.json".into()))?)
+                .map_err(|e| import_err(format!("invalid index.json: {e}")))?;
         let mut tags = Vec::new();
         for desc in index["manifests"].as_array().into_iter().flatten() {
             let annotations = &desc["annotations"];
-            let Some(name) = annotations["io.containerd.image.name"].as_str().or(annotations["org.opencontainers.image.ref.name"].as_str()) else {
+            let Some(name) = annotations["io.containerd.image.name"]
+                .as_str()
+                .or(annotations["org.opencontainers.image.ref.name"].as_str())
+            else {
                 continue;
             };
             let Ok(reference) = normalize(name) else {
@@ -301,12 +366,24 @@ impl ImageStore {
             let Some(manifest_digest) = desc["digest"].as_str() else {
                 continue;
             };
-            let manifest_bytes = std::fs::read(self.blob_path(manifest_digest)).map_err(Error::io("reading", self.blob_path(manifest_digest)))?;
+            let manifest_bytes = std::fs::read(self.blob_path(manifest_digest))
+                .map_err(Error::io("reading", self.blob_path(manifest_digest)))?;
             let manifest: oci_client::manifest::OciImageManifest =
-                serde_json::from_slice(&manifest_bytes).map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
+                serde_json::from_slice(&manifest_bytes)
+                    .map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
             let layers: Vec<&OciDescriptor> = manifest.layers.iter().collect();
-            let repo_digest = format!("{}/{}@{}", reference.registry(), reference.repository(), manifest_digest);
-            self.register(&reference.whole(), &repo_digest, &manifest.config.digest, &layers)?;
+            let repo_digest = format!(
+                "{}/{}@{}",
+                reference.registry(),
+                reference.repository(),
+                manifest_digest
+            );
+            self.register(
+                &reference.whole(),
+                &repo_digest,
+                &manifest.config.digest,
+                &layers,
+            )?;
             tags.push(reference.whole());
         }
         tracing::info!(archive = %path.display(), ?tags, "imported images");
@@ -327,8 +404,17 @@ mod tests {
 
     #[test]
     fn references_are_normalised() {
-        assert_eq!(normalize("busybox").unwrap().whole(), "docker.io/library/busybox:latest");
-        assert_eq!(normalize("192.168.64.1:5000/web").unwrap().whole(), "192.168.64.1:5000/web:latest");
-        assert_eq!(normalize("192.168.64.1:5000/web:v2").unwrap().whole(), "192.168.64.1:5000/web:v2");
+        assert_eq!(
+            normalize("busybox").unwrap().whole(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            normalize("192.168.64.1:5000/web").unwrap().whole(),
+            "192.168.64.1:5000/web:latest"
+        );
+        assert_eq!(
+            normalize("192.168.64.1:5000/web:v2").unwrap().whole(),
+            "192.168.64.1:5000/web:v2"
+        );
     }
 }

@@ -10,8 +10,8 @@
 pub mod image;
 pub mod runc;
 pub mod sandbox;
-pub mod shim;
 mod service;
+pub mod shim;
 pub mod spec;
 mod store;
 pub mod unpack;
@@ -89,9 +89,16 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     pub(crate) fn spec(e: impl std::fmt::Display) -> Error {
@@ -123,8 +130,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 }
 
 /// Serves an opened runtime on a unix socket until `shutdown`.
-pub async fn serve(runtime: Runtime, listen: &Path, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    use crate::cri::{image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer};
+pub async fn serve(
+    runtime: Runtime,
+    listen: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    use crate::cri::{
+        image_service_server::ImageServiceServer, runtime_service_server::RuntimeServiceServer,
+    };
     if let Some(parent) = listen.parent() {
         std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
     }
@@ -135,7 +148,10 @@ pub async fn serve(runtime: Runtime, listen: &Path, shutdown: impl std::future::
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::from_arc(runtime.clone()))
         .add_service(ImageServiceServer::from_arc(runtime.clone()))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            shutdown,
+        )
         .await
         .map_err(|e| Error::Serve(e.to_string()));
     let _ = std::fs::remove_file(listen);
@@ -148,14 +164,23 @@ pub async fn connect(socket: &str) -> Result<(RuntimeClient, ImageClient)> {
     let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
         }))
         .await
         .map_err(|e| Error::Serve(format!("connecting to {socket}: {e}")))?;
-    Ok((RuntimeClient::new(channel.clone()), ImageClient::new(channel)))
+    Ok((
+        RuntimeClient::new(channel.clone()),
+        ImageClient::new(channel),
+    ))
 }
 
 /// The generated CRI runtime client over a unix socket channel.
-pub type RuntimeClient = crate::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
+pub type RuntimeClient =
+    crate::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
 /// The generated CRI image client over a unix socket channel.
-pub type ImageClient = crate::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>;
+pub type ImageClient =
+    crate::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>;

@@ -33,7 +33,10 @@ const MAX_LINE: usize = 16 * 1024;
 impl Runc {
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
-        c.arg("--root").arg(&self.root).stdin(Stdio::null()).kill_on_drop(false);
+        c.arg("--root")
+            .arg(&self.root)
+            .stdin(Stdio::null())
+            .kill_on_drop(false);
         c
     }
 
@@ -43,7 +46,10 @@ impl Runc {
             .args(args)
             .output()
             .await
-            .map_err(|e| Error::Runc { action: args.join(" "), reason: e.to_string() })?;
+            .map_err(|e| Error::Runc {
+                action: args.join(" "),
+                reason: e.to_string(),
+            })?;
         if !out.status.success() {
             return Err(Error::Runc {
                 action: args.join(" "),
@@ -66,7 +72,10 @@ impl Runc {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| Error::Runc { action: format!("run {id}"), reason: e.to_string() })
+            .map_err(|e| Error::Runc {
+                action: format!("run {id}"),
+                reason: e.to_string(),
+            })
     }
 
     /// `runc state`'s status (`creating`, `created`, `running`, `stopped`), `None` if unknown.
@@ -86,7 +95,11 @@ impl Runc {
     pub async fn delete(&self, id: &str) -> Result<()> {
         match self.simple(&["delete", "--force", id]).await {
             Ok(_) => Ok(()),
-            Err(Error::Runc { reason, .. }) if reason.contains("does not exist") || reason.contains("not exist") => Ok(()),
+            Err(Error::Runc { reason, .. })
+                if reason.contains("does not exist") || reason.contains("not exist") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -108,18 +121,33 @@ impl Runc {
     /// Runs `cmd` in the container and waits for it (bounded by `timeout` when non-zero).
     pub async fn exec(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
         let mut c = self.command();
-        c.arg("exec").arg(id).args(cmd).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-        let child = c.spawn().map_err(|e| Error::Runc { action: format!("exec {id}"), reason: e.to_string() })?;
+        c.arg("exec")
+            .arg(id)
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = c.spawn().map_err(|e| Error::Runc {
+            action: format!("exec {id}"),
+            reason: e.to_string(),
+        })?;
         let wait = child.wait_with_output();
         let out = if timeout.is_zero() {
             wait.await
         } else {
-            tokio::time::timeout(timeout, wait)
-                .await
-                .map_err(|_| Error::Timeout(format!("exec in {id} did not finish within {timeout:?}")))?
+            tokio::time::timeout(timeout, wait).await.map_err(|_| {
+                Error::Timeout(format!("exec in {id} did not finish within {timeout:?}"))
+            })?
         }
-        .map_err(|e| Error::Runc { action: format!("exec {id}"), reason: e.to_string() })?;
-        Ok(ExecResult { stdout: out.stdout, stderr: out.stderr, exit_code: exit_code(out.status) })
+        .map_err(|e| Error::Runc {
+            action: format!("exec {id}"),
+            reason: e.to_string(),
+        })?;
+        Ok(ExecResult {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: exit_code(out.status),
+        })
     }
 
     /// `runc exec` of `cmd` in the container for a streaming session (kubelet `/exec`): the
@@ -140,7 +168,9 @@ impl Runc {
 /// Exit code of a finished process as a shell reports it (128 + signal when killed).
 pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
 /// One CRI log record: `<RFC3339Nano> <stream> <F|P> <text>`.
@@ -162,7 +192,11 @@ pub async fn pump_log(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut buf).await {
+        let n = match (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(n) => n,
             Err(_) => break,
         };
@@ -170,7 +204,11 @@ pub async fn pump_log(
             break;
         }
         let full = buf.ends_with(b"\n");
-        let text = if full { &buf[..buf.len() - 1] } else { &buf[..] };
+        let text = if full {
+            &buf[..buf.len() - 1]
+        } else {
+            &buf[..]
+        };
         let partial = !full && n >= MAX_LINE;
         let record = log_record(stream, partial, text);
         let mut file = log.lock().await;
@@ -193,7 +231,11 @@ mod tests {
         let (ts, rest) = r.split_once(' ').unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
         assert_eq!(rest, "stdout F hello world\n");
-        assert!(String::from_utf8(log_record("stderr", true, b"x")).unwrap().ends_with(" stderr P x\n"));
+        assert!(
+            String::from_utf8(log_record("stderr", true, b"x"))
+                .unwrap()
+                .ends_with(" stderr P x\n")
+        );
     }
 
     #[tokio::test]

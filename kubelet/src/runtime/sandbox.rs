@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use super::{Error, Result};
 
 /// The namespaces a sandbox keeps, with their `/proc/thread-self/ns` names and clone flags.
-pub const NAMESPACES: [(&str, libc::c_int); 3] =
-    [("net", libc::CLONE_NEWNET), ("ipc", libc::CLONE_NEWIPC), ("uts", libc::CLONE_NEWUTS)];
+pub const NAMESPACES: [(&str, libc::c_int); 3] = [
+    ("net", libc::CLONE_NEWNET),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+];
 
 /// Path of a sandbox's namespace file (`kind` is `net`, `ipc` or `uts`).
 pub fn ns_path(dir: &Path, kind: &str) -> PathBuf {
@@ -52,7 +55,16 @@ pub fn create_namespaces(dir: &Path, hostname: &str) -> Result<()> {
             let src = cstr(&Path::new("/proc/thread-self/ns").join(kind));
             let dst = cstr(&ns_path(&dir, kind));
             // SAFETY: bind mount of valid paths.
-            if unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) } != 0 {
+            if unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    dst.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            } != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
         }
@@ -93,8 +105,12 @@ fn loopback_up() -> std::io::Result<()> {
 /// lives on nsfs, not on the file system of its directory).
 pub fn namespaces_kept(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(d) = std::fs::metadata(dir) else { return false };
-    NAMESPACES.iter().all(|(kind, _)| std::fs::metadata(ns_path(dir, kind)).is_ok_and(|m| m.dev() != d.dev()))
+    let Ok(d) = std::fs::metadata(dir) else {
+        return false;
+    };
+    NAMESPACES
+        .iter()
+        .all(|(kind, _)| std::fs::metadata(ns_path(dir, kind)).is_ok_and(|m| m.dev() != d.dev()))
 }
 
 /// Unmounts and removes the namespace files; succeeds when they are already gone.
@@ -134,7 +150,11 @@ pub fn write_etc(dir: &Path, hostname: &str, dns: Option<&crate::cri::DnsConfig>
             resolv.push_str(&format!("options {}\n", dns.options.join(" ")));
         }
     }
-    for (name, data) in [("hosts", hosts), ("hostname", format!("{hostname}\n")), ("resolv.conf", resolv)] {
+    for (name, data) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
         let p = dir.join(name);
         std::fs::write(&p, data).map_err(Error::io("writing", &p))?;
     }
@@ -148,7 +168,10 @@ mod tests {
     #[test]
     fn namespaces_are_kept_by_bind_mounts_and_released() {
         // SAFETY: geteuid has no preconditions.
-        assert!(unsafe { libc::geteuid() } == 0, "sandbox namespaces need root; CI runs as root");
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "sandbox namespaces need root; CI runs as root"
+        );
         let dir = tempfile::tempdir().unwrap();
         create_namespaces(dir.path(), "pod-a").unwrap();
         let own = std::fs::metadata("/proc/self/ns/net").unwrap();

@@ -18,11 +18,20 @@ use super::{Config, Error, Result, sandbox, shim, spec, store};
 use crate::cri::{self, ContainerState, PodSandboxState};
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn new_id() -> String {
-    format!("{:016x}{:016x}{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>(), rand::random::<u64>(), rand::random::<u64>())
+    format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -80,7 +89,11 @@ fn oom_killed(rel: &str) -> bool {
             std::fs::read_to_string(m.join(rel).join(f))
                 .unwrap_or_default()
                 .lines()
-                .any(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+                .any(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .is_some_and(|n| n > 0)
+                })
         })
     })
 }
@@ -94,7 +107,10 @@ fn remove_cgroup(rel: &str) {
     for m in cgroup_mounts() {
         let dir = m.join(rel);
         if let Ok(children) = std::fs::read_dir(&dir) {
-            for c in children.flatten().filter(|c| c.file_type().is_ok_and(|t| t.is_dir())) {
+            for c in children
+                .flatten()
+                .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
+            {
                 let _ = std::fs::remove_dir(c.path());
             }
         }
@@ -110,13 +126,37 @@ fn umount(path: &Path) {
 }
 
 fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    let lowerdir = lower.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-    let data = format!("lowerdir={lowerdir},upperdir={},workdir={}", upper.display(), work.display());
+    let lowerdir = lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let data = format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        upper.display(),
+        work.display()
+    );
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
-    let (src, tgt, fs, d) = (c("overlay"), c(&target.display().to_string()), c("overlay"), c(&data));
+    let (src, tgt, fs, d) = (
+        c("overlay"),
+        c(&target.display().to_string()),
+        c("overlay"),
+        c(&data),
+    );
     // SAFETY: mount(2) with valid C strings.
-    if unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, d.as_ptr().cast()) } != 0 {
-        return Err(Error::io("mounting overlay at", target)(std::io::Error::last_os_error()));
+    if unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            0,
+            d.as_ptr().cast(),
+        )
+    } != 0
+    {
+        return Err(Error::io("mounting overlay at", target)(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
@@ -125,14 +165,24 @@ impl Runtime {
     /// Opens the runtime's state directories, clears what a previous run left, and imports
     /// images from the images directory.
     pub async fn open(config: &Config) -> Result<Self> {
-        for d in [config.root.join("sandboxes"), config.root.join("containers"), config.runc_root.clone()] {
+        for d in [
+            config.root.join("sandboxes"),
+            config.root.join("containers"),
+            config.runc_root.clone(),
+        ] {
             std::fs::create_dir_all(&d).map_err(Error::io("creating", &d))?;
         }
-        let images = ImageStore::open(&config.root.join("images"), config.insecure_registries.clone())?;
+        let images = ImageStore::open(
+            &config.root.join("images"),
+            config.insecure_registries.clone(),
+        )?;
         let runtime = Self {
             root: config.root.clone(),
             images,
-            runc: Runc { binary: config.runc.clone(), root: config.runc_root.clone() },
+            runc: Runc {
+                binary: config.runc.clone(),
+                root: config.runc_root.clone(),
+            },
             state: Arc::new(Mutex::new(State::default())),
         };
         runtime.recover().await;
@@ -152,13 +202,26 @@ impl Runtime {
     /// usable record (or lost its namespaces) is removed with its mounts and cgroups.
     async fn recover(&self) {
         let mut kept_sandboxes = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("sandboxes")).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(self.root.join("sandboxes"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let dir = entry.path();
             let id = entry.file_name().to_string_lossy().into_owned();
             match store::load_sandbox(&dir).filter(|_| sandbox::namespaces_kept(&dir)) {
                 Some(r) => {
                     tracing::info!(sandbox = %id, "recovered sandbox");
-                    self.state.lock().expect("state").sandboxes.insert(id.clone(), Sandbox { id: id.clone(), config: r.config, created_at: r.created_at, ready: r.ready, dir });
+                    self.state.lock().expect("state").sandboxes.insert(
+                        id.clone(),
+                        Sandbox {
+                            id: id.clone(),
+                            config: r.config,
+                            created_at: r.created_at,
+                            ready: r.ready,
+                            dir,
+                        },
+                    );
                     kept_sandboxes.push(id);
                 }
                 None => {
@@ -171,10 +234,16 @@ impl Runtime {
             }
         }
         let mut kept_containers = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("containers")).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(self.root.join("containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let dir = entry.path();
             let id = entry.file_name().to_string_lossy().into_owned();
-            let Some(r) = store::load_container(&dir).filter(|r| kept_sandboxes.contains(&r.sandbox_id)) else {
+            let Some(r) =
+                store::load_container(&dir).filter(|r| kept_sandboxes.contains(&r.sandbox_id))
+            else {
                 let _ = self.runc.delete(&id).await;
                 umount(&dir.join("rootfs"));
                 let _ = std::fs::remove_dir_all(&dir);
@@ -182,15 +251,31 @@ impl Runtime {
             };
             let running = r.status.state == ContainerState::ContainerRunning as i32;
             let (exited, _) = tokio::sync::watch::channel(!running);
-            let c = Container { status: r.status, sandbox_id: r.sandbox_id, dir, cgroups_path: r.cgroups_path, exited };
-            self.state.lock().expect("state").containers.insert(id.clone(), c.clone());
+            let c = Container {
+                status: r.status,
+                sandbox_id: r.sandbox_id,
+                dir,
+                cgroups_path: r.cgroups_path,
+                exited,
+            };
+            self.state
+                .lock()
+                .expect("state")
+                .containers
+                .insert(id.clone(), c.clone());
             if running {
                 tracing::info!(container = %id, "recovered running container");
                 self.supervise(&c, None).await;
             }
             kept_containers.push(id);
         }
-        for id in self.runc.list().await.into_iter().filter(|id| !kept_containers.contains(id)) {
+        for id in self
+            .runc
+            .list()
+            .await
+            .into_iter()
+            .filter(|id| !kept_containers.contains(id))
+        {
             tracing::info!(container = %id, "removing container left by an earlier run");
             let _ = self.runc.delete(&id).await;
         }
@@ -199,7 +284,11 @@ impl Runtime {
     /// Saves a container's record (after each state change).
     fn persist(state: &State, id: &str) {
         if let Some(c) = state.containers.get(id) {
-            let r = store::ContainerRecord { status: c.status.clone(), sandbox_id: c.sandbox_id.clone(), cgroups_path: c.cgroups_path.clone() };
+            let r = store::ContainerRecord {
+                status: c.status.clone(),
+                sandbox_id: c.sandbox_id.clone(),
+                cgroups_path: c.cgroups_path.clone(),
+            };
             if let Err(e) = store::save_container(&c.dir, &r) {
                 tracing::warn!(container = %id, error = %e, "saving container record");
             }
@@ -207,18 +296,34 @@ impl Runtime {
     }
 
     fn persist_sandbox(sb: &Sandbox) {
-        let r = store::SandboxRecord { config: sb.config.clone(), created_at: sb.created_at, ready: sb.ready };
+        let r = store::SandboxRecord {
+            config: sb.config.clone(),
+            created_at: sb.created_at,
+            ready: sb.ready,
+        };
         if let Err(e) = store::save_sandbox(&sb.dir, &r) {
             tracing::warn!(sandbox = %sb.id, error = %e, "saving sandbox record");
         }
     }
 
     fn sandbox(&self, id: &str) -> Result<Sandbox> {
-        self.state.lock().expect("state").sandboxes.get(id).cloned().ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))
+        self.state
+            .lock()
+            .expect("state")
+            .sandboxes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))
     }
 
     fn container(&self, id: &str) -> Result<Container> {
-        self.state.lock().expect("state").containers.get(id).cloned().ok_or_else(|| Error::NotFound(format!("container {id}")))
+        self.state
+            .lock()
+            .expect("state")
+            .containers
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Container)) {
@@ -233,11 +338,19 @@ impl Runtime {
         let dir = self.root.join("sandboxes").join(&id);
         std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
         let hostname = if config.hostname.is_empty() {
-            config.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_else(|| id[..12].to_owned())
+            config
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_else(|| id[..12].to_owned())
         } else {
             config.hostname.clone()
         };
-        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
         let _ = std::fs::write(dir.join("cgroup_parent"), &parent);
         sandbox::write_etc(&dir, &hostname, config.dns_config.as_ref())?;
         let d = dir.clone();
@@ -248,9 +361,19 @@ impl Runtime {
             let _ = std::fs::create_dir_all(&config.log_directory);
         }
         tracing::info!(sandbox = %id, pod = ?config.metadata.as_ref().map(|m| &m.name), "sandbox ready");
-        let sb = Sandbox { id: id.clone(), config, created_at: now_ns(), ready: true, dir };
+        let sb = Sandbox {
+            id: id.clone(),
+            config,
+            created_at: now_ns(),
+            ready: true,
+            dir,
+        };
         Self::persist_sandbox(&sb);
-        self.state.lock().expect("state").sandboxes.insert(id.clone(), sb);
+        self.state
+            .lock()
+            .expect("state")
+            .sandboxes
+            .insert(id.clone(), sb);
         Ok(id)
     }
 
@@ -260,7 +383,12 @@ impl Runtime {
             if !state.sandboxes.contains_key(id) {
                 return Ok(());
             }
-            state.containers.values().filter(|c| c.sandbox_id == id).map(|c| c.status.id.clone()).collect()
+            state
+                .containers
+                .values()
+                .filter(|c| c.sandbox_id == id)
+                .map(|c| c.status.id.clone())
+                .collect()
         };
         for c in ids {
             self.stop_container(&c, 0).await?;
@@ -279,20 +407,32 @@ impl Runtime {
         self.stop_sandbox(id).await?;
         let ids: Vec<String> = {
             let state = self.state.lock().expect("state");
-            state.containers.values().filter(|c| c.sandbox_id == id).map(|c| c.status.id.clone()).collect()
+            state
+                .containers
+                .values()
+                .filter(|c| c.sandbox_id == id)
+                .map(|c| c.status.id.clone())
+                .collect()
         };
         for c in ids {
             self.remove_container(&c).await?;
         }
         sandbox::remove_namespaces(&sb.dir)?;
-        let parent = sb.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let parent = sb
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
         let shared = self
             .state
             .lock()
             .expect("state")
             .sandboxes
             .values()
-            .any(|s| s.id != id && s.config.linux.as_ref().map(|l| &l.cgroup_parent) == Some(&parent));
+            .any(|s| {
+                s.id != id && s.config.linux.as_ref().map(|l| &l.cgroup_parent) == Some(&parent)
+            });
         if !shared {
             remove_cgroup(&parent);
         }
@@ -302,23 +442,54 @@ impl Runtime {
         Ok(())
     }
 
-    async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig) -> Result<String> {
+    async fn create_container(
+        &self,
+        sandbox_id: &str,
+        config: cri::ContainerConfig,
+    ) -> Result<String> {
         let sb = self.sandbox(sandbox_id)?;
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
-        let image = self.images.find(&image_name).ok_or_else(|| Error::NotFound(format!("image {image_name}")))?;
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let image = self
+            .images
+            .find(&image_name)
+            .ok_or_else(|| Error::NotFound(format!("image {image_name}")))?;
         let id = new_id();
         let dir = self.root.join("containers").join(&id);
         let rootfs = dir.join("rootfs");
         for d in [&rootfs, &dir.join("upper"), &dir.join("work")] {
             std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
         }
-        let lower: Vec<PathBuf> = image.layers.iter().rev().map(|l| self.images.layer_dir(l)).collect();
-        let parent = sb.config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
-        let parent = if parent.is_empty() { "/ekube-runtime".to_owned() } else { parent };
+        let lower: Vec<PathBuf> = image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.images.layer_dir(l))
+            .collect();
+        let parent = sb
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        let parent = if parent.is_empty() {
+            "/ekube-runtime".to_owned()
+        } else {
+            parent
+        };
         let cgroups_path = format!("{}/{id}", parent.trim_end_matches('/'));
         let built = (|| {
             mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
-            let spec = spec::build(&spec::SpecInput { config: &config, image: &image.config, sandbox_dir: &sb.dir, cgroups_path: cgroups_path.clone(), rootfs: &rootfs })?;
+            let spec = spec::build(&spec::SpecInput {
+                config: &config,
+                image: &image.config,
+                sandbox_dir: &sb.dir,
+                cgroups_path: cgroups_path.clone(),
+                rootfs: &rootfs,
+            })?;
             spec.save(dir.join("config.json")).map_err(Error::spec)
         })();
         if let Err(e) = built {
@@ -329,7 +500,10 @@ impl Runtime {
         let log_path = if config.log_path.is_empty() {
             String::new()
         } else {
-            Path::new(&sb.config.log_directory).join(&config.log_path).display().to_string()
+            Path::new(&sb.config.log_directory)
+                .join(&config.log_path)
+                .display()
+                .to_string()
         };
         if let Some(p) = Path::new(&log_path).parent() {
             let _ = std::fs::create_dir_all(p);
@@ -340,7 +514,11 @@ impl Runtime {
             state: ContainerState::ContainerCreated as i32,
             created_at: now_ns(),
             image: config.image.clone(),
-            image_ref: image.repo_digests.first().cloned().unwrap_or_else(|| image.id.clone()),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
             image_id: image.id.clone(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
@@ -350,7 +528,16 @@ impl Runtime {
         };
         let (exited, _) = tokio::sync::watch::channel(false);
         let mut state = self.state.lock().expect("state");
-        state.containers.insert(id.clone(), Container { status, sandbox_id: sandbox_id.to_owned(), dir, cgroups_path, exited });
+        state.containers.insert(
+            id.clone(),
+            Container {
+                status,
+                sandbox_id: sandbox_id.to_owned(),
+                dir,
+                cgroups_path,
+                exited,
+            },
+        );
         Self::persist(&state, &id);
         Ok(id)
     }
@@ -358,7 +545,9 @@ impl Runtime {
     async fn start_container(&self, id: &str) -> Result<()> {
         let c = self.container(id)?;
         if c.status.state != ContainerState::ContainerCreated as i32 {
-            return Err(Error::InvalidArgument(format!("container {id} is not in created state")));
+            return Err(Error::InvalidArgument(format!(
+                "container {id} is not in created state"
+            )));
         }
         let runc_log = c.dir.join("runc.log");
         let child = shim::spawn(&self.runc, id, &c.dir, &runc_log)?;
@@ -374,11 +563,16 @@ impl Runtime {
             if *exited.borrow() {
                 let c = self.container(id)?;
                 if c.status.reason == "StartError" {
-                    return Err(Error::Runc { action: format!("start {id}"), reason: c.status.message });
+                    return Err(Error::Runc {
+                        action: format!("start {id}"),
+                        reason: c.status.message,
+                    });
                 }
                 return Ok(());
             }
-            if self.runc.status(id).await.as_deref() == Some("running") || tokio::time::Instant::now() > deadline {
+            if self.runc.status(id).await.as_deref() == Some("running")
+                || tokio::time::Instant::now() > deadline
+            {
                 return Ok(());
             }
             tokio::select! {
@@ -391,12 +585,25 @@ impl Runtime {
     /// Tails a running container's output into its CRI log and records its exit: from the
     /// shim `child` when this run started it, else by watching for the shim's exit file.
     async fn supervise(&self, c: &Container, child: Option<tokio::process::Child>) {
-        let log_file = if c.status.log_path.is_empty() { "/dev/null".to_owned() } else { c.status.log_path.clone() };
-        let file = match tokio::fs::OpenOptions::new().create(true).append(true).open(&log_file).await {
+        let log_file = if c.status.log_path.is_empty() {
+            "/dev/null".to_owned()
+        } else {
+            c.status.log_path.clone()
+        };
+        let file = match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_file)
+            .await
+        {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(container = %c.status.id, error = %e, log = %log_file, "opening container log");
-                match tokio::fs::OpenOptions::new().append(true).open("/dev/null").await {
+                match tokio::fs::OpenOptions::new()
+                    .append(true)
+                    .open("/dev/null")
+                    .await
+                {
                     Ok(f) => f,
                     Err(_) => return,
                 }
@@ -404,9 +611,20 @@ impl Runtime {
         };
         let log = Arc::new(tokio::sync::Mutex::new(file));
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-        let out = tokio::spawn(shim::tail(c.dir.clone(), "stdout", log.clone(), done_rx.clone()));
+        let out = tokio::spawn(shim::tail(
+            c.dir.clone(),
+            "stdout",
+            log.clone(),
+            done_rx.clone(),
+        ));
         let err = tokio::spawn(shim::tail(c.dir.clone(), "stderr", log, done_rx));
-        let (state, runc, id, dir, cgroups_path) = (self.state.clone(), self.runc.clone(), c.status.id.clone(), c.dir.clone(), c.cgroups_path.clone());
+        let (state, runc, id, dir, cgroups_path) = (
+            self.state.clone(),
+            self.runc.clone(),
+            c.status.id.clone(),
+            c.dir.clone(),
+            c.cgroups_path.clone(),
+        );
         tokio::spawn(async move {
             match child {
                 Some(mut child) => {
@@ -418,7 +636,10 @@ impl Runtime {
                     let mut gone = 0;
                     while shim::exit_code(&dir).is_none() && gone < 10 {
                         tokio::time::sleep(Duration::from_millis(300)).await;
-                        if !matches!(runc.status(&id).await.as_deref(), Some("running" | "created" | "paused")) {
+                        if !matches!(
+                            runc.status(&id).await.as_deref(),
+                            Some("running" | "created" | "paused")
+                        ) {
                             gone += 1;
                         }
                     }
@@ -435,16 +656,17 @@ impl Runtime {
                 c.status.state = ContainerState::ContainerExited as i32;
                 c.status.finished_at = now_ns();
                 c.status.exit_code = code;
-                (c.status.reason, c.status.message) = if let Some(msg) = runc_errors.filter(|_| code != 0) {
-                    c.status.exit_code = 128;
-                    ("StartError".into(), msg)
-                } else if oom {
-                    ("OOMKilled".into(), String::new())
-                } else if code == 0 {
-                    ("Completed".into(), String::new())
-                } else {
-                    ("Error".into(), String::new())
-                };
+                (c.status.reason, c.status.message) =
+                    if let Some(msg) = runc_errors.filter(|_| code != 0) {
+                        c.status.exit_code = 128;
+                        ("StartError".into(), msg)
+                    } else if oom {
+                        ("OOMKilled".into(), String::new())
+                    } else if code == 0 {
+                        ("Completed".into(), String::new())
+                    } else {
+                        ("Error".into(), String::new())
+                    };
                 tracing::info!(container = %id, exit_code = c.status.exit_code, reason = %c.status.reason, "container exited");
                 let _ = c.exited.send(true);
             }
@@ -454,7 +676,9 @@ impl Runtime {
 
     async fn wait_exit(&self, c: &Container, timeout: Duration) -> bool {
         let mut rx = c.exited.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|e| *e)).await.is_ok()
+        tokio::time::timeout(timeout, rx.wait_for(|e| *e))
+            .await
+            .is_ok()
     }
 
     async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
@@ -471,13 +695,18 @@ impl Runtime {
         }
         if timeout > 0 {
             let _ = self.runc.kill(id, "TERM").await;
-            if self.wait_exit(&c, Duration::from_secs(timeout as u64)).await {
+            if self
+                .wait_exit(&c, Duration::from_secs(timeout as u64))
+                .await
+            {
                 return Ok(());
             }
         }
         let _ = self.runc.kill(id, "KILL").await;
         if !self.wait_exit(&c, Duration::from_secs(15)).await {
-            return Err(Error::Timeout(format!("container {id} did not exit after SIGKILL")));
+            return Err(Error::Timeout(format!(
+                "container {id} did not exit after SIGKILL"
+            )));
         }
         Ok(())
     }
@@ -504,9 +733,12 @@ impl Runtime {
                 None => true,
                 Some(f) => {
                     (f.id.is_empty() || c.status.id.starts_with(&f.id))
-                        && (f.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&f.pod_sandbox_id))
+                        && (f.pod_sandbox_id.is_empty()
+                            || c.sandbox_id.starts_with(&f.pod_sandbox_id))
                         && f.state.as_ref().is_none_or(|s| s.state == c.status.state)
-                        && f.label_selector.iter().all(|(k, v)| c.status.labels.get(k) == Some(v))
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| c.status.labels.get(k) == Some(v))
                 }
             })
             .map(|c| cri::Container {
@@ -528,11 +760,17 @@ impl Runtime {
         cri::PodSandboxStatus {
             id: sb.id.clone(),
             metadata: sb.config.metadata.clone(),
-            state: if sb.ready { PodSandboxState::SandboxReady } else { PodSandboxState::SandboxNotready } as i32,
+            state: if sb.ready {
+                PodSandboxState::SandboxReady
+            } else {
+                PodSandboxState::SandboxNotready
+            } as i32,
             created_at: sb.created_at,
             network: Some(cri::PodSandboxNetworkStatus::default()),
             linux: Some(cri::LinuxPodSandboxStatus {
-                namespaces: Some(cri::Namespace { options: Some(cri::NamespaceOption::default()) }),
+                namespaces: Some(cri::Namespace {
+                    options: Some(cri::NamespaceOption::default()),
+                }),
             }),
             labels: sb.config.labels.clone(),
             annotations: sb.config.annotations.clone(),
@@ -541,15 +779,27 @@ impl Runtime {
     }
 
     fn image_of(record: super::image::ImageRecord) -> cri::Image {
-        let uid = record.config.user.split(':').next().and_then(|u| u.parse::<i64>().ok());
+        let uid = record
+            .config
+            .user
+            .split(':')
+            .next()
+            .and_then(|u| u.parse::<i64>().ok());
         cri::Image {
             id: record.id.clone(),
             repo_tags: record.repo_tags.clone(),
             repo_digests: record.repo_digests.clone(),
             size: record.size,
             uid: uid.map(|value| cri::Int64Value { value }),
-            username: if uid.is_none() { record.config.user.clone() } else { String::new() },
-            spec: Some(cri::ImageSpec { image: record.id, ..Default::default() }),
+            username: if uid.is_none() {
+                record.config.user.clone()
+            } else {
+                String::new()
+            },
+            spec: Some(cri::ImageSpec {
+                image: record.id,
+                ..Default::default()
+            }),
             pinned: false,
         }
     }
@@ -583,30 +833,56 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
         }))
     }
 
-    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
-        let config = req.into_inner().config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
+        let config = req
+            .into_inner()
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
         let pod_sandbox_id = self.run_sandbox(config).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
-    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
         self.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
-    async fn remove_pod_sandbox(&self, req: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
-        self.remove_sandbox(&req.into_inner().pod_sandbox_id).await?;
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
+        self.remove_sandbox(&req.into_inner().pod_sandbox_id)
+            .await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
-    async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
         let sb = self.sandbox(&req.into_inner().pod_sandbox_id)?;
         // The kubelet runs the CNI plugin itself (DESIGN.md §5) and needs the namespace path.
-        let info = [(NETNS_INFO_KEY.to_owned(), sandbox::ns_path(&sb.dir, "net").display().to_string())].into();
-        Ok(Response::new(cri::PodSandboxStatusResponse { status: Some(Self::sandbox_status(&sb)), info }))
+        let info = [(
+            NETNS_INFO_KEY.to_owned(),
+            sandbox::ns_path(&sb.dir, "net").display().to_string(),
+        )]
+        .into();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(Self::sandbox_status(&sb)),
+            info,
+        }))
     }
 
-    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> R<cri::ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
         let filter = req.into_inner().filter;
         let state = self.state.lock().expect("state");
         let items = state
@@ -618,7 +894,9 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
                 Some(f) => {
                     (f.id.is_empty() || s.id.starts_with(&f.id))
                         && f.state.as_ref().is_none_or(|v| v.state == s.state)
-                        && f.label_selector.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| s.labels.get(k) == Some(v))
                 }
             })
             .map(|s| cri::PodSandbox {
@@ -634,52 +912,98 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
         let req = req.into_inner();
-        let config = req.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
         let container_id = Runtime::create_container(self, &req.pod_sandbox_id, config).await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 
-    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
         Runtime::start_container(self, &req.into_inner().container_id).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
-    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
         let req = req.into_inner();
         Runtime::stop_container(self, &req.container_id, req.timeout).await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
-    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
         Runtime::remove_container(self, &req.into_inner().container_id).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
-    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
-        Ok(Response::new(cri::ListContainersResponse { containers: Runtime::list_containers(self, req.into_inner().filter) }))
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: Runtime::list_containers(self, req.into_inner().filter),
+        }))
     }
 
-    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
         let c = self.container(&req.into_inner().container_id)?;
-        Ok(Response::new(cri::ContainerStatusResponse { status: Some(c.status), info: Default::default() }))
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(c.status),
+            info: Default::default(),
+        }))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
         let req = req.into_inner();
         let c = self.container(&req.container_id)?;
         if c.status.state != ContainerState::ContainerRunning as i32 {
-            return Err(Status::failed_precondition(format!("container {} is not running", req.container_id)));
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                req.container_id
+            )));
         }
-        let out = self.runc.exec(&req.container_id, &req.cmd, Duration::from_secs(req.timeout.max(0) as u64)).await?;
-        Ok(Response::new(cri::ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+        let out = self
+            .runc
+            .exec(
+                &req.container_id,
+                &req.cmd,
+                Duration::from_secs(req.timeout.max(0) as u64),
+            )
+            .await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
 
     async fn status(&self, _: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
-        let cond = |t: &str| cri::RuntimeCondition { r#type: t.into(), status: true, reason: String::new(), message: String::new() };
+        let cond = |t: &str| cri::RuntimeCondition {
+            r#type: t.into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        };
         Ok(Response::new(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus { conditions: vec![cond("RuntimeReady"), cond("NetworkReady")] }),
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
+            }),
             info: Default::default(),
         }))
     }
@@ -687,18 +1011,34 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
 
 #[tonic::async_trait]
 impl cri::image_service_server::ImageService for Runtime {
-    async fn list_images(&self, req: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
-        let filter = req.into_inner().filter.and_then(|f| f.image).map(|i| i.image).filter(|i| !i.is_empty());
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> R<cri::ListImagesResponse> {
+        let filter = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|i| !i.is_empty());
         let images = match filter {
             Some(f) => self.images.find(&f).into_iter().collect(),
             None => self.images.list(),
         };
-        Ok(Response::new(cri::ListImagesResponse { images: images.into_iter().map(Self::image_of).collect() }))
+        Ok(Response::new(cri::ListImagesResponse {
+            images: images.into_iter().map(Self::image_of).collect(),
+        }))
     }
 
-    async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> R<cri::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
         let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
-        Ok(Response::new(cri::ImageStatusResponse { image: self.images.find(&image).map(Self::image_of), info: Default::default() }))
+        Ok(Response::new(cri::ImageStatusResponse {
+            image: self.images.find(&image).map(Self::image_of),
+            info: Default::default(),
+        }))
     }
 
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
@@ -707,7 +1047,10 @@ impl cri::image_service_server::ImageService for Runtime {
         Ok(Response::new(cri::PullImageResponse { image_ref }))
     }
 
-    async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> R<cri::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
         let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
         self.images.remove(&image).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))

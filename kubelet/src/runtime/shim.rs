@@ -38,16 +38,29 @@ pub fn exit_path(dir: &Path) -> PathBuf {
 
 /// The container's exit code once the shim recorded it.
 pub fn exit_code(dir: &Path) -> Option<i32> {
-    std::fs::read_to_string(exit_path(dir)).ok()?.trim().parse().ok()
+    std::fs::read_to_string(exit_path(dir))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Starts the shim for the container `id` whose bundle is `dir`.
 pub fn spawn(runc: &Runc, id: &str, dir: &Path, runc_log: &Path) -> Result<Child> {
     let mut cmd = Command::new("sh");
     cmd.arg("-c").arg(SCRIPT).arg("ekube-shim");
-    cmd.arg(&runc.binary).arg(&runc.root).arg(runc_log).arg(dir).arg(id);
-    cmd.arg(output_path(dir, "stdout")).arg(output_path(dir, "stderr")).arg(exit_path(dir));
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(false);
+    cmd.arg(&runc.binary)
+        .arg(&runc.root)
+        .arg(runc_log)
+        .arg(dir)
+        .arg(id);
+    cmd.arg(output_path(dir, "stdout"))
+        .arg(output_path(dir, "stderr"))
+        .arg(exit_path(dir));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(false);
     // SAFETY: setsid(2) is async-signal-safe; the shim leaves the runtime's session so that
     // signals aimed at the runtime's process group do not reach containers.
     unsafe {
@@ -56,21 +69,34 @@ pub fn spawn(runc: &Runc, id: &str, dir: &Path, runc_log: &Path) -> Result<Child
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| Error::Runc { action: format!("run {id}"), reason: e.to_string() })
+    cmd.spawn().map_err(|e| Error::Runc {
+        action: format!("run {id}"),
+        reason: e.to_string(),
+    })
 }
 
 /// Copies what the container writes to `stream` into the CRI log, line by line, from the
 /// saved offset on; returns after a last read once `done` turns true.
-pub async fn tail(dir: PathBuf, stream: &'static str, log: Arc<tokio::sync::Mutex<tokio::fs::File>>, mut done: tokio::sync::watch::Receiver<bool>) {
+pub async fn tail(
+    dir: PathBuf,
+    stream: &'static str,
+    log: Arc<tokio::sync::Mutex<tokio::fs::File>>,
+    mut done: tokio::sync::watch::Receiver<bool>,
+) {
     let path = output_path(&dir, stream);
     let offset_path = dir.join(format!("{stream}.offset"));
-    let mut offset: u64 = std::fs::read_to_string(&offset_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let mut offset: u64 = std::fs::read_to_string(&offset_path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let finished = *done.borrow();
         let mut chunk = Vec::new();
         if let Ok(mut f) = tokio::fs::File::open(&path).await
-            && f.seek(std::io::SeekFrom::Start(offset + pending.len() as u64)).await.is_ok()
+            && f.seek(std::io::SeekFrom::Start(offset + pending.len() as u64))
+                .await
+                .is_ok()
         {
             let _ = f.read_to_end(&mut chunk).await;
         }
@@ -122,14 +148,35 @@ mod tests {
         let d = dir.path().to_owned();
         std::fs::write(output_path(&d, "stdout"), b"one\ntwo\n").unwrap();
         let log_path = d.join("0.log");
-        let open = || async { Arc::new(tokio::sync::Mutex::new(tokio::fs::OpenOptions::new().create(true).append(true).open(&log_path).await.unwrap())) };
+        let open = || async {
+            Arc::new(tokio::sync::Mutex::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .await
+                    .unwrap(),
+            ))
+        };
         let (_tx, rx) = tokio::sync::watch::channel(true);
         tail(d.clone(), "stdout", open().await, rx.clone()).await;
-        std::fs::OpenOptions::new().append(true).open(output_path(&d, "stdout")).unwrap().write_all_sync(b"three\npart");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(output_path(&d, "stdout"))
+            .unwrap()
+            .write_all_sync(b"three\npart");
         tail(d.clone(), "stdout", open().await, rx).await;
         let text = std::fs::read_to_string(&log_path).unwrap();
         let lines: Vec<&str> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
-        assert_eq!(lines, ["stdout F one", "stdout F two", "stdout F three", "stdout F part"]);
+        assert_eq!(
+            lines,
+            [
+                "stdout F one",
+                "stdout F two",
+                "stdout F three",
+                "stdout F part"
+            ]
+        );
     }
 
     trait WriteAllSync {

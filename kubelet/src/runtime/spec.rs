@@ -22,18 +22,65 @@ use crate::cri;
 
 /// Capabilities a container gets unless it adds or drops some (containerd's default set).
 pub const DEFAULT_CAPS: [&str; 14] = [
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
 ];
 
 /// Every capability, for privileged containers and `add: [ALL]`.
 const ALL_CAPS: [&str; 41] = [
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
 ];
 
 /// Everything the spec is made from.
@@ -67,7 +114,12 @@ pub fn env(config: &cri::ContainerConfig, image: &ImageConfig) -> Vec<String> {
         .env
         .iter()
         .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .chain(config.envs.iter().map(|kv| (kv.key.clone(), kv.value.clone())));
+        .chain(
+            config
+                .envs
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.value.clone())),
+        );
     for (k, v) in pairs {
         if !map.contains_key(&k) {
             order.push(k.clone());
@@ -76,14 +128,22 @@ pub fn env(config: &cri::ContainerConfig, image: &ImageConfig) -> Vec<String> {
     }
     if !map.contains_key("PATH") {
         order.insert(0, "PATH".into());
-        map.insert("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        map.insert(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
-    order.into_iter().map(|k| format!("{k}={}", map[&k])).collect()
+    order
+        .into_iter()
+        .map(|k| format!("{k}={}", map[&k]))
+        .collect()
 }
 
 /// Resolves `user[:group]` (names or numbers) against the image's `/etc/passwd` and `/etc/group`.
 fn resolve_user(spec: &str, rootfs: &Path) -> (u32, u32) {
-    let (user, group) = spec.split_once(':').map_or((spec, None), |(u, g)| (u, Some(g)));
+    let (user, group) = spec
+        .split_once(':')
+        .map_or((spec, None), |(u, g)| (u, Some(g)));
     let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
         let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
         text.lines().find_map(|l| {
@@ -91,7 +151,10 @@ fn resolve_user(spec: &str, rootfs: &Path) -> (u32, u32) {
             if f.first() != Some(&name) {
                 return None;
             }
-            Some((f.get(2)?.parse().ok()?, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0)))
+            Some((
+                f.get(2)?.parse().ok()?,
+                f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
+            ))
         })
     };
     let (uid, mut gid) = match user.parse::<u32>() {
@@ -100,7 +163,11 @@ fn resolve_user(spec: &str, rootfs: &Path) -> (u32, u32) {
         Err(_) => lookup("etc/passwd", user).unwrap_or((0, 0)),
     };
     if let Some(g) = group {
-        gid = g.parse().ok().or_else(|| lookup("etc/group", g).map(|(gid, _)| gid)).unwrap_or(gid);
+        gid = g
+            .parse()
+            .ok()
+            .or_else(|| lookup("etc/group", g).map(|(gid, _)| gid))
+            .unwrap_or(gid);
     }
     (uid, gid)
 }
@@ -133,7 +200,9 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     let security = linux_cfg.security_context.clone().unwrap_or_default();
     let args = argv(config, input.image);
     if args.is_empty() {
-        return Err(Error::InvalidArgument("no command: neither the container nor its image names one".into()));
+        return Err(Error::InvalidArgument(
+            "no command: neither the container nor its image names one".into(),
+        ));
     }
     let (mut uid, mut gid) = resolve_user(&input.image.user, input.rootfs);
     if let Some(u) = &security.run_as_user {
@@ -161,7 +230,11 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         let mut set: Vec<String> = if drop.iter().any(|d| d == "ALL") {
             Vec::new()
         } else {
-            DEFAULT_CAPS.iter().map(|s| s.to_string()).filter(|c| !drop.contains(c)).collect()
+            DEFAULT_CAPS
+                .iter()
+                .map(|s| s.to_string())
+                .filter(|c| !drop.contains(c))
+                .collect()
         };
         for a in cap.add_capabilities.iter().map(norm) {
             if a == "ALL" {
@@ -188,7 +261,13 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
             UserBuilder::default()
                 .uid(uid)
                 .gid(gid)
-                .additional_gids(security.supplemental_groups.iter().map(|g| *g as u32).collect::<Vec<_>>())
+                .additional_gids(
+                    security
+                        .supplemental_groups
+                        .iter()
+                        .map(|g| *g as u32)
+                        .collect::<Vec<_>>(),
+                )
                 .build()
                 .map_err(Error::spec)?,
         )
@@ -198,7 +277,11 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         .map_err(Error::spec)?;
 
     let mut mounts = oci_spec::runtime::get_default_mounts();
-    let taken: Vec<&str> = config.mounts.iter().map(|m| m.container_path.as_str()).collect();
+    let taken: Vec<&str> = config
+        .mounts
+        .iter()
+        .map(|m| m.container_path.as_str())
+        .collect();
     for name in ["hosts", "hostname", "resolv.conf"] {
         let dest = format!("/etc/{name}");
         if !taken.contains(&dest.as_str()) {
@@ -206,16 +289,34 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         }
     }
     for m in &config.mounts {
-        mounts.push(bind(&m.container_path, Path::new(&m.host_path), m.readonly)?);
+        mounts.push(bind(
+            &m.container_path,
+            Path::new(&m.host_path),
+            m.readonly,
+        )?);
     }
 
     let mut namespaces = vec![
-        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid).build().map_err(Error::spec)?,
-        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Mount).build().map_err(Error::spec)?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Pid)
+            .build()
+            .map_err(Error::spec)?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Mount)
+            .build()
+            .map_err(Error::spec)?,
     ];
-    for (kind, typ) in [("net", LinuxNamespaceType::Network), ("ipc", LinuxNamespaceType::Ipc), ("uts", LinuxNamespaceType::Uts)] {
+    for (kind, typ) in [
+        ("net", LinuxNamespaceType::Network),
+        ("ipc", LinuxNamespaceType::Ipc),
+        ("uts", LinuxNamespaceType::Uts),
+    ] {
         namespaces.push(
-            LinuxNamespaceBuilder::default().typ(typ).path(sandbox::ns_path(input.sandbox_dir, kind)).build().map_err(Error::spec)?,
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .path(sandbox::ns_path(input.sandbox_dir, kind))
+                .build()
+                .map_err(Error::spec)?,
         );
     }
 
@@ -232,14 +333,21 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     }
     let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build().map_err(Error::spec)?);
     if res.memory_limit_in_bytes > 0 {
-        resources = resources.memory(LinuxMemoryBuilder::default().limit(res.memory_limit_in_bytes).build().map_err(Error::spec)?);
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(res.memory_limit_in_bytes)
+                .build()
+                .map_err(Error::spec)?,
+        );
     }
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(input.cgroups_path.clone())
         .resources(resources.build().map_err(Error::spec)?);
     if security.privileged {
-        linux = linux.masked_paths(Vec::<String>::new()).readonly_paths(Vec::<String>::new());
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
     } else {
         linux = linux
             .masked_paths(oci_spec::runtime::get_default_maskedpaths())
@@ -248,7 +356,13 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     let mut spec = Spec::default();
     spec.set_hostname(None)
         .set_process(Some(process))
-        .set_root(Some(RootBuilder::default().path("rootfs").readonly(security.readonly_rootfs).build().map_err(Error::spec)?))
+        .set_root(Some(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(security.readonly_rootfs)
+                .build()
+                .map_err(Error::spec)?,
+        ))
         .set_mounts(Some(mounts))
         .set_linux(Some(linux.build().map_err(Error::spec)?));
     Ok(spec)
@@ -281,7 +395,16 @@ mod tests {
     #[test]
     fn container_env_overrides_image_env() {
         let mut c = cri::ContainerConfig::default();
-        c.envs = vec![cri::KeyValue { key: "A".into(), value: "pod".into() }, cri::KeyValue { key: "B".into(), value: "1".into() }];
+        c.envs = vec![
+            cri::KeyValue {
+                key: "A".into(),
+                value: "pod".into(),
+            },
+            cri::KeyValue {
+                key: "B".into(),
+                value: "1".into(),
+            },
+        ];
         assert_eq!(env(&c, &image()), ["PATH=/bin", "A=pod", "B=1"]);
     }
 
@@ -289,16 +412,40 @@ mod tests {
     fn spec_joins_the_sandbox_and_maps_resources() {
         let mut c = cri::ContainerConfig::default();
         c.command = vec!["sh".into()];
-        c.mounts = vec![cri::Mount { container_path: "/data".into(), host_path: "/tmp/d".into(), readonly: true, ..Default::default() }];
+        c.mounts = vec![cri::Mount {
+            container_path: "/data".into(),
+            host_path: "/tmp/d".into(),
+            readonly: true,
+            ..Default::default()
+        }];
         c.linux = Some(cri::LinuxContainerConfig {
-            resources: Some(cri::LinuxContainerResources { cpu_shares: 512, cpu_quota: 50_000, cpu_period: 100_000, memory_limit_in_bytes: 64 << 20, ..Default::default() }),
+            resources: Some(cri::LinuxContainerResources {
+                cpu_shares: 512,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
             security_context: None,
         });
-        let spec = build(&SpecInput { config: &c, image: &image(), sandbox_dir: Path::new("/sb"), cgroups_path: "/k/pod1/c1".into(), rootfs: Path::new("/nonexistent") }).unwrap();
+        let spec = build(&SpecInput {
+            config: &c,
+            image: &image(),
+            sandbox_dir: Path::new("/sb"),
+            cgroups_path: "/k/pod1/c1".into(),
+            rootfs: Path::new("/nonexistent"),
+        })
+        .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         let ns = json["linux"]["namespaces"].as_array().unwrap();
-        assert!(ns.iter().any(|n| n["type"] == "network" && n["path"] == "/sb/ns/net"));
-        assert!(ns.iter().any(|n| n["type"] == "pid" && n.get("path").is_none()));
+        assert!(
+            ns.iter()
+                .any(|n| n["type"] == "network" && n["path"] == "/sb/ns/net")
+        );
+        assert!(
+            ns.iter()
+                .any(|n| n["type"] == "pid" && n.get("path").is_none())
+        );
         assert_eq!(json["linux"]["cgroupsPath"], "/k/pod1/c1");
         assert_eq!(json["linux"]["resources"]["cpu"]["shares"], 512);
         assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 50_000);
@@ -306,9 +453,16 @@ mod tests {
         assert!(json["process"].get("oomScoreAdj").is_none());
         assert_eq!(json["process"]["cwd"], "/work");
         let mounts = json["mounts"].as_array().unwrap();
-        assert!(mounts.iter().any(|m| m["destination"] == "/data" && m["options"].as_array().unwrap().contains(&"ro".into())));
-        assert!(mounts.iter().any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/sb/hosts"));
-        let caps = json["process"]["capabilities"]["bounding"].as_array().unwrap();
+        assert!(mounts.iter().any(|m| m["destination"] == "/data"
+            && m["options"].as_array().unwrap().contains(&"ro".into())));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["destination"] == "/etc/hosts" && m["source"] == "/sb/hosts")
+        );
+        let caps = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
         assert_eq!(caps.len(), DEFAULT_CAPS.len());
     }
 }

@@ -24,14 +24,26 @@ pub struct SandboxRecord {
 /// Saves a sandbox's record in its directory.
 pub fn save_sandbox(dir: &Path, r: &SandboxRecord) -> std::io::Result<()> {
     write_atomic(&dir.join("config.pb"), &r.config.encode_to_vec())?;
-    write_atomic(&dir.join("record.json"), serde_json::json!({"createdAt": r.created_at, "ready": r.ready}).to_string().as_bytes())
+    write_atomic(
+        &dir.join("record.json"),
+        serde_json::json!({"createdAt": r.created_at, "ready": r.ready})
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 /// Loads a sandbox's record, `None` when it is missing or unreadable.
 pub fn load_sandbox(dir: &Path) -> Option<SandboxRecord> {
-    let config = cri::PodSandboxConfig::decode(std::fs::read(dir.join("config.pb")).ok()?.as_slice()).ok()?;
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("record.json")).ok()?).ok()?;
-    Some(SandboxRecord { config, created_at: meta["createdAt"].as_i64()?, ready: meta["ready"].as_bool()? })
+    let config =
+        cri::PodSandboxConfig::decode(std::fs::read(dir.join("config.pb")).ok()?.as_slice())
+            .ok()?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("record.json")).ok()?).ok()?;
+    Some(SandboxRecord {
+        config,
+        created_at: meta["createdAt"].as_i64()?,
+        ready: meta["ready"].as_bool()?,
+    })
 }
 
 /// A container's persisted record.
@@ -44,14 +56,25 @@ pub struct ContainerRecord {
 /// Saves a container's record in its directory.
 pub fn save_container(dir: &Path, r: &ContainerRecord) -> std::io::Result<()> {
     write_atomic(&dir.join("status.pb"), &r.status.encode_to_vec())?;
-    write_atomic(&dir.join("record.json"), serde_json::json!({"sandboxId": r.sandbox_id, "cgroupsPath": r.cgroups_path}).to_string().as_bytes())
+    write_atomic(
+        &dir.join("record.json"),
+        serde_json::json!({"sandboxId": r.sandbox_id, "cgroupsPath": r.cgroups_path})
+            .to_string()
+            .as_bytes(),
+    )
 }
 
 /// Loads a container's record, `None` when it is missing or unreadable.
 pub fn load_container(dir: &Path) -> Option<ContainerRecord> {
-    let status = cri::ContainerStatus::decode(std::fs::read(dir.join("status.pb")).ok()?.as_slice()).ok()?;
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("record.json")).ok()?).ok()?;
-    Some(ContainerRecord { status, sandbox_id: meta["sandboxId"].as_str()?.to_owned(), cgroups_path: meta["cgroupsPath"].as_str()?.to_owned() })
+    let status =
+        cri::ContainerStatus::decode(std::fs::read(dir.join("status.pb")).ok()?.as_slice()).ok()?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("record.json")).ok()?).ok()?;
+    Some(ContainerRecord {
+        status,
+        sandbox_id: meta["sandboxId"].as_str()?.to_owned(),
+        cgroups_path: meta["cgroupsPath"].as_str()?.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -61,13 +84,39 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let config = cri::PodSandboxConfig { hostname: "web".into(), ..Default::default() };
-        save_sandbox(dir.path(), &SandboxRecord { config: config.clone(), created_at: 7, ready: true }).unwrap();
+        let config = cri::PodSandboxConfig {
+            hostname: "web".into(),
+            ..Default::default()
+        };
+        save_sandbox(
+            dir.path(),
+            &SandboxRecord {
+                config: config.clone(),
+                created_at: 7,
+                ready: true,
+            },
+        )
+        .unwrap();
         let s = load_sandbox(dir.path()).unwrap();
         assert_eq!((s.config, s.created_at, s.ready), (config, 7, true));
-        let status = cri::ContainerStatus { id: "c1".into(), exit_code: 3, ..Default::default() };
-        save_container(dir.path(), &ContainerRecord { status: status.clone(), sandbox_id: "s1".into(), cgroups_path: "/p/c1".into() }).unwrap();
+        let status = cri::ContainerStatus {
+            id: "c1".into(),
+            exit_code: 3,
+            ..Default::default()
+        };
+        save_container(
+            dir.path(),
+            &ContainerRecord {
+                status: status.clone(),
+                sandbox_id: "s1".into(),
+                cgroups_path: "/p/c1".into(),
+            },
+        )
+        .unwrap();
         let c = load_container(dir.path()).unwrap();
-        assert_eq!((c.status, c.sandbox_id.as_str(), c.cgroups_path.as_str()), (status, "s1", "/p/c1"));
+        assert_eq!(
+            (c.status, c.sandbox_id.as_str(), c.cgroups_path.as_str()),
+            (status, "s1", "/p/c1")
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn unpack_layer(data: impl Read, dest: &Path) -> std::io::Result<()> {
         let Some(rel) = clean(&path) else {
             continue;
         };
-        let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = rel
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
         if name == OPAQUE {
             std::fs::create_dir_all(&parent)?;
@@ -79,7 +82,15 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
     let p = cstr(path)?;
     let n = CString::new(name).map_err(std::io::Error::other)?;
     // SAFETY: valid C strings and a buffer of the given length.
-    let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let rc = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -152,7 +163,8 @@ mod tests {
         let p = cstr(&dir.path().join("var")).unwrap();
         let n = CString::new("trusted.overlay.opaque").unwrap();
         // SAFETY: valid strings and buffer.
-        let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let len =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         assert_eq!(&buf[..len as usize], b"y");
         assert_eq!(clean(Path::new("../a/./b")), Some(PathBuf::from("a/b")));
         assert_eq!(clean(Path::new("./")), None);

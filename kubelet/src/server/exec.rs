@@ -48,10 +48,20 @@ impl Streams {
     }
 }
 
-pub async fn serve_exec(node: &Node, ns: &str, pod: &str, container: &str, q: &Query, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn serve_exec(
+    node: &Node,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    q: &Query,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let cmd = q.all("command");
     if cmd.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "you must specify at least 1 command");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "you must specify at least 1 command",
+        );
     }
     let streams = Streams::parse(q);
     let found = match lookup::running(node, ns, pod, container).await {
@@ -72,7 +82,14 @@ pub async fn serve_exec(node: &Node, ns: &str, pod: &str, container: &str, q: &Q
     resp
 }
 
-pub async fn serve_attach(node: &Node, ns: &str, pod: &str, container: &str, q: &Query, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn serve_attach(
+    node: &Node,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    q: &Query,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let streams = Streams::parse(q);
     let found = match lookup::running(node, ns, pod, container).await {
         Ok(f) => f,
@@ -104,7 +121,12 @@ struct Process {
 }
 
 fn set_size(fd: &OwnedFd, width: u16, height: u16) {
-    let size = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    let size = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ with a valid winsize on a terminal fd we own.
     unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
 }
@@ -113,7 +135,9 @@ fn spawn(runc: &Runc, id: &str, cmd: &[String], s: Streams) -> std::io::Result<P
     let mut c = runc.exec_command(id, cmd, s.tty);
     if !s.tty {
         let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::null() };
-        c.stdin(pipe(s.stdin)).stdout(pipe(s.stdout)).stderr(pipe(s.stderr));
+        c.stdin(pipe(s.stdin))
+            .stdout(pipe(s.stdout))
+            .stderr(pipe(s.stderr));
         let mut child = c.spawn()?;
         let mut outputs: Vec<(u8, Reader)> = Vec::new();
         if let Some(o) = child.stdout.take() {
@@ -123,17 +147,33 @@ fn spawn(runc: &Runc, id: &str, cmd: &[String], s: Streams) -> std::io::Result<P
             outputs.push((ws::STDERR, Box::new(e)));
         }
         let stdin = child.stdin.take().map(|i| Box::new(i) as Writer);
-        return Ok(Process { child, stdin, outputs, pty: None });
+        return Ok(Process {
+            child,
+            stdin,
+            outputs,
+            pty: None,
+        });
     }
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty fills two fds; no name buffer, default termios and size.
-    if unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) } != 0 {
+    if unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: openpty succeeded, so both are fresh fds owned by nobody else.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
     set_size(&master, 80, 24);
-    c.stdin(Stdio::from(slave.try_clone()?)).stdout(Stdio::from(slave.try_clone()?)).stderr(Stdio::from(slave));
+    c.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
     // SAFETY: only async-signal-safe calls between fork and exec: make the terminal runc's
     // controlling terminal so that resizing the master signals runc.
     unsafe {
@@ -150,13 +190,20 @@ fn spawn(runc: &Runc, id: &str, cmd: &[String], s: Streams) -> std::io::Result<P
     drop(c);
     let read = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
     let write = tokio::fs::File::from_std(std::fs::File::from(master.try_clone()?));
-    Ok(Process { child, stdin: s.stdin.then(|| Box::new(write) as Writer), outputs: vec![(ws::STDOUT, Box::new(read))], pty: Some(master) })
+    Ok(Process {
+        child,
+        stdin: s.stdin.then(|| Box::new(write) as Writer),
+        outputs: vec![(ws::STDOUT, Box::new(read))],
+        pty: Some(master),
+    })
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Sends messages queued by the session's tasks; closes the socket when every sender is gone.
-fn writer(socket: futures::stream::SplitSink<Socket, Message>) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+fn writer(
+    socket: futures::stream::SplitSink<Socket, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Message>(32);
     let task = tokio::spawn(async move {
         let mut sink = socket;
@@ -178,7 +225,11 @@ async fn pump(channel: u8, mut from: Reader, tx: mpsc::Sender<Message>) {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if tx.send(Message::Binary(ws::frame(channel, &buf[..n]).into())).await.is_err() {
+                if tx
+                    .send(Message::Binary(ws::frame(channel, &buf[..n]).into()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -186,12 +237,21 @@ async fn pump(channel: u8, mut from: Reader, tx: mpsc::Sender<Message>) {
     }
 }
 
-async fn exec_session(socket: Socket, protocol: Protocol, runc: Runc, id: String, cmd: Vec<String>, s: Streams) {
+async fn exec_session(
+    socket: Socket,
+    protocol: Protocol,
+    runc: Runc,
+    id: String,
+    cmd: Vec<String>,
+    s: Streams,
+) {
     let (sink, mut source) = socket.split();
     let (tx, writer) = writer(sink);
     let finish = |tx: mpsc::Sender<Message>, code: Option<i32>, failure: Option<String>| async move {
         if let Some(status) = ws::exit_status(protocol, code, failure.as_deref()) {
-            let _ = tx.send(Message::Binary(ws::frame(ws::ERROR, &status).into())).await;
+            let _ = tx
+                .send(Message::Binary(ws::frame(ws::ERROR, &status).into()))
+                .await;
         }
     };
     let mut process = match spawn(&runc, &id, &cmd, s) {
@@ -202,7 +262,11 @@ async fn exec_session(socket: Socket, protocol: Protocol, runc: Runc, id: String
             return;
         }
     };
-    let pumps: Vec<_> = process.outputs.drain(..).map(|(ch, r)| tokio::spawn(pump(ch, r, tx.clone()))).collect();
+    let pumps: Vec<_> = process
+        .outputs
+        .drain(..)
+        .map(|(ch, r)| tokio::spawn(pump(ch, r, tx.clone())))
+        .collect();
     let (mut stdin, pty) = (process.stdin.take(), process.pty.take());
     let tty = s.tty;
     // Client → process: stdin, resize, and (v5) the close of stdin. Ends when the client
@@ -258,11 +322,19 @@ async fn exec_session(socket: Socket, protocol: Protocol, runc: Runc, id: String
     let _ = writer.await;
 }
 
-async fn attach_session(socket: Socket, protocol: Protocol, mut rc: crate::runtime::RuntimeClient, found: lookup::Found, s: Streams) {
+async fn attach_session(
+    socket: Socket,
+    protocol: Protocol,
+    mut rc: crate::runtime::RuntimeClient,
+    found: lookup::Found,
+    s: Streams,
+) {
     let (sink, mut source) = socket.split();
     let (tx, writer) = writer(sink);
     let output = async {
-        let Ok(mut file) = tokio::fs::File::open(&found.log_path).await else { return };
+        let Ok(mut file) = tokio::fs::File::open(&found.log_path).await else {
+            return;
+        };
         let mut pos = file.seek(std::io::SeekFrom::End(0)).await.unwrap_or(0);
         let mut pending = Vec::new();
         let mut last_check = tokio::time::Instant::now();
@@ -271,14 +343,19 @@ async fn attach_session(socket: Socket, protocol: Protocol, mut rc: crate::runti
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = tokio::time::Instant::now();
                 exited = !rc
-                    .container_status(cri::ContainerStatusRequest { container_id: found.id.clone(), verbose: false })
+                    .container_status(cri::ContainerStatusRequest {
+                        container_id: found.id.clone(),
+                        verbose: false,
+                    })
                     .await
                     .ok()
                     .and_then(|r| r.into_inner().status)
                     .is_some_and(|st| st.state == ContainerState::ContainerRunning as i32);
             }
             let mut buf = Vec::new();
-            if file.seek(std::io::SeekFrom::Start(pos)).await.is_err() || file.read_to_end(&mut buf).await.is_err() {
+            if file.seek(std::io::SeekFrom::Start(pos)).await.is_err()
+                || file.read_to_end(&mut buf).await.is_err()
+            {
                 return;
             }
             pos += buf.len() as u64;
@@ -286,16 +363,27 @@ async fn attach_session(socket: Socket, protocol: Protocol, mut rc: crate::runti
             if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
                 let complete: Vec<u8> = pending.drain(..=end).collect();
                 for line in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    let Some(r) = super::logs::parse_record(line) else { continue };
-                    let channel = if r.stderr && !s.tty { ws::STDERR } else { ws::STDOUT };
-                    if (channel == ws::STDOUT && !s.stdout) || (channel == ws::STDERR && !s.stderr) {
+                    let Some(r) = super::logs::parse_record(line) else {
+                        continue;
+                    };
+                    let channel = if r.stderr && !s.tty {
+                        ws::STDERR
+                    } else {
+                        ws::STDOUT
+                    };
+                    if (channel == ws::STDOUT && !s.stdout) || (channel == ws::STDERR && !s.stderr)
+                    {
                         continue;
                     }
                     let mut data = r.text.to_vec();
                     if !r.partial {
                         data.push(b'\n');
                     }
-                    if tx.send(Message::Binary(ws::frame(channel, &data).into())).await.is_err() {
+                    if tx
+                        .send(Message::Binary(ws::frame(channel, &data).into()))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

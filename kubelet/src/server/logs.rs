@@ -34,10 +34,21 @@ pub struct Options {
 
 impl Options {
     pub fn parse(q: &Query, now: DateTime<Utc>) -> Result<Self, String> {
-        let num = |k: &str| q.get(k).map(|v| v.parse::<i64>().map_err(|_| format!("{k}: invalid value {v:?}"))).transpose();
+        let num = |k: &str| {
+            q.get(k)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .map_err(|_| format!("{k}: invalid value {v:?}"))
+                })
+                .transpose()
+        };
         let since = match (num("sinceSeconds")?, q.get("sinceTime")) {
             (Some(s), _) => Some(now - chrono::Duration::seconds(s.max(0))),
-            (None, Some(t)) => Some(DateTime::parse_from_rfc3339(t).map_err(|e| format!("sinceTime: {e}"))?.with_timezone(&Utc)),
+            (None, Some(t)) => Some(
+                DateTime::parse_from_rfc3339(t)
+                    .map_err(|e| format!("sinceTime: {e}"))?
+                    .with_timezone(&Utc),
+            ),
             (None, None) => None,
         };
         Ok(Self {
@@ -66,7 +77,12 @@ pub(super) fn parse_record(line: &[u8]) -> Option<Record<'_>> {
     let stderr = parts.next()? == b"stderr";
     let tag = parts.next()?;
     let text = parts.next().unwrap_or_default();
-    Some(Record { time, stderr, partial: tag == b"P", text })
+    Some(Record {
+        time,
+        stderr,
+        partial: tag == b"P",
+        text,
+    })
 }
 
 /// Turns CRI log bytes into what the client sees, line by line.
@@ -81,14 +97,20 @@ struct Formatter {
 impl Formatter {
     fn new(opts: Options) -> Self {
         let budget = opts.limit_bytes;
-        Self { opts, pending: Vec::new(), budget }
+        Self {
+            opts,
+            pending: Vec::new(),
+            budget,
+        }
     }
 
     /// The output of the complete records in `pending + chunk`, one entry per log line (a
     /// run of partial records ends with a full one).
     fn lines(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
         self.pending.extend_from_slice(chunk);
-        let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+        let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
         let complete: Vec<u8> = self.pending.drain(..=end).collect();
         let mut lines = Vec::new();
         let mut current = Vec::new();
@@ -134,12 +156,22 @@ impl Formatter {
 }
 
 /// Which log file serves the request, and the container to watch when following.
-async fn choose(node: &Node, ns: &str, pod: &str, container: &str, previous: bool) -> Result<(PathBuf, Option<String>), NotServed> {
+async fn choose(
+    node: &Node,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Result<(PathBuf, Option<String>), NotServed> {
     let found = lookup::containers(node, ns, pod, container).await?;
     let (dir, current) = match found.first() {
-        Some(c) if !c.log_path.as_os_str().is_empty() => {
-            (c.log_path.parent().map(Path::to_path_buf).unwrap_or_default(), Some((c.attempt, c.id.clone(), c.running)))
-        }
+        Some(c) if !c.log_path.as_os_str().is_empty() => (
+            c.log_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            Some((c.attempt, c.id.clone(), c.running)),
+        ),
         _ => (lookup::log_dir(node, ns, pod, container).await?, None),
     };
     let mut attempts: Vec<u32> = std::fs::read_dir(&dir)
@@ -150,9 +182,16 @@ async fn choose(node: &Node, ns: &str, pod: &str, container: &str, previous: boo
         .collect();
     attempts.sort_unstable();
     let newest = current.as_ref().map(|c| c.0).or(attempts.last().copied());
-    let not_found = |what: &str| NotServed(StatusCode::BAD_REQUEST, format!("{what} container \"{container}\" in pod \"{pod}\" not found"));
+    let not_found = |what: &str| {
+        NotServed(
+            StatusCode::BAD_REQUEST,
+            format!("{what} container \"{container}\" in pod \"{pod}\" not found"),
+        )
+    };
     if previous {
-        let prev = newest.and_then(|n| attempts.iter().rev().find(|a| **a < n).copied()).ok_or_else(|| not_found("previous terminated"))?;
+        let prev = newest
+            .and_then(|n| attempts.iter().rev().find(|a| **a < n).copied())
+            .ok_or_else(|| not_found("previous terminated"))?;
         return Ok((dir.join(format!("{prev}.log")), None));
     }
     let n = newest.ok_or_else(|| not_found("current"))?;
@@ -172,14 +211,29 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query)
     let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return text(StatusCode::BAD_REQUEST, format!("container \"{container}\" in pod \"{pod}\" has no log yet"));
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("container \"{container}\" in pod \"{pod}\" has no log yet"),
+            );
         }
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("opening {}: {e}", path.display())),
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("opening {}: {e}", path.display()),
+            );
+        }
     };
     let follow = if opts.follow { running } else { None };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    tokio::spawn(stream(file, Formatter::new(opts), follow.map(|id| (node.runtime.clone(), id)), tx));
-    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok(hyper::body::Frame::data(b))));
+    tokio::spawn(stream(
+        file,
+        Formatter::new(opts),
+        follow.map(|id| (node.runtime.clone(), id)),
+        tx,
+    ));
+    let body = StreamBody::new(
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok(hyper::body::Frame::data(b))),
+    );
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
@@ -214,14 +268,19 @@ async fn stream(
         if last_check.elapsed() >= Duration::from_secs(1) {
             last_check = tokio::time::Instant::now();
             exited = !rc
-                .container_status(cri::ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: false,
+                })
                 .await
                 .ok()
                 .and_then(|s| s.into_inner().status)
                 .is_some_and(|s| s.state == ContainerState::ContainerRunning as i32);
         }
         buf.clear();
-        if file.seek(std::io::SeekFrom::Start(pos)).await.is_err() || file.read_to_end(&mut buf).await.is_err() {
+        if file.seek(std::io::SeekFrom::Start(pos)).await.is_err()
+            || file.read_to_end(&mut buf).await.is_err()
+        {
             return;
         }
         pos += buf.len() as u64;
@@ -258,7 +317,11 @@ mod tests {
         2024-01-01T00:00:04.000000000Z stdout F fo";
 
     fn opts(q: &str) -> Options {
-        Options::parse(&Query::parse(Some(q)), "2024-01-01T00:00:10Z".parse().unwrap()).unwrap()
+        Options::parse(
+            &Query::parse(Some(q)),
+            "2024-01-01T00:00:10Z".parse().unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -298,7 +361,10 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let file = tokio::fs::File::open(&path).await.unwrap();
         stream(file, Formatter::new(opts("tailLines=2")), None, tx).await;
-        assert_eq!(rx.recv().await.unwrap(), Bytes::from_static(b"two\nthree\n"));
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            Bytes::from_static(b"two\nthree\n")
+        );
         assert!(rx.recv().await.is_none());
     }
 }

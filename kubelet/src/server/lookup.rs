@@ -17,14 +17,33 @@ pub async fn sandbox(node: &Node, ns: &str, pod: &str) -> Result<cri::PodSandbox
     let items = rc
         .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
         .await
-        .map_err(|e| NotServed(StatusCode::INTERNAL_SERVER_ERROR, format!("listing pod sandboxes: {}", e.message())))?
+        .map_err(|e| {
+            NotServed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing pod sandboxes: {}", e.message()),
+            )
+        })?
         .into_inner()
         .items;
     items
         .into_iter()
-        .filter(|s| s.metadata.as_ref().is_some_and(|m| m.namespace == ns && m.name == pod))
-        .max_by_key(|s| (s.state == PodSandboxState::SandboxReady as i32, s.created_at))
-        .ok_or_else(|| NotServed(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node")))
+        .filter(|s| {
+            s.metadata
+                .as_ref()
+                .is_some_and(|m| m.namespace == ns && m.name == pod)
+        })
+        .max_by_key(|s| {
+            (
+                s.state == PodSandboxState::SandboxReady as i32,
+                s.created_at,
+            )
+        })
+        .ok_or_else(|| {
+            NotServed(
+                StatusCode::NOT_FOUND,
+                format!("pod {ns}/{pod} not found on this node"),
+            )
+        })
 }
 
 /// One container of a pod as the runtime knows it.
@@ -36,7 +55,12 @@ pub struct Found {
 }
 
 /// The pod's containers named `name`, newest attempt first.
-pub async fn containers(node: &Node, ns: &str, pod: &str, name: &str) -> Result<Vec<Found>, NotServed> {
+pub async fn containers(
+    node: &Node,
+    ns: &str,
+    pod: &str,
+    name: &str,
+) -> Result<Vec<Found>, NotServed> {
     let sb = sandbox(node, ns, pod).await?;
     let mut rc = node.runtime.clone();
     let filter = cri::ContainerFilter {
@@ -45,17 +69,32 @@ pub async fn containers(node: &Node, ns: &str, pod: &str, name: &str) -> Result<
         ..Default::default()
     };
     let list = rc
-        .list_containers(cri::ListContainersRequest { filter: Some(filter) })
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(filter),
+        })
         .await
-        .map_err(|e| NotServed(StatusCode::INTERNAL_SERVER_ERROR, format!("listing containers: {}", e.message())))?
+        .map_err(|e| {
+            NotServed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing containers: {}", e.message()),
+            )
+        })?
         .into_inner()
         .containers;
     let mut found = Vec::new();
     for c in list {
-        let Ok(status) = rc.container_status(cri::ContainerStatusRequest { container_id: c.id.clone(), verbose: false }).await else {
+        let Ok(status) = rc
+            .container_status(cri::ContainerStatusRequest {
+                container_id: c.id.clone(),
+                verbose: false,
+            })
+            .await
+        else {
             continue;
         };
-        let Some(status) = status.into_inner().status else { continue };
+        let Some(status) = status.into_inner().status else {
+            continue;
+        };
         found.push(Found {
             id: c.id,
             attempt: c.metadata.map(|m| m.attempt).unwrap_or_default(),
@@ -73,7 +112,12 @@ pub async fn running(node: &Node, ns: &str, pod: &str, name: &str) -> Result<Fou
         .await?
         .into_iter()
         .find(|c| c.running)
-        .ok_or_else(|| NotServed(StatusCode::BAD_REQUEST, format!("container {name} is not valid for pod {pod}: not running")))
+        .ok_or_else(|| {
+            NotServed(
+                StatusCode::BAD_REQUEST,
+                format!("container {name} is not valid for pod {pod}: not running"),
+            )
+        })
 }
 
 /// The pod's log directory for container `name` when the runtime no longer has the
@@ -81,5 +125,8 @@ pub async fn running(node: &Node, ns: &str, pod: &str, name: &str) -> Result<Fou
 pub async fn log_dir(node: &Node, ns: &str, pod: &str, name: &str) -> Result<PathBuf, NotServed> {
     let sb = sandbox(node, ns, pod).await?;
     let uid = sb.metadata.map(|m| m.uid).unwrap_or_default();
-    Ok(node.pod_logs_dir.join(format!("{ns}_{pod}_{uid}")).join(name))
+    Ok(node
+        .pod_logs_dir
+        .join(format!("{ns}_{pod}_{uid}"))
+        .join(name))
 }

@@ -50,7 +50,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { address: IpAddr::from([0, 0, 0, 0]), port: 10250, tls_cert_file: None, tls_private_key_file: None }
+        Self {
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: 10250,
+            tls_cert_file: None,
+            tls_private_key_file: None,
+        }
     }
 }
 
@@ -88,7 +93,9 @@ pub enum Error {
 pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
@@ -104,11 +111,17 @@ pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
 }
 
 /// Serves the kubelet API until `shutdown`.
-pub async fn serve(config: Config, node: Node, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+pub async fn serve(
+    config: Config,
+    node: Node,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     crate::runtime::install_crypto();
     let tls = tls::server_config(&config, &node)?;
     let addr = SocketAddr::new(config.address, config.port);
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
     tracing::info!(%addr, "kubelet API serving");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let node = Arc::new(node);
@@ -166,16 +179,25 @@ impl Query {
     }
 
     pub(crate) fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn all(&self, k: &str) -> Vec<String> {
-        self.0.iter().filter(|(key, _)| key == k).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// A boolean flag given under any of `names` (`true`, `1`).
     pub(crate) fn flag(&self, names: &[&str]) -> bool {
-        names.iter().any(|n| matches!(self.get(n), Some("true" | "1" | "True")))
+        names
+            .iter()
+            .any(|n| matches!(self.get(n), Some("true" | "1" | "True")))
     }
 }
 
@@ -188,7 +210,10 @@ fn decode(s: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
                     Some(b) => {
                         out.push(b);
                         i += 2;
@@ -212,10 +237,18 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
     let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
     let response = match (req.method(), segs.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
-        (&Method::GET, ["containerLogs", ns, pod, container]) => logs::serve(&node, ns, pod, container, &query).await,
-        (_, ["exec", ns, pod, container]) if get_or_post => exec::serve_exec(&node, ns, pod, container, &query, req).await,
-        (_, ["attach", ns, pod, container]) if get_or_post => exec::serve_attach(&node, ns, pod, container, &query, req).await,
-        (_, ["portForward", ns, pod]) if get_or_post => portforward::serve(&node, ns, pod, &query, req).await,
+        (&Method::GET, ["containerLogs", ns, pod, container]) => {
+            logs::serve(&node, ns, pod, container, &query).await
+        }
+        (_, ["exec", ns, pod, container]) if get_or_post => {
+            exec::serve_exec(&node, ns, pod, container, &query, req).await
+        }
+        (_, ["attach", ns, pod, container]) if get_or_post => {
+            exec::serve_attach(&node, ns, pod, container, &query, req).await
+        }
+        (_, ["portForward", ns, pod]) if get_or_post => {
+            portforward::serve(&node, ns, pod, &query, req).await
+        }
         _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}")),
     };
     tracing::debug!(status = response.status().as_u16(), "kubelet API request");
@@ -228,7 +261,9 @@ mod tests {
 
     #[test]
     fn query_keeps_repeated_commands_and_decodes() {
-        let q = Query::parse(Some("command=sh&command=-c&command=echo+%24X&container=side&stdin=true&tty=1&output=1"));
+        let q = Query::parse(Some(
+            "command=sh&command=-c&command=echo+%24X&container=side&stdin=true&tty=1&output=1",
+        ));
         assert_eq!(q.all("command"), ["sh", "-c", "echo $X"]);
         assert_eq!(q.get("container"), Some("side"));
         assert!(q.flag(&["stdin", "input"]) && q.flag(&["tty"]) && q.flag(&["stdout", "output"]));

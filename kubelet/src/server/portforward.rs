@@ -28,27 +28,47 @@ use crate::cri;
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 const STREAM_PROTOCOL: &str = "portforward.k8s.io";
 
-pub async fn serve(node: &Node, ns: &str, pod: &str, _q: &Query, req: Request<hyper::body::Incoming>) -> Response<Body> {
+pub async fn serve(
+    node: &Node,
+    ns: &str,
+    pod: &str,
+    _q: &Query,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
     let netns = match netns(node, ns, pod).await {
         Ok(p) => p,
         Err(resp) => return resp,
     };
     let headers = req.headers();
     let offered = |name: &http::HeaderName| {
-        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|p| p.trim() == TUNNEL_PROTOCOL || p.trim() == STREAM_PROTOCOL)
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == TUNNEL_PROTOCOL || p.trim() == STREAM_PROTOCOL)
     };
-    let upgrade = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     tracing::info!(%ns, %pod, %upgrade, "port-forward");
     if upgrade == "websocket" {
         if !offered(&header::SEC_WEBSOCKET_PROTOCOL) {
-            return text(StatusCode::BAD_REQUEST, format!("port forwarding over WebSocket needs subprotocol {TUNNEL_PROTOCOL}"));
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("port forwarding over WebSocket needs subprotocol {TUNNEL_PROTOCOL}"),
+            );
         }
         let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
             return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
         };
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         tokio::spawn(async move {
-            let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
             let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 tokio_tungstenite::tungstenite::protocol::Role::Server,
@@ -95,7 +115,9 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, _q: &Query, req: Request<hy
     }
     if upgrade == "spdy/3.1" {
         tokio::spawn(async move {
-            let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
             let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
             let (in_tx, in_rx) = mpsc::channel::<Bytes>(64);
             let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
@@ -125,18 +147,29 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, _q: &Query, req: Request<hy
             .body(full(Bytes::new()))
             .expect("static response parts are valid");
     }
-    text(StatusCode::BAD_REQUEST, "port forwarding needs an upgrade to WebSocket or SPDY/3.1")
+    text(
+        StatusCode::BAD_REQUEST,
+        "port forwarding needs an upgrade to WebSocket or SPDY/3.1",
+    )
 }
 
 /// The network namespace of the pod's ready sandbox.
 async fn netns(node: &Node, ns: &str, pod: &str) -> Result<PathBuf, Response<Body>> {
-    let sb = super::lookup::sandbox(node, ns, pod).await.map_err(|e| text(e.0, e.1))?;
+    let sb = super::lookup::sandbox(node, ns, pod)
+        .await
+        .map_err(|e| text(e.0, e.1))?;
     if sb.state != cri::PodSandboxState::SandboxReady as i32 {
-        return Err(text(StatusCode::BAD_REQUEST, format!("pod {ns}/{pod} is not running")));
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("pod {ns}/{pod} is not running"),
+        ));
     }
     let mut rc = node.runtime.clone();
     let status = rc
-        .pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: sb.id, verbose: true })
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: sb.id,
+            verbose: true,
+        })
         .await
         .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.message().to_owned()))?
         .into_inner();
@@ -144,7 +177,12 @@ async fn netns(node: &Node, ns: &str, pod: &str) -> Result<PathBuf, Response<Bod
         .info
         .get(crate::runtime::NETNS_INFO_KEY)
         .map(PathBuf::from)
-        .ok_or_else(|| text(StatusCode::INTERNAL_SERVER_ERROR, format!("the runtime reports no network namespace for {ns}/{pod}")))
+        .ok_or_else(|| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the runtime reports no network namespace for {ns}/{pod}"),
+            )
+        })
 }
 
 /// Connects to `127.0.0.1:port` from inside the network namespace at `netns` (on a thread of
@@ -158,7 +196,10 @@ async fn connect_in(netns: &Path, port: u16) -> std::io::Result<tokio::net::TcpS
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), std::time::Duration::from_secs(10))?;
+            let s = std::net::TcpStream::connect_timeout(
+                &([127, 0, 0, 1], port).into(),
+                std::time::Duration::from_secs(10),
+            )?;
             s.set_nonblocking(true)?;
             Ok(s)
         })
@@ -191,8 +232,14 @@ async fn session(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Vec<u8>>
         buf.extend_from_slice(&chunk);
         while let Some(frame) = spdy::take_frame(&mut buf) {
             match frame {
-                Frame::Control { kind: spdy::SYN_STREAM, flags: _, data } => {
-                    let Some(id) = spdy::stream_id(&data) else { continue };
+                Frame::Control {
+                    kind: spdy::SYN_STREAM,
+                    flags: _,
+                    data,
+                } => {
+                    let Some(id) = spdy::stream_id(&data) else {
+                        continue;
+                    };
                     let h = match headers.decode(data.get(10..).unwrap_or_default()) {
                         Ok(h) => h,
                         Err(e) => {
@@ -200,11 +247,20 @@ async fn session(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Vec<u8>>
                             return;
                         }
                     };
-                    let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+                    let get = |k: &str| {
+                        h.iter()
+                            .find(|(n, _)| n == k)
+                            .map(|(_, v)| v.clone())
+                            .unwrap_or_default()
+                    };
                     let reply = headers.encode(&[]);
                     let mut body = id.to_be_bytes().to_vec();
                     body.extend(reply);
-                    if output.send(spdy::control(spdy::SYN_REPLY, 0, &body)).await.is_err() {
+                    if output
+                        .send(spdy::control(spdy::SYN_REPLY, 0, &body))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     let (kind, request) = (get("streamtype"), get("requestid"));
@@ -219,9 +275,18 @@ async fn session(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Vec<u8>>
                             sinks.insert(id, tx);
                             receivers.insert(id, rx);
                         }
-                        other => tracing::debug!(stream = id, kind = other, "port-forward: unknown stream type"),
+                        other => tracing::debug!(
+                            stream = id,
+                            kind = other,
+                            "port-forward: unknown stream type"
+                        ),
                     }
-                    if let Some(Pair { port, error: Some(e), data: Some(d) }) = pairs.get(&request) {
+                    if let Some(Pair {
+                        port,
+                        error: Some(e),
+                        data: Some(d),
+                    }) = pairs.get(&request)
+                    {
                         let (port, e, d) = (*port, *e, *d);
                         pairs.remove(&request);
                         if let Some(rx) = receivers.remove(&d) {
@@ -229,26 +294,48 @@ async fn session(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Vec<u8>>
                         }
                     }
                 }
-                Frame::Control { kind: spdy::SYN_REPLY | spdy::HEADERS, data, .. } => {
+                Frame::Control {
+                    kind: spdy::SYN_REPLY | spdy::HEADERS,
+                    data,
+                    ..
+                } => {
                     // Keep the inflate context in step even though nothing here needs them.
                     let skip = if data.len() >= 4 { 4 } else { data.len() };
                     let _ = headers.decode(&data[skip..]);
                 }
-                Frame::Control { kind: spdy::PING, data, .. } => {
-                    if output.send(spdy::control(spdy::PING, 0, &data)).await.is_err() {
+                Frame::Control {
+                    kind: spdy::PING,
+                    data,
+                    ..
+                } => {
+                    if output
+                        .send(spdy::control(spdy::PING, 0, &data))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
-                Frame::Control { kind: spdy::RST_STREAM, data, .. } => {
+                Frame::Control {
+                    kind: spdy::RST_STREAM,
+                    data,
+                    ..
+                } => {
                     if let Some(id) = spdy::stream_id(&data)
                         && let Some(tx) = sinks.remove(&id)
                     {
                         let _ = tx.send(None);
                     }
                 }
-                Frame::Control { kind: spdy::GOAWAY, .. } => return,
+                Frame::Control {
+                    kind: spdy::GOAWAY, ..
+                } => return,
                 Frame::Control { .. } => {}
-                Frame::Data { stream, flags, data } => {
+                Frame::Data {
+                    stream,
+                    flags,
+                    data,
+                } => {
                     if let Some(tx) = sinks.get(&stream) {
                         if !data.is_empty() {
                             let _ = tx.send(Some(Bytes::from(data)));
@@ -280,7 +367,9 @@ async fn forward(
     let conn = match connect_in(&netns, port).await {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!("error forwarding port {port} to pod: failed to connect to localhost:{port} inside the pod network namespace: {e}");
+            let msg = format!(
+                "error forwarding port {port} to pod: failed to connect to localhost:{port} inside the pod network namespace: {e}"
+            );
             tracing::debug!(%msg, "port-forward");
             let _ = output.send(spdy::data(error, false, msg.as_bytes())).await;
             let _ = output.send(spdy::data(error, true, &[])).await;

@@ -21,8 +21,16 @@ pub const FLAG_FIN: u8 = 1;
 /// One frame as read.
 #[derive(Debug, PartialEq)]
 pub enum Frame {
-    Control { kind: u16, flags: u8, data: Vec<u8> },
-    Data { stream: u32, flags: u8, data: Vec<u8> },
+    Control {
+        kind: u16,
+        flags: u8,
+        data: Vec<u8>,
+    },
+    Data {
+        stream: u32,
+        flags: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// Takes one complete frame off the front of `buf`, if there is one.
@@ -39,9 +47,17 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Frame> {
     buf.drain(..8 + len);
     let flags = head[4];
     Some(if head[0] & 0x80 != 0 {
-        Frame::Control { kind: u16::from_be_bytes([head[2], head[3]]), flags, data }
+        Frame::Control {
+            kind: u16::from_be_bytes([head[2], head[3]]),
+            flags,
+            data,
+        }
     } else {
-        Frame::Data { stream: u32::from_be_bytes([head[0], head[1], head[2], head[3]]) & 0x7fff_ffff, flags, data }
+        Frame::Data {
+            stream: u32::from_be_bytes([head[0], head[1], head[2], head[3]]) & 0x7fff_ffff,
+            flags,
+            data,
+        }
     })
 }
 
@@ -61,7 +77,11 @@ pub fn control(kind: u16, flags: u8, data: &[u8]) -> Vec<u8> {
 
 /// A data frame on `stream`.
 pub fn data(stream: u32, fin: bool, data: &[u8]) -> Vec<u8> {
-    with_len((stream & 0x7fff_ffff).to_be_bytes().to_vec(), if fin { FLAG_FIN } else { 0 }, data)
+    with_len(
+        (stream & 0x7fff_ffff).to_be_bytes().to_vec(),
+        if fin { FLAG_FIN } else { 0 },
+        data,
+    )
 }
 
 /// The stream id a control frame's payload starts with.
@@ -78,8 +98,13 @@ pub struct Headers {
 impl Default for Headers {
     fn default() -> Self {
         let mut deflate = Compress::new(Compression::default(), true);
-        deflate.set_dictionary(DICTIONARY).expect("a fresh compressor takes a dictionary");
-        Self { inflate: Decompress::new(true), deflate }
+        deflate
+            .set_dictionary(DICTIONARY)
+            .expect("a fresh compressor takes a dictionary");
+        Self {
+            inflate: Decompress::new(true),
+            deflate,
+        }
     }
 }
 
@@ -91,14 +116,18 @@ impl Headers {
         loop {
             let before = self.inflate.total_in();
             raw.reserve(4096);
-            let result = self.inflate.decompress_vec(input, &mut raw, FlushDecompress::Sync);
+            let result = self
+                .inflate
+                .decompress_vec(input, &mut raw, FlushDecompress::Sync);
             input = &input[(self.inflate.total_in() - before) as usize..];
             match result {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) if input.is_empty() && raw.len() < raw.capacity() => break,
                 Ok(_) => {}
                 Err(e) if e.needs_dictionary().is_some() => {
-                    self.inflate.set_dictionary(DICTIONARY).map_err(|e| e.to_string())?;
+                    self.inflate
+                        .set_dictionary(DICTIONARY)
+                        .map_err(|e| e.to_string())?;
                 }
                 Err(e) => return Err(format!("header block: {e}")),
             }
@@ -120,7 +149,9 @@ impl Headers {
         loop {
             out.reserve(256);
             let before = self.deflate.total_in();
-            self.deflate.compress_vec(input, &mut out, FlushCompress::Sync).expect("deflate into a growing buffer");
+            self.deflate
+                .compress_vec(input, &mut out, FlushCompress::Sync)
+                .expect("deflate into a growing buffer");
             input = &input[(self.deflate.total_in() - before) as usize..];
             if input.is_empty() && out.len() < out.capacity() {
                 return out;
@@ -157,8 +188,22 @@ mod tests {
         let mut buf = control(PING, 0, &7u32.to_be_bytes());
         buf.extend(data(5, true, b"hello"));
         buf.extend_from_slice(&[0x80, 3]);
-        assert_eq!(take_frame(&mut buf), Some(Frame::Control { kind: PING, flags: 0, data: vec![0, 0, 0, 7] }));
-        assert_eq!(take_frame(&mut buf), Some(Frame::Data { stream: 5, flags: FLAG_FIN, data: b"hello".to_vec() }));
+        assert_eq!(
+            take_frame(&mut buf),
+            Some(Frame::Control {
+                kind: PING,
+                flags: 0,
+                data: vec![0, 0, 0, 7]
+            })
+        );
+        assert_eq!(
+            take_frame(&mut buf),
+            Some(Frame::Data {
+                stream: 5,
+                flags: FLAG_FIN,
+                data: b"hello".to_vec()
+            })
+        );
         assert_eq!(take_frame(&mut buf), None);
         assert_eq!(buf.len(), 2);
     }
@@ -167,14 +212,32 @@ mod tests {
     fn header_blocks_share_one_context_per_direction() {
         // The dictionary is the protocol's: its Adler-32 is what peers put in the zlib header.
         let mut c = Compress::new(Compression::default(), true);
-        assert_eq!((DICTIONARY.len(), c.set_dictionary(DICTIONARY).unwrap()), (1423, 0xe3c6_a7c2));
+        assert_eq!(
+            (DICTIONARY.len(), c.set_dictionary(DICTIONARY).unwrap()),
+            (1423, 0xe3c6_a7c2)
+        );
         let (mut client, mut server) = (Headers::default(), Headers::default());
         let first = client.encode(&[("streamtype", "error"), ("port", "80"), ("requestid", "0")]);
         let second = client.encode(&[("streamtype", "data"), ("port", "80"), ("requestid", "0")]);
-        assert_eq!(server.decode(&first).unwrap()[0], ("streamtype".into(), "error".into()));
+        assert_eq!(
+            server.decode(&first).unwrap()[0],
+            ("streamtype".into(), "error".into())
+        );
         let h = server.decode(&second).unwrap();
-        assert_eq!(h, [("streamtype".into(), "data".into()), ("port".into(), "80".into()), ("requestid".into(), "0".into())]);
-        assert!(server.decode(&server_reply(&mut client)).unwrap().is_empty());
+        assert_eq!(
+            h,
+            [
+                ("streamtype".into(), "data".into()),
+                ("port".into(), "80".into()),
+                ("requestid".into(), "0".into())
+            ]
+        );
+        assert!(
+            server
+                .decode(&server_reply(&mut client))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     fn server_reply(h: &mut Headers) -> Vec<u8> {

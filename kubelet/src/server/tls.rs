@@ -15,7 +15,11 @@ pub fn server_config(config: &Config, node: &Node) -> Result<rustls::ServerConfi
     let (cert_pem, key_pem) = match (&config.tls_cert_file, &config.tls_private_key_file) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
         (None, None) => self_signed(node)?,
-        _ => return Err(Error::Tls("--tls-cert-file and --tls-private-key-file go together".into())),
+        _ => {
+            return Err(Error::Tls(
+                "--tls-cert-file and --tls-private-key-file go together".into(),
+            ));
+        }
     };
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
@@ -23,35 +27,50 @@ pub fn server_config(config: &Config, node: &Node) -> Result<rustls::ServerConfi
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|e| Error::Tls(format!("key: {e}")))?
         .ok_or_else(|| Error::Tls("no private key found".into()))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| Error::Tls(e.to_string()))?;
     // Upgrades (exec, attach, port-forward) need HTTP/1.1.
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
 }
 
 fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))
 }
 
 fn self_signed(node: &Node) -> Result<(String, String), Error> {
-    let (cert_path, key_path) = (node.cert_dir.join("kubelet.crt"), node.cert_dir.join("kubelet.key"));
-    if let (Ok(c), Ok(k)) = (std::fs::read_to_string(&cert_path), std::fs::read_to_string(&key_path)) {
+    let (cert_path, key_path) = (
+        node.cert_dir.join("kubelet.crt"),
+        node.cert_dir.join("kubelet.key"),
+    );
+    if let (Ok(c), Ok(k)) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+    ) {
         return Ok((c, k));
     }
     let mut names = vec![node.name.clone()];
     names.extend(node.ip.map(|ip| ip.to_string()));
     let mut params = rcgen::CertificateParams::new(names).map_err(|e| Error::Tls(e.to_string()))?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{}@kubelet", node.name));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{}@kubelet", node.name));
     let key = rcgen::KeyPair::generate().map_err(|e| Error::Tls(e.to_string()))?;
-    let cert = params.self_signed(&key).map_err(|e| Error::Tls(e.to_string()))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| Error::Tls(e.to_string()))?;
     let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
-    std::fs::create_dir_all(&node.cert_dir).map_err(|e| Error::Tls(format!("creating {}: {e}", node.cert_dir.display())))?;
-    std::fs::write(&cert_path, &cert_pem).map_err(|e| Error::Tls(format!("writing {}: {e}", cert_path.display())))?;
+    std::fs::create_dir_all(&node.cert_dir)
+        .map_err(|e| Error::Tls(format!("creating {}: {e}", node.cert_dir.display())))?;
+    std::fs::write(&cert_path, &cert_pem)
+        .map_err(|e| Error::Tls(format!("writing {}: {e}", cert_path.display())))?;
     write_private(&key_path, &key_pem)?;
     Ok((cert_pem, key_pem))
 }

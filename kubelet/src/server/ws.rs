@@ -54,28 +54,47 @@ impl Protocol {
         if offered.is_empty() {
             return Some(("", Protocol::V1));
         }
-        Self::ALL.iter().find(|(name, _)| offered.iter().any(|o| o == name)).copied()
+        Self::ALL
+            .iter()
+            .find(|(name, _)| offered.iter().any(|o| o == name))
+            .copied()
     }
 }
 
 /// Whether the request asks for a WebSocket upgrade.
 pub fn is_websocket(headers: &HeaderMap) -> bool {
-    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Accepts the WebSocket upgrade of `req`: the `101` response to return now, and the future
 /// connection with the negotiated protocol.
 pub fn accept(
     req: Request<hyper::body::Incoming>,
-) -> Result<(Response<Body>, Protocol, impl Future<Output = Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>>), Response<Body>> {
+) -> Result<
+    (
+        Response<Body>,
+        Protocol,
+        impl Future<Output = Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>>>,
+    ),
+    Response<Body>,
+> {
     if !is_websocket(req.headers()) {
-        return Err(text(StatusCode::BAD_REQUEST, "this endpoint needs a WebSocket upgrade (Upgrade: websocket)"));
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "this endpoint needs a WebSocket upgrade (Upgrade: websocket)",
+        ));
     }
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
         return Err(text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key"));
     };
     let Some((name, protocol)) = Protocol::negotiate(req.headers()) else {
-        return Err(text(StatusCode::BAD_REQUEST, "none of the requested WebSocket subprotocols is supported; supported: v5.channel.k8s.io, v4.channel.k8s.io, v3.channel.k8s.io, v2.channel.k8s.io, channel.k8s.io"));
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "none of the requested WebSocket subprotocols is supported; supported: v5.channel.k8s.io, v4.channel.k8s.io, v3.channel.k8s.io, v2.channel.k8s.io, channel.k8s.io",
+        ));
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut resp = Response::builder()
@@ -86,10 +105,14 @@ pub fn accept(
     if !name.is_empty() {
         resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, name);
     }
-    let resp = resp.body(full(Bytes::new())).expect("static response parts are valid");
+    let resp = resp
+        .body(full(Bytes::new()))
+        .expect("static response parts are valid");
     let upgraded = async move {
         match hyper::upgrade::on(req).await {
-            Ok(u) => Some(WebSocketStream::from_raw_socket(TokioIo::new(u), Role::Server, None).await),
+            Ok(u) => {
+                Some(WebSocketStream::from_raw_socket(TokioIo::new(u), Role::Server, None).await)
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "WebSocket upgrade failed");
                 None
@@ -103,7 +126,10 @@ pub fn accept(
 /// its streams, and a close without a status as an error.
 pub fn normal_close() -> tokio_tungstenite::tungstenite::Message {
     use tokio_tungstenite::tungstenite::protocol::{CloseFrame, frame::coding::CloseCode};
-    tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() }))
+    tokio_tungstenite::tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
 }
 
 /// A message on `channel`.
@@ -116,11 +142,17 @@ pub fn frame(channel: u8, data: &[u8]) -> Vec<u8> {
 
 /// What the error channel carries when the command ended with `exit_code` (`None`: it could
 /// not run, with `failure` saying why), for `protocol`; `None` when nothing is to be sent.
-pub fn exit_status(protocol: Protocol, exit_code: Option<i32>, failure: Option<&str>) -> Option<Vec<u8>> {
+pub fn exit_status(
+    protocol: Protocol,
+    exit_code: Option<i32>,
+    failure: Option<&str>,
+) -> Option<Vec<u8>> {
     let message = match (exit_code, failure) {
         (_, Some(f)) => f.to_owned(),
         (Some(0), None) => String::new(),
-        (Some(code), None) => format!("command terminated with non-zero exit code: exit status {code}"),
+        (Some(code), None) => {
+            format!("command terminated with non-zero exit code: exit status {code}")
+        }
         (None, None) => "command terminated".to_owned(),
     };
     if protocol < Protocol::V4 {
@@ -135,7 +167,9 @@ pub fn exit_status(protocol: Protocol, exit_code: Option<i32>, failure: Option<&
             "reason": "NonZeroExitCode",
             "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
         }),
-        _ => serde_json::json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500}),
+        _ => {
+            serde_json::json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
+        }
     };
     Some(serde_json::to_vec(&status).expect("JSON values serialise"))
 }
@@ -153,21 +187,41 @@ mod tests {
     #[test]
     fn negotiation_prefers_the_newest() {
         let mut h = HeaderMap::new();
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "v4.channel.k8s.io, v5.channel.k8s.io".parse().unwrap());
-        assert_eq!(Protocol::negotiate(&h), Some(("v5.channel.k8s.io", Protocol::V5)));
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "base64.channel.k8s.io".parse().unwrap());
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "v4.channel.k8s.io, v5.channel.k8s.io".parse().unwrap(),
+        );
+        assert_eq!(
+            Protocol::negotiate(&h),
+            Some(("v5.channel.k8s.io", Protocol::V5))
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "base64.channel.k8s.io".parse().unwrap(),
+        );
         assert_eq!(Protocol::negotiate(&h), None);
-        assert_eq!(Protocol::negotiate(&HeaderMap::new()), Some(("", Protocol::V1)));
+        assert_eq!(
+            Protocol::negotiate(&HeaderMap::new()),
+            Some(("", Protocol::V1))
+        );
     }
 
     #[test]
     fn exit_statuses_as_kubectl_reads_them() {
-        let s: serde_json::Value = serde_json::from_slice(&exit_status(Protocol::V5, Some(3), None).unwrap()).unwrap();
+        let s: serde_json::Value =
+            serde_json::from_slice(&exit_status(Protocol::V5, Some(3), None).unwrap()).unwrap();
         assert_eq!(s["reason"], "NonZeroExitCode");
-        assert_eq!(s["details"]["causes"][0], serde_json::json!({"reason": "ExitCode", "message": "3"}));
-        let s: serde_json::Value = serde_json::from_slice(&exit_status(Protocol::V4, Some(0), None).unwrap()).unwrap();
+        assert_eq!(
+            s["details"]["causes"][0],
+            serde_json::json!({"reason": "ExitCode", "message": "3"})
+        );
+        let s: serde_json::Value =
+            serde_json::from_slice(&exit_status(Protocol::V4, Some(0), None).unwrap()).unwrap();
         assert_eq!(s["status"], "Success");
         assert_eq!(exit_status(Protocol::V2, Some(0), None), None);
-        assert_eq!(parse_resize(br#"{"Width":120,"Height":40}"#), Some((120, 40)));
+        assert_eq!(
+            parse_resize(br#"{"Width":120,"Height":40}"#),
+            Some((120, 40))
+        );
     }
 }

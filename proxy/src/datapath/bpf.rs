@@ -219,13 +219,11 @@ fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<OwnedFd> {
         .map_err(program_err)?;
     program.load().map_err(program_err)?;
     let fd = program.fd().map_err(program_err)?;
-    fd.as_fd()
-        .try_clone_to_owned()
-        .map_err(|source| Error::Fs {
-            action: "duplicating the program fd of",
-            path: PathBuf::from(name),
-            source,
-        })
+    fd.as_fd().try_clone_to_owned().map_err(|source| Error::Fs {
+        action: "duplicating the program fd of",
+        path: PathBuf::from(name),
+        source,
+    })
 }
 
 fn take_map<T: TryFrom<Map, Error = aya::maps::MapError>>(
@@ -400,6 +398,14 @@ impl MapStore for BpfMaps {
             .map_err(map_err(common::NODE_ADDRS))
     }
 
+    fn service(&self, key: ServiceKey) -> Result<Option<ServiceValue>> {
+        found(self.services.get(&key, 0)).map_err(map_err(common::SERVICES))
+    }
+
+    fn backend(&self, id: u32) -> Result<Option<Backend>> {
+        found(self.backends.get(&id, 0)).map_err(map_err(common::BACKENDS))
+    }
+
     fn attach_node_interfaces(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<()> {
         let Some(tc) = &mut self.tc else {
             return Ok(());
@@ -434,13 +440,19 @@ impl MapStore for BpfMaps {
 
 /// Deleting an entry that is already gone (a crash between writes) is success.
 fn ignore_missing(result: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    found(result).map(|_| ())
+}
+
+/// A lookup's value, `None` when the key is not in the map.
+fn found<T>(result: Result<T, aya::maps::MapError>) -> Result<Option<T>, aya::maps::MapError> {
     match result {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Ok(value) => Ok(Some(value)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
         Err(aya::maps::MapError::SyscallError(e))
             if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
         {
-            Ok(())
+            Ok(None)
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }

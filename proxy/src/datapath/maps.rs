@@ -29,6 +29,10 @@ pub trait MapStore {
     fn services(&self) -> Result<Vec<(ServiceKey, ServiceValue)>>;
     fn backends(&self) -> Result<Vec<(u32, Backend)>>;
     fn node_addrs(&self) -> Result<Vec<NodeAddrKey>>;
+    /// One entry of the services map, without walking it.
+    fn service(&self, key: ServiceKey) -> Result<Option<ServiceValue>>;
+    /// One entry of the backends map, without walking it.
+    fn backend(&self, id: u32) -> Result<Option<Backend>>;
 
     /// The node addresses are now `addrs`: the real store (re-)attaches its NodePort programs
     /// to the interfaces holding them. Called on every `set_node_addrs`, also when unchanged.
@@ -249,6 +253,14 @@ impl MapStore for MemMaps {
             .iter()
             .map(|&ip| NodeAddrKey { ip })
             .collect())
+    }
+
+    fn service(&self, key: ServiceKey) -> Result<Option<ServiceValue>> {
+        Ok(self.services.get(&key).copied())
+    }
+
+    fn backend(&self, id: u32) -> Result<Option<Backend>> {
+        Ok(self.backends.get(&id).copied())
     }
 }
 

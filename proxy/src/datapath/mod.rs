@@ -23,7 +23,7 @@ use std::{io, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 pub use bpf::{BpfMaps, remove_pins};
 pub use ekube_ebpf_common::Counter;
-pub use state::{Datapath, dump_store};
+pub use state::{Datapath, dump_store, lookup_service};
 pub use types::{
     Affinity, BackendAddr, DatapathState, Frontend, Protocol, ServiceEntry, ServiceOptions,
 };

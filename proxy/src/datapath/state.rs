@@ -445,6 +445,32 @@ pub fn dump_store<S: MapStore>(store: &S) -> Result<DatapathState> {
     })
 }
 
+/// Reads one service from `store` by point lookups (its slot-0 record, its slots, their
+/// backends): O(backends of that service), whatever the size of the maps. `None` when the
+/// frontend is not programmed; a slot or backend missing mid-update is left out.
+pub fn lookup_service<S: MapStore>(store: &S, frontend: &Frontend) -> Result<Option<ServiceEntry>> {
+    let Some(record) = store.service(maps::service_key(frontend, 0))? else {
+        return Ok(None);
+    };
+    let mut backends = Vec::with_capacity(usize::from(record.count));
+    for slot in 1..=record.count {
+        let Some(value) = store.service(maps::service_key(frontend, slot))? else {
+            continue;
+        };
+        if let Some((addr, _)) = store
+            .backend(value.backend_id)?
+            .as_ref()
+            .and_then(maps::backend_of)
+        {
+            backends.push(addr);
+        }
+    }
+    Ok(Some(ServiceEntry {
+        backends,
+        affinity: maps::affinity_of(&record),
+    }))
+}
+
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;

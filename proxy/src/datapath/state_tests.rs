@@ -231,3 +231,21 @@ fn slot_layout_keeps_positions_and_stays_dense() {
     assert_eq!(layout_slots(&[], &[5, 6]), [5, 6]);
     assert_eq!(layout_slots(&[1, 2], &[]), Vec::<u32>::new());
 }
+
+#[test]
+fn point_lookup_agrees_with_the_full_walk() {
+    let mut dp = fresh();
+    dp.upsert_service(vip(1), &[be(1), be(2), be(3)], Affinity::None)
+        .unwrap();
+    let sticky = Affinity::ClientIp { timeout_secs: 60 };
+    dp.upsert_service(vip(2), &[be(3)], sticky).unwrap();
+    dp.upsert_service(vip(3), &[], Affinity::None).unwrap();
+    dp.upsert_service(vip(1), &[be(1), be(3), be(4)], Affinity::None)
+        .unwrap();
+    let state = dp.dump().unwrap();
+    for frontend in [vip(1), vip(2), vip(3)] {
+        let entry = lookup_service(dp.store(), &frontend).unwrap();
+        assert_eq!(entry.as_ref(), state.services.get(&frontend), "{frontend}");
+    }
+    assert_eq!(lookup_service(dp.store(), &vip(4)).unwrap(), None);
+}

@@ -175,7 +175,9 @@ impl Drop for HealthChecks {
 }
 
 fn lock(reports: &Mutex<HashMap<u16, Report>>) -> std::sync::MutexGuard<'_, HashMap<u16, Report>> {
-    reports.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    reports
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Binds synchronously (so a taken port is reported to the caller) and hands the socket to
@@ -254,7 +256,11 @@ mod tests {
 
     fn get(port: u16) -> (u16, serde_json::Value) {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-        write!(stream, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
         let code = text[9..12].parse().unwrap();
@@ -276,7 +282,9 @@ mod tests {
         let web = ServiceName::new("default", "web");
         let port = free_port();
         checks.update(&web, Some(port), 2).unwrap();
-        let (code, body) = tokio::task::spawn_blocking(move || get(port)).await.unwrap();
+        let (code, body) = tokio::task::spawn_blocking(move || get(port))
+            .await
+            .unwrap();
         assert_eq!(code, 200);
         assert_eq!(
             body,
@@ -287,7 +295,9 @@ mod tests {
             })
         );
         checks.update(&web, Some(port), 0).unwrap();
-        let (code, body) = tokio::task::spawn_blocking(move || get(port)).await.unwrap();
+        let (code, body) = tokio::task::spawn_blocking(move || get(port))
+            .await
+            .unwrap();
         assert_eq!(code, 503);
         assert_eq!(body["localEndpoints"], 0);
 

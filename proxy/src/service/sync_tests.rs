@@ -205,6 +205,12 @@ impl MapStore for SmallMaps {
     fn node_addrs(&self) -> DpResult<Vec<NodeAddrKey>> {
         self.inner.node_addrs()
     }
+    fn service(&self, key: ServiceKey) -> DpResult<Option<ServiceValue>> {
+        self.inner.service(key)
+    }
+    fn backend(&self, id: u32) -> DpResult<Option<Backend>> {
+        self.inner.backend(id)
+    }
 }
 
 impl ProxyDatapath for Datapath<SmallMaps> {}

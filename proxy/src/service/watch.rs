@@ -38,7 +38,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     RunError,
-    desired::{DesiredService, SERVICE_NAME_LABEL, ServiceName, Unsupported, desired_state_on_node},
+    desired::{
+        DesiredService, SERVICE_NAME_LABEL, ServiceName, Unsupported, desired_state_on_node,
+    },
     healthcheck::HealthChecks,
     metrics::{Metrics, SyncKind},
     sync::{ProxyDatapath, Syncer},

@@ -25,7 +25,15 @@ fn ms(d: Duration) -> f64 {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0)))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0)
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -39,7 +47,9 @@ fn pod(i: usize) -> Pod {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let out_dir = std::env::args().nth(1).unwrap_or_else(|| "target/bench".into());
+    let out_dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/bench".into());
     let server = ServerProcess::start(&[])?;
     let client = server.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
@@ -52,7 +62,9 @@ async fn main() -> Result<()> {
         let pods = pods.clone();
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(16) {
-                pods.create(&PostParams::default(), &pod(i)).await.context("create")?;
+                pods.create(&PostParams::default(), &pod(i))
+                    .await
+                    .context("create")?;
             }
             anyhow::Ok(())
         }));
@@ -89,15 +101,26 @@ async fn main() -> Result<()> {
 
     // Watch delivery latency with 100 watchers.
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let rv = cms.list(&ListParams::default()).await?.metadata.resource_version.unwrap_or_default();
+    let rv = cms
+        .list(&ListParams::default())
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     for _ in 0..100 {
         let (cms, tx, rv) = (cms.clone(), tx.clone(), rv.clone());
         tokio::spawn(async move {
-            let mut stream = cms.watch(&WatchParams::default().timeout(120), &rv).await.expect("watch").boxed();
+            let mut stream = cms
+                .watch(&WatchParams::default().timeout(120), &rv)
+                .await
+                .expect("watch")
+                .boxed();
             while let Some(Ok(ev)) = stream.next().await {
                 if let kube::api::WatchEvent::Added(cm) = ev {
-                    let i: usize = cm.metadata.name.unwrap_or_default()[1..].parse().unwrap_or(0);
+                    let i: usize = cm.metadata.name.unwrap_or_default()[1..]
+                        .parse()
+                        .unwrap_or(0);
                     let _ = tx.send((i, Instant::now()));
                 }
             }
@@ -126,12 +149,38 @@ async fn main() -> Result<()> {
 
     let rows = [
         ("creates/s (16 writers)", format!("{creates_per_sec:.0}")),
-        ("get p50 / p99 (ms)", format!("{:.2} / {:.2}", ms(percentile(&gets, 0.5)), ms(percentile(&gets, 0.99)))),
-        ("list 10,000 pods p50 / p99 (ms)", format!("{:.0} / {:.0}", ms(percentile(&lists, 0.5)), ms(percentile(&lists, 0.99)))),
-        ("list by label (1,000 of 10,000) p50 / p99 (ms)", format!("{:.0} / {:.0}", ms(percentile(&selected, 0.5)), ms(percentile(&selected, 0.99)))),
+        (
+            "get p50 / p99 (ms)",
+            format!(
+                "{:.2} / {:.2}",
+                ms(percentile(&gets, 0.5)),
+                ms(percentile(&gets, 0.99))
+            ),
+        ),
+        (
+            "list 10,000 pods p50 / p99 (ms)",
+            format!(
+                "{:.0} / {:.0}",
+                ms(percentile(&lists, 0.5)),
+                ms(percentile(&lists, 0.99))
+            ),
+        ),
+        (
+            "list by label (1,000 of 10,000) p50 / p99 (ms)",
+            format!(
+                "{:.0} / {:.0}",
+                ms(percentile(&selected, 0.5)),
+                ms(percentile(&selected, 0.99))
+            ),
+        ),
         (
             "watch delivery, 100 watchers, p50 / p99 (ms)",
-            format!("{:.2} / {:.2} ({} of 5000 delivered)", ms(percentile(&delays, 0.5)), ms(percentile(&delays, 0.99)), delays.len()),
+            format!(
+                "{:.2} / {:.2} ({} of 5000 delivered)",
+                ms(percentile(&delays, 0.5)),
+                ms(percentile(&delays, 0.99)),
+                delays.len()
+            ),
         ),
         ("server RSS after the run (MiB)", rss.to_string()),
     ];
@@ -140,7 +189,11 @@ async fn main() -> Result<()> {
         println!("| {k} | {v} |");
     }
     std::fs::create_dir_all(&out_dir)?;
-    let json = json!(rows.iter().map(|(k, v)| json!({"metric": k, "value": v})).collect::<Vec<_>>());
+    let json = json!(
+        rows.iter()
+            .map(|(k, v)| json!({"metric": k, "value": v}))
+            .collect::<Vec<_>>()
+    );
     let path = std::path::Path::new(&out_dir).join("apiserver.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     eprintln!("wrote {}", path.display());

@@ -7,9 +7,10 @@
 //! 10,000 existing services (each with two endpoints), it times two kinds of change, in
 //! alternating order: a new Service + EndpointSlice created, until its frontend with both
 //! backends is in the pinned maps; and one endpoint of an existing service replaced, until the
-//! pinned maps show the new backend and not the old one. The pinned maps are read with
-//! [`dump_store`], a full walk whose own duration (reported as the resolution) grows with the
-//! number of services. Also reports the proxy's RSS at each size.
+//! pinned maps show the new backend and not the old one. The pinned maps are polled with
+//! [`lookup_service`]: point lookups of the one frontend, whose cost does not grow with the
+//! number of services (the longest one is reported as the resolution). Also reports the proxy's
+//! RSS at each size.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use ekube_proxy::datapath::{BpfMaps, DatapathConfig, dump_store, remove_pins};
-use ekube_proxy::{BackendAddr, Frontend, Protocol};
+use ekube_proxy::datapath::{BpfMaps, DatapathConfig, dump_store, lookup_service, remove_pins};
+use ekube_proxy::{BackendAddr, Frontend, Protocol, ServiceEntry};
 use ekube_tests::bench::{self, Table, percentile};
 use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
 use futures::{StreamExt, TryStreamExt};
@@ -38,6 +39,8 @@ const TARGET_PORT: u16 = 8080;
 const NODE_IP: &str = "192.0.2.10";
 /// How long one change may take to reach the maps before the bench gives up.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the proxy may take to program a whole size step.
+const GROW_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Parser)]
 struct Args {
@@ -260,29 +263,49 @@ async fn create_pair(
     Ok(Frontend::cluster_ip(ip, 80, Protocol::Tcp))
 }
 
-/// Polls the pinned maps until `check` holds; returns when the first walk that saw it ended,
-/// and the longest walk.
-fn wait_maps(
+/// Polls the pinned maps until every service up to `want` is there (a full walk: only for
+/// growing between sizes, never timed).
+fn wait_all(maps: &BpfMaps, want: usize) -> Result<()> {
+    let deadline = Instant::now() + GROW_TIMEOUT;
+    loop {
+        let state = dump_store(maps).context("reading the pinned maps")?;
+        if state.services.len() >= want {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{want} services not in the pinned maps after {GROW_TIMEOUT:?} (have {})",
+            state.services.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls `frontend` in the pinned maps (point lookups, independent of how many services exist)
+/// until `check` holds; returns when the first lookup that saw it ended, and the longest
+/// lookup.
+fn wait_service(
     maps: &BpfMaps,
+    frontend: &Frontend,
     what: &str,
-    check: impl Fn(&ekube_proxy::DatapathState) -> bool,
+    check: impl Fn(&ServiceEntry) -> bool,
 ) -> Result<(Instant, Duration)> {
     let deadline = Instant::now() + CHANGE_TIMEOUT;
-    let mut walk = Duration::ZERO;
+    let mut lookup = Duration::ZERO;
     loop {
         let t = Instant::now();
-        let state = dump_store(maps).context("reading the pinned maps")?;
+        let entry = lookup_service(maps, frontend).context("reading the pinned maps")?;
         let seen = Instant::now();
-        walk = walk.max(seen - t);
-        if check(&state) {
-            return Ok((seen, walk));
+        lookup = lookup.max(seen - t);
+        if entry.as_ref().is_some_and(&check) {
+            return Ok((seen, lookup));
         }
         ensure!(
             seen < deadline,
             "{what}: not in the pinned maps after {CHANGE_TIMEOUT:?}"
         );
-        // Leave the CPUs to the proxy and apiserver between walks.
-        std::thread::sleep(Duration::from_millis(1));
+        // Leave the CPUs to the proxy and apiserver between lookups.
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -292,7 +315,8 @@ struct Scale {
     services: usize,
     create: Vec<Duration>,
     change: Vec<Duration>,
-    walk: Duration,
+    /// Longest point lookup while polling: the resolution of the timings.
+    lookup: Duration,
     rss_mib: u64,
 }
 
@@ -318,7 +342,7 @@ async fn main() -> Result<()> {
         "existing services",
         "create Service+slice → maps p50 / p99 (ms)",
         "endpoint change → maps p50 / p99 (ms)",
-        "map walk (resolution, ms)",
+        "map lookup (resolution, µs)",
         "proxy RSS (MiB)",
     ]);
     let p = |v: &[Duration], q: f64| bench::ms(percentile(v, q));
@@ -327,7 +351,7 @@ async fn main() -> Result<()> {
             format!("{}", s.services),
             format!("{:.1} / {:.1}", p(&s.create, 0.5), p(&s.create, 0.99)),
             format!("{:.1} / {:.1}", p(&s.change, 0.5), p(&s.change, 0.99)),
-            format!("{:.1}", bench::ms(s.walk)),
+            format!("{:.0}", s.lookup.as_secs_f64() * 1e6),
             s.rss_mib.to_string(),
         ]);
     }
@@ -348,7 +372,7 @@ async fn main() -> Result<()> {
                 "create_p99_ms": p(&s.create, 0.99),
                 "change_p50_ms": p(&s.change, 0.5),
                 "change_p99_ms": p(&s.change, 0.99),
-                "map_walk_ms": bench::ms(s.walk),
+                "map_lookup_us": s.lookup.as_secs_f64() * 1e6,
                 "proxy_rss_mib": s.rss_mib,
             })
         })
@@ -395,11 +419,7 @@ async fn run(
                 .await?;
             existing = scale;
         }
-        let want = existing;
-        wait_maps(&maps, &format!("{want} services programmed"), |s| {
-            s.services.len() >= want
-        })
-        .inspect_err(|_| eprintln!("{}", proxy.log_tail()))?;
+        wait_all(&maps, existing).inspect_err(|_| eprintln!("{}", proxy.log_tail()))?;
         eprintln!(
             "[{:.0?}] {existing} services in the maps",
             started.elapsed()
@@ -422,15 +442,14 @@ async fn run(
                         v.sort();
                         v
                     };
-                    let (seen, walk) = wait_maps(&maps, &format!("service {name}"), |s| {
-                        s.services.get(&frontend).is_some_and(|e| {
+                    let (seen, lookup) =
+                        wait_service(&maps, &frontend, &format!("service {name}"), |e| {
                             let mut b = e.backends.clone();
                             b.sort();
                             b == want
-                        })
-                    })?;
+                        })?;
                     result.create.push(seen - t0);
-                    result.walk = result.walk.max(walk);
+                    result.lookup = result.lookup.max(lookup);
                 } else {
                     let (old, new) = (target_ips[1], probe_ip(changes));
                     changes += 1;
@@ -445,15 +464,13 @@ async fn run(
                         )
                         .await
                         .context("patching the endpointslice")?;
-                    let (seen, walk) =
-                        wait_maps(&maps, &format!("endpoint {old} → {new}"), |s| {
-                            s.services.get(&target).is_some_and(|e| {
-                                e.backends.contains(&backend(new))
-                                    && !e.backends.contains(&backend(old))
-                            })
+                    let (seen, lookup) =
+                        wait_service(&maps, &target, &format!("endpoint {old} → {new}"), |e| {
+                            e.backends.contains(&backend(new))
+                                && !e.backends.contains(&backend(old))
                         })?;
                     result.change.push(seen - t0);
-                    result.walk = result.walk.max(walk);
+                    result.lookup = result.lookup.max(lookup);
                 }
             }
         }

@@ -55,7 +55,9 @@ unsafe extern "C" {
 }
 
 #[derive(Parser)]
-#[command(about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) vs the pod IP")]
+#[command(
+    about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) vs the pod IP"
+)]
 pub struct Args {
     /// Where lb.md, lb.json and lb.svg go.
     #[arg(default_value = "target/bench")]
@@ -76,7 +78,12 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     concurrency: Vec<usize>,
     /// Datapaths to compare.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,ebpf,iptables-legacy,iptables-nft")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "direct,ebpf,iptables-legacy,iptables-nft"
+    )]
     modes: Vec<Mode>,
     /// `--iptables-min-sync-period` of the iptables proxies in milliseconds (kube-proxy's
     /// default is 1s).
@@ -102,9 +109,21 @@ fn main() -> Result<()> {
     }
     let args = Args::parse();
     bench::require_root("bench lb")?;
-    ensure!(!args.scales.is_empty() && args.scales.iter().all(|&s| s >= 1), "--scales must be at least 1 service each");
-    ensure!(args.scales.windows(2).all(|w| w[0] <= w[1]), "--scales must be ascending");
-    ensure!(args.rounds >= 1 && args.duration > 0.0 && !args.modes.is_empty() && !args.concurrency.is_empty(), "nothing to measure");
+    ensure!(
+        !args.scales.is_empty() && args.scales.iter().all(|&s| s >= 1),
+        "--scales must be at least 1 service each"
+    );
+    ensure!(
+        args.scales.windows(2).all(|w| w[0] <= w[1]),
+        "--scales must be ascending"
+    );
+    ensure!(
+        args.rounds >= 1
+            && args.duration > 0.0
+            && !args.modes.is_empty()
+            && !args.concurrency.is_empty(),
+        "nothing to measure"
+    );
     if std::env::var_os("RUST_LOG").is_none() {
         // SAFETY: still single-threaded; the lab's processes inherit this (10,000 services
         // logged at info would cost the proxies more than the measured work).
@@ -116,7 +135,9 @@ fn main() -> Result<()> {
     let mut config = LabConfig::new(LAB);
     config.nodes = 2;
     config.registry = false;
-    config.vars.insert("ekube".into(), ekube_bin().display().to_string());
+    config
+        .vars
+        .insert("ekube".into(), ekube_bin().display().to_string());
     config.server = Some(ekube_lab::CmdTemplate::parse(SERVER_CMD));
     let lab = Lab::up(config).context("bringing the lab up")?;
     eprintln!("[{:.0?}] lab up", started.elapsed());
@@ -134,24 +155,35 @@ fn main() -> Result<()> {
     let down = lab.down().or_else(|first| {
         // Processes ended at teardown may still be exiting (their parents reap them), which
         // keeps their cgroup busy for a moment: try again for a few seconds.
-        ekube_tests::wait_for(Duration::from_secs(15), &format!("the lab to tear down (first attempt: {first})"), || {
-            Ok(Lab::teardown(&root, LAB).is_ok())
-        })
+        ekube_tests::wait_for(
+            Duration::from_secs(15),
+            &format!("the lab to tear down (first attempt: {first})"),
+            || Ok(Lab::teardown(&root, LAB).is_ok()),
+        )
     });
     let (samples, progs, failed) = outcome?;
     down?;
 
     let md = report::markdown(&args, &samples, &progs);
     print!("{md}");
-    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("creating {}", args.out_dir.display()))?;
+    std::fs::create_dir_all(&args.out_dir)
+        .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let md_path = args.out_dir.join("lb.md");
     std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
     bench::write_json(&args.out_dir, "lb", &report::json(&args, &samples, &progs))?;
     let svg_path = args.out_dir.join("lb.svg");
-    std::fs::write(&svg_path, report::svg(&args, &samples)).with_context(|| format!("writing {}", svg_path.display()))?;
-    eprintln!("wrote {} and {} ({:.0?} in all)", md_path.display(), svg_path.display(), started.elapsed());
+    std::fs::write(&svg_path, report::svg(&args, &samples))
+        .with_context(|| format!("writing {}", svg_path.display()))?;
+    eprintln!(
+        "wrote {} and {} ({:.0?} in all)",
+        md_path.display(),
+        svg_path.display(),
+        started.elapsed()
+    );
     match failed {
-        Some(e) => Err(e.context("the bench stopped early; the files hold what was measured until then")),
+        Some(e) => {
+            Err(e.context("the bench stopped early; the files hold what was measured until then"))
+        }
         None => Ok(()),
     }
 }
@@ -190,7 +222,10 @@ fn measure(args: &Args, lab: &Lab, started: Instant) -> Result<Measured> {
         gave_up: Vec::new(),
     };
     let result = run.all(started);
-    if let Some(secs) = std::env::var("BENCH_LB_HOLD_SECS").ok().and_then(|s| s.parse().ok()) {
+    if let Some(secs) = std::env::var("BENCH_LB_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         // A debugging aid: look at the lab (the last proxy still running) before it goes.
         if let Err(e) = &result {
             eprintln!("error: {e:#}");
@@ -228,7 +263,12 @@ impl Runner<'_, '_> {
                 for mode in bench::alternate(&self.args.modes, round) {
                     self.mode(scale, round, mode)?;
                 }
-                eprintln!("[{:.0?}] {scale} services: round {} of {} done", started.elapsed(), round + 1, self.args.rounds);
+                eprintln!(
+                    "[{:.0?}] {scale} services: round {} of {} done",
+                    started.elapsed(),
+                    round + 1,
+                    self.args.rounds
+                );
             }
         }
         Ok(())
@@ -242,7 +282,12 @@ impl Runner<'_, '_> {
         self.proxies.clean()?;
         self.cluster.clear_time_wait()?;
         self.check_clean(mode)?;
-        let mut prog = ProgSample { scale, mode, round, ..Default::default() };
+        let mut prog = ProgSample {
+            scale,
+            mode,
+            round,
+            ..Default::default()
+        };
         if mode != Mode::Direct && !self.full_sync(mode, &mut prog)? {
             eprintln!(
                 "note: {} did not program {scale} services within {:?}; skipping it at this scale",
@@ -254,8 +299,10 @@ impl Runner<'_, '_> {
             self.progs.push(prog);
             return self.proxies.clean();
         }
-        let cells: Vec<(Path, usize)> =
-            [Path::ClusterIp, Path::NodePort].iter().flat_map(|&p| self.args.concurrency.iter().map(move |&c| (p, c))).collect();
+        let cells: Vec<(Path, usize)> = [Path::ClusterIp, Path::NodePort]
+            .iter()
+            .flat_map(|&p| self.args.concurrency.iter().map(move |&c| (p, c)))
+            .collect();
         for (path, concurrency) in bench::alternate(&cells, round) {
             let mut empty_runs = 0;
             let (report, parts) = loop {
@@ -263,7 +310,11 @@ impl Runner<'_, '_> {
                 if parts.iter().all(|r| r.requests > 0) {
                     break (report, parts);
                 }
-                let what = format!("{} {} ×{concurrency}: no connection completed in the window", mode.name(), path.name());
+                let what = format!(
+                    "{} {} ×{concurrency}: no connection completed in the window",
+                    mode.name(),
+                    path.name()
+                );
                 if empty_runs == EMPTY_RETRIES {
                     // Recorded as measured (0 connections per second, no latency).
                     eprintln!("note: {what}, {} times; recording it", empty_runs + 1);
@@ -272,7 +323,16 @@ impl Runner<'_, '_> {
                 empty_runs += 1;
                 eprintln!("note: {what}; again");
             };
-            self.samples.push(Sample { scale, mode, path, concurrency, round, report, parts, empty_runs });
+            self.samples.push(Sample {
+                scale,
+                mode,
+                path,
+                concurrency,
+                round,
+                report,
+                parts,
+                empty_runs,
+            });
         }
         if mode != Mode::Direct {
             self.add_one(mode, &mut prog)?;
@@ -286,14 +346,25 @@ impl Runner<'_, '_> {
     fn check_clean(&self, mode: Mode) -> Result<()> {
         let c = &self.cluster;
         let vip = SocketAddr::from((c.target_vip, SERVICE_PORT));
-        ensure!(!probe::answers(&c.pod_client, vip)?, "before {}: {vip} still answers after cleaning", mode.name());
+        ensure!(
+            !probe::answers(&c.pod_client, vip)?,
+            "before {}: {vip} still answers after cleaning",
+            mode.name()
+        );
         let np = self.node_port_addr()?;
-        ensure!(!probe::answers(&c.ext_client, np)?, "before {}: {np} still answers after cleaning", mode.name());
+        ensure!(
+            !probe::answers(&c.ext_client, np)?,
+            "before {}: {np} still answers after cleaning",
+            mode.name()
+        );
         Ok(())
     }
 
     fn node_port_addr(&self) -> Result<SocketAddr> {
-        Ok(SocketAddr::from((self.cluster.lab.host("n1")?.ip, NODE_PORT)))
+        Ok(SocketAddr::from((
+            self.cluster.lab.host("n1")?.ip,
+            NODE_PORT,
+        )))
     }
 
     /// Starts the proxy and times it until the target answers on its ClusterIP and NodePort;
@@ -303,7 +374,12 @@ impl Runner<'_, '_> {
         let vip = SocketAddr::from((c.target_vip, SERVICE_PORT));
         let timeout = self.args.sync_timeout();
         let cluster_probe = probe::spawn(&c.pod_client, vip, timeout, PROBE_INTERVAL_MS)?;
-        let node_probe = probe::spawn(&c.ext_client, self.node_port_addr()?, timeout, PROBE_INTERVAL_MS)?;
+        let node_probe = probe::spawn(
+            &c.ext_client,
+            self.node_port_addr()?,
+            timeout,
+            PROBE_INTERVAL_MS,
+        )?;
         let t0 = Instant::now();
         self.proxies.start(mode)?;
         let mut probes = [(cluster_probe, None), (node_probe, None)];
@@ -319,9 +395,12 @@ impl Runner<'_, '_> {
         if prog.full_cluster_ms.is_none() || prog.full_node_port_ms.is_none() {
             return Ok(false);
         }
-        let m = self.proxies.wait_metrics("the proxy's first full sync in its metrics", |m| {
-            m.get("ekube_proxy_syncs_total{kind=\"full\"}").is_some_and(|n| *n >= 1.0)
-        })?;
+        let m = self
+            .proxies
+            .wait_metrics("the proxy's first full sync in its metrics", |m| {
+                m.get("ekube_proxy_syncs_total{kind=\"full\"}")
+                    .is_some_and(|n| *n >= 1.0)
+            })?;
         prog.full_proxy_ms = Some(sync_stat(&m, "sum", "full") * 1000.0);
         if let Some(backend) = mode.iptables_backend() {
             prog.target_rule = Some(modes::target_rule_position(c.lab, backend, c.target_vip)?);
@@ -332,7 +411,13 @@ impl Runner<'_, '_> {
     /// One measured cell: `ekube-rr client` in crr mode; in direct mode one half-length run
     /// against each backend, combined (see [`report::combine`]). A run may complete no
     /// connection at all (a connect stuck past the window, e.g. in SYN retransmission).
-    fn cell(&self, mode: Mode, path: Path, concurrency: usize, round: usize) -> Result<(RrReport, Vec<RrReport>)> {
+    fn cell(
+        &self,
+        mode: Mode,
+        path: Path,
+        concurrency: usize,
+        round: usize,
+    ) -> Result<(RrReport, Vec<RrReport>)> {
         let c = &self.cluster;
         let place = match path {
             Path::ClusterIp => &c.pod_client,
@@ -356,11 +441,22 @@ impl Runner<'_, '_> {
     }
 
     /// Runs `ekube-rr client` from `place`.
-    fn client(&self, place: &Place, target: SocketAddr, concurrency: usize, duration: f64) -> Result<RrReport> {
+    fn client(
+        &self,
+        place: &Place,
+        target: SocketAddr,
+        concurrency: usize,
+        duration: f64,
+    ) -> Result<RrReport> {
         let out = place
             .command(bench::rr_bin())?
             .args(["client", "--mode", "crr", "--target", &target.to_string()])
-            .args(["--concurrency", &concurrency.to_string(), "--duration", &duration.to_string()])
+            .args([
+                "--concurrency",
+                &concurrency.to_string(),
+                "--duration",
+                &duration.to_string(),
+            ])
             .args(["--warmup", &self.args.warmup.to_string(), "--timeout", "2"])
             .stdin(std::process::Stdio::null())
             .output()
@@ -371,7 +467,12 @@ impl Runner<'_, '_> {
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
-        serde_json::from_slice(&out.stdout).with_context(|| format!("parsing ekube-rr output {:?}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "parsing ekube-rr output {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// Times one more Service at the current scale: API create → first successful connect from
@@ -383,17 +484,33 @@ impl Runner<'_, '_> {
         self.adds += 1;
         let name = format!("lb-add-{n:04}");
         let vip = self.cluster.add_vip(n);
-        let commits = |m: &std::collections::BTreeMap<String, f64>| m.get("ekube_proxy_syncs_total{kind=\"commit\"}").copied().unwrap_or(0.0);
-        let services = |m: &std::collections::BTreeMap<String, f64>| m.get("ekube_proxy_syncs_total{kind=\"service\"}").copied().unwrap_or(0.0);
+        let commits = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get("ekube_proxy_syncs_total{kind=\"commit\"}")
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let services = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get("ekube_proxy_syncs_total{kind=\"service\"}")
+                .copied()
+                .unwrap_or(0.0)
+        };
         let before = self.proxies.metrics()?;
         self.cluster.create_add_slice(&name)?;
-        self.proxies.wait_metrics("the proxy to sync the added EndpointSlice", |m| commits(m) > commits(&before))?;
+        self.proxies
+            .wait_metrics("the proxy to sync the added EndpointSlice", |m| {
+                commits(m) > commits(&before)
+            })?;
         if mode.iptables_backend().is_some() {
             std::thread::sleep(Duration::from_millis(self.args.iptables_min_sync_ms + 100));
         }
         let m0 = self.proxies.metrics()?;
         let timeout = self.args.sync_timeout();
-        let mut probe = probe::spawn(&self.cluster.pod_client, SocketAddr::from((vip, SERVICE_PORT)), timeout, PROBE_INTERVAL_MS)?;
+        let mut probe = probe::spawn(
+            &self.cluster.pod_client,
+            SocketAddr::from((vip, SERVICE_PORT)),
+            timeout,
+            PROBE_INTERVAL_MS,
+        )?;
         let t0 = Instant::now();
         let result = (|| -> Result<()> {
             if let Err(e) = self.cluster.create_add_service(&name, vip) {
@@ -402,14 +519,19 @@ impl Runner<'_, '_> {
                 return Err(e);
             }
             let Some(ready) = probe::wait(probe)? else {
-                eprintln!("note: {}: added service {name} ({vip}) not answering after {timeout:?}", mode.name());
+                eprintln!(
+                    "note: {}: added service {name} ({vip}) not answering after {timeout:?}",
+                    mode.name()
+                );
                 prog.add_gave_up = true;
                 return Ok(());
             };
             prog.add_ms = Some(bench::ms(ready - t0));
-            let m1 = self.proxies.wait_metrics("the proxy to commit the added Service", |m| {
-                commits(m) > commits(&m0) && services(m) > services(&m0)
-            })?;
+            let m1 = self
+                .proxies
+                .wait_metrics("the proxy to commit the added Service", |m| {
+                    commits(m) > commits(&m0) && services(m) > services(&m0)
+                })?;
             let spent = |kind: &str| sync_stat(&m1, "sum", kind) - sync_stat(&m0, "sum", kind);
             prog.add_proxy_ms = Some((spent("service") + spent("commit")) * 1000.0);
             Ok(())

@@ -94,7 +94,11 @@ impl<'a> Proxies<'a> {
     /// The pins of n1's eBPF datapath.
     fn datapath(&self) -> Result<DatapathConfig> {
         let n1 = self.lab.host("n1")?;
-        Ok(DatapathConfig { cgroup: n1.cgroup2_dir(), bpffs: PathBuf::from(ekube_lab::BPFFS), node_name: n1.netns.clone() })
+        Ok(DatapathConfig {
+            cgroup: n1.cgroup2_dir(),
+            bpffs: PathBuf::from(ekube_lab::BPFFS),
+            node_name: n1.netns.clone(),
+        })
     }
 
     /// Starts `ekube proxy` in `mode` on n1; returns at once (readiness is the caller's probe).
@@ -128,10 +132,15 @@ impl<'a> Proxies<'a> {
                 "--iptables-min-sync-period".into(),
                 format!("{}ms", self.iptables_min_sync.as_millis()),
             ]),
-            None => argv.extend(["--cgroup-path".into(), n1.cgroup2_dir().display().to_string()]),
+            None => argv.extend([
+                "--cgroup-path".into(),
+                n1.cgroup2_dir().display().to_string(),
+            ]),
         }
         self.dirty.push(mode);
-        let pid = self.lab.spawn("n1", &format!("proxy-{}", mode.name()), &argv)?;
+        let pid = self
+            .lab
+            .spawn("n1", &format!("proxy-{}", mode.name()), &argv)?;
         self.running = Some((mode, pid));
         Ok(())
     }
@@ -141,17 +150,28 @@ impl<'a> Proxies<'a> {
         if let Some((mode, pid)) = self.running
             && !std::path::Path::new(&format!("/proc/{pid}")).exists()
         {
-            bail!("ekube proxy ({}) exited\n{}", mode.name(), self.log_tail(mode));
+            bail!(
+                "ekube proxy ({}) exited\n{}",
+                mode.name(),
+                self.log_tail(mode)
+            );
         }
         Ok(())
     }
 
     /// The last lines of the proxy log of `mode`.
     pub fn log_tail(&self, mode: Mode) -> String {
-        let path = self.lab.log_path("n1", &format!("proxy-{}", mode.name())).unwrap_or_default();
+        let path = self
+            .lab
+            .log_path("n1", &format!("proxy-{}", mode.name()))
+            .unwrap_or_default();
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        format!("{} (last lines):\n{}", path.display(), lines[lines.len().saturating_sub(25)..].join("\n"))
+        format!(
+            "{} (last lines):\n{}",
+            path.display(),
+            lines[lines.len().saturating_sub(25)..].join("\n")
+        )
     }
 
     /// Stops the proxy (if any) and removes everything any mode left on the node.
@@ -160,7 +180,11 @@ impl<'a> Proxies<'a> {
             let t = std::time::Instant::now();
             self.lab.stop(pid).context("stopping ekube proxy")?;
             if t.elapsed() > Duration::from_secs(2) {
-                eprintln!("note: ekube proxy ({}) took {:.1?} to stop", mode.name(), t.elapsed());
+                eprintln!(
+                    "note: ekube proxy ({}) took {:.1?} to stop",
+                    mode.name(),
+                    t.elapsed()
+                );
             }
             self.end_orphans()?;
         }
@@ -168,7 +192,9 @@ impl<'a> Proxies<'a> {
         for mode in dirty {
             match mode.iptables_backend() {
                 Some(backend) => flush_kube_chains(self.lab, backend)?,
-                None if mode == Mode::Ebpf => remove_pins(&self.datapath()?).context("removing the eBPF pins")?,
+                None if mode == Mode::Ebpf => {
+                    remove_pins(&self.datapath()?).context("removing the eBPF pins")?
+                }
                 None => {}
             }
         }
@@ -191,9 +217,14 @@ impl<'a> Proxies<'a> {
                 .filter(|pid| {
                     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
-                    let name = String::from_utf8_lossy(argv0).rsplit('/').next().unwrap_or_default().to_owned();
+                    let name = String::from_utf8_lossy(argv0)
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     // Only the proxy runs these; flannel's own `iptables` checks are left alone.
-                    name.starts_with("iptables-") && (name.ends_with("-restore") || name.ends_with("-save"))
+                    name.starts_with("iptables-")
+                        && (name.ends_with("-restore") || name.ends_with("-save"))
                 })
                 .map(str::to_owned)
                 .collect()
@@ -202,14 +233,26 @@ impl<'a> Proxies<'a> {
         if pids.is_empty() {
             return Ok(());
         }
-        eprintln!("note: ending {} iptables process(es) the stopped proxy left: {}", pids.len(), pids.join(" "));
-        let _ = std::process::Command::new("kill").arg("-KILL").args(&pids).status();
-        wait_for(Duration::from_secs(10), "the stopped proxy's iptables processes to end", || Ok(orphans().is_empty()))
+        eprintln!(
+            "note: ending {} iptables process(es) the stopped proxy left: {}",
+            pids.len(),
+            pids.join(" ")
+        );
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status();
+        wait_for(
+            Duration::from_secs(10),
+            "the stopped proxy's iptables processes to end",
+            || Ok(orphans().is_empty()),
+        )
     }
 
     /// The proxy's metrics (`name{labels}` → value).
     pub fn metrics(&self) -> Result<BTreeMap<String, f64>> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port)).context("connecting to the proxy's metrics")?;
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .context("connecting to the proxy's metrics")?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
         let mut text = String::new();
@@ -226,7 +269,11 @@ impl<'a> Proxies<'a> {
     }
 
     /// Polls the metrics until `done` holds for them (bounded); returns them.
-    pub fn wait_metrics(&self, what: &str, done: impl Fn(&BTreeMap<String, f64>) -> bool) -> Result<BTreeMap<String, f64>> {
+    pub fn wait_metrics(
+        &self,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, f64>) -> bool,
+    ) -> Result<BTreeMap<String, f64>> {
         let mut last = BTreeMap::new();
         wait_for(Duration::from_secs(60), what, || {
             self.check_alive()?;
@@ -239,7 +286,11 @@ impl<'a> Proxies<'a> {
 
 /// A sample of the proxy's sync histogram: `ekube_proxy_sync_duration_seconds_<what>{kind}`.
 pub fn sync_stat(m: &BTreeMap<String, f64>, what: &str, kind: &str) -> f64 {
-    m.get(&format!("ekube_proxy_sync_duration_seconds_{what}{{kind=\"{kind}\"}}")).copied().unwrap_or(0.0)
+    m.get(&format!(
+        "ekube_proxy_sync_duration_seconds_{what}{{kind=\"{kind}\"}}"
+    ))
+    .copied()
+    .unwrap_or(0.0)
 }
 
 /// Removes every `KUBE-*` chain of one iptables backend from n1 (`nat` and `filter`): the jumps
@@ -279,13 +330,24 @@ pub fn flush_kube_chains(lab: &Lab, backend: &str) -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {restore}"))?;
-    child.stdin.take().context("restore stdin")?.write_all(script.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("restore stdin")?
+        .write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "{restore} (removing KUBE-* chains) failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    ensure!(
+        out.status.success(),
+        "{restore} (removing KUBE-* chains) failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     for table in ["nat", "filter"] {
         let out = lab.exec("n1", &[save.as_str(), "-t", table])?;
         let (chains, jumps) = kube_chains(&out.stdout);
-        ensure!(chains.is_empty() && jumps.is_empty(), "{backend} {table}: KUBE-* chains left after cleaning: {chains:?} {jumps:?}");
+        ensure!(
+            chains.is_empty() && jumps.is_empty(),
+            "{backend} {table}: KUBE-* chains left after cleaning: {chains:?} {jumps:?}"
+        );
     }
     Ok(())
 }
@@ -297,12 +359,18 @@ fn kube_chains(save: &str) -> (Vec<String>, Vec<String>) {
     let mut jumps = Vec::new();
     for line in save.lines() {
         if let Some(rest) = line.strip_prefix(':') {
-            if let Some(name) = rest.split_whitespace().next().filter(|n| n.starts_with("KUBE-")) {
+            if let Some(name) = rest
+                .split_whitespace()
+                .next()
+                .filter(|n| n.starts_with("KUBE-"))
+            {
                 chains.push(name.to_owned());
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
             let chain = rule.split_whitespace().next().unwrap_or_default();
-            if !chain.starts_with("KUBE-") && (rule.contains("-j KUBE-") || rule.contains("-g KUBE-")) {
+            if !chain.starts_with("KUBE-")
+                && (rule.contains("-j KUBE-") || rule.contains("-g KUBE-"))
+            {
                 jumps.push(rule.to_owned());
             }
         }
@@ -312,11 +380,30 @@ fn kube_chains(save: &str) -> (Vec<String>, Vec<String>) {
 
 /// Where the target's rule sits among the ClusterIP rules of `KUBE-SERVICES` (1-based, and how
 /// many there are), read from n1's `nat` table.
-pub fn target_rule_position(lab: &Lab, backend: &str, vip: std::net::Ipv4Addr) -> Result<(usize, usize)> {
-    let out = lab.exec("n1", &[format!("iptables-{backend}-save"), "-t".into(), "nat".into()])?;
-    let rules: Vec<&str> =
-        out.stdout.lines().filter(|l| l.starts_with("-A KUBE-SERVICES ") && l.contains(" -d ") && l.contains("-j KUBE-SVC-")).collect();
-    let at = rules.iter().position(|l| l.contains(&format!(" -d {vip}/32"))).context("no KUBE-SERVICES rule for the target")?;
+pub fn target_rule_position(
+    lab: &Lab,
+    backend: &str,
+    vip: std::net::Ipv4Addr,
+) -> Result<(usize, usize)> {
+    let out = lab.exec(
+        "n1",
+        &[
+            format!("iptables-{backend}-save"),
+            "-t".into(),
+            "nat".into(),
+        ],
+    )?;
+    let rules: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("-A KUBE-SERVICES ") && l.contains(" -d ") && l.contains("-j KUBE-SVC-")
+        })
+        .collect();
+    let at = rules
+        .iter()
+        .position(|l| l.contains(&format!(" -d {vip}/32")))
+        .context("no KUBE-SERVICES rule for the target")?;
     Ok((at + 1, rules.len()))
 }
 
@@ -331,6 +418,9 @@ mod tests {
                     -A POSTROUTING -j FLANNEL-POSTRTG\n-A KUBE-SERVICES -d 10.96.0.1/32 -j KUBE-SVC-ABC\nCOMMIT\n";
         let (chains, jumps) = kube_chains(save);
         assert_eq!(chains, ["KUBE-SERVICES", "KUBE-SVC-ABC"]);
-        assert_eq!(jumps, ["PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]);
+        assert_eq!(
+            jumps,
+            ["PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]
+        );
     }
 }

@@ -40,8 +40,10 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("usage: bench-lb {ARG} ADDR DEADLINE_S INTERVAL_MS");
     };
     let addr: SocketAddr = addr.parse().context("probe address")?;
-    let deadline = Instant::now() + Duration::from_secs_f64(deadline.parse().context("probe deadline")?);
-    let interval = Duration::from_secs_f64(interval.parse::<f64>().context("probe interval")? / 1000.0);
+    let deadline =
+        Instant::now() + Duration::from_secs_f64(deadline.parse().context("probe deadline")?);
+    let interval =
+        Duration::from_secs_f64(interval.parse::<f64>().context("probe interval")? / 1000.0);
     let mut buf = [0u8; 256];
     loop {
         let attempt = (|| -> std::io::Result<usize> {
@@ -74,11 +76,20 @@ pub fn main(args: &[String]) -> Result<()> {
 
 /// A command that runs `program` inside network namespace `ns` and, when `cgroup_procs` is
 /// given, inside that cgroup (its `cgroup.procs` file): the joins happen between fork and exec.
-pub fn command_in(ns: &str, cgroup_procs: Option<&Path>, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+pub fn command_in(
+    ns: &str,
+    cgroup_procs: Option<&Path>,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Result<Command> {
     let path = netns_path(ns);
     let netns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let procs = cgroup_procs
-        .map(|p| OpenOptions::new().write(true).open(p).with_context(|| format!("opening {}", p.display())))
+        .map(|p| {
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .with_context(|| format!("opening {}", p.display()))
+        })
         .transpose()?;
     let mut cmd = Command::new(program);
     // SAFETY: only setns(2) and write(2) between fork and exec, on descriptors that move into
@@ -114,11 +125,21 @@ impl Place {
 }
 
 /// Starts a probe of `addr` from `place`, polling every `interval_ms` until `deadline`.
-pub fn spawn(place: &Place, addr: SocketAddr, deadline: Duration, interval_ms: f64) -> Result<Child> {
+pub fn spawn(
+    place: &Place,
+    addr: SocketAddr,
+    deadline: Duration,
+    interval_ms: f64,
+) -> Result<Child> {
     let me = std::env::current_exe().context("this executable")?;
     place
         .command(me)?
-        .args([ARG, &addr.to_string(), &deadline.as_secs_f64().to_string(), &interval_ms.to_string()])
+        .args([
+            ARG,
+            &addr.to_string(),
+            &deadline.as_secs_f64().to_string(),
+            &interval_ms.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -136,7 +157,10 @@ pub fn wait(mut child: Child) -> Result<Option<Instant>> {
 /// Waits for several probes at once, polling every millisecond and calling `check` in
 /// between (e.g. "is the proxy still running?"); each slot gets `Some(Some(when it answered))`
 /// or `Some(None)` when that probe gave up. Stops early when `check` fails.
-pub fn wait_all(probes: &mut [(Child, Option<Option<Instant>>)], mut check: impl FnMut() -> Result<()>) -> Result<()> {
+pub fn wait_all(
+    probes: &mut [(Child, Option<Option<Instant>>)],
+    mut check: impl FnMut() -> Result<()>,
+) -> Result<()> {
     let mut last_check = Instant::now();
     while probes.iter().any(|(_, done)| done.is_none()) {
         for (child, done) in probes.iter_mut().filter(|(_, d)| d.is_none()) {

@@ -80,7 +80,14 @@ pub struct ProgSample {
 /// time is the average of the two), counts summed.
 pub fn combine(parts: &[RrReport]) -> RrReport {
     let n = parts.len().max(1) as f64;
-    let avg = |f: &dyn Fn(&Latency) -> f64| parts.iter().filter_map(|r| r.latency_us.as_ref()).map(f).sum::<f64>() / n;
+    let avg = |f: &dyn Fn(&Latency) -> f64| {
+        parts
+            .iter()
+            .filter_map(|r| r.latency_us.as_ref())
+            .map(f)
+            .sum::<f64>()
+            / n
+    };
     let mut names = BTreeMap::new();
     for r in parts {
         for (k, v) in &r.names {
@@ -88,25 +95,39 @@ pub fn combine(parts: &[RrReport]) -> RrReport {
         }
     }
     let harmonic = |f: &dyn Fn(&RrReport) -> f64| {
-        if parts.iter().all(|r| f(r) > 0.0) { n / parts.iter().map(|r| 1.0 / f(r)).sum::<f64>() } else { 0.0 }
+        if parts.iter().all(|r| f(r) > 0.0) {
+            n / parts.iter().map(|r| 1.0 / f(r)).sum::<f64>()
+        } else {
+            0.0
+        }
     };
     RrReport {
         mode: "crr".into(),
         protocol: "tcp".into(),
-        target: parts.iter().map(|r| r.target.as_str()).collect::<Vec<_>>().join(" + "),
+        target: parts
+            .iter()
+            .map(|r| r.target.as_str())
+            .collect::<Vec<_>>()
+            .join(" + "),
         concurrency: parts.first().map_or(0, |r| r.concurrency),
         duration_s: parts.iter().map(|r| r.duration_s).sum(),
         requests: parts.iter().map(|r| r.requests).sum(),
         errors: parts.iter().map(|r| r.errors).sum(),
         connections_per_s: harmonic(&|r| r.connections_per_s),
         requests_per_s: harmonic(&|r| r.requests_per_s),
-        latency_us: parts.iter().all(|r| r.latency_us.is_some()).then(|| Latency {
-            p50: avg(&|l| l.p50),
-            p90: avg(&|l| l.p90),
-            p99: avg(&|l| l.p99),
-            max: parts.iter().filter_map(|r| r.latency_us.map(|l| l.max)).fold(0.0, f64::max),
-            mean: avg(&|l| l.mean),
-        }),
+        latency_us: parts
+            .iter()
+            .all(|r| r.latency_us.is_some())
+            .then(|| Latency {
+                p50: avg(&|l| l.p50),
+                p90: avg(&|l| l.p90),
+                p99: avg(&|l| l.p99),
+                max: parts
+                    .iter()
+                    .filter_map(|r| r.latency_us.map(|l| l.max))
+                    .fold(0.0, f64::max),
+                mean: avg(&|l| l.mean),
+            }),
         gbit_per_s: None,
         names,
     }
@@ -131,13 +152,22 @@ type Key = (Path, usize, Mode, usize);
 fn stats(samples: &[Sample]) -> BTreeMap<Key, Stat> {
     let mut groups: BTreeMap<Key, Vec<&Sample>> = BTreeMap::new();
     for s in samples {
-        groups.entry((s.path, s.scale, s.mode, s.concurrency)).or_default().push(s);
+        groups
+            .entry((s.path, s.scale, s.mode, s.concurrency))
+            .or_default()
+            .push(s);
     }
     groups
         .into_iter()
         .map(|(k, ss)| {
             let rs: Vec<&RrReport> = ss.iter().map(|s| &s.report).collect();
-            let lat = |f: &dyn Fn(&Latency) -> f64| median(&rs.iter().map(|r| r.latency_us.as_ref().map_or(f64::NAN, f)).collect::<Vec<_>>());
+            let lat = |f: &dyn Fn(&Latency) -> f64| {
+                median(
+                    &rs.iter()
+                        .map(|r| r.latency_us.as_ref().map_or(f64::NAN, f))
+                        .collect::<Vec<_>>(),
+                )
+            };
             let stat = Stat {
                 p50: lat(&|l| l.p50),
                 p90: lat(&|l| l.p90),
@@ -172,7 +202,13 @@ fn prog_stats(progs: &[ProgSample]) -> BTreeMap<(usize, Mode), ProgStat> {
     groups
         .into_iter()
         .map(|(k, ps)| {
-            let m = |f: &dyn Fn(&ProgSample) -> Option<f64>| median(&ps.iter().map(|p| f(p).unwrap_or(f64::NAN)).collect::<Vec<_>>());
+            let m = |f: &dyn Fn(&ProgSample) -> Option<f64>| {
+                median(
+                    &ps.iter()
+                        .map(|p| f(p).unwrap_or(f64::NAN))
+                        .collect::<Vec<_>>(),
+                )
+            };
             let stat = ProgStat {
                 full_cluster_ms: m(&|p| p.full_cluster_ms),
                 full_node_port_ms: m(&|p| p.full_node_port_ms),
@@ -226,7 +262,16 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         args.rounds, args.duration
     );
     for path in [Path::ClusterIp, Path::NodePort] {
-        let mut lat = Table::new(&["services", "mode", "p50 µs", "p90 µs", "p99 µs", "p50 vs direct", "p99 vs direct", "errors (all clients)"]);
+        let mut lat = Table::new(&[
+            "services",
+            "mode",
+            "p50 µs",
+            "p90 µs",
+            "p99 µs",
+            "p50 vs direct",
+            "p99 vs direct",
+            "errors (all clients)",
+        ]);
         let mut cps_header: Vec<String> = vec!["services".into(), "mode".into()];
         cps_header.extend(args.concurrency.iter().map(|c| format!("conn/s ×{c}")));
         cps_header.push(format!("×{cmax} vs direct"));
@@ -234,9 +279,25 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         for &n in &args.scales {
             for &mode in &args.modes {
                 let Some(s) = get(path, n, mode, c1) else {
-                    if progs.iter().any(|p| p.scale == n && p.mode == mode && p.full_gave_up) {
-                        let gave_up = format!("did not program {} services within {} s", thousands(n), args.sync_timeout);
-                        lat.row(vec![thousands(n), mode.label().into(), gave_up.clone(), "".into(), "".into(), "".into(), "".into(), "".into()]);
+                    if progs
+                        .iter()
+                        .any(|p| p.scale == n && p.mode == mode && p.full_gave_up)
+                    {
+                        let gave_up = format!(
+                            "did not program {} services within {} s",
+                            thousands(n),
+                            args.sync_timeout
+                        );
+                        lat.row(vec![
+                            thousands(n),
+                            mode.label().into(),
+                            gave_up.clone(),
+                            "".into(),
+                            "".into(),
+                            "".into(),
+                            "".into(),
+                            "".into(),
+                        ]);
                         let mut row = vec![thousands(n), mode.label().into(), gave_up];
                         row.extend(args.concurrency.iter().map(|_| String::new()));
                         cps.row(row);
@@ -244,10 +305,18 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
                     continue;
                 };
                 let d = get(path, n, Mode::Direct, c1).unwrap_or_default();
-                let all: Vec<Stat> = args.concurrency.iter().filter_map(|&c| get(path, n, mode, c)).collect();
+                let all: Vec<Stat> = args
+                    .concurrency
+                    .iter()
+                    .filter_map(|&c| get(path, n, mode, c))
+                    .collect();
                 let errors: u64 = all.iter().map(|s| s.errors).sum();
                 let empty: usize = all.iter().map(|s| s.empty_runs).sum();
-                let errors = if empty > 0 { format!("{errors} (+{empty} empty runs repeated)") } else { errors.to_string() };
+                let errors = if empty > 0 {
+                    format!("{errors} (+{empty} empty runs repeated)")
+                } else {
+                    errors.to_string()
+                };
                 lat.row(vec![
                     thousands(n),
                     mode.label().into(),
@@ -259,9 +328,14 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
                     errors,
                 ]);
                 let mut row = vec![thousands(n), mode.label().into()];
-                row.extend(args.concurrency.iter().map(|&c| get(path, n, mode, c).map_or("–".into(), |s| format!("{:.0}", s.cps))));
+                row.extend(args.concurrency.iter().map(|&c| {
+                    get(path, n, mode, c).map_or("–".into(), |s| format!("{:.0}", s.cps))
+                }));
                 let top = get(path, n, mode, cmax).unwrap_or_default();
-                row.push(ratio(top.cps, get(path, n, Mode::Direct, cmax).unwrap_or_default().cps));
+                row.push(ratio(
+                    top.cps,
+                    get(path, n, Mode::Direct, cmax).unwrap_or_default().cps,
+                ));
                 cps.row(row);
             }
         }
@@ -276,9 +350,16 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         );
     }
 
-    let ipt: Vec<Mode> = [Mode::IptablesLegacy, Mode::IptablesNft].into_iter().filter(|m| args.modes.contains(m)).collect();
+    let ipt: Vec<Mode> = [Mode::IptablesLegacy, Mode::IptablesNft]
+        .into_iter()
+        .filter(|m| args.modes.contains(m))
+        .collect();
     if args.modes.contains(&Mode::Ebpf) {
-        let mut header: Vec<String> = vec!["path".into(), "services".into(), format!("eBPF p50 vs {}", thousands(args.scales[0]))];
+        let mut header: Vec<String> = vec![
+            "path".into(),
+            "services".into(),
+            format!("eBPF p50 vs {}", thousands(args.scales[0])),
+        ];
         for m in &ipt {
             header.push(format!("p50 eBPF/{}", m.name()));
             header.push(format!("p99 eBPF/{}", m.name()));
@@ -294,12 +375,20 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
                 for &m in &ipt {
                     let i = get(path, n, m, c1).unwrap_or_default();
                     let it = get(path, n, m, cmax).unwrap_or_default();
-                    row.extend([ratio(e.p50, i.p50), ratio(e.p99, i.p99), ratio(et.cps, it.cps)]);
+                    row.extend([
+                        ratio(e.p50, i.p50),
+                        ratio(e.p99, i.p99),
+                        ratio(et.cps, it.cps),
+                    ]);
                 }
                 t.row(row);
             }
         }
-        let _ = write!(out, "\n### eBPF vs iptables ({c1} client latency; below 1× = eBPF faster, conn/s above 1× = eBPF more)\n\n{}", t.markdown());
+        let _ = write!(
+            out,
+            "\n### eBPF vs iptables ({c1} client latency; below 1× = eBPF faster, conn/s above 1× = eBPF more)\n\n{}",
+            t.markdown()
+        );
     }
 
     let ps = prog_stats(progs);
@@ -314,10 +403,18 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
     ]);
     for &n in &args.scales {
         for &mode in args.modes.iter().filter(|m| **m != Mode::Direct) {
-            let Some(p) = ps.get(&(n, mode)) else { continue };
+            let Some(p) = ps.get(&(n, mode)) else {
+                continue;
+            };
             let limit = format!("> {} s (gave up)", args.sync_timeout);
             // No round measured it (median of nothing is 0) because the proxy gave up.
-            let or_limit = |v: f64, gave_up: bool| if gave_up && !(v.is_finite() && v > 0.0) { limit.clone() } else { ms(v) };
+            let or_limit = |v: f64, gave_up: bool| {
+                if gave_up && !(v.is_finite() && v > 0.0) {
+                    limit.clone()
+                } else {
+                    ms(v)
+                }
+            };
             t.row(vec![
                 thousands(n),
                 mode.label().into(),
@@ -337,10 +434,18 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
     let positions: Vec<String> = progs
         .iter()
         .filter(|p| p.round == 0)
-        .filter_map(|p| p.target_rule.map(|(at, of)| format!("{} at {}: {at} of {of}", p.mode.name(), thousands(p.scale))))
+        .filter_map(|p| {
+            p.target_rule.map(|(at, of)| {
+                format!("{} at {}: {at} of {of}", p.mode.name(), thousands(p.scale))
+            })
+        })
         .collect();
     if !positions.is_empty() {
-        let _ = writeln!(out, "\nThe target's rule among the ClusterIP rules of `KUBE-SERVICES`: {}.", positions.join("; "));
+        let _ = writeln!(
+            out,
+            "\nThe target's rule among the ClusterIP rules of `KUBE-SERVICES`: {}.",
+            positions.join("; ")
+        );
     }
     out
 }
@@ -351,7 +456,10 @@ pub fn json(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> Value {
     let summary: Vec<Value> = st
         .iter()
         .map(|(&(path, n, mode, c), s)| {
-            let d = st.get(&(path, n, Mode::Direct, c)).copied().unwrap_or_default();
+            let d = st
+                .get(&(path, n, Mode::Direct, c))
+                .copied()
+                .unwrap_or_default();
             let div = |a: f64, b: f64| if b > 0.0 { json!(a / b) } else { Value::Null };
             json!({
                 "path": path.name(), "services": n, "mode": mode.name(), "concurrency": c,
@@ -469,7 +577,9 @@ pub fn svg(args: &Args, samples: &[Sample]) -> String {
         for (g, &n) in args.scales.iter().enumerate() {
             let gx = ox + left + g as f64 * group_w + group_w * 0.1;
             for (b, &mode) in args.modes.iter().enumerate() {
-                let Some(s) = st.get(&(path, n, mode, c1)) else { continue };
+                let Some(s) = st.get(&(path, n, mode, c1)) else {
+                    continue;
+                };
                 let bx = gx + b as f64 * bar_w;
                 for (v, opacity) in [(s.p99, 0.35), (s.p50, 1.0)] {
                     if v.is_finite() && v > 0.0 {
@@ -510,7 +620,11 @@ pub fn svg(args: &Args, samples: &[Sample]) -> String {
 fn nice_ticks(max: f64) -> (f64, usize) {
     let raw = max / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag);
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * mag);
     (step, (max / step).ceil().max(1.0) as usize)
 }
 
@@ -524,7 +638,13 @@ mod tests {
             connections_per_s: cps,
             requests_per_s: cps,
             duration_s: 1.0,
-            latency_us: Some(Latency { p50, p90: p50, p99: p50 * 2.0, max: p50 * 3.0, mean: p50 }),
+            latency_us: Some(Latency {
+                p50,
+                p90: p50,
+                p99: p50 * 2.0,
+                max: p50 * 3.0,
+                mean: p50,
+            }),
             ..Default::default()
         }
     }
@@ -542,7 +662,15 @@ mod tests {
     #[test]
     fn a_mode_that_gave_up_says_so() {
         use clap::Parser;
-        let args = Args::parse_from(["bench-lb", "--scales", "10000", "--modes", "ebpf,iptables-nft", "--sync-timeout", "60"]);
+        let args = Args::parse_from([
+            "bench-lb",
+            "--scales",
+            "10000",
+            "--modes",
+            "ebpf,iptables-nft",
+            "--sync-timeout",
+            "60",
+        ]);
         let ok = Sample {
             scale: 10000,
             mode: Mode::Ebpf,
@@ -554,13 +682,33 @@ mod tests {
             empty_runs: 0,
         };
         let progs = [
-            ProgSample { scale: 10000, mode: Mode::Ebpf, full_cluster_ms: Some(8.0), add_ms: Some(1.5), ..Default::default() },
-            ProgSample { scale: 10000, mode: Mode::IptablesNft, full_gave_up: true, ..Default::default() },
+            ProgSample {
+                scale: 10000,
+                mode: Mode::Ebpf,
+                full_cluster_ms: Some(8.0),
+                add_ms: Some(1.5),
+                ..Default::default()
+            },
+            ProgSample {
+                scale: 10000,
+                mode: Mode::IptablesNft,
+                full_gave_up: true,
+                ..Default::default()
+            },
         ];
         let md = markdown(&args, &[ok], &progs);
-        assert!(md.contains("| 10,000 | iptables-nft | did not program 10,000 services within 60 s |"), "{md}");
-        assert!(md.contains("| 10,000 | iptables-nft | > 60 s (gave up) | > 60 s (gave up) | – |"), "{md}");
-        assert!(md.contains("| 10,000 | ekube eBPF | 250 | 250 | 500 |"), "{md}");
+        assert!(
+            md.contains("| 10,000 | iptables-nft | did not program 10,000 services within 60 s |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 10,000 | iptables-nft | > 60 s (gave up) | > 60 s (gave up) | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 10,000 | ekube eBPF | 250 | 250 | 500 |"),
+            "{md}"
+        );
         assert!(svg(&args, &[]).ends_with("</svg>\n"));
     }
 

@@ -82,15 +82,24 @@ impl<'a> Cluster<'a> {
     /// Builds everything on a lab whose server is up; must run on a thread inside n1's network
     /// namespace (the apiserver listens there).
     pub fn build(lab: &'a Lab) -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        let client = rt.block_on(ekube_api::client::from_kubeconfig(&lab.kubeconfig())).context("API client")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let client = rt
+            .block_on(ekube_api::client::from_kubeconfig(&lab.kubeconfig()))
+            .context("API client")?;
         start_overlay(lab)?;
         let mut pods = PodNamespaces(Vec::new());
         let client_ns = add_pod(lab, &mut pods, 1, "c")?.0;
         let mut backends = Vec::new();
         for (node, tag) in [(1, "a"), (2, "b")] {
             let (netns, ip) = add_pod(lab, &mut pods, node, tag)?;
-            backends.push(Backend { netns, ip, node: lab.host(&format!("n{node}"))?.netns.clone() });
+            backends.push(Backend {
+                netns,
+                ip,
+                node: lab.host(&format!("n{node}"))?.netns.clone(),
+            });
         }
         let backends: [Backend; 2] = backends.try_into().expect("two backends");
         let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, BACKEND_PORT));
@@ -100,10 +109,22 @@ impl<'a> Cluster<'a> {
         ];
         // Untranslated service addresses are local on n1: a connect is refused at once instead
         // of wandering off to the fabric (what keeps the readiness probes' resolution fine).
-        must(lab.exec("n1", &["ip", "route", "add", "local", SERVICE_CIDR, "dev", "lo"])?, "routing the service range on n1")?;
+        must(
+            lab.exec(
+                "n1",
+                &["ip", "route", "add", "local", SERVICE_CIDR, "dev", "lo"],
+            )?,
+            "routing the service range on n1",
+        )?;
         // The external client reaches pod addresses through n1 (the direct NodePort floor).
         let n1_ip = lab.host("n1")?.ip.to_string();
-        must(lab.exec("ext", &["ip", "route", "add", "10.244.0.0/16", "via", &n1_ip])?, "routing the pod network from ext")?;
+        must(
+            lab.exec(
+                "ext",
+                &["ip", "route", "add", "10.244.0.0/16", "via", &n1_ip],
+            )?,
+            "routing the pod network from ext",
+        )?;
 
         let n1 = lab.host("n1")?;
         let services: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -113,8 +134,14 @@ impl<'a> Cluster<'a> {
             rt,
             services,
             slices,
-            pod_client: Place { netns: client_ns, cgroup_procs: Some(n1.cgroup2_dir().join("cgroup.procs")) },
-            ext_client: Place { netns: lab.host("ext")?.netns.clone(), cgroup_procs: None },
+            pod_client: Place {
+                netns: client_ns,
+                cgroup_procs: Some(n1.cgroup2_dir().join("cgroup.procs")),
+            },
+            ext_client: Place {
+                netns: lab.host("ext")?.netns.clone(),
+                cgroup_procs: None,
+            },
             backends,
             target_vip: Ipv4Addr::UNSPECIFIED,
             fillers: 0,
@@ -145,14 +172,22 @@ impl<'a> Cluster<'a> {
                 .stdin(Stdio::null())
                 .output()
                 .context("running ss -K")?;
-            ensure!(out.status.success(), "ss -K in {}: {}", b.netns, String::from_utf8_lossy(&out.stderr).trim());
+            ensure!(
+                out.status.success(),
+                "ss -K in {}: {}",
+                b.netns,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }
 
     /// The two backends as endpoints (address and node).
     pub fn backend_endpoints(&self) -> Vec<(Ipv4Addr, Option<String>)> {
-        self.backends.iter().map(|b| (b.ip, Some(b.node.clone()))).collect()
+        self.backends
+            .iter()
+            .map(|b| (b.ip, Some(b.node.clone())))
+            .collect()
     }
 
     /// Creates filler services until there are `total − 1` of them (plus the target: `total`).
@@ -165,8 +200,17 @@ impl<'a> Cluster<'a> {
         let vips = self.rt.block_on(
             futures::stream::iter(self.fillers..want)
                 .map(|i| async move {
-                    let endpoints: Vec<_> = filler_ips(i).into_iter().map(|ip| (ip, None)).collect();
-                    create_pair(services, slices, &format!("lb-fill-{i:05}"), None, None, &endpoints).await
+                    let endpoints: Vec<_> =
+                        filler_ips(i).into_iter().map(|ip| (ip, None)).collect();
+                    create_pair(
+                        services,
+                        slices,
+                        &format!("lb-fill-{i:05}"),
+                        None,
+                        None,
+                        &endpoints,
+                    )
+                    .await
                 })
                 .buffer_unordered(CREATE_PARALLEL)
                 .try_collect::<Vec<_>>(),
@@ -197,7 +241,10 @@ impl<'a> Cluster<'a> {
     /// Creates the Service of an added service at `vip`.
     pub fn create_add_service(&self, name: &str, vip: Ipv4Addr) -> Result<()> {
         self.rt
-            .block_on(self.services.create(&PostParams::default(), &service(name, Some(vip), None)))
+            .block_on(
+                self.services
+                    .create(&PostParams::default(), &service(name, Some(vip), None)),
+            )
             .with_context(|| format!("creating service {name}"))?;
         Ok(())
     }
@@ -211,8 +258,10 @@ impl<'a> Cluster<'a> {
                 Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
                 Err(e) => Err(e),
             };
-            missing_ok(self.services.delete(name, &dp).await.map(|_| ())).with_context(|| format!("deleting service {name}"))?;
-            missing_ok(self.slices.delete(name, &dp).await.map(|_| ())).with_context(|| format!("deleting endpointslice {name}"))
+            missing_ok(self.services.delete(name, &dp).await.map(|_| ()))
+                .with_context(|| format!("deleting service {name}"))?;
+            missing_ok(self.slices.delete(name, &dp).await.map(|_| ()))
+                .with_context(|| format!("deleting endpointslice {name}"))
         })
     }
 }
@@ -231,7 +280,8 @@ fn filler_ips(i: usize) -> [Ipv4Addr; 2] {
 }
 
 fn service(name: &str, cluster_ip: Option<Ipv4Addr>, node_port: Option<u16>) -> Service {
-    let mut port = json!({"name": "rr", "protocol": "TCP", "port": SERVICE_PORT, "targetPort": BACKEND_PORT});
+    let mut port =
+        json!({"name": "rr", "protocol": "TCP", "port": SERVICE_PORT, "targetPort": BACKEND_PORT});
     let mut spec = json!({"ports": []});
     if let Some(np) = node_port {
         port["nodePort"] = json!(np);
@@ -241,7 +291,8 @@ fn service(name: &str, cluster_ip: Option<Ipv4Addr>, node_port: Option<u16>) -> 
         spec["clusterIP"] = json!(ip.to_string());
     }
     spec["ports"] = json!([port]);
-    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("valid service")
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
+        .expect("valid service")
 }
 
 fn slice(service: &str, endpoints: &[(Ipv4Addr, Option<String>)]) -> EndpointSlice {
@@ -277,10 +328,20 @@ async fn create_pair(
     endpoints: &[(Ipv4Addr, Option<String>)],
 ) -> Result<Ipv4Addr> {
     let pp = PostParams::default();
-    slices.create(&pp, &slice(name, endpoints)).await.with_context(|| format!("creating endpointslice {name}"))?;
-    let svc = services.create(&pp, &service(name, cluster_ip, node_port)).await.with_context(|| format!("creating service {name}"))?;
-    let ip = svc.spec.and_then(|s| s.cluster_ip).context("no clusterIP allocated")?;
-    ip.parse().with_context(|| format!("clusterIP {ip:?} of {name}"))
+    slices
+        .create(&pp, &slice(name, endpoints))
+        .await
+        .with_context(|| format!("creating endpointslice {name}"))?;
+    let svc = services
+        .create(&pp, &service(name, cluster_ip, node_port))
+        .await
+        .with_context(|| format!("creating service {name}"))?;
+    let ip = svc
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("no clusterIP allocated")?;
+    ip.parse()
+        .with_context(|| format!("clusterIP {ip:?} of {name}"))
 }
 
 /// Starts `ekube flannel` on both nodes (registering the Node objects) and waits until each has
@@ -296,19 +357,38 @@ fn start_overlay(lab: &Lab) -> Result<()> {
     }
     for node in ["n1", "n2"] {
         let subnet = lab.host(node)?.run_dir().join("subnet.env");
-        wait_for(Duration::from_secs(90), &format!("{node}: subnet.env and a route to the other node on flannel.1"), || {
-            let out = lab.exec(node, &["ip", "-j", "-4", "route", "show", "dev", "flannel.1"])?;
-            let routes: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
-            Ok(subnet.exists() && routes.as_array().is_some_and(|r| r.len() == 1))
-        })
-        .with_context(|| format!("see {}", lab.log_path(node, "flannel").map(|p| p.display().to_string()).unwrap_or_default()))?;
+        wait_for(
+            Duration::from_secs(90),
+            &format!("{node}: subnet.env and a route to the other node on flannel.1"),
+            || {
+                let out = lab.exec(
+                    node,
+                    &["ip", "-j", "-4", "route", "show", "dev", "flannel.1"],
+                )?;
+                let routes: Value = serde_json::from_str(out.stdout.trim()).unwrap_or(Value::Null);
+                Ok(subnet.exists() && routes.as_array().is_some_and(|r| r.len() == 1))
+            },
+        )
+        .with_context(|| {
+            format!(
+                "see {}",
+                lab.log_path(node, "flannel")
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            )
+        })?;
     }
     Ok(())
 }
 
 /// Creates pod namespace `<prefix><node><tag>` and wires it into node `n<node>` by running
 /// `ekube-cni` ADD with the node's network configuration; returns the namespace and address.
-fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Result<(String, Ipv4Addr)> {
+fn add_pod(
+    lab: &Lab,
+    pods: &mut PodNamespaces,
+    node: usize,
+    tag: &str,
+) -> Result<(String, Ipv4Addr)> {
     let host = lab.host(&format!("n{node}"))?;
     let netns = format!("{POD_PREFIX}{node}{tag}");
     let st = Command::new("ip").args(["netns", "add", &netns]).status()?;
@@ -316,7 +396,11 @@ fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Resul
     pods.0.push(netns.clone());
     let conflist = ekube_cni::write_conflist(
         &host.cni_conf_dir(),
-        &NodeConflist { subnet_file: host.run_dir().join("subnet.env"), data_dir: host.dir.join("data/cni"), ..Default::default() },
+        &NodeConflist {
+            subnet_file: host.run_dir().join("subnet.env"),
+            data_dir: host.dir.join("data/cni"),
+            ..Default::default()
+        },
     )?;
     // A runtime hands the plugin one entry of the list, with the list's version and name.
     let list: Value = serde_json::from_str(&std::fs::read_to_string(&conflist)?)?;
@@ -327,19 +411,29 @@ fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Resul
     let plugin = ekube_bin().with_file_name("ekube-cni");
     let mut child = bench::netns_command(&host.netns, &plugin)?
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
         .env("CNI_NETNS", bench::netns_path(&netns))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", plugin.parent().context("plugin directory")?)
-        .env("CNI_ARGS", format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"))
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("starting ekube-cni")?;
-    child.stdin.take().context("plugin stdin")?.write_all(conf.to_string().as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("plugin stdin")?
+        .write_all(conf.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
     ensure!(
         out.status.success(),
@@ -348,10 +442,14 @@ fn add_pod(lab: &Lab, pods: &mut PodNamespaces, node: usize, tag: &str) -> Resul
         String::from_utf8_lossy(&out.stderr)
     );
     let result: Value = serde_json::from_slice(&out.stdout)?;
-    let addr = result["ips"][0]["address"].as_str().context("no ips[0].address in the CNI result")?;
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .context("no ips[0].address in the CNI result")?;
     let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
     // Loopback up, as a runtime does (rr_serve checks readiness on 127.0.0.1).
-    let st = Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]).status()?;
+    let st = Command::new("ip")
+        .args(["-n", &netns, "link", "set", "lo", "up"])
+        .status()?;
     ensure!(st.success(), "bringing lo up in {netns}");
     Ok((netns, ip))
 }
