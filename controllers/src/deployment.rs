@@ -317,7 +317,8 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
                         return Ok(Action::requeue(Duration::from_millis(200)));
                     }
                     Err(e) => {
-                        return Err(e).ctx(|| format!("creating the new replicaset of {ns}/{name}"));
+                        return Err(e)
+                            .ctx(|| format!("creating the new replicaset of {ns}/{name}"));
                     }
                 }
             }

@@ -64,8 +64,8 @@ def conn(c, peer):
     with c:
         c.sendall(f"{name} {peer[0]}\n".encode())
         try:
-            while c.recv(64):
-                pass
+            while data := c.recv(64):
+                c.sendall(data)
         except OSError:
             pass
 def tcp():
@@ -89,7 +89,9 @@ sys.stdin.read()
 "#;
 
 /// `tcp|udp <ip> <port> <count>`: one line per attempt, `ok <name> <peer-ip-seen> <from>` or
-/// `err`; `http <ip> <port>`: `<status> <body>`.
+/// `err`; `http <ip> <port>`: `<status> <body>`; `hold <ip> <port> <count>`: opens `count`
+/// connections, prints their backends' names on one line, waits for a line on stdin, then
+/// sends `ping` on each and prints `ok <name>` when it comes back, else `err <name>`.
 const CLIENT: &str = r#"
 import socket, sys, urllib.request, urllib.error
 kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -103,6 +105,21 @@ if kind == "http":
         print("err")
     sys.exit(0)
 count = int(sys.argv[4])
+if kind == "hold":
+    conns = []
+    for _ in range(count):
+        s = socket.create_connection((host, port), timeout=5)
+        f = s.makefile("rb")
+        conns.append((s, f, f.readline().decode().split()[0]))
+    print(" ".join(n for _, _, n in conns), flush=True)
+    sys.stdin.readline()
+    for s, f, n in conns:
+        try:
+            s.sendall(b"ping\n")
+            print("ok" if f.readline() == b"ping\n" else "err", n, flush=True)
+        except OSError:
+            print("err", n, flush=True)
+    sys.exit(0)
 if kind == "tcp":
     for _ in range(count):
         s = socket.socket()
@@ -478,6 +495,7 @@ fn nodeport_from_outside() {
         &NodePortSettings {
             tcp_close_timeout: Duration::from_secs(1),
             udp_timeout: Duration::from_secs(2),
+            snat_time_wait: Duration::from_secs(2),
             ..NodePortSettings::default()
         },
     )
@@ -617,7 +635,19 @@ fn nodeport_from_outside() {
     let hairpin = parse(&run_client(&topo, "p1a", true, &args));
     assert_eq!(tally(&hairpin), BTreeMap::from([("p1a".to_string(), 5)]));
 
-    // A removed backend gets no new flows once the proxy synced.
+    // A removed backend gets no new flows once the proxy synced, and established flows to the
+    // other backends keep working.
+    let mut held = nsenter(&topo.ns("ext"))
+        .args(["python3", "-c", CLIENT, "hold", &N1_IP.to_string(), "30080", "12"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the held connections");
+    let mut held_out = std::io::BufReader::new(held.stdout.take().unwrap());
+    let mut held_names = String::new();
+    std::io::BufRead::read_line(&mut held_out, &mut held_names).unwrap();
+    let held_names: Vec<String> = held_names.split_whitespace().map(String::from).collect();
+    assert_eq!(held_names.len(), 12, "held connections: {held_names:?}");
     let patch = json!({ "endpoints": endpoints(&["p1a", "p2a"]) });
     rt.block_on(slices.patch("web-1", &PatchParams::default(), &Patch::Merge(&patch)))
         .unwrap();
@@ -631,6 +661,18 @@ fn nodeport_from_outside() {
     assert!(
         !counts.contains_key("p1b"),
         "p1b still got flows: {counts:?}"
+    );
+    held.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let mut pinged = String::new();
+    std::io::Read::read_to_string(&mut held_out, &mut pinged).unwrap();
+    assert!(held.wait().unwrap().success());
+    let survivors: Vec<&str> = pinged
+        .lines()
+        .filter(|l| !l.ends_with(" p1b"))
+        .collect();
+    assert!(
+        !survivors.is_empty() && survivors.iter().all(|l| l.starts_with("ok ")),
+        "established flows to p1a/p2a broke when p1b left (held on {held_names:?}): {pinged}"
     );
 
     // Every flow above is closed: their conntrack entries go after the short timeouts.

@@ -126,20 +126,28 @@ pub struct NodePortConfig {
     pub snat_port_min: u16,
     /// Highest source port used for SNAT, host byte order.
     pub snat_port_max: u16,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// Seconds a closed SNATed TCP flow keeps its SNAT port (at least `tcp_closing_ns`); 0 means
+    /// [`SNAT_TIME_WAIT_NS`].
+    pub snat_time_wait_s: u32,
 }
 
+/// How long a closed SNATed TCP flow keeps its SNAT port by default: Linux's TIME_WAIT
+/// (`TCP_TIMEWAIT_LEN`, 60 s). A backend that closed first still holds the tuple in TIME_WAIT,
+/// and Linux randomises TCP timestamps per connection, so a new flow on that tuple could fail
+/// the backend's PAWS check and stall until the client retransmits its SYN.
+pub const SNAT_TIME_WAIT_NS: u64 = 60 * 1_000_000_000;
+
 impl NodePortConfig {
-    /// 6 h established (as Cilium), 10 s after FIN/RST, 60 s UDP; SNAT ports above the
-    /// kernel's default ephemeral range so they never meet a local socket's.
+    /// 6 h established (as Cilium), 10 s after FIN/RST, 60 s UDP; SNAT ports below the
+    /// NodePort range and the kernel's default ephemeral range, so they never meet a local
+    /// socket's or a NodePort.
     pub const DEFAULT: NodePortConfig = NodePortConfig {
         tcp_established_ns: 6 * 3600 * 1_000_000_000,
         tcp_closing_ns: 10 * 1_000_000_000,
         udp_ns: 60 * 1_000_000_000,
-        snat_port_min: 61_000,
-        snat_port_max: 65_535,
-        _pad: 0,
+        snat_port_min: 1_024,
+        snat_port_max: 29_999,
+        snat_time_wait_s: 0,
     };
 
     /// The timeout of an entry with `flags` of protocol `proto`.
@@ -147,7 +155,16 @@ impl NodePortConfig {
         if proto == crate::IPPROTO_UDP {
             self.udp_ns
         } else if flags & CT_FLAG_CLOSING != 0 {
-            self.tcp_closing_ns
+            let time_wait = if self.snat_time_wait_s == 0 {
+                SNAT_TIME_WAIT_NS
+            } else {
+                self.snat_time_wait_s as u64 * 1_000_000_000
+            };
+            if flags & CT_FLAG_SNAT != 0 && self.tcp_closing_ns < time_wait {
+                time_wait
+            } else {
+                self.tcp_closing_ns
+            }
         } else {
             self.tcp_established_ns
         }

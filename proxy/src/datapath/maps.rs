@@ -151,7 +151,9 @@ pub(crate) fn nodeport_config(settings: &NodePortSettings) -> NodePortConfig {
         udp_ns: ns(settings.udp_timeout),
         snat_port_min: settings.snat_ports.0.min(settings.snat_ports.1),
         snat_port_max: settings.snat_ports.0.max(settings.snat_ports.1),
-        _pad: 0,
+        snat_time_wait_s: u32::try_from(settings.snat_time_wait.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1),
     }
 }
 
@@ -282,5 +284,37 @@ mod tests {
         let raw = backend_value(b, Protocol::Udp);
         assert_eq!(raw.ip.to_ne_bytes(), [10, 244, 1, 7]);
         assert_eq!(backend_of(&raw), Some((b, Protocol::Udp)));
+    }
+
+    #[test]
+    fn closed_snat_flows_keep_their_port_for_time_wait() {
+        use ekube_ebpf_common::{CT_FLAG_CLOSING, CT_FLAG_SNAT};
+        let secs = |s: u64| s * 1_000_000_000;
+        let cfg = nodeport_config(&NodePortSettings::default());
+        assert_eq!(cfg.timeout_ns(IPPROTO_TCP, CT_FLAG_CLOSING), secs(10));
+        assert_eq!(
+            cfg.timeout_ns(IPPROTO_TCP, CT_FLAG_CLOSING | CT_FLAG_SNAT),
+            secs(60)
+        );
+        assert_eq!(cfg.timeout_ns(IPPROTO_TCP, CT_FLAG_SNAT), secs(6 * 3600));
+        assert_eq!(cfg.timeout_ns(IPPROTO_UDP, CT_FLAG_SNAT), secs(60));
+        let short = nodeport_config(&NodePortSettings {
+            tcp_close_timeout: std::time::Duration::from_secs(1),
+            snat_time_wait: std::time::Duration::from_secs(2),
+            ..NodePortSettings::default()
+        });
+        assert_eq!(
+            short.timeout_ns(IPPROTO_TCP, CT_FLAG_CLOSING | CT_FLAG_SNAT),
+            secs(2)
+        );
+        // An all-zero record (never written) falls back to the default hold.
+        let unset = NodePortConfig {
+            snat_time_wait_s: 0,
+            ..short
+        };
+        assert_eq!(
+            unset.timeout_ns(IPPROTO_TCP, CT_FLAG_CLOSING | CT_FLAG_SNAT),
+            secs(60)
+        );
     }
 }

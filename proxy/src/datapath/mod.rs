@@ -122,8 +122,12 @@ pub struct NodePortSettings {
     pub tcp_close_timeout: Duration,
     /// Idle timeout of a UDP flow (`--conntrack-udp-timeout`).
     pub udp_timeout: Duration,
-    /// Source ports used when SNATing to a remote backend (inclusive).
+    /// Source ports used when SNATing to a remote backend (inclusive); see
+    /// [`snat_ports_for_host`].
     pub snat_ports: (u16, u16),
+    /// How long a closed SNATed TCP flow keeps its SNAT port: the backend may still hold the
+    /// tuple in TIME_WAIT, where a SYN from another client can fail its PAWS check.
+    pub snat_time_wait: Duration,
     /// Overlay devices whose ingress sees replies of SNATed flows.
     pub overlay_interfaces: Vec<String>,
 }
@@ -135,9 +139,79 @@ impl Default for NodePortSettings {
             tcp_established_timeout: Duration::from_secs(6 * 3600),
             tcp_close_timeout: Duration::from_secs(10),
             udp_timeout: Duration::from_secs(60),
-            snat_ports: (61_000, 65_535),
+            snat_ports: (
+                ekube_ebpf_common::NodePortConfig::DEFAULT.snat_port_min,
+                ekube_ebpf_common::NodePortConfig::DEFAULT.snat_port_max,
+            ),
+            snat_time_wait: Duration::from_nanos(ekube_ebpf_common::SNAT_TIME_WAIT_NS),
             overlay_interfaces: vec!["flannel.1".to_string()],
         }
+    }
+}
+
+/// Kubernetes' default `--service-node-port-range`.
+pub const NODE_PORT_RANGE: (u16, u16) = (30_000, 32_767);
+
+/// The SNAT port range for this network namespace: the largest span of 1024–65535 outside both
+/// the kernel's ephemeral ports (`net.ipv4.ip_local_port_range`, which the node's own
+/// connections use) and the NodePort range. A closed SNATed flow holds its port for TIME_WAIT
+/// (60 s), so the span bounds new flows per second to one backend at about its size / 60.
+pub fn snat_ports_for_host() -> (u16, u16) {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut it = text.split_whitespace().map(str::parse::<u16>);
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        })
+        .unwrap_or((32_768, 60_999));
+    largest_free_span(&[ephemeral, NODE_PORT_RANGE])
+}
+
+/// The largest inclusive span of 1024–65535 that overlaps none of `taken` (1024–1024 if every
+/// port is taken, so the datapath still has one).
+fn largest_free_span(taken: &[(u16, u16)]) -> (u16, u16) {
+    let mut taken: Vec<(u32, u32)> = taken
+        .iter()
+        .map(|&(a, b)| (u32::from(a.min(b)), u32::from(a.max(b))))
+        .collect();
+    taken.sort();
+    let (mut best, mut start) = ((1024, 1024), 1024u32);
+    let consider = |from: u32, to: u32, best: &mut (u32, u32)| {
+        if from <= to && (to - from) > (best.1 - best.0) {
+            *best = (from, to);
+        }
+    };
+    for (lo, hi) in taken {
+        if lo > start {
+            consider(start, lo - 1, &mut best);
+        }
+        start = start.max(hi + 1);
+    }
+    consider(start, 65_535, &mut best);
+    (best.0 as u16, best.1 as u16)
+}
+
+#[cfg(test)]
+mod snat_range_tests {
+    use super::largest_free_span;
+
+    #[test]
+    fn picks_the_largest_gap_around_ephemeral_and_nodeport_ranges() {
+        let nodeport = super::NODE_PORT_RANGE;
+        assert_eq!(
+            largest_free_span(&[(32_768, 60_999), nodeport]),
+            (1024, 29_999)
+        );
+        assert_eq!(
+            largest_free_span(&[(10_000, 65_000), nodeport]),
+            (1024, 9_999)
+        );
+        assert_eq!(
+            largest_free_span(&[(1_024, 40_000), nodeport]),
+            (40_001, 65_535)
+        );
+        assert_eq!(largest_free_span(&[(1_024, 65_535)]), (1024, 1024));
+        assert_eq!(largest_free_span(&[]), (1024, 65_535));
     }
 }
 

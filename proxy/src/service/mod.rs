@@ -35,7 +35,7 @@ pub use self::{
     watch::{COMPONENT, FAILED_REASON},
 };
 use crate::{
-    datapath::{Datapath, DatapathConfig},
+    datapath::{Datapath, DatapathConfig, NodePortSettings, snat_ports_for_host},
     iptables::{Backend, IptablesConfig, IptablesDatapath},
 };
 
@@ -93,6 +93,20 @@ pub struct Config {
     /// Pod CIDR; in iptables mode, traffic from outside it to a ClusterIP is masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: Option<Ipv4Network>,
+    /// Idle timeout of an open TCP flow on the per-packet NodePort path.
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_established: Duration,
+    /// How long a TCP flow on the per-packet NodePort path lives after FIN or RST (a SNATed one
+    /// keeps its SNAT port at least for TIME_WAIT, 60 s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_close_wait: Duration,
+    /// Idle timeout of a UDP flow on the per-packet NodePort path.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub conntrack_udp_timeout: Duration,
+    /// Source ports for NodePort flows SNATed to another node's backend, `MIN-MAX`. Default:
+    /// the largest span of 1024-65535 outside `net.ipv4.ip_local_port_range` and 30000-32767.
+    #[arg(long, value_name = "MIN-MAX", value_parser = parse_port_range)]
+    pub nodeport_snat_port_range: Option<(u16, u16)>,
 }
 
 impl Config {
@@ -111,6 +125,10 @@ impl Config {
             iptables_backend: Backend::Nft,
             iptables_min_sync_period: Duration::from_secs(1),
             cluster_cidr: Some(Ipv4Network::new(Ipv4Addr::new(10, 244, 0, 0), 16).expect("valid")),
+            conntrack_tcp_timeout_established: Duration::from_secs(6 * 3600),
+            conntrack_tcp_timeout_close_wait: Duration::from_secs(10),
+            conntrack_udp_timeout: Duration::from_secs(60),
+            nodeport_snat_port_range: None,
         }
     }
 
@@ -212,7 +230,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 bpffs: config.bpffs_path.clone(),
                 node_name: node_name.clone(),
             };
-            let datapath = Datapath::open(&dp_config)?;
+            let nodeport = NodePortSettings {
+                tcp_established_timeout: config.conntrack_tcp_timeout_established,
+                tcp_close_timeout: config.conntrack_tcp_timeout_close_wait,
+                udp_timeout: config.conntrack_udp_timeout,
+                snat_ports: config
+                    .nodeport_snat_port_range
+                    .unwrap_or_else(snat_ports_for_host),
+                ..NodePortSettings::default()
+            };
+            info!(snat_ports = ?nodeport.snat_ports, "NodePort SNAT port range");
+            let datapath = Datapath::open_with(&dp_config, &nodeport)?;
             serve(config, node_name, client, listeners, datapath, shutdown).await
         }
         Mode::Iptables => {
@@ -297,6 +325,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// `MIN-MAX`, both 1–65535, MIN ≤ MAX.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{text:?} is not a port range like 1024-29999");
+    let (min, max) = text.trim().split_once('-').ok_or_else(bad)?;
+    let (min, max): (u16, u16) = (
+        min.trim().parse().map_err(|_| bad())?,
+        max.trim().parse().map_err(|_| bad())?,
+    );
+    if min == 0 || min > max {
+        return Err(bad());
+    }
+    Ok((min, max))
+}
+
 fn hostname() -> std::io::Result<String> {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; the result is NUL-terminated on success.
@@ -345,6 +387,10 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_port_range("1024-29999"), Ok((1024, 29_999)));
+        assert!(parse_port_range("2000-1000").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("1024").is_err());
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("s").is_err());
