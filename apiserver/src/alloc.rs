@@ -150,9 +150,31 @@ impl Allocator {
         } else {
             svc["spec"]["clusterIPs"] = serde_json::json!(["None"]);
         }
-        // Node ports.
+        // Node ports: a requested healthCheckNodePort is claimed first, so no dynamically
+        // allocated nodePort can take it.
         let wants_ports = ty == "NodePort" || ty == "LoadBalancer";
+        let wants_health = ty == "LoadBalancer"
+            && svc
+                .pointer("/spec/externalTrafficPolicy")
+                .and_then(Value::as_str)
+                == Some("Local");
+        let requested_health = svc
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u16;
         let mut claimed: Vec<u16> = Vec::new();
+        if wants_health && requested_health != 0 {
+            if !old.ports.contains(&requested_health) && self.node_ports.contains(&requested_health)
+            {
+                causes.push(Cause::invalid(
+                    "spec.healthCheckNodePort",
+                    requested_health,
+                    "provided port is already allocated",
+                ));
+            } else {
+                claimed.push(requested_health);
+            }
+        }
         if let Some(Value::Array(ports)) = svc.pointer_mut("/spec/ports") {
             for (i, p) in ports.iter_mut().enumerate() {
                 let requested = p.get("nodePort").and_then(Value::as_u64).unwrap_or(0) as u16;
@@ -188,23 +210,18 @@ impl Allocator {
                 }
             }
         }
-        let local = svc
-            .pointer("/spec/externalTrafficPolicy")
-            .and_then(Value::as_str)
-            == Some("Local");
-        if ty == "LoadBalancer" && local {
-            let requested = svc
-                .pointer("/spec/healthCheckNodePort")
-                .and_then(Value::as_u64)
-                .unwrap_or(0) as u16;
-            let port = if requested != 0 {
-                Some(requested)
-            } else {
-                self.free_port(&claimed)
-            };
-            if let Some(port) = port {
-                svc["spec"]["healthCheckNodePort"] = Value::from(port);
-                claimed.push(port);
+        if wants_health {
+            if requested_health == 0 {
+                if let Some(port) = self.free_port(&claimed) {
+                    svc["spec"]["healthCheckNodePort"] = Value::from(port);
+                    claimed.push(port);
+                } else {
+                    causes.push(Cause::invalid(
+                        "spec.healthCheckNodePort",
+                        0,
+                        "range is full",
+                    ));
+                }
             }
         } else if let Some(m) = svc.get_mut("spec").and_then(Value::as_object_mut) {
             m.remove("healthCheckNodePort");
@@ -304,5 +321,34 @@ mod tests {
         let mut svc2 =
             json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}});
         assert!(a.allocate(&mut svc2, &Holdings::default(), false).is_ok());
+    }
+
+    #[test]
+    fn requested_health_check_port_is_never_handed_out_as_a_node_port() {
+        let mut a = alloc();
+        let lb = |hc: u16| {
+            json!({"spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                "healthCheckNodePort": hc, "ports": [{"port": 80}]}})
+        };
+        // The sequential allocator's next free port is 30000: asking for it as the health
+        // port must push the nodePort elsewhere.
+        let mut svc = lb(30000);
+        let h = a.allocate(&mut svc, &Holdings::default(), false).unwrap();
+        assert_eq!(svc["spec"]["healthCheckNodePort"], 30000);
+        assert_ne!(svc["spec"]["ports"][0]["nodePort"], 30000);
+        assert_eq!(h.ports.len(), 2);
+        // Another Service asking for a taken health port is refused.
+        let mut other = lb(30000);
+        let causes = a
+            .allocate(&mut other, &Holdings::default(), false)
+            .unwrap_err();
+        assert_eq!(causes[0].field, "spec.healthCheckNodePort");
+        // Without a request one is allocated, distinct from the nodePort.
+        let mut auto = lb(0);
+        a.allocate(&mut auto, &Holdings::default(), false).unwrap();
+        assert_ne!(
+            auto["spec"]["healthCheckNodePort"],
+            auto["spec"]["ports"][0]["nodePort"]
+        );
     }
 }

@@ -638,7 +638,15 @@ fn nodeport_from_outside() {
     // A removed backend gets no new flows once the proxy synced, and established flows to the
     // other backends keep working.
     let mut held = nsenter(&topo.ns("ext"))
-        .args(["python3", "-c", CLIENT, "hold", &N1_IP.to_string(), "30080", "12"])
+        .args([
+            "python3",
+            "-c",
+            CLIENT,
+            "hold",
+            &N1_IP.to_string(),
+            "30080",
+            "12",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -666,10 +674,7 @@ fn nodeport_from_outside() {
     let mut pinged = String::new();
     std::io::Read::read_to_string(&mut held_out, &mut pinged).unwrap();
     assert!(held.wait().unwrap().success());
-    let survivors: Vec<&str> = pinged
-        .lines()
-        .filter(|l| !l.ends_with(" p1b"))
-        .collect();
+    let survivors: Vec<&str> = pinged.lines().filter(|l| !l.ends_with(" p1b")).collect();
     assert!(
         !survivors.is_empty() && survivors.iter().all(|l| l.starts_with("ok ")),
         "established flows to p1a/p2a broke when p1b left (held on {held_names:?}): {pinged}"

@@ -50,6 +50,9 @@ const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 /// The node's address towards the pods: the source of masqueraded traffic.
 const NODE_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
 const ECONNREFUSED: i32 = 111;
+/// healthCheckNodePorts of the two externalTrafficPolicy: Local Services.
+const LOCAL_HEALTH_PORT: u16 = 30191;
+const REMOTE_HEALTH_PORT: u16 = 30192;
 
 /// Both backends' runs share two CPUs with everything else: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -83,15 +86,30 @@ print("ready", flush=True)
 sys.stdin.read()
 "#;
 
-/// The client: `tcp|udp <ip> <port> <count>`; one line per attempt:
-/// `ok <name> <source seen by the backend> <peer ip:port>` or `err <errno>`.
+/// The client: `tcp|udp <ip> <port> <count> [<source ip>]`; one line per attempt:
+/// `ok <name> <source seen by the backend> <peer ip:port>` or `err <errno>`. `http <ip> <port>`
+/// prints `<status> <body>` (status 0 when there is no answer).
 const CLIENT: &str = r#"
 import socket, sys
-kind, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if kind == "http":
+    import urllib.request, urllib.error
+    try:
+        r = urllib.request.urlopen(f"http://{host}:{port}/", timeout=3)
+        print(r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        print(e.code, e.read().decode())
+    except OSError:
+        print(0)
+    sys.exit(0)
+count = int(sys.argv[4])
+source = sys.argv[5] if len(sys.argv) > 5 else None
 if kind == "tcp":
     for _ in range(count):
         s = socket.socket()
         s.settimeout(3)
+        if source:
+            s.bind((source, 0))
         try:
             s.connect((host, port))
             peer = s.getpeername()
@@ -387,28 +405,40 @@ impl Fixture {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs the client in namespace `host` (`node` for the node itself).
-    fn client(&self, host: &str, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
+    /// Runs the client with `args` in namespace `host` (`node` for the node itself).
+    fn run_client(&self, host: &str, args: &[String]) -> String {
         let out = in_netns(&self.ns(host))
-            .args([
-                "python3",
-                "-c",
-                CLIENT,
-                kind,
-                &ip.to_string(),
-                &port.to_string(),
-            ])
-            .arg(count.to_string())
+            .args(["python3", "-c", CLIENT])
+            .args(args)
             .output()
             .expect("running the client");
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
-            "client {kind} {ip}:{port} in {host} failed: {}\n{stdout}{}",
+            "client {args:?} in {host} failed: {}\n{stdout}{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        stdout.lines().map(Reply::parse).collect()
+        stdout
+    }
+
+    fn client(&self, host: &str, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
+        let args = [kind, &ip.to_string(), &port.to_string(), &count.to_string()];
+        let out = self.run_client(host, &args.map(String::from));
+        out.lines().map(Reply::parse).collect()
+    }
+
+    /// `GET /` on `ip:port` from `host`: status (0 without an answer) and JSON body.
+    fn http(&self, host: &str, ip: Ipv4Addr, port: u16) -> (u16, serde_json::Value) {
+        let out = self.run_client(
+            host,
+            &["http", &ip.to_string(), &port.to_string()].map(String::from),
+        );
+        let (code, body) = out.trim().split_once(' ').unwrap_or((out.trim(), ""));
+        (
+            code.parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or_default(),
+        )
     }
 
     fn tcp(&self, host: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
@@ -635,6 +665,9 @@ fn proxy_in_iptables_mode(backend: &'static str) {
     let empty = Ipv4Addr::new(10, 96, 200, 13);
     let np_ip = Ipv4Addr::new(10, 96, 200, 14);
     let local_ip = Ipv4Addr::new(10, 96, 200, 15);
+    let remote_ip = Ipv4Addr::new(10, 96, 200, 16);
+    let npu_ip = Ipv4Addr::new(10, 96, 200, 17);
+    let hairpin_ip = Ipv4Addr::new(10, 96, 200, 18);
 
     fx.create_service(json!({
         "metadata": { "name": "web" },
@@ -674,8 +707,9 @@ fn proxy_in_iptables_mode(backend: &'static str) {
         .expect("nodePort allocated") as u16;
     fx.create_slice("np", tcp_ports(), all_ready());
     let mut local = service("local", local_ip);
-    local["spec"]["type"] = json!("NodePort");
+    local["spec"]["type"] = json!("LoadBalancer");
     local["spec"]["externalTrafficPolicy"] = json!("Local");
+    local["spec"]["healthCheckNodePort"] = json!(LOCAL_HEALTH_PORT);
     let local_port = fx.create_service(local).spec.unwrap().ports.unwrap()[0]
         .node_port
         .expect("nodePort allocated") as u16;
@@ -687,6 +721,43 @@ fn proxy_in_iptables_mode(backend: &'static str) {
             (BACKENDS[1].1, true, Some("another-node")),
         ]),
     );
+
+    // eTP=Local with every endpoint on another node.
+    let mut remote = service("remote", remote_ip);
+    remote["spec"]["type"] = json!("LoadBalancer");
+    remote["spec"]["externalTrafficPolicy"] = json!("Local");
+    remote["spec"]["healthCheckNodePort"] = json!(REMOTE_HEALTH_PORT);
+    let remote_port = fx.create_service(remote).spec.unwrap().ports.unwrap()[0]
+        .node_port
+        .expect("nodePort allocated") as u16;
+    fx.create_slice(
+        "remote",
+        tcp_ports(),
+        endpoints(&[(BACKENDS[1].1, true, Some("another-node"))]),
+    );
+    // A UDP NodePort, and a Service whose only endpoint is b1 (for hairpin).
+    let udp_port = fx
+        .create_service(json!({
+            "metadata": { "name": "udp-np" },
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": npu_ip.to_string(),
+                "ports": [{ "name": "dns", "protocol": "UDP", "port": 53, "targetPort": UDP_PORT }],
+            },
+        }))
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()[0]
+        .node_port
+        .expect("nodePort allocated") as u16;
+    fx.create_slice(
+        "udp-np",
+        json!([{ "name": "dns", "protocol": "UDP", "port": UDP_PORT }]),
+        all_ready(),
+    );
+    fx.create_service(service("hp", hairpin_ip));
+    fx.create_slice("hp", tcp_ports(), endpoints(&[(BACKENDS[0].1, true, None)]));
 
     // ClusterIP from a pod on the node: 300 connections spread over the three backends; the
     // client sees the ClusterIP, the backend the pod's own address (no masquerade).
@@ -756,6 +827,50 @@ fn proxy_in_iptables_mode(backend: &'static str) {
         CLIENT_IP,
     );
     assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // Its health check port says 200 with one local endpoint; a Local Service without one
+    // answers 503 there, and its NodePort does not answer from this node.
+    let (code, body) = fx.http("ext", NODE_IP, LOCAL_HEALTH_PORT);
+    assert_eq!(
+        code,
+        200,
+        "health check of local: {body}\n{}",
+        fx.proxy_log()
+    );
+    assert_eq!(body["localEndpoints"], 1, "{body}");
+    assert_eq!(body["service"]["name"], "local", "{body}");
+    let (code, body) = fx.http("ext", NODE_IP, REMOTE_HEALTH_PORT);
+    assert_eq!(
+        code,
+        503,
+        "health check of remote: {body}\n{}\nfilter:\n{}",
+        fx.proxy_log(),
+        fx.save("filter")
+    );
+    assert_eq!(body["localEndpoints"], 0, "{body}");
+    let replies = fx.tcp("ext", NODE_IP, remote_port, 1);
+    assert!(
+        matches!(replies.as_slice(), [Reply::Err(_)]),
+        "remote answered on this node: {replies:?}"
+    );
+
+    // UDP NodePort from outside: replies come from <node IP>:<nodePort>.
+    let udp = fx.client("ext", "udp", NODE_IP, udp_port, 30);
+    let counts = tally(&udp, &format!("{NODE_IP}:{udp_port}"), NODE_POD_IP);
+    assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
+
+    // Hairpin: b1 reaching its own Service lands on itself (masqueraded, as kube-proxy does).
+    let args = [
+        "tcp",
+        &hairpin_ip.to_string(),
+        "80",
+        "5",
+        &BACKENDS[0].1.to_string(),
+    ];
+    let out = fx.run_client("pods", &args.map(String::from));
+    let hairpin: Vec<Reply> = out.lines().map(Reply::parse).collect();
+    let counts = tally(&hairpin, "10.96.200.18:80", NODE_POD_IP);
+    assert_eq!(counts, BTreeMap::from([("b1".to_string(), 5)]));
 
     // An endpoint removed: no new connections to it once synced.
     fx.set_endpoints(
