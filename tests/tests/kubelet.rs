@@ -723,7 +723,9 @@ fn network_gates_readiness(c: &LabCluster) -> Result<()> {
     Ok(())
 }
 
-/// Pods created and deleted [`CHURN_WIDTH`] at a time leave nothing behind.
+/// Pods created and deleted [`CHURN_WIDTH`] at a time leave nothing behind. All rounds but
+/// the last wait for their pods to run; the last deletes its pods while they are starting, so
+/// teardown races sandbox, network and container creation.
 fn churn(c: &LabCluster) -> Result<()> {
     let began = Instant::now();
     for round in 0..CHURN_ROUNDS {
@@ -731,25 +733,27 @@ fn churn(c: &LabCluster) -> Result<()> {
             .map(|i| CHURN.replace("INDEX", &(round * CHURN_WIDTH + i).to_string()))
             .collect();
         c.apply_on_node(&yaml.join("---\n"))?;
-        let mut last = Vec::new();
-        wait_for(
-            Duration::from_secs(120),
-            &format!("churn round {round}: {CHURN_WIDTH} pods Running with IPs"),
-            || {
-                last = c.list("pods", &["-l", "churn=yes"])?;
-                Ok(last.len() == CHURN_WIDTH
-                    && last.iter().all(|p| {
-                        p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
-                    }))
-            },
-        )
-        .with_context(|| {
-            let phases: Vec<String> = last
-                .iter()
-                .map(|p| format!("{}: {}", p["metadata"]["name"], p["status"]["phase"]))
-                .collect();
-            format!("pods: {phases:?}")
-        })?;
+        if round + 1 < CHURN_ROUNDS {
+            let mut last = Vec::new();
+            wait_for(
+                Duration::from_secs(120),
+                &format!("churn round {round}: {CHURN_WIDTH} pods Running with IPs"),
+                || {
+                    last = c.list("pods", &["-l", "churn=yes"])?;
+                    Ok(last.len() == CHURN_WIDTH
+                        && last.iter().all(|p| {
+                            p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
+                        }))
+                },
+            )
+            .with_context(|| {
+                let phases: Vec<String> = last
+                    .iter()
+                    .map(|p| format!("{}: {}", p["metadata"]["name"], p["status"]["phase"]))
+                    .collect();
+                format!("pods: {phases:?}")
+            })?;
+        }
         c.kubectl(&["delete", "pod", "-l", "churn=yes", "--wait=false"])?;
         wait_for(
             Duration::from_secs(90),

@@ -1124,6 +1124,27 @@ impl Worker {
                 .map(view_of);
             tracing::info!(pod = %pod_key(pod), container = %name, id = %c.id, "adopted container");
         }
+        // A container that ran but is gone from the runtime (the earlier kubelet stopped
+        // between removing it for a restart and creating the next one) is started again as a
+        // restart: its count goes on from what the apiserver shows rather than from zero.
+        for s in status.container_statuses.iter().flatten() {
+            let ran = s.container_id.is_some()
+                || s.state
+                    .as_ref()
+                    .is_some_and(|st| st.running.is_some() || st.terminated.is_some());
+            if !ran || self.containers.get(&s.name).is_some_and(|t| t.id.is_some()) {
+                continue;
+            }
+            let t = self.containers.entry(s.name.clone()).or_default();
+            t.restarts = t.restarts.max(s.restart_count + 1);
+            t.last = s
+                .state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .or_else(|| s.last_state.as_ref().and_then(|l| l.terminated.as_ref()))
+                .map(view_of);
+            tracing::info!(pod = %pod_key(pod), container = %s.name, restarts = t.restarts, "container gone from the runtime; restarting it");
+        }
         tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "adopted sandbox");
         self.sandbox = Some(Sandbox {
             id: sb.id,
