@@ -14,3 +14,18 @@ pub mod selector;
 
 pub use k8s_openapi;
 pub use resources::{RESOURCES, ResourceInfo};
+
+/// The Kubernetes version ekube speaks (the API's `major.minor.patch`).
+pub const KUBE_VERSION: &str = "v1.37.0";
+
+/// The version every component reports: the apiserver's `/version` `gitVersion` and the
+/// kubelet's `nodeInfo.kubeletVersion` (`kubectl version`, `kubectl get nodes`).
+pub const GIT_VERSION: &str = "v1.37.0+ekube";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn git_version_is_the_kube_version() {
+        assert!(super::GIT_VERSION.starts_with(&format!("{}+", super::KUBE_VERSION)));
+    }
+}

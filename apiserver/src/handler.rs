@@ -195,7 +195,7 @@ pub fn version() -> Value {
     json!({
         "major": "1",
         "minor": minor,
-        "gitVersion": format!("{}+ekube", crate::KUBE_VERSION),
+        "gitVersion": ekube_api::GIT_VERSION,
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",

@@ -44,7 +44,7 @@ use crate::registry::Registry;
 use crate::storage::Storage;
 
 /// The Kubernetes version this server speaks.
-pub const KUBE_VERSION: &str = "v1.37.0";
+pub use ekube_api::KUBE_VERSION;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

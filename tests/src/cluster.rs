@@ -81,12 +81,32 @@ impl LabCluster {
 
     /// Starts `ekube agent` on node `short` (`n1`, …); returns its PID.
     pub fn start_agent(&self, short: &str) -> Result<u32> {
+        self.start_agent_with(short, &[])
+    }
+
+    /// Starts `ekube agent` on node `short` with `extra` arguments after the usual ones
+    /// (placeholders such as `{dir}` are filled in, e.g. `--kubelet-arg max-pods={x}`);
+    /// returns its PID.
+    pub fn start_agent_with(&self, short: &str, extra: &[&str]) -> Result<u32> {
         let host = self.lab.host(short)?;
-        Ok(self.lab.spawn(
-            short,
-            "agent",
-            &self.agent.render(&host.vars(self.lab.config())),
-        )?)
+        let mut agent = self.agent.clone();
+        agent.0.extend(extra.iter().map(|a| a.to_string()));
+        Ok(self
+            .lab
+            .spawn(short, "agent", &agent.render(&host.vars(self.lab.config())))?)
+    }
+
+    /// Stops the agent(s) running on node `short` (SIGTERM, then SIGKILL), leaving its pods'
+    /// containers running, e.g. to restart it with [`LabCluster::start_agent`].
+    pub fn stop_agent(&self, short: &str) -> Result<()> {
+        let pids = self.lab.pids(short, "agent");
+        if pids.is_empty() {
+            bail!("no agent runs on {short}");
+        }
+        for pid in pids {
+            self.lab.stop(pid)?;
+        }
+        Ok(())
     }
 
     /// The node name of lab node `short` (`n1` → `<lab>-n1`).

@@ -1,28 +1,25 @@
-//! The kubelet and its CRI runtime on a one-node lab: `ekube server` on n1 and `ekube kubelet`
-//! (runtime in-process, runc under the node's cgroup) on the node, images from the lab
-//! registry, and the CNI conflist written with a fixed per-node subnet. Everything is driven
-//! with the real kubectl run inside the node's namespace (the root namespace never talks to
-//! the underlay); container output is read from the CRI log files.
+//! The kubelet and its CRI runtime on a one-node lab cluster: `ekube server` on n1 and
+//! `ekube agent` (kubelet with the runtime in-process, runc under the node's cgroup, the VXLAN
+//! overlay writing the CNI config, the proxy) on the node, images from the lab registry.
+//! Everything is driven with the real kubectl run inside the node's namespace (the root
+//! namespace never talks to the underlay); container output is read from the CRI log files.
 //!
-//! One lab serves the whole file: one test applies every pod at once and checks them in turn
-//! (restart policies, probes, hooks, volumes, limits, pull policies, static pods), then
-//! restarts the kubelet, stops it until the node goes NotReady, and cleans up.
+//! One lab serves the whole file: one test first starts the agent without its overlay to see
+//! the node NotReady for want of a network config, then applies every pod at once and checks them in
+//! turn (env, restart policies, probes, hooks, volumes, limits, pull policies, static pods),
+//! restarts the agent, stops it until the node goes NotReady, and finally churns 50 short-lived
+//! pods and checks that nothing of any pod is left on the node.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use ekube_lab::{CmdTemplate, Lab, LabConfig};
-use ekube_tests::{ekube_bin, kubectl_bin, wait_for};
+use anyhow::{Context, Result};
+use ekube_tests::cluster::{ClusterOptions, LabCluster, is_ready};
+use ekube_tests::wait_for;
 use serde_json::Value;
-use std::time::Instant;
 
 const LAB: &str = "ekkubelet";
-
-const NODE_CMD: &str = "{ekube} kubelet --kubeconfig {kubeconfig} --hostname-override {node} \
-    --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} --cni-bin-dir {cnibin} \
-    --cni-conf-dir {dir}/cni/net.d --pod-logs-dir {dir}/logs/pods --insecure-registry {registry} \
-    --pod-manifest-path {dir}/manifests";
 
 /// Probes, hooks, volumes and limits; `HOSTDIR` is a directory on the node for hostPath.
 const FEATURES: &str = r#"
@@ -193,7 +190,7 @@ const PODS: &str = r#"
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: settings}
-data: {greeting: hello-from-cm}
+data: {greeting: hello-from-cm, color: blue}
 ---
 apiVersion: v1
 kind: Secret
@@ -210,8 +207,19 @@ spec:
     image: 192.168.64.1:5000/web:latest
   - name: sidecar
     image: 192.168.64.1:5000/busybox:latest
-    command: ["sh", "-c", "echo GREETING=$GREETING PASSWORD=$PASSWORD POD=$POD_NAME; while true; do wget -qO- http://127.0.0.1:80/ || echo fail; sleep 1; done"]
+    command:
+    - sh
+    - -c
+    - |
+      echo GREETING=$GREETING PASSWORD=$PASSWORD POD=$POD_NAME
+      echo FROM=$CM_greeting,$CM_color,$SEC_password,$GREETING_OVERRIDE
+      while true; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 127.0.0.1 80 | tail -n1; sleep 1; done
+    envFrom:
+    - {configMapRef: {name: settings}, prefix: CM_}
+    - {secretRef: {name: creds}, prefix: SEC_}
     env:
+    - name: GREETING_OVERRIDE
+      value: $(CM_color)-sky
     - name: GREETING
       valueFrom: {configMapKeyRef: {name: settings, key: greeting}}
     - name: PASSWORD
@@ -267,71 +275,74 @@ spec:
   - {name: main, image: "192.168.64.1:5000/does-not-exist:latest"}
 "#;
 
-struct Cluster {
-    lab: Lab,
-    kubeconfig: PathBuf,
-    kubectl: PathBuf,
-    /// PID of the running kubelet.
-    kubelet: u32,
+/// Short-lived pods for the churn check: volumes, an init container and a graceful stop, so
+/// every kind of per-pod state is made and torn down. `INDEX` tells them apart.
+const CHURN: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: churn-INDEX, labels: {churn: "yes"}}
+spec:
+  nodeName: NODE
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - {name: init, image: "192.168.64.1:5000/busybox:latest", command: ["sh", "-c", "echo INDEX > /scratch/index"], volumeMounts: [{name: scratch, mountPath: /scratch}]}
+  containers:
+  - name: main
+    image: 192.168.64.1:5000/busybox:latest
+    command: ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+    volumeMounts: [{name: scratch, mountPath: /scratch}, {name: cm, mountPath: /cm}]
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: cm, configMap: {name: settings}}
+"#;
+
+/// Pods per churn round, and rounds: 50 pod lifecycles in all.
+const CHURN_WIDTH: usize = 10;
+const CHURN_ROUNDS: usize = 5;
+
+/// What the checks need on top of [`LabCluster`] for the one node of this file.
+trait NodeExt {
+    /// The node's name.
+    fn node(&self) -> String;
+    /// The node's directory (its kubelet state, CNI data, logs and manifests are under it).
+    fn node_dir(&self) -> PathBuf;
+    /// The hostPath directory of the lifecycle demo.
+    fn host_dir(&self) -> PathBuf;
+    /// Applies `yaml` with `NODE` and `HOSTDIR` filled in.
+    fn apply_on_node(&self, yaml: &str) -> Result<()>;
+    /// Events about one pod as (reason, message).
+    fn events(&self, pod: &str) -> Result<Vec<(String, String)>>;
+    /// The output so far of a pod's container (every run), or nothing when the pod is gone.
+    fn output(&self, pod: &str, container: &str) -> String;
 }
 
-impl Cluster {
-    fn kubectl(&self, args: &[&str]) -> Result<String> {
-        let mut argv = vec![
-            self.kubectl.display().to_string(),
-            "--kubeconfig".into(),
-            self.kubeconfig.display().to_string(),
-        ];
-        argv.extend(args.iter().map(|s| s.to_string()));
-        let out = self.lab.exec("n1", &argv)?;
-        if !out.success() {
-            bail!("kubectl {}: {}", args.join(" "), out.stderr);
-        }
-        Ok(out.stdout)
-    }
-
-    /// Applies `yaml` with `NODE` and `HOSTDIR` filled in.
-    fn apply(&self, file: &str, yaml: &str) -> Result<()> {
-        let path = self.node_dir().join(file);
-        std::fs::write(
-            &path,
-            yaml.replace("NODE", &self.node())
-                .replace("HOSTDIR", &self.host_dir().display().to_string()),
-        )?;
-        self.kubectl(&["apply", "-f", &path.display().to_string()])
-            .map(drop)
-    }
-
+impl NodeExt for LabCluster {
     fn node(&self) -> String {
-        self.lab.host("n1").expect("n1").netns.clone()
+        self.node_name("n1")
     }
 
-    /// The hostPath directory of the lifecycle demo.
+    fn node_dir(&self) -> PathBuf {
+        self.lab.host("n1").expect("n1").dir.clone()
+    }
+
     fn host_dir(&self) -> PathBuf {
         self.node_dir().join("hostdata")
     }
 
-    fn start_kubelet(&mut self) -> Result<()> {
-        let n1 = self.lab.host("n1")?.clone();
-        let argv = CmdTemplate::parse(NODE_CMD).render(&n1.vars(self.lab.config()));
-        self.kubelet = self.lab.spawn("n1", "kubelet", &argv)?;
-        Ok(())
+    fn apply_on_node(&self, yaml: &str) -> Result<()> {
+        self.apply(
+            &yaml
+                .replace("NODE", &self.node())
+                .replace("HOSTDIR", &self.host_dir().display().to_string()),
+        )
+        .map(drop)
     }
 
-    /// Events about one pod as (reason, message).
     fn events(&self, pod: &str) -> Result<Vec<(String, String)>> {
-        let v: Value = serde_json::from_str(&self.kubectl(&[
-            "get",
-            "events",
-            "-o",
-            "json",
-            "--field-selector",
-            &format!("involvedObject.name={pod}"),
-        ])?)?;
-        Ok(v["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let selector = format!("involvedObject.name={pod}");
+        Ok(self
+            .list("events", &["--field-selector", &selector])?
+            .iter()
             .map(|e| {
                 (
                     e["reason"].as_str().unwrap_or("").to_owned(),
@@ -341,76 +352,34 @@ impl Cluster {
             .collect())
     }
 
-    fn get(&self, kind: &str, name: &str) -> Result<Value> {
-        Ok(serde_json::from_str(
-            &self.kubectl(&["get", kind, name, "-o", "json"])?,
-        )?)
-    }
-
-    fn node_dir(&self) -> PathBuf {
-        self.lab.host("n1").expect("n1").dir.clone()
-    }
-
-    /// The CRI log of a pod's container (first run), once it exists.
-    fn container_log(&self, pod: &str, container: &str) -> String {
-        let logs = self.node_dir().join("logs/pods");
-        let Ok(entries) = std::fs::read_dir(&logs) else {
-            return String::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("default_{pod}_"))
-            })
-            .map(|e| {
-                std::fs::read_to_string(e.path().join(container).join("0.log")).unwrap_or_default()
-            })
-            .collect()
+    fn output(&self, pod: &str, container: &str) -> String {
+        self.get("pod", pod)
+            .and_then(|p| self.container_output(&p, container))
+            .unwrap_or_default()
     }
 }
 
-fn start() -> Result<Cluster> {
-    let ekube = ekube_bin();
-    let cnibin = ekube.parent().unwrap().to_owned();
-    assert!(
-        cnibin.join("ekube-cni").exists(),
-        "ekube-cni missing next to ekube: cargo build --bins"
-    );
-    let mut config = LabConfig::new(LAB);
-    config.nodes = 1;
-    config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
-    config
-        .vars
-        .insert("ekube".into(), ekube.display().to_string());
-    config
-        .vars
-        .insert("cnibin".into(), cnibin.display().to_string());
-    config.server = Some(CmdTemplate::parse(
-        "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig} \
-         --kube-controller-manager-arg node-monitor-grace-period=15s",
-    ));
-    let lab = Lab::up(config)?;
-    let n1 = lab.host("n1")?.clone();
-    ekube_cni::write_conflist(
-        &n1.cni_conf_dir(),
-        &ekube_cni::NodeConflist {
-            subnet: Some("10.244.1.0/24".parse()?),
-            cluster_cidr: Some("10.244.0.0/16".parse()?),
-            subnet_file: n1.run_dir().join("subnet.env"),
-            data_dir: n1.dir.join("data/cni"),
-            ..Default::default()
-        },
-    )?;
-    let mut c = Cluster {
-        kubeconfig: lab.kubeconfig(),
-        kubectl: kubectl_bin(),
-        lab,
-        kubelet: 0,
-    };
-    c.start_kubelet()?;
-    Ok(c)
+/// The end of the node agent's log and its warnings, for failure messages.
+fn agent_log(c: &LabCluster) -> String {
+    let text = c
+        .lab
+        .log_path("n1", "agent")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    // Backtraces of a failed agent would crowd out what it said.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("  ")).collect();
+    let warnings: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.starts_with("Error"))
+        .take(40)
+        .copied()
+        .collect();
+    format!(
+        "agent warnings:\n{}\nagent log (end):\n{}",
+        warnings.join("\n"),
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    )
 }
 
 fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
@@ -421,7 +390,7 @@ fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 fn wait_pod(
-    c: &Cluster,
+    c: &LabCluster,
     name: &str,
     secs: u64,
     what: &str,
@@ -440,12 +409,38 @@ fn wait_pod(
     Ok(last)
 }
 
-fn leftovers(c: &Cluster) -> Result<Vec<String>> {
+/// The node's Ready condition.
+fn node_ready_condition(c: &LabCluster) -> Result<Value> {
+    let n = c.get("node", &c.node())?;
+    n["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|x| x["type"] == "Ready")
+        .cloned()
+        .context("no Ready condition yet")
+}
+
+/// Names of the entries of `dir` (none when it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Whatever pods left on the node: runc containers, mounts (rootfs overlays and the bind
+/// mounts that keep sandbox namespaces), sandbox and container state, pod volume
+/// directories, pod cgroups in every hierarchy, pod veths and IP allocations.
+fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let dir = c.node_dir();
+    let kubelet = dir.join("data/kubelet");
     let runc = std::process::Command::new("runc")
         .arg("--root")
-        .arg(dir.join("data/kubelet/runc"))
+        .arg(kubelet.join("runc"))
         .args(["list", "-q"])
         .output()?;
     let ids = String::from_utf8_lossy(&runc.stdout).trim().to_owned();
@@ -453,24 +448,38 @@ fn leftovers(c: &Cluster) -> Result<Vec<String>> {
         left.push(format!("runc containers: {ids}"));
     }
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mounts: Vec<&str> = info
+    let mounts: Vec<String> = info
         .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir.join("data/kubelet")))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let point = *fields.get(4)?;
+            // Filesystem type follows the " - " separator.
+            let fs = fields.iter().skip_while(|f| **f != "-").nth(1).copied()?;
+            Path::new(point)
+                .starts_with(&kubelet)
+                .then(|| format!("{point} ({fs})"))
+        })
         .collect();
     if !mounts.is_empty() {
-        left.push(format!("mounts: {mounts:?}"));
+        left.push(format!(
+            "mounts (nsfs ones are network namespaces): {mounts:?}"
+        ));
     }
-    let cg = Path::new("/sys/fs/cgroup/memory").join(&c.lab.host("n1")?.cgroup);
-    let pods: Vec<String> = std::fs::read_dir(&cg)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("pod"))
-        .collect();
-    if !pods.is_empty() {
-        left.push(format!("pod cgroups: {pods:?}"));
+    for state in ["runtime/sandboxes", "runtime/containers", "pods"] {
+        let names = entries(&kubelet.join(state));
+        if !names.is_empty() {
+            left.push(format!("{state}: {names:?}"));
+        }
+    }
+    let cgroup = &c.lab.host("n1")?.cgroup;
+    for hierarchy in entries(Path::new("/sys/fs/cgroup")) {
+        let pods: Vec<String> = entries(&Path::new("/sys/fs/cgroup").join(&hierarchy).join(cgroup))
+            .into_iter()
+            .filter(|n| n.starts_with("pod"))
+            .collect();
+        if !pods.is_empty() {
+            left.push(format!("{hierarchy} cgroups: {pods:?}"));
+        }
     }
     // The node's own underlay link (eth0, to the fabric) is a veth too; pod ends are not.
     let links = c
@@ -481,75 +490,138 @@ fn leftovers(c: &Cluster) -> Result<Vec<String>> {
     if !veths.is_empty() {
         left.push(format!("veths: {veths:?}"));
     }
+    // The host-local style store: one file per allocated address in each network's directory.
+    let cni = dir.join("data/cni");
+    for network in entries(&cni) {
+        let ips: Vec<String> = entries(&cni.join(&network))
+            .into_iter()
+            .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+            .collect();
+        if !ips.is_empty() {
+            left.push(format!("IPs allocated in {network}: {ips:?}"));
+        }
+    }
     Ok(left)
+}
+
+/// Waits until no pod is left in the API and nothing of them on the node.
+fn wait_clean(c: &LabCluster, after: &str) -> Result<()> {
+    wait_for(
+        Duration::from_secs(90),
+        &format!("all pods gone {after}"),
+        || Ok(c.kubectl(&["get", "pods", "-o", "name"])?.trim().is_empty()),
+    )?;
+    let mut left = Vec::new();
+    wait_for(
+        Duration::from_secs(30),
+        &format!("nothing left on the node {after}"),
+        || {
+            left = leftovers(c)?;
+            Ok(left.is_empty())
+        },
+    )
+    .with_context(|| format!("left behind: {left:#?}"))
+}
+
+/// Whether `ip` is inside `cidr` (`a.b.c.d/len`).
+fn in_cidr(ip: &str, cidr: &str) -> bool {
+    let parse = || -> Option<bool> {
+        let ip: Ipv4Addr = ip.parse().ok()?;
+        let (net, len) = cidr.split_once('/')?;
+        let (net, len): (Ipv4Addr, u32) = (net.parse().ok()?, len.parse().ok()?);
+        let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+        Some(u32::from(ip) & mask == u32::from(net) & mask)
+    };
+    parse().unwrap_or(false)
 }
 
 #[test]
 fn kubelet_runs_pods_end_to_end() -> Result<()> {
-    let mut c = start()?;
-    let node = c.lab.host("n1")?.netns.clone();
-    wait_for(Duration::from_secs(60), "node registered and Ready", || {
-        let n = c.get("node", &node)?;
-        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|x| x["type"] == "Ready" && x["status"] == "True")
-        }))
-    })?;
+    let c = LabCluster::start(
+        LAB,
+        1,
+        ClusterOptions {
+            server_args: &[
+                "--kube-controller-manager-arg",
+                "node-monitor-grace-period=15s",
+            ],
+            later: &["n1"],
+            ..Default::default()
+        },
+    )?;
+    checks(&c).with_context(|| agent_log(&c))
+}
+
+fn checks(c: &LabCluster) -> Result<()> {
+    network_gates_readiness(c)?;
+    let node = c.node();
     let n = c.get("node", &node)?;
     assert_eq!(
         n["metadata"]["labels"]["kubernetes.io/hostname"],
         node.as_str()
     );
     assert_eq!(n["metadata"]["labels"]["kubernetes.io/os"], "linux");
+    let ip = c.lab.host("n1")?.ip.to_string();
     assert!(
         n["status"]["addresses"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["type"] == "InternalIP" && a["address"] == "192.168.64.10")
+            .any(|a| a["type"] == "InternalIP" && a["address"] == ip.as_str())
     );
     assert!(
         n["status"]["capacity"]["cpu"].is_string() && n["status"]["allocatable"]["pods"] == "110"
     );
+    let version: Value = serde_json::from_str(&c.kubectl(&["version", "-o", "json"])?)?;
+    assert_eq!(
+        n["status"]["nodeInfo"]["kubeletVersion"], version["serverVersion"]["gitVersion"],
+        "the kubelet reports another Kubernetes version than the apiserver"
+    );
     c.kubectl(&["get", "lease", "-n", "kube-node-lease", &node])?;
 
-    c.apply("pods.yaml", PODS)?;
-    c.apply("features.yaml", FEATURES)?;
-    std::fs::write(c.node_dir().join("manifests/static-web.yaml"), STATIC)?;
+    c.apply_on_node(PODS)?;
+    c.apply_on_node(FEATURES)?;
+    let manifests = c.node_dir().join("manifests");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(manifests.join("static-web.yaml"), STATIC)?;
 
-    // web + sidecar: Running with an IP; the sidecar reaches web over localhost and sees its env.
-    let web = wait_pod(&c, "web", 120, "Running and Ready with an IP", |p| {
-        p["status"]["phase"] == "Running"
-            && p["status"]["podIP"].is_string()
-            && p["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|x| x["type"] == "Ready" && x["status"] == "True")
-            })
+    // web + sidecar: Running with an IP of the node's pod CIDR; the sidecar reaches web over
+    // localhost and sees its env (valueFrom, envFrom with prefixes, $(VAR) references).
+    let web = wait_pod(c, "web", 120, "Running and Ready with an IP", |p| {
+        p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string() && is_ready(p)
     })?;
-    let ip = web["status"]["podIP"].as_str().unwrap();
-    assert!(ip.starts_with("10.244.1."), "pod IP {ip}");
-    assert_eq!(web["status"]["hostIP"], "192.168.64.10");
+    let pod_ip = web["status"]["podIP"].as_str().unwrap();
+    let cidr = c.get("node", &node)?["spec"]["podCIDR"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(in_cidr(pod_ip, &cidr), "pod IP {pod_ip} outside {cidr}");
+    assert_eq!(web["status"]["hostIP"], ip.as_str());
+    let mut log = String::new();
     wait_for(
         Duration::from_secs(30),
-        "sidecar log shows env and the web answer",
+        "sidecar output shows env and the web answer",
         || {
-            let log = c.container_log("web", "sidecar");
+            log = c.output("web", "sidecar");
+            let lines: Vec<&str> = log.lines().collect();
             Ok(
-                log.contains("stdout F GREETING=hello-from-cm PASSWORD=s3cret POD=web")
-                    && log.contains("stdout F web"),
+                lines.contains(&"GREETING=hello-from-cm PASSWORD=s3cret POD=web")
+                    && lines.contains(&"FROM=hello-from-cm,blue,s3cret,blue-sky")
+                    && lines.contains(&"web"),
             )
         },
-    )?;
+    )
+    .with_context(|| format!("sidecar output: {log}"))?;
 
     // Restart policies.
-    let p = wait_pod(&c, "never-ok", 90, "Succeeded", |p| {
+    let p = wait_pod(c, "never-ok", 90, "Succeeded", |p| {
         p["status"]["phase"] == "Succeeded"
     })?;
     assert_eq!(
         container_status(&p, "main").unwrap()["state"]["terminated"]["reason"],
         "Completed"
     );
-    let p = wait_pod(&c, "never-fail", 90, "Failed", |p| {
+    let p = wait_pod(c, "never-fail", 90, "Failed", |p| {
         p["status"]["phase"] == "Failed"
     })?;
     let t = &container_status(&p, "main").unwrap()["state"]["terminated"];
@@ -558,7 +630,7 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
         (Some("Error"), Some(1))
     );
     let p = wait_pod(
-        &c,
+        c,
         "onfailure-ok",
         90,
         "Succeeded after its init container",
@@ -568,27 +640,25 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
         p["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"],
         "Completed"
     );
-    assert!(
-        c.container_log("onfailure-ok", "main")
-            .contains("stdout F init")
-    );
-    let p = wait_pod(&c, "crashing", 90, "CrashLoopBackOff", |p| {
+    let out = c.output("onfailure-ok", "main");
+    assert!(out.lines().any(|l| l == "init"), "{out}");
+    let p = wait_pod(c, "crashing", 90, "CrashLoopBackOff", |p| {
         container_status(p, "main").is_some_and(|s| {
             s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
                 && s["lastState"]["terminated"]["exitCode"] == 1
         })
     })?;
     assert_eq!(p["status"]["phase"], "Running");
-    wait_pod(&c, "crashing", 60, "restarted after the back-off", |p| {
+    wait_pod(c, "crashing", 60, "restarted after the back-off", |p| {
         container_status(p, "main").is_some_and(|s| s["restartCount"].as_i64() >= Some(1))
     })?;
 
     // A missing image.
-    wait_pod(&c, "badimage", 60, "ErrImagePull", |p| {
+    wait_pod(c, "badimage", 60, "ErrImagePull", |p| {
         container_status(p, "main")
             .is_some_and(|s| s["state"]["waiting"]["reason"] == "ErrImagePull")
     })?;
-    let p = wait_pod(&c, "badimage", 60, "ImagePullBackOff", |p| {
+    let p = wait_pod(c, "badimage", 60, "ImagePullBackOff", |p| {
         container_status(p, "main")
             .is_some_and(|s| s["state"]["waiting"]["reason"] == "ImagePullBackOff")
     })?;
@@ -603,48 +673,100 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
         );
     }
 
-    let phases = (|| {
-        probes(&c)?;
-        lifecycle(&c)?;
-        volumes_and_limits(&c)?;
-        pull_policies(&c)?;
-        static_pod(&c)?;
-        kubelet_restart(&mut c)
-    })();
-    if phases.is_err() {
-        // The lab and its logs go away with the guard: show the kubelet's last words first.
-        let log = std::fs::read_to_string(c.lab.log_path("n1", "kubelet")?).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "kubelet log tail:\n{}",
-            lines[lines.len().saturating_sub(60)..].join("\n")
-        );
-        eprintln!(
-            "kubelet warnings:\n{}",
-            lines
-                .iter()
-                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("static"))
-                .take(40)
-                .copied()
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
-    phases?;
+    probes(c)?;
+    lifecycle(c)?;
+    volumes_and_limits(c)?;
+    pull_policies(c)?;
+    static_pod(c)?;
+    agent_restart(c)?;
 
-    // Deleting frees everything.
+    // Deleting frees everything; so do many short pod lifecycles.
     c.kubectl(&["delete", "pod", "--all", "--wait=false"])?;
-    wait_for(Duration::from_secs(90), "all pods gone", || {
-        Ok(c.kubectl(&["get", "pods", "-o", "name"])?.trim().is_empty())
-    })?;
-    wait_for(Duration::from_secs(30), "nothing left on the node", || {
-        let left = leftovers(&c)?;
-        if left.is_empty() {
-            Ok(true)
-        } else {
-            bail!("{left:?}")
+    wait_clean(c, "after the checks")?;
+    churn(c)
+}
+
+/// The node stays NotReady, with upstream's reason and message, while no CNI network config
+/// is in the kubelet's `--cni-conf-dir` (an agent without the overlay never writes one); with
+/// the overlay the config is written and the node turns Ready.
+fn network_gates_readiness(c: &LabCluster) -> Result<()> {
+    c.start_agent_with("n1", &["--disable-flannel"])?;
+    let mut last = Value::Null;
+    wait_for(
+        Duration::from_secs(60),
+        "node registered NotReady for want of a network",
+        || {
+            last = node_ready_condition(c)?;
+            Ok(last["status"] == "False")
+        },
+    )
+    .with_context(|| format!("last Ready condition: {last}"))?;
+    assert_eq!(last["reason"], "KubeletNotReady", "{last}");
+    assert_eq!(
+        last["message"],
+        "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady \
+         message:Network plugin returns error: cni plugin not initialized",
+        "{last}"
+    );
+    c.stop_agent("n1")?;
+    c.start_agent("n1")?;
+    wait_for(
+        Duration::from_secs(60),
+        "node Ready once the overlay wrote its CNI config",
+        || {
+            last = node_ready_condition(c)?;
+            Ok(last["status"] == "True")
+        },
+    )
+    .with_context(|| format!("last Ready condition: {last}"))?;
+    assert_eq!(last["reason"], "KubeletReady", "{last}");
+    Ok(())
+}
+
+/// Pods created and deleted [`CHURN_WIDTH`] at a time leave nothing behind. All rounds but
+/// the last wait for their pods to run; the last deletes its pods while they are starting, so
+/// teardown races sandbox, network and container creation.
+fn churn(c: &LabCluster) -> Result<()> {
+    let began = Instant::now();
+    for round in 0..CHURN_ROUNDS {
+        let yaml: Vec<String> = (0..CHURN_WIDTH)
+            .map(|i| CHURN.replace("INDEX", &(round * CHURN_WIDTH + i).to_string()))
+            .collect();
+        c.apply_on_node(&yaml.join("---\n"))?;
+        if round + 1 < CHURN_ROUNDS {
+            let mut last = Vec::new();
+            wait_for(
+                Duration::from_secs(120),
+                &format!("churn round {round}: {CHURN_WIDTH} pods Running with IPs"),
+                || {
+                    last = c.list("pods", &["-l", "churn=yes"])?;
+                    Ok(last.len() == CHURN_WIDTH
+                        && last.iter().all(|p| {
+                            p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
+                        }))
+                },
+            )
+            .with_context(|| {
+                let phases: Vec<String> = last
+                    .iter()
+                    .map(|p| format!("{}: {}", p["metadata"]["name"], p["status"]["phase"]))
+                    .collect();
+                format!("pods: {phases:?}")
+            })?;
         }
-    })?;
+        c.kubectl(&["delete", "pod", "-l", "churn=yes", "--wait=false"])?;
+        wait_for(
+            Duration::from_secs(90),
+            &format!("churn round {round}: pods deleted"),
+            || Ok(c.list("pods", &["-l", "churn=yes"])?.is_empty()),
+        )?;
+    }
+    wait_clean(c, "after 50 pod lifecycles")?;
+    eprintln!(
+        "{} pod lifecycles, {CHURN_WIDTH} at a time, in {:?}",
+        CHURN_ROUNDS * CHURN_WIDTH,
+        began.elapsed()
+    );
     Ok(())
 }
 
@@ -661,24 +783,11 @@ fn unix_seconds(t: &str) -> Option<i64> {
     Some(days * 86_400 + n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?)
 }
 
-fn ready_condition(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|x| x["type"] == "Ready" && x["status"] == "True")
-    })
-}
-
 /// Readiness over httpGet and tcpSocket, a startup probe, and a liveness restart.
-fn probes(c: &Cluster) -> Result<()> {
+fn probes(c: &LabCluster) -> Result<()> {
     // The http container serves 404 for /ready for its first 10 s: the pod turns Ready only
     // after that (judged from the condition's transition time against the start).
-    let p = wait_pod(
-        c,
-        "probes",
-        90,
-        "Ready once /ready answers 200",
-        ready_condition,
-    )?;
+    let p = wait_pod(c, "probes", 90, "Ready once /ready answers 200", is_ready)?;
     let at = |v: &Value| v.as_str().and_then(unix_seconds).context("timestamp");
     let started = at(&container_status(&p, "http").unwrap()["state"]["running"]["startedAt"])?;
     let ready = p["status"]["conditions"]
@@ -733,7 +842,7 @@ fn probes(c: &Cluster) -> Result<()> {
 
 /// The lifecycle demo: every step appends to a hostPath file; deletion honours the grace
 /// period for a container that ignores SIGTERM; the file outlives the pod.
-fn lifecycle(c: &Cluster) -> Result<()> {
+fn lifecycle(c: &LabCluster) -> Result<()> {
     let log = c.host_dir().join("lifecycle.log");
     wait_for(
         Duration::from_secs(90),
@@ -744,7 +853,7 @@ fn lifecycle(c: &Cluster) -> Result<()> {
                 .contains("LIVENESS"))
         },
     )?;
-    wait_pod(c, "lifecycle", 30, "Ready", ready_condition)?;
+    wait_pod(c, "lifecycle", 30, "Ready", is_ready)?;
     let began = Instant::now();
     c.kubectl(&["delete", "pod", "lifecycle", "--timeout=60s"])?;
     let took = began.elapsed();
@@ -769,7 +878,7 @@ fn lifecycle(c: &Cluster) -> Result<()> {
         ],
         "lifecycle.log"
     );
-    c.apply("reader.yaml", READER)?;
+    c.apply_on_node(READER)?;
     wait_pod(c, "hostpath-reader", 60, "Succeeded", |p| {
         p["status"]["phase"] == "Succeeded"
     })?;
@@ -777,15 +886,16 @@ fn lifecycle(c: &Cluster) -> Result<()> {
         Duration::from_secs(10),
         "the new pod reads the old pod's hostPath data",
         || {
-            Ok(c.container_log("hostpath-reader", "main")
-                .contains("stdout F PRE-STOP"))
+            Ok(c.output("hostpath-reader", "main")
+                .lines()
+                .any(|l| l == "PRE-STOP"))
         },
     )?;
     Ok(())
 }
 
 /// The CPU time a container's cgroup used so far, in nanoseconds (cgroup v1 cpuacct).
-fn cpu_usage(c: &Cluster, pod: &Value, container: &str) -> Result<u64> {
+fn cpu_usage(c: &LabCluster, pod: &Value, container: &str) -> Result<u64> {
     let id = container_status(pod, container)
         .and_then(|s| s["containerID"].as_str())
         .context("no container ID")?;
@@ -804,15 +914,14 @@ fn cpu_usage(c: &Cluster, pod: &Value, container: &str) -> Result<u64> {
 }
 
 /// configMap and secret volumes, the memory limit (OOMKilled) and the CPU limit (CFS quota).
-fn volumes_and_limits(c: &Cluster) -> Result<()> {
+fn volumes_and_limits(c: &LabCluster) -> Result<()> {
     wait_pod(c, "volumes", 60, "Succeeded", |p| {
         p["status"]["phase"] == "Succeeded"
     })?;
+    let out = c.output("volumes", "main");
     assert!(
-        c.container_log("volumes", "main")
-            .contains("stdout F CM=hello-from-cm SECRET=s3cret"),
-        "{}",
-        c.container_log("volumes", "main")
+        out.lines().any(|l| l == "CM=hello-from-cm SECRET=s3cret"),
+        "{out}"
     );
 
     let p = wait_pod(c, "oom", 90, "Failed", |p| p["status"]["phase"] == "Failed")?;
@@ -840,8 +949,8 @@ fn volumes_and_limits(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-fn pull_policies(c: &Cluster) -> Result<()> {
-    c.apply("pulls.yaml", PULLS)?;
+fn pull_policies(c: &LabCluster) -> Result<()> {
+    c.apply_on_node(PULLS)?;
     for name in ["pull-never", "pull-ifnotpresent", "pull-always"] {
         wait_pod(c, name, 60, "Running", |p| {
             p["status"]["phase"] == "Running"
@@ -866,7 +975,7 @@ fn pull_policies(c: &Cluster) -> Result<()> {
 
 /// A manifest in --pod-manifest-path runs with a mirror pod; the mirror comes back when
 /// deleted (the pod keeps running); removing the file stops the pod and deletes the mirror.
-fn static_pod(c: &Cluster) -> Result<()> {
+fn static_pod(c: &LabCluster) -> Result<()> {
     let name = format!("static-web-{}", c.node());
     let p = wait_pod(c, &name, 90, "mirror Running", |p| {
         p["status"]["phase"] == "Running"
@@ -905,9 +1014,10 @@ fn static_pod(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// A restarted kubelet adopts running containers; a stopped one lets the Node go NotReady.
-fn kubelet_restart(c: &mut Cluster) -> Result<()> {
-    let before = wait_pod(c, "web", 30, "Ready", ready_condition)?;
+/// A restarted agent's kubelet adopts running containers; a stopped one lets the Node go
+/// NotReady once its Lease expires.
+fn agent_restart(c: &LabCluster) -> Result<()> {
+    let before = wait_pod(c, "web", 30, "Ready", is_ready)?;
     let ids = |p: &Value| -> Vec<(String, i64)> {
         p["status"]["containerStatuses"]
             .as_array()
@@ -922,35 +1032,31 @@ fn kubelet_restart(c: &mut Cluster) -> Result<()> {
             .collect()
     };
     let liveness = c.get("pod", "liveness")?;
-    c.lab.stop(c.kubelet)?;
-    let lines = c.container_log("web", "sidecar").lines().count();
-    c.start_kubelet()?;
+    let agent_log = c.lab.log_path("n1", "agent")?;
+    let adopted = || -> Result<usize> {
+        Ok(std::fs::read_to_string(&agent_log)?
+            .matches("adopted sandbox")
+            .count())
+    };
+    let adopted_before = adopted()?;
+    c.stop_agent("n1")?;
+    let lines = c.output("web", "sidecar").lines().count();
+    c.start_agent("n1")?;
     wait_for(
         Duration::from_secs(30),
-        "kubelet log shows the adoption",
-        || {
-            Ok(std::fs::read_to_string(c.lab.log_path("n1", "kubelet")?)?
-                .matches("adopted sandbox")
-                .count()
-                >= 1)
-        },
+        "agent log shows the adoption",
+        || Ok(adopted()? > adopted_before),
     )?;
     wait_for(
         Duration::from_secs(30),
-        "the sidecar log keeps growing across the restart",
-        || Ok(c.container_log("web", "sidecar").lines().count() > lines + 2),
+        "the sidecar output keeps growing across the restart",
+        || Ok(c.output("web", "sidecar").lines().count() > lines + 2),
     )?;
-    let after = wait_pod(
-        c,
-        "web",
-        30,
-        "Ready after the kubelet restart",
-        ready_condition,
-    )?;
+    let after = wait_pod(c, "web", 30, "Ready after the agent restart", is_ready)?;
     assert_eq!(
         ids(&after),
         ids(&before),
-        "containers were replaced by the kubelet restart"
+        "containers were replaced by the agent restart"
     );
     let l = c.get("pod", "liveness")?;
     let count = |p: &Value| {
@@ -966,26 +1072,15 @@ fn kubelet_restart(c: &mut Cluster) -> Result<()> {
     );
 
     // Stopped: the lease runs out (grace period 15 s on this server) and the node is NotReady.
-    let node = c.node();
-    c.lab.stop(c.kubelet)?;
+    c.stop_agent("n1")?;
     wait_for(
         Duration::from_secs(60),
-        "node NotReady after the kubelet stopped",
-        || {
-            let n = c.get("node", &node)?;
-            Ok(n["status"]["conditions"].as_array().is_some_and(|cs| {
-                cs.iter()
-                    .any(|x| x["type"] == "Ready" && x["status"] != "True")
-            }))
-        },
+        "node NotReady after the agent stopped",
+        || Ok(node_ready_condition(c)?["status"] != "True"),
     )?;
-    c.start_kubelet()?;
+    c.start_agent("n1")?;
     wait_for(Duration::from_secs(60), "node Ready again", || {
-        let n = c.get("node", &node)?;
-        Ok(n["status"]["conditions"].as_array().is_some_and(|cs| {
-            cs.iter()
-                .any(|x| x["type"] == "Ready" && x["status"] == "True")
-        }))
+        Ok(node_ready_condition(c)?["status"] == "True")
     })?;
     Ok(())
 }

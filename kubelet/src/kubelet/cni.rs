@@ -46,6 +46,12 @@ fn load_conflist(dir: &Path) -> Result<Value, Error> {
     serde_json::from_slice(&text).map_err(|e| cni_err("load", format!("{}: {e}", file.display())))
 }
 
+/// Whether the node's network is configured: a readable `*.conflist` is in `dir` (what
+/// upstream's runtimes report as the `NetworkReady` runtime condition).
+pub fn network_configured(dir: &Path) -> bool {
+    load_conflist(dir).is_ok()
+}
+
 async fn exec_plugin(
     bin_dir: &Path,
     command: &str,

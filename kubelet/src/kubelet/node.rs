@@ -1,6 +1,11 @@
 //! The Node object and its Lease: registration with capacity, labels, addresses and node
 //! info, a Ready condition refreshed with the status, and the `kube-node-lease` Lease renewed
 //! every 10 s.
+//!
+//! Like upstream's kubelet, the node is Ready only once the pod network is: until a CNI
+//! network config is in `--cni-conf-dir`, Ready is `False` with reason `KubeletNotReady`. The
+//! config dir is looked at every second so the node turns Ready as soon as the config appears
+//! rather than at the next 10 s status update.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +24,45 @@ use super::{Ctx, Error};
 
 /// How often the lease is renewed and the status refreshed.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often the network config is looked for (a change is written at once).
+const NETWORK_POLL: Duration = Duration::from_secs(1);
+
+/// The Ready condition's message while no CNI config exists, as upstream's kubelet words
+/// the runtime's `NetworkReady=false`.
+pub const NETWORK_NOT_READY: &str = "container runtime network not ready: NetworkReady=false \
+    reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
+
+/// What the status update needs to know besides the node itself: whether the network is
+/// configured, and when each condition last changed (`lastTransitionTime` moves only then).
+#[derive(Clone)]
+struct Health {
+    network_ready: bool,
+    /// When the kubelet started: the transition time of the conditions that never change.
+    started: Time,
+    /// When Ready last changed.
+    ready_since: Time,
+}
+
+impl Health {
+    fn new(network_ready: bool) -> Self {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        Self {
+            network_ready,
+            started: now.clone(),
+            ready_since: now,
+        }
+    }
+
+    /// Records the current network state; whether Ready changes with it.
+    fn observe(&mut self, network_ready: bool) -> bool {
+        if network_ready == self.network_ready {
+            return false;
+        }
+        self.network_ready = network_ready;
+        self.ready_since = Time(k8s_openapi::jiff::Timestamp::now());
+        true
+    }
+}
 
 fn arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -40,7 +84,16 @@ fn memory_bytes() -> i64 {
         * 1024
 }
 
-fn status(ctx: &Ctx) -> NodeStatus {
+/// Status, reason and message of the Ready condition.
+fn ready_condition(network_ready: bool) -> (&'static str, &'static str, &'static str) {
+    if network_ready {
+        ("True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        ("False", "KubeletNotReady", NETWORK_NOT_READY)
+    }
+}
+
+fn status(ctx: &Ctx, health: &Health) -> NodeStatus {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -61,8 +114,14 @@ fn status(ctx: &Ctx) -> NodeStatus {
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_heartbeat_time: Some(now.clone()),
-        last_transition_time: Some(now.clone()),
+        last_transition_time: Some(if t == "Ready" {
+            health.ready_since.clone()
+        } else {
+            health.started.clone()
+        }),
     };
+    let (ready, reason, message) = ready_condition(health.network_ready);
+    let ready = cond("Ready", ready, reason, message);
     let mut addresses = vec![NodeAddress {
         type_: "Hostname".into(),
         address: ctx.node.clone(),
@@ -115,12 +174,7 @@ fn status(ctx: &Ctx) -> NodeStatus {
                 "KubeletHasSufficientPID",
                 "kubelet has sufficient PID available",
             ),
-            cond(
-                "Ready",
-                "True",
-                "KubeletReady",
-                "kubelet is posting ready status",
-            ),
+            ready,
         ]),
         node_info: Some(NodeSystemInfo {
             architecture: arch().into(),
@@ -131,7 +185,7 @@ fn status(ctx: &Ctx) -> NodeStatus {
             container_runtime_version: format!("ekube://{}", env!("CARGO_PKG_VERSION")),
             kernel_version: kernel,
             kube_proxy_version: String::new(),
-            kubelet_version: format!("v1.34.0-ekube.{}", env!("CARGO_PKG_VERSION")),
+            kubelet_version: ekube_api::GIT_VERSION.into(),
             machine_id: machine_id.clone(),
             operating_system: "linux".into(),
             os_image,
@@ -145,7 +199,7 @@ fn status(ctx: &Ctx) -> NodeStatus {
     }
 }
 
-/// Creates the Node (or takes over an existing one) and writes its status.
+/// Creates the Node (or takes over an existing one); [`heartbeat`] writes its status.
 pub async fn register(ctx: &Ctx) -> Result<(), Error> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     let labels: BTreeMap<String, String> = [
@@ -176,15 +230,15 @@ pub async fn register(ctx: &Ctx) -> Result<(), Error> {
         }
         Err(e) => return Err(e.into()),
     }
-    update_status(ctx).await
+    Ok(())
 }
 
-async fn update_status(ctx: &Ctx) -> Result<(), Error> {
+async fn update_status(ctx: &Ctx, health: &Health) -> Result<(), Error> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     api.patch_status(
         &ctx.node,
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": status(ctx)})),
+        &Patch::Merge(json!({"status": status(ctx, health)})),
     )
     .await?;
     Ok(())
@@ -223,19 +277,72 @@ async fn renew_lease(ctx: &Ctx) -> Result<(), Error> {
     }
 }
 
-/// Renews the lease and refreshes the node status every [`HEARTBEAT`] until `stop`.
+/// Renews the lease and refreshes the node status every [`HEARTBEAT`] until `stop`, and at
+/// once when the network config appears or goes.
 pub async fn heartbeat(ctx: std::sync::Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
+    let configured = || super::cni::network_configured(&ctx.config.cni_conf_dir);
+    let mut health = Health::new(configured());
+    let mut due = tokio::time::Instant::now();
+    // Whether the API has not seen the current status yet.
+    let mut stale = true;
     loop {
-        if let Err(e) = renew_lease(&ctx).await {
-            tracing::warn!(error = %e, "renewing node lease");
+        if health.observe(configured()) {
+            tracing::info!(
+                network_ready = health.network_ready,
+                "node readiness changed"
+            );
+            stale = true;
         }
-        if let Err(e) = update_status(&ctx).await {
-            tracing::warn!(error = %e, "updating node status");
+        let now = tokio::time::Instant::now();
+        if now >= due {
+            due = now + HEARTBEAT;
+            stale = true;
+            if let Err(e) = renew_lease(&ctx).await {
+                tracing::warn!(error = %e, "renewing node lease");
+            }
+        }
+        if stale {
+            // A failed update is retried at the next poll, not a whole heartbeat later.
+            match update_status(&ctx, &health).await {
+                Ok(()) => stale = false,
+                Err(e) => tracing::warn!(error = %e, "updating node status"),
+            }
         }
         tokio::select! {
             _ = &mut stop => return,
-            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = tokio::time::sleep(NETWORK_POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_waits_for_the_network_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let configured = || super::super::cni::network_configured(dir.path());
+        let mut health = Health::new(configured());
+        assert_eq!(
+            ready_condition(health.network_ready),
+            ("False", "KubeletNotReady", NETWORK_NOT_READY)
+        );
+        assert!(
+            NETWORK_NOT_READY
+                .ends_with("message:Network plugin returns error: cni plugin not initialized")
+        );
+        let since = health.ready_since.clone();
+        assert!(!health.observe(configured()), "nothing changed yet");
+        std::fs::write(
+            dir.path().join("10-ekube.conflist"),
+            r#"{"cniVersion": "1.0.0", "name": "ekube", "plugins": []}"#,
+        )
+        .unwrap();
+        assert!(health.observe(configured()));
+        assert_eq!(ready_condition(health.network_ready).0, "True");
+        assert!(health.ready_since.0 >= since.0);
+        assert!(!health.observe(configured()));
     }
 }

@@ -2,7 +2,8 @@
 //! (`fieldSelector=spec.nodeName=<node>`, mirror pods excepted) and static pods from
 //! `--pod-manifest-path`, each handed to its own worker task through a watch channel holding
 //! the newest version (`None` once the pod is gone). Once the first list is complete,
-//! sandboxes an earlier kubelet left for pods that no longer exist are removed; the others
+//! sandboxes (and pod directories) an earlier kubelet left for pods that no longer exist are
+//! removed; the other sandboxes
 //! are adopted by their workers.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -30,6 +31,7 @@ struct Entry {
 /// Watches this node's pods and runs their workers until `stop`; workers are abandoned, not
 /// torn down, so the containers keep running for the next kubelet to adopt.
 pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
+    let started = std::time::SystemTime::now();
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node));
     let mut stream = watcher(api, config).boxed();
@@ -71,7 +73,11 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
                     cleared = true;
                     let keep: HashSet<String> =
                         seen.iter().chain(statics.keys()).cloned().collect();
-                    tokio::spawn(super::worker::clear_stale_sandboxes(ctx.clone(), keep));
+                    tokio::spawn(super::worker::clear_stale_sandboxes(
+                        ctx.clone(),
+                        keep,
+                        started,
+                    ));
                 }
             }
             Ok(watcher::Event::Apply(pod)) => {

@@ -97,8 +97,13 @@ fn backoff_next(d: Duration) -> Duration {
     }
 }
 
-/// Removes sandboxes a previous kubelet left for pods other than those in `keep` (by UID).
-pub async fn clear_stale_sandboxes(ctx: Arc<Ctx>, keep: std::collections::HashSet<String>) {
+/// Removes sandboxes a previous kubelet left for pods other than those in `keep` (by UID),
+/// and the directories of such pods (those this kubelet, started at `started`, did not make).
+pub async fn clear_stale_sandboxes(
+    ctx: Arc<Ctx>,
+    keep: std::collections::HashSet<String>,
+    started: std::time::SystemTime,
+) {
     let mut rc = ctx.rc.clone();
     let Ok(list) = rc
         .list_pod_sandbox(cri::ListPodSandboxRequest::default())
@@ -144,6 +149,43 @@ pub async fn clear_stale_sandboxes(ctx: Arc<Ctx>, keep: std::collections::HashSe
                 pod_sandbox_id: sb.id,
             })
             .await;
+    }
+    clear_orphaned_pod_dirs(&ctx.config.root_dir, &keep, started);
+}
+
+/// Removes the directory of pod `uid` (its volumes) under the kubelet's root.
+fn remove_pod_dir(root: &std::path::Path, uid: &str) {
+    let dir = inputs::volumes_dir(root, uid);
+    let dir = dir.parent().unwrap_or(&dir);
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(%uid, error = %e, "removing pod directory"),
+    }
+}
+
+/// Removes the directories of pods not in `keep` that were last changed before `started`
+/// (left by an earlier kubelet for pods deleted while it was down), as upstream's
+/// housekeeping does; a pod that arrived since has its directory made after `started`.
+fn clear_orphaned_pod_dirs(
+    root: &std::path::Path,
+    keep: &std::collections::HashSet<String>,
+    started: std::time::SystemTime,
+) {
+    let pods = inputs::volumes_dir(root, "");
+    let Some(pods) = pods.parent().and_then(|p| p.parent()) else {
+        return;
+    };
+    for entry in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < started);
+        if old && !keep.contains(&uid) {
+            tracing::info!(%uid, "removing the directory of a pod that is gone");
+            remove_pod_dir(root, &uid);
+        }
     }
 }
 
@@ -1082,6 +1124,27 @@ impl Worker {
                 .map(view_of);
             tracing::info!(pod = %pod_key(pod), container = %name, id = %c.id, "adopted container");
         }
+        // A container that ran but is gone from the runtime (the earlier kubelet stopped
+        // between removing it for a restart and creating the next one) is started again as a
+        // restart: its count goes on from what the apiserver shows rather than from zero.
+        for s in status.container_statuses.iter().flatten() {
+            let ran = s.container_id.is_some()
+                || s.state
+                    .as_ref()
+                    .is_some_and(|st| st.running.is_some() || st.terminated.is_some());
+            if !ran || self.containers.get(&s.name).is_some_and(|t| t.id.is_some()) {
+                continue;
+            }
+            let t = self.containers.entry(s.name.clone()).or_default();
+            t.restarts = t.restarts.max(s.restart_count + 1);
+            t.last = s
+                .state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .or_else(|| s.last_state.as_ref().and_then(|l| l.terminated.as_ref()))
+                .map(view_of);
+            tracing::info!(pod = %pod_key(pod), container = %s.name, restarts = t.restarts, "container gone from the runtime; restarting it");
+        }
         tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "adopted sandbox");
         self.sandbox = Some(Sandbox {
             id: sb.id,
@@ -1321,15 +1384,19 @@ impl Worker {
         futures::future::join_all(stops).await;
         if let Some(pod) = pod {
             self.release(pod).await;
-            let _ = std::fs::remove_dir_all(
-                self.volumes_dir(pod)
-                    .parent()
-                    .unwrap_or(&self.volumes_dir(pod)),
-            );
         } else if let Some(pod) = self.last_pod.clone() {
             self.release(&pod).await;
         } else {
             self.release_unknown().await;
+        }
+        // Whichever way the pod went (graceful deletion, removed from the apiserver at once
+        // as finished pods are, a static pod's manifest removed), its volumes go with it.
+        if let Some(uid) = known
+            .as_ref()
+            .and_then(|p| p.metadata.uid.as_deref())
+            .filter(|uid| !uid.is_empty())
+        {
+            remove_pod_dir(&self.ctx.config.root_dir, uid);
         }
     }
 
