@@ -77,6 +77,8 @@ fn checks(c: &LabCluster) -> Result<()> {
     )
     .with_context(|| format!("last status: {}", last["status"]))?;
 
+    direct(c)?;
+
     // logs: both streams; a wrong container is refused with the choices.
     wait_for(Duration::from_secs(20), "sidecar logs show line-3", || {
         Ok(c.kubectl(&["logs", "duo", "-c", "sidecar"])?
@@ -190,5 +192,55 @@ fn checks(c: &LabCluster) -> Result<()> {
     let log = std::fs::read_to_string(c.lab.log_path("n1", "port-forward")?).unwrap_or_default();
     c.lab.stop(pf)?;
     result.with_context(|| format!("kubectl port-forward said: {log}"))?;
+    Ok(())
+}
+
+/// A GET of the kubelet API on n1, from n1, with or without the admin's client certificate:
+/// the HTTP status and body.
+fn kubelet_get(c: &LabCluster, path: &str, with_cert: bool) -> Result<(u16, String)> {
+    let dir = c.lab.host("n1")?.dir.clone();
+    let (crt, key) = (dir.join("admin-client.crt"), dir.join("admin-client.key"));
+    if with_cert && !key.exists() {
+        for (field, file) in [("client-certificate-data", &crt), ("client-key-data", &key)] {
+            let out = c.sh(&format!(
+                "$K config view --raw -o jsonpath='{{.users[0].user.{field}}}' | base64 -d > {}",
+                file.display()
+            ))?;
+            anyhow::ensure!(out.success(), "extracting {field}: {}", out.stderr);
+        }
+    }
+    let ip = c.lab.host("n1")?.ip;
+    let cert = if with_cert {
+        format!("--cert {} --key {}", crt.display(), key.display())
+    } else {
+        String::new()
+    };
+    let out = c.sh(&format!(
+        "curl -sS -k --max-time 10 {cert} -w '\\n%{{http_code}}' https://{ip}:10250{path}"
+    ))?;
+    anyhow::ensure!(out.success(), "curl {path}: {}", out.stderr);
+    let (body, code) = out
+        .stdout
+        .rsplit_once('\n')
+        .with_context(|| format!("curl output {:?}", out.stdout))?;
+    Ok((code.trim().parse()?, body.to_owned()))
+}
+
+/// The kubelet API asked directly: authentication, `/pods`, `/stats/summary`, `/metrics`.
+fn direct(c: &LabCluster) -> Result<()> {
+    for path in ["/healthz", "/pods", "/containerLogs/default/duo/sidecar"] {
+        let (code, body) = kubelet_get(c, path, false)?;
+        assert_eq!(
+            (code, body.trim()),
+            (401, "Unauthorized"),
+            "{path} without a certificate"
+        );
+    }
+    let (code, body) = kubelet_get(c, "/healthz", true)?;
+    assert_eq!(
+        (code, body.trim()),
+        (200, "ok"),
+        "/healthz with the admin certificate"
+    );
     Ok(())
 }

@@ -120,6 +120,7 @@ pub async fn run(
     }
     .to_lowercase();
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let kubeconfig_ca = kubeconfig_ca(&config.kubeconfig).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -163,6 +164,7 @@ pub async fn run(
             root: runtime::Config::under(&config.root_dir).runc_root,
         },
         runtime: rc.clone(),
+        kubeconfig_ca,
     };
     let api_task = tokio::spawn(crate::server::serve(
         config.server.clone(),
@@ -193,4 +195,26 @@ pub async fn run(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The CA certificates of a kubeconfig's cluster (the kubelet API's default client CA).
+async fn kubeconfig_ca(path: &std::path::Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let loaded = match kube::config::Kubeconfig::read_from(path) {
+        Ok(k) => kube::Config::from_custom_kubeconfig(k, &Default::default())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match loaded {
+        Ok(c) => c
+            .root_cert
+            .unwrap_or_default()
+            .into_iter()
+            .map(rustls::pki_types::CertificateDer::from)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no CA in the kubeconfig for the kubelet API");
+            Vec::new()
+        }
+    }
 }
