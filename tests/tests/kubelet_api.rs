@@ -226,7 +226,8 @@ fn kubelet_get(c: &LabCluster, path: &str, with_cert: bool) -> Result<(u16, Stri
     Ok((code.trim().parse()?, body.to_owned()))
 }
 
-/// The kubelet API asked directly: authentication, `/pods`, `/stats/summary`, `/metrics`.
+/// The kubelet API asked directly: authentication, then `/pods`, `/stats/summary` and
+/// `/metrics` with the admin's certificate.
 fn direct(c: &LabCluster) -> Result<()> {
     for path in ["/healthz", "/pods", "/containerLogs/default/duo/sidecar"] {
         let (code, body) = kubelet_get(c, path, false)?;

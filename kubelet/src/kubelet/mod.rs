@@ -104,6 +104,8 @@ pub(crate) struct Ctx {
     pub config: Config,
     pub rc: runtime::RuntimeClient,
     pub ic: runtime::ImageClient,
+    /// The pods this kubelet runs, shared with the kubelet API's `/pods`.
+    pub pods: crate::server::PodSet,
 }
 
 /// Runs the kubelet until `shutdown`.
@@ -154,6 +156,7 @@ pub async fn run(
         }
     };
     let (rc, ic) = runtime::connect(&endpoint).await?;
+    let pods = crate::server::PodSet::default();
     let api = crate::server::Node {
         name: node.clone(),
         ip: config.node_ip,
@@ -164,6 +167,9 @@ pub async fn run(
             root: runtime::Config::under(&config.root_dir).runc_root,
         },
         runtime: rc.clone(),
+        pods: pods.clone(),
+        cgroup_root: config.cgroup_root.clone(),
+        cpu_samples: Default::default(),
         kubeconfig_ca,
     };
     let api_task = tokio::spawn(crate::server::serve(
@@ -178,6 +184,7 @@ pub async fn run(
         config,
         rc,
         ic,
+        pods,
     });
     tracing::info!(%node, runtime = %endpoint, "kubelet starting");
     node::register(&ctx).await?;

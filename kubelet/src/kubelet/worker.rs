@@ -79,6 +79,9 @@ pub struct Worker {
     wake: (watch::Sender<()>, watch::Receiver<()>),
     /// Whether the runtime was searched for this pod's sandbox left by an earlier kubelet.
     adopted: bool,
+    /// When this worker first saw the pod; `None` once its start-up was measured (or when
+    /// it was adopted running, so there is nothing to measure).
+    first_seen: Option<Instant>,
 }
 
 fn pod_key(pod: &Pod) -> String {
@@ -209,6 +212,7 @@ impl Worker {
             verdicts: Default::default(),
             wake: watch::channel(()),
             adopted: false,
+            first_seen: Some(Instant::now()),
         }
     }
 
@@ -1083,6 +1087,7 @@ impl Worker {
             tracing::info!(pod = %pod_key(pod), container = %name, id = %c.id, "adopted container");
         }
         tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "adopted sandbox");
+        self.first_seen = None;
         self.sandbox = Some(Sandbox {
             id: sb.id,
             netns,
@@ -1150,6 +1155,14 @@ impl Worker {
             })
         };
         let containers: Vec<_> = spec.containers.iter().map(observe).collect();
+        if phase == "Running"
+            && containers
+                .iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            && let Some(seen) = self.first_seen.take()
+        {
+            crate::metrics::pod_started(seen.elapsed());
+        }
         let inits: Vec<_> = spec
             .init_containers
             .clone()

@@ -2,6 +2,7 @@
 //! `pods/exec`, `pods/attach` and `pods/portforward` to.
 //!
 //! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
+//! `/pods`, `/stats/summary` and `/metrics` ([`stats`]),
 //! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over WebSocket channel
 //! protocols ([`ws`], [`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
 //! Every request needs a client certificate signed by the client CA unless `--anonymous-auth`
@@ -16,6 +17,7 @@ mod logs;
 mod lookup;
 mod portforward;
 mod spdy;
+mod stats;
 mod tls;
 mod ws;
 
@@ -91,9 +93,25 @@ pub struct Node {
     pub runc: Runc,
     /// CRI client of the runtime.
     pub runtime: RuntimeClient,
+    /// The pods the kubelet runs (by UID), newest version each, for `/pods`.
+    pub pods: PodSet,
+    /// Cgroup under which pods get `pod<uid>/<container id>` (`--cgroup-root`), for stats.
+    pub cgroup_root: String,
+    /// CPU counters of the previous `/stats/summary`, for rates.
+    pub cpu_samples: stats::Samples,
     /// The client CA (DER) when `--client-ca-file` is not given: the kubeconfig's CA.
     pub kubeconfig_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
+
+/// The pods a kubelet runs, by UID: each worker's view of its pod (`None` once it is gone).
+pub type PodSet = Arc<
+    std::sync::Mutex<
+        std::collections::BTreeMap<
+            String,
+            tokio::sync::watch::Receiver<Option<k8s_openapi::api::core::v1::Pod>>,
+        >,
+    >,
+>;
 
 /// Errors of the kubelet API.
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +303,9 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
     let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
     let response = match (req.method(), segs.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
+        (&Method::GET, ["pods"]) => stats::pods(&node),
+        (&Method::GET, ["stats", "summary"]) => stats::summary(&node).await,
+        (&Method::GET, ["metrics"]) => stats::metrics(&node).await,
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs::serve(&node, ns, pod, container, &query).await
         }
