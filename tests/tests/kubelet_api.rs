@@ -47,10 +47,30 @@ fn agent_log(c: &LabCluster) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// Log rotation limits small enough for a chatty container to rotate every few seconds, and
+/// large enough that `duo`'s slow sidecar does not rotate during the test.
+const LOG_LIMITS: &[&str] = &[
+    "--kubelet-arg",
+    "container-log-max-size=8Ki",
+    "--kubelet-arg",
+    "container-log-max-files=3",
+    "--kubelet-arg",
+    "container-log-monitor-interval=1",
+];
+
 #[test]
 fn logs_exec_attach_and_port_forward_through_the_apiserver() -> Result<()> {
-    let c = LabCluster::start(LAB, 1, ClusterOptions::default())?;
-    checks(&c).with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
+    let c = LabCluster::start(
+        LAB,
+        1,
+        ClusterOptions {
+            agent_args: LOG_LIMITS,
+            ..Default::default()
+        },
+    )?;
+    checks(&c)
+        .and_then(|()| rotation(&c))
+        .with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
 }
 
 fn checks(c: &LabCluster) -> Result<()> {
@@ -243,5 +263,132 @@ fn direct(c: &LabCluster) -> Result<()> {
         (200, "ok"),
         "/healthz with the admin certificate"
     );
+    Ok(())
+}
+
+const CHATTY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: chatty}
+spec:
+  nodeName: NODE
+  containers:
+  - name: talker
+    image: 192.168.64.1:5000/busybox:latest
+    command: ["sh", "-c", "i=0; while true; do echo chatty-$i-0123456789abcdefghijklmnopqrstuvwxyz; i=$((i+1)); sleep 0.01; done"]
+"#;
+
+/// The `chatty-N` numbers in `text`, in order.
+fn chatty_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("chatty-")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A chatty container's log is rotated at `container-log-max-size` into
+/// `0.log.<YYYYMMDD-hhmmss>` files (all but the newest gzipped), at most
+/// `container-log-max-files` files stay, and `kubectl logs` reads the current file.
+fn rotation(c: &LabCluster) -> Result<()> {
+    c.apply(&CHATTY.replace("NODE", &c.node_name("n1")))?;
+    c.wait(Duration::from_secs(60), "pod chatty Running", |c| {
+        Ok(c.get("pod", "chatty")?["status"]["phase"] == "Running")
+    })?;
+    let pod = c.get("pod", "chatty")?;
+    let dir = c.lab.host("n1")?.dir.join("logs/pods").join(format!(
+        "default_chatty_{}/talker",
+        pod["metadata"]["uid"].as_str().unwrap_or_default()
+    ));
+    let mut rotated_seen = std::collections::BTreeSet::new();
+    let mut listing = Vec::new();
+    c.wait(
+        Duration::from_secs(90),
+        "four rotations of chatty's log",
+        |_| {
+            listing = std::fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            listing.sort();
+            assert!(listing.len() <= 3, "more than max-files logs: {listing:?}");
+            for name in &listing {
+                let rest = name.strip_prefix("0.log").unwrap_or("?");
+                if rest.is_empty() {
+                    continue;
+                }
+                let stamp = rest
+                    .strip_prefix('.')
+                    .map(|r| r.trim_end_matches(".gz"))
+                    .unwrap_or_default();
+                let well_formed = stamp.len() == 15
+                    && stamp.chars().enumerate().all(|(i, ch)| {
+                        if i == 8 {
+                            ch == '-'
+                        } else {
+                            ch.is_ascii_digit()
+                        }
+                    });
+                assert!(well_formed, "unexpected file {name} in {listing:?}");
+                rotated_seen.insert(stamp.to_owned());
+            }
+            Ok(rotated_seen.len() >= 4)
+        },
+    )
+    .with_context(|| format!("files: {listing:?}"))?;
+    // All rotated files but the newest are compressed.
+    let rotated: Vec<&String> = listing.iter().filter(|n| *n != "0.log").collect();
+    if let Some((newest, older)) = rotated.split_last() {
+        assert!(!newest.ends_with(".gz"), "{listing:?}");
+        assert!(older.iter().all(|n| n.ends_with(".gz")), "{listing:?}");
+    }
+    // kubectl logs: the current file only, whole and in order, without the first lines.
+    let logs = c.kubectl(&["logs", "chatty"])?;
+    let numbers = chatty_numbers(&logs);
+    let first = *numbers.first().context("kubectl logs chatty is empty")?;
+    assert!(first > 0, "kubectl logs still shows the first line");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "kubectl logs chatty is not one run of lines: {numbers:?}"
+    );
+    // logs -f crosses a rotation: it keeps delivering a gapless run of lines.
+    let rotated_files = || -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".gz")
+                    .to_owned()
+            })
+            .filter(|n| n != "0.log")
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    let before = rotated_files()?;
+    let followed = c.sh("timeout -s INT 8 $K logs -f --tail 1 chatty")?;
+    let after = rotated_files()?;
+    assert_ne!(before, after, "no rotation while following");
+    let numbers = chatty_numbers(&followed.stdout);
+    assert!(
+        numbers.len() > 20 && numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "logs -f across a rotation: {} lines, gapless: {}; {}",
+        numbers.len(),
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        followed.stderr
+    );
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "chatty",
+        "--grace-period=0",
+        "--wait=false",
+    ])?;
     Ok(())
 }

@@ -10,6 +10,7 @@
 
 mod cni;
 mod inputs;
+mod logs;
 mod node;
 mod pods;
 mod probe;
@@ -71,6 +72,15 @@ pub struct Config {
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Size at which a container's log is rotated (quantity, e.g. `10Mi`).
+    #[arg(long, default_value = "10Mi", value_parser = logs::parse_size)]
+    pub container_log_max_size: u64,
+    /// Most log files kept per container, the current one included (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    pub container_log_max_files: u64,
+    /// How often container logs are checked for rotation (seconds).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub container_log_monitor_interval: std::time::Duration,
     /// Most pods this node takes.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
@@ -190,6 +200,16 @@ pub async fn run(
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone(), stopped(stop_rx.clone())));
     let pods = tokio::spawn(pods::run(ctx.clone(), stopped(stop_rx.clone())));
+    let log_policy = logs::Policy {
+        max_size: ctx.config.container_log_max_size,
+        max_files: ctx.config.container_log_max_files as usize,
+    };
+    let log_rotation = tokio::spawn(logs::run(
+        ctx.clone(),
+        log_policy,
+        ctx.config.container_log_monitor_interval,
+        stopped(stop_rx.clone()),
+    ));
     shutdown.await;
     tracing::info!("kubelet stopping");
     let _ = stop_tx.send(true);
@@ -198,6 +218,7 @@ pub async fn run(
         tracing::error!(error = %e, "kubelet API failed");
     }
     heartbeat.abort();
+    log_rotation.abort();
     if let Some(t) = runtime_task {
         let _ = t.await;
     }
@@ -224,4 +245,14 @@ async fn kubeconfig_ca(path: &std::path::Path) -> Vec<rustls::pki_types::Certifi
             Vec::new()
         }
     }
+}
+
+/// A duration in seconds, with an optional `s` suffix (`10`, `2.5s`).
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let n = s.trim_end_matches('s');
+    n.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
