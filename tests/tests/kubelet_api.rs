@@ -70,6 +70,7 @@ fn logs_exec_attach_and_port_forward_through_the_apiserver() -> Result<()> {
     )?;
     checks(&c)
         .and_then(|()| rotation(&c))
+        .and_then(|()| downward(&c))
         .with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
 }
 
@@ -311,9 +312,11 @@ fn rotation(c: &LabCluster) -> Result<()> {
         Duration::from_secs(90),
         "four rotations of chatty's log",
         |_| {
+            // `.tmp`: a rotated file being compressed right now.
             listing = std::fs::read_dir(&dir)?
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".tmp"))
                 .collect();
             listing.sort();
             assert!(listing.len() <= 3, "more than max-files logs: {listing:?}");
@@ -366,7 +369,7 @@ fn rotation(c: &LabCluster) -> Result<()> {
                     .trim_end_matches(".gz")
                     .to_owned()
             })
-            .filter(|n| n != "0.log")
+            .filter(|n| n != "0.log" && !n.ends_with(".tmp"))
             .collect();
         names.sort();
         Ok(names)
@@ -387,6 +390,93 @@ fn rotation(c: &LabCluster) -> Result<()> {
         "delete",
         "pod",
         "chatty",
+        "--grace-period=0",
+        "--wait=false",
+    ])?;
+    Ok(())
+}
+
+const DOWNWARD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: downward
+  labels: {app: dw, tier: back-end}
+  annotations: {note: "say \"hi\""}
+spec:
+  nodeName: NODE
+  containers:
+  - name: main
+    image: 192.168.64.1:5000/busybox:latest
+    command: ["sleep", "3600"]
+    resources:
+      limits: {memory: 64Mi, cpu: 500m}
+      requests: {memory: 32Mi, cpu: 250m}
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+    - {name: MY_NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    - {name: MEM_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
+    - {name: MEM_LIMIT_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    - {name: CPU_REQUEST_M, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}
+    - {name: CPU_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
+    volumeMounts: [{name: podinfo, mountPath: /etc/podinfo}]
+  volumes:
+  - name: podinfo
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: annotations, fieldRef: {fieldPath: metadata.annotations}}
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}
+"#;
+
+/// The downward API: env from fieldRef and resourceFieldRef (with divisors), and a
+/// downwardAPI volume with the labels, annotations and name as files.
+fn downward(c: &LabCluster) -> Result<()> {
+    let node = c.node_name("n1");
+    c.apply(&DOWNWARD.replace("nodeName: NODE", &format!("nodeName: {node}")))?;
+    c.wait(Duration::from_secs(60), "pod downward Running", |c| {
+        Ok(c.get("pod", "downward")?["status"]["phase"] == "Running")
+    })?;
+    let pod = c.get("pod", "downward")?;
+    let env = c.kubectl(&[
+        "exec",
+        "downward",
+        "--",
+        "sh",
+        "-c",
+        "for v in POD_NAME POD_NS POD_IP HOST_IP MY_NODE APP MEM_LIMIT MEM_LIMIT_MI CPU_REQUEST_M CPU_LIMIT; do eval echo $v=\\$$v; done",
+    ])?;
+    let want = format!(
+        "POD_NAME=downward\nPOD_NS=default\nPOD_IP={}\nHOST_IP={}\nMY_NODE={node}\nAPP=dw\n\
+         MEM_LIMIT=67108864\nMEM_LIMIT_MI=64\nCPU_REQUEST_M=250\nCPU_LIMIT=1\n",
+        pod["status"]["podIP"].as_str().unwrap_or("?"),
+        c.lab.host("n1")?.ip,
+    );
+    assert_eq!(env, want, "downward env");
+    let files = c.kubectl(&[
+        "exec",
+        "downward",
+        "--",
+        "sh",
+        "-c",
+        "for f in labels annotations name mem; do cat /etc/podinfo/$f; echo; echo --; done",
+    ])?;
+    let annotations = files.split("\n--\n").nth(1).unwrap_or_default();
+    assert!(
+        files.starts_with("app=\"dw\"\ntier=\"back-end\"\n--\n")
+            && annotations.lines().any(|l| l == r#"note="say \"hi\"""#)
+            && files.ends_with("--\ndownward\n--\n64\n--\n"),
+        "downwardAPI volume files:\n{files}"
+    );
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "downward",
         "--grace-period=0",
         "--wait=false",
     ])?;

@@ -718,12 +718,21 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.ips.first().cloned())
             .unwrap_or_default();
-        let env = match inputs::env(&self.ctx.client, pod, c, &ip).await {
+        // The downward API sees the addresses even before the status carrying them is written.
+        let mut known = pod.clone();
+        let st = known.status.get_or_insert_with(Default::default);
+        if !ip.is_empty() {
+            st.pod_ip = Some(ip.clone());
+        }
+        if st.host_ip.is_none() {
+            st.host_ip = self.ctx.node_ip.map(|ip| ip.to_string());
+        }
+        let env = match inputs::env(&self.ctx.client, &known, c, &ip).await {
             Ok(env) => env,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
         let volumes =
-            match inputs::prepare_volumes(&self.ctx.client, pod, &self.volumes_dir(pod)).await {
+            match inputs::prepare_volumes(&self.ctx.client, &known, &self.volumes_dir(pod)).await {
                 Ok(v) => v,
                 Err(e) => return self.config_error(pod, c, e.0).await,
             };
