@@ -28,7 +28,10 @@ const USER_HZ: u64 = 100;
 
 /// CPU counters (cumulative nanoseconds) of the previous summary, by cgroup or `""` for the node.
 #[derive(Default, Clone)]
-pub struct Samples(Arc<Mutex<Option<(Instant, HashMap<String, u64>)>>>);
+pub struct Samples(Arc<Mutex<Option<Sample>>>);
+
+/// When counters were read, and their values.
+type Sample = (Instant, HashMap<String, u64>);
 
 fn json_response(value: &Value) -> Response<Body> {
     Response::builder()
