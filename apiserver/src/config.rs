@@ -33,6 +33,14 @@ pub struct Config {
     pub service_cluster_ip_range: Ipv4Network,
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     pub service_node_port_range: (u16, u16),
+    /// Client certificate (PEM) presented to kubelets when relaying logs, exec, attach and
+    /// port-forward. Default: `apiserver-kubelet-client.crt` in the cert dir, issued by the
+    /// cluster CA on first start.
+    #[arg(long)]
+    pub kubelet_client_certificate: Option<PathBuf>,
+    /// Key of `--kubelet-client-certificate` (PEM).
+    #[arg(long)]
+    pub kubelet_client_key: Option<PathBuf>,
     /// A CSV file of static bearer tokens: `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
@@ -92,6 +100,9 @@ impl Config {
                 "--storage-backend={:?} is not available in this build; use \"sled\"",
                 self.storage_backend
             ));
+        }
+        if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
+            return Err("--kubelet-client-certificate and --kubelet-client-key go together".into());
         }
         if self.service_cluster_ip_range.prefix() > 28 {
             return Err(format!(

@@ -75,6 +75,8 @@ pub struct ApiServer {
     pub tokens: auth::Tokens,
     /// `host:port` clients are told to use.
     pub server_address: String,
+    /// TLS towards kubelets, with the apiserver's kubelet client certificate.
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
 }
 
 /// A started server: where it listens and where its admin kubeconfig is.
@@ -162,6 +164,30 @@ pub async fn start(
     let admin = pki::Issued::load_or_issue(&pki_dir, "admin", || {
         ca.issue("kubernetes-admin", &["system:masters"], &[], false)
     })?;
+    let kubelet_client = match (
+        &config.kubelet_client_certificate,
+        &config.kubelet_client_key,
+    ) {
+        (Some(crt), Some(key)) => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::Config(format!("reading {}: {e}", p.display())))
+            };
+            pki::Issued {
+                cert_pem: read(crt)?,
+                key_pem: read(key)?,
+            }
+        }
+        _ => pki::Issued::load_or_issue(&pki_dir, "apiserver-kubelet-client", || {
+            ca.issue(
+                "kube-apiserver-kubelet-client",
+                &["system:masters"],
+                &[],
+                false,
+            )
+        })?,
+    };
+    let kubelet_tls = proxy::kubelet_tls(&kubelet_client).map_err(Error::Config)?;
     let admin_kubeconfig = config.data_dir.join("admin.conf");
     pki::write_kubeconfig(
         &admin_kubeconfig,
@@ -204,6 +230,7 @@ pub async fn start(
         tokens,
         server_address,
         config,
+        kubelet_tls,
     });
     bootstrap::run(&api.registry, advertise, addr.port()).await?;
     tokio::spawn(compactor(

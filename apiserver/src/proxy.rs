@@ -8,7 +8,9 @@
 //! kubelet writes it, and an upgrade (WebSocket, SPDY) is relayed like the upstream
 //! UpgradeAwareHandler — the kubelet's `101` answer goes back to the client and the two
 //! upgraded connections are spliced, so the protocol spoken inside is the kubelet's business.
-//! The kubelet's serving certificate is not verified, as in kubeadm clusters without
+//! The apiserver authenticates to the kubelet with its kubelet client certificate
+//! (`--kubelet-client-certificate`, by default one the cluster CA issues), as kube-apiserver
+//! does; the kubelet's serving certificate is not verified, as in kubeadm clusters without
 //! `--kubelet-certificate-authority`.
 
 use std::sync::Arc;
@@ -111,7 +113,7 @@ pub async fn to_kubelet(
         .map_err(|e| unavailable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let server_name = ServerName::try_from(host.clone()).map_err(|e| unavailable(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(kubelet_tls())
+    let tls = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone())
         .connect(server_name, tcp)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
@@ -307,22 +309,28 @@ fn forwardable(headers: &HeaderMap, upgrading: bool) -> Vec<(http::HeaderName, H
         .collect()
 }
 
-/// TLS towards kubelets: HTTP/1.1 (upgrades need it), serving certificates not verified.
-fn kubelet_tls() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default protocol versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(config)
-        })
-        .clone()
+/// TLS towards kubelets: HTTP/1.1 (upgrades need it), `client` as the client certificate,
+/// serving certificates not verified.
+pub fn kubelet_tls(
+    client: &crate::pki::Issued,
+) -> std::result::Result<Arc<rustls::ClientConfig>, String> {
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut client.cert_pem.as_bytes())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| format!("kubelet client certificate: {e}"))?;
+    let key = rustls_pemfile::private_key(&mut client.key_pem.as_bytes())
+        .map_err(|e| format!("kubelet client key: {e}"))?
+        .ok_or("kubelet client key: no private key found")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyKubeletCert(provider)))
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| format!("kubelet client certificate: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Accepts any kubelet serving certificate (signatures are still checked).

@@ -6,6 +6,7 @@
 
 pub mod cri;
 mod kubelet;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 

@@ -47,10 +47,31 @@ fn agent_log(c: &LabCluster) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// Log rotation limits small enough for a chatty container to rotate every few seconds, and
+/// large enough that `duo`'s slow sidecar does not rotate during the test.
+const LOG_LIMITS: &[&str] = &[
+    "--kubelet-arg",
+    "container-log-max-size=8Ki",
+    "--kubelet-arg",
+    "container-log-max-files=3",
+    "--kubelet-arg",
+    "container-log-monitor-interval=1",
+];
+
 #[test]
 fn logs_exec_attach_and_port_forward_through_the_apiserver() -> Result<()> {
-    let c = LabCluster::start(LAB, 1, ClusterOptions::default())?;
-    checks(&c).with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
+    let c = LabCluster::start(
+        LAB,
+        1,
+        ClusterOptions {
+            agent_args: LOG_LIMITS,
+            ..Default::default()
+        },
+    )?;
+    checks(&c)
+        .and_then(|()| rotation(&c))
+        .and_then(|()| downward(&c))
+        .with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
 }
 
 fn checks(c: &LabCluster) -> Result<()> {
@@ -76,6 +97,8 @@ fn checks(c: &LabCluster) -> Result<()> {
         },
     )
     .with_context(|| format!("last status: {}", last["status"]))?;
+
+    direct(c)?;
 
     // logs: both streams; a wrong container is refused with the choices.
     wait_for(Duration::from_secs(20), "sidecar logs show line-3", || {
@@ -190,5 +213,272 @@ fn checks(c: &LabCluster) -> Result<()> {
     let log = std::fs::read_to_string(c.lab.log_path("n1", "port-forward")?).unwrap_or_default();
     c.lab.stop(pf)?;
     result.with_context(|| format!("kubectl port-forward said: {log}"))?;
+    Ok(())
+}
+
+/// A GET of the kubelet API on n1, from n1, with or without the admin's client certificate:
+/// the HTTP status and body.
+fn kubelet_get(c: &LabCluster, path: &str, with_cert: bool) -> Result<(u16, String)> {
+    let dir = c.lab.host("n1")?.dir.clone();
+    let (crt, key) = (dir.join("admin-client.crt"), dir.join("admin-client.key"));
+    if with_cert && !key.exists() {
+        for (field, file) in [("client-certificate-data", &crt), ("client-key-data", &key)] {
+            let out = c.sh(&format!(
+                "$K config view --raw -o jsonpath='{{.users[0].user.{field}}}' | base64 -d > {}",
+                file.display()
+            ))?;
+            anyhow::ensure!(out.success(), "extracting {field}: {}", out.stderr);
+        }
+    }
+    let ip = c.lab.host("n1")?.ip;
+    let cert = if with_cert {
+        format!("--cert {} --key {}", crt.display(), key.display())
+    } else {
+        String::new()
+    };
+    let out = c.sh(&format!(
+        "curl -sS -k --max-time 10 {cert} -w '\\n%{{http_code}}' https://{ip}:10250{path}"
+    ))?;
+    anyhow::ensure!(out.success(), "curl {path}: {}", out.stderr);
+    let (body, code) = out
+        .stdout
+        .rsplit_once('\n')
+        .with_context(|| format!("curl output {:?}", out.stdout))?;
+    Ok((code.trim().parse()?, body.to_owned()))
+}
+
+/// The kubelet API asked directly: authentication, then `/pods`, `/stats/summary` and
+/// `/metrics` with the admin's certificate.
+fn direct(c: &LabCluster) -> Result<()> {
+    for path in ["/healthz", "/pods", "/containerLogs/default/duo/sidecar"] {
+        let (code, body) = kubelet_get(c, path, false)?;
+        assert_eq!(
+            (code, body.trim()),
+            (401, "Unauthorized"),
+            "{path} without a certificate"
+        );
+    }
+    let (code, body) = kubelet_get(c, "/healthz", true)?;
+    assert_eq!(
+        (code, body.trim()),
+        (200, "ok"),
+        "/healthz with the admin certificate"
+    );
+    Ok(())
+}
+
+const CHATTY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: chatty}
+spec:
+  nodeName: NODE
+  containers:
+  - name: talker
+    image: 192.168.64.1:5000/busybox:latest
+    command: ["sh", "-c", "i=0; while true; do echo chatty-$i-0123456789abcdefghijklmnopqrstuvwxyz; i=$((i+1)); sleep 0.01; done"]
+"#;
+
+/// The `chatty-N` numbers in `text`, in order.
+fn chatty_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("chatty-")?
+                .split('-')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A chatty container's log is rotated at `container-log-max-size` into
+/// `0.log.<YYYYMMDD-hhmmss>` files (all but the newest gzipped), at most
+/// `container-log-max-files` files stay, and `kubectl logs` reads the current file.
+fn rotation(c: &LabCluster) -> Result<()> {
+    c.apply(&CHATTY.replace("NODE", &c.node_name("n1")))?;
+    c.wait(Duration::from_secs(60), "pod chatty Running", |c| {
+        Ok(c.get("pod", "chatty")?["status"]["phase"] == "Running")
+    })?;
+    let pod = c.get("pod", "chatty")?;
+    let dir = c.lab.host("n1")?.dir.join("logs/pods").join(format!(
+        "default_chatty_{}/talker",
+        pod["metadata"]["uid"].as_str().unwrap_or_default()
+    ));
+    let mut rotated_seen = std::collections::BTreeSet::new();
+    let mut listing = Vec::new();
+    c.wait(
+        Duration::from_secs(90),
+        "four rotations of chatty's log",
+        |_| {
+            // `.tmp`: a rotated file being compressed right now.
+            listing = std::fs::read_dir(&dir)?
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".tmp"))
+                .collect();
+            listing.sort();
+            assert!(listing.len() <= 3, "more than max-files logs: {listing:?}");
+            for name in &listing {
+                let rest = name.strip_prefix("0.log").unwrap_or("?");
+                if rest.is_empty() {
+                    continue;
+                }
+                let stamp = rest
+                    .strip_prefix('.')
+                    .map(|r| r.trim_end_matches(".gz"))
+                    .unwrap_or_default();
+                let well_formed = stamp.len() == 15
+                    && stamp.chars().enumerate().all(|(i, ch)| {
+                        if i == 8 {
+                            ch == '-'
+                        } else {
+                            ch.is_ascii_digit()
+                        }
+                    });
+                assert!(well_formed, "unexpected file {name} in {listing:?}");
+                rotated_seen.insert(stamp.to_owned());
+            }
+            Ok(rotated_seen.len() >= 4)
+        },
+    )
+    .with_context(|| format!("files: {listing:?}"))?;
+    // All rotated files but the newest are compressed.
+    let rotated: Vec<&String> = listing.iter().filter(|n| *n != "0.log").collect();
+    if let Some((newest, older)) = rotated.split_last() {
+        assert!(!newest.ends_with(".gz"), "{listing:?}");
+        assert!(older.iter().all(|n| n.ends_with(".gz")), "{listing:?}");
+    }
+    // kubectl logs: the current file only, whole and in order, without the first lines.
+    let logs = c.kubectl(&["logs", "chatty"])?;
+    let numbers = chatty_numbers(&logs);
+    let first = *numbers.first().context("kubectl logs chatty is empty")?;
+    assert!(first > 0, "kubectl logs still shows the first line");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "kubectl logs chatty is not one run of lines: {numbers:?}"
+    );
+    // logs -f crosses a rotation: it keeps delivering a gapless run of lines.
+    let rotated_files = || -> Result<Vec<String>> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)?
+            .flatten()
+            .map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .trim_end_matches(".gz")
+                    .to_owned()
+            })
+            .filter(|n| n != "0.log" && !n.ends_with(".tmp"))
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    let before = rotated_files()?;
+    let followed = c.sh("timeout -s INT 8 $K logs -f --tail 1 chatty")?;
+    let after = rotated_files()?;
+    assert_ne!(before, after, "no rotation while following");
+    let numbers = chatty_numbers(&followed.stdout);
+    assert!(
+        numbers.len() > 20 && numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "logs -f across a rotation: {} lines, gapless: {}; {}",
+        numbers.len(),
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        followed.stderr
+    );
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "chatty",
+        "--grace-period=0",
+        "--wait=false",
+    ])?;
+    Ok(())
+}
+
+const DOWNWARD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: downward
+  labels: {app: dw, tier: back-end}
+  annotations: {note: "say \"hi\""}
+spec:
+  nodeName: NODE
+  containers:
+  - name: main
+    image: 192.168.64.1:5000/busybox:latest
+    command: ["sleep", "3600"]
+    resources:
+      limits: {memory: 64Mi, cpu: 500m}
+      requests: {memory: 32Mi, cpu: 250m}
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+    - {name: MY_NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    - {name: MEM_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
+    - {name: MEM_LIMIT_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    - {name: CPU_REQUEST_M, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}
+    - {name: CPU_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
+    volumeMounts: [{name: podinfo, mountPath: /etc/podinfo}]
+  volumes:
+  - name: podinfo
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: annotations, fieldRef: {fieldPath: metadata.annotations}}
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}
+"#;
+
+/// The downward API: env from fieldRef and resourceFieldRef (with divisors), and a
+/// downwardAPI volume with the labels, annotations and name as files.
+fn downward(c: &LabCluster) -> Result<()> {
+    let node = c.node_name("n1");
+    c.apply(&DOWNWARD.replace("nodeName: NODE", &format!("nodeName: {node}")))?;
+    c.wait(Duration::from_secs(60), "pod downward Running", |c| {
+        Ok(c.get("pod", "downward")?["status"]["phase"] == "Running")
+    })?;
+    let pod = c.get("pod", "downward")?;
+    let env = c.kubectl(&[
+        "exec",
+        "downward",
+        "--",
+        "sh",
+        "-c",
+        "for v in POD_NAME POD_NS POD_IP HOST_IP MY_NODE APP MEM_LIMIT MEM_LIMIT_MI CPU_REQUEST_M CPU_LIMIT; do eval echo $v=\\$$v; done",
+    ])?;
+    let want = format!(
+        "POD_NAME=downward\nPOD_NS=default\nPOD_IP={}\nHOST_IP={}\nMY_NODE={node}\nAPP=dw\n\
+         MEM_LIMIT=67108864\nMEM_LIMIT_MI=64\nCPU_REQUEST_M=250\nCPU_LIMIT=1\n",
+        pod["status"]["podIP"].as_str().unwrap_or("?"),
+        c.lab.host("n1")?.ip,
+    );
+    assert_eq!(env, want, "downward env");
+    let files = c.kubectl(&[
+        "exec",
+        "downward",
+        "--",
+        "sh",
+        "-c",
+        "for f in labels annotations name mem; do cat /etc/podinfo/$f; echo; echo --; done",
+    ])?;
+    let annotations = files.split("\n--\n").nth(1).unwrap_or_default();
+    assert!(
+        files.starts_with("app=\"dw\"\ntier=\"back-end\"\n--\n")
+            && annotations.lines().any(|l| l == r#"note="say \"hi\"""#)
+            && files.ends_with("--\ndownward\n--\n64\n--\n"),
+        "downwardAPI volume files:\n{files}"
+    );
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "downward",
+        "--grace-period=0",
+        "--wait=false",
+    ])?;
     Ok(())
 }

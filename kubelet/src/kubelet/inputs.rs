@@ -230,7 +230,7 @@ pub async fn env(
                     }
                 }
             } else if let Some(r) = &src.resource_field_ref {
-                resource_field(c, &r.resource)
+                resource_field(c, &r.resource, r.divisor.as_ref())?
             } else {
                 String::new()
             }
@@ -248,25 +248,65 @@ pub async fn env(
         .collect())
 }
 
-fn resource_field(c: &Container, resource: &str) -> String {
+/// A `resourceFieldRef` value: the container's request or limit divided by `divisor` (default
+/// 1), rounded up, as upstream. A resource the container does not set reads `0`.
+fn resource_field(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+) -> Result<String, ConfigError> {
     let res = c.resources.clone().unwrap_or_default();
     let (kind, name) = resource.split_once('.').unwrap_or(("", resource));
-    let map = if kind == "limits" {
-        res.limits
-    } else {
-        res.requests
+    let map = match kind {
+        "limits" => res.limits,
+        "requests" => res.requests,
+        _ => {
+            return Err(ConfigError(format!(
+                "unsupported resourceFieldRef {resource}"
+            )));
+        }
     };
     let q = map.and_then(|m| m.get(name).cloned()).map(|q| q.0);
-    match (name, q) {
-        ("cpu", Some(q)) => ekube_api::quantity::cpu_millis(&q)
-            .map(|m| ((m + 999) / 1000).to_string())
-            .unwrap_or(q),
-        ("memory", Some(q)) => ekube_api::quantity::bytes(&q)
-            .map(|b| b.to_string())
-            .unwrap_or(q),
-        (_, Some(q)) => q,
-        _ => "0".into(),
-    }
+    let divisor = divisor.map(|d| d.0.as_str()).unwrap_or("1");
+    let bad = |what: &str| ConfigError(format!("resourceFieldRef {resource}: invalid {what}"));
+    let ceil_div = |a: i64, b: i64| if b <= 0 { 0 } else { (a + b - 1) / b };
+    Ok(match (name, q) {
+        (_, None) => "0".into(),
+        ("cpu", Some(q)) => {
+            let m = ekube_api::quantity::cpu_millis(&q).map_err(|_| bad("quantity"))?;
+            let d = ekube_api::quantity::cpu_millis(divisor).map_err(|_| bad("divisor"))?;
+            ceil_div(m, d).to_string()
+        }
+        (_, Some(q)) => {
+            let b = ekube_api::quantity::bytes(&q).map_err(|_| bad("quantity"))?;
+            let d = ekube_api::quantity::bytes(divisor).map_err(|_| bad("divisor"))?;
+            ceil_div(b, d).to_string()
+        }
+    })
+}
+
+/// A whole label or annotation map as upstream writes it to a downwardAPI file: sorted
+/// `key="value"` lines (Go-quoted values), without a final newline.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter()
+        .flatten()
+        .map(|(k, v)| {
+            let mut q = String::from('"');
+            for ch in v.chars() {
+                match ch {
+                    '"' => q.push_str("\\\""),
+                    '\\' => q.push_str("\\\\"),
+                    '\n' => q.push_str("\\n"),
+                    '\t' => q.push_str("\\t"),
+                    '\r' => q.push_str("\\r"),
+                    c => q.push(c),
+                }
+            }
+            q.push('"');
+            format!("{k}={q}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Directory of a pod's volumes on the node.
@@ -368,6 +408,45 @@ pub async fn prepare_volumes(
                 s.default_mode.unwrap_or(0o644),
             )
             .map_err(io(&v.name))?;
+        } else if let Some(d) = &v.downward_api {
+            let mut data = BTreeMap::new();
+            let mut items = Vec::new();
+            for item in d.items.clone().unwrap_or_default() {
+                let value = if let Some(f) = &item.field_ref {
+                    match f.field_path.as_str() {
+                        "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
+                        "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
+                        other => field(pod, other)
+                            .ok_or_else(|| ConfigError(format!("unsupported fieldRef {other}")))?,
+                    }
+                } else if let Some(r) = &item.resource_field_ref {
+                    let spec = pod.spec.clone().unwrap_or_default();
+                    let wanted = r.container_name.clone().unwrap_or_default();
+                    let c = spec
+                        .containers
+                        .iter()
+                        .chain(spec.init_containers.iter().flatten())
+                        .find(|c| c.name == wanted)
+                        .ok_or_else(|| {
+                            ConfigError(format!(
+                                "volume {}: resourceFieldRef names no container {wanted:?}",
+                                v.name
+                            ))
+                        })?;
+                    resource_field(c, &r.resource, r.divisor.as_ref())?
+                } else {
+                    String::new()
+                };
+                data.insert(item.path.clone(), value.into_bytes());
+                items.push(k8s_openapi::api::core::v1::KeyToPath {
+                    key: item.path.clone(),
+                    path: item.path.clone(),
+                    mode: item.mode,
+                    ..Default::default()
+                });
+            }
+            write_items(&path, &data, Some(&items), d.default_mode.unwrap_or(0o644))
+                .map_err(io(&v.name))?;
         } else {
             // emptyDir, and (for now) every other kind: an empty directory.
             std::fs::create_dir_all(&path).map_err(io(&v.name))?;
@@ -462,5 +541,33 @@ mod tests {
         );
         let none: Container = serde_json::from_value(serde_json::json!({"name": "c"})).unwrap();
         assert_eq!(resources(&none).cpu_shares, 2);
+    }
+
+    #[test]
+    fn downward_resources_and_maps() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {"limits": {"memory": "64Mi", "cpu": "1500m"}, "requests": {"cpu": "250m"}}
+        }))
+        .unwrap();
+        let q = |s: &str| Quantity(s.into());
+        assert_eq!(
+            resource_field(&c, "limits.memory", None).unwrap(),
+            "67108864"
+        );
+        assert_eq!(
+            resource_field(&c, "limits.memory", Some(&q("1Mi"))).unwrap(),
+            "64"
+        );
+        assert_eq!(resource_field(&c, "limits.cpu", None).unwrap(), "2");
+        assert_eq!(
+            resource_field(&c, "requests.cpu", Some(&q("1m"))).unwrap(),
+            "250"
+        );
+        assert_eq!(resource_field(&c, "requests.memory", None).unwrap(), "0");
+        let m: BTreeMap<String, String> =
+            [("b".into(), "x\"y".into()), ("a".into(), "1".into())].into();
+        assert_eq!(format_map(Some(&m)), "a=\"1\"\nb=\"x\\\"y\"");
     }
 }

@@ -10,6 +10,7 @@
 
 mod cni;
 mod inputs;
+mod logs;
 mod node;
 mod pods;
 mod probe;
@@ -71,6 +72,15 @@ pub struct Config {
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Size at which a container's log is rotated (quantity, e.g. `10Mi`).
+    #[arg(long, default_value = "10Mi", value_parser = logs::parse_size)]
+    pub container_log_max_size: u64,
+    /// Most log files kept per container, the current one included (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    pub container_log_max_files: u64,
+    /// How often container logs are checked for rotation (seconds).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    pub container_log_monitor_interval: std::time::Duration,
     /// Most pods this node takes.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
@@ -104,6 +114,8 @@ pub(crate) struct Ctx {
     pub config: Config,
     pub rc: runtime::RuntimeClient,
     pub ic: runtime::ImageClient,
+    /// The pods this kubelet runs, shared with the kubelet API's `/pods`.
+    pub pods: crate::server::PodSet,
 }
 
 /// Runs the kubelet until `shutdown`.
@@ -120,6 +132,7 @@ pub async fn run(
     }
     .to_lowercase();
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let kubeconfig_ca = kubeconfig_ca(&config.kubeconfig).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -153,6 +166,7 @@ pub async fn run(
         }
     };
     let (rc, ic) = runtime::connect(&endpoint).await?;
+    let pods = crate::server::PodSet::default();
     let api = crate::server::Node {
         name: node.clone(),
         ip: config.node_ip,
@@ -163,6 +177,10 @@ pub async fn run(
             root: runtime::Config::under(&config.root_dir).runc_root,
         },
         runtime: rc.clone(),
+        pods: pods.clone(),
+        cgroup_root: config.cgroup_root.clone(),
+        cpu_samples: Default::default(),
+        kubeconfig_ca,
     };
     let api_task = tokio::spawn(crate::server::serve(
         config.server.clone(),
@@ -176,11 +194,22 @@ pub async fn run(
         config,
         rc,
         ic,
+        pods,
     });
     tracing::info!(%node, runtime = %endpoint, "kubelet starting");
     node::register(&ctx).await?;
     let heartbeat = tokio::spawn(node::heartbeat(ctx.clone(), stopped(stop_rx.clone())));
     let pods = tokio::spawn(pods::run(ctx.clone(), stopped(stop_rx.clone())));
+    let log_policy = logs::Policy {
+        max_size: ctx.config.container_log_max_size,
+        max_files: ctx.config.container_log_max_files as usize,
+    };
+    let log_rotation = tokio::spawn(logs::run(
+        ctx.clone(),
+        log_policy,
+        ctx.config.container_log_monitor_interval,
+        stopped(stop_rx.clone()),
+    ));
     shutdown.await;
     tracing::info!("kubelet stopping");
     let _ = stop_tx.send(true);
@@ -189,8 +218,41 @@ pub async fn run(
         tracing::error!(error = %e, "kubelet API failed");
     }
     heartbeat.abort();
+    log_rotation.abort();
     if let Some(t) = runtime_task {
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The CA certificates of a kubeconfig's cluster (the kubelet API's default client CA).
+async fn kubeconfig_ca(path: &std::path::Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let loaded = match kube::config::Kubeconfig::read_from(path) {
+        Ok(k) => kube::Config::from_custom_kubeconfig(k, &Default::default())
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match loaded {
+        Ok(c) => c
+            .root_cert
+            .unwrap_or_default()
+            .into_iter()
+            .map(rustls::pki_types::CertificateDer::from)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no CA in the kubeconfig for the kubelet API");
+            Vec::new()
+        }
+    }
+}
+
+/// A duration in seconds, with an optional `s` suffix (`10`, `2.5s`).
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let n = s.trim_end_matches('s');
+    n.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }

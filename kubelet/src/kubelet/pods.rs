@@ -52,6 +52,10 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
             e = stream.next() => e,
         };
         workers.retain(|_, e| !e.task.is_finished());
+        ctx.pods
+            .lock()
+            .expect("pod set lock")
+            .retain(|uid, _| workers.contains_key(uid));
         let Some(event) = event else { break };
         match event {
             Ok(watcher::Event::Init) => seen.clear(),
@@ -192,6 +196,10 @@ fn deliver(ctx: &Arc<Ctx>, workers: &mut HashMap<String, Entry>, pod: Pod) {
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
+    ctx.pods
+        .lock()
+        .expect("pod set lock")
+        .insert(uid.clone(), rx.clone());
     let worker = Worker::new(ctx.clone(), rx);
     workers.insert(
         uid,

@@ -79,6 +79,9 @@ pub struct Worker {
     wake: (watch::Sender<()>, watch::Receiver<()>),
     /// Whether the runtime was searched for this pod's sandbox left by an earlier kubelet.
     adopted: bool,
+    /// When this worker first saw the pod; `None` once its start-up was measured (or when
+    /// it was adopted running, so there is nothing to measure).
+    first_seen: Option<Instant>,
 }
 
 fn pod_key(pod: &Pod) -> String {
@@ -251,6 +254,7 @@ impl Worker {
             verdicts: Default::default(),
             wake: watch::channel(()),
             adopted: false,
+            first_seen: Some(Instant::now()),
         }
     }
 
@@ -756,12 +760,21 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.ips.first().cloned())
             .unwrap_or_default();
-        let env = match inputs::env(&self.ctx.client, pod, c, &ip).await {
+        // The downward API sees the addresses even before the status carrying them is written.
+        let mut known = pod.clone();
+        let st = known.status.get_or_insert_with(Default::default);
+        if !ip.is_empty() {
+            st.pod_ip = Some(ip.clone());
+        }
+        if st.host_ip.is_none() {
+            st.host_ip = self.ctx.node_ip.map(|ip| ip.to_string());
+        }
+        let env = match inputs::env(&self.ctx.client, &known, c, &ip).await {
             Ok(env) => env,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
         let volumes =
-            match inputs::prepare_volumes(&self.ctx.client, pod, &self.volumes_dir(pod)).await {
+            match inputs::prepare_volumes(&self.ctx.client, &known, &self.volumes_dir(pod)).await {
                 Ok(v) => v,
                 Err(e) => return self.config_error(pod, c, e.0).await,
             };
@@ -1146,6 +1159,7 @@ impl Worker {
             tracing::info!(pod = %pod_key(pod), container = %s.name, restarts = t.restarts, "container gone from the runtime; restarting it");
         }
         tracing::info!(pod = %pod_key(pod), sandbox = %sb.id, "adopted sandbox");
+        self.first_seen = None;
         self.sandbox = Some(Sandbox {
             id: sb.id,
             netns,
@@ -1213,6 +1227,14 @@ impl Worker {
             })
         };
         let containers: Vec<_> = spec.containers.iter().map(observe).collect();
+        if phase == "Running"
+            && containers
+                .iter()
+                .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            && let Some(seen) = self.first_seen.take()
+        {
+            crate::metrics::pod_started(seen.elapsed());
+        }
         let inits: Vec<_> = spec
             .init_containers
             .clone()

@@ -65,7 +65,12 @@ pub struct Runtime {
     images: ImageStore,
     runc: Runc,
     state: Arc<Mutex<State>>,
+    /// The open CRI log of each supervised container, swapped by ReopenContainerLog.
+    logs: Arc<Mutex<HashMap<String, LogFile>>>,
 }
+
+/// A container's CRI log file, shared by the tasks copying its stdout and stderr.
+type LogFile = Arc<tokio::sync::Mutex<tokio::fs::File>>;
 
 /// Cgroup hierarchies' mount points (cgroup2 and every v1 hierarchy).
 fn cgroup_mounts() -> Vec<PathBuf> {
@@ -184,6 +189,7 @@ impl Runtime {
                 root: config.runc_root.clone(),
             },
             state: Arc::new(Mutex::new(State::default())),
+            logs: Default::default(),
         };
         runtime.recover().await;
         if let Some(dir) = &config.images_dir {
@@ -610,6 +616,10 @@ impl Runtime {
             }
         };
         let log = Arc::new(tokio::sync::Mutex::new(file));
+        self.logs
+            .lock()
+            .expect("logs")
+            .insert(c.status.id.clone(), log.clone());
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let out = tokio::spawn(shim::tail(
             c.dir.clone(),
@@ -618,8 +628,9 @@ impl Runtime {
             done_rx.clone(),
         ));
         let err = tokio::spawn(shim::tail(c.dir.clone(), "stderr", log, done_rx));
-        let (state, runc, id, dir, cgroups_path) = (
+        let (state, logs, runc, id, dir, cgroups_path) = (
             self.state.clone(),
+            self.logs.clone(),
             self.runc.clone(),
             c.status.id.clone(),
             c.dir.clone(),
@@ -647,6 +658,7 @@ impl Runtime {
             }
             let _ = done_tx.send(true);
             let _ = tokio::join!(out, err);
+            logs.lock().expect("logs").remove(&id);
             let code = shim::exit_code(&dir).unwrap_or(255);
             let runc_errors = runc_error(&dir.join("runc.log"));
             let oom = oom_killed(&cgroups_path);
@@ -679,6 +691,32 @@ impl Runtime {
         tokio::time::timeout(timeout, rx.wait_for(|e| *e))
             .await
             .is_ok()
+    }
+
+    /// Points a running container's log at a fresh file under its log path (after the
+    /// kubelet renamed the old one away).
+    async fn reopen_log(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if c.status.state != ContainerState::ContainerRunning as i32 {
+            return Err(Error::InvalidArgument(format!(
+                "container {id} is not running"
+            )));
+        }
+        let handle = self.logs.lock().expect("logs").get(id).cloned();
+        let (Some(handle), false) = (handle, c.status.log_path.is_empty()) else {
+            return Err(Error::InvalidArgument(format!("container {id} has no log")));
+        };
+        let path = PathBuf::from(&c.status.log_path);
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+            .map_err(Error::io("opening", &path))?;
+        let mut current = handle.lock().await;
+        let _ = tokio::io::AsyncWriteExt::flush(&mut *current).await;
+        *current = file;
+        Ok(())
     }
 
     async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
@@ -991,6 +1029,14 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
             stderr: out.stderr,
             exit_code: out.exit_code,
         }))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
+        self.reopen_log(&req.into_inner().container_id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn status(&self, _: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {

@@ -227,6 +227,7 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query)
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(stream(
         file,
+        path,
         Formatter::new(opts),
         follow.map(|id| (node.runtime.clone(), id)),
         tx,
@@ -242,9 +243,11 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query)
 }
 
 /// Sends the log's lines (the last `tailLines` first), then, when following, new output until
-/// the container exits or the client goes away.
+/// the container exits or the client goes away. A followed log that the kubelet rotated is
+/// read to its end, then the new file at `path` is followed.
 async fn stream(
     mut file: tokio::fs::File,
+    path: std::path::PathBuf,
     mut fmt: Formatter,
     follow: Option<(crate::runtime::RuntimeClient, String)>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
@@ -284,14 +287,36 @@ async fn stream(
             return;
         }
         pos += buf.len() as u64;
+        let drained = buf.is_empty();
         let out = fmt.lines(&buf).concat();
         if !send(&mut fmt, &tx, out).await || exited {
             return;
+        }
+        if drained && rotated(&file, &path).await {
+            match tokio::fs::File::open(&path).await {
+                Ok(f) => {
+                    file = f;
+                    pos = 0;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => return,
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
             _ = tx.closed() => return,
         }
+    }
+}
+
+/// Whether `path` no longer names the open `file` (the log was rotated away).
+async fn rotated(file: &tokio::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata().await, tokio::fs::metadata(path).await) {
+        (Ok(open), Ok(named)) => (open.dev(), open.ino()) != (named.dev(), named.ino()),
+        (Ok(_), Err(_)) => true,
+        _ => false,
     }
 }
 
@@ -360,7 +385,14 @@ mod tests {
         std::fs::write(&path, LOG).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
         let file = tokio::fs::File::open(&path).await.unwrap();
-        stream(file, Formatter::new(opts("tailLines=2")), None, tx).await;
+        stream(
+            file,
+            path.clone(),
+            Formatter::new(opts("tailLines=2")),
+            None,
+            tx,
+        )
+        .await;
         assert_eq!(
             rx.recv().await.unwrap(),
             Bytes::from_static(b"two\nthree\n")

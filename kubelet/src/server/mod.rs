@@ -2,17 +2,22 @@
 //! `pods/exec`, `pods/attach` and `pods/portforward` to.
 //!
 //! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
+//! `/pods`, `/stats/summary` and `/metrics` ([`stats`]),
 //! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over WebSocket channel
 //! protocols ([`ws`], [`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
+//! Every request needs a client certificate signed by the client CA unless `--anonymous-auth`
+//! allows anonymous ones ([`auth`]).
 //! Pods and containers are found through CRI ([`lookup`]); streaming exec runs `runc exec`
 //! against the runtime's runc state directory, so the API serves the runtime the kubelet
 //! runs in-process (or an `ekube runtime` sharing that runc root).
 
+mod auth;
 mod exec;
 mod logs;
 mod lookup;
 mod portforward;
 mod spdy;
+mod stats;
 mod tls;
 mod ws;
 
@@ -46,6 +51,18 @@ pub struct Config {
     /// Key of `--tls-cert-file` (PEM).
     #[arg(long)]
     pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) client certificates must chain to; default: the CA of `--kubeconfig`.
+    #[arg(long)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve requests that bring no valid client certificate (as `system:anonymous`).
+    #[arg(
+        long,
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub anonymous_auth: bool,
 }
 
 impl Default for Config {
@@ -55,6 +72,8 @@ impl Default for Config {
             port: 10250,
             tls_cert_file: None,
             tls_private_key_file: None,
+            client_ca_file: None,
+            anonymous_auth: false,
         }
     }
 }
@@ -74,7 +93,25 @@ pub struct Node {
     pub runc: Runc,
     /// CRI client of the runtime.
     pub runtime: RuntimeClient,
+    /// The pods the kubelet runs (by UID), newest version each, for `/pods`.
+    pub pods: PodSet,
+    /// Cgroup under which pods get `pod<uid>/<container id>` (`--cgroup-root`), for stats.
+    pub cgroup_root: String,
+    /// CPU counters of the previous `/stats/summary`, for rates.
+    pub cpu_samples: stats::Samples,
+    /// The client CA (DER) when `--client-ca-file` is not given: the kubeconfig's CA.
+    pub kubeconfig_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
+
+/// The pods a kubelet runs, by UID: each worker's view of its pod (`None` once it is gone).
+pub type PodSet = Arc<
+    std::sync::Mutex<
+        std::collections::BTreeMap<
+            String,
+            tokio::sync::watch::Receiver<Option<k8s_openapi::api::core::v1::Pod>>,
+        >,
+    >,
+>;
 
 /// Errors of the kubelet API.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +154,27 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     crate::runtime::install_crypto();
-    let tls = tls::server_config(&config, &node)?;
+    let ca = match &config.client_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))?;
+            rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
+        }
+        None => node.kubeconfig_ca.clone(),
+    };
+    if ca.is_empty() && !config.anonymous_auth {
+        tracing::warn!(
+            "no client CA (--client-ca-file, kubeconfig) and --anonymous-auth=false: every request will be refused"
+        );
+    }
+    let client_auth = Arc::new(auth::ClientAuth::new(
+        &ca,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )?);
+    let anonymous_auth = config.anonymous_auth;
+    let tls = tls::server_config(&config, &node, client_auth.clone())?;
     let addr = SocketAddr::new(config.address, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -137,7 +194,7 @@ pub async fn serve(
                 }
             },
         };
-        let (acceptor, node) = (acceptor.clone(), node.clone());
+        let (acceptor, node, client_auth) = (acceptor.clone(), node.clone(), client_auth.clone());
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let tls = match acceptor.accept(tcp).await {
@@ -147,9 +204,18 @@ pub async fn serve(
                     return;
                 }
             };
+            let identity = client_auth.identify(tls.get_ref().1.peer_certificates());
+            let allowed = identity == auth::Identity::Certificate || anonymous_auth;
+            tracing::debug!(%peer, ?identity, allowed, "kubelet API client");
             let service = service_fn(move |req| {
                 let node = node.clone();
-                async move { Ok::<_, Infallible>(route(node, req).await) }
+                async move {
+                    if !allowed {
+                        // Upstream's answer to an unauthenticated request.
+                        return Ok::<_, Infallible>(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+                    }
+                    Ok::<_, Infallible>(route(node, req).await)
+                }
             });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
@@ -237,6 +303,9 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
     let get_or_post = matches!(*req.method(), Method::GET | Method::POST);
     let response = match (req.method(), segs.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok"),
+        (&Method::GET, ["pods"]) => stats::pods(&node),
+        (&Method::GET, ["stats", "summary"]) => stats::summary(&node).await,
+        (&Method::GET, ["metrics"]) => stats::metrics(&node).await,
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs::serve(&node, ns, pod, container, &query).await
         }

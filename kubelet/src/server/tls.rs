@@ -2,7 +2,8 @@
 //! `--tls-private-key-file`, or else a self-signed certificate for the node's name and IP,
 //! kept under the certificate directory so it survives restarts (as the upstream kubelet's
 //! `kubelet.crt`). The apiserver does not verify it, as kubeadm clusters without
-//! `--kubelet-certificate-authority` do not.
+//! `--kubelet-certificate-authority` do not. Clients are asked for a certificate, judged by
+//! [`super::auth`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{Config, Error, Node};
 
-pub fn server_config(config: &Config, node: &Node) -> Result<rustls::ServerConfig, Error> {
+pub fn server_config(
+    config: &Config,
+    node: &Node,
+    client_auth: Arc<super::auth::ClientAuth>,
+) -> Result<rustls::ServerConfig, Error> {
     let (cert_pem, key_pem) = match (&config.tls_cert_file, &config.tls_private_key_file) {
         (Some(c), Some(k)) => (read(c)?, read(k)?),
         (None, None) => self_signed(node)?,
@@ -32,7 +37,7 @@ pub fn server_config(config: &Config, node: &Node) -> Result<rustls::ServerConfi
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| Error::Tls(e.to_string()))?
-    .with_no_client_auth()
+    .with_client_cert_verifier(client_auth)
     .with_single_cert(certs, key)
     .map_err(|e| Error::Tls(e.to_string()))?;
     // Upgrades (exec, attach, port-forward) need HTTP/1.1.

@@ -1,0 +1,492 @@
+//! What the kubelet reports about itself and its pods: `/pods` (the pods it runs, as a v1
+//! PodList), `/stats/summary` (node, pod and container CPU and memory in the upstream
+//! `stats/v1alpha1` Summary shape) and `/metrics` (Prometheus text).
+//!
+//! Node figures come from `/proc/stat` and `/proc/meminfo`, pod and container figures from
+//! their cgroups (`<cgroup-root>/pod<uid>` and `…/<container id>`; cgroup v1 `cpuacct` and
+//! `memory`, else cgroup v2). `workingSetBytes` is usage minus inactive file pages, as
+//! upstream computes it. `usageNanoCores` is the rate since the previous summary; the first
+//! one measures over a short pause. Network, filesystem and volume stats are not reported.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Response, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::{Body, Node, full, text};
+use crate::cri::{self, ContainerState, PodSandboxState};
+
+/// Shortest interval a CPU rate is measured over.
+const MIN_RATE_INTERVAL: Duration = Duration::from_millis(100);
+/// The pause taken when there is no earlier sample to measure against.
+const FIRST_RATE_INTERVAL: Duration = Duration::from_millis(300);
+/// Kernel clock ticks per second in `/proc/stat` (USER_HZ).
+const USER_HZ: u64 = 100;
+
+/// CPU counters (cumulative nanoseconds) of the previous summary, by cgroup or `""` for the node.
+#[derive(Default, Clone)]
+pub struct Samples(Arc<Mutex<Option<Sample>>>);
+
+/// When counters were read, and their values.
+type Sample = (Instant, HashMap<String, u64>);
+
+fn json_response(value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(value.to_string()))
+        .expect("static response parts are valid")
+}
+
+/// `/pods`: the pods this kubelet runs, newest version known.
+pub fn pods(node: &Node) -> Response<Body> {
+    let items: Vec<Value> = {
+        let pods = node.pods.lock().expect("pod set lock");
+        pods.values()
+            .filter_map(|rx| rx.borrow().clone())
+            .filter_map(|p| serde_json::to_value(p).ok())
+            .collect()
+    };
+    json_response(&json!({
+        "kind": "PodList",
+        "apiVersion": "v1",
+        "metadata": {},
+        "items": items,
+    }))
+}
+
+/// Where each cgroup controller (v1) and the cgroup2 tree are mounted.
+struct Mounts {
+    cpuacct: Option<PathBuf>,
+    memory: Option<PathBuf>,
+    unified: Option<PathBuf>,
+}
+
+impl Mounts {
+    fn read() -> Self {
+        let mut m = Mounts {
+            cpuacct: None,
+            memory: None,
+            unified: None,
+        };
+        let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let [_, dir, fstype, opts, ..] = f[..] else {
+                continue;
+            };
+            let dir = PathBuf::from(dir);
+            match fstype {
+                "cgroup2" => m.unified = m.unified.take().or(Some(dir)),
+                "cgroup" => {
+                    let opts: Vec<&str> = opts.split(',').collect();
+                    if opts.contains(&"cpuacct") {
+                        m.cpuacct = m.cpuacct.take().or(Some(dir.clone()));
+                    }
+                    if opts.contains(&"memory") {
+                        m.memory = m.memory.take().or(Some(dir));
+                    }
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
+    /// Cumulative CPU time of cgroup `rel` in nanoseconds.
+    fn cpu_ns(&self, rel: &str) -> Option<u64> {
+        let rel = rel.trim_start_matches('/');
+        if let Some(v1) = &self.cpuacct
+            && let Some(ns) = read_u64(&v1.join(rel).join("cpuacct.usage"))
+        {
+            return Some(ns);
+        }
+        let stat = read_keyed(&self.unified.as_ref()?.join(rel).join("cpu.stat"));
+        stat.get("usage_usec").map(|us| us * 1000)
+    }
+
+    /// Memory of cgroup `rel`.
+    fn memory(&self, rel: &str) -> Option<Memory> {
+        let rel = rel.trim_start_matches('/');
+        if let Some(v1) = &self.memory {
+            let dir = v1.join(rel);
+            if let Some(usage) = read_u64(&dir.join("memory.usage_in_bytes")) {
+                let stat = read_keyed(&dir.join("memory.stat"));
+                let get = |k: &str| stat.get(k).copied().unwrap_or(0);
+                return Some(Memory {
+                    usage,
+                    working_set: usage.saturating_sub(get("total_inactive_file")),
+                    rss: get("total_rss"),
+                    page_faults: get("total_pgfault"),
+                    major_page_faults: get("total_pgmajfault"),
+                });
+            }
+        }
+        let dir = self.unified.as_ref()?.join(rel);
+        let usage = read_u64(&dir.join("memory.current"))?;
+        let stat = read_keyed(&dir.join("memory.stat"));
+        let get = |k: &str| stat.get(k).copied().unwrap_or(0);
+        Some(Memory {
+            usage,
+            working_set: usage.saturating_sub(get("inactive_file")),
+            rss: get("anon"),
+            page_faults: get("pgfault"),
+            major_page_faults: get("pgmajfault"),
+        })
+    }
+}
+
+struct Memory {
+    usage: u64,
+    working_set: u64,
+    rss: u64,
+    page_faults: u64,
+    major_page_faults: u64,
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A `key value` per line file (`memory.stat`, `cpu.stat`, `/proc/meminfo` without units).
+fn read_keyed(path: &Path) -> HashMap<String, u64> {
+    parse_keyed(&std::fs::read_to_string(path).unwrap_or_default())
+}
+
+fn parse_keyed(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let k = f.next()?.trim_end_matches(':');
+            Some((k.to_owned(), f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Busy CPU time of the whole machine (`/proc/stat`: all but idle and iowait) in nanoseconds.
+fn node_cpu_ns(proc_stat: &str) -> Option<u64> {
+    let line = proc_stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| *t)
+        .sum();
+    Some(busy * (1_000_000_000 / USER_HZ))
+}
+
+/// Node memory from `/proc/meminfo` (kB values).
+fn node_memory(meminfo: &str) -> Option<(u64, Memory)> {
+    let m = parse_keyed(meminfo);
+    let kb = |k: &str| m.get(k).map(|v| v * 1024);
+    let total = kb("MemTotal")?;
+    let usage = total.saturating_sub(kb("MemFree")?);
+    let inactive_file = kb("Inactive(file)").unwrap_or(0);
+    Some((
+        total,
+        Memory {
+            usage,
+            working_set: usage.saturating_sub(inactive_file),
+            rss: kb("AnonPages").unwrap_or(0),
+            page_faults: 0,
+            major_page_faults: 0,
+        },
+    ))
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn from_nanos(ns: i64) -> String {
+    rfc3339(chrono::DateTime::from_timestamp_nanos(ns))
+}
+
+/// One pod or container to report: its cgroup, and where it appears in the summary.
+struct Target {
+    key: String,
+    cgroup: String,
+}
+
+/// The CPU counters of the node (`""`) and of every target.
+fn cpu_counters(mounts: &Mounts, targets: &[Target]) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    if let Some(ns) = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| node_cpu_ns(&s))
+    {
+        out.insert(String::new(), ns);
+    }
+    for t in targets {
+        if let Some(ns) = mounts.cpu_ns(&t.cgroup) {
+            out.insert(t.key.clone(), ns);
+        }
+    }
+    out
+}
+
+fn cpu_json(
+    time: &str,
+    key: &str,
+    now: &HashMap<String, u64>,
+    rate: &HashMap<String, u64>,
+) -> Value {
+    let mut v = json!({"time": time});
+    if let Some(r) = rate.get(key) {
+        v["usageNanoCores"] = json!(r);
+    }
+    if let Some(total) = now.get(key) {
+        v["usageCoreNanoSeconds"] = json!(total);
+    }
+    v
+}
+
+fn memory_json(time: &str, m: Option<&Memory>, available: Option<u64>) -> Value {
+    let mut v = json!({"time": time});
+    if let Some(m) = m {
+        v["usageBytes"] = json!(m.usage);
+        v["workingSetBytes"] = json!(m.working_set);
+        v["rssBytes"] = json!(m.rss);
+        v["pageFaults"] = json!(m.page_faults);
+        v["majorPageFaults"] = json!(m.major_page_faults);
+    }
+    if let Some(a) = available {
+        v["availableBytes"] = json!(a);
+    }
+    v
+}
+
+/// `/stats/summary`.
+pub async fn summary(node: &Node) -> Response<Body> {
+    let mut rc = node.runtime.clone();
+    let sandboxes = match rc
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+    {
+        Ok(r) => r.into_inner().items,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing pod sandboxes: {}", e.message()),
+            );
+        }
+    };
+    let containers = match rc
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+    {
+        Ok(r) => r.into_inner().containers,
+        Err(e) => {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing containers: {}", e.message()),
+            );
+        }
+    };
+    let root = node.cgroup_root.trim_end_matches('/');
+    let ready: Vec<&cri::PodSandbox> = sandboxes
+        .iter()
+        .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
+        .collect();
+    let running: Vec<&cri::Container> = containers
+        .iter()
+        .filter(|c| c.state == ContainerState::ContainerRunning as i32)
+        .collect();
+    let uid = |s: &cri::PodSandbox| {
+        s.metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default()
+    };
+    let mut targets = Vec::new();
+    for s in &ready {
+        let pod_cgroup = format!("{root}/pod{}", uid(s));
+        for c in running.iter().filter(|c| c.pod_sandbox_id == s.id) {
+            targets.push(Target {
+                key: c.id.clone(),
+                cgroup: format!("{pod_cgroup}/{}", c.id),
+            });
+        }
+        targets.push(Target {
+            key: s.id.clone(),
+            cgroup: pod_cgroup,
+        });
+    }
+
+    let mounts = Mounts::read();
+    let earlier = node
+        .cpu_samples
+        .0
+        .lock()
+        .expect("samples lock")
+        .clone()
+        .filter(|(at, _)| at.elapsed() >= MIN_RATE_INTERVAL);
+    let (then, before) = match earlier {
+        Some(e) => e,
+        None => {
+            let first = (Instant::now(), cpu_counters(&mounts, &targets));
+            tokio::time::sleep(FIRST_RATE_INTERVAL).await;
+            first
+        }
+    };
+    let at = Instant::now();
+    let now = cpu_counters(&mounts, &targets);
+    let elapsed = at.duration_since(then).as_nanos().max(1);
+    let rate: HashMap<String, u64> = now
+        .iter()
+        .filter_map(|(k, v)| {
+            let b = before.get(k)?;
+            Some((
+                k.clone(),
+                (u128::from(v.saturating_sub(*b)) * 1_000_000_000 / elapsed) as u64,
+            ))
+        })
+        .collect();
+    *node.cpu_samples.0.lock().expect("samples lock") = Some((at, now.clone()));
+
+    let time = rfc3339(chrono::Utc::now());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let (node_memory, available) = match node_memory(&meminfo) {
+        Some((total, m)) => {
+            let available = total.saturating_sub(m.working_set);
+            (Some(m), Some(available))
+        }
+        None => (None, None),
+    };
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
+        })
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map(rfc3339);
+    let pods: Vec<Value> = ready
+        .iter()
+        .map(|s| {
+            let meta = s.metadata.clone().unwrap_or_default();
+            let pod_cgroup = format!("{root}/pod{}", meta.uid);
+            let cs: Vec<Value> = running
+                .iter()
+                .filter(|c| c.pod_sandbox_id == s.id)
+                .map(|c| {
+                    let cgroup = format!("{pod_cgroup}/{}", c.id);
+                    json!({
+                        "name": c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+                        "startTime": from_nanos(c.created_at),
+                        "cpu": cpu_json(&time, &c.id, &now, &rate),
+                        "memory": memory_json(&time, mounts.memory(&cgroup).as_ref(), None),
+                    })
+                })
+                .collect();
+            json!({
+                "podRef": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
+                "startTime": from_nanos(s.created_at),
+                "containers": cs,
+                "cpu": cpu_json(&time, &s.id, &now, &rate),
+                "memory": memory_json(&time, mounts.memory(&pod_cgroup).as_ref(), None),
+            })
+        })
+        .collect();
+    let mut node_json = json!({
+        "nodeName": node.name,
+        "cpu": cpu_json(&time, "", &now, &rate),
+        "memory": memory_json(&time, node_memory.as_ref(), available),
+    });
+    if let Some(b) = boot {
+        node_json["startTime"] = json!(b);
+    }
+    json_response(&json!({"node": node_json, "pods": pods}))
+}
+
+/// `/metrics`.
+pub async fn metrics(node: &Node) -> Response<Body> {
+    let mut rc = node.runtime.clone();
+    let sandboxes = rc
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await
+        .map(|r| r.into_inner().items)
+        .unwrap_or_default();
+    let containers = rc
+        .list_containers(cri::ListContainersRequest { filter: None })
+        .await
+        .map(|r| r.into_inner().containers)
+        .unwrap_or_default();
+    let pods = sandboxes
+        .iter()
+        .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
+        .count();
+    let count = |state: ContainerState| {
+        containers
+            .iter()
+            .filter(|c| c.state == state as i32)
+            .count()
+    };
+    let mut out = String::new();
+    out.push_str(
+        "# HELP kubelet_node_name [ALPHA] The node's name. The count is always 1.\n\
+         # TYPE kubelet_node_name gauge\n",
+    );
+    out.push_str(&format!("kubelet_node_name{{node=\"{}\"}} 1\n", node.name));
+    out.push_str(
+        "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n\
+         # TYPE kubelet_running_pods gauge\n",
+    );
+    out.push_str(&format!("kubelet_running_pods {pods}\n"));
+    out.push_str(
+        "# HELP kubelet_running_containers [ALPHA] Number of containers currently running\n\
+         # TYPE kubelet_running_containers gauge\n",
+    );
+    for (label, state) in [
+        ("created", ContainerState::ContainerCreated),
+        ("exited", ContainerState::ContainerExited),
+        ("running", ContainerState::ContainerRunning),
+        ("unknown", ContainerState::ContainerUnknown),
+    ] {
+        out.push_str(&format!(
+            "kubelet_running_containers{{container_state=\"{label}\"}} {}\n",
+            count(state)
+        ));
+    }
+    out.push_str(&crate::metrics::POD_START_DURATION.render(
+        "kubelet_pod_start_duration_seconds",
+        "[ALPHA] Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
+    ));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(full(out))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_figures_from_proc() {
+        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\nbtime 1700000000\n";
+        // Busy ticks: 100 + 5 + 50 + 1 + 2 + 3 = 161, at 10 ms each.
+        assert_eq!(node_cpu_ns(stat), Some(161 * 10_000_000));
+        let meminfo = "MemTotal:        1000 kB\nMemFree:          200 kB\nMemAvailable:     500 kB\nInactive(file):   100 kB\nAnonPages:        300 kB\n";
+        let (total, m) = node_memory(meminfo).unwrap();
+        assert_eq!(total, 1000 * 1024);
+        assert_eq!(
+            (m.usage, m.working_set, m.rss),
+            (800 * 1024, 700 * 1024, 300 * 1024)
+        );
+    }
+}
