@@ -11,6 +11,7 @@ pub mod nodematch;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod tls;
 
 pub use k8s_openapi;
 pub use resources::{RESOURCES, ResourceInfo};
