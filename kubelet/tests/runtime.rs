@@ -288,6 +288,59 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
         .containers;
     assert_eq!(listed.len(), 3);
 
+    // Stats from the cgroups: the running side container used CPU and holds memory; the list
+    // covers the running containers of the sandbox only.
+    let stats = rc
+        .container_stats(cri::ContainerStatsRequest {
+            container_id: side_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(stats.attributes.as_ref().unwrap().id, side_id);
+    assert_eq!(
+        stats
+            .attributes
+            .as_ref()
+            .unwrap()
+            .metadata
+            .as_ref()
+            .unwrap()
+            .name,
+        "side"
+    );
+    let cpu = stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value;
+    let memory = stats.memory.unwrap();
+    let usage = memory.usage_bytes.unwrap().value;
+    let working_set = memory.working_set_bytes.unwrap().value;
+    assert!(cpu > 0, "no CPU time for side");
+    assert!(
+        usage > 0 && working_set <= usage,
+        "memory {usage} / {working_set}"
+    );
+    let all = rc
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: sb.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    let running = listed
+        .iter()
+        .filter(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+        .count();
+    assert_eq!(all.len(), running, "{all:?}");
+    assert!(
+        all.iter()
+            .any(|s| s.attributes.as_ref().unwrap().id == side_id)
+    );
+
     // A container over its memory limit is OOM-killed.
     let mut hog = container(
         "hog",

@@ -433,7 +433,8 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// Whatever pods left on the node: runc containers, mounts (rootfs overlays and the bind
 /// mounts that keep sandbox namespaces), sandbox and container state, pod volume
-/// directories, pod cgroups in every hierarchy, pod veths and IP allocations.
+/// directories, pod cgroups in every hierarchy, pod veths, IP allocations and pod log
+/// directories.
 fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let dir = c.node_dir();
@@ -500,6 +501,10 @@ fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
         if !ips.is_empty() {
             left.push(format!("IPs allocated in {network}: {ips:?}"));
         }
+    }
+    let logs = entries(&dir.join("logs/pods"));
+    if !logs.is_empty() {
+        left.push(format!("pod log directories: {logs:?}"));
     }
     Ok(left)
 }

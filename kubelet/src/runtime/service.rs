@@ -860,6 +860,38 @@ pub const NETNS_INFO_KEY: &str = "netns";
 
 type R<T> = std::result::Result<Response<T>, Status>;
 
+/// CPU and memory of `c` from its cgroup, as CRI `ContainerStats` (no rate: `usageNanoCores`
+/// needs two samples, which the caller takes).
+fn container_stats(mounts: &crate::cgroups::Mounts, c: &Container) -> cri::ContainerStats {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let value = |v: u64| Some(cri::UInt64Value { value: v });
+    let memory = mounts.memory(&c.cgroups_path);
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: c.status.id.clone(),
+            metadata: c.status.metadata.clone(),
+            labels: c.status.labels.clone(),
+            annotations: c.status.annotations.clone(),
+        }),
+        cpu: Some(cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: mounts.cpu_ns(&c.cgroups_path).and_then(value),
+            usage_nano_cores: None,
+        }),
+        memory: Some(cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: memory.as_ref().and_then(|m| value(m.working_set)),
+            available_bytes: None,
+            usage_bytes: memory.as_ref().and_then(|m| value(m.usage)),
+            rss_bytes: memory.as_ref().and_then(|m| value(m.rss)),
+            page_faults: memory.as_ref().and_then(|m| value(m.page_faults)),
+            major_page_faults: memory.as_ref().and_then(|m| value(m.major_page_faults)),
+        }),
+    }
+}
+
 #[tonic::async_trait]
 impl cri::runtime_service_server::RuntimeService for Runtime {
     async fn version(&self, _: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
@@ -1037,6 +1069,48 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
     ) -> R<cri::ReopenContainerLogResponse> {
         self.reopen_log(&req.into_inner().container_id).await?;
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
+        let c = self.container(&req.into_inner().container_id)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(container_stats(&crate::cgroups::Mounts::read(), &c)),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let containers: Vec<Container> = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state
+                .containers
+                .iter()
+                .filter(|(id, c)| {
+                    (filter.id.is_empty() || **id == filter.id)
+                        && (filter.pod_sandbox_id.is_empty()
+                            || c.sandbox_id == filter.pod_sandbox_id)
+                        && filter
+                            .label_selector
+                            .iter()
+                            .all(|(k, v)| c.status.labels.get(k) == Some(v))
+                        && c.status.state == ContainerState::ContainerRunning as i32
+                })
+                .map(|(_, c)| c.clone())
+                .collect()
+        };
+        let mounts = crate::cgroups::Mounts::read();
+        Ok(Response::new(cri::ListContainerStatsResponse {
+            stats: containers
+                .iter()
+                .map(|c| container_stats(&mounts, c))
+                .collect(),
+        }))
     }
 
     async fn status(&self, _: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
