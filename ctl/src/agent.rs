@@ -254,7 +254,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let mut failure = None;
     tokio::select! {
         () = shutdown => tracing::info!("agent stopping"),
-        Some(done) = next_failure(&mut tasks) => failure = Some(done),
+        Some(err) = next_failure(&mut tasks) => {
+            tracing::error!(error = %format!("{err:#}"), "component failed; stopping the others");
+            failure = Some(err);
+        }
     }
     let _ = stop_tx.send(true);
     while let Some(done) = tasks.join_next().await {

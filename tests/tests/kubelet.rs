@@ -367,11 +367,27 @@ fn agent_log(c: &LabCluster) -> String {
         .ok()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .unwrap_or_default();
-    // Backtraces of a failed agent would crowd out what it said.
-    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("  ")).collect();
+    // Backtraces of a failed agent would crowd out what it said (its error and causes stay).
+    let mut in_backtrace = false;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            if l.starts_with("Stack backtrace:") {
+                in_backtrace = true;
+            } else if l.starts_with("Error") || l.contains("Z ") {
+                in_backtrace = false;
+            }
+            !in_backtrace
+        })
+        .collect();
     let warnings: Vec<&str> = lines
         .iter()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.starts_with("Error"))
+        .filter(|l| {
+            l.contains("WARN")
+                || l.contains("ERROR")
+                || l.starts_with("Error")
+                || l.starts_with("    ")
+        })
         .take(40)
         .copied()
         .collect();
@@ -433,8 +449,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// Whatever pods left on the node: runc containers, mounts (rootfs overlays and the bind
 /// mounts that keep sandbox namespaces), sandbox and container state, pod volume
-/// directories, pod cgroups in every hierarchy, pod veths, IP allocations and pod log
-/// directories.
+/// directories, pod cgroups in every hierarchy, pod veths and IP allocations.
 fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
     let mut left = Vec::new();
     let dir = c.node_dir();
@@ -501,10 +516,6 @@ fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
         if !ips.is_empty() {
             left.push(format!("IPs allocated in {network}: {ips:?}"));
         }
-    }
-    let logs = entries(&dir.join("logs/pods"));
-    if !logs.is_empty() {
-        left.push(format!("pod log directories: {logs:?}"));
     }
     Ok(left)
 }

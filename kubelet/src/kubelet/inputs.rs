@@ -311,7 +311,12 @@ fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
 
 /// Directory of a pod's volumes on the node.
 pub fn volumes_dir(root: &Path, uid: &str) -> PathBuf {
-    root.join("pods").join(uid).join("volumes")
+    pods_dir(root).join(uid).join("volumes")
+}
+
+/// The directory holding one directory per pod (named by UID) under the kubelet's root.
+pub fn pods_dir(root: &Path) -> PathBuf {
+    root.join("pods")
 }
 
 fn write_items(

@@ -175,11 +175,11 @@ fn clear_orphaned_pod_dirs(
     keep: &std::collections::HashSet<String>,
     started: std::time::SystemTime,
 ) {
-    let pods = inputs::volumes_dir(root, "");
-    let Some(pods) = pods.parent().and_then(|p| p.parent()) else {
-        return;
-    };
-    for entry in std::fs::read_dir(pods).into_iter().flatten().flatten() {
+    for entry in std::fs::read_dir(inputs::pods_dir(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let uid = entry.file_name().to_string_lossy().into_owned();
         let old = entry
             .metadata()
@@ -1412,22 +1412,13 @@ impl Worker {
             self.release_unknown().await;
         }
         // Whichever way the pod went (graceful deletion, removed from the apiserver at once
-        // as finished pods are, a static pod's manifest removed), its volumes and its log
-        // directory go with it.
-        if let Some(pod) = known
+        // as finished pods are, a static pod's manifest removed), its volumes go with it.
+        if let Some(uid) = known
             .as_ref()
-            .filter(|p| p.metadata.uid.as_deref().is_some_and(|uid| !uid.is_empty()))
+            .and_then(|p| p.metadata.uid.as_deref())
+            .filter(|uid| !uid.is_empty())
         {
-            remove_pod_dir(
-                &self.ctx.config.root_dir,
-                pod.metadata.uid.as_deref().unwrap_or_default(),
-            );
-            let logs = self.log_dir(pod);
-            match std::fs::remove_dir_all(&logs) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(dir = %logs.display(), error = %e, "removing pod logs"),
-            }
+            remove_pod_dir(&self.ctx.config.root_dir, uid);
         }
     }
 
