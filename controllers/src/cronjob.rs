@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -350,19 +350,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     let changed = names(&active_refs) != names(status.active.as_deref().unwrap_or_default())
         || last_schedule != status.last_schedule_time.as_ref().map(|t| t.0)
         || last_successful != status.last_successful_time.as_ref().map(|t| t.0);
-    if changed {
-        match cj_api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": new_status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e).ctx(|| format!("updating status of cronjob {ns}/{name}")),
-        }
+    if changed && !crate::util::patch_status(&cj_api, &ns, &name, new_status).await? {
+        return Ok(Action::await_change());
     }
     Ok(Action::requeue(requeue))
 }

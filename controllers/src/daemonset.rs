@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -400,24 +400,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .any(|(k, v)| prev.get(k).cloned().unwrap_or(json!(0)) != *v);
     if differs {
         let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match ds_api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e).ctx(|| format!("updating status of daemonset {ns}/{name}")),
+        if !crate::util::patch_status(&ds_api, &ns, &name, status).await? {
+            return Ok(Action::await_change());
         }
     }
-    // Ready pods become available after minReadySeconds without any event.
-    if ready > available && min_ready > 0 {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(crate::util::requeue_for_availability(
+        ready, available, min_ready,
+    ))
 }
 
 #[cfg(test)]

@@ -697,19 +697,8 @@ async fn sync_status(
     .any(|k| prev_json.get(*k).cloned().unwrap_or(json!(0)) != new_status[*k])
         || strip(&prev_json).get("conditions") != strip(&new_status).get("conditions");
     let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    if differs {
-        match dapi
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": new_status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-            Err(e) => return Err(e).ctx(|| format!("updating status of deployment {ns}/{name}")),
-        }
+    if differs && !crate::util::patch_status(&dapi, &ns, &name, new_status).await? {
+        return Ok(());
     }
     if let Some(rs) = new_rs {
         let rev = revision(rs).to_string();

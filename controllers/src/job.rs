@@ -339,19 +339,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
                 .cloned()
                 .unwrap_or(json!(0))
     });
-    if differs {
-        match jobs
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": new_status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e).ctx(|| format!("updating status of job {ns}/{name}")),
-        }
+    if differs && !crate::util::patch_status(&jobs, &ns, &name, new_status).await? {
+        return Ok(Action::await_change());
     }
     // ttlSecondsAfterFinished: delete the job (and, in the background, its pods).
     let done = conditions

@@ -279,24 +279,15 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
     });
     if differs {
         let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match rs_api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e).ctx(|| format!("updating status of replicaset {ns}/{name}")),
+        if !crate::util::patch_status(&rs_api, &ns, &name, status).await? {
+            return Ok(Action::await_change());
         }
     }
-    // Pods ready but not yet available become available without any event: look again then.
-    if ready > available && min_ready > 0 {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(crate::util::requeue_for_availability(
+        ready as i32,
+        available as i32,
+        min_ready,
+    ))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
@@ -292,23 +292,13 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .any(|(k, v)| prev.get(k).cloned().unwrap_or(json!(0)) != *v);
     if differs {
         let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-        match api
-            .patch_status(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": new_status})),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
-            Err(e) => return Err(e).ctx(|| format!("updating status of statefulset {ns}/{name}")),
+        if !crate::util::patch_status(&api, &ns, &name, new_status).await? {
+            return Ok(Action::await_change());
         }
     }
-    if ready > available && min_ready > 0 {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(crate::util::requeue_for_availability(
+        ready, available, min_ready,
+    ))
 }
 
 async fn create_pod(

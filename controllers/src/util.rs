@@ -1,10 +1,13 @@
-//! Small helpers the controllers share: owner references, pod readiness, selectors, time.
+//! Small helpers the controllers share: owner references, pod readiness, selectors, time,
+//! status updates.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 /// A controller ownerReference to `owner` (`controller: true`, `blockOwnerDeletion: true`).
@@ -94,4 +97,46 @@ pub fn map_selector_string(map: &BTreeMap<String, String>) -> String {
 
 pub fn now() -> Time {
     Time(Timestamp::now())
+}
+
+/// Merge-patches `status` onto the status subresource of `name`, an object of `api`'s kind
+/// in namespace `ns`; `Ok(false)` when the object is gone (nothing left to report on).
+pub async fn patch_status<K>(
+    api: &kube::Api<K>,
+    ns: &str,
+    name: &str,
+    status: serde_json::Value,
+) -> crate::Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    use crate::Context;
+    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+    match api
+        .patch_status(name, &kube::api::PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e).ctx(|| {
+            format!(
+                "updating status of {} {ns}/{name}",
+                K::kind(&()).to_lowercase()
+            )
+        }),
+    }
+}
+
+/// When to look at a workload again: soon while ready pods wait out `minReadySeconds` (they
+/// become available without any event), else at the periodic resync.
+pub fn requeue_for_availability(
+    ready: i32,
+    available: i32,
+    min_ready: i32,
+) -> kube::runtime::controller::Action {
+    if ready > available && min_ready > 0 {
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+    } else {
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300))
+    }
 }
