@@ -129,14 +129,10 @@ where
 
 /// When to look at a workload again: soon while ready pods wait out `minReadySeconds` (they
 /// become available without any event), else at the periodic resync.
-pub fn requeue_for_availability(
-    ready: i32,
-    available: i32,
-    min_ready: i32,
-) -> kube::runtime::controller::Action {
+pub fn requeue_for_availability(ready: i32, available: i32, min_ready: i32) -> Action {
     if ready > available && min_ready > 0 {
-        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(1))
+        Action::requeue(Duration::from_secs(1))
     } else {
-        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300))
+        Action::requeue(Duration::from_secs(300))
     }
 }
