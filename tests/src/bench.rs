@@ -360,3 +360,102 @@ mod tests {
         assert_eq!(ratio(1.0, 2.0), "0.50×");
     }
 }
+
+/// Pod network namespaces wired into lab nodes by running `ekube-cni` ADD as a kubelet would;
+/// removed on drop (the lab removes the rest).
+pub struct PodNamespaces {
+    prefix: &'static str,
+    names: Vec<String>,
+}
+
+impl PodNamespaces {
+    /// Pods named `<prefix><node><tag>`; `prefix` is also what `clear_netns` sweeps.
+    pub fn new(prefix: &'static str) -> Self {
+        Self {
+            prefix,
+            names: Vec::new(),
+        }
+    }
+
+    /// Creates pod namespace `<prefix><node><tag>` and runs `ekube-cni` ADD for it with node
+    /// `n<node>`'s network configuration; returns the namespace and the pod's address.
+    pub fn add(
+        &mut self,
+        lab: &ekube_lab::Lab,
+        node: usize,
+        tag: &str,
+    ) -> Result<(String, std::net::Ipv4Addr)> {
+        use std::io::Write;
+        let host = lab.host(&format!("n{node}"))?;
+        let netns = format!("{}{node}{tag}", self.prefix);
+        let st = Command::new("ip").args(["netns", "add", &netns]).status()?;
+        ensure!(st.success(), "ip netns add {netns}");
+        self.names.push(netns.clone());
+        let conflist = ekube_cni::write_conflist(
+            &host.cni_conf_dir(),
+            &ekube_cni::NodeConflist {
+                subnet_file: host.run_dir().join("subnet.env"),
+                data_dir: host.dir.join("data/cni"),
+                ..Default::default()
+            },
+        )?;
+        // A runtime hands the plugin one entry of the list, with the list's version and name.
+        let list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&conflist)?)?;
+        let mut conf = list["plugins"][0].clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf["name"] = list["name"].clone();
+
+        let plugin = crate::ekube_bin().with_file_name("ekube-cni");
+        let mut child = netns_command(&host.netns, &plugin)?
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
+            .env("CNI_NETNS", netns_path(&netns))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", plugin.parent().context("plugin directory")?)
+            .env(
+                "CNI_ARGS",
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting ekube-cni")?;
+        child
+            .stdin
+            .take()
+            .context("plugin stdin")?
+            .write_all(conf.to_string().as_bytes())?;
+        let out = child.wait_with_output()?;
+        ensure!(
+            out.status.success(),
+            "CNI ADD for {netns} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let addr = result["ips"][0]["address"]
+            .as_str()
+            .context("no ips[0].address in the CNI result")?;
+        let ip = addr.split('/').next().unwrap_or_default().parse()?;
+        // Loopback up, as a runtime does (servers' readiness checks connect to 127.0.0.1).
+        let st = Command::new("ip")
+            .args(["-n", &netns, "link", "set", "lo", "up"])
+            .status()?;
+        ensure!(st.success(), "bringing lo up in {netns}");
+        Ok((netns, ip))
+    }
+}
+
+impl Drop for PodNamespaces {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}

@@ -10,15 +10,13 @@
 //! connect-request-close), in alternating order; the table shows medians over the rounds and
 //! ratios to the underlay. Nothing is sent from the root namespace.
 
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
-use ekube_cni::NodeConflist;
 use ekube_lab::{CmdTemplate, Lab, LabConfig};
 use ekube_tests::bench::{self, RrReport, Table, median, ratio};
 use ekube_tests::{ekube_bin, wait_for};
@@ -40,17 +38,6 @@ struct Args {
     /// Rounds over all paths and modes (the order alternates between rounds).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-}
-
-/// Removes the pod namespaces on drop (the lab removes the rest).
-struct PodNamespaces(Vec<String>);
-
-impl Drop for PodNamespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
 }
 
 /// One measured path: where the client runs and the server it talks to.
@@ -79,7 +66,7 @@ fn main() -> Result<()> {
         "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig}",
     ));
     let lab = Lab::up(config).context("bringing the lab up")?;
-    let mut pods = PodNamespaces(Vec::new());
+    let mut pods = bench::PodNamespaces::new(POD_PREFIX);
     for i in 1..=2 {
         let host = lab.host(&format!("n{i}"))?;
         let argv = CmdTemplate::parse(
@@ -113,9 +100,9 @@ fn main() -> Result<()> {
             )
         })?;
     }
-    let a = add_pod(&lab, &mut pods, 1, "a")?;
-    let b = add_pod(&lab, &mut pods, 1, "b")?;
-    let c = add_pod(&lab, &mut pods, 2, "c")?;
+    let a = pods.add(&lab, 1, "a")?;
+    let b = pods.add(&lab, 1, "b")?;
+    let c = pods.add(&lab, 2, "c")?;
     eprintln!(
         "[{:.0?}] lab up: pods {a:?} {b:?} on n1, {c:?} on n2",
         started.elapsed()
@@ -258,74 +245,4 @@ fn main() -> Result<()> {
     drop(pods);
     lab.down().context("tearing the lab down")?;
     Ok(())
-}
-
-/// Creates pod namespace `<prefix><node><tag>` and runs `ekube-cni` ADD for it on node `node`
-/// as a kubelet would; returns the namespace and the pod's address.
-fn add_pod(
-    lab: &Lab,
-    pods: &mut PodNamespaces,
-    node: usize,
-    tag: &str,
-) -> Result<(String, Ipv4Addr)> {
-    let host = lab.host(&format!("n{node}"))?;
-    let netns = format!("{POD_PREFIX}{node}{tag}");
-    let st = Command::new("ip").args(["netns", "add", &netns]).status()?;
-    ensure!(st.success(), "ip netns add {netns}");
-    pods.0.push(netns.clone());
-    let conflist = ekube_cni::write_conflist(
-        &host.cni_conf_dir(),
-        &NodeConflist {
-            subnet_file: host.run_dir().join("subnet.env"),
-            data_dir: host.dir.join("data/cni"),
-            ..Default::default()
-        },
-    )?;
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(&conflist)?)?;
-    let mut conf = list["plugins"][0].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
-    conf["name"] = list["name"].clone();
-
-    let plugin = ekube_bin().with_file_name("ekube-cni");
-    let mut cmd = bench::netns_command(&host.netns, &plugin)?;
-    cmd.env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
-        .env("CNI_NETNS", bench::netns_path(&netns))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", plugin.parent().context("plugin directory")?)
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().context("starting ekube-cni")?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "CNI ADD for {netns} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout)?;
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .context("no ips[0].address in the CNI result")?;
-    let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
-    // Bring loopback up as a runtime would (the probe of rr_serve connects to 127.0.0.1).
-    let _ = Command::new("ip")
-        .args(["-n", &netns, "link", "set", "lo", "up"])
-        .status();
-    Ok((netns, ip))
 }

@@ -3,16 +3,14 @@
 //! EndpointSlices written through the API (selector-less Services with hand-written slices).
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use ekube_cni::NodeConflist;
 use ekube_lab::{CmdTemplate, Lab};
 use ekube_tests::bench::{self, ChildGuard};
-use ekube_tests::{ekube_bin, wait_for};
+use ekube_tests::wait_for;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -37,17 +35,6 @@ pub const TARGET: &str = "zz-lb-target";
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
 /// Parallel API requests while creating filler services.
 const CREATE_PARALLEL: usize = 32;
-
-/// Removes the pod namespaces on drop (the lab removes the rest).
-pub struct PodNamespaces(Vec<String>);
-
-impl Drop for PodNamespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 /// One backend pod: its namespace, address and the node it is on.
 #[derive(Clone, Debug)]
@@ -75,7 +62,7 @@ pub struct Cluster<'a> {
     /// ClusterIPs the apiserver handed out (it picks at random), so added services avoid them.
     allocated: HashSet<Ipv4Addr>,
     _servers: Vec<ChildGuard>,
-    _pods: PodNamespaces,
+    _pods: bench::PodNamespaces,
 }
 
 impl<'a> Cluster<'a> {
@@ -90,11 +77,11 @@ impl<'a> Cluster<'a> {
             .block_on(ekube_api::client::from_kubeconfig(&lab.kubeconfig()))
             .context("API client")?;
         start_overlay(lab)?;
-        let mut pods = PodNamespaces(Vec::new());
-        let client_ns = add_pod(lab, &mut pods, 1, "c")?.0;
+        let mut pods = bench::PodNamespaces::new(POD_PREFIX);
+        let client_ns = pods.add(lab, 1, "c")?.0;
         let mut backends = Vec::new();
         for (node, tag) in [(1, "a"), (2, "b")] {
-            let (netns, ip) = add_pod(lab, &mut pods, node, tag)?;
+            let (netns, ip) = pods.add(lab, node, tag)?;
             backends.push(Backend {
                 netns,
                 ip,
@@ -379,77 +366,4 @@ fn start_overlay(lab: &Lab) -> Result<()> {
         })?;
     }
     Ok(())
-}
-
-/// Creates pod namespace `<prefix><node><tag>` and wires it into node `n<node>` by running
-/// `ekube-cni` ADD with the node's network configuration; returns the namespace and address.
-fn add_pod(
-    lab: &Lab,
-    pods: &mut PodNamespaces,
-    node: usize,
-    tag: &str,
-) -> Result<(String, Ipv4Addr)> {
-    let host = lab.host(&format!("n{node}"))?;
-    let netns = format!("{POD_PREFIX}{node}{tag}");
-    let st = Command::new("ip").args(["netns", "add", &netns]).status()?;
-    ensure!(st.success(), "ip netns add {netns}");
-    pods.0.push(netns.clone());
-    let conflist = ekube_cni::write_conflist(
-        &host.cni_conf_dir(),
-        &NodeConflist {
-            subnet_file: host.run_dir().join("subnet.env"),
-            data_dir: host.dir.join("data/cni"),
-            ..Default::default()
-        },
-    )?;
-    // A runtime hands the plugin one entry of the list, with the list's version and name.
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(&conflist)?)?;
-    let mut conf = list["plugins"][0].clone();
-    conf["cniVersion"] = list["cniVersion"].clone();
-    conf["name"] = list["name"].clone();
-
-    let plugin = ekube_bin().with_file_name("ekube-cni");
-    let mut child = bench::netns_command(&host.netns, &plugin)?
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
-        .env("CNI_NETNS", bench::netns_path(&netns))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", plugin.parent().context("plugin directory")?)
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={netns}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting ekube-cni")?;
-    child
-        .stdin
-        .take()
-        .context("plugin stdin")?
-        .write_all(conf.to_string().as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "CNI ADD for {netns} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: Value = serde_json::from_slice(&out.stdout)?;
-    let addr = result["ips"][0]["address"]
-        .as_str()
-        .context("no ips[0].address in the CNI result")?;
-    let ip: Ipv4Addr = addr.split('/').next().unwrap_or_default().parse()?;
-    // Loopback up, as a runtime does (rr_serve checks readiness on 127.0.0.1).
-    let st = Command::new("ip")
-        .args(["-n", &netns, "link", "set", "lo", "up"])
-        .status()?;
-    ensure!(st.success(), "bringing lo up in {netns}");
-    Ok((netns, ip))
 }
