@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod bench;
 pub mod cluster;
+pub mod netns;
 
 /// The `ekube` binary built next to the test executable (`cargo build --bins` builds it;
 /// `cargo xtask test` does so before running tests).

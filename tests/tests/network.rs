@@ -83,19 +83,7 @@ fn netns_path(name: &str) -> PathBuf {
 
 /// Runs `f` on a thread inside network namespace `ns`.
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = File::open(netns_path(ns)).unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) },
-            0,
-            "setns: {}",
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
-    .join()
-    .expect("netns thread panicked")
+    ekube_tests::bench::in_netns(ns, f).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Serves forever inside `ns`: a line `ip` is answered with the client's address, `big` with

@@ -26,7 +26,7 @@ use std::{
 use ekube_proxy::datapath::{
     BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store, remove_pins,
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,
@@ -240,14 +240,8 @@ fn add_netns(ns: &str) {
     assert!(status.success(), "ip netns add {ns}");
 }
 
-fn nsenter(ns: &str) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{ns}")).arg("--");
-    cmd
-}
-
 fn sysctl(ns: &str, setting: &str) {
-    let status = nsenter(ns)
+    let status = netns::nsenter(ns)
         .args(["sysctl", "-qw", setting])
         .status()
         .expect("sysctl");
@@ -297,7 +291,7 @@ fn build(topo: &mut Topology) {
                 "neigh add 10.244.{other}.0 lladdr 02:00:00:00:0{other}:00 dev flannel.1 nud permanent"
             ),
         );
-        let out = nsenter(&ns)
+        let out = netns::nsenter(&ns)
             .args([
                 "bridge",
                 "fdb",
@@ -327,7 +321,7 @@ fn build(topo: &mut Topology) {
         ip(&ns, &format!("addr add {addr}/24 dev eth0"));
         ip(&ns, "link set eth0 up");
         ip(&ns, &format!("route add default via 10.244.{node}.1"));
-        let mut child = nsenter(&ns)
+        let mut child = netns::nsenter(&ns)
             .args(["python3", "-c", SERVER, pod])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -345,7 +339,7 @@ fn build(topo: &mut Topology) {
 }
 
 fn run_client(topo: &Topology, ns: &str, in_cgroup: bool, args: &[String]) -> String {
-    let mut cmd = nsenter(&topo.ns(ns));
+    let mut cmd = netns::nsenter(&topo.ns(ns));
     cmd.args(["python3", "-c", CLIENT]).args(args);
     if in_cgroup {
         let procs = topo.cgroup_procs.as_ref().unwrap().try_clone().unwrap();
@@ -637,7 +631,7 @@ fn nodeport_from_outside() {
 
     // A removed backend gets no new flows once the proxy synced, and established flows to the
     // other backends keep working.
-    let mut held = nsenter(&topo.ns("ext"))
+    let mut held = netns::nsenter(&topo.ns("ext"))
         .args([
             "python3",
             "-c",

@@ -31,7 +31,7 @@ use ekube_proxy::{
     datapath::{BpfMaps, DatapathConfig, dump_store, maps::MapStore, remove_pins},
     service::{DesiredService, ServiceName, desired_state},
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{Event, Service},
@@ -309,7 +309,7 @@ impl Fixture {
 
     /// Starts a client process in the namespace (and the cgroup if `in_cgroup`).
     fn spawn_client(&self, in_cgroup: bool, args: &[String]) -> Child {
-        let mut cmd = in_netns(&self.dp.node_name);
+        let mut cmd = netns::nsenter(&self.dp.node_name);
         cmd.args(["python3", "-c", CLIENT]).args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if in_cgroup {
@@ -422,7 +422,7 @@ impl Drop for Fixture {
         self.kill_proxy();
         let _ = self.backends.kill();
         let _ = self.backends.wait();
-        delete_netns(&self.dp.node_name);
+        netns::delete(&self.dp.node_name);
         if let Err(e) = remove_pins(&self.dp) {
             eprintln!("cleanup: {e}");
         }
@@ -545,11 +545,7 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 
 /// Removes cgroups and pins of earlier runs whose process is gone.
 fn clear_leftovers() {
-    let stale = |name: &str| {
-        name.strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-    };
+    let stale = |name: &str| netns::stale(PREFIX, name);
     for dir in fs::read_dir(Path::new(BPFFS).join("ekube"))
         .into_iter()
         .flatten()
@@ -568,43 +564,15 @@ fn clear_leftovers() {
             let _ = fs::remove_dir(dir.path());
         }
     }
-    for ns in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
-        let name = ns.file_name().to_string_lossy().into_owned();
-        if stale(&name) {
-            delete_netns(&name);
-        }
-    }
-}
-
-fn delete_netns(name: &str) {
-    let _ = Command::new("ip").args(["netns", "delete", name]).output();
-}
-
-/// A command that runs its arguments in network namespace `name` (keeping the real `/sys`).
-fn in_netns(name: &str) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{name}")).arg("--");
-    cmd
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    netns::clear_stale(PREFIX);
 }
 
 /// Creates namespace `name` (lo up, the service range routed locally) and starts the backends
 /// and a "direct" server on [`WEB_IP`]:80 there.
 fn start_backends(name: &str) -> Child {
-    ip(&["netns", "add", name]);
-    ip(&["-n", name, "link", "set", "lo", "up"]);
-    ip(&[
+    netns::ip(&["netns", "add", name]);
+    netns::ip(&["-n", name, "link", "set", "lo", "up"]);
+    netns::ip(&[
         "-n",
         name,
         "route",
@@ -620,7 +588,7 @@ fn start_backends(name: &str) -> Child {
         .collect();
     args.push(format!("direct={WEB_IP}:80"));
     let script = SERVERS.replace("UDP_PORT", &UDP_PORT.to_string());
-    let mut child = in_netns(name)
+    let mut child = netns::nsenter(name)
         .args(["python3", "-c", &script])
         .args(&args)
         .stdin(Stdio::piped())

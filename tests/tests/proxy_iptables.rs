@@ -20,7 +20,7 @@ use std::{
     io::{BufRead, BufReader},
     net::Ipv4Addr,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::Mutex,
     thread,
@@ -28,7 +28,7 @@ use std::{
 };
 
 use ekube_proxy::iptables::render::{external_chain, service_chain};
-use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client,
@@ -223,7 +223,7 @@ impl Fixture {
             euid, 0,
             "the iptables proxy tests need root (netns, iptables)"
         );
-        clear_leftovers();
+        netns::clear_stale(PREFIX);
         let name = format!("{PREFIX}{}-{backend}", std::process::id());
         let server = ServerProcess::start(&[]).expect("starting ekube server");
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -251,8 +251,8 @@ impl Fixture {
     fn build_network(&self) {
         let node = self.ns("node");
         for host in ["node", "pods", "cli", "ext"] {
-            ip(&["netns", "add", &self.ns(host)]);
-            ip(&["-n", &self.ns(host), "link", "set", "lo", "up"]);
+            netns::ip(&["netns", "add", &self.ns(host)]);
+            netns::ip(&["-n", &self.ns(host), "link", "set", "lo", "up"]);
         }
         // (node interface, node address, peer namespace, peer addresses)
         let links: [(&str, &str, &str, &[&str]); 3] = [
@@ -267,23 +267,23 @@ impl Fixture {
         ];
         for (iface, addr, peer, peer_addrs) in links {
             let peer_ns = self.ns(peer);
-            ip(&[
+            netns::ip(&[
                 "-n", &node, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns",
                 &peer_ns,
             ]);
-            ip(&["-n", &node, "addr", "add", addr, "dev", iface]);
-            ip(&["-n", &node, "link", "set", iface, "up"]);
+            netns::ip(&["-n", &node, "addr", "add", addr, "dev", iface]);
+            netns::ip(&["-n", &node, "link", "set", iface, "up"]);
             for a in peer_addrs {
-                ip(&["-n", &peer_ns, "addr", "add", a, "dev", "eth0"]);
+                netns::ip(&["-n", &peer_ns, "addr", "add", a, "dev", "eth0"]);
             }
-            ip(&["-n", &peer_ns, "link", "set", "eth0", "up"]);
+            netns::ip(&["-n", &peer_ns, "link", "set", "eth0", "up"]);
             if peer != "ext" {
                 let gw = addr.split('/').next().unwrap();
-                ip(&["-n", &peer_ns, "route", "add", "default", "via", gw]);
+                netns::ip(&["-n", &peer_ns, "route", "add", "default", "via", gw]);
             }
         }
         // An untranslated connect to the service range reaches the node itself and is refused.
-        ip(&[
+        netns::ip(&[
             "-n",
             &node,
             "route",
@@ -293,7 +293,7 @@ impl Fixture {
             "dev",
             "lo",
         ]);
-        run(in_netns(&node).args(["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        run(netns::nsenter(&node).args(["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
     }
 
     fn start_backends(&mut self) {
@@ -301,7 +301,7 @@ impl Fixture {
             .replace("TCP_PORT", &TCP_PORT.to_string())
             .replace("UDP_PORT", &UDP_PORT.to_string());
         let args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
-        let child = in_netns(&self.ns("pods"))
+        let child = netns::nsenter(&self.ns("pods"))
             .args(["python3", "-c", &script])
             .args(&args)
             .stdin(Stdio::piped())
@@ -333,7 +333,7 @@ impl Fixture {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let child = in_netns(&self.ns("node"))
+        let child = netns::nsenter(&self.ns("node"))
             .arg(ekube_bin())
             .arg("proxy")
             .args(["--mode", "iptables", "--iptables-backend", self.backend])
@@ -394,7 +394,7 @@ impl Fixture {
 
     /// `iptables-save -t <table>` of the node, with this run's backend.
     fn save(&self, table: &str) -> String {
-        let out = in_netns(&self.ns("node"))
+        let out = netns::nsenter(&self.ns("node"))
             .args([
                 format!("iptables-{}-save", self.backend),
                 "-t".into(),
@@ -407,7 +407,7 @@ impl Fixture {
 
     /// Runs the client with `args` in namespace `host` (`node` for the node itself).
     fn run_client(&self, host: &str, args: &[String]) -> String {
-        let out = in_netns(&self.ns(host))
+        let out = netns::nsenter(&self.ns(host))
             .args(["python3", "-c", CLIENT])
             .args(args)
             .output()
@@ -533,7 +533,7 @@ impl Drop for Fixture {
             let _ = child.wait();
         }
         for host in ["node", "pods", "cli", "ext"] {
-            delete_netns(&self.ns(host));
+            netns::delete(&self.ns(host));
         }
     }
 }
@@ -609,18 +609,6 @@ fn names(replies: &[Reply]) -> Vec<&str> {
         .collect()
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running ip (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("running a command");
     assert!(
@@ -628,31 +616,6 @@ fn run(cmd: &mut Command) {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A command run inside namespace `name` (nsenter keeps the real `/sys`).
-fn in_netns(name: &str) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{name}")).arg("--");
-    cmd
-}
-
-fn delete_netns(name: &str) {
-    let _ = Command::new("ip").args(["netns", "delete", name]).output();
-}
-
-/// Removes namespaces of earlier runs whose process is gone (their rules go with them).
-fn clear_leftovers() {
-    for ns in fs::read_dir("/run/netns").into_iter().flatten().flatten() {
-        let name = ns.file_name().to_string_lossy().into_owned();
-        let stale = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
-        if stale {
-            delete_netns(&name);
-        }
-    }
 }
 
 fn proxy_in_iptables_mode(backend: &'static str) {
