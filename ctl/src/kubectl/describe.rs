@@ -207,6 +207,22 @@ fn date(v: &Value) -> String {
         .map(|t| t.format("%a, %d %b %Y %H:%M:%S %z").to_string())
         .unwrap_or_else(|| "<unset>".into())
 }
+/// A container's ports as kubectl describe prints them: `80/TCP, 53/UDP` or `<none>`.
+pub(crate) fn container_ports(c: &Value) -> String {
+    let ports: Vec<String> = arr(&c["ports"])
+        .iter()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            format!("{}/{proto}", p["containerPort"])
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(", ")
+    }
+}
+
 fn arr(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
@@ -334,25 +350,7 @@ fn pod(w: &mut W, o: &Value) {
             w.kv(2, "Container ID", s(&cs["containerID"]));
             w.kv(2, "Image", s(&c["image"]));
             w.kv(2, "Image ID", s(&cs["imageID"]));
-            let ports: Vec<String> = arr(&c["ports"])
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{}/{}",
-                        p["containerPort"],
-                        p["protocol"].as_str().unwrap_or("TCP")
-                    )
-                })
-                .collect();
-            w.kv(
-                2,
-                "Port",
-                if ports.is_empty() {
-                    "<none>".into()
-                } else {
-                    ports.join(", ")
-                },
-            );
+            w.kv(2, "Port", container_ports(&c));
             if !c["command"].is_null() {
                 w.head(2, "Command");
                 for part in arr(&c["command"]) {
@@ -770,25 +768,7 @@ fn deployment(w: &mut W, o: &Value) {
     for c in arr(&tpl["spec"]["containers"]) {
         w.head(2, s(&c["name"]));
         w.kv(3, "Image", s(&c["image"]));
-        let ports: Vec<String> = arr(&c["ports"])
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}/{}",
-                    p["containerPort"],
-                    p["protocol"].as_str().unwrap_or("TCP")
-                )
-            })
-            .collect();
-        w.kv(
-            3,
-            "Port",
-            if ports.is_empty() {
-                "<none>".into()
-            } else {
-                ports.join(", ")
-            },
-        );
+        w.kv(3, "Port", container_ports(c));
         w.kv(
             3,
             "Environment",

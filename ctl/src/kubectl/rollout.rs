@@ -544,25 +544,9 @@ fn describe_template(t: &Value) -> String {
             "    Image:\t{}\n",
             c["image"].as_str().unwrap_or_default()
         ));
-        let ports: Vec<String> = c["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|p| {
-                format!(
-                    "{}/{}",
-                    p["containerPort"],
-                    p["protocol"].as_str().unwrap_or("TCP")
-                )
-            })
-            .collect();
         out.push_str(&format!(
             "    Port:\t{}\n",
-            if ports.is_empty() {
-                "<none>".into()
-            } else {
-                ports.join(", ")
-            }
+            super::describe::container_ports(c)
         ));
     }
     out
