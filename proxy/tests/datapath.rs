@@ -78,6 +78,10 @@ const CASES: &[Case] = &[
         "restart_keeps_state_and_flows",
         restart_keeps_state_and_flows,
     ),
+    (
+        "loads_while_signals_keep_arriving",
+        loads_while_signals_keep_arriving,
+    ),
 ];
 
 fn main() {
@@ -636,4 +640,58 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
             .any(|(c, n)| *c == Counter::Connect4Translated && *n >= 300),
         "{translated:?}"
     );
+}
+
+/// The verifier abandons a load with `EAGAIN` when a signal is pending for the loading thread;
+/// in `ekube agent` the kubelet's children send a stream of `SIGCHLD`s. Re-opening (which
+/// loads and verifies the tc programs again) while this process is flooded with handled
+/// signals must still succeed.
+fn loads_while_signals_keep_arriving(fx: &mut Fixture) {
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: installs a handler that does nothing, for a signal nothing else here uses.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as usize;
+        action.sa_flags = libc::SA_RESTART;
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: a process-directed signal to ourselves, with a handler installed.
+                unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
+                sent += 1;
+                thread::sleep(Duration::from_micros(50));
+            }
+            sent
+        })
+    };
+    let mut failure = None;
+    for _ in 0..3 {
+        drop(fx.datapath.take());
+        match Datapath::open(&fx.config) {
+            Ok(dp) => fx.datapath = Some(dp),
+            Err(err) => {
+                failure = Some(err);
+                break;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = storm.join().expect("signal thread");
+    if let Some(err) = failure {
+        panic!("opening the datapath while signals arrive: {err}");
+    }
+    assert!(sent > 100, "only {sent} signals were sent");
+    let counts = tally(
+        &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
+        sock(CLUSTER_IP, 80),
+    );
+    assert_eq!(counts.values().sum::<usize>(), 10);
 }

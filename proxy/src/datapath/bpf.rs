@@ -217,7 +217,7 @@ fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<OwnedFd> {
         .ok_or(Error::ProgramMissing { program: name })?
         .try_into()
         .map_err(program_err)?;
-    program.load().map_err(program_err)?;
+    sys::without_signals(|| program.load()).map_err(program_err)?;
     let fd = program.fd().map_err(program_err)?;
     fd.as_fd().try_clone_to_owned().map_err(|source| Error::Fs {
         action: "duplicating the program fd of",
@@ -288,7 +288,7 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Owne
                 program: hook.program,
                 source: Box::new(e),
             })?;
-        program.load().map_err(|e| Error::Program {
+        sys::without_signals(|| program.load()).map_err(|e| Error::Program {
             program: hook.program,
             source: Box::new(e),
         })?;

@@ -1,7 +1,7 @@
 //! The few kernel calls aya 0.13 does not expose: creating and pinning cgroup and tcx
 //! `bpf_link`s (aya cannot turn a cgroup sock_addr link into a pinnable `FdLink`), reading what
-//! a link is attached to, listing the IPv4 addresses of this network namespace, and making sure
-//! a bpffs is mounted.
+//! a link is attached to, listing the IPv4 addresses of this network namespace, making sure
+//! a bpffs is mounted, and keeping signals away from a program load.
 
 use std::{
     ffi::CString,
@@ -195,6 +195,33 @@ pub fn ifindex(name: &str) -> io::Result<u32> {
     }
 }
 
+/// Runs `f` with every signal blocked on this thread; the mask is restored afterwards (also
+/// if `f` panics).
+///
+/// The verifier gives up with `EAGAIN` when a signal is pending for the loading thread, and a
+/// large program takes it hundreds of milliseconds on a busy host: in `ekube agent` the kubelet
+/// starting containers sends the process a stream of `SIGCHLD`s, any of which may land on the
+/// loading thread. Blocked here, they go to another thread.
+pub fn without_signals<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(libc::sigset_t);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: puts back the mask saved below, for this thread only.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+        }
+    }
+    // SAFETY: `sigset_t` is plain data that sigfillset initialises; pthread_sigmask changes only
+    // this thread's mask and stores the previous one, which `Restore` puts back.
+    let _restore = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut previous);
+        Restore(previous)
+    };
+    f()
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`.
 pub fn monotonic_ns() -> u64 {
     // SAFETY: zeroed timespec is a valid out-parameter.
@@ -232,5 +259,31 @@ pub fn mount_bpffs(path: &Path) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocked(signal: libc::c_int) -> bool {
+        // SAFETY: reads this thread's mask into a zeroed set.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            libc::sigismember(&mask, signal) == 1
+        }
+    }
+
+    #[test]
+    fn signals_are_blocked_only_while_loading() {
+        assert!(!blocked(libc::SIGCHLD));
+        assert!(without_signals(
+            || blocked(libc::SIGCHLD) && blocked(libc::SIGTERM)
+        ));
+        assert!(!blocked(libc::SIGCHLD));
+        let panicked = std::panic::catch_unwind(|| without_signals(|| panic!("in the load")));
+        assert!(panicked.is_err());
+        assert!(!blocked(libc::SIGCHLD), "mask not restored after a panic");
     }
 }
