@@ -651,7 +651,7 @@ fn loads_while_signals_keep_arriving(fx: &mut Fixture) {
     // SAFETY: installs a handler that does nothing, for a signal nothing else here uses.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore as usize;
+        action.sa_sigaction = ignore as *const () as libc::sighandler_t;
         action.sa_flags = libc::SA_RESTART;
         assert_eq!(
             libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),

@@ -191,30 +191,6 @@ fn largest_free_span(taken: &[(u16, u16)]) -> (u16, u16) {
     (best.0 as u16, best.1 as u16)
 }
 
-#[cfg(test)]
-mod snat_range_tests {
-    use super::largest_free_span;
-
-    #[test]
-    fn picks_the_largest_gap_around_ephemeral_and_nodeport_ranges() {
-        let nodeport = super::NODE_PORT_RANGE;
-        assert_eq!(
-            largest_free_span(&[(32_768, 60_999), nodeport]),
-            (1024, 29_999)
-        );
-        assert_eq!(
-            largest_free_span(&[(10_000, 65_000), nodeport]),
-            (1024, 9_999)
-        );
-        assert_eq!(
-            largest_free_span(&[(1_024, 40_000), nodeport]),
-            (40_001, 65_535)
-        );
-        assert_eq!(largest_free_span(&[(1_024, 65_535)]), (1024, 1024));
-        assert_eq!(largest_free_span(&[]), (1024, 65_535));
-    }
-}
-
 /// What the reconciler needs from the datapath; implemented by [`Datapath`] over real or
 /// in-memory maps.
 pub trait ServiceDatapath {
@@ -261,5 +237,29 @@ pub trait ServiceDatapath {
     /// batches (iptables-restore) write here; the eBPF maps apply every write at once.
     fn commit(&mut self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod snat_range_tests {
+    use super::largest_free_span;
+
+    #[test]
+    fn picks_the_largest_gap_around_ephemeral_and_nodeport_ranges() {
+        let nodeport = super::NODE_PORT_RANGE;
+        assert_eq!(
+            largest_free_span(&[(32_768, 60_999), nodeport]),
+            (1024, 29_999)
+        );
+        assert_eq!(
+            largest_free_span(&[(10_000, 65_000), nodeport]),
+            (1024, 9_999)
+        );
+        assert_eq!(
+            largest_free_span(&[(1_024, 40_000), nodeport]),
+            (40_001, 65_535)
+        );
+        assert_eq!(largest_free_span(&[(1_024, 65_535)]), (1024, 1024));
+        assert_eq!(largest_free_span(&[]), (1024, 65_535));
     }
 }
