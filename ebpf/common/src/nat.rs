@@ -190,6 +190,15 @@ pub const IFACE_FLAG_EXTERNAL: u32 = 1 << 0;
 /// [`NODEPORT_IFACES`] value bit: the overlay device (ingress hook for SNATed replies).
 pub const IFACE_FLAG_OVERLAY: u32 = 1 << 1;
 
+/// Pinned name of the SNAT address map (`BPF_MAP_TYPE_HASH`, `NodeAddrKey` → `NodeAddrValue`):
+/// the addresses NodePort flows were SNATed to that are not node addresses (the overlay
+/// device's). Written by the ingress program when it first SNATs to one; together with the
+/// node addresses it is the first filter of ingress, so traffic to pods and other hosts never
+/// touches the conntrack map.
+pub const SNAT_ADDRS: &str = "EKUBE_SNAT_IPS";
+/// Entries in [`SNAT_ADDRS`].
+pub const SNAT_ADDRS_MAX_ENTRIES: u32 = 64;
+
 const _: () = assert!(size_of::<RevNatKey>() == 16);
 const _: () = assert!(size_of::<RevNatValue>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 16);

@@ -33,6 +33,10 @@ pub static EKUBE_NODE_IPS: HashMap<NodeAddrKey, NodeAddrValue> =
     HashMap::pinned(common::NODE_ADDRS_MAX_ENTRIES, 0);
 
 #[map]
+pub static EKUBE_SNAT_IPS: HashMap<NodeAddrKey, NodeAddrValue> =
+    HashMap::pinned(common::SNAT_ADDRS_MAX_ENTRIES, 0);
+
+#[map]
 pub static EKUBE_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(common::COUNTERS_MAX_ENTRIES, 0);
 
 #[map]
@@ -53,6 +57,7 @@ const _: () = assert!(same_name("EKUBE_BACKENDS", common::BACKENDS));
 const _: () = assert!(same_name("EKUBE_REV_NAT", common::REV_NAT));
 const _: () = assert!(same_name("EKUBE_AFFINITY", common::AFFINITY));
 const _: () = assert!(same_name("EKUBE_NODE_IPS", common::NODE_ADDRS));
+const _: () = assert!(same_name("EKUBE_SNAT_IPS", common::SNAT_ADDRS));
 const _: () = assert!(same_name("EKUBE_COUNTERS", common::COUNTERS));
 const _: () = assert!(same_name("EKUBE_CONNTRACK", common::CONNTRACK));
 const _: () = assert!(same_name("EKUBE_NP_CONFIG", common::NODEPORT_CONFIG));

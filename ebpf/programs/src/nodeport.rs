@@ -4,25 +4,25 @@
 //! tracked flow is translated from its conntrack entry; a new packet to `<node IP>:<nodePort>`
 //! picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
 //! routes out through one of our interfaces (another node, via the overlay) gets the flow
-//! SNATed to a node address and the packet redirected; otherwise (a pod on this node) only the
+//! SNATed to the address the kernel would use towards it and the packet redirected; otherwise (a pod on this node) only the
 //! destination changes and the stack routes it to the bridge. `externalTrafficPolicy: Local`
 //! never SNATs. Egress (the node-address interfaces): replies of unSNATed flows get their
 //! source put back to `<node IP>:<nodePort>`.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::TcContext,
 };
 use ekube_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_EXTERNAL_LOCAL,
-    CT_FLAG_SNAT, Counter, CtKey, CtValue, NODEPORT_VIP, NodeAddrKey, NodePortConfig,
+    CT_FLAG_SNAT, Counter, CtKey, CtValue, NODEPORT_VIP, NodeAddrKey, NodeAddrValue, NodePortConfig,
     SVC_FLAG_EXTERNAL_LOCAL, ServiceKey,
 };
 
 use crate::{
     conntrack, counters, fib, lb,
-    maps::{EKUBE_CONNTRACK, EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SERVICES},
+    maps::{EKUBE_CONNTRACK, EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SERVICES, EKUBE_SNAT_IPS},
     packet::{self, Packet, TCP_ACK, TCP_SYN},
 };
 
@@ -32,17 +32,32 @@ const OK: i32 = TC_ACT_OK as i32;
 const SNAT_TRIES: u32 = 16;
 
 /// Ingress: translate tracked flows, load-balance new NodePort flows.
+///
+/// Only packets to a node address (NodePort flows from clients, SNATed replies) or to an
+/// address flows were SNATed to (replies through the overlay) can belong to a flow, so the
+/// rest of the traffic (pod to pod over the overlay, anything else for other hosts) is let
+/// through after one small hash lookup, without touching the conntrack map.
 #[inline(always)]
 pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     let Some(p) = packet::parse(ctx) else {
         return Ok(OK);
     };
+    let addr = NodeAddrKey { ip: p.daddr };
+    // SAFETY: plain integers; a concurrent update at worst yields a stale copy.
+    let node_addr = unsafe { EKUBE_NODE_IPS.get(&addr) }.is_some();
+    // SAFETY: as above.
+    if !node_addr && unsafe { EKUBE_SNAT_IPS.get(&addr) }.is_none() {
+        return Ok(OK);
+    }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let cfg = conntrack::config();
     if let Some(v) = conntrack::lookup(&p, CT_DIR_REPLY, now, &cfg) {
         // A reply: its new source is a node address, which the stack would drop as martian.
         return translate(ctx, &p, &v, true);
+    }
+    if !node_addr {
+        return Ok(OK);
     }
     let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if let Some(v) = conntrack::lookup(&p, CT_DIR_FORWARD, now, &cfg) {
@@ -81,13 +96,9 @@ fn translate(ctx: &mut TcContext, p: &Packet, v: &CtValue, redirect: bool) -> Re
     Ok(fib::redirect(ctx, &route))
 }
 
-/// A packet no flow knows: a new flow if it is for a NodePort of a node address.
+/// A packet to a node address no flow knows: a new flow if it is for a NodePort.
 #[inline(always)]
 fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> Result<i32, ()> {
-    // SAFETY: plain integers; a concurrent update at worst yields a stale copy.
-    if unsafe { EKUBE_NODE_IPS.get(&NodeAddrKey { ip: p.daddr }) }.is_none() {
-        return Ok(OK);
-    }
     let key = ServiceKey {
         vip: NODEPORT_VIP,
         port: p.dport,
@@ -95,7 +106,7 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         proto: p.proto,
         _pad: [0; 3],
     };
-    // SAFETY: as above.
+    // SAFETY: plain integers; a concurrent update at worst yields a stale copy.
     let Some(svc) = (unsafe { EKUBE_SERVICES.get(&key) }).copied() else {
         return Ok(OK);
     };
@@ -149,6 +160,9 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         } else {
             p.daddr
         };
+        if snat_ip != p.daddr {
+            remember_snat_addr(snat_ip)?;
+        }
         reply.flags |= CT_FLAG_SNAT;
         forward.flags |= CT_FLAG_SNAT;
         reply_key.daddr = snat_ip;
@@ -173,6 +187,27 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
     } else {
         counters::bump(Counter::NodePortLocal);
         Ok(OK)
+    }
+}
+
+/// Makes ingress look up flows to `ip`, an address SNATed flows' replies come back to that is
+/// not a node address (written once per address; the map is tiny and rarely changes).
+#[inline(always)]
+fn remember_snat_addr(ip: u32) -> Result<(), ()> {
+    let key = NodeAddrKey { ip };
+    // SAFETY: plain integers; presence is all that is read.
+    let known = || unsafe { EKUBE_SNAT_IPS.get(&key) }.is_some();
+    if known() {
+        return Ok(());
+    }
+    match EKUBE_SNAT_IPS.insert(&key, &NodeAddrValue::default(), BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        // Written by a racing flow meanwhile: just as good.
+        Err(_) if known() => Ok(()),
+        Err(_) => {
+            counters::bump(Counter::MapUpdateFailed);
+            Err(())
+        }
     }
 }
 
