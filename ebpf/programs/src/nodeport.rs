@@ -10,7 +10,7 @@
 //! source put back to `<node IP>:<nodePort>`.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::TcContext,
 };
@@ -160,15 +160,15 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         } else {
             p.daddr
         };
-        if snat_ip != p.daddr {
-            remember_snat_addr(snat_ip)?;
-        }
         reply.flags |= CT_FLAG_SNAT;
         forward.flags |= CT_FLAG_SNAT;
         reply_key.daddr = snat_ip;
         let port = claim_snat_port(&mut reply_key, &reply, now, cfg).ok_or_else(|| {
             counters::bump(Counter::SnatPortsExhausted);
         })?;
+        if snat_ip != p.daddr {
+            remember_snat_addr(snat_ip);
+        }
         forward.saddr = snat_ip;
         forward.sport = port;
     } else {
@@ -191,28 +191,20 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
 }
 
 /// Makes ingress look up flows to `ip`, an address SNATed flows' replies come back to that is
-/// not a node address (written once per address; the map is tiny and rarely changes).
+/// not a node address (written once per address; it holds only this node's own addresses, so
+/// it never fills up). Written after the SNAT port is claimed: earlier, the extra branch makes
+/// the verifier lose track of the port loop's states and reject the program as too large.
 #[inline(always)]
-fn remember_snat_addr(ip: u32) -> Result<(), ()> {
+fn remember_snat_addr(ip: u32) {
     let key = NodeAddrKey { ip };
     // SAFETY: plain integers; presence is all that is read.
-    let known = || unsafe { EKUBE_SNAT_IPS.get(&key) }.is_some();
-    if known() {
-        return Ok(());
-    }
-    match EKUBE_SNAT_IPS.insert(&key, &NodeAddrValue::default(), BPF_NOEXIST as u64) {
-        Ok(()) => Ok(()),
-        // Written by a racing flow meanwhile: just as good.
-        Err(_) if known() => Ok(()),
-        Err(_) => {
-            counters::bump(Counter::MapUpdateFailed);
-            Err(())
-        }
+    if unsafe { EKUBE_SNAT_IPS.get(&key) }.is_none() {
+        let _ = EKUBE_SNAT_IPS.insert(&key, &NodeAddrValue::default(), 0);
     }
 }
 
-/// Picks a random SNAT port whose reply key is free (or held only by an expired flow) and claims it by writing the reply entry; returns the port (network byte
-/// order).
+/// Picks a random SNAT port whose reply key is free (or held only by an expired flow) and
+/// claims it by writing the reply entry; returns the port (network byte order).
 #[inline(always)]
 fn claim_snat_port(
     reply_key: &mut CtKey,
