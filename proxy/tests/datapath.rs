@@ -593,12 +593,50 @@ fn node_port_on_loopback_and_node_ip(fx: &mut Fixture) {
     assert_eq!(other, [Reply::Err(libc::ECONNREFUSED)]);
 }
 
+/// Link id and program id of each pinned cgroup link, as bpftool shows them.
+fn linked_programs(fx: &Fixture) -> BTreeMap<&'static str, (u64, u64)> {
+    let field = |json: &str, name: &str| -> u64 {
+        let at = json
+            .find(&format!("\"{name}\":"))
+            .unwrap_or_else(|| panic!("no {name} in {json}"));
+        json[at + name.len() + 3..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("a number")
+    };
+    [
+        "link_connect4",
+        "link_sendmsg4",
+        "link_recvmsg4",
+        "link_getpeername4",
+    ]
+    .into_iter()
+    .map(|pin| {
+        let out = Command::new("bpftool")
+            .args(["-j", "link", "show", "pinned"])
+            .arg(fx.config.pin_dir().join(pin))
+            .output()
+            .expect("running bpftool");
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "bpftool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (pin, (field(&json, "id"), field(&json, "prog_id")))
+    })
+    .collect()
+}
+
 fn restart_keeps_state_and_flows(fx: &mut Fixture) {
     let before = fx.dp().dump().unwrap();
     assert!(
         before.services.len() >= 5,
         "earlier cases programmed services: {before:?}"
     );
+    let programs = linked_programs(fx);
     // Proxy down: the pinned programs and maps keep serving.
     drop(fx.datapath.take());
     let counts = tally(
@@ -609,6 +647,13 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
 
     let reopened = Datapath::open(&fx.config).expect("re-opening from pins");
     fx.datapath = Some(reopened);
+    // The same links now run the programs the new proxy loaded (an upgrade takes effect).
+    let after = linked_programs(fx);
+    for (pin, (link, program)) in &after {
+        let (old_link, old_program) = programs[pin];
+        assert_eq!(*link, old_link, "{pin}: the link was replaced");
+        assert_ne!(*program, old_program, "{pin}: still runs the old program");
+    }
     assert_eq!(
         fx.dp().dump().unwrap(),
         before,

@@ -2,8 +2,9 @@
 //! cgroup through pinned links, its maps pinned by name.
 //!
 //! Re-opening finds the pins: maps are re-used by aya's by-name pinning, and a link pin that is
-//! still attached to the configured cgroup is kept as is, so the programs never detach across a
-//! proxy restart. The tc NodePort programs are loaded here too and attached by [`TcAttacher`]
+//! still attached to the configured cgroup is kept and switched to the programs just loaded
+//! (`BPF_LINK_UPDATE`), so the programs never detach across a proxy restart and a new version's
+//! programs take over. The tc NodePort programs are loaded here too and attached by [`TcAttacher`]
 //! once the node addresses are known; the conntrack [`Sweeper`] runs while the maps are open.
 
 use std::{
@@ -257,7 +258,8 @@ fn ensure_bpffs(path: &Path) -> Result<()> {
     sys::mount_bpffs(path).map_err(fs_err("mounting bpffs on", path))
 }
 
-/// Attaches every hook to `cgroup`, re-using link pins that are still attached there.
+/// Attaches every hook to `cgroup`, re-using (and updating) link pins that are still attached
+/// there.
 fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<OwnedFd>> {
     let cgroup_dir = File::open(cgroup).map_err(fs_err("opening cgroup", cgroup))?;
     // On cgroup v2 the directory's inode number is the cgroup id.
@@ -267,16 +269,9 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Owne
         .ino();
     let mut links = Vec::with_capacity(HOOKS.len());
     for hook in &HOOKS {
-        let pin = pin_dir.join(hook.link_pin);
-        if let Some(link) = reuse_link(&pin, cgroup_id, hook.attach_type)? {
-            debug!(program = hook.program, "re-using pinned link");
-            links.push(link);
-            continue;
-        }
-        let attach_err = |source| Error::Attach {
+        let program_err = |e| Error::Program {
             program: hook.program,
-            cgroup: cgroup.to_path_buf(),
-            source,
+            source: Box::new(e),
         };
         let program: &mut CgroupSockAddr = ebpf
             .program_mut(hook.program)
@@ -284,20 +279,24 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Owne
                 program: hook.program,
             })?
             .try_into()
-            .map_err(|e| Error::Program {
-                program: hook.program,
-                source: Box::new(e),
-            })?;
-        sys::without_signals(|| program.load()).map_err(|e| Error::Program {
-            program: hook.program,
-            source: Box::new(e),
-        })?;
-        let prog_fd = program.fd().map_err(|e| Error::Program {
-            program: hook.program,
-            source: Box::new(e),
-        })?;
+            .map_err(program_err)?;
+        sys::without_signals(|| program.load()).map_err(program_err)?;
+        let prog_fd = program.fd().map_err(program_err)?;
+        let pin = pin_dir.join(hook.link_pin);
+        if let Some(link) = reuse_link(&pin, cgroup_id, hook.attach_type)? {
+            // Switched to this proxy's program: an upgrade takes effect, atomically.
+            sys::link_update(link.as_fd(), prog_fd.as_fd())
+                .map_err(fs_err("updating the program of pinned link", &pin))?;
+            debug!(program = hook.program, "re-using pinned link");
+            links.push(link);
+            continue;
+        }
         let link = sys::link_create(prog_fd.as_fd(), cgroup_dir.as_fd(), hook.attach_type)
-            .map_err(attach_err)?;
+            .map_err(|source| Error::Attach {
+                program: hook.program,
+                cgroup: cgroup.to_path_buf(),
+                source,
+            })?;
         sys::obj_pin(link.as_fd(), &pin).map_err(fs_err("pinning link at", &pin))?;
         links.push(link);
     }

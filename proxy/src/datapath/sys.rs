@@ -17,6 +17,7 @@ const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_LINK_UPDATE: libc::c_long = 29;
 /// `BPF_LINK_TYPE_CGROUP` in `bpf_link_info.type`.
 const BPF_LINK_TYPE_CGROUP: u32 = 3;
 /// `BPF_LINK_TYPE_TCX` in `bpf_link_info.type`.
@@ -95,6 +96,15 @@ fn link_create_raw(prog: BorrowedFd<'_>, target: u32, attach_type: u32) -> io::R
     let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `BPF_LINK_UPDATE`: makes `link` run `prog` instead of its current program, atomically (no
+/// packet or connect sees neither).
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.0[0] = link.as_raw_fd() as u32;
+    attr.0[1] = prog.as_raw_fd() as u32;
+    bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
 }
 
 /// `BPF_OBJ_PIN`: pins a map, program or link at `path` on a bpffs.

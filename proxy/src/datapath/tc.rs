@@ -3,10 +3,12 @@
 //! The wanted set is derived from the node addresses: every interface holding one gets the
 //! ingress and egress programs; each configured overlay device that exists (`flannel.1`) gets
 //! the ingress program, where SNATed replies come back. Links are pinned as
-//! `link_tc_<iface>_<in|out>` (dots in the name as `_`); a pin still attached to the same interface is re-used (a proxy
-//! restart never detaches), a stale one is replaced, and pins of interfaces no longer wanted
-//! are removed. The same pass writes the `EKUBE_NP_IFACES` map the programs consult to tell a
-//! remote backend from a local one. tcx needs no clsact qdisc (kernel 6.6+).
+//! `link_tc_<iface>_<in|out>` (dots in the name as `_`); a pin still attached to the same
+//! interface is re-used and switched to this proxy's program (a proxy restart never detaches,
+//! and a new version's programs take over atomically), a stale one is replaced, and pins of
+//! interfaces no longer wanted are removed. The same pass writes the `EKUBE_NP_IFACES` map the
+//! programs consult to tell a remote backend from a local one. tcx needs no clsact qdisc
+//! (kernel 6.6+).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -120,8 +122,17 @@ impl TcAttacher {
         {
             return Ok(());
         }
+        let prog = if want.egress {
+            &self.egress
+        } else {
+            &self.ingress
+        };
         match sys::obj_get(&pin) {
             Ok(link) if link_matches(&link, want) => {
+                // The link an earlier proxy pinned now runs this proxy's program (an upgrade
+                // takes effect without a moment unattached).
+                sys::link_update(link.as_fd(), prog.as_fd())
+                    .map_err(fs_err("updating the program of pinned link", &pin))?;
                 debug!(iface = %want.iface, egress = want.egress, "re-using pinned tc link");
                 self.links.insert(name, link);
                 return Ok(());
@@ -133,11 +144,6 @@ impl TcAttacher {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(fs_err("opening pinned link", &pin)(e)),
         }
-        let prog = if want.egress {
-            &self.egress
-        } else {
-            &self.ingress
-        };
         let link = sys::link_create_tcx(prog.as_fd(), want.ifindex, want.attach_type()).map_err(
             |source| Error::AttachTc {
                 program: if want.egress {
