@@ -448,7 +448,7 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 /// Whatever pods left on the node: runc containers, mounts (rootfs overlays and the bind
-/// mounts that keep sandbox namespaces), sandbox and container state, pod volume
+/// mounts that keep sandbox namespaces), sandbox and container state, pod volume and log
 /// directories, pod cgroups in every hierarchy, pod veths and IP allocations.
 fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
     let mut left = Vec::new();
@@ -486,6 +486,10 @@ fn leftovers(c: &LabCluster) -> Result<Vec<String>> {
         if !names.is_empty() {
             left.push(format!("{state}: {names:?}"));
         }
+    }
+    let logs = entries(&dir.join("logs/pods"));
+    if !logs.is_empty() {
+        left.push(format!("pod log directories: {logs:?}"));
     }
     let cgroup = &c.lab.host("n1")?.cgroup;
     for hierarchy in entries(Path::new("/sys/fs/cgroup")) {

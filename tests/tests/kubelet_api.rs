@@ -424,6 +424,12 @@ spec:
     - {name: CPU_REQUEST_M, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}
     - {name: CPU_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
     volumeMounts: [{name: podinfo, mountPath: /etc/podinfo}]
+  - name: free
+    image: 192.168.64.1:5000/busybox:latest
+    command: ["sleep", "3600"]
+    env:
+    - {name: CPU_LIMIT_M, valueFrom: {resourceFieldRef: {resource: limits.cpu, divisor: 1m}}}
+    - {name: MEM_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.memory}}}
   volumes:
   - name: podinfo
     downwardAPI:
@@ -434,8 +440,9 @@ spec:
       - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}
 "#;
 
-/// The downward API: env from fieldRef and resourceFieldRef (with divisors), and a
-/// downwardAPI volume with the labels, annotations and name as files.
+/// The downward API: env from fieldRef and resourceFieldRef (with divisors; limits a container
+/// does not set read the node's allocatable), and a downwardAPI volume with the labels,
+/// annotations and name as files.
 fn downward(c: &LabCluster) -> Result<()> {
     let node = c.node_name("n1");
     c.apply(&DOWNWARD.replace("nodeName: NODE", &format!("nodeName: {node}")))?;
@@ -446,6 +453,8 @@ fn downward(c: &LabCluster) -> Result<()> {
     let env = c.kubectl(&[
         "exec",
         "downward",
+        "-c",
+        "main",
         "--",
         "sh",
         "-c",
@@ -458,9 +467,33 @@ fn downward(c: &LabCluster) -> Result<()> {
         c.lab.host("n1")?.ip,
     );
     assert_eq!(env, want, "downward env");
+    let allocatable = &c.get("node", &node)?["status"]["allocatable"];
+    let cpus: i64 = allocatable["cpu"].as_str().unwrap_or("?").parse()?;
+    let memory_ki: i64 = allocatable["memory"]
+        .as_str()
+        .and_then(|m| m.strip_suffix("Ki"))
+        .unwrap_or("?")
+        .parse()?;
+    let free = c.kubectl(&[
+        "exec",
+        "downward",
+        "-c",
+        "free",
+        "--",
+        "sh",
+        "-c",
+        "echo $CPU_LIMIT_M $MEM_LIMIT",
+    ])?;
+    assert_eq!(
+        free.trim(),
+        format!("{} {}", cpus * 1000, memory_ki * 1024),
+        "unset limits read the node's allocatable"
+    );
     let files = c.kubectl(&[
         "exec",
         "downward",
+        "-c",
+        "main",
         "--",
         "sh",
         "-c",
@@ -473,6 +506,26 @@ fn downward(c: &LabCluster) -> Result<()> {
             && files.ends_with("--\ndownward\n--\n64\n--\n"),
         "downwardAPI volume files:\n{files}"
     );
+    // Labels changed while the pod runs show up in the volume (not in the environment).
+    c.kubectl(&["label", "pod", "downward", "tier=front-end", "--overwrite"])?;
+    let mut labels = String::new();
+    c.wait(
+        Duration::from_secs(30),
+        "the labels file follows the pod",
+        |c| {
+            labels = c.kubectl(&[
+                "exec",
+                "downward",
+                "-c",
+                "main",
+                "--",
+                "cat",
+                "/etc/podinfo/labels",
+            ])?;
+            Ok(labels == "app=\"dw\"\ntier=\"front-end\"")
+        },
+    )
+    .with_context(|| format!("labels file: {labels:?}"))?;
     c.kubectl(&[
         "delete",
         "pod",

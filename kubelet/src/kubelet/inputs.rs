@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::Api;
 
 use crate::cri;
@@ -135,11 +136,15 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
 }
 
 /// The container's environment, in Kubernetes order: `envFrom` first, then `env`.
+///
+/// `allocatable` is the node's, which a `resourceFieldRef` to a limit the container does not
+/// set reads.
 pub async fn env(
     client: &kube::Client,
     pod: &Pod,
     c: &Container,
     pod_ip: &str,
+    allocatable: &BTreeMap<String, Quantity>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let ns = pod
         .metadata
@@ -230,7 +235,7 @@ pub async fn env(
                     }
                 }
             } else if let Some(r) = &src.resource_field_ref {
-                resource_field(c, &r.resource, r.divisor.as_ref())?
+                resource_field(c, &r.resource, r.divisor.as_ref(), allocatable)?
             } else {
                 String::new()
             }
@@ -249,11 +254,13 @@ pub async fn env(
 }
 
 /// A `resourceFieldRef` value: the container's request or limit divided by `divisor` (default
-/// 1), rounded up, as upstream. A resource the container does not set reads `0`.
+/// 1), rounded up, as upstream. A limit the container does not set reads the node's
+/// `allocatable` (what the container may use at most), a request it does not set reads `0`.
 fn resource_field(
     c: &Container,
     resource: &str,
-    divisor: Option<&k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    divisor: Option<&Quantity>,
+    allocatable: &BTreeMap<String, Quantity>,
 ) -> Result<String, ConfigError> {
     let res = c.resources.clone().unwrap_or_default();
     let (kind, name) = resource.split_once('.').unwrap_or(("", resource));
@@ -266,7 +273,14 @@ fn resource_field(
             )));
         }
     };
-    let q = map.and_then(|m| m.get(name).cloned()).map(|q| q.0);
+    let q = map
+        .and_then(|m| m.get(name).cloned())
+        .or_else(|| {
+            (kind == "limits")
+                .then(|| allocatable.get(name).cloned())
+                .flatten()
+        })
+        .map(|q| q.0);
     let divisor = divisor.map(|d| d.0.as_str()).unwrap_or("1");
     let bad = |what: &str| ConfigError(format!("resourceFieldRef {resource}: invalid {what}"));
     let ceil_div = |a: i64, b: i64| if b <= 0 { 0 } else { (a + b - 1) / b };
@@ -345,17 +359,26 @@ fn write_items(
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(&p, content)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode as u32))?;
+        // Written aside and renamed over: a container reading the file while it is refreshed
+        // sees the old or the new content, never a part.
+        let tmp = p.with_file_name(format!(
+            "..{}.tmp",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::write(&tmp, content)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32))?;
+        std::fs::rename(&tmp, &p)?;
     }
     Ok(())
 }
 
 /// Prepares every volume of the pod; returns volume name → host path.
+/// `allocatable` as for [`env`].
 pub async fn prepare_volumes(
     client: &kube::Client,
     pod: &Pod,
     dir: &Path,
+    allocatable: &BTreeMap<String, Quantity>,
 ) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
     let ns = pod
         .metadata
@@ -414,44 +437,7 @@ pub async fn prepare_volumes(
             )
             .map_err(io(&v.name))?;
         } else if let Some(d) = &v.downward_api {
-            let mut data = BTreeMap::new();
-            let mut items = Vec::new();
-            for item in d.items.clone().unwrap_or_default() {
-                let value = if let Some(f) = &item.field_ref {
-                    match f.field_path.as_str() {
-                        "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
-                        "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
-                        other => field(pod, other)
-                            .ok_or_else(|| ConfigError(format!("unsupported fieldRef {other}")))?,
-                    }
-                } else if let Some(r) = &item.resource_field_ref {
-                    let spec = pod.spec.clone().unwrap_or_default();
-                    let wanted = r.container_name.clone().unwrap_or_default();
-                    let c = spec
-                        .containers
-                        .iter()
-                        .chain(spec.init_containers.iter().flatten())
-                        .find(|c| c.name == wanted)
-                        .ok_or_else(|| {
-                            ConfigError(format!(
-                                "volume {}: resourceFieldRef names no container {wanted:?}",
-                                v.name
-                            ))
-                        })?;
-                    resource_field(c, &r.resource, r.divisor.as_ref())?
-                } else {
-                    String::new()
-                };
-                data.insert(item.path.clone(), value.into_bytes());
-                items.push(k8s_openapi::api::core::v1::KeyToPath {
-                    key: item.path.clone(),
-                    path: item.path.clone(),
-                    mode: item.mode,
-                    ..Default::default()
-                });
-            }
-            write_items(&path, &data, Some(&items), d.default_mode.unwrap_or(0o644))
-                .map_err(io(&v.name))?;
+            write_downward_volume(pod, &v.name, d, &path, allocatable)?;
         } else {
             // emptyDir, and (for now) every other kind: an empty directory.
             std::fs::create_dir_all(&path).map_err(io(&v.name))?;
@@ -459,6 +445,72 @@ pub async fn prepare_volumes(
         out.insert(v.name.clone(), path);
     }
     Ok(out)
+}
+
+/// Writes the files of downwardAPI volume `name` of `pod` into `path`.
+fn write_downward_volume(
+    pod: &Pod,
+    name: &str,
+    d: &k8s_openapi::api::core::v1::DownwardAPIVolumeSource,
+    path: &Path,
+    allocatable: &BTreeMap<String, Quantity>,
+) -> Result<(), ConfigError> {
+    let mut data = BTreeMap::new();
+    let mut items = Vec::new();
+    for item in d.items.clone().unwrap_or_default() {
+        let value = if let Some(f) = &item.field_ref {
+            match f.field_path.as_str() {
+                "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
+                "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
+                other => field(pod, other)
+                    .ok_or_else(|| ConfigError(format!("unsupported fieldRef {other}")))?,
+            }
+        } else if let Some(r) = &item.resource_field_ref {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let wanted = r.container_name.clone().unwrap_or_default();
+            let c = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|c| c.name == wanted)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                        "volume {name}: resourceFieldRef names no container {wanted:?}"
+                    ))
+                })?;
+            resource_field(c, &r.resource, r.divisor.as_ref(), allocatable)?
+        } else {
+            String::new()
+        };
+        data.insert(item.path.clone(), value.into_bytes());
+        items.push(k8s_openapi::api::core::v1::KeyToPath {
+            key: item.path.clone(),
+            path: item.path.clone(),
+            mode: item.mode,
+            ..Default::default()
+        });
+    }
+    write_items(path, &data, Some(&items), d.default_mode.unwrap_or(0o644))
+        .map_err(|e| ConfigError(format!("volume {name}: {e}")))
+}
+
+/// Rewrites the downwardAPI volumes of a running pod from its newest version (labels and
+/// annotations may change while it runs), as upstream's periodic volume resync does. Volumes
+/// not prepared yet are left to the container start.
+pub fn refresh_downward_volumes(
+    pod: &Pod,
+    dir: &Path,
+    allocatable: &BTreeMap<String, Quantity>,
+) -> Result<(), ConfigError> {
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = dir.join(&v.name);
+        if let Some(d) = &v.downward_api
+            && path.is_dir()
+        {
+            write_downward_volume(pod, &v.name, d, &path, allocatable)?;
+        }
+    }
+    Ok(())
 }
 
 /// The container's volume mounts as CRI mounts.
@@ -495,9 +547,9 @@ pub fn mounts(
 /// quota over a 100 ms period from the cpu limit, and the memory limit.
 pub fn resources(c: &Container) -> cri::LinuxContainerResources {
     let res = c.resources.clone().unwrap_or_default();
-    let get =
-        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-         k: &str| m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone());
+    let get = |m: &Option<BTreeMap<String, Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
     let cpu_limit = get(&res.limits, "cpu").and_then(|q| ekube_api::quantity::cpu_millis(&q).ok());
     let cpu_request = get(&res.requests, "cpu")
         .and_then(|q| ekube_api::quantity::cpu_millis(&q).ok())
@@ -550,27 +602,28 @@ mod tests {
 
     #[test]
     fn downward_resources_and_maps() {
-        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
         let c: Container = serde_json::from_value(serde_json::json!({
             "name": "c",
             "resources": {"limits": {"memory": "64Mi", "cpu": "1500m"}, "requests": {"cpu": "250m"}}
         }))
         .unwrap();
         let q = |s: &str| Quantity(s.into());
-        assert_eq!(
-            resource_field(&c, "limits.memory", None).unwrap(),
-            "67108864"
-        );
-        assert_eq!(
-            resource_field(&c, "limits.memory", Some(&q("1Mi"))).unwrap(),
-            "64"
-        );
-        assert_eq!(resource_field(&c, "limits.cpu", None).unwrap(), "2");
-        assert_eq!(
-            resource_field(&c, "requests.cpu", Some(&q("1m"))).unwrap(),
-            "250"
-        );
-        assert_eq!(resource_field(&c, "requests.memory", None).unwrap(), "0");
+        let node: BTreeMap<String, Quantity> =
+            [("cpu".into(), q("2")), ("memory".into(), q("4Gi"))].into();
+        let field = |c: &Container, resource: &str, divisor: Option<&str>| {
+            resource_field(c, resource, divisor.map(q).as_ref(), &node).unwrap()
+        };
+        assert_eq!(field(&c, "limits.memory", None), "67108864");
+        assert_eq!(field(&c, "limits.memory", Some("1Mi")), "64");
+        assert_eq!(field(&c, "limits.cpu", None), "2");
+        assert_eq!(field(&c, "requests.cpu", Some("1m")), "250");
+        assert_eq!(field(&c, "requests.memory", None), "0");
+        // Unset limits read the node's allocatable, as upstream.
+        let unlimited: Container =
+            serde_json::from_value(serde_json::json!({"name": "u"})).unwrap();
+        assert_eq!(field(&unlimited, "limits.cpu", Some("1m")), "2000");
+        assert_eq!(field(&unlimited, "limits.memory", Some("1Mi")), "4096");
+        assert_eq!(field(&unlimited, "requests.cpu", None), "0");
         let m: BTreeMap<String, String> =
             [("b".into(), "x\"y".into()), ("a".into(), "1".into())].into();
         assert_eq!(format_map(Some(&m)), "a=\"1\"\nb=\"x\\\"y\"");

@@ -6,6 +6,10 @@
 //! keeps at most `--container-log-max-files` files, the current one included.
 //!
 //! Readers (`kubectl logs`) read the current file only, as upstream.
+//!
+//! The same pass removes the log directories (`<ns>_<name>_<uid>` under `--pod-logs-dir`) of
+//! pods that are gone, as upstream's container garbage collection does: no worker runs the pod
+//! and the runtime holds no sandbox of it, so nothing writes there any more.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,7 +74,64 @@ pub async fn run(
                 tracing::warn!(container = %c.id, log = %log.display(), error = %e, "rotating container log");
             }
         }
+        remove_orphaned_log_dirs(&ctx).await;
     }
+}
+
+/// Removes the log directories of pods this kubelet no longer runs and the runtime holds no
+/// sandbox of.
+async fn remove_orphaned_log_dirs(ctx: &Ctx) {
+    let running = |uid: &str| ctx.pods.lock().expect("pod set lock").contains_key(uid);
+    let candidates: Vec<(PathBuf, String)> = std::fs::read_dir(&ctx.config.pod_logs_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let uid = pod_uid_of_log_dir(&e.file_name().to_string_lossy())?.to_owned();
+            Some((e.path(), uid))
+        })
+        .filter(|(_, uid)| !running(uid))
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
+    let Ok(list) = ctx
+        .rc
+        .clone()
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await
+    else {
+        return;
+    };
+    let sandboxed: std::collections::HashSet<String> = list
+        .into_inner()
+        .items
+        .into_iter()
+        .filter_map(|sb| sb.labels.get(super::worker::POD_UID_LABEL).cloned())
+        .collect();
+    for (dir, uid) in candidates {
+        // Checked again: a static pod whose manifest came back runs under the same UID.
+        if sandboxed.contains(&uid) || running(&uid) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                tracing::debug!(dir = %dir.display(), "removed the log directory of a gone pod")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "removing a pod log directory")
+            }
+        }
+    }
+}
+
+/// The pod UID in a log directory's name, `<namespace>_<name>_<uid>` (namespaces and pod names
+/// cannot hold `_`, UIDs cannot either).
+fn pod_uid_of_log_dir(name: &str) -> Option<&str> {
+    let mut parts = name.split('_');
+    let (ns, pod, uid) = (parts.next()?, parts.next()?, parts.next()?);
+    (parts.next().is_none() && !ns.is_empty() && !pod.is_empty() && !uid.is_empty()).then_some(uid)
 }
 
 /// Rotates `log` of container `id` when it reached the size limit.
@@ -174,6 +235,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_directories_name_their_pod_uid() {
+        assert_eq!(
+            pod_uid_of_log_dir("default_web_0b6f2a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"),
+            Some("0b6f2a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b")
+        );
+        for other in [
+            "lost+found",
+            "default_web",
+            "a_b_c_d",
+            "_web_uid",
+            "default__uid",
+        ] {
+            assert_eq!(pod_uid_of_log_dir(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn rotated_files_are_found_oldest_first_and_compressed() {

@@ -78,7 +78,8 @@ pub struct Config {
     /// Most log files kept per container, the current one included (at least 2).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
     pub container_log_max_files: u64,
-    /// How often container logs are checked for rotation (seconds).
+    /// How often container logs are checked for rotation and the log directories of gone pods
+    /// removed (seconds).
     #[arg(long, default_value = "10", value_parser = parse_secs)]
     pub container_log_monitor_interval: std::time::Duration,
     /// Most pods this node takes.

@@ -93,20 +93,26 @@ fn ready_condition(network_ready: bool) -> (&'static str, &'static str, &'static
     }
 }
 
-fn status(ctx: &Ctx, health: &Health) -> NodeStatus {
+/// What this node offers pods (capacity and allocatable: nothing is reserved for the system):
+/// the CPUs and memory of the host, `--max-pods`, and a nominal ephemeral storage.
+pub fn allocatable(config: &super::Config) -> BTreeMap<String, Quantity> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let resources: BTreeMap<String, Quantity> = [
+    [
         ("cpu".to_owned(), Quantity(cpus.to_string())),
         (
             "memory".to_owned(),
             Quantity(format!("{}Ki", memory_bytes() / 1024)),
         ),
-        ("pods".to_owned(), Quantity(ctx.config.max_pods.to_string())),
+        ("pods".to_owned(), Quantity(config.max_pods.to_string())),
         ("ephemeral-storage".to_owned(), Quantity("10Gi".into())),
     ]
-    .into();
+    .into()
+}
+
+fn status(ctx: &Ctx, health: &Health) -> NodeStatus {
+    let resources = allocatable(&ctx.config);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let cond = |t: &str, s: &str, reason: &str, message: &str| NodeCondition {
         type_: t.into(),

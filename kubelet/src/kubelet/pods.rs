@@ -46,16 +46,13 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
         let event = tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {
+                forget_finished(&ctx, &mut workers);
                 sync_static(&ctx, &mut workers, &mut statics);
                 continue;
             }
             e = stream.next() => e,
         };
-        workers.retain(|_, e| !e.task.is_finished());
-        ctx.pods
-            .lock()
-            .expect("pod set lock")
-            .retain(|uid, _| workers.contains_key(uid));
+        forget_finished(&ctx, &mut workers);
         let Some(event) = event else { break };
         match event {
             Ok(watcher::Event::Init) => seen.clear(),
@@ -107,6 +104,16 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
     for e in workers.values() {
         e.task.abort();
     }
+}
+
+/// Drops the workers that are done (their pods torn down) from the worker table and the shared
+/// pod set, which the kubelet API and the log directory clean-up read.
+fn forget_finished(ctx: &Ctx, workers: &mut HashMap<String, Entry>) {
+    workers.retain(|_, e| !e.task.is_finished());
+    ctx.pods
+        .lock()
+        .expect("pod set lock")
+        .retain(|uid, _| workers.contains_key(uid));
 }
 
 /// Reads the manifest directory: starts new static pods, stops removed ones (deleting their

@@ -28,7 +28,7 @@ const PULL_ERROR_SHOWN: Duration = Duration::from_secs(3);
 /// Longest a postStart hook may run before it counts as failed.
 const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Label carrying the pod UID on sandboxes and containers.
-const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+pub(crate) const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
 
 /// What the worker tracks per container name.
 #[derive(Default)]
@@ -288,6 +288,7 @@ impl Worker {
                     return;
                 }
                 Some(pod) => {
+                    self.refresh_downward_volumes(&pod);
                     self.last_pod = Some(pod.clone());
                     if let Err(e) = self.sync(&pod).await {
                         tracing::warn!(pod = %pod_key(&pod), error = %e, "pod sync failed");
@@ -302,6 +303,23 @@ impl Worker {
                 _ = self.wake.1.changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+        }
+    }
+
+    /// Brings downwardAPI volume files up to date when the pod's labels or annotations changed
+    /// since the last version this worker saw (or, for a pod adopted from an earlier kubelet,
+    /// may have changed while none ran).
+    fn refresh_downward_volumes(&self, pod: &Pod) {
+        if let Some(last) = &self.last_pod
+            && last.metadata.labels == pod.metadata.labels
+            && last.metadata.annotations == pod.metadata.annotations
+        {
+            return;
+        }
+        let allocatable = super::node::allocatable(&self.ctx.config);
+        if let Err(e) = inputs::refresh_downward_volumes(pod, &self.volumes_dir(pod), &allocatable)
+        {
+            tracing::warn!(pod = %pod_key(pod), error = %e.0, "refreshing downwardAPI volumes");
         }
     }
 
@@ -769,15 +787,22 @@ impl Worker {
         if st.host_ip.is_none() {
             st.host_ip = self.ctx.node_ip.map(|ip| ip.to_string());
         }
-        let env = match inputs::env(&self.ctx.client, &known, c, &ip).await {
+        let allocatable = super::node::allocatable(&self.ctx.config);
+        let env = match inputs::env(&self.ctx.client, &known, c, &ip, &allocatable).await {
             Ok(env) => env,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
-        let volumes =
-            match inputs::prepare_volumes(&self.ctx.client, &known, &self.volumes_dir(pod)).await {
-                Ok(v) => v,
-                Err(e) => return self.config_error(pod, c, e.0).await,
-            };
+        let volumes = match inputs::prepare_volumes(
+            &self.ctx.client,
+            &known,
+            &self.volumes_dir(pod),
+            &allocatable,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return self.config_error(pod, c, e.0).await,
+        };
         let mounts = match inputs::mounts(c, &volumes) {
             Ok(m) => m,
             Err(e) => return self.config_error(pod, c, e.0).await,
