@@ -36,7 +36,8 @@ const SNAT_TRIES: u32 = 16;
 /// Only packets to a node address (NodePort flows from clients, SNATed replies) or to an
 /// address flows were SNATed to (replies through the overlay) can belong to a flow, so the
 /// rest of the traffic (pod to pod over the overlay, anything else for other hosts) is let
-/// through after one small hash lookup, without touching the conntrack map.
+/// through after two lookups in small hash maps (node and SNAT addresses), without touching
+/// the conntrack map.
 #[inline(always)]
 pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     let Some(p) = packet::parse(ctx) else {
