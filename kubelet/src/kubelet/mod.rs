@@ -117,6 +117,9 @@ pub(crate) struct Ctx {
     pub ic: runtime::ImageClient,
     /// The pods this kubelet runs, shared with the kubelet API's `/pods`.
     pub pods: crate::server::PodSet,
+    /// What the node offers pods (read once: the host's CPUs and memory do not change).
+    pub allocatable:
+        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
 }
 
 /// Runs the kubelet until `shutdown`.
@@ -192,6 +195,7 @@ pub async fn run(
         client,
         node: node.clone(),
         node_ip: config.node_ip,
+        allocatable: node::allocatable(&config),
         config,
         rc,
         ic,

@@ -112,7 +112,7 @@ pub fn allocatable(config: &super::Config) -> BTreeMap<String, Quantity> {
 }
 
 fn status(ctx: &Ctx, health: &Health) -> NodeStatus {
-    let resources = allocatable(&ctx.config);
+    let resources = ctx.allocatable.clone();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let cond = |t: &str, s: &str, reason: &str, message: &str| NodeCondition {
         type_: t.into(),

@@ -316,8 +316,8 @@ impl Worker {
         {
             return;
         }
-        let allocatable = super::node::allocatable(&self.ctx.config);
-        if let Err(e) = inputs::refresh_downward_volumes(pod, &self.volumes_dir(pod), &allocatable)
+        if let Err(e) =
+            inputs::refresh_downward_volumes(pod, &self.volumes_dir(pod), &self.ctx.allocatable)
         {
             tracing::warn!(pod = %pod_key(pod), error = %e.0, "refreshing downwardAPI volumes");
         }
@@ -787,8 +787,8 @@ impl Worker {
         if st.host_ip.is_none() {
             st.host_ip = self.ctx.node_ip.map(|ip| ip.to_string());
         }
-        let allocatable = super::node::allocatable(&self.ctx.config);
-        let env = match inputs::env(&self.ctx.client, &known, c, &ip, &allocatable).await {
+        let allocatable = &self.ctx.allocatable;
+        let env = match inputs::env(&self.ctx.client, &known, c, &ip, allocatable).await {
             Ok(env) => env,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
@@ -796,7 +796,7 @@ impl Worker {
             &self.ctx.client,
             &known,
             &self.volumes_dir(pod),
-            &allocatable,
+            allocatable,
         )
         .await
         {
