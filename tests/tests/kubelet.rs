@@ -437,6 +437,17 @@ fn node_ready_condition(c: &LabCluster) -> Result<Value> {
         .context("no Ready condition yet")
 }
 
+/// Waits (up to 60 s) until the node's Ready condition has `status`; returns the condition.
+fn wait_node_ready(c: &LabCluster, status: &str, what: &str) -> Result<Value> {
+    let mut last = Value::Null;
+    wait_for(Duration::from_secs(60), what, || {
+        last = node_ready_condition(c)?;
+        Ok(last["status"] == status)
+    })
+    .with_context(|| format!("last Ready condition: {last}"))?;
+    Ok(last)
+}
+
 /// Names of the entries of `dir` (none when it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -711,16 +722,7 @@ fn checks(c: &LabCluster) -> Result<()> {
 /// the overlay the config is written and the node turns Ready.
 fn network_gates_readiness(c: &LabCluster) -> Result<()> {
     c.start_agent_with("n1", &["--disable-flannel"])?;
-    let mut last = Value::Null;
-    wait_for(
-        Duration::from_secs(60),
-        "node registered NotReady for want of a network",
-        || {
-            last = node_ready_condition(c)?;
-            Ok(last["status"] == "False")
-        },
-    )
-    .with_context(|| format!("last Ready condition: {last}"))?;
+    let last = wait_node_ready(c, "False", "node registered NotReady for want of a network")?;
     assert_eq!(last["reason"], "KubeletNotReady", "{last}");
     assert_eq!(
         last["message"],
@@ -730,15 +732,11 @@ fn network_gates_readiness(c: &LabCluster) -> Result<()> {
     );
     c.stop_agent("n1")?;
     c.start_agent("n1")?;
-    wait_for(
-        Duration::from_secs(60),
+    let last = wait_node_ready(
+        c,
+        "True",
         "node Ready once the overlay wrote its CNI config",
-        || {
-            last = node_ready_condition(c)?;
-            Ok(last["status"] == "True")
-        },
-    )
-    .with_context(|| format!("last Ready condition: {last}"))?;
+    )?;
     assert_eq!(last["reason"], "KubeletReady", "{last}");
     Ok(())
 }
@@ -1099,8 +1097,6 @@ fn agent_restart(c: &LabCluster) -> Result<()> {
         || Ok(node_ready_condition(c)?["status"] != "True"),
     )?;
     c.start_agent("n1")?;
-    wait_for(Duration::from_secs(60), "node Ready again", || {
-        Ok(node_ready_condition(c)?["status"] == "True")
-    })?;
+    wait_node_ready(c, "True", "node Ready again")?;
     Ok(())
 }
