@@ -39,7 +39,7 @@ pub struct BuildArgs {
 }
 
 /// The workspace root (parent of `xtask/`).
-fn workspace_root() -> &'static Path {
+pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits inside the workspace")

@@ -10,6 +10,7 @@ mod deps;
 mod ebpf;
 mod images;
 mod lab;
+mod lint;
 mod test;
 
 use anyhow::Result;
@@ -35,7 +36,10 @@ enum Command {
     Lab(lab::LabArgs),
     /// Build the test images and push them to the lab registry.
     Images(images::ImagesArgs),
-    /// Install what is missing, build, and run every test (unit and end-to-end).
+    /// The lint gates: rustfmt, clippy with warnings as errors, unused dependencies, stray files.
+    Lint(lint::LintArgs),
+    /// Install what is missing, run the lint gates, build, and run every test (unit and
+    /// end-to-end).
     Test(test::TestArgs),
     /// Measure: `cargo xtask bench [apiserver|scheduler|proxy-sync|net|pods|lb]` (all when no
     /// name is given).
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
         Command::BuildEbpf(args) => ebpf::build(&args),
         Command::Lab(args) => lab::run(args),
         Command::Images(args) => images::run(args),
+        Command::Lint(args) => lint::run(&args),
         Command::Test(args) => test::run(args),
         Command::Bench(args) => bench::run(args),
     }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: the one test command. Installs what is missing, builds the eBPF objects,
-//! builds the workspace once, and runs every test (unit and end-to-end) against that build, then
-//! the demo.
+//! runs the lint gates, builds the workspace once, and runs every test (unit and end-to-end)
+//! against that build, then the demo.
 
 use std::process::Command;
 
@@ -25,6 +25,11 @@ pub fn run(args: TestArgs) -> Result<()> {
     crate::ebpf::build(&crate::ebpf::BuildArgs {
         debug_log: false,
         out: None,
+    })?;
+    // The gates before the build: a change that fails them fails here, not after minutes of
+    // end-to-end tests. (After the eBPF build, so clippy sees the proxy's embedded object.)
+    crate::lint::run(&crate::lint::LintArgs {
+        no_deps: args.no_deps,
     })?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // One build of every binary the end-to-end tests start.
