@@ -9,7 +9,6 @@
 pub mod config;
 pub mod env;
 pub mod error;
-pub mod flannel;
 pub mod ipam;
 pub mod masq;
 pub mod netlink;

@@ -145,7 +145,7 @@ impl Config {
         component("kubelet", args, &self.kubelet_args)
     }
 
-    fn flannel(&self) -> Result<ekube_cni::flannel::Config> {
+    fn flannel(&self) -> Result<ekube_flannel::Config> {
         let args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
             (
@@ -207,7 +207,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         tasks.spawn(async move {
             (
                 "flannel",
-                ekube_cni::flannel::run(flannel, stop)
+                ekube_flannel::run(flannel, stop)
                     .await
                     .map_err(anyhow::Error::from),
             )

@@ -63,7 +63,7 @@ enum Command {
     /// Run the service proxy alone.
     Proxy(ekube_proxy::service::Config),
     /// Run the VXLAN overlay agent alone.
-    Flannel(ekube_cni::flannel::Config),
+    Flannel(ekube_flannel::Config),
     /// The kubectl-style client (also reachable by invoking this binary as `ekubectl`).
     Kubectl(kubectl::KubectlArgs),
 }
@@ -122,7 +122,7 @@ async fn main() -> Result<()> {
         Command::Proxy(c) => ekube_proxy::service::run(c, shutdown_signal())
             .await
             .context("proxy"),
-        Command::Flannel(c) => ekube_cni::flannel::run(c, shutdown_signal())
+        Command::Flannel(c) => ekube_flannel::run(c, shutdown_signal())
             .await
             .context("flannel"),
         Command::Kubectl(_) => unreachable!("handled above"),

@@ -349,7 +349,7 @@ mod tests {
             env,
             "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"
         );
-        let parsed = crate::config::SubnetEnv::parse(&env).unwrap();
+        let parsed = ekube_cni::config::SubnetEnv::parse(&env).unwrap();
         assert_eq!(parsed.mtu, Some(1450));
     }
 }

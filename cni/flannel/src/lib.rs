@@ -42,10 +42,10 @@ pub struct Config {
     #[arg(long)]
     pub iface: Option<String>,
     /// Where to write FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_MTU and FLANNEL_IPMASQ.
-    #[arg(long, default_value = crate::config::DEFAULT_SUBNET_FILE)]
+    #[arg(long, default_value = ekube_cni::config::DEFAULT_SUBNET_FILE)]
     pub subnet_file: PathBuf,
     /// The cluster (pod) CIDR every node subnet comes from.
-    #[arg(long, default_value = crate::config::DEFAULT_CLUSTER_CIDR)]
+    #[arg(long, default_value = ekube_cni::config::DEFAULT_CLUSTER_CIDR)]
     pub cluster_cidr: Ipv4Network,
     /// VXLAN network identifier; the device is `flannel.<vni>`.
     #[arg(long, default_value_t = 1)]
