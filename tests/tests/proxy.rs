@@ -267,8 +267,10 @@ impl Fixture {
             .spawn()
             .expect("starting ekube proxy");
         self.proxy = Some(child);
+        // Generous: verifying the tc programs takes under a second on an idle machine but tens of
+        // seconds on one whose cores are busy with builds.
         let result = wait_for(
-            Duration::from_secs(30),
+            Duration::from_secs(90),
             "ekube proxy to report healthy",
             || {
                 if let Some(status) = self.proxy.as_mut().unwrap().try_wait()? {

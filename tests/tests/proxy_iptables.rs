@@ -854,14 +854,10 @@ fn proxy_in_iptables_mode(backend: &'static str) {
         "b3 still chosen after the sync: {counts:?}"
     );
 
-    // No ready endpoint: refused at once (REJECT in the filter table).
-    let started = Instant::now();
+    // No ready endpoint: refused (REJECT in the filter table). A DROP would end in the client's
+    // 3 s timeout instead of ECONNREFUSED, so the error alone tells them apart; the time it
+    // took is not asserted (it includes starting the client, slow on a loaded machine).
     assert_eq!(fx.tcp("cli", empty, 80, 1), [Reply::Err(ECONNREFUSED)]);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "refusal took {:?}",
-        started.elapsed()
-    );
 
     // A deleted Service: its rules go, the connect reaches the node itself and is refused.
     fx.delete_service("shrink");
