@@ -34,7 +34,8 @@ pub fn completes(p: &Packet) -> bool {
 pub fn admit(cfg: &NodePortConfig) -> bool {
     let opened = EKUBE_CT_UNEST.get(CT_UNEST_OPENED).copied().unwrap_or(0);
     let gone = EKUBE_CT_UNEST.get(CT_UNEST_GONE).copied().unwrap_or(0);
-    opened.wrapping_sub(gone) < cfg.tcp_unestablished_max as u64
+    // Signed: races may take the count a little below zero until the next sweep.
+    (opened.wrapping_sub(gone) as i64) < cfg.tcp_unestablished_max as i64
 }
 
 /// Adds `delta` (wrapping) to the count of open unestablished flows.

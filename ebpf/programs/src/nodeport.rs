@@ -2,7 +2,7 @@
 //!
 //! Ingress (the interfaces holding node addresses, and the overlay device): a packet of a
 //! tracked flow is translated from its conntrack entry; a new packet to `<node IP>:<nodePort>`
-//! picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
+//! (for TCP only a SYN, see [`crate::handshake`]) picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
 //! routes out through one of our interfaces (another node, via the overlay) gets the flow
 //! SNATed to the address the kernel would use towards it and the packet redirected; otherwise (a pod on this node) only the
 //! destination changes and the stack routes it to the bridge. `externalTrafficPolicy: Local`

@@ -66,7 +66,11 @@ fn find_port(
     cfg: &NodePortConfig,
 ) -> Option<(u16, Option<CtValue>)> {
     let (min, max) = (cfg.snat_port_min, cfg.snat_port_max);
-    let span = if max >= min { (max - min) as u32 + 1 } else { 1 };
+    let span = if max >= min {
+        (max - min) as u32 + 1
+    } else {
+        1
+    };
     for _ in 0..SNAT_TRIES {
         // SAFETY: helper without arguments.
         let port = (min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;

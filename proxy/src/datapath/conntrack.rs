@@ -63,7 +63,10 @@ pub fn unestablished(config: &DatapathConfig) -> Result<u64> {
         map.get(&index, 0)
             .map_err(map_err(common::CT_UNESTABLISHED))
     };
-    Ok(read(CT_UNEST_OPENED)?.wrapping_sub(read(CT_UNEST_GONE)?))
+    // Signed, as the programs read it: races may take it a little below zero until the next
+    // sweep.
+    let count = read(CT_UNEST_OPENED)?.wrapping_sub(read(CT_UNEST_GONE)?) as i64;
+    Ok(count.max(0) as u64)
 }
 
 /// Every conntrack entry of `config.node_name`'s pinned datapath (two per flow).
