@@ -7,7 +7,11 @@
 //! re-executed (cgroup membership is per process): `pre_exec` joins the namespace and, unless
 //! the case wants an outside client, moves the child into the cgroup. The cases run one after
 //! another in this process (custom harness), and a guard removes pins and the cgroup at the end
-//! and leftovers of crashed runs at the start.
+//! and leftovers of crashed runs at the start. The NodePort conntrack cases run crafted frames
+//! through the tc ingress program instead ([`handshake`]).
+
+#[path = "datapath/handshake.rs"]
+mod handshake;
 
 use std::{
     collections::BTreeMap,
@@ -73,6 +77,18 @@ const CASES: &[Case] = &[
     (
         "node_port_on_loopback_and_node_ip",
         node_port_on_loopback_and_node_ip,
+    ),
+    (
+        "nodeport_flow_opens_only_on_syn",
+        handshake::nodeport_flow_opens_only_on_syn,
+    ),
+    (
+        "unestablished_flow_expires",
+        handshake::unestablished_flow_expires,
+    ),
+    (
+        "full_share_refuses_syns_and_keeps_established",
+        handshake::full_share_refuses_syns_and_keeps_established,
     ),
     (
         "restart_keeps_state_and_flows",

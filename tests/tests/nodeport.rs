@@ -20,7 +20,7 @@ use std::{
     os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use ekube_proxy::datapath::{
@@ -42,6 +42,13 @@ const N2_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 20);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 100);
 const TCP_PORT: u16 = 8080;
 const UDP_PORT: u16 = 5353;
+/// How long an unestablished flow lives in this test (`--conntrack-tcp-timeout-syn`; 60 s by
+/// default), short so the SYN flood's flows are gone within the test.
+const SYN_TIMEOUT: Duration = Duration::from_secs(5);
+/// SYNs of the flood: far more than the SNAT port span holds.
+const FLOOD_SYNS: u32 = 50_000;
+/// The SNAT port span of the test: small, so the flood surely takes every port.
+const SNAT_PORTS: (u16, u16) = (20_000, 24_095);
 /// `CLONE_NEWNET` from linux/sched.h.
 const CLONE_NEWNET: i32 = 0x4000_0000;
 
@@ -142,6 +149,30 @@ else:
             print("ok", data.decode(), f"{frm[0]}:{frm[1]}", flush=True)
         except OSError:
             print("err", flush=True)
+"#;
+
+/// `<ip> <port> <count>`: sends `count` TCP SYNs to `ip:port` from raw sockets, each from its
+/// own spoofed source in 10.99.0.0/16 (an address nothing holds and no node routes, so the
+/// backends' SYN-ACKs die on the node and no RST ever answers them).
+const SYN_FLOOD: &str = r#"
+import random, socket, struct, sys
+dst, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+daddr = socket.inet_aton(dst)
+def csum(data):
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return ~total & 0xffff
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(count):
+    saddr = struct.pack("!I", 0x0a630000 + i % 65536)
+    sport = 1024 + i % 60000
+    tcp = struct.pack("!HHIIBBHHH", sport, port, random.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+    check = csum(saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, saddr, daddr)
+    s.sendto(ip + tcp, (dst, 0))
+print("sent", count)
 "#;
 
 /// One client attempt: backend name, the client address the backend saw, the reply's source
@@ -471,6 +502,10 @@ fn nodeport_from_outside() {
         ])
         .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
         .args(["--sync-period", "2s"])
+        .args([
+            "--conntrack-tcp-timeout-syn",
+            &format!("{}s", SYN_TIMEOUT.as_secs()),
+        ])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -483,13 +518,16 @@ fn nodeport_from_outside() {
             && topo.dp.pin_dir().join("link_tc_flannel_1_in").exists())
     })
     .unwrap_or_else(|e| panic!("{e:#}\nproxy log:\n{}", proxy_log()));
-    // Short timeouts, so closed flows leave the conntrack within the test.
+    // Short timeouts, so closed flows leave the conntrack within the test (this replaces the
+    // settings the flags wrote, so the SYN timeout is repeated).
     conntrack::set_settings(
         &topo.dp,
         &NodePortSettings {
             tcp_close_timeout: Duration::from_secs(1),
             udp_timeout: Duration::from_secs(2),
             snat_time_wait: Duration::from_secs(2),
+            tcp_syn_timeout: SYN_TIMEOUT,
+            snat_ports: SNAT_PORTS,
             ..NodePortSettings::default()
         },
     )
@@ -550,6 +588,7 @@ fn nodeport_from_outside() {
         &["p1a", "p1b", "p2a"],
     );
     create("hp", 30084, json!({}), &["p1a"]);
+    create("syn", 30085, json!({}), &["p2a"]);
     let node_port_backends = |port: u16| {
         let maps = BpfMaps::open_pinned(&topo.dp).ok()?;
         let state = dump_store(&maps).ok()?;
@@ -567,7 +606,8 @@ fn nodeport_from_outside() {
                 && node_port_backends(30081) == Some(1)
                 && node_port_backends(30082) == Some(0)
                 && node_port_backends(30083) == Some(3)
-                && node_port_backends(30084) == Some(1))
+                && node_port_backends(30084) == Some(1)
+                && node_port_backends(30085) == Some(1))
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}\nproxy log:\n{}", proxy_log()));
@@ -688,6 +728,53 @@ fn nodeport_from_outside() {
             left.first()
         );
     }
+
+    syn_flood_leaves_room(&topo);
     drop(rt);
     drop(server);
+}
+
+/// 50,000 SYNs with spoofed sources to a NodePort whose only backend is on the other node, so
+/// every flow needs a SNAT port and the flood takes every port of the span: a real client
+/// still connects within 2 s, and after the SYN timeout every SNAT port is free again.
+fn syn_flood_leaves_room(topo: &Topology) {
+    let flood = netns::nsenter(&topo.ns("ext"))
+        .args(["python3", "-c", SYN_FLOOD, &N1_IP.to_string(), "30085"])
+        .arg(FLOOD_SYNS.to_string())
+        .output()
+        .expect("running the SYN flood");
+    assert!(flood.status.success(), "SYN flood: {flood:?}");
+    let ports = conntrack::snat_ports(&topo.dp).unwrap();
+    assert!(
+        ports.unestablished > usize::from(SNAT_PORTS.1 - SNAT_PORTS.0) * 9 / 10,
+        "the flood did not take SNAT ports: {ports:?}"
+    );
+
+    let started = Instant::now();
+    let replies = requests(topo, "tcp", N1_IP, 30085, 1);
+    let took = started.elapsed();
+    assert!(
+        matches!(&replies[..], [Reply::Ok { name, .. }] if name == "p2a"),
+        "a client could not connect after the SYN flood ({ports:?} held): {replies:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a client needed {took:?} to connect after the SYN flood"
+    );
+
+    let result = wait_for(
+        SYN_TIMEOUT + Duration::from_secs(25),
+        "the SYN flood's SNAT ports to come back",
+        || {
+            Ok(conntrack::snat_ports(&topo.dp)?.held == 0
+                && conntrack::unestablished(&topo.dp)? == 0)
+        },
+    );
+    if let Err(e) = result {
+        panic!(
+            "{e:#}: {:?} held, {:?} counted unestablished",
+            conntrack::snat_ports(&topo.dp),
+            conntrack::unestablished(&topo.dp)
+        );
+    }
 }

@@ -67,11 +67,13 @@ pub enum Counter {
     SnatPortsExhausted = 12,
     /// tc: a translated packet could not be redirected (no route) and was dropped.
     RedirectFailed = 13,
+    /// tc: a SYN found the unestablished flows' share of the conntrack full and was dropped.
+    UnestablishedRefused = 14,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 15] = [
         Counter::Connect4Translated,
         Counter::Sendmsg4Translated,
         Counter::Recvmsg4Restored,
@@ -86,6 +88,7 @@ impl Counter {
         Counter::CtTranslated,
         Counter::SnatPortsExhausted,
         Counter::RedirectFailed,
+        Counter::UnestablishedRefused,
     ];
 
     /// Stable snake_case name, used for metrics.
@@ -105,6 +108,7 @@ impl Counter {
             Counter::CtTranslated => "ct_translated",
             Counter::SnatPortsExhausted => "snat_ports_exhausted",
             Counter::RedirectFailed => "redirect_failed",
+            Counter::UnestablishedRefused => "unestablished_refused",
         }
     }
 }

@@ -59,6 +59,11 @@ pub const CT_FLAG_SNAT: u8 = 1 << 0;
 pub const CT_FLAG_CLOSING: u8 = 1 << 1;
 /// [`CtValue::flags`]: the flow's frontend has `externalTrafficPolicy: Local`.
 pub const CT_FLAG_EXTERNAL_LOCAL: u8 = 1 << 2;
+/// [`CtValue::flags`]: a TCP flow whose handshake the client has not completed (no ACK seen
+/// after its SYN). Such an entry is never refreshed, so it lives at most
+/// [`NodePortConfig::tcp_syn_ns`], and it counts against
+/// [`NodePortConfig::tcp_unestablished_max`].
+pub const CT_FLAG_UNESTABLISHED: u8 = 1 << 3;
 
 /// Key of [`CONNTRACK`]: one direction of one flow, as seen on the wire.
 #[repr(C)]
@@ -129,6 +134,14 @@ pub struct NodePortConfig {
     /// Seconds a closed SNATed TCP flow keeps its SNAT port (at least `tcp_closing_ns`); 0 means
     /// [`SNAT_TIME_WAIT_NS`].
     pub snat_time_wait_s: u32,
+    /// Lifetime of an unestablished TCP flow (SYN seen, client's ACK not yet), counted from its
+    /// SYN, nanoseconds, host byte order.
+    pub tcp_syn_ns: u64,
+    /// Unestablished TCP flows the conntrack holds at most; a SYN beyond it is dropped, so a
+    /// SYN flood fills this share and never evicts established flows. Host byte order.
+    pub tcp_unestablished_max: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
 
 /// How long a closed SNATed TCP flow keeps its SNAT port by default: Linux's TIME_WAIT
@@ -138,9 +151,10 @@ pub struct NodePortConfig {
 pub const SNAT_TIME_WAIT_NS: u64 = 60 * 1_000_000_000;
 
 impl NodePortConfig {
-    /// 6 h established (as Cilium), 10 s after FIN/RST, 60 s UDP; SNAT ports below the
-    /// NodePort range and the kernel's default ephemeral range, so they never meet a local
-    /// socket's or a NodePort.
+    /// 6 h established (as Cilium), 10 s after FIN/RST, 60 s UDP, 60 s unestablished (as
+    /// netfilter's `SYN_RECV`); SNAT ports below the NodePort range and the kernel's default
+    /// ephemeral range, so they never meet a local socket's or a NodePort. Unestablished flows
+    /// may take half of the conntrack's entries (two per flow).
     pub const DEFAULT: NodePortConfig = NodePortConfig {
         tcp_established_ns: 6 * 3600 * 1_000_000_000,
         tcp_closing_ns: 10 * 1_000_000_000,
@@ -148,6 +162,9 @@ impl NodePortConfig {
         snat_port_min: 1_024,
         snat_port_max: 29_999,
         snat_time_wait_s: 0,
+        tcp_syn_ns: 60 * 1_000_000_000,
+        tcp_unestablished_max: CONNTRACK_MAX_ENTRIES / 4,
+        _pad: 0,
     };
 
     /// The timeout of an entry with `flags` of protocol `proto`.
@@ -165,6 +182,8 @@ impl NodePortConfig {
             } else {
                 self.tcp_closing_ns
             }
+        } else if flags & CT_FLAG_UNESTABLISHED != 0 {
+            self.tcp_syn_ns
         } else {
             self.tcp_established_ns
         }
@@ -199,10 +218,26 @@ pub const SNAT_ADDRS: &str = "EKUBE_SNAT_IPS";
 /// Entries in [`SNAT_ADDRS`].
 pub const SNAT_ADDRS_MAX_ENTRIES: u32 = 64;
 
+/// Pinned name of the unestablished-flow count (`BPF_MAP_TYPE_ARRAY`, `u32` index → `u64`,
+/// host byte order): the programs add one per new TCP flow at [`CT_UNEST_OPENED`] and take one
+/// off when the client completes the handshake or a SYN takes the SNAT port of a stale one; the
+/// proxy's sweeper, which sees flows expire and the LRU evict them, writes at
+/// [`CT_UNEST_GONE`] how many of the opened ones are gone. Their difference is the number of
+/// unestablished flows: between sweeps it misses only flows that expired or were evicted (so
+/// errs high), and it is off by the handshakes opened or completed while a sweep runs, which
+/// the next sweep corrects.
+pub const CT_UNESTABLISHED: &str = "EKUBE_CT_UNEST";
+/// Entries in [`CT_UNESTABLISHED`].
+pub const CT_UNESTABLISHED_MAX_ENTRIES: u32 = 2;
+/// [`CT_UNESTABLISHED`] index: flows opened minus flows established or taken over (wrapping).
+pub const CT_UNEST_OPENED: u32 = 0;
+/// [`CT_UNESTABLISHED`] index: opened flows the sweeper found gone (wrapping).
+pub const CT_UNEST_GONE: u32 = 1;
+
 const _: () = assert!(size_of::<RevNatKey>() == 16);
 const _: () = assert!(size_of::<RevNatValue>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 16);
 const _: () = assert!(size_of::<CtValue>() == 32);
-const _: () = assert!(size_of::<NodePortConfig>() == 32);
+const _: () = assert!(size_of::<NodePortConfig>() == 48);
 
 user_pod!(RevNatKey, RevNatValue, CtKey, CtValue, NodePortConfig);

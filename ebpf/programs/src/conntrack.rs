@@ -3,10 +3,13 @@
 //!
 //! Entries are refreshed at most once a second per direction (a shared-map write per packet
 //! would bounce cache lines between CPUs), and an entry idle past its timeout counts as gone
-//! even before the proxy's sweep deletes it.
+//! even before the proxy's sweep deletes it. An unestablished TCP flow's entries are never
+//! refreshed, so it lives at most the SYN timeout whatever the backend retransmits.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use ekube_ebpf_common::{CT_FLAG_CLOSING, CtKey, CtValue, IPPROTO_TCP, NodePortConfig};
+use ekube_ebpf_common::{
+    CT_FLAG_CLOSING, CT_FLAG_UNESTABLISHED, CtKey, CtValue, IPPROTO_TCP, NodePortConfig,
+};
 
 use crate::{
     maps::{EKUBE_CONNTRACK, EKUBE_NP_CONFIG},
@@ -39,6 +42,21 @@ pub fn key_of(p: &Packet, dir: u8) -> CtKey {
     }
 }
 
+/// The key of the other direction of the flow whose entry holds `v` (the tuple its packets
+/// are rewritten to), `dir` being that other direction.
+#[inline(always)]
+pub fn peer_key(v: &CtValue, proto: u8, dir: u8) -> CtKey {
+    CtKey {
+        saddr: v.daddr,
+        daddr: v.saddr,
+        sport: v.dport,
+        dport: v.sport,
+        proto,
+        dir,
+        _pad: [0; 2],
+    }
+}
+
 /// The live entry of `p` in direction `dir`, refreshed (and marked closing on FIN/RST).
 #[inline(always)]
 pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<CtValue> {
@@ -55,9 +73,13 @@ pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<CtV
     if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         flags |= CT_FLAG_CLOSING;
     }
-    if flags != entry.flags || now.saturating_sub(entry.last_seen_ns) > REFRESH_NS {
+    let established = flags & CT_FLAG_UNESTABLISHED == 0;
+    let stale = now.saturating_sub(entry.last_seen_ns) > REFRESH_NS;
+    if flags != entry.flags || (established && stale) {
         entry.flags = flags;
-        entry.last_seen_ns = now;
+        if established {
+            entry.last_seen_ns = now;
+        }
     }
     Some(*entry)
 }

@@ -1,5 +1,7 @@
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic add on a map value (see handshake::count)")]
 //! ekube's service load balancer (DESIGN.md §7): socket-level and per-packet NodePort.
 //!
 //! Two tc classifiers (`ekube_np_ingress`, `ekube_np_egress`, see [`nodeport`]) translate
@@ -12,11 +14,13 @@
 mod conntrack;
 mod counters;
 mod fib;
+mod handshake;
 mod lb;
 mod maps;
 mod nodeport;
 mod packet;
 mod revnat;
+mod snat;
 mod sock;
 
 use aya_ebpf::{

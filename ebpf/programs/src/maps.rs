@@ -44,6 +44,9 @@ pub static EKUBE_CONNTRACK: LruHashMap<CtKey, CtValue> =
     LruHashMap::pinned(common::CONNTRACK_MAX_ENTRIES, 0);
 
 #[map]
+pub static EKUBE_CT_UNEST: Array<u64> = Array::pinned(common::CT_UNESTABLISHED_MAX_ENTRIES, 0);
+
+#[map]
 pub static EKUBE_NP_CONFIG: Array<NodePortConfig> =
     Array::pinned(common::NODEPORT_CONFIG_MAX_ENTRIES, 0);
 
@@ -60,5 +63,6 @@ const _: () = assert!(same_name("EKUBE_NODE_IPS", common::NODE_ADDRS));
 const _: () = assert!(same_name("EKUBE_SNAT_IPS", common::SNAT_ADDRS));
 const _: () = assert!(same_name("EKUBE_COUNTERS", common::COUNTERS));
 const _: () = assert!(same_name("EKUBE_CONNTRACK", common::CONNTRACK));
+const _: () = assert!(same_name("EKUBE_CT_UNEST", common::CT_UNESTABLISHED));
 const _: () = assert!(same_name("EKUBE_NP_CONFIG", common::NODEPORT_CONFIG));
 const _: () = assert!(same_name("EKUBE_NP_IFACES", common::NODEPORT_IFACES));

@@ -2,7 +2,7 @@
 //!
 //! Ingress (the interfaces holding node addresses, and the overlay device): a packet of a
 //! tracked flow is translated from its conntrack entry; a new packet to `<node IP>:<nodePort>`
-//! picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
+//! (for TCP only a SYN, see [`crate::handshake`]) picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
 //! routes out through one of our interfaces (another node, via the overlay) gets the flow
 //! SNATed to the address the kernel would use towards it and the packet redirected; otherwise (a pod on this node) only the
 //! destination changes and the stack routes it to the bridge. `externalTrafficPolicy: Local`
@@ -11,25 +11,23 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     programs::TcContext,
 };
 use ekube_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_EXTERNAL_LOCAL,
-    CT_FLAG_SNAT, Counter, CtKey, CtValue, NODEPORT_VIP, NodeAddrKey, NodeAddrValue, NodePortConfig,
-    SVC_FLAG_EXTERNAL_LOCAL, ServiceKey,
+    CT_FLAG_SNAT, CT_FLAG_UNESTABLISHED, Counter, CtKey, CtValue, IPPROTO_TCP, NODEPORT_VIP,
+    NodeAddrKey, NodePortConfig, SVC_FLAG_EXTERNAL_LOCAL, ServiceKey,
 };
 
 use crate::{
-    conntrack, counters, fib, lb,
-    maps::{EKUBE_CONNTRACK, EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SERVICES, EKUBE_SNAT_IPS},
-    packet::{self, Packet, TCP_ACK, TCP_SYN},
+    conntrack, counters, fib, handshake, lb,
+    maps::{EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SERVICES, EKUBE_SNAT_IPS},
+    packet::{self, Packet},
+    snat,
 };
 
 const OK: i32 = TC_ACT_OK as i32;
-/// Random ports tried for a free SNAT port before giving up on a new flow: with half the range
-/// taken, one new flow in 65,536 fails.
-const SNAT_TRIES: u32 = 16;
 
 /// Ingress: translate tracked flows, load-balance new NodePort flows.
 ///
@@ -60,12 +58,21 @@ pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     if !node_addr {
         return Ok(OK);
     }
-    let syn = p.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    let tcp = p.proto == IPPROTO_TCP;
+    let syn = tcp && handshake::is_syn(&p);
     if let Some(v) = conntrack::lookup(&p, CT_DIR_FORWARD, now, &cfg) {
         // A SYN reusing the ports of a closing flow starts a new one.
         if !(syn && v.flags & CT_FLAG_CLOSING != 0) {
+            if v.flags & CT_FLAG_UNESTABLISHED != 0 && handshake::completes(&p) {
+                handshake::establish(&p, &v, now);
+            }
             return translate(ctx, &p, &v, v.flags & CT_FLAG_SNAT != 0);
         }
+    }
+    // Only a SYN opens a TCP flow; anything else is left to the stack, as netfilter leaves
+    // INVALID packets, so stray ACKs and RSTs cannot fill the conntrack.
+    if tcp && !syn {
+        return Ok(OK);
     }
     new_flow(ctx, &p, now, &cfg)
 }
@@ -115,6 +122,11 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         counters::bump(Counter::NodePortDrop);
         return Ok(TC_ACT_SHOT as i32);
     }
+    let tcp = p.proto == IPPROTO_TCP;
+    if tcp && !handshake::admit(cfg) {
+        counters::bump(Counter::UnestablishedRefused);
+        return Ok(TC_ACT_SHOT as i32);
+    }
     let backend_id = lb::select_backend(p.saddr as u64, AFFINITY_CLIENT_IP, &key, &svc)?;
     let backend = lb::lookup_backend(backend_id)?;
     let local_policy = svc.flags & SVC_FLAG_EXTERNAL_LOCAL != 0;
@@ -123,10 +135,14 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
     let remote = !local_policy
         && route.forwarded()
         && unsafe { EKUBE_NP_IFACES.get(&route.params.ifindex) }.is_some();
+    let mut flags = if local_policy { CT_FLAG_EXTERNAL_LOCAL } else { 0 };
+    if tcp {
+        flags |= CT_FLAG_UNESTABLISHED;
+    }
     let base = CtValue {
         last_seen_ns: now,
         backend_id,
-        flags: if local_policy { CT_FLAG_EXTERNAL_LOCAL } else { 0 },
+        flags,
         ..CtValue::default()
     };
     // The reply is rewritten back to exactly what the client sent to.
@@ -164,11 +180,11 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         reply.flags |= CT_FLAG_SNAT;
         forward.flags |= CT_FLAG_SNAT;
         reply_key.daddr = snat_ip;
-        let port = claim_snat_port(&mut reply_key, &reply, now, cfg).ok_or_else(|| {
+        let port = snat::claim_port(&mut reply_key, &reply, now, cfg).ok_or_else(|| {
             counters::bump(Counter::SnatPortsExhausted);
         })?;
         if snat_ip != p.daddr {
-            remember_snat_addr(snat_ip);
+            snat::remember_addr(snat_ip);
         }
         forward.saddr = snat_ip;
         forward.sport = port;
@@ -181,6 +197,9 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
     conntrack::insert(&conntrack::key_of(p, CT_DIR_FORWARD), &forward, false).map_err(|()| {
         counters::bump(Counter::MapUpdateFailed);
     })?;
+    if tcp {
+        handshake::count(1);
+    }
     packet::rewrite(ctx, p, &forward)?;
     if remote {
         counters::bump(Counter::NodePortRemote);
@@ -189,57 +208,4 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         counters::bump(Counter::NodePortLocal);
         Ok(OK)
     }
-}
-
-/// Makes ingress look up flows to `ip`, an address SNATed flows' replies come back to that is
-/// not a node address (written once per address; it holds only this node's own addresses, so
-/// it never fills up). Written after the SNAT port is claimed: earlier, the extra branch makes
-/// the verifier lose track of the port loop's states and reject the program as too large.
-#[inline(always)]
-fn remember_snat_addr(ip: u32) {
-    let key = NodeAddrKey { ip };
-    // SAFETY: plain integers; presence is all that is read.
-    if unsafe { EKUBE_SNAT_IPS.get(&key) }.is_none() {
-        let _ = EKUBE_SNAT_IPS.insert(&key, &NodeAddrValue::default(), 0);
-    }
-}
-
-/// Picks a random SNAT port whose reply key is free (or held only by an expired flow) and
-/// claims it by writing the reply entry; returns the port (network byte order).
-#[inline(always)]
-fn claim_snat_port(
-    reply_key: &mut CtKey,
-    reply: &CtValue,
-    now: u64,
-    cfg: &NodePortConfig,
-) -> Option<u16> {
-    let (min, max) = (cfg.snat_port_min, cfg.snat_port_max);
-    let span = if max >= min { (max - min) as u32 + 1 } else { 1 };
-    for _ in 0..SNAT_TRIES {
-        // SAFETY: helper without arguments.
-        let port = (min as u32 + unsafe { bpf_get_prandom_u32() } % span) as u16;
-        reply_key.dport = port.to_be();
-        if conntrack::insert(reply_key, reply, true).is_ok() {
-            return Some(reply_key.dport);
-        }
-        // SAFETY: plain integers; a racing writer at worst makes two new flows pick the same
-        // dead entry, which needs the same random port within the same instant.
-        let held = unsafe { EKUBE_CONNTRACK.get(reply_key) }.copied();
-        if held.is_some_and(|old| reusable(&old, reply_key.proto, now, cfg))
-            && conntrack::insert(reply_key, reply, false).is_ok()
-        {
-            return Some(reply_key.dport);
-        }
-    }
-    None
-}
-
-/// Whether a new flow may take over the SNAT port of `old`: only once it is idle past its
-/// timeout (the sweeper has not deleted it yet). A closed SNATed flow's timeout is the TIME_WAIT
-/// hold: the backend may still hold the tuple in TIME_WAIT, and Linux randomises TCP timestamps
-/// per connection, so a SYN of any other flow on that tuple can fail the backend's PAWS check
-/// and stall until the client retransmits.
-#[inline(always)]
-fn reusable(old: &CtValue, proto: u8, now: u64, cfg: &NodePortConfig) -> bool {
-    now.saturating_sub(old.last_seen_ns) > cfg.timeout_ns(proto, old.flags)
 }

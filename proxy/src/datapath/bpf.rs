@@ -207,6 +207,45 @@ impl BpfMaps {
     }
 }
 
+/// The NodePort ingress program of this build, loaded against the maps pinned for a node and
+/// attached nowhere: crafted packets run through it (`BPF_PROG_TEST_RUN`) see and change the
+/// same conntrack as the attached program, for tests and debugging.
+pub struct IngressProbe {
+    program: OwnedFd,
+}
+
+impl IngressProbe {
+    /// Loads the program over `config.node_name`'s pinned maps (a datapath must be open or
+    /// have been opened).
+    pub fn load(config: &DatapathConfig) -> Result<Self> {
+        if OBJECT.is_empty() {
+            return Err(Error::ObjectMissing);
+        }
+        let pin_dir = config.pin_dir();
+        let mut ebpf = EbpfLoader::new()
+            .map_pin_path(&pin_dir)
+            .load(OBJECT)
+            .map_err(|source| Error::Load {
+                pin_dir,
+                source: Box::new(source),
+            })?;
+        Ok(Self {
+            program: load_classifier(&mut ebpf, NP_INGRESS)?,
+        })
+    }
+
+    /// Runs the Ethernet frame `frame` through the program in this thread's network namespace;
+    /// returns its verdict (`TC_ACT_*`) and the frame as it left.
+    pub fn run(&self, frame: &[u8]) -> Result<(i32, Vec<u8>)> {
+        let (verdict, out) =
+            sys::prog_test_run(self.program.as_fd(), frame).map_err(|source| Error::TestRun {
+                program: NP_INGRESS,
+                source,
+            })?;
+        Ok((verdict as i32, out))
+    }
+}
+
 /// Loads a tc program and returns its fd (the links created later keep it alive).
 fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<OwnedFd> {
     let program_err = |e| Error::Program {

@@ -7,6 +7,11 @@
 //! flow together (the peer only if it still points back, so a newer flow that reuses a key
 //! is left alone). Accepted race: a packet refreshing an entry between the sweeper's read and
 //! its delete loses the entry; that flow then looks new and is balanced again.
+//!
+//! The sweeper also keeps the programs' count of unestablished TCP flows true: only it sees
+//! them expire or the LRU evict them, so each pass it writes how many of the flows the programs
+//! counted as opened are gone (`CT_UNEST_GONE`). Accepted race: handshakes opened or completed
+//! while a pass lists the map may be counted twice or not at all until the next pass.
 
 use std::{
     sync::{
@@ -18,7 +23,10 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use ekube_ebpf_common::{self as common, CtKey, CtValue, NodePortConfig};
+use ekube_ebpf_common::{
+    self as common, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_SNAT, CT_FLAG_UNESTABLISHED,
+    CT_UNEST_GONE, CT_UNEST_OPENED, CtKey, CtValue, NodePortConfig,
+};
 use tracing::{debug, warn};
 
 use super::{DatapathConfig, Error, NodePortSettings, Result, maps, sys};
@@ -42,12 +50,55 @@ fn open_config(config: &DatapathConfig) -> Result<Array<MapData, NodePortConfig>
     Array::try_from(Map::Array(data)).map_err(map_err(common::NODEPORT_CONFIG))
 }
 
+fn open_unestablished(config: &DatapathConfig) -> Result<Array<MapData, u64>> {
+    let data = MapData::from_pin(config.pin_dir().join(common::CT_UNESTABLISHED))
+        .map_err(map_err(common::CT_UNESTABLISHED))?;
+    Array::try_from(Map::Array(data)).map_err(map_err(common::CT_UNESTABLISHED))
+}
+
+/// The programs' count of unestablished TCP flows (what they compare with the limit).
+pub fn unestablished(config: &DatapathConfig) -> Result<u64> {
+    let map = open_unestablished(config)?;
+    let read = |index| {
+        map.get(&index, 0)
+            .map_err(map_err(common::CT_UNESTABLISHED))
+    };
+    // Signed, as the programs read it: races may take it a little below zero until the next
+    // sweep.
+    let count = read(CT_UNEST_OPENED)?.wrapping_sub(read(CT_UNEST_GONE)?) as i64;
+    Ok(count.max(0) as u64)
+}
+
 /// Every conntrack entry of `config.node_name`'s pinned datapath (two per flow).
 pub fn entries(config: &DatapathConfig) -> Result<Vec<(CtKey, CtValue)>> {
     let map = open_conntrack(config)?;
     map.iter()
         .collect::<Result<_, _>>()
         .map_err(map_err(common::CONNTRACK))
+}
+
+/// SNAT ports held right now (each SNATed flow's reply entry holds one; expired flows the
+/// sweeper has not deleted yet included).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatPorts {
+    /// All held ports.
+    pub held: usize,
+    /// Ports held by flows whose client has not completed the handshake.
+    pub unestablished: usize,
+}
+
+/// The SNAT ports `config.node_name`'s conntrack holds.
+pub fn snat_ports(config: &DatapathConfig) -> Result<SnatPorts> {
+    let mut ports = SnatPorts::default();
+    for (key, value) in entries(config)? {
+        if key.dir == CT_DIR_REPLY && value.flags & CT_FLAG_SNAT != 0 {
+            ports.held += 1;
+            if value.flags & CT_FLAG_UNESTABLISHED != 0 {
+                ports.unestablished += 1;
+            }
+        }
+    }
+    Ok(ports)
 }
 
 /// Writes the NodePort settings of a running (or stopped) datapath; the programs and the
@@ -71,20 +122,32 @@ fn peer_key(key: &CtKey, value: &CtValue) -> CtKey {
     }
 }
 
-/// One pass: deletes expired flows; returns how many entries went.
+/// What one pass found.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Swept {
+    /// Entries deleted.
+    removed: usize,
+    /// Unestablished TCP flows left (their forward entries).
+    unestablished: u64,
+}
+
+/// One pass: deletes expired flows and counts the unestablished ones left.
 fn sweep(
     map: &mut HashMap<MapData, CtKey, CtValue>,
     cfg: &NodePortConfig,
     now: u64,
-) -> Result<usize> {
+) -> Result<Swept> {
     let all: Vec<(CtKey, CtValue)> = map
         .iter()
         .collect::<Result<_, _>>()
         .map_err(map_err(common::CONNTRACK))?;
-    let mut removed = 0;
+    let mut swept = Swept::default();
     for (key, value) in &all {
         let idle = now.saturating_sub(value.last_seen_ns);
         if idle <= cfg.timeout_ns(key.proto, value.flags) {
+            if key.dir == CT_DIR_FORWARD && value.flags & CT_FLAG_UNESTABLISHED != 0 {
+                swept.unestablished += 1;
+            }
             continue;
         }
         // Re-read: a packet may have refreshed it since the listing.
@@ -94,17 +157,25 @@ fn sweep(
             Err(_) => continue,
         }
         if map.remove(key).is_ok() {
-            removed += 1;
+            swept.removed += 1;
         }
         let peer = peer_key(key, value);
         if let Ok(peer_value) = map.get(&peer, 0)
             && peer_key(&peer, &peer_value) == *key
             && map.remove(&peer).is_ok()
         {
-            removed += 1;
+            swept.removed += 1;
         }
     }
-    Ok(removed)
+    Ok(swept)
+}
+
+/// Writes how many of the unestablished flows the programs counted as opened (`opened`, read
+/// before the pass listed the map) are gone, given the `left` the pass found.
+fn settle_unestablished(counts: &mut Array<MapData, u64>, opened: u64, left: u64) -> Result<()> {
+    counts
+        .set(CT_UNEST_GONE, opened.wrapping_sub(left), 0)
+        .map_err(map_err(common::CT_UNESTABLISHED))
 }
 
 /// The sweeper thread; stops when dropped.
@@ -119,6 +190,7 @@ impl Sweeper {
     pub fn start(config: &DatapathConfig) -> Result<Self> {
         let mut map = open_conntrack(config)?;
         let settings = open_config(config)?;
+        let mut counts = open_unestablished(config)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = thread::Builder::new()
@@ -129,12 +201,17 @@ impl Sweeper {
                         Ok(cfg) if cfg.tcp_established_ns != 0 => cfg,
                         _ => NodePortConfig::DEFAULT,
                     };
-                    match sweep(&mut map, &cfg, sys::monotonic_ns()) {
-                        Ok(0) => {}
-                        Ok(removed) => debug!(removed, "swept expired NodePort flows"),
+                    let opened = counts.get(&CT_UNEST_OPENED, 0).unwrap_or(0);
+                    let result = sweep(&mut map, &cfg, sys::monotonic_ns()).and_then(|swept| {
+                        settle_unestablished(&mut counts, opened, swept.unestablished)?;
+                        Ok(swept)
+                    });
+                    match result {
+                        Ok(Swept { removed: 0, .. }) => {}
+                        Ok(swept) => debug!(?swept, "swept expired NodePort flows"),
                         Err(err) => warn!(%err, "sweeping the NodePort conntrack"),
                     }
-                    let shortest = cfg.tcp_closing_ns.min(cfg.udp_ns);
+                    let shortest = cfg.tcp_closing_ns.min(cfg.udp_ns).min(cfg.tcp_syn_ns);
                     let interval = Duration::from_nanos(shortest / 2)
                         .clamp(Duration::from_millis(100), Duration::from_secs(10));
                     // Sleep in short steps so dropping the sweeper does not wait long.

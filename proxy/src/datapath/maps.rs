@@ -154,6 +154,9 @@ pub(crate) fn nodeport_config(settings: &NodePortSettings) -> NodePortConfig {
         snat_time_wait_s: u32::try_from(settings.snat_time_wait.as_secs())
             .unwrap_or(u32::MAX)
             .max(1),
+        tcp_syn_ns: ns(settings.tcp_syn_timeout),
+        tcp_unestablished_max: settings.tcp_unestablished_max,
+        _pad: 0,
     }
 }
 
@@ -316,5 +319,25 @@ mod tests {
             unset.timeout_ns(IPPROTO_TCP, CT_FLAG_CLOSING | CT_FLAG_SNAT),
             secs(60)
         );
+    }
+
+    #[test]
+    fn unestablished_flows_live_the_syn_timeout_until_closed() {
+        use ekube_ebpf_common::{CT_FLAG_CLOSING, CT_FLAG_SNAT, CT_FLAG_UNESTABLISHED};
+        let secs = |s: u64| s * 1_000_000_000;
+        let cfg = nodeport_config(&NodePortSettings {
+            tcp_syn_timeout: std::time::Duration::from_secs(5),
+            tcp_unestablished_max: 7,
+            ..NodePortSettings::default()
+        });
+        assert_eq!(cfg.tcp_unestablished_max, 7);
+        let unestablished = CT_FLAG_UNESTABLISHED | CT_FLAG_SNAT;
+        assert_eq!(cfg.timeout_ns(IPPROTO_TCP, unestablished), secs(5));
+        // A RST during the handshake: the closing timeout, not the SYN one.
+        assert_eq!(
+            cfg.timeout_ns(IPPROTO_TCP, unestablished | CT_FLAG_CLOSING),
+            secs(60)
+        );
+        assert_eq!(cfg.timeout_ns(IPPROTO_UDP, unestablished), secs(60));
     }
 }

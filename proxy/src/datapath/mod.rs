@@ -21,7 +21,7 @@ mod types;
 
 use std::{io, net::Ipv4Addr, path::PathBuf, time::Duration};
 
-pub use bpf::{BpfMaps, remove_pins};
+pub use bpf::{BpfMaps, IngressProbe, remove_pins};
 pub use ekube_ebpf_common::Counter;
 pub use state::{Datapath, dump_store, lookup_service};
 pub use types::{
@@ -70,6 +70,11 @@ pub enum Error {
     AttachTc {
         program: &'static str,
         iface: String,
+        source: io::Error,
+    },
+    #[error("running a packet through {program}: {source}")]
+    TestRun {
+        program: &'static str,
         source: io::Error,
     },
     #[error("listing the network interfaces: {source}")]
@@ -122,6 +127,12 @@ pub struct NodePortSettings {
     pub tcp_close_timeout: Duration,
     /// Idle timeout of a UDP flow (`--conntrack-udp-timeout`).
     pub udp_timeout: Duration,
+    /// Lifetime of a TCP flow whose client has not completed the handshake, counted from its
+    /// SYN (`--conntrack-tcp-timeout-syn`; kube-proxy has none, netfilter's `SYN_RECV` is 60 s).
+    pub tcp_syn_timeout: Duration,
+    /// Unestablished TCP flows the conntrack holds at most; further SYNs are dropped, so a SYN
+    /// flood never evicts established flows.
+    pub tcp_unestablished_max: u32,
     /// Source ports used when SNATing to a remote backend (inclusive); see
     /// [`snat_ports_for_host`].
     pub snat_ports: (u16, u16),
@@ -139,6 +150,10 @@ impl Default for NodePortSettings {
             tcp_established_timeout: Duration::from_secs(6 * 3600),
             tcp_close_timeout: Duration::from_secs(10),
             udp_timeout: Duration::from_secs(60),
+            tcp_syn_timeout: Duration::from_nanos(
+                ekube_ebpf_common::NodePortConfig::DEFAULT.tcp_syn_ns,
+            ),
+            tcp_unestablished_max: ekube_ebpf_common::NodePortConfig::DEFAULT.tcp_unestablished_max,
             snat_ports: (
                 ekube_ebpf_common::NodePortConfig::DEFAULT.snat_port_min,
                 ekube_ebpf_common::NodePortConfig::DEFAULT.snat_port_max,

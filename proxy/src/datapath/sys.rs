@@ -1,7 +1,8 @@
 //! The few kernel calls aya 0.13 does not expose: creating and pinning cgroup and tcx
 //! `bpf_link`s (aya cannot turn a cgroup sock_addr link into a pinnable `FdLink`), reading what
-//! a link is attached to, listing the IPv4 addresses of this network namespace, making sure
-//! a bpffs is mounted, and keeping signals away from a program load.
+//! a link is attached to, running a packet through a program (`BPF_PROG_TEST_RUN`), listing
+//! the IPv4 addresses of this network namespace, making sure a bpffs is mounted, and keeping
+//! signals away from a program load.
 
 use std::{
     ffi::CString,
@@ -15,6 +16,7 @@ use std::{
 
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
@@ -105,6 +107,26 @@ pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()>
     attr.0[0] = link.as_raw_fd() as u32;
     attr.0[1] = prog.as_raw_fd() as u32;
     bpf(BPF_LINK_UPDATE, &mut attr).map(drop)
+}
+
+/// `BPF_PROG_TEST_RUN` of a tc program: runs `prog` once over the Ethernet frame `data` (in
+/// this thread's network namespace; nothing is sent) and returns the program's return value
+/// and the frame as the program left it.
+pub fn prog_test_run(prog: BorrowedFd<'_>, data: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    // Room for a program that grows the frame (encapsulation); the kernel fails with ENOSPC
+    // rather than truncate.
+    let mut out = vec![0u8; data.len() + 256];
+    let mut attr = Attr::new();
+    attr.0[0] = prog.as_raw_fd() as u32;
+    attr.0[2] = u32::try_from(data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    attr.0[3] = out.len() as u32;
+    attr.set_u64(4, data.as_ptr() as u64);
+    attr.set_u64(6, out.as_mut_ptr() as u64);
+    attr.0[8] = 1;
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    out.truncate(attr.0[3] as usize);
+    Ok((attr.0[1], out))
 }
 
 /// `BPF_OBJ_PIN`: pins a map, program or link at `path` on a bpffs.

@@ -103,6 +103,13 @@ pub struct Config {
     /// Idle timeout of a UDP flow on the per-packet NodePort path.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub conntrack_udp_timeout: Duration,
+    /// How long a TCP flow on the per-packet NodePort path lives after its SYN until the
+    /// client completes the handshake (kube-proxy has no such flag; netfilter's `SYN_RECV`
+    /// timeout is the same 60 s). Such flows hold at most half of the conntrack, so a SYN flood
+    /// cannot evict established flows, and a SNAT port held by one for over 1 s may go to a
+    /// new flow.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub conntrack_tcp_timeout_syn: Duration,
     /// Source ports for NodePort flows SNATed to another node's backend, `MIN-MAX`. Default:
     /// the largest span of 1024-65535 outside `net.ipv4.ip_local_port_range` and 30000-32767.
     #[arg(long, value_name = "MIN-MAX", value_parser = parse_port_range)]
@@ -128,6 +135,7 @@ impl Config {
             conntrack_tcp_timeout_established: Duration::from_secs(6 * 3600),
             conntrack_tcp_timeout_close_wait: Duration::from_secs(10),
             conntrack_udp_timeout: Duration::from_secs(60),
+            conntrack_tcp_timeout_syn: Duration::from_secs(60),
             nodeport_snat_port_range: None,
         }
     }
@@ -184,6 +192,13 @@ impl Config {
                 self.iptables_min_sync_period, self.sync_period
             ));
         }
+        if self.conntrack_tcp_timeout_syn < Duration::from_secs(1) {
+            return invalid(format!(
+                "--conntrack-tcp-timeout-syn {:?} is shorter than 1s (a handshake's first \
+                 retransmission comes after 1s)",
+                self.conntrack_tcp_timeout_syn
+            ));
+        }
         if self.sync_period < Duration::from_secs(1) {
             return invalid(format!(
                 "--sync-period {:?} is shorter than 1s",
@@ -234,6 +249,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 tcp_established_timeout: config.conntrack_tcp_timeout_established,
                 tcp_close_timeout: config.conntrack_tcp_timeout_close_wait,
                 udp_timeout: config.conntrack_udp_timeout,
+                tcp_syn_timeout: config.conntrack_tcp_timeout_syn,
                 snat_ports: config
                     .nodeport_snat_port_range
                     .unwrap_or_else(snat_ports_for_host),

@@ -1,0 +1,80 @@
+//! Unestablished TCP flows (ekube issue 13): only a SYN opens one, it counts against a share of
+//! the conntrack until the client's ACK completes the handshake, and a SYN finding the share
+//! full is refused, so a SYN flood with spoofed sources never makes the LRU evict established
+//! flows. The count lives in `EKUBE_CT_UNEST` (see `ekube_ebpf_common::CT_UNESTABLISHED`).
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use ekube_ebpf_common::{
+    CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_UNESTABLISHED, CT_UNEST_GONE, CT_UNEST_OPENED, CtKey,
+    CtValue, NodePortConfig,
+};
+
+use crate::{
+    conntrack,
+    maps::{EKUBE_CONNTRACK, EKUBE_CT_UNEST},
+    packet::{Packet, TCP_ACK, TCP_RST, TCP_SYN},
+};
+
+/// Whether `p` is a bare SYN, the only packet that may open a TCP flow (netfilter marks the
+/// others INVALID).
+#[inline(always)]
+pub fn is_syn(p: &Packet) -> bool {
+    p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+}
+
+/// Whether `p` is the client's side of a completed handshake: an ACK without SYN or RST.
+#[inline(always)]
+pub fn completes(p: &Packet) -> bool {
+    p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK
+}
+
+/// Whether the share of unestablished flows has room for one more.
+#[inline(always)]
+pub fn admit(cfg: &NodePortConfig) -> bool {
+    let opened = EKUBE_CT_UNEST.get(CT_UNEST_OPENED).copied().unwrap_or(0);
+    let gone = EKUBE_CT_UNEST.get(CT_UNEST_GONE).copied().unwrap_or(0);
+    // Signed: races may take the count a little below zero until the next sweep.
+    (opened.wrapping_sub(gone) as i64) < cfg.tcp_unestablished_max as i64
+}
+
+/// Adds `delta` (wrapping) to the count of open unestablished flows.
+#[inline(always)]
+pub fn count(delta: u64) {
+    if let Some(slot) = EKUBE_CT_UNEST.get_ptr_mut(CT_UNEST_OPENED) {
+        // SAFETY: a valid, aligned u64 of the map for this program run; every CPU updates it
+        // with atomic adds only. The intrinsic, because `AtomicU64::fetch_add` needs
+        // compare-and-swap, which the BPF target does not claim; the add alone is one BPF
+        // instruction (`BPF_ATOMIC | BPF_ADD`).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(slot, delta) };
+    }
+}
+
+/// Marks both directions of the flow `p` belongs to (its forward entry is `v`) established:
+/// from now on they are refreshed and the established timeout applies. Two CPUs completing the
+/// same handshake at once count it twice; the sweeper's next pass corrects the count.
+#[inline(always)]
+pub fn establish(p: &Packet, v: &CtValue, now: u64) {
+    mark_established(&conntrack::key_of(p, CT_DIR_FORWARD), now);
+    mark_established(&conntrack::peer_key(v, p.proto, CT_DIR_REPLY), now);
+    count(u64::MAX);
+}
+
+#[inline(always)]
+fn mark_established(key: &CtKey, now: u64) {
+    if let Some(entry) = EKUBE_CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: valid for this program run; racing writers store the same values.
+        let entry = unsafe { &mut *entry };
+        entry.flags &= !CT_FLAG_UNESTABLISHED;
+        entry.last_seen_ns = now;
+    }
+}
+
+/// Forgets the unestablished flow whose reply entry `old` a new flow just took over (its SNAT
+/// port): its forward entry goes too, so a SYN the client retransmits opens a new flow instead
+/// of landing on the new flow's tuple.
+#[inline(always)]
+pub fn forget_taken(old: &CtValue, proto: u8) {
+    let _ = EKUBE_CONNTRACK.remove(&conntrack::peer_key(old, proto, CT_DIR_FORWARD));
+    count(u64::MAX);
+}
