@@ -176,3 +176,90 @@ fn references_are_normalised() {
         "192.168.64.1:5000/web:v2"
     );
 }
+
+/// A registry on 127.0.0.1 over plain HTTP, one request per connection: it serves the last of
+/// `blobs` as the manifest of `t:1` and every blob under its own digest, the layer (the first
+/// blob) with its first byte changed when `spoil_layer`. Returns `host:port`.
+async fn registry(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let mut conn = tokio::io::BufReader::new(conn);
+            let mut request = String::new();
+            let mut line = String::new();
+            while conn.read_line(&mut line).await.unwrap_or(0) > 2 {
+                request.push_str(&line);
+                line.clear();
+            }
+            let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+            let manifest = blobs.last().unwrap();
+            let found = if path.ends_with("/manifests/1") {
+                Some(manifest.clone())
+            } else {
+                blobs
+                    .iter()
+                    .find(|b| path.ends_with(BlobDigest::of(b).as_str()))
+                    .cloned()
+            };
+            let (status, mut body) = match found {
+                Some(body) => ("200 OK", body),
+                None if path == "/v2/" => ("200 OK", b"{}".to_vec()),
+                None => ("404 Not Found", Vec::new()),
+            };
+            if spoil_layer && body == blobs[0] {
+                body[0] ^= 1;
+            }
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                 Docker-Content-Digest: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                BlobDigest::of(&body),
+                body.len()
+            );
+            let conn = conn.get_mut();
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(&body).await;
+        }
+    });
+    addr
+}
+
+/// Pulls `<registry>/t:1` into a fresh store; the answer and the store's leftover temporaries.
+async fn pull(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> (Result<String>, Vec<PathBuf>) {
+    let addr = registry(blobs, spoil_layer).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), vec![addr.clone()]).unwrap();
+    let result = store.pull(&format!("{addr}/t:1")).await;
+    let leftovers = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    (result, leftovers)
+}
+
+#[tokio::test]
+async fn pulls_check_digests_and_blob_content() {
+    crate::runtime::install_crypto();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    let (id, leftovers) = pull(blobs.clone(), false).await;
+    assert_eq!(id.unwrap(), config.as_str());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let (result, leftovers) = pull(blobs, true).await;
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("layer sha256:"), "{e}");
+    assert!(
+        leftovers.is_empty(),
+        "a spoilt layer was kept: {leftovers:?}"
+    );
+
+    let escape = |m: &mut serde_json::Value| m["layers"][0]["digest"] = json!("sha256:../../x");
+    let (result, _) = pull(image_blobs(escape), false).await;
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("\"sha256:../../x\" is invalid: wrong length"),
+        "{e}"
+    );
+}
