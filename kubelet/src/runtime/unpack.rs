@@ -131,7 +131,8 @@ fn unpack_entry(
             meta.apply_fd(fd.as_fd())?;
             dir_times.push((rel.to_owned(), meta.times()));
         }
-        tar::EntryType::Regular | tar::EntryType::Continuous => {
+        // Sparse entries read as their expanded content.
+        tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
             inroot::remove_all(dir, name)?;
             let mut file = File::from(rustix::fs::openat(
                 dir,
