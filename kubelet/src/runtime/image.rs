@@ -4,19 +4,19 @@
 //! Images come from registries (OCI distribution through `oci-client`; plain HTTP for
 //! `--insecure-registry` hosts) or from OCI image layout archives in an import directory (the
 //! air-gapped path, like k3s's images directory). Each blob is stored once, whatever number of
-//! images share it.
+//! images share it. Every digest is checked ([`BlobDigest`]) before it names a file, and every
+//! blob's content is checked against its digest before it is stored.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_client::Reference;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::OciDescriptor;
+use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
+use super::digest::{BlobDigest, DigestError};
 use super::{Error, Result, unpack};
 
 /// What a container takes from its image's config.
@@ -33,7 +33,7 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageRecord {
     /// `sha256:<hex>` of the config blob: the image ID.
-    pub id: String,
+    pub id: BlobDigest,
     /// Normalised references, e.g. `192.168.64.1:5000/busybox:latest`.
     pub repo_tags: Vec<String>,
     /// `<repository>@<manifest digest>`.
@@ -41,7 +41,7 @@ pub struct ImageRecord {
     /// Sum of the compressed layer sizes.
     pub size: u64,
     /// Layer digests, bottom first.
-    pub layers: Vec<String>,
+    pub layers: Vec<BlobDigest>,
     pub config: ImageConfig,
 }
 
@@ -53,9 +53,27 @@ pub struct ImageStore {
     lock: tokio::sync::Mutex<()>,
 }
 
-/// `sha256:<hex>` of `data`.
-pub fn digest_of(data: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(data))
+/// A layer of a manifest, its digest checked.
+struct Layer {
+    digest: BlobDigest,
+    /// Compressed size as the manifest states it.
+    size: u64,
+}
+
+/// The checked config and layer digests of `manifest`.
+fn checked_digests(manifest: &OciImageManifest) -> Result<(BlobDigest, Vec<Layer>), DigestError> {
+    let config = BlobDigest::parse(&manifest.config.digest)?;
+    let layers = manifest
+        .layers
+        .iter()
+        .map(|l| {
+            Ok(Layer {
+                digest: BlobDigest::parse(&l.digest)?,
+                size: l.size.max(0) as u64,
+            })
+        })
+        .collect::<Result<_, DigestError>>()?;
+    Ok((config, layers))
 }
 
 /// Parses and normalises an image reference (`busybox` → `docker.io/library/busybox:latest`).
@@ -74,10 +92,6 @@ pub fn normalize(image: &str) -> Result<Reference> {
     Ok(r)
 }
 
-fn hex(digest: &str) -> &str {
-    digest.trim_start_matches("sha256:")
-}
-
 impl ImageStore {
     pub fn open(root: &Path, insecure: Vec<String>) -> Result<Self> {
         for d in ["content/sha256", "layers", "images", "tmp"] {
@@ -91,17 +105,17 @@ impl ImageStore {
         })
     }
 
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root.join("content/sha256").join(hex(digest))
+    fn blob_path(&self, digest: &BlobDigest) -> PathBuf {
+        self.root.join("content/sha256").join(digest.hex())
     }
 
     /// Directory holding the unpacked layer `digest`.
-    pub fn layer_dir(&self, digest: &str) -> PathBuf {
-        self.root.join("layers").join(hex(digest))
+    pub fn layer_dir(&self, digest: &BlobDigest) -> PathBuf {
+        self.root.join("layers").join(digest.hex())
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
-        self.root.join("images").join(format!("{}.json", hex(id)))
+    fn record_path(&self, id: &BlobDigest) -> PathBuf {
+        self.root.join("images").join(format!("{}.json", id.hex()))
     }
 
     /// Every stored image.
@@ -121,7 +135,10 @@ impl ImageStore {
     /// Finds an image by ID (`sha256:…` or its hex), tag or digest reference.
     pub fn find(&self, image: &str) -> Option<ImageRecord> {
         let images = self.list();
-        if let Some(i) = images.iter().find(|i| i.id == image || hex(&i.id) == image) {
+        if let Some(i) = images
+            .iter()
+            .find(|i| i.id.as_str() == image || i.id.hex() == image)
+        {
             return Some(i.clone());
         }
         let r = normalize(image).ok()?;
@@ -131,13 +148,17 @@ impl ImageStore {
             .find(|i| i.repo_tags.contains(&whole) || i.repo_digests.contains(&whole))
     }
 
-    fn write_blob(&self, data: &[u8]) -> Result<String> {
-        let digest = digest_of(data);
-        let path = self.blob_path(&digest);
+    /// Stores `data` as the blob `digest` of `image` once it is checked to hash to it.
+    fn write_blob(&self, image: &str, digest: &BlobDigest, data: &[u8]) -> Result<()> {
+        digest.verify(data).map_err(|e| Error::Image {
+            image: image.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let path = self.blob_path(digest);
         if !path.exists() {
             write_atomic(&path, data)?;
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// Pulls `image` from its registry; returns the image ID.
@@ -156,29 +177,16 @@ impl ImageStore {
             .pull_manifest_and_config(&reference, &RegistryAuth::Anonymous)
             .await
             .map_err(|e| image_err(format!("pulling manifest: {e}")))?;
-        for layer in &manifest.layers {
-            let path = self.blob_path(&layer.digest);
-            if path.exists() {
-                continue;
-            }
-            let tmp = self.root.join("tmp").join(format!(
-                "{}-{}",
-                hex(&layer.digest),
-                rand::random::<u32>()
-            ));
-            let mut file = tokio::fs::File::create(&tmp)
+        let manifest_digest = BlobDigest::parse(&manifest_digest)
+            .map_err(|e| image_err(format!("registry answered a bad manifest digest: {e}")))?;
+        let (config_digest, layers) = checked_digests(&manifest)
+            .map_err(|e| image_err(format!("manifest {manifest_digest}: {e}")))?;
+        for layer in &layers {
+            self.pull_layer(&client, &reference, &layer.digest)
                 .await
-                .map_err(Error::io("creating", &tmp))?;
-            let pulled = client.pull_blob(&reference, layer, &mut file).await;
-            drop(file);
-            if let Err(e) = pulled {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(image_err(format!("pulling layer {}: {e}", layer.digest)));
-            }
-            std::fs::rename(&tmp, &path).map_err(Error::io("renaming", &path))?;
+                .map_err(|reason| image_err(format!("layer {}: {reason}", layer.digest)))?;
         }
-        let config_digest = self.write_blob(config.as_bytes())?;
-        let layers: Vec<&OciDescriptor> = manifest.layers.iter().collect();
+        self.write_blob(image, &config_digest, config.as_bytes())?;
         let repo_digest = format!(
             "{}/{}@{}",
             reference.registry(),
@@ -189,13 +197,50 @@ impl ImageStore {
         self.register(&reference.whole(), &repo_digest, &config_digest, &layers)
     }
 
+    /// Downloads the blob of a layer unless it is stored, checking it before it is stored.
+    async fn pull_layer(
+        &self,
+        client: &oci_client::Client,
+        reference: &Reference,
+        digest: &BlobDigest,
+    ) -> Result<(), String> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{}", digest.hex(), rand::random::<u32>()));
+        let pulled = async {
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+            client
+                .pull_blob(reference, digest.as_str(), &mut file)
+                .await
+                .map_err(|e| format!("pulling: {e}"))?;
+            let file =
+                std::fs::File::open(&tmp).map_err(|e| format!("opening {}: {e}", tmp.display()))?;
+            digest
+                .verify(std::io::BufReader::new(file))
+                .map_err(|e| e.to_string())?;
+            std::fs::rename(&tmp, &path).map_err(|e| format!("renaming {}: {e}", tmp.display()))
+        }
+        .await;
+        if pulled.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        pulled
+    }
+
     /// Unpacks the layers (once each) and writes the image record; the blobs must be stored.
     fn register(
         &self,
         tag: &str,
         repo_digest: &str,
-        config_digest: &str,
-        layers: &[&OciDescriptor],
+        config_digest: &BlobDigest,
+        layers: &[Layer],
     ) -> Result<String> {
         let config_bytes = std::fs::read(self.blob_path(config_digest))
             .map_err(Error::io("reading", self.blob_path(config_digest)))?;
@@ -226,13 +271,13 @@ impl ImageStore {
         };
         // A tag moves to the newest image that claims it.
         for mut other in self.list() {
-            if other.id != config_digest && other.repo_tags.iter().any(|t| t == tag) {
+            if other.id != *config_digest && other.repo_tags.iter().any(|t| t == tag) {
                 other.repo_tags.retain(|t| t != tag);
                 self.save(&other)?;
             }
         }
-        let mut record = self.find(config_digest).unwrap_or(ImageRecord {
-            id: config_digest.to_owned(),
+        let mut record = self.find(config_digest.as_str()).unwrap_or(ImageRecord {
+            id: config_digest.clone(),
             repo_tags: Vec::new(),
             repo_digests: Vec::new(),
             size: 0,
@@ -246,10 +291,10 @@ impl ImageStore {
             record.repo_digests.push(repo_digest.to_owned());
         }
         record.layers = layers.iter().map(|l| l.digest.clone()).collect();
-        record.size = layers.iter().map(|l| l.size.max(0) as u64).sum();
+        record.size = layers.iter().map(|l| l.size).sum();
         record.config = image_config;
         self.save(&record)?;
-        Ok(record.id)
+        Ok(record.id.into())
     }
 
     fn save(&self, record: &ImageRecord) -> Result<()> {
@@ -259,7 +304,7 @@ impl ImageStore {
         )
     }
 
-    fn unpack(&self, digest: &str) -> Result<()> {
+    fn unpack(&self, digest: &BlobDigest) -> Result<()> {
         let dir = self.layer_dir(digest);
         if dir.exists() {
             return Ok(());
@@ -267,14 +312,14 @@ impl ImageStore {
         let tmp =
             self.root
                 .join("tmp")
-                .join(format!("layer-{}-{}", hex(digest), rand::random::<u32>()));
+                .join(format!("layer-{}-{}", digest.hex(), rand::random::<u32>()));
         std::fs::create_dir_all(&tmp).map_err(Error::io("creating", &tmp))?;
         let blob = self.blob_path(digest);
         let file = std::fs::File::open(&blob).map_err(Error::io("opening", &blob))?;
         if let Err(e) = unpack::unpack_layer(file, &tmp) {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(Error::Image {
-                image: digest.to_owned(),
+                image: digest.to_string(),
                 reason: format!("unpacking layer: {e}"),
             });
         }
@@ -288,7 +333,7 @@ impl ImageStore {
             return Ok(());
         };
         let _ = std::fs::remove_file(self.record_path(&record.id));
-        let used: Vec<String> = self.list().into_iter().flat_map(|i| i.layers).collect();
+        let used: Vec<BlobDigest> = self.list().into_iter().flat_map(|i| i.layers).collect();
         for layer in record.layers.iter().filter(|l| !used.contains(l)) {
             let _ = std::fs::remove_dir_all(self.layer_dir(layer));
             let _ = std::fs::remove_file(self.blob_path(layer));
@@ -325,9 +370,11 @@ impl ImageStore {
         let file = std::fs::File::open(path).map_err(Error::io("opening", path))?;
         let mut archive = tar::Archive::new(file);
         let mut index = None;
-        let mut blobs = BTreeMap::new();
         for entry in archive.entries().map_err(Error::io("reading", path))? {
             let mut entry = entry.map_err(Error::io("reading", path))?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
             let name = entry
                 .path()
                 .map_err(Error::io("reading", path))?
@@ -341,11 +388,9 @@ impl ImageStore {
             if name == "index.json" {
                 index = Some(data);
             } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
-                let digest = self.write_blob(&data)?;
-                if self::hex(&digest) != hex {
-                    return Err(import_err(format!("blob {name} does not match its digest")));
-                }
-                blobs.insert(digest, ());
+                let digest = BlobDigest::parse(&format!("sha256:{hex}"))
+                    .map_err(|e| import_err(format!("blob {name}: {e}")))?;
+                self.write_blob(&path.display().to_string(), &digest, &data)?;
             }
         }
         let index: serde_json::Value =
@@ -363,27 +408,22 @@ impl ImageStore {
             let Ok(reference) = normalize(name) else {
                 continue;
             };
-            let Some(manifest_digest) = desc["digest"].as_str() else {
-                continue;
-            };
-            let manifest_bytes = std::fs::read(self.blob_path(manifest_digest))
-                .map_err(Error::io("reading", self.blob_path(manifest_digest)))?;
-            let manifest: oci_client::manifest::OciImageManifest =
-                serde_json::from_slice(&manifest_bytes)
-                    .map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
-            let layers: Vec<&OciDescriptor> = manifest.layers.iter().collect();
+            let manifest_digest = BlobDigest::parse(desc["digest"].as_str().unwrap_or_default())
+                .map_err(|e| import_err(format!("index.json entry for {name}: {e}")))?;
+            let manifest_path = self.blob_path(&manifest_digest);
+            let manifest_bytes =
+                std::fs::read(&manifest_path).map_err(Error::io("reading", &manifest_path))?;
+            let manifest: OciImageManifest = serde_json::from_slice(&manifest_bytes)
+                .map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
+            let (config_digest, layers) = checked_digests(&manifest)
+                .map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
             let repo_digest = format!(
                 "{}/{}@{}",
                 reference.registry(),
                 reference.repository(),
                 manifest_digest
             );
-            self.register(
-                &reference.whole(),
-                &repo_digest,
-                &manifest.config.digest,
-                &layers,
-            )?;
+            self.register(&reference.whole(), &repo_digest, &config_digest, &layers)?;
             tags.push(reference.whole());
         }
         tracing::info!(archive = %path.display(), ?tags, "imported images");
@@ -399,22 +439,4 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn references_are_normalised() {
-        assert_eq!(
-            normalize("busybox").unwrap().whole(),
-            "docker.io/library/busybox:latest"
-        );
-        assert_eq!(
-            normalize("192.168.64.1:5000/web").unwrap().whole(),
-            "192.168.64.1:5000/web:latest"
-        );
-        assert_eq!(
-            normalize("192.168.64.1:5000/web:v2").unwrap().whole(),
-            "192.168.64.1:5000/web:v2"
-        );
-    }
-}
+mod tests;

@@ -524,8 +524,8 @@ impl Runtime {
                 .repo_digests
                 .first()
                 .cloned()
-                .unwrap_or_else(|| image.id.clone()),
-            image_id: image.id.clone(),
+                .unwrap_or_else(|| image.id.to_string()),
+            image_id: image.id.to_string(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
             mounts: config.mounts.clone(),
@@ -824,7 +824,7 @@ impl Runtime {
             .next()
             .and_then(|u| u.parse::<i64>().ok());
         cri::Image {
-            id: record.id.clone(),
+            id: record.id.to_string(),
             repo_tags: record.repo_tags.clone(),
             repo_digests: record.repo_digests.clone(),
             size: record.size,
@@ -835,7 +835,7 @@ impl Runtime {
                 String::new()
             },
             spec: Some(cri::ImageSpec {
-                image: record.id,
+                image: record.id.into(),
                 ..Default::default()
             }),
             pinned: false,

@@ -1,0 +1,265 @@
+//! Image store tests: OCI archives import, and bad digests or blobs are refused with a clear
+//! error before anything is written where a digest would point.
+
+use super::*;
+use serde_json::json;
+
+/// A tar of `files` (name, content), names written unchecked.
+fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn descriptor(media_type: &str, data: &[u8]) -> serde_json::Value {
+    json!({"mediaType": media_type, "digest": BlobDigest::of(data), "size": data.len()})
+}
+
+/// The blobs of a one-layer image, manifest last; `edit` may spoil the manifest.
+fn image_blobs(edit: impl FnOnce(&mut serde_json::Value)) -> Vec<Vec<u8>> {
+    let layer = tar_of(&[("hello".into(), b"world".to_vec())]);
+    let config = serde_json::to_vec(&json!({"config": {"Cmd": ["sh"]}})).unwrap();
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+    });
+    edit(&mut manifest);
+    vec![layer, config, serde_json::to_vec(&manifest).unwrap()]
+}
+
+/// An OCI layout archive of `blobs` (stored under their own digests unless `name` says
+/// otherwise) whose index names the last blob, or `index_digest`.
+fn archive(
+    blobs: &[Vec<u8>],
+    name: impl Fn(&[u8]) -> String,
+    index_digest: Option<&str>,
+) -> Vec<u8> {
+    let manifest = blobs.last().unwrap();
+    let digest = index_digest.map_or_else(|| BlobDigest::of(manifest).to_string(), str::to_owned);
+    let index = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": digest,
+        "size": manifest.len(),
+        "annotations": {"io.containerd.image.name": "example.com/t:1"},
+    }]});
+    let mut files = vec![("index.json".to_owned(), serde_json::to_vec(&index).unwrap())];
+    files.extend(blobs.iter().map(|b| (name(b), b.clone())));
+    tar_of(&files)
+}
+
+fn own_name(blob: &[u8]) -> String {
+    format!("blobs/sha256/{}", BlobDigest::of(blob).hex())
+}
+
+/// Imports `archive` into a fresh store inside a sandbox, asserting nothing appeared in the
+/// sandbox beside the store; the store's answer and the sandbox.
+async fn import(archive: &[u8]) -> (Result<Vec<String>>, tempfile::TempDir) {
+    let sandbox = tempfile::tempdir().unwrap();
+    let path = sandbox.path().join("image.tar");
+    std::fs::write(&path, archive).unwrap();
+    let store = ImageStore::open(&sandbox.path().join("store/root"), Vec::new()).unwrap();
+    let result = store.import_archive(&path).await;
+    let mut outside: Vec<_> = std::fs::read_dir(sandbox.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    outside.sort();
+    assert_eq!(
+        outside,
+        ["image.tar", "store"],
+        "files appeared beside the store"
+    );
+    let store_dir: Vec<_> = std::fs::read_dir(sandbox.path().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(store_dir, ["root"], "files appeared beside the store");
+    (result, sandbox)
+}
+
+#[tokio::test]
+async fn archives_import_with_checked_digests() {
+    let (tags, sandbox) = import(&archive(&image_blobs(|_| {}), own_name, None)).await;
+    assert_eq!(tags.unwrap(), ["example.com/t:1"]);
+    let store = ImageStore::open(&sandbox.path().join("store/root"), Vec::new()).unwrap();
+    let record = store.find("example.com/t:1").unwrap();
+    let layer = store.layer_dir(&record.layers[0]);
+    assert_eq!(std::fs::read(layer.join("hello")).unwrap(), b"world");
+}
+
+#[tokio::test]
+async fn blobs_that_do_not_hash_to_their_name_are_refused() {
+    let blobs = image_blobs(|_| {});
+    let layer_name = own_name(&blobs[0]);
+    // Spoil the layer's content but keep its name.
+    let mut spoiled = archive(&blobs, own_name, None);
+    let at = spoiled.windows(5).position(|w| w == b"world").unwrap();
+    spoiled[at] = b'W';
+    let (result, _sandbox) = import(&spoiled).await;
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("hashes to") && e.contains(&layer_name[13..]),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_digests_are_refused_before_they_become_paths() {
+    let (result, _sandbox) = import(&archive(
+        &image_blobs(|_| {}),
+        own_name,
+        Some("sha256:../../../../image.tar"),
+    ))
+    .await;
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("index.json entry for example.com/t:1") && e.contains("invalid"),
+        "{e}"
+    );
+
+    let bad_layer = |m: &mut serde_json::Value| {
+        let d = m["layers"][0]["digest"].as_str().unwrap().to_uppercase();
+        m["layers"][0]["digest"] = json!(d.replacen("SHA256", "sha256", 1));
+    };
+    let (result, _sandbox) = import(&archive(&image_blobs(bad_layer), own_name, None)).await;
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("manifest sha256:") && e.contains("not lowercase hex"),
+        "{e}"
+    );
+
+    let other_algorithm = |m: &mut serde_json::Value| {
+        m["config"]["digest"] = json!(format!("sha512:{}", "0".repeat(128)));
+    };
+    let (result, _sandbox) = import(&archive(&image_blobs(other_algorithm), own_name, None)).await;
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("only sha256 digests are supported"), "{e}");
+
+    let blobs = image_blobs(|_| {});
+    let (result, _sandbox) = import(&archive(
+        &blobs,
+        |b| format!("blobs/sha256/../../{}", BlobDigest::of(b).hex()),
+        None,
+    ))
+    .await;
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("blob blobs/sha256/../../") && e.contains("invalid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn references_are_normalised() {
+    assert_eq!(
+        normalize("busybox").unwrap().whole(),
+        "docker.io/library/busybox:latest"
+    );
+    assert_eq!(
+        normalize("192.168.64.1:5000/web").unwrap().whole(),
+        "192.168.64.1:5000/web:latest"
+    );
+    assert_eq!(
+        normalize("192.168.64.1:5000/web:v2").unwrap().whole(),
+        "192.168.64.1:5000/web:v2"
+    );
+}
+
+/// A registry on 127.0.0.1 over plain HTTP, one request per connection: it serves the last of
+/// `blobs` as the manifest of `t:1` and every blob under its own digest, the layer (the first
+/// blob) with its first byte changed when `spoil_layer`. Returns `host:port`.
+async fn registry(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let mut conn = tokio::io::BufReader::new(conn);
+            let mut request = String::new();
+            let mut line = String::new();
+            while conn.read_line(&mut line).await.unwrap_or(0) > 2 {
+                request.push_str(&line);
+                line.clear();
+            }
+            let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+            let manifest = blobs.last().unwrap();
+            let found = if path.ends_with("/manifests/1") {
+                Some(manifest.clone())
+            } else {
+                blobs
+                    .iter()
+                    .find(|b| path.ends_with(BlobDigest::of(b).as_str()))
+                    .cloned()
+            };
+            let (status, mut body) = match found {
+                Some(body) => ("200 OK", body),
+                None if path == "/v2/" => ("200 OK", b"{}".to_vec()),
+                None => ("404 Not Found", Vec::new()),
+            };
+            if spoil_layer && body == blobs[0] {
+                body[0] ^= 1;
+            }
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                 Docker-Content-Digest: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                BlobDigest::of(&body),
+                body.len()
+            );
+            let conn = conn.get_mut();
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(&body).await;
+        }
+    });
+    addr
+}
+
+/// Pulls `<registry>/t:1` into a fresh store; the answer and the store's leftover temporaries.
+async fn pull(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> (Result<String>, Vec<PathBuf>) {
+    let addr = registry(blobs, spoil_layer).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), vec![addr.clone()]).unwrap();
+    let result = store.pull(&format!("{addr}/t:1")).await;
+    let leftovers = std::fs::read_dir(dir.path().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    (result, leftovers)
+}
+
+#[tokio::test]
+async fn pulls_check_digests_and_blob_content() {
+    crate::runtime::install_crypto();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    let (id, leftovers) = pull(blobs.clone(), false).await;
+    assert_eq!(id.unwrap(), config.as_str());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let (result, leftovers) = pull(blobs, true).await;
+    let e = result.unwrap_err().to_string();
+    assert!(e.contains("layer sha256:"), "{e}");
+    assert!(
+        leftovers.is_empty(),
+        "a spoilt layer was kept: {leftovers:?}"
+    );
+
+    let escape = |m: &mut serde_json::Value| m["layers"][0]["digest"] = json!("sha256:../../x");
+    let (result, _) = pull(image_blobs(escape), false).await;
+    let e = result.unwrap_err().to_string();
+    assert!(
+        e.contains("\"sha256:../../x\" is invalid: wrong length"),
+        "{e}"
+    );
+}
