@@ -95,6 +95,10 @@ const CASES: &[Case] = &[
         restart_keeps_state_and_flows,
     ),
     (
+        "restart_replaces_a_reshaped_map",
+        restart_replaces_a_reshaped_map,
+    ),
+    (
         "loads_while_signals_keep_arriving",
         loads_while_signals_keep_arriving,
     ),
@@ -701,6 +705,64 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
             .any(|(c, n)| *c == Counter::Connect4Translated && *n >= 300),
         "{translated:?}"
     );
+}
+
+/// `(value size, max entries)` of the map pinned at `pin`, as bpftool shows it.
+fn pinned_map_shape(pin: &Path) -> (u32, u32) {
+    let out = Command::new("bpftool")
+        .args(["map", "show", "pinned"])
+        .arg(pin)
+        .output()
+        .expect("running bpftool");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| -> u32 {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == name);
+        let value = at.and_then(|i| words.get(i + 1)).unwrap_or(&"");
+        value
+            .trim_end_matches('B')
+            .parse()
+            .unwrap_or_else(|_| panic!("no {name} in bpftool's output: {text}"))
+    };
+    (field("value"), field("max_entries"))
+}
+
+/// An upgrade that changed a map's layout: the old pin has another value size. Re-opening
+/// must re-create that map (the programs would not verify against the old one) and keep every
+/// other pin and the state in it.
+fn restart_replaces_a_reshaped_map(fx: &mut Fixture) {
+    let before = fx.dp().dump().unwrap();
+    drop(fx.datapath.take());
+    let pin = fx.config.pin_dir().join(ekube_ebpf_common::NODEPORT_CONFIG);
+    fs::remove_file(&pin).unwrap();
+    let status = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pin)
+        .args(["type", "array", "key", "4", "value", "8", "entries", "1"])
+        .args(["name", "old_np_config"])
+        .status()
+        .expect("running bpftool");
+    assert!(status.success(), "bpftool map create: {status}");
+    assert_eq!(pinned_map_shape(&pin), (8, 1));
+
+    let reopened = Datapath::open(&fx.config).expect("re-opening over a reshaped pin");
+    fx.datapath = Some(reopened);
+    let expected = std::mem::size_of::<ekube_ebpf_common::NodePortConfig>() as u32;
+    assert_eq!(
+        pinned_map_shape(&pin),
+        (expected, 1),
+        "re-created in this build's shape"
+    );
+    assert_eq!(
+        fx.dp().dump().unwrap(),
+        before,
+        "the other maps kept their state"
+    );
+    let counts = tally(
+        &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
+        sock(CLUSTER_IP, 80),
+    );
+    assert_eq!(counts.values().sum::<usize>(), 10);
 }
 
 /// The verifier abandons a load with `EAGAIN` when a signal is pending for the loading thread;

@@ -110,6 +110,44 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     }
 }
 
+/// Removes the map pins in `pin_dir` whose shape (key size, value size, entries) differs from
+/// this build's definition of the map of that name.
+///
+/// aya re-uses a pin by name without comparing it to the object, so after an upgrade that
+/// changed a map's layout the programs would be verified against the old map and fail to load.
+/// Such a map is re-created empty instead (what it held, e.g. settings the proxy writes again
+/// right after, is lost); every other pin, and so every established flow, is kept.
+fn drop_reshaped_pins(pin_dir: &Path) -> Result<()> {
+    let object = aya_obj::Object::parse(OBJECT).map_err(|e| Error::Fs {
+        action: "parsing the embedded eBPF object",
+        path: PathBuf::from("(embedded)"),
+        source: io::Error::new(io::ErrorKind::InvalidData, e),
+    })?;
+    for (name, def) in &object.maps {
+        let pin = pin_dir.join(name);
+        let Ok(pinned) = MapData::from_pin(&pin) else {
+            continue;
+        };
+        let Ok(info) = pinned.info() else {
+            continue;
+        };
+        // Entries 0 in the object means "sized at load" (aya fills in the CPU count): any size
+        // the pin has is this build's too.
+        let entries = |n: u32| if def.max_entries() == 0 { 0 } else { n };
+        let was = (
+            info.key_size(),
+            info.value_size(),
+            entries(info.max_entries()),
+        );
+        let now = (def.key_size(), def.value_size(), def.max_entries());
+        if was != now {
+            warn!(map = %name, ?was, ?now, "pinned map has another shape than this build's; re-creating it");
+            fs::remove_file(&pin).map_err(fs_err("removing reshaped map pin", &pin))?;
+        }
+    }
+    Ok(())
+}
+
 impl Datapath<BpfMaps> {
     /// Loads (or re-opens) the datapath of `config.node_name` and attaches it to
     /// `config.cgroup`, with the default NodePort settings.
@@ -125,6 +163,7 @@ impl Datapath<BpfMaps> {
         ensure_bpffs(&config.bpffs)?;
         let pin_dir = config.pin_dir();
         fs::create_dir_all(&pin_dir).map_err(fs_err("creating", &pin_dir))?;
+        drop_reshaped_pins(&pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(&pin_dir)
             .load(OBJECT)
