@@ -731,6 +731,13 @@ fn pinned_map_shape(pin: &Path) -> (u32, u32) {
 /// must re-create that map (the programs would not verify against the old one) and keep every
 /// other pin and the state in it.
 fn restart_replaces_a_reshaped_map(fx: &mut Fixture) {
+    fx.dp()
+        .upsert_service(
+            vip(CLUSTER_IP, 80, Protocol::Tcp),
+            &backends(TCP_PORT),
+            Affinity::None,
+        )
+        .unwrap();
     let before = fx.dp().dump().unwrap();
     drop(fx.datapath.take());
     let pin = fx.config.pin_dir().join(ekube_ebpf_common::NODEPORT_CONFIG);
