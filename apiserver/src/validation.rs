@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use crate::errors::Cause;
 
+mod volumes;
+
 const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
@@ -344,6 +346,7 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
             }
         }
     }
+    volumes::validate(spec, at, causes);
 }
 
 fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut Vec<Cause>) {

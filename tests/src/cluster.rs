@@ -193,6 +193,39 @@ impl LabCluster {
         })
     }
 
+    /// Polls pod `name` until `check` holds (up to `timeout`); returns its last version. On
+    /// timeout the error shows the pod's last status.
+    pub fn wait_pod(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let mut last = Value::Null;
+        self.wait(timeout, &format!("pod {name}: {what}"), |c| {
+            last = c.get("pod", name)?;
+            Ok(check(&last))
+        })
+        .with_context(|| format!("last status of {name}: {}", last["status"]))?;
+        Ok(last)
+    }
+
+    /// Events about the object named `name` as (reason, message).
+    pub fn events_of(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let selector = format!("involvedObject.name={name}");
+        Ok(self
+            .list("events", &["--field-selector", &selector])?
+            .iter()
+            .map(|e| {
+                (
+                    e["reason"].as_str().unwrap_or("").to_owned(),
+                    e["message"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect())
+    }
+
     /// The output so far of a pod's container (all restarts), read from the CRI log files on
     /// the node that runs it; just the message part of each `<time> <stream> <tag> <msg>` line.
     pub fn container_output(&self, pod: &Value, container: &str) -> Result<String> {

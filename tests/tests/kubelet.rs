@@ -339,17 +339,7 @@ impl NodeExt for LabCluster {
     }
 
     fn events(&self, pod: &str) -> Result<Vec<(String, String)>> {
-        let selector = format!("involvedObject.name={pod}");
-        Ok(self
-            .list("events", &["--field-selector", &selector])?
-            .iter()
-            .map(|e| {
-                (
-                    e["reason"].as_str().unwrap_or("").to_owned(),
-                    e["message"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect())
+        self.events_of(pod)
     }
 
     fn output(&self, pod: &str, container: &str) -> String {
@@ -412,17 +402,7 @@ fn wait_pod(
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
-    let mut last = Value::Null;
-    let r = wait_for(
-        Duration::from_secs(secs),
-        &format!("pod {name}: {what}"),
-        || {
-            last = c.get("pod", name)?;
-            Ok(check(&last))
-        },
-    );
-    r.with_context(|| format!("last status of {name}: {}", last["status"]))?;
-    Ok(last)
+    c.wait_pod(name, Duration::from_secs(secs), what, check)
 }
 
 /// The node's Ready condition.

@@ -1,9 +1,8 @@
 //! What a container is given besides its image: environment (values, `valueFrom`, `envFrom`,
-//! `$(VAR)` references), volumes prepared on the node (emptyDir, hostPath, configMap, secret)
-//! and turned into CRI mounts, and resources turned into cgroup settings.
+//! `$(VAR)` references) and resources turned into cgroup settings. Volumes are
+//! [`super::volumes`]; the lookups of configMaps, secrets and pod fields are shared with it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -15,7 +14,7 @@ use crate::cri;
 #[derive(Debug)]
 pub struct ConfigError(pub String);
 
-async fn get_configmap(
+pub(super) async fn get_configmap(
     client: &kube::Client,
     ns: &str,
     name: &str,
@@ -26,7 +25,7 @@ async fn get_configmap(
         .map_err(|e| ConfigError(format!("configmap {name}: {e}")))
 }
 
-async fn get_secret(
+pub(super) async fn get_secret(
     client: &kube::Client,
     ns: &str,
     name: &str,
@@ -37,7 +36,7 @@ async fn get_secret(
         .map_err(|e| ConfigError(format!("secret {name}: {e}")))
 }
 
-fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = s
         .data
         .clone()
@@ -51,7 +50,7 @@ fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn configmap_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn configmap_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     let mut out: BTreeMap<String, Vec<u8>> = c
         .data
         .clone()
@@ -66,7 +65,7 @@ fn configmap_data(c: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Value of a `fieldRef` path.
-fn field(pod: &Pod, path: &str) -> Option<String> {
+pub(super) fn field(pod: &Pod, path: &str) -> Option<String> {
     let meta = &pod.metadata;
     let status = pod.status.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -256,7 +255,7 @@ pub async fn env(
 /// A `resourceFieldRef` value: the container's request or limit divided by `divisor` (default
 /// 1), rounded up, as upstream. A limit the container does not set reads the node's
 /// `allocatable` (what the container may use at most), a request it does not set reads `0`.
-fn resource_field(
+pub(super) fn resource_field(
     c: &Container,
     resource: &str,
     divisor: Option<&Quantity>,
@@ -301,7 +300,7 @@ fn resource_field(
 
 /// A whole label or annotation map as upstream writes it to a downwardAPI file: sorted
 /// `key="value"` lines (Go-quoted values), without a final newline.
-fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+pub(super) fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
     map.into_iter()
         .flatten()
         .map(|(k, v)| {
@@ -321,226 +320,6 @@ fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Directory of a pod's volumes on the node.
-pub fn volumes_dir(root: &Path, uid: &str) -> PathBuf {
-    pods_dir(root).join(uid).join("volumes")
-}
-
-/// The directory holding one directory per pod (named by UID) under the kubelet's root.
-pub fn pods_dir(root: &Path) -> PathBuf {
-    root.join("pods")
-}
-
-fn write_items(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
-    mode: i32,
-) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    let files: Vec<(String, Vec<u8>, i32)> = match items {
-        Some(items) => items
-            .iter()
-            .filter_map(|i| {
-                data.get(&i.key)
-                    .map(|d| (i.path.clone(), d.clone(), i.mode.unwrap_or(mode)))
-            })
-            .collect(),
-        None => data
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone(), mode))
-            .collect(),
-    };
-    for (path, content, mode) in files {
-        let p = dir.join(path.trim_start_matches('/'));
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        // Written aside and renamed over: a container reading the file while it is refreshed
-        // sees the old or the new content, never a part.
-        let tmp = p.with_file_name(format!(
-            "..{}.tmp",
-            p.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        std::fs::write(&tmp, content)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32))?;
-        std::fs::rename(&tmp, &p)?;
-    }
-    Ok(())
-}
-
-/// Prepares every volume of the pod; returns volume name → host path.
-/// `allocatable` as for [`env`].
-pub async fn prepare_volumes(
-    client: &kube::Client,
-    pod: &Pod,
-    dir: &Path,
-    allocatable: &BTreeMap<String, Quantity>,
-) -> Result<BTreeMap<String, PathBuf>, ConfigError> {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let mut out = BTreeMap::new();
-    let io = |what: &str| {
-        let what = what.to_owned();
-        move |e: std::io::Error| ConfigError(format!("volume {what}: {e}"))
-    };
-    for v in pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.clone())
-        .unwrap_or_default()
-    {
-        let path = dir.join(&v.name);
-        if let Some(h) = &v.host_path {
-            let p = PathBuf::from(&h.path);
-            match h.type_.as_deref() {
-                Some("DirectoryOrCreate") => std::fs::create_dir_all(&p).map_err(io(&v.name))?,
-                Some("FileOrCreate") if !p.exists() => {
-                    std::fs::write(&p, b"").map_err(io(&v.name))?;
-                }
-                _ => {}
-            }
-            out.insert(v.name.clone(), p);
-            continue;
-        }
-        if let Some(cm) = &v.config_map {
-            let data = match get_configmap(client, &ns, &cm.name).await? {
-                Some(c) => configmap_data(&c),
-                None if cm.optional == Some(true) => BTreeMap::new(),
-                None => return Err(ConfigError(format!("configmap \"{}\" not found", cm.name))),
-            };
-            write_items(
-                &path,
-                &data,
-                cm.items.as_ref(),
-                cm.default_mode.unwrap_or(0o644),
-            )
-            .map_err(io(&v.name))?;
-        } else if let Some(s) = &v.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            let data = match get_secret(client, &ns, &name).await? {
-                Some(sec) => secret_data(&sec),
-                None if s.optional == Some(true) => BTreeMap::new(),
-                None => return Err(ConfigError(format!("secret \"{name}\" not found"))),
-            };
-            write_items(
-                &path,
-                &data,
-                s.items.as_ref(),
-                s.default_mode.unwrap_or(0o644),
-            )
-            .map_err(io(&v.name))?;
-        } else if let Some(d) = &v.downward_api {
-            write_downward_volume(pod, &v.name, d, &path, allocatable)?;
-        } else {
-            // emptyDir, and (for now) every other kind: an empty directory.
-            std::fs::create_dir_all(&path).map_err(io(&v.name))?;
-        }
-        out.insert(v.name.clone(), path);
-    }
-    Ok(out)
-}
-
-/// Writes the files of downwardAPI volume `name` of `pod` into `path`.
-fn write_downward_volume(
-    pod: &Pod,
-    name: &str,
-    d: &k8s_openapi::api::core::v1::DownwardAPIVolumeSource,
-    path: &Path,
-    allocatable: &BTreeMap<String, Quantity>,
-) -> Result<(), ConfigError> {
-    let mut data = BTreeMap::new();
-    let mut items = Vec::new();
-    for item in d.items.clone().unwrap_or_default() {
-        let value = if let Some(f) = &item.field_ref {
-            match f.field_path.as_str() {
-                "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
-                "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
-                other => field(pod, other)
-                    .ok_or_else(|| ConfigError(format!("unsupported fieldRef {other}")))?,
-            }
-        } else if let Some(r) = &item.resource_field_ref {
-            let spec = pod.spec.clone().unwrap_or_default();
-            let wanted = r.container_name.clone().unwrap_or_default();
-            let c = spec
-                .containers
-                .iter()
-                .chain(spec.init_containers.iter().flatten())
-                .find(|c| c.name == wanted)
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "volume {name}: resourceFieldRef names no container {wanted:?}"
-                    ))
-                })?;
-            resource_field(c, &r.resource, r.divisor.as_ref(), allocatable)?
-        } else {
-            String::new()
-        };
-        data.insert(item.path.clone(), value.into_bytes());
-        items.push(k8s_openapi::api::core::v1::KeyToPath {
-            key: item.path.clone(),
-            path: item.path.clone(),
-            mode: item.mode,
-            ..Default::default()
-        });
-    }
-    write_items(path, &data, Some(&items), d.default_mode.unwrap_or(0o644))
-        .map_err(|e| ConfigError(format!("volume {name}: {e}")))
-}
-
-/// Rewrites the downwardAPI volumes of a running pod from its newest version (labels and
-/// annotations may change while it runs), as upstream's periodic volume resync does. Volumes
-/// not prepared yet are left to the container start.
-pub fn refresh_downward_volumes(
-    pod: &Pod,
-    dir: &Path,
-    allocatable: &BTreeMap<String, Quantity>,
-) -> Result<(), ConfigError> {
-    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = dir.join(&v.name);
-        if let Some(d) = &v.downward_api
-            && path.is_dir()
-        {
-            write_downward_volume(pod, &v.name, d, &path, allocatable)?;
-        }
-    }
-    Ok(())
-}
-
-/// The container's volume mounts as CRI mounts.
-pub fn mounts(
-    c: &Container,
-    volumes: &BTreeMap<String, PathBuf>,
-) -> Result<Vec<cri::Mount>, ConfigError> {
-    let mut out = Vec::new();
-    for m in c.volume_mounts.clone().unwrap_or_default() {
-        let base = volumes
-            .get(&m.name)
-            .ok_or_else(|| ConfigError(format!("volume \"{}\" not found", m.name)))?;
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => {
-                let p = base.join(sub.trim_start_matches('/'));
-                if !p.exists() {
-                    let _ = std::fs::create_dir_all(&p);
-                }
-                p
-            }
-            None => base.clone(),
-        };
-        out.push(cri::Mount {
-            container_path: m.mount_path.clone(),
-            host_path: host.display().to_string(),
-            readonly: m.read_only.unwrap_or(false),
-            ..Default::default()
-        });
-    }
-    Ok(out)
 }
 
 /// Requests and limits as cgroup settings: cpu shares from the cpu request (or limit), CFS

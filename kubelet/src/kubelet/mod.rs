@@ -1,8 +1,8 @@
 //! The kubelet: node registration and heartbeat ([`node`]), the pod watch and static pods
 //! ([`pods`], [`static_pods`]) feeding one worker per pod ([`worker`]), probes and lifecycle
 //! hooks ([`probe`]), the CNI plugin exec'd against each sandbox ([`cni`]), and the per-pod
-//! inputs it resolves (env, volumes: [`inputs`]). A restarted kubelet adopts the sandboxes and
-//! containers its runtime still runs.
+//! inputs it resolves (env: [`inputs`]; volumes and mounts: [`volumes`]). A restarted kubelet
+//! adopts the sandboxes and containers its runtime still runs.
 //!
 //! It talks to its runtime through CRI over a unix socket: the one given by
 //! `--container-runtime-endpoint`, or one it starts in-process under `--root-dir` when that
@@ -16,6 +16,7 @@ mod pods;
 mod probe;
 mod static_pods;
 mod status;
+mod volumes;
 mod worker;
 
 use std::net::IpAddr;

@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use tokio::sync::watch;
 
 use super::status::{self, Observed, View};
-use super::{Ctx, cni, inputs, probe};
+use super::{Ctx, cni, inputs, probe, volumes};
 use crate::cri;
 
 /// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
@@ -156,14 +156,10 @@ pub async fn clear_stale_sandboxes(
     clear_orphaned_pod_dirs(&ctx.config.root_dir, &keep, started);
 }
 
-/// Removes the directory of pod `uid` (its volumes) under the kubelet's root.
+/// Removes the directory of pod `uid` (its volumes, unmounted first) under the kubelet's root.
 fn remove_pod_dir(root: &std::path::Path, uid: &str) {
-    let dir = inputs::volumes_dir(root, uid);
-    let dir = dir.parent().unwrap_or(&dir);
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(%uid, error = %e, "removing pod directory"),
+    if let Err(e) = volumes::remove_pod_dir(&volumes::pod_dir(root, uid)) {
+        tracing::warn!(%uid, error = %e, "removing pod directory");
     }
 }
 
@@ -175,7 +171,7 @@ fn clear_orphaned_pod_dirs(
     keep: &std::collections::HashSet<String>,
     started: std::time::SystemTime,
 ) {
-    for entry in std::fs::read_dir(inputs::pods_dir(root))
+    for entry in std::fs::read_dir(volumes::pods_dir(root))
         .into_iter()
         .flatten()
         .flatten()
@@ -317,9 +313,9 @@ impl Worker {
             return;
         }
         if let Err(e) =
-            inputs::refresh_downward_volumes(pod, &self.volumes_dir(pod), &self.ctx.allocatable)
+            volumes::refresh_downward_volumes(pod, &self.pod_dir(pod), &self.ctx.allocatable)
         {
-            tracing::warn!(pod = %pod_key(pod), error = %e.0, "refreshing downwardAPI volumes");
+            tracing::warn!(pod = %pod_key(pod), error = %e, "refreshing downwardAPI volumes");
         }
     }
 
@@ -327,8 +323,8 @@ impl Worker {
         record_event(&self.ctx, pod, type_, reason, message).await;
     }
 
-    fn volumes_dir(&self, pod: &Pod) -> PathBuf {
-        inputs::volumes_dir(
+    fn pod_dir(&self, pod: &Pod) -> PathBuf {
+        volumes::pod_dir(
             &self.ctx.config.root_dir,
             pod.metadata.uid.as_deref().unwrap_or_default(),
         )
@@ -792,22 +788,17 @@ impl Worker {
             Ok(env) => env,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
-        let volumes = match inputs::prepare_volumes(
-            &self.ctx.client,
-            &known,
-            &self.volumes_dir(pod),
-            allocatable,
-        )
-        .await
+        let pod_dir = self.pod_dir(pod);
+        let volumes = match volumes::prepare(&self.ctx.client, &known, &pod_dir, allocatable).await
         {
             Ok(v) => v,
-            Err(e) => return self.config_error(pod, c, e.0).await,
+            Err(e) => return self.mount_failed(pod, c, e).await,
         };
-        let mounts = match inputs::mounts(c, &volumes) {
+        let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+        let mounts = match volumes::mounts(c, &pod_dir, &volumes, &vars) {
             Ok(m) => m,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
-        let vars: BTreeMap<String, String> = env.iter().cloned().collect();
         let expand = |v: &Option<Vec<String>>| {
             v.clone()
                 .unwrap_or_default()
@@ -1199,6 +1190,19 @@ impl Worker {
             &c.name,
             "CreateContainerConfigError",
             msg,
+            Duration::from_secs(2),
+        )
+    }
+
+    /// A volume of the pod could not be set up: the container waits in ContainerCreating (the
+    /// setup is retried) and a FailedMount event says why, as upstream.
+    async fn mount_failed(&mut self, pod: &Pod, c: &Container, e: volumes::SetUpError) -> View {
+        self.event(pod, "Warning", "FailedMount", e.to_string())
+            .await;
+        self.set_waiting(
+            &c.name,
+            "ContainerCreating",
+            String::new(),
             Duration::from_secs(2),
         )
     }
