@@ -227,10 +227,14 @@ fn oci_caps(names: &HashSet<String>) -> Result<LinuxCapabilities> {
                 .map_err(Error::spec)
         })
         .collect::<Result<_>>()?;
+    // Inheritable and ambient stay empty (as containerd since CVE-2022-24769): the builder's
+    // defaults would hand capabilities on across execve, even to a non-root user.
     LinuxCapabilitiesBuilder::default()
         .bounding(set.clone())
         .effective(set.clone())
         .permitted(set)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
         .build()
         .map_err(Error::spec)
 }

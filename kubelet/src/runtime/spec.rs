@@ -529,6 +529,13 @@ mod tests {
         want.sort();
         assert_eq!(strings(&json["process"]["capabilities"]["effective"]), want);
         assert_eq!(strings(&json["process"]["capabilities"]["bounding"]), want);
+        for set in ["inheritable", "ambient"] {
+            assert_eq!(
+                json["process"]["capabilities"][set],
+                serde_json::json!([]),
+                "{set}"
+            );
+        }
         assert_eq!(
             strings(&json["linux"]["maskedPaths"]),
             strings(&serde_json::json!(security::MASKED_PATHS))
