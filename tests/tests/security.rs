@@ -30,18 +30,36 @@ const REPORT: &str = "id; grep -E '^(NoNewPrivs|CapEff|CapBnd|Seccomp):' /proc/s
     touch /x 2>&1 && echo ROOT=writable || echo ROOT=refused; \
     unshare -U true && echo USERNS=allowed || echo USERNS=denied";
 
-fn pods() -> String {
+/// A pod whose container runs [`REPORT`] under the container securityContext `sc` (YAML
+/// flow style).
+fn report_pod(name: &str, sc: &str) -> String {
     format!(
-        r#"
-apiVersion: v1
+        r#"apiVersion: v1
 kind: Pod
-metadata: {{name: defaults}}
+metadata: {{name: {name}}}
 spec:
   restartPolicy: Never
   containers:
-  - {{name: main, image: "{BUSYBOX}", command: ["sh", "-c", "{REPORT}"]}}
----
-apiVersion: v1
+  - {{name: main, image: "{BUSYBOX}", command: ["sh", "-c", "{REPORT}"], securityContext: {sc}}}
+"#
+    )
+}
+
+fn pods() -> String {
+    let reports = [
+        report_pod("defaults", "{}"),
+        report_pod(
+            "caps",
+            "{capabilities: {add: [NET_ADMIN], drop: [KILL, CHOWN]}}",
+        ),
+        report_pod("privileged", "{privileged: true}"),
+        report_pod(
+            "unconfined",
+            "{allowPrivilegeEscalation: true, seccompProfile: {type: Unconfined}}",
+        ),
+    ];
+    let others = format!(
+        r#"apiVersion: v1
 kind: Pod
 metadata: {{name: hardened}}
 spec:
@@ -63,42 +81,6 @@ spec:
     volumeMounts: [{{name: data, mountPath: /data}}]
   volumes:
   - {{name: data, emptyDir: {{}}}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: caps}}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: main
-    image: "{BUSYBOX}"
-    command: ["sh", "-c", "{REPORT}"]
-    securityContext:
-      capabilities: {{add: [NET_ADMIN], drop: [KILL, CHOWN]}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: privileged}}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: main
-    image: "{BUSYBOX}"
-    command: ["sh", "-c", "{REPORT}"]
-    securityContext: {{privileged: true}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: unconfined}}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: main
-    image: "{BUSYBOX}"
-    command: ["sh", "-c", "{REPORT}"]
-    securityContext:
-      allowPrivilegeEscalation: true
-      seccompProfile: {{type: Unconfined}}
 ---
 apiVersion: v1
 kind: Pod
@@ -161,7 +143,8 @@ spec:
   - {{name: main, image: "{BUSYBOX}", command: ["true"]}}
 "#,
         forks = MAX_PIDS + 20,
-    )
+    );
+    format!("{}---\n{others}", reports.join("---\n"))
 }
 
 /// A `Localhost` profile: everything allowed but creating directories.

@@ -466,12 +466,14 @@ mod tests {
     /// The spec of a `sh` container with security context `sc`, in an image whose root has
     /// the account files written by [`accounts_root`].
     fn secured(sc: cri::LinuxContainerSecurityContext, rootfs: &Path) -> serde_json::Value {
-        let mut c = cri::ContainerConfig::default();
-        c.command = vec!["sh".into()];
-        c.linux = Some(cri::LinuxContainerConfig {
-            resources: None,
-            security_context: Some(sc),
-        });
+        let c = cri::ContainerConfig {
+            command: vec!["sh".into()],
+            linux: Some(cri::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(sc),
+            }),
+            ..Default::default()
+        };
         let host = HostSecurity {
             capabilities: ["CHOWN", "KILL", "NET_ADMIN", "SYS_ADMIN"]
                 .iter()
