@@ -1,6 +1,6 @@
 //! CPU and memory of cgroups, read the same way for the kubelet's `/stats/summary` and the
 //! runtime's CRI `ContainerStats`: cgroup v1 `cpuacct` and `memory` where mounted, else
-//! cgroup v2.
+//! cgroup v2. Also the pod-level pids limit the kubelet sets (`--pod-max-pids`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 pub struct Mounts {
     cpuacct: Option<PathBuf>,
     memory: Option<PathBuf>,
+    pids: Option<PathBuf>,
     unified: Option<PathBuf>,
 }
 
@@ -17,6 +18,7 @@ impl Mounts {
         let mut m = Mounts {
             cpuacct: None,
             memory: None,
+            pids: None,
             unified: None,
         };
         let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -34,7 +36,10 @@ impl Mounts {
                         m.cpuacct = m.cpuacct.take().or(Some(dir.clone()));
                     }
                     if opts.contains(&"memory") {
-                        m.memory = m.memory.take().or(Some(dir));
+                        m.memory = m.memory.take().or(Some(dir.clone()));
+                    }
+                    if opts.contains(&"pids") {
+                        m.pids = m.pids.take().or(Some(dir));
                     }
                 }
                 _ => {}
@@ -83,6 +88,36 @@ impl Mounts {
             page_faults: get("pgfault"),
             major_page_faults: get("pgmajfault"),
         })
+    }
+}
+
+impl Mounts {
+    /// Limits the number of tasks in cgroup `rel` (created if absent) to `max`, in the v1
+    /// `pids` hierarchy or else in cgroup2 (enabling the controller down to `rel`'s parent).
+    /// `Ok(false)`: this host has no pids controller.
+    pub fn set_pids_max(&self, rel: &str, max: u64) -> std::io::Result<bool> {
+        let rel = Path::new(rel.trim_start_matches('/'));
+        let dir = if let Some(v1) = &self.pids {
+            v1.join(rel)
+        } else if let Some(v2) = self.unified.as_ref().filter(|u| {
+            std::fs::read_to_string(u.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|c| c == "pids"))
+        }) {
+            let mut at = v2.clone();
+            for part in rel.parent().into_iter().flat_map(Path::components) {
+                std::fs::create_dir_all(&at)?;
+                std::fs::write(at.join("cgroup.subtree_control"), "+pids")?;
+                at.push(part);
+            }
+            std::fs::create_dir_all(&at)?;
+            std::fs::write(at.join("cgroup.subtree_control"), "+pids")?;
+            v2.join(rel)
+        } else {
+            return Ok(false);
+        };
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("pids.max"), max.to_string())?;
+        Ok(true)
     }
 }
 

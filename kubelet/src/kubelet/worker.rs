@@ -17,7 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use tokio::sync::watch;
 
 use super::status::{self, Observed, View};
-use super::{Ctx, cni, inputs, probe, volumes};
+use super::{Ctx, cni, inputs, ownership, probe, security, volumes};
 use crate::cri;
 
 /// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
@@ -390,6 +390,29 @@ impl Worker {
         }
     }
 
+    /// Applies `--pod-max-pids` to the pod's cgroup, which holds all its containers (as
+    /// upstream's pod-level pids limit).
+    fn limit_pids(&self, config: &cri::PodSandboxConfig) -> Result<(), String> {
+        let Ok(max) = u64::try_from(self.ctx.config.pod_max_pids) else {
+            return Ok(());
+        };
+        let parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or_default();
+        match crate::cgroups::Mounts::read().set_pids_max(parent, max) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(
+                    "no pids cgroup controller on this host: --pod-max-pids is not enforced"
+                );
+                Ok(())
+            }
+            Err(e) => Err(format!("setting pids.max of cgroup {parent}: {e}")),
+        }
+    }
+
     async fn ensure_sandbox(&mut self, pod: &Pod) -> Result<(), super::Error> {
         if self.sandbox.is_some() {
             return Ok(());
@@ -404,6 +427,15 @@ impl Worker {
             .await?
             .into_inner()
             .pod_sandbox_id;
+        if let Err(e) = self.limit_pids(&config) {
+            let _ = rc
+                .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await;
+            let msg = format!("Failed to create pod sandbox: {e}");
+            self.event(pod, "Warning", "FailedCreatePodSandBox", msg.clone())
+                .await;
+            return Err(super::Error::Config(msg));
+        }
         let st = rc
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
                 pod_sandbox_id: id.clone(),
@@ -811,12 +843,29 @@ impl Worker {
             .get(&c.name)
             .map(|t| t.restarts)
             .unwrap_or(0);
-        let sc = c.security_context.clone().unwrap_or_default();
-        let psc = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.security_context.clone())
-            .unwrap_or_default();
+        let volume_paths = volumes
+            .iter()
+            .map(|(name, v)| (name.clone(), v.path.clone()))
+            .collect();
+        if let Err(e) = ownership::apply_fs_group(&known, &volume_paths) {
+            return self.config_error(pod, c, e).await;
+        }
+        let seccomp_root = self.ctx.config.root_dir.join("seccomp");
+        let defaults = security::Defaults {
+            seccomp_default: self.ctx.config.seccomp_default,
+            seccomp_root: &seccomp_root,
+        };
+        let security_context = match security::container_context(pod, c, &defaults) {
+            Ok(sc) => sc,
+            Err(e) => return self.config_error(pod, c, e).await,
+        };
+        let checked = match self.image_user(c).await {
+            Ok((uid, user)) => security::verify_run_as_non_root(pod, c, uid, &user),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            return self.config_error(pod, c, e).await;
+        }
         let config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: c.name.clone(),
@@ -845,26 +894,7 @@ impl Worker {
             log_path: format!("{}/{restarts}.log", c.name),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(inputs::resources(c)),
-                security_context: Some(cri::LinuxContainerSecurityContext {
-                    capabilities: sc.capabilities.as_ref().map(|caps| cri::Capability {
-                        add_capabilities: caps.add.clone().unwrap_or_default(),
-                        drop_capabilities: caps.drop.clone().unwrap_or_default(),
-                        add_ambient_capabilities: Vec::new(),
-                    }),
-                    privileged: sc.privileged.unwrap_or(false),
-                    run_as_user: sc
-                        .run_as_user
-                        .or(psc.run_as_user)
-                        .map(|value| cri::Int64Value { value }),
-                    run_as_group: sc
-                        .run_as_group
-                        .or(psc.run_as_group)
-                        .map(|value| cri::Int64Value { value }),
-                    readonly_rootfs: sc.read_only_root_filesystem.unwrap_or(false),
-                    no_new_privs: sc.allow_privilege_escalation == Some(false),
-                    supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
-                    ..Default::default()
-                }),
+                security_context: Some(security_context),
             }),
             ..Default::default()
         };
@@ -1181,6 +1211,29 @@ impl Worker {
             netns,
             ips,
         });
+    }
+
+    /// The uid the image runs as, or its user name when that is not numeric, as the runtime
+    /// reports them (neither: root).
+    async fn image_user(&self, c: &Container) -> Result<(Option<i64>, String), String> {
+        let image = c.image.clone().unwrap_or_default();
+        let status = self
+            .ctx
+            .ic
+            .clone()
+            .image_status(cri::ImageStatusRequest {
+                image: Some(cri::ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| format!("reading the user of image {image:?}: {}", e.message()))?
+            .into_inner()
+            .image
+            .ok_or_else(|| format!("image {image:?} is not present"))?;
+        Ok((status.uid.map(|u| u.value), status.username))
     }
 
     async fn config_error(&mut self, pod: &Pod, c: &Container, msg: String) -> View {

@@ -3,8 +3,9 @@
 //!
 //! Pods get a pause-less sandbox ([`sandbox`]); containers get an overlayfs root file system
 //! stacked from the image's unpacked layers ([`image`], blobs named by checked [`digest`]s,
-//! each layer kept inside its own directory by [`unpack`]) and an OCI spec
-//! ([`spec`]); [`runc`] drives them, each under a [`shim`] that lets it outlive the runtime.
+//! each layer kept inside its own directory by [`unpack`]) and an OCI spec ([`spec`]) confined
+//! as their security context asks ([`security`], [`seccomp`]); [`runc`] drives them, each under
+//! a [`shim`] that lets it outlive the runtime.
 //! Sandbox and container records are kept on disk, so a restarted runtime takes over what
 //! still runs (and the kubelet adopts it); only what has no usable record is removed.
 
@@ -13,6 +14,8 @@ pub mod image;
 mod inroot;
 pub mod runc;
 pub mod sandbox;
+pub mod seccomp;
+pub mod security;
 mod service;
 pub mod shim;
 pub mod spec;

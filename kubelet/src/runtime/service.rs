@@ -67,6 +67,8 @@ pub struct Runtime {
     state: Arc<Mutex<State>>,
     /// The open CRI log of each supervised container, swapped by ReopenContainerLog.
     logs: Arc<Mutex<HashMap<String, LogFile>>>,
+    /// What this host lets containers be granted (capabilities held, AppArmor).
+    host: super::security::HostSecurity,
 }
 
 /// A container's CRI log file, shared by the tasks copying its stdout and stderr.
@@ -190,6 +192,7 @@ impl Runtime {
             },
             state: Arc::new(Mutex::new(State::default())),
             logs: Default::default(),
+            host: super::security::HostSecurity::probe(),
         };
         runtime.recover().await;
         if let Some(dir) = &config.images_dir {
@@ -495,6 +498,7 @@ impl Runtime {
                 sandbox_dir: &sb.dir,
                 cgroups_path: cgroups_path.clone(),
                 rootfs: &rootfs,
+                host: &self.host,
             })?;
             spec.save(dir.join("config.json")).map_err(Error::spec)
         })();

@@ -11,77 +11,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
     ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::image::ImageConfig;
+use super::security::{self, HostSecurity};
 use super::{Error, Result, sandbox};
 use crate::cri;
-
-/// Capabilities a container gets unless it adds or drops some (containerd's default set).
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FSETID",
-    "FOWNER",
-    "MKNOD",
-    "NET_RAW",
-    "SETGID",
-    "SETUID",
-    "SETFCAP",
-    "SETPCAP",
-    "NET_BIND_SERVICE",
-    "SYS_CHROOT",
-    "KILL",
-    "AUDIT_WRITE",
-];
-
-/// Every capability, for privileged containers and `add: [ALL]`.
-const ALL_CAPS: [&str; 41] = [
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
 
 /// Everything the spec is made from.
 pub struct SpecInput<'a> {
@@ -91,6 +29,8 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     /// Root of the container's unpacked image (to resolve user names).
     pub rootfs: &'a Path,
+    /// What the host lets the runtime grant.
+    pub host: &'a HostSecurity,
 }
 
 /// The process arguments as Kubernetes resolves them: `command` replaces the entrypoint and
@@ -139,44 +79,130 @@ pub fn env(config: &cri::ContainerConfig, image: &ImageConfig) -> Vec<String> {
         .collect()
 }
 
-/// Resolves `user[:group]` (names or numbers) against the image's `/etc/passwd` and `/etc/group`.
-fn resolve_user(spec: &str, rootfs: &Path) -> (u32, u32) {
+/// The entries (`:`-separated fields) of one of the image's account files (`etc/passwd`,
+/// `etc/group`); none when the image has no such file.
+fn accounts(rootfs: &Path, file: &str) -> Vec<Vec<String>> {
+    std::fs::read_to_string(rootfs.join(file))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.split(':').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The id in field 2 and the id in field 3 of the entry whose field `by` equals `key`.
+fn lookup(table: &[Vec<String>], by: usize, key: &str) -> Option<(u32, Option<u32>)> {
+    table
+        .iter()
+        .find(|f| f.get(by).is_some_and(|v| v == key))
+        .and_then(|f| {
+            Some((
+                f.get(2)?.parse().ok()?,
+                f.get(3).and_then(|g| g.parse().ok()),
+            ))
+        })
+}
+
+/// The primary group of `uid` in the image's `/etc/passwd` (0 when it has no entry), as
+/// containerd resolves a numeric user.
+fn primary_gid(rootfs: &Path, uid: u32) -> u32 {
+    lookup(&accounts(rootfs, "etc/passwd"), 2, &uid.to_string())
+        .and_then(|(_, gid)| gid)
+        .unwrap_or(0)
+}
+
+/// Resolves `user[:group]` (names or numbers) against the image's `/etc/passwd` and
+/// `/etc/group`. A name the image does not define is an error: running such a container as
+/// root instead would be worse than not running it.
+fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32)> {
     let (user, group) = spec
         .split_once(':')
         .map_or((spec, None), |(u, g)| (u, Some(g)));
-    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
-        text.lines().find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            if f.first() != Some(&name) {
-                return None;
-            }
-            Some((
-                f.get(2)?.parse().ok()?,
-                f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0),
-            ))
-        })
+    let unknown = |what: &str, name: &str| {
+        Error::InvalidArgument(format!(
+            "{what} {name:?} is not defined in the image's /etc/{}",
+            if what == "user" { "passwd" } else { "group" }
+        ))
     };
     let (uid, mut gid) = match user.parse::<u32>() {
-        Ok(uid) => (uid, 0),
+        Ok(uid) => (uid, primary_gid(rootfs, uid)),
         Err(_) if user.is_empty() => (0, 0),
-        Err(_) => lookup("etc/passwd", user).unwrap_or((0, 0)),
+        Err(_) => lookup(&accounts(rootfs, "etc/passwd"), 0, user)
+            .map(|(uid, gid)| (uid, gid.unwrap_or(0)))
+            .ok_or_else(|| unknown("user", user))?,
     };
-    if let Some(g) = group {
-        gid = g
-            .parse()
-            .ok()
-            .or_else(|| lookup("etc/group", g).map(|(gid, _)| gid))
-            .unwrap_or(gid);
+    if let Some(g) = group.filter(|g| !g.is_empty()) {
+        gid = match g.parse() {
+            Ok(gid) => gid,
+            Err(_) => lookup(&accounts(rootfs, "etc/group"), 0, g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| unknown("group", g))?,
+        };
     }
-    (uid, gid)
+    Ok((uid, gid))
 }
 
-fn caps(names: impl IntoIterator<Item = String>) -> std::collections::HashSet<Capability> {
-    names
-        .into_iter()
-        .filter_map(|n| serde_json::from_value::<Capability>(serde_json::Value::String(n)).ok())
+/// The groups of the image's `/etc/group` that list the user named `uid` has in
+/// `/etc/passwd` as a member (the `Merge` supplemental groups policy).
+fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let passwd = accounts(rootfs, "etc/passwd");
+    let Some(name) = passwd
+        .iter()
+        .find(|f| f.get(2).is_some_and(|v| *v == uid.to_string()))
+        .and_then(|f| f.first())
+    else {
+        return Vec::new();
+    };
+    accounts(rootfs, "etc/group")
+        .iter()
+        .filter(|f| {
+            f.get(3)
+                .is_some_and(|members| members.split(',').any(|m| m == name))
+        })
+        .filter_map(|f| f.get(2)?.parse().ok())
         .collect()
+}
+
+/// The process's user: the image's `USER`, overridden by `run_as_user`/`run_as_username` and
+/// `run_as_group`; supplemental groups from the image (unless the policy is `Strict`) then
+/// from the context.
+fn process_user(
+    security: &cri::LinuxContainerSecurityContext,
+    image: &ImageConfig,
+    rootfs: &Path,
+) -> Result<oci_spec::runtime::User> {
+    let (mut uid, mut gid) = resolve_user(&image.user, rootfs)?;
+    if let Some(u) = &security.run_as_user {
+        uid = u32::try_from(u.value)
+            .map_err(|_| Error::InvalidArgument(format!("run_as_user {} out of range", u.value)))?;
+        gid = primary_gid(rootfs, uid);
+    } else if !security.run_as_username.is_empty() {
+        (uid, gid) = resolve_user(&security.run_as_username, rootfs)?;
+    }
+    if let Some(g) = &security.run_as_group {
+        gid = u32::try_from(g.value).map_err(|_| {
+            Error::InvalidArgument(format!("run_as_group {} out of range", g.value))
+        })?;
+    }
+    let mut groups =
+        if security.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32 {
+            Vec::new()
+        } else {
+            image_groups(rootfs, uid)
+        };
+    for g in &security.supplemental_groups {
+        let g = u32::try_from(*g)
+            .map_err(|_| Error::InvalidArgument(format!("supplemental group {g} out of range")))?;
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    UserBuilder::default()
+        .uid(uid)
+        .gid(gid)
+        .additional_gids(groups)
+        .build()
+        .map_err(Error::spec)
 }
 
 fn bind(dest: &str, src: &Path, readonly: bool) -> Result<Mount> {
@@ -204,15 +230,8 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
             "no command: neither the container nor its image names one".into(),
         ));
     }
-    let (mut uid, mut gid) = resolve_user(&input.image.user, input.rootfs);
-    if let Some(u) = &security.run_as_user {
-        uid = u.value as u32;
-    } else if !security.run_as_username.is_empty() {
-        uid = resolve_user(&security.run_as_username, input.rootfs).0;
-    }
-    if let Some(g) = &security.run_as_group {
-        gid = g.value as u32;
-    }
+    let user = process_user(&security, input.image, input.rootfs)?;
+    let confinement = security::confinement(&security, input.host)?;
     let cwd = if !config.working_dir.is_empty() {
         config.working_dir.clone()
     } else if !input.image.working_dir.is_empty() {
@@ -221,62 +240,30 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         "/".to_owned()
     };
 
-    let all_caps: Vec<String> = if security.privileged {
-        ALL_CAPS.iter().map(|s| s.to_string()).collect()
-    } else {
-        let cap = security.capabilities.clone().unwrap_or_default();
-        let norm = |s: &String| s.to_uppercase().trim_start_matches("CAP_").to_owned();
-        let drop: Vec<String> = cap.drop_capabilities.iter().map(norm).collect();
-        let mut set: Vec<String> = if drop.iter().any(|d| d == "ALL") {
-            Vec::new()
-        } else {
-            DEFAULT_CAPS
-                .iter()
-                .map(|s| s.to_string())
-                .filter(|c| !drop.contains(c))
-                .collect()
-        };
-        for a in cap.add_capabilities.iter().map(norm) {
-            if a == "ALL" {
-                set = ALL_CAPS.iter().map(|s| s.to_string()).collect();
-            } else if !set.contains(&a) {
-                set.push(a);
-            }
-        }
-        set
-    };
-    let capset = caps(all_caps);
-    let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(capset.clone())
-        .effective(capset.clone())
-        .permitted(capset)
-        .build()
-        .map_err(Error::spec)?;
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
         .env(env(config, input.image))
         .cwd(cwd)
-        .user(
-            UserBuilder::default()
-                .uid(uid)
-                .gid(gid)
-                .additional_gids(
-                    security
-                        .supplemental_groups
-                        .iter()
-                        .map(|g| *g as u32)
-                        .collect::<Vec<_>>(),
-                )
-                .build()
-                .map_err(Error::spec)?,
-        )
-        .capabilities(capabilities)
-        .no_new_privileges(security.no_new_privs)
-        .build()
-        .map_err(Error::spec)?;
+        .user(user)
+        .capabilities(confinement.capabilities.clone())
+        .no_new_privileges(confinement.no_new_privileges);
+    if let Some(profile) = &confinement.apparmor_profile {
+        process = process.apparmor_profile(profile.clone());
+    }
+    let process = process.build().map_err(Error::spec)?;
 
     let mut mounts = oci_spec::runtime::get_default_mounts();
+    if confinement.privileged {
+        // As containerd: a privileged container may write to /sys.
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/sys"))
+        {
+            let options = m.options().clone().unwrap_or_default();
+            m.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+        }
+    }
     let taken: Vec<&str> = config
         .mounts
         .iter()
@@ -332,6 +319,15 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         cpu = cpu.period(res.cpu_period as u64);
     }
     let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build().map_err(Error::spec)?);
+    if confinement.privileged {
+        resources = resources.devices(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .access("rwm")
+                .build()
+                .map_err(Error::spec)?,
+        ]);
+    }
     if res.memory_limit_in_bytes > 0 {
         resources = resources.memory(
             LinuxMemoryBuilder::default()
@@ -344,14 +340,14 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         .namespaces(namespaces)
         .cgroups_path(input.cgroups_path.clone())
         .resources(resources.build().map_err(Error::spec)?);
-    if security.privileged {
-        linux = linux
-            .masked_paths(Vec::<String>::new())
-            .readonly_paths(Vec::<String>::new());
-    } else {
-        linux = linux
-            .masked_paths(oci_spec::runtime::get_default_maskedpaths())
-            .readonly_paths(oci_spec::runtime::get_default_readonly_paths());
+    linux = linux
+        .masked_paths(confinement.masked_paths.clone())
+        .readonly_paths(confinement.readonly_paths.clone());
+    if confinement.privileged {
+        linux = linux.devices(security::host_devices());
+    }
+    if let Some(filter) = confinement.seccomp.clone() {
+        linux = linux.seccomp(filter);
     }
     let mut spec = Spec::default();
     spec.set_hostname(None)
@@ -434,6 +430,7 @@ mod tests {
             sandbox_dir: Path::new("/sb"),
             cgroups_path: "/k/pod1/c1".into(),
             rootfs: Path::new("/nonexistent"),
+            host: &HostSecurity::default(),
         })
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
@@ -463,6 +460,185 @@ mod tests {
         let caps = json["process"]["capabilities"]["bounding"]
             .as_array()
             .unwrap();
-        assert_eq!(caps.len(), DEFAULT_CAPS.len());
+        assert_eq!(caps.len(), security::DEFAULT_CAPS.len());
+    }
+
+    /// The spec of a `sh` container with security context `sc`, in an image whose root has
+    /// the account files written by [`accounts_root`].
+    fn secured(sc: cri::LinuxContainerSecurityContext, rootfs: &Path) -> serde_json::Value {
+        let c = cri::ContainerConfig {
+            command: vec!["sh".into()],
+            linux: Some(cri::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(sc),
+            }),
+            ..Default::default()
+        };
+        let host = HostSecurity {
+            capabilities: ["CHOWN", "KILL", "NET_ADMIN", "SYS_ADMIN"]
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+            apparmor: false,
+        };
+        let spec = build(&SpecInput {
+            config: &c,
+            image: &image(),
+            sandbox_dir: Path::new("/sb"),
+            cgroups_path: "/k/pod1/c1".into(),
+            rootfs,
+            host: &host,
+        })
+        .unwrap();
+        serde_json::to_value(&spec).unwrap()
+    }
+
+    fn accounts_root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1500::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\napp:x:1500:\nvideo:x:44:app,other\naudio:x:29:other\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn strings(v: &serde_json::Value) -> Vec<String> {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn default_confinement_masks_proc_and_keeps_default_caps() {
+        let root = accounts_root();
+        let json = secured(Default::default(), root.path());
+        let mut want: Vec<String> = security::DEFAULT_CAPS
+            .iter()
+            .map(|c| format!("CAP_{c}"))
+            .collect();
+        want.sort();
+        assert_eq!(strings(&json["process"]["capabilities"]["effective"]), want);
+        assert_eq!(strings(&json["process"]["capabilities"]["bounding"]), want);
+        for set in ["inheritable", "ambient"] {
+            assert_eq!(
+                json["process"]["capabilities"][set],
+                serde_json::json!([]),
+                "{set}"
+            );
+        }
+        assert_eq!(
+            strings(&json["linux"]["maskedPaths"]),
+            strings(&serde_json::json!(security::MASKED_PATHS))
+        );
+        assert!(strings(&json["linux"]["readonlyPaths"]).contains(&"/proc/sys".to_owned()));
+        assert!(json["linux"].get("seccomp").is_none());
+        assert!(json["linux"].get("devices").is_none());
+        assert_eq!(json["process"]["user"]["uid"], 0);
+        assert_eq!(json["root"]["readonly"], false);
+    }
+
+    #[test]
+    fn runtime_default_seccomp_readonly_root_and_no_new_privs() {
+        let root = accounts_root();
+        let json = secured(
+            cri::LinuxContainerSecurityContext {
+                readonly_rootfs: true,
+                no_new_privs: true,
+                seccomp: Some(cri::SecurityProfile::default()),
+                ..Default::default()
+            },
+            root.path(),
+        );
+        assert_eq!(json["root"]["readonly"], true);
+        assert_eq!(json["process"]["noNewPrivileges"], true);
+        assert_eq!(json["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(
+            !json["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn privileged_gets_host_caps_devices_and_writable_sys() {
+        let root = accounts_root();
+        let json = secured(
+            cri::LinuxContainerSecurityContext {
+                privileged: true,
+                seccomp: Some(cri::SecurityProfile::default()),
+                ..Default::default()
+            },
+            root.path(),
+        );
+        assert_eq!(
+            strings(&json["process"]["capabilities"]["effective"]),
+            ["CAP_CHOWN", "CAP_KILL", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"]
+        );
+        assert!(json["linux"].get("seccomp").is_none());
+        assert_eq!(json["linux"]["maskedPaths"], serde_json::json!([]));
+        assert_eq!(json["linux"]["readonlyPaths"], serde_json::json!([]));
+        assert_eq!(
+            json["linux"]["resources"]["devices"],
+            serde_json::json!([{"allow": true, "access": "rwm"}])
+        );
+        let sys = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(!strings(&sys["options"]).contains(&"ro".to_owned()));
+    }
+
+    #[test]
+    fn users_and_groups_resolve_against_the_image() {
+        let root = accounts_root();
+        let user = |sc: cri::LinuxContainerSecurityContext| {
+            secured(sc, root.path())["process"]["user"].clone()
+        };
+        // runAsUser alone takes the user's primary group; Merge adds the image's groups.
+        let u = user(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            supplemental_groups: vec![3000, 44],
+            ..Default::default()
+        });
+        assert_eq!(
+            (u["uid"].clone(), u["gid"].clone()),
+            (1000.into(), 1500.into())
+        );
+        assert_eq!(u["additionalGids"], serde_json::json!([44, 3000]));
+        let u = user(cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            run_as_group: Some(cri::Int64Value { value: 7 }),
+            supplemental_groups: vec![3000],
+            supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+            ..Default::default()
+        });
+        assert_eq!(u["gid"], 7);
+        assert_eq!(u["additionalGids"], serde_json::json!([3000]));
+        let u = user(cri::LinuxContainerSecurityContext {
+            run_as_username: "app".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            (u["uid"].clone(), u["gid"].clone()),
+            (1000.into(), 1500.into())
+        );
+        assert_eq!(resolve_user("app:video", root.path()).unwrap(), (1000, 44));
+        let err = resolve_user("nobody", root.path()).unwrap_err().to_string();
+        assert!(err.contains("\"nobody\" is not defined"), "{err}");
     }
 }
