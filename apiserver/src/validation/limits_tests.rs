@@ -39,22 +39,27 @@ fn negative_and_overflowing_quantities_are_refused() {
     assert!(validate("", "Pod", &pod_requesting("250m"), PORTS).is_empty());
     let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "-1"}}});
     assert_eq!(
-        messages(&validate("", "ResourceQuota", &quota, PORTS), "spec.hard[pods]").len(),
+        messages(
+            &validate("", "ResourceQuota", &quota, PORTS),
+            "spec.hard[pods]"
+        )
+        .len(),
         1
     );
 }
 
 #[test]
 fn annotations_total_at_most_256_kib() {
-    let with = |value_len: usize| {
-        json!({"metadata": {"name": "c", "annotations": {"k": "x".repeat(value_len)}}})
-    };
+    let with = |value_len: usize| json!({"metadata": {"name": "c", "annotations": {"k": "x".repeat(value_len)}}});
     // The key counts too: "k" plus the value.
     assert!(validate("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE - 1), PORTS).is_empty());
     let causes = validate("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE), PORTS);
     assert_eq!(
         causes,
-        [Cause::too_long("metadata.annotations", TOTAL_ANNOTATION_SIZE)]
+        [Cause::too_long(
+            "metadata.annotations",
+            TOTAL_ANNOTATION_SIZE
+        )]
     );
     assert_eq!(
         causes[0].message,
@@ -64,9 +69,7 @@ fn annotations_total_at_most_256_kib() {
 
 #[test]
 fn label_and_annotation_keys_are_qualified_names() {
-    let obj = |labels: Value, annotations: Value| {
-        json!({"metadata": {"name": "c", "labels": labels, "annotations": annotations}})
-    };
+    let obj = |labels: Value, annotations: Value| json!({"metadata": {"name": "c", "labels": labels, "annotations": annotations}});
     let long = "a".repeat(64);
     let causes = validate(
         "",
@@ -84,18 +87,26 @@ fn label_and_annotation_keys_are_qualified_names() {
             .any(|m| m.ends_with("name part must be no more than 63 characters")),
         "{labels:?}"
     );
-    assert!(labels.iter().any(|m| m.starts_with("Invalid value: \"a/b/c\": a qualified name")));
     assert!(
         labels
             .iter()
-            .any(|m| m.ends_with(": must be no more than 63 characters") && !m.contains("name part")),
+            .any(|m| m.starts_with("Invalid value: \"a/b/c\": a qualified name"))
+    );
+    assert!(
+        labels.iter().any(
+            |m| m.ends_with(": must be no more than 63 characters") && !m.contains("name part")
+        ),
         "{labels:?}"
     );
     assert_eq!(labels.len(), 3, "{labels:?}");
     let annotations = messages(&causes, "metadata.annotations");
     assert_eq!(annotations.len(), 2, "{annotations:?}");
     assert!(annotations.iter().any(|m| m.contains("\"bad key\"")));
-    assert!(annotations.iter().any(|m| m.ends_with("prefix part must be non-empty")));
+    assert!(
+        annotations
+            .iter()
+            .any(|m| m.ends_with("prefix part must be non-empty"))
+    );
 }
 
 #[test]
@@ -111,8 +122,14 @@ fn config_keys_may_not_be_dot_or_dot_dot() {
         assert_eq!(
             got,
             [
-                (format!("{field}[.]"), "Invalid value: \".\": must not be '.'".to_string()),
-                (format!("{field}[..]"), "Invalid value: \"..\": must not be '..'".to_string()),
+                (
+                    format!("{field}[.]"),
+                    "Invalid value: \".\": must not be '.'".to_string()
+                ),
+                (
+                    format!("{field}[..]"),
+                    "Invalid value: \"..\": must not be '..'".to_string()
+                ),
                 (
                     format!("{field}[..data]"),
                     "Invalid value: \"..data\": must not start with '..'".to_string()
@@ -130,7 +147,12 @@ fn health_check_node_port_must_be_in_range() {
             "externalTrafficPolicy": "Local", "healthCheckNodePort": hc, "ports": [{"port": 80}]}})
     };
     let field = "spec.healthCheckNodePort";
-    for bad in [json!(100_000), json!(20000), json!(-5), json!(65536 + 30000)] {
+    for bad in [
+        json!(100_000),
+        json!(20000),
+        json!(-5),
+        json!(65536 + 30000),
+    ] {
         let causes = validate("", "Service", &svc(bad.clone()), PORTS);
         assert_eq!(
             messages(&causes, field),
