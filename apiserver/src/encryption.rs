@@ -371,7 +371,7 @@ where
     C: BlockDecryptMut + BlockCipher + KeyInit,
     cbc::Decryptor<C>: KeyIvInit + BlockDecryptMut,
 {
-    if sealed.len() < 2 * AES_BLOCK || sealed.len() % AES_BLOCK != 0 {
+    if sealed.len() < 2 * AES_BLOCK || !sealed.len().is_multiple_of(AES_BLOCK) {
         return Err("the aescbc value is truncated".into());
     }
     let (iv, body) = sealed.split_at(AES_BLOCK);
