@@ -230,14 +230,18 @@ impl Storage for SledStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let (value, _) = self
-            .read_durable(|| {
-                Ok(self
-                    .kv
-                    .get(key.as_bytes())
-                    .map_err(backend)?
-                    .map(|raw| decode_kv(key, &raw)))
-            })
+        let (value, revision) = {
+            let _guard = self.write_lock.read();
+            let value = self
+                .kv
+                .get(key.as_bytes())
+                .map_err(backend)?
+                .map(|raw| decode_kv(key, &raw));
+            (value, self.current_revision())
+        };
+        // A value is durable once its own revision is (writers in flight elsewhere need not
+        // be waited for); an absence could be a delete in flight, so it waits for them all.
+        self.make_durable(value.as_ref().map_or(revision, |kv| kv.mod_revision))
             .await?;
         Ok(value)
     }
