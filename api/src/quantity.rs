@@ -4,14 +4,21 @@
 //! scale, so one function returns the value multiplied by 1000 ("milli-units").
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "quantity {0:?} is invalid: must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
-)]
-pub struct InvalidQuantity(pub String);
+pub enum InvalidQuantity {
+    #[error(
+        "quantity {0:?} is invalid: must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+    )]
+    Syntax(String),
+    /// Beyond what a signed 64-bit count of milli-units holds; nothing can compare it.
+    #[error("quantity {0:?} is too large")]
+    TooLarge(String),
+}
 
-/// Parses a quantity into thousandths of its unit, rounding up as Kubernetes does.
+/// Parses a quantity into thousandths of its unit, rounding up as Kubernetes does. Values whose
+/// milli-units do not fit in an `i64` are [`InvalidQuantity::TooLarge`].
 pub fn parse_milli(input: &str) -> Result<i128, InvalidQuantity> {
-    let bad = || InvalidQuantity(input.to_string());
+    let bad = || InvalidQuantity::Syntax(input.to_string());
+    let too_large = || InvalidQuantity::TooLarge(input.to_string());
     let s = input.trim();
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -34,53 +41,77 @@ pub fn parse_milli(input: &str) -> Result<i128, InvalidQuantity> {
         return Err(bad());
     }
     // value = mantissa / 10^scale, then times the suffix multiplier, then times 1000.
-    let mantissa: i128 = format!("{int_part}{frac_part}").parse().unwrap_or(0);
-    let mut scale = frac_part.len() as i32;
-    let (mut numerator, mut denominator): (i128, i128) = (mantissa * 1000, 1);
+    // Leading zeros are harmless but would overflow the parse of a long digit string.
+    let digits = format!("{int_part}{frac_part}");
+    let digits = digits.trim_start_matches('0');
+    let mantissa: i128 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| too_large())?
+    };
+    // Powers of ten: `value = mantissa * 10^-scale`.
+    let mut scale = frac_part.len() as i64;
     let binary = |p: u32| 1i128 << (10 * p);
-    match suffix {
-        "" => {}
-        "m" => denominator *= 1000,
-        "u" => denominator *= 1_000_000,
-        "n" => denominator *= 1_000_000_000,
-        "k" => numerator *= 1000,
-        "M" => numerator *= 1_000_000,
-        "G" => numerator *= 1_000_000_000,
-        "T" => numerator *= 1_000_000_000_000,
-        "P" => numerator *= 1_000_000_000_000_000,
-        "E" => numerator *= 1_000_000_000_000_000_000,
-        "Ki" => numerator *= binary(1),
-        "Mi" => numerator *= binary(2),
-        "Gi" => numerator *= binary(3),
-        "Ti" => numerator *= binary(4),
-        "Pi" => numerator *= binary(5),
-        "Ei" => numerator *= binary(6),
+    let (multiplier, divisor): (i128, i128) = match suffix {
+        "" => (1, 1),
+        "m" => (1, 1000),
+        "u" => (1, 1_000_000),
+        "n" => (1, 1_000_000_000),
+        "k" => (1000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "P" => (1_000_000_000_000_000, 1),
+        "E" => (1_000_000_000_000_000_000, 1),
+        "Ki" => (binary(1), 1),
+        "Mi" => (binary(2), 1),
+        "Gi" => (binary(3), 1),
+        "Ti" => (binary(4), 1),
+        "Pi" => (binary(5), 1),
+        "Ei" => (binary(6), 1),
         exp if exp.starts_with(['e', 'E']) => {
             let e: i32 = exp[1..].parse().map_err(|_| bad())?;
-            scale -= e;
+            scale -= i64::from(e);
+            (1, 1)
         }
         _ => return Err(bad()),
-    }
+    };
+    let mut numerator = mantissa
+        .checked_mul(1000)
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(too_large)?;
+    let mut denominator = divisor;
     if scale > 0 {
-        denominator *= 10i128.checked_pow(scale as u32).ok_or_else(bad)?;
-    } else if scale < 0 {
-        numerator = numerator
-            .checked_mul(10i128.checked_pow((-scale) as u32).ok_or_else(bad)?)
-            .ok_or_else(bad)?;
+        // A tiny value: its rounded-up milli-units are 0 or 1, however small.
+        denominator = u32::try_from(scale)
+            .ok()
+            .and_then(|s| 10i128.checked_pow(s))
+            .and_then(|p| denominator.checked_mul(p))
+            .unwrap_or(i128::MAX);
+    } else if scale < 0 && numerator != 0 {
+        numerator = u32::try_from(-scale)
+            .ok()
+            .and_then(|s| 10i128.checked_pow(s))
+            .and_then(|p| numerator.checked_mul(p))
+            .ok_or_else(too_large)?;
     }
-    let value = (numerator + denominator - 1) / denominator;
+    let value = numerator / denominator + i128::from(numerator % denominator != 0);
+    if value > i128::from(i64::MAX) {
+        return Err(too_large());
+    }
     Ok(if negative { -value } else { value })
 }
 
 /// CPU in millicores.
 pub fn cpu_millis(input: &str) -> Result<i64, InvalidQuantity> {
-    Ok(parse_milli(input)? as i64)
+    i64::try_from(parse_milli(input)?).map_err(|_| InvalidQuantity::TooLarge(input.to_string()))
 }
 
 /// Memory (or any plain count) in whole units, rounded up.
 pub fn bytes(input: &str) -> Result<i64, InvalidQuantity> {
     let milli = parse_milli(input)?;
-    Ok(((milli + 999) / 1000) as i64)
+    i64::try_from(milli.div_euclid(1000) + i128::from(milli.rem_euclid(1000) != 0))
+        .map_err(|_| InvalidQuantity::TooLarge(input.to_string()))
 }
 
 #[cfg(test)]
@@ -109,5 +140,31 @@ mod tests {
         for bad in ["", "abc", "1.2.3", "12Qi", "-", "1e"] {
             assert!(parse_milli(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn overflow_is_an_error_never_a_wrap_or_a_panic() {
+        for huge in [
+            "9223372036854775808",
+            "99999999999999999999999999999999999999999999",
+            "1e400",
+            "16Ei",
+            "9999999999999999E",
+            "1e2147483647",
+        ] {
+            assert_eq!(
+                parse_milli(huge),
+                Err(InvalidQuantity::TooLarge(huge.to_string())),
+                "{huge}"
+            );
+            assert!(cpu_millis(huge).is_err() && bytes(huge).is_err(), "{huge}");
+        }
+        // The largest representable value and tiny ones still parse.
+        assert_eq!(cpu_millis("9223372036854775807m").unwrap(), i64::MAX);
+        assert_eq!(cpu_millis("1e-400").unwrap(), 1);
+        assert_eq!(cpu_millis("1e-2147483648").unwrap(), 1);
+        assert_eq!(cpu_millis("0e400").unwrap(), 0);
+        assert_eq!(bytes("-1").unwrap(), -1);
+        assert_eq!(cpu_millis("-100m").unwrap(), -100);
     }
 }

@@ -44,6 +44,10 @@ pub struct Config {
     /// A CSV file of static bearer tokens: `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// An `EncryptionConfiguration` (apiserver.config.k8s.io/v1) naming the resources to
+    /// encrypt at rest and the providers (`aescbc`, `aesgcm`, `secretbox`, `identity`) to use.
+    #[arg(long)]
+    pub encryption_provider_config: Option<PathBuf>,
     /// Storage backend: `sled` (embedded) is the one implemented.
     #[arg(long, default_value = "sled")]
     pub storage_backend: String,

@@ -51,6 +51,14 @@ impl Cause {
         }
     }
 
+    pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
+        Self {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: must have at most {max_bytes} bytes"),
+        }
+    }
+
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Self {
             reason: "FieldValueForbidden",
@@ -192,6 +200,16 @@ impl ApiError {
         Self::new(403, "Forbidden", message)
     }
 
+    /// Upstream's wording for an admission refusal: `namespaces "kube-system" is forbidden: …`.
+    pub fn forbidden_object(plural: &str, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("{plural} \"{name}\" is forbidden: {why}"),
+        )
+        .with_details(json!({"name": name, "kind": plural}))
+    }
+
     pub fn method_not_allowed(verb: &str) -> Self {
         Self::new(
             405,
@@ -213,6 +231,18 @@ impl ApiError {
             413,
             "RequestEntityTooLarge",
             format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// An object that would be too large once stored (after a patch, say): 413 like a body
+    /// over the limit, since retrying the same change cannot succeed.
+    pub fn object_too_large(size: usize, limit: usize) -> Self {
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!(
+                "Request entity too large: the object would be {size} bytes once stored; the limit is {limit} bytes"
+            ),
         )
     }
 

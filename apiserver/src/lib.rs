@@ -14,6 +14,7 @@ pub mod config;
 pub mod convert;
 pub mod defaults;
 pub mod discovery;
+pub mod encryption;
 pub mod errors;
 pub mod handler;
 pub mod openapi;
@@ -107,17 +108,30 @@ pub async fn start(
         Some(path) => auth::Tokens::load(path).map_err(Error::Config)?,
         None => auth::Tokens::default(),
     };
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| Error::Config(format!("creating {}: {e}", config.data_dir.display())))?;
+    let encryption = config
+        .encryption_provider_config
+        .as_deref()
+        .map(encryption::Encryption::load)
+        .transpose()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    pki::create_private_dir(&config.data_dir)?;
     let db_dir = config.data_dir.join("db");
-    let store: Arc<dyn Storage> = Arc::new(
+    pki::create_private_dir(&db_dir)?;
+    let sled =
         storage::sled::SledStorage::open(&db_dir, config.watch_buffer).map_err(|source| {
             Error::Storage {
                 path: db_dir.clone(),
                 source,
             }
-        })?,
-    );
+        })?;
+    pki::make_private(&db_dir)?;
+    let store: Arc<dyn Storage> = match encryption {
+        Some(encryption) => Arc::new(storage::encrypted::EncryptedStorage::new(
+            Arc::new(sled),
+            encryption,
+        )),
+        None => Arc::new(sled),
+    };
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)

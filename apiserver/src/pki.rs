@@ -69,7 +69,7 @@ impl Ca {
             .map_err(|source| gen_err("ca", source))?;
         let cert_pem = cert.pem();
         create_dir(dir)?;
-        write(&crt, &cert_pem, 0o644)?;
+        write(&crt, &cert_pem, 0o600)?;
         write(&key, &ca_key.serialize_pem(), 0o600)?;
         Ok(Self {
             cert_pem,
@@ -143,7 +143,7 @@ impl Issued {
             });
         }
         let issued = issue()?;
-        write(&crt, &issued.cert_pem, 0o644)?;
+        write(&crt, &issued.cert_pem, 0o600)?;
         write(&key, &issued.key_pem, 0o600)?;
         Ok(issued)
     }
@@ -194,10 +194,44 @@ fn read(path: &Path) -> Result<String> {
 }
 
 fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+    create_private_dir(dir)
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only, as everything under the
+/// data and certificate directories is: keys, tokens and the database.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| Error::Io {
         path: dir.to_path_buf(),
         source,
-    })
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+/// Makes `dir` and everything in it owner-only (directories 0700, files 0600), for files a
+/// library created with the default umask.
+pub fn make_private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path, source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        let is_dir = path.is_dir();
+        let mode = if is_dir { 0o700 } else { 0o600 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io(&path, e))?;
+        if is_dir {
+            make_private(&path)?;
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))
 }
 
 fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {

@@ -100,6 +100,10 @@ pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
     obj
 }
 
+/// The largest object stored, encoded: etcd's default request limit, which upstream objects
+/// live within, so what ekube stores also fits an etcd-backed cluster.
+pub const MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
+
 fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
     let mut stored = crate::convert::to_storage(r, obj);
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -229,6 +233,10 @@ impl Registry {
             ))
         })?;
         *obj = normalized;
+        let size = encode(r, obj).len();
+        if size > MAX_OBJECT_BYTES {
+            return Err(ApiError::object_too_large(size, MAX_OBJECT_BYTES));
+        }
         if !unknown.is_empty() {
             match opts.field_validation {
                 FieldValidation::Strict => {
@@ -572,6 +580,9 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted> {
+        if let Some(why) = validation::undeletable(r.group, r.kind, name) {
+            return Err(ApiError::forbidden_object(r.plural, name, why));
+        }
         for _ in 0..32 {
             let kv = self.get_kv(r, ns, name).await?;
             let current = decode(r, &kv);

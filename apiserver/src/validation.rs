@@ -65,6 +65,7 @@ pub fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         }
     }
     labels(obj.pointer("/metadata/labels"), "metadata.labels", causes);
+    annotations(obj.pointer("/metadata/annotations"), causes);
 }
 
 fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
@@ -72,29 +73,84 @@ fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
         return;
     };
     for (k, v) in map {
-        let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
-        let name_ok = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && name.as_bytes()[0].is_ascii_alphanumeric()
-            && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-        if !name_ok || (!prefix.is_empty() && !is_dns1123_subdomain(prefix)) {
-            causes.push(Cause::invalid(field, format!("\"{k}\""), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        for msg in qualified_name(k) {
+            causes.push(Cause::invalid(field, format!("\"{k}\""), &msg));
         }
         let value = v.as_str().unwrap_or_default();
-        let value_ok = value.len() <= 63
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && (value.is_empty()
-                || (value.as_bytes()[0].is_ascii_alphanumeric()
-                    && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric()));
-        if !value_ok {
-            causes.push(Cause::invalid(field, format!("\"{value}\""), "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        if value.len() > 63 {
+            causes.push(Cause::invalid(
+                field,
+                format!("\"{value}\""),
+                "must be no more than 63 characters",
+            ));
+        }
+        if !value.is_empty() && !is_qualified_name_part(value) {
+            causes.push(Cause::invalid(field, format!("\"{value}\""), "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
         }
     }
+}
+
+/// Upstream's limit on an object's annotations: keys and values together.
+pub const TOTAL_ANNOTATION_SIZE: usize = 256 * 1024;
+
+fn annotations(annotations: Option<&Value>, causes: &mut Vec<Cause>) {
+    let Some(Value::Object(map)) = annotations else {
+        return;
+    };
+    let mut total = 0;
+    for (k, v) in map {
+        for msg in qualified_name(&k.to_lowercase()) {
+            causes.push(Cause::invalid(
+                "metadata.annotations",
+                format!("\"{k}\""),
+                &msg,
+            ));
+        }
+        total += k.len() + v.as_str().map_or(0, str::len);
+    }
+    if total > TOTAL_ANNOTATION_SIZE {
+        causes.push(Cause::too_long(
+            "metadata.annotations",
+            TOTAL_ANNOTATION_SIZE,
+        ));
+    }
+}
+
+fn is_qualified_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// What is wrong with a label or annotation key (`[prefix/]name`), worded as upstream's
+/// `IsQualifiedName`.
+fn qualified_name(key: &str) -> Vec<String> {
+    const NAME: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+    let parts: Vec<&str> = key.split('/').collect();
+    let (prefix, name) = match parts.as_slice() {
+        [name] => (None, *name),
+        [prefix, name] => (Some(*prefix), *name),
+        _ => return vec![format!("a qualified name {NAME}")],
+    };
+    let mut errors = Vec::new();
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            errors.push("prefix part must be non-empty".to_string());
+        } else if !is_dns1123_subdomain(prefix) {
+            errors.push(format!("prefix part {DNS1123_SUBDOMAIN}"));
+        }
+    }
+    if name.is_empty() {
+        errors.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errors.push("name part must be no more than 63 characters".to_string());
+    }
+    if !name.is_empty() && !is_qualified_name_part(name) {
+        errors.push(NAME.to_string());
+    }
+    errors
 }
 
 /// Validates a whole object of `kind` (after defaulting).
@@ -103,21 +159,15 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
     metadata(kind, obj, &mut causes);
     match (group, kind) {
         ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut causes),
-        ("", "Service") => service(obj, node_ports, &mut causes),
-        ("", "ConfigMap") | ("", "Secret") => {
-            for field in ["data", "binaryData", "stringData"] {
-                if let Some(Value::Object(map)) = obj.get(field) {
-                    for k in map.keys() {
-                        let ok = !k.is_empty()
-                            && k.len() <= 253
-                            && k.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                        if !ok {
-                            causes.push(Cause::invalid(format!("{field}[{k}]"), format!("\"{k}\""), "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
-                        }
-                    }
-                }
-            }
+        ("", "Service") => {
+            service(obj, node_ports, &mut causes);
+            health_check_node_port(obj, node_ports, &mut causes);
+        }
+        ("", "ConfigMap") | ("", "Secret") => config_keys(obj, &mut causes),
+        ("", "ResourceQuota") => quantity_map(obj, "spec.hard", &mut causes),
+        ("", "PersistentVolumeClaim") => {
+            quantity_map(obj, "spec.resources.requests", &mut causes);
+            quantity_map(obj, "spec.resources.limits", &mut causes);
         }
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
             workload(obj, &mut causes, true)
@@ -164,6 +214,89 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
         _ => {}
     }
     causes
+}
+
+/// ConfigMap and Secret keys become file names in volumes: upstream's `IsConfigMapKey`.
+fn config_keys(obj: &Value, causes: &mut Vec<Cause>) {
+    for field in ["data", "binaryData", "stringData"] {
+        let Some(Value::Object(map)) = obj.get(field) else {
+            continue;
+        };
+        for k in map.keys() {
+            let at = format!("{field}[{k}]");
+            let shown = format!("\"{k}\"");
+            if k.is_empty()
+                || k.len() > 253
+                || !k
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                causes.push(Cause::invalid(&at, &shown, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+            }
+            if k == "." {
+                causes.push(Cause::invalid(&at, &shown, "must not be '.'"));
+            } else if k == ".." {
+                causes.push(Cause::invalid(&at, &shown, "must not be '..'"));
+            } else if k.starts_with("..") {
+                causes.push(Cause::invalid(&at, &shown, "must not start with '..'"));
+            }
+        }
+    }
+}
+
+/// A requested `healthCheckNodePort` is a node port like any other: in the range (the
+/// allocator keeps it unique). Only `LoadBalancer` Services with `externalTrafficPolicy:
+/// Local` use one; elsewhere the allocator drops it.
+fn health_check_node_port(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
+    let uses_one = obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
+        && obj
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local");
+    let Some(requested) = obj.pointer("/spec/healthCheckNodePort") else {
+        return;
+    };
+    if !uses_one {
+        return;
+    }
+    match requested.as_i64() {
+        Some(0) => {}
+        Some(port) if port >= i64::from(lo) && port <= i64::from(hi) => {}
+        _ => causes.push(Cause::invalid(
+            "spec.healthCheckNodePort",
+            requested,
+            &format!(
+                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+            ),
+        )),
+    }
+}
+
+/// A resource quantity in requests or limits: well-formed, not negative, and small enough to
+/// compare (upstream's `ValidateResourceQuantityValue`).
+fn resource_quantity(field: String, value: &Value, causes: &mut Vec<Cause>) {
+    use ekube_api::quantity::{InvalidQuantity, parse_milli};
+    let s = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let shown = format!("\"{s}\"");
+    match parse_milli(&s) {
+        Ok(v) if v < 0 => causes.push(Cause::invalid(field, shown, "must be greater than or equal to 0")),
+        Ok(_) => {}
+        Err(InvalidQuantity::TooLarge(_)) => causes.push(Cause::invalid(field, shown, "must be less than or equal to 9223372036854775807m (a signed 64-bit count of milli-units)")),
+        Err(InvalidQuantity::Syntax(_)) => causes.push(Cause::invalid(field, shown, "must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")),
+    }
+}
+
+/// Every quantity in the map at `field` (a dotted path).
+fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
+    let pointer = format!("/{}", field.replace('.', "/"));
+    if let Some(Value::Object(map)) = obj.pointer(&pointer) {
+        for (k, v) in map {
+            resource_quantity(format!("{field}[{k}]"), v, causes);
+        }
+    }
 }
 
 fn valid_cron(s: &str) -> bool {
@@ -417,13 +550,7 @@ fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut 
     for kind in ["requests", "limits"] {
         if let Some(Value::Object(res)) = c.pointer(&format!("/resources/{kind}")) {
             for (k, v) in res {
-                let s = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                if ekube_api::quantity::parse_milli(&s).is_err() {
-                    causes.push(Cause::invalid(format!("{at}.resources.{kind}[{k}]"), format!("\"{s}\""), "must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"));
-                }
+                resource_quantity(format!("{at}.resources.{kind}[{k}]"), v, causes);
             }
         }
     }
@@ -561,6 +688,13 @@ fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
     }
 }
 
+/// Why an object may never be deleted, if so: the namespaces start-up creates are the
+/// system's (upstream's NamespaceLifecycle admission).
+pub fn undeletable(group: &str, kind: &str, name: &str) -> Option<&'static str> {
+    (group.is_empty() && kind == "Namespace" && crate::bootstrap::NAMESPACES.contains(&name))
+        .then_some("this namespace may not be deleted")
+}
+
 /// Checks an update against the fields Kubernetes makes immutable.
 pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
@@ -624,6 +758,9 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
     }
     causes
 }
+
+#[cfg(test)]
+mod limits_tests;
 
 #[cfg(test)]
 mod tests {

@@ -71,10 +71,16 @@ pub struct ServerProcess {
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
     extra: Vec<String>,
+    /// Environment for the next `spawn` (fault-injection hooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerProcess {
     pub fn start(extra: &[&str]) -> Result<Self> {
+        Self::start_with_env(extra, &[])
+    }
+
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let tmp = tempfile::tempdir()?;
         let mut s = Self {
             dir: tmp.path().to_path_buf(),
@@ -82,6 +88,10 @@ impl ServerProcess {
             child: None,
             _tmp: Some(tmp),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn()?;
         Ok(s)
@@ -105,6 +115,7 @@ impl ServerProcess {
                 &self.port.to_string(),
             ])
             .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -133,6 +144,13 @@ impl ServerProcess {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.conf")
+    }
+
+    /// Whether the process has exited on its own (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// The server's process id (0 when not running).

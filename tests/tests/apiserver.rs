@@ -461,6 +461,117 @@ async fn acknowledged_writes_survive_kill_9() {
     );
 }
 
+/// Nothing a watcher received is taken back by a crash: the server dies between a write and
+/// its fsync (fault injection), and after a restart every resourceVersion the watcher saw still
+/// replays as the same object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_fsync_takes_back_nothing_a_watcher_saw() {
+    let mut s = ServerProcess::start_with_env(
+        &[],
+        &[(
+            ekube_apiserver::storage::sled::CRASH_BEFORE_FSYNC_ENV,
+            "/configmaps/default/doomed",
+        )],
+    )
+    .unwrap();
+    let client = s.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let from = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let events = cms
+        .watch(&kube::api::WatchParams::default().timeout(60), &from)
+        .await
+        .unwrap();
+    let seen = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut events = std::pin::pin!(events);
+        // The stream ends (or fails) when the server dies.
+        while let Ok(Some(Ok(kube::api::WatchEvent::Added(cm)))) =
+            tokio::time::timeout(Duration::from_secs(30), events.next()).await
+        {
+            seen.push(cm);
+        }
+        seen
+    });
+    let make = |name: &str, value: &str| {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.data = Some([("v".to_string(), value.to_string())].into());
+        cm
+    };
+    for name in ["kept-1", "kept-2"] {
+        cms.create(&PostParams::default(), &make(name, "before"))
+            .await
+            .unwrap();
+    }
+    let doomed = cms
+        .create(&PostParams::default(), &make("doomed", "lost"))
+        .await;
+    assert!(doomed.is_err(), "the doomed write was acknowledged");
+    wait_for(Duration::from_secs(10), "the server to abort", || {
+        Ok(s.exited())
+    })
+    .unwrap();
+    let seen = seen.await.unwrap();
+    let names: Vec<_> = seen
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    assert!(
+        names.starts_with(&["kept-1".to_string(), "kept-2".to_string()]),
+        "the watcher missed acknowledged writes: {names:?}"
+    );
+
+    // After a restart, new writes take whatever revisions the crash freed.
+    s.env.clear();
+    s.spawn().unwrap();
+    let client = s.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    // The crash did take the unacknowledged write back (else this test would prove nothing).
+    assert!(
+        cms.get_opt("doomed").await.unwrap().is_none(),
+        "the write the crash interrupted survived it"
+    );
+    cms.create(&PostParams::default(), &make("after", "new"))
+        .await
+        .unwrap();
+    for cm in &seen {
+        let rv: u64 = cm
+            .metadata
+            .resource_version
+            .as_ref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let replay = cms
+            .watch(
+                &kube::api::WatchParams::default().timeout(2),
+                &(rv - 1).to_string(),
+            )
+            .await
+            .unwrap();
+        let replayed = std::pin::pin!(replay).next().await;
+        let same = match &replayed {
+            Some(Ok(kube::api::WatchEvent::Added(again))) => {
+                again.metadata.resource_version == cm.metadata.resource_version
+                    && again.metadata.name == cm.metadata.name
+                    && again.data == cm.data
+            }
+            _ => false,
+        };
+        assert!(
+            same,
+            "the watcher saw {:?} at resourceVersion {rv}; after the crash that revision replays as {replayed:?}",
+            cm.metadata.name
+        );
+    }
+}
+
 /// Every revision in the event log: the union of watches over every resource replaying from
 /// revision 1 (the first write, the `default` namespace), plus revision 1 itself.
 async fn replay_revisions(s: &ServerProcess) -> Vec<u64> {
@@ -750,4 +861,160 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
     );
     let anon = ok(s.kubectl(&["get", "--raw", "/healthz"]));
     assert_eq!(anon, "ok");
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn secrets_are_encrypted_at_rest_and_data_files_are_private() {
+    use base64::Engine;
+    let config_dir = tempfile::tempdir().unwrap();
+    let key = base64::engine::general_purpose::STANDARD.encode([0x5au8; 32]);
+    let config = write(
+        config_dir.path(),
+        "encryption.yaml",
+        &format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - name: key1\n        secret: {key}\n  - identity: {{}}\n"
+        ),
+    );
+    let mut s = ServerProcess::start(&["--encryption-provider-config", &config]).unwrap();
+    let plaintext = "correct-horse-battery-staple";
+    ok(s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        &format!("--from-literal=password={plaintext}"),
+    ]));
+    ok(s.kubectl(&[
+        "create",
+        "configmap",
+        "plain",
+        "--from-literal=note=visible-on-disk",
+    ]));
+    let secret = json_of(s.kubectl(&["get", "secret", "db", "-o", "json"]));
+    let stored = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["password"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(stored, plaintext.as_bytes());
+
+    // Stop the server so everything is on disk, then read every byte of the database. The
+    // value is stored as JSON, so the plaintext would appear base64-encoded.
+    s.kill();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(plaintext);
+    let db_files = files_under(&s.dir.join("db"));
+    let contains = |needle: &[u8]| {
+        db_files.iter().any(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+        })
+    };
+    assert!(
+        !contains(encoded.as_bytes()) && !contains(plaintext.as_bytes()),
+        "the secret's value is readable in the database files"
+    );
+    assert!(
+        contains(b"k8s:enc:aescbc:v1:key1:"),
+        "no encrypted value found"
+    );
+    // The control: a ConfigMap is not encrypted, so the scan would have found the secret.
+    assert!(
+        contains(b"visible-on-disk"),
+        "the scan does not see stored values"
+    );
+
+    for dir in [s.dir.clone(), s.dir.join("db"), s.dir.join("pki")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    for file in db_files
+        .iter()
+        .chain(&files_under(&s.dir.join("pki")))
+        .chain([&s.kubeconfig()])
+    {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+
+    // After a restart the secret still decrypts.
+    s.spawn().unwrap();
+    let again = json_of(s.kubectl(&["get", "secret", "db", "-o", "json"]));
+    assert_eq!(again["data"], secret["data"]);
+}
+
+#[test]
+fn system_namespaces_cannot_be_deleted() {
+    let s = ServerProcess::start(&[]).unwrap();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let out = s.kubectl(&["delete", "namespace", ns]);
+        assert!(!out.status.success(), "namespace {ns} was deleted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "namespaces \"{ns}\" is forbidden: this namespace may not be deleted"
+            )),
+            "{stderr}"
+        );
+        ok(s.kubectl(&["get", "namespace", ns]));
+    }
+    ok(s.kubectl(&["create", "namespace", "team-a"]));
+    ok(s.kubectl(&["delete", "namespace", "team-a", "--wait=false"]));
+}
+
+#[tokio::test]
+async fn an_object_grown_past_the_limit_by_a_patch_is_refused() {
+    let s = ServerProcess::start(&[]).unwrap();
+    let client = s.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("big".into());
+    cm.data = Some([("a".to_string(), "x".repeat(1 << 20))].into());
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    // Each request is under the 3 MiB body limit; together they pass 1.5 MiB.
+    let patch = json!({"data": {"b": "y".repeat(1 << 20)}});
+    let err = cms
+        .patch(
+            "big",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!(
+                (e.code, e.reason.as_str()),
+                (413, "RequestEntityTooLarge"),
+                "{e:?}"
+            );
+            assert!(
+                e.message.contains("limit is 1572864 bytes"),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 413, got {other}"),
+    }
+    let stored = cms.get("big").await.unwrap();
+    assert!(
+        !stored.data.unwrap().contains_key("b"),
+        "the patch was stored"
+    );
 }

@@ -6,6 +6,7 @@
 //! any revision that has not been compacted. `sled` is the embedded default; an etcd backend fits
 //! the same trait because every method maps onto one etcd call.
 
+pub mod encrypted;
 pub mod sled;
 
 use std::sync::Arc;

@@ -4,16 +4,20 @@
 //! replay) and `meta` (the current and the compacted revision). Each write is one sled
 //! transaction over all three, so the revision counter, the value and its event land together or
 //! not at all: revisions stay gap-free across a crash. Writers are serialised by a lock held only
-//! around the transaction and the in-memory fan-out, which keeps events in revision order; the
-//! fsync happens after the lock is released and is shared by every writer waiting on it (group
-//! commit), and a write is acknowledged only once it is durable.
+//! around the transaction, which queues each event in revision order; the fsync happens after
+//! the lock is released and is shared by every writer waiting on it (group commit).
+//!
+//! Nothing is visible before it is durable: the fsync publishes the events it made durable (watch
+//! fan-out) and only then are they acknowledged, and reads wait for the fsync covering the
+//! revision they read at. A crash can take back only writes nobody has seen.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use tokio::sync::broadcast;
 
@@ -22,20 +26,33 @@ use super::{Error, Event, EventKind, KeyValue, ListResult, Result, Storage, Watc
 const META_REVISION: &[u8] = b"revision";
 const META_COMPACTED: &[u8] = b"compacted";
 
+/// Fault injection for crash tests: when set, the process aborts after writing a key containing
+/// this text and before the fsync that would make it durable.
+pub const CRASH_BEFORE_FSYNC_ENV: &str = "EKUBE_TESTING_CRASH_BEFORE_FSYNC";
+
 pub struct SledStorage {
     db: sled::Db,
     kv: sled::Tree,
     log: sled::Tree,
     meta: sled::Tree,
-    /// Held for writing around each transaction + fan-out; held for reading by lists and watch
-    /// start-up so they see a revision boundary no write straddles.
+    /// Held for writing around each transaction; held for reading by gets and lists so they see
+    /// a revision boundary no write straddles.
     write_lock: RwLock<()>,
+    /// The newest revision written, durable or not.
     revision: AtomicU64,
     compacted: AtomicU64,
-    /// The highest revision known to be on disk.
+    /// The highest revision on disk and fanned out: the newest any reader or watcher may see.
     durable: AtomicU64,
+    /// Serialises fsyncs; a writer that waited here may find its revision already durable.
     flush_gate: tokio::sync::Mutex<()>,
+    /// Written but not yet durable events, in revision order, waiting for their fsync.
+    pending: Mutex<VecDeque<Arc<Event>>>,
+    /// Held while events are fanned out and `durable` advances, and while a watch subscribes,
+    /// so a new watcher gets each event exactly once: from the log replay or live.
+    publish: Mutex<()>,
     events: broadcast::Sender<Arc<Event>>,
+    /// See [`CRASH_BEFORE_FSYNC_ENV`].
+    crash_before_fsync: Option<String>,
 }
 
 impl SledStorage {
@@ -70,7 +87,12 @@ impl SledStorage {
             compacted: AtomicU64::new(compacted),
             durable: AtomicU64::new(revision),
             flush_gate: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(VecDeque::new()),
+            publish: Mutex::new(()),
             events,
+            crash_before_fsync: std::env::var(CRASH_BEFORE_FSYNC_ENV)
+                .ok()
+                .filter(|k| !k.is_empty()),
         })
     }
 
@@ -133,13 +155,14 @@ impl SledStorage {
             Err(TransactionError::Abort(e)) => return Err(e),
             Err(TransactionError::Storage(e)) => return Err(backend(e)),
         };
+        // Queued before the revision is published, so whoever flushes up to it finds its event.
+        self.pending.lock().push_back(event.clone());
         self.revision.store(event.revision, Ordering::SeqCst);
-        // No receivers is fine: nobody is watching.
-        let _ = self.events.send(event.clone());
         Ok(event)
     }
 
-    /// Waits until `revision` is on disk, sharing one fsync among concurrent writers.
+    /// Waits until `revision` is on disk and fanned out, sharing one fsync among concurrent
+    /// writers and readers.
     async fn make_durable(&self, revision: u64) -> Result<()> {
         if self.durable.load(Ordering::SeqCst) >= revision {
             return Ok(());
@@ -149,9 +172,45 @@ impl SledStorage {
             return Ok(());
         }
         let target = self.revision.load(Ordering::SeqCst);
+        self.crash_if_injected(target).await;
         self.db.flush_async().await.map_err(backend)?;
+        let _publish = self.publish.lock();
+        let mut pending = self.pending.lock();
+        while pending.front().is_some_and(|e| e.revision <= target) {
+            let event = pending.pop_front().expect("front exists");
+            // No receivers is fine: nobody is watching.
+            let _ = self.events.send(event);
+        }
         self.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The fault-injection hook: dies like a power cut between a write and its fsync. The pause
+    /// first gives anything that (wrongly) escaped before the fsync time to reach clients.
+    async fn crash_if_injected(&self, target: u64) {
+        let Some(needle) = &self.crash_before_fsync else {
+            return;
+        };
+        let doomed = self
+            .pending
+            .lock()
+            .iter()
+            .any(|e| e.revision <= target && e.kv.key.contains(needle.as_str()));
+        if doomed {
+            tracing::error!(key = %needle, "fault injection: aborting before fsync");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            std::process::abort();
+        }
+    }
+
+    /// Runs `read` where no write is half-done, then waits until what it saw is durable.
+    async fn read_durable<T>(&self, read: impl FnOnce() -> Result<T>) -> Result<(T, u64)> {
+        let (value, revision) = {
+            let _guard = self.write_lock.read();
+            (read()?, self.current_revision())
+        };
+        self.make_durable(revision).await?;
+        Ok((value, revision))
     }
 
     async fn committed(&self, event: Arc<Event>) -> Result<KeyValue> {
@@ -171,11 +230,20 @@ impl Storage for SledStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        Ok(self
-            .kv
-            .get(key.as_bytes())
-            .map_err(backend)?
-            .map(|raw| decode_kv(key, &raw)))
+        let (value, revision) = {
+            let _guard = self.write_lock.read();
+            let value = self
+                .kv
+                .get(key.as_bytes())
+                .map_err(backend)?
+                .map(|raw| decode_kv(key, &raw));
+            (value, self.current_revision())
+        };
+        // A value is durable once its own revision is (writers in flight elsewhere need not
+        // be waited for); an absence could be a delete in flight, so it waits for them all.
+        self.make_durable(value.as_ref().map_or(revision, |kv| kv.mod_revision))
+            .await?;
+        Ok(value)
     }
 
     async fn list(
@@ -184,30 +252,31 @@ impl Storage for SledStorage {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<ListResult> {
-        let _guard = self.write_lock.read();
-        let revision = self.current_revision();
-        let mut items = Vec::new();
-        let mut more = false;
-        let range = match start_after {
-            Some(after) => {
-                let mut from = after.as_bytes().to_vec();
-                from.push(0);
-                self.kv.range(from..)
-            }
-            None => self.kv.range(prefix.as_bytes()..),
-        };
-        for entry in range {
-            let (k, v) = entry.map_err(backend)?;
-            if !k.starts_with(prefix.as_bytes()) {
-                break;
-            }
-            if limit > 0 && items.len() == limit {
-                more = true;
-                break;
-            }
-            let key = String::from_utf8_lossy(&k).into_owned();
-            items.push(decode_kv(&key, &v));
-        }
+        let ((items, more), revision) = self
+            .read_durable(|| {
+                let mut items = Vec::new();
+                let range = match start_after {
+                    Some(after) => {
+                        let mut from = after.as_bytes().to_vec();
+                        from.push(0);
+                        self.kv.range(from..)
+                    }
+                    None => self.kv.range(prefix.as_bytes()..),
+                };
+                for entry in range {
+                    let (k, v) = entry.map_err(backend)?;
+                    if !k.starts_with(prefix.as_bytes()) {
+                        break;
+                    }
+                    if limit > 0 && items.len() == limit {
+                        return Ok((items, true));
+                    }
+                    let key = String::from_utf8_lossy(&k).into_owned();
+                    items.push(decode_kv(&key, &v));
+                }
+                Ok((items, false))
+            })
+            .await?;
         Ok(ListResult {
             items,
             revision,
@@ -260,8 +329,7 @@ impl Storage for SledStorage {
     }
 
     fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
-        let (live, boundary, replay) = {
-            let _guard = self.write_lock.read();
+        let check_compacted = || {
             let compacted = self.compacted_revision();
             if after < compacted {
                 return Err(Error::Compacted {
@@ -269,23 +337,31 @@ impl Storage for SledStorage {
                     compacted,
                 });
             }
-            let boundary = self.current_revision();
-            let live = self.events.subscribe();
-            let mut replay = Vec::new();
-            for entry in self
-                .log
-                .range((after + 1).to_be_bytes()..=boundary.to_be_bytes())
-            {
-                let (_, raw) = entry.map_err(backend)?;
-                let event = decode_event(&raw)
-                    .ok_or_else(|| Error::Backend("corrupt event log entry".into()))?;
-                if event.kv.key.starts_with(prefix) {
-                    replay.push(Arc::new(event));
-                }
-            }
-            (live, boundary, replay)
+            Ok(())
         };
+        check_compacted()?;
+        let (live, boundary) = {
+            let _publish = self.publish.lock();
+            (self.events.subscribe(), self.durable.load(Ordering::SeqCst))
+        };
+        let mut replay = Vec::new();
+        for entry in self
+            .log
+            .range((after + 1).to_be_bytes()..=boundary.to_be_bytes())
+        {
+            let (_, raw) = entry.map_err(backend)?;
+            let event = decode_event(&raw)
+                .ok_or_else(|| Error::Backend("corrupt event log entry".into()))?;
+            if event.kv.key.starts_with(prefix) {
+                replay.push(Arc::new(event));
+            }
+        }
+        // A compaction that ran during the replay may have removed entries it read past: it
+        // raises the compacted revision before removing anything, so checking again turns what
+        // would be a silent gap into 410.
+        check_compacted()?;
         let prefix = prefix.to_string();
+        let live_after = boundary.max(after);
         let live = futures::stream::unfold(live, |mut rx| async move {
             // A lagging receiver is dropped: the client re-watches from its last revision.
             match rx.recv().await {
@@ -294,28 +370,32 @@ impl Storage for SledStorage {
             }
         })
         .filter(move |e| {
-            futures::future::ready(e.revision > boundary && e.kv.key.starts_with(&prefix))
+            futures::future::ready(e.revision > live_after && e.kv.key.starts_with(&prefix))
         });
         Ok(futures::stream::iter(replay).chain(live).boxed())
     }
 
     async fn compact(&self, revision: u64) -> Result<()> {
-        let revision = revision.min(self.current_revision());
+        // Only durable revisions: the log past them is what the next fsync publishes.
+        let revision = revision.min(self.durable.load(Ordering::SeqCst));
         let from = self.compacted_revision();
         if revision <= from {
             return Ok(());
         }
+        // The new floor is announced before the first entry goes (see `watch`).
+        self.meta
+            .insert(META_COMPACTED, &revision.to_be_bytes())
+            .map_err(backend)?;
+        self.compacted.fetch_max(revision, Ordering::SeqCst);
+        let mut batch = sled::Batch::default();
         for entry in self
             .log
             .range((from + 1).to_be_bytes()..=revision.to_be_bytes())
         {
             let (k, _) = entry.map_err(backend)?;
-            self.log.remove(k).map_err(backend)?;
+            batch.remove(k);
         }
-        self.meta
-            .insert(META_COMPACTED, &revision.to_be_bytes())
-            .map_err(backend)?;
-        self.compacted.store(revision, Ordering::SeqCst);
+        self.log.apply_batch(batch).map_err(backend)?;
         Ok(())
     }
 }

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -128,4 +129,52 @@ async fn slow_watcher_is_dropped_not_blocking() {
         seen += 1;
     }
     assert!(seen < 100, "a lagging watcher must be cut off, saw {seen}");
+}
+
+/// A watch starting just after the compacted revision while compaction runs gets either the
+/// whole history after its start or `Compacted` (410), never a replay with a hole in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_racing_compaction_replays_fully_or_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(open(&dir));
+    let n: u64 = 1200;
+    let keys: Vec<String> = (0..n).map(|i| format!("/r/{i:05}")).collect();
+    for chunk in keys.chunks(100) {
+        futures::future::try_join_all(chunk.iter().map(|k| s.create(k, vec![])))
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.current_revision(), n);
+    let compactor = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for target in (0..n).step_by(3) {
+                s.compact(target).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let (mut full, mut refused) = (0, 0);
+    while !compactor.is_finished() {
+        let start = s.compacted_revision();
+        match s.watch("/r/", start) {
+            Err(Error::Compacted { .. }) => refused += 1,
+            Err(e) => panic!("watch from {start}: {e}"),
+            Ok(w) => {
+                let want = (n - start) as usize;
+                let got: Vec<u64> =
+                    tokio::time::timeout(Duration::from_secs(5), w.take(want).collect::<Vec<_>>())
+                        .await
+                        .unwrap_or_else(|_| panic!("watch from {start}: replay ended early"))
+                        .iter()
+                        .map(|e| e.revision)
+                        .collect();
+                let expected: Vec<u64> = (start + 1..=n).collect();
+                assert_eq!(got, expected, "watch from {start} skipped revisions");
+                full += 1;
+            }
+        }
+    }
+    compactor.await.unwrap();
+    assert!(full > 0, "no watch completed a replay ({refused} refused)");
 }

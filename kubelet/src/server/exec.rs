@@ -73,7 +73,9 @@ pub async fn serve_exec(
         Err(resp) => return resp,
     };
     let runc = node.runc.clone();
-    tracing::info!(%ns, %pod, %container, ?cmd, tty = streams.tty, "exec");
+    // The command line can carry secrets (passwords in arguments): only at debug.
+    tracing::info!(%ns, %pod, %container, tty = streams.tty, "exec");
+    tracing::debug!(%ns, %pod, %container, ?cmd, "exec command");
     tokio::spawn(async move {
         if let Some(socket) = upgraded.await {
             exec_session(socket, protocol, runc, found.id, cmd, streams).await;
