@@ -1,13 +1,14 @@
 //! `cargo xtask …`: the project's developer commands.
 //!
 //! Every command a newcomer or CI needs goes through here: installing what the machine lacks,
-//! building the kernel programs, the lab of network-namespace hosts, the demo, the test run and
-//! the benchmarks.
+//! building the kernel programs, the lab of network-namespace hosts, the demo, the test run, the
+//! fuzz targets and the benchmarks.
 
 mod bench;
 mod demo;
 mod deps;
 mod ebpf;
+mod fuzz;
 mod images;
 mod lab;
 mod test;
@@ -37,6 +38,8 @@ enum Command {
     Images(images::ImagesArgs),
     /// Install what is missing, build, and run every test (unit and end-to-end).
     Test(test::TestArgs),
+    /// Fuzz one decoder for a while: `cargo xtask fuzz apiserver_body --seconds 300`.
+    Fuzz(fuzz::FuzzArgs),
     /// Measure: `cargo xtask bench [apiserver|scheduler|proxy-sync|net|pods|lb]` (all when no
     /// name is given).
     Bench(bench::BenchArgs),
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
         Command::Lab(args) => lab::run(args),
         Command::Images(args) => images::run(args),
         Command::Test(args) => test::run(args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(args),
     }
 }
