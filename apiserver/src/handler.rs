@@ -27,20 +27,18 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(full(body))
-        .expect("static response parts are valid")
+fn respond(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
-    respond(
-        code,
-        "application/json",
-        serde_json::to_vec(value).expect("JSON values serialise"),
-    )
+    respond(code, "application/json", value.to_string())
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {

@@ -158,9 +158,10 @@ pub async fn post(
                     if !conditions.is_array() {
                         *conditions = json!([]);
                     }
-                    let list = conditions.as_array_mut().expect("array");
-                    list.retain(|c| c["type"] != "PodScheduled");
-                    list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+                    if let Some(list) = conditions.as_array_mut() {
+                        list.retain(|c| c["type"] != "PodScheduled");
+                        list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+                    }
                     Ok(pod)
                 })
                 .await;

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use ekube_api::ResourceInfo;
 use ekube_api::serve::ConnectionAbort;
 use futures::StreamExt;
-use http::{Response, StatusCode, header};
+use http::{HeaderValue, Response, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
@@ -56,9 +56,8 @@ impl Filter {
         } else {
             obj.clone()
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON serialises");
-        line.push(b'\n');
+        let mut line = json!({"type": kind, "object": object}).to_string();
+        line.push('\n');
         Bytes::from(line)
     }
 
@@ -248,10 +247,15 @@ pub async fn serve(
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
         .map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
     let body = StreamBody::new(stream).boxed_unsync();
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(body)
-        .expect("static response parts are valid"))
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(response)
 }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::StreamExt;
 
 use super::lookup::{self, NotServed};
-use super::{Body, Node, Query, text};
+use super::{Body, Finish, Node, Query, text};
 use crate::cri::{self, ContainerState};
 
 /// How often a followed log is polled for new output.
@@ -243,7 +243,7 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query)
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
         .body(BodyExt::boxed(body))
-        .expect("static response parts are valid")
+        .finish()
 }
 
 /// Sends the log's lines (the last `tailLines` first), then, when following, new output until

@@ -141,11 +141,29 @@ pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     if !msg.ends_with('\n') {
         msg.push('\n');
     }
-    Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(full(msg))
-        .expect("static response parts are valid")
+    let mut response = Response::new(full(msg));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Finishes a built response: a header value that does not encode gives a 500, not a panic.
+pub(crate) trait Finish {
+    fn finish(self) -> Response<Body>;
+}
+
+impl Finish for http::Result<Response<Body>> {
+    fn finish(self) -> Response<Body> {
+        self.unwrap_or_else(|e| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("building the response: {e}"),
+            )
+        })
+    }
 }
 
 /// Serves the kubelet API until `shutdown`.

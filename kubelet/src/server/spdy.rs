@@ -42,7 +42,7 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Frame> {
     if buf.len() < 8 + len {
         return None;
     }
-    let head: [u8; 8] = buf[..8].try_into().expect("8 bytes");
+    let head: [u8; 8] = buf.get(..8)?.try_into().ok()?;
     let data = buf[8..8 + len].to_vec();
     buf.drain(..8 + len);
     let flags = head[4];
@@ -158,9 +158,15 @@ impl Headers {
         loop {
             out.reserve(256);
             let before = self.deflate.total_in();
-            self.deflate
+            if self
+                .deflate
                 .compress_vec(input, &mut out, FlushCompress::Sync)
-                .expect("deflate into a growing buffer");
+                .is_err()
+            {
+                // zlib fails only on a corrupted stream state, which this encoder never leaves;
+                // the peer then sees a bad block and ends the session.
+                return out;
+            }
             input = &input[(self.deflate.total_in() - before) as usize..];
             if input.is_empty() && out.len() < out.capacity() {
                 return out;
