@@ -117,11 +117,12 @@ async fn idle_connections_and_slowloris_do_not_starve_kubectl() {
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     });
-    // Let the server accept them all.
+    // Let the server accept them (on a loaded machine the first ones may already have met
+    // the handshake timeout by the time the last is opened).
     wait_for(
         Duration::from_secs(20),
         "the server to accept the idle connections",
-        || Ok(open_fds(s.pid()) > 2000),
+        || Ok(open_fds(s.pid()) > 1000),
     )
     .unwrap();
 
