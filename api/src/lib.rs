@@ -3,7 +3,8 @@
 //! Objects are the `k8s-openapi` types; this crate adds what the Kubernetes libraries leave to the
 //! server: the table of resources ekube serves ([`resources`]), label and field selectors
 //! ([`selector`]), quantities ([`quantity`]), the one way components build a kube-rs client
-//! ([`client`]) and record Events ([`events`]).
+//! ([`client`]) and record Events ([`events`]), and the hardened accept loop both HTTPS servers
+//! run ([`serve`]).
 
 pub mod client;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod nodematch;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod serve;
 pub mod tls;
 
 pub use k8s_openapi;

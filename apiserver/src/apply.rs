@@ -74,16 +74,17 @@ fn leaves(
 }
 
 fn to_fields_v1(paths: &[Path]) -> Value {
+    fn insert(map: &mut Map<String, Value>, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        if let Value::Object(child) = map.entry(first.clone()).or_insert_with(|| json!({})) {
+            insert(child, rest);
+        }
+    }
     let mut root = Map::new();
     for p in paths {
-        let mut cur = &mut root;
-        for elem in p {
-            cur = cur
-                .entry(elem.clone())
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("object");
-        }
+        insert(&mut root, p);
     }
     Value::Object(root)
 }

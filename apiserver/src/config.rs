@@ -66,6 +66,22 @@ pub struct Config {
     /// How far a watcher may fall behind (events) before it is dropped and must re-list.
     #[arg(long, default_value_t = 10_000)]
     pub watch_buffer: usize,
+    /// How long a watch response may wait for its client to read before the watcher is closed
+    /// (the client re-lists); a stalled client is never buffered for without bound.
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub watch_stall_timeout: std::time::Duration,
+    /// Non-mutating requests (get, list) served at once; more are answered 429 with
+    /// `Retry-After`. Long-running requests (watch, exec, attach, port-forward, logs, proxy)
+    /// do not count. 0: no limit.
+    #[arg(long, default_value_t = 400)]
+    pub max_requests_inflight: usize,
+    /// Mutating requests (create, update, patch, delete) served at once; more are answered 429.
+    /// 0: no limit.
+    #[arg(long, default_value_t = 200)]
+    pub max_mutating_requests_inflight: usize,
+    /// Connections open at once; past that new ones wait in the listen backlog.
+    #[arg(long, default_value_t = ekube_api::serve::Limits::MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 impl Config {

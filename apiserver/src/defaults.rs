@@ -266,10 +266,8 @@ pub fn ensure<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
     }
-    let map = obj.as_object_mut().expect("object");
-    let slot = map
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Object(Map::new()));
+    // Indexing an object by key inserts null when absent; it cannot fail on an object.
+    let slot = &mut obj[key];
     if slot.is_null() {
         *slot = Value::Object(Map::new());
     }

@@ -260,6 +260,17 @@ impl ApiError {
         Self::new(429, "TooManyRequests", message)
     }
 
+    /// Tells the client when to try again (`details.retryAfterSeconds`, and the `Retry-After`
+    /// header [`crate::handler::error_response`] derives from it).
+    pub fn retry_after(self, seconds: u64) -> Self {
+        self.with_details(json!({ "retryAfterSeconds": seconds }))
+    }
+
+    /// The `details.retryAfterSeconds` of this error, if any.
+    pub fn retry_after_seconds(&self) -> Option<u64> {
+        self.details.as_ref()?.get("retryAfterSeconds")?.as_u64()
+    }
+
     pub fn internal(message: impl std::fmt::Display) -> Self {
         Self::new(
             500,

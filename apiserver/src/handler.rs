@@ -27,34 +27,37 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-fn respond(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(full(body))
-        .expect("static response parts are valid")
+fn respond(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
-    respond(
-        code,
-        "application/json",
-        serde_json::to_vec(value).expect("JSON values serialise"),
-    )
+    respond(code, "application/json", value.to_string())
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(
+    let mut resp = json_response(
         StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &e.to_status(),
-    )
+    );
+    if let Some(secs) = e.retry_after_seconds() {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, http::HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// The parsed query string.
 pub struct Query(HashMap<String, String>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    pub fn parse(q: Option<&str>) -> Self {
         Self(
             form_urlencoded::parse(q.unwrap_or_default().as_bytes())
                 .into_owned()
@@ -155,12 +158,10 @@ async fn route_request(
         _ => {}
     }
     // Authenticated users may do everything until authorization exists.
-    if user
-        .or_else(|| bearer(&api.tokens, req.headers()))
-        .is_none()
-    {
+    let Some(user) = user.or_else(|| bearer(&api.tokens, req.headers())) else {
         return Err(ApiError::unauthorized());
-    }
+    };
+    let _slot = api.inflight.admit(req.method(), &route, &query, &user)?;
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
         Route::Api => ok(discovery::api_versions(&api.server_address)),
@@ -279,7 +280,52 @@ pub fn parse_object(body: &[u8], ct: &str) -> Result<Value> {
             "the body must be a JSON or YAML object",
         ));
     }
+    check_shape(&value)?;
     Ok(value)
+}
+
+/// Refuses an object whose `metadata` is not an `ObjectMeta` or whose `spec` or `status` is not
+/// an object, as decoding into the typed model would, before the generic code (defaulting,
+/// finalizers, deletion) reaches into those fields.
+pub fn check_shape(obj: &Value) -> Result<()> {
+    if let Some(meta) = obj.get("metadata").filter(|m| !m.is_null()) {
+        serde_path_to_error::deserialize::<
+            _,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        >(meta)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                "metadata".to_string()
+            } else {
+                format!("metadata.{path}")
+            };
+            ApiError::bad_request(format!("{field}: {}", e.inner()))
+        })?;
+    }
+    for field in ["spec", "status"] {
+        match obj.get(field) {
+            None | Some(Value::Null | Value::Object(_)) => {}
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "{field}: invalid type: {}, expected an object",
+                    json_type(other)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
 
 fn check_type(r: &ResourceInfo, obj: &Value) -> Result<()> {
@@ -319,11 +365,12 @@ async fn resource(
     let table = wants_table(req.headers());
     match (&method, t.name.as_deref(), t.subresource.as_deref()) {
         (&Method::GET, None, None) if q.flag("watch") => {
-            watch::serve(api.clone(), r, ns, None, q, table).await
+            watch::serve(api.clone(), r, ns, None, q, table, closable(&req)).await
         }
         (&Method::GET, None, None) => list(api, r, ns, &q, table).await,
         (&Method::GET, Some(name), None) if q.flag("watch") => {
-            watch::serve(api.clone(), r, ns, Some(name.to_string()), q, table).await
+            let name = Some(name.to_string());
+            watch::serve(api.clone(), r, ns, name, q, table, closable(&req)).await
         }
         (&Method::GET, Some(name), sub) => {
             let obj = api.registry.get(r, ns, name).await?;
@@ -475,6 +522,14 @@ async fn resource(
     }
 }
 
+/// The handle that closes an HTTP/1 request's connection. HTTP/2 streams are flow-controlled
+/// one by one, so a stalled one only needs its response ended, not the whole connection.
+fn closable<B>(req: &Request<B>) -> Option<ekube_api::serve::ConnectionAbort> {
+    (req.version() < http::Version::HTTP_2)
+        .then(|| req.extensions().get().cloned())
+        .flatten()
+}
+
 /// The `resourceVersion` an object carries, if any.
 fn resource_version_of(obj: &Value) -> Result<Option<u64>> {
     match obj
@@ -544,7 +599,10 @@ pub fn apply_patch(r: &ResourceInfo, ct: &str, target: &mut Value, body: &[u8]) 
         _ => patch::strategic_merge(r.kind, target, &patch)
             .map_err(|e| ApiError::bad_request(e.0))?,
     }
-    Ok(())
+    if !target.is_object() {
+        return Err(ApiError::bad_request("the patched object is not an object"));
+    }
+    check_shape(target)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod encryption;
 pub mod errors;
 pub mod handler;
+pub mod inflight;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -78,6 +79,8 @@ pub struct ApiServer {
     pub server_address: String,
     /// TLS towards kubelets, with the apiserver's kubelet client certificate.
     pub kubelet_tls: Arc<rustls::ClientConfig>,
+    /// Slots of `--max-requests-inflight` and `--max-mutating-requests-inflight`.
+    pub inflight: inflight::Inflight,
 }
 
 /// A started server: where it listens and where its admin kubeconfig is.
@@ -243,6 +246,10 @@ pub async fn start(
         registry: Registry::new(store.clone(), allocator),
         tokens,
         server_address,
+        inflight: inflight::Inflight::new(
+            config.max_requests_inflight,
+            config.max_mutating_requests_inflight,
+        ),
         config,
         kubelet_tls,
     });

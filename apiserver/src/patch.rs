@@ -124,7 +124,9 @@ fn merge_map(
             }
             continue;
         }
-        let obj = target.as_object_mut().expect("target is an object");
+        let Some(obj) = target.as_object_mut() else {
+            return Err(PatchError(format!("cannot patch {key} into a non-object")));
+        };
         if value.is_null() {
             obj.remove(key);
             continue;

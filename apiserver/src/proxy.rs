@@ -94,7 +94,8 @@ pub async fn to_kubelet(
         format!("{path}?{forwarded}")
     };
 
-    let nodes = ekube_api::resources::find("", "v1", "nodes").expect("nodes are a known resource");
+    let nodes = ekube_api::resources::find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("nodes are not in the resource table"))?;
     let node = api.registry.get(nodes, None, node_name).await?;
     let (host, port) = kubelet_address(&node).ok_or_else(|| ApiError {
         code: 503,

@@ -110,7 +110,7 @@ fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
         meta.remove("resourceVersion");
         meta.remove("selfLink");
     }
-    serde_json::to_vec(&stored).expect("JSON values serialise")
+    stored.to_string().into_bytes()
 }
 
 fn name_of(obj: &Value) -> &str {
@@ -179,10 +179,8 @@ impl Registry {
                 continue;
             }
             if limit > 0 && out.len() == limit {
-                next = Some(encode_continue(
-                    &page_last_key(&out, r, ns),
-                    pinned_rv.unwrap_or(page.revision),
-                ));
+                next = page_last_key(&out, r, ns)
+                    .map(|last| encode_continue(&last, pinned_rv.unwrap_or(page.revision)));
                 break;
             }
             out.push(obj);
@@ -191,8 +189,8 @@ impl Registry {
     }
 
     pub async fn namespace_must_be_active(&self, ns: &str, creating: bool) -> Result<()> {
-        let nsr =
-            ekube_api::resources::find("", "v1", "namespaces").expect("namespaces are served");
+        let nsr = ekube_api::resources::find("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("namespaces are not in the resource table"))?;
         let Some(kv) = self.store.get(&key(nsr, None, ns)).await? else {
             return Err(ApiError::not_found("", "namespaces", ns));
         };
@@ -759,13 +757,14 @@ fn without_rv(v: &Value) -> Value {
     v
 }
 
-fn page_last_key(out: &[Value], r: &ResourceInfo, ns: Option<&str>) -> String {
-    let last = out.last().expect("a full page is not empty");
+/// The storage key of a page's last object (none for an empty page).
+fn page_last_key(out: &[Value], r: &ResourceInfo, ns: Option<&str>) -> Option<String> {
+    let last = out.last()?;
     let obj_ns = last
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .or(ns);
-    key(r, obj_ns, name_of(last))
+    Some(key(r, obj_ns, name_of(last)))
 }
 
 fn encode_continue(last_key: &str, rv: u64) -> String {

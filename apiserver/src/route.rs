@@ -98,11 +98,10 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Route {
     match rest {
         // /api/v1/namespaces/{ns}/{plural}[/{name}[/{sub}]]
         ["namespaces", ns, plural, tail @ ..] if find(plural).is_some_and(|r| r.namespaced) => {
-            let info = find(plural).expect("checked");
-            match tail {
-                [] => target(info, Some(ns), None, None),
-                [name] => target(info, Some(ns), Some(name), None),
-                [name, sub] => target(info, Some(ns), Some(name), Some(sub)),
+            match (find(plural), tail) {
+                (Some(info), []) => target(info, Some(ns), None, None),
+                (Some(info), [name]) => target(info, Some(ns), Some(name), None),
+                (Some(info), [name, sub]) => target(info, Some(ns), Some(name), Some(sub)),
                 _ => Route::NotFound,
             }
         }

@@ -1,16 +1,19 @@
 //! The HTTPS listener: TLS with optional client certificates, HTTP/1.1 and HTTP/2, one task per
-//! connection, requests handed to [`crate::handler`] with the authenticated user.
+//! connection, requests handed to [`crate::handler`] with the authenticated user. The accept
+//! loop and its limits (handshake and header timeouts, connection cap, accept back-off) are
+//! [`ekube_api::serve`], shared with the kubelet API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ekube_api::serve::{ConnectionAbort, Limits, http_builder};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 
 use crate::ApiServer;
 use crate::auth::User;
@@ -47,43 +50,45 @@ pub fn tls_config(
     Ok(config)
 }
 
+/// The connection limits from the flags.
+pub fn limits(config: &crate::Config) -> Limits {
+    Limits {
+        max_connections: config.max_connections,
+        ..Limits::default()
+    }
+}
+
 pub async fn serve(
     api: Arc<ApiServer>,
     listener: TcpListener,
     tls: rustls::ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
+    let limits = limits(&api.config);
+    ekube_api::serve::serve(
+        listener,
+        Arc::new(tls),
+        limits,
+        shutdown,
+        move |tls, peer, abort| {
+            let api = api.clone();
+            async move {
+                if let Err(e) = connection(api, &limits, tls, peer, abort).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let api = api.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(api, acceptor, tcp, peer).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
-    }
+        },
+    )
+    .await;
 }
 
 async fn connection(
     api: Arc<ApiServer>,
-    acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
+    limits: &Limits,
+    tls: TlsStream<TcpStream>,
     peer: SocketAddr,
+    abort: ConnectionAbort,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let _ = tcp.set_nodelay(true);
-    let tls = acceptor.accept(tcp).await?;
     let user = tls
         .get_ref()
         .1
@@ -91,8 +96,11 @@ async fn connection(
         .and_then(|c| c.first())
         .and_then(User::from_certificate);
     tracing::trace!(%peer, user = ?user, "connection");
-    let service = service_fn(move |req| crate::handler::handle(api.clone(), user.clone(), req));
-    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(abort.clone());
+        crate::handler::handle(api.clone(), user.clone(), req)
+    });
+    http_builder(limits)
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await
 }

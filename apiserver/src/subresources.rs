@@ -158,9 +158,10 @@ pub async fn post(
                     if !conditions.is_array() {
                         *conditions = json!([]);
                     }
-                    let list = conditions.as_array_mut().expect("array");
-                    list.retain(|c| c["type"] != "PodScheduled");
-                    list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+                    if let Some(list) = conditions.as_array_mut() {
+                        list.retain(|c| c["type"] != "PodScheduled");
+                        list.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+                    }
                     Ok(pod)
                 })
                 .await;
@@ -200,15 +201,64 @@ pub async fn get(
     ns: Option<&str>,
     name: &str,
     sub: &str,
-    _q: &Query,
+    q: &Query,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
     match (r.kind, sub) {
-        ("Pod", "log" | "exec" | "attach" | "portforward") => {
+        ("Pod", "log") => {
+            check_log_options(q)?;
             stream(api, r, ns, name, sub, req).await
         }
+        ("Pod", "exec" | "attach" | "portforward") => stream(api, r, ns, name, sub, req).await,
         _ => Err(ApiError::path_not_found()),
     }
+}
+
+/// Checks `PodLogOptions` as upstream validates them, before anything is relayed: integers
+/// that parse, `tailLines` ≥ 0, `limitBytes` and `sinceSeconds` > 0, at most one of
+/// `sinceSeconds` and `sinceTime`, and a `sinceSeconds` that reaches back to a representable
+/// time.
+fn check_log_options(q: &Query) -> Result<()> {
+    let int = |k: &str| {
+        q.get(k)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    ApiError::bad_request(format!("{k}: invalid value {v:?}: must be an integer"))
+                })
+            })
+            .transpose()
+    };
+    let positive = |k: &str, min: i64| -> Result<Option<i64>> {
+        match int(k)? {
+            Some(v) if v < min => Err(ApiError::bad_request(format!(
+                "{k}: invalid value {v}: must be greater than {}",
+                if min == 0 { "or equal to 0" } else { "0" }
+            ))),
+            v => Ok(v),
+        }
+    };
+    positive("tailLines", 0)?;
+    positive("limitBytes", 1)?;
+    if let Some(s) = positive("sinceSeconds", 1)? {
+        if q.get("sinceTime").is_some() {
+            return Err(ApiError::bad_request(
+                "at most one of `sinceTime` or `sinceSeconds` may be specified",
+            ));
+        }
+        let reachable = chrono::TimeDelta::try_seconds(s)
+            .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+            .is_some();
+        if !reachable {
+            return Err(ApiError::bad_request(format!(
+                "sinceSeconds: invalid value {s}: reaches back further than any time"
+            )));
+        }
+    }
+    if let Some(t) = q.get("sinceTime") {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| ApiError::bad_request(format!("sinceTime: invalid value {t:?}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// `pods/log`, and `pods/exec|attach|portforward` by GET (WebSocket) or POST (SPDY): relayed
@@ -223,4 +273,33 @@ pub async fn stream(
 ) -> Result<Response<Body>> {
     let pod = api.registry.get(r, ns, name).await?;
     crate::proxy::to_kubelet(api, &pod, sub, req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_options_out_of_range_are_bad_requests() {
+        let check = |q: &str| check_log_options(&Query::parse(Some(q)));
+        for bad in [
+            "sinceSeconds=9223372036854775807",
+            "sinceSeconds=0",
+            "sinceSeconds=x",
+            "tailLines=-1",
+            "limitBytes=0",
+            "sinceSeconds=5&sinceTime=2024-01-01T00:00:00Z",
+            "sinceTime=yesterday",
+        ] {
+            let err = check(bad).unwrap_err();
+            assert_eq!((err.code, err.reason), (400, "BadRequest"), "{bad}: {err}");
+        }
+        for good in [
+            "",
+            "sinceSeconds=3600&tailLines=0&limitBytes=1",
+            "sinceTime=2024-01-01T00:00:00Z&follow=true",
+        ] {
+            assert!(check(good).is_ok(), "{good}");
+        }
+    }
 }

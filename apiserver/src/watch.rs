@@ -5,14 +5,19 @@
 //! `sendInitialEvents=true` sends the current state and then the
 //! `k8s.io/initial-events-end` bookmark. Objects that start or stop matching the selectors
 //! arrive as ADDED and DELETED, as Kubernetes' watch cache reports them.
+//!
+//! Each response buffers at most [`SEND_BUFFER`] lines; a client that leaves it full for
+//! `--watch-stall-timeout` is closed (as upstream's cache watcher terminates a watcher whose
+//! channel stays full) and re-lists, so a stalled reader costs bounded memory.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use ekube_api::ResourceInfo;
+use ekube_api::serve::ConnectionAbort;
 use futures::StreamExt;
-use http::{Response, StatusCode, header};
+use http::{HeaderValue, Response, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
@@ -51,9 +56,8 @@ impl Filter {
         } else {
             obj.clone()
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON serialises");
-        line.push(b'\n');
+        let mut line = json!({"type": kind, "object": object}).to_string();
+        line.push('\n');
         Bytes::from(line)
     }
 
@@ -69,6 +73,35 @@ impl Filter {
     }
 }
 
+/// Lines a watch response buffers for its client. Past that the watcher waits up to
+/// `--watch-stall-timeout` for the client to read, then closes it.
+const SEND_BUFFER: usize = 64;
+
+/// The sending half of a watch response, bounded in what it buffers and how long it waits.
+struct Sender {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    stall: Duration,
+    /// The connection the watch is served on, closed when the client stalls: over HTTP/1 the
+    /// response cannot end otherwise while the socket's buffers are full.
+    conn: Option<ConnectionAbort>,
+}
+
+impl Sender {
+    /// Queues a line; false when the watch is over (client gone, or stalled and closed).
+    async fn send(&self, line: Bytes) -> bool {
+        match tokio::time::timeout(self.stall, self.tx.send(line)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                tracing::info!(stall = ?self.stall, "closing a watch whose client stopped reading");
+                if let Some(conn) = &self.conn {
+                    conn.abort();
+                }
+                false
+            }
+        }
+    }
+}
+
 pub async fn serve(
     api: Arc<ApiServer>,
     r: &'static ResourceInfo,
@@ -76,6 +109,7 @@ pub async fn serve(
     name: Option<String>,
     q: Query,
     table: bool,
+    conn: Option<ConnectionAbort>,
 ) -> Result<Response<Body>> {
     let (labels, fields) = q.selectors()?;
     let filter = Arc::new(Filter {
@@ -110,7 +144,12 @@ pub async fn serve(
         ));
     }
 
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(SEND_BUFFER);
+    let tx = Sender {
+        tx,
+        stall: api.config.watch_stall_timeout,
+        conn,
+    };
     let store = api.registry.store.clone();
     // Initial state, when asked for (or implied by an unset / "0" resourceVersion).
     let mut initial = Vec::new();
@@ -154,7 +193,7 @@ pub async fn serve(
     tokio::spawn(async move {
         let filter = task_filter;
         for line in initial {
-            if tx.send(line).await.is_err() {
+            if !tx.send(line).await {
                 return;
             }
         }
@@ -167,9 +206,9 @@ pub async fn serve(
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
-                _ = tx.closed() => return,
+                _ = tx.tx.closed() => return,
                 _ = tick.tick(), if bookmarks => {
-                    if tx.send(filter.bookmark(last_rv, false)).await.is_err() {
+                    if !tx.send(filter.bookmark(last_rv, false)).await {
                         return;
                     }
                 }
@@ -197,7 +236,7 @@ pub async fn serve(
                         }
                     };
                     if let Some(line) = line {
-                        if tx.send(line).await.is_err() {
+                        if !tx.send(line).await {
                             return;
                         }
                     }
@@ -208,10 +247,15 @@ pub async fn serve(
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
         .map(|b| Ok::<_, std::io::Error>(Frame::data(b)));
     let body = StreamBody::new(stream).boxed_unsync();
-    Ok(Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(body)
-        .expect("static response parts are valid"))
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, private"),
+    );
+    Ok(response)
 }

@@ -39,7 +39,7 @@ pub struct BuildArgs {
 }
 
 /// The workspace root (parent of `xtask/`).
-pub fn workspace_root() -> &'static Path {
+pub(crate) fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits inside the workspace")
@@ -161,14 +161,14 @@ fn has_rust_src() -> Result<bool> {
             .exists())
 }
 
-fn succeeds(cmd: &mut Command) -> bool {
+pub(crate) fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }
 
-fn run_shell(line: &str) -> Result<()> {
+pub(crate) fn run_shell(line: &str) -> Result<()> {
     println!("+ {line}");
     let status = Command::new("sh")
         .args(["-c", line])

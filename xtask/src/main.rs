@@ -1,13 +1,14 @@
 //! `cargo xtask …`: the project's developer commands.
 //!
 //! Every command a newcomer or CI needs goes through here: installing what the machine lacks,
-//! building the kernel programs, the lab of network-namespace hosts, the demo, the test run and
-//! the benchmarks.
+//! building the kernel programs, the lab of network-namespace hosts, the demo, the test run, the
+//! fuzz targets and the benchmarks.
 
 mod bench;
 mod demo;
 mod deps;
 mod ebpf;
+mod fuzz;
 mod images;
 mod lab;
 mod lint;
@@ -41,6 +42,8 @@ enum Command {
     /// Install what is missing, run the lint gates, build, and run every test (unit and
     /// end-to-end).
     Test(test::TestArgs),
+    /// Fuzz one decoder for a while: `cargo xtask fuzz apiserver_body --seconds 300`.
+    Fuzz(fuzz::FuzzArgs),
     /// Measure: `cargo xtask bench [apiserver|scheduler|proxy-sync|net|pods|lb]` (all when no
     /// name is given).
     Bench(bench::BenchArgs),
@@ -55,6 +58,7 @@ fn main() -> Result<()> {
         Command::Images(args) => images::run(args),
         Command::Lint(args) => lint::run(&args),
         Command::Test(args) => test::run(args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -29,6 +29,32 @@ pub struct ImageConfig {
     pub user: String,
 }
 
+impl ImageConfig {
+    /// Reads what containers need from an OCI image config blob (`config.Env`, `Entrypoint`,
+    /// `Cmd`, `WorkingDir`, `User`); fields of other types are ignored, as runtimes do.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, String> {
+        let config: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid image config: {e}"))?;
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let c = &config["config"];
+        Ok(Self {
+            env: strings(&c["Env"]),
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+            user: c["User"].as_str().unwrap_or_default().to_owned(),
+        })
+    }
+}
+
 /// One stored image.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ImageRecord {
@@ -244,31 +270,13 @@ impl ImageStore {
     ) -> Result<String> {
         let config_bytes = std::fs::read(self.blob_path(config_digest))
             .map_err(Error::io("reading", self.blob_path(config_digest)))?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| Error::Image {
-                image: tag.to_owned(),
-                reason: format!("invalid image config: {e}"),
-            })?;
+        let image_config = ImageConfig::parse(&config_bytes).map_err(|reason| Error::Image {
+            image: tag.to_owned(),
+            reason,
+        })?;
         for layer in layers {
             self.unpack(&layer.digest)?;
         }
-        let strings = |v: &serde_json::Value| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let c = &config["config"];
-        let image_config = ImageConfig {
-            env: strings(&c["Env"]),
-            entrypoint: strings(&c["Entrypoint"]),
-            cmd: strings(&c["Cmd"]),
-            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
-            user: c["User"].as_str().unwrap_or_default().to_owned(),
-        };
         // A tag moves to the newest image that claims it.
         for mut other in self.list() {
             if other.id != *config_digest && other.repo_tags.iter().any(|t| t == tag) {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_stream::StreamExt;
 
 use super::lookup::{self, NotServed};
-use super::{Body, Node, Query, text};
+use super::{Body, Finish, Node, Query, text};
 use crate::cri::{self, ContainerState};
 
 /// How often a followed log is polled for new output.
@@ -43,7 +43,11 @@ impl Options {
                 .transpose()
         };
         let since = match (num("sinceSeconds")?, q.get("sinceTime")) {
-            (Some(s), _) => Some(now - chrono::Duration::seconds(s.max(0))),
+            (Some(s), _) => Some(
+                chrono::TimeDelta::try_seconds(s.max(0))
+                    .and_then(|d| now.checked_sub_signed(d))
+                    .ok_or_else(|| format!("sinceSeconds: {s} is out of range"))?,
+            ),
             (None, Some(t)) => Some(
                 DateTime::parse_from_rfc3339(t)
                     .map_err(|e| format!("sinceTime: {e}"))?
@@ -239,12 +243,13 @@ pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query)
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain")
         .body(BodyExt::boxed(body))
-        .expect("static response parts are valid")
+        .finish()
 }
 
 /// Sends the log's lines (the last `tailLines` first), then, when following, new output until
 /// the container exits or the client goes away. A followed log that the kubelet rotated is
-/// read to its end, then the new file at `path` is followed.
+/// read to its end, then the new file at `path` is followed. The file is read in
+/// [`READ_CHUNK`] pieces and never held whole.
 async fn stream(
     mut file: tokio::fs::File,
     path: std::path::PathBuf,
@@ -252,19 +257,20 @@ async fn stream(
     follow: Option<(crate::runtime::RuntimeClient, String)>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 ) {
-    let mut buf = Vec::new();
-    if file.read_to_end(&mut buf).await.is_err() {
+    let start = match fmt.opts.tail_lines {
+        Some(n) => match tail_offset(&mut file, n, READ_CHUNK).await {
+            Ok(offset) => offset,
+            Err(_) => return,
+        },
+        None => 0,
+    };
+    if file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return;
     }
-    let mut lines = fmt.lines(&buf);
-    if let Some(n) = fmt.opts.tail_lines {
-        lines.drain(..lines.len().saturating_sub(n));
-    }
-    if !send(&mut fmt, &tx, lines.concat()).await {
+    if drain(&mut file, &mut fmt, &tx).await.is_none() {
         return;
     }
     let Some((mut rc, id)) = follow else { return };
-    let mut pos = file.stream_position().await.unwrap_or(buf.len() as u64);
     let mut last_check = tokio::time::Instant::now();
     loop {
         let mut exited = false;
@@ -280,23 +286,16 @@ async fn stream(
                 .and_then(|s| s.into_inner().status)
                 .is_some_and(|s| s.state == ContainerState::ContainerRunning as i32);
         }
-        buf.clear();
-        if file.seek(std::io::SeekFrom::Start(pos)).await.is_err()
-            || file.read_to_end(&mut buf).await.is_err()
-        {
+        let Some(read) = drain(&mut file, &mut fmt, &tx).await else {
+            return;
+        };
+        if exited {
             return;
         }
-        pos += buf.len() as u64;
-        let drained = buf.is_empty();
-        let out = fmt.lines(&buf).concat();
-        if !send(&mut fmt, &tx, out).await || exited {
-            return;
-        }
-        if drained && rotated(&file, &path).await {
+        if read == 0 && rotated(&file, &path).await {
             match tokio::fs::File::open(&path).await {
                 Ok(f) => {
                     file = f;
-                    pos = 0;
                     continue;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -308,6 +307,90 @@ async fn stream(
             _ = tx.closed() => return,
         }
     }
+}
+
+/// How much of a log file is read at a time.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Sends what `file` holds from its position to its end; the number of bytes read, or `None`
+/// once nothing more is to be sent (client gone, `limitBytes` used up, read error).
+async fn drain(
+    file: &mut tokio::fs::File,
+    fmt: &mut Formatter,
+    tx: &tokio::sync::mpsc::Sender<Bytes>,
+) -> Option<u64> {
+    let mut buf = vec![0; READ_CHUNK];
+    let mut total = 0;
+    loop {
+        let n = file.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return Some(total);
+        }
+        total += n as u64;
+        let out = fmt.lines(&buf[..n]).concat();
+        if !send(fmt, tx, out).await {
+            return None;
+        }
+    }
+}
+
+/// Where the last `n` lines of a CRI log start, found by reading `block`-sized pieces backwards
+/// from the end: a line ends with a full (`F`) record, so the answer is just past the newline
+/// of the (n+1)-th full record from the end (or the file's start). A trailing record without
+/// its newline is still being written and is not counted.
+async fn tail_offset(file: &mut tokio::fs::File, n: usize, block: usize) -> std::io::Result<u64> {
+    use std::io::SeekFrom;
+    /// Enough of a record's start to hold its timestamp, stream and tag.
+    const HEAD: usize = 96;
+    let len = file.seek(SeekFrom::End(0)).await?;
+    let mut end = len;
+    // The first bytes of the file from `end` on: the start of a record that begins at `end`.
+    let mut after: Vec<u8> = Vec::new();
+    // Where the newest record not yet classified ends (its newline), once one was seen.
+    let mut record_end: Option<u64> = None;
+    let mut full = 0;
+    let mut buf = Vec::new();
+    // Counts the record starting at `start` (ending at `record_end`); the answer once it is the
+    // (n+1)-th full one.
+    let mut count = |head: &[u8], record_end: Option<u64>| -> Option<u64> {
+        let end = record_end?;
+        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        if parse_record(line).is_some_and(|r| !r.partial) {
+            full += 1;
+            if full > n {
+                return Some(end + 1);
+            }
+        }
+        None
+    };
+    while end > 0 {
+        let start = end.saturating_sub(block as u64);
+        buf.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start)).await?;
+        file.read_exact(&mut buf).await?;
+        for i in (0..buf.len()).rev() {
+            if buf[i] != b'\n' {
+                continue;
+            }
+            let mut head = buf[i + 1..].to_vec();
+            head.truncate(HEAD);
+            head.extend_from_slice(&after[..after.len().min(HEAD - head.len())]);
+            if let Some(offset) = count(&head, record_end) {
+                return Ok(offset);
+            }
+            record_end = Some(start + i as u64);
+        }
+        let mut head = buf.clone();
+        head.truncate(HEAD);
+        head.extend_from_slice(&after[..after.len().min(HEAD - head.len())]);
+        after = head;
+        end = start;
+    }
+    // The file's first record.
+    if let Some(offset) = count(&after, record_end) {
+        return Ok(offset);
+    }
+    Ok(0)
 }
 
 /// Whether `path` no longer names the open `file` (the log was rotated away).
@@ -376,6 +459,54 @@ mod tests {
         assert!(Options::parse(&Query::parse(Some("tailLines=x")), Utc::now()).is_err());
         let o = opts("sinceTime=2024-01-01T00:00:05Z");
         assert_eq!(o.since, Some("2024-01-01T00:00:05Z".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn tail_offset_reads_backwards_in_any_block_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        std::fs::write(&path, LOG).unwrap();
+        let mut file = tokio::fs::File::open(&path).await.unwrap();
+        let text = std::str::from_utf8(LOG).unwrap();
+        let line = |k: usize| text.match_indices('\n').nth(k).unwrap().0 as u64 + 1;
+        for block in [1, 7, 50, 4096] {
+            // "fo" has no newline yet; "thr" + "ee" is one line of two records.
+            assert_eq!(tail_offset(&mut file, 0, block).await.unwrap(), line(3));
+            assert_eq!(tail_offset(&mut file, 1, block).await.unwrap(), line(1));
+            assert_eq!(tail_offset(&mut file, 2, block).await.unwrap(), line(0));
+            assert_eq!(tail_offset(&mut file, 3, block).await.unwrap(), 0);
+            assert_eq!(tail_offset(&mut file, 100, block).await.unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn since_seconds_out_of_range_is_an_error() {
+        let q = Query::parse(Some("sinceSeconds=9223372036854775807"));
+        let err = Options::parse(&q, Utc::now()).unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn stream_reads_a_large_log_in_pieces_within_limit_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let record = b"2024-01-01T00:00:01.000000000Z stdout F 0123456789\n";
+        std::fs::write(&path, record.repeat(20_000)).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let task = tokio::spawn(stream(
+            file,
+            path.clone(),
+            Formatter::new(opts("limitBytes=25")),
+            None,
+            tx,
+        ));
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            Bytes::from_static(b"0123456789\n0123456789\n012")
+        );
+        assert!(rx.recv().await.is_none());
+        task.await.unwrap();
     }
 
     #[tokio::test]

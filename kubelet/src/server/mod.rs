@@ -27,10 +27,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use ekube_api::serve::{Limits, http_builder};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::runtime::{RuntimeClient, runc::Runc};
 
@@ -140,11 +141,29 @@ pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
     if !msg.ends_with('\n') {
         msg.push('\n');
     }
-    Response::builder()
-        .status(code)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(full(msg))
-        .expect("static response parts are valid")
+    let mut response = Response::new(full(msg));
+    *response.status_mut() = code;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Finishes a built response: a header value that does not encode gives a 500, not a panic.
+pub(crate) trait Finish {
+    fn finish(self) -> Response<Body>;
+}
+
+impl Finish for http::Result<Response<Body>> {
+    fn finish(self) -> Response<Body> {
+        self.unwrap_or_else(|e| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("building the response: {e}"),
+            )
+        })
+    }
 }
 
 /// Serves the kubelet API until `shutdown`.
@@ -180,51 +199,43 @@ pub async fn serve(
         .await
         .map_err(|source| Error::Bind { addr, source })?;
     tracing::info!(%addr, "kubelet API serving");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let node = Arc::new(node);
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let (acceptor, node, client_auth) = (acceptor.clone(), node.clone(), client_auth.clone());
-        tokio::spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let identity = client_auth.identify(tls.get_ref().1.peer_certificates());
-            let allowed = identity == auth::Identity::Certificate || anonymous_auth;
-            tracing::debug!(%peer, ?identity, allowed, "kubelet API client");
-            let service = service_fn(move |req| {
-                let node = node.clone();
-                async move {
-                    if !allowed {
-                        // Upstream's answer to an unauthenticated request.
-                        return Ok::<_, Infallible>(text(StatusCode::UNAUTHORIZED, "Unauthorized"));
+    let limits = Limits::default();
+    ekube_api::serve::serve(
+        listener,
+        Arc::new(tls),
+        limits,
+        shutdown,
+        move |tls, peer, _abort| {
+            let (node, client_auth) = (node.clone(), client_auth.clone());
+            async move {
+                let identity = client_auth.identify(tls.get_ref().1.peer_certificates());
+                let allowed = identity == auth::Identity::Certificate || anonymous_auth;
+                tracing::debug!(%peer, ?identity, allowed, "kubelet API client");
+                let service = service_fn(move |req| {
+                    let node = node.clone();
+                    async move {
+                        if !allowed {
+                            // Upstream's answer to an unauthenticated request.
+                            return Ok::<_, Infallible>(text(
+                                StatusCode::UNAUTHORIZED,
+                                "Unauthorized",
+                            ));
+                        }
+                        Ok::<_, Infallible>(route(node, req).await)
                     }
-                    Ok::<_, Infallible>(route(node, req).await)
+                });
+                if let Err(e) = http_builder(&limits)
+                    .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-            });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-        });
-    }
+        },
+    )
+    .await;
+    Ok(())
 }
 
 /// The parsed query string, keeping repeated keys (`command=sh&command=-c`).

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::spdy::{self, Frame};
-use super::{Body, Node, Query, full, text};
+use super::{Body, Finish, Node, Query, full, text};
 use crate::cri;
 
 /// The WebSocket subprotocol of SPDY tunnelled over WebSocket.
@@ -111,7 +111,7 @@ pub async fn serve(
             .header(header::SEC_WEBSOCKET_ACCEPT, accept)
             .header(header::SEC_WEBSOCKET_PROTOCOL, TUNNEL_PROTOCOL)
             .body(full(Bytes::new()))
-            .expect("static response parts are valid");
+            .finish();
     }
     if upgrade == "spdy/3.1" {
         tokio::spawn(async move {
@@ -145,7 +145,7 @@ pub async fn serve(
             .header(header::UPGRADE, "SPDY/3.1")
             .header("X-Stream-Protocol-Version", STREAM_PROTOCOL)
             .body(full(Bytes::new()))
-            .expect("static response parts are valid");
+            .finish();
     }
     text(
         StatusCode::BAD_REQUEST,

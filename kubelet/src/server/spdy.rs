@@ -42,7 +42,7 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Frame> {
     if buf.len() < 8 + len {
         return None;
     }
-    let head: [u8; 8] = buf[..8].try_into().expect("8 bytes");
+    let head: [u8; 8] = buf.get(..8)?.try_into().ok()?;
     let data = buf[8..8 + len].to_vec();
     buf.drain(..8 + len);
     let flags = head[4];
@@ -89,6 +89,9 @@ pub fn stream_id(data: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(data.get(..4)?.try_into().ok()?) & 0x7fff_ffff)
 }
 
+/// The most an inflated header block may hold (Go's `http.DefaultMaxHeaderBytes`).
+pub const MAX_HEADER_BLOCK: usize = 1 << 20;
+
 /// The connection's two header compression contexts.
 pub struct Headers {
     inflate: Decompress,
@@ -120,6 +123,12 @@ impl Headers {
                 .inflate
                 .decompress_vec(input, &mut raw, FlushDecompress::Sync);
             input = &input[(self.inflate.total_in() - before) as usize..];
+            if raw.len() > MAX_HEADER_BLOCK {
+                // A few kilobytes of zlib inflate to megabytes: refuse before allocating more.
+                return Err(format!(
+                    "header block inflates past the limit of {MAX_HEADER_BLOCK} bytes"
+                ));
+            }
             match result {
                 Ok(Status::StreamEnd) => break,
                 Ok(_) if input.is_empty() && raw.len() < raw.capacity() => break,
@@ -149,9 +158,15 @@ impl Headers {
         loop {
             out.reserve(256);
             let before = self.deflate.total_in();
-            self.deflate
+            if self
+                .deflate
                 .compress_vec(input, &mut out, FlushCompress::Sync)
-                .expect("deflate into a growing buffer");
+                .is_err()
+            {
+                // zlib fails only on a corrupted stream state, which this encoder never leaves;
+                // the peer then sees a bad block and ends the session.
+                return out;
+            }
             input = &input[(self.deflate.total_in() - before) as usize..];
             if input.is_empty() && out.len() < out.capacity() {
                 return out;
@@ -238,6 +253,17 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_header_block_that_inflates_past_the_limit_is_refused() {
+        // 8 MiB of one repeated value compresses to a few kilobytes.
+        let big = "a".repeat(8 << 20);
+        let (mut client, mut server) = (Headers::default(), Headers::default());
+        let bomb = client.encode(&[("x", &big)]);
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let err = server.decode(&bomb).unwrap_err();
+        assert!(err.contains("past the limit"), "{err}");
     }
 
     fn server_reply(h: &mut Headers) -> Vec<u8> {

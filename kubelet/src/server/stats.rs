@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use http::{Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{Body, Node, full, text};
+use super::{Body, Finish, Node, full, text};
 use crate::cgroups::{Memory, Mounts, parse_keyed};
 use crate::cri::{self, ContainerState, PodSandboxState};
 
@@ -38,13 +38,16 @@ fn json_response(value: &Value) -> Response<Body> {
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(value.to_string()))
-        .expect("static response parts are valid")
+        .finish()
 }
 
 /// `/pods`: the pods this kubelet runs, newest version known.
 pub fn pods(node: &Node) -> Response<Body> {
     let items: Vec<Value> = {
-        let pods = node.pods.lock().expect("pod set lock");
+        let pods = node
+            .pods
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         pods.values()
             .filter_map(|rx| rx.borrow().clone())
             .filter_map(|p| serde_json::to_value(p).ok())
@@ -220,7 +223,7 @@ pub async fn summary(node: &Node) -> Response<Body> {
         .cpu_samples
         .0
         .lock()
-        .expect("samples lock")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
         .filter(|(at, _)| at.elapsed() >= MIN_RATE_INTERVAL);
     let (then, before) = match earlier {
@@ -244,7 +247,11 @@ pub async fn summary(node: &Node) -> Response<Body> {
             ))
         })
         .collect();
-    *node.cpu_samples.0.lock().expect("samples lock") = Some((at, now.clone()));
+    *node
+        .cpu_samples
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((at, now.clone()));
 
     let time = rfc3339(chrono::Utc::now());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -361,7 +368,7 @@ pub async fn metrics(node: &Node) -> Response<Body> {
             "text/plain; version=0.0.4; charset=utf-8",
         )
         .body(full(out))
-        .expect("static response parts are valid")
+        .finish()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{Body, full, text};
+use super::{Body, Finish, full, text};
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -105,9 +105,7 @@ pub fn accept(
     if !name.is_empty() {
         resp = resp.header(header::SEC_WEBSOCKET_PROTOCOL, name);
     }
-    let resp = resp
-        .body(full(Bytes::new()))
-        .expect("static response parts are valid");
+    let resp = resp.body(full(Bytes::new())).finish();
     let upgraded = async move {
         match hyper::upgrade::on(req).await {
             Ok(u) => {
@@ -171,7 +169,7 @@ pub fn exit_status(
             serde_json::json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
         }
     };
-    Some(serde_json::to_vec(&status).expect("JSON values serialise"))
+    Some(status.to_string().into_bytes())
 }
 
 /// A terminal size from a resize message (`{"Width":80,"Height":24}`).
