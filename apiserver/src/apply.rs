@@ -281,7 +281,7 @@ pub fn apply(
         "fieldsV1": fields,
     });
     // In place, so an unchanged apply leaves the list exactly as it was.
-    match entries.iter().position(|e| is_mine(e)) {
+    match entries.iter().position(&is_mine) {
         Some(at) => {
             entries[at] = entry;
             let mut index = 0;

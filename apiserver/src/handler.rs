@@ -378,7 +378,7 @@ async fn resource(
                 None | Some("status") if table => {
                     let mut tbl = table::to_table(
                         r.kind,
-                        &[obj.clone()],
+                        std::slice::from_ref(&obj),
                         include_object(&q),
                         chrono::Utc::now(),
                     );
@@ -714,12 +714,12 @@ fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions> {
             opts.dry_run = true;
         }
     }
-    if let Some(p) = &opts.propagation {
-        if !matches!(p.as_str(), "Background" | "Foreground" | "Orphan") {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy {p:?} is not one of Background, Foreground, Orphan"
-            )));
-        }
+    if let Some(p) = &opts.propagation
+        && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
+    {
+        return Err(ApiError::bad_request(format!(
+            "propagationPolicy {p:?} is not one of Background, Foreground, Orphan"
+        )));
     }
     Ok(opts)
 }

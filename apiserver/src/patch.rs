@@ -153,14 +153,14 @@ fn merge_map(
     }
     // A `$setElementOrder` for a list the patch did not touch still orders it.
     for (key, order) in patch {
-        if let (Some(field), Value::Array(order)) = (key.strip_prefix("$setElementOrder/"), order) {
-            if !patch.contains_key(field) {
-                path.push(field.to_string());
-                let strategy = list_strategy(kind, path);
-                path.pop();
-                if let Some(slot) = target.get_mut(field) {
-                    apply_order(slot, order, strategy);
-                }
+        if let (Some(field), Value::Array(order)) = (key.strip_prefix("$setElementOrder/"), order)
+            && !patch.contains_key(field)
+        {
+            path.push(field.to_string());
+            let strategy = list_strategy(kind, path);
+            path.pop();
+            if let Some(slot) = target.get_mut(field) {
+                apply_order(slot, order, strategy);
             }
         }
     }

@@ -296,14 +296,12 @@ impl Registry {
             .get("name")
             .and_then(Value::as_str)
             .is_none_or(str::is_empty)
-        {
-            if let Some(prefix) = meta
+            && let Some(prefix) = meta
                 .get("generateName")
                 .and_then(Value::as_str)
                 .filter(|p| !p.is_empty())
-            {
-                meta["name"] = json!(format!("{prefix}{}", random_suffix()));
-            }
+        {
+            meta["name"] = json!(format!("{prefix}{}", random_suffix()));
         }
         if let Some(m) = meta.as_object_mut() {
             m.remove("resourceVersion");
@@ -316,10 +314,11 @@ impl Registry {
             }
         }
         // Status is the system's to write, except a Node's (its kubelet reports it on create).
-        if r.status && r.kind != "Node" {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if r.status
+            && r.kind != "Node"
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         if let (true, Some(ns)) = (r.namespaced, ns) {
             self.namespace_must_be_active(ns, true).await?;
@@ -538,28 +537,26 @@ impl Registry {
                 }
             }
         }
-        if let Some(m) = meta.as_object_mut() {
-            if m.get("resourceVersion")
+        if let Some(m) = meta.as_object_mut()
+            && m.get("resourceVersion")
                 .is_some_and(|v| v.as_str().is_none_or(str::is_empty))
-            {
-                m.remove("resourceVersion");
-            }
+        {
+            m.remove("resourceVersion");
         }
         let spec_of = |v: &Value| {
             let mut v = v.clone();
-            v.as_object_mut().map(|m| {
+            if let Some(m) = v.as_object_mut() {
                 m.remove("metadata");
                 m.remove("status");
-            });
+            }
             v
         };
         if let Some(generation) = current
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
+            && spec_of(current) != spec_of(desired)
         {
-            if spec_of(current) != spec_of(desired) {
-                desired["metadata"]["generation"] = json!(generation + 1);
-            }
+            desired["metadata"]["generation"] = json!(generation + 1);
         }
         Ok(())
     }
@@ -600,18 +597,18 @@ impl Registry {
                     ));
                 }
             }
-            if let Some(rv) = &opts.resource_version {
-                if parse_rv(rv)? != kv.mod_revision {
-                    return Err(ApiError::conflict(
-                        r.group,
-                        r.plural,
-                        name,
-                        &format!(
-                            "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                            kv.mod_revision
-                        ),
-                    ));
-                }
+            if let Some(rv) = &opts.resource_version
+                && parse_rv(rv)? != kv.mod_revision
+            {
+                return Err(ApiError::conflict(
+                    r.group,
+                    r.plural,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
             }
             let mut next = current.clone();
             let mut changed = false;

@@ -177,14 +177,13 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             if let Some(policy) = obj
                 .pointer("/spec/template/spec/restartPolicy")
                 .and_then(Value::as_str)
+                && policy == "Always"
             {
-                if policy == "Always" {
-                    causes.push(Cause::not_supported(
-                        "spec.template.spec.restartPolicy",
-                        policy,
-                        &["OnFailure", "Never"],
-                    ));
-                }
+                causes.push(Cause::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    policy,
+                    &["OnFailure", "Never"],
+                ));
             }
         }
         ("batch", "CronJob") => {
@@ -315,14 +314,14 @@ fn valid_cron(s: &str) -> bool {
 }
 
 fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
-    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64) {
-        if r < 0 {
-            causes.push(Cause::invalid(
-                "spec.replicas",
-                r,
-                "must be greater than or equal to 0",
-            ));
-        }
+    if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
+        && r < 0
+    {
+        causes.push(Cause::invalid(
+            "spec.replicas",
+            r,
+            "must be greater than or equal to 0",
+        ));
     }
     let selector = obj.pointer("/spec/selector");
     let template_labels = obj.pointer("/spec/template/metadata/labels");
@@ -404,26 +403,25 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
             container(c, &format!("{at}.{list}[{i}]"), &mut names, causes);
         }
     }
-    if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
-        if !matches!(policy, "Always" | "OnFailure" | "Never") {
-            causes.push(Cause::not_supported(
-                format!("{at}.restartPolicy"),
-                policy,
-                &["Always", "OnFailure", "Never"],
-            ));
-        }
+    if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
+        && !matches!(policy, "Always" | "OnFailure" | "Never")
+    {
+        causes.push(Cause::not_supported(
+            format!("{at}.restartPolicy"),
+            policy,
+            &["Always", "OnFailure", "Never"],
+        ));
     }
     if let Some(g) = spec
         .get("terminationGracePeriodSeconds")
         .and_then(Value::as_i64)
+        && g < 0
     {
-        if g < 0 {
-            causes.push(Cause::invalid(
-                format!("{at}.terminationGracePeriodSeconds"),
-                g,
-                "must be greater than or equal to 0",
-            ));
-        }
+        causes.push(Cause::invalid(
+            format!("{at}.terminationGracePeriodSeconds"),
+            g,
+            "must be greater than or equal to 0",
+        ));
     }
     let mut volume_names = Vec::new();
     for (i, v) in spec
@@ -506,14 +504,14 @@ fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut 
     {
         causes.push(Cause::required(format!("{at}.image")));
     }
-    if let Some(policy) = c.get("imagePullPolicy").and_then(Value::as_str) {
-        if !matches!(policy, "Always" | "IfNotPresent" | "Never") {
-            causes.push(Cause::not_supported(
-                format!("{at}.imagePullPolicy"),
-                policy,
-                &["Always", "IfNotPresent", "Never"],
-            ));
-        }
+    if let Some(policy) = c.get("imagePullPolicy").and_then(Value::as_str)
+        && !matches!(policy, "Always" | "IfNotPresent" | "Never")
+    {
+        causes.push(Cause::not_supported(
+            format!("{at}.imagePullPolicy"),
+            policy,
+            &["Always", "IfNotPresent", "Never"],
+        ));
     }
     for (i, p) in c
         .get("ports")
@@ -557,10 +555,10 @@ fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut 
 }
 
 fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
-    if let Some(proto) = p.get("protocol").and_then(Value::as_str) {
-        if !matches!(proto, "TCP" | "UDP" | "SCTP") {
-            causes.push(Cause::not_supported(field, proto, &["SCTP", "TCP", "UDP"]));
-        }
+    if let Some(proto) = p.get("protocol").and_then(Value::as_str)
+        && !matches!(proto, "TCP" | "UDP" | "SCTP")
+    {
+        causes.push(Cause::not_supported(field, proto, &["SCTP", "TCP", "UDP"]));
     }
 }
 
@@ -656,35 +654,36 @@ fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
         }
         protocol(p, &format!("{at}.protocol"), causes);
     }
-    if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str) {
-        if !ip.is_empty() && ip != "None" && ip.parse::<std::net::Ipv4Addr>().is_err() {
-            causes.push(Cause::invalid(
-                "spec.clusterIP",
-                format!("\"{ip}\""),
-                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-            ));
-        }
+    if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str)
+        && !ip.is_empty()
+        && ip != "None"
+        && ip.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        causes.push(Cause::invalid(
+            "spec.clusterIP",
+            format!("\"{ip}\""),
+            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+        ));
     }
-    if let Some(aff) = obj.pointer("/spec/sessionAffinity").and_then(Value::as_str) {
-        if !matches!(aff, "None" | "ClientIP") {
-            causes.push(Cause::not_supported(
-                "spec.sessionAffinity",
-                aff,
-                &["ClientIP", "None"],
-            ));
-        }
+    if let Some(aff) = obj.pointer("/spec/sessionAffinity").and_then(Value::as_str)
+        && !matches!(aff, "None" | "ClientIP")
+    {
+        causes.push(Cause::not_supported(
+            "spec.sessionAffinity",
+            aff,
+            &["ClientIP", "None"],
+        ));
     }
     if let Some(p) = obj
         .pointer("/spec/externalTrafficPolicy")
         .and_then(Value::as_str)
+        && !matches!(p, "Cluster" | "Local")
     {
-        if !matches!(p, "Cluster" | "Local") {
-            causes.push(Cause::not_supported(
-                "spec.externalTrafficPolicy",
-                p,
-                &["Cluster", "Local"],
-            ));
-        }
+        causes.push(Cause::not_supported(
+            "spec.externalTrafficPolicy",
+            p,
+            &["Cluster", "Local"],
+        ));
     }
 }
 
@@ -744,15 +743,13 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
                 ));
             }
         }
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
-            if !same("/spec/selector") {
-                causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
-            }
+        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet")
+            if !same("/spec/selector") =>
+        {
+            causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
         }
-        ("batch", "Job") => {
-            if !same("/spec/selector") && old.pointer("/spec/selector").is_some() {
-                causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
-            }
+        ("batch", "Job") if !same("/spec/selector") && old.pointer("/spec/selector").is_some() => {
+            causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
         }
         _ => {}
     }

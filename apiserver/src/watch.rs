@@ -235,11 +235,10 @@ pub async fn serve(
                             }
                         }
                     };
-                    if let Some(line) = line {
-                        if !tx.send(line).await {
+                    if let Some(line) = line
+                        && !tx.send(line).await {
                             return;
                         }
-                    }
                 }
             }
         }

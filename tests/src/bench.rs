@@ -332,35 +332,6 @@ pub fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_percentiles() {
-        let mut samples: Vec<u64> = (1..=100).rev().map(|i| i * 1000).collect();
-        let l = Latency::of_nanos(&mut samples).unwrap();
-        assert_eq!((l.p50, l.p90, l.p99, l.max), (51.0, 90.0, 99.0, 100.0));
-        assert!((l.mean - 50.5).abs() < 1e-9);
-        assert!(Latency::of_nanos(&mut []).is_none());
-    }
-
-    #[test]
-    fn alternate_reverses_odd_rounds() {
-        assert_eq!(alternate(&[1, 2, 3], 0), vec![1, 2, 3]);
-        assert_eq!(alternate(&[1, 2, 3], 1), vec![3, 2, 1]);
-    }
-
-    #[test]
-    fn table_markdown() {
-        let mut t = Table::new(&["a", "b"]);
-        t.row(vec!["1".into(), "2".into()]);
-        assert_eq!(t.markdown(), "| a | b |\n|---|---|\n| 1 | 2 |\n");
-        assert_eq!(ratio(1.0, 0.0), "–");
-        assert_eq!(ratio(1.0, 2.0), "0.50×");
-    }
-}
-
 /// Pod network namespaces wired into lab nodes by running `ekube-cni` ADD as a kubelet would;
 /// removed on drop (the lab removes the rest).
 pub struct PodNamespaces {
@@ -457,5 +428,34 @@ impl Drop for PodNamespaces {
         for ns in &self.names {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles() {
+        let mut samples: Vec<u64> = (1..=100).rev().map(|i| i * 1000).collect();
+        let l = Latency::of_nanos(&mut samples).unwrap();
+        assert_eq!((l.p50, l.p90, l.p99, l.max), (51.0, 90.0, 99.0, 100.0));
+        assert!((l.mean - 50.5).abs() < 1e-9);
+        assert!(Latency::of_nanos(&mut []).is_none());
+    }
+
+    #[test]
+    fn alternate_reverses_odd_rounds() {
+        assert_eq!(alternate(&[1, 2, 3], 0), vec![1, 2, 3]);
+        assert_eq!(alternate(&[1, 2, 3], 1), vec![3, 2, 1]);
+    }
+
+    #[test]
+    fn table_markdown() {
+        let mut t = Table::new(&["a", "b"]);
+        t.row(vec!["1".into(), "2".into()]);
+        assert_eq!(t.markdown(), "| a | b |\n|---|---|\n| 1 | 2 |\n");
+        assert_eq!(ratio(1.0, 0.0), "–");
+        assert_eq!(ratio(1.0, 2.0), "0.50×");
     }
 }

@@ -585,7 +585,7 @@ fn placement_waits_for_a_fitting_node(c: &LabCluster) -> Result<()> {
             .iter()
             .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == "FailedScheduling")
             .filter_map(|e| e["message"].as_str())
-            .last();
+            .next_back();
         Ok(last.unwrap_or_default().to_owned())
     };
     c.wait(Duration::from_secs(30), "FailedScheduling for both pods", |c| {

@@ -206,10 +206,10 @@ fn vxlan_packets(lab: &Lab, host: &str) -> Result<(u64, u64)> {
 
 fn flannel_argv(lab: &Lab, i: usize) -> Result<Vec<String>> {
     let host = lab.host(&format!("n{i}"))?;
-    let t = CmdTemplate::parse(&format!(
-        "{{ekube}} flannel --kubeconfig {{kubeconfig}} --hostname-override {{node}} --public-ip {{ip}} \
-         --subnet-file {{dir}}/run/subnet.env --register-node --resync-interval 5"
-    ));
+    let t = CmdTemplate::parse(
+        "{ekube} flannel --kubeconfig {kubeconfig} --hostname-override {node} --public-ip {ip} \
+         --subnet-file {dir}/run/subnet.env --register-node --resync-interval 5",
+    );
     Ok(t.render(&host.vars(lab.config())))
 }
 

@@ -17,6 +17,9 @@ use crate::deps;
 /// backups and swap files.
 const STRAY_SUFFIXES: &[&str] = &[".orig", ".rej", ".bak", ".swp", ".swo", "~"];
 
+/// A named check; `Err` says what failed.
+type Gate<'a> = (&'static str, Box<dyn Fn() -> Result<()> + 'a>);
+
 #[derive(clap::Args)]
 pub struct LintArgs {
     /// Skip installing cargo-machete when it is missing (the unused-dependency gate then fails).
@@ -30,7 +33,7 @@ pub fn run(args: &LintArgs) -> Result<()> {
     }
     let root = crate::ebpf::workspace_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let gates: [(&str, Box<dyn Fn() -> Result<()>>); 5] = [
+    let gates: [Gate; 5] = [
         (
             "cargo fmt --check",
             Box::new(|| deps::run(Command::new(&cargo).args(["fmt", "--all", "--check"]))),
@@ -60,9 +63,9 @@ pub fn run(args: &LintArgs) -> Result<()> {
         ),
         (
             "cargo machete",
-            Box::new(|| deps::run(Command::new(&cargo).arg("machete").current_dir(&root))),
+            Box::new(|| deps::run(Command::new(&cargo).arg("machete").current_dir(root))),
         ),
-        ("no stray files", Box::new(|| stray_files(&root))),
+        ("no stray files", Box::new(|| stray_files(root))),
     ];
     let failed: Vec<&str> = gates
         .iter()

@@ -350,7 +350,7 @@ fn pod(w: &mut W, o: &Value) {
             w.kv(2, "Container ID", s(&cs["containerID"]));
             w.kv(2, "Image", s(&c["image"]));
             w.kv(2, "Image ID", s(&cs["imageID"]));
-            w.kv(2, "Port", container_ports(&c));
+            w.kv(2, "Port", container_ports(c));
             if !c["command"].is_null() {
                 w.head(2, "Command");
                 for part in arr(&c["command"]) {

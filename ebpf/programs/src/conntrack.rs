@@ -64,9 +64,7 @@ pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<CtV
     // SAFETY: valid for this program run; racing writers store equivalent values (at worst a
     // slightly older timestamp, which only shortens the entry's life by a second).
     let entry = unsafe { &mut *entry };
-    if now > entry.last_seen_ns
-        && now - entry.last_seen_ns > cfg.timeout_ns(p.proto, entry.flags)
-    {
+    if now > entry.last_seen_ns && now - entry.last_seen_ns > cfg.timeout_ns(p.proto, entry.flags) {
         return None;
     }
     let mut flags = entry.flags;

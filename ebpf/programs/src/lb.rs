@@ -40,12 +40,7 @@ pub fn translate(ctx: &SockAddrContext, counter: Counter) -> Result<i32, ()> {
     if svc.count == 0 {
         return Ok(refuse());
     }
-    let backend_id = select_backend(
-        sock::netns_cookie(ctx),
-        AFFINITY_CLIENT_NETNS,
-        &key,
-        &svc,
-    )?;
+    let backend_id = select_backend(sock::netns_cookie(ctx), AFFINITY_CLIENT_NETNS, &key, &svc)?;
     let backend = lookup_backend(backend_id)?;
     let to = Addr {
         ip: backend.ip,

@@ -1,7 +1,10 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "atomic add on a map value (see handshake::count)")]
+#![expect(
+    internal_features,
+    reason = "atomic add on a map value (see handshake::count)"
+)]
 //! ekube's service load balancer (DESIGN.md §7): socket-level and per-packet NodePort.
 //!
 //! Two tc classifiers (`ekube_np_ingress`, `ekube_np_egress`, see [`nodeport`]) translate

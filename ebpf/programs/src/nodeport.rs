@@ -135,7 +135,11 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
     let remote = !local_policy
         && route.forwarded()
         && unsafe { EKUBE_NP_IFACES.get(&route.params.ifindex) }.is_some();
-    let mut flags = if local_policy { CT_FLAG_EXTERNAL_LOCAL } else { 0 };
+    let mut flags = if local_policy {
+        CT_FLAG_EXTERNAL_LOCAL
+    } else {
+        0
+    };
     if tcp {
         flags |= CT_FLAG_UNESTABLISHED;
     }

@@ -390,40 +390,44 @@ mod tests {
 
     #[test]
     fn container_env_overrides_image_env() {
-        let mut c = cri::ContainerConfig::default();
-        c.envs = vec![
-            cri::KeyValue {
-                key: "A".into(),
-                value: "pod".into(),
-            },
-            cri::KeyValue {
-                key: "B".into(),
-                value: "1".into(),
-            },
-        ];
+        let c = cri::ContainerConfig {
+            envs: vec![
+                cri::KeyValue {
+                    key: "A".into(),
+                    value: "pod".into(),
+                },
+                cri::KeyValue {
+                    key: "B".into(),
+                    value: "1".into(),
+                },
+            ],
+            ..Default::default()
+        };
         assert_eq!(env(&c, &image()), ["PATH=/bin", "A=pod", "B=1"]);
     }
 
     #[test]
     fn spec_joins_the_sandbox_and_maps_resources() {
-        let mut c = cri::ContainerConfig::default();
-        c.command = vec!["sh".into()];
-        c.mounts = vec![cri::Mount {
-            container_path: "/data".into(),
-            host_path: "/tmp/d".into(),
-            readonly: true,
-            ..Default::default()
-        }];
-        c.linux = Some(cri::LinuxContainerConfig {
-            resources: Some(cri::LinuxContainerResources {
-                cpu_shares: 512,
-                cpu_quota: 50_000,
-                cpu_period: 100_000,
-                memory_limit_in_bytes: 64 << 20,
+        let c = cri::ContainerConfig {
+            command: vec!["sh".into()],
+            mounts: vec![cri::Mount {
+                container_path: "/data".into(),
+                host_path: "/tmp/d".into(),
+                readonly: true,
                 ..Default::default()
+            }],
+            linux: Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    cpu_shares: 512,
+                    cpu_quota: 50_000,
+                    cpu_period: 100_000,
+                    memory_limit_in_bytes: 64 << 20,
+                    ..Default::default()
+                }),
+                security_context: None,
             }),
-            security_context: None,
-        });
+            ..Default::default()
+        };
         let spec = build(&SpecInput {
             config: &c,
             image: &image(),

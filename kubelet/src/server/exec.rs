@@ -344,7 +344,7 @@ async fn attach_session(
             let mut exited = false;
             if last_check.elapsed() >= Duration::from_secs(1) {
                 last_check = tokio::time::Instant::now();
-                exited = !rc
+                exited = rc
                     .container_status(cri::ContainerStatusRequest {
                         container_id: found.id.clone(),
                         verbose: false,
@@ -352,7 +352,7 @@ async fn attach_session(
                     .await
                     .ok()
                     .and_then(|r| r.into_inner().status)
-                    .is_some_and(|st| st.state == ContainerState::ContainerRunning as i32);
+                    .is_none_or(|st| st.state != ContainerState::ContainerRunning as i32);
             }
             let mut buf = Vec::new();
             if file.seek(std::io::SeekFrom::Start(pos)).await.is_err()

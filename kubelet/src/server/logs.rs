@@ -276,7 +276,7 @@ async fn stream(
         let mut exited = false;
         if last_check.elapsed() >= Duration::from_secs(1) {
             last_check = tokio::time::Instant::now();
-            exited = !rc
+            exited = rc
                 .container_status(cri::ContainerStatusRequest {
                     container_id: id.clone(),
                     verbose: false,
@@ -284,7 +284,7 @@ async fn stream(
                 .await
                 .ok()
                 .and_then(|s| s.into_inner().status)
-                .is_some_and(|s| s.state == ContainerState::ContainerRunning as i32);
+                .is_none_or(|s| s.state != ContainerState::ContainerRunning as i32);
         }
         let Some(read) = drain(&mut file, &mut fmt, &tx).await else {
             return;

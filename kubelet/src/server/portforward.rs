@@ -78,6 +78,10 @@ pub async fn serve(
             let (mut sink, mut source) = socket.split();
             let (in_tx, in_rx) = mpsc::channel::<Bytes>(64);
             let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+            #[expect(
+                clippy::collapsible_match,
+                reason = "the frame is moved into the send, which a match guard cannot do"
+            )]
             let reader = async move {
                 while let Some(Ok(m)) = source.next().await {
                     match m {

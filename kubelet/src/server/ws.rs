@@ -71,6 +71,12 @@ pub fn is_websocket(headers: &HeaderMap) -> bool {
 
 /// Accepts the WebSocket upgrade of `req`: the `101` response to return now, and the future
 /// connection with the negotiated protocol.
+#[expect(
+    clippy::type_complexity,
+    clippy::result_large_err,
+    reason = "the error is the response to send back, built once per upgrade; the connection \
+              is an opaque future that a type alias cannot name"
+)]
 pub fn accept(
     req: Request<hyper::body::Incoming>,
 ) -> Result<
