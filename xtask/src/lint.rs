@@ -63,7 +63,9 @@ pub fn run(args: &LintArgs) -> Result<()> {
         ),
         (
             "cargo machete",
-            Box::new(|| deps::run(Command::new(&cargo).arg("machete").current_dir(root))),
+            // Run as its own binary with the path: started as `cargo machete` from inside a
+            // cargo-run xtask it takes the subcommand's name for a directory to scan.
+            Box::new(|| deps::run(Command::new("cargo-machete").arg(root))),
         ),
         ("no stray files", Box::new(|| stray_files(root))),
     ];
@@ -83,10 +85,10 @@ pub fn run(args: &LintArgs) -> Result<()> {
     Ok(())
 }
 
-/// Installs `cargo machete` from crates.io unless `cargo machete --version` already works.
+/// Installs `cargo-machete` from crates.io unless `cargo-machete --version` already works.
 fn ensure_machete() -> Result<()> {
-    let present = Command::new("cargo")
-        .args(["machete", "--version"])
+    let present = Command::new("cargo-machete")
+        .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if present {
