@@ -298,7 +298,8 @@ fn checks(c: &LabCluster) -> Result<()> {
     assert_eq!(status_field(&out, "Seccomp"), Some("2"), "{out}");
     assert!(out.contains("/x: Read-only file system"), "{out}");
     assert!(
-        out.contains("DATA=2000 2775 FILE=2000"),
+        // emptyDir is 0777 as upstream makes it; fsGroup adds the group and setgid (drwxrwsrwx).
+        out.contains("DATA=2000 2777 FILE=2000"),
         "fsGroup owns the emptyDir: {out}"
     );
 
