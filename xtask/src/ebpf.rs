@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context, Result, bail};
 
 /// Toolchain the kernel crate is built with (also pinned in `ebpf/programs/rust-toolchain.toml`).
-const TOOLCHAIN: &str = "nightly";
+pub(crate) const TOOLCHAIN: &str = "nightly";
 /// Target triple of the kernel programs.
 const TARGET: &str = "bpfel-unknown-none";
 /// Where Debian's LLVM 22 lives; `bpf-linker` is built against it.

@@ -29,6 +29,7 @@ pub struct LintArgs {
 
 pub fn run(args: &LintArgs) -> Result<()> {
     if !args.no_deps {
+        ensure_components()?;
         ensure_machete()?;
     }
     let root = crate::ebpf::workspace_root();
@@ -83,6 +84,17 @@ pub fn run(args: &LintArgs) -> Result<()> {
         bail!("lint gates failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// rustfmt and clippy for the host toolchain (stable, as `rust-toolchain.toml` says) and rustfmt
+/// for the kernel crate's nightly: a minimal rustup profile has neither, and `rustup component
+/// add` does nothing when they are there.
+fn ensure_components() -> Result<()> {
+    crate::ebpf::run_shell("rustup component add rustfmt clippy --toolchain stable")?;
+    crate::ebpf::run_shell(&format!(
+        "rustup component add rustfmt --toolchain {}",
+        crate::ebpf::TOOLCHAIN
+    ))
 }
 
 /// Installs `cargo-machete` from crates.io unless `cargo-machete --version` already works.
