@@ -2,15 +2,20 @@
 //! CN, groups = O) and static bearer tokens. Anonymous requests are allowed only to the health
 //! and version endpoints.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use rustls::pki_types::CertificateDer;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An authenticated user, as `authentication.k8s.io/v1` UserInfo describes one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
     pub name: String,
+    /// Unique across time (a ServiceAccount's or token's uid); empty when unknown.
+    pub uid: String,
     pub groups: Vec<String>,
+    /// Further attributes (e.g. `authentication.kubernetes.io/pod-name` of a bound token).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -27,7 +32,11 @@ impl User {
             .iter_organization()
             .filter_map(|o| o.as_str().ok().map(str::to_string))
             .collect();
-        Some(Self { name, groups })
+        Some(Self {
+            name,
+            groups,
+            ..Self::default()
+        })
     }
 }
 
@@ -65,7 +74,9 @@ impl Tokens {
                 fields[0].clone(),
                 User {
                     name: fields[1].clone(),
+                    uid: fields.get(2).cloned().unwrap_or_default(),
                     groups,
+                    ..User::default()
                 },
             );
         }

@@ -84,6 +84,7 @@ mod tests {
         User {
             name: "u".into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..User::default()
         }
     }
 
