@@ -22,6 +22,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+mod runner;
 pub mod serviceaccount;
 pub mod statefulset;
 mod util;
