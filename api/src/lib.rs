@@ -7,6 +7,7 @@
 //! run ([`serve`]).
 
 pub mod client;
+pub mod cron;
 pub mod events;
 pub mod flags;
 pub mod nodematch;

@@ -21,12 +21,12 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use crate::cron::{Schedule, time_zone};
 use crate::events::{EventType, Recorder};
 use crate::job::finished;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_of, controller_ref, deleting};
 use crate::{Context as _, Result};
+use ekube_api::cron::{Schedule, time_zone};
 
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
