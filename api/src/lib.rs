@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod cron;
+pub mod display;
 pub mod events;
 pub mod flags;
 pub mod nodematch;

@@ -10,6 +10,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use ekube_api::display::{format_labels, human_duration};
 use serde_json::{Value, json};
 
 /// What each row's `object` holds (`?includeObject=`).
@@ -634,57 +635,6 @@ pub fn to_table(
     })
 }
 
-/// Kubernetes' short human duration (`k8s.io/apimachinery/pkg/util/duration.HumanDuration`).
-pub fn human_duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds();
-    if secs < -1 {
-        return "<invalid>".into();
-    } else if secs < 0 {
-        return "0s".into();
-    } else if secs < 60 * 2 {
-        return format!("{secs}s");
-    }
-    let minutes = secs / 60;
-    if minutes < 10 {
-        let s = secs % 60;
-        return if s == 0 {
-            format!("{minutes}m")
-        } else {
-            format!("{minutes}m{s}s")
-        };
-    } else if minutes < 60 * 3 {
-        return format!("{minutes}m");
-    }
-    let hours = secs / 3600;
-    if hours < 8 {
-        let m = minutes % 60;
-        return if m == 0 {
-            format!("{hours}h")
-        } else {
-            format!("{hours}h{m}m")
-        };
-    } else if hours < 48 {
-        return format!("{hours}h");
-    } else if hours < 24 * 8 {
-        let h = hours % 24;
-        return if h == 0 {
-            format!("{}d", hours / 24)
-        } else {
-            format!("{}d{h}h", hours / 24)
-        };
-    } else if hours < 24 * 365 * 2 {
-        return format!("{}d", hours / 24);
-    } else if hours < 24 * 365 * 8 {
-        let dy = (hours / 24) % 365;
-        return if dy == 0 {
-            format!("{}y", hours / 24 / 365)
-        } else {
-            format!("{}y{dy}d", hours / 24 / 365)
-        };
-    }
-    format!("{}y", hours / 24 / 365)
-}
-
 fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
     path.iter().fold(v, |v, k| v.get(k).unwrap_or(&Value::Null))
 }
@@ -711,21 +661,6 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// `key=value,…` sorted by key, `<none>` when empty (`labels.FormatLabels`).
-fn format_labels(v: &Value) -> String {
-    match v.as_object() {
-        Some(m) if !m.is_empty() => {
-            let mut pairs: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
-            pairs.sort();
-            pairs.join(",")
-        }
-        _ => "<none>".into(),
-    }
 }
 
 /// A `metav1.LabelSelector` in selector syntax (`app=web,tier in (a,b)`), "" when it selects
@@ -838,7 +773,7 @@ impl Printer {
     /// Age of an RFC 3339 timestamp, `<unknown>` when unset (`translateTimestampSince`).
     fn since(&self, ts: &str) -> String {
         match parse_time(ts) {
-            Some(t) => human_duration(self.now - t),
+            Some(t) => human_duration((self.now - t).num_seconds()),
             None => "<unknown>".into(),
         }
     }
@@ -980,7 +915,10 @@ impl Printer {
 
         let restarts_str = match last_restart {
             Some(t) if restarts != 0 => {
-                format!("{restarts} ({} ago)", human_duration(self.now - t))
+                format!(
+                    "{restarts} ({} ago)",
+                    human_duration((self.now - t).num_seconds())
+                )
             }
             _ => restarts.to_string(),
         };
@@ -1411,8 +1349,8 @@ impl Printer {
             parse_time(str_at(status, &["completionTime"])),
         ) {
             (None, _) => String::new(),
-            (Some(start), None) => human_duration(self.now - start),
-            (Some(start), Some(end)) => human_duration(end - start),
+            (Some(start), None) => human_duration((self.now - start).num_seconds()),
+            (Some(start), Some(end)) => human_duration((end - start).num_seconds()),
         };
         let (containers, images) = containers_cells(at(job, &["spec", "template", "spec"]));
         vec![
@@ -1627,7 +1565,7 @@ impl Printer {
             condition.push_str(",Issued");
         }
         let duration = match at(csr, &["spec", "expirationSeconds"]).as_i64() {
-            Some(secs) => human_duration(chrono::Duration::seconds(secs)),
+            Some(secs) => human_duration(secs),
             None => "<none>".into(),
         };
         vec![
@@ -1675,26 +1613,6 @@ mod tests {
                 )
             })
             .collect()
-    }
-
-    #[test]
-    fn human_durations_match_kubernetes() {
-        let d = chrono::Duration::seconds;
-        assert_eq!(human_duration(d(-5)), "<invalid>");
-        assert_eq!(human_duration(d(-1)), "0s");
-        assert_eq!(human_duration(d(5)), "5s");
-        assert_eq!(human_duration(d(119)), "119s");
-        assert_eq!(human_duration(d(182)), "3m2s");
-        assert_eq!(human_duration(d(240)), "4m");
-        assert_eq!(human_duration(d(60 * 42)), "42m");
-        assert_eq!(human_duration(d(3600 * 4)), "4h");
-        assert_eq!(human_duration(d(3600 * 4 + 60 * 5)), "4h5m");
-        assert_eq!(human_duration(d(3600 * 20)), "20h");
-        assert_eq!(human_duration(d(3600 * 51)), "2d3h");
-        assert_eq!(human_duration(d(86400 * 3)), "3d");
-        assert_eq!(human_duration(d(86400 * 120)), "120d");
-        assert_eq!(human_duration(d(86400 * 800)), "2y70d");
-        assert_eq!(human_duration(d(86400 * 365 * 9)), "9y");
     }
 
     #[test]

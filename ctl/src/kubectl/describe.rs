@@ -4,6 +4,7 @@
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use ekube_api::display::{format_labels, human_duration};
 use serde_json::Value;
 
 use super::discovery::Resource;
@@ -121,29 +122,8 @@ fn last_time(e: &Value) -> Option<DateTime<Utc>> {
 
 fn age(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match t {
-        Some(t) => human_duration(now - t),
+        Some(t) => human_duration((now - t).num_seconds()),
         None => "<unknown>".into(),
-    }
-}
-
-/// Kubernetes' short human duration (`5s`, `3m2s`, `4h`, `2d3h`, `120d`).
-pub fn human_duration(d: chrono::Duration) -> String {
-    let secs = d.num_seconds();
-    let (minutes, hours) = (secs / 60, secs / 3600);
-    match () {
-        _ if secs < -1 => "<invalid>".into(),
-        _ if secs < 0 => "0s".into(),
-        _ if secs < 120 => format!("{secs}s"),
-        _ if minutes < 10 && secs % 60 != 0 => format!("{minutes}m{}s", secs % 60),
-        _ if minutes < 180 => format!("{minutes}m"),
-        _ if hours < 8 && minutes % 60 != 0 => format!("{hours}h{}m", minutes % 60),
-        _ if hours < 48 => format!("{hours}h"),
-        _ if hours < 192 && hours % 24 != 0 => format!("{}d{}h", hours / 24, hours % 24),
-        _ if hours < 24 * 365 * 2 => format!("{}d", hours / 24),
-        _ if hours < 24 * 365 * 8 && (hours / 24) % 365 != 0 => {
-            format!("{}y{}d", hours / 24 / 365, (hours / 24) % 365)
-        }
-        _ => format!("{}y", hours / 24 / 365),
     }
 }
 
@@ -548,7 +528,7 @@ fn service(w: &mut W, o: &Value) {
     meta_head(w, o, true);
     w.map(0, "Labels", &m["labels"], "=");
     w.map(0, "Annotations", &m["annotations"], ": ");
-    let selector = super::output::format_labels(&spec["selector"]);
+    let selector = format_labels(&spec["selector"]);
     w.kv(0, "Selector", selector);
     w.kv(0, "Type", or_none(&spec["type"]));
     w.kv(0, "IP Family Policy", or_none(&spec["ipFamilyPolicy"]));
@@ -722,7 +702,7 @@ fn deployment(w: &mut W, o: &Value) {
     w.kv(
         0,
         "Selector",
-        super::output::format_labels(&spec["selector"]["matchLabels"]),
+        format_labels(&spec["selector"]["matchLabels"]),
     );
     let n = |v: &Value| v.as_i64().unwrap_or(0);
     w.kv(
@@ -942,20 +922,5 @@ mod tests {
         assert_eq!(smart_label("clusterIP"), "Cluster IP");
         assert_eq!(smart_label("podCIDRs"), "Pod CIDRs");
         assert_eq!(smart_label("holderIdentity"), "Holder Identity");
-    }
-
-    #[test]
-    fn durations() {
-        let d = chrono::Duration::seconds;
-        for (secs, want) in [
-            (5, "5s"),
-            (182, "3m2s"),
-            (240, "4m"),
-            (14400, "4h"),
-            (3600 * 51, "2d3h"),
-            (86400 * 120, "120d"),
-        ] {
-            assert_eq!(human_duration(d(secs)), want);
-        }
     }
 }

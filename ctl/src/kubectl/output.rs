@@ -2,6 +2,7 @@
 //! `Table`s rendered like kubectl's table printer, and `-o name|yaml|json`.
 
 use anyhow::Result;
+use ekube_api::display::format_labels;
 use serde_json::{Value, json};
 
 /// Aligns tab-separated cells like Go's `tabwriter.NewWriter(w, minwidth, 0, padding, ' ', 0)`:
@@ -137,21 +138,6 @@ pub fn format_table(table: &Value, opts: &TableOptions) -> String {
         text.push('\n');
     }
     tabwrite(&text, 6, 3)
-}
-
-/// `k=v,k2=v2` sorted, `<none>` when empty.
-pub fn format_labels(v: &Value) -> String {
-    match v.as_object() {
-        Some(m) if !m.is_empty() => {
-            let mut pairs: Vec<String> = m
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
-            pairs.sort();
-            pairs.join(",")
-        }
-        _ => "<none>".into(),
-    }
 }
 
 /// Prints full objects as `yaml` or `json`; several objects become a `v1` `List`.
