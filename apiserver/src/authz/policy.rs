@@ -226,6 +226,19 @@ pub const CLUSTER_ROLES: &[RoleSpec] = &[
         aggregate_from: &[],
         rules: &[
             r(&["impersonate"], CORE, &["serviceaccounts"]),
+            // Read access to what lets a holder act beyond reading.
+            r(
+                READ,
+                CORE,
+                &[
+                    "pods/attach",
+                    "pods/proxy",
+                    "pods/exec",
+                    "pods/portforward",
+                    "secrets",
+                    "services/proxy",
+                ],
+            ),
             r(
                 WRITE,
                 CORE,
