@@ -274,6 +274,7 @@ pub async fn start(
         config,
         kubelet_tls,
     });
+    tokio::spawn(authz::aggregate::run(api.clone()));
     tokio::spawn(compactor(
         store,
         api.config.compaction_interval,

@@ -165,6 +165,27 @@ fn jane_can_do_what_her_bindings_say() {
 fn escalation_is_refused_and_invalid_rules_are_not_stored() {
     let s = ServerProcess::start(&[]).unwrap();
     ok(s.kubectl(&["create", "namespace", "team"]));
+    // The aggregation controller has written what `admin` grants into it.
+    wait_for(
+        Duration::from_secs(10),
+        "clusterrole admin to aggregate rules",
+        || {
+            let admin = ok(s.kubectl(&["get", "clusterrole", "admin", "-o", "json"]));
+            let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
+            Ok(admin["rules"].as_array().is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|res| res.iter().any(|x| x == "rolebindings"))
+                }) && rules.iter().any(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|res| res.iter().any(|x| x == "pods/log"))
+                })
+            }))
+        },
+    )
+    .unwrap();
     let jane = user_kubeconfig(&s, "jane", &["devs"]);
     ok(s.kubectl(&[
         "create",

@@ -105,6 +105,8 @@ impl Kind {
 
 pub struct RbacCache {
     snapshot: RwLock<Snapshot>,
+    /// Signalled whenever a ClusterRole changes (the aggregation controller waits on it).
+    cluster_roles_changed: tokio::sync::Notify,
 }
 
 fn str_at<'a>(obj: &'a Value, ptr: &str) -> &'a str {
@@ -242,6 +244,7 @@ impl RbacCache {
     pub async fn start(store: Arc<dyn Storage>) -> crate::storage::Result<Arc<Self>> {
         let cache = Arc::new(Self {
             snapshot: RwLock::new(Snapshot::default()),
+            cluster_roles_changed: tokio::sync::Notify::new(),
         });
         for kind in Kind::ALL {
             let revision = cache.relist(&store, kind).await?;
@@ -259,6 +262,8 @@ impl RbacCache {
         for kv in &listed.items {
             snapshot.apply(kind, &kv.key, Some(&crate::registry::decode(info, kv)));
         }
+        drop(snapshot);
+        self.changed(kind);
         Ok(listed.revision)
     }
 
@@ -274,6 +279,7 @@ impl RbacCache {
                         self.snapshot
                             .write()
                             .apply(kind, &event.kv.key, obj.as_ref());
+                        self.changed(kind);
                         revision = event.revision;
                     }
                 }
@@ -285,6 +291,17 @@ impl RbacCache {
                 Err(e) => tracing::warn!(kind = info.kind, error = %e, "RBAC re-list failed"),
             }
         }
+    }
+
+    fn changed(&self, kind: Kind) {
+        if matches!(kind, Kind::ClusterRole) {
+            self.cluster_roles_changed.notify_one();
+        }
+    }
+
+    /// Resolves once a ClusterRole has changed since the last call.
+    pub async fn cluster_roles_changed(&self) {
+        self.cluster_roles_changed.notified().await;
     }
 
     /// A cache over fixed objects (tests, benchmarks): `(resource plural, object)` pairs.
@@ -307,6 +324,7 @@ impl RbacCache {
         }
         Arc::new(Self {
             snapshot: RwLock::new(snapshot),
+            cluster_roles_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -355,21 +373,18 @@ impl RbacCache {
             .map(Cow::into_owned)
     }
 
-    /// The rules an aggregated ClusterRole resolves to; `None` if `name` is not aggregated.
-    pub fn aggregated_rules(&self, name: &str) -> Option<Vec<Rule>> {
-        let snapshot = self.snapshot.read();
-        snapshot.cluster_roles.get(name)?.selectors.as_ref()?;
-        snapshot.cluster_role_rules(name, &mut HashSet::new())
-    }
-
-    /// The names of every aggregated ClusterRole.
-    pub fn aggregated_roles(&self) -> Vec<String> {
+    /// Every aggregated ClusterRole whose stored `rules` differ from what its selectors
+    /// resolve to, with the resolved rules.
+    pub fn stale_aggregations(&self) -> Vec<(String, Vec<Rule>)> {
         let snapshot = self.snapshot.read();
         snapshot
             .cluster_roles
             .iter()
             .filter(|(_, r)| r.selectors.is_some())
-            .map(|(n, _)| n.clone())
+            .filter_map(|(name, role)| {
+                let resolved = snapshot.cluster_role_rules(name, &mut HashSet::new())?;
+                (resolved != role.rules).then(|| (name.clone(), resolved))
+            })
             .collect()
     }
 }

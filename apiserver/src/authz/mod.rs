@@ -3,10 +3,11 @@
 //! names, in order: the first that allows or denies decides; if none has an opinion the request
 //! is forbidden. Members of `system:masters` are allowed before any authorizer is asked, as
 //! upstream's privileged-group authorizer does. [`rbac`] evaluates Roles and bindings held in
-//! memory by [`cache`]; [`policy`] is the bootstrap policy [`reconcile`] writes at start;
+//! memory by [`cache`]; [`aggregate`] writes aggregated ClusterRoles' rules; [`policy`] is the bootstrap policy [`reconcile`] writes at start;
 //! [`escalation`] stops users granting what they do not hold; [`review`] serves the
 //! `*AccessReview`/`SelfSubjectRulesReview` APIs.
 
+pub mod aggregate;
 pub mod cache;
 pub mod escalation;
 pub mod policy;

@@ -224,6 +224,29 @@ fn aggregated_roles_hold_their_selected_roles() {
 }
 
 #[test]
+fn the_aggregation_controller_sees_stale_rules() {
+    let stale = RbacCache::from_objects(objects()).stale_aggregations();
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].0, "aggregated");
+    assert_eq!(
+        stale[0].1,
+        [rules::Rule::resource(
+            &["get", "list"],
+            &[""],
+            &["pods", "pods/log"]
+        )]
+    );
+    let mut objs = objects();
+    objs[2].1["rules"] =
+        json!([{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list"]}]);
+    assert!(
+        RbacCache::from_objects(objs)
+            .stale_aggregations()
+            .is_empty()
+    );
+}
+
+#[test]
 fn masters_and_modes() {
     let none = Authorization::new(&[Mode::AlwaysDeny], &RbacCache::from_objects([]));
     let admin = user("admin", &["system:masters"]);
