@@ -58,12 +58,12 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> Attributes {
     } else {
         a.verb = method_verb(method).to_string();
     }
-    if rest[0] == "namespaces" {
-        if let Some(ns) = rest.get(1) {
-            a.namespace = ns.to_string();
-            if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
-                rest = &rest[2..];
-            }
+    if rest[0] == "namespaces"
+        && let Some(ns) = rest.get(1)
+    {
+        a.namespace = ns.to_string();
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
+            rest = &rest[2..];
         }
     }
     if rest.len() >= 3 && a.verb != "proxy" {
@@ -100,7 +100,10 @@ mod tests {
         parse(&method, path, &Query::parse(Some(q)))
     }
 
-    fn shape(a: &Attributes) -> (bool, &str, &str, &str, &str, &str, &str) {
+    /// Resource request?, verb, group, namespace, resource, subresource, name.
+    type Shape<'a> = (bool, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+    fn shape(a: &Attributes) -> Shape<'_> {
         (
             a.resource_request,
             a.verb.as_str(),
@@ -114,7 +117,7 @@ mod tests {
 
     #[test]
     fn resource_requests() {
-        let cases: &[(Method, &str, (bool, &str, &str, &str, &str, &str, &str))] = &[
+        let cases: &[(Method, &str, Shape)] = &[
             (
                 Method::GET,
                 "/api/v1/namespaces/dev/pods",
