@@ -341,15 +341,19 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn check_type(r: &ResourceInfo, obj: &Value) -> Result<()> {
+    check_type_meta(&r.api_version(), r.kind, obj)
+}
+
+/// Refuses a body whose `apiVersion` or `kind`, when given, are not `api_version` and `kind`.
+pub fn check_type_meta(api_version: &str, kind: &str, obj: &Value) -> Result<()> {
     let av = obj
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if (!av.is_empty() && av != r.api_version()) || (!kind.is_empty() && kind != r.kind) {
+    let k = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if (!av.is_empty() && av != api_version) || (!k.is_empty() && k != kind) {
         return Err(ApiError::bad_request(format!(
-            "the API version in the data ({av}) does not match the expected API version ({})",
-            r.api_version()
+            "the API version in the data ({av}) does not match the expected API version ({api_version})"
         )));
     }
     Ok(())

@@ -215,17 +215,7 @@ pub fn create(
     user: &User,
     mut body: Value,
 ) -> Result<Value> {
-    let av = body
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if (!av.is_empty() && av != r.api_version()) || (!kind.is_empty() && kind != r.kind) {
-        return Err(ApiError::bad_request(format!(
-            "the API version in the data ({av}) does not match the expected API version ({})",
-            r.api_version()
-        )));
-    }
+    crate::handler::check_type_meta(&r.api_version(), r.kind, &body)?;
     let spec: Spec = match body.get("spec") {
         None | Some(Value::Null) => Spec::default(),
         Some(s) => serde_json::from_value(s.clone())
