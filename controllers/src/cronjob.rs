@@ -337,11 +337,18 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     }
 
     let active_refs: Vec<ObjectReference> = active.iter().map(reference).collect();
-    let new_status = json!({
+    let mut new_status = json!({
         "active": if active_refs.is_empty() { None } else { Some(&active_refs) },
-        "lastScheduleTime": last_schedule.map(Time),
-        "lastSuccessfulTime": last_successful.map(Time),
     });
+    // Times are only ever set, never cleared: a reconcile working from a cached CronJob that
+    // predates the last write (its finished job already deleted) must not erase them with a
+    // merge-patch null.
+    if let Some(t) = last_schedule {
+        new_status["lastScheduleTime"] = json!(Time(t));
+    }
+    if let Some(t) = last_successful {
+        new_status["lastSuccessfulTime"] = json!(Time(t));
+    }
     let names = |refs: &[ObjectReference]| {
         refs.iter()
             .filter_map(|r| r.name.clone())
