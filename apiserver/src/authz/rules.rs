@@ -128,23 +128,21 @@ impl Rule {
     pub fn breakdown(&self) -> Vec<Rule> {
         let mut out = Vec::new();
         let one = |s: &String| Some(vec![s.clone()]);
+        // One rule per name, or one without names when the rule names none.
+        let names: Vec<Option<&String>> = if self.resource_names().is_empty() {
+            vec![None]
+        } else {
+            self.resource_names().iter().map(Some).collect()
+        };
         for verb in &self.verbs {
             for group in self.api_groups() {
                 for resource in self.resources() {
-                    if self.resource_names().is_empty() {
+                    for name in &names {
                         out.push(Rule {
                             verbs: vec![verb.clone()],
                             api_groups: one(group),
                             resources: one(resource),
-                            ..Rule::default()
-                        });
-                    }
-                    for name in self.resource_names() {
-                        out.push(Rule {
-                            verbs: vec![verb.clone()],
-                            api_groups: one(group),
-                            resources: one(resource),
-                            resource_names: one(name),
+                            resource_names: name.and_then(one),
                             ..Rule::default()
                         });
                     }
