@@ -44,6 +44,14 @@ pub struct Config {
     /// A CSV file of static bearer tokens: `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// Authorizers to consult, in order: `RBAC`, `AlwaysAllow`, `AlwaysDeny`. The first that
+    /// allows or denies decides; members of `system:masters` are always allowed.
+    #[arg(long, default_value = "RBAC")]
+    pub authorization_mode: String,
+    /// Serve requests without credentials as `system:anonymous` (group
+    /// `system:unauthenticated`), subject to authorization; when false they are answered 401.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub anonymous_auth: bool,
     /// An `EncryptionConfiguration` (apiserver.config.k8s.io/v1) naming the resources to
     /// encrypt at rest and the providers (`aescbc`, `aesgcm`, `secretbox`, `identity`) to use.
     #[arg(long)]
@@ -121,6 +129,7 @@ impl Config {
                 self.storage_backend
             ));
         }
+        crate::authz::Mode::parse_list(&self.authorization_mode)?;
         if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
             return Err("--kubelet-client-certificate and --kubelet-client-key go together".into());
         }

@@ -4,6 +4,8 @@
 use ekube_api::resources::{self, RESOURCES, ResourceInfo};
 use serde_json::{Value, json};
 
+use crate::authz::review::VIRTUAL;
+
 const VERBS: &[&str] = &[
     "create",
     "delete",
@@ -35,8 +37,21 @@ fn group_json(group: &str, versions: &[&str]) -> Value {
     })
 }
 
+/// Every served group with its versions: stored resources' and the review APIs'.
+fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut groups = resources::groups();
+    for r in VIRTUAL {
+        match groups.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => groups.push((r.group, vec![r.version])),
+        }
+    }
+    groups
+}
+
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
+    let groups: Vec<Value> = groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, versions)| group_json(g, &versions))
@@ -45,7 +60,7 @@ pub fn api_group_list() -> Value {
 }
 
 pub fn api_group(group: &str) -> Option<Value> {
-    let (_, versions) = resources::groups()
+    let (_, versions) = groups()
         .into_iter()
         .find(|(g, _)| *g == group && !g.is_empty())?;
     let mut doc = group_json(group, &versions);
@@ -142,6 +157,18 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             )),
             _ => {}
         }
+    }
+    for r in VIRTUAL
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        out.push(json!({
+            "name": r.plural,
+            "singularName": r.kind.to_ascii_lowercase(),
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": ["create"],
+        }));
     }
     if out.is_empty() {
         return None;

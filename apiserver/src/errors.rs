@@ -23,6 +23,14 @@ impl Cause {
         }
     }
 
+    /// `Required value: <detail>`.
+    pub fn required_with(field: impl Into<String>, detail: &str) -> Self {
+        Self {
+            message: format!("Required value: {detail}"),
+            ..Self::required(field)
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, value: impl std::fmt::Display, detail: &str) -> Self {
         Self {
             reason: "FieldValueInvalid",

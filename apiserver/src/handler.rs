@@ -1,4 +1,5 @@
-//! HTTP request handling: authentication, routing, and one function per verb.
+//! HTTP request handling: authentication, impersonation, the in-flight limit, authorization,
+//! routing, and one function per verb.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -13,6 +14,8 @@ use serde_json::{Value, json};
 
 use crate::ApiServer;
 use crate::auth::User;
+use crate::authz::escalation::Guard;
+use crate::authz::{request_info, review};
 use crate::errors::{ApiError, Result, success_status};
 use crate::registry::{DeleteOptions, Deleted, FieldValidation, Warnings, WriteOptions};
 use crate::route::{self, Route, Target};
@@ -131,13 +134,13 @@ pub fn include_object(q: &Query) -> IncludeObject {
 
 pub async fn handle(
     api: Arc<ApiServer>,
-    user: Option<User>,
+    certificate_user: Option<User>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
-    let response = match route_request(&api, user, req).await {
+    let response = match route_request(&api, certificate_user, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -147,23 +150,29 @@ pub async fn handle(
 
 async fn route_request(
     api: &Arc<ApiServer>,
-    user: Option<User>,
+    certificate_user: Option<User>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
+    let authenticated = api
+        .authn
+        .authenticate(certificate_user.as_ref(), req.headers())
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, "authentication failed");
+            ApiError::unauthorized()
+        })?;
+    let user = crate::auth::impersonate::apply(&api.authz, authenticated, req.headers())?;
     let route = route::parse(req.uri().path());
     let query = Query::parse(req.uri().query());
-    match &route {
-        Route::Health(_) => return Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", "ok")),
-        Route::Version => return Ok(json_response(StatusCode::OK, &version())),
-        _ => {}
-    }
-    // Authenticated users may do everything until authorization exists.
-    let Some(user) = user.or_else(|| bearer(&api.tokens, req.headers())) else {
-        return Err(ApiError::unauthorized());
-    };
     let _slot = api.inflight.admit(req.method(), &route, &query, &user)?;
+    let mut attributes = request_info::parse(req.method(), req.uri().path(), &query);
+    attributes.user = user;
+    api.authz.check(&attributes)?;
+    let user = attributes.user;
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
+        Route::Health(_) => Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", "ok")),
+        Route::Version => ok(version()),
         Route::Api => ok(discovery::api_versions(&api.server_address)),
         Route::Apis => ok(discovery::api_group_list()),
         Route::Group(g) => {
@@ -180,15 +189,18 @@ async fn route_request(
         Route::OpenApiV3(p) => openapi::v3(&p)
             .map(|doc| respond(StatusCode::OK, "application/json", doc))
             .ok_or_else(ApiError::path_not_found),
-        Route::Resource(target) => resource(api, target, query, req).await,
-        Route::Health(_) | Route::Version | Route::NotFound => Err(ApiError::path_not_found()),
+        Route::Review(r, ns) => {
+            if req.method() != Method::POST {
+                return Err(ApiError::method_not_allowed(req.method().as_str()));
+            }
+            let (headers, body) = read_body(api, req).await?;
+            let obj = parse_object(&body, &content_type(&headers))?;
+            let answer = review::create(&api.authz, r, ns.as_deref(), &user, obj)?;
+            Ok(json_response(StatusCode::CREATED, &answer))
+        }
+        Route::Resource(target) => resource(api, &user, target, query, req).await,
+        Route::NotFound => Err(ApiError::path_not_found()),
     }
-}
-
-fn bearer(tokens: &crate::auth::Tokens, headers: &HeaderMap) -> Option<User> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?.trim();
-    tokens.lookup(token).cloned()
 }
 
 pub fn version() -> Value {
@@ -329,15 +341,19 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 fn check_type(r: &ResourceInfo, obj: &Value) -> Result<()> {
+    check_type_meta(&r.api_version(), r.kind, obj)
+}
+
+/// Refuses a body whose `apiVersion` or `kind`, when given, are not `api_version` and `kind`.
+pub fn check_type_meta(api_version: &str, kind: &str, obj: &Value) -> Result<()> {
     let av = obj
         .get("apiVersion")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
-    if (!av.is_empty() && av != r.api_version()) || (!kind.is_empty() && kind != r.kind) {
+    let k = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if (!av.is_empty() && av != api_version) || (!k.is_empty() && k != kind) {
         return Err(ApiError::bad_request(format!(
-            "the API version in the data ({av}) does not match the expected API version ({})",
-            r.api_version()
+            "the API version in the data ({av}) does not match the expected API version ({api_version})"
         )));
     }
     Ok(())
@@ -355,11 +371,18 @@ fn with_warnings(mut resp: Response<Body>, warnings: Warnings) -> Response<Body>
 
 async fn resource(
     api: &Arc<ApiServer>,
+    user: &User,
     t: Target,
     q: Query,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
     let r = t.info;
+    // RBAC writes must not grant more than the writer holds.
+    let guard = Guard {
+        authz: &api.authz,
+        cache: &api.rbac,
+        user,
+    };
     let ns = t.namespace.as_deref();
     let method = req.method().clone();
     let table = wants_table(req.headers());
@@ -398,6 +421,7 @@ async fn resource(
             let (headers, body) = read_body(api, req).await?;
             let obj = parse_object(&body, &content_type(&headers))?;
             check_type(r, &obj)?;
+            guard.check(r, ns, &obj)?;
             let (created, warnings) = api.registry.create(r, ns, obj, &opts).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
@@ -441,7 +465,10 @@ async fn resource(
             };
             let (v, w) = api
                 .registry
-                .guaranteed_update(r, ns, name, sub, &opts, |_| Ok(obj.clone()))
+                .guaranteed_update(r, ns, name, sub, &opts, |_| {
+                    guard.check(r, ns, &obj)?;
+                    Ok(obj.clone())
+                })
                 .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))
         }
@@ -465,12 +492,13 @@ async fn resource(
             }
             let sub = check_sub(r, sub)?;
             if ct == "application/apply-patch+yaml" {
-                return server_side_apply(api, r, ns, name, sub, &body, &opts, force).await;
+                return server_side_apply(api, &guard, r, ns, name, sub, &body, &opts, force).await;
             }
             let (v, w) = api
                 .registry
                 .guaranteed_update(r, ns, name, sub, &opts, |mut cur| {
                     apply_patch(r, &ct, &mut cur, &body)?;
+                    guard.check(r, ns, &cur)?;
                     Ok(cur)
                 })
                 .await?;
@@ -608,6 +636,7 @@ pub fn apply_patch(r: &ResourceInfo, ct: &str, target: &mut Value, body: &[u8]) 
 #[allow(clippy::too_many_arguments)]
 async fn server_side_apply(
     api: &Arc<ApiServer>,
+    guard: &Guard<'_>,
     r: &'static ResourceInfo,
     ns: Option<&str>,
     name: &str,
@@ -644,6 +673,7 @@ async fn server_side_apply(
     match api.registry.get(r, ns, name).await {
         Err(e) if e.code == 404 && sub.is_none() => {
             let obj = apply::apply(r.kind, &r.api_version(), None, &applied, &manager, force)?;
+            guard.check(r, ns, &obj)?;
             let (created, w) = api.registry.create(r, ns, obj, opts).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),
@@ -655,14 +685,16 @@ async fn server_side_apply(
             let (v, w) = api
                 .registry
                 .guaranteed_update(r, ns, name, sub, opts, |cur| {
-                    apply::apply(
+                    let next = apply::apply(
                         r.kind,
                         &r.api_version(),
                         Some(&without_rv(cur)),
                         &applied,
                         &manager,
                         force,
-                    )
+                    )?;
+                    guard.check(r, ns, &next)?;
+                    Ok(next)
                 })
                 .await?;
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))

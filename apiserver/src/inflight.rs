@@ -42,7 +42,8 @@ impl Inflight {
         query: &Query,
         user: &User,
     ) -> Result<Option<OwnedSemaphorePermit>> {
-        if is_long_running(route, query) {
+        // Health and version probes are never refused for load: a busy server is not a dead one.
+        if is_long_running(route, query) || matches!(route, Route::Health(_) | Route::Version) {
             return Ok(None);
         }
         let readonly = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -127,6 +128,16 @@ mod tests {
         );
         let admin = user(&["system:masters"]);
         assert!(inflight.admit(&Method::GET, &pods, &none, &admin).is_ok());
+        // So do health and version probes.
+        for probe in ["/readyz", "/version"] {
+            let route = crate::route::parse(probe);
+            assert!(
+                inflight
+                    .admit(&Method::GET, &route, &none, &alice)
+                    .unwrap()
+                    .is_none()
+            );
+        }
         // A finished request frees its slot.
         drop(held);
         assert!(inflight.admit(&Method::GET, &pods, &none, &alice).is_ok());

@@ -1,6 +1,7 @@
 //! The ekube apiserver: the Kubernetes REST API over an embedded store.
 //!
-//! Requests arrive over HTTPS ([`server`]), are authenticated ([`auth`]), routed ([`route`])
+//! Requests arrive over HTTPS ([`server`]), are authenticated ([`auth`]), authorized
+//! ([`authz`]), routed ([`route`])
 //! and handled per verb ([`handler`], [`watch`], [`subresources`]) by the generic object store
 //! ([`registry`]), which defaults ([`defaults`]), validates ([`validation`]), type-checks
 //! ([`typed`]) and patches ([`patch`], [`apply`]) objects before they reach [`storage`].
@@ -9,6 +10,7 @@
 pub mod alloc;
 pub mod apply;
 pub mod auth;
+pub mod authz;
 pub mod bootstrap;
 pub mod config;
 pub mod convert;
@@ -74,7 +76,12 @@ pub enum Error {
 pub struct ApiServer {
     pub config: Config,
     pub registry: Registry,
-    pub tokens: auth::Tokens,
+    /// Who is asking: certificates, bearer tokens, anonymous.
+    pub authn: auth::Authenticator,
+    /// What they may do: the `--authorization-mode` chain.
+    pub authz: authz::Authorization,
+    /// The RBAC objects in memory, for the RBAC authorizer and escalation checks.
+    pub rbac: Arc<authz::cache::RbacCache>,
     /// `host:port` clients are told to use.
     pub server_address: String,
     /// TLS towards kubelets, with the apiserver's kubelet client certificate.
@@ -107,10 +114,13 @@ pub async fn start(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(Running, impl std::future::Future<Output = ()>), Error> {
     config.validate().map_err(Error::Config)?;
-    let tokens = match &config.token_auth_file {
-        Some(path) => auth::Tokens::load(path).map_err(Error::Config)?,
-        None => auth::Tokens::default(),
-    };
+    let modes = authz::Mode::parse_list(&config.authorization_mode).map_err(Error::Config)?;
+    let mut authn = auth::Authenticator::new(config.anonymous_auth);
+    if let Some(path) = &config.token_auth_file {
+        authn = authn.with_tokens(Arc::new(
+            auth::TokenFile::load(path).map_err(Error::Config)?,
+        ));
+    }
     let encryption = config
         .encryption_provider_config
         .as_deref()
@@ -242,9 +252,20 @@ pub async fn start(
         allocator.hold(&Holdings::of(&registry::decode(services, kv)));
     }
 
+    let registry = Registry::new(store.clone(), allocator);
+    bootstrap::run(&registry, advertise, addr.port()).await?;
+    authz::reconcile::run(&registry).await?;
+    let rbac = authz::cache::RbacCache::start(store.clone())
+        .await
+        .map_err(|source| Error::Storage {
+            path: db_dir.clone(),
+            source,
+        })?;
     let api = Arc::new(ApiServer {
-        registry: Registry::new(store.clone(), allocator),
-        tokens,
+        registry,
+        authn,
+        authz: authz::Authorization::new(&modes, &rbac),
+        rbac,
         server_address,
         inflight: inflight::Inflight::new(
             config.max_requests_inflight,
@@ -253,7 +274,7 @@ pub async fn start(
         config,
         kubelet_tls,
     });
-    bootstrap::run(&api.registry, advertise, addr.port()).await?;
+    tokio::spawn(authz::aggregate::run(api.clone()));
     tokio::spawn(compactor(
         store,
         api.config.compaction_interval,

@@ -2,6 +2,8 @@
 
 use ekube_api::resources::{self, ResourceInfo};
 
+use crate::authz::review::{self, Virtual};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health(String),
@@ -9,11 +11,16 @@ pub enum Route {
     Api,
     Apis,
     Group(String),
-    ResourceList { group: String, version: String },
+    ResourceList {
+        group: String,
+        version: String,
+    },
     OpenApiV2,
     OpenApiV3Root,
     OpenApiV3(String),
     Resource(Target),
+    /// A create-only review resource ([`crate::authz::review`]), with its namespace.
+    Review(&'static Virtual, Option<String>),
     NotFound,
 }
 
@@ -57,7 +64,10 @@ pub fn parse(path: &str) -> Route {
             version: version.to_string(),
         },
         ["api", version, rest @ ..] => resource("", version, rest),
-        ["apis", group, version, rest @ ..] => resource(group, version, rest),
+        ["apis", group, version, rest @ ..] => match review::find(group, version, rest) {
+            Some((r, ns)) => Route::Review(r, ns.map(str::to_string)),
+            None => resource(group, version, rest),
+        },
         _ => Route::NotFound,
     }
 }
@@ -157,5 +167,13 @@ mod tests {
             }
         );
         assert_eq!(parse("/api/v1/pods/web"), Route::NotFound);
+        assert!(matches!(
+            parse("/apis/authorization.k8s.io/v1/namespaces/dev/localsubjectaccessreviews"),
+            Route::Review(r, Some(ns)) if r.kind == "LocalSubjectAccessReview" && ns == "dev"
+        ));
+        assert_eq!(
+            parse("/apis/authorization.k8s.io/v1/namespaces/dev/selfsubjectaccessreviews"),
+            Route::NotFound
+        );
     }
 }

@@ -222,6 +222,9 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
                 );
             }
         }
+        ("rbac.authorization.k8s.io", kind) => {
+            crate::authz::validation::validate(kind, obj, &mut causes)
+        }
         _ => {}
     }
     causes
@@ -747,6 +750,9 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
         }
         ("batch", "Job") if !same("/spec/selector") && old.pointer("/spec/selector").is_some() => {
             causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
+        }
+        ("rbac.authorization.k8s.io", kind) => {
+            crate::authz::validation::immutable(kind, old, new, &mut causes)
         }
         _ => {}
     }

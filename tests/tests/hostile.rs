@@ -16,11 +16,18 @@ const TOKEN: &str = "hostile-token";
 
 /// A server whose `--token-auth-file` knows [`TOKEN`] as a user outside `system:masters` (the
 /// admin kubeconfig's user is exempt from the inflight limits, as upstream's super-user is).
+/// Authorization is `AlwaysAllow`: these tests are about load and malformed input, which must
+/// reach the handlers rather than stop at RBAC.
 fn server_with_token(extra: &[&str]) -> (ServerProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(&tokens, format!("{TOKEN},alice,1000,\"devs\"\n")).unwrap();
-    let mut args = vec!["--token-auth-file", tokens.to_str().unwrap()];
+    let mut args = vec![
+        "--token-auth-file",
+        tokens.to_str().unwrap(),
+        "--authorization-mode",
+        "AlwaysAllow",
+    ];
     args.extend_from_slice(extra);
     (ServerProcess::start(&args).unwrap(), dir)
 }

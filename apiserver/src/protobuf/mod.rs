@@ -26,7 +26,9 @@
 //! Covered kinds (see `KINDS`): core/v1 ConfigMap, Secret, Namespace, ServiceAccount, Service,
 //! Pod, ResourceQuota; apps/v1 Deployment; batch/v1 Job, CronJob; policy/v1 Eviction,
 //! PodDisruptionBudget; certificates.k8s.io/v1 CertificateSigningRequest; authentication.k8s.io/v1
-//! TokenRequest; rbac.authorization.k8s.io/v1 Role, ClusterRole, RoleBinding, ClusterRoleBinding;
+//! TokenRequest, SelfSubjectReview; authorization.k8s.io/v1 SubjectAccessReview,
+//! LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview (request fields);
+//! rbac.authorization.k8s.io/v1 Role, ClusterRole, RoleBinding, ClusterRoleBinding;
 //! autoscaling/v1 Scale; scheduling.k8s.io/v1 PriorityClass; networking.k8s.io/v1 Ingress;
 //! coordination.k8s.io/v1 Lease; and DeleteOptions under any group version. Within them, rarely
 //! used branches (cloud volume sources, ephemeral containers, pod and job status details, …) are

@@ -24,6 +24,31 @@ pub(super) static KINDS: &[(&str, &str, &Message)] = &[
         &CERTIFICATE_SIGNING_REQUEST,
     ),
     ("authentication.k8s.io/v1", "TokenRequest", &TOKEN_REQUEST),
+    (
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
+        &SELF_SUBJECT_REVIEW,
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        &SUBJECT_ACCESS_REVIEW,
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "LocalSubjectAccessReview",
+        &LOCAL_SUBJECT_ACCESS_REVIEW,
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+        &SELF_SUBJECT_ACCESS_REVIEW,
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectRulesReview",
+        &SELF_SUBJECT_RULES_REVIEW,
+    ),
     ("rbac.authorization.k8s.io/v1", "Role", &ROLE),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", &CLUSTER_ROLE),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", &ROLE_BINDING),
@@ -1292,6 +1317,93 @@ pub(super) static TOKEN_REQUEST_STATUS: Message = Message::new(
     &[
         Field::one(1, "token", Ty::Str).keep(),
         Field::one(2, "expirationTimestamp", Ty::Time),
+    ],
+);
+
+/// Requests carry no status; only `userInfo` comes back, in the answer.
+pub(super) static SELF_SUBJECT_REVIEW: Message = Message::new(
+    "SelfSubjectReview",
+    &[Field::one(1, "metadata", Ty::Msg(&OBJECT_META))],
+);
+
+// ---- authorization.k8s.io/v1 (request fields only: status is the server's answer) ----
+
+pub(super) static RESOURCE_ATTRIBUTES: Message = Message::new(
+    "ResourceAttributes",
+    &[
+        Field::one(1, "namespace", Ty::Str),
+        Field::one(2, "verb", Ty::Str),
+        Field::one(3, "group", Ty::Str),
+        Field::one(4, "version", Ty::Str),
+        Field::one(5, "resource", Ty::Str),
+        Field::one(6, "subresource", Ty::Str),
+        Field::one(7, "name", Ty::Str),
+        // Not covered: fieldSelector (8) and labelSelector (9) attributes.
+    ],
+);
+pub(super) static NON_RESOURCE_ATTRIBUTES: Message = Message::new(
+    "NonResourceAttributes",
+    &[
+        Field::one(1, "path", Ty::Str),
+        Field::one(2, "verb", Ty::Str),
+    ],
+);
+pub(super) static SUBJECT_ACCESS_REVIEW_SPEC: Message = Message::new(
+    "SubjectAccessReviewSpec",
+    &[
+        Field::one(1, "resourceAttributes", Ty::Msg(&RESOURCE_ATTRIBUTES)),
+        Field::one(
+            2,
+            "nonResourceAttributes",
+            Ty::Msg(&NON_RESOURCE_ATTRIBUTES),
+        ),
+        Field::one(3, "user", Ty::Str),
+        Field::rep(4, "groups", Ty::Str),
+        Field::map(5, "extra", Ty::StrList),
+        Field::one(6, "uid", Ty::Str),
+    ],
+);
+pub(super) static SUBJECT_ACCESS_REVIEW: Message = Message::new(
+    "SubjectAccessReview",
+    &[
+        Field::one(1, "metadata", Ty::Msg(&OBJECT_META)),
+        Field::one(2, "spec", Ty::Msg(&SUBJECT_ACCESS_REVIEW_SPEC)),
+    ],
+);
+pub(super) static LOCAL_SUBJECT_ACCESS_REVIEW: Message = Message::new(
+    "LocalSubjectAccessReview",
+    &[
+        Field::one(1, "metadata", Ty::Msg(&OBJECT_META)),
+        Field::one(2, "spec", Ty::Msg(&SUBJECT_ACCESS_REVIEW_SPEC)),
+    ],
+);
+pub(super) static SELF_SUBJECT_ACCESS_REVIEW_SPEC: Message = Message::new(
+    "SelfSubjectAccessReviewSpec",
+    &[
+        Field::one(1, "resourceAttributes", Ty::Msg(&RESOURCE_ATTRIBUTES)),
+        Field::one(
+            2,
+            "nonResourceAttributes",
+            Ty::Msg(&NON_RESOURCE_ATTRIBUTES),
+        ),
+    ],
+);
+pub(super) static SELF_SUBJECT_ACCESS_REVIEW: Message = Message::new(
+    "SelfSubjectAccessReview",
+    &[
+        Field::one(1, "metadata", Ty::Msg(&OBJECT_META)),
+        Field::one(2, "spec", Ty::Msg(&SELF_SUBJECT_ACCESS_REVIEW_SPEC)),
+    ],
+);
+pub(super) static SELF_SUBJECT_RULES_REVIEW_SPEC: Message = Message::new(
+    "SelfSubjectRulesReviewSpec",
+    &[Field::one(1, "namespace", Ty::Str)],
+);
+pub(super) static SELF_SUBJECT_RULES_REVIEW: Message = Message::new(
+    "SelfSubjectRulesReview",
+    &[
+        Field::one(1, "metadata", Ty::Msg(&OBJECT_META)),
+        Field::one(2, "spec", Ty::Msg(&SELF_SUBJECT_RULES_REVIEW_SPEC)),
     ],
 );
 

@@ -1,50 +1,15 @@
-//! Authentication: who is asking. X.509 client certificates signed by the cluster CA (user =
-//! CN, groups = O) and static bearer tokens. Anonymous requests are allowed only to the health
-//! and version endpoints.
+//! Static bearer tokens from `--token-auth-file`: a CSV of `token,user,uid,"group1,group2"`,
+//! as upstream's token file authenticator reads it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
-use rustls::pki_types::CertificateDer;
+use super::{TokenAuthenticator, TokenError, User};
 
-/// An authenticated user, as `authentication.k8s.io/v1` UserInfo describes one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    /// Unique across time (a ServiceAccount's or token's uid); empty when unknown.
-    pub uid: String,
-    pub groups: Vec<String>,
-    /// Further attributes (e.g. `authentication.kubernetes.io/pod-name` of a bound token).
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl User {
-    pub fn from_certificate(cert: &CertificateDer<'_>) -> Option<Self> {
-        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-        let subject = parsed.subject();
-        let name = subject
-            .iter_common_name()
-            .next()?
-            .as_str()
-            .ok()?
-            .to_string();
-        let groups = subject
-            .iter_organization()
-            .filter_map(|o| o.as_str().ok().map(str::to_string))
-            .collect();
-        Some(Self {
-            name,
-            groups,
-            ..Self::default()
-        })
-    }
-}
-
-/// Static bearer tokens from `--token-auth-file`.
 #[derive(Debug, Default, Clone)]
-pub struct Tokens(HashMap<String, User>);
+pub struct TokenFile(HashMap<String, User>);
 
-impl Tokens {
+impl TokenFile {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut tokens = HashMap::new();
@@ -54,7 +19,7 @@ impl Tokens {
             .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
         {
             let fields = split_csv(line);
-            if fields.len() < 2 {
+            if fields.len() < 2 || fields[0].is_empty() || fields[1].is_empty() {
                 return Err(format!(
                     "{}:{}: expected token,user[,uid[,\"groups\"]]",
                     path.display(),
@@ -92,6 +57,13 @@ impl Tokens {
     }
 }
 
+#[async_trait::async_trait]
+impl TokenAuthenticator for TokenFile {
+    async fn authenticate_token(&self, token: &str) -> Result<Option<User>, TokenError> {
+        Ok(self.lookup(token).cloned())
+    }
+}
+
 fn split_csv(line: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut quoted = false;
@@ -114,9 +86,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.csv");
         std::fs::write(&path, "abc,alice,1,\"dev,ops\"\nxyz,bob,2\n").unwrap();
-        let t = Tokens::load(&path).unwrap();
+        let t = TokenFile::load(&path).unwrap();
         assert_eq!(t.lookup("abc").unwrap().groups, ["dev", "ops"]);
         assert_eq!(t.lookup("xyz").unwrap().name, "bob");
         assert!(t.lookup("nope").is_none());
+        std::fs::write(&path, "abc\n").unwrap();
+        assert!(TokenFile::load(&path).unwrap_err().contains(":1:"));
     }
 }

@@ -1,0 +1,1163 @@
+//! The bootstrap policy: the ClusterRoles, ClusterRoleBindings, Roles and RoleBindings every
+//! cluster starts with, as upstream's `plugin/pkg/auth/authorizer/rbac/bootstrappolicy` defines
+//! them (`policy.go`, `controller_policy.go`, `namespace_policy.go`), plus the two objects
+//! kubeadm adds for anonymous `cluster-info` discovery and its admin group. One table per role;
+//! [`super::reconcile`] writes them at every start.
+
+/// A rule as data: verbs, then API groups and resources (or URLs), optionally names.
+#[derive(Debug, Clone, Copy)]
+pub struct R {
+    pub verbs: &'static [&'static str],
+    pub groups: &'static [&'static str],
+    pub resources: &'static [&'static str],
+    pub names: &'static [&'static str],
+    pub urls: &'static [&'static str],
+}
+
+const fn r(
+    verbs: &'static [&'static str],
+    groups: &'static [&'static str],
+    resources: &'static [&'static str],
+) -> R {
+    R {
+        verbs,
+        groups,
+        resources,
+        names: &[],
+        urls: &[],
+    }
+}
+
+const fn named(
+    verbs: &'static [&'static str],
+    groups: &'static [&'static str],
+    resources: &'static [&'static str],
+    names: &'static [&'static str],
+) -> R {
+    R {
+        verbs,
+        groups,
+        resources,
+        names,
+        urls: &[],
+    }
+}
+
+const fn urls(verbs: &'static [&'static str], urls: &'static [&'static str]) -> R {
+    R {
+        verbs,
+        groups: &[],
+        resources: &[],
+        names: &[],
+        urls,
+    }
+}
+
+/// A (Cluster)Role.
+pub struct RoleSpec {
+    pub name: &'static str,
+    /// Namespace of a Role; empty for a ClusterRole.
+    pub namespace: &'static str,
+    pub labels: &'static [(&'static str, &'static str)],
+    /// Label keys whose value `"true"` selects the ClusterRoles this one aggregates.
+    pub aggregate_from: &'static [&'static str],
+    pub rules: &'static [R],
+}
+
+/// Subject kinds of a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    User(&'static str),
+    Group(&'static str),
+    /// Namespace and name.
+    ServiceAccount(&'static str, &'static str),
+}
+
+/// A (Cluster)RoleBinding.
+pub struct BindingSpec {
+    pub name: &'static str,
+    /// Namespace of a RoleBinding; empty for a ClusterRoleBinding.
+    pub namespace: &'static str,
+    /// `Role` or `ClusterRole`.
+    pub role_kind: &'static str,
+    pub role: &'static str,
+    pub subjects: &'static [Who],
+}
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const READ_WRITE: &[&str] = &[
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+];
+const CORE: &[&str] = &[""];
+const APPS: &[&str] = &["apps"];
+const BATCH: &[&str] = &["batch"];
+const EXTENSIONS: &[&str] = &["extensions"];
+const CERTIFICATES: &[&str] = &["certificates.k8s.io"];
+const AUTHENTICATION: &[&str] = &["authentication.k8s.io"];
+const AUTHORIZATION: &[&str] = &["authorization.k8s.io"];
+const COORDINATION: &[&str] = &["coordination.k8s.io"];
+const DISCOVERY: &[&str] = &["discovery.k8s.io"];
+const NETWORKING: &[&str] = &["networking.k8s.io"];
+const POLICY: &[&str] = &["policy"];
+const STORAGE: &[&str] = &["storage.k8s.io"];
+const RBAC: &[&str] = &["rbac.authorization.k8s.io"];
+const ALL: &[&str] = &["*"];
+
+/// Upstream's `eventsRule()`.
+const EVENTS: R = r(
+    &["create", "update", "patch"],
+    &["", "events.k8s.io"],
+    &["events"],
+);
+
+const BOOTSTRAPPING: (&str, &str) = ("kubernetes.io/bootstrapping", "rbac-defaults");
+const TO_ADMIN: (&str, &str) = ("rbac.authorization.k8s.io/aggregate-to-admin", "true");
+const TO_EDIT: (&str, &str) = ("rbac.authorization.k8s.io/aggregate-to-edit", "true");
+const TO_VIEW: (&str, &str) = ("rbac.authorization.k8s.io/aggregate-to-view", "true");
+
+const fn cluster_role(name: &'static str, rules: &'static [R]) -> RoleSpec {
+    RoleSpec {
+        name,
+        namespace: "",
+        labels: &[BOOTSTRAPPING],
+        aggregate_from: &[],
+        rules,
+    }
+}
+
+pub const CLUSTER_ROLES: &[RoleSpec] = &[
+    cluster_role("cluster-admin", &[r(ALL, ALL, ALL), urls(ALL, ALL)]),
+    cluster_role(
+        "system:discovery",
+        &[urls(
+            &["get"],
+            &[
+                "/api",
+                "/api/*",
+                "/apis",
+                "/apis/*",
+                "/healthz",
+                "/livez",
+                "/openapi",
+                "/openapi/*",
+                "/readyz",
+                "/version",
+                "/version/",
+            ],
+        )],
+    ),
+    cluster_role(
+        "system:monitoring",
+        &[urls(
+            &["get"],
+            &[
+                "/healthz",
+                "/healthz/*",
+                "/livez",
+                "/livez/*",
+                "/metrics",
+                "/metrics/slis",
+                "/readyz",
+                "/readyz/*",
+            ],
+        )],
+    ),
+    cluster_role(
+        "system:basic-user",
+        &[
+            r(
+                &["create"],
+                AUTHORIZATION,
+                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+            ),
+            r(&["create"], AUTHENTICATION, &["selfsubjectreviews"]),
+        ],
+    ),
+    cluster_role(
+        "system:public-info-viewer",
+        &[urls(
+            &["get"],
+            &["/healthz", "/livez", "/readyz", "/version", "/version/"],
+        )],
+    ),
+    RoleSpec {
+        name: "admin",
+        namespace: "",
+        labels: &[BOOTSTRAPPING],
+        aggregate_from: &[TO_ADMIN.0],
+        rules: &[],
+    },
+    RoleSpec {
+        name: "edit",
+        namespace: "",
+        labels: &[BOOTSTRAPPING, TO_ADMIN],
+        aggregate_from: &[TO_EDIT.0],
+        rules: &[],
+    },
+    RoleSpec {
+        name: "view",
+        namespace: "",
+        labels: &[BOOTSTRAPPING, TO_EDIT],
+        aggregate_from: &[TO_VIEW.0],
+        rules: &[],
+    },
+    RoleSpec {
+        name: "system:aggregate-to-admin",
+        namespace: "",
+        labels: &[BOOTSTRAPPING, TO_ADMIN],
+        aggregate_from: &[],
+        rules: &[
+            r(&["create"], AUTHORIZATION, &["localsubjectaccessreviews"]),
+            r(READ_WRITE, RBAC, &["rolebindings", "roles"]),
+        ],
+    },
+    RoleSpec {
+        name: "system:aggregate-to-edit",
+        namespace: "",
+        labels: &[BOOTSTRAPPING, TO_EDIT],
+        aggregate_from: &[],
+        rules: &[
+            r(&["impersonate"], CORE, &["serviceaccounts"]),
+            // Read access to what lets a holder act beyond reading.
+            r(
+                READ,
+                CORE,
+                &[
+                    "pods/attach",
+                    "pods/proxy",
+                    "pods/exec",
+                    "pods/portforward",
+                    "secrets",
+                    "services/proxy",
+                ],
+            ),
+            r(
+                WRITE,
+                CORE,
+                &[
+                    "pods",
+                    "pods/attach",
+                    "pods/proxy",
+                    "pods/exec",
+                    "pods/portforward",
+                ],
+            ),
+            r(&["create"], CORE, &["pods/eviction"]),
+            r(
+                WRITE,
+                CORE,
+                &[
+                    "replicationcontrollers",
+                    "replicationcontrollers/scale",
+                    "serviceaccounts",
+                    "services",
+                    "services/proxy",
+                    "persistentvolumeclaims",
+                    "configmaps",
+                    "secrets",
+                    "events",
+                ],
+            ),
+            r(&["create"], CORE, &["serviceaccounts/token"]),
+            r(
+                WRITE,
+                APPS,
+                &[
+                    "statefulsets",
+                    "statefulsets/scale",
+                    "daemonsets",
+                    "deployments",
+                    "deployments/scale",
+                    "deployments/rollback",
+                    "replicasets",
+                    "replicasets/scale",
+                ],
+            ),
+            r(WRITE, &["autoscaling"], &["horizontalpodautoscalers"]),
+            r(WRITE, BATCH, &["jobs", "cronjobs"]),
+            r(
+                WRITE,
+                EXTENSIONS,
+                &[
+                    "daemonsets",
+                    "deployments",
+                    "deployments/scale",
+                    "deployments/rollback",
+                    "ingresses",
+                    "replicasets",
+                    "replicasets/scale",
+                    "replicationcontrollers/scale",
+                    "networkpolicies",
+                ],
+            ),
+            r(WRITE, POLICY, &["poddisruptionbudgets"]),
+            r(WRITE, NETWORKING, &["networkpolicies", "ingresses"]),
+            r(WRITE, COORDINATION, &["leases"]),
+        ],
+    },
+    RoleSpec {
+        name: "system:aggregate-to-view",
+        namespace: "",
+        labels: &[BOOTSTRAPPING, TO_VIEW],
+        aggregate_from: &[],
+        rules: &[
+            r(
+                READ,
+                CORE,
+                &[
+                    "pods",
+                    "replicationcontrollers",
+                    "replicationcontrollers/scale",
+                    "serviceaccounts",
+                    "services",
+                    "services/status",
+                    "endpoints",
+                    "persistentvolumeclaims",
+                    "persistentvolumeclaims/status",
+                    "configmaps",
+                ],
+            ),
+            r(
+                READ,
+                CORE,
+                &[
+                    "limitranges",
+                    "resourcequotas",
+                    "bindings",
+                    "events",
+                    "pods/status",
+                    "resourcequotas/status",
+                    "namespaces/status",
+                    "replicationcontrollers/status",
+                    "pods/log",
+                ],
+            ),
+            r(READ, CORE, &["namespaces"]),
+            r(READ, DISCOVERY, &["endpointslices"]),
+            r(
+                READ,
+                APPS,
+                &[
+                    "controllerrevisions",
+                    "statefulsets",
+                    "statefulsets/status",
+                    "statefulsets/scale",
+                    "daemonsets",
+                    "daemonsets/status",
+                    "deployments",
+                    "deployments/status",
+                    "deployments/scale",
+                    "replicasets",
+                    "replicasets/status",
+                    "replicasets/scale",
+                ],
+            ),
+            r(
+                READ,
+                &["autoscaling"],
+                &[
+                    "horizontalpodautoscalers",
+                    "horizontalpodautoscalers/status",
+                ],
+            ),
+            r(
+                READ,
+                BATCH,
+                &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+            ),
+            r(
+                READ,
+                EXTENSIONS,
+                &[
+                    "daemonsets",
+                    "daemonsets/status",
+                    "deployments",
+                    "deployments/scale",
+                    "deployments/status",
+                    "ingresses",
+                    "ingresses/status",
+                    "replicasets",
+                    "replicasets/scale",
+                    "replicasets/status",
+                    "replicationcontrollers/scale",
+                    "networkpolicies",
+                ],
+            ),
+            r(
+                READ,
+                POLICY,
+                &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+            ),
+            r(
+                READ,
+                NETWORKING,
+                &["networkpolicies", "ingresses", "ingresses/status"],
+            ),
+            r(READ, COORDINATION, &["leases"]),
+        ],
+    },
+    cluster_role(
+        "system:heapster",
+        &[
+            r(READ, CORE, &["events", "pods", "nodes", "namespaces"]),
+            r(READ, EXTENSIONS, &["deployments"]),
+        ],
+    ),
+    cluster_role(
+        "system:node",
+        &[
+            r(&["create"], AUTHENTICATION, &["tokenreviews"]),
+            r(
+                &["create"],
+                AUTHORIZATION,
+                &["subjectaccessreviews", "localsubjectaccessreviews"],
+            ),
+            r(READ, CORE, &["services"]),
+            r(&["create", "get", "list", "watch"], CORE, &["nodes"]),
+            r(&["update", "patch"], CORE, &["nodes/status"]),
+            r(&["update", "patch"], CORE, &["nodes"]),
+            EVENTS,
+            r(READ, CORE, &["pods"]),
+            r(&["create", "delete"], CORE, &["pods"]),
+            r(&["update", "patch"], CORE, &["pods/status"]),
+            r(&["create"], CORE, &["pods/eviction"]),
+            r(&["get"], CORE, &["secrets", "configmaps"]),
+            r(
+                &["get"],
+                CORE,
+                &["persistentvolumeclaims", "persistentvolumes"],
+            ),
+            r(&["get"], CORE, &["endpoints"]),
+            r(
+                &["create", "get", "list", "watch"],
+                CERTIFICATES,
+                &["certificatesigningrequests"],
+            ),
+            r(
+                &["get", "create", "update", "patch", "delete"],
+                COORDINATION,
+                &["leases"],
+            ),
+            r(&["get"], STORAGE, &["volumeattachments"]),
+            r(&["create"], CORE, &["serviceaccounts/token"]),
+            r(
+                &["get", "update", "patch"],
+                CORE,
+                &["persistentvolumeclaims/status"],
+            ),
+            r(READ, STORAGE, &["csidrivers"]),
+            r(
+                &["get", "create", "update", "patch", "delete"],
+                STORAGE,
+                &["csinodes"],
+            ),
+            r(READ, &["node.k8s.io"], &["runtimeclasses"]),
+        ],
+    ),
+    cluster_role(
+        "system:node-problem-detector",
+        &[
+            r(&["get"], CORE, &["nodes"]),
+            r(&["patch"], CORE, &["nodes/status"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:kubelet-api-admin",
+        &[
+            r(READ, CORE, &["nodes"]),
+            r(&["proxy"], CORE, &["nodes"]),
+            r(
+                ALL,
+                CORE,
+                &[
+                    "nodes/proxy",
+                    "nodes/metrics",
+                    "nodes/spec",
+                    "nodes/stats",
+                    "nodes/log",
+                ],
+            ),
+        ],
+    ),
+    cluster_role(
+        "system:node-bootstrapper",
+        &[r(
+            &["create", "get", "list", "watch"],
+            CERTIFICATES,
+            &["certificatesigningrequests"],
+        )],
+    ),
+    cluster_role(
+        "system:auth-delegator",
+        &[
+            r(&["create"], AUTHENTICATION, &["tokenreviews"]),
+            r(&["create"], AUTHORIZATION, &["subjectaccessreviews"]),
+        ],
+    ),
+    cluster_role(
+        "system:kube-aggregator",
+        &[r(READ, CORE, &["services", "endpoints"])],
+    ),
+    cluster_role(
+        "system:kube-controller-manager",
+        &[
+            EVENTS,
+            r(&["create"], COORDINATION, &["leases"]),
+            named(
+                &["get", "update"],
+                COORDINATION,
+                &["leases"],
+                &["kube-controller-manager"],
+            ),
+            r(&["create"], CORE, &["secrets", "serviceaccounts"]),
+            r(&["delete"], CORE, &["secrets"]),
+            r(
+                &["get"],
+                CORE,
+                &["namespaces", "secrets", "serviceaccounts"],
+            ),
+            r(&["update"], CORE, &["secrets", "serviceaccounts"]),
+            r(&["create"], CORE, &["serviceaccounts/token"]),
+            r(&["list", "watch"], ALL, ALL),
+            r(&["create"], AUTHENTICATION, &["tokenreviews"]),
+            r(&["create"], AUTHORIZATION, &["subjectaccessreviews"]),
+        ],
+    ),
+    cluster_role(
+        "system:kube-dns",
+        &[r(&["list", "watch"], CORE, &["endpoints", "services"])],
+    ),
+    cluster_role(
+        "system:persistent-volume-provisioner",
+        &[
+            r(
+                &["get", "list", "watch", "create", "delete"],
+                CORE,
+                &["persistentvolumes"],
+            ),
+            r(
+                &["get", "list", "watch", "update"],
+                CORE,
+                &["persistentvolumeclaims"],
+            ),
+            r(READ, STORAGE, &["storageclasses"]),
+            r(&["watch"], CORE, &["events"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:kube-scheduler",
+        &[
+            EVENTS,
+            r(&["create"], COORDINATION, &["leases"]),
+            named(
+                &["get", "update"],
+                COORDINATION,
+                &["leases"],
+                &["kube-scheduler"],
+            ),
+            r(READ, CORE, &["nodes"]),
+            r(&["delete", "get", "list", "watch"], CORE, &["pods"]),
+            r(&["create"], CORE, &["bindings", "pods/binding"]),
+            r(&["patch", "update"], CORE, &["pods/status"]),
+            r(READ, CORE, &["replicationcontrollers", "services"]),
+            r(READ, APPS, &["replicasets", "statefulsets"]),
+            r(READ, POLICY, &["poddisruptionbudgets"]),
+            r(READ, CORE, &["persistentvolumeclaims", "persistentvolumes"]),
+            r(&["create"], AUTHENTICATION, &["tokenreviews"]),
+            r(&["create"], AUTHORIZATION, &["subjectaccessreviews"]),
+            r(
+                READ,
+                STORAGE,
+                &[
+                    "csinodes",
+                    "csidrivers",
+                    "csistoragecapacities",
+                    "storageclasses",
+                ],
+            ),
+            r(READ, CORE, &["namespaces"]),
+        ],
+    ),
+    cluster_role(
+        "system:volume-scheduler",
+        &[
+            r(
+                &["get", "list", "patch", "update", "watch"],
+                CORE,
+                &["persistentvolumes"],
+            ),
+            r(READ, STORAGE, &["storageclasses"]),
+            r(
+                &["get", "list", "patch", "update", "watch"],
+                CORE,
+                &["persistentvolumeclaims"],
+            ),
+        ],
+    ),
+    cluster_role(
+        "system:node-proxier",
+        &[
+            r(&["list", "watch"], CORE, &["services", "endpoints"]),
+            r(READ, CORE, &["nodes"]),
+            EVENTS,
+            r(&["list", "watch"], DISCOVERY, &["endpointslices"]),
+        ],
+    ),
+    cluster_role(
+        "system:service-account-issuer-discovery",
+        &[urls(
+            &["get"],
+            &[
+                "/.well-known/openid-configuration",
+                "/.well-known/openid-configuration/",
+                "/openid/v1/jwks",
+                "/openid/v1/jwks/",
+            ],
+        )],
+    ),
+    cluster_role(
+        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+        &[r(
+            &["create"],
+            CERTIFICATES,
+            &["certificatesigningrequests/nodeclient"],
+        )],
+    ),
+    cluster_role(
+        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        &[r(
+            &["create"],
+            CERTIFICATES,
+            &["certificatesigningrequests/selfnodeclient"],
+        )],
+    ),
+    cluster_role(
+        "system:certificates.k8s.io:kube-apiserver-client-approver",
+        &[named(
+            &["approve"],
+            CERTIFICATES,
+            &["signers"],
+            &["kubernetes.io/kube-apiserver-client"],
+        )],
+    ),
+    cluster_role(
+        "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver",
+        &[named(
+            &["approve"],
+            CERTIFICATES,
+            &["signers"],
+            &["kubernetes.io/kube-apiserver-client-kubelet"],
+        )],
+    ),
+    cluster_role(
+        "system:certificates.k8s.io:kubelet-serving-approver",
+        &[named(
+            &["approve"],
+            CERTIFICATES,
+            &["signers"],
+            &["kubernetes.io/kubelet-serving"],
+        )],
+    ),
+    cluster_role(
+        "system:certificates.k8s.io:legacy-unknown-approver",
+        &[named(
+            &["approve"],
+            CERTIFICATES,
+            &["signers"],
+            &["kubernetes.io/legacy-unknown"],
+        )],
+    ),
+];
+
+const fn cluster_binding(name: &'static str, subjects: &'static [Who]) -> BindingSpec {
+    BindingSpec {
+        name,
+        namespace: "",
+        role_kind: "ClusterRole",
+        role: name,
+        subjects,
+    }
+}
+
+pub const CLUSTER_ROLE_BINDINGS: &[BindingSpec] = &[
+    cluster_binding("cluster-admin", &[Who::Group("system:masters")]),
+    cluster_binding("system:monitoring", &[Who::Group("system:monitoring")]),
+    cluster_binding("system:discovery", &[Who::Group("system:authenticated")]),
+    cluster_binding("system:basic-user", &[Who::Group("system:authenticated")]),
+    cluster_binding(
+        "system:public-info-viewer",
+        &[
+            Who::Group("system:authenticated"),
+            Who::Group("system:unauthenticated"),
+        ],
+    ),
+    cluster_binding("system:node-proxier", &[Who::User("system:kube-proxy")]),
+    cluster_binding(
+        "system:kube-controller-manager",
+        &[Who::User("system:kube-controller-manager")],
+    ),
+    cluster_binding(
+        "system:kube-dns",
+        &[Who::ServiceAccount("kube-system", "kube-dns")],
+    ),
+    cluster_binding(
+        "system:kube-scheduler",
+        &[Who::User("system:kube-scheduler")],
+    ),
+    cluster_binding(
+        "system:volume-scheduler",
+        &[Who::User("system:kube-scheduler")],
+    ),
+    // Granted per node by the Node authorizer upstream; the binding exists without subjects.
+    cluster_binding("system:node", &[]),
+    cluster_binding(
+        "system:service-account-issuer-discovery",
+        &[Who::Group("system:serviceaccounts")],
+    ),
+    // kubeadm: the admin kubeconfig's group.
+    BindingSpec {
+        name: "kubeadm:cluster-admins",
+        namespace: "",
+        role_kind: "ClusterRole",
+        role: "cluster-admin",
+        subjects: &[Who::Group("kubeadm:cluster-admins")],
+    },
+];
+
+/// Upstream's per-controller roles (`system:controller:<name>`) for the controllers ekube runs,
+/// each bound to the ServiceAccount `kube-system/<name>`.
+pub const CONTROLLER_ROLES: &[RoleSpec] = &[
+    cluster_role(
+        "system:controller:clusterrole-aggregation-controller",
+        &[r(
+            &["escalate", "get", "list", "watch", "update", "patch"],
+            RBAC,
+            &["clusterroles"],
+        )],
+    ),
+    cluster_role(
+        "system:controller:cronjob-controller",
+        &[
+            r(&["get", "list", "watch", "update"], BATCH, &["cronjobs"]),
+            r(
+                &[
+                    "get", "list", "watch", "create", "update", "delete", "patch",
+                ],
+                BATCH,
+                &["jobs"],
+            ),
+            r(&["update"], BATCH, &["cronjobs/status"]),
+            r(&["update"], BATCH, &["cronjobs/finalizers"]),
+            r(&["list", "delete"], CORE, &["pods"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:daemon-set-controller",
+        &[
+            r(READ, &["extensions", "apps"], &["daemonsets"]),
+            r(&["update"], &["extensions", "apps"], &["daemonsets/status"]),
+            r(
+                &["update"],
+                &["extensions", "apps"],
+                &["daemonsets/finalizers"],
+            ),
+            r(&["list", "watch"], CORE, &["nodes"]),
+            r(
+                &["list", "watch", "create", "delete", "patch"],
+                CORE,
+                &["pods"],
+            ),
+            r(&["create"], CORE, &["pods/binding"]),
+            r(
+                &[
+                    "get", "list", "watch", "create", "delete", "update", "patch",
+                ],
+                APPS,
+                &["controllerrevisions"],
+            ),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:deployment-controller",
+        &[
+            r(
+                &["get", "list", "watch", "update"],
+                &["extensions", "apps"],
+                &["deployments"],
+            ),
+            r(
+                &["update"],
+                &["extensions", "apps"],
+                &["deployments/status"],
+            ),
+            r(
+                &["update"],
+                &["extensions", "apps"],
+                &["deployments/finalizers"],
+            ),
+            r(
+                &[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ],
+                &["extensions", "apps"],
+                &["replicasets"],
+            ),
+            r(&["get", "list", "watch", "update"], CORE, &["pods"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:endpoint-controller",
+        &[
+            r(READ, CORE, &["services", "pods"]),
+            r(
+                &["get", "list", "create", "update", "delete"],
+                CORE,
+                &["endpoints"],
+            ),
+            r(&["create"], CORE, &["endpoints/restricted"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:endpointslice-controller",
+        &[
+            r(READ, CORE, &["services", "pods", "nodes"]),
+            r(&["update"], CORE, &["services/finalizers"]),
+            r(
+                &["get", "list", "create", "update", "delete"],
+                DISCOVERY,
+                &["endpointslices"],
+            ),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:generic-garbage-collector",
+        &[r(
+            &["get", "list", "watch", "patch", "update", "delete"],
+            ALL,
+            ALL,
+        )],
+    ),
+    cluster_role(
+        "system:controller:job-controller",
+        &[
+            r(
+                &["get", "list", "watch", "update", "patch"],
+                BATCH,
+                &["jobs"],
+            ),
+            r(&["update"], BATCH, &["jobs/status"]),
+            r(&["update"], BATCH, &["jobs/finalizers"]),
+            r(
+                &["list", "watch", "create", "delete", "patch"],
+                CORE,
+                &["pods"],
+            ),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:namespace-controller",
+        &[
+            r(&["get", "list", "watch", "delete"], CORE, &["namespaces"]),
+            r(
+                &["update"],
+                CORE,
+                &["namespaces/finalize", "namespaces/status"],
+            ),
+            r(&["get", "list", "delete", "deletecollection"], ALL, ALL),
+        ],
+    ),
+    cluster_role(
+        "system:controller:node-controller",
+        &[
+            r(
+                &["get", "list", "update", "delete", "patch"],
+                CORE,
+                &["nodes"],
+            ),
+            r(&["patch", "update"], CORE, &["nodes/status"]),
+            r(&["update"], CORE, &["pods/status"]),
+            r(&["list", "delete"], CORE, &["pods"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:pod-garbage-collector",
+        &[
+            r(&["list", "watch", "delete"], CORE, &["pods"]),
+            r(&["get", "list"], CORE, &["nodes"]),
+            r(&["patch"], CORE, &["pods/status"]),
+        ],
+    ),
+    cluster_role(
+        "system:controller:replicaset-controller",
+        &[
+            r(
+                &["get", "list", "watch", "update"],
+                &["extensions", "apps"],
+                &["replicasets"],
+            ),
+            r(
+                &["update"],
+                &["extensions", "apps"],
+                &["replicasets/status"],
+            ),
+            r(
+                &["update"],
+                &["extensions", "apps"],
+                &["replicasets/finalizers"],
+            ),
+            r(
+                &["list", "watch", "patch", "create", "delete"],
+                CORE,
+                &["pods"],
+            ),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:root-ca-cert-publisher",
+        &[r(&["create", "update"], CORE, &["configmaps"]), EVENTS],
+    ),
+    cluster_role(
+        "system:controller:service-account-controller",
+        &[r(&["create"], CORE, &["serviceaccounts"]), EVENTS],
+    ),
+    cluster_role(
+        "system:controller:statefulset-controller",
+        &[
+            r(&["list", "watch"], CORE, &["pods"]),
+            r(READ, APPS, &["statefulsets"]),
+            r(&["update"], APPS, &["statefulsets/status"]),
+            r(&["update"], APPS, &["statefulsets/finalizers"]),
+            r(
+                &["get", "create", "delete", "update", "patch"],
+                CORE,
+                &["pods"],
+            ),
+            r(
+                &[
+                    "get", "create", "delete", "update", "patch", "list", "watch",
+                ],
+                APPS,
+                &["controllerrevisions"],
+            ),
+            r(&["get", "create"], CORE, &["persistentvolumeclaims"]),
+            r(&["update", "delete"], CORE, &["persistentvolumeclaims"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:ttl-after-finished-controller",
+        &[
+            r(&["get", "list", "watch", "delete"], BATCH, &["jobs"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:certificate-controller",
+        &[
+            r(
+                &["get", "list", "watch", "delete"],
+                CERTIFICATES,
+                &["certificatesigningrequests"],
+            ),
+            r(
+                &["update"],
+                CERTIFICATES,
+                &[
+                    "certificatesigningrequests/status",
+                    "certificatesigningrequests/approval",
+                ],
+            ),
+            named(
+                &["approve"],
+                CERTIFICATES,
+                &["signers"],
+                &[
+                    "kubernetes.io/kube-apiserver-client-kubelet",
+                    "kubernetes.io/kube-apiserver-client",
+                    "kubernetes.io/legacy-unknown",
+                    "kubernetes.io/kubelet-serving",
+                ],
+            ),
+            named(
+                &["sign"],
+                CERTIFICATES,
+                &["signers"],
+                &[
+                    "kubernetes.io/kube-apiserver-client-kubelet",
+                    "kubernetes.io/kube-apiserver-client",
+                    "kubernetes.io/legacy-unknown",
+                    "kubernetes.io/kubelet-serving",
+                ],
+            ),
+            r(&["create"], AUTHORIZATION, &["subjectaccessreviews"]),
+            EVENTS,
+        ],
+    ),
+];
+
+const fn role(namespace: &'static str, name: &'static str, rules: &'static [R]) -> RoleSpec {
+    RoleSpec {
+        name,
+        namespace,
+        labels: &[BOOTSTRAPPING],
+        aggregate_from: &[],
+        rules,
+    }
+}
+
+/// Roles in `kube-system` and `kube-public` (upstream's `namespace_policy.go`, plus kubeadm's
+/// `cluster-info` reader).
+pub const NAMESPACE_ROLES: &[RoleSpec] = &[
+    role(
+        "kube-system",
+        "extension-apiserver-authentication-reader",
+        &[named(
+            READ,
+            CORE,
+            &["configmaps"],
+            &["extension-apiserver-authentication"],
+        )],
+    ),
+    role(
+        "kube-system",
+        "system::leader-locking-kube-controller-manager",
+        &[
+            r(&["watch"], CORE, &["configmaps"]),
+            named(
+                &["get", "update"],
+                CORE,
+                &["configmaps"],
+                &["kube-controller-manager"],
+            ),
+        ],
+    ),
+    role(
+        "kube-system",
+        "system::leader-locking-kube-scheduler",
+        &[
+            r(&["watch"], CORE, &["configmaps"]),
+            named(
+                &["get", "update"],
+                CORE,
+                &["configmaps"],
+                &["kube-scheduler"],
+            ),
+        ],
+    ),
+    role(
+        "kube-system",
+        "system:controller:bootstrap-signer",
+        &[r(READ, CORE, &["secrets"])],
+    ),
+    role(
+        "kube-system",
+        "system:controller:token-cleaner",
+        &[
+            r(&["delete", "get", "list", "watch"], CORE, &["secrets"]),
+            EVENTS,
+        ],
+    ),
+    role(
+        "kube-public",
+        "system:controller:bootstrap-signer",
+        &[
+            r(READ, CORE, &["configmaps"]),
+            named(&["update"], CORE, &["configmaps"], &["cluster-info"]),
+            EVENTS,
+        ],
+    ),
+    RoleSpec {
+        name: "kubeadm:bootstrap-signer-clusterinfo",
+        namespace: "kube-public",
+        labels: &[],
+        aggregate_from: &[],
+        rules: &[named(&["get"], CORE, &["configmaps"], &["cluster-info"])],
+    },
+];
+
+const fn role_binding(
+    namespace: &'static str,
+    name: &'static str,
+    role: &'static str,
+    subjects: &'static [Who],
+) -> BindingSpec {
+    BindingSpec {
+        name,
+        namespace,
+        role_kind: "Role",
+        role,
+        subjects,
+    }
+}
+
+pub const NAMESPACE_ROLE_BINDINGS: &[BindingSpec] = &[
+    role_binding(
+        "kube-system",
+        "system::extension-apiserver-authentication-reader",
+        "extension-apiserver-authentication-reader",
+        &[
+            Who::User("system:kube-controller-manager"),
+            Who::User("system:kube-scheduler"),
+        ],
+    ),
+    role_binding(
+        "kube-system",
+        "system::leader-locking-kube-controller-manager",
+        "system::leader-locking-kube-controller-manager",
+        &[
+            Who::User("system:kube-controller-manager"),
+            Who::ServiceAccount("kube-system", "kube-controller-manager"),
+        ],
+    ),
+    role_binding(
+        "kube-system",
+        "system::leader-locking-kube-scheduler",
+        "system::leader-locking-kube-scheduler",
+        &[
+            Who::User("system:kube-scheduler"),
+            Who::ServiceAccount("kube-system", "kube-scheduler"),
+        ],
+    ),
+    role_binding(
+        "kube-system",
+        "system:controller:bootstrap-signer",
+        "system:controller:bootstrap-signer",
+        &[Who::ServiceAccount("kube-system", "bootstrap-signer")],
+    ),
+    role_binding(
+        "kube-system",
+        "system:controller:token-cleaner",
+        "system:controller:token-cleaner",
+        &[Who::ServiceAccount("kube-system", "token-cleaner")],
+    ),
+    role_binding(
+        "kube-public",
+        "system:controller:bootstrap-signer",
+        "system:controller:bootstrap-signer",
+        &[Who::ServiceAccount("kube-system", "bootstrap-signer")],
+    ),
+    role_binding(
+        "kube-public",
+        "kubeadm:bootstrap-signer-clusterinfo",
+        "kubeadm:bootstrap-signer-clusterinfo",
+        &[Who::User("system:anonymous")],
+    ),
+];

@@ -1,0 +1,326 @@
+//! Authorization end to end with the real kubectl against a loopback server: a user certificate
+//! for `jane` from the cluster CA, RBAC bindings made with `kubectl create rolebinding`,
+//! `kubectl auth can-i [--list]` and `whoami`, upstream's Forbidden wording, anonymous access to
+//! the public-info paths only (401 with `--anonymous-auth=false`), escalation prevention and
+//! rule validation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use ekube_apiserver::pki;
+use ekube_tests::{ServerProcess, kubectl_bin, ok, wait_for};
+
+/// A kubeconfig for `user` (groups `groups`) with a certificate from the server's CA.
+fn user_kubeconfig(s: &ServerProcess, user: &str, groups: &[&str]) -> PathBuf {
+    let ca = pki::Ca::load_or_create(&s.dir.join("pki")).unwrap();
+    let issued = ca.issue(user, groups, &[], false).unwrap();
+    let path = s.dir.join(format!("{user}.conf"));
+    pki::write_kubeconfig(
+        &path,
+        &format!("https://127.0.0.1:{}", s.port),
+        &ca.cert_pem,
+        user,
+        &issued,
+    )
+    .unwrap();
+    path
+}
+
+fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(kubectl_bin())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An HTTPS request without any credentials: `(status, body)`.
+fn anonymous(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Waits until a binding just created shows in what `kubeconfig`'s user may do.
+fn wait_allowed(kubeconfig: &Path, args: &[&str]) {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("kubectl {} to be allowed", args.join(" ")),
+        || Ok(kubectl_as(kubeconfig, args).status.success()),
+    )
+    .unwrap();
+}
+
+#[test]
+fn jane_can_do_what_her_bindings_say() {
+    let s = ServerProcess::start(&[]).unwrap();
+    ok(s.kubectl(&["create", "namespace", "dev"]));
+    ok(s.kubectl(&["create", "namespace", "prod"]));
+    let jane = user_kubeconfig(&s, "jane", &[]);
+
+    // Nothing before a binding, in upstream's words.
+    let out = kubectl_as(&jane, &["get", "pods", "-n", "dev"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error from server (Forbidden): pods is forbidden: User \"jane\" cannot list resource \"pods\" in API group \"\" in the namespace \"dev\""
+    );
+    let out = kubectl_as(&jane, &["get", "namespaces"]);
+    assert!(
+        stderr(&out).contains("User \"jane\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"),
+        "{}",
+        stderr(&out)
+    );
+
+    ok(s.kubectl(&[
+        "create",
+        "rolebinding",
+        "jane-view",
+        "--clusterrole=view",
+        "--user=jane",
+        "-n",
+        "dev",
+    ]));
+    wait_allowed(&jane, &["get", "pods", "-n", "dev"]);
+    ok(kubectl_as(
+        &jane,
+        &["get", "deployments,configmaps", "-n", "dev"],
+    ));
+    for (args, what) in [
+        (&["get", "pods", "-n", "prod"][..], "pods in prod"),
+        (&["get", "secrets", "-n", "dev"], "secrets in dev"),
+        (
+            &["create", "configmap", "x", "-n", "dev"],
+            "creating a configmap in dev",
+        ),
+        (&["get", "pods", "-A"], "pods in every namespace"),
+    ] {
+        let out = kubectl_as(&jane, args);
+        assert!(!out.status.success(), "jane was allowed {what}");
+        assert!(
+            stderr(&out).contains("is forbidden: User \"jane\" cannot"),
+            "{what}: {}",
+            stderr(&out)
+        );
+    }
+
+    // can-i, asked by jane and by the admin impersonating her, agree.
+    let yes = ok(kubectl_as(
+        &jane,
+        &["auth", "can-i", "list", "pods", "-n", "dev"],
+    ));
+    assert_eq!(yes.trim(), "yes");
+    let no = kubectl_as(&jane, &["auth", "can-i", "list", "pods", "-n", "prod"]);
+    assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
+    let hers = ok(kubectl_as(&jane, &["auth", "can-i", "--list", "-n", "dev"]));
+    let impersonated = ok(s.kubectl(&["auth", "can-i", "--list", "--as", "jane", "-n", "dev"]));
+    assert_eq!(hers, impersonated);
+    let pods = hers
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("pods"))
+        .unwrap_or_else(|| panic!("no pods line in:\n{hers}"));
+    assert!(pods.ends_with("[get list watch]"), "{pods}");
+    assert!(!hers.lines().any(|l| l.starts_with("secrets ")), "{hers}");
+    assert!(
+        hers.contains("selfsubjectrulesreviews.authorization.k8s.io"),
+        "{hers}"
+    );
+    let elsewhere = ok(s.kubectl(&["auth", "can-i", "--list", "--as", "jane", "-n", "prod"]));
+    assert!(
+        !elsewhere.lines().any(|l| l.starts_with("pods ")),
+        "{elsewhere}"
+    );
+
+    // Impersonation itself is authorized: jane may not act as someone else.
+    let out = kubectl_as(&jane, &["get", "pods", "-n", "dev", "--as", "admin"]);
+    assert!(
+        stderr(&out).contains("users \"admin\" is forbidden: User \"jane\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{}",
+        stderr(&out)
+    );
+
+    let whoami = ok(kubectl_as(&jane, &["auth", "whoami", "-o", "json"]));
+    let review: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(review["kind"], "SelfSubjectReview");
+    assert_eq!(review["status"]["userInfo"]["username"], "jane");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:authenticated"])
+    );
+}
+
+#[test]
+fn escalation_is_refused_and_invalid_rules_are_not_stored() {
+    let s = ServerProcess::start(&[]).unwrap();
+    ok(s.kubectl(&["create", "namespace", "team"]));
+    // The aggregation controller has written what `admin` grants into it.
+    wait_for(
+        Duration::from_secs(10),
+        "clusterrole admin to aggregate rules",
+        || {
+            let admin = ok(s.kubectl(&["get", "clusterrole", "admin", "-o", "json"]));
+            let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
+            Ok(admin["rules"].as_array().is_some_and(|rules| {
+                rules.iter().any(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|res| res.iter().any(|x| x == "rolebindings"))
+                }) && rules.iter().any(|r| {
+                    r["resources"]
+                        .as_array()
+                        .is_some_and(|res| res.iter().any(|x| x == "pods/log"))
+                })
+            }))
+        },
+    )
+    .unwrap();
+    let jane = user_kubeconfig(&s, "jane", &["devs"]);
+    ok(s.kubectl(&[
+        "create",
+        "rolebinding",
+        "devs-admin",
+        "--clusterrole=admin",
+        "--group=devs",
+        "-n",
+        "team",
+    ]));
+    wait_allowed(&jane, &["get", "roles", "-n", "team"]);
+
+    // What she holds she may hand on…
+    ok(kubectl_as(
+        &jane,
+        &[
+            "create",
+            "role",
+            "reader",
+            "--verb=get",
+            "--resource=pods",
+            "-n",
+            "team",
+        ],
+    ));
+    // …but not nodes, which she cannot read, nor cluster-admin.
+    let out = kubectl_as(
+        &jane,
+        &[
+            "create",
+            "role",
+            "sneaky",
+            "--verb=get",
+            "--resource=nodes",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("roles.rbac.authorization.k8s.io \"sneaky\" is forbidden: user \"jane\" (groups=[\"devs\" \"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kubectl_as(
+        &jane,
+        &[
+            "create",
+            "rolebinding",
+            "root",
+            "--clusterrole=cluster-admin",
+            "--user=jane",
+            "-n",
+            "team",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "rolebindings.rbac.authorization.k8s.io \"root\" is forbidden: user \"jane\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("{APIGroups:[\"*\"], Resources:[\"*\"], Verbs:[\"*\"]}"),
+        "{}",
+        stderr(&out)
+    );
+    let names = ok(s.kubectl(&["get", "roles,rolebindings", "-n", "team", "-o", "name"]));
+    assert!(
+        !names.contains("sneaky") && !names.contains("/root"),
+        "{names}"
+    );
+    assert!(
+        names.contains("role.rbac.authorization.k8s.io/reader"),
+        "{names}"
+    );
+
+    // A rule without verbs is invalid, for the admin too, and nothing is stored.
+    let bad = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: bad\n  namespace: team\nrules:\n- apiGroups: [\"\"]\n  resources: [pods]\n  verbs: []\n";
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(bad));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("The Role \"bad\" is invalid: rules[0].verbs: Required value"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.kubectl(&["get", "role", "bad", "-n", "team"]);
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+}
+
+#[test]
+fn anonymous_reaches_public_info_only() {
+    let s = ServerProcess::start(&[]).unwrap();
+    ok(s.kubectl(&[
+        "create",
+        "configmap",
+        "cluster-info",
+        "-n",
+        "kube-public",
+        "--from-literal=kubeconfig=x",
+    ]));
+    let (code, body) = anonymous(s.port, "/version");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("gitVersion"), "{body}");
+    assert_eq!(anonymous(s.port, "/healthz"), (200, "ok".into()));
+    assert_eq!(anonymous(s.port, "/readyz").0, 200);
+    wait_for(Duration::from_secs(10), "anonymous cluster-info", || {
+        Ok(anonymous(
+            s.port,
+            "/api/v1/namespaces/kube-public/configmaps/cluster-info",
+        )
+        .0 == 200)
+    })
+    .unwrap();
+    let (code, body) = anonymous(s.port, "/api/v1/namespaces");
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["message"],
+        "namespaces is forbidden: User \"system:anonymous\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(status["details"]["kind"], "namespaces");
+    assert_eq!(
+        anonymous(s.port, "/api/v1/namespaces/kube-public/configmaps/other").0,
+        403
+    );
+    let (code, body) = anonymous(s.port, "/api");
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cannot get path \\\"/api\\\""), "{body}");
+
+    let closed = ServerProcess::start(&["--anonymous-auth=false"]).unwrap();
+    assert_eq!(anonymous(closed.port, "/api/v1/namespaces").0, 401);
+    assert_eq!(anonymous(closed.port, "/healthz").0, 401);
+    ok(closed.kubectl(&["get", "namespaces"]));
+}
