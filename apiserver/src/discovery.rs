@@ -60,7 +60,7 @@ fn entry(r: &ResourceInfo) -> Value {
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": VERBS,
+        "verbs": if r.review { &["create"][..] } else { VERBS },
     });
     if !r.short_names.is_empty() {
         e["shortNames"] = json!(r.short_names);

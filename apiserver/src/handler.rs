@@ -158,7 +158,11 @@ async fn route_request(
         _ => {}
     }
     // Authenticated users may do everything until authorization exists.
-    let Some(user) = user.or_else(|| bearer(&api.tokens, req.headers())) else {
+    let user = match user {
+        Some(user) => Some(user),
+        None => bearer(api, req.headers()).await?,
+    };
+    let Some(user) = user else {
         return Err(ApiError::unauthorized());
     };
     let _slot = api.inflight.admit(req.method(), &route, &query, &user)?;
@@ -185,10 +189,16 @@ async fn route_request(
     }
 }
 
-fn bearer(tokens: &crate::auth::Tokens, headers: &HeaderMap) -> Option<User> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?.trim();
-    tokens.lookup(token).cloned()
+async fn bearer(api: &ApiServer, headers: &HeaderMap) -> Result<Option<User>> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(token) => crate::token_auth::authenticate(api, token).await,
+        None => Ok(None),
+    }
 }
 
 pub fn version() -> Value {
@@ -393,6 +403,17 @@ async fn resource(
                 Some(other) => crate::subresources::get(api, r, ns, name, other, &q, req).await,
             }
         }
+        (&Method::POST, None, None) if r.review => {
+            let (headers, body) = read_body(api, req).await?;
+            let obj = parse_object(&body, &content_type(&headers))?;
+            check_type(r, &obj)?;
+            let reviewed = match r.kind {
+                "TokenReview" => crate::tokenreview::create(api, obj).await?,
+                _ => return Err(ApiError::path_not_found()),
+            };
+            Ok(json_response(StatusCode::CREATED, &reviewed))
+        }
+        _ if r.review => Err(ApiError::method_not_allowed(method.as_str())),
         (&Method::POST, None, None) => {
             let opts = q.write_options()?;
             let (headers, body) = read_body(api, req).await?;

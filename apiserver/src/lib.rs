@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod apply;
 pub mod auth;
 pub mod bootstrap;
+pub mod bootstrap_token;
 pub mod config;
 pub mod convert;
 pub mod defaults;
@@ -26,9 +27,12 @@ pub mod proxy;
 pub mod registry;
 pub mod route;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;
 pub mod subresources;
 pub mod table;
+pub mod token_auth;
+pub mod tokenreview;
 pub mod typed;
 pub mod validation;
 pub mod watch;
@@ -66,6 +70,8 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ServiceAccount(#[from] serviceaccount::Error),
     #[error("start-up: {0}")]
     Startup(#[from] errors::ApiError),
 }
@@ -75,6 +81,10 @@ pub struct ApiServer {
     pub config: Config,
     pub registry: Registry,
     pub tokens: auth::Tokens,
+    /// Signs and authenticates ServiceAccount tokens.
+    pub service_accounts: serviceaccount::ServiceAccounts,
+    /// Authenticates bootstrap tokens (`kube-system/bootstrap-token-<id>` Secrets).
+    pub bootstrap_tokens: bootstrap_token::BootstrapTokens,
     /// `host:port` clients are told to use.
     pub server_address: String,
     /// TLS towards kubelets, with the apiserver's kubelet client certificate.
@@ -242,9 +252,26 @@ pub async fn start(
         allocator.hold(&Holdings::of(&registry::decode(services, kv)));
     }
 
+    let mut service_accounts = serviceaccount::ServiceAccounts::new(
+        serviceaccount::keys::Keys::load_or_create(
+            &pki_dir,
+            config.service_account_signing_key_file.as_deref(),
+            &config.service_account_key_file,
+        )?,
+        config.service_account_issuer.clone(),
+        config.api_audiences.clone(),
+        store.clone(),
+    );
+    service_accounts.max_expiration = config
+        .service_account_max_token_expiration
+        .map(|d| d.as_secs() as i64);
+    service_accounts.extend_expiration = config.service_account_extend_token_expiration;
+
     let api = Arc::new(ApiServer {
         registry: Registry::new(store.clone(), allocator),
         tokens,
+        service_accounts,
+        bootstrap_tokens: bootstrap_token::BootstrapTokens::new(store.clone()),
         server_address,
         inflight: inflight::Inflight::new(
             config.max_requests_inflight,

@@ -186,7 +186,7 @@ fn gen_err(what: &str, source: rcgen::Error) -> Error {
     }
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -234,7 +234,7 @@ pub fn make_private(dir: &Path) -> Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))
 }
 
-fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| Error::Io {
