@@ -140,6 +140,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 Some("authentication.k8s.io/v1"),
                 &["create"],
             )),
+            ("certificates.k8s.io", "certificatesigningrequests") => out.push(sub(
+                r,
+                "approval",
+                r.kind,
+                None,
+                &["get", "patch", "update"],
+            )),
             _ => {}
         }
     }

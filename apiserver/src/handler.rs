@@ -442,6 +442,12 @@ async fn resource(
             if sub == Some("scale") && r.scale {
                 return crate::subresources::put_scale(api, r, ns, name, &obj, &opts).await;
             }
+            if sub == Some("approval") && r.kind == "CertificateSigningRequest" {
+                let (v, w) =
+                    crate::certificates::approve(&api.registry, &api.ca, r, name, &obj, &opts)
+                        .await?;
+                return Ok(with_warnings(json_response(StatusCode::OK, &v), w));
+            }
             if sub == Some("finalize") && r.kind == "Namespace" {
                 let (v, w) = api
                     .registry

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod auth;
 pub mod bootstrap;
 pub mod bootstrap_token;
+pub mod certificates;
 pub mod config;
 pub mod convert;
 pub mod defaults;
@@ -81,6 +82,8 @@ pub struct ApiServer {
     pub config: Config,
     pub registry: Registry,
     pub tokens: auth::Tokens,
+    /// The cluster CA, which signs approved CertificateSigningRequests.
+    pub ca: pki::Ca,
     /// Signs and authenticates ServiceAccount tokens.
     pub service_accounts: serviceaccount::ServiceAccounts,
     /// Authenticates bootstrap tokens (`kube-system/bootstrap-token-<id>` Secrets).
@@ -271,6 +274,7 @@ pub async fn start(
         registry: Registry::new(store.clone(), allocator),
         tokens,
         service_accounts,
+        ca,
         bootstrap_tokens: bootstrap_token::BootstrapTokens::new(store.clone()),
         server_address,
         inflight: inflight::Inflight::new(

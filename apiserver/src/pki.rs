@@ -119,6 +119,39 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a PKCS#10 request (PEM) as a client or serving certificate valid for `life`,
+    /// keeping the subject and subject alternative names it asks for.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        server: bool,
+        life: std::time::Duration,
+    ) -> Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|source| gen_err("certificate request", source))?;
+        let params = &mut csr.params;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        // Backdated as upstream's signer backdates, for clocks slightly behind.
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::seconds(life.as_secs() as i64);
+        let cert = csr
+            .signed_by(&self.cert, &self.key)
+            .map_err(|source| gen_err("certificate request", source))?;
+        Ok(cert.pem())
+    }
+}
+
 /// A freshly issued certificate and its private key, PEM encoded.
 pub struct Issued {
     pub cert_pem: String,

@@ -164,6 +164,9 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             health_check_node_port(obj, node_ports, &mut causes);
         }
         ("", "ConfigMap") => config_keys(obj, &mut causes),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            causes.extend(crate::certificates::validate(obj))
+        }
         ("", "Secret") => {
             config_keys(obj, &mut causes);
             if obj["type"] == crate::bootstrap_token::SECRET_TYPE {

@@ -314,3 +314,176 @@ fn bootstrap_tokens_authenticate_until_they_expire_and_pods_get_their_account() 
     })
     .unwrap();
 }
+
+/// A CertificateSigningRequest manifest for `subject` with `sans`, signed by a new key.
+fn csr(
+    name: &str,
+    signer: &str,
+    cn: &str,
+    orgs: &[&str],
+    sans: &[&str],
+) -> (String, rcgen::KeyPair) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    for o in orgs {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let manifest = json!({
+        "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {"request": base64::engine::general_purpose::STANDARD.encode(pem), "signerName": signer,
+            "usages": ["digital signature", "client auth"], "expirationSeconds": 3600},
+    });
+    (manifest.to_string(), key)
+}
+
+fn csr_status(s: &ServerProcess, name: &str) -> Value {
+    let out = ok(s.kubectl(&["get", "csr", name, "-o", "json"]));
+    serde_json::from_str::<Value>(&out).unwrap()["status"].clone()
+}
+
+#[test]
+fn approved_csrs_are_signed_by_the_cluster_ca_and_bad_ones_fail() {
+    use base64::Engine;
+    let s = ServerProcess::start(&[]).unwrap();
+    let (manifest, key) = csr(
+        "jane",
+        "kubernetes.io/kube-apiserver-client",
+        "jane",
+        &["dev"],
+        &[],
+    );
+    ok(s.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)));
+    assert!(
+        csr_status(&s, "jane").get("certificate").is_none(),
+        "signed before approval"
+    );
+    let approved = ok(s.kubectl(&["certificate", "approve", "jane"]));
+    assert!(approved.contains("approved"), "{approved}");
+    let status = csr_status(&s, "jane");
+    assert_eq!(status["conditions"][0]["type"], "Approved", "{status}");
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(status["certificate"].as_str().expect("a certificate"))
+        .unwrap();
+    let pem = String::from_utf8(pem).unwrap();
+    let issued = rcgen::CertificateParams::from_ca_cert_pem(&pem).unwrap();
+    let dn: Vec<String> = issued
+        .distinguished_name
+        .iter()
+        .map(|(t, v)| format!("{t:?}={v:?}"))
+        .collect();
+    assert!(
+        dn.iter()
+            .any(|d| d.contains("CommonName") && d.contains("jane")),
+        "{dn:?}"
+    );
+    assert!(
+        dn.iter()
+            .any(|d| d.contains("OrganizationName") && d.contains("dev")),
+        "{dn:?}"
+    );
+    let life = issued.not_after - time::OffsetDateTime::now_utc();
+    assert!(
+        life.whole_seconds() <= 3600 && life.whole_seconds() > 3000,
+        "expirationSeconds not honoured: {life}"
+    );
+
+    // The certificate authenticates (signed by the cluster CA).
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(s.kubeconfig()).unwrap()).unwrap();
+    let mut config = admin.clone();
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    config["users"] = json!([{"name": "jane", "user": {"client-certificate-data": b64(&pem), "client-key-data": b64(&key.serialize_pem())}}]);
+    config["contexts"][0]["context"]["user"] = json!("jane");
+    let path = s.dir.join("jane.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let out = kubectl_with(&path, &["get", "pods"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A client certificate with a SAN fails validation and gets no certificate.
+    let (manifest, _) = csr(
+        "san",
+        "kubernetes.io/kube-apiserver-client",
+        "jane",
+        &[],
+        &["jane.example.com"],
+    );
+    ok(s.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)));
+    ok(s.kubectl(&["certificate", "approve", "san"]));
+    let status = csr_status(&s, "san");
+    assert!(status.get("certificate").is_none(), "{status}");
+    let failed = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failed["reason"], "SignerValidationFailure", "{status}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("subjectAltNames"),
+        "{status}"
+    );
+
+    // The kubelet client signer wants system:node:<name> in system:nodes.
+    let (manifest, _) = csr(
+        "node",
+        "kubernetes.io/kube-apiserver-client-kubelet",
+        "mallory",
+        &["system:nodes"],
+        &[],
+    );
+    ok(s.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)));
+    ok(s.kubectl(&["certificate", "approve", "node"]));
+    assert!(
+        csr_status(&s, "node")["conditions"]
+            .to_string()
+            .contains("system:node:"),
+        "bad kubelet CN accepted"
+    );
+
+    // Denied requests are never signed; a request that is no CSR is invalid.
+    let (manifest, _) = csr(
+        "denied",
+        "kubernetes.io/kube-apiserver-client",
+        "eve",
+        &[],
+        &[],
+    );
+    ok(s.kubectl_stdin(&["create", "-f", "-"], Some(&manifest)));
+    ok(s.kubectl(&["certificate", "deny", "denied"]));
+    let status = csr_status(&s, "denied");
+    assert_eq!(status["conditions"][0]["type"], "Denied", "{status}");
+    assert!(status.get("certificate").is_none());
+    let mut bad: Value =
+        serde_json::from_str(&csr("bad", "kubernetes.io/kube-apiserver-client", "x", &[], &[]).0)
+            .unwrap();
+    bad["spec"]["request"] = json!(b64("not a request"));
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(&bad.to_string()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("spec.request") && err.contains("invalid"),
+        "{err}"
+    );
+    assert!(
+        !s.kubectl(&["get", "csr", "bad"]).status.success(),
+        "an invalid request was stored"
+    );
+}
