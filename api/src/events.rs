@@ -15,11 +15,24 @@ pub enum EventType {
     Warning,
 }
 
-/// Writes Events on behalf of one component (`source.component`).
+impl EventType {
+    /// `Warning` for "Warning", else `Normal`.
+    pub fn parse(text: &str) -> Self {
+        if text == "Warning" {
+            Self::Warning
+        } else {
+            Self::Normal
+        }
+    }
+}
+
+/// Writes Events on behalf of one component (`source.component`), and for node components
+/// on behalf of one node (`source.host`, `reportingInstance`).
 #[derive(Clone)]
 pub struct Recorder {
     client: kube::Client,
     component: String,
+    host: Option<String>,
 }
 
 impl Recorder {
@@ -27,28 +40,37 @@ impl Recorder {
         Self {
             client,
             component: component.to_string(),
+            host: None,
         }
     }
 
-    /// Records an event about `obj`.
+    /// A recorder for a component that runs on node `node` (the kubelet, the proxy).
+    pub fn on_node(client: kube::Client, component: &str, node: &str) -> Self {
+        Self {
+            host: Some(node.to_string()),
+            ..Self::new(client, component)
+        }
+    }
+
+    /// Records an event about `obj`; whether it was written.
     pub async fn record<K: Resource<DynamicType = ()>>(
         &self,
         obj: &K,
         kind: EventType,
         reason: &str,
         message: &str,
-    ) {
+    ) -> bool {
         self.record_ref(reference(obj), kind, reason, message).await
     }
 
-    /// Records an event about the object `involved` points to.
+    /// Records an event about the object `involved` points to; whether it was written.
     pub async fn record_ref(
         &self,
         involved: ObjectReference,
         kind: EventType,
         reason: &str,
         message: &str,
-    ) {
+    ) -> bool {
         let namespace = involved
             .namespace
             .clone()
@@ -75,20 +97,24 @@ impl Recorder {
             }),
             source: Some(EventSource {
                 component: Some(self.component.clone()),
-                host: None,
+                host: self.host.clone(),
             }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: Some(MicroTime(now)),
             count: Some(1),
             reporting_component: Some(self.component.clone()),
-            reporting_instance: Some(self.component.clone()),
+            reporting_instance: Some(self.host.clone().unwrap_or_else(|| self.component.clone())),
             action: Some(reason.to_string()),
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        if let Err(e) = api.create(&PostParams::default(), &event).await {
-            tracing::debug!(error = %e, reason, "recording event failed");
+        match api.create(&PostParams::default(), &event).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, reason, "recording event failed");
+                false
+            }
         }
     }
 }

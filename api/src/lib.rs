@@ -3,11 +3,13 @@
 //! Objects are the `k8s-openapi` types; this crate adds what the Kubernetes libraries leave to the
 //! server: the table of resources ekube serves ([`resources`]), label and field selectors
 //! ([`selector`]), quantities ([`quantity`]), the one way components build a kube-rs client
-//! ([`client`]) and record Events ([`events`]), and the hardened accept loop both HTTPS servers
+//! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
 //! run ([`serve`]).
 
 pub mod client;
+pub mod cron;
 pub mod events;
+pub mod flags;
 pub mod nodematch;
 pub mod quantity;
 pub mod resources;

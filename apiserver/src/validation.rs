@@ -202,12 +202,24 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
                 .unwrap_or_default();
             if schedule.is_empty() {
                 causes.push(Cause::required("spec.schedule"));
-            } else if !valid_cron(schedule) {
+            } else if schedule.contains("TZ") {
                 causes.push(Cause::invalid(
                     "spec.schedule",
                     format!("\"{schedule}\""),
-                    "unparseable schedule",
+                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
                 ));
+            } else if let Err(e) = ekube_api::cron::Schedule::parse(schedule) {
+                // The controller's own parser: what is admitted is what it can run.
+                causes.push(Cause::invalid(
+                    "spec.schedule",
+                    format!("\"{schedule}\""),
+                    &e.reason,
+                ));
+            }
+            if let Some(zone) = obj.pointer("/spec/timeZone").and_then(Value::as_str)
+                && let Err(e) = ekube_api::cron::time_zone(Some(zone))
+            {
+                causes.push(Cause::invalid("spec.timeZone", format!("\"{zone}\""), &e));
             }
             if obj.pointer("/spec/jobTemplate/spec/template").is_none() {
                 causes.push(Cause::required("spec.jobTemplate.spec.template"));
@@ -305,21 +317,6 @@ fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
             resource_quantity(format!("{field}[{k}]"), v, causes);
         }
     }
-}
-
-fn valid_cron(s: &str) -> bool {
-    if s.starts_with('@') {
-        return matches!(
-            s,
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight" | "@hourly"
-        );
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    fields.len() == 5
-        && fields.iter().all(|f| {
-            f.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"*/,-?".contains(&b))
-        })
 }
 
 fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
@@ -788,6 +785,41 @@ mod tests {
         assert_eq!(
             validate("", "Service", &svc, (30000, 32767))[0].field,
             "metadata.name"
+        );
+    }
+
+    #[test]
+    fn cron_schedules_are_what_the_controller_can_run() {
+        let cronjob = |schedule: &str, zone: Option<&str>| {
+            let cj = json!({"metadata": {"name": "c"}, "spec": {
+                "schedule": schedule, "timeZone": zone,
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "i"}]}}}}}});
+            validate("batch", "CronJob", &cj, (30000, 32767))
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(cronjob("*/5 * * * *", None).is_empty());
+        assert!(cronjob("@hourly", Some("Europe/Berlin")).is_empty());
+        // Shapes the old character check let through, which the controller then rejected.
+        for bad in ["99 * * * *", "* * 0 * *", "1-x * * * *", "*/0 * * * *"] {
+            let causes = cronjob(bad, None);
+            assert!(
+                causes.len() == 1 && causes[0].starts_with("spec.schedule: Invalid value"),
+                "{bad}: {causes:?}"
+            );
+        }
+        assert_eq!(
+            cronjob("CRON_TZ=UTC * * * * *", None),
+            [
+                "spec.schedule: Invalid value: \"CRON_TZ=UTC * * * * *\": cannot use TZ or \
+                 CRON_TZ in schedule, use timeZone field instead"
+            ]
+        );
+        assert_eq!(
+            cronjob("* * * * *", Some("Mars/Olympus")),
+            ["spec.timeZone: Invalid value: \"Mars/Olympus\": unknown time zone Mars/Olympus"]
         );
     }
 

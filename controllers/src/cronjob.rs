@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -22,38 +21,29 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use crate::cron::{Schedule, time_zone};
 use crate::events::{EventType, Recorder};
 use crate::job::finished;
+use crate::runner::{self, Ctx};
 use crate::util::{controller_of, controller_ref, deleting};
 use crate::{Context as _, Result};
+use ekube_api::cron::{Schedule, time_zone};
 
 pub const SCHEDULED_TIMESTAMP: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
-struct Ctx {
-    client: kube::Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-    });
-    Controller::new(
+    let controller = Controller::new(
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Job>::all(client), watcher::Config::default())
-    .run(
+    .owns(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let ctx = Ctx { client, recorder };
+    runner::drive(
+        "cronjob",
+        controller,
         reconcile,
-        |_, e, _| {
-            tracing::warn!(error = %e, "cronjob");
-            Action::requeue(Duration::from_secs(5))
-        },
         ctx,
+        Duration::from_secs(5),
     )
-    .for_each(|_| async {})
     .await;
     Ok(())
 }
@@ -152,7 +142,14 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
         .filter(|j| controller_of(j).is_some_and(|r| r.uid == uid))
         .collect();
     let spec = cj.spec.clone();
-    let status = cj.status.clone().unwrap_or_default();
+    // The status as stored, not as the watch cache last saw it: this controller's own last
+    // write may not have reached the cache yet, and starting from an older status would
+    // forget a success whose job the history limit has since deleted.
+    let status = match cj_api.get_status(&name).await {
+        Ok(fresh) => fresh.status.unwrap_or_default(),
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+        Err(e) => return Err(e).ctx(|| format!("reading cronjob {ns}/{name}")),
+    };
     let mut last_schedule = status.last_schedule_time.as_ref().map(|t| t.0);
     let mut last_successful = status.last_successful_time.as_ref().map(|t| t.0);
 
@@ -337,11 +334,16 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     }
 
     let active_refs: Vec<ObjectReference> = active.iter().map(reference).collect();
-    let new_status = json!({
+    // The times are only ever set, never cleared (a merge patch with null would clear them).
+    let mut new_status = json!({
         "active": if active_refs.is_empty() { None } else { Some(&active_refs) },
-        "lastScheduleTime": last_schedule.map(Time),
-        "lastSuccessfulTime": last_successful.map(Time),
     });
+    if let Some(t) = last_schedule {
+        new_status["lastScheduleTime"] = json!(Time(t));
+    }
+    if let Some(t) = last_successful {
+        new_status["lastSuccessfulTime"] = json!(Time(t));
+    }
     let names = |refs: &[ObjectReference]| {
         refs.iter()
             .filter_map(|r| r.name.clone())

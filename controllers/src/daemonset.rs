@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
@@ -35,6 +34,7 @@ use serde_json::json;
 use crate::deployment::{resolve, template_hash};
 use crate::events::{EventType, Recorder};
 use crate::replicaset::claim_pods;
+use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, pod_active, pod_available, pod_ready};
 use crate::{Context as _, Result};
 use ekube_api::nodematch::{selects, untolerated};
@@ -42,25 +42,16 @@ use ekube_api::nodematch::{selects, untolerated};
 pub const REVISION_HASH: &str = "controller-revision-hash";
 pub const TEMPLATE_GENERATION: &str = "pod-template-generation";
 
-struct Ctx {
-    client: kube::Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-    });
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
     );
     let sets = controller.store();
-    controller
+    let controller = controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .watches(
-            Api::<Node>::all(client),
+            Api::<Node>::all(client.clone()),
             watcher::Config::default(),
             move |_node: Node| {
                 sets.state()
@@ -68,17 +59,16 @@ pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String>
                     .map(|ds| ObjectRef::from_obj(&**ds))
                     .collect::<Vec<_>>()
             },
-        )
-        .run(
-            reconcile,
-            |_, e, _| {
-                tracing::warn!(error = %e, "daemonset");
-                Action::requeue(Duration::from_secs(1))
-            },
-            ctx,
-        )
-        .for_each(|_| async {})
-        .await;
+        );
+    let ctx = Ctx { client, recorder };
+    runner::drive(
+        "daemonset",
+        controller,
+        reconcile,
+        ctx,
+        Duration::from_secs(1),
+    )
+    .await;
     Ok(())
 }
 

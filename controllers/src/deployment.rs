@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -28,6 +27,7 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use crate::events::{EventType, Recorder};
+use crate::runner::{self, Ctx};
 use crate::util::{controller_of, controller_ref, deleting, labels_of, now};
 use crate::{Context as _, Result};
 
@@ -36,30 +36,23 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 
-struct Ctx {
-    client: kube::Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-    });
-    Controller::new(
+    let controller = Controller::new(
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<ReplicaSet>::all(client), watcher::Config::default())
-    .run(
+    .owns(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let ctx = Ctx { client, recorder };
+    runner::drive(
+        "deployment",
+        controller,
         reconcile,
-        |_, e, _| {
-            tracing::warn!(error = %e, "deployment");
-            Action::requeue(Duration::from_secs(1))
-        },
         ctx,
+        Duration::from_secs(1),
     )
-    .for_each(|_| async {})
     .await;
     Ok(())
 }

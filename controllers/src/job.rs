@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +25,7 @@ use serde_json::json;
 
 use crate::events::{EventType, Recorder};
 use crate::replicaset::claim_pods;
+use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, now, pod_active, pod_ready};
 use crate::{Context as _, Result};
 
@@ -38,28 +38,11 @@ const LEGACY_CONTROLLER_UID: &str = "controller-uid";
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
-struct Ctx {
-    client: kube::Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-    });
-    Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client), watcher::Config::default())
-        .run(
-            reconcile,
-            |_, e, _| {
-                tracing::warn!(error = %e, "job");
-                Action::requeue(Duration::from_secs(1))
-            },
-            ctx,
-        )
-        .for_each(|_| async {})
-        .await;
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let ctx = Ctx { client, recorder };
+    runner::drive("job", controller, reconcile, ctx, Duration::from_secs(1)).await;
     Ok(())
 }
 

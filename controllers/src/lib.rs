@@ -10,7 +10,6 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub mod cron;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -23,6 +22,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod rootca;
+mod runner;
 pub mod serviceaccount;
 pub mod statefulset;
 mod util;
@@ -63,13 +63,13 @@ pub struct Config {
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
     /// How often node health is checked.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = ekube_api::flags::parse_duration)]
     pub node_monitor_period: Duration,
     /// How long a node may go without renewing its Lease before it is marked NotReady.
-    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    #[arg(long, default_value = "40s", value_parser = ekube_api::flags::parse_duration)]
     pub node_monitor_grace_period: Duration,
     /// How long pods stay bound to an unreachable node before they are evicted.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
     pub pod_eviction_timeout: Duration,
     /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace. Default: the
     /// CA of `--kubeconfig`.
@@ -120,26 +120,6 @@ impl Config {
         }
         ipam::ClusterCidr::new(&self.cluster_cidr, self.node_cidr_mask_size).map_err(Error::Config)
     }
-}
-
-/// Parses `500ms`, `40s`, `5m`, `1h` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let bad =
-        || format!("invalid duration {s:?}: use a number with a unit (ms, s, m, h), e.g. 40s");
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,15 +264,6 @@ async fn named(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("40s").unwrap(), Duration::from_secs(40));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert!(parse_duration("fast").is_err());
-    }
 
     #[test]
     fn controller_selection() {

@@ -9,7 +9,6 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -21,35 +20,26 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
+use crate::runner::{self, Ctx};
 use crate::util::{
     controller_of, controller_ref, deleting, labels_of, pod_active, pod_available, pod_ready,
 };
 use crate::{Context as _, Result};
 
-struct Ctx {
-    client: kube::Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-    });
-    Controller::new(
+    let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
+    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let ctx = Ctx { client, recorder };
+    runner::drive(
+        "replicaset",
+        controller,
         reconcile,
-        |_, e, _| {
-            tracing::warn!(error = %e, "replicaset");
-            Action::requeue(Duration::from_secs(1))
-        },
         ctx,
+        Duration::from_secs(1),
     )
-    .for_each(|_| async {})
     .await;
     Ok(())
 }

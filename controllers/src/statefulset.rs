@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
@@ -34,6 +33,7 @@ use serde_json::json;
 use crate::deployment::template_hash;
 use crate::events::{EventType, Recorder};
 use crate::replicaset::claim_pods;
+use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, pod_available, pod_ready, pod_terminal};
 use crate::{Context as _, Result};
 
@@ -41,30 +41,20 @@ pub const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 pub const REVISION_HASH: &str = "controller-revision-hash";
 
-struct Ctx {
-    client: kube::Client,
-    recorder: Recorder,
-}
-
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        recorder,
-    });
-    Controller::new(
+    let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client), watcher::Config::default())
-    .run(
+    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    let ctx = Ctx { client, recorder };
+    runner::drive(
+        "statefulset",
+        controller,
         reconcile,
-        |_, e, _| {
-            tracing::warn!(error = %e, "statefulset");
-            Action::requeue(Duration::from_secs(1))
-        },
         ctx,
+        Duration::from_secs(1),
     )
-    .for_each(|_| async {})
     .await;
     Ok(())
 }

@@ -66,6 +66,8 @@ pub fn free_port() -> u16 {
 
 /// An `ekube server` process on loopback with its own data directory; killed on drop.
 pub struct ServerProcess {
+    /// The `ekube` binary run: this build's, or another (a bench's baseline).
+    bin: PathBuf,
     pub dir: PathBuf,
     pub port: u16,
     child: Option<Child>,
@@ -81,8 +83,14 @@ impl ServerProcess {
     }
 
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        Self::start_bin(ekube_bin(), extra, env)
+    }
+
+    /// Like `start_with_env`, running the `ekube` binary `bin`.
+    pub fn start_bin(bin: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let tmp = tempfile::tempdir()?;
         let mut s = Self {
+            bin,
             dir: tmp.path().to_path_buf(),
             port: free_port(),
             child: None,
@@ -104,7 +112,7 @@ impl ServerProcess {
             .create(true)
             .append(true)
             .open(self.dir.join("server.log"))?;
-        let child = Command::new(ekube_bin())
+        let child = Command::new(&self.bin)
             .arg("server")
             .arg("--data-dir")
             .arg(&self.dir)

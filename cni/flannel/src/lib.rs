@@ -63,15 +63,8 @@ pub struct Config {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub ip_masq: bool,
     /// Seconds between full reconciles, on top of the ones node events trigger.
-    #[arg(long, default_value = "30", value_parser = parse_secs)]
+    #[arg(long, default_value = "30", value_parser = ekube_api::flags::parse_interval)]
     pub resync_interval: Duration,
-}
-
-fn parse_secs(s: &str) -> std::result::Result<Duration, String> {
-    s.trim_end_matches('s')
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Errors of the overlay agent.
@@ -104,19 +97,6 @@ pub enum Error {
 /// Result with the agent's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn hostname() -> Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return Err(Error::Io {
-            what: "reading the host name".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(String::from_utf8_lossy(&buf[..end]).to_lowercase())
-}
-
 /// Writes `subnet.env` through a rename, so the CNI plugin never reads half of it.
 fn write_subnet_env(path: &Path, text: &str) -> Result<()> {
     let io = |what: String| move |source| Error::Io { what, source };
@@ -146,10 +126,13 @@ async fn serve(config: Config) -> Result<()> {
             config.vni
         )));
     }
-    let name = match &config.hostname_override {
-        Some(n) => n.to_lowercase(),
-        None => hostname()?,
-    };
+    let name =
+        ekube_api::flags::node_name(config.hostname_override.as_deref()).map_err(|source| {
+            Error::Io {
+                what: "reading the host name (set --hostname-override)".into(),
+                source,
+            }
+        })?;
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
     let api: Api<Node> = Api::all(client);
     let handle = kernel::connect()?;

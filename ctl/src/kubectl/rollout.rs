@@ -63,7 +63,7 @@ pub struct StatusArgs {
     #[arg(long, default_value_t = 0)]
     pub revision: i64,
     /// The length of time to wait before ending watch, zero means never (e.g. 1s, 2m, 3h).
-    #[arg(long, default_value = "0s", value_parser = ekube_controllers::parse_duration)]
+    #[arg(long, default_value = "0s", value_parser = ekube_api::flags::parse_duration)]
     pub timeout: Duration,
 }
 

@@ -84,7 +84,7 @@ pub struct Config {
     pub container_log_max_files: u64,
     /// How often container logs are checked for rotation and the log directories of gone pods
     /// removed (seconds).
-    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    #[arg(long, default_value = "10", value_parser = ekube_api::flags::parse_interval)]
     pub container_log_monitor_interval: std::time::Duration,
     /// Most pods this node takes.
     #[arg(long, default_value_t = 110)]
@@ -152,13 +152,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     runtime::install_crypto();
-    let node = match &config.hostname_override {
-        Some(n) => n.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "localhost".into()),
-    }
-    .to_lowercase();
+    let node = ekube_api::flags::node_name(config.hostname_override.as_deref()).map_err(|e| {
+        Error::Config(format!(
+            "reading the host name ({e}); set --hostname-override"
+        ))
+    })?;
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
     let kubeconfig_ca = kubeconfig_ca(&config.kubeconfig).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -275,14 +273,4 @@ async fn kubeconfig_ca(path: &std::path::Path) -> Vec<rustls::pki_types::Certifi
             Vec::new()
         }
     }
-}
-
-/// A duration in seconds, with an optional `s` suffix (`10`, `2.5s`).
-fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
-    let n = s.trim_end_matches('s');
-    n.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(std::time::Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }

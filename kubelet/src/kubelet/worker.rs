@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    Container, Event, HostIP, ObjectReference, Pod, PodIP, PodStatus,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use ekube_api::events::{EventType, Recorder};
+use k8s_openapi::api::core::v1::{Container, HostIP, Pod, PodIP, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::watch;
 
 use super::status::{self, Observed, View};
@@ -190,50 +189,9 @@ fn clear_orphaned_pod_dirs(
 
 /// Records an event about `pod` from this kubelet.
 pub(super) async fn record_event(ctx: &Ctx, pod: &Pod, type_: &str, reason: &str, message: String) {
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let ev = Event {
-        metadata: ObjectMeta {
-            name: Some(format!(
-                "{}.{:016x}",
-                pod.metadata.name.as_deref().unwrap_or("pod"),
-                rand::random::<u64>()
-            )),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: pod.metadata.name.clone(),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(type_.into()),
-        count: Some(1),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("kubelet".into()),
-            host: Some(ctx.node.clone()),
-        }),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(ctx.node.clone()),
-        ..Default::default()
-    };
-    if let Err(e) = Api::<Event>::namespaced(ctx.client.clone(), &ns)
-        .create(&PostParams::default(), &ev)
-        .await
-    {
-        tracing::debug!(error = %e, "recording event");
-    }
+    Recorder::on_node(ctx.client.clone(), "kubelet", &ctx.node)
+        .record(pod, EventType::parse(type_), reason, &message)
+        .await;
 }
 
 impl Worker {

@@ -15,7 +15,6 @@ pub mod sync;
 mod watch;
 
 use std::{
-    ffi::CStr,
     fs,
     future::Future,
     net::{Ipv4Addr, SocketAddr},
@@ -78,7 +77,7 @@ pub struct Config {
     #[arg(long, default_value = "0.0.0.0:10256")]
     pub healthz_bind_address: SocketAddr,
     /// Period of the full re-sync and prune (e.g. `30s`, `1m`, `500ms`).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = ekube_api::flags::parse_duration)]
     pub sync_period: Duration,
     /// The datapath: `ebpf` (socket-level load balancing) or `iptables` (kube-proxy's rules).
     #[arg(long, alias = "proxy-mode", value_enum, default_value = "ebpf")]
@@ -88,27 +87,27 @@ pub struct Config {
     pub iptables_backend: Backend,
     /// In iptables mode, the shortest time between two `iptables-restore` runs: changes
     /// arriving faster are applied together.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = ekube_api::flags::parse_duration)]
     pub iptables_min_sync_period: Duration,
     /// Pod CIDR; in iptables mode, traffic from outside it to a ClusterIP is masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: Option<Ipv4Network>,
     /// Idle timeout of an open TCP flow on the per-packet NodePort path.
-    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    #[arg(long, default_value = "6h", value_parser = ekube_api::flags::parse_duration)]
     pub conntrack_tcp_timeout_established: Duration,
     /// How long a TCP flow on the per-packet NodePort path lives after FIN or RST (a SNATed one
     /// keeps its SNAT port at least for TIME_WAIT, 60 s).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = ekube_api::flags::parse_duration)]
     pub conntrack_tcp_timeout_close_wait: Duration,
     /// Idle timeout of a UDP flow on the per-packet NodePort path.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = ekube_api::flags::parse_duration)]
     pub conntrack_udp_timeout: Duration,
     /// How long a TCP flow on the per-packet NodePort path lives after its SYN until the
     /// client completes the handshake (kube-proxy has no such flag; netfilter's `SYN_RECV`
     /// timeout is the same 60 s). Such flows hold at most half of the conntrack, so a SYN flood
     /// cannot evict established flows, and a SNAT port held by one for over 1 s may go to a
     /// new flow.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = ekube_api::flags::parse_duration)]
     pub conntrack_tcp_timeout_syn: Duration,
     /// Source ports for NodePort flows SNATed to another node's backend, `MIN-MAX`. Default:
     /// the largest span of 1024-65535 outside `net.ipv4.ip_local_port_range` and 30000-32767.
@@ -146,12 +145,12 @@ impl Config {
         if let Err(err) = fs::metadata(&self.kubeconfig) {
             return invalid(format!("--kubeconfig {}: {err}", self.kubeconfig.display()));
         }
-        let node = match &self.hostname_override {
-            Some(name) => name.trim().to_string(),
-            None => hostname().map_err(|err| RunError::Config {
-                message: format!("reading the host name ({err}); set --hostname-override"),
-            })?,
-        };
+        let node =
+            ekube_api::flags::node_name(self.hostname_override.as_deref()).map_err(|err| {
+                RunError::Config {
+                    message: format!("reading the host name ({err}); set --hostname-override"),
+                }
+            })?;
         if !is_dns_subdomain(&node) {
             return invalid(format!(
                 "node name {node:?} is not a valid DNS subdomain (lowercase letters, digits, '-' \
@@ -320,27 +319,6 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunEr
         .map_err(|source| RunError::Bind { what, addr, source })
 }
 
-/// `30s`, `1m`, `500ms`, `2h` or plain seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 1m or 500ms"))?;
-    match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-        )),
-    }
-}
-
 /// `MIN-MAX`, both 1–65535, MIN ≤ MAX.
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let bad = || format!("{text:?} is not a port range like 1024-29999");
@@ -353,17 +331,6 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
         return Err(bad());
     }
     Ok((min, max))
-}
-
-fn hostname() -> std::io::Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; the result is NUL-terminated on success.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let name = CStr::from_bytes_until_nul(&buf)
-        .map_err(|_| std::io::Error::other("host name is not NUL-terminated"))?;
-    Ok(name.to_string_lossy().to_lowercase())
 }
 
 fn is_dns_subdomain(name: &str) -> bool {
@@ -399,17 +366,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_like_kube_proxy_flags() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    fn port_ranges_parse_like_kube_proxy_flags() {
         assert_eq!(parse_port_range("1024-29999"), Ok((1024, 29_999)));
         assert!(parse_port_range("2000-1000").is_err());
         assert!(parse_port_range("0-10").is_err());
         assert!(parse_port_range("1024").is_err());
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("s").is_err());
     }
 
     #[test]

@@ -13,21 +13,17 @@ use std::{
     future::Future,
     net::Ipv4Addr,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use ekube_api::events::{EventType, Recorder, reference};
 use futures::{Stream, StreamExt};
-use k8s_openapi::{
-    api::{
-        core::v1::{Event, EventSource, Node, ObjectReference, Service},
-        discovery::v1::EndpointSlice,
-    },
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::Timestamp,
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client,
-    api::{ObjectMeta, PostParams},
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -463,55 +459,15 @@ impl<D: ProxyDatapath> Proxy<D> {
 
     /// Writes a core/v1 Warning Event on `svc` (in the background; failures are only logged).
     fn emit_event(&self, svc: &Service, message: String) {
-        let client = self.client.clone();
+        let recorder = Recorder::on_node(self.client.clone(), COMPONENT, &self.config.node_name);
         let metrics = self.metrics.clone();
-        let node = self.config.node_name.clone();
-        let namespace = svc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let now = Time(Timestamp::now());
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{name}.{nanos:x}")),
-                namespace: Some(namespace.clone()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Service".into()),
-                name: Some(name),
-                namespace: Some(namespace.clone()),
-                uid: svc.metadata.uid.clone(),
-                resource_version: svc.metadata.resource_version.clone(),
-                ..Default::default()
-            },
-            reason: Some(FAILED_REASON.into()),
-            message: Some(message),
-            type_: Some("Warning".into()),
-            source: Some(EventSource {
-                component: Some(COMPONENT.into()),
-                host: Some(node.clone()),
-            }),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            reporting_component: Some(COMPONENT.into()),
-            reporting_instance: Some(node),
-            ..Default::default()
-        };
+        let involved = reference(svc);
         tokio::spawn(async move {
-            match Api::<Event>::namespaced(client, &namespace)
-                .create(&PostParams::default(), &event)
+            if recorder
+                .record_ref(involved, EventType::Warning, FAILED_REASON, &message)
                 .await
             {
-                Ok(_) => metrics.add_event(),
-                Err(err) => warn!(%err, "writing an event"),
+                metrics.add_event();
             }
         });
     }

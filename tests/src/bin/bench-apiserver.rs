@@ -3,39 +3,64 @@
 //! Starts `ekube server` on loopback over a fresh data directory and, with one kube-rs client,
 //! measures: creates per second (16 concurrent writers), p50/p99 of get and of list over
 //! 10,000 pods, the delay from a write to its delivery on 100 watchers, and the server's RSS.
+//!
+//! `--baseline <ekube binary>` measures another build the same way, in the same run: the two
+//! alternate round by round (`--rounds`, default 3 with a baseline), each cell is the median of
+//! its rounds, and the table shows this build's figure over the baseline's as a ratio.
 //! Prints a markdown table and writes JSON next to it.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use ekube_tests::ServerProcess;
+use anyhow::{Context, Result, ensure};
+use clap::Parser;
+use ekube_tests::bench::{self, Table, median, ms, percentile};
+use ekube_tests::{ServerProcess, ekube_bin};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, PostParams, WatchParams};
 use serde_json::json;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+#[derive(Parser)]
+struct Args {
+    /// Where the JSON report goes.
+    #[arg(default_value = "target/bench")]
+    out_dir: PathBuf,
+    /// Another `ekube` binary to measure side by side with this build.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Rounds per binary (default 1, or 3 with a baseline).
+    #[arg(long)]
+    rounds: Option<usize>,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
+/// Pods created, then got and listed.
+const PODS: usize = 10_000;
+/// Concurrent writers creating them.
+const WRITERS: usize = 16;
+/// Watchers of the ConfigMaps written for the delivery delay.
+const WATCHERS: usize = 100;
+/// ConfigMaps written while they watch.
+const WRITES: usize = 50;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse()
-                    .unwrap_or(0)
-            })
-        })
-        .unwrap_or(0)
-}
+/// One round's figures, in the order of `METRICS`.
+type Round = [f64; 12];
+
+/// What each figure of a `Round` is.
+const METRICS: [&str; 12] = [
+    "creates/s (16 writers)",
+    "get p50 (ms)",
+    "get p99 (ms)",
+    "list 10,000 pods p50 (ms)",
+    "list 10,000 pods p99 (ms)",
+    "list by label (1,000 of 10,000) p50 (ms)",
+    "list by label (1,000 of 10,000) p99 (ms)",
+    "watch delivery, 100 watchers, p50 (ms)",
+    "watch delivery, 100 watchers, p99 (ms)",
+    "watch events delivered (of 5,000)",
+    "server RSS after the run (MiB)",
+    "server CPU seconds for the run",
+];
 
 fn pod(i: usize) -> Pod {
     serde_json::from_value(json!({
@@ -45,23 +70,33 @@ fn pod(i: usize) -> Pod {
     .expect("valid pod")
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let out_dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/bench".into());
-    let server = ServerProcess::start(&[])?;
+/// User + system CPU seconds process `pid` has used (0 when it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux architecture ekube runs on.
+    ticks as f64 / 100.0
+}
+
+/// One round against a fresh server run from `bin`.
+async fn measure(bin: PathBuf) -> Result<Round> {
+    let server = ServerProcess::start_bin(bin, &[], &[])?;
     let client = server.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let n = 10_000;
 
-    // Creates per second.
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..16 {
+    for w in 0..WRITERS {
         let pods = pods.clone();
         tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(16) {
+            for i in (w..PODS).step_by(WRITERS) {
                 pods.create(&PostParams::default(), &pod(i))
                     .await
                     .context("create")?;
@@ -72,22 +107,24 @@ async fn main() -> Result<()> {
     for t in tasks {
         t.await??;
     }
-    let creates_per_sec = n as f64 / started.elapsed().as_secs_f64();
+    let creates_per_sec = PODS as f64 / started.elapsed().as_secs_f64();
 
-    // Get latency.
     let mut gets = Vec::new();
     for i in 0..1000 {
         let t = Instant::now();
-        pods.get(&format!("p{:05}", (i * 7) % n)).await?;
+        pods.get(&format!("p{:05}", (i * 7) % PODS)).await?;
         gets.push(t.elapsed());
     }
     gets.sort();
-    // List latency: all 10,000 and a label-selected tenth.
     let mut lists = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
         let l = pods.list(&ListParams::default()).await?;
-        assert_eq!(l.items.len(), n);
+        ensure!(
+            l.items.len() == PODS,
+            "listed {} pods of {PODS}",
+            l.items.len()
+        );
         lists.push(t.elapsed());
     }
     lists.sort();
@@ -99,8 +136,31 @@ async fn main() -> Result<()> {
     }
     selected.sort();
 
-    // Watch delivery latency with 100 watchers.
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut delays = watch_delays(Api::namespaced(client, "default")).await?;
+    delays.sort();
+    let (watch_p50, watch_p99) = if delays.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (ms(percentile(&delays, 0.5)), ms(percentile(&delays, 0.99)))
+    };
+    Ok([
+        creates_per_sec,
+        ms(percentile(&gets, 0.5)),
+        ms(percentile(&gets, 0.99)),
+        ms(percentile(&lists, 0.5)),
+        ms(percentile(&lists, 0.99)),
+        ms(percentile(&selected, 0.5)),
+        ms(percentile(&selected, 0.99)),
+        watch_p50,
+        watch_p99,
+        delays.len() as f64,
+        (bench::rss_kib(server.pid()) / 1024) as f64,
+        cpu_seconds(server.pid()),
+    ])
+}
+
+/// The delay from each of `WRITES` ConfigMap creates to its delivery on each of `WATCHERS`.
+async fn watch_delays(cms: Api<ConfigMap>) -> Result<Vec<Duration>> {
     let rv = cms
         .list(&ListParams::default())
         .await?
@@ -108,14 +168,14 @@ async fn main() -> Result<()> {
         .resource_version
         .unwrap_or_default();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    for _ in 0..100 {
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
         let (cms, tx, rv) = (cms.clone(), tx.clone(), rv.clone());
-        tokio::spawn(async move {
-            let mut stream = cms
-                .watch(&WatchParams::default().timeout(120), &rv)
-                .await
-                .expect("watch")
-                .boxed();
+        watchers.push(tokio::spawn(async move {
+            let Ok(stream) = cms.watch(&WatchParams::default().timeout(120), &rv).await else {
+                return;
+            };
+            let mut stream = stream.boxed();
             while let Some(Ok(ev)) = stream.next().await {
                 if let kube::api::WatchEvent::Added(cm) = ev {
                     let i: usize = cm.metadata.name.unwrap_or_default()[1..]
@@ -124,12 +184,12 @@ async fn main() -> Result<()> {
                     let _ = tx.send((i, Instant::now()));
                 }
             }
-        });
+        }));
     }
     drop(tx);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut sent = Vec::new();
-    for i in 0..50 {
+    for i in 0..WRITES {
         let mut cm = ConfigMap::default();
         cm.metadata.name = Some(format!("w{i}"));
         sent.push(Instant::now());
@@ -138,64 +198,82 @@ async fn main() -> Result<()> {
     }
     let mut delays = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while delays.len() < 50 * 100 && Instant::now() < deadline {
+    while delays.len() < WRITES * WATCHERS && Instant::now() < deadline {
         match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
             Ok(Some((i, at))) => delays.push(at - sent[i]),
             _ => break,
         }
     }
-    delays.sort();
-    let rss = rss_kib(server.pid()) / 1024;
-
-    let rows = [
-        ("creates/s (16 writers)", format!("{creates_per_sec:.0}")),
-        (
-            "get p50 / p99 (ms)",
-            format!(
-                "{:.2} / {:.2}",
-                ms(percentile(&gets, 0.5)),
-                ms(percentile(&gets, 0.99))
-            ),
-        ),
-        (
-            "list 10,000 pods p50 / p99 (ms)",
-            format!(
-                "{:.0} / {:.0}",
-                ms(percentile(&lists, 0.5)),
-                ms(percentile(&lists, 0.99))
-            ),
-        ),
-        (
-            "list by label (1,000 of 10,000) p50 / p99 (ms)",
-            format!(
-                "{:.0} / {:.0}",
-                ms(percentile(&selected, 0.5)),
-                ms(percentile(&selected, 0.99))
-            ),
-        ),
-        (
-            "watch delivery, 100 watchers, p50 / p99 (ms)",
-            format!(
-                "{:.2} / {:.2} ({} of 5000 delivered)",
-                ms(percentile(&delays, 0.5)),
-                ms(percentile(&delays, 0.99)),
-                delays.len()
-            ),
-        ),
-        ("server RSS after the run (MiB)", rss.to_string()),
-    ];
-    println!("| apiserver (sled) | measured |\n|---|---|");
-    for (k, v) in &rows {
-        println!("| {k} | {v} |");
+    for w in watchers {
+        w.abort();
     }
-    std::fs::create_dir_all(&out_dir)?;
-    let json = json!(
-        rows.iter()
-            .map(|(k, v)| json!({"metric": k, "value": v}))
-            .collect::<Vec<_>>()
-    );
-    let path = std::path::Path::new(&out_dir).join("apiserver.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    eprintln!("wrote {}", path.display());
+    Ok(delays)
+}
+
+/// A figure as the table shows it.
+fn cell(value: f64) -> String {
+    match value {
+        v if !v.is_finite() => "–".into(),
+        v if v >= 100.0 => format!("{v:.0}"),
+        v => format!("{v:.2}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let this = ekube_bin();
+    let mut binaries = vec![("this build", this)];
+    if let Some(b) = &args.baseline {
+        ensure!(b.exists(), "baseline binary {} does not exist", b.display());
+        binaries.insert(0, ("baseline", b.clone()));
+    }
+    let rounds = args
+        .rounds
+        .unwrap_or(if args.baseline.is_some() { 3 } else { 1 });
+    let mut results: Vec<Vec<Round>> = vec![Vec::new(); binaries.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> = bench::alternate(&(0..binaries.len()).collect::<Vec<_>>(), round);
+        for i in order {
+            let (name, bin) = &binaries[i];
+            eprintln!("round {}/{rounds}: {name} ({})", round + 1, bin.display());
+            results[i].push(measure(bin.clone()).await?);
+        }
+    }
+    let medians: Vec<Vec<f64>> = results
+        .iter()
+        .map(|rs| {
+            (0..METRICS.len())
+                .map(|m| median(&rs.iter().map(|r| r[m]).collect::<Vec<_>>()))
+                .collect()
+        })
+        .collect();
+
+    let mut header = vec!["apiserver (sled)"];
+    header.extend(binaries.iter().map(|(n, _)| *n));
+    if binaries.len() == 2 {
+        header.push("this / baseline");
+    }
+    let mut table = Table::new(&header);
+    let mut json_rows = Vec::new();
+    for (m, metric) in METRICS.iter().enumerate() {
+        let mut row = vec![metric.to_string()];
+        row.extend(medians.iter().map(|v| cell(v[m])));
+        if let [base, this] = medians.as_slice() {
+            row.push(bench::ratio(this[m], base[m]));
+        }
+        json_rows.push(json!({
+            "metric": metric,
+            "values": binaries.iter().zip(&medians).map(|((n, _), v)| json!({"build": n, "median": v[m]})).collect::<Vec<_>>(),
+        }));
+        table.row(row);
+    }
+    println!("{}", table.markdown());
+    println!("(median of {rounds} round(s) per build, run alternately)");
+    bench::write_json(
+        &args.out_dir,
+        "apiserver",
+        &json!({"rounds": rounds, "metrics": json_rows}),
+    )?;
     Ok(())
 }

@@ -1,0 +1,47 @@
+//! The loop the workload controllers share: kube-runtime's `Controller` over the owner kind,
+//! woken by the kinds it owns, each failed reconcile logged and the object retried.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Resource;
+use kube::runtime::controller::{Action, Controller};
+use serde::de::DeserializeOwned;
+
+use crate::Result;
+use crate::events::Recorder;
+
+/// What a workload controller's reconciler works with.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+}
+
+/// Runs `controller` until its watches end: `reconcile` for each object that changed (or whose
+/// owned objects did); a failure is logged under `name` and the object retried after `retry`.
+pub(crate) async fn drive<K, F, Fut>(
+    name: &'static str,
+    controller: Controller<K>,
+    reconcile: F,
+    ctx: Ctx,
+    retry: Duration,
+) where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    Fut: Future<Output = Result<Action>> + Send + 'static,
+{
+    controller
+        .run(
+            reconcile,
+            move |_, e, _| {
+                tracing::warn!(error = %e, "{name}");
+                Action::requeue(retry)
+            },
+            Arc::new(ctx),
+        )
+        .for_each(|_| async {})
+        .await;
+}
