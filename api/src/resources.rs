@@ -23,6 +23,9 @@ pub struct ResourceInfo {
     pub status: bool,
     /// Whether `<plural>/scale` exists (an `autoscaling/v1` Scale view of `.spec.replicas`).
     pub scale: bool,
+    /// A review: create-only, answered with the object's status and never stored
+    /// (`TokenReview`).
+    pub review: bool,
 }
 
 impl ResourceInfo {
@@ -71,6 +74,7 @@ const fn res(
         categories: &[],
         status: false,
         scale: false,
+        review: false,
     }
 }
 
@@ -82,6 +86,11 @@ const fn with_status(mut r: ResourceInfo) -> ResourceInfo {
 const fn with_scale(mut r: ResourceInfo) -> ResourceInfo {
     r.status = true;
     r.scale = true;
+    r
+}
+
+const fn review(mut r: ResourceInfo) -> ResourceInfo {
+    r.review = true;
     r
 }
 
@@ -284,6 +293,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         false,
         &[],
     ),
+    review(res(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        "tokenreview",
+        false,
+        &[],
+    )),
     with_status(res(
         "certificates.k8s.io",
         "v1",

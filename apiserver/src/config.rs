@@ -52,6 +52,31 @@ pub struct Config {
     /// `system:unauthenticated`), subject to authorization; when false they are answered 401.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub anonymous_auth: bool,
+    /// PEM files of RSA keys (public, or private whose public half is used) that verify
+    /// ServiceAccount tokens, besides the signing key's own. Default: `sa.pub` in the cert dir.
+    #[arg(long, value_delimiter = ',')]
+    pub service_account_key_file: Vec<PathBuf>,
+    /// The RSA private key (PEM) that signs ServiceAccount tokens. Default: `sa.key` in the
+    /// cert dir, generated with `sa.pub` on first start.
+    #[arg(long)]
+    pub service_account_signing_key_file: Option<PathBuf>,
+    /// The `iss` of ServiceAccount tokens; the first signs, every one given is accepted.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "https://kubernetes.default.svc.cluster.local"
+    )]
+    pub service_account_issuer: Vec<String>,
+    /// Audiences a token must name to authenticate here. Default: the issuers.
+    #[arg(long, value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+    /// The longest life a TokenRequest may ask for (seconds); longer requests are shortened.
+    #[arg(long, value_parser = parse_secs)]
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// Let the kubelet's 3607-second projected tokens live a year (with `warnafter` at the
+    /// hour), as upstream does while clients learn to reload their token.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub service_account_extend_token_expiration: bool,
     /// An `EncryptionConfiguration` (apiserver.config.k8s.io/v1) naming the resources to
     /// encrypt at rest and the providers (`aescbc`, `aesgcm`, `secretbox`, `identity`) to use.
     #[arg(long)]
@@ -132,6 +157,9 @@ impl Config {
         crate::authz::Mode::parse_list(&self.authorization_mode)?;
         if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
             return Err("--kubelet-client-certificate and --kubelet-client-key go together".into());
+        }
+        if self.service_account_issuer.iter().all(String::is_empty) {
+            return Err("--service-account-issuer must name at least one issuer".into());
         }
         if self.service_cluster_ip_range.prefix() > 28 {
             return Err(format!(

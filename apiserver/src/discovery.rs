@@ -75,7 +75,7 @@ fn entry(r: &ResourceInfo) -> Value {
         "singularName": r.singular,
         "namespaced": r.namespaced,
         "kind": r.kind,
-        "verbs": VERBS,
+        "verbs": if r.review { &["create"][..] } else { VERBS },
     });
     if !r.short_names.is_empty() {
         e["shortNames"] = json!(r.short_names);
@@ -154,6 +154,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "TokenRequest",
                 Some("authentication.k8s.io/v1"),
                 &["create"],
+            )),
+            ("certificates.k8s.io", "certificatesigningrequests") => out.push(sub(
+                r,
+                "approval",
+                r.kind,
+                None,
+                &["get", "patch", "update"],
             )),
             _ => {}
         }

@@ -204,6 +204,11 @@ impl ApiError {
         Self::new(401, "Unauthorized", "Unauthorized")
     }
 
+    /// A credential that was presented but refused, with what was wrong with it.
+    pub fn unauthorized_because(why: impl std::fmt::Display) -> Self {
+        Self::new(401, "Unauthorized", format!("Unauthorized: {why}"))
+    }
+
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(403, "Forbidden", message)
     }

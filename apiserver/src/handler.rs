@@ -416,6 +416,17 @@ async fn resource(
                 Some(other) => crate::subresources::get(api, r, ns, name, other, &q, req).await,
             }
         }
+        (&Method::POST, None, None) if r.review => {
+            let (headers, body) = read_body(api, req).await?;
+            let obj = parse_object(&body, &content_type(&headers))?;
+            check_type(r, &obj)?;
+            let reviewed = match r.kind {
+                "TokenReview" => crate::tokenreview::create(api, obj).await?,
+                _ => return Err(ApiError::path_not_found()),
+            };
+            Ok(json_response(StatusCode::CREATED, &reviewed))
+        }
+        _ if r.review => Err(ApiError::method_not_allowed(method.as_str())),
         (&Method::POST, None, None) => {
             let opts = q.write_options()?;
             let (headers, body) = read_body(api, req).await?;
@@ -444,6 +455,12 @@ async fn resource(
             check_type(r, &obj)?;
             if sub == Some("scale") && r.scale {
                 return crate::subresources::put_scale(api, r, ns, name, &obj, &opts).await;
+            }
+            if sub == Some("approval") && r.kind == "CertificateSigningRequest" {
+                let (v, w) =
+                    crate::certificates::approve(&api.registry, &api.ca, r, name, &obj, &opts)
+                        .await?;
+                return Ok(with_warnings(json_response(StatusCode::OK, &v), w));
             }
             if sub == Some("finalize") && r.kind == "Namespace" {
                 let (v, w) = api

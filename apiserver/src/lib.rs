@@ -12,6 +12,8 @@ pub mod apply;
 pub mod auth;
 pub mod authz;
 pub mod bootstrap;
+pub mod bootstrap_token;
+pub mod certificates;
 pub mod config;
 pub mod convert;
 pub mod defaults;
@@ -28,9 +30,11 @@ pub mod proxy;
 pub mod registry;
 pub mod route;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;
 pub mod subresources;
 pub mod table;
+pub mod tokenreview;
 pub mod typed;
 pub mod validation;
 pub mod watch;
@@ -68,6 +72,8 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    ServiceAccount(#[from] serviceaccount::Error),
     #[error("start-up: {0}")]
     Startup(#[from] errors::ApiError),
 }
@@ -76,12 +82,17 @@ pub enum Error {
 pub struct ApiServer {
     pub config: Config,
     pub registry: Registry,
-    /// Who is asking: certificates, bearer tokens, anonymous.
+    /// Who is asking: certificates, bearer tokens (static, bootstrap, ServiceAccount),
+    /// anonymous.
     pub authn: auth::Authenticator,
     /// What they may do: the `--authorization-mode` chain.
     pub authz: authz::Authorization,
     /// The RBAC objects in memory, for the RBAC authorizer and escalation checks.
     pub rbac: Arc<authz::cache::RbacCache>,
+    /// The cluster CA, which signs approved CertificateSigningRequests.
+    pub ca: pki::Ca,
+    /// Signs ServiceAccount tokens (TokenRequest) and authenticates them (in `authn`).
+    pub service_accounts: Arc<serviceaccount::ServiceAccounts>,
     /// `host:port` clients are told to use.
     pub server_address: String,
     /// TLS towards kubelets, with the apiserver's kubelet client certificate.
@@ -252,6 +263,28 @@ pub async fn start(
         allocator.hold(&Holdings::of(&registry::decode(services, kv)));
     }
 
+    let mut service_accounts = serviceaccount::ServiceAccounts::new(
+        serviceaccount::keys::Keys::load_or_create(
+            &pki_dir,
+            config.service_account_signing_key_file.as_deref(),
+            &config.service_account_key_file,
+        )?,
+        config.service_account_issuer.clone(),
+        config.api_audiences.clone(),
+        store.clone(),
+    );
+    service_accounts.max_expiration = config
+        .service_account_max_token_expiration
+        .map(|d| d.as_secs() as i64);
+    service_accounts.extend_expiration = config.service_account_extend_token_expiration;
+    let service_accounts = Arc::new(service_accounts);
+    // After `--token-auth-file`, as upstream orders its token authenticators.
+    let authn = authn
+        .with_tokens(Arc::new(bootstrap_token::BootstrapTokens::new(
+            store.clone(),
+        )))
+        .with_tokens(service_accounts.clone());
+
     let registry = Registry::new(store.clone(), allocator);
     bootstrap::run(&registry, advertise, addr.port()).await?;
     authz::reconcile::run(&registry).await?;
@@ -266,6 +299,8 @@ pub async fn start(
         authn,
         authz: authz::Authorization::new(&modes, &rbac),
         rbac,
+        ca,
+        service_accounts,
         server_address,
         inflight: inflight::Inflight::new(
             config.max_requests_inflight,

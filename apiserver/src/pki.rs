@@ -119,6 +119,39 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// Signs a PKCS#10 request (PEM) as a client or serving certificate valid for `life`,
+    /// keeping the subject and subject alternative names it asks for.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        server: bool,
+        life: std::time::Duration,
+    ) -> Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|source| gen_err("certificate request", source))?;
+        let params = &mut csr.params;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![if server {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        // Backdated as upstream's signer backdates, for clocks slightly behind.
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::seconds(life.as_secs() as i64);
+        let cert = csr
+            .signed_by(&self.cert, &self.key)
+            .map_err(|source| gen_err("certificate request", source))?;
+        Ok(cert.pem())
+    }
+}
+
 /// A freshly issued certificate and its private key, PEM encoded.
 pub struct Issued {
     pub cert_pem: String,
@@ -186,7 +219,7 @@ fn gen_err(what: &str, source: rcgen::Error) -> Error {
     }
 }
 
-fn read(path: &Path) -> Result<String> {
+pub(crate) fn read(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -234,7 +267,7 @@ pub fn make_private(dir: &Path) -> Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io(dir, e))
 }
 
-fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
+pub(crate) fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| Error::Io {

@@ -119,7 +119,7 @@ fn name_of(obj: &Value) -> &str {
         .unwrap_or_default()
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
@@ -322,6 +322,9 @@ impl Registry {
         }
         if let (true, Some(ns)) = (r.namespaced, ns) {
             self.namespace_must_be_active(ns, true).await?;
+            if r.group.is_empty() && r.kind == "Pod" {
+                crate::serviceaccount::admission::admit(self, ns, &mut obj, opts.dry_run).await?;
+            }
         }
         self.admit(r, &mut obj, None, opts, &mut warnings).await?;
         let name = name_of(&obj).to_string();

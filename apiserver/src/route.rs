@@ -85,6 +85,11 @@ pub fn has_subresource(info: &ResourceInfo, sub: &str) -> bool {
                 "binding" | "eviction" | "log" | "exec" | "attach" | "portforward"
             ) | ("", "namespaces", "finalize")
                 | ("", "serviceaccounts", "token")
+                | (
+                    "certificates.k8s.io",
+                    "certificatesigningrequests",
+                    "approval"
+                )
         ),
     }
 }

@@ -170,6 +170,14 @@ pub async fn post(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        ("ServiceAccount", "token") => {
+            let request = parse_object(body, ct)?;
+            let ns = ns.unwrap_or_default();
+            let issued =
+                crate::serviceaccount::request::create(&api.service_accounts, ns, name, &request)
+                    .await?;
+            Ok(json_response(StatusCode::CREATED, &issued))
+        }
         ("Pod", "eviction") => {
             let eviction = parse_object(body, ct)?;
             let grace = eviction

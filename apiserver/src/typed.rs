@@ -7,9 +7,9 @@
 //! is the round-tripped form, so unknown fields never reach storage.
 
 use k8s_openapi::api::{
-    apps::v1 as apps, batch::v1 as batch, certificates::v1 as certs, coordination::v1 as coord,
-    core::v1 as core, discovery::v1 as disco, events::v1 as events, networking::v1 as net,
-    rbac::v1 as rbac,
+    apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, certificates::v1 as certs,
+    coordination::v1 as coord, core::v1 as core, discovery::v1 as disco, events::v1 as events,
+    networking::v1 as net, rbac::v1 as rbac,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,6 +64,7 @@ pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<
         ("rbac.authorization.k8s.io", "ClusterRole") => rbac::ClusterRole,
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => rbac::ClusterRoleBinding,
         ("certificates.k8s.io", "CertificateSigningRequest") => certs::CertificateSigningRequest,
+        ("authentication.k8s.io", "TokenReview") => authn::TokenReview,
         ("events.k8s.io", "Event") => events::Event,
     }
 }

@@ -163,7 +163,16 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             service(obj, node_ports, &mut causes);
             health_check_node_port(obj, node_ports, &mut causes);
         }
-        ("", "ConfigMap") | ("", "Secret") => config_keys(obj, &mut causes),
+        ("", "ConfigMap") => config_keys(obj, &mut causes),
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            causes.extend(crate::certificates::validate(obj))
+        }
+        ("", "Secret") => {
+            config_keys(obj, &mut causes);
+            if obj["type"] == crate::bootstrap_token::SECRET_TYPE {
+                causes.extend(crate::bootstrap_token::validate(obj));
+            }
+        }
         ("", "ResourceQuota") => quantity_map(obj, "spec.hard", &mut causes),
         ("", "PersistentVolumeClaim") => {
             quantity_map(obj, "spec.resources.requests", &mut causes);

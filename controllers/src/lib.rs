@@ -21,6 +21,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod rootca;
 mod runner;
 pub mod serviceaccount;
 pub mod statefulset;
@@ -40,6 +41,7 @@ pub const CONTROLLERS: &[&str] = &[
     "garbagecollector",
     "namespace",
     "serviceaccount",
+    "root-ca-cert-publisher",
     "nodelifecycle",
 ];
 
@@ -69,6 +71,10 @@ pub struct Config {
     /// How long pods stay bound to an unreachable node before they are evicted.
     #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
     pub pod_eviction_timeout: Duration,
+    /// The cluster CA (PEM) published as `kube-root-ca.crt` in every namespace. Default: the
+    /// CA of `--kubeconfig`.
+    #[arg(long)]
+    pub root_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -84,6 +90,7 @@ impl Config {
             node_monitor_period: Duration::from_secs(5),
             node_monitor_grace_period: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(300),
+            root_ca_file: None,
         }
     }
 
@@ -210,6 +217,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     if on("serviceaccount") {
         tasks.spawn(named("serviceaccount", serviceaccount::run(client.clone())));
+    }
+    if on("root-ca-cert-publisher") {
+        let ca = rootca::ca_bundle(config.root_ca_file.as_deref(), &config.kubeconfig)
+            .map_err(Error::Config)?;
+        tasks.spawn(named(
+            "root-ca-cert-publisher",
+            rootca::run(client.clone(), ca),
+        ));
     }
     if on("nodelifecycle") {
         let lc = nodelifecycle::Settings {

@@ -202,11 +202,24 @@ fn real_kubectl_manages_objects_end_to_end() {
     assert_eq!(secret["type"], "Opaque");
 }
 
+/// Waits for the `kube-root-ca.crt` ConfigMap the root-CA publisher puts in every namespace,
+/// so that it does not appear in the middle of what a test lists or watches.
+async fn wait_root_ca(cms: &Api<ConfigMap>) {
+    for _ in 0..300 {
+        if cms.get_opt("kube-root-ca.crt").await.unwrap().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("kube-root-ca.crt was not published within 30s");
+}
+
 #[tokio::test]
 async fn watcher_sees_every_change_in_order_and_resumes() {
     let s = ServerProcess::start(&[]).unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    wait_root_ca(&cms).await;
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("w".into());
     cms.create(&PostParams::default(), &cm).await.unwrap();
@@ -312,6 +325,7 @@ async fn compacted_history_answers_410_and_the_watcher_relists() {
     .unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     let old = cms
         .list(&ListParams::default())
         .await
@@ -353,6 +367,8 @@ async fn compacted_history_answers_410_and_the_watcher_relists() {
             _ => {}
         }
     }
+    // Every namespace also holds the published cluster CA.
+    names.remove("kube-root-ca.crt");
     assert_eq!(names.len(), 20, "{names:?}");
 }
 
@@ -396,6 +412,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut s = ServerProcess::start(&[]).unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for w in 0..50 {
@@ -433,6 +450,7 @@ async fn acknowledged_writes_survive_kill_9() {
     s.spawn().unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     let stored: std::collections::BTreeSet<String> = cms
         .list(&ListParams::default())
         .await
@@ -473,6 +491,7 @@ async fn a_crash_before_fsync_takes_back_nothing_a_watcher_saw() {
     .unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     let from = cms
         .list(&ListParams::default())
         .await
@@ -529,6 +548,7 @@ async fn a_crash_before_fsync_takes_back_nothing_a_watcher_saw() {
     s.spawn().unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     // Usually the crash takes the unacknowledged write back. sled's own periodic flush can make
     // it durable first, which is no fault (nobody saw it before it was on disk); the checks
     // below hold either way.
@@ -605,6 +625,7 @@ async fn concurrent_read_modify_write_loses_no_update() {
     let s = ServerProcess::start(&[]).unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("counter".into());
     cm.data = Some([("n".to_string(), "0".to_string())].into());
@@ -981,6 +1002,7 @@ async fn an_object_grown_past_the_limit_by_a_patch_is_refused() {
     let s = ServerProcess::start(&[]).unwrap();
     let client = s.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    wait_root_ca(&cms).await;
     let mut cm = ConfigMap::default();
     cm.metadata.name = Some("big".into());
     cm.data = Some([("a".to_string(), "x".repeat(1 << 20))].into());

@@ -142,12 +142,20 @@ impl Authenticator {
                 Err(AuthError::NoCredentials)
             };
         };
+        self.authenticate_token(token)
+            .await?
+            .ok_or(AuthError::UnknownToken)
+    }
+
+    /// Who `token` belongs to, asking each token authenticator in turn (requests and
+    /// TokenReviews both come here): `Ok(None)` when none knows it.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Option<User>, TokenError> {
         for authenticator in &self.tokens {
             if let Some(user) = authenticator.authenticate_token(token).await? {
-                return Ok(user.with_authenticated_group());
+                return Ok(Some(user.with_authenticated_group()));
             }
         }
-        Err(AuthError::UnknownToken)
+        Ok(None)
     }
 }
 

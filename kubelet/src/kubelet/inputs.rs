@@ -134,7 +134,8 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The container's environment, in Kubernetes order: `envFrom` first, then `env`.
+/// The container's environment, in Kubernetes order: the `kubernetes` Service's variables,
+/// then `envFrom`, then `env`.
 ///
 /// `allocatable` is the node's, which a `resourceFieldRef` to a limit the container does not
 /// set reads.
@@ -163,6 +164,10 @@ pub async fn env(
         }
         vars.insert(k, v);
     };
+    // The `kubernetes` Service's variables come first: anything the pod sets overrides them.
+    for (k, v) in super::service_env::kubernetes(client).await? {
+        set(k, v, &mut vars);
+    }
     for from in c.env_from.clone().unwrap_or_default() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {

@@ -16,6 +16,7 @@ mod ownership;
 mod pods;
 mod probe;
 mod security;
+mod service_env;
 mod static_pods;
 mod status;
 mod volumes;
@@ -141,6 +142,8 @@ pub(crate) struct Ctx {
     /// What the node offers pods (read once: the host's CPUs and memory do not change).
     pub allocatable:
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    /// ServiceAccount tokens requested for projected volumes.
+    pub tokens: volumes::tokens::TokenManager,
 }
 
 /// Runs the kubelet until `shutdown`.
@@ -219,6 +222,7 @@ pub async fn run(
         rc,
         ic,
         pods,
+        tokens: Default::default(),
     });
     tracing::info!(%node, runtime = %endpoint, "kubelet starting");
     node::register(&ctx).await?;

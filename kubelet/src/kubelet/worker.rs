@@ -243,6 +243,7 @@ impl Worker {
                 }
                 Some(pod) => {
                     self.refresh_downward_volumes(&pod);
+                    self.refresh_token_volumes(&pod).await;
                     self.last_pod = Some(pod.clone());
                     if let Err(e) = self.sync(&pod).await {
                         tracing::warn!(pod = %pod_key(&pod), error = %e, "pod sync failed");
@@ -274,6 +275,17 @@ impl Worker {
             volumes::refresh_downward_volumes(pod, &self.pod_dir(pod), &self.ctx.allocatable)
         {
             tracing::warn!(pod = %pod_key(pod), error = %e, "refreshing downwardAPI volumes");
+        }
+    }
+
+    /// Rewrites projected volumes whose ServiceAccount token is due for a refresh.
+    async fn refresh_token_volumes(&self, pod: &Pod) {
+        let (ctx, dir) = (&self.ctx, self.pod_dir(pod));
+        if let Err(e) =
+            volumes::refresh_token_volumes(&ctx.client, &ctx.tokens, pod, &dir, &ctx.allocatable)
+                .await
+        {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "refreshing service account tokens");
         }
     }
 
@@ -779,7 +791,14 @@ impl Worker {
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
         let pod_dir = self.pod_dir(pod);
-        let volumes = match volumes::prepare(&self.ctx.client, &known, &pod_dir, allocatable).await
+        let volumes = match volumes::prepare(
+            &self.ctx.client,
+            &self.ctx.tokens,
+            &known,
+            &pod_dir,
+            allocatable,
+        )
+        .await
         {
             Ok(v) => v,
             Err(e) => return self.mount_failed(pod, c, e).await,
@@ -1386,6 +1405,9 @@ impl Worker {
     /// passed), then releases the network, the sandbox and the volumes.
     async fn teardown(&mut self, pod: Option<&Pod>, grace: i64) {
         let known = pod.cloned().or_else(|| self.last_pod.clone());
+        if let Some(uid) = known.as_ref().and_then(|p| p.metadata.uid.as_deref()) {
+            self.ctx.tokens.forget_pod(uid);
+        }
         let specs: Vec<Container> = known
             .as_ref()
             .and_then(|p| p.spec.as_ref())

@@ -12,20 +12,20 @@
 pub mod atomic_writer;
 mod mount;
 mod subpath;
+pub mod tokens;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, HostPathVolumeSource, KeyToPath, Pod, ServiceAccount,
+    Container, DownwardAPIVolumeFile, HostPathVolumeSource, KeyToPath, Pod,
     ServiceAccountTokenProjection, Volume as VolumeSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, PostParams};
 
 use self::atomic_writer::{File, Payload};
+use self::tokens::TokenManager;
 use super::inputs::{self, ConfigError};
 use crate::cri;
 
@@ -77,6 +77,7 @@ pub fn remove_pod_dir(pod_dir: &Path) -> std::io::Result<()> {
 /// downwardAPI `resourceFieldRef`s to limits a container does not set).
 pub async fn prepare(
     client: &kube::Client,
+    tokens: &TokenManager,
     pod: &Pod,
     pod_dir: &Path,
     allocatable: &BTreeMap<String, Quantity>,
@@ -85,6 +86,7 @@ pub async fn prepare(
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let volume = prepare_one(
             client,
+            tokens,
             pod,
             v,
             &volumes_dir(pod_dir).join(&v.name),
@@ -102,6 +104,7 @@ pub async fn prepare(
 
 async fn prepare_one(
     client: &kube::Client,
+    tokens: &TokenManager,
     pod: &Pod,
     v: &VolumeSpec,
     path: &Path,
@@ -154,7 +157,7 @@ async fn prepare_one(
         return Ok(written(path));
     }
     if let Some(p) = &v.projected {
-        let payload = projected_payload(client, pod, p, allocatable).await?;
+        let payload = projected_payload(client, tokens, pod, p, allocatable).await?;
         ensure_tmpfs(path, "mode=0755").map_err(io)?;
         atomic_writer::write(path, &payload).map_err(io)?;
         return Ok(written(path));
@@ -358,6 +361,7 @@ fn downward_payload<'a>(
 /// The files of a projected volume: its sources' files together, under its `defaultMode`.
 async fn projected_payload(
     client: &kube::Client,
+    tokens: &TokenManager,
     pod: &Pod,
     p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
     allocatable: &BTreeMap<String, Quantity>,
@@ -384,7 +388,7 @@ async fn projected_payload(
         } else if let Some(d) = &source.downward_api {
             downward_payload(pod, d.items.iter().flatten(), mode, allocatable)?
         } else if let Some(t) = &source.service_account_token {
-            token_payload(client, pod, t, mode).await?
+            token_payload(client, tokens, pod, t, mode).await?
         } else {
             return Err(
                 "unsupported projected volume source (clusterTrustBundle, podCertificate)".into(),
@@ -395,42 +399,15 @@ async fn projected_payload(
     Ok(out)
 }
 
-/// A service account token for `pod`, bound to it, from the TokenRequest API.
+/// A service account token for `pod`, bound to it, from the [`TokenManager`].
 async fn token_payload(
     client: &kube::Client,
+    tokens: &TokenManager,
     pod: &Pod,
     t: &ServiceAccountTokenProjection,
     mode: u32,
 ) -> Result<Payload, String> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let sa = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .unwrap_or_else(|| "default".into());
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: t.audience.clone().map(|a| vec![a]),
-            expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let token = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_token_request(&sa, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("requesting a token for service account {ns}/{sa}: {e}"))?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| {
-            format!("the token request for service account {ns}/{sa} returned no token")
-        })?;
+    let token = tokens.get(client, pod, t).await?;
     Ok([(
         t.path.clone(),
         File {
@@ -439,6 +416,40 @@ async fn token_payload(
         },
     )]
     .into())
+}
+
+/// Rewrites the projected volumes of a running pod whose ServiceAccount token is due for a
+/// refresh, as upstream's volume manager does when its token manager says so. Volumes not
+/// prepared yet are left to the container start.
+pub async fn refresh_token_volumes(
+    client: &kube::Client,
+    tokens: &TokenManager,
+    pod: &Pod,
+    pod_dir: &Path,
+    allocatable: &BTreeMap<String, Quantity>,
+) -> Result<(), SetUpError> {
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = volumes_dir(pod_dir).join(&v.name);
+        let Some(p) = &v.projected else { continue };
+        let due = p
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+            .any(|t| tokens.needs_refresh(pod, t));
+        if !due || !path.is_dir() {
+            continue;
+        }
+        let written = match projected_payload(client, tokens, pod, p, allocatable).await {
+            Ok(payload) => atomic_writer::write(&path, &payload).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        written.map_err(|message| SetUpError {
+            volume: v.name.clone(),
+            message,
+        })?;
+    }
+    Ok(())
 }
 
 /// Rewrites the downwardAPI volumes of a running pod from its newest version (labels and

@@ -1,0 +1,347 @@
+//! `certificates.k8s.io/v1` CertificateSigningRequests: validation on create, the `approval`
+//! subresource (`kubectl certificate approve|deny`), and the cluster CA's signers
+//! `kubernetes.io/kube-apiserver-client`, `kubernetes.io/kube-apiserver-client-kubelet` and
+//! `kubernetes.io/kubelet-serving`. An approved request for one of them is checked against its
+//! signer's rules and either gets `status.certificate` or a `Failed` condition
+//! (`SignerValidationFailure`), as upstream's csrsigning controller leaves it. Requests for
+//! other signers are left to their signers.
+
+use base64::Engine;
+use serde_json::{Value, json};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use crate::errors::{ApiError, Cause, Result};
+use crate::pki::Ca;
+use crate::registry::{Registry, WriteOptions};
+
+pub const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
+/// `--cluster-signing-duration`'s default: the longest certificate the signers issue.
+const MAX_DURATION_SECONDS: i64 = 365 * 24 * 60 * 60;
+const MIN_EXPIRATION_SECONDS: i64 = 600;
+
+const USAGES: &[&str] = &[
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+];
+
+/// What a request asks for, read from its PEM.
+struct Request {
+    common_name: String,
+    organizations: Vec<String>,
+    /// Subject alternative names of any kind (`dns:…`, `ip:…`, `email:…`, `uri:…`).
+    dns_or_ip: usize,
+    email_or_uri: usize,
+    pem: String,
+}
+
+fn parse_request(obj: &Value) -> std::result::Result<Request, String> {
+    let b64 = obj
+        .pointer("/spec/request")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "not base64 data".to_string())?;
+    let pem = String::from_utf8(bytes).map_err(|_| "not a PEM block".to_string())?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|_| "not a PEM block".to_string())?;
+    if block.label != "CERTIFICATE REQUEST" {
+        return Err(format!(
+            "PEM block type must be CERTIFICATE REQUEST, not {}",
+            block.label
+        ));
+    }
+    let (_, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+            .map_err(|e| format!("not a certificate request: {e}"))?;
+    csr.verify_signature()
+        .map_err(|_| "the request's signature does not verify".to_string())?;
+    let info = &csr.certification_request_info;
+    let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>| {
+        it.filter_map(|a| a.as_str().ok().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    let (mut dns_or_ip, mut email_or_uri) = (0, 0);
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+            for name in &san.general_names {
+                match name {
+                    GeneralName::DNSName(_) | GeneralName::IPAddress(_) => dns_or_ip += 1,
+                    _ => email_or_uri += 1,
+                }
+            }
+        }
+    }
+    Ok(Request {
+        common_name: strings(&mut info.subject.iter_common_name()).concat(),
+        organizations: strings(&mut info.subject.iter_organization()),
+        dns_or_ip,
+        email_or_uri,
+        pem,
+    })
+}
+
+fn usages(obj: &Value) -> Vec<String> {
+    obj.pointer("/spec/usages")
+        .and_then(Value::as_array)
+        .map(|u| {
+            u.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Field problems of a new request, as upstream validates one.
+pub fn validate(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Err(why) = parse_request(obj) {
+        causes.push(Cause::invalid("spec.request", "\"<request>\"", &why));
+    }
+    let signer = obj
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if signer.is_empty() {
+        causes.push(Cause::required("spec.signerName"));
+    } else if signer.split('/').count() != 2 || signer.split('/').any(str::is_empty) {
+        causes.push(Cause::invalid(
+            "spec.signerName",
+            format!("{signer:?}"),
+            "must be a fully qualified domain and path of the form 'example.com/signer-name'",
+        ));
+    }
+    let requested = usages(obj);
+    if requested.is_empty() {
+        causes.push(Cause::required("spec.usages"));
+    }
+    for (i, u) in requested.iter().enumerate() {
+        if !USAGES.contains(&u.as_str()) {
+            causes.push(Cause::not_supported(format!("spec.usages[{i}]"), u, USAGES));
+        }
+    }
+    if let Some(secs) = obj
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        && secs < MIN_EXPIRATION_SECONDS
+    {
+        causes.push(Cause::invalid(
+            "spec.expirationSeconds",
+            secs,
+            "may not specify a duration less than 600 seconds (10 minutes)",
+        ));
+    }
+    causes
+}
+
+/// Checks `usages` against the required and optional ones of a signer.
+fn check_usages(
+    got: &[String],
+    required: &[&str],
+    optional: &[&str],
+) -> std::result::Result<(), String> {
+    for u in got {
+        if !required.contains(&u.as_str()) && !optional.contains(&u.as_str()) {
+            return Err(format!("usage {u:?} is not allowed for this signer"));
+        }
+    }
+    match required.iter().find(|r| !got.iter().any(|u| u == *r)) {
+        Some(missing) => Err(format!("missing required usage {missing:?}")),
+        None => Ok(()),
+    }
+}
+
+/// The rules of `signer` for a request; `Ok(server)` tells a serving certificate.
+fn check_signer(signer: &str, req: &Request, got: &[String]) -> std::result::Result<bool, String> {
+    let optional = ["digital signature", "key encipherment"];
+    let no_sans = || match req.dns_or_ip + req.email_or_uri {
+        0 => Ok(()),
+        _ => Err("subjectAltNames are not allowed for client certificates".to_string()),
+    };
+    let node_subject = || {
+        if req.organizations != ["system:nodes"] {
+            return Err("organization must contain only system:nodes".to_string());
+        }
+        if !req.common_name.starts_with("system:node:") || req.common_name.len() == 12 {
+            return Err("subject common name must be system:node:<node name>".to_string());
+        }
+        Ok(())
+    };
+    match signer {
+        KUBE_APISERVER_CLIENT => {
+            no_sans()?;
+            check_usages(got, &["client auth"], &optional)?;
+            Ok(false)
+        }
+        KUBELET_CLIENT => {
+            node_subject()?;
+            no_sans()?;
+            check_usages(
+                got,
+                &["digital signature", "client auth"],
+                &["key encipherment"],
+            )?;
+            Ok(false)
+        }
+        _ => {
+            node_subject()?;
+            if req.dns_or_ip == 0 {
+                return Err("at least one DNS or IP subjectAltName is required".into());
+            }
+            if req.email_or_uri > 0 {
+                return Err("email and URI subjectAltNames are not allowed".into());
+            }
+            check_usages(
+                got,
+                &["digital signature", "server auth"],
+                &["key encipherment"],
+            )?;
+            Ok(true)
+        }
+    }
+}
+
+fn condition(type_: &str, reason: &str, message: &str) -> Value {
+    let now = crate::registry::now();
+    json!({"type": type_, "status": "True", "reason": reason, "message": message,
+        "lastUpdateTime": now, "lastTransitionTime": now})
+}
+
+fn conditions(obj: &Value) -> Vec<Value> {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn has(conds: &[Value], type_: &str) -> bool {
+    conds
+        .iter()
+        .any(|c| c["type"] == type_ && c["status"] == "True")
+}
+
+/// Signs an approved request of one of the cluster CA's signers, or marks it `Failed`.
+fn sign(ca: &Ca, csr: &mut Value) {
+    let signer = csr
+        .pointer("/spec/signerName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let ours = [KUBE_APISERVER_CLIENT, KUBELET_CLIENT, KUBELET_SERVING].contains(&signer.as_str());
+    let conds = conditions(csr);
+    let done = csr.pointer("/status/certificate").is_some() || has(&conds, "Failed");
+    if !ours || done || !has(&conds, "Approved") || has(&conds, "Denied") {
+        return;
+    }
+    let secs = csr
+        .pointer("/spec/expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(MAX_DURATION_SECONDS)
+        .clamp(MIN_EXPIRATION_SECONDS, MAX_DURATION_SECONDS);
+    let signed = parse_request(csr).and_then(|req| {
+        let server = check_signer(&signer, &req, &usages(csr))?;
+        ca.sign_request(
+            &req.pem,
+            server,
+            std::time::Duration::from_secs(secs as u64),
+        )
+        .map_err(|e| e.to_string())
+    });
+    let status = crate::defaults::ensure(csr, "status");
+    match signed {
+        Ok(pem) => {
+            status["certificate"] = json!(base64::engine::general_purpose::STANDARD.encode(pem))
+        }
+        Err(why) => {
+            let mut conds = conds;
+            conds.push(condition("Failed", "SignerValidationFailure", &why));
+            status["conditions"] = json!(conds);
+        }
+    }
+}
+
+/// `PUT .../certificatesigningrequests/<name>/approval`: takes the Approved/Denied conditions
+/// of `body`, then signs what became approved.
+pub async fn approve(
+    registry: &Registry,
+    ca: &Ca,
+    r: &ekube_api::ResourceInfo,
+    name: &str,
+    body: &Value,
+    opts: &WriteOptions,
+) -> Result<(Value, crate::registry::Warnings)> {
+    let wanted: Vec<Value> = conditions(body)
+        .into_iter()
+        .filter(|c| c["type"] == "Approved" || c["type"] == "Denied")
+        .collect();
+    if has(&wanted, "Approved") && has(&wanted, "Denied") {
+        return Err(ApiError::invalid(
+            r.group,
+            r.kind,
+            name,
+            vec![Cause::invalid(
+                "status.conditions",
+                "\"Approved, Denied\"",
+                "Approved and Denied conditions are mutually exclusive",
+            )],
+        ));
+    }
+    registry
+        .guaranteed_update(r, None, name, Some("status"), opts, |mut cur| {
+            let mut conds = conditions(&cur);
+            for type_ in ["Approved", "Denied"] {
+                if has(&conds, type_) && !has(&wanted, type_) {
+                    return Err(ApiError::invalid(
+                        r.group,
+                        r.kind,
+                        name,
+                        vec![Cause::forbidden(
+                            "status.conditions",
+                            &format!("updates may not remove a condition of type {type_:?}"),
+                        )],
+                    ));
+                }
+            }
+            conds.retain(|c| c["type"] != "Approved" && c["type"] != "Denied");
+            conds.extend(wanted.iter().cloned());
+            if has(&conds, "Approved") && has(&conds, "Denied") {
+                return Err(ApiError::invalid(
+                    r.group,
+                    r.kind,
+                    name,
+                    vec![Cause::forbidden(
+                        "status.conditions",
+                        "Approved and Denied conditions are mutually exclusive",
+                    )],
+                ));
+            }
+            crate::defaults::ensure(&mut cur, "status")["conditions"] = json!(conds);
+            sign(ca, &mut cur);
+            Ok(cur)
+        })
+        .await
+}
