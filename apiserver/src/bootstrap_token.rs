@@ -220,7 +220,6 @@ fn user_of(
     }))
 }
 
-
 #[async_trait::async_trait]
 impl crate::auth::TokenAuthenticator for BootstrapTokens {
     async fn authenticate_token(

@@ -119,10 +119,14 @@ fn a_pod_lists_pods_with_its_own_token_until_it_is_deleted() -> Result<()> {
         "--serviceaccount=default:default",
     ])?;
     let mut listed = refused;
-    ekube_tests::wait_for(Duration::from_secs(10), "the binding to take effect", || {
-        listed = get_pods_with(&c, token.trim())?;
-        Ok(listed.success())
-    })?;
+    ekube_tests::wait_for(
+        Duration::from_secs(10),
+        "the binding to take effect",
+        || {
+            listed = get_pods_with(&c, token.trim())?;
+            Ok(listed.success())
+        },
+    )?;
     ensure!(
         listed.stdout.contains("reader"),
         "listing pods with the pod's token: {listed:?}"

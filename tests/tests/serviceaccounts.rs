@@ -231,8 +231,22 @@ fn bootstrap_tokens_authenticate_until_they_expire_and_pods_get_their_account() 
         &["apply", "-f", "-"],
         Some(&bootstrap_secret("expird", "2020-01-01T00:00:00Z")),
     ));
-    get_pods_with(&s, "boot", "abcdef.0123456789abcdef")
-        .expect("a valid bootstrap token authenticates");
+    // A valid bootstrap token authenticates (and RBAC gives system:bootstrappers nothing here).
+    let whoami = kubectl_with(
+        &token_kubeconfig(&s, "boot", "abcdef.0123456789abcdef"),
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&whoami.stdout),
+        "system:bootstrap:abcdef",
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
     let r = review(&s, "abcdef.0123456789abcdef");
     assert_eq!(
         r["status"]["user"]["username"], "system:bootstrap:abcdef",
@@ -427,9 +441,18 @@ fn approved_csrs_are_signed_by_the_cluster_ca_and_bad_ones_fail() {
     config["contexts"][0]["context"]["user"] = json!("jane");
     let path = s.dir.join("jane.kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    let out = kubectl_with(&path, &["get", "pods"]);
-    assert!(
-        out.status.success(),
+    let out = kubectl_with(
+        &path,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "jane",
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

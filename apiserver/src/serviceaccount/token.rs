@@ -224,7 +224,6 @@ impl ServiceAccounts {
     }
 }
 
-
 #[async_trait::async_trait]
 impl crate::auth::TokenAuthenticator for ServiceAccounts {
     async fn authenticate_token(
