@@ -100,7 +100,10 @@ mod tests {
         );
         let a = from_secret(&json, "docker.io").unwrap();
         assert_eq!((a.username.as_str(), a.password.as_str()), ("u", "p"));
-        assert_eq!(from_secret(&json, "192.168.64.1:5001").unwrap().auth, "dTpw");
+        assert_eq!(
+            from_secret(&json, "192.168.64.1:5001").unwrap().auth,
+            "dTpw"
+        );
         assert!(from_secret(&json, "quay.io").is_none());
 
         let cfg = secret(
@@ -109,7 +112,11 @@ mod tests {
             r#"{"http://reg.example.com/v2":{"username":"a","password":"b"}}"#,
         );
         assert_eq!(from_secret(&cfg, "reg.example.com").unwrap().username, "a");
-        let opaque = secret("Opaque", ".dockercfg", r#"{"reg.example.com":{"auth":"x"}}"#);
+        let opaque = secret(
+            "Opaque",
+            ".dockercfg",
+            r#"{"reg.example.com":{"auth":"x"}}"#,
+        );
         assert!(from_secret(&opaque, "reg.example.com").is_none());
         let broken = secret("kubernetes.io/dockerconfigjson", ".dockerconfigjson", "{");
         assert!(from_secret(&broken, "docker.io").is_none());

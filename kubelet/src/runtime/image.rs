@@ -284,7 +284,9 @@ impl ImageStore {
         }
         // A tag moves to the newest image that claims it.
         for mut other in self.list() {
-            if other.id != *config_digest && tag.is_some_and(|tag| other.repo_tags.iter().any(|t| t == tag)) {
+            if other.id != *config_digest
+                && tag.is_some_and(|tag| other.repo_tags.iter().any(|t| t == tag))
+            {
                 other.repo_tags.retain(|t| Some(t.as_str()) != tag);
                 self.save(&other)?;
             }
@@ -466,9 +468,12 @@ fn describe_pull_error(reference: &Reference, e: OciDistributionError) -> String
         OciDistributionError::ImageManifestNotFoundError(_) => {
             format!("{}: not found", reference.whole())
         }
-        _ if codes
-            .iter()
-            .any(|c| matches!(c, Code::ManifestUnknown | Code::NameUnknown | Code::NotFound)) =>
+        _ if codes.iter().any(|c| {
+            matches!(
+                c,
+                Code::ManifestUnknown | Code::NameUnknown | Code::NotFound
+            )
+        }) =>
         {
             format!("{}: not found", reference.whole())
         }

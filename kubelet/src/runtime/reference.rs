@@ -7,8 +7,8 @@
 //! Refusals use the wording of the distribution reference library, so the kubelet's
 //! `InvalidImageName` messages read as upstream's do.
 
-use oci_client::Reference;
 use oci_client::ParseError;
+use oci_client::Reference;
 
 /// Why a reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,8 +73,14 @@ mod tests {
             ("index.docker.io/user/app:v1", "docker.io/user/app:v1"),
             ("docker.io/nginx", "docker.io/library/nginx:latest"),
             ("localhost/app", "localhost/app:latest"),
-            ("registry.example.com:5000/team/app:1.0", "registry.example.com:5000/team/app:1.0"),
-            ("192.168.64.1:5000/busybox", "192.168.64.1:5000/busybox:latest"),
+            (
+                "registry.example.com:5000/team/app:1.0",
+                "registry.example.com:5000/team/app:1.0",
+            ),
+            (
+                "192.168.64.1:5000/busybox",
+                "192.168.64.1:5000/busybox:latest",
+            ),
             ("quay.io/a/b/c:tag", "quay.io/a/b/c:tag"),
         ] {
             assert_eq!(normalize(given).unwrap().whole(), whole, "{given}");
@@ -98,7 +104,10 @@ mod tests {
     fn bad_references_are_refused_with_the_reason() {
         for (given, reason) in [
             ("", "repository name must have at least one component"),
-            ("Nginx", "invalid reference format: repository name must be lowercase"),
+            (
+                "Nginx",
+                "invalid reference format: repository name must be lowercase",
+            ),
             ("nginx:", "invalid reference format"),
             (
                 "nginx@sha256:0123456789abcdef0123456789abcdef01234567",

@@ -112,7 +112,9 @@ impl Endpoint {
         } else if let Some(r) = s.strip_prefix("https://") {
             (false, r)
         } else if s.contains("://") {
-            return Err(format!("endpoint {s:?}: only http:// and https:// are supported"));
+            return Err(format!(
+                "endpoint {s:?}: only http:// and https:// are supported"
+            ));
         } else {
             (false, s)
         };
@@ -251,7 +253,8 @@ impl Registries {
         };
         let mut mirrors = BTreeMap::new();
         for (registry, m) in file.mirrors {
-            let fail = |reason: String| (line_of(&registry), format!("mirrors.{registry}: {reason}"));
+            let fail =
+                |reason: String| (line_of(&registry), format!("mirrors.{registry}: {reason}"));
             let endpoints = m
                 .endpoint
                 .iter()
@@ -264,14 +267,23 @@ impl Registries {
                     return Err(fail("rewrite rules map a regex to a string".into()));
                 };
                 let pattern = regex::Regex::new(k).map_err(|e| {
-                    (line_of(k).or(line_of(&registry)), format!("mirrors.{registry}.rewrite: {e}"))
+                    (
+                        line_of(k).or(line_of(&registry)),
+                        format!("mirrors.{registry}.rewrite: {e}"),
+                    )
                 })?;
                 rewrites.push(Rewrite {
                     pattern,
                     replacement: v.to_owned(),
                 });
             }
-            mirrors.insert(registry, Mirror { endpoints, rewrites });
+            mirrors.insert(
+                registry,
+                Mirror {
+                    endpoints,
+                    rewrites,
+                },
+            );
         }
         let mut hosts = BTreeMap::new();
         for (host, h) in file.configs {
@@ -310,10 +322,7 @@ impl Registries {
         pull_secret: Option<&(String, String)>,
     ) -> Vec<Attempt> {
         let registry = reference.registry();
-        let mirror = self
-            .mirrors
-            .get(registry)
-            .or_else(|| self.mirrors.get("*"));
+        let mirror = self.mirrors.get(registry).or_else(|| self.mirrors.get("*"));
         let mut out = Vec::new();
         for endpoint in mirror.map(|m| m.endpoints.as_slice()).unwrap_or_default() {
             let repository = mirror
@@ -390,7 +399,9 @@ fn credentials(a: AuthFile) -> Result<(String, String), String> {
     match (a.username, a.password, a.auth) {
         (Some(u), Some(p), None) => Ok((u, p)),
         (None, None, Some(encoded)) => decode_basic(&encoded),
-        _ => Err("auth needs either username and password, or auth (base64 of user:password)".into()),
+        _ => {
+            Err("auth needs either username and password, or auth (base64 of user:password)".into())
+        }
     }
 }
 

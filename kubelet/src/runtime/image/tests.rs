@@ -70,7 +70,8 @@ async fn import(archive: &[u8]) -> (Result<Vec<String>>, tempfile::TempDir) {
     let sandbox = tempfile::tempdir().unwrap();
     let path = sandbox.path().join("image.tar");
     std::fs::write(&path, archive).unwrap();
-    let store = ImageStore::open(&sandbox.path().join("store/root"), Registries::default()).unwrap();
+    let store =
+        ImageStore::open(&sandbox.path().join("store/root"), Registries::default()).unwrap();
     let result = store.import_archive(&path).await;
     let mut outside: Vec<_> = std::fs::read_dir(sandbox.path())
         .unwrap()
@@ -94,7 +95,8 @@ async fn import(archive: &[u8]) -> (Result<Vec<String>>, tempfile::TempDir) {
 async fn archives_import_with_checked_digests() {
     let (tags, sandbox) = import(&archive(&image_blobs(|_| {}), own_name, None)).await;
     assert_eq!(tags.unwrap(), ["example.com/t:1"]);
-    let store = ImageStore::open(&sandbox.path().join("store/root"), Registries::default()).unwrap();
+    let store =
+        ImageStore::open(&sandbox.path().join("store/root"), Registries::default()).unwrap();
     let record = store.find("example.com/t:1").unwrap();
     let layer = store.layer_dir(&record.layers[0]);
     assert_eq!(std::fs::read(layer.join("hello")).unwrap(), b"world");
@@ -252,7 +254,9 @@ async fn pull(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> (Result<String>, Vec<Pa
     };
     let addr = registry(blobs, serve).await;
     let dir = tempfile::tempdir().unwrap();
-    let registries = Registries::parse("").unwrap().with_insecure(vec![addr.clone()]);
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
     let store = ImageStore::open(dir.path(), registries).unwrap();
     let result = store.pull(&format!("{addr}/t:1"), None).await;
     let leftovers = std::fs::read_dir(dir.path().join("tmp"))
@@ -285,30 +289,48 @@ async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
         "mirrors:\n  \"{down}\":\n    endpoint: [\"http://{down}\", \"http://{mirror}\"]\n    \
          rewrite: {{\"^(.*)$\": \"mirrored/$1\"}}\n"
     );
-    let registries = Registries::parse(&yaml).unwrap().with_insecure(vec![down.clone()]);
+    let registries = Registries::parse(&yaml)
+        .unwrap()
+        .with_insecure(vec![down.clone()]);
     let dir = tempfile::tempdir().unwrap();
     let store = ImageStore::open(dir.path(), registries).unwrap();
     let image = format!("{down}/t:1");
 
     let e = store.pull(&image, None).await.unwrap_err().to_string();
     assert!(
-        e.starts_with(&format!("failed to pull and unpack image \"{image}\": http://{down}: ")),
+        e.starts_with(&format!(
+            "failed to pull and unpack image \"{image}\": http://{down}: "
+        )),
         "{e}"
     );
     assert!(
-        e.contains(&format!("http://{mirror}: authorization failed: 401 Unauthorized")),
+        e.contains(&format!(
+            "http://{mirror}: authorization failed: 401 Unauthorized"
+        )),
         "{e}"
     );
-    assert!(!e.contains("not found"), "a 401 is not a missing image: {e}");
+    assert!(
+        !e.contains("not found"),
+        "a 401 is not a missing image: {e}"
+    );
 
     let secret = ("u".to_owned(), "p".to_owned());
-    assert_eq!(store.pull(&image, Some(&secret)).await.unwrap(), config.as_str());
-    let record = store.find(&image).expect("stored under the name it was asked by");
+    assert_eq!(
+        store.pull(&image, Some(&secret)).await.unwrap(),
+        config.as_str()
+    );
+    let record = store
+        .find(&image)
+        .expect("stored under the name it was asked by");
     assert_eq!(record.repo_tags, [image.clone()]);
     assert!(record.repo_digests[0].starts_with(&format!("{down}/t@sha256:")));
 
     let wrong = ("u".to_owned(), "nope".to_owned());
-    let e = store.pull(&image, Some(&wrong)).await.unwrap_err().to_string();
+    let e = store
+        .pull(&image, Some(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("authorization failed"), "{e}");
 }
 

@@ -50,7 +50,11 @@ fn mirrors_in_order_then_the_default_endpoint_unrewritten() {
         plan(LAB, "nginx:alpine"),
         [
             t("http://192.168.64.1:5000", "hub/nginx", ""),
-            t("https://mirror.example.com:5443", "hub/nginx", "alice:s3cret"),
+            t(
+                "https://mirror.example.com:5443",
+                "hub/nginx",
+                "alice:s3cret"
+            ),
             t("https://index.docker.io", "library/nginx", "bob:pw"),
         ]
     );
@@ -93,10 +97,22 @@ fn no_file_means_the_registry_itself_with_pull_secrets() {
 #[test]
 fn malformed_files_are_refused_with_line_and_cause() {
     for (yaml, line, cause) in [
-        ("mirrors:\n  docker.io:\n    endpoints: [x]\n", Some(3), "unknown field `endpoints`"),
-        ("mirrors:\n  docker.io:\n    endpoint: x\n", Some(3), "invalid type"),
+        (
+            "mirrors:\n  docker.io:\n    endpoints: [x]\n",
+            Some(3),
+            "unknown field `endpoints`",
+        ),
+        (
+            "mirrors:\n  docker.io:\n    endpoint: x\n",
+            Some(3),
+            "invalid type",
+        ),
         ("mirrors: [\n", Some(1), "expected a map"),
-        ("mirrors:\n\tdocker.io: {}\n", Some(2), "cannot start any token"),
+        (
+            "mirrors:\n\tdocker.io: {}\n",
+            Some(2),
+            "cannot start any token",
+        ),
         (
             "mirrors:\n  docker.io:\n    endpoint: [\"ftp://m\"]\n",
             Some(2),
@@ -117,7 +133,11 @@ fn malformed_files_are_refused_with_line_and_cause() {
             Some(2),
             "auth needs either username and password",
         ),
-        ("configs:\n  m:\n    auth: {auth: \"!!\"}\n", Some(2), "auth is not base64"),
+        (
+            "configs:\n  m:\n    auth: {auth: \"!!\"}\n",
+            Some(2),
+            "auth is not base64",
+        ),
         (
             "configs:\n  m:\n    auth: {identitytoken: t}\n",
             Some(2),
@@ -151,7 +171,10 @@ fn load_names_the_file_and_line() {
     std::fs::write(&path, "mirrors:\n  docker.io:\n    endpoint: 5\n").unwrap();
     let e = Registries::load(&path, vec![]).unwrap_err().to_string();
     assert!(
-        e.starts_with(&format!("{}:3: mirrors.docker.io.endpoint: invalid type", path.display())),
+        e.starts_with(&format!(
+            "{}:3: mirrors.docker.io.endpoint: invalid type",
+            path.display()
+        )),
         "{e}"
     );
 }
