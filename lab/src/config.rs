@@ -34,7 +34,8 @@ pub const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind
 pub const AGENT_CMD: &str = "{ekube} agent --kubeconfig {kubeconfig} --hostname-override {node} \
     --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
     --cni-conf-dir {dir}/cni/net.d --cni-data-dir {dir}/data/cni --subnet-file {dir}/run/subnet.env \
-    --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry}";
+    --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry} \
+    --registries-config {dir}/registries.yaml";
 
 /// Address of node `index` (1-based) on the underlay.
 pub fn node_ip(index: usize) -> Ipv4Addr {
@@ -87,6 +88,9 @@ pub struct LabConfig {
     /// OCI image layout holding the test images: built when missing, then pushed to the
     /// registry. `None` skips images.
     pub images: Option<PathBuf>,
+    /// OCI layout of the Debian-based Docker Hub look-alikes ([`crate::hub`]): built when
+    /// missing or stale, then pushed under their Docker Hub names. `None` skips them.
+    pub hub_images: Option<PathBuf>,
     /// Started on node 1 (the control plane), e.g. `ekube server …`.
     pub server: Option<CmdTemplate>,
     /// Started on every node, e.g. `ekube agent …`; when a server runs too, only once the
@@ -107,6 +111,7 @@ impl LabConfig {
             root: PathBuf::from(DEFAULT_ROOT),
             registry: true,
             images: None,
+            hub_images: None,
             server: None,
             node: None,
             server_timeout: std::time::Duration::from_secs(60),
@@ -123,7 +128,7 @@ impl LabConfig {
                 self.nodes
             )));
         }
-        if self.images.is_some() && !self.registry {
+        if (self.images.is_some() || self.hub_images.is_some()) && !self.registry {
             return Err(Error::Config("images need the registry".into()));
         }
         Ok(())
@@ -240,6 +245,11 @@ impl Host {
     }
 
     /// Directories created for every host.
+    /// The node's `registries.yaml` (`--registries-config`).
+    pub fn registries_config(&self) -> PathBuf {
+        self.dir.join("registries.yaml")
+    }
+
     pub(crate) fn dirs(&self) -> Vec<PathBuf> {
         ["data", "cni/net.d", "cni/bin", "run", "logs", "manifests"]
             .iter()

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BPFFS, Host, LabConfig, REGISTRY, is_lab_netns, validate_name};
 use crate::images::BuiltImage;
 use crate::process::{ExecOutput, ProcRecord};
-use crate::{Error, Result, cgroup, http, images, io_err, net, process, registry};
+use crate::{Error, Result, cgroup, http, hub, images, io_err, net, process, registry};
 
 /// Name of the state file in the lab directory.
 const STATE_FILE: &str = "state.json";
@@ -105,6 +105,11 @@ impl Lab {
             let built = images::ensure(&layout)?;
             images::push(&self.host("ext")?.netns, &layout, &built)?;
             self.images = built;
+        }
+        if let Some(layout) = self.config.hub_images.clone() {
+            let built = hub::ensure(&layout)?;
+            images::push(&self.host("ext")?.netns, &layout, &built)?;
+            self.images.extend(built);
         }
         if let Some(server) = self.config.server.clone() {
             let n1 = self.host("n1")?.clone();
@@ -322,6 +327,11 @@ impl Lab {
             for d in h.dirs() {
                 std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
             }
+            if h.is_node() && self.config.registry {
+                let path = h.registries_config();
+                std::fs::write(&path, registry::mirror_config())
+                    .map_err(io_err("writing", &path))?;
+            }
         }
         Ok(())
     }
@@ -458,6 +468,10 @@ fn check_tools(config: &LabConfig) -> Result<()> {
     }
     if config.images.is_some() {
         needed.push((images::BUSYBOX, "/usr/bin/busybox", "busybox-static"));
+    }
+    if config.hub_images.is_some() {
+        needed.push(("/usr/bin/dpkg-deb", "/bin/dpkg-deb", "dpkg"));
+        needed.push(("/usr/bin/apt-get", "/bin/apt-get", "apt"));
     }
     for (a, b, package) in needed {
         if !Path::new(a).exists() && !Path::new(b).exists() {

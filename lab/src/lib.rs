@@ -12,7 +12,9 @@
 
 mod cgroup;
 mod config;
+pub mod debian;
 mod http;
+pub mod hub;
 pub mod images;
 mod lab;
 mod net;

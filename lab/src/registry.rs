@@ -23,6 +23,11 @@ pub(crate) fn config_yaml(storage: &Path) -> String {
     )
 }
 
+/// Every node's `registries.yaml`: the lab registry mirrors Docker Hub, over plain HTTP.
+pub(crate) fn mirror_config() -> String {
+    format!("mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{REGISTRY}\"\n")
+}
+
 /// Writes `registry/config.yml` into the lab directory and returns the command that serves it.
 pub(crate) fn prepare(lab_dir: &Path) -> Result<Vec<String>> {
     let dir = lab_dir.join("registry");
