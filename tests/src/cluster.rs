@@ -22,6 +22,9 @@ pub struct ClusterOptions<'a> {
     /// Nodes whose agent does not start with the lab (started later with
     /// [`LabCluster::start_agent`]), e.g. `&["n3"]`.
     pub later: &'a [&'a str],
+    /// Push the Debian-based Docker Hub look-alikes too (`nginx:alpine`, `busybox`, …;
+    /// [`ekube_lab::hub`]), so pods may name images as on Docker Hub.
+    pub hub_images: bool,
 }
 
 pub struct LabCluster {
@@ -42,6 +45,9 @@ impl LabCluster {
         let mut config = LabConfig::new(name);
         config.nodes = nodes;
         config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
+        if options.hub_images {
+            config.hub_images = Some(PathBuf::from(ekube_lab::hub::DEFAULT_LAYOUT));
+        }
         config
             .vars
             .insert("ekube".into(), ekube.display().to_string());

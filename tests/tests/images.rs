@@ -1,0 +1,210 @@
+//! Images as users name them, on a 2-node lab cluster whose registry mirrors `docker.io` (every
+//! node's `registries.yaml`) and carries the Debian-based look-alikes of Docker Hub's images
+//! (`ekube_lab::hub`). Two nodes, not three: every case is about one node's pulls or about a
+//! NodePort reached through each node, and a third node only adds start-up time.
+//!
+//! One cluster serves the file: the issue's nginx manifest, verbatim, through the real
+//! `kubectl create -f`, answering nginx's welcome page on every node's port 32143 from the
+//! external namespace; `busybox` fetching that page with `wget -T`; bad references refused as
+//! upstream refuses them; a missing image reported as such, with the normalised name.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use ekube_tests::cluster::{ClusterOptions, LabCluster};
+use serde_json::Value;
+
+const LAB: &str = "ekimg";
+
+/// The manifest of the issue, verbatim.
+const NGINX: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: nginx, labels: {app: nginx}}
+spec:
+  containers:
+    - {name: nginx, image: nginx:alpine, ports: [{containerPort: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-node-service, labels: {name: kube-node-service}}
+spec:
+  type: NodePort
+  ports: [{port: 80, targetPort: 80, protocol: TCP, nodePort: 32143}]
+  selector: {app: nginx}
+"#;
+
+/// busybox as tutorials use it: `wget -T` (which Debian's build lacks) and `nslookup` exist.
+const BUSYBOX: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: fetch}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    command: ["sh", "-c", "type nslookup nc && wget -T 5 -qO- http://$KUBE_NODE_SERVICE_SERVICE_HOST/"]
+"#;
+
+/// Pods whose images cannot be pulled: (pod, image).
+const BAD: [(&str, &str); 3] = [
+    ("upper", "Nginx:alpine"),
+    (
+        "short-digest",
+        "nginx@sha256:0123456789abcdef0123456789abcdef01234567",
+    ),
+    ("missing", "nginx:no-such-tag"),
+];
+
+const WELCOME: &str = "<title>Welcome to nginx!</title>";
+
+/// The last lines the agents logged, for a failure's context.
+fn agent_logs(c: &LabCluster) -> String {
+    c.lab
+        .nodes()
+        .map(|h| {
+            let text = c
+                .lab
+                .log_path(&h.short, "agent")
+                .ok()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+            format!("--- agent on {}:\n{tail}", h.short)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn waiting_reason(pod: &Value) -> &str {
+    pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+fn images_as_users_name_them() -> Result<()> {
+    let c = LabCluster::start(
+        LAB,
+        2,
+        ClusterOptions {
+            hub_images: true,
+            ..ClusterOptions::default()
+        },
+    )?;
+    nginx_answers_on_every_node(&c)
+        .and_then(|()| busybox_fetches_the_page(&c))
+        .and_then(|()| bad_references_are_refused(&c))
+        .with_context(|| agent_logs(&c))
+}
+
+/// The issue's manifest: the pod runs, its status names the image as containerd does, and
+/// every node's port 32143 answers nginx's welcome page to the external client.
+fn nginx_answers_on_every_node(c: &LabCluster) -> Result<()> {
+    let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;
+    std::fs::write(file.path(), NGINX)?;
+    c.kubectl(&["create", "-f", &file.path().display().to_string()])?;
+    let pod = c.wait_pod("nginx", Duration::from_secs(120), "Running", |p| {
+        p["status"]["phase"] == "Running"
+    })?;
+    let status = &pod["status"]["containerStatuses"][0];
+    ensure!(
+        status["image"] == "docker.io/library/nginx:alpine",
+        "status image: {}",
+        status["image"]
+    );
+    let image_id = status["imageID"].as_str().unwrap_or_default();
+    ensure!(
+        image_id.starts_with("docker.io/library/nginx@sha256:") && image_id.len() == 31 + 64,
+        "status imageID: {image_id}"
+    );
+    let describe = c.kubectl(&["describe", "pod", "nginx"])?;
+    ensure!(
+        describe.contains("docker.io/library/nginx:alpine")
+            && describe.contains("Successfully pulled image \"nginx:alpine\""),
+        "kubectl describe pod nginx:\n{describe}"
+    );
+    for node in c.lab.nodes() {
+        let url = format!("http://{}:32143/", node.ip);
+        let mut last = String::new();
+        c.wait(Duration::from_secs(30), &format!("{url} from ext"), |c| {
+            let out = c.lab.exec("ext", &["curl", "-s", "-m", "3", &url])?;
+            last = out.stdout;
+            Ok(last.contains(WELCOME))
+        })
+        .with_context(|| format!("last answer of {url}: {last:?}"))?;
+    }
+    // nginx logs to the container's stdout, as the official image does.
+    let log = c.container_output(&pod, "nginx")?;
+    ensure!(log.contains("\"GET / HTTP/1.1\" 200"), "nginx log: {log}");
+    Ok(())
+}
+
+/// `image: busybox` is Docker Hub's busybox, mirrored: `wget -T` fetches the page through
+/// the service, and `nslookup`/`nc` are there.
+fn busybox_fetches_the_page(c: &LabCluster) -> Result<()> {
+    c.apply(BUSYBOX)?;
+    let pod = c.wait_pod("fetch", Duration::from_secs(120), "Succeeded", |p| {
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    })?;
+    let out = c.container_output(&pod, "main")?;
+    ensure!(
+        pod["status"]["phase"] == "Succeeded" && out.contains(WELCOME),
+        "busybox fetch: phase {}, output:\n{out}",
+        pod["status"]["phase"]
+    );
+    Ok(())
+}
+
+/// Unparsable references wait as InvalidImageName with upstream's event; a tag no endpoint has
+/// is a pull failure naming the normalised reference and "not found".
+fn bad_references_are_refused(c: &LabCluster) -> Result<()> {
+    let manifest: String = BAD
+        .iter()
+        .map(|(name, image)| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  \
+                 containers: [{{name: main, image: \"{image}\"}}]\n"
+            )
+        })
+        .collect();
+    c.apply(&manifest)?;
+    for (name, image, reason) in [
+        (
+            "upper",
+            "Nginx:alpine",
+            "invalid reference format: repository name must be lowercase",
+        ),
+        ("short-digest", BAD[1].1, "invalid checksum digest length"),
+    ] {
+        c.wait_pod(name, Duration::from_secs(60), "InvalidImageName", |p| {
+            waiting_reason(p) == "InvalidImageName"
+        })?;
+        let expected = format!(
+            "Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": {reason}"
+        );
+        let events = c.events_of(name)?;
+        ensure!(
+            events
+                .iter()
+                .any(|(r, m)| r == "InspectFailed" && *m == expected),
+            "events of {name}: {events:?}, wanted InspectFailed {expected:?}"
+        );
+    }
+    c.wait_pod("missing", Duration::from_secs(90), "ErrImagePull", |p| {
+        matches!(waiting_reason(p), "ErrImagePull" | "ImagePullBackOff")
+    })?;
+    let events = c.events_of("missing")?;
+    ensure!(
+        events.iter().any(|(r, m)| r == "Failed"
+            && m.contains(
+                "failed to pull and unpack image \"docker.io/library/nginx:no-such-tag\""
+            )
+            && m.contains(
+                "http://192.168.64.1:5000: docker.io/library/nginx:no-such-tag: not found"
+            )),
+        "events of missing: {events:?}"
+    );
+    Ok(())
+}
