@@ -3,9 +3,11 @@
 //! names (`library/nginx:alpine`, …); every node's `registries.yaml` makes that registry the
 //! `docker.io` mirror, so `image: nginx:alpine` works in the lab.
 //!
-//! - `library/busybox:latest`: Debian's `busybox-static` with a link per applet and glibc (for
-//!   name lookups). Debian builds busybox without wget's `-T` (it crashes on it), so a small
-//!   `wget` in `/usr/local/bin` honours `-T` with the `timeout` applet.
+//! - `library/busybox:latest`: Debian's `busybox` with a link per applet, on glibc. Debian
+//!   builds busybox without wget's `-T` (given it, wget crashes), so every image has a small
+//!   `wget` in `/usr/local/bin` that honours `-T` with the `timeout` applet. The dynamic
+//!   `busybox` and not `busybox-static`: the static build's shell runs its own applets before
+//!   looking at `PATH`, so no `wget` of the image could stand in for the broken one.
 //! - `library/nginx:alpine` and `library/nginx:latest` (one image): Debian's nginx with its
 //!   default site and welcome page on port 80, logs to stdout/stderr, in the foreground.
 //!
@@ -25,7 +27,7 @@ use crate::{Error, Result, io_err};
 /// Default location of the OCI layout holding these images.
 pub const DEFAULT_LAYOUT: &str = "/var/lib/ekube-lab/images/hub";
 /// Changed whenever a recipe changes, so that cached images are rebuilt.
-pub const RECIPES_VERSION: &str = "1";
+pub const RECIPES_VERSION: &str = "2";
 /// Index annotation carrying the cache key an image was built under.
 const KEY_ANNOTATION: &str = "org.ekube.lab.key";
 
@@ -47,15 +49,15 @@ fn recipes() -> [Recipe; 2] {
         Recipe {
             name: "library/busybox",
             tags: &["latest"],
-            packages: &["busybox-static", "libc6"],
-            finish: |root| write(root, "usr/local/bin/wget", 0o755, WGET_WRAPPER),
+            packages: &["busybox"],
+            finish: |_| Ok(()),
             cmd: &["sh"],
             ports: &[],
         },
         Recipe {
             name: "library/nginx",
             tags: &["alpine", "latest"],
-            packages: &["nginx", "busybox-static"],
+            packages: &["nginx", "busybox"],
             finish: finish_nginx,
             cmd: &["nginx", "-g", "daemon off;"],
             ports: &["80/tcp"],
@@ -119,8 +121,10 @@ fn finish_nginx(root: &Path) -> std::io::Result<()> {
 }
 
 /// What every image has besides its packages: the usual directories, users and groups, the
-/// files the runtime mounts over, and a link per busybox applet not provided by a package.
+/// files the runtime mounts over, a link per busybox applet not provided by a package, and a
+/// `wget` that takes `-T`.
 fn finish_common(root: &Path) -> std::io::Result<()> {
+    write(root, "usr/local/bin/wget", 0o755, WGET_WRAPPER)?;
     for (dir, mode) in [
         ("dev", 0o755),
         ("proc", 0o555),

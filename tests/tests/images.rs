@@ -33,7 +33,8 @@ spec:
   selector: {app: nginx}
 "#;
 
-/// busybox as tutorials use it: `wget -T` (which Debian's build lacks) and `nslookup` exist.
+/// busybox as tutorials use it: `wget -T` (which Debian's build lacks) fetches the service
+/// `SERVICE_IP`, and `nslookup` and `nc` are there.
 const BUSYBOX: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -43,7 +44,7 @@ spec:
   containers:
   - name: main
     image: busybox
-    command: ["sh", "-c", "type nslookup nc && wget -T 5 -qO- http://$KUBE_NODE_SERVICE_SERVICE_HOST/"]
+    command: ["sh", "-c", "type nslookup nc && wget -T 5 -qO- http://SERVICE_IP/"]
 "#;
 
 /// Pods whose images cannot be pulled: (pod, image).
@@ -119,9 +120,10 @@ fn nginx_answers_on_every_node(c: &LabCluster) -> Result<()> {
         image_id.starts_with("docker.io/library/nginx@sha256:") && image_id.len() == 31 + 64,
         "status imageID: {image_id}"
     );
+    // describe shows the spec's image as written, its status's imageID, and the pull events.
     let describe = c.kubectl(&["describe", "pod", "nginx"])?;
     ensure!(
-        describe.contains("docker.io/library/nginx:alpine")
+        describe.contains(&format!("Image ID:       {image_id}"))
             && describe.contains("Successfully pulled image \"nginx:alpine\""),
         "kubectl describe pod nginx:\n{describe}"
     );
@@ -136,15 +138,23 @@ fn nginx_answers_on_every_node(c: &LabCluster) -> Result<()> {
         .with_context(|| format!("last answer of {url}: {last:?}"))?;
     }
     // nginx logs to the container's stdout, as the official image does.
-    let log = c.container_output(&pod, "nginx")?;
-    ensure!(log.contains("\"GET / HTTP/1.1\" 200"), "nginx log: {log}");
+    let mut log = String::new();
+    c.wait(Duration::from_secs(10), "nginx's access log line", |c| {
+        log = c.container_output(&pod, "nginx")?;
+        Ok(log.contains("\"GET / HTTP/1.1\" 200"))
+    })
+    .with_context(|| format!("nginx log: {log:?}"))?;
     Ok(())
 }
 
 /// `image: busybox` is Docker Hub's busybox, mirrored: `wget -T` fetches the page through
 /// the service, and `nslookup`/`nc` are there.
 fn busybox_fetches_the_page(c: &LabCluster) -> Result<()> {
-    c.apply(BUSYBOX)?;
+    let service = c.get("service", "kube-node-service")?;
+    let ip = service["spec"]["clusterIP"]
+        .as_str()
+        .context("kube-node-service has no clusterIP")?;
+    c.apply(&BUSYBOX.replace("SERVICE_IP", ip))?;
     let pod = c.wait_pod("fetch", Duration::from_secs(120), "Succeeded", |p| {
         matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
     })?;
