@@ -21,6 +21,15 @@ pub const UNDERLAY_PREFIX: u8 = 24;
 pub const REGISTRY_PORT: u16 = 5000;
 /// `host:port` of the lab's image registry, as used in image references.
 pub const REGISTRY: &str = "192.168.64.1:5000";
+/// `host:port` of the lab's second registry, which demands HTTP basic auth (htpasswd).
+pub const AUTH_REGISTRY: &str = "192.168.64.1:5001";
+/// The one account of [`AUTH_REGISTRY`].
+pub const AUTH_USER: &str = "ekube";
+/// The password of [`AUTH_USER`].
+pub const AUTH_PASSWORD: &str = "lab-pull-secret";
+/// Where nothing listens: the first, dead, mirror of [`AUTH_REGISTRY`] in every node's
+/// `registries.yaml`, so pulls from it show a mirror falling through to the next.
+pub const DEAD_MIRROR: &str = "192.168.64.1:5002";
 /// Where bpffs is (or gets) mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
@@ -91,6 +100,9 @@ pub struct LabConfig {
     /// OCI layout of the Debian-based Docker Hub look-alikes ([`crate::hub`]): built when
     /// missing or stale, then pushed under their Docker Hub names. `None` skips them.
     pub hub_images: Option<PathBuf>,
+    /// Run [`AUTH_REGISTRY`] too, holding `library/busybox:latest` of [`LabConfig::hub_images`]
+    /// (which it needs).
+    pub auth_registry: bool,
     /// Started on node 1 (the control plane), e.g. `ekube server …`.
     pub server: Option<CmdTemplate>,
     /// Started on every node, e.g. `ekube agent …`; when a server runs too, only once the
@@ -112,6 +124,7 @@ impl LabConfig {
             registry: true,
             images: None,
             hub_images: None,
+            auth_registry: false,
             server: None,
             node: None,
             server_timeout: std::time::Duration::from_secs(60),
@@ -127,6 +140,9 @@ impl LabConfig {
                 "--nodes must be between 1 and {MAX_NODES}, got {}",
                 self.nodes
             )));
+        }
+        if self.auth_registry && self.hub_images.is_none() {
+            return Err(Error::Config("the auth registry needs hub_images".into()));
         }
         if (self.images.is_some() || self.hub_images.is_some()) && !self.registry {
             return Err(Error::Config("images need the registry".into()));

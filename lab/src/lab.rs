@@ -99,7 +99,16 @@ impl Lab {
         if self.config.registry {
             let argv = registry::prepare(&self.config.lab_dir())?;
             self.spawn("fab", "registry", &argv)?;
-            registry::wait_ready(&self.host("ext")?.netns, Duration::from_secs(30))?;
+            registry::wait_ready(&self.host("ext")?.netns, REGISTRY, Duration::from_secs(30))?;
+        }
+        if self.config.auth_registry {
+            let argv = registry::prepare_auth(&self.config.lab_dir())?;
+            self.spawn("fab", "registry-auth", &argv)?;
+            registry::wait_ready(
+                &self.host("ext")?.netns,
+                crate::AUTH_REGISTRY,
+                Duration::from_secs(30),
+            )?;
         }
         if let Some(layout) = self.config.images.clone() {
             let built = images::ensure(&layout)?;
@@ -108,7 +117,16 @@ impl Lab {
         }
         if let Some(layout) = self.config.hub_images.clone() {
             let built = hub::ensure(&layout)?;
-            images::push(&self.host("ext")?.netns, &layout, &built)?;
+            let ext = self.host("ext")?.netns.clone();
+            images::push(&ext, &layout, &built)?;
+            if self.config.auth_registry {
+                let busybox: Vec<BuiltImage> = built
+                    .iter()
+                    .filter(|i| i.name == "library/busybox")
+                    .cloned()
+                    .collect();
+                registry::push_auth(&ext, &layout, &busybox)?;
+            }
             self.images.extend(built);
         }
         if let Some(server) = self.config.server.clone() {
@@ -329,7 +347,7 @@ impl Lab {
             }
             if h.is_node() && self.config.registry {
                 let path = h.registries_config();
-                std::fs::write(&path, registry::mirror_config())
+                std::fs::write(&path, registry::mirror_config(self.config.auth_registry))
                     .map_err(io_err("writing", &path))?;
             }
         }
@@ -468,6 +486,9 @@ fn check_tools(config: &LabConfig) -> Result<()> {
     }
     if config.images.is_some() {
         needed.push((images::BUSYBOX, "/usr/bin/busybox", "busybox-static"));
+    }
+    if config.auth_registry {
+        needed.push((registry::HTPASSWD, registry::HTPASSWD, "apache2-utils"));
     }
     if config.hub_images.is_some() {
         needed.push(("/usr/bin/dpkg-deb", "/bin/dpkg-deb", "dpkg"));

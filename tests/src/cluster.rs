@@ -25,6 +25,8 @@ pub struct ClusterOptions<'a> {
     /// Push the Debian-based Docker Hub look-alikes too (`nginx:alpine`, `busybox`, …;
     /// [`ekube_lab::hub`]), so pods may name images as on Docker Hub.
     pub hub_images: bool,
+    /// Run the lab's auth registry too (needs `hub_images`).
+    pub auth_registry: bool,
 }
 
 pub struct LabCluster {
@@ -48,6 +50,7 @@ impl LabCluster {
         if options.hub_images {
             config.hub_images = Some(PathBuf::from(ekube_lab::hub::DEFAULT_LAYOUT));
         }
+        config.auth_registry = options.auth_registry;
         config
             .vars
             .insert("ekube".into(), ekube.display().to_string());

@@ -6,11 +6,14 @@
 //! One cluster serves the file: the issue's nginx manifest, verbatim, through the real
 //! `kubectl create -f`, answering nginx's welcome page on every node's port 32143 from the
 //! external namespace; `busybox` fetching that page with `wget -T`; bad references refused as
-//! upstream refuses them; a missing image reported as such, with the normalised name.
+//! upstream refuses them; a missing image reported as such, with the normalised name; and the
+//! lab's auth registry, reached through a dead mirror and a rewrite rule, refusing a pull
+//! without credentials as an authorization failure and serving it with an `imagePullSecret`.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use ekube_lab::{AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, DEAD_MIRROR};
 use ekube_tests::cluster::{ClusterOptions, LabCluster};
 use serde_json::Value;
 
@@ -91,12 +94,14 @@ fn images_as_users_name_them() -> Result<()> {
         2,
         ClusterOptions {
             hub_images: true,
+            auth_registry: true,
             ..ClusterOptions::default()
         },
     )?;
     nginx_answers_on_every_node(&c)
         .and_then(|()| busybox_fetches_the_page(&c))
         .and_then(|()| bad_references_are_refused(&c))
+        .and_then(|()| pull_secrets_open_the_auth_registry(&c))
         .with_context(|| agent_logs(&c))
 }
 
@@ -215,6 +220,69 @@ fn bad_references_are_refused(c: &LabCluster) -> Result<()> {
                 "http://192.168.64.1:5000: docker.io/library/nginx:no-such-tag: not found"
             )),
         "events of missing: {events:?}"
+    );
+    Ok(())
+}
+
+/// A pod of `image` that sleeps, with the pull secret `secret` if any.
+fn sleeper(name: &str, image: &str, secret: Option<&str>) -> String {
+    let secrets = secret
+        .map(|s| format!("  imagePullSecrets: [{{name: {s}}}]\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{secrets}  \
+         terminationGracePeriodSeconds: 1\n  \
+         containers: [{{name: main, image: \"{image}\", command: [sleep, \"3600\"]}}]\n"
+    )
+}
+
+/// `<auth registry>/team/busybox` goes to the dead mirror, then to the auth registry as
+/// `library/busybox` (the rewrite): without credentials that is an authorization failure,
+/// with a `kubernetes.io/dockerconfigjson` pull secret the pod runs.
+fn pull_secrets_open_the_auth_registry(c: &LabCluster) -> Result<()> {
+    let image = format!("{AUTH_REGISTRY}/team/busybox:latest");
+    c.apply(&sleeper("private-anon", &image, None))?;
+    c.wait_pod(
+        "private-anon",
+        Duration::from_secs(90),
+        "ErrImagePull",
+        |p| matches!(waiting_reason(p), "ErrImagePull" | "ImagePullBackOff"),
+    )?;
+    let events = c.events_of("private-anon")?;
+    let failure = events
+        .iter()
+        .find(|(r, m)| r == "Failed" && m.contains("failed to pull and unpack image"))
+        .map(|(_, m)| m.as_str())
+        .with_context(|| format!("no pull failure among {events:?}"))?;
+    ensure!(
+        failure.contains(&format!("http://{DEAD_MIRROR}: "))
+            && failure.contains(&format!(
+                "http://{AUTH_REGISTRY}: authorization failed: 401 Unauthorized"
+            ))
+            && !failure.contains("not found"),
+        "pull failure without credentials: {failure}"
+    );
+
+    c.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={AUTH_REGISTRY}"),
+        &format!("--docker-username={AUTH_USER}"),
+        &format!("--docker-password={AUTH_PASSWORD}"),
+    ])?;
+    c.apply(&sleeper("private", &image, Some("regcred")))?;
+    let pod = c.wait_pod("private", Duration::from_secs(90), "Running", |p| {
+        p["status"]["phase"] == "Running"
+    })?;
+    let status = &pod["status"]["containerStatuses"][0];
+    ensure!(
+        status["image"] == image.as_str()
+            && status["imageID"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(&format!("{AUTH_REGISTRY}/team/busybox@sha256:"))),
+        "status of private: {status}"
     );
     Ok(())
 }

@@ -178,3 +178,29 @@ fn load_names_the_file_and_line() {
         "{e}"
     );
 }
+
+#[test]
+fn the_lab_mirror_config_is_understood() {
+    let r = Registries::parse(&ekube_lab::mirror_config(true)).unwrap();
+    let urls = |image: &str| -> Vec<(String, String)> {
+        r.attempts(&reference(image), None)
+            .into_iter()
+            .map(|a| (a.endpoint.url(), a.reference.repository().to_owned()))
+            .collect()
+    };
+    assert_eq!(
+        urls("nginx:alpine"),
+        [
+            ("http://192.168.64.1:5000".into(), "library/nginx".into()),
+            ("https://index.docker.io".into(), "library/nginx".into()),
+        ]
+    );
+    assert_eq!(
+        urls("192.168.64.1:5001/team/busybox"),
+        [
+            ("http://192.168.64.1:5002".into(), "library/busybox".into()),
+            ("http://192.168.64.1:5001".into(), "library/busybox".into()),
+            ("https://192.168.64.1:5001".into(), "team/busybox".into()),
+        ]
+    );
+}
