@@ -173,7 +173,13 @@ struct Serve {
     repository: Option<&'static str>,
     /// `user:password` demanded with HTTP basic auth (401 without it).
     basic: Option<&'static str>,
+    /// Demand a bearer token instead, handed out at `/token` for the `basic` credentials (the
+    /// distribution spec's token flow).
+    bearer: bool,
 }
+
+/// The token the test registry's token endpoint hands out.
+const TOKEN: &str = "test-token";
 
 /// A registry on 127.0.0.1 over plain HTTP, one request per connection: it serves the last of
 /// `blobs` as the manifest of tag `1` and every blob under its own digest, as `serve` says.
@@ -183,6 +189,7 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let addr_in = addr.clone();
     let authorization = serve.basic.map(|b| {
         format!(
             "authorization: basic {}",
@@ -191,6 +198,7 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
         .to_lowercase()
     });
     tokio::spawn(async move {
+        let addr = addr_in;
         while let Ok((conn, _)) = listener.accept().await {
             let mut conn = tokio::io::BufReader::new(conn);
             let mut request = String::new();
@@ -202,9 +210,29 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
             let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
             let path = path.split('?').next().unwrap_or_default();
             let manifest = blobs.last().unwrap();
-            let allowed = authorization
+            let lower = request.to_lowercase();
+            let basic_ok = authorization
                 .as_ref()
-                .is_none_or(|a| request.to_lowercase().contains(a.as_str()));
+                .is_none_or(|a| lower.contains(a.as_str()));
+            if serve.bearer && path == "/token" {
+                let (status, body) = if basic_ok {
+                    ("200 OK", format!("{{\"token\":\"{TOKEN}\"}}"))
+                } else {
+                    ("401 Unauthorized", String::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.get_mut().write_all(head.as_bytes()).await;
+                continue;
+            }
+            let allowed = if serve.bearer {
+                lower.contains(&format!("authorization: bearer {TOKEN}"))
+            } else {
+                basic_ok
+            };
             let in_repository = serve
                 .repository
                 .is_none_or(|r| path.starts_with(&format!("/v2/{r}/")));
@@ -227,10 +255,13 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
             if serve.spoil_layer && body == blobs[0] {
                 body[0] ^= 1;
             }
-            let challenge = if allowed {
-                ""
-            } else {
-                "WWW-Authenticate: Basic realm=\"test\"\r\n"
+            let challenge = match (allowed, serve.bearer) {
+                (true, _) => String::new(),
+                (false, false) => "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+                (false, true) => format!(
+                    "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"test\",\
+                     scope=\"repository:t:pull\"\r\n"
+                ),
             };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
@@ -332,6 +363,39 @@ async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("authorization failed"), "{e}");
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_with_the_credentials() {
+    crate::runtime::install_crypto();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    let serve = Serve {
+        basic: Some("u:p"),
+        bearer: true,
+        ..Serve::default()
+    };
+    let addr = registry(blobs, serve).await;
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let image = format!("{addr}/t:1");
+    let e = store.pull(&image, None).await.unwrap_err().to_string();
+    assert!(e.contains("authorization failed"), "{e}");
+    let wrong = ("u".to_owned(), "nope".to_owned());
+    let e = store
+        .pull(&image, Some(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("authorization failed"), "{e}");
+    let secret = ("u".to_owned(), "p".to_owned());
+    assert_eq!(
+        store.pull(&image, Some(&secret)).await.unwrap(),
+        config.as_str()
+    );
 }
 
 #[tokio::test]
