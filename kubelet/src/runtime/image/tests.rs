@@ -353,7 +353,7 @@ async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
     let record = store
         .find(&image)
         .expect("stored under the name it was asked by");
-    assert_eq!(record.repo_tags, [image.clone()]);
+    assert_eq!(record.repo_tags, std::slice::from_ref(&image));
     assert!(record.repo_digests[0].starts_with(&format!("{down}/t@sha256:")));
 
     let wrong = ("u".to_owned(), "nope".to_owned());
