@@ -202,11 +202,21 @@ impl ImageStore {
 
     /// One pull attempt against one endpoint.
     async fn pull_from(&self, reference: &Reference, attempt: &Attempt) -> Result<String, String> {
-        let client = oci_client::Client::new(attempt.client_config());
+        let mut client_config = attempt.client_config();
+        let offered = PlatformChoice::default();
+        client_config.platform_resolver = Some(Box::new(offered.resolver()));
+        let client = oci_client::Client::new(client_config);
         let (manifest, manifest_digest, config) = client
             .pull_manifest_and_config(&attempt.reference, &attempt.auth)
             .await
-            .map_err(|e| describe_pull_error(&attempt.reference, e))?;
+            .map_err(|e| match offered.missed() {
+                Some(platforms) => format!(
+                    "{}: no manifest for {} in its image index (it has {platforms})",
+                    reference.whole(),
+                    PlatformChoice::wanted()
+                ),
+                None => describe_pull_error(&attempt.reference, e),
+            })?;
         let manifest_digest = BlobDigest::parse(&manifest_digest)
             .map_err(|e| format!("registry answered a bad manifest digest: {e}"))?;
         let (config_digest, layers) =
@@ -438,6 +448,46 @@ impl ImageStore {
         }
         tracing::info!(archive = %path.display(), ?tags, "imported images");
         Ok(tags)
+    }
+}
+
+/// Picks this machine's platform from an image index, remembering what the index offered when
+/// it has no entry for it (so that the error can name both).
+#[derive(Clone, Default)]
+struct PlatformChoice(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl PlatformChoice {
+    /// `os/architecture` of this machine, as image indexes name platforms.
+    fn wanted() -> String {
+        format!(
+            "{}/{}",
+            oci_spec::image::Os::default(),
+            oci_spec::image::Arch::default()
+        )
+    }
+
+    fn resolver(
+        &self,
+    ) -> impl Fn(&[oci_client::manifest::ImageIndexEntry]) -> Option<String> + Send + Sync + 'static
+    {
+        let missed = self.0.clone();
+        move |entries| {
+            let chosen = oci_client::client::current_platform_resolver(entries);
+            if chosen.is_none() {
+                let offered: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| e.platform.as_ref())
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+                    .collect();
+                *missed.lock().expect("platform choice") = Some(offered.join(", "));
+            }
+            chosen
+        }
+    }
+
+    /// The platforms an index offered, when none was this machine's.
+    fn missed(&self) -> Option<String> {
+        self.0.lock().expect("platform choice").clone()
     }
 }
 

@@ -366,6 +366,49 @@ async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
 }
 
 #[tokio::test]
+async fn an_index_without_this_platform_is_refused_naming_the_platforms() {
+    crate::runtime::install_crypto();
+    let mut blobs = image_blobs(|_| {});
+    let manifest = blobs.last().unwrap().clone();
+    let entry = |os: &str, arch: &str| {
+        json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": BlobDigest::of(&manifest),
+            "size": manifest.len(),
+            "platform": {"os": os, "architecture": arch},
+        })
+    };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry("linux", "s390x"), entry("windows", "amd64")],
+    });
+    blobs.push(serde_json::to_vec(&index).unwrap());
+    let addr = registry(blobs, Serve::default()).await;
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let e = store
+        .pull(&format!("{addr}/t:1"), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    let wanted = format!(
+        "{}/{}",
+        oci_spec::image::Os::default(),
+        oci_spec::image::Arch::default()
+    );
+    assert!(
+        e.ends_with(&format!(
+            "{addr}/t:1: no manifest for {wanted} in its image index (it has linux/s390x, windows/amd64)"
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn bearer_tokens_are_fetched_with_the_credentials() {
     crate::runtime::install_crypto();
     let blobs = image_blobs(|_| {});
