@@ -85,7 +85,7 @@ pub enum Error {
     /// containerd's wording, so events read as upstream's.
     #[error("failed to pull and unpack image \"{image}\": {reason}")]
     Pull { image: String, reason: String },
-    #[error("registries config {0}")]
+    #[error(transparent)]
     Registries(#[from] registries::ConfigError),
     #[error("sandbox: {0}")]
     Sandbox(String),

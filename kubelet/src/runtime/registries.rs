@@ -37,7 +37,7 @@ pub const DEFAULT_PATH: &str = "/etc/ekube/registries.yaml";
 
 /// A `registries.yaml` that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+#[error("registries config {path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
     pub path: PathBuf,
     /// 1-based line of the fault, when it has one.

@@ -172,7 +172,7 @@ fn load_names_the_file_and_line() {
     let e = Registries::load(&path, vec![]).unwrap_err().to_string();
     assert!(
         e.starts_with(&format!(
-            "{}:3: mirrors.docker.io.endpoint: invalid type",
+            "registries config {}:3: mirrors.docker.io.endpoint: invalid type",
             path.display()
         )),
         "{e}"
