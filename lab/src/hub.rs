@@ -10,6 +10,10 @@
 //!   looking at `PATH`, so no `wget` of the image could stand in for the broken one.
 //! - `library/nginx:alpine` and `library/nginx:latest` (one image): Debian's nginx with its
 //!   default site and welcome page on port 80, logs to stdout/stderr, in the foreground.
+//! - `library/mysql:5.7`: Debian's MariaDB server and client (`mariadb-server-core`,
+//!   `mariadb-client-core`), data in `/var/lib/mysql`, with an entrypoint that initialises an
+//!   empty data directory from `MYSQL_ROOT_PASSWORD` (or `MYSQL_ALLOW_EMPTY_PASSWORD`),
+//!   `MYSQL_DATABASE`, `MYSQL_USER` and `MYSQL_PASSWORD` as the official image's does.
 //!
 //! Each image is one layer. Builds are cached in their own OCI layout, keyed by the exact
 //! package versions (and [`RECIPES_VERSION`]): a later run with the same packages reuses it.
@@ -27,7 +31,7 @@ use crate::{Error, Result, io_err};
 /// Default location of the OCI layout holding these images.
 pub const DEFAULT_LAYOUT: &str = "/var/lib/ekube-lab/images/hub";
 /// Changed whenever a recipe changes, so that cached images are rebuilt.
-pub const RECIPES_VERSION: &str = "2";
+pub const RECIPES_VERSION: &str = "3";
 /// Index annotation carrying the cache key an image was built under.
 const KEY_ANNOTATION: &str = "org.ekube.lab.key";
 
@@ -40,17 +44,19 @@ struct Recipe {
     packages: &'static [&'static str],
     /// What the packages' maintainer scripts would have done, and the image's own files.
     finish: fn(&Path) -> std::io::Result<()>,
+    entrypoint: &'static [&'static str],
     cmd: &'static [&'static str],
     ports: &'static [&'static str],
 }
 
-fn recipes() -> [Recipe; 2] {
+fn recipes() -> [Recipe; 3] {
     [
         Recipe {
             name: "library/busybox",
             tags: &["latest"],
             packages: &["busybox"],
             finish: |_| Ok(()),
+            entrypoint: &[],
             cmd: &["sh"],
             ports: &[],
         },
@@ -59,8 +65,18 @@ fn recipes() -> [Recipe; 2] {
             tags: &["alpine", "latest"],
             packages: &["nginx", "busybox"],
             finish: finish_nginx,
+            entrypoint: &[],
             cmd: &["nginx", "-g", "daemon off;"],
             ports: &["80/tcp"],
+        },
+        Recipe {
+            name: "library/mysql",
+            tags: &["5.7"],
+            packages: &["mariadb-server-core", "mariadb-client-core", "busybox"],
+            finish: finish_mysql,
+            entrypoint: &["docker-entrypoint.sh"],
+            cmd: &["mysqld"],
+            ports: &["3306/tcp"],
         },
     ]
 }
@@ -119,6 +135,67 @@ fn finish_nginx(root: &Path) -> std::io::Result<()> {
     symlink(root, "var/log/nginx/error.log", "/dev/stderr")?;
     std::fs::create_dir_all(root.join("var/lib/nginx"))
 }
+
+/// mariadb-common's postinst (`my.cnf`), and the entrypoint.
+fn finish_mysql(root: &Path) -> std::io::Result<()> {
+    symlink(root, "etc/mysql/my.cnf", "mariadb.cnf")?;
+    std::fs::create_dir_all(root.join("var/lib/mysql"))?;
+    std::fs::create_dir_all(root.join("run/mysqld"))?;
+    write(
+        root,
+        "usr/local/bin/docker-entrypoint.sh",
+        0o755,
+        MYSQL_ENTRYPOINT,
+    )
+}
+
+/// Initialises an empty `/var/lib/mysql` as the official image does, then runs the server.
+const MYSQL_ENTRYPOINT: &[u8] = br#"#!/bin/sh
+set -e
+# Options alone are options of the server.
+if [ "${1#-}" != "$1" ]; then set -- mysqld "$@"; fi
+if [ "$1" != mysqld ] && [ "$1" != mariadbd ]; then exec "$@"; fi
+shift
+mkdir -p /var/lib/mysql /run/mysqld
+chown -R mysql:mysql /var/lib/mysql /run/mysqld
+if [ ! -d /var/lib/mysql/mysql ]; then
+    if [ -z "$MYSQL_ROOT_PASSWORD" ] && [ -z "$MYSQL_ALLOW_EMPTY_PASSWORD" ]; then
+        echo >&2 "error: database is uninitialized and password option is not specified"
+        echo >&2 "  You need to specify one of MYSQL_ROOT_PASSWORD and MYSQL_ALLOW_EMPTY_PASSWORD"
+        exit 1
+    fi
+    echo "initialising the database in /var/lib/mysql"
+    mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db         --auth-root-authentication-method=normal >/dev/null
+    sock=/run/mysqld/init.sock
+    mariadbd --user=mysql --datadir=/var/lib/mysql --skip-networking --socket=$sock &
+    pid=$!
+    tries=0
+    until mariadb --socket=$sock -uroot -e 'SELECT 1' >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        if [ $tries -gt 60 ]; then echo >&2 "error: the server did not start"; exit 1; fi
+        sleep 1
+    done
+    quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
+    pw=$(quote "$MYSQL_ROOT_PASSWORD")
+    sql="ALTER USER 'root'@'localhost' IDENTIFIED BY $pw;
+CREATE USER 'root'@'%' IDENTIFIED BY $pw;
+GRANT ALL ON *.* TO 'root'@'%' WITH GRANT OPTION;"
+    if [ -n "$MYSQL_DATABASE" ]; then
+        sql="$sql CREATE DATABASE IF NOT EXISTS \`$MYSQL_DATABASE\`;"
+    fi
+    if [ -n "$MYSQL_USER" ] && [ -n "$MYSQL_PASSWORD" ]; then
+        sql="$sql CREATE USER $(quote "$MYSQL_USER")@'%' IDENTIFIED BY $(quote "$MYSQL_PASSWORD");"
+        if [ -n "$MYSQL_DATABASE" ]; then
+            sql="$sql GRANT ALL ON \`$MYSQL_DATABASE\`.* TO $(quote "$MYSQL_USER")@'%';"
+        fi
+    fi
+    mariadb --socket=$sock -uroot -e "$sql FLUSH PRIVILEGES;"
+    kill "$pid"
+    wait "$pid" || true
+    echo "database initialised"
+fi
+exec mariadbd --user=mysql --datadir=/var/lib/mysql --bind-address=0.0.0.0 "$@"
+"#;
 
 /// What every image has besides its packages: the usual directories, users and groups, the
 /// files the runtime mounts over, a link per busybox applet not provided by a package, and a
@@ -220,7 +297,7 @@ fn build_one(
     layer.tree(&root).map_err(fail)?;
     let tar = layer.finish().map_err(fail)?;
     let _ = std::fs::remove_dir_all(&root);
-    let gz = images::gzip(&tar).map_err(fail)?;
+    let gz = images::gzip_with(&tar, flate2::Compression::fast()).map_err(fail)?;
     let layers = [(
         images::digest(&tar),
         images::put_blob(layout, LAYER_TYPE, &gz)?,
@@ -242,6 +319,7 @@ fn build_one(
                 &layers,
                 json!({
                     "Env": [PATH_ENV],
+                    "Entrypoint": recipe.entrypoint,
                     "Cmd": recipe.cmd,
                     "WorkingDir": "/",
                     "ExposedPorts": ports,

@@ -251,7 +251,12 @@ pub(crate) fn put_blob(layout: &Path, media_type: &str, data: &[u8]) -> Result<V
 }
 
 pub(crate) fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+    gzip_with(data, Compression::best())
+}
+
+/// gzip at `level` (the larger Debian-based layers trade size for build time).
+pub(crate) fn gzip_with(data: &[u8], level: Compression) -> std::io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::new(), level);
     enc.write_all(data)?;
     enc.finish()
 }

@@ -8,7 +8,9 @@
 //! external namespace; `busybox` fetching that page with `wget -T`; bad references refused as
 //! upstream refuses them; a missing image reported as such, with the normalised name; and the
 //! lab's auth registry, reached through a dead mirror and a rewrite rule, refusing a pull
-//! without credentials as an authorization failure and serving it with an `imagePullSecret`.
+//! without credentials as an authorization failure and serving it with an `imagePullSecret`;
+//! `mysql:5.7` (Debian's MariaDB) taking its root password from a Secret, serving another
+//! pod's client, and keeping a table across pod re-creation on a hostPath volume.
 
 use std::time::Duration;
 
@@ -102,6 +104,7 @@ fn images_as_users_name_them() -> Result<()> {
         .and_then(|()| busybox_fetches_the_page(&c))
         .and_then(|()| bad_references_are_refused(&c))
         .and_then(|()| pull_secrets_open_the_auth_registry(&c))
+        .and_then(|()| mysql_keeps_its_data(&c))
         .with_context(|| agent_logs(&c))
 }
 
@@ -284,5 +287,114 @@ fn pull_secrets_open_the_auth_registry(c: &LabCluster) -> Result<()> {
                 .is_some_and(|id| id.starts_with(&format!("{AUTH_REGISTRY}/team/busybox@sha256:"))),
         "status of private: {status}"
     );
+    Ok(())
+}
+
+/// A MySQL server pinned to NODE with its data on the node's HOSTDIR and its root password
+/// from the Secret `mysql-pass`.
+const MYSQL: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: mysql, labels: {app: mysql}}
+spec:
+  nodeName: NODE
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: mysql
+    image: mysql:5.7
+    env:
+    - name: MYSQL_ROOT_PASSWORD
+      valueFrom: {secretKeyRef: {name: mysql-pass, key: password}}
+    - {name: MYSQL_DATABASE, value: shop}
+    ports: [{containerPort: 3306}]
+    volumeMounts: [{name: data, mountPath: /var/lib/mysql}]
+  volumes:
+  - name: data
+    hostPath: {path: HOSTDIR, type: DirectoryOrCreate}
+"#;
+
+/// A client pod running SQL against the server at SERVER (waiting for it to accept).
+const MYSQL_CLIENT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: NAME}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: client
+    image: mysql:5.7
+    env:
+    - name: PW
+      valueFrom: {secretKeyRef: {name: mysql-pass, key: password}}
+    command:
+    - sh
+    - -c
+    - |
+      for i in $(seq 90); do mariadb -h SERVER -uroot -p"$PW" -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 1; done
+      mariadb -h SERVER -uroot -p"$PW" shop -e "SQL"
+"#;
+
+/// Runs `sql` in a client pod `name`; its output.
+fn mysql_client(c: &LabCluster, name: &str, server: &str, sql: &str) -> Result<String> {
+    c.apply(
+        &MYSQL_CLIENT
+            .replace("NAME", name)
+            .replace("SERVER", server)
+            .replace("SQL", sql),
+    )?;
+    let pod = c.wait_pod(name, Duration::from_secs(150), "done", |p| {
+        matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+    })?;
+    let out = c.container_output(&pod, "client")?;
+    ensure!(
+        pod["status"]["phase"] == "Succeeded",
+        "client {name} failed: {out}"
+    );
+    Ok(out)
+}
+
+/// The server pod, Running; its IP.
+fn start_mysql(c: &LabCluster, manifest: &str) -> Result<String> {
+    c.apply(manifest)?;
+    let pod = c.wait_pod("mysql", Duration::from_secs(150), "Running", |p| {
+        p["status"]["phase"] == "Running" && p["status"]["podIP"].is_string()
+    })?;
+    Ok(pod["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// `mysql:5.7` initialises from the Secret's password, serves a client in another pod, and
+/// a table written before the pod is deleted is there after it is recreated on the same node.
+fn mysql_keeps_its_data(c: &LabCluster) -> Result<()> {
+    c.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "mysql-pass",
+        "--from-literal=password=s3cr'et",
+    ])?;
+    let n1 = c.lab.host("n1")?;
+    let data = n1.dir.join("mysql-data");
+    let manifest = MYSQL
+        .replace("NODE", &c.node_name("n1"))
+        .replace("HOSTDIR", &data.display().to_string());
+    let ip = start_mysql(c, &manifest)?;
+    mysql_client(
+        c,
+        "writer",
+        &ip,
+        "CREATE TABLE items (name VARCHAR(20)); INSERT INTO items VALUES ('apple');",
+    )?;
+    c.kubectl(&["delete", "pod", "mysql", "--wait=true"])?;
+    ensure!(
+        data.join("shop").is_dir(),
+        "no database directory in {}",
+        data.display()
+    );
+    let ip = start_mysql(c, &manifest)?;
+    let out = mysql_client(c, "reader", &ip, "SELECT name FROM items;")?;
+    ensure!(out.contains("apple"), "reader saw: {out}");
     Ok(())
 }
