@@ -332,6 +332,24 @@ fn build_one(
         .collect()
 }
 
+/// Removes the blobs of earlier builds that no image of `entries` uses any more.
+fn prune(layout: &Path, entries: &[(BuiltImage, Value)]) {
+    let used: std::collections::BTreeSet<String> = entries
+        .iter()
+        .flat_map(|(image, _)| {
+            std::iter::once(image.manifest_digest.clone()).chain(image.blobs.iter().cloned())
+        })
+        .map(|d| d.trim_start_matches("sha256:").to_owned())
+        .collect();
+    let dir = layout.join("blobs/sha256");
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !used.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The images of `layout`, built (or rebuilt, for recipes whose packages changed) first.
 /// Resolving the package closures asks apt, which is quick; building is done once per package
 /// set, and its time is printed.
@@ -378,6 +396,7 @@ pub fn ensure(layout: &Path) -> Result<Vec<BuiltImage>> {
             &layout.join("index.json"),
             &serde_json::to_vec_pretty(&index).expect("json"),
         )?;
+        prune(layout, &entries);
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(?rebuilt, secs, "built Debian-based images");
         eprintln!(
