@@ -60,6 +60,9 @@ pub struct Config {
     /// OCI image archives imported at start (air-gapped nodes).
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
+    /// Registry mirrors, rewrites, credentials and TLS (k3s `registries.yaml`), read at start.
+    #[arg(long, default_value = ekube_kubelet::runtime::registries::DEFAULT_PATH)]
+    pub registries_config: PathBuf,
     /// Where container logs go.
     #[arg(long, default_value = "/var/log/pods")]
     pub pod_logs_dir: PathBuf,
@@ -137,6 +140,7 @@ impl Config {
                 self.pod_manifest_path.as_deref().and_then(os),
             ),
             ("--images-dir", self.images_dir.as_deref().and_then(os)),
+            ("--registries-config", os(&self.registries_config)),
             ("--pod-logs-dir", os(&self.pod_logs_dir)),
         ]);
         for registry in &self.insecure_registries {

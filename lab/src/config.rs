@@ -21,6 +21,15 @@ pub const UNDERLAY_PREFIX: u8 = 24;
 pub const REGISTRY_PORT: u16 = 5000;
 /// `host:port` of the lab's image registry, as used in image references.
 pub const REGISTRY: &str = "192.168.64.1:5000";
+/// `host:port` of the lab's second registry, which demands HTTP basic auth (htpasswd).
+pub const AUTH_REGISTRY: &str = "192.168.64.1:5001";
+/// The one account of [`AUTH_REGISTRY`].
+pub const AUTH_USER: &str = "ekube";
+/// The password of [`AUTH_USER`].
+pub const AUTH_PASSWORD: &str = "lab-pull-secret";
+/// Where nothing listens: the first, dead, mirror of [`AUTH_REGISTRY`] in every node's
+/// `registries.yaml`, so pulls from it show a mirror falling through to the next.
+pub const DEAD_MIRROR: &str = "192.168.64.1:5002";
 /// Where bpffs is (or gets) mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
@@ -34,7 +43,8 @@ pub const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind
 pub const AGENT_CMD: &str = "{ekube} agent --kubeconfig {kubeconfig} --hostname-override {node} \
     --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
     --cni-conf-dir {dir}/cni/net.d --cni-data-dir {dir}/data/cni --subnet-file {dir}/run/subnet.env \
-    --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry}";
+    --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry} \
+    --registries-config {dir}/registries.yaml";
 
 /// Address of node `index` (1-based) on the underlay.
 pub fn node_ip(index: usize) -> Ipv4Addr {
@@ -87,6 +97,12 @@ pub struct LabConfig {
     /// OCI image layout holding the test images: built when missing, then pushed to the
     /// registry. `None` skips images.
     pub images: Option<PathBuf>,
+    /// OCI layout of the Debian-based Docker Hub look-alikes ([`crate::hub`]): built when
+    /// missing or stale, then pushed under their Docker Hub names. `None` skips them.
+    pub hub_images: Option<PathBuf>,
+    /// Run [`AUTH_REGISTRY`] too, holding `library/busybox:latest` of [`LabConfig::hub_images`]
+    /// (which it needs).
+    pub auth_registry: bool,
     /// Started on node 1 (the control plane), e.g. `ekube server …`.
     pub server: Option<CmdTemplate>,
     /// Started on every node, e.g. `ekube agent …`; when a server runs too, only once the
@@ -107,6 +123,8 @@ impl LabConfig {
             root: PathBuf::from(DEFAULT_ROOT),
             registry: true,
             images: None,
+            hub_images: None,
+            auth_registry: false,
             server: None,
             node: None,
             server_timeout: std::time::Duration::from_secs(60),
@@ -123,7 +141,10 @@ impl LabConfig {
                 self.nodes
             )));
         }
-        if self.images.is_some() && !self.registry {
+        if self.auth_registry && self.hub_images.is_none() {
+            return Err(Error::Config("the auth registry needs hub_images".into()));
+        }
+        if (self.images.is_some() || self.hub_images.is_some()) && !self.registry {
             return Err(Error::Config("images need the registry".into()));
         }
         Ok(())
@@ -240,6 +261,11 @@ impl Host {
     }
 
     /// Directories created for every host.
+    /// The node's `registries.yaml` (`--registries-config`).
+    pub fn registries_config(&self) -> PathBuf {
+        self.dir.join("registries.yaml")
+    }
+
     pub(crate) fn dirs(&self) -> Vec<PathBuf> {
         ["data", "cni/net.d", "cni/bin", "run", "logs", "manifests"]
             .iter()

@@ -31,10 +31,11 @@ pub const DEFAULT_LAYOUT: &str = "/var/lib/ekube-lab/images/oci";
 
 pub(crate) const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const CONTAINERD_NAME: &str = "io.containerd.image.name";
-const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const CONTAINERD_NAME: &str = "io.containerd.image.name";
+pub(crate) const PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// An image in the layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub fn archive_path(layout: &Path) -> PathBuf {
 
 /// Writes `data` to `path` through a temporary file and a rename, so concurrent builders never
 /// see half a file.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = path.with_extension(format!(
         "tmp-{}-{}",
@@ -102,10 +103,10 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// Reproducible tar layer.
-struct Layer(tar::Builder<Vec<u8>>);
+pub(crate) struct Layer(tar::Builder<Vec<u8>>);
 
 impl Layer {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(tar::Builder::new(Vec::new()))
     }
 
@@ -120,24 +121,53 @@ impl Layer {
         h
     }
 
-    fn dir(&mut self, path: &str, mode: u32) -> std::io::Result<()> {
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) -> std::io::Result<()> {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
         self.0
             .append_data(&mut h, format!("{path}/"), std::io::empty())
     }
 
-    fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> std::io::Result<()> {
         let mut h = Self::header(tar::EntryType::Regular, mode, data.len() as u64);
         self.0.append_data(&mut h, path, data)
     }
 
-    fn symlink(&mut self, path: &str, target: &str) -> std::io::Result<()> {
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> std::io::Result<()> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
         self.0.append_link(&mut h, path, target)
     }
 
+    /// Adds everything under `root` (sorted, owners and times fixed; hard links as copies).
+    pub(crate) fn tree(&mut self, root: &Path) -> std::io::Result<()> {
+        self.tree_under(root, Path::new(""))
+    }
+
+    fn tree_under(&mut self, root: &Path, rel: &Path) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(rel))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()?;
+        entries.sort();
+        for name in entries {
+            let rel = rel.join(name);
+            let path = root.join(&rel);
+            let shown = rel.to_string_lossy();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&path)?;
+                self.symlink(&shown, &target.to_string_lossy())?;
+            } else if meta.is_dir() {
+                self.dir(&shown, mode)?;
+                self.tree_under(root, &rel)?;
+            } else if meta.is_file() {
+                self.file(&shown, mode, &std::fs::read(&path)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Uncompressed tar bytes.
-    fn finish(self) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn finish(self) -> std::io::Result<Vec<u8>> {
         self.0.into_inner()
     }
 }
@@ -211,7 +241,7 @@ fn web_layer(tag: &str) -> std::io::Result<Vec<u8>> {
 }
 
 /// Writes a blob into the layout and returns its descriptor.
-fn put_blob(layout: &Path, media_type: &str, data: &[u8]) -> Result<Value> {
+pub(crate) fn put_blob(layout: &Path, media_type: &str, data: &[u8]) -> Result<Value> {
     let d = digest(data);
     let path = blob_path(layout, &d);
     if !path.exists() {
@@ -220,13 +250,18 @@ fn put_blob(layout: &Path, media_type: &str, data: &[u8]) -> Result<Value> {
     Ok(json!({ "mediaType": media_type, "digest": d, "size": data.len() }))
 }
 
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::best());
+pub(crate) fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    gzip_with(data, Compression::best())
+}
+
+/// gzip at `level` (the larger Debian-based layers trade size for build time).
+pub(crate) fn gzip_with(data: &[u8], level: Compression) -> std::io::Result<Vec<u8>> {
+    let mut enc = GzEncoder::new(Vec::new(), level);
     enc.write_all(data)?;
     enc.finish()
 }
 
-fn oci_arch() -> &'static str {
+pub(crate) fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -273,46 +308,18 @@ pub fn build(layout: &Path, busybox: &Path) -> Result<Vec<BuiltImage>> {
             cmd = vec!["/bin/sh".into(), "-c".into(), script.into()];
             exposed = json!({ "80/tcp": {} });
         }
-        let config = json!({
-            "architecture": oci_arch(),
-            "os": "linux",
-            "created": "1970-01-01T00:00:00Z",
-            "config": {
+        let (image, desc) = assemble(
+            layout,
+            name,
+            tag,
+            &layers,
+            json!({
                 "Env": [PATH_ENV],
                 "Cmd": cmd,
                 "WorkingDir": "/",
                 "ExposedPorts": exposed,
-            },
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": layers.iter().map(|(diff, _)| diff.clone()).collect::<Vec<_>>(),
-            },
-            "history": layers.iter().map(|_| json!({ "created": "1970-01-01T00:00:00Z", "created_by": "ekube-lab" })).collect::<Vec<_>>(),
-        });
-        let config_desc = put_blob(
-            layout,
-            CONFIG_TYPE,
-            &serde_json::to_vec(&config).expect("json"),
+            }),
         )?;
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_TYPE,
-            "config": config_desc,
-            "layers": layers.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
-        });
-        let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
-        let mut desc = put_blob(layout, MANIFEST_TYPE, &manifest_bytes)?;
-        let image = BuiltImage {
-            name: name.into(),
-            tag: tag.into(),
-            manifest_digest: digest(&manifest_bytes),
-            blobs: std::iter::once(&config_desc)
-                .chain(layers.iter().map(|(_, d)| d))
-                .map(|d| d["digest"].as_str().expect("digest").to_owned())
-                .collect(),
-        };
-        desc["annotations"] =
-            json!({ REF_NAME: image.reference(), CONTAINERD_NAME: image.reference() });
         index.push(desc);
         built.push(image);
     }
@@ -326,8 +333,56 @@ pub fn build(layout: &Path, busybox: &Path) -> Result<Vec<BuiltImage>> {
     Ok(built)
 }
 
+/// Writes the config and manifest of image `name:tag` made of `layers` (uncompressed digest,
+/// descriptor) with the container settings `config` into `layout`; returns the image and its
+/// index entry, named by its lab registry reference.
+pub(crate) fn assemble(
+    layout: &Path,
+    name: &str,
+    tag: &str,
+    layers: &[(String, Value)],
+    config: Value,
+) -> Result<(BuiltImage, Value)> {
+    let config = json!({
+        "architecture": oci_arch(),
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": config,
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": layers.iter().map(|(diff, _)| diff.clone()).collect::<Vec<_>>(),
+        },
+        "history": layers.iter().map(|_| json!({ "created": "1970-01-01T00:00:00Z", "created_by": "ekube-lab" })).collect::<Vec<_>>(),
+    });
+    let config_desc = put_blob(
+        layout,
+        CONFIG_TYPE,
+        &serde_json::to_vec(&config).expect("json"),
+    )?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": config_desc,
+        "layers": layers.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("json");
+    let mut desc = put_blob(layout, MANIFEST_TYPE, &manifest_bytes)?;
+    let image = BuiltImage {
+        name: name.into(),
+        tag: tag.into(),
+        manifest_digest: digest(&manifest_bytes),
+        blobs: std::iter::once(&config_desc)
+            .chain(layers.iter().map(|(_, d)| d))
+            .map(|d| d["digest"].as_str().expect("digest").to_owned())
+            .collect(),
+    };
+    desc["annotations"] =
+        json!({ REF_NAME: image.reference(), CONTAINERD_NAME: image.reference() });
+    Ok((image, desc))
+}
+
 /// Tars the layout (`oci-layout`, `index.json`, `blobs/`) next to it.
-fn write_archive(layout: &Path) -> Result<()> {
+pub(crate) fn write_archive(layout: &Path) -> Result<()> {
     let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
     let add = |tar: &mut tar::Builder<Vec<u8>>, rel: &str| {
@@ -351,36 +406,53 @@ fn write_archive(layout: &Path) -> Result<()> {
     write_atomic(&archive_path(layout), &data)
 }
 
+/// The index of an existing layout.
+pub(crate) fn read_index(layout: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(layout.join("index.json")).ok()?).ok()
+}
+
+/// Image `name:tag` of `index`, when its entry satisfies `accept` and all its blobs are there.
+pub(crate) fn find_image(
+    layout: &Path,
+    index: &Value,
+    name: &str,
+    tag: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Option<BuiltImage> {
+    let reference = format!("{REGISTRY}/{name}:{tag}");
+    let desc = index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|d| d["annotations"][REF_NAME] == reference.as_str())
+        .filter(|d| accept(d))?;
+    let manifest_digest = desc["digest"].as_str()?.to_owned();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob_path(layout, &manifest_digest)).ok()?).ok()?;
+    let blobs: Vec<String> = std::iter::once(&manifest["config"])
+        .chain(manifest["layers"].as_array()?)
+        .map(|d| d["digest"].as_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    if !blobs.iter().all(|b| blob_path(layout, b).exists()) {
+        return None;
+    }
+    Some(BuiltImage {
+        name: name.into(),
+        tag: tag.into(),
+        manifest_digest,
+        blobs,
+    })
+}
+
 /// Reads the images of an existing layout, `None` when it lacks any image or blob.
 pub fn load(layout: &Path) -> Option<Vec<BuiltImage>> {
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).ok()?).ok()?;
-    let mut out = Vec::new();
-    for (name, tag, _) in catalog() {
-        let reference = format!("{REGISTRY}/{name}:{tag}");
-        let desc = index["manifests"]
-            .as_array()?
-            .iter()
-            .find(|d| d["annotations"][REF_NAME] == reference.as_str())?;
-        let manifest_digest = desc["digest"].as_str()?.to_owned();
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(blob_path(layout, &manifest_digest)).ok()?)
-                .ok()?;
-        let blobs: Vec<String> = std::iter::once(&manifest["config"])
-            .chain(manifest["layers"].as_array()?)
-            .map(|d| d["digest"].as_str().map(str::to_owned))
-            .collect::<Option<_>>()?;
-        if !blobs.iter().all(|b| blob_path(layout, b).exists()) || !archive_path(layout).exists() {
-            return None;
-        }
-        out.push(BuiltImage {
-            name: name.into(),
-            tag: tag.into(),
-            manifest_digest,
-            blobs,
-        });
+    let index = read_index(layout)?;
+    if !archive_path(layout).exists() {
+        return None;
     }
-    Some(out)
+    catalog()
+        .into_iter()
+        .map(|(name, tag, _)| find_image(layout, &index, name, tag, |_| true))
+        .collect()
 }
 
 /// The layout's images, built from [`BUSYBOX`] first when missing.

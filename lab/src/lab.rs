@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BPFFS, Host, LabConfig, REGISTRY, is_lab_netns, validate_name};
 use crate::images::BuiltImage;
 use crate::process::{ExecOutput, ProcRecord};
-use crate::{Error, Result, cgroup, http, images, io_err, net, process, registry};
+use crate::{Error, Result, cgroup, http, hub, images, io_err, net, process, registry};
 
 /// Name of the state file in the lab directory.
 const STATE_FILE: &str = "state.json";
@@ -99,12 +99,35 @@ impl Lab {
         if self.config.registry {
             let argv = registry::prepare(&self.config.lab_dir())?;
             self.spawn("fab", "registry", &argv)?;
-            registry::wait_ready(&self.host("ext")?.netns, Duration::from_secs(30))?;
+            registry::wait_ready(&self.host("ext")?.netns, REGISTRY, Duration::from_secs(30))?;
+        }
+        if self.config.auth_registry {
+            let argv = registry::prepare_auth(&self.config.lab_dir())?;
+            self.spawn("fab", "registry-auth", &argv)?;
+            registry::wait_ready(
+                &self.host("ext")?.netns,
+                crate::AUTH_REGISTRY,
+                Duration::from_secs(30),
+            )?;
         }
         if let Some(layout) = self.config.images.clone() {
             let built = images::ensure(&layout)?;
             images::push(&self.host("ext")?.netns, &layout, &built)?;
             self.images = built;
+        }
+        if let Some(layout) = self.config.hub_images.clone() {
+            let built = hub::ensure(&layout)?;
+            let ext = self.host("ext")?.netns.clone();
+            images::push(&ext, &layout, &built)?;
+            if self.config.auth_registry {
+                let busybox: Vec<BuiltImage> = built
+                    .iter()
+                    .filter(|i| i.name == "library/busybox")
+                    .cloned()
+                    .collect();
+                registry::push_auth(&ext, &layout, &busybox)?;
+            }
+            self.images.extend(built);
         }
         if let Some(server) = self.config.server.clone() {
             let n1 = self.host("n1")?.clone();
@@ -322,6 +345,11 @@ impl Lab {
             for d in h.dirs() {
                 std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
             }
+            if h.is_node() && self.config.registry {
+                let path = h.registries_config();
+                std::fs::write(&path, registry::mirror_config(self.config.auth_registry))
+                    .map_err(io_err("writing", &path))?;
+            }
         }
         Ok(())
     }
@@ -458,6 +486,13 @@ fn check_tools(config: &LabConfig) -> Result<()> {
     }
     if config.images.is_some() {
         needed.push((images::BUSYBOX, "/usr/bin/busybox", "busybox-static"));
+    }
+    if config.auth_registry {
+        needed.push((registry::HTPASSWD, registry::HTPASSWD, "apache2-utils"));
+    }
+    if config.hub_images.is_some() {
+        needed.push(("/usr/bin/dpkg-deb", "/bin/dpkg-deb", "dpkg"));
+        needed.push(("/usr/bin/apt-get", "/bin/apt-get", "apt"));
     }
     for (a, b, package) in needed {
         if !Path::new(a).exists() && !Path::new(b).exists() {

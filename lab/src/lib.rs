@@ -12,7 +12,9 @@
 
 mod cgroup;
 mod config;
+pub mod debian;
 mod http;
+pub mod hub;
 pub mod images;
 mod lab;
 mod net;
@@ -20,12 +22,14 @@ mod process;
 mod registry;
 
 pub use config::{
-    AGENT_CMD, BPFFS, CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, LabConfig,
-    MAX_NODES, REGISTRY, REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, node_ip,
+    AGENT_CMD, AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BPFFS, CmdTemplate, DEAD_MIRROR,
+    DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, LabConfig, MAX_NODES, REGISTRY,
+    REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, node_ip,
 };
 pub use http::{Response, request as http_request};
 pub use lab::Lab;
 pub use process::ExecOutput;
+pub use registry::mirror_config;
 
 use std::path::PathBuf;
 

@@ -1,35 +1,80 @@
-//! The lab's image registry: Debian's `docker-registry` serving plain HTTP on
-//! `192.168.64.1:5000` inside the fabric namespace, with its storage in the lab directory, and
-//! the client side that pushes images into it (OCI distribution: blob upload, then manifest).
+//! The lab's image registries: Debian's `docker-registry` serving plain HTTP on
+//! `192.168.64.1:5000` inside the fabric namespace, with its storage in the lab directory,
+//! optionally a second one on `:5001` demanding basic auth from an htpasswd file (bcrypt, as
+//! written by `htpasswd -B` of Debian's `apache2-utils`), and the client side that pushes
+//! images into them (OCI distribution: blob upload, then manifest).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::REGISTRY;
+use crate::config::{AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, DEAD_MIRROR, REGISTRY};
 use crate::images::{BuiltImage, MANIFEST_TYPE, blob_path};
 use crate::{Error, Result, http, io_err};
 
 /// The registry binary shipped by Debian's `docker-registry` package.
 pub(crate) const BINARY: &str = "/usr/bin/docker-registry";
 
-/// The registry's configuration, storing blobs under `storage`.
-pub(crate) fn config_yaml(storage: &Path) -> String {
+/// The `htpasswd` binary of Debian's `apache2-utils`.
+pub(crate) const HTPASSWD: &str = "/usr/bin/htpasswd";
+
+/// A registry's configuration: serving `addr`, storing blobs under `storage`, demanding the
+/// accounts of `htpasswd` when given.
+pub(crate) fn config_yaml(addr: &str, storage: &Path, htpasswd: Option<&Path>) -> String {
+    let auth = htpasswd
+        .map(|p| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: ekube-lab\n    path: {}\n",
+                p.display()
+            )
+        })
+        .unwrap_or_default();
     format!(
         "version: 0.1\n\
          log:\n  level: info\n  accesslog:\n    disabled: true\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-         http:\n  addr: {REGISTRY}\n  secret: ekube-lab\n",
+         http:\n  addr: {addr}\n  secret: ekube-lab\n{auth}",
         storage.display()
     )
 }
 
-/// Writes `registry/config.yml` into the lab directory and returns the command that serves it.
-pub(crate) fn prepare(lab_dir: &Path) -> Result<Vec<String>> {
-    let dir = lab_dir.join("registry");
+/// Every node's `registries.yaml`: the lab registry mirrors Docker Hub, over plain HTTP. With
+/// the auth registry, that one is reached through a dead mirror first (pulls fall through to
+/// it) and `team/<name>` is rewritten to `library/<name>` there.
+pub fn mirror_config(auth_registry: bool) -> String {
+    let mut yaml =
+        format!("mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{REGISTRY}\"\n");
+    if auth_registry {
+        yaml.push_str(&format!(
+            "  \"{AUTH_REGISTRY}\":\n    endpoint:\n      - \"http://{DEAD_MIRROR}\"\n      \
+             - \"http://{AUTH_REGISTRY}\"\n    rewrite:\n      \"^team/(.*)$\": \"library/$1\"\n"
+        ));
+    }
+    yaml
+}
+
+/// Writes `<name>/config.yml` (and the htpasswd file, with `auth`) into the lab directory and
+/// returns the command that serves it.
+fn prepare_one(lab_dir: &Path, name: &str, addr: &str, auth: bool) -> Result<Vec<String>> {
+    let dir = lab_dir.join(name);
     let storage = dir.join("storage");
     std::fs::create_dir_all(&storage).map_err(io_err("creating", &storage))?;
+    let htpasswd = dir.join("htpasswd");
+    if auth {
+        let out = std::process::Command::new(HTPASSWD)
+            .args(["-Bbn", AUTH_USER, AUTH_PASSWORD])
+            .output()
+            .map_err(io_err("running", HTPASSWD))?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("{HTPASSWD} -Bbn {AUTH_USER} …"),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        std::fs::write(&htpasswd, out.stdout).map_err(io_err("writing", &htpasswd))?;
+    }
     let config: PathBuf = dir.join("config.yml");
-    std::fs::write(&config, config_yaml(&storage)).map_err(io_err("writing", &config))?;
+    let yaml = config_yaml(addr, &storage, auth.then_some(htpasswd.as_path()));
+    std::fs::write(&config, yaml).map_err(io_err("writing", &config))?;
     Ok(vec![
         BINARY.to_owned(),
         "serve".to_owned(),
@@ -37,14 +82,25 @@ pub(crate) fn prepare(lab_dir: &Path) -> Result<Vec<String>> {
     ])
 }
 
-/// Polls `GET /v2/` from inside `netns` until the registry answers 200.
-pub(crate) fn wait_ready(netns: &str, timeout: Duration) -> Result<()> {
-    let url = format!("http://{REGISTRY}/v2/");
+/// The command serving the lab registry, its config written.
+pub(crate) fn prepare(lab_dir: &Path) -> Result<Vec<String>> {
+    prepare_one(lab_dir, "registry", REGISTRY, false)
+}
+
+/// The command serving the auth registry, its config and htpasswd written.
+pub(crate) fn prepare_auth(lab_dir: &Path) -> Result<Vec<String>> {
+    prepare_one(lab_dir, "registry-auth", AUTH_REGISTRY, true)
+}
+
+/// Polls `GET /v2/` of `addr` from inside `netns` until the registry answers (200, or 401
+/// when it demands credentials).
+pub(crate) fn wait_ready(netns: &str, addr: &str, timeout: Duration) -> Result<()> {
+    let url = format!("http://{addr}/v2/");
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {
         match http::request(netns, "GET", &url, &[], Vec::new(), Duration::from_secs(2)) {
-            Ok(resp) if resp.status == 200 => return Ok(()),
+            Ok(resp) if resp.status == 200 || resp.status == 401 => return Ok(()),
             Ok(resp) => last = format!("status {}", resp.status),
             Err(e) => last = e.to_string(),
         }
@@ -61,8 +117,40 @@ pub(crate) fn wait_ready(netns: &str, timeout: Duration) -> Result<()> {
 /// Pushes images from `layout` to the lab registry, talking from inside `netns`. Blobs the
 /// registry already has are skipped.
 pub fn push(netns: &str, layout: &Path, images: &[BuiltImage]) -> Result<()> {
+    push_to(netns, REGISTRY, None, layout, images)
+}
+
+/// Pushes images to the auth registry with its account.
+pub(crate) fn push_auth(netns: &str, layout: &Path, images: &[BuiltImage]) -> Result<()> {
+    use base64::Engine;
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{AUTH_USER}:{AUTH_PASSWORD}"));
+    push_to(
+        netns,
+        AUTH_REGISTRY,
+        Some(&format!("Basic {basic}")),
+        layout,
+        images,
+    )
+}
+
+/// Pushes images to the registry at `addr`, sending `authorization` with every request.
+fn push_to(
+    netns: &str,
+    addr: &str,
+    authorization: Option<&str>,
+    layout: &Path,
+    images: &[BuiltImage],
+) -> Result<()> {
     let timeout = Duration::from_secs(30);
-    let base = format!("http://{REGISTRY}");
+    let base = format!("http://{addr}");
+    let headers = |extra: &[(&'static str, &'static str)]| {
+        let mut h: Vec<(&str, &str)> = extra.to_vec();
+        if let Some(a) = authorization {
+            h.push(("Authorization", a));
+        }
+        h
+    };
     for image in images {
         let fail = |reason: String| Error::Image {
             image: image.reference(),
@@ -70,14 +158,15 @@ pub fn push(netns: &str, layout: &Path, images: &[BuiltImage]) -> Result<()> {
         };
         for blob in &image.blobs {
             let url = format!("{base}/v2/{}/blobs/{blob}", image.name);
-            if http::request(netns, "HEAD", &url, &[], Vec::new(), timeout)?.status == 200 {
+            if http::request(netns, "HEAD", &url, &headers(&[]), Vec::new(), timeout)?.status == 200
+            {
                 continue;
             }
             let start = http::request(
                 netns,
                 "POST",
                 &format!("{base}/v2/{}/blobs/uploads/", image.name),
-                &[],
+                &headers(&[]),
                 Vec::new(),
                 timeout,
             )?;
@@ -102,7 +191,7 @@ pub fn push(netns: &str, layout: &Path, images: &[BuiltImage]) -> Result<()> {
                 netns,
                 "PUT",
                 &format!("{location}{sep}digest={blob}"),
-                &[("Content-Type", "application/octet-stream")],
+                &headers(&[("Content-Type", "application/octet-stream")]),
                 data,
                 timeout,
             )?;
@@ -121,7 +210,7 @@ pub fn push(netns: &str, layout: &Path, images: &[BuiltImage]) -> Result<()> {
             netns,
             "PUT",
             &url,
-            &[("Content-Type", MANIFEST_TYPE)],
+            &headers(&[("Content-Type", MANIFEST_TYPE)]),
             manifest,
             timeout,
         )?;
@@ -141,8 +230,21 @@ pub fn push(netns: &str, layout: &Path, images: &[BuiltImage]) -> Result<()> {
 mod tests {
     #[test]
     fn config_listens_on_the_fabric_address() {
-        let yaml = super::config_yaml(std::path::Path::new("/x/storage"));
+        let yaml = super::config_yaml(
+            "192.168.64.1:5000",
+            std::path::Path::new("/x/storage"),
+            None,
+        );
         assert!(yaml.contains("addr: 192.168.64.1:5000"));
         assert!(yaml.contains("rootdirectory: /x/storage"));
+        assert!(!yaml.contains("htpasswd"));
+        let yaml = super::config_yaml(
+            "192.168.64.1:5001",
+            std::path::Path::new("/x/storage"),
+            Some(std::path::Path::new("/x/htpasswd")),
+        );
+        assert!(
+            yaml.ends_with("auth:\n  htpasswd:\n    realm: ekube-lab\n    path: /x/htpasswd\n")
+        );
     }
 }

@@ -22,6 +22,11 @@ pub struct ClusterOptions<'a> {
     /// Nodes whose agent does not start with the lab (started later with
     /// [`LabCluster::start_agent`]), e.g. `&["n3"]`.
     pub later: &'a [&'a str],
+    /// Push the Debian-based Docker Hub look-alikes too (`nginx:alpine`, `busybox`, …;
+    /// [`ekube_lab::hub`]), so pods may name images as on Docker Hub.
+    pub hub_images: bool,
+    /// Run the lab's auth registry too (needs `hub_images`).
+    pub auth_registry: bool,
 }
 
 pub struct LabCluster {
@@ -42,6 +47,10 @@ impl LabCluster {
         let mut config = LabConfig::new(name);
         config.nodes = nodes;
         config.images = Some(PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT));
+        if options.hub_images {
+            config.hub_images = Some(PathBuf::from(ekube_lab::hub::DEFAULT_LAYOUT));
+        }
+        config.auth_registry = options.auth_registry;
         config
             .vars
             .insert("ekube".into(), ekube.display().to_string());

@@ -22,6 +22,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "busybox-static",
     "docker-registry",
+    "apache2-utils",
     "curl",
     // Runtime (protoc generates the CRI gRPC code at build time).
     "runc",

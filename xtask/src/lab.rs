@@ -42,6 +42,10 @@ pub(crate) struct UpArgs {
     /// Do not build or push the test images.
     #[arg(long)]
     no_images: bool,
+    /// Also push the Debian-based Docker Hub look-alikes (`nginx:alpine`, `busybox`; built
+    /// once, about 2 minutes) and run the auth registry on `:5001`.
+    #[arg(long)]
+    hub: bool,
     /// Command line of the control plane on node 1 (placeholders like `{ip}`, `{dir}`).
     #[arg(long, default_value = SERVER_CMD)]
     server_cmd: String,
@@ -115,6 +119,7 @@ impl UpArgs {
             ekube: None,
             images: PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT),
             no_images: false,
+            hub: false,
             server_cmd: SERVER_CMD.to_owned(),
             node_cmd: AGENT_CMD.to_owned(),
             no_cluster: false,
@@ -134,6 +139,10 @@ pub(crate) fn start(args: &UpArgs) -> Result<(Lab, Option<PathBuf>)> {
     let mut config = LabConfig::new(&args.name);
     config.nodes = args.nodes;
     config.images = (!args.no_images).then(|| args.images.clone());
+    if args.hub {
+        config.hub_images = Some(PathBuf::from(ekube_lab::hub::DEFAULT_LAYOUT));
+        config.auth_registry = true;
+    }
     config
         .vars
         .insert("images".into(), args.images.display().to_string());

@@ -15,6 +15,7 @@ mod node;
 mod ownership;
 mod pods;
 mod probe;
+mod pull_secrets;
 mod security;
 mod service_env;
 mod static_pods;
@@ -61,6 +62,10 @@ pub struct Config {
     /// Registries (`host:port`) pulled over plain HTTP (in-process runtime).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Registry mirrors, rewrites, credentials and TLS, k3s `registries.yaml` format, read at
+    /// start-up (in-process runtime).
+    #[arg(long, default_value = runtime::registries::DEFAULT_PATH)]
+    pub registries_config: PathBuf,
     /// OCI image archives imported at start (in-process runtime).
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
@@ -170,6 +175,7 @@ pub async fn run(
             let mut rcfg = runtime::Config::under(&config.root_dir);
             rcfg.insecure_registries = config.insecure_registries.clone();
             rcfg.images_dir = config.images_dir.clone();
+            rcfg.registries_config = config.registries_config.clone();
             rcfg.runc = config.runc.clone();
             let rt = runtime::Runtime::open(&rcfg).await?;
             let listen = rcfg.listen.clone();

@@ -678,8 +678,20 @@ impl Worker {
         v
     }
 
+    /// Makes the container's image present as its pull policy says; returns what `imageID`
+    /// shows (`<registry>/<repository>@<manifest digest>`, or the image ID without one).
     async fn pull(&mut self, pod: &Pod, c: &Container) -> Result<String, View> {
         let image = c.image.clone().unwrap_or_default();
+        let reference = match crate::runtime::reference::normalize(&image) {
+            Ok(r) => r,
+            Err(e) => {
+                // Upstream's wording, reason and event for an unparsable image.
+                let msg = format!("Failed to apply default image tag {image:?}: {e}");
+                self.event(pod, "Warning", "InspectFailed", msg.clone())
+                    .await;
+                return Err(self.set_waiting(&c.name, "InvalidImageName", msg, MAX_BACKOFF));
+            }
+        };
         let mut ic = self.ctx.ic.clone();
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             if image.ends_with(":latest") || !image.rsplit('/').next().unwrap_or("").contains(':') {
@@ -702,7 +714,7 @@ impl Worker {
             .and_then(|r| r.into_inner().image);
         if policy == "Never" || (policy == "IfNotPresent" && present.is_some()) {
             return match present {
-                Some(i) => Ok(i.id),
+                Some(i) => Ok(shown_image_id(i)),
                 None => {
                     let msg = format!(
                         "Container image \"{image}\" is not present with pull policy of Never"
@@ -721,10 +733,12 @@ impl Worker {
         )
         .await;
         let started = Instant::now();
+        let auth =
+            super::pull_secrets::credentials(&self.ctx.client, pod, reference.registry()).await;
         match ic
             .pull_image(cri::PullImageRequest {
-                image: Some(spec),
-                auth: None,
+                image: Some(spec.clone()),
+                auth,
                 sandbox_config: None,
             })
             .await
@@ -744,7 +758,16 @@ impl Worker {
                     ),
                 )
                 .await;
-                Ok(r.into_inner().image_ref)
+                let id = r.into_inner().image_ref;
+                let pulled = ic
+                    .image_status(cri::ImageStatusRequest {
+                        image: Some(spec),
+                        verbose: false,
+                    })
+                    .await
+                    .ok()
+                    .and_then(|r| r.into_inner().image);
+                Ok(pulled.map(shown_image_id).unwrap_or(id))
             }
             Err(e) => {
                 let t = self.containers.entry(c.name.clone()).or_default();
@@ -1274,9 +1297,14 @@ impl Worker {
                 reason: "PodInitializing".into(),
                 message: String::new(),
             };
+            // Shown normalised, as containerd reports it (`docker.io/library/nginx:alpine`).
+            let image = c.image.as_deref().unwrap_or_default();
+            let image = crate::runtime::reference::normalize(image)
+                .map(|r| r.whole())
+                .unwrap_or_else(|_| image.to_owned());
             status::container_status(&Observed {
                 name: &c.name,
-                image: c.image.as_deref().unwrap_or_default(),
+                image: &image,
                 image_id: t.map(|t| t.image_id.as_str()).unwrap_or_default(),
                 view: t.and_then(|t| t.view.as_ref()).unwrap_or(&waiting),
                 last: t.and_then(|t| t.last.as_ref()),
@@ -1694,3 +1722,9 @@ const WAITING: View = View::Waiting {
     reason: String::new(),
     message: String::new(),
 };
+
+/// What `imageID` shows for a stored image: its first repo digest, as containerd reports it,
+/// else the image ID.
+fn shown_image_id(image: cri::Image) -> String {
+    image.repo_digests.into_iter().next().unwrap_or(image.id)
+}

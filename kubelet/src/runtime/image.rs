@@ -11,13 +11,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_client::Reference;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciImageManifest;
-use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{BlobDigest, DigestError};
-use super::{Error, Result, unpack};
+use super::registries::{Attempt, Registries};
+use super::{Error, Result, reference, unpack};
 
 /// What a container takes from its image's config.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub struct ImageRecord {
 /// The image store of one runtime.
 pub struct ImageStore {
     root: PathBuf,
-    insecure: Vec<String>,
+    registries: Registries,
     /// Serialises writers (pull, import, remove); readers go to disk.
     lock: tokio::sync::Mutex<()>,
 }
@@ -104,29 +104,21 @@ fn checked_digests(manifest: &OciImageManifest) -> Result<(BlobDigest, Vec<Layer
 
 /// Parses and normalises an image reference (`busybox` → `docker.io/library/busybox:latest`).
 pub fn normalize(image: &str) -> Result<Reference> {
-    let r: Reference = image.parse().map_err(|e| Error::Image {
-        image: image.to_owned(),
-        reason: format!("invalid reference: {e}"),
-    })?;
-    if r.tag().is_none() && r.digest().is_none() {
-        return Ok(Reference::with_tag(
-            r.registry().to_owned(),
-            r.repository().to_owned(),
-            "latest".into(),
-        ));
-    }
-    Ok(r)
+    reference::normalize(image).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
+/// `user:password` a pull presents (from the pod's `imagePullSecrets`).
+pub type Credentials = (String, String);
+
 impl ImageStore {
-    pub fn open(root: &Path, insecure: Vec<String>) -> Result<Self> {
+    pub fn open(root: &Path, registries: Registries) -> Result<Self> {
         for d in ["content/sha256", "layers", "images", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(Error::io("creating", &p))?;
         }
         Ok(Self {
             root: root.to_owned(),
-            insecure,
+            registries,
             lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -187,40 +179,60 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Pulls `image` from its registry; returns the image ID.
-    pub async fn pull(&self, image: &str) -> Result<String> {
+    /// Pulls `image` from the first of its endpoints (mirrors, then its registry) that serves
+    /// it; returns the image ID. When none does, the error names every endpoint and its fault.
+    pub async fn pull(&self, image: &str, secret: Option<&Credentials>) -> Result<String> {
         let reference = normalize(image)?;
         let _guard = self.lock.lock().await;
-        let image_err = |reason: String| Error::Image {
-            image: image.to_owned(),
-            reason,
-        };
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
-            ..Default::default()
-        });
-        let (manifest, manifest_digest, config) = client
-            .pull_manifest_and_config(&reference, &RegistryAuth::Anonymous)
-            .await
-            .map_err(|e| image_err(format!("pulling manifest: {e}")))?;
-        let manifest_digest = BlobDigest::parse(&manifest_digest)
-            .map_err(|e| image_err(format!("registry answered a bad manifest digest: {e}")))?;
-        let (config_digest, layers) = checked_digests(&manifest)
-            .map_err(|e| image_err(format!("manifest {manifest_digest}: {e}")))?;
-        for layer in &layers {
-            self.pull_layer(&client, &reference, &layer.digest)
-                .await
-                .map_err(|reason| image_err(format!("layer {}: {reason}", layer.digest)))?;
+        let mut faults = Vec::new();
+        for attempt in self.registries.attempts(&reference, secret) {
+            match self.pull_from(&reference, &attempt).await {
+                Ok(id) => return Ok(id),
+                Err(fault) => {
+                    tracing::info!(image = %reference.whole(), endpoint = %attempt.endpoint.url(), %fault, "pull attempt failed");
+                    faults.push(format!("{}: {fault}", attempt.endpoint.url()));
+                }
+            }
         }
-        self.write_blob(image, &config_digest, config.as_bytes())?;
-        let repo_digest = format!(
-            "{}/{}@{}",
-            reference.registry(),
-            reference.repository(),
-            manifest_digest
-        );
-        tracing::info!(image = %reference.whole(), digest = %manifest_digest, "pulled image");
-        self.register(&reference.whole(), &repo_digest, &config_digest, &layers)
+        Err(Error::Pull {
+            image: reference.whole(),
+            reason: faults.join("; "),
+        })
+    }
+
+    /// One pull attempt against one endpoint.
+    async fn pull_from(&self, reference: &Reference, attempt: &Attempt) -> Result<String, String> {
+        let mut client_config = attempt.client_config();
+        let offered = PlatformChoice::default();
+        client_config.platform_resolver = Some(Box::new(offered.resolver()));
+        let client = oci_client::Client::new(client_config);
+        let (manifest, manifest_digest, config) = client
+            .pull_manifest_and_config(&attempt.reference, &attempt.auth)
+            .await
+            .map_err(|e| match offered.missed() {
+                Some(platforms) => format!(
+                    "{}: no manifest for {} in its image index (it has {platforms})",
+                    reference.whole(),
+                    PlatformChoice::wanted()
+                ),
+                None => describe_pull_error(&attempt.reference, e),
+            })?;
+        let manifest_digest = BlobDigest::parse(&manifest_digest)
+            .map_err(|e| format!("registry answered a bad manifest digest: {e}"))?;
+        let (config_digest, layers) =
+            checked_digests(&manifest).map_err(|e| format!("manifest {manifest_digest}: {e}"))?;
+        for layer in &layers {
+            self.pull_layer(&client, &attempt.reference, &layer.digest)
+                .await
+                .map_err(|reason| format!("layer {}: {reason}", layer.digest))?;
+        }
+        let whole = reference.whole();
+        self.write_blob(&whole, &config_digest, config.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let repo_digest = reference::repo_digest(reference, manifest_digest.as_str());
+        tracing::info!(image = %whole, endpoint = %attempt.endpoint.url(), digest = %manifest_digest, "pulled image");
+        self.register(reference, &repo_digest, &config_digest, &layers)
+            .map_err(|e| e.to_string())
     }
 
     /// Downloads the blob of a layer unless it is stored, checking it before it is stored.
@@ -263,7 +275,7 @@ impl ImageStore {
     /// Unpacks the layers (once each) and writes the image record; the blobs must be stored.
     fn register(
         &self,
-        tag: &str,
+        reference: &Reference,
         repo_digest: &str,
         config_digest: &BlobDigest,
         layers: &[Layer],
@@ -271,16 +283,21 @@ impl ImageStore {
         let config_bytes = std::fs::read(self.blob_path(config_digest))
             .map_err(Error::io("reading", self.blob_path(config_digest)))?;
         let image_config = ImageConfig::parse(&config_bytes).map_err(|reason| Error::Image {
-            image: tag.to_owned(),
+            image: reference.whole(),
             reason,
         })?;
+        // A digest reference names no tag.
+        let tag = reference.tag().map(|_| reference.whole());
+        let tag = tag.as_deref();
         for layer in layers {
             self.unpack(&layer.digest)?;
         }
         // A tag moves to the newest image that claims it.
         for mut other in self.list() {
-            if other.id != *config_digest && other.repo_tags.iter().any(|t| t == tag) {
-                other.repo_tags.retain(|t| t != tag);
+            if other.id != *config_digest
+                && tag.is_some_and(|tag| other.repo_tags.iter().any(|t| t == tag))
+            {
+                other.repo_tags.retain(|t| Some(t.as_str()) != tag);
                 self.save(&other)?;
             }
         }
@@ -292,7 +309,7 @@ impl ImageStore {
             layers: Vec::new(),
             config: image_config.clone(),
         });
-        if !record.repo_tags.iter().any(|t| t == tag) {
+        if let Some(tag) = tag.filter(|tag| !record.repo_tags.iter().any(|t| t == tag)) {
             record.repo_tags.push(tag.to_owned());
         }
         if !record.repo_digests.iter().any(|t| t == repo_digest) {
@@ -425,17 +442,92 @@ impl ImageStore {
                 .map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
             let (config_digest, layers) = checked_digests(&manifest)
                 .map_err(|e| import_err(format!("manifest {manifest_digest}: {e}")))?;
-            let repo_digest = format!(
-                "{}/{}@{}",
-                reference.registry(),
-                reference.repository(),
-                manifest_digest
-            );
-            self.register(&reference.whole(), &repo_digest, &config_digest, &layers)?;
+            let repo_digest = reference::repo_digest(&reference, manifest_digest.as_str());
+            self.register(&reference, &repo_digest, &config_digest, &layers)?;
             tags.push(reference.whole());
         }
         tracing::info!(archive = %path.display(), ?tags, "imported images");
         Ok(tags)
+    }
+}
+
+/// Picks this machine's platform from an image index, remembering what the index offered when
+/// it has no entry for it (so that the error can name both).
+#[derive(Clone, Default)]
+struct PlatformChoice(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl PlatformChoice {
+    /// `os/architecture` of this machine, as image indexes name platforms.
+    fn wanted() -> String {
+        format!(
+            "{}/{}",
+            oci_spec::image::Os::default(),
+            oci_spec::image::Arch::default()
+        )
+    }
+
+    fn resolver(
+        &self,
+    ) -> impl Fn(&[oci_client::manifest::ImageIndexEntry]) -> Option<String> + Send + Sync + 'static
+    {
+        let missed = self.0.clone();
+        move |entries| {
+            let chosen = oci_client::client::current_platform_resolver(entries);
+            if chosen.is_none() {
+                let offered: Vec<String> = entries
+                    .iter()
+                    .filter_map(|e| e.platform.as_ref())
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+                    .collect();
+                *missed.lock().expect("platform choice") = Some(offered.join(", "));
+            }
+            chosen
+        }
+    }
+
+    /// The platforms an index offered, when none was this machine's.
+    fn missed(&self) -> Option<String> {
+        self.0.lock().expect("platform choice").clone()
+    }
+}
+
+/// What went wrong talking to one endpoint; a refusal of credentials says so, apart from an
+/// image that is not there.
+fn describe_pull_error(reference: &Reference, e: OciDistributionError) -> String {
+    use oci_client::errors::OciErrorCode as Code;
+    const AUTH_HINT: &str = "check the credentials in imagePullSecrets or registries.yaml";
+    let codes = match &e {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().map(|e| &e.code).collect()
+        }
+        _ => Vec::new(),
+    };
+    match e {
+        OciDistributionError::UnauthorizedError { url } => {
+            format!("authorization failed: 401 Unauthorized from {url} ({AUTH_HINT})")
+        }
+        OciDistributionError::AuthenticationFailure(reason) => {
+            format!("authorization failed: {reason} ({AUTH_HINT})")
+        }
+        _ if codes
+            .iter()
+            .any(|c| matches!(c, Code::Unauthorized | Code::Denied)) =>
+        {
+            format!("authorization failed: {e} ({AUTH_HINT})")
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            format!("{}: not found", reference.whole())
+        }
+        _ if codes.iter().any(|c| {
+            matches!(
+                c,
+                Code::ManifestUnknown | Code::NameUnknown | Code::NotFound
+            )
+        }) =>
+        {
+            format!("{}: not found", reference.whole())
+        }
+        other => other.to_string(),
     }
 }
 

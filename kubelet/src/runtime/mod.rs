@@ -12,6 +12,8 @@
 pub mod digest;
 pub mod image;
 mod inroot;
+pub mod reference;
+pub mod registries;
 pub mod runc;
 pub mod sandbox;
 pub mod seccomp;
@@ -47,6 +49,10 @@ pub struct Config {
     /// Directory of OCI image layout archives (`*.tar`) imported at start-up.
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
+    /// Registry mirrors, rewrites, credentials and TLS (k3s `registries.yaml` format), read at
+    /// start-up; a missing file means pulling from each registry directly.
+    #[arg(long, default_value = registries::DEFAULT_PATH)]
+    pub registries_config: PathBuf,
 }
 
 impl Config {
@@ -59,6 +65,7 @@ impl Config {
             runc: PathBuf::from("runc"),
             insecure_registries: Vec::new(),
             images_dir: None,
+            registries_config: PathBuf::from(registries::DEFAULT_PATH),
         }
     }
 }
@@ -75,6 +82,11 @@ pub enum Error {
     },
     #[error("image {image}: {reason}")]
     Image { image: String, reason: String },
+    /// containerd's wording, so events read as upstream's.
+    #[error("failed to pull and unpack image \"{image}\": {reason}")]
+    Pull { image: String, reason: String },
+    #[error(transparent)]
+    Registries(#[from] registries::ConfigError),
     #[error("sandbox: {0}")]
     Sandbox(String),
     #[error("runc {action}: {reason}")]

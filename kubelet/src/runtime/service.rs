@@ -179,10 +179,11 @@ impl Runtime {
         ] {
             std::fs::create_dir_all(&d).map_err(Error::io("creating", &d))?;
         }
-        let images = ImageStore::open(
-            &config.root.join("images"),
+        let registries = super::registries::Registries::load(
+            &config.registries_config,
             config.insecure_registries.clone(),
         )?;
+        let images = ImageStore::open(&config.root.join("images"), registries)?;
         let runtime = Self {
             root: config.root.clone(),
             images,
@@ -1166,8 +1167,17 @@ impl cri::image_service_server::ImageService for Runtime {
     }
 
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
-        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
-        let image_ref = self.images.pull(&image).await?;
+        let req = req.into_inner();
+        let image = req.image.map(|i| i.image).unwrap_or_default();
+        let secret = match req.auth {
+            Some(a) if !a.username.is_empty() => Some((a.username, a.password)),
+            Some(a) if !a.auth.is_empty() => Some(
+                super::registries::decode_basic(&a.auth)
+                    .map_err(|e| Error::InvalidArgument(format!("pull credentials: {e}")))?,
+            ),
+            _ => None,
+        };
+        let image_ref = self.images.pull(&image, secret.as_ref()).await?;
         Ok(Response::new(cri::PullImageResponse { image_ref }))
     }
 

@@ -2,6 +2,7 @@
 //! error before anything is written where a digest would point.
 
 use super::*;
+use crate::runtime::registries::Registries;
 use serde_json::json;
 
 /// A tar of `files` (name, content), names written unchecked.
@@ -69,7 +70,8 @@ async fn import(archive: &[u8]) -> (Result<Vec<String>>, tempfile::TempDir) {
     let sandbox = tempfile::tempdir().unwrap();
     let path = sandbox.path().join("image.tar");
     std::fs::write(&path, archive).unwrap();
-    let store = ImageStore::open(&sandbox.path().join("store/root"), Vec::new()).unwrap();
+    let store =
+        ImageStore::open(&sandbox.path().join("store/root"), Registries::default()).unwrap();
     let result = store.import_archive(&path).await;
     let mut outside: Vec<_> = std::fs::read_dir(sandbox.path())
         .unwrap()
@@ -93,7 +95,8 @@ async fn import(archive: &[u8]) -> (Result<Vec<String>>, tempfile::TempDir) {
 async fn archives_import_with_checked_digests() {
     let (tags, sandbox) = import(&archive(&image_blobs(|_| {}), own_name, None)).await;
     assert_eq!(tags.unwrap(), ["example.com/t:1"]);
-    let store = ImageStore::open(&sandbox.path().join("store/root"), Vec::new()).unwrap();
+    let store =
+        ImageStore::open(&sandbox.path().join("store/root"), Registries::default()).unwrap();
     let record = store.find("example.com/t:1").unwrap();
     let layer = store.layer_dir(&record.layers[0]);
     assert_eq!(std::fs::read(layer.join("hello")).unwrap(), b"world");
@@ -161,30 +164,41 @@ async fn malformed_digests_are_refused_before_they_become_paths() {
     );
 }
 
-#[test]
-fn references_are_normalised() {
-    assert_eq!(
-        normalize("busybox").unwrap().whole(),
-        "docker.io/library/busybox:latest"
-    );
-    assert_eq!(
-        normalize("192.168.64.1:5000/web").unwrap().whole(),
-        "192.168.64.1:5000/web:latest"
-    );
-    assert_eq!(
-        normalize("192.168.64.1:5000/web:v2").unwrap().whole(),
-        "192.168.64.1:5000/web:v2"
-    );
+/// How a test registry behaves.
+#[derive(Clone, Default)]
+struct Serve {
+    /// Change the first byte of the layer (the first blob).
+    spoil_layer: bool,
+    /// The repository served; requests for others are answered 404.
+    repository: Option<&'static str>,
+    /// `user:password` demanded with HTTP basic auth (401 without it).
+    basic: Option<&'static str>,
+    /// Demand a bearer token instead, handed out at `/token` for the `basic` credentials (the
+    /// distribution spec's token flow).
+    bearer: bool,
 }
 
+/// The token the test registry's token endpoint hands out.
+const TOKEN: &str = "test-token";
+
 /// A registry on 127.0.0.1 over plain HTTP, one request per connection: it serves the last of
-/// `blobs` as the manifest of `t:1` and every blob under its own digest, the layer (the first
-/// blob) with its first byte changed when `spoil_layer`. Returns `host:port`.
-async fn registry(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> String {
+/// `blobs` as the manifest of tag `1` and every blob under its own digest, as `serve` says.
+/// Returns `host:port`.
+async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
+    use base64::Engine;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let addr_in = addr.clone();
+    let authorization = serve.basic.map(|b| {
+        format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        )
+        .to_lowercase()
+    });
     tokio::spawn(async move {
+        let addr = addr_in;
         while let Ok((conn, _)) = listener.accept().await {
             let mut conn = tokio::io::BufReader::new(conn);
             let mut request = String::new();
@@ -194,8 +208,37 @@ async fn registry(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> String {
                 line.clear();
             }
             let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
+            let path = path.split('?').next().unwrap_or_default();
             let manifest = blobs.last().unwrap();
-            let found = if path.ends_with("/manifests/1") {
+            let lower = request.to_lowercase();
+            let basic_ok = authorization
+                .as_ref()
+                .is_none_or(|a| lower.contains(a.as_str()));
+            if serve.bearer && path == "/token" {
+                let (status, body) = if basic_ok {
+                    ("200 OK", format!("{{\"token\":\"{TOKEN}\"}}"))
+                } else {
+                    ("401 Unauthorized", String::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.get_mut().write_all(head.as_bytes()).await;
+                continue;
+            }
+            let allowed = if serve.bearer {
+                lower.contains(&format!("authorization: bearer {TOKEN}"))
+            } else {
+                basic_ok
+            };
+            let in_repository = serve
+                .repository
+                .is_none_or(|r| path.starts_with(&format!("/v2/{r}/")));
+            let found = if !in_repository {
+                None
+            } else if path.ends_with("/manifests/1") {
                 Some(manifest.clone())
             } else {
                 blobs
@@ -204,16 +247,25 @@ async fn registry(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> String {
                     .cloned()
             };
             let (status, mut body) = match found {
+                _ if !allowed => ("401 Unauthorized", Vec::new()),
                 Some(body) => ("200 OK", body),
                 None if path == "/v2/" => ("200 OK", b"{}".to_vec()),
                 None => ("404 Not Found", Vec::new()),
             };
-            if spoil_layer && body == blobs[0] {
+            if serve.spoil_layer && body == blobs[0] {
                 body[0] ^= 1;
             }
+            let challenge = match (allowed, serve.bearer) {
+                (true, _) => String::new(),
+                (false, false) => "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
+                (false, true) => format!(
+                    "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"test\",\
+                     scope=\"repository:t:pull\"\r\n"
+                ),
+            };
             let head = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
-                 Docker-Content-Digest: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                 {challenge}Docker-Content-Digest: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 BlobDigest::of(&body),
                 body.len()
             );
@@ -227,15 +279,166 @@ async fn registry(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> String {
 
 /// Pulls `<registry>/t:1` into a fresh store; the answer and the store's leftover temporaries.
 async fn pull(blobs: Vec<Vec<u8>>, spoil_layer: bool) -> (Result<String>, Vec<PathBuf>) {
-    let addr = registry(blobs, spoil_layer).await;
+    let serve = Serve {
+        spoil_layer,
+        ..Serve::default()
+    };
+    let addr = registry(blobs, serve).await;
     let dir = tempfile::tempdir().unwrap();
-    let store = ImageStore::open(dir.path(), vec![addr.clone()]).unwrap();
-    let result = store.pull(&format!("{addr}/t:1")).await;
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let result = store.pull(&format!("{addr}/t:1"), None).await;
     let leftovers = std::fs::read_dir(dir.path().join("tmp"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     (result, leftovers)
+}
+
+/// A `host:port` on 127.0.0.1 where nothing listens.
+async fn closed_port() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
+    crate::runtime::install_crypto();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    let serve = Serve {
+        repository: Some("mirrored/t"),
+        basic: Some("u:p"),
+        ..Serve::default()
+    };
+    let mirror = registry(blobs, serve).await;
+    // The image's own registry is down, and so is the first mirror.
+    let down = closed_port().await;
+    let yaml = format!(
+        "mirrors:\n  \"{down}\":\n    endpoint: [\"http://{down}\", \"http://{mirror}\"]\n    \
+         rewrite: {{\"^(.*)$\": \"mirrored/$1\"}}\n"
+    );
+    let registries = Registries::parse(&yaml)
+        .unwrap()
+        .with_insecure(vec![down.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let image = format!("{down}/t:1");
+
+    let e = store.pull(&image, None).await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "failed to pull and unpack image \"{image}\": http://{down}: "
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(&format!(
+            "http://{mirror}: authorization failed: 401 Unauthorized"
+        )),
+        "{e}"
+    );
+    assert!(
+        !e.contains("not found"),
+        "a 401 is not a missing image: {e}"
+    );
+
+    let secret = ("u".to_owned(), "p".to_owned());
+    assert_eq!(
+        store.pull(&image, Some(&secret)).await.unwrap(),
+        config.as_str()
+    );
+    let record = store
+        .find(&image)
+        .expect("stored under the name it was asked by");
+    assert_eq!(record.repo_tags, std::slice::from_ref(&image));
+    assert!(record.repo_digests[0].starts_with(&format!("{down}/t@sha256:")));
+
+    let wrong = ("u".to_owned(), "nope".to_owned());
+    let e = store
+        .pull(&image, Some(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("authorization failed"), "{e}");
+}
+
+#[tokio::test]
+async fn an_index_without_this_platform_is_refused_naming_the_platforms() {
+    crate::runtime::install_crypto();
+    let mut blobs = image_blobs(|_| {});
+    let manifest = blobs.last().unwrap().clone();
+    let entry = |os: &str, arch: &str| {
+        json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": BlobDigest::of(&manifest),
+            "size": manifest.len(),
+            "platform": {"os": os, "architecture": arch},
+        })
+    };
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry("linux", "s390x"), entry("windows", "amd64")],
+    });
+    blobs.push(serde_json::to_vec(&index).unwrap());
+    let addr = registry(blobs, Serve::default()).await;
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let e = store
+        .pull(&format!("{addr}/t:1"), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    let wanted = format!(
+        "{}/{}",
+        oci_spec::image::Os::default(),
+        oci_spec::image::Arch::default()
+    );
+    assert!(
+        e.ends_with(&format!(
+            "{addr}/t:1: no manifest for {wanted} in its image index (it has linux/s390x, windows/amd64)"
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_with_the_credentials() {
+    crate::runtime::install_crypto();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    let serve = Serve {
+        basic: Some("u:p"),
+        bearer: true,
+        ..Serve::default()
+    };
+    let addr = registry(blobs, serve).await;
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let image = format!("{addr}/t:1");
+    let e = store.pull(&image, None).await.unwrap_err().to_string();
+    assert!(e.contains("authorization failed"), "{e}");
+    let wrong = ("u".to_owned(), "nope".to_owned());
+    let e = store
+        .pull(&image, Some(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("authorization failed"), "{e}");
+    let secret = ("u".to_owned(), "p".to_owned());
+    assert_eq!(
+        store.pull(&image, Some(&secret)).await.unwrap(),
+        config.as_str()
+    );
 }
 
 #[tokio::test]
