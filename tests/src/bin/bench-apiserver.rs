@@ -4,6 +4,10 @@
 //! measures: creates per second (16 concurrent writers), p50/p99 of get and of list over
 //! 10,000 pods, the delay from a write to its delivery on 100 watchers, and the server's RSS.
 //!
+//! Then the cost of authorization, for this build: get p50/p99 for a user outside
+//! `system:masters` with 1,000 RoleBindings in the namespace, under `RBAC` and under
+//! `AlwaysAllow`, on two fresh servers.
+//!
 //! `--baseline <ekube binary>` measures another build the same way, in the same run: the two
 //! alternate round by round (`--rounds`, default 3 with a baseline), each cell is the median of
 //! its rounds, and the table shows this build's figure over the baseline's as a ratio.
@@ -18,6 +22,7 @@ use ekube_tests::bench::{self, Table, median, ms, percentile};
 use ekube_tests::{ServerProcess, ekube_bin};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{Api, ListParams, PostParams, WatchParams};
 use serde_json::json;
 
@@ -83,6 +88,86 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0);
     // USER_HZ is 100 on every Linux architecture ekube runs on.
     ticks as f64 / 100.0
+}
+
+/// A ClusterRole `view` binding in `default` for `user`.
+fn view_binding(name: &str, user: &str) -> Result<RoleBinding> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }))?)
+}
+
+/// 1,000 gets of one ConfigMap by a token user holding `view` through one of 1,001
+/// RoleBindings in `default`, on a fresh server with `--authorization-mode=<mode>`.
+async fn authorized_gets(mode: &str) -> Result<Vec<Duration>> {
+    const TOKEN: &str = "bench-authz-token";
+    let dir = tempfile::tempdir()?;
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, format!("{TOKEN},bench-user,1000\n"))?;
+    let tokens = tokens.display().to_string();
+    let server =
+        ServerProcess::start(&["--authorization-mode", mode, "--token-auth-file", &tokens])?;
+    let admin = server.client().await?;
+    let bindings: Api<RoleBinding> = Api::namespaced(admin.clone(), "default");
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let bindings = bindings.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..1000).step_by(16) {
+                let b = view_binding(&format!("rb{i:04}"), &format!("user{i}"))?;
+                bindings
+                    .create(&PostParams::default(), &b)
+                    .await
+                    .context("create binding")?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    bindings
+        .create(
+            &PostParams::default(),
+            &view_binding("rb-bench", "bench-user")?,
+        )
+        .await?;
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("target".into());
+    Api::<ConfigMap>::namespaced(admin, "default")
+        .create(&PostParams::default(), &cm)
+        .await?;
+
+    // The admin kubeconfig with the token user in place of the admin certificate.
+    let admin_conf = std::fs::read_to_string(server.kubeconfig())?;
+    let (clusters, _) = admin_conf
+        .split_once("users:")
+        .context("admin kubeconfig without users")?;
+    let conf = dir.path().join("token.conf");
+    std::fs::write(
+        &conf,
+        format!("{clusters}users:\n- name: admin\n  user:\n    token: {TOKEN}\n"),
+    )?;
+    let cms: Api<ConfigMap> =
+        Api::namespaced(ekube_api::client::from_kubeconfig(&conf).await?, "default");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cms.get("target").await.is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the bench user's binding did not take effect within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut gets = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        cms.get("target").await?;
+        gets.push(t.elapsed());
+    }
+    gets.sort();
+    Ok(gets)
 }
 
 /// One round against a fresh server run from `bin`.
@@ -270,10 +355,29 @@ async fn main() -> Result<()> {
     }
     println!("{}", table.markdown());
     println!("(median of {rounds} round(s) per build, run alternately)");
+
+    let rbac = authorized_gets("RBAC").await?;
+    let allow = authorized_gets("AlwaysAllow").await?;
+    let mut authz = Table::new(&[
+        "get as a non-admin user, 1,000 RoleBindings (ms)",
+        "RBAC",
+        "AlwaysAllow",
+        "RBAC / AlwaysAllow",
+    ]);
+    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+        let (r, a) = (ms(percentile(&rbac, p)), ms(percentile(&allow, p)));
+        authz.row(vec![name.into(), cell(r), cell(a), bench::ratio(r, a)]);
+    }
+    println!("\n{}", authz.markdown());
+    let quantiles = |gets: &[Duration]| json!({"p50_ms": ms(percentile(gets, 0.5)), "p99_ms": ms(percentile(gets, 0.99))});
     bench::write_json(
         &args.out_dir,
         "apiserver",
-        &json!({"rounds": rounds, "metrics": json_rows}),
+        &json!({
+            "rounds": rounds,
+            "metrics": json_rows,
+            "authorization": {"rbac": quantiles(&rbac), "always_allow": quantiles(&allow)},
+        }),
     )?;
     Ok(())
 }
