@@ -71,7 +71,7 @@ pub struct Config {
     #[arg(long, value_delimiter = ',')]
     pub api_audiences: Vec<String>,
     /// The longest life a TokenRequest may ask for (seconds); longer requests are shortened.
-    #[arg(long, value_parser = parse_secs)]
+    #[arg(long, value_parser = ekube_api::flags::parse_interval)]
     pub service_account_max_token_expiration: Option<std::time::Duration>,
     /// Let the kubelet's 3607-second projected tokens live a year (with `warnafter` at the
     /// hour), as upstream does while clients learn to reload their token.
@@ -88,20 +88,20 @@ pub struct Config {
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_request_bytes: usize,
     /// How often the event log is compacted.
-    #[arg(long, default_value = "60", value_parser = parse_secs)]
+    #[arg(long, default_value = "60", value_parser = ekube_api::flags::parse_interval)]
     pub compaction_interval: std::time::Duration,
     /// Compaction keeps at least this many of the newest revisions…
     #[arg(long, default_value_t = 1000)]
     pub compaction_retain_revisions: u64,
     /// …and every revision younger than this.
-    #[arg(long, default_value = "300", value_parser = parse_secs)]
+    #[arg(long, default_value = "300", value_parser = ekube_api::flags::parse_duration)]
     pub compaction_retain_age: std::time::Duration,
     /// How far a watcher may fall behind (events) before it is dropped and must re-list.
     #[arg(long, default_value_t = 10_000)]
     pub watch_buffer: usize,
     /// How long a watch response may wait for its client to read before the watcher is closed
     /// (the client re-lists); a stalled client is never buffered for without bound.
-    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    #[arg(long, default_value = "5", value_parser = ekube_api::flags::parse_interval)]
     pub watch_stall_timeout: std::time::Duration,
     /// Non-mutating requests (get, list) served at once; more are answered 429 with
     /// `Retry-After`. Long-running requests (watch, exec, attach, port-forward, logs, proxy)
@@ -183,11 +183,4 @@ fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let a = a.trim().parse::<u16>().map_err(|e| format!("{a:?}: {e}"))?;
     let b = b.trim().parse::<u16>().map_err(|e| format!("{b:?}: {e}"))?;
     Ok((a, b))
-}
-
-fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim_end_matches('s');
-    s.parse::<f64>()
-        .map(std::time::Duration::from_secs_f64)
-        .map_err(|e| format!("{s:?} is not a number of seconds: {e}"))
 }

@@ -71,6 +71,24 @@ pub struct ImageRecord {
     pub config: ImageConfig,
 }
 
+impl ImageRecord {
+    /// The `imageID` of a container started from this image as `name`: the repo digest in
+    /// `name`'s repository (an image pulled from two registries has one per registry), else
+    /// the first one, else the image ID.
+    pub fn image_ref(&self, name: &str) -> String {
+        let in_repository = reference::normalize(name).ok().and_then(|r| {
+            let prefix = format!("{}/{}@", r.registry(), r.repository());
+            self.repo_digests
+                .iter()
+                .find(|d| d.starts_with(&prefix))
+                .cloned()
+        });
+        in_repository
+            .or_else(|| self.repo_digests.first().cloned())
+            .unwrap_or_else(|| self.id.to_string())
+    }
+}
+
 /// The image store of one runtime.
 pub struct ImageStore {
     root: PathBuf,

@@ -525,11 +525,7 @@ impl Runtime {
             state: ContainerState::ContainerCreated as i32,
             created_at: now_ns(),
             image: config.image.clone(),
-            image_ref: image
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| image.id.to_string()),
+            image_ref: image.image_ref(&image_name),
             image_id: image.id.to_string(),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),

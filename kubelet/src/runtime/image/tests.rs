@@ -466,3 +466,32 @@ async fn pulls_check_digests_and_blob_content() {
         "{e}"
     );
 }
+
+#[test]
+fn image_ref_is_the_repo_digest_of_the_name_the_container_used() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let record = ImageRecord {
+        id: BlobDigest::parse(&format!("sha256:{}", "c".repeat(64))).unwrap(),
+        repo_tags: Vec::new(),
+        repo_digests: vec![
+            format!("docker.io/library/busybox@{digest}"),
+            format!("192.168.64.1:5001/team/busybox@{digest}"),
+        ],
+        size: 0,
+        layers: Vec::new(),
+        config: ImageConfig::default(),
+    };
+    assert_eq!(
+        record.image_ref("192.168.64.1:5001/team/busybox:latest"),
+        format!("192.168.64.1:5001/team/busybox@{digest}")
+    );
+    assert_eq!(
+        record.image_ref("busybox"),
+        format!("docker.io/library/busybox@{digest}")
+    );
+    // A name the record has no digest for (a retag): the first repo digest.
+    assert_eq!(
+        record.image_ref("example.com/other:1"),
+        format!("docker.io/library/busybox@{digest}")
+    );
+}
