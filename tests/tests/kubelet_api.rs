@@ -351,8 +351,16 @@ fn rotation(c: &LabCluster) -> Result<()> {
         assert!(older.iter().all(|n| n.ends_with(".gz")), "{listing:?}");
     }
     // kubectl logs: the current file only, whole and in order, without the first lines.
-    let logs = c.kubectl(&["logs", "chatty"])?;
-    let numbers = chatty_numbers(&logs);
+    // Right after a rotation the current file may hold no line yet: ask again then.
+    let mut numbers = Vec::new();
+    c.wait(
+        Duration::from_secs(5),
+        "kubectl logs chatty to show lines",
+        |c| {
+            numbers = chatty_numbers(&c.kubectl(&["logs", "chatty"])?);
+            Ok(!numbers.is_empty())
+        },
+    )?;
     let first = *numbers.first().context("kubectl logs chatty is empty")?;
     assert!(first > 0, "kubectl logs still shows the first line");
     assert!(
