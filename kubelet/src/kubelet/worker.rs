@@ -714,7 +714,7 @@ impl Worker {
             .and_then(|r| r.into_inner().image);
         if policy == "Never" || (policy == "IfNotPresent" && present.is_some()) {
             return match present {
-                Some(i) => Ok(shown_image_id(i)),
+                Some(i) => Ok(shown_image_id(i, &image)),
                 None => {
                     let msg = format!(
                         "Container image \"{image}\" is not present with pull policy of Never"
@@ -767,7 +767,7 @@ impl Worker {
                     .await
                     .ok()
                     .and_then(|r| r.into_inner().image);
-                Ok(pulled.map(shown_image_id).unwrap_or(id))
+                Ok(pulled.map(|i| shown_image_id(i, &image)).unwrap_or(id))
             }
             Err(e) => {
                 let t = self.containers.entry(c.name.clone()).or_default();
@@ -1725,6 +1725,11 @@ const WAITING: View = View::Waiting {
 
 /// What `imageID` shows for a stored image: its first repo digest, as containerd reports it,
 /// else the image ID.
-fn shown_image_id(image: cri::Image) -> String {
-    image.repo_digests.into_iter().next().unwrap_or(image.id)
+/// The `imageID` shown for a container of `image` started as `name`: the image's repo digest
+/// in `name`'s repository (an image pulled from two registries has one per registry), else its
+/// first one, else its ID.
+fn shown_image_id(image: cri::Image, name: &str) -> String {
+    crate::runtime::reference::repo_digest_for(&image.repo_digests, name)
+        .cloned()
+        .unwrap_or(image.id)
 }

@@ -72,19 +72,11 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
-    /// The `imageID` of a container started from this image as `name`: the repo digest in
-    /// `name`'s repository (an image pulled from two registries has one per registry), else
-    /// the first one, else the image ID.
+    /// The `imageID` of a container started from this image as `name`: its repo digest in
+    /// `name`'s repository, else its first one, else the image ID.
     pub fn image_ref(&self, name: &str) -> String {
-        let in_repository = reference::normalize(name).ok().and_then(|r| {
-            let prefix = format!("{}/{}@", r.registry(), r.repository());
-            self.repo_digests
-                .iter()
-                .find(|d| d.starts_with(&prefix))
-                .cloned()
-        });
-        in_repository
-            .or_else(|| self.repo_digests.first().cloned())
+        reference::repo_digest_for(&self.repo_digests, name)
+            .cloned()
             .unwrap_or_else(|| self.id.to_string())
     }
 }

@@ -57,6 +57,17 @@ pub fn repo_digest(reference: &Reference, digest: &str) -> String {
     )
 }
 
+/// Of an image's repo digests, the one in the repository of `name` (the reference a container
+/// was started as: an image pulled from two registries has a repo digest per registry), else
+/// the first.
+pub fn repo_digest_for<'a>(repo_digests: &'a [String], name: &str) -> Option<&'a String> {
+    let in_repository = normalize(name).ok().and_then(|r| {
+        let prefix = format!("{}/{}@", r.registry(), r.repository());
+        repo_digests.iter().find(|d| d.starts_with(&prefix))
+    });
+    in_repository.or_else(|| repo_digests.first())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
