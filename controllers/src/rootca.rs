@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -58,11 +57,11 @@ pub fn ca_bundle(root_ca_file: Option<&Path>, kubeconfig: &Path) -> Result<Strin
 }
 
 pub async fn run(client: kube::Client, ca: String) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
+    let ctx = Ctx {
         client: client.clone(),
         ca,
-    });
-    Controller::new(
+    };
+    let controller = Controller::new(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -70,16 +69,14 @@ pub async fn run(client: kube::Client, ca: String) -> Result<(), String> {
         Api::<ConfigMap>::all(client),
         watcher::Config::default().fields(&format!("metadata.name={NAME}")),
         |cm| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-    )
-    .run(
+    );
+    crate::runner::drive(
+        "root-ca-cert-publisher",
+        controller,
         reconcile,
-        |_, e, _| {
-            tracing::warn!(error = %e, "root-ca-cert-publisher");
-            Action::requeue(Duration::from_secs(1))
-        },
         ctx,
+        Duration::from_secs(1),
     )
-    .for_each(|_| async {})
     .await;
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The loop the workload controllers share: kube-runtime's `Controller` over the owner kind,
+//! The loop the controllers share: kube-runtime's `Controller` over the owner kind,
 //! woken by the kinds it owns, each failed reconcile logged and the object retried.
 
 use std::fmt::Debug;
@@ -22,15 +22,16 @@ pub(crate) struct Ctx {
 
 /// Runs `controller` until its watches end: `reconcile` for each object that changed (or whose
 /// owned objects did); a failure is logged under `name` and the object retried after `retry`.
-pub(crate) async fn drive<K, F, Fut>(
+pub(crate) async fn drive<K, C, F, Fut>(
     name: &'static str,
     controller: Controller<K>,
     reconcile: F,
-    ctx: Ctx,
+    ctx: C,
     retry: Duration,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    F: FnMut(Arc<K>, Arc<Ctx>) -> Fut,
+    C: Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<C>) -> Fut,
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
     controller

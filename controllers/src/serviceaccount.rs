@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -19,10 +18,10 @@ struct Ctx {
 }
 
 pub async fn run(client: kube::Client) -> Result<(), String> {
-    let ctx = Arc::new(Ctx {
+    let ctx = Ctx {
         client: client.clone(),
-    });
-    Controller::new(
+    };
+    let controller = Controller::new(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -30,16 +29,14 @@ pub async fn run(client: kube::Client) -> Result<(), String> {
         Api::<ServiceAccount>::all(client),
         watcher::Config::default().fields("metadata.name=default"),
         |sa| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-    )
-    .run(
+    );
+    crate::runner::drive(
+        "serviceaccount",
+        controller,
         reconcile,
-        |_, e, _| {
-            tracing::warn!(error = %e, "serviceaccount");
-            Action::requeue(Duration::from_secs(1))
-        },
         ctx,
+        Duration::from_secs(1),
     )
-    .for_each(|_| async {})
     .await;
     Ok(())
 }
