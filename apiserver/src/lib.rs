@@ -25,6 +25,7 @@ pub mod inflight;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod podsecurity;
 pub mod protobuf;
 pub mod proxy;
 pub mod registry;

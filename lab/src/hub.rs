@@ -14,6 +14,9 @@
 //!   `mariadb-client-core`), data in `/var/lib/mysql`, with an entrypoint that initialises an
 //!   empty data directory from `MYSQL_ROOT_PASSWORD` (or `MYSQL_ALLOW_EMPTY_PASSWORD`),
 //!   `MYSQL_DATABASE`, `MYSQL_USER` and `MYSQL_PASSWORD` as the official image's does.
+//! - `lab/python-kubernetes:latest` (no Docker Hub original): Python 3 with the official
+//!   Kubernetes client (Debian's `python3-kubernetes`), for pods that talk to the API the way
+//!   in-cluster clients do (`config.load_incluster_config()`).
 //!
 //! Each image is one layer. Builds are cached in their own OCI layout, keyed by the exact
 //! package versions (and [`RECIPES_VERSION`]): a later run with the same packages reuses it.
@@ -49,7 +52,7 @@ struct Recipe {
     ports: &'static [&'static str],
 }
 
-fn recipes() -> [Recipe; 3] {
+fn recipes() -> [Recipe; 4] {
     [
         Recipe {
             name: "library/busybox",
@@ -77,6 +80,15 @@ fn recipes() -> [Recipe; 3] {
             entrypoint: &["docker-entrypoint.sh"],
             cmd: &["mysqld"],
             ports: &["3306/tcp"],
+        },
+        Recipe {
+            name: "lab/python-kubernetes",
+            tags: &["latest"],
+            packages: &["python3-kubernetes", "busybox"],
+            finish: |_| Ok(()),
+            entrypoint: &[],
+            cmd: &["python3"],
+            ports: &[],
         },
     ]
 }

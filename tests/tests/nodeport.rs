@@ -736,7 +736,8 @@ fn nodeport_from_outside() {
 
 /// 50,000 SYNs with spoofed sources to a NodePort whose only backend is on the other node, so
 /// every flow needs a SNAT port and the flood takes every port of the span: a real client
-/// still connects within 2 s, and after the SYN timeout every SNAT port is free again.
+/// still connects within 2 s (on a port whose tuple the backend does not hold half-open from
+/// the flood), and after the SYN timeout every SNAT port is free again.
 fn syn_flood_leaves_room(topo: &Topology) {
     let flood = netns::nsenter(&topo.ns("ext"))
         .args(["python3", "-c", SYN_FLOOD, &N1_IP.to_string(), "30085"])
@@ -760,6 +761,14 @@ fn syn_flood_leaves_room(topo: &Topology) {
     assert!(
         took < Duration::from_secs(2),
         "a client needed {took:?} to connect after the SYN flood"
+    );
+    // The backend keeps the first flood SYNs half-open (as many as its listen backlog takes)
+    // and retransmits their SYN-ACKs: the datapath must have noticed, or a new flow could be
+    // handed one of those tuples and stall.
+    let ports = conntrack::snat_ports(&topo.dp).unwrap();
+    assert!(
+        ports.half_open > 0,
+        "no SNAT port is marked held half-open by the backend after the flood: {ports:?}"
     );
 
     let result = wait_for(

@@ -1,8 +1,10 @@
 //! A pod uses its own ServiceAccount token, end to end on a one-node lab cluster: the
 //! ServiceAccount admission mounts `kube-api-access-*`, the kubelet writes the token bound to
 //! the pod, `ca.crt` from `kube-root-ca.crt` and the namespace, sets
-//! `KUBERNETES_SERVICE_HOST/PORT`; the token read out of the container lists pods and is who
-//! the pod is; once the pod is deleted it is refused.
+//! `KUBERNETES_SERVICE_HOST/PORT`; the official Python client inside the pod
+//! (`config.load_incluster_config()`, through the `kubernetes` Service's ClusterIP) is refused
+//! until a RoleBinding lets it list the pods of its namespace; the token is who the pod is, and
+//! once the pod is deleted it is refused.
 
 use std::time::Duration;
 
@@ -11,10 +13,10 @@ use ekube_tests::cluster::{ClusterOptions, LabCluster};
 use serde_json::{Value, json};
 
 const LAB: &str = "eksatok";
-const BUSYBOX: &str = "192.168.64.1:5000/busybox:latest";
 const DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
-/// Shows what the container finds: its namespace file and the API's address.
+/// Shows what the container finds, then lists the pods of its namespace once a second with the
+/// official Python client configured as in-cluster clients are.
 const POD: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -22,7 +24,24 @@ metadata: {name: reader}
 spec:
   containers:
   - name: main
-    image: BUSYBOX
+    image: lab/python-kubernetes
+    env:
+    - name: LISTER
+      value: |
+        import time
+        from kubernetes import client, config
+        config.load_incluster_config()
+        api = client.CoreV1Api()
+        namespace = open("DIR/namespace").read()
+        while True:
+            try:
+                pods = api.list_namespaced_pod(namespace)
+                print("listed", " ".join(p.metadata.name for p in pods.items), flush=True)
+            except client.ApiException as e:
+                print("refused", e.status, flush=True)
+            except Exception as e:
+                print("error", repr(e), flush=True)
+            time.sleep(1)
     command:
     - sh
     - -c
@@ -30,7 +49,7 @@ spec:
       echo "namespace=$(cat DIR/namespace)"
       echo "host=$KUBERNETES_SERVICE_HOST port=$KUBERNETES_SERVICE_PORT"
       echo "token bytes=$(wc -c < DIR/token)"
-      sleep 3600
+      exec python3 -c "$LISTER"
 "#;
 
 /// `kubectl get pods` authenticated by `token` alone (no client certificate).
@@ -61,8 +80,12 @@ fn review(c: &LabCluster, token: &str) -> Result<Value> {
 
 #[test]
 fn a_pod_lists_pods_with_its_own_token_until_it_is_deleted() -> Result<()> {
-    let c = LabCluster::start(LAB, 1, ClusterOptions::default())?;
-    c.apply(&POD.replace("BUSYBOX", BUSYBOX).replace("DIR", DIR))?;
+    let options = ClusterOptions {
+        hub_images: true,
+        ..ClusterOptions::default()
+    };
+    let c = LabCluster::start(LAB, 1, options)?;
+    c.apply(&POD.replace("DIR", DIR))?;
     let pod = c.wait_pod("reader", Duration::from_secs(120), "listed pods", |p| {
         p["status"]["phase"] == "Running"
     })?;
@@ -105,7 +128,17 @@ fn a_pod_lists_pods_with_its_own_token_until_it_is_deleted() -> Result<()> {
                 == json!([pod["metadata"]["uid"]]),
         "the pod's token names someone else: {r}"
     );
-    // RBAC lets the pod's ServiceAccount list pods only once a binding grants it.
+    // RBAC lets the pod's ServiceAccount list pods only once a binding grants it: the client
+    // in the pod is refused, and so is its token used from outside.
+    ekube_tests::wait_for(
+        Duration::from_secs(30),
+        "the pod's client to be refused",
+        || {
+            out = c.container_output(&pod, "main")?;
+            ensure!(!out.contains("error "), "the pod's client failed:\n{out}");
+            Ok(out.contains("refused 403"))
+        },
+    )?;
     let refused = get_pods_with(&c, token.trim())?;
     ensure!(
         !refused.success() && refused.stderr.contains("cannot list resource \"pods\""),
@@ -131,6 +164,14 @@ fn a_pod_lists_pods_with_its_own_token_until_it_is_deleted() -> Result<()> {
         listed.stdout.contains("reader"),
         "listing pods with the pod's token: {listed:?}"
     );
+    ekube_tests::wait_for(
+        Duration::from_secs(30),
+        "the pod's client to list pods",
+        || {
+            out = c.container_output(&pod, "main")?;
+            Ok(out.lines().any(|l| l == "listed reader"))
+        },
+    )?;
 
     c.kubectl(&["delete", "pod", "reader", "--grace-period=1", "--wait=true"])?;
     let r = review(&c, token.trim())?;

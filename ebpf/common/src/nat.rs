@@ -64,6 +64,12 @@ pub const CT_FLAG_EXTERNAL_LOCAL: u8 = 1 << 2;
 /// [`NodePortConfig::tcp_syn_ns`], and it counts against
 /// [`NodePortConfig::tcp_unestablished_max`].
 pub const CT_FLAG_UNESTABLISHED: u8 = 1 << 3;
+/// [`CtValue::flags`] of an unestablished flow's reply entry: the backend answered with
+/// another handshake's numbers, or retransmitted its SYN-ACK, so it holds a half-open
+/// connection on this tuple (until its SYN-ACK retries run out, about a minute on Linux). A
+/// SYN of any other flow on the tuple would meet that connection and stall, so the flow's SNAT
+/// port is not handed to a new flow before the entry expires.
+pub const CT_FLAG_PEER_HALF_OPEN: u8 = 1 << 4;
 
 /// Key of [`CONNTRACK`]: one direction of one flow, as seen on the wire.
 #[repr(C)]
@@ -107,8 +113,9 @@ pub struct CtValue {
     pub flags: u8,
     /// Explicit padding, always zero.
     pub _pad: [u8; 3],
-    /// Explicit padding, always zero.
-    pub _pad2: u32,
+    /// The client's initial sequence number of a TCP flow, **network byte order**: the
+    /// number the backend's SYN-ACK must acknowledge (see [`CT_FLAG_PEER_HALF_OPEN`]).
+    pub isn: u32,
 }
 
 /// Pinned name of the NodePort settings array (`BPF_MAP_TYPE_ARRAY`, index 0 → [`NodePortConfig`]).

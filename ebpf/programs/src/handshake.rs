@@ -5,9 +5,10 @@
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
+use aya_ebpf::programs::TcContext;
 use ekube_ebpf_common::{
-    CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_UNESTABLISHED, CT_UNEST_GONE, CT_UNEST_OPENED, CtKey,
-    CtValue, NodePortConfig,
+    CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_UNESTABLISHED, CT_UNEST_GONE,
+    CT_UNEST_OPENED, CtKey, CtValue, NodePortConfig,
 };
 
 use crate::{
@@ -15,6 +16,11 @@ use crate::{
     maps::{EKUBE_CONNTRACK, EKUBE_CT_UNEST},
     packet::{Packet, TCP_ACK, TCP_RST, TCP_SYN},
 };
+
+/// A SYN-ACK this long after the SYN is a retransmission: the backend kept the handshake
+/// (a SYN-cookie answer is sent once, at once). Far above any RTT inside a cluster, far below
+/// Linux's first SYN-ACK retransmission at 1 s.
+const SYNACK_RETRANSMIT_NS: u64 = 500_000_000;
 
 /// Whether `p` is a bare SYN, the only packet that may open a TCP flow (netfilter marks the
 /// others INVALID).
@@ -27,6 +33,38 @@ pub fn is_syn(p: &Packet) -> bool {
 #[inline(always)]
 pub fn completes(p: &Packet) -> bool {
     p.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_ACK
+}
+
+/// The client's initial sequence number in `p`, a SYN (network byte order); zero if it
+/// cannot be read, which at worst makes the flow's first answer look like another handshake's.
+#[inline(always)]
+pub fn isn(ctx: &TcContext, p: &Packet) -> u32 {
+    ctx.load(p.l4 + 4).unwrap_or(0)
+}
+
+/// Looks at the backend's answer `p` on the unestablished flow whose reply entry is `v`: an
+/// ACK that does not acknowledge the client's SYN, or a retransmitted SYN-ACK, shows the
+/// backend holding a half-open connection on the tuple (an older flow's, whose SNAT port this
+/// flow took over), and marks the entry [`CT_FLAG_PEER_HALF_OPEN`] so that the port is not
+/// handed on again while the backend still holds it.
+#[inline(always)]
+pub fn note_answer(ctx: &TcContext, p: &Packet, v: &CtValue, now: u64) {
+    if p.tcp_flags & TCP_ACK == 0 || v.flags & CT_FLAG_PEER_HALF_OPEN != 0 {
+        return;
+    }
+    let Ok(ack) = ctx.load::<u32>(p.l4 + 8) else {
+        return;
+    };
+    let other = u32::from_be(ack) != u32::from_be(v.isn).wrapping_add(1);
+    let retransmitted = p.tcp_flags & TCP_SYN != 0
+        && now.saturating_sub(v.last_seen_ns) > SYNACK_RETRANSMIT_NS;
+    if !(other || retransmitted) {
+        return;
+    }
+    if let Some(entry) = EKUBE_CONNTRACK.get_ptr_mut(&conntrack::key_of(p, CT_DIR_REPLY)) {
+        // SAFETY: valid for this program run; racing writers set the same bit.
+        unsafe { (*entry).flags |= CT_FLAG_PEER_HALF_OPEN };
+    }
 }
 
 /// Whether the share of unestablished flows has room for one more.

@@ -52,6 +52,9 @@ pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     let cfg = conntrack::config();
     if let Some(v) = conntrack::lookup(&p, CT_DIR_REPLY, now, &cfg) {
+        if v.flags & CT_FLAG_UNESTABLISHED != 0 && p.proto == IPPROTO_TCP {
+            handshake::note_answer(ctx, &p, &v, now);
+        }
         // A reply: its new source is a node address, which the stack would drop as martian.
         return translate(ctx, &p, &v, true);
     }
@@ -147,6 +150,7 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         last_seen_ns: now,
         backend_id,
         flags,
+        isn: if tcp { handshake::isn(ctx, p) } else { 0 },
         ..CtValue::default()
     };
     // The reply is rewritten back to exactly what the client sent to.

@@ -5,11 +5,14 @@
 //! it, or its holder is past its timeout (a closed SNATed flow holds its port for TIME_WAIT), or
 //! its holder is a handshake abandoned for over [`ABANDONED_HANDSHAKE_NS`]: SYNs with spoofed
 //! sources, which never complete, then cannot keep the span taken for the whole SYN timeout.
+//! An abandoned handshake the backend still holds half-open (see
+//! [`CT_FLAG_PEER_HALF_OPEN`]) keeps its port: a new flow's SYN on that tuple would meet the
+//! backend's stale connection and stall until the client gave up.
 
 use aya_ebpf::helpers::bpf_get_prandom_u32;
 use ekube_ebpf_common::{
-    CT_FLAG_CLOSING, CT_FLAG_UNESTABLISHED, CtKey, CtValue, NodeAddrKey, NodeAddrValue,
-    NodePortConfig,
+    CT_FLAG_CLOSING, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_UNESTABLISHED, CtKey, CtValue, NodeAddrKey,
+    NodeAddrValue, NodePortConfig,
 };
 
 use crate::{
@@ -100,10 +103,12 @@ fn expired(old: &CtValue, proto: u8, now: u64, cfg: &NodePortConfig) -> bool {
     now.saturating_sub(old.last_seen_ns) > cfg.timeout_ns(proto, old.flags)
 }
 
-/// Whether `old` is a handshake (not closed) started over [`ABANDONED_HANDSHAKE_NS`] ago
-/// (unestablished entries are never refreshed, so `last_seen_ns` is its SYN's time).
+/// Whether `old` is a handshake (not closed, not held half-open by the backend) started over
+/// [`ABANDONED_HANDSHAKE_NS`] ago (unestablished entries are never refreshed, so
+/// `last_seen_ns` is its SYN's time).
 #[inline(always)]
 fn abandoned(old: &CtValue, now: u64) -> bool {
-    old.flags & (CT_FLAG_UNESTABLISHED | CT_FLAG_CLOSING) == CT_FLAG_UNESTABLISHED
+    old.flags & (CT_FLAG_UNESTABLISHED | CT_FLAG_CLOSING | CT_FLAG_PEER_HALF_OPEN)
+        == CT_FLAG_UNESTABLISHED
         && now.saturating_sub(old.last_seen_ns) > ABANDONED_HANDSHAKE_NS
 }

@@ -24,8 +24,8 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use ekube_ebpf_common::{
-    self as common, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_SNAT, CT_FLAG_UNESTABLISHED,
-    CT_UNEST_GONE, CT_UNEST_OPENED, CtKey, CtValue, NodePortConfig,
+    self as common, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_SNAT,
+    CT_FLAG_UNESTABLISHED, CT_UNEST_GONE, CT_UNEST_OPENED, CtKey, CtValue, NodePortConfig,
 };
 use tracing::{debug, warn};
 
@@ -85,6 +85,9 @@ pub struct SnatPorts {
     pub held: usize,
     /// Ports held by flows whose client has not completed the handshake.
     pub unestablished: usize,
+    /// Of those, ports whose backend holds the handshake half-open: they are not handed to new
+    /// flows before they expire (`CT_FLAG_PEER_HALF_OPEN`).
+    pub half_open: usize,
 }
 
 /// The SNAT ports `config.node_name`'s conntrack holds.
@@ -95,6 +98,9 @@ pub fn snat_ports(config: &DatapathConfig) -> Result<SnatPorts> {
             ports.held += 1;
             if value.flags & CT_FLAG_UNESTABLISHED != 0 {
                 ports.unestablished += 1;
+                if value.flags & CT_FLAG_PEER_HALF_OPEN != 0 {
+                    ports.half_open += 1;
+                }
             }
         }
     }
