@@ -6,7 +6,7 @@ use super::cache::RbacCache;
 use super::escalation::Guard;
 use super::*;
 
-fn user(name: &str, groups: &[&str]) -> User {
+pub(super) fn user(name: &str, groups: &[&str]) -> User {
     User {
         name: name.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -14,7 +14,7 @@ fn user(name: &str, groups: &[&str]) -> User {
     }
 }
 
-fn req(
+pub(super) fn req(
     u: &User,
     verb: &str,
     group: &str,

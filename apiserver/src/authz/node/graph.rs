@@ -99,25 +99,27 @@ pub fn pod_uses(namespace: &str, pod: &Value) -> Vec<Vertex> {
     for s in items(pod, "/spec/imagePullSecrets") {
         add(Secret, str_at(s, "/name"));
     }
+    // Places naming a Secret or a ConfigMap: (object, where the secret is, where the map is).
+    let mut either: Vec<(&Value, &str, &str)> = Vec::new();
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         for c in items(pod, &format!("/spec/{list}")) {
             for from in items(c, "/envFrom") {
-                add(Secret, str_at(from, "/secretRef/name"));
-                add(ConfigMap, str_at(from, "/configMapRef/name"));
+                either.push((from, "/secretRef/name", "/configMapRef/name"));
             }
             for env in items(c, "/env") {
-                add(Secret, str_at(env, "/valueFrom/secretKeyRef/name"));
-                add(ConfigMap, str_at(env, "/valueFrom/configMapKeyRef/name"));
+                either.push((
+                    env,
+                    "/valueFrom/secretKeyRef/name",
+                    "/valueFrom/configMapKeyRef/name",
+                ));
             }
         }
     }
     let pod_name = str_at(pod, "/metadata/name");
     for volume in items(pod, "/spec/volumes") {
-        add(Secret, str_at(volume, "/secret/secretName"));
-        add(ConfigMap, str_at(volume, "/configMap/name"));
+        either.push((volume, "/secret/secretName", "/configMap/name"));
         for source in items(volume, "/projected/sources") {
-            add(Secret, str_at(source, "/secret/name"));
-            add(ConfigMap, str_at(source, "/configMap/name"));
+            either.push((source, "/secret/name", "/configMap/name"));
         }
         add(
             PersistentVolumeClaim,
@@ -135,6 +137,10 @@ pub fn pod_uses(namespace: &str, pod: &Value) -> Vec<Vertex> {
                 add(Secret, str_at(source, "/secretRef/name"));
             }
         }
+    }
+    for (obj, secret, config_map) in either {
+        add(Secret, str_at(obj, secret));
+        add(ConfigMap, str_at(obj, config_map));
     }
     add(ServiceAccount, str_at(pod, "/spec/serviceAccountName"));
     uses.sort();
