@@ -401,6 +401,26 @@ fn a_node_reaches_only_its_own_objects_and_what_its_pods_use() {
 
     // Its own Node and Lease: read and write.
     ok(kubectl_as(&n1, &["get", "node", "n1"]));
+    // Its status, written as the kubelet does (PUT of `nodes/n1/status`; `kubectl patch
+    // --subresource=status` would first read `nodes/status`, which upstream does not allow).
+    let mut node: serde_json::Value =
+        serde_json::from_str(&ok(kubectl_as(&n1, &["get", "node", "n1", "-o", "json"]))).unwrap();
+    node["status"]["capacity"] = serde_json::json!({"pods": "7"});
+    let file = s.dir.join("n1-status.json");
+    std::fs::write(&file, node.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    ok(kubectl_as(
+        &n1,
+        &["replace", "--raw", "/api/v1/nodes/n1/status", "-f", file],
+    ));
+    let capacity = ok(s.kubectl(&[
+        "get",
+        "node",
+        "n1",
+        "-o",
+        "jsonpath={.status.capacity.pods}",
+    ]));
+    assert_eq!(capacity, "7");
     ok(kubectl_as(
         &n1,
         &["annotate", "node", "n1", "ekube.test/seen=yes"],
