@@ -44,9 +44,9 @@ pub struct Config {
     /// A CSV file of static bearer tokens: `token,user,uid,"group1,group2"`.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
-    /// Authorizers to consult, in order: `RBAC`, `AlwaysAllow`, `AlwaysDeny`. The first that
-    /// allows or denies decides; members of `system:masters` are always allowed.
-    #[arg(long, default_value = "RBAC")]
+    /// Authorizers to consult, in order: `Node`, `RBAC`, `AlwaysAllow`, `AlwaysDeny`. The first
+    /// that allows or denies decides; members of `system:masters` are always allowed.
+    #[arg(long, default_value = "Node,RBAC")]
     pub authorization_mode: String,
     /// Serve requests without credentials as `system:anonymous` (group
     /// `system:unauthenticated`), subject to authorization; when false they are answered 401.

@@ -295,10 +295,21 @@ pub async fn start(
             path: db_dir.clone(),
             source,
         })?;
+    // The graph follows every pod; only a chain with the Node authorizer needs it.
+    let nodes = if modes.contains(&authz::Mode::Node) {
+        authz::node::NodeGraph::start(store.clone())
+            .await
+            .map_err(|source| Error::Storage {
+                path: db_dir.clone(),
+                source,
+            })?
+    } else {
+        Arc::default()
+    };
     let api = Arc::new(ApiServer {
         registry,
         authn,
-        authz: authz::Authorization::new(&modes, &rbac),
+        authz: authz::Authorization::new(&modes, &rbac, &nodes),
         rbac,
         ca,
         service_accounts,

@@ -2,7 +2,8 @@
 //! for `jane` from the cluster CA, RBAC bindings made with `kubectl create rolebinding`,
 //! `kubectl auth can-i [--list]` and `whoami`, upstream's Forbidden wording, anonymous access to
 //! the public-info paths only (401 with `--anonymous-auth=false`), escalation prevention and
-//! rule validation.
+//! rule validation; the Node authorizer confining a kubelet's certificate to its own Node and
+//! Lease and to the Secrets its bound pods use.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -323,4 +324,225 @@ fn anonymous_reaches_public_info_only() {
     assert_eq!(anonymous(closed.port, "/api/v1/namespaces").0, 401);
     assert_eq!(anonymous(closed.port, "/healthz").0, 401);
     ok(closed.kubectl(&["get", "namespaces"]));
+}
+
+/// Two Nodes with their Leases, a pod bound to each (no kubelet runs: `spec.nodeName` is set
+/// directly), each using its own Secret, and a Secret no pod uses.
+const NODE_OBJECTS: &str = r#"
+{apiVersion: v1, kind: Node, metadata: {name: n1}}
+---
+{apiVersion: v1, kind: Node, metadata: {name: n2}}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: n1, namespace: kube-node-lease}
+spec: {holderIdentity: n1, leaseDurationSeconds: 40}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: n2, namespace: kube-node-lease}
+spec: {holderIdentity: n2, leaseDurationSeconds: 40}
+---
+{apiVersion: v1, kind: Secret, metadata: {name: for-n1}, data: {k: b25l}}
+---
+{apiVersion: v1, kind: Secret, metadata: {name: for-n2}, data: {k: dHdv}}
+---
+{apiVersion: v1, kind: Secret, metadata: {name: unused}, data: {k: bm9uZQ==}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n1}
+spec:
+  nodeName: n1
+  automountServiceAccountToken: false
+  containers: [{name: c, image: busybox}]
+  volumes: [{name: s, secret: {secretName: for-n1}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n2}
+spec:
+  nodeName: n2
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: busybox
+    env: [{name: K, valueFrom: {secretKeyRef: {name: for-n2, key: k}}}]
+"#;
+
+/// Refused with upstream's Forbidden message, containing `why`.
+#[track_caller]
+fn forbidden(out: Output, why: &str) {
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("is forbidden: User") && err.contains(why),
+        "wanted a 403 saying {why:?}, got {}: {err}",
+        out.status
+    );
+}
+
+#[test]
+fn a_node_reaches_only_its_own_objects_and_what_its_pods_use() {
+    // The default mode is Node,RBAC.
+    let s = ServerProcess::start(&[]).unwrap();
+    // Pods need their ServiceAccount, which the controller-manager makes.
+    wait_for(
+        Duration::from_secs(20),
+        "ServiceAccount default/default",
+        || {
+            Ok(s.kubectl(&["get", "serviceaccount", "default"])
+                .status
+                .success())
+        },
+    )
+    .unwrap();
+    ok(s.kubectl_stdin(&["apply", "-f", "-"], Some(NODE_OBJECTS)));
+    let n1 = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
+
+    // Its own Node and Lease: read and write.
+    ok(kubectl_as(&n1, &["get", "node", "n1"]));
+    // Its status, written as the kubelet does (PUT of `nodes/n1/status`; `kubectl patch
+    // --subresource=status` would first read `nodes/status`, which upstream does not allow).
+    let mut node: serde_json::Value =
+        serde_json::from_str(&ok(kubectl_as(&n1, &["get", "node", "n1", "-o", "json"]))).unwrap();
+    node["status"]["capacity"] = serde_json::json!({"pods": "7"});
+    let file = s.dir.join("n1-status.json");
+    std::fs::write(&file, node.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    ok(kubectl_as(
+        &n1,
+        &["replace", "--raw", "/api/v1/nodes/n1/status", "-f", file],
+    ));
+    let capacity = ok(s.kubectl(&[
+        "get",
+        "node",
+        "n1",
+        "-o",
+        "jsonpath={.status.capacity.pods}",
+    ]));
+    assert_eq!(capacity, "7");
+    ok(kubectl_as(
+        &n1,
+        &["annotate", "node", "n1", "ekube.test/seen=yes"],
+    ));
+    ok(kubectl_as(
+        &n1,
+        &[
+            "annotate",
+            "lease",
+            "n1",
+            "-n",
+            "kube-node-lease",
+            "ekube.test/renewed=yes",
+        ],
+    ));
+    let annotated = ok(s.kubectl(&[
+        "get",
+        "node",
+        "n1",
+        "-o",
+        "jsonpath={.metadata.annotations}",
+    ]));
+    assert!(annotated.contains("ekube.test/seen"), "{annotated}");
+
+    // Another node's Node and Lease.
+    forbidden(
+        kubectl_as(&n1, &["get", "node", "n2"]),
+        "User \"system:node:n1\" cannot get resource \"nodes\" in API group \"\" at the cluster scope: node 'n1' cannot read 'n2', only its own Node object",
+    );
+    forbidden(
+        kubectl_as(&n1, &["annotate", "node", "n2", "ekube.test/seen=yes"]),
+        "cannot read 'n2'",
+    );
+    forbidden(kubectl_as(&n1, &["get", "nodes"]), "cannot read all nodes");
+    forbidden(
+        kubectl_as(
+            &n1,
+            &["annotate", "lease", "n2", "-n", "kube-node-lease", "x=y"],
+        ),
+        "can only access node lease with the same name as the requesting node",
+    );
+
+    // The Secret its pod uses, once the graph has seen the pod; no other.
+    wait_allowed(&n1, &["get", "secret", "for-n1"]);
+    let value = ok(kubectl_as(
+        &n1,
+        &["get", "secret", "for-n1", "-o", "jsonpath={.data.k}"],
+    ));
+    assert_eq!(value, "b25l", "base64 of \"one\"");
+    let unrelated = "no relationship found between node 'n1' and this object";
+    forbidden(kubectl_as(&n1, &["get", "secret", "unused"]), unrelated);
+    forbidden(kubectl_as(&n1, &["get", "secret", "for-n2"]), unrelated);
+    forbidden(
+        kubectl_as(&n1, &["get", "secrets"]),
+        "cannot list resource \"secrets\"",
+    );
+    forbidden(kubectl_as(&n1, &["create", "token", "robot"]), unrelated);
+
+    // Pods: its own, listed by node name only.
+    ok(kubectl_as(&n1, &["get", "pod", "on-n1"]));
+    forbidden(kubectl_as(&n1, &["get", "pod", "on-n2"]), unrelated);
+    forbidden(
+        kubectl_as(&n1, &["get", "pods", "-A"]),
+        "spec.nodeName field selector",
+    );
+    let listed = ok(kubectl_as(
+        &n1,
+        &[
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            "spec.nodeName=n1",
+            "-o",
+            "name",
+        ],
+    ));
+    assert_eq!(listed.trim(), "pod/on-n1");
+
+    // Everything else the system:node role grants, and no more.
+    ok(kubectl_as(&n1, &["get", "services", "-A"]));
+    forbidden(
+        kubectl_as(&n1, &["get", "deployments"]),
+        "cannot list resource \"deployments\"",
+    );
+
+    // The review APIs answer as the chain does.
+    let can_i = |what: &str| {
+        let out = s.kubectl(&[
+            "auth",
+            "can-i",
+            "get",
+            what,
+            "--as",
+            "system:node:n1",
+            "--as-group",
+            "system:nodes",
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can_i("secret/for-n1"), "yes");
+    assert_eq!(can_i("secret/unused"), format!("no - {unrelated}"));
+    assert_eq!(
+        can_i("node/n2"),
+        "no - node 'n1' cannot read 'n2', only its own Node object"
+    );
+    assert_eq!(
+        ok(kubectl_as(&n1, &["auth", "can-i", "get", "secret/for-n1"])).trim(),
+        "yes"
+    );
+
+    // A deleted pod no longer grants its Secret.
+    ok(s.kubectl(&["delete", "pod", "on-n1", "--grace-period=0", "--force"]));
+    wait_for(
+        Duration::from_secs(10),
+        "secret for-n1 to be refused to n1",
+        || {
+            Ok(!kubectl_as(&n1, &["get", "secret", "for-n1"])
+                .status
+                .success())
+        },
+    )
+    .unwrap();
+    forbidden(kubectl_as(&n1, &["get", "secret", "for-n1"]), unrelated);
 }

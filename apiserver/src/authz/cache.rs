@@ -12,13 +12,13 @@ use std::sync::Arc;
 use ekube_api::ResourceInfo;
 use ekube_api::resources::find;
 use ekube_api::selector::LabelSelector;
-use futures::StreamExt;
 use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::reflect::{self, Reflect};
 use super::rules::Rule;
-use crate::storage::{EventKind, Storage};
+use crate::storage::Storage;
 
 /// `rbac.authorization.k8s.io`.
 pub const GROUP: &str = "rbac.authorization.k8s.io";
@@ -76,8 +76,9 @@ pub struct MissingRole {
     pub name: String,
 }
 
+/// The RBAC kinds the cache holds.
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
     Role,
     ClusterRole,
     RoleBinding,
@@ -143,9 +144,7 @@ fn cluster_role_of(obj: &Value) -> ClusterRole {
 impl Snapshot {
     /// Applies one stored object (`Some`) or deletion (`None`) at `key`.
     fn apply(&mut self, kind: Kind, key: &str, obj: Option<&Value>) {
-        // Keys are `<prefix><name>` or `<prefix><namespace>/<name>`.
-        let rest = key.strip_prefix(&kind.info().key_prefix()).unwrap_or(key);
-        let (ns, name) = rest.split_once('/').unwrap_or(("", rest));
+        let (ns, name) = reflect::key_parts(kind.info(), key);
         let id = (ns.to_string(), name.to_string());
         match (kind, obj) {
             (Kind::Role, Some(o)) => {
@@ -239,6 +238,29 @@ impl Snapshot {
     }
 }
 
+impl Reflect for RbacCache {
+    type Kind = Kind;
+
+    fn info(kind: Kind) -> &'static ResourceInfo {
+        kind.info()
+    }
+
+    fn replace(&self, kind: Kind, objects: Vec<(String, Value)>) {
+        let mut snapshot = self.snapshot.write();
+        snapshot.clear(kind);
+        for (key, obj) in &objects {
+            snapshot.apply(kind, key, Some(obj));
+        }
+        drop(snapshot);
+        self.changed(kind);
+    }
+
+    fn apply(&self, kind: Kind, key: &str, obj: Option<&Value>) {
+        self.snapshot.write().apply(kind, key, obj);
+        self.changed(kind);
+    }
+}
+
 impl RbacCache {
     /// Lists the RBAC objects and keeps them current until the process ends.
     pub async fn start(store: Arc<dyn Storage>) -> crate::storage::Result<Arc<Self>> {
@@ -246,51 +268,8 @@ impl RbacCache {
             snapshot: RwLock::new(Snapshot::default()),
             cluster_roles_changed: tokio::sync::Notify::new(),
         });
-        for kind in Kind::ALL {
-            let revision = cache.relist(&store, kind).await?;
-            tokio::spawn(cache.clone().follow(store.clone(), kind, revision));
-        }
+        reflect::start(&store, &cache, &Kind::ALL).await?;
         Ok(cache)
-    }
-
-    /// Replaces what is held of `kind` by a fresh list; returns the list's revision.
-    async fn relist(&self, store: &Arc<dyn Storage>, kind: Kind) -> crate::storage::Result<u64> {
-        let info = kind.info();
-        let listed = store.list(&info.key_prefix(), None, 0).await?;
-        let mut snapshot = self.snapshot.write();
-        snapshot.clear(kind);
-        for kv in &listed.items {
-            snapshot.apply(kind, &kv.key, Some(&crate::registry::decode(info, kv)));
-        }
-        drop(snapshot);
-        self.changed(kind);
-        Ok(listed.revision)
-    }
-
-    /// Applies watch events of `kind` after `revision`; re-lists when the watch ends.
-    async fn follow(self: Arc<Self>, store: Arc<dyn Storage>, kind: Kind, mut revision: u64) {
-        let info = kind.info();
-        loop {
-            match store.watch(&info.key_prefix(), revision) {
-                Ok(mut events) => {
-                    while let Some(event) = events.next().await {
-                        let obj = (event.kind == EventKind::Put)
-                            .then(|| crate::registry::decode(info, &event.kv));
-                        self.snapshot
-                            .write()
-                            .apply(kind, &event.kv.key, obj.as_ref());
-                        self.changed(kind);
-                        revision = event.revision;
-                    }
-                }
-                Err(e) => tracing::warn!(kind = info.kind, error = %e, "RBAC watch failed"),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            match self.relist(&store, kind).await {
-                Ok(r) => revision = r,
-                Err(e) => tracing::warn!(kind = info.kind, error = %e, "RBAC re-list failed"),
-            }
-        }
     }
 
     fn changed(&self, kind: Kind) {

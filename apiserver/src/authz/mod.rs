@@ -2,17 +2,21 @@
 //! `RequestInfo`, parsed in [`request_info`]) and put to the authorizers `--authorization-mode`
 //! names, in order: the first that allows or denies decides; if none has an opinion the request
 //! is forbidden. Members of `system:masters` are allowed before any authorizer is asked, as
-//! upstream's privileged-group authorizer does. [`rbac`] evaluates Roles and bindings held in
-//! memory by [`cache`]; [`aggregate`] writes aggregated ClusterRoles' rules; [`policy`] is the bootstrap policy [`reconcile`] writes at start;
+//! upstream's privileged-group authorizer does. [`node`] confines kubelets to their own Node and
+//! what their pods use; [`rbac`] evaluates Roles and bindings held in memory by [`cache`]; both
+//! views are kept from storage watches by [`reflect`]. [`aggregate`] writes aggregated
+//! ClusterRoles' rules; [`policy`] is the bootstrap policy [`reconcile`] writes at start;
 //! [`escalation`] stops users granting what they do not hold; [`review`] serves the
 //! `*AccessReview`/`SelfSubjectRulesReview` APIs.
 
 pub mod aggregate;
 pub mod cache;
 pub mod escalation;
+pub mod node;
 pub mod policy;
 pub mod rbac;
 pub mod reconcile;
+pub mod reflect;
 pub mod request_info;
 pub mod review;
 pub mod rules;
@@ -40,6 +44,9 @@ pub struct Attributes {
     pub resource: String,
     pub subresource: String,
     pub name: String,
+    /// The `fieldSelector` of a list or watch, as sent (the Node authorizer lets a node list
+    /// pods selected by `spec.nodeName=<itself>`).
+    pub field_selector: String,
 }
 
 impl Attributes {
@@ -82,6 +89,7 @@ pub trait Authorizer: Send + Sync {
 pub enum Mode {
     AlwaysAllow,
     AlwaysDeny,
+    Node,
     Rbac,
 }
 
@@ -94,20 +102,15 @@ impl Mode {
                 "AlwaysAllow" => Self::AlwaysAllow,
                 "AlwaysDeny" => Self::AlwaysDeny,
                 "RBAC" => Self::Rbac,
-                "Node" => {
-                    return Err(
-                        "--authorization-mode: the Node authorizer is not available in this build; use RBAC (with AlwaysAllow or AlwaysDeny if wanted)"
-                            .into(),
-                    );
-                }
+                "Node" => Self::Node,
                 "ABAC" | "Webhook" => {
                     return Err(format!(
-                        "--authorization-mode: {m} is not supported; use RBAC, AlwaysAllow or AlwaysDeny"
+                        "--authorization-mode: {m} is not supported; use Node, RBAC, AlwaysAllow or AlwaysDeny"
                     ));
                 }
                 other => {
                     return Err(format!(
-                        "--authorization-mode: unknown mode {other:?}; known modes are AlwaysAllow, AlwaysDeny, RBAC"
+                        "--authorization-mode: unknown mode {other:?}; known modes are AlwaysAllow, AlwaysDeny, Node, RBAC"
                     ));
                 }
             };
@@ -153,14 +156,19 @@ pub struct Authorization {
 }
 
 impl Authorization {
-    /// The chain for `modes`; RBAC reads from `cache`.
-    pub fn new(modes: &[Mode], cache: &Arc<cache::RbacCache>) -> Self {
+    /// The chain for `modes`; RBAC reads from `cache`, the Node authorizer from `nodes`.
+    pub fn new(
+        modes: &[Mode],
+        cache: &Arc<cache::RbacCache>,
+        nodes: &Arc<node::NodeGraph>,
+    ) -> Self {
         let chain = modes
             .iter()
             .map(|m| -> Arc<dyn Authorizer> {
                 match m {
                     Mode::AlwaysAllow => Arc::new(AlwaysAllow),
                     Mode::AlwaysDeny => Arc::new(AlwaysDeny),
+                    Mode::Node => Arc::new(node::NodeAuthorizer::new(nodes.clone())),
                     Mode::Rbac => Arc::new(rbac::Rbac::new(cache.clone())),
                 }
             })

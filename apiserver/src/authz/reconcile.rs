@@ -15,23 +15,8 @@ use crate::registry::{DeleteOptions, Registry, WriteOptions};
 
 pub const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
-fn strings(v: &[&str]) -> Value {
-    json!(v)
-}
-
 fn rule_json(r: &R) -> Value {
-    let mut rule = Map::new();
-    rule.insert("verbs".into(), strings(r.verbs));
-    if r.urls.is_empty() {
-        rule.insert("apiGroups".into(), strings(r.groups));
-        rule.insert("resources".into(), strings(r.resources));
-    } else {
-        rule.insert("nonResourceURLs".into(), strings(r.urls));
-    }
-    if !r.names.is_empty() {
-        rule.insert("resourceNames".into(), strings(r.names));
-    }
-    rule.into()
+    json!(r.to_rule())
 }
 
 fn metadata(name: &str, namespace: &str, labels: &[(&str, &str)]) -> Value {

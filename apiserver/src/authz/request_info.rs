@@ -45,6 +45,7 @@ pub fn parse(method: &Method, path: &str, query: &Query) -> Attributes {
         path: path.to_string(),
         api_group: group.to_string(),
         api_version: rest[0].to_string(),
+        field_selector: query.get("fieldSelector").unwrap_or_default().to_string(),
         ..Attributes::default()
     };
     let mut rest = &rest[1..];
@@ -215,6 +216,16 @@ mod tests {
         for (method, uri, want) in cases {
             assert_eq!(shape(&info(method.clone(), uri)), *want, "{method} {uri}");
         }
+    }
+
+    #[test]
+    fn list_field_selectors_are_kept() {
+        let a = info(
+            Method::GET,
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dn1&watch=true",
+        );
+        assert_eq!((a.verb.as_str(), a.name.as_str()), ("watch", ""));
+        assert_eq!(a.field_selector, "spec.nodeName=n1");
     }
 
     #[test]

@@ -102,6 +102,14 @@ struct ResourceAttributes {
     resource: String,
     subresource: String,
     name: String,
+    field_selector: FieldSelectorAttributes,
+}
+
+/// `resourceAttributes.fieldSelector`: only the raw form is read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct FieldSelectorAttributes {
+    raw_selector: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +148,7 @@ fn attributes(r: &Virtual, spec: &Spec, user: User) -> Result<Attributes> {
             resource: ra.resource.clone(),
             subresource: ra.subresource.clone(),
             name: ra.name.clone(),
+            field_selector: ra.field_selector.raw_selector.clone(),
             ..Attributes::default()
         }),
         (None, Some(nra)) => Ok(Attributes {

@@ -6,7 +6,7 @@ use super::cache::RbacCache;
 use super::escalation::Guard;
 use super::*;
 
-fn user(name: &str, groups: &[&str]) -> User {
+pub(super) fn user(name: &str, groups: &[&str]) -> User {
     User {
         name: name.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -14,7 +14,7 @@ fn user(name: &str, groups: &[&str]) -> User {
     }
 }
 
-fn req(
+pub(super) fn req(
     u: &User,
     verb: &str,
     group: &str,
@@ -46,6 +46,10 @@ fn path(u: &User, verb: &str, p: &str) -> Attributes {
 }
 
 const G: &str = "rbac.authorization.k8s.io";
+
+fn no_nodes() -> Arc<node::NodeGraph> {
+    node::NodeGraph::from_objects([])
+}
 
 fn objects() -> Vec<(&'static str, Value)> {
     vec![
@@ -107,7 +111,11 @@ fn objects() -> Vec<(&'static str, Value)> {
 }
 
 fn rbac() -> Authorization {
-    Authorization::new(&[Mode::Rbac], &RbacCache::from_objects(objects()))
+    Authorization::new(
+        &[Mode::Rbac],
+        &RbacCache::from_objects(objects()),
+        &no_nodes(),
+    )
 }
 
 #[test]
@@ -248,7 +256,11 @@ fn the_aggregation_controller_sees_stale_rules() {
 
 #[test]
 fn masters_and_modes() {
-    let none = Authorization::new(&[Mode::AlwaysDeny], &RbacCache::from_objects([]));
+    let none = Authorization::new(
+        &[Mode::AlwaysDeny],
+        &RbacCache::from_objects([]),
+        &no_nodes(),
+    );
     let admin = user("admin", &["system:masters"]);
     assert_eq!(
         none.authorize(&req(&admin, "delete", "", "nodes", "", "", "n")),
@@ -258,7 +270,11 @@ fn masters_and_modes() {
         none.authorize(&req(&user("x", &[]), "get", "", "pods", "", "d", "p")),
         Decision::Deny(_)
     ));
-    let all = Authorization::new(&[Mode::AlwaysAllow], &RbacCache::from_objects([]));
+    let all = Authorization::new(
+        &[Mode::AlwaysAllow],
+        &RbacCache::from_objects([]),
+        &no_nodes(),
+    );
     assert_eq!(
         all.authorize(&req(&user("x", &[]), "get", "", "pods", "", "d", "p")),
         Decision::Allow
@@ -267,11 +283,16 @@ fn masters_and_modes() {
         Mode::parse_list("RBAC,AlwaysAllow").unwrap(),
         [Mode::Rbac, Mode::AlwaysAllow]
     );
-    assert!(
-        Mode::parse_list("Node,RBAC")
-            .unwrap_err()
-            .contains("Node authorizer")
+    assert_eq!(
+        Mode::parse_list("Node,RBAC").unwrap(),
+        [Mode::Node, Mode::Rbac]
     );
+    assert!(
+        Mode::parse_list("Webhook")
+            .unwrap_err()
+            .contains("not supported")
+    );
+    assert!(Mode::parse_list("Node,Node").unwrap_err().contains("twice"));
     assert!(Mode::parse_list("Magic").is_err());
 }
 
@@ -398,7 +419,7 @@ fn bootstrap_policy_grants_what_upstream_does() {
         "roleRef": {"apiGroup": G, "kind": "ClusterRole", "name": "view"},
         "subjects": [{"kind": "User", "apiGroup": G, "name": "jane"}]}),
     ));
-    let a = Authorization::new(&[Mode::Rbac], &RbacCache::from_objects(objs));
+    let a = Authorization::new(&[Mode::Rbac], &RbacCache::from_objects(objs), &no_nodes());
     let anon = User::anonymous();
     assert_eq!(
         a.authorize(&path(&anon, "get", "/version")),

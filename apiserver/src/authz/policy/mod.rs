@@ -12,6 +12,8 @@ mod namespaced;
 pub use controllers::CONTROLLER_ROLES;
 pub use namespaced::{NAMESPACE_ROLE_BINDINGS, NAMESPACE_ROLES};
 
+use super::rules::Rule;
+
 /// A rule as data: verbs, then API groups and resources (or URLs), optionally names.
 #[derive(Debug, Clone, Copy)]
 pub struct R {
@@ -58,6 +60,21 @@ const fn urls(verbs: &'static [&'static str], urls: &'static [&'static str]) -> 
         resources: &[],
         names: &[],
         urls,
+    }
+}
+
+impl R {
+    pub fn to_rule(&self) -> Rule {
+        let rule = if self.urls.is_empty() {
+            Rule::resource(self.verbs, self.groups, self.resources)
+        } else {
+            Rule::urls(self.verbs, self.urls)
+        };
+        if self.names.is_empty() {
+            rule
+        } else {
+            rule.named(self.names)
+        }
     }
 }
 
@@ -726,7 +743,8 @@ pub const CLUSTER_ROLE_BINDINGS: &[BindingSpec] = &[
         "system:volume-scheduler",
         &[Who::User("system:kube-scheduler")],
     ),
-    // Granted per node by the Node authorizer upstream; the binding exists without subjects.
+    // Without subjects, as upstream: the Node authorizer applies the role's rules to nodes
+    // itself, after confining what its graph governs (see `authz::node`).
     cluster_binding("system:node", &[]),
     cluster_binding(
         "system:service-account-issuer-discovery",
