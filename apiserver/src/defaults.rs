@@ -18,7 +18,10 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             set(status, "qosClass", json!(qos));
         }
         ("", "Service") => service(obj),
-        ("", "Secret") => set(obj, "type", json!("Opaque")),
+        ("", "Secret") => {
+            set(obj, "type", json!("Opaque"));
+            secret_string_data(obj);
+        }
         ("", "Namespace") => {
             let spec = ensure(obj, "spec");
             set(spec, "finalizers", json!(["kubernetes"]));
@@ -262,6 +265,25 @@ fn service(obj: &mut Value) {
 }
 
 /// Returns the object at `obj[key]`, creating an empty one when absent or null.
+/// A Secret's `stringData` is write-only, as upstream's conversion makes it: each entry goes into
+/// `data` (base64, replacing an entry of the same key) and `stringData` is not stored. One that
+/// is not a map of strings stays, for decoding to refuse with the field's name.
+fn secret_string_data(obj: &mut Value) {
+    use base64::Engine;
+    let strings = match obj.get("stringData") {
+        Some(Value::Object(m)) if m.values().all(Value::is_string) => m.clone(),
+        _ => return,
+    };
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("stringData");
+    }
+    let data = ensure(obj, "data");
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        data[key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
 pub fn ensure<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
@@ -287,6 +309,25 @@ pub fn set(obj: &mut Value, key: &str, value: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut secret = json!({"metadata": {"name": "s"},
+            "data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "b": "two"}});
+        apply("", "Secret", &mut secret);
+        assert_eq!(secret.get("stringData"), None);
+        assert_eq!(
+            secret["data"],
+            json!({"a": "bmV3", "b": "dHdv", "keep": "eA=="})
+        );
+        let mut bad = json!({"metadata": {"name": "s"}, "stringData": {"n": 1}});
+        apply("", "Secret", &mut bad);
+        assert_eq!(
+            bad["stringData"],
+            json!({"n": 1}),
+            "left for decoding to refuse"
+        );
+    }
 
     #[test]
     fn pod_defaults() {
