@@ -180,7 +180,22 @@ async fn route_request(
         }
         Route::ResourceList { group, version } => discovery::resource_list(&group, &version)
             .map_or_else(|| Err(ApiError::path_not_found()), ok),
-        Route::OpenApiV2 => Ok(respond(StatusCode::OK, "application/json", openapi::v2())),
+        Route::OpenApiV2 => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            Ok(if openapi::v2proto::accepted(accept) {
+                respond(
+                    StatusCode::OK,
+                    openapi::v2proto::CONTENT_TYPE,
+                    openapi::v2_protobuf(),
+                )
+            } else {
+                respond(StatusCode::OK, "application/json", openapi::v2())
+            })
+        }
         Route::OpenApiV3Root => Ok(respond(
             StatusCode::OK,
             "application/json",

@@ -200,6 +200,36 @@ fn real_kubectl_manages_objects_end_to_end() {
     let secret = json_of(s.kubectl(&["get", "secret", "sec", "-o", "json"]));
     assert_eq!(secret["data"]["DB_PASSWORD"], "czNjcmV0");
     assert_eq!(secret["type"], "Opaque");
+
+    // A `kind: List` is validated by kubectl itself against the protobuf /openapi/v2: a
+    // well-formed one applies, an unknown field in an item is named; `stringData` is written
+    // into `data` and not kept.
+    let list = write(
+        &s.dir,
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - {apiVersion: v1, kind: ConfigMap, metadata: {name: l1}, data: {x: '1'}}\n\
+         - {apiVersion: v1, kind: Secret, metadata: {name: l2}, stringData: {pw: hunter2}}\n",
+    );
+    let applied = ok(s.kubectl(&["apply", "-f", &list]));
+    assert!(applied.contains("configmap/l1 created"), "{applied}");
+    let secret = json_of(s.kubectl(&["get", "secret", "l2", "-o", "json"]));
+    assert_eq!(secret["data"], json!({"pw": "aHVudGVyMg=="}));
+    assert_eq!(secret.get("stringData"), None);
+    let bad = write(
+        &s.dir,
+        "bad-list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n\
+         - {apiVersion: v1, kind: ConfigMap, metadata: {name: l3}, bogus: 1}\n",
+    );
+    let refused = s.kubectl(&["apply", "-f", &bad]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(r#"unknown field "bogus" in io.k8s.api.core.v1.ConfigMap"#),
+        "{stderr}"
+    );
+    assert!(!s.kubectl(&["get", "cm", "l3"]).status.success());
 }
 
 /// Waits for the `kube-root-ca.crt` ConfigMap the root-CA publisher puts in every namespace,

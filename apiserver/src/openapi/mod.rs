@@ -19,6 +19,8 @@ use serde_json::{Map, Value, json};
 
 use crate::typed::{KindVisitor, with_kind};
 
+pub mod v2proto;
+
 struct AddSchema<'a>(&'a mut SchemaGenerator);
 
 impl KindVisitor for AddSchema<'_> {
@@ -237,6 +239,15 @@ fn docs() -> &'static Documents {
 
 pub fn v2() -> &'static str {
     &docs().v2
+}
+
+/// The v2 document as protocol buffers ([`v2proto`]), built on first use.
+pub fn v2_protobuf() -> &'static [u8] {
+    static PROTO: OnceLock<Vec<u8>> = OnceLock::new();
+    PROTO.get_or_init(|| {
+        let doc: Value = serde_json::from_str(v2()).unwrap_or_default();
+        v2proto::encode(&doc)
+    })
 }
 
 pub fn v3_root() -> &'static str {
