@@ -361,20 +361,33 @@ impl ImageStore {
         std::fs::rename(&tmp, &dir).map_err(Error::io("renaming", &dir))
     }
 
-    /// Removes an image record; blobs and layers nothing else uses go with it.
-    pub async fn remove(&self, image: &str) -> Result<()> {
+    /// Forgets the image `record` (its record file), so that nothing finds it any more; its
+    /// blobs and layers stay until [`ImageStore::prune`]. Synchronous, so that the runtime
+    /// can check that no container uses the image and forget it in one step.
+    pub fn forget(&self, record: &ImageRecord) -> Result<()> {
+        let path = self.record_path(&record.id);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("removing", &path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the blobs and layers of the forgotten image `record` that no stored image uses.
+    pub async fn prune(&self, record: &ImageRecord) {
         let _guard = self.lock.lock().await;
-        let Some(record) = self.find(image) else {
-            return Ok(());
-        };
-        let _ = std::fs::remove_file(self.record_path(&record.id));
         let used: Vec<BlobDigest> = self.list().into_iter().flat_map(|i| i.layers).collect();
         for layer in record.layers.iter().filter(|l| !used.contains(l)) {
             let _ = std::fs::remove_dir_all(self.layer_dir(layer));
             let _ = std::fs::remove_file(self.blob_path(layer));
         }
         let _ = std::fs::remove_file(self.blob_path(&record.id));
-        Ok(())
+    }
+
+    /// Where the store lives.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Imports every `*.tar` OCI image layout archive in `dir`; returns the imported tags.
@@ -546,6 +559,24 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", rand::random::<u32>()));
     std::fs::write(&tmp, data).map_err(Error::io("writing", &tmp))?;
     std::fs::rename(&tmp, path).map_err(Error::io("renaming", path))
+}
+
+/// The bytes (allocated blocks) and inodes the tree under `root` takes.
+pub fn disk_usage(root: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            inodes += 1;
+            bytes += meta.blocks() * 512;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    (bytes, inodes)
 }
 
 #[cfg(test)]

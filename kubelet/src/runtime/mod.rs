@@ -97,6 +97,9 @@ pub enum Error {
     NotFound(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The request is valid but the state forbids it now (an image in use).
+    #[error("{0}")]
+    InUse(String),
     #[error("timed out: {0}")]
     Timeout(String),
     #[error("serving the CRI socket: {0}")]
@@ -130,6 +133,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(e.to_string()),
             Error::InvalidArgument(_) => tonic::Status::invalid_argument(e.to_string()),
             Error::Timeout(_) => tonic::Status::deadline_exceeded(e.to_string()),
+            Error::InUse(_) => tonic::Status::failed_precondition(e.to_string()),
             _ => tonic::Status::unknown(e.to_string()),
         }
     }

@@ -69,6 +69,28 @@ pub struct Runtime {
     logs: Arc<Mutex<HashMap<String, LogFile>>>,
     /// What this host lets containers be granted (capabilities held, AppArmor).
     host: super::security::HostSecurity,
+    /// Images (by ID) containers are being created from right now, so that RemoveImage does
+    /// not take their layers while the container is not recorded yet. Also the lock under
+    /// which RemoveImage checks and forgets an image.
+    creating: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Keeps an image pinned while a container is created from it.
+struct Pin {
+    creating: Arc<Mutex<HashMap<String, usize>>>,
+    id: String,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = creating.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                creating.remove(&self.id);
+            }
+        }
+    }
 }
 
 /// A container's CRI log file, shared by the tasks copying its stdout and stderr.
@@ -194,6 +216,7 @@ impl Runtime {
             state: Arc::new(Mutex::new(State::default())),
             logs: Default::default(),
             host: super::security::HostSecurity::probe(),
+            creating: Default::default(),
         };
         runtime.recover().await;
         if let Some(dir) = &config.images_dir {
@@ -452,6 +475,57 @@ impl Runtime {
         Ok(())
     }
 
+    /// Finds `name` and pins it until the returned guard drops (after the container is
+    /// recorded, or its creation failed).
+    fn pin_image(&self, name: &str) -> Result<(super::image::ImageRecord, Pin)> {
+        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+        let image = self
+            .images
+            .find(name)
+            .ok_or_else(|| Error::NotFound(format!("image {name}")))?;
+        let id = image.id.to_string();
+        *creating.entry(id.clone()).or_default() += 1;
+        let pin = Pin {
+            creating: self.creating.clone(),
+            id,
+        };
+        Ok((image, pin))
+    }
+
+    /// Removes `name` unless a container (in any state) uses it or one is being created from
+    /// it: its layers are the lower layers of those containers' root file systems.
+    async fn remove_image_named(&self, name: &str) -> Result<()> {
+        let record = {
+            let creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(record) = self.images.find(name) else {
+                return Ok(());
+            };
+            let id = record.id.to_string();
+            let user = self
+                .state
+                .lock()
+                .expect("state")
+                .containers
+                .values()
+                .find(|c| c.status.image_id == id)
+                .map(|c| c.status.id.clone());
+            if let Some(container) = user {
+                return Err(Error::InUse(format!(
+                    "image {name} is in use by container {container}"
+                )));
+            }
+            if creating.contains_key(&id) {
+                return Err(Error::InUse(format!(
+                    "image {name} is in use by a container being created"
+                )));
+            }
+            self.images.forget(&record)?;
+            record
+        };
+        self.images.prune(&record).await;
+        Ok(())
+    }
+
     async fn create_container(
         &self,
         sandbox_id: &str,
@@ -463,10 +537,7 @@ impl Runtime {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
-        let image = self
-            .images
-            .find(&image_name)
-            .ok_or_else(|| Error::NotFound(format!("image {image_name}")))?;
+        let (image, _pin) = self.pin_image(&image_name)?;
         let id = new_id();
         let dir = self.root.join("containers").join(&id);
         let rootfs = dir.join("rootfs");
@@ -1182,7 +1253,31 @@ impl cri::image_service_server::ImageService for Runtime {
         req: Request<cri::RemoveImageRequest>,
     ) -> R<cri::RemoveImageResponse> {
         let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
-        self.images.remove(&image).await?;
+        self.remove_image_named(&image).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
+        let root = self.images.root().to_owned();
+        let walked = root.clone();
+        let (bytes, inodes) =
+            tokio::task::spawn_blocking(move || super::image::disk_usage(&walked))
+                .await
+                .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let usage = cri::FilesystemUsage {
+            timestamp: now_ns(),
+            fs_id: Some(cri::FilesystemIdentifier {
+                mountpoint: root.display().to_string(),
+            }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        };
+        Ok(Response::new(cri::ImageFsInfoResponse {
+            image_filesystems: vec![usage],
+            container_filesystems: Vec::new(),
+        }))
     }
 }
