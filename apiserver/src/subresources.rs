@@ -139,21 +139,28 @@ pub async fn post(
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if !matches!(
+        (r.kind, sub),
+        ("Pod", "binding" | "eviction") | ("ServiceAccount", "token")
+    ) {
+        return Err(ApiError::path_not_found());
+    }
+    let mut object = parse_object(body, ct)?;
+    admit(
+        api,
+        Operation::Create,
+        r,
+        ns,
+        name,
+        sub,
+        user,
+        Some(&mut object),
+        dry_run,
+    )
+    .await?;
     match (r.kind, sub) {
         ("Pod", "binding") => {
-            let mut binding = parse_object(body, ct)?;
-            admit(
-                api,
-                Operation::Create,
-                r,
-                ns,
-                name,
-                sub,
-                user,
-                Some(&mut binding),
-                dry_run,
-            )
-            .await?;
+            let binding = object;
             let node = binding
                 .pointer("/target/name")
                 .and_then(Value::as_str)
@@ -219,19 +226,7 @@ pub async fn post(
             ))
         }
         ("ServiceAccount", "token") => {
-            let mut request = parse_object(body, ct)?;
-            admit(
-                api,
-                Operation::Create,
-                r,
-                ns,
-                name,
-                sub,
-                user,
-                Some(&mut request),
-                dry_run,
-            )
-            .await?;
+            let request = object;
             let ns = ns.unwrap_or_default();
             let issued =
                 crate::serviceaccount::request::create(&api.service_accounts, ns, name, &request)
@@ -239,19 +234,7 @@ pub async fn post(
             Ok(json_response(StatusCode::CREATED, &issued))
         }
         ("Pod", "eviction") => {
-            let mut eviction = parse_object(body, ct)?;
-            admit(
-                api,
-                Operation::Create,
-                r,
-                ns,
-                name,
-                sub,
-                user,
-                Some(&mut eviction),
-                dry_run,
-            )
-            .await?;
+            let eviction = object;
             let grace = eviction
                 .pointer("/deleteOptions/gracePeriodSeconds")
                 .and_then(Value::as_i64);

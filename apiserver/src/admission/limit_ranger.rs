@@ -159,19 +159,14 @@ pub(super) async fn validate(
         check_pod(&ranges, obj, &mut errs);
     } else {
         let requests = amounts(obj.pointer("/spec/resources/requests"));
+        let none = Amounts::new();
         for item in items(&ranges, "PersistentVolumeClaim") {
-            let bounds = |list| amounts(item.get(list));
-            for (res, enforced) in &bounds("min") {
-                errs.extend(min(
-                    item_type(item),
-                    res,
-                    enforced,
-                    &requests,
-                    &Amounts::new(),
-                ));
-            }
-            for (res, enforced) in &bounds("max") {
-                errs.extend(max_request(item_type(item), res, enforced, &requests));
+            let t = item_type(item);
+            for (list, which) in [("min", Bound::Min), ("max", Bound::Max)] {
+                for (res, enforced) in &amounts(item.get(list)) {
+                    let first = ("request", &requests);
+                    errs.extend(bound(t, res, enforced, which, first, ("limit", &none)));
+                }
             }
         }
     }
@@ -227,10 +222,24 @@ fn check_pod(ranges: &[Value], pod: &Value, errs: &mut Vec<String>) {
 fn bounds(item: &Value, requests: &Amounts, limits: &Amounts, errs: &mut Vec<String>) {
     let t = item_type(item);
     for (res, enforced) in &amounts(item.get("min")) {
-        errs.extend(min(t, res, enforced, requests, limits));
+        errs.extend(bound(
+            t,
+            res,
+            enforced,
+            Bound::Min,
+            ("request", requests),
+            ("limit", limits),
+        ));
     }
     for (res, enforced) in &amounts(item.get("max")) {
-        errs.extend(max(t, res, enforced, requests, limits));
+        errs.extend(bound(
+            t,
+            res,
+            enforced,
+            Bound::Max,
+            ("limit", limits),
+            ("request", requests),
+        ));
     }
     for (res, enforced) in &amounts(item.get("maxLimitRequestRatio")) {
         errs.extend(ratio(t, res, enforced, requests, limits));
@@ -269,70 +278,39 @@ fn as_amounts(totals: &BTreeMap<String, i128>) -> Amounts {
 
 type Enforced<'a> = &'a (String, i128);
 
-fn min(
+/// Which side of a bound a value may not cross.
+#[derive(Clone, Copy)]
+enum Bound {
+    Min,
+    Max,
+}
+
+/// Upstream's min and max constraints on `res`: the `first` list must name it, and neither
+/// list may cross `enforced`. A min checks requests first, a max limits first; a claim's max,
+/// whose limits mean nothing, checks its requests only.
+fn bound(
     t: &str,
     res: &str,
     (e, ev): Enforced,
-    requests: &Amounts,
-    limits: &Amounts,
+    which: Bound,
+    first: (&str, &Amounts),
+    second: (&str, &Amounts),
 ) -> Option<String> {
-    let ev = *ev;
-    let Some((req, rv)) = requests.get(res) else {
-        return Some(format!(
-            "minimum {res} usage per {t} is {e}.  No request is specified"
-        ));
+    let (word, crosses): (&str, fn(i128, i128) -> bool) = match which {
+        Bound::Min => ("minimum", |v, e| v < e),
+        Bound::Max => ("maximum", |v, e| v > e),
     };
-    if *rv < ev {
+    if !first.1.contains_key(res) {
         return Some(format!(
-            "minimum {res} usage per {t} is {e}, but request is {req}"
+            "{word} {res} usage per {t} is {e}.  No {} is specified",
+            first.0
         ));
     }
-    match limits.get(res) {
-        Some((lim, lv)) if *lv < ev => Some(format!(
-            "minimum {res} usage per {t} is {e}, but limit is {lim}"
-        )),
-        _ => None,
-    }
-}
-
-fn max(
-    t: &str,
-    res: &str,
-    (e, ev): Enforced,
-    requests: &Amounts,
-    limits: &Amounts,
-) -> Option<String> {
-    let ev = *ev;
-    let Some((lim, lv)) = limits.get(res) else {
-        return Some(format!(
-            "maximum {res} usage per {t} is {e}.  No limit is specified"
-        ));
-    };
-    if *lv > ev {
-        return Some(format!(
-            "maximum {res} usage per {t} is {e}, but limit is {lim}"
-        ));
-    }
-    match requests.get(res) {
-        Some((req, rv)) if *rv > ev => Some(format!(
-            "maximum {res} usage per {t} is {e}, but request is {req}"
-        )),
-        _ => None,
-    }
-}
-
-/// The max for a kind whose limits mean nothing (claims): bounds the request.
-fn max_request(t: &str, res: &str, (e, ev): Enforced, requests: &Amounts) -> Option<String> {
-    let ev = *ev;
-    match requests.get(res) {
-        None => Some(format!(
-            "maximum {res} usage per {t} is {e}.  No request is specified"
-        )),
-        Some((req, rv)) if *rv > ev => Some(format!(
-            "maximum {res} usage per {t} is {e}, but request is {req}"
-        )),
-        _ => None,
-    }
+    [first, second].into_iter().find_map(|(label, list)| {
+        let (text, v) = list.get(res)?;
+        crosses(*v, *ev)
+            .then(|| format!("{word} {res} usage per {t} is {e}, but {label} is {text}"))
+    })
 }
 
 fn ratio(
