@@ -78,6 +78,8 @@ fn resource_quota_refuses_the_third_pod_and_describe_shows_usage() {
     let pods = ok(s.kubectl(&["get", "pods", "-n", "quota", "-o", "name"]));
     assert_eq!(pods.lines().collect::<Vec<_>>(), ["pod/p1", "pod/p2"]);
     wait_quota(&s, "quota", "2", "2");
+    let listed = ok(s.kubectl(&["get", "quota", "-n", "quota"]));
+    assert!(listed.contains("pods: 2/2"), "{listed}");
 
     // A deleted pod gives its share back, and the next create fits again.
     ok(s.kubectl(&["delete", "pod", "p1", "-n", "quota", "--wait=false"]));
