@@ -155,6 +155,81 @@ fn pod_compute(pod: &Value, out: &mut Usage) {
     out.extend(total);
 }
 
+/// Whether quota `q` covers `obj`, an object of `r`: its `spec.scopes` and the expressions of
+/// its `spec.scopeSelector` must all hold. Scopes describe pods, so a scoped quota covers
+/// nothing else.
+pub fn in_scope(q: &Value, r: &ResourceInfo, obj: &Value) -> bool {
+    let scopes = q
+        .pointer("/spec/scopes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| (s.as_str().unwrap_or_default(), "Exists", &[][..]));
+    let expressions = q
+        .pointer("/spec/scopeSelector/matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let values = e["values"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let (name, op) = (e["scopeName"].as_str(), e["operator"].as_str());
+            (name.unwrap_or_default(), op.unwrap_or_default(), values)
+        });
+    let mut selectors = scopes.chain(expressions).peekable();
+    if selectors.peek().is_none() {
+        return true;
+    }
+    r.group.is_empty()
+        && r.kind == "Pod"
+        && selectors.all(|(name, op, values)| pod_in_scope(obj, name, op, values))
+}
+
+fn pod_in_scope(pod: &Value, scope: &str, op: &str, values: &[Value]) -> bool {
+    let best_effort = pod.pointer("/status/qosClass").and_then(Value::as_str) == Some("BestEffort");
+    let terminating = pod
+        .pointer("/spec/activeDeadlineSeconds")
+        .is_some_and(|d| !d.is_null());
+    match scope {
+        "Terminating" => terminating,
+        "NotTerminating" => !terminating,
+        "BestEffort" => best_effort,
+        "NotBestEffort" => !best_effort,
+        "PriorityClass" => {
+            let class = pod
+                .pointer("/spec/priorityClassName")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let listed = values.iter().any(|v| v.as_str() == Some(class));
+            match op {
+                "In" => listed,
+                "NotIn" => !listed,
+                "Exists" => !class.is_empty(),
+                "DoesNotExist" => class.is_empty(),
+                _ => false,
+            }
+        }
+        "CrossNamespacePodAffinity" => ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+            let affinity = &pod["spec"]["affinity"][kind];
+            [
+                "requiredDuringSchedulingIgnoredDuringExecution",
+                "preferredDuringSchedulingIgnoredDuringExecution",
+            ]
+            .iter()
+            .filter_map(|when| affinity[when].as_array())
+            .flatten()
+            .map(|t| t.get("podAffinityTerm").unwrap_or(t))
+            .any(|t| {
+                t["namespaceSelector"].is_object()
+                    || t["namespaces"].as_array().is_some_and(|n| !n.is_empty())
+            })
+        }),
+        _ => false,
+    }
+}
+
 /// Adds `b` into `a`.
 pub fn add(a: &mut Usage, b: &Usage) {
     for (k, v) in b {
@@ -273,6 +348,41 @@ mod tests {
         let hard = BTreeSet::from(["pods", "requests.cpu", "limits.memory"]);
         let missing: Vec<String> = missing_compute(&pod, &hard).into_iter().collect();
         assert_eq!(missing, ["limits.memory", "requests.cpu"]);
+    }
+
+    #[test]
+    fn scoped_quotas_cover_the_pods_their_scopes_describe() {
+        let scoped = |scopes: Value| json!({"spec": {"hard": {"pods": "1"}, "scopes": scopes}});
+        let best_effort = json!({"spec": {}, "status": {"qosClass": "BestEffort"}});
+        let burstable =
+            json!({"spec": {"activeDeadlineSeconds": 30}, "status": {"qosClass": "Burstable"}});
+        assert!(in_scope(&json!({"spec": {}}), pods(), &burstable));
+        assert!(in_scope(
+            &scoped(json!(["BestEffort"])),
+            pods(),
+            &best_effort
+        ));
+        assert!(!in_scope(
+            &scoped(json!(["BestEffort"])),
+            pods(),
+            &burstable
+        ));
+        assert!(in_scope(
+            &scoped(json!(["NotBestEffort", "Terminating"])),
+            pods(),
+            &burstable
+        ));
+        let cm = resources::find("", "v1", "configmaps").unwrap();
+        assert!(!in_scope(
+            &scoped(json!(["NotTerminating"])),
+            cm,
+            &json!({})
+        ));
+        let by_class = json!({"spec": {"scopeSelector": {"matchExpressions": [
+            {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}});
+        let high = json!({"spec": {"priorityClassName": "high"}});
+        assert!(in_scope(&by_class, pods(), &high));
+        assert!(!in_scope(&by_class, pods(), &best_effort));
     }
 
     #[test]

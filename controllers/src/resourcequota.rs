@@ -83,7 +83,7 @@ async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action> {
     let (ns, name) = (q.namespace().unwrap_or_default(), q.name_any());
     let current = serde_json::to_value(&*q).map_err(|e| ReconcileError::Other(e.to_string()))?;
     let hard = quota::parse_list(current.pointer("/spec/hard"));
-    let used = measure(&ctx.client, &ns, &hard).await?;
+    let used = measure(&ctx.client, &ns, &current, &hard).await?;
     let patch = status_patch(&current, &used);
     if patch.as_object().is_some_and(Map::is_empty) {
         return Ok(Action::requeue(ctx.period));
@@ -104,8 +104,9 @@ async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action> {
     }
 }
 
-/// What the objects of `ns` cost, for each resource `hard` names (zero when nothing).
-async fn measure(client: &kube::Client, ns: &str, hard: &Usage) -> Result<Usage> {
+/// What the objects of `ns` that quota `q` covers cost, for each resource `hard` names (zero
+/// when nothing).
+async fn measure(client: &kube::Client, ns: &str, q: &Value, hard: &Usage) -> Result<Usage> {
     let mut resources: Vec<_> = hard.keys().filter_map(|k| quota::resource_of(k)).collect();
     resources.sort_by_key(|r| (r.group, r.plural));
     resources.dedup();
@@ -118,7 +119,9 @@ async fn measure(client: &kube::Client, ns: &str, hard: &Usage) -> Result<Usage>
         for item in &list.items {
             let obj =
                 serde_json::to_value(item).map_err(|e| ReconcileError::Other(e.to_string()))?;
-            quota::add(&mut total, &quota::usage(r, &obj));
+            if quota::in_scope(q, r, &obj) {
+                quota::add(&mut total, &quota::usage(r, &obj));
+            }
         }
     }
     Ok(hard

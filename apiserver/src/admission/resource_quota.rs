@@ -1,11 +1,14 @@
-//! ResourceQuota: a create is refused when it would take a namespace past a quota's `hard`
-//! limits, and otherwise charged to the quotas' `status.used` in the same request, as upstream's
-//! admission does: optimistically, each quota written against the revision it was read at and
-//! re-checked when another writer got there first. The quota controller recomputes the usage
-//! from scratch (releasing what deleted objects held), so a charge for a write that later fails
-//! is only held until its next pass.
+//! ResourceQuota: a create (or an update that makes an object cost more, such as a bigger claim
+//! or a service turned `LoadBalancer`) is refused when it would take a namespace past a
+//! quota's `hard` limits, and otherwise charged to the quotas' `status.used` in the same
+//! request, as upstream's admission does: optimistically, each quota written against the
+//! revision it was read at and re-checked when another writer got there first. The quota
+//! controller recomputes the usage from scratch (releasing what deleted objects held), so a
+//! charge for a write that later fails is only held until its next pass.
 //!
-//! Scopes and scope selectors are not evaluated: a quota applies to every object it counts.
+//! Quotas with scopes (`BestEffort`, `Terminating`, `PriorityClass`, …) cover only the pods
+//! their scopes describe. Updates that cost nothing more, which is nearly all of them, read no
+//! quota at all.
 
 use std::collections::BTreeSet;
 
@@ -26,15 +29,24 @@ pub(super) async fn validate(
     attrs: &Attributes<'_>,
     obj: &Value,
 ) -> Result<()> {
-    let (Operation::Create, None, Some(ns)) = (attrs.operation, attrs.subresource, attrs.namespace)
-    else {
+    let (None, Some(ns)) = (attrs.subresource, attrs.namespace) else {
         return Ok(());
     };
+    let cost = match (attrs.operation, attrs.old_object) {
+        (Operation::Create, _) => quota::usage(attrs.resource, obj),
+        (Operation::Update, Some(old)) => increase(
+            &quota::usage(attrs.resource, obj),
+            &quota::usage(attrs.resource, old),
+        ),
+        _ => return Ok(()),
+    };
+    if cost.is_empty() {
+        return Ok(());
+    }
     let quotas = list_in(registry, "resourcequotas", ns).await?;
     if quotas.is_empty() {
         return Ok(());
     }
-    let cost = quota::usage(attrs.resource, obj);
     let mut charges = Vec::new();
     for (q, _) in &quotas {
         if let Some(requested) = check(registry, attrs, ns, q, obj, &cost).await? {
@@ -54,6 +66,14 @@ pub(super) async fn validate(
         charge(registry, attrs, ns, &name, obj, &cost, &requested).await?;
     }
     Ok(())
+}
+
+/// What `new` costs beyond `old`, resource by resource.
+fn increase(new: &Usage, old: &Usage) -> Usage {
+    new.iter()
+        .map(|(k, v)| (k.clone(), v - old.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
 }
 
 /// A quota's limits: `status.hard` once the controller published it, else `spec.hard`.
@@ -77,8 +97,11 @@ async fn check(
     cost: &Usage,
 ) -> Result<Option<Usage>> {
     let name = q["metadata"]["name"].as_str().unwrap_or_default();
+    if !quota::in_scope(q, attrs.resource, obj) {
+        return Ok(None);
+    }
     let hard = hard_of(q);
-    if attrs.is("", "Pod") && cost.contains_key("pods") {
+    if attrs.operation == Operation::Create && attrs.is("", "Pod") && cost.contains_key("pods") {
         let names: BTreeSet<&str> = hard.keys().map(String::as_str).collect();
         let missing = quota::missing_compute(obj, &names);
         if !missing.is_empty() {
@@ -141,7 +164,10 @@ async fn used_of(registry: &Registry, ns: &str, q: &Value, names: &Usage) -> Res
             .list(&collection_prefix(r, Some(ns)), None, 0)
             .await?;
         for kv in &page.items {
-            quota::add(&mut measured, &quota::usage(r, &decode(r, kv)));
+            let obj = decode(r, kv);
+            if quota::in_scope(q, r, &obj) {
+                quota::add(&mut measured, &quota::usage(r, &obj));
+            }
         }
     }
     for k in unknown {
@@ -283,6 +309,66 @@ mod tests {
         reg.create(core("pods"), Some("default"), pod("c", "2"), &opts)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn scoped_quotas_and_growing_updates() {
+        let reg = registry().await;
+        let opts = WriteOptions::default();
+        let q = json!({"metadata": {"name": "be"}, "spec": {"hard": {"pods": "1"}, "scopes": ["BestEffort"]}});
+        reg.create(core("resourcequotas"), Some("team"), q, &opts)
+            .await
+            .unwrap();
+        // Pods with requests are not BestEffort: the quota does not count them.
+        for name in ["a", "b"] {
+            reg.create(core("pods"), Some("team"), pod(name, "100m"), &opts)
+                .await
+                .unwrap();
+        }
+        let best_effort = |n: &str| json!({"metadata": {"name": n}, "spec": {"automountServiceAccountToken": false, "containers": [{"name": "c", "image": "x"}]}});
+        reg.create(core("pods"), Some("team"), best_effort("c"), &opts)
+            .await
+            .unwrap();
+        let err = reg
+            .create(core("pods"), Some("team"), best_effort("d"), &opts)
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .ends_with("exceeded quota: be, requested: pods=1, used: pods=1, limited: pods=1"),
+            "{}",
+            err.message
+        );
+
+        let q =
+            json!({"metadata": {"name": "lb"}, "spec": {"hard": {"services.loadbalancers": "0"}}});
+        reg.create(core("resourcequotas"), Some("team"), q, &opts)
+            .await
+            .unwrap();
+        let svc = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}});
+        reg.create(core("services"), Some("team"), svc, &opts)
+            .await
+            .unwrap();
+        let err = reg
+            .guaranteed_update(
+                core("services"),
+                Some("team"),
+                "web",
+                None,
+                &opts,
+                |mut s| {
+                    s["spec"]["type"] = json!("LoadBalancer");
+                    Ok(s)
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.message
+                .contains("exceeded quota: lb, requested: services.loadbalancers=1"),
+            "{}",
+            err.message
+        );
     }
 
     #[tokio::test]
