@@ -15,6 +15,8 @@
 //! | PodSecurity          |          | (slot)     |
 //! | ResourceQuota        |          | ✓          |
 //!
+//! Deletes and connections (`exec`, `attach`, `portforward`) carry no object: they pass the
+//! mutating phase's checks (NamespaceLifecycle's immortal namespaces, NodeRestriction) only.
 //! Plugins read what they need (namespaces, LimitRanges, quotas) from storage directly; each
 //! touches only the few keys of the request's namespace, and only for the kinds it cares about.
 
