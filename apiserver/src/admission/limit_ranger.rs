@@ -249,14 +249,9 @@ fn bounds(item: &Value, requests: &Amounts, limits: &Amounts, errs: &mut Vec<Str
 /// A pod's requests and limits: the sum over its containers, raised to any init container's.
 fn pod_totals(pod: &Value) -> (BTreeMap<String, i128>, BTreeMap<String, i128>) {
     let mut totals = (BTreeMap::new(), BTreeMap::new());
-    let list = |l: &str| {
-        pod.pointer(&format!("/spec/{l}"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
     for (l, sum) in [("containers", true), ("initContainers", false)] {
-        for c in list(l) {
+        let list = pod.pointer(&format!("/spec/{l}")).and_then(Value::as_array);
+        for c in list.into_iter().flatten() {
             for (which, into) in [("requests", &mut totals.0), ("limits", &mut totals.1)] {
                 for (k, (_, v)) in amounts(c.pointer(&format!("/resources/{which}"))) {
                     let slot = into.entry(k).or_insert(0);
