@@ -22,6 +22,7 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             set(obj, "type", json!("Opaque"));
             secret_string_data(obj);
         }
+        ("", "LimitRange") => limit_range(obj),
         ("", "Namespace") => {
             let spec = ensure(obj, "spec");
             set(spec, "finalizers", json!(["kubernetes"]));
@@ -87,6 +88,35 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// A Container item's `default` falls back to its `max`, and its `defaultRequest` to its
+/// `default`, then its `min`, as upstream defaults LimitRanges.
+fn limit_range(obj: &mut Value) {
+    let Some(items) = obj
+        .pointer_mut("/spec/limits")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for item in items.iter_mut().filter(|i| i["type"] == "Container") {
+        for (from, to) in [
+            ("max", "default"),
+            ("default", "defaultRequest"),
+            ("min", "defaultRequest"),
+        ] {
+            let Some(source) = item.get(from).and_then(Value::as_object).cloned() else {
+                continue;
+            };
+            let target = ensure(item, to);
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in source {
+                set(target, &k, v);
+            }
+        }
     }
 }
 

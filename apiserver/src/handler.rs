@@ -76,7 +76,8 @@ impl Query {
         matches!(self.get(k), Some("true" | "1"))
     }
 
-    pub fn write_options(&self) -> Result<WriteOptions> {
+    /// The options of a write by `user`.
+    pub fn write_options(&self, user: &Arc<User>) -> Result<WriteOptions> {
         let field_validation = match self.get("fieldValidation") {
             None | Some("" | "Warn") => FieldValidation::Warn,
             Some("Strict") => FieldValidation::Strict,
@@ -101,6 +102,7 @@ impl Query {
             field_validation,
             field_manager: self.get("fieldManager").map(str::to_string),
             precondition: None,
+            user: user.clone(),
         })
     }
 
@@ -168,7 +170,8 @@ async fn route_request(
     let mut attributes = request_info::parse(req.method(), req.uri().path(), &query);
     attributes.user = user;
     api.authz.check(&attributes)?;
-    let user = attributes.user;
+    // Shared with the registry's admission chain from here on.
+    let user = Arc::new(attributes.user);
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
         Route::Health(_) => Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", "ok")),
@@ -386,7 +389,7 @@ fn with_warnings(mut resp: Response<Body>, warnings: Warnings) -> Response<Body>
 
 async fn resource(
     api: &Arc<ApiServer>,
-    user: &User,
+    user: &Arc<User>,
     t: Target,
     q: Query,
     req: Request<hyper::body::Incoming>,
@@ -428,7 +431,9 @@ async fn resource(
                     StatusCode::OK,
                     &crate::subresources::scale_of(r, &obj),
                 )),
-                Some(other) => crate::subresources::get(api, r, ns, name, other, &q, req).await,
+                Some(other) => {
+                    crate::subresources::get(api, r, ns, name, other, &q, user, req).await
+                }
             }
         }
         (&Method::POST, None, None) if r.review => {
@@ -443,7 +448,7 @@ async fn resource(
         }
         _ if r.review => Err(ApiError::method_not_allowed(method.as_str())),
         (&Method::POST, None, None) => {
-            let opts = q.write_options()?;
+            let opts = q.write_options(user)?;
             let (headers, body) = read_body(api, req).await?;
             let obj = parse_object(&body, &content_type(&headers))?;
             check_type(r, &obj)?;
@@ -457,14 +462,14 @@ async fn resource(
         (&Method::POST, Some(name), Some(sub @ ("exec" | "attach" | "portforward")))
             if r.kind == "Pod" =>
         {
-            crate::subresources::stream(api, r, ns, name, sub, req).await
+            crate::subresources::stream(api, r, ns, name, sub, user, req).await
         }
         (&Method::POST, Some(name), Some(sub)) => {
             let (headers, body) = read_body(api, req).await?;
-            crate::subresources::post(api, r, ns, name, sub, &q, &headers, &body).await
+            crate::subresources::post(api, r, ns, name, sub, &q, user, &headers, &body).await
         }
         (&Method::PUT, Some(name), sub) => {
-            let opts = q.write_options()?;
+            let opts = q.write_options(user)?;
             let (headers, body) = read_body(api, req).await?;
             let obj = parse_object(&body, &content_type(&headers))?;
             check_type(r, &obj)?;
@@ -510,7 +515,7 @@ async fn resource(
             let ct = content_type(&headers);
             let opts = WriteOptions {
                 precondition: patch_precondition(&ct, &body)?,
-                ..q.write_options()?
+                ..q.write_options(user)?
             };
             if sub == Some("scale") && r.scale {
                 let cur = api.registry.get(r, ns, name).await?;
@@ -537,7 +542,7 @@ async fn resource(
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))
         }
         (&Method::DELETE, Some(name), None) => {
-            let opts = delete_options(&q, &read_body(api, req).await?.1)?;
+            let opts = delete_options(&q, &read_body(api, req).await?.1, user)?;
             match api.registry.delete(r, ns, name, &opts).await? {
                 Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
                 Deleted::Gone(obj) => {
@@ -553,7 +558,7 @@ async fn resource(
             }
         }
         (&Method::DELETE, None, None) => {
-            let opts = delete_options(&q, &read_body(api, req).await?.1)?;
+            let opts = delete_options(&q, &read_body(api, req).await?.1, user)?;
             let (labels, fields) = q.selectors()?;
             let (items, rv, _) = api.registry.list(r, ns, &labels, &fields, 0, None).await?;
             let mut remaining = Vec::new();
@@ -741,8 +746,9 @@ fn without_rv(mut v: Value) -> Value {
     v
 }
 
-fn delete_options(q: &Query, body: &[u8]) -> Result<DeleteOptions> {
+fn delete_options(q: &Query, body: &[u8], user: &Arc<User>) -> Result<DeleteOptions> {
     let mut opts = DeleteOptions {
+        user: user.clone(),
         grace_period: q
             .get("gracePeriodSeconds")
             .map(|g| g.parse::<i64>())

@@ -7,6 +7,7 @@
 //! ([`typed`]) and patches ([`patch`], [`apply`]) objects before they reach [`storage`].
 //! Discovery and OpenAPI documents are generated from the resource table and the typed model.
 
+pub mod admission;
 pub mod alloc;
 pub mod apply;
 pub mod auth;

@@ -14,7 +14,9 @@ use ekube_api::selector::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::admission::{self, Attributes, Operation};
 use crate::alloc::{Allocator, Holdings};
+use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
 use crate::storage::{self, KeyValue, Storage};
 use crate::{defaults, typed, validation};
@@ -37,6 +39,8 @@ pub struct WriteOptions {
     pub precondition: Option<u64>,
     pub field_validation: FieldValidation,
     pub field_manager: Option<String>,
+    /// Who writes, for admission; the default (nobody) is the apiserver's own writes.
+    pub user: Arc<User>,
 }
 
 /// What a write produced besides the object: warnings for the `Warning` header.
@@ -50,6 +54,8 @@ pub struct DeleteOptions {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,
+    /// Who deletes, for admission; the default (nobody) is the apiserver's own deletes.
+    pub user: Arc<User>,
 }
 
 pub enum Deleted {
@@ -104,7 +110,7 @@ pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
 /// live within, so what ekube stores also fits an etcd-backed cluster.
 pub const MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
 
-fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
+pub(crate) fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
     let mut stored = crate::convert::to_storage(r, obj);
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -186,21 +192,6 @@ impl Registry {
             out.push(obj);
         }
         Ok((out, pinned_rv.unwrap_or(page.revision), next))
-    }
-
-    pub async fn namespace_must_be_active(&self, ns: &str, creating: bool) -> Result<()> {
-        let nsr = ekube_api::resources::find("", "v1", "namespaces")
-            .ok_or_else(|| ApiError::internal("namespaces are not in the resource table"))?;
-        let Some(kv) = self.store.get(&key(nsr, None, ns)).await? else {
-            return Err(ApiError::not_found("", "namespaces", ns));
-        };
-        let obj = decode(nsr, &kv);
-        if creating && obj.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::forbidden(format!(
-                "unable to create new content in namespace {ns} because it is being terminated"
-            )));
-        }
-        Ok(())
     }
 
     /// Defaults, validates and normalises an object about to be written; `old` is the stored
@@ -320,14 +311,20 @@ impl Registry {
         {
             m.remove("status");
         }
-        if let (true, Some(ns)) = (r.namespaced, ns) {
-            self.namespace_must_be_active(ns, true).await?;
-            if r.group.is_empty() && r.kind == "Pod" {
-                crate::serviceaccount::admission::admit(self, ns, &mut obj, opts.dry_run).await?;
-            }
-        }
-        self.admit(r, &mut obj, None, opts, &mut warnings).await?;
         let name = name_of(&obj).to_string();
+        let attrs = Attributes {
+            operation: Operation::Create,
+            resource: r,
+            subresource: None,
+            namespace: ns.filter(|_| r.namespaced),
+            name: &name,
+            old_object: None,
+            user: &opts.user,
+            dry_run: opts.dry_run,
+        };
+        admission::mutate(self, &attrs, Some(&mut obj)).await?;
+        self.admit(r, &mut obj, None, opts, &mut warnings).await?;
+        admission::validate(self, &attrs, Some(&obj)).await?;
         let k = key(r, ns, &name);
         if r.kind == "Service" && r.group.is_empty() {
             let mut alloc = self.alloc.lock().await;
@@ -402,8 +399,20 @@ impl Registry {
             }
             self.prepare_update(r, &current, &mut desired, subresource)?;
             let mut warnings = Warnings::default();
+            let attrs = Attributes {
+                operation: Operation::Update,
+                resource: r,
+                subresource,
+                namespace: ns,
+                name,
+                old_object: Some(&current),
+                user: &opts.user,
+                dry_run: opts.dry_run,
+            };
+            admission::mutate(self, &attrs, Some(&mut desired)).await?;
             self.admit(r, &mut desired, Some(&current), opts, &mut warnings)
                 .await?;
+            admission::validate(self, &attrs, Some(&desired)).await?;
             if desired.pointer("/metadata/deletionTimestamp").is_some()
                 && finalizers_done(r, &desired)
             {
@@ -578,12 +587,21 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted> {
-        if let Some(why) = validation::undeletable(r.group, r.kind, name) {
-            return Err(ApiError::forbidden_object(r.plural, name, why));
-        }
         for _ in 0..32 {
             let kv = self.get_kv(r, ns, name).await?;
             let current = decode(r, &kv);
+            let attrs = Attributes {
+                operation: Operation::Delete,
+                resource: r,
+                subresource: None,
+                namespace: ns,
+                name,
+                old_object: Some(&current),
+                user: &opts.user,
+                dry_run: opts.dry_run,
+            };
+            admission::mutate(self, &attrs, None).await?;
+            admission::validate(self, &attrs, None).await?;
             if let Some(uid) = &opts.uid {
                 let actual = current
                     .pointer("/metadata/uid")

@@ -1,5 +1,10 @@
 //! Subresources other than `status`: `scale`, `pods/binding`, `pods/eviction`, and the streaming
 //! ones served by kubelets (`log`, `exec`, `attach`, `portforward`, relayed by [`crate::proxy`]).
+//!
+//! Creates on a subresource (a binding, an eviction, a token request) and connections
+//! (`exec`, `attach`, `portforward`) pass the admission chain as the requester's; the writes
+//! they then make on the pod are the apiserver's own, as upstream's subresource storage makes
+//! them.
 
 use std::sync::Arc;
 
@@ -9,6 +14,8 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::ApiServer;
+use crate::admission::{self, Attributes, Operation};
+use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
 use crate::handler::{Body, Query, json_response, parse_object};
 use crate::registry::{DeleteOptions, WriteOptions};
@@ -88,6 +95,33 @@ pub async fn put_scale(
     Ok(json_response(StatusCode::OK, &scale_of(r, &obj)))
 }
 
+/// Passes `object`, created on `<r>/<sub>` named `name`, through the admission chain.
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    api: &ApiServer,
+    operation: Operation,
+    r: &ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    sub: &str,
+    user: &User,
+    mut object: Option<&mut Value>,
+    dry_run: bool,
+) -> Result<()> {
+    let attrs = Attributes {
+        operation,
+        resource: r,
+        subresource: Some(sub),
+        namespace: ns,
+        name,
+        old_object: None,
+        user,
+        dry_run,
+    };
+    admission::mutate(&api.registry, &attrs, object.as_deref_mut()).await?;
+    admission::validate(&api.registry, &attrs, object.as_deref()).await
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn post(
     api: &Arc<ApiServer>,
@@ -96,16 +130,37 @@ pub async fn post(
     name: &str,
     sub: &str,
     q: &Query,
+    user: &User,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response<Body>> {
+    let dry_run = q.get("dryRun") == Some("All");
     let ct = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if !matches!(
+        (r.kind, sub),
+        ("Pod", "binding" | "eviction") | ("ServiceAccount", "token")
+    ) {
+        return Err(ApiError::path_not_found());
+    }
+    let mut object = parse_object(body, ct)?;
+    admit(
+        api,
+        Operation::Create,
+        r,
+        ns,
+        name,
+        sub,
+        user,
+        Some(&mut object),
+        dry_run,
+    )
+    .await?;
     match (r.kind, sub) {
         ("Pod", "binding") => {
-            let binding = parse_object(body, ct)?;
+            let binding = object;
             let node = binding
                 .pointer("/target/name")
                 .and_then(Value::as_str)
@@ -120,7 +175,7 @@ pub async fn post(
                 ));
             }
             let opts = WriteOptions {
-                dry_run: q.get("dryRun") == Some("All"),
+                dry_run,
                 ..Default::default()
             };
             api.registry
@@ -171,7 +226,7 @@ pub async fn post(
             ))
         }
         ("ServiceAccount", "token") => {
-            let request = parse_object(body, ct)?;
+            let request = object;
             let ns = ns.unwrap_or_default();
             let issued =
                 crate::serviceaccount::request::create(&api.service_accounts, ns, name, &request)
@@ -179,7 +234,7 @@ pub async fn post(
             Ok(json_response(StatusCode::CREATED, &issued))
         }
         ("Pod", "eviction") => {
-            let eviction = parse_object(body, ct)?;
+            let eviction = object;
             let grace = eviction
                 .pointer("/deleteOptions/gracePeriodSeconds")
                 .and_then(Value::as_i64);
@@ -203,6 +258,7 @@ pub async fn post(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn get(
     api: &Arc<ApiServer>,
     r: &'static ResourceInfo,
@@ -210,14 +266,17 @@ pub async fn get(
     name: &str,
     sub: &str,
     q: &Query,
+    user: &User,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
     match (r.kind, sub) {
         ("Pod", "log") => {
             check_log_options(q)?;
-            stream(api, r, ns, name, sub, req).await
+            stream(api, r, ns, name, sub, user, req).await
         }
-        ("Pod", "exec" | "attach" | "portforward") => stream(api, r, ns, name, sub, req).await,
+        ("Pod", "exec" | "attach" | "portforward") => {
+            stream(api, r, ns, name, sub, user, req).await
+        }
         _ => Err(ApiError::path_not_found()),
     }
 }
@@ -270,15 +329,19 @@ fn check_log_options(q: &Query) -> Result<()> {
 }
 
 /// `pods/log`, and `pods/exec|attach|portforward` by GET (WebSocket) or POST (SPDY): relayed
-/// to the pod's kubelet.
+/// to the pod's kubelet. The connections (not `log`, a read) are admitted first.
 pub async fn stream(
     api: &Arc<ApiServer>,
     r: &'static ResourceInfo,
     ns: Option<&str>,
     name: &str,
     sub: &str,
+    user: &User,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
+    if sub != "log" {
+        admit(api, Operation::Connect, r, ns, name, sub, user, None, false).await?;
+    }
     let pod = api.registry.get(r, ns, name).await?;
     crate::proxy::to_kubelet(api, &pod, sub, req).await
 }

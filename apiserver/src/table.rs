@@ -590,7 +590,24 @@ pub fn to_table(
             ],
             Printer::csr,
         ),
-        // Role, ClusterRole and everything without a dedicated printer.
+        "ResourceQuota" => (
+            vec![
+                name_col(),
+                age_col(),
+                s(
+                    "Request",
+                    0,
+                    "Request represents a minimum amount of cpu/memory that a container may consume.",
+                ),
+                s(
+                    "Limit",
+                    0,
+                    "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+                ),
+            ],
+            Printer::resource_quota,
+        ),
+        // Role, ClusterRole, LimitRange and everything without a dedicated printer.
         _ => (
             vec![name_col(), ("Created At", "date", "", 0, AGE_DOC)],
             Printer::generic,
@@ -1088,6 +1105,32 @@ impl Printer {
             Self::name(cm),
             json!(len_at(cm, &["data"]) + len_at(cm, &["binaryData"])),
             self.age(cm),
+        ]
+    }
+
+    /// `used/hard` per resource of `status.hard`, the `limits.*` ones in their own column.
+    fn resource_quota(&self, q: &Value) -> Vec<Value> {
+        let (mut requests, mut limits) = (Vec::new(), Vec::new());
+        let mut hard: Vec<_> = at(q, &["status", "hard"])
+            .as_object()
+            .into_iter()
+            .flatten()
+            .collect();
+        hard.sort_by_key(|(res, _)| *res);
+        for (res, h) in hard {
+            let used = or(str_at(q, &["status", "used", res]), "0");
+            let cell = format!("{res}: {used}/{}", h.as_str().unwrap_or_default());
+            if res.starts_with("limits") {
+                limits.push(cell);
+            } else {
+                requests.push(cell);
+            }
+        }
+        vec![
+            Self::name(q),
+            self.age(q),
+            json!(requests.join(", ")),
+            json!(limits.join(", ")),
         ]
     }
 
@@ -1868,6 +1911,20 @@ mod tests {
                 json!("kubernetes.io/tls"),
                 json!(2),
                 json!("30s")
+            ]
+        );
+        assert_eq!(
+            cells(
+                "ResourceQuota",
+                json!({"metadata": {"name": "q", "creationTimestamp": ts}, "status": {
+                    "hard": {"pods": "2", "limits.cpu": "2", "requests.cpu": "1"},
+                    "used": {"pods": "1", "limits.cpu": "500m"}}})
+            ),
+            vec![
+                json!("q"),
+                json!("30s"),
+                json!("pods: 1/2, requests.cpu: 0/1"),
+                json!("limits.cpu: 500m/2")
             ]
         );
         assert_eq!(

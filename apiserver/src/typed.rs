@@ -46,6 +46,8 @@ pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<
         ("", "Node") => core::Node,
         ("", "ConfigMap") => core::ConfigMap,
         ("", "Secret") => core::Secret,
+        ("", "LimitRange") => core::LimitRange,
+        ("", "ResourceQuota") => core::ResourceQuota,
         ("", "Event") => core::Event,
         ("", "ServiceAccount") => core::ServiceAccount,
         ("", "PersistentVolume") => core::PersistentVolume,

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::errors::Cause;
 
+mod limit_range;
 mod volumes;
 
 const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -174,6 +175,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             }
         }
         ("", "ResourceQuota") => quantity_map(obj, "spec.hard", &mut causes),
+        ("", "LimitRange") => limit_range::validate(obj, &mut causes),
         ("", "PersistentVolumeClaim") => {
             quantity_map(obj, "spec.resources.requests", &mut causes);
             quantity_map(obj, "spec.resources.limits", &mut causes);
@@ -694,13 +696,6 @@ fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
             &["Cluster", "Local"],
         ));
     }
-}
-
-/// Why an object may never be deleted, if so: the namespaces start-up creates are the
-/// system's (upstream's NamespaceLifecycle admission).
-pub fn undeletable(group: &str, kind: &str, name: &str) -> Option<&'static str> {
-    (group.is_empty() && kind == "Namespace" && crate::bootstrap::NAMESPACES.contains(&name))
-        .then_some("this namespace may not be deleted")
 }
 
 /// Checks an update against the fields Kubernetes makes immutable.

@@ -21,6 +21,7 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod resourcequota;
 pub mod rootca;
 mod runner;
 pub mod serviceaccount;
@@ -43,6 +44,7 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount",
     "root-ca-cert-publisher",
     "nodelifecycle",
+    "resourcequota",
 ];
 
 #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +77,9 @@ pub struct Config {
     /// CA of `--kubeconfig`.
     #[arg(long)]
     pub root_ca_file: Option<PathBuf>,
+    /// How often every ResourceQuota's usage is recomputed from scratch.
+    #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
+    pub resource_quota_sync_period: Duration,
 }
 
 impl Config {
@@ -91,6 +96,7 @@ impl Config {
             node_monitor_grace_period: Duration::from_secs(40),
             pod_eviction_timeout: Duration::from_secs(300),
             root_ca_file: None,
+            resource_quota_sync_period: Duration::from_secs(300),
         }
     }
 
@@ -235,6 +241,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tasks.spawn(named(
             "nodelifecycle",
             nodelifecycle::run(client.clone(), recorder.clone(), lc),
+        ));
+    }
+    if on("resourcequota") {
+        tasks.spawn(named(
+            "resourcequota",
+            resourcequota::run(client.clone(), config.resource_quota_sync_period),
         ));
     }
     tracing::info!(controllers = tasks.len(), "controller-manager running");

@@ -232,6 +232,12 @@ fn run_cli(
     child.wait_with_output().unwrap()
 }
 
+/// Runs the real kubectl with `kubeconfig` (another user's, see
+/// a user certificate's).
+pub fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
+    run_cli(&kubectl_bin(), &[], args, kubeconfig, None)
+}
+
 /// Asserts a CLI run succeeded and returns its stdout.
 pub fn ok(out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -5,38 +5,14 @@
 //! rule validation; the Node authorizer confining a kubelet's certificate to its own Node and
 //! Lease and to the Secrets its bound pods use.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ekube_apiserver::pki;
-use ekube_tests::{ServerProcess, kubectl_bin, ok, wait_for};
-
-/// A kubeconfig for `user` (groups `groups`) with a certificate from the server's CA.
-fn user_kubeconfig(s: &ServerProcess, user: &str, groups: &[&str]) -> PathBuf {
-    let ca = pki::Ca::load_or_create(&s.dir.join("pki")).unwrap();
-    let issued = ca.issue(user, groups, &[], false).unwrap();
-    let path = s.dir.join(format!("{user}.conf"));
-    pki::write_kubeconfig(
-        &path,
-        &format!("https://127.0.0.1:{}", s.port),
-        &ca.cert_pem,
-        user,
-        &issued,
-    )
-    .unwrap();
-    path
-}
-
-fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(kubectl_bin())
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .output()
-        .unwrap()
-}
+use ekube_tests::{ServerProcess, kubectl_as, ok, wait_for};
+use support::user_kubeconfig;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

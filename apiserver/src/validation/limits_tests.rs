@@ -165,15 +165,3 @@ fn health_check_node_port_must_be_in_range() {
         assert!(validate("", "Service", &svc(good), PORTS).is_empty());
     }
 }
-
-#[test]
-fn system_namespaces_are_undeletable() {
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        assert_eq!(
-            undeletable("", "Namespace", ns),
-            Some("this namespace may not be deleted")
-        );
-    }
-    assert_eq!(undeletable("", "Namespace", "team-a"), None);
-    assert_eq!(undeletable("", "ConfigMap", "default"), None);
-}
