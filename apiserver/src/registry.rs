@@ -324,7 +324,7 @@ impl Registry {
         };
         admission::mutate(self, &attrs, Some(&mut obj)).await?;
         self.admit(r, &mut obj, None, opts, &mut warnings).await?;
-        admission::validate(self, &attrs, Some(&obj)).await?;
+        admission::validate(self, &attrs, Some(&obj), &mut warnings).await?;
         let k = key(r, ns, &name);
         if r.kind == "Service" && r.group.is_empty() {
             let mut alloc = self.alloc.lock().await;
@@ -412,7 +412,7 @@ impl Registry {
             admission::mutate(self, &attrs, Some(&mut desired)).await?;
             self.admit(r, &mut desired, Some(&current), opts, &mut warnings)
                 .await?;
-            admission::validate(self, &attrs, Some(&desired)).await?;
+            admission::validate(self, &attrs, Some(&desired), &mut warnings).await?;
             if desired.pointer("/metadata/deletionTimestamp").is_some()
                 && finalizers_done(r, &desired)
             {
@@ -601,7 +601,7 @@ impl Registry {
                 dry_run: opts.dry_run,
             };
             admission::mutate(self, &attrs, None).await?;
-            admission::validate(self, &attrs, None).await?;
+            admission::validate(self, &attrs, None, &mut Warnings::default()).await?;
             if let Some(uid) = &opts.uid {
                 let actual = current
                     .pointer("/metadata/uid")

@@ -119,7 +119,9 @@ async fn admit(
         dry_run,
     };
     admission::mutate(&api.registry, &attrs, object.as_deref_mut()).await?;
-    admission::validate(&api.registry, &attrs, object.as_deref()).await
+    // No plugin warns about a subresource's object (PodSecurity looks at pods and templates).
+    let mut warnings = crate::registry::Warnings::default();
+    admission::validate(&api.registry, &attrs, object.as_deref(), &mut warnings).await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -208,3 +208,85 @@ fn node_restriction_keeps_a_kubelet_to_its_own_node() {
         "{labels}"
     );
 }
+
+/// PodSecurity with the real kubectl: `restricted` refuses a privileged pod in upstream's words,
+/// a `warn` level prints kubectl's `Warning:` for a Deployment without refusing it, a bad label
+/// value is refused, and tightening `enforce` over running violators names them (the pod made
+/// here, and the Deployment's own pod once its controller created it: `(and 1 other pods)`).
+#[test]
+fn pod_security_enforces_warns_and_names_existing_violators() {
+    let s = ServerProcess::start(&[]).unwrap();
+    ok(s.kubectl(&["create", "namespace", "secure"]));
+    ok(s.kubectl(&[
+        "label",
+        "namespace",
+        "secure",
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]));
+    let privileged = "apiVersion: v1\nkind: Pod\nmetadata: {name: root, namespace: secure}\n\
+        spec:\n  containers:\n  - name: app\n    image: registry.example/app:1\n    \
+        securityContext: {privileged: true}\n";
+    refused(
+        apply(&s, privileged),
+        "pods \"root\" is forbidden: violates PodSecurity \"restricted:latest\": privileged \
+         (container \"app\" must not set securityContext.privileged=true), \
+         allowPrivilegeEscalation != false (container \"app\" must set \
+         securityContext.allowPrivilegeEscalation=false)",
+    );
+    assert!(
+        !s.kubectl(&["get", "pod", "root", "-n", "secure"])
+            .status
+            .success()
+    );
+
+    ok(s.kubectl(&["create", "namespace", "warned"]));
+    ok(s.kubectl(&[
+        "label",
+        "namespace",
+        "warned",
+        "pod-security.kubernetes.io/warn=baseline",
+    ]));
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: warned}\n\
+        spec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+        spec:\n      hostNetwork: true\n      containers: [{name: app, image: registry.example/app:1}]\n";
+    let out = apply(&s, deployment);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "Warning: would violate PodSecurity \"baseline:latest\": host namespaces (hostNetwork=true)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+
+    refused(
+        s.kubectl(&[
+            "label",
+            "namespace",
+            "warned",
+            "pod-security.kubernetes.io/enforce=strict",
+        ]),
+        "metadata.labels[pod-security.kubernetes.io/enforce]: Invalid value: \"strict\": \
+         must be one of privileged, baseline, restricted",
+    );
+
+    let host_pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: hostnet, namespace: warned}\n\
+        spec:\n  hostNetwork: true\n  containers: [{name: app, image: registry.example/app:1}]\n";
+    let out = apply(&s, host_pod);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.kubectl(&[
+        "label",
+        "namespace",
+        "warned",
+        "pod-security.kubernetes.io/enforce=baseline",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "Warning: existing pods in namespace \"warned\" violate the new PodSecurity enforce level \"baseline:latest\""
+        ) && err.lines().any(|l| l.starts_with("Warning: hostnet")
+            && l.ends_with(": host namespaces")),
+        "{err}"
+    );
+}

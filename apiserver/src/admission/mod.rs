@@ -12,7 +12,7 @@
 //! | LimitRanger          | ✓        | ✓          |
 //! | ServiceAccount       | ✓        |            |
 //! | NodeRestriction      | ✓        |            |
-//! | PodSecurity          |          | (slot)     |
+//! | PodSecurity          |          | ✓          |
 //! | ResourceQuota        |          | ✓          |
 //!
 //! Deletes and connections (`exec`, `attach`, `portforward`) carry no object: they pass the
@@ -23,6 +23,7 @@
 mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
+mod pod_security;
 mod resource_quota;
 
 use ekube_api::ResourceInfo;
@@ -30,7 +31,7 @@ use serde_json::Value;
 
 use crate::auth::User;
 use crate::errors::{ApiError, Result};
-use crate::registry::Registry;
+use crate::registry::{Registry, Warnings};
 
 /// The verb of an admitted request, as upstream's `admission.Operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,18 +97,21 @@ pub async fn mutate(
     node_restriction::admit(registry, attrs, Some(object)).await
 }
 
-/// The validating phase, on the object as it will be stored.
+/// The validating phase, on the object as it will be stored; warnings for the client (a
+/// PodSecurity `warn` level) are added to `warnings`.
 pub async fn validate(
     registry: &Registry,
     attrs: &Attributes<'_>,
     object: Option<&Value>,
+    warnings: &mut Warnings,
 ) -> Result<()> {
     let Some(object) = object else {
         return Ok(());
     };
     limit_ranger::validate(registry, attrs, object).await?;
-    // PodSecurity goes here: after the ServiceAccount and NodeRestriction decisions, before
-    // ResourceQuota, so a pod the namespace's security level refuses is never charged to quota.
+    // After the ServiceAccount and NodeRestriction decisions, before ResourceQuota, so a pod
+    // the namespace's security level refuses is never charged to quota.
+    pod_security::validate(registry, attrs, object, warnings).await?;
     resource_quota::validate(registry, attrs, object).await
 }
 
