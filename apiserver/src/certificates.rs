@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::FromDer;
 
+use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
 use crate::pki::Ca;
 use crate::registry::{Registry, WriteOptions};
@@ -156,6 +157,32 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
         ));
     }
     causes
+}
+
+/// On create, `spec.username`, `uid`, `groups` and `extra` become the requester's, whatever the
+/// client sent (upstream's `PrepareForCreate`): approvers such as the csrapproving controller
+/// decide on who asked. Objects of other kinds pass unchanged.
+pub fn stamp_requester(r: &ekube_api::ResourceInfo, mut obj: Value, user: &User) -> Value {
+    if r.kind != "CertificateSigningRequest" {
+        return obj;
+    }
+    let spec = crate::defaults::ensure(&mut obj, "spec");
+    if let Some(spec) = spec.as_object_mut() {
+        for field in ["username", "uid", "groups", "extra"] {
+            spec.remove(field);
+        }
+        spec.insert("username".into(), json!(user.name));
+        if !user.uid.is_empty() {
+            spec.insert("uid".into(), json!(user.uid));
+        }
+        if !user.groups.is_empty() {
+            spec.insert("groups".into(), json!(user.groups));
+        }
+        if !user.extra.is_empty() {
+            spec.insert("extra".into(), json!(user.extra));
+        }
+    }
+    obj
 }
 
 /// Checks `usages` against the required and optional ones of a signer.
@@ -344,4 +371,32 @@ pub async fn approve(
             Ok(cur)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requester_replaces_what_the_client_claimed() {
+        let csrs =
+            ekube_api::resources::find("certificates.k8s.io", "v1", "certificatesigningrequests")
+                .unwrap();
+        let user = User {
+            name: "system:bootstrap:abcdef".into(),
+            uid: String::new(),
+            groups: vec!["system:bootstrappers".into(), "system:authenticated".into()],
+            extra: [("k".to_string(), vec!["v".to_string()])].into(),
+        };
+        let claimed = json!({"spec": {"username": "system:node:n1", "uid": "forged",
+            "groups": ["system:masters"], "signerName": KUBELET_CLIENT}});
+        let stamped = stamp_requester(csrs, claimed.clone(), &user);
+        assert_eq!(
+            stamped["spec"],
+            json!({"username": "system:bootstrap:abcdef", "groups": user.groups,
+                "extra": {"k": ["v"]}, "signerName": KUBELET_CLIENT})
+        );
+        let pods = ekube_api::resources::find("", "v1", "pods").unwrap();
+        assert_eq!(stamp_requester(pods, claimed.clone(), &user), claimed);
+    }
 }
