@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod cronjob;
+pub mod csrapproving;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -43,6 +44,7 @@ pub const CONTROLLERS: &[&str] = &[
     "serviceaccount",
     "root-ca-cert-publisher",
     "nodelifecycle",
+    "csrapproving",
 ];
 
 #[derive(Debug, Clone, clap::Args)]
@@ -225,6 +227,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "root-ca-cert-publisher",
             rootca::run(client.clone(), ca),
         ));
+    }
+    if on("csrapproving") {
+        tasks.spawn(named("csrapproving", csrapproving::run(client.clone())));
     }
     if on("nodelifecycle") {
         let lc = nodelifecycle::Settings {

@@ -4,7 +4,7 @@
 //! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
 //! `/pods`, `/stats/summary` and `/metrics` ([`stats`]),
 //! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over WebSocket channel
-//! protocols ([`ws`], [`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
+//! protocols ([`ws`], [`exec`]), `/run/{ns}/{pod}/{container}` ([`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
 //! Every request is authenticated (a client certificate of the client CA, a bearer token the
 //! apiserver vouches for, or anonymous with `--anonymous-auth`; [`auth`], [`access`]) and then
 //! authorized by the apiserver as `nodes/<subresource>` of this node ([`access`], [`review`]).
@@ -378,6 +378,9 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
         }
         (_, ["exec", ns, pod, container]) if get_or_post => {
             exec::serve_exec(&node, ns, pod, container, &query, req).await
+        }
+        (&Method::POST, ["run", ns, pod, container]) => {
+            exec::serve_run(&node, ns, pod, container, &query).await
         }
         (_, ["attach", ns, pod, container]) if get_or_post => {
             exec::serve_attach(&node, ns, pod, container, &query, req).await
