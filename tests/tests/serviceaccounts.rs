@@ -586,6 +586,14 @@ fn node_client_requests_are_auto_approved_when_the_requester_may() {
     let boot = token_kubeconfig(&s, "boot", "abcdef.0123456789abcdef");
     let other = token_kubeconfig(&s, "other", "otherb.0123456789abcdef");
     let node7 = certificate_kubeconfig(&s, "system:node:n7", &["system:nodes"]);
+    // Creating CSRs is the Node authorizer's grant to nodes; RBAC stands in for it here.
+    ok(s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "n7-csr",
+        "--clusterrole=system:node-bootstrapper",
+        "--user=system:node:n7",
+    ]));
 
     // Requests that are not exactly a node's client certificate, or whose requester may not
     // have one approved, are created first.
