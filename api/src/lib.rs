@@ -4,7 +4,7 @@
 //! server: the table of resources ekube serves ([`resources`]), label and field selectors
 //! ([`selector`]), quantities ([`quantity`]), the one way components build a kube-rs client
 //! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
-//! run ([`serve`]).
+//! run ([`serve`]) and who their clients are ([`user`]).
 
 pub mod client;
 pub mod cron;
@@ -17,6 +17,7 @@ pub mod resources;
 pub mod selector;
 pub mod serve;
 pub mod tls;
+pub mod user;
 
 pub use k8s_openapi;
 pub use resources::{RESOURCES, ResourceInfo};

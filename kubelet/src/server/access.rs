@@ -12,14 +12,11 @@
 //! fine-grained subresource that upstream also lets `nodes/proxy` reach (`/pods`, `/healthz`,
 //! `/configz`, `/runningpods`) are asked about twice, the fine-grained one first.
 
-use http::{HeaderMap, Method, Response, StatusCode, header};
+use ekube_api::user::bearer_token;
+use http::{HeaderMap, Method, Response, StatusCode};
 
 use super::review::{Access, Cached, Reviewer, User};
 use super::{Body, text};
-
-const ANONYMOUS: &str = "system:anonymous";
-const UNAUTHENTICATED: &str = "system:unauthenticated";
-const AUTHENTICATED: &str = "system:authenticated";
 
 /// `--authorization-mode` of the kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,14 +67,6 @@ fn subresources(path: &str) -> &'static [&'static str] {
         .map_or(&["proxy"], |(_, subs)| subs)
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if any.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 fn unauthorized() -> Response<Body> {
     text(StatusCode::UNAUTHORIZED, "Unauthorized")
 }
@@ -115,30 +104,20 @@ impl<R: Reviewer> Gate<R> {
         certificate_user: Option<&User>,
         headers: &HeaderMap,
     ) -> Result<User, Response<Body>> {
-        let with_authenticated = |mut user: User| {
-            if !user.groups.iter().any(|g| g == AUTHENTICATED) {
-                user.groups.push(AUTHENTICATED.into());
-            }
-            user
-        };
         if let Some(user) = certificate_user {
-            return Ok(with_authenticated(user.clone()));
+            return Ok(user.clone().with_authenticated_group());
         }
         let token = bearer_token(headers).filter(|_| self.token_webhook);
         match token {
             Some(token) => match self.reviews.token(token).await {
-                Ok(Some(user)) => Ok(with_authenticated(user)),
+                Ok(Some(user)) => Ok(user.with_authenticated_group()),
                 Ok(None) => Err(unauthorized()),
                 Err(e) => {
                     tracing::warn!(error = %e, "reviewing a bearer token failed");
                     Err(unauthorized())
                 }
             },
-            _ if self.anonymous => Ok(User {
-                name: ANONYMOUS.into(),
-                groups: vec![UNAUTHENTICATED.into()],
-                ..User::default()
-            }),
+            _ if self.anonymous => Ok(User::anonymous()),
             _ => Err(unauthorized()),
         }
     }
@@ -190,6 +169,8 @@ impl<R: Reviewer> Gate<R> {
 mod tests {
     use super::super::review::tests::{Fake, alice, ttls};
     use super::*;
+    use ekube_api::user::{ANONYMOUS, AUTHENTICATED, UNAUTHENTICATED};
+    use http::header;
     use http_body_util::BodyExt;
 
     fn gate(mode: AuthorizationMode, anonymous: bool) -> Gate<Fake> {

@@ -68,32 +68,11 @@ impl ClientAuth {
                     .verify_client_cert(leaf, intermediates, UnixTime::now())
                     .is_ok() =>
             {
-                user_of(leaf)
+                User::from_certificate(leaf)
             }
             _ => None,
         }
     }
-}
-
-/// The subject of `cert` as a user: CN the name, every O a group.
-fn user_of(cert: &CertificateDer<'_>) -> Option<User> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let name = subject
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok().map(str::to_string))
-        .collect();
-    Some(User {
-        name,
-        groups,
-        ..User::default()
-    })
 }
 
 impl ClientCertVerifier for ClientAuth {

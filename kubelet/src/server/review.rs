@@ -4,7 +4,7 @@
 //! caches do, so a busy client does not cost the apiserver a review per request; a review that
 //! could not be asked (apiserver down) is not cached.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -16,14 +16,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
-/// An authenticated user, as `authentication.k8s.io/v1` UserInfo describes one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct User {
-    pub name: String,
-    pub uid: String,
-    pub groups: Vec<String>,
-    pub extra: BTreeMap<String, Vec<String>>,
-}
+pub use ekube_api::user::User;
 
 /// What a request asks of the node object, as a SubjectAccessReview's resource attributes
 /// (`nodes/<subresource>` named after the node).
