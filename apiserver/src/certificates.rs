@@ -7,9 +7,8 @@
 //! other signers are left to their signers.
 
 use base64::Engine;
+use ekube_api::csr::CertificateRequest;
 use serde_json::{Value, json};
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
 
 use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
@@ -49,13 +48,9 @@ const USAGES: &[&str] = &[
     "netscape sgc",
 ];
 
-/// What a request asks for, read from its PEM.
+/// What a request asks for, and its PEM (what the CA signs).
 struct Request {
-    common_name: String,
-    organizations: Vec<String>,
-    /// Subject alternative names of any kind (`dns:…`, `ip:…`, `email:…`, `uri:…`).
-    dns_or_ip: usize,
-    email_or_uri: usize,
+    asked: CertificateRequest,
     pem: String,
 }
 
@@ -68,42 +63,8 @@ fn parse_request(obj: &Value) -> std::result::Result<Request, String> {
         .decode(b64)
         .map_err(|_| "not base64 data".to_string())?;
     let pem = String::from_utf8(bytes).map_err(|_| "not a PEM block".to_string())?;
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|_| "not a PEM block".to_string())?;
-    if block.label != "CERTIFICATE REQUEST" {
-        return Err(format!(
-            "PEM block type must be CERTIFICATE REQUEST, not {}",
-            block.label
-        ));
-    }
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
-            .map_err(|e| format!("not a certificate request: {e}"))?;
-    csr.verify_signature()
-        .map_err(|_| "the request's signature does not verify".to_string())?;
-    let info = &csr.certification_request_info;
-    let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>| {
-        it.filter_map(|a| a.as_str().ok().map(str::to_string))
-            .collect::<Vec<_>>()
-    };
-    let (mut dns_or_ip, mut email_or_uri) = (0, 0);
-    for ext in csr.requested_extensions().into_iter().flatten() {
-        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
-            for name in &san.general_names {
-                match name {
-                    GeneralName::DNSName(_) | GeneralName::IPAddress(_) => dns_or_ip += 1,
-                    _ => email_or_uri += 1,
-                }
-            }
-        }
-    }
-    Ok(Request {
-        common_name: strings(&mut info.subject.iter_common_name()).concat(),
-        organizations: strings(&mut info.subject.iter_organization()),
-        dns_or_ip,
-        email_or_uri,
-        pem,
-    })
+    let asked = ekube_api::csr::parse(pem.as_bytes())?;
+    Ok(Request { asked, pem })
 }
 
 fn usages(obj: &Value) -> Vec<String> {
@@ -203,7 +164,11 @@ fn check_usages(
 }
 
 /// The rules of `signer` for a request; `Ok(server)` tells a serving certificate.
-fn check_signer(signer: &str, req: &Request, got: &[String]) -> std::result::Result<bool, String> {
+fn check_signer(
+    signer: &str,
+    req: &CertificateRequest,
+    got: &[String],
+) -> std::result::Result<bool, String> {
     let optional = ["digital signature", "key encipherment"];
     let no_sans = || match req.dns_or_ip + req.email_or_uri {
         0 => Ok(()),
@@ -290,7 +255,7 @@ fn sign(ca: &Ca, csr: &mut Value) {
         .unwrap_or(MAX_DURATION_SECONDS)
         .clamp(MIN_EXPIRATION_SECONDS, MAX_DURATION_SECONDS);
     let signed = parse_request(csr).and_then(|req| {
-        let server = check_signer(&signer, &req, &usages(csr))?;
+        let server = check_signer(&signer, &req.asked, &usages(csr))?;
         ca.sign_request(
             &req.pem,
             server,

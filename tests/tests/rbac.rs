@@ -4,28 +4,11 @@
 //! the public-info paths only (401 with `--anonymous-auth=false`), escalation prevention and
 //! rule validation.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use ekube_apiserver::pki;
 use ekube_tests::{ServerProcess, kubectl_bin, ok, wait_for};
-
-/// A kubeconfig for `user` (groups `groups`) with a certificate from the server's CA.
-fn user_kubeconfig(s: &ServerProcess, user: &str, groups: &[&str]) -> PathBuf {
-    let ca = pki::Ca::load_or_create(&s.dir.join("pki")).unwrap();
-    let issued = ca.issue(user, groups, &[], false).unwrap();
-    let path = s.dir.join(format!("{user}.conf"));
-    pki::write_kubeconfig(
-        &path,
-        &format!("https://127.0.0.1:{}", s.port),
-        &ca.cert_pem,
-        user,
-        &issued,
-    )
-    .unwrap();
-    path
-}
 
 fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
     Command::new(kubectl_bin())
@@ -68,7 +51,7 @@ fn jane_can_do_what_her_bindings_say() {
     let s = ServerProcess::start(&[]).unwrap();
     ok(s.kubectl(&["create", "namespace", "dev"]));
     ok(s.kubectl(&["create", "namespace", "prod"]));
-    let jane = user_kubeconfig(&s, "jane", &[]);
+    let jane = s.user_kubeconfig("jane", &[]).unwrap();
 
     // Nothing before a binding, in upstream's words.
     let out = kubectl_as(&jane, &["get", "pods", "-n", "dev"]);
@@ -186,7 +169,7 @@ fn escalation_is_refused_and_invalid_rules_are_not_stored() {
         },
     )
     .unwrap();
-    let jane = user_kubeconfig(&s, "jane", &["devs"]);
+    let jane = s.user_kubeconfig("jane", &["devs"]).unwrap();
     ok(s.kubectl(&[
         "create",
         "rolebinding",

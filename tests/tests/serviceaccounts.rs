@@ -531,22 +531,6 @@ fn approved_csrs_are_signed_by_the_cluster_ca_and_bad_ones_fail() {
     );
 }
 
-/// A kubeconfig for `user` in `groups` with a client certificate of the server's CA.
-fn certificate_kubeconfig(s: &ServerProcess, user: &str, groups: &[&str]) -> std::path::PathBuf {
-    let ca = ekube_apiserver::pki::Ca::load_or_create(&s.dir.join("pki")).unwrap();
-    let issued = ca.issue(user, groups, &[], false).unwrap();
-    let path = s.dir.join(format!("{}.kubeconfig", user.replace(':', "-")));
-    ekube_apiserver::pki::write_kubeconfig(
-        &path,
-        &format!("https://127.0.0.1:{}", s.port),
-        &ca.cert_pem,
-        user,
-        &issued,
-    )
-    .unwrap();
-    path
-}
-
 /// Creates the CSR `manifest` as the user of `kubeconfig`.
 fn create_csr_as(kubeconfig: &std::path::Path, manifest: &str) {
     let file = kubeconfig.with_extension("csr.json");
@@ -585,7 +569,9 @@ fn node_client_requests_are_auto_approved_when_the_requester_may() {
     ]));
     let boot = token_kubeconfig(&s, "boot", "abcdef.0123456789abcdef");
     let other = token_kubeconfig(&s, "other", "otherb.0123456789abcdef");
-    let node7 = certificate_kubeconfig(&s, "system:node:n7", &["system:nodes"]);
+    let node7 = s
+        .user_kubeconfig("system:node:n7", &["system:nodes"])
+        .unwrap();
     // Creating CSRs is the Node authorizer's grant to nodes; RBAC stands in for it here.
     ok(s.kubectl(&[
         "create",
