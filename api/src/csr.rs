@@ -61,15 +61,16 @@ pub fn parse(pem: &[u8]) -> Result<CertificateRequest, String> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(cn: &str, orgs: &[&str], sans: &[&str]) -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
+/// Requests made up for tests (feature `test-util`).
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing {
+    /// A PEM request for `CN=cn` with the organizations `orgs` (rcgen keeps only the last of
+    /// several) and the subject alternative names `sans` (IPs or DNS names), and its key.
+    pub fn request(cn: &str, orgs: &[&str], sans: &[&str]) -> (String, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().expect("generating a key");
         let mut params =
             rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+                .expect("subject alternative names");
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -79,12 +80,22 @@ mod tests {
                 .distinguished_name
                 .push(rcgen::DnType::OrganizationName, *o);
         }
-        params.serialize_request(&key).unwrap().pem().unwrap()
+        let pem = params
+            .serialize_request(&key)
+            .and_then(|r| r.pem())
+            .expect("serializing the request");
+        (pem, key)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::request;
+    use super::*;
 
     #[test]
     fn subjects_names_and_what_is_not_a_request() {
-        let pem = request(
+        let (pem, _) = request(
             "system:node:n9",
             &["system:nodes"],
             &["n9.example", "10.0.0.9"],

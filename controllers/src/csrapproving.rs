@@ -235,21 +235,9 @@ mod tests {
     };
 
     fn pem(cn: &str, orgs: &[&str], sans: &[&str]) -> Vec<u8> {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        for o in orgs {
-            params
-                .distinguished_name
-                .push(rcgen::DnType::OrganizationName, *o);
-        }
-        let pem = params.serialize_request(&key).unwrap().pem().unwrap();
-        pem.into_bytes()
+        ekube_api::csr::testing::request(cn, orgs, sans)
+            .0
+            .into_bytes()
     }
 
     fn csr(request: Vec<u8>, requester: &str, usages: &[&str]) -> CertificateSigningRequest {

@@ -358,20 +358,7 @@ fn csr(
     sans: &[&str],
 ) -> (String, rcgen::KeyPair) {
     use base64::Engine;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    for o in orgs {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, *o);
-    }
-    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let (pem, key) = ekube_api::csr::testing::request(cn, orgs, sans);
     let manifest = json!({
         "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
         "metadata": {"name": name},
