@@ -4,10 +4,12 @@
 //! server: the table of resources ekube serves ([`resources`]), label and field selectors
 //! ([`selector`]), quantities ([`quantity`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
 //! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
-//! run ([`serve`]).
+//! run ([`serve`]) and who their clients are ([`user`]),
+//! and how certificate requests read ([`csr`]).
 
 pub mod client;
 pub mod cron;
+pub mod csr;
 pub mod display;
 pub mod events;
 pub mod flags;
@@ -18,6 +20,7 @@ pub mod resources;
 pub mod selector;
 pub mod serve;
 pub mod tls;
+pub mod user;
 
 pub use k8s_openapi;
 pub use resources::{RESOURCES, ResourceInfo};

@@ -7,10 +7,10 @@
 //! other signers are left to their signers.
 
 use base64::Engine;
+use ekube_api::csr::CertificateRequest;
 use serde_json::{Value, json};
-use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
 
+use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
 use crate::pki::Ca;
 use crate::registry::{Registry, WriteOptions};
@@ -48,13 +48,9 @@ const USAGES: &[&str] = &[
     "netscape sgc",
 ];
 
-/// What a request asks for, read from its PEM.
+/// What a request asks for, and its PEM (what the CA signs).
 struct Request {
-    common_name: String,
-    organizations: Vec<String>,
-    /// Subject alternative names of any kind (`dns:…`, `ip:…`, `email:…`, `uri:…`).
-    dns_or_ip: usize,
-    email_or_uri: usize,
+    asked: CertificateRequest,
     pem: String,
 }
 
@@ -67,42 +63,8 @@ fn parse_request(obj: &Value) -> std::result::Result<Request, String> {
         .decode(b64)
         .map_err(|_| "not base64 data".to_string())?;
     let pem = String::from_utf8(bytes).map_err(|_| "not a PEM block".to_string())?;
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|_| "not a PEM block".to_string())?;
-    if block.label != "CERTIFICATE REQUEST" {
-        return Err(format!(
-            "PEM block type must be CERTIFICATE REQUEST, not {}",
-            block.label
-        ));
-    }
-    let (_, csr) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
-            .map_err(|e| format!("not a certificate request: {e}"))?;
-    csr.verify_signature()
-        .map_err(|_| "the request's signature does not verify".to_string())?;
-    let info = &csr.certification_request_info;
-    let strings = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue>| {
-        it.filter_map(|a| a.as_str().ok().map(str::to_string))
-            .collect::<Vec<_>>()
-    };
-    let (mut dns_or_ip, mut email_or_uri) = (0, 0);
-    for ext in csr.requested_extensions().into_iter().flatten() {
-        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
-            for name in &san.general_names {
-                match name {
-                    GeneralName::DNSName(_) | GeneralName::IPAddress(_) => dns_or_ip += 1,
-                    _ => email_or_uri += 1,
-                }
-            }
-        }
-    }
-    Ok(Request {
-        common_name: strings(&mut info.subject.iter_common_name()).concat(),
-        organizations: strings(&mut info.subject.iter_organization()),
-        dns_or_ip,
-        email_or_uri,
-        pem,
-    })
+    let asked = ekube_api::csr::parse(pem.as_bytes())?;
+    Ok(Request { asked, pem })
 }
 
 fn usages(obj: &Value) -> Vec<String> {
@@ -158,6 +120,32 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// On create, `spec.username`, `uid`, `groups` and `extra` become the requester's, whatever the
+/// client sent (upstream's `PrepareForCreate`): approvers such as the csrapproving controller
+/// decide on who asked. Objects of other kinds pass unchanged.
+pub fn stamp_requester(r: &ekube_api::ResourceInfo, mut obj: Value, user: &User) -> Value {
+    if r.kind != "CertificateSigningRequest" {
+        return obj;
+    }
+    let spec = crate::defaults::ensure(&mut obj, "spec");
+    if let Some(spec) = spec.as_object_mut() {
+        for field in ["username", "uid", "groups", "extra"] {
+            spec.remove(field);
+        }
+        spec.insert("username".into(), json!(user.name));
+        if !user.uid.is_empty() {
+            spec.insert("uid".into(), json!(user.uid));
+        }
+        if !user.groups.is_empty() {
+            spec.insert("groups".into(), json!(user.groups));
+        }
+        if !user.extra.is_empty() {
+            spec.insert("extra".into(), json!(user.extra));
+        }
+    }
+    obj
+}
+
 /// Checks `usages` against the required and optional ones of a signer.
 fn check_usages(
     got: &[String],
@@ -176,7 +164,11 @@ fn check_usages(
 }
 
 /// The rules of `signer` for a request; `Ok(server)` tells a serving certificate.
-fn check_signer(signer: &str, req: &Request, got: &[String]) -> std::result::Result<bool, String> {
+fn check_signer(
+    signer: &str,
+    req: &CertificateRequest,
+    got: &[String],
+) -> std::result::Result<bool, String> {
     let optional = ["digital signature", "key encipherment"];
     let no_sans = || match req.dns_or_ip + req.email_or_uri {
         0 => Ok(()),
@@ -263,7 +255,7 @@ fn sign(ca: &Ca, csr: &mut Value) {
         .unwrap_or(MAX_DURATION_SECONDS)
         .clamp(MIN_EXPIRATION_SECONDS, MAX_DURATION_SECONDS);
     let signed = parse_request(csr).and_then(|req| {
-        let server = check_signer(&signer, &req, &usages(csr))?;
+        let server = check_signer(&signer, &req.asked, &usages(csr))?;
         ca.sign_request(
             &req.pem,
             server,
@@ -344,4 +336,32 @@ pub async fn approve(
             Ok(cur)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_requester_replaces_what_the_client_claimed() {
+        let csrs =
+            ekube_api::resources::find("certificates.k8s.io", "v1", "certificatesigningrequests")
+                .unwrap();
+        let user = User {
+            name: "system:bootstrap:abcdef".into(),
+            uid: String::new(),
+            groups: vec!["system:bootstrappers".into(), "system:authenticated".into()],
+            extra: [("k".to_string(), vec!["v".to_string()])].into(),
+        };
+        let claimed = json!({"spec": {"username": "system:node:n1", "uid": "forged",
+            "groups": ["system:masters"], "signerName": KUBELET_CLIENT}});
+        let stamped = stamp_requester(csrs, claimed.clone(), &user);
+        assert_eq!(
+            stamped["spec"],
+            json!({"username": "system:bootstrap:abcdef", "groups": user.groups,
+                "extra": {"k": ["v"]}, "signerName": KUBELET_CLIENT})
+        );
+        let pods = ekube_api::resources::find("", "v1", "pods").unwrap();
+        assert_eq!(stamp_requester(pods, claimed.clone(), &user), claimed);
+    }
 }

@@ -453,6 +453,7 @@ async fn resource(
             let obj = parse_object(&body, &content_type(&headers))?;
             check_type(r, &obj)?;
             guard.check(r, ns, &obj)?;
+            let obj = crate::certificates::stamp_requester(r, obj, user);
             let (created, warnings) = api.registry.create(r, ns, obj, &opts).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),

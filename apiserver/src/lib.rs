@@ -219,12 +219,9 @@ pub async fn start(
             }
         }
         _ => pki::Issued::load_or_issue(&pki_dir, "apiserver-kubelet-client", || {
-            ca.issue(
-                "kube-apiserver-kubelet-client",
-                &["system:masters"],
-                &[],
-                false,
-            )
+            // No privileged group: the bootstrap policy binds this user to
+            // `system:kubelet-api-admin`, which is all kubelets let it do.
+            ca.issue(authz::policy::KUBELET_CLIENT_USER, &[], &[], false)
         })?,
     };
     let kubelet_tls = proxy::kubelet_tls(&kubelet_client).map_err(Error::Config)?;

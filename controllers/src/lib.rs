@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod cronjob;
+pub mod csrapproving;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -45,6 +46,7 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-cert-publisher",
     "nodelifecycle",
     "resourcequota",
+    "csrapproving",
 ];
 
 #[derive(Debug, Clone, clap::Args)]
@@ -231,6 +233,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "root-ca-cert-publisher",
             rootca::run(client.clone(), ca),
         ));
+    }
+    if on("csrapproving") {
+        tasks.spawn(named("csrapproving", csrapproving::run(client.clone())));
     }
     if on("nodelifecycle") {
         let lc = nodelifecycle::Settings {

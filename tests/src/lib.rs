@@ -174,6 +174,21 @@ impl ServerProcess {
         Ok(ekube_api::client::from_kubeconfig(&self.kubeconfig()).await?)
     }
 
+    /// A kubeconfig for `user` in `groups` with a client certificate of this server's CA.
+    pub fn user_kubeconfig(&self, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        let ca = ekube_apiserver::pki::Ca::load_or_create(&self.dir.join("pki"))?;
+        let issued = ca.issue(user, groups, &[], false)?;
+        let path = self.dir.join(format!("{}.conf", user.replace(':', "-")));
+        ekube_apiserver::pki::write_kubeconfig(
+            &path,
+            &format!("https://127.0.0.1:{}", self.port),
+            &ca.cert_pem,
+            user,
+            &issued,
+        )?;
+        Ok(path)
+    }
+
     /// Runs the real kubectl against this server.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_stdin(args, None)

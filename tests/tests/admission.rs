@@ -5,14 +5,11 @@
 //! `system:node:n1` client certificate whose authorization is granted outright (so what refuses
 //! is admission, whatever the authorization mode).
 
-mod support;
-
 use std::process::Output;
 use std::time::Duration;
 
 use ekube_tests::{ServerProcess, kubectl_as, ok, wait_for};
 use serde_json::Value;
-use support::user_kubeconfig;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -163,7 +160,9 @@ fn node_restriction_keeps_a_kubelet_to_its_own_node() {
         "--clusterrole=cluster-admin",
         "--user=system:node:n1",
     ]));
-    let n1 = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
+    let n1 = s
+        .user_kubeconfig("system:node:n1", &["system:nodes"])
+        .unwrap();
     let as_n1 = |args: &[&str]| kubectl_as(&n1, args);
     wait_for(
         Duration::from_secs(10),

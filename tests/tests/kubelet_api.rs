@@ -2,7 +2,9 @@
 //! a wrong container), `exec` (env, exit code propagation, stdin with `-i`, a terminal with
 //! `-ti`), `attach` and `port-forward`, on a one-node lab cluster (`ekube server` and `ekube agent` on
 //! n1). kubectl runs inside the node's namespace; the apiserver relays to
-//! the kubelet at the node's InternalIP.
+//! the kubelet at the node's InternalIP, which asks the apiserver whether the apiserver's
+//! kubelet client may (it is bound to `system:kubelet-api-admin`). The kubelet API is also
+//! asked directly with ServiceAccount tokens, allowed `nodes/proxy` or nothing.
 
 use std::time::Duration;
 
@@ -216,30 +218,45 @@ fn checks(c: &LabCluster) -> Result<()> {
     Ok(())
 }
 
-/// A GET of the kubelet API on n1, from n1, with or without the admin's client certificate:
-/// the HTTP status and body.
-fn kubelet_get(c: &LabCluster, path: &str, with_cert: bool) -> Result<(u16, String)> {
+/// Who a direct request to the kubelet API claims to be.
+enum Credentials<'a> {
+    None,
+    /// The admin kubeconfig's client certificate.
+    AdminCertificate,
+    Bearer(&'a str),
+}
+
+/// A request to the kubelet API on n1, from n1: the HTTP status and body.
+fn kubelet_call(
+    c: &LabCluster,
+    method: &str,
+    path: &str,
+    credentials: Credentials,
+) -> Result<(u16, String)> {
     let dir = c.lab.host("n1")?.dir.clone();
     let (crt, key) = (dir.join("admin-client.crt"), dir.join("admin-client.key"));
-    if with_cert && !key.exists() {
-        for (field, file) in [("client-certificate-data", &crt), ("client-key-data", &key)] {
-            let out = c.sh(&format!(
-                "$K config view --raw -o jsonpath='{{.users[0].user.{field}}}' | base64 -d > {}",
-                file.display()
-            ))?;
-            anyhow::ensure!(out.success(), "extracting {field}: {}", out.stderr);
+    let auth = match credentials {
+        Credentials::None => String::new(),
+        Credentials::AdminCertificate => {
+            if !key.exists() {
+                for (field, file) in [("client-certificate-data", &crt), ("client-key-data", &key)]
+                {
+                    let out = c.sh(&format!(
+                        "$K config view --raw -o jsonpath='{{.users[0].user.{field}}}' | base64 -d > {}",
+                        file.display()
+                    ))?;
+                    anyhow::ensure!(out.success(), "extracting {field}: {}", out.stderr);
+                }
+            }
+            format!("--cert {} --key {}", crt.display(), key.display())
         }
-    }
-    let ip = c.lab.host("n1")?.ip;
-    let cert = if with_cert {
-        format!("--cert {} --key {}", crt.display(), key.display())
-    } else {
-        String::new()
+        Credentials::Bearer(token) => format!("-H 'Authorization: Bearer {token}'"),
     };
+    let ip = c.lab.host("n1")?.ip;
     let out = c.sh(&format!(
-        "curl -sS -k --max-time 10 {cert} -w '\\n%{{http_code}}' https://{ip}:10250{path}"
+        "curl -sS -k --max-time 10 -X {method} {auth} -w '\\n%{{http_code}}' 'https://{ip}:10250{path}'"
     ))?;
-    anyhow::ensure!(out.success(), "curl {path}: {}", out.stderr);
+    anyhow::ensure!(out.success(), "curl {method} {path}: {}", out.stderr);
     let (body, code) = out
         .stdout
         .rsplit_once('\n')
@@ -247,22 +264,102 @@ fn kubelet_get(c: &LabCluster, path: &str, with_cert: bool) -> Result<(u16, Stri
     Ok((code.trim().parse()?, body.to_owned()))
 }
 
-/// The kubelet API asked directly: authentication, then `/pods`, `/stats/summary` and
-/// `/metrics` with the admin's certificate.
+/// A ServiceAccount allowed `nodes/proxy` (what exec, run and container logs need on the
+/// kubelet API) and one allowed nothing.
+const KUBELET_RBAC: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kubelet-runner, namespace: default}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kubelet-nobody, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kubelet-runner}
+rules:
+- {apiGroups: [""], resources: [nodes/proxy], verbs: [get, create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kubelet-runner}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubelet-runner}
+subjects:
+- {kind: ServiceAccount, name: kubelet-runner, namespace: default}
+"#;
+
+/// The kubelet API asked directly: no credentials get 401, the admin's certificate reads
+/// `/healthz`; ServiceAccount tokens are reviewed by the apiserver and their requests
+/// authorized as `nodes/<subresource>` of the node (SubjectAccessReview).
 fn direct(c: &LabCluster) -> Result<()> {
     for path in ["/healthz", "/pods", "/containerLogs/default/duo/sidecar"] {
-        let (code, body) = kubelet_get(c, path, false)?;
+        let (code, body) = kubelet_call(c, "GET", path, Credentials::None)?;
         assert_eq!(
             (code, body.trim()),
             (401, "Unauthorized"),
-            "{path} without a certificate"
+            "{path} without credentials"
         );
     }
-    let (code, body) = kubelet_get(c, "/healthz", true)?;
+    let (code, body) = kubelet_call(c, "GET", "/healthz", Credentials::AdminCertificate)?;
     assert_eq!(
         (code, body.trim()),
         (200, "ok"),
         "/healthz with the admin certificate"
+    );
+
+    c.apply(KUBELET_RBAC)?;
+    let runner = c.kubectl(&["create", "token", "kubelet-runner"])?;
+    let nobody = c.kubectl(&["create", "token", "kubelet-nobody"])?;
+    let run = "/run/default/duo/sidecar?cmd=env";
+    let (code, body) = kubelet_call(c, "POST", run, Credentials::Bearer(runner.trim()))?;
+    assert!(
+        code == 200 && body.lines().any(|l| l == "X=hello-x"),
+        "run with a token allowed nodes/proxy: {code} {body}"
+    );
+    let (code, body) = kubelet_call(
+        c,
+        "GET",
+        "/containerLogs/default/duo/sidecar?tailLines=1",
+        Credentials::Bearer(runner.trim()),
+    )?;
+    assert!(code == 200 && body.starts_with("line-"), "{code} {body}");
+    let (code, body) = kubelet_call(
+        c,
+        "GET",
+        "/stats/summary",
+        Credentials::Bearer(runner.trim()),
+    )?;
+    assert_eq!(
+        (code, body.trim()),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:kubelet-runner, verb=get, resource=nodes, subresource(s)=[stats])"
+        ),
+        "nodes/proxy does not reach the stats"
+    );
+    let (code, body) = kubelet_call(c, "POST", run, Credentials::Bearer(nobody.trim()))?;
+    assert_eq!(
+        (code, body.trim()),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:kubelet-nobody, verb=create, resource=nodes, subresource(s)=[proxy])"
+        ),
+        "run with a token without nodes/proxy"
+    );
+    let (code, body) = kubelet_call(c, "GET", "/pods", Credentials::Bearer(nobody.trim()))?;
+    assert_eq!(
+        (code, body.trim()),
+        (
+            403,
+            "Forbidden (user=system:serviceaccount:default:kubelet-nobody, verb=get, resource=nodes, subresource(s)=[pods proxy])"
+        ),
+    );
+    let (code, body) = kubelet_call(c, "POST", run, Credentials::Bearer("not-a-token"))?;
+    assert_eq!(
+        (code, body.trim()),
+        (401, "Unauthorized"),
+        "an unknown token"
     );
     Ok(())
 }

@@ -5,14 +5,11 @@
 //! rule validation; the Node authorizer confining a kubelet's certificate to its own Node and
 //! Lease and to the Secrets its bound pods use.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use ekube_tests::{ServerProcess, kubectl_as, ok, wait_for};
-use support::user_kubeconfig;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -45,7 +42,7 @@ fn jane_can_do_what_her_bindings_say() {
     let s = ServerProcess::start(&[]).unwrap();
     ok(s.kubectl(&["create", "namespace", "dev"]));
     ok(s.kubectl(&["create", "namespace", "prod"]));
-    let jane = user_kubeconfig(&s, "jane", &[]);
+    let jane = s.user_kubeconfig("jane", &[]).unwrap();
 
     // Nothing before a binding, in upstream's words.
     let out = kubectl_as(&jane, &["get", "pods", "-n", "dev"]);
@@ -163,7 +160,7 @@ fn escalation_is_refused_and_invalid_rules_are_not_stored() {
         },
     )
     .unwrap();
-    let jane = user_kubeconfig(&s, "jane", &["devs"]);
+    let jane = s.user_kubeconfig("jane", &["devs"]).unwrap();
     ok(s.kubectl(&[
         "create",
         "rolebinding",
@@ -373,7 +370,9 @@ fn a_node_reaches_only_its_own_objects_and_what_its_pods_use() {
     )
     .unwrap();
     ok(s.kubectl_stdin(&["apply", "-f", "-"], Some(NODE_OBJECTS)));
-    let n1 = user_kubeconfig(&s, "system:node:n1", &["system:nodes"]);
+    let n1 = s
+        .user_kubeconfig("system:node:n1", &["system:nodes"])
+        .unwrap();
 
     // Its own Node and Lease: read and write.
     ok(kubectl_as(&n1, &["get", "node", "n1"]));

@@ -358,20 +358,7 @@ fn csr(
     sans: &[&str],
 ) -> (String, rcgen::KeyPair) {
     use base64::Engine;
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, cn);
-    for o in orgs {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, *o);
-    }
-    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
+    let (pem, key) = ekube_api::csr::testing::request(cn, orgs, sans);
     let manifest = json!({
         "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
         "metadata": {"name": name},
@@ -529,4 +516,138 @@ fn approved_csrs_are_signed_by_the_cluster_ca_and_bad_ones_fail() {
         !s.kubectl(&["get", "csr", "bad"]).status.success(),
         "an invalid request was stored"
     );
+}
+
+/// Creates the CSR `manifest` as the user of `kubeconfig`.
+fn create_csr_as(kubeconfig: &std::path::Path, manifest: &str) {
+    let file = kubeconfig.with_extension("csr.json");
+    std::fs::write(&file, manifest).unwrap();
+    let out = kubectl_with(kubeconfig, &["create", "-f", &file.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "creating {manifest}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn node_client_requests_are_auto_approved_when_the_requester_may() {
+    const KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+    let s = ServerProcess::start(&[]).unwrap();
+    ok(s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&bootstrap_secret("abcdef", "2999-01-01T00:00:00Z")),
+    ));
+    // A bootstrap token outside kubeadm's node group, allowed to ask for certificates but
+    // without the nodeclient binding.
+    ok(s.kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&bootstrap_secret("otherb", "2999-01-01T00:00:00Z").replace(
+            "system:bootstrappers:kubeadm:default-node-token",
+            "system:bootstrappers:other",
+        )),
+    ));
+    ok(s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "other-bootstrap",
+        "--clusterrole=system:node-bootstrapper",
+        "--group=system:bootstrappers:other",
+    ]));
+    let boot = token_kubeconfig(&s, "boot", "abcdef.0123456789abcdef");
+    let other = token_kubeconfig(&s, "other", "otherb.0123456789abcdef");
+    let node7 = s
+        .user_kubeconfig("system:node:n7", &["system:nodes"])
+        .unwrap();
+    // Creating CSRs is the Node authorizer's grant to nodes; RBAC stands in for it here.
+    ok(s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "n7-csr",
+        "--clusterrole=system:node-bootstrapper",
+        "--user=system:node:n7",
+    ]));
+
+    // Requests that are not exactly a node's client certificate, or whose requester may not
+    // have one approved, are created first.
+    let sans = ["n9.example"];
+    create_csr_as(
+        &boot,
+        &csr(
+            "n9-san",
+            KUBELET,
+            "system:node:n9",
+            &["system:nodes"],
+            &sans,
+        )
+        .0,
+    );
+    create_csr_as(
+        &boot,
+        &csr("n9-cn", KUBELET, "n9", &["system:nodes"], &[]).0,
+    );
+    create_csr_as(
+        &other,
+        &csr("n8", KUBELET, "system:node:n8", &["system:nodes"], &[]).0,
+    );
+    // The client says who asked; the server records who did.
+    let forged = csr("n9", KUBELET, "system:node:n9", &["system:nodes"], &[])
+        .0
+        .replace(
+            "\"signerName\"",
+            "\"username\":\"system:node:n9\",\"groups\":[\"system:masters\"],\"signerName\"",
+        );
+    create_csr_as(&boot, &forged);
+    create_csr_as(
+        &node7,
+        &csr("n7", KUBELET, "system:node:n7", &["system:nodes"], &[]).0,
+    );
+
+    for (name, message) in [
+        (
+            "n9",
+            "Auto approving kubelet client certificate after SubjectAccessReview.",
+        ),
+        (
+            "n7",
+            "Auto approving self kubelet client certificate after SubjectAccessReview.",
+        ),
+    ] {
+        let mut status = Value::Null;
+        wait_for(
+            Duration::from_secs(30),
+            &format!("csr {name} approved and signed"),
+            || {
+                status = csr_status(&s, name);
+                Ok(status.get("certificate").is_some())
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}: {status}"));
+        let approved = &status["conditions"][0];
+        assert_eq!(
+            (&approved["type"], &approved["reason"], &approved["message"]),
+            (&json!("Approved"), &json!("AutoApproved"), &json!(message)),
+            "{status}"
+        );
+    }
+    let spec: Value =
+        serde_json::from_str(&ok(s.kubectl(&["get", "csr", "n9", "-o", "json"]))).unwrap();
+    assert_eq!(spec["spec"]["username"], "system:bootstrap:abcdef");
+    let groups = spec["spec"]["groups"].to_string();
+    assert!(
+        groups.contains("system:bootstrappers:kubeadm:default-node-token")
+            && !groups.contains("system:masters"),
+        "{groups}"
+    );
+    // The others stay pending (watched for a while: the controller may take them last).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        for name in ["n9-san", "n9-cn", "n8"] {
+            let status = csr_status(&s, name);
+            assert!(
+                status.get("conditions").is_none() && status.get("certificate").is_none(),
+                "{name} was decided: {status}"
+            );
+        }
+    }
 }

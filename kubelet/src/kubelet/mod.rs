@@ -213,6 +213,7 @@ pub async fn run(
         cgroup_root: config.cgroup_root.clone(),
         cpu_samples: Default::default(),
         kubeconfig_ca,
+        client: client.clone(),
     };
     let api_task = tokio::spawn(crate::server::serve(
         config.server.clone(),

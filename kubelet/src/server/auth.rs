@@ -8,10 +8,8 @@
 //! `401 Unauthorized` answer the upstream kubelet gives rather than a TLS alert. Requests
 //! without a valid certificate are let through only with `--anonymous-auth=true`.
 //!
-//! Every authenticated request is allowed (upstream `--authorization-mode=AlwaysAllow`): the
-//! apiserver has no SubjectAccessReview for webhook authorization yet. Bearer tokens are not
-//! accepted either: they would need ServiceAccount tokens (TokenReview), which the cluster
-//! does not issue yet.
+//! A valid certificate names its user (CN) and groups (O); bearer tokens, anonymous requests and
+//! authorization are [`super::access`]'s.
 
 use std::sync::Arc;
 
@@ -21,15 +19,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 
 use super::Error;
-
-/// Who a connection is, as far as the kubelet API cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Identity {
-    /// A client certificate signed by the client CA.
-    Certificate,
-    /// No (valid) certificate.
-    Anonymous,
-}
+use super::review::User;
 
 /// Offers client authentication in the handshake without requiring it, and remembers the CA
 /// to check chains against afterwards.
@@ -69,17 +59,18 @@ impl ClientAuth {
         Ok(Self { inner, provider })
     }
 
-    /// Who presented `chain` (the peer certificates of a finished handshake).
-    pub fn identify(&self, chain: Option<&[CertificateDer<'static>]>) -> Identity {
+    /// The user of `chain` (the peer certificates of a finished handshake) when it leads to
+    /// the client CA; `None` for no or a foreign certificate.
+    pub fn identify(&self, chain: Option<&[CertificateDer<'static>]>) -> Option<User> {
         match (chain, &self.inner) {
             (Some([leaf, intermediates @ ..]), Some(inner))
                 if inner
                     .verify_client_cert(leaf, intermediates, UnixTime::now())
                     .is_ok() =>
             {
-                Identity::Certificate
+                User::from_certificate(leaf)
             }
-            _ => Identity::Anonymous,
+            _ => None,
         }
     }
 }
@@ -166,6 +157,9 @@ mod tests {
         client
             .distinguished_name
             .push(rcgen::DnType::CommonName, "someone");
+        client
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "team");
         client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let client_cert = client.signed_by(&key, &ca_cert, &ca_key).unwrap();
         (ca_cert.der().clone(), client_cert.der().clone())
@@ -177,24 +171,16 @@ mod tests {
         let (ca, client) = ca_and_client();
         let (other_ca, stranger) = ca_and_client();
         let auth = ClientAuth::new(&[ca], provider()).unwrap();
+        let user = auth.identify(Some(std::slice::from_ref(&client))).unwrap();
         assert_eq!(
-            auth.identify(Some(std::slice::from_ref(&client))),
-            Identity::Certificate
+            (user.name.as_str(), user.groups.as_slice()),
+            ("someone", &["team".to_string()][..])
         );
-        assert_eq!(
-            auth.identify(Some(std::slice::from_ref(&stranger))),
-            Identity::Anonymous
-        );
-        assert_eq!(auth.identify(None), Identity::Anonymous);
+        assert_eq!(auth.identify(Some(std::slice::from_ref(&stranger))), None);
+        assert_eq!(auth.identify(None), None);
         let auth = ClientAuth::new(&[other_ca], provider()).unwrap();
-        assert_eq!(
-            auth.identify(Some(std::slice::from_ref(&client))),
-            Identity::Anonymous
-        );
+        assert_eq!(auth.identify(Some(std::slice::from_ref(&client))), None);
         let none = ClientAuth::new(&[], provider()).unwrap();
-        assert_eq!(
-            none.identify(Some(std::slice::from_ref(&client))),
-            Identity::Anonymous
-        );
+        assert_eq!(none.identify(Some(std::slice::from_ref(&client))), None);
     }
 }

@@ -1,5 +1,6 @@
 //! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over the WebSocket
-//! channel protocols ([`super::ws`]).
+//! channel protocols ([`super::ws`]), and `/run/{ns}/{pod}/{container}`, upstream's plain
+//! request/response exec.
 //!
 //! Exec runs `runc exec` in the container: with pipes for stdin/stdout/stderr, or with
 //! `tty` on a pseudo-terminal this side allocates — its slave end is runc's controlling
@@ -23,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::lookup::{self, NotServed};
 use super::ws::{self, Protocol};
-use super::{Body, Node, Query, text};
+use super::{Body, Finish, Node, Query, full, text};
 use crate::cri::{self, ContainerState};
 use crate::runtime::runc::{Runc, exit_code};
 
@@ -82,6 +83,58 @@ pub async fn serve_exec(
         }
     });
     resp
+}
+
+/// `POST /run/{ns}/{pod}/{container}?cmd=…`: runs `cmd` (split on spaces, as upstream does) to
+/// its end and answers its stdout followed by its stderr; a failing command is a 500 carrying
+/// its exit code and output.
+pub async fn serve_run(
+    node: &Node,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    q: &Query,
+) -> Response<Body> {
+    let cmd: Vec<String> = q
+        .get("cmd")
+        .unwrap_or_default()
+        .split(' ')
+        .map(str::to_string)
+        .collect();
+    if cmd.iter().all(String::is_empty) {
+        return text(StatusCode::BAD_REQUEST, "you must specify a command in cmd");
+    }
+    let found = match lookup::running(node, ns, pod, container).await {
+        Ok(f) => f,
+        Err(NotServed(code, msg)) => return text(code, msg),
+    };
+    tracing::info!(%ns, %pod, %container, "run");
+    tracing::debug!(%ns, %pod, %container, ?cmd, "run command");
+    let mut c = node.runc.exec_command(&found.id, &cmd, false);
+    c.stdin(Stdio::null());
+    match c.output().await {
+        Ok(out) => {
+            let mut data = out.stdout;
+            data.extend(out.stderr);
+            match exit_code(out.status) {
+                0 => Response::builder()
+                    .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(full(data))
+                    .finish(),
+                code => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "command terminated with exit code {code}: {}",
+                        String::from_utf8_lossy(&data)
+                    ),
+                ),
+            }
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("running runc exec: {e}"),
+        ),
+    }
 }
 
 pub async fn serve_attach(

@@ -4,18 +4,21 @@
 //! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
 //! `/pods`, `/stats/summary` and `/metrics` ([`stats`]),
 //! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over WebSocket channel
-//! protocols ([`ws`], [`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
-//! Every request needs a client certificate signed by the client CA unless `--anonymous-auth`
-//! allows anonymous ones ([`auth`]).
+//! protocols ([`ws`], [`exec`]), `/run/{ns}/{pod}/{container}` ([`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
+//! Every request is authenticated (a client certificate of the client CA, a bearer token the
+//! apiserver vouches for, or anonymous with `--anonymous-auth`; [`auth`], [`access`]) and then
+//! authorized by the apiserver as `nodes/<subresource>` of this node ([`access`], [`review`]).
 //! Pods and containers are found through CRI ([`lookup`]); streaming exec runs `runc exec`
 //! against the runtime's runc state directory, so the API serves the runtime the kubelet
 //! runs in-process (or an `ekube runtime` sharing that runc root).
 
+mod access;
 mod auth;
 mod exec;
 mod logs;
 mod lookup;
 mod portforward;
+mod review;
 mod spdy;
 mod stats;
 mod tls;
@@ -25,6 +28,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use ekube_api::serve::{Limits, http_builder};
@@ -64,6 +68,28 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub anonymous_auth: bool,
+    /// Authenticate bearer tokens by asking the apiserver (TokenReview).
+    #[arg(
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub authentication_token_webhook: bool,
+    /// How long the apiserver's answer about a token is kept (an unknown token's: 30s).
+    #[arg(long, default_value = "2m", value_parser = ekube_api::flags::parse_duration)]
+    pub authentication_token_webhook_cache_ttl: Duration,
+    /// Who decides what an authenticated client may do: `Webhook` asks the apiserver
+    /// (SubjectAccessReview for `nodes/<subresource>`), `AlwaysAllow` allows everything.
+    #[arg(long, value_enum, default_value = "Webhook")]
+    pub authorization_mode: access::AuthorizationMode,
+    /// How long an allowing answer of the apiserver is kept.
+    #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long a denying answer of the apiserver is kept.
+    #[arg(long, default_value = "30s", value_parser = ekube_api::flags::parse_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
 }
 
 impl Default for Config {
@@ -75,6 +101,11 @@ impl Default for Config {
             tls_private_key_file: None,
             client_ca_file: None,
             anonymous_auth: false,
+            authentication_token_webhook: true,
+            authentication_token_webhook_cache_ttl: Duration::from_secs(120),
+            authorization_mode: access::AuthorizationMode::Webhook,
+            authorization_webhook_cache_authorized_ttl: Duration::from_secs(300),
+            authorization_webhook_cache_unauthorized_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -102,6 +133,8 @@ pub struct Node {
     pub cpu_samples: stats::Samples,
     /// The client CA (DER) when `--client-ca-file` is not given: the kubeconfig's CA.
     pub kubeconfig_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The kubelet's apiserver client, for TokenReviews and SubjectAccessReviews.
+    pub client: kube::Client,
 }
 
 /// The pods a kubelet runs, by UID: each worker's view of its pod (`None` once it is gone).
@@ -192,13 +225,28 @@ pub async fn serve(
         &ca,
         Arc::new(rustls::crypto::ring::default_provider()),
     )?);
-    let anonymous_auth = config.anonymous_auth;
+    let gate = Arc::new(access::Gate {
+        reviews: review::Cached::new(
+            review::ApiReviewer(node.client.clone()),
+            review::Ttls {
+                authenticated: config.authentication_token_webhook_cache_ttl,
+                // Upstream's kubelet keeps "unknown token" answers this long.
+                unauthenticated: Duration::from_secs(30),
+                authorized: config.authorization_webhook_cache_authorized_ttl,
+                unauthorized: config.authorization_webhook_cache_unauthorized_ttl,
+            },
+        ),
+        token_webhook: config.authentication_token_webhook,
+        mode: config.authorization_mode,
+        anonymous: config.anonymous_auth,
+        node: node.name.clone(),
+    });
     let tls = tls::server_config(&config, &node, client_auth.clone())?;
     let addr = SocketAddr::new(config.address, config.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| Error::Bind { addr, source })?;
-    tracing::info!(%addr, "kubelet API serving");
+    tracing::info!(%addr, mode = ?config.authorization_mode, "kubelet API serving");
     let node = Arc::new(node);
     let limits = Limits::default();
     ekube_api::serve::serve(
@@ -207,22 +255,30 @@ pub async fn serve(
         limits,
         shutdown,
         move |tls, peer, _abort| {
-            let (node, client_auth) = (node.clone(), client_auth.clone());
+            let (node, client_auth, gate) = (node.clone(), client_auth.clone(), gate.clone());
             async move {
-                let identity = client_auth.identify(tls.get_ref().1.peer_certificates());
-                let allowed = identity == auth::Identity::Certificate || anonymous_auth;
-                tracing::debug!(%peer, ?identity, allowed, "kubelet API client");
-                let service = service_fn(move |req| {
-                    let node = node.clone();
+                let certificate_user =
+                    Arc::new(client_auth.identify(tls.get_ref().1.peer_certificates()));
+                tracing::debug!(%peer, user = ?certificate_user.as_ref().as_ref().map(|u| &u.name), "kubelet API client");
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (node, gate, certificate_user) =
+                        (node.clone(), gate.clone(), certificate_user.clone());
                     async move {
-                        if !allowed {
-                            // Upstream's answer to an unauthenticated request.
-                            return Ok::<_, Infallible>(text(
-                                StatusCode::UNAUTHORIZED,
-                                "Unauthorized",
-                            ));
-                        }
-                        Ok::<_, Infallible>(route(node, req).await)
+                        let checked = gate
+                            .check(
+                                certificate_user.as_ref().as_ref(),
+                                req.method(),
+                                req.uri().path(),
+                                req.headers(),
+                            )
+                            .await;
+                        Ok::<_, Infallible>(match checked {
+                            Ok(user) => {
+                                tracing::debug!(user = %user.name, path = %req.uri().path(), "kubelet API request allowed");
+                                route(node, req).await
+                            }
+                            Err(refusal) => refusal,
+                        })
                     }
                 });
                 if let Err(e) = http_builder(&limits)
@@ -322,6 +378,9 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
         }
         (_, ["exec", ns, pod, container]) if get_or_post => {
             exec::serve_exec(&node, ns, pod, container, &query, req).await
+        }
+        (&Method::POST, ["run", ns, pod, container]) => {
+            exec::serve_run(&node, ns, pod, container, &query).await
         }
         (_, ["attach", ns, pod, container]) if get_or_post => {
             exec::serve_attach(&node, ns, pod, container, &query, req).await

@@ -704,14 +704,9 @@ pub const CLUSTER_ROLES: &[RoleSpec] = &[
     ),
 ];
 
+/// A ClusterRoleBinding named after its ClusterRole.
 const fn cluster_binding(name: &'static str, subjects: &'static [Who]) -> BindingSpec {
-    BindingSpec {
-        name,
-        namespace: "",
-        role_kind: "ClusterRole",
-        role: name,
-        subjects,
-    }
+    binding_to(name, name, subjects)
 }
 
 pub const CLUSTER_ROLE_BINDINGS: &[BindingSpec] = &[
@@ -751,11 +746,54 @@ pub const CLUSTER_ROLE_BINDINGS: &[BindingSpec] = &[
         &[Who::Group("system:serviceaccounts")],
     ),
     // kubeadm: the admin kubeconfig's group.
+    binding_to(
+        "kubeadm:cluster-admins",
+        "cluster-admin",
+        &[Who::Group("kubeadm:cluster-admins")],
+    ),
+    // kubeadm: nodes joining with a bootstrap token may ask for their client certificate, and
+    // the csrapproving controller approves it; nodes may renew their own.
+    binding_to(
+        "kubeadm:kubelet-bootstrap",
+        "system:node-bootstrapper",
+        &[Who::Group(BOOTSTRAP_NODE_GROUP)],
+    ),
+    binding_to(
+        "kubeadm:node-autoapprove-bootstrap",
+        "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+        &[Who::Group(BOOTSTRAP_NODE_GROUP)],
+    ),
+    binding_to(
+        "kubeadm:node-autoapprove-certificate-rotation",
+        "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        &[Who::Group("system:nodes")],
+    ),
+    // The apiserver's client certificate for kubelets (`apiserver-kubelet-client.crt`): the
+    // kubelets ask the apiserver (SubjectAccessReview) whether it may proxy logs, exec and
+    // port-forward; this grants exactly the kubelet API.
+    binding_to(
+        "kube-apiserver-kubelet-api-admin",
+        "system:kubelet-api-admin",
+        &[Who::User(KUBELET_CLIENT_USER)],
+    ),
+];
+
+/// The group kubeadm's default bootstrap token puts joining nodes in.
+pub const BOOTSTRAP_NODE_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// The user (CN) of the apiserver's client certificate for kubelets.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+
+/// A ClusterRoleBinding named differently from its ClusterRole.
+const fn binding_to(
+    name: &'static str,
+    role: &'static str,
+    subjects: &'static [Who],
+) -> BindingSpec {
     BindingSpec {
-        name: "kubeadm:cluster-admins",
+        name,
         namespace: "",
         role_kind: "ClusterRole",
-        role: "cluster-admin",
-        subjects: &[Who::Group("kubeadm:cluster-admins")],
-    },
-];
+        role,
+        subjects,
+    }
+}
