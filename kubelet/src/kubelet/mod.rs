@@ -9,6 +9,7 @@
 //! flag is absent (as `ekube agent` does).
 
 mod cni;
+mod image_gc;
 mod inputs;
 mod logs;
 mod node;
@@ -94,6 +95,19 @@ pub struct Config {
     /// Most pods this node takes.
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Image filesystem usage (percent) at which unused images are garbage collected; 100
+    /// turns image garbage collection off.
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Image filesystem usage (percent) image garbage collection frees down to.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Least time an unused image is kept after the kubelet first saw it.
+    #[arg(long, default_value = "2m", value_parser = ekube_api::flags::parse_duration)]
+    pub minimum_image_ttl_duration: std::time::Duration,
+    /// How often image filesystem usage is checked (fixed at 5 minutes upstream).
+    #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
+    pub image_gc_period: std::time::Duration,
     /// Run containers that name no seccomp profile under `RuntimeDefault` instead of
     /// `Unconfined` (`--seccomp-default=false` to turn off).
     ///
@@ -157,6 +171,15 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
     runtime::install_crypto();
+    let image_gc = image_gc::Policy {
+        high: config.image_gc_high_threshold,
+        low: config.image_gc_low_threshold,
+        min_age: config.minimum_image_ttl_duration,
+    };
+    image_gc.check().map_err(Error::Config)?;
+    if config.image_gc_period.is_zero() {
+        return Err(Error::Config("--image-gc-period must be positive".into()));
+    }
     let node = ekube_api::flags::node_name(config.hostname_override.as_deref()).map_err(|e| {
         Error::Config(format!(
             "reading the host name ({e}); set --hostname-override"
@@ -245,6 +268,12 @@ pub async fn run(
         ctx.config.container_log_monitor_interval,
         stopped(stop_rx.clone()),
     ));
+    let image_gc = tokio::spawn(image_gc::run(
+        ctx.clone(),
+        image_gc,
+        ctx.config.image_gc_period,
+        stopped(stop_rx.clone()),
+    ));
     shutdown.await;
     tracing::info!("kubelet stopping");
     let _ = stop_tx.send(true);
@@ -254,6 +283,7 @@ pub async fn run(
     }
     heartbeat.abort();
     log_rotation.abort();
+    image_gc.abort();
     if let Some(t) = runtime_task {
         let _ = t.await;
     }
