@@ -56,8 +56,8 @@ pub fn note_answer(ctx: &TcContext, p: &Packet, v: &CtValue, now: u64) {
         return;
     };
     let other = u32::from_be(ack) != u32::from_be(v.isn).wrapping_add(1);
-    let retransmitted = p.tcp_flags & TCP_SYN != 0
-        && now.saturating_sub(v.last_seen_ns) > SYNACK_RETRANSMIT_NS;
+    let retransmitted =
+        p.tcp_flags & TCP_SYN != 0 && now.saturating_sub(v.last_seen_ns) > SYNACK_RETRANSMIT_NS;
     if !(other || retransmitted) {
         return;
     }
