@@ -177,7 +177,13 @@ async fn server(args: ServerArgs) -> Result<()> {
         embedded(&kubeconfig),
         &args.controller_manager_args,
     )?;
-    let scheduler = flags::component("scheduler", embedded(&kubeconfig), &args.scheduler_args)?;
+    // The scheduler runs as itself (kubeadm's `scheduler.conf`), bound by RBAC to
+    // `system:kube-scheduler`.
+    let scheduler = flags::component(
+        "scheduler",
+        embedded(&running.scheduler_kubeconfig),
+        &args.scheduler_args,
+    )?;
     let cm = tokio::spawn(ekube_controllers::run(
         controllers,
         stopped(stop_rx.clone()),
