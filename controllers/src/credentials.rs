@@ -32,6 +32,9 @@ const NAMESPACE: &str = "kube-system";
 /// How long a requested token lives; upstream's controller tokens live an hour too.
 const TOKEN_SECONDS: i64 = 3600;
 
+/// How many times (a second apart) the first token is asked for before giving up.
+const START_ATTEMPTS: u32 = 30;
+
 /// Each controller (its `--controllers` name) and the ServiceAccount it runs as, named as
 /// upstream's controller-manager names it (`ClientOrDie("<name>")`).
 const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
@@ -44,6 +47,8 @@ const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
     ("daemonset", "daemon-set-controller"),
     ("statefulset", "statefulset-controller"),
     ("job", "job-controller"),
+    // Part of ekube's job controller (finished Jobs past their TTL), a controller upstream.
+    ("ttl-after-finished", "ttl-after-finished-controller"),
     ("cronjob", "cronjob-controller"),
     ("garbagecollector", "generic-garbage-collector"),
     ("namespace", "namespace-controller"),
@@ -90,11 +95,6 @@ impl Credentials {
         Ok(Self { root, anonymous })
     }
 
-    /// The controller-manager's own client.
-    pub fn root(&self) -> kube::Client {
-        self.root.clone()
-    }
-
     /// The client and event recorder controller `controller` runs with.
     pub async fn for_controller(
         &self,
@@ -124,12 +124,19 @@ impl Credentials {
             controller: sa,
             message,
         };
-        self.ensure_service_account(sa)
-            .await
-            .map_err(|e| failed(format!("ensuring ServiceAccount {NAMESPACE}/{sa}: {e}")))?;
-        let (header, lifetime) = request_token(&self.root, sa)
-            .await
-            .map_err(|e| failed(format!("requesting a token for {NAMESPACE}/{sa}: {e}")))?;
+        // The apiserver may still be starting (a separate process): retry for a while.
+        let mut attempts = 0;
+        let (header, lifetime) = loop {
+            match self.first_token(sa).await {
+                Ok(issued) => break issued,
+                Err(e) if attempts < START_ATTEMPTS => {
+                    attempts += 1;
+                    tracing::debug!(serviceaccount = sa, error = %e, "waiting for the apiserver");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(failed(e)),
+            }
+        };
         let token = Arc::new(RwLock::new(header));
         tokio::spawn(renew(
             self.root.clone(),
@@ -145,6 +152,16 @@ impl Credentials {
             token,
         };
         Ok(kube::client::ClientBuilder::new(split, anonymous.default_namespace.clone()).build())
+    }
+
+    /// Ensures the ServiceAccount exists and requests its first token.
+    async fn first_token(&self, sa: &str) -> Result<(HeaderValue, Duration), String> {
+        self.ensure_service_account(sa)
+            .await
+            .map_err(|e| format!("ensuring ServiceAccount {NAMESPACE}/{sa}: {e}"))?;
+        request_token(&self.root, sa)
+            .await
+            .map_err(|e| format!("requesting a token for {NAMESPACE}/{sa}: {e}"))
     }
 
     async fn ensure_service_account(&self, sa: &str) -> Result<(), kube::Error> {

@@ -215,7 +215,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     if on("job") {
         let (client, recorder) = credentials.for_controller("job").await?;
-        tasks.spawn(named("job", job::run(client.clone(), recorder.clone())));
+        let (ttl, _) = credentials.for_controller("ttl-after-finished").await?;
+        tasks.spawn(named(
+            "job",
+            job::run(client.clone(), recorder.clone(), ttl),
+        ));
     }
     if on("cronjob") {
         let (client, recorder) = credentials.for_controller("cronjob").await?;
