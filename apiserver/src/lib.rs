@@ -103,10 +103,14 @@ pub struct ApiServer {
     pub inflight: inflight::Inflight,
 }
 
-/// A started server: where it listens and where its admin kubeconfig is.
+/// A started server: where it listens and where its kubeconfigs are.
 pub struct Running {
     pub addr: SocketAddr,
     pub admin_kubeconfig: PathBuf,
+    /// `system:kube-controller-manager`'s kubeconfig (kubeadm's `controller-manager.conf`).
+    pub controller_manager_kubeconfig: PathBuf,
+    /// `system:kube-scheduler`'s kubeconfig (kubeadm's `scheduler.conf`).
+    pub scheduler_kubeconfig: PathBuf,
     pub api: Arc<ApiServer>,
 }
 
@@ -169,7 +173,8 @@ pub async fn start(
     let advertise = config.advertise_address();
     let server_address = format!("{advertise}:{}", addr.port());
 
-    // Certificates: CA, serving certificate, admin client certificate and kubeconfig.
+    // Certificates: CA, serving certificate, client certificates and kubeconfigs of the admin,
+    // the controller-manager and the scheduler (next to each other, kubeadm's layout).
     let pki_dir = config.cert_dir();
     let ca = pki::Ca::load_or_create(&pki_dir)?;
     let mut hosts: Vec<String> = [
@@ -233,6 +238,20 @@ pub async fn start(
         "admin",
         &admin,
     )?;
+    let component_kubeconfig = |file: &str, user: &str| {
+        let path = config.data_dir.join(file);
+        pki::write_component_kubeconfig(
+            &ca,
+            &pki_dir,
+            &path,
+            &format!("https://{server_address}"),
+            user,
+        )
+        .map(|()| path)
+    };
+    let controller_manager_kubeconfig =
+        component_kubeconfig("controller-manager.conf", "system:kube-controller-manager")?;
+    let scheduler_kubeconfig = component_kubeconfig("scheduler.conf", "system:kube-scheduler")?;
     if let Some(extra) = &config.write_kubeconfig {
         pki::write_kubeconfig(
             extra,
@@ -330,6 +349,8 @@ pub async fn start(
     let running = Running {
         addr,
         admin_kubeconfig,
+        controller_manager_kubeconfig,
+        scheduler_kubeconfig,
         api: api.clone(),
     };
     Ok((running, server::serve(api, listener, tls, shutdown)))

@@ -1,5 +1,6 @@
 //! The cluster's certificates: a CA, the apiserver's serving certificate, and client
-//! certificates (the admin's first), plus the kubeconfig files that carry them.
+//! certificates (the admin's, the controller-manager's and the scheduler's), plus the
+//! kubeconfig files that carry them.
 //!
 //! On first start the apiserver creates what is missing under its PKI directory and leaves
 //! existing files alone, so a restart (or an operator's own CA) keeps working.
@@ -203,6 +204,23 @@ pub fn write_kubeconfig(
     write(path, &doc, 0o600)
 }
 
+/// Issues (once) the client certificate of a control-plane component and writes its
+/// kubeconfig, as kubeadm writes `controller-manager.conf` and `scheduler.conf`: the
+/// certificate's CN is `user` and it has no group, so only the bootstrap policy's bindings for
+/// that user apply (never `system:masters`). The certificate is kept as
+/// `<cert_dir>/<user without "system:">.crt` so a restart reuses it.
+pub fn write_component_kubeconfig(
+    ca: &Ca,
+    cert_dir: &Path,
+    kubeconfig: &Path,
+    server: &str,
+    user: &str,
+) -> Result<()> {
+    let stem = user.trim_start_matches("system:");
+    let client = Issued::load_or_issue(cert_dir, stem, || ca.issue(user, &[], &[], false))?;
+    write_kubeconfig(kubeconfig, server, &ca.cert_pem, user, &client)
+}
+
 fn name(common_name: &str, organizations: &[&str]) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     for o in organizations {
@@ -285,4 +303,50 @@ pub(crate) fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The user a kubeconfig's client certificate authenticates as.
+    fn kubeconfig_user(path: &Path) -> crate::auth::User {
+        let doc = read(path).unwrap();
+        let data = doc
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+            .expect("client-certificate-data");
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .expect("a certificate")
+            .unwrap();
+        crate::auth::User::from_certificate(&der).expect("a client certificate")
+    }
+
+    #[test]
+    fn component_kubeconfigs_carry_their_own_identity_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let conf = dir.path().join("scheduler.conf");
+        let server = "https://127.0.0.1:6443";
+        write_component_kubeconfig(&ca, dir.path(), &conf, server, "system:kube-scheduler")
+            .unwrap();
+        let user = kubeconfig_user(&conf);
+        assert_eq!(user.name, "system:kube-scheduler");
+        assert!(
+            user.groups.is_empty(),
+            "no group, least of all system:masters: {user:?}"
+        );
+        assert!(read(&conf).unwrap().contains(server));
+        let first = read(&dir.path().join("kube-scheduler.crt")).unwrap();
+
+        // A restart writes the kubeconfig again with the certificate it already issued.
+        write_component_kubeconfig(&ca, dir.path(), &conf, server, "system:kube-scheduler")
+            .unwrap();
+        assert_eq!(read(&dir.path().join("kube-scheduler.crt")).unwrap(), first);
+        assert_eq!(kubeconfig_user(&conf).name, "system:kube-scheduler");
+    }
 }

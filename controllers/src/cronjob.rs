@@ -145,7 +145,8 @@ async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action> {
     // The status as stored, not as the watch cache last saw it: this controller's own last
     // write may not have reached the cache yet, and starting from an older status would
     // forget a success whose job the history limit has since deleted.
-    let status = match cj_api.get_status(&name).await {
+    // (A GET of the CronJob itself, as upstream's; its role may not get `cronjobs/status`.)
+    let status = match cj_api.get(&name).await {
         Ok(fresh) => fresh.status.unwrap_or_default(),
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
         Err(e) => return Err(e).ctx(|| format!("reading cronjob {ns}/{name}")),

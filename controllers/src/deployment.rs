@@ -300,13 +300,8 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action> {
                         // Someone else's set already has this name: hash again with a bumped count.
                         let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
                         let next = collision.unwrap_or(0) + 1;
-                        dapi.patch_status(
-                            &name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"status": {"collisionCount": next}})),
-                        )
-                        .await
-                        .ctx(|| format!("bumping collisionCount of {ns}/{name}"))?;
+                        let bump = json!({"collisionCount": next});
+                        crate::util::patch_status(&dapi, &ns, &name, bump).await?;
                         return Ok(Action::requeue(Duration::from_millis(200)));
                     }
                     Err(e) => {
@@ -696,13 +691,16 @@ async fn sync_status(
     if let Some(rs) = new_rs {
         let rev = revision(rs).to_string();
         if d.annotations().get(REVISION) != Some(&rev) {
-            dapi.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {REVISION: rev}}})),
-            )
-            .await
-            .ctx(|| format!("annotating deployment {ns}/{name}"))?;
+            // An update, as upstream's (its role may update deployments, not patch them); a
+            // conflict runs the reconcile again on the newer object.
+            let action = || format!("annotating deployment {ns}/{name}");
+            let Some(mut fresh) = dapi.get_opt(&name).await.ctx(action)? else {
+                return Ok(());
+            };
+            fresh.annotations_mut().insert(REVISION.to_string(), rev);
+            dapi.replace(&name, &PostParams::default(), &fresh)
+                .await
+                .ctx(action)?;
         }
     }
     Ok(())

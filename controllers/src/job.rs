@@ -38,10 +38,17 @@ const LEGACY_CONTROLLER_UID: &str = "controller-uid";
 const BACKOFF_BASE: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
-pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+/// `ttl` deletes finished Jobs past their `ttlSecondsAfterFinished`: upstream's
+/// ttl-after-finished controller does that with its own identity and role.
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    ttl: kube::Client,
+) -> Result<(), String> {
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
     let ctx = Ctx { client, recorder };
+    let reconcile = move |job, ctx| reconcile(job, ctx, ttl.clone());
     runner::drive("job", controller, reconcile, ctx, Duration::from_secs(1)).await;
     Ok(())
 }
@@ -143,7 +150,7 @@ fn job_labels(job: &Job) -> BTreeMap<String, String> {
 }
 
 #[tracing::instrument(skip_all, fields(job = %job.name_any()))]
-async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
+async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Result<Action> {
     if deleting(&*job) {
         return Ok(Action::await_change());
     }
@@ -343,7 +350,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
             .unwrap_or(now_ts);
         let due = done_at.as_second() + i64::from(ttl);
         if due <= now_ts.as_second() {
-            match jobs.delete(&name, &DeleteParams::background()).await {
+            let expired: Api<Job> = Api::namespaced(ttl_client, &ns);
+            match expired.delete(&name, &DeleteParams::background()).await {
                 Ok(_) | Err(kube::Error::Api(_)) => {}
                 Err(e) => return Err(e).ctx(|| format!("deleting finished job {ns}/{name}")),
             }

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod credentials;
 pub mod cronjob;
 pub mod csrapproving;
 pub mod daemonset;
@@ -82,6 +83,10 @@ pub struct Config {
     /// How often every ResourceQuota's usage is recomputed from scratch.
     #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
     pub resource_quota_sync_period: Duration,
+    /// Run each controller as its own ServiceAccount `kube-system/<controller>` (see
+    /// [`credentials`]) instead of with `--kubeconfig`'s user.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub use_service_account_credentials: bool,
 }
 
 impl Config {
@@ -99,6 +104,7 @@ impl Config {
             pod_eviction_timeout: Duration::from_secs(300),
             root_ca_file: None,
             resource_quota_sync_period: Duration::from_secs(300),
+            use_service_account_credentials: false,
         }
     }
 
@@ -171,62 +177,79 @@ impl<T> Context<T> for Result<T, kube::Error> {
 /// Runs the enabled controllers until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let cidr = config.validate()?;
-    let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
-    let recorder = events::Recorder::new(client.clone(), "controller-manager");
+    let credentials = credentials::Credentials::new(&config).await?;
     let mut tasks = tokio::task::JoinSet::new();
     let on = |name| config.enabled(name);
     if on("nodeipam") && config.allocate_node_cidrs {
+        let (client, _) = credentials.for_controller("nodeipam").await?;
         tasks.spawn(named("nodeipam", ipam::run(client.clone(), cidr)));
     }
-    if on("endpointslice") || on("endpoints") {
-        tasks.spawn(named(
-            "endpointslice",
-            endpoints::run(client.clone(), on("endpointslice"), on("endpoints")),
-        ));
+    // Two controllers upstream, with a role each: one writes EndpointSlices, one Endpoints.
+    if on("endpointslice") {
+        let (client, _) = credentials.for_controller("endpointslice").await?;
+        tasks.spawn(named("endpointslice", endpoints::run(client, true, false)));
+    }
+    if on("endpoints") {
+        let (client, _) = credentials.for_controller("endpoints").await?;
+        tasks.spawn(named("endpoints", endpoints::run(client, false, true)));
     }
     if on("replicaset") {
+        let (client, recorder) = credentials.for_controller("replicaset").await?;
         tasks.spawn(named(
             "replicaset",
             replicaset::run(client.clone(), recorder.clone()),
         ));
     }
     if on("deployment") {
+        let (client, recorder) = credentials.for_controller("deployment").await?;
         tasks.spawn(named(
             "deployment",
             deployment::run(client.clone(), recorder.clone()),
         ));
     }
     if on("daemonset") {
+        let (client, recorder) = credentials.for_controller("daemonset").await?;
         tasks.spawn(named(
             "daemonset",
             daemonset::run(client.clone(), recorder.clone()),
         ));
     }
     if on("statefulset") {
+        let (client, recorder) = credentials.for_controller("statefulset").await?;
         tasks.spawn(named(
             "statefulset",
             statefulset::run(client.clone(), recorder.clone()),
         ));
     }
     if on("job") {
-        tasks.spawn(named("job", job::run(client.clone(), recorder.clone())));
+        let (client, recorder) = credentials.for_controller("job").await?;
+        let (ttl, _) = credentials.for_controller("ttl-after-finished").await?;
+        tasks.spawn(named(
+            "job",
+            job::run(client.clone(), recorder.clone(), ttl),
+        ));
     }
     if on("cronjob") {
+        let (client, recorder) = credentials.for_controller("cronjob").await?;
         tasks.spawn(named(
             "cronjob",
             cronjob::run(client.clone(), recorder.clone()),
         ));
     }
     if on("garbagecollector") {
+        let (client, _) = credentials.for_controller("garbagecollector").await?;
         tasks.spawn(named("garbagecollector", gc::run(client.clone())));
     }
     if on("namespace") {
+        let (client, _) = credentials.for_controller("namespace").await?;
         tasks.spawn(named("namespace", namespace::run(client.clone())));
     }
     if on("serviceaccount") {
+        let (client, _) = credentials.for_controller("serviceaccount").await?;
         tasks.spawn(named("serviceaccount", serviceaccount::run(client.clone())));
     }
     if on("root-ca-cert-publisher") {
+        let (client, _) = credentials.for_controller("root-ca-cert-publisher").await?;
         let ca = rootca::ca_bundle(config.root_ca_file.as_deref(), &config.kubeconfig)
             .map_err(Error::Config)?;
         tasks.spawn(named(
@@ -235,9 +258,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ));
     }
     if on("csrapproving") {
-        tasks.spawn(named("csrapproving", csrapproving::run(client.clone())));
+        let (client, _) = credentials.for_controller("csrapproving").await?;
+        tasks.spawn(named("csrapproving", csrapproving::run(client)));
     }
     if on("nodelifecycle") {
+        let (client, recorder) = credentials.for_controller("nodelifecycle").await?;
         let lc = nodelifecycle::Settings {
             period: config.node_monitor_period,
             grace: config.node_monitor_grace_period,
@@ -249,9 +274,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ));
     }
     if on("resourcequota") {
+        let (client, _) = credentials.for_controller("resourcequota").await?;
         tasks.spawn(named(
             "resourcequota",
-            resourcequota::run(client.clone(), config.resource_quota_sync_period),
+            resourcequota::run(client, config.resource_quota_sync_period),
         ));
     }
     tracing::info!(controllers = tasks.len(), "controller-manager running");

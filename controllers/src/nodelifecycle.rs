@@ -13,9 +13,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, PodCondition, Taint};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
@@ -256,16 +256,22 @@ async fn mark_unknown(
     let on_node = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={name}")))
         .await?;
-    for pod in on_node.items {
+    for mut pod in on_node.items {
         let Some(ns) = pod.namespace() else { continue };
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let patch = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
+        // An update of the status, as upstream's node controller writes it (its role may
+        // update pods/status, not patch it); a pod that changed meanwhile is skipped.
+        let status = pod.status.get_or_insert_with(Default::default);
+        let conditions = status.conditions.get_or_insert_with(Vec::new);
+        conditions.retain(|c| c.type_ != "Ready");
+        conditions.push(PodCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            last_transition_time: Some(now.clone()),
+            ..Default::default()
+        });
         let _ = api
-            .patch_status(
-                &pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Strategic(patch),
-            )
+            .replace_status(&pod.name_any(), &PostParams::default(), &pod)
             .await;
     }
     Ok(())

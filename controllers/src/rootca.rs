@@ -88,8 +88,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = ns.name_any();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &name);
     let data = BTreeMap::from([(KEY.to_string(), ctx.ca.clone())]);
-    let current = api
-        .get_opt(NAME)
+    let current = crate::util::get_listed(&api, NAME)
         .await
         .ctx(|| format!("reading configmap {name}/{NAME}"))?;
     let result = match current {

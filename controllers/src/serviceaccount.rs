@@ -47,8 +47,7 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     let name = ns.name_any();
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
-    if api
-        .get_opt("default")
+    if crate::util::get_listed(&api, "default")
         .await
         .ctx(|| format!("reading serviceaccount {name}/default"))?
         .is_none()

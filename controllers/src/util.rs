@@ -99,8 +99,11 @@ pub fn now() -> Time {
     Time(Timestamp::now())
 }
 
-/// Merge-patches `status` onto the status subresource of `name`, an object of `api`'s kind
-/// in namespace `ns`; `Ok(false)` when the object is gone (nothing left to report on).
+/// Merges `status` (RFC 7386) into the status of `name`, an object of `api`'s kind in
+/// namespace `ns`, and writes it with an update of the status subresource, as upstream's
+/// controllers do (`UpdateStatus`; their roles grant `update` on `<kind>/status`, not `patch`).
+/// A conflict is an error: the reconcile runs again on the newer object. `Ok(false)` when the
+/// object is gone (nothing left to report on).
 pub async fn patch_status<K>(
     api: &kube::Api<K>,
     ns: &str,
@@ -108,22 +111,35 @@ pub async fn patch_status<K>(
     status: serde_json::Value,
 ) -> crate::Result<bool>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
 {
     use crate::Context;
-    let patch = kube::api::Patch::Merge(serde_json::json!({ "status": status }));
+    let action = || {
+        format!(
+            "updating status of {} {ns}/{name}",
+            K::kind(&()).to_lowercase()
+        )
+    };
+    let current = match api.get_opt(name).await.ctx(action)? {
+        Some(obj) => obj,
+        None => return Ok(false),
+    };
+    let mut obj = serde_json::to_value(&current)
+        .map_err(|e| crate::ReconcileError::Other(format!("{}: {e}", action())))?;
+    json_patch::merge(&mut obj["status"], &status);
+    let updated: K = serde_json::from_value(obj)
+        .map_err(|e| crate::ReconcileError::Other(format!("{}: {e}", action())))?;
     match api
-        .patch_status(name, &kube::api::PatchParams::default(), &patch)
+        .replace_status(name, &kube::api::PostParams::default(), &updated)
         .await
     {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
-        Err(e) => Err(e).ctx(|| {
-            format!(
-                "updating status of {} {ns}/{name}",
-                K::kind(&()).to_lowercase()
-            )
-        }),
+        Err(e) => Err(e).ctx(action),
     }
 }
 
@@ -135,4 +151,15 @@ pub fn requeue_for_availability(ready: i32, available: i32, min_ready: i32) -> A
     } else {
         Action::requeue(Duration::from_secs(300))
     }
+}
+
+/// Reads object `name` through a LIST narrowed to it, where upstream's controller reads its
+/// informer's cache: the list goes out with the controller-manager's identity (see
+/// [`crate::credentials`]), so the controller's role needs no `get`, as upstream's does not.
+pub async fn get_listed<K>(api: &kube::Api<K>, name: &str) -> kube::Result<Option<K>>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
+    Ok(api.list(&params).await?.items.into_iter().next())
 }

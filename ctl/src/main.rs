@@ -146,7 +146,7 @@ fn exit_on_error(result: Result<()>) -> Result<()> {
 }
 
 /// The control plane in one process: the apiserver, then the controller-manager and the
-/// scheduler as its clients through the admin kubeconfig.
+/// scheduler as its clients, each with its own kubeconfig as kubeadm writes them.
 async fn server(args: ServerArgs) -> Result<()> {
     let embedded = |kubeconfig: &std::path::Path| {
         vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()]
@@ -171,13 +171,19 @@ async fn server(args: ServerArgs) -> Result<()> {
         .await
         .context("apiserver")?;
     tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
-    let kubeconfig = running.admin_kubeconfig.clone();
-    let controllers = flags::component(
-        "controller-manager",
-        embedded(&kubeconfig),
-        &args.controller_manager_args,
+    // As kubeadm runs it: as `system:kube-controller-manager`, each controller as its own
+    // ServiceAccount.
+    let mut cm_argv = embedded(&running.controller_manager_kubeconfig);
+    cm_argv.extend(["--use-service-account-credentials".into(), "true".into()]);
+    let controllers =
+        flags::component("controller-manager", cm_argv, &args.controller_manager_args)?;
+    // The scheduler runs as itself (kubeadm's `scheduler.conf`), bound by RBAC to
+    // `system:kube-scheduler`.
+    let scheduler = flags::component(
+        "scheduler",
+        embedded(&running.scheduler_kubeconfig),
+        &args.scheduler_args,
     )?;
-    let scheduler = flags::component("scheduler", embedded(&kubeconfig), &args.scheduler_args)?;
     let cm = tokio::spawn(ekube_controllers::run(
         controllers,
         stopped(stop_rx.clone()),

@@ -3,7 +3,8 @@
 //! `kubectl auth can-i [--list]` and `whoami`, upstream's Forbidden wording, anonymous access to
 //! the public-info paths only (401 with `--anonymous-auth=false`), escalation prevention and
 //! rule validation; the Node authorizer confining a kubelet's certificate to its own Node and
-//! Lease and to the Secrets its bound pods use.
+//! Lease and to the Secrets its bound pods use; `ekube server`'s controllers acting as their own
+//! ServiceAccounts.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -520,4 +521,93 @@ fn a_node_reaches_only_its_own_objects_and_what_its_pods_use() {
     )
     .unwrap();
     forbidden(kubectl_as(&n1, &["get", "secret", "for-n1"]), unrelated);
+}
+
+/// `ekube server` runs each controller as its own ServiceAccount, as kubeadm's
+/// controller-manager does: without its role's binding the ReplicaSet controller is refused
+/// as `system:serviceaccount:kube-system:replicaset-controller` (the admin it ran as before
+/// would not be), and with the binding back it creates the pods.
+#[test]
+fn controllers_act_as_their_own_service_accounts() {
+    let s = ServerProcess::start(&[]).unwrap();
+    let sa = "system:serviceaccount:kube-system:replicaset-controller";
+    let binding = "system:controller:replicaset-controller";
+    let can_create_pods = || {
+        let out = s.kubectl(&["auth", "can-i", "create", "pods", "--as", sa]);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    wait_for(Duration::from_secs(10), "the bootstrap policy", || {
+        Ok(can_create_pods())
+    })
+    .unwrap();
+    // Its role unbound, the ServiceAccount may only record events (to tell what happened).
+    ok(s.kubectl(&["delete", "clusterrolebinding", binding]));
+    ok(s.kubectl(&[
+        "create",
+        "clusterrole",
+        "who-events",
+        "--verb=create",
+        "--resource=events",
+    ]));
+    ok(s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "who-events",
+        "--clusterrole=who-events",
+        "--serviceaccount=kube-system:replicaset-controller",
+    ]));
+    wait_for(Duration::from_secs(10), "the unbound role to apply", || {
+        Ok(!can_create_pods())
+    })
+    .unwrap();
+
+    let rs = r#"{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": "who", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "who"}},
+          "template": {"metadata": {"labels": {"app": "who"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}"#;
+    ok(s.kubectl_stdin(&["create", "-f", "-"], Some(rs)));
+    let refused = format!(r#"User "{sa}" cannot create resource "pods""#);
+    wait_for(
+        Duration::from_secs(20),
+        "a FailedCreate event naming the controller's ServiceAccount",
+        || {
+            let events = ok(s.kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=FailedCreate",
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]));
+            Ok(events.contains(&refused))
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ok(s.kubectl(&["get", "pods", "-l", "app=who", "-o", "name"])).trim(),
+        "",
+        "no pod may be created without the controller's binding"
+    );
+
+    ok(s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        binding,
+        "--clusterrole",
+        binding,
+        "--serviceaccount",
+        "kube-system:replicaset-controller",
+    ]));
+    wait_for(Duration::from_secs(10), "the binding to apply", || {
+        Ok(can_create_pods())
+    })
+    .unwrap();
+    // A change of the ReplicaSet makes the controller try again at once.
+    ok(s.kubectl(&["scale", "replicaset", "who", "--replicas", "2"]));
+    wait_for(Duration::from_secs(20), "the ReplicaSet's 2 pods", || {
+        let pods = ok(s.kubectl(&["get", "pods", "-l", "app=who", "-o", "name"]));
+        Ok(pods.lines().count() == 2)
+    })
+    .unwrap();
 }

@@ -114,7 +114,9 @@ async fn unschedulable(client: &Client, pods: &Api<Pod>, name: &str, message: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn node_selector_nobody_matches_until_a_node_is_labelled() -> Result<()> {
-    let server = ServerProcess::start(&[])?;
+    // The apiserver traces each connection's certificate user: the scheduler's must be its own.
+    let server =
+        ServerProcess::start_with_env(&[], &[("RUST_LOG", "info,ekube_apiserver::server=trace")])?;
     let client = server.client().await?;
     for n in ["sel-1", "sel-2", "sel-3"] {
         create_node(
@@ -162,6 +164,35 @@ async fn node_selector_nobody_matches_until_a_node_is_labelled() -> Result<()> {
         .find(|c| c.type_ == "PodScheduled")
         .unwrap();
     assert_eq!(cond.status, "True");
+    scheduler_ran_as_itself(&server)?;
+    Ok(())
+}
+
+/// `ekube server` runs the scheduler with kubeadm's `scheduler.conf`: a certificate for
+/// `system:kube-scheduler` (not `system:masters`), which RBAC lets bind pods and nothing more.
+fn scheduler_ran_as_itself(server: &ServerProcess) -> Result<()> {
+    let log = server.log();
+    assert!(
+        log.contains(r#"name: "system:kube-scheduler""#),
+        "no apiserver connection as system:kube-scheduler in the log:\n{log}"
+    );
+    let as_scheduler = |args: &[&str]| {
+        let conf = server.dir.join("scheduler.conf");
+        let out = std::process::Command::new(ekube_tests::kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(&conf)
+            .args(["auth", "can-i"])
+            .args(args)
+            .output()
+            .expect("running kubectl");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        as_scheduler(&["create", "pods", "--subresource=binding"]),
+        "yes"
+    );
+    assert_eq!(as_scheduler(&["create", "pods"]), "no");
+    assert_eq!(as_scheduler(&["get", "secrets"]), "no");
     Ok(())
 }
 

@@ -199,6 +199,15 @@ pub const CONTROLLER_ROLES: &[RoleSpec] = &[
         ],
     ),
     cluster_role(
+        "system:controller:resourcequota-controller",
+        &[
+            // It counts usage of anything a quota may limit.
+            r(&["list", "watch"], ALL, ALL),
+            r(&["update"], CORE, &["resourcequotas/status"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
         "system:controller:root-ca-cert-publisher",
         &[r(&["create", "update"], CORE, &["configmaps"]), EVENTS],
     ),
