@@ -6,8 +6,9 @@
 //!
 //! The apiserver's admission charges creates to `status.used` as they happen; this controller
 //! corrects the figure afterwards (releasing what deleted objects and failed writes held). Both
-//! measure with [`ekube_api::quota`]. The status write carries the quota's `resourceVersion`, so
-//! a charge admitted meanwhile is never overwritten: the write fails and the quota is recomputed.
+//! measure with [`ekube_api::quota`]. The status write (a PUT) carries the quota's
+//! `resourceVersion`, so a charge admitted meanwhile is never overwritten: the write fails and
+//! the quota is recomputed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use ekube_api::quota::{self, Usage};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -88,13 +89,16 @@ async fn reconcile(q: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action> {
     if patch.as_object().is_some_and(Map::is_empty) {
         return Ok(Action::requeue(ctx.period));
     }
+    // A PUT of the status as the cache has the quota, so it carries that resourceVersion: a
+    // charge admission made meanwhile makes it a 409, not a lost update. (Upstream's role
+    // grants `update` on the status, not `patch`.)
+    let mut desired = current;
+    json_patch::merge(&mut desired["status"], &patch);
+    let desired: ResourceQuota =
+        serde_json::from_value(desired).map_err(|e| ReconcileError::Other(e.to_string()))?;
     let api: Api<ResourceQuota> = Api::namespaced(ctx.client.clone(), &ns);
-    let body = json!({
-        "metadata": {"resourceVersion": q.resource_version()},
-        "status": patch,
-    });
     match api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(body))
+        .replace_status(&name, &PostParams::default(), &desired)
         .await
     {
         Ok(_) => Ok(Action::requeue(ctx.period)),

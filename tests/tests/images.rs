@@ -93,7 +93,7 @@ fn waiting_reason(pod: &Value) -> &str {
 fn images_as_users_name_them() -> Result<()> {
     let c = LabCluster::start(
         LAB,
-        2,
+        3,
         ClusterOptions {
             hub_images: true,
             auth_registry: true,
