@@ -1,4 +1,4 @@
-//! Images as users name them, on a 2-node lab cluster whose registry mirrors `docker.io` (every
+//! Images as users name them, on a 3-node lab cluster whose registry mirrors `docker.io` (every
 //! node's `registries.yaml`) and carries the Debian-based look-alikes of Docker Hub's images
 //! (`ekube_lab::hub`). Two nodes, not three: every case is about one node's pulls or about a
 //! NodePort reached through each node, and a third node only adds start-up time.
