@@ -1,7 +1,7 @@
 //! Images as users name them, on a 3-node lab cluster whose registry mirrors `docker.io` (every
 //! node's `registries.yaml`) and carries the Debian-based look-alikes of Docker Hub's images
-//! (`ekube_lab::hub`). Two nodes, not three: every case is about one node's pulls or about a
-//! NodePort reached through each node, and a third node only adds start-up time.
+//! (`ekube_lab::hub`). Three nodes, as the manifest is run: the nginx pod's NodePort
+//! answers through its own node and through two others.
 //!
 //! One cluster serves the file: the nginx manifest, verbatim, through the real
 //! `kubectl create -f`, answering nginx's welcome page on every node's port 32143 from the
