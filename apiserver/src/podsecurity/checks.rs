@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::{
     api::core::v1::{
         Capabilities, Container, ContainerPort, EphemeralContainer, Lifecycle, LifecycleHandler,
-        PodSpec, Probe, SecurityContext,
+        PodSecurityContext, PodSpec, Probe, SecurityContext,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -578,35 +578,38 @@ fn se_linux_options(_: &ObjectMeta, spec: &PodSpec, version: Version) -> Option<
     )
 }
 
-/// The seccomp profile types a pod may ask for explicitly.
+/// The seccomp and AppArmor profile types a pod may ask for explicitly.
 fn valid_seccomp(kind: &str) -> bool {
     kind == "RuntimeDefault" || kind == "Localhost"
 }
 
-/// Explicitly bad seccomp settings: the setters and the values they set.
-fn seccomp_explicit(spec: &PodSpec) -> (Vec<String>, BTreeSet<String>) {
+/// Pod- and container-level profile types (seccomp, AppArmor) other than `RuntimeDefault` or
+/// `Localhost`: the setters and the values they set.
+fn explicit_profiles(
+    spec: &PodSpec,
+    pod: impl Fn(&PodSecurityContext) -> Option<&str>,
+    container: impl Fn(&SecurityContext) -> Option<&str>,
+) -> (Vec<String>, BTreeSet<String>) {
     let mut values = BTreeSet::new();
-    let pod = match spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.seccomp_profile.as_ref())
-    {
-        Some(p) if !valid_seccomp(&p.type_) => {
-            values.insert(p.type_.clone());
+    let mut bad = |t: Option<&str>| match t {
+        Some(t) if !valid_seccomp(t) => {
+            values.insert(t.to_owned());
             true
         }
         _ => false,
     };
-    let bad = bad_containers(spec, |c| {
-        match c.security.and_then(|s| s.seccomp_profile.as_ref()) {
-            Some(p) if !valid_seccomp(&p.type_) => {
-                values.insert(p.type_.clone());
-                true
-            }
-            _ => false,
-        }
-    });
-    (setters(pod, &bad), values)
+    let pod_bad = bad(spec.security_context.as_ref().and_then(&pod));
+    let containers = bad_containers(spec, |c| bad(c.security.and_then(&container)));
+    (setters(pod_bad, &containers), values)
+}
+
+/// Explicitly bad seccomp settings: the setters and the values they set.
+fn seccomp_explicit(spec: &PodSpec) -> (Vec<String>, BTreeSet<String>) {
+    explicit_profiles(
+        spec,
+        |s| s.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        |s| s.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+    )
 }
 
 fn seccomp_explicit_violation(spec: &PodSpec) -> Option<Violation> {
@@ -693,29 +696,11 @@ fn seccomp_restricted(_: &ObjectMeta, spec: &PodSpec, version: Version) -> Optio
 
 fn app_armor_profile(meta: &ObjectMeta, spec: &PodSpec, _: Version) -> Option<Violation> {
     const ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/";
-    let allowed = |t: &str| t == "RuntimeDefault" || t == "Localhost";
-    let mut values = BTreeSet::new();
-    let pod = match spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.app_armor_profile.as_ref())
-    {
-        Some(p) if !allowed(&p.type_) => {
-            values.insert(p.type_.clone());
-            true
-        }
-        _ => false,
-    };
-    let bad = bad_containers(spec, |c| {
-        match c.security.and_then(|s| s.app_armor_profile.as_ref()) {
-            Some(p) if !allowed(&p.type_) => {
-                values.insert(p.type_.clone());
-                true
-            }
-            _ => false,
-        }
-    });
-    let mut setters = setters(pod, &bad);
+    let (mut setters, values) = explicit_profiles(
+        spec,
+        |s| s.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+        |s| s.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+    );
     let mut listed: Vec<String> = values.into_iter().collect();
     let annotations: BTreeSet<String> = meta
         .annotations
