@@ -57,8 +57,19 @@ fn unused_images_are_collected_and_used_ones_kept() -> Result<()> {
     c.wait_pod("once", Duration::from_secs(120), "running", |p| {
         p["status"]["phase"] == "Running"
     })?;
-    // Several passes later, images in use are all still there.
-    std::thread::sleep(Duration::from_secs(8));
+    // Two more collection passes (each fails to reach 0 % and says so on the Node), and the
+    // images in use are all still there.
+    let node = c.node_name("n1");
+    let failures = |c: &LabCluster| -> Result<usize> {
+        Ok(c.events_of(&node)?
+            .iter()
+            .filter(|(reason, _)| reason == "FreeDiskSpaceFailed")
+            .count())
+    };
+    let before = failures(&c)?;
+    c.wait(Duration::from_secs(60), "two more collection passes", |c| {
+        Ok(failures(c)? >= before + 2)
+    })?;
     let tags = stored_tags(&node_dir)?;
     ensure!(
         tags.iter().any(|t| t == ONCE) && tags.iter().any(|t| t == KEEP),
@@ -82,7 +93,6 @@ fn unused_images_are_collected_and_used_ones_kept() -> Result<()> {
         "the pod whose image stayed: {}",
         keep["status"]
     );
-    let node = c.node_name("n1");
     let events = c.events_of(&node)?;
     ensure!(
         events
