@@ -5,8 +5,9 @@
 //! ([`selector`]), quantities ([`quantity`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
 //! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
 //! run ([`serve`]) and who their clients are ([`user`]),
-//! and how certificate requests read ([`csr`]).
+//! how certificate requests read ([`csr`]), and what joining by token rests on ([`bootstrap`]).
 
+pub mod bootstrap;
 pub mod client;
 pub mod cron;
 pub mod csr;

@@ -5,21 +5,18 @@
 //! `system:bootstrap:<id>` in `system:bootstrappers` plus the Secret's `auth-extra-groups`.
 //! Such Secrets are also checked when written, so a malformed one is refused up front.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use base64::Engine;
 use serde_json::Value;
 
 use crate::auth::User;
 use crate::errors::Cause;
 use crate::storage::Storage;
 
-/// The Secret type of bootstrap tokens.
-pub const SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
-const SECRET_PREFIX: &str = "bootstrap-token-";
-const NAMESPACE: &str = "kube-system";
-const GROUP: &str = "system:bootstrappers";
+pub use ekube_api::bootstrap::SECRET_TYPE;
+use ekube_api::bootstrap::{
+    GROUP, NAMESPACE, Token, is_token_id, is_token_secret, secret_data, secret_name,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,18 +25,6 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Lookup(#[from] crate::serviceaccount::Error),
-}
-
-fn is_lower_alnum(s: &str, len: usize) -> bool {
-    s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-/// Splits `<id>.<secret>`; `None` when `token` has not that form.
-pub fn parse(token: &str) -> Option<(&str, &str)> {
-    let (id, secret) = token.split_once('.')?;
-    (is_lower_alnum(id, 6) && is_lower_alnum(secret, 16)).then_some((id, secret))
 }
 
 /// Whether `g` is an extra group a bootstrap token may carry (`system:bootstrappers:…`).
@@ -54,28 +39,13 @@ fn valid_extra_group(g: &str) -> bool {
     })
 }
 
-/// A Secret's `data` (base64) merged with its `stringData`, decoded.
-fn secret_data(secret: &Value) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (k, v) in secret["data"].as_object().into_iter().flatten() {
-        let decoded = v
-            .as_str()
-            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-            .and_then(|b| String::from_utf8(b).ok());
-        out.extend(decoded.map(|d| (k.clone(), d)));
-    }
-    for (k, v) in secret["stringData"].as_object().into_iter().flatten() {
-        out.extend(v.as_str().map(|s| (k.clone(), s.to_string())));
-    }
-    out
-}
-
 /// Field problems of a bootstrap-token Secret, as `validation` reports them.
 pub fn validate(secret: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let data = secret_data(secret);
     let id = data.get("token-id").map(String::as_str).unwrap_or_default();
-    if !is_lower_alnum(id, 6) {
+    let id_ok = is_token_id(id);
+    if !id_ok {
         causes.push(Cause::invalid(
             "data[token-id]",
             format!("{id:?}"),
@@ -86,7 +56,7 @@ pub fn validate(secret: &Value) -> Vec<Cause> {
         .get("token-secret")
         .map(String::as_str)
         .unwrap_or_default();
-    if !is_lower_alnum(token_secret, 16) {
+    if !is_token_secret(token_secret) {
         causes.push(Cause::invalid(
             "data[token-secret]",
             "\"<redacted>\"",
@@ -97,11 +67,11 @@ pub fn validate(secret: &Value) -> Vec<Cause> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if is_lower_alnum(id, 6) && name != format!("{SECRET_PREFIX}{id}") {
+    if id_ok && name != secret_name(id) {
         causes.push(Cause::invalid(
             "metadata.name",
             format!("{name:?}"),
-            &format!("must be \"{SECRET_PREFIX}{id}\" for token-id {id:?}"),
+            &format!("must be \"{}\" for token-id {id:?}", secret_name(id)),
         ));
     }
     if let Some(exp) = data.get("expiration")
@@ -140,10 +110,14 @@ impl BootstrapTokens {
 
     /// `Ok(None)`: not a bootstrap token; `Err`: one that is not valid.
     pub async fn authenticate(&self, token: &str) -> Result<Option<User>, Error> {
-        let Some((id, token_secret)) = parse(token) else {
+        let Ok(Token {
+            id,
+            secret: token_secret,
+        }) = Token::parse(token)
+        else {
             return Ok(None);
         };
-        let name = format!("{SECRET_PREFIX}{id}");
+        let name = secret_name(&id);
         let invalid = |why: &str| Err(Error::Invalid(format!("{NAMESPACE}/{name}: {why}")));
         let Some(secret) =
             crate::serviceaccount::lookup(self.store.as_ref(), "secrets", Some(NAMESPACE), &name)
@@ -151,7 +125,7 @@ impl BootstrapTokens {
         else {
             return invalid("no such secret");
         };
-        user_of(&secret, id, token_secret, chrono::Utc::now()).or_else(|why| invalid(&why))
+        user_of(&secret, &id, &token_secret, chrono::Utc::now()).or_else(|why| invalid(&why))
     }
 }
 
@@ -251,24 +225,6 @@ mod tests {
             s["stringData"][k] = v.clone();
         }
         s
-    }
-
-    #[test]
-    fn token_form() {
-        assert_eq!(
-            parse("abcdef.0123456789abcdef"),
-            Some(("abcdef", "0123456789abcdef"))
-        );
-        for bad in [
-            "abcdef",
-            "ABCDEF.0123456789abcdef",
-            "abcde.0123456789abcdef",
-            "abcdef.0123456789abcde",
-            "abcdef.0123456789abcdef0",
-            "eyJhbGciOi.x.y",
-        ] {
-            assert_eq!(parse(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -77,15 +77,29 @@ impl LabCluster {
         for short in &now {
             cluster.start_agent(short)?;
         }
-        cluster.wait(
-            Duration::from_secs(60),
-            &format!("{} Ready nodes", now.len()),
-            |c| {
-                let ready = c.list("nodes", &[])?;
-                Ok(ready.len() == now.len() && ready.iter().all(is_ready))
-            },
-        )?;
+        cluster.wait_nodes_schedulable(now.len())?;
         Ok(cluster)
+    }
+
+    /// Waits until there are `count` nodes, each Ready and rid of the `not-ready` taint (the
+    /// node lifecycle controller lifts it a few seconds after the kubelet reports Ready).
+    pub fn wait_nodes_schedulable(&self, count: usize) -> Result<()> {
+        let schedulable = |node: &Value| {
+            is_ready(node)
+                && node["spec"]["taints"].as_array().is_none_or(|taints| {
+                    !taints
+                        .iter()
+                        .any(|t| t["key"] == "node.kubernetes.io/not-ready")
+                })
+        };
+        self.wait(
+            Duration::from_secs(60),
+            &format!("{count} Ready, untainted nodes"),
+            |c| {
+                let nodes = c.list("nodes", &[])?;
+                Ok(nodes.len() == count && nodes.iter().all(schedulable))
+            },
+        )
     }
 
     /// Starts `ekube agent` on node `short` (`n1`, …); returns its PID.

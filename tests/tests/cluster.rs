@@ -193,6 +193,8 @@ fn a_three_node_cluster_serves_scales_and_heals() -> Result<()> {
         "the DaemonSet pod on n3, which joined later",
         |c| Ok(running_nodes(c, "app=everywhere")?.len() == 3),
     )?;
+    // DaemonSet pods tolerate `not-ready`; the placement checks below need n3 untainted.
+    c.wait_nodes_schedulable(3)?;
 
     // Node IPAM: one distinct /24 of the cluster CIDR per node.
     let mut cidrs = BTreeSet::new();
