@@ -19,15 +19,26 @@ use ekube_cni::config::DEFAULT_SUBNET_FILE;
 
 use crate::flags::component;
 
+/// How long TLS bootstrap waits for the node's certificate to be approved and signed.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Where cgroup v2 is mounted on a hybrid-cgroup host.
 const CGROUP2: &str = "/sys/fs/cgroup/unified";
 
 /// Flags of `ekube agent`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
-    /// Kubeconfig of the apiserver to talk to.
+    /// Kubeconfig of the apiserver to talk to: the node's own identity. With
+    /// `--bootstrap-kubeconfig` it is written by TLS bootstrap when missing or expired.
     #[arg(long)]
     pub kubeconfig: PathBuf,
+    /// Kubeconfig holding a bootstrap token, used to ask the cluster for the node's client
+    /// certificate (`system:node:<name>`) when `--kubeconfig` holds no valid one.
+    #[arg(long)]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// Where the node's client certificate and key are kept (default `<root-dir>/pki`).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
     /// Node name instead of the host name.
     #[arg(long)]
     pub hostname_override: Option<String>,
@@ -189,6 +200,24 @@ impl Config {
 
 /// Runs the node components until `shutdown` completes; the first one to fail stops the rest.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    if let Some(bootstrap_kubeconfig) = &config.bootstrap_kubeconfig {
+        let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
+            .context("finding the node's name")?;
+        let pki_dir = config
+            .cert_dir
+            .clone()
+            .unwrap_or_else(|| config.root_dir.join("pki"));
+        ekube_kubelet::bootstrap::Bootstrap {
+            kubeconfig: &config.kubeconfig,
+            bootstrap_kubeconfig,
+            pki_dir: &pki_dir,
+            node_name: &node_name,
+            timeout: BOOTSTRAP_TIMEOUT,
+        }
+        .ensure()
+        .await
+        .context("TLS bootstrap")?;
+    }
     let kubelet = config.kubelet()?;
     let flannel = (!config.disable_flannel)
         .then(|| config.flannel())

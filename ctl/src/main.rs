@@ -6,6 +6,7 @@
 
 mod agent;
 mod flags;
+mod join;
 mod kubectl;
 
 use anyhow::{Context, Result};
@@ -50,6 +51,8 @@ enum Command {
     Server(ServerArgs),
     /// Run a node: kubelet (with its container runtime), overlay agent and service proxy.
     Agent(agent::Config),
+    /// Join this host to a cluster as a node, with a bootstrap token (as `kubeadm join`).
+    Join(join::JoinArgs),
     /// Run the apiserver alone.
     Apiserver(ekube_apiserver::Config),
     /// Run the controller-manager alone.
@@ -104,6 +107,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Server(config) => server(config).await,
         Command::Agent(config) => agent::run(config, shutdown_signal()).await.context("agent"),
+        Command::Join(args) => join::run(args).await.context("join"),
         Command::Apiserver(config) => ekube_apiserver::run(config, shutdown_signal())
             .await
             .context("apiserver"),

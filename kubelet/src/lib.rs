@@ -4,6 +4,7 @@
 //! [`runtime`] is the CRI v1 server over runc; [`run`] is the kubelet, a CRI client that
 //! registers the node, keeps its lease, and runs one worker per pod bound to it.
 
+pub mod bootstrap;
 mod cgroups;
 pub mod cri;
 mod kubelet;

@@ -36,15 +36,33 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 pub const MAX_NODES: usize = 9;
 
 /// `ekube server` on node 1, as `lab up`, the demo and the cluster tests run it
-/// (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]).
+/// (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]). It
+/// creates the lab's bootstrap token, with which the nodes join.
 pub const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind-address {ip} \
-    --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig}";
-/// `ekube agent` on every node: kubelet, overlay and proxy, all state under the node's dir.
-pub const AGENT_CMD: &str = "{ekube} agent --kubeconfig {kubeconfig} --hostname-override {node} \
+    --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig} \
+    --token {token} --token-ttl 0";
+
+/// The flags of `ekube agent` on every node: all state under the node's dir, the node's own
+/// identity in `{dir}/kubelet.conf`.
+macro_rules! agent_flags {
+    () => {
+        "--kubeconfig {dir}/kubelet.conf --hostname-override {node} \
     --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
     --cni-conf-dir {dir}/cni/net.d --cni-data-dir {dir}/data/cni --subnet-file {dir}/run/subnet.env \
     --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry} \
-    --registries-config {dir}/registries.yaml";
+    --registries-config {dir}/registries.yaml"
+    };
+}
+
+/// A node's first start: `ekube join` with the lab's token and the CA pin (discovery, then
+/// TLS bootstrap to `{dir}/kubelet.conf`), running the agent in the foreground.
+pub const JOIN_CMD: &str = concat!(
+    "{ekube} join {server_ip}:6443 --token {token} --discovery-token-ca-cert-hash {ca_hash} \
+    --node-name {node} --foreground -- ",
+    agent_flags!()
+);
+/// A node that has joined, started again: `ekube agent` with the identity it was issued.
+pub const AGENT_CMD: &str = concat!("{ekube} agent ", agent_flags!());
 
 /// Address of node `index` (1-based) on the underlay.
 pub fn node_ip(index: usize) -> Ipv4Addr {
@@ -57,7 +75,8 @@ pub fn node_ip(index: usize) -> Ipv4Addr {
 /// `{short}` (`n1`), `{index}`, `{ip}`, `{dir}`, `{pin}`, `{cgroup}` (`/ekube/<lab>/<short>`,
 /// the kubelet's `--cgroup-root`), `{cgroup2}` (its absolute path in the cgroup2 mount),
 /// `{server_ip}`, `{registry}`, `{kubeconfig}`, `{lab_dir}`, plus anything in
-/// [`LabConfig::vars`] (e.g. `{ekube}`).
+/// [`LabConfig::vars`] (e.g. `{ekube}`, the lab's bootstrap `{token}`, and once the server
+/// has written its CA, `{ca_hash}`, the CA's pin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CmdTemplate(pub Vec<String>);
 
@@ -128,7 +147,10 @@ impl LabConfig {
             server: None,
             node: None,
             server_timeout: std::time::Duration::from_secs(60),
-            vars: BTreeMap::new(),
+            vars: BTreeMap::from([(
+                "token".to_owned(),
+                ekube_api::bootstrap::Token::generate().to_string(),
+            )]),
         }
     }
 

@@ -133,6 +133,7 @@ impl Lab {
             let n1 = self.host("n1")?.clone();
             let pid = self.spawn("n1", "server", &server.render(&n1.vars(&self.config)))?;
             self.wait_for_kubeconfig(pid)?;
+            self.pin_ca(&n1)?;
         }
         if let Some(node) = self.config.node.clone() {
             for h in self.nodes().cloned().collect::<Vec<_>>() {
@@ -198,6 +199,19 @@ impl Lab {
     /// Where an admin kubeconfig is expected once a server runs (`{kubeconfig}` in templates).
     pub fn kubeconfig(&self) -> PathBuf {
         self.config.lab_dir().join("admin.conf")
+    }
+
+    /// Adds `{ca_hash}`, the pin of the CA the server wrote under `{dir}/pki` of n1, to the
+    /// template variables (when it is there: a server run differently writes it elsewhere).
+    fn pin_ca(&mut self, n1: &Host) -> Result<()> {
+        let ca = n1.dir.join("pki/ca.crt");
+        let Ok(pem) = std::fs::read(&ca) else {
+            return Ok(());
+        };
+        let hash = ekube_api::bootstrap::ca_cert_hash(&pem)
+            .map_err(|e| Error::Config(format!("{}: {e}", ca.display())))?;
+        self.config.vars.insert("ca_hash".into(), hash);
+        Ok(())
     }
 
     /// Waits until the server has written the admin kubeconfig, naming its log on timeout.

@@ -23,7 +23,7 @@ mod registry;
 
 pub use config::{
     AGENT_CMD, AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BPFFS, CmdTemplate, DEAD_MIRROR,
-    DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, LabConfig, MAX_NODES, REGISTRY,
+    DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, JOIN_CMD, LabConfig, MAX_NODES, REGISTRY,
     REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, node_ip,
 };
 pub use http::{Response, request as http_request};

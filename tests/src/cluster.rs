@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ekube_lab::{AGENT_CMD, CmdTemplate, ExecOutput, Lab, LabConfig, SERVER_CMD};
+use ekube_lab::{AGENT_CMD, CmdTemplate, ExecOutput, JOIN_CMD, Lab, LabConfig, SERVER_CMD};
 use serde_json::Value;
 
 use crate::{ekube_bin, kubectl_bin, wait_for};
@@ -17,7 +17,7 @@ use crate::{ekube_bin, kubectl_bin, wait_for};
 pub struct ClusterOptions<'a> {
     /// Appended to `ekube server` (e.g. `--kube-controller-manager-arg`).
     pub server_args: &'a [&'a str],
-    /// Appended to every `ekube agent`.
+    /// Appended to every `ekube agent` (and so passed through `ekube join` to it).
     pub agent_args: &'a [&'a str],
     /// Nodes whose agent does not start with the lab (started later with
     /// [`LabCluster::start_agent`]), e.g. `&["n3"]`.
@@ -33,6 +33,8 @@ pub struct LabCluster {
     pub lab: Lab,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
+    /// A node's first start (`ekube join`) and later ones (`ekube agent`).
+    join: CmdTemplate,
     agent: CmdTemplate,
 }
 
@@ -61,12 +63,12 @@ impl LabCluster {
         };
         config.server = Some(with(SERVER_CMD, options.server_args));
         let lab = Lab::up(config)?;
-        let agent = with(AGENT_CMD, options.agent_args);
         let cluster = Self {
             kubeconfig: lab.kubeconfig(),
             kubectl: kubectl_bin(),
             lab,
-            agent,
+            join: with(JOIN_CMD, options.agent_args),
+            agent: with(AGENT_CMD, options.agent_args),
         };
         let now: Vec<String> = cluster
             .lab
@@ -102,21 +104,31 @@ impl LabCluster {
         )
     }
 
-    /// Starts `ekube agent` on node `short` (`n1`, …); returns its PID.
+    /// Starts node `short` (`n1`, …): `ekube join` the first time, `ekube agent` with the
+    /// identity it was issued after that; returns its PID.
     pub fn start_agent(&self, short: &str) -> Result<u32> {
         self.start_agent_with(short, &[])
     }
 
-    /// Starts `ekube agent` on node `short` with `extra` arguments after the usual ones
-    /// (placeholders such as `{dir}` are filled in, e.g. `--kubelet-arg max-pods={x}`);
-    /// returns its PID.
+    /// Starts node `short` as [`LabCluster::start_agent`] does, with `extra` agent arguments
+    /// after the usual ones (placeholders such as `{dir}` are filled in, e.g.
+    /// `--kubelet-arg max-pods={x}`); returns its PID.
     pub fn start_agent_with(&self, short: &str, extra: &[&str]) -> Result<u32> {
         let host = self.lab.host(short)?;
-        let mut agent = self.agent.clone();
+        let joined = host.dir.join("kubelet.conf").exists();
+        let mut agent = if joined { &self.agent } else { &self.join }.clone();
         agent.0.extend(extra.iter().map(|a| a.to_string()));
         Ok(self
             .lab
             .spawn(short, "agent", &agent.render(&host.vars(self.lab.config())))?)
+    }
+
+    /// The flags `ekube agent` runs with on node `short` (what `ekube join` passes on after
+    /// `--`), placeholders filled in.
+    pub fn agent_flags(&self, short: &str) -> Result<Vec<String>> {
+        let host = self.lab.host(short)?;
+        let argv = self.agent.render(&host.vars(self.lab.config()));
+        Ok(argv.into_iter().skip(2).collect())
     }
 
     /// Stops the agent(s) running on node `short` (SIGTERM, then SIGKILL), leaving its pods'

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use ekube_lab::{AGENT_CMD, CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, Lab, LabConfig, SERVER_CMD};
+use ekube_lab::{CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, JOIN_CMD, Lab, LabConfig, SERVER_CMD};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -49,8 +49,8 @@ pub(crate) struct UpArgs {
     /// Command line of the control plane on node 1 (placeholders like `{ip}`, `{dir}`).
     #[arg(long, default_value = SERVER_CMD)]
     server_cmd: String,
-    /// Command line of the per-node agent.
-    #[arg(long, default_value = AGENT_CMD)]
+    /// Command line that starts each node (joins it to the cluster and runs its agent).
+    #[arg(long, default_value = JOIN_CMD)]
     node_cmd: String,
     /// Bring up only the network, registry and images, not the cluster components.
     #[arg(long)]
@@ -121,7 +121,7 @@ impl UpArgs {
             no_images: false,
             hub: false,
             server_cmd: SERVER_CMD.to_owned(),
-            node_cmd: AGENT_CMD.to_owned(),
+            node_cmd: JOIN_CMD.to_owned(),
             no_cluster: false,
         }
     }

@@ -768,6 +768,15 @@ pub const CLUSTER_ROLE_BINDINGS: &[BindingSpec] = &[
         "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
         &[Who::Group("system:nodes")],
     ),
+    // ekube's node agent runs the service proxy beside the kubelet, with the node's
+    // credentials: nodes read what kube-proxy reads (Services, EndpointSlices, Nodes) and
+    // nothing more. kubeadm gives kube-proxy a ServiceAccount of its own instead, because it
+    // runs as a DaemonSet; ekube's proxy is no pod.
+    binding_to(
+        "ekube:node-proxier",
+        "system:node-proxier",
+        &[Who::Group("system:nodes")],
+    ),
     // The apiserver's client certificate for kubelets (`apiserver-kubelet-client.crt`): the
     // kubelets ask the apiserver (SubjectAccessReview) whether it may proxy logs, exec and
     // port-forward; this grants exactly the kubelet API.

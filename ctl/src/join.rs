@@ -1,0 +1,373 @@
+//! `ekube join`: a host becomes a node of a cluster, given only the control plane's address,
+//! a bootstrap token and the CA's pin, as `kubeadm join` does it.
+//!
+//! 1. Discovery: `kube-public/cluster-info` is read anonymously over TLS that trusts nothing
+//!    yet. Its kubeconfig is trusted only if the bootstrap signer's detached JWS for this
+//!    token's id verifies with the token's secret (so whoever answered knows the token), and
+//!    its CA only if the SHA-256 of its public key is one of the pins given. cluster-info is
+//!    then read again over TLS verified with that CA.
+//! 2. TLS bootstrap: with the token, the node asks for its client certificate through a CSR
+//!    (`ekube_kubelet::bootstrap`) and writes `kubelet.conf`, its identity
+//!    `system:node:<name>` from then on. The token is not kept.
+//! 3. The node agent starts with `kubelet.conf`: detached (pid file and log as
+//!    `ekube init` leaves them), or in the foreground with `--foreground`.
+//!
+//! Anything after `--` is passed to `ekube agent` as it is.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use ekube_api::bootstrap::{self, Token};
+use ekube_api::k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use kube::config::Kubeconfig;
+
+use crate::agent;
+use crate::flags::component;
+
+/// Where kubeadm keeps a node's kubeconfigs.
+const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+const BOOTSTRAP_KUBECONFIG: &str = "bootstrap-kubelet.conf";
+const RUN_DIR: &str = "/run/ekube";
+const LOG_DIR: &str = "/var/log/ekube";
+
+/// Flags of `ekube join`.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The control plane's `host:port`.
+    pub api_server_endpoint: String,
+    /// The bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`, used for discovery and TLS bootstrap.
+    #[arg(long)]
+    pub token: String,
+    /// The CA's public key pin, `sha256:<hex>` (repeatable; any may match).
+    #[arg(long = "discovery-token-ca-cert-hash")]
+    pub ca_cert_hashes: Vec<String>,
+    /// Trust the CA found by discovery without a pin.
+    #[arg(long)]
+    pub discovery_token_unsafe_skip_ca_verification: bool,
+    /// How long discovery waits for the control plane and for a signature of this token.
+    #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
+    pub discovery_timeout: Duration,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Run the node agent in this process instead of detaching it.
+    #[arg(long)]
+    pub foreground: bool,
+    /// Flags for `ekube agent` (after `--`); `--kubeconfig` says where `kubelet.conf` goes.
+    #[arg(last = true, allow_hyphen_values = true)]
+    pub agent_args: Vec<OsString>,
+}
+
+pub async fn run(args: JoinArgs) -> Result<()> {
+    let token = Token::parse(&args.token).map_err(anyhow::Error::msg)?;
+    let pins = args
+        .ca_cert_hashes
+        .iter()
+        .map(|p| bootstrap::parse_ca_cert_hash(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    if pins.is_empty() && !args.discovery_token_unsafe_skip_ca_verification {
+        bail!(
+            "discovery needs --discovery-token-ca-cert-hash (the CA's public key pin, printed by \
+             `ekube init` and `ekube token create --print-join-command`), or \
+             --discovery-token-unsafe-skip-ca-verification to trust whichever CA answers"
+        );
+    }
+    let node_name = ekube_api::flags::node_name(args.node_name.as_deref())
+        .context("finding the node's name")?;
+    let mut agent_argv = args.agent_args.clone();
+    if !agent_argv.iter().any(|a| a == "--kubeconfig") {
+        agent_argv.extend(["--kubeconfig".into(), KUBECONFIG.into()]);
+    }
+    agent_argv.extend(["--hostname-override".into(), node_name.clone().into()]);
+    let config: agent::Config = component("agent", agent_argv.clone(), &[])?;
+
+    println!("[preflight] Running pre-flight checks");
+    if config.kubeconfig.exists() {
+        bail!(
+            "[preflight] {} already exists: this host has joined a cluster already (run \
+             `ekube reset` first)",
+            config.kubeconfig.display()
+        );
+    }
+    println!(
+        "[discovery] Reading cluster-info from {}",
+        args.api_server_endpoint
+    );
+    let cluster = discover(
+        &args.api_server_endpoint,
+        &token,
+        &pins,
+        args.discovery_timeout,
+    )
+    .await?;
+    println!(
+        "[discovery] Cluster info signature and contents are valid and the CA is pinned; \
+         using API server {}",
+        cluster.server
+    );
+
+    let dir = config
+        .kubeconfig
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let bootstrap_kubeconfig = dir.join(BOOTSTRAP_KUBECONFIG);
+    let pki_dir = config
+        .cert_dir
+        .clone()
+        .unwrap_or_else(|| config.root_dir.join("pki"));
+    let bootstrapped = tls_bootstrap(
+        &cluster,
+        &token,
+        &bootstrap_kubeconfig,
+        &config,
+        &pki_dir,
+        &node_name,
+    )
+    .await;
+    // The token is a credential: it is not left on the node, whatever happened.
+    let _ = std::fs::remove_file(&bootstrap_kubeconfig);
+    if let Err(e) = bootstrapped {
+        let _ = std::fs::remove_file(&config.kubeconfig);
+        let _ = std::fs::remove_file(pki_dir.join(ekube_kubelet::bootstrap::CURRENT));
+        return Err(e);
+    }
+    println!("[kubelet-start] The node's client certificate was issued to system:node:{node_name}");
+
+    if args.foreground {
+        println!("[kubelet-start] Running the node agent");
+        return agent::run(config, crate::shutdown_signal())
+            .await
+            .context("agent");
+    }
+    let pid = detach_agent(&agent_argv)?;
+    println!("[kubelet-start] Started the node agent (pid {pid}, log {LOG_DIR}/agent.log)");
+    println!(
+        "\nThis node has joined the cluster:\n\
+         * Certificate signing request was sent to apiserver and a response was received.\n\
+         * The node agent was informed of the new secure connection details.\n\n\
+         Run 'kubectl get nodes' on the control-plane to see this node join the cluster.\n"
+    );
+    Ok(())
+}
+
+/// What discovery establishes: the API server's URL and the CA to trust it with.
+struct Cluster {
+    server: String,
+    ca_pem: Vec<u8>,
+}
+
+/// Reads `cluster-info` until it carries a signature for `token` (or `timeout` passes), checks
+/// it and the CA pin, then reads it again over verified TLS.
+async fn discover(
+    endpoint: &str,
+    token: &Token,
+    pins: &[String],
+    timeout: Duration,
+) -> Result<Cluster> {
+    let url: http::Uri = format!("https://{endpoint}")
+        .parse()
+        .with_context(|| format!("{endpoint:?} is not a host:port"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (cluster_info, ca_pem, server) = loop {
+        let why_not = match read_cluster_info(&url, None).await {
+            Ok(cm) => match check_signature(&cm, token) {
+                Ok(kubeconfig) => break (cm, kubeconfig.0, kubeconfig.1),
+                Err(Unsigned::Never(e)) => return Err(e),
+                Err(Unsigned::NotYet(e)) => e,
+            },
+            Err(e) => e,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(why_not.context(format!("discovery gave up after {timeout:?}")));
+        }
+        tracing::debug!(error = %why_not, "discovery: trying again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let hash = bootstrap::ca_cert_hash(&ca_pem).map_err(anyhow::Error::msg)?;
+    if !pins.is_empty() && !pins.contains(&hash) {
+        bail!(
+            "cluster CA found in cluster-info ConfigMap is invalid: its public key is {hash}, and \
+             none of the pins given ({}) match it",
+            pins.join(", ")
+        );
+    }
+    // The same object over TLS verified with that CA: the endpoint really holds its key.
+    let verified = read_cluster_info(&url, Some(&ca_pem))
+        .await
+        .context("reading cluster-info again over TLS verified with the pinned CA")?;
+    if verified
+        .data
+        .as_ref()
+        .and_then(|d| d.get(bootstrap::KUBECONFIG_KEY))
+        != cluster_info
+            .data
+            .as_ref()
+            .and_then(|d| d.get(bootstrap::KUBECONFIG_KEY))
+    {
+        bail!("cluster-info changed between the unverified and the verified read; try again");
+    }
+    Ok(Cluster { server, ca_pem })
+}
+
+/// Why cluster-info does not carry a good signature: `NotYet` may change on a later read (the
+/// signer has not run yet), `Never` will not.
+enum Unsigned {
+    NotYet(anyhow::Error),
+    Never(anyhow::Error),
+}
+
+/// The CA (PEM) and server of cluster-info's kubeconfig, once its signature for `token`
+/// verifies.
+fn check_signature(cm: &ConfigMap, token: &Token) -> Result<(Vec<u8>, String), Unsigned> {
+    let data = cm.data.clone().unwrap_or_default();
+    let Some(kubeconfig) = data.get(bootstrap::KUBECONFIG_KEY) else {
+        return Err(Unsigned::Never(anyhow::anyhow!(
+            "cluster-info has no {:?} key",
+            bootstrap::KUBECONFIG_KEY
+        )));
+    };
+    let Some(jws) = data.get(&format!("{}{}", bootstrap::JWS_PREFIX, token.id)) else {
+        return Err(Unsigned::NotYet(anyhow::anyhow!(
+            "there is no JWS signed token in the cluster-info ConfigMap for token id {:?}: the \
+             token is invalid for this cluster, or it has expired or been deleted (create a new \
+             one with `ekube token create` on the control plane)",
+            token.id
+        )));
+    };
+    bootstrap::verify_detached(jws, kubeconfig, token).map_err(|e| {
+        Unsigned::Never(anyhow::anyhow!(
+            "failed to verify the JWS signature of cluster-info ({e}); can't trust this API server"
+        ))
+    })?;
+    let parsed = Kubeconfig::from_yaml(kubeconfig)
+        .map_err(|e| Unsigned::Never(anyhow::anyhow!("cluster-info's kubeconfig: {e}")))?;
+    let cluster = parsed
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or_else(|| {
+            Unsigned::Never(anyhow::anyhow!("cluster-info's kubeconfig has no cluster"))
+        })?;
+    let ca = cluster
+        .certificate_authority_data
+        .as_deref()
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .ok_or_else(|| {
+            Unsigned::Never(anyhow::anyhow!(
+                "cluster-info's kubeconfig has no certificate-authority-data"
+            ))
+        })?;
+    let server = cluster.server.clone().ok_or_else(|| {
+        Unsigned::Never(anyhow::anyhow!("cluster-info's kubeconfig has no server"))
+    })?;
+    Ok((ca, server))
+}
+
+/// `kube-public/cluster-info`, read anonymously; over unverified TLS when `ca` is `None`.
+async fn read_cluster_info(url: &http::Uri, ca: Option<&[u8]>) -> Result<ConfigMap> {
+    let mut config = kube::Config::new(url.clone());
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(10));
+    match ca {
+        Some(pem) => {
+            let (_, block) = x509_parser::pem::parse_x509_pem(pem)
+                .map_err(|e| anyhow::anyhow!("the cluster CA is not PEM: {e}"))?;
+            config.root_cert = Some(vec![block.contents]);
+        }
+        None => config.accept_invalid_certs = true,
+    }
+    let client = kube::Client::try_from(config).context("building the discovery client")?;
+    Api::<ConfigMap>::namespaced(client, bootstrap::CLUSTER_INFO_NAMESPACE)
+        .get(bootstrap::CLUSTER_INFO)
+        .await
+        .with_context(|| {
+            format!(
+                "reading {}/{} from {url}",
+                bootstrap::CLUSTER_INFO_NAMESPACE,
+                bootstrap::CLUSTER_INFO
+            )
+        })
+}
+
+/// Writes the bootstrap kubeconfig and trades the token for the node's certificate.
+async fn tls_bootstrap(
+    cluster: &Cluster,
+    token: &Token,
+    path: &Path,
+    config: &agent::Config,
+    pki_dir: &Path,
+    node_name: &str,
+) -> Result<()> {
+    let ca = base64::engine::general_purpose::STANDARD.encode(&cluster.ca_pem);
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kubernetes", "cluster": {"server": cluster.server, "certificate-authority-data": ca}}],
+        "contexts": [{"name": "tls-bootstrap-token-user@kubernetes", "context": {"cluster": "kubernetes", "user": "tls-bootstrap-token-user"}}],
+        "current-context": "tls-bootstrap-token-user@kubernetes",
+        "users": [{"name": "tls-bootstrap-token-user", "user": {"token": token.to_string()}}],
+    });
+    write_private(path, &serde_yaml::to_string(&kubeconfig)?)?;
+    ekube_kubelet::bootstrap::Bootstrap {
+        kubeconfig: &config.kubeconfig,
+        bootstrap_kubeconfig: path,
+        pki_dir,
+        node_name,
+        timeout: Duration::from_secs(120),
+    }
+    .ensure()
+    .await
+    .context("TLS bootstrap")?;
+    Ok(())
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Starts `ekube agent` in its own session with its output in the log; returns its PID.
+fn detach_agent(agent_argv: &[OsString]) -> Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding this binary")?;
+    for dir in [RUN_DIR, LOG_DIR] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    }
+    let log_path = PathBuf::from(LOG_DIR).join("agent.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let child = std::process::Command::new(exe)
+        .arg("agent")
+        .args(agent_argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting the node agent")?;
+    let pid = child.id();
+    let pid_file = PathBuf::from(RUN_DIR).join("agent.pid");
+    std::fs::write(&pid_file, format!("{pid}\n"))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    Ok(pid)
+}

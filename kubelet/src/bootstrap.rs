@@ -1,0 +1,342 @@
+//! TLS bootstrap, as the kubelet's `--bootstrap-kubeconfig` does it: a node that has only a
+//! bootstrap token asks the cluster for its own client certificate through a
+//! CertificateSigningRequest (signer `kubernetes.io/kube-apiserver-client-kubelet`, subject
+//! `CN=system:node:<name>, O=system:nodes`), waits for the csrapproving controller to approve
+//! it and the CA to sign it, and writes a kubeconfig that authenticates as that node from then
+//! on. The key never leaves the node; the certificate and key are kept together in
+//! `<pki-dir>/kubelet-client-current.pem`, which the kubeconfig references, as upstream lays
+//! them out.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::PostParams;
+use kube::config::{AuthInfo, Kubeconfig, NamedAuthInfo};
+
+/// The signer of kubelet client certificates.
+pub const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+/// The file holding the node's current client certificate and key.
+pub const CURRENT: &str = "kubelet-client-current.pem";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bootstrap kubeconfig {path}: {reason}")]
+    Kubeconfig { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Client(#[from] ekube_api::client::Error),
+    #[error("making the certificate request: {0}")]
+    Request(#[from] rcgen::Error),
+    #[error("posting the certificate request as the bootstrap identity: {0}")]
+    Post(kube::Error),
+    #[error("certificate request {name}: {reason}")]
+    Refused { name: String, reason: String },
+    #[error(
+        "certificate request {name} was not approved and signed within {timeout:?}; is the \
+         csrapproving controller running and is the bootstrap token's group allowed to be \
+         auto-approved?"
+    )]
+    Timeout { name: String, timeout: Duration },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where TLS bootstrap reads and writes.
+pub struct Bootstrap<'a> {
+    /// The node's kubeconfig; written when missing or when its certificate has expired.
+    pub kubeconfig: &'a Path,
+    /// The kubeconfig holding the bootstrap token.
+    pub bootstrap_kubeconfig: &'a Path,
+    /// Where the certificate and key go.
+    pub pki_dir: &'a Path,
+    pub node_name: &'a str,
+    /// How long to wait for the certificate.
+    pub timeout: Duration,
+}
+
+impl Bootstrap<'_> {
+    /// Makes sure `kubeconfig` holds a valid client identity for the node, asking for one with
+    /// the bootstrap credentials when it does not. Returns whether a new one was obtained.
+    pub async fn ensure(&self) -> Result<bool> {
+        if let Some(why) = self.current_unusable() {
+            tracing::info!(kubeconfig = %self.kubeconfig.display(), reason = why, "requesting a client certificate for the node");
+        } else {
+            return Ok(false);
+        }
+        let bootstrap =
+            Kubeconfig::read_from(self.bootstrap_kubeconfig).map_err(|e| Error::Kubeconfig {
+                path: self.bootstrap_kubeconfig.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let client = ekube_api::client::from_kubeconfig(self.bootstrap_kubeconfig).await?;
+        let (cert, key) = self.request_certificate(client).await?;
+        let current = self.pki_dir.join(CURRENT);
+        write_private(&current, &format!("{cert}{key}"))?;
+        let kubeconfig = node_kubeconfig(bootstrap, &current, self.node_name)?;
+        let yaml = serde_yaml::to_string(&kubeconfig).map_err(|e| Error::Kubeconfig {
+            path: self.kubeconfig.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        write_private(self.kubeconfig, &yaml)?;
+        tracing::info!(kubeconfig = %self.kubeconfig.display(), user = format!("system:node:{}", self.node_name), "wrote the node's kubeconfig");
+        Ok(true)
+    }
+
+    /// Why the node's kubeconfig cannot be used as it is, if it cannot.
+    fn current_unusable(&self) -> Option<&'static str> {
+        let Ok(kubeconfig) = Kubeconfig::read_from(self.kubeconfig) else {
+            return Some("no usable kubeconfig");
+        };
+        let auth = kubeconfig
+            .auth_infos
+            .first()
+            .and_then(|a| a.auth_info.as_ref());
+        let Some(pem) = auth.and_then(|a| {
+            a.client_certificate_data
+                .as_ref()
+                .and_then(|d| STANDARD.decode(d).ok())
+                .or_else(|| {
+                    a.client_certificate
+                        .as_ref()
+                        .and_then(|p| std::fs::read(p).ok())
+                })
+        }) else {
+            return Some("the kubeconfig has no client certificate");
+        };
+        match not_after(&pem) {
+            Some(t) if t > std::time::SystemTime::now() => None,
+            Some(_) => Some("the client certificate has expired"),
+            None => Some("the client certificate does not parse"),
+        }
+    }
+
+    /// Posts a request for the node's certificate and waits until it is signed.
+    async fn request_certificate(&self, client: kube::Client) -> Result<(String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("system:node:{}", self.node_name),
+        );
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
+        let request = params.serialize_request(&key)?.pem()?;
+        let api: Api<CertificateSigningRequest> = Api::all(client);
+        let csr = CertificateSigningRequest {
+            metadata: ObjectMeta {
+                generate_name: Some("node-csr-".into()),
+                ..Default::default()
+            },
+            spec: CertificateSigningRequestSpec {
+                request: k8s_openapi::ByteString(request.into_bytes()),
+                signer_name: SIGNER.into(),
+                usages: Some(vec!["digital signature".into(), "client auth".into()]),
+                ..Default::default()
+            },
+            status: None,
+        };
+        let created = api
+            .create(&PostParams::default(), &csr)
+            .await
+            .map_err(Error::Post)?;
+        let name = created.metadata.name.unwrap_or_default();
+        tracing::info!(
+            csr = name,
+            "waiting for the certificate request to be approved and signed"
+        );
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match api.get(&name).await {
+                Ok(csr) => {
+                    if let Some(cert) = signed(&csr).map_err(|reason| Error::Refused {
+                        name: name.clone(),
+                        reason,
+                    })? {
+                        return Ok((cert, key.serialize_pem()));
+                    }
+                }
+                Err(e) => tracing::warn!(csr = name, error = %e, "reading the certificate request"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    name,
+                    timeout: self.timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// The issued certificate (PEM) once there is one; an error when the request was denied or
+/// failed.
+fn signed(csr: &CertificateSigningRequest) -> Result<Option<String>, String> {
+    let status = csr.status.as_ref();
+    for c in status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {
+            return Err(format!(
+                "{}: {} {}",
+                c.type_.to_lowercase(),
+                c.reason.as_deref().unwrap_or_default(),
+                c.message.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    Ok(status
+        .and_then(|s| s.certificate.as_ref())
+        .filter(|c| !c.0.is_empty())
+        .map(|c| String::from_utf8_lossy(&c.0).into_owned()))
+}
+
+/// The bootstrap kubeconfig with its user replaced by the node's certificate and key.
+fn node_kubeconfig(mut kubeconfig: Kubeconfig, current: &Path, node: &str) -> Result<Kubeconfig> {
+    let user = "default-auth".to_string();
+    let file = Some(current.display().to_string());
+    kubeconfig.auth_infos = vec![NamedAuthInfo {
+        name: user.clone(),
+        auth_info: Some(AuthInfo {
+            client_certificate: file.clone(),
+            client_key: file,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let context = kubeconfig
+        .current_context
+        .clone()
+        .and_then(|name| kubeconfig.contexts.iter_mut().find(|c| c.name == name))
+        .and_then(|c| c.context.as_mut())
+        .ok_or_else(|| Error::Kubeconfig {
+            path: current.to_path_buf(),
+            reason: format!("the bootstrap kubeconfig has no current context to give node {node}"),
+        })?;
+    context.user = Some(user);
+    Ok(kubeconfig)
+}
+
+/// The expiry of the first certificate in `pem`.
+fn not_after(pem: &[u8]) -> Option<std::time::SystemTime> {
+    use x509_parser::prelude::FromDer;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Writes `contents` readable by root only, creating the directory.
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::certificates::v1::{
+        CertificateSigningRequestCondition, CertificateSigningRequestStatus,
+    };
+
+    fn with_status(status: CertificateSigningRequestStatus) -> CertificateSigningRequest {
+        CertificateSigningRequest {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_is_done_once_signed_and_refused_when_denied() {
+        assert_eq!(signed(&CertificateSigningRequest::default()), Ok(None));
+        let approved = CertificateSigningRequestCondition {
+            type_: "Approved".into(),
+            status: "True".into(),
+            ..Default::default()
+        };
+        let pending = with_status(CertificateSigningRequestStatus {
+            conditions: Some(vec![approved.clone()]),
+            ..Default::default()
+        });
+        assert_eq!(signed(&pending), Ok(None));
+        let done = with_status(CertificateSigningRequestStatus {
+            conditions: Some(vec![approved]),
+            certificate: Some(k8s_openapi::ByteString(b"PEM".to_vec())),
+            ..Default::default()
+        });
+        assert_eq!(signed(&done), Ok(Some("PEM".into())));
+        let denied = with_status(CertificateSigningRequestStatus {
+            conditions: Some(vec![CertificateSigningRequestCondition {
+                type_: "Denied".into(),
+                status: "True".into(),
+                reason: Some("NotMine".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(signed(&denied).unwrap_err().contains("NotMine"));
+    }
+
+    #[test]
+    fn the_node_kubeconfig_keeps_the_cluster_and_swaps_the_user() {
+        let yaml = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster: {server: "https://192.168.64.10:6443", certificate-authority-data: Q0E=}
+contexts:
+- name: tls-bootstrap-token-user@kubernetes
+  context: {cluster: kubernetes, user: tls-bootstrap-token-user}
+current-context: tls-bootstrap-token-user@kubernetes
+users:
+- name: tls-bootstrap-token-user
+  user: {token: abcdef.0123456789abcdef}
+"#;
+        let k = Kubeconfig::from_yaml(yaml).unwrap();
+        let out = node_kubeconfig(k, Path::new("/pki/kubelet-client-current.pem"), "n2").unwrap();
+        let text = serde_yaml::to_string(&out).unwrap();
+        assert!(!text.contains("abcdef"), "{text}");
+        assert!(
+            text.contains("client-certificate: /pki/kubelet-client-current.pem"),
+            "{text}"
+        );
+        assert!(text.contains("https://192.168.64.10:6443"), "{text}");
+        assert_eq!(
+            out.contexts[0].context.as_ref().unwrap().user.as_deref(),
+            Some("default-auth")
+        );
+    }
+}
