@@ -28,6 +28,9 @@ pub const KUBECONFIG_KEY: &str = "kubeconfig";
 /// Prefix of the `cluster-info` keys holding one signature per signing token.
 pub const JWS_PREFIX: &str = "jws-kubeconfig-";
 
+/// The usages a token may allow (`usage-bootstrap-<usage>: "true"`).
+pub const USAGES: &[&str] = &["signing", "authentication"];
+
 const SECRET_PREFIX: &str = "bootstrap-token-";
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -102,6 +105,19 @@ impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Token({}.<redacted>)", self.id)
     }
+}
+
+/// Whether `g` is an extra group a bootstrap token may carry in `auth-extra-groups`
+/// (`system:bootstrappers:[a-z0-9:-]{0,255}[a-z0-9]`).
+pub fn is_extra_group(g: &str) -> bool {
+    g.strip_prefix("system:bootstrappers:").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 256
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'-')
+            && !rest.ends_with([':', '-'])
+    })
 }
 
 /// `bootstrap-token-<id>`, the name of the Secret holding token `id`.
@@ -208,12 +224,27 @@ fn signing_input(header_b64: &str, payload: &str) -> String {
     format!("{header_b64}.{}", URL_SAFE_NO_PAD.encode(payload))
 }
 
+/// The kubeconfig `cluster-info` carries, in the shape kubeadm writes it (client-go's
+/// serialisation of a config holding one cluster named `""` and nothing else): the address
+/// joining nodes use and the CA they pin. `server` is a URL (`https://10.0.0.1:6443`).
+pub fn cluster_info_kubeconfig(server: &str, ca_pem: &str) -> String {
+    format!(
+        "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: {ca}\n    server: {server}\n  name: \"\"\ncontexts: null\ncurrent-context: \"\"\nkind: Config\npreferences: {{}}\nusers: null\n",
+        ca = STANDARD.encode(ca_pem),
+    )
+}
+
 /// `sha256:<hex>` of the SubjectPublicKeyInfo of the first certificate in `pem`: the pin
 /// `kubeadm join --discovery-token-ca-cert-hash` takes.
 pub fn ca_cert_hash(pem: &[u8]) -> Result<String, String> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem)
         .map_err(|_| "the CA is not a PEM certificate".to_string())?;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents)
+    ca_cert_hash_der(&block.contents)
+}
+
+/// [`ca_cert_hash`] of a DER certificate (as kube-rs holds a kubeconfig's CA).
+pub fn ca_cert_hash_der(der: &[u8]) -> Result<String, String> {
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der)
         .map_err(|e| format!("the CA is not a certificate: {e}"))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
     Ok(format!("sha256:{}", hex(digest.as_ref())))
@@ -312,6 +343,21 @@ mod tests {
         assert!(!is_expired(&BTreeMap::new(), chrono::Utc::now()));
         assert_eq!(id_of_secret_name("bootstrap-token-abcdef"), Some("abcdef"));
         assert_eq!(id_of_secret_name("bootstrap-token-ABCDEF"), None);
+    }
+
+    #[test]
+    fn cluster_info_kubeconfig_reads_back_as_a_kubeconfig() {
+        let text = cluster_info_kubeconfig("https://10.0.0.1:6443", "PEM");
+        let config = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        assert_eq!(config.clusters.len(), 1);
+        assert_eq!(config.clusters[0].name, "");
+        let cluster = config.clusters[0].cluster.as_ref().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://10.0.0.1:6443"));
+        assert_eq!(
+            cluster.certificate_authority_data.as_deref(),
+            Some(STANDARD.encode("PEM").as_str())
+        );
+        assert!(config.auth_infos.is_empty() && config.contexts.is_empty());
     }
 
     #[test]

@@ -24,6 +24,21 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
+/// Kubernetes' shorter human duration (apimachinery's `ShortHumanDuration`, one unit only:
+/// `5s`, `3m`, `23h`, `6d`, `2y`), as `kubeadm token list` prints a token's TTL.
+pub fn short_human_duration(secs: i64) -> String {
+    let (minutes, hours) = (secs / 60, secs / 3600);
+    match () {
+        _ if secs < -1 => "<invalid>".into(),
+        _ if secs < 0 => "0s".into(),
+        _ if secs < 60 => format!("{secs}s"),
+        _ if minutes < 60 => format!("{minutes}m"),
+        _ if hours < 24 => format!("{hours}h"),
+        _ if hours < 24 * 365 => format!("{}d", hours / 24),
+        _ => format!("{}y", hours / 24 / 365),
+    }
+}
+
 /// A label map as `key=value,…` sorted by key, `<none>` when empty (`labels.FormatLabels`).
 pub fn format_labels(labels: &Value) -> String {
     match labels.as_object() {
@@ -63,6 +78,21 @@ mod tests {
             (86400 * 365 * 9, "9y"),
         ] {
             assert_eq!(human_duration(secs), want, "{secs} s");
+        }
+    }
+
+    #[test]
+    fn short_human_durations_keep_one_unit() {
+        for (secs, want) in [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (59, "59s"),
+            (182, "3m"),
+            (3600 * 23 + 3599, "23h"),
+            (86400 * 3 + 7200, "3d"),
+            (86400 * 800, "2y"),
+        ] {
+            assert_eq!(short_human_duration(secs), want, "{secs} s");
         }
     }
 

@@ -1,9 +1,12 @@
 //! What exists on every cluster from the first start: the four system namespaces, the
 //! `default/kubernetes` Service (the first address of the service range, port 443) and its
-//! Endpoints and EndpointSlice pointing at this server.
+//! Endpoints and EndpointSlice pointing at this server, and `kube-public/cluster-info`, from
+//! which joining nodes learn this server's address and CA (kubeadm's `bootstrap-token`
+//! phase writes it; here the apiserver does, so every cluster can be joined by token).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use ekube_api::bootstrap::{CLUSTER_INFO, CLUSTER_INFO_NAMESPACE, KUBECONFIG_KEY};
 use ekube_api::resources::find;
 use serde_json::{Value, json};
 
@@ -12,7 +15,8 @@ use crate::registry::{Registry, WriteOptions};
 
 pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
-pub async fn run(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()> {
+/// Creates what is missing; `ca_pem` is the cluster CA published in `cluster-info`.
+pub async fn run(registry: &Registry, advertise: IpAddr, port: u16, ca_pem: &str) -> Result<()> {
     let opts = WriteOptions::default();
     let ns = find("", "v1", "namespaces").expect("served");
     for name in NAMESPACES {
@@ -69,7 +73,39 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()
         slice,
         &opts,
     )
+    .await?;
+    let server = format!("https://{}", SocketAddr::new(advertise, port));
+    cluster_info(
+        registry,
+        ekube_api::bootstrap::cluster_info_kubeconfig(&server, ca_pem),
+        &opts,
+    )
     .await
+}
+
+/// Creates `kube-public/cluster-info`, or rewrites its `kubeconfig` key when this server's
+/// address or CA changed. Its other keys (the bootstrap signer's signatures) stay: the signer
+/// re-signs the new kubeconfig.
+async fn cluster_info(registry: &Registry, kubeconfig: String, opts: &WriteOptions) -> Result<()> {
+    let cm = find("", "v1", "configmaps").expect("served");
+    let ns = Some(CLUSTER_INFO_NAMESPACE);
+    match registry.get(cm, ns, CLUSTER_INFO).await {
+        Err(_) => {
+            let obj = json!({
+                "metadata": {"name": CLUSTER_INFO},
+                "data": {KUBECONFIG_KEY: kubeconfig},
+            });
+            registry.create(cm, ns, obj, opts).await.map(drop)
+        }
+        Ok(current) if current["data"][KUBECONFIG_KEY] == kubeconfig.as_str() => Ok(()),
+        Ok(_) => registry
+            .guaranteed_update(cm, ns, CLUSTER_INFO, None, opts, |mut current| {
+                current["data"][KUBECONFIG_KEY] = json!(kubeconfig);
+                Ok(current)
+            })
+            .await
+            .map(drop),
+    }
 }
 
 /// Creates `obj` in `default`, or replaces what is there when it differs.

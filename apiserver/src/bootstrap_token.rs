@@ -15,7 +15,7 @@ use crate::storage::Storage;
 
 pub use ekube_api::bootstrap::SECRET_TYPE;
 use ekube_api::bootstrap::{
-    GROUP, NAMESPACE, Token, is_token_id, is_token_secret, secret_data, secret_name,
+    GROUP, NAMESPACE, Token, is_extra_group, is_token_id, is_token_secret, secret_data, secret_name,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -25,18 +25,6 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Lookup(#[from] crate::serviceaccount::Error),
-}
-
-/// Whether `g` is an extra group a bootstrap token may carry (`system:bootstrappers:…`).
-fn valid_extra_group(g: &str) -> bool {
-    g.strip_prefix("system:bootstrappers:").is_some_and(|rest| {
-        !rest.is_empty()
-            && rest.len() <= 256
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b':' || b == b'-')
-            && !rest.ends_with([':', '-'])
-    })
 }
 
 /// Field problems of a bootstrap-token Secret, as `validation` reports them.
@@ -87,7 +75,7 @@ pub fn validate(secret: &Value) -> Vec<Cause> {
         .get("auth-extra-groups")
         .into_iter()
         .flat_map(|g| g.split(','))
-        .filter(|g| !valid_extra_group(g))
+        .filter(|g| !is_extra_group(g))
     {
         causes.push(Cause::invalid(
             "data[auth-extra-groups]",
@@ -177,7 +165,7 @@ fn user_of(
         .into_iter()
         .flat_map(|g| g.split(','))
     {
-        if !valid_extra_group(g) {
+        if !is_extra_group(g) {
             return Err(format!(
                 "auth-extra-groups: {g:?} is not a bootstrappers group"
             ));

@@ -304,7 +304,7 @@ pub async fn start(
         .with_tokens(service_accounts.clone());
 
     let registry = Registry::new(store.clone(), allocator);
-    bootstrap::run(&registry, advertise, addr.port()).await?;
+    bootstrap::run(&registry, advertise, addr.port(), &ca.cert_pem).await?;
     authz::reconcile::run(&registry).await?;
     let rbac = authz::cache::RbacCache::start(store.clone())
         .await

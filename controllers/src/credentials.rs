@@ -56,6 +56,8 @@ const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
     ("root-ca-cert-publisher", "root-ca-cert-publisher"),
     ("csrapproving", "certificate-controller"),
     ("resourcequota", "resourcequota-controller"),
+    ("bootstrapsigner", "bootstrap-signer"),
+    ("tokencleaner", "token-cleaner"),
 ];
 
 /// The ServiceAccount controller `controller` runs as.

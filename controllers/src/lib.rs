@@ -10,6 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod bootstrapsigner;
 pub mod credentials;
 pub mod cronjob;
 pub mod csrapproving;
@@ -28,6 +29,7 @@ pub mod rootca;
 mod runner;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod tokencleaner;
 mod util;
 
 /// Every controller this binary runs, by its upstream name (`--controllers`).
@@ -48,14 +50,25 @@ pub const CONTROLLERS: &[&str] = &[
     "nodelifecycle",
     "resourcequota",
     "csrapproving",
+    "bootstrapsigner",
+    "tokencleaner",
 ];
+
+/// Controllers `*` leaves out, as upstream's `ControllersDisabledByDefault`: only clusters
+/// joined by bootstrap token need them, and kubeadm (like `ekube server`, see
+/// [`SERVER_CONTROLLERS`]) names them.
+pub const DISABLED_BY_DEFAULT: &[&str] = &["bootstrapsigner", "tokencleaner"];
+
+/// The `--controllers` value `ekube server` runs with, kubeadm's.
+pub const SERVER_CONTROLLERS: &str = "*,bootstrapsigner,tokencleaner";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
     /// Kubeconfig of the apiserver to talk to.
     #[arg(long)]
     pub kubeconfig: PathBuf,
-    /// Controllers to run: `*` for all, a name to enable one, `-name` to disable one.
+    /// Controllers to run: `*` for all but bootstrapsigner and tokencleaner, a name to enable
+    /// one, `-name` to disable one.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
     /// Assign every Node a `spec.podCIDR` out of `--cluster-cidr`.
@@ -90,12 +103,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration `ekube server` runs this component with: every controller, upstream
-    /// defaults.
+    /// The configuration `ekube server` runs this component with: every controller (the
+    /// bootstrap-token ones too, as kubeadm runs them), upstream defaults.
     pub fn for_server(kubeconfig: PathBuf) -> Self {
         Self {
             kubeconfig,
-            controllers: vec!["*".into()],
+            controllers: SERVER_CONTROLLERS.split(',').map(String::from).collect(),
             allocate_node_cidrs: true,
             cluster_cidr: "10.244.0.0/16".into(),
             node_cidr_mask_size: 24,
@@ -113,7 +126,7 @@ impl Config {
         let mut on = false;
         for c in &self.controllers {
             match c.as_str() {
-                "*" => on = true,
+                "*" => on = !DISABLED_BY_DEFAULT.contains(&name),
                 n if n == name => return true,
                 n if n.strip_prefix('-') == Some(name) => return false,
                 _ => {}
@@ -280,6 +293,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             resourcequota::run(client, config.resource_quota_sync_period),
         ));
     }
+    if on("bootstrapsigner") {
+        let (client, _) = credentials.for_controller("bootstrapsigner").await?;
+        tasks.spawn(named("bootstrapsigner", bootstrapsigner::run(client)));
+    }
+    if on("tokencleaner") {
+        let (client, _) = credentials.for_controller("tokencleaner").await?;
+        tasks.spawn(named("tokencleaner", tokencleaner::run(client)));
+    }
     tracing::info!(controllers = tasks.len(), "controller-manager running");
     tokio::select! {
         _ = shutdown => {
@@ -312,6 +333,11 @@ mod tests {
     fn controller_selection() {
         let mut c = Config::for_server("k".into());
         assert!(c.enabled("nodeipam"));
+        assert!(c.enabled("bootstrapsigner") && c.enabled("tokencleaner"));
+        c.controllers = vec!["*".into()];
+        assert!(!c.enabled("bootstrapsigner") && !c.enabled("tokencleaner"));
+        c.controllers = vec!["*".into(), "tokencleaner".into()];
+        assert!(c.enabled("tokencleaner") && !c.enabled("bootstrapsigner"));
         c.controllers = vec!["*".into(), "-nodeipam".into()];
         assert!(!c.enabled("nodeipam") && c.enabled("deployment"));
         c.controllers = vec!["nodelifecycle".into()];

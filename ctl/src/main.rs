@@ -8,6 +8,7 @@ mod agent;
 mod flags;
 mod join;
 mod kubectl;
+mod token;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -69,6 +70,8 @@ enum Command {
     Flannel(ekube_flannel::Config),
     /// The kubectl-style client (also reachable by invoking this binary as `ekubectl`).
     Kubectl(kubectl::KubectlArgs),
+    /// Manage bootstrap tokens, with which nodes join (kubeadm's `token`).
+    Token(token::TokenArgs),
 }
 
 fn init_tracing() {
@@ -129,6 +132,7 @@ async fn main() -> Result<()> {
         Command::Flannel(c) => ekube_flannel::run(c, shutdown_signal())
             .await
             .context("flannel"),
+        Command::Token(args) => exit_on_error(token::run(args).await),
         Command::Kubectl(_) => unreachable!("handled above"),
     }
 }
@@ -141,7 +145,7 @@ fn report<E: std::fmt::Display>(what: &str, r: Result<Result<(), E>, tokio::task
     }
 }
 
-/// kubectl prints its own errors; only the exit status is left to set.
+/// kubectl (and `ekube token`) print their own errors; only the exit status is left to set.
 fn exit_on_error(result: Result<()>) -> Result<()> {
     if result.is_err() {
         std::process::exit(1);
@@ -176,9 +180,20 @@ async fn server(args: ServerArgs) -> Result<()> {
         .context("apiserver")?;
     tracing::info!(addr = %running.addr, kubeconfig = %running.admin_kubeconfig.display(), "apiserver ready");
     // As kubeadm runs it: as `system:kube-controller-manager`, each controller as its own
-    // ServiceAccount.
+    // ServiceAccount, the bootstrap-token controllers on unless `controllers=` says otherwise
+    // (a repeated `--controllers` would add to this list, not replace it).
     let mut cm_argv = embedded(&running.controller_manager_kubeconfig);
     cm_argv.extend(["--use-service-account-credentials".into(), "true".into()]);
+    let own_controllers = args
+        .controller_manager_args
+        .iter()
+        .any(|a| a.trim_start_matches('-').starts_with("controllers="));
+    if !own_controllers {
+        cm_argv.extend([
+            "--controllers".into(),
+            ekube_controllers::SERVER_CONTROLLERS.into(),
+        ]);
+    }
     let controllers =
         flags::component("controller-manager", cm_argv, &args.controller_manager_args)?;
     // The scheduler runs as itself (kubeadm's `scheduler.conf`), bound by RBAC to
