@@ -44,6 +44,13 @@ struct ServerArgs {
         allow_hyphen_values = true
     )]
     scheduler_args: Vec<String>,
+    /// A bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`) to create at start, with which nodes
+    /// join (`ekube join`), as `kubeadm init --token` creates one.
+    #[arg(long)]
+    token: Option<String>,
+    /// How long the `--token` is valid; `0` for ever.
+    #[arg(long, default_value = "24h0m0s", value_parser = ekube_api::flags::parse_duration)]
+    token_ttl: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -160,6 +167,11 @@ async fn server(args: ServerArgs) -> Result<()> {
         vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()]
     };
     // Checked before anything starts, so a bad flag never leaves a half-started control plane.
+    if let Some(token) = &args.token {
+        ekube_api::bootstrap::Token::parse(token)
+            .map_err(anyhow::Error::msg)
+            .context("--token")?;
+    }
     let placeholder = std::path::Path::new("admin.conf");
     flags::component::<ekube_controllers::Config>(
         "controller-manager",
@@ -208,6 +220,17 @@ async fn server(args: ServerArgs) -> Result<()> {
         stopped(stop_rx.clone()),
     ));
     let sched = tokio::spawn(ekube_scheduler::run(scheduler, stopped(stop_rx.clone())));
+    if let Some(token) = args.token {
+        // Stored once the apiserver serves (the future below drives it); nodes joining before
+        // that find no signature for the token yet and wait for one.
+        let (kubeconfig, ttl) = (running.admin_kubeconfig.clone(), args.token_ttl);
+        tokio::spawn(async move {
+            match token::ensure(&kubeconfig, &token, ttl).await {
+                Ok(()) => tracing::info!("bootstrap token stored"),
+                Err(e) => tracing::error!(error = format!("{e:#}"), "storing the bootstrap token"),
+            }
+        });
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);

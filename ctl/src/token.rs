@@ -110,6 +110,39 @@ async fn execute(args: TokenArgs) -> Result<()> {
     }
 }
 
+/// Makes sure the token `ekube server --token` names is stored, with kubeadm's defaults for
+/// the token `kubeadm init` creates; a restart finds it there and leaves it alone.
+pub async fn ensure(kubeconfig: &Path, token: &str, ttl: Duration) -> Result<()> {
+    let args = CreateArgs {
+        token: Some(token.to_string()),
+        ttl,
+        description: Some("The bootstrap token created by 'ekube server'.".into()),
+        usages: bootstrap::USAGES.iter().map(|u| u.to_string()).collect(),
+        groups: vec![DEFAULT_GROUP.into()],
+        print_join_command: false,
+    };
+    let (token, secret) = new_token(&args, Utc::now())?;
+    let cluster = Cluster::connect(kubeconfig).await?;
+    let existing = cluster
+        .secrets
+        .get_opt(&bootstrap::secret_name(&token.id))
+        .await
+        .with_context(|| format!("reading bootstrap token {:?}", token.id))?;
+    match existing {
+        None => cluster.create(&token, secret).await,
+        Some(obj) => {
+            let data = bootstrap::secret_data(&serde_json::to_value(obj)?);
+            if data.get("token-secret") != Some(&token.secret) {
+                bail!(
+                    "a bootstrap token with id {:?} exists with another secret",
+                    token.id
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The token to create and its Secret, kubeadm's `BootstrapTokenToSecret`.
 fn new_token(args: &CreateArgs, now: DateTime<Utc>) -> Result<(Token, Value)> {
     let token = match &args.token {
