@@ -14,6 +14,16 @@ use ekube_api::bootstrap::{self, NAMESPACE, Token};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
+/// `token list`'s columns, kubeadm's.
+const COLUMNS: [&str; 6] = [
+    "TOKEN",
+    "TTL",
+    "EXPIRES",
+    "USAGES",
+    "DESCRIPTION",
+    "EXTRA GROUPS",
+];
+
 /// The group kubeadm's node-joining tokens carry.
 const DEFAULT_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
 
@@ -247,17 +257,7 @@ impl Cluster {
             .list(&params)
             .await
             .context("listing bootstrap tokens")?;
-        let mut rows = vec![
-            [
-                "TOKEN",
-                "TTL",
-                "EXPIRES",
-                "USAGES",
-                "DESCRIPTION",
-                "EXTRA GROUPS",
-            ]
-            .map(String::from),
-        ];
+        let mut rows = vec![COLUMNS.map(String::from)];
         for secret in &secrets.items {
             match row(&serde_json::to_value(secret)?, now) {
                 Ok(r) => rows.push(r),
@@ -448,18 +448,7 @@ mod tests {
                 DEFAULT_GROUP
             ]
         );
-        let text = table(&[
-            [
-                "TOKEN",
-                "TTL",
-                "EXPIRES",
-                "USAGES",
-                "DESCRIPTION",
-                "EXTRA GROUPS",
-            ]
-            .map(String::from),
-            r,
-        ]);
+        let text = table(&[COLUMNS.map(String::from), r]);
         let header = text.lines().next().unwrap();
         assert!(
             header.starts_with("TOKEN                     TTL   EXPIRES"),
