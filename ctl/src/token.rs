@@ -268,7 +268,12 @@ impl Cluster {
                 ),
             }
         }
-        Ok(table(&rows))
+        // As kubeadm: no tokens, no table.
+        Ok(if rows.len() > 1 {
+            table(&rows)
+        } else {
+            String::new()
+        })
     }
 
     /// `ekube join <host:port> --token … --discovery-token-ca-cert-hash sha256:…` for the
