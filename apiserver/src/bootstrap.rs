@@ -135,3 +135,61 @@ async fn upsert(
             .map(drop),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::tests::registry;
+
+    async fn cluster_info_data(registry: &Registry) -> Value {
+        let cm = find("", "v1", "configmaps").unwrap();
+        registry
+            .get(cm, Some(CLUSTER_INFO_NAMESPACE), CLUSTER_INFO)
+            .await
+            .unwrap()["data"]
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn cluster_info_follows_the_address_and_keeps_other_keys() {
+        let registry = registry().await;
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        run(&registry, ip, 6443, "CA").await.unwrap();
+        let want = ekube_api::bootstrap::cluster_info_kubeconfig("https://10.0.0.1:6443", "CA");
+        assert_eq!(
+            cluster_info_data(&registry).await,
+            json!({KUBECONFIG_KEY: want})
+        );
+
+        // A signature added meanwhile stays; the kubeconfig follows a new address.
+        let cm = find("", "v1", "configmaps").unwrap();
+        let ns = Some(CLUSTER_INFO_NAMESPACE);
+        let opts = WriteOptions::default();
+        registry
+            .guaranteed_update(cm, ns, CLUSTER_INFO, None, &opts, |mut c| {
+                c["data"]["jws-kubeconfig-abcdef"] = json!("sig");
+                Ok(c)
+            })
+            .await
+            .unwrap();
+        run(&registry, "10.0.0.2".parse().unwrap(), 6443, "CA")
+            .await
+            .unwrap();
+        let data = cluster_info_data(&registry).await;
+        let moved = ekube_api::bootstrap::cluster_info_kubeconfig("https://10.0.0.2:6443", "CA");
+        assert_eq!(data[KUBECONFIG_KEY], moved.as_str());
+        assert_eq!(data["jws-kubeconfig-abcdef"], "sig");
+        // IPv6 addresses are bracketed in the URL.
+        run(&registry, "fd00::1".parse().unwrap(), 6443, "CA")
+            .await
+            .unwrap();
+        let data = cluster_info_data(&registry).await;
+        assert!(
+            data[KUBECONFIG_KEY]
+                .as_str()
+                .unwrap()
+                .contains("server: https://[fd00::1]:6443"),
+            "{data}"
+        );
+    }
+}

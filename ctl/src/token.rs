@@ -14,6 +14,16 @@ use ekube_api::bootstrap::{self, NAMESPACE, Token};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
+/// `token list`'s columns, kubeadm's.
+const COLUMNS: [&str; 6] = [
+    "TOKEN",
+    "TTL",
+    "EXPIRES",
+    "USAGES",
+    "DESCRIPTION",
+    "EXTRA GROUPS",
+];
+
 /// The group kubeadm's node-joining tokens carry.
 const DEFAULT_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
 
@@ -280,17 +290,7 @@ impl Cluster {
             .list(&params)
             .await
             .context("listing bootstrap tokens")?;
-        let mut rows = vec![
-            [
-                "TOKEN",
-                "TTL",
-                "EXPIRES",
-                "USAGES",
-                "DESCRIPTION",
-                "EXTRA GROUPS",
-            ]
-            .map(String::from),
-        ];
+        let mut rows = vec![COLUMNS.map(String::from)];
         for secret in &secrets.items {
             match row(&serde_json::to_value(secret)?, now) {
                 Ok(r) => rows.push(r),
@@ -301,7 +301,12 @@ impl Cluster {
                 ),
             }
         }
-        Ok(table(&rows))
+        // As kubeadm: no tokens, no table.
+        Ok(if rows.len() > 1 {
+            table(&rows)
+        } else {
+            String::new()
+        })
     }
 
     /// `ekube join <host:port> --token … --discovery-token-ca-cert-hash sha256:…` for the
@@ -481,18 +486,7 @@ mod tests {
                 DEFAULT_GROUP
             ]
         );
-        let text = table(&[
-            [
-                "TOKEN",
-                "TTL",
-                "EXPIRES",
-                "USAGES",
-                "DESCRIPTION",
-                "EXTRA GROUPS",
-            ]
-            .map(String::from),
-            r,
-        ]);
+        let text = table(&[COLUMNS.map(String::from), r]);
         let header = text.lines().next().unwrap();
         assert!(
             header.starts_with("TOKEN                     TTL   EXPIRES"),

@@ -253,6 +253,24 @@ pub fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> Output {
     run_cli(&kubectl_bin(), &[], args, kubeconfig, None)
 }
 
+/// A CLI run's stderr, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// An HTTPS GET of `path` on the loopback server at `port` without any credentials (the
+/// server's certificate unchecked): `(status, body)`.
+pub fn anonymous(port: u16, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
 /// Asserts a CLI run succeeded and returns its stdout.
 pub fn ok(out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

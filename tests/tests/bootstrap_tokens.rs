@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use ekube_api::bootstrap::{self, Token};
-use ekube_tests::{ServerProcess, ekube_bin, ok, wait_for};
+use ekube_tests::{ServerProcess, anonymous, ekube_bin, ok, stderr, wait_for};
 use serde_json::Value;
 
 /// `ekube token …` with the server's admin kubeconfig.
@@ -21,22 +21,6 @@ fn ekube_token(s: &ServerProcess, args: &[&str]) -> Output {
         .arg(s.kubeconfig())
         .output()
         .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A GET without credentials: `(status, body)`.
-fn anonymous(port: u16, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
 const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";

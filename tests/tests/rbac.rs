@@ -7,26 +7,10 @@
 //! ServiceAccounts.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use ekube_tests::{ServerProcess, kubectl_as, ok, wait_for};
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// An HTTPS request without any credentials: `(status, body)`.
-fn anonymous(port: u16, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
+use ekube_tests::{ServerProcess, anonymous, kubectl_as, ok, stderr, wait_for};
 
 /// Waits until a binding just created shows in what `kubeconfig`'s user may do.
 fn wait_allowed(kubeconfig: &Path, args: &[&str]) {
@@ -255,15 +239,8 @@ fn escalation_is_refused_and_invalid_rules_are_not_stored() {
 
 #[test]
 fn anonymous_reaches_public_info_only() {
+    // `cluster-info` exists from the first start (the apiserver writes it).
     let s = ServerProcess::start(&[]).unwrap();
-    ok(s.kubectl(&[
-        "create",
-        "configmap",
-        "cluster-info",
-        "-n",
-        "kube-public",
-        "--from-literal=kubeconfig=x",
-    ]));
     let (code, body) = anonymous(s.port, "/version");
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("gitVersion"), "{body}");
