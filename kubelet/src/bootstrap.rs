@@ -294,7 +294,6 @@ mod tests {
         let done = with_status(CertificateSigningRequestStatus {
             conditions: Some(vec![approved]),
             certificate: Some(k8s_openapi::ByteString(b"PEM".to_vec())),
-            ..Default::default()
         });
         assert_eq!(signed(&done), Ok(Some("PEM".into())));
         let denied = with_status(CertificateSigningRequestStatus {
