@@ -15,7 +15,7 @@
 //! Anything after `--` is passed to `ekube agent` as it is.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -26,13 +26,12 @@ use kube::Api;
 use kube::config::Kubeconfig;
 
 use crate::agent;
+use crate::daemon::Dirs;
 use crate::flags::component;
 
 /// Where kubeadm keeps a node's kubeconfigs.
 const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
 const BOOTSTRAP_KUBECONFIG: &str = "bootstrap-kubelet.conf";
-const RUN_DIR: &str = "/run/ekube";
-const LOG_DIR: &str = "/var/log/ekube";
 
 /// Flags of `ekube join`.
 #[derive(Debug, clap::Args)]
@@ -57,6 +56,8 @@ pub struct JoinArgs {
     /// Run the node agent in this process instead of detaching it.
     #[arg(long)]
     pub foreground: bool,
+    #[command(flatten)]
+    pub dirs: Dirs,
     /// Flags for `ekube agent` (after `--`); `--kubeconfig` says where `kubelet.conf` goes.
     #[arg(last = true, allow_hyphen_values = true)]
     pub agent_args: Vec<OsString>,
@@ -121,22 +122,35 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         .cert_dir
         .clone()
         .unwrap_or_else(|| config.root_dir.join("pki"));
-    let bootstrapped = tls_bootstrap(
-        &cluster,
-        &token,
-        &bootstrap_kubeconfig,
-        &config,
-        &pki_dir,
-        &node_name,
-    )
+    let joined = async {
+        write_bootstrap_kubeconfig(&cluster, &token, &bootstrap_kubeconfig)?;
+        let shared = cluster_settings(&bootstrap_kubeconfig).await?;
+        ekube_kubelet::bootstrap::Bootstrap {
+            kubeconfig: &config.kubeconfig,
+            bootstrap_kubeconfig: &bootstrap_kubeconfig,
+            pki_dir: &pki_dir,
+            node_name: &node_name,
+            timeout: Duration::from_secs(120),
+        }
+        .ensure()
+        .await
+        .context("TLS bootstrap")?;
+        anyhow::Ok(shared)
+    }
     .await;
     // The token is a credential: it is not left on the node, whatever happened.
     let _ = std::fs::remove_file(&bootstrap_kubeconfig);
-    if let Err(e) = bootstrapped {
-        let _ = std::fs::remove_file(&config.kubeconfig);
-        let _ = std::fs::remove_file(pki_dir.join(ekube_kubelet::bootstrap::CURRENT));
-        return Err(e);
-    }
+    let shared = match joined {
+        Ok(shared) => shared,
+        Err(e) => {
+            let _ = std::fs::remove_file(&config.kubeconfig);
+            let _ = std::fs::remove_file(pki_dir.join(ekube_kubelet::bootstrap::CURRENT));
+            return Err(e);
+        }
+    };
+    // The cluster's network settings first, so the flags given after `--` win.
+    let agent_argv: Vec<OsString> = shared.into_iter().chain(agent_argv).collect();
+    let config: agent::Config = component("agent", agent_argv.clone(), &[])?;
     println!("[kubelet-start] The node's client certificate was issued to system:node:{node_name}");
 
     if args.foreground {
@@ -145,8 +159,13 @@ pub async fn run(args: JoinArgs) -> Result<()> {
             .await
             .context("agent");
     }
-    let pid = detach_agent(&agent_argv)?;
-    println!("[kubelet-start] Started the node agent (pid {pid}, log {LOG_DIR}/agent.log)");
+    let mut argv = vec![OsString::from("agent")];
+    argv.extend(agent_argv);
+    let pid = args.dirs.spawn("agent", &argv)?;
+    println!(
+        "[kubelet-start] Started the node agent (pid {pid}, log {})",
+        args.dirs.log_file("agent").display()
+    );
     println!(
         "\nThis node has joined the cluster:\n\
          * Certificate signing request was sent to apiserver and a response was received.\n\
@@ -295,15 +314,8 @@ async fn read_cluster_info(url: &http::Uri, ca: Option<&[u8]>) -> Result<ConfigM
         })
 }
 
-/// Writes the bootstrap kubeconfig and trades the token for the node's certificate.
-async fn tls_bootstrap(
-    cluster: &Cluster,
-    token: &Token,
-    path: &Path,
-    config: &agent::Config,
-    pki_dir: &Path,
-    node_name: &str,
-) -> Result<()> {
+/// Writes the kubeconfig that authenticates with the token, for TLS bootstrap.
+fn write_bootstrap_kubeconfig(cluster: &Cluster, token: &Token, path: &Path) -> Result<()> {
     let ca = base64::engine::general_purpose::STANDARD.encode(&cluster.ca_pem);
     let kubeconfig = serde_json::json!({
         "apiVersion": "v1",
@@ -313,18 +325,52 @@ async fn tls_bootstrap(
         "current-context": "tls-bootstrap-token-user@kubernetes",
         "users": [{"name": "tls-bootstrap-token-user", "user": {"token": token.to_string()}}],
     });
-    write_private(path, &serde_yaml::to_string(&kubeconfig)?)?;
-    ekube_kubelet::bootstrap::Bootstrap {
-        kubeconfig: &config.kubeconfig,
-        bootstrap_kubeconfig: path,
-        pki_dir,
-        node_name,
-        timeout: Duration::from_secs(120),
-    }
-    .ensure()
-    .await
-    .context("TLS bootstrap")?;
-    Ok(())
+    write_private(path, &serde_yaml::to_string(&kubeconfig)?)
+}
+
+/// The cluster-wide network settings `ekube init` stored (`kubeadm-config`, `kubelet-config`),
+/// as agent flags; none when the cluster has no such ConfigMaps (a control plane started
+/// with `ekube server`, whose nodes take the defaults or their own flags).
+async fn cluster_settings(bootstrap_kubeconfig: &Path) -> Result<Vec<OsString>> {
+    let client = ekube_api::client::from_kubeconfig(bootstrap_kubeconfig).await?;
+    let configmaps: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    let read = |name: &'static str| {
+        let configmaps = configmaps.clone();
+        async move {
+            match configmaps.get(name).await {
+                Ok(cm) => Ok(Some(cm.data.unwrap_or_default())),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("reading kube-system/{name}")),
+            }
+        }
+    };
+    let (Some(kubeadm), Some(kubelet)) = (
+        read(crate::init::KUBEADM_CONFIG).await?,
+        read(crate::init::KUBELET_CONFIG).await?,
+    ) else {
+        return Ok(Vec::new());
+    };
+    let yaml = |data: &std::collections::BTreeMap<String, String>,
+                key: &str|
+     -> Result<serde_json::Value> {
+        serde_yaml::from_str(data.get(key).map(String::as_str).unwrap_or_default())
+            .with_context(|| format!("the cluster's {key} is not YAML"))
+    };
+    let cluster = yaml(&kubeadm, "ClusterConfiguration")?;
+    let kubelet = yaml(&kubelet, "kubelet")?;
+    let pod_subnet = cluster["networking"]["podSubnet"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the cluster's ClusterConfiguration has no networking.podSubnet")?;
+    let dns = kubelet["clusterDNS"][0]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("the cluster's KubeletConfiguration has no clusterDNS")?;
+    let domain = kubelet["clusterDomain"].as_str().unwrap_or("cluster.local");
+    println!(
+        "[kubelet-start] Using the cluster's settings: pod network {pod_subnet}, DNS {dns}, domain {domain}"
+    );
+    Ok(crate::init::shared_agent_args(pod_subnet, dns, domain))
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<()> {
@@ -341,33 +387,4 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(contents.as_bytes()))
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Starts `ekube agent` in its own session with its output in the log; returns its PID.
-fn detach_agent(agent_argv: &[OsString]) -> Result<u32> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().context("finding this binary")?;
-    for dir in [RUN_DIR, LOG_DIR] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
-    }
-    let log_path = PathBuf::from(LOG_DIR).join("agent.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
-    let child = std::process::Command::new(exe)
-        .arg("agent")
-        .args(agent_argv)
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("starting the node agent")?;
-    let pid = child.id();
-    let pid_file = PathBuf::from(RUN_DIR).join("agent.pid");
-    std::fs::write(&pid_file, format!("{pid}\n"))
-        .with_context(|| format!("writing {}", pid_file.display()))?;
-    Ok(pid)
 }

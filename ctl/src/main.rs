@@ -5,7 +5,9 @@
 //! as `ekubectl`) is the command-line client.
 
 mod agent;
+mod daemon;
 mod flags;
+mod init;
 mod join;
 mod kubectl;
 mod token;
@@ -58,9 +60,19 @@ enum Command {
     /// Run the control plane: apiserver, controller-manager and scheduler in one process.
     Server(ServerArgs),
     /// Run a node: kubelet (with its container runtime), overlay agent and service proxy.
+    /// A flag given twice takes its last value (as `init` and `join` pass on flags after
+    /// theirs), a repeatable one collects them all.
+    #[command(args_override_self = true)]
     Agent(agent::Config),
+    /// Bring up a control plane and this host's node agent (as `kubeadm init`).
+    Init(init::InitArgs),
     /// Join this host to a cluster as a node, with a bootstrap token (as `kubeadm join`).
     Join(join::JoinArgs),
+    /// kubeadm's configuration documents.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Run the apiserver alone.
     Apiserver(ekube_apiserver::Config),
     /// Run the controller-manager alone.
@@ -79,6 +91,20 @@ enum Command {
     Kubectl(kubectl::KubectlArgs),
     /// Manage bootstrap tokens, with which nodes join (kubeadm's `token`).
     Token(token::TokenArgs),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a configuration file of the defaults, to edit and pass to `ekube init --config`.
+    Print {
+        #[arg(value_enum)]
+        what: PrintWhat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrintWhat {
+    InitDefaults,
 }
 
 fn init_tracing() {
@@ -117,7 +143,16 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Server(config) => server(config).await,
         Command::Agent(config) => agent::run(config, shutdown_signal()).await.context("agent"),
+        Command::Init(args) => init::run(args).await,
         Command::Join(args) => join::run(args).await.context("join"),
+        Command::Config {
+            command: ConfigCommand::Print { what },
+        } => {
+            match what {
+                PrintWhat::InitDefaults => print!("{}", init::init_defaults()),
+            }
+            Ok(())
+        }
         Command::Apiserver(config) => ekube_apiserver::run(config, shutdown_signal())
             .await
             .context("apiserver"),

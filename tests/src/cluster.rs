@@ -41,6 +41,30 @@ pub struct LabCluster {
 impl LabCluster {
     /// A lab of `nodes` nodes named `name` with the cluster running and every node Ready.
     pub fn start(name: &str, nodes: usize, options: ClusterOptions) -> Result<Self> {
+        let cluster = Self::up(name, nodes, &options, true)?;
+        let now: Vec<String> = cluster
+            .lab
+            .nodes()
+            .map(|h| h.short.clone())
+            .filter(|short| !options.later.contains(&short.as_str()))
+            .collect();
+        for short in &now {
+            cluster.start_agent(short)?;
+        }
+        cluster.wait_nodes_schedulable(now.len())?;
+        Ok(cluster)
+    }
+
+    /// A lab of `nodes` nodes named `name` (network, registry, images) where nothing of the
+    /// cluster runs yet: the test brings it up itself (`ekube init` on n1, writing its
+    /// kubeconfigs to n1's directory, where this cluster's kubectl looks for `admin.conf`).
+    pub fn bare(name: &str, nodes: usize, options: ClusterOptions) -> Result<Self> {
+        let mut cluster = Self::up(name, nodes, &options, false)?;
+        cluster.kubeconfig = cluster.lab.host("n1")?.dir.join("admin.conf");
+        Ok(cluster)
+    }
+
+    fn up(name: &str, nodes: usize, options: &ClusterOptions, server: bool) -> Result<Self> {
         let ekube = ekube_bin();
         assert!(
             ekube.with_file_name("ekube-cni").exists(),
@@ -61,26 +85,17 @@ impl LabCluster {
             cmd.0.extend(extra.iter().map(|a| a.to_string()));
             cmd
         };
-        config.server = Some(with(SERVER_CMD, options.server_args));
+        if server {
+            config.server = Some(with(SERVER_CMD, options.server_args));
+        }
         let lab = Lab::up(config)?;
-        let cluster = Self {
+        Ok(Self {
             kubeconfig: lab.kubeconfig(),
             kubectl: kubectl_bin(),
             lab,
             join: with(JOIN_CMD, options.agent_args),
             agent: with(AGENT_CMD, options.agent_args),
-        };
-        let now: Vec<String> = cluster
-            .lab
-            .nodes()
-            .map(|h| h.short.clone())
-            .filter(|short| !options.later.contains(&short.as_str()))
-            .collect();
-        for short in &now {
-            cluster.start_agent(short)?;
-        }
-        cluster.wait_nodes_schedulable(now.len())?;
-        Ok(cluster)
+        })
     }
 
     /// Waits until there are `count` nodes, each Ready and rid of the `not-ready` taint (the

@@ -402,9 +402,13 @@ fn a_node_reaches_only_its_own_objects_and_what_its_pods_use() {
     // and overlay need every Node's addresses), never writable (NodeRestriction).
     ok(kubectl_as(&n1, &["get", "node", "n2"]));
     ok(kubectl_as(&n1, &["get", "nodes"]));
-    forbidden(
-        kubectl_as(&n1, &["annotate", "node", "n2", "ekube.test/seen=yes"]),
-        "node \"n1\" is not allowed to modify node \"n2\"",
+    let annotated_n2 = kubectl_as(&n1, &["annotate", "node", "n2", "ekube.test/seen=yes"]);
+    let err = stderr(&annotated_n2);
+    assert!(
+        !annotated_n2.status.success()
+            && err.contains("Forbidden")
+            && err.contains("node \"n1\" is not allowed to modify node \"n2\""),
+        "n1 annotated n2: {err}"
     );
     forbidden(
         kubectl_as(

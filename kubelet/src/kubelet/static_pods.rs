@@ -150,7 +150,14 @@ pub async fn ensure_mirror(ctx: &Ctx, pod: &Pod) -> Result<(), kube::Error> {
         .and_then(|a| a.get(HASH))
         .cloned();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(existing) = api.get_opt(&name).await? {
+    let existing = match api.get_opt(&name).await {
+        Ok(existing) => existing,
+        // The Node authorizer refuses a pod not bound to this node, one that does not exist
+        // yet among them: go on as if absent (a create over another's pod fails as taken).
+        Err(kube::Error::Api(e)) if e.code == 403 => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(existing) = existing {
         let current = existing
             .metadata
             .annotations

@@ -1,0 +1,342 @@
+//! kubeadm's configuration documents, as `ekube init --config` reads them and
+//! `ekube config print init-defaults` writes them: `InitConfiguration` and
+//! `ClusterConfiguration` of `kubeadm.k8s.io/v1beta4` (and `v1beta3`, whose fields ekube reads
+//! are the same). Only the fields in [`HONOURED`] change what ekube does; any other field
+//! present is named in a warning, never dropped silently.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+
+const GROUP: &str = "kubeadm.k8s.io";
+const VERSIONS: &[&str] = &["v1beta4", "v1beta3"];
+
+/// Dotted paths (per kind) of the fields ekube honours; everything under them counts.
+const HONOURED: &[(&str, &str)] = &[
+    ("InitConfiguration", "bootstrapTokens"),
+    ("InitConfiguration", "localAPIEndpoint.advertiseAddress"),
+    ("InitConfiguration", "localAPIEndpoint.bindPort"),
+    ("InitConfiguration", "nodeRegistration.name"),
+    ("InitConfiguration", "nodeRegistration.taints"),
+    (
+        "InitConfiguration",
+        "nodeRegistration.ignorePreflightErrors",
+    ),
+    ("ClusterConfiguration", "networking.podSubnet"),
+    ("ClusterConfiguration", "networking.serviceSubnet"),
+    ("ClusterConfiguration", "networking.dnsDomain"),
+    ("ClusterConfiguration", "certificatesDir"),
+    ("ClusterConfiguration", "apiServer.certSANs"),
+    // Read and checked: ekube runs the version it is, and the name is only a label.
+    ("ClusterConfiguration", "kubernetesVersion"),
+    ("ClusterConfiguration", "clusterName"),
+];
+
+/// What a configuration file says, each field `None` when the file leaves it out.
+#[derive(Debug, Default, PartialEq)]
+pub struct FileConfig {
+    pub token: Option<String>,
+    pub token_ttl: Option<Duration>,
+    pub advertise_address: Option<IpAddr>,
+    pub bind_port: Option<u16>,
+    pub node_name: Option<String>,
+    /// `Some(vec![])` for `taints: []` (none); `None` for absent or `null` (the default).
+    pub taints: Option<Vec<Value>>,
+    pub ignore_preflight_errors: Vec<String>,
+    pub pod_subnet: Option<String>,
+    pub service_subnet: Option<String>,
+    pub dns_domain: Option<String>,
+    pub cert_dir: Option<String>,
+    pub cert_sans: Vec<String>,
+    /// One line per field present but not honoured, or otherwise questionable.
+    pub warnings: Vec<String>,
+}
+
+/// Reads the YAML documents of a kubeadm configuration file.
+pub fn parse(text: &str) -> Result<FileConfig> {
+    let mut out = FileConfig::default();
+    let mut kinds = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let doc: Value = serde::Deserialize::deserialize(doc)
+            .with_context(|| format!("document {} is not YAML", i + 1))?;
+        if doc.is_null() {
+            continue;
+        }
+        let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let Some(version) = api_version.strip_prefix(&format!("{GROUP}/")) else {
+            out.warnings.push(format!(
+                "document {} ({api_version} {kind}) is not a kubeadm configuration; ignored",
+                i + 1
+            ));
+            continue;
+        };
+        if !VERSIONS.contains(&version) {
+            bail!(
+                "{api_version} is not a supported kubeadm configuration version (use {})",
+                VERSIONS
+                    .iter()
+                    .map(|v| format!("{GROUP}/{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            );
+        }
+        match kind {
+            "InitConfiguration" => read_init(&doc, &mut out)?,
+            "ClusterConfiguration" => read_cluster(&doc, &mut out)?,
+            other => {
+                out.warnings.push(format!(
+                    "kind {other:?} is not something ekube init reads; ignored"
+                ));
+                continue;
+            }
+        }
+        kinds.push(kind.to_string());
+        unhonoured(kind, "", &doc, &mut out.warnings);
+    }
+    if kinds.is_empty() {
+        bail!("the file holds no InitConfiguration or ClusterConfiguration");
+    }
+    Ok(out)
+}
+
+fn string(v: &Value, what: &str) -> Result<Option<String>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        other => bail!("{what} must be a string, not {other}"),
+    }
+}
+
+/// The strings of a list field (none when absent).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+fn read_init(doc: &Value, out: &mut FileConfig) -> Result<()> {
+    if let Some(tokens) = doc["bootstrapTokens"].as_array() {
+        if tokens.len() > 1 {
+            out.warnings.push(format!(
+                "bootstrapTokens: only the first of {} tokens is created",
+                tokens.len()
+            ));
+        }
+        if let Some(first) = tokens.first() {
+            out.token = string(&first["token"], "bootstrapTokens[0].token")?;
+            if let Some(ttl) = string(&first["ttl"], "bootstrapTokens[0].ttl")? {
+                out.token_ttl = Some(
+                    ekube_api::flags::parse_duration(&ttl)
+                        .map_err(|e| anyhow::anyhow!("bootstrapTokens[0].ttl: {e}"))?,
+                );
+            }
+            for (field, default) in [
+                ("usages", "signing,authentication"),
+                ("groups", "system:bootstrappers:kubeadm:default-node-token"),
+            ] {
+                let given = strings(&first[field]);
+                if !given.is_empty() && given.join(",") != default {
+                    out.warnings.push(format!(
+                        "bootstrapTokens[0].{field}: ekube creates the token with {default}, not {}",
+                        given.join(",")
+                    ));
+                }
+            }
+        }
+    }
+    let endpoint = &doc["localAPIEndpoint"];
+    if let Some(addr) = string(
+        &endpoint["advertiseAddress"],
+        "localAPIEndpoint.advertiseAddress",
+    )? {
+        out.advertise_address = Some(
+            addr.parse()
+                .with_context(|| format!("localAPIEndpoint.advertiseAddress {addr:?}"))?,
+        );
+    }
+    if !endpoint["bindPort"].is_null() {
+        let port = endpoint["bindPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .context("localAPIEndpoint.bindPort must be a port number")?;
+        out.bind_port = Some(port);
+    }
+    let reg = &doc["nodeRegistration"];
+    out.node_name = string(&reg["name"], "nodeRegistration.name")?;
+    out.taints = match &reg["taints"] {
+        Value::Null => None,
+        Value::Array(taints) => {
+            for t in taints {
+                if t["key"].as_str().is_none_or(str::is_empty) || t["effect"].as_str().is_none() {
+                    bail!("nodeRegistration.taints: {t} needs a key and an effect");
+                }
+            }
+            Some(taints.clone())
+        }
+        other => bail!("nodeRegistration.taints must be a list, not {other}"),
+    };
+    out.ignore_preflight_errors = strings(&reg["ignorePreflightErrors"]);
+    Ok(())
+}
+
+fn read_cluster(doc: &Value, out: &mut FileConfig) -> Result<()> {
+    let net = &doc["networking"];
+    out.pod_subnet = string(&net["podSubnet"], "networking.podSubnet")?;
+    out.service_subnet = string(&net["serviceSubnet"], "networking.serviceSubnet")?;
+    out.dns_domain = string(&net["dnsDomain"], "networking.dnsDomain")?;
+    out.cert_dir = string(&doc["certificatesDir"], "certificatesDir")?;
+    out.cert_sans = strings(&doc["apiServer"]["certSANs"]);
+    if let Some(v) = string(&doc["kubernetesVersion"], "kubernetesVersion")?
+        && v.trim_start_matches('v') != ekube_api::KUBE_VERSION.trim_start_matches('v')
+    {
+        out.warnings.push(format!(
+            "kubernetesVersion {v}: ekube serves {} whatever the file says",
+            ekube_api::KUBE_VERSION
+        ));
+    }
+    Ok(())
+}
+
+/// Warns about every field of `doc` (of `kind`) that is neither honoured nor bookkeeping.
+fn unhonoured(kind: &str, path: &str, doc: &Value, warnings: &mut Vec<String>) {
+    let Some(map) = doc.as_object() else {
+        return;
+    };
+    for (key, value) in map {
+        let here = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        if path.is_empty() && (key == "apiVersion" || key == "kind") {
+            continue;
+        }
+        let honoured = HONOURED
+            .iter()
+            .any(|(k, p)| *k == kind && (here == *p || here.starts_with(&format!("{p}."))));
+        if honoured {
+            continue;
+        }
+        let leads_to_honoured = HONOURED
+            .iter()
+            .any(|(k, p)| *k == kind && p.starts_with(&format!("{here}.")));
+        if leads_to_honoured && value.is_object() {
+            unhonoured(kind, &here, value, warnings);
+        } else if !value.is_null() {
+            warnings.push(format!(
+                "{kind}.{here}: ekube does not honour this field; ignored"
+            ));
+        }
+    }
+}
+
+/// `ekube config print init-defaults`: the documents with every field ekube honours, at
+/// kubeadm's placeholder values where kubeadm prints placeholders.
+pub fn init_defaults() -> String {
+    format!(
+        "apiVersion: {GROUP}/v1beta4
+kind: InitConfiguration
+bootstrapTokens:
+- groups:
+  - system:bootstrappers:kubeadm:default-node-token
+  token: abcdef.0123456789abcdef
+  ttl: 24h0m0s
+  usages:
+  - signing
+  - authentication
+localAPIEndpoint:
+  advertiseAddress: 1.2.3.4
+  bindPort: 6443
+nodeRegistration:
+  name: node
+  taints: null
+---
+apiVersion: {GROUP}/v1beta4
+kind: ClusterConfiguration
+apiServer: {{}}
+certificatesDir: /etc/kubernetes/pki
+clusterName: kubernetes
+kubernetesVersion: {version}
+networking:
+  dnsDomain: cluster.local
+  podSubnet: 10.244.0.0/16
+  serviceSubnet: 10.96.0.0/12
+",
+        version = ekube_api::KUBE_VERSION
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_read_back_without_warnings() {
+        let c = parse(&init_defaults()).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.token.as_deref(), Some("abcdef.0123456789abcdef"));
+        assert_eq!(c.token_ttl, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(c.advertise_address, Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(c.bind_port, Some(6443));
+        assert_eq!(c.node_name.as_deref(), Some("node"));
+        assert_eq!(c.taints, None);
+        assert_eq!(c.pod_subnet.as_deref(), Some("10.244.0.0/16"));
+        assert_eq!(c.service_subnet.as_deref(), Some("10.96.0.0/12"));
+        assert_eq!(c.dns_domain.as_deref(), Some("cluster.local"));
+    }
+
+    #[test]
+    fn edits_are_read_and_unknown_fields_named() {
+        let text = init_defaults()
+            .replace(
+                "taints: null",
+                "taints: []\n  criSocket: unix:///run/containerd.sock",
+            )
+            .replace("podSubnet: 10.244.0.0/16", "podSubnet: 10.32.0.0/16")
+            .replace(
+                "clusterName: kubernetes",
+                "clusterName: kubernetes\ncontrolPlaneEndpoint: lb:6443",
+            )
+            .replace("v1beta4", "v1beta3");
+        let c = parse(&text).unwrap();
+        assert_eq!(c.taints, Some(vec![]));
+        assert_eq!(c.pod_subnet.as_deref(), Some("10.32.0.0/16"));
+        assert_eq!(
+            c.warnings,
+            [
+                "InitConfiguration.nodeRegistration.criSocket: ekube does not honour this field; ignored",
+                "ClusterConfiguration.controlPlaneEndpoint: ekube does not honour this field; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_documents_are_refused_with_the_field() {
+        let err =
+            parse("apiVersion: kubeadm.k8s.io/v1beta2\nkind: InitConfiguration\n").unwrap_err();
+        assert!(err.to_string().contains("v1beta2"), "{err}");
+        let err = parse("apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
+        assert!(err.to_string().contains("no InitConfiguration"), "{err}");
+        let bad_port = init_defaults().replace("bindPort: 6443", "bindPort: 99999");
+        assert!(
+            parse(&bad_port)
+                .unwrap_err()
+                .to_string()
+                .contains("bindPort")
+        );
+        let bad_taint = init_defaults().replace("taints: null", "taints: [{key: a}]");
+        assert!(
+            parse(&bad_taint)
+                .unwrap_err()
+                .to_string()
+                .contains("effect")
+        );
+    }
+}

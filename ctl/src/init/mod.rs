@@ -1,0 +1,599 @@
+//! `ekube init`: a control plane on this host in one command, as `kubeadm init` brings one up,
+//! in kubeadm's phases (skip any with `--skip-phases`):
+//!
+//! preflight → certs (the cluster CA) → kubeconfig (this node's `kubelet.conf`, signed by the
+//! CA) → control-plane (`ekube server`, detached) → wait-control-plane (`/readyz`) →
+//! upload-config (`kube-system/kubeadm-config` and `kubelet-config`, readable by joining
+//! nodes) → kubelet-start (`ekube agent`, detached) → mark-control-plane (role label and
+//! taints) → bootstrap-token → addons.
+//!
+//! It returns with both processes running (pid files under `--run-dir`, logs under
+//! `--log-dir`) and prints kubeadm's closing text with the exact `ekube join` command.
+//! Flags after `--` go to the node agent.
+
+mod config;
+mod preflight;
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ekube_api::bootstrap::{self, Token};
+use ekube_api::k8s_openapi::api::core::v1::{ConfigMap, Node};
+use ipnetwork::Ipv4Network;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::daemon::Dirs;
+
+pub use config::init_defaults;
+
+const PHASES: &[&str] = &[
+    "preflight",
+    "certs",
+    "kubeconfig",
+    "control-plane",
+    "wait-control-plane",
+    "upload-config",
+    "kubelet-start",
+    "mark-control-plane",
+    "bootstrap-token",
+    "addons",
+];
+/// The ConfigMaps joining nodes read their settings from, and who may read them.
+pub const KUBEADM_CONFIG: &str = "kubeadm-config";
+pub const KUBELET_CONFIG: &str = "kubelet-config";
+const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+/// How long the control plane and the node get to come up.
+const START_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Flags of `ekube init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// A kubeadm configuration file (`InitConfiguration`, `ClusterConfiguration`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The address the API server advertises (default: this host's address on the default
+    /// route).
+    #[arg(long)]
+    apiserver_advertise_address: Option<IpAddr>,
+    /// The API server's port.
+    #[arg(long)]
+    apiserver_bind_port: Option<u16>,
+    /// The pod network; every node gets a /24 of it.
+    #[arg(long)]
+    pod_network_cidr: Option<String>,
+    /// The Service ClusterIP range.
+    #[arg(long)]
+    service_cidr: Option<String>,
+    /// The cluster's DNS domain.
+    #[arg(long)]
+    service_dns_domain: Option<String>,
+    /// This node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The bootstrap token nodes join with (default: a random one).
+    #[arg(long)]
+    token: Option<String>,
+    /// How long the token is valid; `0` for ever.
+    #[arg(long, value_parser = ekube_api::flags::parse_duration)]
+    token_ttl: Option<Duration>,
+    /// Where the certificates go.
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// Phases not to run.
+    #[arg(long, value_delimiter = ',')]
+    skip_phases: Vec<String>,
+    /// Preflight checks whose errors are only warnings (`all` for every one).
+    #[arg(long, value_delimiter = ',')]
+    ignore_preflight_errors: Vec<String>,
+    /// Say what would be done, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Where the control plane keeps its state.
+    #[arg(long, default_value = "/var/lib/ekube/server")]
+    data_dir: PathBuf,
+    /// Where the kubeconfig files go.
+    #[arg(long, default_value = "/etc/kubernetes")]
+    kubeconfig_dir: PathBuf,
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Flags for this node's `ekube agent` (after `--`).
+    #[arg(last = true, allow_hyphen_values = true)]
+    agent_args: Vec<OsString>,
+}
+
+/// What init sets up, from the flags or the configuration file and the defaults.
+#[derive(Debug)]
+struct Plan {
+    advertise: IpAddr,
+    port: u16,
+    pod_subnet: Ipv4Network,
+    service_subnet: Ipv4Network,
+    dns_domain: String,
+    node_name: String,
+    token: Token,
+    token_ttl: Duration,
+    cert_dir: PathBuf,
+    taints: Vec<Value>,
+    cert_sans: Vec<String>,
+    ignore_preflight_errors: Vec<String>,
+}
+
+impl Plan {
+    fn resolve(args: &InitArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let mixed: Vec<&str> = [
+                    (
+                        "apiserver-advertise-address",
+                        args.apiserver_advertise_address.is_some(),
+                    ),
+                    ("apiserver-bind-port", args.apiserver_bind_port.is_some()),
+                    ("pod-network-cidr", args.pod_network_cidr.is_some()),
+                    ("service-cidr", args.service_cidr.is_some()),
+                    ("service-dns-domain", args.service_dns_domain.is_some()),
+                    ("node-name", args.node_name.is_some()),
+                    ("token", args.token.is_some()),
+                    ("token-ttl", args.token_ttl.is_some()),
+                    ("cert-dir", args.cert_dir.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, given)| given.then_some(name))
+                .collect();
+                ensure!(
+                    mixed.is_empty(),
+                    "can not mix '--config' with arguments {mixed:?}"
+                );
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let file = config::parse(&text).with_context(|| path.display().to_string())?;
+                for w in &file.warnings {
+                    eprintln!("W: {}: {w}", path.display());
+                }
+                file
+            }
+            None => config::FileConfig::default(),
+        };
+        let advertise = match args.apiserver_advertise_address.or(file.advertise_address) {
+            Some(ip) => ip,
+            None => default_address()?,
+        };
+        let cidr = |given: Option<String>, default: &str, what: &str| -> Result<Ipv4Network> {
+            let text = given.unwrap_or_else(|| default.to_string());
+            text.parse()
+                .with_context(|| format!("{what} {text:?} is not an IPv4 CIDR"))
+        };
+        let token = match args.token.clone().or(file.token) {
+            Some(t) => Token::parse(&t).map_err(anyhow::Error::msg)?,
+            None => Token::generate(),
+        };
+        let node_name =
+            ekube_api::flags::node_name(args.node_name.as_deref().or(file.node_name.as_deref()))
+                .context("finding the node's name")?;
+        let mut ignore = args.ignore_preflight_errors.clone();
+        ignore.extend(file.ignore_preflight_errors);
+        Ok(Self {
+            advertise,
+            port: args.apiserver_bind_port.or(file.bind_port).unwrap_or(6443),
+            pod_subnet: cidr(
+                args.pod_network_cidr.clone().or(file.pod_subnet),
+                "10.244.0.0/16",
+                "the pod network",
+            )?,
+            service_subnet: cidr(
+                args.service_cidr.clone().or(file.service_subnet),
+                "10.96.0.0/12",
+                "the service network",
+            )?,
+            dns_domain: args
+                .service_dns_domain
+                .clone()
+                .or(file.dns_domain)
+                .unwrap_or_else(|| "cluster.local".into()),
+            node_name,
+            token,
+            token_ttl: args
+                .token_ttl
+                .or(file.token_ttl)
+                .unwrap_or(Duration::from_secs(24 * 3600)),
+            cert_dir: args
+                .cert_dir
+                .clone()
+                .or(file.cert_dir.map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("/etc/kubernetes/pki")),
+            taints: file.taints.unwrap_or_else(|| {
+                vec![json!({"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"})]
+            }),
+            cert_sans: file.cert_sans,
+            ignore_preflight_errors: ignore,
+        })
+    }
+
+    /// The cluster DNS address kubeadm gives the kubelets: the 10th of the service range.
+    fn cluster_dns(&self) -> Result<Ipv4Addr> {
+        let base = u32::from(self.service_subnet.network());
+        let ip = Ipv4Addr::from(base + 10);
+        ensure!(
+            self.service_subnet.contains(ip),
+            "the service network {} is too small for the cluster DNS address",
+            self.service_subnet
+        );
+        Ok(ip)
+    }
+
+    fn endpoint(&self) -> String {
+        match self.advertise {
+            IpAddr::V6(ip) => format!("[{ip}]:{}", self.port),
+            IpAddr::V4(ip) => format!("{ip}:{}", self.port),
+        }
+    }
+}
+
+/// This host's address on the default route, found the way kubeadm finds it: the source
+/// address the kernel would pick (a UDP socket's connect sends nothing).
+fn default_address() -> Result<IpAddr> {
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    socket
+        .connect((Ipv4Addr::new(192, 0, 2, 1), 9))
+        .and_then(|()| socket.local_addr())
+        .map(|a| a.ip())
+        .context("this host has no default route: pass --apiserver-advertise-address")
+}
+
+pub async fn run(args: InitArgs) -> Result<()> {
+    if let Some(bad) = args
+        .skip_phases
+        .iter()
+        .find(|p| !PHASES.contains(&p.as_str()))
+    {
+        bail!(
+            "--skip-phases: no phase {bad:?} (phases: {})",
+            PHASES.join(", ")
+        );
+    }
+    let plan = Plan::resolve(&args)?;
+    let skip = |phase: &str| args.skip_phases.iter().any(|p| p == phase);
+    let admin = args.kubeconfig_dir.join("admin.conf");
+    let kubelet_conf = args.kubeconfig_dir.join("kubelet.conf");
+    let server_argv = server_argv(&args, &plan, &admin);
+    let agent_argv = agent_argv(&args, &plan, &kubelet_conf)?;
+
+    if !skip("preflight") {
+        println!("[preflight] Running pre-flight checks");
+        let host = preflight::Host {
+            advertise: plan.advertise,
+            port: plan.port,
+            node_name: &plan.node_name,
+            files: vec![admin.clone(), kubelet_conf.clone()],
+            dirs: vec![args.data_dir.clone()],
+        };
+        let failures = preflight::run(&host, &plan.ignore_preflight_errors);
+        if !failures.is_empty() {
+            bail!(
+                "error execution phase preflight: {}",
+                preflight::report(&failures)
+            );
+        }
+    }
+    if args.dry_run {
+        println!(
+            "[dry-run] would write the CA to {}",
+            plan.cert_dir.display()
+        );
+        println!(
+            "[dry-run] would write {} and {}",
+            admin.display(),
+            kubelet_conf.display()
+        );
+        println!("[dry-run] would run: ekube {}", shown(&server_argv));
+        println!("[dry-run] would run: ekube {}", shown(&agent_argv));
+        println!(
+            "[dry-run] would label and taint node {:?}: {}",
+            plan.node_name,
+            Value::from(plan.taints.clone())
+        );
+        println!("[dry-run] would create bootstrap token {}", plan.token);
+        return Ok(());
+    }
+
+    let mut ca_pem = None;
+    if !skip("certs") {
+        println!(
+            "[certs] Using certificateDir folder {:?}",
+            plan.cert_dir.display().to_string()
+        );
+        let ca = ekube_apiserver::pki::Ca::load_or_create(&plan.cert_dir)?;
+        ca_pem = Some(ca.cert_pem.clone());
+        if !skip("kubeconfig") {
+            println!("[kubeconfig] Writing \"kubelet.conf\" kubeconfig file");
+            let user = format!("system:node:{}", plan.node_name);
+            let issued = ca.issue(&user, &["system:nodes"], &[], false)?;
+            ekube_apiserver::pki::write_kubeconfig(
+                &kubelet_conf,
+                &format!("https://{}", plan.endpoint()),
+                &ca.cert_pem,
+                &user,
+                &issued,
+            )?;
+        }
+    }
+    let started = Instant::now();
+    if !skip("control-plane") {
+        let pid = args.dirs.spawn("server", &server_argv)?;
+        println!(
+            "[control-plane] Started the control plane (pid {pid}, log {})",
+            args.dirs.log_file("server").display()
+        );
+    }
+    if !skip("wait-control-plane") {
+        println!(
+            "[wait-control-plane] Waiting for the API server at https://{}",
+            plan.endpoint()
+        );
+        wait_healthy(&admin, &args.dirs).await?;
+        println!(
+            "[wait-control-plane] The API server is healthy after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let client = || ekube_api::client::from_kubeconfig(&admin);
+    if !skip("upload-config") {
+        println!(
+            "[upload-config] Storing the configuration in ConfigMaps {KUBEADM_CONFIG:?} and {KUBELET_CONFIG:?} in namespace \"kube-system\""
+        );
+        upload_config(client().await?, &plan).await?;
+    }
+    if !skip("kubelet-start") {
+        let pid = args.dirs.spawn("agent", &agent_argv)?;
+        println!(
+            "[kubelet-start] Started the node agent (pid {pid}, log {})",
+            args.dirs.log_file("agent").display()
+        );
+    }
+    if !skip("mark-control-plane") {
+        println!(
+            "[mark-control-plane] Marking the node {} as control-plane by adding the label \"{CONTROL_PLANE_ROLE}=''\" and the taints {}",
+            plan.node_name,
+            Value::from(plan.taints.clone())
+        );
+        mark_control_plane(client().await?, &plan).await?;
+    }
+    if !skip("bootstrap-token") {
+        println!("[bootstrap-token] Using token: {}", plan.token);
+        crate::token::ensure(&admin, &plan.token.to_string(), plan.token_ttl).await?;
+        println!(
+            "[bootstrap-token] Configured RBAC rules to allow Node Bootstrap tokens to post CSRs and to get them approved automatically, and the \"cluster-info\" ConfigMap in the \"kube-public\" namespace"
+        );
+    }
+    if !skip("addons") {
+        println!(
+            "[addons] The service proxy runs in every node's agent; there is no cluster DNS add-on yet"
+        );
+    }
+
+    let ca_pem = match ca_pem {
+        Some(pem) => pem,
+        None => std::fs::read_to_string(plan.cert_dir.join("ca.crt"))
+            .with_context(|| format!("reading {}/ca.crt", plan.cert_dir.display()))?,
+    };
+    let hash = bootstrap::ca_cert_hash(ca_pem.as_bytes()).map_err(anyhow::Error::msg)?;
+    println!(
+        "\nYour Kubernetes control-plane has initialized successfully!\n\n\
+         To start using your cluster, you need to run the following as a regular user:\n\n  \
+         mkdir -p $HOME/.kube\n  \
+         sudo cp -i {admin} $HOME/.kube/config\n  \
+         sudo chown $(id -u):$(id -g) $HOME/.kube/config\n\n\
+         Alternatively, if you are the root user, you can run:\n\n  \
+         export KUBECONFIG={admin}\n\n\
+         The pod network (a VXLAN overlay) runs in every node's agent already.\n\n\
+         Then you can join any number of worker nodes by running the following on each as root:\n\n\
+         ekube join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash}",
+        admin = admin.display(),
+        endpoint = plan.endpoint(),
+        token = plan.token,
+    );
+    Ok(())
+}
+
+fn shown(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn os(s: impl Into<OsString>) -> OsString {
+    s.into()
+}
+
+fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Vec<OsString> {
+    let mut argv = vec![
+        os("server"),
+        os("--data-dir"),
+        args.data_dir.clone().into(),
+        os("--cert-dir"),
+        plan.cert_dir.clone().into(),
+        os("--advertise-address"),
+        os(plan.advertise.to_string()),
+        os("--secure-port"),
+        os(plan.port.to_string()),
+        os("--write-kubeconfig"),
+        admin.into(),
+        os("--service-cluster-ip-range"),
+        os(plan.service_subnet.to_string()),
+        os("--kube-controller-manager-arg"),
+        os(format!("cluster-cidr={}", plan.pod_subnet)),
+    ];
+    for san in &plan.cert_sans {
+        argv.extend([os("--tls-san"), os(san)]);
+    }
+    argv
+}
+
+/// This node's agent: the network settings every node shares (what joining nodes read from
+/// the uploaded ConfigMaps) first, so the user's flags after `--` win.
+fn agent_argv(args: &InitArgs, plan: &Plan, kubelet_conf: &Path) -> Result<Vec<OsString>> {
+    let mut argv = vec![
+        os("agent"),
+        os("--kubeconfig"),
+        kubelet_conf.into(),
+        os("--hostname-override"),
+        os(&plan.node_name),
+    ];
+    if let IpAddr::V4(ip) = plan.advertise {
+        argv.extend([os("--node-ip"), os(ip.to_string())]);
+    }
+    argv.extend(shared_agent_args(
+        plan.pod_subnet,
+        plan.cluster_dns()?,
+        &plan.dns_domain,
+    ));
+    argv.extend(args.agent_args.iter().cloned());
+    Ok(argv)
+}
+
+/// The agent flags that carry the cluster-wide network settings.
+pub fn shared_agent_args(pod_subnet: Ipv4Network, dns: Ipv4Addr, domain: &str) -> Vec<OsString> {
+    [
+        ("--flannel-arg", format!("cluster-cidr={pod_subnet}")),
+        ("--kubelet-arg", format!("cluster-dns={dns}")),
+        ("--kubelet-arg", format!("cluster-domain={domain}")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [os(flag), os(value)])
+    .collect()
+}
+
+/// Waits for the admin kubeconfig and then for `/readyz`, naming the server's log on failure.
+async fn wait_healthy(admin: &Path, dirs: &Dirs) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let log = dirs.log_file("server");
+    let mut last = String::from("no admin kubeconfig yet");
+    while Instant::now() < deadline {
+        if admin.exists()
+            && let Ok(client) = ekube_api::client::from_kubeconfig(admin).await
+        {
+            let req = http::Request::get("/readyz").body(Vec::new())?;
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last = body,
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!(
+        "the control plane did not become healthy within {START_TIMEOUT:?} ({last}); see {}",
+        log.display()
+    )
+}
+
+/// kubeadm's `kubeadm-config` and `kubelet-config`, and the Roles that let joining nodes (and
+/// nodes) read them.
+async fn upload_config(client: kube::Client, plan: &Plan) -> Result<()> {
+    let cluster_configuration = format!(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: {}\nclusterName: kubernetes\nkubernetesVersion: {}\nnetworking:\n  dnsDomain: {}\n  podSubnet: {}\n  serviceSubnet: {}\n",
+        plan.cert_dir.display(),
+        ekube_api::KUBE_VERSION,
+        plan.dns_domain,
+        plan.pod_subnet,
+        plan.service_subnet,
+    );
+    let kubelet = format!(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nclusterDNS:\n- {}\nclusterDomain: {}\n",
+        plan.cluster_dns()?,
+        plan.dns_domain,
+    );
+    let apply = PatchParams::apply("kubeadm").force();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    for (name, key, text) in [
+        (
+            KUBEADM_CONFIG,
+            "ClusterConfiguration",
+            cluster_configuration,
+        ),
+        (KUBELET_CONFIG, "kubelet", kubelet),
+    ] {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": "kube-system"}, "data": {key: text}});
+        configmaps
+            .patch(name, &apply, &Patch::Apply(&cm))
+            .await
+            .with_context(|| format!("storing kube-system/{name}"))?;
+        let role_name = format!("kubeadm:nodes-{name}");
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": role_name, "namespace": "kube-system"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get"]}]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": role_name, "namespace": "kube-system"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:bootstrappers:kubeadm:default-node-token"},
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"},
+        ]});
+        for (plural, obj) in [("roles", role), ("rolebindings", binding)] {
+            let resource = kube::api::ApiResource {
+                group: "rbac.authorization.k8s.io".into(),
+                version: "v1".into(),
+                api_version: "rbac.authorization.k8s.io/v1".into(),
+                kind: obj["kind"].as_str().unwrap_or_default().into(),
+                plural: plural.into(),
+            };
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(client.clone(), "kube-system", &resource);
+            api.patch(&role_name, &apply, &Patch::Apply(&obj))
+                .await
+                .with_context(|| format!("storing {plural} kube-system/{role_name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for this node's Node, then labels it and sets its taints.
+async fn mark_control_plane(client: kube::Client, plan: &Plan) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client);
+    let deadline = Instant::now() + START_TIMEOUT;
+    let node = loop {
+        if let Some(node) = nodes.get_opt(&plan.node_name).await? {
+            break node;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "node {} did not register within {START_TIMEOUT:?}; see the agent's log",
+            plan.node_name
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut taints: Vec<Value> = node
+        .spec
+        .and_then(|s| s.taints)
+        .into_iter()
+        .flatten()
+        .map(|t| serde_json::to_value(t).unwrap_or_default())
+        .collect();
+    for t in &plan.taints {
+        if !taints
+            .iter()
+            .any(|have| have["key"] == t["key"] && have["effect"] == t["effect"])
+        {
+            taints.push(t.clone());
+        }
+    }
+    let patch = json!({
+        "metadata": {"labels": {CONTROL_PLANE_ROLE: "", "node.kubernetes.io/exclude-from-external-load-balancers": ""}},
+        "spec": {"taints": taints},
+    });
+    nodes
+        .patch(
+            &plan.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("marking node {}", plan.node_name))?;
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! `ekube init` and `ekube join` as a kubeadm tutorial uses them, on a three-node lab where
+//! nothing runs yet: preflight stops init with the failing check's name (a busy 6443, no
+//! `runc`) unless told to ignore it; `ekube config print init-defaults`, edited, then
+//! `ekube init --config` brings up the control plane and n1's agent, each edited value
+//! showing in the cluster; the printed join command, run on n2 and n3, brings them Ready with
+//! the cluster's settings and approved CSRs; a pod on n3 answers through a NodePort from
+//! outside.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use ekube_tests::cluster::{ClusterOptions, LabCluster};
+use ekube_tests::{ekube_bin, wait_for};
+
+const LAB: &str = "ekinit";
+const POD_SUBNET: &str = "10.32.0.0/16";
+const SERVICE_SUBNET: &str = "10.112.0.0/16";
+
+/// `ekube init <args> -- <n1's agent flags>` on n1, with every path under n1's directory.
+fn init_argv(c: &LabCluster, args: &[&str]) -> Result<Vec<String>> {
+    let dir = c.lab.host("n1")?.dir.display().to_string();
+    let mut argv = vec![ekube_bin().display().to_string(), "init".into()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    for (flag, path) in [
+        ("--data-dir", "data/server"),
+        ("--kubeconfig-dir", ""),
+        ("--run-dir", "run/ekube"),
+        ("--log-dir", "logs/ekube"),
+    ] {
+        argv.extend([flag.to_string(), format!("{dir}/{path}")]);
+    }
+    argv.push("--".into());
+    argv.extend(c.agent_flags("n1")?);
+    Ok(argv)
+}
+
+/// What a failed `ekube init` printed, checking it failed.
+fn init_fails(c: &LabCluster, argv: &[String]) -> Result<String> {
+    let out = c.lab.exec("n1", argv)?;
+    ensure!(!out.success(), "init succeeded: {}", out.stdout);
+    Ok(out.stderr)
+}
+
+#[test]
+fn init_then_join_brings_up_a_cluster() -> Result<()> {
+    let c = LabCluster::bare(LAB, 3, ClusterOptions::default())?;
+    let n1_dir = c.lab.host("n1")?.dir.clone();
+
+    // Preflight: a busy API server port, then no runc on the PATH. `busy` runs a command
+    // while a socket holds :6443 in n1.
+    let busy = |argv: Vec<String>| -> Vec<String> {
+        let hold = "import socket,subprocess,sys; s=socket.socket(); \
+            s.bind(('0.0.0.0',6443)); s.listen(); r=subprocess.run(sys.argv[1:]); sys.exit(r.returncode)";
+        [vec!["python3".into(), "-c".into(), hold.into()], argv].concat()
+    };
+    let flags = ["--apiserver-advertise-address", "192.168.64.10"];
+    let err = init_fails(&c, &busy(init_argv(&c, &flags)?))?;
+    ensure!(
+        err.contains("[ERROR Port-6443]: Port 6443 is in use"),
+        "{err}"
+    );
+    let mut ignored = init_argv(
+        &c,
+        &[
+            &flags[..],
+            &["--ignore-preflight-errors=Port-6443", "--dry-run"],
+        ]
+        .concat(),
+    )?;
+    let out = c.lab.exec("n1", &busy(ignored))?;
+    ensure!(
+        out.success(),
+        "ignoring Port-6443 did not pass: {}",
+        out.stderr
+    );
+    let no_runc = |argv: &[String]| -> Vec<String> {
+        [&["env".to_string(), "PATH=/nonexistent".to_string()], argv].concat()
+    };
+    let err = init_fails(&c, &no_runc(&init_argv(&c, &flags)?))?;
+    ensure!(
+        err.contains("[ERROR FileExisting-runc]: runc not found in system path"),
+        "{err}"
+    );
+    ignored = init_argv(
+        &c,
+        &[
+            &flags[..],
+            &["--ignore-preflight-errors=FileExisting-runc", "--dry-run"],
+        ]
+        .concat(),
+    )?;
+    let out = c.lab.exec("n1", &no_runc(&ignored))?;
+    ensure!(
+        out.success(),
+        "ignoring FileExisting-runc did not pass: {}",
+        out.stderr
+    );
+    ensure!(
+        !n1_dir.join("admin.conf").exists(),
+        "a dry run wrote admin.conf"
+    );
+
+    // The defaults, edited as a tutorial edits them.
+    let defaults = c.lab.exec(
+        "n1",
+        &[
+            ekube_bin().display().to_string(),
+            "config".into(),
+            "print".into(),
+            "init-defaults".into(),
+        ],
+    )?;
+    ensure!(defaults.success(), "{}", defaults.stderr);
+    let token = c.lab.config().vars["token"].clone();
+    let n1 = c.node_name("n1");
+    let edited = defaults
+        .stdout
+        .replace(
+            "advertiseAddress: 1.2.3.4",
+            "advertiseAddress: 192.168.64.10",
+        )
+        .replace("token: abcdef.0123456789abcdef", &format!("token: {token}"))
+        .replace("name: node", &format!("name: {n1}"))
+        .replace("taints: null", "taints: []")
+        .replace(
+            "podSubnet: 10.244.0.0/16",
+            &format!("podSubnet: {POD_SUBNET}"),
+        )
+        .replace(
+            "serviceSubnet: 10.96.0.0/12",
+            &format!("serviceSubnet: {SERVICE_SUBNET}"),
+        )
+        .replace(
+            "certificatesDir: /etc/kubernetes/pki",
+            &format!("certificatesDir: {}/pki", n1_dir.display()),
+        );
+    let config = n1_dir.join("kubeadm.yaml");
+    std::fs::write(&config, &edited)?;
+
+    let started = Instant::now();
+    let out = c.lab.exec_timeout(
+        "n1",
+        &init_argv(&c, &["--config", &config.display().to_string()])?,
+        Duration::from_secs(60),
+    )?;
+    let took = started.elapsed();
+    ensure!(out.success(), "init failed: {}{}", out.stdout, out.stderr);
+    eprintln!("ekube init returned after {took:?}");
+    ensure!(
+        took < Duration::from_secs(30),
+        "ekube init took {took:?}, over the 30 s it should need"
+    );
+    ensure!(
+        out.stdout
+            .contains("Your Kubernetes control-plane has initialized successfully!")
+            && out.stdout.contains(&format!(
+                "export KUBECONFIG={}",
+                n1_dir.join("admin.conf").display()
+            )),
+        "{}",
+        out.stdout
+    );
+
+    // Each edited value, in the cluster.
+    c.wait_nodes_schedulable(1)?;
+    let node = c.get("node", &n1)?;
+    ensure!(
+        node["metadata"]["labels"]
+            .get("node-role.kubernetes.io/control-plane")
+            .is_some(),
+        "no control-plane label: {}",
+        node["metadata"]
+    );
+    let taints = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        !taints
+            .iter()
+            .any(|t| t["key"] == "node-role.kubernetes.io/control-plane"),
+        "taints: [] but {taints:?}"
+    );
+    let pod_cidr = node["spec"]["podCIDR"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        pod_cidr.starts_with("10.32."),
+        "podCIDR {pod_cidr} not in {POD_SUBNET}"
+    );
+    let svc = c.get("service", "kubernetes")?;
+    ensure!(
+        svc["spec"]["clusterIP"] == "10.112.0.1",
+        "kubernetes Service {}",
+        svc["spec"]
+    );
+    let slice = c.kubectl(&[
+        "get",
+        "endpoints",
+        "kubernetes",
+        "-o",
+        "jsonpath={.subsets[0].addresses[0].ip}",
+    ])?;
+    ensure!(
+        slice == "192.168.64.10",
+        "the API server advertises {slice}"
+    );
+    let tokens = c.lab.exec(
+        "n1",
+        &[
+            ekube_bin().display().to_string(),
+            "token".into(),
+            "list".into(),
+            "--kubeconfig".into(),
+            n1_dir.join("admin.conf").display().to_string(),
+        ],
+    )?;
+    ensure!(
+        tokens.stdout.contains(&token),
+        "token list: {}",
+        tokens.stdout
+    );
+
+    // The printed join command, on n2 and n3.
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("ekube join"))
+        .context("no join command printed")?;
+    let command = format!("{} {}", lines[at].trim_end_matches('\\'), lines[at + 1]);
+    let words: Vec<&str> = command.split_whitespace().collect();
+    ensure!(
+        words[..5]
+            == [
+                "ekube",
+                "join",
+                "192.168.64.10:6443",
+                "--token",
+                token.as_str()
+            ],
+        "printed {command:?}"
+    );
+    for short in ["n2", "n3"] {
+        let mut argv = vec![ekube_bin().display().to_string()];
+        argv.extend(words[1..].iter().map(|w| w.to_string()));
+        argv.extend([
+            "--node-name".into(),
+            c.node_name(short),
+            "--foreground".into(),
+            "--".into(),
+        ]);
+        argv.extend(c.agent_flags(short)?);
+        c.lab.spawn(short, "agent", &argv)?;
+    }
+    c.wait_nodes_schedulable(3)?;
+    let n3_dir = c.lab.host("n3")?.dir.clone();
+    let subnet_env = std::fs::read_to_string(n3_dir.join("run/subnet.env"))?;
+    ensure!(
+        subnet_env.contains(&format!("FLANNEL_NETWORK={POD_SUBNET}")),
+        "n3 did not take the cluster's pod network: {subnet_env}"
+    );
+    let csrs = c.list("csr", &[])?;
+    let approved_nodes: Vec<&str> = csrs
+        .iter()
+        .filter(|r| {
+            r["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Approved")
+                && r["status"]["certificate"].is_string()
+        })
+        .filter_map(|r| r["spec"]["username"].as_str())
+        .collect();
+    ensure!(
+        approved_nodes.len() == 2
+            && approved_nodes
+                .iter()
+                .all(|u| u.starts_with("system:bootstrap:")),
+        "approved node CSRs from {approved_nodes:?}"
+    );
+
+    // A pod on n3, through a NodePort, from outside, via every node.
+    let n3 = c.node_name("n3");
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-n3, labels: {{app: web}}}}\n\
+         spec:\n  nodeName: {n3}\n  containers:\n  - name: web\n    image: 192.168.64.1:5000/web:latest\n    \
+         ports: [{{name: http, containerPort: 80}}]\n    readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+         spec:\n  type: NodePort\n  selector: {{app: web}}\n  ports: [{{port: 8080, targetPort: http, nodePort: 32143}}]\n"
+    ))?;
+    c.wait_pod(
+        "web-n3",
+        Duration::from_secs(120),
+        "ready",
+        ekube_tests::cluster::is_ready,
+    )?;
+    for node in c.lab.nodes() {
+        let url = format!("http://{}:32143/", node.ip);
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{url} from outside"),
+            || {
+                let out = c.lab.exec("ext", &["curl", "-s", "-m", "3", &url])?;
+                Ok(out.stdout.trim() == "web-n3")
+            },
+        )?;
+    }
+    Ok(())
+}
