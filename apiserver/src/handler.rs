@@ -712,6 +712,8 @@ async fn server_side_apply(
         Err(e) if e.code == 404 && sub.is_none() => {
             let obj = apply::apply(r.kind, &r.api_version(), None, &applied, &manager, force)?;
             guard.check(r, ns, &obj)?;
+            // Created by apply as by POST: a CSR records who asked, whatever the body says.
+            let obj = crate::certificates::stamp_requester(r, obj, &opts.user);
             let (created, w) = api.registry.create(r, ns, obj, opts).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &created),

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
 use ekube_api::bootstrap::{self, Token};
 use ekube_api::k8s_openapi::api::core::v1::ConfigMap;
@@ -37,10 +37,13 @@ const BOOTSTRAP_KUBECONFIG: &str = "bootstrap-kubelet.conf";
 #[derive(Debug, clap::Args)]
 pub struct JoinArgs {
     /// The control plane's `host:port`.
-    pub api_server_endpoint: String,
+    pub api_server_endpoint: Option<String>,
+    /// A kubeadm `JoinConfiguration` file, instead of the discovery flags.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// The bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`, used for discovery and TLS bootstrap.
     #[arg(long)]
-    pub token: String,
+    pub token: Option<String>,
     /// The CA's public key pin, `sha256:<hex>` (repeatable; any may match).
     #[arg(long = "discovery-token-ca-cert-hash")]
     pub ca_cert_hashes: Vec<String>,
@@ -48,8 +51,8 @@ pub struct JoinArgs {
     #[arg(long)]
     pub discovery_token_unsafe_skip_ca_verification: bool,
     /// How long discovery waits for the control plane and for a signature of this token.
-    #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
-    pub discovery_timeout: Duration,
+    #[arg(long, value_parser = ekube_api::flags::parse_duration)]
+    pub discovery_timeout: Option<Duration>,
     /// The node's name (default: the host name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -63,22 +66,96 @@ pub struct JoinArgs {
     pub agent_args: Vec<OsString>,
 }
 
-pub async fn run(args: JoinArgs) -> Result<()> {
-    let token = Token::parse(&args.token).map_err(anyhow::Error::msg)?;
-    let pins = args
-        .ca_cert_hashes
-        .iter()
-        .map(|p| bootstrap::parse_ca_cert_hash(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    if pins.is_empty() && !args.discovery_token_unsafe_skip_ca_verification {
-        bail!(
-            "discovery needs --discovery-token-ca-cert-hash (the CA's public key pin, printed by \
-             `ekube init` and `ekube token create --print-join-command`), or \
-             --discovery-token-unsafe-skip-ca-verification to trust whichever CA answers"
-        );
+/// Where and how to join, from the flags or a `JoinConfiguration`.
+struct Discovery {
+    endpoint: String,
+    token: Token,
+    pins: Vec<String>,
+    timeout: Duration,
+    node_name: Option<String>,
+}
+
+impl Discovery {
+    fn resolve(args: &JoinArgs) -> Result<Self> {
+        let (endpoint, token, hashes, skip, timeout, node_name) = match &args.config {
+            Some(path) => {
+                let mixed: Vec<&str> = [
+                    ("api-server-endpoint", args.api_server_endpoint.is_some()),
+                    ("token", args.token.is_some()),
+                    (
+                        "discovery-token-ca-cert-hash",
+                        !args.ca_cert_hashes.is_empty(),
+                    ),
+                    (
+                        "discovery-token-unsafe-skip-ca-verification",
+                        args.discovery_token_unsafe_skip_ca_verification,
+                    ),
+                    ("node-name", args.node_name.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, given)| given.then_some(name))
+                .collect();
+                ensure!(
+                    mixed.is_empty(),
+                    "can not mix '--config' with arguments {mixed:?}"
+                );
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let file = crate::init::config::parse(&text, crate::init::config::JOIN_KINDS)
+                    .with_context(|| path.display().to_string())?;
+                for w in &file.warnings {
+                    eprintln!("W: {}: {w}", path.display());
+                }
+                (
+                    file.api_server_endpoint,
+                    file.token,
+                    file.ca_cert_hashes,
+                    file.unsafe_skip_ca_verification,
+                    args.discovery_timeout.or(file.discovery_timeout),
+                    file.node_name,
+                )
+            }
+            None => (
+                args.api_server_endpoint.clone(),
+                args.token.clone(),
+                args.ca_cert_hashes.clone(),
+                args.discovery_token_unsafe_skip_ca_verification,
+                args.discovery_timeout,
+                args.node_name.clone(),
+            ),
+        };
+        let endpoint = endpoint.context(
+            "which control plane to join: give its host:port (or discovery.bootstrapToken.apiServerEndpoint in --config)",
+        )?;
+        let token =
+            token.context("--token (or discovery.bootstrapToken.token in --config) is required")?;
+        let token = Token::parse(&token).map_err(anyhow::Error::msg)?;
+        let pins = hashes
+            .iter()
+            .map(|p| bootstrap::parse_ca_cert_hash(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        if pins.is_empty() && !skip {
+            bail!(
+                "discovery needs --discovery-token-ca-cert-hash (the CA's public key pin, printed by \
+                 `ekube init` and `ekube token create --print-join-command`), or \
+                 --discovery-token-unsafe-skip-ca-verification to trust whichever CA answers"
+            );
+        }
+        Ok(Self {
+            endpoint,
+            token,
+            pins,
+            timeout: timeout.unwrap_or(Duration::from_secs(300)),
+            node_name,
+        })
     }
-    let node_name = ekube_api::flags::node_name(args.node_name.as_deref())
+}
+
+pub async fn run(args: JoinArgs) -> Result<()> {
+    let discovery = Discovery::resolve(&args)?;
+    let token = discovery.token.clone();
+    let node_name = ekube_api::flags::node_name(discovery.node_name.as_deref())
         .context("finding the node's name")?;
     let mut agent_argv = args.agent_args.clone();
     if !agent_argv.iter().any(|a| a == "--kubeconfig") {
@@ -97,13 +174,13 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     }
     println!(
         "[discovery] Reading cluster-info from {}",
-        args.api_server_endpoint
+        discovery.endpoint
     );
     let cluster = discover(
-        &args.api_server_endpoint,
+        &discovery.endpoint,
         &token,
-        &pins,
-        args.discovery_timeout,
+        &discovery.pins,
+        discovery.timeout,
     )
     .await?;
     println!(

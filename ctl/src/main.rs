@@ -65,7 +65,7 @@ enum Command {
     #[command(args_override_self = true)]
     Agent(agent::Config),
     /// Bring up a control plane and this host's node agent (as `kubeadm init`).
-    Init(init::InitArgs),
+    Init(init::InitCommand),
     /// Join this host to a cluster as a node, with a bootstrap token (as `kubeadm join`).
     Join(join::JoinArgs),
     /// kubeadm's configuration documents.
@@ -95,7 +95,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Print a configuration file of the defaults, to edit and pass to `ekube init --config`.
+    /// Print a configuration file of the defaults, to edit and pass to `ekube init --config`
+    /// or `ekube join --config`.
     Print {
         #[arg(value_enum)]
         what: PrintWhat,
@@ -105,6 +106,7 @@ enum ConfigCommand {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PrintWhat {
     InitDefaults,
+    JoinDefaults,
 }
 
 fn init_tracing() {
@@ -150,6 +152,7 @@ async fn main() -> Result<()> {
         } => {
             match what {
                 PrintWhat::InitDefaults => print!("{}", init::init_defaults()),
+                PrintWhat::JoinDefaults => print!("{}", init::join_defaults()),
             }
             Ok(())
         }
@@ -274,4 +277,33 @@ async fn server(args: ServerArgs) -> Result<()> {
     report("controller-manager", cm.await);
     report("scheduler", sched.await);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn init_takes_a_phase_or_its_own_flags() {
+        let phase = Cli::try_parse_from([
+            "ekube",
+            "init",
+            "phase",
+            "bootstrap-token",
+            "--token",
+            "abcdef.0123456789abcdef",
+        ]);
+        assert!(phase.is_ok());
+        let whole =
+            Cli::try_parse_from(["ekube", "init", "--dry-run", "--", "--node-ip", "10.0.0.1"]);
+        assert!(whole.is_ok());
+        assert!(Cli::try_parse_from(["ekube", "init", "phase", "nonsense"]).is_err());
+    }
 }

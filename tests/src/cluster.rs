@@ -146,6 +146,52 @@ impl LabCluster {
         Ok(argv.into_iter().skip(2).collect())
     }
 
+    /// `ekube init <args> -- <n1's agent flags>` for n1, with the paths init writes under n1's
+    /// directory (kubeconfigs in it, where [`LabCluster::bare`] looks for `admin.conf`).
+    pub fn init_argv(&self, args: &[&str]) -> Result<Vec<String>> {
+        let dir = self.lab.host("n1")?.dir.display().to_string();
+        let mut argv = vec![ekube_bin().display().to_string(), "init".into()];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        for (flag, path) in [
+            ("--data-dir", "data/server"),
+            ("--kubeconfig-dir", ""),
+            ("--run-dir", "run/ekube"),
+            ("--log-dir", "logs/ekube"),
+        ] {
+            argv.extend([flag.to_string(), format!("{dir}/{path}")]);
+        }
+        argv.push("--".into());
+        argv.extend(self.agent_flags("n1")?);
+        Ok(argv)
+    }
+
+    /// The argv that runs the join command `printed` (`ekube join <endpoint> --token …`, as
+    /// `ekube init` or `ekube token create --print-join-command` print it, continuation lines
+    /// and all) on node `short`, its agent in the foreground with the lab's flags.
+    pub fn join_argv(&self, printed: &str, short: &str) -> Result<Vec<String>> {
+        let line = printed
+            .lines()
+            .skip_while(|l| !l.starts_with("ekube join"))
+            .map(|l| l.trim().trim_end_matches('\\'))
+            .take_while(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() < 3 {
+            bail!("no join command in {printed:?}");
+        }
+        let mut argv = vec![ekube_bin().display().to_string()];
+        argv.extend(words[1..].iter().map(|w| w.to_string()));
+        argv.extend([
+            "--node-name".into(),
+            self.node_name(short),
+            "--foreground".into(),
+            "--".into(),
+        ]);
+        argv.extend(self.agent_flags(short)?);
+        Ok(argv)
+    }
+
     /// Stops the agent(s) running on node `short` (SIGTERM, then SIGKILL), leaving its pods'
     /// containers running, e.g. to restart it with [`LabCluster::start_agent`].
     pub fn stop_agent(&self, short: &str) -> Result<()> {

@@ -8,31 +8,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use ekube_tests::cluster::{ClusterOptions, LabCluster};
 use ekube_tests::{ekube_bin, wait_for};
 
 const LAB: &str = "ekinit";
 const POD_SUBNET: &str = "10.32.0.0/16";
 const SERVICE_SUBNET: &str = "10.112.0.0/16";
-
-/// `ekube init <args> -- <n1's agent flags>` on n1, with every path under n1's directory.
-fn init_argv(c: &LabCluster, args: &[&str]) -> Result<Vec<String>> {
-    let dir = c.lab.host("n1")?.dir.display().to_string();
-    let mut argv = vec![ekube_bin().display().to_string(), "init".into()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    for (flag, path) in [
-        ("--data-dir", "data/server"),
-        ("--kubeconfig-dir", ""),
-        ("--run-dir", "run/ekube"),
-        ("--log-dir", "logs/ekube"),
-    ] {
-        argv.extend([flag.to_string(), format!("{dir}/{path}")]);
-    }
-    argv.push("--".into());
-    argv.extend(c.agent_flags("n1")?);
-    Ok(argv)
-}
 
 /// What a failed `ekube init` printed, checking it failed.
 fn init_fails(c: &LabCluster, argv: &[String]) -> Result<String> {
@@ -54,13 +36,12 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         [vec!["python3".into(), "-c".into(), hold.into()], argv].concat()
     };
     let flags = ["--apiserver-advertise-address", "192.168.64.10"];
-    let err = init_fails(&c, &busy(init_argv(&c, &flags)?))?;
+    let err = init_fails(&c, &busy(c.init_argv(&flags)?))?;
     ensure!(
         err.contains("[ERROR Port-6443]: Port 6443 is in use"),
         "{err}"
     );
-    let mut ignored = init_argv(
-        &c,
+    let mut ignored = c.init_argv(
         &[
             &flags[..],
             &["--ignore-preflight-errors=Port-6443", "--dry-run"],
@@ -76,13 +57,12 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
     let no_runc = |argv: &[String]| -> Vec<String> {
         [&["env".to_string(), "PATH=/nonexistent".to_string()], argv].concat()
     };
-    let err = init_fails(&c, &no_runc(&init_argv(&c, &flags)?))?;
+    let err = init_fails(&c, &no_runc(&c.init_argv(&flags)?))?;
     ensure!(
         err.contains("[ERROR FileExisting-runc]: runc not found in system path"),
         "{err}"
     );
-    ignored = init_argv(
-        &c,
+    ignored = c.init_argv(
         &[
             &flags[..],
             &["--ignore-preflight-errors=FileExisting-runc", "--dry-run"],
@@ -140,7 +120,7 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
     let started = Instant::now();
     let out = c.lab.exec_timeout(
         "n1",
-        &init_argv(&c, &["--config", &config.display().to_string()])?,
+        &c.init_argv(&["--config", &config.display().to_string()])?,
         Duration::from_secs(60),
     )?;
     let took = started.elapsed();
@@ -206,6 +186,22 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         slice == "192.168.64.10",
         "the API server advertises {slice}"
     );
+    // One phase alone: another bootstrap token.
+    let another = "zzzzzz.0123456789abcdef";
+    let phase = c.lab.exec(
+        "n1",
+        &c.init_argv(&["phase", "bootstrap-token", "--token", another])?,
+    )?;
+    ensure!(
+        phase.success(),
+        "init phase bootstrap-token: {}",
+        phase.stderr
+    );
+    ensure!(
+        !phase.stdout.contains("initialized successfully"),
+        "a phase alone printed the closing text: {}",
+        phase.stdout
+    );
     let tokens = c.lab.exec(
         "n1",
         &[
@@ -217,41 +213,21 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         ],
     )?;
     ensure!(
-        tokens.stdout.contains(&token),
+        tokens.stdout.contains(&token) && tokens.stdout.contains(another),
         "token list: {}",
         tokens.stdout
     );
 
     // The printed join command, on n2 and n3.
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| l.starts_with("ekube join"))
-        .context("no join command printed")?;
-    let command = format!("{} {}", lines[at].trim_end_matches('\\'), lines[at + 1]);
-    let words: Vec<&str> = command.split_whitespace().collect();
+    let n2_argv = c.join_argv(&out.stdout, "n2")?;
     ensure!(
-        words[..5]
-            == [
-                "ekube",
-                "join",
-                "192.168.64.10:6443",
-                "--token",
-                token.as_str()
-            ],
-        "printed {command:?}"
+        n2_argv[1..5] == ["join", "192.168.64.10:6443", "--token", token.as_str()],
+        "printed {:?}",
+        out.stdout
     );
     for short in ["n2", "n3"] {
-        let mut argv = vec![ekube_bin().display().to_string()];
-        argv.extend(words[1..].iter().map(|w| w.to_string()));
-        argv.extend([
-            "--node-name".into(),
-            c.node_name(short),
-            "--foreground".into(),
-            "--".into(),
-        ]);
-        argv.extend(c.agent_flags(short)?);
-        c.lab.spawn(short, "agent", &argv)?;
+        c.lab
+            .spawn(short, "agent", &c.join_argv(&out.stdout, short)?)?;
     }
     c.wait_nodes_schedulable(3)?;
     let n3_dir = c.lab.host("n3")?.dir.clone();

@@ -29,14 +29,11 @@ fn failed_join(c: &LabCluster, join: &[&str]) -> Result<String> {
     let dir = c.lab.host("n2")?.dir.clone();
     let mut argv = vec![ekube_bin().display().to_string(), "join".into()];
     argv.extend(join.iter().map(|a| a.to_string()));
-    argv.extend([
-        "--discovery-timeout".into(),
-        "4s".into(),
-        "--node-name".into(),
-        c.node_name("n2"),
-        "--foreground".into(),
-        "--".into(),
-    ]);
+    argv.extend(["--discovery-timeout".into(), "4s".into()]);
+    if !join.contains(&"--config") {
+        argv.extend(["--node-name".into(), c.node_name("n2")]);
+    }
+    argv.extend(["--foreground".into(), "--".into()]);
     argv.extend(c.agent_flags("n2")?);
     let out = c.lab.exec_timeout("n2", &argv, Duration::from_secs(60))?;
     ensure!(!out.success(), "join {join:?} succeeded: {}", out.stdout);
@@ -100,6 +97,33 @@ fn nodes_join_with_a_token_and_a_pinned_ca() -> Result<()> {
         ],
     )?;
     ensure!(out.contains("none of the pins given"), "{out}");
+    // The same through a kubeadm JoinConfiguration, from `ekube config print join-defaults`.
+    let defaults = c.lab.exec(
+        "n2",
+        &[
+            ekube_bin().display().to_string(),
+            "config".into(),
+            "print".into(),
+            "join-defaults".into(),
+        ],
+    )?;
+    ensure!(defaults.success(), "{}", defaults.stderr);
+    let config = c.lab.host("n2")?.dir.join("join.yaml");
+    std::fs::write(
+        &config,
+        defaults
+            .stdout
+            .replace("kube-apiserver:6443", endpoint)
+            .replace("abcdef.0123456789abcdef", &token)
+            .replace(
+                "unsafeSkipCAVerification: true",
+                &format!("caCertHashes: [\"{zero_pin}\"]"),
+            )
+            .replace("name: node", &format!("name: {}", c.node_name("n2"))),
+    )?;
+    let out = failed_join(&c, &["--config", &config.display().to_string()])?;
+    ensure!(out.contains("none of the pins given"), "{out}");
+    ensure!(!out.contains("W: "), "warnings for the defaults: {out}");
     let wrong_secret = format!("{}.{}", &token[..6], "x".repeat(16));
     let out = failed_join(
         &c,
@@ -159,16 +183,7 @@ fn nodes_join_with_a_token_and_a_pinned_ca() -> Result<()> {
         words.len() == 7 && words[..3] == ["ekube", "join", endpoint] && words[6] == pin,
         "printed {printed:?}"
     );
-    let mut argv = vec![ekube_bin().display().to_string()];
-    argv.extend(words[1..].iter().map(|w| w.to_string()));
-    argv.extend([
-        "--node-name".into(),
-        c.node_name("n2"),
-        "--foreground".into(),
-        "--".into(),
-    ]);
-    argv.extend(c.agent_flags("n2")?);
-    c.lab.spawn("n2", "agent", &argv)?;
+    c.lab.spawn("n2", "agent", &c.join_argv(&printed, "n2")?)?;
     c.wait_nodes_schedulable(2)?;
 
     // n2 is system:node:<n2>: its own Lease and Node, not n1's.

@@ -444,6 +444,37 @@ fn approved_csrs_are_signed_by_the_cluster_ca_and_bad_ones_fail() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Created by server-side apply, a request records its requester as one created by POST
+    // does: the admin, whatever the body claims.
+    let (manifest, _) = csr(
+        "applied",
+        "kubernetes.io/kube-apiserver-client",
+        "jane",
+        &[],
+        &[],
+    );
+    let mut claimed: Value = serde_json::from_str(&manifest).unwrap();
+    claimed["spec"]["username"] = json!("mallory");
+    claimed["spec"]["groups"] = json!(["system:nodes"]);
+    let file = s.dir.join("applied-csr.json");
+    std::fs::write(&file, claimed.to_string()).unwrap();
+    ok(s.kubectl(&["apply", "--server-side", "-f", &file.display().to_string()]));
+    let applied: Value =
+        serde_json::from_str(&ok(s.kubectl(&["get", "csr", "applied", "-o", "json"]))).unwrap();
+    assert_eq!(
+        applied["spec"]["username"], "kubernetes-admin",
+        "{}",
+        applied["spec"]
+    );
+    assert!(
+        applied["spec"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("system:masters")),
+        "{}",
+        applied["spec"]
+    );
+
     // A client certificate with a SAN fails validation and gets no certificate.
     let (manifest, _) = csr(
         "san",

@@ -30,6 +30,10 @@ const BENCHES: &[(&str, &str)] = &[
         "pod start-up latency and agent RSS (1-node lab cluster, root)",
     ),
     (
+        "init",
+        "ekube init / ekube join → node Ready, beside ekube server + agent (2-node lab, root)",
+    ),
+    (
         "lb",
         "Service load balancing: eBPF vs iptables-legacy/nft vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 services (2-node lab, root)",
     ),

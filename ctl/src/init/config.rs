@@ -1,7 +1,7 @@
-//! kubeadm's configuration documents, as `ekube init --config` reads them and
-//! `ekube config print init-defaults` writes them: `InitConfiguration` and
-//! `ClusterConfiguration` of `kubeadm.k8s.io/v1beta4` (and `v1beta3`, whose fields ekube reads
-//! are the same). Only the fields in [`HONOURED`] change what ekube does; any other field
+//! kubeadm's configuration documents, as `ekube init --config` and `ekube join --config` read
+//! them and `ekube config print init-defaults|join-defaults` writes them: `InitConfiguration`,
+//! `ClusterConfiguration` and `JoinConfiguration` of `kubeadm.k8s.io/v1beta4` (and `v1beta3`,
+//! whose fields ekube reads are the same). Only the fields in [`HONOURED`] change what ekube does; any other field
 //! present is named in a warning, never dropped silently.
 
 use std::net::IpAddr;
@@ -32,7 +32,25 @@ const HONOURED: &[(&str, &str)] = &[
     // Read and checked: ekube runs the version it is, and the name is only a label.
     ("ClusterConfiguration", "kubernetesVersion"),
     ("ClusterConfiguration", "clusterName"),
+    (
+        "JoinConfiguration",
+        "discovery.bootstrapToken.apiServerEndpoint",
+    ),
+    ("JoinConfiguration", "discovery.bootstrapToken.token"),
+    ("JoinConfiguration", "discovery.bootstrapToken.caCertHashes"),
+    (
+        "JoinConfiguration",
+        "discovery.bootstrapToken.unsafeSkipCAVerification",
+    ),
+    ("JoinConfiguration", "discovery.tlsBootstrapToken"),
+    ("JoinConfiguration", "nodeRegistration.name"),
+    ("JoinConfiguration", "timeouts.discovery"),
 ];
+
+/// The documents `ekube init` reads.
+pub const INIT_KINDS: &[&str] = &["InitConfiguration", "ClusterConfiguration"];
+/// The documents `ekube join` reads.
+pub const JOIN_KINDS: &[&str] = &["JoinConfiguration"];
 
 /// What a configuration file says, each field `None` when the file leaves it out.
 #[derive(Debug, Default, PartialEq)]
@@ -50,12 +68,17 @@ pub struct FileConfig {
     pub dns_domain: Option<String>,
     pub cert_dir: Option<String>,
     pub cert_sans: Vec<String>,
+    pub api_server_endpoint: Option<String>,
+    pub ca_cert_hashes: Vec<String>,
+    pub unsafe_skip_ca_verification: bool,
+    pub discovery_timeout: Option<Duration>,
     /// One line per field present but not honoured, or otherwise questionable.
     pub warnings: Vec<String>,
 }
 
-/// Reads the YAML documents of a kubeadm configuration file.
-pub fn parse(text: &str) -> Result<FileConfig> {
+/// Reads the YAML documents of a kubeadm configuration file, of the `kinds` the caller
+/// takes ([`INIT_KINDS`], [`JOIN_KINDS`]).
+pub fn parse(text: &str, kinds_read: &[&str]) -> Result<FileConfig> {
     let mut out = FileConfig::default();
     let mut kinds = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -84,20 +107,22 @@ pub fn parse(text: &str) -> Result<FileConfig> {
             );
         }
         match kind {
-            "InitConfiguration" => read_init(&doc, &mut out)?,
-            "ClusterConfiguration" => read_cluster(&doc, &mut out)?,
-            other => {
+            _ if !kinds_read.contains(&kind) => {
                 out.warnings.push(format!(
-                    "kind {other:?} is not something ekube init reads; ignored"
+                    "kind {kind:?} is not read here (only {}); ignored",
+                    kinds_read.join(", ")
                 ));
                 continue;
             }
+            "InitConfiguration" => read_init(&doc, &mut out)?,
+            "ClusterConfiguration" => read_cluster(&doc, &mut out)?,
+            _ => read_join(&doc, &mut out)?,
         }
         kinds.push(kind.to_string());
         unhonoured(kind, "", &doc, &mut out.warnings);
     }
     if kinds.is_empty() {
-        bail!("the file holds no InitConfiguration or ClusterConfiguration");
+        bail!("the file holds no {}", kinds_read.join(" or "));
     }
     Ok(out)
 }
@@ -186,6 +211,43 @@ fn read_init(doc: &Value, out: &mut FileConfig) -> Result<()> {
     Ok(())
 }
 
+fn read_join(doc: &Value, out: &mut FileConfig) -> Result<()> {
+    let discovery = &doc["discovery"]["bootstrapToken"];
+    out.api_server_endpoint = string(
+        &discovery["apiServerEndpoint"],
+        "discovery.bootstrapToken.apiServerEndpoint",
+    )?;
+    out.token = string(&discovery["token"], "discovery.bootstrapToken.token")?;
+    let tls = string(
+        &doc["discovery"]["tlsBootstrapToken"],
+        "discovery.tlsBootstrapToken",
+    )?;
+    match (&out.token, tls) {
+        (Some(a), Some(b)) if *a != b => bail!(
+            "discovery.tlsBootstrapToken differs from discovery.bootstrapToken.token: ekube \
+             joins with one token"
+        ),
+        (None, tls) => out.token = tls,
+        _ => {}
+    }
+    out.ca_cert_hashes = strings(&discovery["caCertHashes"]);
+    out.unsafe_skip_ca_verification = match &discovery["unsafeSkipCAVerification"] {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        other => bail!(
+            "discovery.bootstrapToken.unsafeSkipCAVerification must be true or false, not {other}"
+        ),
+    };
+    out.node_name = string(&doc["nodeRegistration"]["name"], "nodeRegistration.name")?;
+    if let Some(t) = string(&doc["timeouts"]["discovery"], "timeouts.discovery")? {
+        out.discovery_timeout = Some(
+            ekube_api::flags::parse_duration(&t)
+                .map_err(|e| anyhow::anyhow!("timeouts.discovery: {e}"))?,
+        );
+    }
+    Ok(())
+}
+
 fn read_cluster(doc: &Value, out: &mut FileConfig) -> Result<()> {
     let net = &doc["networking"];
     out.pod_subnet = string(&net["podSubnet"], "networking.podSubnet")?;
@@ -237,6 +299,27 @@ fn unhonoured(kind: &str, path: &str, doc: &Value, warnings: &mut Vec<String>) {
     }
 }
 
+/// `ekube config print join-defaults`, as kubeadm prints it (discovery without a CA pin:
+/// replace `unsafeSkipCAVerification` with `caCertHashes`).
+pub fn join_defaults() -> String {
+    format!(
+        "apiVersion: {GROUP}/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: kube-apiserver:6443
+    token: abcdef.0123456789abcdef
+    unsafeSkipCAVerification: true
+  tlsBootstrapToken: abcdef.0123456789abcdef
+nodeRegistration:
+  name: node
+  taints: null
+timeouts:
+  discovery: 5m0s
+"
+    )
+}
+
 /// `ekube config print init-defaults`: the documents with every field ekube honours, at
 /// kubeadm's placeholder values where kubeadm prints placeholders.
 pub fn init_defaults() -> String {
@@ -279,7 +362,7 @@ mod tests {
 
     #[test]
     fn the_defaults_read_back_without_warnings() {
-        let c = parse(&init_defaults()).unwrap();
+        let c = parse(&init_defaults(), INIT_KINDS).unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(c.token.as_deref(), Some("abcdef.0123456789abcdef"));
         assert_eq!(c.token_ttl, Some(Duration::from_secs(24 * 3600)));
@@ -305,7 +388,7 @@ mod tests {
                 "clusterName: kubernetes\ncontrolPlaneEndpoint: lb:6443",
             )
             .replace("v1beta4", "v1beta3");
-        let c = parse(&text).unwrap();
+        let c = parse(&text, INIT_KINDS).unwrap();
         assert_eq!(c.taints, Some(vec![]));
         assert_eq!(c.pod_subnet.as_deref(), Some("10.32.0.0/16"));
         assert_eq!(
@@ -318,22 +401,56 @@ mod tests {
     }
 
     #[test]
+    fn join_configurations_read_back() {
+        let c = parse(&join_defaults(), JOIN_KINDS).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.api_server_endpoint.as_deref(),
+            Some("kube-apiserver:6443")
+        );
+        assert_eq!(c.token.as_deref(), Some("abcdef.0123456789abcdef"));
+        assert!(c.unsafe_skip_ca_verification && c.ca_cert_hashes.is_empty());
+        assert_eq!(c.discovery_timeout, Some(Duration::from_secs(300)));
+        let pinned = join_defaults().replace(
+            "unsafeSkipCAVerification: true",
+            "caCertHashes: [sha256:00]",
+        );
+        assert_eq!(
+            parse(&pinned, JOIN_KINDS).unwrap().ca_cert_hashes,
+            ["sha256:00"]
+        );
+        let two = join_defaults().replace("tlsBootstrapToken: abcdef", "tlsBootstrapToken: zzzzzz");
+        assert!(
+            parse(&two, JOIN_KINDS)
+                .unwrap_err()
+                .to_string()
+                .contains("one token")
+        );
+        // An init file given to join: named, and nothing to read.
+        let err = parse(&init_defaults(), JOIN_KINDS).unwrap_err();
+        assert!(err.to_string().contains("no JoinConfiguration"), "{err}");
+    }
+
+    #[test]
     fn bad_documents_are_refused_with_the_field() {
-        let err =
-            parse("apiVersion: kubeadm.k8s.io/v1beta2\nkind: InitConfiguration\n").unwrap_err();
+        let err = parse(
+            "apiVersion: kubeadm.k8s.io/v1beta2\nkind: InitConfiguration\n",
+            INIT_KINDS,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("v1beta2"), "{err}");
-        let err = parse("apiVersion: v1\nkind: ConfigMap\n").unwrap_err();
+        let err = parse("apiVersion: v1\nkind: ConfigMap\n", INIT_KINDS).unwrap_err();
         assert!(err.to_string().contains("no InitConfiguration"), "{err}");
         let bad_port = init_defaults().replace("bindPort: 6443", "bindPort: 99999");
         assert!(
-            parse(&bad_port)
+            parse(&bad_port, INIT_KINDS)
                 .unwrap_err()
                 .to_string()
                 .contains("bindPort")
         );
         let bad_taint = init_defaults().replace("taints: null", "taints: [{key: a}]");
         assert!(
-            parse(&bad_taint)
+            parse(&bad_taint, INIT_KINDS)
                 .unwrap_err()
                 .to_string()
                 .contains("effect")

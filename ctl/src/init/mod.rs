@@ -11,7 +11,7 @@
 //! `--log-dir`) and prints kubeadm's closing text with the exact `ekube join` command.
 //! Flags after `--` go to the node agent.
 
-mod config;
+pub mod config;
 mod preflight;
 
 use std::ffi::OsString;
@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 
 use crate::daemon::Dirs;
 
-pub use config::init_defaults;
+pub use config::{init_defaults, join_defaults};
 
 const PHASES: &[&str] = &[
     "preflight",
@@ -49,6 +49,28 @@ pub const KUBELET_CONFIG: &str = "kubelet-config";
 const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 /// How long the control plane and the node get to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// `ekube init`, or one of its phases alone (`ekube init phase <name>`, with the same flags).
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct InitCommand {
+    #[command(subcommand)]
+    phase: Option<PhaseCommand>,
+    #[command(flatten)]
+    args: InitArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum PhaseCommand {
+    /// Run one phase of `ekube init` alone.
+    Phase {
+        /// The phase to run.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(PHASES))]
+        name: String,
+        #[command(flatten)]
+        args: InitArgs,
+    },
+}
 
 /// Flags of `ekube init`.
 #[derive(Debug, clap::Args)]
@@ -150,7 +172,8 @@ impl Plan {
                 );
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let file = config::parse(&text).with_context(|| path.display().to_string())?;
+                let file = config::parse(&text, config::INIT_KINDS)
+                    .with_context(|| path.display().to_string())?;
                 for w in &file.warnings {
                     eprintln!("W: {}: {w}", path.display());
                 }
@@ -244,7 +267,22 @@ fn default_address() -> Result<IpAddr> {
         .context("this host has no default route: pass --apiserver-advertise-address")
 }
 
-pub async fn run(args: InitArgs) -> Result<()> {
+pub async fn run(command: InitCommand) -> Result<()> {
+    match command.phase {
+        None => run_phases(command.args, true).await,
+        Some(PhaseCommand::Phase { name, mut args }) => {
+            args.skip_phases = PHASES
+                .iter()
+                .filter(|p| **p != name)
+                .map(|p| p.to_string())
+                .collect();
+            run_phases(args, false).await
+        }
+    }
+}
+
+/// Runs the phases not skipped; `closing` prints kubeadm's closing text with the join command.
+async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     if let Some(bad) = args
         .skip_phases
         .iter()
@@ -375,6 +413,9 @@ pub async fn run(args: InitArgs) -> Result<()> {
         );
     }
 
+    if !closing {
+        return Ok(());
+    }
     let ca_pem = match ca_pem {
         Some(pem) => pem,
         None => std::fs::read_to_string(plan.cert_dir.join("ca.crt"))
