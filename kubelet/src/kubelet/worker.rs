@@ -1187,10 +1187,7 @@ impl Worker {
         // between removing it for a restart and creating the next one) is started again as a
         // restart: its count goes on from what the apiserver shows rather than from zero.
         for s in status.container_statuses.iter().flatten() {
-            let ran = s.container_id.is_some()
-                || s.state
-                    .as_ref()
-                    .is_some_and(|st| st.running.is_some() || st.terminated.is_some());
+            let ran = has_run(s);
             if !ran || self.containers.get(&s.name).is_some_and(|t| t.id.is_some()) {
                 continue;
             }
@@ -1732,4 +1729,40 @@ fn shown_image_id(image: cri::Image, name: &str) -> String {
     crate::runtime::reference::repo_digest_for(&image.repo_digests, name)
         .cloned()
         .unwrap_or(image.id)
+}
+
+/// Whether a reported container has run at least once. One waiting in back-off shows no ID
+/// and no running or terminated state, but its count and last state say it ran.
+fn has_run(s: &k8s_openapi::api::core::v1::ContainerStatus) -> bool {
+    s.container_id.is_some()
+        || s.restart_count > 0
+        || s.last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some())
+        || s.state
+            .as_ref()
+            .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_in_back_off_has_run() {
+        use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus};
+        let waiting = |restarts| ContainerStatus {
+            restart_count: restarts,
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(has_run(&waiting(3)));
+        assert!(!has_run(&waiting(0)));
+    }
 }
