@@ -283,5 +283,32 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
             },
         )?;
     }
+
+    // Without `taints: []`, mark-control-plane sets kubeadm's taint (the phase alone, with
+    // flags instead of the file).
+    let marked = c.lab.exec(
+        "n1",
+        &c.init_argv(&[
+            "phase",
+            "mark-control-plane",
+            "--node-name",
+            &n1,
+            "--apiserver-advertise-address",
+            "192.168.64.10",
+        ])?,
+    )?;
+    ensure!(marked.success(), "mark-control-plane: {}", marked.stderr);
+    let node = c.get("node", &n1)?;
+    let taints = node["spec"]["taints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    ensure!(
+        taints
+            .iter()
+            .any(|t| t["key"] == "node-role.kubernetes.io/control-plane"
+                && t["effect"] == "NoSchedule"),
+        "no control-plane taint: {taints:?}"
+    );
     Ok(())
 }
