@@ -52,7 +52,15 @@ fn ready_after(c: &LabCluster, short: &str, since: Instant) -> Result<Duration> 
 /// One round of `ekube init` on n1, then the printed join on n2.
 fn init_and_join() -> Result<(Duration, Duration)> {
     let c = LabCluster::bare(LAB, 2, ClusterOptions::default())?;
-    let argv = c.init_argv(&["--apiserver-advertise-address", "192.168.64.10"])?;
+    let pki = c.lab.host("n1")?.dir.join("pki").display().to_string();
+    let argv = c.init_argv(&[
+        "--apiserver-advertise-address",
+        "192.168.64.10",
+        "--node-name",
+        &c.node_name("n1"),
+        "--cert-dir",
+        &pki,
+    ])?;
     let started = Instant::now();
     let out = c.lab.exec_timeout("n1", &argv, Duration::from_secs(120))?;
     ensure!(out.success(), "ekube init: {}", out.stderr);
