@@ -35,7 +35,13 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
             s.bind(('0.0.0.0',6443)); s.listen(); r=subprocess.run(sys.argv[1:]); sys.exit(r.returncode)";
         [vec!["python3".into(), "-c".into(), hold.into()], argv].concat()
     };
-    let flags = ["--apiserver-advertise-address", "192.168.64.10"];
+    let n1 = c.node_name("n1");
+    let flags = [
+        "--apiserver-advertise-address",
+        "192.168.64.10",
+        "--node-name",
+        n1.as_str(),
+    ];
     let err = init_fails(&c, &busy(c.init_argv(&flags)?))?;
     ensure!(
         err.contains("[ERROR Port-6443]: Port 6443 is in use"),
@@ -92,7 +98,6 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
     )?;
     ensure!(defaults.success(), "{}", defaults.stderr);
     let token = c.lab.config().vars["token"].clone();
-    let n1 = c.node_name("n1");
     let edited = defaults
         .stdout
         .replace(

@@ -298,7 +298,12 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     let admin = args.kubeconfig_dir.join("admin.conf");
     let kubelet_conf = args.kubeconfig_dir.join("kubelet.conf");
     let server_argv = server_argv(&args, &plan, &admin);
-    let agent_argv = agent_argv(&args, &plan, &kubelet_conf)?;
+    // Checked up front when this node's agent is to start, before anything is written.
+    let agent_argv = if skip("kubelet-start") && !args.dry_run {
+        Vec::new()
+    } else {
+        agent_argv(&args, &plan, &kubelet_conf)?
+    };
 
     if !skip("preflight") {
         println!("[preflight] Running pre-flight checks");
