@@ -112,6 +112,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ekube: &ekube,
         kubeconfig: lab.kubeconfig(),
     };
+    wait_nodes(&kubectl, lab.nodes().count())?;
     let manifest = lab.config().lab_dir().join("web.yaml");
     std::fs::write(&manifest, MANIFEST)
         .with_context(|| format!("writing {}", manifest.display()))?;
@@ -193,6 +194,45 @@ impl Kubectl<'_> {
             out.stderr.trim()
         );
         Ok(out.stdout)
+    }
+}
+
+/// Waits until `count` nodes have joined, each Ready and rid of the `not-ready` taint, so the
+/// replicas spread over all of them.
+fn wait_nodes(kubectl: &Kubectl, count: usize) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let last = match kubectl.run(&["get", "nodes", "-o", "json"]) {
+            Ok(text) => {
+                let nodes: Value = serde_json::from_str(&text).context("parsing the nodes")?;
+                let items = nodes["items"].as_array().cloned().unwrap_or_default();
+                let schedulable = items
+                    .iter()
+                    .filter(|n| {
+                        let ready = n["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                        let tainted = n["spec"]["taints"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|t| t["key"] == "node.kubernetes.io/not-ready");
+                        ready && !tainted
+                    })
+                    .count();
+                if schedulable == count {
+                    return Ok(());
+                }
+                format!("{schedulable}/{count} nodes Ready")
+            }
+            Err(err) => format!("{err:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("the nodes did not join within {READY_TIMEOUT:?}: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
