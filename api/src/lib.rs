@@ -13,6 +13,7 @@ pub mod cron;
 pub mod csr;
 pub mod display;
 pub mod events;
+pub mod files;
 pub mod flags;
 pub mod nodematch;
 pub mod quantity;

@@ -18,7 +18,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use base64::Engine;
 use ekube_api::bootstrap::{self, Token};
 use ekube_api::k8s_openapi::api::core::v1::ConfigMap;
@@ -79,7 +79,7 @@ impl Discovery {
     fn resolve(args: &JoinArgs) -> Result<Self> {
         let (endpoint, token, hashes, skip, timeout, node_name) = match &args.config {
             Some(path) => {
-                let mixed: Vec<&str> = [
+                let given = [
                     ("api-server-endpoint", args.api_server_endpoint.is_some()),
                     ("token", args.token.is_some()),
                     (
@@ -91,21 +91,9 @@ impl Discovery {
                         args.discovery_token_unsafe_skip_ca_verification,
                     ),
                     ("node-name", args.node_name.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(name, given)| given.then_some(name))
-                .collect();
-                ensure!(
-                    mixed.is_empty(),
-                    "can not mix '--config' with arguments {mixed:?}"
-                );
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let file = crate::init::config::parse(&text, crate::init::config::JOIN_KINDS)
-                    .with_context(|| path.display().to_string())?;
-                for w in &file.warnings {
-                    eprintln!("W: {}: {w}", path.display());
-                }
+                ];
+                let file =
+                    crate::init::config::read_file(path, crate::init::config::JOIN_KINDS, &given)?;
                 (
                     file.api_server_endpoint,
                     file.token,
@@ -402,7 +390,10 @@ fn write_bootstrap_kubeconfig(cluster: &Cluster, token: &Token, path: &Path) -> 
         "current-context": "tls-bootstrap-token-user@kubernetes",
         "users": [{"name": "tls-bootstrap-token-user", "user": {"token": token.to_string()}}],
     });
-    write_private(path, &serde_yaml::to_string(&kubeconfig)?)
+    Ok(ekube_kubelet::bootstrap::write_private(
+        path,
+        &serde_yaml::to_string(&kubeconfig)?,
+    )?)
 }
 
 /// The cluster-wide network settings `ekube init` stored (`kubeadm-config`, `kubelet-config`),
@@ -448,20 +439,4 @@ async fn cluster_settings(bootstrap_kubeconfig: &Path) -> Result<Vec<OsString>> 
         "[kubelet-start] Using the cluster's settings: pod network {pod_subnet}, DNS {dns}, domain {domain}"
     );
     Ok(crate::init::shared_agent_args(pod_subnet, dns, domain))
-}
-
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
 }

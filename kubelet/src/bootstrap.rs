@@ -241,27 +241,11 @@ fn not_after(pem: &[u8]) -> Option<std::time::SystemTime> {
 }
 
 /// Writes `contents` readable by root only, creating the directory.
-fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| Error::Io {
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    ekube_api::files::write_atomic(path, contents, 0o600).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 #[cfg(test)]

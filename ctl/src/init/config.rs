@@ -5,9 +5,10 @@
 //! present is named in a warning, never dropped silently.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 const GROUP: &str = "kubeadm.k8s.io";
@@ -74,6 +75,27 @@ pub struct FileConfig {
     pub discovery_timeout: Option<Duration>,
     /// One line per field present but not honoured, or otherwise questionable.
     pub warnings: Vec<String>,
+}
+
+/// Reads the configuration file at `path` for a command that takes `kinds_read`, printing
+/// its warnings. `given` names the command's flags the file replaces and whether each was
+/// given: mixing them with `--config` is refused, as kubeadm refuses it.
+pub fn read_file(path: &Path, kinds_read: &[&str], given: &[(&str, bool)]) -> Result<FileConfig> {
+    let mixed: Vec<&str> = given
+        .iter()
+        .filter_map(|(name, given)| given.then_some(*name))
+        .collect();
+    ensure!(
+        mixed.is_empty(),
+        "can not mix '--config' with arguments {mixed:?}"
+    );
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let file = parse(&text, kinds_read).with_context(|| path.display().to_string())?;
+    for w in &file.warnings {
+        eprintln!("W: {}: {w}", path.display());
+    }
+    Ok(file)
 }
 
 /// Reads the YAML documents of a kubeadm configuration file, of the `kinds` the caller

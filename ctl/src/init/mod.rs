@@ -149,7 +149,7 @@ impl Plan {
     fn resolve(args: &InitArgs) -> Result<Self> {
         let file = match &args.config {
             Some(path) => {
-                let mixed: Vec<&str> = [
+                let given = [
                     (
                         "apiserver-advertise-address",
                         args.apiserver_advertise_address.is_some(),
@@ -162,22 +162,8 @@ impl Plan {
                     ("token", args.token.is_some()),
                     ("token-ttl", args.token_ttl.is_some()),
                     ("cert-dir", args.cert_dir.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(name, given)| given.then_some(name))
-                .collect();
-                ensure!(
-                    mixed.is_empty(),
-                    "can not mix '--config' with arguments {mixed:?}"
-                );
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let file = config::parse(&text, config::INIT_KINDS)
-                    .with_context(|| path.display().to_string())?;
-                for w in &file.warnings {
-                    eprintln!("W: {}: {w}", path.display());
-                }
-                file
+                ];
+                config::read_file(path, config::INIT_KINDS, &given)?
             }
             None => config::FileConfig::default(),
         };
