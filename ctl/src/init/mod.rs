@@ -469,24 +469,6 @@ fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Vec<OsString> {
 /// This node's agent: the network settings every node shares (what joining nodes read from
 /// the uploaded ConfigMaps) first, so the user's flags after `--` win.
 fn agent_argv(args: &InitArgs, plan: &Plan, kubelet_conf: &Path) -> Result<Vec<OsString>> {
-    // The node registers under the agent's name; init marks the node of its own.
-    let mut given = args.agent_args.iter().map(|a| a.to_string_lossy());
-    while let Some(arg) = given.next() {
-        let name = match arg.strip_prefix("--hostname-override") {
-            Some("") => given.next().map(|v| v.into_owned()),
-            Some(rest) => rest.strip_prefix('=').map(str::to_string),
-            None => None,
-        };
-        if let Some(name) = name
-            && name != plan.node_name
-        {
-            bail!(
-                "the agent's --hostname-override {name:?} is not the node name {:?}: give \
-                 --node-name {name} (or nodeRegistration.name in --config)",
-                plan.node_name
-            );
-        }
-    }
     let mut argv = vec![
         os("agent"),
         os("--kubeconfig"),
@@ -503,6 +485,16 @@ fn agent_argv(args: &InitArgs, plan: &Plan, kubelet_conf: &Path) -> Result<Vec<O
         &plan.dns_domain,
     ));
     argv.extend(args.agent_args.iter().cloned());
+    // Parsed as `ekube agent` will parse it (a flag given again wins), so bad flags stop init
+    // before anything is written, and so the node registers under the name init marks.
+    let agent: crate::agent::Config = crate::flags::component("agent", argv[1..].to_vec(), &[])?;
+    if let Some(name) = agent.hostname_override.filter(|n| *n != plan.node_name) {
+        bail!(
+            "the agent's --hostname-override {name:?} is not the node name {:?}: give \
+             --node-name {name} (or nodeRegistration.name in --config)",
+            plan.node_name
+        );
+    }
     Ok(argv)
 }
 
