@@ -134,7 +134,7 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("/opt/cni/bin"))
     }
 
-    fn kubelet(&self) -> Result<ekube_kubelet::Config> {
+    pub(crate) fn kubelet(&self) -> Result<ekube_kubelet::Config> {
         let mut args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
             (
@@ -160,7 +160,7 @@ impl Config {
         component("kubelet", args, &self.kubelet_args)
     }
 
-    fn flannel(&self) -> Result<ekube_flannel::Config> {
+    pub(crate) fn flannel(&self) -> Result<ekube_flannel::Config> {
         let args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
             (
@@ -173,7 +173,7 @@ impl Config {
         component("flannel", args, &self.flannel_args)
     }
 
-    fn proxy(&self) -> Result<ekube_proxy::service::Config> {
+    pub(crate) fn proxy(&self) -> Result<ekube_proxy::service::Config> {
         let cgroup = Path::new(CGROUP2).join(self.cgroup_root.trim_start_matches('/'));
         let args = argv([
             ("--kubeconfig", os(&self.kubeconfig)),
@@ -189,7 +189,7 @@ impl Config {
 
     /// The conflist joining pods to the overlay: subnet, MTU and cluster CIDR are read from
     /// `subnet.env` on every ADD, so a changed podCIDR needs no rewrite.
-    fn conflist(&self) -> NodeConflist {
+    pub(crate) fn conflist(&self) -> NodeConflist {
         NodeConflist {
             subnet_file: self.subnet_file.clone(),
             data_dir: self.cni_data_dir.clone(),

@@ -10,6 +10,7 @@ mod flags;
 mod init;
 mod join;
 mod kubectl;
+mod reset;
 mod token;
 
 use anyhow::{Context, Result};
@@ -68,6 +69,8 @@ enum Command {
     Init(init::InitCommand),
     /// Join this host to a cluster as a node, with a bootstrap token (as `kubeadm join`).
     Join(join::JoinArgs),
+    /// Undo what init or join did on this host (as `kubeadm reset`).
+    Reset(reset::ResetArgs),
     /// kubeadm's configuration documents.
     Config {
         #[command(subcommand)]
@@ -147,6 +150,7 @@ async fn main() -> Result<()> {
         Command::Agent(config) => agent::run(config, shutdown_signal()).await.context("agent"),
         Command::Init(args) => init::run(args).await,
         Command::Join(args) => join::run(args).await.context("join"),
+        Command::Reset(args) => reset::run(args).await.context("reset"),
         Command::Config {
             command: ConfigCommand::Print { what },
         } => {

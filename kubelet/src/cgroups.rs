@@ -1,6 +1,7 @@
 //! CPU and memory of cgroups, read the same way for the kubelet's `/stats/summary` and the
 //! runtime's CRI `ContainerStats`: cgroup v1 `cpuacct` and `memory` where mounted, else
-//! cgroup v2. Also the pod-level pids limit the kubelet sets (`--pod-max-pids`).
+//! cgroup v2. Also the pod-level pids limit the kubelet sets (`--pod-max-pids`), and the
+//! hierarchies themselves: where they are mounted, and removing a subtree from all of them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -129,6 +130,54 @@ pub struct Memory {
     pub rss: u64,
     pub page_faults: u64,
     pub major_page_faults: u64,
+}
+
+/// Cgroup hierarchies' mount points (cgroup2 and every v1 hierarchy).
+pub fn hierarchies() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split(' ').next()?;
+            let mount = left.split(' ').nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mount))
+        })
+        .collect()
+}
+
+/// Removes the cgroup `rel` with every cgroup below it, deepest first, from every hierarchy;
+/// returns the directories that could not go (a process still in them).
+pub fn remove_tree(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() {
+        return Vec::new();
+    }
+    let mut left = Vec::new();
+    for dir in hierarchies().iter().map(|m| m.join(rel)) {
+        let mut dirs = Vec::new();
+        let mut todo = vec![dir];
+        while let Some(d) = todo.pop() {
+            let Ok(children) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            todo.extend(
+                children
+                    .flatten()
+                    .filter(|c| c.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|c| c.path()),
+            );
+            dirs.push(d);
+        }
+        // Children were pushed after their parent: remove in reverse.
+        for d in dirs.into_iter().rev() {
+            if let Err(e) = std::fs::remove_dir(&d)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                left.push(d);
+            }
+        }
+    }
+    left
 }
 
 fn read_u64(path: &Path) -> Option<u64> {

@@ -12,4 +12,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 
-pub use kubelet::{Config, Error, run};
+pub use kubelet::{Config, Error, reset, run};

@@ -152,23 +152,51 @@ impl LabCluster {
         let dir = self.lab.host("n1")?.dir.display().to_string();
         let mut argv = vec![ekube_bin().display().to_string(), "init".into()];
         argv.extend(args.iter().map(|a| a.to_string()));
-        for (flag, path) in [
-            ("--data-dir", "data/server"),
-            ("--kubeconfig-dir", ""),
-            ("--run-dir", "run/ekube"),
-            ("--log-dir", "logs/ekube"),
-        ] {
-            argv.extend([flag.to_string(), format!("{dir}/{path}")]);
-        }
+        argv.extend(["--data-dir".into(), format!("{dir}/data/server")]);
+        argv.extend(self.host_paths("n1")?);
         argv.push("--".into());
         argv.extend(self.agent_flags("n1")?);
         Ok(argv)
+    }
+
+    /// Where init, join and reset keep their files on node `short`, as flags: kubeconfigs in
+    /// the node's directory, pid files and logs of detached components under it.
+    fn host_paths(&self, short: &str) -> Result<Vec<String>> {
+        let dir = self.lab.host(short)?.dir.display().to_string();
+        Ok(vec![
+            "--kubeconfig-dir".into(),
+            dir.clone(),
+            "--run-dir".into(),
+            format!("{dir}/run/ekube"),
+            "--log-dir".into(),
+            format!("{dir}/logs/ekube"),
+        ])
     }
 
     /// The argv that runs the join command `printed` (`ekube join <endpoint> --token …`, as
     /// `ekube init` or `ekube token create --print-join-command` print it, continuation lines
     /// and all) on node `short`, its agent in the foreground with the lab's flags.
     pub fn join_argv(&self, printed: &str, short: &str) -> Result<Vec<String>> {
+        self.printed_join(printed, short, vec!["--foreground".into()])
+    }
+
+    /// [`LabCluster::join_argv`] as a host runs it: the agent detached, its pid file and log
+    /// under the node's directory, where `ekube reset` finds them.
+    pub fn join_detached_argv(&self, printed: &str, short: &str) -> Result<Vec<String>> {
+        let dir = self.lab.host(short)?.dir.display().to_string();
+        self.printed_join(
+            printed,
+            short,
+            vec![
+                "--run-dir".into(),
+                format!("{dir}/run/ekube"),
+                "--log-dir".into(),
+                format!("{dir}/logs/ekube"),
+            ],
+        )
+    }
+
+    fn printed_join(&self, printed: &str, short: &str, mode: Vec<String>) -> Result<Vec<String>> {
         let line = printed
             .lines()
             .skip_while(|l| !l.starts_with("ekube join"))
@@ -182,13 +210,24 @@ impl LabCluster {
         }
         let mut argv = vec![ekube_bin().display().to_string()];
         argv.extend(words[1..].iter().map(|w| w.to_string()));
-        argv.extend([
-            "--node-name".into(),
-            self.node_name(short),
-            "--foreground".into(),
-            "--".into(),
-        ]);
+        argv.extend(["--node-name".into(), self.node_name(short)]);
+        argv.extend(mode);
+        argv.push("--".into());
         argv.extend(self.agent_flags(short)?);
+        Ok(argv)
+    }
+
+    /// `ekube reset -f` on node `short`, with the paths init or join used there.
+    pub fn reset_argv(&self, short: &str) -> Result<Vec<String>> {
+        let dir = self.lab.host(short)?.dir.display().to_string();
+        let mut argv = vec![
+            ekube_bin().display().to_string(),
+            "reset".into(),
+            "-f".into(),
+            "--cert-dir".into(),
+            format!("{dir}/pki"),
+        ];
+        argv.extend(self.host_paths(short)?);
         Ok(argv)
     }
 

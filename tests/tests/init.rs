@@ -4,8 +4,11 @@
 //! `ekube init --config` brings up the control plane and n1's agent, each edited value
 //! showing in the cluster; the printed join command, run on n2 and n3, brings them Ready with
 //! the cluster's settings and approved CSRs; a pod on n3 answers through a NodePort from
-//! outside.
+//! outside; `ekube reset -f` on every node leaves nothing init or join made, and init works
+//! again.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
@@ -121,6 +124,12 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         );
     let config = n1_dir.join("kubeadm.yaml");
     std::fs::write(&config, &edited)?;
+    // What each node's directory holds before init and join: all that may be left after reset.
+    let before: Vec<(String, BTreeSet<PathBuf>)> = c
+        .lab
+        .nodes()
+        .map(|h| (h.short.clone(), tree(&h.dir)))
+        .collect();
 
     let started = Instant::now();
     let out = c.lab.exec_timeout(
@@ -231,8 +240,17 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         out.stdout
     );
     for short in ["n2", "n3"] {
-        c.lab
-            .spawn(short, "agent", &c.join_argv(&out.stdout, short)?)?;
+        let joined = c.lab.exec_timeout(
+            short,
+            &c.join_detached_argv(&out.stdout, short)?,
+            Duration::from_secs(120),
+        )?;
+        ensure!(
+            joined.success(),
+            "join on {short}: {}{}",
+            joined.stdout,
+            joined.stderr
+        );
     }
     c.wait_nodes_schedulable(3)?;
     let n3_dir = c.lab.host("n3")?.dir.clone();
@@ -315,5 +333,126 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
                 && t["effect"] == "NoSchedule"),
         "no control-plane taint: {taints:?}"
     );
+
+    // Reset asks first; anything but `y` changes nothing.
+    let mut declined = vec![
+        "sh".to_string(),
+        "-c".into(),
+        "echo n | \"$@\"".into(),
+        "sh".into(),
+    ];
+    declined.extend(c.reset_argv("n3")?.into_iter().filter(|a| a != "-f"));
+    let out = c.lab.exec("n3", &declined)?;
+    ensure!(
+        !out.success() && out.stderr.contains("aborted reset operation"),
+        "declined reset: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    ensure!(
+        c.lab.host("n3")?.dir.join("kubelet.conf").exists(),
+        "a declined reset removed kubelet.conf"
+    );
+
+    // `ekube reset -f` on every node, the workers first: nothing init or join made is left.
+    for short in ["n3", "n2", "n1"] {
+        let out = c
+            .lab
+            .exec_timeout(short, &c.reset_argv(short)?, Duration::from_secs(120))?;
+        ensure!(
+            out.success(),
+            "reset on {short}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        eprintln!("reset on {short}:\n{}", out.stdout);
+    }
+    for (short, before) in &before {
+        nothing_left(&c, short, before)?;
+    }
+
+    // And init works again (a new CA, a new token, the flags instead of the file).
+    let again = c.lab.exec_timeout(
+        "n1",
+        &c.init_argv(&[
+            "--apiserver-advertise-address",
+            "192.168.64.10",
+            "--node-name",
+            &n1,
+            "--cert-dir",
+            &n1_dir.join("pki").display().to_string(),
+        ])?,
+        Duration::from_secs(60),
+    )?;
+    ensure!(
+        again.success(),
+        "init after reset: {}{}",
+        again.stdout,
+        again.stderr
+    );
+    c.wait_nodes_schedulable(1)?;
+    Ok(())
+}
+
+/// Every path under `dir`, directories included.
+fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut paths = BTreeSet::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path.clone());
+            }
+            paths.insert(path);
+        }
+    }
+    paths
+}
+
+/// Checks that node `short` holds no process, link, route, pin, cgroup, mount, iptables
+/// chain or file of ekube's, beyond the files in `before`.
+fn nothing_left(c: &LabCluster, short: &str, before: &BTreeSet<PathBuf>) -> Result<()> {
+    let host = c.lab.host(short)?;
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", &host.netns])
+        .output()?;
+    let pids = String::from_utf8_lossy(&pids.stdout).trim().to_string();
+    ensure!(pids.is_empty(), "{short}: processes {pids} still run");
+    let links = c.lab.exec(short, &["ip", "-o", "link"])?.stdout;
+    ensure!(
+        !["flannel.", "cni0", "veth"]
+            .iter()
+            .any(|l| links.contains(l)),
+        "{short}: links left: {links}"
+    );
+    let routes = c.lab.exec(short, &["ip", "route"])?.stdout;
+    ensure!(!routes.contains("10.32."), "{short}: routes left: {routes}");
+    let pins = Path::new("/sys/fs/bpf/ekube").join(c.node_name(short));
+    ensure!(!pins.exists(), "{short}: pins left in {}", pins.display());
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+        let cgroup = hierarchy.path().join(&host.cgroup);
+        ensure!(
+            !cgroup.exists(),
+            "{short}: cgroup {} left",
+            cgroup.display()
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dir = host.dir.display().to_string();
+    ensure!(
+        !mounts.lines().any(|l| l.contains(&dir)),
+        "{short}: mounts left under {dir}"
+    );
+    for save in ["iptables-legacy-save", "iptables-nft-save"] {
+        let rules = c.lab.exec(short, &[save])?.stdout;
+        ensure!(
+            !rules.contains("KUBE-"),
+            "{short}: {save} still shows ekube's chains: {rules}"
+        );
+    }
+    let after = tree(&host.dir);
+    let new: Vec<&PathBuf> = after.difference(before).collect();
+    ensure!(new.is_empty(), "{short}: files left: {new:?}");
     Ok(())
 }

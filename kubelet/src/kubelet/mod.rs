@@ -17,6 +17,7 @@ mod ownership;
 mod pods;
 mod probe;
 mod pull_secrets;
+pub mod reset;
 mod security;
 mod service_env;
 mod static_pods;
@@ -191,35 +192,7 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mut runtime_task = None;
-    let endpoint = match &config.container_runtime_endpoint {
-        Some(e) => e.clone(),
-        None => {
-            let mut rcfg = runtime::Config::under(&config.root_dir);
-            rcfg.insecure_registries = config.insecure_registries.clone();
-            rcfg.images_dir = config.images_dir.clone();
-            rcfg.registries_config = config.registries_config.clone();
-            rcfg.runc = config.runc.clone();
-            let rt = runtime::Runtime::open(&rcfg).await?;
-            let listen = rcfg.listen.clone();
-            let _ = std::fs::remove_file(&listen);
-            let stop = stopped(stop_rx.clone());
-            runtime_task = Some(tokio::spawn(async move {
-                runtime::serve(rt, &listen, stop).await
-            }));
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while !rcfg.listen.exists() {
-                if std::time::Instant::now() > deadline {
-                    return Err(Error::Config(format!(
-                        "in-process runtime did not bind {}",
-                        rcfg.listen.display()
-                    )));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            rcfg.listen.display().to_string()
-        }
-    };
+    let (endpoint, runtime_task) = start_runtime(&config, stopped(stop_rx.clone())).await?;
     let (rc, ic) = runtime::connect(&endpoint).await?;
     let pods = crate::server::PodSet::default();
     let api = crate::server::Node {
@@ -288,6 +261,37 @@ pub async fn run(
         let _ = t.await;
     }
     Ok(())
+}
+
+/// The CRI endpoint the kubelet talks to: `--container-runtime-endpoint`, or the in-process
+/// runtime (under `--root-dir`), started here and serving until `stop`.
+async fn start_runtime(
+    config: &Config,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(String, Option<tokio::task::JoinHandle<runtime::Result<()>>>), Error> {
+    if let Some(endpoint) = &config.container_runtime_endpoint {
+        return Ok((endpoint.clone(), None));
+    }
+    let mut rcfg = runtime::Config::under(&config.root_dir);
+    rcfg.insecure_registries = config.insecure_registries.clone();
+    rcfg.images_dir = config.images_dir.clone();
+    rcfg.registries_config = config.registries_config.clone();
+    rcfg.runc = config.runc.clone();
+    let rt = runtime::Runtime::open(&rcfg).await?;
+    let listen = rcfg.listen.clone();
+    let _ = std::fs::remove_file(&listen);
+    let task = tokio::spawn(async move { runtime::serve(rt, &listen, stop).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rcfg.listen.exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(Error::Config(format!(
+                "in-process runtime did not bind {}",
+                rcfg.listen.display()
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok((rcfg.listen.display().to_string(), Some(task)))
 }
 
 /// The CA certificates of a kubeconfig's cluster (the kubelet API's default client CA).

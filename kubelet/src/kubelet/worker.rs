@@ -119,47 +119,67 @@ pub async fn clear_stale_sandboxes(
             .is_some_and(|uid| !keep.contains(uid))
     }) {
         tracing::info!(sandbox = %sb.id, "removing sandbox left by an earlier kubelet");
-        if let Ok(st) = rc
-            .pod_sandbox_status(cri::PodSandboxStatusRequest {
-                pod_sandbox_id: sb.id.clone(),
-                verbose: true,
-            })
-            .await
-        {
-            let st = st.into_inner();
-            if let (Some(netns), Some(meta)) = (
-                st.info.get(crate::runtime::NETNS_INFO_KEY),
-                st.status.and_then(|s| s.metadata),
-            ) {
-                let at = cni::Attachment {
-                    container_id: &sb.id,
-                    netns,
-                    namespace: &meta.namespace,
-                    name: &meta.name,
-                    uid: &meta.uid,
-                };
-                let _ = cni::del(&ctx.config.cni_conf_dir, &ctx.config.cni_bin_dir, &at).await;
-            }
-        }
-        let _ = rc
-            .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                pod_sandbox_id: sb.id.clone(),
-            })
-            .await;
-        let _ = rc
-            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                pod_sandbox_id: sb.id,
-            })
-            .await;
+        remove_sandbox(&mut rc, &ctx.config, &sb.id).await;
     }
     clear_orphaned_pod_dirs(&ctx.config.root_dir, &keep, started);
 }
 
+/// Tears sandbox `id` down as the kubelet does: its network through CNI (while the runtime
+/// still knows its namespace), then stop and remove. Returns the pod it held, when known.
+pub(super) async fn remove_sandbox(
+    rc: &mut crate::runtime::RuntimeClient,
+    config: &super::Config,
+    id: &str,
+) -> Option<cri::PodSandboxMetadata> {
+    let mut meta = None;
+    if let Ok(st) = rc
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+    {
+        let st = st.into_inner();
+        meta = st.status.and_then(|s| s.metadata);
+        if let (Some(netns), Some(meta)) = (st.info.get(crate::runtime::NETNS_INFO_KEY), &meta) {
+            let at = cni::Attachment {
+                container_id: id,
+                netns,
+                namespace: &meta.namespace,
+                name: &meta.name,
+                uid: &meta.uid,
+            };
+            let _ = cni::del(&config.cni_conf_dir, &config.cni_bin_dir, &at).await;
+        }
+    }
+    let _ = rc
+        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await;
+    let _ = rc
+        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await;
+    meta
+}
+
 /// Removes the directory of pod `uid` (its volumes, unmounted first) under the kubelet's root.
-fn remove_pod_dir(root: &std::path::Path, uid: &str) {
-    if let Err(e) = volumes::remove_pod_dir(&volumes::pod_dir(root, uid)) {
+pub(super) fn remove_pod_dir(root: &std::path::Path, uid: &str) {
+    if let Err(e) = volumes::remove_unmounting(&volumes::pod_dir(root, uid)) {
         tracing::warn!(%uid, error = %e, "removing pod directory");
     }
+}
+
+/// A pod's log directory, `<pod-logs-dir>/<namespace>_<name>_<uid>` as upstream names it.
+pub(super) fn pod_log_dir(
+    logs_dir: &std::path::Path,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> PathBuf {
+    logs_dir.join(format!("{namespace}_{name}_{uid}"))
 }
 
 /// Removes the directories of pods not in `keep` that were last changed before `started`
@@ -301,12 +321,12 @@ impl Worker {
     }
 
     fn log_dir(&self, pod: &Pod) -> PathBuf {
-        self.ctx.config.pod_logs_dir.join(format!(
-            "{}_{}_{}",
+        pod_log_dir(
+            &self.ctx.config.pod_logs_dir,
             pod.metadata.namespace.as_deref().unwrap_or("default"),
             pod.metadata.name.as_deref().unwrap_or_default(),
-            pod.metadata.uid.as_deref().unwrap_or_default()
-        ))
+            pod.metadata.uid.as_deref().unwrap_or_default(),
+        )
     }
 
     fn sandbox_config(&self, pod: &Pod) -> cri::PodSandboxConfig {

@@ -96,24 +96,11 @@ impl Drop for Pin {
 /// A container's CRI log file, shared by the tasks copying its stdout and stderr.
 type LogFile = Arc<tokio::sync::Mutex<tokio::fs::File>>;
 
-/// Cgroup hierarchies' mount points (cgroup2 and every v1 hierarchy).
-fn cgroup_mounts() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let fstype = right.split(' ').next()?;
-            let mount = left.split(' ').nth(4)?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mount))
-        })
-        .collect()
-}
-
 /// Whether the memory cgroup at `rel` recorded an OOM kill (v1 `memory.oom_control` or v2
 /// `memory.events`).
 fn oom_killed(rel: &str) -> bool {
     let rel = rel.trim_start_matches('/');
-    cgroup_mounts().iter().any(|m| {
+    crate::cgroups::hierarchies().iter().any(|m| {
         ["memory.oom_control", "memory.events"].iter().any(|f| {
             std::fs::read_to_string(m.join(rel).join(f))
                 .unwrap_or_default()
@@ -133,7 +120,7 @@ fn remove_cgroup(rel: &str) {
     if rel.is_empty() {
         return;
     }
-    for m in cgroup_mounts() {
+    for m in crate::cgroups::hierarchies() {
         let dir = m.join(rel);
         if let Ok(children) = std::fs::read_dir(&dir) {
             for c in children

@@ -11,6 +11,7 @@
 //! known; `127.0.0.1:<nodePort>` would also need `net.ipv4.conf.*.route_localnet=1`, which the
 //! proxy does not set, so localhost NodePorts are not served in this mode.
 
+pub mod cleanup;
 pub mod render;
 pub mod restore;
 

@@ -62,12 +62,13 @@ fn volumes_dir(pod_dir: &Path) -> PathBuf {
     pod_dir.join("volumes")
 }
 
-/// Unmounts whatever is mounted under a pod's directory (tmpfs volumes, subPath binds),
-/// then removes the directory; a directory that is gone already is fine. Nothing is removed
-/// while something under it stays mounted: removal must never reach through a bind mount.
-pub fn remove_pod_dir(pod_dir: &Path) -> std::io::Result<()> {
-    mount::unmount_all_under(pod_dir)?;
-    match std::fs::remove_dir_all(pod_dir) {
+/// Unmounts whatever is mounted under `dir` (a pod's tmpfs volumes and subPath binds, or
+/// the whole kubelet root's), then removes the directory; a directory that is gone already is
+/// fine. Nothing is removed while something under it stays mounted: removal must never reach
+/// through a bind mount.
+pub fn remove_unmounting(dir: &Path) -> std::io::Result<()> {
+    mount::unmount_all_under(dir)?;
+    match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
