@@ -73,11 +73,13 @@ struct Discovery {
     pins: Vec<String>,
     timeout: Duration,
     node_name: Option<String>,
+    /// `nodeRegistration.kubeletExtraArgs` of `--config`.
+    kubelet_args: Vec<(String, String)>,
 }
 
 impl Discovery {
     fn resolve(args: &JoinArgs) -> Result<Self> {
-        let (endpoint, token, hashes, skip, timeout, node_name) = match &args.config {
+        let (endpoint, token, hashes, skip, timeout, node_name, kubelet_args) = match &args.config {
             Some(path) => {
                 let given = [
                     ("api-server-endpoint", args.api_server_endpoint.is_some()),
@@ -101,6 +103,7 @@ impl Discovery {
                     file.unsafe_skip_ca_verification,
                     args.discovery_timeout.or(file.discovery_timeout),
                     file.node_name,
+                    file.kubelet_args,
                 )
             }
             None => (
@@ -110,6 +113,7 @@ impl Discovery {
                 args.discovery_token_unsafe_skip_ca_verification,
                 args.discovery_timeout,
                 args.node_name.clone(),
+                Vec::new(),
             ),
         };
         let endpoint = endpoint.context(
@@ -136,6 +140,7 @@ impl Discovery {
             pins,
             timeout: timeout.unwrap_or(Duration::from_secs(300)),
             node_name,
+            kubelet_args,
         })
     }
 }
@@ -145,7 +150,9 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let token = discovery.token.clone();
     let node_name = ekube_api::flags::node_name(discovery.node_name.as_deref())
         .context("finding the node's name")?;
-    let mut agent_argv = args.agent_args.clone();
+    // The file's kubelet arguments first, so flags after `--` win.
+    let mut agent_argv = crate::init::kubelet_args(&discovery.kubelet_args);
+    agent_argv.extend(args.agent_args.iter().cloned());
     if !agent_argv.iter().any(|a| a == "--kubeconfig") {
         agent_argv.extend(["--kubeconfig".into(), KUBECONFIG.into()]);
     }

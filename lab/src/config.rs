@@ -35,9 +35,39 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
 pub const MAX_NODES: usize = 9;
 
-/// `ekube server` on node 1, as `lab up`, the demo and the cluster tests run it
-/// (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]). It
-/// creates the lab's bootstrap token, with which the nodes join.
+/// `ekube init` on node 1, as `lab up`, the demo and the cluster tests bring the control plane
+/// up (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]):
+/// from the kubeadm configuration [`KUBEADM_CONFIG`] the lab writes to `{dir}/kubeadm.yaml`,
+/// the control plane detached (pid file under `{dir}/run/ekube`), its kubeconfigs in `{dir}`.
+/// Node 1's agent is left to the lab (`kubelet-start` skipped): it starts it as every other
+/// node's, with the `kubelet.conf` init wrote, so tests can stop and restart it. Init returns
+/// once that agent has registered (mark-control-plane) and the token exists.
+pub const INIT_CMD: &str = "{ekube} init --config {dir}/kubeadm.yaml --skip-phases kubelet-start \
+    --data-dir {dir}/data/server --kubeconfig-dir {dir} --run-dir {dir}/run/ekube \
+    --log-dir {dir}/logs/ekube";
+
+/// The kubeadm configuration of [`INIT_CMD`]: the lab's bootstrap token for ever, node 1's
+/// name and address, no control-plane taint (pods run on node 1 too), the PKI under `{dir}`.
+/// Append component `extraArgs` to its `ClusterConfiguration` (the last document).
+pub const KUBEADM_CONFIG: &str = "apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+bootstrapTokens:
+- token: {token}
+  ttl: 0s
+localAPIEndpoint:
+  advertiseAddress: {ip}
+  bindPort: 6443
+nodeRegistration:
+  name: {node}
+  taints: []
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+certificatesDir: {dir}/pki
+";
+
+/// `ekube server` started directly on node 1, without init (the baseline `bench init`
+/// measures init against): it creates the lab's bootstrap token itself.
 pub const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind-address {ip} \
     --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig} \
     --token {token} --token-ttl 0";
@@ -88,17 +118,17 @@ impl CmdTemplate {
 
     /// Fills every placeholder present in `vars`; unknown placeholders stay as written.
     pub fn render(&self, vars: &BTreeMap<String, String>) -> Vec<String> {
-        self.0
-            .iter()
-            .map(|arg| {
-                let mut out = arg.clone();
-                for (k, v) in vars {
-                    out = out.replace(&format!("{{{k}}}"), v);
-                }
-                out
-            })
-            .collect()
+        self.0.iter().map(|arg| fill(arg, vars)).collect()
     }
+}
+
+/// `text` with every placeholder present in `vars` filled in.
+pub fn fill(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("{{{k}}}"), v);
+    }
+    out
 }
 
 /// What to bring up.
@@ -122,11 +152,17 @@ pub struct LabConfig {
     /// Run [`AUTH_REGISTRY`] too, holding `library/busybox:latest` of [`LabConfig::hub_images`]
     /// (which it needs).
     pub auth_registry: bool,
-    /// Started on node 1 (the control plane), e.g. `ekube server …`.
+    /// Started on node 1 (the control plane), e.g. [`INIT_CMD`].
     pub server: Option<CmdTemplate>,
-    /// Started on every node, e.g. `ekube agent …`; when a server runs too, only once the
+    /// Written to node 1's `kubeadm.yaml` (placeholders filled) before the server starts,
+    /// e.g. [`KUBEADM_CONFIG`].
+    pub kubeadm_config: Option<String>,
+    /// Started on every node, e.g. [`JOIN_CMD`]; when a server runs too, only once the
     /// server has written `{kubeconfig}`.
     pub node: Option<CmdTemplate>,
+    /// Started instead of `node` on a node that has its identity already (a
+    /// `{dir}/kubelet.conf`, as `ekube init` writes on node 1), e.g. [`AGENT_CMD`].
+    pub joined_node: Option<CmdTemplate>,
     /// How long the server gets to write `{kubeconfig}`.
     pub server_timeout: std::time::Duration,
     /// Extra placeholders for the templates.
@@ -145,7 +181,9 @@ impl LabConfig {
             hub_images: None,
             auth_registry: false,
             server: None,
+            kubeadm_config: None,
             node: None,
+            joined_node: None,
             server_timeout: std::time::Duration::from_secs(60),
             vars: BTreeMap::from([(
                 "token".to_owned(),
@@ -175,6 +213,12 @@ impl LabConfig {
     /// `<root>/<name>`: state file, per-host directories, registry storage.
     pub fn lab_dir(&self) -> PathBuf {
         self.root.join(&self.name)
+    }
+
+    /// Where the control plane's admin kubeconfig is once it runs (`{kubeconfig}`): node 1's
+    /// directory, where `ekube init` writes its kubeconfigs.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.lab_dir().join("n1/admin.conf")
     }
 
     /// Every host of this lab: fabric, nodes in order, external client.
@@ -314,10 +358,7 @@ impl Host {
             ("cgroup2", self.cgroup2_dir().display().to_string()),
             ("server_ip", node_ip(1).to_string()),
             ("registry", REGISTRY.to_owned()),
-            (
-                "kubeconfig",
-                config.lab_dir().join("admin.conf").display().to_string(),
-            ),
+            ("kubeconfig", config.kubeconfig().display().to_string()),
             ("lab_dir", config.lab_dir().display().to_string()),
         ] {
             vars.insert(k.to_owned(), v);

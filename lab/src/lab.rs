@@ -131,13 +131,24 @@ impl Lab {
         }
         if let Some(server) = self.config.server.clone() {
             let n1 = self.host("n1")?.clone();
+            if let Some(template) = &self.config.kubeadm_config {
+                let path = n1.dir.join("kubeadm.yaml");
+                std::fs::write(&path, crate::config::fill(template, &n1.vars(&self.config)))
+                    .map_err(io_err("writing", &path))?;
+            }
             let pid = self.spawn("n1", "server", &server.render(&n1.vars(&self.config)))?;
             self.wait_for_kubeconfig(pid)?;
             self.pin_ca(&n1)?;
         }
         if let Some(node) = self.config.node.clone() {
             for h in self.nodes().cloned().collect::<Vec<_>>() {
-                self.spawn(&h.short, "agent", &node.render(&h.vars(&self.config)))?;
+                let joined = self
+                    .config
+                    .joined_node
+                    .as_ref()
+                    .filter(|_| h.dir.join("kubelet.conf").exists());
+                let cmd = joined.unwrap_or(&node).render(&h.vars(&self.config));
+                self.spawn(&h.short, "agent", &cmd)?;
             }
         }
         Ok(())
@@ -198,7 +209,7 @@ impl Lab {
 
     /// Where an admin kubeconfig is expected once a server runs (`{kubeconfig}` in templates).
     pub fn kubeconfig(&self) -> PathBuf {
-        self.config.lab_dir().join("admin.conf")
+        self.config.kubeconfig()
     }
 
     /// Adds `{ca_hash}`, the pin of the CA the server wrote under `{dir}/pki` of n1, to the

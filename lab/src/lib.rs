@@ -23,8 +23,9 @@ mod registry;
 
 pub use config::{
     AGENT_CMD, AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BPFFS, CmdTemplate, DEAD_MIRROR,
-    DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, JOIN_CMD, LabConfig, MAX_NODES, REGISTRY,
-    REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, node_ip,
+    DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG,
+    LabConfig, MAX_NODES, REGISTRY, REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, fill,
+    node_ip,
 };
 pub use http::{Response, request as http_request};
 pub use lab::Lab;

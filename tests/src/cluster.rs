@@ -1,4 +1,5 @@
-//! A whole cluster in a lab: `ekube server` on n1 and `ekube agent` on every node, driven with
+//! A whole cluster in a lab: `ekube init` on n1 and `ekube join` on every other node (n1 runs
+//! `ekube agent` with the identity init wrote, under the lab's control), driven with
 //! the real kubectl run inside node 1's network namespace (the root namespace never talks to
 //! the underlay). Pod output is read from the CRI log files the agents write under each node's
 //! directory. Dropping the cluster tears the lab down.
@@ -7,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ekube_lab::{AGENT_CMD, CmdTemplate, ExecOutput, JOIN_CMD, Lab, LabConfig, SERVER_CMD};
+use ekube_lab::{
+    AGENT_CMD, CmdTemplate, ExecOutput, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG, Lab, LabConfig,
+};
 use serde_json::Value;
 
 use crate::{ekube_bin, kubectl_bin, wait_for};
@@ -15,8 +18,9 @@ use crate::{ekube_bin, kubectl_bin, wait_for};
 /// How the cluster starts.
 #[derive(Default)]
 pub struct ClusterOptions<'a> {
-    /// Appended to `ekube server` (e.g. `--kube-controller-manager-arg`).
-    pub server_args: &'a [&'a str],
+    /// The controller-manager's flags, `name=value` (its `extraArgs` in the kubeadm
+    /// configuration `ekube init` reads).
+    pub controller_manager_args: &'a [&'a str],
     /// Appended to every `ekube agent` (and so passed through `ekube join` to it).
     pub agent_args: &'a [&'a str],
     /// Nodes whose agent does not start with the lab (started later with
@@ -27,6 +31,21 @@ pub struct ClusterOptions<'a> {
     pub hub_images: bool,
     /// Run the lab's auth registry too (needs `hub_images`).
     pub auth_registry: bool,
+}
+
+/// The lab's kubeadm configuration with the controller-manager's `extraArgs` (`name=value`).
+fn kubeadm_config(controller_manager_args: &[&str]) -> Result<String> {
+    let mut text = KUBEADM_CONFIG.to_string();
+    if !controller_manager_args.is_empty() {
+        text.push_str("controllerManager:\n  extraArgs:\n");
+        for arg in controller_manager_args {
+            let Some((name, value)) = arg.split_once('=') else {
+                bail!("controller-manager argument {arg:?} is not name=value");
+            };
+            text.push_str(&format!("  - name: {name}\n    value: {value:?}\n"));
+        }
+    }
+    Ok(text)
 }
 
 pub struct LabCluster {
@@ -59,9 +78,7 @@ impl LabCluster {
     /// cluster runs yet: the test brings it up itself (`ekube init` on n1, writing its
     /// kubeconfigs to n1's directory, where this cluster's kubectl looks for `admin.conf`).
     pub fn bare(name: &str, nodes: usize, options: ClusterOptions) -> Result<Self> {
-        let mut cluster = Self::up(name, nodes, &options, false)?;
-        cluster.kubeconfig = cluster.lab.host("n1")?.dir.join("admin.conf");
-        Ok(cluster)
+        Self::up(name, nodes, &options, false)
     }
 
     fn up(name: &str, nodes: usize, options: &ClusterOptions, server: bool) -> Result<Self> {
@@ -86,7 +103,8 @@ impl LabCluster {
             cmd
         };
         if server {
-            config.server = Some(with(SERVER_CMD, options.server_args));
+            config.server = Some(CmdTemplate::parse(INIT_CMD));
+            config.kubeadm_config = Some(kubeadm_config(options.controller_manager_args)?);
         }
         let lab = Lab::up(config)?;
         Ok(Self {

@@ -165,12 +165,7 @@ fn a_three_node_cluster_serves_scales_and_heals() -> Result<()> {
         LAB,
         3,
         ClusterOptions {
-            server_args: &[
-                "--kube-controller-manager-arg",
-                "node-monitor-grace-period=20s",
-                "--kube-controller-manager-arg",
-                "pod-eviction-timeout=10s",
-            ],
+            controller_manager_args: &["node-monitor-grace-period=20s", "pod-eviction-timeout=10s"],
             later: &["n3"],
             ..Default::default()
         },

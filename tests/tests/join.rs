@@ -1,5 +1,5 @@
-//! Joining nodes as `kubeadm join` does, on a two-node lab whose n1 joined at start (the lab
-//! joins every node with `ekube join`): joins that must not succeed fail with a message naming
+//! Joining nodes as `kubeadm join` does, on a two-node lab whose n1 came up with `ekube init`
+//! (the lab joins every other node with `ekube join`): joins that must not succeed fail with a message naming
 //! the cause and leave nothing on the node; `ekube token create --print-join-command` prints a
 //! command that joins n2; the nodes' client certificates came from approved CSRs; and a
 //! joined node authenticates as `system:node:<name>`, confined to its own objects.
@@ -63,26 +63,6 @@ fn nodes_join_with_a_token_and_a_pinned_ca() -> Result<()> {
     let vars = &c.lab.config().vars;
     let (token, pin) = (vars["token"].clone(), vars["ca_hash"].clone());
     let endpoint = "192.168.64.10:6443";
-
-    // n1's client certificate came from its CSR, auto-approved for the bootstrap token's
-    // group and signed by the cluster CA.
-    let csrs = c.list("csr", &[])?;
-    let n1_csr = csrs
-        .iter()
-        .find(|r| {
-            r["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
-                && r["spec"]["username"] == format!("system:bootstrap:{}", &token[..6]).as_str()
-        })
-        .context("no node CSR from the lab's bootstrap token")?;
-    let approved = n1_csr["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["type"] == "Approved" && c["reason"] == "AutoApproved");
-    ensure!(
-        approved && n1_csr["status"]["certificate"].is_string(),
-        "n1's CSR: {n1_csr}"
-    );
 
     // Joins that must fail, each saying why.
     let zero_pin = format!("sha256:{}", "0".repeat(64));
@@ -185,6 +165,26 @@ fn nodes_join_with_a_token_and_a_pinned_ca() -> Result<()> {
     );
     c.lab.spawn("n2", "agent", &c.join_argv(&printed, "n2")?)?;
     c.wait_nodes_schedulable(2)?;
+
+    // n2's client certificate came from its CSR, auto-approved for the bootstrap token's
+    // group and signed by the cluster CA.
+    let csrs = c.list("csr", &[])?;
+    let n2_csr = csrs
+        .iter()
+        .find(|r| {
+            r["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"
+                && r["spec"]["username"] == format!("system:bootstrap:{}", &words[4][..6]).as_str()
+        })
+        .context("no node CSR from the printed join command's token")?;
+    let approved = n2_csr["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Approved" && c["reason"] == "AutoApproved");
+    ensure!(
+        approved && n2_csr["status"]["certificate"].is_string(),
+        "n2's CSR: {n2_csr}"
+    );
 
     // n2 is system:node:<n2>: its own Lease and Node, not n1's.
     let n2_kubeconfig = c.lab.host("n2")?.dir.join("kubelet.conf");

@@ -552,10 +552,7 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
         LAB,
         1,
         ClusterOptions {
-            server_args: &[
-                "--kube-controller-manager-arg",
-                "node-monitor-grace-period=15s",
-            ],
+            controller_manager_args: &["node-monitor-grace-period=15s"],
             later: &["n1"],
             ..Default::default()
         },

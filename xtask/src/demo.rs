@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the first thing to run. Installs what is missing, builds, brings up a
-//! three-node lab (`ekube server` on n1, `ekube agent` everywhere), deploys three `web`
+//! three-node lab (`ekube init` on n1, `ekube join` on the others), deploys three `web`
 //! replicas behind a NodePort Service on 32143, and curls every node from the external client
 //! namespace: each answer is the hostname of the pod that served it. `--down` ends it all.
 

@@ -9,7 +9,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use ekube_lab::{CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, JOIN_CMD, Lab, LabConfig, SERVER_CMD};
+use ekube_lab::{
+    AGENT_CMD, CmdTemplate, DEFAULT_NAME, DEFAULT_ROOT, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG, Lab,
+    LabConfig,
+};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -46,10 +49,12 @@ pub(crate) struct UpArgs {
     /// once, about 2 minutes) and run the auth registry on `:5001`.
     #[arg(long)]
     hub: bool,
-    /// Command line of the control plane on node 1 (placeholders like `{ip}`, `{dir}`).
-    #[arg(long, default_value = SERVER_CMD)]
+    /// Command line of the control plane on node 1 (placeholders like `{ip}`, `{dir}`); the
+    /// default reads the kubeadm configuration the lab writes to node 1's `kubeadm.yaml`.
+    #[arg(long, default_value = INIT_CMD)]
     server_cmd: String,
-    /// Command line that starts each node (joins it to the cluster and runs its agent).
+    /// Command line that starts each node (joins it to the cluster and runs its agent); node 1,
+    /// whose identity init wrote, runs `ekube agent` with it instead.
     #[arg(long, default_value = JOIN_CMD)]
     node_cmd: String,
     /// Bring up only the network, registry and images, not the cluster components.
@@ -120,7 +125,7 @@ impl UpArgs {
             images: PathBuf::from(ekube_lab::images::DEFAULT_LAYOUT),
             no_images: false,
             hub: false,
-            server_cmd: SERVER_CMD.to_owned(),
+            server_cmd: INIT_CMD.to_owned(),
             node_cmd: JOIN_CMD.to_owned(),
             no_cluster: false,
         }
@@ -165,11 +170,13 @@ pub(crate) fn start(args: &UpArgs) -> Result<(Lab, Option<PathBuf>)> {
         config
             .vars
             .insert("ekube".into(), ekube.display().to_string());
-        if supports(ekube, "server") {
+        if supports(ekube, "init") {
             config.server = Some(CmdTemplate::parse(&args.server_cmd));
+            config.kubeadm_config = Some(KUBEADM_CONFIG.to_owned());
         }
         if supports(ekube, "agent") {
             config.node = Some(CmdTemplate::parse(&args.node_cmd));
+            config.joined_node = Some(CmdTemplate::parse(AGENT_CMD));
         }
     }
     let lab = Lab::up(config).with_context(|| format!("bringing lab {} up", args.name))?;
@@ -196,7 +203,9 @@ fn print_summary(lab: &Lab, ekube: Option<&Path>) {
             e.display()
         ),
         (Some(_), server, node) => {
-            println!("started: server on {name}-n1: {server}, agent on every node: {node}");
+            println!(
+                "started: control plane on {name}-n1 (ekube init): {server}, agent on every node: {node}"
+            );
             println!("logs: {}/<host>/logs/", config.lab_dir().display());
         }
     }

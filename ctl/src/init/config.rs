@@ -21,6 +21,7 @@ const HONOURED: &[(&str, &str)] = &[
     ("InitConfiguration", "localAPIEndpoint.bindPort"),
     ("InitConfiguration", "nodeRegistration.name"),
     ("InitConfiguration", "nodeRegistration.taints"),
+    ("InitConfiguration", "nodeRegistration.kubeletExtraArgs"),
     (
         "InitConfiguration",
         "nodeRegistration.ignorePreflightErrors",
@@ -30,6 +31,9 @@ const HONOURED: &[(&str, &str)] = &[
     ("ClusterConfiguration", "networking.dnsDomain"),
     ("ClusterConfiguration", "certificatesDir"),
     ("ClusterConfiguration", "apiServer.certSANs"),
+    ("ClusterConfiguration", "apiServer.extraArgs"),
+    ("ClusterConfiguration", "controllerManager.extraArgs"),
+    ("ClusterConfiguration", "scheduler.extraArgs"),
     // Read and checked: ekube runs the version it is, and the name is only a label.
     ("ClusterConfiguration", "kubernetesVersion"),
     ("ClusterConfiguration", "clusterName"),
@@ -45,6 +49,7 @@ const HONOURED: &[(&str, &str)] = &[
     ),
     ("JoinConfiguration", "discovery.tlsBootstrapToken"),
     ("JoinConfiguration", "nodeRegistration.name"),
+    ("JoinConfiguration", "nodeRegistration.kubeletExtraArgs"),
     ("JoinConfiguration", "timeouts.discovery"),
 ];
 
@@ -69,6 +74,12 @@ pub struct FileConfig {
     pub dns_domain: Option<String>,
     pub cert_dir: Option<String>,
     pub cert_sans: Vec<String>,
+    /// `extraArgs` of the control-plane components and `kubeletExtraArgs`, as
+    /// `(name, value)` in the file's order.
+    pub apiserver_args: Vec<(String, String)>,
+    pub controller_manager_args: Vec<(String, String)>,
+    pub scheduler_args: Vec<(String, String)>,
+    pub kubelet_args: Vec<(String, String)>,
     pub api_server_endpoint: Option<String>,
     pub ca_cert_hashes: Vec<String>,
     pub unsafe_skip_ca_verification: bool,
@@ -157,6 +168,29 @@ fn string(v: &Value, what: &str) -> Result<Option<String>> {
     }
 }
 
+/// An `extraArgs` field: v1beta4's list of `{name, value}`, or v1beta3's map.
+fn extra_args(v: &Value, what: &str) -> Result<Vec<(String, String)>> {
+    let pair = |name: &str, value: &Value| -> Result<(String, String)> {
+        let value = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => bail!("{what}: the value of {name:?} must be a string, not {other}"),
+        };
+        ensure!(!name.is_empty(), "{what}: an argument without a name");
+        Ok((name.trim_start_matches('-').to_string(), value))
+    };
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(args) => args
+            .iter()
+            .map(|a| pair(a["name"].as_str().unwrap_or_default(), &a["value"]))
+            .collect(),
+        Value::Object(map) => map.iter().map(|(k, v)| pair(k, v)).collect(),
+        other => bail!("{what} must be a list of {{name, value}}, not {other}"),
+    }
+}
+
 /// The strings of a list field (none when absent).
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -230,6 +264,10 @@ fn read_init(doc: &Value, out: &mut FileConfig) -> Result<()> {
         other => bail!("nodeRegistration.taints must be a list, not {other}"),
     };
     out.ignore_preflight_errors = strings(&reg["ignorePreflightErrors"]);
+    out.kubelet_args = extra_args(
+        &reg["kubeletExtraArgs"],
+        "nodeRegistration.kubeletExtraArgs",
+    )?;
     Ok(())
 }
 
@@ -261,6 +299,10 @@ fn read_join(doc: &Value, out: &mut FileConfig) -> Result<()> {
         ),
     };
     out.node_name = string(&doc["nodeRegistration"]["name"], "nodeRegistration.name")?;
+    out.kubelet_args = extra_args(
+        &doc["nodeRegistration"]["kubeletExtraArgs"],
+        "nodeRegistration.kubeletExtraArgs",
+    )?;
     if let Some(t) = string(&doc["timeouts"]["discovery"], "timeouts.discovery")? {
         out.discovery_timeout = Some(
             ekube_api::flags::parse_duration(&t)
@@ -277,6 +319,12 @@ fn read_cluster(doc: &Value, out: &mut FileConfig) -> Result<()> {
     out.dns_domain = string(&net["dnsDomain"], "networking.dnsDomain")?;
     out.cert_dir = string(&doc["certificatesDir"], "certificatesDir")?;
     out.cert_sans = strings(&doc["apiServer"]["certSANs"]);
+    out.apiserver_args = extra_args(&doc["apiServer"]["extraArgs"], "apiServer.extraArgs")?;
+    out.controller_manager_args = extra_args(
+        &doc["controllerManager"]["extraArgs"],
+        "controllerManager.extraArgs",
+    )?;
+    out.scheduler_args = extra_args(&doc["scheduler"]["extraArgs"], "scheduler.extraArgs")?;
     if let Some(v) = string(&doc["kubernetesVersion"], "kubernetesVersion")?
         && v.trim_start_matches('v') != ekube_api::KUBE_VERSION.trim_start_matches('v')
     {
@@ -419,6 +467,36 @@ mod tests {
                 "InitConfiguration.nodeRegistration.criSocket: ekube does not honour this field; ignored",
                 "ClusterConfiguration.controlPlaneEndpoint: ekube does not honour this field; ignored",
             ]
+        );
+    }
+
+    #[test]
+    fn extra_args_are_read_as_lists_and_as_maps() {
+        let v4 = init_defaults().replace(
+            "apiServer: {}",
+            "apiServer:\n  extraArgs:\n  - name: max-requests-inflight\n    value: \"100\"\ncontrollerManager:\n  extraArgs:\n  - {name: node-monitor-grace-period, value: 20s}\nscheduler:\n  extraArgs: []",
+        );
+        let c = parse(&v4, INIT_KINDS).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.apiserver_args,
+            [("max-requests-inflight".to_string(), "100".to_string())]
+        );
+        assert_eq!(
+            c.controller_manager_args,
+            [("node-monitor-grace-period".to_string(), "20s".to_string())]
+        );
+        let v3 = join_defaults()
+            .replace("v1beta4", "v1beta3")
+            .replace("taints: null", "kubeletExtraArgs: {max-pods: 12}");
+        let c = parse(&v3, JOIN_KINDS).unwrap();
+        assert_eq!(c.kubelet_args, [("max-pods".to_string(), "12".to_string())]);
+        let bad = init_defaults().replace("apiServer: {}", "apiServer: {extraArgs: 7}");
+        assert!(
+            parse(&bad, INIT_KINDS)
+                .unwrap_err()
+                .to_string()
+                .contains("apiServer.extraArgs")
         );
     }
 

@@ -143,6 +143,11 @@ struct Plan {
     taints: Vec<Value>,
     cert_sans: Vec<String>,
     ignore_preflight_errors: Vec<String>,
+    /// `extraArgs` of the control-plane components and `kubeletExtraArgs` in `--config`.
+    apiserver_args: Vec<(String, String)>,
+    controller_manager_args: Vec<(String, String)>,
+    scheduler_args: Vec<(String, String)>,
+    kubelet_args: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -219,6 +224,10 @@ impl Plan {
             }),
             cert_sans: file.cert_sans,
             ignore_preflight_errors: ignore,
+            apiserver_args: file.apiserver_args,
+            controller_manager_args: file.controller_manager_args,
+            scheduler_args: file.scheduler_args,
+            kubelet_args: file.kubelet_args,
         })
     }
 
@@ -283,7 +292,7 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     let skip = |phase: &str| args.skip_phases.iter().any(|p| p == phase);
     let admin = args.kubeconfig_dir.join("admin.conf");
     let kubelet_conf = args.kubeconfig_dir.join("kubelet.conf");
-    let server_argv = server_argv(&args, &plan, &admin);
+    let server_argv = server_argv(&args, &plan, &admin)?;
     // Checked up front when this node's agent is to start, before anything is written.
     let agent_argv = if skip("kubelet-start") && !args.dry_run {
         Vec::new()
@@ -442,7 +451,9 @@ fn os(s: impl Into<OsString>) -> OsString {
     s.into()
 }
 
-fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Vec<OsString> {
+/// `ekube server`'s argv, checked by parsing it as `ekube server` will (a bad `extraArgs`
+/// stops init before anything is written).
+fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Result<Vec<OsString>> {
     let mut argv = vec![
         os("server"),
         os("--data-dir"),
@@ -463,7 +474,33 @@ fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Vec<OsString> {
     for san in &plan.cert_sans {
         argv.extend([os("--tls-san"), os(san)]);
     }
-    argv
+    for (name, value) in &plan.apiserver_args {
+        argv.extend([os(format!("--{name}")), os(value)]);
+    }
+    for (flag, pairs) in [
+        (
+            "--kube-controller-manager-arg",
+            &plan.controller_manager_args,
+        ),
+        ("--kube-scheduler-arg", &plan.scheduler_args),
+    ] {
+        argv.extend(
+            pairs
+                .iter()
+                .flat_map(|(n, v)| [os(flag), os(format!("{n}={v}"))]),
+        );
+    }
+    crate::flags::component::<crate::ServerArgs>("server", argv[1..].to_vec(), &[])
+        .context("apiServer.extraArgs")?;
+    Ok(argv)
+}
+
+/// `kubeletExtraArgs` as the agent's `--kubelet-arg name=value` flags.
+pub fn kubelet_args(pairs: &[(String, String)]) -> Vec<OsString> {
+    pairs
+        .iter()
+        .flat_map(|(n, v)| [os("--kubelet-arg"), os(format!("{n}={v}"))])
+        .collect()
 }
 
 /// This node's agent: the network settings every node shares (what joining nodes read from
@@ -484,6 +521,7 @@ fn agent_argv(args: &InitArgs, plan: &Plan, kubelet_conf: &Path) -> Result<Vec<O
         plan.cluster_dns()?,
         &plan.dns_domain,
     ));
+    argv.extend(kubelet_args(&plan.kubelet_args));
     argv.extend(args.agent_args.iter().cloned());
     // Parsed as `ekube agent` will parse it (a flag given again wins), so bad flags stop init
     // before anything is written, and so the node registers under the name init marks.

@@ -1,6 +1,6 @@
 //! `cargo xtask bench pods`: pod start-up latency on one node, measured (issue #5).
 //!
-//! A one-node lab cluster (`ekbpods`: `ekube server` and `ekube agent` on n1, images from the
+//! A one-node lab cluster (`ekbpods`: `ekube init` and `ekube agent` on n1, images from the
 //! lab registry). A first pod pulls the busybox image; then 30 pods (image present,
 //! `imagePullPolicy: IfNotPresent`) are created together and each one's latency from its create
 //! request to the first watch event showing it Running is recorded: p50 / p99 / max, the time
