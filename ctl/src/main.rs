@@ -54,6 +54,37 @@ struct ServerArgs {
     /// How long the `--token` is valid; `0` for ever.
     #[arg(long, default_value = "24h0m0s", value_parser = ekube_api::flags::parse_duration)]
     token_ttl: std::time::Duration,
+    /// The controller-manager's kubeconfig (as `ekube init` writes it; default: one the server
+    /// issues under its data directory, as `system:kube-controller-manager`).
+    #[arg(long)]
+    controller_manager_kubeconfig: Option<std::path::PathBuf>,
+    /// The scheduler's kubeconfig (default: one the server issues, as `system:kube-scheduler`).
+    #[arg(long)]
+    scheduler_kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl ServerArgs {
+    /// Checks what the server would only find wrong after the apiserver started: the token
+    /// and the embedded components' pass-through flags.
+    fn check(&self) -> Result<()> {
+        if let Some(token) = &self.token {
+            ekube_api::bootstrap::Token::parse(token)
+                .map_err(anyhow::Error::msg)
+                .context("--token")?;
+        }
+        let placeholder = || vec!["--kubeconfig".into(), "admin.conf".into()];
+        flags::component::<ekube_controllers::Config>(
+            "controller-manager",
+            placeholder(),
+            &self.controller_manager_args,
+        )?;
+        flags::component::<ekube_scheduler::Config>(
+            "scheduler",
+            placeholder(),
+            &self.scheduler_args,
+        )?;
+        Ok(())
+    }
 }
 
 #[derive(Subcommand)]
@@ -209,22 +240,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()]
     };
     // Checked before anything starts, so a bad flag never leaves a half-started control plane.
-    if let Some(token) = &args.token {
-        ekube_api::bootstrap::Token::parse(token)
-            .map_err(anyhow::Error::msg)
-            .context("--token")?;
-    }
-    let placeholder = std::path::Path::new("admin.conf");
-    flags::component::<ekube_controllers::Config>(
-        "controller-manager",
-        embedded(placeholder),
-        &args.controller_manager_args,
-    )?;
-    flags::component::<ekube_scheduler::Config>(
-        "scheduler",
-        embedded(placeholder),
-        &args.scheduler_args,
-    )?;
+    args.check()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -236,7 +252,11 @@ async fn server(args: ServerArgs) -> Result<()> {
     // As kubeadm runs it: as `system:kube-controller-manager`, each controller as its own
     // ServiceAccount, the bootstrap-token controllers on unless `controllers=` says otherwise
     // (a repeated `--controllers` would add to this list, not replace it).
-    let mut cm_argv = embedded(&running.controller_manager_kubeconfig);
+    let mut cm_argv = embedded(
+        args.controller_manager_kubeconfig
+            .as_deref()
+            .unwrap_or(&running.controller_manager_kubeconfig),
+    );
     cm_argv.extend(["--use-service-account-credentials".into(), "true".into()]);
     let own_controllers = args
         .controller_manager_args
@@ -254,7 +274,11 @@ async fn server(args: ServerArgs) -> Result<()> {
     // `system:kube-scheduler`.
     let scheduler = flags::component(
         "scheduler",
-        embedded(&running.scheduler_kubeconfig),
+        embedded(
+            args.scheduler_kubeconfig
+                .as_deref()
+                .unwrap_or(&running.scheduler_kubeconfig),
+        ),
         &args.scheduler_args,
     )?;
     let cm = tokio::spawn(ekube_controllers::run(

@@ -155,6 +155,47 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         out.stdout
     );
 
+    // kubeadm's kubeconfig files, each with kubeadm's identity.
+    for (file, user, group) in [
+        ("admin.conf", "kubernetes-admin", "kubeadm:cluster-admins"),
+        (
+            "super-admin.conf",
+            "kubernetes-super-admin",
+            "system:masters",
+        ),
+        (
+            "controller-manager.conf",
+            "system:kube-controller-manager",
+            "system:authenticated",
+        ),
+        (
+            "scheduler.conf",
+            "system:kube-scheduler",
+            "system:authenticated",
+        ),
+    ] {
+        let kubeconfig = n1_dir.join(file).display().to_string();
+        let whoami = c.lab.exec(
+            "n1",
+            &[
+                ekube_tests::kubectl_bin().display().to_string(),
+                "--kubeconfig".into(),
+                kubeconfig,
+                "auth".into(),
+                "whoami".into(),
+                "-o".into(),
+                "jsonpath={.status.userInfo}".into(),
+            ],
+        )?;
+        ensure!(
+            whoami.stdout.contains(&format!("\"username\":\"{user}\""))
+                && whoami.stdout.contains(group),
+            "{file} is {}{}",
+            whoami.stdout,
+            whoami.stderr
+        );
+    }
+
     // Each edited value, in the cluster.
     c.wait_nodes_schedulable(1)?;
     let node = c.get("node", &n1)?;

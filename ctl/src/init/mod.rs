@@ -1,8 +1,10 @@
 //! `ekube init`: a control plane on this host in one command, as `kubeadm init` brings one up,
 //! in kubeadm's phases (skip any with `--skip-phases`):
 //!
-//! preflight → certs (the cluster CA) → kubeconfig (this node's `kubelet.conf`, signed by the
-//! CA) → control-plane (`ekube server`, detached) → wait-control-plane (`/readyz`) →
+//! preflight → certs (the cluster CA) → kubeconfig (kubeadm's files and identities:
+//! `super-admin.conf` in `system:masters`, `controller-manager.conf`, `scheduler.conf`, this
+//! node's `kubelet.conf`, and `admin.conf` in `kubeadm:cluster-admins` once the control plane
+//! answers) → control-plane (`ekube server`, detached) → wait-control-plane (`/readyz`) →
 //! upload-config (`kube-system/kubeadm-config` and `kubelet-config`, readable by joining
 //! nodes) → kubelet-start (`ekube agent`, detached) → mark-control-plane (role label and
 //! taints) → bootstrap-token → addons.
@@ -47,6 +49,28 @@ const PHASES: &[&str] = &[
 pub const KUBEADM_CONFIG: &str = "kubeadm-config";
 pub const KUBELET_CONFIG: &str = "kubelet-config";
 const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+/// kubeadm's kubeconfig files, and who each one is (CN, groups).
+const ADMIN_CONF: &str = "admin.conf";
+const SUPER_ADMIN_CONF: &str = "super-admin.conf";
+const CONTROLLER_MANAGER_CONF: &str = "controller-manager.conf";
+const SCHEDULER_CONF: &str = "scheduler.conf";
+const KUBECONFIGS: &[(&str, &str, &[&str])] = &[
+    // Bound to cluster-admin by the `kubeadm:cluster-admins` ClusterRoleBinding, so taking
+    // the binding away takes the file's powers away (unlike `system:masters`).
+    (ADMIN_CONF, "kubernetes-admin", &["kubeadm:cluster-admins"]),
+    // The break-glass identity: `system:masters` passes every authorization check.
+    (
+        SUPER_ADMIN_CONF,
+        "kubernetes-super-admin",
+        &["system:masters"],
+    ),
+    (
+        CONTROLLER_MANAGER_CONF,
+        "system:kube-controller-manager",
+        &[],
+    ),
+    (SCHEDULER_CONF, "system:kube-scheduler", &[]),
+];
 /// How long the control plane and the node get to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -290,9 +314,10 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     }
     let plan = Plan::resolve(&args)?;
     let skip = |phase: &str| args.skip_phases.iter().any(|p| p == phase);
-    let admin = args.kubeconfig_dir.join("admin.conf");
+    let admin = args.kubeconfig_dir.join(ADMIN_CONF);
+    let super_admin = args.kubeconfig_dir.join(SUPER_ADMIN_CONF);
     let kubelet_conf = args.kubeconfig_dir.join("kubelet.conf");
-    let server_argv = server_argv(&args, &plan, &admin)?;
+    let server_argv = server_argv(&args, &plan)?;
     // Checked up front when this node's agent is to start, before anything is written.
     let agent_argv = if skip("kubelet-start") && !args.dry_run {
         Vec::new()
@@ -306,7 +331,11 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             advertise: plan.advertise,
             port: plan.port,
             node_name: &plan.node_name,
-            files: vec![admin.clone(), kubelet_conf.clone()],
+            files: KUBECONFIGS
+                .iter()
+                .map(|(file, ..)| args.kubeconfig_dir.join(file))
+                .chain([kubelet_conf.clone()])
+                .collect(),
             dirs: vec![args.data_dir.clone()],
         };
         let failures = preflight::run(&host, &plan.ignore_preflight_errors);
@@ -322,11 +351,13 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             "[dry-run] would write the CA to {}",
             plan.cert_dir.display()
         );
-        println!(
-            "[dry-run] would write {} and {}",
-            admin.display(),
-            kubelet_conf.display()
-        );
+        for (file, user, _) in KUBECONFIGS {
+            println!(
+                "[dry-run] would write {} for {user}",
+                args.kubeconfig_dir.join(file).display()
+            );
+        }
+        println!("[dry-run] would write {}", kubelet_conf.display());
         println!("[dry-run] would run: ekube {}", shown(&server_argv));
         println!("[dry-run] would run: ekube {}", shown(&agent_argv));
         println!(
@@ -338,26 +369,25 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
         return Ok(());
     }
 
-    let mut ca_pem = None;
+    let mut ca = None;
     if !skip("certs") {
         println!(
             "[certs] Using certificateDir folder {:?}",
             plan.cert_dir.display().to_string()
         );
-        let ca = ekube_apiserver::pki::Ca::load_or_create(&plan.cert_dir)?;
-        ca_pem = Some(ca.cert_pem.clone());
-        if !skip("kubeconfig") {
-            println!("[kubeconfig] Writing \"kubelet.conf\" kubeconfig file");
-            let user = format!("system:node:{}", plan.node_name);
-            let issued = ca.issue(&user, &["system:nodes"], &[], false)?;
-            ekube_apiserver::pki::write_kubeconfig(
-                &kubelet_conf,
-                &format!("https://{}", plan.endpoint()),
-                &ca.cert_pem,
-                &user,
-                &issued,
-            )?;
+        ca = Some(ekube_apiserver::pki::Ca::load_or_create(&plan.cert_dir)?);
+    }
+    let kubeconfigs = ca.as_ref().filter(|_| !skip("kubeconfig"));
+    if let Some(ca) = kubeconfigs {
+        // admin.conf once the control plane answers (below), so whoever waits for it can use
+        // it at once; here only when that wait is skipped.
+        for (file, user, groups) in KUBECONFIGS {
+            if *file != ADMIN_CONF || skip("wait-control-plane") {
+                write_kubeconfig(ca, &args, &plan, file, user, groups)?;
+            }
         }
+        let node = format!("system:node:{}", plan.node_name);
+        write_kubeconfig(ca, &args, &plan, "kubelet.conf", &node, &["system:nodes"])?;
     }
     let started = Instant::now();
     if !skip("control-plane") {
@@ -372,11 +402,15 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             "[wait-control-plane] Waiting for the API server at https://{}",
             plan.endpoint()
         );
-        wait_healthy(&admin, &args.dirs).await?;
+        wait_healthy(&super_admin, &args.dirs).await?;
         println!(
             "[wait-control-plane] The API server is healthy after {:.1}s",
             started.elapsed().as_secs_f64()
         );
+        if let Some(ca) = kubeconfigs {
+            let (file, user, groups) = KUBECONFIGS[0];
+            write_kubeconfig(ca, &args, &plan, file, user, groups)?;
+        }
     }
     let client = || ekube_api::client::from_kubeconfig(&admin);
     if !skip("upload-config") {
@@ -416,8 +450,8 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     if !closing {
         return Ok(());
     }
-    let ca_pem = match ca_pem {
-        Some(pem) => pem,
+    let ca_pem = match ca {
+        Some(ca) => ca.cert_pem,
         None => std::fs::read_to_string(plan.cert_dir.join("ca.crt"))
             .with_context(|| format!("reading {}/ca.crt", plan.cert_dir.display()))?,
     };
@@ -440,6 +474,28 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     Ok(())
 }
 
+/// Writes kubeconfig `file` of `--kubeconfig-dir` for `user` in `groups`, its client
+/// certificate signed by `ca`.
+fn write_kubeconfig(
+    ca: &ekube_apiserver::pki::Ca,
+    args: &InitArgs,
+    plan: &Plan,
+    file: &str,
+    user: &str,
+    groups: &[&str],
+) -> Result<()> {
+    println!("[kubeconfig] Writing {file:?} kubeconfig file");
+    let issued = ca.issue(user, groups, &[], false)?;
+    ekube_apiserver::pki::write_kubeconfig(
+        &args.kubeconfig_dir.join(file),
+        &format!("https://{}", plan.endpoint()),
+        &ca.cert_pem,
+        user,
+        &issued,
+    )?;
+    Ok(())
+}
+
 fn shown(argv: &[OsString]) -> String {
     argv.iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -453,7 +509,7 @@ fn os(s: impl Into<OsString>) -> OsString {
 
 /// `ekube server`'s argv, checked by parsing it as `ekube server` will (a bad `extraArgs`
 /// stops init before anything is written).
-fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Result<Vec<OsString>> {
+fn server_argv(args: &InitArgs, plan: &Plan) -> Result<Vec<OsString>> {
     let mut argv = vec![
         os("server"),
         os("--data-dir"),
@@ -464,8 +520,10 @@ fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Result<Vec<OsStrin
         os(plan.advertise.to_string()),
         os("--secure-port"),
         os(plan.port.to_string()),
-        os("--write-kubeconfig"),
-        admin.into(),
+        os("--controller-manager-kubeconfig"),
+        args.kubeconfig_dir.join(CONTROLLER_MANAGER_CONF).into(),
+        os("--scheduler-kubeconfig"),
+        args.kubeconfig_dir.join(SCHEDULER_CONF).into(),
         os("--service-cluster-ip-range"),
         os(plan.service_subnet.to_string()),
         os("--kube-controller-manager-arg"),
@@ -491,7 +549,8 @@ fn server_argv(args: &InitArgs, plan: &Plan, admin: &Path) -> Result<Vec<OsStrin
         );
     }
     crate::flags::component::<crate::ServerArgs>("server", argv[1..].to_vec(), &[])
-        .context("apiServer.extraArgs")?;
+        .and_then(|server| server.check())
+        .context("the control plane's extraArgs")?;
     Ok(argv)
 }
 
