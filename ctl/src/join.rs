@@ -233,11 +233,8 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     }
     let mut argv = vec![OsString::from("agent")];
     argv.extend(agent_argv);
-    let pid = args.dirs.spawn("agent", &argv)?;
-    println!(
-        "[kubelet-start] Started the node agent (pid {pid}, log {})",
-        args.dirs.log_file("agent").display()
-    );
+    let started = args.dirs.spawn("agent", &argv)?;
+    println!("[kubelet-start] Started the node agent ({started})");
     println!(
         "\nThis node has joined the cluster:\n\
          * Certificate signing request was sent to apiserver and a response was received.\n\

@@ -87,8 +87,8 @@ pub async fn run(args: ResetArgs) -> Result<()> {
     let mut report = Report::default();
 
     for name in ["agent", "server"] {
-        if let Some(pid) = args.dirs.stop(name, STOP_GRACE).await? {
-            println!("[reset] Stopped the {name} (pid {pid})");
+        if let Some(what) = args.dirs.stop(name, STOP_GRACE).await? {
+            println!("[reset] Stopped the {name} ({what})");
         }
     }
     if let Some(agent) = &agent {

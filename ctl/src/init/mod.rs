@@ -391,11 +391,8 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     }
     let started = Instant::now();
     if !skip("control-plane") {
-        let pid = args.dirs.spawn("server", &server_argv)?;
-        println!(
-            "[control-plane] Started the control plane (pid {pid}, log {})",
-            args.dirs.log_file("server").display()
-        );
+        let started = args.dirs.spawn("server", &server_argv)?;
+        println!("[control-plane] Started the control plane ({started})");
     }
     if !skip("wait-control-plane") {
         println!(
@@ -420,11 +417,8 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
         upload_config(client().await?, &plan).await?;
     }
     if !skip("kubelet-start") {
-        let pid = args.dirs.spawn("agent", &agent_argv)?;
-        println!(
-            "[kubelet-start] Started the node agent (pid {pid}, log {})",
-            args.dirs.log_file("agent").display()
-        );
+        let started = args.dirs.spawn("agent", &agent_argv)?;
+        println!("[kubelet-start] Started the node agent ({started})");
     }
     if !skip("mark-control-plane") {
         println!(
@@ -610,7 +604,7 @@ pub fn shared_agent_args(pod_subnet: Ipv4Network, dns: Ipv4Addr, domain: &str) -
 /// Waits for the admin kubeconfig and then for `/readyz`, naming the server's log on failure.
 async fn wait_healthy(admin: &Path, dirs: &Dirs) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
-    let log = dirs.log_file("server");
+    let log = dirs.log_hint("server");
     let mut last = String::from("no admin kubeconfig yet");
     while Instant::now() < deadline {
         if admin.exists()
@@ -625,10 +619,7 @@ async fn wait_healthy(admin: &Path, dirs: &Dirs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!(
-        "the control plane did not become healthy within {START_TIMEOUT:?} ({last}); see {}",
-        log.display()
-    )
+    bail!("the control plane did not become healthy within {START_TIMEOUT:?} ({last}); see {log}")
 }
 
 /// kubeadm's `kubeadm-config` and `kubelet-config`, and the Roles that let joining nodes (and
