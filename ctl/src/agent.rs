@@ -19,7 +19,8 @@ use ekube_cni::config::DEFAULT_SUBNET_FILE;
 
 use crate::flags::component;
 
-/// How long TLS bootstrap waits for the node's certificate to be approved and signed.
+/// How long TLS bootstrap (and each renewal) waits for the node's certificate to be approved
+/// and signed.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where cgroup v2 is mounted on a hybrid-cgroup host.
@@ -200,24 +201,46 @@ impl Config {
 
 /// Runs the node components until `shutdown` completes; the first one to fail stops the rest.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    if let Some(bootstrap_kubeconfig) = &config.bootstrap_kubeconfig {
-        let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
-            .context("finding the node's name")?;
-        let pki_dir = config
-            .cert_dir
-            .clone()
-            .unwrap_or_else(|| config.root_dir.join("pki"));
-        ekube_kubelet::bootstrap::Bootstrap {
-            kubeconfig: &config.kubeconfig,
-            bootstrap_kubeconfig,
-            pki_dir: &pki_dir,
-            node_name: &node_name,
-            timeout: BOOTSTRAP_TIMEOUT,
+    let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
+        .context("finding the node's name")?;
+    let pki_dir = config
+        .cert_dir
+        .clone()
+        .unwrap_or_else(|| config.root_dir.join("pki"));
+    match &config.bootstrap_kubeconfig {
+        // As kubeadm's kubelet: a missing or expired identity is asked for again with the
+        // bootstrap credentials.
+        Some(bootstrap_kubeconfig) => {
+            ekube_kubelet::bootstrap::Bootstrap {
+                kubeconfig: &config.kubeconfig,
+                bootstrap_kubeconfig,
+                pki_dir: &pki_dir,
+                node_name: &node_name,
+                timeout: BOOTSTRAP_TIMEOUT,
+            }
+            .ensure()
+            .await
+            .context("TLS bootstrap")?;
         }
-        .ensure()
-        .await
-        .context("TLS bootstrap")?;
+        None => {
+            if let Some(why) = ekube_kubelet::bootstrap::unusable(&config.kubeconfig) {
+                anyhow::bail!(
+                    "{}: {why}; the node cannot authenticate. Give --bootstrap-kubeconfig with a \
+                     bootstrap token to ask for a new certificate, or join the node again \
+                     (`ekube reset`, then `ekube join`)",
+                    config.kubeconfig.display()
+                );
+            }
+        }
     }
+    let rotation = ekube_kubelet::rotation::Rotation::manages(&config.kubeconfig, &pki_dir).then(
+        || ekube_kubelet::rotation::Rotation {
+            kubeconfig: config.kubeconfig.clone(),
+            pki_dir,
+            node_name,
+            timeout: BOOTSTRAP_TIMEOUT,
+        },
+    );
     let kubelet = config.kubelet()?;
     let flannel = (!config.disable_flannel)
         .then(|| config.flannel())
@@ -269,6 +292,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 ekube_kubelet::run(kubelet, stop)
                     .await
                     .map_err(anyhow::Error::from),
+            )
+        });
+    }
+    if let Some(rotation) = rotation {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            (
+                "client certificate rotation",
+                rotation.run(stop).await.map_err(anyhow::Error::from),
             )
         });
     }
