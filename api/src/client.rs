@@ -90,12 +90,19 @@ pub fn certificate_files(kubeconfig: &Kubeconfig) -> Option<(PathBuf, PathBuf)> 
 /// kube-rs's client stack (base URI, auth, headers, retries of 429/503/504, timeouts) over a
 /// connector that presents `identity` as it is at each handshake and closes its connections
 /// when it changes.
-fn following(config: kube::Config, identity: &std::sync::Arc<FileIdentity>) -> kube::Result<kube::Client> {
+fn following(
+    config: kube::Config,
+    identity: &std::sync::Arc<FileIdentity>,
+) -> kube::Result<kube::Client> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use tower::ServiceBuilder;
 
     let mut tls = config.rustls_client_config()?;
     tls.client_auth_cert_resolver = identity.clone();
+    // A resumed TLS session carries the client certificate of the session it resumes, without
+    // the resolver being asked: after a rotation the new connections would still be the old
+    // certificate (until it expires and the apiserver refuses them). Each handshake is full.
+    tls.resumption = rustls::client::Resumption::disabled();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let mut https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -112,10 +119,9 @@ fn following(config: kube::Config, identity: &std::sync::Arc<FileIdentity>) -> k
     connector.set_connect_timeout(config.connect_timeout);
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
-    let http_client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build(connector);
+    let http_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(config.default_retry.then(|| {

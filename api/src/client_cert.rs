@@ -280,7 +280,9 @@ mod tests {
     fn write_pair(path: &Path, cn: &str) {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.self_signed(&key).unwrap();
         crate::files::write_atomic(
             path,

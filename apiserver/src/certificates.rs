@@ -259,7 +259,8 @@ fn sign(signer: &Signer, csr: &mut Value) {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let ours = [KUBE_APISERVER_CLIENT, KUBELET_CLIENT, KUBELET_SERVING].contains(&signer_name.as_str());
+    let ours =
+        [KUBE_APISERVER_CLIENT, KUBELET_CLIENT, KUBELET_SERVING].contains(&signer_name.as_str());
     let conds = conditions(csr);
     let done = csr.pointer("/status/certificate").is_some() || has(&conds, "Failed");
     if !ours || done || !has(&conds, "Approved") || has(&conds, "Denied") {

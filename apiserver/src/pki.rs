@@ -45,8 +45,8 @@ impl Ca {
         let cert_pem = read(&dir.join(format!("{name}.crt")))?;
         let key = KeyPair::from_pem(&read(&dir.join(format!("{name}.key")))?)
             .map_err(|source| gen_err(name, source))?;
-        let params =
-            CertificateParams::from_ca_cert_pem(&cert_pem).map_err(|source| gen_err(name, source))?;
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem)
+            .map_err(|source| gen_err(name, source))?;
         // Re-signing the same parameters with the same key yields an issuer with the same
         // subject and key identifier, which is all signing needs.
         let cert = params
@@ -142,9 +142,7 @@ impl Ca {
             return false;
         };
         theirs.issuer() == ours.subject()
-            && theirs
-                .verify_signature(Some(ours.public_key()))
-                .is_ok()
+            && theirs.verify_signature(Some(ours.public_key())).is_ok()
     }
 
     /// Issues `cert_pem` again for the same key (`key_pem`), as `kubeadm certs renew` does:

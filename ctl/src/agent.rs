@@ -233,14 +233,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             }
         }
     }
-    let rotation = ekube_kubelet::rotation::Rotation::manages(&config.kubeconfig, &pki_dir).then(
-        || ekube_kubelet::rotation::Rotation {
-            kubeconfig: config.kubeconfig.clone(),
-            pki_dir,
-            node_name,
-            timeout: BOOTSTRAP_TIMEOUT,
-        },
-    );
+    let rotation =
+        ekube_kubelet::rotation::Rotation::manages(&config.kubeconfig, &pki_dir).then(|| {
+            ekube_kubelet::rotation::Rotation {
+                kubeconfig: config.kubeconfig.clone(),
+                pki_dir,
+                node_name,
+                timeout: BOOTSTRAP_TIMEOUT,
+            }
+        });
     let kubelet = config.kubelet()?;
     let flannel = (!config.disable_flannel)
         .then(|| config.flannel())

@@ -175,7 +175,13 @@ fn check_expiration(dirs: &Dirs, now: std::time::SystemTime) -> Result<String> {
             .iter()
             .find(|(_, ca)| ca.as_ref().is_some_and(|ca| ca.issued(&f.cert_pem)));
         let authority = issuer.map_or(String::new(), |(name, _)| name.to_string());
-        leaves.push([f.name.clone(), at, residual, authority, yes_no(issuer.is_none())]);
+        leaves.push([
+            f.name.clone(),
+            at,
+            residual,
+            authority,
+            yes_no(issuer.is_none()),
+        ]);
     }
     let mut authorities = vec![[
         "CERTIFICATE AUTHORITY".to_string(),
@@ -197,9 +203,7 @@ fn check_expiration(dirs: &Dirs, now: std::time::SystemTime) -> Result<String> {
 /// The authority `f` as a signer, when its key is beside it.
 fn authority(f: &Found) -> Option<Ca> {
     match &f.source {
-        Source::Files(crt) if f.key_pem.is_some() => {
-            Ca::load_named(crt.parent()?, &f.name).ok()
-        }
+        Source::Files(crt) if f.key_pem.is_some() => Ca::load_named(crt.parent()?, &f.name).ok(),
         _ => None,
     }
 }
@@ -233,7 +237,10 @@ fn renew_all(dirs: &Dirs) -> Result<()> {
                 let text = read(path)?;
                 let text = text.replace(&STANDARD.encode(&f.cert_pem), &STANDARD.encode(&renewed));
                 write(path, &text)?;
-                println!("certificate embedded in the kubeconfig file {} renewed", f.name);
+                println!(
+                    "certificate embedded in the kubeconfig file {} renewed",
+                    f.name
+                );
             }
         }
     }
@@ -331,7 +338,13 @@ mod tests {
         let sans = cert
             .subject_alternative_name()
             .unwrap()
-            .map(|s| s.value.general_names.iter().map(|n| n.to_string()).collect())
+            .map(|s| {
+                s.value
+                    .general_names
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect()
+            })
             .unwrap_or_default();
         (
             cert.subject().to_string(),
@@ -367,7 +380,10 @@ mod tests {
         }
         let ca = row("ca");
         assert_eq!((ca[2], ca[3]), ("9y", "no"), "{out}");
-        assert!(!out.contains("kubelet.conf"), "no embedded certificate: {out}");
+        assert!(
+            !out.contains("kubelet.conf"),
+            "no embedded certificate: {out}"
+        );
         assert!(out.contains("\nCERTIFICATE AUTHORITY   EXPIRES"), "{out}");
     }
 
@@ -385,7 +401,11 @@ mod tests {
         renew_all(&dirs).unwrap();
 
         let after = parsed(&read(&crt).unwrap());
-        assert_eq!((&after.0, &after.1), (&before.0, &before.1), "subject and SANs kept");
+        assert_eq!(
+            (&after.0, &after.1),
+            (&before.0, &before.1),
+            "subject and SANs kept"
+        );
         assert_ne!(after.2, before.2, "a new serial");
         assert!(after.3 > before.3, "a later notAfter");
         let ca = Ca::load(&dirs.cert_dir).unwrap();
@@ -404,7 +424,10 @@ mod tests {
         let (_root, dirs) = pki();
         std::fs::remove_file(dirs.cert_dir.join("ca.key")).unwrap();
         let err = format!("{:#}", renew_all(&dirs).unwrap_err());
-        assert!(err.contains("cluster CA") && err.contains("ca.key"), "{err}");
+        assert!(
+            err.contains("cluster CA") && err.contains("ca.key"),
+            "{err}"
+        );
         let out = check_expiration(&dirs, std::time::SystemTime::now()).unwrap();
         assert!(out.contains("apiserver"), "{out}");
     }

@@ -138,10 +138,9 @@ pub async fn request_certificate(
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("system:node:{node}"),
-    );
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
     params
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, "system:nodes");
@@ -250,7 +249,10 @@ pub fn validity(pem: &[u8]) -> Option<(SystemTime, SystemTime)> {
     let at = |t: x509_parser::time::ASN1Time| {
         Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).ok()?))
     };
-    Some((at(cert.validity().not_before)?, at(cert.validity().not_after)?))
+    Some((
+        at(cert.validity().not_before)?,
+        at(cert.validity().not_after)?,
+    ))
 }
 
 /// Keeps `pair` as a new dated file in `pki_dir` (`kubelet-client-<time>.pem`, as upstream names

@@ -125,7 +125,9 @@ mod tests {
     fn pair(cn: &str, life: Duration) -> Pair {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         params.not_before = time::OffsetDateTime::now_utc();
         params.not_after = params.not_before + life;
         Pair {
@@ -171,6 +173,9 @@ mod tests {
         };
         let (not_before, not_after) = bootstrap::validity(second.cert.as_bytes()).unwrap();
         let at = rotation.next_deadline().unwrap();
-        assert!(at >= deadline(not_before, not_after, 0.0) && at <= not_after, "{at:?}");
+        assert!(
+            at >= deadline(not_before, not_after, 0.0) && at <= not_after,
+            "{at:?}"
+        );
     }
 }
