@@ -133,6 +133,23 @@ impl ResolvesClientCert for FileIdentity {
     }
 }
 
+/// The notBefore and notAfter of a DER certificate.
+pub fn validity(der: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).ok()?))
+    };
+    Some((
+        at(cert.validity().not_before)?,
+        at(cert.validity().not_after)?,
+    ))
+}
+
+/// The notBefore and notAfter of the first certificate in `pem`.
+pub fn pem_validity(pem: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    validity(CertificateDer::pem_slice_iter(pem).next()?.ok()?.as_ref())
+}
+
 fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;

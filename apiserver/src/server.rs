@@ -92,7 +92,7 @@ async fn connection(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
     let user = leaf.and_then(User::from_certificate);
-    let expires = leaf.and_then(not_after);
+    let expires = leaf.and_then(|c| ekube_api::client_cert::validity(c).map(|(_, until)| until));
     tracing::trace!(%peer, user = ?user, "connection");
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(abort.clone());
@@ -111,11 +111,4 @@ async fn connection(
     http_builder(limits)
         .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await
-}
-
-/// When a (verified) client certificate stops being valid.
-fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let secs = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }

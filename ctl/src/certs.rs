@@ -80,8 +80,8 @@ struct Found {
     is_ca: bool,
 }
 
-/// Every certificate of the two directories, in name order: the `.crt` files, then the
-/// kubeconfigs with an embedded client certificate.
+/// Every certificate of the two directories, the `.crt` files and the kubeconfigs with an
+/// embedded client certificate, in name order as kubeadm lists them.
 fn inventory(dirs: &Dirs) -> Result<Vec<Found>> {
     let mut found = Vec::new();
     for crt in files_ending(&dirs.cert_dir, ".crt")? {
@@ -103,6 +103,7 @@ fn inventory(dirs: &Dirs) -> Result<Vec<Found>> {
             Source::Kubeconfig(conf),
         )?);
     }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
 
@@ -118,12 +119,13 @@ impl Found {
         let cert = pem
             .parse_x509()
             .map_err(|e| anyhow::anyhow!("{name}: not an X.509 certificate: {e}"))?;
-        let secs = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+        let (_, not_after) = ekube_api::client_cert::validity(&pem.contents)
+            .with_context(|| format!("{name}: no validity period"))?;
         let is_ca = cert.is_ca();
         Ok(Self {
             name,
             source,
-            not_after: std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs),
+            not_after,
             is_ca,
             cert_pem,
             key_pem,

@@ -8,7 +8,7 @@
 //! them out.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -115,7 +115,7 @@ pub fn unusable(kubeconfig: &Path) -> Option<&'static str> {
     }) else {
         return Some("the kubeconfig has no client certificate");
     };
-    match validity(&pem) {
+    match ekube_api::client_cert::pem_validity(&pem) {
         Some((_, t)) if t > std::time::SystemTime::now() => None,
         Some(_) => Some("the client certificate has expired"),
         None => Some("the client certificate does not parse"),
@@ -239,20 +239,6 @@ fn node_kubeconfig(mut kubeconfig: Kubeconfig, current: &Path, node: &str) -> Re
         })?;
     context.user = Some(user);
     Ok(kubeconfig)
-}
-
-/// The notBefore and notAfter of the first certificate in `pem`.
-pub fn validity(pem: &[u8]) -> Option<(SystemTime, SystemTime)> {
-    use x509_parser::prelude::FromDer;
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents).ok()?;
-    let at = |t: x509_parser::time::ASN1Time| {
-        Some(UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).ok()?))
-    };
-    Some((
-        at(cert.validity().not_before)?,
-        at(cert.validity().not_after)?,
-    ))
 }
 
 /// Keeps `pair` as a new dated file in `pki_dir` (`kubelet-client-<time>.pem`, as upstream names

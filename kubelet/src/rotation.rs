@@ -89,7 +89,7 @@ impl Rotation {
             source,
         })?;
         let (not_before, not_after) =
-            bootstrap::validity(&pem).ok_or_else(|| Error::Kubeconfig {
+            ekube_api::client_cert::pem_validity(&pem).ok_or_else(|| Error::Kubeconfig {
                 path: current,
                 reason: "the node's client certificate does not parse".into(),
             })?;
@@ -171,7 +171,8 @@ mod tests {
             node_name: "n2".into(),
             timeout: Duration::from_secs(1),
         };
-        let (not_before, not_after) = bootstrap::validity(second.cert.as_bytes()).unwrap();
+        let (not_before, not_after) =
+            ekube_api::client_cert::pem_validity(second.cert.as_bytes()).unwrap();
         let at = rotation.next_deadline().unwrap();
         assert!(
             at >= deadline(not_before, not_after, 0.0) && at <= not_after,

@@ -17,15 +17,8 @@ const SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 /// The notBefore and notAfter of the certificate in the PEM file at `path`.
 fn validity(path: &Path) -> Result<(SystemTime, SystemTime)> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, block) = x509_parser::pem::parse_x509_pem(&pem)?;
-    let cert = block.parse_x509()?;
-    let at = |t: x509_parser::time::ASN1Time| {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp() as u64)
-    };
-    Ok((
-        at(cert.validity().not_before),
-        at(cert.validity().not_after),
-    ))
+    ekube_api::client_cert::pem_validity(&pem)
+        .with_context(|| format!("{} holds no certificate", path.display()))
 }
 
 #[test]
