@@ -222,8 +222,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             .await
             .context("TLS bootstrap")?;
         }
+        // Without bootstrap credentials an expired certificate is the end of the node's identity
+        // (a kubeconfig with a token, or none at all, is left to the components to use or
+        // refuse).
         None => {
-            if let Some(why) = ekube_kubelet::bootstrap::unusable(&config.kubeconfig) {
+            use ekube_kubelet::bootstrap::Unusable;
+            if let Some(why @ (Unusable::Expired | Unusable::Unparsable)) =
+                ekube_kubelet::bootstrap::unusable(&config.kubeconfig)
+            {
                 anyhow::bail!(
                     "{}: {why}; the node cannot authenticate. Give --bootstrap-kubeconfig with a \
                      bootstrap token to ask for a new certificate, or join the node again \
@@ -461,6 +467,33 @@ mod tests {
             .to_string();
         assert!(
             err.contains("proxy flag") && err.contains("not name=value"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_identity_without_bootstrap_credentials_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.path().join("kubelet-client-current.pem");
+        std::fs::write(&pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        let mut c = config(&[]);
+        c.kubeconfig = dir.path().join("kubelet.conf");
+        std::fs::write(
+            &c.kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: n\n  user:\n    client-certificate: {0}\n    client-key: {0}\n",
+                pem.display()
+            ),
+        )
+        .unwrap();
+        let err = format!("{:#}", run(c, std::future::pending()).await.unwrap_err());
+        assert!(
+            err.contains("has expired") && err.contains("--bootstrap-kubeconfig"),
             "{err}"
         );
     }

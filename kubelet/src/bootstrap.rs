@@ -70,7 +70,7 @@ impl Bootstrap<'_> {
     /// the bootstrap credentials when it does not. Returns whether a new one was obtained.
     pub async fn ensure(&self) -> Result<bool> {
         if let Some(why) = unusable(self.kubeconfig) {
-            tracing::info!(kubeconfig = %self.kubeconfig.display(), reason = why, "requesting a client certificate for the node");
+            tracing::info!(kubeconfig = %self.kubeconfig.display(), reason = %why, "requesting a client certificate for the node");
         } else {
             return Ok(false);
         }
@@ -93,11 +93,24 @@ impl Bootstrap<'_> {
     }
 }
 
-/// Why the client identity in `kubeconfig` cannot be used, if it cannot: no kubeconfig, no
-/// client certificate, or one that has expired or does not parse.
-pub fn unusable(kubeconfig: &Path) -> Option<&'static str> {
+/// Why a kubeconfig's client identity cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("no usable kubeconfig")]
+    NoKubeconfig,
+    /// It may hold other credentials (a token), but not the node's certificate.
+    #[error("the kubeconfig has no client certificate")]
+    NoCertificate,
+    #[error("the client certificate has expired")]
+    Expired,
+    #[error("the client certificate does not parse")]
+    Unparsable,
+}
+
+/// Why the client identity in `kubeconfig` cannot be used as the node's, if it cannot.
+pub fn unusable(kubeconfig: &Path) -> Option<Unusable> {
     let Ok(kubeconfig) = Kubeconfig::read_from(kubeconfig) else {
-        return Some("no usable kubeconfig");
+        return Some(Unusable::NoKubeconfig);
     };
     let auth = kubeconfig
         .auth_infos
@@ -113,12 +126,12 @@ pub fn unusable(kubeconfig: &Path) -> Option<&'static str> {
                     .and_then(|p| std::fs::read(p).ok())
             })
     }) else {
-        return Some("the kubeconfig has no client certificate");
+        return Some(Unusable::NoCertificate);
     };
     match ekube_api::client_cert::pem_validity(&pem) {
         Some((_, t)) if t > std::time::SystemTime::now() => None,
-        Some(_) => Some("the client certificate has expired"),
-        None => Some("the client certificate does not parse"),
+        Some(_) => Some(Unusable::Expired),
+        None => Some(Unusable::Unparsable),
     }
 }
 
@@ -344,5 +357,39 @@ users:
             out.contexts[0].context.as_ref().unwrap().user.as_deref(),
             Some("default-auth")
         );
+    }
+
+    /// A kubeconfig whose user embeds a certificate valid from `from` for `life` (negative
+    /// offsets make it expired).
+    fn kubeconfig_with_certificate(path: &Path, from: time::Duration, life: time::Duration) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() + from;
+        params.not_after = params.not_before + life;
+        let cert = params.self_signed(&key).unwrap();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: n\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            STANDARD.encode(cert.pem()),
+            STANDARD.encode(key.serialize_pem())
+        );
+        std::fs::write(path, yaml).unwrap();
+    }
+
+    #[test]
+    fn an_identity_is_unusable_when_missing_expired_or_not_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("kubelet.conf");
+        assert_eq!(unusable(&conf), Some(Unusable::NoKubeconfig));
+        std::fs::write(
+            &conf,
+            "apiVersion: v1\nkind: Config\nusers:\n- name: t\n  user: {token: abc}\n",
+        )
+        .unwrap();
+        assert_eq!(unusable(&conf), Some(Unusable::NoCertificate));
+        let minute = time::Duration::minutes(1);
+        kubeconfig_with_certificate(&conf, -minute * 2, minute);
+        assert_eq!(unusable(&conf), Some(Unusable::Expired));
+        kubeconfig_with_certificate(&conf, -minute, minute * 10);
+        assert_eq!(unusable(&conf), None);
     }
 }
