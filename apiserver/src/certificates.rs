@@ -375,4 +375,19 @@ mod tests {
         let pods = ekube_api::resources::find("", "v1", "pods").unwrap();
         assert_eq!(stamp_requester(pods, claimed.clone(), &user), claimed);
     }
+
+    #[test]
+    fn a_request_may_shorten_the_signing_duration_but_not_exceed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let signer = Signer {
+            ca: &ca,
+            max_duration: std::time::Duration::from_secs(3600),
+        };
+        let asking = |secs: Option<u64>| json!({"spec": {"expirationSeconds": secs}});
+        let secs = |csr: Value| signer.duration(&csr).as_secs();
+        assert_eq!(secs(asking(None)), 3600);
+        assert_eq!(secs(asking(Some(600))), 600);
+        assert_eq!(secs(asking(Some(86_400))), 3600);
+    }
 }
