@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod client_cert;
 pub mod cron;
 pub mod csr;
 pub mod display;

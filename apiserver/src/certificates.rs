@@ -18,8 +18,6 @@ use crate::registry::{Registry, WriteOptions};
 pub const KUBE_APISERVER_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 pub const KUBELET_CLIENT: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 pub const KUBELET_SERVING: &str = "kubernetes.io/kubelet-serving";
-/// `--cluster-signing-duration`'s default: the longest certificate the signers issue.
-const MAX_DURATION_SECONDS: i64 = 365 * 24 * 60 * 60;
 const MIN_EXPIRATION_SECONDS: i64 = 600;
 
 const USAGES: &[&str] = &[
@@ -236,32 +234,45 @@ fn has(conds: &[Value], type_: &str) -> bool {
         .any(|c| c["type"] == type_ && c["status"] == "True")
 }
 
+/// The cluster CA as the CSR signers use it.
+pub struct Signer<'a> {
+    pub ca: &'a Ca,
+    /// `--cluster-signing-duration`: the longest certificate issued.
+    pub max_duration: std::time::Duration,
+}
+
+impl Signer<'_> {
+    /// How long a certificate for `csr` lives: its `spec.expirationSeconds` (validated to be at
+    /// least 600) when shorter than the signer's maximum, as upstream's signer decides it.
+    fn duration(&self, csr: &Value) -> std::time::Duration {
+        csr.pointer("/spec/expirationSeconds")
+            .and_then(Value::as_u64)
+            .map(std::time::Duration::from_secs)
+            .map_or(self.max_duration, |asked| asked.min(self.max_duration))
+    }
+}
+
 /// Signs an approved request of one of the cluster CA's signers, or marks it `Failed`.
-fn sign(ca: &Ca, csr: &mut Value) {
-    let signer = csr
+fn sign(signer: &Signer, csr: &mut Value) {
+    let signer_name = csr
         .pointer("/spec/signerName")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let ours = [KUBE_APISERVER_CLIENT, KUBELET_CLIENT, KUBELET_SERVING].contains(&signer.as_str());
+    let ours =
+        [KUBE_APISERVER_CLIENT, KUBELET_CLIENT, KUBELET_SERVING].contains(&signer_name.as_str());
     let conds = conditions(csr);
     let done = csr.pointer("/status/certificate").is_some() || has(&conds, "Failed");
     if !ours || done || !has(&conds, "Approved") || has(&conds, "Denied") {
         return;
     }
-    let secs = csr
-        .pointer("/spec/expirationSeconds")
-        .and_then(Value::as_i64)
-        .unwrap_or(MAX_DURATION_SECONDS)
-        .clamp(MIN_EXPIRATION_SECONDS, MAX_DURATION_SECONDS);
+    let life = signer.duration(csr);
     let signed = parse_request(csr).and_then(|req| {
-        let server = check_signer(&signer, &req.asked, &usages(csr))?;
-        ca.sign_request(
-            &req.pem,
-            server,
-            std::time::Duration::from_secs(secs as u64),
-        )
-        .map_err(|e| e.to_string())
+        let server = check_signer(&signer_name, &req.asked, &usages(csr))?;
+        signer
+            .ca
+            .sign_request(&req.pem, server, life)
+            .map_err(|e| e.to_string())
     });
     let status = crate::defaults::ensure(csr, "status");
     match signed {
@@ -280,7 +291,7 @@ fn sign(ca: &Ca, csr: &mut Value) {
 /// of `body`, then signs what became approved.
 pub async fn approve(
     registry: &Registry,
-    ca: &Ca,
+    signer: &Signer<'_>,
     r: &ekube_api::ResourceInfo,
     name: &str,
     body: &Value,
@@ -332,7 +343,7 @@ pub async fn approve(
                 ));
             }
             crate::defaults::ensure(&mut cur, "status")["conditions"] = json!(conds);
-            sign(ca, &mut cur);
+            sign(signer, &mut cur);
             Ok(cur)
         })
         .await
@@ -363,5 +374,20 @@ mod tests {
         );
         let pods = ekube_api::resources::find("", "v1", "pods").unwrap();
         assert_eq!(stamp_requester(pods, claimed.clone(), &user), claimed);
+    }
+
+    #[test]
+    fn a_request_may_shorten_the_signing_duration_but_not_exceed_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let signer = Signer {
+            ca: &ca,
+            max_duration: std::time::Duration::from_secs(3600),
+        };
+        let asking = |secs: Option<u64>| json!({"spec": {"expirationSeconds": secs}});
+        let secs = |csr: Value| signer.duration(&csr).as_secs();
+        assert_eq!(secs(asking(None)), 3600);
+        assert_eq!(secs(asking(Some(600))), 600);
+        assert_eq!(secs(asking(Some(86_400))), 3600);
     }
 }

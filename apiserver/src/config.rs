@@ -115,6 +115,11 @@ pub struct Config {
     /// Connections open at once; past that new ones wait in the listen backlog.
     #[arg(long, default_value_t = ekube_api::serve::Limits::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// The longest certificate the CSR signers issue; a request's `spec.expirationSeconds`
+    /// may only shorten it. Upstream this is kube-controller-manager's flag; ekube signs in the
+    /// apiserver, so it is taken here.
+    #[arg(long, default_value = "8760h", value_parser = ekube_api::flags::parse_interval)]
+    pub cluster_signing_duration: std::time::Duration,
 }
 
 impl Config {

@@ -478,8 +478,12 @@ async fn resource(
                 return crate::subresources::put_scale(api, r, ns, name, &obj, &opts).await;
             }
             if sub == Some("approval") && r.kind == "CertificateSigningRequest" {
+                let signer = crate::certificates::Signer {
+                    ca: &api.ca,
+                    max_duration: api.config.cluster_signing_duration,
+                };
                 let (v, w) =
-                    crate::certificates::approve(&api.registry, &api.ca, r, name, &obj, &opts)
+                    crate::certificates::approve(&api.registry, &signer, r, name, &obj, &opts)
                         .await?;
                 return Ok(with_warnings(json_response(StatusCode::OK, &v), w));
             }

@@ -35,24 +35,35 @@ pub struct Ca {
 }
 
 impl Ca {
+    /// Loads `ca.crt`/`ca.key` from `dir`, creating nothing.
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_named(dir, "ca")
+    }
+
+    /// Loads the authority `<name>.crt`/`<name>.key` from `dir`.
+    pub fn load_named(dir: &Path, name: &str) -> Result<Self> {
+        let cert_pem = read(&dir.join(format!("{name}.crt")))?;
+        let key = KeyPair::from_pem(&read(&dir.join(format!("{name}.key")))?)
+            .map_err(|source| gen_err(name, source))?;
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem)
+            .map_err(|source| gen_err(name, source))?;
+        // Re-signing the same parameters with the same key yields an issuer with the same
+        // subject and key identifier, which is all signing needs.
+        let cert = params
+            .self_signed(&key)
+            .map_err(|source| gen_err(name, source))?;
+        Ok(Self {
+            cert_pem,
+            cert,
+            key,
+        })
+    }
+
     /// Loads `ca.crt`/`ca.key` from `dir`, creating them when absent.
     pub fn load_or_create(dir: &Path) -> Result<Self> {
         let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
         if crt.exists() && key.exists() {
-            let cert_pem = read(&crt)?;
-            let key = KeyPair::from_pem(&read(&key)?).map_err(|source| gen_err("ca", source))?;
-            let params = CertificateParams::from_ca_cert_pem(&cert_pem)
-                .map_err(|source| gen_err("ca", source))?;
-            // Re-signing the same parameters with the same key yields an issuer with the same
-            // subject and key identifier, which is all signing needs.
-            let cert = params
-                .self_signed(&key)
-                .map_err(|source| gen_err("ca", source))?;
-            return Ok(Self {
-                cert_pem,
-                cert,
-                key,
-            });
+            return Self::load(dir);
         }
         let ca_key = KeyPair::generate().map_err(|source| gen_err("ca", source))?;
         let mut params = CertificateParams::default();
@@ -108,8 +119,7 @@ impl Ca {
         } else {
             vec![ExtendedKeyUsagePurpose::ClientAuth]
         };
-        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-        params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+        set_leaf_validity(&mut params);
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
             .map_err(|source| gen_err(common_name, source))?;
@@ -118,6 +128,47 @@ impl Ca {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Whether this CA issued `cert_pem`: its issuer is this CA's subject and its signature
+    /// verifies with this CA's key.
+    pub fn issued(&self, cert_pem: &str) -> bool {
+        let (Ok((_, ours)), Ok((_, theirs))) = (
+            x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()),
+            x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()),
+        ) else {
+            return false;
+        };
+        let (Ok(ours), Ok(theirs)) = (ours.parse_x509(), theirs.parse_x509()) else {
+            return false;
+        };
+        theirs.issuer() == ours.subject()
+            && theirs.verify_signature(Some(ours.public_key())).is_ok()
+    }
+
+    /// Issues `cert_pem` again for the same key (`key_pem`), as `kubeadm certs renew` does:
+    /// the same subject, SANs and usages, a new serial number and a year's validity from now.
+    pub fn renew(&self, cert_pem: &str, key_pem: &str) -> Result<String> {
+        let key = KeyPair::from_pem(key_pem).map_err(|source| gen_err("renewed key", source))?;
+        let mut params = CertificateParams::from_ca_cert_pem(cert_pem)
+            .map_err(|source| gen_err("certificate to renew", source))?;
+        // A random serial: left unset, the serial is derived from the key, which is kept.
+        let mut serial: [u8; 16] = rand::random();
+        serial[0] &= 0x7f;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        set_leaf_validity(&mut params);
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .map_err(|source| gen_err("renewed certificate", source))?;
+        Ok(cert.pem())
+    }
+}
+
+/// A leaf certificate's validity as the PKI issues them: a year, backdated an hour for clocks
+/// slightly behind.
+fn set_leaf_validity(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(365);
 }
 
 impl Ca {
@@ -142,10 +193,14 @@ impl Ca {
         } else {
             ExtendedKeyUsagePurpose::ClientAuth
         }];
-        // Backdated as upstream's signer backdates, for clocks slightly behind.
+        // Backdated as upstream's signer backdates, for clocks slightly behind; a short-lived
+        // certificate by a tenth of its life at most, since its holder renews it at 70–90% of
+        // notBefore..notAfter and a long backdate would make that moment already past.
         let now = time::OffsetDateTime::now_utc();
-        params.not_before = now - time::Duration::minutes(5);
-        params.not_after = now + time::Duration::seconds(life.as_secs() as i64);
+        let life = time::Duration::seconds(life.as_secs() as i64);
+        let backdate: time::Duration = life / 10;
+        params.not_before = now - backdate.min(time::Duration::minutes(5));
+        params.not_after = now + life;
         let cert = csr
             .signed_by(&self.cert, &self.key)
             .map_err(|source| gen_err("certificate request", source))?;

@@ -17,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 
 use crate::ApiServer;
 use crate::auth::User;
+use crate::errors::ApiError;
 
 pub fn tls_config(
     ca_pem: &str,
@@ -89,16 +90,23 @@ async fn connection(
     peer: SocketAddr,
     abort: ConnectionAbort,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let user = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(User::from_certificate);
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    let user = leaf.and_then(User::from_certificate);
+    let expires = leaf.and_then(|c| ekube_api::client_cert::validity(c).map(|(_, until)| until));
     tracing::trace!(%peer, user = ?user, "connection");
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(abort.clone());
-        crate::handler::handle(api.clone(), user.clone(), req)
+        let (api, user) = (api.clone(), user.clone());
+        async move {
+            // Upstream's x509 authenticator verifies the client certificate on every request:
+            // a connection that outlives its certificate is refused from then on.
+            if expires.is_some_and(|t| std::time::SystemTime::now() > t) {
+                tracing::debug!(%peer, user = ?user, "client certificate expired on a live connection");
+                let expired = ApiError::unauthorized_because("the client certificate has expired");
+                return Ok(crate::handler::error_response(&expired));
+            }
+            crate::handler::handle(api, user, req).await
+        }
     });
     http_builder(limits)
         .serve_connection_with_upgrades(TokioIo::new(tls), service)

@@ -19,7 +19,8 @@ use ekube_cni::config::DEFAULT_SUBNET_FILE;
 
 use crate::flags::component;
 
-/// How long TLS bootstrap waits for the node's certificate to be approved and signed.
+/// How long TLS bootstrap (and each renewal) waits for the node's certificate to be approved
+/// and signed.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where cgroup v2 is mounted on a hybrid-cgroup host.
@@ -200,24 +201,53 @@ impl Config {
 
 /// Runs the node components until `shutdown` completes; the first one to fail stops the rest.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-    if let Some(bootstrap_kubeconfig) = &config.bootstrap_kubeconfig {
-        let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
-            .context("finding the node's name")?;
-        let pki_dir = config
-            .cert_dir
-            .clone()
-            .unwrap_or_else(|| config.root_dir.join("pki"));
-        ekube_kubelet::bootstrap::Bootstrap {
-            kubeconfig: &config.kubeconfig,
-            bootstrap_kubeconfig,
-            pki_dir: &pki_dir,
-            node_name: &node_name,
-            timeout: BOOTSTRAP_TIMEOUT,
+    let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
+        .context("finding the node's name")?;
+    let pki_dir = config
+        .cert_dir
+        .clone()
+        .unwrap_or_else(|| config.root_dir.join("pki"));
+    match &config.bootstrap_kubeconfig {
+        // As kubeadm's kubelet: a missing or expired identity is asked for again with the
+        // bootstrap credentials.
+        Some(bootstrap_kubeconfig) => {
+            ekube_kubelet::bootstrap::Bootstrap {
+                kubeconfig: &config.kubeconfig,
+                bootstrap_kubeconfig,
+                pki_dir: &pki_dir,
+                node_name: &node_name,
+                timeout: BOOTSTRAP_TIMEOUT,
+            }
+            .ensure()
+            .await
+            .context("TLS bootstrap")?;
         }
-        .ensure()
-        .await
-        .context("TLS bootstrap")?;
+        // Without bootstrap credentials an expired certificate is the end of the node's identity
+        // (a kubeconfig with a token, or none at all, is left to the components to use or
+        // refuse).
+        None => {
+            use ekube_kubelet::bootstrap::Unusable;
+            if let Some(why @ (Unusable::Expired | Unusable::Unparsable)) =
+                ekube_kubelet::bootstrap::unusable(&config.kubeconfig)
+            {
+                anyhow::bail!(
+                    "{}: {why}; the node cannot authenticate. Give --bootstrap-kubeconfig with a \
+                     bootstrap token to ask for a new certificate, or join the node again \
+                     (`ekube reset`, then `ekube join`)",
+                    config.kubeconfig.display()
+                );
+            }
+        }
     }
+    let rotation =
+        ekube_kubelet::rotation::Rotation::manages(&config.kubeconfig, &pki_dir).then(|| {
+            ekube_kubelet::rotation::Rotation {
+                kubeconfig: config.kubeconfig.clone(),
+                pki_dir,
+                node_name,
+                timeout: BOOTSTRAP_TIMEOUT,
+            }
+        });
     let kubelet = config.kubelet()?;
     let flannel = (!config.disable_flannel)
         .then(|| config.flannel())
@@ -269,6 +299,15 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 ekube_kubelet::run(kubelet, stop)
                     .await
                     .map_err(anyhow::Error::from),
+            )
+        });
+    }
+    if let Some(rotation) = rotation {
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            (
+                "client certificate rotation",
+                rotation.run(stop).await.map_err(anyhow::Error::from),
             )
         });
     }
@@ -428,6 +467,33 @@ mod tests {
             .to_string();
         assert!(
             err.contains("proxy flag") && err.contains("not name=value"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_identity_without_bootstrap_credentials_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+        params.not_after = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.path().join("kubelet-client-current.pem");
+        std::fs::write(&pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+        let mut c = config(&[]);
+        c.kubeconfig = dir.path().join("kubelet.conf");
+        std::fs::write(
+            &c.kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nusers:\n- name: n\n  user:\n    client-certificate: {0}\n    client-key: {0}\n",
+                pem.display()
+            ),
+        )
+        .unwrap();
+        let err = format!("{:#}", run(c, std::future::pending()).await.unwrap_err());
+        assert!(
+            err.contains("has expired") && err.contains("--bootstrap-kubeconfig"),
             "{err}"
         );
     }

@@ -5,6 +5,7 @@
 //! as `ekubectl`) is the command-line client.
 
 mod agent;
+mod certs;
 mod daemon;
 mod flags;
 mod init;
@@ -125,6 +126,8 @@ enum Command {
     Kubectl(kubectl::KubectlArgs),
     /// Manage bootstrap tokens, with which nodes join (kubeadm's `token`).
     Token(token::TokenArgs),
+    /// Check and renew the cluster's certificates (kubeadm's `certs`).
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Subcommand)]
@@ -213,6 +216,7 @@ async fn main() -> Result<()> {
             .await
             .context("flannel"),
         Command::Token(args) => exit_on_error(token::run(args).await),
+        Command::Certs(args) => certs::run(args),
         Command::Kubectl(_) => unreachable!("handled above"),
     }
 }

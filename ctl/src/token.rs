@@ -374,8 +374,8 @@ fn row(secret: &Value, now: DateTime<Utc>) -> Result<[String; 6], String> {
 }
 
 /// Columns padded to their widest cell plus three spaces, as kubeadm's tabwriter pads them.
-fn table(rows: &[[String; 6]]) -> String {
-    let widths: Vec<usize> = (0..6)
+pub(crate) fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let widths: Vec<usize> = (0..N)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

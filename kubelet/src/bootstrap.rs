@@ -8,7 +8,7 @@
 //! them out.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -38,14 +38,14 @@ pub enum Error {
     Client(#[from] ekube_api::client::Error),
     #[error("making the certificate request: {0}")]
     Request(#[from] rcgen::Error),
-    #[error("posting the certificate request as the bootstrap identity: {0}")]
+    #[error("posting the certificate request: {0}")]
     Post(kube::Error),
     #[error("certificate request {name}: {reason}")]
     Refused { name: String, reason: String },
     #[error(
         "certificate request {name} was not approved and signed within {timeout:?}; is the \
-         csrapproving controller running and is the bootstrap token's group allowed to be \
-         auto-approved?"
+         csrapproving controller running, and is the requester (the bootstrap token's group, or \
+         the node renewing its own certificate) allowed to be auto-approved?"
     )]
     Timeout { name: String, timeout: Duration },
 }
@@ -69,8 +69,8 @@ impl Bootstrap<'_> {
     /// Makes sure `kubeconfig` holds a valid client identity for the node, asking for one with
     /// the bootstrap credentials when it does not. Returns whether a new one was obtained.
     pub async fn ensure(&self) -> Result<bool> {
-        if let Some(why) = self.current_unusable() {
-            tracing::info!(kubeconfig = %self.kubeconfig.display(), reason = why, "requesting a client certificate for the node");
+        if let Some(why) = unusable(self.kubeconfig) {
+            tracing::info!(kubeconfig = %self.kubeconfig.display(), reason = %why, "requesting a client certificate for the node");
         } else {
             return Ok(false);
         }
@@ -80,9 +80,8 @@ impl Bootstrap<'_> {
                 reason: e.to_string(),
             })?;
         let client = ekube_api::client::from_kubeconfig(self.bootstrap_kubeconfig).await?;
-        let (cert, key) = self.request_certificate(client).await?;
-        let current = self.pki_dir.join(CURRENT);
-        write_private(&current, &format!("{cert}{key}"))?;
+        let pair = request_certificate(client, self.node_name, self.timeout).await?;
+        let current = install(self.pki_dir, &pair, std::time::SystemTime::now())?;
         let kubeconfig = node_kubeconfig(bootstrap, &current, self.node_name)?;
         let yaml = serde_yaml::to_string(&kubeconfig).map_err(|e| Error::Kubeconfig {
             path: self.kubeconfig.to_path_buf(),
@@ -92,92 +91,116 @@ impl Bootstrap<'_> {
         tracing::info!(kubeconfig = %self.kubeconfig.display(), user = format!("system:node:{}", self.node_name), "wrote the node's kubeconfig");
         Ok(true)
     }
+}
 
-    /// Why the node's kubeconfig cannot be used as it is, if it cannot.
-    fn current_unusable(&self) -> Option<&'static str> {
-        let Ok(kubeconfig) = Kubeconfig::read_from(self.kubeconfig) else {
-            return Some("no usable kubeconfig");
-        };
-        let auth = kubeconfig
-            .auth_infos
-            .first()
-            .and_then(|a| a.auth_info.as_ref());
-        let Some(pem) = auth.and_then(|a| {
-            a.client_certificate_data
-                .as_ref()
-                .and_then(|d| STANDARD.decode(d).ok())
-                .or_else(|| {
-                    a.client_certificate
-                        .as_ref()
-                        .and_then(|p| std::fs::read(p).ok())
-                })
-        }) else {
-            return Some("the kubeconfig has no client certificate");
-        };
-        match not_after(&pem) {
-            Some(t) if t > std::time::SystemTime::now() => None,
-            Some(_) => Some("the client certificate has expired"),
-            None => Some("the client certificate does not parse"),
-        }
+/// Why a kubeconfig's client identity cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("no usable kubeconfig")]
+    NoKubeconfig,
+    /// It may hold other credentials (a token), but not the node's certificate.
+    #[error("the kubeconfig has no client certificate")]
+    NoCertificate,
+    #[error("the client certificate has expired")]
+    Expired,
+    #[error("the client certificate does not parse")]
+    Unparsable,
+}
+
+/// Why the client identity in `kubeconfig` cannot be used as the node's, if it cannot.
+pub fn unusable(kubeconfig: &Path) -> Option<Unusable> {
+    let Ok(kubeconfig) = Kubeconfig::read_from(kubeconfig) else {
+        return Some(Unusable::NoKubeconfig);
+    };
+    let auth = kubeconfig
+        .auth_infos
+        .first()
+        .and_then(|a| a.auth_info.as_ref());
+    let Some(pem) = auth.and_then(|a| {
+        a.client_certificate_data
+            .as_ref()
+            .and_then(|d| STANDARD.decode(d).ok())
+            .or_else(|| {
+                a.client_certificate
+                    .as_ref()
+                    .and_then(|p| std::fs::read(p).ok())
+            })
+    }) else {
+        return Some(Unusable::NoCertificate);
+    };
+    match ekube_api::client_cert::pem_validity(&pem) {
+        Some((_, t)) if t > std::time::SystemTime::now() => None,
+        Some(_) => Some(Unusable::Expired),
+        None => Some(Unusable::Unparsable),
     }
+}
 
-    /// Posts a request for the node's certificate and waits until it is signed.
-    async fn request_certificate(&self, client: kube::Client) -> Result<(String, String)> {
-        let key = rcgen::KeyPair::generate()?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("system:node:{}", self.node_name),
-        );
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "system:nodes");
-        let request = params.serialize_request(&key)?.pem()?;
-        let api: Api<CertificateSigningRequest> = Api::all(client);
-        let csr = CertificateSigningRequest {
-            metadata: ObjectMeta {
-                generate_name: Some("node-csr-".into()),
-                ..Default::default()
-            },
-            spec: CertificateSigningRequestSpec {
-                request: k8s_openapi::ByteString(request.into_bytes()),
-                signer_name: SIGNER.into(),
-                usages: Some(vec!["digital signature".into(), "client auth".into()]),
-                ..Default::default()
-            },
-            status: None,
-        };
-        let created = api
-            .create(&PostParams::default(), &csr)
-            .await
-            .map_err(Error::Post)?;
-        let name = created.metadata.name.unwrap_or_default();
-        tracing::info!(
-            csr = name,
-            "waiting for the certificate request to be approved and signed"
-        );
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            match api.get(&name).await {
-                Ok(csr) => {
-                    if let Some(cert) = signed(&csr).map_err(|reason| Error::Refused {
-                        name: name.clone(),
-                        reason,
-                    })? {
-                        return Ok((cert, key.serialize_pem()));
-                    }
+/// A certificate and its private key, PEM encoded.
+pub struct Pair {
+    pub cert: String,
+    pub key: String,
+}
+
+/// Posts a request for `node`'s client certificate with a new key, as whoever `client` is (the
+/// bootstrap token at first, the node itself when renewing), and waits until it is signed.
+pub async fn request_certificate(
+    client: kube::Client,
+    node: &str,
+    timeout: Duration,
+) -> Result<Pair> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "system:nodes");
+    let request = params.serialize_request(&key)?.pem()?;
+    let api: Api<CertificateSigningRequest> = Api::all(client);
+    let csr = CertificateSigningRequest {
+        metadata: ObjectMeta {
+            generate_name: Some("node-csr-".into()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: k8s_openapi::ByteString(request.into_bytes()),
+            signer_name: SIGNER.into(),
+            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            ..Default::default()
+        },
+        status: None,
+    };
+    let created = api
+        .create(&PostParams::default(), &csr)
+        .await
+        .map_err(Error::Post)?;
+    let name = created.metadata.name.unwrap_or_default();
+    tracing::info!(
+        csr = name,
+        "waiting for the certificate request to be approved and signed"
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match api.get(&name).await {
+            Ok(csr) => {
+                if let Some(cert) = signed(&csr).map_err(|reason| Error::Refused {
+                    name: name.clone(),
+                    reason,
+                })? {
+                    return Ok(Pair {
+                        cert,
+                        key: key.serialize_pem(),
+                    });
                 }
-                Err(e) => tracing::warn!(csr = name, error = %e, "reading the certificate request"),
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Timeout {
-                    name,
-                    timeout: self.timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            Err(e) => tracing::warn!(csr = name, error = %e, "reading the certificate request"),
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout { name, timeout });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -231,13 +254,26 @@ fn node_kubeconfig(mut kubeconfig: Kubeconfig, current: &Path, node: &str) -> Re
     Ok(kubeconfig)
 }
 
-/// The expiry of the first certificate in `pem`.
-fn not_after(pem: &[u8]) -> Option<std::time::SystemTime> {
-    use x509_parser::prelude::FromDer;
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents).ok()?;
-    let secs = cert.validity().not_after.timestamp();
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+/// Keeps `pair` as a new dated file in `pki_dir` (`kubelet-client-<time>.pem`, as upstream names
+/// them) and points `kubelet-client-current.pem` at it, both atomically: a reader sees the old
+/// pair or the new one, never half of either. Returns the path of the current link.
+pub fn install(pki_dir: &Path, pair: &Pair, now: SystemTime) -> Result<PathBuf> {
+    let stamp = chrono::DateTime::<chrono::Utc>::from(now).format("%Y-%m-%d-%H-%M-%S");
+    let dated = format!("kubelet-client-{stamp}.pem");
+    write_private(&pki_dir.join(&dated), &format!("{}{}", pair.cert, pair.key))?;
+    let current = pki_dir.join(CURRENT);
+    let next = pki_dir.join(format!("{CURRENT}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    match std::fs::remove_file(&next) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&next)(e)),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(&dated, &next).map_err(io(&next))?;
+    std::fs::rename(&next, &current).map_err(io(&current))?;
+    Ok(current)
 }
 
 /// Writes `contents` readable by root only, creating the directory.
@@ -321,5 +357,39 @@ users:
             out.contexts[0].context.as_ref().unwrap().user.as_deref(),
             Some("default-auth")
         );
+    }
+
+    /// A kubeconfig whose user embeds a certificate valid from `from` for `life` (negative
+    /// offsets make it expired).
+    fn kubeconfig_with_certificate(path: &Path, from: time::Duration, life: time::Duration) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.not_before = time::OffsetDateTime::now_utc() + from;
+        params.not_after = params.not_before + life;
+        let cert = params.self_signed(&key).unwrap();
+        let yaml = format!(
+            "apiVersion: v1\nkind: Config\nusers:\n- name: n\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            STANDARD.encode(cert.pem()),
+            STANDARD.encode(key.serialize_pem())
+        );
+        std::fs::write(path, yaml).unwrap();
+    }
+
+    #[test]
+    fn an_identity_is_unusable_when_missing_expired_or_not_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("kubelet.conf");
+        assert_eq!(unusable(&conf), Some(Unusable::NoKubeconfig));
+        std::fs::write(
+            &conf,
+            "apiVersion: v1\nkind: Config\nusers:\n- name: t\n  user: {token: abc}\n",
+        )
+        .unwrap();
+        assert_eq!(unusable(&conf), Some(Unusable::NoCertificate));
+        let minute = time::Duration::minutes(1);
+        kubeconfig_with_certificate(&conf, -minute * 2, minute);
+        assert_eq!(unusable(&conf), Some(Unusable::Expired));
+        kubeconfig_with_certificate(&conf, -minute, minute * 10);
+        assert_eq!(unusable(&conf), None);
     }
 }

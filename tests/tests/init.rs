@@ -241,6 +241,31 @@ fn init_then_join_brings_up_a_cluster() -> Result<()> {
         slice == "192.168.64.10",
         "the API server advertises {slice}"
     );
+    // kubeadm's expiry table over what init wrote.
+    let dirs = |cmd: &[&str]| {
+        let mut argv: Vec<String> = [ekube_bin().display().to_string(), "certs".into()]
+            .into_iter()
+            .chain(cmd.iter().map(|a| a.to_string()))
+            .collect();
+        argv.extend(["--cert-dir".into(), format!("{}/pki", n1_dir.display())]);
+        argv.extend(["--kubeconfig-dir".into(), n1_dir.display().to_string()]);
+        argv
+    };
+    let expiry = c.lab.exec("n1", &dirs(&["check-expiration"]))?;
+    ensure!(
+        expiry.success()
+            && [
+                "apiserver ",
+                "admin.conf ",
+                "kubelet.conf ",
+                "CERTIFICATE AUTHORITY"
+            ]
+            .iter()
+            .all(|row| expiry.stdout.contains(row)),
+        "certs check-expiration: {}{}",
+        expiry.stdout,
+        expiry.stderr
+    );
     // One phase alone: another bootstrap token.
     let another = "zzzzzz.0123456789abcdef";
     let phase = c.lab.exec(
