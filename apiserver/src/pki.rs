@@ -247,11 +247,39 @@ pub fn write_kubeconfig(
     client: &Issued,
 ) -> Result<()> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let credentials = format!(
+        "client-certificate-data: {}\n    client-key-data: {}",
+        b64(&client.cert_pem),
+        b64(&client.key_pem)
+    );
+    write_kubeconfig_with(path, server, ca_pem, user, &credentials)
+}
+
+/// Writes a kubeconfig whose client certificate and key are read from `pem` (both in one
+/// file), as a kubelet's `kubelet.conf` names `kubelet-client-current.pem`, which rotation
+/// replaces.
+pub fn write_kubeconfig_for_file(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    pem: &Path,
+) -> Result<()> {
+    let pem = pem.display();
+    let credentials = format!("client-certificate: {pem}\n    client-key: {pem}");
+    write_kubeconfig_with(path, server, ca_pem, user, &credentials)
+}
+
+fn write_kubeconfig_with(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credentials: &str,
+) -> Result<()> {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let doc = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: ekube\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {user}@ekube\n  context:\n    cluster: ekube\n    user: {user}\ncurrent-context: {user}@ekube\nusers:\n- name: {user}\n  user:\n    client-certificate-data: {crt}\n    client-key-data: {key}\n",
-        ca = b64(ca_pem),
-        crt = b64(&client.cert_pem),
-        key = b64(&client.key_pem),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ekube\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\ncontexts:\n- name: {user}@ekube\n  context:\n    cluster: ekube\n    user: {user}\ncurrent-context: {user}@ekube\nusers:\n- name: {user}\n  user:\n    {credentials}\n",
     );
     if let Some(parent) = path.parent() {
         create_dir(parent)?;

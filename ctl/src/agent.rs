@@ -124,6 +124,13 @@ fn os(path: &Path) -> Option<OsString> {
 }
 
 impl Config {
+    /// Where the node's client certificate is kept: `--cert-dir`, else `<root-dir>/pki`.
+    pub(crate) fn pki_dir(&self) -> PathBuf {
+        self.cert_dir
+            .clone()
+            .unwrap_or_else(|| self.root_dir.join("pki"))
+    }
+
     fn cni_bin_dir(&self) -> PathBuf {
         if let Some(dir) = &self.cni_bin_dir {
             return dir.clone();
@@ -203,10 +210,7 @@ impl Config {
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
         .context("finding the node's name")?;
-    let pki_dir = config
-        .cert_dir
-        .clone()
-        .unwrap_or_else(|| config.root_dir.join("pki"));
+    let pki_dir = config.pki_dir();
     match &config.bootstrap_kubeconfig {
         // As kubeadm's kubelet: a missing or expired identity is asked for again with the
         // bootstrap credentials.

@@ -190,10 +190,7 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let bootstrap_kubeconfig = dir.join(BOOTSTRAP_KUBECONFIG);
-    let pki_dir = config
-        .cert_dir
-        .clone()
-        .unwrap_or_else(|| config.root_dir.join("pki"));
+    let pki_dir = config.pki_dir();
     let joined = async {
         write_bootstrap_kubeconfig(&cluster, &token, &bootstrap_kubeconfig)?;
         let shared = cluster_settings(&bootstrap_kubeconfig).await?;

@@ -65,9 +65,34 @@ struct ServerArgs {
 }
 
 impl ServerArgs {
+    /// Moves the controller-manager flags whose work the apiserver does in ekube to the
+    /// apiserver: the CSR signer runs there, so `cluster-signing-duration` (as kubeadm's
+    /// `controllerManager.extraArgs` or k3s's `--kube-controller-manager-arg` set it) is the
+    /// apiserver's `--cluster-signing-duration`.
+    fn route(&mut self) -> Result<()> {
+        let mut kept = Vec::new();
+        for arg in std::mem::take(&mut self.controller_manager_args) {
+            match arg
+                .trim_start_matches('-')
+                .strip_prefix("cluster-signing-duration=")
+            {
+                Some(value) => {
+                    self.apiserver.cluster_signing_duration =
+                        ekube_api::flags::parse_interval(value).map_err(|e| {
+                            anyhow::anyhow!("controller-manager cluster-signing-duration: {e}")
+                        })?;
+                }
+                None => kept.push(arg),
+            }
+        }
+        self.controller_manager_args = kept;
+        Ok(())
+    }
+
     /// Checks what the server would only find wrong after the apiserver started: the token
     /// and the embedded components' pass-through flags.
-    fn check(&self) -> Result<()> {
+    fn check(&mut self) -> Result<()> {
+        self.route()?;
         if let Some(token) = &self.token {
             ekube_api::bootstrap::Token::parse(token)
                 .map_err(anyhow::Error::msg)
@@ -239,7 +264,7 @@ fn exit_on_error(result: Result<()>) -> Result<()> {
 
 /// The control plane in one process: the apiserver, then the controller-manager and the
 /// scheduler as its clients, each with its own kubeconfig as kubeadm writes them.
-async fn server(args: ServerArgs) -> Result<()> {
+async fn server(mut args: ServerArgs) -> Result<()> {
     let embedded = |kubeconfig: &std::path::Path| {
         vec!["--kubeconfig".into(), kubeconfig.as_os_str().to_owned()]
     };
@@ -320,6 +345,28 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_signing_duration_reaches_the_signer_in_the_apiserver() {
+        let mut server: ServerArgs = flags::component(
+            "server",
+            vec![],
+            &[
+                "kube-controller-manager-arg=cluster-signing-duration=60s".into(),
+                "kube-controller-manager-arg=node-monitor-grace-period=20s".into(),
+            ],
+        )
+        .unwrap();
+        server.check().unwrap();
+        assert_eq!(
+            server.apiserver.cluster_signing_duration,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(
+            server.controller_manager_args,
+            ["node-monitor-grace-period=20s"]
+        );
     }
 
     #[test]

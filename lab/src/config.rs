@@ -35,17 +35,6 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
 pub const MAX_NODES: usize = 9;
 
-/// `ekube init` on node 1, as `lab up`, the demo and the cluster tests bring the control plane
-/// up (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]):
-/// from the kubeadm configuration [`KUBEADM_CONFIG`] the lab writes to `{dir}/kubeadm.yaml`,
-/// the control plane detached (pid file under `{dir}/run/ekube`), its kubeconfigs in `{dir}`.
-/// Node 1's agent is left to the lab (`kubelet-start` skipped): it starts it as every other
-/// node's, with the `kubelet.conf` init wrote, so tests can stop and restart it. Init returns
-/// once that agent has registered (mark-control-plane) and the token exists.
-pub const INIT_CMD: &str = "{ekube} init --config {dir}/kubeadm.yaml --skip-phases kubelet-start \
-    --data-dir {dir}/data/server --kubeconfig-dir {dir} --run-dir {dir}/run/ekube \
-    --log-dir {dir}/logs/ekube";
-
 /// The kubeadm configuration of [`INIT_CMD`]: the lab's bootstrap token for ever, node 1's
 /// name and address, no control-plane taint (pods run on node 1 too), the PKI under `{dir}`.
 /// Append component `extraArgs` to its `ClusterConfiguration` (the last document).
@@ -91,6 +80,21 @@ pub const JOIN_CMD: &str = concat!(
     --node-name {node} --foreground -- ",
     agent_flags!()
 );
+/// `ekube init` on node 1, as `lab up`, the demo and the cluster tests bring the control plane
+/// up (placeholders as [`CmdTemplate`] describes; `{ekube}` comes from [`LabConfig::vars`]):
+/// from the kubeadm configuration [`KUBEADM_CONFIG`] the lab writes to `{dir}/kubeadm.yaml`,
+/// the control plane detached (pid file under `{dir}/run/ekube`), its kubeconfigs in `{dir}`.
+/// Node 1's agent is left to the lab (`kubelet-start` skipped): it starts it as every other
+/// node's, with the `kubelet.conf` init wrote (the agent's flags after `--` tell init where
+/// that agent keeps its certificate), so tests can stop and restart it. Init returns once
+/// that agent has registered (mark-control-plane) and the token exists.
+pub const INIT_CMD: &str = concat!(
+    "{ekube} init --config {dir}/kubeadm.yaml --skip-phases kubelet-start \
+    --data-dir {dir}/data/server --kubeconfig-dir {dir} --run-dir {dir}/run/ekube \
+    --log-dir {dir}/logs/ekube -- ",
+    agent_flags!()
+);
+
 /// A node that has joined, started again: `ekube agent` with the identity it was issued.
 pub const AGENT_CMD: &str = concat!("{ekube} agent ", agent_flags!());
 

@@ -1,5 +1,6 @@
 //! The kubelet rotates its client certificate before it expires, on a two-node lab whose
-//! signers issue certificates lasting a minute (`--cluster-signing-duration 60s`): n2's agent
+//! signers issue certificates lasting a minute (kubeadm's `controllerManager.extraArgs`
+//! `cluster-signing-duration: 60s`): n2's agent
 //! asks for a new one as `system:node:<n2>` (auto-approved as `selfnodeclient`), the
 //! `kubelet-client-current.pem` link moves to the new pair, and the agent, not restarted, goes
 //! on renewing its Lease and stays Ready past the first certificate's expiry.
@@ -27,7 +28,7 @@ fn the_kubelet_renews_its_client_certificate_before_it_expires() -> Result<()> {
         LAB,
         2,
         ClusterOptions {
-            server_args: &["--cluster-signing-duration", "60s"],
+            controller_manager_args: &["cluster-signing-duration=60s"],
             ..Default::default()
         },
     )?;

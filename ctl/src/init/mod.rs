@@ -19,7 +19,7 @@ mod preflight;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use ekube_api::bootstrap::{self, Token};
@@ -318,12 +318,12 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     let super_admin = args.kubeconfig_dir.join(SUPER_ADMIN_CONF);
     let kubelet_conf = args.kubeconfig_dir.join("kubelet.conf");
     let server_argv = server_argv(&args, &plan)?;
-    // Checked up front when this node's agent is to start, before anything is written.
-    let agent_argv = if skip("kubelet-start") && !args.dry_run {
-        Vec::new()
-    } else {
-        agent_argv(&args, &plan, &kubelet_conf)?
-    };
+    // Checked before anything is written; where the agent keeps its certificate is needed
+    // even when something else starts it (`--skip-phases kubelet-start`).
+    let (agent_argv, agent) = agent_argv(&args, &plan, &kubelet_conf)?;
+    if !skip("kubeconfig") || !skip("kubelet-start") {
+        check_node_name(&agent, &plan)?;
+    }
 
     if !skip("preflight") {
         println!("[preflight] Running pre-flight checks");
@@ -386,8 +386,7 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
                 write_kubeconfig(ca, &args, &plan, file, user, groups)?;
             }
         }
-        let node = format!("system:node:{}", plan.node_name);
-        write_kubeconfig(ca, &args, &plan, "kubelet.conf", &node, &["system:nodes"])?;
+        write_node_kubeconfig(ca, &plan, &agent, &kubelet_conf)?;
     }
     let started = Instant::now();
     if !skip("control-plane") {
@@ -543,7 +542,7 @@ fn server_argv(args: &InitArgs, plan: &Plan) -> Result<Vec<OsString>> {
         );
     }
     crate::flags::component::<crate::ServerArgs>("server", argv[1..].to_vec(), &[])
-        .and_then(|server| server.check())
+        .and_then(|mut server| server.check())
         .context("the control plane's extraArgs")?;
     Ok(argv)
 }
@@ -558,7 +557,11 @@ pub fn kubelet_args(pairs: &[(String, String)]) -> Vec<OsString> {
 
 /// This node's agent: the network settings every node shares (what joining nodes read from
 /// the uploaded ConfigMaps) first, so the user's flags after `--` win.
-fn agent_argv(args: &InitArgs, plan: &Plan, kubelet_conf: &Path) -> Result<Vec<OsString>> {
+fn agent_argv(
+    args: &InitArgs,
+    plan: &Plan,
+    kubelet_conf: &Path,
+) -> Result<(Vec<OsString>, crate::agent::Config)> {
     let mut argv = vec![
         os("agent"),
         os("--kubeconfig"),
@@ -577,16 +580,48 @@ fn agent_argv(args: &InitArgs, plan: &Plan, kubelet_conf: &Path) -> Result<Vec<O
     argv.extend(kubelet_args(&plan.kubelet_args));
     argv.extend(args.agent_args.iter().cloned());
     // Parsed as `ekube agent` will parse it (a flag given again wins), so bad flags stop init
-    // before anything is written, and so the node registers under the name init marks.
+    // before anything is written.
     let agent: crate::agent::Config = crate::flags::component("agent", argv[1..].to_vec(), &[])?;
-    if let Some(name) = agent.hostname_override.filter(|n| *n != plan.node_name) {
-        bail!(
+    Ok((argv, agent))
+}
+
+/// The agent must register under the name the node's identity and marks are for.
+fn check_node_name(agent: &crate::agent::Config, plan: &Plan) -> Result<()> {
+    match agent.hostname_override.as_ref() {
+        Some(name) if *name != plan.node_name => bail!(
             "the agent's --hostname-override {name:?} is not the node name {:?}: give \
              --node-name {name} (or nodeRegistration.name in --config)",
             plan.node_name
-        );
+        ),
+        _ => Ok(()),
     }
-    Ok(argv)
+}
+
+/// This node's identity, as kubeadm leaves it: the certificate and key of
+/// `system:node:<name>` as the agent's `kubelet-client-current.pem` (a dated file and the
+/// link to it, which the agent's certificate rotation replaces), and `kubelet.conf` naming it.
+fn write_node_kubeconfig(
+    ca: &ekube_apiserver::pki::Ca,
+    plan: &Plan,
+    agent: &crate::agent::Config,
+    kubelet_conf: &Path,
+) -> Result<()> {
+    println!("[kubeconfig] Writing \"kubelet.conf\" kubeconfig file");
+    let user = format!("system:node:{}", plan.node_name);
+    let issued = ca.issue(&user, &["system:nodes"], &[], false)?;
+    let pair = ekube_kubelet::bootstrap::Pair {
+        cert: issued.cert_pem,
+        key: issued.key_pem,
+    };
+    let current = ekube_kubelet::bootstrap::install(&agent.pki_dir(), &pair, SystemTime::now())?;
+    ekube_apiserver::pki::write_kubeconfig_for_file(
+        kubelet_conf,
+        &format!("https://{}", plan.endpoint()),
+        &ca.cert_pem,
+        &user,
+        &current,
+    )?;
+    Ok(())
 }
 
 /// The agent flags that carry the cluster-wide network settings.

@@ -176,7 +176,8 @@ async fn create_and_time(
     let creates = names.iter().map(|name| {
         let pods = pods.clone();
         // busybox sleeps; nginx runs its own entrypoint.
-        let mut container = json!({"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"});
+        let mut container =
+            json!({"name": "main", "image": image, "imagePullPolicy": "IfNotPresent"});
         if image == IMAGE {
             container["command"] = json!(["sleep", "3600"]);
         }
