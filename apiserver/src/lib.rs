@@ -23,12 +23,12 @@ pub mod encryption;
 pub mod errors;
 pub mod handler;
 pub mod inflight;
+pub mod kubelet_proxy;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
 pub mod podsecurity;
 pub mod protobuf;
-pub mod proxy;
 pub mod registry;
 pub mod route;
 pub mod server;
@@ -229,7 +229,7 @@ pub async fn start(
             ca.issue(authz::policy::KUBELET_CLIENT_USER, &[], &[], false)
         })?,
     };
-    let kubelet_tls = proxy::kubelet_tls(&kubelet_client).map_err(Error::Config)?;
+    let kubelet_tls = kubelet_proxy::kubelet_tls(&kubelet_client).map_err(Error::Config)?;
     let admin_kubeconfig = config.data_dir.join("admin.conf");
     pki::write_kubeconfig(
         &admin_kubeconfig,

@@ -345,7 +345,7 @@ pub async fn stream(
         admit(api, Operation::Connect, r, ns, name, sub, user, None, false).await?;
     }
     let pod = api.registry.get(r, ns, name).await?;
-    crate::proxy::to_kubelet(api, &pod, sub, req).await
+    crate::kubelet_proxy::to_kubelet(api, &pod, sub, req).await
 }
 
 #[cfg(test)]
