@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::errors::Cause;
 
+mod dns;
 mod limit_range;
 mod volumes;
 
@@ -434,6 +435,7 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
             "must be greater than or equal to 0",
         ));
     }
+    dns::validate(spec, at, causes);
     let mut volume_names = Vec::new();
     for (i, v) in spec
         .get("volumes")
@@ -776,6 +778,57 @@ mod tests {
         let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}});
         let causes = validate("", "Pod", &pod, (30000, 32767));
         assert_eq!(causes, [Cause::required("spec.containers[0].image")]);
+    }
+
+    #[test]
+    fn dns_settings_stay_within_what_a_resolv_conf_can_hold() {
+        let pod = |policy: &str, config: Value| {
+            let pod = json!({"metadata": {"name": "p"}, "spec": {
+                "dnsPolicy": policy, "dnsConfig": config,
+                "containers": [{"name": "c", "image": "i"}]}});
+            validate("", "Pod", &pod, (30000, 32767))
+                .into_iter()
+                .map(|c| (c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert!(pod("ClusterFirst", Value::Null).is_empty());
+        let fine = json!({"nameservers": ["10.0.0.53"], "searches": ["a.example.", "b"],
+            "options": [{"name": "ndots", "value": "2"}]});
+        assert!(pod("None", fine).is_empty());
+        assert_eq!(pod("Nowhere", Value::Null)[0].0, "spec.dnsPolicy");
+        assert_eq!(pod("None", Value::Null)[0].0, "spec.dnsConfig");
+        assert_eq!(pod("None", json!({}))[0].0, "spec.dnsConfig.nameservers");
+        let four = json!({"nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]});
+        let causes = pod("Default", four);
+        assert_eq!(causes.len(), 1);
+        assert!(
+            causes[0].1.contains("more than 3 nameservers"),
+            "{causes:?}"
+        );
+        let searches: Vec<String> = (0..33).map(|i| format!("s{i}.example")).collect();
+        let causes = pod("ClusterFirst", json!({"searches": searches}));
+        assert!(
+            causes[0].1.contains("more than 32 search paths"),
+            "{causes:?}"
+        );
+        let long: Vec<String> = (0..30)
+            .map(|i| format!("{i}{}.example", "a".repeat(60)))
+            .collect();
+        let causes = pod("ClusterFirst", json!({"searches": long}));
+        assert!(causes[0].1.contains("2048 characters"), "{causes:?}");
+        let causes = pod(
+            "ClusterFirst",
+            json!({"nameservers": ["not-an-ip"], "searches": ["Bad_Name"], "options": [{}]}),
+        );
+        let fields: Vec<&str> = causes.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.dnsConfig.nameservers[0]",
+                "spec.dnsConfig.searches[0]",
+                "spec.dnsConfig.options[0]"
+            ]
+        );
     }
 
     #[test]
