@@ -109,7 +109,7 @@ impl Dirs {
         self.run_dir.join(format!("{name}.args"))
     }
 
-    fn unit_file(&self, name: &str) -> PathBuf {
+    fn unit_path(&self, name: &str) -> PathBuf {
         Path::new(UNIT_DIR).join(unit_name(name))
     }
 
@@ -127,7 +127,7 @@ impl Dirs {
         std::fs::write(&args_file, recorded)
             .with_context(|| format!("writing {}", args_file.display()))?;
         if systemd_runs() {
-            let path = self.unit_file(name);
+            let path = self.unit_path(name);
             std::fs::write(&path, unit_file(name, &exe, argv))
                 .with_context(|| format!("writing {}", path.display()))?;
             let unit = unit_name(name);
@@ -165,7 +165,7 @@ impl Dirs {
 
     /// Where to read `name`'s output.
     pub fn log_hint(&self, name: &str) -> String {
-        if self.unit_file(name).exists() {
+        if self.unit_path(name).exists() {
             format!("`journalctl -u {}`", unit_name(name))
         } else {
             self.log_file(name).display().to_string()
@@ -192,7 +192,7 @@ impl Dirs {
     /// that still runs `ekube <argv>` as recorded (a reused PID is left alone): SIGTERM, then
     /// SIGKILL after `grace`. Returns what was stopped.
     pub async fn stop(&self, name: &str, grace: Duration) -> Result<Option<String>> {
-        let unit = self.unit_file(name);
+        let unit = self.unit_path(name);
         if unit.exists() {
             systemctl(&["disable", "--now", &unit_name(name)])?;
             std::fs::remove_file(&unit).with_context(|| format!("removing {}", unit.display()))?;
@@ -206,11 +206,11 @@ impl Dirs {
             .trim()
             .parse()
             .with_context(|| format!("{} holds no PID", self.pid_file(name).display()))?;
+        let started = self.recorded(name)?.unwrap_or_default();
         let ours = |pid: i32| {
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
                 return false;
             };
-            let started = self.recorded(name).ok().flatten().unwrap_or_default();
             let running: Vec<&[u8]> = cmdline.split(|b| *b == 0).skip(1).collect();
             started
                 .first()

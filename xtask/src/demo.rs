@@ -200,61 +200,72 @@ impl Kubectl<'_> {
 /// Waits until `count` nodes have joined, each Ready and rid of the `not-ready` taint, so the
 /// replicas spread over all of them.
 fn wait_nodes(kubectl: &Kubectl, count: usize) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let last = match kubectl.run(&["get", "nodes", "-o", "json"]) {
-            Ok(text) => {
-                let nodes: Value = serde_json::from_str(&text).context("parsing the nodes")?;
-                let items = nodes["items"].as_array().cloned().unwrap_or_default();
-                let schedulable = items
-                    .iter()
-                    .filter(|n| {
-                        let ready = n["status"]["conditions"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                        let tainted = n["spec"]["taints"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .any(|t| t["key"] == "node.kubernetes.io/not-ready");
-                        ready && !tainted
-                    })
-                    .count();
-                if schedulable == count {
-                    return Ok(());
-                }
-                format!("{schedulable}/{count} nodes Ready")
-            }
-            Err(err) => format!("{err:#}"),
-        };
-        if Instant::now() > deadline {
-            bail!("the nodes did not join within {READY_TIMEOUT:?}: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for(
+        kubectl,
+        &["get", "nodes", "-o", "json"],
+        "the nodes to join",
+        |nodes| {
+            let schedulable = nodes["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| {
+                    let ready = n["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                    let tainted = n["spec"]["taints"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|t| t["key"] == "node.kubernetes.io/not-ready");
+                    ready && !tainted
+                })
+                .count();
+            (schedulable != count).then(|| format!("{schedulable}/{count} nodes Ready"))
+        },
+    )
 }
 
 fn wait_available(kubectl: &Kubectl) -> Result<()> {
+    let args = ["get", "deployment", "web", "-o", "json"];
+    wait_for(
+        kubectl,
+        &args,
+        "the web Deployment to be available",
+        |deployment| {
+            let available = deployment["status"]["availableReplicas"]
+                .as_u64()
+                .unwrap_or(0);
+            (available != REPLICAS).then(|| format!("{available}/{REPLICAS} replicas available"))
+        },
+    )
+}
+
+/// Polls `kubectl <args>` (JSON) until `pending` finds nothing missing (`None`), or fails
+/// after [`READY_TIMEOUT`] with what was still missing.
+fn wait_for(
+    kubectl: &Kubectl,
+    args: &[&str],
+    what: &str,
+    pending: impl Fn(&Value) -> Option<String>,
+) -> Result<()> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let last = match kubectl.run(&["get", "deployment", "web", "-o", "json"]) {
+        let last = match kubectl.run(args) {
             Ok(text) => {
-                let deployment: Value =
-                    serde_json::from_str(&text).context("parsing the Deployment")?;
-                let available = deployment["status"]["availableReplicas"]
-                    .as_u64()
-                    .unwrap_or(0);
-                if available == REPLICAS {
-                    return Ok(());
+                let value: Value = serde_json::from_str(&text)
+                    .with_context(|| format!("parsing kubectl {}", args.join(" ")))?;
+                match pending(&value) {
+                    None => return Ok(()),
+                    Some(missing) => missing,
                 }
-                format!("{available}/{REPLICAS} replicas available")
             }
             Err(err) => format!("{err:#}"),
         };
         if Instant::now() > deadline {
-            bail!("the web Deployment was not available after {READY_TIMEOUT:?}: {last}");
+            bail!("timed out after {READY_TIMEOUT:?} waiting for {what}: {last}");
         }
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -404,7 +404,10 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
         if let Some(ca) = kubeconfigs {
-            let (file, user, groups) = KUBECONFIGS[0];
+            let (file, user, groups) = KUBECONFIGS
+                .iter()
+                .find(|(file, ..)| *file == ADMIN_CONF)
+                .expect("admin.conf is one of kubeadm's kubeconfigs");
             write_kubeconfig(ca, &args, &plan, file, user, groups)?;
         }
     }
