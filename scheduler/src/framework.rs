@@ -121,6 +121,8 @@ pub struct NodeInfo {
     pub pods: usize,
     pub ports: Vec<(String, String, i32)>,
     pub owners: HashMap<String, usize>,
+    /// The placed pods' labels and anti-affinity, for inter-pod (anti-)affinity.
+    pub placed: Vec<crate::interpod::Placed>,
 }
 
 impl NodeInfo {
@@ -132,6 +134,7 @@ impl NodeInfo {
             pods: 0,
             ports: Vec::new(),
             owners: HashMap::new(),
+            placed: Vec::new(),
         }
     }
 
@@ -143,6 +146,7 @@ impl NodeInfo {
         if let Some(uid) = owner_uid(pod) {
             *self.owners.entry(uid).or_default() += 1;
         }
+        self.placed.push(crate::interpod::Placed::of(pod));
     }
 
     pub fn allocatable(&self) -> (Resources, i64) {

@@ -3,13 +3,14 @@
 //! Nodes and pods are reflected into local stores. Whenever either changes (and once a second
 //! for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
 //! `nodeName`, matching `schedulerName`), highest priority and oldest first, filters and scores
-//! the nodes for each ([`framework`]), and binds it with `POST pods/<name>/binding`. Bound pods
+//! the nodes for each ([`framework`], [`interpod`]), and binds it with `POST pods/<name>/binding`. Bound pods
 //! are "assumed" on their node until the pod store shows the binding, so two pods in a row
 //! never both take the last free slot. A pod that fits nowhere gets a `FailedScheduling` Event
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
 //! until a node or a bound pod changes, which retries it at once.
 
 pub mod framework;
+pub mod interpod;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -271,7 +272,9 @@ impl Scheduler {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         for (i, ni) in infos.iter().enumerate() {
-            match framework::filter(pod, ni) {
+            let fits = framework::filter(pod, ni)
+                .and_then(|()| interpod::filter(pod, i, infos).map_err(|r| vec![r.to_owned()]));
+            match fits {
                 Ok(()) => feasible.push(i),
                 Err(rs) => {
                     for r in rs {
@@ -294,9 +297,12 @@ impl Scheduler {
                     .unwrap_or(0)
             })
             .unwrap_or(0);
+        // InterPodAffinity weighs 2, as in upstream's default profile.
+        let interpod = interpod::scores(pod, &feasible, infos);
         let scored: Vec<(i64, usize)> = feasible
             .iter()
-            .map(|i| (framework::score(pod, &infos[*i], max_owner), *i))
+            .zip(interpod)
+            .map(|(i, ip)| (framework::score(pod, &infos[*i], max_owner) + 2 * ip, *i))
             .collect();
         let best = scored.iter().map(|(s, _)| *s).max().unwrap_or(0);
         let top: Vec<usize> = scored
