@@ -390,6 +390,53 @@ impl ImageStore {
         &self.root
     }
 
+    /// Imports an image the node built itself (the add-on image): one uncompressed layer and
+    /// its config, whose `rootfs` is filled in here; tags it `reference`, returns its ID.
+    pub async fn import_built(
+        &self,
+        reference: &str,
+        layer: Vec<u8>,
+        mut config: serde_json::Value,
+    ) -> Result<String> {
+        let tagged = normalize(reference)?;
+        let _guard = self.lock.lock().await;
+        let layer_digest = BlobDigest::of(&layer);
+        config["rootfs"] =
+            serde_json::json!({"type": "layers", "diff_ids": [layer_digest.as_str()]});
+        let config_bytes = config.to_string().into_bytes();
+        let config_digest = BlobDigest::of(&config_bytes);
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest.as_str(),
+                "size": config_bytes.len(),
+            },
+            "layers": [{
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": layer_digest.as_str(),
+                "size": layer.len(),
+            }],
+        })
+        .to_string()
+        .into_bytes();
+        let manifest_digest = BlobDigest::of(&manifest);
+        for (digest, data) in [
+            (&layer_digest, &layer),
+            (&config_digest, &config_bytes),
+            (&manifest_digest, &manifest),
+        ] {
+            self.write_blob(reference, digest, data)?;
+        }
+        let repo_digest = reference::repo_digest(&tagged, manifest_digest.as_str());
+        let layers = [Layer {
+            digest: layer_digest,
+            size: layer.len() as u64,
+        }];
+        self.register(&tagged, &repo_digest, &config_digest, &layers)
+    }
+
     /// Imports every `*.tar` OCI image layout archive in `dir`; returns the imported tags.
     pub async fn import_dir(&self, dir: &Path) -> Result<Vec<String>> {
         let mut tags = Vec::new();

@@ -9,6 +9,7 @@
 //! Sandbox and container records are kept on disk, so a restarted runtime takes over what
 //! still runs (and the kubelet adopts it); only what has no usable record is removed.
 
+pub mod addon_image;
 pub mod digest;
 pub mod image;
 mod inroot;

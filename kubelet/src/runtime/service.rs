@@ -209,6 +209,7 @@ impl Runtime {
         if let Some(dir) = &config.images_dir {
             runtime.images.import_dir(dir).await?;
         }
+        super::addon_image::import(&runtime.images).await?;
         Ok(runtime)
     }
 
@@ -897,7 +898,11 @@ impl Runtime {
                 image: record.id.into(),
                 ..Default::default()
             }),
-            pinned: false,
+            // The node's own images cannot be pulled again: garbage collection leaves them.
+            pinned: record
+                .repo_tags
+                .iter()
+                .any(|t| super::addon_image::is_local(t)),
         }
     }
 }
