@@ -4,6 +4,7 @@
 //! component also runs alone under its own name, and `ekube kubectl …` (or the binary invoked
 //! as `ekubectl`) is the command-line client.
 
+mod addons;
 mod agent;
 mod certs;
 mod daemon;
@@ -62,6 +63,18 @@ struct ServerArgs {
     /// The scheduler's kubeconfig (default: one the server issues, as `system:kube-scheduler`).
     #[arg(long)]
     scheduler_kubeconfig: Option<std::path::PathBuf>,
+    /// An add-on not to install (repeatable, as k3s's `--disable`): `coredns`.
+    #[arg(long, value_enum)]
+    disable: Vec<Addon>,
+    /// The cluster's DNS domain, which the DNS add-on serves.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
+/// The add-ons `ekube server` installs.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Addon {
+    Coredns,
 }
 
 impl ServerArgs {
@@ -147,6 +160,8 @@ enum Command {
     Proxy(ekube_proxy::service::Config),
     /// Run the VXLAN overlay agent alone.
     Flannel(ekube_flannel::Config),
+    /// Run the cluster DNS server (the `coredns` add-on's container runs this).
+    Dns(ekube_dns::Config),
     /// The kubectl-style client (also reachable by invoking this binary as `ekubectl`).
     Kubectl(kubectl::KubectlArgs),
     /// Manage bootstrap tokens, with which nodes join (kubeadm's `token`).
@@ -240,6 +255,7 @@ async fn main() -> Result<()> {
         Command::Flannel(c) => ekube_flannel::run(c, shutdown_signal())
             .await
             .context("flannel"),
+        Command::Dns(c) => ekube_dns::run(c, shutdown_signal()).await.context("dns"),
         Command::Token(args) => exit_on_error(token::run(args).await),
         Command::Certs(args) => certs::run(args),
         Command::Kubectl(_) => unreachable!("handled above"),
@@ -270,6 +286,14 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     };
     // Checked before anything starts, so a bad flag never leaves a half-started control plane.
     args.check()?;
+    let dns = (!args.disable.contains(&Addon::Coredns))
+        .then(|| {
+            addons::Dns::new(
+                args.apiserver.service_cluster_ip_range,
+                &args.cluster_domain,
+            )
+        })
+        .transpose()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -323,6 +347,22 @@ async fn server(mut args: ServerArgs) -> Result<()> {
             match token::ensure(&kubeconfig, &token, ttl).await {
                 Ok(()) => tracing::info!("bootstrap token stored"),
                 Err(e) => tracing::error!(error = format!("{e:#}"), "storing the bootstrap token"),
+            }
+        });
+    }
+    if let Some(dns) = dns {
+        let kubeconfig = running.admin_kubeconfig.clone();
+        tokio::spawn(async move {
+            let installed = async {
+                dns.install(ekube_api::client::from_kubeconfig(&kubeconfig).await?)
+                    .await
+            };
+            match installed.await {
+                Ok(()) => tracing::info!("cluster DNS add-on applied"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "installing the cluster DNS add-on"
+                ),
             }
         });
     }

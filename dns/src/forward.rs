@@ -58,7 +58,11 @@ impl Forwarder {
     }
 
     /// The answer to `query`, from the cache or an upstream; its ID is the caller's to set.
-    pub async fn resolve(&self, query: &Query, recursion: bool) -> Result<(Message, Source), Error> {
+    pub async fn resolve(
+        &self,
+        query: &Query,
+        recursion: bool,
+    ) -> Result<(Message, Source), Error> {
         let key = (
             query.name().to_lowercase(),
             query.query_type(),
@@ -92,7 +96,9 @@ impl Forwarder {
 
     fn store(&self, key: Key, answer: &Message) {
         let code = answer.metadata.response_code;
-        if !matches!(code, ResponseCode::NoError | ResponseCode::NXDomain) || answer.metadata.truncation {
+        if !matches!(code, ResponseCode::NoError | ResponseCode::NXDomain)
+            || answer.metadata.truncation
+        {
             return;
         }
         let ttl = answer

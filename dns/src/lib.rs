@@ -6,8 +6,8 @@
 //! them: Prometheus metrics on `:9153/metrics`, liveness on `:8080/health` and readiness on
 //! `:8181/ready`, which turns 200 once both caches have listed.
 
-mod http;
 pub mod forward;
+mod http;
 pub mod metrics;
 pub mod records;
 pub mod resolve;
@@ -86,14 +86,20 @@ pub enum Error {
 
 fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
         .map_err(|_| format!("{s:?} is neither IP nor IP:port"))
 }
 
 impl Config {
     /// The zone, checked.
     fn zone(&self) -> Result<Zone, Error> {
-        let domain = self.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
+        let domain = self
+            .cluster_domain
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
         if domain.is_empty() || hickory_proto::rr::Name::from_ascii(&domain).is_err() {
             return Err(Error::Domain(self.cluster_domain.clone()));
         }
@@ -108,10 +114,11 @@ impl Config {
         if !self.upstreams.is_empty() {
             return Ok(self.upstreams.clone());
         }
-        let text = std::fs::read_to_string(&self.resolv_conf).map_err(|source| Error::ResolvConf {
-            path: self.resolv_conf.clone(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(&self.resolv_conf).map_err(|source| Error::ResolvConf {
+                path: self.resolv_conf.clone(),
+                source,
+            })?;
         let found = forward::nameservers(&text);
         if found.is_empty() {
             return Err(Error::NoUpstream(self.resolv_conf.clone()));

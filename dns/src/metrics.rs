@@ -13,8 +13,8 @@ use hickory_proto::rr::RecordType;
 
 /// Upper bounds (seconds) of the request duration buckets (CoreDNS's).
 const BUCKETS: [f64; 16] = [
-    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512,
-    1.024, 2.048, 4.096, 8.192,
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+    2.048, 4.096, 8.192,
 ];
 
 /// The transport a query came over.
@@ -162,9 +162,24 @@ mod tests {
     #[test]
     fn renders_counts_cumulatively() {
         let m = Metrics::default();
-        m.observe(Protocol::Udp, Some(RecordType::A), ResponseCode::NoError, Duration::from_micros(100));
-        m.observe(Protocol::Udp, Some(RecordType::A), ResponseCode::NXDomain, Duration::from_millis(3));
-        m.observe(Protocol::Tcp, None, ResponseCode::FormErr, Duration::from_secs(20));
+        m.observe(
+            Protocol::Udp,
+            Some(RecordType::A),
+            ResponseCode::NoError,
+            Duration::from_micros(100),
+        );
+        m.observe(
+            Protocol::Udp,
+            Some(RecordType::A),
+            ResponseCode::NXDomain,
+            Duration::from_millis(3),
+        );
+        m.observe(
+            Protocol::Tcp,
+            None,
+            ResponseCode::FormErr,
+            Duration::from_secs(20),
+        );
         m.forwarded(true);
         let text = m.render();
         assert!(text.contains("proto=\"udp\",type=\"A\"} 2"), "{text}");
@@ -173,6 +188,9 @@ mod tests {
         assert!(text.contains("le=\"0.00025\"} 1\n"), "{text}");
         assert!(text.contains("le=\"0.004\"} 2\n"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 3\n"), "{text}");
-        assert!(text.contains("coredns_cache_hits_total{server=\"dns://:53\"} 1"), "{text}");
+        assert!(
+            text.contains("coredns_cache_hits_total{server=\"dns://:53\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -102,7 +102,11 @@ impl Records {
         let Some(key) = key_of(&svc.metadata) else {
             return;
         };
-        if self.services.insert(key.clone(), view_service(svc)).is_none() {
+        if self
+            .services
+            .insert(key.clone(), view_service(svc))
+            .is_none()
+        {
             *self.namespaces.entry(key.0.clone()).or_default() += 1;
         }
         self.republish(&key);
@@ -153,8 +157,16 @@ impl Records {
 
     /// Replaces every Service with `services` (a watch's fresh list).
     pub fn replace_services(&mut self, services: &[Service]) {
-        let keep: BTreeSet<ServiceKey> = services.iter().filter_map(|s| key_of(&s.metadata)).collect();
-        let gone: Vec<ServiceKey> = self.services.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let keep: BTreeSet<ServiceKey> = services
+            .iter()
+            .filter_map(|s| key_of(&s.metadata))
+            .collect();
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         for (ns, name) in gone {
             self.delete_service(&ns, &name);
         }
@@ -165,8 +177,14 @@ impl Records {
 
     /// Replaces every EndpointSlice with `slices` (a watch's fresh list).
     pub fn replace_slices(&mut self, slices: &[EndpointSlice]) {
-        let keep: BTreeSet<(String, String)> = slices.iter().filter_map(|s| key_of(&s.metadata)).collect();
-        let gone: Vec<(String, String)> = self.slices.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        let keep: BTreeSet<(String, String)> =
+            slices.iter().filter_map(|s| key_of(&s.metadata)).collect();
+        let gone: Vec<(String, String)> = self
+            .slices
+            .keys()
+            .filter(|k| !keep.contains(*k))
+            .cloned()
+            .collect();
         for (ns, name) in gone {
             self.delete_slice(&ns, &name);
         }
@@ -207,7 +225,9 @@ impl Records {
         name: &str,
     ) -> impl Iterator<Item = (&'a Endpoint, &'a [Port])> + 'a {
         let key = (namespace.to_owned(), name.to_owned());
-        let all = self.service(namespace, name).is_some_and(|s| s.publish_not_ready);
+        let all = self
+            .service(namespace, name)
+            .is_some_and(|s| s.publish_not_ready);
         let slices = self.slices_of.get(&key).into_iter().flatten();
         let namespace = namespace.to_owned();
         slices
@@ -222,7 +242,11 @@ impl Records {
 
     /// The names, relative to the zone, an address reverses to.
     pub fn reverse(&self, ip: &IpAddr) -> impl Iterator<Item = &str> {
-        self.reverse.get(ip).into_iter().flatten().map(String::as_str)
+        self.reverse
+            .get(ip)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
     }
 
     /// Recomputes the reverse names one Service publishes.
@@ -305,7 +329,12 @@ fn view_service(svc: &Service) -> ServiceView {
 }
 
 fn view_slice(slice: &EndpointSlice) -> Option<SliceView> {
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?.clone();
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
     let endpoints = slice
         .endpoints
         .iter()
@@ -325,7 +354,11 @@ fn view_slice(slice: &EndpointSlice) -> Option<SliceView> {
         .filter_map(|p| {
             let port = Port {
                 name: p.name.clone().filter(|n| !n.is_empty())?,
-                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()).to_lowercase(),
+                protocol: p
+                    .protocol
+                    .clone()
+                    .unwrap_or_else(|| "TCP".into())
+                    .to_lowercase(),
                 port: u16::try_from(p.port?).ok()?,
             };
             Some((port.name.clone(), port))

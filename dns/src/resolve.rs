@@ -81,9 +81,9 @@ impl Zone {
         };
         let found = match inner.iter().map(String::as_str).collect::<Vec<_>>()[..] {
             [] => self.apex(records, kind, serial),
-            ["dns-version"] => Found::Records(vec![RData::TXT(TXT::new(vec![
-                SCHEMA_VERSION.into(),
-            ]))]),
+            ["dns-version"] => {
+                Found::Records(vec![RData::TXT(TXT::new(vec![SCHEMA_VERSION.into()]))])
+            }
             ["ns", "dns"] => Found::Addresses(self.own_addresses(records)),
             ["svc"] | ["pod"] => Found::Empty,
             [ns, "svc"] if records.has_namespace(ns) => Found::Empty,
@@ -258,7 +258,10 @@ impl Zone {
                     .collect();
             }
             Found::Srv(srv, extra) if kind == RecordType::SRV => {
-                answer.answers = srv.into_iter().map(|d| self.record(name.clone(), d)).collect();
+                answer.answers = srv
+                    .into_iter()
+                    .map(|d| self.record(name.clone(), d))
+                    .collect();
                 answer.additionals = extra
                     .into_iter()
                     .map(|(target, ip)| {
@@ -329,9 +332,17 @@ fn addresses(ips: &[IpAddr], kind: RecordType) -> impl Iterator<Item = RData> + 
 /// `10-244-1-5` → 10.244.1.5; IPv6 with `-` for `:`.
 fn undashed(label: &str) -> Option<IpAddr> {
     if label.matches('-').count() == 3 {
-        return label.replace('-', ".").parse::<Ipv4Addr>().ok().map(IpAddr::V4);
+        return label
+            .replace('-', ".")
+            .parse::<Ipv4Addr>()
+            .ok()
+            .map(IpAddr::V4);
     }
-    label.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    label
+        .replace('-', ":")
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// The address a reverse name (`5.1.244.10.in-addr.arpa`, 32 nibbles `.ip6.arpa`) names.

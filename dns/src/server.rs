@@ -72,7 +72,10 @@ impl Handler {
         let op_code = OpCode::from_u8((flags >> 3) & 0x0f);
         let Ok(message) = Message::from_vec(request) else {
             let limit = CLASSIC_UDP;
-            return Some((Message::error_msg(id, op_code, ResponseCode::FormErr), limit));
+            return Some((
+                Message::error_msg(id, op_code, ResponseCode::FormErr),
+                limit,
+            ));
         };
         let limit = match (protocol, &message.edns) {
             (Protocol::Tcp, _) => usize::from(u16::MAX),
@@ -114,12 +117,8 @@ impl Handler {
     async fn answer(&self, query: &Query, recursion: bool, response: &mut Message) {
         let resolution = {
             let records = self.records.read().expect("dns records");
-            self.zone.resolve(
-                &records,
-                query.name(),
-                query.query_type(),
-                records.serial(),
-            )
+            self.zone
+                .resolve(&records, query.name(), query.query_type(), records.serial())
         };
         match resolution {
             Resolution::Answer(answer) => {

@@ -86,7 +86,9 @@ pub async fn run(
                 }
                 match event {
                     Event::Apply(s) => r.apply_service(&s),
-                    Event::Delete(s) => r.delete_service(&s.namespace().unwrap_or_default(), &s.name_any()),
+                    Event::Delete(s) => {
+                        r.delete_service(&s.namespace().unwrap_or_default(), &s.name_any())
+                    }
                     _ => {}
                 }
             }
@@ -96,7 +98,9 @@ pub async fn run(
                 }
                 match event {
                     Event::Apply(s) => r.apply_slice(&s),
-                    Event::Delete(s) => r.delete_slice(&s.namespace().unwrap_or_default(), &s.name_any()),
+                    Event::Delete(s) => {
+                        r.delete_slice(&s.namespace().unwrap_or_default(), &s.name_any())
+                    }
                     _ => {}
                 }
             }
@@ -106,5 +110,7 @@ pub async fn run(
             metrics.set_ready();
         }
     }
-    Err(Error::Watch("the service and endpoint slice watches ended".into()))
+    Err(Error::Watch(
+        "the service and endpoint slice watches ended".into(),
+    ))
 }

@@ -257,14 +257,7 @@ impl Plan {
 
     /// The cluster DNS address kubeadm gives the kubelets: the 10th of the service range.
     fn cluster_dns(&self) -> Result<Ipv4Addr> {
-        let base = u32::from(self.service_subnet.network());
-        let ip = Ipv4Addr::from(base + 10);
-        ensure!(
-            self.service_subnet.contains(ip),
-            "the service network {} is too small for the cluster DNS address",
-            self.service_subnet
-        );
-        Ok(ip)
+        crate::addons::cluster_dns_ip(self.service_subnet)
     }
 
     fn endpoint(&self) -> String {
@@ -438,9 +431,12 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
         );
     }
     if !skip("addons") {
-        println!(
-            "[addons] The service proxy runs in every node's agent; there is no cluster DNS add-on yet"
-        );
+        crate::addons::Dns::new(plan.service_subnet, &plan.dns_domain)?
+            .install(client().await?)
+            .await
+            .context("installing the cluster DNS add-on")?;
+        println!("[addons] Applied essential addon: CoreDNS (ekube dns)");
+        println!("[addons] The service proxy runs in every node's agent");
     }
 
     if !closing {
@@ -524,6 +520,9 @@ fn server_argv(args: &InitArgs, plan: &Plan) -> Result<Vec<OsString>> {
         os(plan.service_subnet.to_string()),
         os("--kube-controller-manager-arg"),
         os(format!("cluster-cidr={}", plan.pod_subnet)),
+        // The addons phase installs them (or, skipped, leaves them out).
+        os("--disable"),
+        os("coredns"),
     ];
     for san in &plan.cert_sans {
         argv.extend([os("--tls-san"), os(san)]);

@@ -23,7 +23,11 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
             let mut r = Message::response(q.metadata.id, OpCode::Query);
             r.add_queries(q.queries.clone());
             let name = q.queries[0].name().clone();
-            r.add_answer(Record::from_rdata(name, 300, RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))));
+            r.add_answer(Record::from_rdata(
+                name,
+                300,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
+            ));
             socket.send_to(&r.to_vec().unwrap(), peer).await.unwrap();
         }
     });
@@ -42,14 +46,30 @@ fn handler(upstreams: Vec<SocketAddr>) -> Handler {
         "ext",
         serde_json::json!({"type": "ExternalName", "externalName": "example.org"}),
     ));
-    r.apply_service(&service("default", "many", serde_json::json!({"clusterIP": "None"})));
-    let endpoints: Vec<(String, Option<&str>, bool)> =
-        (1..=60).map(|i| (format!("10.244.1.{i}"), None, true)).collect();
-    let endpoints: Vec<(&str, Option<&str>, bool)> =
-        endpoints.iter().map(|(a, h, r)| (a.as_str(), *h, *r)).collect();
-    r.apply_slice(&slice("default", "many-x", "many", &endpoints, serde_json::json!([])));
+    r.apply_service(&service(
+        "default",
+        "many",
+        serde_json::json!({"clusterIP": "None"}),
+    ));
+    let endpoints: Vec<(String, Option<&str>, bool)> = (1..=60)
+        .map(|i| (format!("10.244.1.{i}"), None, true))
+        .collect();
+    let endpoints: Vec<(&str, Option<&str>, bool)> = endpoints
+        .iter()
+        .map(|(a, h, r)| (a.as_str(), *h, *r))
+        .collect();
+    r.apply_slice(&slice(
+        "default",
+        "many-x",
+        "many",
+        &endpoints,
+        serde_json::json!([]),
+    ));
     Handler {
-        zone: Zone { domain: "cluster.local".into(), ttl: 30 },
+        zone: Zone {
+            domain: "cluster.local".into(),
+            ttl: 30,
+        },
         records: Arc::new(RwLock::new(r)),
         forwarder: Forwarder::new(upstreams),
         metrics: Arc::new(Metrics::default()),
@@ -65,7 +85,10 @@ fn query(name: &str, kind: RecordType) -> Message {
 }
 
 async fn exchange(h: &Handler, request: &Message, protocol: Protocol) -> Message {
-    let bytes = h.handle(&request.to_vec().unwrap(), protocol).await.expect("a response");
+    let bytes = h
+        .handle(&request.to_vec().unwrap(), protocol)
+        .await
+        .expect("a response");
     let response = Message::from_vec(&bytes).unwrap();
     assert_eq!(response.metadata.id, request.metadata.id);
     response
@@ -74,7 +97,12 @@ async fn exchange(h: &Handler, request: &Message, protocol: Protocol) -> Message
 #[tokio::test]
 async fn a_cluster_name_is_answered_authoritatively() {
     let h = handler(vec![]);
-    let r = exchange(&h, &query("web.default.svc.cluster.local.", RecordType::A), Protocol::Udp).await;
+    let r = exchange(
+        &h,
+        &query("web.default.svc.cluster.local.", RecordType::A),
+        Protocol::Udp,
+    )
+    .await;
     assert_eq!(r.metadata.response_code, ResponseCode::NoError);
     assert!(r.metadata.authoritative);
     assert!(r.metadata.recursion_available);
@@ -94,43 +122,101 @@ async fn bad_messages_get_errors_and_the_server_goes_on() {
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
 
     // A header that promises a question it does not carry.
-    let r = h.handle(&[0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0], Protocol::Udp).await;
+    let r = h
+        .handle(
+            &[0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0],
+            Protocol::Udp,
+        )
+        .await;
     let r = Message::from_vec(&r.unwrap()).unwrap();
-    assert_eq!((r.metadata.id, r.metadata.response_code), (0xabcd, ResponseCode::FormErr));
+    assert_eq!(
+        (r.metadata.id, r.metadata.response_code),
+        (0xabcd, ResponseCode::FormErr)
+    );
 
     // Too short for a header, or not a query: no answer at all.
     assert!(h.handle(&[1, 2, 3], Protocol::Udp).await.is_none());
     let mut response = query("web.default.svc.cluster.local.", RecordType::A);
     response.metadata.message_type = hickory_proto::op::MessageType::Response;
-    assert!(h.handle(&response.to_vec().unwrap(), Protocol::Udp).await.is_none());
+    assert!(
+        h.handle(&response.to_vec().unwrap(), Protocol::Udp)
+            .await
+            .is_none()
+    );
 
-    let any = exchange(&h, &query("web.default.svc.cluster.local.", RecordType::ANY), Protocol::Udp).await;
+    let any = exchange(
+        &h,
+        &query("web.default.svc.cluster.local.", RecordType::ANY),
+        Protocol::Udp,
+    )
+    .await;
     assert_eq!(any.metadata.response_code, ResponseCode::NotImp);
-    let axfr = exchange(&h, &query("cluster.local.", RecordType::AXFR), Protocol::Tcp).await;
+    let axfr = exchange(
+        &h,
+        &query("cluster.local.", RecordType::AXFR),
+        Protocol::Tcp,
+    )
+    .await;
     assert_eq!(axfr.metadata.response_code, ResponseCode::NotImp);
 
     let mut status = query("web.default.svc.cluster.local.", RecordType::A);
     status.metadata.op_code = OpCode::Status;
-    assert_eq!(exchange(&h, &status, Protocol::Udp).await.metadata.response_code, ResponseCode::NotImp);
+    assert_eq!(
+        exchange(&h, &status, Protocol::Udp)
+            .await
+            .metadata
+            .response_code,
+        ResponseCode::NotImp
+    );
 
     let mut two = query("web.default.svc.cluster.local.", RecordType::A);
     two.add_query(Query::query(Name::from_str("x.").unwrap(), RecordType::A));
-    assert_eq!(exchange(&h, &two, Protocol::Udp).await.metadata.response_code, ResponseCode::FormErr);
+    assert_eq!(
+        exchange(&h, &two, Protocol::Udp)
+            .await
+            .metadata
+            .response_code,
+        ResponseCode::FormErr
+    );
 
     let mut chaos = query("version.bind.", RecordType::TXT);
     chaos.queries[0].set_query_class(DNSClass::CH);
-    assert_eq!(exchange(&h, &chaos, Protocol::Udp).await.metadata.response_code, ResponseCode::NotImp);
+    assert_eq!(
+        exchange(&h, &chaos, Protocol::Udp)
+            .await
+            .metadata
+            .response_code,
+        ResponseCode::NotImp
+    );
 
     // An unknown type: the name exists (NODATA) or does not (NXDOMAIN).
     let unknown = RecordType::Unknown(999);
-    let r = exchange(&h, &query("web.default.svc.cluster.local.", unknown), Protocol::Udp).await;
-    assert_eq!((r.metadata.response_code, r.answers.len()), (ResponseCode::NoError, 0));
+    let r = exchange(
+        &h,
+        &query("web.default.svc.cluster.local.", unknown),
+        Protocol::Udp,
+    )
+    .await;
+    assert_eq!(
+        (r.metadata.response_code, r.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
     assert_eq!(r.authorities.len(), 1);
-    let r = exchange(&h, &query("nope.default.svc.cluster.local.", unknown), Protocol::Udp).await;
+    let r = exchange(
+        &h,
+        &query("nope.default.svc.cluster.local.", unknown),
+        Protocol::Udp,
+    )
+    .await;
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
 
     // And it still answers.
-    let r = exchange(&h, &query("web.default.svc.cluster.local.", RecordType::A), Protocol::Udp).await;
+    let r = exchange(
+        &h,
+        &query("web.default.svc.cluster.local.", RecordType::A),
+        Protocol::Udp,
+    )
+    .await;
     assert_eq!(r.answers.len(), 1);
     let metrics = h.metrics.render();
     assert!(metrics.contains("rcode=\"FORMERR\"} 3"), "{metrics}");
@@ -143,7 +229,10 @@ async fn a_long_answer_is_truncated_over_udp_and_whole_over_tcp() {
     let udp = h.handle(&q.to_vec().unwrap(), Protocol::Udp).await.unwrap();
     assert!(udp.len() <= 512);
     let udp = Message::from_vec(&udp).unwrap();
-    assert!(udp.metadata.truncation, "60 addresses do not fit in 512 bytes");
+    assert!(
+        udp.metadata.truncation,
+        "60 addresses do not fit in 512 bytes"
+    );
     assert!(udp.answers.is_empty());
 
     // With EDNS the client takes more, up to the 1232 bytes the server offers.
@@ -151,7 +240,10 @@ async fn a_long_answer_is_truncated_over_udp_and_whole_over_tcp() {
     let mut edns = Edns::new();
     edns.set_max_payload(4096);
     edns_q.set_edns(edns);
-    let r = h.handle(&edns_q.to_vec().unwrap(), Protocol::Udp).await.unwrap();
+    let r = h
+        .handle(&edns_q.to_vec().unwrap(), Protocol::Udp)
+        .await
+        .unwrap();
     assert!(r.len() <= 1232);
     let r = Message::from_vec(&r).unwrap();
     assert!(!r.metadata.truncation);
@@ -173,10 +265,19 @@ async fn other_names_are_forwarded_and_cached() {
     let second = exchange(&h, &query("EXAMPLE.org.", RecordType::A), Protocol::Udp).await;
     assert_eq!(second.answers.len(), 1);
     assert!(second.answers[0].ttl <= 30, "cached at most 30 s");
-    assert_eq!(asked.load(Ordering::SeqCst), 1, "the second came from the cache");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the second came from the cache"
+    );
 
     // An ExternalName: its CNAME, then the target's addresses.
-    let ext = exchange(&h, &query("ext.default.svc.cluster.local.", RecordType::A), Protocol::Udp).await;
+    let ext = exchange(
+        &h,
+        &query("ext.default.svc.cluster.local.", RecordType::A),
+        Protocol::Udp,
+    )
+    .await;
     let types: Vec<RecordType> = ext.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(types, vec![RecordType::CNAME, RecordType::A]);
 }

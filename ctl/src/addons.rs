@@ -1,0 +1,192 @@
+//! The cluster DNS add-on, installed as kubeadm installs CoreDNS (DESIGN.md §11): by
+//! `ekube init`'s addons phase, or by `ekube server` when no `init` runs it. The objects
+//! match kubeadm's: ServiceAccount, ClusterRole and ClusterRoleBinding `system:coredns`
+//! (read Services, EndpointSlices, Endpoints, Pods and Namespaces, nothing else), Deployment
+//! `coredns` (two replicas of `ekube dns` from the add-on image, readiness on `/ready`,
+//! liveness on `/health`) and Service `kube-dns` at the cluster DNS address. They are applied
+//! server-side, so installing again changes only what differs.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{Context, Result, ensure};
+use ipnetwork::Ipv4Network;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+
+/// The field manager of the add-ons' objects (kubeadm's).
+const MANAGER: &str = "kubeadm";
+const NAMESPACE: &str = "kube-system";
+/// The label the DNS add-on's pods and Service share.
+const DNS_LABEL: &str = "kube-dns";
+
+/// The cluster DNS address kubeadm gives the kubelets: the 10th of the service range.
+pub fn cluster_dns_ip(service_subnet: Ipv4Network) -> Result<Ipv4Addr> {
+    let ip = Ipv4Addr::from(u32::from(service_subnet.network()) + 10);
+    ensure!(
+        service_subnet.contains(ip),
+        "the service network {service_subnet} is too small for the cluster DNS address"
+    );
+    Ok(ip)
+}
+
+/// The DNS add-on's settings.
+pub struct Dns {
+    pub cluster_ip: Ipv4Addr,
+    pub domain: String,
+    pub replicas: i32,
+}
+
+impl Dns {
+    pub fn new(service_subnet: Ipv4Network, domain: &str) -> Result<Self> {
+        Ok(Self {
+            cluster_ip: cluster_dns_ip(service_subnet)?,
+            domain: domain.to_owned(),
+            replicas: 2,
+        })
+    }
+
+    /// The objects, in the order they are applied.
+    pub fn objects(&self) -> Vec<Value> {
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "coredns", "namespace": NAMESPACE}});
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "system:coredns"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        ]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:coredns"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:coredns"},
+            "subjects": [{"kind": "ServiceAccount", "name": "coredns", "namespace": NAMESPACE}]});
+        let probe = |path: &str, port: i32| json!({"httpGet": {"path": path, "port": port, "scheme": "HTTP"}});
+        let mut liveness = probe("/health", 8080);
+        liveness["initialDelaySeconds"] = json!(60);
+        liveness["timeoutSeconds"] = json!(5);
+        liveness["failureThreshold"] = json!(5);
+        let mut readiness = probe("/ready", 8181);
+        readiness["periodSeconds"] = json!(2);
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "coredns", "namespace": NAMESPACE, "labels": {"k8s-app": DNS_LABEL}},
+        "spec": {
+            "replicas": self.replicas,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "selector": {"matchLabels": {"k8s-app": DNS_LABEL}},
+            "template": {
+                "metadata": {"labels": {"k8s-app": DNS_LABEL}},
+                "spec": {
+                    "serviceAccountName": "coredns",
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    // One replica per node where it can: a node going down takes one.
+                    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchExpressions": [{"key": "k8s-app", "operator": "In", "values": [DNS_LABEL]}]},
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }]}},
+                    "tolerations": [
+                        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+                    ],
+                    // Upstream resolvers are the node's, not the cluster's own.
+                    "dnsPolicy": "Default",
+                    "containers": [{
+                        "name": "coredns",
+                        "image": ekube_kubelet::runtime::addon_image::reference(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["dns", "--cluster-domain", self.domain],
+                        "resources": {
+                            "limits": {"memory": "170Mi"},
+                            "requests": {"cpu": "100m", "memory": "70Mi"},
+                        },
+                        "ports": [
+                            {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                            {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
+                        ],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+                            "readOnlyRootFilesystem": true,
+                        },
+                        "livenessProbe": liveness,
+                        "readinessProbe": readiness,
+                    }],
+                },
+            },
+        }});
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": NAMESPACE,
+            "labels": {"k8s-app": DNS_LABEL, "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"},
+            "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"}},
+        "spec": {
+            "selector": {"k8s-app": DNS_LABEL},
+            "clusterIP": self.cluster_ip.to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+            ],
+        }});
+        vec![sa, role, binding, deployment, service]
+    }
+
+    /// Applies the objects.
+    pub async fn install(&self, client: kube::Client) -> Result<()> {
+        let params = PatchParams::apply(MANAGER).force();
+        for obj in self.objects() {
+            let (api_version, kind) = (
+                obj["apiVersion"].as_str().unwrap_or_default(),
+                obj["kind"].as_str().unwrap_or_default(),
+            );
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let api: kube::Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+                Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
+                None => kube::Api::all_with(client.clone(), &resource),
+            };
+            api.patch(name, &params, &Patch::Apply(&obj))
+                .await
+                .with_context(|| format!("applying {kind} {name}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dns_address_is_the_tenth_of_the_service_range() {
+        let dns = Dns::new("10.96.0.0/12".parse().unwrap(), "cluster.local").unwrap();
+        assert_eq!(dns.cluster_ip, Ipv4Addr::new(10, 96, 0, 10));
+        assert!(cluster_dns_ip("10.96.0.0/29".parse().unwrap()).is_err());
+        let objects = dns.objects();
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Deployment",
+                "Service"
+            ]
+        );
+        let service = &objects[4]["spec"];
+        assert_eq!(service["clusterIP"], "10.96.0.10");
+        assert_eq!(service["selector"]["k8s-app"], "kube-dns");
+        let pod = &objects[3]["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["containers"][0]["args"],
+            json!(["dns", "--cluster-domain", "cluster.local"])
+        );
+        assert_eq!(pod["dnsPolicy"], "Default");
+    }
+}
