@@ -9,6 +9,7 @@
 
 pub mod desired;
 pub mod healthcheck;
+pub mod hostport;
 mod http;
 pub mod metrics;
 pub mod sync;
@@ -29,8 +30,9 @@ use tracing::info;
 
 pub use self::{
     desired::{DesiredService, FrontendSpec, ServiceName, Unsupported, desired_state},
+    hostport::{PodHostPorts, PodName, desired_host_ports},
     metrics::Metrics,
-    sync::{Outcome, ProxyDatapath, Syncer},
+    sync::{Outcome, Owner, ProxyDatapath, Syncer},
     watch::{COMPONENT, FAILED_REASON},
 };
 use crate::{
