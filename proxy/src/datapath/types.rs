@@ -47,7 +47,7 @@ impl Frontend {
     }
 
     /// A pod's `hostPort`: on `host_ip` only, or (`None`) on 127.0.0.1 and every address set
-    /// with [`ServiceDatapath::set_node_addrs`]. Programmed with [`ServiceOptions::host_port`].
+    /// with [`super::ServiceDatapath::set_node_addrs`]. Programmed with [`ServiceOptions::host_port`].
     pub fn host_port(host_ip: Option<Ipv4Addr>, port: u16, proto: Protocol) -> Self {
         Self {
             ip: host_ip.unwrap_or(Ipv4Addr::BROADCAST),

@@ -5,7 +5,8 @@
 //! of the chosen `--mode` — the eBPF maps (re-using their pins, so a restart continues where the
 //! last process stopped) or kube-proxy's iptables rules ([`crate::iptables`]) — and runs the
 //! sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into frontends
-//! and backends, [`sync`] applies only what changed, [`metrics`] and [`http`] report.
+//! and backends, [`hostport`] one pod of this node into its hostPort frontends, [`sync`]
+//! applies only what changed, [`metrics`] and [`http`] report.
 
 pub mod desired;
 pub mod healthcheck;

@@ -81,6 +81,22 @@ pub enum Owner {
     Pod(PodName),
 }
 
+impl Owner {
+    fn service(&self) -> Option<&ServiceName> {
+        match self {
+            Owner::Service(name) => Some(name),
+            Owner::Pod(_) => None,
+        }
+    }
+
+    fn pod(&self) -> Option<&PodName> {
+        match self {
+            Owner::Pod(name) => Some(name),
+            Owner::Service(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -214,14 +230,7 @@ impl<D: ProxyDatapath> Syncer<D> {
     /// problem.
     pub fn stage_all_pods(&mut self, all: Vec<(PodName, PodHostPorts)>) -> Vec<(PodName, Outcome)> {
         let wanted: BTreeSet<&PodName> = all.iter().map(|(k, _)| k).collect();
-        let mut outcomes: Vec<(PodName, Outcome)> = self
-            .remove_absent(|owner| matches!(owner, Owner::Pod(pod) if !wanted.contains(pod)))
-            .into_iter()
-            .filter_map(|(owner, outcome)| match owner {
-                Owner::Pod(pod) => Some((pod, outcome)),
-                Owner::Service(_) => None,
-            })
-            .collect();
+        let mut outcomes = self.remove_absent(&wanted, Owner::pod);
         for (key, ports) in all {
             let outcome = self.stage_pod(&key, ports);
             if outcome.problem.is_some() {
@@ -328,14 +337,7 @@ impl<D: ProxyDatapath> Syncer<D> {
         all: Vec<(ServiceName, Result<DesiredService, Unsupported>)>,
     ) -> (Vec<(ServiceName, Outcome)>, usize) {
         let wanted: BTreeSet<&ServiceName> = all.iter().map(|(k, _)| k).collect();
-        let mut outcomes: Vec<(ServiceName, Outcome)> = self
-            .remove_absent(|owner| matches!(owner, Owner::Service(svc) if !wanted.contains(svc)))
-            .into_iter()
-            .filter_map(|(owner, outcome)| match owner {
-                Owner::Service(svc) => Some((svc, outcome)),
-                Owner::Pod(_) => None,
-            })
-            .collect();
+        let mut outcomes = self.remove_absent(&wanted, Owner::service);
         for (key, desired) in all {
             let outcome = self.stage_service(&key, desired);
             if outcome.problem.is_some() {
@@ -349,22 +351,27 @@ impl<D: ProxyDatapath> Syncer<D> {
         (outcomes, pruned)
     }
 
-    /// Removes everything the owners that `absent` picks have programmed, and forgets their
-    /// problems; returns the outcomes that have a problem (a delete that failed).
-    fn remove_absent(&mut self, absent: impl Fn(&Owner) -> bool) -> Vec<(Owner, Outcome)> {
+    /// Removes everything programmed by the owners of one kind (`kind` names them) that are
+    /// not in `wanted`, and forgets their problems; returns the outcomes that have a problem
+    /// (a delete that failed).
+    fn remove_absent<K: Ord + Clone>(
+        &mut self,
+        wanted: &BTreeSet<&K>,
+        kind: fn(&Owner) -> Option<&K>,
+    ) -> Vec<(K, Outcome)> {
         let gone: BTreeSet<Owner> = self
             .programmed
             .keys()
             .chain(self.problems.keys())
-            .filter(|owner| absent(owner))
+            .filter(|owner| kind(owner).is_some_and(|k| !wanted.contains(k)))
             .cloned()
             .collect();
         let mut outcomes = Vec::new();
         for owner in gone {
             let outcome = self.stage(&owner, DesiredService::new(), Vec::new());
             self.problems.remove(&owner);
-            if outcome.problem.is_some() {
-                outcomes.push((owner, outcome));
+            if let (Some(key), Some(_)) = (kind(&owner), &outcome.problem) {
+                outcomes.push((key.clone(), outcome));
             }
         }
         outcomes
