@@ -1,4 +1,5 @@
-//! `ekube proxy`: turns Services and EndpointSlices into eBPF map entries (DESIGN.md §7).
+//! `ekube proxy`: turns Services and EndpointSlices (and the hostPorts of this node's pods)
+//! into eBPF map entries (DESIGN.md §7).
 //!
 //! [`datapath`] loads the embedded kernel object, attaches the socket-level load balancer to a
 //! cgroup, pins everything under `<bpffs>/ekube/<node>/` and programs services through the

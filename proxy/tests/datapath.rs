@@ -8,10 +8,13 @@
 //! the case wants an outside client, moves the child into the cgroup. The cases run one after
 //! another in this process (custom harness), and a guard removes pins and the cgroup at the end
 //! and leftovers of crashed runs at the start. The NodePort conntrack cases run crafted frames
-//! through the tc ingress program instead ([`handshake`]).
+//! through the tc ingress program instead ([`handshake`]), as do the hostPort cases
+//! ([`hostport`]).
 
 #[path = "datapath/handshake.rs"]
 mod handshake;
+#[path = "datapath/hostport.rs"]
+mod hostport;
 
 use std::{
     collections::BTreeMap,
@@ -89,6 +92,10 @@ const CASES: &[Case] = &[
     (
         "full_share_refuses_syns_and_keeps_established",
         handshake::full_share_refuses_syns_and_keeps_established,
+    ),
+    (
+        "host_ports_come_after_node_ports_and_stay_on_node_addresses",
+        hostport::host_ports_come_after_node_ports_and_stay_on_node_addresses,
     ),
     (
         "restart_keeps_state_and_flows",

@@ -27,6 +27,10 @@ pub const NODE_ADDRS_MAX_ENTRIES: u32 = 64;
 /// [`ServiceKey::vip`] of NodePort frontends: `0.0.0.0`, matched when the destination is
 /// `127.0.0.1` or one of [`NODE_ADDRS`].
 pub const NODEPORT_VIP: u32 = 0;
+/// [`ServiceKey::vip`] of a pod's `hostPort` without `hostIP`: `255.255.255.255` (no ClusterIP
+/// can be it), matched like [`NODEPORT_VIP`] but only when no NodePort holds the port. A
+/// `hostPort` with a `hostIP` is keyed by that address and flagged [`SVC_FLAG_HOSTPORT`].
+pub const HOSTPORT_VIP: u32 = u32::MAX;
 
 /// [`ServiceValue::flags`]: `sessionAffinity: ClientIP`; [`ServiceValue::affinity_timeout`] is set.
 pub const SVC_FLAG_AFFINITY: u8 = 1 << 0;
@@ -35,12 +39,18 @@ pub const SVC_FLAG_NODEPORT: u8 = 1 << 1;
 /// [`ServiceValue::flags`]: `externalTrafficPolicy: Local`: the NodePort's slots hold only
 /// this node's endpoints and the tc path never SNATs, so the client address is preserved.
 pub const SVC_FLAG_EXTERNAL_LOCAL: u8 = 1 << 2;
+/// [`ServiceValue::flags`]: a pod's `hostPort` (one backend, the pod). It answers only on
+/// `127.0.0.1` and [`NODE_ADDRS`], after any NodePort of the same port; the tc path never
+/// SNATs it (the pod is on this node) and so keeps the client address, as the CNI `portmap`
+/// plugin does.
+pub const SVC_FLAG_HOSTPORT: u8 = 1 << 3;
 
 /// Key of [`SERVICES`]: one service frontend and one of its slots.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceKey {
-    /// Frontend IPv4 address (ClusterIP), **network byte order**; [`NODEPORT_VIP`] for NodePorts.
+    /// Frontend IPv4 address (ClusterIP or a hostPort's `hostIP`), **network byte order**;
+    /// [`NODEPORT_VIP`] for NodePorts, [`HOSTPORT_VIP`] for hostPorts on every node address.
     pub vip: u32,
     /// Frontend port, **network byte order**.
     pub port: u16,

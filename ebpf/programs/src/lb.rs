@@ -1,13 +1,14 @@
 //! Service lookup, backend selection and the destination rewrite for `connect4`/`sendmsg4`;
-//! backend selection is shared with the tc NodePort path.
+//! frontend lookup and backend selection are shared with the tc NodePort path.
 
 use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_set_retval},
     programs::SockAddrContext,
 };
 use ekube_ebpf_common::{
-    AFFINITY_CLIENT_NETNS, AffinityKey, AffinityValue, Backend, Counter, IPPROTO_TCP, IPPROTO_UDP,
-    NODEPORT_VIP, NodeAddrKey, SVC_FLAG_AFFINITY, ServiceKey, ServiceValue,
+    AFFINITY_CLIENT_NETNS, AffinityKey, AffinityValue, Backend, Counter, HOSTPORT_VIP, IPPROTO_TCP,
+    IPPROTO_UDP, NODEPORT_VIP, NodeAddrKey, SVC_FLAG_AFFINITY, SVC_FLAG_HOSTPORT, ServiceKey,
+    ServiceValue,
 };
 
 use crate::{
@@ -62,28 +63,62 @@ pub fn translate(ctx: &SockAddrContext, counter: Counter) -> Result<i32, ()> {
     Ok(ALLOW)
 }
 
-/// Slot 0 of the frontend `dst`: the ClusterIP entry, else the NodePort entry when `dst` is
-/// 127.0.0.1 or one of this node's addresses.
+/// Slot 0 of the frontend a socket call to `dst` is for (see [`lookup_frontend`]); `dst` is a
+/// node address when it is 127.0.0.1 or in the node-address map.
 #[inline(always)]
 fn lookup_service(dst: Addr, proto: u8) -> Option<(ServiceKey, ServiceValue)> {
-    let mut key = ServiceKey {
-        vip: dst.ip,
-        port: dst.port,
+    lookup_frontend(dst.ip, dst.port, proto, || {
+        // SAFETY: plain integers; a concurrent update at worst yields a stale copy.
+        dst.ip == LOOPBACK || unsafe { EKUBE_NODE_IPS.get(&NodeAddrKey { ip: dst.ip }) }.is_some()
+    })
+}
+
+/// Slot 0 of the frontend for `ip:port` (both network byte order), in this order: the
+/// ClusterIP entry; then, only when `ip` is a node address (`is_node_addr` is asked at most
+/// once), the NodePort entry, a hostPort bound to `ip`, a hostPort bound to every node
+/// address. So a NodePort always wins over a pod's hostPort of the same number, and a
+/// hostPort entry never catches traffic to an address that is not this node's.
+#[inline(always)]
+pub fn lookup_frontend(
+    ip: u32,
+    port: u16,
+    proto: u8,
+    is_node_addr: impl FnOnce() -> bool,
+) -> Option<(ServiceKey, ServiceValue)> {
+    let exact_key = ServiceKey {
+        vip: ip,
+        port,
         slot: 0,
         proto,
         _pad: [0; 3],
     };
     // SAFETY: values are plain integers; a concurrent update at worst yields a stale copy.
-    if let Some(svc) = unsafe { EKUBE_SERVICES.get(&key) } {
-        return Some((key, *svc));
+    let exact = unsafe { EKUBE_SERVICES.get(&exact_key) }.copied();
+    if let Some(svc) = exact
+        && svc.flags & SVC_FLAG_HOSTPORT == 0
+    {
+        return Some((exact_key, svc));
     }
-    let is_node_addr =
-        dst.ip == LOOPBACK || unsafe { EKUBE_NODE_IPS.get(&NodeAddrKey { ip: dst.ip }) }.is_some();
-    if !is_node_addr {
+    if !is_node_addr() {
         return None;
     }
-    key.vip = NODEPORT_VIP;
-    unsafe { EKUBE_SERVICES.get(&key) }.map(|svc| (key, *svc))
+    let node_port = ServiceKey {
+        vip: NODEPORT_VIP,
+        ..exact_key
+    };
+    // SAFETY: as above.
+    if let Some(svc) = unsafe { EKUBE_SERVICES.get(&node_port) } {
+        return Some((node_port, *svc));
+    }
+    if let Some(svc) = exact {
+        return Some((exact_key, svc));
+    }
+    let host_port = ServiceKey {
+        vip: HOSTPORT_VIP,
+        ..exact_key
+    };
+    // SAFETY: as above.
+    unsafe { EKUBE_SERVICES.get(&host_port) }.map(|svc| (host_port, *svc))
 }
 
 /// The backend for this connection: the client's affinity entry if the service has one and it

@@ -6,7 +6,8 @@
 //! routes out through one of our interfaces (another node, via the overlay) gets the flow
 //! SNATed to the address the kernel would use towards it and the packet redirected; otherwise (a pod on this node) only the
 //! destination changes and the stack routes it to the bridge. `externalTrafficPolicy: Local`
-//! never SNATs. Egress (the node-address interfaces): replies of unSNATed flows get their
+//! never SNATs, and neither does a pod's `hostPort` (`<node IP>:<hostPort>`, looked up after
+//! the NodePorts, its one backend on this node). Egress (the node-address interfaces): replies of unSNATed flows get their
 //! source put back to `<node IP>:<nodePort>`.
 
 use aya_ebpf::{
@@ -16,13 +17,13 @@ use aya_ebpf::{
 };
 use ekube_ebpf_common::{
     AFFINITY_CLIENT_IP, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_EXTERNAL_LOCAL,
-    CT_FLAG_SNAT, CT_FLAG_UNESTABLISHED, Counter, CtKey, CtValue, IPPROTO_TCP, NODEPORT_VIP,
-    NodeAddrKey, NodePortConfig, SVC_FLAG_EXTERNAL_LOCAL, ServiceKey,
+    CT_FLAG_SNAT, CT_FLAG_UNESTABLISHED, Counter, CtKey, CtValue, IPPROTO_TCP, NodeAddrKey,
+    NodePortConfig, SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_HOSTPORT,
 };
 
 use crate::{
     conntrack, counters, fib, handshake, lb,
-    maps::{EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SERVICES, EKUBE_SNAT_IPS},
+    maps::{EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SNAT_IPS},
     packet::{self, Packet},
     snat,
 };
@@ -107,18 +108,11 @@ fn translate(ctx: &mut TcContext, p: &Packet, v: &CtValue, redirect: bool) -> Re
     Ok(fib::redirect(ctx, &route))
 }
 
-/// A packet to a node address no flow knows: a new flow if it is for a NodePort.
+/// A packet to a node address no flow knows: a new flow if it is for a NodePort or a hostPort.
 #[inline(always)]
 fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> Result<i32, ()> {
-    let key = ServiceKey {
-        vip: NODEPORT_VIP,
-        port: p.dport,
-        slot: 0,
-        proto: p.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: plain integers; a concurrent update at worst yields a stale copy.
-    let Some(svc) = (unsafe { EKUBE_SERVICES.get(&key) }).copied() else {
+    // Only called for packets to a node address.
+    let Some((key, svc)) = lb::lookup_frontend(p.daddr, p.dport, p.proto, || true) else {
         return Ok(OK);
     };
     if svc.count == 0 {
@@ -132,7 +126,8 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
     }
     let backend_id = lb::select_backend(p.saddr as u64, AFFINITY_CLIENT_IP, &key, &svc)?;
     let backend = lb::lookup_backend(backend_id)?;
-    let local_policy = svc.flags & SVC_FLAG_EXTERNAL_LOCAL != 0;
+    // A hostPort's pod is on this node: never SNATed, like `externalTrafficPolicy: Local`.
+    let local_policy = svc.flags & (SVC_FLAG_EXTERNAL_LOCAL | SVC_FLAG_HOSTPORT) != 0;
     let route = fib::lookup(ctx, p.saddr, backend.ip, true);
     // SAFETY: as above.
     let remote = !local_policy

@@ -12,7 +12,7 @@ use std::{
 
 use ekube_ebpf_common::{
     Backend, IPPROTO_TCP, IPPROTO_UDP, NodeAddrKey, NodePortConfig, SVC_FLAG_AFFINITY,
-    SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_NODEPORT, ServiceKey, ServiceValue,
+    SVC_FLAG_EXTERNAL_LOCAL, SVC_FLAG_HOSTPORT, SVC_FLAG_NODEPORT, ServiceKey, ServiceValue,
 };
 
 use super::{Affinity, BackendAddr, Frontend, NodePortSettings, Protocol, Result, ServiceOptions};
@@ -104,6 +104,9 @@ pub(crate) fn service_record(
     if frontend.is_node_port() {
         flags |= SVC_FLAG_NODEPORT;
     }
+    if options.host_port {
+        flags |= SVC_FLAG_HOSTPORT;
+    }
     ServiceValue {
         backend_id: 0,
         count,
@@ -139,6 +142,7 @@ pub(crate) fn options_of(record: &ServiceValue) -> ServiceOptions {
     ServiceOptions {
         affinity: affinity_of(record),
         external_local: record.flags & SVC_FLAG_EXTERNAL_LOCAL != 0,
+        host_port: record.flags & SVC_FLAG_HOSTPORT != 0,
     }
 }
 

@@ -357,7 +357,7 @@ impl<S: MapStore> ServiceDatapath for Datapath<S> {
     ) -> Result<()> {
         let options = ServiceOptions {
             affinity,
-            external_local: false,
+            ..ServiceOptions::default()
         };
         self.upsert_service_with(frontend, backends, options)
     }
@@ -435,6 +435,7 @@ pub fn dump_store<S: MapStore>(store: &S) -> Result<DatapathState> {
             ServiceEntry {
                 backends,
                 affinity: maps::affinity_of(record),
+                host_port: maps::options_of(record).host_port,
             },
         );
     }
@@ -468,6 +469,7 @@ pub fn lookup_service<S: MapStore>(store: &S, frontend: &Frontend) -> Result<Opt
     Ok(Some(ServiceEntry {
         backends,
         affinity: maps::affinity_of(&record),
+        host_port: maps::options_of(&record).host_port,
     }))
 }
 

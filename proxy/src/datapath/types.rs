@@ -18,7 +18,9 @@ pub enum Protocol {
 /// A service frontend: what clients connect to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frontend {
-    /// ClusterIP, or `0.0.0.0` for a NodePort (matched on 127.0.0.1 and the node's addresses).
+    /// ClusterIP, or `0.0.0.0` for a NodePort (matched on 127.0.0.1 and the node's addresses),
+    /// or for a pod's `hostPort` its `hostIP`, `255.255.255.255` without one (matched on those
+    /// addresses too, after the NodePorts).
     pub ip: Ipv4Addr,
     pub port: u16,
     pub proto: Protocol,
@@ -43,6 +45,22 @@ impl Frontend {
     pub fn is_node_port(&self) -> bool {
         self.ip.is_unspecified()
     }
+
+    /// A pod's `hostPort`: on `host_ip` only, or (`None`) on 127.0.0.1 and every address set
+    /// with [`super::ServiceDatapath::set_node_addrs`]. Programmed with [`ServiceOptions::host_port`].
+    pub fn host_port(host_ip: Option<Ipv4Addr>, port: u16, proto: Protocol) -> Self {
+        Self {
+            ip: host_ip.unwrap_or(Ipv4Addr::BROADCAST),
+            port,
+            proto,
+        }
+    }
+
+    /// The address a hostPort frontend is bound to, `None` when it answers on every node
+    /// address.
+    pub fn host_ip(&self) -> Option<Ipv4Addr> {
+        Some(self.ip).filter(|ip| !ip.is_broadcast())
+    }
 }
 
 impl fmt::Display for Frontend {
@@ -51,7 +69,10 @@ impl fmt::Display for Frontend {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         };
-        write!(f, "{}:{}/{proto}", self.ip, self.port)
+        match self.host_ip() {
+            Some(ip) => write!(f, "{ip}:{}/{proto}", self.port),
+            None => write!(f, "*:{}/{proto}", self.port),
+        }
     }
 }
 
@@ -88,6 +109,9 @@ pub struct ServiceOptions {
     /// `externalTrafficPolicy: Local` on a NodePort frontend: the backends are this node's
     /// endpoints only and the per-packet path keeps the client address (no SNAT).
     pub external_local: bool,
+    /// A pod's `hostPort` ([`Frontend::host_port`]): one backend on this node, answering only
+    /// on node addresses and after any NodePort of the same number; never SNATed.
+    pub host_port: bool,
 }
 
 /// A programmed service as read back from the maps.
@@ -96,6 +120,8 @@ pub struct ServiceEntry {
     /// Backends in slot order (slot 1 first).
     pub backends: Vec<BackendAddr>,
     pub affinity: Affinity,
+    /// Programmed as a pod's `hostPort` ([`ServiceOptions::host_port`]).
+    pub host_port: bool,
 }
 
 /// Everything the datapath currently holds: the "actual" side of desired-vs-actual.

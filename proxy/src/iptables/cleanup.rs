@@ -119,4 +119,29 @@ COMMIT
         assert_eq!(rec.restores.len(), 1);
         assert!(!rec.restores[0].contains("KUBE-SERVICES"));
     }
+
+    #[test]
+    fn host_port_chains_and_their_jumps_go_with_the_kube_prefix() {
+        let nat = "*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-HOSTPORTS - [0:0]
+:KUBE-HP-6LCI5M3X3CD4QDNK - [0:0]
+-A PREROUTING -m comment --comment \"kube hostport portals\" -m addrtype --dst-type LOCAL -j KUBE-HOSTPORTS
+-A OUTPUT -m comment --comment \"kube hostport portals\" -m addrtype --dst-type LOCAL -j KUBE-HOSTPORTS
+-A KUBE-HOSTPORTS -m comment --comment \"default/web hostport 8080\" -m tcp -p tcp --dport 8080 -j KUBE-HP-6LCI5M3X3CD4QDNK
+-A KUBE-HP-6LCI5M3X3CD4QDNK -m tcp -p tcp -j DNAT --to-destination 10.244.1.5:80
+COMMIT
+";
+        // The prefixes `ekube reset` passes.
+        let (input, chains) = plan("nat", nat, &["KUBE-", "EKUBE-"]);
+        assert_eq!(chains, ["KUBE-HOSTPORTS", "KUBE-HP-6LCI5M3X3CD4QDNK"]);
+        let deletes: Vec<&str> = input.lines().filter(|l| l.starts_with("-D ")).collect();
+        assert_eq!(deletes.len(), 2, "{input}");
+        assert!(deletes.iter().all(|l| l.ends_with("-j KUBE-HOSTPORTS")));
+        assert!(
+            input.contains("-X KUBE-HOSTPORTS\n")
+                && input.contains("-X KUBE-HP-6LCI5M3X3CD4QDNK\n")
+        );
+    }
 }

@@ -7,11 +7,13 @@
 //! baseline the eBPF datapath is measured against (DESIGN.md §7). On the first commit (and
 //! after a failed one) it reads the tables back with `iptables-save` to find chains an earlier
 //! run left and which jumps from the built-in chains are missing. It never touches bpffs or
-//! cgroups. NodePorts answer on the node's addresses, or on every local address while none is
+//! cgroups. Pods' hostPorts are rendered as the kubelet's hostport rules ([`hostports`]).
+//! NodePorts answer on the node's addresses, or on every local address while none is
 //! known; `127.0.0.1:<nodePort>` would also need `net.ipv4.conf.*.route_localnet=1`, which the
 //! proxy does not set, so localhost NodePorts are not served in this mode.
 
 pub mod cleanup;
+pub mod hostports;
 pub mod render;
 pub mod restore;
 
@@ -30,7 +32,7 @@ use crate::{
         Affinity, BackendAddr, DatapathState, Error as DatapathError, Frontend, Protocol,
         ServiceDatapath, ServiceEntry, ServiceOptions,
     },
-    service::{ProxyDatapath, ServiceName},
+    service::{PodName, ProxyDatapath, ServiceName},
 };
 
 /// Errors of running the iptables programs.
@@ -207,6 +209,15 @@ impl<R: Restore> ServiceDatapath for IptablesDatapath<R> {
         backends: &[BackendAddr],
         options: ServiceOptions,
     ) -> crate::datapath::Result<()> {
+        if options.host_port {
+            // One backend, the pod; without one the mapping is simply not there.
+            let changed = match backends.first() {
+                Some(pod) => self.model.host_ports.insert(frontend, *pod) != Some(*pod),
+                None => self.model.host_ports.remove(&frontend).is_some(),
+            };
+            self.dirty |= changed;
+            return Ok(());
+        }
         let mut backends = backends.to_vec();
         backends.sort();
         backends.dedup();
@@ -223,7 +234,9 @@ impl<R: Restore> ServiceDatapath for IptablesDatapath<R> {
     }
 
     fn delete_service(&mut self, frontend: Frontend) -> crate::datapath::Result<()> {
-        if self.model.frontends.remove(&frontend).is_some() {
+        if self.model.frontends.remove(&frontend).is_some()
+            | self.model.host_ports.remove(&frontend).is_some()
+        {
             self.dirty = true;
         }
         Ok(())
@@ -239,21 +252,24 @@ impl<R: Restore> ServiceDatapath for IptablesDatapath<R> {
     }
 
     fn dump(&self) -> crate::datapath::Result<DatapathState> {
+        let services = self.model.frontends.iter().map(|(f, m)| {
+            let entry = ServiceEntry {
+                backends: m.backends.clone(),
+                affinity: m.affinity,
+                host_port: false,
+            };
+            (*f, entry)
+        });
+        let host_ports = self.model.host_ports.iter().map(|(f, pod)| {
+            let entry = ServiceEntry {
+                backends: vec![*pod],
+                affinity: Affinity::None,
+                host_port: true,
+            };
+            (*f, entry)
+        });
         Ok(DatapathState {
-            services: self
-                .model
-                .frontends
-                .iter()
-                .map(|(f, m)| {
-                    (
-                        *f,
-                        ServiceEntry {
-                            backends: m.backends.clone(),
-                            affinity: m.affinity,
-                        },
-                    )
-                })
-                .collect(),
+            services: services.chain(host_ports).collect(),
             node_addrs: self.model.node_addrs.clone(),
         })
     }
@@ -268,8 +284,10 @@ impl<R: Restore> ServiceDatapath for IptablesDatapath<R> {
             return Ok(());
         }
         // Names of frontends that are gone are not needed any more.
-        let frontends = &self.model.frontends;
-        self.model.ports.retain(|f, _| frontends.contains_key(f));
+        let (frontends, host_ports) = (&self.model.frontends, &self.model.host_ports);
+        self.model
+            .ports
+            .retain(|f, _| frontends.contains_key(f) || host_ports.contains_key(f));
         match self.apply() {
             Ok(()) => {
                 self.dirty = false;
@@ -289,6 +307,16 @@ impl<R: Restore> ProxyDatapath for IptablesDatapath<R> {
     fn describe_service(&mut self, _key: &ServiceName, svc: Option<&Service>) {
         if let Some(svc) = svc {
             self.describe(svc);
+        }
+    }
+
+    fn describe_pod(&mut self, key: &PodName, frontends: &[Frontend]) {
+        let name = key.to_string();
+        for frontend in frontends {
+            if self.model.ports.get(frontend) != Some(&name) {
+                self.model.ports.insert(*frontend, name.clone());
+                self.dirty |= self.model.host_ports.contains_key(frontend);
+            }
         }
     }
 }

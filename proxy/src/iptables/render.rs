@@ -26,17 +26,19 @@ pub const KUBE_POSTROUTING: &str = "KUBE-POSTROUTING";
 pub const KUBE_MARK_MASQ: &str = "KUBE-MARK-MASQ";
 pub const KUBE_FORWARD: &str = "KUBE-FORWARD";
 pub const KUBE_PROXY_FIREWALL: &str = "KUBE-PROXY-FIREWALL";
+pub const KUBE_HOSTPORTS: &str = super::hostports::KUBE_HOSTPORTS;
 
-/// Prefixes of the per-service and per-endpoint chains: what a sync may delete as stale
-/// (`KUBE-FW-` and `KUBE-XLB-` are never written here but are cleared when an older
+/// Prefixes of the per-service, per-endpoint and per-hostPort chains: what a sync may delete as
+/// stale (`KUBE-FW-` and `KUBE-XLB-` are never written here but are cleared when an older
 /// kube-proxy left them).
-const SERVICE_CHAIN_PREFIXES: [&str; 6] = [
+const SERVICE_CHAIN_PREFIXES: [&str; 7] = [
     "KUBE-SVC-",
     "KUBE-SVL-",
     "KUBE-EXT-",
     "KUBE-SEP-",
     "KUBE-FW-",
     "KUBE-XLB-",
+    super::hostports::CHAIN_PREFIX,
 ];
 
 /// The kube-proxy "masquerade" mark bit.
@@ -55,8 +57,11 @@ pub struct Jump {
     pub target: &'static str,
 }
 
-/// kube-proxy's jumps, in the order they end up in each built-in chain.
-pub const JUMPS: [Jump; 12] = [
+/// kube-proxy's jumps, in the order they end up in each built-in chain, and the kubelet's
+/// hostport jumps after the service portals (so a NodePort wins over a hostPort of the same
+/// number, as in the eBPF datapath; a node whose service jumps predate them gets them
+/// inserted first, though).
+pub const JUMPS: [Jump; 14] = [
     Jump {
         table: "filter",
         chain: "INPUT",
@@ -125,6 +130,18 @@ pub const JUMPS: [Jump; 12] = [
     },
     Jump {
         table: "nat",
+        chain: "PREROUTING",
+        args: super::hostports::JUMP_ARGS,
+        target: KUBE_HOSTPORTS,
+    },
+    Jump {
+        table: "nat",
+        chain: "OUTPUT",
+        args: super::hostports::JUMP_ARGS,
+        target: KUBE_HOSTPORTS,
+    },
+    Jump {
+        table: "nat",
         chain: "POSTROUTING",
         args: "-m comment --comment \"kubernetes postrouting rules\"",
         target: KUBE_POSTROUTING,
@@ -157,6 +174,9 @@ pub struct Model {
     pub node_addrs: BTreeSet<Ipv4Addr>,
     /// Pod traffic (`-s`) is not masqueraded on its way to a ClusterIP.
     pub cluster_cidr: Option<Ipv4Network>,
+    /// Pods' hostPorts: frontend ([`Frontend::host_port`]) → the pod's address and port; the
+    /// pod's `namespace/name` is in `ports`.
+    pub host_ports: BTreeMap<Frontend, BackendAddr>,
 }
 
 /// Chains of the two tables as rendered (the `KUBE-*` chains this sync owns).
@@ -212,7 +232,7 @@ fn base32(data: &[u8]) -> String {
     out
 }
 
-fn proto_name(proto: Protocol) -> &'static str {
+pub(super) fn proto_name(proto: Protocol) -> &'static str {
     match proto {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -295,7 +315,7 @@ fn groups(model: &Model) -> Vec<Group<'_>> {
 
 /// The two tables' text under construction.
 #[derive(Default)]
-struct Tables {
+pub(super) struct Tables {
     filter_chains: String,
     filter_rules: String,
     nat_chains: String,
@@ -304,12 +324,12 @@ struct Tables {
 }
 
 impl Tables {
-    fn nat_chain(&mut self, chain: &str) {
+    pub(super) fn nat_chain(&mut self, chain: &str) {
         let _ = writeln!(self.nat_chains, ":{chain} - [0:0]");
         self.chains.nat.insert(chain.to_string());
     }
 
-    fn nat(&mut self, rule: std::fmt::Arguments<'_>) {
+    pub(super) fn nat(&mut self, rule: std::fmt::Arguments<'_>) {
         let _ = self.nat_rules.write_fmt(rule);
         self.nat_rules.push('\n');
     }
@@ -326,6 +346,7 @@ pub fn render(model: &Model, existing: &Existing<'_>) -> Rendered {
     for group in groups(model) {
         render_group(&mut t, model, &group);
     }
+    super::hostports::render(&mut t, model);
     // Last in KUBE-SERVICES: NodePorts on the node's addresses.
     if model.node_addrs.is_empty() {
         t.nat(format_args!(
@@ -548,6 +569,7 @@ fn assemble(t: Tables, existing: &Existing<'_>) -> Rendered {
     for chain in [
         KUBE_SERVICES,
         KUBE_NODEPORTS,
+        KUBE_HOSTPORTS,
         KUBE_POSTROUTING,
         KUBE_MARK_MASQ,
     ] {

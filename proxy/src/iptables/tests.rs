@@ -210,6 +210,7 @@ fn cluster_ip_and_node_port_render_like_kube_proxy() {
         [
             "KUBE-SERVICES",
             "KUBE-NODEPORTS",
+            "KUBE-HOSTPORTS",
             "KUBE-POSTROUTING",
             "KUBE-MARK-MASQ",
             "KUBE-EXT-XPGD46QRK7WJZT7O",
@@ -438,9 +439,12 @@ fn first_commit_reads_the_tables_installs_jumps_and_clears_leftovers() {
         let inserts: Vec<&str> = text.lines().filter(|l| l.starts_with("-I ")).collect();
         assert_eq!(
             inserts.len(),
-            10,
-            "9 filter jumps and POSTROUTING: {inserts:?}"
+            12,
+            "9 filter jumps, POSTROUTING and the two hostport jumps: {inserts:?}"
         );
+        assert!(inserts.contains(
+            &"-I PREROUTING -m comment --comment \"kube hostport portals\" -m addrtype --dst-type LOCAL -j KUBE-HOSTPORTS"
+        ));
         assert!(inserts.contains(
             &"-I POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"
         ));
@@ -557,4 +561,111 @@ fn dump_reads_back_the_model() {
     assert_eq!(state.node_addrs.len(), 1);
     dp.delete_service(vip("172.30.0.41", 80)).unwrap();
     assert!(dp.dump().unwrap().services.is_empty());
+}
+
+/// The pod `default/web` (10.244.1.5) with hostPort 8080 → 80 on every address and UDP 5353 →
+/// 53 on 192.168.64.10 only, through the datapath as the syncer programs them.
+fn host_port_dp() -> (IptablesDatapath<Recorder>, Recorder, Frontend, Frontend) {
+    let (mut dp, rec) = recorder_dp("");
+    let any = Frontend::host_port(None, 8080, Protocol::Tcp);
+    let bound = Frontend::host_port(Some("192.168.64.10".parse().unwrap()), 5353, Protocol::Udp);
+    dp.describe_pod(&PodName::new("default", "web"), &[any, bound]);
+    let options = ServiceOptions {
+        host_port: true,
+        ..ServiceOptions::default()
+    };
+    dp.upsert_service_with(any, &[ep("10.244.1.5", 80)], options)
+        .unwrap();
+    dp.upsert_service_with(bound, &[ep("10.244.1.5", 53)], options)
+        .unwrap();
+    (dp, rec, any, bound)
+}
+
+#[test]
+fn host_ports_render_like_the_kubelets_hostport_rules() {
+    let (mut dp, rec, any, bound) = host_port_dp();
+    dp.commit().unwrap();
+    let text = rec.lock().restores[0].clone();
+    let tcp_chain = hostports::host_port_chain(&any, "default/web");
+    let udp_chain = hostports::host_port_chain(&bound, "default/web");
+    assert!(
+        tcp_chain.starts_with("KUBE-HP-") && tcp_chain.len() == 24,
+        "{tcp_chain}"
+    );
+    assert_ne!(tcp_chain, udp_chain);
+    let mut expected = vec![
+        format!(
+            "-A KUBE-HOSTPORTS -m comment --comment \"default/web hostport 5353\" -m udp -p udp -d 192.168.64.10/32 --dport 5353 -j {udp_chain}"
+        ),
+        format!(
+            "-A KUBE-HOSTPORTS -m comment --comment \"default/web hostport 8080\" -m tcp -p tcp --dport 8080 -j {tcp_chain}"
+        ),
+    ];
+    // Frontends are rendered in their order; the bound one's address sorts first.
+    assert_eq!(rules(&text, "nat", "KUBE-HOSTPORTS"), expected);
+    assert_eq!(
+        rules(&text, "nat", &tcp_chain),
+        [
+            format!(
+                "-A {tcp_chain} -m comment --comment \"default/web hostport 8080\" -s 10.244.1.5/32 -j KUBE-MARK-MASQ"
+            ),
+            format!(
+                "-A {tcp_chain} -m comment --comment \"default/web hostport 8080\" -m tcp -p tcp -j DNAT --to-destination 10.244.1.5:80"
+            ),
+        ]
+    );
+    let nat = declared(&text, "nat");
+    assert!(nat.contains("KUBE-HOSTPORTS") && nat.contains(&tcp_chain) && nat.contains(&udp_chain));
+    // No Service rules come from hostPorts.
+    assert!(!text.contains("KUBE-SVC-") && !text.contains("KUBE-NODEPORTS -m"));
+    let state = dp.dump().unwrap();
+    assert!(state.services[&any].host_port);
+    assert_eq!(state.services[&bound].backends, [ep("10.244.1.5", 53)]);
+
+    // The TCP mapping goes: one restore, its chain deleted, the other one kept.
+    dp.delete_service(any).unwrap();
+    dp.commit().unwrap();
+    let text = rec.lock().restores[1].clone();
+    expected.truncate(1);
+    assert_eq!(rules(&text, "nat", "KUBE-HOSTPORTS"), expected);
+    assert!(text.contains(&format!("-X {tcp_chain}\n")));
+    assert!(!text.contains(&format!("-X {udp_chain}")));
+}
+
+#[test]
+fn the_syncer_programs_and_removes_a_pods_host_ports() {
+    let (dp, rec) = recorder_dp("");
+    let mut s = Syncer::new(dp);
+    let pod = PodName::new("default", "web");
+    let any = Frontend::host_port(None, 8080, Protocol::Tcp);
+    let ports = crate::service::PodHostPorts {
+        frontends: DesiredService::from([(
+            any,
+            FrontendSpec {
+                backends: vec![ep("10.244.1.5", 80)],
+                host_port: true,
+                ..FrontendSpec::default()
+            },
+        )]),
+        skipped: Vec::new(),
+    };
+    assert_eq!(s.stage_pod(&pod, ports.clone()), Default::default());
+    // Another pod of the node asking for the same hostPort is refused, the first one kept.
+    let other = s.stage_pod(&PodName::new("default", "web2"), ports.clone());
+    let problem = other.problem.expect("a conflict is a problem");
+    assert!(problem.contains("pod default/web"), "{problem}");
+    // A full sync of the Services prunes nothing that belongs to a pod.
+    let (_, pruned) = s.full_sync(Vec::new());
+    assert_eq!(pruned, 0);
+    let text = rec.lock().restores.last().unwrap().clone();
+    assert!(
+        text.contains("--comment \"default/web hostport 8080\""),
+        "{text}"
+    );
+    // The pod is gone from the node's list: its rules go with the next commit.
+    assert!(s.stage_all_pods(Vec::new()).is_empty());
+    s.commit().unwrap();
+    let text = rec.lock().restores.last().unwrap().clone();
+    assert!(rules(&text, "nat", "KUBE-HOSTPORTS").is_empty(), "{text}");
+    assert!(s.datapath().dump().unwrap().services.is_empty());
 }

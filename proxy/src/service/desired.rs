@@ -80,6 +80,8 @@ pub struct FrontendSpec {
     /// A NodePort frontend of an `externalTrafficPolicy: Local` Service: `backends` are this
     /// node's endpoints only, and the client address is kept (no SNAT).
     pub external_local: bool,
+    /// A pod's `hostPort` (see [`super::hostport`]), not a Service's frontend.
+    pub host_port: bool,
 }
 
 impl FrontendSpec {
@@ -88,6 +90,7 @@ impl FrontendSpec {
         ServiceOptions {
             affinity: self.affinity,
             external_local: self.external_local,
+            host_port: self.host_port,
         }
     }
 }
@@ -192,7 +195,7 @@ fn desired_for(
         let spec = FrontendSpec {
             backends: backends_for(port, protocol, slices, None)?,
             affinity,
-            external_local: false,
+            ..FrontendSpec::default()
         };
         if node_ports && let Some(node_port) = port.node_port {
             let node_port = valid_port(node_port).ok_or(Unsupported::Port {
@@ -205,6 +208,7 @@ fn desired_for(
                     backends: backends_for(port, protocol, slices, Some(node))?,
                     affinity,
                     external_local: true,
+                    host_port: false,
                 },
                 None => spec.clone(),
             };
@@ -238,7 +242,8 @@ fn affinity_of(svc: &Service) -> Result<Affinity, Unsupported> {
     }
 }
 
-fn valid_port(port: i32) -> Option<u16> {
+/// `port` as a port number, `None` when 0 or outside 1–65535.
+pub(super) fn valid_port(port: i32) -> Option<u16> {
     u16::try_from(port).ok().filter(|p| *p != 0)
 }
 
@@ -453,7 +458,7 @@ mod tests {
             affinity: Affinity::ClientIp {
                 timeout_secs: DEFAULT_AFFINITY_TIMEOUT,
             },
-            external_local: false,
+            ..FrontendSpec::default()
         };
         assert_eq!(desired[&vip(80, Protocol::Tcp)], expected);
         assert_eq!(

@@ -5,10 +5,12 @@
 //! of the chosen `--mode` — the eBPF maps (re-using their pins, so a restart continues where the
 //! last process stopped) or kube-proxy's iptables rules ([`crate::iptables`]) — and runs the
 //! sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into frontends
-//! and backends, [`sync`] applies only what changed, [`metrics`] and [`http`] report.
+//! and backends, [`hostport`] one pod of this node into its hostPort frontends, [`sync`]
+//! applies only what changed, [`metrics`] and [`http`] report.
 
 pub mod desired;
 pub mod healthcheck;
+pub mod hostport;
 mod http;
 pub mod metrics;
 pub mod sync;
@@ -29,8 +31,9 @@ use tracing::info;
 
 pub use self::{
     desired::{DesiredService, FrontendSpec, ServiceName, Unsupported, desired_state},
+    hostport::{PodHostPorts, PodName, desired_host_ports},
     metrics::Metrics,
-    sync::{Outcome, ProxyDatapath, Syncer},
+    sync::{Outcome, Owner, ProxyDatapath, Syncer},
     watch::{COMPONENT, FAILED_REASON},
 };
 use crate::{

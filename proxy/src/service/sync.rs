@@ -9,6 +9,12 @@
 //! (invalid spec, full map) is taken out of the datapath and reported; the next full sync
 //! retries it.
 //!
+//! Pods' hostPorts ([`super::hostport`]) go through the same bookkeeping, owned by their pod
+//! instead of a Service ([`Owner`]): [`Syncer::stage_pod`] per pod event, and
+//! [`Syncer::stage_all_pods`] once the pods are listed and at every full sync. Until that first
+//! complete list, the prune leaves hostPort frontends alone (a restarted proxy keeps serving
+//! them while it lists).
+//!
 //! Datapaths that apply in batches (iptables) take effect on [`ServiceDatapath::commit`]:
 //! [`Syncer::sync_service`] commits after the one Service, [`Syncer::stage_service`] leaves it to
 //! the caller's [`Syncer::commit`] (the watch loop batches bursts of events that way), and
@@ -16,7 +22,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    io,
+    fmt, io,
     net::Ipv4Addr,
 };
 
@@ -24,7 +30,10 @@ use tracing::{debug, info, warn};
 
 use k8s_openapi::api::core::v1::Service;
 
-use super::desired::{DesiredService, ServiceName, Unsupported};
+use super::{
+    desired::{DesiredService, ServiceName, Unsupported},
+    hostport::{PodHostPorts, PodName},
+};
 use crate::datapath::{Counter, Error as DatapathError, Frontend, ServiceDatapath};
 
 /// A datapath the proxy can run on: the service maps plus, where there are any, kernel counters.
@@ -37,6 +46,10 @@ pub trait ProxyDatapath: ServiceDatapath {
     /// Shows the datapath the Service behind `key` (`None` once deleted) before its frontends
     /// are programmed; for datapaths that name things after Service ports (iptables chains).
     fn describe_service(&mut self, _key: &ServiceName, _svc: Option<&Service>) {}
+
+    /// Names the pod behind hostPort `frontends` before they are programmed; for datapaths
+    /// that name things after it (iptables chains and comments).
+    fn describe_pod(&mut self, _key: &PodName, _frontends: &[Frontend]) {}
 }
 
 impl ProxyDatapath for crate::Datapath<crate::datapath::BpfMaps> {
@@ -59,6 +72,40 @@ pub struct Outcome {
     pub new_problem: bool,
 }
 
+/// What a programmed frontend belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// A Service's ClusterIP or NodePort.
+    Service(ServiceName),
+    /// A pod's hostPort.
+    Pod(PodName),
+}
+
+impl Owner {
+    fn service(&self) -> Option<&ServiceName> {
+        match self {
+            Owner::Service(name) => Some(name),
+            Owner::Pod(_) => None,
+        }
+    }
+
+    fn pod(&self) -> Option<&PodName> {
+        match self {
+            Owner::Pod(name) => Some(name),
+            Owner::Service(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Service(name) => write!(f, "service {name}"),
+            Owner::Pod(name) => write!(f, "pod {name}"),
+        }
+    }
+}
+
 /// Totals for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyncTotals {
@@ -77,12 +124,15 @@ pub struct SyncTotals {
 /// Desired-vs-programmed bookkeeping over a datapath.
 pub struct Syncer<D> {
     dp: D,
-    /// What each Service has programmed, as last written.
-    programmed: HashMap<ServiceName, DesiredService>,
-    /// Which Service owns each programmed frontend (two Services never share one).
-    owners: HashMap<Frontend, ServiceName>,
-    /// The last problem reported per Service, so an unchanged problem is reported once.
-    problems: HashMap<ServiceName, String>,
+    /// What each Service or pod has programmed, as last written.
+    programmed: HashMap<Owner, DesiredService>,
+    /// Which Service or pod owns each programmed frontend (two never share one).
+    owners: HashMap<Frontend, Owner>,
+    /// The last problem reported per owner, so an unchanged problem is reported once.
+    problems: HashMap<Owner, String>,
+    /// Every pod has been staged once ([`Syncer::stage_all_pods`]): from then on the prune
+    /// may remove hostPort frontends no pod owns.
+    pods_listed: bool,
     totals: SyncTotals,
 }
 
@@ -93,6 +143,7 @@ impl<D: ProxyDatapath> Syncer<D> {
             programmed: HashMap::new(),
             owners: HashMap::new(),
             problems: HashMap::new(),
+            pods_listed: false,
             totals: SyncTotals::default(),
         }
     }
@@ -151,10 +202,53 @@ impl<D: ProxyDatapath> Syncer<D> {
         key: &ServiceName,
         desired: Result<DesiredService, Unsupported>,
     ) -> Outcome {
-        let (desired, mut problems) = match desired {
+        let (desired, problems) = match desired {
             Ok(desired) => (desired, Vec::new()),
             Err(unsupported) => (DesiredService::new(), vec![unsupported.to_string()]),
         };
+        self.stage(&Owner::Service(key.clone()), desired, problems)
+    }
+
+    /// Makes the datapath hold `ports` for pod `key` (no frontends removes its hostPorts),
+    /// without the commit. Ports the pod asked for but cannot have are its problem, as is a
+    /// hostPort another pod of this node holds already.
+    pub fn stage_pod(&mut self, key: &PodName, ports: PodHostPorts) -> Outcome {
+        let owner = Owner::Pod(key.clone());
+        // Not the ones another pod holds: they keep that pod's name.
+        let frontends: Vec<Frontend> = ports
+            .frontends
+            .keys()
+            .filter(|f| self.owners.get(f).is_none_or(|o| *o == owner))
+            .copied()
+            .collect();
+        self.dp.describe_pod(key, &frontends);
+        self.stage(&owner, ports.frontends, ports.skipped)
+    }
+
+    /// Stages every pod of this node (pods absent from `all` lose their hostPorts) and lets
+    /// the prune remove hostPort frontends from then on. Returns each pod's outcome that has a
+    /// problem.
+    pub fn stage_all_pods(&mut self, all: Vec<(PodName, PodHostPorts)>) -> Vec<(PodName, Outcome)> {
+        let wanted: BTreeSet<&PodName> = all.iter().map(|(k, _)| k).collect();
+        let mut outcomes = self.remove_absent(&wanted, Owner::pod);
+        for (key, ports) in all {
+            let outcome = self.stage_pod(&key, ports);
+            if outcome.problem.is_some() {
+                outcomes.push((key, outcome));
+            }
+        }
+        self.pods_listed = true;
+        outcomes
+    }
+
+    /// Makes the datapath hold `desired` for `key`, without the commit; `problems` so far are
+    /// reported with those met on the way.
+    fn stage(
+        &mut self,
+        key: &Owner,
+        desired: DesiredService,
+        mut problems: Vec<String>,
+    ) -> Outcome {
         let old = self.programmed.remove(key).unwrap_or_default();
         let mut now = DesiredService::new();
         // Frontends the Service no longer has go first, freeing room for the new ones.
@@ -175,7 +269,7 @@ impl<D: ProxyDatapath> Syncer<D> {
         }
         for (frontend, spec) in desired {
             if let Some(owner) = self.owners.get(&frontend).filter(|o| *o != key) {
-                problems.push(format!("{frontend} is already served for service {owner}"));
+                problems.push(format!("{frontend} is already served for {owner}"));
                 continue;
             }
             if old.get(&frontend) == Some(&spec) {
@@ -215,10 +309,10 @@ impl<D: ProxyDatapath> Syncer<D> {
         self.finish(key, problems)
     }
 
-    fn finish(&mut self, key: &ServiceName, problems: Vec<String>) -> Outcome {
+    fn finish(&mut self, key: &Owner, problems: Vec<String>) -> Outcome {
         if problems.is_empty() {
             if self.problems.remove(key).is_some() {
-                info!(service = %key, "service programmed again");
+                info!(owner = %key, "programmed again");
             }
             return Outcome::default();
         }
@@ -226,7 +320,7 @@ impl<D: ProxyDatapath> Syncer<D> {
         let problem = problems.join("; ");
         let new_problem = self.problems.get(key) != Some(&problem);
         if new_problem {
-            warn!(service = %key, %problem, "service skipped");
+            warn!(owner = %key, %problem, "not (fully) programmed");
             self.problems.insert(key.clone(), problem.clone());
         }
         Outcome {
@@ -243,21 +337,7 @@ impl<D: ProxyDatapath> Syncer<D> {
         all: Vec<(ServiceName, Result<DesiredService, Unsupported>)>,
     ) -> (Vec<(ServiceName, Outcome)>, usize) {
         let wanted: BTreeSet<&ServiceName> = all.iter().map(|(k, _)| k).collect();
-        let gone: Vec<ServiceName> = self
-            .programmed
-            .keys()
-            .chain(self.problems.keys())
-            .filter(|k| !wanted.contains(k))
-            .cloned()
-            .collect();
-        let mut outcomes = Vec::new();
-        for key in gone {
-            let outcome = self.stage_service(&key, Ok(DesiredService::new()));
-            self.problems.remove(&key);
-            if outcome.problem.is_some() {
-                outcomes.push((key, outcome));
-            }
-        }
+        let mut outcomes = self.remove_absent(&wanted, Owner::service);
         for (key, desired) in all {
             let outcome = self.stage_service(&key, desired);
             if outcome.problem.is_some() {
@@ -271,7 +351,34 @@ impl<D: ProxyDatapath> Syncer<D> {
         (outcomes, pruned)
     }
 
-    /// Removes frontends the maps hold that no Service owns.
+    /// Removes everything programmed by the owners of one kind (`kind` names them) that are
+    /// not in `wanted`, and forgets their problems; returns the outcomes that have a problem
+    /// (a delete that failed).
+    fn remove_absent<K: Ord + Clone>(
+        &mut self,
+        wanted: &BTreeSet<&K>,
+        kind: fn(&Owner) -> Option<&K>,
+    ) -> Vec<(K, Outcome)> {
+        let gone: BTreeSet<Owner> = self
+            .programmed
+            .keys()
+            .chain(self.problems.keys())
+            .filter(|owner| kind(owner).is_some_and(|k| !wanted.contains(k)))
+            .cloned()
+            .collect();
+        let mut outcomes = Vec::new();
+        for owner in gone {
+            let outcome = self.stage(&owner, DesiredService::new(), Vec::new());
+            self.problems.remove(&owner);
+            if let (Some(key), Some(_)) = (kind(&owner), &outcome.problem) {
+                outcomes.push((key.clone(), outcome));
+            }
+        }
+        outcomes
+    }
+
+    /// Removes frontends the maps hold that no Service or pod owns (hostPort frontends only
+    /// once the pods have been listed).
     fn prune(&mut self) -> usize {
         let actual = match self.dp.dump() {
             Ok(actual) => actual,
@@ -281,31 +388,36 @@ impl<D: ProxyDatapath> Syncer<D> {
             }
         };
         let mut pruned = 0;
-        for frontend in actual.services.keys() {
-            if self.owners.contains_key(frontend) {
+        for (frontend, entry) in &actual.services {
+            if self.owners.contains_key(frontend) || (entry.host_port && !self.pods_listed) {
                 continue;
             }
             match self.dp.delete_service(*frontend) {
                 Ok(()) => {
-                    debug!(%frontend, "pruned a frontend no service owns");
+                    debug!(%frontend, "pruned a frontend nothing owns");
                     pruned += 1;
                 }
                 Err(err) => warn!(%frontend, %err, "pruning"),
             }
         }
         if pruned > 0 {
-            info!(pruned, "pruned frontends no service owns");
+            info!(pruned, "pruned frontends nothing owns");
         }
         pruned
     }
 
     /// Recounts services, frontends and backends (O(services); for metrics after a sync).
+    /// Pods' hostPorts are not counted.
     pub fn recount(&mut self) -> SyncTotals {
-        self.totals.services = self.programmed.len();
-        self.totals.frontends = self.programmed.values().map(|s| s.len()).sum();
-        self.totals.backends = self
-            .programmed
-            .values()
+        let services = || {
+            self.programmed
+                .iter()
+                .filter(|(owner, _)| matches!(owner, Owner::Service(_)))
+                .map(|(_, desired)| desired)
+        };
+        self.totals.services = services().count();
+        self.totals.frontends = services().map(|s| s.len()).sum();
+        self.totals.backends = services()
             .flat_map(|s| s.values())
             .map(|f| f.backends.len())
             .sum();
@@ -314,9 +426,11 @@ impl<D: ProxyDatapath> Syncer<D> {
 
     /// (frontends, backends) programmed for one Service.
     pub fn service_counts(&self, key: &ServiceName) -> (usize, usize) {
-        self.programmed.get(key).map_or((0, 0), |s| {
-            (s.len(), s.values().map(|f| f.backends.len()).sum())
-        })
+        self.programmed
+            .get(&Owner::Service(key.clone()))
+            .map_or((0, 0), |s| {
+                (s.len(), s.values().map(|f| f.backends.len()).sum())
+            })
     }
 
     /// Applies a delta to the cached totals (used by the O(1) per-Service path).

@@ -6,10 +6,11 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ekube_ebpf_common::{Backend, NodeAddrKey, ServiceKey, ServiceValue};
 
 use super::*;
+use crate::service::hostport::{PodHostPorts, PodName};
 use crate::{
     Datapath,
     datapath::{
-        Affinity, BackendAddr, Protocol, Result as DpResult,
+        BackendAddr, Protocol, Result as DpResult,
         maps::{MapStore, MemMaps},
     },
     service::desired::FrontendSpec,
@@ -37,8 +38,7 @@ fn one(frontend: Frontend, ips: &[u8]) -> DesiredService {
         frontend,
         FrontendSpec {
             backends: backends(ips),
-            affinity: Affinity::None,
-            external_local: false,
+            ..FrontendSpec::default()
         },
     )])
 }
@@ -243,4 +243,74 @@ fn full_map_skips_the_service_without_breaking_others() {
     ]);
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(s.datapath().dump().unwrap().services.len(), 2);
+}
+
+fn pod_ports(frontend: Frontend, pod_ip: u8) -> PodHostPorts {
+    PodHostPorts {
+        frontends: BTreeMap::from([(
+            frontend,
+            FrontendSpec {
+                backends: backends(&[pod_ip]),
+                host_port: true,
+                ..FrontendSpec::default()
+            },
+        )]),
+        skipped: Vec::new(),
+    }
+}
+
+#[test]
+fn host_ports_are_flagged_entries_kept_by_the_prune_until_the_pods_are_listed() {
+    let mut s = mem_syncer();
+    let any = Frontend::host_port(None, 8080, Protocol::Tcp);
+    let bound = Frontend::host_port(Some(Ipv4Addr::new(192, 168, 64, 10)), 8081, Protocol::Tcp);
+    let web = PodName::new("default", "web");
+    s.stage_pod(&web, pod_ports(any, 5));
+    s.stage_pod(&PodName::new("default", "db"), pod_ports(bound, 6));
+    s.sync_service(
+        &name("a"),
+        Ok(one(Frontend::node_port(8080, Protocol::Tcp), &[1])),
+    );
+    // The kernel's view: the any-address hostPort is keyed 255.255.255.255, the bound one by
+    // its address, both flagged; the NodePort of the same number is a separate entry.
+    let raw = &s.datapath().store().services;
+    let record = |vip: [u8; 4], port: u16| {
+        raw[&ServiceKey {
+            vip: u32::from_ne_bytes(vip),
+            port: port.to_be(),
+            slot: 0,
+            proto: ekube_ebpf_common::IPPROTO_TCP,
+            _pad: [0; 3],
+        }]
+    };
+    let hostport = ekube_ebpf_common::SVC_FLAG_HOSTPORT;
+    assert_eq!(record([255; 4], 8080).flags & hostport, hostport);
+    assert_eq!(record([192, 168, 64, 10], 8081).flags & hostport, hostport);
+    assert_eq!(record([0; 4], 8080).flags & hostport, 0);
+    assert_eq!(s.recount().services, 1, "hostPorts are not Services");
+
+    // Restarted: the Services' full sync comes before the pods are listed and keeps them.
+    let maps = s.datapath().store().clone();
+    let mut restarted = Syncer::new(Datapath::from_store(maps).unwrap());
+    let (_, pruned) = restarted.full_sync(vec![(
+        name("a"),
+        Ok(one(Frontend::node_port(8080, Protocol::Tcp), &[1])),
+    )]);
+    assert_eq!(pruned, 0);
+    let state = restarted.datapath().dump().unwrap();
+    assert!(state.services[&any].host_port && state.services[&bound].host_port);
+    // The pods are listed (db is gone): web's is owned again, db's is pruned.
+    assert!(
+        restarted
+            .stage_all_pods(vec![(web, pod_ports(any, 5))])
+            .is_empty()
+    );
+    let (_, pruned) = restarted.full_sync(vec![(
+        name("a"),
+        Ok(one(Frontend::node_port(8080, Protocol::Tcp), &[1])),
+    )]);
+    assert_eq!(pruned, 1);
+    let state = restarted.datapath().dump().unwrap();
+    assert_eq!(state.services[&any].backends, backends(&[5]));
+    assert!(!state.services.contains_key(&bound));
 }

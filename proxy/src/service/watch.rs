@@ -7,6 +7,12 @@
 //! Nothing is programmed or pruned until both initial lists are complete (a restarted proxy
 //! must not delete what it has not seen yet); then, and after every re-list and every
 //! `--sync-period`, a full sync re-checks everything and prunes what no Service owns.
+//!
+//! Pods of this node (`fieldSelector=spec.nodeName=<node>`, as the kubelet watches them) are
+//! watched too, for their hostPorts ([`super::hostport`]): each pod event re-stages that pod,
+//! and once they are listed every full sync re-stages them all. Services do not wait for that
+//! list (a proxy whose credentials may not list pods still serves Services), and the prune
+//! keeps hostPort frontends until it is complete.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -19,7 +25,7 @@ use std::{
 use ekube_api::events::{EventType, Recorder, reference};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::{
-    core::v1::{Node, Service},
+    core::v1::{Node, ObjectReference, Pod, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::{
@@ -38,6 +44,7 @@ use super::{
         DesiredService, SERVICE_NAME_LABEL, ServiceName, Unsupported, desired_state_on_node,
     },
     healthcheck::HealthChecks,
+    hostport::{PodHostPorts, PodName, desired_host_ports},
     metrics::{Metrics, SyncKind},
     sync::{ProxyDatapath, Syncer},
 };
@@ -71,12 +78,15 @@ struct Proxy<D> {
     metrics: Arc<Metrics>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    /// This node's pods (for their hostPorts).
+    pods: Store<Pod>,
     /// Names of the EndpointSlices of each Service.
     index: HashMap<ServiceName, BTreeSet<String>>,
     /// The Service each slice (namespace, name) was last indexed under, to follow relabels.
     slice_owner: HashMap<(String, String), ServiceName>,
     services_listed: bool,
     slices_listed: bool,
+    pods_listed: bool,
     /// healthCheckNodePort servers of this node's externalTrafficPolicy: Local Services.
     health: HealthChecks,
     /// When staged changes are due to be committed (`None`: nothing staged).
@@ -111,6 +121,15 @@ pub async fn run_loop<D: ProxyDatapath>(
         )
         .default_backoff(),
     );
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name)),
+        )
+        .default_backoff(),
+    );
     let mut proxy = Proxy {
         health: HealthChecks::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         client,
@@ -118,10 +137,12 @@ pub async fn run_loop<D: ProxyDatapath>(
         metrics,
         services,
         slices,
+        pods,
         index: HashMap::new(),
         slice_owner: HashMap::new(),
         services_listed: false,
         slices_listed: false,
+        pods_listed: false,
         commit_at: None,
         last_commit: None,
         config,
@@ -132,7 +153,9 @@ pub async fn run_loop<D: ProxyDatapath>(
             warn!(%err, "programming the node addresses");
         }
     }
-    proxy.run(svc_events, slice_events, shutdown).await
+    proxy
+        .run(svc_events, slice_events, pod_events, shutdown)
+        .await
 }
 
 impl<D: ProxyDatapath> Proxy<D> {
@@ -140,10 +163,12 @@ impl<D: ProxyDatapath> Proxy<D> {
         &mut self,
         svc_events: impl Stream<Item = Result<watcher::Event<Service>, watcher::Error>>,
         slice_events: impl Stream<Item = Result<watcher::Event<EndpointSlice>, watcher::Error>>,
+        pod_events: impl Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RunError> {
         let mut svc_events = std::pin::pin!(svc_events);
         let mut slice_events = std::pin::pin!(slice_events);
+        let mut pod_events = std::pin::pin!(pod_events);
         let mut shutdown = std::pin::pin!(shutdown);
         let mut resync = tokio::time::interval(self.config.sync_period);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,6 +193,11 @@ impl<D: ProxyDatapath> Proxy<D> {
                     Some(Ok(event)) => self.on_slice(event).await,
                     Some(Err(err)) => warn!(%err, "watching endpointslices"),
                     None => return Err(RunError::WatchEnded { what: "endpointslices" }),
+                },
+                event = pod_events.next() => match event {
+                    Some(Ok(event)) => self.on_pod(event).await,
+                    Some(Err(err)) => warn!(%err, "watching this node's pods (for hostPorts)"),
+                    None => return Err(RunError::WatchEnded { what: "pods" }),
                 },
                 _ = resync.tick() => {
                     if self.listed() {
@@ -252,6 +282,63 @@ impl<D: ProxyDatapath> Proxy<D> {
         }
     }
 
+    async fn on_pod(&mut self, event: watcher::Event<Pod>) {
+        match event {
+            watcher::Event::Apply(pod) => {
+                if let Some(key) = PodName::of_pod(&pod)
+                    && self.pods_listed
+                {
+                    self.sync_pod(&key, &pod, desired_host_ports(&pod));
+                }
+            }
+            watcher::Event::Delete(pod) => {
+                if let Some(key) = PodName::of_pod(&pod)
+                    && self.pods_listed
+                {
+                    self.sync_pod(&key, &pod, PodHostPorts::default());
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::InitDone => {
+                info!(pods = self.pods.len(), "this node's pods listed");
+                self.pods_listed = true;
+                if self.listed() {
+                    self.full_sync().await;
+                } else {
+                    self.stage_pods();
+                    self.schedule_commit();
+                }
+            }
+        }
+    }
+
+    /// Stages one pod's hostPorts after an event; the commit follows as for Services.
+    fn sync_pod(&mut self, key: &PodName, pod: &Pod, ports: PodHostPorts) {
+        let outcome = self.syncer.stage_pod(key, ports);
+        self.schedule_commit();
+        debug!(pod = %key, "hostPorts synced");
+        if let (Some(problem), true) = (outcome.problem, outcome.new_problem) {
+            self.emit_event(reference(pod), problem);
+        }
+    }
+
+    /// Stages every pod of the store (pods gone from it lose their hostPorts).
+    fn stage_pods(&mut self) {
+        let pods = self.pods.state();
+        let all = pods
+            .iter()
+            .filter_map(|pod| Some((PodName::of_pod(pod)?, desired_host_ports(pod))))
+            .collect();
+        for (key, outcome) in self.syncer.stage_all_pods(all) {
+            let pod = pods
+                .iter()
+                .find(|p| PodName::of_pod(p).as_ref() == Some(&key));
+            if let (Some(problem), true, Some(pod)) = (outcome.problem, outcome.new_problem, pod) {
+                self.emit_event(reference(pod.as_ref()), problem);
+            }
+        }
+    }
+
     /// Files `slice` under its Service; returns the Service it was under before and now.
     fn index_slice(&mut self, slice: &EndpointSlice) -> (Option<ServiceName>, Option<ServiceName>) {
         let id = slice_id(slice);
@@ -328,13 +415,7 @@ impl<D: ProxyDatapath> Proxy<D> {
         self.syncer.describe(key, svc.as_deref());
         let outcome = self.syncer.stage_service(key, desired);
         self.sync_health(key, svc.as_deref());
-        if self.commit_at.is_none() {
-            let now = tokio::time::Instant::now();
-            let earliest = self
-                .last_commit
-                .map_or(now, |last| last + self.config.min_commit_interval);
-            self.commit_at = Some(earliest.max(now));
-        }
+        self.schedule_commit();
         let after = self.syncer.service_counts(key);
         self.syncer.adjust_totals(before, after);
         debug!(service = %key, frontends = after.0, backends = after.1, "service synced");
@@ -345,7 +426,19 @@ impl<D: ProxyDatapath> Proxy<D> {
             self.syncer.datapath().map_writes(),
         );
         if let (Some(problem), true, Some(svc)) = (outcome.problem, outcome.new_problem, svc) {
-            self.emit_event(&svc, problem);
+            self.emit_event(reference(svc.as_ref()), problem);
+        }
+    }
+
+    /// Sets the commit of what is staged for once no event is waiting (and
+    /// `min_commit_interval` has passed since the last one), unless one is set already.
+    fn schedule_commit(&mut self) {
+        if self.commit_at.is_none() {
+            let now = tokio::time::Instant::now();
+            let earliest = self
+                .last_commit
+                .map_or(now, |last| last + self.config.min_commit_interval);
+            self.commit_at = Some(earliest.max(now));
         }
     }
 
@@ -371,8 +464,8 @@ impl<D: ProxyDatapath> Proxy<D> {
         );
     }
 
-    /// Syncs every Service, prunes and commits; the node addresses too when they come from the
-    /// API.
+    /// Syncs every Service (and, once listed, every pod's hostPorts), prunes and commits; the
+    /// node addresses too when they come from the API.
     async fn full_sync(&mut self) {
         if self.config.node_ips.is_empty() {
             self.refresh_node_addrs().await;
@@ -393,6 +486,9 @@ impl<D: ProxyDatapath> Proxy<D> {
             let desired = self.desired_of(&key, Some(svc));
             self.syncer.describe(&key, Some(svc));
             all.push((key, desired));
+        }
+        if self.pods_listed {
+            self.stage_pods();
         }
         // The full sync commits everything staged so far.
         self.commit_at = None;
@@ -429,7 +525,7 @@ impl<D: ProxyDatapath> Proxy<D> {
             if let (Some(problem), true, Some(svc)) =
                 (outcome.problem, outcome.new_problem, self.service(&key))
             {
-                self.emit_event(&svc, problem);
+                self.emit_event(reference(svc.as_ref()), problem);
             }
         }
     }
@@ -457,11 +553,11 @@ impl<D: ProxyDatapath> Proxy<D> {
         }
     }
 
-    /// Writes a core/v1 Warning Event on `svc` (in the background; failures are only logged).
-    fn emit_event(&self, svc: &Service, message: String) {
+    /// Writes a core/v1 Warning Event on a Service or Pod (in the background; failures are
+    /// only logged).
+    fn emit_event(&self, involved: ObjectReference, message: String) {
         let recorder = Recorder::on_node(self.client.clone(), COMPONENT, &self.config.node_name);
         let metrics = self.metrics.clone();
-        let involved = reference(svc);
         tokio::spawn(async move {
             if recorder
                 .record_ref(involved, EventType::Warning, FAILED_REASON, &message)

@@ -19,7 +19,7 @@ use crate::{Fixture, TCP_PORT, backends};
 
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 const NODE_PORT: u16 = 30090;
-const TCP_SYN: u8 = 0x02;
+pub const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 /// `TC_ACT_OK` and `TC_ACT_SHOT`.
@@ -57,18 +57,8 @@ impl<'a> Bench<'a> {
     /// Runs a TCP segment from `client` to the NodePort with `flags`; returns the verdict and
     /// where the frame now goes.
     fn send(&self, client: SocketAddrV4, flags: u8) -> (i32, SocketAddrV4) {
-        let frame = tcp_frame(client, SocketAddrV4::new(NODE_IP, NODE_PORT), flags);
-        let netns = self.fx.netns.as_raw_fd();
-        let (verdict, out) = thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on this short-lived thread only; the fd is valid.
-                assert_eq!(unsafe { libc::setns(netns, libc::CLONE_NEWNET) }, 0);
-                self.probe.run(&frame).expect("BPF_PROG_TEST_RUN")
-            })
-            .join()
-            .unwrap()
-        });
-        (verdict, destination(&out))
+        let service = SocketAddrV4::new(NODE_IP, NODE_PORT);
+        run_frame(self.fx, &self.probe, client, service, flags)
     }
 
     /// The forward entry of `client`'s flow, if the map holds one.
@@ -106,6 +96,29 @@ impl Drop for Bench<'_> {
     fn drop(&mut self) {
         let _ = conntrack::set_settings(&self.fx.config, &NodePortSettings::default());
     }
+}
+
+/// Runs a TCP segment from `src` to `dst` with `flags` through `probe` in the fixture's
+/// namespace; returns the verdict and where the frame now goes.
+pub fn run_frame(
+    fx: &Fixture,
+    probe: &IngressProbe,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    flags: u8,
+) -> (i32, SocketAddrV4) {
+    let frame = tcp_frame(src, dst, flags);
+    let netns = fx.netns.as_raw_fd();
+    let (verdict, out) = thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on this short-lived thread only; the fd is valid.
+            assert_eq!(unsafe { libc::setns(netns, libc::CLONE_NEWNET) }, 0);
+            probe.run(&frame).expect("BPF_PROG_TEST_RUN")
+        })
+        .join()
+        .unwrap()
+    });
+    (verdict, destination(&out))
 }
 
 /// Ethernet + IPv4 + TCP header with `flags` (checksums zero: the program only adjusts them).
