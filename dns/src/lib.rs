@@ -71,8 +71,6 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no upstream resolver: {0} names no nameserver, and no --upstream is given")]
-    NoUpstream(PathBuf),
     #[error("connecting to the apiserver: {0}")]
     Client(String),
     #[error("listening on {addr}: {source}")]
@@ -109,7 +107,8 @@ impl Config {
         })
     }
 
-    /// `--upstream`, or the nameservers of `--resolv-conf`.
+    /// `--upstream`, or the nameservers of `--resolv-conf`. None at all is allowed (an
+    /// air-gapped node): the cluster's names are still served, others answer SERVFAIL.
     fn upstreams(&self) -> Result<Vec<SocketAddr>, Error> {
         if !self.upstreams.is_empty() {
             return Ok(self.upstreams.clone());
@@ -121,7 +120,10 @@ impl Config {
             })?;
         let found = forward::nameservers(&text);
         if found.is_empty() {
-            return Err(Error::NoUpstream(self.resolv_conf.clone()));
+            tracing::warn!(
+                resolv_conf = %self.resolv_conf.display(),
+                "no nameserver and no --upstream: names outside the cluster answer SERVFAIL"
+            );
         }
         Ok(found)
     }

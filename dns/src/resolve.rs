@@ -39,9 +39,16 @@ pub enum Resolution {
     /// An authoritative answer from the zone.
     Answer(Answer),
     /// An ExternalName's CNAME; the answer for the target follows it when asked for addresses.
-    Alias { cname: Record, target: Name },
+    Alias(Box<Alias>),
     /// Not a name of the cluster: ask the upstream resolvers.
     Forward,
+}
+
+/// An ExternalName's CNAME record and the name it points to.
+#[derive(Debug, PartialEq)]
+pub struct Alias {
+    pub cname: Record,
+    pub target: Name,
 }
 
 /// An authoritative answer.
@@ -139,7 +146,7 @@ impl Zone {
                     return Resolution::Answer(self.answer(name, kind, Found::Nothing, serial));
                 };
                 let cname = self.record(name.clone(), RData::CNAME(CNAME(target.clone())));
-                return Resolution::Alias { cname, target };
+                return Resolution::Alias(Box::new(Alias { cname, target }));
             }
             Some(Kind::Headless) if records.endpoints(ns, svc).next().is_none() => Found::Nothing,
             Some(_) if kind == RecordType::SRV => self.srv(records, svc, ns, None),

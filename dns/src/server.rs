@@ -21,7 +21,7 @@ use tracing::debug;
 use crate::forward::{Forwarder, Source};
 use crate::metrics::{Metrics, Protocol};
 use crate::records::Records;
-use crate::resolve::{Resolution, Zone};
+use crate::resolve::{Alias, Resolution, Zone};
 
 /// The UDP payload a client without EDNS can take (RFC 1035).
 const CLASSIC_UDP: usize = 512;
@@ -128,7 +128,8 @@ impl Handler {
                 response.add_authorities(answer.authority);
                 response.add_additionals(answer.additionals);
             }
-            Resolution::Alias { cname, target } => {
+            Resolution::Alias(alias) => {
+                let Alias { cname, target } = *alias;
                 response.metadata.authoritative = true;
                 response.add_answer(cname);
                 if matches!(query.query_type(), RecordType::A | RecordType::AAAA) {
@@ -167,7 +168,8 @@ impl Handler {
                 response.add_answers(answer.answers);
             }
             // One CNAME to another ExternalName is not followed further (no loops).
-            Resolution::Alias { cname, .. } => {
+            Resolution::Alias(alias) => {
+                let cname = alias.cname;
                 response.add_answer(cname);
             }
             Resolution::Forward => {

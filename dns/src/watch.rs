@@ -17,8 +17,8 @@ use crate::records::Records;
 
 /// One event of either watch.
 enum Change {
-    Service(Event<Service>),
-    Slice(Event<EndpointSlice>),
+    Service(Box<Event<Service>>),
+    Slice(Box<Event<EndpointSlice>>),
 }
 
 /// A kind's fresh list, gathered until the watch says it is complete.
@@ -60,13 +60,13 @@ pub async fn run(
 ) -> Result<(), Error> {
     let services = watcher::watcher(Api::<Service>::all(client.clone()), Default::default())
         .default_backoff()
-        .map_ok(Change::Service);
+        .map_ok(|e| Change::Service(Box::new(e)));
     let slices = watcher::watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default().labels("kubernetes.io/service-name"),
     )
     .default_backoff()
-    .map_ok(Change::Slice);
+    .map_ok(|e| Change::Slice(Box::new(e)));
     let mut changes = std::pin::pin!(futures::stream::select(services, slices));
     let (mut svc_list, mut slice_list) = (Relist::default(), Relist::default());
     while let Some(change) = changes.next().await {
@@ -84,7 +84,7 @@ pub async fn run(
                 if let Some(all) = svc_list.take(&event) {
                     r.replace_services(&all);
                 }
-                match event {
+                match *event {
                     Event::Apply(s) => r.apply_service(&s),
                     Event::Delete(s) => {
                         r.delete_service(&s.namespace().unwrap_or_default(), &s.name_any())
@@ -96,7 +96,7 @@ pub async fn run(
                 if let Some(all) = slice_list.take(&event) {
                     r.replace_slices(&all);
                 }
-                match event {
+                match *event {
                     Event::Apply(s) => r.apply_slice(&s),
                     Event::Delete(s) => {
                         r.delete_slice(&s.namespace().unwrap_or_default(), &s.name_any())

@@ -69,7 +69,7 @@ macro_rules! agent_flags {
     --node-ip {ip} --root-dir {dir}/data/kubelet --cgroup-root {cgroup} \
     --cni-conf-dir {dir}/cni/net.d --cni-data-dir {dir}/data/cni --subnet-file {dir}/run/subnet.env \
     --pod-logs-dir {dir}/logs/pods --pod-manifest-path {dir}/manifests --insecure-registry {registry} \
-    --registries-config {dir}/registries.yaml"
+    --registries-config {dir}/registries.yaml --kubelet-arg resolv-conf={dir}/resolv.conf"
     };
 }
 
@@ -334,6 +334,11 @@ impl Host {
     /// The node's `registries.yaml` (`--registries-config`).
     pub fn registries_config(&self) -> PathBuf {
         self.dir.join("registries.yaml")
+    }
+
+    /// The node's resolver configuration (the kubelet's `--resolv-conf`).
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
     }
 
     pub(crate) fn dirs(&self) -> Vec<PathBuf> {

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BPFFS, Host, LabConfig, REGISTRY, is_lab_netns, validate_name};
 use crate::images::BuiltImage;
 use crate::process::{ExecOutput, ProcRecord};
-use crate::{Error, Result, cgroup, http, hub, images, io_err, net, process, registry};
+use crate::{Error, Result, cgroup, http, hub, images, io_err, net, process, registry, resolver};
 
 /// Name of the state file in the lab directory.
 const STATE_FILE: &str = "state.json";
@@ -96,6 +96,9 @@ impl Lab {
             let pin = h.pin_dir();
             std::fs::create_dir_all(&pin).map_err(io_err("creating pin dir", &pin))?;
         }
+        let ext = self.host("ext")?.netns.clone();
+        self.spawn("ext", "dnsmasq", &resolver::argv())?;
+        resolver::wait_ready(&ext, Duration::from_secs(30))?;
         if self.config.registry {
             let argv = registry::prepare(&self.config.lab_dir())?;
             self.spawn("fab", "registry", &argv)?;
@@ -370,6 +373,11 @@ impl Lab {
             for d in h.dirs() {
                 std::fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
             }
+            if h.is_node() {
+                let path = h.resolv_conf();
+                std::fs::write(&path, resolver::node_resolv_conf())
+                    .map_err(io_err("writing", &path))?;
+            }
             if h.is_node() && self.config.registry {
                 let path = h.registries_config();
                 std::fs::write(&path, registry::mirror_config(self.config.auth_registry))
@@ -505,6 +513,7 @@ fn check_tools(config: &LabConfig) -> Result<()> {
     let mut needed = vec![
         ("/usr/sbin/ip", "/bin/ip", "iproute2"),
         ("/bin/sh", "/usr/bin/sh", "dash"),
+        (resolver::BINARY, resolver::BINARY, "dnsmasq-base"),
     ];
     if config.registry {
         needed.push((registry::BINARY, registry::BINARY, "docker-registry"));

@@ -20,6 +20,7 @@ mod lab;
 mod net;
 mod process;
 mod registry;
+mod resolver;
 
 pub use config::{
     AGENT_CMD, AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BPFFS, CmdTemplate, DEAD_MIRROR,
@@ -31,6 +32,7 @@ pub use http::{Response, request as http_request};
 pub use lab::Lab;
 pub use process::ExecOutput;
 pub use registry::mirror_config;
+pub use resolver::{OUTSIDE_IP, OUTSIDE_ZONE};
 
 use std::path::PathBuf;
 

@@ -34,6 +34,10 @@ const BENCHES: &[(&str, &str)] = &[
         "ekube init / ekube join → node Ready, beside ekube server + agent (2-node lab, root)",
     ),
     (
+        "dns",
+        "cluster DNS queries/s and latency, cluster and cached outside names, beside the upstream (2-node lab cluster, root)",
+    ),
+    (
         "lb",
         "Service load balancing: eBPF vs iptables-legacy/nft vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 services (2-node lab, root)",
     ),

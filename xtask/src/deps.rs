@@ -24,6 +24,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "docker-registry",
     "apache2-utils",
     "curl",
+    // The lab's upstream DNS server, and `dig` for the DNS tests.
+    "dnsmasq-base",
+    "bind9-dnsutils",
     // Runtime (protoc generates the CRI gRPC code at build time).
     "runc",
     "protobuf-compiler",

@@ -155,7 +155,8 @@ fn srv_of_named_ports() {
 #[test]
 fn external_name_is_a_cname() {
     match ask("ext.default.svc.cluster.local.", RecordType::A) {
-        Resolution::Alias { cname, target } => {
+        Resolution::Alias(alias) => {
+            let Alias { cname, target } = *alias;
             assert_eq!(cname.record_type(), RecordType::CNAME);
             assert_eq!(target.to_string(), "example.org.");
         }
