@@ -38,7 +38,9 @@ pub fn write(
         managed(ips, &PodName::of(pod, cluster_domain)?, &aliases)
     };
     let file = path(pod_dir);
-    std::fs::write(&file, text).map_err(|e| format!("writing {}: {e}", file.display()))?;
+    std::fs::create_dir_all(pod_dir)
+        .and_then(|()| std::fs::write(&file, text))
+        .map_err(|e| format!("writing {}: {e}", file.display()))?;
     Ok(cri::Mount {
         container_path: "/etc/hosts".into(),
         host_path: file.display().to_string(),
