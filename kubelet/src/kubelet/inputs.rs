@@ -134,8 +134,8 @@ pub fn expand(input: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The container's environment, in Kubernetes order: the `kubernetes` Service's variables,
-/// then `envFrom`, then `env`.
+/// The container's environment, in Kubernetes order: `envFrom`, then `env`, then the Service
+/// variables the container does not set itself.
 ///
 /// `allocatable` is the node's, which a `resourceFieldRef` to a limit the container does not
 /// set reads.
@@ -159,15 +159,15 @@ pub async fn env(
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut set = |k: String, v: String, vars: &mut BTreeMap<String, String>| {
-        if !vars.contains_key(&k) {
+        if !order.contains(&k) {
             order.push(k.clone());
         }
         vars.insert(k, v);
     };
-    // The `kubernetes` Service's variables come first: anything the pod sets overrides them.
-    for (k, v) in super::service_env::kubernetes(client).await? {
-        set(k, v, &mut vars);
-    }
+    // The Service variables can be referenced by `$(NAME)` and come last, after those the
+    // container declares, which win over them.
+    let services = super::service_env::for_pod(client, &pod).await?;
+    vars.extend(services.iter().cloned());
     for from in c.env_from.clone().unwrap_or_default() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
@@ -247,6 +247,11 @@ pub async fn env(
             String::new()
         };
         set(e.name.clone(), value, &mut vars);
+    }
+    for (k, _) in services {
+        if !order.contains(&k) {
+            order.push(k);
+        }
     }
     Ok(order
         .into_iter()

@@ -9,6 +9,8 @@
 //! flag is absent (as `ekube agent` does).
 
 mod cni;
+mod dns;
+mod hosts;
 mod image_gc;
 mod inputs;
 mod logs;
@@ -18,6 +20,7 @@ mod pods;
 mod probe;
 mod pull_secrets;
 pub mod reset;
+mod sandbox;
 mod security;
 mod service_env;
 mod static_pods;
@@ -83,6 +86,10 @@ pub struct Config {
     /// Cluster domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// The node's resolver configuration: what pods with `dnsPolicy: Default` get, and whose
+    /// search path `ClusterFirst` pods get after the cluster's; empty for none.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
     /// Size at which a container's log is rotated (quantity, e.g. `10Mi`).
     #[arg(long, default_value = "10Mi", value_parser = logs::parse_size)]
     pub container_log_max_size: u64,

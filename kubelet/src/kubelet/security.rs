@@ -127,6 +127,14 @@ fn refuse_unsupported(e: &Effective, c: &Container) -> Result<(), String> {
             e.sc.proc_mount.as_deref().unwrap_or_default()
         ));
     }
+    if spec.share_process_namespace == Some(true) {
+        // The runtime's sandboxes have no process holding a pod-wide PID namespace.
+        return Err(
+            "spec.shareProcessNamespace: true (one PID namespace for the pod's containers) is \
+             not supported by this kubelet; remove it"
+                .into(),
+        );
+    }
     if e.psc.sysctls.as_ref().is_some_and(|s| !s.is_empty()) {
         return Err(
             "spec.securityContext.sysctls are not supported by this kubelet; remove them".into(),
@@ -400,6 +408,7 @@ mod tests {
     fn unsupported_fields_are_refused() {
         for spec in [
             serde_json::json!({"hostUsers": false, "containers": [{"name": "c"}]}),
+            serde_json::json!({"shareProcessNamespace": true, "containers": [{"name": "c"}]}),
             serde_json::json!({"containers": [{"name": "c",
                 "securityContext": {"procMount": "Unmasked"}}]}),
             serde_json::json!({"containers": [{"name": "c",

@@ -16,7 +16,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::watch;
 
 use super::status::{self, Observed, View};
-use super::{Ctx, cni, inputs, ownership, probe, security, volumes};
+use super::{Ctx, cni, dns, hosts, inputs, ownership, probe, sandbox, security, volumes};
 use crate::cri;
 
 /// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
@@ -329,55 +329,20 @@ impl Worker {
         )
     }
 
-    fn sandbox_config(&self, pod: &Pod) -> cri::PodSandboxConfig {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let dns = match spec.dns_policy.as_deref() {
-            Some("Default") | Some("None") => None,
-            _ => Some(cri::DnsConfig {
-                servers: self
-                    .ctx
-                    .config
-                    .cluster_dns
-                    .iter()
-                    .map(|ip| ip.to_string())
-                    .collect(),
-                searches: vec![
-                    format!("{ns}.svc.{}", self.ctx.config.cluster_domain),
-                    format!("svc.{}", self.ctx.config.cluster_domain),
-                    self.ctx.config.cluster_domain.clone(),
-                ],
-                options: vec!["ndots:5".into()],
-            }),
-        };
-        cri::PodSandboxConfig {
-            metadata: Some(cri::PodSandboxMetadata {
-                name: pod.metadata.name.clone().unwrap_or_default(),
-                uid: uid.clone(),
-                namespace: ns,
-                attempt: 0,
-            }),
-            hostname: spec
-                .hostname
-                .clone()
-                .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default()),
+    /// The pod's sandbox config (upstream's `generatePodSandboxConfig`).
+    fn sandbox_config(&self, pod: &Pod) -> Result<sandbox::Built, String> {
+        let cfg = &self.ctx.config;
+        let host = dns::read_host_config(&cfg.resolv_conf)?;
+        let node = sandbox::NodeInputs {
+            dns: dns::Node {
+                cluster_dns: &cfg.cluster_dns,
+                cluster_domain: &cfg.cluster_domain,
+                host: host.as_ref(),
+            },
+            cgroup_root: &cfg.cgroup_root,
             log_directory: self.log_dir(pod).display().to_string(),
-            dns_config: dns,
-            labels: [(POD_UID_LABEL.to_owned(), uid.clone())].into(),
-            linux: Some(cri::LinuxPodSandboxConfig {
-                cgroup_parent: format!(
-                    "{}/pod{uid}",
-                    self.ctx.config.cgroup_root.trim_end_matches('/')
-                ),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        };
+        sandbox::config(pod, &node)
     }
 
     /// Applies `--pod-max-pids` to the pod's cgroup, which holds all its containers (as
@@ -408,7 +373,21 @@ impl Worker {
             return Ok(());
         }
         let mut rc = self.ctx.rc.clone();
-        let config = self.sandbox_config(pod);
+        let config = match self.sandbox_config(pod) {
+            Ok(built) => {
+                for warning in built.dns_warnings {
+                    self.event(pod, "Warning", "DNSConfigForming", warning)
+                        .await;
+                }
+                built.config
+            }
+            Err(e) => {
+                let msg = format!("Failed to create pod sandbox: {e}");
+                self.event(pod, "Warning", "FailedCreatePodSandBox", msg.clone())
+                    .await;
+                return Err(super::Error::Config(msg));
+            }
+        };
         let id = rc
             .run_pod_sandbox(cri::RunPodSandboxRequest {
                 config: Some(config.clone()),
@@ -425,6 +404,17 @@ impl Worker {
             self.event(pod, "Warning", "FailedCreatePodSandBox", msg.clone())
                 .await;
             return Err(super::Error::Config(msg));
+        }
+        if sandbox::host_network(pod) {
+            // The node's network: no CNI, and the pod's addresses are the node's.
+            let ips = self.ctx.node_ip.iter().map(|ip| ip.to_string()).collect();
+            tracing::info!(pod = %pod_key(pod), sandbox = %id, "sandbox in the node's network");
+            self.sandbox = Some(Sandbox {
+                id,
+                netns: String::new(),
+                ips,
+            });
+            return Ok(());
         }
         let st = rc
             .pod_sandbox_status(cri::PodSandboxStatusRequest {
@@ -847,10 +837,23 @@ impl Worker {
             Err(e) => return self.mount_failed(pod, c, e).await,
         };
         let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-        let mounts = match volumes::mounts(c, &pod_dir, &volumes, &vars) {
+        let mut mounts = match volumes::mounts(c, &pod_dir, &volumes, &vars) {
             Ok(m) => m,
             Err(e) => return self.config_error(pod, c, e.0).await,
         };
+        // As upstream: the kubelet's hosts file, once the pod has an address, unless the
+        // container mounts its own.
+        let ips = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ips.clone())
+            .unwrap_or_default();
+        if !ips.is_empty() && !mounts.iter().any(|m| m.container_path == "/etc/hosts") {
+            match hosts::write(&pod_dir, pod, &ips, &self.ctx.config.cluster_domain) {
+                Ok(m) => mounts.push(m),
+                Err(e) => return self.config_error(pod, c, e).await,
+            }
+        }
         let expand = |v: &Option<Vec<String>>| {
             v.clone()
                 .unwrap_or_default()
@@ -876,7 +879,10 @@ impl Worker {
             seccomp_root: &seccomp_root,
         };
         let security_context = match security::container_context(pod, c, &defaults) {
-            Ok(sc) => sc,
+            Ok(sc) => cri::LinuxContainerSecurityContext {
+                namespace_options: Some(sandbox::namespace_options(pod)),
+                ..sc
+            },
             Err(e) => return self.config_error(pod, c, e).await,
         };
         let checked = match self.image_user(c).await {
@@ -926,7 +932,7 @@ impl Worker {
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: sandbox_id,
                 config: Some(config),
-                sandbox_config: Some(self.sandbox_config(pod)),
+                sandbox_config: self.sandbox_config(pod).ok().map(|b| b.config),
             })
             .await
         {
@@ -1545,12 +1551,13 @@ impl Worker {
         }
     }
 
-    /// CNI DEL, then stop and remove the sandbox (and with it the containers).
+    /// CNI DEL (for a sandbox with a network of its own), then stop and remove the sandbox
+    /// (and with it the containers).
     async fn release(&mut self, pod: &Pod) {
         let Some(sb) = self.sandbox.take() else {
             return;
         };
-        let meta = self.sandbox_config(pod).metadata.unwrap_or_default();
+        let meta = sandbox::metadata(pod);
         let at = cni::Attachment {
             container_id: &sb.id,
             netns: &sb.netns,
@@ -1558,7 +1565,9 @@ impl Worker {
             name: &meta.name,
             uid: &meta.uid,
         };
-        if let Err(e) = cni::del(
+        if sb.netns.is_empty() {
+            tracing::debug!(pod = %pod_key(pod), "sandbox in the node's network: no CNI DEL");
+        } else if let Err(e) = cni::del(
             &self.ctx.config.cni_conf_dir,
             &self.ctx.config.cni_bin_dir,
             &at,

@@ -230,7 +230,11 @@ impl Runtime {
         {
             let dir = entry.path();
             let id = entry.file_name().to_string_lossy().into_owned();
-            match store::load_sandbox(&dir).filter(|_| sandbox::namespaces_kept(&dir)) {
+            let kept = |r: &store::SandboxRecord| {
+                sandbox::kept(&sandbox::options(&r.config))
+                    .is_ok_and(|kinds| sandbox::namespaces_kept(&dir, &kinds))
+            };
+            match store::load_sandbox(&dir).filter(kept) {
                 Some(r) => {
                     tracing::info!(sandbox = %id, "recovered sandbox");
                     self.state.lock().expect("state").sandboxes.insert(
@@ -358,7 +362,11 @@ impl Runtime {
         let id = new_id();
         let dir = self.root.join("sandboxes").join(&id);
         std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-        let hostname = if config.hostname.is_empty() {
+        let kinds = sandbox::kept(&sandbox::options(&config))?;
+        let hostname = if !kinds.contains(&"uts") {
+            // The node's UTS namespace: the pod has the node's hostname, as with containerd.
+            node_hostname()
+        } else if config.hostname.is_empty() {
             config
                 .metadata
                 .as_ref()
@@ -375,7 +383,7 @@ impl Runtime {
         let _ = std::fs::write(dir.join("cgroup_parent"), &parent);
         sandbox::write_etc(&dir, &hostname, config.dns_config.as_ref())?;
         let d = dir.clone();
-        tokio::task::spawn_blocking(move || sandbox::create_namespaces(&d, &hostname))
+        tokio::task::spawn_blocking(move || sandbox::create_namespaces(&d, &hostname, &kinds))
             .await
             .map_err(|e| Error::Sandbox(e.to_string()))??;
         if !config.log_directory.is_empty() {
@@ -556,6 +564,7 @@ impl Runtime {
                 config: &config,
                 image: &image.config,
                 sandbox_dir: &sb.dir,
+                sandbox_namespaces: &sandbox::kept(&sandbox::options(&sb.config))?,
                 cgroups_path: cgroups_path.clone(),
                 rootfs: &rootfs,
                 host: &self.host,
@@ -867,7 +876,7 @@ impl Runtime {
             network: Some(cri::PodSandboxNetworkStatus::default()),
             linux: Some(cri::LinuxPodSandboxStatus {
                 namespaces: Some(cri::Namespace {
-                    options: Some(cri::NamespaceOption::default()),
+                    options: Some(sandbox::options(&sb.config)),
                 }),
             }),
             labels: sb.config.labels.clone(),
@@ -905,6 +914,17 @@ impl Runtime {
                 .any(|t| super::addon_image::is_local(t)),
         }
     }
+}
+
+/// The node's hostname, which a pod in the node's UTS namespace has.
+fn node_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the valid buffer.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The `error`-level messages runc logged (JSON log), if any.
@@ -1001,12 +1021,20 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> R<cri::PodSandboxStatusResponse> {
         let sb = self.sandbox(&req.into_inner().pod_sandbox_id)?;
-        // The kubelet runs the CNI plugin itself (DESIGN.md §5) and needs the namespace path.
-        let info = [(
-            NETNS_INFO_KEY.to_owned(),
-            sandbox::ns_path(&sb.dir, "net").display().to_string(),
-        )]
-        .into();
+        // The kubelet runs the CNI plugin itself (DESIGN.md §5) and needs the namespace path;
+        // a sandbox in the node's network has none, so nothing is attached to or detached
+        // from the node's own namespace.
+        let own_net =
+            sandbox::kept(&sandbox::options(&sb.config)).is_ok_and(|kinds| kinds.contains(&"net"));
+        let info = own_net
+            .then(|| {
+                (
+                    NETNS_INFO_KEY.to_owned(),
+                    sandbox::ns_path(&sb.dir, "net").display().to_string(),
+                )
+            })
+            .into_iter()
+            .collect();
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(Self::sandbox_status(&sb)),
             info,

@@ -1,8 +1,9 @@
 //! The OCI runtime spec (`config.json`) of a container, built with `oci-spec` from the CRI
 //! container config, the image config and the pod sandbox.
 //!
-//! Containers join the sandbox's network, IPC and UTS namespaces by path and get their own
-//! PID and mount namespaces. Resources map as Kubernetes maps them (cpu shares from requests,
+//! Containers join the sandbox's network, IPC and UTS namespaces by path (those the sandbox
+//! keeps; the others are the node's) and get their own mount namespace and, unless the pod
+//! uses the node's (`hostPID`), their own PID namespace. Resources map as Kubernetes maps them (cpu shares from requests,
 //! CFS quota/period and memory limit from limits), under `cgroupsPath` =
 //! `<cgroup parent>/<container id>`. `oom_score_adj` is never set: hosts without
 //! CAP_SYS_RESOURCE refuse negative values, and the default (inherited) is fine.
@@ -21,11 +22,33 @@ use super::security::{self, HostSecurity};
 use super::{Error, Result, sandbox};
 use crate::cri;
 
+/// Whether the container gets a PID namespace of its own: yes in mode `CONTAINER`, no in
+/// `NODE` (`hostPID`); a PID namespace shared by the pod (`shareProcessNamespace`) would need a
+/// process holding it, which this runtime's sandboxes do not have, so it is refused.
+fn own_pid_namespace(security: &cri::LinuxContainerSecurityContext) -> Result<bool> {
+    // No options at all: the runtime's own default, a namespace per container.
+    let mode = security
+        .namespace_options
+        .as_ref()
+        .map_or(cri::NamespaceMode::Container as i32, |o| o.pid);
+    match cri::NamespaceMode::try_from(mode) {
+        Ok(cri::NamespaceMode::Container) => Ok(true),
+        Ok(cri::NamespaceMode::Node) => Ok(false),
+        _ => Err(Error::InvalidArgument(format!(
+            "pid namespace mode {mode} is not supported (CONTAINER or NODE); a PID namespace \
+             shared by the pod's containers is not"
+        ))),
+    }
+}
+
 /// Everything the spec is made from.
 pub struct SpecInput<'a> {
     pub config: &'a cri::ContainerConfig,
     pub image: &'a ImageConfig,
     pub sandbox_dir: &'a Path,
+    /// The namespaces the sandbox keeps (`net`, `ipc`, `uts`); the container joins those and
+    /// stays in the runtime's own (the node's) for the others.
+    pub sandbox_namespaces: &'a [&'a str],
     pub cgroups_path: String,
     /// Root of the container's unpacked image (to resolve user names).
     pub rootfs: &'a Path,
@@ -285,19 +308,26 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
 
     let mut namespaces = vec![
         LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Pid)
-            .build()
-            .map_err(Error::spec)?,
-        LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Mount)
             .build()
             .map_err(Error::spec)?,
     ];
+    if own_pid_namespace(&security)? {
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Pid)
+                .build()
+                .map_err(Error::spec)?,
+        );
+    }
     for (kind, typ) in [
         ("net", LinuxNamespaceType::Network),
         ("ipc", LinuxNamespaceType::Ipc),
         ("uts", LinuxNamespaceType::Uts),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(kind, _)| input.sandbox_namespaces.contains(kind))
+    {
         namespaces.push(
             LinuxNamespaceBuilder::default()
                 .typ(typ)
@@ -432,6 +462,7 @@ mod tests {
             config: &c,
             image: &image(),
             sandbox_dir: Path::new("/sb"),
+            sandbox_namespaces: &["net", "ipc", "uts"],
             cgroups_path: "/k/pod1/c1".into(),
             rootfs: Path::new("/nonexistent"),
             host: &HostSecurity::default(),
@@ -467,6 +498,50 @@ mod tests {
         assert_eq!(caps.len(), security::DEFAULT_CAPS.len());
     }
 
+    #[test]
+    fn host_namespaces_are_left_out_of_the_spec() {
+        let types = |pid: cri::NamespaceMode, kept: &[&str]| -> Result<Vec<String>> {
+            let c = cri::ContainerConfig {
+                linux: Some(cri::LinuxContainerConfig {
+                    resources: None,
+                    security_context: Some(cri::LinuxContainerSecurityContext {
+                        namespace_options: Some(cri::NamespaceOption {
+                            pid: pid as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            };
+            let spec = build(&SpecInput {
+                config: &c,
+                image: &image(),
+                sandbox_dir: Path::new("/sb"),
+                sandbox_namespaces: kept,
+                cgroups_path: "/k/pod1/c1".into(),
+                rootfs: Path::new("/nonexistent"),
+                host: &HostSecurity::default(),
+            })?;
+            let json = serde_json::to_value(&spec).unwrap();
+            Ok(json["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["type"].as_str().unwrap().to_owned())
+                .collect())
+        };
+        let host_net = types(cri::NamespaceMode::Container, &["ipc"]).unwrap();
+        assert_eq!(host_net, ["mount", "pid", "ipc"]);
+        let host_pid = types(cri::NamespaceMode::Node, &["net", "ipc", "uts"]).unwrap();
+        assert_eq!(host_pid, ["mount", "network", "ipc", "uts"]);
+        let shared = types(cri::NamespaceMode::Pod, &["net", "ipc", "uts"]).unwrap_err();
+        assert!(
+            shared.to_string().contains("pid namespace mode"),
+            "{shared}"
+        );
+    }
+
     /// The spec of a `sh` container with security context `sc`, in an image whose root has
     /// the account files written by [`accounts_root`].
     fn secured(sc: cri::LinuxContainerSecurityContext, rootfs: &Path) -> serde_json::Value {
@@ -489,6 +564,7 @@ mod tests {
             config: &c,
             image: &image(),
             sandbox_dir: Path::new("/sb"),
+            sandbox_namespaces: &["net", "ipc", "uts"],
             cgroups_path: "/k/pod1/c1".into(),
             rootfs,
             host: &host,
