@@ -10,7 +10,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::errors::{ApiError, Cause};
-use crate::patch::{ListStrategy, list_strategy, strategic_merge};
+use crate::patch::{ListStrategy, identity, list_strategy, strategic_merge};
 
 type Path = Vec<String>;
 
@@ -47,10 +47,12 @@ fn leaves(
                 match child {
                     Value::Object(m) if !m.is_empty() => leaves(kind, child, path, names, out),
                     Value::Array(items) => match list_strategy(kind, names) {
-                        ListStrategy::MergeKey(key) => {
+                        ListStrategy::MergeKey(keys) => {
                             for item in items {
-                                let Some(kv) = item.get(key) else { continue };
-                                path.push(format!("k:{}", json!({key: kv})));
+                                let Some(id) = identity(item, keys) else {
+                                    continue;
+                                };
+                                path.push(format!("k:{}", Value::Object(id)));
                                 out.push([path.clone(), vec![".".to_string()]].concat());
                                 leaves(kind, item, path, names, out);
                                 path.pop();
@@ -156,7 +158,8 @@ fn remove_rec(cur: &mut Value, path: &[String]) {
 
 fn item_matches(item: &Value, key: &str) -> bool {
     let want: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
-    !want.is_empty() && want.iter().all(|(k, v)| item.get(k) == Some(v))
+    let keys: Vec<&str> = want.keys().map(String::as_str).collect();
+    !want.is_empty() && identity(item, &keys).is_some_and(|id| id.iter().all(|(k, v)| want.get(k) == Some(v)))
 }
 
 fn child_mut<'a>(cur: &'a mut Value, elem: &str) -> Option<&'a mut Value> {
@@ -322,6 +325,31 @@ mod tests {
             later["metadata"]["managedFields"][0]["time"],
             "2020-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn ports_are_keyed_by_number_and_protocol() {
+        let dns = json!({"metadata": {"name": "kube-dns"}, "spec": {"ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+            {"name": "metrics", "port": 9153}]}});
+        let obj = apply("Service", "v1", None, &dns, "me", false).unwrap();
+        let names: Vec<&str> = obj["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["dns", "dns-tcp", "metrics"]);
+        let fields = &obj["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:ports"];
+        assert!(fields.get(r#"k:{"port":53,"protocol":"UDP"}"#).is_some(), "{fields}");
+        assert!(fields.get(r#"k:{"port":9153,"protocol":"TCP"}"#).is_some(), "{fields}");
+        // Dropping the UDP port on the next apply removes that item only.
+        let tcp_only = json!({"metadata": {"name": "kube-dns"}, "spec": {"ports": [
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP"}, {"name": "metrics", "port": 9153}]}});
+        let obj = apply("Service", "v1", Some(&obj), &tcp_only, "me", false).unwrap();
+        assert_eq!(obj["spec"]["ports"].as_array().unwrap().len(), 2);
+        assert_eq!(obj["spec"]["ports"][0]["protocol"], "TCP");
     }
 
     #[test]

@@ -19,10 +19,29 @@ pub struct PatchError(pub String);
 pub enum ListStrategy {
     /// Replaced as a whole.
     Atomic,
-    /// Merged by the named key of its items.
-    MergeKey(&'static str),
+    /// Merged by the named keys of its items: the first always present, the others defaulted
+    /// when absent (see [`identity`]). Ports are keyed by number and protocol, as their
+    /// server-side apply list-map keys are, so a Service's 53/UDP and 53/TCP stay two items.
+    MergeKey(&'static [&'static str]),
     /// A set of primitives, merged by union.
     MergePrimitives,
+}
+
+/// What identifies a list item under merge keys `keys`: each key's value, `protocol`
+/// defaulting to `TCP` as the API defaults it; `None` when the first key is absent.
+pub fn identity(item: &Value, keys: &[&str]) -> Option<Map<String, Value>> {
+    let (first, rest) = keys.split_first()?;
+    let mut id = Map::new();
+    id.insert((*first).to_owned(), item.get(*first)?.clone());
+    for key in rest {
+        let value = match item.get(*key) {
+            Some(v) => v.clone(),
+            None if *key == "protocol" => Value::from("TCP"),
+            None => Value::Null,
+        };
+        id.insert((*key).to_owned(), value);
+    }
+    Some(id)
 }
 
 /// The strategy of the list at `path` (field names from the object root, indices omitted).
@@ -39,24 +58,24 @@ pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
         )
     });
     match (last, parent) {
-        ("conditions", _) => MergeKey("type"),
+        ("conditions", _) => MergeKey(&["type"]),
         ("finalizers", Some("metadata")) => MergePrimitives,
-        ("ownerReferences", Some("metadata")) => MergeKey("uid"),
-        ("containers" | "initContainers" | "ephemeralContainers", _) => MergeKey("name"),
-        ("env", _) if in_container => MergeKey("name"),
-        ("ports", _) if in_container => MergeKey("containerPort"),
-        ("volumeMounts", _) if in_container => MergeKey("mountPath"),
-        ("volumeDevices", _) if in_container => MergeKey("devicePath"),
-        ("resizePolicy", _) if in_container => MergeKey("resourceName"),
+        ("ownerReferences", Some("metadata")) => MergeKey(&["uid"]),
+        ("containers" | "initContainers" | "ephemeralContainers", _) => MergeKey(&["name"]),
+        ("env", _) if in_container => MergeKey(&["name"]),
+        ("ports", _) if in_container => MergeKey(&["containerPort", "protocol"]),
+        ("volumeMounts", _) if in_container => MergeKey(&["mountPath"]),
+        ("volumeDevices", _) if in_container => MergeKey(&["devicePath"]),
+        ("resizePolicy", _) if in_container => MergeKey(&["resourceName"]),
         ("volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims", Some("spec")) => {
-            MergeKey("name")
+            MergeKey(&["name"])
         }
-        ("hostAliases", Some("spec")) => MergeKey("ip"),
-        ("topologySpreadConstraints", Some("spec")) => MergeKey("topologyKey"),
-        ("podIPs" | "hostIPs", Some("status")) => MergeKey("ip"),
-        ("addresses", Some("status")) if kind == "Node" => MergeKey("type"),
-        ("ports", Some("spec")) if kind == "Service" && path.len() == 2 => MergeKey("port"),
-        ("secrets", None) if kind == "ServiceAccount" => MergeKey("name"),
+        ("hostAliases", Some("spec")) => MergeKey(&["ip"]),
+        ("topologySpreadConstraints", Some("spec")) => MergeKey(&["topologyKey"]),
+        ("podIPs" | "hostIPs", Some("status")) => MergeKey(&["ip"]),
+        ("addresses", Some("status")) if kind == "Node" => MergeKey(&["type"]),
+        ("ports", Some("spec")) if kind == "Service" && path.len() == 2 => MergeKey(&["port", "protocol"]),
+        ("secrets", None) if kind == "ServiceAccount" => MergeKey(&["name"]),
         _ => Atomic,
     }
 }
@@ -201,17 +220,18 @@ fn merge_list(
             }
             out
         }
-        ListStrategy::MergeKey(merge_key) => {
+        ListStrategy::MergeKey(keys) => {
             let mut out = current;
             for item in patch {
-                let Some(key_value) = item.get(merge_key) else {
+                let Some(key_value) = identity(item, keys) else {
                     return Err(PatchError(format!(
-                        "map: {item} does not contain declared merge key: {merge_key}"
+                        "map: {item} does not contain declared merge key: {}",
+                        keys[0]
                     )));
                 };
                 let pos = out
                     .iter()
-                    .position(|existing| existing.get(merge_key) == Some(key_value));
+                    .position(|existing| identity(existing, keys).as_ref() == Some(&key_value));
                 let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
                 match (pos, delete) {
                     (Some(i), true) => {
@@ -246,7 +266,7 @@ fn apply_order(target: &mut Value, order: &[Value], strategy: ListStrategy) {
     let Value::Array(items) = target else { return };
     let key_of = |item: &Value| -> Option<Value> {
         match strategy {
-            ListStrategy::MergeKey(k) => item.get(k).cloned(),
+            ListStrategy::MergeKey(keys) => identity(item, keys).map(Value::Object),
             _ => Some(item.clone()),
         }
     };
