@@ -119,6 +119,7 @@ metadata: {name: hostpid}
 spec:
   nodeName: N1
   hostPID: true
+  hostIPC: true
   containers:
   - {name: main, image: 192.168.64.1:5000/busybox:latest, command: ["sleep", "3600"]}
 "#;
@@ -271,6 +272,13 @@ fn host_network(c: &LabCluster) -> Result<()> {
             && hosts.ends_with("192.0.2.8\talias.local\n"),
         "hosts file of hostnet: {hosts:?}"
     );
+    let net = "readlink /proc/self/ns/net";
+    let node_net = c.lab.exec("n1", &["sh", "-c", net])?.stdout;
+    let pod_net = exec(c, "hostnet", net)?;
+    ensure!(
+        pod_net == node_net,
+        "hostnet is in network namespace {pod_net:?}, n1 in {node_net:?}"
+    );
     let hostname = exec(c, "hostnet", "hostname")?;
     let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
     ensure!(
@@ -302,9 +310,26 @@ fn host_network(c: &LabCluster) -> Result<()> {
     Ok(())
 }
 
-/// The hostPID pod sees the node's processes (the agent among them); a pod without sees only
-/// its own.
+/// The hostPID/hostIPC pod is in the node's PID and IPC namespaces (those of this test, as the
+/// lab's nodes differ only in their network) and sees the node's processes, the agent among
+/// them; a pod without has namespaces of its own and sees only its processes.
 fn host_pid(c: &LabCluster) -> Result<()> {
+    let ns = "readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc";
+    let node_ns = ["pid", "ipc"]
+        .map(|kind| std::fs::read_link(format!("/proc/self/ns/{kind}")))
+        .into_iter()
+        .map(|l| l.map(|p| p.display().to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host = exec(c, "hostpid", ns)?;
+    ensure!(
+        host.lines().collect::<Vec<_>>() == node_ns,
+        "hostpid's namespaces {host:?}, the node's {node_ns:?}"
+    );
+    let own = exec(c, "client", ns)?;
+    ensure!(
+        own.lines().all(|l| !node_ns.iter().any(|n| n == l)),
+        "client shares the node's namespaces: {own:?}"
+    );
     let names = "cat /proc/[0-9]*/comm 2>/dev/null";
     let host = exec(c, "hostpid", names)?;
     ensure!(

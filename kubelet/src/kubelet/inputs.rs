@@ -158,8 +158,9 @@ pub async fn env(
     }
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
+    let mut named = std::collections::HashSet::new();
     let mut set = |k: String, v: String, vars: &mut BTreeMap<String, String>| {
-        if !order.contains(&k) {
+        if named.insert(k.clone()) {
             order.push(k.clone());
         }
         vars.insert(k, v);
@@ -249,7 +250,7 @@ pub async fn env(
         set(e.name.clone(), value, &mut vars);
     }
     for (k, _) in services {
-        if !order.contains(&k) {
+        if named.insert(k.clone()) {
             order.push(k);
         }
     }

@@ -359,10 +359,10 @@ impl Runtime {
     }
 
     async fn run_sandbox(&self, config: cri::PodSandboxConfig) -> Result<String> {
+        let kinds = sandbox::kept(&sandbox::options(&config))?;
         let id = new_id();
         let dir = self.root.join("sandboxes").join(&id);
         std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
-        let kinds = sandbox::kept(&sandbox::options(&config))?;
         let hostname = if !kinds.contains(&"uts") {
             // The node's UTS namespace: the pod has the node's hostname, as with containerd.
             node_hostname()
