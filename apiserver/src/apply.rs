@@ -159,7 +159,8 @@ fn remove_rec(cur: &mut Value, path: &[String]) {
 fn item_matches(item: &Value, key: &str) -> bool {
     let want: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
     let keys: Vec<&str> = want.keys().map(String::as_str).collect();
-    !want.is_empty() && identity(item, &keys).is_some_and(|id| id.iter().all(|(k, v)| want.get(k) == Some(v)))
+    !want.is_empty()
+        && identity(item, &keys).is_some_and(|id| id.iter().all(|(k, v)| want.get(k) == Some(v)))
 }
 
 fn child_mut<'a>(cur: &'a mut Value, elem: &str) -> Option<&'a mut Value> {
@@ -342,8 +343,14 @@ mod tests {
             .collect();
         assert_eq!(names, ["dns", "dns-tcp", "metrics"]);
         let fields = &obj["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:ports"];
-        assert!(fields.get(r#"k:{"port":53,"protocol":"UDP"}"#).is_some(), "{fields}");
-        assert!(fields.get(r#"k:{"port":9153,"protocol":"TCP"}"#).is_some(), "{fields}");
+        assert!(
+            fields.get(r#"k:{"port":53,"protocol":"UDP"}"#).is_some(),
+            "{fields}"
+        );
+        assert!(
+            fields.get(r#"k:{"port":9153,"protocol":"TCP"}"#).is_some(),
+            "{fields}"
+        );
         // Dropping the UDP port on the next apply removes that item only.
         let tcp_only = json!({"metadata": {"name": "kube-dns"}, "spec": {"ports": [
             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}, {"name": "metrics", "port": 9153}]}});

@@ -74,7 +74,9 @@ pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
         ("topologySpreadConstraints", Some("spec")) => MergeKey(&["topologyKey"]),
         ("podIPs" | "hostIPs", Some("status")) => MergeKey(&["ip"]),
         ("addresses", Some("status")) if kind == "Node" => MergeKey(&["type"]),
-        ("ports", Some("spec")) if kind == "Service" && path.len() == 2 => MergeKey(&["port", "protocol"]),
+        ("ports", Some("spec")) if kind == "Service" && path.len() == 2 => {
+            MergeKey(&["port", "protocol"])
+        }
         ("secrets", None) if kind == "ServiceAccount" => MergeKey(&["name"]),
         _ => Atomic,
     }

@@ -326,7 +326,20 @@ impl Lab {
         timeout: Duration,
     ) -> Result<ExecOutput> {
         let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
-        process::exec(&self.host(host)?.netns, &argv, timeout)
+        process::exec(&self.host(host)?.netns, None, &argv, timeout)
+    }
+
+    /// Like [`Lab::exec_timeout`], in `host`'s cgroup too, where the node's eBPF service load
+    /// balancing applies as it does to its pods (a ClusterIP is reachable).
+    pub fn exec_in_cgroup<S: AsRef<str>>(
+        &self,
+        host: &str,
+        argv: &[S],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
+        let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
+        let h = self.host(host)?;
+        process::exec(&h.netns, Some(&h.cgroup), &argv, timeout)
     }
 
     /// One HTTP request from inside `host` (e.g. `ext`), e.g. to the registry or a NodePort.

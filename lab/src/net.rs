@@ -160,7 +160,7 @@ pub(crate) fn create(hosts: &[Host]) -> Result<()> {
             .chain(["true".to_owned()])
             .collect();
         let argv = ["/bin/sh", "-c", &script].map(str::to_owned);
-        let out = crate::process::exec(&h.netns, &argv, Duration::from_secs(10))?;
+        let out = crate::process::exec(&h.netns, None, &argv, Duration::from_secs(10))?;
         if !out.success() {
             return Err(Error::Command {
                 command: script,

@@ -99,10 +99,17 @@ pub(crate) fn spawn(netns: &str, cgroup: &str, log: &Path, argv: &[String]) -> R
     })
 }
 
-/// Runs `argv` in `netns` to completion (or until `timeout`, then kills it).
-pub(crate) fn exec(netns: &str, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
+/// Runs `argv` in `netns` (and cgroup `cgroup`, relative, when given) to completion (or
+/// until `timeout`, then kills it).
+pub(crate) fn exec(
+    netns: &str,
+    cgroup: Option<&str>,
+    argv: &[String],
+    timeout: Duration,
+) -> Result<ExecOutput> {
     let ns = net::open_netns(netns)?;
-    let mut cmd = command_in(&ns, None, argv, false)?;
+    let procs = cgroup.map(crate::cgroup::open_procs).transpose()?;
+    let mut cmd = command_in(&ns, procs.as_ref(), argv, false)?;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let started = |e: std::io::Error| Error::Command {
         command: argv.join(" "),

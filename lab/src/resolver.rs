@@ -52,7 +52,7 @@ pub(crate) fn wait_ready(netns: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let argv = ["cat".to_owned(), "/proc/net/udp".to_owned()];
     loop {
-        let out = process::exec(netns, &argv, Duration::from_secs(5))?;
+        let out = process::exec(netns, None, &argv, Duration::from_secs(5))?;
         if out.stdout.contains(&local) {
             return Ok(());
         }

@@ -112,7 +112,7 @@ fn main() -> Result<()> {
             let out =
                 cluster
                     .lab
-                    .exec_timeout("n2", &argv, Duration::from_secs(args.seconds + 30))?;
+                    .exec_in_cgroup("n2", &argv, Duration::from_secs(args.seconds + 30))?;
             ensure!(out.success(), "client for {what}: {}", out.stderr.trim());
             let r: Value = serde_json::from_str(out.stdout.trim())
                 .with_context(|| format!("client output {:?}", out.stdout))?;
