@@ -325,8 +325,7 @@ impl Lab {
         argv: &[S],
         timeout: Duration,
     ) -> Result<ExecOutput> {
-        let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
-        process::exec(&self.host(host)?.netns, None, &argv, timeout)
+        self.exec_with(host, false, argv, timeout)
     }
 
     /// Like [`Lab::exec_timeout`], in `host`'s cgroup too, where the node's eBPF service load
@@ -337,9 +336,20 @@ impl Lab {
         argv: &[S],
         timeout: Duration,
     ) -> Result<ExecOutput> {
+        self.exec_with(host, true, argv, timeout)
+    }
+
+    fn exec_with<S: AsRef<str>>(
+        &self,
+        host: &str,
+        in_cgroup: bool,
+        argv: &[S],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
         let h = self.host(host)?;
-        process::exec(&h.netns, Some(&h.cgroup), &argv, timeout)
+        let cgroup = in_cgroup.then_some(h.cgroup.as_str());
+        process::exec(&h.netns, cgroup, &argv, timeout)
     }
 
     /// One HTTP request from inside `host` (e.g. `ext`), e.g. to the registry or a NodePort.

@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use ekube_api::selector::LabelSelector as Selector;
-use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
+use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 
 use crate::framework::NodeInfo;
 
@@ -55,29 +55,33 @@ struct Terms {
 fn terms(pod: &Pod) -> Terms {
     let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     let mut t = Terms::default();
-    if let Some(a) = affinity.and_then(|a| a.pod_affinity.as_ref()) {
-        t.required = a
-            .required_during_scheduling_ignored_during_execution
-            .clone()
-            .unwrap_or_default();
+    // Affinity and anti-affinity have the same shape in two types.
+    let mut take = |required: &Option<Vec<PodAffinityTerm>>,
+                    preferred: &Option<Vec<WeightedPodAffinityTerm>>,
+                    sign: i64| {
         t.preferred.extend(
-            a.preferred_during_scheduling_ignored_during_execution
+            preferred
                 .iter()
                 .flatten()
-                .map(|w| (i64::from(w.weight), w.pod_affinity_term.clone())),
+                .map(|w| (sign * i64::from(w.weight), w.pod_affinity_term.clone())),
         );
+        required.clone().unwrap_or_default()
+    };
+    if let Some(a) = affinity.and_then(|a| a.pod_affinity.as_ref()) {
+        let required = take(
+            &a.required_during_scheduling_ignored_during_execution,
+            &a.preferred_during_scheduling_ignored_during_execution,
+            1,
+        );
+        t.required = required;
     }
     if let Some(a) = affinity.and_then(|a| a.pod_anti_affinity.as_ref()) {
-        t.required_anti = a
-            .required_during_scheduling_ignored_during_execution
-            .clone()
-            .unwrap_or_default();
-        t.preferred.extend(
-            a.preferred_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
-                .map(|w| (-i64::from(w.weight), w.pod_affinity_term.clone())),
+        let required = take(
+            &a.required_during_scheduling_ignored_during_execution,
+            &a.preferred_during_scheduling_ignored_during_execution,
+            -1,
         );
+        t.required_anti = required;
     }
     t
 }
