@@ -10,7 +10,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::errors::{ApiError, Cause};
-use crate::patch::{ListStrategy, identity, list_strategy, strategic_merge};
+use crate::patch::{ListStrategy, apply_merge, identity, list_strategy};
 
 type Path = Vec<String>;
 
@@ -266,7 +266,7 @@ pub fn apply(
     if let Some(m) = patch.get_mut("metadata").and_then(Value::as_object_mut) {
         m.remove("managedFields");
     }
-    strategic_merge(kind, &mut obj, &patch).map_err(|e| ApiError::bad_request(e.0))?;
+    apply_merge(kind, &mut obj, &patch).map_err(|e| ApiError::bad_request(e.0))?;
     let fields = to_fields_v1(&new_leaves);
     // A no-op apply keeps its entry as it was (time included), so it writes nothing.
     let unchanged =

@@ -19,9 +19,10 @@ pub struct PatchError(pub String);
 pub enum ListStrategy {
     /// Replaced as a whole.
     Atomic,
-    /// Merged by the named keys of its items: the first always present, the others defaulted
-    /// when absent (see [`identity`]). Ports are keyed by number and protocol, as their
-    /// server-side apply list-map keys are, so a Service's 53/UDP and 53/TCP stay two items.
+    /// Merged by the named keys of its items: the first, always present, is the strategic
+    /// merge key; all of them (the others defaulted when absent, see [`identity`]) are the
+    /// list-map keys server-side apply merges by. Ports are keyed by number and protocol
+    /// there, so a Service's 53/UDP and 53/TCP applied together stay two items.
     MergeKey(&'static [&'static str]),
     /// A set of primitives, merged by union.
     MergePrimitives,
@@ -34,7 +35,8 @@ pub fn identity(item: &Value, keys: &[&str]) -> Option<Map<String, Value>> {
     let mut id = Map::new();
     id.insert((*first).to_owned(), item.get(*first)?.clone());
     for key in rest {
-        let value = match item.get(*key) {
+        // A patch's `null` (removing the field) stands for the default too.
+        let value = match item.get(*key).filter(|v| !v.is_null()) {
             Some(v) => v.clone(),
             None if *key == "protocol" => Value::from("TCP"),
             None => Value::Null,
@@ -95,21 +97,58 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
         .map_err(|e| PatchError(format!("the JSON patch could not be applied: {e}")))
 }
 
-/// Kubernetes strategic merge patch of `patch` onto `target`.
-pub fn strategic_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    let Value::Object(p) = patch else {
-        return Err(PatchError(
-            "a strategic merge patch must be a JSON object".into(),
-        ));
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
+/// How lists merge: by their strategic merge key alone (`patchMergeKey`, as a strategic
+/// merge patch does), or by all their list-map keys (as server-side apply does).
+struct Merge<'a> {
+    kind: &'a str,
+    list_map_keys: bool,
+}
+
+impl Merge<'_> {
+    fn strategy(&self, path: &[String]) -> ListStrategy {
+        match list_strategy(self.kind, path) {
+            ListStrategy::MergeKey(keys) if !self.list_map_keys => {
+                ListStrategy::MergeKey(&keys[..1])
+            }
+            other => other,
+        }
     }
-    merge_map(kind, &mut Vec::new(), target, p)
+
+    fn run(&self, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+        let Value::Object(p) = patch else {
+            return Err(PatchError(
+                "a strategic merge patch must be a JSON object".into(),
+            ));
+        };
+        if !target.is_object() {
+            *target = Value::Object(Map::new());
+        }
+        merge_map(self, &mut Vec::new(), target, p)
+    }
+}
+
+/// Kubernetes strategic merge patch of `patch` onto `target`. Lists merge by their
+/// `patchMergeKey`, as upstream's: ports by number alone.
+pub fn strategic_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    Merge {
+        kind,
+        list_map_keys: false,
+    }
+    .run(target, patch)
+}
+
+/// The merge of server-side apply: as [`strategic_merge`], but lists merge by all their
+/// list-map keys (ports by number and protocol).
+pub fn apply_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    Merge {
+        kind,
+        list_map_keys: true,
+    }
+    .run(target, patch)
 }
 
 fn merge_map(
-    kind: &str,
+    merge: &Merge,
     path: &mut Vec<String>,
     target: &mut Value,
     patch: &Map<String, Value>,
@@ -156,14 +195,14 @@ fn merge_map(
         let slot = obj.entry(key.clone()).or_insert(Value::Null);
         match value {
             Value::Object(child) => {
-                merge_map(kind, path, slot, child)?;
+                merge_map(merge, path, slot, child)?;
                 if slot.is_null() {
                     obj.remove(key);
                 }
             }
             Value::Array(items) => {
-                let strategy = list_strategy(kind, path);
-                merge_list(kind, path, slot, items, strategy)?;
+                let strategy = merge.strategy(path);
+                merge_list(merge, path, slot, items, strategy)?;
                 if let Some(Value::Array(order)) = patch.get(&format!("$setElementOrder/{key}")) {
                     apply_order(slot, order, strategy);
                 }
@@ -178,7 +217,7 @@ fn merge_map(
             && !patch.contains_key(field)
         {
             path.push(field.to_string());
-            let strategy = list_strategy(kind, path);
+            let strategy = merge.strategy(path);
             path.pop();
             if let Some(slot) = target.get_mut(field) {
                 apply_order(slot, order, strategy);
@@ -192,7 +231,7 @@ fn merge_map(
 }
 
 fn merge_list(
-    kind: &str,
+    merge: &Merge,
     path: &mut Vec<String>,
     target: &mut Value,
     patch: &[Value],
@@ -244,12 +283,12 @@ fn merge_list(
                         let Value::Object(fields) = item else {
                             continue;
                         };
-                        merge_map(kind, path, &mut out[i], fields)?;
+                        merge_map(merge, path, &mut out[i], fields)?;
                     }
                     (None, false) => {
                         let mut fresh = Value::Object(Map::new());
                         if let Value::Object(fields) = item {
-                            merge_map(kind, path, &mut fresh, fields)?;
+                            merge_map(merge, path, &mut fresh, fields)?;
                         }
                         out.push(fresh);
                     }
@@ -311,6 +350,30 @@ mod tests {
     fn smp(kind: &str, mut target: Value, patch: Value) -> Value {
         strategic_merge(kind, &mut target, &patch).unwrap();
         target
+    }
+
+    #[test]
+    fn ports_merge_by_number_in_a_patch_and_by_number_and_protocol_in_apply() {
+        let svc = json!({"spec": {"ports": [{"name": "a", "port": 80, "protocol": "TCP"}]}});
+        // A strategic merge patch keys ports on the number, as upstream's patchMergeKey.
+        let udp = json!({"spec": {"ports": [{"port": 80, "protocol": "UDP"}]}});
+        assert_eq!(
+            smp("Service", svc.clone(), udp.clone())["spec"]["ports"],
+            json!([{"name": "a", "port": 80, "protocol": "UDP"}])
+        );
+        // Server-side apply keys them on number and protocol: UDP is another port.
+        let mut applied = svc.clone();
+        apply_merge("Service", &mut applied, &udp).unwrap();
+        assert_eq!(applied["spec"]["ports"].as_array().unwrap().len(), 2);
+        // A patch removing the protocol (`null`) still finds the TCP port, in both.
+        let unset = json!({"spec": {"ports": [{"port": 80, "protocol": null}]}});
+        let mut applied = svc.clone();
+        apply_merge("Service", &mut applied, &unset).unwrap();
+        assert_eq!(applied["spec"]["ports"], json!([{"name": "a", "port": 80}]));
+        assert_eq!(
+            smp("Service", svc, unset)["spec"]["ports"],
+            json!([{"name": "a", "port": 80}])
+        );
     }
 
     #[test]

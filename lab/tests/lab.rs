@@ -322,12 +322,12 @@ fn leftovers_of_a_crashed_lab_are_cleared() {
         .collect();
     assert_eq!(
         procs,
-        ["registry", "server", "agent"],
+        ["dnsmasq", "registry", "server", "agent"],
         "only the new run's processes are recorded"
     );
     let kubeconfig = std::fs::read_to_string(lab.kubeconfig()).unwrap();
     assert_eq!(kubeconfig.trim(), format!("{name}-n1 192.168.64.10"));
-    let agent = state["procs"][2]["pid"].as_u64().unwrap();
+    let agent = state["procs"][3]["pid"].as_u64().unwrap();
     let cgroups = std::fs::read_to_string(format!("/proc/{agent}/cgroup")).unwrap();
     assert!(
         cgroups.lines().any(|l| l == format!("0::/ekube/{name}/n1")),

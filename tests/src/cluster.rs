@@ -31,6 +31,9 @@ pub struct ClusterOptions<'a> {
     pub hub_images: bool,
     /// Run the lab's auth registry too (needs `hub_images`).
     pub auth_registry: bool,
+    /// Skip init's addons phase: no `coredns` pods, for tests that check that nothing of
+    /// any pod is left on a node.
+    pub no_dns: bool,
 }
 
 /// The lab's kubeadm configuration with the controller-manager's `extraArgs` (`name=value`).
@@ -103,7 +106,15 @@ impl LabCluster {
             cmd
         };
         if server {
-            config.server = Some(CmdTemplate::parse(INIT_CMD));
+            let mut init = CmdTemplate::parse(INIT_CMD);
+            if options.no_dns {
+                for arg in &mut init.0 {
+                    if arg == "kubelet-start" {
+                        *arg = "kubelet-start,addons".into();
+                    }
+                }
+            }
+            config.server = Some(init);
             config.kubeadm_config = Some(kubeadm_config(options.controller_manager_args)?);
         }
         let lab = Lab::up(config)?;

@@ -554,6 +554,7 @@ fn kubelet_runs_pods_end_to_end() -> Result<()> {
         ClusterOptions {
             controller_manager_args: &["node-monitor-grace-period=15s"],
             later: &["n1"],
+            no_dns: true,
             ..Default::default()
         },
     )?;

@@ -192,7 +192,14 @@ fn waiting_reason(pod: &Value, name: &str) -> String {
 
 #[test]
 fn volumes_keep_to_themselves() -> Result<()> {
-    let c = LabCluster::start(LAB, 1, ClusterOptions::default())?;
+    let c = LabCluster::start(
+        LAB,
+        1,
+        ClusterOptions {
+            no_dns: true,
+            ..Default::default()
+        },
+    )?;
     let paths = Paths::new(&c)?;
     std::fs::write(&paths.sentinel, "host data\n")?;
     refused(&c, &paths)?;
