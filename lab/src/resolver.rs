@@ -31,6 +31,8 @@ pub(crate) fn argv() -> Vec<String> {
         "--bind-interfaces".into(),
         format!("--listen-address={EXT_IP}"),
         format!("--address=/{OUTSIDE_ZONE}/{OUTSIDE_IP}"),
+        // dnsmasq's own answers have TTL 0 by default; an upstream's have some.
+        "--local-ttl=30".into(),
         "--log-facility=-".into(),
     ]
     .to_vec()
