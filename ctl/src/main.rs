@@ -352,17 +352,24 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     }
     if let Some(dns) = dns {
         let kubeconfig = running.admin_kubeconfig.clone();
+        // Retried until it lands: a server that comes up slowly must not end without DNS.
         tokio::spawn(async move {
-            let installed = async {
-                dns.install(ekube_api::client::from_kubeconfig(&kubeconfig).await?)
-                    .await
-            };
-            match installed.await {
-                Ok(()) => tracing::info!("cluster DNS add-on applied"),
-                Err(e) => tracing::error!(
-                    error = format!("{e:#}"),
-                    "installing the cluster DNS add-on"
-                ),
+            let mut wait = std::time::Duration::from_millis(500);
+            loop {
+                let installed = async {
+                    dns.install(ekube_api::client::from_kubeconfig(&kubeconfig).await?)
+                        .await
+                };
+                match installed.await {
+                    Ok(()) => break tracing::info!("cluster DNS add-on applied"),
+                    Err(e) => tracing::warn!(
+                        error = format!("{e:#}"),
+                        retry_in = ?wait,
+                        "installing the cluster DNS add-on"
+                    ),
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
             }
         });
     }
