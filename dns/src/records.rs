@@ -78,16 +78,70 @@ pub fn dashed(ip: &IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
 }
 
+/// Objects by namespace, then name, so that a query looks them up with the labels it has
+/// (no key is built); a namespace goes with its last object.
+#[derive(Debug)]
+struct ByNamespace<V>(HashMap<String, HashMap<String, V>>);
+
+impl<V> Default for ByNamespace<V> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<V> ByNamespace<V> {
+    fn get(&self, namespace: &str, name: &str) -> Option<&V> {
+        self.0.get(namespace)?.get(name)
+    }
+
+    fn insert(&mut self, namespace: &str, name: &str, value: V) -> Option<V> {
+        self.0
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned(), value)
+    }
+
+    fn or_default(&mut self, namespace: &str, name: &str) -> &mut V
+    where
+        V: Default,
+    {
+        self.0
+            .entry(namespace.to_owned())
+            .or_default()
+            .entry(name.to_owned())
+            .or_default()
+    }
+
+    fn remove(&mut self, namespace: &str, name: &str) -> Option<V> {
+        let names = self.0.get_mut(namespace)?;
+        let value = names.remove(name);
+        if names.is_empty() {
+            self.0.remove(namespace);
+        }
+        value
+    }
+
+    fn has_namespace(&self, namespace: &str) -> bool {
+        self.0.contains_key(namespace)
+    }
+
+    /// Every (namespace, name) not in `keep`.
+    fn others(&self, keep: &BTreeSet<ServiceKey>) -> Vec<ServiceKey> {
+        self.0
+            .iter()
+            .flat_map(|(ns, names)| names.keys().map(move |n| (ns.clone(), n.clone())))
+            .filter(|k| !keep.contains(k))
+            .collect()
+    }
+}
+
 /// Every Service and EndpointSlice of the cluster, reduced, with the reverse names.
 #[derive(Default, Debug)]
 pub struct Records {
-    services: HashMap<ServiceKey, ServiceView>,
-    /// (namespace, slice name) → the slice.
-    slices: HashMap<(String, String), SliceView>,
+    services: ByNamespace<ServiceView>,
+    slices: ByNamespace<SliceView>,
     /// A Service's slices, by name.
-    slices_of: HashMap<ServiceKey, BTreeSet<String>>,
-    /// How many Services each namespace has (`<ns>.svc.<zone>` exists while it has one).
-    namespaces: HashMap<String, usize>,
+    slices_of: ByNamespace<BTreeSet<String>>,
     /// The reverse names each Service published, to take back when it changes.
     published: HashMap<ServiceKey, Vec<(IpAddr, String)>>,
     /// Address → the names (relative to the zone, without it) whose PTR it has.
@@ -102,28 +156,14 @@ impl Records {
         let Some(key) = key_of(&svc.metadata) else {
             return;
         };
-        if self
-            .services
-            .insert(key.clone(), view_service(svc))
-            .is_none()
-        {
-            *self.namespaces.entry(key.0.clone()).or_default() += 1;
-        }
+        self.services.insert(&key.0, &key.1, view_service(svc));
         self.republish(&key);
     }
 
     /// Removes a Service.
     pub fn delete_service(&mut self, namespace: &str, name: &str) {
-        let key = (namespace.to_owned(), name.to_owned());
-        if self.services.remove(&key).is_some()
-            && let Some(n) = self.namespaces.get_mut(namespace)
-        {
-            *n -= 1;
-            if *n == 0 {
-                self.namespaces.remove(namespace);
-            }
-        }
-        self.republish(&key);
+        self.services.remove(namespace, name);
+        self.republish(&(namespace.to_owned(), name.to_owned()));
     }
 
     /// Adds or replaces an EndpointSlice.
@@ -137,20 +177,19 @@ impl Records {
             return;
         };
         let service = (namespace.clone(), view.service.clone());
-        let old = self.slices.insert((namespace.clone(), name.clone()), view);
+        let old = self.slices.insert(&namespace, &name, view);
         if let Some(old) = old.filter(|o| o.service != service.1) {
             self.unlink(&(namespace.clone(), old.service), &name);
         }
         self.slices_of
-            .entry(service.clone())
-            .or_default()
+            .or_default(&service.0, &service.1)
             .insert(name);
         self.republish(&service);
     }
 
     /// Removes an EndpointSlice.
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
-        if let Some(old) = self.slices.remove(&(namespace.to_owned(), name.to_owned())) {
+        if let Some(old) = self.slices.remove(namespace, name) {
             self.unlink(&(namespace.to_owned(), old.service), name);
         }
     }
@@ -161,13 +200,7 @@ impl Records {
             .iter()
             .filter_map(|s| key_of(&s.metadata))
             .collect();
-        let gone: Vec<ServiceKey> = self
-            .services
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
-        for (ns, name) in gone {
+        for (ns, name) in self.services.others(&keep) {
             self.delete_service(&ns, &name);
         }
         for svc in services {
@@ -179,13 +212,7 @@ impl Records {
     pub fn replace_slices(&mut self, slices: &[EndpointSlice]) {
         let keep: BTreeSet<(String, String)> =
             slices.iter().filter_map(|s| key_of(&s.metadata)).collect();
-        let gone: Vec<(String, String)> = self
-            .slices
-            .keys()
-            .filter(|k| !keep.contains(*k))
-            .cloned()
-            .collect();
-        for (ns, name) in gone {
+        for (ns, name) in self.slices.others(&keep) {
             self.delete_slice(&ns, &name);
         }
         for slice in slices {
@@ -199,22 +226,23 @@ impl Records {
     }
 
     fn unlink(&mut self, service: &ServiceKey, slice: &str) {
-        if let Some(names) = self.slices_of.get_mut(service) {
+        let (ns, name) = service;
+        if let Some(names) = self.slices_of.0.get_mut(ns).and_then(|n| n.get_mut(name)) {
             names.remove(slice);
             if names.is_empty() {
-                self.slices_of.remove(service);
+                self.slices_of.remove(ns, name);
             }
         }
         self.republish(service);
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceView> {
-        self.services.get(&(namespace.to_owned(), name.to_owned()))
+        self.services.get(namespace, name)
     }
 
     /// Whether the namespace has a Service (so `<ns>.svc.<zone>` is a name that exists).
     pub fn has_namespace(&self, namespace: &str) -> bool {
-        self.namespaces.contains_key(namespace)
+        self.services.has_namespace(namespace)
     }
 
     /// The endpoints a Service publishes: ready ones, or all when it publishes not-ready
@@ -224,14 +252,15 @@ impl Records {
         namespace: &str,
         name: &str,
     ) -> impl Iterator<Item = (&'a Endpoint, &'a [Port])> + 'a {
-        let key = (namespace.to_owned(), name.to_owned());
         let all = self
             .service(namespace, name)
             .is_some_and(|s| s.publish_not_ready);
-        let slices = self.slices_of.get(&key).into_iter().flatten();
-        let namespace = namespace.to_owned();
-        slices
-            .filter_map(move |s| self.slices.get(&(namespace.clone(), s.clone())))
+        let slices = self.slices.0.get(namespace);
+        self.slices_of
+            .get(namespace, name)
+            .into_iter()
+            .flatten()
+            .filter_map(move |s| slices?.get(s))
             .flat_map(move |s| {
                 s.endpoints
                     .iter()
@@ -260,7 +289,7 @@ impl Records {
                 }
             }
         }
-        let Some(svc) = self.services.get(key) else {
+        let Some(svc) = self.services.get(&key.0, &key.1) else {
             return;
         };
         let (ns, name) = key;

@@ -77,11 +77,15 @@ impl Zone {
         if let Some(ip) = arpa_address(&labels) {
             return self.reverse(records, name, &ip, kind, serial);
         }
-        let zone: Vec<&str> = self.domain.split('.').collect();
         let Some(inner) = labels
             .len()
-            .checked_sub(zone.len())
-            .filter(|&n| labels[n..].iter().zip(&zone).all(|(a, b)| a == b))
+            .checked_sub(self.domain.split('.').count())
+            .filter(|&n| {
+                labels[n..]
+                    .iter()
+                    .map(String::as_str)
+                    .eq(self.domain.split('.'))
+            })
             .map(|n| &labels[..n])
         else {
             return Resolution::Forward;
