@@ -1,0 +1,34 @@
+//! Shared by the table tests: a fixed clock and readers of a built table.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::{IncludeObject, to_table};
+
+/// The instant every test measures ages at.
+pub(super) fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2024-05-10T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// The cells of the one row `obj` prints as, for `kind`.
+pub(super) fn cells(kind: &str, obj: Value) -> Vec<Value> {
+    let t = to_table(kind, &[obj], IncludeObject::Metadata, now());
+    t["rows"][0]["cells"].as_array().unwrap().clone()
+}
+
+/// Name and priority of each column of a table.
+pub(super) fn names(t: &Value) -> Vec<(String, u64)> {
+    t["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["priority"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
