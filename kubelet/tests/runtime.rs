@@ -484,7 +484,10 @@ async fn stream_exec(url: &str) -> Result<(String, serde_json::Value), String> {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
     let ws_url = url.replacen("http://", "ws://", 1);
-    let mut request = ws_url.as_str().into_client_request().map_err(|e| e.to_string())?;
+    let mut request = ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         http::HeaderValue::from_static("v5.channel.k8s.io"),

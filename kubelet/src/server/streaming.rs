@@ -73,10 +73,7 @@ pub async fn serve_exec(
             stderr,
         })
         .await;
-    match asked {
-        Ok(r) => proxy(&r.into_inner().url, req).await,
-        Err(status) => refused("exec", status),
-    }
+    through("exec", asked.map(|r| r.into_inner().url), req).await
 }
 
 pub async fn serve_attach(
@@ -104,10 +101,7 @@ pub async fn serve_attach(
             stderr,
         })
         .await;
-    match asked {
-        Ok(r) => proxy(&r.into_inner().url, req).await,
-        Err(status) => refused("attach", status),
-    }
+    through("attach", asked.map(|r| r.into_inner().url), req).await
 }
 
 pub async fn serve_port_forward(
@@ -149,10 +143,7 @@ pub async fn serve_port_forward(
             port: ports,
         })
         .await;
-    match asked {
-        Ok(r) => proxy(&r.into_inner().url, req).await,
-        Err(status) => refused("port-forward", status),
-    }
+    through("port-forward", asked.map(|r| r.into_inner().url), req).await
 }
 
 /// `POST /run/{ns}/{pod}/{container}?cmd=…`: runs `cmd` (split on spaces, as upstream does) to
@@ -207,6 +198,18 @@ pub async fn serve_run(
                 String::from_utf8_lossy(&data)
             ),
         ),
+    }
+}
+
+/// Proxies `req` to the streaming URL the runtime answered for `what`, or says why it refused.
+async fn through(
+    what: &str,
+    url: Result<String, tonic::Status>,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    match url {
+        Ok(url) => proxy(&url, req).await,
+        Err(status) => refused(what, status),
     }
 }
 

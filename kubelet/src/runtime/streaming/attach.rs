@@ -22,16 +22,9 @@ pub fn serve(
     exited: tokio::sync::watch::Receiver<bool>,
     streams: Streams,
 ) -> Response<Body> {
-    let (resp, protocol, upgraded) = match ws::accept(req) {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    tokio::spawn(async move {
-        if let Some(socket) = upgraded.await {
-            session(socket, protocol, log_path, exited, streams).await;
-        }
-    });
-    resp
+    ws::serve(req, move |socket, protocol| {
+        Box::pin(session(socket, protocol, log_path, exited, streams))
+    })
 }
 
 async fn session(

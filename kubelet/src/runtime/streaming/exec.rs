@@ -30,16 +30,9 @@ pub fn serve(
     cmd: Vec<String>,
     streams: Streams,
 ) -> Response<Body> {
-    let (resp, protocol, upgraded) = match ws::accept(req) {
-        Ok(a) => a,
-        Err(resp) => return resp,
-    };
-    tokio::spawn(async move {
-        if let Some(socket) = upgraded.await {
-            session(socket, protocol, runc, container, cmd, streams).await;
-        }
-    });
-    resp
+    ws::serve(req, move |socket, protocol| {
+        Box::pin(session(socket, protocol, runc, container, cmd, streams))
+    })
 }
 
 type Reader = Box<dyn AsyncRead + Send + Unpin>;

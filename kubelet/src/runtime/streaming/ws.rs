@@ -11,6 +11,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use futures::SinkExt;
+use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -128,6 +129,24 @@ pub fn accept(
         }
     };
     Ok((resp, protocol, upgraded))
+}
+
+/// Accepts the WebSocket upgrade of `req` and runs `session` on the connection once it is
+/// through; the answer is the `101`, or why the upgrade was refused.
+pub fn serve(
+    req: Request<hyper::body::Incoming>,
+    session: impl FnOnce(Socket, Protocol) -> BoxFuture<'static, ()> + Send + 'static,
+) -> Response<Body> {
+    let (resp, protocol, upgraded) = match accept(req) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    tokio::spawn(async move {
+        if let Some(socket) = upgraded.await {
+            session(socket, protocol).await;
+        }
+    });
+    resp
 }
 
 /// An accepted WebSocket connection.
