@@ -1,3 +1,3 @@
-//! The CRI v1 protocol types, server and client stubs generated from `proto/runtime.proto`.
-#![allow(clippy::all, missing_docs)]
-tonic::include_proto!("runtime.v1");
+//! The CRI v1 protocol: messages, server traits and client stubs, as the `k8s-cri` crate
+//! generates them from upstream's `api.proto`.
+pub use k8s_cri::v1::*;

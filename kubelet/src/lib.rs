@@ -9,6 +9,7 @@ mod cgroups;
 pub mod cri;
 mod kubelet;
 pub mod metrics;
+mod respond;
 pub mod rotation;
 pub mod runtime;
 pub mod server;

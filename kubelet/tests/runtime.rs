@@ -275,6 +275,30 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Exec through the streaming server: the URL serves one session, the output and the exit
+    // status arrive on their channels.
+    let exec = |cmd: &[&str], stdout: bool| cri::ExecRequest {
+        container_id: side_id.clone(),
+        cmd: cmd.iter().map(|a| a.to_string()).collect(),
+        stdout,
+        stderr: stdout,
+        ..Default::default()
+    };
+    let url = rc
+        .exec(exec(&["sh", "-c", "echo streamed; exit 4"], true))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let (out, status) = stream_exec(&url).await.expect("exec session");
+    assert_eq!(out, "streamed\n");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "4", "{status}");
+    assert!(stream_exec(&url).await.is_err(), "a URL serves one session");
+    let refused = rc.exec(exec(&["true"], false)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+
     let listed = rc
         .list_containers(cri::ListContainersRequest {
             filter: Some(cri::ContainerFilter {
@@ -452,4 +476,39 @@ async fn containers_run_log_exit_and_leave_nothing_behind() {
 
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
+}
+
+/// Runs the exec session at `url` over `v5.channel.k8s.io`: its stdout, and the `Status` of
+/// its error channel. Fails when the server refuses the session.
+async fn stream_exec(url: &str) -> Result<(String, serde_json::Value), String> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut request = ws_url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        http::HeaderValue::from_static("v5.channel.k8s.io"),
+    );
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut socket, _) = tokio_tungstenite::client_async(request, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut out, mut status) = (String::new(), serde_json::Value::Null);
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Binary(data) = message else {
+            continue;
+        };
+        match data.split_first() {
+            Some((1, text)) => out.push_str(&String::from_utf8_lossy(text)),
+            Some((3, s)) => status = serde_json::from_slice(s).map_err(|e| e.to_string())?,
+            _ => {}
+        }
+    }
+    Ok((out, status))
 }

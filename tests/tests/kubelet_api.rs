@@ -4,7 +4,10 @@
 //! n1). kubectl runs inside the node's namespace; the apiserver relays to
 //! the kubelet at the node's InternalIP, which asks the apiserver whether the apiserver's
 //! kubelet client may (it is bound to `system:kubelet-api-admin`). The kubelet API is also
-//! asked directly with ServiceAccount tokens, allowed `nodes/proxy` or nothing.
+//! asked directly with ServiceAccount tokens, allowed `nodes/proxy` or nothing. Exec, attach
+//! and port-forward reach the runtime's CRI streaming server through the kubelet; a CRI client
+//! that is not the kubelet (`cri-client`) lists, execs into and reads the logs of the
+//! containers the kubelet started.
 
 use std::time::Duration;
 
@@ -29,6 +32,72 @@ spec:
     env: [{name: X, value: hello-x}]
     command: ["sh", "-c", "echo start; echo oops >&2; i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.5; done"]
 "#;
+
+/// `cri-client` (its own CRI bindings, no kubelet code) against n1's runtime socket: `ps`,
+/// `images`, `exec` with the command's output and exit code, and `logs`.
+fn cri_client(c: &LabCluster) -> Result<()> {
+    let socket = c.lab.host("n1")?.dir.join("data/kubelet/runtime.sock");
+    let bin = ekube_tests::sibling_bin("cri-client");
+    let cri = |args: &[&str]| {
+        let mut argv = vec![
+            bin.display().to_string(),
+            "--runtime-endpoint".to_owned(),
+            format!("unix://{}", socket.display()),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        c.lab.exec("n1", &argv)
+    };
+    let ps = cri(&["ps", "--name", "sidecar"])?;
+    assert!(ps.success(), "cri-client ps: {}", ps.stderr);
+    let sidecar: Vec<&str> = ps
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" CONTAINER_RUNNING sidecar "))
+        .collect();
+    assert_eq!(sidecar.len(), 1, "one running sidecar:\n{}", ps.stdout);
+    let id = sidecar[0].split(' ').next().context("container ID")?;
+    assert!(sidecar[0].contains("busybox"), "{}", sidecar[0]);
+
+    let images = cri(&["images"])?;
+    assert!(
+        images.success() && images.stdout.contains("192.168.64.1:5000/busybox:latest"),
+        "cri-client images: {}{}",
+        images.stdout,
+        images.stderr
+    );
+
+    let exec = cri(&[
+        "exec",
+        id,
+        "--",
+        "sh",
+        "-c",
+        "echo $X; echo to-stderr >&2; exit 3",
+    ])?;
+    assert_eq!(exec.code, Some(3), "exec exit code: {}", exec.stderr);
+    assert_eq!(exec.stdout.trim(), "hello-x", "exec stdout");
+    assert!(
+        exec.stderr.contains("to-stderr"),
+        "exec stderr: {}",
+        exec.stderr
+    );
+    let ok = cri(&["exec", id, "--", "true"])?;
+    assert!(ok.success(), "exec true: {}", ok.stderr);
+
+    let logs = cri(&["logs", id])?;
+    assert!(
+        logs.success() && logs.stdout.lines().next() == Some("start"),
+        "cri-client logs: {}{}",
+        logs.stdout,
+        logs.stderr
+    );
+    assert!(
+        logs.stdout.lines().any(|l| l == "line-1"),
+        "{}",
+        logs.stdout
+    );
+    Ok(())
+}
 
 /// The highest `line-N` in `text`.
 fn last_line_number(text: &str) -> Option<u64> {
@@ -101,6 +170,7 @@ fn checks(c: &LabCluster) -> Result<()> {
     .with_context(|| format!("last status: {}", last["status"]))?;
 
     direct(c)?;
+    cri_client(c)?;
 
     // logs: both streams; a wrong container is refused with the choices.
     wait_for(Duration::from_secs(20), "sidecar logs show line-3", || {

@@ -207,10 +207,6 @@ pub async fn run(
         ip: config.node_ip,
         pod_logs_dir: config.pod_logs_dir.clone(),
         cert_dir: config.root_dir.join("pki"),
-        runc: runtime::runc::Runc {
-            binary: config.runc.clone(),
-            root: runtime::Config::under(&config.root_dir).runc_root,
-        },
         runtime: rc.clone(),
         pods: pods.clone(),
         cgroup_root: config.cgroup_root.clone(),

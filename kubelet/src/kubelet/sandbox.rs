@@ -54,6 +54,7 @@ pub fn namespace_options(pod: &Pod) -> cri::NamespaceOption {
         pid: mode(spec.host_pid, own_pid) as i32,
         ipc: mode(spec.host_ipc, NamespaceMode::Pod) as i32,
         target_id: String::new(),
+        userns_options: None,
     }
 }
 

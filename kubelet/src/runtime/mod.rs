@@ -13,6 +13,7 @@ pub mod addon_image;
 pub mod digest;
 pub mod image;
 mod inroot;
+pub mod log;
 pub mod reference;
 pub mod registries;
 pub mod runc;
@@ -23,6 +24,7 @@ mod service;
 pub mod shim;
 pub mod spec;
 mod store;
+pub mod streaming;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -50,6 +52,10 @@ pub struct Config {
     /// Directory of OCI image layout archives (`*.tar`) imported at start-up.
     #[arg(long)]
     pub images_dir: Option<PathBuf>,
+    /// Where the streaming server of exec, attach and port-forward listens (port 0: any free
+    /// port); the kubelet proxies clients to the URLs it hands out.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub streaming_address: std::net::SocketAddr,
     /// Registry mirrors, rewrites, credentials and TLS (k3s `registries.yaml` format), read at
     /// start-up; a missing file means pulling from each registry directly.
     #[arg(long, default_value = registries::DEFAULT_PATH)]
@@ -66,6 +72,7 @@ impl Config {
             runc: PathBuf::from("runc"),
             insecure_registries: Vec::new(),
             images_dir: None,
+            streaming_address: ([127, 0, 0, 1], 0).into(),
             registries_config: PathBuf::from(registries::DEFAULT_PATH),
         }
     }

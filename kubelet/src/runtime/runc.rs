@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
+use super::log::log_record;
 use super::{Error, Result};
 
 /// Where runc lives and keeps its state.
@@ -173,15 +174,6 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// One CRI log record: `<RFC3339Nano> <stream> <F|P> <text>`.
-pub fn log_record(stream: &str, partial: bool, text: &[u8]) -> Vec<u8> {
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let mut out = format!("{ts} {stream} {} ", if partial { "P" } else { "F" }).into_bytes();
-    out.extend_from_slice(text);
-    out.push(b'\n');
-    out
-}
-
 /// Copies `input` line by line into the CRI log `log` as `stream` until EOF.
 pub async fn pump_log(
     input: impl AsyncRead + Unpin,
@@ -224,19 +216,6 @@ use tokio::io::AsyncReadExt as _;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn records_follow_the_cri_log_format() {
-        let r = String::from_utf8(log_record("stdout", false, b"hello world")).unwrap();
-        let (ts, rest) = r.split_once(' ').unwrap();
-        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
-        assert_eq!(rest, "stdout F hello world\n");
-        assert!(
-            String::from_utf8(log_record("stderr", true, b"x"))
-                .unwrap()
-                .ends_with(" stderr P x\n")
-        );
-    }
 
     #[tokio::test]
     async fn pump_splits_lines() {

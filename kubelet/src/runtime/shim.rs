@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use super::runc::{Runc, log_record};
+use super::log::log_record;
+use super::runc::Runc;
 use super::{Error, Result};
 
 /// The shim: `$1` runc, `$2` its root, `$3` its log, `$4` bundle, `$5` id, `$6`/`$7` output

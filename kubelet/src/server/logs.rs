@@ -17,6 +17,7 @@ use tokio_stream::StreamExt;
 use super::lookup::{self, NotServed};
 use super::{Body, Finish, Node, Query, text};
 use crate::cri::{self, ContainerState};
+use crate::runtime::log::parse_record;
 
 /// How often a followed log is polled for new output.
 const FOLLOW_POLL: Duration = Duration::from_millis(150);
@@ -64,29 +65,6 @@ impl Options {
             limit_bytes: num("limitBytes")?.map(|n| n.max(0) as usize),
         })
     }
-}
-
-/// One parsed CRI log record.
-#[derive(Debug, PartialEq)]
-pub(super) struct Record<'a> {
-    pub time: &'a str,
-    pub stderr: bool,
-    pub partial: bool,
-    pub text: &'a [u8],
-}
-
-pub(super) fn parse_record(line: &[u8]) -> Option<Record<'_>> {
-    let mut parts = line.splitn(4, |b| *b == b' ');
-    let time = std::str::from_utf8(parts.next()?).ok()?;
-    let stderr = parts.next()? == b"stderr";
-    let tag = parts.next()?;
-    let text = parts.next().unwrap_or_default();
-    Some(Record {
-        time,
-        stderr,
-        partial: tag == b"P",
-        text,
-    })
 }
 
 /// Turns CRI log bytes into what the client sees, line by line.

@@ -3,26 +3,23 @@
 //!
 //! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
 //! `/pods`, `/stats/summary` and `/metrics` ([`stats`]),
-//! `/exec/{ns}/{pod}/{container}` and `/attach/{ns}/{pod}/{container}` over WebSocket channel
-//! protocols ([`ws`], [`exec`]), `/run/{ns}/{pod}/{container}` ([`exec`]), `/portForward/{ns}/{pod}` ([`portforward`]), and `/healthz`.
+//! `/exec/{ns}/{pod}/{container}`, `/attach/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`
+//! and `/run/{ns}/{pod}/{container}` ([`streaming`]), and `/healthz`.
 //! Every request is authenticated (a client certificate of the client CA, a bearer token the
 //! apiserver vouches for, or anonymous with `--anonymous-auth`; [`auth`], [`access`]) and then
 //! authorized by the apiserver as `nodes/<subresource>` of this node ([`access`], [`review`]).
-//! Pods and containers are found through CRI ([`lookup`]); streaming exec runs `runc exec`
-//! against the runtime's runc state directory, so the API serves the runtime the kubelet
-//! runs in-process (or an `ekube runtime` sharing that runc root).
+//! Pods and containers are found through CRI ([`lookup`]), and exec, attach and port-forward
+//! go through CRI too: the runtime's streaming server serves them and this API proxies the
+//! client to it, so any CRI runtime on the node's socket serves them.
 
 mod access;
 mod auth;
-mod exec;
 mod logs;
 mod lookup;
-mod portforward;
 mod review;
-mod spdy;
 mod stats;
+mod streaming;
 mod tls;
-mod ws;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -30,14 +27,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ekube_api::serve::{Limits, http_builder};
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http::{Method, Request, Response, StatusCode};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-use crate::runtime::{RuntimeClient, runc::Runc};
+use crate::runtime::RuntimeClient;
 
 /// Flags of the kubelet API (upstream names), flattened into the kubelet's.
 #[derive(Debug, Clone, clap::Args)]
@@ -121,8 +116,6 @@ pub struct Node {
     pub pod_logs_dir: PathBuf,
     /// Where a self-signed serving certificate is kept.
     pub cert_dir: PathBuf,
-    /// The runtime's runc (binary and `--root`), for streaming exec.
-    pub runc: Runc,
     /// CRI client of the runtime.
     pub runtime: RuntimeClient,
     /// The pods the kubelet runs (by UID), newest version each, for `/pods`.
@@ -160,44 +153,7 @@ pub enum Error {
     Tls(String),
 }
 
-/// Response body of every handler.
-pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
-
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never: Infallible| match never {})
-        .boxed()
-}
-
-pub(crate) fn text(code: StatusCode, msg: impl Into<String>) -> Response<Body> {
-    let mut msg = msg.into();
-    if !msg.ends_with('\n') {
-        msg.push('\n');
-    }
-    let mut response = Response::new(full(msg));
-    *response.status_mut() = code;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// Finishes a built response: a header value that does not encode gives a 500, not a panic.
-pub(crate) trait Finish {
-    fn finish(self) -> Response<Body>;
-}
-
-impl Finish for http::Result<Response<Body>> {
-    fn finish(self) -> Response<Body> {
-        self.unwrap_or_else(|e| {
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("building the response: {e}"),
-            )
-        })
-    }
-}
+pub(crate) use crate::respond::{Body, Finish, full, text};
 
 /// Serves the kubelet API until `shutdown`.
 pub async fn serve(
@@ -377,16 +333,16 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
             logs::serve(&node, ns, pod, container, &query).await
         }
         (_, ["exec", ns, pod, container]) if get_or_post => {
-            exec::serve_exec(&node, ns, pod, container, &query, req).await
+            streaming::serve_exec(&node, ns, pod, container, &query, req).await
         }
         (&Method::POST, ["run", ns, pod, container]) => {
-            exec::serve_run(&node, ns, pod, container, &query).await
+            streaming::serve_run(&node, ns, pod, container, &query).await
         }
         (_, ["attach", ns, pod, container]) if get_or_post => {
-            exec::serve_attach(&node, ns, pod, container, &query, req).await
+            streaming::serve_attach(&node, ns, pod, container, &query, req).await
         }
         (_, ["portForward", ns, pod]) if get_or_post => {
-            portforward::serve(&node, ns, pod, &query, req).await
+            streaming::serve_port_forward(&node, ns, pod, &query, req).await
         }
         _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}")),
     };

@@ -1,9 +1,14 @@
-//! The CRI services: sandbox and container bookkeeping, and the gRPC handlers.
+//! The CRI services: sandbox and container bookkeeping here, the gRPC handlers in [`rpc`]
+//! and [`images`], restart recovery in [`recovery`].
 //!
 //! State is kept in memory behind one mutex that is never held across an await, and mirrored
 //! to records on disk ([`store`]) so a restarted runtime takes over what still runs. Each
 //! container runs under a [`shim`] and is watched by a task that records the exit (and whether
 //! the memory cgroup OOM-killed it) before `runc delete` frees the cgroups.
+
+mod images;
+mod recovery;
+mod rpc;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::image::ImageStore;
 use super::runc::Runc;
-use super::{Config, Error, Result, sandbox, shim, spec, store};
+use super::{Config, Error, Result, sandbox, shim, spec, store, streaming};
 use crate::cri::{self, ContainerState, PodSandboxState};
 
 fn now_ns() -> i64 {
@@ -73,6 +78,8 @@ pub struct Runtime {
     /// not take their layers while the container is not recorded yet. Also the lock under
     /// which RemoveImage checks and forgets an image.
     creating: Arc<Mutex<HashMap<String, usize>>>,
+    /// Where exec, attach and port-forward sessions are served.
+    streaming: streaming::Server,
 }
 
 /// Keeps an image pinned while a container is created from it.
@@ -193,13 +200,16 @@ impl Runtime {
             config.insecure_registries.clone(),
         )?;
         let images = ImageStore::open(&config.root.join("images"), registries)?;
+        let runc = Runc {
+            binary: config.runc.clone(),
+            root: config.runc_root.clone(),
+        };
+        let streaming = streaming::Server::start(config.streaming_address, runc.clone()).await?;
         let runtime = Self {
             root: config.root.clone(),
             images,
-            runc: Runc {
-                binary: config.runc.clone(),
-                root: config.runc_root.clone(),
-            },
+            runc,
+            streaming,
             state: Arc::new(Mutex::new(State::default())),
             logs: Default::default(),
             host: super::security::HostSecurity::probe(),
@@ -216,119 +226,6 @@ impl Runtime {
     /// The image store.
     pub fn images(&self) -> &ImageStore {
         &self.images
-    }
-
-    /// Takes over the sandboxes and containers an earlier run recorded: running containers
-    /// keep running and are watched again, exited ones keep their exit status. What has no
-    /// usable record (or lost its namespaces) is removed with its mounts and cgroups.
-    async fn recover(&self) {
-        let mut kept_sandboxes = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("sandboxes"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let dir = entry.path();
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let kept = |r: &store::SandboxRecord| {
-                sandbox::kept(&sandbox::options(&r.config))
-                    .is_ok_and(|kinds| sandbox::namespaces_kept(&dir, &kinds))
-            };
-            match store::load_sandbox(&dir).filter(kept) {
-                Some(r) => {
-                    tracing::info!(sandbox = %id, "recovered sandbox");
-                    self.state.lock().expect("state").sandboxes.insert(
-                        id.clone(),
-                        Sandbox {
-                            id: id.clone(),
-                            config: r.config,
-                            created_at: r.created_at,
-                            ready: r.ready,
-                            dir,
-                        },
-                    );
-                    kept_sandboxes.push(id);
-                }
-                None => {
-                    let _ = sandbox::remove_namespaces(&dir);
-                    if let Ok(parent) = std::fs::read_to_string(dir.join("cgroup_parent")) {
-                        remove_cgroup(parent.trim());
-                    }
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-            }
-        }
-        let mut kept_containers = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("containers"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let dir = entry.path();
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let Some(r) =
-                store::load_container(&dir).filter(|r| kept_sandboxes.contains(&r.sandbox_id))
-            else {
-                let _ = self.runc.delete(&id).await;
-                umount(&dir.join("rootfs"));
-                let _ = std::fs::remove_dir_all(&dir);
-                continue;
-            };
-            let running = r.status.state == ContainerState::ContainerRunning as i32;
-            let (exited, _) = tokio::sync::watch::channel(!running);
-            let c = Container {
-                status: r.status,
-                sandbox_id: r.sandbox_id,
-                dir,
-                cgroups_path: r.cgroups_path,
-                exited,
-            };
-            self.state
-                .lock()
-                .expect("state")
-                .containers
-                .insert(id.clone(), c.clone());
-            if running {
-                tracing::info!(container = %id, "recovered running container");
-                self.supervise(&c, None).await;
-            }
-            kept_containers.push(id);
-        }
-        for id in self
-            .runc
-            .list()
-            .await
-            .into_iter()
-            .filter(|id| !kept_containers.contains(id))
-        {
-            tracing::info!(container = %id, "removing container left by an earlier run");
-            let _ = self.runc.delete(&id).await;
-        }
-    }
-
-    /// Saves a container's record (after each state change).
-    fn persist(state: &State, id: &str) {
-        if let Some(c) = state.containers.get(id) {
-            let r = store::ContainerRecord {
-                status: c.status.clone(),
-                sandbox_id: c.sandbox_id.clone(),
-                cgroups_path: c.cgroups_path.clone(),
-            };
-            if let Err(e) = store::save_container(&c.dir, &r) {
-                tracing::warn!(container = %id, error = %e, "saving container record");
-            }
-        }
-    }
-
-    fn persist_sandbox(sb: &Sandbox) {
-        let r = store::SandboxRecord {
-            config: sb.config.clone(),
-            created_at: sb.created_at,
-            ready: sb.ready,
-        };
-        if let Err(e) = store::save_sandbox(&sb.dir, &r) {
-            tracing::warn!(sandbox = %sb.id, error = %e, "saving sandbox record");
-        }
     }
 
     fn sandbox(&self, id: &str) -> Result<Sandbox> {
@@ -349,6 +246,24 @@ impl Runtime {
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("container {id}")))
+    }
+
+    /// The container `id`, which must be running.
+    fn running(&self, id: &str) -> std::result::Result<Container, Status> {
+        let c = self.container(id)?;
+        if c.status.state != ContainerState::ContainerRunning as i32 {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The network namespace of sandbox `sb`; `None` when it shares the node's.
+    fn netns(sb: &Sandbox) -> Option<PathBuf> {
+        let own_net =
+            sandbox::kept(&sandbox::options(&sb.config)).is_ok_and(|kinds| kinds.contains(&"net"));
+        own_net.then(|| sandbox::ns_path(&sb.dir, "net"))
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Container)) {
@@ -468,57 +383,6 @@ impl Runtime {
         let _ = std::fs::remove_dir_all(&sb.dir);
         self.state.lock().expect("state").sandboxes.remove(id);
         tracing::info!(sandbox = %id, "sandbox removed");
-        Ok(())
-    }
-
-    /// Finds `name` and pins it until the returned guard drops (after the container is
-    /// recorded, or its creation failed).
-    fn pin_image(&self, name: &str) -> Result<(super::image::ImageRecord, Pin)> {
-        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-        let image = self
-            .images
-            .find(name)
-            .ok_or_else(|| Error::NotFound(format!("image {name}")))?;
-        let id = image.id.to_string();
-        *creating.entry(id.clone()).or_default() += 1;
-        let pin = Pin {
-            creating: self.creating.clone(),
-            id,
-        };
-        Ok((image, pin))
-    }
-
-    /// Removes `name` unless a container (in any state) uses it or one is being created from
-    /// it: its layers are the lower layers of those containers' root file systems.
-    async fn remove_image_named(&self, name: &str) -> Result<()> {
-        let record = {
-            let creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(record) = self.images.find(name) else {
-                return Ok(());
-            };
-            let id = record.id.to_string();
-            let user = self
-                .state
-                .lock()
-                .expect("state")
-                .containers
-                .values()
-                .find(|c| c.status.image_id == id)
-                .map(|c| c.status.id.clone());
-            if let Some(container) = user {
-                return Err(Error::InUse(format!(
-                    "image {name} is in use by container {container}"
-                )));
-            }
-            if creating.contains_key(&id) {
-                return Err(Error::InUse(format!(
-                    "image {name} is in use by a container being created"
-                )));
-            }
-            self.images.forget(&record)?;
-            record
-        };
-        self.images.prune(&record).await;
         Ok(())
     }
 
@@ -884,36 +748,6 @@ impl Runtime {
             runtime_handler: String::new(),
         }
     }
-
-    fn image_of(record: super::image::ImageRecord) -> cri::Image {
-        let uid = record
-            .config
-            .user
-            .split(':')
-            .next()
-            .and_then(|u| u.parse::<i64>().ok());
-        cri::Image {
-            id: record.id.to_string(),
-            repo_tags: record.repo_tags.clone(),
-            repo_digests: record.repo_digests.clone(),
-            size: record.size,
-            uid: uid.map(|value| cri::Int64Value { value }),
-            username: if uid.is_none() {
-                record.config.user.clone()
-            } else {
-                String::new()
-            },
-            spec: Some(cri::ImageSpec {
-                image: record.id.into(),
-                ..Default::default()
-            }),
-            // The node's own images cannot be pulled again: garbage collection leaves them.
-            pinned: record
-                .repo_tags
-                .iter()
-                .any(|t| super::addon_image::is_local(t)),
-        }
-    }
 }
 
 /// The node's hostname, which a pod in the node's UTS namespace has.
@@ -973,331 +807,7 @@ fn container_stats(mounts: &crate::cgroups::Mounts, c: &Container) -> cri::Conta
             page_faults: memory.as_ref().and_then(|m| value(m.page_faults)),
             major_page_faults: memory.as_ref().and_then(|m| value(m.major_page_faults)),
         }),
-    }
-}
-
-#[tonic::async_trait]
-impl cri::runtime_service_server::RuntimeService for Runtime {
-    async fn version(&self, _: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
-        Ok(Response::new(cri::VersionResponse {
-            version: "0.1.0".into(),
-            runtime_name: "ekube".into(),
-            runtime_version: env!("CARGO_PKG_VERSION").into(),
-            runtime_api_version: "v1".into(),
-        }))
-    }
-
-    async fn run_pod_sandbox(
-        &self,
-        req: Request<cri::RunPodSandboxRequest>,
-    ) -> R<cri::RunPodSandboxResponse> {
-        let config = req
-            .into_inner()
-            .config
-            .ok_or_else(|| Status::invalid_argument("config is required"))?;
-        let pod_sandbox_id = self.run_sandbox(config).await?;
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
-    }
-
-    async fn stop_pod_sandbox(
-        &self,
-        req: Request<cri::StopPodSandboxRequest>,
-    ) -> R<cri::StopPodSandboxResponse> {
-        self.stop_sandbox(&req.into_inner().pod_sandbox_id).await?;
-        Ok(Response::new(cri::StopPodSandboxResponse {}))
-    }
-
-    async fn remove_pod_sandbox(
-        &self,
-        req: Request<cri::RemovePodSandboxRequest>,
-    ) -> R<cri::RemovePodSandboxResponse> {
-        self.remove_sandbox(&req.into_inner().pod_sandbox_id)
-            .await?;
-        Ok(Response::new(cri::RemovePodSandboxResponse {}))
-    }
-
-    async fn pod_sandbox_status(
-        &self,
-        req: Request<cri::PodSandboxStatusRequest>,
-    ) -> R<cri::PodSandboxStatusResponse> {
-        let sb = self.sandbox(&req.into_inner().pod_sandbox_id)?;
-        // The kubelet runs the CNI plugin itself (DESIGN.md §5) and needs the namespace path;
-        // a sandbox in the node's network has none, so nothing is attached to or detached
-        // from the node's own namespace.
-        let own_net =
-            sandbox::kept(&sandbox::options(&sb.config)).is_ok_and(|kinds| kinds.contains(&"net"));
-        let info = own_net
-            .then(|| {
-                (
-                    NETNS_INFO_KEY.to_owned(),
-                    sandbox::ns_path(&sb.dir, "net").display().to_string(),
-                )
-            })
-            .into_iter()
-            .collect();
-        Ok(Response::new(cri::PodSandboxStatusResponse {
-            status: Some(Self::sandbox_status(&sb)),
-            info,
-        }))
-    }
-
-    async fn list_pod_sandbox(
-        &self,
-        req: Request<cri::ListPodSandboxRequest>,
-    ) -> R<cri::ListPodSandboxResponse> {
-        let filter = req.into_inner().filter;
-        let state = self.state.lock().expect("state");
-        let items = state
-            .sandboxes
-            .values()
-            .map(Self::sandbox_status)
-            .filter(|s| match &filter {
-                None => true,
-                Some(f) => {
-                    (f.id.is_empty() || s.id.starts_with(&f.id))
-                        && f.state.as_ref().is_none_or(|v| v.state == s.state)
-                        && f.label_selector
-                            .iter()
-                            .all(|(k, v)| s.labels.get(k) == Some(v))
-                }
-            })
-            .map(|s| cri::PodSandbox {
-                id: s.id,
-                metadata: s.metadata,
-                state: s.state,
-                created_at: s.created_at,
-                labels: s.labels,
-                annotations: s.annotations,
-                runtime_handler: s.runtime_handler,
-            })
-            .collect();
-        Ok(Response::new(cri::ListPodSandboxResponse { items }))
-    }
-
-    async fn create_container(
-        &self,
-        req: Request<cri::CreateContainerRequest>,
-    ) -> R<cri::CreateContainerResponse> {
-        let req = req.into_inner();
-        let config = req
-            .config
-            .ok_or_else(|| Status::invalid_argument("config is required"))?;
-        let container_id = Runtime::create_container(self, &req.pod_sandbox_id, config).await?;
-        Ok(Response::new(cri::CreateContainerResponse { container_id }))
-    }
-
-    async fn start_container(
-        &self,
-        req: Request<cri::StartContainerRequest>,
-    ) -> R<cri::StartContainerResponse> {
-        Runtime::start_container(self, &req.into_inner().container_id).await?;
-        Ok(Response::new(cri::StartContainerResponse {}))
-    }
-
-    async fn stop_container(
-        &self,
-        req: Request<cri::StopContainerRequest>,
-    ) -> R<cri::StopContainerResponse> {
-        let req = req.into_inner();
-        Runtime::stop_container(self, &req.container_id, req.timeout).await?;
-        Ok(Response::new(cri::StopContainerResponse {}))
-    }
-
-    async fn remove_container(
-        &self,
-        req: Request<cri::RemoveContainerRequest>,
-    ) -> R<cri::RemoveContainerResponse> {
-        Runtime::remove_container(self, &req.into_inner().container_id).await?;
-        Ok(Response::new(cri::RemoveContainerResponse {}))
-    }
-
-    async fn list_containers(
-        &self,
-        req: Request<cri::ListContainersRequest>,
-    ) -> R<cri::ListContainersResponse> {
-        Ok(Response::new(cri::ListContainersResponse {
-            containers: Runtime::list_containers(self, req.into_inner().filter),
-        }))
-    }
-
-    async fn container_status(
-        &self,
-        req: Request<cri::ContainerStatusRequest>,
-    ) -> R<cri::ContainerStatusResponse> {
-        let c = self.container(&req.into_inner().container_id)?;
-        Ok(Response::new(cri::ContainerStatusResponse {
-            status: Some(c.status),
-            info: Default::default(),
-        }))
-    }
-
-    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
-        let req = req.into_inner();
-        let c = self.container(&req.container_id)?;
-        if c.status.state != ContainerState::ContainerRunning as i32 {
-            return Err(Status::failed_precondition(format!(
-                "container {} is not running",
-                req.container_id
-            )));
-        }
-        let out = self
-            .runc
-            .exec(
-                &req.container_id,
-                &req.cmd,
-                Duration::from_secs(req.timeout.max(0) as u64),
-            )
-            .await?;
-        Ok(Response::new(cri::ExecSyncResponse {
-            stdout: out.stdout,
-            stderr: out.stderr,
-            exit_code: out.exit_code,
-        }))
-    }
-
-    async fn reopen_container_log(
-        &self,
-        req: Request<cri::ReopenContainerLogRequest>,
-    ) -> R<cri::ReopenContainerLogResponse> {
-        self.reopen_log(&req.into_inner().container_id).await?;
-        Ok(Response::new(cri::ReopenContainerLogResponse {}))
-    }
-
-    async fn container_stats(
-        &self,
-        req: Request<cri::ContainerStatsRequest>,
-    ) -> R<cri::ContainerStatsResponse> {
-        let c = self.container(&req.into_inner().container_id)?;
-        Ok(Response::new(cri::ContainerStatsResponse {
-            stats: Some(container_stats(&crate::cgroups::Mounts::read(), &c)),
-        }))
-    }
-
-    async fn list_container_stats(
-        &self,
-        req: Request<cri::ListContainerStatsRequest>,
-    ) -> R<cri::ListContainerStatsResponse> {
-        let filter = req.into_inner().filter.unwrap_or_default();
-        let containers: Vec<Container> = {
-            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state
-                .containers
-                .iter()
-                .filter(|(id, c)| {
-                    (filter.id.is_empty() || **id == filter.id)
-                        && (filter.pod_sandbox_id.is_empty()
-                            || c.sandbox_id == filter.pod_sandbox_id)
-                        && filter
-                            .label_selector
-                            .iter()
-                            .all(|(k, v)| c.status.labels.get(k) == Some(v))
-                        && c.status.state == ContainerState::ContainerRunning as i32
-                })
-                .map(|(_, c)| c.clone())
-                .collect()
-        };
-        let mounts = crate::cgroups::Mounts::read();
-        Ok(Response::new(cri::ListContainerStatsResponse {
-            stats: containers
-                .iter()
-                .map(|c| container_stats(&mounts, c))
-                .collect(),
-        }))
-    }
-
-    async fn status(&self, _: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
-        let cond = |t: &str| cri::RuntimeCondition {
-            r#type: t.into(),
-            status: true,
-            reason: String::new(),
-            message: String::new(),
-        };
-        Ok(Response::new(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus {
-                conditions: vec![cond("RuntimeReady"), cond("NetworkReady")],
-            }),
-            info: Default::default(),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl cri::image_service_server::ImageService for Runtime {
-    async fn list_images(
-        &self,
-        req: Request<cri::ListImagesRequest>,
-    ) -> R<cri::ListImagesResponse> {
-        let filter = req
-            .into_inner()
-            .filter
-            .and_then(|f| f.image)
-            .map(|i| i.image)
-            .filter(|i| !i.is_empty());
-        let images = match filter {
-            Some(f) => self.images.find(&f).into_iter().collect(),
-            None => self.images.list(),
-        };
-        Ok(Response::new(cri::ListImagesResponse {
-            images: images.into_iter().map(Self::image_of).collect(),
-        }))
-    }
-
-    async fn image_status(
-        &self,
-        req: Request<cri::ImageStatusRequest>,
-    ) -> R<cri::ImageStatusResponse> {
-        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
-        Ok(Response::new(cri::ImageStatusResponse {
-            image: self.images.find(&image).map(Self::image_of),
-            info: Default::default(),
-        }))
-    }
-
-    async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
-        let req = req.into_inner();
-        let image = req.image.map(|i| i.image).unwrap_or_default();
-        let secret = match req.auth {
-            Some(a) if !a.username.is_empty() => Some((a.username, a.password)),
-            Some(a) if !a.auth.is_empty() => Some(
-                super::registries::decode_basic(&a.auth)
-                    .map_err(|e| Error::InvalidArgument(format!("pull credentials: {e}")))?,
-            ),
-            _ => None,
-        };
-        let image_ref = self.images.pull(&image, secret.as_ref()).await?;
-        Ok(Response::new(cri::PullImageResponse { image_ref }))
-    }
-
-    async fn remove_image(
-        &self,
-        req: Request<cri::RemoveImageRequest>,
-    ) -> R<cri::RemoveImageResponse> {
-        let image = req.into_inner().image.map(|i| i.image).unwrap_or_default();
-        self.remove_image_named(&image).await?;
-        Ok(Response::new(cri::RemoveImageResponse {}))
-    }
-
-    async fn image_fs_info(
-        &self,
-        _: Request<cri::ImageFsInfoRequest>,
-    ) -> R<cri::ImageFsInfoResponse> {
-        let root = self.images.root().to_owned();
-        let walked = root.clone();
-        let (bytes, inodes) =
-            tokio::task::spawn_blocking(move || super::image::disk_usage(&walked))
-                .await
-                .map_err(|e| tonic::Status::internal(e.to_string()))?;
-        let usage = cri::FilesystemUsage {
-            timestamp: now_ns(),
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: root.display().to_string(),
-            }),
-            used_bytes: Some(cri::UInt64Value { value: bytes }),
-            inodes_used: Some(cri::UInt64Value { value: inodes }),
-        };
-        Ok(Response::new(cri::ImageFsInfoResponse {
-            image_filesystems: vec![usage],
-            container_filesystems: Vec::new(),
-        }))
+        swap: None,
+        writable_layer: None,
     }
 }

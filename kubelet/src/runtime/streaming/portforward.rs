@@ -1,4 +1,4 @@
-//! `/portForward/{ns}/{pod}`: the `portforward.k8s.io` protocol over SPDY/3.1 ([`super::spdy`]),
+//! Port-forward sessions: the `portforward.k8s.io` protocol over SPDY/3.1 ([`super::spdy`]),
 //! either tunnelled in WebSocket binary messages (subprotocol `SPDY/3.1+portforward.k8s.io`,
 //! what kubectl 1.30+ uses through the apiserver) or on a plain `Upgrade: SPDY/3.1` connection.
 //!
@@ -21,24 +21,15 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::spdy::{self, Frame};
-use super::{Body, Finish, Node, Query, full, text};
-use crate::cri;
+use crate::respond::{Body, Finish, full, text};
 
 /// The WebSocket subprotocol of SPDY tunnelled over WebSocket.
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 const STREAM_PROTOCOL: &str = "portforward.k8s.io";
 
-pub async fn serve(
-    node: &Node,
-    ns: &str,
-    pod: &str,
-    _q: &Query,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
-    let netns = match netns(node, ns, pod).await {
-        Ok(p) => p,
-        Err(resp) => return resp,
-    };
+/// Accepts the client's upgrade and forwards its streams into the namespace at `netns` (the
+/// node's own when `None`: a sandbox in the host network).
+pub fn serve(req: Request<hyper::body::Incoming>, netns: Option<PathBuf>) -> Response<Body> {
     let headers = req.headers();
     let offered = |name: &http::HeaderName| {
         headers
@@ -53,7 +44,7 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    tracing::info!(%ns, %pod, %upgrade, "port-forward");
+    tracing::debug!(%upgrade, netns = ?netns, "port-forward session");
     if upgrade == "websocket" {
         if !offered(&header::SEC_WEBSOCKET_PROTOCOL) {
             return text(
@@ -157,36 +148,20 @@ pub async fn serve(
     )
 }
 
-/// The network namespace of the pod's ready sandbox.
-async fn netns(node: &Node, ns: &str, pod: &str) -> Result<PathBuf, Response<Body>> {
-    let sb = super::lookup::sandbox(node, ns, pod)
-        .await
-        .map_err(|e| text(e.0, e.1))?;
-    if sb.state != cri::PodSandboxState::SandboxReady as i32 {
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            format!("pod {ns}/{pod} is not running"),
-        ));
-    }
-    let mut rc = node.runtime.clone();
-    let status = rc
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: sb.id,
-            verbose: true,
-        })
-        .await
-        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.message().to_owned()))?
-        .into_inner();
-    status
-        .info
-        .get(crate::runtime::NETNS_INFO_KEY)
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the runtime reports no network namespace for {ns}/{pod}"),
+/// Connects to `127.0.0.1:port` in the network namespace at `netns`, or the node's own.
+async fn connect(netns: Option<&Path>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    match netns {
+        Some(netns) => connect_in(netns, port).await,
+        None => {
+            let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::net::TcpStream::connect(to),
             )
-        })
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        }
+    }
 }
 
 /// Connects to `127.0.0.1:port` from inside the network namespace at `netns` (on a thread of
@@ -224,7 +199,11 @@ struct Pair {
 }
 
 /// Serves one SPDY connection: `input` carries its bytes in, frames go out on `output`.
-async fn session(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Vec<u8>>, netns: PathBuf) {
+async fn session(
+    mut input: mpsc::Receiver<Bytes>,
+    output: mpsc::Sender<Vec<u8>>,
+    netns: Option<PathBuf>,
+) {
     let mut headers = spdy::Headers::default();
     let mut buf = Vec::new();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
@@ -361,14 +340,14 @@ async fn session(mut input: mpsc::Receiver<Bytes>, output: mpsc::Sender<Vec<u8>>
 
 /// One forwarded connection: pod socket ↔ data stream `data`; failures on stream `error`.
 async fn forward(
-    netns: PathBuf,
+    netns: Option<PathBuf>,
     port: u16,
     error: u32,
     data: u32,
     mut from_client: mpsc::UnboundedReceiver<Option<Bytes>>,
     output: mpsc::Sender<Vec<u8>>,
 ) {
-    let conn = match connect_in(&netns, port).await {
+    let conn = match connect(netns.as_deref(), port).await {
         Ok(c) => c,
         Err(e) => {
             let msg = format!(

@@ -10,7 +10,12 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::{Body, Finish, full, text};
+use futures::SinkExt;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::respond::{Body, Finish, full, text};
 
 pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
@@ -124,6 +129,45 @@ pub fn accept(
         }
     };
     Ok((resp, protocol, upgraded))
+}
+
+/// Accepts the WebSocket upgrade of `req` and runs `session` on the connection once it is
+/// through; the answer is the `101`, or why the upgrade was refused.
+pub fn serve(
+    req: Request<hyper::body::Incoming>,
+    session: impl FnOnce(Socket, Protocol) -> BoxFuture<'static, ()> + Send + 'static,
+) -> Response<Body> {
+    let (resp, protocol, upgraded) = match accept(req) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    tokio::spawn(async move {
+        if let Some(socket) = upgraded.await {
+            session(socket, protocol).await;
+        }
+    });
+    resp
+}
+
+/// An accepted WebSocket connection.
+pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Sends messages queued by the session's tasks; closes the socket when every sender is gone.
+pub fn writer(
+    socket: futures::stream::SplitSink<Socket, Message>,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Message>(32);
+    let task = tokio::spawn(async move {
+        let mut sink = socket;
+        while let Some(m) = rx.recv().await {
+            if sink.send(m).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(normal_close()).await;
+        let _ = sink.close().await;
+    });
+    (tx, task)
 }
 
 /// The close frame ending a session: kubectl reads only a normal closure (1000) as the end of
