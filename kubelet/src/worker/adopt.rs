@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{POD_UID_LABEL, Sandbox, Worker, pod_key};
 use crate::cri;
-use crate::kubelet::status::View;
+use crate::status::View;
 
 impl Worker {
     /// Takes over the sandbox and containers an earlier kubelet left running for this pod,

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::Worker;
 use super::container::{BACKOFF, MAX_BACKOFF};
 use crate::cri;
-use crate::kubelet::pull_secrets;
-use crate::kubelet::status::View;
+use crate::pull_secrets;
+use crate::status::View;
 
 impl Worker {
     /// Makes the container's image present as its pull policy says; returns what `imageID`

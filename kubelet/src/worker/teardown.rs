@@ -11,12 +11,12 @@ use kube::api::{Api, DeleteParams, Preconditions};
 use super::container::stop_gracefully;
 use super::{POD_UID_LABEL, Worker, pod_key, record_event};
 use crate::cri;
-use crate::kubelet::status::View;
-use crate::kubelet::{Config, Ctx, cni, sandbox, volumes};
+use crate::status::View;
+use crate::{Config, Ctx, cni, sandbox, volumes};
 
 /// Removes sandboxes a previous kubelet left for pods other than those in `keep` (by UID),
 /// and the directories of such pods (those this kubelet, started at `started`, did not make).
-pub(in crate::kubelet) async fn clear_stale_sandboxes(
+pub(crate) async fn clear_stale_sandboxes(
     ctx: Arc<Ctx>,
     keep: std::collections::HashSet<String>,
     started: std::time::SystemTime,
@@ -41,7 +41,7 @@ pub(in crate::kubelet) async fn clear_stale_sandboxes(
 
 /// Tears sandbox `id` down as the kubelet does: its network through CNI (while the runtime
 /// still knows its namespace), then stop and remove. Returns the pod it held, when known.
-pub(in crate::kubelet) async fn remove_sandbox(
+pub(crate) async fn remove_sandbox(
     rc: &mut crate::runtime::RuntimeClient,
     config: &Config,
     id: &str,

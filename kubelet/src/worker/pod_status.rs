@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, HostIP, Pod, PodIP, PodStatus};
 use kube::api::{Api, Patch, PatchParams};
 
 use super::{Worker, pod_key};
-use crate::kubelet::status::{self, Observed, View};
+use crate::status::{self, Observed, View};
 
 impl Worker {
     pub(super) async fn write_status(&mut self, pod: &Pod, phase: &str) {

@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::{POD_UID_LABEL, WAITING, Worker, pod_key, record_event};
 use crate::cri;
-use crate::kubelet::status::View;
-use crate::kubelet::{Ctx, hosts, inputs, ownership, probe, sandbox, security, volumes};
+use crate::status::View;
+use crate::{Ctx, hosts, inputs, ownership, probe, sandbox, security, volumes};
 
 /// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
 pub(super) const BACKOFF: Duration = Duration::from_secs(10);
