@@ -26,8 +26,6 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
         ("", "Namespace") => {
             let spec = ensure(obj, "spec");
             set(spec, "finalizers", json!(["kubernetes"]));
-            let status = ensure(obj, "status");
-            set(status, "phase", json!("Active"));
         }
         ("apps", "Deployment") => {
             let spec = ensure(obj, "spec");
@@ -88,6 +86,59 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+    if let Some(status) = initial_status(group, kind) {
+        fill(ensure(obj, "status"), &status);
+    }
+}
+
+/// The status of a kind before any controller reported one, as upstream serves it: its status
+/// struct is never left out (a Service's is `{"loadBalancer": {}}`, a Deployment's `{}`), fields
+/// that are not `omitempty` are there as zero values (a ReplicaSet's `replicas: 0`), and
+/// defaulting sets a phase where upstream's does (a claim is `Pending`, a namespace `Active`).
+/// Clients read `status` off what create returns, and typed ones refuse a status that lacks a
+/// required field.
+fn initial_status(group: &str, kind: &str) -> Option<Value> {
+    let status = match (group, kind) {
+        ("", "Namespace") => json!({"phase": "Active"}),
+        ("", "Service") | ("networking.k8s.io", "Ingress") => json!({"loadBalancer": {}}),
+        ("", "PersistentVolume" | "PersistentVolumeClaim") => json!({"phase": "Pending"}),
+        ("", "ResourceQuota")
+        | ("apps", "Deployment")
+        | ("batch", "Job" | "CronJob")
+        | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
+        ("apps", "ReplicaSet") => json!({"replicas": 0}),
+        ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
+        ("apps", "DaemonSet") => json!({
+            "currentNumberScheduled": 0, "numberMisscheduled": 0,
+            "desiredNumberScheduled": 0, "numberReady": 0,
+        }),
+        ("", "Node") => json!({
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
+                "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
+                "kubeProxyVersion": "", "operatingSystem": "", "architecture": "",
+            },
+        }),
+        _ => return None,
+    };
+    Some(status)
+}
+
+/// Sets every field of `defaults` that `target` leaves unset, inside objects recursively. A
+/// field of the wrong type stays, for decoding to refuse with its name.
+fn fill(target: &mut Value, defaults: &Value) {
+    let (Some(target), Some(defaults)) = (target.as_object_mut(), defaults.as_object()) else {
+        return;
+    };
+    for (key, value) in defaults {
+        let slot = target.entry(key.clone()).or_insert(Value::Null);
+        if slot.is_null() {
+            *slot = value.clone();
+        } else {
+            fill(slot, value);
+        }
     }
 }
 
@@ -294,7 +345,6 @@ fn service(obj: &mut Value) {
     }
 }
 
-/// Returns the object at `obj[key]`, creating an empty one when absent or null.
 /// A Secret's `stringData` is write-only, as upstream's conversion makes it: each entry goes into
 /// `data` (base64, replacing an entry of the same key) and `stringData` is not stored. One that
 /// is not a map of strings stays, for decoding to refuse with the field's name.
@@ -314,6 +364,7 @@ fn secret_string_data(obj: &mut Value) {
     }
 }
 
+/// Returns the object at `obj[key]`, creating an empty one when absent or null.
 pub fn ensure<'a>(obj: &'a mut Value, key: &str) -> &'a mut Value {
     if !obj.is_object() {
         *obj = Value::Object(Map::new());
@@ -375,6 +426,59 @@ mod tests {
         assert_eq!(
             pod["spec"]["containers"][1]["resources"]["requests"]["cpu"],
             "100m"
+        );
+    }
+
+    #[test]
+    fn statuses_start_as_upstream_serves_them() {
+        for (group, kind, status) in [
+            ("", "Service", json!({"loadBalancer": {}})),
+            ("networking.k8s.io", "Ingress", json!({"loadBalancer": {}})),
+            ("", "Namespace", json!({"phase": "Active"})),
+            ("", "PersistentVolumeClaim", json!({"phase": "Pending"})),
+            ("", "PersistentVolume", json!({"phase": "Pending"})),
+            ("apps", "Deployment", json!({})),
+            ("apps", "ReplicaSet", json!({"replicas": 0})),
+            (
+                "apps",
+                "StatefulSet",
+                json!({"replicas": 0, "availableReplicas": 0}),
+            ),
+            ("batch", "Job", json!({})),
+            ("batch", "CronJob", json!({})),
+        ] {
+            let mut obj = json!({"metadata": {"name": "x"}, "spec": {}});
+            apply(group, kind, &mut obj);
+            assert_eq!(obj["status"], status, "{kind}");
+        }
+        let mut ds = json!({"spec": {}});
+        apply("apps", "DaemonSet", &mut ds);
+        assert_eq!(ds["status"]["numberMisscheduled"], 0);
+        let mut cm = json!({"data": {}});
+        apply("", "ConfigMap", &mut cm);
+        assert_eq!(cm.get("status"), None, "a kind without status gets none");
+    }
+
+    #[test]
+    fn a_reported_status_keeps_its_values() {
+        let mut rs = json!({"spec": {}, "status": {"replicas": 3, "readyReplicas": 2}});
+        apply("apps", "ReplicaSet", &mut rs);
+        assert_eq!(rs["status"], json!({"replicas": 3, "readyReplicas": 2}));
+        let mut svc =
+            json!({"spec": {}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}});
+        apply("", "Service", &mut svc);
+        assert_eq!(
+            svc["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "10.0.0.9"
+        );
+        let mut node = json!({"status": {"nodeInfo": {"kubeletVersion": "v1.37.0"},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
+        apply("", "Node", &mut node);
+        assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.37.0");
+        assert_eq!(node["status"]["nodeInfo"]["machineID"], "");
+        assert_eq!(
+            node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            10250
         );
     }
 

@@ -16,11 +16,11 @@ use crate::ApiServer;
 use crate::auth::User;
 use crate::authz::escalation::Guard;
 use crate::authz::{request_info, review};
-use crate::errors::{ApiError, Result, success_status};
-use crate::registry::{DeleteOptions, Deleted, FieldValidation, Warnings, WriteOptions};
+use crate::errors::{ApiError, Result};
+use crate::registry::{FieldValidation, Warnings, WriteOptions};
 use crate::route::{self, Route, Target};
 use crate::table::{self, IncludeObject};
-use crate::{apply, discovery, openapi, patch, watch};
+use crate::{apply, delete, discovery, openapi, patch, watch};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -547,46 +547,12 @@ async fn resource(
             Ok(with_warnings(json_response(StatusCode::OK, &v), w))
         }
         (&Method::DELETE, Some(name), None) => {
-            let opts = delete_options(&q, &read_body(api, req).await?.1, user)?;
-            match api.registry.delete(r, ns, name, &opts).await? {
-                Deleted::Pending(obj) => Ok(json_response(StatusCode::OK, &obj)),
-                Deleted::Gone(obj) => {
-                    let uid = obj
-                        .pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    Ok(json_response(
-                        StatusCode::OK,
-                        &success_status(r.group, r.plural, name, uid),
-                    ))
-                }
-            }
+            let opts = delete::options(&q, &read_body(api, req).await?.1, user)?;
+            delete::object(api, r, ns, name, &opts).await
         }
         (&Method::DELETE, None, None) => {
-            let opts = delete_options(&q, &read_body(api, req).await?.1, user)?;
-            let (labels, fields) = q.selectors()?;
-            let (items, rv, _) = api.registry.list(r, ns, &labels, &fields, 0, None).await?;
-            let mut remaining = Vec::new();
-            for item in items {
-                let name = item
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
-                match api.registry.delete(r, item_ns, name, &opts).await {
-                    Ok(Deleted::Pending(obj)) => remaining.push(obj),
-                    Ok(Deleted::Gone(obj)) => remaining.push(obj),
-                    Err(e) if e.code == 404 => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({
-                    "kind": r.list_kind(), "apiVersion": r.api_version(),
-                    "metadata": {"resourceVersion": rv.to_string()}, "items": remaining,
-                }),
-            ))
+            let opts = delete::options(&q, &read_body(api, req).await?.1, user)?;
+            delete::collection(api, r, ns, &q, &opts).await
         }
         _ => Err(ApiError::method_not_allowed(method.as_str())),
     }
@@ -751,54 +717,6 @@ fn without_rv(mut v: Value) -> Value {
         m.remove("resourceVersion");
     }
     v
-}
-
-fn delete_options(q: &Query, body: &[u8], user: &Arc<User>) -> Result<DeleteOptions> {
-    let mut opts = DeleteOptions {
-        user: user.clone(),
-        grace_period: q
-            .get("gracePeriodSeconds")
-            .map(|g| g.parse::<i64>())
-            .transpose()
-            .map_err(|_| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
-        propagation: q.get("propagationPolicy").map(str::to_string),
-        dry_run: q.get("dryRun") == Some("All"),
-        ..Default::default()
-    };
-    if !body.is_empty() {
-        let b: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
-        if let Some(g) = b.get("gracePeriodSeconds").and_then(Value::as_i64) {
-            opts.grace_period = Some(g);
-        }
-        if let Some(p) = b.get("propagationPolicy").and_then(Value::as_str) {
-            opts.propagation = Some(p.to_string());
-        } else if b.get("orphanDependents") == Some(&json!(true)) {
-            opts.propagation = Some("Orphan".into());
-        }
-        opts.uid = b
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        opts.resource_version = b
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if b.get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|d| d.iter().any(|x| x == "All"))
-        {
-            opts.dry_run = true;
-        }
-    }
-    if let Some(p) = &opts.propagation
-        && !matches!(p.as_str(), "Background" | "Foreground" | "Orphan")
-    {
-        return Err(ApiError::bad_request(format!(
-            "propagationPolicy {p:?} is not one of Background, Foreground, Orphan"
-        )));
-    }
-    Ok(opts)
 }
 
 async fn list(

@@ -18,6 +18,7 @@ pub mod certificates;
 pub mod config;
 pub mod convert;
 pub mod defaults;
+pub mod delete;
 pub mod discovery;
 pub mod encryption;
 pub mod errors;

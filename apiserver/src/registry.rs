@@ -51,6 +51,9 @@ pub struct Warnings(pub Vec<String>);
 pub struct DeleteOptions {
     pub grace_period: Option<i64>,
     pub propagation: Option<String>,
+    /// The deprecated `orphanDependents`: `true` is the `Orphan` policy; an explicit `false`
+    /// makes the answer for an object that stays 202 Accepted.
+    pub orphan_dependents: Option<bool>,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub dry_run: bool,

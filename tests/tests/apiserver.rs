@@ -437,6 +437,65 @@ print("ok")
     assert_eq!(ok(out).trim(), "ok");
 }
 
+/// DELETE answers as upstream's per resource: the deleted object for services and pods, a
+/// `Status` for config maps and deployments, the object with 202 when it stays and the client
+/// asked not to orphan, and the list of what it deleted for a collection. Created objects carry
+/// the status upstream serves before any controller wrote one.
+#[test]
+fn python_client_reads_delete_answers_and_initial_status() {
+    let s = ServerProcess::start(&[]).unwrap();
+    let script = r#"
+import sys
+from kubernetes import client, config
+config.load_kube_config(config_file=sys.argv[1])
+core, apps = client.CoreV1Api(), client.AppsV1Api()
+
+svc = core.create_namespaced_service("default", {"apiVersion": "v1", "kind": "Service",
+    "metadata": {"name": "py"}, "spec": {"selector": {"app": "py"}, "ports": [{"port": 80}]}})
+assert svc.status is not None and svc.status.load_balancer is not None, svc.status
+gone = core.delete_namespaced_service("py", "default")
+assert gone.kind == "Service" and gone.metadata.name == "py", gone
+
+pod = core.create_namespaced_pod("default", {"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "py"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+assert pod.status.phase == "Pending", pod.status
+gone = core.delete_namespaced_pod("py", "default")
+assert gone.kind == "Pod" and gone.metadata.name == "py", gone
+
+d = apps.create_namespaced_deployment("default", {"apiVersion": "apps/v1", "kind": "Deployment",
+    "metadata": {"name": "py"},
+    "spec": {"selector": {"matchLabels": {"app": "py"}},
+             "template": {"metadata": {"labels": {"app": "py"}},
+                          "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+assert d.status is not None, d
+st = apps.delete_namespaced_deployment("py", "default")
+assert st["kind"] == "Status" and st["status"] == "Success", st
+assert st["details"]["name"] == "py" and st["details"]["kind"] == "deployments", st
+
+core.create_namespaced_config_map("default", {"metadata": {"name": "held",
+    "finalizers": ["example.com/hold"]}})
+held, code, _ = core.delete_namespaced_config_map_with_http_info("held", "default",
+    body=client.V1DeleteOptions(orphan_dependents=False))
+assert code == 202 and held["kind"] == "ConfigMap", (code, held)
+assert held["metadata"]["deletionTimestamp"], held["metadata"]
+core.patch_namespaced_config_map("held", "default", {"metadata": {"finalizers": None}})
+
+for n in ("a", "b"):
+    core.create_namespaced_config_map("default", {"metadata": {"name": "py-" + n,
+        "labels": {"app": "py"}}})
+listed = core.delete_collection_namespaced_config_map("default", label_selector="app=py")
+assert listed.kind == "ConfigMapList", listed.kind
+left = core.list_namespaced_config_map("default", label_selector="app=py").items
+assert left == [], [c.metadata.name for c in left]
+print("ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &s.kubeconfig().display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(ok(out).trim(), "ok");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kill_9() {
     let mut s = ServerProcess::start(&[]).unwrap();

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::discovery::Resource;
 use super::get::query;
 use super::output::tabwrite;
-use super::{Ctx, Reported, format_error, split_type_names};
+use super::{Ctx, Reported, split_type_names};
 
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
@@ -35,27 +35,10 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
         } else {
             None
         };
-        let mut objects = Vec::new();
-        if names.is_empty() {
-            let list = ctx
-                .get_json(&format!(
-                    "{}{}",
-                    r.collection_path(ns.as_deref()),
-                    query(&[("labelSelector", args.selector.as_deref())])
-                ))
-                .await?;
-            objects.extend(list["items"].as_array().cloned().unwrap_or_default());
-        } else {
-            for name in &names {
-                match ctx.get_json(&r.object_path(ns.as_deref(), name)).await {
-                    Ok(o) => objects.push(o),
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("{}", format_error(&e.into()));
-                    }
-                }
-            }
-        }
+        let (objects, missing) = ctx
+            .named_or_selected(&r, ns.as_deref(), &names, args.selector.as_deref())
+            .await?;
+        failed |= missing;
         for o in objects {
             let events = events_for(ctx, &o).await;
             if !first {

@@ -7,7 +7,6 @@ use anyhow::{Result, bail};
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use super::get::query;
 use super::{Ctx, Reported, format_error, split_type_names};
 
 #[derive(Args, Debug)]
@@ -134,30 +133,13 @@ pub async fn run(ctx: &Ctx, args: LabelArgs, field: Field) -> Result<()> {
         } else {
             None
         };
-        let mut objects: Vec<Value> = Vec::new();
-        if names.is_empty() {
-            if !args.all && args.selector.is_none() {
-                bail!("resource(s) were provided, but no name was specified");
-            }
-            let list = ctx
-                .get_json(&format!(
-                    "{}{}",
-                    r.collection_path(ns.as_deref()),
-                    query(&[("labelSelector", args.selector.as_deref())])
-                ))
-                .await?;
-            objects.extend(list["items"].as_array().cloned().unwrap_or_default());
-        } else {
-            for name in &names {
-                match ctx.get_json(&r.object_path(ns.as_deref(), name)).await {
-                    Ok(o) => objects.push(o),
-                    Err(e) => {
-                        failed = true;
-                        eprintln!("{}", format_error(&e.into()));
-                    }
-                }
-            }
+        if names.is_empty() && !args.all && args.selector.is_none() {
+            bail!("resource(s) were provided, but no name was specified");
         }
+        let (objects, missing) = ctx
+            .named_or_selected(&r, ns.as_deref(), &names, args.selector.as_deref())
+            .await?;
+        failed |= missing;
         for o in objects {
             let name = o["metadata"]["name"]
                 .as_str()

@@ -189,6 +189,38 @@ impl Ctx {
     }
 
     /// GET returning JSON.
+    /// The objects `names` of `r`, or, with no names, those `selector` selects (all without
+    /// one); a name that cannot be read is reported on stderr and sets the returned flag, as
+    /// kubectl goes on with the others.
+    pub async fn named_or_selected(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        names: &[String],
+        selector: Option<&str>,
+    ) -> Result<(Vec<Value>, bool)> {
+        if names.is_empty() {
+            let path = format!(
+                "{}{}",
+                r.collection_path(ns),
+                get::query(&[("labelSelector", selector)])
+            );
+            let list = self.get_json(&path).await?;
+            return Ok((list["items"].as_array().cloned().unwrap_or_default(), false));
+        }
+        let (mut objects, mut failed) = (Vec::new(), false);
+        for name in names {
+            match self.get_json(&r.object_path(ns, name)).await {
+                Ok(o) => objects.push(o),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("{}", format_error(&e.into()));
+                }
+            }
+        }
+        Ok((objects, failed))
+    }
+
     pub async fn get_json(&self, path: &str) -> Result<Value, kube::Error> {
         self.request(http::Method::GET, path, None, None).await
     }
