@@ -387,6 +387,8 @@ fn direct(c: &LabCluster) -> Result<()> {
         code == 200 && body.lines().any(|l| l == "X=hello-x"),
         "run with a token allowed nodes/proxy: {code} {body}"
     );
+    // The runtime gives every container its pod's hostname, as containerd does.
+    assert!(body.lines().any(|l| l == "HOSTNAME=duo"), "{body}");
     let (code, body) = kubelet_call(
         c,
         "GET",

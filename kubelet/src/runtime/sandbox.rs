@@ -209,6 +209,13 @@ pub fn write_etc(dir: &Path, hostname: &str, dns: Option<&crate::cri::DnsConfig>
     Ok(())
 }
 
+/// The hostname [`write_etc`] recorded for the sandbox in `dir` (empty if it cannot be read).
+pub fn hostname(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("hostname"))
+        .map(|h| h.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,8 @@ pub struct SpecInput<'a> {
     pub config: &'a cri::ContainerConfig,
     pub image: &'a ImageConfig,
     pub sandbox_dir: &'a Path,
+    /// The sandbox's hostname, which the container gets as `HOSTNAME` too.
+    pub hostname: &'a str,
     /// The namespaces the sandbox keeps (`net`, `ipc`, `uts`); the container joins those and
     /// stays in the runtime's own (the node's) for the others.
     pub sandbox_namespaces: &'a [&'a str],
@@ -69,14 +71,19 @@ pub fn argv(config: &cri::ContainerConfig, image: &ImageConfig) -> Vec<String> {
     entry.into_iter().chain(cmd).collect()
 }
 
-/// Image env overridden by the container's env, in order of first appearance.
-pub fn env(config: &cri::ContainerConfig, image: &ImageConfig) -> Vec<String> {
+/// The process environment as containerd builds it: `HOSTNAME` (the sandbox's hostname), then
+/// the image's env, then the container's, each overriding what came before; in order of first
+/// appearance.
+pub fn env(config: &cri::ContainerConfig, image: &ImageConfig, hostname: &str) -> Vec<String> {
     let mut order = Vec::new();
     let mut map = BTreeMap::new();
-    let pairs = image
-        .env
-        .iter()
-        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+    let pairs = std::iter::once(("HOSTNAME".to_owned(), hostname.to_owned()))
+        .chain(
+            image
+                .env
+                .iter()
+                .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))),
+        )
         .chain(
             config
                 .envs
@@ -266,7 +273,7 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     let mut process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
-        .env(env(config, input.image))
+        .env(env(config, input.image, input.hostname))
         .cwd(cwd)
         .user(user)
         .capabilities(confinement.capabilities.clone())
@@ -433,7 +440,18 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(env(&c, &image()), ["PATH=/bin", "A=pod", "B=1"]);
+        assert_eq!(
+            env(&c, &image(), "web-0"),
+            ["HOSTNAME=web-0", "PATH=/bin", "A=pod", "B=1"]
+        );
+        let own = cri::ContainerConfig {
+            envs: vec![cri::KeyValue {
+                key: "HOSTNAME".into(),
+                value: "mine".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(env(&own, &image(), "web-0")[0], "HOSTNAME=mine");
     }
 
     #[test]
@@ -462,6 +480,7 @@ mod tests {
             config: &c,
             image: &image(),
             sandbox_dir: Path::new("/sb"),
+            hostname: "sb",
             sandbox_namespaces: &["net", "ipc", "uts"],
             cgroups_path: "/k/pod1/c1".into(),
             rootfs: Path::new("/nonexistent"),
@@ -518,6 +537,7 @@ mod tests {
                 config: &c,
                 image: &image(),
                 sandbox_dir: Path::new("/sb"),
+                hostname: "sb",
                 sandbox_namespaces: kept,
                 cgroups_path: "/k/pod1/c1".into(),
                 rootfs: Path::new("/nonexistent"),
@@ -564,6 +584,7 @@ mod tests {
             config: &c,
             image: &image(),
             sandbox_dir: Path::new("/sb"),
+            hostname: "sb",
             sandbox_namespaces: &["net", "ipc", "uts"],
             cgroups_path: "/k/pod1/c1".into(),
             rootfs,

@@ -428,6 +428,7 @@ impl Runtime {
                 config: &config,
                 image: &image.config,
                 sandbox_dir: &sb.dir,
+                hostname: &sandbox::hostname(&sb.dir),
                 sandbox_namespaces: &sandbox::kept(&sandbox::options(&sb.config))?,
                 cgroups_path: cgroups_path.clone(),
                 rootfs: &rootfs,
