@@ -162,12 +162,23 @@ enum Command {
     Flannel(ekube_flannel::Config),
     /// Run the cluster DNS server (the `coredns` add-on's container runs this).
     Dns(ekube_dns::Config),
+    /// Device plugins that ship with ekube.
+    DevicePlugin {
+        #[command(subcommand)]
+        command: DevicePluginCommand,
+    },
     /// The kubectl-style client (also reachable by invoking this binary as `ekubectl`).
     Kubectl(kubectl::KubectlArgs),
     /// Manage bootstrap tokens, with which nodes join (kubeadm's `token`).
     Token(token::TokenArgs),
     /// Check and renew the cluster's certificates (kubeadm's `certs`).
     Certs(certs::CertsArgs),
+}
+
+#[derive(Subcommand)]
+enum DevicePluginCommand {
+    /// Serve fake devices backed by `/dev/null`: the template for writing a plugin.
+    Example(ekube_kubelet::devices::example::Config),
 }
 
 #[derive(Subcommand)]
@@ -256,6 +267,12 @@ async fn main() -> Result<()> {
             .await
             .context("flannel"),
         Command::Dns(c) => ekube_dns::run(c, shutdown_signal()).await.context("dns"),
+        Command::DevicePlugin {
+            command: DevicePluginCommand::Example(c),
+        } => ekube_kubelet::devices::example::run(c, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("device plugin"),
         Command::Token(args) => exit_on_error(token::run(args).await),
         Command::Certs(args) => certs::run(args),
         Command::Kubectl(_) => unreachable!("handled above"),

@@ -16,6 +16,7 @@ pub mod bootstrap;
 mod cgroups;
 mod cni;
 pub mod cri;
+pub mod devices;
 mod dns;
 mod hosts;
 mod image_gc;
@@ -181,6 +182,8 @@ pub(crate) struct Ctx {
         std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     /// ServiceAccount tokens requested for projected volumes.
     pub tokens: volumes::tokens::TokenManager,
+    /// Device plugins and the devices pods were given.
+    pub devices: devices::Manager,
 }
 
 /// Runs the kubelet until `shutdown`.
@@ -229,6 +232,8 @@ pub async fn run(
         api,
         stopped(stop_rx.clone()),
     ));
+    let devices = devices::Manager::open(config.root_dir.join("device-plugins"));
+    let registration = tokio::spawn(devices::serve(devices.clone(), stopped(stop_rx.clone())));
     let ctx = Arc::new(Ctx {
         client,
         node: node.clone(),
@@ -239,6 +244,7 @@ pub async fn run(
         ic,
         pods,
         tokens: Default::default(),
+        devices,
     });
     tracing::info!(%node, runtime = %endpoint, "kubelet starting");
     node::register(&ctx).await?;
@@ -266,6 +272,9 @@ pub async fn run(
     let _ = pods.await;
     if let Ok(Err(e)) = api_task.await {
         tracing::error!(error = %e, "kubelet API failed");
+    }
+    if let Ok(Err(e)) = registration.await {
+        tracing::error!(error = %e, "device plugin registration failed");
     }
     heartbeat.abort();
     log_rotation.abort();

@@ -112,7 +112,11 @@ pub fn allocatable(config: &super::Config) -> BTreeMap<String, Quantity> {
 }
 
 fn status(ctx: &Ctx, health: &Health) -> NodeStatus {
-    let resources = ctx.allocatable.clone();
+    let (devices, healthy) = ctx.devices.resources();
+    let mut capacity = ctx.allocatable.clone();
+    capacity.extend(devices);
+    let mut allocatable = ctx.allocatable.clone();
+    allocatable.extend(healthy);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let cond = |t: &str, s: &str, reason: &str, message: &str| NodeCondition {
         type_: t.into(),
@@ -158,8 +162,8 @@ fn status(ctx: &Ctx, health: &Health) -> NodeStatus {
         .trim()
         .to_owned();
     NodeStatus {
-        capacity: Some(resources.clone()),
-        allocatable: Some(resources),
+        capacity: Some(capacity),
+        allocatable: Some(allocatable),
         addresses: Some(addresses),
         conditions: Some(vec![
             cond(
@@ -284,11 +288,12 @@ async fn renew_lease(ctx: &Ctx) -> Result<(), Error> {
 }
 
 /// Renews the lease and refreshes the node status every [`HEARTBEAT`] until `stop`, and at
-/// once when the network config appears or goes.
+/// once when the network config appears or goes or a device plugin's devices change.
 pub async fn heartbeat(ctx: std::sync::Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
     tokio::pin!(stop);
     let configured = || super::cni::network_configured(&ctx.config.cni_conf_dir);
     let mut health = Health::new(configured());
+    let mut devices = ctx.devices.changed();
     let mut due = tokio::time::Instant::now();
     // Whether the API has not seen the current status yet.
     let mut stale = true;
@@ -318,6 +323,7 @@ pub async fn heartbeat(ctx: std::sync::Arc<Ctx>, stop: impl std::future::Future<
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(NETWORK_POLL) => {}
+            _ = devices.changed() => stale = true,
         }
     }
 }

@@ -74,6 +74,7 @@ pub async fn run(ctx: Arc<Ctx>, stop: impl std::future::Future<Output = ()>) {
                     cleared = true;
                     let keep: HashSet<String> =
                         seen.iter().chain(statics.keys()).cloned().collect();
+                    ctx.devices.retain(&keep);
                     tokio::spawn(super::worker::clear_stale_sandboxes(
                         ctx.clone(),
                         keep,

@@ -191,7 +191,21 @@ pub async fn serve(
 /// A CRI client connected to the runtime at `socket` (a path, or `unix://<path>`).
 pub async fn connect(socket: &str) -> Result<(RuntimeClient, ImageClient)> {
     let path = PathBuf::from(socket.strip_prefix("unix://").unwrap_or(socket));
-    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
+    let channel = unix_channel(path)
+        .await
+        .map_err(|e| Error::Serve(format!("connecting to {socket}: {e}")))?;
+    Ok((
+        RuntimeClient::new(channel.clone()),
+        ImageClient::new(channel),
+    ))
+}
+
+/// A gRPC channel to a unix socket (the runtime's, or a device plugin's).
+pub async fn unix_channel(
+    path: PathBuf,
+) -> std::result::Result<tonic::transport::Channel, tonic::transport::Error> {
+    // tonic wants a URI; the connector dials the socket and never reads it.
+    tonic::transport::Endpoint::from_static("http://[::1]:50051")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {
@@ -201,11 +215,6 @@ pub async fn connect(socket: &str) -> Result<(RuntimeClient, ImageClient)> {
             }
         }))
         .await
-        .map_err(|e| Error::Serve(format!("connecting to {socket}: {e}")))?;
-    Ok((
-        RuntimeClient::new(channel.clone()),
-        ImageClient::new(channel),
-    ))
 }
 
 /// The generated CRI runtime client over a unix socket channel.

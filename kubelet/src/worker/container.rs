@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use super::{POD_UID_LABEL, WAITING, Worker, pod_key, record_event};
 use crate::cri;
 use crate::status::View;
-use crate::{Ctx, hosts, inputs, ownership, probe, sandbox, security, volumes};
+use crate::{Ctx, devices, hosts, inputs, ownership, probe, sandbox, security, volumes};
 
 /// First restart / pull back-off; doubles up to [`MAX_BACKOFF`].
 pub(super) const BACKOFF: Duration = Duration::from_secs(10);
@@ -270,7 +270,7 @@ impl Worker {
         if let Err(e) = checked {
             return self.config_error(pod, c, e).await;
         }
-        let config = cri::ContainerConfig {
+        let mut config = cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: c.name.clone(),
                 attempt: restarts as u32,
@@ -302,6 +302,12 @@ impl Worker {
             }),
             ..Default::default()
         };
+        // The devices admission gave the container, and the plugins' last word before start.
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        devices::apply(&self.ctx.devices.container(uid, &c.name), &mut config);
+        if let Err(e) = self.ctx.devices.pre_start(uid, &c.name).await {
+            return self.config_error(pod, c, e).await;
+        }
         let Some(sandbox_id) = self.sandbox.as_ref().map(|s| s.id.clone()) else {
             return WAITING;
         };

@@ -84,6 +84,8 @@ pub struct Worker {
     wake: (watch::Sender<()>, watch::Receiver<()>),
     /// Whether the runtime was searched for this pod's sandbox left by an earlier kubelet.
     adopted: bool,
+    /// Whether the pod got the devices it asks for (or asks for none).
+    admitted: bool,
     /// When this worker first saw the pod; `None` once its start-up was measured (or when
     /// it was adopted running, so there is nothing to measure).
     first_seen: Option<Instant>,
@@ -128,6 +130,7 @@ impl Worker {
             verdicts: Default::default(),
             wake: watch::channel(()),
             adopted: false,
+            admitted: false,
             first_seen: Some(Instant::now()),
         }
     }
@@ -388,8 +391,21 @@ impl Worker {
             if self.sandbox.is_none() && matches!(phase, Some("Succeeded" | "Failed")) {
                 // Finished under an earlier kubelet: its status stays, nothing runs again.
                 self.finished = true;
+                self.ctx
+                    .devices
+                    .release(pod.metadata.uid.as_deref().unwrap_or_default());
                 return Ok(());
             }
+        }
+        if !self.admitted {
+            if let Err(e) = self.ctx.devices.admit(pod).await {
+                // As upstream's device manager admission handler: the pod fails, nothing runs.
+                let message = format!("Allocate failed due to {e}, which is unexpected");
+                self.reject(pod, "UnexpectedAdmissionError", message).await;
+                self.finished = true;
+                return Ok(());
+            }
+            self.admitted = true;
         }
         if let Err(e) = self.ensure_sandbox(pod).await {
             self.write_status(pod, "Pending").await;
@@ -444,6 +460,9 @@ impl Worker {
             // Kubernetes releases a finished pod's sandbox and network; the status stays.
             self.finished = true;
             self.release(pod).await;
+            self.ctx
+                .devices
+                .release(pod.metadata.uid.as_deref().unwrap_or_default());
         }
         Ok(())
     }

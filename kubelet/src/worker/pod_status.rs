@@ -9,6 +9,30 @@ use super::{Worker, pod_key};
 use crate::status::{self, Observed, View};
 
 impl Worker {
+    /// Rejects a pod the node cannot run (upstream's `rejectPod`): a Warning event with
+    /// `reason`, and the pod Failed with the reason and `Pod was rejected: <message>`.
+    pub(super) async fn reject(&mut self, pod: &Pod, reason: &str, message: String) {
+        tracing::warn!(pod = %pod_key(pod), %reason, %message, "pod rejected");
+        self.event(pod, "Warning", reason, message.clone()).await;
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), ns);
+        let status = serde_json::json!({"status": {
+            "phase": "Failed",
+            "reason": reason,
+            "message": format!("Pod was rejected: {message}"),
+        }});
+        if let Err(e) = api
+            .patch_status(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(status),
+            )
+            .await
+        {
+            tracing::warn!(pod = %pod_key(pod), error = %e, "writing pod status");
+        }
+    }
+
     pub(super) async fn write_status(&mut self, pod: &Pod, phase: &str) {
         if pod
             .status
@@ -25,6 +49,7 @@ impl Worker {
             .and_then(|s| s.conditions.clone())
             .unwrap_or_default();
         let verdicts = self.verdicts.lock().expect("verdicts").clone();
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         let observe = |c: &Container| -> k8s_openapi::api::core::v1::ContainerStatus {
             let t = self.containers.get(&c.name);
             let running = match t.and_then(|t| t.view.as_ref()) {
@@ -51,7 +76,7 @@ impl Worker {
             let image = crate::runtime::reference::normalize(image)
                 .map(|r| r.whole())
                 .unwrap_or_else(|_| image.to_owned());
-            status::container_status(&Observed {
+            let mut status = status::container_status(&Observed {
                 name: &c.name,
                 image: &image,
                 image_id: t.map(|t| t.image_id.as_str()).unwrap_or_default(),
@@ -60,7 +85,9 @@ impl Worker {
                 restarts: t.map(|t| t.restarts).unwrap_or(0),
                 ready,
                 started,
-            })
+            });
+            status.allocated_resources_status = self.ctx.devices.health(uid, &c.name);
+            status
         };
         let containers: Vec<_> = spec.containers.iter().map(observe).collect();
         if phase == "Running"

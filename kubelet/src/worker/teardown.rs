@@ -192,6 +192,7 @@ impl Worker {
             .and_then(|p| p.metadata.uid.as_deref())
             .filter(|uid| !uid.is_empty())
         {
+            self.ctx.devices.release(uid);
             remove_pod_dir(&self.ctx.config.root_dir, uid);
         }
     }
