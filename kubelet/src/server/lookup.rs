@@ -68,40 +68,23 @@ pub async fn containers(
         label_selector: [("io.kubernetes.container.name".to_owned(), name.to_owned())].into(),
         ..Default::default()
     };
-    let list = rc
-        .list_containers(cri::ListContainersRequest {
-            filter: Some(filter),
-        })
+    let list = cri::containers_with_status(&mut rc, filter)
         .await
         .map_err(|e| {
             NotServed(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("listing containers: {}", e.message()),
             )
-        })?
-        .into_inner()
-        .containers;
-    let mut found = Vec::new();
-    for c in list {
-        let Ok(status) = rc
-            .container_status(cri::ContainerStatusRequest {
-                container_id: c.id.clone(),
-                verbose: false,
-            })
-            .await
-        else {
-            continue;
-        };
-        let Some(status) = status.into_inner().status else {
-            continue;
-        };
-        found.push(Found {
+        })?;
+    let mut found: Vec<Found> = list
+        .into_iter()
+        .map(|(c, status)| Found {
             id: c.id,
             attempt: c.metadata.map(|m| m.attempt).unwrap_or_default(),
             running: status.state == ContainerState::ContainerRunning as i32,
             log_path: PathBuf::from(status.log_path),
-        });
-    }
+        })
+        .collect();
     found.sort_by_key(|f| std::cmp::Reverse((f.attempt, f.running)));
     Ok(found)
 }

@@ -333,13 +333,15 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
             logs::serve(&node, ns, pod, container, &query).await
         }
         (_, ["exec", ns, pod, container]) if get_or_post => {
-            streaming::serve_exec(&node, ns, pod, container, &query, req).await
+            let at = (*ns, *pod, *container);
+            streaming::serve_session(&node, streaming::Session::Exec, at, &query, req).await
         }
         (&Method::POST, ["run", ns, pod, container]) => {
             streaming::serve_run(&node, ns, pod, container, &query).await
         }
         (_, ["attach", ns, pod, container]) if get_or_post => {
-            streaming::serve_attach(&node, ns, pod, container, &query, req).await
+            let at = (*ns, *pod, *container);
+            streaming::serve_session(&node, streaming::Session::Attach, at, &query, req).await
         }
         (_, ["portForward", ns, pod]) if get_or_post => {
             streaming::serve_port_forward(&node, ns, pod, &query, req).await

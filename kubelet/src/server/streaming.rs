@@ -38,16 +38,23 @@ fn refused(what: &str, status: tonic::Status) -> Response<Body> {
     text(code, format!("{what}: {}", status.message()))
 }
 
-pub async fn serve_exec(
+/// What `/exec` and `/attach` run in a container: a new process, or the container's own.
+pub enum Session {
+    Exec,
+    Attach,
+}
+
+/// `/exec` and `/attach`: the running container found through CRI, the runtime's `Exec` or
+/// `Attach` asked for a URL with the client's streams, and the connection proxied there.
+pub async fn serve_session(
     node: &Node,
-    ns: &str,
-    pod: &str,
-    container: &str,
+    session: Session,
+    (ns, pod, container): (&str, &str, &str),
     q: &Query,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let cmd = q.all("command");
-    if cmd.is_empty() {
+    if matches!(session, Session::Exec) && cmd.is_empty() {
         return text(
             StatusCode::BAD_REQUEST,
             "you must specify at least 1 command",
@@ -58,50 +65,41 @@ pub async fn serve_exec(
         Err(NotServed(code, msg)) => return text(code, msg),
     };
     let (stdin, stdout, stderr, tty) = streams(q);
-    // The command line can carry secrets (passwords in arguments): only at debug.
-    tracing::info!(%ns, %pod, %container, tty, "exec");
-    tracing::debug!(%ns, %pod, %container, ?cmd, "exec command");
-    let asked = node
-        .runtime
-        .clone()
-        .exec(cri::ExecRequest {
-            container_id: found.id,
-            cmd,
-            tty,
-            stdin,
-            stdout,
-            stderr,
-        })
-        .await;
-    through("exec", asked.map(|r| r.into_inner().url), req).await
-}
-
-pub async fn serve_attach(
-    node: &Node,
-    ns: &str,
-    pod: &str,
-    container: &str,
-    q: &Query,
-    req: Request<hyper::body::Incoming>,
-) -> Response<Body> {
-    let found = match lookup::running(node, ns, pod, container).await {
-        Ok(f) => f,
-        Err(NotServed(code, msg)) => return text(code, msg),
+    let mut runtime = node.runtime.clone();
+    let (what, asked) = match session {
+        Session::Exec => {
+            // The command line can carry secrets (passwords in arguments): only at debug.
+            tracing::info!(%ns, %pod, %container, tty, "exec");
+            tracing::debug!(%ns, %pod, %container, ?cmd, "exec command");
+            let request = cri::ExecRequest {
+                container_id: found.id,
+                cmd,
+                tty,
+                stdin,
+                stdout,
+                stderr,
+            };
+            (
+                "exec",
+                runtime.exec(request).await.map(|r| r.into_inner().url),
+            )
+        }
+        Session::Attach => {
+            tracing::info!(%ns, %pod, %container, tty, "attach");
+            let request = cri::AttachRequest {
+                container_id: found.id,
+                stdin,
+                tty,
+                stdout,
+                stderr,
+            };
+            (
+                "attach",
+                runtime.attach(request).await.map(|r| r.into_inner().url),
+            )
+        }
     };
-    let (stdin, stdout, stderr, tty) = streams(q);
-    tracing::info!(%ns, %pod, %container, tty, "attach");
-    let asked = node
-        .runtime
-        .clone()
-        .attach(cri::AttachRequest {
-            container_id: found.id,
-            stdin,
-            tty,
-            stdout,
-            stderr,
-        })
-        .await;
-    through("attach", asked.map(|r| r.into_inner().url), req).await
+    through(what, asked, req).await
 }
 
 pub async fn serve_port_forward(
