@@ -44,28 +44,16 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let mut rc = ctx.rc.clone();
-        let Ok(list) = rc
-            .list_containers(cri::ListContainersRequest { filter: None })
-            .await
-        else {
+        let running = cri::ContainerFilter {
+            state: Some(cri::ContainerStateValue {
+                state: ContainerState::ContainerRunning as i32,
+            }),
+            ..Default::default()
+        };
+        let Ok(containers) = cri::containers_with_status(&mut rc, running).await else {
             continue;
         };
-        for c in list.into_inner().containers {
-            if c.state != ContainerState::ContainerRunning as i32 {
-                continue;
-            }
-            let Ok(status) = rc
-                .container_status(cri::ContainerStatusRequest {
-                    container_id: c.id.clone(),
-                    verbose: false,
-                })
-                .await
-            else {
-                continue;
-            };
-            let Some(status) = status.into_inner().status else {
-                continue;
-            };
+        for (c, status) in containers {
             if status.log_path.is_empty() {
                 continue;
             }
