@@ -116,33 +116,59 @@ fn parse_scaled(input: &str, per_unit: i128) -> Result<i128, InvalidQuantity> {
     Ok(if negative { -value } else { value })
 }
 
+/// How a quantity is written, which decides how its canonical form is written
+/// (apimachinery's `Format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// No suffix or `m`, `k`, `M`, `G`…
+    #[default]
+    DecimalSi,
+    /// `Ki`, `Mi`, `Gi`…
+    BinarySi,
+    /// `e3`, `E-6`…
+    DecimalExponent,
+}
+
+impl Format {
+    /// The format `input` is written in.
+    pub fn of(input: &str) -> Self {
+        let s = input.trim();
+        let suffix = &s[s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+            .unwrap_or(s.len())..];
+        if suffix.ends_with('i') {
+            Self::BinarySi
+        } else if suffix.starts_with('e') || (suffix.starts_with('E') && suffix.len() > 1) {
+            Self::DecimalExponent
+        } else {
+            Self::DecimalSi
+        }
+    }
+}
+
 /// A quantity in the canonical form the apiserver writes back and quotes in its messages
 /// (apimachinery's `Quantity.String()`): `0.5` is `500m`, `1000` is `1k`, `2048Ki` is `2Mi`,
 /// `5e-1` is `500e-3`. Precision finer than a nano-unit is rounded up, as upstream parses.
 pub fn canonical(input: &str) -> Result<String, InvalidQuantity> {
+    Ok(render(parse_nano(input)?, Format::of(input)))
+}
+
+/// `nanos` billionths of a unit in the canonical form of `format`, as [`canonical`] writes it;
+/// for sums of quantities (the format is the first addend's, as `Quantity.Add` keeps it).
+pub fn render(nanos: i128, format: Format) -> String {
     const NANO: i128 = 1_000_000_000;
-    let nanos = parse_nano(input)?;
     if nanos == 0 {
-        return Ok("0".into());
+        return "0".into();
     }
-    let s = input.trim();
-    let suffix = &s[s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(s.len())..];
-    let binary = suffix.ends_with('i');
-    let exponent_form = suffix.starts_with('e') || (suffix.starts_with('E') && suffix.len() > 1);
     // Binary suffixes only for whole values of at least 1024; anything else reads as decimal.
-    if binary && nanos % NANO == 0 && nanos.abs() >= 1024 * NANO {
+    if format == Format::BinarySi && nanos % NANO == 0 && nanos.abs() >= 1024 * NANO {
         let mut whole = nanos / NANO;
         let mut power = 0;
         while power < 6 && whole % 1024 == 0 {
             whole /= 1024;
             power += 1;
         }
-        return Ok(format!(
-            "{whole}{}",
-            ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power]
-        ));
+        return format!("{whole}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power]);
     }
     // The largest power of 1000 that leaves a whole mantissa.
     let (mut mantissa, mut exponent) = (nanos, -9i32);
@@ -154,7 +180,6 @@ pub fn canonical(input: &str) -> Result<String, InvalidQuantity> {
         -9 => "n",
         -6 => "u",
         -3 => "m",
-        0 => "",
         3 => "k",
         6 => "M",
         9 => "G",
@@ -163,13 +188,13 @@ pub fn canonical(input: &str) -> Result<String, InvalidQuantity> {
         18 => "E",
         _ => "",
     };
-    Ok(if exponent == 0 {
+    if exponent == 0 {
         mantissa.to_string()
-    } else if exponent_form || (decimal.is_empty() && exponent != 0) {
+    } else if format == Format::DecimalExponent || decimal.is_empty() {
         format!("{mantissa}e{exponent}")
     } else {
         format!("{mantissa}{decimal}")
-    })
+    }
 }
 
 /// CPU in millicores.
@@ -240,6 +265,12 @@ mod tests {
             Err(InvalidQuantity::TooLarge(_))
         ));
         assert!(matches!(canonical("x"), Err(InvalidQuantity::Syntax(_))));
+        // Sums keep the first addend's format.
+        assert_eq!(
+            render((240i128 << 20) * 1_000_000_000, Format::BinarySi),
+            "240Mi"
+        );
+        assert_eq!(render(850_000_000, Format::DecimalSi), "850m");
     }
 
     #[test]
