@@ -2,7 +2,7 @@
 //!
 //! Objects are the `k8s-openapi` types; this crate adds what the Kubernetes libraries leave to the
 //! server: the table of resources ekube serves ([`resources`]), label and field selectors
-//! ([`selector`]), quantities ([`quantity`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
+//! ([`selector`]), quantities ([`quantity`]), which resource names are extended ([`resource_name`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
 //! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
 //! run ([`serve`]) and who their clients are ([`user`]),
 //! how certificate requests read ([`csr`]), and what joining by token rests on ([`bootstrap`]).
@@ -19,6 +19,7 @@ pub mod flags;
 pub mod nodematch;
 pub mod quantity;
 pub mod quota;
+pub mod resource_name;
 pub mod resources;
 pub mod selector;
 pub mod serve;

@@ -17,6 +17,23 @@ pub enum InvalidQuantity {
 /// Parses a quantity into thousandths of its unit, rounding up as Kubernetes does. Values whose
 /// milli-units do not fit in an `i64` are [`InvalidQuantity::TooLarge`].
 pub fn parse_milli(input: &str) -> Result<i128, InvalidQuantity> {
+    let value = parse_scaled(input, 1000)?;
+    if value.abs() > i128::from(i64::MAX) {
+        return Err(InvalidQuantity::TooLarge(input.to_string()));
+    }
+    Ok(value)
+}
+
+/// Parses a quantity into billionths of its unit (apimachinery's finest precision), rounding
+/// up; for exact comparisons. Values whose milli-units do not fit in an `i64` are
+/// [`InvalidQuantity::TooLarge`], as for [`parse_milli`].
+pub fn parse_nano(input: &str) -> Result<i128, InvalidQuantity> {
+    parse_milli(input)?;
+    parse_scaled(input, 1_000_000_000)
+}
+
+/// The quantity times `per_unit`, its magnitude rounded up to a whole number.
+fn parse_scaled(input: &str, per_unit: i128) -> Result<i128, InvalidQuantity> {
     let bad = || InvalidQuantity::Syntax(input.to_string());
     let too_large = || InvalidQuantity::TooLarge(input.to_string());
     let s = input.trim();
@@ -77,7 +94,7 @@ pub fn parse_milli(input: &str) -> Result<i128, InvalidQuantity> {
         _ => return Err(bad()),
     };
     let mut numerator = mantissa
-        .checked_mul(1000)
+        .checked_mul(per_unit)
         .and_then(|n| n.checked_mul(multiplier))
         .ok_or_else(too_large)?;
     let mut denominator = divisor;
@@ -96,10 +113,88 @@ pub fn parse_milli(input: &str) -> Result<i128, InvalidQuantity> {
             .ok_or_else(too_large)?;
     }
     let value = numerator / denominator + i128::from(numerator % denominator != 0);
-    if value > i128::from(i64::MAX) {
-        return Err(too_large());
-    }
     Ok(if negative { -value } else { value })
+}
+
+/// How a quantity is written, which decides how its canonical form is written
+/// (apimachinery's `Format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// No suffix or `m`, `k`, `M`, `G`…
+    #[default]
+    DecimalSi,
+    /// `Ki`, `Mi`, `Gi`…
+    BinarySi,
+    /// `e3`, `E-6`…
+    DecimalExponent,
+}
+
+impl Format {
+    /// The format `input` is written in.
+    pub fn of(input: &str) -> Self {
+        let s = input.trim();
+        let suffix = &s[s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+            .unwrap_or(s.len())..];
+        if suffix.ends_with('i') {
+            Self::BinarySi
+        } else if suffix.starts_with('e') || (suffix.starts_with('E') && suffix.len() > 1) {
+            Self::DecimalExponent
+        } else {
+            Self::DecimalSi
+        }
+    }
+}
+
+/// A quantity in the canonical form the apiserver writes back and quotes in its messages
+/// (apimachinery's `Quantity.String()`): `0.5` is `500m`, `1000` is `1k`, `2048Ki` is `2Mi`,
+/// `5e-1` is `500e-3`. Precision finer than a nano-unit is rounded up, as upstream parses.
+pub fn canonical(input: &str) -> Result<String, InvalidQuantity> {
+    Ok(render(parse_nano(input)?, Format::of(input)))
+}
+
+/// `nanos` billionths of a unit in the canonical form of `format`, as [`canonical`] writes it;
+/// for sums of quantities (the format is the first addend's, as `Quantity.Add` keeps it).
+pub fn render(nanos: i128, format: Format) -> String {
+    const NANO: i128 = 1_000_000_000;
+    if nanos == 0 {
+        return "0".into();
+    }
+    // Binary suffixes only for whole values of at least 1024; anything else reads as decimal.
+    if format == Format::BinarySi && nanos % NANO == 0 && nanos.abs() >= 1024 * NANO {
+        let mut whole = nanos / NANO;
+        let mut power = 0;
+        while power < 6 && whole % 1024 == 0 {
+            whole /= 1024;
+            power += 1;
+        }
+        return format!("{whole}{}", ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power]);
+    }
+    // The largest power of 1000 that leaves a whole mantissa.
+    let (mut mantissa, mut exponent) = (nanos, -9i32);
+    while mantissa % 1000 == 0 {
+        mantissa /= 1000;
+        exponent += 3;
+    }
+    let decimal = match exponent {
+        -9 => "n",
+        -6 => "u",
+        -3 => "m",
+        3 => "k",
+        6 => "M",
+        9 => "G",
+        12 => "T",
+        15 => "P",
+        18 => "E",
+        _ => "",
+    };
+    if exponent == 0 {
+        mantissa.to_string()
+    } else if format == Format::DecimalExponent || decimal.is_empty() {
+        format!("{mantissa}e{exponent}")
+    } else {
+        format!("{mantissa}{decimal}")
+    }
 }
 
 /// CPU in millicores.
@@ -133,6 +228,49 @@ mod tests {
         assert_eq!(bytes("1G").unwrap(), 1_000_000_000);
         assert_eq!(bytes("1.5Gi").unwrap(), 3 << 29);
         assert_eq!(bytes("100").unwrap(), 100);
+    }
+
+    #[test]
+    fn canonical_forms_match_apimachinery() {
+        for (input, want) in [
+            ("0.5", "500m"),
+            ("1.5", "1500m"),
+            ("1500m", "1500m"),
+            ("2000m", "2"),
+            ("2", "2"),
+            ("1000", "1k"),
+            ("1500", "1500"),
+            ("0", "0"),
+            ("0Mi", "0"),
+            ("1Ki", "1Ki"),
+            ("2048Ki", "2Mi"),
+            ("1536", "1536"),
+            ("0.5Ki", "512"),
+            ("1.5Mi", "1536Ki"),
+            ("1025.5Ki", "1050112"),
+            ("0.1Ki", "102400m"),
+            ("5e-1", "500e-3"),
+            ("1e3", "1e3"),
+            ("1P", "1P"),
+            ("2e15", "2e15"),
+            ("4000T", "4P"),
+            ("-0.5", "-500m"),
+            ("0.0000000001", "1n"),
+            ("+3", "3"),
+        ] {
+            assert_eq!(canonical(input).unwrap(), want, "{input}");
+        }
+        assert!(matches!(
+            canonical("1e400"),
+            Err(InvalidQuantity::TooLarge(_))
+        ));
+        assert!(matches!(canonical("x"), Err(InvalidQuantity::Syntax(_))));
+        // Sums keep the first addend's format.
+        assert_eq!(
+            render((240i128 << 20) * 1_000_000_000, Format::BinarySi),
+            "240Mi"
+        );
+        assert_eq!(render(850_000_000, Format::DecimalSi), "850m");
     }
 
     #[test]

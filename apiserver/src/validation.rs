@@ -9,6 +9,7 @@ use crate::errors::Cause;
 
 mod dns;
 mod limit_range;
+mod resources;
 mod volumes;
 
 const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -558,13 +559,7 @@ fn container<'a>(c: &'a Value, at: &str, names: &mut Vec<&'a str>, causes: &mut 
             causes.push(Cause::required(format!("{at}.env[{i}].name")));
         }
     }
-    for kind in ["requests", "limits"] {
-        if let Some(Value::Object(res)) = c.pointer(&format!("/resources/{kind}")) {
-            for (k, v) in res {
-                resource_quantity(format!("{at}.resources.{kind}[{k}]"), v, causes);
-            }
-        }
-    }
+    resources::requirements(c, at, causes);
 }
 
 fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {

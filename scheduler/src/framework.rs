@@ -5,12 +5,14 @@
 //! NodeAffinity, NodePorts, NodeResourcesFit) and a node stops at the first one that fails,
 //! so each infeasible node contributes exactly one reason (several for resources), counted
 //! into `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node
-//! affinity/selector.` exactly as upstream words it.
+//! affinity/selector.` exactly as upstream words it. Extended resources (`vendor.example/dev`)
+//! and huge pages are fitted by name like cpu (`Insufficient vendor.example/dev`); scoring
+//! weighs only cpu and memory, as upstream's default LeastAllocated strategy does.
 
 use std::collections::{BTreeMap, HashMap};
 
 use ekube_api::nodematch::{selects, term_matches, tolerated};
-use ekube_api::quantity;
+use ekube_api::{quantity, resource_name};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
 pub const UNSCHEDULABLE: &str = "node(s) were unschedulable";
@@ -21,33 +23,68 @@ const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
-/// Requests in the units the filters compare: millicores, bytes, bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Requests in the units the filters compare: millicores, bytes, bytes, and whole units of each
+/// scalar resource (extended resources such as `vendor.example/dev`, huge pages) by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resources {
     pub cpu: i64,
     pub memory: i64,
     pub ephemeral: i64,
+    pub scalar: BTreeMap<String, i64>,
 }
 
-impl std::ops::AddAssign for Resources {
-    fn add_assign(&mut self, o: Self) {
+impl std::ops::AddAssign<&Resources> for Resources {
+    fn add_assign(&mut self, o: &Self) {
         self.cpu += o.cpu;
         self.memory += o.memory;
         self.ephemeral += o.ephemeral;
+        for (name, n) in &o.scalar {
+            let sum = self.scalar.entry(name.clone()).or_default();
+            *sum = sum.saturating_add(*n);
+        }
     }
 }
 
-fn amount(
-    map: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-    key: &str,
-    cpu: bool,
-) -> Option<i64> {
+impl Resources {
+    /// Each resource raised to at least `o`'s (an init container runs alone).
+    fn max_assign(&mut self, o: &Self) {
+        self.cpu = self.cpu.max(o.cpu);
+        self.memory = self.memory.max(o.memory);
+        self.ephemeral = self.ephemeral.max(o.ephemeral);
+        for (name, n) in &o.scalar {
+            let most = self.scalar.entry(name.clone()).or_default();
+            *most = (*most).max(*n);
+        }
+    }
+}
+
+type Quantities = BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
+
+fn amount(map: Option<&Quantities>, key: &str, cpu: bool) -> Option<i64> {
     let q = map?.get(key)?;
     if cpu {
         quantity::cpu_millis(&q.0).ok()
     } else {
         quantity::bytes(&q.0).ok()
     }
+}
+
+/// Upstream's `IsScalarResourceName`: the resources the fit filter counts by name besides cpu,
+/// memory, ephemeral storage and pods.
+pub fn is_scalar(name: &str) -> bool {
+    resource_name::is_extended(name)
+        || resource_name::is_hugepages(name)
+        || name.contains("kubernetes.io/")
+        || name.starts_with("attachable-volumes-")
+}
+
+/// The scalar resources of `map` in whole units (rounded up, as `Quantity.Value()`).
+fn scalars(map: Option<&Quantities>) -> BTreeMap<String, i64> {
+    map.into_iter()
+        .flatten()
+        .filter(|(name, _)| is_scalar(name))
+        .filter_map(|(name, q)| Some((name.clone(), quantity::bytes(&q.0).ok()?)))
+        .collect()
 }
 
 /// A pod's effective requests: the sum over containers, at least the largest init container,
@@ -65,21 +102,23 @@ pub fn pod_requests(pod: &Pod, non_zero: bool) -> Resources {
             cpu: cpu.unwrap_or(if non_zero { 100 } else { 0 }),
             memory: memory.unwrap_or(if non_zero { 200 << 20 } else { 0 }),
             ephemeral: amount(req, "ephemeral-storage", false).unwrap_or(0),
+            scalar: scalars(req),
         }
     };
     let mut total = Resources::default();
     for c in &spec.containers {
-        total += one(c);
+        total += &one(c);
     }
     for c in spec.init_containers.iter().flatten() {
-        let r = one(c);
-        total.cpu = total.cpu.max(r.cpu);
-        total.memory = total.memory.max(r.memory);
-        total.ephemeral = total.ephemeral.max(r.ephemeral);
+        total.max_assign(&one(c));
     }
     let overhead = spec.overhead.as_ref();
-    total.cpu += amount(overhead, "cpu", true).unwrap_or(0);
-    total.memory += amount(overhead, "memory", false).unwrap_or(0);
+    total += &Resources {
+        cpu: amount(overhead, "cpu", true).unwrap_or(0),
+        memory: amount(overhead, "memory", false).unwrap_or(0),
+        ephemeral: 0,
+        scalar: scalars(overhead),
+    };
     total
 }
 
@@ -139,8 +178,8 @@ impl NodeInfo {
     }
 
     pub fn add(&mut self, pod: &Pod) {
-        self.requested += pod_requests(pod, false);
-        self.requested_scoring += pod_requests(pod, true);
+        self.requested += &pod_requests(pod, false);
+        self.requested_scoring += &pod_requests(pod, true);
         self.pods += 1;
         self.ports.extend(host_ports(pod));
         if let Some(uid) = owner_uid(pod) {
@@ -156,6 +195,8 @@ impl NodeInfo {
             cpu: amount(alloc, "cpu", true).unwrap_or(0),
             memory: amount(alloc, "memory", false).unwrap_or(0),
             ephemeral: amount(alloc, "ephemeral-storage", false).unwrap_or(i64::MAX),
+            // A scalar resource the node does not list, it has none of.
+            scalar: scalars(alloc),
         };
         (r, amount(alloc, "pods", false).unwrap_or(110))
     }
@@ -253,6 +294,13 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
     {
         reasons.push("Insufficient ephemeral-storage".into());
     }
+    for (name, &n) in want.scalar.iter().filter(|(_, n)| **n > 0) {
+        let have = alloc.scalar.get(name).copied().unwrap_or(0);
+        let used = ni.requested.scalar.get(name).copied().unwrap_or(0);
+        if n > have.saturating_sub(used) {
+            reasons.push(format!("Insufficient {name}"));
+        }
+    }
     if reasons.is_empty() {
         Ok(())
     } else {
@@ -326,6 +374,7 @@ pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
     fn node(name: &str, labels: serde_json::Value, cpu: &str) -> NodeInfo {
@@ -392,6 +441,90 @@ mod tests {
         assert_eq!(
             filter(&small, &used),
             Err(vec!["Insufficient cpu".to_string()])
+        );
+    }
+
+    const DEV: &str = "vendor.example/dev";
+
+    fn with_devices(name: &str, devices: Option<&str>) -> NodeInfo {
+        let mut n = node(name, json!({}), "4");
+        if let Some(devices) = devices {
+            let status = n.node.status.as_mut().unwrap();
+            let alloc = status.allocatable.as_mut().unwrap();
+            alloc.insert(DEV.into(), Quantity(devices.into()));
+        }
+        n
+    }
+
+    fn wanting(devices: &str) -> Pod {
+        pod(json!({"containers": [{"name": "c", "resources": {
+            "requests": {DEV: devices}, "limits": {DEV: devices}}}]}))
+    }
+
+    #[test]
+    fn extended_resources_fit_by_name_and_a_node_without_them_has_none() {
+        let insufficient = Err(vec![format!("Insufficient {DEV}")]);
+        assert_eq!(
+            filter(&wanting("1"), &with_devices("plain", None)),
+            insufficient
+        );
+        let mut two = with_devices("two", Some("2"));
+        assert!(filter(&wanting("2"), &two).is_ok());
+        assert_eq!(filter(&wanting("3"), &two), insufficient);
+        two.add(&wanting("1"));
+        assert!(filter(&wanting("1"), &two).is_ok());
+        assert_eq!(filter(&wanting("2"), &two), insufficient);
+        two.add(&wanting("1"));
+        assert_eq!(filter(&wanting("1"), &two), insufficient);
+        // A pod asking for none fits a node whose devices are all taken, or that has none.
+        let none = pod(json!({"containers": [{"name": "c"}]}));
+        assert!(filter(&none, &two).is_ok());
+        assert!(filter(&none, &with_devices("plain", None)).is_ok());
+        // Reasons come after cpu's, as upstream lists them.
+        let both = pod(json!({"containers": [{"name": "c", "resources": {
+            "requests": {"cpu": "8", DEV: "1"}}}]}));
+        assert_eq!(
+            filter(&both, &with_devices("plain", None)),
+            Err(vec![
+                "Insufficient cpu".to_string(),
+                format!("Insufficient {DEV}")
+            ])
+        );
+        let mut reasons = BTreeMap::new();
+        reasons.insert(format!("Insufficient {DEV}"), 2);
+        assert!(
+            fit_error(2, &reasons)
+                .starts_with("0/2 nodes are available: 2 Insufficient vendor.example/dev.")
+        );
+    }
+
+    #[test]
+    fn init_containers_count_as_their_largest_against_the_sum_of_the_others() {
+        let c = |name: &str, n: &str| json!({"name": name, "resources": {"requests": {DEV: n}}});
+        let p = pod(json!({
+            "initContainers": [c("i1", "3"), c("i2", "1")],
+            "containers": [c("a", "1"), c("b", "1")]}));
+        assert_eq!(pod_requests(&p, false).scalar[DEV], 3);
+        let p = pod(json!({
+            "initContainers": [c("i1", "1")],
+            "containers": [c("a", "2"), c("b", "2")],
+            "overhead": {DEV: "1"}}));
+        assert_eq!(pod_requests(&p, false).scalar[DEV], 5);
+        let four = with_devices("four", Some("4"));
+        assert_eq!(filter(&p, &four), Err(vec![format!("Insufficient {DEV}")]));
+        // cpu and memory are not scalar resources; huge pages are.
+        let p = pod(
+            json!({"containers": [{"name": "c", "resources": {"requests":
+            {"cpu": "1", "memory": "1Gi", "hugepages-2Mi": "4Mi"}}}]}),
+        );
+        let scalar = pod_requests(&p, false).scalar;
+        assert_eq!(
+            scalar,
+            BTreeMap::from([("hugepages-2Mi".to_string(), 4 << 20)])
+        );
+        assert_eq!(
+            filter(&p, &four),
+            Err(vec!["Insufficient hugepages-2Mi".to_string()])
         );
     }
 

@@ -12,6 +12,8 @@ use super::get::query;
 use super::output::tabwrite;
 use super::{Ctx, Reported, split_type_names};
 
+mod node;
+
 #[derive(Args, Debug)]
 pub struct DescribeArgs {
     /// TYPE [NAME_PREFIX...] or TYPE/NAME...
@@ -41,11 +43,16 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
         failed |= missing;
         for o in objects {
             let events = events_for(ctx, &o).await;
+            let pods = if r.group.is_empty() && r.kind == "Node" {
+                node_pods(ctx, &o).await
+            } else {
+                None
+            };
             if !first {
                 println!("\n");
             }
             first = false;
-            print!("{}", describe(&r, &o, &events, Utc::now()));
+            print!("{}", describe(&r, &o, &events, pods.as_deref(), Utc::now()));
         }
     }
     if failed { Err(Reported.into()) } else { Ok(()) }
@@ -87,6 +94,32 @@ async fn events_for(ctx: &Ctx, o: &Value) -> Vec<Value> {
         .collect();
     events.sort_by_key(last_time);
     events
+}
+
+/// The pods on a node that have not finished, as kubectl lists them for `describe node`; `None`
+/// when they cannot be listed (the resource sections are then left out, as kubectl leaves them
+/// out when listing pods is forbidden).
+async fn node_pods(ctx: &Ctx, node: &Value) -> Option<Vec<Value>> {
+    let name = node["metadata"]["name"].as_str()?;
+    let selector = format!("spec.nodeName={name},status.phase!=Succeeded,status.phase!=Failed");
+    let list = ctx
+        .get_json(&format!(
+            "/api/v1/pods{}",
+            query(&[("fieldSelector", Some(&selector))])
+        ))
+        .await
+        .ok()?;
+    // Filtered again in case the server ignores part of the selector.
+    let pods = list["items"]
+        .as_array()?
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"] == name
+                && !matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed"))
+        })
+        .cloned()
+        .collect();
+    Some(pods)
 }
 
 fn ts(v: &Value) -> Option<DateTime<Utc>> {
@@ -190,13 +223,19 @@ fn arr(v: &Value) -> &[Value] {
     v.as_array().map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// The whole description of one object.
-pub fn describe(r: &Resource, o: &Value, events: &[Value], now: DateTime<Utc>) -> String {
+/// The whole description of one object; `pods` are a Node's non-terminated pods.
+pub fn describe(
+    r: &Resource,
+    o: &Value,
+    events: &[Value],
+    pods: Option<&[Value]>,
+    now: DateTime<Utc>,
+) -> String {
     let mut w = W::default();
     match (r.group.as_str(), r.kind.as_str()) {
         ("", "Pod") => pod(&mut w, o),
         ("", "Service") => service(&mut w, o),
-        ("", "Node") => node(&mut w, o),
+        ("", "Node") => node::node(&mut w, o, pods, now),
         ("apps", "Deployment") => deployment(&mut w, o),
         _ => generic(&mut w, o),
     }
@@ -577,105 +616,6 @@ fn service(w: &mut W, o: &Value) {
     );
 }
 
-fn node(w: &mut W, o: &Value) {
-    let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
-    meta_head(w, o, false);
-    w.map(0, "Labels", &m["labels"], "=");
-    w.map(0, "Annotations", &m["annotations"], ": ");
-    w.kv(0, "CreationTimestamp", date(&m["creationTimestamp"]));
-    let taints: Vec<String> = arr(&spec["taints"])
-        .iter()
-        .map(|t| {
-            if s(&t["value"]).is_empty() {
-                format!("{}:{}", s(&t["key"]), s(&t["effect"]))
-            } else {
-                format!("{}={}:{}", s(&t["key"]), s(&t["value"]), s(&t["effect"]))
-            }
-        })
-        .collect();
-    w.kv(
-        0,
-        "Taints",
-        if taints.is_empty() {
-            "<none>".to_string()
-        } else {
-            taints.join(", ")
-        },
-    );
-    w.kv(
-        0,
-        "Unschedulable",
-        if spec["unschedulable"] == true {
-            "true"
-        } else {
-            "false"
-        },
-    );
-    let conditions = arr(&st["conditions"]);
-    w.head(0, "Conditions");
-    w.line(
-        1,
-        "Type\tStatus\tLastHeartbeatTime\tLastTransitionTime\tReason\tMessage",
-    );
-    w.line(
-        1,
-        "----\t------\t-----------------\t------------------\t------\t-------",
-    );
-    for c in conditions {
-        w.line(
-            1,
-            format!(
-                "{}\t{}\t{}\t{}\t{}\t{}",
-                s(&c["type"]),
-                s(&c["status"]),
-                date(&c["lastHeartbeatTime"]),
-                date(&c["lastTransitionTime"]),
-                s(&c["reason"]),
-                s(&c["message"])
-            ),
-        );
-    }
-    w.head(0, "Addresses");
-    for a in arr(&st["addresses"]) {
-        w.kv(1, s(&a["type"]), s(&a["address"]));
-    }
-    for (title, key) in [("Capacity", "capacity"), ("Allocatable", "allocatable")] {
-        if let Some(res) = st[key].as_object() {
-            w.head(0, title);
-            for (k, v) in res {
-                w.kv(1, k, or_none(v));
-            }
-        }
-    }
-    let info = &st["nodeInfo"];
-    w.head(0, "System Info");
-    for (label, key) in [
-        ("Machine ID", "machineID"),
-        ("System UUID", "systemUUID"),
-        ("Boot ID", "bootID"),
-        ("Kernel Version", "kernelVersion"),
-        ("OS Image", "osImage"),
-        ("Operating System", "operatingSystem"),
-        ("Architecture", "architecture"),
-        ("Container Runtime Version", "containerRuntimeVersion"),
-        ("Kubelet Version", "kubeletVersion"),
-    ] {
-        w.kv(1, label, s(&info[key]));
-    }
-    if !spec["podCIDR"].is_null() {
-        w.kv(0, "PodCIDR", s(&spec["podCIDR"]));
-        w.kv(
-            0,
-            "PodCIDRs",
-            arr(&spec["podCIDRs"])
-                .iter()
-                .map(s)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-    }
-}
-
 fn deployment(w: &mut W, o: &Value) {
     let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
     meta_head(w, o, true);
@@ -858,7 +798,7 @@ mod tests {
             json!({"type": "Normal", "reason": "Pulled", "message": "Container image \"nginx\" already present", "source": {"component": "kubelet"},
                    "firstTimestamp": "2024-05-10T11:50:00Z", "lastTimestamp": "2024-05-10T11:59:00Z", "count": 3}),
         ];
-        let out = describe(rs.resolve("po").unwrap(), &pod, &events, now());
+        let out = describe(rs.resolve("po").unwrap(), &pod, &events, None, now());
         assert!(
             out.starts_with("Name:             web\nNamespace:        default\n"),
             "{out}"
@@ -886,7 +826,7 @@ mod tests {
         let svc = json!({"metadata": {"name": "web", "namespace": "default"},
             "spec": {"type": "NodePort", "selector": {"app": "web"}, "clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
                      "ports": [{"port": 80, "targetPort": 8080, "nodePort": 32143, "protocol": "TCP"}], "sessionAffinity": "None", "externalTrafficPolicy": "Cluster"}});
-        let out = describe(rs.resolve("svc").unwrap(), &svc, &[], now());
+        let out = describe(rs.resolve("svc").unwrap(), &svc, &[], None, now());
         assert!(
             out.contains("Port:                     <unset>  80/TCP\n"),
             "{out}"
@@ -897,7 +837,7 @@ mod tests {
         );
         assert!(out.ends_with("Events:                   <none>\n"), "{out}");
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "default"}, "data": {"key": "value"}});
-        let out = describe(rs.resolve("ns").unwrap(), &cm, &[], now());
+        let out = describe(rs.resolve("ns").unwrap(), &cm, &[], None, now());
         assert!(
             out.contains("Data:\n  key:   value\nEvents:  <none>\n"),
             "{out}"

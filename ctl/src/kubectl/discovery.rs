@@ -290,6 +290,7 @@ pub(crate) mod tests {
                 r("", "v1", "services", "Service", true, &["svc"]),
                 r("apps", "v1", "deployments", "Deployment", true, &["deploy"]),
                 r("events.k8s.io", "v1", "events", "Event", true, &["ev"]),
+                r("", "v1", "nodes", "Node", false, &["no"]),
             ],
         }
     }

@@ -355,52 +355,103 @@ const SKIPPED_DEV_DIRS: [&str; 5] = ["pts", "shm", "mqueue", "fd", ".udev"];
 /// `WithHostDevices`).
 pub fn host_devices() -> Vec<LinuxDevice> {
     let mut out = Vec::new();
-    walk_devices(Path::new("/dev"), &mut out);
+    walk_devices(Path::new("/dev"), Path::new("/dev"), &mut out);
     out
 }
 
-fn walk_devices(dir: &Path, out: &mut Vec<LinuxDevice>) {
+/// The device nodes a CRI `Device` names, seen at `container_path` (containerd's
+/// `WithDevices`): `host_path` resolved through symlinks must be a character or block device,
+/// or a directory whose device nodes are all given, each at its place under `container_path`.
+pub fn requested_devices(host_path: &Path, container_path: &Path) -> Result<Vec<LinuxDevice>> {
+    let stat_error = |source| Error::Io {
+        action: "stat device",
+        path: host_path.to_owned(),
+        source,
+    };
+    let resolved = std::fs::canonicalize(host_path).map_err(stat_error)?;
+    let meta = std::fs::metadata(&resolved).map_err(stat_error)?;
+    if meta.is_dir() {
+        let mut out = Vec::new();
+        walk_devices(&resolved, container_path, &mut out);
+        return Ok(out);
+    }
+    match device(&meta, container_path.to_owned()) {
+        Some(dev) => Ok(vec![dev]),
+        None => Err(Error::InvalidArgument(format!(
+            "device {}{}: not a device node (it is {}); only character and block devices, or \
+             directories of them, can be given to a container",
+            host_path.display(),
+            if resolved == host_path {
+                String::new()
+            } else {
+                format!(" ({})", resolved.display())
+            },
+            kind_of(&meta)
+        ))),
+    }
+}
+
+/// What a non-device file is, for the error that refuses it.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let ft = meta.file_type();
+    match () {
+        _ if ft.is_file() => "a regular file",
+        _ if ft.is_fifo() => "a FIFO",
+        _ if ft.is_socket() => "a socket",
+        _ => "not a device",
+    }
+}
+
+/// The device node `meta` describes, at `path` in the container (containerd's
+/// `DeviceFromPath`: type, major, minor, permission bits and owner as on the host); `None` when
+/// it is not a character or block device.
+fn device(meta: &std::fs::Metadata, path: PathBuf) -> Option<LinuxDevice> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let ft = meta.file_type();
+    let typ = if ft.is_char_device() {
+        LinuxDeviceType::C
+    } else if ft.is_block_device() {
+        LinuxDeviceType::B
+    } else {
+        return None;
+    };
+    let rdev = meta.rdev();
+    LinuxDeviceBuilder::default()
+        .path(path)
+        .typ(typ)
+        .major(libc::major(rdev) as i64)
+        .minor(libc::minor(rdev) as i64)
+        .file_mode(meta.mode() & 0o7777)
+        .uid(meta.uid())
+        .gid(meta.gid())
+        .build()
+        .ok()
+}
+
+/// The device nodes under `dir`, each at its place under `container_dir`.
+fn walk_devices(dir: &Path, container_dir: &Path, out: &mut Vec<LinuxDevice>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path: PathBuf = entry.path();
+        let inside = container_dir.join(entry.file_name());
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
-        let ft = meta.file_type();
-        if ft.is_dir() {
+        if meta.is_dir() {
             let name = entry.file_name();
             if !SKIPPED_DEV_DIRS.iter().any(|s| name == *s) {
-                walk_devices(&path, out);
+                walk_devices(&path, &inside, out);
             }
             continue;
         }
-        // /dev/console belongs to the container's own terminal, if any.
-        if path == Path::new("/dev/console") {
+        // A console belongs to the container's own terminal, if any.
+        if entry.file_name() == "console" {
             continue;
         }
-        let typ = if ft.is_char_device() {
-            LinuxDeviceType::C
-        } else if ft.is_block_device() {
-            LinuxDeviceType::B
-        } else {
-            continue;
-        };
-        let rdev = meta.rdev();
-        if let Ok(dev) = LinuxDeviceBuilder::default()
-            .path(path)
-            .typ(typ)
-            .major(libc::major(rdev) as i64)
-            .minor(libc::minor(rdev) as i64)
-            .file_mode(meta.mode() & 0o7777)
-            .uid(meta.uid())
-            .gid(meta.gid())
-            .build()
-        {
-            out.push(dev);
-        }
+        out.extend(device(&meta, inside));
     }
 }
 

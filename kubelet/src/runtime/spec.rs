@@ -6,15 +6,17 @@
 //! uses the node's (`hostPID`), their own PID namespace. Resources map as Kubernetes maps them (cpu shares from requests,
 //! CFS quota/period and memory limit from limits), under `cgroupsPath` =
 //! `<cgroup parent>/<container id>`. `oom_score_adj` is never set: hosts without
-//! CAP_SYS_RESOURCE refuse negative values, and the default (inherited) is fine.
+//! CAP_SYS_RESOURCE refuse negative values, and the default (inherited) is fine. The CRI
+//! `devices` (what a device plugin allocated) become device nodes and cgroup allow rules, as
+//! containerd adds them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxBuilder, LinuxCpuBuilder, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use super::image::ImageConfig;
@@ -249,6 +251,55 @@ fn bind(dest: &str, src: &Path, readonly: bool) -> Result<Mount> {
         .map_err(Error::spec)
 }
 
+/// The CRI `devices` (a device plugin's `Allocate` answer) as containerd's `WithDevices` maps
+/// them: each device node into `linux.devices` at its container path, and a cgroup rule
+/// allowing it with the asked permissions into `linux.resources.devices`.
+fn requested_devices(
+    config: &cri::ContainerConfig,
+) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
+    let (mut nodes, mut rules) = (Vec::new(), Vec::new());
+    for d in &config.devices {
+        let name = format!("device {:?}", d.host_path);
+        if d.host_path.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a device with an empty host_path: name the device node on the host".into(),
+            ));
+        }
+        // As containerd: no container path means the host's.
+        let inside = if d.container_path.is_empty() {
+            &d.host_path
+        } else {
+            &d.container_path
+        };
+        if !inside.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "{name}: container_path {inside:?} must be an absolute path"
+            )));
+        }
+        if d.permissions.is_empty() || !d.permissions.chars().all(|c| "rwm".contains(c)) {
+            return Err(Error::InvalidArgument(format!(
+                "{name}: permissions {:?} must be one or more of r (read), w (write) and m \
+                 (mknod)",
+                d.permissions
+            )));
+        }
+        for node in security::requested_devices(Path::new(&d.host_path), Path::new(inside))? {
+            rules.push(
+                LinuxDeviceCgroupBuilder::default()
+                    .allow(true)
+                    .typ(node.typ())
+                    .major(node.major())
+                    .minor(node.minor())
+                    .access(d.permissions.clone())
+                    .build()
+                    .map_err(Error::spec)?,
+            );
+            nodes.push(node);
+        }
+    }
+    Ok((nodes, rules))
+}
+
 /// Builds the spec.
 pub fn build(input: &SpecInput) -> Result<Spec> {
     let config = input.config;
@@ -356,14 +407,22 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
         cpu = cpu.period(res.cpu_period as u64);
     }
     let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build().map_err(Error::spec)?);
+    let (mut device_nodes, mut device_rules) = (Vec::new(), Vec::new());
     if confinement.privileged {
-        resources = resources.devices(vec![
+        device_nodes = security::host_devices();
+        device_rules.push(
             LinuxDeviceCgroupBuilder::default()
                 .allow(true)
                 .access("rwm")
                 .build()
                 .map_err(Error::spec)?,
-        ]);
+        );
+    }
+    let (nodes, rules) = requested_devices(config)?;
+    device_nodes.extend(nodes);
+    device_rules.extend(rules);
+    if !device_rules.is_empty() {
+        resources = resources.devices(device_rules);
     }
     if res.memory_limit_in_bytes > 0 {
         resources = resources.memory(
@@ -380,8 +439,8 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
     linux = linux
         .masked_paths(confinement.masked_paths.clone())
         .readonly_paths(confinement.readonly_paths.clone());
-    if confinement.privileged {
-        linux = linux.devices(security::host_devices());
+    if !device_nodes.is_empty() {
+        linux = linux.devices(device_nodes);
     }
     if let Some(filter) = confinement.seccomp.clone() {
         linux = linux.seccomp(filter);
@@ -702,6 +761,154 @@ mod tests {
             .find(|m| m["destination"] == "/sys")
             .unwrap();
         assert!(!strings(&sys["options"]).contains(&"ro".to_owned()));
+    }
+
+    fn with_devices(devices: &[(&str, &str, &str)], privileged: bool) -> Result<serde_json::Value> {
+        let root = accounts_root();
+        let c = cri::ContainerConfig {
+            command: vec!["sh".into()],
+            devices: devices
+                .iter()
+                .map(|(host, inside, perms)| cri::Device {
+                    host_path: host.to_string(),
+                    container_path: inside.to_string(),
+                    permissions: perms.to_string(),
+                })
+                .collect(),
+            linux: Some(cri::LinuxContainerConfig {
+                resources: None,
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    privileged,
+                    ..Default::default()
+                }),
+            }),
+            ..Default::default()
+        };
+        let spec = build(&SpecInput {
+            config: &c,
+            image: &image(),
+            sandbox_dir: Path::new("/sb"),
+            hostname: "sb",
+            sandbox_namespaces: &["net", "ipc", "uts"],
+            cgroups_path: "/k/pod1/c1".into(),
+            rootfs: root.path(),
+            host: &HostSecurity {
+                capabilities: ["CHOWN".to_string()].into(),
+                apparmor: false,
+            },
+        })?;
+        Ok(serde_json::to_value(&spec).unwrap())
+    }
+
+    #[test]
+    fn cri_devices_become_device_nodes_and_cgroup_rules() {
+        use std::os::unix::fs::MetadataExt;
+        let null = std::fs::metadata("/dev/null").unwrap();
+        let (mode, uid, gid) = (null.mode() & 0o7777, null.uid(), null.gid());
+        let json = with_devices(&[("/dev/null", "/dev/example-0", "rw")], false).unwrap();
+        assert_eq!(
+            json["linux"]["devices"],
+            serde_json::json!([{"path": "/dev/example-0", "type": "c", "major": 1, "minor": 3,
+                "fileMode": mode, "uid": uid, "gid": gid}])
+        );
+        assert_eq!(
+            json["linux"]["resources"]["devices"],
+            serde_json::json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"}])
+        );
+        // A symlink to a device is the device; no container path means the host's.
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("dev-link");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let json = with_devices(
+            &[
+                (link.to_str().unwrap(), "", "rwm"),
+                ("/dev/zero", "/dev/example-1", "r"),
+            ],
+            false,
+        )
+        .unwrap();
+        let devices = json["linux"]["devices"].as_array().unwrap();
+        assert_eq!(devices[0]["path"], link.to_str().unwrap());
+        assert_eq!(
+            (devices[1]["major"].clone(), devices[1]["minor"].clone()),
+            (1.into(), 5.into())
+        );
+        assert_eq!(json["linux"]["resources"]["devices"][1]["access"], "r");
+        // Privileged keeps the host's devices and allow-all rule, and adds the asked ones.
+        let json = with_devices(&[("/dev/null", "/dev/example-0", "rw")], true).unwrap();
+        let rules = json["linux"]["resources"]["devices"].as_array().unwrap();
+        assert_eq!(
+            rules[0],
+            serde_json::json!({"allow": true, "access": "rwm"})
+        );
+        assert_eq!(rules.last().unwrap()["access"], "rw");
+        let paths: Vec<&str> = json["linux"]["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["path"].as_str())
+            .collect();
+        assert!(
+            paths.contains(&"/dev/null") && paths.contains(&"/dev/example-0"),
+            "{paths:?}"
+        );
+    }
+
+    #[test]
+    fn a_device_directory_gives_each_node_under_the_container_path() {
+        let json = with_devices(&[("/dev", "/hostdev", "rw")], false).unwrap();
+        let devices = json["linux"]["devices"].as_array().unwrap();
+        let null = devices
+            .iter()
+            .find(|d| d["path"] == "/hostdev/null")
+            .expect("/dev/null under /hostdev");
+        assert_eq!(
+            (null["major"].clone(), null["minor"].clone()),
+            (1.into(), 3.into())
+        );
+        assert!(
+            devices
+                .iter()
+                .all(|d| d["path"].as_str().unwrap().starts_with("/hostdev/"))
+        );
+        assert!(!devices.iter().any(|d| d["path"] == "/hostdev/console"));
+        assert_eq!(
+            json["linux"]["resources"]["devices"]
+                .as_array()
+                .unwrap()
+                .len(),
+            devices.len()
+        );
+    }
+
+    #[test]
+    fn bad_devices_are_refused_with_what_is_wrong() {
+        let err =
+            |devices: &[(&str, &str, &str)]| with_devices(devices, false).unwrap_err().to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").unwrap();
+        let got = err(&[(file.to_str().unwrap(), "/dev/x", "rw")]);
+        assert!(
+            got.contains("not a device node (it is a regular file)"),
+            "{got}"
+        );
+        let got = err(&[("/nonexistent/dev0", "/dev/x", "rw")]);
+        assert!(got.starts_with("stat device /nonexistent/dev0: "), "{got}");
+        let got = err(&[("/dev/null", "dev/x", "rw")]);
+        assert!(
+            got.contains("container_path \"dev/x\" must be an absolute path"),
+            "{got}"
+        );
+        for bad in ["", "rwx"] {
+            let got = err(&[("/dev/null", "/dev/x", bad)]);
+            assert!(
+                got.contains("must be one or more of r (read), w (write) and m"),
+                "{got}"
+            );
+        }
+        let got = err(&[("", "/dev/x", "rw")]);
+        assert!(got.contains("empty host_path"), "{got}");
     }
 
     #[test]
