@@ -49,7 +49,7 @@ fn check(r: &api::RegisterRequest) -> Result<(), String> {
             api::VERSION
         ));
     }
-    if !is_extended_resource_name(&r.resource_name) {
+    if !ekube_api::resource_name::is_extended(&r.resource_name) {
         return Err(format!("the ResourceName {:?} is invalid", r.resource_name));
     }
     if r.endpoint.is_empty() || r.endpoint.contains('/') || r.endpoint == ".." {
@@ -59,35 +59,6 @@ fn check(r: &api::RegisterRequest) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Upstream's `IsExtendedResourceName`: `<domain>/<name>` outside `kubernetes.io`, not a
-/// `requests.` quota name, and a qualified name once prefixed with `requests.`.
-pub fn is_extended_resource_name(name: &str) -> bool {
-    let Some((domain, rest)) = name.split_once('/') else {
-        return false;
-    };
-    if name.contains("kubernetes.io/") || name.starts_with("requests.") || rest.contains('/') {
-        return false;
-    }
-    let domain = format!("requests.{domain}");
-    let subdomain = domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    let part = !rest.is_empty()
-        && rest.len() <= 63
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && rest.as_bytes()[0].is_ascii_alphanumeric()
-        && rest.as_bytes()[rest.len() - 1].is_ascii_alphanumeric();
-    subdomain && part
 }
 
 /// Serves `Registration` until `stop`. The socket is made afresh, so plugins of an earlier
@@ -115,27 +86,6 @@ pub async fn serve(manager: Manager, stop: impl Future<Output = ()>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn extended_resource_names() {
-        for good in ["vendor.example/dev", "example.com/gpu-1", "a.b/c_d.e"] {
-            assert!(is_extended_resource_name(good), "{good}");
-        }
-        for bad in [
-            "cpu",
-            "nvidia.com",
-            "kubernetes.io/dev",
-            "example.kubernetes.io/dev",
-            "requests.example.com/dev",
-            "Vendor.Example/dev",
-            "vendor.example/",
-            "vendor.example/-dev",
-            "vendor.example/a/b",
-            "vendor_example/dev",
-        ] {
-            assert!(!is_extended_resource_name(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn registrations_refused_with_upstream_reasons() {
