@@ -827,6 +827,48 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
         "Pod \"p\" is invalid: spec.containers[0].image: Required value"
     );
 
+    // Extended resources: whole, with a limit, and the request equal to it.
+    let dev_pod = |resources: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dev"}, "spec": {"containers": [
+            {"name": "c", "image": "i", "resources": resources}]}})
+        .to_string()
+        .into_bytes()
+    };
+    for (resources, message) in [
+        (
+            json!({"requests": {"vendor.example/dev": "1"}}),
+            "Pod \"dev\" is invalid: spec.containers[0].resources.limits: Required value: Limit must be set for non overcommitable resources",
+        ),
+        (
+            json!({"limits": {"vendor.example/dev": "0.5"}}),
+            "Pod \"dev\" is invalid: [spec.containers[0].resources.limits[vendor.example/dev]: Invalid value: \"500m\": must be an integer, spec.containers[0].resources.requests[vendor.example/dev]: Invalid value: \"500m\": must be an integer]",
+        ),
+        (
+            json!({"requests": {"vendor.example/dev": "1"}, "limits": {"vendor.example/dev": "2"}}),
+            "Pod \"dev\" is invalid: spec.containers[0].resources.requests: Invalid value: \"1\": must be equal to vendor.example/dev limit of 2",
+        ),
+    ] {
+        let (code, st) = send("POST", pods, "application/json", dev_pod(resources)).await;
+        assert_eq!(
+            (code, st["reason"].as_str(), st["message"].as_str()),
+            (422, Some("Invalid"), Some(message)),
+            "{st}"
+        );
+    }
+    // A limit alone is enough: the request defaults to it.
+    let (code, created) = send(
+        "POST",
+        &format!("{pods}?dryRun=All"),
+        "application/json",
+        dev_pod(json!({"limits": {"vendor.example/dev": "2"}})),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["spec"]["containers"][0]["resources"]["requests"]["vendor.example/dev"],
+        "2"
+    );
+
     let good = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
     let (code, created) = send(
         "POST",
