@@ -16,6 +16,7 @@ pub mod display;
 pub mod events;
 pub mod files;
 pub mod flags;
+pub mod names;
 pub mod nodematch;
 pub mod quantity;
 pub mod quota;

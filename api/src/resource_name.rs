@@ -42,23 +42,9 @@ pub fn is_extended(name: &str) -> bool {
     else {
         return false;
     };
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let subdomain = domain.len() <= 253 && domain.split('.').all(label);
-    let part = !rest.is_empty()
+    crate::names::is_dns1123_subdomain(&domain)
         && rest.len() <= 63
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        && rest.as_bytes()[0].is_ascii_alphanumeric()
-        && rest.as_bytes()[rest.len() - 1].is_ascii_alphanumeric();
-    subdomain && part
+        && crate::names::is_qualified_name_part(&rest)
 }
 
 #[cfg(test)]
