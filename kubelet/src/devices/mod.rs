@@ -4,9 +4,9 @@
 //! For each, the manager connects back and follows `ListAndWatch` ([`plugin`]), and keeps the
 //! node's extended resource: capacity is every device, allocatable the healthy ones.
 //!
-//! Pods get devices when the kubelet admits them ([`allocate`]). For each container's request the manager
-//! picks free healthy devices (the plugin's preferred ones when it offers them) and calls
-//! `Allocate`. What the plugin answers (env, mounts, device nodes, annotations) goes into the
+//! Pods get devices when the kubelet admits them ([`allocate`]). For each container's request
+//! the manager picks free healthy devices (the plugin's preferred ones when it offers them)
+//! and calls `Allocate`. What the plugin answers (env, mounts, device nodes, annotations) goes into the
 //! container's CRI config. Allocations are checkpointed ([`checkpoint`]), so a restarted
 //! kubelet gives running pods the same devices and never hands them out twice. They are freed
 //! when the pod ends.
