@@ -31,7 +31,7 @@ async fn session(
     socket: Socket,
     protocol: Protocol,
     log_path: PathBuf,
-    exited: tokio::sync::watch::Receiver<bool>,
+    mut exited: tokio::sync::watch::Receiver<bool>,
     s: Streams,
 ) {
     let (sink, mut source) = socket.split();
@@ -42,9 +42,10 @@ async fn session(
         };
         let mut pos = file.seek(std::io::SeekFrom::End(0)).await.unwrap_or(0);
         let mut pending = Vec::new();
+        let mut gone = false;
         loop {
             // Read before the last pass: the log is complete once the exit is recorded.
-            let exited = *exited.borrow();
+            let done = gone || *exited.borrow_and_update();
             let mut buf = Vec::new();
             if file.seek(std::io::SeekFrom::Start(pos)).await.is_err()
                 || file.read_to_end(&mut buf).await.is_err()
@@ -81,10 +82,15 @@ async fn session(
                     }
                 }
             }
-            if exited {
+            if done {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            // New output shows within 150 ms; the exit at once (one last read follows it).
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+                // A dropped sender: the container's record is gone, as good as exited.
+                changed = exited.changed() => gone = changed.is_err(),
+            }
         }
     };
     let input = async {
