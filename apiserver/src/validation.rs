@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::errors::Cause;
 
 mod dns;
+mod job;
 mod limit_range;
 mod resources;
 mod volumes;
@@ -165,22 +166,9 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             quantity_map(obj, "spec.resources.limits", &mut causes);
         }
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
-            workload(obj, &mut causes, true)
+            workload(obj, &mut causes)
         }
-        ("batch", "Job") => {
-            workload(obj, &mut causes, false);
-            if let Some(policy) = obj
-                .pointer("/spec/template/spec/restartPolicy")
-                .and_then(Value::as_str)
-                && policy == "Always"
-            {
-                causes.push(Cause::not_supported(
-                    "spec.template.spec.restartPolicy",
-                    policy,
-                    &["OnFailure", "Never"],
-                ));
-            }
-        }
+        ("batch", "Job") => job::job(obj, &mut causes),
         ("batch", "CronJob") => {
             let schedule = obj
                 .pointer("/spec/schedule")
@@ -207,15 +195,12 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             {
                 causes.push(Cause::invalid("spec.timeZone", format!("\"{zone}\""), &e));
             }
-            if obj.pointer("/spec/jobTemplate/spec/template").is_none() {
-                causes.push(Cause::required("spec.jobTemplate.spec.template"));
-            } else {
-                pod_spec(
-                    obj.pointer("/spec/jobTemplate/spec/template/spec"),
-                    "spec.jobTemplate.spec.template.spec",
-                    &mut causes,
-                );
-            }
+            let job_spec = obj.pointer("/spec/jobTemplate/spec");
+            job::job_spec(
+                job_spec.unwrap_or(&Value::Null),
+                "spec.jobTemplate.spec",
+                &mut causes,
+            );
         }
         ("rbac.authorization.k8s.io", kind) => {
             crate::authz::validation::validate(kind, obj, &mut causes)
@@ -308,7 +293,7 @@ fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
+fn workload(obj: &Value, causes: &mut Vec<Cause>) {
     if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
         && r < 0
     {
@@ -320,36 +305,32 @@ fn workload(obj: &Value, causes: &mut Vec<Cause>, needs_selector: bool) {
     }
     let selector = obj.pointer("/spec/selector");
     let template_labels = obj.pointer("/spec/template/metadata/labels");
-    if needs_selector {
-        match selector {
-            None | Some(Value::Null) => causes.push(Cause::required("spec.selector")),
-            Some(sel) => {
-                let parsed: Result<
-                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-                    _,
-                > = serde_json::from_value(sel.clone());
-                if let Ok(sel) = parsed {
-                    let selector = ekube_api::selector::LabelSelector::from_label_selector(&sel);
-                    if selector.is_empty() {
-                        causes.push(Cause::invalid(
-                            "spec.selector",
-                            "{}",
-                            "empty selector is invalid for deployment",
-                        ));
-                    }
-                    let labels = template_labels
-                        .and_then(|l| serde_json::from_value(l.clone()).ok())
-                        .unwrap_or_default();
-                    if !selector.matches(&labels) {
-                        let shown = template_labels
-                            .map(|l| format!("map[{}]", render_map(l)))
-                            .unwrap_or_else(|| "map[]".into());
-                        causes.push(Cause::invalid(
-                            "spec.template.metadata.labels",
-                            shown,
-                            "`selector` does not match template `labels`",
-                        ));
-                    }
+    match selector {
+        None | Some(Value::Null) => causes.push(Cause::required("spec.selector")),
+        Some(sel) => {
+            let parsed: Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector, _> =
+                serde_json::from_value(sel.clone());
+            if let Ok(sel) = parsed {
+                let selector = ekube_api::selector::LabelSelector::from_label_selector(&sel);
+                if selector.is_empty() {
+                    causes.push(Cause::invalid(
+                        "spec.selector",
+                        "{}",
+                        "empty selector is invalid for deployment",
+                    ));
+                }
+                let labels = template_labels
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                if !selector.matches(&labels) {
+                    let shown = template_labels
+                        .map(|l| format!("map[{}]", render_map(l)))
+                        .unwrap_or_else(|| "map[]".into());
+                    causes.push(Cause::invalid(
+                        "spec.template.metadata.labels",
+                        shown,
+                        "`selector` does not match template `labels`",
+                    ));
                 }
             }
         }
@@ -731,9 +712,7 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
         {
             causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
         }
-        ("batch", "Job") if !same("/spec/selector") && old.pointer("/spec/selector").is_some() => {
-            causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
-        }
+        ("batch", "Job") => job::immutable(old, new, &mut causes),
         ("rbac.authorization.k8s.io", kind) => {
             crate::authz::validation::immutable(kind, old, new, &mut causes)
         }

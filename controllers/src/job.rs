@@ -7,9 +7,9 @@
 //! upstream generates (`batch.kubernetes.io/controller-uid=<uid>`) and its template the
 //! `batch.kubernetes.io/job-name`/`controller-uid` labels. Replacement pods after a failure wait
 //! upstream's back-off (10 s doubling, at most 6 min). Finished jobs go after
-//! `ttlSecondsAfterFinished`.
+//! `ttlSecondsAfterFinished`. Indexed Jobs (one pod per completion index) are in [`indexed`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,10 @@ use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, now, pod_active, pod_ready};
 use crate::{Context as _, Result};
+
+mod indexed;
+
+use indexed::IndexSet;
 
 pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
 pub const CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
@@ -174,8 +178,30 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Re
     };
     let claimed = claim_pods(&ctx.client, controller_ref(&*job), &ns, &selector, false).await?;
     let pods: Vec<&Pod> = claimed.pods.iter().collect();
-    let active: Vec<&Pod> = pods.iter().copied().filter(|p| pod_active(p)).collect();
-    let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
+    let all_active: Vec<&Pod> = pods.iter().copied().filter(|p| pod_active(p)).collect();
+    let status = job.status.clone().unwrap_or_default();
+    // Indexed: an index counts once, whatever number of its pods succeeded, and stays counted
+    // (in `completedIndexes`) after its pods are gone. Active pods for indexes that are done,
+    // out of range or already running in another pod are surplus.
+    let indexed = indexed::is_indexed(spec.completion_mode.as_deref());
+    let completions = spec.completions.unwrap_or(0);
+    let (active, surplus, completed, succeeded) = if indexed {
+        let mut completed = IndexSet::parse(
+            status.completed_indexes.as_deref().unwrap_or_default(),
+            completions,
+        );
+        completed.extend(
+            pods.iter()
+                .filter(|p| phase(p) == "Succeeded")
+                .filter_map(|p| indexed::pod_index(p, completions)),
+        );
+        let (surplus, keep) = indexed::surplus(&all_active, &completed, completions);
+        let succeeded = completed.count();
+        (keep.into_values().collect(), surplus, completed, succeeded)
+    } else {
+        let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
+        (all_active, Vec::new(), IndexSet::default(), succeeded)
+    };
     let failed_pods = pods.iter().filter(|p| phase(p) == "Failed").count() as i32;
     let on_failure = spec
         .template
@@ -185,7 +211,6 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Re
         == Some("OnFailure");
     let failures = failed_pods + if on_failure { restarts(&active) } else { 0 };
     let ready = active.iter().filter(|p| pod_ready(p)).count() as i32;
-    let status = job.status.clone().unwrap_or_default();
     let now_ts = Timestamp::now();
     let mut conditions = status.conditions.clone().unwrap_or_default();
     let mut start_time = status.start_time.clone();
@@ -256,21 +281,39 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Re
                     .filter(|ms| *ms > 0);
                 match wait {
                     Some(ms) => requeue = requeue.min(Duration::from_millis(ms as u64)),
-                    None => create_pods(&ctx, &job, &pods_api, (want - have) as usize).await,
+                    None => {
+                        let count = (want - have) as usize;
+                        let indexes = if indexed {
+                            // The lowest indexes that neither succeeded nor run now.
+                            let running: BTreeSet<i32> = active
+                                .iter()
+                                .filter_map(|p| indexed::pod_index(p, completions))
+                                .collect();
+                            completed
+                                .first_missing(&running, completions, count)
+                                .into_iter()
+                                .map(Some)
+                                .collect()
+                        } else {
+                            vec![None; count]
+                        };
+                        create_pods(&ctx, &job, &pods_api, &indexes).await;
+                    }
                 }
             } else if have > want {
                 // Parallelism lowered: stop the newest surplus pods.
-                let mut surplus = active.clone();
-                surplus.sort_by_key(|p| {
+                let mut newest = active.clone();
+                newest.sort_by_key(|p| {
                     std::cmp::Reverse(p.metadata.creation_timestamp.as_ref().map(|t| t.0))
                 });
-                delete_pods(&ctx, &job, &pods_api, &surplus[..(have - want) as usize]).await;
+                delete_pods(&ctx, &job, &pods_api, &newest[..(have - want) as usize]).await;
             }
         }
     }
     if delete_active {
         delete_pods(&ctx, &job, &pods_api, &active).await;
     }
+    delete_pods(&ctx, &job, &pods_api, &surplus).await;
     if suspended
         && !conditions
             .iter()
@@ -304,6 +347,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Re
         "completionTime": completion_time,
         "conditions": conditions,
         "uncountedTerminatedPods": {},
+        "completedIndexes": Some(completed.to_string()).filter(|s| indexed && !s.is_empty()),
     });
     let current = serde_json::to_value(&status).unwrap_or_default();
     let differs = [
@@ -315,6 +359,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Re
         "completionTime",
         "conditions",
         "terminating",
+        "completedIndexes",
     ]
     .iter()
     .any(|k| {
@@ -362,13 +407,20 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>, ttl_client: kube::Client) -> Re
     Ok(Action::requeue(requeue))
 }
 
-async fn create_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, n: usize) {
+/// Creates one pod per entry of `indexes`: `None` for a NonIndexed job's pods, `Some(i)` for
+/// the pod of completion index `i`.
+async fn create_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, indexes: &[Option<i32>]) {
     let spec = job.spec.clone().unwrap_or_default();
-    let template = spec.template;
+    let mut template = spec.template;
+    if indexed::is_indexed(spec.completion_mode.as_deref())
+        && let Some(pod_spec) = template.spec.as_mut()
+    {
+        indexed::add_index_env(pod_spec);
+    }
     let tmeta = template.metadata.clone().unwrap_or_default();
     let mut labels = tmeta.labels.clone().unwrap_or_default();
     labels.extend(job_labels(job));
-    let pod = Pod {
+    let base = Pod {
         metadata: ObjectMeta {
             generate_name: Some(format!("{}-", job.name_any())),
             namespace: job.namespace(),
@@ -381,8 +433,19 @@ async fn create_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, n: usize) {
         spec: template.spec,
         status: None,
     };
+    let name = job.name_any();
+    let pods: Vec<Pod> = indexes
+        .iter()
+        .map(|index| {
+            let mut pod = base.clone();
+            if let Some(i) = *index {
+                indexed::set_index(&mut pod.metadata, pod.spec.as_mut(), &name, i);
+            }
+            pod
+        })
+        .collect();
     let pp = PostParams::default();
-    for result in futures::future::join_all((0..n).map(|_| api.create(&pp, &pod))).await {
+    for result in futures::future::join_all(pods.iter().map(|pod| api.create(&pp, pod))).await {
         match result {
             Ok(p) => {
                 let msg = format!("Created pod: {}", p.name_any());

@@ -1,5 +1,5 @@
-//! `describe`: a readable, kubectl-like view of Pods, Services, Nodes and Deployments, a generic
-//! field-by-field view of anything else, and the object's Events at the end.
+//! `describe`: a readable, kubectl-like view of Pods, Services, Nodes, Deployments and Jobs, a
+//! generic field-by-field view of anything else, and the object's Events at the end.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use super::get::query;
 use super::output::tabwrite;
 use super::{Ctx, Reported, split_type_names};
 
+mod job;
 mod node;
 
 #[derive(Args, Debug)]
@@ -237,6 +238,7 @@ pub fn describe(
         ("", "Service") => service(&mut w, o),
         ("", "Node") => node::node(&mut w, o, pods, now),
         ("apps", "Deployment") => deployment(&mut w, o),
+        ("batch", "Job") => job::job(&mut w, o),
         _ => generic(&mut w, o),
     }
     if events.is_empty() {
@@ -664,7 +666,29 @@ fn deployment(w: &mut W, o: &Value) {
             ),
         );
     }
-    let tpl = &spec["template"];
+    pod_template(w, &spec["template"]);
+    let conditions = arr(&st["conditions"]);
+    if !conditions.is_empty() {
+        w.head(0, "Conditions");
+        w.line(1, "Type\tStatus\tReason");
+        w.line(1, "----\t------\t------");
+        for c in conditions {
+            w.line(
+                1,
+                format!(
+                    "{}\t{}\t{}",
+                    s(&c["type"]),
+                    s(&c["status"]),
+                    s(&c["reason"])
+                ),
+            );
+        }
+    }
+}
+
+/// A workload's `Pod Template:` section: its labels and each container's image, ports and
+/// environment variable names.
+fn pod_template(w: &mut W, tpl: &Value) {
     w.head(0, "Pod Template");
     w.map(1, "Labels", &tpl["metadata"]["labels"], "=");
     w.head(1, "Containers");
@@ -685,23 +709,6 @@ fn deployment(w: &mut W, o: &Value) {
                     .join(", ")
             },
         );
-    }
-    let conditions = arr(&st["conditions"]);
-    if !conditions.is_empty() {
-        w.head(0, "Conditions");
-        w.line(1, "Type\tStatus\tReason");
-        w.line(1, "----\t------\t------");
-        for c in conditions {
-            w.line(
-                1,
-                format!(
-                    "{}\t{}\t{}",
-                    s(&c["type"]),
-                    s(&c["status"]),
-                    s(&c["reason"])
-                ),
-            );
-        }
     }
 }
 

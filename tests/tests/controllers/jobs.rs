@@ -76,6 +76,110 @@ async fn job_with_parallelism_runs_to_completion() -> Result<()> {
     Ok(())
 }
 
+const INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+fn index_of(p: &Pod) -> Option<String> {
+    p.annotations().get(INDEX).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn indexed_job_retries_a_failed_index_and_counts_each_index_once() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    create_node(&client, "idx-node", "16", json!({})).await?;
+    let _kubelet = FakeKubelet::start(client.clone(), &["idx-node"], true);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let spec = json!({"completionMode": "Indexed", "completions": 3, "parallelism": 2});
+    jobs.create(&PostParams::default(), &job_spec("idx", spec))
+        .await?;
+    // Index 1's first pod fails; every other pod succeeds, one per poll. Along the way no
+    // index ever has two live pods and at most two pods run.
+    let failed_once = Arc::new(AtomicBool::new(false));
+    let problems = Arc::new(Mutex::new(Vec::<String>::new()));
+    let job = until(90, "job idx completes", || {
+        let (client, jobs) = (client.clone(), jobs.clone());
+        let (failed_once, problems) = (failed_once.clone(), problems.clone());
+        async move {
+            let pods = pods_with(&client, "default", "batch.kubernetes.io/job-name=idx").await?;
+            let active: Vec<&Pod> = pods
+                .iter()
+                .filter(|p| live(p) && !matches!(phase(p).as_str(), "Succeeded" | "Failed"))
+                .collect();
+            let indexes: Vec<Option<String>> = active.iter().map(|p| index_of(p)).collect();
+            let distinct: BTreeSet<&Option<String>> = indexes.iter().collect();
+            if active.len() > 2 || distinct.len() != indexes.len() || distinct.contains(&None) {
+                problems
+                    .lock()
+                    .unwrap()
+                    .push(format!("active pods with indexes {indexes:?}"));
+            }
+            if let Some(p) = pods.iter().find(|p| running(p)) {
+                let fail = index_of(p).as_deref() == Some("1")
+                    && !failed_once.swap(true, Ordering::SeqCst);
+                finish_pod(&client, p, if fail { "Failed" } else { "Succeeded" })
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let job = jobs.get("idx").await.map_err(|e| e.to_string())?;
+            match job_condition(&job, "Complete") {
+                Some((s, _)) if s == "True" => Ok(Some(job)),
+                _ => Err(format!("{} pods, status {:?}", pods.len(), job.status)),
+            }
+        }
+    })
+    .await?;
+    let problems = problems.lock().unwrap().clone();
+    assert!(problems.is_empty(), "{problems:?}");
+    let st = job.status.clone().unwrap();
+    assert_eq!(st.completed_indexes.as_deref(), Some("0-2"));
+    assert_eq!((st.succeeded, st.failed), (Some(3), Some(1)));
+    let pods = pods_with(&client, "default", "batch.kubernetes.io/job-name=idx")
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let mut seen: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| (index_of(p).unwrap_or_default(), phase(p)))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("0".to_string(), "Succeeded".to_string()),
+            ("1".into(), "Failed".into()),
+            ("1".into(), "Succeeded".into()),
+            ("2".into(), "Succeeded".into()),
+        ],
+        "one pod per index, and a second one for the index that failed"
+    );
+    for p in &pods {
+        let index = index_of(p).unwrap();
+        assert_eq!(p.labels().get(INDEX), Some(&index));
+        assert!(
+            p.name_any().starts_with(&format!("idx-{index}-")),
+            "{}",
+            p.name_any()
+        );
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.hostname.as_deref(),
+            Some(format!("idx-{index}").as_str())
+        );
+        let env = spec.containers[0].env.clone().unwrap_or_default();
+        let var = env
+            .iter()
+            .find(|e| e.name == "JOB_COMPLETION_INDEX")
+            .expect("JOB_COMPLETION_INDEX is set");
+        assert_eq!(
+            var.value_from
+                .as_ref()
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.as_str()),
+            Some("metadata.annotations['batch.kubernetes.io/job-completion-index']")
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn job_fails_once_past_its_backoff_limit() -> Result<()> {
     let server = ServerProcess::start(&[])?;
