@@ -9,6 +9,7 @@ use crate::errors::Cause;
 
 mod dns;
 mod limit_range;
+mod pdb;
 mod resources;
 mod volumes;
 
@@ -217,6 +218,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
                 );
             }
         }
+        ("policy", "PodDisruptionBudget") => pdb::validate(obj, &mut causes),
         ("rbac.authorization.k8s.io", kind) => {
             crate::authz::validation::validate(kind, obj, &mut causes)
         }
