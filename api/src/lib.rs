@@ -2,7 +2,8 @@
 //!
 //! Objects are the `k8s-openapi` types; this crate adds what the Kubernetes libraries leave to the
 //! server: the table of resources ekube serves ([`resources`]), label and field selectors
-//! ([`selector`]), quantities ([`quantity`]), which resource names are extended ([`resource_name`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
+//! ([`selector`]), quantities ([`quantity`]) and int-or-percent values ([`intstr`]), what a disruption
+//! budget's status says ([`disruption`]), which resource names are extended ([`resource_name`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
 //! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
 //! run ([`serve`]) and who their clients are ([`user`]),
 //! how certificate requests read ([`csr`]), and what joining by token rests on ([`bootstrap`]).
@@ -13,9 +14,11 @@ pub mod client_cert;
 pub mod cron;
 pub mod csr;
 pub mod display;
+pub mod disruption;
 pub mod events;
 pub mod files;
 pub mod flags;
+pub mod intstr;
 pub mod names;
 pub mod nodematch;
 pub mod quantity;

@@ -248,6 +248,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         &["cj"],
     ))),
+    with_status(res(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+    )),
     res(
         "discovery.k8s.io",
         "v1",
@@ -401,6 +410,11 @@ mod tests {
             "deployments"
         );
         assert!(find_kind("apps/v1", "Pod").is_none());
+        let pdb = find_kind("policy/v1", "PodDisruptionBudget").unwrap();
+        assert_eq!(
+            (pdb.plural, pdb.short_names, pdb.status),
+            ("poddisruptionbudgets", &["pdb"][..], true)
+        );
         assert_eq!(
             find("", "v1", "services").unwrap().key_prefix(),
             "/registry/core/services/"

@@ -108,6 +108,10 @@ fn initial_status(group: &str, kind: &str) -> Option<Value> {
         | ("batch", "Job" | "CronJob")
         | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
         ("apps", "ReplicaSet") => json!({"replicas": 0}),
+        // Upstream's PodDisruptionBudgetStatus counts are not `omitempty`.
+        ("policy", "PodDisruptionBudget") => json!({
+            "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0,
+        }),
         ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
         ("apps", "DaemonSet") => json!({
             "currentNumberScheduled": 0, "numberMisscheduled": 0,
@@ -446,6 +450,11 @@ mod tests {
             ),
             ("batch", "Job", json!({})),
             ("batch", "CronJob", json!({})),
+            (
+                "policy",
+                "PodDisruptionBudget",
+                json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}),
+            ),
         ] {
             let mut obj = json!({"metadata": {"name": "x"}, "spec": {}});
             apply(group, kind, &mut obj);

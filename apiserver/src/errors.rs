@@ -273,6 +273,16 @@ impl ApiError {
         Self::new(429, "TooManyRequests", message)
     }
 
+    /// Upstream's refusal of an eviction that would break a PodDisruptionBudget: 429 with a
+    /// `DisruptionBudget` cause saying which budget and why, so clients such as `kubectl
+    /// drain` wait and try again.
+    pub fn disruption_budget(cause: impl Into<String>) -> Self {
+        Self::too_many_requests("Cannot evict pod as it would violate the pod's disruption budget.")
+            .with_details(
+                json!({"causes": [{"reason": "DisruptionBudget", "message": cause.into()}]}),
+            )
+    }
+
     /// Tells the client when to try again (`details.retryAfterSeconds`, and the `Retry-After`
     /// header [`crate::handler::error_response`] derives from it).
     pub fn retry_after(self, seconds: u64) -> Self {

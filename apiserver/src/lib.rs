@@ -22,6 +22,7 @@ pub mod delete;
 pub mod discovery;
 pub mod encryption;
 pub mod errors;
+pub mod eviction;
 pub mod handler;
 pub mod inflight;
 pub mod kubelet_proxy;

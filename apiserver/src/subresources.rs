@@ -1,4 +1,5 @@
-//! Subresources other than `status`: `scale`, `pods/binding`, `pods/eviction`, and the streaming
+//! Subresources other than `status`: `scale`, `pods/binding`, `pods/eviction` (in
+//! [`crate::eviction`]), and the streaming
 //! ones served by kubelets (`log`, `exec`, `attach`, `portforward`, relayed by [`crate::proxy`]).
 //!
 //! Creates on a subresource (a binding, an eviction, a token request) and connections
@@ -18,7 +19,7 @@ use crate::admission::{self, Attributes, Operation};
 use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
 use crate::handler::{Body, Query, json_response, parse_object};
-use crate::registry::{DeleteOptions, WriteOptions};
+use crate::registry::WriteOptions;
 
 /// The `autoscaling/v1` Scale view of a workload.
 pub fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
@@ -236,25 +237,7 @@ pub async fn post(
             Ok(json_response(StatusCode::CREATED, &issued))
         }
         ("Pod", "eviction") => {
-            let eviction = object;
-            let grace = eviction
-                .pointer("/deleteOptions/gracePeriodSeconds")
-                .and_then(Value::as_i64);
-            api.registry
-                .delete(
-                    r,
-                    ns,
-                    name,
-                    &DeleteOptions {
-                        grace_period: grace,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ))
+            crate::eviction::create(api, r, ns.unwrap_or_default(), name, &object, dry_run).await
         }
         _ => Err(ApiError::path_not_found()),
     }

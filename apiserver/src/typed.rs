@@ -9,7 +9,7 @@
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, certificates::v1 as certs,
     coordination::v1 as coord, core::v1 as core, discovery::v1 as disco, events::v1 as events,
-    networking::v1 as net, rbac::v1 as rbac,
+    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,6 +61,7 @@ pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<
         ("discovery.k8s.io", "EndpointSlice") => disco::EndpointSlice,
         ("coordination.k8s.io", "Lease") => coord::Lease,
         ("networking.k8s.io", "Ingress") => net::Ingress,
+        ("policy", "PodDisruptionBudget") => policy::PodDisruptionBudget,
         ("rbac.authorization.k8s.io", "Role") => rbac::Role,
         ("rbac.authorization.k8s.io", "RoleBinding") => rbac::RoleBinding,
         ("rbac.authorization.k8s.io", "ClusterRole") => rbac::ClusterRole,

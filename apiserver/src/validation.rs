@@ -10,6 +10,7 @@ use crate::errors::Cause;
 mod dns;
 mod job;
 mod limit_range;
+mod pdb;
 mod resources;
 mod volumes;
 
@@ -202,6 +203,7 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
                 &mut causes,
             );
         }
+        ("policy", "PodDisruptionBudget") => pdb::validate(obj, &mut causes),
         ("rbac.authorization.k8s.io", kind) => {
             crate::authz::validation::validate(kind, obj, &mut causes)
         }

@@ -45,6 +45,7 @@ const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
     ("replicaset", "replicaset-controller"),
     ("deployment", "deployment-controller"),
     ("daemonset", "daemon-set-controller"),
+    ("disruption", "disruption-controller"),
     ("statefulset", "statefulset-controller"),
     ("job", "job-controller"),
     // Part of ekube's job controller (finished Jobs past their TTL), a controller upstream.

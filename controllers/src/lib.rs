@@ -16,6 +16,7 @@ pub mod cronjob;
 pub mod csrapproving;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub use ekube_api::events;
 pub mod gc;
@@ -43,6 +44,7 @@ pub const CONTROLLERS: &[&str] = &[
     "statefulset",
     "job",
     "cronjob",
+    "disruption",
     "garbagecollector",
     "namespace",
     "serviceaccount",
@@ -248,6 +250,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "cronjob",
             cronjob::run(client.clone(), recorder.clone()),
         ));
+    }
+    if on("disruption") {
+        let (client, recorder) = credentials.for_controller("disruption").await?;
+        tasks.spawn(named("disruption", disruption::run(client, recorder)));
     }
     if on("garbagecollector") {
         let (client, _) = credentials.for_controller("garbagecollector").await?;

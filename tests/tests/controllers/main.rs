@@ -6,6 +6,7 @@
 
 mod daemonset;
 mod deployments;
+mod disruption;
 mod gc;
 mod ipam;
 mod jobs;

@@ -87,6 +87,19 @@ pub const CONTROLLER_ROLES: &[RoleSpec] = &[
         ],
     ),
     cluster_role(
+        "system:controller:disruption-controller",
+        &[
+            r(READ, &["extensions", "apps"], &["deployments"]),
+            r(READ, &["apps", "extensions"], &["replicasets"]),
+            r(READ, CORE, &["replicationcontrollers"]),
+            r(READ, POLICY, &["poddisruptionbudgets"]),
+            r(READ, APPS, &["statefulsets"]),
+            r(&["update"], POLICY, &["poddisruptionbudgets/status"]),
+            r(&["get"], ALL, &["*/scale"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
         "system:controller:endpoint-controller",
         &[
             r(READ, CORE, &["services", "pods"]),

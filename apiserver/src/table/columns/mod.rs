@@ -11,6 +11,7 @@ mod coordination;
 mod core;
 mod networking;
 mod pod;
+mod policy;
 mod rbac;
 mod storage;
 
@@ -104,6 +105,7 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
     ("StatefulSet", apps::stateful_set_columns),
     ("Job", batch::job_columns),
     ("CronJob", batch::cron_job_columns),
+    ("PodDisruptionBudget", policy::pod_disruption_budget_columns),
     ("RoleBinding", rbac::role_binding_columns),
     ("ClusterRoleBinding", rbac::role_binding_columns),
     (
