@@ -90,11 +90,16 @@ async fn evictions_spend_the_disruption_budget() -> Result<()> {
         .await?
         .resource_version()
         .unwrap_or_default();
-    let mut changes = pdbs
-        .watch(&WatchParams::default().fields("metadata.name=web"), &rv)
-        .await?
-        .boxed();
-    pods.evict(&evicted, &EvictParams::default()).await?;
+    // Watch and evict together: the watch starts at `rv`, so it sees the eviction's write
+    // whichever request lands first.
+    let (only_web, evict) = (
+        WatchParams::default().fields("metadata.name=web"),
+        EvictParams::default(),
+    );
+    let (changes, eviction) =
+        tokio::join!(pdbs.watch(&only_web, &rv), pods.evict(&evicted, &evict));
+    let mut changes = changes?.boxed();
+    eviction?;
     let recorded = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(Ok(WatchEvent::Modified(pdb))) = changes.next().await {
             let status = pdb.status.unwrap_or_default();
