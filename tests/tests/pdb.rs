@@ -108,6 +108,13 @@ fn evict(c: &LabCluster, pod: &str) -> Result<ekube_lab::ExecOutput> {
     ])
 }
 
+/// Sets the budget's `minAvailable` with `kubectl patch`.
+fn set_min_available(c: &LabCluster, n: u32) -> Result<()> {
+    let patch = format!(r#"{{"spec":{{"minAvailable":{n}}}}}"#);
+    c.kubectl(&["patch", "pdb", "web", "--type=merge", "-p", &patch])?;
+    Ok(())
+}
+
 #[test]
 fn drain_honours_a_pod_disruption_budget() -> Result<()> {
     let c = LabCluster::start(LAB, 2, ClusterOptions::default())?;
@@ -157,14 +164,7 @@ fn drain_honours_a_pod_disruption_budget() -> Result<()> {
     );
 
     // With minAvailable 3 nothing may go: the eviction subresource refuses with 429.
-    c.kubectl(&[
-        "patch",
-        "pdb",
-        "web",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"minAvailable":3}}"#,
-    ])?;
+    set_min_available(&c, 3)?;
     wait_budget(&c, (3, 3, 3, 0, 2))?;
     let victim = web_pods(&c)?[0].0.clone();
     let refused = evict(&c, &victim)?;
@@ -180,14 +180,7 @@ fn drain_honours_a_pod_disruption_budget() -> Result<()> {
         web_pods(&c)?.iter().any(|(name, _, _)| *name == victim),
         "{victim} went although its eviction was refused"
     );
-    c.kubectl(&[
-        "patch",
-        "pdb",
-        "web",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"minAvailable":2}}"#,
-    ])?;
+    set_min_available(&c, 2)?;
     wait_budget(&c, (3, 2, 3, 1, 3))?;
 
     // Drain the node holding most web pods: at least two, so the budget makes drain wait.
