@@ -1,5 +1,6 @@
-//! The accept loop both HTTPS servers (the apiserver on `:6443`, the kubelet API on `:10250`)
-//! run, hardened against clients that connect and then misbehave.
+//! The accept loop the HTTPS servers (the apiserver on `:6443`, the kubelet API on `:10250`, the
+//! ingress on `:443`) and the ingress's plain HTTP run, hardened against clients that connect
+//! and then misbehave.
 //!
 //! - A TLS handshake that has not finished after [`Limits::handshake_timeout`] is dropped, so
 //!   connections that never speak cannot pile up (upstream: 10 s).
@@ -99,6 +100,39 @@ pub async fn serve<H, F>(
     F: Future<Output = ()> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(tls);
+    let handle = Arc::new(handle);
+    serve_tcp(listener, limits, shutdown, move |tcp, peer, abort| {
+        let (acceptor, handle) = (acceptor.clone(), handle.clone());
+        async move {
+            let tls =
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            handle(tls, peer, abort).await
+        }
+    })
+    .await
+}
+
+/// Accepts plain TCP connections on `listener` until `shutdown`, running `handle` for each
+/// (with the peer address and the connection's abort handle), within the connection cap.
+pub async fn serve_tcp<H, F>(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handle: H,
+) where
+    H: Fn(TcpStream, SocketAddr, ConnectionAbort) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let handle = Arc::new(handle);
     let mut backoff = Backoff::default();
@@ -129,25 +163,13 @@ pub async fn serve<H, F>(
                 }
             },
         };
-        let (acceptor, handle) = (acceptor.clone(), handle.clone());
+        let handle = handle.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ = tcp.set_nodelay(true);
-            let tls =
-                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
             let abort = ConnectionAbort::default();
             tokio::select! {
-                _ = handle(tls, peer, abort.clone()) => {}
+                _ = handle(tcp, peer, abort.clone()) => {}
                 _ = abort.aborted() => tracing::debug!(%peer, "connection closed by the server"),
             }
         });

@@ -1,10 +1,17 @@
-//! The cluster DNS add-on, installed as kubeadm installs CoreDNS (DESIGN.md §11): by
-//! `ekube init`'s addons phase, or by `ekube server` when no `init` runs it. The objects
-//! match kubeadm's: ServiceAccount, ClusterRole and ClusterRoleBinding `system:coredns`
-//! (read Services, EndpointSlices, Endpoints, Pods and Namespaces, nothing else), Deployment
-//! `coredns` (two replicas of `ekube dns` from the add-on image, readiness on `/ready`,
-//! liveness on `/health`) and Service `kube-dns` at the cluster DNS address. They are applied
-//! server-side, so installing again changes only what differs.
+//! The cluster add-ons (DESIGN.md §11), applied server-side, so installing again changes only
+//! what differs.
+//!
+//! - DNS, installed as kubeadm installs CoreDNS: by `ekube init`'s addons phase, or by `ekube
+//!   server` when no `init` runs it. The objects match kubeadm's: ServiceAccount, ClusterRole
+//!   and ClusterRoleBinding `system:coredns` (read Services, EndpointSlices, Endpoints, Pods
+//!   and Namespaces, nothing else), Deployment `coredns` (two replicas of `ekube dns` from the
+//!   add-on image, readiness on `/ready`, liveness on `/health`) and Service `kube-dns` at the
+//!   cluster DNS address.
+//! - Ingress, installed on request (`ekube addons enable ingress`, as minikube's `addons
+//!   enable ingress`), since it takes ports 80 and 443 of every node: DaemonSet `ekube-ingress`
+//!   running `ekube ingress` on each node's own network, its ServiceAccount and RBAC (read the
+//!   routing objects and TLS Secrets, write Ingress status and events), and IngressClass
+//!   `ekube`, the cluster's default.
 
 use std::net::Ipv4Addr;
 
@@ -134,25 +141,126 @@ impl Dns {
 
     /// Applies the objects.
     pub async fn install(&self, client: kube::Client) -> Result<()> {
-        let params = PatchParams::apply(MANAGER).force();
-        for obj in self.objects() {
-            let (api_version, kind) = (
-                obj["apiVersion"].as_str().unwrap_or_default(),
-                obj["kind"].as_str().unwrap_or_default(),
-            );
-            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-            let api: kube::Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
-                Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
-                None => kube::Api::all_with(client.clone(), &resource),
-            };
-            api.patch(name, &params, &Patch::Apply(&obj))
-                .await
-                .with_context(|| format!("applying {kind} {name}"))?;
-        }
-        Ok(())
+        apply_all(client, self.objects()).await
     }
+}
+
+/// The ingress add-on's settings.
+pub struct Ingress {
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+/// The name of the ingress add-on's objects, and the label its pods carry.
+const INGRESS: &str = "ekube-ingress";
+
+impl Ingress {
+    /// The objects, in the order they are applied.
+    pub fn objects(&self) -> Vec<Value> {
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": INGRESS, "namespace": NAMESPACE}});
+        let read = ["get", "list", "watch"];
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "system:ekube-ingress"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services", "secrets"], "verbs": read},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": read},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update", "patch"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        ]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "system:ekube-ingress"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:ekube-ingress"},
+            "subjects": [{"kind": "ServiceAccount", "name": INGRESS, "namespace": NAMESPACE}]});
+        // Its own pods, in its own namespace: their node addresses are the Ingresses' status.
+        let pods_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": INGRESS, "namespace": NAMESPACE},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": read}]});
+        let pods_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": INGRESS, "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": INGRESS},
+            "subjects": [{"kind": "ServiceAccount", "name": INGRESS, "namespace": NAMESPACE}]});
+        let class = json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "ekube",
+                "labels": {"app.kubernetes.io/name": INGRESS},
+                "annotations": {ekube_ingress::DEFAULT_CLASS: "true"}},
+            "spec": {"controller": ekube_ingress::CONTROLLER}});
+        let health = json!({"httpGet": {"path": "/healthz", "port": 10254, "scheme": "HTTP"},
+            "periodSeconds": 2});
+        let labels = json!({"app.kubernetes.io/name": INGRESS});
+        let daemonset = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": INGRESS, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": INGRESS,
+                    "hostNetwork": true,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    // Every node is an entry point, the control plane's too.
+                    "tolerations": [
+                        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+                    ],
+                    "terminationGracePeriodSeconds": 10,
+                    "containers": [{
+                        "name": "controller",
+                        "image": ekube_kubelet::runtime::addon_image::reference(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["ingress",
+                            "--http-port", self.http_port.to_string(),
+                            "--https-port", self.https_port.to_string()],
+                        "env": [{"name": "POD_NAMESPACE",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                        "resources": {"requests": {"cpu": "100m", "memory": "90Mi"}},
+                        "ports": [
+                            {"name": "http", "containerPort": self.http_port, "hostPort": self.http_port, "protocol": "TCP"},
+                            {"name": "https", "containerPort": self.https_port, "hostPort": self.https_port, "protocol": "TCP"},
+                            {"name": "metrics", "containerPort": 10254, "hostPort": 10254, "protocol": "TCP"},
+                        ],
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+                            "readOnlyRootFilesystem": true,
+                        },
+                        "livenessProbe": health,
+                        "readinessProbe": health,
+                    }],
+                },
+            },
+        }});
+        vec![sa, role, binding, pods_role, pods_binding, class, daemonset]
+    }
+
+    /// Applies the objects.
+    pub async fn install(&self, client: kube::Client) -> Result<()> {
+        apply_all(client, self.objects()).await
+    }
+}
+
+/// Applies `objects` server-side, in order, as the add-ons' field manager.
+async fn apply_all(client: kube::Client, objects: Vec<Value>) -> Result<()> {
+    let params = PatchParams::apply(MANAGER).force();
+    for obj in objects {
+        let (api_version, kind) = (
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            obj["kind"].as_str().unwrap_or_default(),
+        );
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let api: kube::Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+            Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &resource),
+            None => kube::Api::all_with(client.clone(), &resource),
+        };
+        api.patch(name, &params, &Patch::Apply(&obj))
+            .await
+            .with_context(|| format!("applying {kind} {name}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -188,5 +296,28 @@ mod tests {
             json!(["dns", "--cluster-domain", "cluster.local"])
         );
         assert_eq!(pod["dnsPolicy"], "Default");
+    }
+
+    #[test]
+    fn the_ingress_runs_on_every_node_on_the_ports_asked() {
+        let objects = Ingress {
+            http_port: 8080,
+            https_port: 8443,
+        }
+        .objects();
+        let class = &objects[5];
+        assert_eq!(class["spec"]["controller"], "ekube.io/ingress");
+        assert_eq!(
+            class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+            "true"
+        );
+        let pod = &objects[6]["spec"]["template"]["spec"];
+        assert_eq!(pod["hostNetwork"], true);
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["args"],
+            json!(["ingress", "--http-port", "8080", "--https-port", "8443"])
+        );
+        assert_eq!(container["ports"][1]["hostPort"], 8443);
     }
 }

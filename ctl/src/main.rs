@@ -162,6 +162,10 @@ enum Command {
     Flannel(ekube_flannel::Config),
     /// Run the cluster DNS server (the `coredns` add-on's container runs this).
     Dns(ekube_dns::Config),
+    /// Run the Ingress controller and proxy (the `ekube-ingress` add-on's container runs this).
+    Ingress(ekube_ingress::Config),
+    /// Install optional add-ons into a running cluster (as minikube's `addons`).
+    Addons(AddonsArgs),
     /// Device plugins that ship with ekube.
     DevicePlugin {
         #[command(subcommand)]
@@ -173,6 +177,38 @@ enum Command {
     Token(token::TokenArgs),
     /// Check and renew the cluster's certificates (kubeadm's `certs`).
     Certs(certs::CertsArgs),
+}
+
+#[derive(clap::Args)]
+struct AddonsArgs {
+    /// The kubeconfig of a cluster administrator.
+    #[arg(long, global = true, default_value = "/etc/kubernetes/admin.conf")]
+    kubeconfig: std::path::PathBuf,
+    #[command(subcommand)]
+    command: AddonsCommand,
+}
+
+#[derive(Subcommand)]
+enum AddonsCommand {
+    /// Install an add-on, or bring its objects back to what this version installs.
+    Enable {
+        #[command(subcommand)]
+        addon: OptionalAddon,
+    },
+}
+
+#[derive(Subcommand)]
+enum OptionalAddon {
+    /// The Ingress controller: DaemonSet `ekube-ingress` on every node's ports, and the
+    /// default IngressClass `ekube`.
+    Ingress {
+        /// The port plain HTTP is served on, on every node.
+        #[arg(long, default_value_t = 80)]
+        http_port: u16,
+        /// The port HTTPS is served on, on every node.
+        #[arg(long, default_value_t = 443)]
+        https_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +303,10 @@ async fn main() -> Result<()> {
             .await
             .context("flannel"),
         Command::Dns(c) => ekube_dns::run(c, shutdown_signal()).await.context("dns"),
+        Command::Ingress(c) => ekube_ingress::run(c, shutdown_signal())
+            .await
+            .context("ingress"),
+        Command::Addons(args) => addons_command(args).await,
         Command::DevicePlugin {
             command: DevicePluginCommand::Example(c),
         } => ekube_kubelet::devices::example::run(c, shutdown_signal())
@@ -277,6 +317,29 @@ async fn main() -> Result<()> {
         Command::Certs(args) => certs::run(args),
         Command::Kubectl(_) => unreachable!("handled above"),
     }
+}
+
+async fn addons_command(args: AddonsArgs) -> Result<()> {
+    let AddonsCommand::Enable { addon } = args.command;
+    let client = ekube_api::client::from_kubeconfig(&args.kubeconfig).await?;
+    match addon {
+        OptionalAddon::Ingress {
+            http_port,
+            https_port,
+        } => {
+            addons::Ingress {
+                http_port,
+                https_port,
+            }
+            .install(client)
+            .await
+            .context("installing the ingress add-on")?;
+            println!(
+                "[addons] Applied addon: ingress (DaemonSet kube-system/ekube-ingress on ports {http_port} and {https_port}, IngressClass ekube)"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn report<E: std::fmt::Display>(what: &str, r: Result<Result<(), E>, tokio::task::JoinError>) {

@@ -24,6 +24,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "docker-registry",
     "apache2-utils",
     "curl",
+    // Load through the ingress while it is reconfigured, and its TLS checks.
+    "wrk",
+    "openssl",
     // The lab's upstream DNS server, and `dig` for the DNS tests.
     "dnsmasq-base",
     "bind9-dnsutils",
