@@ -285,6 +285,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &["ing"],
     )),
     res(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+        &[],
+    ),
+    res(
         "rbac.authorization.k8s.io",
         "v1",
         "Role",
@@ -410,6 +419,11 @@ mod tests {
             "deployments"
         );
         assert!(find_kind("apps/v1", "Pod").is_none());
+        let class = find_kind("networking.k8s.io/v1", "IngressClass").unwrap();
+        assert_eq!(
+            (class.plural, class.namespaced, class.status),
+            ("ingressclasses", false, false)
+        );
         let pdb = find_kind("policy/v1", "PodDisruptionBudget").unwrap();
         assert_eq!(
             (pdb.plural, pdb.short_names, pdb.status),

@@ -23,6 +23,15 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             secret_string_data(obj);
         }
         ("", "LimitRange") => limit_range(obj),
+        // Upstream's `SetDefaults_IngressClass`: parameters are cluster-scoped unless told.
+        ("networking.k8s.io", "IngressClass") => {
+            if let Some(params) = obj
+                .pointer_mut("/spec/parameters")
+                .filter(|p| p.is_object())
+            {
+                set(params, "scope", json!("Cluster"));
+            }
+        }
         ("", "Namespace") => {
             let spec = ensure(obj, "spec");
             set(spec, "finalizers", json!(["kubernetes"]));

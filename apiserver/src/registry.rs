@@ -208,7 +208,7 @@ impl Registry {
         warnings: &mut Warnings,
     ) -> Result<()> {
         defaults::apply(r.group, r.kind, obj);
-        let mut causes = validation::validate(r.group, r.kind, obj, self.node_ports);
+        let mut causes = validation::validate(r.group, r.kind, obj, old, self.node_ports);
         if let Some(old) = old {
             causes.extend(validation::immutable(r.group, r.kind, old, obj));
         }

@@ -61,6 +61,7 @@ pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<
         ("discovery.k8s.io", "EndpointSlice") => disco::EndpointSlice,
         ("coordination.k8s.io", "Lease") => coord::Lease,
         ("networking.k8s.io", "Ingress") => net::Ingress,
+        ("networking.k8s.io", "IngressClass") => net::IngressClass,
         ("policy", "PodDisruptionBudget") => policy::PodDisruptionBudget,
         ("rbac.authorization.k8s.io", "Role") => rbac::Role,
         ("rbac.authorization.k8s.io", "RoleBinding") => rbac::RoleBinding,

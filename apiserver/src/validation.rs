@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::errors::Cause;
 
 mod dns;
+mod ingress;
 mod job;
 mod limit_range;
 mod pdb;
@@ -20,6 +21,7 @@ const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanu
 
 use ekube_api::names::is_qualified_name_part;
 pub use ekube_api::names::{is_dns1123_label, is_dns1123_subdomain};
+pub use ingress::CLASS_ANNOTATION as INGRESS_CLASS_ANNOTATION;
 
 fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
@@ -140,8 +142,15 @@ fn qualified_name(key: &str) -> Vec<String> {
     errors
 }
 
-/// Validates a whole object of `kind` (after defaulting).
-pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) -> Vec<Cause> {
+/// Validates a whole object of `kind` (after defaulting); `old` is the stored version on
+/// update, for the kinds whose rules differ between create and update.
+pub fn validate(
+    group: &str,
+    kind: &str,
+    obj: &Value,
+    old: Option<&Value>,
+    node_ports: (u16, u16),
+) -> Vec<Cause> {
     let mut causes = Vec::new();
     metadata(kind, obj, &mut causes);
     match (group, kind) {
@@ -204,6 +213,8 @@ pub fn validate(group: &str, kind: &str, obj: &Value, node_ports: (u16, u16)) ->
             );
         }
         ("policy", "PodDisruptionBudget") => pdb::validate(obj, &mut causes),
+        ("networking.k8s.io", "Ingress") => ingress::ingress(obj, old, &mut causes),
+        ("networking.k8s.io", "IngressClass") => ingress::ingress_class(obj, &mut causes),
         ("rbac.authorization.k8s.io", kind) => {
             crate::authz::validation::validate(kind, obj, &mut causes)
         }
@@ -715,6 +726,9 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
             causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
         }
         ("batch", "Job") => job::immutable(old, new, &mut causes),
+        ("networking.k8s.io", "IngressClass") => {
+            ingress::ingress_class_immutable(old, new, &mut causes)
+        }
         ("rbac.authorization.k8s.io", kind) => {
             crate::authz::validation::immutable(kind, old, new, &mut causes)
         }
@@ -734,7 +748,7 @@ mod tests {
     #[test]
     fn missing_image_is_required() {
         let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}});
-        let causes = validate("", "Pod", &pod, (30000, 32767));
+        let causes = validate("", "Pod", &pod, None, (30000, 32767));
         assert_eq!(causes, [Cause::required("spec.containers[0].image")]);
     }
 
@@ -744,7 +758,7 @@ mod tests {
             let pod = json!({"metadata": {"name": "p"}, "spec": {
                 "dnsPolicy": policy, "dnsConfig": config,
                 "containers": [{"name": "c", "image": "i"}]}});
-            validate("", "Pod", &pod, (30000, 32767))
+            validate("", "Pod", &pod, None, (30000, 32767))
                 .into_iter()
                 .map(|c| (c.field, c.message))
                 .collect::<Vec<_>>()
@@ -795,7 +809,7 @@ mod tests {
         assert!(!is_dns1123_subdomain("Web"));
         let svc = json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
         assert_eq!(
-            validate("", "Service", &svc, (30000, 32767))[0].field,
+            validate("", "Service", &svc, None, (30000, 32767))[0].field,
             "metadata.name"
         );
     }
@@ -807,7 +821,7 @@ mod tests {
                 "schedule": schedule, "timeZone": zone,
                 "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
                     "containers": [{"name": "c", "image": "i"}]}}}}}});
-            validate("batch", "CronJob", &cj, (30000, 32767))
+            validate("batch", "CronJob", &cj, None, (30000, 32767))
                 .into_iter()
                 .map(|c| format!("{}: {}", c.field, c.message))
                 .collect::<Vec<_>>()
@@ -839,7 +853,7 @@ mod tests {
     fn service_ports() {
         let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [
             {"port": 70000}, {"port": 80, "nodePort": 80}]}});
-        let fields: Vec<String> = validate("", "Service", &svc, (30000, 32767))
+        let fields: Vec<String> = validate("", "Service", &svc, None, (30000, 32767))
             .into_iter()
             .map(|c| c.field)
             .collect();
@@ -858,7 +872,7 @@ mod tests {
     fn deployment_selector_must_match() {
         let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "a"}},
             "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let causes = validate("apps", "Deployment", &d, (30000, 32767));
+        let causes = validate("apps", "Deployment", &d, None, (30000, 32767));
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
     }

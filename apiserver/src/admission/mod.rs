@@ -12,14 +12,17 @@
 //! | LimitRanger          | ✓        | ✓          |
 //! | ServiceAccount       | ✓        |            |
 //! | NodeRestriction      | ✓        |            |
+//! | DefaultIngressClass  | ✓        |            |
 //! | PodSecurity          |          | ✓          |
 //! | ResourceQuota        |          | ✓          |
 //!
 //! Deletes and connections (`exec`, `attach`, `portforward`) carry no object: they pass the
 //! mutating phase's checks (NamespaceLifecycle's immortal namespaces, NodeRestriction) only.
-//! Plugins read what they need (namespaces, LimitRanges, quotas) from storage directly; each
-//! touches only the few keys of the request's namespace, and only for the kinds it cares about.
+//! Plugins read what they need (namespaces, LimitRanges, quotas, IngressClasses) from storage
+//! directly; each touches only the few keys of the request's namespace (IngressClasses are
+//! cluster-wide, and few), and only for the kinds it cares about.
 
+mod default_ingress_class;
 mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
@@ -94,7 +97,8 @@ pub async fn mutate(
     {
         crate::serviceaccount::admission::admit(registry, ns, object, attrs.dry_run).await?;
     }
-    node_restriction::admit(registry, attrs, Some(object)).await
+    node_restriction::admit(registry, attrs, Some(object)).await?;
+    default_ingress_class::admit(registry, attrs, object).await
 }
 
 /// The validating phase, on the object as it will be stored; warnings for the client (a

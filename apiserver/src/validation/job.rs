@@ -183,7 +183,7 @@ mod tests {
     }
 
     fn messages(obj: &Value) -> Vec<String> {
-        validate("batch", "Job", obj, (30000, 32767))
+        validate("batch", "Job", obj, None, (30000, 32767))
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect()
@@ -278,7 +278,7 @@ mod tests {
             "jobTemplate": {"spec": {"completionMode": "Indexed", "parallelism": 2,
                 "template": {"spec": {"restartPolicy": "Never",
                     "containers": [{"name": "c", "image": "busybox"}]}}}}}});
-        let causes: Vec<String> = validate("batch", "CronJob", &cj, (30000, 32767))
+        let causes: Vec<String> = validate("batch", "CronJob", &cj, None, (30000, 32767))
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect();

@@ -23,24 +23,24 @@ fn pod_requesting(cpu: &str) -> Value {
 #[test]
 fn negative_and_overflowing_quantities_are_refused() {
     let field = "spec.containers[0].resources.requests[cpu]";
-    let negative = validate("", "Pod", &pod_requesting("-100m"), PORTS);
+    let negative = validate("", "Pod", &pod_requesting("-100m"), None, PORTS);
     assert_eq!(
         messages(&negative, field),
         ["Invalid value: \"-100m\": must be greater than or equal to 0"]
     );
     for huge in ["1e400", "99999999999999999999999", "16Ei"] {
-        let causes = validate("", "Pod", &pod_requesting(huge), PORTS);
+        let causes = validate("", "Pod", &pod_requesting(huge), None, PORTS);
         let got = messages(&causes, field);
         assert!(
             got.len() == 1 && got[0].contains("must be less than or equal to"),
             "{huge}: {got:?}"
         );
     }
-    assert!(validate("", "Pod", &pod_requesting("250m"), PORTS).is_empty());
+    assert!(validate("", "Pod", &pod_requesting("250m"), None, PORTS).is_empty());
     let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "-1"}}});
     assert_eq!(
         messages(
-            &validate("", "ResourceQuota", &quota, PORTS),
+            &validate("", "ResourceQuota", &quota, None, PORTS),
             "spec.hard[pods]"
         )
         .len(),
@@ -52,8 +52,17 @@ fn negative_and_overflowing_quantities_are_refused() {
 fn annotations_total_at_most_256_kib() {
     let with = |value_len: usize| json!({"metadata": {"name": "c", "annotations": {"k": "x".repeat(value_len)}}});
     // The key counts too: "k" plus the value.
-    assert!(validate("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE - 1), PORTS).is_empty());
-    let causes = validate("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE), PORTS);
+    assert!(
+        validate(
+            "",
+            "ConfigMap",
+            &with(TOTAL_ANNOTATION_SIZE - 1),
+            None,
+            PORTS
+        )
+        .is_empty()
+    );
+    let causes = validate("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE), None, PORTS);
     assert_eq!(
         causes,
         [Cause::too_long(
@@ -78,6 +87,7 @@ fn label_and_annotation_keys_are_qualified_names() {
             json!({"example.com/app": "web", long.clone(): "x", "a/b/c": "x", "k": long.clone()}),
             json!({"Example.com/Mixed-Case": "ok", "bad key": "x", "/empty-prefix": "x"}),
         ),
+        None,
         PORTS,
     );
     let labels = messages(&causes, "metadata.labels");
@@ -114,7 +124,7 @@ fn config_keys_may_not_be_dot_or_dot_dot() {
     for (kind, field) in [("ConfigMap", "data"), ("Secret", "stringData")] {
         let obj = json!({"metadata": {"name": "c"},
             field: {".": "x", "..": "x", "..data": "x", "a..b": "x", ".hidden": "x"}});
-        let causes = validate("", kind, &obj, PORTS);
+        let causes = validate("", kind, &obj, None, PORTS);
         let got: Vec<(String, String)> = causes
             .iter()
             .map(|c| (c.field.clone(), c.message.clone()))
@@ -153,7 +163,7 @@ fn health_check_node_port_must_be_in_range() {
         json!(-5),
         json!(65536 + 30000),
     ] {
-        let causes = validate("", "Service", &svc(bad.clone()), PORTS);
+        let causes = validate("", "Service", &svc(bad.clone()), None, PORTS);
         assert_eq!(
             messages(&causes, field),
             [format!(
@@ -162,6 +172,6 @@ fn health_check_node_port_must_be_in_range() {
         );
     }
     for good in [json!(0), json!(30000), json!(32767)] {
-        assert!(validate("", "Service", &svc(good), PORTS).is_empty());
+        assert!(validate("", "Service", &svc(good), None, PORTS).is_empty());
     }
 }

@@ -178,7 +178,7 @@ mod tests {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "c", "image": "i", "resources": resources}]}});
         crate::defaults::apply("", "Pod", &mut pod);
-        super::super::validate("", "Pod", &pod, (30000, 32767))
+        super::super::validate("", "Pod", &pod, None, (30000, 32767))
             .into_iter()
             .map(|c| (c.field, c.message))
             .collect()
@@ -342,7 +342,7 @@ mod tests {
             "initContainers": [{"name": "i", "image": "i", "resources": {"requests": {DEV: "1"}}}],
             "containers": [{"name": "c", "image": "i"}]}});
         crate::defaults::apply("", "Pod", &mut pod);
-        let causes = super::super::validate("", "Pod", &pod, (30000, 32767));
+        let causes = super::super::validate("", "Pod", &pod, None, (30000, 32767));
         let e = ApiError::invalid("", "Pod", "p", causes);
         assert_eq!(e.code, 422);
         assert_eq!(

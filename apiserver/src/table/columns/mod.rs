@@ -94,6 +94,7 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
     ("Endpoints", networking::endpoints_columns),
     ("EndpointSlice", networking::endpoint_slice_columns),
     ("Ingress", networking::ingress_columns),
+    ("IngressClass", networking::ingress_class_columns),
     ("PersistentVolume", storage::persistent_volume_columns),
     (
         "PersistentVolumeClaim",

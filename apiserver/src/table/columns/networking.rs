@@ -1,5 +1,5 @@
 //! How Services are reached: Services and Endpoints (core/v1), EndpointSlices
-//! (discovery.k8s.io) and Ingresses (networking.k8s.io).
+//! (discovery.k8s.io), Ingresses and IngressClasses (networking.k8s.io).
 
 use ekube_api::display::format_labels;
 use serde_json::{Value, json};
@@ -103,6 +103,27 @@ pub(super) fn ingress_columns() -> KindColumns {
             age_col(),
         ],
         cells: Printer::ingress,
+        conditions: None,
+    }
+}
+
+pub(super) fn ingress_class_columns() -> KindColumns {
+    KindColumns {
+        columns: vec![
+            name_col(),
+            string_col(
+                "Controller",
+                0,
+                "Controller that is responsible for handling this class",
+            ),
+            string_col(
+                "Parameters",
+                0,
+                "A reference to an object with additional parameters",
+            ),
+            age_col(),
+        ],
+        cells: Printer::ingress_class,
         conditions: None,
     }
 }
@@ -265,6 +286,29 @@ impl Printer {
             self.age(ing),
         ]
     }
+
+    /// Parameters as `<kind>[.<apiGroup>]/<name>`, like upstream's printer.
+    fn ingress_class(&self, class: &Value) -> Vec<Value> {
+        let params = at(class, &["spec", "parameters"]);
+        let parameters = if params.is_object() {
+            let group = str_at(params, &["apiGroup"]);
+            let kind = str_at(params, &["kind"]);
+            let kind = if group.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind}.{group}")
+            };
+            format!("{kind}/{}", str_at(params, &["name"]))
+        } else {
+            "<none>".to_string()
+        };
+        vec![
+            Self::name(class),
+            json!(str_at(class, &["spec", "controller"])),
+            json!(parameters),
+            self.age(class),
+        ]
+    }
 }
 
 /// Joins up to `max` entries and appends ` + N more...` like the Kubernetes printers.
@@ -392,5 +436,25 @@ mod tests {
             .unwrap()
             .clone()
         );
+    }
+
+    #[test]
+    fn ingress_classes() {
+        let class = json!({"metadata": {"name": "ekube"}, "spec": {"controller": "ekube.io/ingress",
+            "parameters": {"apiGroup": "k8s.example.com", "kind": "IngressParameters", "name": "external-lb"}}});
+        assert_eq!(
+            cells("IngressClass", class),
+            json!([
+                "ekube",
+                "ekube.io/ingress",
+                "IngressParameters.k8s.example.com/external-lb",
+                "<unknown>"
+            ])
+            .as_array()
+            .unwrap()
+            .clone()
+        );
+        let bare = json!({"metadata": {"name": "b"}, "spec": {"controller": "x.io/y"}});
+        assert_eq!(cells("IngressClass", bare)[2], "<none>");
     }
 }
