@@ -38,6 +38,10 @@ const BENCHES: &[(&str, &str)] = &[
         "cluster DNS queries/s and latency, cluster and cached outside names, beside the upstream (2-node lab cluster, root)",
     ),
     (
+        "ingress",
+        "HTTP through ekube-ingress beside straight to the pod and beside nginx as a reverse proxy, 1 and 64 connections (2-node lab cluster, root)",
+    ),
+    (
         "lb",
         "Service load balancing: eBPF vs iptables-legacy/nft vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 services (2-node lab, root)",
     ),
