@@ -147,7 +147,7 @@ impl Credentials {
             Arc::downgrade(&token),
             lifetime,
         ));
-        let own = kube::Client::try_from(anonymous.clone())
+        let own = ekube_api::client::from_config(anonymous.clone())
             .map_err(|e| failed(format!("building a client: {e}")))?;
         let split = Split {
             root: self.root.clone(),

@@ -367,7 +367,7 @@ async fn read_cluster_info(url: &http::Uri, ca: Option<&[u8]>) -> Result<ConfigM
         }
         None => config.accept_invalid_certs = true,
     }
-    let client = kube::Client::try_from(config).context("building the discovery client")?;
+    let client = ekube_api::client::from_config(config).context("building the discovery client")?;
     Api::<ConfigMap>::namespaced(client, bootstrap::CLUSTER_INFO_NAMESPACE)
         .get(bootstrap::CLUSTER_INFO)
         .await

@@ -243,7 +243,7 @@ impl Cluster {
         let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
             .await
             .with_context(|| format!("kubeconfig {shown} is unusable"))?;
-        let client = kube::Client::try_from(config.clone())
+        let client = ekube_api::client::from_config(config.clone())
             .with_context(|| format!("building a client from {shown}"))?;
         let resource = ApiResource {
             group: String::new(),

@@ -140,7 +140,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => {
             let incluster =
                 kube::Config::incluster().map_err(|e| Error::Client(format!("in-cluster: {e}")))?;
-            kube::Client::try_from(incluster).map_err(|e| Error::Client(e.to_string()))?
+            ekube_api::client::from_config(incluster).map_err(|e| Error::Client(e.to_string()))?
         }
     };
     let (udp, tcp) = server::bind(config.listen)

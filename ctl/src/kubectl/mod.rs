@@ -157,7 +157,7 @@ impl Ctx {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config).context("building the API client")?;
+        let client = ekube_api::client::from_config(config).context("building the API client")?;
         Ok(Self {
             client,
             namespace,
