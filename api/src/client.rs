@@ -96,6 +96,20 @@ pub fn certificate_files(kubeconfig: &Kubeconfig) -> Option<(PathBuf, PathBuf)> 
     ))
 }
 
+/// A client from `kubeconfig`, or without one the pod's service account (in-cluster), as the
+/// add-ons' containers run; the error says which failed.
+pub async fn from_kubeconfig_or_in_cluster(
+    kubeconfig: Option<&Path>,
+) -> Result<kube::Client, String> {
+    match kubeconfig {
+        Some(path) => from_kubeconfig(path).await.map_err(|e| e.to_string()),
+        None => {
+            let incluster = kube::Config::incluster().map_err(|e| format!("in-cluster: {e}"))?;
+            from_config(incluster).map_err(|e| e.to_string())
+        }
+    }
+}
+
 /// A client for `config`: kube-rs's, retrying as [`RetryAfter`] says (when
 /// `config.default_retry`, as it is unless turned off).
 pub fn from_config(mut config: kube::Config) -> kube::Result<kube::Client> {

@@ -133,16 +133,9 @@ impl Config {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let zone = config.zone()?;
     let upstreams = config.upstreams()?;
-    let client = match &config.kubeconfig {
-        Some(path) => ekube_api::client::from_kubeconfig(path)
-            .await
-            .map_err(|e| Error::Client(e.to_string()))?,
-        None => {
-            let incluster =
-                kube::Config::incluster().map_err(|e| Error::Client(format!("in-cluster: {e}")))?;
-            ekube_api::client::from_config(incluster).map_err(|e| Error::Client(e.to_string()))?
-        }
-    };
+    let client = ekube_api::client::from_kubeconfig_or_in_cluster(config.kubeconfig.as_deref())
+        .await
+        .map_err(Error::Client)?;
     let (udp, tcp) = server::bind(config.listen)
         .await
         .map_err(|source| Error::Bind {

@@ -100,16 +100,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     {
         return Err(Error::DefaultCertificate(name.clone()));
     }
-    let client = match &config.kubeconfig {
-        Some(path) => ekube_api::client::from_kubeconfig(path)
-            .await
-            .map_err(|e| Error::Client(e.to_string()))?,
-        None => {
-            let incluster =
-                kube::Config::incluster().map_err(|e| Error::Client(format!("in-cluster: {e}")))?;
-            kube::Client::try_from(incluster).map_err(|e| Error::Client(e.to_string()))?
-        }
-    };
+    let client = ekube_api::client::from_kubeconfig_or_in_cluster(config.kubeconfig.as_deref())
+        .await
+        .map_err(Error::Client)?;
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
