@@ -176,6 +176,50 @@ pub async fn serve_tcp<H, F>(
     }
 }
 
+/// Serves small plain-text endpoints (`/metrics`, `/healthz`, …) over HTTP/1.1 on `listener`
+/// until `stop` turns true, as the add-ons serve theirs beside their work: `answer` maps a
+/// request path to its status and body, sent as Prometheus' text format.
+pub async fn text_endpoints<A>(
+    listener: TcpListener,
+    answer: A,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    A: Fn(&str) -> (http::StatusCode, String) + Send + Sync + 'static,
+{
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let answer = Arc::new(answer);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (status, body) = answer(req.uri().path());
+                    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+                    *response.status_mut() = status;
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 /// Go's `net/http` accept back-off: 5 ms, doubling, at most 1 s; reset by a successful accept.
 #[derive(Debug, Default)]
 struct Backoff(Option<Duration>);

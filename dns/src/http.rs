@@ -2,18 +2,15 @@
 //! process serves) and `/ready` (200 once the caches have listed, 503 before), on every
 //! listener it is given, as CoreDNS's `prometheus`, `health` and `ready` plugins serve them.
 
-use std::{convert::Infallible, sync::Arc};
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, header, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::metrics::Metrics;
 
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, body) = match req.uri().path() {
+fn respond(metrics: &Metrics, path: &str) -> (StatusCode, String) {
+    match path {
         "/metrics" => (StatusCode::OK, metrics.render()),
         "/health" => (StatusCode::OK, "OK".into()),
         "/ready" if metrics.ready() => (StatusCode::OK, "OK".into()),
@@ -22,38 +19,10 @@ fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> 
             "services and endpoint slices not listed yet\n".into(),
         ),
         _ => (StatusCode::NOT_FOUND, "404 page not found\n".into()),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
+    }
 }
 
 /// Serves `listener` until `stop` turns true.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept");
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&metrics, &req);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) {
+    ekube_api::serve::text_endpoints(listener, move |path| respond(&metrics, path), stop).await
 }

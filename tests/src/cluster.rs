@@ -320,6 +320,23 @@ impl LabCluster {
             .exec("n1", &["sh", "-c", &script.replace("$K", &k)])?)
     }
 
+    /// `ekube addons enable <addon> <args>` on node 1 with the admin kubeconfig, as an
+    /// administrator installs an optional add-on.
+    pub fn enable_addon(&self, addon: &str, args: &[&str]) -> Result<()> {
+        let (ekube, kubeconfig) = (
+            ekube_bin().display().to_string(),
+            self.kubeconfig.display().to_string(),
+        );
+        let mut argv = vec![ekube.as_str(), "addons", "enable", addon];
+        argv.extend(args);
+        argv.extend(["--kubeconfig", kubeconfig.as_str()]);
+        let out = self.lab.exec("n1", &argv)?;
+        if !out.success() {
+            bail!("ekube addons enable {addon}: {}", out.stderr.trim());
+        }
+        Ok(())
+    }
+
     /// `kubectl apply -f` of a manifest given as text.
     pub fn apply(&self, manifest: &str) -> Result<String> {
         let file = tempfile::Builder::new().suffix(".yaml").tempfile()?;

@@ -397,20 +397,7 @@ fn ingress_end_to_end() -> Result<()> {
     let n1 = c.lab.host("n1")?.ip.to_string();
     let n2 = c.lab.host("n2")?.ip.to_string();
     let ext_ip = c.lab.host("ext")?.ip.to_string();
-    let ekube = ekube_tests::ekube_bin().display().to_string();
-    let kubeconfig = c.lab.kubeconfig().display().to_string();
-    let out = c.lab.exec(
-        "n1",
-        &[
-            &ekube,
-            "addons",
-            "enable",
-            "ingress",
-            "--kubeconfig",
-            &kubeconfig,
-        ],
-    )?;
-    ensure!(out.success(), "addons enable ingress: {}", out.stderr);
+    c.enable_addon("ingress", &[])?;
     let class = c.get("ingressclass", "ekube")?;
     ensure!(class["spec"]["controller"] == "ekube.io/ingress", "{class}");
 

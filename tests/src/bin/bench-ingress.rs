@@ -144,20 +144,7 @@ fn main() -> Result<()> {
             ..Default::default()
         },
     )?;
-    let ekube = ekube_tests::ekube_bin().display().to_string();
-    let kubeconfig = cluster.lab.kubeconfig().display().to_string();
-    let out = cluster.lab.exec(
-        "n1",
-        &[
-            &ekube,
-            "addons",
-            "enable",
-            "ingress",
-            "--kubeconfig",
-            &kubeconfig,
-        ],
-    )?;
-    ensure!(out.success(), "addons enable ingress: {}", out.stderr);
+    cluster.enable_addon("ingress", &[])?;
     cluster.apply(BACKEND)?;
     cluster.kubectl(&["rollout", "status", "deployment/echo", "--timeout=180s"])?;
     let pod = cluster
