@@ -120,6 +120,11 @@ pub struct Config {
     /// apiserver, so it is taken here.
     #[arg(long, default_value = "8760h", value_parser = ekube_api::flags::parse_interval)]
     pub cluster_signing_duration: std::time::Duration,
+    /// How often every kubelet's `/metrics/resource` is read for the `metrics.k8s.io` API
+    /// (`kubectl top`), as metrics-server's flag of that name. 0 turns the scraper off (the
+    /// API then has no figures).
+    #[arg(long, default_value = "15s", value_parser = ekube_api::flags::parse_duration)]
+    pub metric_resolution: std::time::Duration,
 }
 
 impl Config {

@@ -1,10 +1,12 @@
 //! Discovery documents: `/api`, `/apis`, `/apis/<group>` and the per-version resource lists,
-//! in the legacy (non-aggregated) format every client understands.
+//! in the legacy (non-aggregated) format every client understands. Besides the resource table
+//! and the review APIs, `metrics.k8s.io` ([`crate::resource_metrics`]) is listed.
 
 use ekube_api::resources::{self, RESOURCES, ResourceInfo};
 use serde_json::{Value, json};
 
 use crate::authz::review::VIRTUAL;
+use crate::resource_metrics;
 
 const VERBS: &[&str] = &[
     "create",
@@ -47,6 +49,7 @@ fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
             None => groups.push((r.group, vec![r.version])),
         }
     }
+    groups.push((resource_metrics::GROUP, vec![resource_metrics::VERSION]));
     groups
 }
 
@@ -176,6 +179,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "kind": r.kind,
             "verbs": ["create"],
         }));
+    }
+    if group == resource_metrics::GROUP && version == resource_metrics::VERSION {
+        out.extend(resource_metrics::resources());
     }
     if out.is_empty() {
         return None;

@@ -20,7 +20,7 @@ use crate::errors::{ApiError, Result};
 use crate::registry::{FieldValidation, Warnings, WriteOptions};
 use crate::route::{self, Route, Target};
 use crate::table::{self, IncludeObject};
-use crate::{apply, delete, discovery, openapi, patch, watch};
+use crate::{apply, delete, discovery, openapi, patch, resource_metrics, watch};
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -215,6 +215,12 @@ async fn route_request(
             let obj = parse_object(&body, &content_type(&headers))?;
             let answer = review::create(&api.authz, r, ns.as_deref(), &user, obj)?;
             Ok(json_response(StatusCode::CREATED, &answer))
+        }
+        Route::Metrics(target) => {
+            if req.method() != Method::GET {
+                return Err(ApiError::method_not_allowed(req.method().as_str()));
+            }
+            ok(resource_metrics::serve(api, &target, &query).await?)
         }
         Route::Resource(target) => resource(api, &user, target, query, req).await,
         Route::NotFound => Err(ApiError::path_not_found()),

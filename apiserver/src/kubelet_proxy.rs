@@ -1,5 +1,6 @@
 //! The apiserver → kubelet hop (DESIGN.md §2) for `pods/log`, `pods/exec`, `pods/attach` and
-//! `pods/portforward`.
+//! `pods/portforward`, and the connection [`dial`] the `metrics.k8s.io` scraper reads
+//! `/metrics/resource` over.
 //!
 //! The pod must be bound to a node, and the named container must exist (default: the
 //! `kubectl.kubernetes.io/default-container` annotation or the only container). The request
@@ -97,35 +98,17 @@ pub async fn to_kubelet(
     let nodes = ekube_api::resources::find("", "v1", "nodes")
         .ok_or_else(|| ApiError::internal("nodes are not in the resource table"))?;
     let node = api.registry.get(nodes, None, node_name).await?;
-    let (host, port) = kubelet_address(&node).ok_or_else(|| ApiError {
-        code: 503,
-        reason: "ServiceUnavailable",
-        message: format!("node {node_name} has no address for its kubelet"),
-        details: None,
-    })?;
+    let Kubelet {
+        mut sender,
+        host,
+        port,
+    } = dial(api, &node).await?;
     let unavailable = |e: String| ApiError {
         code: 503,
         reason: "ServiceUnavailable",
         message: format!("error dialing the kubelet of node {node_name} ({host}:{port}): {e}"),
         details: None,
     };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| unavailable(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone())
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "kubelet connection ended with an error");
-        }
-    });
 
     let upgrading = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -210,6 +193,52 @@ pub async fn to_kubelet(
         .boxed_unsync();
     back.body(body)
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// An HTTP/1.1 connection to a node's kubelet, with the address it went to.
+pub struct Kubelet {
+    pub sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Connects to the kubelet of `node` (a Node object) over TLS with the apiserver's kubelet
+/// client certificate. Failures are 503 ServiceUnavailable naming the node and address.
+pub async fn dial(api: &ApiServer, node: &Value) -> Result<Kubelet> {
+    let node_name = node
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (host, port) = kubelet_address(node).ok_or_else(|| ApiError {
+        code: 503,
+        reason: "ServiceUnavailable",
+        message: format!("node {node_name} has no address for its kubelet"),
+        details: None,
+    })?;
+    let unavailable = |e: String| ApiError {
+        code: 503,
+        reason: "ServiceUnavailable",
+        message: format!("error dialing the kubelet of node {node_name} ({host}:{port}): {e}"),
+        details: None,
+    };
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| unavailable(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "kubelet connection ended with an error");
+        }
+    });
+    Ok(Kubelet { sender, host, port })
 }
 
 /// The container a request addresses: the named one, which must exist, or the default.

@@ -6,6 +6,7 @@
 //! ([`registry`]), which defaults ([`defaults`]), validates ([`validation`]), type-checks
 //! ([`typed`]) and patches ([`patch`], [`apply`]) objects before they reach [`storage`].
 //! Discovery and OpenAPI documents are generated from the resource table and the typed model.
+//! `metrics.k8s.io` is served from kubelet scrapes ([`resource_metrics`]).
 
 pub mod admission;
 pub mod alloc;
@@ -32,6 +33,7 @@ pub mod pki;
 pub mod podsecurity;
 pub mod protobuf;
 pub mod registry;
+pub mod resource_metrics;
 pub mod route;
 pub mod server;
 pub mod serviceaccount;
@@ -103,6 +105,8 @@ pub struct ApiServer {
     pub kubelet_tls: Arc<rustls::ClientConfig>,
     /// Slots of `--max-requests-inflight` and `--max-mutating-requests-inflight`.
     pub inflight: inflight::Inflight,
+    /// The kubelets' latest CPU and memory readings, for `metrics.k8s.io`.
+    pub resource_metrics: resource_metrics::Store,
 }
 
 /// A started server: where it listens and where its kubeconfigs are.
@@ -339,7 +343,14 @@ pub async fn start(
         ),
         config,
         kubelet_tls,
+        resource_metrics: resource_metrics::Store::default(),
     });
+    if !api.config.metric_resolution.is_zero() {
+        tokio::spawn(resource_metrics::scrape::run(
+            api.clone(),
+            api.config.metric_resolution,
+        ));
+    }
     tokio::spawn(authz::aggregate::run(api.clone()));
     tokio::spawn(compactor(
         store,

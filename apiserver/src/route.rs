@@ -3,6 +3,7 @@
 use ekube_api::resources::{self, ResourceInfo};
 
 use crate::authz::review::{self, Virtual};
+use crate::resource_metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -21,6 +22,8 @@ pub enum Route {
     Resource(Target),
     /// A create-only review resource ([`crate::authz::review`]), with its namespace.
     Review(&'static Virtual, Option<String>),
+    /// `metrics.k8s.io` ([`crate::resource_metrics`]).
+    Metrics(resource_metrics::Target),
     NotFound,
 }
 
@@ -64,6 +67,12 @@ pub fn parse(path: &str) -> Route {
             version: version.to_string(),
         },
         ["api", version, rest @ ..] => resource("", version, rest),
+        [
+            "apis",
+            resource_metrics::GROUP,
+            resource_metrics::VERSION,
+            rest @ ..,
+        ] => resource_metrics::route(rest).map_or(Route::NotFound, Route::Metrics),
         ["apis", group, version, rest @ ..] => match review::find(group, version, rest) {
             Some((r, ns)) => Route::Review(r, ns.map(str::to_string)),
             None => resource(group, version, rest),

@@ -1169,3 +1169,103 @@ async fn an_object_grown_past_the_limit_by_a_patch_is_refused() {
         "the patch was stored"
     );
 }
+
+/// `metrics.k8s.io` with nothing scraped (no kubelets here; the scraper is off): discovery
+/// lists the group and its two resources, lists are empty, a pod without figures is
+/// metrics-server's 404 and a missing pod or node the object's own, and writes are refused.
+#[test]
+fn the_metrics_api_is_discoverable_and_answers_like_metrics_server() {
+    let s = ServerProcess::start(&[]).unwrap();
+    let get = |path: &str| s.kubectl(&["get", "--raw", path]);
+    let groups = json_of(get("/apis"));
+    assert!(
+        groups["groups"].as_array().unwrap().iter().any(|g| {
+            g["name"] == "metrics.k8s.io"
+                && g["preferredVersion"]["groupVersion"] == "metrics.k8s.io/v1beta1"
+        }),
+        "{groups}"
+    );
+    let resources = json_of(get("/apis/metrics.k8s.io/v1beta1"));
+    let shapes: Vec<(String, bool, String, Value)> = resources["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_owned(),
+                r["namespaced"].as_bool().unwrap(),
+                r["kind"].as_str().unwrap().to_owned(),
+                r["verbs"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            (
+                "nodes".into(),
+                false,
+                "NodeMetrics".into(),
+                json!(["get", "list"])
+            ),
+            (
+                "pods".into(),
+                true,
+                "PodMetrics".into(),
+                json!(["get", "list"])
+            ),
+        ]
+    );
+
+    ok(s.kubectl_stdin(&["apply", "-f", "-"], Some(MANIFEST)));
+    let pods = json_of(get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"));
+    assert_eq!(
+        (
+            pods["kind"].as_str(),
+            pods["items"].as_array().map(Vec::len)
+        ),
+        (Some("PodMetricsList"), Some(0)),
+        "{pods}"
+    );
+    let nodes = json_of(get(
+        "/apis/metrics.k8s.io/v1beta1/nodes?labelSelector=a%3Db",
+    ));
+    assert_eq!(nodes["kind"], "NodeMetricsList");
+    for (path, message) in [
+        (
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/web",
+            r#"podmetrics.metrics.k8s.io "default/web" not found"#,
+        ),
+        (
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/missing",
+            r#"pods "missing" not found"#,
+        ),
+        (
+            "/apis/metrics.k8s.io/v1beta1/nodes/n1",
+            r#"nodes "n1" not found"#,
+        ),
+    ] {
+        let out = get(path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(&format!("(NotFound): {message}")),
+            "{path}: {stderr}"
+        );
+    }
+    let out = s.kubectl_stdin(
+        &[
+            "create",
+            "--raw",
+            "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods",
+            "-f",
+            "-",
+        ],
+        Some("{}"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("MethodNotAllowed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

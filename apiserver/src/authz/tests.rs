@@ -468,6 +468,11 @@ fn bootstrap_policy_grants_what_upstream_does() {
         a.authorize(&req(&jane, "list", "apps", "deployments", "", "dev", "")),
         Decision::Allow
     );
+    // …and from system:aggregated-metrics-reader: `kubectl top pods`.
+    assert_eq!(
+        a.authorize(&req(&jane, "list", "metrics.k8s.io", "pods", "", "dev", "")),
+        Decision::Allow
+    );
     assert_ne!(
         a.authorize(&req(&jane, "get", "", "secrets", "", "dev", "s")),
         Decision::Allow

@@ -205,6 +205,7 @@ mod tests {
         assert_eq!(subresources("/stats"), ["stats"]);
         assert_eq!(subresources("/statsfoo"), ["proxy"]);
         assert_eq!(subresources("/metrics/cadvisor"), ["metrics"]);
+        assert_eq!(subresources("/metrics/resource"), ["metrics"]);
         assert_eq!(subresources("/logs/syslog"), ["log"]);
         assert_eq!(subresources("/spec/"), ["spec"]);
         assert_eq!(subresources("/checkpoint/ns/pod/c"), ["checkpoint"]);

@@ -2,7 +2,7 @@
 //! `pods/exec`, `pods/attach` and `pods/portforward` to.
 //!
 //! Routes follow the upstream kubelet: `/containerLogs/{ns}/{pod}/{container}` ([`logs`]),
-//! `/pods`, `/stats/summary` and `/metrics` ([`stats`]),
+//! `/pods`, `/stats/summary` and `/metrics` ([`stats`]), `/metrics/resource` ([`resource`]),
 //! `/exec/{ns}/{pod}/{container}`, `/attach/{ns}/{pod}/{container}`, `/portForward/{ns}/{pod}`
 //! and `/run/{ns}/{pod}/{container}` ([`streaming`]), and `/healthz`.
 //! Every request is authenticated (a client certificate of the client CA, a bearer token the
@@ -16,6 +16,7 @@ mod access;
 mod auth;
 mod logs;
 mod lookup;
+mod resource;
 mod review;
 mod stats;
 mod streaming;
@@ -329,6 +330,7 @@ async fn route(node: Arc<Node>, req: Request<hyper::body::Incoming>) -> Response
         (&Method::GET, ["pods"]) => stats::pods(&node),
         (&Method::GET, ["stats", "summary"]) => stats::summary(&node).await,
         (&Method::GET, ["metrics"]) => stats::metrics(&node).await,
+        (&Method::GET, ["metrics", "resource"]) => resource::serve(&node).await,
         (&Method::GET, ["containerLogs", ns, pod, container]) => {
             logs::serve(&node, ns, pod, container, &query).await
         }

@@ -116,10 +116,7 @@ struct Target {
 /// The CPU counters of the node (`""`) and of every target.
 fn cpu_counters(mounts: &Mounts, targets: &[Target]) -> HashMap<String, u64> {
     let mut out = HashMap::new();
-    if let Some(ns) = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| node_cpu_ns(&s))
-    {
+    if let Some(ns) = read_node_cpu_ns() {
         out.insert(String::new(), ns);
     }
     for t in targets {
@@ -161,52 +158,80 @@ fn memory_json(time: &str, m: Option<&Memory>, available: Option<u64>) -> Value 
     v
 }
 
+/// What the runtime runs now: the ready pod sandboxes and the running containers.
+pub(super) struct Running {
+    pub sandboxes: Vec<cri::PodSandbox>,
+    pub containers: Vec<cri::Container>,
+}
+
+impl Running {
+    /// Lists them through CRI; the error says which list failed.
+    pub(super) async fn list(node: &Node) -> Result<Self, String> {
+        let mut rc = node.runtime.clone();
+        let sandboxes = rc
+            .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(|e| format!("listing pod sandboxes: {}", e.message()))?
+            .into_inner()
+            .items;
+        let containers = rc
+            .list_containers(cri::ListContainersRequest { filter: None })
+            .await
+            .map_err(|e| format!("listing containers: {}", e.message()))?
+            .into_inner()
+            .containers;
+        Ok(Self {
+            sandboxes: sandboxes
+                .into_iter()
+                .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
+                .collect(),
+            containers: containers
+                .into_iter()
+                .filter(|c| c.state == ContainerState::ContainerRunning as i32)
+                .collect(),
+        })
+    }
+
+    /// The running containers of sandbox `s`.
+    pub(super) fn of<'a>(
+        &'a self,
+        s: &'a cri::PodSandbox,
+    ) -> impl Iterator<Item = &'a cri::Container> + 'a {
+        self.containers
+            .iter()
+            .filter(move |c| c.pod_sandbox_id == s.id)
+    }
+}
+
+/// The cgroup of a pod (`<root>/pod<uid>`) under the kubelet's `--cgroup-root`.
+pub(super) fn pod_cgroup(node: &Node, s: &cri::PodSandbox) -> String {
+    let uid = s.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
+    format!("{}/pod{uid}", node.cgroup_root.trim_end_matches('/'))
+}
+
+/// The machine's busy CPU time in nanoseconds, read now.
+pub(super) fn read_node_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| node_cpu_ns(&s))
+}
+
+/// The machine's total memory and its usage, read now.
+pub(super) fn read_node_memory() -> Option<(u64, Memory)> {
+    node_memory(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+}
+
 /// `/stats/summary`.
 pub async fn summary(node: &Node) -> Response<Body> {
-    let mut rc = node.runtime.clone();
-    let sandboxes = match rc
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await
-    {
-        Ok(r) => r.into_inner().items,
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("listing pod sandboxes: {}", e.message()),
-            );
-        }
+    let running = match Running::list(node).await {
+        Ok(r) => r,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
-    let containers = match rc
-        .list_containers(cri::ListContainersRequest { filter: None })
-        .await
-    {
-        Ok(r) => r.into_inner().containers,
-        Err(e) => {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("listing containers: {}", e.message()),
-            );
-        }
-    };
-    let root = node.cgroup_root.trim_end_matches('/');
-    let ready: Vec<&cri::PodSandbox> = sandboxes
-        .iter()
-        .filter(|s| s.state == PodSandboxState::SandboxReady as i32)
-        .collect();
-    let running: Vec<&cri::Container> = containers
-        .iter()
-        .filter(|c| c.state == ContainerState::ContainerRunning as i32)
-        .collect();
-    let uid = |s: &cri::PodSandbox| {
-        s.metadata
-            .as_ref()
-            .map(|m| m.uid.clone())
-            .unwrap_or_default()
-    };
+    let ready: Vec<&cri::PodSandbox> = running.sandboxes.iter().collect();
     let mut targets = Vec::new();
     for s in &ready {
-        let pod_cgroup = format!("{root}/pod{}", uid(s));
-        for c in running.iter().filter(|c| c.pod_sandbox_id == s.id) {
+        let pod_cgroup = pod_cgroup(node, s);
+        for c in running.of(s) {
             targets.push(Target {
                 key: c.id.clone(),
                 cgroup: format!("{pod_cgroup}/{}", c.id),
@@ -254,8 +279,7 @@ pub async fn summary(node: &Node) -> Response<Body> {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((at, now.clone()));
 
     let time = rfc3339(chrono::Utc::now());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let (node_memory, available) = match node_memory(&meminfo) {
+    let (node_memory, available) = match read_node_memory() {
         Some((total, m)) => {
             let available = total.saturating_sub(m.working_set);
             (Some(m), Some(available))
@@ -274,10 +298,9 @@ pub async fn summary(node: &Node) -> Response<Body> {
         .iter()
         .map(|s| {
             let meta = s.metadata.clone().unwrap_or_default();
-            let pod_cgroup = format!("{root}/pod{}", meta.uid);
+            let pod_cgroup = pod_cgroup(node, s);
             let cs: Vec<Value> = running
-                .iter()
-                .filter(|c| c.pod_sandbox_id == s.id)
+                .of(s)
                 .map(|c| {
                     let cgroup = format!("{pod_cgroup}/{}", c.id);
                     json!({

@@ -328,6 +328,15 @@ pub const CLUSTER_ROLES: &[RoleSpec] = &[
             r(WRITE, COORDINATION, &["leases"]),
         ],
     },
+    // What metrics-server's manifest adds for its aggregated API; `metrics.k8s.io` is served
+    // by the apiserver here, so the role is part of the bootstrap policy.
+    RoleSpec {
+        name: "system:aggregated-metrics-reader",
+        namespace: "",
+        labels: &[BOOTSTRAPPING, TO_ADMIN, TO_EDIT, TO_VIEW],
+        aggregate_from: &[],
+        rules: &[r(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+    },
     RoleSpec {
         name: "system:aggregate-to-view",
         namespace: "",
