@@ -224,11 +224,9 @@ impl Registry {
         // A kind served in several versions is defaulted and validated in its storage version,
         // as upstream does in its internal one; unknown fields are those of the request's.
         let converted = crate::convert::converts(r);
-        let mut unknown = Vec::new();
+        let request = converted.then(|| obj.clone());
         if converted {
-            let (normalized, request_unknown) = normalize(r, obj.take())?;
-            *obj = crate::convert::to_storage(r, &normalized);
-            unknown = request_unknown;
+            *obj = crate::convert::to_storage(r, obj);
         }
         let old_stored = old
             .filter(|_| converted)
@@ -243,12 +241,13 @@ impl Registry {
             return Err(ApiError::invalid(r.group, r.kind, name_of(obj), causes));
         }
         let storage = crate::convert::storage_resource(r);
-        let (normalized, storage_unknown) = normalize(&storage, obj.take())?;
-        *obj = if converted {
-            crate::convert::from_storage(r, normalized)
-        } else {
-            unknown = storage_unknown;
-            normalized
+        let (normalized, mut unknown) = normalize(&storage, obj.take())?;
+        *obj = match request {
+            Some(request) => {
+                unknown = normalize(r, request)?.1;
+                crate::convert::from_storage(r, normalized)
+            }
+            None => normalized,
         };
         let size = encode(r, obj).len();
         if size > MAX_OBJECT_BYTES {

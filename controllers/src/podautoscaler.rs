@@ -12,7 +12,9 @@
 //! `ScalingActive=False` as upstream does when such an API is missing.
 
 mod calculator;
+mod metric;
 mod normalize;
+mod source;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,22 +23,19 @@ use std::time::Duration;
 use ekube_api::events::{EventType, Recorder};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::autoscaling::v2::{
-    ContainerResourceMetricStatus, HPAScalingRules, HorizontalPodAutoscaler,
-    HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus, MetricSpec, MetricStatus,
-    MetricTarget, MetricValueStatus, ResourceMetricStatus,
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
+    MetricStatus,
 };
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 
-use calculator::{MetricsSource, PodInfo, PodMetric, PodMetrics, Target};
-use normalize::{Behavior, History, Policy, Rules, SelectPolicy};
+use metric::{MetricError, replicas_for_metric, rules_of, tolerances_of};
+use normalize::{Behavior, History};
 
 use crate::{Context as _, Result};
 
@@ -49,6 +48,9 @@ pub struct Settings {
     pub downscale_stabilization: Duration,
 }
 
+/// An autoscaler (`namespace/name`), an event reason and its message.
+type EventKey = (String, String, String);
+
 struct Ctx {
     client: kube::Client,
     recorder: Recorder,
@@ -56,6 +58,51 @@ struct Ctx {
     store: Store<HorizontalPodAutoscaler>,
     /// Recommendations and scale events of each autoscaler (`namespace/name`).
     history: Mutex<HashMap<String, History>>,
+    /// When each autoscaler was last synced, at which generation: a sync is due every
+    /// `sync_period` or when the spec changes, not when the controller's own status write
+    /// comes back through the watch.
+    last_sync: Mutex<HashMap<String, (Option<i64>, std::time::Instant)>>,
+    /// The Event written for each (autoscaler, reason, message) and how often it occurred:
+    /// a repeat counts on it, as upstream's event correlator aggregates.
+    events: Mutex<HashMap<EventKey, (String, i32)>>,
+}
+
+impl Ctx {
+    async fn event(
+        &self,
+        hpa: &HorizontalPodAutoscaler,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let ns = hpa.namespace().unwrap_or_default();
+        let key = (
+            format!("{ns}/{}", hpa.name_any()),
+            reason.to_string(),
+            message.to_string(),
+        );
+        let seen = self.events.lock().expect("events lock").get(&key).cloned();
+        if let Some((name, count)) = seen
+            && self.recorder.repeat(&ns, &name, count + 1).await
+        {
+            self.events
+                .lock()
+                .expect("events lock")
+                .insert(key, (name, count + 1));
+            return;
+        }
+        let involved = ekube_api::events::reference(hpa);
+        if let Some(name) = self
+            .recorder
+            .record_named(involved, kind, reason, message)
+            .await
+        {
+            self.events
+                .lock()
+                .expect("events lock")
+                .insert(key, (name, 1));
+        }
+    }
 }
 
 pub async fn run(
@@ -74,6 +121,8 @@ pub async fn run(
         settings,
         store,
         history: Mutex::new(HashMap::new()),
+        last_sync: Mutex::new(HashMap::new()),
+        events: Mutex::new(HashMap::new()),
     };
     crate::runner::drive(
         "horizontalpodautoscaling",
@@ -84,294 +133,6 @@ pub async fn run(
     )
     .await;
     Ok(())
-}
-
-/// PodMetrics through the API, and the pods they belong to with their requests of `resource`.
-struct ApiMetrics<'a> {
-    client: &'a kube::Client,
-    resource: String,
-}
-
-fn pod_metrics_resource() -> ApiResource {
-    ApiResource {
-        group: "metrics.k8s.io".into(),
-        version: "v1beta1".into(),
-        api_version: "metrics.k8s.io/v1beta1".into(),
-        kind: "PodMetrics".into(),
-        plural: "pods".into(),
-    }
-}
-
-fn milli(q: &str) -> Option<i64> {
-    ekube_api::quantity::parse_milli(q)
-        .ok()
-        .and_then(|m| i64::try_from(m).ok())
-}
-
-impl MetricsSource for ApiMetrics<'_> {
-    async fn pods(&self, namespace: &str, selector: &str) -> Result<Vec<PodInfo>, String> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let pods = api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| format!("unable to get pods while calculating replica count: {e}"))?;
-        Ok(pods
-            .items
-            .iter()
-            .map(|p| {
-                let mut info = pod_info(p);
-                info.requests = p
-                    .spec
-                    .iter()
-                    .flat_map(|s| &s.containers)
-                    .map(|c| {
-                        let request = c
-                            .resources
-                            .as_ref()
-                            .and_then(|r| r.requests.as_ref())
-                            .and_then(|r| r.get(&self.resource))
-                            .and_then(|q| milli(&q.0));
-                        (c.name.clone(), request)
-                    })
-                    .collect();
-                info
-            })
-            .collect())
-    }
-
-    async fn resource_metrics(
-        &self,
-        namespace: &str,
-        selector: &str,
-        resource: &str,
-        container: Option<&str>,
-    ) -> Result<PodMetrics, String> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), namespace, &pod_metrics_resource());
-        let list = api
-            .list(&ListParams::default().labels(selector))
-            .await
-            .map_err(|e| format!("unable to fetch metrics from resource metrics API: {e}"))?;
-        if list.items.is_empty() {
-            return Err("no metrics returned from resource metrics API".into());
-        }
-        let mut out = PodMetrics::new();
-        for m in &list.items {
-            let containers = m.data["containers"].as_array().cloned().unwrap_or_default();
-            let mut sum = 0;
-            let mut missing = containers.is_empty();
-            let mut matched = false;
-            for c in &containers {
-                if container.is_some_and(|want| c["name"].as_str() != Some(want)) {
-                    continue;
-                }
-                matched = true;
-                match c["usage"][resource].as_str().and_then(milli) {
-                    Some(v) => sum += v,
-                    None => {
-                        missing = true;
-                        break;
-                    }
-                }
-            }
-            if container.is_some() && !matched {
-                missing = true;
-            }
-            if missing {
-                continue;
-            }
-            let timestamp = m.data["timestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .unwrap_or_else(Timestamp::now);
-            let window = m.data["window"]
-                .as_str()
-                .and_then(|w| ekube_api::flags::parse_duration(w).ok())
-                .unwrap_or_default();
-            out.insert(
-                m.name_any(),
-                PodMetric {
-                    value: sum,
-                    timestamp,
-                    window,
-                },
-            );
-        }
-        Ok(out)
-    }
-}
-
-/// What the calculator needs of a pod, requests aside.
-fn pod_info(p: &Pod) -> PodInfo {
-    let status = p.status.clone().unwrap_or_default();
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| {
-            (
-                c.status == "True",
-                c.last_transition_time
-                    .as_ref()
-                    .map_or(Timestamp::UNIX_EPOCH, |t| t.0),
-            )
-        });
-    PodInfo {
-        name: p.name_any(),
-        phase: status.phase.unwrap_or_default(),
-        deleting: p.metadata.deletion_timestamp.is_some(),
-        start_time: status.start_time.map(|t| t.0),
-        ready,
-        requests: Vec::new(),
-    }
-}
-
-fn target_of(t: &MetricTarget) -> Result<Target, String> {
-    if let Some(v) = &t.average_value {
-        return milli(&v.0)
-            .map(Target::AverageValue)
-            .ok_or_else(|| format!("invalid target averageValue {:?}", v.0));
-    }
-    t.average_utilization.map(Target::Utilization).ok_or_else(|| {
-        "invalid resource metric source: neither an average utilization target nor an average value (usage) target was set".to_string()
-    })
-}
-
-/// One metric's outcome: (replicas, metric name for messages, status, timestamp).
-type MetricOutcome = (i32, String, MetricStatus, Timestamp);
-
-/// A failed metric: the `ScalingActive` condition reason and the error.
-struct MetricError {
-    reason: &'static str,
-    error: String,
-}
-
-async fn replicas_for_metric(
-    ctx: &Ctx,
-    ns: &str,
-    spec: &MetricSpec,
-    current: i32,
-    selector: &str,
-    now: Timestamp,
-) -> Result<MetricOutcome, MetricError> {
-    let (resource, container, target, reason) = match spec.type_.as_str() {
-        "Resource" => {
-            let Some(r) = &spec.resource else {
-                return Err(MetricError {
-                    reason: "FailedGetResourceMetric",
-                    error: "resource metric source is missing".into(),
-                });
-            };
-            (r.name.clone(), None, &r.target, "FailedGetResourceMetric")
-        }
-        "ContainerResource" => {
-            let Some(r) = &spec.container_resource else {
-                return Err(MetricError {
-                    reason: "FailedGetContainerResourceMetric",
-                    error: "container resource metric source is missing".into(),
-                });
-            };
-            (
-                r.name.clone(),
-                Some(r.container.clone()),
-                &r.target,
-                "FailedGetContainerResourceMetric",
-            )
-        }
-        "Pods" | "Object" | "External" => {
-            let (reason, api, what) = match spec.type_.as_str() {
-                "Pods" => ("FailedGetPodsMetric", "custom.metrics.k8s.io", "pods"),
-                "Object" => ("FailedGetObjectMetric", "custom.metrics.k8s.io", "object"),
-                _ => (
-                    "FailedGetExternalMetric",
-                    "external.metrics.k8s.io",
-                    "external",
-                ),
-            };
-            return Err(MetricError {
-                reason,
-                error: format!(
-                    "failed to get {what} metric value: unable to get metric: the server could not find the requested resource ({api} is not served)"
-                ),
-            });
-        }
-        other => {
-            return Err(MetricError {
-                reason: "InvalidMetricSourceType",
-                error: format!("unknown metric source type {other:?}"),
-            });
-        }
-    };
-    let kind = if container.is_some() {
-        "container"
-    } else {
-        "resource"
-    };
-    let fail = |e: String| MetricError {
-        reason,
-        error: format!("failed to get {resource} {kind} metric value: {e}"),
-    };
-    let goal = target_of(target).map_err(&fail)?;
-    let source = ApiMetrics {
-        client: &ctx.client,
-        resource: resource.clone(),
-    };
-    let p = calculator::resource_replicas(
-        &source,
-        ns,
-        selector,
-        &resource,
-        container.as_deref(),
-        current,
-        goal,
-        now,
-    )
-    .await
-    .map_err(|e| {
-        let what = match goal {
-            Target::Utilization(_) => "utilization",
-            Target::AverageValue(_) => "usage",
-        };
-        fail(format!("failed to get {resource} {what}: {e}"))
-    })?;
-    let value = MetricValueStatus {
-        average_utilization: p.utilization,
-        average_value: Some(Quantity(ekube_api::quantity::render(
-            i128::from(p.raw) * 1_000_000,
-            ekube_api::quantity::Format::DecimalSi,
-        ))),
-        value: None,
-    };
-    let name = match (goal, container.is_some()) {
-        (Target::AverageValue(_), _) => format!("{resource} resource"),
-        (Target::Utilization(_), false) => {
-            format!("{resource} resource utilization (percentage of request)")
-        }
-        (Target::Utilization(_), true) => {
-            format!("{resource} container resource utilization (percentage of request)")
-        }
-    };
-    let status = match container {
-        None => MetricStatus {
-            type_: "Resource".into(),
-            resource: Some(ResourceMetricStatus {
-                name: resource,
-                current: value,
-            }),
-            ..Default::default()
-        },
-        Some(c) => MetricStatus {
-            type_: "ContainerResource".into(),
-            container_resource: Some(ContainerResourceMetricStatus {
-                name: resource,
-                container: c,
-                current: value,
-            }),
-            ..Default::default()
-        },
-    };
-    Ok((p.replicas, name, status, p.timestamp))
 }
 
 fn set_condition(
@@ -401,62 +162,20 @@ fn set_condition(
     c.message = Some(message.into());
 }
 
-fn rules_of(r: Option<&HPAScalingRules>, up: bool, downscale: Duration) -> Rules {
-    let policies = r
-        .and_then(|r| r.policies.clone())
-        .map(|ps| {
-            ps.iter()
-                .map(|p| {
-                    let period = Duration::from_secs(p.period_seconds.max(0) as u64);
-                    if p.type_ == "Pods" {
-                        Policy::Pods {
-                            value: p.value,
-                            period,
-                        }
-                    } else {
-                        Policy::Percent {
-                            value: p.value,
-                            period,
-                        }
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_else(|| {
-            let period = Duration::from_secs(15);
-            if up {
-                vec![
-                    Policy::Pods { value: 4, period },
-                    Policy::Percent { value: 100, period },
-                ]
-            } else {
-                vec![Policy::Percent { value: 100, period }]
-            }
-        });
-    let select_policy = match r.and_then(|r| r.select_policy.as_deref()) {
-        Some("Min") => SelectPolicy::Min,
-        Some("Disabled") => SelectPolicy::Disabled,
-        _ => SelectPolicy::Max,
-    };
-    // An unset scale-down window is the controller's flag, as upstream's
-    // `maybeInitScaleDownStabilizationWindow`.
-    let stabilization_window = r
-        .and_then(|r| r.stabilization_window_seconds)
-        .map(|s| Duration::from_secs(s.max(0) as u64))
-        .unwrap_or(if up { Duration::ZERO } else { downscale });
-    Rules {
-        stabilization_window,
-        select_policy,
-        policies,
-    }
-}
-
-/// The target's resource (it must have a `/scale`), from `scaleTargetRef`.
+/// The target's resource, by group and kind as upstream's REST mapper finds it (any served
+/// version); it must have a `/scale`.
 fn scale_target(api_version: &str, kind: &str) -> Result<&'static ekube_api::ResourceInfo, String> {
     let (group, _) = ekube_api::resources::split_api_version(api_version);
-    match ekube_api::resources::find_kind(api_version, kind) {
+    let found = ekube_api::resources::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.kind == kind)
+        .max_by_key(|r| r.scale);
+    match found {
         Some(r) if r.scale => Ok(r),
-        Some(r) => Err(format!("{} has no scale subresource", r.plural)),
+        Some(r) => Err(format!(
+            "the server could not find the requested resource ({}.{} has no scale subresource)",
+            r.plural, r.group
+        )),
         None => Err(format!("no matches for kind {kind:?} in group {group:?}")),
     }
 }
@@ -474,9 +193,24 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
             .collect();
         let mut history = ctx.history.lock().expect("history lock");
         history.retain(|k, _| live.contains(k));
+        let mut last_sync = ctx.last_sync.lock().expect("sync lock");
+        last_sync.retain(|k, _| live.contains(k));
+        let mut events = ctx.events.lock().expect("events lock");
+        events.retain(|(k, _, _), _| live.contains(k));
     }
     if hpa.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
+    }
+    {
+        let mut last_sync = ctx.last_sync.lock().expect("sync lock");
+        let generation = hpa.metadata.generation;
+        if let Some((synced, at)) = last_sync.get(&key)
+            && *synced == generation
+            && at.elapsed() < ctx.settings.sync_period
+        {
+            return Ok(Action::requeue(ctx.settings.sync_period - at.elapsed()));
+        }
+        last_sync.insert(key.clone(), (generation, std::time::Instant::now()));
     }
     let requeue = Action::requeue(ctx.settings.sync_period);
     let spec = hpa.spec.clone();
@@ -507,8 +241,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     let (scale_api, mut scale) = match scale {
         Ok(s) => s,
         Err(e) => {
-            ctx.recorder
-                .record(&*hpa, EventType::Warning, "FailedGetScale", &e)
+            ctx.event(&hpa, EventType::Warning, "FailedGetScale", &e)
                 .await;
             set_condition(
                 &mut conditions,
@@ -540,7 +273,8 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
         .record_initial(current, now);
     let min = spec.min_replicas.unwrap_or(1);
     let max = spec.max_replicas;
-    let mut metric_statuses: Option<Vec<MetricStatus>> = status.current_metrics.clone();
+    // Only a metrics computation reports current metrics; the other branches clear them.
+    let mut metric_statuses: Option<Vec<MetricStatus>> = None;
     let mut desired;
     let mut reason = String::new();
     let mut rescale = true;
@@ -580,8 +314,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
             .unwrap_or_default();
         if selector.is_empty() {
             let msg = "selector is required";
-            ctx.recorder
-                .record(&*hpa, EventType::Warning, "SelectorRequired", msg)
+            ctx.event(&hpa, EventType::Warning, "SelectorRequired", msg)
                 .await;
             set_condition(
                 &mut conditions,
@@ -590,18 +323,26 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 "InvalidSelector",
                 "the HPA target's scale is missing a selector",
             );
+            ctx.event(
+                &hpa,
+                EventType::Warning,
+                "FailedComputeMetricsReplicas",
+                msg,
+            )
+            .await;
             status.current_replicas = Some(current);
             status.current_metrics = None;
             status.conditions = Some(conditions);
             write_status(&ctx, &hpa, &original, status).await?;
             return Ok(requeue);
         }
+        let tolerances = tolerances_of(spec.behavior.as_ref());
         let metrics = spec.metrics.clone().unwrap_or_default();
         let mut statuses = vec![MetricStatus::default(); metrics.len()];
         let (mut proposal, mut metric_name) = (0, String::new());
         let mut invalid: Vec<MetricError> = Vec::new();
         for (i, m) in metrics.iter().enumerate() {
-            match replicas_for_metric(&ctx, &ns, m, current, &selector, now).await {
+            match replicas_for_metric(&ctx, &ns, m, current, &selector, tolerances, now).await {
                 Ok((replicas, name, s, _)) => {
                     statuses[i] = s;
                     if proposal == 0 || replicas > proposal {
@@ -610,8 +351,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                     }
                 }
                 Err(e) => {
-                    ctx.recorder
-                        .record(&*hpa, EventType::Warning, e.reason, &e.error)
+                    ctx.event(&hpa, EventType::Warning, e.reason, &e.cause)
                         .await;
                     invalid.push(e);
                 }
@@ -627,7 +367,7 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 first.reason,
                 &format!(
                     "the HPA was unable to compute the replica count: {}",
-                    first.error
+                    first.cause
                 ),
             );
             let msg = format!(
@@ -636,14 +376,13 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 metrics.len(),
                 first.error
             );
-            ctx.recorder
-                .record(
-                    &*hpa,
-                    EventType::Warning,
-                    "FailedComputeMetricsReplicas",
-                    &msg,
-                )
-                .await;
+            ctx.event(
+                &hpa,
+                EventType::Warning,
+                "FailedComputeMetricsReplicas",
+                &msg,
+            )
+            .await;
             status.current_replicas = Some(current);
             status.current_metrics = metric_statuses;
             status.conditions = Some(conditions);
@@ -705,14 +444,13 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 kube::Error::Api(s) => s.message,
                 other => other.to_string(),
             };
-            ctx.recorder
-                .record(
-                    &*hpa,
-                    EventType::Warning,
-                    "FailedRescale",
-                    &format!("New size: {desired}; reason: {reason}; error: {e}"),
-                )
-                .await;
+            ctx.event(
+                &hpa,
+                EventType::Warning,
+                "FailedRescale",
+                &format!("New size: {desired}; reason: {reason}; error: {e}"),
+            )
+            .await;
             set_condition(
                 &mut conditions,
                 "AbleToScale",
@@ -733,14 +471,13 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
             "SucceededRescale",
             &format!("the HPA controller was able to update the target scale to {desired}"),
         );
-        ctx.recorder
-            .record(
-                &*hpa,
-                EventType::Normal,
-                "SuccessfulRescale",
-                &format!("New size: {desired}; reason: {reason}"),
-            )
-            .await;
+        ctx.event(
+            &hpa,
+            EventType::Normal,
+            "SuccessfulRescale",
+            &format!("New size: {desired}; reason: {reason}"),
+        )
+        .await;
         ctx.history
             .lock()
             .expect("history lock")

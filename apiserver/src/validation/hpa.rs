@@ -345,6 +345,16 @@ fn scaling_rules(rules: &Value, at: &str, causes: &mut Vec<Cause>) {
             ));
         }
     }
+    if let Some(t) = rules.get("tolerance").filter(|t| !t.is_null())
+        && quantity_sign(t).is_some_and(|s| s < 0)
+    {
+        let shown = t.as_str().map_or_else(|| t.to_string(), str::to_string);
+        causes.push(Cause::invalid(
+            format!("{at}.tolerance"),
+            format!("\"{shown}\""),
+            "must be greater than or equal to zero",
+        ));
+    }
     if let Some(p) = rules.get("selectPolicy").and_then(Value::as_str)
         && !SELECT_POLICIES.contains(&p)
     {

@@ -14,8 +14,32 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-/// Upstream's default tolerance: no scaling while `|1 - usage/target| <= 0.1`.
+/// Upstream's default tolerance (`--horizontal-pod-autoscaler-tolerance`): no scaling while
+/// `|1 - usage/target| <= 0.1`.
 pub const TOLERANCE: f64 = 0.1;
+
+/// How far below and above 1 the usage ratio may be without a change: the default, or each
+/// direction's `behavior.scaleDown.tolerance` / `behavior.scaleUp.tolerance`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerances {
+    pub down: f64,
+    pub up: f64,
+}
+
+impl Default for Tolerances {
+    fn default() -> Self {
+        Self {
+            down: TOLERANCE,
+            up: TOLERANCE,
+        }
+    }
+}
+
+impl Tolerances {
+    fn within(&self, ratio: f64) -> bool {
+        1.0 - self.down <= ratio && ratio <= 1.0 + self.up
+    }
+}
 /// `--horizontal-pod-autoscaler-cpu-initialization-period`.
 pub const CPU_INITIALIZATION_PERIOD: Duration = Duration::from_secs(300);
 /// `--horizontal-pod-autoscaler-initial-readiness-delay`.
@@ -82,13 +106,12 @@ pub struct Proposal {
     pub timestamp: Timestamp,
 }
 
-fn within_tolerance(ratio: f64) -> bool {
-    (1.0 - ratio).abs() <= TOLERANCE
-}
-
 /// The replicas for a resource metric of the pods `selector` selects (upstream's
 /// `GetResourceReplicas` and `GetRawResourceReplicas`).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the inputs of upstream's calculation, each plain data"
+)]
 pub async fn resource_replicas<M: MetricsSource>(
     source: &M,
     namespace: &str,
@@ -97,6 +120,7 @@ pub async fn resource_replicas<M: MetricsSource>(
     container: Option<&str>,
     current: i32,
     target: Target,
+    tolerances: Tolerances,
     now: Timestamp,
 ) -> Result<Proposal, String> {
     let metrics = source
@@ -104,10 +128,16 @@ pub async fn resource_replicas<M: MetricsSource>(
         .await
         .map_err(|e| format!("unable to get metrics for resource {resource}: {e}"))?;
     let pods = source.pods(namespace, selector).await?;
-    calculate(&pods, metrics, resource, container, current, target, now)
+    calculate(
+        &pods, metrics, resource, container, current, target, tolerances, now,
+    )
 }
 
 /// The calculation itself, on fetched pods and metrics.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the inputs of upstream's calculation, each plain data"
+)]
 pub fn calculate(
     pods: &[PodInfo],
     mut metrics: PodMetrics,
@@ -115,6 +145,7 @@ pub fn calculate(
     container: Option<&str>,
     current: i32,
     target: Target,
+    tolerances: Tolerances,
     now: Timestamp,
 ) -> Result<Proposal, String> {
     if pods.is_empty() {
@@ -154,7 +185,7 @@ pub fn calculate(
     };
     let scale_up_with_unready = !groups.unready.is_empty() && ratio > 1.0;
     if !scale_up_with_unready && groups.missing.is_empty() {
-        if within_tolerance(ratio) {
+        if tolerances.within(ratio) {
             return Ok(proposal(current));
         }
         return Ok(proposal((ratio * groups.ready as f64).ceil() as i32));
@@ -198,7 +229,7 @@ pub fn calculate(
     }
     let (new_ratio, _, _) = ratio_of(&metrics)?;
     // No change when it is too small, or when the pods added back would flip the direction.
-    if within_tolerance(new_ratio)
+    if tolerances.within(new_ratio)
         || (ratio < 1.0 && new_ratio > 1.0)
         || (ratio > 1.0 && new_ratio < 1.0)
     {

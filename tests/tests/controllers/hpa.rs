@@ -41,27 +41,21 @@ async fn autoscaling_v1_and_v2_kubectl_validation_and_a_missing_target() -> Resu
     new.spec.metrics = Some(vec![extra, metrics[0].clone()]);
     v2.replace("api", &PostParams::default(), &new).await?;
     let mut as_v1 = v1.get("api").await?;
-    assert_eq!(
-        as_v1
-            .spec
-            .as_ref()
-            .unwrap()
-            .target_cpu_utilization_percentage,
-        Some(60)
-    );
+    assert_eq!(as_v1.spec.target_cpu_utilization_percentage, Some(60));
     let annotation = as_v1
         .annotations()
         .get("autoscaling.alpha.kubernetes.io/metrics")
         .cloned()
         .unwrap_or_default();
     assert!(annotation.contains("100Mi"), "{annotation}");
-    as_v1.spec.as_mut().unwrap().max_replicas = 6;
+    as_v1.spec.max_replicas = 6;
     v1.replace("api", &PostParams::default(), &as_v1).await?;
     let back = v2.get("api").await?;
     assert_eq!(back.spec.max_replicas, 6);
     let names: Vec<String> = back
         .spec
         .metrics
+        .clone()
         .unwrap_or_default()
         .iter()
         .filter_map(|m| m.resource.as_ref().map(|r| r.name.clone()))

@@ -45,7 +45,16 @@ struct Case {
 }
 
 fn run(c: Case) {
-    let got = calculate(&c.pods, c.metrics, "cpu", None, c.current, c.target, now());
+    let got = calculate(
+        &c.pods,
+        c.metrics,
+        "cpu",
+        None,
+        c.current,
+        c.target,
+        Tolerances::default(),
+        now(),
+    );
     match (&got, c.want) {
         (Ok(p), Ok(want)) => {
             assert_eq!(p.replicas, want, "{}: replicas", c.name);
@@ -271,6 +280,7 @@ async fn through_a_metrics_source() {
         None,
         2,
         Target::Utilization(50),
+        Tolerances::default(),
         now(),
     )
     .await
@@ -285,6 +295,7 @@ async fn through_a_metrics_source() {
         None,
         2,
         Target::Utilization(50),
+        Tolerances::default(),
         now(),
     )
     .await
@@ -293,4 +304,30 @@ async fn through_a_metrics_source() {
         e,
         "unable to get metrics for resource cpu: no metrics returned from resource metrics API"
     );
+}
+
+#[test]
+fn per_direction_tolerances() {
+    // 105 % of a 100 % target: within the default 10 %, outside a 1 % scale-up tolerance.
+    let m = metrics(&[("p0", 1050), ("p1", 1050)]);
+    let tight = Tolerances {
+        down: 0.1,
+        up: 0.01,
+    };
+    let calc = |t| {
+        calculate(
+            &pods(2, 1000),
+            m.clone(),
+            "cpu",
+            None,
+            2,
+            Target::Utilization(100),
+            t,
+            now(),
+        )
+        .unwrap()
+        .replicas
+    };
+    assert_eq!(calc(Tolerances::default()), 2);
+    assert_eq!(calc(tight), 3);
 }
