@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use serde_json::Value;
 
 use super::calculator::{MetricsSource, PodInfo, PodMetric, PodMetrics};
 
@@ -99,50 +100,44 @@ impl MetricsSource for ApiMetrics<'_> {
         if list.items.is_empty() {
             return Err("no metrics returned from resource metrics API".into());
         }
-        let mut out = PodMetrics::new();
-        for m in &list.items {
-            let containers = m.data["containers"].as_array().cloned().unwrap_or_default();
-            let mut sum = 0;
-            let mut missing = containers.is_empty();
-            let mut matched = false;
-            for c in &containers {
-                if container.is_some_and(|want| c["name"].as_str() != Some(want)) {
-                    continue;
-                }
-                matched = true;
-                match c["usage"][resource].as_str().and_then(milli) {
-                    Some(v) => sum += v,
-                    None => {
-                        missing = true;
-                        break;
-                    }
-                }
-            }
-            if container.is_some() && !matched {
-                missing = true;
-            }
-            if missing {
-                continue;
-            }
-            let timestamp = m.data["timestamp"]
-                .as_str()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .unwrap_or_else(Timestamp::now);
-            let window = m.data["window"]
-                .as_str()
-                .and_then(|w| ekube_api::flags::parse_duration(w).ok())
-                .unwrap_or_default();
-            out.insert(
-                m.name_any(),
-                PodMetric {
-                    value: sum,
-                    timestamp,
-                    window,
-                },
-            );
-        }
-        Ok(out)
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|m| Some((m.name_any(), pod_usage(&m.data, resource, container)?)))
+            .collect())
     }
+}
+
+/// A PodMetrics' usage of `resource`, summed over its containers (or only `container`'s), in
+/// milli-units; `None` when a container does not report it (upstream's `getPodMetrics` then
+/// leaves the pod out, as missing).
+fn pod_usage(m: &Value, resource: &str, container: Option<&str>) -> Option<PodMetric> {
+    let containers = m["containers"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let mut sum = 0;
+    let mut matched = false;
+    for c in containers {
+        if container.is_some_and(|want| c["name"].as_str() != Some(want)) {
+            continue;
+        }
+        matched = true;
+        sum += c["usage"][resource].as_str().and_then(milli)?;
+    }
+    if !matched {
+        return None;
+    }
+    let timestamp = m["timestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .unwrap_or_else(Timestamp::now);
+    let window = m["window"]
+        .as_str()
+        .and_then(|w| ekube_api::flags::parse_duration(w).ok())
+        .unwrap_or_default();
+    Some(PodMetric {
+        value: sum,
+        timestamp,
+        window,
+    })
 }
 
 /// What the calculator needs of a pod, requests aside.
@@ -168,5 +163,37 @@ fn pod_info(p: &Pod) -> PodInfo {
         start_time: status.start_time.map(|t| t.0),
         ready,
         requests: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn pod_metrics_as_the_metrics_api_serves_them() {
+        let m = json!({"metadata": {"name": "web-1"}, "timestamp": "2026-01-01T12:00:00.250Z",
+        "window": "15.012s", "containers": [
+            {"name": "app", "usage": {"cpu": "250000000n", "memory": "64Mi"}},
+            {"name": "sidecar", "usage": {"cpu": "5m", "memory": "16Mi"}},
+        ]});
+        let all = pod_usage(&m, "cpu", None).unwrap();
+        assert_eq!(all.value, 255);
+        assert_eq!(all.window, std::time::Duration::from_millis(15_012));
+        assert_eq!(
+            all.timestamp,
+            "2026-01-01T12:00:00.250Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(pod_usage(&m, "cpu", Some("sidecar")).unwrap().value, 5);
+        assert_eq!(
+            pod_usage(&m, "memory", Some("app")).unwrap().value,
+            64 * 1024 * 1024 * 1000
+        );
+        // A container without the resource, an unknown container, no containers: missing.
+        assert!(pod_usage(&m, "ephemeral-storage", None).is_none());
+        assert!(pod_usage(&m, "cpu", Some("other")).is_none());
+        assert!(pod_usage(&json!({"containers": []}), "cpu", None).is_none());
     }
 }
