@@ -71,6 +71,20 @@ impl Recorder {
         reason: &str,
         message: &str,
     ) -> bool {
+        self.record_named(involved, kind, reason, message)
+            .await
+            .is_some()
+    }
+
+    /// Records an event about the object `involved` points to; the written Event's name, for a
+    /// caller that counts repeats on it (see [`Recorder::repeat`]).
+    pub async fn record_named(
+        &self,
+        involved: ObjectReference,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) -> Option<String> {
         let namespace = involved
             .namespace
             .clone()
@@ -84,7 +98,7 @@ impl Recorder {
         );
         let event = Event {
             metadata: ObjectMeta {
-                name: Some(name),
+                name: Some(name.clone()),
                 namespace: Some(namespace.clone()),
                 ..Default::default()
             },
@@ -110,12 +124,28 @@ impl Recorder {
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         match api.create(&PostParams::default(), &event).await {
-            Ok(_) => true,
+            Ok(_) => Some(name),
             Err(e) => {
                 tracing::debug!(error = %e, reason, "recording event failed");
-                false
+                None
             }
         }
+    }
+
+    /// Counts one more occurrence of the Event `name` in `namespace`, as upstream's event
+    /// correlator aggregates a repeated reason and message (`count`, `lastTimestamp`); whether
+    /// the Event was still there to count on.
+    pub async fn repeat(&self, namespace: &str, name: &str, count: i32) -> bool {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let patch = serde_json::json!({"count": count, "lastTimestamp": Time(now)});
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .is_ok()
     }
 }
 

@@ -41,6 +41,7 @@ impl ResourceInfo {
     /// The storage key prefix for this resource (`/registry/<group>/<plural>/`).
     pub fn key_prefix(&self) -> String {
         // events.k8s.io/v1 Events are another version of core/v1 Events: one storage.
+        // autoscaling/v1 HorizontalPodAutoscalers are another version of autoscaling/v2 ones.
         let group = match self.group {
             "" | "events.k8s.io" => "core",
             g => g,
@@ -257,6 +258,25 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         &["pdb"],
     )),
+    // autoscaling/v2 is the storage version; v1 is converted (see the apiserver's `convert`).
+    in_all(with_status(res(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+    ))),
+    in_all(with_status(res(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+    ))),
     res(
         "discovery.k8s.io",
         "v1",
@@ -434,5 +454,13 @@ mod tests {
             "/registry/core/services/"
         );
         assert_eq!(groups()[0], ("", vec!["v1"]));
+        let v1 = find("autoscaling", "v1", "horizontalpodautoscalers").unwrap();
+        let v2 = find_kind("autoscaling/v2", "HorizontalPodAutoscaler").unwrap();
+        assert_eq!(v1.key_prefix(), v2.key_prefix());
+        assert_eq!(
+            (v2.short_names, v2.categories),
+            (&["hpa"][..], &["all"][..])
+        );
+        assert!(groups().contains(&("autoscaling", vec!["v2", "v1"])));
     }
 }

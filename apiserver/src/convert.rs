@@ -1,9 +1,12 @@
 //! Two API versions of one stored resource: `events.k8s.io/v1` Events are stored as core/v1
 //! Events, so `kubectl describe` (which reads core events) shows what controllers record
-//! through either API, as in Kubernetes.
+//! through either API, as in Kubernetes; and `autoscaling/v1` HorizontalPodAutoscalers are
+//! stored as `autoscaling/v2` ones (see [`hpa`]).
 
 use ekube_api::ResourceInfo;
 use serde_json::{Map, Value};
+
+pub mod hpa;
 
 /// Field renames between events.k8s.io/v1 (left) and core/v1 (right).
 const EVENT_FIELDS: &[(&str, &str)] = &[
@@ -39,10 +42,31 @@ fn rename(obj: &Value, forward: bool) -> Value {
     Value::Object(out)
 }
 
+fn is_hpa_v1(r: &ResourceInfo) -> bool {
+    r.group == "autoscaling" && r.version == "v1" && r.kind == "HorizontalPodAutoscaler"
+}
+
+/// Whether `r` is converted to another version's schema before it is defaulted, validated and
+/// stored (its storage version is [`storage_resource`]). Events are not: both versions are
+/// checked as they are written and only renamed in storage.
+pub fn converts(r: &ResourceInfo) -> bool {
+    is_hpa_v1(r)
+}
+
+/// The resource whose schema objects of `r` are stored in.
+pub fn storage_resource(r: &ResourceInfo) -> ResourceInfo {
+    match ekube_api::resources::find(r.group, hpa::STORAGE_VERSION, r.plural) {
+        Some(storage) if converts(r) => *storage,
+        _ => *r,
+    }
+}
+
 /// The stored form of an object of resource `r`.
 pub fn to_storage(r: &ResourceInfo, obj: &Value) -> Value {
     if is_events_api(r) {
         rename(obj, true)
+    } else if is_hpa_v1(r) {
+        hpa::v1_to_v2(obj)
     } else {
         obj.clone()
     }
@@ -52,6 +76,8 @@ pub fn to_storage(r: &ResourceInfo, obj: &Value) -> Value {
 pub fn from_storage(r: &ResourceInfo, obj: Value) -> Value {
     if is_events_api(r) {
         rename(&obj, false)
+    } else if is_hpa_v1(r) {
+        hpa::v2_to_v1(&obj)
     } else {
         obj
     }

@@ -94,11 +94,45 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
                 job_spec(job);
             }
         }
+        ("autoscaling", "HorizontalPodAutoscaler") => horizontal_pod_autoscaler(obj),
         _ => {}
     }
     if let Some(status) = initial_status(group, kind) {
         fill(ensure(obj, "status"), &status);
     }
+}
+
+/// Upstream's `autoscaling/v2` `SetDefaults_HorizontalPodAutoscaler` (objects of every version
+/// are defaulted in v2, their storage version): `minReplicas` 1, a CPU utilization target of
+/// 80 % when no metric is given, and a behavior's unset rules and fields from the defaults.
+/// The scale-down stabilization window stays unset when not given, as upstream leaves it, so the
+/// controller's `--horizontal-pod-autoscaler-downscale-stabilization` (5 minutes) applies.
+fn horizontal_pod_autoscaler(obj: &mut Value) {
+    let spec = ensure(obj, "spec");
+    set(spec, "minReplicas", json!(1));
+    if spec["metrics"].as_array().is_none_or(Vec::is_empty) {
+        spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+    }
+    let Some(behavior) = spec.get_mut("behavior").filter(|b| b.is_object()) else {
+        return;
+    };
+    let up = ensure(behavior, "scaleUp");
+    set(up, "stabilizationWindowSeconds", json!(0));
+    set(up, "selectPolicy", json!("Max"));
+    set(
+        up,
+        "policies",
+        json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
+               {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+    );
+    let down = ensure(behavior, "scaleDown");
+    set(down, "selectPolicy", json!("Max"));
+    set(
+        down,
+        "policies",
+        json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+    );
 }
 
 /// The status of a kind before any controller reported one, as upstream serves it: its status
@@ -117,6 +151,7 @@ fn initial_status(group: &str, kind: &str) -> Option<Value> {
         | ("batch", "Job" | "CronJob")
         | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
         ("apps", "ReplicaSet") => json!({"replicas": 0}),
+        ("autoscaling", "HorizontalPodAutoscaler") => json!({"desiredReplicas": 0}),
         // Upstream's PodDisruptionBudgetStatus counts are not `omitempty`.
         ("policy", "PodDisruptionBudget") => json!({
             "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0,
@@ -498,6 +533,33 @@ mod tests {
             node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
             10250
         );
+    }
+
+    #[test]
+    fn horizontal_pod_autoscaler_defaults() {
+        let mut hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3}});
+        apply("autoscaling", "HorizontalPodAutoscaler", &mut hpa);
+        assert_eq!(hpa["spec"]["minReplicas"], 1);
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["resource"]["target"],
+            json!({"type": "Utilization", "averageUtilization": 80})
+        );
+        assert!(hpa["spec"].get("behavior").is_none());
+        assert_eq!(hpa["status"], json!({"desiredReplicas": 0}));
+        let mut hpa = json!({"spec": {"minReplicas": 2, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}},
+            "metrics": [{"type": "Pods"}]}});
+        apply("autoscaling", "HorizontalPodAutoscaler", &mut hpa);
+        assert_eq!(hpa["spec"]["minReplicas"], 2);
+        assert_eq!(hpa["spec"]["metrics"], json!([{"type": "Pods"}]));
+        let b = &hpa["spec"]["behavior"];
+        assert_eq!(b["scaleUp"]["stabilizationWindowSeconds"], 0);
+        assert_eq!(
+            b["scaleUp"]["policies"][0],
+            json!({"type": "Pods", "value": 4, "periodSeconds": 15})
+        );
+        assert_eq!(b["scaleDown"]["stabilizationWindowSeconds"], 60);
+        assert_eq!(b["scaleDown"]["selectPolicy"], "Max");
+        assert_eq!(b["scaleDown"]["policies"][0]["type"], "Percent");
     }
 
     #[test]

@@ -142,6 +142,20 @@ fn parse_rv(rv: &str) -> Result<u64> {
         .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))
 }
 
+/// Round-trips `obj` through the typed form of `r`: the normalised object and its unknown
+/// fields, or a 400 naming the field of the wrong type.
+fn normalize(r: &ResourceInfo, obj: Value) -> Result<(Value, Vec<String>)> {
+    typed::normalize(r.group, r.version, r.kind, obj).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{v}\" cannot be handled as a {kind}: {path}: {msg}",
+            kind = r.kind,
+            v = r.version,
+            path = e.path,
+            msg = e.message
+        ))
+    })
+}
+
 impl Registry {
     pub fn new(store: Arc<dyn Storage>, alloc: Allocator) -> Self {
         let node_ports = alloc.ports;
@@ -207,6 +221,17 @@ impl Registry {
         opts: &WriteOptions,
         warnings: &mut Warnings,
     ) -> Result<()> {
+        // A kind served in several versions is defaulted and validated in its storage version,
+        // as upstream does in its internal one; unknown fields are those of the request's.
+        let converted = crate::convert::converts(r);
+        let request = converted.then(|| obj.clone());
+        if converted {
+            *obj = crate::convert::to_storage(r, obj);
+        }
+        let old_stored = old
+            .filter(|_| converted)
+            .map(|o| crate::convert::to_storage(r, o));
+        let old = old_stored.as_ref().or(old);
         defaults::apply(r.group, r.kind, obj);
         let mut causes = validation::validate(r.group, r.kind, obj, old, self.node_ports);
         if let Some(old) = old {
@@ -215,16 +240,15 @@ impl Registry {
         if !causes.is_empty() {
             return Err(ApiError::invalid(r.group, r.kind, name_of(obj), causes));
         }
-        let (normalized, unknown) = typed::normalize(r.group, r.kind, obj.take()).map_err(|e| {
-            ApiError::bad_request(format!(
-                "{kind} in version \"{v}\" cannot be handled as a {kind}: {path}: {msg}",
-                kind = r.kind,
-                v = r.version,
-                path = e.path,
-                msg = e.message
-            ))
-        })?;
-        *obj = normalized;
+        let storage = crate::convert::storage_resource(r);
+        let (normalized, mut unknown) = normalize(&storage, obj.take())?;
+        *obj = match request {
+            Some(request) => {
+                unknown = normalize(r, request)?.1;
+                crate::convert::from_storage(r, normalized)
+            }
+            None => normalized,
+        };
         let size = encode(r, obj).len();
         if size > MAX_OBJECT_BYTES {
             return Err(ApiError::object_too_large(size, MAX_OBJECT_BYTES));

@@ -7,7 +7,8 @@
 //! is the round-tripped form, so unknown fields never reach storage.
 
 use k8s_openapi::api::{
-    apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch, certificates::v1 as certs,
+    apps::v1 as apps, authentication::v1 as authn, autoscaling::v1 as autoscaling_v1,
+    autoscaling::v2 as autoscaling_v2, batch::v1 as batch, certificates::v1 as certs,
     coordination::v1 as coord, core::v1 as core, discovery::v1 as disco, events::v1 as events,
     networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
 };
@@ -28,8 +29,20 @@ pub trait KindVisitor {
     fn visit<T: DeserializeOwned + Serialize + schemars::JsonSchema>(self) -> Self::Output;
 }
 
-/// Calls `visitor` with the `k8s-openapi` type registered for `group`/`kind`.
-pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<V::Output> {
+/// Calls `visitor` with the `k8s-openapi` type registered for `group`/`version`/`kind`. Only
+/// kinds served in several versions of one group look at the version.
+pub fn with_kind<V: KindVisitor>(
+    group: &str,
+    version: &str,
+    kind: &str,
+    visitor: V,
+) -> Option<V::Output> {
+    if (group, kind) == ("autoscaling", "HorizontalPodAutoscaler") {
+        return Some(match version {
+            "v1" => visitor.visit::<autoscaling_v1::HorizontalPodAutoscaler>(),
+            _ => visitor.visit::<autoscaling_v2::HorizontalPodAutoscaler>(),
+        });
+    }
     macro_rules! table {
         ($( ($g:literal, $k:literal) => $t:ty ),* $(,)?) => {
             match (group, kind) {
@@ -73,10 +86,11 @@ pub fn with_kind<V: KindVisitor>(group: &str, kind: &str, visitor: V) -> Option<
     }
 }
 
-/// Round-trips `value` through the type registered for `group`/`kind`. Returns the normalised
-/// object and the paths of fields the type does not know.
+/// Round-trips `value` through the type registered for `group`/`version`/`kind`. Returns the
+/// normalised object and the paths of fields the type does not know.
 pub fn normalize(
     group: &str,
+    version: &str,
     kind: &str,
     value: Value,
 ) -> Result<(Value, Vec<String>), DecodeError> {
@@ -87,7 +101,7 @@ pub fn normalize(
             roundtrip::<T>(self.0)
         }
     }
-    match with_kind(group, kind, Roundtrip(value.clone())) {
+    match with_kind(group, version, kind, Roundtrip(value.clone())) {
         Some(result) => result,
         None => Ok((value, Vec::new())),
     }
@@ -145,7 +159,7 @@ mod tests {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "image": "i", "bogus": 1}], "alsoBogus": true},
             "status": null});
-        let (out, unknown) = normalize("", "Pod", pod).unwrap();
+        let (out, unknown) = normalize("", "v1", "Pod", pod).unwrap();
         assert_eq!(unknown, ["spec.alsoBogus", "spec.containers[0].bogus"]);
         assert!(out["spec"]["containers"][0].get("bogus").is_none());
     }
@@ -154,7 +168,7 @@ mod tests {
     fn wrong_types_name_the_path() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "ports": [{"containerPort": "eighty"}]}]}});
-        let e = normalize("", "Pod", pod).unwrap_err();
+        let e = normalize("", "v1", "Pod", pod).unwrap_err();
         assert_eq!(e.path, "spec.containers[0].ports[0].containerPort");
     }
 
@@ -162,7 +176,7 @@ mod tests {
     fn quantities_accept_numbers() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": 1}}}]}});
-        let (out, unknown) = normalize("", "Pod", pod).unwrap();
+        let (out, unknown) = normalize("", "v1", "Pod", pod).unwrap();
         assert!(unknown.is_empty());
         assert_eq!(
             out["spec"]["containers"][0]["resources"]["limits"]["cpu"],

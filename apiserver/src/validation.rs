@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::errors::Cause;
 
 mod dns;
+mod hpa;
 mod ingress;
 mod job;
 mod limit_range;
@@ -213,6 +214,7 @@ pub fn validate(
             );
         }
         ("policy", "PodDisruptionBudget") => pdb::validate(obj, &mut causes),
+        ("autoscaling", "HorizontalPodAutoscaler") => hpa::validate(obj, &mut causes),
         ("networking.k8s.io", "Ingress") => ingress::ingress(obj, old, &mut causes),
         ("networking.k8s.io", "IngressClass") => ingress::ingress_class(obj, &mut causes),
         ("rbac.authorization.k8s.io", kind) => {

@@ -57,6 +57,7 @@ const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
     ("root-ca-cert-publisher", "root-ca-cert-publisher"),
     ("csrapproving", "certificate-controller"),
     ("resourcequota", "resourcequota-controller"),
+    ("horizontalpodautoscaling", "horizontal-pod-autoscaler"),
     ("bootstrapsigner", "bootstrap-signer"),
     ("tokencleaner", "token-cleaner"),
 ];

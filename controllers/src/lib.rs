@@ -24,6 +24,7 @@ pub mod ipam;
 pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod replicaset;
 pub mod resourcequota;
 pub mod rootca;
@@ -51,6 +52,7 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-cert-publisher",
     "nodelifecycle",
     "resourcequota",
+    "horizontalpodautoscaling",
     "csrapproving",
     "bootstrapsigner",
     "tokencleaner",
@@ -98,6 +100,13 @@ pub struct Config {
     /// How often every ResourceQuota's usage is recomputed from scratch.
     #[arg(long, default_value = "5m", value_parser = ekube_api::flags::parse_duration)]
     pub resource_quota_sync_period: Duration,
+    /// How often every HorizontalPodAutoscaler is synced with its metrics.
+    #[arg(long, default_value = "15s", value_parser = ekube_api::flags::parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// How far back the autoscaler looks for a higher recommendation before scaling down (the
+    /// scale-down stabilization window of autoscalers without `behavior.scaleDown`'s own).
+    #[arg(long, default_value = "5m0s", value_parser = ekube_api::flags::parse_duration)]
+    pub horizontal_pod_autoscaler_downscale_stabilization: Duration,
     /// Run each controller as its own ServiceAccount `kube-system/<controller>` (see
     /// [`credentials`]) instead of with `--kubeconfig`'s user.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
@@ -119,6 +128,8 @@ impl Config {
             pod_eviction_timeout: Duration::from_secs(300),
             root_ca_file: None,
             resource_quota_sync_period: Duration::from_secs(300),
+            horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
+            horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
             use_service_account_credentials: false,
         }
     }
@@ -297,6 +308,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tasks.spawn(named(
             "resourcequota",
             resourcequota::run(client, config.resource_quota_sync_period),
+        ));
+    }
+    if on("horizontalpodautoscaling") {
+        let (client, _) = credentials
+            .for_controller("horizontalpodautoscaling")
+            .await?;
+        // Upstream's events come from `horizontal-pod-autoscaler`, as `kubectl describe` shows.
+        let recorder = events::Recorder::new(client.clone(), "horizontal-pod-autoscaler");
+        let settings = podautoscaler::Settings {
+            sync_period: config.horizontal_pod_autoscaler_sync_period,
+            downscale_stabilization: config.horizontal_pod_autoscaler_downscale_stabilization,
+        };
+        tasks.spawn(named(
+            "horizontalpodautoscaling",
+            podautoscaler::run(client, recorder, settings),
         ));
     }
     if on("bootstrapsigner") {

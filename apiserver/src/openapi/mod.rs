@@ -64,7 +64,7 @@ fn definitions<'a>(
     let mut generator = settings.into_generator();
     let mut kinds = Vec::new();
     for r in resources {
-        if let Some(name) = with_kind(r.group, r.kind, AddSchema(&mut generator)) {
+        if let Some(name) = with_kind(r.group, r.version, r.kind, AddSchema(&mut generator)) {
             kinds.push((name, r));
         }
     }
@@ -177,7 +177,7 @@ fn build() -> Documents {
             let schemas = definitions(in_gv(), true);
             let mut paths = Map::new();
             for r in in_gv() {
-                let name = with_kind(r.group, r.kind, NameOnly).unwrap_or_default();
+                let name = with_kind(r.group, r.version, r.kind, NameOnly).unwrap_or_default();
                 paths.extend(operations(r, &format!("#/components/schemas/{name}")));
             }
             let doc = json!({
@@ -206,7 +206,7 @@ fn build() -> Documents {
         .collect();
     let mut v2_paths = Map::new();
     for r in RESOURCES {
-        let name = with_kind(r.group, r.kind, NameOnly).unwrap_or_default();
+        let name = with_kind(r.group, r.version, r.kind, NameOnly).unwrap_or_default();
         v2_paths.extend(operations(r, &format!("#/definitions/{name}")));
     }
     let v2 = json!({

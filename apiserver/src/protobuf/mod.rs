@@ -29,7 +29,7 @@
 //! TokenRequest, SelfSubjectReview; authorization.k8s.io/v1 SubjectAccessReview,
 //! LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview (request fields);
 //! rbac.authorization.k8s.io/v1 Role, ClusterRole, RoleBinding, ClusterRoleBinding;
-//! autoscaling/v1 Scale; scheduling.k8s.io/v1 PriorityClass; networking.k8s.io/v1 Ingress;
+//! autoscaling/v1 Scale; autoscaling/v1 and v2 HorizontalPodAutoscaler; scheduling.k8s.io/v1 PriorityClass; networking.k8s.io/v1 Ingress;
 //! coordination.k8s.io/v1 Lease; and DeleteOptions under any group version. Within them, rarely
 //! used branches (cloud volume sources, ephemeral containers, pod and job status details, …) are
 //! skipped; the tables carry a "Not covered" note where that happens. Any other kind fails with

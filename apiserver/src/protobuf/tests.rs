@@ -909,3 +909,45 @@ fn special_scalar_forms() {
     ));
     assert!(!is_protobuf("application/json"));
 }
+
+#[test]
+fn horizontal_pod_autoscaler_as_kubectl_autoscale_sends_it() {
+    let target = Enc::new()
+        .str(1, "Deployment")
+        .str(2, "web")
+        .str(3, "apps/v1");
+    let metric = Enc::new().str(1, "Resource").msg(
+        4,
+        Enc::new()
+            .str(1, "cpu")
+            .msg(2, Enc::new().str(1, "Utilization").int(4, 50)),
+    );
+    let spec = Enc::new().msg(1, target).int(2, 1).int(3, 5).msg(4, metric);
+    // Go writes the non-pointer status fields even when zero.
+    let status = Enc::new().int(3, 0).int(4, 0);
+    let raw = Enc::new()
+        .msg(1, object_meta("web", ""))
+        .msg(2, spec)
+        .msg(3, status);
+    let v = decode(&envelope("autoscaling/v2", "HorizontalPodAutoscaler", raw)).unwrap();
+    assert_eq!(
+        v["spec"],
+        json!({"scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+               "minReplicas": 1, "maxReplicas": 5,
+               "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                   "target": {"type": "Utilization", "averageUtilization": 50}}}]})
+    );
+    assert_eq!(v["status"], json!({"desiredReplicas": 0}));
+
+    let spec = Enc::new()
+        .msg(1, Enc::new().str(1, "Deployment").str(2, "web"))
+        .int(3, 5)
+        .int(4, 50);
+    let raw = Enc::new().msg(1, object_meta("web", "")).msg(2, spec);
+    let v = decode(&envelope("autoscaling/v1", "HorizontalPodAutoscaler", raw)).unwrap();
+    assert_eq!(
+        v["spec"],
+        json!({"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 5,
+               "targetCPUUtilizationPercentage": 50})
+    );
+}

@@ -570,7 +570,7 @@ fn port_name_errors(name: &str) -> Vec<&'static str> {
 }
 
 /// `IsPathSegmentName`'s messages: what cannot be one segment of a URL path.
-fn path_segment_errors(s: &str) -> Vec<String> {
+pub(super) fn path_segment_errors(s: &str) -> Vec<String> {
     if s == "." || s == ".." {
         return vec![format!("may not be '{s}'")];
     }

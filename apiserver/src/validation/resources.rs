@@ -127,7 +127,7 @@ fn quantity(name: &str, q: &Value, field: String, causes: &mut Vec<Cause>) {
 
 /// `validateContainerResourceName`: a qualified name; without a domain, one of the standard
 /// container resources; with one, native or a valid extended resource name.
-fn container_resource_name(name: &str, field: &str, causes: &mut Vec<Cause>) {
+pub(super) fn container_resource_name(name: &str, field: &str, causes: &mut Vec<Cause>) {
     let shown = format!("\"{name}\"");
     let errors = qualified_name(name);
     if !errors.is_empty() {

@@ -1,5 +1,6 @@
-//! `describe`: a readable, kubectl-like view of Pods, Services, Nodes, Deployments and Jobs, a
-//! generic field-by-field view of anything else, and the object's Events at the end.
+//! `describe`: a readable, kubectl-like view of Pods, Services, Nodes, Deployments, Jobs and
+//! HorizontalPodAutoscalers, a generic field-by-field view of anything else, and the object's
+//! Events at the end.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -12,6 +13,7 @@ use super::get::query;
 use super::output::tabwrite;
 use super::{Ctx, Reported, split_type_names};
 
+mod hpa;
 mod job;
 mod node;
 
@@ -239,6 +241,7 @@ pub fn describe(
         ("", "Node") => node::node(&mut w, o, pods, now),
         ("apps", "Deployment") => deployment(&mut w, o),
         ("batch", "Job") => job::job(&mut w, o),
+        ("autoscaling", "HorizontalPodAutoscaler") => hpa::horizontal_pod_autoscaler(&mut w, o),
         _ => generic(&mut w, o),
     }
     if events.is_empty() {

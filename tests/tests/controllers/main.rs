@@ -8,6 +8,7 @@ mod daemonset;
 mod deployments;
 mod disruption;
 mod gc;
+mod hpa;
 mod ipam;
 mod jobs;
 mod nodes;

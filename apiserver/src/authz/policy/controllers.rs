@@ -134,6 +134,29 @@ pub const CONTROLLER_ROLES: &[RoleSpec] = &[
         )],
     ),
     cluster_role(
+        "system:controller:horizontal-pod-autoscaler",
+        &[
+            r(READ, &["autoscaling"], &["horizontalpodautoscalers"]),
+            r(
+                &["update"],
+                &["autoscaling"],
+                &["horizontalpodautoscalers/status"],
+            ),
+            r(&["get", "update"], ALL, &["*/scale"]),
+            r(&["list"], CORE, &["pods"]),
+            named(
+                &["get"],
+                CORE,
+                &["services/proxy"],
+                &["https:heapster:", "http:heapster:"],
+            ),
+            r(&["list"], &["metrics.k8s.io"], &["pods"]),
+            r(&["get", "list"], &["custom.metrics.k8s.io"], ALL),
+            r(&["get", "list"], &["external.metrics.k8s.io"], ALL),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
         "system:controller:job-controller",
         &[
             r(

@@ -5,6 +5,7 @@
 //! containers, volumes, the rest); [`KINDS`] names the top-level kinds among them.
 
 mod auth;
+mod autoscaling;
 mod container;
 mod coordination;
 mod core;
@@ -21,6 +22,7 @@ use self::{
         LOCAL_SUBJECT_ACCESS_REVIEW, ROLE, ROLE_BINDING, SELF_SUBJECT_ACCESS_REVIEW,
         SELF_SUBJECT_REVIEW, SELF_SUBJECT_RULES_REVIEW, SUBJECT_ACCESS_REVIEW, TOKEN_REQUEST,
     },
+    autoscaling::{HORIZONTAL_POD_AUTOSCALER_V1, HORIZONTAL_POD_AUTOSCALER_V2},
     coordination::LEASE,
     core::{CONFIG_MAP, NAMESPACE, RESOURCE_QUOTA, SECRET, SERVICE, SERVICE_ACCOUNT},
     networking::INGRESS,
@@ -85,6 +87,16 @@ pub(super) static KINDS: &[(&str, &str, &Message)] = &[
         &CLUSTER_ROLE_BINDING,
     ),
     ("autoscaling/v1", "Scale", &SCALE),
+    (
+        "autoscaling/v1",
+        "HorizontalPodAutoscaler",
+        &HORIZONTAL_POD_AUTOSCALER_V1,
+    ),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        &HORIZONTAL_POD_AUTOSCALER_V2,
+    ),
     ("scheduling.k8s.io/v1", "PriorityClass", &PRIORITY_CLASS),
     ("networking.k8s.io/v1", "Ingress", &INGRESS),
     ("coordination.k8s.io/v1", "Lease", &LEASE),

@@ -5,6 +5,7 @@
 //! prints the generic `Name` / `Created At` pair, as upstream's default table convertor does.
 
 mod apps;
+mod autoscaling;
 mod batch;
 mod certificates;
 mod coordination;
@@ -107,6 +108,10 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
     ("Job", batch::job_columns),
     ("CronJob", batch::cron_job_columns),
     ("PodDisruptionBudget", policy::pod_disruption_budget_columns),
+    (
+        "HorizontalPodAutoscaler",
+        autoscaling::horizontal_pod_autoscaler_columns,
+    ),
     ("RoleBinding", rbac::role_binding_columns),
     ("ClusterRoleBinding", rbac::role_binding_columns),
     (
