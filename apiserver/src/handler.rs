@@ -479,10 +479,12 @@ async fn resource(
             let opts = q.write_options(user)?;
             let (headers, body) = read_body(api, req).await?;
             let obj = parse_object(&body, &content_type(&headers))?;
-            check_type(r, &obj)?;
             if sub == Some("scale") && r.scale {
+                // The body is the `autoscaling/v1` Scale, not the workload.
+                check_type_meta("autoscaling/v1", "Scale", &obj)?;
                 return crate::subresources::put_scale(api, r, ns, name, &obj, &opts).await;
             }
+            check_type(r, &obj)?;
             if sub == Some("approval") && r.kind == "CertificateSigningRequest" {
                 let signer = crate::certificates::Signer {
                     ca: &api.ca,

@@ -1269,3 +1269,43 @@ fn the_metrics_api_is_discoverable_and_answers_like_metrics_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A client replaces a Deployment's `/scale` with an `autoscaling/v1` Scale (as the HPA
+/// controller and `Api::replace_scale` do); a body of another kind is refused.
+#[tokio::test]
+async fn the_scale_subresource_takes_an_autoscaling_v1_scale() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v1::Scale;
+    let server = ServerProcess::start(&[]).unwrap();
+    let client = server.client().await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web"}]}}},
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let mut scale: Scale = deployments.get_scale("web").await.unwrap();
+    scale.spec.get_or_insert_default().replicas = Some(3);
+    let replaced = deployments
+        .replace_scale("web", &PostParams::default(), &scale)
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec.and_then(|s| s.replicas), Some(3));
+    let stored = deployments.get("web").await.unwrap();
+    assert_eq!(stored.spec.replicas, Some(3));
+    let wrong = serde_json::to_vec(&json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 2}}))
+    .unwrap();
+    let request = http::Request::put("/apis/apps/v1/namespaces/default/deployments/web/scale")
+        .header("content-type", "application/json")
+        .body(wrong)
+        .unwrap();
+    let refused = client.request::<Value>(request).await.unwrap_err();
+    assert!(refused.to_string().contains("does not match"), "{refused}");
+}
