@@ -12,6 +12,7 @@ mod hpa;
 mod ingress;
 mod job;
 mod limit_range;
+mod names;
 mod pdb;
 mod resources;
 mod volumes;

@@ -8,7 +8,7 @@
 use ekube_api::quantity::parse_nano;
 use serde_json::Value;
 
-use super::ingress::path_segment_errors;
+use super::names::path_segment_errors;
 use super::resources::container_resource_name;
 use crate::errors::Cause;
 
