@@ -202,15 +202,16 @@ impl Table {
     }
 }
 
-/// The objects a table is built from.
-#[derive(Debug, Default)]
-pub struct Snapshot {
+/// The objects a table is built from, borrowed from the watch caches (a rebuild runs on every
+/// change, so nothing is copied for it).
+#[derive(Debug)]
+pub struct Snapshot<'a> {
     /// Ours only, in any order.
-    pub ingresses: Vec<Ingress>,
+    pub ingresses: &'a [Ingress],
     /// By namespace and name.
-    pub services: BTreeMap<(String, String), Service>,
+    pub services: &'a BTreeMap<(String, String), Service>,
     /// By namespace and Service name.
-    pub slices: BTreeMap<(String, String), Vec<EndpointSlice>>,
+    pub slices: BTreeMap<(String, String), Vec<&'a EndpointSlice>>,
 }
 
 fn origin(ingress: &Ingress) -> Origin {
@@ -225,7 +226,7 @@ pub fn is_canary(ingress: &Ingress) -> bool {
     annotation(ingress, "canary") == Some("true")
 }
 
-impl Snapshot {
+impl Snapshot<'_> {
     /// Resolves a backend of an Ingress in `namespace` to its ready endpoints.
     fn upstream(&self, namespace: &str, backend: &IngressBackend) -> Result<Upstream, String> {
         let Some(svc) = &backend.service else {

@@ -159,19 +159,19 @@ impl Store {
             .collect()
     }
 
-    fn snapshot(&self, ingresses: Vec<Ingress>) -> Snapshot {
-        let mut slices: BTreeMap<Key, Vec<EndpointSlice>> = BTreeMap::new();
+    fn snapshot<'a>(&'a self, ingresses: &'a [Ingress]) -> Snapshot<'a> {
+        let mut slices: BTreeMap<Key, Vec<&EndpointSlice>> = BTreeMap::new();
         for slice in self.slices.items.values() {
             if let Some(service) = slice.labels().get("kubernetes.io/service-name") {
                 slices
                     .entry((slice.namespace().unwrap_or_default(), service.clone()))
                     .or_default()
-                    .push(slice.clone());
+                    .push(slice);
             }
         }
         Snapshot {
             ingresses,
-            services: self.services.items.clone(),
+            services: &self.services.items,
             slices,
         }
     }
@@ -323,7 +323,7 @@ pub async fn run(
             continue;
         }
         let ours = store.ours(&config.controller_class);
-        let (table, mut problems) = store.snapshot(ours.clone()).build();
+        let (table, mut problems) = store.snapshot(&ours).build();
         let certificates = store.certificates(&ours, &mut problems);
         *resolver.certificates.write().expect("certificates") = Arc::new(certificates);
         if let Some(name) = &config.default_ssl_certificate {

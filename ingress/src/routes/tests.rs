@@ -5,9 +5,32 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// What a snapshot borrows, owned by the test.
+#[derive(Default)]
+struct Fixture {
+    ingresses: Vec<Ingress>,
+    services: BTreeMap<(String, String), Service>,
+    slices: BTreeMap<(String, String), Vec<EndpointSlice>>,
+}
+
+impl Fixture {
+    fn build(&self) -> (Table, Vec<Problem>) {
+        Snapshot {
+            ingresses: &self.ingresses,
+            services: &self.services,
+            slices: self
+                .slices
+                .iter()
+                .map(|(k, v)| (k.clone(), v.iter().collect()))
+                .collect(),
+        }
+        .build()
+    }
+}
+
 /// A Service `name` with ports 8080 (named `http`) and one ready endpoint whose address is
 /// derived from `index`, so each answer names its Service.
-fn service(snapshot: &mut Snapshot, name: &str, index: u8) {
+fn service(snapshot: &mut Fixture, name: &str, index: u8) {
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default"},
         "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 80}]},
@@ -64,7 +87,7 @@ fn served(table: &Table, host: &str, request: &str) -> Option<String> {
 
 /// The conformance suite's `path_rules.feature` Ingress and its Services.
 fn path_rules() -> Table {
-    let mut s = Snapshot::default();
+    let mut s = Fixture::default();
     for (i, name) in [
         "foo-exact",
         "foo-prefix",
@@ -156,7 +179,7 @@ fn path_rules_as_the_conformance_suite_has_them() {
 
 #[test]
 fn host_rules_with_one_label_wildcards() {
-    let mut s = Snapshot::default();
+    let mut s = Fixture::default();
     service(&mut s, "wildcard-foo-com", 1);
     service(&mut s, "foo-bar-com", 2);
     s.ingresses.push(ingress(
@@ -191,7 +214,7 @@ fn host_rules_with_one_label_wildcards() {
 
 #[test]
 fn the_default_backend_takes_what_nothing_else_matches() {
-    let mut s = Snapshot::default();
+    let mut s = Fixture::default();
     service(&mut s, "fallback", 1);
     service(&mut s, "api", 2);
     s.ingresses.push(ingress(
@@ -212,7 +235,7 @@ fn the_default_backend_takes_what_nothing_else_matches() {
 
 #[test]
 fn the_oldest_ingress_keeps_a_contested_path_and_others_merge() {
-    let mut s = Snapshot::default();
+    let mut s = Fixture::default();
     service(&mut s, "old", 1);
     service(&mut s, "new", 2);
     let mut newer = ingress(
@@ -234,7 +257,7 @@ fn the_oldest_ingress_keeps_a_contested_path_and_others_merge() {
 
 #[test]
 fn a_missing_service_answers_503_and_is_reported() {
-    let mut s = Snapshot::default();
+    let mut s = Fixture::default();
     service(&mut s, "there", 1);
     s.ingresses.push(ingress(
         "half",
@@ -257,7 +280,7 @@ fn a_missing_service_answers_503_and_is_reported() {
 
 #[test]
 fn a_canary_takes_its_weight() {
-    let mut s = Snapshot::default();
+    let mut s = Fixture::default();
     service(&mut s, "stable", 1);
     service(&mut s, "canary", 2);
     s.ingresses.push(ingress(
