@@ -12,6 +12,10 @@
 //!   running `ekube ingress` on each node's own network, its ServiceAccount and RBAC (read the
 //!   routing objects and TLS Secrets, write Ingress status and events), and IngressClass
 //!   `ekube`, the cluster's default.
+//! - Dashboard, installed on request (`ekube addons enable dashboard`), as the Kubernetes
+//!   Dashboard's manifest installs it: namespace, Service and Deployment `kubernetes-dashboard`
+//!   running `ekube dashboard`. Its ServiceAccount has no rights and its token is not mounted:
+//!   the dashboard acts with the token its viewer signs in with.
 
 use std::net::Ipv4Addr;
 
@@ -241,6 +245,81 @@ impl Ingress {
     }
 }
 
+/// The dashboard add-on.
+pub struct Dashboard;
+
+/// The dashboard's namespace, and the name of its objects.
+const DASHBOARD: &str = "kubernetes-dashboard";
+
+/// Where `kubectl proxy` serves the dashboard (DESIGN.md §11).
+pub const DASHBOARD_PATH: &str =
+    "/api/v1/namespaces/kubernetes-dashboard/services/https:kubernetes-dashboard:/proxy/";
+
+impl Dashboard {
+    /// The objects, in the order they are applied.
+    pub fn objects(&self) -> Vec<Value> {
+        let labels = json!({"k8s-app": DASHBOARD});
+        let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": DASHBOARD}});
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": DASHBOARD, "namespace": DASHBOARD, "labels": labels},
+            "automountServiceAccountToken": false});
+        let service = json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": DASHBOARD, "namespace": DASHBOARD, "labels": labels},
+            "spec": {"selector": labels,
+                "ports": [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]}});
+        let probe = json!({"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"},
+            "periodSeconds": 5});
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": DASHBOARD, "namespace": DASHBOARD, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": DASHBOARD,
+                    "automountServiceAccountToken": false,
+                    "nodeSelector": {"kubernetes.io/os": "linux"},
+                    "tolerations": [
+                        {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+                    ],
+                    "containers": [{
+                        "name": DASHBOARD,
+                        "image": ekube_kubelet::runtime::addon_image::reference(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["dashboard", "--port", "8443",
+                            "--certificate-authority", "/etc/kubernetes-dashboard/ca.crt"],
+                        "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
+                        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+                        "volumeMounts": [{"name": "ca", "mountPath": "/etc/kubernetes-dashboard",
+                            "readOnly": true}],
+                        "securityContext": {
+                            "runAsUser": 1001,
+                            "runAsGroup": 2001,
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": true,
+                        },
+                        "livenessProbe": probe,
+                        "readinessProbe": probe,
+                    }],
+                    // The cluster CA alone, which the root CA publisher puts in every
+                    // namespace: the dashboard verifies the apiserver, nothing more.
+                    "volumes": [{"name": "ca", "configMap": {"name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}}],
+                },
+            },
+        }});
+        vec![namespace, sa, service, deployment]
+    }
+
+    /// Applies the objects.
+    pub async fn install(&self, client: kube::Client) -> Result<()> {
+        apply_all(client, self.objects()).await
+    }
+}
+
 /// Applies `objects` server-side, in order, as the add-ons' field manager.
 async fn apply_all(client: kube::Client, objects: Vec<Value>) -> Result<()> {
     let params = PatchParams::apply(MANAGER).force();
@@ -296,6 +375,47 @@ mod tests {
             json!(["dns", "--cluster-domain", "cluster.local"])
         );
         assert_eq!(pod["dnsPolicy"], "Default");
+    }
+
+    #[test]
+    fn the_dashboard_has_no_identity_of_its_own() {
+        let objects = Dashboard.objects();
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["Namespace", "ServiceAccount", "Service", "Deployment"]
+        );
+        assert_eq!(objects[1]["automountServiceAccountToken"], false);
+        let port = &objects[2]["spec"]["ports"][0];
+        assert_eq!(
+            (port["port"].as_u64(), port["targetPort"].as_u64()),
+            (Some(443), Some(8443))
+        );
+        let pod = &objects[3]["spec"]["template"]["spec"];
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        // The container's arguments are ones `ekube dashboard` takes.
+        #[derive(clap::Parser)]
+        struct Ekube {
+            #[command(subcommand)]
+            command: Sub,
+        }
+        #[derive(clap::Subcommand)]
+        enum Sub {
+            Dashboard(ekube_dashboard::Config),
+        }
+        let args: Vec<String> =
+            serde_json::from_value(pod["containers"][0]["args"].clone()).unwrap();
+        let parsed =
+            <Ekube as clap::Parser>::try_parse_from(std::iter::once("ekube".into()).chain(args))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let Sub::Dashboard(config) = parsed.command;
+        assert_eq!(config.port, 8443);
+        let mount = &pod["containers"][0]["volumeMounts"][0]["mountPath"];
+        assert!(
+            config
+                .certificate_authority
+                .starts_with(mount.as_str().unwrap())
+        );
     }
 
     #[test]

