@@ -94,12 +94,24 @@ fn apiserver_url(config: &Config) -> Result<http::Uri, Error> {
 /// viewer's own token ([`relay`]).
 fn anonymous_client(config: &Config) -> Result<kube::Client, Error> {
     let url = apiserver_url(config)?;
-    // Read once here so a wrong path fails at start, not at the first request.
-    std::fs::metadata(&config.certificate_authority).map_err(|source| Error::Ca {
+    let ca_error = |source| Error::Ca {
         path: config.certificate_authority.clone(),
         source,
-    })?;
+    };
+    let pem = std::fs::read(&config.certificate_authority).map_err(ca_error)?;
+    let roots = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|cert| cert.map(|der| der.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ca_error)?;
+    if roots.is_empty() {
+        return Err(ca_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no PEM certificate in it",
+        )));
+    }
     let mut kube_config = kube::Config::new(url);
+    // The roots to start with, and the file they are re-read from when the CA rotates.
+    kube_config.root_cert = Some(roots);
     kube_config.root_cert_file = Some(config.certificate_authority.clone());
     ekube_api::client::from_config(kube_config).map_err(|e| Error::Client(e.to_string()))
 }

@@ -105,7 +105,16 @@ fn the_dashboard_through_kubectl_proxy() -> Result<()> {
             let d: Value = serde_json::from_str(&d)?;
             Ok(d["status"]["availableReplicas"] == 1)
         },
-    )?;
+    )
+    .with_context(|| {
+        let pods = c.run(&["-n", "kubernetes-dashboard", "describe", "pods"]);
+        let logs = c.run(&["-n", "kubernetes-dashboard", "logs", "deployment/kubernetes-dashboard"]);
+        format!(
+            "{}\n{}",
+            pods.map(|o| o.stdout).unwrap_or_default(),
+            logs.map(|o| o.stdout + &o.stderr).unwrap_or_default()
+        )
+    })?;
     let pods = c.list("pods", &["-n", "kubernetes-dashboard"])?;
     for pod in &pods {
         let mounts = &pod["spec"]["containers"][0]["volumeMounts"];
