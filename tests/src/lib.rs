@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 pub mod bench;
 pub mod cluster;
 pub mod netns;
+pub mod prom;
 
 /// The `ekube` binary built next to the test executable (`cargo build --bins` builds it;
 /// `cargo xtask test` does so before running tests).

@@ -108,7 +108,12 @@ fn the_dashboard_through_kubectl_proxy() -> Result<()> {
     )
     .with_context(|| {
         let pods = c.run(&["-n", "kubernetes-dashboard", "describe", "pods"]);
-        let logs = c.run(&["-n", "kubernetes-dashboard", "logs", "deployment/kubernetes-dashboard"]);
+        let logs = c.run(&[
+            "-n",
+            "kubernetes-dashboard",
+            "logs",
+            "deployment/kubernetes-dashboard",
+        ]);
         format!(
             "{}\n{}",
             pods.map(|o| o.stdout).unwrap_or_default(),

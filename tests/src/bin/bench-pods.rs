@@ -7,6 +7,9 @@
 //! until all run, and the agent's RSS before and after. Then `image: nginx:alpine`, as a
 //! tutorial names it, through the lab's `docker.io` mirror: a first pod pulls it, a second
 //! finds it cached. The client talks to the apiserver from inside node 1's network namespace.
+//! Beside the bench's own clock, the kubelet's: its `kubelet_pod_start_duration_seconds` (from
+//! the kubelet seeing a pod to its containers running) over the 30 pods, read through the
+//! apiserver's `nodes/proxy` before and after, p50 / p99.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ekube_tests::bench::{self, Table, percentile};
 use ekube_tests::cluster::{ClusterOptions, LabCluster};
+use ekube_tests::prom::Histogram;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -71,8 +75,18 @@ fn main() -> Result<()> {
     let rss_idle = bench::rss_kib(agent) / 1024;
 
     // Phase 2: many pods at once, image present.
+    let node = cluster.node_name("n1");
+    let kubelet_before = kubelet_metrics(&ns, kubeconfig.clone(), node.clone())?;
     let names: Vec<String> = (0..args.pods).map(|i| format!("start-{i:02}")).collect();
     let mut latencies = run_in(&ns, kubeconfig.clone(), IMAGE, names)?;
+    let kubelet_after = kubelet_metrics(&ns, kubeconfig.clone(), node)?;
+    let kubelet_view = Histogram::parse(&kubelet_after, POD_START, &[]).since(&Histogram::parse(
+        &kubelet_before,
+        POD_START,
+        &[],
+    ));
+    let (kubelet_p50, kubelet_p99) = (kubelet_view.quantile(0.5), kubelet_view.quantile(0.99));
+    let secs = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
     let rss_busy = bench::rss_kib(agent) / 1024;
     latencies.sort();
     let all = *latencies.last().context("no pods measured")?;
@@ -98,6 +112,13 @@ fn main() -> Result<()> {
             args.pods
         ),
         format!("{:.2} / {:.2}", p50.as_secs_f64(), p99.as_secs_f64()),
+    ]);
+    table.row(vec![
+        format!(
+            "the same {:.0} pods, the kubelet's own `kubelet_pod_start_duration_seconds` p50 / p99 (s)",
+            kubelet_view.count
+        ),
+        format!("{} / {}", secs(kubelet_p50), secs(kubelet_p99)),
     ]);
     table.row(vec![
         format!("all {} Running after (s)", args.pods),
@@ -126,6 +147,7 @@ fn main() -> Result<()> {
             "create_to_running_s": latencies.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
             "p50_s": p50.as_secs_f64(),
             "p99_s": p99.as_secs_f64(),
+            "kubelet_pod_start": {"count": kubelet_view.count, "p50_s": kubelet_p50, "p99_s": kubelet_p99},
             "all_running_s": all.as_secs_f64(),
             "agent_rss_mib_idle": rss_idle,
             "agent_rss_mib_busy": rss_busy,
@@ -135,6 +157,28 @@ fn main() -> Result<()> {
     )?;
     drop(cluster);
     Ok(())
+}
+
+/// The kubelet's histogram of pod start-up.
+const POD_START: &str = "kubelet_pod_start_duration_seconds";
+
+/// The kubelet's `/metrics` on `node`, through the apiserver's `nodes/proxy`, from inside
+/// network namespace `ns`.
+fn kubelet_metrics(ns: &str, kubeconfig: PathBuf, node: String) -> Result<String> {
+    bench::in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let client = ekube_api::client::from_kubeconfig(&kubeconfig).await?;
+            let req = http::Request::get(format!("/api/v1/nodes/{node}/proxy/metrics"))
+                .body(Vec::new())?;
+            client
+                .request_text(req)
+                .await
+                .with_context(|| format!("reading the kubelet's /metrics on {node}"))
+        })
+    })?
 }
 
 /// Creates the pods `names` of `image` together from inside network namespace `ns` and

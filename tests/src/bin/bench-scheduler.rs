@@ -5,7 +5,9 @@
 //! memory and pods, and no kubelet behind them. Then: 1,000 unbound pods created by 16
 //! writers, and the time from the first create until every one has `spec.nodeName` (pods
 //! scheduled per second); and a Deployment of 100 replicas, timed from its create to all
-//! replicas bound. Binding is observed through a watch started before the creates.
+//! replicas bound. Binding is observed through a watch started before the creates. Beside
+//! the bench's own clock, the apiserver's: its `apiserver_request_duration_seconds` over the
+//! run (scraped from `/metrics` before and after), p50 / p99 of pod creates and bindings.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ekube_tests::ServerProcess;
 use ekube_tests::bench::{self, Table};
+use ekube_tests::prom::Histogram;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -78,6 +81,8 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
         args.nodes
     );
 
+    let scraped_before = scrape(client).await?;
+
     // 1. Unbound pods, created together.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let bound = watch_bound(pods.clone(), "bench=sched", args.pods).await?;
@@ -122,6 +127,28 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
         args.replicas
     );
     let rss = bench::rss_kib(server.pid()) / 1024;
+    let scraped_after = scrape(client).await?;
+    // The apiserver's latency of each kind of request, as observed during the two phases.
+    let served = |subresource: &str| {
+        let filter = [
+            ("verb", "CREATE"),
+            ("resource", "pods"),
+            ("subresource", subresource),
+        ];
+        let name = "apiserver_request_duration_seconds";
+        let during = Histogram::parse(&scraped_after, name, &filter).since(&Histogram::parse(
+            &scraped_before,
+            name,
+            &filter,
+        ));
+        (
+            during.count,
+            during.quantile(0.5).map(|s| s * 1000.0),
+            during.quantile(0.99).map(|s| s * 1000.0),
+        )
+    };
+    let (creates, binds) = (served(""), served("binding"));
+    let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
 
     let mut table = Table::new(&["scheduler (hollow nodes, no kubelets)", "measured"]);
     table.row(vec![
@@ -149,6 +176,12 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
         ),
         format!("{:.2}", deploy_bound.as_secs_f64()),
     ]);
+    for (what, (count, p50, p99)) in [("pod creates", creates), ("bindings", binds)] {
+        table.row(vec![
+            format!("apiserver's own latency histogram: {count:.0} {what}, p50 / p99 (ms)"),
+            format!("{} / {}", ms(p50), ms(p99)),
+        ]);
+    }
     table.row(vec![
         "server RSS after the run (MiB)".into(),
         rss.to_string(),
@@ -168,9 +201,22 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             "deployment_replicas": args.replicas,
             "deployment_all_bound_s": deploy_bound.as_secs_f64(),
             "server_rss_mib": rss,
+            "apiserver_pod_create_ms": {"count": creates.0, "p50": creates.1, "p99": creates.2},
+            "apiserver_pod_binding_ms": {"count": binds.0, "p50": binds.1, "p99": binds.2},
         }),
     )?;
     Ok(())
+}
+
+/// The apiserver's `/metrics`, as the bench's admin client reads it.
+async fn scrape(client: &kube::Client) -> Result<String> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .context("building the /metrics request")?;
+    client
+        .request_text(req)
+        .await
+        .context("scraping the apiserver's /metrics")
 }
 
 /// Registers a Ready node with room for its share of the pods; no kubelet ever heartbeats it.
