@@ -330,11 +330,8 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 msg,
             )
             .await;
-            status.current_replicas = Some(current);
             status.current_metrics = None;
-            status.conditions = Some(conditions);
-            write_status(&ctx, &hpa, &original, status).await?;
-            return Ok(requeue);
+            return stop_unscaled(&ctx, &hpa, &original, status, current, conditions).await;
         }
         let tolerances = tolerances_of(spec.behavior.as_ref());
         let metrics = spec.metrics.clone().unwrap_or_default();
@@ -383,11 +380,8 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 &msg,
             )
             .await;
-            status.current_replicas = Some(current);
             status.current_metrics = metric_statuses;
-            status.conditions = Some(conditions);
-            write_status(&ctx, &hpa, &original, status).await?;
-            return Ok(requeue);
+            return stop_unscaled(&ctx, &hpa, &original, status, current, conditions).await;
         }
         set_condition(
             &mut conditions,
@@ -458,11 +452,8 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
                 "FailedUpdateScale",
                 &format!("the HPA controller was unable to update the target scale: {e}"),
             );
-            status.current_replicas = Some(current);
             status.current_metrics = metric_statuses;
-            status.conditions = Some(conditions);
-            write_status(&ctx, &hpa, &original, status).await?;
-            return Ok(requeue);
+            return stop_unscaled(&ctx, &hpa, &original, status, current, conditions).await;
         }
         set_condition(
             &mut conditions,
@@ -498,6 +489,23 @@ async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Result<A
     status.conditions = Some(conditions);
     write_status(&ctx, &hpa, &original, status).await?;
     Ok(requeue)
+}
+
+/// Ends a sync that stopped before scaling (missing selector, no usable metric, a failed
+/// rescale): the status records the replicas seen and the conditions that explain it, and
+/// the autoscaler is synced again after the period.
+async fn stop_unscaled(
+    ctx: &Ctx,
+    hpa: &HorizontalPodAutoscaler,
+    original: &HorizontalPodAutoscalerStatus,
+    mut status: HorizontalPodAutoscalerStatus,
+    current: i32,
+    conditions: Vec<HorizontalPodAutoscalerCondition>,
+) -> Result<Action> {
+    status.current_replicas = Some(current);
+    status.conditions = Some(conditions);
+    write_status(ctx, hpa, original, status).await?;
+    Ok(Action::requeue(ctx.settings.sync_period))
 }
 
 /// Writes `status` when it differs from what the autoscaler had (upstream's
