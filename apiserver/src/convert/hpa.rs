@@ -29,368 +29,200 @@ fn is_cpu_resource(m: &Value) -> bool {
     m["type"] == "Resource" && m.pointer("/resource/name") == Some(&json!("cpu"))
 }
 
-/// Copies `keys` of `from` that are present and not null into `to`, renamed.
-fn copy(from: &Value, to: &mut Map<String, Value>, keys: &[(&str, &str)]) {
-    for (src, dst) in keys {
-        if let Some(v) = from.get(*src).filter(|v| !v.is_null()) {
-            to.insert((*dst).to_string(), v.clone());
-        }
-    }
-}
-
 fn annotation_list(annotations: &Value, key: &str) -> Option<Vec<Value>> {
     let text = annotations.get(key)?.as_str()?;
     // Upstream ignores an annotation it cannot parse.
     serde_json::from_str::<Vec<Value>>(text).ok()
 }
 
-/// A v2 `MetricSpec` in v1's shape.
-fn spec_to_v1(m: &Value) -> Value {
-    let mut out = Map::new();
-    out.insert("type".into(), m["type"].clone());
-    let target = |src: &Value| src.get("target").cloned().unwrap_or(Value::Null);
-    match m["type"].as_str().unwrap_or_default() {
-        "Resource" | "ContainerResource" => {
-            let key = if m["type"] == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
-            let src = &m[key];
-            let mut r = Map::new();
-            copy(src, &mut r, &[("name", "name"), ("container", "container")]);
-            copy(
-                &target(src),
-                &mut r,
-                &[
-                    ("averageUtilization", "targetAverageUtilization"),
-                    ("averageValue", "targetAverageValue"),
-                ],
-            );
-            out.insert(key.into(), Value::Object(r));
-        }
-        "Pods" => {
-            let src = &m["pods"];
-            let mut r = Map::new();
-            copy(
-                &src["metric"],
-                &mut r,
-                &[("name", "metricName"), ("selector", "selector")],
-            );
-            copy(
-                &target(src),
-                &mut r,
-                &[("averageValue", "targetAverageValue")],
-            );
-            out.insert("pods".into(), Value::Object(r));
-        }
-        "Object" => {
-            let src = &m["object"];
-            let mut r = Map::new();
-            copy(src, &mut r, &[("describedObject", "target")]);
-            copy(
-                &src["metric"],
-                &mut r,
-                &[("name", "metricName"), ("selector", "selector")],
-            );
-            copy(
-                &target(src),
-                &mut r,
-                &[("value", "targetValue"), ("averageValue", "averageValue")],
-            );
-            out.insert("object".into(), Value::Object(r));
-        }
-        "External" => {
-            let src = &m["external"];
-            let mut r = Map::new();
-            copy(
-                &src["metric"],
-                &mut r,
-                &[("name", "metricName"), ("selector", "metricSelector")],
-            );
-            copy(
-                &target(src),
-                &mut r,
-                &[
-                    ("value", "targetValue"),
-                    ("averageValue", "targetAverageValue"),
-                ],
-            );
-            out.insert("external".into(), Value::Object(r));
-        }
-        _ => return m.clone(),
+/// One kind of metric in both versions: v2 nests its fields (`metric/name`,
+/// `target/averageValue`), v1 flattens them into the kind's object under other names. Each
+/// table pairs a v2 path with its v1 key, for specs and statuses; one table drives both
+/// directions.
+struct MetricKind {
+    /// The `type`, and the key of the kind's object in both versions.
+    kind: &'static str,
+    key: &'static str,
+    spec: &'static [(&'static str, &'static str)],
+    status: &'static [(&'static str, &'static str)],
+    /// The v2 target type when v1 names no value (which v2 requires).
+    default_target: &'static str,
+    /// Whether v2 has a `metric` identifier object for this kind.
+    has_metric: bool,
+}
+
+const RESOURCE_SPEC: &[(&str, &str)] = &[
+    ("name", "name"),
+    ("container", "container"),
+    ("target/averageUtilization", "targetAverageUtilization"),
+    ("target/averageValue", "targetAverageValue"),
+];
+const RESOURCE_STATUS: &[(&str, &str)] = &[
+    ("name", "name"),
+    ("container", "container"),
+    ("current/averageUtilization", "currentAverageUtilization"),
+    ("current/averageValue", "currentAverageValue"),
+];
+
+const KINDS: &[MetricKind] = &[
+    MetricKind {
+        kind: "Resource",
+        key: "resource",
+        spec: RESOURCE_SPEC,
+        status: RESOURCE_STATUS,
+        default_target: "AverageValue",
+        has_metric: false,
+    },
+    MetricKind {
+        kind: "ContainerResource",
+        key: "containerResource",
+        spec: RESOURCE_SPEC,
+        status: RESOURCE_STATUS,
+        default_target: "AverageValue",
+        has_metric: false,
+    },
+    MetricKind {
+        kind: "Pods",
+        key: "pods",
+        spec: &[
+            ("metric/name", "metricName"),
+            ("metric/selector", "selector"),
+            ("target/averageValue", "targetAverageValue"),
+        ],
+        status: &[
+            ("metric/name", "metricName"),
+            ("metric/selector", "selector"),
+            ("current/averageValue", "currentAverageValue"),
+        ],
+        default_target: "AverageValue",
+        has_metric: true,
+    },
+    MetricKind {
+        kind: "Object",
+        key: "object",
+        spec: &[
+            ("describedObject", "target"),
+            ("metric/name", "metricName"),
+            ("metric/selector", "selector"),
+            ("target/value", "targetValue"),
+            ("target/averageValue", "averageValue"),
+        ],
+        status: &[
+            ("describedObject", "target"),
+            ("metric/name", "metricName"),
+            ("metric/selector", "selector"),
+            ("current/value", "currentValue"),
+            ("current/averageValue", "averageValue"),
+        ],
+        default_target: "Value",
+        has_metric: true,
+    },
+    MetricKind {
+        kind: "External",
+        key: "external",
+        spec: &[
+            ("metric/name", "metricName"),
+            ("metric/selector", "metricSelector"),
+            ("target/value", "targetValue"),
+            ("target/averageValue", "targetAverageValue"),
+        ],
+        status: &[
+            ("metric/name", "metricName"),
+            ("metric/selector", "metricSelector"),
+            ("current/value", "currentValue"),
+            ("current/averageValue", "currentAverageValue"),
+        ],
+        default_target: "Value",
+        has_metric: true,
+    },
+];
+
+/// A `MetricSpec` or a `MetricStatus`.
+#[derive(Clone, Copy, PartialEq)]
+enum Part {
+    Spec,
+    Status,
+}
+
+impl MetricKind {
+    fn of(m: &Value) -> Option<&'static Self> {
+        KINDS.iter().find(|k| m["type"] == k.kind)
     }
+
+    fn fields(&self, part: Part) -> &'static [(&'static str, &'static str)] {
+        match part {
+            Part::Spec => self.spec,
+            Part::Status => self.status,
+        }
+    }
+}
+
+/// `{"type": <kind>, <key>: body}`.
+fn tagged(kind: &MetricKind, body: Value) -> Value {
+    let mut out = Map::new();
+    out.insert("type".into(), json!(kind.kind));
+    out.insert(kind.key.into(), body);
     Value::Object(out)
 }
 
-/// A v1-shaped `MetricSpec` (from the annotation) in v2's shape.
-fn spec_from_v1(m: &Value) -> Value {
-    let mut out = Map::new();
-    out.insert("type".into(), m["type"].clone());
-    match m["type"].as_str().unwrap_or_default() {
-        "Resource" | "ContainerResource" => {
-            let key = if m["type"] == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
-            let src = &m[key];
-            let mut r = Map::new();
-            copy(src, &mut r, &[("name", "name"), ("container", "container")]);
-            let mut t = Map::new();
-            copy(
-                src,
-                &mut t,
-                &[
-                    ("targetAverageUtilization", "averageUtilization"),
-                    ("targetAverageValue", "averageValue"),
-                ],
-            );
-            let ty = if t.contains_key("averageUtilization") {
-                "Utilization"
-            } else {
-                "AverageValue"
-            };
-            t.insert("type".into(), json!(ty));
-            r.insert("target".into(), Value::Object(t));
-            out.insert(key.into(), Value::Object(r));
+/// A v2 metric (spec or status) in v1's shape; an unknown kind is kept as it is.
+fn metric_to_v1(m: &Value, part: Part) -> Value {
+    let Some(kind) = MetricKind::of(m) else {
+        return m.clone();
+    };
+    let src = &m[kind.key];
+    let mut flat = Map::new();
+    for (path, v1) in kind.fields(part) {
+        if let Some(v) = src.pointer(&format!("/{path}")).filter(|v| !v.is_null()) {
+            flat.insert((*v1).to_string(), v.clone());
         }
-        "Pods" => {
-            let src = &m["pods"];
-            let mut metric = Map::new();
-            copy(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("selector", "selector")],
-            );
-            let mut t = Map::new();
-            t.insert("type".into(), json!("AverageValue"));
-            copy(src, &mut t, &[("targetAverageValue", "averageValue")]);
-            out.insert(
-                "pods".into(),
-                json!({"metric": metric, "target": Value::Object(t)}),
-            );
-        }
-        "Object" => {
-            let src = &m["object"];
-            let mut metric = Map::new();
-            copy(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("selector", "selector")],
-            );
-            let mut t = Map::new();
-            copy(
-                src,
-                &mut t,
-                &[("targetValue", "value"), ("averageValue", "averageValue")],
-            );
-            let ty = if t.contains_key("averageValue") {
-                "AverageValue"
-            } else {
-                "Value"
-            };
-            t.insert("type".into(), json!(ty));
-            let mut r = Map::new();
-            copy(src, &mut r, &[("target", "describedObject")]);
-            r.insert("metric".into(), Value::Object(metric));
-            r.insert("target".into(), Value::Object(t));
-            out.insert("object".into(), Value::Object(r));
-        }
-        "External" => {
-            let src = &m["external"];
-            let mut metric = Map::new();
-            copy(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("metricSelector", "selector")],
-            );
-            let mut t = Map::new();
-            copy(
-                src,
-                &mut t,
-                &[
-                    ("targetValue", "value"),
-                    ("targetAverageValue", "averageValue"),
-                ],
-            );
-            let ty = if t.contains_key("averageValue") {
-                "AverageValue"
-            } else {
-                "Value"
-            };
-            t.insert("type".into(), json!(ty));
-            out.insert(
-                "external".into(),
-                json!({"metric": metric, "target": Value::Object(t)}),
-            );
-        }
-        _ => return m.clone(),
     }
-    Value::Object(out)
+    if part == Part::Status && !kind.has_metric {
+        // v1's currentAverageValue is required (of the resource kinds, the ones without `metric`).
+        flat.entry("currentAverageValue").or_insert(json!("0"));
+    }
+    tagged(kind, Value::Object(flat))
 }
 
-/// A v2 `MetricStatus` in v1's shape.
-fn status_to_v1(m: &Value) -> Value {
-    let mut out = Map::new();
-    out.insert("type".into(), m["type"].clone());
-    let current = |src: &Value| src.get("current").cloned().unwrap_or(Value::Null);
-    match m["type"].as_str().unwrap_or_default() {
-        "Resource" | "ContainerResource" => {
-            let key = if m["type"] == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
-            let src = &m[key];
-            let mut r = Map::new();
-            copy(src, &mut r, &[("name", "name"), ("container", "container")]);
-            copy(
-                &current(src),
-                &mut r,
-                &[
-                    ("averageUtilization", "currentAverageUtilization"),
-                    ("averageValue", "currentAverageValue"),
-                ],
-            );
-            // v1's currentAverageValue is required.
-            r.entry("currentAverageValue").or_insert(json!("0"));
-            out.insert(key.into(), Value::Object(r));
-        }
-        "Pods" => {
-            let src = &m["pods"];
-            let mut r = Map::new();
-            copy(
-                &src["metric"],
-                &mut r,
-                &[("name", "metricName"), ("selector", "selector")],
-            );
-            copy(
-                &current(src),
-                &mut r,
-                &[("averageValue", "currentAverageValue")],
-            );
-            out.insert("pods".into(), Value::Object(r));
-        }
-        "Object" => {
-            let src = &m["object"];
-            let mut r = Map::new();
-            copy(src, &mut r, &[("describedObject", "target")]);
-            copy(
-                &src["metric"],
-                &mut r,
-                &[("name", "metricName"), ("selector", "selector")],
-            );
-            copy(
-                &current(src),
-                &mut r,
-                &[("value", "currentValue"), ("averageValue", "averageValue")],
-            );
-            out.insert("object".into(), Value::Object(r));
-        }
-        "External" => {
-            let src = &m["external"];
-            let mut r = Map::new();
-            copy(
-                &src["metric"],
-                &mut r,
-                &[("name", "metricName"), ("selector", "metricSelector")],
-            );
-            copy(
-                &current(src),
-                &mut r,
-                &[
-                    ("value", "currentValue"),
-                    ("averageValue", "currentAverageValue"),
-                ],
-            );
-            out.insert("external".into(), Value::Object(r));
-        }
-        _ => return m.clone(),
+/// A v1-shaped metric (spec or status, from the annotation) in v2's shape.
+fn metric_from_v1(m: &Value, part: Part) -> Value {
+    let Some(kind) = MetricKind::of(m) else {
+        return m.clone();
+    };
+    let src = &m[kind.key];
+    let mut nested = json!({});
+    if kind.has_metric {
+        nested["metric"] = json!({});
     }
-    Value::Object(out)
-}
-
-/// A v1-shaped `MetricStatus` (from the annotation) in v2's shape.
-fn status_from_v1(m: &Value) -> Value {
-    let mut out = Map::new();
-    out.insert("type".into(), m["type"].clone());
-    match m["type"].as_str().unwrap_or_default() {
-        "Resource" | "ContainerResource" => {
-            let key = if m["type"] == "Resource" {
-                "resource"
-            } else {
-                "containerResource"
-            };
-            let src = &m[key];
-            let mut r = Map::new();
-            copy(src, &mut r, &[("name", "name"), ("container", "container")]);
-            let mut c = Map::new();
-            copy(
-                src,
-                &mut c,
-                &[
-                    ("currentAverageUtilization", "averageUtilization"),
-                    ("currentAverageValue", "averageValue"),
-                ],
-            );
-            r.insert("current".into(), Value::Object(c));
-            out.insert(key.into(), Value::Object(r));
+    let value_key = match part {
+        Part::Spec => "target",
+        Part::Status => "current",
+    };
+    nested[value_key] = json!({});
+    for (path, v1) in kind.fields(part) {
+        let Some(v) = src.get(*v1).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match path.split_once('/') {
+            Some((outer, inner)) => {
+                if !nested[outer].is_object() {
+                    nested[outer] = json!({});
+                }
+                nested[outer][inner] = v.clone();
+            }
+            None => nested[*path] = v.clone(),
         }
-        "Pods" => {
-            let src = &m["pods"];
-            let mut metric = Map::new();
-            copy(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("selector", "selector")],
-            );
-            let mut c = Map::new();
-            copy(src, &mut c, &[("currentAverageValue", "averageValue")]);
-            out.insert("pods".into(), json!({"metric": metric, "current": c}));
-        }
-        "Object" => {
-            let src = &m["object"];
-            let mut metric = Map::new();
-            copy(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("selector", "selector")],
-            );
-            let mut c = Map::new();
-            copy(
-                src,
-                &mut c,
-                &[("currentValue", "value"), ("averageValue", "averageValue")],
-            );
-            let mut r = Map::new();
-            copy(src, &mut r, &[("target", "describedObject")]);
-            r.insert("metric".into(), Value::Object(metric));
-            r.insert("current".into(), Value::Object(c));
-            out.insert("object".into(), Value::Object(r));
-        }
-        "External" => {
-            let src = &m["external"];
-            let mut metric = Map::new();
-            copy(
-                src,
-                &mut metric,
-                &[("metricName", "name"), ("metricSelector", "selector")],
-            );
-            let mut c = Map::new();
-            copy(
-                src,
-                &mut c,
-                &[
-                    ("currentValue", "value"),
-                    ("currentAverageValue", "averageValue"),
-                ],
-            );
-            out.insert("external".into(), json!({"metric": metric, "current": c}));
-        }
-        _ => return m.clone(),
     }
-    Value::Object(out)
+    if part == Part::Spec {
+        let target = &mut nested["target"];
+        let ty = ["averageUtilization", "averageValue", "value"]
+            .into_iter()
+            .zip(["Utilization", "AverageValue", "Value"])
+            .find(|(field, _)| target.get(*field).is_some())
+            .map_or(kind.default_target, |(_, ty)| ty);
+        target["type"] = json!(ty);
+    }
+    tagged(kind, nested)
 }
 
 /// Sets `obj[key]` to `value`, or removes it when `value` is `None`.
@@ -436,7 +268,7 @@ pub fn v1_to_v2(obj: &Value) -> Value {
         let mut metrics: Vec<Value> = annotation_list(&annotations, METRIC_SPECS_ANNOTATION)
             .unwrap_or_default()
             .iter()
-            .map(spec_from_v1)
+            .map(|m| metric_from_v1(m, Part::Spec))
             .collect();
         if let Some(cpu) = cpu {
             metrics.push(json!({"type": "Resource", "resource": {"name": "cpu",
@@ -463,7 +295,10 @@ pub fn v1_to_v2(obj: &Value) -> Value {
             .filter(|v| !v.is_null());
         let current = match annotation_list(&annotations, METRIC_STATUSES_ANNOTATION) {
             // The annotation holds every current metric, the CPU one included.
-            Some(list) => list.iter().map(status_from_v1).collect(),
+            Some(list) => list
+                .iter()
+                .map(|m| metric_from_v1(m, Part::Status))
+                .collect(),
             None => cpu
                 .map(|cpu| {
                     vec![json!({"type": "Resource", "resource": {"name": "cpu",
@@ -513,7 +348,7 @@ pub fn v2_to_v1(obj: &Value) -> Value {
             .filter(|m| {
                 !(is_cpu_resource(m) && m.pointer("/resource/target/averageUtilization").is_some())
             })
-            .map(spec_to_v1)
+            .map(|m| metric_to_v1(m, Part::Spec))
             .collect();
         if !others.is_empty() {
             annotations.insert(
@@ -543,7 +378,10 @@ pub fn v2_to_v1(obj: &Value) -> Value {
             status["currentCPUUtilizationPercentage"] = cpu.clone();
         }
         if !current.is_empty() {
-            let list: Vec<Value> = current.iter().map(status_to_v1).collect();
+            let list: Vec<Value> = current
+                .iter()
+                .map(|m| metric_to_v1(m, Part::Status))
+                .collect();
             annotations.insert(
                 METRIC_STATUSES_ANNOTATION.into(),
                 json!(Value::Array(list).to_string()),
@@ -655,6 +493,107 @@ mod tests {
         let back = v1_to_v2(&v2_to_v1(&v2));
         // The CPU metric comes back last, as upstream appends it after the annotated ones.
         assert_eq!(back, v2);
+    }
+
+    /// An autoscaler with every other kind of metric, as v2 writes them.
+    fn v2_other_metrics() -> Value {
+        json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "maxReplicas": 5,
+                "metrics": [
+                    {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app",
+                        "target": {"type": "Utilization", "averageUtilization": 60}}},
+                    {"type": "Object", "object": {
+                        "describedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main"},
+                        "metric": {"name": "requests", "selector": {"matchLabels": {"verb": "GET"}}},
+                        "target": {"type": "Value", "value": "10k"}}},
+                    {"type": "Object", "object": {
+                        "describedObject": {"kind": "Service", "name": "web"},
+                        "metric": {"name": "rps"},
+                        "target": {"type": "AverageValue", "averageValue": "50"}}},
+                    {"type": "External", "external": {
+                        "metric": {"name": "queue_depth", "selector": {"matchLabels": {"queue": "jobs"}}},
+                        "target": {"type": "AverageValue", "averageValue": "30"}}},
+                    {"type": "External", "external": {"metric": {"name": "lag"},
+                        "target": {"type": "Value", "value": "100"}}},
+                ],
+            },
+            "status": {
+                "currentReplicas": 2, "desiredReplicas": 2,
+                "currentMetrics": [
+                    {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app",
+                        "current": {"averageUtilization": 40, "averageValue": "200m"}}},
+                    {"type": "Object", "object": {
+                        "describedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main"},
+                        "metric": {"name": "requests", "selector": {"matchLabels": {"verb": "GET"}}},
+                        "current": {"value": "8k"}}},
+                    {"type": "External", "external": {
+                        "metric": {"name": "queue_depth", "selector": {"matchLabels": {"queue": "jobs"}}},
+                        "current": {"value": "90", "averageValue": "45"}}},
+                ],
+            },
+        })
+    }
+
+    #[test]
+    fn other_metric_kinds_keep_upstreams_v1_annotation_shape_and_round_trip() {
+        let v2 = v2_other_metrics();
+        let v1 = v2_to_v1(&v2);
+        assert!(v1["spec"].get("targetCPUUtilizationPercentage").is_none());
+        let a = &v1["metadata"]["annotations"];
+        let specs: Value =
+            serde_json::from_str(a[METRIC_SPECS_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(
+            specs,
+            json!([
+                {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app", "targetAverageUtilization": 60}},
+                {"type": "Object", "object": {
+                    "target": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main"},
+                    "metricName": "requests", "selector": {"matchLabels": {"verb": "GET"}}, "targetValue": "10k"}},
+                {"type": "Object", "object": {"target": {"kind": "Service", "name": "web"},
+                    "metricName": "rps", "averageValue": "50"}},
+                {"type": "External", "external": {"metricName": "queue_depth",
+                    "metricSelector": {"matchLabels": {"queue": "jobs"}}, "targetAverageValue": "30"}},
+                {"type": "External", "external": {"metricName": "lag", "targetValue": "100"}},
+            ])
+        );
+        let statuses: Value =
+            serde_json::from_str(a[METRIC_STATUSES_ANNOTATION].as_str().unwrap()).unwrap();
+        assert_eq!(
+            statuses,
+            json!([
+                {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "app",
+                    "currentAverageUtilization": 40, "currentAverageValue": "200m"}},
+                {"type": "Object", "object": {
+                    "target": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "name": "main"},
+                    "metricName": "requests", "selector": {"matchLabels": {"verb": "GET"}}, "currentValue": "8k"}},
+                {"type": "External", "external": {"metricName": "queue_depth",
+                    "metricSelector": {"matchLabels": {"queue": "jobs"}},
+                    "currentValue": "90", "currentAverageValue": "45"}},
+            ])
+        );
+        assert_eq!(v1_to_v2(&v1), v2);
+    }
+
+    #[test]
+    fn a_v1_resource_status_without_a_value_reads_zero() {
+        // v1's currentAverageValue is required; a v2 status with utilization only fills it.
+        let v2 = json!({"status": {"desiredReplicas": 1, "currentMetrics": [
+            {"type": "Resource", "resource": {"name": "memory", "current": {"averageUtilization": 30}}}]}});
+        let v1 = v2_to_v1(&v2);
+        let statuses: Value = serde_json::from_str(
+            v1["metadata"]["annotations"][METRIC_STATUSES_ANNOTATION]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            statuses[0]["resource"],
+            json!({"name": "memory", "currentAverageUtilization": 30, "currentAverageValue": "0"})
+        );
     }
 
     #[test]
