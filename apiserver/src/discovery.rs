@@ -19,6 +19,9 @@ const VERBS: &[&str] = &[
     "watch",
 ];
 
+/// The verbs of the `proxy` subresources: those of the methods they pass on.
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+
 pub fn api_versions(server_address: &str) -> Value {
     json!({
         "kind": "APIVersions",
@@ -149,7 +152,10 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                     None,
                     &["create", "get"],
                 ));
+                out.push(sub(r, "proxy", "PodProxyOptions", None, PROXY_VERBS));
             }
+            ("", "services") => out.push(sub(r, "proxy", "ServiceProxyOptions", None, PROXY_VERBS)),
+            ("", "nodes") => out.push(sub(r, "proxy", "NodeProxyOptions", None, PROXY_VERBS)),
             ("", "namespaces") => out.push(sub(r, "finalize", "Namespace", None, &["update"])),
             ("", "serviceaccounts") => out.push(sub(
                 r,
@@ -194,4 +200,32 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_subresources_are_listed_with_upstreams_verbs() {
+        let list = resource_list("", "v1").unwrap();
+        for (name, kind) in [
+            ("pods/proxy", "PodProxyOptions"),
+            ("services/proxy", "ServiceProxyOptions"),
+            ("nodes/proxy", "NodeProxyOptions"),
+        ] {
+            let entry = list["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .unwrap_or_else(|| panic!("{name} is not listed"));
+            assert_eq!(entry["kind"], kind, "{name}");
+            assert_eq!(
+                entry["verbs"],
+                json!(["create", "delete", "get", "patch", "update"]),
+                "{name}"
+            );
+        }
+    }
 }

@@ -400,6 +400,9 @@ async fn resource(
     q: Query,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>> {
+    if t.subresource.as_deref() == Some("proxy") {
+        return crate::proxy::serve(api, &t, req).await;
+    }
     let r = t.info;
     // RBAC writes must not grant more than the writer holds.
     let guard = Guard {

@@ -9,6 +9,7 @@
 //! kubelet writes it, and an upgrade (WebSocket, SPDY) is relayed like the upstream
 //! UpgradeAwareHandler — the kubelet's `101` answer goes back to the client and the two
 //! upgraded connections are spliced, so the protocol spoken inside is the kubelet's business.
+//! The connection and the relay are [`crate::proxy`]'s, shared with the `proxy` subresources.
 //! The apiserver authenticates to the kubelet with its kubelet client certificate
 //! (`--kubelet-client-certificate`, by default one the cluster CA issues), as kube-apiserver
 //! does; the kubelet's serving certificate is not verified, as in kubeadm clusters without
@@ -17,15 +18,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use crate::ApiServer;
 use crate::errors::{ApiError, Result};
 use crate::handler::Body;
+use crate::proxy;
 
 /// The kubelet port when the Node does not publish `status.daemonEndpoints`.
 const KUBELET_PORT: u16 = 10250;
@@ -114,47 +115,27 @@ pub async fn to_kubelet(
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let mut out = Request::builder()
         .method(req.method().clone())
-        .uri(path_and_query);
-    for (k, v) in forwardable(req.headers(), upgrading) {
-        out = out.header(k, v);
-    }
-    let out = out
-        .header(header::HOST, format!("{host}:{port}"))
-        .body(Empty::<Bytes>::new())
+        .uri(path_and_query)
+        .body(crate::handler::full(Bytes::new()))
         .map_err(|e| ApiError::internal(format!("building the kubelet request: {e}")))?;
-    let mut resp = sender
-        .send_request(out)
+    *out.headers_mut() = proxy::forwardable(req.headers(), upgrading);
+    out.headers_mut().insert(
+        header::HOST,
+        HeaderValue::from_str(&format!("{host}:{port}"))
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    let resp = match proxy::send(&mut sender, out, client_upgrade)
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(unavailable)?
+    {
+        proxy::Answer::Switched(back) => {
+            tracing::debug!(pod = %name, %sub, node = %node_name, "upgraded through the kubelet");
+            return Ok(back);
+        }
+        proxy::Answer::Plain(resp) => resp,
+    };
     let status = resp.status();
     tracing::debug!(pod = %name, %sub, node = %node_name, status = status.as_u16(), "relayed to the kubelet");
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(ApiError::internal(
-                "the kubelet switched protocols on a request that asked for no upgrade",
-            ));
-        };
-        let kubelet_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, kubelet_upgrade) {
-                Ok((client, kubelet)) => {
-                    let _ = tokio::io::copy_bidirectional(
-                        &mut TokioIo::new(client),
-                        &mut TokioIo::new(kubelet),
-                    )
-                    .await;
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade relay failed"),
-            }
-        });
-        let mut back = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
-        for (k, v) in resp.headers() {
-            back = back.header(k, v);
-        }
-        return back
-            .body(crate::handler::full(Bytes::new()))
-            .map_err(|e| ApiError::internal(e.to_string()));
-    }
     if !status.is_success() {
         let body = resp
             .into_body()
@@ -197,7 +178,7 @@ pub async fn to_kubelet(
 
 /// An HTTP/1.1 connection to a node's kubelet, with the address it went to.
 pub struct Kubelet {
-    pub sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    pub sender: hyper::client::conn::http1::SendRequest<Body>,
     pub host: String,
     pub port: u16,
 }
@@ -215,29 +196,20 @@ pub async fn dial(api: &ApiServer, node: &Value) -> Result<Kubelet> {
         message: format!("node {node_name} has no address for its kubelet"),
         details: None,
     })?;
-    let unavailable = |e: String| ApiError {
-        code: 503,
-        reason: "ServiceUnavailable",
-        message: format!("error dialing the kubelet of node {node_name} ({host}:{port}): {e}"),
-        details: None,
+    let location = proxy::Location {
+        tls: proxy::Tls::Kubelet,
+        authority: format!("{host}:{port}"),
+        host: host.clone(),
+        port,
     };
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+    let sender = proxy::connect(&location, &api.kubelet_tls)
         .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| unavailable(e.to_string()))?;
-    let tls = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone())
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "kubelet connection ended with an error");
-        }
-    });
+        .map_err(|e| ApiError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: format!("error dialing the kubelet of node {node_name} ({host}:{port}): {e}"),
+            details: None,
+        })?;
     Ok(Kubelet { sender, host, port })
 }
 
@@ -302,7 +274,7 @@ pub fn container(pod: &Value, requested: Option<&str>) -> Result<String> {
 }
 
 /// The node's InternalIP (else any address) and kubelet port.
-fn kubelet_address(node: &Value) -> Option<(String, u16)> {
+pub(crate) fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     let addresses = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)?;
@@ -321,22 +293,6 @@ fn kubelet_address(node: &Value) -> Option<(String, u16)> {
         .filter(|p| *p > 0 && *p <= u16::MAX as u64)
         .map_or(KUBELET_PORT, |p| p as u16);
     Some((host.to_owned(), port))
-}
-
-/// Request headers passed on: all but the client's credentials and the host; hop-by-hop
-/// `Connection`/`Upgrade` only when relaying an upgrade.
-fn forwardable(headers: &HeaderMap, upgrading: bool) -> Vec<(http::HeaderName, HeaderValue)> {
-    headers
-        .iter()
-        .filter(|(k, _)| {
-            !matches!(
-                *k,
-                &header::AUTHORIZATION | &header::HOST | &header::CONTENT_LENGTH
-            ) && (upgrading || !matches!(*k, &header::CONNECTION | &header::UPGRADE))
-                && !k.as_str().eq_ignore_ascii_case("impersonate-user")
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 /// TLS towards kubelets: HTTP/1.1 (upgrades need it), `client` as the client certificate,

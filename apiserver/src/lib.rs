@@ -32,6 +32,7 @@ pub mod patch;
 pub mod pki;
 pub mod podsecurity;
 pub mod protobuf;
+pub mod proxy;
 pub mod registry;
 pub mod resource_metrics;
 pub mod route;

@@ -91,8 +91,9 @@ pub fn has_subresource(info: &ResourceInfo, sub: &str) -> bool {
             (
                 "",
                 "pods",
-                "binding" | "eviction" | "log" | "exec" | "attach" | "portforward"
-            ) | ("", "namespaces", "finalize")
+                "binding" | "eviction" | "log" | "exec" | "attach" | "portforward" | "proxy"
+            ) | ("", "services" | "nodes", "proxy")
+                | ("", "namespaces", "finalize")
                 | ("", "serviceaccounts", "token")
                 | (
                     "certificates.k8s.io",
@@ -126,6 +127,10 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Route {
                 (Some(info), []) => target(info, Some(ns), None, None),
                 (Some(info), [name]) => target(info, Some(ns), Some(name), None),
                 (Some(info), [name, sub]) => target(info, Some(ns), Some(name), Some(sub)),
+                // `…/<name>/proxy/<path to the backend>`
+                (Some(info), [name, "proxy", _, ..]) => {
+                    target(info, Some(ns), Some(name), Some("proxy"))
+                }
                 _ => Route::NotFound,
             }
         }
@@ -135,6 +140,9 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Route {
                 [] => target(info, None, None, None),
                 [name] if !info.namespaced => target(info, None, Some(name), None),
                 [name, sub] if !info.namespaced => target(info, None, Some(name), Some(sub)),
+                [name, "proxy", _, ..] if !info.namespaced => {
+                    target(info, None, Some(name), Some("proxy"))
+                }
                 _ => Route::NotFound,
             },
             None => Route::NotFound,
@@ -189,5 +197,43 @@ mod tests {
             parse("/apis/authorization.k8s.io/v1/namespaces/dev/selfsubjectaccessreviews"),
             Route::NotFound
         );
+    }
+
+    #[test]
+    fn proxy_paths_carry_any_tail() {
+        let shape = |path: &str| match parse(path) {
+            Route::Resource(t) => Some((
+                t.info.plural,
+                t.namespace,
+                t.name.unwrap_or_default(),
+                t.subresource.unwrap_or_default(),
+            )),
+            _ => None,
+        };
+        assert_eq!(
+            shape("/api/v1/namespaces/dev/services/https:web:8443/proxy/a/b/c"),
+            Some((
+                "services",
+                Some("dev".into()),
+                "https:web:8443".into(),
+                "proxy".into()
+            ))
+        );
+        assert_eq!(
+            shape("/api/v1/namespaces/dev/pods/web:8080/proxy"),
+            Some((
+                "pods",
+                Some("dev".into()),
+                "web:8080".into(),
+                "proxy".into()
+            ))
+        );
+        assert_eq!(
+            shape("/api/v1/nodes/n1/proxy/stats/summary"),
+            Some(("nodes", None, "n1".into(), "proxy".into()))
+        );
+        assert_eq!(shape("/api/v1/namespaces/dev/configmaps/c/proxy/a"), None);
+        assert_eq!(shape("/api/v1/namespaces/dev/pods/web/log/extra"), None);
+        assert_eq!(shape("/api/v1/namespaces/dev/pods/web/proxyx/a"), None);
     }
 }

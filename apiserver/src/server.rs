@@ -96,6 +96,7 @@ async fn connection(
     tracing::trace!(%peer, user = ?user, "connection");
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(abort.clone());
+        req.extensions_mut().insert(crate::proxy::Peer(peer));
         let (api, user) = (api.clone(), user.clone());
         async move {
             // Upstream's x509 authenticator verifies the client certificate on every request:

@@ -1,6 +1,7 @@
 //! Subresources other than `status`: `scale`, `pods/binding`, `pods/eviction` (in
 //! [`crate::eviction`]), and the streaming
-//! ones served by kubelets (`log`, `exec`, `attach`, `portforward`, relayed by [`crate::proxy`]).
+//! ones served by kubelets (`log`, `exec`, `attach`, `portforward`, relayed by
+//! [`crate::kubelet_proxy`]).
 //!
 //! Creates on a subresource (a binding, an eviction, a token request) and connections
 //! (`exec`, `attach`, `portforward`) pass the admission chain as the requester's; the writes

@@ -190,6 +190,29 @@ mod tests {
                 (true, "get", "", "", "nodes", "proxy", "n1"),
             ),
             (
+                Method::PUT,
+                "/api/v1/namespaces/dev/services/https:web:443/proxy/a/b",
+                (
+                    true,
+                    "update",
+                    "",
+                    "dev",
+                    "services",
+                    "proxy",
+                    "https:web:443",
+                ),
+            ),
+            (
+                Method::DELETE,
+                "/api/v1/namespaces/dev/pods/web/proxy/",
+                (true, "delete", "", "dev", "pods", "proxy", "web"),
+            ),
+            (
+                Method::OPTIONS,
+                "/api/v1/namespaces/dev/services/web/proxy",
+                (true, "", "", "dev", "services", "proxy", "web"),
+            ),
+            (
                 Method::GET,
                 "/api/v1/watch/namespaces/dev/pods",
                 (true, "watch", "", "dev", "pods", "", ""),

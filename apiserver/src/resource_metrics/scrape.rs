@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use ekube_api::selector::{FieldSelector, LabelSelector};
 use http::{Request, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::ApiServer;
@@ -335,7 +335,7 @@ async fn scrape_node(api: &ApiServer, node: &Value) -> Result<Scrape, String> {
     let req = Request::get("/metrics/resource")
         .header(header::HOST, format!("{}:{}", kubelet.host, kubelet.port))
         .header(header::ACCEPT, "text/plain")
-        .body(Empty::<Bytes>::new())
+        .body(crate::handler::full(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let resp = kubelet
         .sender
