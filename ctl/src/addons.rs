@@ -267,7 +267,9 @@ impl Dashboard {
         let service = json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": DASHBOARD, "namespace": DASHBOARD, "labels": labels},
             "spec": {"selector": labels,
-                "ports": [{"name": "https", "port": 443, "targetPort": 8443, "protocol": "TCP"}]}});
+                // Unnamed, as the Kubernetes Dashboard's: the proxy URL's empty port
+                // (`https:kubernetes-dashboard:`) selects the unnamed port.
+                "ports": [{"port": 443, "targetPort": 8443, "protocol": "TCP"}]}});
         let probe = json!({"httpGet": {"path": "/", "port": 8443, "scheme": "HTTPS"},
             "periodSeconds": 5});
         let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",

@@ -15,8 +15,11 @@ pub struct Histogram {
     pub sum: f64,
 }
 
-/// The labels of a sample line, and its value: `name{a="x",b="y"} 12` → (name, labels, 12).
-fn parse_line(line: &str) -> Option<(&str, Vec<(&str, String)>, f64)> {
+/// One sample: series name, labels (values unescaped), value.
+type Sample<'a> = (&'a str, Vec<(&'a str, String)>, f64);
+
+/// The sample of a line: `name{a="x",b="y"} 12` → (name, labels, 12); comments are none.
+fn parse_line(line: &str) -> Option<Sample<'_>> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;

@@ -192,15 +192,21 @@ fn drive(c: &LabCluster, base: &str, url: &str) -> Result<Value> {
             .http("ext", "GET", &format!("{base}/version"), &[])
             .is_ok_and(|r| r.status == 200))
     })?;
+    let mut last = String::new();
     c.wait(
         Duration::from_secs(60),
         "the dashboard to answer through the service proxy",
         |c| {
-            Ok(c.lab
-                .http("ext", "GET", url, &[])
-                .is_ok_and(|r| r.status == 200))
+            let answer = c.lab.http("ext", "GET", url, &[])?;
+            last = format!(
+                "{} {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            );
+            Ok(answer.status == 200)
         },
-    )?;
+    )
+    .with_context(|| format!("the last answer: {last}"))?;
     let anonymous = c
         .lab
         .http("ext", "GET", &format!("{url}api/v1/nodes"), &[])?;

@@ -357,7 +357,9 @@ async function podPage(ns, name) {
   try {
     const events = await api(`api/v1/namespaces/${encodeURIComponent(ns)}/events?fieldSelector=${encodeURIComponent(`involvedObject.name=${name}`)}`);
     const mine = events.items.filter((e) => e.involvedObject.kind === 'Pod' && e.involvedObject.uid === pod.metadata.uid);
-    mine.sort((a, b) => Date.parse(a.lastTimestamp || a.eventTime || a.metadata.creationTimestamp) - Date.parse(b.lastTimestamp || b.eventTime || b.metadata.creationTimestamp));
+    // Oldest first; events of the same second in the order they were written.
+    const when = (e) => Date.parse(e.lastTimestamp || e.eventTime || e.metadata.creationTimestamp);
+    mine.sort((a, b) => when(a) - when(b) || Number(a.metadata.resourceVersion) - Number(b.metadata.resourceVersion));
     parts.push(section('Events', table('events', ['Type', 'Reason', 'Age', 'From', 'Message'], mine.map((e) => ({
       name: e.metadata.name,
       cells: [e.type, e.reason, age(e.lastTimestamp || e.eventTime || e.metadata.creationTimestamp),
