@@ -26,6 +26,8 @@ pub mod quantity;
 pub mod quota;
 pub mod resource_name;
 pub mod resources;
+pub mod review;
+pub mod secure_port;
 pub mod selector;
 pub mod serve;
 pub mod tls;

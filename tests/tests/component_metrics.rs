@@ -211,3 +211,97 @@ fn health_endpoints_name_their_checks() {
         "no {livez:?} in\n{text}"
     );
 }
+
+/// `curl -k https://127.0.0.1:<port><path>` with an optional bearer token: status and body.
+fn scrape(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut curl = std::process::Command::new("curl");
+    curl.args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"]);
+    if let Some(t) = token {
+        curl.args(["-H", &format!("Authorization: Bearer {t}")]);
+    }
+    let out = curl
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn scheduler_and_controller_manager_serve_metrics_to_allowed_users() {
+    let (scheduler, controller_manager) = (ekube_tests::free_port(), ekube_tests::free_port());
+    let s = ServerProcess::start(&[
+        &format!("--kube-scheduler-arg=secure-port={scheduler}"),
+        &format!("--kube-controller-manager-arg=secure-port={controller_manager}"),
+    ])
+    .unwrap();
+    for port in [scheduler, controller_manager] {
+        wait_for(
+            Duration::from_secs(20),
+            "the secure port to answer /healthz",
+            || Ok(scrape(port, "/healthz", None) == (200, "ok".into())),
+        )
+        .unwrap();
+        assert_eq!(scrape(port, "/readyz", None), (200, "ok".into()));
+    }
+    // A pod to schedule (no node fits: an unschedulable attempt) and a Deployment to reconcile.
+    ok(s.kubectl(&["run", "web", "--image=nginx"]));
+    ok(s.kubectl(&["create", "deployment", "app", "--image=nginx"]));
+
+    ok(s.kubectl(&["create", "serviceaccount", "prometheus"]));
+    ok(s.kubectl(&["create", "serviceaccount", "nobody"]));
+    ok(s.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "prometheus",
+        "--clusterrole=system:monitoring",
+        "--serviceaccount=default:prometheus",
+    ]));
+    let allowed = ok(s.kubectl(&["create", "token", "prometheus"]));
+    let denied = ok(s.kubectl(&["create", "token", "nobody"]));
+    let (allowed, denied) = (allowed.trim(), denied.trim());
+
+    for port in [scheduler, controller_manager] {
+        let (code, body) = scrape(port, "/metrics", None);
+        assert_eq!(code, 403, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            status["message"],
+            "forbidden: User \"system:anonymous\" cannot get path \"/metrics\""
+        );
+        let (code, body) = scrape(port, "/metrics", Some(denied));
+        assert_eq!(code, 403, "{body}");
+        assert!(
+            body.contains("User \\\"system:serviceaccount:default:nobody\\\" cannot get path"),
+            "{body}"
+        );
+        let (code, body) = scrape(port, "/metrics", Some("not-a-token"));
+        assert_eq!(code, 401, "{body}");
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "an unschedulable attempt in the scheduler's metrics",
+        || {
+            let (code, body) = scrape(scheduler, "/metrics", Some(allowed));
+            assert_eq!(code, 200, "{body}");
+            Ok(body.lines().any(|l| {
+                l.starts_with("scheduler_schedule_attempts_total{profile=\"default-scheduler\",result=\"unschedulable\"} ")
+            }) && body.contains("scheduler_scheduling_attempt_duration_seconds_bucket{profile=\"default-scheduler\",result=\"unschedulable\",le=\"0.001\"} ")
+                && body.contains("scheduler_pending_pods{queue=\"backoff\"} "))
+        },
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "a deployment reconcile in the controller-manager's metrics",
+        || {
+            let (code, body) = scrape(controller_manager, "/metrics", Some(allowed));
+            assert_eq!(code, 200, "{body}");
+            Ok(body.lines().any(|l| {
+                l.starts_with("workqueue_work_duration_seconds_count{name=\"deployment\"} ")
+            }))
+        },
+    )
+    .unwrap();
+}

@@ -11,13 +11,12 @@
 
 use std::fmt::Write as _;
 
+use ekube_api::metrics::{CONTENT_TYPE, escape_label_value, write_header};
 use http::{Response, StatusCode, header};
 
 use super::stats::{Running, pod_cgroup, read_node_cpu_ns, read_node_memory};
 use super::{Body, Finish, Node, full};
 use crate::cgroups::Mounts;
-
-use ekube_api::metrics::{CONTENT_TYPE, escape_label_value, write_header};
 
 /// A series' labels: `container`, `namespace`, `pod` (in that order, as upstream prints them).
 type Labels = Vec<(&'static str, String)>;
