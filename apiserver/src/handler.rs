@@ -142,10 +142,12 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
+    let measured = crate::metrics::Measured::start(req.method(), req.uri(), req.headers());
     let response = match route_request(&api, certificate_user, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    let response = measured.finish(response);
     tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
     Ok(response)
 }
@@ -174,7 +176,8 @@ async fn route_request(
     let user = Arc::new(attributes.user);
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match route {
-        Route::Health(_) => Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", "ok")),
+        Route::Health(path) => crate::health::respond(api, &path, req.uri().query()).await,
+        Route::ComponentMetrics => Ok(crate::metrics::respond(api).await),
         Route::Version => ok(version()),
         Route::Api => ok(discovery::api_versions(&api.server_address)),
         Route::Apis => ok(discovery::api_group_list()),

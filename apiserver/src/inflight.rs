@@ -22,6 +22,8 @@ pub const RETRY_AFTER_SECONDS: u64 = 1;
 pub struct Inflight {
     readonly: Option<Arc<Semaphore>>,
     mutating: Option<Arc<Semaphore>>,
+    /// The flags' values, to tell slots in use from the permits left.
+    limits: (usize, usize),
 }
 
 impl Inflight {
@@ -30,7 +32,21 @@ impl Inflight {
         Self {
             readonly: pool(readonly),
             mutating: pool(mutating),
+            limits: (readonly, mutating),
         }
+    }
+
+    /// Read-only and mutating slots held now (`apiserver_current_inflight_requests`); 0 for a
+    /// kind without a limit, which is not tracked, as upstream's filter is then off.
+    pub fn in_use(&self) -> (usize, usize) {
+        let used = |pool: &Option<Arc<Semaphore>>, limit: usize| {
+            pool.as_ref()
+                .map_or(0, |p| limit.saturating_sub(p.available_permits()))
+        };
+        (
+            used(&self.readonly, self.limits.0),
+            used(&self.mutating, self.limits.1),
+        )
     }
 
     /// A slot for the request, held until its response is ready; `Ok(None)` for requests that
@@ -100,6 +116,7 @@ mod tests {
 
         let held = inflight.admit(&Method::GET, &pods, &none, &alice).unwrap();
         assert!(held.is_some());
+        assert_eq!(inflight.in_use(), (1, 0));
         let refused = inflight
             .admit(&Method::GET, &pods, &none, &alice)
             .unwrap_err();
@@ -140,6 +157,7 @@ mod tests {
         }
         // A finished request frees its slot.
         drop(held);
+        assert_eq!(inflight.in_use(), (0, 1));
         assert!(inflight.admit(&Method::GET, &pods, &none, &alice).is_ok());
         // 0 means no limit.
         let open = Inflight::new(0, 0);

@@ -25,8 +25,10 @@ pub mod encryption;
 pub mod errors;
 pub mod eviction;
 pub mod handler;
+pub mod health;
 pub mod inflight;
 pub mod kubelet_proxy;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
@@ -108,6 +110,8 @@ pub struct ApiServer {
     pub inflight: inflight::Inflight,
     /// The kubelets' latest CPU and memory readings, for `metrics.k8s.io`.
     pub resource_metrics: resource_metrics::Store,
+    /// What `/readyz` reads that is not read from elsewhere (shutdown).
+    pub health: health::State,
 }
 
 /// A started server: where it listens and where its kubeconfigs are.
@@ -345,6 +349,7 @@ pub async fn start(
         config,
         kubelet_tls,
         resource_metrics: resource_metrics::Store::default(),
+        health: health::State::default(),
     });
     if !api.config.metric_resolution.is_zero() {
         tokio::spawn(resource_metrics::scrape::run(

@@ -8,6 +8,8 @@ use crate::resource_metrics;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health(String),
+    /// `/metrics` ([`crate::metrics`]).
+    ComponentMetrics,
     Version,
     Api,
     Apis,
@@ -52,6 +54,7 @@ pub fn parse(path: &str) -> Route {
             }
         )),
         ["version"] => Route::Version,
+        ["metrics"] => Route::ComponentMetrics,
         ["api"] => Route::Api,
         ["apis"] => Route::Apis,
         ["openapi", "v2"] | ["swagger.json"] => Route::OpenApiV2,

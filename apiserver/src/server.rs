@@ -66,6 +66,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let limits = limits(&api.config);
+    let health = api.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // `/readyz` fails from here on for connections still open.
+        health.health.begin_shutdown();
+    };
     ekube_api::serve::serve(
         listener,
         Arc::new(tls),

@@ -99,6 +99,11 @@ impl Credentials {
         Ok(Self { root, anonymous })
     }
 
+    /// The controller-manager's own client (its `--kubeconfig`).
+    pub fn own(&self) -> kube::Client {
+        self.root.clone()
+    }
+
     /// The client and event recorder controller `controller` runs with.
     pub async fn for_controller(
         &self,

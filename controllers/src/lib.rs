@@ -22,6 +22,7 @@ pub use ekube_api::events;
 pub mod gc;
 pub mod ipam;
 pub mod job;
+pub mod metrics;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podautoscaler;
@@ -111,6 +112,12 @@ pub struct Config {
     /// [`credentials`]) instead of with `--kubeconfig`'s user.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub use_service_account_credentials: bool,
+    /// Port of the HTTPS server for `/metrics` and the health endpoints; 0 disables it.
+    #[arg(long, default_value_t = 10257)]
+    pub secure_port: u16,
+    /// Address the secure port listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
 }
 
 impl Config {
@@ -131,6 +138,8 @@ impl Config {
             horizontal_pod_autoscaler_sync_period: Duration::from_secs(15),
             horizontal_pod_autoscaler_downscale_stabilization: Duration::from_secs(300),
             use_service_account_credentials: false,
+            secure_port: 10257,
+            bind_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
         }
     }
 
@@ -173,6 +182,8 @@ pub enum Error {
         controller: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    SecurePort(#[from] ekube_api::secure_port::Error),
 }
 
 /// The error a reconcile returns: the API call that failed.
@@ -203,6 +214,8 @@ impl<T> Context<T> for Result<T, kube::Error> {
 /// Runs the enabled controllers until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let cidr = config.validate()?;
+    let secure_port =
+        ekube_api::secure_port::SecurePort::bind(config.bind_address, config.secure_port).await?;
     let credentials = credentials::Credentials::new(&config).await?;
     let mut tasks = tokio::task::JoinSet::new();
     let on = |name| config.enabled(name);
@@ -334,6 +347,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tasks.spawn(named("tokencleaner", tokencleaner::run(client)));
     }
     tracing::info!(controllers = tasks.len(), "controller-manager running");
+    if let Some(port) = secure_port {
+        let client = credentials.own();
+        tasks.spawn(async move {
+            port.serve(client, metrics::render, std::future::pending())
+                .await;
+            ("secure port", Err("the server ended".to_string()))
+        });
+    }
     tokio::select! {
         _ = shutdown => {
             tasks.abort_all();

@@ -34,9 +34,19 @@ pub(crate) async fn drive<K, C, F, Fut>(
     F: FnMut(Arc<K>, Arc<C>) -> Fut,
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
+    let mut reconcile = reconcile;
+    let timed = move |object, ctx| {
+        let work = reconcile(object, ctx);
+        async move {
+            let started = std::time::Instant::now();
+            let done = work.await;
+            crate::metrics::worked(name, started.elapsed());
+            done
+        }
+    };
     controller
         .run(
-            reconcile,
+            timed,
             move |_, e, _| {
                 tracing::warn!(error = %e, "{name}");
                 Action::requeue(retry)

@@ -419,19 +419,28 @@ async fn server(mut args: ServerArgs) -> Result<()> {
             ekube_controllers::SERVER_CONTROLLERS.into(),
         ]);
     }
+    // The secure ports listen on loopback, as kubeadm's manifests run both components, unless
+    // `bind-address=` says otherwise.
+    let loopback = |argv: &mut Vec<std::ffi::OsString>, extra: &[String]| {
+        if !extra
+            .iter()
+            .any(|a| a.trim_start_matches('-').starts_with("bind-address="))
+        {
+            argv.extend(["--bind-address".into(), "127.0.0.1".into()]);
+        }
+    };
+    loopback(&mut cm_argv, &args.controller_manager_args);
     let controllers =
         flags::component("controller-manager", cm_argv, &args.controller_manager_args)?;
     // The scheduler runs as itself (kubeadm's `scheduler.conf`), bound by RBAC to
     // `system:kube-scheduler`.
-    let scheduler = flags::component(
-        "scheduler",
-        embedded(
-            args.scheduler_kubeconfig
-                .as_deref()
-                .unwrap_or(&running.scheduler_kubeconfig),
-        ),
-        &args.scheduler_args,
-    )?;
+    let mut scheduler_argv = embedded(
+        args.scheduler_kubeconfig
+            .as_deref()
+            .unwrap_or(&running.scheduler_kubeconfig),
+    );
+    loopback(&mut scheduler_argv, &args.scheduler_args);
+    let scheduler = flags::component("scheduler", scheduler_argv, &args.scheduler_args)?;
     let cm = tokio::spawn(ekube_controllers::run(
         controllers,
         stopped(stop_rx.clone()),

@@ -2,20 +2,22 @@
 //! `coredns_dns_responses_total`, `coredns_dns_request_duration_seconds`,
 //! `coredns_cache_hits_total`/`coredns_cache_misses_total`), and its readiness.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ekube_api::metrics::{CounterVec, HistogramVec};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 /// Upper bounds (seconds) of the request duration buckets (CoreDNS's).
-const BUCKETS: [f64; 16] = [
+const BUCKETS: &[f64] = &[
     0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
     2.048, 4.096, 8.192,
 ];
+
+/// The `server` and `zone` labels of every series: one server block for the root zone.
+const SERVER: &str = "dns://:53";
+const ZONE: &str = ".";
 
 /// The transport a query came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -33,25 +35,53 @@ impl Protocol {
     }
 }
 
-#[derive(Default)]
-struct Counts {
-    /// (protocol, query type) → requests.
-    requests: BTreeMap<(Protocol, String), u64>,
-    /// Response code → responses.
-    responses: BTreeMap<String, u64>,
-    /// Observations per bucket (not cumulative), their count and sum.
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// Counters shared by the server tasks and the metrics endpoint.
+pub struct Metrics {
+    requests: CounterVec,
+    responses: CounterVec,
+    durations: HistogramVec,
+    cache_hits: CounterVec,
+    cache_misses: CounterVec,
+    ready: AtomicBool,
 }
 
-/// Counters shared by the server tasks and the metrics endpoint.
-#[derive(Default)]
-pub struct Metrics {
-    counts: Mutex<Counts>,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    ready: AtomicBool,
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            requests: CounterVec::new(
+                "coredns_dns_requests_total",
+                "Counter of DNS requests made per zone, protocol and family.",
+                &["server", "zone", "proto", "type"],
+            ),
+            responses: CounterVec::new(
+                "coredns_dns_responses_total",
+                "Counter of response status codes.",
+                &["server", "zone", "rcode"],
+            ),
+            durations: HistogramVec::new(
+                "coredns_dns_request_duration_seconds",
+                "Histogram of the time (in seconds) each request took.",
+                &["server", "zone"],
+                BUCKETS,
+            ),
+            cache_hits: CounterVec::new(
+                "coredns_cache_hits_total",
+                "The count of cache hits.",
+                &["server"],
+            ),
+            cache_misses: CounterVec::new(
+                "coredns_cache_misses_total",
+                "The count of cache misses.",
+                &["server"],
+            ),
+            ready: AtomicBool::new(false),
+        };
+        // The histogram and cache counters render from the start, as CoreDNS registers them.
+        metrics.durations.ensure(&[SERVER, ZONE]);
+        metrics.cache_hits.ensure(&[SERVER]);
+        metrics.cache_misses.ensure(&[SERVER]);
+        metrics
+    }
 }
 
 impl Metrics {
@@ -64,15 +94,9 @@ impl Metrics {
         took: Duration,
     ) {
         let qtype = qtype.map_or_else(|| "other".to_owned(), |t| t.to_string());
-        let mut c = self.counts.lock().expect("dns metrics");
-        *c.requests.entry((protocol, qtype)).or_default() += 1;
-        *c.responses.entry(rcode_name(code)).or_default() += 1;
-        let seconds = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            c.buckets[i] += 1;
-        }
-        c.count += 1;
-        c.sum += seconds;
+        self.requests.inc(&[SERVER, ZONE, protocol.label(), &qtype]);
+        self.responses.inc(&[SERVER, ZONE, &rcode_name(code)]);
+        self.durations.observe(&[SERVER, ZONE], took.as_secs_f64());
     }
 
     /// Counts one forwarded query, answered from the cache or not.
@@ -82,7 +106,7 @@ impl Metrics {
         } else {
             &self.cache_misses
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc(&[SERVER]);
     }
 
     /// Marks the server ready (its caches synced).
@@ -96,48 +120,12 @@ impl Metrics {
 
     /// The Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
-        let c = self.counts.lock().expect("dns metrics");
         let mut out = String::new();
-        out.push_str("# HELP coredns_dns_requests_total Counter of DNS requests made per zone, protocol and family.\n# TYPE coredns_dns_requests_total counter\n");
-        for ((protocol, qtype), n) in &c.requests {
-            let _ = writeln!(
-                out,
-                "coredns_dns_requests_total{{server=\"dns://:53\",zone=\".\",proto=\"{}\",type=\"{qtype}\"}} {n}",
-                protocol.label()
-            );
-        }
-        out.push_str("# HELP coredns_dns_responses_total Counter of response status codes.\n# TYPE coredns_dns_responses_total counter\n");
-        for (code, n) in &c.responses {
-            let _ = writeln!(
-                out,
-                "coredns_dns_responses_total{{server=\"dns://:53\",zone=\".\",rcode=\"{code}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP coredns_dns_request_duration_seconds Histogram of the time (in seconds) each request took.\n# TYPE coredns_dns_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(c.buckets) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "coredns_dns_request_duration_seconds_bucket{{server=\"dns://:53\",zone=\".\",le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "coredns_dns_request_duration_seconds_bucket{{server=\"dns://:53\",zone=\".\",le=\"+Inf\"}} {}\n\
-             coredns_dns_request_duration_seconds_sum{{server=\"dns://:53\",zone=\".\"}} {}\n\
-             coredns_dns_request_duration_seconds_count{{server=\"dns://:53\",zone=\".\"}} {}",
-            c.count, c.sum, c.count
-        );
-        let _ = writeln!(
-            out,
-            "# HELP coredns_cache_hits_total The count of cache hits.\n# TYPE coredns_cache_hits_total counter\n\
-             coredns_cache_hits_total{{server=\"dns://:53\"}} {}\n\
-             # HELP coredns_cache_misses_total The count of cache misses.\n# TYPE coredns_cache_misses_total counter\n\
-             coredns_cache_misses_total{{server=\"dns://:53\"}} {}",
-            self.cache_hits.load(Ordering::Relaxed),
-            self.cache_misses.load(Ordering::Relaxed)
-        );
+        self.requests.render(&mut out);
+        self.responses.render(&mut out);
+        self.durations.render(&mut out);
+        self.cache_hits.render(&mut out);
+        self.cache_misses.render(&mut out);
         out
     }
 }

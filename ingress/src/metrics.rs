@@ -1,14 +1,13 @@
 //! Prometheus metrics, named after ingress-nginx's (`nginx_ingress_controller_requests`,
 //! `…_request_duration_seconds`) under the `ekube_ingress_` prefix, and the readiness flag.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use ekube_api::metrics::{CounterVec, HistogramVec};
+
 /// Upper bounds (seconds) of the request duration buckets (Prometheus' defaults).
-const BUCKETS: [f64; 11] = [
+const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -21,37 +20,52 @@ pub struct Labels {
     pub status: u16,
 }
 
-#[derive(Default)]
-struct Counts {
-    requests: BTreeMap<Labels, u64>,
-    /// Observations per bucket (not cumulative), their count and sum.
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+pub struct Metrics {
+    requests: CounterVec,
+    durations: HistogramVec,
+    reloads: CounterVec,
+    ready: AtomicBool,
 }
 
-#[derive(Default)]
-pub struct Metrics {
-    counts: Mutex<Counts>,
-    reloads: AtomicU64,
-    ready: AtomicBool,
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: CounterVec::new(
+                "ekube_ingress_requests_total",
+                "Requests answered, by Ingress, upstream and status.",
+                &["namespace", "ingress", "upstream", "status"],
+            ),
+            durations: HistogramVec::new(
+                "ekube_ingress_request_duration_seconds",
+                "Time from the request's head to the response's head.",
+                &[],
+                BUCKETS,
+            ),
+            reloads: CounterVec::new(
+                "ekube_ingress_config_reloads_total",
+                "Routing tables built from the API's objects.",
+                &[],
+            ),
+            ready: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Metrics {
     pub fn observe(&self, labels: Labels, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let mut c = self.counts.lock().expect("ingress metrics");
-        *c.requests.entry(labels).or_default() += 1;
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            c.buckets[i] += 1;
-        }
-        c.count += 1;
-        c.sum += seconds;
+        let status = labels.status.to_string();
+        self.requests.inc(&[
+            &labels.namespace,
+            &labels.ingress,
+            &labels.upstream,
+            &status,
+        ]);
+        self.durations.observe(&[], took.as_secs_f64());
     }
 
     /// Counts a new routing table.
     pub fn reloaded(&self) {
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.reloads.inc(&[]);
     }
 
     pub fn set_ready(&self) {
@@ -64,39 +78,10 @@ impl Metrics {
 
     /// The Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
-        let c = self.counts.lock().expect("ingress metrics");
-        let mut out = String::from(
-            "# HELP ekube_ingress_requests_total Requests answered, by Ingress, upstream and status.\n# TYPE ekube_ingress_requests_total counter\n",
-        );
-        for (l, n) in &c.requests {
-            let _ = writeln!(
-                out,
-                "ekube_ingress_requests_total{{namespace=\"{}\",ingress=\"{}\",upstream=\"{}\",status=\"{}\"}} {n}",
-                l.namespace, l.ingress, l.upstream, l.status
-            );
-        }
-        out.push_str("# HELP ekube_ingress_request_duration_seconds Time from the request's head to the response's head.\n# TYPE ekube_ingress_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(c.buckets) {
-            cumulative += n;
-            let _ = writeln!(
-                out,
-                "ekube_ingress_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "ekube_ingress_request_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
-             ekube_ingress_request_duration_seconds_sum {}\n\
-             ekube_ingress_request_duration_seconds_count {}\n\
-             # HELP ekube_ingress_config_reloads_total Routing tables built from the API's objects.\n\
-             # TYPE ekube_ingress_config_reloads_total counter\n\
-             ekube_ingress_config_reloads_total {}",
-            c.count,
-            c.sum,
-            c.count,
-            self.reloads.load(Ordering::Relaxed)
-        );
+        let mut out = String::new();
+        self.requests.render(&mut out);
+        self.durations.render(&mut out);
+        self.reloads.render(&mut out);
         out
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod framework;
 pub mod interpod;
+pub mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -45,6 +46,12 @@ pub struct Config {
     /// Longest back-off of an unschedulable pod, in seconds.
     #[arg(long, default_value_t = 10)]
     pub pod_max_backoff_seconds: u64,
+    /// Port of the HTTPS server for `/metrics` and the health endpoints; 0 disables it.
+    #[arg(long, default_value_t = 10259)]
+    pub secure_port: u16,
+    /// Address the secure port listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
 }
 
 impl Config {
@@ -55,6 +62,8 @@ impl Config {
             scheduler_name: "default-scheduler".into(),
             pod_initial_backoff_seconds: 1,
             pod_max_backoff_seconds: 10,
+            secure_port: 10259,
+            bind_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
         }
     }
 }
@@ -65,6 +74,8 @@ pub enum Error {
     Client(#[from] ekube_api::client::Error),
     #[error("the {0} watch ended")]
     WatchEnded(&'static str),
+    #[error(transparent)]
+    SecurePort(#[from] ekube_api::secure_port::Error),
 }
 
 /// Back-off bookkeeping of one unschedulable pod.
@@ -90,7 +101,21 @@ struct Scheduler {
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let secure_port =
+        ekube_api::secure_port::SecurePort::bind(config.bind_address, config.secure_port).await?;
     let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+    let serving = {
+        let client = client.clone();
+        async move {
+            match secure_port {
+                Some(port) => {
+                    port.serve(client, metrics::render, std::future::pending())
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        }
+    };
     let recorder = Recorder::new(client.clone(), &config.scheduler_name);
     let notify = Arc::new(tokio::sync::Notify::new());
     let generation = Arc::new(AtomicU64::new(0));
@@ -162,6 +187,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ = node_watch => Err(Error::WatchEnded("node")),
         _ = pod_watch => Err(Error::WatchEnded("pod")),
         _ = main => Ok(()),
+        _ = serving => Ok(()),
     }
 }
 
@@ -224,6 +250,18 @@ impl Scheduler {
         };
         self.backoff
             .retain(|uid, _| pending.iter().any(|p| p.uid().as_deref() == Some(uid)));
+        let generation = self.generation.load(Ordering::SeqCst);
+        let now = Instant::now();
+        let waiting = |uid: &str| {
+            self.backoff
+                .get(uid)
+                .is_some_and(|b| b.generation == generation && b.next_try > now)
+        };
+        let backoff = pending
+            .iter()
+            .filter(|p| waiting(&p.uid().unwrap_or_default()))
+            .count();
+        metrics::pending(pending.len() - backoff, backoff);
         if pending.is_empty() {
             return;
         }
@@ -243,8 +281,6 @@ impl Scheduler {
                 infos[i].add(p);
             }
         }
-        let generation = self.generation.load(Ordering::SeqCst);
-        let now = Instant::now();
         for pod in pending {
             let uid = pod.uid().unwrap_or_default();
             if let Some(b) = self.backoff.get(&uid)
@@ -253,17 +289,29 @@ impl Scheduler {
             {
                 continue;
             }
-            match self.schedule_one(&pod, &infos) {
+            let started = Instant::now();
+            let result = match self.schedule_one(&pod, &infos) {
                 Ok(i) => {
                     let node = infos[i].node.name_any();
                     if self.bind(&pod, &node).await {
                         infos[i].add(&pod);
                         self.assumed.insert(uid.clone(), node);
                         self.backoff.remove(&uid);
+                        metrics::Result::Scheduled
+                    } else {
+                        metrics::Result::Error
                     }
                 }
-                Err(message) => self.unschedulable(&pod, message, generation).await,
-            }
+                Err(message) => {
+                    self.unschedulable(&pod, message, generation).await;
+                    metrics::Result::Unschedulable
+                }
+            };
+            metrics::attempt(
+                &self.config.scheduler_name,
+                result,
+                started.elapsed().as_secs_f64(),
+            );
         }
     }
 

@@ -83,8 +83,21 @@ impl ServerProcess {
         Self::start_with_env(extra, &[])
     }
 
+    /// The embedded controller-manager's and scheduler's secure ports are off unless `extra`
+    /// sets them: their fixed ports would clash between servers running side by side.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
-        Self::start_bin(ekube_bin(), extra, env)
+        let mut extra = extra.to_vec();
+        for component in ["controller-manager", "scheduler"] {
+            let flag = format!("--kube-{component}-arg=secure-port=");
+            if !extra.iter().any(|a| a.starts_with(&flag)) {
+                extra.push(if component == "scheduler" {
+                    "--kube-scheduler-arg=secure-port=0"
+                } else {
+                    "--kube-controller-manager-arg=secure-port=0"
+                });
+            }
+        }
+        Self::start_bin(ekube_bin(), &extra, env)
     }
 
     /// Like `start_with_env`, running the `ekube` binary `bin`.

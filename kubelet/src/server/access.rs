@@ -15,8 +15,8 @@
 use ekube_api::user::bearer_token;
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::review::{Access, Cached, Reviewer, User};
 use super::{Body, text};
+use ekube_api::review::{Access, Cached, Reviewer, User};
 
 /// `--authorization-mode` of the kubelet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -141,7 +141,7 @@ impl<R: Reviewer> Gate<R> {
             )
         };
         for subresource in subs {
-            let access = Access {
+            let access = Access::Node {
                 verb,
                 subresource,
                 node: self.node.clone(),
@@ -167,8 +167,8 @@ impl<R: Reviewer> Gate<R> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::review::tests::{Fake, alice, ttls};
     use super::*;
+    use ekube_api::review::testing::{Fake, alice, ttls};
     use ekube_api::user::{ANONYMOUS, AUTHENTICATED, UNAUTHENTICATED};
     use http::header;
     use http_body_util::BodyExt;
@@ -287,7 +287,7 @@ mod tests {
             "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])"
         );
         g.reviews
-            .inner_for_tests()
+            .inner()
             .down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let (code, body) = refused(

@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 
 use super::Error;
-use super::review::User;
+use ekube_api::user::User;
 
 /// Offers client authentication in the handshake without requiring it, and remembers the CA
 /// to check chains against afterwards.

@@ -7,7 +7,7 @@
 //! and `/run/{ns}/{pod}/{container}` ([`streaming`]), and `/healthz`.
 //! Every request is authenticated (a client certificate of the client CA, a bearer token the
 //! apiserver vouches for, or anonymous with `--anonymous-auth`; [`auth`], [`access`]) and then
-//! authorized by the apiserver as `nodes/<subresource>` of this node ([`access`], [`review`]).
+//! authorized by the apiserver as `nodes/<subresource>` of this node ([`access`], [`ekube_api::review`]).
 //! Pods and containers are found through CRI ([`lookup`]), and exec, attach and port-forward
 //! go through CRI too: the runtime's streaming server serves them and this API proxies the
 //! client to it, so any CRI runtime on the node's socket serves them.
@@ -17,7 +17,6 @@ mod auth;
 mod logs;
 mod lookup;
 mod resource;
-mod review;
 mod stats;
 mod streaming;
 mod tls;
@@ -183,9 +182,9 @@ pub async fn serve(
         Arc::new(rustls::crypto::ring::default_provider()),
     )?);
     let gate = Arc::new(access::Gate {
-        reviews: review::Cached::new(
-            review::ApiReviewer(node.client.clone()),
-            review::Ttls {
+        reviews: ekube_api::review::Cached::new(
+            ekube_api::review::ApiReviewer(node.client.clone()),
+            ekube_api::review::Ttls {
                 authenticated: config.authentication_token_webhook_cache_ttl,
                 // Upstream's kubelet keeps "unknown token" answers this long.
                 unauthenticated: Duration::from_secs(30),

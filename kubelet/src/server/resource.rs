@@ -11,14 +11,12 @@
 
 use std::fmt::Write as _;
 
+use ekube_api::metrics::{CONTENT_TYPE, escape_label_value, write_header};
 use http::{Response, StatusCode, header};
 
 use super::stats::{Running, pod_cgroup, read_node_cpu_ns, read_node_memory};
 use super::{Body, Finish, Node, full};
 use crate::cgroups::Mounts;
-
-/// The exposition format version served.
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A series' labels: `container`, `namespace`, `pod` (in that order, as upstream prints them).
 type Labels = Vec<(&'static str, String)>;
@@ -57,28 +55,19 @@ impl Family {
     }
 }
 
-/// A label value escaped for the text format (backslash, double quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The families in the text exposition format. Families without samples keep their HELP and
 /// TYPE lines, as upstream's collector describes them.
 fn render(families: &[Family]) -> String {
     let mut out = String::new();
     for f in families {
-        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+        write_header(&mut out, f.name, f.help, f.kind);
         for s in &f.samples {
             out.push_str(f.name);
             if !s.labels.is_empty() {
                 let labels: Vec<String> = s
                     .labels
                     .iter()
-                    .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label_value(v)))
                     .collect();
                 let _ = write!(out, "{{{}}}", labels.join(","));
             }

@@ -354,20 +354,26 @@ pub async fn metrics(node: &Node) -> Response<Body> {
             .filter(|c| c.state == state as i32)
             .count()
     };
+    use ekube_api::metrics::{GaugeVec, write_header, write_sample};
     let mut out = String::new();
-    out.push_str(
-        "# HELP kubelet_node_name [ALPHA] The node's name. The count is always 1.\n\
-         # TYPE kubelet_node_name gauge\n",
+    write_header(
+        &mut out,
+        "kubelet_node_name",
+        "[ALPHA] The node's name. The count is always 1.",
+        "gauge",
     );
-    out.push_str(&format!("kubelet_node_name{{node=\"{}\"}} 1\n", node.name));
-    out.push_str(
-        "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n\
-         # TYPE kubelet_running_pods gauge\n",
+    write_sample(&mut out, "kubelet_node_name", &[("node", &node.name)], 1);
+    write_header(
+        &mut out,
+        "kubelet_running_pods",
+        "[ALPHA] Number of pods that have a running pod sandbox",
+        "gauge",
     );
-    out.push_str(&format!("kubelet_running_pods {pods}\n"));
-    out.push_str(
-        "# HELP kubelet_running_containers [ALPHA] Number of containers currently running\n\
-         # TYPE kubelet_running_containers gauge\n",
+    write_sample(&mut out, "kubelet_running_pods", &[], pods);
+    let running = GaugeVec::new(
+        "kubelet_running_containers",
+        "[ALPHA] Number of containers currently running",
+        &["container_state"],
     );
     for (label, state) in [
         ("created", ContainerState::ContainerCreated),
@@ -375,21 +381,13 @@ pub async fn metrics(node: &Node) -> Response<Body> {
         ("running", ContainerState::ContainerRunning),
         ("unknown", ContainerState::ContainerUnknown),
     ] {
-        out.push_str(&format!(
-            "kubelet_running_containers{{container_state=\"{label}\"}} {}\n",
-            count(state)
-        ));
+        running.set(&[label], count(state) as f64);
     }
-    out.push_str(&crate::metrics::POD_START_DURATION.render(
-        "kubelet_pod_start_duration_seconds",
-        "[ALPHA] Duration in seconds from kubelet seeing a pod for the first time to the pod starting to run",
-    ));
+    running.render(&mut out);
+    crate::metrics::POD_START_DURATION.render(&mut out);
     Response::builder()
         .status(StatusCode::OK)
-        .header(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
+        .header(header::CONTENT_TYPE, ekube_api::metrics::CONTENT_TYPE)
         .body(full(out))
         .finish()
 }

@@ -6,39 +6,20 @@
 //! completed its initial sync and a full sync within the last two sync periods, 503 otherwise.
 
 use std::{
-    fmt::Write,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
+use ekube_api::metrics::{HistogramVec, write_header, write_sample};
 use k8s_openapi::jiff::Timestamp;
 
 use super::sync::SyncTotals;
 use crate::datapath::Counter;
 
 /// Upper bounds (seconds) of the sync-duration histogram buckets.
-const BUCKETS: [f64; 12] = [
+const BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
-
-/// A Prometheus histogram.
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    /// Observations per bucket (not cumulative; rendered cumulatively).
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
-            self.buckets[i] += 1;
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
-}
 
 /// Which kind of sync an observation is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +33,8 @@ pub enum SyncKind {
 }
 
 impl SyncKind {
+    const ALL: [SyncKind; 3] = [SyncKind::Service, SyncKind::Full, SyncKind::Commit];
+
     fn label(self) -> &'static str {
         match self {
             SyncKind::Service => "service",
@@ -64,9 +47,6 @@ impl SyncKind {
 #[derive(Debug, Default)]
 struct Inner {
     totals: SyncTotals,
-    service_syncs: Histogram,
-    full_syncs: Histogram,
-    commits: Histogram,
     pruned: u64,
     map_writes: u64,
     events_emitted: u64,
@@ -78,17 +58,28 @@ struct Inner {
 }
 
 /// Metrics and health state of one proxy.
-#[derive(Debug)]
 pub struct Metrics {
     inner: Mutex<Inner>,
+    /// `ekube_proxy_sync_duration_seconds{kind}`.
+    syncs: HistogramVec,
     /// Health turns bad when no full sync completed for twice this long.
     sync_period: Duration,
 }
 
 impl Metrics {
     pub fn new(sync_period: Duration) -> Self {
+        let syncs = HistogramVec::new(
+            "ekube_proxy_sync_duration_seconds",
+            "Time to apply one sync.",
+            &["kind"],
+            BUCKETS,
+        );
+        for kind in SyncKind::ALL {
+            syncs.ensure(&[kind.label()]);
+        }
         Self {
             inner: Mutex::new(Inner::default()),
+            syncs,
             sync_period,
         }
     }
@@ -106,13 +97,9 @@ impl Metrics {
         map_writes: u64,
     ) {
         let mut inner = self.lock();
-        match kind {
-            SyncKind::Service => inner.service_syncs.observe(took.as_secs_f64()),
-            SyncKind::Commit => inner.commits.observe(took.as_secs_f64()),
-            SyncKind::Full => {
-                inner.full_syncs.observe(took.as_secs_f64());
-                inner.last_full_sync = Some(Instant::now());
-            }
+        self.syncs.observe(&[kind.label()], took.as_secs_f64());
+        if kind == SyncKind::Full {
+            inner.last_full_sync = Some(Instant::now());
         }
         inner.totals = totals;
         inner.map_writes = map_writes;
@@ -154,13 +141,18 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.lock();
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, String)]| {
+            write_header(&mut out, name, help, kind);
+            for (counter, value) in samples {
+                let labels: &[(&str, &str)] = if counter.is_empty() {
+                    &[]
+                } else {
+                    &[("counter", counter)]
+                };
+                write_sample(&mut out, name, labels, value);
             }
         };
-        let plain = |v: u64| vec![(String::new(), v.to_string())];
+        let plain = |v: u64| vec![("", v.to_string())];
         let t = inner.totals;
         metric(
             "ekube_proxy_services",
@@ -210,44 +202,6 @@ impl Metrics {
             "Kubernetes Events emitted.",
             &plain(inner.events_emitted),
         );
-        let syncs = [
-            (SyncKind::Service, &inner.service_syncs),
-            (SyncKind::Full, &inner.full_syncs),
-            (SyncKind::Commit, &inner.commits),
-        ];
-        metric(
-            "ekube_proxy_syncs_total",
-            "counter",
-            "Completed syncs by kind.",
-            &syncs
-                .iter()
-                .map(|(k, h)| (format!("{{kind=\"{}\"}}", k.label()), h.count.to_string()))
-                .collect::<Vec<_>>(),
-        );
-        let mut samples = Vec::new();
-        for (kind, h) in syncs {
-            let kind = kind.label();
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(h.buckets) {
-                cumulative += n;
-                samples.push((
-                    format!("_bucket{{kind=\"{kind}\",le=\"{bound}\"}}"),
-                    cumulative.to_string(),
-                ));
-            }
-            samples.push((
-                format!("_bucket{{kind=\"{kind}\",le=\"+Inf\"}}"),
-                h.count.to_string(),
-            ));
-            samples.push((format!("_sum{{kind=\"{kind}\"}}"), h.sum.to_string()));
-            samples.push((format!("_count{{kind=\"{kind}\"}}"), h.count.to_string()));
-        }
-        metric(
-            "ekube_proxy_sync_duration_seconds",
-            "histogram",
-            "Time to apply one sync.",
-            &samples,
-        );
         metric(
             "ekube_proxy_datapath_events_total",
             "counter",
@@ -255,7 +209,7 @@ impl Metrics {
             &inner
                 .counters
                 .iter()
-                .map(|(c, n)| (format!("{{counter=\"{}\"}}", c.name()), n.to_string()))
+                .map(|(c, n)| (c.name(), n.to_string()))
                 .collect::<Vec<_>>(),
         );
         let last = inner
@@ -265,8 +219,20 @@ impl Metrics {
             "ekube_proxy_last_sync_timestamp_seconds",
             "gauge",
             "Unix time of the last completed sync.",
-            &[(String::new(), last.to_string())],
+            &[("", last.to_string())],
         );
+        write_header(
+            &mut out,
+            "ekube_proxy_syncs_total",
+            "Completed syncs by kind.",
+            "counter",
+        );
+        for kind in SyncKind::ALL {
+            let label = kind.label();
+            let n = self.syncs.count(&[label]);
+            write_sample(&mut out, "ekube_proxy_syncs_total", &[("kind", label)], n);
+        }
+        self.syncs.render(&mut out);
         out
     }
 }

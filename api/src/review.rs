@@ -1,6 +1,7 @@
-//! The apiserver's reviews as the kubelet API asks them (upstream's delegated authentication and
-//! authorization): a `TokenReview` says who a bearer token belongs to, a `SubjectAccessReview`
-//! whether a user may act on this node. Answers are cached for a while, as upstream's webhook
+//! The apiserver's reviews as the kubelet API and the control-plane components' secure ports
+//! ask them (upstream's delegated authentication and authorization): a `TokenReview` says who a
+//! bearer token belongs to, a `SubjectAccessReview` whether a user may act on a node or get a
+//! path such as `/metrics`. Answers are cached for a while, as upstream's webhook
 //! caches do, so a busy client does not cost the apiserver a review per request; a review that
 //! could not be asked (apiserver down) is not cached.
 
@@ -11,20 +12,38 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
 use sha2::{Digest, Sha256};
 
-pub use ekube_api::user::User;
+pub use crate::user::User;
 
-/// What a request asks of the node object, as a SubjectAccessReview's resource attributes
-/// (`nodes/<subresource>` named after the node).
+/// What a request asks, as a SubjectAccessReview's attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Access {
-    pub verb: &'static str,
-    pub subresource: &'static str,
-    pub node: String,
+pub enum Access {
+    /// `nodes/<subresource>` of one node (the kubelet API).
+    Node {
+        verb: &'static str,
+        subresource: &'static str,
+        node: String,
+    },
+    /// A non-resource path (`get /metrics` on a component's secure port).
+    Path { verb: &'static str, path: String },
+}
+
+impl Access {
+    /// Everything the review is asked about, unambiguously (JSON strings are quoted).
+    fn key(&self) -> serde_json::Value {
+        match self {
+            Access::Node {
+                verb,
+                subresource,
+                node,
+            } => serde_json::json!(["node", verb, subresource, node]),
+            Access::Path { verb, path } => serde_json::json!(["path", verb, path]),
+        }
+    }
 }
 
 /// Asks the apiserver. `Err` means the question could not be answered (not cached).
@@ -77,15 +96,28 @@ impl Reviewer for ApiReviewer {
                 uid: (!user.uid.is_empty()).then(|| user.uid.clone()),
                 groups: Some(user.groups.clone()),
                 extra: (!user.extra.is_empty()).then(|| user.extra.clone()),
-                resource_attributes: Some(ResourceAttributes {
-                    verb: Some(access.verb.to_string()),
-                    version: Some("v1".into()),
-                    resource: Some("nodes".into()),
-                    subresource: Some(access.subresource.to_string()),
-                    name: Some(access.node.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
+                resource_attributes: match access {
+                    Access::Node {
+                        verb,
+                        subresource,
+                        node,
+                    } => Some(ResourceAttributes {
+                        verb: Some(verb.to_string()),
+                        version: Some("v1".into()),
+                        resource: Some("nodes".into()),
+                        subresource: Some(subresource.to_string()),
+                        name: Some(node.clone()),
+                        ..Default::default()
+                    }),
+                    Access::Path { .. } => None,
+                },
+                non_resource_attributes: match access {
+                    Access::Path { verb, path } => Some(NonResourceAttributes {
+                        verb: Some(verb.to_string()),
+                        path: Some(path.clone()),
+                    }),
+                    Access::Node { .. } => None,
+                },
             },
             ..Default::default()
         };
@@ -173,8 +205,8 @@ impl<R: Reviewer> Cached<R> {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn inner_for_tests(&self) -> &R {
+    /// The reviewer asked on a miss.
+    pub fn inner(&self) -> &R {
         &self.inner
     }
 
@@ -195,16 +227,8 @@ impl<R: Reviewer> Cached<R> {
 
     pub async fn access(&self, user: &User, access: &Access) -> Result<bool, String> {
         // Everything the review is asked about, unambiguously (JSON strings are quoted).
-        let key = serde_json::json!([
-            user.name,
-            user.uid,
-            user.groups,
-            user.extra,
-            access.verb,
-            access.subresource,
-            access.node
-        ])
-        .to_string();
+        let key = serde_json::json!([user.name, user.uid, user.groups, user.extra, access.key()])
+            .to_string();
         if let Some(known) = self.decisions.get(&key) {
             return Ok(known);
         }
@@ -219,19 +243,23 @@ impl<R: Reviewer> Cached<R> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// A reviewer for tests.
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
 
-    /// Knows one token (`good` → alice) and allows alice `get nodes/stats` only; counts calls.
+    use super::{Access, Reviewer, Ttls, User};
+
+    /// Knows one token (`good` → alice) and allows alice `get nodes/stats` and `get /metrics`
+    /// only; counts calls; fails every review while `down`.
     #[derive(Default)]
-    pub(crate) struct Fake {
+    pub struct Fake {
         pub calls: AtomicUsize,
-        pub down: std::sync::atomic::AtomicBool,
+        pub down: AtomicBool,
     }
 
-    pub(crate) fn alice() -> User {
+    pub fn alice() -> User {
         User {
             name: "alice".into(),
             groups: vec!["system:authenticated".into()],
@@ -253,11 +281,17 @@ pub(crate) mod tests {
             if self.down.load(Ordering::SeqCst) {
                 return Err("connection refused".into());
             }
-            Ok(user.name == "alice" && access.subresource == "stats" && access.verb == "get")
+            let allowed = match access {
+                Access::Node {
+                    verb, subresource, ..
+                } => *subresource == "stats" && *verb == "get",
+                Access::Path { verb, path } => path == "/metrics" && *verb == "get",
+            };
+            Ok(user.name == "alice" && allowed)
         }
     }
 
-    pub(crate) fn ttls() -> Ttls {
+    pub fn ttls() -> Ttls {
         Ttls {
             authenticated: Duration::from_secs(120),
             unauthenticated: Duration::from_millis(50),
@@ -265,9 +299,17 @@ pub(crate) mod tests {
             unauthorized: Duration::from_millis(50),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::testing::{Fake, alice, ttls};
+    use super::*;
 
     fn stats(verb: &'static str) -> Access {
-        Access {
+        Access::Node {
             verb,
             subresource: "stats",
             node: "n1".into(),
