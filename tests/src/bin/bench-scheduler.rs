@@ -131,7 +131,8 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
     // The apiserver's latency of each kind of request, as observed during the two phases.
     let served = |subresource: &str| {
         let filter = [
-            ("verb", "CREATE"),
+            // Upstream's label for a create.
+            ("verb", "POST"),
             ("resource", "pods"),
             ("subresource", subresource),
         ];
