@@ -311,8 +311,11 @@ fn proxy_subresources_through_kubectl_proxy() -> Result<()> {
                 "python3",
                 "-c",
                 WS_CLIENT,
+                "127.0.0.1",
                 &PROXY_PORT.to_string(),
                 &ws_path,
+                "127.0.0.1",
+                "hello through the apiserver",
             ],
         )?;
         last = format!("{:?} {}", out.stdout, out.stderr);
@@ -343,78 +346,7 @@ fn proxy_subresources_through_kubectl_proxy() -> Result<()> {
     Ok(())
 }
 
-/// A WebSocket echo server (RFC 6455, small text frames) on port 8765.
-const WS_SERVER: &str = r#"
-import base64, hashlib, socket, threading
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-def read(conn, buf, n):
-    while len(buf) < n:
-        chunk = conn.recv(4096)
-        if not chunk:
-            raise EOFError
-        buf += chunk
-    return buf[:n], buf[n:]
-def serve(conn):
-    try:
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            buf += chunk
-        head, buf = buf.split(b"\r\n\r\n", 1)
-        key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key:")][0]
-        accept = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
-        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        while True:
-            hdr, buf = read(conn, buf, 2)
-            n = hdr[1] & 0x7F
-            mask, buf = read(conn, buf, 4)
-            data, buf = read(conn, buf, n)
-            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-            if hdr[0] & 0x0F == 8:
-                return
-            conn.sendall(bytes([0x80 | (hdr[0] & 0x0F), len(payload)]) + payload)
-    except (EOFError, OSError, IndexError):
-        pass
-    finally:
-        conn.close()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 8765))
-s.listen(16)
-while True:
-    conn, _ = s.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
-"#;
-
-/// A WebSocket client: to `kubectl proxy` on port `argv[1]`, path `argv[2]`; sends one masked
-/// text frame and prints the echo.
-const WS_CLIENT: &str = r#"
-import base64, hashlib, os, socket, sys
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
-key = base64.b64encode(os.urandom(16))
-s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
-buf = b""
-while b"\r\n\r\n" not in buf:
-    chunk = s.recv(4096)
-    if not chunk:
-        sys.exit("closed during the handshake: %r" % buf)
-    buf += chunk
-head, buf = buf.split(b"\r\n\r\n", 1)
-if not head.startswith(b"HTTP/1.1 101"):
-    sys.exit("no upgrade: %r" % head)
-want = base64.b64encode(hashlib.sha1(key + GUID.encode()).digest())
-if want not in head:
-    sys.exit("wrong Sec-WebSocket-Accept: %r" % head)
-msg = b"hello through the apiserver"
-mask = os.urandom(4)
-s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(msg)))
-while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7F):
-    chunk = s.recv(4096)
-    if not chunk:
-        sys.exit("closed before the echo: %r" % buf)
-    buf += chunk
-print(buf[2:2 + (buf[1] & 0x7F)].decode())
-"#;
+/// A WebSocket echo server (`python3 -c`, argument: the port) and client (arguments: host,
+/// port, path, Host header, message), shared by the tests that pass upgrades through.
+const WS_SERVER: &str = include_str!("../websocket/echo_server.py");
+const WS_CLIENT: &str = include_str!("../websocket/client.py");
