@@ -19,7 +19,6 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 
 use crate::review::{Access, ApiReviewer, Cached, Reviewer, Ttls, User};
@@ -121,7 +120,7 @@ const TTLS: Ttls = Ttls {
     unauthorized: Duration::from_secs(10),
 };
 
-/// A certificate for `localhost`, the loopback addresses and `address`, signed by its own key.
+/// A self-signed certificate for `localhost`, the loopback addresses and `address`.
 fn self_signed(address: IpAddr) -> Result<rustls::ServerConfig, Error> {
     let mut names = vec![
         "localhost".to_string(),
@@ -131,19 +130,7 @@ fn self_signed(address: IpAddr) -> Result<rustls::ServerConfig, Error> {
     if !address.is_unspecified() && !address.is_loopback() {
         names.push(address.to_string());
     }
-    let issued =
-        rcgen::generate_simple_self_signed(names).map_err(|e| Error::Certificate(e.to_string()))?;
-    let cert = CertificateDer::from(issued.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_pair.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Certificate(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .map_err(|e| Error::Certificate(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+    crate::serve::self_signed(names).map_err(Error::Certificate)
 }
 
 /// The decisions of one secure port.
@@ -167,17 +154,11 @@ fn respond(
 
 /// A `Status` refusal, as upstream's response writers send it.
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "details": {},
-        "code": code.as_u16(),
-    });
-    respond(code, "application/json", body.to_string())
+    respond(
+        code,
+        "application/json",
+        crate::serve::failure_status(code, reason, message),
+    )
 }
 
 impl<R: Reviewer> Gate<R> {

@@ -71,6 +71,40 @@ impl ConnectionAbort {
     }
 }
 
+/// A server TLS config with a certificate for `names` signed by its own key, made at start
+/// (as upstream's components do without `--tls-cert-file`, and the Kubernetes Dashboard with
+/// `--auto-generate-certificates`); HTTP/2 and HTTP/1.1 by ALPN.
+pub fn self_signed(names: Vec<String>) -> Result<rustls::ServerConfig, String> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let issued = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;
+    let cert = CertificateDer::from(issued.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key_pair.serialize_der()));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The body of a `Status` failure, as the apiserver and upstream's components write refusals.
+pub fn failure_status(code: http::StatusCode, reason: &str, message: &str) -> String {
+    serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {},
+        "code": code.as_u16(),
+    })
+    .to_string()
+}
+
 /// The HTTP/1.1 + HTTP/2 connection builder with the header read timeout set.
 pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -124,26 +124,7 @@ fn serving_config() -> Result<rustls::ServerConfig, Error> {
         "kubernetes-dashboard.kubernetes-dashboard.svc",
         "localhost",
     ];
-    let key = rcgen::KeyPair::generate().map_err(|e| Error::Certificate(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(names.map(String::from).to_vec())
-        .map_err(|e| Error::Certificate(e.to_string()))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kubernetes-dashboard");
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| Error::Certificate(e.to_string()))?;
-    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Certificate(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], key_der)
-    .map_err(|e| Error::Certificate(e.to_string()))?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tls)
+    serve::self_signed(names.map(String::from).to_vec()).map_err(Error::Certificate)
 }
 
 /// Serves until `shutdown` completes.

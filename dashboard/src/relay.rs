@@ -54,11 +54,8 @@ impl Refusal {
     }
 
     fn response(self) -> Response<Body> {
-        let status = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code.as_u16(),
-        });
-        let mut resp = Response::new(full(status.to_string()));
+        let status = ekube_api::serve::failure_status(self.code, self.reason, &self.message);
+        let mut resp = Response::new(full(status));
         *resp.status_mut() = self.code;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
