@@ -111,7 +111,7 @@ pub async fn to_kubelet(
         details: None,
     };
 
-    let upgrading = req.headers().contains_key(header::UPGRADE);
+    let upgrading = proxy::is_upgrade(req.headers());
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let mut out = Request::builder()
         .method(req.method().clone())

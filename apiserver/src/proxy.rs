@@ -22,7 +22,7 @@
 //! answers `101`, the two connections are spliced. A backend that cannot be reached is a 503
 //! `error trying to reach service: …`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -56,28 +56,9 @@ pub struct Peer(pub SocketAddr);
 /// Decodes `%XX` escapes, as the name segment is in Go's decoded `URL.Path`; a malformed escape
 /// stays as it is.
 fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Go's `path.Clean` of a rooted path, `""` for `""`.
@@ -96,6 +77,15 @@ fn clean(path: &str) -> String {
         }
     }
     format!("/{}", out.join("/"))
+}
+
+/// [`clean`] that keeps a trailing slash (Go's `JoinPreservingTrailingSlash` after the join).
+fn clean_keeping_slash(path: &str) -> String {
+    let mut cleaned = clean(path);
+    if path.ends_with('/') && !cleaned.ends_with('/') {
+        cleaned.push('/');
+    }
+    cleaned
 }
 
 /// The proxy path of a request: `(prefix, backend path)`, the prefix being the request path
@@ -129,11 +119,7 @@ pub fn split_path(path: &str, proxy_segment: usize) -> Option<(&str, String)> {
     if rest.ends_with('/') && !sub.ends_with('/') {
         sub.push('/');
     }
-    let mut backend = clean(&sub);
-    if sub.ends_with('/') && !backend.ends_with('/') {
-        backend.push('/');
-    }
-    Some((prefix, backend))
+    Some((prefix, clean_keeping_slash(&sub)))
 }
 
 /// The `301` upstream answers a `GET` or `HEAD` of `…/proxy` with: to `…/proxy/`, the query
@@ -265,11 +251,40 @@ pub fn rewrite_location(location: &str, backend: &str, request_host: &str, prefi
     if path.starts_with(prefix) {
         return format!("{head}{path}{tail}");
     }
-    let mut joined = clean(&format!("{prefix}/{path}"));
-    if path.ends_with('/') && !joined.ends_with('/') {
-        joined.push('/');
-    }
+    let joined = clean_keeping_slash(&format!("{prefix}/{path}"));
     format!("{head}{joined}{tail}")
+}
+
+/// The headers sent to the backend: the [`forwardable`] ones, `X-Forwarded-For` with the
+/// client's address appended, `X-Forwarded-Uri` (the proxy path the client asked for; not on
+/// upgrades) and the client's `Host`, as upstream's UpgradeAwareHandler sends them.
+pub(crate) fn outgoing_headers(
+    incoming: &HeaderMap,
+    upgrading: bool,
+    peer: Option<IpAddr>,
+    forwarded_uri: &str,
+    host: &str,
+) -> HeaderMap {
+    let mut headers = forwardable(incoming, upgrading);
+    if let Some(peer) = peer {
+        let mut chain: Vec<String> = incoming
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
+        chain.push(peer.to_string());
+        if let Ok(v) = HeaderValue::from_str(&chain.join(", ")) {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+        }
+    }
+    if !upgrading && let Ok(v) = HeaderValue::from_str(forwarded_uri) {
+        headers.insert(HeaderName::from_static("x-forwarded-uri"), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, v);
+    }
+    headers
 }
 
 /// Serves `<pods|services|nodes>/<id>/proxy[/<path>]`.
@@ -323,46 +338,23 @@ pub async fn serve(
         .map(str::to_string)
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
-    let mut headers = forwardable(req.headers(), upgrading);
-    if let Some(Peer(peer)) = req.extensions().get::<Peer>() {
-        let prior: Vec<&str> = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let mut value = prior.join(", ");
-        if !value.is_empty() {
-            value.push_str(", ");
-        }
-        value.push_str(&peer.ip().to_string());
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-        }
-    }
-    if !upgrading {
-        let mut uri = clean(&format!("{prefix}/{backend_path}"));
-        if backend_path.ends_with('/') && !uri.ends_with('/') {
-            uri.push('/');
-        }
-        if let Ok(v) = HeaderValue::from_str(&uri) {
-            headers.insert(HeaderName::from_static("x-forwarded-uri"), v);
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&request_host) {
-        headers.insert(header::HOST, v);
-    }
+    let forwarded_uri = clean_keeping_slash(&format!("{prefix}/{backend_path}"));
+    let peer = req.extensions().get::<Peer>().map(|Peer(p)| p.ip());
+    let headers = outgoing_headers(
+        req.headers(),
+        upgrading,
+        peer,
+        &forwarded_uri,
+        &request_host,
+    );
+    let backend = if backend_path.is_empty() {
+        "/"
+    } else {
+        &backend_path
+    };
     let path_and_query = match query.as_deref() {
-        Some(q) => format!(
-            "{}?{q}",
-            if backend_path.is_empty() {
-                "/"
-            } else {
-                &backend_path
-            }
-        ),
-        None if backend_path.is_empty() => "/".to_string(),
-        None => backend_path.clone(),
+        Some(q) => format!("{backend}?{q}"),
+        None => backend.to_string(),
     };
     let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
     let body: Body = if upgrading {

@@ -244,22 +244,24 @@ async fn backend() -> u16 {
 }
 
 /// A front server on loopback relaying every request to `backend` as the proxy does: headers
-/// through [`forwardable`], the body streamed, upgrades spliced by [`send`].
+/// through [`outgoing_headers`], the body streamed, upgrades spliced by [`send`].
 async fn front(backend: u16) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let (conn, _) = listener.accept().await.unwrap();
+            let (conn, client) = listener.accept().await.unwrap();
+            let peer = client.ip();
             let service =
                 hyper::service::service_fn(move |mut req: Request<Incoming>| async move {
                     let upgrading = is_upgrade(req.headers());
                     let client = upgrading.then(|| hyper::upgrade::on(&mut req));
-                    let mut headers = forwardable(req.headers(), upgrading);
-                    headers.insert(header::HOST, HeaderValue::from_static("backend"));
-                    headers.insert(
-                        HeaderName::from_static("x-forwarded-for"),
-                        HeaderValue::from_static("127.0.0.1"),
+                    let headers = outgoing_headers(
+                        req.headers(),
+                        upgrading,
+                        Some(peer),
+                        req.uri().path(),
+                        "backend",
                     );
                     let (method, uri) = (req.method().clone(), req.uri().clone());
                     let body: Body = req
