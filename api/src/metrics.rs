@@ -8,7 +8,6 @@
 //! histogram's `le` label last. A family without labels always renders its one series, zero
 //! before the first observation, as Prometheus' client does.
 
-use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
 use std::sync::{Mutex, MutexGuard};
 
@@ -70,12 +69,17 @@ pub fn escape_label_value(s: &str) -> String {
     out
 }
 
+/// The series of a family: label values and state, sorted by the values, so a series that
+/// exists is found by binary search without building a key (label values are allocated only
+/// when a series is first seen).
+type Series<S> = Vec<(Vec<String>, S)>;
+
 /// Name, help and label names of a family, and its series by label values.
 struct Family<S> {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    series: Mutex<BTreeMap<Vec<String>, S>>,
+    series: Mutex<Series<S>>,
 }
 
 impl<S> Family<S> {
@@ -84,16 +88,16 @@ impl<S> Family<S> {
             name,
             help,
             labels,
-            series: Mutex::new(BTreeMap::new()),
+            series: Mutex::new(Vec::new()),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<Vec<String>, S>> {
+    fn lock(&self) -> MutexGuard<'_, Series<S>> {
         // A panic while holding the lock leaves whole numbers behind; keep counting.
         self.series.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn key(&self, values: &[&str]) -> Vec<String> {
+    fn check(&self, values: &[&str]) {
         assert_eq!(
             values.len(),
             self.labels.len(),
@@ -101,7 +105,18 @@ impl<S> Family<S> {
             self.name,
             self.labels
         );
-        values.iter().map(|v| v.to_string()).collect()
+    }
+
+    /// Where the series of `values` is, or would be inserted.
+    fn find(series: &Series<S>, values: &[&str]) -> Result<usize, usize> {
+        series.binary_search_by(|(k, _)| k.iter().map(String::as_str).cmp(values.iter().copied()))
+    }
+
+    /// Reads the series of `values`, if it exists.
+    fn read<R>(&self, values: &[&str], f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.check(values);
+        let series = self.lock();
+        Self::find(&series, values).ok().map(|i| f(&series[i].1))
     }
 
     fn ensure(&self, values: &[&str])
@@ -115,9 +130,14 @@ impl<S> Family<S> {
     where
         S: Default,
     {
-        let key = self.key(values);
+        self.check(values);
         let mut series = self.lock();
-        f(series.entry(key).or_default())
+        let i = Self::find(&series, values).unwrap_or_else(|i| {
+            let owned = values.iter().map(|v| v.to_string()).collect();
+            series.insert(i, (owned, S::default()));
+            i
+        });
+        f(&mut series[i].1)
     }
 
     /// Pairs of label name and value, with `extra` appended.
@@ -182,8 +202,7 @@ impl CounterVec {
 
     /// The series' count (0 if it was never incremented).
     pub fn get(&self, values: &[&str]) -> u64 {
-        let key = self.0.key(values);
-        self.0.lock().get(&key).copied().unwrap_or(0)
+        self.0.read(values, |c| *c).unwrap_or(0)
     }
 
     pub fn render(&self, out: &mut String) {
@@ -214,8 +233,7 @@ impl GaugeVec {
     }
 
     pub fn get(&self, values: &[&str]) -> f64 {
-        let key = self.0.key(values);
-        self.0.lock().get(&key).copied().unwrap_or(0.0)
+        self.0.read(values, |g| *g).unwrap_or(0.0)
     }
 
     pub fn render(&self, out: &mut String) {
@@ -279,8 +297,7 @@ impl HistogramVec {
 
     /// The series' number of observations.
     pub fn count(&self, values: &[&str]) -> u64 {
-        let key = self.family.key(values);
-        self.family.lock().get(&key).map_or(0, |b| b.count)
+        self.family.read(values, |b| b.count).unwrap_or(0)
     }
 
     pub fn render(&self, out: &mut String) {
