@@ -354,7 +354,7 @@ pub async fn metrics(node: &Node) -> Response<Body> {
             .filter(|c| c.state == state as i32)
             .count()
     };
-    use ekube_api::metrics::{GaugeVec, write_header, write_sample};
+    use ekube_api::metrics::{write_header, write_sample};
     let mut out = String::new();
     write_header(
         &mut out,
@@ -370,10 +370,11 @@ pub async fn metrics(node: &Node) -> Response<Body> {
         "gauge",
     );
     write_sample(&mut out, "kubelet_running_pods", &[], pods);
-    let running = GaugeVec::new(
+    write_header(
+        &mut out,
         "kubelet_running_containers",
         "[ALPHA] Number of containers currently running",
-        &["container_state"],
+        "gauge",
     );
     for (label, state) in [
         ("created", ContainerState::ContainerCreated),
@@ -381,9 +382,13 @@ pub async fn metrics(node: &Node) -> Response<Body> {
         ("running", ContainerState::ContainerRunning),
         ("unknown", ContainerState::ContainerUnknown),
     ] {
-        running.set(&[label], count(state) as f64);
+        write_sample(
+            &mut out,
+            "kubelet_running_containers",
+            &[("container_state", label)],
+            count(state),
+        );
     }
-    running.render(&mut out);
     crate::metrics::POD_START_DURATION.render(&mut out);
     Response::builder()
         .status(StatusCode::OK)
