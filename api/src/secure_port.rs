@@ -9,7 +9,6 @@
 //! authenticated here.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,13 +66,12 @@ impl SecurePort {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `shutdown`, asking the apiserver through `client` and rendering `/metrics`
-    /// with `metrics`.
+    /// Serves for as long as the future is polled (the component drops it when it stops),
+    /// asking the apiserver through `client` and rendering `/metrics` with `metrics`.
     pub async fn serve(
         self,
         client: kube::Client,
         metrics: impl Fn() -> String + Send + Sync + 'static,
-        shutdown: impl Future<Output = ()>,
     ) {
         let gate = Arc::new(Gate {
             reviews: Cached::new(ApiReviewer(client), TTLS),
@@ -84,7 +82,7 @@ impl SecurePort {
             self.listener,
             self.tls,
             limits,
-            shutdown,
+            std::future::pending(),
             move |tls, peer, _abort| {
                 let (gate, metrics) = (gate.clone(), metrics.clone());
                 async move {

@@ -350,8 +350,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(port) = secure_port {
         let client = credentials.own();
         tasks.spawn(async move {
-            port.serve(client, metrics::render, std::future::pending())
-                .await;
+            port.serve(client, metrics::render).await;
             ("secure port", Err("the server ended".to_string()))
         });
     }

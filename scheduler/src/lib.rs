@@ -108,10 +108,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let client = client.clone();
         async move {
             match secure_port {
-                Some(port) => {
-                    port.serve(client, metrics::render, std::future::pending())
-                        .await
-                }
+                Some(port) => port.serve(client, metrics::render).await,
                 None => std::future::pending().await,
             }
         }
@@ -297,14 +294,14 @@ impl Scheduler {
                         infos[i].add(&pod);
                         self.assumed.insert(uid.clone(), node);
                         self.backoff.remove(&uid);
-                        metrics::Result::Scheduled
+                        metrics::Outcome::Scheduled
                     } else {
-                        metrics::Result::Error
+                        metrics::Outcome::Error
                     }
                 }
                 Err(message) => {
                     self.unschedulable(&pod, message, generation).await;
-                    metrics::Result::Unschedulable
+                    metrics::Outcome::Unschedulable
                 }
             };
             metrics::attempt(

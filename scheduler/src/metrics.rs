@@ -32,24 +32,24 @@ pub static PENDING_PODS: GaugeVec = GaugeVec::new(
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Result {
+pub enum Outcome {
     Scheduled,
     Unschedulable,
     Error,
 }
 
-impl Result {
+impl Outcome {
     fn label(self) -> &'static str {
         match self {
-            Result::Scheduled => "scheduled",
-            Result::Unschedulable => "unschedulable",
-            Result::Error => "error",
+            Outcome::Scheduled => "scheduled",
+            Outcome::Unschedulable => "unschedulable",
+            Outcome::Error => "error",
         }
     }
 }
 
 /// Records one attempt of `profile` (the scheduler's name) that took `seconds`.
-pub fn attempt(profile: &str, result: Result, seconds: f64) {
+pub fn attempt(profile: &str, result: Outcome, seconds: f64) {
     let labels = [profile, result.label()];
     SCHEDULE_ATTEMPTS.inc(&labels);
     ATTEMPT_DURATION.observe(&labels, seconds);
@@ -77,8 +77,8 @@ mod tests {
 
     #[test]
     fn attempts_are_counted_and_timed_by_profile_and_result() {
-        attempt("metrics-test", Result::Scheduled, 0.003);
-        attempt("metrics-test", Result::Unschedulable, 0.0005);
+        attempt("metrics-test", Outcome::Scheduled, 0.003);
+        attempt("metrics-test", Outcome::Unschedulable, 0.0005);
         pending(2, 1);
         let text = render();
         for line in [
