@@ -112,6 +112,8 @@ pub struct ApiServer {
     pub resource_metrics: resource_metrics::Store,
     /// What `/readyz` reads that is not read from elsewhere (shutdown).
     pub health: health::State,
+    /// The last count of stored objects per resource, for `/metrics`.
+    pub storage_objects: metrics::StorageObjects,
 }
 
 /// A started server: where it listens and where its kubeconfigs are.
@@ -350,6 +352,7 @@ pub async fn start(
         kubelet_tls,
         resource_metrics: resource_metrics::Store::default(),
         health: health::State::default(),
+        storage_objects: metrics::StorageObjects::default(),
     });
     if !api.config.metric_resolution.is_zero() {
         tokio::spawn(resource_metrics::scrape::run(

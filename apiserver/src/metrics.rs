@@ -10,7 +10,7 @@
 //! component, as upstream instruments them. `apiserver_storage_objects` and
 //! `apiserver_current_inflight_requests` are read when scraped.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ekube_api::metrics::{CONTENT_TYPE, CounterVec, GaugeVec, HistogramVec};
 use http::{HeaderMap, Method, Response, StatusCode, Uri, header};
@@ -304,13 +304,28 @@ pub async fn render(api: &ApiServer) -> String {
     inflight.set(&["mutating"], mutating as f64);
     inflight.set(&["readOnly"], readonly as f64);
     inflight.render(&mut out);
-    storage_objects(api).await.render(&mut out);
+    out.push_str(&storage_objects(api).await);
     out
 }
 
+/// How often `apiserver_storage_objects` is counted again, as upstream's object count tracker
+/// does: a count walks every stored object, so a scrape in between reads the last one.
+const STORAGE_COUNT_PERIOD: Duration = Duration::from_secs(60);
+
+/// `apiserver_storage_objects`, rendered, and when it was counted.
+#[derive(Default)]
+pub struct StorageObjects(tokio::sync::Mutex<Option<(Instant, String)>>);
+
 /// `apiserver_storage_objects{resource}`: stored objects per resource (`pods`,
-/// `deployments.apps`), counted now; -1 where the count failed, as upstream reports it.
-async fn storage_objects(api: &ApiServer) -> GaugeVec {
+/// `deployments.apps`), counted at most once a [`STORAGE_COUNT_PERIOD`]; -1 where the count
+/// failed, as upstream reports it.
+async fn storage_objects(api: &ApiServer) -> String {
+    let mut last = api.storage_objects.0.lock().await;
+    if let Some((at, text)) = last.as_ref()
+        && at.elapsed() < STORAGE_COUNT_PERIOD
+    {
+        return text.clone();
+    }
     let gauge = GaugeVec::new(
         "apiserver_storage_objects",
         "[STABLE] Number of stored objects at the time of last check split by kind. In case of a fetching error, the value will be -1.",
@@ -337,7 +352,10 @@ async fn storage_objects(api: &ApiServer) -> GaugeVec {
         };
         gauge.set(&[&resource], n);
     }
-    gauge
+    let mut text = String::new();
+    gauge.render(&mut text);
+    *last = Some((Instant::now(), text.clone()));
+    text
 }
 
 /// The `/metrics` response.
