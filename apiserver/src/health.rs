@@ -18,7 +18,7 @@ use http::{Response, StatusCode, header};
 
 use crate::ApiServer;
 use crate::errors::ApiError;
-use crate::handler::{Body, full};
+use crate::handler::Body;
 
 /// How long the storage check waits for the store.
 const STORAGE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -117,14 +117,8 @@ fn checks(endpoint: &str) -> Option<&'static [Check]> {
 }
 
 fn text(code: StatusCode, body: String) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = code;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(
+    let mut response = crate::handler::respond(code, "text/plain; charset=utf-8", body);
+    response.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         http::HeaderValue::from_static("nosniff"),
     );
