@@ -81,9 +81,26 @@ pub struct Config {
     /// encrypt at rest and the providers (`aescbc`, `aesgcm`, `secretbox`, `identity`) to use.
     #[arg(long)]
     pub encryption_provider_config: Option<PathBuf>,
-    /// Storage backend: `sled` (embedded) is the one implemented.
-    #[arg(long, default_value = "sled")]
-    pub storage_backend: String,
+    /// Storage backend: `sled` (embedded, under `<data-dir>/db`) or `etcd3` (needs
+    /// `--datastore-endpoint`; implied by it).
+    #[arg(long)]
+    pub storage_backend: Option<String>,
+    /// etcd v3 client URLs, comma-separated (`https://10.0.0.1:2379,https://10.0.0.2:2379`):
+    /// store everything there instead of sled. kube-apiserver calls this `--etcd-servers`.
+    #[arg(long, alias = "etcd-servers", value_parser = parse_endpoints)]
+    pub datastore_endpoint: Option<String>,
+    /// The CA (PEM) that signed the etcd members' serving certificates.
+    #[arg(long, alias = "etcd-cafile")]
+    pub datastore_cafile: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd.
+    #[arg(long, alias = "etcd-certfile")]
+    pub datastore_certfile: Option<PathBuf>,
+    /// The key (PEM) of `--datastore-certfile`.
+    #[arg(long, alias = "etcd-keyfile")]
+    pub datastore_keyfile: Option<PathBuf>,
+    /// How long one datastore call may take before the request fails with 504.
+    #[arg(long, default_value = "10s", value_parser = ekube_api::flags::parse_duration)]
+    pub datastore_timeout: std::time::Duration,
     /// Largest accepted request body.
     #[arg(long, default_value_t = 3 * 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -141,6 +158,25 @@ impl Config {
         c
     }
 
+    /// Where `--datastore-endpoint` and its TLS files point, when the store is etcd.
+    pub fn etcd_endpoints(&self) -> Option<crate::storage::etcd::Endpoints> {
+        Some(crate::storage::etcd::Endpoints {
+            urls: crate::storage::etcd::Endpoints::parse(self.datastore_endpoint.as_deref()?)
+                .ok()?,
+            ca_file: self.datastore_cafile.clone(),
+            cert_file: self.datastore_certfile.clone(),
+            key_file: self.datastore_keyfile.clone(),
+        })
+    }
+
+    /// The datastore, as messages name it.
+    pub fn store_name(&self) -> String {
+        match &self.datastore_endpoint {
+            Some(urls) => format!("etcd at {urls}"),
+            None => self.data_dir.join("db").display().to_string(),
+        }
+    }
+
     pub fn cert_dir(&self) -> PathBuf {
         self.cert_dir
             .clone()
@@ -158,11 +194,22 @@ impl Config {
 
     /// Checks what can be checked before anything is bound or written.
     pub fn validate(&self) -> Result<(), String> {
-        if self.storage_backend != "sled" {
-            return Err(format!(
-                "--storage-backend={:?} is not available in this build; use \"sled\"",
-                self.storage_backend
-            ));
+        match (self.storage_backend.as_deref(), &self.datastore_endpoint) {
+            (None | Some("sled"), None) | (None | Some("etcd3"), Some(_)) => {}
+            (Some("sled"), Some(_)) => {
+                return Err("--storage-backend=sled does not take --datastore-endpoint".into());
+            }
+            (Some("etcd3"), None) => {
+                return Err("--storage-backend=etcd3 needs --datastore-endpoint".into());
+            }
+            (Some(other), _) => {
+                return Err(format!(
+                    "--storage-backend={other:?} is not known; use \"sled\" or \"etcd3\""
+                ));
+            }
+        }
+        if self.datastore_certfile.is_some() != self.datastore_keyfile.is_some() {
+            return Err("--datastore-certfile and --datastore-keyfile go together".into());
         }
         crate::authz::Mode::parse_list(&self.authorization_mode)?;
         if self.kubelet_client_certificate.is_some() != self.kubelet_client_key.is_some() {
@@ -184,6 +231,10 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn parse_endpoints(s: &str) -> Result<String, String> {
+    crate::storage::etcd::Endpoints::parse(s).map(|urls| urls.join(","))
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {

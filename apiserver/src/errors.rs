@@ -306,6 +306,11 @@ impl ApiError {
         Self::new(504, "Timeout", message)
     }
 
+    /// 503: the server cannot answer now (its datastore is unreachable); retry later.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, "ServiceUnavailable", message).retry_after(1)
+    }
+
     pub fn to_status(&self) -> Value {
         let mut status = json!({
             "kind": "Status",
@@ -340,6 +345,8 @@ impl From<crate::storage::Error> for ApiError {
             } => Self::gone(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
+            crate::storage::Error::Unavailable(message) => Self::unavailable(message),
+            crate::storage::Error::Timeout(message) => Self::timeout(message),
             other => Self::internal(other),
         }
     }

@@ -67,11 +67,14 @@ pub use ekube_api::KUBE_VERSION;
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("opening storage in {path}: {source}")]
+    /// `store` names the datastore: sled's directory or etcd's endpoints.
+    #[error("storage in {store}: {source}")]
     Storage {
-        path: PathBuf,
+        store: String,
         source: storage::Error,
     },
+    #[error("datastore: {0}")]
+    Datastore(storage::Error),
     #[error("certificates: {0}")]
     Pki(#[from] pki::Error),
     #[error("TLS: {0}")]
@@ -158,22 +161,12 @@ pub async fn start(
         .transpose()
         .map_err(|e| Error::Config(e.to_string()))?;
     pki::create_private_dir(&config.data_dir)?;
-    let db_dir = config.data_dir.join("db");
-    pki::create_private_dir(&db_dir)?;
-    let sled =
-        storage::sled::SledStorage::open(&db_dir, config.watch_buffer).map_err(|source| {
-            Error::Storage {
-                path: db_dir.clone(),
-                source,
-            }
-        })?;
-    pki::make_private(&db_dir)?;
+    let backend = open_store(&config).await?;
     let store: Arc<dyn Storage> = match encryption {
         Some(encryption) => Arc::new(storage::encrypted::EncryptedStorage::new(
-            Arc::new(sled),
-            encryption,
+            backend, encryption,
         )),
-        None => Arc::new(sled),
+        None => backend,
     };
 
     let addr = SocketAddr::new(config.bind_address, config.secure_port);
@@ -287,7 +280,7 @@ pub async fn start(
         .list(&services.key_prefix(), None, 0)
         .await
         .map_err(|source| Error::Storage {
-            path: db_dir.clone(),
+            store: config.store_name(),
             source,
         })?;
     for kv in &stored.items {
@@ -322,7 +315,7 @@ pub async fn start(
     let rbac = authz::cache::RbacCache::start(store.clone())
         .await
         .map_err(|source| Error::Storage {
-            path: db_dir.clone(),
+            store: config.store_name(),
             source,
         })?;
     // The graph follows every pod; only a chain with the Node authorizer needs it.
@@ -330,7 +323,7 @@ pub async fn start(
         authz::node::NodeGraph::start(store.clone())
             .await
             .map_err(|source| Error::Storage {
-                path: db_dir.clone(),
+                store: config.store_name(),
                 source,
             })?
     } else {
@@ -376,6 +369,32 @@ pub async fn start(
         api: api.clone(),
     };
     Ok((running, server::serve(api, listener, tls, shutdown)))
+}
+
+/// The datastore the configuration names: etcd when `--datastore-endpoint` is given, else sled
+/// under `<data-dir>/db`.
+async fn open_store(config: &Config) -> Result<Arc<dyn Storage>, Error> {
+    if let Some(endpoints) = config.etcd_endpoints() {
+        let etcd = storage::etcd::EtcdStorage::connect(
+            &endpoints,
+            config.datastore_timeout,
+            config.watch_buffer,
+        )
+        .await
+        .map_err(Error::Datastore)?;
+        return Ok(Arc::new(etcd));
+    }
+    let db_dir = config.data_dir.join("db");
+    pki::create_private_dir(&db_dir)?;
+    let sled =
+        storage::sled::SledStorage::open(&db_dir, config.watch_buffer).map_err(|source| {
+            Error::Storage {
+                store: db_dir.display().to_string(),
+                source,
+            }
+        })?;
+    pki::make_private(&db_dir)?;
+    Ok(Arc::new(sled))
 }
 
 /// Compacts the event log like kine: keep at least the newest `retain` revisions and every

@@ -32,9 +32,14 @@ pub const APT_PACKAGES: &[&str] = &[
     "bind9-dnsutils",
     // The browser the dashboard test drives (headless, through Python's playwright).
     "chromium",
-    // Runtime (protoc generates the CRI gRPC code at build time).
+    // Runtime (protoc generates the CRI and etcd gRPC code at build time; etcd's protos import
+    // the well-known types).
     "runc",
     "protobuf-compiler",
+    "libprotobuf-dev",
+    // The etcd datastore tests: a real member, and etcdctl to look at what was stored.
+    "etcd-server",
+    "etcd-client",
     // eBPF toolchain (bpf-linker is built against LLVM 22) and inspection.
     "llvm-22-dev",
     "libpolly-22-dev",

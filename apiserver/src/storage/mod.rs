@@ -3,10 +3,13 @@
 //! Keys are strings (`/registry/<group>/<plural>/<namespace>/<name>`), values are opaque bytes
 //! (the object's JSON without `resourceVersion`, which is the key's `mod_revision`). Every write
 //! bumps one cluster-wide, gap-free revision; an event log keyed by revision serves watches from
-//! any revision that has not been compacted. `sled` is the embedded default; an etcd backend fits
-//! the same trait because every method maps onto one etcd call.
+//! any revision that has not been compacted. `sled` is the embedded default; `etcd` implements the
+//! same trait with one etcd call per method.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod encrypted;
+pub mod etcd;
 pub mod sled;
 
 use std::sync::Arc;
@@ -27,6 +30,12 @@ pub enum Error {
     },
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
     Compacted { requested: u64, compacted: u64 },
+    /// The datastore cannot be reached or has no quorum (503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The datastore did not answer in time (504).
+    #[error("storage timed out: {0}")]
+    Timeout(String),
     #[error("storage backend: {0}")]
     Backend(String),
 }
