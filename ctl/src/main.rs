@@ -8,6 +8,7 @@ mod addons;
 mod agent;
 mod certs;
 mod daemon;
+mod datastore;
 mod flags;
 mod init;
 mod join;
@@ -179,6 +180,8 @@ enum Command {
     Token(token::TokenArgs),
     /// Check and renew the cluster's certificates (kubeadm's `certs`).
     Certs(certs::CertsArgs),
+    /// Move the cluster's objects between datastores (sled and etcd).
+    Datastore(datastore::DatastoreArgs),
 }
 
 #[derive(clap::Args)]
@@ -323,6 +326,7 @@ async fn main() -> Result<()> {
             .context("device plugin"),
         Command::Token(args) => exit_on_error(token::run(args).await),
         Command::Certs(args) => certs::run(args),
+        Command::Datastore(args) => datastore::run(args).await,
         Command::Kubectl(_) => unreachable!("handled above"),
     }
 }

@@ -167,6 +167,12 @@ impl ServerProcess {
         }
     }
 
+    /// Restarts the (stopped) server with `args` added to its flags.
+    pub fn spawn_with(&mut self, args: &[&str]) -> Result<Duration> {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self.spawn()
+    }
+
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("admin.conf")
     }

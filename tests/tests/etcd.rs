@@ -222,3 +222,125 @@ fn losing_etcd_turns_requests_into_errors_and_recovers() {
     assert!(names.contains("configmap/before") && names.contains("configmap/after"));
     assert!(!names.contains("configmap/during"), "{names}");
 }
+
+/// What `kubectl get` shows of `kinds` in every namespace, without the resourceVersions a
+/// migration changes.
+fn snapshot(s: &ServerProcess, kinds: &str) -> serde_json::Value {
+    let mut list: serde_json::Value =
+        serde_json::from_str(&ok(s.kubectl(&["get", kinds, "-A", "-o", "json"]))).unwrap();
+    for item in list["items"].as_array_mut().unwrap() {
+        item["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+    }
+    list["items"].take()
+}
+
+const APP: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: nginx:alpine}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {mode: production}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: key, namespace: shop}
+stringData: {key: hunter2}
+";
+
+#[test]
+fn datastore_migrate_moves_a_cluster_from_sled_to_etcd_and_back() {
+    if !Etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().unwrap();
+    let mut s = ServerProcess::start(&[]).unwrap();
+    ok(s.kubectl_stdin(&["apply", "-f", "-"], Some(APP)));
+    wait_for(Duration::from_secs(30), "the Deployment's pods", || {
+        Ok(ok(s.kubectl(&["get", "pods", "-n", "shop", "-o", "name"]))
+            .lines()
+            .count()
+            == 2)
+    })
+    .unwrap();
+    // Let the controllers settle (the Deployment's status), so what follows compares objects
+    // no controller is still writing.
+    std::thread::sleep(Duration::from_secs(3));
+    let kinds = "all,configmaps,secrets,serviceaccounts,roles,rolebindings";
+    let before = snapshot(&s, kinds);
+    s.kill();
+
+    let migrate = |from: &str, to: &str| {
+        Command::new(ekube_bin())
+            .args(["datastore", "migrate", "--from", from, "--to", to])
+            .output()
+            .unwrap()
+    };
+    let sled = format!("sled:{}", s.dir.display());
+    let copied = ok(migrate(&sled, &etcd.url()));
+    assert!(copied.starts_with("copied "), "{copied}");
+    // The target now holds objects: a second migration into it is refused, changing nothing.
+    let again = migrate(&sled, &etcd.url());
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already holds"),
+        "{}",
+        stderr(&again)
+    );
+
+    s.spawn_with(&["--datastore-endpoint", &etcd.url()])
+        .unwrap();
+    assert_eq!(
+        snapshot(&s, kinds),
+        before,
+        "the etcd-backed server shows the same objects"
+    );
+    let pod_keys = ok(etcd.etcdctl(&["get", "--prefix", "--keys-only", "/registry/pods/shop/"]));
+    assert_eq!(
+        pod_keys.lines().filter(|l| !l.is_empty()).count(),
+        2,
+        "{pod_keys}"
+    );
+    s.kill();
+
+    // And back, into a new sled database.
+    let back = tempfile::tempdir().unwrap();
+    let copied_back = ok(migrate(
+        &etcd.url(),
+        &format!("sled:{}", back.path().display()),
+    ));
+    let count = |line: &str| -> u64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+    assert!(
+        count(&copied_back) >= count(&copied),
+        "{copied_back} after {copied}"
+    );
+    let missing = migrate("sled:/nonexistent", &etcd.url());
+    assert!(
+        stderr(&missing).contains("no sled database"),
+        "{}",
+        stderr(&missing)
+    );
+}

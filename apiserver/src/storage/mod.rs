@@ -10,6 +10,7 @@
 pub mod conformance;
 pub mod encrypted;
 pub mod etcd;
+pub mod migrate;
 pub mod sled;
 
 use std::sync::Arc;
