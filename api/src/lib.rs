@@ -19,6 +19,7 @@ pub mod events;
 pub mod files;
 pub mod flags;
 pub mod intstr;
+pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod nodematch;

@@ -12,6 +12,8 @@ use serde_json::Value;
 
 use crate::errors::Cause;
 
+pub mod claims;
+
 pub struct Allocator {
     pub range: Ipv4Network,
     pub ports: (u16, u16),
@@ -78,6 +80,15 @@ impl Allocator {
             self.ips.insert(ip.into());
         }
         self.node_ports.extend(&h.ports);
+    }
+
+    /// Forgets everything held and holds `held` instead (a resync from the stored claims).
+    pub fn reset(&mut self, held: &[Holdings]) {
+        self.ips.clear();
+        self.node_ports.clear();
+        for h in held {
+            self.hold(h);
+        }
     }
 
     pub fn release(&mut self, h: &Holdings) {

@@ -1,6 +1,6 @@
 //! What exists on every cluster from the first start: the four system namespaces, the
 //! `default/kubernetes` Service (the first address of the service range, port 443) and its
-//! Endpoints and EndpointSlice pointing at this server, and `kube-public/cluster-info`, from
+//! Endpoints and EndpointSlice listing the live servers (see [`crate::peers`]), and `kube-public/cluster-info`, from
 //! which joining nodes learn this server's address and CA (kubeadm's `bootstrap-token`
 //! phase writes it; here the apiserver does, so every cluster can be joined by token).
 
@@ -50,30 +50,7 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16, ca_pem: &str
             )
             .await?;
     }
-    let endpoints = json!({
-        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": advertise.to_string()}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    });
-    upsert(
-        registry,
-        find("", "v1", "endpoints").expect("served"),
-        endpoints,
-        &opts,
-    )
-    .await?;
-    let slice = json!({
-        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "ekube-apiserver"}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [advertise.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    });
-    upsert(
-        registry,
-        find("discovery.k8s.io", "v1", "endpointslices").expect("served"),
-        slice,
-        &opts,
-    )
-    .await?;
+    crate::peers::reconcile(registry, advertise, port).await?;
     let server = format!("https://{}", SocketAddr::new(advertise, port));
     cluster_info(
         registry,
@@ -109,7 +86,7 @@ async fn cluster_info(registry: &Registry, kubeconfig: String, opts: &WriteOptio
 }
 
 /// Creates `obj` in `default`, or replaces what is there when it differs.
-async fn upsert(
+pub(crate) async fn upsert(
     registry: &Registry,
     r: &'static ekube_api::ResourceInfo,
     obj: Value,

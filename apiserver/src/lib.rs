@@ -31,6 +31,7 @@ pub mod kubelet_proxy;
 pub mod metrics;
 pub mod openapi;
 pub mod patch;
+pub mod peers;
 pub mod pki;
 pub mod podsecurity;
 pub mod protobuf;
@@ -283,9 +284,15 @@ pub async fn start(
             store: config.store_name(),
             source,
         })?;
-    for kv in &stored.items {
-        allocator.hold(&Holdings::of(&registry::decode(services, kv)));
-    }
+    let holdings = service_holdings(services, &stored.items);
+    let claimed = alloc::claims::Claims::new(store.clone())
+        .repair(&holdings)
+        .await
+        .map_err(|source| Error::Storage {
+            store: config.store_name(),
+            source,
+        })?;
+    allocator.reset(&claimed);
 
     let mut service_accounts = serviceaccount::ServiceAccounts::new(
         serviceaccount::keys::Keys::load_or_create(
@@ -354,6 +361,8 @@ pub async fn start(
         ));
     }
     tokio::spawn(authz::aggregate::run(api.clone()));
+    tokio::spawn(repair_allocations(api.clone()));
+    tokio::spawn(peers::run(api.clone(), advertise, addr.port()));
     tokio::spawn(compactor(
         store,
         api.config.compaction_interval,
@@ -369,6 +378,51 @@ pub async fn start(
         api: api.clone(),
     };
     Ok((running, server::serve(api, listener, tls, shutdown)))
+}
+
+/// `namespace/name` and what it holds, of each stored Service.
+fn service_holdings(
+    services: &ekube_api::resources::ResourceInfo,
+    stored: &[storage::KeyValue],
+) -> Vec<(String, Holdings)> {
+    stored
+        .iter()
+        .map(|kv| {
+            let svc = registry::decode(services, kv);
+            let meta = &svc["metadata"];
+            let owner = format!(
+                "{}/{}",
+                meta["namespace"].as_str().unwrap_or_default(),
+                meta["name"].as_str().unwrap_or_default()
+            );
+            (owner, Holdings::of(&svc))
+        })
+        .collect()
+}
+
+/// Every three minutes (upstream's repair interval), makes the stored allocation claims match
+/// the stored Services and this server's allocator match the claims, so values other servers
+/// released become free here too.
+async fn repair_allocations(api: Arc<ApiServer>) {
+    let services = ekube_api::resources::find("", "v1", "services").expect("served");
+    let mut tick = tokio::time::interval(Duration::from_secs(180));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let repaired = async {
+            let stored = api
+                .registry
+                .store
+                .list(&services.key_prefix(), None, 0)
+                .await?;
+            let holdings = service_holdings(services, &stored.items);
+            api.registry.claims.repair(&holdings).await
+        };
+        match repaired.await {
+            Ok(claimed) => api.registry.alloc.lock().await.reset(&claimed),
+            Err(e) => tracing::warn!(error = %e, "repairing service allocations"),
+        }
+    }
 }
 
 /// The datastore the configuration names: etcd when `--datastore-endpoint` is given, else sled

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::admission::{self, Attributes, Operation};
+use crate::alloc::claims::{self, Claims, Refused};
 use crate::alloc::{Allocator, Holdings};
 use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
@@ -70,8 +71,10 @@ pub enum Deleted {
 
 pub struct Registry {
     pub store: Arc<dyn Storage>,
-    /// Service writes take this lock so cluster IP and node port allocation cannot race.
+    /// Service writes take this lock so cluster IP and node port allocation cannot race in
+    /// this server; the stored claims settle races between servers.
     pub alloc: Mutex<Allocator>,
+    pub claims: Claims,
     /// `--service-node-port-range`, for validation without taking the allocator lock.
     node_ports: (u16, u16),
 }
@@ -160,6 +163,7 @@ impl Registry {
     pub fn new(store: Arc<dyn Storage>, alloc: Allocator) -> Self {
         let node_ports = alloc.ports;
         Self {
+            claims: Claims::new(store.clone()),
             store,
             alloc: Mutex::new(alloc),
             node_ports,
@@ -358,9 +362,10 @@ impl Registry {
             if self.store.get(&k).await?.is_some() {
                 return Err(ApiError::already_exists(r.group, r.plural, &name));
             }
-            let held = alloc
-                .allocate(&mut obj, &Holdings::default(), opts.dry_run)
-                .map_err(|causes| ApiError::invalid(r.group, r.kind, &name, causes))?;
+            let none = Holdings::default();
+            let held = self
+                .allocate_service(&mut alloc, r, ns, &name, &mut obj, &none, opts.dry_run)
+                .await?;
             if opts.dry_run {
                 return Ok((obj, warnings));
             }
@@ -368,6 +373,7 @@ impl Registry {
                 Ok(kv) => Ok((decode(r, &kv), warnings)),
                 Err(e) => {
                     alloc.release(&held);
+                    self.claims.release(&held).await;
                     Err(self.map_write_error(r, &name, e))
                 }
             };
@@ -462,9 +468,9 @@ impl Registry {
             let write = if r.kind == "Service" && r.group.is_empty() {
                 let mut alloc = self.alloc.lock().await;
                 let old = Holdings::of(&current);
-                let held = alloc
-                    .allocate(&mut desired, &old, opts.dry_run)
-                    .map_err(|causes| ApiError::invalid(r.group, r.kind, name, causes))?;
+                let held = self
+                    .allocate_service(&mut alloc, r, ns, name, &mut desired, &old, opts.dry_run)
+                    .await?;
                 if opts.dry_run {
                     return Ok((desired, warnings));
                 }
@@ -475,6 +481,9 @@ impl Registry {
                 if res.is_err() {
                     alloc.release(&held);
                     alloc.hold(&old);
+                    self.claims.release(&claims::minus(&held, &old)).await;
+                } else {
+                    self.claims.release(&claims::minus(&old, &held)).await;
                 }
                 res
             } else {
@@ -603,8 +612,59 @@ impl Registry {
     /// Called after an object left storage, to free what it held.
     async fn released(&self, r: &ResourceInfo, obj: &Value) {
         if r.kind == "Service" && r.group.is_empty() {
-            self.alloc.lock().await.release(&Holdings::of(obj));
+            let held = Holdings::of(obj);
+            let mut alloc = self.alloc.lock().await;
+            alloc.release(&held);
+            self.claims.release(&held).await;
         }
+    }
+
+    /// Fills in the cluster IP and node ports `svc` needs (keeping what the stored version
+    /// holds, `old`), and claims the new values in the datastore. A value another server
+    /// claimed meanwhile is marked held and the choice made again, so a requested value
+    /// another Service holds is refused as already allocated, and a chosen one is replaced.
+    #[allow(clippy::too_many_arguments)]
+    async fn allocate_service(
+        &self,
+        alloc: &mut Allocator,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        svc: &mut Value,
+        old: &Holdings,
+        dry_run: bool,
+    ) -> Result<Holdings> {
+        let owner = format!("{}/{name}", ns.unwrap_or_default());
+        // Other servers' allocations are learned one refusal at a time; a range they fill
+        // faster than that is reported rather than retried for ever.
+        for _ in 0..64 {
+            let mut candidate = svc.clone();
+            let held = alloc
+                .allocate(&mut candidate, old, dry_run)
+                .map_err(|causes| ApiError::invalid(r.group, r.kind, name, causes))?;
+            if dry_run {
+                *svc = candidate;
+                return Ok(held);
+            }
+            match self.claims.claim(&owner, &claims::minus(&held, old)).await {
+                Ok(()) => {
+                    *svc = candidate;
+                    return Ok(held);
+                }
+                Err(refused) => {
+                    alloc.release(&held);
+                    alloc.hold(old);
+                    match refused {
+                        Refused::Taken(taken) => alloc.hold(&taken),
+                        Refused::Storage(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(ApiError::internal(format!(
+            "allocating addresses for Service {owner}: every value chosen was claimed by \
+             another server first"
+        )))
     }
 
     pub async fn delete(

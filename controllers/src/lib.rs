@@ -118,6 +118,10 @@ pub struct Config {
     /// Address the secure port listens on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: std::net::IpAddr,
+    /// One controller-manager of several acts: the holder of the Lease
+    /// `kube-system/kube-controller-manager`.
+    #[command(flatten)]
+    pub leader: ekube_api::leader::Flags,
 }
 
 impl Config {
@@ -140,6 +144,7 @@ impl Config {
             use_service_account_credentials: false,
             secure_port: 10257,
             bind_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            leader: ekube_api::leader::Flags::default(),
         }
     }
 
@@ -167,6 +172,7 @@ impl Config {
                 )));
             }
         }
+        self.leader.validate().map_err(Error::Config)?;
         ipam::ClusterCidr::new(&self.cluster_cidr, self.node_cidr_mask_size).map_err(Error::Config)
     }
 }
@@ -211,17 +217,47 @@ impl<T> Context<T> for Result<T, kube::Error> {
     }
 }
 
-/// Runs the enabled controllers until `shutdown` completes.
+/// Runs the enabled controllers until `shutdown` completes, while this controller-manager holds
+/// the `kube-controller-manager` Lease (always, with `--leader-elect=false`). The secure port
+/// serves throughout, as upstream's does while it waits for the Lease.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let cidr = config.validate()?;
     let secure_port =
         ekube_api::secure_port::SecurePort::bind(config.bind_address, config.secure_port).await?;
     let credentials = credentials::Credentials::new(&config).await?;
+    let serving = async {
+        match secure_port {
+            Some(port) => port.serve(credentials.own(), metrics::render).await,
+            None => std::future::pending().await,
+        }
+    };
+    let elector = config
+        .leader
+        .elector(credentials.own(), "kube-controller-manager");
+    let controllers = ekube_api::leader::run_elected(elector, shutdown, || {
+        run_controllers(&config, &credentials, &cidr)
+    });
+    tokio::select! {
+        done = controllers => done.unwrap_or(Ok(())),
+        () = serving => Err(Error::Stopped {
+            controller: "secure port",
+            message: "the server ended".into(),
+        }),
+    }
+}
+
+/// Starts every enabled controller and waits; returns when one of them stops (dropping it
+/// stops them all).
+async fn run_controllers(
+    config: &Config,
+    credentials: &credentials::Credentials,
+    cidr: &ipam::ClusterCidr,
+) -> Result<(), Error> {
     let mut tasks = tokio::task::JoinSet::new();
     let on = |name| config.enabled(name);
     if on("nodeipam") && config.allocate_node_cidrs {
         let (client, _) = credentials.for_controller("nodeipam").await?;
-        tasks.spawn(named("nodeipam", ipam::run(client.clone(), cidr)));
+        tasks.spawn(named("nodeipam", ipam::run(client.clone(), *cidr)));
     }
     // Two controllers upstream, with a role each: one writes EndpointSlices, one Endpoints.
     if on("endpointslice") {
@@ -347,27 +383,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tasks.spawn(named("tokencleaner", tokencleaner::run(client)));
     }
     tracing::info!(controllers = tasks.len(), "controller-manager running");
-    if let Some(port) = secure_port {
-        let client = credentials.own();
-        tasks.spawn(async move {
-            port.serve(client, metrics::render).await;
-            ("secure port", Err("the server ended".to_string()))
-        });
-    }
-    tokio::select! {
-        _ = shutdown => {
-            tasks.abort_all();
-            Ok(())
-        }
-        Some(done) = tasks.join_next() => {
-            tasks.abort_all();
-            match done {
-                Ok((controller, Err(message))) => Err(Error::Stopped { controller, message }),
-                Ok((controller, Ok(()))) => Err(Error::Stopped { controller, message: "watch ended".into() }),
-                Err(e) => Err(Error::Stopped { controller: "controller", message: e.to_string() }),
-            }
-        }
-    }
+    let Some(done) = tasks.join_next().await else {
+        // No controller enabled: stand by until shut down.
+        return std::future::pending().await;
+    };
+    tasks.abort_all();
+    Err(match done {
+        Ok((controller, Err(message))) => Error::Stopped {
+            controller,
+            message,
+        },
+        Ok((controller, Ok(()))) => Error::Stopped {
+            controller,
+            message: "watch ended".into(),
+        },
+        Err(e) => Error::Stopped {
+            controller: "controller",
+            message: e.to_string(),
+        },
+    })
 }
 
 async fn named(

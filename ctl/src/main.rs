@@ -434,6 +434,24 @@ async fn server(mut args: ServerArgs) -> Result<()> {
         }
     };
     loopback(&mut cm_argv, &args.controller_manager_args);
+    // Several servers may share one etcd: each embedded component stands for its Lease as
+    // this host and server address, stable across restarts (so a restarted server takes its
+    // own Lease back at once, instead of waiting for it to expire).
+    let identity = format!(
+        "{}_{}:{}",
+        ekube_api::leader::hostname(),
+        running.api.config.advertise_address(),
+        running.addr.port()
+    );
+    let elect_as = |argv: &mut Vec<std::ffi::OsString>, extra: &[String]| {
+        if !extra.iter().any(|a| {
+            a.trim_start_matches('-')
+                .starts_with("leader-elect-identity=")
+        }) {
+            argv.extend(["--leader-elect-identity".into(), identity.clone().into()]);
+        }
+    };
+    elect_as(&mut cm_argv, &args.controller_manager_args);
     let controllers =
         flags::component("controller-manager", cm_argv, &args.controller_manager_args)?;
     // The scheduler runs as itself (kubeadm's `scheduler.conf`), bound by RBAC to
@@ -444,6 +462,7 @@ async fn server(mut args: ServerArgs) -> Result<()> {
             .unwrap_or(&running.scheduler_kubeconfig),
     );
     loopback(&mut scheduler_argv, &args.scheduler_args);
+    elect_as(&mut scheduler_argv, &args.scheduler_args);
     let scheduler = flags::component("scheduler", scheduler_argv, &args.scheduler_args)?;
     let cm = tokio::spawn(ekube_controllers::run(
         controllers,

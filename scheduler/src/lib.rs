@@ -52,6 +52,9 @@ pub struct Config {
     /// Address the secure port listens on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: std::net::IpAddr,
+    /// One scheduler of several acts: the holder of the Lease `kube-system/kube-scheduler`.
+    #[command(flatten)]
+    pub leader: ekube_api::leader::Flags,
 }
 
 impl Config {
@@ -64,6 +67,7 @@ impl Config {
             pod_max_backoff_seconds: 10,
             secure_port: 10259,
             bind_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            leader: ekube_api::leader::Flags::default(),
         }
     }
 }
@@ -154,36 +158,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             futures::future::ready(())
         })
     };
-    let mut s = Scheduler {
-        config,
-        client,
-        recorder,
-        nodes,
-        pods,
-        generation,
-        assumed: HashMap::new(),
-        backoff: HashMap::new(),
-    };
-    let main = async {
-        let _ = s.nodes.wait_until_ready().await;
-        let _ = s.pods.wait_until_ready().await;
-        tracing::info!(name = %s.config.scheduler_name, "scheduler running");
-        loop {
-            tokio::select! {
-                _ = notify.notified() => {
-                    // Let a burst of events land before looking.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            s.pass().await;
+    // The caches fill whether or not this copy leads, so a new leader starts warm; only the
+    // scheduling loop waits for the Lease, and starts afresh after each election.
+    let elector = config.leader.elector(client.clone(), "kube-scheduler");
+    let scheduling = ekube_api::leader::run_elected(elector, shutdown, || {
+        Scheduler {
+            config: config.clone(),
+            client: client.clone(),
+            recorder: recorder.clone(),
+            nodes: nodes.clone(),
+            pods: pods.clone(),
+            generation: generation.clone(),
+            assumed: HashMap::new(),
+            backoff: HashMap::new(),
         }
-    };
+        .schedule(notify.clone())
+    });
     tokio::select! {
-        _ = shutdown => Ok(()),
+        _ = scheduling => Ok(()),
         _ = node_watch => Err(Error::WatchEnded("node")),
         _ = pod_watch => Err(Error::WatchEnded("pod")),
-        _ = main => Ok(()),
         _ = serving => Ok(()),
     }
 }
@@ -203,6 +197,23 @@ fn terminal(p: &Pod) -> bool {
 }
 
 impl Scheduler {
+    /// Schedules whenever the caches change (and every second, for back-offs), for ever.
+    async fn schedule(mut self, notify: Arc<tokio::sync::Notify>) {
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+        tracing::info!(name = %self.config.scheduler_name, "scheduler running");
+        loop {
+            tokio::select! {
+                _ = notify.notified() => {
+                    // Let a burst of events land before looking.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            self.pass().await;
+        }
+    }
+
     fn ours(&self, p: &Pod) -> bool {
         let name = p
             .spec

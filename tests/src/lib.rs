@@ -71,6 +71,8 @@ pub struct ServerProcess {
     /// The `ekube` binary run: this build's, or another (a bench's baseline).
     bin: PathBuf,
     pub dir: PathBuf,
+    /// The loopback address it listens on (127.0.0.1 unless set before `spawn`).
+    pub address: std::net::Ipv4Addr,
     pub port: u16,
     child: Option<Child>,
     _tmp: Option<tempfile::TempDir>,
@@ -87,6 +89,13 @@ impl ServerProcess {
     /// The embedded controller-manager's and scheduler's secure ports are off unless `extra`
     /// sets them: their fixed ports would clash between servers running side by side.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let mut s = Self::prepare_with_env(extra, env)?;
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// Like `start_with_env`, but not started yet (see `prepare`).
+    pub fn prepare_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let mut extra = extra.to_vec();
         for component in ["controller-manager", "scheduler"] {
             let flag = format!("--kube-{component}-arg=secure-port=");
@@ -98,15 +107,24 @@ impl ServerProcess {
                 });
             }
         }
-        Self::start_bin(ekube_bin(), &extra, env)
+        Self::prepare(ekube_bin(), &extra, env)
     }
 
     /// Like `start_with_env`, running the `ekube` binary `bin`.
     pub fn start_bin(bin: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
+        let mut s = Self::prepare(bin, extra, env)?;
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// A server not started yet: its directory exists (to put certificates in, say) and
+    /// `spawn` starts it.
+    pub fn prepare(bin: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let tmp = tempfile::tempdir()?;
-        let mut s = Self {
+        Ok(Self {
             bin,
             dir: tmp.path().to_path_buf(),
+            address: std::net::Ipv4Addr::LOCALHOST,
             port: free_port(),
             child: None,
             _tmp: Some(tmp),
@@ -115,9 +133,7 @@ impl ServerProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        s.spawn()?;
-        Ok(s)
+        })
     }
 
     /// Starts (or restarts) the process and waits until it answers.
@@ -133,7 +149,7 @@ impl ServerProcess {
             .arg(&self.dir)
             .args([
                 "--bind-address",
-                "127.0.0.1",
+                &self.address.to_string(),
                 "--secure-port",
                 &self.port.to_string(),
                 // Nodes here are made up: no kubelet to scrape, and no dialling their addresses.
@@ -151,7 +167,7 @@ impl ServerProcess {
             "ekube server to accept connections",
             || {
                 Ok(
-                    std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                    std::net::TcpStream::connect((self.address, self.port)).is_ok()
                         && self.kubeconfig().exists(),
                 )
             },
@@ -204,7 +220,7 @@ impl ServerProcess {
         let path = self.dir.join(format!("{}.conf", user.replace(':', "-")));
         ekube_apiserver::pki::write_kubeconfig(
             &path,
-            &format!("https://127.0.0.1:{}", self.port),
+            &format!("https://{}:{}", self.address, self.port),
             &ca.cert_pem,
             user,
             &issued,

@@ -313,11 +313,32 @@ fn datastore_migrate_moves_a_cluster_from_sled_to_etcd_and_back() {
 
     s.spawn_with(&["--datastore-endpoint", &etcd.url()])
         .unwrap();
-    assert_eq!(
-        snapshot(&s, kinds),
-        before,
-        "the etcd-backed server shows the same objects"
-    );
+    let after = snapshot(&s, kinds);
+    let names = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let m = &o["metadata"];
+                format!("{}/{}/{}", o["kind"], m["namespace"], m["name"])
+            })
+            .collect()
+    };
+    assert_eq!(names(&after), names(&before));
+    for (was, now) in before
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after.as_array().unwrap())
+    {
+        assert_eq!(
+            was,
+            now,
+            "the etcd-backed server shows another object:\n{}\n{}",
+            serde_json::to_string_pretty(was).unwrap(),
+            serde_json::to_string_pretty(now).unwrap()
+        );
+    }
     let pod_keys = ok(etcd.etcdctl(&["get", "--prefix", "--keys-only", "/registry/pods/shop/"]));
     assert_eq!(
         pod_keys.lines().filter(|l| !l.is_empty()).count(),
@@ -343,4 +364,166 @@ fn datastore_migrate_moves_a_cluster_from_sled_to_etcd_and_back() {
         "{}",
         stderr(&missing)
     );
+}
+
+/// `kubectl get -o jsonpath=<path>` of one object.
+fn jsonpath(s: &ServerProcess, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let path = format!("jsonpath={path}");
+    args.extend(["-o", &path]);
+    ok(s.kubectl(&args))
+}
+
+fn lease_holder(s: &ServerProcess, lease: &str) -> String {
+    jsonpath(
+        s,
+        &["lease", "-n", "kube-system", lease],
+        "{.spec.holderIdentity}",
+    )
+}
+
+fn services(prefix: &str, count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {prefix}{i}}}\n\
+                 spec: {{type: NodePort, selector: {{app: x}}, ports: [{{port: 80}}]}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// Two servers (on 127.0.0.2 and 127.0.0.3, one port, one CA) sharing one etcd: both serve
+/// the same objects, the `kubernetes` EndpointSlice lists both, Services created through both
+/// at once never share a cluster IP or node port, one controller-manager and one scheduler act
+/// (the Leases' holders), and when the leading server is killed the other takes the Leases over
+/// and its controllers act.
+#[test]
+fn two_servers_on_one_etcd_share_the_work() {
+    if !Etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().unwrap();
+    let port = free_port();
+    let flags = ["--datastore-endpoint", &etcd.url()];
+    let mut a = ServerProcess::prepare_with_env(&flags, &[]).unwrap();
+    (a.address, a.port) = ([127, 0, 0, 2].into(), port);
+    a.spawn().unwrap();
+    // Serving, so its keys are written.
+    ok(a.kubectl(&["get", "namespaces"]));
+    let mut b = ServerProcess::prepare_with_env(&flags, &[]).unwrap();
+    (b.address, b.port) = ([127, 0, 0, 3].into(), port);
+    // One cluster: the second server gets the first one's CA and ServiceAccount keys (what
+    // `kubeadm join --control-plane` copies), and issues its own serving certificate.
+    std::fs::create_dir_all(b.dir.join("pki")).unwrap();
+    for file in ["ca.crt", "ca.key", "sa.key", "sa.pub"] {
+        let from = a.dir.join("pki").join(file);
+        std::fs::copy(&from, b.dir.join("pki").join(file))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+    }
+    b.spawn().unwrap();
+
+    ok(a.kubectl(&["create", "configmap", "from-a"]));
+    ok(b.kubectl(&["get", "configmap", "from-a"]));
+    wait_for(
+        Duration::from_secs(30),
+        "both servers in the kubernetes EndpointSlice",
+        || {
+            let addresses = jsonpath(
+                &a,
+                &["endpointslice", "kubernetes"],
+                "{.endpoints[*].addresses[0]}",
+            );
+            Ok(addresses == "127.0.0.2 127.0.0.3")
+        },
+    )
+    .unwrap();
+    let a_identity = format!("127.0.0.2:{port}");
+    for lease in ["kube-controller-manager", "kube-scheduler"] {
+        let holder = lease_holder(&b, lease);
+        assert!(holder.ends_with(&a_identity), "{lease} held by {holder:?}");
+    }
+
+    // Services through both servers at once: each allocation is claimed in etcd.
+    let (through_a, through_b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| a.kubectl_stdin(&["apply", "-f", "-"], Some(&services("a", 25))));
+        let b = scope.spawn(|| b.kubectl_stdin(&["apply", "-f", "-"], Some(&services("b", 25))));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    ok(through_a);
+    ok(through_b);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(a.kubectl(&["get", "services", "-o", "json"]))).unwrap();
+    let items = listed["items"].as_array().unwrap();
+    let ips: Vec<&str> = items
+        .iter()
+        .map(|s| s["spec"]["clusterIP"].as_str().unwrap())
+        .collect();
+    let ports: Vec<u64> = items
+        .iter()
+        .filter_map(|s| s["spec"]["ports"][0]["nodePort"].as_u64())
+        .collect();
+    assert_eq!(ips.len(), 51, "50 Services and kubernetes");
+    let unique = |v: Vec<String>| v.iter().collect::<std::collections::BTreeSet<_>>().len();
+    assert_eq!(
+        unique(ips.iter().map(|s| s.to_string()).collect()),
+        51,
+        "{ips:?}"
+    );
+    assert_eq!(ports.len(), 50);
+    assert_eq!(
+        unique(ports.iter().map(u64::to_string).collect()),
+        50,
+        "{ports:?}"
+    );
+
+    // The leader dies: within the lease duration and a retry, the survivor leads.
+    a.kill();
+    let b_identity = format!("127.0.0.3:{port}");
+    let started = Instant::now();
+    wait_for(
+        Duration::from_secs(25),
+        "the survivor to take both Leases",
+        || {
+            Ok(["kube-controller-manager", "kube-scheduler"]
+                .iter()
+                .all(|lease| lease_holder(&b, lease).ends_with(&b_identity)))
+        },
+    )
+    .unwrap();
+    eprintln!("the Leases moved in {:?}", started.elapsed());
+    ok(b.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx:alpine",
+        "--replicas=2",
+    ]));
+    wait_for(
+        Duration::from_secs(30),
+        "the survivor's controllers to act",
+        || {
+            Ok(
+                ok(b.kubectl(&["get", "pods", "-l", "app=web", "-o", "name"]))
+                    .lines()
+                    .count()
+                    == 2,
+            )
+        },
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(40),
+        "the dead server to leave the EndpointSlice",
+        || {
+            Ok(jsonpath(
+                &b,
+                &["endpointslice", "kubernetes"],
+                "{.endpoints[*].addresses[0]}",
+            ) == "127.0.0.3")
+        },
+    )
+    .unwrap();
 }

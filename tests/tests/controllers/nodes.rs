@@ -6,7 +6,8 @@ use super::*;
 async fn silent_node_becomes_not_ready_tainted_and_evicted() -> Result<()> {
     let server = ServerProcess::start(&[])?;
     let client = server.client().await?;
-    // A second controller-manager running only node lifecycle, with short timeouts.
+    // A second controller-manager running only node lifecycle, with short timeouts (beside the
+    // server's, so it does not wait for the Lease).
     let log = std::fs::File::create(server.dir.join("lifecycle.log"))?;
     let mut lifecycle = std::process::Command::new(ekube_tests::ekube_bin())
         .args(["controller-manager", "--kubeconfig"])
@@ -16,6 +17,7 @@ async fn silent_node_becomes_not_ready_tainted_and_evicted() -> Result<()> {
             "nodelifecycle",
             "--node-monitor-period",
             "300ms",
+            "--leader-elect=false",
         ])
         .args([
             "--node-monitor-grace-period",

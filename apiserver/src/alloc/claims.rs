@@ -1,0 +1,261 @@
+//! Allocations in the datastore, so servers sharing one (etcd) never hand out the same cluster
+//! IP or node port.
+//!
+//! Each allocated value is a key of its own (`/registry/ranges/serviceips/10.96.0.10`,
+//! `/registry/ranges/servicenodeports/30080`), created only if absent: the store's create is the
+//! arbiter between servers, and each server's in-memory [`Allocator`](super::Allocator) is a
+//! hint of what is free. A claim whose Service write then fails is deleted again; one left by a
+//! crash in between is found by [`Claims::repair`], which also claims what stored Services hold
+//! without a claim (a store written before claims existed). Upstream keeps one bitmap per range
+//! instead and repairs it the same way every three minutes.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::Holdings;
+use crate::storage::{self, Storage};
+
+const IPS: &str = "/registry/ranges/serviceips/";
+const PORTS: &str = "/registry/ranges/servicenodeports/";
+/// A claim without a Service is left alone this long: its Service write may be in flight.
+const GRACE: Duration = Duration::from_secs(60);
+
+/// Why a claim failed.
+#[derive(Debug)]
+pub enum Refused {
+    /// Other Services hold these values.
+    Taken(Holdings),
+    Storage(storage::Error),
+}
+
+pub struct Claims {
+    store: Arc<dyn Storage>,
+}
+
+fn ip_key(ip: Ipv4Addr) -> String {
+    format!("{IPS}{ip}")
+}
+
+fn port_key(port: u16) -> String {
+    format!("{PORTS}{port}")
+}
+
+fn keys(h: &Holdings) -> Vec<String> {
+    h.ip.map(ip_key)
+        .into_iter()
+        .chain(h.ports.iter().copied().map(port_key))
+        .collect()
+}
+
+/// What `a` holds that `b` does not.
+pub fn minus(a: &Holdings, b: &Holdings) -> Holdings {
+    Holdings {
+        ip: a.ip.filter(|ip| b.ip != Some(*ip)),
+        ports: a
+            .ports
+            .iter()
+            .copied()
+            .filter(|p| !b.ports.contains(p))
+            .collect(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Claims {
+    pub fn new(store: Arc<dyn Storage>) -> Self {
+        Self { store }
+    }
+
+    /// Claims every value of `wanted` for the Service `owner` (`namespace/name`), all or none.
+    pub async fn claim(&self, owner: &str, wanted: &Holdings) -> Result<(), Refused> {
+        let value = serde_json::to_vec(&json!({ "service": owner, "claimed": unix_now() }))
+            .expect("a JSON object serializes");
+        let mut done = Vec::new();
+        let mut taken = Holdings::default();
+        let mut failure = None;
+        for key in keys(wanted) {
+            match self.store.create(&key, value.clone()).await {
+                Ok(_) => done.push(key),
+                Err(storage::Error::AlreadyExists { .. }) => {
+                    if let Some(ip) = key.strip_prefix(IPS).and_then(|s| s.parse().ok()) {
+                        taken.ip = Some(ip);
+                    } else if let Some(port) = key.strip_prefix(PORTS).and_then(|s| s.parse().ok())
+                    {
+                        taken.ports.push(port);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() && taken == Holdings::default() {
+            return Ok(());
+        }
+        for key in done {
+            // A claim left behind is found by `repair`.
+            let _ = self.store.delete(&key, None).await;
+        }
+        Err(match failure {
+            Some(e) => Refused::Storage(e),
+            None => Refused::Taken(taken),
+        })
+    }
+
+    /// Gives values back. A failure leaves a claim `repair` removes later.
+    pub async fn release(&self, released: &Holdings) {
+        for key in keys(released) {
+            match self.store.delete(&key, None).await {
+                Ok(_) | Err(storage::Error::NotFound { .. }) => {}
+                Err(e) => tracing::warn!(claim = %key, error = %e, "releasing an allocation"),
+            }
+        }
+    }
+
+    /// Claimed values, by key, with their owners.
+    async fn stored(&self) -> Result<BTreeMap<String, (String, u64, u64)>, storage::Error> {
+        let mut claims = BTreeMap::new();
+        for prefix in [IPS, PORTS] {
+            for kv in self.store.list(prefix, None, 0).await?.items {
+                let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+                let owner = value["service"].as_str().unwrap_or_default().to_string();
+                let at = value["claimed"].as_u64().unwrap_or_default();
+                claims.insert(kv.key, (owner, at, kv.mod_revision));
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Makes the claims match the stored Services (`owner` → what it holds): claims what a
+    /// Service holds without one, and removes claims no Service holds once they are older
+    /// than the grace period. Returns every claimed value afterwards.
+    pub async fn repair(
+        &self,
+        services: &[(String, Holdings)],
+    ) -> Result<Vec<Holdings>, storage::Error> {
+        let mut claims = self.stored().await?;
+        let mut held = Vec::new();
+        for (owner, holdings) in services {
+            for key in keys(holdings) {
+                if claims.remove(&key).is_none() {
+                    let value = json!({ "service": owner, "claimed": unix_now() });
+                    match self
+                        .store
+                        .create(&key, value.to_string().into_bytes())
+                        .await
+                    {
+                        Ok(_) | Err(storage::Error::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            held.push(holdings.clone());
+        }
+        let now = unix_now();
+        for (key, (owner, at, revision)) in claims {
+            if now.saturating_sub(at) < GRACE.as_secs() {
+                held.push(parse(&key));
+                continue;
+            }
+            tracing::info!(claim = %key, service = %owner, "removing an allocation no Service holds");
+            match self.store.delete(&key, Some(revision)).await {
+                Ok(_) | Err(storage::Error::NotFound { .. } | storage::Error::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(held)
+    }
+}
+
+fn parse(key: &str) -> Holdings {
+    Holdings {
+        ip: key.strip_prefix(IPS).and_then(|s| s.parse().ok()),
+        ports: key
+            .strip_prefix(PORTS)
+            .and_then(|s| s.parse().ok())
+            .into_iter()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sled::SledStorage;
+
+    fn holdings(ip: &str, ports: &[u16]) -> Holdings {
+        Holdings {
+            ip: Some(ip.parse().unwrap()),
+            ports: ports.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_is_claimed_once_and_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let claims = Claims::new(Arc::new(SledStorage::open(dir.path(), 64).unwrap()));
+        claims
+            .claim("a/web", &holdings("10.96.0.10", &[30080]))
+            .await
+            .unwrap();
+        let Err(Refused::Taken(taken)) = claims
+            .claim("b/web", &holdings("10.96.0.11", &[30080, 30081]))
+            .await
+        else {
+            panic!("a claimed port was claimed again");
+        };
+        assert_eq!(taken.ports, [30080]);
+        // Nothing of the refused claim stayed.
+        claims
+            .claim("c/web", &holdings("10.96.0.11", &[30081]))
+            .await
+            .unwrap();
+        claims.release(&holdings("10.96.0.10", &[30080])).await;
+        claims
+            .claim("b/web", &holdings("10.96.0.10", &[30080]))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn repair_claims_held_values_and_removes_old_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path(), 64).unwrap());
+        let claims = Claims::new(store.clone());
+        // An orphan claimed just now: within the grace period, kept.
+        claims
+            .claim("gone/svc", &holdings("10.96.0.20", &[]))
+            .await
+            .unwrap();
+        // One claimed long ago whose Service never landed: removed.
+        store
+            .create(
+                &port_key(30099),
+                br#"{"service":"lost/svc","claimed":0}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+        let held = claims
+            .repair(&[("a/web".into(), holdings("10.96.0.10", &[30080]))])
+            .await
+            .unwrap();
+        assert_eq!(held.len(), 2);
+        assert!(store.get(&port_key(30099)).await.unwrap().is_none());
+        let Err(Refused::Taken(_)) = claims.claim("x/y", &holdings("10.96.0.10", &[])).await else {
+            panic!("repair did not claim a stored Service's IP");
+        };
+        let Err(Refused::Taken(_)) = claims.claim("x/y", &holdings("10.96.0.20", &[])).await else {
+            panic!("repair removed a claim within its grace period");
+        };
+    }
+}

@@ -1,0 +1,118 @@
+//! The `kubernetes` Service's Endpoints and EndpointSlice list every live server, as
+//! kube-apiserver's lease endpoint reconciler keeps them: each server renews a record under
+//! `/registry/masterleases/<address>` every ten seconds, a record not renewed for fifteen is
+//! dead, and each round writes the endpoints when the live set changed. With one server the
+//! endpoints are that server; with several sharing one etcd, clients (and the agents' load
+//! balancing) learn every server from them.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ekube_api::resources::find;
+use serde_json::{Value, json};
+
+use crate::errors::Result;
+use crate::registry::{Registry, WriteOptions};
+use crate::storage;
+
+const PREFIX: &str = "/registry/masterleases/";
+const RENEW: Duration = Duration::from_secs(10);
+const TTL: Duration = Duration::from_secs(15);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Renews this server's record and rewrites the endpoints, every ten seconds, for ever.
+pub async fn run(api: Arc<crate::ApiServer>, advertise: IpAddr, port: u16) {
+    let mut tick = tokio::time::interval(RENEW);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = reconcile(&api.registry, advertise, port).await {
+            tracing::warn!(error = %e, "reconciling the kubernetes endpoints");
+        }
+    }
+}
+
+/// One round: renew this server's record, drop expired ones, write the endpoints if the live
+/// set differs from what they list.
+pub async fn reconcile(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()> {
+    let store = &registry.store;
+    let own = format!("{PREFIX}{advertise}");
+    let record = json!({"ip": advertise.to_string(), "port": port, "renewed": unix_now()})
+        .to_string()
+        .into_bytes();
+    match store.get(&own).await? {
+        Some(kv) => match store.update(&own, record, kv.mod_revision).await {
+            Ok(_) | Err(storage::Error::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        },
+        None => match store.create(&own, record).await {
+            Ok(_) | Err(storage::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
+    let now = unix_now();
+    let mut live = BTreeSet::from([advertise.to_string()]);
+    for kv in store.list(PREFIX, None, 0).await?.items {
+        let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let renewed = value["renewed"].as_u64().unwrap_or_default();
+        let Some(ip) = value["ip"].as_str() else {
+            continue;
+        };
+        if now.saturating_sub(renewed) <= TTL.as_secs() {
+            live.insert(ip.to_string());
+        } else {
+            tracing::info!(server = %ip, "an apiserver stopped renewing its lease; removing it from the kubernetes endpoints");
+            match store.delete(&kv.key, Some(kv.mod_revision)).await {
+                Ok(_) | Err(storage::Error::NotFound { .. } | storage::Error::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    write_endpoints(registry, &live, port).await
+}
+
+/// The `default/kubernetes` Endpoints and EndpointSlice listing `addresses`.
+async fn write_endpoints(
+    registry: &Registry,
+    addresses: &BTreeSet<String>,
+    port: u16,
+) -> Result<()> {
+    let opts = WriteOptions::default();
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{
+            "addresses": addresses.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }],
+    });
+    crate::bootstrap::upsert(
+        registry,
+        find("", "v1", "endpoints").expect("served"),
+        endpoints,
+        &opts,
+    )
+    .await?;
+    let slice = json!({
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "ekube-apiserver"}},
+        "addressType": "IPv4",
+        "endpoints": addresses.iter().map(|ip| json!({
+            "addresses": [ip],
+            "conditions": {"ready": true, "serving": true, "terminating": false},
+        })).collect::<Vec<_>>(),
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    crate::bootstrap::upsert(
+        registry,
+        find("discovery.k8s.io", "v1", "endpointslices").expect("served"),
+        slice,
+        &opts,
+    )
+    .await
+}
