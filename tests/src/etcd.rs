@@ -14,8 +14,19 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     pub dir: PathBuf,
+    /// With TLS: clients must present a certificate of this member's CA.
+    pub tls: Option<ClientTls>,
     child: Option<Child>,
     _tmp: tempfile::TempDir,
+}
+
+/// What a client of a TLS member needs: the CA that signed the member's serving certificate,
+/// and a client certificate of that CA.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Etcd {
@@ -39,6 +50,17 @@ impl Etcd {
     }
 
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// A member serving TLS only and requiring client certificates, with a CA of its own
+    /// (`ca.crt` in its directory) that issued its serving certificate (for 127.0.0.1) and
+    /// one client certificate ([`Etcd::tls`]).
+    pub fn start_tls() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self> {
         // In memory when it can be: these tests check behaviour, not the disk's fsync latency.
         let shm = std::path::Path::new("/dev/shm");
         let tmp = if shm.is_dir() {
@@ -46,10 +68,12 @@ impl Etcd {
         } else {
             tempfile::tempdir()?
         };
+        let dir = tmp.path().to_path_buf();
         let mut etcd = Self {
             client_port: free_port(),
             peer_port: free_port(),
-            dir: tmp.path().to_path_buf(),
+            tls: tls.then(|| issue_certificates(&dir)).transpose()?,
+            dir,
             child: None,
             _tmp: tmp,
         };
@@ -58,7 +82,8 @@ impl Etcd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// Starts (or restarts, on the same data) the member and waits until it reports healthy.
@@ -68,7 +93,18 @@ impl Etcd {
             .append(true)
             .open(self.dir.join("etcd.log"))?;
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut etcd = Command::new("etcd");
+        if self.tls.is_some() {
+            let pki = self.dir.join("pki");
+            etcd.arg(format!("--cert-file={}", pki.join("server.crt").display()))
+                .arg(format!("--key-file={}", pki.join("server.key").display()))
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    pki.join("ca.crt").display()
+                ))
+                .arg("--client-cert-auth");
+        }
+        let child = etcd
             .arg("--name=ekube-test")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={}", self.url()))
@@ -82,7 +118,10 @@ impl Etcd {
             .context("starting etcd")?;
         self.child = Some(child);
         wait_for(Duration::from_secs(20), "etcd to report healthy", || {
-            Ok(self.health().is_some_and(|body| body.contains("\"true\"")))
+            Ok(match self.tls {
+                Some(_) => self.etcdctl(&["endpoint", "health"]).status.success(),
+                None => self.health().is_some_and(|body| body.contains("\"true\"")),
+            })
         })
     }
 
@@ -107,8 +146,15 @@ impl Etcd {
 
     /// `etcdctl` against this member (API v3).
     pub fn etcdctl(&self, args: &[&str]) -> Output {
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
+        let mut etcdctl = Command::new("etcdctl");
+        etcdctl.env("ETCDCTL_API", "3");
+        if let Some(tls) = &self.tls {
+            etcdctl
+                .arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.cert.display()))
+                .arg(format!("--key={}", tls.key.display()));
+        }
+        etcdctl
             .arg(format!("--endpoints={}", self.url()))
             .args(args)
             .output()
@@ -124,4 +170,28 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A CA in `<dir>/pki`, a serving certificate for 127.0.0.1 and a client certificate.
+fn issue_certificates(dir: &std::path::Path) -> Result<ClientTls> {
+    let pki = dir.join("pki");
+    let ca = ekube_apiserver::pki::Ca::load_or_create(&pki)?;
+    let write = |name: &str, issued: &ekube_apiserver::pki::Issued| -> Result<()> {
+        std::fs::write(pki.join(format!("{name}.crt")), &issued.cert_pem)?;
+        std::fs::write(pki.join(format!("{name}.key")), &issued.key_pem)?;
+        Ok(())
+    };
+    write(
+        "server",
+        &ca.issue("etcd", &[], &["127.0.0.1".into()], true)?,
+    )?;
+    write(
+        "client",
+        &ca.issue("ekube-apiserver-etcd-client", &[], &[], false)?,
+    )?;
+    Ok(ClientTls {
+        ca: pki.join("ca.crt"),
+        cert: pki.join("client.crt"),
+        key: pki.join("client.key"),
+    })
 }

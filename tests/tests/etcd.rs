@@ -177,6 +177,95 @@ fn unreachable_etcd_is_a_clear_error_at_start() {
     }
 }
 
+/// etcd with TLS and client certificates, as kubeadm's external etcd runs: the server connects
+/// with `--datastore-cafile/-certfile/-keyfile`; a CA that did not sign etcd's certificate is
+/// an error at start that names the file.
+#[test]
+fn server_reaches_etcd_over_tls_with_a_client_certificate() {
+    if !Etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start_tls().unwrap();
+    let tls = etcd.tls.clone().unwrap();
+    let (ca, cert, key) = (
+        tls.ca.display().to_string(),
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let s = ServerProcess::start(&[
+        "--datastore-endpoint",
+        &etcd.url(),
+        "--datastore-cafile",
+        &ca,
+        "--datastore-certfile",
+        &cert,
+        "--datastore-keyfile",
+        &key,
+    ])
+    .unwrap();
+    ok(s.kubectl(&["create", "configmap", "over-tls"]));
+    let keys = ok(etcd.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        "/registry/configmaps/default/over-tls",
+    ]));
+    assert_eq!(keys.trim(), "/registry/configmaps/default/over-tls");
+
+    // Another CA: etcd's certificate does not verify, and the error says against what.
+    let other = tempfile::tempdir().unwrap();
+    ekube_apiserver::pki::Ca::load_or_create(other.path()).unwrap();
+    let wrong_ca = other.path().join("ca.crt").display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ekube_bin())
+        .args(["server", "--bind-address", "127.0.0.1", "--secure-port"])
+        .arg(free_port().to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--datastore-endpoint",
+            &etcd.url(),
+            "--datastore-timeout",
+            "3s",
+        ])
+        .args([
+            "--datastore-cafile",
+            &wrong_ca,
+            "--datastore-certfile",
+            &cert,
+        ])
+        .args(["--datastore-keyfile", &key])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&wrong_ca),
+        "the error names the CA file: {err}"
+    );
+    assert!(err.contains("certificate"), "{err}");
+
+    // No client certificate: etcd refuses the connection.
+    let out = Command::new(ekube_bin())
+        .args(["server", "--bind-address", "127.0.0.1", "--secure-port"])
+        .arg(free_port().to_string())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--datastore-endpoint",
+            &etcd.url(),
+            "--datastore-timeout",
+            "3s",
+        ])
+        .args(["--datastore-cafile", &ca])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(&etcd.url()), "{}", stderr(&out));
+}
+
 #[test]
 fn losing_etcd_turns_requests_into_errors_and_recovers() {
     if !Etcd::available() {

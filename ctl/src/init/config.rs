@@ -34,6 +34,8 @@ const HONOURED: &[(&str, &str)] = &[
     ("ClusterConfiguration", "apiServer.extraArgs"),
     ("ClusterConfiguration", "controllerManager.extraArgs"),
     ("ClusterConfiguration", "scheduler.extraArgs"),
+    // An existing etcd cluster as the datastore (`--datastore-endpoint` and its TLS files).
+    ("ClusterConfiguration", "etcd.external"),
     // Read and checked: ekube runs the version it is, and the name is only a label.
     ("ClusterConfiguration", "kubernetesVersion"),
     ("ClusterConfiguration", "clusterName"),
@@ -325,6 +327,25 @@ fn read_cluster(doc: &Value, out: &mut FileConfig) -> Result<()> {
         "controllerManager.extraArgs",
     )?;
     out.scheduler_args = extra_args(&doc["scheduler"]["extraArgs"], "scheduler.extraArgs")?;
+    let external = &doc["etcd"]["external"];
+    if !external.is_null() {
+        let endpoints = strings(&external["endpoints"]);
+        ensure!(
+            !endpoints.is_empty(),
+            "etcd.external.endpoints must list at least one URL"
+        );
+        out.apiserver_args
+            .push(("datastore-endpoint".into(), endpoints.join(",")));
+        for (field, flag) in [
+            ("caFile", "datastore-cafile"),
+            ("certFile", "datastore-certfile"),
+            ("keyFile", "datastore-keyfile"),
+        ] {
+            if let Some(path) = string(&external[field], &format!("etcd.external.{field}"))? {
+                out.apiserver_args.push((flag.into(), path));
+            }
+        }
+    }
     if let Some(v) = string(&doc["kubernetesVersion"], "kubernetesVersion")?
         && v.trim_start_matches('v') != ekube_api::KUBE_VERSION.trim_start_matches('v')
     {
@@ -468,6 +489,33 @@ mod tests {
                 "ClusterConfiguration.controlPlaneEndpoint: ekube does not honour this field; ignored",
             ]
         );
+    }
+
+    #[test]
+    fn an_external_etcd_becomes_the_datastore() {
+        let text = init_defaults().replace(
+            "clusterName: kubernetes",
+            "clusterName: kubernetes\netcd:\n  external:\n    endpoints: [https://10.0.0.1:2379, https://10.0.0.2:2379]\n    caFile: /etc/etcd/ca.crt\n    certFile: /etc/etcd/client.crt\n    keyFile: /etc/etcd/client.key",
+        );
+        let c = parse(&text, INIT_KINDS).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.apiserver_args,
+            [
+                (
+                    "datastore-endpoint".to_string(),
+                    "https://10.0.0.1:2379,https://10.0.0.2:2379".to_string()
+                ),
+                ("datastore-cafile".into(), "/etc/etcd/ca.crt".into()),
+                ("datastore-certfile".into(), "/etc/etcd/client.crt".into()),
+                ("datastore-keyfile".into(), "/etc/etcd/client.key".into()),
+            ]
+        );
+        let empty = init_defaults().replace(
+            "clusterName: kubernetes",
+            "clusterName: kubernetes\netcd:\n  external: {endpoints: []}",
+        );
+        assert!(parse(&empty, INIT_KINDS).is_err());
     }
 
     #[test]
