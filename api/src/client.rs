@@ -41,20 +41,42 @@ pub enum Error {
     },
 }
 
+/// Where every client this process builds from a kubeconfig connects instead of the
+/// kubeconfig's server: the node's apiserver balancer, when the agent runs one.
+static ROUTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sends the clients built from now on through `url` (see [`crate::balancer`]).
+pub fn route_through(url: String) {
+    let _ = ROUTE.set(url);
+}
+
 /// Builds a client from a kubeconfig file, using its current context.
 pub async fn from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+    from_kubeconfig_at(path, ROUTE.get().map(String::as_str)).await
+}
+
+/// Like [`from_kubeconfig`], connecting to `server` (an `https://` URL) when given instead of
+/// the kubeconfig's server; the server's certificate must name that address too.
+pub async fn from_kubeconfig_at(path: &Path, server: Option<&str>) -> Result<kube::Client, Error> {
     let shown = path.display().to_string();
     let kubeconfig = Kubeconfig::read_from(path).map_err(|source| Error::Read {
         path: shown.clone(),
         source,
     })?;
     let files = certificate_files(&kubeconfig);
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|source| Error::Config {
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|source| Error::Config {
+                path: shown.clone(),
+                source,
+            })?;
+    if let Some(server) = server {
+        config.cluster_url = server.parse().map_err(|e| Error::Config {
             path: shown.clone(),
-            source,
+            source: kube::config::KubeconfigError::ParseClusterUrl(e),
         })?;
+    }
     let client_err = |source| Error::Client {
         path: shown.clone(),
         source,

@@ -8,6 +8,7 @@
 //! run ([`serve`]) and who their clients are ([`user`]),
 //! how certificate requests read ([`csr`]), and what joining by token rests on ([`bootstrap`]).
 
+pub mod balancer;
 pub mod bootstrap;
 pub mod client;
 pub mod client_cert;

@@ -40,6 +40,14 @@ pub struct Config {
     /// Where the node's client certificate and key are kept (default `<root-dir>/pki`).
     #[arg(long)]
     pub cert_dir: Option<PathBuf>,
+    /// Reach the apiservers through a load balancer on this host's loopback that relays to
+    /// every server the `kubernetes` EndpointSlice lists (starting from `--kubeconfig`'s), so
+    /// the node keeps working while one of several servers is down (k3s's agent does this).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub apiserver_load_balancer: bool,
+    /// The loopback port of that load balancer.
+    #[arg(long, default_value_t = 6444)]
+    pub apiserver_load_balancer_port: u16,
     /// Node name instead of the host name.
     #[arg(long)]
     pub hostname_override: Option<String>,
@@ -206,6 +214,29 @@ impl Config {
     }
 }
 
+/// The node's apiserver load balancer, starting from the server `--kubeconfig` names.
+async fn start_balancer(config: &Config) -> Result<std::sync::Arc<ekube_api::balancer::Balancer>> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&config.kubeconfig)
+        .with_context(|| format!("reading {}", config.kubeconfig.display()))?;
+    let server = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .with_context(|| format!("{}: no usable cluster", config.kubeconfig.display()))?
+        .cluster_url;
+    let host = server.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = server.port_u16().unwrap_or(443);
+    let first: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving the apiserver {server}"))?
+        .collect();
+    let local =
+        std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, config.apiserver_load_balancer_port));
+    let balancer = ekube_api::balancer::Balancer::start(local, first)
+        .await
+        .with_context(|| format!("listening on {local} for the apiserver load balancer"))?;
+    tracing::info!(local = %balancer.local, first = %server, "apiserver load balancer");
+    Ok(balancer)
+}
+
 /// Runs the node components until `shutdown` completes; the first one to fail stops the rest.
 pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let node_name = ekube_api::flags::node_name(config.hostname_override.as_deref())
@@ -252,6 +283,12 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
                 timeout: BOOTSTRAP_TIMEOUT,
             }
         });
+    if config.apiserver_load_balancer {
+        let balancer = start_balancer(&config).await?;
+        ekube_api::client::route_through(balancer.url());
+        let client = ekube_api::client::from_kubeconfig(&config.kubeconfig).await?;
+        tokio::spawn(balancer.follow_endpoints(client));
+    }
     let kubelet = config.kubelet()?;
     let flannel = (!config.disable_flannel)
         .then(|| config.flannel())

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use ekube_api::balancer::Balancer;
 use ekube_apiserver::storage::Storage;
 use ekube_apiserver::storage::conformance;
 use ekube_apiserver::storage::etcd::{Endpoints, EtcdStorage};
@@ -529,6 +530,29 @@ fn two_servers_on_one_etcd_share_the_work() {
         },
     )
     .unwrap();
+    // A node's load balancer, told of the first server only, learns the second from the
+    // EndpointSlice.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = std::net::SocketAddr::from(([127, 0, 0, 2], port));
+    let lb = rt
+        .block_on(Balancer::start("127.0.0.1:0".parse().unwrap(), vec![first]))
+        .unwrap();
+    let through_lb = rt
+        .block_on(ekube_api::client::from_kubeconfig_at(
+            &a.kubeconfig(),
+            Some(&lb.url()),
+        ))
+        .unwrap();
+    rt.spawn(lb.clone().follow_endpoints(through_lb));
+    wait_for(
+        Duration::from_secs(15),
+        "the balancer to learn both servers",
+        || Ok(lb.servers().len() == 2),
+    )
+    .unwrap();
+    let via_lb = || b.kubectl(&["--server", &lb.url(), "get", "configmap", "from-a"]);
+    ok(via_lb());
+
     let a_identity = format!("127.0.0.2:{port}");
     for lease in ["kube-controller-manager", "kube-scheduler"] {
         let holder = lease_holder(&b, lease);
@@ -568,8 +592,15 @@ fn two_servers_on_one_etcd_share_the_work() {
         "{ports:?}"
     );
 
-    // The leader dies: within the lease duration and a retry, the survivor leads.
+    // The leader dies: the balancer relays to the survivor at once, and within the lease
+    // duration and a retry, the survivor leads.
     a.kill();
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(5), "the balancer to fail over", || {
+        Ok(via_lb().status.success())
+    })
+    .unwrap();
+    eprintln!("the balancer failed over in {:?}", killed.elapsed());
     let b_identity = format!("127.0.0.3:{port}");
     let started = Instant::now();
     wait_for(
