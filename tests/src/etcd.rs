@@ -50,20 +50,26 @@ impl Etcd {
     }
 
     pub fn start() -> Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, true)
+    }
+
+    /// A member whose data is on disk (the temporary directory), fsyncing as in production:
+    /// for benches, where the figures must be a real etcd's.
+    pub fn start_on_disk() -> Result<Self> {
+        Self::start_with(false, false)
     }
 
     /// A member serving TLS only and requiring client certificates, with a CA of its own
     /// (`ca.crt` in its directory) that issued its serving certificate (for 127.0.0.1) and
     /// one client certificate ([`Etcd::tls`]).
     pub fn start_tls() -> Result<Self> {
-        Self::start_with(true)
+        Self::start_with(true, true)
     }
 
-    fn start_with(tls: bool) -> Result<Self> {
-        // In memory when it can be: these tests check behaviour, not the disk's fsync latency.
+    fn start_with(tls: bool, in_memory: bool) -> Result<Self> {
+        // In memory when it can be: tests check behaviour, not the disk's fsync latency.
         let shm = std::path::Path::new("/dev/shm");
-        let tmp = if shm.is_dir() {
+        let tmp = if in_memory && shm.is_dir() {
             tempfile::tempdir_in(shm)?
         } else {
             tempfile::tempdir()?

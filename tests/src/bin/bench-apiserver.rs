@@ -11,6 +11,8 @@
 //! `--baseline <ekube binary>` measures another build the same way, in the same run: the two
 //! alternate round by round (`--rounds`, default 3 with a baseline), each cell is the median of
 //! its rounds, and the table shows this build's figure over the baseline's as a ratio.
+//! `--store etcd` measures this build on sled and on a real etcd member (Debian's, data on
+//! disk, one fresh member per round) side by side the same way, as etcd over sled.
 //! Prints a markdown table and writes JSON next to it.
 
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use ekube_tests::bench::{self, Table, median, ms, percentile};
+use ekube_tests::etcd::Etcd;
 use ekube_tests::{ServerProcess, ekube_bin};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -34,9 +37,12 @@ struct Args {
     /// Another `ekube` binary to measure side by side with this build.
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Rounds per binary (default 1, or 3 with a baseline).
+    /// Rounds per binary (default 1, or 3 with a baseline or `--store etcd`).
     #[arg(long)]
     rounds: Option<usize>,
+    /// `etcd`: measure this build on sled and on etcd side by side, instead of two builds.
+    #[arg(long, default_value = "sled", value_parser = ["sled", "etcd"])]
+    store: String,
 }
 
 /// Pods created, then got and listed.
@@ -170,9 +176,15 @@ async fn authorized_gets(mode: &str) -> Result<Vec<Duration>> {
     Ok(gets)
 }
 
-/// One round against a fresh server run from `bin`.
-async fn measure(bin: PathBuf) -> Result<Round> {
-    let server = ServerProcess::start_bin(bin, &[], &[])?;
+/// One round against a fresh server run from `bin`, on a fresh etcd member when `on_etcd`.
+async fn measure(bin: PathBuf, on_etcd: bool) -> Result<Round> {
+    let etcd = on_etcd.then(Etcd::start_on_disk).transpose()?;
+    let url = etcd.as_ref().map(Etcd::url);
+    let extra: Vec<&str> = match &url {
+        Some(url) => vec!["--datastore-endpoint", url],
+        None => Vec::new(),
+    };
+    let server = ServerProcess::start_bin(bin, &extra, &[])?;
     let client = server.client().await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
@@ -308,21 +320,31 @@ fn cell(value: f64) -> String {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let this = ekube_bin();
-    let mut binaries = vec![("this build", this)];
+    let on_etcd = args.store == "etcd";
+    // What is compared: (column, binary, on etcd).
+    let mut binaries = vec![("this build", this.clone(), false)];
     if let Some(b) = &args.baseline {
+        ensure!(
+            !on_etcd,
+            "--baseline and --store etcd compare different things; give one"
+        );
         ensure!(b.exists(), "baseline binary {} does not exist", b.display());
-        binaries.insert(0, ("baseline", b.clone()));
+        binaries.insert(0, ("baseline", b.clone(), false));
+    }
+    if on_etcd {
+        ensure!(Etcd::available(), "--store etcd needs etcd installed");
+        binaries = vec![("sled", this.clone(), false), ("etcd", this, true)];
     }
     let rounds = args
         .rounds
-        .unwrap_or(if args.baseline.is_some() { 3 } else { 1 });
+        .unwrap_or(if binaries.len() == 2 { 3 } else { 1 });
     let mut results: Vec<Vec<Round>> = vec![Vec::new(); binaries.len()];
     for round in 0..rounds {
         let order: Vec<usize> = bench::alternate(&(0..binaries.len()).collect::<Vec<_>>(), round);
         for i in order {
-            let (name, bin) = &binaries[i];
+            let (name, bin, etcd) = &binaries[i];
             eprintln!("round {}/{rounds}: {name} ({})", round + 1, bin.display());
-            results[i].push(measure(bin.clone()).await?);
+            results[i].push(measure(bin.clone(), *etcd).await?);
         }
     }
     let medians: Vec<Vec<f64>> = results
@@ -334,10 +356,18 @@ async fn main() -> Result<()> {
         })
         .collect();
 
-    let mut header = vec!["apiserver (sled)"];
-    header.extend(binaries.iter().map(|(n, _)| *n));
+    let mut header = vec![if on_etcd {
+        "apiserver"
+    } else {
+        "apiserver (sled)"
+    }];
+    header.extend(binaries.iter().map(|(n, _, _)| *n));
     if binaries.len() == 2 {
-        header.push("this / baseline");
+        header.push(if on_etcd {
+            "etcd / sled"
+        } else {
+            "this / baseline"
+        });
     }
     let mut table = Table::new(&header);
     let mut json_rows = Vec::new();
@@ -349,7 +379,7 @@ async fn main() -> Result<()> {
         }
         json_rows.push(json!({
             "metric": metric,
-            "values": binaries.iter().zip(&medians).map(|((n, _), v)| json!({"build": n, "median": v[m]})).collect::<Vec<_>>(),
+            "values": binaries.iter().zip(&medians).map(|((n, _, _), v)| json!({"build": n, "median": v[m]})).collect::<Vec<_>>(),
         }));
         table.row(row);
     }
@@ -372,7 +402,7 @@ async fn main() -> Result<()> {
     let quantiles = |gets: &[Duration]| json!({"p50_ms": ms(percentile(gets, 0.5)), "p99_ms": ms(percentile(gets, 0.99))});
     bench::write_json(
         &args.out_dir,
-        "apiserver",
+        if on_etcd { "apiserver-etcd" } else { "apiserver" },
         &json!({
             "rounds": rounds,
             "metrics": json_rows,
