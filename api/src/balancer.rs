@@ -10,10 +10,9 @@
 //! end between the component and the server (whose certificate names 127.0.0.1).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::sync::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 
 /// How long a server that failed a connection is tried only after the others.
@@ -106,14 +105,22 @@ impl Balancer {
         let mut state = self.lock();
         if state.servers != servers {
             tracing::info!(?servers, "apiservers");
+            state.current = state.current.filter(|s| servers.contains(s));
+            state.failed.retain(|(s, _)| servers.contains(s));
             state.servers = servers;
         }
     }
 
     async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok((conn, _)) = listener.accept().await else {
-                continue;
+            let conn = match listener.accept().await {
+                Ok((conn, _)) => conn,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let balancer = self.clone();
             tokio::spawn(async move { balancer.relay(conn).await });

@@ -33,8 +33,9 @@ pub struct Flags {
     /// The namespace of the Lease.
     #[arg(long, default_value = "kube-system")]
     pub leader_elect_resource_namespace: String,
-    /// Who this copy is in the Lease's `holderIdentity`. Default: the host name and a random
-    /// suffix, as upstream; `ekube server` passes its host name and address, so that a server
+    /// Who this copy is in the Lease's `holderIdentity`; it must differ between copies.
+    /// Default: the host name and a random suffix, as upstream; `ekube server` passes its host
+    /// name and its address and port (unique among running servers), so that a server
     /// restarted before its Lease expires takes it back at once.
     #[arg(long)]
     pub leader_elect_identity: Option<String>,
@@ -54,13 +55,16 @@ impl Default for Flags {
 }
 
 impl Flags {
+    /// client-go's checks: the leader must step down (renew deadline) before a peer may take
+    /// over (lease duration), and get more than one try (with jitter) before that.
     pub fn validate(&self) -> Result<(), String> {
         if self.leader_elect
             && (self.leader_elect_renew_deadline >= self.leader_elect_lease_duration
-                || self.leader_elect_retry_period >= self.leader_elect_renew_deadline)
+                || self.leader_elect_renew_deadline.as_secs_f64()
+                    <= 1.2 * self.leader_elect_retry_period.as_secs_f64())
         {
             return Err(
-                "leader election needs retry period < renew deadline < lease duration".into(),
+                "leader election needs lease duration > renew deadline > 1.2 × retry period".into(),
             );
         }
         Ok(())
@@ -128,27 +132,34 @@ impl Elector {
     /// Waits until this copy holds the Lease.
     pub async fn acquire(&mut self) {
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
+            let attempt = tokio::time::timeout(self.retry_period, self.try_acquire_or_renew());
+            match attempt.await {
+                Ok(Ok(true)) => {
                     tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
                     return;
                 }
-                Ok(false) => {}
-                Err(e) => tracing::debug!(lease = %self.name, error = %e, "taking the lease"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::debug!(lease = %self.name, error = %e, "taking the lease"),
+                Err(_) => tracing::debug!(lease = %self.name, "taking the lease timed out"),
             }
             tokio::time::sleep(self.retry_period).await;
         }
     }
 
-    /// Renews the Lease until renewing fails for the renew deadline; then returns (leadership is
-    /// lost and the caller must stop acting).
+    /// Renews the Lease every retry period until renewing has failed for the renew deadline;
+    /// then returns (leadership is lost and the caller must stop acting). No attempt runs past
+    /// the deadline, so a leader stops acting within the renew deadline of its last renewal,
+    /// before the lease duration lets a peer take over.
     pub async fn hold(&mut self) {
-        let mut renewed = Instant::now();
+        let mut renewed = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(self.retry_period).await;
-            let attempt = tokio::time::timeout(self.retry_period, self.try_acquire_or_renew());
-            match attempt.await {
-                Ok(Ok(true)) => renewed = Instant::now(),
+            let deadline = renewed + self.renew_deadline;
+            tokio::time::sleep_until(
+                (tokio::time::Instant::now() + self.retry_period).min(deadline),
+            )
+            .await;
+            match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(true)) => renewed = tokio::time::Instant::now(),
                 Ok(Ok(false)) => {
                     tracing::warn!(lease = %self.name, "another holder took the lease");
                     return;
@@ -156,7 +167,7 @@ impl Elector {
                 Ok(Err(e)) => tracing::warn!(lease = %self.name, error = %e, "renewing the lease"),
                 Err(_) => tracing::warn!(lease = %self.name, "renewing the lease timed out"),
             }
-            if renewed.elapsed() >= self.renew_deadline {
+            if tokio::time::Instant::now() >= renewed + self.renew_deadline {
                 tracing::warn!(lease = %self.name, "could not renew the lease in time; stepping down");
                 return;
             }
@@ -165,7 +176,8 @@ impl Elector {
 
     /// Gives the Lease up if this copy holds it, so a peer need not wait for it to expire.
     pub async fn release(&mut self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+        let read = tokio::time::timeout(self.retry_period, self.api.get_opt(&self.name));
+        let Ok(Ok(Some(mut lease))) = read.await else {
             return;
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -175,12 +187,12 @@ impl Elector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(now());
-        if let Err(e) = self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            tracing::debug!(lease = %self.name, error = %e, "releasing the lease");
+        let params = PostParams::default();
+        let write = self.api.replace(&self.name, &params, &lease);
+        match tokio::time::timeout(self.retry_period, write).await {
+            Ok(Ok(_)) => tracing::info!(lease = %self.name, "released the lease"),
+            Ok(Err(e)) => tracing::debug!(lease = %self.name, error = %e, "releasing the lease"),
+            Err(_) => tracing::debug!(lease = %self.name, "releasing the lease timed out"),
         }
     }
 

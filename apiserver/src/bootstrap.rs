@@ -50,7 +50,13 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16, ca_pem: &str
             )
             .await?;
     }
-    crate::peers::reconcile(registry, advertise, port).await?;
+    crate::peers::reconcile(
+        registry,
+        advertise,
+        port,
+        &mut crate::peers::Seen::default(),
+    )
+    .await?;
     let server = format!("https://{}", SocketAddr::new(advertise, port));
     cluster_info(
         registry,

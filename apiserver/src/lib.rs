@@ -286,7 +286,7 @@ pub async fn start(
         })?;
     let holdings = service_holdings(services, &stored.items);
     let claimed = alloc::claims::Claims::new(store.clone())
-        .repair(&holdings)
+        .repair(&holdings, &mut alloc::claims::Orphans::default())
         .await
         .map_err(|source| Error::Storage {
             store: config.store_name(),
@@ -406,6 +406,7 @@ fn service_holdings(
 async fn repair_allocations(api: Arc<ApiServer>) {
     let services = ekube_api::resources::find("", "v1", "services").expect("served");
     let mut tick = tokio::time::interval(Duration::from_secs(180));
+    let mut orphans = alloc::claims::Orphans::default();
     tick.tick().await;
     loop {
         tick.tick().await;
@@ -416,7 +417,7 @@ async fn repair_allocations(api: Arc<ApiServer>) {
                 .list(&services.key_prefix(), None, 0)
                 .await?;
             let holdings = service_holdings(services, &stored.items);
-            api.registry.claims.repair(&holdings).await
+            api.registry.claims.repair(&holdings, &mut orphans).await
         };
         match repaired.await {
             Ok(claimed) => api.registry.alloc.lock().await.reset(&claimed),

@@ -4,11 +4,15 @@
 //! dead, and each round writes the endpoints when the live set changed. With one server the
 //! endpoints are that server; with several sharing one etcd, clients (and the agents' load
 //! balancing) learn every server from them.
+//!
+//! "Not renewed" is judged on this server's clock, by how long a record has kept the same
+//! revision, never by the time another server wrote into it (clocks differ). All servers serve
+//! one port, as upstream requires: the endpoints carry this server's.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ekube_api::resources::find;
 use serde_json::{Value, json};
@@ -27,13 +31,33 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Each record's revision and when this server first saw it.
+#[derive(Default)]
+pub struct Seen(HashMap<String, (u64, Instant)>);
+
+impl Seen {
+    /// How long the record `key` has kept `revision`, as far as this server has watched.
+    fn unchanged_for(&mut self, key: &str, revision: u64) -> Duration {
+        let (seen_revision, since) = self
+            .0
+            .entry(key.to_string())
+            .or_insert((revision, Instant::now()));
+        if *seen_revision != revision {
+            *seen_revision = revision;
+            *since = Instant::now();
+        }
+        since.elapsed()
+    }
+}
+
 /// Renews this server's record and rewrites the endpoints, every ten seconds, for ever.
 pub async fn run(api: Arc<crate::ApiServer>, advertise: IpAddr, port: u16) {
     let mut tick = tokio::time::interval(RENEW);
+    let mut seen = Seen::default();
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = reconcile(&api.registry, advertise, port).await {
+        if let Err(e) = reconcile(&api.registry, advertise, port, &mut seen).await {
             tracing::warn!(error = %e, "reconciling the kubernetes endpoints");
         }
     }
@@ -41,7 +65,12 @@ pub async fn run(api: Arc<crate::ApiServer>, advertise: IpAddr, port: u16) {
 
 /// One round: renew this server's record, drop expired ones, write the endpoints if the live
 /// set differs from what they list.
-pub async fn reconcile(registry: &Registry, advertise: IpAddr, port: u16) -> Result<()> {
+pub async fn reconcile(
+    registry: &Registry,
+    advertise: IpAddr,
+    port: u16,
+    seen: &mut Seen,
+) -> Result<()> {
     let store = &registry.store;
     let own = format!("{PREFIX}{advertise}");
     let record = json!({"ip": advertise.to_string(), "port": port, "renewed": unix_now()})
@@ -57,22 +86,23 @@ pub async fn reconcile(registry: &Registry, advertise: IpAddr, port: u16) -> Res
             Err(e) => return Err(e.into()),
         },
     }
-    let now = unix_now();
     let mut live = BTreeSet::from([advertise.to_string()]);
-    for kv in store.list(PREFIX, None, 0).await?.items {
+    let records = store.list(PREFIX, None, 0).await?.items;
+    seen.0
+        .retain(|key, _| records.iter().any(|kv| &kv.key == key));
+    for kv in records {
         let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        let renewed = value["renewed"].as_u64().unwrap_or_default();
         let Some(ip) = value["ip"].as_str() else {
             continue;
         };
-        if now.saturating_sub(renewed) <= TTL.as_secs() {
+        if kv.key == own || seen.unchanged_for(&kv.key, kv.mod_revision) <= TTL {
             live.insert(ip.to_string());
-        } else {
-            tracing::info!(server = %ip, "an apiserver stopped renewing its lease; removing it from the kubernetes endpoints");
-            match store.delete(&kv.key, Some(kv.mod_revision)).await {
-                Ok(_) | Err(storage::Error::NotFound { .. } | storage::Error::Conflict { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            continue;
+        }
+        tracing::info!(server = %ip, "an apiserver stopped renewing its lease; removing it from the kubernetes endpoints");
+        match store.delete(&kv.key, Some(kv.mod_revision)).await {
+            Ok(_) | Err(storage::Error::NotFound { .. } | storage::Error::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     write_endpoints(registry, &live, port).await

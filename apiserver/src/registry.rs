@@ -373,7 +373,8 @@ impl Registry {
                 Ok(kv) => Ok((decode(r, &kv), warnings)),
                 Err(e) => {
                     alloc.release(&held);
-                    self.claims.release(&held).await;
+                    let owner = format!("{}/{name}", ns.unwrap_or_default());
+                    self.claims.release(&owner, &held).await;
                     Err(self.map_write_error(r, &name, e))
                 }
             };
@@ -478,12 +479,17 @@ impl Registry {
                     .store
                     .update(&key(r, ns, name), encode(r, &desired), kv.mod_revision)
                     .await;
+                let owner = format!("{}/{name}", ns.unwrap_or_default());
                 if res.is_err() {
                     alloc.release(&held);
                     alloc.hold(&old);
-                    self.claims.release(&claims::minus(&held, &old)).await;
+                    self.claims
+                        .release(&owner, &claims::minus(&held, &old))
+                        .await;
                 } else {
-                    self.claims.release(&claims::minus(&old, &held)).await;
+                    self.claims
+                        .release(&owner, &claims::minus(&old, &held))
+                        .await;
                 }
                 res
             } else {
@@ -613,9 +619,14 @@ impl Registry {
     async fn released(&self, r: &ResourceInfo, obj: &Value) {
         if r.kind == "Service" && r.group.is_empty() {
             let held = Holdings::of(obj);
+            let owner = format!(
+                "{}/{}",
+                obj["metadata"]["namespace"].as_str().unwrap_or_default(),
+                obj["metadata"]["name"].as_str().unwrap_or_default()
+            );
             let mut alloc = self.alloc.lock().await;
             alloc.release(&held);
-            self.claims.release(&held).await;
+            self.claims.release(&owner, &held).await;
         }
     }
 

@@ -88,7 +88,6 @@ struct Backoff {
     next_try: Instant,
     /// The cluster generation when it last failed: any later change retries it.
     generation: u64,
-    message: String,
 }
 
 struct Scheduler {
@@ -419,7 +418,6 @@ impl Scheduler {
             attempts: 0,
             next_try: Instant::now(),
             generation,
-            message: String::new(),
         });
         entry.attempts += 1;
         let delay = initial
@@ -427,17 +425,20 @@ impl Scheduler {
             .min(max);
         entry.next_try = Instant::now() + delay;
         entry.generation = generation;
-        let current = pod
+        let condition = pod
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
             .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
-            .and_then(|c| c.message.clone());
-        let changed = entry.message != message;
-        entry.message = message.clone();
-        if !changed && current.as_deref() == Some(message.as_str()) {
+            .filter(|c| c.status == "False");
+        // The pod says so already (this scheduler, or the one that led before it, wrote it).
+        if condition.and_then(|c| c.message.as_deref()) == Some(message.as_str()) {
             return;
         }
+        // As upstream: the transition time moves only when the status does.
+        let since = condition
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map_or_else(k8s_openapi::jiff::Timestamp::now, |t| t.0);
         tracing::info!(pod = %pod.name_any(), %message, "unschedulable");
         self.recorder
             .record(pod, EventType::Warning, "FailedScheduling", &message)
@@ -446,7 +447,7 @@ impl Scheduler {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({"status": {"conditions": [{
             "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-            "lastProbeTime": null, "lastTransitionTime": k8s_openapi::jiff::Timestamp::now(),
+            "lastProbeTime": null, "lastTransitionTime": since,
         }]}});
         if let Err(e) = api
             .patch_status(

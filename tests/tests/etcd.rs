@@ -376,11 +376,22 @@ fn datastore_migrate_moves_a_cluster_from_sled_to_etcd_and_back() {
             == 2)
     })
     .unwrap();
-    // Let the controllers settle (the Deployment's status), so what follows compares objects
-    // no controller is still writing.
-    std::thread::sleep(Duration::from_secs(3));
+    // The controllers settle (the Deployment's status, the pods' conditions): compare what
+    // two looks a second apart show, so the comparison below sees objects no one writes.
     let kinds = "all,configmaps,secrets,serviceaccounts,roles,rolebindings";
-    let before = snapshot(&s, kinds);
+    let mut before = snapshot(&s, kinds);
+    wait_for(
+        Duration::from_secs(30),
+        "the objects to stop changing",
+        || {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = snapshot(&s, kinds);
+            let settled = now == before;
+            before = now;
+            Ok(settled)
+        },
+    )
+    .unwrap();
     s.kill();
 
     let migrate = |from: &str, to: &str| {

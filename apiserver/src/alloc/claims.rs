@@ -8,11 +8,14 @@
 //! crash in between is found by [`Claims::repair`], which also claims what stored Services hold
 //! without a claim (a store written before claims existed). Upstream keeps one bitmap per range
 //! instead and repairs it the same way every three minutes.
+//!
+//! A claim records its Service (`namespace/name`): the same Service finding its own claim (left
+//! by a crash) takes it as claimed, and a release removes only the releasing Service's claims.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -21,8 +24,6 @@ use crate::storage::{self, Storage};
 
 const IPS: &str = "/registry/ranges/serviceips/";
 const PORTS: &str = "/registry/ranges/servicenodeports/";
-/// A claim without a Service is left alone this long: its Service write may be in flight.
-const GRACE: Duration = Duration::from_secs(60);
 
 /// Why a claim failed.
 #[derive(Debug)]
@@ -85,6 +86,7 @@ impl Claims {
         for key in keys(wanted) {
             match self.store.create(&key, value.clone()).await {
                 Ok(_) => done.push(key),
+                Err(storage::Error::AlreadyExists { .. }) if self.owner(&key).await == owner => {}
                 Err(storage::Error::AlreadyExists { .. }) => {
                     if let Some(ip) = key.strip_prefix(IPS).and_then(|s| s.parse().ok()) {
                         taken.ip = Some(ip);
@@ -103,8 +105,9 @@ impl Claims {
             return Ok(());
         }
         for key in done {
-            // A claim left behind is found by `repair`.
-            let _ = self.store.delete(&key, None).await;
+            if let Err(e) = self.store.delete(&key, None).await {
+                tracing::warn!(claim = %key, error = %e, "undoing a claim; the repair removes it later");
+            }
         }
         Err(match failure {
             Some(e) => Refused::Storage(e),
@@ -112,36 +115,59 @@ impl Claims {
         })
     }
 
-    /// Gives values back. A failure leaves a claim `repair` removes later.
-    pub async fn release(&self, released: &Holdings) {
+    /// The Service a claim records, or "" when there is none.
+    async fn owner(&self, key: &str) -> String {
+        let Ok(Some(kv)) = self.store.get(key).await else {
+            return String::new();
+        };
+        let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        value["service"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Gives back what the Service `owner` holds of `released`: a value another Service
+    /// claimed since is left alone. A failure leaves a claim `repair` removes later.
+    pub async fn release(&self, owner: &str, released: &Holdings) {
         for key in keys(released) {
-            match self.store.delete(&key, None).await {
-                Ok(_) | Err(storage::Error::NotFound { .. }) => {}
+            let kv = match self.store.get(&key).await {
+                Ok(Some(kv)) => kv,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(claim = %key, error = %e, "releasing an allocation");
+                    continue;
+                }
+            };
+            let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            if value["service"] != owner {
+                continue;
+            }
+            match self.store.delete(&key, Some(kv.mod_revision)).await {
+                Ok(_) | Err(storage::Error::NotFound { .. } | storage::Error::Conflict { .. }) => {}
                 Err(e) => tracing::warn!(claim = %key, error = %e, "releasing an allocation"),
             }
         }
     }
 
-    /// Claimed values, by key, with their owners.
-    async fn stored(&self) -> Result<BTreeMap<String, (String, u64, u64)>, storage::Error> {
+    /// Claimed values, by key, with their owners and revisions.
+    async fn stored(&self) -> Result<BTreeMap<String, (String, u64)>, storage::Error> {
         let mut claims = BTreeMap::new();
         for prefix in [IPS, PORTS] {
             for kv in self.store.list(prefix, None, 0).await?.items {
                 let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
                 let owner = value["service"].as_str().unwrap_or_default().to_string();
-                let at = value["claimed"].as_u64().unwrap_or_default();
-                claims.insert(kv.key, (owner, at, kv.mod_revision));
+                claims.insert(kv.key, (owner, kv.mod_revision));
             }
         }
         Ok(claims)
     }
 
     /// Makes the claims match the stored Services (`owner` → what it holds): claims what a
-    /// Service holds without one, and removes claims no Service holds once they are older
-    /// than the grace period. Returns every claimed value afterwards.
+    /// Service holds without one, and removes a claim no Service holds if the previous repair
+    /// (`orphans`, updated here) found it orphaned too, unchanged: its Service write is not in
+    /// flight then. Returns every claimed value afterwards.
     pub async fn repair(
         &self,
         services: &[(String, Holdings)],
+        orphans: &mut Orphans,
     ) -> Result<Vec<Holdings>, storage::Error> {
         let mut claims = self.stored().await?;
         let mut held = Vec::new();
@@ -161,9 +187,10 @@ impl Claims {
             }
             held.push(holdings.clone());
         }
-        let now = unix_now();
-        for (key, (owner, at, revision)) in claims {
-            if now.saturating_sub(at) < GRACE.as_secs() {
+        let before = std::mem::take(&mut orphans.0);
+        for (key, (owner, revision)) in claims {
+            if before.get(&key) != Some(&revision) {
+                orphans.0.insert(key.clone(), revision);
                 held.push(parse(&key));
                 continue;
             }
@@ -176,6 +203,10 @@ impl Claims {
         Ok(held)
     }
 }
+
+/// Claims a repair found without a Service, with their revisions.
+#[derive(Debug, Default)]
+pub struct Orphans(BTreeMap<String, u64>);
 
 fn parse(key: &str) -> Holdings {
     Holdings {
@@ -220,7 +251,22 @@ mod tests {
             .claim("c/web", &holdings("10.96.0.11", &[30081]))
             .await
             .unwrap();
-        claims.release(&holdings("10.96.0.10", &[30080])).await;
+        // Another Service's release leaves the claim; its own removes it.
+        claims
+            .release("b/web", &holdings("10.96.0.10", &[30080]))
+            .await;
+        assert!(matches!(
+            claims.claim("b/web", &holdings("10.96.0.10", &[])).await,
+            Err(Refused::Taken(_))
+        ));
+        claims
+            .release("a/web", &holdings("10.96.0.10", &[30080]))
+            .await;
+        claims
+            .claim("b/web", &holdings("10.96.0.10", &[30080]))
+            .await
+            .unwrap();
+        // A claim left by the same Service (a crash between claim and write) is its own.
         claims
             .claim("b/web", &holdings("10.96.0.10", &[30080]))
             .await
@@ -228,34 +274,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn repair_claims_held_values_and_removes_old_orphans() {
+    async fn repair_claims_held_values_and_removes_orphans_seen_twice() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Storage> = Arc::new(SledStorage::open(dir.path(), 64).unwrap());
         let claims = Claims::new(store.clone());
-        // An orphan claimed just now: within the grace period, kept.
+        let mut orphans = Orphans::default();
         claims
-            .claim("gone/svc", &holdings("10.96.0.20", &[]))
+            .claim("gone/svc", &holdings("10.96.0.20", &[30099]))
             .await
             .unwrap();
-        // One claimed long ago whose Service never landed: removed.
-        store
-            .create(
-                &port_key(30099),
-                br#"{"service":"lost/svc","claimed":0}"#.to_vec(),
-            )
-            .await
-            .unwrap();
-        let held = claims
-            .repair(&[("a/web".into(), holdings("10.96.0.10", &[30080]))])
-            .await
-            .unwrap();
-        assert_eq!(held.len(), 2);
-        assert!(store.get(&port_key(30099)).await.unwrap().is_none());
+        let services = [("a/web".to_string(), holdings("10.96.0.10", &[30080]))];
+        // First seen orphaned: kept (its Service write may be in flight).
+        let held = claims.repair(&services, &mut orphans).await.unwrap();
+        assert_eq!(held.len(), 3);
         let Err(Refused::Taken(_)) = claims.claim("x/y", &holdings("10.96.0.10", &[])).await else {
             panic!("repair did not claim a stored Service's IP");
         };
-        let Err(Refused::Taken(_)) = claims.claim("x/y", &holdings("10.96.0.20", &[])).await else {
-            panic!("repair removed a claim within its grace period");
-        };
+        assert!(
+            store
+                .get(&ip_key("10.96.0.20".parse().unwrap()))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Still orphaned and unchanged a round later: removed.
+        let held = claims.repair(&services, &mut orphans).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(
+            store
+                .get(&ip_key("10.96.0.20".parse().unwrap()))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.get(&port_key(30099)).await.unwrap().is_none());
     }
 }

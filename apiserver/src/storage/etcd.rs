@@ -7,9 +7,11 @@
 //! is the response header's revision. Values are the bytes the sled backend stores (the object's
 //! JSON, or its encrypted envelope).
 //!
-//! Keys follow kube-apiserver (`/registry/pods/default/web`, `/registry/deployments/…`): built-in
-//! resources drop the group segment ekube's own keys carry (`/registry/core/pods/…`), and custom
-//! resources keep it (`/registry/<group>/<plural>/…`), see [`keys`].
+//! Keys follow kube-apiserver's layout for most resources (`/registry/pods/default/web`,
+//! `/registry/deployments/…`): built-in resources drop the group segment ekube's own keys carry
+//! (`/registry/core/pods/…`), and custom resources keep it (`/registry/<group>/<plural>/…`), see
+//! [`keys`]. Values are JSON where kube-apiserver writes protobuf, so the two cannot share one
+//! etcd; `etcdctl` shows ekube's objects readably.
 //!
 //! The compacted revision is kept, as kube-apiserver keeps it, under `compact_rev_key`, so every
 //! server sharing the store refuses a watch from before it with 410.
@@ -26,8 +28,12 @@ use futures::StreamExt;
 
 use super::{Error, Event, EventKind, KeyValue, ListResult, Result, Storage, WatchStream};
 
+mod keys;
+
 /// Where the compacted revision is recorded (kube-apiserver's key).
 const COMPACT_REV_KEY: &str = "compact_rev_key";
+/// The largest answer accepted from etcd (kube-apiserver's `MaxCallRecvMsgSize`).
+const MAX_MESSAGE: usize = i32::MAX as usize;
 
 /// How to reach the etcd cluster.
 #[derive(Debug, Clone, Default)]
@@ -142,7 +148,7 @@ impl EtcdStorage {
             compacted: Arc::new(AtomicU64::new(0)),
             watch_buffer: watch_buffer.max(16),
         };
-        let mut kv = storage.client.kv_client();
+        let mut kv = storage.kv();
         let first = tokio::time::timeout(timeout, kv.get(COMPACT_REV_KEY, None))
             .await
             .map_err(|_| {
@@ -179,6 +185,14 @@ impl EtcdStorage {
         Ok(storage)
     }
 
+    /// A KV client taking answers of any size: a list of every pod is one range response,
+    /// far past gRPC's default 4 MiB (kube-apiserver lifts the limit the same way).
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+    }
+
     fn seen(&self, header: Option<&ResponseHeader>) -> u64 {
         let revision = header.map_or(0, |h| h.revision().max(0) as u64);
         self.revision.fetch_max(revision, Ordering::SeqCst);
@@ -190,12 +204,7 @@ impl EtcdStorage {
     }
 
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        let response = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| self.error(e))?;
+        let response = self.kv().txn(txn).await.map_err(|e| self.error(e))?;
         self.seen(response.header());
         Ok(response)
     }
@@ -221,8 +230,7 @@ impl Storage for EtcdStorage {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(keys::to_etcd(key), None)
             .await
             .map_err(|e| self.error(e))?;
@@ -249,8 +257,7 @@ impl Storage for EtcdStorage {
             .with_range(range_end(etcd_prefix.as_bytes()))
             .with_limit(limit as i64);
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(start, Some(options))
             .await
             .map_err(|e| self.error(e))?;
@@ -273,8 +280,7 @@ impl Storage for EtcdStorage {
             .with_range(range_end(prefix.as_bytes()))
             .with_count_only();
         let response = self
-            .client
-            .kv_client()
+            .kv()
             .get(prefix, Some(options))
             .await
             .map_err(|e| self.error(e))?;
@@ -419,7 +425,10 @@ impl Storage for EtcdStorage {
             .with_start_revision(after as i64 + 1)
             .with_prev_key();
         let (tx, rx) = tokio::sync::mpsc::channel(self.watch_buffer);
-        let mut client = self.client.watch_client();
+        let mut client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE);
         let compacted = self.compacted.clone();
         let endpoints = self.endpoints.clone();
         tokio::spawn(async move {
@@ -454,7 +463,12 @@ impl Storage for EtcdStorage {
                 }
                 for event in response.events() {
                     let Some(event) = translate(event) else {
-                        continue;
+                        // Its previous value is compacted away: the watcher's retry from its
+                        // last revision must be refused (410), so that it lists again.
+                        let revision = event.kv().map_or(0, |kv| kv.mod_revision().max(1) - 1);
+                        compacted.fetch_max(revision as u64, Ordering::SeqCst);
+                        tracing::debug!(etcd = %endpoints, revision, "watch event without its previous value; ending the watch");
+                        return;
                     };
                     // A watcher that falls behind is dropped: it re-watches from its last
                     // revision, as with the sled backend.
@@ -471,11 +485,36 @@ impl Storage for EtcdStorage {
         if revision <= self.compacted_revision() {
             return Ok(());
         }
-        // Record the floor first (as `watch` checks it), then let etcd drop the history.
-        let mut kv = self.client.kv_client();
-        kv.put(COMPACT_REV_KEY, revision.to_string(), None)
+        // The floor moves forward only, whichever server compacts: the record is replaced
+        // only if it is what was read and lower (as kube-apiserver guards it by its version).
+        let mut kv = self.kv();
+        let current = kv
+            .get(COMPACT_REV_KEY, None)
             .await
             .map_err(|e| self.error(e))?;
+        let (recorded, recorded_at) = current.kvs().first().map_or((0, 0), |kv| {
+            (decode_revision(kv.value()), kv.mod_revision())
+        });
+        if recorded >= revision {
+            self.compacted.fetch_max(recorded, Ordering::SeqCst);
+            return Ok(());
+        }
+        let moved = self
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision(
+                        COMPACT_REV_KEY,
+                        CompareOp::Equal,
+                        recorded_at,
+                    )])
+                    .and_then([TxnOp::put(COMPACT_REV_KEY, revision.to_string(), None)]),
+            )
+            .await?;
+        if !moved.succeeded() {
+            // Another server recorded a compaction meanwhile; the next round looks again.
+            return Ok(());
+        }
+        // Watches from before the floor are refused from now on, then etcd drops the history.
         self.compacted.fetch_max(revision, Ordering::SeqCst);
         match kv.compact(revision as i64, None).await {
             Ok(response) => {
@@ -510,19 +549,27 @@ fn revision_of(header: Option<&ResponseHeader>) -> u64 {
 }
 
 /// An etcd watch event as the trait reports it: a delete carries the deleted value with the
-/// deleting revision.
+/// deleting revision. `None` when etcd could not send the value before the change (its
+/// revision was compacted while the watch replayed): the event cannot be told right (a delete
+/// without the object, an update that looks like a create), so the watch must end instead.
 fn translate(event: &etcd_client::Event) -> Option<Event> {
     let kv = event.kv()?;
     let key = keys::from_etcd(&String::from_utf8_lossy(kv.key()));
     let revision = kv.mod_revision().max(0) as u64;
     let prev = event.prev_kv().map(|p| stored(key.clone(), p));
     match event.event_type() {
-        EventType::Put => Some(Event {
-            kind: EventKind::Put,
-            revision,
-            kv: stored(key, kv),
-            prev,
-        }),
+        EventType::Put => {
+            let created = kv.create_revision() == kv.mod_revision();
+            if prev.is_none() && !created {
+                return None;
+            }
+            Some(Event {
+                kind: EventKind::Put,
+                revision,
+                kv: stored(key, kv),
+                prev,
+            })
+        }
         EventType::Delete => {
             let mut deleted = prev.clone()?;
             deleted.mod_revision = revision;
@@ -561,7 +608,12 @@ fn range_end(prefix: &[u8]) -> Vec<u8> {
 fn classify(endpoints: &str, e: etcd_client::Error) -> Error {
     use tonic::Code;
     match &e {
-        etcd_client::Error::GRpcStatus(status) if status.code() == Code::DeadlineExceeded => {
+        // etcd's own deadline, and the client's (`--datastore-timeout`, which tonic reports as
+        // cancelled with "Timeout expired").
+        etcd_client::Error::GRpcStatus(status)
+            if status.code() == Code::DeadlineExceeded
+                || status.code() == Code::Cancelled && status.message().contains("Timeout") =>
+        {
             Error::Timeout(format!("etcd at {endpoints}: {}", describe(&e)))
         }
         etcd_client::Error::GRpcStatus(status)
@@ -595,56 +647,10 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-pub mod keys {
-    //! ekube's keys (`/registry/<group>/<plural>/…`, `core` for the legacy group) as
-    //! kube-apiserver writes them in etcd (`/registry/<plural>/…` for built-in resources).
-    //!
-    //! The mapping is one-to-one: built-in plurals are unique and contain no dot, and a custom
-    //! resource's group always contains one, so the first segment of an etcd key tells which
-    //! form it is.
-
-    use ekube_api::resources::RESOURCES;
-
-    fn builtin_group(group: &str) -> bool {
-        group == "core"
-            || RESOURCES
-                .iter()
-                .any(|r| !r.group.is_empty() && r.group == group)
-    }
-
-    /// The group segment ekube's keys use for a built-in plural.
-    fn group_of(plural: &str) -> Option<String> {
-        let r = RESOURCES.iter().find(|r| r.plural == plural)?;
-        let prefix = r.key_prefix();
-        let group = prefix.strip_prefix("/registry/")?.split('/').next()?;
-        Some(group.to_string())
-    }
-
-    pub fn to_etcd(key: &str) -> String {
-        if let Some(rest) = key.strip_prefix("/registry/")
-            && let Some((group, after)) = rest.split_once('/')
-            && builtin_group(group)
-            && !after.is_empty()
-        {
-            return format!("/registry/{after}");
-        }
-        key.to_string()
-    }
-
-    pub fn from_etcd(key: &str) -> String {
-        if let Some(rest) = key.strip_prefix("/registry/")
-            && let Some((plural, _)) = rest.split_once('/')
-            && !plural.contains('.')
-            && let Some(group) = group_of(plural)
-        {
-            return format!("/registry/{group}/{rest}");
-        }
-        key.to_string()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use ekube_api::resources::RESOURCES;
+
     use super::keys::{from_etcd, to_etcd};
     use super::*;
 
@@ -694,6 +700,4 @@ mod tests {
         assert_eq!(range_end(b"a\xff"), b"b");
         assert_eq!(range_end(b"\xff"), [0]);
     }
-
-    use ekube_api::resources::RESOURCES;
 }

@@ -402,7 +402,11 @@ async fn main() -> Result<()> {
     let quantiles = |gets: &[Duration]| json!({"p50_ms": ms(percentile(gets, 0.5)), "p99_ms": ms(percentile(gets, 0.99))});
     bench::write_json(
         &args.out_dir,
-        if on_etcd { "apiserver-etcd" } else { "apiserver" },
+        if on_etcd {
+            "apiserver-etcd"
+        } else {
+            "apiserver"
+        },
         &json!({
             "rounds": rounds,
             "metrics": json_rows,
