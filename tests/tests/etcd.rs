@@ -133,48 +133,48 @@ fn server_on_etcd_stores_what_etcdctl_shows() {
     assert_eq!(after["metadata"]["uid"], pod["metadata"]["uid"]);
 }
 
-#[test]
-fn unreachable_etcd_is_a_clear_error_at_start() {
+/// Runs `ekube server` on loopback with `args` (and a 3 s datastore timeout), expecting it to
+/// fail at start; returns what it printed.
+fn server_fails(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}", free_port());
-    let started = Instant::now();
     let out = Command::new(ekube_bin())
         .args(["server", "--bind-address", "127.0.0.1", "--secure-port"])
         .arg(free_port().to_string())
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--datastore-endpoint", &url, "--datastore-timeout", "3s"])
+        .args(["--datastore-timeout", "3s"])
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    assert!(!out.status.success(), "{args:?} started");
+    stderr(&out)
+}
+
+#[test]
+fn unreachable_etcd_is_a_clear_error_at_start() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let err = server_fails(&["--datastore-endpoint", &url]);
     assert!(err.contains(&url), "the error names the endpoint: {err}");
     assert!(started.elapsed() < Duration::from_secs(30), "{err}");
 
     for (args, want) in [
         (
-            vec!["--datastore-endpoint", "127.0.0.1:2379"],
+            ["--datastore-endpoint", "127.0.0.1:2379"],
             "not an http:// or https:// URL",
         ),
         (
-            vec!["--datastore-endpoint", "https://127.0.0.1:2379"],
+            ["--datastore-endpoint", "https://127.0.0.1:2379"],
             "need --datastore-cafile",
         ),
         (
-            vec!["--storage-backend", "etcd3"],
+            ["--storage-backend", "etcd3"],
             "--storage-backend=etcd3 needs --datastore-endpoint",
         ),
     ] {
-        let out = Command::new(ekube_bin())
-            .args(["server", "--data-dir"])
-            .arg(dir.path())
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?}");
-        assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
+        let err = server_fails(&args);
+        assert!(err.contains(want), "{args:?}: {err}");
     }
 }
 
@@ -217,30 +217,16 @@ fn server_reaches_etcd_over_tls_with_a_client_certificate() {
     let other = tempfile::tempdir().unwrap();
     ekube_apiserver::pki::Ca::load_or_create(other.path()).unwrap();
     let wrong_ca = other.path().join("ca.crt").display().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(ekube_bin())
-        .args(["server", "--bind-address", "127.0.0.1", "--secure-port"])
-        .arg(free_port().to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "--datastore-endpoint",
-            &etcd.url(),
-            "--datastore-timeout",
-            "3s",
-        ])
-        .args([
-            "--datastore-cafile",
-            &wrong_ca,
-            "--datastore-certfile",
-            &cert,
-        ])
-        .args(["--datastore-keyfile", &key])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
+    let err = server_fails(&[
+        "--datastore-endpoint",
+        &etcd.url(),
+        "--datastore-cafile",
+        &wrong_ca,
+        "--datastore-certfile",
+        &cert,
+        "--datastore-keyfile",
+        &key,
+    ]);
     assert!(
         err.contains(&wrong_ca),
         "the error names the CA file: {err}"
@@ -248,23 +234,13 @@ fn server_reaches_etcd_over_tls_with_a_client_certificate() {
     assert!(err.contains("certificate"), "{err}");
 
     // No client certificate: etcd refuses the connection.
-    let out = Command::new(ekube_bin())
-        .args(["server", "--bind-address", "127.0.0.1", "--secure-port"])
-        .arg(free_port().to_string())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "--datastore-endpoint",
-            &etcd.url(),
-            "--datastore-timeout",
-            "3s",
-        ])
-        .args(["--datastore-cafile", &ca])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains(&etcd.url()), "{}", stderr(&out));
+    let err = server_fails(&[
+        "--datastore-endpoint",
+        &etcd.url(),
+        "--datastore-cafile",
+        &ca,
+    ]);
+    assert!(err.contains(&etcd.url()), "{err}");
 }
 
 #[test]

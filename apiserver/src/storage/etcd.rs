@@ -293,11 +293,7 @@ impl Storage for EtcdStorage {
         let response = self
             .txn(
                 Txn::new()
-                    .when([Compare::mod_revision(
-                        etcd_key.as_str(),
-                        CompareOp::Equal,
-                        0,
-                    )])
+                    .when([at_revision(etcd_key.as_str(), 0)])
                     .and_then([TxnOp::put(etcd_key.as_str(), value.clone(), None)]),
             )
             .await?;
@@ -326,11 +322,7 @@ impl Storage for EtcdStorage {
         let response = self
             .txn(
                 Txn::new()
-                    .when([Compare::mod_revision(
-                        etcd_key.as_str(),
-                        CompareOp::Equal,
-                        expected as i64,
-                    )])
+                    .when([at_revision(etcd_key.as_str(), expected as i64)])
                     .and_then([TxnOp::put(
                         etcd_key.as_str(),
                         value.clone(),
@@ -375,11 +367,7 @@ impl Storage for EtcdStorage {
         );
         let txn = match expected {
             Some(expected) => Txn::new()
-                .when([Compare::mod_revision(
-                    etcd_key.as_str(),
-                    CompareOp::Equal,
-                    expected as i64,
-                )])
+                .when([at_revision(etcd_key.as_str(), expected as i64)])
                 .and_then([delete])
                 .or_else([TxnOp::get(etcd_key.as_str(), None)]),
             None => Txn::new().and_then([delete]),
@@ -502,11 +490,7 @@ impl Storage for EtcdStorage {
         let moved = self
             .txn(
                 Txn::new()
-                    .when([Compare::mod_revision(
-                        COMPACT_REV_KEY,
-                        CompareOp::Equal,
-                        recorded_at,
-                    )])
+                    .when([at_revision(COMPACT_REV_KEY, recorded_at)])
                     .and_then([TxnOp::put(COMPACT_REV_KEY, revision.to_string(), None)]),
             )
             .await?;
@@ -542,6 +526,11 @@ fn stored(key: String, kv: &etcd_client::KeyValue) -> KeyValue {
         create_revision: kv.create_revision().max(0) as u64,
         mod_revision: kv.mod_revision().max(0) as u64,
     }
+}
+
+/// The transaction guard "`key` was last written at `revision`" (0: it does not exist).
+fn at_revision(key: &str, revision: i64) -> Compare {
+    Compare::mod_revision(key, CompareOp::Equal, revision)
 }
 
 fn revision_of(header: Option<&ResponseHeader>) -> u64 {
