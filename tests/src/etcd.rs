@@ -69,7 +69,7 @@ impl Etcd {
     fn start_with(tls: bool, in_memory: bool) -> Result<Self> {
         // In memory when it can be: tests check behaviour, not the disk's fsync latency.
         let shm = std::path::Path::new("/dev/shm");
-        let tmp = if in_memory && shm.is_dir() {
+        let tmp = if in_memory && shm_has_room() {
             tempfile::tempdir_in(shm)?
         } else {
             tempfile::tempdir()?
@@ -176,6 +176,25 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether `/dev/shm` has room for a member: etcd preallocates its write-ahead log in 64 MiB
+/// segments, more than a container's default 64 MiB `/dev/shm`.
+fn shm_has_room() -> bool {
+    Command::new("df")
+        .args(["--output=avail", "-BM", "/dev/shm"])
+        .output()
+        .ok()
+        .and_then(|out| {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.lines()
+                .nth(1)?
+                .trim()
+                .trim_end_matches('M')
+                .parse::<u64>()
+                .ok()
+        })
+        .is_some_and(|mib| mib >= 1024)
 }
 
 /// A CA in `<dir>/pki`, a serving certificate for 127.0.0.1 and a client certificate.
