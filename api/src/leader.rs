@@ -89,13 +89,8 @@ impl Flags {
 
 /// `<hostname>_<random>`, client-go's identity.
 fn default_identity() -> String {
-    format!("{}_{}", hostname(), uuid_suffix())
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    let host = crate::flags::node_name(None).unwrap_or_else(|_| "localhost".into());
+    format!("{host}_{}", uuid_suffix())
 }
 
 fn uuid_suffix() -> String {

@@ -437,9 +437,9 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     // Several servers may share one etcd: each embedded component stands for its Lease as
     // this host and server address, stable across restarts (so a restarted server takes its
     // own Lease back at once, instead of waiting for it to expire).
+    let host = ekube_api::flags::node_name(None).context("finding the host name")?;
     let identity = format!(
-        "{}_{}:{}",
-        ekube_api::leader::hostname(),
+        "{host}_{}:{}",
         running.api.config.advertise_address(),
         running.addr.port()
     );
