@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 pub use config::Config;
 
-use crate::alloc::{Allocator, Holdings};
+use crate::alloc::Allocator;
 use crate::registry::Registry;
 use crate::storage::Storage;
 
@@ -276,17 +276,8 @@ pub async fn start(
         config.service_cluster_ip_range,
         config.service_node_port_range,
     );
-    let services = ekube_api::resources::find("", "v1", "services").expect("served");
-    let stored = store
-        .list(&services.key_prefix(), None, 0)
-        .await
-        .map_err(|source| Error::Storage {
-            store: config.store_name(),
-            source,
-        })?;
-    let holdings = service_holdings(services, &stored.items);
     let claimed = alloc::claims::Claims::new(store.clone())
-        .repair(&holdings, &mut alloc::claims::Orphans::default())
+        .repair(&mut alloc::claims::Orphans::default())
         .await
         .map_err(|source| Error::Storage {
             store: config.store_name(),
@@ -380,46 +371,16 @@ pub async fn start(
     Ok((running, server::serve(api, listener, tls, shutdown)))
 }
 
-/// `namespace/name` and what it holds, of each stored Service.
-fn service_holdings(
-    services: &ekube_api::resources::ResourceInfo,
-    stored: &[storage::KeyValue],
-) -> Vec<(String, Holdings)> {
-    stored
-        .iter()
-        .map(|kv| {
-            let svc = registry::decode(services, kv);
-            let meta = &svc["metadata"];
-            let owner = format!(
-                "{}/{}",
-                meta["namespace"].as_str().unwrap_or_default(),
-                meta["name"].as_str().unwrap_or_default()
-            );
-            (owner, Holdings::of(&svc))
-        })
-        .collect()
-}
-
 /// Every three minutes (upstream's repair interval), makes the stored allocation claims match
 /// the stored Services and this server's allocator match the claims, so values other servers
 /// released become free here too.
 async fn repair_allocations(api: Arc<ApiServer>) {
-    let services = ekube_api::resources::find("", "v1", "services").expect("served");
     let mut tick = tokio::time::interval(Duration::from_secs(180));
     let mut orphans = alloc::claims::Orphans::default();
     tick.tick().await;
     loop {
         tick.tick().await;
-        let repaired = async {
-            let stored = api
-                .registry
-                .store
-                .list(&services.key_prefix(), None, 0)
-                .await?;
-            let holdings = service_holdings(services, &stored.items);
-            api.registry.claims.repair(&holdings, &mut orphans).await
-        };
-        match repaired.await {
+        match api.registry.claims.repair(&mut orphans).await {
             Ok(claimed) => api.registry.alloc.lock().await.reset(&claimed),
             Err(e) => tracing::warn!(error = %e, "repairing service allocations"),
         }

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ekube_api::resources::find;
 use serde_json::{Value, json};
@@ -24,12 +24,6 @@ use crate::storage;
 const PREFIX: &str = "/registry/masterleases/";
 const RENEW: Duration = Duration::from_secs(10);
 const TTL: Duration = Duration::from_secs(15);
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Each record's revision and when this server first saw it.
 #[derive(Default)]
@@ -73,7 +67,8 @@ pub async fn reconcile(
 ) -> Result<()> {
     let store = &registry.store;
     let own = format!("{PREFIX}{advertise}");
-    let record = json!({"ip": advertise.to_string(), "port": port, "renewed": unix_now()})
+    // Rewriting it unchanged still gives it a new revision: that is the renewal.
+    let record = json!({"ip": advertise.to_string(), "port": port})
         .to_string()
         .into_bytes();
     match store.get(&own).await? {

@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -65,10 +64,9 @@ pub fn minus(a: &Holdings, b: &Holdings) -> Holdings {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// A claim's stored value: the Service holding it.
+fn record(owner: &str) -> Vec<u8> {
+    json!({ "service": owner }).to_string().into_bytes()
 }
 
 impl Claims {
@@ -78,8 +76,7 @@ impl Claims {
 
     /// Claims every value of `wanted` for the Service `owner` (`namespace/name`), all or none.
     pub async fn claim(&self, owner: &str, wanted: &Holdings) -> Result<(), Refused> {
-        let value = serde_json::to_vec(&json!({ "service": owner, "claimed": unix_now() }))
-            .expect("a JSON object serializes");
+        let value = record(owner);
         let mut done = Vec::new();
         let mut taken = Holdings::default();
         let mut failure = None;
@@ -160,11 +157,32 @@ impl Claims {
         Ok(claims)
     }
 
-    /// Makes the claims match the stored Services (`owner` → what it holds): claims what a
-    /// Service holds without one, and removes a claim no Service holds if the previous repair
-    /// (`orphans`, updated here) found it orphaned too, unchanged: its Service write is not in
-    /// flight then. Returns every claimed value afterwards.
-    pub async fn repair(
+    /// Makes the claims match the stored Services: claims what a Service holds without one,
+    /// and removes a claim no Service holds if the previous repair (`orphans`, updated here)
+    /// found it orphaned too, unchanged: its Service write is not in flight then. Returns every
+    /// claimed value afterwards, for the allocator to hold.
+    pub async fn repair(&self, orphans: &mut Orphans) -> Result<Vec<Holdings>, storage::Error> {
+        let services = ekube_api::resources::find("", "v1", "services").expect("served");
+        let stored = self.store.list(&services.key_prefix(), None, 0).await?;
+        let holdings: Vec<(String, Holdings)> = stored
+            .items
+            .iter()
+            .map(|kv| {
+                let svc = crate::registry::decode(services, kv);
+                let meta = &svc["metadata"];
+                let owner = format!(
+                    "{}/{}",
+                    meta["namespace"].as_str().unwrap_or_default(),
+                    meta["name"].as_str().unwrap_or_default()
+                );
+                (owner, Holdings::of(&svc))
+            })
+            .collect();
+        self.reconcile(&holdings, orphans).await
+    }
+
+    /// `repair` given the Services (`namespace/name` → what it holds).
+    async fn reconcile(
         &self,
         services: &[(String, Holdings)],
         orphans: &mut Orphans,
@@ -174,12 +192,7 @@ impl Claims {
         for (owner, holdings) in services {
             for key in keys(holdings) {
                 if claims.remove(&key).is_none() {
-                    let value = json!({ "service": owner, "claimed": unix_now() });
-                    match self
-                        .store
-                        .create(&key, value.to_string().into_bytes())
-                        .await
-                    {
+                    match self.store.create(&key, record(owner)).await {
                         Ok(_) | Err(storage::Error::AlreadyExists { .. }) => {}
                         Err(e) => return Err(e),
                     }
@@ -285,7 +298,7 @@ mod tests {
             .unwrap();
         let services = [("a/web".to_string(), holdings("10.96.0.10", &[30080]))];
         // First seen orphaned: kept (its Service write may be in flight).
-        let held = claims.repair(&services, &mut orphans).await.unwrap();
+        let held = claims.reconcile(&services, &mut orphans).await.unwrap();
         assert_eq!(held.len(), 3);
         let Err(Refused::Taken(_)) = claims.claim("x/y", &holdings("10.96.0.10", &[])).await else {
             panic!("repair did not claim a stored Service's IP");
@@ -298,7 +311,7 @@ mod tests {
                 .is_some()
         );
         // Still orphaned and unchanged a round later: removed.
-        let held = claims.repair(&services, &mut orphans).await.unwrap();
+        let held = claims.reconcile(&services, &mut orphans).await.unwrap();
         assert_eq!(held.len(), 1);
         assert!(
             store
