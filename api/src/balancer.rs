@@ -159,14 +159,27 @@ impl Balancer {
     }
 
     /// Keeps the server list equal to the `default/kubernetes` EndpointSlice, read through
-    /// `client` (which may itself connect through this balancer), for ever.
+    /// `client` (which may itself connect through this balancer), for ever. It is listed by
+    /// name rather than read: a node may list EndpointSlices (its proxy does) but not get one.
     pub async fn follow_endpoints(self: Arc<Self>, client: kube::Client) {
         use k8s_openapi::api::discovery::v1::EndpointSlice;
         let slices: kube::Api<EndpointSlice> = kube::Api::namespaced(client, "default");
+        let by_name = kube::api::ListParams::default().fields("metadata.name=kubernetes");
+        let mut warned = false;
         loop {
-            match slices.get_opt("kubernetes").await {
-                Ok(Some(slice)) => self.set_servers(servers_of(&slice)),
-                Ok(None) => {}
+            match slices.list(&by_name).await {
+                Ok(list) => {
+                    warned = false;
+                    if let Some(slice) = list.items.first() {
+                        self.set_servers(servers_of(slice));
+                    }
+                }
+                // Said once: a failing read keeps the last known servers, which may be all
+                // there is while one is down.
+                Err(e) if !warned => {
+                    warned = true;
+                    tracing::warn!(error = %e, "reading the kubernetes EndpointSlice");
+                }
                 Err(e) => tracing::debug!(error = %e, "reading the kubernetes EndpointSlice"),
             }
             tokio::time::sleep(REFRESH).await;

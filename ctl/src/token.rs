@@ -139,7 +139,7 @@ pub async fn ensure(kubeconfig: &Path, token: &str, ttl: Duration) -> Result<()>
         .await
         .with_context(|| format!("reading bootstrap token {:?}", token.id))?;
     match existing {
-        None => cluster.create(&token, secret).await,
+        None => cluster.create(&token, secret).await.map(drop),
         Some(obj) => {
             let data = bootstrap::secret_data(&serde_json::to_value(obj)?);
             if data.get("token-secret") != Some(&token.secret) {
@@ -151,6 +151,32 @@ pub async fn ensure(kubeconfig: &Path, token: &str, ttl: Duration) -> Result<()>
             Ok(())
         }
     }
+}
+
+/// Creates a random token that authenticates no one and lasts `ttl`, only to own other
+/// objects the garbage collector removes with it (kubeadm's proxy for the uploaded
+/// certificates' lifetime); returns its Secret's name and uid.
+pub async fn create_proxy(
+    kubeconfig: &Path,
+    ttl: Duration,
+    description: &str,
+) -> Result<(String, String)> {
+    let args = CreateArgs {
+        token: None,
+        ttl,
+        description: Some(description.into()),
+        usages: Vec::new(),
+        groups: Vec::new(),
+        print_join_command: false,
+    };
+    let (token, secret) = new_token(&args, Utc::now())?;
+    let cluster = Cluster::connect(kubeconfig).await?;
+    let created = cluster.create(&token, secret).await?;
+    let uid = created
+        .metadata
+        .uid
+        .context("the created token Secret has no uid")?;
+    Ok((bootstrap::secret_name(&token.id), uid))
 }
 
 /// The token to create and its Secret, kubeadm's `BootstrapTokenToSecret`.
@@ -259,10 +285,10 @@ impl Cluster {
         })
     }
 
-    async fn create(&self, token: &Token, secret: Value) -> Result<()> {
+    async fn create(&self, token: &Token, secret: Value) -> Result<DynamicObject> {
         let obj: DynamicObject = serde_json::from_value(secret)?;
         match self.secrets.create(&PostParams::default(), &obj).await {
-            Ok(_) => Ok(()),
+            Ok(created) => Ok(created),
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 bail!("a token with id {:?} already exists", token.id)
             }

@@ -98,6 +98,59 @@ pub const INIT_CMD: &str = concat!(
 /// A node that has joined, started again: `ekube agent` with the identity it was issued.
 pub const AGENT_CMD: &str = concat!("{ekube} agent ", agent_flags!());
 
+/// What a highly available lab adds to [`KUBEADM_CONFIG`]'s `ClusterConfiguration`: the
+/// lab's etcd cluster as the datastore (placeholders from [`crate::etcd::vars`]).
+pub const HA_CLUSTER_CONFIG: &str = "etcd:
+  external:
+    endpoints: [{etcd_endpoints}]
+    caFile: {etcd_ca}
+    certFile: {etcd_cert}
+    keyFile: {etcd_key}
+";
+
+/// The agent flag every agent of a highly available lab runs with: its client-side load
+/// balancer over the cluster's servers.
+pub const HA_AGENT_FLAG: &str = "--apiserver-load-balancer";
+
+/// [`INIT_CMD`] in a highly available lab: the CA and keys uploaded, sealed under the lab's
+/// `{cert_key}`, for the nodes that join as control planes.
+pub const HA_INIT_CMD: &str = concat!(
+    "{ekube} init --config {dir}/kubeadm.yaml --upload-certs --certificate-key {cert_key} \
+    --skip-phases kubelet-start --data-dir {dir}/data/server --kubeconfig-dir {dir} \
+    --run-dir {dir}/run/ekube --log-dir {dir}/logs/ekube -- ",
+    agent_flags!(),
+    " --apiserver-load-balancer"
+);
+
+/// The `JoinConfiguration` of a node joining as a further control plane (written to its
+/// `{dir}/join.yaml` once the CA's pin is known): its own API server on its address, no
+/// taints (pods run on every node, as on node 1).
+pub const CONTROL_PLANE_JOIN_CONFIG: &str = "apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: {server_ip}:6443
+    token: {token}
+    caCertHashes: [\"{ca_hash}\"]
+nodeRegistration:
+  name: {node}
+  taints: []
+controlPlane:
+  localAPIEndpoint:
+    advertiseAddress: {ip}
+    bindPort: 6443
+  certificateKey: {cert_key}
+";
+
+/// A node's first start in a highly available lab: `ekube join --control-plane` (through
+/// [`CONTROL_PLANE_JOIN_CONFIG`]), its server detached, its agent in the foreground.
+pub const CONTROL_PLANE_JOIN_CMD: &str = concat!(
+    "{ekube} join --config {dir}/join.yaml --data-dir {dir}/data/server --cert-dir {dir}/pki \
+    --run-dir {dir}/run/ekube --log-dir {dir}/logs/ekube --foreground -- ",
+    agent_flags!(),
+    " --apiserver-load-balancer"
+);
+
 /// Address of node `index` (1-based) on the underlay.
 pub fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 64, (10 * index) as u8)
@@ -167,6 +220,17 @@ pub struct LabConfig {
     /// Started instead of `node` on a node that has its identity already (a
     /// `{dir}/kubelet.conf`, as `ekube init` writes on node 1), e.g. [`AGENT_CMD`].
     pub joined_node: Option<CmdTemplate>,
+    /// Nodes (from node 1) that run an etcd member before the server starts (0: none); the
+    /// templates get the placeholders of [`crate::etcd::vars`].
+    pub etcd_members: usize,
+    /// Nodes (from node 1, which runs `server`) that run the control plane: nodes 2 and up to
+    /// this run `control_plane_node` instead of `node` on their first start.
+    pub control_planes: usize,
+    /// The first start of a further control-plane node, e.g. [`CONTROL_PLANE_JOIN_CMD`].
+    pub control_plane_node: Option<CmdTemplate>,
+    /// Written to each further control-plane node's `join.yaml` (placeholders filled) before it
+    /// starts, e.g. [`CONTROL_PLANE_JOIN_CONFIG`].
+    pub control_plane_join_config: Option<String>,
     /// How long the server gets to write `{kubeconfig}`.
     pub server_timeout: std::time::Duration,
     /// Extra placeholders for the templates.
@@ -188,6 +252,10 @@ impl LabConfig {
             kubeadm_config: None,
             node: None,
             joined_node: None,
+            etcd_members: 0,
+            control_planes: 1,
+            control_plane_node: None,
+            control_plane_join_config: None,
             server_timeout: std::time::Duration::from_secs(60),
             vars: BTreeMap::from([(
                 "token".to_owned(),
@@ -205,6 +273,17 @@ impl LabConfig {
                 self.nodes
             )));
         }
+        if self.etcd_members > self.nodes || self.control_planes > self.nodes {
+            return Err(Error::Config(format!(
+                "{} etcd members and {} control planes do not fit on {} nodes",
+                self.etcd_members, self.control_planes, self.nodes
+            )));
+        }
+        if self.control_planes > 1 && self.control_plane_node.is_none() {
+            return Err(Error::Config(
+                "further control planes need control_plane_node".into(),
+            ));
+        }
         if self.auth_registry && self.hub_images.is_none() {
             return Err(Error::Config("the auth registry needs hub_images".into()));
         }
@@ -212,6 +291,26 @@ impl LabConfig {
             return Err(Error::Config("images need the registry".into()));
         }
         Ok(())
+    }
+
+    /// Makes this a highly available lab: an etcd member and a server on each of the first
+    /// three nodes ([`HA_INIT_CMD`] on node 1, [`CONTROL_PLANE_JOIN_CMD`] on the others) and
+    /// every agent with its API server load balancer ([`HA_AGENT_FLAG`]). Call it after
+    /// setting `nodes`.
+    pub fn high_availability(&mut self) {
+        let with_balancer = |template: &str| {
+            let mut cmd = CmdTemplate::parse(template);
+            cmd.0.push(HA_AGENT_FLAG.to_owned());
+            cmd
+        };
+        self.etcd_members = self.nodes.min(3);
+        self.control_planes = self.nodes.min(3);
+        self.server = Some(CmdTemplate::parse(HA_INIT_CMD));
+        self.kubeadm_config = Some(format!("{KUBEADM_CONFIG}{HA_CLUSTER_CONFIG}"));
+        self.control_plane_node = Some(CmdTemplate::parse(CONTROL_PLANE_JOIN_CMD));
+        self.control_plane_join_config = Some(CONTROL_PLANE_JOIN_CONFIG.to_owned());
+        self.node = Some(with_balancer(JOIN_CMD));
+        self.joined_node = Some(with_balancer(AGENT_CMD));
     }
 
     /// `<root>/<name>`: state file, per-host directories, registry storage.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BPFFS, Host, LabConfig, REGISTRY, is_lab_netns, validate_name};
+use crate::config::{BPFFS, Host, LabConfig, REGISTRY, Role, is_lab_netns, validate_name};
 use crate::images::BuiltImage;
 use crate::process::{ExecOutput, ProcRecord};
 use crate::{Error, Result, cgroup, http, hub, images, io_err, net, process, registry, resolver};
@@ -132,6 +132,9 @@ impl Lab {
             }
             self.images.extend(built);
         }
+        if self.config.etcd_members > 0 {
+            self.start_etcd()?;
+        }
         if let Some(server) = self.config.server.clone() {
             let n1 = self.host("n1")?.clone();
             if let Some(template) = &self.config.kubeadm_config {
@@ -150,11 +153,60 @@ impl Lab {
                     .joined_node
                     .as_ref()
                     .filter(|_| h.dir.join("kubelet.conf").exists());
-                let cmd = joined.unwrap_or(&node).render(&h.vars(&self.config));
+                let control_plane = match h.role {
+                    Role::Node(i) if i > 1 && i <= self.config.control_planes => {
+                        self.config.control_plane_node.as_ref()
+                    }
+                    _ => None,
+                };
+                if let (Some(_), None, Some(template)) = (
+                    control_plane,
+                    joined,
+                    &self.config.control_plane_join_config,
+                ) {
+                    let path = h.dir.join("join.yaml");
+                    std::fs::write(&path, crate::config::fill(template, &h.vars(&self.config)))
+                        .map_err(io_err("writing", &path))?;
+                }
+                let cmd = joined
+                    .or(control_plane)
+                    .unwrap_or(&node)
+                    .render(&h.vars(&self.config));
                 self.spawn(&h.short, "agent", &cmd)?;
             }
         }
         Ok(())
+    }
+
+    /// Issues the etcd certificates, starts a member on each of the first
+    /// [`LabConfig::etcd_members`] nodes and waits until all report healthy.
+    fn start_etcd(&mut self) -> Result<()> {
+        let members: Vec<Host> = self
+            .nodes()
+            .take(self.config.etcd_members)
+            .cloned()
+            .collect();
+        let lab_dir = self.config.lab_dir();
+        crate::etcd::issue(&lab_dir, &members)?;
+        self.config
+            .vars
+            .extend(crate::etcd::vars(&members, &lab_dir));
+        if !self.config.vars.contains_key("cert_key") {
+            self.config.vars.insert("cert_key".into(), random_hex(32)?);
+        }
+        for h in &members {
+            let argv = crate::etcd::member_argv(h, &members, &self.config.name, &lab_dir);
+            self.spawn(&h.short, "etcd", &argv)?;
+        }
+        crate::etcd::wait_healthy(self, &members, Duration::from_secs(60))
+    }
+
+    /// The etcd members of this lab (none unless [`LabConfig::etcd_members`]).
+    pub fn etcd_members(&self) -> Vec<Host> {
+        self.nodes()
+            .take(self.config.etcd_members)
+            .cloned()
+            .collect()
     }
 
     /// Logs the last lines of every process log (before a failed start tears them down).
@@ -547,6 +599,10 @@ fn check_tools(config: &LabConfig) -> Result<()> {
     if config.auth_registry {
         needed.push((registry::HTPASSWD, registry::HTPASSWD, "apache2-utils"));
     }
+    if config.etcd_members > 0 {
+        needed.push(("/usr/bin/etcd", "/usr/bin/etcd", "etcd-server"));
+        needed.push(("/usr/bin/etcdctl", "/usr/bin/etcdctl", "etcd-client"));
+    }
     if config.hub_images.is_some() {
         needed.push(("/usr/bin/dpkg-deb", "/bin/dpkg-deb", "dpkg"));
         needed.push(("/usr/bin/apt-get", "/bin/apt-get", "apt"));
@@ -619,4 +675,14 @@ fn ensure_bpffs() -> Result<()> {
     }
     tracing::info!("mounted bpffs at {BPFFS}");
     Ok(())
+}
+
+/// `bytes` random bytes as hex digits.
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(io_err("reading", "/dev/urandom"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

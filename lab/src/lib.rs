@@ -13,6 +13,7 @@
 mod cgroup;
 mod config;
 pub mod debian;
+pub mod etcd;
 mod http;
 pub mod hub;
 pub mod images;
@@ -23,10 +24,11 @@ mod registry;
 mod resolver;
 
 pub use config::{
-    AGENT_CMD, AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BPFFS, CmdTemplate, DEAD_MIRROR,
-    DEFAULT_NAME, DEFAULT_ROOT, EXT_IP, FABRIC_IP, Host, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG,
-    LabConfig, MAX_NODES, REGISTRY, REGISTRY_PORT, Role, SERVER_CMD, UNDERLAY_PREFIX, fill,
-    node_ip,
+    AGENT_CMD, AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, BPFFS, CONTROL_PLANE_JOIN_CMD,
+    CONTROL_PLANE_JOIN_CONFIG, CmdTemplate, DEAD_MIRROR, DEFAULT_NAME, DEFAULT_ROOT, EXT_IP,
+    FABRIC_IP, HA_AGENT_FLAG, HA_CLUSTER_CONFIG, HA_INIT_CMD, Host, INIT_CMD, JOIN_CMD,
+    KUBEADM_CONFIG, LabConfig, MAX_NODES, REGISTRY, REGISTRY_PORT, Role, SERVER_CMD,
+    UNDERLAY_PREFIX, fill, node_ip,
 };
 pub use http::{Response, request as http_request};
 pub use lab::Lab;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ekube_lab::{
-    AGENT_CMD, CmdTemplate, ExecOutput, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG, Lab, LabConfig,
+    AGENT_CMD, CONTROL_PLANE_JOIN_CMD, CONTROL_PLANE_JOIN_CONFIG, CmdTemplate, ExecOutput,
+    HA_AGENT_FLAG, HA_CLUSTER_CONFIG, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG, Lab, LabConfig,
 };
 use serde_json::Value;
 
@@ -34,6 +35,9 @@ pub struct ClusterOptions<'a> {
     /// Skip init's addons phase: no `coredns` pods, for tests that check that nothing of
     /// any pod is left on a node.
     pub no_dns: bool,
+    /// A highly available control plane ([`LabConfig::high_availability`]): etcd and a server
+    /// on the first three nodes, nodes 2 and 3 joining with `ekube join --control-plane`.
+    pub ha: bool,
 }
 
 /// The lab's kubeadm configuration with the controller-manager's `extraArgs` (`name=value`).
@@ -58,6 +62,8 @@ pub struct LabCluster {
     /// A node's first start (`ekube join`) and later ones (`ekube agent`).
     join: CmdTemplate,
     agent: CmdTemplate,
+    /// The first start of nodes 2 and 3 in a highly available cluster.
+    control_plane_join: Option<CmdTemplate>,
 }
 
 impl LabCluster {
@@ -105,8 +111,16 @@ impl LabCluster {
             cmd.0.extend(extra.iter().map(|a| a.to_string()));
             cmd
         };
+        let mut agent_args: Vec<&str> = options.agent_args.to_vec();
+        if options.ha {
+            config.high_availability();
+            agent_args.push(HA_AGENT_FLAG);
+        }
         if server {
-            let mut init = CmdTemplate::parse(INIT_CMD);
+            let mut init = config
+                .server
+                .clone()
+                .unwrap_or(CmdTemplate::parse(INIT_CMD));
             if options.no_dns {
                 for arg in &mut init.0 {
                     if arg == "kubelet-start" {
@@ -115,15 +129,25 @@ impl LabCluster {
                 }
             }
             config.server = Some(init);
-            config.kubeadm_config = Some(kubeadm_config(options.controller_manager_args)?);
+            let mut kubeadm = kubeadm_config(options.controller_manager_args)?;
+            if options.ha {
+                kubeadm.push_str(HA_CLUSTER_CONFIG);
+            }
+            config.kubeadm_config = Some(kubeadm);
         }
+        // Nodes start through `start_agent`, not with the lab.
+        config.node = None;
+        config.joined_node = None;
         let lab = Lab::up(config)?;
         Ok(Self {
             kubeconfig: lab.kubeconfig(),
             kubectl: kubectl_bin(),
             lab,
-            join: with(JOIN_CMD, options.agent_args),
-            agent: with(AGENT_CMD, options.agent_args),
+            join: with(JOIN_CMD, &agent_args),
+            agent: with(AGENT_CMD, &agent_args),
+            control_plane_join: options
+                .ha
+                .then(|| with(CONTROL_PLANE_JOIN_CMD, options.agent_args)),
         })
     }
 
@@ -160,7 +184,23 @@ impl LabCluster {
     pub fn start_agent_with(&self, short: &str, extra: &[&str]) -> Result<u32> {
         let host = self.lab.host(short)?;
         let joined = host.dir.join("kubelet.conf").exists();
-        let mut agent = if joined { &self.agent } else { &self.join }.clone();
+        let control_plane = match host.role {
+            ekube_lab::Role::Node(i) if i > 1 && i <= self.lab.config().control_planes => {
+                self.control_plane_join.as_ref()
+            }
+            _ => None,
+        };
+        let mut agent = match (joined, control_plane) {
+            (true, _) => &self.agent,
+            (false, Some(join)) => {
+                let path = host.dir.join("join.yaml");
+                let vars = host.vars(self.lab.config());
+                std::fs::write(&path, ekube_lab::fill(CONTROL_PLANE_JOIN_CONFIG, &vars))?;
+                join
+            }
+            (false, None) => &self.join,
+        }
+        .clone();
         agent.0.extend(extra.iter().map(|a| a.to_string()));
         Ok(self
             .lab
@@ -271,6 +311,12 @@ impl LabCluster {
             self.lab.stop(pid)?;
         }
         Ok(())
+    }
+
+    /// Makes `kubectl` (and everything built on it) use `kubeconfig`, e.g. the admin
+    /// kubeconfig of another control-plane node when node 1's server is down.
+    pub fn use_kubeconfig(&mut self, kubeconfig: PathBuf) {
+        self.kubeconfig = kubeconfig;
     }
 
     /// The node name of lab node `short` (`n1` → `<lab>-n1`).

@@ -156,6 +156,42 @@ fn nodes_join_with_a_token_and_a_pinned_ca() -> Result<()> {
     )?;
     ensure!(out.contains("there is no JWS signed token"), "{out}");
 
+    // A second control plane needs a datastore the servers share; this cluster's is sled on n1.
+    let n2_dir = c.lab.host("n2")?.dir.display().to_string();
+    let key = "ab".repeat(32);
+    let (data_dir, cert_dir) = (format!("{n2_dir}/data/server"), format!("{n2_dir}/pki"));
+    let out = failed_join(
+        &c,
+        &[
+            endpoint,
+            "--token",
+            &token,
+            "--discovery-token-ca-cert-hash",
+            &pin,
+            "--control-plane",
+            "--certificate-key",
+            &key,
+            "--data-dir",
+            &data_dir,
+            "--cert-dir",
+            &cert_dir,
+        ],
+    )?;
+    ensure!(
+        out.contains("sled store of its first control-plane host")
+            && out.contains("datastore migrate"),
+        "{out}"
+    );
+    ensure!(
+        !std::path::Path::new(&cert_dir).join("ca.key").exists(),
+        "a refused control-plane join left the CA key behind"
+    );
+    let out = failed_join(
+        &c,
+        &[endpoint, "--token", &token, "--certificate-key", &key],
+    )?;
+    ensure!(out.contains("give --control-plane too"), "{out}");
+
     // The printed join command, as printed, plus where this lab keeps n2's files.
     let printed = ekube_admin(&c, &["token", "create", "--print-join-command"])?;
     let words: Vec<&str> = printed.split_whitespace().collect();

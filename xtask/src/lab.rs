@@ -60,6 +60,12 @@ pub(crate) struct UpArgs {
     /// Bring up only the network, registry and images, not the cluster components.
     #[arg(long)]
     no_cluster: bool,
+    /// A highly available control plane: an etcd member (TLS, the lab's etcd CA) and an
+    /// `ekube server` on each of the first three nodes (`ekube init --upload-certs` on node
+    /// 1, `ekube join --control-plane` on the others), every agent with its API server load
+    /// balancer.
+    #[arg(long, conflicts_with_all = ["server_cmd", "node_cmd"])]
+    ha: bool,
 }
 
 #[derive(clap::Args)]
@@ -128,6 +134,7 @@ impl UpArgs {
             server_cmd: INIT_CMD.to_owned(),
             node_cmd: JOIN_CMD.to_owned(),
             no_cluster: false,
+            ha: false,
         }
     }
 }
@@ -178,6 +185,9 @@ pub(crate) fn start(args: &UpArgs) -> Result<(Lab, Option<PathBuf>)> {
             config.node = Some(CmdTemplate::parse(&args.node_cmd));
             config.joined_node = Some(CmdTemplate::parse(AGENT_CMD));
         }
+        if args.ha {
+            config.high_availability();
+        }
     }
     let lab = Lab::up(config).with_context(|| format!("bringing lab {} up", args.name))?;
     Ok((lab, ekube))
@@ -206,6 +216,15 @@ fn print_summary(lab: &Lab, ekube: Option<&Path>) {
             println!(
                 "started: control plane on {name}-n1 (ekube init): {server}, agent on every node: {node}"
             );
+            if config.control_planes > 1 {
+                println!(
+                    "highly available: etcd on the first {} nodes ({}), a server on the first {} \
+                     (n2 and up joined with `ekube join --control-plane`)",
+                    config.etcd_members,
+                    ekube_lab::etcd::endpoints(&lab.etcd_members()),
+                    config.control_planes
+                );
+            }
             println!("logs: {}/<host>/logs/", config.lab_dir().display());
         }
     }

@@ -126,6 +126,8 @@ pub struct EtcdStorage {
     compacted: Arc<AtomicU64>,
     /// How many events a watcher may fall behind before it is dropped.
     watch_buffer: usize,
+    /// How long one request may take (`--datastore-timeout`).
+    timeout: Duration,
 }
 
 impl EtcdStorage {
@@ -147,6 +149,7 @@ impl EtcdStorage {
             revision: AtomicU64::new(0),
             compacted: Arc::new(AtomicU64::new(0)),
             watch_buffer: watch_buffer.max(16),
+            timeout,
         };
         let mut kv = storage.kv();
         let first = tokio::time::timeout(timeout, kv.get(COMPACT_REV_KEY, None))
@@ -203,8 +206,36 @@ impl EtcdStorage {
         classify(&self.endpoints, e)
     }
 
+    /// Sends a request made by `send`, and again while it fails without having reached any
+    /// member: the client balances over every endpoint, and one whose member is down refuses
+    /// the connection, so another attempt goes to a live one. Any other failure is returned at
+    /// once (a write may have been applied), and so is the last refusal once the request
+    /// timeout has passed.
+    async fn call<T, Fut>(&self, mut send: impl FnMut(etcd_client::KvClient) -> Fut) -> Result<T>
+    where
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match send(self.kv()).await {
+                Err(e) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(etcd = %self.endpoints, error = %describe(&e), "etcd request not sent; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                result => return result.map_err(|e| self.error(e)),
+            }
+        }
+    }
+
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
-        let response = self.kv().txn(txn).await.map_err(|e| self.error(e))?;
+        let response = self
+            .call(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
         self.seen(response.header());
         Ok(response)
     }
@@ -229,11 +260,13 @@ impl Storage for EtcdStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let etcd_key = keys::to_etcd(key);
         let response = self
-            .kv()
-            .get(keys::to_etcd(key), None)
-            .await
-            .map_err(|e| self.error(e))?;
+            .call(|mut kv| {
+                let key = etcd_key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
         self.seen(response.header());
         Ok(response.kvs().first().map(|kv| stored(key.to_string(), kv)))
     }
@@ -257,10 +290,11 @@ impl Storage for EtcdStorage {
             .with_range(range_end(etcd_prefix.as_bytes()))
             .with_limit(limit as i64);
         let response = self
-            .kv()
-            .get(start, Some(options))
-            .await
-            .map_err(|e| self.error(e))?;
+            .call(|mut kv| {
+                let (start, options) = (start.clone(), options.clone());
+                async move { kv.get(start, Some(options)).await }
+            })
+            .await?;
         let revision = self.seen(response.header());
         let items = response
             .kvs()
@@ -280,10 +314,11 @@ impl Storage for EtcdStorage {
             .with_range(range_end(prefix.as_bytes()))
             .with_count_only();
         let response = self
-            .kv()
-            .get(prefix, Some(options))
-            .await
-            .map_err(|e| self.error(e))?;
+            .call(|mut kv| {
+                let (prefix, options) = (prefix.clone(), options.clone());
+                async move { kv.get(prefix, Some(options)).await }
+            })
+            .await?;
         self.seen(response.header());
         Ok(response.count().max(0) as usize)
     }
@@ -419,12 +454,24 @@ impl Storage for EtcdStorage {
             .max_decoding_message_size(MAX_MESSAGE);
         let compacted = self.compacted.clone();
         let endpoints = self.endpoints.clone();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         tokio::spawn(async move {
-            let mut stream = match client.watch(etcd_prefix, Some(options)).await {
-                Ok(stream) => stream,
-                Err(e) => {
-                    tracing::warn!(etcd = %endpoints, error = %describe(&e), "watch failed");
-                    return;
+            // Opened again while the balancer picks a member that is down (as `call` does).
+            let mut pause = Duration::from_millis(5);
+            let mut stream = loop {
+                match client
+                    .watch(etcd_prefix.clone(), Some(options.clone()))
+                    .await
+                {
+                    Ok(stream) => break stream,
+                    Err(e) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
+                    Err(e) => {
+                        tracing::warn!(etcd = %endpoints, error = %describe(&e), "watch failed");
+                        return;
+                    }
                 }
             };
             loop {
@@ -475,11 +522,9 @@ impl Storage for EtcdStorage {
         }
         // The floor moves forward only, whichever server compacts: the record is replaced
         // only if it is what was read and lower (as kube-apiserver guards it by its version).
-        let mut kv = self.kv();
-        let current = kv
-            .get(COMPACT_REV_KEY, None)
-            .await
-            .map_err(|e| self.error(e))?;
+        let current = self
+            .call(|mut kv| async move { kv.get(COMPACT_REV_KEY, None).await })
+            .await?;
         let (recorded, recorded_at) = current.kvs().first().map_or((0, 0), |kv| {
             (decode_revision(kv.value()), kv.mod_revision())
         });
@@ -500,20 +545,21 @@ impl Storage for EtcdStorage {
         }
         // Watches from before the floor are refused from now on, then etcd drops the history.
         self.compacted.fetch_max(revision, Ordering::SeqCst);
-        match kv.compact(revision as i64, None).await {
+        match self
+            .call(|mut kv| async move { kv.compact(revision as i64, None).await })
+            .await
+        {
             Ok(response) => {
                 self.seen(response.header());
                 Ok(())
             }
             // Another server compacted past it already.
-            Err(etcd_client::Error::GRpcStatus(status))
-                if status
-                    .message()
-                    .contains("required revision has been compacted") =>
+            Err(Error::Backend(message))
+                if message.contains("required revision has been compacted") =>
             {
                 Ok(())
             }
-            Err(e) => Err(self.error(e)),
+            Err(e) => Err(e),
         }
     }
 }
@@ -617,6 +663,37 @@ fn classify(endpoints: &str, e: etcd_client::Error) -> Error {
     }
 }
 
+/// Whether a request failed before it reached any member: its connection was refused or never
+/// made (the member is down), so sending it again cannot apply it twice.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = match e {
+        // tonic's status carries the transport error as its source; etcd-client's error
+        // does not pass it on.
+        etcd_client::Error::GRpcStatus(status) => {
+            if status.code() == tonic::Code::Unavailable
+                && status.message().starts_with("tcp connect error")
+            {
+                return true;
+            }
+            std::error::Error::source(status)
+        }
+        _ => Some(e),
+    };
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        // hyper's connector, under tonic's transport error.
+        if c.to_string().starts_with("tcp connect error") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// An error with its innermost cause, since a transport error's own text names none
 /// ("transport error", for a refused connection).
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
@@ -638,6 +715,21 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_refused_connections_count_as_never_sent() {
+        use etcd_client::Error::GRpcStatus;
+        let refused = GRpcStatus(tonic::Status::unavailable("tcp connect error"));
+        assert!(super::never_sent(&refused));
+        // Reached a member that could not serve it: the request may have been applied.
+        for sent in [
+            tonic::Status::unavailable("etcdserver: leader changed"),
+            tonic::Status::deadline_exceeded("context deadline exceeded"),
+            tonic::Status::unknown("transport error"),
+        ] {
+            assert!(!super::never_sent(&GRpcStatus(sent)));
+        }
+    }
+
     use ekube_api::resources::RESOURCES;
 
     use super::keys::{from_etcd, to_etcd};

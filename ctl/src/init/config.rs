@@ -52,6 +52,17 @@ const HONOURED: &[(&str, &str)] = &[
     ("JoinConfiguration", "discovery.tlsBootstrapToken"),
     ("JoinConfiguration", "nodeRegistration.name"),
     ("JoinConfiguration", "nodeRegistration.kubeletExtraArgs"),
+    ("JoinConfiguration", "nodeRegistration.taints"),
+    // A further control-plane host (`ekube join --control-plane`).
+    (
+        "JoinConfiguration",
+        "controlPlane.localAPIEndpoint.advertiseAddress",
+    ),
+    (
+        "JoinConfiguration",
+        "controlPlane.localAPIEndpoint.bindPort",
+    ),
+    ("JoinConfiguration", "controlPlane.certificateKey"),
     ("JoinConfiguration", "timeouts.discovery"),
 ];
 
@@ -86,6 +97,10 @@ pub struct FileConfig {
     pub ca_cert_hashes: Vec<String>,
     pub unsafe_skip_ca_verification: bool,
     pub discovery_timeout: Option<Duration>,
+    /// A `JoinConfiguration` with `controlPlane`: the host joins as a control plane.
+    pub control_plane: bool,
+    /// `controlPlane.certificateKey`.
+    pub certificate_key: Option<String>,
     /// One line per field present but not honoured, or otherwise questionable.
     pub warnings: Vec<String>,
 }
@@ -233,44 +248,50 @@ fn read_init(doc: &Value, out: &mut FileConfig) -> Result<()> {
             }
         }
     }
-    let endpoint = &doc["localAPIEndpoint"];
-    if let Some(addr) = string(
-        &endpoint["advertiseAddress"],
-        "localAPIEndpoint.advertiseAddress",
-    )? {
-        out.advertise_address = Some(
-            addr.parse()
-                .with_context(|| format!("localAPIEndpoint.advertiseAddress {addr:?}"))?,
-        );
-    }
-    if !endpoint["bindPort"].is_null() {
-        let port = endpoint["bindPort"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-            .context("localAPIEndpoint.bindPort must be a port number")?;
-        out.bind_port = Some(port);
-    }
+    read_local_endpoint(&doc["localAPIEndpoint"], "localAPIEndpoint", out)?;
     let reg = &doc["nodeRegistration"];
     out.node_name = string(&reg["name"], "nodeRegistration.name")?;
-    out.taints = match &reg["taints"] {
-        Value::Null => None,
-        Value::Array(taints) => {
-            for t in taints {
-                if t["key"].as_str().is_none_or(str::is_empty) || t["effect"].as_str().is_none() {
-                    bail!("nodeRegistration.taints: {t} needs a key and an effect");
-                }
-            }
-            Some(taints.clone())
-        }
-        other => bail!("nodeRegistration.taints must be a list, not {other}"),
-    };
+    out.taints = taints(&reg["taints"])?;
     out.ignore_preflight_errors = strings(&reg["ignorePreflightErrors"]);
     out.kubelet_args = extra_args(
         &reg["kubeletExtraArgs"],
         "nodeRegistration.kubeletExtraArgs",
     )?;
     Ok(())
+}
+
+/// `localAPIEndpoint` (of an `InitConfiguration`, or of a `JoinConfiguration`'s
+/// `controlPlane`) at `path`.
+fn read_local_endpoint(endpoint: &Value, path: &str, out: &mut FileConfig) -> Result<()> {
+    let what = format!("{path}.advertiseAddress");
+    if let Some(addr) = string(&endpoint["advertiseAddress"], &what)? {
+        out.advertise_address = Some(addr.parse().with_context(|| format!("{what} {addr:?}"))?);
+    }
+    if !endpoint["bindPort"].is_null() {
+        let port = endpoint["bindPort"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0)
+            .with_context(|| format!("{path}.bindPort must be a port number"))?;
+        out.bind_port = Some(port);
+    }
+    Ok(())
+}
+
+/// `nodeRegistration.taints`: `Some(vec![])` for `[]`, `None` when absent.
+fn taints(v: &Value) -> Result<Option<Vec<Value>>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(taints) => {
+            for t in taints {
+                if t["key"].as_str().is_none_or(str::is_empty) || t["effect"].as_str().is_none() {
+                    bail!("nodeRegistration.taints: {t} needs a key and an effect");
+                }
+            }
+            Ok(Some(taints.clone()))
+        }
+        other => bail!("nodeRegistration.taints must be a list, not {other}"),
+    }
 }
 
 fn read_join(doc: &Value, out: &mut FileConfig) -> Result<()> {
@@ -301,6 +322,20 @@ fn read_join(doc: &Value, out: &mut FileConfig) -> Result<()> {
         ),
     };
     out.node_name = string(&doc["nodeRegistration"]["name"], "nodeRegistration.name")?;
+    out.taints = taints(&doc["nodeRegistration"]["taints"])?;
+    let control_plane = &doc["controlPlane"];
+    if !control_plane.is_null() {
+        out.control_plane = true;
+        read_local_endpoint(
+            &control_plane["localAPIEndpoint"],
+            "controlPlane.localAPIEndpoint",
+            out,
+        )?;
+        out.certificate_key = string(
+            &control_plane["certificateKey"],
+            "controlPlane.certificateKey",
+        )?;
+    }
     out.kubelet_args = extra_args(
         &doc["nodeRegistration"]["kubeletExtraArgs"],
         "nodeRegistration.kubeletExtraArgs",
@@ -577,6 +612,30 @@ mod tests {
         // An init file given to join: named, and nothing to read.
         let err = parse(&init_defaults(), JOIN_KINDS).unwrap_err();
         assert!(err.to_string().contains("no JoinConfiguration"), "{err}");
+    }
+
+    #[test]
+    fn control_plane_joins_read_back() {
+        let text = format!(
+            "{}controlPlane:\n  localAPIEndpoint:\n    advertiseAddress: 10.0.0.2\n    bindPort: 6444\n  certificateKey: {}\n",
+            join_defaults().replace("taints: null", "taints: []"),
+            "ab".repeat(32)
+        );
+        let c = parse(&text, JOIN_KINDS).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert!(c.control_plane);
+        assert_eq!(c.advertise_address, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(c.bind_port, Some(6444));
+        assert_eq!(c.certificate_key, Some("ab".repeat(32)));
+        assert_eq!(c.taints, Some(Vec::new()));
+        let worker = parse(&join_defaults(), JOIN_KINDS).unwrap();
+        assert!(!worker.control_plane && worker.taints.is_none());
+        let bad = text.replace("bindPort: 6444", "bindPort: seventy");
+        let err = parse(&bad, JOIN_KINDS).unwrap_err().to_string();
+        assert!(
+            err.contains("controlPlane.localAPIEndpoint.bindPort"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,16 +6,19 @@
 //! node's `kubelet.conf`, and `admin.conf` in `kubeadm:cluster-admins` once the control plane
 //! answers) → control-plane (`ekube server`, detached) → wait-control-plane (`/readyz`) →
 //! upload-config (`kube-system/kubeadm-config` and `kubelet-config`, readable by joining
-//! nodes) → kubelet-start (`ekube agent`, detached) → mark-control-plane (role label and
+//! nodes) → upload-certs (with `--upload-certs`: the CA and keys, sealed under the certificate
+//! key, for further control-plane hosts; [`certs_upload`]) → kubelet-start (`ekube agent`, detached) → mark-control-plane (role label and
 //! taints) → bootstrap-token → addons.
 //!
 //! It returns with both processes running (pid files under `--run-dir`, logs under
 //! `--log-dir`) and prints kubeadm's closing text with the exact `ekube join` command.
 //! Flags after `--` go to the node agent.
 
+pub mod certs_upload;
 pub mod config;
 mod preflight;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -40,6 +43,7 @@ const PHASES: &[&str] = &[
     "control-plane",
     "wait-control-plane",
     "upload-config",
+    "upload-certs",
     "kubelet-start",
     "mark-control-plane",
     "bootstrap-token",
@@ -48,13 +52,13 @@ const PHASES: &[&str] = &[
 /// The ConfigMaps joining nodes read their settings from, and who may read them.
 pub const KUBEADM_CONFIG: &str = "kubeadm-config";
 pub const KUBELET_CONFIG: &str = "kubelet-config";
-const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 /// kubeadm's kubeconfig files, and who each one is (CN, groups).
-const ADMIN_CONF: &str = "admin.conf";
-const SUPER_ADMIN_CONF: &str = "super-admin.conf";
+pub const ADMIN_CONF: &str = "admin.conf";
+pub const SUPER_ADMIN_CONF: &str = "super-admin.conf";
 const CONTROLLER_MANAGER_CONF: &str = "controller-manager.conf";
 const SCHEDULER_CONF: &str = "scheduler.conf";
-const KUBECONFIGS: &[(&str, &str, &[&str])] = &[
+pub const KUBECONFIGS: &[(&str, &str, &[&str])] = &[
     // Bound to cluster-admin by the `kubeadm:cluster-admins` ClusterRoleBinding, so taking
     // the binding away takes the file's powers away (unlike `system:masters`).
     (ADMIN_CONF, "kubernetes-admin", &["kubeadm:cluster-admins"]),
@@ -145,6 +149,14 @@ pub struct InitArgs {
     /// Where the kubeconfig files go.
     #[arg(long, default_value = "/etc/kubernetes")]
     kubeconfig_dir: PathBuf,
+    /// Upload the CA and keys every control-plane host needs to `kube-system/kubeadm-certs`,
+    /// sealed under the certificate key, for `ekube join --control-plane`.
+    #[arg(long)]
+    upload_certs: bool,
+    /// The certificate key (64 hex digits) to seal the uploaded certificates with (default: a
+    /// random one, printed).
+    #[arg(long)]
+    certificate_key: Option<String>,
     #[command(flatten)]
     dirs: Dirs,
     /// Flags for this node's `ekube agent` (after `--`).
@@ -243,9 +255,7 @@ impl Plan {
                 .clone()
                 .or(file.cert_dir.map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("/etc/kubernetes/pki")),
-            taints: file.taints.unwrap_or_else(|| {
-                vec![json!({"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"})]
-            }),
+            taints: file.taints.unwrap_or_else(default_taints),
             cert_sans: file.cert_sans,
             ignore_preflight_errors: ignore,
             apiserver_args: file.apiserver_args,
@@ -261,16 +271,172 @@ impl Plan {
     }
 
     fn endpoint(&self) -> String {
-        match self.advertise {
-            IpAddr::V6(ip) => format!("[{ip}]:{}", self.port),
-            IpAddr::V4(ip) => format!("{ip}:{}", self.port),
+        endpoint(self.advertise, self.port)
+    }
+
+    /// Where the external etcd's client files are, by their `etcd.external` field.
+    fn etcd_files(&self) -> BTreeMap<String, PathBuf> {
+        etcd_external(&self.apiserver_args).1
+    }
+
+    /// What this host's `ekube server` runs with.
+    fn control_plane(&self, args: &InitArgs) -> ControlPlane {
+        ControlPlane {
+            advertise: self.advertise,
+            port: self.port,
+            pod_subnet: self.pod_subnet,
+            service_subnet: self.service_subnet,
+            cert_dir: self.cert_dir.clone(),
+            cert_sans: self.cert_sans.clone(),
+            apiserver_args: self.apiserver_args.clone(),
+            controller_manager_args: self.controller_manager_args.clone(),
+            scheduler_args: self.scheduler_args.clone(),
+            data_dir: args.data_dir.clone(),
+            kubeconfig_dir: args.kubeconfig_dir.clone(),
         }
+    }
+}
+
+/// kubeadm's taint of control-plane nodes.
+pub fn default_taints() -> Vec<Value> {
+    vec![json!({"key": CONTROL_PLANE_ROLE, "effect": "NoSchedule"})]
+}
+
+/// `host:port` of an API server, IPv6 addresses in brackets.
+fn endpoint(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+        IpAddr::V4(ip) => format!("{ip}:{port}"),
+    }
+}
+
+/// The API server flags that name an external etcd (`etcd.external` of a
+/// `ClusterConfiguration`, or kube-apiserver's or ekube's flags among `extraArgs`): its
+/// endpoints, and its client files by their `etcd.external` field.
+pub fn etcd_external(args: &[(String, String)]) -> (Option<String>, BTreeMap<String, PathBuf>) {
+    let mut endpoints = None;
+    let mut files = BTreeMap::new();
+    for (name, value) in args {
+        let field = match name.as_str() {
+            "datastore-endpoint" | "etcd-servers" => {
+                endpoints = Some(value.clone());
+                continue;
+            }
+            "datastore-cafile" | "etcd-cafile" => "caFile",
+            "datastore-certfile" | "etcd-certfile" => "certFile",
+            "datastore-keyfile" | "etcd-keyfile" => "keyFile",
+            _ => continue,
+        };
+        files.insert(field.to_string(), PathBuf::from(value));
+    }
+    (endpoints, files)
+}
+
+/// What a control-plane host's `ekube server` runs with: init's plan, or, on a host joining
+/// as a further control plane, the cluster's stored `ClusterConfiguration` with the host's
+/// own address and directories.
+#[derive(Debug, Clone)]
+pub struct ControlPlane {
+    pub advertise: IpAddr,
+    pub port: u16,
+    pub pod_subnet: Ipv4Network,
+    pub service_subnet: Ipv4Network,
+    pub cert_dir: PathBuf,
+    pub cert_sans: Vec<String>,
+    pub apiserver_args: Vec<(String, String)>,
+    pub controller_manager_args: Vec<(String, String)>,
+    pub scheduler_args: Vec<(String, String)>,
+    /// Where the server keeps its state (sled's files, when it has no etcd).
+    pub data_dir: PathBuf,
+    /// Where the kubeconfig files go.
+    pub kubeconfig_dir: PathBuf,
+}
+
+impl ControlPlane {
+    pub fn endpoint(&self) -> String {
+        endpoint(self.advertise, self.port)
+    }
+
+    /// Whether the server keeps its state in an etcd other hosts can reach.
+    pub fn shares_datastore(&self) -> bool {
+        etcd_external(&self.apiserver_args).0.is_some()
+    }
+
+    /// Writes kubeconfig `file` of the kubeconfig directory for `user` in `groups`, its
+    /// client certificate signed by `ca`.
+    pub fn write_kubeconfig(
+        &self,
+        ca: &ekube_apiserver::pki::Ca,
+        file: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<()> {
+        println!("[kubeconfig] Writing {file:?} kubeconfig file");
+        let issued = ca.issue(user, groups, &[], false)?;
+        ekube_apiserver::pki::write_kubeconfig(
+            &self.kubeconfig_dir.join(file),
+            &format!("https://{}", self.endpoint()),
+            &ca.cert_pem,
+            user,
+            &issued,
+        )?;
+        Ok(())
+    }
+
+    /// `ekube server`'s argv, checked by parsing it as `ekube server` will (a bad `extraArgs`
+    /// stops init before anything is written).
+    pub fn server_argv(&self) -> Result<Vec<OsString>> {
+        let mut argv = vec![
+            os("server"),
+            os("--data-dir"),
+            self.data_dir.clone().into(),
+            os("--cert-dir"),
+            self.cert_dir.clone().into(),
+            os("--advertise-address"),
+            os(self.advertise.to_string()),
+            os("--secure-port"),
+            os(self.port.to_string()),
+            os("--controller-manager-kubeconfig"),
+            self.kubeconfig_dir.join(CONTROLLER_MANAGER_CONF).into(),
+            os("--scheduler-kubeconfig"),
+            self.kubeconfig_dir.join(SCHEDULER_CONF).into(),
+            os("--service-cluster-ip-range"),
+            os(self.service_subnet.to_string()),
+            os("--kube-controller-manager-arg"),
+            os(format!("cluster-cidr={}", self.pod_subnet)),
+            // The addons phase installs them (or, skipped, leaves them out).
+            os("--disable"),
+            os("coredns"),
+        ];
+        for san in &self.cert_sans {
+            argv.extend([os("--tls-san"), os(san)]);
+        }
+        for (name, value) in &self.apiserver_args {
+            argv.extend([os(format!("--{name}")), os(value)]);
+        }
+        for (flag, pairs) in [
+            (
+                "--kube-controller-manager-arg",
+                &self.controller_manager_args,
+            ),
+            ("--kube-scheduler-arg", &self.scheduler_args),
+        ] {
+            argv.extend(
+                pairs
+                    .iter()
+                    .flat_map(|(n, v)| [os(flag), os(format!("{n}={v}"))]),
+            );
+        }
+        crate::flags::component::<crate::ServerArgs>("server", argv[1..].to_vec(), &[])
+            .and_then(|mut server| server.check())
+            .context("the control plane's extraArgs")?;
+        Ok(argv)
     }
 }
 
 /// This host's address on the default route, found the way kubeadm finds it: the source
 /// address the kernel would pick (a UDP socket's connect sends nothing).
-fn default_address() -> Result<IpAddr> {
+pub fn default_address() -> Result<IpAddr> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     socket
         .connect((Ipv4Addr::new(192, 0, 2, 1), 9))
@@ -307,10 +473,22 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
     }
     let plan = Plan::resolve(&args)?;
     let skip = |phase: &str| args.skip_phases.iter().any(|p| p == phase);
+    let certificate_key = match (&args.certificate_key, args.upload_certs) {
+        (Some(_), false) => {
+            bail!("--certificate-key seals the certificates --upload-certs uploads: give both")
+        }
+        (Some(key), true) => {
+            Some(certs_upload::CertificateKey::parse(key).context("--certificate-key")?)
+        }
+        (None, true) => Some(certs_upload::CertificateKey::generate()?),
+        (None, false) => None,
+    }
+    .filter(|_| !skip("upload-certs"));
     let admin = args.kubeconfig_dir.join(ADMIN_CONF);
     let super_admin = args.kubeconfig_dir.join(SUPER_ADMIN_CONF);
     let kubelet_conf = args.kubeconfig_dir.join("kubelet.conf");
-    let server_argv = server_argv(&args, &plan)?;
+    let control_plane = plan.control_plane(&args);
+    let server_argv = control_plane.server_argv()?;
     // Checked before anything is written; where the agent keeps its certificate is needed
     // even when something else starts it (`--skip-phases kubelet-start`).
     let (agent_argv, agent) = agent_argv(&args, &plan, &kubelet_conf)?;
@@ -376,7 +554,7 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
         // it at once; here only when that wait is skipped.
         for (file, user, groups) in KUBECONFIGS {
             if *file != ADMIN_CONF || skip("wait-control-plane") {
-                write_kubeconfig(ca, &args, &plan, file, user, groups)?;
+                control_plane.write_kubeconfig(ca, file, user, groups)?;
             }
         }
         write_node_kubeconfig(ca, &plan, &agent, &kubelet_conf)?;
@@ -401,7 +579,7 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
                 .iter()
                 .find(|(file, ..)| *file == ADMIN_CONF)
                 .expect("admin.conf is one of kubeadm's kubeconfigs");
-            write_kubeconfig(ca, &args, &plan, file, user, groups)?;
+            control_plane.write_kubeconfig(ca, file, user, groups)?;
         }
     }
     let client = || ekube_api::client::from_kubeconfig(&admin);
@@ -410,6 +588,21 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             "[upload-config] Storing the configuration in ConfigMaps {KUBEADM_CONFIG:?} and {KUBELET_CONFIG:?} in namespace \"kube-system\""
         );
         upload_config(client().await?, &plan).await?;
+    }
+    if let Some(key) = &certificate_key {
+        println!(
+            "[upload-certs] Storing the certificates in Secret {:?} in the \"kube-system\" Namespace",
+            certs_upload::SECRET
+        );
+        let files = certs_upload::files(&plan.cert_dir, &plan.etcd_files())?;
+        let owner = crate::token::create_proxy(
+            &admin,
+            certs_upload::TTL,
+            "Proxy for managing TTL for the kubeadm-certs secret",
+        )
+        .await?;
+        certs_upload::upload(client().await?, key, &files, (&owner.0, &owner.1)).await?;
+        println!("[upload-certs] Using certificate key:\n{key}");
     }
     if !skip("kubelet-start") {
         let started = args.dirs.spawn("agent", &agent_argv)?;
@@ -421,7 +614,7 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             plan.node_name,
             Value::from(plan.taints.clone())
         );
-        mark_control_plane(client().await?, &plan).await?;
+        mark_control_plane(client().await?, &plan.node_name, &plan.taints).await?;
     }
     if !skip("bootstrap-token") {
         println!("[bootstrap-token] Using token: {}", plan.token);
@@ -448,6 +641,23 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             .with_context(|| format!("reading {}/ca.crt", plan.cert_dir.display()))?,
     };
     let hash = bootstrap::ca_cert_hash(ca_pem.as_bytes()).map_err(anyhow::Error::msg)?;
+    let join = format!(
+        "ekube join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash}",
+        endpoint = plan.endpoint(),
+        token = plan.token,
+    );
+    let control_plane = match &certificate_key {
+        Some(key) => format!(
+            "You can now join any number of control-plane hosts (the datastore must be an \
+             etcd they all reach) by running the following command on each as root:\n\n\
+             {join} \\\n\t--control-plane --certificate-key {key}\n\n\
+             Please note that the certificate-key gives access to cluster sensitive data, keep \
+             it secret!\nAs a safeguard, uploaded-certs will be deleted in two hours; if \
+             necessary, you can use \"ekube init phase upload-certs --upload-certs\" to reload \
+             certs afterward.\n\n"
+        ),
+        None => String::new(),
+    };
     println!(
         "\nYour Kubernetes control-plane has initialized successfully!\n\n\
          To start using your cluster, you need to run the following as a regular user:\n\n  \
@@ -457,34 +667,11 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
          Alternatively, if you are the root user, you can run:\n\n  \
          export KUBECONFIG={admin}\n\n\
          The pod network (a VXLAN overlay) runs in every node's agent already.\n\n\
+         {control_plane}\
          Then you can join any number of worker nodes by running the following on each as root:\n\n\
-         ekube join {endpoint} --token {token} \\\n\t--discovery-token-ca-cert-hash {hash}",
+         {join}",
         admin = admin.display(),
-        endpoint = plan.endpoint(),
-        token = plan.token,
     );
-    Ok(())
-}
-
-/// Writes kubeconfig `file` of `--kubeconfig-dir` for `user` in `groups`, its client
-/// certificate signed by `ca`.
-fn write_kubeconfig(
-    ca: &ekube_apiserver::pki::Ca,
-    args: &InitArgs,
-    plan: &Plan,
-    file: &str,
-    user: &str,
-    groups: &[&str],
-) -> Result<()> {
-    println!("[kubeconfig] Writing {file:?} kubeconfig file");
-    let issued = ca.issue(user, groups, &[], false)?;
-    ekube_apiserver::pki::write_kubeconfig(
-        &args.kubeconfig_dir.join(file),
-        &format!("https://{}", plan.endpoint()),
-        &ca.cert_pem,
-        user,
-        &issued,
-    )?;
     Ok(())
 }
 
@@ -497,56 +684,6 @@ fn shown(argv: &[OsString]) -> String {
 
 fn os(s: impl Into<OsString>) -> OsString {
     s.into()
-}
-
-/// `ekube server`'s argv, checked by parsing it as `ekube server` will (a bad `extraArgs`
-/// stops init before anything is written).
-fn server_argv(args: &InitArgs, plan: &Plan) -> Result<Vec<OsString>> {
-    let mut argv = vec![
-        os("server"),
-        os("--data-dir"),
-        args.data_dir.clone().into(),
-        os("--cert-dir"),
-        plan.cert_dir.clone().into(),
-        os("--advertise-address"),
-        os(plan.advertise.to_string()),
-        os("--secure-port"),
-        os(plan.port.to_string()),
-        os("--controller-manager-kubeconfig"),
-        args.kubeconfig_dir.join(CONTROLLER_MANAGER_CONF).into(),
-        os("--scheduler-kubeconfig"),
-        args.kubeconfig_dir.join(SCHEDULER_CONF).into(),
-        os("--service-cluster-ip-range"),
-        os(plan.service_subnet.to_string()),
-        os("--kube-controller-manager-arg"),
-        os(format!("cluster-cidr={}", plan.pod_subnet)),
-        // The addons phase installs them (or, skipped, leaves them out).
-        os("--disable"),
-        os("coredns"),
-    ];
-    for san in &plan.cert_sans {
-        argv.extend([os("--tls-san"), os(san)]);
-    }
-    for (name, value) in &plan.apiserver_args {
-        argv.extend([os(format!("--{name}")), os(value)]);
-    }
-    for (flag, pairs) in [
-        (
-            "--kube-controller-manager-arg",
-            &plan.controller_manager_args,
-        ),
-        ("--kube-scheduler-arg", &plan.scheduler_args),
-    ] {
-        argv.extend(
-            pairs
-                .iter()
-                .flat_map(|(n, v)| [os(flag), os(format!("{n}={v}"))]),
-        );
-    }
-    crate::flags::component::<crate::ServerArgs>("server", argv[1..].to_vec(), &[])
-        .and_then(|mut server| server.check())
-        .context("the control plane's extraArgs")?;
-    Ok(argv)
 }
 
 /// `kubeletExtraArgs` as the agent's `--kubelet-arg name=value` flags.
@@ -639,7 +776,7 @@ pub fn shared_agent_args(pod_subnet: Ipv4Network, dns: Ipv4Addr, domain: &str) -
 }
 
 /// Waits for the admin kubeconfig and then for `/readyz`, naming the server's log on failure.
-async fn wait_healthy(admin: &Path, dirs: &Dirs) -> Result<()> {
+pub async fn wait_healthy(admin: &Path, dirs: &Dirs) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     let log = dirs.log_hint("server");
     let mut last = String::from("no admin kubeconfig yet");
@@ -662,14 +799,7 @@ async fn wait_healthy(admin: &Path, dirs: &Dirs) -> Result<()> {
 /// kubeadm's `kubeadm-config` and `kubelet-config`, and the Roles that let joining nodes (and
 /// nodes) read them.
 async fn upload_config(client: kube::Client, plan: &Plan) -> Result<()> {
-    let cluster_configuration = format!(
-        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: {}\nclusterName: kubernetes\nkubernetesVersion: {}\nnetworking:\n  dnsDomain: {}\n  podSubnet: {}\n  serviceSubnet: {}\n",
-        plan.cert_dir.display(),
-        ekube_api::KUBE_VERSION,
-        plan.dns_domain,
-        plan.pod_subnet,
-        plan.service_subnet,
-    );
+    let cluster_configuration = serde_yaml::to_string(&cluster_configuration(plan))?;
     let kubelet = format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nclusterDNS:\n- {}\nclusterDomain: {}\n",
         plan.cluster_dns()?,
@@ -702,36 +832,99 @@ async fn upload_config(client: kube::Client, plan: &Plan) -> Result<()> {
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:bootstrappers:kubeadm:default-node-token"},
             {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"},
         ]});
-        for (plural, obj) in [("roles", role), ("rolebindings", binding)] {
-            let resource = kube::api::ApiResource {
-                group: "rbac.authorization.k8s.io".into(),
-                version: "v1".into(),
-                api_version: "rbac.authorization.k8s.io/v1".into(),
-                kind: obj["kind"].as_str().unwrap_or_default().into(),
-                plural: plural.into(),
-            };
-            let api: Api<kube::api::DynamicObject> =
-                Api::namespaced_with(client.clone(), "kube-system", &resource);
-            api.patch(&role_name, &apply, &Patch::Apply(&obj))
-                .await
-                .with_context(|| format!("storing {plural} kube-system/{role_name}"))?;
-        }
+        apply_rbac(
+            &client,
+            &apply,
+            &[("roles", role), ("rolebindings", binding)],
+        )
+        .await?;
     }
     Ok(())
 }
 
-/// Waits for this node's Node, then labels it and sets its taints.
-async fn mark_control_plane(client: kube::Client, plan: &Plan) -> Result<()> {
+/// The `ClusterConfiguration` kubeadm stores in `kubeadm-config`: what a further control-plane
+/// host needs to run as this one does (its `extraArgs`, and the external etcd as
+/// `etcd.external`), and the network settings joining nodes read.
+fn cluster_configuration(plan: &Plan) -> Value {
+    let (etcd_endpoints, etcd_files) = etcd_external(&plan.apiserver_args);
+    let is_etcd_flag = |name: &str| {
+        let one = |args: &[(String, String)]| etcd_external(args) != (None, BTreeMap::new());
+        one(&[(name.to_string(), String::new())])
+    };
+    let extra_args = |pairs: &[(String, String)], skip: &dyn Fn(&str) -> bool| -> Value {
+        pairs
+            .iter()
+            .filter(|(name, _)| !skip(name))
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect()
+    };
+    let mut doc = json!({
+        "apiVersion": "kubeadm.k8s.io/v1beta4",
+        "kind": "ClusterConfiguration",
+        "certificatesDir": plan.cert_dir,
+        "clusterName": "kubernetes",
+        "kubernetesVersion": ekube_api::KUBE_VERSION,
+        "networking": {
+            "dnsDomain": plan.dns_domain,
+            "podSubnet": plan.pod_subnet.to_string(),
+            "serviceSubnet": plan.service_subnet.to_string(),
+        },
+        "apiServer": {"extraArgs": extra_args(&plan.apiserver_args, &is_etcd_flag)},
+        "controllerManager": {"extraArgs": extra_args(&plan.controller_manager_args, &|_| false)},
+        "scheduler": {"extraArgs": extra_args(&plan.scheduler_args, &|_| false)},
+    });
+    if !plan.cert_sans.is_empty() {
+        doc["apiServer"]["certSANs"] = json!(plan.cert_sans);
+    }
+    if let Some(endpoints) = etcd_endpoints {
+        let mut external = json!({"endpoints": endpoints.split(',').collect::<Vec<_>>()});
+        for (field, path) in etcd_files {
+            external[field] = json!(path);
+        }
+        doc["etcd"] = json!({"external": external});
+    }
+    doc
+}
+
+/// Applies namespaced RBAC objects (`(plural, object)`) in `kube-system`.
+pub(crate) async fn apply_rbac(
+    client: &kube::Client,
+    apply: &PatchParams,
+    objects: &[(&str, Value)],
+) -> Result<()> {
+    for (plural, obj) in objects {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let resource = kube::api::ApiResource {
+            group: "rbac.authorization.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: obj["kind"].as_str().unwrap_or_default().into(),
+            plural: plural.to_string(),
+        };
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), "kube-system", &resource);
+        api.patch(name, apply, &Patch::Apply(obj))
+            .await
+            .with_context(|| format!("storing {plural} kube-system/{name}"))?;
+    }
+    Ok(())
+}
+
+/// Waits for the Node `node_name`, then labels it as a control-plane node and adds `taints`.
+pub async fn mark_control_plane(
+    client: kube::Client,
+    node_name: &str,
+    wanted: &[Value],
+) -> Result<()> {
     let nodes: Api<Node> = Api::all(client);
     let deadline = Instant::now() + START_TIMEOUT;
     let node = loop {
-        if let Some(node) = nodes.get_opt(&plan.node_name).await? {
+        if let Some(node) = nodes.get_opt(node_name).await? {
             break node;
         }
         ensure!(
             Instant::now() < deadline,
-            "node {} did not register within {START_TIMEOUT:?}; see the agent's log",
-            plan.node_name
+            "node {node_name} did not register within {START_TIMEOUT:?}; see the agent's log"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
@@ -742,7 +935,7 @@ async fn mark_control_plane(client: kube::Client, plan: &Plan) -> Result<()> {
         .flatten()
         .map(|t| serde_json::to_value(t).unwrap_or_default())
         .collect();
-    for t in &plan.taints {
+    for t in wanted {
         if !taints
             .iter()
             .any(|have| have["key"] == t["key"] && have["effect"] == t["effect"])
@@ -755,12 +948,8 @@ async fn mark_control_plane(client: kube::Client, plan: &Plan) -> Result<()> {
         "spec": {"taints": taints},
     });
     nodes
-        .patch(
-            &plan.node_name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+        .patch(node_name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .with_context(|| format!("marking node {}", plan.node_name))?;
+        .with_context(|| format!("marking node {node_name}"))?;
     Ok(())
 }

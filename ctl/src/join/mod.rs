@@ -12,10 +12,17 @@
 //! 3. The node agent starts with `kubelet.conf`: detached (pid file and log as
 //!    `ekube init` leaves them), or in the foreground with `--foreground`.
 //!
+//! With `--control-plane`, the host first becomes a further control plane of the cluster
+//! ([`control_plane`]): its node then bootstraps against its own server, and is marked as a
+//! control-plane node once it registers.
+//!
 //! Anything after `--` is passed to `ekube agent` as it is.
 
+mod control_plane;
+
 use std::ffi::OsString;
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -59,6 +66,27 @@ pub struct JoinArgs {
     /// Run the node agent in this process instead of detaching it.
     #[arg(long)]
     pub foreground: bool,
+    /// Join as a further control-plane host: run an `ekube server` here, on the cluster's
+    /// etcd, with the certificates `ekube init --upload-certs` uploaded.
+    #[arg(long)]
+    pub control_plane: bool,
+    /// The key the certificates were uploaded with (64 hex digits), with `--control-plane`.
+    #[arg(long)]
+    pub certificate_key: Option<String>,
+    /// The address this host's API server advertises, with `--control-plane` (default: the
+    /// host's address on the default route).
+    #[arg(long)]
+    pub apiserver_advertise_address: Option<IpAddr>,
+    /// This host's API server port, with `--control-plane`.
+    #[arg(long)]
+    pub apiserver_bind_port: Option<u16>,
+    /// Where this host's API server keeps its state, with `--control-plane`.
+    #[arg(long, default_value = "/var/lib/ekube/server")]
+    pub data_dir: PathBuf,
+    /// Where this host's certificates go, with `--control-plane` (default: the cluster's
+    /// `certificatesDir`).
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: Dirs,
     /// Flags for `ekube agent` (after `--`); `--kubeconfig` says where `kubelet.conf` goes.
@@ -75,10 +103,22 @@ struct Discovery {
     node_name: Option<String>,
     /// `nodeRegistration.kubeletExtraArgs` of `--config`.
     kubelet_args: Vec<(String, String)>,
+    /// With `--control-plane` (or `controlPlane` in `--config`).
+    control_plane: Option<control_plane::Joining>,
 }
 
 impl Discovery {
     fn resolve(args: &JoinArgs) -> Result<Self> {
+        let control_plane_given = [
+            ("control-plane", args.control_plane),
+            ("certificate-key", args.certificate_key.is_some()),
+            (
+                "apiserver-advertise-address",
+                args.apiserver_advertise_address.is_some(),
+            ),
+            ("apiserver-bind-port", args.apiserver_bind_port.is_some()),
+        ];
+        let mut file = crate::init::config::FileConfig::default();
         let (endpoint, token, hashes, skip, timeout, node_name, kubelet_args) = match &args.config {
             Some(path) => {
                 let given = [
@@ -94,27 +134,61 @@ impl Discovery {
                     ),
                     ("node-name", args.node_name.is_some()),
                 ];
-                let file =
+                let given: Vec<_> = given.into_iter().chain(control_plane_given).collect();
+                file =
                     crate::init::config::read_file(path, crate::init::config::JOIN_KINDS, &given)?;
                 (
-                    file.api_server_endpoint,
-                    file.token,
-                    file.ca_cert_hashes,
+                    file.api_server_endpoint.take(),
+                    file.token.take(),
+                    std::mem::take(&mut file.ca_cert_hashes),
                     file.unsafe_skip_ca_verification,
                     args.discovery_timeout.or(file.discovery_timeout),
-                    file.node_name,
-                    file.kubelet_args,
+                    file.node_name.take(),
+                    std::mem::take(&mut file.kubelet_args),
                 )
             }
-            None => (
-                args.api_server_endpoint.clone(),
-                args.token.clone(),
-                args.ca_cert_hashes.clone(),
-                args.discovery_token_unsafe_skip_ca_verification,
-                args.discovery_timeout,
-                args.node_name.clone(),
-                Vec::new(),
-            ),
+            None => {
+                if !args.control_plane
+                    && let Some((flag, _)) = control_plane_given.iter().find(|(_, given)| *given)
+                {
+                    bail!("--{flag} is for a control-plane host: give --control-plane too");
+                }
+                file.control_plane = args.control_plane;
+                file.certificate_key = args.certificate_key.clone();
+                file.advertise_address = args.apiserver_advertise_address;
+                file.bind_port = args.apiserver_bind_port;
+                (
+                    args.api_server_endpoint.clone(),
+                    args.token.clone(),
+                    args.ca_cert_hashes.clone(),
+                    args.discovery_token_unsafe_skip_ca_verification,
+                    args.discovery_timeout,
+                    args.node_name.clone(),
+                    Vec::new(),
+                )
+            }
+        };
+        let control_plane = if file.control_plane {
+            let certificate_key = file.certificate_key.context(
+                "a control-plane host needs --certificate-key (or controlPlane.certificateKey \
+                 in --config): the key `ekube init --upload-certs` printed",
+            )?;
+            Some(control_plane::Joining {
+                certificate_key,
+                advertise: file.advertise_address,
+                port: file.bind_port,
+                data_dir: args.data_dir.clone(),
+                cert_dir: args.cert_dir.clone(),
+                taints: file.taints,
+            })
+        } else {
+            if file.taints.as_ref().is_some_and(|t| !t.is_empty()) {
+                bail!(
+                    "nodeRegistration.taints: ekube sets taints when a node joins as a control \
+                     plane only; taint a worker with `kubectl taint nodes` once it has joined"
+                );
+            }
+            None
         };
         let endpoint = endpoint.context(
             "which control plane to join: give its host:port (or discovery.bootstrapToken.apiServerEndpoint in --config)",
@@ -141,6 +215,7 @@ impl Discovery {
             timeout: timeout.unwrap_or(Duration::from_secs(300)),
             node_name,
             kubelet_args,
+            control_plane,
         })
     }
 }
@@ -193,7 +268,34 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let pki_dir = config.pki_dir();
     let joined = async {
         write_bootstrap_kubeconfig(&cluster, &token, &bootstrap_kubeconfig)?;
-        let shared = cluster_settings(&bootstrap_kubeconfig).await?;
+        let (shared, cluster_configuration) = cluster_settings(&bootstrap_kubeconfig).await?;
+        let control_plane = match &discovery.control_plane {
+            Some(joining) => {
+                let bootstrap = ekube_api::client::from_kubeconfig(&bootstrap_kubeconfig).await?;
+                let cluster_configuration = cluster_configuration.context(
+                    "the cluster stores no kube-system/kubeadm-config: only a control plane \
+                     set up by `ekube init` can be joined as a control plane",
+                )?;
+                let control_plane = joining
+                    .prepare(
+                        bootstrap,
+                        &cluster_configuration,
+                        &cluster.ca_pem,
+                        &dir,
+                        &args.dirs,
+                    )
+                    .await?;
+                // The node's identity comes from this host's own server, and its kubelet
+                // talks to it.
+                let local = Cluster {
+                    server: format!("https://{}", control_plane.endpoint()),
+                    ca_pem: cluster.ca_pem.clone(),
+                };
+                write_bootstrap_kubeconfig(&local, &token, &bootstrap_kubeconfig)?;
+                Some(control_plane)
+            }
+            None => None,
+        };
         ekube_kubelet::bootstrap::Bootstrap {
             kubeconfig: &config.kubeconfig,
             bootstrap_kubeconfig: &bootstrap_kubeconfig,
@@ -204,13 +306,13 @@ pub async fn run(args: JoinArgs) -> Result<()> {
         .ensure()
         .await
         .context("TLS bootstrap")?;
-        anyhow::Ok(shared)
+        anyhow::Ok((shared, control_plane))
     }
     .await;
     // The token is a credential: it is not left on the node, whatever happened.
     let _ = std::fs::remove_file(&bootstrap_kubeconfig);
-    let shared = match joined {
-        Ok(shared) => shared,
+    let (shared, control_plane) = match joined {
+        Ok(joined) => joined,
         Err(e) => {
             let _ = std::fs::remove_file(&config.kubeconfig);
             let _ = std::fs::remove_file(pki_dir.join(ekube_kubelet::bootstrap::CURRENT));
@@ -222,8 +324,39 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     let config: agent::Config = component("agent", agent_argv.clone(), &[])?;
     println!("[kubelet-start] The node's client certificate was issued to system:node:{node_name}");
 
+    // Once the node registers, it is marked as a control-plane node.
+    let mark = control_plane.map(|control_plane| {
+        let admin = control_plane
+            .kubeconfig_dir
+            .join(crate::init::ADMIN_CONF);
+        let taints = discovery
+            .control_plane
+            .as_ref()
+            .map(control_plane::Joining::taints)
+            .unwrap_or_default();
+        let node_name = node_name.clone();
+        tokio::spawn(async move {
+            let client = ekube_api::client::from_kubeconfig(&admin).await?;
+            crate::init::mark_control_plane(client, &node_name, &taints).await?;
+            println!(
+                "[mark-control-plane] Marked the node {node_name} as control-plane (label \"{}=''\", taints {})",
+                crate::init::CONTROL_PLANE_ROLE,
+                serde_json::Value::from(taints)
+            );
+            anyhow::Ok(())
+        })
+    });
     if args.foreground {
         println!("[kubelet-start] Running the node agent");
+        if let Some(mark) = mark {
+            tokio::spawn(async move {
+                match mark.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => eprintln!("error: [mark-control-plane] {e:#}"),
+                    Err(e) => eprintln!("error: [mark-control-plane] {e}"),
+                }
+            });
+        }
         return agent::run(config, crate::shutdown_signal())
             .await
             .context("agent");
@@ -232,6 +365,9 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     argv.extend(agent_argv);
     let started = args.dirs.spawn("agent", &argv)?;
     println!("[kubelet-start] Started the node agent ({started})");
+    if let Some(mark) = mark {
+        mark.await.context("[mark-control-plane]")??;
+    }
     println!(
         "\nThis node has joined the cluster:\n\
          * Certificate signing request was sent to apiserver and a response was received.\n\
@@ -400,7 +536,9 @@ fn write_bootstrap_kubeconfig(cluster: &Cluster, token: &Token, path: &Path) -> 
 /// The cluster-wide network settings `ekube init` stored (`kubeadm-config`, `kubelet-config`),
 /// as agent flags; none when the cluster has no such ConfigMaps (a control plane started
 /// with `ekube server`, whose nodes take the defaults or their own flags).
-async fn cluster_settings(bootstrap_kubeconfig: &Path) -> Result<Vec<OsString>> {
+async fn cluster_settings(
+    bootstrap_kubeconfig: &Path,
+) -> Result<(Vec<OsString>, Option<serde_json::Value>)> {
     let client = ekube_api::client::from_kubeconfig(bootstrap_kubeconfig).await?;
     let configmaps: Api<ConfigMap> = Api::namespaced(client, "kube-system");
     let read = |name: &'static str| {
@@ -417,7 +555,7 @@ async fn cluster_settings(bootstrap_kubeconfig: &Path) -> Result<Vec<OsString>> 
         read(crate::init::KUBEADM_CONFIG).await?,
         read(crate::init::KUBELET_CONFIG).await?,
     ) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     };
     let yaml = |data: &std::collections::BTreeMap<String, String>,
                 key: &str|
@@ -439,5 +577,8 @@ async fn cluster_settings(bootstrap_kubeconfig: &Path) -> Result<Vec<OsString>> 
     println!(
         "[kubelet-start] Using the cluster's settings: pod network {pod_subnet}, DNS {dns}, domain {domain}"
     );
-    Ok(crate::init::shared_agent_args(pod_subnet, dns, domain))
+    Ok((
+        crate::init::shared_agent_args(pod_subnet, dns, domain),
+        Some(cluster),
+    ))
 }
