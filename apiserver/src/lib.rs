@@ -368,6 +368,14 @@ pub async fn start(
         scheduler_kubeconfig,
         api: api.clone(),
     };
+    // On the way down, the other servers take over this one's place in the endpoints at once
+    // rather than after its record expires.
+    let withdrawing = api.clone();
+    let port = addr.port();
+    let shutdown = async move {
+        shutdown.await;
+        peers::withdraw(&withdrawing.registry, advertise, port).await;
+    };
     Ok((running, server::serve(api, listener, tls, shutdown)))
 }
 

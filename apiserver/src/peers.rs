@@ -103,6 +103,40 @@ pub async fn reconcile(
     write_endpoints(registry, &live, port).await
 }
 
+/// Removes this server's record and, when other servers are live, this server from the
+/// endpoints, as kube-apiserver's lease reconciler does on shutdown. A lone server leaves the
+/// endpoints alone: there is no one to send clients to, and it is likely back soon. Bounded,
+/// so a datastore that is gone does not hold up the shutdown.
+pub async fn withdraw(registry: &Registry, advertise: IpAddr, port: u16) {
+    let own = format!("{PREFIX}{advertise}");
+    let round = async {
+        match registry.store.delete(&own, None).await {
+            Ok(_) | Err(storage::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let others: BTreeSet<String> = registry
+            .store
+            .list(PREFIX, None, 0)
+            .await?
+            .items
+            .iter()
+            .filter_map(|kv| {
+                let value: Value = serde_json::from_slice(&kv.value).ok()?;
+                value["ip"].as_str().map(str::to_string)
+            })
+            .collect();
+        if others.is_empty() {
+            return Ok(());
+        }
+        write_endpoints(registry, &others, port).await
+    };
+    match tokio::time::timeout(Duration::from_secs(3), round).await {
+        Ok(Ok(())) => tracing::info!("withdrew from the kubernetes endpoints"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "withdrawing from the kubernetes endpoints"),
+        Err(_) => tracing::warn!("withdrawing from the kubernetes endpoints took too long"),
+    }
+}
+
 /// The `default/kubernetes` Endpoints and EndpointSlice listing `addresses`.
 async fn write_endpoints(
     registry: &Registry,

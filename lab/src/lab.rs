@@ -201,6 +201,19 @@ impl Lab {
         crate::etcd::wait_healthy(self, &members, Duration::from_secs(60))
     }
 
+    /// Starts the etcd member of node `short` again (on the data it has), e.g. after a test
+    /// killed it; returns its PID.
+    pub fn restart_etcd_member(&self, short: &str) -> Result<u32> {
+        let members = self.etcd_members();
+        let host = members
+            .iter()
+            .find(|h| h.short == short)
+            .ok_or_else(|| Error::NoHost(format!("{short} (as an etcd member)")))?;
+        let argv =
+            crate::etcd::member_argv(host, &members, &self.config.name, &self.config.lab_dir());
+        self.spawn(short, "etcd", &argv)
+    }
+
     /// The etcd members of this lab (none unless [`LabConfig::etcd_members`]).
     pub fn etcd_members(&self) -> Vec<Host> {
         self.nodes()

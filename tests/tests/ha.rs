@@ -8,7 +8,10 @@
 //! Deployment is rolled. Afterwards: every acknowledged write is there, no resourceVersion
 //! was given twice, every watcher that had to reconnect missed no event, the leases moved to a
 //! survivor within 20 s, the rollout completed, NodePort traffic from outside was answered
-//! throughout, and the node whose server died kept its pods and its heartbeat.
+//! throughout, and the node whose server died kept its pods and its heartbeat. Then a server
+//! stopped cleanly leaves the endpoints at once, and with two of three etcd members down a
+//! write is refused (503/504 with a Status) within the request timeout, and works again
+//! once quorum is back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -117,16 +120,7 @@ fn losing_a_server_and_an_etcd_member_loses_nothing() -> Result<()> {
     c.wait(
         Duration::from_secs(30),
         "every server in the kubernetes EndpointSlice",
-        |c| {
-            let slice = c.get("endpointslice", "kubernetes")?;
-            let listed: BTreeSet<String> = slice["endpoints"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
-                .collect();
-            Ok(listed == ips)
-        },
+        |c| Ok(slice_addresses(c)? == ips),
     )?;
     for node in c.list("nodes", &[])? {
         ensure!(
@@ -441,7 +435,117 @@ fn losing_a_server_and_an_etcd_member_loses_nothing() -> Result<()> {
         is_ready(&c.get("node", &node)?),
         "node {node} is not Ready after its server died"
     );
+
+    // A server that stops cleanly leaves the endpoints at once, not when its record expires.
+    let third = hosts
+        .iter()
+        .find(|h| h.short != victim.short && h.short != survivor.short)
+        .expect("three nodes");
+    let third_pid = std::fs::read_to_string(third.dir.join("run/ekube/server.pid"))?;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", third_pid.trim()])
+        .status()?;
+    ensure!(status.success(), "kill -TERM {third_pid}");
+    let survivor_only = BTreeSet::from([survivor.ip.to_string()]);
+    let stopped = Instant::now();
+    c.wait(
+        Duration::from_secs(5),
+        "a cleanly stopped server to leave the kubernetes EndpointSlice",
+        |c| Ok(slice_addresses(c)? == survivor_only),
+    )?;
+    eprintln!(
+        "a stopped server left the endpoints after {:?}",
+        stopped.elapsed()
+    );
+
+    // Quorum lost (two of three members down): a write is answered 503 or 504 with a Status,
+    // within the request timeout; quorum back, writes work again.
+    let etcd_pid = *c
+        .lab
+        .pids(&victim.short, "etcd")
+        .first()
+        .context("no etcd member runs on the victim's node")?;
+    c.lab.stop(etcd_pid)?;
+    let (code, body, took) = post_configmap(&c, survivor, "quorum-lost")?;
+    ensure!(
+        (code == 503 || code == 504) && body.contains("\"kind\":\"Status\""),
+        "a write without quorum: {code} {body}"
+    );
+    ensure!(
+        took < Duration::from_secs(20),
+        "a write without quorum took {took:?} to be refused"
+    );
+    eprintln!("without quorum a write was refused with {code} after {took:?}");
+    c.lab.restart_etcd_member(&victim.short)?;
+    c.lab.restart_etcd_member(&etcd_victim.short)?;
+    wait_for(
+        Duration::from_secs(60),
+        "writes to work with quorum back",
+        || {
+            let (code, body, _) = post_configmap(&c, survivor, "quorum-back")?;
+            if code != 201 && code != 409 {
+                eprintln!("not yet: {code} {body}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Ok(code == 201 || code == 409)
+        },
+    )?;
     Ok(())
+}
+
+/// The addresses of the `kubernetes` EndpointSlice.
+fn slice_addresses(c: &LabCluster) -> Result<BTreeSet<String>> {
+    let slice = c.get("endpointslice", "kubernetes")?;
+    Ok(slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Creates ConfigMap `name` through `host`'s server with curl (no client retries): the status
+/// code, the body and how long it took.
+fn post_configmap(
+    c: &LabCluster,
+    host: &ekube_lab::Host,
+    name: &str,
+) -> Result<(u16, String, Duration)> {
+    let pki = |f: &str| host.dir.join("pki").join(f).display().to_string();
+    let body =
+        format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}"}}}}"#);
+    let started = Instant::now();
+    let out = c.lab.exec(
+        "n1",
+        &[
+            "curl",
+            "-sS",
+            "-m",
+            "40",
+            "--cacert",
+            &pki("ca.crt"),
+            "--cert",
+            &pki("admin.crt"),
+            "--key",
+            &pki("admin.key"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            "-w",
+            "\n%{http_code}",
+            &format!(
+                "https://{}:6443/api/v1/namespaces/default/configmaps",
+                host.ip
+            ),
+        ],
+    )?;
+    let took = started.elapsed();
+    let (text, code) = out
+        .stdout
+        .rsplit_once('\n')
+        .with_context(|| format!("curl: {}{}", out.stdout, out.stderr))?;
+    Ok((code.trim().parse().unwrap_or(0), text.to_string(), took))
 }
 
 /// What the writers were told happened, happened, once; and every watcher saw it.
