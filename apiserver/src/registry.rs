@@ -447,6 +447,7 @@ impl Registry {
             self.admit(r, &mut desired, Some(&current), opts, &mut warnings)
                 .await?;
             admission::validate(self, &attrs, Some(&desired), &mut warnings).await?;
+            Self::bump_generation(&current, &mut desired);
             if desired.pointer("/metadata/deletionTimestamp").is_some()
                 && finalizers_done(r, &desired)
             {
@@ -514,7 +515,7 @@ impl Registry {
         ))
     }
 
-    /// Keeps what an update may not change and bumps `generation` when the spec changed.
+    /// Keeps what an update may not change.
     fn prepare_update(
         &self,
         r: &ResourceInfo,
@@ -597,6 +598,12 @@ impl Registry {
         {
             m.remove("resourceVersion");
         }
+        Ok(())
+    }
+
+    /// Bumps `generation` when the spec changed; called once `desired` is defaulted and
+    /// admitted, so that a body leaving out defaulted fields is not a change.
+    fn bump_generation(current: &Value, desired: &mut Value) {
         let spec_of = |v: &Value| {
             let mut v = v.clone();
             if let Some(m) = v.as_object_mut() {
@@ -612,7 +619,6 @@ impl Registry {
         {
             desired["metadata"]["generation"] = json!(generation + 1);
         }
-        Ok(())
     }
 
     /// Called after an object left storage, to free what it held.

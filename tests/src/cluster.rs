@@ -40,6 +40,42 @@ pub struct ClusterOptions<'a> {
     pub ha: bool,
 }
 
+/// The web workload of the cluster tests: a Deployment of three `web:latest` pods (readiness on
+/// `/`, a rolling update that never has fewer than three ready) behind the NodePort Service
+/// `web` on 32143.
+pub const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  strategy:
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: web
+        image: 192.168.64.1:5000/web:latest
+        ports: [{name: http, containerPort: 80}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+        lifecycle:
+          # Endpoints drop a terminating pod at once, but every proxy needs a moment to see it.
+          preStop: {exec: {command: ["sleep", "2"]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: http, nodePort: 32143}]
+"#;
+
 /// The lab's kubeadm configuration with the controller-manager's `extraArgs` (`name=value`).
 fn kubeadm_config(controller_manager_args: &[&str]) -> Result<String> {
     let mut text = KUBEADM_CONFIG.to_string();

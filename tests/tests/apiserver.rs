@@ -139,6 +139,23 @@ fn real_kubectl_manages_objects_end_to_end() {
         "green"
     );
     assert_eq!(deploy["metadata"]["generation"], 2);
+    // The same manifest again, as an update (without the fields the server defaulted): no
+    // change to the spec, so no new generation.
+    let deployment = changed
+        .split("---")
+        .find(|doc| doc.contains("kind: Deployment"))
+        .expect("the manifest has a Deployment");
+    let api_file = write(&s.dir, "api.yaml", deployment);
+    let replaced = ok(s.kubectl(&["replace", "-f", &api_file]));
+    assert!(
+        replaced.contains("deployment.apps/api replaced"),
+        "{replaced}"
+    );
+    let deploy = json_of(s.kubectl(&["get", "deploy", "api", "-o", "json"]));
+    assert_eq!(
+        deploy["metadata"]["generation"], 2,
+        "an unchanged spec made a new generation"
+    );
 
     // Changing a Pod's env is refused, as Kubernetes refuses it.
     let forbidden = s.kubectl(&[

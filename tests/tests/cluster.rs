@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use ekube_tests::cluster::{ClusterOptions, LabCluster, is_ready};
+use ekube_tests::cluster::{ClusterOptions, LabCluster, WEB, is_ready};
 use serde_json::Value;
 
 const LAB: &str = "ekclus";
@@ -54,39 +54,6 @@ spec:
       restartPolicy: Never
       containers:
       - {name: main, image: "192.168.64.1:5000/busybox:latest", command: ["sh", "-c", "sleep 2"]}
-"#;
-
-const WEB: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  strategy:
-    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: web
-        image: 192.168.64.1:5000/web:latest
-        ports: [{name: http, containerPort: 80}]
-        readinessProbe:
-          httpGet: {path: /, port: http}
-          periodSeconds: 1
-        lifecycle:
-          # Endpoints drop a terminating pod at once, but every proxy needs a moment to see it.
-          preStop: {exec: {command: ["sleep", "2"]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  type: NodePort
-  selector: {app: web}
-  ports: [{port: 8080, targetPort: http, nodePort: 32143}]
 "#;
 
 fn names_of(items: &[String]) -> BTreeSet<String> {

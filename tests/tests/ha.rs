@@ -18,45 +18,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ekube_tests::cluster::{ClusterOptions, LabCluster, is_ready};
+use ekube_tests::cluster::{ClusterOptions, LabCluster, WEB, is_ready};
 use ekube_tests::{sibling_bin, wait_for};
 use serde_json::Value;
 
 const LAB: &str = "ekha";
 const NAMESPACE: &str = "churn";
 const OBJECTS: usize = 1000;
-
-const WEB: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  strategy:
-    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: web
-        image: 192.168.64.1:5000/web:latest
-        ports: [{name: http, containerPort: 80}]
-        readinessProbe:
-          httpGet: {path: /, port: http}
-          periodSeconds: 1
-        lifecycle:
-          preStop: {exec: {command: ["sleep", "2"]}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web}
-spec:
-  type: NodePort
-  selector: {app: web}
-  ports: [{port: 8080, targetPort: http, nodePort: 32143}]
-"#;
 
 /// The holders of the controller-manager's and the scheduler's leases.
 fn lease_holders(c: &LabCluster) -> Result<Vec<String>> {

@@ -594,6 +594,12 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             "[upload-certs] Storing the certificates in Secret {:?} in the \"kube-system\" Namespace",
             certs_upload::SECRET
         );
+        if !control_plane.shares_datastore() {
+            eprintln!(
+                "W: [upload-certs] this control plane keeps its state in sled on this host: \
+                 further control planes need an etcd the servers share (etcd.external)"
+            );
+        }
         let files = certs_upload::files(&plan.cert_dir, &plan.etcd_files())?;
         let owner = crate::token::create_proxy(
             &admin,

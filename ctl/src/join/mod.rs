@@ -365,8 +365,19 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     argv.extend(agent_argv);
     let started = args.dirs.spawn("agent", &argv)?;
     println!("[kubelet-start] Started the node agent ({started})");
+    let control_plane = mark.is_some();
     if let Some(mark) = mark {
         mark.await.context("[mark-control-plane]")??;
+    }
+    if control_plane {
+        println!(
+            "\nThis node has joined the cluster and a new control plane instance was created:\n\
+             * Certificate signing request was sent to apiserver and approval was received.\n\
+             * The node agent was informed of the new secure connection details.\n\
+             * Control plane label and taint were applied to the new node.\n\
+             * The API server on this host serves the cluster's etcd.\n"
+        );
+        return Ok(());
     }
     println!(
         "\nThis node has joined the cluster:\n\
