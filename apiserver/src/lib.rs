@@ -353,7 +353,7 @@ pub async fn start(
     }
     tokio::spawn(authz::aggregate::run(api.clone()));
     tokio::spawn(repair_allocations(api.clone()));
-    tokio::spawn(peers::run(api.clone(), advertise, addr.port()));
+    let renewing = tokio::spawn(peers::run(api.clone(), advertise, addr.port()));
     tokio::spawn(compactor(
         store,
         api.config.compaction_interval,
@@ -374,6 +374,8 @@ pub async fn start(
     let port = addr.port();
     let shutdown = async move {
         shutdown.await;
+        // Renewing no more first, or the next round would put this server back.
+        renewing.abort();
         peers::withdraw(&withdrawing.registry, advertise, port).await;
     };
     Ok((running, server::serve(api, listener, tls, shutdown)))

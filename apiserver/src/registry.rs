@@ -446,8 +446,10 @@ impl Registry {
             admission::mutate(self, &attrs, Some(&mut desired)).await?;
             self.admit(r, &mut desired, Some(&current), opts, &mut warnings)
                 .await?;
-            admission::validate(self, &attrs, Some(&desired), &mut warnings).await?;
+            // As upstream's PrepareForUpdate: after defaulting and mutation, before
+            // validating admission sees the object.
             Self::bump_generation(&current, &mut desired);
+            admission::validate(self, &attrs, Some(&desired), &mut warnings).await?;
             if desired.pointer("/metadata/deletionTimestamp").is_some()
                 && finalizers_done(r, &desired)
             {

@@ -279,6 +279,11 @@ impl LabConfig {
                 self.etcd_members, self.control_planes, self.nodes
             )));
         }
+        if self.etcd_members == 2 {
+            return Err(Error::Config(
+                "two etcd members tolerate no failure: give one, or three or more".into(),
+            ));
+        }
         if self.control_planes > 1 && self.control_plane_node.is_none() {
             return Err(Error::Config(
                 "further control planes need control_plane_node".into(),

@@ -159,14 +159,8 @@ impl Lab {
                     }
                     _ => None,
                 };
-                if let (Some(_), None, Some(template)) = (
-                    control_plane,
-                    joined,
-                    &self.config.control_plane_join_config,
-                ) {
-                    let path = h.dir.join("join.yaml");
-                    std::fs::write(&path, crate::config::fill(template, &h.vars(&self.config)))
-                        .map_err(io_err("writing", &path))?;
+                if let (Some(_), None) = (control_plane, joined) {
+                    self.write_join_config(&h)?;
                 }
                 let cmd = joined
                     .or(control_plane)
@@ -199,6 +193,27 @@ impl Lab {
             self.spawn(&h.short, "etcd", &argv)?;
         }
         crate::etcd::wait_healthy(self, &members, Duration::from_secs(60))
+    }
+
+    /// Writes [`LabConfig::control_plane_join_config`] (if set), filled for `host`, to its
+    /// `join.yaml`, readable by root only: it holds the token and the certificate key.
+    pub fn write_join_config(&self, host: &Host) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(template) = &self.config.control_plane_join_config else {
+            return Ok(());
+        };
+        let path = host.dir.join("join.yaml");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(crate::config::fill(template, &host.vars(&self.config)).as_bytes())
+            })
+            .map_err(io_err("writing", &path))
     }
 
     /// Starts the etcd member of node `short` again (on the data it has), e.g. after a test

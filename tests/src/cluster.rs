@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ekube_lab::{
-    AGENT_CMD, CONTROL_PLANE_JOIN_CMD, CONTROL_PLANE_JOIN_CONFIG, CmdTemplate, ExecOutput,
-    HA_AGENT_FLAG, HA_CLUSTER_CONFIG, INIT_CMD, JOIN_CMD, KUBEADM_CONFIG, Lab, LabConfig,
+    AGENT_CMD, CONTROL_PLANE_JOIN_CMD, CmdTemplate, ExecOutput, HA_AGENT_FLAG, HA_CLUSTER_CONFIG,
+    INIT_CMD, JOIN_CMD, KUBEADM_CONFIG, Lab, LabConfig,
 };
 use serde_json::Value;
 
@@ -229,9 +229,7 @@ impl LabCluster {
         let mut agent = match (joined, control_plane) {
             (true, _) => &self.agent,
             (false, Some(join)) => {
-                let path = host.dir.join("join.yaml");
-                let vars = host.vars(self.lab.config());
-                std::fs::write(&path, ekube_lab::fill(CONTROL_PLANE_JOIN_CONFIG, &vars))?;
+                self.lab.write_join_config(host)?;
                 join
             }
             (false, None) => &self.join,

@@ -151,34 +151,41 @@ impl EtcdStorage {
             watch_buffer: watch_buffer.max(16),
             timeout,
         };
-        let mut kv = storage.kv();
-        let first = tokio::time::timeout(timeout, kv.get(COMPACT_REV_KEY, None))
-            .await
-            .map_err(|_| {
-                Error::Unavailable(format!(
-                    "etcd at {} did not answer within {timeout:?}",
-                    storage.endpoints
-                ))
-            })?
-            .map_err(|e| {
-                let tls = match (&endpoints.ca_file, &endpoints.cert_file) {
-                    (Some(ca), Some(cert)) => format!(
-                        " (TLS: server certificate checked against {}, client certificate {})",
-                        ca.display(),
-                        cert.display()
-                    ),
-                    (Some(ca), None) => format!(
-                        " (TLS: server certificate checked against {})",
-                        ca.display()
-                    ),
-                    _ => String::new(),
-                };
-                Error::Unavailable(format!(
-                    "etcd at {}: {}{tls}",
-                    storage.endpoints,
-                    describe(&e)
-                ))
-            })?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let first = send_until(
+            || storage.kv(),
+            deadline,
+            |mut kv| async move { kv.get(COMPACT_REV_KEY, None).await },
+        )
+        .await
+        .map_err(|failed| {
+            let e = match failed {
+                Failed::TimedOut => {
+                    return Error::Unavailable(format!(
+                        "etcd at {} did not answer within {timeout:?}",
+                        storage.endpoints
+                    ));
+                }
+                Failed::Etcd(e) => e,
+            };
+            let tls = match (&endpoints.ca_file, &endpoints.cert_file) {
+                (Some(ca), Some(cert)) => format!(
+                    " (TLS: server certificate checked against {}, client certificate {})",
+                    ca.display(),
+                    cert.display()
+                ),
+                (Some(ca), None) => format!(
+                    " (TLS: server certificate checked against {})",
+                    ca.display()
+                ),
+                _ => String::new(),
+            };
+            Error::Unavailable(format!(
+                "etcd at {}: {}{tls}",
+                storage.endpoints,
+                describe(&e)
+            ))
+        })?;
         storage.seen(first.header());
         if let Some(kv) = first.kvs().first() {
             storage
@@ -206,27 +213,21 @@ impl EtcdStorage {
         classify(&self.endpoints, e)
     }
 
-    /// Sends a request made by `send`, and again while it fails without having reached any
-    /// member: the client balances over every endpoint, and one whose member is down refuses
-    /// the connection, so another attempt goes to a live one. Any other failure is returned at
-    /// once (a write may have been applied), and so is the last refusal once the request
-    /// timeout has passed.
-    async fn call<T, Fut>(&self, mut send: impl FnMut(etcd_client::KvClient) -> Fut) -> Result<T>
+    /// Sends a request made by `send` (see [`send_until`]), within the request timeout.
+    async fn call<T, Fut>(&self, send: impl FnMut(etcd_client::KvClient) -> Fut) -> Result<T>
     where
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            match send(self.kv()).await {
-                Err(e) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
-                    tracing::debug!(etcd = %self.endpoints, error = %describe(&e), "etcd request not sent; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                result => return result.map_err(|e| self.error(e)),
-            }
-        }
+        send_until(|| self.kv(), deadline, send)
+            .await
+            .map_err(|failed| match failed {
+                Failed::Etcd(e) => self.error(e),
+                Failed::TimedOut => Error::Timeout(format!(
+                    "etcd at {}: no answer within {:?}",
+                    self.endpoints, self.timeout
+                )),
+            })
     }
 
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
@@ -459,10 +460,16 @@ impl Storage for EtcdStorage {
             // Opened again while the balancer picks a member that is down (as `call` does).
             let mut pause = Duration::from_millis(5);
             let mut stream = loop {
-                match client
-                    .watch(etcd_prefix.clone(), Some(options.clone()))
-                    .await
-                {
+                let opened = tokio::time::timeout_at(
+                    deadline,
+                    client.watch(etcd_prefix.clone(), Some(options.clone())),
+                )
+                .await;
+                let Ok(opened) = opened else {
+                    tracing::warn!(etcd = %endpoints, "opening a watch: no answer within the request timeout");
+                    return;
+                };
+                match opened {
                     Ok(stream) => break stream,
                     Err(e) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
                         tokio::time::sleep(pause).await;
@@ -660,6 +667,40 @@ fn classify(endpoints: &str, e: etcd_client::Error) -> Error {
             Error::Unavailable(format!("etcd at {endpoints}: {}", describe(&e)))
         }
         _ => Error::Backend(format!("etcd at {endpoints}: {}", describe(&e))),
+    }
+}
+
+/// Why a request to etcd failed.
+enum Failed {
+    Etcd(etcd_client::Error),
+    /// No answer by the deadline.
+    TimedOut,
+}
+
+/// Sends a request made by `send` on a client from `kv`, and again while it fails without
+/// having reached any member: the client balances over every endpoint, and one whose member is
+/// down refuses the connection, so another attempt goes to a live one. Any other failure is
+/// returned at once (a write may have been applied). Every attempt, and the whole, ends by
+/// `deadline`.
+async fn send_until<T, Fut>(
+    kv: impl Fn() -> etcd_client::KvClient,
+    deadline: tokio::time::Instant,
+    mut send: impl FnMut(etcd_client::KvClient) -> Fut,
+) -> Result<T, Failed>
+where
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match tokio::time::timeout_at(deadline, send(kv())).await {
+            Err(_) => return Err(Failed::TimedOut),
+            Ok(Err(e)) if never_sent(&e) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::debug!(error = %describe(&e), "etcd request not sent; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            Ok(result) => return result.map_err(Failed::Etcd),
+        }
     }
 }
 

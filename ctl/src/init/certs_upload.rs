@@ -202,8 +202,9 @@ pub async fn download(
         Ok(secret) => secret,
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => bail!(
             "the cluster holds no uploaded certificates (kube-system/{SECRET}: {}): run \
-             `ekube init phase upload-certs --upload-certs` on a control-plane host (they are \
-             kept for {} hours), and join with the certificate key it prints",
+             `ekube init phase upload-certs --upload-certs` with the cluster's `--config` on a \
+             control-plane host (they are kept for {} hours), and join with the certificate \
+             key it prints",
             e.message,
             TTL.as_secs() / 3600
         ),

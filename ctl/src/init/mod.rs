@@ -317,19 +317,29 @@ pub fn etcd_external(args: &[(String, String)]) -> (Option<String>, BTreeMap<Str
     let mut endpoints = None;
     let mut files = BTreeMap::new();
     for (name, value) in args {
-        let field = match name.as_str() {
-            "datastore-endpoint" | "etcd-servers" => {
-                endpoints = Some(value.clone());
-                continue;
+        match etcd_field(name) {
+            Some("endpoints") => endpoints = Some(value.clone()),
+            Some(field) => {
+                files.insert(field.to_string(), PathBuf::from(value));
             }
-            "datastore-cafile" | "etcd-cafile" => "caFile",
-            "datastore-certfile" | "etcd-certfile" => "certFile",
-            "datastore-keyfile" | "etcd-keyfile" => "keyFile",
-            _ => continue,
-        };
-        files.insert(field.to_string(), PathBuf::from(value));
+            None => {}
+        }
     }
     (endpoints, files)
+}
+
+/// The `etcd.external` field an API server flag (ekube's or kube-apiserver's name) sets.
+fn etcd_field(flag: &str) -> Option<&'static str> {
+    const ETCD_FLAGS: &[(&str, &str, &str)] = &[
+        ("datastore-endpoint", "etcd-servers", "endpoints"),
+        ("datastore-cafile", "etcd-cafile", "caFile"),
+        ("datastore-certfile", "etcd-certfile", "certFile"),
+        ("datastore-keyfile", "etcd-keyfile", "keyFile"),
+    ];
+    ETCD_FLAGS
+        .iter()
+        .find(|(ours, upstream, _)| flag == *ours || flag == *upstream)
+        .map(|(.., field)| *field)
 }
 
 /// What a control-plane host's `ekube server` runs with: init's plan, or, on a host joining
@@ -659,8 +669,8 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
              {join} \\\n\t--control-plane --certificate-key {key}\n\n\
              Please note that the certificate-key gives access to cluster sensitive data, keep \
              it secret!\nAs a safeguard, uploaded-certs will be deleted in two hours; if \
-             necessary, you can use \"ekube init phase upload-certs --upload-certs\" to reload \
-             certs afterward.\n\n"
+             necessary, you can use \"ekube init phase upload-certs --upload-certs\" (with the \
+             same --config) to reload certs afterward.\n\n"
         ),
         None => String::new(),
     };
@@ -853,10 +863,7 @@ async fn upload_config(client: kube::Client, plan: &Plan) -> Result<()> {
 /// `etcd.external`), and the network settings joining nodes read.
 fn cluster_configuration(plan: &Plan) -> Value {
     let (etcd_endpoints, etcd_files) = etcd_external(&plan.apiserver_args);
-    let is_etcd_flag = |name: &str| {
-        let one = |args: &[(String, String)]| etcd_external(args) != (None, BTreeMap::new());
-        one(&[(name.to_string(), String::new())])
-    };
+    let is_etcd_flag = |name: &str| etcd_field(name).is_some();
     let extra_args = |pairs: &[(String, String)], skip: &dyn Fn(&str) -> bool| -> Value {
         pairs
             .iter()

@@ -173,6 +173,9 @@ impl Discovery {
                 "a control-plane host needs --certificate-key (or controlPlane.certificateKey \
                  in --config): the key `ekube init --upload-certs` printed",
             )?;
+            let certificate_key =
+                crate::init::certs_upload::CertificateKey::parse(&certificate_key)
+                    .context("--certificate-key")?;
             Some(control_plane::Joining {
                 certificate_key,
                 advertise: file.advertise_address,
@@ -276,36 +279,54 @@ pub async fn run(args: JoinArgs) -> Result<()> {
                     "the cluster stores no kube-system/kubeadm-config: only a control plane \
                      set up by `ekube init` can be joined as a control plane",
                 )?;
-                let control_plane = joining
-                    .prepare(
-                        bootstrap,
-                        &cluster_configuration,
-                        &cluster.ca_pem,
-                        &dir,
-                        &args.dirs,
-                    )
-                    .await?;
-                // The node's identity comes from this host's own server, and its kubelet
-                // talks to it.
-                let local = Cluster {
-                    server: format!("https://{}", control_plane.endpoint()),
-                    ca_pem: cluster.ca_pem.clone(),
-                };
-                write_bootstrap_kubeconfig(&local, &token, &bootstrap_kubeconfig)?;
-                Some(control_plane)
+                let cluster_port = discovery
+                    .endpoint
+                    .rsplit_once(':')
+                    .and_then(|(_, port)| port.parse().ok())
+                    .unwrap_or(6443);
+                Some(
+                    joining
+                        .prepare(
+                            bootstrap,
+                            &cluster_configuration,
+                            &cluster.ca_pem,
+                            cluster_port,
+                            &dir,
+                            &args.dirs,
+                        )
+                        .await?,
+                )
             }
             None => None,
         };
-        ekube_kubelet::bootstrap::Bootstrap {
-            kubeconfig: &config.kubeconfig,
-            bootstrap_kubeconfig: &bootstrap_kubeconfig,
-            pki_dir: &pki_dir,
-            node_name: &node_name,
-            timeout: Duration::from_secs(120),
+        let identity = async {
+            if let Some(prepared) = &control_plane {
+                // The node's identity comes from this host's own server, and its kubelet
+                // talks to it.
+                let local = Cluster {
+                    server: format!("https://{}", prepared.control_plane.endpoint()),
+                    ca_pem: cluster.ca_pem.clone(),
+                };
+                write_bootstrap_kubeconfig(&local, &token, &bootstrap_kubeconfig)?;
+            }
+            ekube_kubelet::bootstrap::Bootstrap {
+                kubeconfig: &config.kubeconfig,
+                bootstrap_kubeconfig: &bootstrap_kubeconfig,
+                pki_dir: &pki_dir,
+                node_name: &node_name,
+                timeout: Duration::from_secs(120),
+            }
+            .ensure()
+            .await
+            .context("TLS bootstrap")
         }
-        .ensure()
-        .await
-        .context("TLS bootstrap")?;
+        .await;
+        if let Err(e) = identity {
+            if let Some(prepared) = &control_plane {
+                prepared.undo(&args.dirs).await;
+            }
+            return Err(e);
+        }
         anyhow::Ok((shared, control_plane))
     }
     .await;
@@ -325,8 +346,9 @@ pub async fn run(args: JoinArgs) -> Result<()> {
     println!("[kubelet-start] The node's client certificate was issued to system:node:{node_name}");
 
     // Once the node registers, it is marked as a control-plane node.
-    let mark = control_plane.map(|control_plane| {
-        let admin = control_plane
+    let mark = control_plane.map(|prepared| {
+        let admin = prepared
+            .control_plane
             .kubeconfig_dir
             .join(crate::init::ADMIN_CONF);
         let taints = discovery

@@ -177,7 +177,8 @@ async fn client(kubeconfig: &std::path::Path, server: &str) -> Result<Client> {
     let mut config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await?;
     config.cluster_url = server.parse().with_context(|| format!("server {server}"))?;
     config.connect_timeout = Some(Duration::from_secs(2));
-    config.read_timeout = Some(Duration::from_secs(20));
+    // Longer than a watch's 30 s, so a quiet watch is not taken for a dead server.
+    config.read_timeout = Some(Duration::from_secs(40));
     Ok(Client::try_from(config)?)
 }
 
