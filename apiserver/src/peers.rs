@@ -86,12 +86,11 @@ pub async fn reconcile(
     seen.0
         .retain(|key, _| records.iter().any(|kv| &kv.key == key));
     for kv in records {
-        let value: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-        let Some(ip) = value["ip"].as_str() else {
+        let Some(ip) = server_of(&kv) else {
             continue;
         };
         if kv.key == own || seen.unchanged_for(&kv.key, kv.mod_revision) <= TTL {
-            live.insert(ip.to_string());
+            live.insert(ip);
             continue;
         }
         tracing::info!(server = %ip, "an apiserver stopped renewing its lease; removing it from the kubernetes endpoints");
@@ -120,10 +119,7 @@ pub async fn withdraw(registry: &Registry, advertise: IpAddr, port: u16) {
             .await?
             .items
             .iter()
-            .filter_map(|kv| {
-                let value: Value = serde_json::from_slice(&kv.value).ok()?;
-                value["ip"].as_str().map(str::to_string)
-            })
+            .filter_map(server_of)
             .collect();
         if others.is_empty() {
             return Ok(());
@@ -135,6 +131,12 @@ pub async fn withdraw(registry: &Registry, advertise: IpAddr, port: u16) {
         Ok(Err(e)) => tracing::warn!(error = %e, "withdrawing from the kubernetes endpoints"),
         Err(_) => tracing::warn!("withdrawing from the kubernetes endpoints took too long"),
     }
+}
+
+/// The address a masterlease record names.
+fn server_of(kv: &storage::KeyValue) -> Option<String> {
+    let value: Value = serde_json::from_slice(&kv.value).ok()?;
+    value["ip"].as_str().map(str::to_string)
 }
 
 /// The `default/kubernetes` Endpoints and EndpointSlice listing `addresses`.

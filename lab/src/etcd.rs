@@ -100,18 +100,10 @@ fn subject(common_name: &str) -> DistinguishedName {
     name
 }
 
+/// Writes `text` to `dir/name`, readable by root only.
 fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(name);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(io_err("writing", &path))
+    ekube_api::files::write_atomic(&path, text, 0o600).map_err(io_err("writing", &path))
 }
 
 /// `etcd` for member `host` of `members`, its data under the node's directory.

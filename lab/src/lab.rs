@@ -198,22 +198,12 @@ impl Lab {
     /// Writes [`LabConfig::control_plane_join_config`] (if set), filled for `host`, to its
     /// `join.yaml`, readable by root only: it holds the token and the certificate key.
     pub fn write_join_config(&self, host: &Host) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let Some(template) = &self.config.control_plane_join_config else {
             return Ok(());
         };
         let path = host.dir.join("join.yaml");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(crate::config::fill(template, &host.vars(&self.config)).as_bytes())
-            })
-            .map_err(io_err("writing", &path))
+        let text = crate::config::fill(template, &host.vars(&self.config));
+        ekube_api::files::write_atomic(&path, &text, 0o600).map_err(io_err("writing", &path))
     }
 
     /// Starts the etcd member of node `short` again (on the data it has), e.g. after a test

@@ -105,15 +105,7 @@ async fn main() -> Result<()> {
                 .filter(|j| j % args.clients == w)
                 .collect();
             tokio::spawn(async move {
-                let mut writer = Writer {
-                    clients,
-                    server: w,
-                    namespace: ns,
-                    deadline,
-                    progress,
-                    acknowledged: Vec::new(),
-                    uncertain: Vec::new(),
-                };
+                let mut writer = Writer::new(clients, w, ns, deadline, progress);
                 for j in objects {
                     writer.object(j).await?;
                 }
@@ -131,15 +123,13 @@ async fn main() -> Result<()> {
     let writes_took = started.elapsed();
 
     // One last write, after all the others: watchers stop once they have seen it.
-    let mut marker = Writer {
-        clients: clients.clone(),
-        server: 0,
-        namespace: args.namespace.clone(),
+    let mut marker = Writer::new(
+        clients.clone(),
+        0,
+        args.namespace.clone(),
         deadline,
-        progress: progress.clone(),
-        acknowledged: Vec::new(),
-        uncertain: Vec::new(),
-    };
+        progress.clone(),
+    );
     marker.write(END_MARKER, "create").await?;
     let end_rv: u64 = match marker.acknowledged.first() {
         Some(ack) => ack["rv"].as_str().unwrap_or_default().parse()?,
@@ -220,6 +210,24 @@ enum Outcome {
 }
 
 impl Writer {
+    fn new(
+        clients: Arc<Vec<Client>>,
+        server: usize,
+        namespace: String,
+        deadline: Duration,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Self {
+            clients,
+            server,
+            namespace,
+            deadline,
+            progress,
+            acknowledged: Vec::new(),
+            uncertain: Vec::new(),
+        }
+    }
+
     fn api(&self) -> Api<ConfigMap> {
         let client = self.clients[self.server % self.clients.len()].clone();
         Api::namespaced(client, &self.namespace)
