@@ -6,7 +6,8 @@
 //! budget's status says ([`disruption`]), which resource names are extended ([`resource_name`]) and what objects cost against a quota ([`quota`]), the one way components build a kube-rs client
 //! ([`client`]) and record Events ([`events`]), the flags every component parses alike ([`flags`]), and the hardened accept loop both HTTPS servers
 //! run ([`serve`]) and who their clients are ([`user`]),
-//! how certificate requests read ([`csr`]), and what joining by token rests on ([`bootstrap`]).
+//! how certificate requests read ([`csr`]), what joining by token rests on ([`bootstrap`]), and
+//! which PersistentVolume may serve which claim ([`storage`]).
 
 pub mod balancer;
 pub mod bootstrap;
@@ -32,6 +33,7 @@ pub mod review;
 pub mod secure_port;
 pub mod selector;
 pub mod serve;
+pub mod storage;
 pub mod tls;
 pub mod user;
 
