@@ -314,6 +314,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &[],
     ),
     res(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+    ),
+    res(
         "rbac.authorization.k8s.io",
         "v1",
         "Role",
@@ -443,6 +452,11 @@ mod tests {
         assert_eq!(
             (class.plural, class.namespaced, class.status),
             ("ingressclasses", false, false)
+        );
+        let sc = find_kind("storage.k8s.io/v1", "StorageClass").unwrap();
+        assert_eq!(
+            (sc.plural, sc.short_names, sc.namespaced, sc.status),
+            ("storageclasses", &["sc"][..], false, false)
         );
         let pdb = find_kind("policy/v1", "PodDisruptionBudget").unwrap();
         assert_eq!(

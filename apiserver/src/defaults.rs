@@ -32,6 +32,20 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
                 set(params, "scope", json!("Cluster"));
             }
         }
+        // Upstream's `SetDefaults_PersistentVolume` and `SetDefaults_PersistentVolumeClaim`.
+        ("", "PersistentVolume") => {
+            let spec = ensure(obj, "spec");
+            set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            set(spec, "volumeMode", json!("Filesystem"));
+        }
+        ("", "PersistentVolumeClaim") => {
+            set(ensure(obj, "spec"), "volumeMode", json!("Filesystem"));
+        }
+        // Upstream's `SetDefaults_StorageClass`.
+        ("storage.k8s.io", "StorageClass") => {
+            set(obj, "reclaimPolicy", json!("Delete"));
+            set(obj, "volumeBindingMode", json!("Immediate"));
+        }
         ("", "Namespace") => {
             let spec = ensure(obj, "spec");
             set(spec, "finalizers", json!(["kubernetes"]));
@@ -510,6 +524,26 @@ mod tests {
         let mut cm = json!({"data": {}});
         apply("", "ConfigMap", &mut cm);
         assert_eq!(cm.get("status"), None, "a kind without status gets none");
+    }
+
+    #[test]
+    fn storage_defaults_fill_only_what_is_unset() {
+        let mut pv = json!({"spec": {"capacity": {"storage": "1Gi"}}});
+        apply("", "PersistentVolume", &mut pv);
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(pv["spec"]["volumeMode"], "Filesystem");
+        let mut pvc = json!({"spec": {"volumeMode": "Block"}});
+        apply("", "PersistentVolumeClaim", &mut pvc);
+        assert_eq!(pvc["spec"]["volumeMode"], "Block");
+        let mut class = json!({"provisioner": "ekube.io/local-path"});
+        apply("storage.k8s.io", "StorageClass", &mut class);
+        assert_eq!(class["reclaimPolicy"], "Delete");
+        assert_eq!(class["volumeBindingMode"], "Immediate");
+        let mut kept =
+            json!({"reclaimPolicy": "Retain", "volumeBindingMode": "WaitForFirstConsumer"});
+        apply("storage.k8s.io", "StorageClass", &mut kept);
+        assert_eq!(kept["reclaimPolicy"], "Retain");
+        assert_eq!(kept["volumeBindingMode"], "WaitForFirstConsumer");
     }
 
     #[test]

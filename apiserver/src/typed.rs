@@ -10,7 +10,7 @@ use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, autoscaling::v1 as autoscaling_v1,
     autoscaling::v2 as autoscaling_v2, batch::v1 as batch, certificates::v1 as certs,
     coordination::v1 as coord, core::v1 as core, discovery::v1 as disco, events::v1 as events,
-    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac,
+    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -76,6 +76,7 @@ pub fn with_kind<V: KindVisitor>(
         ("networking.k8s.io", "Ingress") => net::Ingress,
         ("networking.k8s.io", "IngressClass") => net::IngressClass,
         ("policy", "PodDisruptionBudget") => policy::PodDisruptionBudget,
+        ("storage.k8s.io", "StorageClass") => storage::StorageClass,
         ("rbac.authorization.k8s.io", "Role") => rbac::Role,
         ("rbac.authorization.k8s.io", "RoleBinding") => rbac::RoleBinding,
         ("rbac.authorization.k8s.io", "ClusterRole") => rbac::ClusterRole,

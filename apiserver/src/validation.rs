@@ -13,8 +13,10 @@ mod ingress;
 mod job;
 mod limit_range;
 mod names;
+mod node_selector;
 mod pdb;
 mod resources;
+mod storage;
 mod volumes;
 
 const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
@@ -76,17 +78,22 @@ fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(field, format!("\"{k}\""), &msg));
         }
         let value = v.as_str().unwrap_or_default();
-        if value.len() > 63 {
-            causes.push(Cause::invalid(
-                field,
-                format!("\"{value}\""),
-                "must be no more than 63 characters",
-            ));
-        }
-        if !value.is_empty() && !is_qualified_name_part(value) {
-            causes.push(Cause::invalid(field, format!("\"{value}\""), "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"));
+        for msg in label_value(value) {
+            causes.push(Cause::invalid(field, format!("\"{value}\""), msg));
         }
     }
+}
+
+/// What is wrong with a label value, worded as upstream's `IsValidLabelValue`.
+fn label_value(value: &str) -> Vec<&'static str> {
+    let mut errors = Vec::new();
+    if value.len() > 63 {
+        errors.push("must be no more than 63 characters");
+    }
+    if !value.is_empty() && !is_qualified_name_part(value) {
+        errors.push("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')");
+    }
+    errors
 }
 
 /// Upstream's limit on an object's annotations: keys and values together.
@@ -176,7 +183,10 @@ pub fn validate(
         ("", "PersistentVolumeClaim") => {
             quantity_map(obj, "spec.resources.requests", &mut causes);
             quantity_map(obj, "spec.resources.limits", &mut causes);
+            storage::claim(obj, &mut causes);
         }
+        ("", "PersistentVolume") => storage::volume(obj, &mut causes),
+        ("storage.k8s.io", "StorageClass") => storage::class(obj, &mut causes),
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
             workload(obj, &mut causes)
         }
@@ -356,11 +366,26 @@ fn workload(obj: &Value, causes: &mut Vec<Cause>) {
         return;
     }
     labels(template_labels, "spec.template.metadata.labels", causes);
-    pod_spec(
-        obj.pointer("/spec/template/spec"),
-        "spec.template.spec",
-        causes,
-    );
+    // A StatefulSet's containers mount its claim templates by name: they are the pods'
+    // volumes too (the controller adds them), so they count as volumes here.
+    let mut template = obj.pointer("/spec/template/spec").cloned();
+    if let (Some(Value::Object(spec)), Some(Value::Array(claims))) =
+        (template.as_mut(), obj.pointer("/spec/volumeClaimTemplates"))
+    {
+        let volumes = spec
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(volumes) = volumes {
+            for claim in claims {
+                let name = claim.pointer("/metadata/name").cloned().unwrap_or_default();
+                if !volumes.iter().any(|v| v["name"] == name) {
+                    volumes.push(serde_json::json!({"name": name,
+                        "persistentVolumeClaim": {"claimName": name}}));
+                }
+            }
+        }
+    }
+    pod_spec(template.as_ref(), "spec.template.spec", causes);
 }
 
 fn render_map(v: &Value) -> String {
@@ -729,6 +754,9 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
             causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
         }
         ("batch", "Job") => job::immutable(old, new, &mut causes),
+        ("", "PersistentVolume") => storage::volume_update(old, new, &mut causes),
+        ("", "PersistentVolumeClaim") => storage::claim_update(old, new, &mut causes),
+        ("storage.k8s.io", "StorageClass") => storage::class_update(old, new, &mut causes),
         ("networking.k8s.io", "IngressClass") => {
             ingress::ingress_class_immutable(old, new, &mut causes)
         }
@@ -747,6 +775,24 @@ mod limits_tests;
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_statefulset_mounts_its_claim_templates() {
+        let set = |mount: &str| {
+            json!({"metadata": {"name": "web"}, "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                    {"name": "c", "image": "i", "volumeMounts": [{"name": mount, "mountPath": "/d"}]}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "www"}}],
+            }})
+        };
+        assert!(validate("apps", "StatefulSet", &set("www"), None, (30000, 32767)).is_empty());
+        let causes = validate("apps", "StatefulSet", &set("other"), None, (30000, 32767));
+        assert_eq!(
+            causes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
+            ["spec.template.spec.containers[0].volumeMounts[0].name"]
+        );
+    }
 
     #[test]
     fn missing_image_is_required() {

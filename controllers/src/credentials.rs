@@ -58,6 +58,9 @@ const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
     ("csrapproving", "certificate-controller"),
     ("resourcequota", "resourcequota-controller"),
     ("horizontalpodautoscaling", "horizontal-pod-autoscaler"),
+    ("persistentvolume-binder", "persistent-volume-binder"),
+    ("pvc-protection", "pvc-protection-controller"),
+    ("pv-protection", "pv-protection-controller"),
     ("bootstrapsigner", "bootstrap-signer"),
     ("tokencleaner", "token-cleaner"),
 ];

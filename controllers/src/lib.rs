@@ -22,6 +22,7 @@ pub use ekube_api::events;
 pub mod gc;
 pub mod ipam;
 pub mod job;
+pub mod localpath;
 pub mod metrics;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -34,6 +35,7 @@ pub mod serviceaccount;
 pub mod statefulset;
 pub mod tokencleaner;
 mod util;
+pub mod volume;
 
 /// Every controller this binary runs, by its upstream name (`--controllers`).
 pub const CONTROLLERS: &[&str] = &[
@@ -55,6 +57,9 @@ pub const CONTROLLERS: &[&str] = &[
     "resourcequota",
     "horizontalpodautoscaling",
     "csrapproving",
+    "persistentvolume-binder",
+    "pvc-protection",
+    "pv-protection",
     "bootstrapsigner",
     "tokencleaner",
 ];
@@ -372,6 +377,31 @@ async fn run_controllers(
         tasks.spawn(named(
             "horizontalpodautoscaling",
             podautoscaler::run(client, recorder, settings),
+        ));
+    }
+    if on("persistentvolume-binder") {
+        let (client, _) = credentials
+            .for_controller("persistentvolume-binder")
+            .await?;
+        // Upstream's events come from `persistentvolume-controller`.
+        let recorder = events::Recorder::new(client.clone(), "persistentvolume-controller");
+        tasks.spawn(named(
+            "persistentvolume-binder",
+            volume::binder::run(client, recorder),
+        ));
+    }
+    if on("pvc-protection") {
+        let (client, _) = credentials.for_controller("pvc-protection").await?;
+        tasks.spawn(named(
+            "pvc-protection",
+            volume::protection::run_claims(client),
+        ));
+    }
+    if on("pv-protection") {
+        let (client, _) = credentials.for_controller("pv-protection").await?;
+        tasks.spawn(named(
+            "pv-protection",
+            volume::protection::run_volumes(client),
         ));
     }
     if on("bootstrapsigner") {

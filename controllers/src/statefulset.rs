@@ -4,8 +4,10 @@
 //! it are Running and Ready, and scales down from the highest ordinal, one pod at a time;
 //! `Parallel` creates and deletes without waiting. Each pod gets `<claim>-<set>-<ordinal>`
 //! PersistentVolumeClaims from `volumeClaimTemplates` (created before the pod, kept when it
-//! goes), the `statefulset.kubernetes.io/pod-name` and `apps.kubernetes.io/pod-index` labels,
-//! `hostname` and `subdomain` (the governing service).
+//! goes, unless `persistentVolumeClaimRetentionPolicy` says `Delete`: then the claims are
+//! owned by the set, or by a scaled-down pod, and the garbage collector removes them), the
+//! `statefulset.kubernetes.io/pod-name` and `apps.kubernetes.io/pod-index` labels, `hostname`
+//! and `subdomain` (the governing service).
 //!
 //! Revisions are `<set>-<template hash>`, in each pod's `controller-revision-hash` label.
 //! `RollingUpdate` replaces pods whose revision is not the update revision from the highest
@@ -216,6 +218,10 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         )
     };
 
+    // Before any pod goes: a condemned pod must own the claims the policy deletes with it.
+    if !deleting(&*sts) {
+        retain_claims(&ctx, &sts, &by_ord, start..start + replicas).await?;
+    }
     for ord in &plan.delete {
         let pod_name = format!("{name}-{ord}");
         match pods_api.delete(&pod_name, &DeleteParams::default()).await {
@@ -289,6 +295,77 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     Ok(crate::util::requeue_for_availability(
         ready, available, min_ready,
     ))
+}
+
+/// Gives each pod's claims the owners `persistentVolumeClaimRetentionPolicy` asks, as
+/// upstream's controller does: the set when `whenDeleted: Delete` (the garbage collector
+/// deletes them with the set), and the pod when `whenScaled: Delete` and its ordinal is outside
+/// `kept` (they go with the scaled-down pod). `Retain` takes those owners away again.
+async fn retain_claims(
+    ctx: &Ctx,
+    sts: &StatefulSet,
+    pods: &BTreeMap<i32, &Pod>,
+    kept: std::ops::Range<i32>,
+) -> Result<()> {
+    let policy = sts
+        .spec
+        .persistent_volume_claim_retention_policy
+        .clone()
+        .unwrap_or_default();
+    let deletes = |p: Option<&String>| p.is_some_and(|p| p == "Delete");
+    let (when_deleted, when_scaled) = (
+        deletes(policy.when_deleted.as_ref()),
+        deletes(policy.when_scaled.as_ref()),
+    );
+    let ns = sts.namespace().unwrap_or_default();
+    let set = sts.name_any();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    for template in sts.spec.volume_claim_templates.iter().flatten() {
+        let claim = template.metadata.name.clone().unwrap_or_default();
+        for (ord, pod) in pods {
+            let name = claim_name(&claim, &set, *ord);
+            let Some(current) = crate::util::get_listed(&claims, &name)
+                .await
+                .ctx(|| format!("reading claim {ns}/{name}"))?
+            else {
+                continue;
+            };
+            let uids = [sts.uid(), pod.uid()];
+            let mut owners: Vec<_> = current
+                .owner_references()
+                .iter()
+                .filter(|r| !uids.contains(&Some(r.uid.clone())))
+                .cloned()
+                .collect();
+            if when_deleted {
+                owners.push(owner_of(sts));
+            }
+            if when_scaled && !kept.contains(ord) {
+                owners.push(owner_of(*pod));
+            }
+            if owners.as_slice() == current.owner_references() {
+                continue;
+            }
+            let mut updated = current.clone();
+            updated.metadata.owner_references = Some(owners);
+            claims
+                .replace(&name, &PostParams::default(), &updated)
+                .await
+                .ctx(|| format!("setting the owners of claim {ns}/{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A plain (not controller) owner reference to `obj`.
+fn owner_of<K: kube::Resource<DynamicType = ()>>(
+    obj: &K,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        controller: None,
+        block_owner_deletion: None,
+        ..controller_ref(obj)
+    }
 }
 
 async fn create_pod(

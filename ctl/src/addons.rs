@@ -16,10 +16,15 @@
 //!   Dashboard's manifest installs it: namespace, Service and Deployment `kubernetes-dashboard`
 //!   running `ekube dashboard`. Its ServiceAccount has no rights and its token is not mounted:
 //!   the dashboard acts with the token its viewer signs in with.
+//! - Local storage, installed with DNS as k3s installs it: StorageClass `local-path` (the
+//!   default, `WaitForFirstConsumer`, reclaim `Delete`) and Deployment
+//!   `local-path-provisioner` running `ekube local-path-provisioner`, which makes each claim a
+//!   directory on its pod's node through helper pods (see `ekube_controllers::localpath`).
 
 use std::net::Ipv4Addr;
 
 use anyhow::{Context, Result, ensure};
+use futures::future::BoxFuture;
 use ipnetwork::Ipv4Network;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -146,6 +151,11 @@ impl Dns {
     /// Applies the objects.
     pub async fn install(&self, client: kube::Client) -> Result<()> {
         apply_all(client, self.objects()).await
+    }
+
+    /// Applies the objects, as a future that owns them (for a retrying installer).
+    pub fn objects_installer(&self, client: kube::Client) -> BoxFuture<'static, Result<()>> {
+        Box::pin(apply_all(client, self.objects()))
     }
 }
 
@@ -319,6 +329,105 @@ impl Dashboard {
     /// Applies the objects.
     pub async fn install(&self, client: kube::Client) -> Result<()> {
         apply_all(client, self.objects()).await
+    }
+}
+
+/// The local-path storage add-on's settings.
+pub struct LocalPath {
+    /// The directory on every node that holds the volumes.
+    pub path: std::path::PathBuf,
+}
+
+/// The name of the local-path add-on's objects and the label its pod carries.
+const LOCAL_PATH: &str = "local-path-provisioner";
+
+impl LocalPath {
+    /// Where volumes live unless `--default-local-storage-path` says otherwise.
+    pub const DEFAULT_PATH: &str = "/var/lib/ekube/storage";
+
+    /// The objects, in the order they are applied.
+    pub fn objects(&self) -> Vec<Value> {
+        let path = self.path.display().to_string();
+        let image = ekube_kubelet::runtime::addon_image::reference();
+        let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": LOCAL_PATH, "namespace": NAMESPACE}});
+        // Claims and volumes cluster-wide; pods (the helpers) in its own namespace only.
+        let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "local-path-provisioner-role"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["nodes", "persistentvolumeclaims"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["get", "list", "watch", "create", "delete"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+            {"apiGroups": ["storage.k8s.io"], "resources": ["storageclasses"], "verbs": ["get", "list", "watch"]},
+        ]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "local-path-provisioner-bind"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "local-path-provisioner-role"},
+            "subjects": [{"kind": "ServiceAccount", "name": LOCAL_PATH, "namespace": NAMESPACE}]});
+        let helper_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "local-path-provisioner-role", "namespace": NAMESPACE},
+        "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        ]});
+        let helper_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "local-path-provisioner-bind", "namespace": NAMESPACE},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "local-path-provisioner-role"},
+            "subjects": [{"kind": "ServiceAccount", "name": LOCAL_PATH, "namespace": NAMESPACE}]});
+        let labels = json!({"app": LOCAL_PATH});
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": LOCAL_PATH, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "revisionHistoryLimit": 0,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": LOCAL_PATH,
+                    "tolerations": [
+                        {"key": "CriticalAddonsOnly", "operator": "Exists"},
+                        {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+                    ],
+                    "containers": [{
+                        "name": LOCAL_PATH,
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["local-path-provisioner", "--path", path, "--helper-image", image],
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": true,
+                        },
+                    }],
+                },
+            },
+        }});
+        let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "local-path",
+                "annotations": {ekube_api::storage::DEFAULT_CLASS: "true"}},
+            "provisioner": ekube_controllers::localpath::PROVISIONER,
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "reclaimPolicy": "Delete"});
+        vec![
+            sa,
+            role,
+            binding,
+            helper_role,
+            helper_binding,
+            deployment,
+            class,
+        ]
+    }
+
+    /// Applies the objects.
+    pub async fn install(&self, client: kube::Client) -> Result<()> {
+        apply_all(client, self.objects()).await
+    }
+
+    /// Applies the objects, as a future that owns them (for a retrying installer).
+    pub fn objects_installer(&self, client: kube::Client) -> BoxFuture<'static, Result<()>> {
+        Box::pin(apply_all(client, self.objects()))
     }
 }
 

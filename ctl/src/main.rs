@@ -64,9 +64,13 @@ struct ServerArgs {
     /// The scheduler's kubeconfig (default: one the server issues, as `system:kube-scheduler`).
     #[arg(long)]
     scheduler_kubeconfig: Option<std::path::PathBuf>,
-    /// An add-on not to install (repeatable, as k3s's `--disable`): `coredns`.
+    /// An add-on not to install (repeatable, as k3s's `--disable`): `coredns`,
+    /// `local-storage`.
     #[arg(long, value_enum)]
     disable: Vec<Addon>,
+    /// The directory on every node that holds the `local-path` class's volumes (k3s's flag).
+    #[arg(long, default_value = addons::LocalPath::DEFAULT_PATH)]
+    default_local_storage_path: std::path::PathBuf,
     /// The cluster's DNS domain, which the DNS add-on serves.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
@@ -76,6 +80,7 @@ struct ServerArgs {
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Addon {
     Coredns,
+    LocalStorage,
 }
 
 impl ServerArgs {
@@ -165,6 +170,12 @@ enum Command {
     Dns(ekube_dns::Config),
     /// Run the Ingress controller and proxy (the `ekube-ingress` add-on's container runs this).
     Ingress(ekube_ingress::Config),
+    /// Run the local-path provisioner (the `local-path-provisioner` add-on's container runs
+    /// this).
+    LocalPathProvisioner(ekube_controllers::localpath::Config),
+    /// Make or remove one volume directory (what the local-path provisioner's helper pods run).
+    #[command(hide = true)]
+    LocalPathHelper(ekube_controllers::localpath::HelperArgs),
     /// Run the web UI (the `kubernetes-dashboard` add-on's container runs this).
     Dashboard(ekube_dashboard::Config),
     /// Install optional add-ons into a running cluster (as minikube's `addons`).
@@ -317,6 +328,12 @@ async fn main() -> Result<()> {
         Command::Dashboard(c) => ekube_dashboard::run(c, shutdown_signal())
             .await
             .context("dashboard"),
+        Command::LocalPathProvisioner(c) => ekube_controllers::localpath::run(c, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("local-path provisioner"),
+        Command::LocalPathHelper(args) => ekube_controllers::localpath::helper(&args)
+            .with_context(|| format!("local-path helper {:?}", args.action)),
         Command::Addons(args) => addons_command(args).await,
         Command::DevicePlugin {
             command: DevicePluginCommand::Example(c),
@@ -396,6 +413,9 @@ async fn server(mut args: ServerArgs) -> Result<()> {
             )
         })
         .transpose()?;
+    let local_storage = (!args.disable.contains(&Addon::LocalStorage)).then(|| addons::LocalPath {
+        path: args.default_local_storage_path.clone(),
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -482,26 +502,17 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     }
     if let Some(dns) = dns {
         let kubeconfig = running.admin_kubeconfig.clone();
-        // Retried until it lands: a server that comes up slowly must not end without DNS.
-        tokio::spawn(async move {
-            let mut wait = std::time::Duration::from_millis(500);
-            loop {
-                let installed = async {
-                    dns.install(ekube_api::client::from_kubeconfig(&kubeconfig).await?)
-                        .await
-                };
-                match installed.await {
-                    Ok(()) => break tracing::info!("cluster DNS add-on applied"),
-                    Err(e) => tracing::warn!(
-                        error = format!("{e:#}"),
-                        retry_in = ?wait,
-                        "installing the cluster DNS add-on"
-                    ),
-                }
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(std::time::Duration::from_secs(30));
-            }
-        });
+        tokio::spawn(install_retrying("cluster DNS", kubeconfig, move |client| {
+            dns.objects_installer(client)
+        }));
+    }
+    if let Some(storage) = local_storage {
+        let kubeconfig = running.admin_kubeconfig.clone();
+        tokio::spawn(install_retrying(
+            "local-path storage",
+            kubeconfig,
+            move |client| storage.objects_installer(client),
+        ));
     }
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -511,6 +522,29 @@ async fn server(mut args: ServerArgs) -> Result<()> {
     report("controller-manager", cm.await);
     report("scheduler", sched.await);
     Ok(())
+}
+
+/// Installs an add-on with the admin kubeconfig, retried until it lands: a server that comes
+/// up slowly must not end without its add-ons.
+async fn install_retrying<F>(what: &'static str, kubeconfig: std::path::PathBuf, install: F)
+where
+    F: Fn(kube::Client) -> futures::future::BoxFuture<'static, Result<()>>,
+{
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        let installed =
+            async { install(ekube_api::client::from_kubeconfig(&kubeconfig).await?).await };
+        match installed.await {
+            Ok(()) => break tracing::info!("{what} add-on applied"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                retry_in = ?wait,
+                "installing the {what} add-on"
+            ),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(30));
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ certificatesDir: {dir}/pki
 /// measures init against): it creates the lab's bootstrap token itself.
 pub const SERVER_CMD: &str = "{ekube} server --data-dir {dir}/data/server --bind-address {ip} \
     --advertise-address {ip} --cert-dir {dir}/pki --write-kubeconfig {kubeconfig} \
-    --token {token} --token-ttl 0";
+    --token {token} --token-ttl 0 --default-local-storage-path {lab_dir}/storage";
 
 /// The flags of `ekube agent` on every node: all state under the node's dir, the node's own
 /// identity in `{dir}/kubelet.conf`.
@@ -91,7 +91,7 @@ pub const JOIN_CMD: &str = concat!(
 pub const INIT_CMD: &str = concat!(
     "{ekube} init --config {dir}/kubeadm.yaml --skip-phases kubelet-start \
     --data-dir {dir}/data/server --kubeconfig-dir {dir} --run-dir {dir}/run/ekube \
-    --log-dir {dir}/logs/ekube -- ",
+    --log-dir {dir}/logs/ekube --default-local-storage-path {lab_dir}/storage -- ",
     agent_flags!()
 );
 
@@ -117,7 +117,8 @@ pub const HA_AGENT_FLAG: &str = "--apiserver-load-balancer";
 pub const HA_INIT_CMD: &str = concat!(
     "{ekube} init --config {dir}/kubeadm.yaml --upload-certs --certificate-key {cert_key} \
     --skip-phases kubelet-start --data-dir {dir}/data/server --kubeconfig-dir {dir} \
-    --run-dir {dir}/run/ekube --log-dir {dir}/logs/ekube -- ",
+    --run-dir {dir}/run/ekube --log-dir {dir}/logs/ekube \
+    --default-local-storage-path {lab_dir}/storage -- ",
     agent_flags!(),
     " --apiserver-load-balancer"
 );

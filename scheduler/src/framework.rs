@@ -371,6 +371,17 @@ pub fn fit_error(num_nodes: usize, reasons: &BTreeMap<String, usize>) -> String 
     )
 }
 
+/// The message of a pod a pre-filter (e.g. [`crate::volumes::pod_claims`]) ruled out on every
+/// node at once: upstream prints that message once, without a node count.
+pub fn pre_filter_error(num_nodes: usize, message: &str) -> String {
+    if num_nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    format!(
+        "0/{num_nodes} nodes are available: {message}. preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful for scheduling."
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +418,11 @@ mod tests {
         assert!(fit_error(3, &reasons).starts_with(
             "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
         ));
+        assert_eq!(
+            pre_filter_error(2, "pod has unbound immediate PersistentVolumeClaims"),
+            "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+             preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
+        );
     }
 
     #[test]

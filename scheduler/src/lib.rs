@@ -3,15 +3,18 @@
 //! Nodes and pods are reflected into local stores. Whenever either changes (and once a second
 //! for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
 //! `nodeName`, matching `schedulerName`), highest priority and oldest first, filters and scores
-//! the nodes for each ([`framework`], [`interpod`]), and binds it with `POST pods/<name>/binding`. Bound pods
+//! the nodes for each ([`framework`], [`volumes`], [`interpod`]), and binds it with
+//! `POST pods/<name>/binding` (after annotating its delayed claims with the node). Bound pods
 //! are "assumed" on their node until the pod store shows the binding, so two pods in a row
 //! never both take the last free slot. A pod that fits nowhere gets a `FailedScheduling` Event
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
-//! until a node or a bound pod changes, which retries it at once.
+//! until a node, a bound pod, a claim, a volume or a storage class changes, which retries it at
+//! once.
 
 pub mod framework;
 pub mod interpod;
 pub mod metrics;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -21,7 +24,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -30,6 +36,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use ekube_api::events::{EventType, Recorder};
+use ekube_api::storage;
 use framework::NodeInfo;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -96,7 +103,8 @@ struct Scheduler {
     recorder: Recorder,
     nodes: Store<Node>,
     pods: Store<Pod>,
-    /// Bumped on every node change and every change of a bound pod.
+    storage: volumes::Stores,
+    /// Bumped on every change of a node, a bound pod, a claim, a volume or a storage class.
     generation: Arc<AtomicU64>,
     /// Pods bound by us that the pod store does not show as bound yet: uid → node.
     assumed: HashMap<String, String>,
@@ -134,6 +142,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             futures::future::ready(())
         })
     };
+    let (claims, claim_writer) = reflector::store::<PersistentVolumeClaim>();
+    let (pvs, pv_writer) = reflector::store::<PersistentVolume>();
+    let (classes, class_writer) = reflector::store::<StorageClass>();
+    let storage = volumes::Stores {
+        claims,
+        volumes: pvs,
+        classes,
+    };
+    // A claim, volume or class appearing (or changing) may make a waiting pod schedulable.
+    let storage_watch = futures::future::join3(
+        reflector::reflector(
+            claim_writer,
+            watcher(Api::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(bump(generation.clone(), notify.clone())),
+        reflector::reflector(
+            pv_writer,
+            watcher(Api::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(bump(generation.clone(), notify.clone())),
+        reflector::reflector(
+            class_writer,
+            watcher(Api::all(client.clone()), watcher::Config::default()),
+        )
+        .default_backoff()
+        .for_each(bump(generation.clone(), notify.clone())),
+    );
     let pod_watch = {
         let (notify, generation) = (notify.clone(), generation.clone());
         reflector::reflector(
@@ -167,6 +204,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             recorder: recorder.clone(),
             nodes: nodes.clone(),
             pods: pods.clone(),
+            storage: storage.clone(),
             generation: generation.clone(),
             assumed: HashMap::new(),
             backoff: HashMap::new(),
@@ -177,7 +215,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ = scheduling => Ok(()),
         _ = node_watch => Err(Error::WatchEnded("node")),
         _ = pod_watch => Err(Error::WatchEnded("pod")),
+        _ = storage_watch => Err(Error::WatchEnded("storage")),
         _ = serving => Ok(()),
+    }
+}
+
+/// A watch event handler that bumps `generation` and wakes the scheduling loop when the cache
+/// changed (not on a failed watch, which retries on its own and would otherwise end every
+/// back-off while it does).
+fn bump<K, E>(
+    generation: Arc<AtomicU64>,
+    notify: Arc<tokio::sync::Notify>,
+) -> impl FnMut(Result<watcher::Event<K>, E>) -> futures::future::Ready<()> {
+    move |ev| {
+        if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) =
+            ev
+        {
+            generation.fetch_add(1, Ordering::SeqCst);
+            notify.notify_one();
+        }
+        futures::future::ready(())
     }
 }
 
@@ -288,6 +345,14 @@ impl Scheduler {
                 infos[i].add(p);
             }
         }
+        // Until the storage caches have listed, a pod with claims would be judged against
+        // none: such pods wait for them (pods without claims do not).
+        let storage_ready = self.storage.ready();
+        let storage = if storage_ready {
+            self.storage.snapshot()
+        } else {
+            volumes::Snapshot::default()
+        };
         for pod in pending {
             let uid = pod.uid().unwrap_or_default();
             if let Some(b) = self.backoff.get(&uid)
@@ -296,11 +361,17 @@ impl Scheduler {
             {
                 continue;
             }
+            if !storage_ready && volumes::claim_names(&pod).next().is_some() {
+                continue;
+            }
             let started = Instant::now();
-            let result = match self.schedule_one(&pod, &infos) {
-                Ok(i) => {
+            let result = match self.schedule_one(&pod, &infos, &storage) {
+                Ok((i, claims)) => {
                     let node = infos[i].node.name_any();
-                    if self.bind(&pod, &node).await {
+                    if let Err(e) = self.select_node(&claims, &node).await {
+                        self.pre_bind_failed(&pod, &e, generation).await;
+                        metrics::Outcome::Error
+                    } else if self.bind(&pod, &node).await {
                         infos[i].add(&pod);
                         self.assumed.insert(uid.clone(), node);
                         self.backoff.remove(&uid);
@@ -322,12 +393,22 @@ impl Scheduler {
         }
     }
 
-    /// Picks the best feasible node, or says why none fits.
-    fn schedule_one(&self, pod: &Pod, infos: &[NodeInfo]) -> Result<usize, String> {
+    /// Picks the best feasible node (with the pod's claims, for the pre-bind), or says why
+    /// none fits.
+    fn schedule_one(
+        &self,
+        pod: &Pod,
+        infos: &[NodeInfo],
+        storage: &volumes::Snapshot,
+    ) -> Result<(usize, volumes::PodClaims), String> {
+        let claims = volumes::pod_claims(pod, storage)
+            .map_err(|m| framework::pre_filter_error(infos.len(), &m))?;
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         for (i, ni) in infos.iter().enumerate() {
+            // In upstream's filter order: node filters, VolumeBinding, InterPodAffinity.
             let fits = framework::filter(pod, ni)
+                .and_then(|()| volumes::filter(&claims, storage, &ni.node))
                 .and_then(|()| interpod::filter(pod, i, infos).map_err(|r| vec![r.to_owned()]));
             match fits {
                 Ok(()) => feasible.push(i),
@@ -365,7 +446,50 @@ impl Scheduler {
             .filter(|(s, _)| *s == best)
             .map(|(_, i)| *i)
             .collect();
-        Ok(top[rand::random_range(0..top.len())])
+        Ok((top[rand::random_range(0..top.len())], claims))
+    }
+
+    /// Upstream's VolumeBinding pre-bind: tells the PV controller, through the
+    /// `selected-node` annotation, where each delayed claim of the pod is needed.
+    async fn select_node(&self, claims: &volumes::PodClaims, node: &str) -> Result<(), String> {
+        for (ns, name) in volumes::to_select(claims, node) {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+            let patch = json!({"metadata": {"annotations": {storage::SELECTED_NODE: node}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(|e| format!("annotating persistentvolumeclaim \"{ns}/{name}\": {e}"))?;
+            tracing::info!(claim = %format!("{ns}/{name}"), node, "selected node for claim");
+        }
+        Ok(())
+    }
+
+    /// The pre-bind failed: the pod is not bound, and is retried after a back-off (or on the
+    /// next change), as upstream retries a failed scheduling cycle.
+    async fn pre_bind_failed(&mut self, pod: &Pod, error: &str, generation: u64) {
+        self.back_off(pod.uid().unwrap_or_default(), generation);
+        tracing::warn!(pod = %pod.name_any(), error, "volume binding failed");
+        let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
+        self.recorder
+            .record(pod, EventType::Warning, "FailedScheduling", &message)
+            .await;
+    }
+
+    /// Starts or lengthens a pod's back-off (1 s doubling to `--pod-max-backoff`); a change
+    /// after `generation` ends it early.
+    fn back_off(&mut self, uid: String, generation: u64) {
+        let initial = Duration::from_secs(self.config.pod_initial_backoff_seconds.max(1));
+        let max = Duration::from_secs(self.config.pod_max_backoff_seconds.max(1));
+        let entry = self.backoff.entry(uid).or_insert(Backoff {
+            attempts: 0,
+            next_try: Instant::now(),
+            generation,
+        });
+        entry.attempts += 1;
+        let delay = initial
+            .saturating_mul(1 << entry.attempts.min(10).saturating_sub(1))
+            .min(max);
+        entry.next_try = Instant::now() + delay;
+        entry.generation = generation;
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> bool {
@@ -411,20 +535,7 @@ impl Scheduler {
     }
 
     async fn unschedulable(&mut self, pod: &Pod, message: String, generation: u64) {
-        let uid = pod.uid().unwrap_or_default();
-        let initial = Duration::from_secs(self.config.pod_initial_backoff_seconds.max(1));
-        let max = Duration::from_secs(self.config.pod_max_backoff_seconds.max(1));
-        let entry = self.backoff.entry(uid).or_insert(Backoff {
-            attempts: 0,
-            next_try: Instant::now(),
-            generation,
-        });
-        entry.attempts += 1;
-        let delay = initial
-            .saturating_mul(1 << entry.attempts.min(10).saturating_sub(1))
-            .min(max);
-        entry.next_try = Instant::now() + delay;
-        entry.generation = generation;
+        self.back_off(pod.uid().unwrap_or_default(), generation);
         let condition = pod
             .status
             .as_ref()

@@ -6,12 +6,11 @@
 //! are, the most recently created wins (ties go to the first name), so adding a new default
 //! takes over without removing the old one first. No default, no change.
 
-use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::{Attributes, Operation};
 use crate::errors::{ApiError, Result};
-use crate::registry::{Registry, collection_prefix, decode};
+use crate::registry::Registry;
 use crate::validation::INGRESS_CLASS_ANNOTATION;
 
 /// The annotation that makes an IngressClass the default.
@@ -48,45 +47,14 @@ pub(super) async fn admit(
 async fn default_class(registry: &Registry) -> Result<Option<String>> {
     let r = ekube_api::resources::find("networking.k8s.io", "v1", "ingressclasses")
         .ok_or_else(|| ApiError::internal("ingressclasses are not in the resource table"))?;
-    let page = registry
-        .store
-        .list(&collection_prefix(r, None), None, 0)
-        .await?;
-    let mut defaults: Vec<(Option<DateTime<Utc>>, String)> = page
-        .items
-        .iter()
-        .map(|kv| decode(r, kv))
-        .filter(|class| {
-            class
-                .pointer("/metadata/annotations")
-                .and_then(|a| a.get(IS_DEFAULT_CLASS))
-                .and_then(Value::as_str)
-                == Some("true")
-        })
-        .map(|class| {
-            let created = class
-                .pointer("/metadata/creationTimestamp")
-                .and_then(Value::as_str)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
-            let name = class
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            (created, name)
-        })
-        .collect();
-    // Newest first; equal times by name.
-    defaults.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    if defaults.len() > 1 {
-        tracing::debug!(
-            count = defaults.len(),
-            chosen = %defaults[0].1,
-            "several default IngressClasses; choosing the newest"
-        );
-    }
-    Ok(defaults.into_iter().next().map(|(_, name)| name))
+    super::newest_default(registry, r, |class| {
+        class
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(IS_DEFAULT_CLASS))
+            .and_then(Value::as_str)
+            == Some("true")
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -6,28 +6,35 @@
 //! validating plugins see the final object. A refusal from any plugin ends the request before
 //! anything is stored. The order, as `kube-apiserver`'s recommended plugin order:
 //!
-//! | plugin               | mutating | validating |
-//! |----------------------|----------|------------|
-//! | NamespaceLifecycle   | ✓        |            |
-//! | LimitRanger          | ✓        | ✓          |
-//! | ServiceAccount       | ✓        |            |
-//! | NodeRestriction      | ✓        |            |
-//! | DefaultIngressClass  | ✓        |            |
-//! | PodSecurity          |          | ✓          |
-//! | ResourceQuota        |          | ✓          |
+//! | plugin                       | mutating | validating |
+//! |------------------------------|----------|------------|
+//! | NamespaceLifecycle           | ✓        |            |
+//! | LimitRanger                  | ✓        | ✓          |
+//! | ServiceAccount               | ✓        |            |
+//! | NodeRestriction              | ✓        |            |
+//! | PodSecurity                  |          | ✓          |
+//! | DefaultStorageClass          | ✓        |            |
+//! | StorageObjectInUseProtection | ✓        |            |
+//! | PersistentVolumeClaimResize  |          | ✓          |
+//! | DefaultIngressClass          | ✓        |            |
+//! | ResourceQuota                |          | ✓          |
 //!
 //! Deletes and connections (`exec`, `attach`, `portforward`) carry no object: they pass the
 //! mutating phase's checks (NamespaceLifecycle's immortal namespaces, NodeRestriction) only.
-//! Plugins read what they need (namespaces, LimitRanges, quotas, IngressClasses) from storage
-//! directly; each touches only the few keys of the request's namespace (IngressClasses are
-//! cluster-wide, and few), and only for the kinds it cares about.
+//! Plugins read what they need (namespaces, LimitRanges, quotas, IngressClasses,
+//! StorageClasses) from storage directly; each touches only the few keys of the request's
+//! namespace (IngressClasses and StorageClasses are cluster-wide, and few), and only for the
+//! kinds it cares about.
 
 mod default_ingress_class;
+mod default_storage_class;
 mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
 mod pod_security;
+mod pvc_resize;
 mod resource_quota;
+mod storage_protection;
 
 use ekube_api::ResourceInfo;
 use serde_json::Value;
@@ -98,6 +105,8 @@ pub async fn mutate(
         crate::serviceaccount::admission::admit(registry, ns, object, attrs.dry_run).await?;
     }
     node_restriction::admit(registry, attrs, Some(object)).await?;
+    default_storage_class::admit(registry, attrs, object).await?;
+    storage_protection::admit(attrs, object);
     default_ingress_class::admit(registry, attrs, object).await
 }
 
@@ -116,6 +125,7 @@ pub async fn validate(
     // After the ServiceAccount and NodeRestriction decisions, before ResourceQuota, so a pod
     // the namespace's security level refuses is never charged to quota.
     pod_security::validate(registry, attrs, object, warnings).await?;
+    pvc_resize::validate(registry, attrs, object).await?;
     resource_quota::validate(registry, attrs, object).await
 }
 
@@ -132,6 +142,50 @@ async fn list_in(registry: &Registry, plural: &str, ns: &str) -> Result<Vec<(Val
         .iter()
         .map(|kv| (crate::registry::decode(r, kv), kv.mod_revision))
         .collect())
+}
+
+/// The name of the newest object of the cluster-scoped resource `r` that `is_default`
+/// accepts, as upstream's default-class plugins choose: newest `creationTimestamp` first,
+/// equal times by name, so a new default takes over without the old one being unmarked first.
+async fn newest_default(
+    registry: &Registry,
+    r: &ResourceInfo,
+    is_default: impl Fn(&Value) -> bool,
+) -> Result<Option<String>> {
+    use chrono::{DateTime, Utc};
+    let page = registry
+        .store
+        .list(&crate::registry::collection_prefix(r, None), None, 0)
+        .await?;
+    let mut defaults: Vec<(Option<DateTime<Utc>>, String)> = page
+        .items
+        .iter()
+        .map(|kv| crate::registry::decode(r, kv))
+        .filter(|obj| is_default(obj))
+        .map(|obj| {
+            let created = obj
+                .pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            (created, name)
+        })
+        .collect();
+    defaults.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    if defaults.len() > 1 {
+        tracing::debug!(
+            kind = r.kind,
+            count = defaults.len(),
+            chosen = %defaults[0].1,
+            "several defaults; choosing the newest"
+        );
+    }
+    Ok(defaults.into_iter().next().map(|(_, name)| name))
 }
 
 #[cfg(test)]

@@ -493,3 +493,93 @@ fn bootstrap_policy_grants_what_upstream_does() {
         Decision::Allow
     );
 }
+
+#[test]
+fn storage_controllers_and_the_scheduler_get_upstream_grants() {
+    let a = Authorization::new(
+        &[Mode::Rbac],
+        &RbacCache::from_objects(reconcile::objects()),
+        &no_nodes(),
+    );
+    let sa = |name: &str| {
+        user(
+            &format!("system:serviceaccount:kube-system:{name}"),
+            &[
+                "system:serviceaccounts",
+                "system:serviceaccounts:kube-system",
+            ],
+        )
+    };
+    let binder = sa("persistent-volume-binder");
+    let pvc_protection = sa("pvc-protection-controller");
+    let pv_protection = sa("pv-protection-controller");
+    let scheduler = user("system:kube-scheduler", &["system:authenticated"]);
+    let allowed = [
+        (&binder, "create", "", "persistentvolumes", "", ""),
+        (&binder, "delete", "", "persistentvolumes", "", ""),
+        (&binder, "update", "", "persistentvolumes", "status", ""),
+        (&binder, "update", "", "persistentvolumeclaims", "", "dev"),
+        (
+            &binder,
+            "update",
+            "",
+            "persistentvolumeclaims",
+            "status",
+            "dev",
+        ),
+        (&binder, "watch", "storage.k8s.io", "storageclasses", "", ""),
+        (&binder, "create", "", "pods", "", "dev"),
+        (&binder, "create", "", "events", "", "dev"),
+        (
+            &pvc_protection,
+            "update",
+            "",
+            "persistentvolumeclaims",
+            "",
+            "dev",
+        ),
+        (&pvc_protection, "list", "", "pods", "", ""),
+        (&pv_protection, "update", "", "persistentvolumes", "", ""),
+        (&scheduler, "patch", "", "persistentvolumeclaims", "", "dev"),
+        (&scheduler, "update", "", "persistentvolumes", "", ""),
+        (
+            &scheduler,
+            "list",
+            "storage.k8s.io",
+            "storageclasses",
+            "",
+            "",
+        ),
+    ];
+    for (who, verb, group, resource, sub, ns) in allowed {
+        assert_eq!(
+            a.authorize(&req(who, verb, group, resource, sub, ns, "x")),
+            Decision::Allow,
+            "{} {verb} {resource}/{sub}",
+            who.name
+        );
+    }
+    let refused = [
+        (&binder, "patch", "", "persistentvolumes", "", ""),
+        (&binder, "delete", "", "persistentvolumeclaims", "", "dev"),
+        (&pvc_protection, "update", "", "persistentvolumes", "", ""),
+        (&pvc_protection, "delete", "", "pods", "", "dev"),
+        (
+            &pv_protection,
+            "update",
+            "",
+            "persistentvolumeclaims",
+            "",
+            "dev",
+        ),
+        (&scheduler, "delete", "", "persistentvolumes", "", ""),
+    ];
+    for (who, verb, group, resource, sub, ns) in refused {
+        assert_ne!(
+            a.authorize(&req(who, verb, group, resource, sub, ns, "x")),
+            Decision::Allow,
+            "{} {verb} {resource}/{sub}",
+            who.name
+        );
+    }
+}

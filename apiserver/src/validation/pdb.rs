@@ -98,7 +98,7 @@ fn int_or_percent(v: &Value, field: &str, causes: &mut Vec<Cause>) {
 
 /// Upstream's `ValidateLabelSelector`: valid label keys and values, known operators, values
 /// exactly where the operator takes them.
-fn label_selector(sel: &Value, at: &str, causes: &mut Vec<Cause>) {
+pub(super) fn label_selector(sel: &Value, at: &str, causes: &mut Vec<Cause>) {
     labels(sel.get("matchLabels"), &format!("{at}.matchLabels"), causes);
     let exprs = sel
         .get("matchExpressions")

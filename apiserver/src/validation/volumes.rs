@@ -105,7 +105,7 @@ fn downward_files(src: &Value, at: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn host_path(h: &Value, at: &str, causes: &mut Vec<Cause>) {
+pub(super) fn host_path(h: &Value, at: &str, causes: &mut Vec<Cause>) {
     match string(h, "path") {
         None | Some("") => causes.push(Cause::required(format!("{at}.path"))),
         Some(path) => no_backsteps(path, &format!("{at}.path"), causes),
@@ -181,7 +181,7 @@ fn descending(path: &str, at: &str, causes: &mut Vec<Cause>) {
     no_backsteps(path, at, causes);
 }
 
-fn no_backsteps(path: &str, at: &str, causes: &mut Vec<Cause>) {
+pub(super) fn no_backsteps(path: &str, at: &str, causes: &mut Vec<Cause>) {
     if path.split('/').any(|part| part == "..") {
         causes.push(Cause::invalid(
             at,

@@ -157,6 +157,10 @@ pub struct InitArgs {
     /// random one, printed).
     #[arg(long)]
     certificate_key: Option<String>,
+    /// The directory on every node that holds the `local-path` class's volumes (as k3s's
+    /// flag; kubeadm installs no storage).
+    #[arg(long, default_value = crate::addons::LocalPath::DEFAULT_PATH)]
+    default_local_storage_path: PathBuf,
     #[command(flatten)]
     dirs: Dirs,
     /// Flags for this node's `ekube agent` (after `--`).
@@ -172,6 +176,7 @@ struct Plan {
     pod_subnet: Ipv4Network,
     service_subnet: Ipv4Network,
     dns_domain: String,
+    local_storage_path: PathBuf,
     node_name: String,
     token: Token,
     token_ttl: Duration,
@@ -244,6 +249,7 @@ impl Plan {
                 .clone()
                 .or(file.dns_domain)
                 .unwrap_or_else(|| "cluster.local".into()),
+            local_storage_path: args.default_local_storage_path.clone(),
             node_name,
             token,
             token_ttl: args
@@ -417,6 +423,8 @@ impl ControlPlane {
             // The addons phase installs them (or, skipped, leaves them out).
             os("--disable"),
             os("coredns"),
+            os("--disable"),
+            os("local-storage"),
         ];
         for san in &self.cert_sans {
             argv.extend([os("--tls-san"), os(san)]);
@@ -645,6 +653,16 @@ async fn run_phases(args: InitArgs, closing: bool) -> Result<()> {
             .await
             .context("installing the cluster DNS add-on")?;
         println!("[addons] Applied essential addon: CoreDNS (ekube dns)");
+        crate::addons::LocalPath {
+            path: plan.local_storage_path.clone(),
+        }
+        .install(client().await?)
+        .await
+        .context("installing the local-path storage add-on")?;
+        println!(
+            "[addons] Applied addon: local-path storage (default StorageClass local-path, volumes under {})",
+            plan.local_storage_path.display()
+        );
         println!("[addons] The service proxy runs in every node's agent");
     }
 

@@ -6,10 +6,15 @@
 //! tmpfs, as upstream, so secrets never reach a disk) and mounted read-only into containers;
 //! a `subPath` is mounted through [`subpath`], never by joining paths. hostPath volumes are
 //! checked against their `type` as upstream checks them, and a missing path of type `""` is
-//! made as a directory, as container runtimes make a missing bind-mount source. Everything
-//! mounted under a pod's directory is unmounted before the directory is removed.
+//! made as a directory, as container runtimes make a missing bind-mount source.
+//! `persistentVolumeClaim` volumes are their bound PersistentVolume's data in place
+//! ([`claim`]). A volume of any other kind (nfs, iscsi, csi, ephemeral, …) is accepted by the
+//! apiserver, as upstream's is, and refused here by name (a FailedMount), never replaced by an
+//! empty directory. Everything mounted under a pod's directory is unmounted before the
+//! directory is removed.
 
 pub mod atomic_writer;
+mod claim;
 mod mount;
 mod subpath;
 pub mod tokens;
@@ -163,8 +168,14 @@ async fn prepare_one(
         atomic_writer::write(path, &payload).map_err(io)?;
         return Ok(written(path));
     }
-    // emptyDir (and any kind not handled above): a directory everyone may write, as upstream;
-    // `medium: Memory` puts it on a tmpfs bounded by `sizeLimit`.
+    if let Some(c) = &v.persistent_volume_claim {
+        return claim::prepare(client, ns, c).await;
+    }
+    if let Some(kind) = source_kind(v, &["name"]).filter(|k| k != "emptyDir") {
+        return Err(unsupported(Some(&kind)));
+    }
+    // emptyDir (or no source, which upstream defaults to emptyDir): a directory everyone may
+    // write, as upstream; `medium: Memory` puts it on a tmpfs bounded by `sizeLimit`.
     let medium = v.empty_dir.as_ref().and_then(|e| e.medium.as_deref());
     if medium == Some("Memory") {
         let mut options = "mode=1777".to_owned();
@@ -182,6 +193,25 @@ async fn prepare_one(
         path: path.to_owned(),
         read_only: false,
     })
+}
+
+/// The kind of source a volume (or a PersistentVolume's spec) names, as the API spells it
+/// (`emptyDir`, `nfs`, …): its first field besides `others`.
+fn source_kind(spec: &impl serde::Serialize, others: &[&str]) -> Option<String> {
+    let value = serde_json::to_value(spec).ok()?;
+    value
+        .as_object()?
+        .keys()
+        .find(|k| !others.contains(&k.as_str()))
+        .cloned()
+}
+
+/// Why a volume of `kind` (`None`: of no kind at all) cannot be set up.
+fn unsupported(kind: Option<&str>) -> String {
+    match kind {
+        Some(kind) => format!("volume plugin for {kind} is not supported by ekube"),
+        None => "the volume names no volume source".into(),
+    }
 }
 
 /// A `defaultMode`, defaulted as the apiserver defaults it.
@@ -577,6 +607,59 @@ mod tests {
                 .ends_with("is not a block device")
         );
         assert!(host(&dir, "Dir").is_err());
+    }
+
+    #[test]
+    fn volume_kinds_are_named_as_the_api_spells_them() {
+        let kind = |v: serde_json::Value| {
+            let v: VolumeSpec = serde_json::from_value(v).unwrap();
+            source_kind(&v, &["name"])
+        };
+        assert_eq!(kind(serde_json::json!({"name": "v"})), None);
+        assert_eq!(
+            kind(serde_json::json!({"name": "v", "emptyDir": {}})).as_deref(),
+            Some("emptyDir")
+        );
+        let nfs = kind(serde_json::json!({"name": "v", "nfs": {"server": "s", "path": "/"}}));
+        assert_eq!(
+            unsupported(nfs.as_deref()),
+            "volume plugin for nfs is not supported by ekube"
+        );
+        let ephemeral = serde_json::json!({"name": "v",
+            "ephemeral": {"volumeClaimTemplate": {"spec": {}}}});
+        assert_eq!(kind(ephemeral).as_deref(), Some("ephemeral"));
+    }
+
+    #[test]
+    fn a_read_only_volume_is_mounted_read_only() {
+        let c: Container = serde_json::from_value(serde_json::json!({"name": "c",
+            "volumeMounts": [{"name": "ro", "mountPath": "/a"},
+                             {"name": "rw", "mountPath": "/b"},
+                             {"name": "rw", "mountPath": "/c", "readOnly": true}]}))
+        .unwrap();
+        let volumes: BTreeMap<String, Volume> = [
+            (
+                "ro".to_owned(),
+                Volume {
+                    path: "/data/ro".into(),
+                    read_only: true,
+                },
+            ),
+            (
+                "rw".to_owned(),
+                Volume {
+                    path: "/data/rw".into(),
+                    read_only: false,
+                },
+            ),
+        ]
+        .into();
+        let m = mounts(&c, Path::new("/pods/p"), &volumes, &BTreeMap::new()).unwrap();
+        let ro: Vec<(&str, bool)> = m
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.readonly))
+            .collect();
+        assert_eq!(ro, [("/a", true), ("/b", false), ("/c", true)]);
     }
 
     #[test]

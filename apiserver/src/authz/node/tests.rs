@@ -269,3 +269,48 @@ fn an_explicit_binding_still_grants_after_the_node_authorizer_passes() {
     );
     check(&a, n1("list", "", "pods", "default", ""), None);
 }
+
+#[test]
+fn a_claim_and_its_volume_are_readable_only_from_the_claiming_pods_node() {
+    let a = chain();
+    let n2 = |resource: &str, ns: &str, name: &str| {
+        req(&node_user("n2"), "get", "", resource, "", ns, name)
+    };
+    check(
+        &a,
+        n2("persistentvolumeclaims", "default", "data"),
+        UNRELATED_N2,
+    );
+    check(&a, n2("persistentvolumes", "", "pv-data"), UNRELATED_N2);
+    check_all(&[
+        ("get", "", "persistentvolumeclaims", "default", "data", None),
+        ("get", "", "persistentvolumes", "", "pv-data", None),
+        (
+            "update",
+            "",
+            "persistentvolumeclaims/status",
+            "default",
+            "data",
+            None,
+        ),
+        (
+            "get",
+            "",
+            "persistentvolumeclaims",
+            "default",
+            "other",
+            UNRELATED,
+        ),
+        ("get", "", "persistentvolumes", "", "pv-other", UNRELATED),
+        (
+            "update",
+            "",
+            "persistentvolumes",
+            "",
+            "pv-data",
+            Some("can only get"),
+        ),
+    ]);
+}
+
+const UNRELATED_N2: Option<&str> = Some("no relationship found between node 'n2' and this object");

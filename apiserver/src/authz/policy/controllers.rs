@@ -201,11 +201,66 @@ pub const CONTROLLER_ROLES: &[RoleSpec] = &[
         ],
     ),
     cluster_role(
+        "system:controller:persistent-volume-binder",
+        &[
+            r(
+                &["get", "list", "watch", "update", "create", "delete"],
+                CORE,
+                &["persistentvolumes"],
+            ),
+            r(&["update"], CORE, &["persistentvolumes/status"]),
+            r(
+                &["get", "list", "watch", "update"],
+                CORE,
+                &["persistentvolumeclaims"],
+            ),
+            r(&["update"], CORE, &["persistentvolumeclaims/status"]),
+            r(
+                &["list", "watch", "get", "create", "delete"],
+                CORE,
+                &["pods"],
+            ),
+            r(READ, STORAGE, &["storageclasses"]),
+            r(
+                &["get", "create", "delete"],
+                CORE,
+                &["services", "endpoints"],
+            ),
+            r(&["get"], CORE, &["secrets"]),
+            r(&["get", "list"], CORE, &["nodes"]),
+            r(&["watch"], CORE, &["events"]),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
         "system:controller:pod-garbage-collector",
         &[
             r(&["list", "watch", "delete"], CORE, &["pods"]),
             r(&["get", "list"], CORE, &["nodes"]),
             r(&["patch"], CORE, &["pods/status"]),
+        ],
+    ),
+    cluster_role(
+        "system:controller:pv-protection-controller",
+        &[
+            r(
+                &["get", "list", "watch", "update"],
+                CORE,
+                &["persistentvolumes"],
+            ),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
+        "system:controller:pvc-protection-controller",
+        &[
+            r(
+                &["get", "list", "watch", "update"],
+                CORE,
+                &["persistentvolumeclaims"],
+            ),
+            r(&["list", "watch", "get"], CORE, &["pods"]),
+            EVENTS,
         ],
     ),
     cluster_role(

@@ -101,6 +101,7 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
         "PersistentVolumeClaim",
         storage::persistent_volume_claim_columns,
     ),
+    ("StorageClass", storage::storage_class_columns),
     ("Deployment", apps::deployment_columns),
     ("ReplicaSet", apps::replica_set_columns),
     ("DaemonSet", apps::daemon_set_columns),

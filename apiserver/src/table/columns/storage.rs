@@ -1,5 +1,7 @@
-//! Storage kinds of core/v1: PersistentVolumes and PersistentVolumeClaims.
+//! Storage kinds: PersistentVolumes and PersistentVolumeClaims (core/v1) and StorageClasses
+//! (storage.k8s.io).
 
+use ekube_api::storage::DEFAULT_CLASS;
 use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, at, name_col, or, str_at, string_col};
@@ -106,6 +108,37 @@ pub(super) fn persistent_volume_claim_columns() -> KindColumns {
     }
 }
 
+pub(super) fn storage_class_columns() -> KindColumns {
+    KindColumns {
+        columns: vec![
+            name_col(),
+            string_col(
+                "Provisioner",
+                0,
+                "provisioner indicates the type of the provisioner.",
+            ),
+            string_col(
+                "ReclaimPolicy",
+                0,
+                "reclaimPolicy controls the reclaimPolicy for dynamically provisioned PersistentVolumes of this storage class. Defaults to Delete.",
+            ),
+            string_col(
+                "VolumeBindingMode",
+                0,
+                "volumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.  When unset, VolumeBindingImmediate is used. This field is only honored by servers that enable the VolumeScheduling feature.",
+            ),
+            string_col(
+                "AllowVolumeExpansion",
+                0,
+                "allowVolumeExpansion shows whether the storage class allow volume expand.",
+            ),
+            age_col(),
+        ],
+        cells: Printer::storage_class,
+        conditions: None,
+    }
+}
+
 impl Printer {
     fn persistent_volume(&self, pv: &Value) -> Vec<Value> {
         let spec = at(pv, &["spec"]);
@@ -147,6 +180,26 @@ impl Printer {
             json!(str_at(pv, &["status", "reason"])),
             self.age(pv),
             json!(or(str_at(spec, &["volumeMode"]), "<unset>")),
+        ]
+    }
+
+    /// Upstream's `printStorageClass`: the default class's name carries ` (default)`.
+    fn storage_class(&self, class: &Value) -> Vec<Value> {
+        let mut name = str_at(class, &["metadata", "name"]).to_string();
+        if str_at(class, &["metadata", "annotations", DEFAULT_CLASS]) == "true" {
+            name.push_str(" (default)");
+        }
+        vec![
+            json!(name),
+            json!(str_at(class, &["provisioner"])),
+            json!(or(str_at(class, &["reclaimPolicy"]), "Delete")),
+            json!(or(str_at(class, &["volumeBindingMode"]), "Immediate")),
+            json!(
+                at(class, &["allowVolumeExpansion"])
+                    .as_bool()
+                    .unwrap_or(false)
+            ),
+            self.age(class),
         ]
     }
 
@@ -250,6 +303,39 @@ mod tests {
             .as_array()
             .unwrap()
             .clone()
+        );
+    }
+
+    #[test]
+    fn classes() {
+        let default = json!({"metadata": {"name": "local-path",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "ekube.io/local-path", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer"});
+        assert_eq!(
+            cells("StorageClass", default),
+            [
+                json!("local-path (default)"),
+                json!("ekube.io/local-path"),
+                json!("Delete"),
+                json!("WaitForFirstConsumer"),
+                json!(false),
+                json!("<unknown>"),
+            ]
+        );
+        let other = json!({"metadata": {"name": "manual",
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "false"}},
+            "provisioner": "kubernetes.io/no-provisioner", "allowVolumeExpansion": true});
+        assert_eq!(
+            cells("StorageClass", other),
+            [
+                json!("manual"),
+                json!("kubernetes.io/no-provisioner"),
+                json!("Delete"),
+                json!("Immediate"),
+                json!(true),
+                json!("<unknown>"),
+            ]
         );
     }
 
