@@ -196,6 +196,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         &["pvc"],
     )),
     in_all(with_scale(res(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        true,
+        &["rc"],
+    ))),
+    in_all(with_scale(res(
         "apps",
         "v1",
         "Deployment",
@@ -231,6 +240,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         true,
         &["sts"],
     ))),
+    res(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        "controllerrevisions",
+        "controllerrevision",
+        true,
+        &[],
+    ),
     in_all(with_status(res(
         "batch",
         "v1",
@@ -358,6 +376,15 @@ pub static RESOURCES: &[ResourceInfo] = &[
         false,
         &[],
     ),
+    with_status(res(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        "apiservice",
+        false,
+        &[],
+    )),
     review(res(
         "authentication.k8s.io",
         "v1",

@@ -2,7 +2,8 @@
 //! `default/kubernetes` Service (the first address of the service range, port 443) and its
 //! Endpoints and EndpointSlice listing the live servers (see [`crate::peers`]), and `kube-public/cluster-info`, from
 //! which joining nodes learn this server's address and CA (kubeadm's `bootstrap-token`
-//! phase writes it; here the apiserver does, so every cluster can be joined by token).
+//! phase writes it; here the apiserver does, so every cluster can be joined by token), and an
+//! APIService for each group-version served here (upstream's autoregistered local ones).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,6 +27,7 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16, ca_pem: &str
                 .await?;
         }
     }
+    local_api_services(registry, &opts).await?;
     let svc = find("", "v1", "services").expect("served");
     let cluster_ip = registry.alloc.lock().await.first_ip();
     if registry
@@ -64,6 +66,77 @@ pub async fn run(registry: &Registry, advertise: IpAddr, port: u16, ca_pem: &str
         &opts,
     )
     .await
+}
+
+/// The group-versions this apiserver serves itself, beyond the resource table: the review
+/// groups and the resource metrics.
+const OTHER_GROUP_VERSIONS: &[(&str, &str)] = &[
+    ("authorization.k8s.io", "v1"),
+    ("metrics.k8s.io", "v1beta1"),
+];
+
+/// Upstream's `groupPriorityMinimum` and `versionPriority` of a built-in group-version (how
+/// discovery orders groups); groups upstream does not list get the lowest built-in one.
+fn priorities(group: &str, version: &str) -> (i32, i32) {
+    let group_priority = match group {
+        "" => 18000,
+        "apiregistration.k8s.io" => 18000,
+        "apps" => 17800,
+        "events.k8s.io" => 17750,
+        "authentication.k8s.io" => 17700,
+        "authorization.k8s.io" => 17600,
+        "autoscaling" => 17500,
+        "batch" => 17400,
+        "certificates.k8s.io" => 17300,
+        "networking.k8s.io" => 17200,
+        "policy" => 17100,
+        "rbac.authorization.k8s.io" => 17000,
+        "storage.k8s.io" => 16800,
+        "coordination.k8s.io" => 16500,
+        "discovery.k8s.io" => 16200,
+        "metrics.k8s.io" => 100,
+        _ => 16000,
+    };
+    let version_priority = match (group, version) {
+        ("", _) => 1,
+        ("autoscaling", "v2") => 30,
+        ("metrics.k8s.io", _) => 100,
+        _ => 15,
+    };
+    (group_priority, version_priority)
+}
+
+/// An APIService per group-version served here, as upstream's autoregistration keeps them
+/// (`v1.`, `v1.apps`, ...): local (no `service`), so always available. Existing ones stay.
+async fn local_api_services(registry: &Registry, opts: &WriteOptions) -> Result<()> {
+    let api_services = find("apiregistration.k8s.io", "v1", "apiservices").expect("served");
+    let mut served: Vec<(&str, &str)> = ekube_api::resources::groups()
+        .into_iter()
+        .flat_map(|(g, versions)| versions.into_iter().map(move |v| (g, v)))
+        .collect();
+    for gv in OTHER_GROUP_VERSIONS {
+        if !served.contains(gv) {
+            served.push(*gv);
+        }
+    }
+    for (group, version) in served {
+        let name = format!("{version}.{group}");
+        if registry.get(api_services, None, &name).await.is_ok() {
+            continue;
+        }
+        let (group_priority, version_priority) = priorities(group, version);
+        let obj = json!({
+            "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+            "spec": {"group": group, "version": version,
+                     "groupPriorityMinimum": group_priority, "versionPriority": version_priority},
+        });
+        match registry.create(api_services, None, obj, opts).await {
+            // Another server of the cluster made it first.
+            Err(e) if e.code == 409 => {}
+            other => drop(other?),
+        }
+    }
+    Ok(())
 }
 
 /// Creates `kube-public/cluster-info`, or rewrites its `kubeconfig` key when this server's

@@ -69,6 +69,7 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             set(spec, "replicas", json!(1));
             template(spec);
         }
+        ("", "ReplicationController") => replication_controller(obj),
         ("apps", "DaemonSet") => {
             let spec = ensure(obj, "spec");
             set(spec, "revisionHistoryLimit", json!(10));
@@ -109,11 +110,33 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             }
         }
         ("autoscaling", "HorizontalPodAutoscaler") => horizontal_pod_autoscaler(obj),
+        ("apiregistration.k8s.io", "APIService") => api_service(obj),
         _ => {}
     }
     if let Some(status) = initial_status(group, kind) {
         fill(ensure(obj, "status"), &status);
     }
+}
+
+/// Upstream's `SetDefaults_ReplicationController`: an RC without a selector selects its
+/// template's labels, and an RC without labels carries them too; `replicas` is 1.
+fn replication_controller(obj: &mut Value) {
+    let labels = obj
+        .pointer("/spec/template/metadata/labels")
+        .filter(|l| l.is_object())
+        .cloned();
+    if let Some(labels) = labels {
+        let empty = |v: Option<&Value>| v.and_then(Value::as_object).is_none_or(Map::is_empty);
+        if empty(obj.pointer("/spec/selector")) {
+            ensure(obj, "spec")["selector"] = labels.clone();
+        }
+        if empty(obj.pointer("/metadata/labels")) {
+            ensure(obj, "metadata")["labels"] = labels;
+        }
+    }
+    let spec = ensure(obj, "spec");
+    set(spec, "replicas", json!(1));
+    template(spec);
 }
 
 /// Upstream's `autoscaling/v2` `SetDefaults_HorizontalPodAutoscaler` (objects of every version
@@ -149,6 +172,30 @@ fn horizontal_pod_autoscaler(obj: &mut Value) {
     );
 }
 
+/// An APIService's availability, which no controller reports here: a local one (no
+/// `service`: the group is served by this apiserver) is available, as upstream's are; one
+/// naming a Service is not, since ekube proxies no aggregated API, and says so.
+fn api_service(obj: &mut Value) {
+    let status = ensure(obj, "status");
+    if status.get("conditions").is_some_and(Value::is_array) {
+        return;
+    }
+    let local = obj.pointer("/spec/service").is_none_or(Value::is_null);
+    let (state, reason, message) = if local {
+        ("True", "Local", "Local APIServices are always available")
+    } else {
+        (
+            "False",
+            "Unsupported",
+            "ekube serves no aggregated APIs: requests for this group-version are not proxied to the service",
+        )
+    };
+    obj["status"]["conditions"] = json!([{
+        "type": "Available", "status": state, "reason": reason, "message": message,
+        "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }]);
+}
+
 /// The status of a kind before any controller reported one, as upstream serves it: its status
 /// struct is never left out (a Service's is `{"loadBalancer": {}}`, a Deployment's `{}`), fields
 /// that are not `omitempty` are there as zero values (a ReplicaSet's `replicas: 0`), and
@@ -164,7 +211,7 @@ fn initial_status(group: &str, kind: &str) -> Option<Value> {
         | ("apps", "Deployment")
         | ("batch", "Job" | "CronJob")
         | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
-        ("apps", "ReplicaSet") => json!({"replicas": 0}),
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => json!({"replicas": 0}),
         ("autoscaling", "HorizontalPodAutoscaler") => json!({"desiredReplicas": 0}),
         // Upstream's PodDisruptionBudgetStatus counts are not `omitempty`.
         ("policy", "PodDisruptionBudget") => json!({
@@ -501,6 +548,7 @@ mod tests {
             ("", "PersistentVolume", json!({"phase": "Pending"})),
             ("apps", "Deployment", json!({})),
             ("apps", "ReplicaSet", json!({"replicas": 0})),
+            ("", "ReplicationController", json!({"replicas": 0})),
             (
                 "apps",
                 "StatefulSet",
@@ -524,6 +572,28 @@ mod tests {
         let mut cm = json!({"data": {}});
         apply("", "ConfigMap", &mut cm);
         assert_eq!(cm.get("status"), None, "a kind without status gets none");
+    }
+
+    #[test]
+    fn a_replication_controller_selects_its_template_labels() {
+        let mut rc = json!({"metadata": {"name": "web"}, "spec": {"template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        apply("", "ReplicationController", &mut rc);
+        assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(rc["spec"]["replicas"], 1);
+        assert_eq!(rc["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut own = json!({"metadata": {"name": "web", "labels": {"team": "a"}}, "spec": {
+            "replicas": 0, "selector": {"app": "web", "v": "1"},
+            "template": {"metadata": {"labels": {"app": "web", "v": "1", "x": "y"}}}}});
+        apply("", "ReplicationController", &mut own);
+        assert_eq!(own["spec"]["selector"], json!({"app": "web", "v": "1"}));
+        assert_eq!(own["metadata"]["labels"], json!({"team": "a"}));
+        assert_eq!(own["spec"]["replicas"], 0);
+        let mut bare = json!({"metadata": {"name": "web"}, "spec": {}});
+        apply("", "ReplicationController", &mut bare);
+        assert_eq!(bare["spec"].get("selector"), None, "no labels, no selector");
     }
 
     #[test]

@@ -131,6 +131,13 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 out.push(sub(r, "binding", "Binding", None, &["create"]));
                 out.push(sub(
                     r,
+                    "ephemeralcontainers",
+                    "Pod",
+                    None,
+                    &["get", "patch", "update"],
+                ));
+                out.push(sub(
+                    r,
                     "eviction",
                     "Eviction",
                     Some("policy/v1"),

@@ -442,7 +442,9 @@ async fn resource(
                     tbl["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
                     Ok(json_response(StatusCode::OK, &tbl))
                 }
-                None | Some("status") => Ok(json_response(StatusCode::OK, &obj)),
+                None | Some("status" | "ephemeralcontainers") => {
+                    Ok(json_response(StatusCode::OK, &obj))
+                }
                 Some("scale") if r.scale => Ok(json_response(
                     StatusCode::OK,
                     &crate::subresources::scale_of(r, &obj),
@@ -627,6 +629,7 @@ fn check_sub<'a>(r: &ResourceInfo, sub: Option<&'a str>) -> Result<Option<&'a st
     match sub {
         None => Ok(None),
         Some("status") if r.status => Ok(Some("status")),
+        Some("ephemeralcontainers") if r.kind == "Pod" => Ok(Some("ephemeralcontainers")),
         Some(_) => Err(ApiError::path_not_found()),
     }
 }

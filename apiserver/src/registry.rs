@@ -222,6 +222,7 @@ impl Registry {
         r: &ResourceInfo,
         obj: &mut Value,
         old: Option<&Value>,
+        subresource: Option<&str>,
         opts: &WriteOptions,
         warnings: &mut Warnings,
     ) -> Result<()> {
@@ -238,8 +239,13 @@ impl Registry {
         let old = old_stored.as_ref().or(old);
         defaults::apply(r.group, r.kind, obj);
         let mut causes = validation::validate(r.group, r.kind, obj, old, self.node_ports);
-        if let Some(old) = old {
-            causes.extend(validation::immutable(r.group, r.kind, old, obj));
+        match (old, subresource) {
+            // Upstream's ephemeral containers strategy: its own update rules, not the pod's.
+            (Some(old), Some("ephemeralcontainers")) => {
+                causes.extend(validation::ephemeral_containers_update(old, obj));
+            }
+            (Some(old), _) => causes.extend(validation::immutable(r.group, r.kind, old, obj)),
+            (None, _) => {}
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid(r.group, r.kind, name_of(obj), causes));
@@ -354,7 +360,8 @@ impl Registry {
             dry_run: opts.dry_run,
         };
         admission::mutate(self, &attrs, Some(&mut obj)).await?;
-        self.admit(r, &mut obj, None, opts, &mut warnings).await?;
+        self.admit(r, &mut obj, None, None, opts, &mut warnings)
+            .await?;
         admission::validate(self, &attrs, Some(&obj), &mut warnings).await?;
         let k = key(r, ns, &name);
         if r.kind == "Service" && r.group.is_empty() {
@@ -444,8 +451,15 @@ impl Registry {
                 dry_run: opts.dry_run,
             };
             admission::mutate(self, &attrs, Some(&mut desired)).await?;
-            self.admit(r, &mut desired, Some(&current), opts, &mut warnings)
-                .await?;
+            self.admit(
+                r,
+                &mut desired,
+                Some(&current),
+                subresource,
+                opts,
+                &mut warnings,
+            )
+            .await?;
             // As upstream's PrepareForUpdate: after defaulting and mutation, before
             // validating admission sees the object.
             Self::bump_generation(&current, &mut desired);
@@ -565,6 +579,20 @@ impl Registry {
                                 next["metadata"].as_object_mut().map(|m| m.remove(field));
                             }
                         }
+                    }
+                }
+                *desired = next;
+            }
+            Some("ephemeralcontainers") => {
+                // Only .spec.ephemeralContainers moves (upstream's
+                // dropNonEphemeralContainerUpdates).
+                let mut next = current.clone();
+                match desired.pointer("/spec/ephemeralContainers").cloned() {
+                    Some(list) => next["spec"]["ephemeralContainers"] = list,
+                    None => {
+                        next["spec"]
+                            .as_object_mut()
+                            .map(|m| m.remove("ephemeralContainers"));
                     }
                 }
                 *desired = next;

@@ -94,7 +94,14 @@ pub fn has_subresource(info: &ResourceInfo, sub: &str) -> bool {
             (
                 "",
                 "pods",
-                "binding" | "eviction" | "log" | "exec" | "attach" | "portforward" | "proxy"
+                "binding"
+                    | "eviction"
+                    | "ephemeralcontainers"
+                    | "log"
+                    | "exec"
+                    | "attach"
+                    | "portforward"
+                    | "proxy"
             ) | ("", "services" | "nodes", "proxy")
                 | ("", "namespaces", "finalize")
                 | ("", "serviceaccounts", "token")

@@ -25,9 +25,16 @@ use crate::registry::WriteOptions;
 /// The `autoscaling/v1` Scale view of a workload.
 pub fn scale_of(r: &ResourceInfo, obj: &Value) -> Value {
     debug_assert!(r.scale, "{} has no scale subresource", r.plural);
+    // A LabelSelector's pairs are its `matchLabels`; a selector whose values are all strings is
+    // itself the pairs (a ReplicationController's plain map).
+    let plain = obj
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .filter(|m| m.values().all(Value::is_string));
     let selector = obj
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
+        .or(plain)
         .map(|m| {
             m.iter()
                 .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
@@ -335,6 +342,26 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scale_selects_what_its_workload_selects() {
+        let rc = ekube_api::resources::find("", "v1", "replicationcontrollers").unwrap();
+        let rs = ekube_api::resources::find("apps", "v1", "replicasets").unwrap();
+        let obj = |selector: Value| {
+            json!({"metadata": {"name": "web"}, "spec": {"replicas": 3, "selector": selector},
+                   "status": {"replicas": 2}})
+        };
+        let scale = scale_of(rc, &obj(json!({"app": "web", "tier": "front"})));
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(
+            scale["status"],
+            json!({"replicas": 2, "selector": "app=web,tier=front"})
+        );
+        let scale = scale_of(rs, &obj(json!({"matchLabels": {"app": "web"}})));
+        assert_eq!(scale["status"]["selector"], "app=web");
+        let scale = scale_of(rc, &obj(json!({"matchLabels": "x"})));
+        assert_eq!(scale["status"]["selector"], "matchLabels=x");
+    }
 
     #[test]
     fn log_options_out_of_range_are_bad_requests() {

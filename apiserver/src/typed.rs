@@ -12,6 +12,7 @@ use k8s_openapi::api::{
     coordination::v1 as coord, core::v1 as core, discovery::v1 as disco, events::v1 as events,
     networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
 };
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as aggregator;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -65,10 +66,12 @@ pub fn with_kind<V: KindVisitor>(
         ("", "ServiceAccount") => core::ServiceAccount,
         ("", "PersistentVolume") => core::PersistentVolume,
         ("", "PersistentVolumeClaim") => core::PersistentVolumeClaim,
+        ("", "ReplicationController") => core::ReplicationController,
         ("apps", "Deployment") => apps::Deployment,
         ("apps", "ReplicaSet") => apps::ReplicaSet,
         ("apps", "DaemonSet") => apps::DaemonSet,
         ("apps", "StatefulSet") => apps::StatefulSet,
+        ("apps", "ControllerRevision") => apps::ControllerRevision,
         ("batch", "Job") => batch::Job,
         ("batch", "CronJob") => batch::CronJob,
         ("discovery.k8s.io", "EndpointSlice") => disco::EndpointSlice,
@@ -84,6 +87,7 @@ pub fn with_kind<V: KindVisitor>(
         ("certificates.k8s.io", "CertificateSigningRequest") => certs::CertificateSigningRequest,
         ("authentication.k8s.io", "TokenReview") => authn::TokenReview,
         ("events.k8s.io", "Event") => events::Event,
+        ("apiregistration.k8s.io", "APIService") => aggregator::APIService,
     }
 }
 

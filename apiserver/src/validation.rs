@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::errors::Cause;
 
 mod dns;
+mod ephemeral;
 mod hpa;
 mod ingress;
 mod job;
@@ -15,6 +16,7 @@ mod limit_range;
 mod names;
 mod node_selector;
 mod pdb;
+mod replication_controller;
 mod resources;
 mod storage;
 mod volumes;
@@ -25,6 +27,7 @@ const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanu
 
 use ekube_api::names::is_qualified_name_part;
 pub use ekube_api::names::{is_dns1123_label, is_dns1123_subdomain};
+pub use ephemeral::update as ephemeral_containers_update;
 pub use ingress::CLASS_ANNOTATION as INGRESS_CLASS_ANNOTATION;
 
 fn is_dns1035_label(s: &str) -> bool {
@@ -54,6 +57,11 @@ pub fn metadata(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
         let (ok, msg) = match kind {
             "Namespace" => (is_dns1123_label(name), DNS1123_LABEL),
             "Service" => (is_dns1035_label(name), DNS1035_LABEL),
+            // `<version>.<group>`, and the core group's `v1.` (see [`api_service`]).
+            "APIService" => (
+                is_dns1123_subdomain(name.strip_suffix('.').unwrap_or(name)),
+                DNS1123_SUBDOMAIN,
+            ),
             // Role-like and Event names allow a wider alphabet; a path segment is enough.
             "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "Event" => (
                 !name.contains('/') && !name.contains('%') && name != "." && name != "..",
@@ -163,7 +171,12 @@ pub fn validate(
     let mut causes = Vec::new();
     metadata(kind, obj, &mut causes);
     match (group, kind) {
-        ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut causes),
+        ("", "Pod") => {
+            pod_spec(obj.get("spec"), "spec", &mut causes);
+            if old.is_none() {
+                ephemeral::create(obj, &mut causes);
+            }
+        }
         ("", "Service") => {
             service(obj, node_ports, &mut causes);
             health_check_node_port(obj, node_ports, &mut causes);
@@ -190,6 +203,8 @@ pub fn validate(
         ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
             workload(obj, &mut causes)
         }
+        ("", "ReplicationController") => replication_controller::validate(obj, &mut causes),
+        ("apps", "ControllerRevision") => controller_revision(obj, &mut causes),
         ("batch", "Job") => job::job(obj, &mut causes),
         ("batch", "CronJob") => {
             let schedule = obj
@@ -225,6 +240,7 @@ pub fn validate(
             );
         }
         ("policy", "PodDisruptionBudget") => pdb::validate(obj, &mut causes),
+        ("apiregistration.k8s.io", "APIService") => api_service(obj, &mut causes),
         ("autoscaling", "HorizontalPodAutoscaler") => hpa::validate(obj, &mut causes),
         ("networking.k8s.io", "Ingress") => ingress::ingress(obj, old, &mut causes),
         ("networking.k8s.io", "IngressClass") => ingress::ingress_class(obj, &mut causes),
@@ -234,6 +250,41 @@ pub fn validate(
         _ => {}
     }
     causes
+}
+
+/// An APIService is named after what it serves, `<version>.<group>`, with priorities in
+/// upstream's ranges.
+fn api_service(obj: &Value, causes: &mut Vec<Cause>) {
+    let text = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
+    let (group, version, name) = (
+        text("/spec/group"),
+        text("/spec/version"),
+        text("/metadata/name"),
+    );
+    if version.is_empty() {
+        causes.push(Cause::required("spec.version"));
+    }
+    let expected = format!("{version}.{group}");
+    if !name.is_empty() && name != expected {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            format!("\"{name}\""),
+            &format!("must be {expected}"),
+        ));
+    }
+    for (field, limit) in [("groupPriorityMinimum", 20000), ("versionPriority", 1000)] {
+        let value = obj
+            .pointer(&format!("/spec/{field}"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if value <= 0 || value >= limit {
+            causes.push(Cause::invalid(
+                format!("spec.{field}"),
+                value,
+                &format!("must be positive and less than {limit}"),
+            ));
+        }
+    }
 }
 
 /// ConfigMap and Secret keys become file names in volumes: upstream's `IsConfigMapKey`.
@@ -316,6 +367,27 @@ fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
         for (k, v) in map {
             resource_quantity(format!("{field}[{k}]"), v, causes);
         }
+    }
+}
+
+/// Upstream's `ValidateControllerRevision`: `data` present, `revision` set (an `int64` without
+/// `omitempty` upstream) and not negative.
+fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
+    if obj.get("data").is_none_or(Value::is_null) {
+        causes.push(Cause::required_with("data", "data is mandatory"));
+    }
+    let revision = obj.get("revision").and_then(Value::as_i64);
+    if revision.is_none() {
+        causes.push(Cause::required("revision"));
+    }
+    if let Some(r) = revision
+        && r < 0
+    {
+        causes.push(Cause::invalid(
+            "revision",
+            r,
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -420,6 +492,7 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
             container(c, &format!("{at}.{list}[{i}]"), &mut names, causes);
         }
     }
+    ephemeral::validate(spec, at, &mut names, causes);
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str)
         && !matches!(policy, "Always" | "OnFailure" | "Never")
     {
@@ -461,7 +534,7 @@ fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
             volume_names.push(name);
         }
     }
-    for list in ["initContainers", "containers"] {
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
         for (i, c) in spec
             .get(list)
             .and_then(Value::as_array)
@@ -753,6 +826,10 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
         {
             causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
         }
+        // The controllers renumber a revision (`revision` moves); what it restores never changes.
+        ("apps", "ControllerRevision") if !same("/data") => {
+            causes.push(Cause::invalid("data", "", "field is immutable"));
+        }
         ("batch", "Job") => job::immutable(old, new, &mut causes),
         ("", "PersistentVolume") => storage::volume_update(old, new, &mut causes),
         ("", "PersistentVolumeClaim") => storage::claim_update(old, new, &mut causes),
@@ -777,6 +854,32 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn an_api_service_is_named_after_its_group_and_version() {
+        let svc = |name: &str, group: &str| {
+            json!({"metadata": {"name": name}, "spec": {"group": group, "version": "v1",
+                "groupPriorityMinimum": 100, "versionPriority": 15}})
+        };
+        let fields = |obj: Value| {
+            validate(
+                "apiregistration.k8s.io",
+                "APIService",
+                &obj,
+                None,
+                (30000, 32767),
+            )
+            .into_iter()
+            .map(|c| c.field)
+            .collect::<Vec<_>>()
+        };
+        assert!(fields(svc("v1.", "")).is_empty());
+        assert!(fields(svc("v1.custom.example", "custom.example")).is_empty());
+        assert_eq!(fields(svc("v1.other", "custom.example")), ["metadata.name"]);
+        let mut zero = svc("v1.custom.example", "custom.example");
+        zero["spec"]["versionPriority"] = json!(0);
+        assert_eq!(fields(zero), ["spec.versionPriority"]);
+    }
+
+    #[test]
     fn a_statefulset_mounts_its_claim_templates() {
         let set = |mount: &str| {
             json!({"metadata": {"name": "web"}, "spec": {
@@ -791,6 +894,43 @@ mod tests {
         assert_eq!(
             causes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
             ["spec.template.spec.containers[0].volumeMounts[0].name"]
+        );
+    }
+
+    #[test]
+    fn controller_revisions_keep_their_data() {
+        let cr = |data: Value, revision: i64| json!({"metadata": {"name": "web-7c9d"}, "data": data, "revision": revision});
+        let good = cr(json!({"spec": {"template": {"$patch": "replace"}}}), 1);
+        let ports = (30000, 32767);
+        assert!(validate("apps", "ControllerRevision", &good, None, ports).is_empty());
+        let fields = |causes: Vec<Cause>| causes.into_iter().map(|c| c.field).collect::<Vec<_>>();
+        assert_eq!(
+            fields(validate(
+                "apps",
+                "ControllerRevision",
+                &cr(Value::Null, -1),
+                None,
+                ports
+            )),
+            ["data", "revision"]
+        );
+        let bumped = cr(good["data"].clone(), 3);
+        assert!(immutable("apps", "ControllerRevision", &good, &bumped).is_empty());
+        let unnumbered = json!({"metadata": {"name": "web-7c9d"}, "data": {}});
+        assert_eq!(
+            fields(validate(
+                "apps",
+                "ControllerRevision",
+                &unnumbered,
+                None,
+                ports
+            )),
+            ["revision"]
+        );
+        let rewritten = cr(json!({"spec": {}}), 1);
+        assert_eq!(
+            fields(immutable("apps", "ControllerRevision", &good, &rewritten)),
+            ["data"]
         );
     }
 

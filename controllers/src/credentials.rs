@@ -43,6 +43,7 @@ const SERVICE_ACCOUNTS: &[(&str, &str)] = &[
     ("endpointslice", "endpointslice-controller"),
     ("endpoints", "endpoint-controller"),
     ("replicaset", "replicaset-controller"),
+    ("replicationcontroller", "replication-controller"),
     ("deployment", "deployment-controller"),
     ("daemonset", "daemon-set-controller"),
     ("disruption", "disruption-controller"),

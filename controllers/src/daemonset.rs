@@ -8,16 +8,18 @@
 //! Pods are created unbound with a required node affinity on `metadata.name` (as upstream does),
 //! so the scheduler binds them. Node changes requeue every DaemonSet.
 //!
-//! Revisions: each template hashes to a `controller-revision-hash` label on its pods.
+//! Revisions: each template hashes to a `controller-revision-hash` label on its pods and is kept
+//! as the ControllerRevision `<set>-<hash>` (see [`crate::history`]), which is what
+//! `kubectl rollout history` lists and `kubectl rollout undo` patches back.
 //! `RollingUpdate` replaces old pods node by node, deleting old pods that are unavailable
 //! anyway first, then available ones while at most `maxUnavailable` nodes lack an available
 //! pod. `OnDelete` replaces a pod only after someone deleted it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodSpec, Toleration,
@@ -33,13 +35,14 @@ use serde_json::json;
 
 use crate::deployment::{resolve, template_hash};
 use crate::events::{EventType, Recorder};
+use crate::history::{self, Owned, Synced, revision_name};
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, pod_active, pod_available, pod_ready};
 use crate::{Context as _, Result};
 use ekube_api::nodematch::{selects, untolerated};
 
-pub const REVISION_HASH: &str = "controller-revision-hash";
+pub use crate::history::REVISION_HASH;
 pub const TEMPLATE_GENERATION: &str = "pod-template-generation";
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
@@ -50,6 +53,11 @@ pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String>
     let sets = controller.store();
     let controller = controller
         .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        // A revision deleted or edited behind the controller's back is written again.
+        .owns(
+            Api::<ControllerRevision>::all(client.clone()),
+            watcher::Config::default(),
+        )
         .watches(
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
@@ -191,13 +199,30 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         deleting(&*ds),
     )
     .await?;
-    let hash = template_hash(
-        &spec.template,
-        ds.status
-            .as_ref()
-            .and_then(|s| s.collision_count)
-            .filter(|c| *c > 0),
-    );
+    let collision_count = ds.status.as_ref().and_then(|s| s.collision_count);
+    let hash = template_hash(&spec.template, collision_count.filter(|c| *c > 0));
+    if !deleting(&*ds) {
+        let live: BTreeSet<String> = claimed
+            .pods
+            .iter()
+            .filter_map(hash_of)
+            .map(|h| revision_name(&name, h))
+            .collect();
+        let owned = Owned {
+            selector: &spec.selector,
+            template: &spec.template,
+            hash: &hash,
+            limit: spec.revision_history_limit,
+            live,
+        };
+        if let Synced::Collision = history::sync(&ctx.client, &*ds, owned).await? {
+            // Another template holds this hash's revision: hash again with the next count.
+            let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+            let next = json!({"collisionCount": collision_count.unwrap_or(0) + 1});
+            crate::util::patch_status(&ds_api, &ns, &name, next).await?;
+            return Ok(Action::await_change());
+        }
+    }
     let pod_spec = daemon_pod_spec(&spec.template.spec.clone().unwrap_or_default());
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();

@@ -20,6 +20,7 @@ pub mod disruption;
 pub mod endpoints;
 pub use ekube_api::events;
 pub mod gc;
+pub mod history;
 pub mod ipam;
 pub mod job;
 pub mod localpath;
@@ -28,6 +29,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod podautoscaler;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod rootca;
 mod runner;
@@ -43,6 +45,7 @@ pub const CONTROLLERS: &[&str] = &[
     "endpointslice",
     "endpoints",
     "replicaset",
+    "replicationcontroller",
     "deployment",
     "daemonset",
     "statefulset",
@@ -278,6 +281,13 @@ async fn run_controllers(
         tasks.spawn(named(
             "replicaset",
             replicaset::run(client.clone(), recorder.clone()),
+        ));
+    }
+    if on("replicationcontroller") {
+        let (client, recorder) = credentials.for_controller("replicationcontroller").await?;
+        tasks.spawn(named(
+            "replicationcontroller",
+            replicationcontroller::run(client, recorder),
         ));
     }
     if on("deployment") {

@@ -4,19 +4,21 @@
 //! longer match are released. Surplus pods are deleted in the order upstream prefers
 //! (unscheduled, then pending, then not ready, then the most recently ready, then the newest).
 //! Missing pods are created as `<rs>-<5 random>` via `generateName`.
+//! [`sync_replicas`] is the whole loop, shared with [`crate::replicationcontroller`].
 
 use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
@@ -141,24 +143,66 @@ pub fn deletion_order(pods: &mut [&Pod]) {
 
 #[tracing::instrument(skip_all, fields(rs = %rs.name_any()))]
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
-    let ns = rs.namespace().unwrap_or_default();
-    let name = rs.name_any();
-    let spec = rs.spec.clone();
-    let owner = controller_ref(&*rs);
+    let spec = &rs.spec;
+    let wanted = Replicas {
+        selector: spec.selector.clone(),
+        replicas: spec.replicas,
+        template: spec.template.as_ref(),
+        min_ready_seconds: spec.min_ready_seconds,
+        status: serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default(),
+        status_fields: &[
+            "replicas",
+            "fullyLabeledReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "observedGeneration",
+            "terminatingReplicas",
+        ],
+    };
+    sync_replicas(&ctx, &*rs, wanted).await
+}
+
+/// What a controller of interchangeable pods asks for, whatever its kind: a ReplicaSet and a
+/// ReplicationController differ only in the shape of their selector and status.
+pub(crate) struct Replicas<'a> {
+    pub selector: LabelSelector,
+    /// `spec.replicas`; unset means 1.
+    pub replicas: Option<i32>,
+    pub template: Option<&'a PodTemplateSpec>,
+    pub min_ready_seconds: Option<i32>,
+    /// `.status` as last reported, in its JSON form.
+    pub status: serde_json::Value,
+    /// The status fields the kind has: only these are written and compared.
+    pub status_fields: &'static [&'static str],
+}
+
+/// Claims the pods `owner` selects, creates or deletes pods until `wanted.replicas` are
+/// active, and reports the counts in `owner`'s status.
+pub(crate) async fn sync_replicas<K>(ctx: &Ctx, owner: &K, wanted: Replicas<'_>) -> Result<Action>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let name = owner.name_any();
+    let owner_ref = controller_ref(owner);
     let claimed = claim_pods(
         &ctx.client,
-        owner.clone(),
+        owner_ref.clone(),
         &ns,
-        &spec.selector,
-        deleting(&*rs),
+        &wanted.selector,
+        deleting(owner),
     )
     .await?;
     let active: Vec<&Pod> = claimed.pods.iter().filter(|p| pod_active(p)).collect();
-    let want = spec.replicas.unwrap_or(1).max(0) as usize;
+    let want = wanted.replicas.unwrap_or(1).max(0) as usize;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    if !deleting(&*rs) {
+    if !deleting(owner) {
         if active.len() < want {
-            let template = spec.template.clone().unwrap_or_default();
+            let template = wanted.template.cloned().unwrap_or_default();
             let tmeta = template.metadata.clone().unwrap_or_default();
             let pod = Pod {
                 metadata: ObjectMeta {
@@ -167,7 +211,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     labels: tmeta.labels.clone(),
                     annotations: tmeta.annotations.clone(),
                     finalizers: tmeta.finalizers.clone(),
-                    owner_references: Some(vec![owner.clone()]),
+                    owner_references: Some(vec![owner_ref.clone()]),
                     ..Default::default()
                 },
                 spec: template.spec.clone(),
@@ -180,13 +224,13 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     Ok(p) => {
                         let msg = format!("Created pod: {}", p.name_any());
                         ctx.recorder
-                            .record(&*rs, EventType::Normal, "SuccessfulCreate", &msg)
+                            .record(owner, EventType::Normal, "SuccessfulCreate", &msg)
                             .await;
                     }
                     Err(e) => {
                         let msg = format!("Error creating: {e}");
                         ctx.recorder
-                            .record(&*rs, EventType::Warning, "FailedCreate", &msg)
+                            .record(owner, EventType::Warning, "FailedCreate", &msg)
                             .await;
                     }
                 }
@@ -210,14 +254,14 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     Ok(_) => {
                         let msg = format!("Deleted pod: {pod_name}");
                         ctx.recorder
-                            .record(&*rs, EventType::Normal, "SuccessfulDelete", &msg)
+                            .record(owner, EventType::Normal, "SuccessfulDelete", &msg)
                             .await;
                     }
                     Err(kube::Error::Api(e)) if e.code == 404 => {}
                     Err(e) => {
                         let msg = format!("Error deleting: {e}");
                         ctx.recorder
-                            .record(&*rs, EventType::Warning, "FailedDelete", &msg)
+                            .record(owner, EventType::Warning, "FailedDelete", &msg)
                             .await;
                     }
                 }
@@ -225,11 +269,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     // Status, as counted before this round's creates and deletes (their watch events requeue).
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let min_ready = wanted.min_ready_seconds.unwrap_or(0);
     let now = Timestamp::now();
-    let template_labels = spec
+    let template_labels = wanted
         .template
-        .as_ref()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
@@ -246,30 +289,26 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .filter(|p| pod_available(p, min_ready, now))
         .count();
     let terminating = claimed.pods.iter().filter(|p| deleting(*p)).count();
-    let status = json!({
+    let counted = json!({
         "replicas": active.len(),
         "fullyLabeledReplicas": fully_labeled,
         "readyReplicas": ready,
         "availableReplicas": available,
         "terminatingReplicas": terminating,
-        "observedGeneration": rs.metadata.generation,
+        "observedGeneration": owner.meta().generation,
     });
-    let current = serde_json::to_value(rs.status.clone().unwrap_or_default()).unwrap_or_default();
-    let differs = [
-        "replicas",
-        "fullyLabeledReplicas",
-        "readyReplicas",
-        "availableReplicas",
-        "observedGeneration",
-        "terminatingReplicas",
-    ]
-    .iter()
-    .any(|k| {
-        current.get(*k).cloned().unwrap_or(json!(0)) != status.get(*k).cloned().unwrap_or(json!(0))
+    let status: serde_json::Map<String, serde_json::Value> = wanted
+        .status_fields
+        .iter()
+        .map(|k| (k.to_string(), counted[*k].clone()))
+        .collect();
+    let differs = wanted.status_fields.iter().any(|k| {
+        wanted.status.get(*k).cloned().unwrap_or(json!(0))
+            != status.get(*k).cloned().unwrap_or(json!(0))
     });
     if differs {
-        let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
-        if !crate::util::patch_status(&rs_api, &ns, &name, status).await? {
+        let owner_api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+        if !crate::util::patch_status(&owner_api, &ns, &name, status.into()).await? {
             return Ok(Action::await_change());
         }
     }

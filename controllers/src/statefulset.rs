@@ -9,20 +9,21 @@
 //! `statefulset.kubernetes.io/pod-name` and `apps.kubernetes.io/pod-index` labels, `hostname`
 //! and `subdomain` (the governing service).
 //!
-//! Revisions are `<set>-<template hash>`, in each pod's `controller-revision-hash` label.
-//! `RollingUpdate` replaces pods whose revision is not the update revision from the highest
-//! ordinal down to `partition`, one at a time and only while every pod is Running and Ready;
-//! `OnDelete` leaves that to the user. ControllerRevision objects are not written (the API
-//! does not serve them yet), so a pod below the partition that must be recreated gets the
-//! current template.
+//! Revisions are the ControllerRevisions `<set>-<template hash>` (see [`crate::history`]),
+//! named in each pod's `controller-revision-hash` label and in `status.currentRevision` /
+//! `status.updateRevision`; `kubectl rollout history` lists them and `kubectl rollout undo`
+//! patches one back. `RollingUpdate` replaces pods whose revision is not the update revision
+//! from the highest ordinal down to `partition`, one at a time and only while every pod is
+//! Running and Ready; a pod below the partition that must be recreated gets the current
+//! revision's template, as upstream's does. `OnDelete` leaves replacing to the user.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodTemplateSpec, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -34,6 +35,7 @@ use serde_json::json;
 
 use crate::deployment::template_hash;
 use crate::events::{EventType, Recorder};
+use crate::history::{self, Owned, Synced, revision_name, template_of};
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, pod_available, pod_ready, pod_terminal};
@@ -41,14 +43,19 @@ use crate::{Context as _, Result};
 
 pub const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
-pub const REVISION_HASH: &str = "controller-revision-hash";
+pub use crate::history::REVISION_HASH;
 
 pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
     let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+    // A revision deleted or edited behind the controller's back is written again.
+    .owns(
+        Api::<ControllerRevision>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let ctx = Ctx { client, recorder };
     runner::drive(
         "statefulset",
@@ -167,11 +174,32 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
     )
     .await?;
     let status = sts.status.clone().unwrap_or_default();
-    let update_revision = format!(
-        "{name}-{}",
-        template_hash(&spec.template, status.collision_count.filter(|c| *c > 0))
-    );
+    let hash = template_hash(&spec.template, status.collision_count.filter(|c| *c > 0));
+    let update_revision = revision_name(&name, &hash);
     let revision_of = |p: &Pod| p.labels().get(REVISION_HASH).cloned().unwrap_or_default();
+    // The revisions the set keeps, once they are written.
+    let mut revisions = Vec::new();
+    if !deleting(&*sts) {
+        let mut live: BTreeSet<String> = claimed.pods.iter().map(revision_of).collect();
+        live.extend(status.current_revision.clone());
+        let owned = Owned {
+            selector: &spec.selector,
+            template: &spec.template,
+            hash: &hash,
+            limit: spec.revision_history_limit,
+            live,
+        };
+        match history::sync(&ctx.client, &*sts, owned).await? {
+            Synced::Current(kept) => revisions = kept,
+            Synced::Collision => {
+                // Another template holds this hash's revision: hash again with the next count.
+                let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+                let next = json!({"collisionCount": status.collision_count.unwrap_or(0) + 1});
+                crate::util::patch_status(&api, &ns, &name, next).await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
     let by_ord: BTreeMap<i32, &Pod> = claimed
         .pods
         .iter()
@@ -240,8 +268,25 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
             }
         }
     }
+    // Below the partition, pods are made from the current revision (while it is kept).
+    let current = status
+        .current_revision
+        .as_ref()
+        .filter(|c| **c != update_revision)
+        .and_then(|c| {
+            let revision = revisions
+                .iter()
+                .find(|r| r.metadata.name.as_ref() == Some(c))?;
+            Some((c.clone(), template_of(revision)?))
+        });
     for ord in &plan.create {
-        create_pod(&ctx, &sts, &pods_api, *ord, &update_revision).await?;
+        let (revision, template) = match &current {
+            Some((rev, template)) if partition.is_some_and(|p| *ord < start + p) => {
+                (rev.as_str(), template)
+            }
+            _ => (update_revision.as_str(), &spec.template),
+        };
+        create_pod(&ctx, &sts, &pods_api, *ord, revision, template).await?;
     }
 
     // Status, as counted before this pass's changes (their watch events requeue).
@@ -299,8 +344,8 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
 
 /// Gives each pod's claims the owners `persistentVolumeClaimRetentionPolicy` asks, as
 /// upstream's controller does: the set when `whenDeleted: Delete` (the garbage collector
-/// deletes them with the set), and the pod when `whenScaled: Delete` and its ordinal is outside
-/// `kept` (they go with the scaled-down pod). `Retain` takes those owners away again.
+/// deletes them with the set), and instead the pod when `whenScaled: Delete` and its ordinal is
+/// outside `kept` (they go with the scaled-down pod). `Retain` takes those owners away again.
 async fn retain_claims(
     ctx: &Ctx,
     sts: &StatefulSet,
@@ -337,10 +382,14 @@ async fn retain_claims(
                 .filter(|r| !uids.contains(&Some(r.uid.clone())))
                 .cloned()
                 .collect();
-            if when_deleted {
+            // A scaled-down pod's claims have the pod as their only owner (as upstream's
+            // controller does): the garbage collector deletes a dependent only once every
+            // owner is gone, and the set stays.
+            let scaled_down = when_scaled && !kept.contains(ord);
+            if when_deleted && !scaled_down {
                 owners.push(owner_of(sts));
             }
-            if when_scaled && !kept.contains(ord) {
+            if scaled_down {
                 owners.push(owner_of(*pod));
             }
             if owners.as_slice() == current.owner_references() {
@@ -374,12 +423,13 @@ async fn create_pod(
     api: &Api<Pod>,
     ord: i32,
     revision: &str,
+    template: &PodTemplateSpec,
 ) -> Result<()> {
     let ns = sts.namespace().unwrap_or_default();
     let set = sts.name_any();
     let spec = sts.spec.clone();
     let pod_name = format!("{set}-{ord}");
-    let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
+    let mut pod_spec = template.spec.clone().unwrap_or_default();
     let selector_labels = spec.selector.match_labels.clone().unwrap_or_default();
     // Claims first: a pod must never start without its volumes.
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
@@ -434,7 +484,7 @@ async fn create_pod(
     if let Some(svc) = spec.service_name.as_ref().filter(|s| !s.is_empty()) {
         pod_spec.subdomain = Some(svc.clone());
     }
-    let tmeta = spec.template.metadata.clone().unwrap_or_default();
+    let tmeta = template.metadata.clone().unwrap_or_default();
     let mut labels = tmeta.labels.clone().unwrap_or_default();
     labels.insert(POD_NAME.into(), pod_name.clone());
     labels.insert(POD_INDEX.into(), ord.to_string());

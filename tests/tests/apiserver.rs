@@ -198,6 +198,75 @@ fn real_kubectl_manages_objects_end_to_end() {
         explain.contains("containers") && explain.contains("restartPolicy"),
         "{explain}"
     );
+    // Every kind `kubectl api-resources` lists, reviews included, is explained.
+    let listed = ok(s.kubectl(&["api-resources", "--no-headers"]));
+    assert!(listed.lines().count() >= 40, "{listed}");
+    for line in listed.lines() {
+        // NAME [SHORTNAMES] APIVERSION NAMESPACED KIND
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (resource, api_version) = (fields[0], fields[fields.len() - 3]);
+        let explained = s.kubectl(&["explain", resource, "--api-version", api_version]);
+        let out = String::from_utf8_lossy(&explained.stdout);
+        assert!(
+            explained.status.success() && out.contains("KIND:"),
+            "kubectl explain {resource} --api-version {api_version}: {}",
+            String::from_utf8_lossy(&explained.stderr)
+        );
+    }
+    // Each group-version served here has its local APIService, available; one naming a
+    // Service is stored and reported unavailable, since nothing is proxied to it.
+    let api_services = ok(s.kubectl(&["get", "apiservices"]));
+    for name in [
+        "v1. ",
+        "v1.apps ",
+        "v1.storage.k8s.io ",
+        "v1beta1.metrics.k8s.io ",
+    ] {
+        let row = api_services
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no APIService {name}: {api_services}"));
+        assert!(row.contains("Local") && row.contains("True"), "{row}");
+    }
+    let remote = write(
+        &s.dir,
+        "apiservice.yaml",
+        "apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.custom.example.com}
+spec: {group: custom.example.com, version: v1beta1, groupPriorityMinimum: 1000, versionPriority: 15,
+       service: {namespace: kube-system, name: custom}}
+",
+    );
+    ok(s.kubectl(&["apply", "-f", &remote]));
+    let row = ok(s.kubectl(&[
+        "get",
+        "apiservice",
+        "v1beta1.custom.example.com",
+        "--no-headers",
+    ]));
+    assert!(
+        row.contains("kube-system/custom") && row.contains("False (Unsupported)"),
+        "{row}"
+    );
+    let misnamed = s.kubectl(&[
+        "create",
+        "-f",
+        &write(
+            &s.dir,
+            "misnamed.yaml",
+            "apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1.wrong}
+spec: {group: custom.example.com, version: v1, groupPriorityMinimum: 1000, versionPriority: 15}
+",
+        ),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&misnamed.stderr).contains("must be v1.custom.example.com"),
+        "{}",
+        String::from_utf8_lossy(&misnamed.stderr)
+    );
 
     let env = write(&s.dir, "app.env", "DB_HOST=db\nDB_PASSWORD=s3cret\n");
     ok(s.kubectl(&["create", "configmap", "cfg", "--from-env-file", &env]));

@@ -27,7 +27,10 @@ pub(super) async fn validate(
     object: &Value,
     warnings: &mut Warnings,
 ) -> Result<()> {
-    if attrs.subresource.is_some() || attrs.operation == Operation::Delete {
+    // Ephemeral containers are checked as the pod's other containers (upstream's
+    // `pods/ephemeralcontainers` exemption from the subresource skip).
+    let ephemeral = attrs.is("", "Pod") && attrs.subresource == Some("ephemeralcontainers");
+    if (attrs.subresource.is_some() && !ephemeral) || attrs.operation == Operation::Delete {
         return Ok(());
     }
     if attrs.is("", "Namespace") {
@@ -37,7 +40,7 @@ pub(super) async fn validate(
         return Ok(());
     };
     let is_pod = attrs.is("", "Pod");
-    if is_pod && attrs.operation != Operation::Create {
+    if is_pod && attrs.operation != Operation::Create && !ephemeral {
         return Ok(());
     }
     let Some((meta, spec)) = pod_template(attrs, object) else {

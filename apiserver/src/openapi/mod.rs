@@ -19,7 +19,91 @@ use serde_json::{Map, Value, json};
 
 use crate::typed::{KindVisitor, with_kind};
 
+mod metrics;
 pub mod v2proto;
+
+/// The kinds the documents describe: every stored resource, the create-only reviews
+/// (`kubectl explain subjectaccessreviews` reads them too) and the read-only resource metrics.
+fn described() -> &'static [ResourceInfo] {
+    static ALL: OnceLock<Vec<ResourceInfo>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        let reviews = crate::authz::review::VIRTUAL.iter().map(|v| ResourceInfo {
+            group: v.group,
+            version: v.version,
+            kind: v.kind,
+            plural: v.plural,
+            singular: Box::leak(v.kind.to_lowercase().into_boxed_str()),
+            namespaced: v.namespaced,
+            short_names: &[],
+            categories: &[],
+            status: false,
+            scale: false,
+            review: true,
+        });
+        let metrics = [
+            ("NodeMetrics", "nodes", false),
+            ("PodMetrics", "pods", true),
+        ]
+        .map(|(kind, plural, namespaced)| ResourceInfo {
+            group: crate::resource_metrics::GROUP,
+            version: crate::resource_metrics::VERSION,
+            kind,
+            plural,
+            singular: Box::leak(kind.to_lowercase().into_boxed_str()),
+            namespaced,
+            short_names: &[],
+            categories: &[],
+            status: false,
+            scale: false,
+            review: false,
+        });
+        RESOURCES
+            .iter()
+            .copied()
+            .chain(reviews)
+            .chain(metrics)
+            .collect()
+    })
+}
+
+/// [`with_kind`] for every described kind: the reviews have types but no storage.
+fn with_described_kind<V: KindVisitor>(r: &ResourceInfo, visitor: V) -> Option<V::Output> {
+    use k8s_openapi::api::authentication::v1 as authn;
+    use k8s_openapi::api::authorization::v1 as authz;
+    Some(match (r.group, r.kind) {
+        ("authorization.k8s.io", "SubjectAccessReview") => {
+            visitor.visit::<authz::SubjectAccessReview>()
+        }
+        ("authorization.k8s.io", "SelfSubjectAccessReview") => {
+            visitor.visit::<authz::SelfSubjectAccessReview>()
+        }
+        ("authorization.k8s.io", "LocalSubjectAccessReview") => {
+            visitor.visit::<authz::LocalSubjectAccessReview>()
+        }
+        ("authorization.k8s.io", "SelfSubjectRulesReview") => {
+            visitor.visit::<authz::SelfSubjectRulesReview>()
+        }
+        ("authentication.k8s.io", "SelfSubjectReview") => {
+            visitor.visit::<authn::SelfSubjectReview>()
+        }
+        ("metrics.k8s.io", "NodeMetrics") => visitor.visit::<metrics::NodeMetrics>(),
+        ("metrics.k8s.io", "PodMetrics") => visitor.visit::<metrics::PodMetrics>(),
+        _ => return with_kind(r.group, r.version, r.kind, visitor),
+    })
+}
+
+/// The groups and versions of the described kinds, in order of first appearance.
+fn described_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for r in described() {
+        match out.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => out.push((r.group, vec![r.version])),
+        }
+    }
+    out
+}
 
 struct AddSchema<'a>(&'a mut SchemaGenerator);
 
@@ -64,7 +148,7 @@ fn definitions<'a>(
     let mut generator = settings.into_generator();
     let mut kinds = Vec::new();
     for r in resources {
-        if let Some(name) = with_kind(r.group, r.version, r.kind, AddSchema(&mut generator)) {
+        if let Some(name) = with_described_kind(r, AddSchema(&mut generator)) {
             kinds.push((name, r));
         }
     }
@@ -106,6 +190,18 @@ fn operations(r: &ResourceInfo, schema_ref: &str) -> Map<String, Value> {
         ""
     };
     let collection = format!("{}{ns}/{}", base_path(r), r.plural);
+    if r.review {
+        // Create-only: nothing to list, read or change.
+        let create = json!({
+            "operationId": format!("create{}", r.kind),
+            "x-kubernetes-group-version-kind": gvk(r),
+            "parameters": [],
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": schema_ref}}}},
+            "responses": {"201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": schema_ref}}}}},
+        });
+        paths.insert(collection, json!({"post": create}));
+        return paths;
+    }
     let item = format!("{collection}/{{name}}");
     let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string"}, "uniqueItems": true});
     let body = json!({"content": {"application/json": {"schema": {"$ref": schema_ref}}}});
@@ -129,6 +225,18 @@ fn operations(r: &ResourceInfo, schema_ref: &str) -> Map<String, Value> {
             param("fieldValidation"),
         ]
     };
+    if r.group == crate::resource_metrics::GROUP {
+        // Read-only: computed from the kubelets' figures.
+        paths.insert(
+            collection,
+            json!({"get": op(&format!("list{}", r.kind), vec![param("labelSelector")], false)}),
+        );
+        paths.insert(
+            item,
+            json!({"get": op(&format!("read{}", r.kind), vec![], false)}),
+        );
+        return paths;
+    }
     paths.insert(
         collection,
         json!({
@@ -167,17 +275,17 @@ struct Documents {
 
 fn build() -> Documents {
     let mut v3 = BTreeMap::new();
-    for (group, versions) in ekube_api::resources::groups() {
+    for (group, versions) in described_groups() {
         for version in versions {
             let in_gv = || {
-                RESOURCES
+                described()
                     .iter()
                     .filter(move |r| r.group == group && r.version == version)
             };
             let schemas = definitions(in_gv(), true);
             let mut paths = Map::new();
             for r in in_gv() {
-                let name = with_kind(r.group, r.version, r.kind, NameOnly).unwrap_or_default();
+                let name = with_described_kind(r, NameOnly).unwrap_or_default();
                 paths.extend(operations(r, &format!("#/components/schemas/{name}")));
             }
             let doc = json!({
@@ -205,15 +313,15 @@ fn build() -> Documents {
         })
         .collect();
     let mut v2_paths = Map::new();
-    for r in RESOURCES {
-        let name = with_kind(r.group, r.version, r.kind, NameOnly).unwrap_or_default();
+    for r in described() {
+        let name = with_described_kind(r, NameOnly).unwrap_or_default();
         v2_paths.extend(operations(r, &format!("#/definitions/{name}")));
     }
     let v2 = json!({
         "swagger": "2.0",
         "info": {"title": "Kubernetes", "version": crate::KUBE_VERSION},
         "paths": v2_paths,
-        "definitions": definitions(RESOURCES.iter(), false),
+        "definitions": definitions(described().iter(), false),
     })
     .to_string();
     Documents {
@@ -292,5 +400,30 @@ mod tests {
         );
         let v2: Value = serde_json::from_str(v2()).unwrap();
         assert!(v2["definitions"]["io.k8s.api.apps.v1.Deployment"].is_object());
+    }
+
+    /// Every kind a client may send, stored or not, has a schema `kubectl explain` finds.
+    #[test]
+    fn every_served_kind_is_described() {
+        for r in described() {
+            let doc: Value =
+                serde_json::from_str(v3(&gv_path(r.group, r.version)).unwrap()).unwrap();
+            let described = doc["components"]["schemas"]
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|s| {
+                    s["x-kubernetes-group-version-kind"]
+                        .as_array()
+                        .is_some_and(|g| g.iter().any(|g| g["kind"] == r.kind))
+                });
+            assert!(described, "{} {} has no schema", r.api_version(), r.kind);
+        }
+        let doc: Value = serde_json::from_str(v3("apis/authorization.k8s.io/v1").unwrap()).unwrap();
+        let review = &doc["paths"]["/apis/authorization.k8s.io/v1/subjectaccessreviews"];
+        assert!(
+            review["post"].is_object() && review["get"].is_null(),
+            "{review}"
+        );
     }
 }

@@ -86,6 +86,13 @@ impl Runc {
         v["status"].as_str().map(str::to_owned)
     }
 
+    /// The host PID of the container's init process, while it runs.
+    pub async fn pid(&self, id: &str) -> Option<i64> {
+        let out = self.simple(&["state", id]).await.ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["pid"].as_i64().filter(|p| *p > 0)
+    }
+
     /// Sends `signal` (e.g. `TERM`, `KILL`) to every process of the container.
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
         self.simple(&["kill", "--all", id, signal]).await.map(drop)

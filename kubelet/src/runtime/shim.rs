@@ -1,6 +1,7 @@
 //! Containers that outlive the runtime process. Each container runs under a tiny shell shim
 //! in its own session: `sh` runs `runc run --keep` with the container's stdout and stderr
-//! appended to plain files in the container directory and, once runc returns, writes the exit
+//! appended to plain files in the container directory (its stdin from `/dev/null`, or from a
+//! FIFO there when the container keeps stdin open) and, once runc returns, writes the exit
 //! status to `exit` (atomically, via rename). Nothing ties the container to the runtime, so a
 //! restarted runtime finds it still running, keeps tailing its output into the CRI log from
 //! the offset saved next to each output file, and learns the exit code from `exit`.
@@ -18,8 +19,11 @@ use super::runc::Runc;
 use super::{Error, Result};
 
 /// The shim: `$1` runc, `$2` its root, `$3` its log, `$4` bundle, `$5` id, `$6`/`$7` output
-/// files, `$8` exit file.
-const SCRIPT: &str = r#""$1" --root "$2" --log "$3" --log-format json run --keep --bundle "$4" "$5" >>"$6" 2>>"$7" </dev/null
+/// files, `$8` exit file, `$9` stdin (`/dev/null`, or the container's stdin FIFO). The shim
+/// holds the FIFO open on fd 3 so that opening it does not wait for a writer and the
+/// container's stdin stays open between attaches (no `stdinOnce` end of file).
+const SCRIPT: &str = r#"exec 3<>"$9"
+"$1" --root "$2" --log "$3" --log-format json run --keep --bundle "$4" "$5" >>"$6" 2>>"$7" <"$9" 3>&-
 echo $? >"$8.tmp" && mv "$8.tmp" "$8""#;
 
 /// Longest log line written in one piece; longer lines are split into `P` records.
@@ -30,6 +34,26 @@ const TAIL_PERIOD: Duration = Duration::from_millis(200);
 /// The raw output file of `stream` (`stdout` or `stderr`) in a container directory.
 pub fn output_path(dir: &Path, stream: &str) -> PathBuf {
     dir.join(stream)
+}
+
+/// The FIFO a container with `stdin` reads from; attach sessions write into it.
+pub fn stdin_path(dir: &Path) -> PathBuf {
+    dir.join("stdin")
+}
+
+/// Creates the stdin FIFO of a container that keeps its stdin open.
+pub fn make_stdin(dir: &Path) -> Result<()> {
+    let path = stdin_path(dir);
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(Error::io("creating", &path)(e));
+        }
+    }
+    Ok(())
 }
 
 /// The exit status file the shim writes.
@@ -58,6 +82,12 @@ pub fn spawn(runc: &Runc, id: &str, dir: &Path, runc_log: &Path) -> Result<Child
     cmd.arg(output_path(dir, "stdout"))
         .arg(output_path(dir, "stderr"))
         .arg(exit_path(dir));
+    let stdin = stdin_path(dir);
+    if stdin.exists() {
+        cmd.arg(stdin);
+    } else {
+        cmd.arg("/dev/null");
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

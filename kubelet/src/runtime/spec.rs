@@ -3,7 +3,8 @@
 //!
 //! Containers join the sandbox's network, IPC and UTS namespaces by path (those the sandbox
 //! keeps; the others are the node's) and get their own mount namespace and, unless the pod
-//! uses the node's (`hostPID`), their own PID namespace. Resources map as Kubernetes maps them (cpu shares from requests,
+//! uses the node's (`hostPID`), their own PID namespace (an ephemeral container with a target
+//! joins that container's). Resources map as Kubernetes maps them (cpu shares from requests,
 //! CFS quota/period and memory limit from limits), under `cgroupsPath` =
 //! `<cgroup parent>/<container id>`. `oom_score_adj` is never set: hosts without
 //! CAP_SYS_RESOURCE refuse negative values, and the default (inherited) is fine. The CRI
@@ -24,21 +25,30 @@ use super::security::{self, HostSecurity};
 use super::{Error, Result, sandbox};
 use crate::cri;
 
-/// Whether the container gets a PID namespace of its own: yes in mode `CONTAINER`, no in
-/// `NODE` (`hostPID`); a PID namespace shared by the pod (`shareProcessNamespace`) would need a
-/// process holding it, which this runtime's sandboxes do not have, so it is refused.
-fn own_pid_namespace(security: &cri::LinuxContainerSecurityContext) -> Result<bool> {
+/// The PID namespace a container gets: its own in mode `CONTAINER`, the node's (none in the
+/// spec) in `NODE` (`hostPID`), another container's in `TARGET` (an ephemeral container with a
+/// `targetContainerName`); a PID namespace shared by the pod (`shareProcessNamespace`) would
+/// need a process holding it, which this runtime's sandboxes do not have, so it is refused.
+#[derive(Debug, PartialEq, Eq)]
+enum PidNamespace {
+    Own,
+    Node,
+    Target,
+}
+
+fn pid_namespace(security: &cri::LinuxContainerSecurityContext) -> Result<PidNamespace> {
     // No options at all: the runtime's own default, a namespace per container.
     let mode = security
         .namespace_options
         .as_ref()
         .map_or(cri::NamespaceMode::Container as i32, |o| o.pid);
     match cri::NamespaceMode::try_from(mode) {
-        Ok(cri::NamespaceMode::Container) => Ok(true),
-        Ok(cri::NamespaceMode::Node) => Ok(false),
+        Ok(cri::NamespaceMode::Container) => Ok(PidNamespace::Own),
+        Ok(cri::NamespaceMode::Node) => Ok(PidNamespace::Node),
+        Ok(cri::NamespaceMode::Target) => Ok(PidNamespace::Target),
         _ => Err(Error::InvalidArgument(format!(
-            "pid namespace mode {mode} is not supported (CONTAINER or NODE); a PID namespace \
-             shared by the pod's containers is not"
+            "pid namespace mode {mode} is not supported (CONTAINER, NODE or TARGET); a PID \
+             namespace shared by the pod's containers is not"
         ))),
     }
 }
@@ -53,6 +63,8 @@ pub struct SpecInput<'a> {
     /// The namespaces the sandbox keeps (`net`, `ipc`, `uts`); the container joins those and
     /// stays in the runtime's own (the node's) for the others.
     pub sandbox_namespaces: &'a [&'a str],
+    /// The PID namespace of the target container (`/proc/<pid>/ns/pid`) in mode `TARGET`.
+    pub target_pid_namespace: Option<&'a Path>,
     pub cgroups_path: String,
     /// Root of the container's unpacked image (to resolve user names).
     pub rootfs: &'a Path,
@@ -370,13 +382,26 @@ pub fn build(input: &SpecInput) -> Result<Spec> {
             .build()
             .map_err(Error::spec)?,
     ];
-    if own_pid_namespace(&security)? {
-        namespaces.push(
+    match pid_namespace(&security)? {
+        PidNamespace::Node => {}
+        PidNamespace::Own => namespaces.push(
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Pid)
                 .build()
                 .map_err(Error::spec)?,
-        );
+        ),
+        PidNamespace::Target => {
+            let path = input.target_pid_namespace.ok_or_else(|| {
+                Error::InvalidArgument("the target container is not running".into())
+            })?;
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Pid)
+                    .path(path)
+                    .build()
+                    .map_err(Error::spec)?,
+            );
+        }
     }
     for (kind, typ) in [
         ("net", LinuxNamespaceType::Network),
@@ -541,6 +566,7 @@ mod tests {
             sandbox_dir: Path::new("/sb"),
             hostname: "sb",
             sandbox_namespaces: &["net", "ipc", "uts"],
+            target_pid_namespace: None,
             cgroups_path: "/k/pod1/c1".into(),
             rootfs: Path::new("/nonexistent"),
             host: &HostSecurity::default(),
@@ -598,6 +624,7 @@ mod tests {
                 sandbox_dir: Path::new("/sb"),
                 hostname: "sb",
                 sandbox_namespaces: kept,
+                target_pid_namespace: None,
                 cgroups_path: "/k/pod1/c1".into(),
                 rootfs: Path::new("/nonexistent"),
                 host: &HostSecurity::default(),
@@ -645,6 +672,7 @@ mod tests {
             sandbox_dir: Path::new("/sb"),
             hostname: "sb",
             sandbox_namespaces: &["net", "ipc", "uts"],
+            target_pid_namespace: None,
             cgroups_path: "/k/pod1/c1".into(),
             rootfs,
             host: &host,
@@ -790,6 +818,7 @@ mod tests {
             sandbox_dir: Path::new("/sb"),
             hostname: "sb",
             sandbox_namespaces: &["net", "ipc", "uts"],
+            target_pid_namespace: None,
             cgroups_path: "/k/pod1/c1".into(),
             rootfs: root.path(),
             host: &HostSecurity {

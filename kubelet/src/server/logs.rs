@@ -145,7 +145,11 @@ async fn choose(
     container: &str,
     previous: bool,
 ) -> Result<(PathBuf, Option<String>), NotServed> {
-    let found = lookup::containers(node, ns, pod, container).await?;
+    // A finished pod's sandbox is gone; its logs are still on disk.
+    let found = match lookup::containers(node, ns, pod, container).await {
+        Err(lookup::NotServed(StatusCode::NOT_FOUND, _)) => Vec::new(),
+        other => other?,
+    };
     let (dir, current) = match found.first() {
         Some(c) if !c.log_path.as_os_str().is_empty() => (
             c.log_path

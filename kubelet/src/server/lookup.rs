@@ -104,12 +104,58 @@ pub async fn running(node: &Node, ns: &str, pod: &str, name: &str) -> Result<Fou
 }
 
 /// The pod's log directory for container `name` when the runtime no longer has the
-/// container: `<pod-logs-dir>/<ns>_<pod>_<uid>/<name>`.
+/// container: `<pod-logs-dir>/<ns>_<pod>_<uid>/<name>`. A finished pod's sandbox is gone but
+/// its logs stay: then the newest directory of a pod of that name serves.
 pub async fn log_dir(node: &Node, ns: &str, pod: &str, name: &str) -> Result<PathBuf, NotServed> {
-    let sb = sandbox(node, ns, pod).await?;
-    let uid = sb.metadata.map(|m| m.uid).unwrap_or_default();
-    Ok(node
-        .pod_logs_dir
-        .join(format!("{ns}_{pod}_{uid}"))
-        .join(name))
+    let dir = match sandbox(node, ns, pod).await {
+        Ok(sb) => {
+            let uid = sb.metadata.map(|m| m.uid).unwrap_or_default();
+            node.pod_logs_dir.join(format!("{ns}_{pod}_{uid}"))
+        }
+        Err(NotServed(StatusCode::NOT_FOUND, message)) => {
+            newest_pod_log_dir(&node.pod_logs_dir, ns, pod)
+                .ok_or(NotServed(StatusCode::NOT_FOUND, message))?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(dir.join(name))
+}
+
+/// The most recently changed `<ns>_<pod>_<uid>` directory under `logs_dir`.
+fn newest_pod_log_dir(logs_dir: &std::path::Path, ns: &str, pod: &str) -> Option<PathBuf> {
+    let prefix = format!("{ns}_{pod}_");
+    std::fs::read_dir(logs_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|uid| !uid.is_empty() && !uid.contains('_'))
+            })
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_pods_logs_are_found_by_name() {
+        let logs = tempfile::tempdir().unwrap();
+        let old = logs.path().join("default_web_uid-1");
+        let other = logs.path().join("default_web-2_uid-3");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let new = logs.path().join("default_web_uid-2");
+        std::fs::create_dir_all(&new).unwrap();
+        assert_eq!(newest_pod_log_dir(logs.path(), "default", "web"), Some(new));
+        assert_eq!(
+            newest_pod_log_dir(logs.path(), "default", "web-2"),
+            Some(other)
+        );
+        assert_eq!(newest_pod_log_dir(logs.path(), "dev", "web"), None);
+    }
 }

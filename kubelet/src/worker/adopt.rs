@@ -137,7 +137,7 @@ impl Worker {
 }
 
 /// A container state the previous kubelet reported, as a [`View`].
-fn view_of(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> View {
+pub(super) fn view_of(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> View {
     let ns = |t: &Option<Time>| t.as_ref().map(|t| t.0.as_nanosecond() as i64).unwrap_or(0);
     View::Terminated {
         id: t

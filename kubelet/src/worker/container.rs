@@ -256,9 +256,22 @@ impl Worker {
             seccomp_default: self.ctx.config.seccomp_default,
             seccomp_root: &seccomp_root,
         };
+        let mut namespaces = sandbox::namespace_options(pod);
+        // An ephemeral container with a target joins that container's PID namespace (CRI's
+        // TARGET mode), unless the pod's containers already share the node's or the pod's.
+        if let Some(target) = super::ephemeral::target_of(pod, &c.name)
+            && namespaces.pid == cri::NamespaceMode::Container as i32
+        {
+            let Some(id) = self.containers.get(target).and_then(|t| t.id.clone()) else {
+                let msg = format!("target container {target} is not running");
+                return self.config_error(pod, c, msg).await;
+            };
+            namespaces.pid = cri::NamespaceMode::Target as i32;
+            namespaces.target_id = id;
+        }
         let security_context = match security::container_context(pod, c, &defaults) {
             Ok(sc) => cri::LinuxContainerSecurityContext {
-                namespace_options: Some(sandbox::namespace_options(pod)),
+                namespace_options: Some(namespaces),
                 ..sc
             },
             Err(e) => return self.config_error(pod, c, e).await,
@@ -296,6 +309,9 @@ impl Worker {
             ]
             .into(),
             log_path: format!("{}/{restarts}.log", c.name),
+            stdin: c.stdin.unwrap_or(false),
+            stdin_once: c.stdin_once.unwrap_or(false),
+            tty: c.tty.unwrap_or(false),
             linux: Some(cri::LinuxContainerConfig {
                 resources: Some(inputs::resources(c)),
                 security_context: Some(security_context),

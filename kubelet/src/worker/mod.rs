@@ -8,10 +8,12 @@
 //! and the pod's sandbox. Each step lives beside its kin: a container's start, restart
 //! back-off, probes and stop in [`container`], its image in [`image`], what the worker writes
 //! to `pods/status` in [`pod_status`], taking over what an earlier kubelet left in [`adopt`],
-//! and releasing a pod's resources in [`teardown`].
+//! ephemeral containers (`kubectl debug`) in [`ephemeral`], and releasing a pod's resources in
+//! [`teardown`].
 
 mod adopt;
 mod container;
+mod ephemeral;
 mod image;
 mod pod_status;
 mod teardown;
@@ -442,6 +444,7 @@ impl Worker {
                 self.kill_if_unhealthy(pod, c).await;
             }
         }
+        self.ensure_ephemeral(pod).await;
         let owned: Vec<(View, bool)> = spec
             .containers
             .iter()

@@ -116,6 +116,15 @@ impl Worker {
                     Some(View::Terminated { code: 0, .. })
                 )
             });
+        // Ephemeral containers are never ready: they serve nothing.
+        let ephemeral: Vec<_> = super::ephemeral::containers(pod)
+            .iter()
+            .map(|c| {
+                let mut status = observe(c);
+                status.ready = false;
+                status
+            })
+            .collect();
         let ready = containers.iter().all(|c| c.ready) && phase == "Running";
         let done = phase == "Succeeded" || phase == "Failed";
         let not_ready = if done {
@@ -169,6 +178,7 @@ impl Worker {
             start_time: self.start_time.clone(),
             container_statuses: Some(containers),
             init_container_statuses: (!inits.is_empty()).then_some(inits),
+            ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
             qos_class: pod.status.as_ref().and_then(|s| s.qos_class.clone()),
             ..Default::default()
         };

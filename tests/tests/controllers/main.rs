@@ -8,10 +8,12 @@ mod daemonset;
 mod deployments;
 mod disruption;
 mod gc;
+mod history;
 mod hpa;
 mod ipam;
 mod jobs;
 mod nodes;
+mod replicationcontroller;
 mod statefulset;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -193,3 +193,94 @@ async fn statefulset_creates_in_order_and_scales_down_from_the_top() -> Result<(
     .await?;
     Ok(())
 }
+
+/// `persistentVolumeClaimRetentionPolicy: Delete`: a scaled-down pod's claims go with it, and
+/// the rest with the set; `Retain` (the default, above) keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn statefulset_claims_follow_the_retention_policy() -> Result<()> {
+    let server = ServerProcess::start(&[])?;
+    let client = server.client().await?;
+    create_node(&client, "ret-node", "16", json!({})).await?;
+    let _kubelet = FakeKubelet::start(client.clone(), &["ret-node"], true);
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "kv"},
+        "spec": {
+            "replicas": 3,
+            "serviceName": "kv",
+            "podManagementPolicy": "Parallel",
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Delete", "whenDeleted": "Delete"},
+            "selector": {"matchLabels": {"app": "kv"}},
+            "template": {"metadata": {"labels": {"app": "kv"}}, "spec": {"containers": [{"name": "kv", "image": "busybox:latest"}]}},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    }))?;
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let set = sets.create(&PostParams::default(), &sts).await?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let claim_names = || {
+        let claims = claims.clone();
+        async move {
+            let list = claims
+                .list(&ListParams::default().labels("app=kv"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                list.items
+                    .iter()
+                    .filter(|c| c.metadata.deletion_timestamp.is_none())
+                    .map(|c| c.name_any())
+                    .collect::<BTreeSet<String>>(),
+            )
+        }
+    };
+    until(30, "3 running pods, each claim owned by the set", || {
+        let (client, claims) = (client.clone(), claims.clone());
+        let uid = set.uid();
+        async move {
+            let pods = pods_of(&client, "default", "kv").await?;
+            let list = claims
+                .list(&ListParams::default().labels("app=kv"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let owned = list.items.iter().all(|c| {
+                c.owner_references()
+                    .iter()
+                    .any(|r| Some(&r.uid) == uid.as_ref() && r.kind == "StatefulSet")
+            });
+            if pods.iter().filter(|p| running(p)).count() == 3 && list.items.len() == 3 && owned {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "{} pods, {} claims, owned: {owned}",
+                    pods.len(),
+                    list.items.len()
+                ))
+            }
+        }
+    })
+    .await?;
+    // Scaled down: the claims of kv-1 and kv-2 go with their pods.
+    ok(server.kubectl(&["scale", "statefulset/kv", "--replicas=1"]));
+    until(60, "only kv-0's claim left", || async move {
+        let names = claim_names().await?;
+        if names == BTreeSet::from(["data-kv-0".to_owned()]) {
+            Ok(Some(()))
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await?;
+    // Deleted: the last claim goes with the set (after its pod, which used it).
+    ok(server.kubectl(&["delete", "statefulset", "kv"]));
+    until(60, "no claim left", || async move {
+        let names = claim_names().await?;
+        if names.is_empty() {
+            Ok(Some(()))
+        } else {
+            Err(format!("{names:?}"))
+        }
+    })
+    .await?;
+    Ok(())
+}

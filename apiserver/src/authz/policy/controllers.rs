@@ -290,6 +290,24 @@ pub const CONTROLLER_ROLES: &[RoleSpec] = &[
         ],
     ),
     cluster_role(
+        "system:controller:replication-controller",
+        &[
+            r(
+                &["get", "list", "watch", "update"],
+                CORE,
+                &["replicationcontrollers"],
+            ),
+            r(&["update"], CORE, &["replicationcontrollers/status"]),
+            r(&["update"], CORE, &["replicationcontrollers/finalizers"]),
+            r(
+                &["list", "watch", "patch", "create", "delete"],
+                CORE,
+                &["pods"],
+            ),
+            EVENTS,
+        ],
+    ),
+    cluster_role(
         "system:controller:resourcequota-controller",
         &[
             // It counts usage of anything a quota may limit.

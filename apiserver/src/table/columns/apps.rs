@@ -1,4 +1,4 @@
-//! apps/v1: Deployments, ReplicaSets, DaemonSets and StatefulSets.
+//! apps/v1: Deployments, ReplicaSets, DaemonSets, StatefulSets and ControllerRevisions.
 
 use ekube_api::display::format_labels;
 use serde_json::{Value, json};
@@ -128,7 +128,52 @@ pub(super) fn stateful_set_columns() -> KindColumns {
     }
 }
 
+pub(super) fn controller_revision_columns() -> KindColumns {
+    KindColumns {
+        columns: vec![
+            name_col(),
+            string_col("Controller", 0, "Controller of the object"),
+            // Upstream declares the column a string and fills it with the int64.
+            string_col(
+                "Revision",
+                0,
+                "Revision indicates the revision of the state represented by Data.",
+            ),
+            age_col(),
+        ],
+        cells: Printer::controller_revision,
+        conditions: None,
+    }
+}
+
 impl Printer {
+    /// The controller as `<kind>.<group>/<name>` (`daemonset.apps/proxy`), as upstream prints it.
+    fn controller_revision(&self, cr: &Value) -> Vec<Value> {
+        let owner = at(cr, &["metadata", "ownerReferences"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["controller"] == json!(true));
+        let controller = owner.map_or_else(
+            || "<none>".to_string(),
+            |r| {
+                let api_version = r["apiVersion"].as_str().unwrap_or_default();
+                let kind = r["kind"].as_str().unwrap_or_default().to_lowercase();
+                let name = r["name"].as_str().unwrap_or_default();
+                match api_version.rsplit_once('/') {
+                    Some((group, _)) => format!("{kind}.{group}/{name}"),
+                    None => format!("{kind}/{name}"),
+                }
+            },
+        );
+        vec![
+            Self::name(cr),
+            json!(controller),
+            json!(int_at(cr, &["revision"])),
+            self.age(cr),
+        ]
+    }
+
     fn deployment(&self, d: &Value) -> Vec<Value> {
         let (containers, images) = containers_cells(at(d, &["spec", "template", "spec"]));
         let replicas = at(d, &["spec", "replicas"]).as_i64().unwrap_or(1);
@@ -266,5 +311,23 @@ mod tests {
         );
         let ss = json!({"metadata": {"name": "db"}, "spec": {"replicas": 3, "template": template}, "status": {"readyReplicas": 3}});
         assert_eq!(cells("StatefulSet", ss)[1], "3/3");
+    }
+
+    #[test]
+    fn controller_revisions_name_their_controller() {
+        let cr = json!({"metadata": {"name": "proxy-7c9d", "creationTimestamp": "2024-05-10T11:58:00Z",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "other", "uid": "u0"},
+                {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "proxy", "uid": "u1", "controller": true}]},
+            "data": {"spec": {}}, "revision": 4});
+        assert_eq!(
+            cells("ControllerRevision", cr),
+            json!(["proxy-7c9d", "daemonset.apps/proxy", 4, "2m"])
+                .as_array()
+                .unwrap()
+                .clone()
+        );
+        let orphan = json!({"metadata": {"name": "x"}, "revision": 1});
+        assert_eq!(cells("ControllerRevision", orphan)[1], "<none>");
     }
 }

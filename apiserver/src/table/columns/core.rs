@@ -1,13 +1,15 @@
 //! The remaining core/v1 kinds: Namespaces, Nodes, ConfigMaps, Secrets, ServiceAccounts,
-//! ResourceQuotas and Events (the latter also served as events.k8s.io/v1).
+//! ResourceQuotas, ReplicationControllers and Events (the latter also served as
+//! events.k8s.io/v1).
 
 use std::collections::BTreeSet;
 
+use ekube_api::display::format_labels;
 use serde_json::{Value, json};
 
 use super::{
-    Column, KindColumns, Printer, age_col, arr_at, at, int_at, integer_col, len_at, name_col, or,
-    str_at, string_col,
+    CONTAINERS_DOC, Column, IMAGES_DOC, KindColumns, Printer, age_col, arr_at, at,
+    containers_cells, int_at, integer_col, len_at, name_col, or, str_at, string_col,
 };
 
 pub(super) fn namespace_columns() -> KindColumns {
@@ -119,6 +121,39 @@ pub(super) fn resource_quota_columns() -> KindColumns {
     }
 }
 
+pub(super) fn replication_controller_columns() -> KindColumns {
+    KindColumns {
+        columns: vec![
+            name_col(),
+            integer_col(
+                "Desired",
+                0,
+                "Replicas is the number of desired replicas. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller#what-is-a-replicationcontroller",
+            ),
+            integer_col(
+                "Current",
+                0,
+                "Replicas is the most recently observed number of replicas. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicationcontroller#what-is-a-replicationcontroller",
+            ),
+            integer_col(
+                "Ready",
+                0,
+                "The number of ready replicas for this replication controller.",
+            ),
+            age_col(),
+            string_col("Containers", 1, CONTAINERS_DOC),
+            string_col("Images", 1, IMAGES_DOC),
+            string_col(
+                "Selector",
+                1,
+                "Selector is a label query over pods that should match the Replicas count. If Selector is empty, it is defaulted to the labels present on the Pod template. Label keys and values that must match in order to be controlled by this replication controller, if empty defaulted to labels on Pod template. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors",
+            ),
+        ],
+        cells: Printer::replication_controller,
+        conditions: None,
+    }
+}
+
 pub(super) fn event_columns() -> KindColumns {
     KindColumns {
         columns: vec![
@@ -166,6 +201,21 @@ pub(super) fn event_columns() -> KindColumns {
 }
 
 impl Printer {
+    /// The selector as upstream's `labels.FormatLabels` prints a map: sorted `k=v` pairs.
+    fn replication_controller(&self, rc: &Value) -> Vec<Value> {
+        let (containers, images) = containers_cells(at(rc, &["spec", "template", "spec"]));
+        vec![
+            Self::name(rc),
+            json!(at(rc, &["spec", "replicas"]).as_i64().unwrap_or(1)),
+            json!(int_at(rc, &["status", "replicas"])),
+            json!(int_at(rc, &["status", "readyReplicas"])),
+            self.age(rc),
+            containers,
+            images,
+            json!(format_labels(at(rc, &["spec", "selector"]))),
+        ]
+    }
+
     fn namespace(&self, ns: &Value) -> Vec<Value> {
         vec![
             Self::name(ns),
@@ -362,6 +412,30 @@ impl Printer {
 mod tests {
     use crate::table::test_support::cells;
     use serde_json::json;
+
+    #[test]
+    fn replication_controllers() {
+        let rc = json!({"metadata": {"name": "web", "creationTimestamp": "2024-05-10T11:55:00Z"},
+            "spec": {"replicas": 3, "selector": {"tier": "front", "app": "web"},
+                "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}, {"name": "log", "image": "busybox"}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1}});
+        assert_eq!(
+            cells("ReplicationController", rc),
+            json!([
+                "web",
+                3,
+                2,
+                1,
+                "5m",
+                "web,log",
+                "web:1,busybox",
+                "app=web,tier=front"
+            ])
+            .as_array()
+            .unwrap()
+            .clone()
+        );
+    }
 
     #[test]
     fn nodes() {

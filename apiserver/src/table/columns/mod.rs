@@ -4,6 +4,7 @@
 //! column helpers and the cell helpers more than one group uses. Every kind without an entry
 //! prints the generic `Name` / `Created At` pair, as upstream's default table convertor does.
 
+mod apiregistration;
 mod apps;
 mod autoscaling;
 mod batch;
@@ -91,6 +92,10 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
     ("ServiceAccount", core::service_account_columns),
     ("ResourceQuota", core::resource_quota_columns),
     ("Event", core::event_columns),
+    (
+        "ReplicationController",
+        core::replication_controller_columns,
+    ),
     ("Service", networking::service_columns),
     ("Endpoints", networking::endpoints_columns),
     ("EndpointSlice", networking::endpoint_slice_columns),
@@ -106,6 +111,7 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
     ("ReplicaSet", apps::replica_set_columns),
     ("DaemonSet", apps::daemon_set_columns),
     ("StatefulSet", apps::stateful_set_columns),
+    ("ControllerRevision", apps::controller_revision_columns),
     ("Job", batch::job_columns),
     ("CronJob", batch::cron_job_columns),
     ("PodDisruptionBudget", policy::pod_disruption_budget_columns),
@@ -120,6 +126,7 @@ const CATALOGUE: &[(&str, ColumnsOf)] = &[
         certificates::certificate_signing_request_columns,
     ),
     ("Lease", coordination::lease_columns),
+    ("APIService", apiregistration::api_service_columns),
 ];
 
 /// The columns of `kind`; the generic pair for kinds without a dedicated printer (Role,

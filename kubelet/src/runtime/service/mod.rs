@@ -404,6 +404,9 @@ impl Runtime {
         for d in [&rootfs, &dir.join("upper"), &dir.join("work")] {
             std::fs::create_dir_all(d).map_err(Error::io("creating", d))?;
         }
+        if config.stdin {
+            shim::make_stdin(&dir)?;
+        }
         let lower: Vec<PathBuf> = image
             .layers
             .iter()
@@ -422,6 +425,7 @@ impl Runtime {
             parent
         };
         let cgroups_path = format!("{}/{id}", parent.trim_end_matches('/'));
+        let target_pid_namespace = self.target_pid_namespace(&config).await?;
         let built = (|| {
             mount_overlay(&lower, &dir.join("upper"), &dir.join("work"), &rootfs)?;
             let spec = spec::build(&spec::SpecInput {
@@ -430,6 +434,7 @@ impl Runtime {
                 sandbox_dir: &sb.dir,
                 hostname: &sandbox::hostname(&sb.dir),
                 sandbox_namespaces: &sandbox::kept(&sandbox::options(&sb.config))?,
+                target_pid_namespace: target_pid_namespace.as_deref(),
                 cgroups_path: cgroups_path.clone(),
                 rootfs: &rootfs,
                 host: &self.host,
@@ -480,6 +485,27 @@ impl Runtime {
         );
         Self::persist(&state, &id);
         Ok(id)
+    }
+
+    /// In PID namespace mode `TARGET`, the namespace of the running target container.
+    async fn target_pid_namespace(&self, config: &cri::ContainerConfig) -> Result<Option<PathBuf>> {
+        let Some(ns) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .filter(|o| o.pid == cri::NamespaceMode::Target as i32)
+        else {
+            return Ok(None);
+        };
+        let target = self.container(&ns.target_id)?;
+        match self.runc.pid(&target.status.id).await {
+            Some(pid) => Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid")))),
+            None => Err(Error::InvalidArgument(format!(
+                "target container {} is not running",
+                ns.target_id
+            ))),
+        }
     }
 
     async fn start_container(&self, id: &str) -> Result<()> {

@@ -257,8 +257,10 @@ impl cri::runtime_service_server::RuntimeService for Runtime {
         let req = req.into_inner();
         let c = self.running(&req.container_id)?;
         let streams = checked_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
+        let stdin = Some(shim::stdin_path(&c.dir)).filter(|p| streams.stdin && p.exists());
         let url = self.streaming.register(Session::Attach {
             log_path: PathBuf::from(&c.status.log_path),
+            stdin,
             exited: c.exited.subscribe(),
             streams,
         })?;

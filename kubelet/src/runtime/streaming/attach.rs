@@ -1,13 +1,14 @@
 //! Attach sessions: the container's output as it is written to its CRI log, split back
-//! into stdout and stderr, until the container exits. Containers are started without stdin,
-//! so the client's input is discarded.
+//! into stdout and stderr, until the container exits. The client's input goes to the
+//! container's stdin FIFO when it was created with `stdin` (see [`crate::runtime::shim`]), and
+//! is discarded otherwise.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
 use http::{Request, Response};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Streams;
@@ -19,11 +20,12 @@ use crate::runtime::log::parse_record;
 pub fn serve(
     req: Request<hyper::body::Incoming>,
     log_path: PathBuf,
+    stdin: Option<PathBuf>,
     exited: tokio::sync::watch::Receiver<bool>,
     streams: Streams,
 ) -> Response<Body> {
     ws::serve(req, move |socket, protocol| {
-        Box::pin(session(socket, protocol, log_path, exited, streams))
+        Box::pin(session(socket, protocol, log_path, stdin, exited, streams))
     })
 }
 
@@ -31,6 +33,7 @@ async fn session(
     socket: Socket,
     protocol: Protocol,
     log_path: PathBuf,
+    stdin: Option<PathBuf>,
     mut exited: tokio::sync::watch::Receiver<bool>,
     s: Streams,
 ) {
@@ -94,9 +97,23 @@ async fn session(
         }
     };
     let input = async {
+        // Opening fails once the container (and the shim holding the FIFO) is gone.
+        let mut fifo = stdin.and_then(|p| {
+            tokio::net::unix::pipe::OpenOptions::new()
+                .open_sender(p)
+                .ok()
+        });
         while let Some(Ok(msg)) = source.next().await {
-            if let Message::Close(_) = msg {
-                return;
+            let data = match msg {
+                Message::Binary(d) => d,
+                Message::Close(_) => return,
+                _ => continue,
+            };
+            if data.first() == Some(&ws::STDIN)
+                && let Some(w) = fifo.as_mut()
+                && w.write_all(&data[1..]).await.is_err()
+            {
+                fifo = None;
             }
         }
     };

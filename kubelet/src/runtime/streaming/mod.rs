@@ -54,6 +54,8 @@ pub enum Session {
     /// The output of `container` as it is written to its CRI log, until `exited` turns true.
     Attach {
         log_path: PathBuf,
+        /// The container's stdin FIFO, when it has one and the client sends input.
+        stdin: Option<PathBuf>,
         exited: tokio::sync::watch::Receiver<bool>,
         streams: Streams,
     },
@@ -190,9 +192,10 @@ fn route(shared: &Shared, req: Request<hyper::body::Incoming>) -> Response<Body>
         } => exec::serve(req, shared.runc.clone(), container, cmd, streams),
         Session::Attach {
             log_path,
+            stdin,
             exited,
             streams,
-        } => attach::serve(req, log_path, exited, streams),
+        } => attach::serve(req, log_path, stdin, exited, streams),
         Session::PortForward { netns } => portforward::serve(req, netns),
     }
 }
