@@ -27,7 +27,7 @@ use ekube_api::disruption::{
     update_disruption_allowed,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::{
     PodDisruptionBudget, PodDisruptionBudgetSpec, PodDisruptionBudgetStatus,
 };
@@ -362,7 +362,8 @@ async fn expected_scale(
 }
 
 /// The uid and scale of the controller `cref` names, if it is a kind with a scale that
-/// exists with that uid: a ReplicaSet (or the Deployment controlling it) or a StatefulSet.
+/// exists with that uid: a ReplicaSet (or the Deployment controlling it), a StatefulSet or a
+/// ReplicationController.
 async fn controller_scale(
     client: &kube::Client,
     ns: &str,
@@ -401,6 +402,17 @@ async fn controller_scale(
                 .filter(|s| s.uid().as_deref() == Some(&cref.uid));
             Ok(sts.map(|s| {
                 let replicas = s.spec.replicas.unwrap_or(1);
+                (cref.uid.clone(), replicas)
+            }))
+        }
+        "ReplicationController" if cref.api_version == "v1" => {
+            let api: Api<ReplicationController> = Api::namespaced(client.clone(), ns);
+            let rc = get_listed(&api, &cref.name)
+                .await
+                .ctx(|| format!("reading replicationcontroller {ns}/{}", cref.name))?
+                .filter(|rc| rc.uid().as_deref() == Some(&cref.uid));
+            Ok(rc.map(|rc| {
+                let replicas = rc.spec.and_then(|s| s.replicas).unwrap_or(1);
                 (cref.uid.clone(), replicas)
             }))
         }

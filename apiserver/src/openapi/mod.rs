@@ -164,6 +164,16 @@ fn definitions<'a>(
     for (name, r) in kinds {
         if let Some(Value::Object(schema)) = defs.get_mut(&name) {
             schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk(r)]));
+            // `k8s-openapi` marks the (non-optional) `metadata` required; upstream's schemas
+            // never do, and kubectl validates against them: a review sent without metadata,
+            // as clients send one, must pass.
+            let required = schema.get_mut("required").and_then(Value::as_array_mut);
+            if let Some(required) = required {
+                required.retain(|f| f != "metadata");
+                if required.is_empty() {
+                    schema.remove("required");
+                }
+            }
         }
     }
     let mut value = Value::Object(defs);
@@ -425,5 +435,10 @@ mod tests {
             review["post"].is_object() && review["get"].is_null(),
             "{review}"
         );
+        // Clients send reviews without metadata: the schema must not require it.
+        let v2: Value = serde_json::from_str(v2()).unwrap();
+        let token_review = &v2["definitions"]["io.k8s.api.authentication.v1.TokenReview"];
+        assert_eq!(token_review["required"], json!(["spec"]));
+        assert!(v2["definitions"]["io.k8s.api.core.v1.Pod"]["required"].is_null());
     }
 }

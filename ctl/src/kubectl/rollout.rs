@@ -466,8 +466,12 @@ async fn revisions(ctx: &Ctx, deployment: &Value) -> Result<BTreeMap<i64, Value>
 
 fn deployment_only(r: &Resource, what: &str) -> Result<()> {
     if r.kind != "Deployment" {
-        // DaemonSet and StatefulSet history lives in ControllerRevisions, which ekube does not serve.
-        bail!("no {what} has been implemented for {:?}", r.kind);
+        // DaemonSet and StatefulSet history lives in ControllerRevisions: the apiserver serves
+        // them and the real kubectl reads them, this client does not yet.
+        bail!(
+            "no {what} has been implemented for {:?} in ekube kubectl (kubectl rollout works)",
+            r.kind
+        );
     }
     Ok(())
 }
