@@ -12,6 +12,7 @@ mod ephemeral;
 mod hpa;
 mod ingress;
 mod job;
+mod json;
 mod limit_range;
 mod names;
 mod node_selector;

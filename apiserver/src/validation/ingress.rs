@@ -19,6 +19,7 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use super::json::{items, present, quoted, str_of};
 use super::names::{
     is_ip_sloppy, label_errors, path_segment_errors, port_name_errors, subdomain_errors,
     wildcard_errors,
@@ -504,26 +505,6 @@ fn backends(spec: &Value) -> Vec<&Value> {
         }
     }
     out
-}
-
-fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.get(key).filter(|v| !v.is_null())
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// A string value as upstream prints it in a cause (Go's `%q`).
-fn quoted(s: &str) -> String {
-    format!("{s:?}")
 }
 
 #[cfg(test)]

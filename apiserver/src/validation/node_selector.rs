@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use super::json::{items, quoted, str_of};
 use super::{label_value, qualified_name};
 use crate::errors::Cause;
 
@@ -112,22 +113,6 @@ fn field(req: &Value, at: &str, causes: &mut Vec<Cause>) {
             ));
         }
     }
-}
-
-fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// A string as upstream prints it in a cause (Go's `%q`).
-fn quoted(s: &str) -> String {
-    format!("{s:?}")
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use ekube_api::quantity::parse_nano;
 use ekube_api::storage::BETA_CLASS;
 use serde_json::{Map, Value, json};
 
+use super::json::{items, present, quoted, str_of};
 use super::{DNS1123_SUBDOMAIN, is_dns1123_subdomain, qualified_name};
 use crate::errors::Cause;
 
@@ -576,26 +577,6 @@ fn without_nulls(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
         other => other.clone(),
     }
-}
-
-fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-}
-
-fn present<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.get(key).filter(|v| !v.is_null())
-}
-
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// A string as upstream prints it in a cause (Go's `%q`).
-fn quoted(s: &str) -> String {
-    format!("{s:?}")
 }
 
 #[cfg(test)]
