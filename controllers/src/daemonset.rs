@@ -216,10 +216,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             live,
         };
         if let Synced::Collision = history::sync(&ctx.client, &*ds, owned).await? {
-            // Another template holds this hash's revision: hash again with the next count.
-            let ds_api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-            let next = json!({"collisionCount": collision_count.unwrap_or(0) + 1});
-            crate::util::patch_status(&ds_api, &ns, &name, next).await?;
+            history::bump_collision_count(&ctx.client, &*ds, collision_count).await?;
             return Ok(Action::await_change());
         }
     }

@@ -216,6 +216,27 @@ async fn owned_revisions<K: Resource>(
         .collect())
 }
 
+/// Another template holds the revision of the owner's hash: the owner's `collisionCount` goes
+/// up by one, so its next sync hashes again with the next count.
+pub async fn bump_collision_count<K>(
+    client: &kube::Client,
+    owner: &K,
+    current: Option<i32>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = owner.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let next = json!({"collisionCount": current.unwrap_or(0) + 1});
+    crate::util::patch_status(&api, &ns, &owner.name_any(), next).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,10 +192,7 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         match history::sync(&ctx.client, &*sts, owned).await? {
             Synced::Current(kept) => revisions = kept,
             Synced::Collision => {
-                // Another template holds this hash's revision: hash again with the next count.
-                let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-                let next = json!({"collisionCount": status.collision_count.unwrap_or(0) + 1});
-                crate::util::patch_status(&api, &ns, &name, next).await?;
+                history::bump_collision_count(&ctx.client, &*sts, status.collision_count).await?;
                 return Ok(Action::await_change());
             }
         }
