@@ -30,6 +30,9 @@ pub const AUTH_PASSWORD: &str = "lab-pull-secret";
 /// Where nothing listens: the first, dead, mirror of [`AUTH_REGISTRY`] in every node's
 /// `registries.yaml`, so pulls from it show a mirror falling through to the next.
 pub const DEAD_MIRROR: &str = "192.168.64.1:5002";
+/// `host:port` of the lab's third registry: HTTPS, for clients with a certificate of the lab's
+/// registry CA (every node has one), serving what [`AUTH_REGISTRY`] holds.
+pub const CERT_REGISTRY: &str = "192.168.64.1:5003";
 /// Where bpffs is (or gets) mounted.
 pub const BPFFS: &str = "/sys/fs/bpf";
 /// Most nodes a lab can have: node `k` sits at `.10*k`, and `.100` is the external client.
@@ -208,7 +211,8 @@ pub struct LabConfig {
     /// missing or stale, then pushed under their Docker Hub names. `None` skips them.
     pub hub_images: Option<PathBuf>,
     /// Run [`AUTH_REGISTRY`] too, holding `library/busybox:latest` of [`LabConfig::hub_images`]
-    /// (which it needs).
+    /// (which it needs), and [`CERT_REGISTRY`] serving the same over HTTPS to the nodes'
+    /// client certificate.
     pub auth_registry: bool,
     /// Started on node 1 (the control plane), e.g. [`INIT_CMD`].
     pub server: Option<CmdTemplate>,

@@ -6,13 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
-};
-
 use crate::config::Host;
-use crate::{Error, Result, io_err};
+use crate::{Error, Result, pki};
 
 /// The client port of every member.
 pub const CLIENT_PORT: u16 = 2379;
@@ -49,61 +44,11 @@ pub fn vars(members: &[Host], lab_dir: &Path) -> Vec<(String, String)> {
 /// Issues the CA, a certificate per member (serving clients and peers, and a client of its
 /// peers, for its address and loopback) and the servers' client certificate.
 pub(crate) fn issue(lab_dir: &Path, members: &[Host]) -> Result<()> {
-    let dir = pki_dir(lab_dir);
-    std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-    let gen_err = |what: &str, e: rcgen::Error| Error::Config(format!("etcd {what}: {e}"));
-    let ca_key = KeyPair::generate().map_err(|e| gen_err("CA key", e))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = subject("etcd-ca");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca = params.self_signed(&ca_key).map_err(|e| gen_err("CA", e))?;
-    write(&dir, "ca.crt", &ca.pem())?;
-    write(&dir, "ca.key", &ca_key.serialize_pem())?;
     let leaves = members
         .iter()
         .map(|h| (h.short.clone(), vec![h.ip.to_string(), "127.0.0.1".into()]))
         .chain([("apiserver-etcd-client".to_string(), Vec::new())]);
-    for (name, addresses) in leaves {
-        let key = KeyPair::generate().map_err(|e| gen_err("key", e))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = subject(&name);
-        params.subject_alt_names = addresses
-            .iter()
-            .map(|a| SanType::IpAddress(a.parse().expect("an IP address")))
-            .collect();
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        if !addresses.is_empty() {
-            params
-                .extended_key_usages
-                .push(ExtendedKeyUsagePurpose::ServerAuth);
-        }
-        let cert = params
-            .signed_by(&key, &ca, &ca_key)
-            .map_err(|e| gen_err(&name, e))?;
-        write(&dir, &format!("{name}.crt"), &cert.pem())?;
-        write(&dir, &format!("{name}.key"), &key.serialize_pem())?;
-    }
-    Ok(())
-}
-
-fn subject(common_name: &str) -> DistinguishedName {
-    let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, common_name);
-    name
-}
-
-/// Writes `text` to `dir/name`, readable by root only.
-fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
-    let path = dir.join(name);
-    ekube_api::files::write_atomic(&path, text, 0o600).map_err(io_err("writing", &path))
+    pki::issue(&pki_dir(lab_dir), "etcd-ca", leaves)
 }
 
 /// `etcd` for member `host` of `members`, its data under the node's directory.

@@ -112,6 +112,13 @@ impl Lab {
                 crate::AUTH_REGISTRY,
                 Duration::from_secs(30),
             )?;
+            let argv = registry::prepare_cert(&self.config.lab_dir())?;
+            self.spawn("fab", "registry-cert", &argv)?;
+            registry::wait_ready(
+                &self.host("ext")?.netns,
+                crate::CERT_REGISTRY,
+                Duration::from_secs(30),
+            )?;
         }
         if let Some(layout) = self.config.images.clone() {
             let built = images::ensure(&layout)?;
@@ -473,8 +480,11 @@ impl Lab {
             }
             if h.is_node() && self.config.registry {
                 let path = h.registries_config();
-                std::fs::write(&path, registry::mirror_config(self.config.auth_registry))
-                    .map_err(io_err("writing", &path))?;
+                let mut yaml = registry::mirror_config(self.config.auth_registry);
+                if self.config.auth_registry {
+                    yaml.push_str(&registry::cert_config(&self.config.lab_dir()));
+                }
+                std::fs::write(&path, yaml).map_err(io_err("writing", &path))?;
             }
         }
         Ok(())

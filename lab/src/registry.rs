@@ -1,13 +1,17 @@
 //! The lab's image registries: Debian's `docker-registry` serving plain HTTP on
 //! `192.168.64.1:5000` inside the fabric namespace, with its storage in the lab directory,
 //! optionally a second one on `:5001` demanding basic auth from an htpasswd file (bcrypt, as
-//! written by `htpasswd -B` of Debian's `apache2-utils`), and the client side that pushes
-//! images into them (OCI distribution: blob upload, then manifest).
+//! written by `htpasswd -B` of Debian's `apache2-utils`) and a third on `:5003` serving the
+//! second's storage over HTTPS to clients with a certificate of the lab's registry CA, and
+//! the client side that pushes images into them (OCI distribution: blob upload, then
+//! manifest).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, DEAD_MIRROR, REGISTRY};
+use crate::config::{
+    AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, CERT_REGISTRY, DEAD_MIRROR, FABRIC_IP, REGISTRY,
+};
 use crate::images::{BuiltImage, MANIFEST_TYPE, blob_path};
 use crate::{Error, Result, http, io_err};
 
@@ -18,8 +22,14 @@ pub(crate) const BINARY: &str = "/usr/bin/docker-registry";
 pub(crate) const HTPASSWD: &str = "/usr/bin/htpasswd";
 
 /// A registry's configuration: serving `addr`, storing blobs under `storage`, demanding the
-/// accounts of `htpasswd` when given.
-pub(crate) fn config_yaml(addr: &str, storage: &Path, htpasswd: Option<&Path>) -> String {
+/// accounts of `htpasswd` when given, and serving HTTPS to holders of client certificates
+/// when given the directory of [`pki::issue`](crate::pki::issue)'s files.
+pub(crate) fn config_yaml(
+    addr: &str,
+    storage: &Path,
+    htpasswd: Option<&Path>,
+    pki: Option<&Path>,
+) -> String {
     let auth = htpasswd
         .map(|p| {
             format!(
@@ -28,13 +38,29 @@ pub(crate) fn config_yaml(addr: &str, storage: &Path, htpasswd: Option<&Path>) -
             )
         })
         .unwrap_or_default();
+    let tls = pki
+        .map(|dir| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display(),
+                dir.join("ca.crt").display()
+            )
+        })
+        .unwrap_or_default();
     format!(
         "version: 0.1\n\
          log:\n  level: info\n  accesslog:\n    disabled: true\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-         http:\n  addr: {addr}\n  secret: ekube-lab\n{auth}",
+         http:\n  addr: {addr}\n  secret: ekube-lab\n{tls}{auth}",
         storage.display()
     )
+}
+
+/// Where the lab keeps the certificate registry's CA, its serving certificate and the nodes'
+/// client certificate.
+pub fn cert_pki_dir(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("registry-cert").join("pki")
 }
 
 /// Every node's `registries.yaml`: the lab registry mirrors Docker Hub, over plain HTTP. With
@@ -50,6 +76,20 @@ pub fn mirror_config(auth_registry: bool) -> String {
         ));
     }
     yaml
+}
+
+/// The `configs` section that lets a node reach [`CERT_REGISTRY`]: the lab's registry CA and
+/// the client certificate it issued.
+pub fn cert_config(lab_dir: &Path) -> String {
+    let pki = cert_pki_dir(lab_dir);
+    let file = |name: &str| pki.join(name).display().to_string();
+    format!(
+        "configs:\n  \"{CERT_REGISTRY}\":\n    tls:\n      ca_file: {}\n      cert_file: {}\n      \
+         key_file: {}\n",
+        file("ca.crt"),
+        file("client.crt"),
+        file("client.key")
+    )
 }
 
 /// Writes `<name>/config.yml` (and the htpasswd file, with `auth`) into the lab directory and
@@ -73,7 +113,7 @@ fn prepare_one(lab_dir: &Path, name: &str, addr: &str, auth: bool) -> Result<Vec
         std::fs::write(&htpasswd, out.stdout).map_err(io_err("writing", &htpasswd))?;
     }
     let config: PathBuf = dir.join("config.yml");
-    let yaml = config_yaml(addr, &storage, auth.then_some(htpasswd.as_path()));
+    let yaml = config_yaml(addr, &storage, auth.then_some(htpasswd.as_path()), None);
     std::fs::write(&config, yaml).map_err(io_err("writing", &config))?;
     Ok(vec![
         BINARY.to_owned(),
@@ -92,15 +132,40 @@ pub(crate) fn prepare_auth(lab_dir: &Path) -> Result<Vec<String>> {
     prepare_one(lab_dir, "registry-auth", AUTH_REGISTRY, true)
 }
 
-/// Polls `GET /v2/` of `addr` from inside `netns` until the registry answers (200, or 401
-/// when it demands credentials).
+/// The command serving the certificate registry: the auth registry's storage over HTTPS, for
+/// clients with a certificate of a CA issued here.
+pub(crate) fn prepare_cert(lab_dir: &Path) -> Result<Vec<String>> {
+    let pki = cert_pki_dir(lab_dir);
+    crate::pki::issue(
+        &pki,
+        "registry-ca",
+        [
+            ("server".to_owned(), vec![FABRIC_IP.to_string()]),
+            ("client".to_owned(), Vec::new()),
+        ],
+    )?;
+    let storage = lab_dir.join("registry-auth").join("storage");
+    std::fs::create_dir_all(&storage).map_err(io_err("creating", &storage))?;
+    let config = lab_dir.join("registry-cert").join("config.yml");
+    let yaml = config_yaml(CERT_REGISTRY, &storage, None, Some(&pki));
+    std::fs::write(&config, yaml).map_err(io_err("writing", &config))?;
+    Ok(vec![
+        BINARY.to_owned(),
+        "serve".to_owned(),
+        config.display().to_string(),
+    ])
+}
+
+/// Polls `GET /v2/` of `addr` in plain HTTP from inside `netns` until the registry answers
+/// (200, or 401 when it demands credentials; an HTTPS registry answers a plain request 400,
+/// which is enough to know that it listens).
 pub(crate) fn wait_ready(netns: &str, addr: &str, timeout: Duration) -> Result<()> {
     let url = format!("http://{addr}/v2/");
     let deadline = Instant::now() + timeout;
     let mut last;
     loop {
         match http::request(netns, "GET", &url, &[], Vec::new(), Duration::from_secs(2)) {
-            Ok(resp) if resp.status == 200 || resp.status == 401 => return Ok(()),
+            Ok(resp) if matches!(resp.status, 200 | 401 | 400) => return Ok(()),
             Ok(resp) => last = format!("status {}", resp.status),
             Err(e) => last = e.to_string(),
         }
@@ -234,6 +299,7 @@ mod tests {
             "192.168.64.1:5000",
             std::path::Path::new("/x/storage"),
             None,
+            None,
         );
         assert!(yaml.contains("addr: 192.168.64.1:5000"));
         assert!(yaml.contains("rootdirectory: /x/storage"));
@@ -242,9 +308,21 @@ mod tests {
             "192.168.64.1:5001",
             std::path::Path::new("/x/storage"),
             Some(std::path::Path::new("/x/htpasswd")),
+            None,
         );
         assert!(
             yaml.ends_with("auth:\n  htpasswd:\n    realm: ekube-lab\n    path: /x/htpasswd\n")
         );
+        assert!(!yaml.contains("tls:"));
+        let yaml = super::config_yaml(
+            "192.168.64.1:5003",
+            std::path::Path::new("/x/storage"),
+            None,
+            Some(std::path::Path::new("/x/pki")),
+        );
+        assert!(yaml.ends_with(
+            "  secret: ekube-lab\n  tls:\n    certificate: /x/pki/server.crt\n    \
+             key: /x/pki/server.key\n    clientcas:\n      - /x/pki/ca.crt\n"
+        ));
     }
 }

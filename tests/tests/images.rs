@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use ekube_lab::{AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, DEAD_MIRROR};
+use ekube_lab::{AUTH_PASSWORD, AUTH_REGISTRY, AUTH_USER, CERT_REGISTRY, DEAD_MIRROR};
 use ekube_tests::cluster::{ClusterOptions, LabCluster};
 use serde_json::Value;
 
@@ -104,6 +104,7 @@ fn images_as_users_name_them() -> Result<()> {
         .and_then(|()| busybox_fetches_the_page(&c))
         .and_then(|()| bad_references_are_refused(&c))
         .and_then(|()| pull_secrets_open_the_auth_registry(&c))
+        .and_then(|()| client_certificates_open_the_cert_registry(&c))
         .and_then(|()| mysql_keeps_its_data(&c))
         .with_context(|| agent_logs(&c))
 }
@@ -286,6 +287,26 @@ fn pull_secrets_open_the_auth_registry(c: &LabCluster) -> Result<()> {
                 .as_str()
                 .is_some_and(|id| id.starts_with(&format!("{AUTH_REGISTRY}/team/busybox@sha256:"))),
         "status of private: {status}"
+    );
+    Ok(())
+}
+
+/// `<cert registry>/library/busybox` is served over HTTPS only to clients with a certificate
+/// of the lab's registry CA: the node's `registries.yaml` names its CA, certificate and key,
+/// and the pod runs.
+fn client_certificates_open_the_cert_registry(c: &LabCluster) -> Result<()> {
+    let image = format!("{CERT_REGISTRY}/library/busybox:latest");
+    c.apply(&sleeper("client-cert", &image, None))?;
+    let pod = c.wait_pod("client-cert", Duration::from_secs(90), "Running", |p| {
+        p["status"]["phase"] == "Running"
+    })?;
+    let status = &pod["status"]["containerStatuses"][0];
+    ensure!(
+        status["image"] == image.as_str()
+            && status["imageID"].as_str().is_some_and(|id| {
+                id.starts_with(&format!("{CERT_REGISTRY}/library/busybox@sha256:"))
+            }),
+        "status of client-cert: {status}"
     );
     Ok(())
 }

@@ -6,18 +6,27 @@
 //! air-gapped path, like k3s's images directory). Each blob is stored once, whatever number of
 //! images share it. Every digest is checked ([`BlobDigest`]) before it names a file, and every
 //! blob's content is checked against its digest before it is stored.
+//!
+//! A pull authenticates as the registry asks (basic credentials, or the bearer token they or
+//! an identity token buy, see [`token`]) and presents a client certificate through [`relay`]
+//! where `registries.yaml` names one.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use oci_client::Reference;
+use oci_client::client::ClientConfig;
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::OciImageManifest;
+use oci_client::secrets::RegistryAuth;
 use serde::{Deserialize, Serialize};
 
 use super::digest::{BlobDigest, DigestError};
-use super::registries::{Attempt, Registries};
+use super::registries::{Attempt, Credential, Registries};
 use super::{Error, Result, reference, unpack};
+
+pub mod relay;
+mod token;
 
 /// What a container takes from its image's config.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,6 +96,8 @@ pub struct ImageStore {
     registries: Registries,
     /// Serialises writers (pull, import, remove); readers go to disk.
     lock: tokio::sync::Mutex<()>,
+    /// Started at the first pull that presents a client certificate.
+    relay: tokio::sync::OnceCell<relay::Relay>,
 }
 
 /// A layer of a manifest, its digest checked.
@@ -117,9 +128,6 @@ pub fn normalize(image: &str) -> Result<Reference> {
     reference::normalize(image).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
-/// `user:password` a pull presents (from the pod's `imagePullSecrets`).
-pub type Credentials = (String, String);
-
 impl ImageStore {
     pub fn open(root: &Path, registries: Registries) -> Result<Self> {
         for d in ["content/sha256", "layers", "images", "tmp"] {
@@ -130,6 +138,7 @@ impl ImageStore {
             root: root.to_owned(),
             registries,
             lock: tokio::sync::Mutex::new(()),
+            relay: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -191,7 +200,9 @@ impl ImageStore {
 
     /// Pulls `image` from the first of its endpoints (mirrors, then its registry) that serves
     /// it; returns the image ID. When none does, the error names every endpoint and its fault.
-    pub async fn pull(&self, image: &str, secret: Option<&Credentials>) -> Result<String> {
+    /// `secret` (from the pod's `imagePullSecrets`, or the CRI request) serves where
+    /// `registries.yaml` gives the endpoint no credential.
+    pub async fn pull(&self, image: &str, secret: Option<&Credential>) -> Result<String> {
         let reference = normalize(image)?;
         let _guard = self.lock.lock().await;
         let mut faults = Vec::new();
@@ -212,12 +223,22 @@ impl ImageStore {
 
     /// One pull attempt against one endpoint.
     async fn pull_from(&self, reference: &Reference, attempt: &Attempt) -> Result<String, String> {
-        let mut client_config = attempt.client_config();
+        let auth = match &attempt.credential {
+            None => RegistryAuth::Anonymous,
+            Some(Credential::Basic(user, password)) => {
+                RegistryAuth::Basic(user.clone(), password.clone())
+            }
+            Some(Credential::RegistryToken(t)) => RegistryAuth::Bearer(t.clone()),
+            Some(Credential::IdentityToken(t)) => token::exchange(attempt, t)
+                .await?
+                .map_or(RegistryAuth::Anonymous, RegistryAuth::Bearer),
+        };
+        let mut client_config = self.client_config(attempt).await?;
         let offered = PlatformChoice::default();
         client_config.platform_resolver = Some(Box::new(offered.resolver()));
         let client = oci_client::Client::new(client_config);
         let (manifest, manifest_digest, config) = client
-            .pull_manifest_and_config(&attempt.reference, &attempt.auth)
+            .pull_manifest_and_config(&attempt.reference, &auth)
             .await
             .map_err(|e| match offered.missed() {
                 Some(platforms) => format!(
@@ -243,6 +264,23 @@ impl ImageStore {
         tracing::info!(image = %whole, endpoint = %attempt.endpoint.url(), digest = %manifest_digest, "pulled image");
         self.register(reference, &repo_digest, &config_digest, &layers)
             .map_err(|e| e.to_string())
+    }
+
+    /// The registry client's configuration for one attempt: an endpoint that wants a client
+    /// certificate is reached in plain HTTP through the relay, which presents it.
+    async fn client_config(&self, attempt: &Attempt) -> Result<ClientConfig, String> {
+        let mut config = attempt.client_config();
+        if attempt.tls.has_identity() && !attempt.endpoint.plain_http {
+            let relay = self
+                .relay
+                .get_or_try_init(relay::Relay::start)
+                .await
+                .map_err(|e| format!("starting the client-certificate relay: {e}"))?;
+            relay.admit(&attempt.endpoint.host, &attempt.tls)?;
+            config.protocol = oci_client::client::ClientProtocol::Http;
+            config.http_proxy = Some(relay.proxy_url());
+        }
+        Ok(config)
     }
 
     /// Downloads the blob of a layer unless it is stored, checking it before it is stored.
@@ -597,8 +635,24 @@ fn describe_pull_error(reference: &Reference, e: OciDistributionError) -> String
         {
             format!("{}: not found", reference.whole())
         }
-        other => other.to_string(),
+        other => with_causes(&other),
     }
+}
+
+/// `e` and its causes, each once: reqwest's errors keep the TLS or connection fault that
+/// explains them in their sources.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Writes through a temporary file and a rename.

@@ -11,8 +11,10 @@
 //!     endpoint: ["https://catch-all.example.com"]
 //! configs:
 //!   mirror.example.com:
-//!     auth: {username: u, password: p}      # or auth: <base64 user:pass>
+//!     auth: {username: u, password: p}      # or auth: <base64 user:pass>, or identitytoken
 //!     tls: {ca_file: /etc/ssl/mirror.pem, insecure_skip_verify: false}
+//!   secure.example.com:
+//!     tls: {cert_file: /etc/ssl/node.pem, key_file: /etc/ssl/node-key.pem}
 //! ```
 //!
 //! As in k3s (containerd), a registry's mirror endpoints are tried in order and then the
@@ -20,8 +22,10 @@
 //! entry serves registries that have no entry of their own. Rewrites (first matching rule, in
 //! file order) change the repository on mirror endpoints only, never on the default endpoint.
 //! `configs` are keyed by the host an endpoint names (`"*"` for any host without its own).
-//! `identitytoken` and client certificates (`cert_file`/`key_file`) are refused at start-up:
-//! the registry client here cannot present them.
+//! An `identitytoken` (the OAuth2 refresh token `docker login` stores for registries that
+//! issue them) is traded for a pull token at each pull; a client certificate (`cert_file` with
+//! `key_file`) is presented through the image store's relay (`image::relay`). Both are read and
+//! checked at start-up, so a missing or mismatched file stops the agent.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +33,6 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use oci_client::Reference;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
 
 /// Where the file is read from unless `--registries-config` says otherwise.
@@ -78,6 +81,7 @@ struct AuthFile {
     username: Option<String>,
     password: Option<String>,
     auth: Option<String>,
+    #[serde(alias = "identity_token")]
     identitytoken: Option<String>,
 }
 
@@ -147,12 +151,71 @@ struct Mirror {
     rewrites: Vec<Rewrite>,
 }
 
+/// How a pull proves who asks for it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// HTTP basic credentials, also used to fetch a bearer token where the registry asks.
+    Basic(String, String),
+    /// An OAuth2 refresh token, traded at the registry's token service for a pull token.
+    IdentityToken(String),
+    /// A registry token, sent as it is (CRI `registry_token`).
+    RegistryToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basic(user, _) => f.debug_tuple("Basic").field(user).finish_non_exhaustive(),
+            Self::IdentityToken(_) => f.write_str("IdentityToken(..)"),
+            Self::RegistryToken(_) => f.write_str("RegistryToken(..)"),
+        }
+    }
+}
+
+/// How to make TLS connections to one host.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// Extra CA certificates (PEM).
+    ca: Vec<Vec<u8>>,
+    insecure_skip_verify: bool,
+    /// The client certificate chain followed by its key (PEM), when the host asks for one.
+    identity: Option<Vec<u8>>,
+}
+
+impl Tls {
+    /// Whether connections present a client certificate.
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// An HTTP client that trusts and presents what these settings say; it follows redirects
+    /// only when `follow_redirects`.
+    pub fn http_client(&self, follow_redirects: bool) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.insecure_skip_verify)
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .user_agent(concat!("ekube/", env!("CARGO_PKG_VERSION")));
+        for pem in &self.ca {
+            builder = builder.tls_certs_merge(
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| e.to_string())?,
+            );
+        }
+        if let Some(pem) = &self.identity {
+            builder =
+                builder.identity(reqwest::Identity::from_pem(pem).map_err(|e| e.to_string())?);
+        }
+        if !follow_redirects {
+            builder = builder.redirect(reqwest::redirect::Policy::none());
+        }
+        builder.build().map_err(|e| e.to_string())
+    }
+}
+
 /// Credentials and TLS settings for one host.
 #[derive(Debug, Clone, Default)]
 struct HostSettings {
-    auth: Option<(String, String)>,
-    ca: Vec<Vec<u8>>,
-    insecure_skip_verify: bool,
+    auth: Option<Credential>,
+    tls: Tls,
 }
 
 /// One place to try a pull: the endpoint, the reference as sent there, and how to talk to it.
@@ -162,9 +225,8 @@ pub struct Attempt {
     /// The reference with the endpoint as its mirror (unless it is the default endpoint) and the
     /// repository rewritten.
     pub reference: Reference,
-    pub auth: RegistryAuth,
-    ca: Vec<Vec<u8>>,
-    insecure_skip_verify: bool,
+    pub credential: Option<Credential>,
+    pub tls: Tls,
 }
 
 impl Attempt {
@@ -176,8 +238,9 @@ impl Attempt {
             } else {
                 ClientProtocol::Https
             },
-            accept_invalid_certificates: self.insecure_skip_verify,
+            accept_invalid_certificates: self.tls.insecure_skip_verify,
             extra_root_certificates: self
+                .tls
                 .ca
                 .iter()
                 .map(|data| Certificate {
@@ -293,17 +356,7 @@ impl Registries {
                 settings.auth = Some(credentials(a).map_err(fail)?);
             }
             if let Some(t) = h.tls {
-                if t.cert_file.is_some() || t.key_file.is_some() {
-                    return Err(fail(
-                        "tls.cert_file/key_file (client certificates) are not supported".into(),
-                    ));
-                }
-                if let Some(ca) = &t.ca_file {
-                    let pem = std::fs::read(ca)
-                        .map_err(|e| fail(format!("tls.ca_file {}: {e}", ca.display())))?;
-                    settings.ca.push(pem);
-                }
-                settings.insecure_skip_verify = t.insecure_skip_verify;
+                settings.tls = tls(t).map_err(fail)?;
             }
             hosts.insert(host, settings);
         }
@@ -319,7 +372,7 @@ impl Registries {
     pub fn attempts(
         &self,
         reference: &Reference,
-        pull_secret: Option<&(String, String)>,
+        pull_secret: Option<&Credential>,
     ) -> Vec<Attempt> {
         let registry = reference.registry();
         let mirror = self.mirrors.get(registry).or_else(|| self.mirrors.get("*"));
@@ -353,7 +406,7 @@ impl Registries {
         &self,
         endpoint: Endpoint,
         reference: Reference,
-        pull_secret: Option<&(String, String)>,
+        pull_secret: Option<&Credential>,
     ) -> Attempt {
         let settings = self
             .hosts
@@ -367,16 +420,11 @@ impl Registries {
             .or_else(|| self.hosts.get("*"))
             .cloned()
             .unwrap_or_default();
-        let auth = match settings.auth.as_ref().or(pull_secret) {
-            Some((user, pass)) => RegistryAuth::Basic(user.clone(), pass.clone()),
-            None => RegistryAuth::Anonymous,
-        };
         Attempt {
             endpoint,
             reference,
-            auth,
-            ca: settings.ca,
-            insecure_skip_verify: settings.insecure_skip_verify,
+            credential: settings.auth.or_else(|| pull_secret.cloned()),
+            tls: settings.tls,
         }
     }
 }
@@ -390,19 +438,75 @@ fn with_repository(reference: &Reference, repository: String) -> Reference {
     }
 }
 
-/// Username and password from an `auth` section (`username`/`password`, or `auth`, the
-/// base64 of `username:password` as docker writes it).
-fn credentials(a: AuthFile) -> Result<(String, String), String> {
-    if a.identitytoken.is_some() {
-        return Err("auth.identitytoken is not supported; give username and password".into());
-    }
-    match (a.username, a.password, a.auth) {
-        (Some(u), Some(p), None) => Ok((u, p)),
-        (None, None, Some(encoded)) => decode_basic(&encoded),
-        _ => {
-            Err("auth needs either username and password, or auth (base64 of user:password)".into())
+/// The credential of an `auth` section: `username`/`password`, or `auth` (the base64 of
+/// `username:password` as docker writes it), or an `identitytoken` (docker writes the
+/// username `<token>` beside it, which says nothing and is allowed).
+fn credentials(a: AuthFile) -> Result<Credential, String> {
+    match (a.username, a.password, a.auth, a.identitytoken) {
+        (Some(u), Some(p), None, None) => Ok(Credential::Basic(u, p)),
+        (None, None, Some(encoded), None) => {
+            decode_basic(&encoded).map(|(u, p)| Credential::Basic(u, p))
         }
+        (_, None, None, Some(token)) if !token.is_empty() => Ok(Credential::IdentityToken(token)),
+        _ => Err(
+            "auth needs either username and password, auth (base64 of user:password), \
+                  or identitytoken"
+                .into(),
+        ),
     }
+}
+
+/// The TLS settings of a `tls` section, its files read and checked.
+fn tls(t: TlsFile) -> Result<Tls, String> {
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("tls.{key} {}: {e}", path.display()))
+    };
+    let mut settings = Tls {
+        insecure_skip_verify: t.insecure_skip_verify,
+        ..Tls::default()
+    };
+    if let Some(ca) = &t.ca_file {
+        let pem = read("ca_file", ca)?;
+        reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+        settings.ca.push(pem);
+    }
+    match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read("cert_file", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("key_file", key)?);
+            check_identity(&pem).map_err(|e| {
+                format!(
+                    "tls.cert_file {} with tls.key_file {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            settings.identity = Some(pem);
+        }
+        (None, None) => {}
+        _ => return Err("tls.cert_file and tls.key_file go together".into()),
+    }
+    Ok(settings)
+}
+
+/// Checks that `pem` holds a certificate chain and the private key of its first certificate,
+/// so that a wrong pair stops the agent at start rather than failing every pull.
+fn check_identity(pem: &[u8]) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key: {e}"))?;
+    rustls::sign::CertifiedKey::from_der(certs, key, &rustls::crypto::ring::default_provider())
+        .map_err(|e| format!("the key does not fit the certificate: {e}"))?;
+    reqwest::Identity::from_pem(pem).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Decodes docker's `auth` value, base64 of `username:password`.

@@ -2,7 +2,7 @@
 //! error before anything is written where a digest would point.
 
 use super::*;
-use crate::runtime::registries::Registries;
+use crate::runtime::registries::{Credential, Registries};
 use serde_json::json;
 
 /// A tar of `files` (name, content), names written unchecked.
@@ -174,19 +174,26 @@ struct Serve {
     /// `user:password` demanded with HTTP basic auth (401 without it).
     basic: Option<&'static str>,
     /// Demand a bearer token instead, handed out at `/token` for the `basic` credentials (the
-    /// distribution spec's token flow).
+    /// distribution spec's token flow), or for this refresh token (its OAuth2 flow).
     bearer: bool,
+    refresh_token: Option<&'static str>,
+    /// Serve HTTPS with this configuration (which may demand a client certificate).
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// The token the test registry's token endpoint hands out.
 const TOKEN: &str = "test-token";
 
-/// A registry on 127.0.0.1 over plain HTTP, one request per connection: it serves the last of
-/// `blobs` as the manifest of tag `1` and every blob under its own digest, as `serve` says.
-/// Returns `host:port`.
+/// One accepted connection of the test registry, TLS or not.
+trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+/// A registry on 127.0.0.1, one request per connection: it serves the last of `blobs` as the
+/// manifest of tag `1` and every blob under its own digest, as `serve` says. Returns
+/// `host:port`.
 async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
     use base64::Engine;
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let addr_in = addr.clone();
@@ -197,9 +204,19 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
         )
         .to_lowercase()
     });
+    let scheme = if serve.tls.is_some() { "https" } else { "http" };
+    let acceptor = serve.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let addr = addr_in;
-        while let Ok((conn, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let conn: Box<dyn Conn> = match &acceptor {
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(tls) => Box::new(tls),
+                    // No or a wrong client certificate.
+                    Err(_) => continue,
+                },
+                None => Box::new(tcp),
+            };
             let mut conn = tokio::io::BufReader::new(conn);
             let mut request = String::new();
             let mut line = String::new();
@@ -207,15 +224,33 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
                 request.push_str(&line);
                 line.clear();
             }
+            let lower = request.to_lowercase();
+            let length = lower
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            let mut form = vec![0; length];
+            let _ = conn.read_exact(&mut form).await;
+            let form = String::from_utf8_lossy(&form).into_owned();
             let path = request.split(' ').nth(1).unwrap_or_default().to_owned();
             let path = path.split('?').next().unwrap_or_default();
             let manifest = blobs.last().unwrap();
-            let lower = request.to_lowercase();
             let basic_ok = authorization
                 .as_ref()
                 .is_none_or(|a| lower.contains(a.as_str()));
             if serve.bearer && path == "/token" {
-                let (status, body) = if basic_ok {
+                let refreshed = serve.refresh_token.is_some_and(|t| {
+                    let fields: Vec<&str> = form.split('&').collect();
+                    request.starts_with("POST ")
+                        && fields.contains(&"grant_type=refresh_token")
+                        && fields.contains(&format!("refresh_token={t}").as_str())
+                        && fields.contains(&"scope=repository%3At%3Apull")
+                        && fields.contains(&"service=test")
+                });
+                let (status, body) = if refreshed {
+                    ("200 OK", format!("{{\"access_token\":\"{TOKEN}\"}}"))
+                } else if serve.refresh_token.is_none() && basic_ok {
                     ("200 OK", format!("{{\"token\":\"{TOKEN}\"}}"))
                 } else {
                     ("401 Unauthorized", String::new())
@@ -259,7 +294,7 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
                 (true, _) => String::new(),
                 (false, false) => "WWW-Authenticate: Basic realm=\"test\"\r\n".into(),
                 (false, true) => format!(
-                    "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"test\",\
+                    "WWW-Authenticate: Bearer realm=\"{scheme}://{addr}/token\",service=\"test\",\
                      scope=\"repository:t:pull\"\r\n"
                 ),
             };
@@ -272,6 +307,7 @@ async fn registry(blobs: Vec<Vec<u8>>, serve: Serve) -> String {
             let conn = conn.get_mut();
             let _ = conn.write_all(head.as_bytes()).await;
             let _ = conn.write_all(&body).await;
+            let _ = conn.shutdown().await;
         }
     });
     addr
@@ -345,7 +381,7 @@ async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
         "a 401 is not a missing image: {e}"
     );
 
-    let secret = ("u".to_owned(), "p".to_owned());
+    let secret = Credential::Basic("u".to_owned(), "p".to_owned());
     assert_eq!(
         store.pull(&image, Some(&secret)).await.unwrap(),
         config.as_str()
@@ -356,7 +392,7 @@ async fn mirrors_fall_through_rewrite_and_ask_for_credentials() {
     assert_eq!(record.repo_tags, std::slice::from_ref(&image));
     assert!(record.repo_digests[0].starts_with(&format!("{down}/t@sha256:")));
 
-    let wrong = ("u".to_owned(), "nope".to_owned());
+    let wrong = Credential::Basic("u".to_owned(), "nope".to_owned());
     let e = store
         .pull(&image, Some(&wrong))
         .await
@@ -427,14 +463,14 @@ async fn bearer_tokens_are_fetched_with_the_credentials() {
     let image = format!("{addr}/t:1");
     let e = store.pull(&image, None).await.unwrap_err().to_string();
     assert!(e.contains("authorization failed"), "{e}");
-    let wrong = ("u".to_owned(), "nope".to_owned());
+    let wrong = Credential::Basic("u".to_owned(), "nope".to_owned());
     let e = store
         .pull(&image, Some(&wrong))
         .await
         .unwrap_err()
         .to_string();
     assert!(e.contains("authorization failed"), "{e}");
-    let secret = ("u".to_owned(), "p".to_owned());
+    let secret = Credential::Basic("u".to_owned(), "p".to_owned());
     assert_eq!(
         store.pull(&image, Some(&secret)).await.unwrap(),
         config.as_str()
@@ -493,5 +529,199 @@ fn image_ref_is_the_repo_digest_of_the_name_the_container_used() {
     assert_eq!(
         record.image_ref("example.com/other:1"),
         format!("docker.io/library/busybox@{digest}")
+    );
+}
+
+/// Writes `pem` to `dir/name`; its path as registries.yaml names it.
+fn write_pem(dir: &Path, name: &str, pem: String) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn identity_tokens_are_traded_for_pull_tokens() {
+    crate::runtime::install_crypto();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    let serve = Serve {
+        bearer: true,
+        refresh_token: Some("r3fresh"),
+        ..Serve::default()
+    };
+    let addr = registry(blobs, serve).await;
+    let store_with = |token: &str| {
+        let yaml = format!(
+            "configs:\n  \"{addr}\":\n    auth: {{username: \"<token>\", identitytoken: {token}}}\n"
+        );
+        let registries = Registries::parse(&yaml)
+            .unwrap()
+            .with_insecure(vec![addr.clone()]);
+        let dir = tempfile::tempdir().unwrap();
+        (ImageStore::open(dir.path(), registries).unwrap(), dir)
+    };
+    let image = format!("{addr}/t:1");
+
+    let (store, _dir) = store_with("r3fresh");
+    assert_eq!(store.pull(&image, None).await.unwrap(), config.as_str());
+
+    let (store, _dir) = store_with("stale");
+    let e = store.pull(&image, None).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "authorization failed: the token service http://{addr}/token answered 401"
+        )) && e.contains("identitytoken"),
+        "{e}"
+    );
+
+    // The CRI's identity_token does the same for a pull without registries.yaml credentials.
+    let registries = Registries::parse("")
+        .unwrap()
+        .with_insecure(vec![addr.clone()]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(dir.path(), registries).unwrap();
+    let secret = Credential::IdentityToken("r3fresh".into());
+    assert_eq!(
+        store.pull(&image, Some(&secret)).await.unwrap(),
+        config.as_str()
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all in PEM: (CA, server
+/// chain and key, client chain, client key).
+fn certificates() -> (String, (String, String), (String, String)) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "registry-ca");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let mut client = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    client
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "node");
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client = client.signed_by(&client_key, &ca_cert, &ca_key).unwrap();
+    (
+        ca_cert.pem(),
+        (server.pem(), server_key.serialize_pem()),
+        (client.pem(), client_key.serialize_pem()),
+    )
+}
+
+/// A TLS server configuration that demands a client certificate signed by `ca`.
+fn demanding_client_certificates(ca: &str, (cert, key): &(String, String)) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(std::sync::Arc::new(roots))
+        .build()
+        .unwrap();
+    rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn client_certificates_are_presented_through_the_relay() {
+    crate::runtime::install_crypto();
+    let (ca, server, client) = certificates();
+    let blobs = image_blobs(|_| {});
+    let config = BlobDigest::of(&blobs[1]);
+    // Basic credentials for a bearer token whose realm is on the same host: the token request
+    // must present the certificate too.
+    let serve = Serve {
+        basic: Some("u:p"),
+        bearer: true,
+        tls: Some(std::sync::Arc::new(demanding_client_certificates(
+            &ca, &server,
+        ))),
+        ..Serve::default()
+    };
+    let addr = registry(blobs, serve).await;
+    let pems = tempfile::tempdir().unwrap();
+    let ca_file = write_pem(pems.path(), "ca.pem", ca);
+    let cert_file = write_pem(pems.path(), "cert.pem", client.0);
+    let key_file = write_pem(pems.path(), "key.pem", client.1);
+    let store_with = |tls: String| {
+        let yaml = format!(
+            "configs:\n  \"{addr}\":\n    auth: {{username: u, password: p}}\n    tls: {{{tls}}}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        (
+            ImageStore::open(dir.path(), Registries::parse(&yaml).unwrap()).unwrap(),
+            dir,
+        )
+    };
+    let image = format!("{addr}/t:1");
+
+    let (store, _dir) = store_with(format!("ca_file: {ca_file}"));
+    let e = store.pull(&image, None).await.unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("https://{addr}: ")) && e.contains("CertificateRequired"),
+        "{e}"
+    );
+
+    let (store, _dir) = store_with(format!(
+        "ca_file: {ca_file}, cert_file: {cert_file}, key_file: {key_file}"
+    ));
+    assert_eq!(store.pull(&image, None).await.unwrap(), config.as_str());
+    let record = store.find(&image).unwrap();
+    assert!(
+        store.layer_dir(&record.layers[0]).join("hello").exists(),
+        "the layer came through the relay whole"
+    );
+}
+
+#[tokio::test]
+async fn the_relay_serves_only_the_store_and_admitted_hosts() {
+    crate::runtime::install_crypto();
+    let relay = relay::Relay::start().await.unwrap();
+    let admitted = closed_port().await;
+    relay
+        .admit(&admitted, &crate::runtime::registries::Tls::default())
+        .unwrap();
+    let proxy_url = relay.proxy_url();
+    let through = |proxy: &str| {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::http(proxy).unwrap())
+            .build()
+            .unwrap()
+    };
+    let status = |client: reqwest::Client, host: String| async move {
+        client
+            .get(format!("http://{host}/v2/"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let stranger = proxy_url.replacen("ekube:", "ekube:0", 1);
+    assert_eq!(
+        status(through(&stranger), admitted.clone()).await,
+        reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    );
+    let elsewhere = closed_port().await;
+    assert_eq!(
+        status(through(&proxy_url), elsewhere).await,
+        reqwest::StatusCode::FORBIDDEN
+    );
+    // An admitted host that is down is the relay's 502, its cause named.
+    assert_eq!(
+        status(through(&proxy_url), admitted).await,
+        reqwest::StatusCode::BAD_GATEWAY
     );
 }

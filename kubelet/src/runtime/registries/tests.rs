@@ -13,8 +13,9 @@ fn plan(yaml: &str, image: &str) -> Vec<(String, String, String)> {
         .attempts(&reference(image), None)
         .into_iter()
         .map(|a| {
-            let auth = match a.auth {
-                RegistryAuth::Basic(u, p) => format!("{u}:{p}"),
+            let auth = match a.credential {
+                Some(Credential::Basic(u, p)) => format!("{u}:{p}"),
+                Some(Credential::IdentityToken(t)) => format!("token {t}"),
                 _ => String::new(),
             };
             (a.endpoint.url(), a.reference.repository().to_owned(), auth)
@@ -42,6 +43,8 @@ configs:
     auth: {username: alice, password: s3cret}
   docker.io:
     auth: {auth: "Ym9iOnB3"}
+  any.example.com:
+    auth: {username: "<token>", identitytoken: refresh-me}
 "#;
 
 #[test]
@@ -62,7 +65,7 @@ fn mirrors_in_order_then_the_default_endpoint_unrewritten() {
     assert_eq!(
         plan(LAB, "quay.io/x/y:1"),
         [
-            t("https://any.example.com", "x/y", ""),
+            t("https://any.example.com", "x/y", "token refresh-me"),
             t("https://quay.io", "x/y", ""),
         ]
     );
@@ -81,11 +84,11 @@ fn requests_to_a_mirror_carry_the_original_registry() {
 #[test]
 fn no_file_means_the_registry_itself_with_pull_secrets() {
     let r = Registries::parse("").unwrap();
-    let secret = ("u".to_owned(), "p".to_owned());
+    let secret = Credential::Basic("u".to_owned(), "p".to_owned());
     let a = r.attempts(&reference("registry.local:5000/app"), Some(&secret));
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].endpoint.url(), "https://registry.local:5000");
-    assert!(matches!(&a[0].auth, RegistryAuth::Basic(u, p) if u == "u" && p == "p"));
+    assert_eq!(a[0].credential.as_ref(), Some(&secret));
     let insecure = Registries {
         insecure: vec!["registry.local:5000".into()],
         ..r
@@ -139,14 +142,19 @@ fn malformed_files_are_refused_with_line_and_cause() {
             "auth is not base64",
         ),
         (
-            "configs:\n  m:\n    auth: {identitytoken: t}\n",
+            "configs:\n  m:\n    auth: {password: p, identitytoken: t}\n",
             Some(2),
-            "identitytoken is not supported",
+            "or identitytoken",
         ),
         (
-            "configs:\n  m:\n    tls: {cert_file: /c, key_file: /k}\n",
+            "configs:\n  m:\n    tls: {cert_file: /nonexistent/c.pem, key_file: /k}\n",
             Some(2),
-            "client certificates",
+            "tls.cert_file /nonexistent/c.pem: No such file",
+        ),
+        (
+            "configs:\n  m:\n    tls: {cert_file: /c}\n",
+            Some(2),
+            "tls.cert_file and tls.key_file go together",
         ),
         (
             "configs:\n  m:\n    tls: {ca_file: /nonexistent/ca.pem}\n",
@@ -203,4 +211,44 @@ fn the_lab_mirror_config_is_understood() {
             ("https://192.168.64.1:5001".into(), "team/busybox".into()),
         ]
     );
+}
+
+#[test]
+fn client_certificates_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["node".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let write = |name: &str, pem: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let cert = write("cert.pem", cert.pem());
+    let key = write("key.pem", key.serialize_pem());
+    let other = write("other.pem", other.serialize_pem());
+    let yaml = |key: &str| {
+        format!("configs:\n  m.example:\n    tls: {{cert_file: {cert}, key_file: {key}}}\n")
+    };
+
+    let r = Registries::parse(&yaml(&key)).unwrap();
+    let a = r.attempts(&reference("m.example/app"), None);
+    assert!(a[0].tls.has_identity());
+    crate::runtime::install_crypto();
+    a[0].tls
+        .http_client(false)
+        .expect("a client that presents the certificate");
+
+    let (line, e) = Registries::parse(&yaml(&other)).unwrap_err();
+    assert_eq!(line, Some(2));
+    assert!(
+        e.contains(&format!("tls.cert_file {cert} with tls.key_file {other}"))
+            && e.contains("the key does not fit the certificate"),
+        "{e}"
+    );
+    let (_, e) = Registries::parse(&yaml(&cert)).unwrap_err();
+    assert!(e.contains("no private key"), "{e}");
 }

@@ -4,6 +4,7 @@
 use super::*;
 use crate::runtime::addon_image;
 use crate::runtime::image::ImageRecord;
+use crate::runtime::registries::Credential;
 
 impl Runtime {
     /// Finds `name` and pins it until the returned guard drops (after the container is
@@ -121,11 +122,18 @@ impl cri::image_service_server::ImageService for Runtime {
         let req = req.into_inner();
         let image = req.image.map(|i| i.image).unwrap_or_default();
         let secret = match req.auth {
-            Some(a) if !a.username.is_empty() => Some((a.username, a.password)),
-            Some(a) if !a.auth.is_empty() => Some(
-                crate::runtime::registries::decode_basic(&a.auth)
-                    .map_err(|e| Error::InvalidArgument(format!("pull credentials: {e}")))?,
-            ),
+            Some(a) if !a.username.is_empty() => Some(Credential::Basic(a.username, a.password)),
+            Some(a) if !a.auth.is_empty() => {
+                let (user, password) = crate::runtime::registries::decode_basic(&a.auth)
+                    .map_err(|e| Error::InvalidArgument(format!("pull credentials: {e}")))?;
+                Some(Credential::Basic(user, password))
+            }
+            Some(a) if !a.identity_token.is_empty() => {
+                Some(Credential::IdentityToken(a.identity_token))
+            }
+            Some(a) if !a.registry_token.is_empty() => {
+                Some(Credential::RegistryToken(a.registry_token))
+            }
             _ => None,
         };
         let image_ref = self.images.pull(&image, secret.as_ref()).await?;
