@@ -224,20 +224,20 @@ async fn reset_node(agent: &agent::Config, report: &mut Report) -> Result<()> {
             datapath.pin_dir().display()
         );
     }
-    for backend in [
-        ekube_proxy::iptables::Backend::Legacy,
-        ekube_proxy::iptables::Backend::Nft,
+    for variant in [
+        ekube_proxy::iptables::Variant::Legacy,
+        ekube_proxy::iptables::Variant::Nft,
     ] {
-        let mut binary = ekube_proxy::iptables::Binary::new(backend);
+        let mut binary = ekube_proxy::iptables::Binary::new(variant);
         match ekube_proxy::iptables::cleanup::cleanup(&mut binary, CHAIN_PREFIXES) {
             Ok(chains) => {
                 for chain in chains {
-                    println!("[reset] Deleted iptables chain {chain} ({backend:?})");
+                    println!("[reset] Deleted iptables chain {chain} ({variant:?})");
                 }
             }
             Err(e) => report
                 .left
-                .push(format!("iptables rules ({backend:?}): {e}")),
+                .push(format!("iptables rules ({variant:?}): {e}")),
         }
     }
 

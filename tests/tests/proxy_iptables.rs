@@ -1,7 +1,7 @@
-//! End-to-end tests of `ekube proxy --mode iptables`, once per iptables backend (legacy, nft).
+//! End-to-end tests of `ekube proxy --mode iptables`, once per iptables variant (legacy, nft).
 //! Needs root (network namespaces, iptables in them).
 //!
-//! Each run builds a small node in network namespaces named `ekipt-<pid>-<backend>-*`: the node
+//! Each run builds a small node in network namespaces named `ekipt-<pid>-<variant>-*`: the node
 //! `…-node` (forwarding on, the service range routed to `lo` so an untranslated connect is
 //! refused), a pods namespace `…-pods` behind it holding the three backends 10.244.0.11-13
 //! (Python TCP/UDP servers answering with their name and the source address they saw), a
@@ -54,7 +54,7 @@ const ECONNREFUSED: i32 = 111;
 const LOCAL_HEALTH_PORT: u16 = 30191;
 const REMOTE_HEALTH_PORT: u16 = 30192;
 
-/// Both backends' runs share two CPUs with everything else: one at a time.
+/// Both variants' runs share two CPUs with everything else: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Backends: `<name>=<ip>` arguments; TCP answers `<name> <client ip>` and closes, UDP replies
@@ -204,9 +204,9 @@ impl Reply {
 
 /// A node in namespaces with the proxy in iptables mode; dropping it removes everything.
 struct Fixture {
-    /// `ekipt-<pid>-<backend>`: prefix of every namespace.
+    /// `ekipt-<pid>-<variant>`: prefix of every namespace.
     name: String,
-    backend: &'static str,
+    variant: &'static str,
     server: ServerProcess,
     rt: tokio::runtime::Runtime,
     client: Client,
@@ -215,7 +215,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(backend: &'static str) -> Self {
+    fn new(variant: &'static str) -> Self {
         let euid = fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(u32::MAX);
@@ -224,13 +224,13 @@ impl Fixture {
             "the iptables proxy tests need root (netns, iptables)"
         );
         netns::clear_stale(PREFIX);
-        let name = format!("{PREFIX}{}-{backend}", std::process::id());
+        let name = format!("{PREFIX}{}-{variant}", std::process::id());
         let server = ServerProcess::start(&[]).expect("starting ekube server");
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(server.client()).expect("client");
         let mut fx = Self {
             name,
-            backend,
+            variant,
             server,
             rt,
             client,
@@ -336,7 +336,7 @@ impl Fixture {
         let child = netns::nsenter(&self.ns("node"))
             .arg(ekube_bin())
             .arg("proxy")
-            .args(["--mode", "iptables", "--iptables-backend", self.backend])
+            .args(["--mode", "iptables", "--iptables-variant", self.variant])
             .arg("--kubeconfig")
             .arg(self.server.kubeconfig())
             .args(["--hostname-override", &self.ns("node")])
@@ -392,11 +392,11 @@ impl Fixture {
         log[start..].to_string()
     }
 
-    /// `iptables-save -t <table>` of the node, with this run's backend.
+    /// `iptables-save -t <table>` of the node, with this run's variant.
     fn save(&self, table: &str) -> String {
         let out = netns::nsenter(&self.ns("node"))
             .args([
-                format!("iptables-{}-save", self.backend),
+                format!("iptables-{}-save", self.variant),
                 "-t".into(),
                 table.into(),
             ])
@@ -618,9 +618,9 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn proxy_in_iptables_mode(backend: &'static str) {
+fn proxy_in_iptables_mode(variant: &'static str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fx = Fixture::new(backend);
+    let mut fx = Fixture::new(variant);
     let node_name = fx.ns("node");
     let web = Ipv4Addr::new(10, 96, 200, 10);
     let sticky = Ipv4Addr::new(10, 96, 200, 11);
@@ -906,11 +906,11 @@ fn proxy_in_iptables_mode(backend: &'static str) {
 }
 
 #[test]
-fn iptables_legacy_backend() {
+fn iptables_legacy() {
     proxy_in_iptables_mode("legacy");
 }
 
 #[test]
-fn iptables_nft_backend() {
+fn iptables_nft() {
     proxy_in_iptables_mode("nft");
 }

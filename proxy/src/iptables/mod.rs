@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 pub use self::{
     render::{Chains, FrontendModel, Model, PortName},
-    restore::{Backend, Binary, Recorder, Restore},
+    restore::{Binary, Recorder, Restore, Variant},
 };
 use crate::{
     datapath::{
@@ -39,7 +39,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "running {program}: {source} (is Debian's `iptables` package installed? see --iptables-backend)"
+        "running {program}: {source} (is Debian's `iptables` package installed? see --iptables-variant)"
     )]
     Spawn {
         program: &'static str,
@@ -72,7 +72,7 @@ impl From<Error> for DatapathError {
 /// Settings of the iptables datapath.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IptablesConfig {
-    pub backend: Backend,
+    pub variant: Variant,
     /// Pod CIDR: traffic from outside it is masqueraded on its way to a ClusterIP.
     pub cluster_cidr: Option<Ipv4Network>,
 }
@@ -92,12 +92,12 @@ pub struct IptablesDatapath<R> {
 }
 
 impl IptablesDatapath<Binary> {
-    /// The datapath over the real programs of `config.backend`; checks they run.
+    /// The datapath over the real programs of `config.variant`; checks they run.
     pub fn open(config: &IptablesConfig) -> Result<Self> {
-        let mut binary = Binary::new(config.backend);
+        let mut binary = Binary::new(config.variant);
         binary.save("nat")?;
         info!(
-            backend = config.backend.restore_program(),
+            variant = config.variant.restore_program(),
             "iptables datapath ready"
         );
         Ok(Self::new(binary, config.cluster_cidr))

@@ -1,6 +1,6 @@
 //! Running `iptables-save` and `iptables-restore` behind the small [`Restore`] trait.
 //!
-//! [`Binary`] runs the real programs of one backend (`iptables-legacy-*` or `iptables-nft-*`,
+//! [`Binary`] runs the real programs of one variant (`iptables-legacy-*` or `iptables-nft-*`,
 //! both from Debian's `iptables` package) in the proxy's own network namespace; [`Recorder`]
 //! is the fake the rendering tests use: it remembers every restore input and answers saves
 //! from a canned table dump.
@@ -13,29 +13,30 @@ use std::{
 
 use super::{Error, Result};
 
-/// Which iptables implementation the rules are written with.
+/// Which iptables implementation the rules are written with (Debian's two alternatives of
+/// `iptables`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
+pub enum Variant {
     /// The x_tables kernel API (`iptables-legacy-restore`).
     Legacy,
     /// nf_tables through the iptables compatibility layer (`iptables-nft-restore`).
     Nft,
 }
 
-impl Backend {
-    /// The `iptables-restore` program of this backend.
+impl Variant {
+    /// The `iptables-restore` program of this variant.
     pub fn restore_program(self) -> &'static str {
         match self {
-            Backend::Legacy => "iptables-legacy-restore",
-            Backend::Nft => "iptables-nft-restore",
+            Variant::Legacy => "iptables-legacy-restore",
+            Variant::Nft => "iptables-nft-restore",
         }
     }
 
-    /// The `iptables-save` program of this backend.
+    /// The `iptables-save` program of this variant.
     pub fn save_program(self) -> &'static str {
         match self {
-            Backend::Legacy => "iptables-legacy-save",
-            Backend::Nft => "iptables-nft-save",
+            Variant::Legacy => "iptables-legacy-save",
+            Variant::Nft => "iptables-nft-save",
         }
     }
 }
@@ -51,21 +52,21 @@ pub trait Restore: Send {
     fn restore(&mut self, input: &str) -> Result<()>;
 }
 
-/// The real programs of one [`Backend`].
+/// The real programs of one [`Variant`].
 #[derive(Clone, Debug)]
 pub struct Binary {
-    pub backend: Backend,
+    pub variant: Variant,
 }
 
 impl Binary {
-    pub fn new(backend: Backend) -> Self {
-        Self { backend }
+    pub fn new(variant: Variant) -> Self {
+        Self { variant }
     }
 }
 
 impl Restore for Binary {
     fn save(&mut self, table: &str) -> Result<String> {
-        let program = self.backend.save_program();
+        let program = self.variant.save_program();
         let out = Command::new(program)
             .args(["-t", table])
             .stdin(Stdio::null())
@@ -82,7 +83,7 @@ impl Restore for Binary {
     }
 
     fn restore(&mut self, input: &str) -> Result<()> {
-        let program = self.backend.restore_program();
+        let program = self.variant.restore_program();
         // `-w 5`: wait for the xtables lock like kube-proxy rather than failing at once.
         let mut child = Command::new(program)
             .args(["--noflush", "-w", "5"])

@@ -38,7 +38,7 @@ pub use self::{
 };
 use crate::{
     datapath::{Datapath, DatapathConfig, NodePortSettings, snat_ports_for_host},
-    iptables::{Backend, IptablesConfig, IptablesDatapath},
+    iptables::{IptablesConfig, IptablesDatapath, Variant},
 };
 
 /// Which datapath programs the services.
@@ -85,9 +85,10 @@ pub struct Config {
     /// The datapath: `ebpf` (socket-level load balancing) or `iptables` (kube-proxy's rules).
     #[arg(long, alias = "proxy-mode", value_enum, default_value = "ebpf")]
     pub mode: Mode,
-    /// In iptables mode, which iptables writes the rules: `legacy` (x_tables) or `nft`.
-    #[arg(long, value_enum, default_value = "nft")]
-    pub iptables_backend: Backend,
+    /// In iptables mode, which iptables writes the rules: `legacy` (x_tables) or `nft`
+    /// (`--iptables-backend` is the older name of this flag).
+    #[arg(long, alias = "iptables-backend", value_enum, default_value = "nft")]
+    pub iptables_variant: Variant,
     /// In iptables mode, the shortest time between two `iptables-restore` runs: changes
     /// arriving faster are applied together.
     #[arg(long, default_value = "1s", value_parser = ekube_api::flags::parse_duration)]
@@ -131,7 +132,7 @@ impl Config {
             healthz_bind_address: SocketAddr::from(([0, 0, 0, 0], 10256)),
             sync_period: Duration::from_secs(30),
             mode: Mode::Ebpf,
-            iptables_backend: Backend::Nft,
+            iptables_variant: Variant::Nft,
             iptables_min_sync_period: Duration::from_secs(1),
             cluster_cidr: Some(Ipv4Network::new(Ipv4Addr::new(10, 244, 0, 0), 16).expect("valid")),
             conntrack_tcp_timeout_established: Duration::from_secs(6 * 3600),
@@ -263,7 +264,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
         Mode::Iptables => {
             let datapath = IptablesDatapath::open(&IptablesConfig {
-                backend: config.iptables_backend,
+                variant: config.iptables_variant,
                 cluster_cidr: config.cluster_cidr,
             })?;
             serve(config, node_name, client, listeners, datapath, shutdown).await

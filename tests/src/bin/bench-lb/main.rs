@@ -402,8 +402,8 @@ impl Runner<'_, '_> {
                     .is_some_and(|n| *n >= 1.0)
             })?;
         prog.full_proxy_ms = Some(sync_stat(&m, "sum", "full") * 1000.0);
-        if let Some(backend) = mode.iptables_backend() {
-            prog.target_rule = Some(modes::target_rule_position(c.lab, backend, c.target_vip)?);
+        if let Some(variant) = mode.iptables_variant() {
+            prog.target_rule = Some(modes::target_rule_position(c.lab, variant, c.target_vip)?);
         }
         Ok(true)
     }
@@ -500,7 +500,7 @@ impl Runner<'_, '_> {
             .wait_metrics("the proxy to sync the added EndpointSlice", |m| {
                 commits(m) > commits(&before)
             })?;
-        if mode.iptables_backend().is_some() {
+        if mode.iptables_variant().is_some() {
             std::thread::sleep(Duration::from_millis(self.args.iptables_min_sync_ms + 100));
         }
         let m0 = self.proxies.metrics()?;

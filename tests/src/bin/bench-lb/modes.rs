@@ -1,6 +1,6 @@
 //! The datapaths under test and switching between them: starting `ekube proxy` in a mode on
 //! n1, stopping it, and returning the node to a clean state (pins removed, `KUBE-*` chains
-//! flushed from both iptables backends, conntrack emptied), plus reading the proxy's metrics.
+//! flushed from both iptables variants, conntrack emptied), plus reading the proxy's metrics.
 //!
 //! Reading a table with `iptables-legacy-save` instantiates it, so from the first cleaning on,
 //! n1 carries empty legacy `nat` and `filter` tables next to flannel's nf_tables ones in every
@@ -55,8 +55,8 @@ impl Mode {
         }
     }
 
-    /// `--iptables-backend` of the iptables modes.
-    pub fn iptables_backend(self) -> Option<&'static str> {
+    /// `--iptables-variant` of the iptables modes.
+    pub fn iptables_variant(self) -> Option<&'static str> {
         match self {
             Mode::IptablesLegacy => Some("legacy"),
             Mode::IptablesNft => Some("nft"),
@@ -123,12 +123,12 @@ impl<'a> Proxies<'a> {
             "--cluster-cidr".into(),
             "10.244.0.0/16".into(),
         ];
-        match mode.iptables_backend() {
-            Some(backend) => argv.extend([
+        match mode.iptables_variant() {
+            Some(variant) => argv.extend([
                 "--mode".into(),
                 "iptables".into(),
-                "--iptables-backend".into(),
-                backend.into(),
+                "--iptables-variant".into(),
+                variant.into(),
                 "--iptables-min-sync-period".into(),
                 format!("{}ms", self.iptables_min_sync.as_millis()),
             ]),
@@ -190,8 +190,8 @@ impl<'a> Proxies<'a> {
         }
         let dirty = std::mem::take(&mut self.dirty);
         for mode in dirty {
-            match mode.iptables_backend() {
-                Some(backend) => flush_kube_chains(self.lab, backend)?,
+            match mode.iptables_variant() {
+                Some(variant) => flush_kube_chains(self.lab, variant)?,
                 None if mode == Mode::Ebpf => {
                     remove_pins(&self.datapath()?).context("removing the eBPF pins")?
                 }
@@ -293,12 +293,12 @@ pub fn sync_stat(m: &BTreeMap<String, f64>, what: &str, kind: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-/// Removes every `KUBE-*` chain of one iptables backend from n1 (`nat` and `filter`): the jumps
+/// Removes every `KUBE-*` chain of one iptables variant from n1 (`nat` and `filter`): the jumps
 /// to them from other chains first, then their rules, then the chains, in one
-/// `iptables-restore --noflush` per backend. Checks that nothing is left.
-pub fn flush_kube_chains(lab: &Lab, backend: &str) -> Result<()> {
-    let save = format!("iptables-{backend}-save");
-    let restore = format!("iptables-{backend}-restore");
+/// `iptables-restore --noflush` per variant. Checks that nothing is left.
+pub fn flush_kube_chains(lab: &Lab, variant: &str) -> Result<()> {
+    let save = format!("iptables-{variant}-save");
+    let restore = format!("iptables-{variant}-restore");
     let mut script = String::new();
     for table in ["nat", "filter"] {
         let out = lab.exec("n1", &[save.as_str(), "-t", table])?;
@@ -346,7 +346,7 @@ pub fn flush_kube_chains(lab: &Lab, backend: &str) -> Result<()> {
         let (chains, jumps) = kube_chains(&out.stdout);
         ensure!(
             chains.is_empty() && jumps.is_empty(),
-            "{backend} {table}: KUBE-* chains left after cleaning: {chains:?} {jumps:?}"
+            "{variant} {table}: KUBE-* chains left after cleaning: {chains:?} {jumps:?}"
         );
     }
     Ok(())
@@ -382,13 +382,13 @@ fn kube_chains(save: &str) -> (Vec<String>, Vec<String>) {
 /// many there are), read from n1's `nat` table.
 pub fn target_rule_position(
     lab: &Lab,
-    backend: &str,
+    variant: &str,
     vip: std::net::Ipv4Addr,
 ) -> Result<(usize, usize)> {
     let out = lab.exec(
         "n1",
         &[
-            format!("iptables-{backend}-save"),
+            format!("iptables-{variant}-save"),
             "-t".into(),
             "nat".into(),
         ],
