@@ -19,6 +19,12 @@ pub fn ekube_bin() -> PathBuf {
     sibling_bin("ekube")
 }
 
+/// `ekube-probe`, the servers and clients of the datapath tests, built next to the test
+/// executable.
+pub fn probe_bin() -> PathBuf {
+    sibling_bin("ekube-probe")
+}
+
 /// A binary of this workspace built with the same profile as the running executable (which is
 /// either `target/<profile>/deps/<test>` or `target/<profile>/<bin>`).
 pub fn sibling_bin(name: &str) -> PathBuf {

@@ -1,16 +1,18 @@
 //! End-to-end test of the per-packet NodePort datapath (tc programs, DESIGN.md §7); needs root
-//! and the Debian packages `iproute2` and `python3`.
+//! and Debian's `iproute2`.
 //!
 //! Two "nodes" are network namespaces on an underlay bridge that lives in the external client's
 //! namespace (`192.168.71.0/24`: n1 `.10`, n2 `.20`, client `.100`). Each node has a `cni0`
-//! bridge with "pods" (namespaces with a Python TCP/UDP server answering `<name> <peer IP>`,
+//! bridge with "pods" (namespaces with an `ekube-probe serve` TCP/UDP server answering
+//! `<name> <peer IP>`,
 //! hairpin on their bridge ports as ekube-cni sets it) and a `flannel.1` VXLAN device wired
 //! like `ekube flannel` does (route + permanent neighbour + FDB). The test thread enters n1's
 //! namespace, so the real `ekube server` (on n1's loopback) and the real `ekube proxy` run
 //! there; the proxy attaches its socket hooks to a private cgroup and its tc programs to n1's
 //! `eth0` and `flannel.1`. Services (UDP node ports are the TCP ones + 1000) and EndpointSlices
-//! are written through the API. Clients run
-//! in the external namespace via `nsenter`, so nothing is sent from the root namespace.
+//! are written through the API. Clients (`ekube-probe client`, and its
+//! `syn-flood`) run in the external namespace via `nsenter`, so nothing is sent from the root
+//! namespace.
 
 use std::{
     collections::BTreeMap,
@@ -26,7 +28,7 @@ use std::{
 use ekube_proxy::datapath::{
     BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store, remove_pins,
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,
@@ -63,117 +65,6 @@ const PODS: [(&str, u8, Ipv4Addr); 3] = [
     ("p1b", 1, Ipv4Addr::new(10, 244, 1, 12)),
     ("p2a", 2, Ipv4Addr::new(10, 244, 2, 21)),
 ];
-
-const SERVER: &str = r#"
-import socket, sys, threading
-name = sys.argv[1]
-def conn(c, peer):
-    with c:
-        c.sendall(f"{name} {peer[0]}\n".encode())
-        try:
-            while data := c.recv(64):
-                c.sendall(data)
-        except OSError:
-            pass
-def tcp():
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", 8080))
-    s.listen(512)
-    while True:
-        c, peer = s.accept()
-        threading.Thread(target=conn, args=(c, peer), daemon=True).start()
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("0.0.0.0", 5353))
-    while True:
-        _, peer = u.recvfrom(64)
-        u.sendto(f"{name} {peer[0]}".encode(), peer)
-threading.Thread(target=tcp, daemon=True).start()
-threading.Thread(target=udp, daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"#;
-
-/// `tcp|udp <ip> <port> <count>`: one line per attempt, `ok <name> <peer-ip-seen> <from>` or
-/// `err`; `http <ip> <port>`: `<status> <body>`; `hold <ip> <port> <count>`: opens `count`
-/// connections, prints their backends' names on one line, waits for a line on stdin, then
-/// sends `ping` on each and prints `ok <name>` when it comes back, else `err <name>`.
-const CLIENT: &str = r#"
-import socket, sys, urllib.request, urllib.error
-kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if kind == "http":
-    try:
-        r = urllib.request.urlopen(f"http://{host}:{port}/", timeout=3)
-        print(r.status, r.read().decode())
-    except urllib.error.HTTPError as e:
-        print(e.code, e.read().decode())
-    except OSError:
-        print("err")
-    sys.exit(0)
-count = int(sys.argv[4])
-if kind == "hold":
-    conns = []
-    for _ in range(count):
-        s = socket.create_connection((host, port), timeout=5)
-        f = s.makefile("rb")
-        conns.append((s, f, f.readline().decode().split()[0]))
-    print(" ".join(n for _, _, n in conns), flush=True)
-    sys.stdin.readline()
-    for s, f, n in conns:
-        try:
-            s.sendall(b"ping\n")
-            print("ok" if f.readline() == b"ping\n" else "err", n, flush=True)
-        except OSError:
-            print("err", n, flush=True)
-    sys.exit(0)
-if kind == "tcp":
-    for _ in range(count):
-        s = socket.socket()
-        s.settimeout(2)
-        try:
-            s.connect((host, port))
-            line = s.makefile("rb").readline().decode().strip()
-            print("ok", line, f"{host}:{port}", flush=True)
-        except OSError:
-            print("err", flush=True)
-        finally:
-            s.close()
-else:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.settimeout(2)
-    for _ in range(count):
-        try:
-            u.sendto(b"who", (host, port))
-            data, frm = u.recvfrom(64)
-            print("ok", data.decode(), f"{frm[0]}:{frm[1]}", flush=True)
-        except OSError:
-            print("err", flush=True)
-"#;
-
-/// `<ip> <port> <count>`: sends `count` TCP SYNs to `ip:port` from raw sockets, each from its
-/// own spoofed source in 10.99.0.0/16 (an address nothing holds and no node routes, so the
-/// backends' SYN-ACKs die on the node and no RST ever answers them).
-const SYN_FLOOD: &str = r#"
-import random, socket, struct, sys
-dst, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-daddr = socket.inet_aton(dst)
-def csum(data):
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xffff) + (total >> 16)
-    return ~total & 0xffff
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-for i in range(count):
-    saddr = struct.pack("!I", 0x0a630000 + i % 65536)
-    sport = 1024 + i % 60000
-    tcp = struct.pack("!HHIIBBHHH", sport, port, random.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
-    check = csum(saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
-    tcp = tcp[:16] + struct.pack("!H", check) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0, 64, 6, 0, saddr, daddr)
-    s.sendto(ip + tcp, (dst, 0))
-print("sent", count)
-"#;
 
 /// One client attempt: backend name, the client address the backend saw, the reply's source
 /// (UDP; the address connected to for TCP).
@@ -353,7 +244,9 @@ fn build(topo: &mut Topology) {
         ip(&ns, "link set eth0 up");
         ip(&ns, &format!("route add default via 10.244.{node}.1"));
         let mut child = netns::nsenter(&ns)
-            .args(["python3", "-c", SERVER, pod])
+            .arg(probe_bin())
+            .args(["serve", "--tcp-port", "8080", "--udp-port", "5353"])
+            .arg(format!("{pod}=0.0.0.0"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -371,7 +264,10 @@ fn build(topo: &mut Topology) {
 
 fn run_client(topo: &Topology, ns: &str, in_cgroup: bool, args: &[String]) -> String {
     let mut cmd = netns::nsenter(&topo.ns(ns));
-    cmd.args(["python3", "-c", CLIENT]).args(args);
+    cmd.arg(probe_bin())
+        .arg("client")
+        .args(args)
+        .args(["--timeout-ms", "2000"]);
     if in_cgroup {
         let procs = topo.cgroup_procs.as_ref().unwrap().try_clone().unwrap();
         // SAFETY: only a write(2) on an open file between fork and exec.
@@ -672,15 +568,8 @@ fn nodeport_from_outside() {
     // A removed backend gets no new flows once the proxy synced, and established flows to the
     // other backends keep working.
     let mut held = netns::nsenter(&topo.ns("ext"))
-        .args([
-            "python3",
-            "-c",
-            CLIENT,
-            "hold",
-            &N1_IP.to_string(),
-            "30080",
-            "12",
-        ])
+        .arg(probe_bin())
+        .args(["client", "hold", &N1_IP.to_string(), "30080", "12"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -740,7 +629,8 @@ fn nodeport_from_outside() {
 /// the flood), and after the SYN timeout every SNAT port is free again.
 fn syn_flood_leaves_room(topo: &Topology) {
     let flood = netns::nsenter(&topo.ns("ext"))
-        .args(["python3", "-c", SYN_FLOOD, &N1_IP.to_string(), "30085"])
+        .arg(probe_bin())
+        .args(["syn-flood", &N1_IP.to_string(), "30085"])
         .arg(FLOOD_SYNS.to_string())
         .output()
         .expect("running the SYN flood");

@@ -2,11 +2,11 @@
 //!
 //! Each test runs a real `ekube server` on loopback and the real `ekube proxy` binary attached
 //! to a private cgroup v2 directory `ekube-pxtest-<pid>-<tag>` (pins under
-//! `/sys/fs/bpf/ekube/<same name>/`). Backends are small Python TCP/UDP servers bound to
-//! 127.0.0.11-13 inside a network namespace of the same name that answer with their own name;
+//! `/sys/fs/bpf/ekube/<same name>/`). Backends are `ekube-probe serve` TCP/UDP servers bound
+//! to 127.0.0.11-13 inside a network namespace of the same name that answer with their own name;
 //! the namespace also routes the service range to `lo`, so a connect nothing translates is
 //! refused rather than unroutable. Services and EndpointSlices are written through the API by
-//! the test. Clients are small Python programs started in the namespace with `nsenter` (which,
+//! the test. Clients are `ekube-probe client` runs started in the namespace with `nsenter` (which,
 //! unlike `ip netns exec`, keeps the real `/sys`) and, unless a case wants an outside client,
 //! inside the cgroup. The
 //! tests serialize on a mutex (they share the two CPUs with everything else), and a guard
@@ -31,7 +31,7 @@ use ekube_proxy::{
     datapath::{BpfMaps, DatapathConfig, dump_store, maps::MapStore, remove_pins},
     service::{DesiredService, ServiceName, desired_state},
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{Event, Service},
@@ -64,95 +64,6 @@ const ECONNREFUSED: i32 = 111;
 /// The tests share two CPUs with everything else: run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// The client: `tcp|udp|stream <ip> <port> <count|seconds>`, one line per attempt.
-const CLIENT: &str = r#"
-import socket, sys, time
-kind, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-def out(line):
-    print(line, flush=True)
-if kind == "tcp":
-    for _ in range(count):
-        s = socket.socket()
-        s.settimeout(3)
-        try:
-            s.connect((host, port))
-            peer = s.getpeername()
-            name = s.makefile("rb").readline().decode().strip()
-            out(f"ok {name} {peer[0]}:{peer[1]}")
-        except OSError as e:
-            out(f"err {e.errno if e.errno is not None else -1}")
-        finally:
-            s.close()
-elif kind == "udp":
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(3)
-    for _ in range(count):
-        try:
-            s.sendto(b"who", (host, port))
-            data, frm = s.recvfrom(64)
-            out(f"ok {data.decode()} {frm[0]}:{frm[1]}")
-        except OSError as e:
-            out(f"err {e.errno if e.errno is not None else -1}")
-elif kind == "stream":
-    s = socket.create_connection((host, port), 3)
-    s.settimeout(3)
-    f = s.makefile("rwb")
-    name = f.readline().decode().strip()
-    peer = s.getpeername()
-    out(f"ok {name} {peer[0]}:{peer[1]}")
-    end, sent, bad = time.time() + count, 0, 0
-    while time.time() < end:
-        try:
-            f.write(b"ping\n")
-            f.flush()
-            if f.readline() != b"ping\n":
-                bad += 1
-        except OSError:
-            bad += 1
-        sent += 1
-        time.sleep(0.02)
-    out(f"echo {sent} {bad}")
-"#;
-
-/// The backends: `<name>=<ip>` arguments, TCP and UDP; every TCP connection gets the name on a
-/// line and then an echo of each line it sends. `direct=<ip>:<port>` is a TCP-only server.
-const SERVERS: &str = r#"
-import socket, sys, threading
-def conn(name, c):
-    with c:
-        f = c.makefile("rwb")
-        f.write(name.encode() + b"\n")
-        f.flush()
-        for line in f:
-            f.write(line)
-            f.flush()
-def tcp(name, sock):
-    while True:
-        c, _ = sock.accept()
-        threading.Thread(target=conn, args=(name, c), daemon=True).start()
-def udp(name, sock):
-    while True:
-        _, frm = sock.recvfrom(64)
-        sock.sendto(name.encode(), frm)
-threads = []
-for arg in sys.argv[1:]:
-    name, addr = arg.split("=")
-    host, port = addr.split(":")
-    t = socket.socket()
-    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind((host, int(port)))
-    t.listen(512)
-    threads.append(threading.Thread(target=tcp, args=(name, t), daemon=True))
-    if name != "direct":
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind((host, UDP_PORT))
-        threads.append(threading.Thread(target=udp, args=(name, u), daemon=True))
-for t in threads:
-    t.start()
-print("ready", flush=True)
-sys.stdin.read()
-"#;
-
 /// One line of client output.
 #[derive(Debug, Clone, PartialEq)]
 enum Reply {
@@ -168,7 +79,7 @@ impl Reply {
     fn parse(line: &str) -> Self {
         let parts: Vec<&str> = line.split_whitespace().collect();
         match parts.as_slice() {
-            ["ok", name, peer] => Reply::Ok {
+            ["ok", name, _seen, peer] => Reply::Ok {
                 name: name.to_string(),
                 peer: peer.parse().unwrap(),
             },
@@ -312,7 +223,7 @@ impl Fixture {
     /// Starts a client process in the namespace (and the cgroup if `in_cgroup`).
     fn spawn_client(&self, in_cgroup: bool, args: &[String]) -> Child {
         let mut cmd = netns::nsenter(&self.dp.node_name);
-        cmd.args(["python3", "-c", CLIENT]).args(args);
+        cmd.arg(probe_bin()).arg("client").args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         if in_cgroup {
             let procs = self.cgroup_procs.try_clone().expect("dup cgroup.procs");
@@ -322,7 +233,7 @@ impl Fixture {
                 cmd.pre_exec(move || (&procs).write_all(b"0"));
             }
         }
-        cmd.spawn().expect("starting the python3 client")
+        cmd.spawn().expect("starting the client")
     }
 
     /// Runs `kind ip port count` to completion and parses its lines.
@@ -584,14 +495,13 @@ fn start_backends(name: &str) -> Child {
         "dev",
         "lo",
     ]);
-    let mut args: Vec<String> = BACKENDS
-        .iter()
-        .map(|(n, ip)| format!("{n}={ip}:{TCP_PORT}"))
-        .collect();
+    let mut args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
     args.push(format!("direct={WEB_IP}:80"));
-    let script = SERVERS.replace("UDP_PORT", &UDP_PORT.to_string());
     let mut child = netns::nsenter(name)
-        .args(["python3", "-c", &script])
+        .arg(probe_bin())
+        .arg("serve")
+        .args(["--tcp-port", &TCP_PORT.to_string()])
+        .args(["--udp-port", &UDP_PORT.to_string()])
         .args(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

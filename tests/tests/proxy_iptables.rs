@@ -4,11 +4,12 @@
 //! Each run builds a small node in network namespaces named `ekipt-<pid>-<variant>-*`: the node
 //! `…-node` (forwarding on, the service range routed to `lo` so an untranslated connect is
 //! refused), a pods namespace `…-pods` behind it holding the three backends 10.244.0.11-13
-//! (Python TCP/UDP servers answering with their name and the source address they saw), a
+//! (`ekube-probe serve`: TCP/UDP servers answering with their name and the source address they
+//! saw), a
 //! client pod `…-cli` (10.244.1.2) behind the node and an external host `…-ext`
 //! (192.168.77.100) in front of it, all joined by veth pairs created between the namespaces,
 //! so nothing appears in the root namespace. A real `ekube server` runs on the root
-//! namespace's loopback; a small relay started by the test listens on the same port on the
+//! namespace's loopback; `ekube-probe relay` listens on the same port on the
 //! node's loopback (it binds there with setns(2) and connects back from the root namespace,
 //! loopback to loopback) so the proxy, started inside the node namespace with `nsenter`, uses
 //! the server's own kubeconfig. The proxy's rules live in the node namespace only and go away
@@ -28,7 +29,7 @@ use std::{
 };
 
 use ekube_proxy::iptables::render::{external_chain, service_chain};
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client,
@@ -56,125 +57,6 @@ const REMOTE_HEALTH_PORT: u16 = 30192;
 
 /// Both variants' runs share two CPUs with everything else: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Backends: `<name>=<ip>` arguments; TCP answers `<name> <client ip>` and closes, UDP replies
-/// the same to each datagram.
-const SERVERS: &str = r#"
-import socket, sys, threading
-def tcp(name, sock):
-    while True:
-        c, addr = sock.accept()
-        try:
-            c.sendall(f"{name} {addr[0]}\n".encode())
-        finally:
-            c.close()
-def udp(name, sock):
-    while True:
-        _, frm = sock.recvfrom(64)
-        sock.sendto(f"{name} {frm[0]}".encode(), frm)
-for arg in sys.argv[1:]:
-    name, ip = arg.split("=")
-    t = socket.socket()
-    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    t.bind((ip, TCP_PORT))
-    t.listen(512)
-    threading.Thread(target=tcp, args=(name, t), daemon=True).start()
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind((ip, UDP_PORT))
-    threading.Thread(target=udp, args=(name, u), daemon=True).start()
-print("ready", flush=True)
-sys.stdin.read()
-"#;
-
-/// The client: `tcp|udp <ip> <port> <count> [<source ip>]`; one line per attempt:
-/// `ok <name> <source seen by the backend> <peer ip:port>` or `err <errno>`. `http <ip> <port>`
-/// prints `<status> <body>` (status 0 when there is no answer).
-const CLIENT: &str = r#"
-import socket, sys
-kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if kind == "http":
-    import urllib.request, urllib.error
-    try:
-        r = urllib.request.urlopen(f"http://{host}:{port}/", timeout=3)
-        print(r.status, r.read().decode())
-    except urllib.error.HTTPError as e:
-        print(e.code, e.read().decode())
-    except OSError:
-        print(0)
-    sys.exit(0)
-count = int(sys.argv[4])
-source = sys.argv[5] if len(sys.argv) > 5 else None
-if kind == "tcp":
-    for _ in range(count):
-        s = socket.socket()
-        s.settimeout(3)
-        if source:
-            s.bind((source, 0))
-        try:
-            s.connect((host, port))
-            peer = s.getpeername()
-            line = s.makefile("rb").readline().decode().strip()
-            print(f"ok {line} {peer[0]}:{peer[1]}", flush=True)
-        except OSError as e:
-            print(f"err {e.errno if e.errno is not None else -1}", flush=True)
-        finally:
-            s.close()
-else:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(3)
-    for _ in range(count):
-        try:
-            s.sendto(b"who", (host, port))
-            data, frm = s.recvfrom(64)
-            print(f"ok {data.decode()} {frm[0]}:{frm[1]}", flush=True)
-        except OSError as e:
-            print(f"err {e.errno if e.errno is not None else -1}", flush=True)
-"#;
-
-/// Listens on `127.0.0.1:<port>` inside namespace argv[1] and relays every connection to the
-/// same port on the root namespace's loopback.
-const RELAY: &str = r#"
-import ctypes, os, socket, sys, threading
-CLONE_NEWNET = 0x40000000
-libc = ctypes.CDLL(None, use_errno=True)
-ns, port = sys.argv[1], int(sys.argv[2])
-home = os.open("/proc/self/ns/net", os.O_RDONLY)
-target = os.open(ns, os.O_RDONLY)
-if libc.setns(target, CLONE_NEWNET) != 0:
-    raise OSError(ctypes.get_errno(), "setns into " + ns)
-lst = socket.socket()
-lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-lst.bind(("127.0.0.1", port))
-lst.listen(64)
-if libc.setns(home, CLONE_NEWNET) != 0:
-    raise OSError(ctypes.get_errno(), "setns back")
-def pipe(src, dst):
-    try:
-        while True:
-            data = src.recv(65536)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-def serve(conn):
-    try:
-        up = socket.create_connection(("127.0.0.1", port))
-    except OSError:
-        conn.close()
-        return
-    threading.Thread(target=pipe, args=(conn, up), daemon=True).start()
-    pipe(up, conn)
-print("ready", flush=True)
-while True:
-    conn, _ = lst.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
-"#;
 
 /// One line of client output.
 #[derive(Debug, Clone, PartialEq)]
@@ -297,12 +179,12 @@ impl Fixture {
     }
 
     fn start_backends(&mut self) {
-        let script = SERVERS
-            .replace("TCP_PORT", &TCP_PORT.to_string())
-            .replace("UDP_PORT", &UDP_PORT.to_string());
         let args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
         let child = netns::nsenter(&self.ns("pods"))
-            .args(["python3", "-c", &script])
+            .arg(probe_bin())
+            .arg("serve")
+            .args(["--tcp-port", &TCP_PORT.to_string()])
+            .args(["--udp-port", &UDP_PORT.to_string()])
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -312,8 +194,8 @@ impl Fixture {
     }
 
     fn start_relay(&mut self) {
-        let child = Command::new("python3")
-            .args(["-c", RELAY])
+        let child = Command::new(probe_bin())
+            .arg("relay")
             .arg(format!("/run/netns/{}", self.ns("node")))
             .arg(self.server.port.to_string())
             .stdin(Stdio::null())
@@ -405,10 +287,14 @@ impl Fixture {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs the client with `args` in namespace `host` (`node` for the node itself).
+    /// Runs `ekube-probe client` with `args` in namespace `host` (`node` for the node itself):
+    /// `tcp|udp <ip> <port> <count> [--source <ip>]` prints `ok <name> <source seen by the
+    /// backend> <peer ip:port>` or `err <errno>` per attempt, `http <ip> <port>` prints
+    /// `<status> <body>` (status 0 when there is no answer).
     fn run_client(&self, host: &str, args: &[String]) -> String {
         let out = netns::nsenter(&self.ns(host))
-            .args(["python3", "-c", CLIENT])
+            .arg(probe_bin())
+            .arg("client")
             .args(args)
             .output()
             .expect("running the client");
@@ -828,6 +714,7 @@ fn proxy_in_iptables_mode(variant: &'static str) {
         &hairpin_ip.to_string(),
         "80",
         "5",
+        "--source",
         &BACKENDS[0].1.to_string(),
     ];
     let out = fx.run_client("pods", &args.map(String::from));
