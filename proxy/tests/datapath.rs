@@ -672,9 +672,20 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
     );
     assert_eq!(counts.values().sum::<usize>(), 10);
 
+    // The same build restarts: its pinned programs are re-used, nothing is loaded.
     let reopened = Datapath::open(&fx.config).expect("re-opening from pins");
     fx.datapath = Some(reopened);
-    // The same links now run the programs the new proxy loaded (an upgrade takes effect).
+    assert_eq!(
+        linked_programs(fx),
+        programs,
+        "a restart of the same build keeps its links and programs"
+    );
+    // Another build's restart finds no programs pinned under its object's digest: it loads
+    // its own and the same links switch to them (an upgrade takes effect).
+    drop(fx.datapath.take());
+    remove_program_pins(fx);
+    let reopened = Datapath::open(&fx.config).expect("re-opening as another build");
+    fx.datapath = Some(reopened);
     let after = linked_programs(fx);
     for (pin, (link, program)) in &after {
         let (old_link, old_program) = programs[pin];
@@ -711,6 +722,22 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
             .iter()
             .any(|(c, n)| *c == Counter::Connect4Translated && *n >= 300),
         "{translated:?}"
+    );
+}
+
+/// Removes the pinned programs (`prog_*`), as a build with another object would not find
+/// its own: the next open loads and verifies everything.
+fn remove_program_pins(fx: &Fixture) {
+    let mut removed = 0;
+    for entry in fs::read_dir(fx.config.pin_dir()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("prog_") {
+            fs::remove_file(entry.path()).unwrap();
+            removed += 1;
+        }
+    }
+    assert_eq!(
+        removed, 6,
+        "four socket programs and two tc programs were pinned"
     );
 }
 
@@ -782,7 +809,7 @@ fn restart_replaces_a_reshaped_map(fx: &mut Fixture) {
 /// The verifier abandons a load with `EAGAIN` when a signal is pending for the loading thread;
 /// in `ekube agent` the kubelet's children send a stream of `SIGCHLD`s. Re-opening (which
 /// loads and verifies the tc programs again) while this process is flooded with handled
-/// signals must still succeed.
+/// signals must still succeed (the program pins are removed first, so each open loads).
 fn loads_while_signals_keep_arriving(fx: &mut Fixture) {
     extern "C" fn ignore(_: libc::c_int) {}
     // SAFETY: installs a handler that does nothing, for a signal nothing else here uses.
@@ -812,6 +839,7 @@ fn loads_while_signals_keep_arriving(fx: &mut Fixture) {
     let mut failure = None;
     for _ in 0..3 {
         drop(fx.datapath.take());
+        remove_program_pins(fx);
         match Datapath::open(&fx.config) {
             Ok(dp) => fx.datapath = Some(dp),
             Err(err) => {

@@ -4,8 +4,14 @@
 //! Re-opening finds the pins: maps are re-used by aya's by-name pinning, and a link pin that is
 //! still attached to the configured cgroup is kept and switched to the programs just loaded
 //! (`BPF_LINK_UPDATE`), so the programs never detach across a proxy restart and a new version's
-//! programs take over. The tc NodePort programs are loaded here too and attached by [`TcAttacher`]
-//! once the node addresses are known; the conntrack [`Sweeper`] runs while the maps are open.
+//! programs take over. The tc NodePort programs are loaded here too (on two threads: the
+//! verifier spends most of a start on them) and attached by [`TcAttacher`] once the node
+//! addresses are known; the conntrack [`Sweeper`] runs while the maps are open.
+//!
+//! Every loaded program is pinned too, under a name carrying a digest of the object. A restart
+//! of the same build finds them and its links still running them, and re-opens everything
+//! from the pins without loading or verifying anything ([`Datapath::open_with`] takes
+//! milliseconds then); another build's object loads afresh and replaces them.
 
 use std::{
     collections::BTreeSet,
@@ -17,12 +23,14 @@ use std::{
         unix::fs::MetadataExt,
     },
     path::{Path, PathBuf},
+    sync::OnceLock,
+    time::Instant,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray},
-    programs::{CgroupSockAddr, SchedClassifier},
+    programs::{CgroupSockAddr, Program, SchedClassifier},
 };
 use ekube_ebpf_common::{
     self as common, Backend, Counter, NodeAddrKey, NodeAddrValue, NodePortConfig, ServiceKey,
@@ -163,6 +171,16 @@ impl Datapath<BpfMaps> {
         ensure_bpffs(&config.bpffs)?;
         let pin_dir = config.pin_dir();
         fs::create_dir_all(&pin_dir).map_err(fs_err("creating", &pin_dir))?;
+        let started = Instant::now();
+        if let Some(datapath) = Self::reopen(config, nodeport)? {
+            info!(
+                node = %config.node_name,
+                cgroup = %config.cgroup.display(),
+                took = ?started.elapsed(),
+                "eBPF datapath ready, its pinned programs re-used"
+            );
+            return Ok(datapath);
+        }
         drop_reshaped_pins(&pin_dir)?;
         let mut ebpf = EbpfLoader::new()
             .map_pin_path(&pin_dir)
@@ -171,6 +189,7 @@ impl Datapath<BpfMaps> {
                 pin_dir: pin_dir.clone(),
                 source: Box::new(source),
             })?;
+        remove_program_pins(&pin_dir)?;
         let links = attach_all(&mut ebpf, &config.cgroup, &pin_dir)?;
         #[cfg(feature = "debug")]
         forward_kernel_log(&mut ebpf);
@@ -180,8 +199,9 @@ impl Datapath<BpfMaps> {
             .set(0, maps::nodeport_config(nodeport), 0)
             .map_err(map_err(common::NODEPORT_CONFIG))?;
         let tc = if nodeport.enabled {
-            let ingress = load_classifier(&mut ebpf, NP_INGRESS)?;
-            let egress = load_classifier(&mut ebpf, NP_EGRESS)?;
+            let (ingress, egress) = load_classifiers(&mut ebpf)?;
+            pin_program(&pin_dir, NP_INGRESS, &ingress)?;
+            pin_program(&pin_dir, NP_EGRESS, &egress)?;
             Some(TcAttacher::new(
                 &pin_dir,
                 ingress,
@@ -201,8 +221,92 @@ impl Datapath<BpfMaps> {
             _sweeper: Some(Sweeper::start(config)?),
             _links: links,
         };
-        info!(node = %config.node_name, cgroup = %config.cgroup.display(), "eBPF datapath ready");
+        info!(
+            node = %config.node_name,
+            cgroup = %config.cgroup.display(),
+            took = ?started.elapsed(),
+            "eBPF datapath ready, its programs loaded"
+        );
         Datapath::from_store(maps)
+    }
+
+    /// Re-opens what an earlier start of this same build left pinned (maps, programs, and the
+    /// cgroup links still running those programs) without loading anything. `None` when
+    /// something is missing or belongs to another build: the caller then loads afresh.
+    fn reopen(config: &DatapathConfig, nodeport: &NodePortSettings) -> Result<Option<Self>> {
+        if cfg!(feature = "debug") {
+            // Forwarding the kernel log needs the programs loaded by this process.
+            return Ok(None);
+        }
+        let pin_dir = config.pin_dir();
+        let cgroup_id = cgroup_id(&config.cgroup)?;
+        let pinned_program = |name: &str| sys::obj_get(&program_pin(&pin_dir, name)).ok();
+        // Maps the programs use: every map pinned here must be one of them (a pin replaced
+        // behind the programs' back would take the proxy's writes where no program looks).
+        let mut used_maps = BTreeSet::new();
+        let mut uses = |program: &OwnedFd| match sys::prog_map_ids(program.as_fd()) {
+            Ok(ids) => {
+                used_maps.extend(ids);
+                true
+            }
+            Err(_) => false,
+        };
+        let mut links = Vec::with_capacity(HOOKS.len());
+        for hook in &HOOKS {
+            let (Some(program), Ok(link)) = (
+                pinned_program(hook.program),
+                sys::obj_get(&pin_dir.join(hook.link_pin)),
+            ) else {
+                return Ok(None);
+            };
+            let attached = sys::cgroup_link_info(link.as_fd()).ok().flatten()
+                == Some((cgroup_id, hook.attach_type));
+            let runs_it = matches!(
+                (sys::link_prog_id(link.as_fd()), sys::object_id(program.as_fd())),
+                (Ok(a), Ok(b)) if a == b
+            );
+            if !attached || !runs_it || !uses(&program) {
+                return Ok(None);
+            }
+            links.push(link);
+        }
+        let tc = if nodeport.enabled {
+            let (Some(ingress), Some(egress)) =
+                (pinned_program(NP_INGRESS), pinned_program(NP_EGRESS))
+            else {
+                return Ok(None);
+            };
+            if !uses(&ingress) || !uses(&egress) {
+                return Ok(None);
+            }
+            Some(TcAttacher::new(
+                &pin_dir,
+                ingress,
+                egress,
+                nodeport.overlay_interfaces.clone(),
+            ))
+        } else {
+            None
+        };
+        if !pinned_maps_in(&pin_dir, &used_maps) {
+            return Ok(None);
+        }
+        let Ok(mut maps) = BpfMaps::open_pinned(config) else {
+            return Ok(None);
+        };
+        let np_config = MapData::from_pin(pin_dir.join(common::NODEPORT_CONFIG))
+            .ok()
+            .and_then(|data| Array::try_from(Map::Array(data)).ok());
+        let Some(mut np_config): Option<Array<MapData, NodePortConfig>> = np_config else {
+            return Ok(None);
+        };
+        np_config
+            .set(0, maps::nodeport_config(nodeport), 0)
+            .map_err(map_err(common::NODEPORT_CONFIG))?;
+        maps.tc = tc;
+        maps._sweeper = Some(Sweeper::start(config)?);
+        maps._links = links;
+        Datapath::from_store(maps).map(Some)
     }
 
     /// The kernel programs' counters, summed over CPUs.
@@ -287,15 +391,43 @@ impl IngressProbe {
 
 /// Loads a tc program and returns its fd (the links created later keep it alive).
 fn load_classifier(ebpf: &mut Ebpf, name: &'static str) -> Result<OwnedFd> {
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(Error::ProgramMissing { program: name })?;
+    load_tc_program(program, name)
+}
+
+/// Loads both NodePort programs, each on its own thread: their verification is most of a
+/// start's time, and the verifier runs in the loading thread.
+fn load_classifiers(ebpf: &mut Ebpf) -> Result<(OwnedFd, OwnedFd)> {
+    let (mut ingress, mut egress) = (None, None);
+    for (name, program) in ebpf.programs_mut() {
+        match name {
+            NP_INGRESS => ingress = Some(program),
+            NP_EGRESS => egress = Some(program),
+            _ => {}
+        }
+    }
+    let ingress = ingress.ok_or(Error::ProgramMissing {
+        program: NP_INGRESS,
+    })?;
+    let egress = egress.ok_or(Error::ProgramMissing { program: NP_EGRESS })?;
+    std::thread::scope(|scope| {
+        let egress = scope.spawn(|| load_tc_program(egress, NP_EGRESS));
+        let ingress = load_tc_program(ingress, NP_INGRESS);
+        let egress = egress
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok((ingress?, egress?))
+    })
+}
+
+fn load_tc_program(program: &mut Program, name: &'static str) -> Result<OwnedFd> {
     let program_err = |e| Error::Program {
         program: name,
         source: Box::new(e),
     };
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(Error::ProgramMissing { program: name })?
-        .try_into()
-        .map_err(program_err)?;
+    let program: &mut SchedClassifier = program.try_into().map_err(program_err)?;
     sys::without_signals(|| program.load()).map_err(program_err)?;
     let fd = program.fd().map_err(program_err)?;
     fd.as_fd().try_clone_to_owned().map_err(|source| Error::Fs {
@@ -340,11 +472,7 @@ fn ensure_bpffs(path: &Path) -> Result<()> {
 /// there.
 fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<OwnedFd>> {
     let cgroup_dir = File::open(cgroup).map_err(fs_err("opening cgroup", cgroup))?;
-    // On cgroup v2 the directory's inode number is the cgroup id.
-    let cgroup_id = cgroup_dir
-        .metadata()
-        .map_err(fs_err("reading cgroup", cgroup))?
-        .ino();
+    let cgroup_id = cgroup_id(cgroup)?;
     let mut links = Vec::with_capacity(HOOKS.len());
     for hook in &HOOKS {
         let program_err = |e| Error::Program {
@@ -360,6 +488,7 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Owne
             .map_err(program_err)?;
         sys::without_signals(|| program.load()).map_err(program_err)?;
         let prog_fd = program.fd().map_err(program_err)?;
+        pin_program(pin_dir, hook.program, prog_fd.as_fd())?;
         let pin = pin_dir.join(hook.link_pin);
         if let Some(link) = reuse_link(&pin, cgroup_id, hook.attach_type)? {
             // Switched to this proxy's program: an upgrade takes effect, atomically.
@@ -379,6 +508,66 @@ fn attach_all(ebpf: &mut Ebpf, cgroup: &Path, pin_dir: &Path) -> Result<Vec<Owne
         links.push(link);
     }
     Ok(links)
+}
+
+/// Whether every map pinned in `pin_dir` is one of `used` (by id).
+fn pinned_maps_in(pin_dir: &Path, used: &BTreeSet<u32>) -> bool {
+    let Ok(entries) = fs::read_dir(pin_dir) else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).all(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("link_") || name.starts_with("prog_") {
+            return true;
+        }
+        sys::obj_get(&entry.path())
+            .and_then(|map| sys::object_id(map.as_fd()))
+            .is_ok_and(|id| used.contains(&id))
+    })
+}
+
+/// The id of the cgroup v2 directory `cgroup` (its inode number).
+fn cgroup_id(cgroup: &Path) -> Result<u64> {
+    Ok(fs::metadata(cgroup)
+        .map_err(fs_err("reading cgroup", cgroup))?
+        .ino())
+}
+
+/// A short digest of this build's kernel object, part of every program pin's name.
+fn object_digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| {
+        use sha2::Digest;
+        sha2::Sha256::digest(OBJECT)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    })
+}
+
+/// Where this build's program `name` is pinned (bpffs allows no dot in a name).
+fn program_pin(pin_dir: &Path, name: &str) -> PathBuf {
+    pin_dir.join(format!("prog_{name}_{}", object_digest()))
+}
+
+fn pin_program(pin_dir: &Path, name: &str, program: impl AsFd) -> Result<()> {
+    let pin = program_pin(pin_dir, name);
+    sys::obj_pin(program.as_fd(), &pin).map_err(fs_err("pinning program at", &pin))
+}
+
+/// Removes every program pin (this build's or another's) before the programs are pinned anew.
+fn remove_program_pins(pin_dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(pin_dir).map_err(fs_err("listing", pin_dir))?;
+    for path in entries.filter_map(|e| Some(e.ok()?.path())) {
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("prog_"))
+        {
+            fs::remove_file(&path).map_err(fs_err("removing", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// The pinned link at `pin` if it is attached to `cgroup_id` for `attach_type`; a pin for

@@ -167,15 +167,45 @@ pub fn tcx_link_info(link: BorrowedFd<'_>) -> io::Result<Option<(u32, u32)>> {
     Ok(Some((info[2] as u32, (info[2] >> 32) as u32)))
 }
 
+/// The id of the program a link runs.
+pub fn link_prog_id(link: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(link_info(link)?[1] as u32)
+}
+
+/// The id of a loaded program or map (`struct bpf_prog_info` and `struct bpf_map_info` both
+/// begin with type, id).
+pub fn object_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = [0u64; 2];
+    obj_info(fd, &mut info)?;
+    Ok((info[0] >> 32) as u32)
+}
+
+/// The ids of the maps a program uses (`struct bpf_prog_info`: `nr_map_ids` and `map_ids`
+/// after type, id, tag, the two lengths, the two instruction pointers, load time and uid).
+pub fn prog_map_ids(prog: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; 64];
+    let mut info = [0u64; 8];
+    info[6] = (ids.len() as u64) << 32;
+    info[7] = ids.as_mut_ptr() as u64;
+    obj_info(prog, &mut info)?;
+    let count = ((info[6] >> 32) as usize).min(ids.len());
+    ids.truncate(count);
+    Ok(ids)
+}
+
+fn obj_info(fd: BorrowedFd<'_>, info: &mut [u64]) -> io::Result<()> {
+    let mut attr = Attr::new();
+    attr.0[0] = fd.as_raw_fd() as u32;
+    attr.0[1] = size_of_val(info) as u32;
+    attr.set_u64(2, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
+}
+
 /// struct bpf_link_info: type, id, prog_id, then (8-aligned) the per-type union: cgroup
 /// { cgroup_id, attach_type }, tcx { ifindex, attach_type }.
 fn link_info(link: BorrowedFd<'_>) -> io::Result<[u64; 12]> {
     let mut info = [0u64; 12];
-    let mut attr = Attr::new();
-    attr.0[0] = link.as_raw_fd() as u32;
-    attr.0[1] = size_of_val(&info) as u32;
-    attr.set_u64(2, info.as_mut_ptr() as u64);
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    obj_info(link, &mut info)?;
     Ok(info)
 }
 
