@@ -4,9 +4,11 @@
 //! for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
 //! `nodeName`, matching `schedulerName`), highest priority and oldest first, filters and scores
 //! the nodes for each ([`framework`], [`volumes`], [`interpod`]), and binds it with
-//! `POST pods/<name>/binding` (after annotating its delayed claims with the node). Bound pods
-//! are "assumed" on their node until the pod store shows the binding, so two pods in a row
-//! never both take the last free slot. A pod that fits nowhere gets a `FailedScheduling` Event
+//! `POST pods/<name>/binding` (after annotating its delayed claims with the node). As in
+//! upstream, binding runs apart from scheduling (up to [`MAX_BINDING`] at once): a placed pod is
+//! "assumed" on its node at once and stays so until the pod store shows the binding, so two
+//! pods in a row never both take the last free slot; a binding that fails forgets the
+//! assumption, and the pod is tried again. A pod that fits nowhere gets a `FailedScheduling` Event
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
 //! until a node, a bound pod, a claim, a volume or a storage class changes, which retries it at
 //! once.
@@ -89,6 +91,21 @@ pub enum Error {
     SecurePort(#[from] ekube_api::secure_port::Error),
 }
 
+/// Bindings (with their pre-bind and `Scheduled` Event) in flight at once.
+pub const MAX_BINDING: usize = 32;
+
+/// How the binding of a placed pod ended.
+enum BindingEnd {
+    Bound,
+    /// The pre-bind (claim annotation) failed: back off as after a failed scheduling cycle.
+    PreBindFailed,
+    /// The binding request failed: forget the assumption; the next pass tries again.
+    Failed,
+}
+
+/// A finished binding: the pod's uid, the cluster generation it was scheduled at, the end.
+type Finished = (String, u64, BindingEnd);
+
 /// Back-off bookkeeping of one unschedulable pod.
 struct Backoff {
     attempts: u32,
@@ -109,6 +126,8 @@ struct Scheduler {
     /// Pods bound by us that the pod store does not show as bound yet: uid → node.
     assumed: HashMap<String, String>,
     backoff: HashMap<String, Backoff>,
+    /// Bindings in flight.
+    binding: tokio::task::JoinSet<Finished>,
 }
 
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
@@ -208,6 +227,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             generation: generation.clone(),
             assumed: HashMap::new(),
             backoff: HashMap::new(),
+            binding: tokio::task::JoinSet::new(),
         }
         .schedule(notify.clone())
     });
@@ -280,6 +300,9 @@ impl Scheduler {
     }
 
     async fn pass(&mut self) {
+        while let Some(finished) = self.binding.try_join_next() {
+            self.finished(finished);
+        }
         let pods = self.pods.state();
         let nodes = self.nodes.state();
         // Forget assumptions the store has caught up with.
@@ -365,31 +388,85 @@ impl Scheduler {
                 continue;
             }
             let started = Instant::now();
-            let result = match self.schedule_one(&pod, &infos, &storage) {
+            match self.schedule_one(&pod, &infos, &storage) {
                 Ok((i, claims)) => {
                     let node = infos[i].node.name_any();
-                    if let Err(e) = self.select_node(&claims, &node).await {
-                        self.pre_bind_failed(&pod, &e, generation).await;
-                        metrics::Outcome::Error
-                    } else if self.bind(&pod, &node).await {
-                        infos[i].add(&pod);
-                        self.assumed.insert(uid.clone(), node);
-                        self.backoff.remove(&uid);
-                        metrics::Outcome::Scheduled
-                    } else {
-                        metrics::Outcome::Error
-                    }
+                    infos[i].add(&pod);
+                    self.assumed.insert(uid.clone(), node.clone());
+                    self.start_binding(pod, node, claims, generation, started)
+                        .await;
                 }
                 Err(message) => {
                     self.unschedulable(&pod, message, generation).await;
-                    metrics::Outcome::Unschedulable
+                    metrics::attempt(
+                        &self.config.scheduler_name,
+                        metrics::Outcome::Unschedulable,
+                        started.elapsed().as_secs_f64(),
+                    );
                 }
+            }
+        }
+    }
+
+    /// Binds `pod` to `node` apart from the scheduling loop (after its pre-bind), waiting for
+    /// a slot when [`MAX_BINDING`] are in flight.
+    async fn start_binding(
+        &mut self,
+        pod: Arc<Pod>,
+        node: String,
+        claims: volumes::PodClaims,
+        generation: u64,
+        started: Instant,
+    ) {
+        while self.binding.len() >= MAX_BINDING {
+            match self.binding.join_next().await {
+                Some(finished) => self.finished(finished),
+                None => break,
+            }
+        }
+        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let profile = self.config.scheduler_name.clone();
+        self.binding.spawn(async move {
+            let uid = pod.uid().unwrap_or_default();
+            let (binding, outcome) = match select_node(&client, &claims, &node).await {
+                Err(error) => {
+                    tracing::warn!(pod = %pod.name_any(), error, "volume binding failed");
+                    let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
+                    recorder
+                        .record(&*pod, EventType::Warning, "FailedScheduling", &message)
+                        .await;
+                    (BindingEnd::PreBindFailed, metrics::Outcome::Error)
+                }
+                Ok(()) if bind(&client, &recorder, &pod, &node).await => {
+                    (BindingEnd::Bound, metrics::Outcome::Scheduled)
+                }
+                Ok(()) => (BindingEnd::Failed, metrics::Outcome::Error),
             };
-            metrics::attempt(
-                &self.config.scheduler_name,
-                result,
-                started.elapsed().as_secs_f64(),
-            );
+            metrics::attempt(&profile, outcome, started.elapsed().as_secs_f64());
+            (uid, generation, binding)
+        });
+    }
+
+    /// Takes note of a finished binding.
+    fn finished(&mut self, finished: Result<Finished, tokio::task::JoinError>) {
+        let (uid, generation, binding) = match finished {
+            Ok(finished) => finished,
+            Err(e) => {
+                tracing::error!(error = %e, "a binding task failed");
+                return;
+            }
+        };
+        match binding {
+            BindingEnd::Bound => {
+                self.backoff.remove(&uid);
+            }
+            BindingEnd::PreBindFailed => {
+                self.assumed.remove(&uid);
+                self.back_off(uid, generation);
+            }
+            BindingEnd::Failed => {
+                self.assumed.remove(&uid);
+            }
         }
     }
 
@@ -449,31 +526,6 @@ impl Scheduler {
         Ok((top[rand::random_range(0..top.len())], claims))
     }
 
-    /// Upstream's VolumeBinding pre-bind: tells the PV controller, through the
-    /// `selected-node` annotation, where each delayed claim of the pod is needed.
-    async fn select_node(&self, claims: &volumes::PodClaims, node: &str) -> Result<(), String> {
-        for (ns, name) in volumes::to_select(claims, node) {
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
-            let patch = json!({"metadata": {"annotations": {storage::SELECTED_NODE: node}}});
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-                .await
-                .map_err(|e| format!("annotating persistentvolumeclaim \"{ns}/{name}\": {e}"))?;
-            tracing::info!(claim = %format!("{ns}/{name}"), node, "selected node for claim");
-        }
-        Ok(())
-    }
-
-    /// The pre-bind failed: the pod is not bound, and is retried after a back-off (or on the
-    /// next change), as upstream retries a failed scheduling cycle.
-    async fn pre_bind_failed(&mut self, pod: &Pod, error: &str, generation: u64) {
-        self.back_off(pod.uid().unwrap_or_default(), generation);
-        tracing::warn!(pod = %pod.name_any(), error, "volume binding failed");
-        let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
-        self.recorder
-            .record(pod, EventType::Warning, "FailedScheduling", &message)
-            .await;
-    }
-
     /// Starts or lengthens a pod's back-off (1 s doubling to `--pod-max-backoff`); a change
     /// after `generation` ends it early.
     fn back_off(&mut self, uid: String, generation: u64) {
@@ -490,48 +542,6 @@ impl Scheduler {
             .min(max);
         entry.next_try = Instant::now() + delay;
         entry.generation = generation;
-    }
-
-    async fn bind(&self, pod: &Pod, node: &str) -> bool {
-        let ns = pod.namespace().unwrap_or_default();
-        let name = pod.name_any();
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        let binding = Binding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(ns.clone()),
-                uid: pod.uid(),
-                ..Default::default()
-            },
-            target: ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Node".into()),
-                name: Some(node.into()),
-                ..Default::default()
-            },
-        };
-        match api
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(pod = %format!("{ns}/{name}"), node, "bound");
-                let msg = format!("Successfully assigned {ns}/{name} to {node}");
-                self.recorder
-                    .record(pod, EventType::Normal, "Scheduled", &msg)
-                    .await;
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, pod = %name, "binding failed");
-                false
-            }
-        }
     }
 
     async fn unschedulable(&mut self, pod: &Pod, message: String, generation: u64) {
@@ -569,6 +579,67 @@ impl Scheduler {
             .await
         {
             tracing::debug!(error = %e, "recording PodScheduled=False failed");
+        }
+    }
+}
+
+/// Upstream's VolumeBinding pre-bind: tells the PV controller, through the `selected-node`
+/// annotation, where each delayed claim of the pod is needed.
+async fn select_node(
+    client: &kube::Client,
+    claims: &volumes::PodClaims,
+    node: &str,
+) -> Result<(), String> {
+    for (ns, name) in volumes::to_select(claims, node) {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"metadata": {"annotations": {storage::SELECTED_NODE: node}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| format!("annotating persistentvolumeclaim \"{ns}/{name}\": {e}"))?;
+        tracing::info!(claim = %format!("{ns}/{name}"), node, "selected node for claim");
+    }
+    Ok(())
+}
+
+/// `POST pods/<name>/binding`, then the `Scheduled` Event; whether the binding was made.
+async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str) -> bool {
+    let ns = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.uid(),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            ..Default::default()
+        },
+    };
+    match api
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(pod = %format!("{ns}/{name}"), node, "bound");
+            let msg = format!("Successfully assigned {ns}/{name} to {node}");
+            recorder
+                .record(pod, EventType::Normal, "Scheduled", &msg)
+                .await;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, pod = %name, "binding failed");
+            false
         }
     }
 }
