@@ -12,9 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 
 use crate::{Context as _, Result};
 
@@ -61,15 +59,8 @@ pub async fn run(client: kube::Client, ca: String) -> Result<(), String> {
         client: client.clone(),
         ca,
     };
-    let controller = Controller::new(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<ConfigMap>::all(client),
-        watcher::Config::default().fields(&format!("metadata.name={NAME}")),
-        |cm| cm.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-    );
+    let controller =
+        crate::runner::per_namespace::<ConfigMap>(client, &format!("metadata.name={NAME}"));
     crate::runner::drive(
         "root-ca-cert-publisher",
         controller,

@@ -7,8 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 
 use crate::Result;
@@ -55,4 +60,34 @@ pub(crate) async fn drive<K, C, F, Fut>(
         )
         .for_each(|_| async {})
         .await;
+}
+
+/// A controller of Namespaces that also wakes for the objects of kind `K` selected by
+/// `fields` (e.g. `metadata.name=default`), as their Namespace: for the controllers that
+/// keep one such object in every Namespace.
+pub(crate) fn per_namespace<K>(client: kube::Client, fields: &str) -> Controller<Namespace>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<K>::all(client),
+        watcher::Config::default().fields(fields),
+        |object| {
+            object
+                .meta()
+                .namespace
+                .as_deref()
+                .map(ObjectRef::<Namespace>::new)
+        },
+    )
 }

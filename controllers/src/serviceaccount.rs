@@ -7,9 +7,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::Action;
 
 use crate::{Context as _, Result};
 
@@ -21,15 +19,8 @@ pub async fn run(client: kube::Client) -> Result<(), String> {
     let ctx = Ctx {
         client: client.clone(),
     };
-    let controller = Controller::new(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<ServiceAccount>::all(client),
-        watcher::Config::default().fields("metadata.name=default"),
-        |sa| sa.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-    );
+    let controller =
+        crate::runner::per_namespace::<ServiceAccount>(client, "metadata.name=default");
     crate::runner::drive(
         "serviceaccount",
         controller,
