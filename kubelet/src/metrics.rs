@@ -2,11 +2,14 @@
 //! counted from the runtime when `/metrics` is scraped, see the kubelet API).
 //!
 //! `kubelet_pod_start_duration_seconds`: from the kubelet first seeing a pod to all of its
-//! containers running, with upstream's buckets.
+//! containers running, with upstream's buckets. `kubelet_runtime_operations_total` and
+//! `kubelet_runtime_operations_duration_seconds`: every CRI call the kubelet makes, by
+//! operation (`run_podsandbox`, `create_container`, `pull_image`, …), as upstream's
+//! instrumented runtime service counts them; they split a pod's start into its CRI steps.
 
 use std::time::Duration;
 
-use ekube_api::metrics::HistogramVec;
+use ekube_api::metrics::{CounterVec, HistogramVec};
 
 /// Upstream's buckets of `kubelet_pod_start_duration_seconds`.
 const POD_START_BUCKETS: &[f64] = &[
@@ -27,6 +30,61 @@ const fn pod_start_duration() -> HistogramVec {
     )
 }
 
+/// Upstream's buckets of `kubelet_runtime_operations_duration_seconds` (5 ms, ×2.5, 14 of
+/// them).
+const RUNTIME_OPERATION_BUCKETS: &[f64] = &[
+    0.005,
+    0.0125,
+    0.03125,
+    0.078125,
+    0.1953125,
+    0.48828125,
+    1.220703125,
+    3.0517578125,
+    7.62939453125,
+    19.073486328125,
+    47.6837158203125,
+    119.20928955078125,
+    298.0232238769531,
+    745.0580596923828,
+];
+
+/// `kubelet_runtime_operations_total`.
+pub static RUNTIME_OPERATIONS: CounterVec = CounterVec::new(
+    "kubelet_runtime_operations_total",
+    "[ALPHA] Cumulative number of runtime operations by operation type.",
+    &["operation_type"],
+);
+
+/// `kubelet_runtime_operations_duration_seconds`.
+pub static RUNTIME_OPERATION_DURATION: HistogramVec = HistogramVec::new(
+    "kubelet_runtime_operations_duration_seconds",
+    "[ALPHA] Duration in seconds of runtime operations. Broken down by operation type.",
+    &["operation_type"],
+    RUNTIME_OPERATION_BUCKETS,
+);
+
+/// Records one CRI call, named by its gRPC path (`/runtime.v1.RuntimeService/RunPodSandbox`).
+pub fn runtime_operation(path: &str, took: Duration) {
+    let operation = operation_type(path);
+    RUNTIME_OPERATIONS.inc(&[&operation]);
+    RUNTIME_OPERATION_DURATION.observe(&[&operation], took.as_secs_f64());
+}
+
+/// Upstream's operation label of a CRI method: its name in snake case, with "pod sandbox" as
+/// one word (`RunPodSandbox` → `run_podsandbox`, `ImageFsInfo` → `image_fs_info`).
+fn operation_type(path: &str) -> String {
+    let method = path.rsplit('/').next().unwrap_or(path);
+    let mut out = String::with_capacity(method.len() + 4);
+    for (i, c) in method.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out.replace("pod_sandbox", "podsandbox")
+}
+
 /// Records one pod's start-up time.
 pub fn pod_started(took: Duration) {
     POD_START_DURATION.observe(&[], took.as_secs_f64());
@@ -35,6 +93,30 @@ pub fn pod_started(took: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_are_named_as_upstream_names_them() {
+        for (path, operation) in [
+            ("/runtime.v1.RuntimeService/RunPodSandbox", "run_podsandbox"),
+            (
+                "/runtime.v1.RuntimeService/PodSandboxStatus",
+                "podsandbox_status",
+            ),
+            (
+                "/runtime.v1.RuntimeService/ListPodSandbox",
+                "list_podsandbox",
+            ),
+            (
+                "/runtime.v1.RuntimeService/CreateContainer",
+                "create_container",
+            ),
+            ("/runtime.v1.RuntimeService/ExecSync", "exec_sync"),
+            ("/runtime.v1.ImageService/PullImage", "pull_image"),
+            ("/runtime.v1.ImageService/ImageFsInfo", "image_fs_info"),
+        ] {
+            assert_eq!(operation_type(path), operation);
+        }
+    }
 
     #[test]
     fn pod_start_duration_uses_upstreams_buckets() {

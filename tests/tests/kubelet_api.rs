@@ -143,7 +143,43 @@ fn logs_exec_attach_and_port_forward_through_the_apiserver() -> Result<()> {
     checks(&c)
         .and_then(|()| rotation(&c))
         .and_then(|()| downward(&c))
+        .and_then(|()| runtime_metrics(&c))
         .with_context(|| format!("kubelet log (end):\n{}", agent_log(&c)))
+}
+
+/// The kubelet's `/metrics` through the apiserver's node proxy counts and times the CRI calls
+/// that started the pods above, by upstream's operation names.
+fn runtime_metrics(c: &LabCluster) -> Result<()> {
+    let node = c.lab.host("n1")?.netns.clone();
+    let text = c.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/nodes/{node}/proxy/metrics"),
+    ])?;
+    for operation in [
+        "run_podsandbox",
+        "create_container",
+        "start_container",
+        "pull_image",
+    ] {
+        let count = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "kubelet_runtime_operations_total{{operation_type=\"{operation}\"}} "
+                ))
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        anyhow::ensure!(
+            count.is_some_and(|n| n > 0),
+            "no {operation} in kubelet_runtime_operations_total:\n{text}"
+        );
+        let timed = format!(
+            "kubelet_runtime_operations_duration_seconds_count{{operation_type=\"{operation}\"}}"
+        );
+        anyhow::ensure!(text.contains(&timed), "no {timed} in:\n{text}");
+    }
+    Ok(())
 }
 
 fn checks(c: &LabCluster) -> Result<()> {

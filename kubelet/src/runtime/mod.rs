@@ -188,16 +188,53 @@ pub async fn serve(
     result
 }
 
-/// A CRI client connected to the runtime at `socket` (a path, or `unix://<path>`).
+/// A CRI client connected to the runtime at `socket` (a path, or `unix://<path>`); every call
+/// is counted and timed in the kubelet's runtime-operation metrics.
 pub async fn connect(socket: &str) -> Result<(RuntimeClient, ImageClient)> {
     let path = PathBuf::from(socket.strip_prefix("unix://").unwrap_or(socket));
     let channel = unix_channel(path)
         .await
         .map_err(|e| Error::Serve(format!("connecting to {socket}: {e}")))?;
+    let channel = Timed(channel);
     Ok((
         RuntimeClient::new(channel.clone()),
         ImageClient::new(channel),
     ))
+}
+
+/// A gRPC channel that records each call's method and time
+/// ([`crate::metrics::runtime_operation`]); the time runs until the answer's headers, which a
+/// unary CRI call sends once the runtime has done the work.
+#[derive(Clone, Debug)]
+pub struct Timed(tonic::transport::Channel);
+
+impl tower::Service<http::Request<tonic::body::Body>> for Timed {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = std::result::Result<Self::Response, Self::Error>>
+                + Send,
+        >,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = request.uri().path().to_owned();
+        let started = std::time::Instant::now();
+        let call = self.0.call(request);
+        Box::pin(async move {
+            let answer = call.await;
+            crate::metrics::runtime_operation(&path, started.elapsed());
+            answer
+        })
+    }
 }
 
 /// A gRPC channel to a unix socket (the runtime's, or a device plugin's).
@@ -217,9 +254,7 @@ pub async fn unix_channel(
         .await
 }
 
-/// The generated CRI runtime client over a unix socket channel.
-pub type RuntimeClient =
-    crate::cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
-/// The generated CRI image client over a unix socket channel.
-pub type ImageClient =
-    crate::cri::image_service_client::ImageServiceClient<tonic::transport::Channel>;
+/// The generated CRI runtime client over a timed unix socket channel.
+pub type RuntimeClient = crate::cri::runtime_service_client::RuntimeServiceClient<Timed>;
+/// The generated CRI image client over a timed unix socket channel.
+pub type ImageClient = crate::cri::image_service_client::ImageServiceClient<Timed>;
