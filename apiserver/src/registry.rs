@@ -6,7 +6,6 @@
 //! delete) go through [`Registry::guaranteed_update`], which retries on a lost race unless the
 //! client pinned a `resourceVersion`, in which case the race is the client's 409.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
@@ -14,6 +13,10 @@ use ekube_api::ResourceInfo;
 use ekube_api::selector::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+
+mod codec;
+pub(crate) use codec::encode;
+pub use codec::{MAX_OBJECT_BYTES, decode, decode_json};
 
 use crate::admission::{self, Attributes, Operation};
 use crate::alloc::claims::{self, Claims, Refused};
@@ -100,65 +103,6 @@ pub fn collection_prefix(r: &ResourceInfo, ns: Option<&str>) -> String {
     }
 }
 
-/// Decodes a stored value into the object clients see.
-pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
-    let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_else(|_| json!({}));
-    obj = crate::convert::from_storage(r, obj);
-    obj["apiVersion"] = json!(r.api_version());
-    obj["kind"] = json!(r.kind);
-    if !obj["metadata"].is_object() {
-        obj["metadata"] = json!({});
-    }
-    obj["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-    obj
-}
-
-/// [`decode`]'s answer as JSON text. An object that needs no conversion is not built: the
-/// stored JSON (compact, keys in order, as [`encode`] wrote it) gets `apiVersion`, `kind` and
-/// `metadata.resourceVersion` set around its untouched members, which gives the same bytes
-/// at a fraction of the cost (what makes long lists fast).
-pub fn decode_json(r: &ResourceInfo, kv: &KeyValue) -> String {
-    if !crate::convert::converts(r)
-        && let Some(text) = splice_json(r, kv)
-    {
-        return text;
-    }
-    decode(r, kv).to_string()
-}
-
-/// The stored object with its top-level members kept as raw JSON; `None` when it is not a
-/// JSON object with an object (or no) `metadata`.
-fn splice_json(r: &ResourceInfo, kv: &KeyValue) -> Option<String> {
-    use serde_json::value::{RawValue, to_raw_value};
-    let mut top: BTreeMap<String, &RawValue> = serde_json::from_slice(&kv.value).ok()?;
-    let mut meta: BTreeMap<String, &RawValue> = match top.get("metadata") {
-        Some(m) => serde_json::from_str(m.get()).ok()?,
-        None => BTreeMap::new(),
-    };
-    let rv = to_raw_value(&kv.mod_revision.to_string()).ok()?;
-    meta.insert("resourceVersion".into(), &rv);
-    let meta = to_raw_value(&meta).ok()?;
-    let api_version = to_raw_value(&r.api_version()).ok()?;
-    let kind = to_raw_value(r.kind).ok()?;
-    top.insert("apiVersion".into(), &api_version);
-    top.insert("kind".into(), &kind);
-    top.insert("metadata".into(), &meta);
-    serde_json::to_string(&top).ok()
-}
-
-/// The largest object stored, encoded: etcd's default request limit, which upstream objects
-/// live within, so what ekube stores also fits an etcd-backed cluster.
-pub const MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
-
-pub(crate) fn encode(r: &ResourceInfo, obj: &Value) -> Vec<u8> {
-    let mut stored = crate::convert::to_storage(r, obj);
-    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("selfLink");
-    }
-    stored.to_string().into_bytes()
-}
-
 fn name_of(obj: &Value) -> &str {
     obj.pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -226,12 +170,7 @@ impl Registry {
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<(Vec<Value>, u64, Option<String>)> {
-        let prefix = collection_prefix(r, ns);
-        let (start_after, pinned_rv) = match continue_token.filter(|t| !t.is_empty()) {
-            Some(t) => decode_continue(t, &prefix)?,
-            None => (None, None),
-        };
-        let page = self.store.list(&prefix, start_after.as_deref(), 0).await?;
+        let (page, rv) = self.page(r, ns, continue_token).await?;
         let mut out = Vec::new();
         let mut next = None;
         for kv in &page.items {
@@ -240,13 +179,30 @@ impl Registry {
                 continue;
             }
             if limit > 0 && out.len() == limit {
-                next = page_last_key(&out, r, ns)
-                    .map(|last| encode_continue(&last, pinned_rv.unwrap_or(page.revision)));
+                next = page_last_key(&out, r, ns).map(|last| encode_continue(&last, rv));
                 break;
             }
             out.push(obj);
         }
-        Ok((out, pinned_rv.unwrap_or(page.revision), next))
+        Ok((out, rv, next))
+    }
+
+    /// The stored items of a collection from where `continue_token` left off, and the revision
+    /// the list answers at (the token's, so that every page of one list shows one revision).
+    async fn page(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        continue_token: Option<&str>,
+    ) -> Result<(storage::ListResult, u64)> {
+        let prefix = collection_prefix(r, ns);
+        let (start_after, pinned_rv) = match continue_token.filter(|t| !t.is_empty()) {
+            Some(t) => decode_continue(t, &prefix)?,
+            None => (None, None),
+        };
+        let page = self.store.list(&prefix, start_after.as_deref(), 0).await?;
+        let rv = pinned_rv.unwrap_or(page.revision);
+        Ok((page, rv))
     }
 
     /// [`Self::list`] with each item as JSON text ([`decode_json`]); without selectors the
@@ -266,13 +222,7 @@ impl Registry {
                 .await?;
             return Ok((items.iter().map(Value::to_string).collect(), rv, next));
         }
-        let prefix = collection_prefix(r, ns);
-        let (start_after, pinned_rv) = match continue_token.filter(|t| !t.is_empty()) {
-            Some(t) => decode_continue(t, &prefix)?,
-            None => (None, None),
-        };
-        let page = self.store.list(&prefix, start_after.as_deref(), 0).await?;
-        let rv = pinned_rv.unwrap_or(page.revision);
+        let (page, rv) = self.page(r, ns, continue_token).await?;
         let mut out = Vec::with_capacity(page.items.len());
         let mut next = None;
         for (i, kv) in page.items.iter().enumerate() {
@@ -1024,51 +974,4 @@ pub fn matches(
 /// Turns a `Cause`-free validation into a plain invalid error (used by subresources).
 pub fn invalid(r: &ResourceInfo, name: &str, cause: Cause) -> ApiError {
     ApiError::invalid(r.group, r.kind, name, vec![cause])
-}
-
-#[cfg(test)]
-mod decode_tests {
-    use super::*;
-
-    fn kv(value: &[u8]) -> KeyValue {
-        KeyValue {
-            key: "/registry/pods/default/p".into(),
-            value: value.to_vec(),
-            create_revision: 3,
-            mod_revision: 7,
-        }
-    }
-
-    #[test]
-    fn decode_json_writes_what_serialising_decode_writes() {
-        let pods = ekube_api::resources::find("", "v1", "pods").unwrap();
-        let stored = json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "default", "labels": {"a/b": "c\"d\u{e9}"}},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "args": ["a\\b", "\n"]}],
-                     "priority": -5, "overhead": {"cpu": 0.25}},
-            "status": {},
-        });
-        let cases: Vec<Vec<u8>> = vec![
-            encode(pods, &stored),
-            encode(pods, &json!({"spec": {}})),
-            br#"{"metadata":null,"spec":{}}"#.to_vec(),
-            br#"{"apiVersion":"v0","kind":"Old","metadata":{"resourceVersion":"1"}}"#.to_vec(),
-            b"not json".to_vec(),
-        ];
-        for value in cases {
-            let kv = kv(&value);
-            assert_eq!(
-                decode_json(pods, &kv),
-                decode(pods, &kv).to_string(),
-                "{}",
-                String::from_utf8_lossy(&value)
-            );
-        }
-        assert!(
-            splice_json(pods, &kv(&encode(pods, &stored))).is_some(),
-            "an object as encode writes it is spliced, not built"
-        );
-    }
 }
