@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use super::Error;
+use crate::metrics::{self, NetworkOperation};
 
 /// Where a pod attaches and who it is (for `CNI_ARGS`).
 pub struct Attachment<'a> {
@@ -124,6 +126,7 @@ pub async fn add(
     bin_dir: &Path,
     at: &Attachment<'_>,
 ) -> Result<Vec<String>, Error> {
+    let started = Instant::now();
     let list = load_conflist(conf_dir)?;
     let mut prev = Value::Null;
     for mut p in plugins(&list) {
@@ -132,6 +135,7 @@ pub async fn add(
         }
         prev = exec_plugin(bin_dir, "ADD", &p, at).await?;
     }
+    metrics::network_operation(NetworkOperation::SetUp, started.elapsed());
     let ips = prev["ips"]
         .as_array()
         .into_iter()
@@ -144,6 +148,7 @@ pub async fn add(
 
 /// CNI DEL through the chain in reverse; best effort per plugin, first error returned.
 pub async fn del(conf_dir: &Path, bin_dir: &Path, at: &Attachment<'_>) -> Result<(), Error> {
+    let started = Instant::now();
     let list = load_conflist(conf_dir)?;
     let mut first = None;
     for p in plugins(&list).iter().rev() {
@@ -151,6 +156,7 @@ pub async fn del(conf_dir: &Path, bin_dir: &Path, at: &Attachment<'_>) -> Result
             first.get_or_insert(e);
         }
     }
+    metrics::network_operation(NetworkOperation::TearDown, started.elapsed());
     first.map_or(Ok(()), Err)
 }
 

@@ -6,6 +6,10 @@
 //! `kubelet_runtime_operations_duration_seconds`: every CRI call the kubelet makes, by
 //! operation (`run_podsandbox`, `create_container`, `pull_image`, …), as upstream's
 //! instrumented runtime service counts them; they split a pod's start into its CRI steps.
+//! The two steps of a start that are not CRI calls have their own:
+//! `kubelet_network_plugin_operations_duration_seconds` (the CNI chain run for a sandbox, as
+//! upstream's kubelet named it while it ran CNI itself) and
+//! `kubelet_pod_status_sync_duration_seconds` (a changed pod status until the apiserver has it).
 
 use std::time::Duration;
 
@@ -63,6 +67,54 @@ pub static RUNTIME_OPERATION_DURATION: HistogramVec = HistogramVec::new(
     &["operation_type"],
     RUNTIME_OPERATION_BUCKETS,
 );
+
+/// Prometheus' default buckets, upstream's for `kubelet_network_plugin_operations_duration_seconds`.
+const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// `kubelet_network_plugin_operations_duration_seconds`, by `operation_type` (`set_up_pod`,
+/// `tear_down_pod`).
+pub static NETWORK_PLUGIN_DURATION: HistogramVec = HistogramVec::new(
+    "kubelet_network_plugin_operations_duration_seconds",
+    "[ALPHA] Latency in seconds of network plugin operations. Broken down by operation type.",
+    &["operation_type"],
+    DEFAULT_BUCKETS,
+);
+
+/// Upstream's buckets of `kubelet_pod_status_sync_duration_seconds`.
+const STATUS_SYNC_BUCKETS: &[f64] = &[
+    0.010, 0.050, 0.100, 0.500, 1.0, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+/// `kubelet_pod_status_sync_duration_seconds`.
+pub static POD_STATUS_SYNC_DURATION: HistogramVec = HistogramVec::new(
+    "kubelet_pod_status_sync_duration_seconds",
+    "[ALPHA] Duration in seconds to sync a pod status update. Measures time from detection of a change to pod status until the API is successfully updated for that pod, even if multiple intevening changes to pod status occur.",
+    &[],
+    STATUS_SYNC_BUCKETS,
+);
+
+/// What the network plugin was asked to do for a sandbox.
+#[derive(Debug, Clone, Copy)]
+pub enum NetworkOperation {
+    SetUp,
+    TearDown,
+}
+
+/// Records one run of the CNI chain.
+pub fn network_operation(operation: NetworkOperation, took: Duration) {
+    let label = match operation {
+        NetworkOperation::SetUp => "set_up_pod",
+        NetworkOperation::TearDown => "tear_down_pod",
+    };
+    NETWORK_PLUGIN_DURATION.observe(&[label], took.as_secs_f64());
+}
+
+/// Records one pod status written, `took` from seeing it changed.
+pub fn pod_status_synced(took: Duration) {
+    POD_STATUS_SYNC_DURATION.observe(&[], took.as_secs_f64());
+}
 
 /// Records one CRI call, named by its gRPC path (`/runtime.v1.RuntimeService/RunPodSandbox`).
 pub fn runtime_operation(path: &str, took: Duration) {

@@ -148,7 +148,8 @@ fn logs_exec_attach_and_port_forward_through_the_apiserver() -> Result<()> {
 }
 
 /// The kubelet's `/metrics` through the apiserver's node proxy counts and times the CRI calls
-/// that started the pods above, by upstream's operation names.
+/// that started the pods above, by upstream's operation names, and times the steps of a start
+/// that are not CRI calls: the CNI chain and the status writes.
 fn runtime_metrics(c: &LabCluster) -> Result<()> {
     let node = c.lab.host("n1")?.netns.clone();
     let text = c.kubectl(&[
@@ -178,6 +179,19 @@ fn runtime_metrics(c: &LabCluster) -> Result<()> {
             "kubelet_runtime_operations_duration_seconds_count{{operation_type=\"{operation}\"}}"
         );
         anyhow::ensure!(text.contains(&timed), "no {timed} in:\n{text}");
+    }
+    for series in [
+        "kubelet_network_plugin_operations_duration_seconds_count{operation_type=\"set_up_pod\"}",
+        "kubelet_pod_status_sync_duration_seconds_count",
+    ] {
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        anyhow::ensure!(
+            count.is_some_and(|n| n > 0),
+            "no observations in {series}:\n{text}"
+        );
     }
     Ok(())
 }

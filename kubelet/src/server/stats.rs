@@ -392,6 +392,8 @@ pub async fn metrics(node: &Node) -> Response<Body> {
     crate::metrics::POD_START_DURATION.render(&mut out);
     crate::metrics::RUNTIME_OPERATIONS.render(&mut out);
     crate::metrics::RUNTIME_OPERATION_DURATION.render(&mut out);
+    crate::metrics::NETWORK_PLUGIN_DURATION.render(&mut out);
+    crate::metrics::POD_STATUS_SYNC_DURATION.render(&mut out);
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, ekube_api::metrics::CONTENT_TYPE)

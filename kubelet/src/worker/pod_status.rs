@@ -193,6 +193,7 @@ impl Worker {
         if self.written.as_ref() == Some(&key) {
             return;
         }
+        let changed = std::time::Instant::now();
         if value.get("initContainerStatuses").is_none() {
             value["initContainerStatuses"] = serde_json::Value::Null;
         }
@@ -210,7 +211,10 @@ impl Worker {
             )
             .await
         {
-            Ok(_) => self.written = Some(key),
+            Ok(_) => {
+                crate::metrics::pod_status_synced(changed.elapsed());
+                self.written = Some(key);
+            }
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "writing pod status"),
         }
     }

@@ -9,7 +9,10 @@
 //! finds it cached. The client talks to the apiserver from inside node 1's network namespace.
 //! Beside the bench's own clock, the kubelet's: its `kubelet_pod_start_duration_seconds` (from
 //! the kubelet seeing a pod to its containers running) over the 30 pods, read through the
-//! apiserver's `nodes/proxy` before and after, p50 / p99.
+//! apiserver's `nodes/proxy` before and after, p50 / p99. A second table splits the 30 starts
+//! into phases: scheduling (create → the bench's watch sees the pod bound), and from the
+//! kubelet's own series, the sandbox (`run_podsandbox`), the CNI chain, the image check, the
+//! container's create and start, and the status writes, each as calls and mean time per call.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -78,13 +81,23 @@ fn main() -> Result<()> {
     let node = cluster.node_name("n1");
     let kubelet_before = kubelet_metrics(&ns, kubeconfig.clone(), node.clone())?;
     let names: Vec<String> = (0..args.pods).map(|i| format!("start-{i:02}")).collect();
-    let mut latencies = run_in(&ns, kubeconfig.clone(), IMAGE, names)?;
+    let timings = time_in(&ns, kubeconfig.clone(), IMAGE, names)?;
     let kubelet_after = kubelet_metrics(&ns, kubeconfig.clone(), node)?;
-    let kubelet_view = Histogram::parse(&kubelet_after, POD_START, &[]).since(&Histogram::parse(
-        &kubelet_before,
-        POD_START,
-        &[],
-    ));
+    let between = |family: &str, filter: &[(&str, &str)]| {
+        Histogram::parse(&kubelet_after, family, filter).since(&Histogram::parse(
+            &kubelet_before,
+            family,
+            filter,
+        ))
+    };
+    let kubelet_view = between(POD_START, &[]);
+    let mut bound: Vec<Duration> = timings.iter().map(|t| t.bound).collect();
+    bound.sort();
+    let phases: Vec<(String, Histogram)> = PHASES
+        .iter()
+        .map(|(label, family, filter)| (label.to_string(), between(family, filter)))
+        .collect();
+    let mut latencies: Vec<Duration> = timings.iter().map(|t| t.running).collect();
     let (kubelet_p50, kubelet_p99) = (kubelet_view.quantile(0.5), kubelet_view.quantile(0.99));
     let secs = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
     let rss_busy = bench::rss_kib(agent) / 1024;
@@ -137,6 +150,31 @@ fn main() -> Result<()> {
         ),
     ]);
     print!("{}", table.markdown());
+    println!();
+    let mut split = Table::new(&[
+        &format!("where the {} starts go", args.pods),
+        "calls",
+        "mean (ms)",
+        "p99 (ms)",
+    ]);
+    split.row(vec![
+        "scheduling: create → seen bound (the bench's watch)".into(),
+        bound.len().to_string(),
+        format!("{:.1}", mean_ms(&bound)),
+        format!("{:.1}", percentile(&bound, 0.99).as_secs_f64() * 1e3),
+    ]);
+    for (label, hist) in &phases {
+        let mean = (hist.count > 0.0).then(|| hist.sum / hist.count * 1e3);
+        let p99 = hist.quantile(0.99).map(|v| v * 1e3);
+        let ms = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
+        split.row(vec![
+            label.clone(),
+            format!("{:.0}", hist.count),
+            ms(mean),
+            ms(p99),
+        ]);
+    }
+    print!("{}", split.markdown());
     bench::write_json(
         &args.out_dir,
         "pods",
@@ -148,6 +186,13 @@ fn main() -> Result<()> {
             "p50_s": p50.as_secs_f64(),
             "p99_s": p99.as_secs_f64(),
             "kubelet_pod_start": {"count": kubelet_view.count, "p50_s": kubelet_p50, "p99_s": kubelet_p99},
+            "create_to_bound_s": bound.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            "phases": phases.iter().map(|(label, h)| json!({
+                "phase": label,
+                "calls": h.count,
+                "sum_s": h.sum,
+                "p99_s": h.quantile(0.99),
+            })).collect::<Vec<_>>(),
             "all_running_s": all.as_secs_f64(),
             "agent_rss_mib_idle": rss_idle,
             "agent_rss_mib_busy": rss_busy,
@@ -161,6 +206,49 @@ fn main() -> Result<()> {
 
 /// The kubelet's histogram of pod start-up.
 const POD_START: &str = "kubelet_pod_start_duration_seconds";
+
+/// The kubelet's histogram of its CRI calls, by `operation_type`.
+const RUNTIME_OPERATION: &str = "kubelet_runtime_operations_duration_seconds";
+
+/// The phases of a start the kubelet times: label, histogram, label filter.
+const PHASES: &[(&str, &str, &[(&str, &str)])] = &[
+    (
+        "sandbox: CRI `RunPodSandbox`",
+        RUNTIME_OPERATION,
+        &[("operation_type", "run_podsandbox")],
+    ),
+    (
+        "pod network: the CNI chain's ADD",
+        "kubelet_network_plugin_operations_duration_seconds",
+        &[("operation_type", "set_up_pod")],
+    ),
+    (
+        "image present? CRI `ImageStatus`",
+        RUNTIME_OPERATION,
+        &[("operation_type", "image_status")],
+    ),
+    (
+        "container: CRI `CreateContainer`",
+        RUNTIME_OPERATION,
+        &[("operation_type", "create_container")],
+    ),
+    (
+        "container: CRI `StartContainer`",
+        RUNTIME_OPERATION,
+        &[("operation_type", "start_container")],
+    ),
+    (
+        "status writes (`kubelet_pod_status_sync_duration_seconds`)",
+        "kubelet_pod_status_sync_duration_seconds",
+        &[],
+    ),
+];
+
+/// The mean of `values`, in milliseconds.
+fn mean_ms(values: &[Duration]) -> f64 {
+    let total: Duration = values.iter().sum();
+    total.as_secs_f64() * 1e3 / values.len().max(1) as f64
+}
 
 /// The kubelet's `/metrics` on `node`, through the apiserver's `nodes/proxy`, from inside
 /// network namespace `ns`.
@@ -181,6 +269,14 @@ fn kubelet_metrics(ns: &str, kubeconfig: PathBuf, node: String) -> Result<String
     })?
 }
 
+/// One pod's times from its create request.
+struct Timing {
+    /// To the first watch event showing it bound to a node.
+    bound: Duration,
+    /// To the first watch event showing it Running.
+    running: Duration,
+}
+
 /// Creates the pods `names` of `image` together from inside network namespace `ns` and
 /// returns each one's time from its create request to being seen Running (in the order of
 /// `names`).
@@ -190,6 +286,19 @@ fn run_in(
     image: &'static str,
     names: Vec<String>,
 ) -> Result<Vec<Duration>> {
+    Ok(time_in(ns, kubeconfig, image, names)?
+        .into_iter()
+        .map(|t| t.running)
+        .collect())
+}
+
+/// As [`run_in`], with the time each pod was seen bound too.
+fn time_in(
+    ns: &str,
+    kubeconfig: PathBuf,
+    image: &'static str,
+    names: Vec<String>,
+) -> Result<Vec<Timing>> {
     bench::in_netns(ns, move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -202,7 +311,7 @@ async fn create_and_time(
     kubeconfig: PathBuf,
     image: &str,
     names: Vec<String>,
-) -> Result<Vec<Duration>> {
+) -> Result<Vec<Timing>> {
     let client = ekube_api::client::from_kubeconfig(&kubeconfig).await?;
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let label = format!("batch={}", names[0]);
@@ -238,6 +347,7 @@ async fn create_and_time(
     for (name, result) in names.iter().zip(created) {
         result.with_context(|| format!("creating pod {name}"))?;
     }
+    let mut bound: HashMap<String, Instant> = HashMap::new();
     let mut running: HashMap<String, Instant> = HashMap::new();
     let mut phases: HashMap<String, String> = HashMap::new();
     let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
@@ -253,6 +363,9 @@ async fn create_and_time(
         };
         if let watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) = event {
             let name = pod.metadata.name.clone().unwrap_or_default();
+            if pod.spec.as_ref().is_some_and(|s| s.node_name.is_some()) {
+                bound.entry(name.clone()).or_insert_with(Instant::now);
+            }
             let phase = pod
                 .status
                 .as_ref()
@@ -266,5 +379,12 @@ async fn create_and_time(
             }
         }
     }
-    Ok(names.iter().map(|n| running[n] - sent[n]).collect())
+    Ok(names
+        .iter()
+        .map(|n| Timing {
+            // A pod seen Running was bound, even if no event showed it bound alone.
+            bound: *bound.get(n).unwrap_or(&running[n]) - sent[n],
+            running: running[n] - sent[n],
+        })
+        .collect())
 }
