@@ -215,7 +215,7 @@ async fn reset_node(agent: &agent::Config, report: &mut Report) -> Result<()> {
     let datapath = ekube_proxy::datapath::DatapathConfig {
         cgroup: proxy.cgroup_path.clone(),
         bpffs: proxy.bpffs_path.clone(),
-        node_name,
+        ..ekube_proxy::datapath::DatapathConfig::new(node_name)
     };
     if datapath.pin_dir().exists() {
         ekube_proxy::datapath::remove_pins(&datapath).context("removing the eBPF pins")?;

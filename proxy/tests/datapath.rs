@@ -105,6 +105,7 @@ const CASES: &[Case] = &[
         "restart_replaces_a_reshaped_map",
         restart_replaces_a_reshaped_map,
     ),
+    ("restart_resizes_the_lb_maps", restart_resizes_the_lb_maps),
     (
         "loads_while_signals_keep_arriving",
         loads_while_signals_keep_arriving,
@@ -182,7 +183,7 @@ impl Fixture {
         let config = DatapathConfig {
             cgroup,
             bpffs: PathBuf::from(BPFFS),
-            node_name: name,
+            ..DatapathConfig::new(name)
         };
         let netns = start_servers();
         let datapath = Datapath::open(&config).expect("opening the datapath");
@@ -804,6 +805,49 @@ fn restart_replaces_a_reshaped_map(fx: &mut Fixture) {
         sock(CLUSTER_IP, 80),
     );
     assert_eq!(counts.values().sum::<usize>(), 10);
+}
+
+/// A restart with another `--bpf-lb-map-max`: the pinned programs are not re-used, the
+/// service, backend and affinity maps are re-created at the new size (empty, for the proxy's
+/// full sync to fill), and the services written after answer. Back at the default, the same.
+fn restart_resizes_the_lb_maps(fx: &mut Fixture) {
+    let programs = linked_programs(fx);
+    let default = fx.config.lb_map_max;
+    for max in [default * 2, default] {
+        drop(fx.datapath.take());
+        fx.config.lb_map_max = max;
+        let reopened = Datapath::open(&fx.config).expect("re-opening with resized maps");
+        fx.datapath = Some(reopened);
+        for (map, entries) in [
+            (ekube_ebpf_common::SERVICES, 2 * max),
+            (ekube_ebpf_common::BACKENDS, max),
+            (ekube_ebpf_common::AFFINITY, max),
+        ] {
+            let (_, pinned) = pinned_map_shape(&fx.config.pin_dir().join(map));
+            assert_eq!(pinned, entries, "{map} with --bpf-lb-map-max {max}");
+        }
+        fx.dp()
+            .upsert_service(
+                vip(CLUSTER_IP, 80, Protocol::Tcp),
+                &backends(TCP_PORT),
+                Affinity::None,
+            )
+            .unwrap();
+        let counts = tally(
+            &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
+            sock(CLUSTER_IP, 80),
+        );
+        assert_eq!(counts.values().sum::<usize>(), 10, "with {max}");
+    }
+    let after = linked_programs(fx);
+    for (pin, (link, program)) in &after {
+        let (old_link, old_program) = programs[pin];
+        assert_eq!(*link, old_link, "{pin}: the link was replaced");
+        assert_ne!(
+            *program, old_program,
+            "{pin}: still runs the program verified against the old maps"
+        );
+    }
 }
 
 /// The verifier abandons a load with `EAGAIN` when a signal is pending for the loading thread;

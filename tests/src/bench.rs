@@ -87,6 +87,16 @@ pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The proxy's `--bpf-lb-map-max` for `services` Services of two endpoints each (their
+/// frontend, a NodePort's, and two backends), with room for the bench's own: the default
+/// until that is too small, then the next power of two.
+pub fn lb_map_max_for(services: usize) -> u32 {
+    let needed = (2 * services + 4096).next_power_of_two();
+    u32::try_from(needed)
+        .unwrap_or(u32::MAX)
+        .max(ekube_proxy::datapath::DEFAULT_LB_MAP_MAX)
+}
+
 /// The median of `values` (0 when empty).
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();

@@ -134,7 +134,7 @@ fn clear_leftovers() {
                 let _ = remove_pins(&DatapathConfig {
                     cgroup: PathBuf::new(),
                     bpffs: PathBuf::from(BPFFS),
-                    node_name: name,
+                    ..DatapathConfig::new(name)
                 });
             }
         }
@@ -358,7 +358,7 @@ fn nodeport_from_outside() {
         dp: DatapathConfig {
             cgroup: cgroup.clone(),
             bpffs: PathBuf::from(BPFFS),
-            node_name: format!("{tag}-n1"),
+            ..DatapathConfig::new(format!("{tag}-n1"))
         },
         cgroup_procs: Some(
             OpenOptions::new()

@@ -124,7 +124,7 @@ impl Fixture {
         let dp = DatapathConfig {
             cgroup,
             bpffs: PathBuf::from(BPFFS),
-            node_name: name.clone(),
+            ..DatapathConfig::new(name.clone())
         };
         let backends = start_backends(&name);
         let server = ServerProcess::start(&[]).expect("starting ekube server");

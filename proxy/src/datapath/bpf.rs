@@ -118,14 +118,16 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     }
 }
 
-/// Removes the map pins in `pin_dir` whose shape (key size, value size, entries) differs from
-/// this build's definition of the map of that name.
+/// Removes the map pins of `config` whose shape (key size, value size, entries) differs from
+/// this build's definition of the map of that name, with the sizes `config` sets.
 ///
 /// aya re-uses a pin by name without comparing it to the object, so after an upgrade that
 /// changed a map's layout the programs would be verified against the old map and fail to load.
 /// Such a map is re-created empty instead (what it held, e.g. settings the proxy writes again
 /// right after, is lost); every other pin, and so every established flow, is kept.
-fn drop_reshaped_pins(pin_dir: &Path) -> Result<()> {
+fn drop_reshaped_pins(config: &DatapathConfig) -> Result<()> {
+    let pin_dir = config.pin_dir();
+    let sized = config.lb_map_sizes();
     let object = aya_obj::Object::parse(OBJECT).map_err(|e| Error::Fs {
         action: "parsing the embedded eBPF object",
         path: PathBuf::from("(embedded)"),
@@ -147,13 +149,28 @@ fn drop_reshaped_pins(pin_dir: &Path) -> Result<()> {
             info.value_size(),
             entries(info.max_entries()),
         );
-        let now = (def.key_size(), def.value_size(), def.max_entries());
+        let declared = sized
+            .iter()
+            .find(|(map, _)| map == name)
+            .map_or(def.max_entries(), |&(_, entries)| entries);
+        let now = (def.key_size(), def.value_size(), declared);
         if was != now {
             warn!(map = %name, ?was, ?now, "pinned map has another shape than this build's; re-creating it");
             fs::remove_file(&pin).map_err(fs_err("removing reshaped map pin", &pin))?;
         }
     }
     Ok(())
+}
+
+/// Whether the pinned maps `--bpf-lb-map-max` sizes have the entries `config` asks for (a
+/// changed flag makes the proxy load afresh, re-creating them).
+fn sized_as_configured(config: &DatapathConfig) -> bool {
+    let pin_dir = config.pin_dir();
+    config.lb_map_sizes().iter().all(|&(map, entries)| {
+        MapData::from_pin(pin_dir.join(map))
+            .and_then(|pinned| pinned.info())
+            .is_ok_and(|info| info.max_entries() == entries)
+    })
 }
 
 impl Datapath<BpfMaps> {
@@ -181,14 +198,16 @@ impl Datapath<BpfMaps> {
             );
             return Ok(datapath);
         }
-        drop_reshaped_pins(&pin_dir)?;
-        let mut ebpf = EbpfLoader::new()
-            .map_pin_path(&pin_dir)
-            .load(OBJECT)
-            .map_err(|source| Error::Load {
-                pin_dir: pin_dir.clone(),
-                source: Box::new(source),
-            })?;
+        drop_reshaped_pins(config)?;
+        let mut loader = EbpfLoader::new();
+        loader.map_pin_path(&pin_dir);
+        for (map, entries) in config.lb_map_sizes() {
+            loader.set_max_entries(map, entries);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|source| Error::Load {
+            pin_dir: pin_dir.clone(),
+            source: Box::new(source),
+        })?;
         remove_program_pins(&pin_dir)?;
         let links = attach_all(&mut ebpf, &config.cgroup, &pin_dir)?;
         #[cfg(feature = "debug")]
@@ -288,7 +307,7 @@ impl Datapath<BpfMaps> {
         } else {
             None
         };
-        if !pinned_maps_in(&pin_dir, &used_maps) {
+        if !pinned_maps_in(&pin_dir, &used_maps) || !sized_as_configured(config) {
             return Ok(None);
         }
         let Ok(mut maps) = BpfMaps::open_pinned(config) else {

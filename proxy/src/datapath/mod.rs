@@ -97,7 +97,23 @@ pub struct DatapathConfig {
     pub bpffs: PathBuf,
     /// Node name: pins go to `<bpffs>/ekube/<node>/`, so several nodes can share one kernel.
     pub node_name: String,
+    /// Entries of the backend and affinity maps; the service map (a frontend plus a slot per
+    /// backend) gets twice as many (Cilium's `--bpf-lb-map-max`).
+    pub lb_map_max: u32,
 }
+
+/// [`DatapathConfig::lb_map_max`] unless set: the sizes the object declares.
+pub const DEFAULT_LB_MAP_MAX: u32 = ekube_ebpf_common::BACKENDS_MAX_ENTRIES;
+/// The fewest entries [`DatapathConfig::lb_map_max`] may ask for.
+pub const MIN_LB_MAP_MAX: u32 = 1 << 10;
+/// The most: twice this is still a `u32`, and the kernel allocates hash maps lazily but
+/// charges the whole map's size to the proxy's memory up front.
+pub const MAX_LB_MAP_MAX: u32 = 1 << 24;
+
+const _: () = assert!(
+    ekube_ebpf_common::SERVICES_MAX_ENTRIES == 2 * DEFAULT_LB_MAP_MAX
+        && ekube_ebpf_common::AFFINITY_MAX_ENTRIES == DEFAULT_LB_MAP_MAX
+);
 
 impl DatapathConfig {
     /// The DESIGN.md §3 defaults for `node_name`.
@@ -106,7 +122,18 @@ impl DatapathConfig {
             cgroup: PathBuf::from("/sys/fs/cgroup/unified"),
             bpffs: PathBuf::from("/sys/fs/bpf"),
             node_name: node_name.into(),
+            lb_map_max: DEFAULT_LB_MAP_MAX,
         }
+    }
+
+    /// The maps sized by [`Self::lb_map_max`] rather than by the object: name and entries.
+    pub fn lb_map_sizes(&self) -> [(&'static str, u32); 3] {
+        let max = self.lb_map_max;
+        [
+            (ekube_ebpf_common::SERVICES, max.saturating_mul(2)),
+            (ekube_ebpf_common::BACKENDS, max),
+            (ekube_ebpf_common::AFFINITY, max),
+        ]
     }
 
     /// `<bpffs>/ekube/<node>`: every map and link of this node.

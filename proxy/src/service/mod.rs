@@ -37,7 +37,10 @@ pub use self::{
     watch::{COMPONENT, FAILED_REASON},
 };
 use crate::{
-    datapath::{Datapath, DatapathConfig, NodePortSettings, snat_ports_for_host},
+    datapath::{
+        DEFAULT_LB_MAP_MAX, Datapath, DatapathConfig, MAX_LB_MAP_MAX, MIN_LB_MAP_MAX,
+        NodePortSettings, snat_ports_for_host,
+    },
     iptables::{IptablesConfig, IptablesDatapath, Variant},
 };
 
@@ -117,6 +120,11 @@ pub struct Config {
     /// the largest span of 1024-65535 outside `net.ipv4.ip_local_port_range` and 30000-32767.
     #[arg(long, value_name = "MIN-MAX", value_parser = parse_port_range)]
     pub nodeport_snat_port_range: Option<(u16, u16)>,
+    /// In eBPF mode, entries of the backend and session-affinity maps; the service map gets
+    /// twice as many (a frontend and a slot per backend). Each Service port with N endpoints
+    /// takes 1 + N service entries. Changing it re-creates those maps at the next start.
+    #[arg(long, default_value_t = DEFAULT_LB_MAP_MAX)]
+    pub bpf_lb_map_max: u32,
 }
 
 impl Config {
@@ -140,6 +148,7 @@ impl Config {
             conntrack_udp_timeout: Duration::from_secs(60),
             conntrack_tcp_timeout_syn: Duration::from_secs(60),
             nodeport_snat_port_range: None,
+            bpf_lb_map_max: DEFAULT_LB_MAP_MAX,
         }
     }
 
@@ -208,6 +217,12 @@ impl Config {
                 self.sync_period
             ));
         }
+        if !(MIN_LB_MAP_MAX..=MAX_LB_MAP_MAX).contains(&self.bpf_lb_map_max) {
+            return invalid(format!(
+                "--bpf-lb-map-max {} is outside {MIN_LB_MAP_MAX}..={MAX_LB_MAP_MAX}",
+                self.bpf_lb_map_max
+            ));
+        }
         Ok(node)
     }
 }
@@ -247,6 +262,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 cgroup: config.cgroup_path.clone(),
                 bpffs: config.bpffs_path.clone(),
                 node_name: node_name.clone(),
+                lb_map_max: config.bpf_lb_map_max,
             };
             let nodeport = NodePortSettings {
                 tcp_established_timeout: config.conntrack_tcp_timeout_established,
@@ -387,6 +403,12 @@ mod tests {
         config.cgroup_path = dir.clone();
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("--cgroup-path"), "{err}");
+
+        config.mode = Mode::Iptables;
+        config.bpf_lb_map_max = 100;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--bpf-lb-map-max 100"), "{err}");
+        config.bpf_lb_map_max = DEFAULT_LB_MAP_MAX;
 
         config.hostname_override = Some("Node_1".into());
         let err = config.validate().unwrap_err().to_string();

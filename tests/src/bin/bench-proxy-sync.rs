@@ -3,8 +3,9 @@
 //!
 //! Starts `ekube server` on loopback and the real `ekube proxy` attached to a private cgroup v2
 //! directory `ekube-ekbps-<pid>` (pins under `/sys/fs/bpf/ekube/<same name>/`; no process runs
-//! in that cgroup, so no traffic is balanced — only the maps matter here). With 1, 100 and
-//! 10,000 existing services (each with two endpoints), it times two kinds of change, in
+//! in that cgroup, so no traffic is balanced — only the maps matter here). With 1, 100, 10,000
+//! and 100,000 existing services (each with two endpoints; the proxy's `--bpf-lb-map-max` sized
+//! for the largest), it times two kinds of change, in
 //! alternating order: a new Service + EndpointSlice created, until its frontend with both
 //! backends is in the pinned maps; and one endpoint of an existing service replaced, until the
 //! pinned maps show the new backend and not the old one. The pinned maps are polled with
@@ -48,7 +49,7 @@ struct Args {
     #[arg(default_value = "target/bench")]
     out_dir: PathBuf,
     /// Numbers of existing services to measure at (ascending).
-    #[arg(long, value_delimiter = ',', default_value = "1,100,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "1,100,10000,100000")]
     scales: Vec<usize>,
     /// Changes of each kind timed at each size.
     #[arg(long, default_value_t = 10)]
@@ -63,7 +64,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn start(server: &ServerProcess) -> Result<Self> {
+    fn start(server: &ServerProcess, lb_map_max: u32) -> Result<Self> {
         clear_leftovers();
         let name = format!("{PREFIX}{}", std::process::id());
         let cgroup = Path::new(CGROUP_ROOT).join(&name);
@@ -72,7 +73,7 @@ impl Proxy {
             dp: DatapathConfig {
                 cgroup,
                 bpffs: PathBuf::from(BPFFS),
-                node_name: name,
+                ..DatapathConfig::new(name)
             },
             child: None,
             log: server.dir.join("proxy.log"),
@@ -95,6 +96,7 @@ impl Proxy {
                 &format!("127.0.0.1:{}", free_port()),
             ])
             .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
+            .args(["--bpf-lb-map-max", &lb_map_max.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -222,10 +224,12 @@ fn slice(service: &str, ips: &[Ipv4Addr]) -> EndpointSlice {
     .expect("valid endpointslice")
 }
 
-/// The two never-reached endpoints of bulk service `i` (10.244.0.0/16, distinct per service).
+/// The two never-reached endpoints of bulk service `i`: distinct per service, from
+/// 10.128.0.0/12 (room for 500,000 services).
 fn bulk_ips(i: usize) -> [Ipv4Addr; 2] {
-    let a = |j: usize| Ipv4Addr::new(10, 244, (i / 125) as u8, ((i % 125) * 2 + j + 1) as u8);
-    [a(0), a(1)]
+    const BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
+    let a = |k: usize| Ipv4Addr::from(BASE + 1 + u32::try_from(k).expect("fewer services"));
+    [a(2 * i), a(2 * i + 1)]
 }
 
 /// A distinct address for change number `k` (10.245.0.0/16).
@@ -331,7 +335,8 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let server = ServerProcess::start(&[])?;
     let client = server.client().await?;
-    let proxy = Proxy::start(&server)?;
+    let largest = args.scales.iter().copied().max().unwrap_or(0);
+    let proxy = Proxy::start(&server, bench::lb_map_max_for(largest))?;
     let result = run(&args, &client, &proxy, started).await;
     if result.is_err() {
         eprintln!("proxy log (last lines):\n{}", proxy.log_tail());

@@ -63,12 +63,13 @@ pub struct Args {
     #[arg(default_value = "target/bench")]
     out_dir: PathBuf,
     /// Numbers of services (each with two endpoints) to measure at, ascending.
-    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000")]
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,10000,100000")]
     scales: Vec<usize>,
     /// Rounds per cell; the mode order alternates between rounds.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
-    /// Measured seconds per run (with the defaults the whole bench takes 15–20 minutes).
+    /// Measured seconds per run (with the defaults the scales up to 10,000 take 15–20
+    /// minutes; 100,000 adds the growth of the API and the iptables proxies' giving up).
     #[arg(long, default_value_t = 1.5)]
     duration: f64,
     /// Seconds of load before each run's measurement starts.
@@ -211,7 +212,12 @@ fn measure(args: &Args, lab: &Lab, started: Instant) -> Result<Measured> {
         cluster.backends[1].ip,
         cluster.target_vip
     );
-    let mut proxies = Proxies::new(lab, Duration::from_millis(args.iptables_min_sync_ms));
+    let largest = args.scales.iter().copied().max().unwrap_or(0);
+    let mut proxies = Proxies::new(
+        lab,
+        Duration::from_millis(args.iptables_min_sync_ms),
+        bench::lb_map_max_for(largest),
+    );
     let mut run = Runner {
         args,
         cluster: &mut cluster,

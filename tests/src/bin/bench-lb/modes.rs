@@ -76,10 +76,12 @@ pub struct Proxies<'a> {
     pub metrics_port: u16,
     starts: u16,
     iptables_min_sync: Duration,
+    /// `--bpf-lb-map-max` of the eBPF proxy: one size for every scale of the run.
+    lb_map_max: u32,
 }
 
 impl<'a> Proxies<'a> {
-    pub fn new(lab: &'a Lab, iptables_min_sync: Duration) -> Self {
+    pub fn new(lab: &'a Lab, iptables_min_sync: Duration, lb_map_max: u32) -> Self {
         Self {
             lab,
             running: None,
@@ -88,6 +90,7 @@ impl<'a> Proxies<'a> {
             metrics_port: 0,
             starts: 0,
             iptables_min_sync,
+            lb_map_max,
         }
     }
 
@@ -97,7 +100,7 @@ impl<'a> Proxies<'a> {
         Ok(DatapathConfig {
             cgroup: n1.cgroup2_dir(),
             bpffs: PathBuf::from(ekube_lab::BPFFS),
-            node_name: n1.netns.clone(),
+            ..DatapathConfig::new(n1.netns.clone())
         })
     }
 
@@ -135,6 +138,8 @@ impl<'a> Proxies<'a> {
             None => argv.extend([
                 "--cgroup-path".into(),
                 n1.cgroup2_dir().display().to_string(),
+                "--bpf-lb-map-max".into(),
+                self.lb_map_max.to_string(),
             ]),
         }
         self.dirty.push(mode);

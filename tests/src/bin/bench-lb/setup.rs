@@ -259,10 +259,11 @@ pub fn must(out: ekube_lab::ExecOutput, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// The two never-reached endpoints of filler service `i` (10.244.128.0/17, distinct per
-/// service, outside both nodes' pod subnets).
+/// The two never-reached endpoints of filler service `i`: distinct per service, from
+/// 10.128.0.0/12 (room for 500,000 services), outside the pod and service ranges.
 fn filler_ips(i: usize) -> [Ipv4Addr; 2] {
-    let at = |k: usize| Ipv4Addr::new(10, 244, (128 + k / 250) as u8, (k % 250 + 1) as u8);
+    const BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
+    let at = |k: usize| Ipv4Addr::from(BASE + 1 + u32::try_from(k).expect("fewer fillers"));
     [at(2 * i), at(2 * i + 1)]
 }
 
