@@ -2,7 +2,8 @@
 //! in its own session: `sh` runs `runc run --keep` with the container's stdout and stderr
 //! appended to plain files in the container directory (its stdin from `/dev/null`, or from a
 //! FIFO there when the container keeps stdin open) and, once runc returns, writes the exit
-//! status to `exit` (atomically, via rename). Nothing ties the container to the runtime, so a
+//! status to `exit` (atomically, via rename). runc writes the container's PID to `pid` once the
+//! container's process runs (`--pid-file`). Nothing ties the container to the runtime, so a
 //! restarted runtime finds it still running, keeps tailing its output into the CRI log from
 //! the offset saved next to each output file, and learns the exit code from `exit`.
 
@@ -18,12 +19,13 @@ use super::log::log_record;
 use super::runc::Runc;
 use super::{Error, Result};
 
-/// The shim: `$1` runc, `$2` its root, `$3` its log, `$4` bundle, `$5` id, `$6`/`$7` output
-/// files, `$8` exit file, `$9` stdin (`/dev/null`, or the container's stdin FIFO). The shim
+/// The shim: `$1` runc, `$2` its root, `$3` its log, `$4` bundle (where runc writes `pid`),
+/// `$5` id, `$6`/`$7` output files, `$8` exit file, `$9` stdin (`/dev/null`, or the
+/// container's stdin FIFO). The shim
 /// holds the FIFO open on fd 3 so that opening it does not wait for a writer and the
 /// container's stdin stays open between attaches (no `stdinOnce` end of file).
 const SCRIPT: &str = r#"exec 3<>"$9"
-"$1" --root "$2" --log "$3" --log-format json run --keep --bundle "$4" "$5" >>"$6" 2>>"$7" <"$9" 3>&-
+"$1" --root "$2" --log "$3" --log-format json run --keep --pid-file "$4/pid" --bundle "$4" "$5" >>"$6" 2>>"$7" <"$9" 3>&-
 echo $? >"$8.tmp" && mv "$8.tmp" "$8""#;
 
 /// Longest log line written in one piece; longer lines are split into `P` records.
@@ -54,6 +56,12 @@ pub fn make_stdin(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The file runc writes the container's PID to once its process runs (after the exec of the
+/// container's command, so it exists only for a started container).
+pub fn pid_path(dir: &Path) -> PathBuf {
+    dir.join("pid")
 }
 
 /// The exit status file the shim writes.

@@ -516,6 +516,8 @@ impl Runtime {
             )));
         }
         let runc_log = c.dir.join("runc.log");
+        let pid_file = shim::pid_path(&c.dir);
+        let _ = std::fs::remove_file(&pid_file);
         let child = shim::spawn(&self.runc, id, &c.dir, &runc_log)?;
         self.update(id, |c| {
             c.status.state = ContainerState::ContainerRunning as i32;
@@ -523,7 +525,8 @@ impl Runtime {
         });
         let mut exited = c.exited.subscribe();
         self.supervise(&c, Some(child)).await;
-        // Report start-up failures (bad command, missing binary) from StartContainer itself.
+        // Report start-up failures (bad command, missing binary) from StartContainer itself;
+        // runc's PID file says the command runs (a stat, cheap enough to look every few ms).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if *exited.borrow() {
@@ -536,14 +539,12 @@ impl Runtime {
                 }
                 return Ok(());
             }
-            if self.runc.status(id).await.as_deref() == Some("running")
-                || tokio::time::Instant::now() > deadline
-            {
+            if pid_file.exists() || tokio::time::Instant::now() > deadline {
                 return Ok(());
             }
             tokio::select! {
                 _ = exited.changed() => {}
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
         }
     }
