@@ -94,6 +94,9 @@ pub enum Error {
 /// Bindings (with their pre-bind and `Scheduled` Event) in flight at once.
 pub const MAX_BINDING: usize = 32;
 
+/// A change this soon after a pass that placed pods is taken as part of a burst.
+const BURST: Duration = Duration::from_millis(100);
+
 /// How the binding of a placed pod ended.
 enum BindingEnd {
     Bound,
@@ -278,15 +281,22 @@ impl Scheduler {
         let _ = self.nodes.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
         tracing::info!(name = %self.config.scheduler_name, "scheduler running");
+        // When the last pass that had pods to place ended.
+        let mut busy = Instant::now() - BURST;
         loop {
             tokio::select! {
                 _ = notify.notified() => {
-                    // Let a burst of events land before looking.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // A pod arriving alone is looked at at once; in a burst, let more of it
+                    // land first, so that one pass places many.
+                    if busy.elapsed() < BURST {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 }
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            self.pass().await;
+            if self.pass().await {
+                busy = Instant::now();
+            }
         }
     }
 
@@ -299,7 +309,8 @@ impl Scheduler {
         name == self.config.scheduler_name
     }
 
-    async fn pass(&mut self) {
+    /// One look at the pending pods; whether there were any.
+    async fn pass(&mut self) -> bool {
         while let Some(finished) = self.binding.try_join_next() {
             self.finished(finished);
         }
@@ -350,7 +361,7 @@ impl Scheduler {
             .count();
         metrics::pending(pending.len() - backoff, backoff);
         if pending.is_empty() {
-            return;
+            return false;
         }
         let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new((**n).clone())).collect();
         let index: HashMap<String, usize> = infos
@@ -406,6 +417,7 @@ impl Scheduler {
                 }
             }
         }
+        true
     }
 
     /// Binds `pod` to `node` apart from the scheduling loop (after its pre-bind), waiting for
