@@ -220,8 +220,15 @@ const POD_START: &str = "kubelet_pod_start_duration_seconds";
 /// The kubelet's histogram of its CRI calls, by `operation_type`.
 const RUNTIME_OPERATION: &str = "kubelet_runtime_operations_duration_seconds";
 
-/// The phases of a start the kubelet times: label, histogram, label filter.
-const PHASES: &[(&str, &str, &[(&str, &str)])] = &[
+/// A phase of a start the kubelet times: label, histogram, label filter.
+type Phase = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// The phases of a start the kubelet times.
+const PHASES: &[Phase] = &[
     (
         "sandbox: CRI `RunPodSandbox`",
         RUNTIME_OPERATION,
