@@ -4,8 +4,11 @@
 //! A two-node lab (`ekbnet`): `ekube server` on n1, `ekube flannel` on both nodes, and three
 //! "pods" — network namespaces wired by running `ekube-cni` ADD exactly as a kubelet would —
 //! two on n1 and one on n2. `ekube-rr` servers run in the second n1 pod, in the n2 pod and in n2
-//! itself; `ekube-rr client` runs in the first n1 pod (or in n1) for three paths:
-//! pod↔pod on one node (bridge), pod↔pod across nodes (VXLAN) and node↔node (the underlay).
+//! itself; `ekube-rr client` runs in the first n1 pod (or in n1) for four paths:
+//! pod↔pod on one node (bridge), pod↔pod across nodes (VXLAN), node↔node (the underlay), and
+//! node↔node over a VXLAN device made by hand with iproute2 between the two nodes (no bridge,
+//! no pod, no ekube; the same MTU as `flannel.1`): the kernel's own encapsulation cost, the
+//! ceiling for ekube's overlay on this machine.
 //! Each round runs every path in every mode (bulk stream, request/response on one connection,
 //! connect-request-close), in alternating order; the table shows medians over the rounds and
 //! ratios to the underlay. Nothing is sent from the root namespace.
@@ -26,6 +29,12 @@ const LAB: &str = "ekbnet";
 /// Prefix of the pod namespaces (cleared at start, removed at the end).
 const POD_PREFIX: &str = "ekbnetp";
 const PORT: u16 = 7000;
+/// The hand-built VXLAN: its device, VNI and UDP port (not flannel's 1/8472), and the
+/// nodes' addresses on it.
+const BARE_VXLAN: &str = "ekbvx0";
+const BARE_VNI: &str = "42";
+const BARE_PORT: &str = "4789";
+const BARE_ADDRS: [Ipv4Addr; 2] = [Ipv4Addr::new(172, 31, 0, 1), Ipv4Addr::new(172, 31, 0, 2)];
 
 #[derive(Parser)]
 struct Args {
@@ -49,6 +58,34 @@ struct Path {
 }
 
 const MODES: [&str; 3] = ["stream", "rr", "crr"];
+
+/// The VXLAN device between n1 and n2 made as an administrator would by hand, over the same
+/// underlay as ekube's `flannel.1` (it goes with the lab's namespaces).
+fn bare_vxlan(lab: &Lab) -> Result<()> {
+    let (n1, n2) = (lab.host("n1")?, lab.host("n2")?);
+    for (i, (this, peer)) in [(n1, n2), (n2, n1)].into_iter().enumerate() {
+        let (local, remote) = (this.ip.to_string(), peer.ip.to_string());
+        let address = format!("{}/24", BARE_ADDRS[i]);
+        for argv in [
+            vec![
+                "ip", "link", "add", BARE_VXLAN, "type", "vxlan", "id", BARE_VNI, "dstport",
+                BARE_PORT, "local", &local, "remote", &remote, "dev", "eth0",
+            ],
+            vec!["ip", "addr", "add", &address, "dev", BARE_VXLAN],
+            vec!["ip", "link", "set", BARE_VXLAN, "up"],
+        ] {
+            let out = lab.exec(&this.short, &argv)?;
+            ensure!(
+                out.success(),
+                "{}: {}: {}",
+                this.short,
+                argv.join(" "),
+                out.stderr.trim()
+            );
+        }
+    }
+    Ok(())
+}
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -100,6 +137,7 @@ fn main() -> Result<()> {
             )
         })?;
     }
+    bare_vxlan(&lab)?;
     let a = pods.add(&lab, 1, "a")?;
     let b = pods.add(&lab, 1, "b")?;
     let c = pods.add(&lab, 2, "c")?;
@@ -119,8 +157,13 @@ fn main() -> Result<()> {
     let paths = [
         Path {
             label: "node ↔ node (underlay)",
-            client_ns: n1,
+            client_ns: n1.clone(),
             target: SocketAddr::from((n2.ip, PORT)),
+        },
+        Path {
+            label: "node ↔ node, hand-built kernel VXLAN (ceiling)",
+            client_ns: n1,
+            target: SocketAddr::from((BARE_ADDRS[1], PORT)),
         },
         Path {
             label: "pod ↔ pod, same node (bridge)",
@@ -227,6 +270,14 @@ fn main() -> Result<()> {
         args.rounds, args.duration
     );
     print!("{}", table.markdown());
+    // The overlay against the kernel's own VXLAN, the part of its cost ekube could remove.
+    let (bare, overlay) = (1, paths.len() - 1);
+    println!(
+        "\nekube's overlay against the hand-built VXLAN: stream {}, rr p50 {}, crr {}.",
+        ratio(gbit(overlay), gbit(bare)),
+        ratio(rr_p50(overlay), rr_p50(bare)),
+        ratio(crr(overlay), crr(bare)),
+    );
     let raw: Vec<Value> = paths
         .iter()
         .enumerate()
@@ -242,6 +293,14 @@ fn main() -> Result<()> {
         "net",
         &json!({"bench": "net", "rounds": args.rounds, "duration_s": args.duration, "summary": summary, "runs": raw}),
     )?;
+    if let Some(secs) = std::env::var("BENCH_NET_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // A debugging aid: look at the lab (and try its interfaces' settings) before it goes.
+        eprintln!("holding the lab for {secs}s (BENCH_NET_HOLD_SECS) before tearing it down");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
     drop(pods);
     lab.down().context("tearing the lab down")?;
     Ok(())
