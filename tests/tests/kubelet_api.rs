@@ -440,13 +440,23 @@ fn direct(c: &LabCluster) -> Result<()> {
     );
     // The runtime gives every container its pod's hostname, as containerd does.
     assert!(body.lines().any(|l| l == "HOSTNAME=duo"), "{body}");
-    let (code, body) = kubelet_call(
-        c,
-        "GET",
-        "/containerLogs/default/duo/sidecar?tailLines=1",
-        Credentials::Bearer(runner.trim()),
-    )?;
-    assert!(code == 200 && body.starts_with("line-"), "{code} {body}");
+    // The log's first lines are `start`, `oops` (stderr) and `line-0`, copied from the two
+    // streams independently, in either order; from `line-1` on, the last line is a `line-N`.
+    let mut last = (0, String::new());
+    wait_for(
+        Duration::from_secs(20),
+        "the sidecar's last log line to be a line-N",
+        || {
+            last = kubelet_call(
+                c,
+                "GET",
+                "/containerLogs/default/duo/sidecar?tailLines=1",
+                Credentials::Bearer(runner.trim()),
+            )?;
+            Ok(last.0 == 200 && last.1.starts_with("line-") && last.1.trim() != "line-0")
+        },
+    )
+    .with_context(|| format!("last answer: {} {}", last.0, last.1))?;
     let (code, body) = kubelet_call(
         c,
         "GET",
