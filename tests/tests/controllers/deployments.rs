@@ -114,8 +114,26 @@ async fn deployment_spreads_over_nodes_and_its_service_lists_ready_pods() -> Res
         );
     }
     // A pod that stops being ready leaves the ready set (and moves to notReadyAddresses).
-    set_ready(&client, &pods[0], false).await?;
-    let gone = pods[0].status.as_ref().unwrap().pod_ip.clone().unwrap();
+    // Taken from the slice just checked: the ReplicaSet may have replaced one of `pods`.
+    let listed: BTreeSet<String> = slice
+        .endpoints
+        .iter()
+        .flatten()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    let unready = pods_of(&client, ns, "web")
+        .await
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .is_some_and(|ip| listed.contains(ip))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no pod of the slice is left"))?;
+    set_ready(&client, &unready, false).await?;
+    let gone = unready.status.as_ref().unwrap().pod_ip.clone().unwrap();
     let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
     until(20, "the unready pod is listed as not ready", || {
         let (slices, endpoints, gone) = (slices.clone(), endpoints.clone(), gone.clone());
