@@ -126,7 +126,22 @@ pub async fn add(
     bin_dir: &Path,
     at: &Attachment<'_>,
 ) -> Result<Vec<String>, Error> {
+    timed(NetworkOperation::SetUp, add_chain(conf_dir, bin_dir, at)).await
+}
+
+/// Runs `chain`, recording how long it took whether or not it succeeded.
+async fn timed<T>(operation: NetworkOperation, chain: impl Future<Output = T>) -> T {
     let started = Instant::now();
+    let result = chain.await;
+    metrics::network_operation(operation, started.elapsed());
+    result
+}
+
+async fn add_chain(
+    conf_dir: &Path,
+    bin_dir: &Path,
+    at: &Attachment<'_>,
+) -> Result<Vec<String>, Error> {
     let list = load_conflist(conf_dir)?;
     let mut prev = Value::Null;
     for mut p in plugins(&list) {
@@ -135,7 +150,6 @@ pub async fn add(
         }
         prev = exec_plugin(bin_dir, "ADD", &p, at).await?;
     }
-    metrics::network_operation(NetworkOperation::SetUp, started.elapsed());
     let ips = prev["ips"]
         .as_array()
         .into_iter()
@@ -148,7 +162,10 @@ pub async fn add(
 
 /// CNI DEL through the chain in reverse; best effort per plugin, first error returned.
 pub async fn del(conf_dir: &Path, bin_dir: &Path, at: &Attachment<'_>) -> Result<(), Error> {
-    let started = Instant::now();
+    timed(NetworkOperation::TearDown, del_chain(conf_dir, bin_dir, at)).await
+}
+
+async fn del_chain(conf_dir: &Path, bin_dir: &Path, at: &Attachment<'_>) -> Result<(), Error> {
     let list = load_conflist(conf_dir)?;
     let mut first = None;
     for p in plugins(&list).iter().rev() {
@@ -156,7 +173,6 @@ pub async fn del(conf_dir: &Path, bin_dir: &Path, at: &Attachment<'_>) -> Result
             first.get_or_insert(e);
         }
     }
-    metrics::network_operation(NetworkOperation::TearDown, started.elapsed());
     first.map_or(Ok(()), Err)
 }
 

@@ -77,6 +77,9 @@ pub struct Worker {
     containers: HashMap<String, Tracked>,
     start_time: Option<Time>,
     written: Option<serde_json::Value>,
+    /// When a status differing from `written` was first computed; `None` while they agree.
+    /// A failed write keeps it, so the next write's sync time counts from the first change.
+    unsynced_since: Option<Instant>,
     finished: bool,
     /// The newest pod seen, for releasing resources after it vanished from the apiserver.
     last_pod: Option<Pod>,
@@ -127,6 +130,7 @@ impl Worker {
             containers: HashMap::new(),
             start_time: None,
             written: None,
+            unsynced_since: None,
             finished: false,
             last_pod: None,
             verdicts: Default::default(),

@@ -191,9 +191,12 @@ impl Worker {
             }
         }
         if self.written.as_ref() == Some(&key) {
+            self.unsynced_since = None;
             return;
         }
-        let changed = std::time::Instant::now();
+        let changed = *self
+            .unsynced_since
+            .get_or_insert_with(std::time::Instant::now);
         if value.get("initContainerStatuses").is_none() {
             value["initContainerStatuses"] = serde_json::Value::Null;
         }
@@ -213,6 +216,7 @@ impl Worker {
         {
             Ok(_) => {
                 crate::metrics::pod_status_synced(changed.elapsed());
+                self.unsynced_since = None;
                 self.written = Some(key);
             }
             Err(e) => tracing::warn!(pod = %pod_key(pod), error = %e, "writing pod status"),

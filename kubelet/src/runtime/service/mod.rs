@@ -516,8 +516,8 @@ impl Runtime {
             )));
         }
         let runc_log = c.dir.join("runc.log");
+        // Only a created container starts, once: no PID file of an earlier run is there.
         let pid_file = shim::pid_path(&c.dir);
-        let _ = std::fs::remove_file(&pid_file);
         let child = shim::spawn(&self.runc, id, &c.dir, &runc_log)?;
         self.update(id, |c| {
             c.status.state = ContainerState::ContainerRunning as i32;
