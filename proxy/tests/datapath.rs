@@ -422,6 +422,24 @@ fn client(job: &str) {
     }
 }
 
+impl Fixture {
+    /// Programs `frontend` with the TCP backends, without session affinity.
+    fn upsert_tcp(&mut self, frontend: Frontend) {
+        self.dp()
+            .upsert_service(frontend, &backends(TCP_PORT), Affinity::None)
+            .unwrap();
+    }
+
+    /// `n` TCP requests from inside the cgroup to `ip:port`, counted per backend (each reply
+    /// checked to come from `ip:port`).
+    fn tcp_tally(&self, ip: Ipv4Addr, port: u16, n: usize) -> BTreeMap<String, usize> {
+        tally(
+            &self.client(true, &format!("tcp {ip}:{port} {n}")),
+            sock(ip, port),
+        )
+    }
+}
+
 fn backends(port: u16) -> Vec<BackendAddr> {
     BACKENDS
         .iter()
@@ -453,13 +471,7 @@ fn sock(ip: Ipv4Addr, port: u16) -> SocketAddr {
 }
 
 fn tcp_connects_spread_over_backends(fx: &mut Fixture) {
-    fx.dp()
-        .upsert_service(
-            vip(CLUSTER_IP, 80, Protocol::Tcp),
-            &backends(TCP_PORT),
-            Affinity::None,
-        )
-        .unwrap();
+    fx.upsert_tcp(vip(CLUSTER_IP, 80, Protocol::Tcp));
     let replies = fx.client(true, &format!("tcp {CLUSTER_IP}:80 300"));
     assert_eq!(replies.len(), 300);
     let counts = tally(&replies, sock(CLUSTER_IP, 80));
@@ -521,20 +533,14 @@ fn client_ip_affinity_sticks(fx: &mut Fixture) {
             affinity,
         )
         .unwrap();
-    let counts = tally(
-        &fx.client(true, &format!("tcp {sticky}:80 50")),
-        sock(sticky, 80),
-    );
+    let counts = fx.tcp_tally(sticky, 80, 50);
     assert_eq!(
         counts.len(),
         1,
         "all 50 connects on one backend: {counts:?}"
     );
     // A second process of the same client (same network namespace) lands there too.
-    let again = tally(
-        &fx.client(true, &format!("tcp {sticky}:80 5")),
-        sock(sticky, 80),
-    );
+    let again = fx.tcp_tally(sticky, 80, 5);
     assert_eq!(
         again.keys().collect::<Vec<_>>(),
         counts.keys().collect::<Vec<_>>()
@@ -548,10 +554,7 @@ fn affinity_forgets_a_removed_backend(fx: &mut Fixture) {
     fx.dp()
         .upsert_service(frontend, &backends(TCP_PORT), affinity)
         .unwrap();
-    let first = tally(
-        &fx.client(true, &format!("tcp {sticky}:80 5")),
-        sock(sticky, 80),
-    );
+    let first = fx.tcp_tally(sticky, 80, 5);
     assert_eq!(first.len(), 1, "{first:?}");
     let chosen = first.keys().next().unwrap().clone();
     // The chosen backend leaves this service but stays alive for others (the ClusterIP
@@ -565,10 +568,7 @@ fn affinity_forgets_a_removed_backend(fx: &mut Fixture) {
         })
         .collect();
     fx.dp().upsert_service(frontend, &rest, affinity).unwrap();
-    let after = tally(
-        &fx.client(true, &format!("tcp {sticky}:80 10")),
-        sock(sticky, 80),
-    );
+    let after = fx.tcp_tally(sticky, 80, 10);
     assert!(
         !after.contains_key(&chosen),
         "{chosen} still chosen: {after:?}"
@@ -577,17 +577,8 @@ fn affinity_forgets_a_removed_backend(fx: &mut Fixture) {
 }
 
 fn process_outside_the_cgroup_is_unaffected(fx: &mut Fixture) {
-    fx.dp()
-        .upsert_service(
-            vip(LOCAL_VIP, 80, Protocol::Tcp),
-            &backends(TCP_PORT),
-            Affinity::None,
-        )
-        .unwrap();
-    let inside = tally(
-        &fx.client(true, &format!("tcp {LOCAL_VIP}:80 20")),
-        sock(LOCAL_VIP, 80),
-    );
+    fx.upsert_tcp(vip(LOCAL_VIP, 80, Protocol::Tcp));
+    let inside = fx.tcp_tally(LOCAL_VIP, 80, 20);
     assert!(!inside.contains_key("direct"), "{inside:?}");
     let outside = tally(
         &fx.client(false, &format!("tcp {LOCAL_VIP}:80 5")),
@@ -599,18 +590,9 @@ fn process_outside_the_cgroup_is_unaffected(fx: &mut Fixture) {
 fn node_port_on_loopback_and_node_ip(fx: &mut Fixture) {
     let node_ip = Ipv4Addr::new(192, 0, 2, 10);
     fx.dp().set_node_addrs(&[node_ip]).unwrap();
-    fx.dp()
-        .upsert_service(
-            Frontend::node_port(30080, Protocol::Tcp),
-            &backends(TCP_PORT),
-            Affinity::None,
-        )
-        .unwrap();
+    fx.upsert_tcp(Frontend::node_port(30080, Protocol::Tcp));
     for ip in [Ipv4Addr::LOCALHOST, node_ip] {
-        let counts = tally(
-            &fx.client(true, &format!("tcp {ip}:30080 15")),
-            sock(ip, 30080),
-        );
+        let counts = fx.tcp_tally(ip, 30080, 15);
         assert!(
             counts.keys().all(|n| n.starts_with('b')),
             "{ip}: {counts:?}"
@@ -667,10 +649,7 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
     let programs = linked_programs(fx);
     // Proxy down: the pinned programs and maps keep serving.
     drop(fx.datapath.take());
-    let counts = tally(
-        &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
-        sock(CLUSTER_IP, 80),
-    );
+    let counts = fx.tcp_tally(CLUSTER_IP, 80, 10);
     assert_eq!(counts.values().sum::<usize>(), 10);
 
     // The same build restarts: its pinned programs are re-used, nothing is loaded.
@@ -699,23 +678,14 @@ fn restart_keeps_state_and_flows(fx: &mut Fixture) {
         "state survives the restart"
     );
     let writes = fx.dp().map_writes();
-    fx.dp()
-        .upsert_service(
-            vip(CLUSTER_IP, 80, Protocol::Tcp),
-            &backends(TCP_PORT),
-            Affinity::None,
-        )
-        .unwrap();
+    fx.upsert_tcp(vip(CLUSTER_IP, 80, Protocol::Tcp));
     assert_eq!(
         fx.dp().map_writes(),
         writes,
         "re-applying the same service writes nothing"
     );
     assert_eq!(fx.dp().dump().unwrap(), before, "no duplicates");
-    let counts = tally(
-        &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
-        sock(CLUSTER_IP, 80),
-    );
+    let counts = fx.tcp_tally(CLUSTER_IP, 80, 10);
     assert_eq!(counts.values().sum::<usize>(), 10);
     let translated = fx.dp().counters().unwrap();
     assert!(
@@ -766,13 +736,7 @@ fn pinned_map_shape(pin: &Path) -> (u32, u32) {
 /// must re-create that map (the programs would not verify against the old one) and keep every
 /// other pin and the state in it.
 fn restart_replaces_a_reshaped_map(fx: &mut Fixture) {
-    fx.dp()
-        .upsert_service(
-            vip(CLUSTER_IP, 80, Protocol::Tcp),
-            &backends(TCP_PORT),
-            Affinity::None,
-        )
-        .unwrap();
+    fx.upsert_tcp(vip(CLUSTER_IP, 80, Protocol::Tcp));
     let before = fx.dp().dump().unwrap();
     drop(fx.datapath.take());
     let pin = fx.config.pin_dir().join(ekube_ebpf_common::NODEPORT_CONFIG);
@@ -800,10 +764,7 @@ fn restart_replaces_a_reshaped_map(fx: &mut Fixture) {
         before,
         "the other maps kept their state"
     );
-    let counts = tally(
-        &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
-        sock(CLUSTER_IP, 80),
-    );
+    let counts = fx.tcp_tally(CLUSTER_IP, 80, 10);
     assert_eq!(counts.values().sum::<usize>(), 10);
 }
 
@@ -826,17 +787,8 @@ fn restart_resizes_the_lb_maps(fx: &mut Fixture) {
             let (_, pinned) = pinned_map_shape(&fx.config.pin_dir().join(map));
             assert_eq!(pinned, entries, "{map} with --bpf-lb-map-max {max}");
         }
-        fx.dp()
-            .upsert_service(
-                vip(CLUSTER_IP, 80, Protocol::Tcp),
-                &backends(TCP_PORT),
-                Affinity::None,
-            )
-            .unwrap();
-        let counts = tally(
-            &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
-            sock(CLUSTER_IP, 80),
-        );
+        fx.upsert_tcp(vip(CLUSTER_IP, 80, Protocol::Tcp));
+        let counts = fx.tcp_tally(CLUSTER_IP, 80, 10);
         assert_eq!(counts.values().sum::<usize>(), 10, "with {max}");
     }
     let after = linked_programs(fx);
@@ -898,9 +850,6 @@ fn loads_while_signals_keep_arriving(fx: &mut Fixture) {
         panic!("opening the datapath while signals arrive: {err}");
     }
     assert!(sent > 100, "only {sent} signals were sent");
-    let counts = tally(
-        &fx.client(true, &format!("tcp {CLUSTER_IP}:80 10")),
-        sock(CLUSTER_IP, 80),
-    );
+    let counts = fx.tcp_tally(CLUSTER_IP, 80, 10);
     assert_eq!(counts.values().sum::<usize>(), 10);
 }
