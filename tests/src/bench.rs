@@ -97,6 +97,26 @@ pub fn lb_map_max_for(services: usize) -> u32 {
         .max(ekube_proxy::datapath::DEFAULT_LB_MAP_MAX)
 }
 
+/// The two never-reached endpoints of filler service `i` of a scale bench: distinct per
+/// service, from 10.128.0.0/12 (room for 500,000 services), outside the pod and service
+/// ranges.
+pub fn filler_endpoints(i: usize) -> [std::net::Ipv4Addr; 2] {
+    const BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
+    let at = |k: usize| {
+        std::net::Ipv4Addr::from(BASE + 1 + u32::try_from(k).expect("fewer filler services"))
+    };
+    [at(2 * i), at(2 * i + 1)]
+}
+
+/// A debugging aid of the lab benches: when the environment variable `var` holds a number of
+/// seconds, waits that long (saying so) so the lab can be looked at before it goes.
+pub fn hold_for_a_look(var: &str) {
+    if let Some(secs) = std::env::var(var).ok().and_then(|s| s.parse().ok()) {
+        eprintln!("holding the lab for {secs}s ({var}) before tearing it down");
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+}
+
 /// The median of `values` (0 when empty).
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();

@@ -293,14 +293,7 @@ fn main() -> Result<()> {
         "net",
         &json!({"bench": "net", "rounds": args.rounds, "duration_s": args.duration, "summary": summary, "runs": raw}),
     )?;
-    if let Some(secs) = std::env::var("BENCH_NET_HOLD_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        // A debugging aid: look at the lab (and try its interfaces' settings) before it goes.
-        eprintln!("holding the lab for {secs}s (BENCH_NET_HOLD_SECS) before tearing it down");
-        std::thread::sleep(Duration::from_secs(secs));
-    }
+    bench::hold_for_a_look("BENCH_NET_HOLD_SECS");
     drop(pods);
     lab.down().context("tearing the lab down")?;
     Ok(())

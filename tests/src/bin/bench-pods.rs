@@ -158,7 +158,7 @@ fn main() -> Result<()> {
         &format!("where the {} starts go", args.pods),
         "calls",
         "mean (ms)",
-        "p99 (ms)",
+        "p99 (ms; the kubelet's rows estimated within its buckets)",
     ]);
     split.row(vec![
         "the create request → its answer".into(),

@@ -224,14 +224,6 @@ fn slice(service: &str, ips: &[Ipv4Addr]) -> EndpointSlice {
     .expect("valid endpointslice")
 }
 
-/// The two never-reached endpoints of bulk service `i`: distinct per service, from
-/// 10.128.0.0/12 (room for 500,000 services).
-fn bulk_ips(i: usize) -> [Ipv4Addr; 2] {
-    const BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
-    let a = |k: usize| Ipv4Addr::from(BASE + 1 + u32::try_from(k).expect("fewer services"));
-    [a(2 * i), a(2 * i + 1)]
-}
-
 /// A distinct address for change number `k` (10.245.0.0/16).
 fn probe_ip(k: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 245, (k / 250) as u8, (k % 250 + 1) as u8)
@@ -416,7 +408,13 @@ async fn run(
                 .map(|i| {
                     let (services, slices) = (services.clone(), slices.clone());
                     async move {
-                        create_pair(&services, &slices, &format!("bulk-{i}"), &bulk_ips(i)).await
+                        create_pair(
+                            &services,
+                            &slices,
+                            &format!("bulk-{i}"),
+                            &bench::filler_endpoints(i),
+                        )
+                        .await
                     }
                 })
                 .buffer_unordered(32)

@@ -228,17 +228,13 @@ fn measure(args: &Args, lab: &Lab, started: Instant) -> Result<Measured> {
         gave_up: Vec::new(),
     };
     let result = run.all(started);
-    if let Some(secs) = std::env::var("BENCH_LB_HOLD_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
+    // The last proxy is still running while the lab is held.
+    if let Err(e) = &result
+        && std::env::var_os("BENCH_LB_HOLD_SECS").is_some()
     {
-        // A debugging aid: look at the lab (the last proxy still running) before it goes.
-        if let Err(e) = &result {
-            eprintln!("error: {e:#}");
-        }
-        eprintln!("holding the lab for {secs}s (BENCH_LB_HOLD_SECS) before tearing it down");
-        std::thread::sleep(Duration::from_secs(secs));
+        eprintln!("error: {e:#}");
     }
+    bench::hold_for_a_look("BENCH_LB_HOLD_SECS");
     let cleaned = run.proxies.clean();
     let failed = match (result, cleaned) {
         (Err(e), _) | (Ok(()), Err(e)) => Some(e),

@@ -187,8 +187,10 @@ impl<'a> Cluster<'a> {
         let vips = self.rt.block_on(
             futures::stream::iter(self.fillers..want)
                 .map(|i| async move {
-                    let endpoints: Vec<_> =
-                        filler_ips(i).into_iter().map(|ip| (ip, None)).collect();
+                    let endpoints: Vec<_> = bench::filler_endpoints(i)
+                        .into_iter()
+                        .map(|ip| (ip, None))
+                        .collect();
                     create_pair(
                         services,
                         slices,
@@ -257,14 +259,6 @@ impl<'a> Cluster<'a> {
 pub fn must(out: ekube_lab::ExecOutput, what: &str) -> Result<()> {
     ensure!(out.success(), "{what}: {}", out.stderr.trim());
     Ok(())
-}
-
-/// The two never-reached endpoints of filler service `i`: distinct per service, from
-/// 10.128.0.0/12 (room for 500,000 services), outside the pod and service ranges.
-fn filler_ips(i: usize) -> [Ipv4Addr; 2] {
-    const BASE: u32 = u32::from_be_bytes([10, 128, 0, 0]);
-    let at = |k: usize| Ipv4Addr::from(BASE + 1 + u32::try_from(k).expect("fewer fillers"));
-    [at(2 * i), at(2 * i + 1)]
 }
 
 fn service(name: &str, cluster_ip: Option<Ipv4Addr>, node_port: Option<u16>) -> Service {
