@@ -5,9 +5,9 @@
 //! `--run-dir`), then removes, with the agent's own flags telling where: every pod (through
 //! the runtime's CRI, networks released through CNI), the kubelet's and runtime's state, the
 //! pods' logs and cgroups, the overlay device and the pod bridge, the proxy's eBPF pins (which
-//! detaches its programs), the `KUBE-*`/`EKUBE-*` iptables chains, the CNI configuration and
-//! IPAM state, the node's certificates and kubeconfig; on a control-plane host also the
-//! control plane's database, PKI and kubeconfig files. What it leaves is said at the end.
+//! detaches its programs), the `KUBE-*`/`EKUBE-*` iptables chains and the proxy's nftables
+//! table, the CNI configuration and IPAM state, the node's certificates and kubeconfig; on a
+//! control-plane host also the control plane's database, PKI and kubeconfig files. What it leaves is said at the end.
 
 use std::ffi::OsString;
 use std::io::BufRead;
@@ -239,6 +239,14 @@ async fn reset_node(agent: &agent::Config, report: &mut Report) -> Result<()> {
                 .left
                 .push(format!("iptables rules ({variant:?}): {e}")),
         }
+    }
+    match ekube_proxy::nftables::remove_table() {
+        Ok(true) => println!(
+            "[reset] Deleted the nftables table ip {}",
+            ekube_proxy::nftables::render::TABLE
+        ),
+        Ok(false) => {}
+        Err(e) => report.left.push(format!("nftables rules: {e}")),
     }
 
     for (what, path) in [

@@ -5,10 +5,13 @@
 //! cgroup, pins everything under `<bpffs>/ekube/<node>/` and programs services through the
 //! [`ServiceDatapath`] trait. [`service`] is `ekube proxy` itself: it watches the API server and
 //! drives that trait (and is tested against [`datapath::maps::MemMaps`], the in-memory fake).
-//! [`iptables`] implements the same trait as kube-proxy's iptables rules (`--mode iptables`).
+//! [`iptables`] and [`nftables`] implement the same trait as kube-proxy's iptables and nftables
+//! rules (`--mode iptables`, `--mode nftables`), over the model they share in [`rules`].
 
 pub mod datapath;
 pub mod iptables;
+pub mod nftables;
+pub mod rules;
 pub mod service;
 
 pub use datapath::{

@@ -1,5 +1,6 @@
 //! End-to-end test of pods' hostPorts (the proxy's `hostport` mapping; issue 17) on a 2-node
-//! lab, once with the proxy's default eBPF datapath and once with `--mode iptables`: a web pod
+//! lab, once with each of the proxy's datapaths (the default eBPF, `--mode iptables`,
+//! `--mode nftables`), so each runs a real cluster's pod traffic too: a web pod
 //! with `hostPort: 8080` on n1 answers at `<n1 IP>:8080` from the lab's external namespace and
 //! from a pod on n2, not at n2's address, and not at all once it is deleted. A second pod
 //! asking for the same hostPort on n1 is not scheduled there (the scheduler's NodePorts
@@ -41,16 +42,30 @@ fn from_outside(c: &LabCluster, ip: &str, port: u16) -> Result<Option<String>> {
     Ok((out.success() && !answer.is_empty()).then_some(answer))
 }
 
-/// The `KUBE-HOSTPORTS` rules in n1's nat table (the proxy writes through iptables-nft).
+/// n1's hostPort rules of both rule modes: the `KUBE-HOSTPORTS` rules in the nat table (the
+/// iptables mode writes through iptables-nft) and the `hostports` chain's rules in the
+/// nftables mode's table.
 fn hostport_rules(c: &LabCluster) -> Result<Vec<String>> {
     let out = c.lab.exec("n1", &["iptables-nft-save", "-t", "nat"])?;
     ensure!(out.success(), "iptables-nft-save on n1: {}", out.stderr);
-    Ok(out
+    let mut rules: Vec<String> = out
         .stdout
         .lines()
         .filter(|l| l.starts_with("-A KUBE-HOSTPORTS "))
         .map(str::to_owned)
-        .collect())
+        .collect();
+    // Fails (and adds nothing) while the table does not exist.
+    let out = c.lab.exec(
+        "n1",
+        &["nft", "list", "chain", "ip", "kube-proxy", "hostports"],
+    )?;
+    rules.extend(
+        out.stdout
+            .lines()
+            .filter(|l| l.contains(" dport "))
+            .map(|l| l.trim().to_owned()),
+    );
+    Ok(rules)
 }
 
 /// One round on a fresh lab whose agents get `agent_args`.
@@ -91,15 +106,15 @@ fn round(mode: &str, agent_args: &[&str]) -> Result<()> {
         answer.as_deref() == Some("hp"),
         "{mode}: {n1_ip}:{HOST_PORT} answered {answer:?}, not pod hp"
     );
-    // Served by the mode under test: rules only in iptables mode.
+    // Served by the mode under test: one rule in a rule mode, none in eBPF mode.
     let rules = hostport_rules(&c)?;
-    let iptables = agent_args.contains(&"mode=iptables");
+    let rule_mode = mode != "ebpf";
     ensure!(
-        rules.len() == usize::from(iptables)
+        rules.len() == usize::from(rule_mode)
             && rules
                 .iter()
-                .all(|r| r.contains("default/hp hostport 8080") && r.contains("--dport 8080")),
-        "{mode}: KUBE-HOSTPORTS rules on n1: {rules:?}"
+                .all(|r| r.contains("default/hp hostport 8080") && r.contains("dport 8080")),
+        "{mode}: hostPort rules on n1: {rules:?}"
     );
     // On n1 only.
     let other = from_outside(&c, &n2_ip, HOST_PORT)?;
@@ -166,14 +181,15 @@ fn round(mode: &str, agent_args: &[&str]) -> Result<()> {
     .context(mode.to_owned())?;
     c.wait(
         Duration::from_secs(10),
-        &format!("{mode}: no KUBE-HOSTPORTS rules left on n1"),
+        &format!("{mode}: no hostPort rules left on n1"),
         |c| Ok(hostport_rules(c)?.is_empty()),
     )?;
     Ok(())
 }
 
 #[test]
-fn host_ports_reach_the_pod_in_both_proxy_modes() -> Result<()> {
+fn host_ports_reach_the_pod_in_every_proxy_mode() -> Result<()> {
     round("ebpf", &[])?;
-    round("iptables", &["--proxy-arg", "mode=iptables"])
+    round("iptables", &["--proxy-arg", "mode=iptables"])?;
+    round("nftables", &["--proxy-arg", "mode=nftables"])
 }

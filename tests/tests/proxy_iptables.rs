@@ -1,7 +1,8 @@
-//! End-to-end tests of `ekube proxy --mode iptables`, once per iptables variant (legacy, nft).
-//! Needs root (network namespaces, iptables in them).
+//! End-to-end tests of `ekube proxy` in its rule modes, kube-proxy's rules: `--mode iptables`
+//! once per iptables variant (legacy, nft), and `--mode nftables`. Needs root (network
+//! namespaces, iptables and nft in them).
 //!
-//! Each run builds a small node in network namespaces named `ekipt-<pid>-<variant>-*`: the node
+//! Each run builds a small node in network namespaces named `ekipt-<pid>-<mode>-*`: the node
 //! `…-node` (forwarding on, the service range routed to `lo` so an untranslated connect is
 //! refused), a pods namespace `…-pods` behind it holding the three backends 10.244.0.11-13
 //! (`ekube-probe serve`: TCP/UDP servers answering with their name and the source address they
@@ -28,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ekube_proxy::iptables::render::{external_chain, service_chain};
+use ekube_proxy::{iptables::render as ipt, nftables::render as nft};
 use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
@@ -55,7 +56,7 @@ const ECONNREFUSED: i32 = 111;
 const LOCAL_HEALTH_PORT: u16 = 30191;
 const REMOTE_HEALTH_PORT: u16 = 30192;
 
-/// Both variants' runs share two CPUs with everything else: one at a time.
+/// The modes' runs share two CPUs with everything else: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// One line of client output.
@@ -84,11 +85,51 @@ impl Reply {
     }
 }
 
-/// A node in namespaces with the proxy in iptables mode; dropping it removes everything.
+/// How the proxy under test writes its rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RuleMode {
+    IptablesLegacy,
+    IptablesNft,
+    Nftables,
+}
+
+impl RuleMode {
+    fn name(self) -> &'static str {
+        match self {
+            RuleMode::IptablesLegacy => "legacy",
+            RuleMode::IptablesNft => "nft",
+            RuleMode::Nftables => "nftables",
+        }
+    }
+
+    fn proxy_args(self) -> &'static [&'static str] {
+        match self {
+            RuleMode::IptablesLegacy => &["--mode", "iptables", "--iptables-variant", "legacy"],
+            RuleMode::IptablesNft => &["--mode", "iptables", "--iptables-variant", "nft"],
+            RuleMode::Nftables => &["--mode", "nftables"],
+        }
+    }
+
+    /// The name of service port `name`'s service chain, and of its NodePort entry chain.
+    fn chains(self, name: &str) -> (String, String) {
+        match self {
+            RuleMode::Nftables => (
+                nft::service_chain(name, "tcp"),
+                nft::external_chain(name, "tcp"),
+            ),
+            _ => (
+                ipt::service_chain(name, "tcp"),
+                ipt::external_chain(name, "tcp"),
+            ),
+        }
+    }
+}
+
+/// A node in namespaces with the proxy in a rule mode; dropping it removes everything.
 struct Fixture {
-    /// `ekipt-<pid>-<variant>`: prefix of every namespace.
+    /// `ekipt-<pid>-<mode>`: prefix of every namespace.
     name: String,
-    variant: &'static str,
+    mode: RuleMode,
     server: ServerProcess,
     rt: tokio::runtime::Runtime,
     client: Client,
@@ -97,22 +138,22 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(variant: &'static str) -> Self {
+    fn new(mode: RuleMode) -> Self {
         let euid = fs::metadata("/proc/self")
             .map(|m| m.uid())
             .unwrap_or(u32::MAX);
         assert_eq!(
             euid, 0,
-            "the iptables proxy tests need root (netns, iptables)"
+            "the rule-mode proxy tests need root (netns, iptables, nft)"
         );
         netns::clear_stale(PREFIX);
-        let name = format!("{PREFIX}{}-{variant}", std::process::id());
+        let name = format!("{PREFIX}{}-{}", std::process::id(), mode.name());
         let server = ServerProcess::start(&[]).expect("starting ekube server");
         let rt = tokio::runtime::Runtime::new().unwrap();
         let client = rt.block_on(server.client()).expect("client");
         let mut fx = Self {
             name,
-            variant,
+            mode,
             server,
             rt,
             client,
@@ -218,7 +259,7 @@ impl Fixture {
         let child = netns::nsenter(&self.ns("node"))
             .arg(ekube_bin())
             .arg("proxy")
-            .args(["--mode", "iptables", "--iptables-variant", self.variant])
+            .args(self.mode.proxy_args())
             .arg("--kubeconfig")
             .arg(self.server.kubeconfig())
             .args(["--hostname-override", &self.ns("node")])
@@ -239,18 +280,23 @@ impl Fixture {
             .spawn()
             .expect("starting ekube proxy");
         self.proxy = Some(child);
-        // Healthy means the initial full sync is in the tables: KUBE-SERVICES exists and is
-        // jumped to from PREROUTING.
+        // Healthy means the initial full sync is in the tables: the services chain exists and
+        // is jumped to from prerouting, and so is the masquerading.
         let result = wait_for(
             Duration::from_secs(30),
-            "the proxy's initial sync in iptables",
+            "the proxy's initial sync of its rules",
             || {
                 if let Some(status) = self.proxy.as_mut().unwrap().try_wait()? {
                     anyhow::bail!("ekube proxy exited: {status}");
                 }
                 let nat = self.save("nat");
-                Ok(nat.contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
-                && nat.contains("-A KUBE-POSTROUTING"))
+                Ok(match self.mode {
+                    RuleMode::Nftables => {
+                        nat.contains("jump services") && nat.contains("jump masquerading")
+                    }
+                    _ => nat.contains("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES")
+                        && nat.contains("-A KUBE-POSTROUTING"),
+                })
             },
         );
         if let Err(e) = result {
@@ -274,16 +320,27 @@ impl Fixture {
         log[start..].to_string()
     }
 
-    /// `iptables-save -t <table>` of the node, with this run's variant.
+    /// The node's rules: `iptables-save -t <table>` with this run's variant, or in nftables
+    /// mode the whole `ip kube-proxy` table whatever `table` says.
     fn save(&self, table: &str) -> String {
-        let out = netns::nsenter(&self.ns("node"))
-            .args([
-                format!("iptables-{}-save", self.variant),
+        let argv = match self.mode {
+            RuleMode::Nftables => vec![
+                "nft".into(),
+                "list".into(),
+                "table".into(),
+                "ip".into(),
+                nft::TABLE.into(),
+            ],
+            mode => vec![
+                format!("iptables-{}-save", mode.name()),
                 "-t".into(),
                 table.into(),
-            ])
+            ],
+        };
+        let out = netns::nsenter(&self.ns("node"))
+            .args(&argv)
             .output()
-            .expect("running iptables-save");
+            .expect("reading the rules");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -504,9 +561,9 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn proxy_in_iptables_mode(variant: &'static str) {
+fn proxy_in_rule_mode(mode: RuleMode) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fx = Fixture::new(variant);
+    let mut fx = Fixture::new(mode);
     let node_name = fx.ns("node");
     let web = Ipv4Addr::new(10, 96, 200, 10);
     let sticky = Ipv4Addr::new(10, 96, 200, 11);
@@ -628,20 +685,22 @@ fn proxy_in_iptables_mode(variant: &'static str) {
     }
     // The rules are kube-proxy's: chain named after default/web:http, comment included.
     let nat = fx.save("nat");
-    let chain = service_chain("default/web:http", "tcp");
-    assert!(
-        nat.contains("--comment \"default/web:http cluster IP\""),
-        "comment missing:\n{nat}"
-    );
-    assert!(
-        nat.contains(&format!("-j {chain}")),
-        "{chain} missing:\n{nat}"
-    );
-    // (iptables-save prints the probability with 11 decimals: 0.33333333349.)
-    assert!(
-        nat.contains("--probability 0.33333333"),
-        "statistic rule missing:\n{nat}"
-    );
+    let (chain, _) = mode.chains("default/web:http");
+    let expected = match mode {
+        RuleMode::Nftables => vec![
+            format!("10.96.200.10 . tcp . 80 : goto {chain}"),
+            "numgen random mod 3 vmap".to_string(),
+        ],
+        // (iptables-save prints the probability with 11 decimals: 0.33333333349.)
+        _ => vec![
+            "--comment \"default/web:http cluster IP\"".to_string(),
+            format!("-j {chain}"),
+            "--probability 0.33333333".to_string(),
+        ],
+    };
+    for rule in expected {
+        assert!(nat.contains(&rule), "{rule} missing:\n{nat}");
+    }
 
     // From the node itself (nat OUTPUT): masqueraded to the node's address on the pod side.
     let counts = tally(&fx.tcp("node", web, 80, 10), "10.96.200.10:80", NODE_POD_IP);
@@ -663,7 +722,8 @@ fn proxy_in_iptables_mode(variant: &'static str) {
         counts.len() >= 2,
         "NodePort spread over backends: {counts:?}"
     );
-    assert!(nat.contains(&format!("-j {}", external_chain("default/np:http", "tcp"))));
+    let (_, external) = mode.chains("default/np:http");
+    assert!(nat.contains(&external), "{external} missing:\n{nat}");
 
     // externalTrafficPolicy: Local: only this node's endpoint, and it sees the client's address.
     let peer = format!("{NODE_IP}:{local_port}");
@@ -777,27 +837,31 @@ fn proxy_in_iptables_mode(variant: &'static str) {
         !nat.contains("default/np"),
         "rules of the deleted service np remain:\n{nat}"
     );
-    assert!(
-        !nat.contains(&service_chain("default/np:http", "tcp")),
-        "{nat}"
-    );
-    // Jumps were not installed twice.
-    assert_eq!(
-        nat.matches("-A PREROUTING -m comment --comment \"kubernetes service portals\"")
-            .count(),
-        1,
-        "{nat}"
-    );
+    assert!(!nat.contains(&mode.chains("default/np:http").0), "{nat}");
+    // Jumps were not installed twice (nftables: once from prerouting, once from output).
+    let (jump, count) = match mode {
+        RuleMode::Nftables => ("jump services", 2),
+        _ => (
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\"",
+            1,
+        ),
+    };
+    assert_eq!(nat.matches(jump).count(), count, "{nat}");
     let counts = tally(&fx.tcp("cli", web, 80, 30), "10.96.200.10:80", CLIENT_IP);
     assert_eq!(counts.len(), 3, "{counts:?}");
 }
 
 #[test]
 fn iptables_legacy() {
-    proxy_in_iptables_mode("legacy");
+    proxy_in_rule_mode(RuleMode::IptablesLegacy);
 }
 
 #[test]
 fn iptables_nft() {
-    proxy_in_iptables_mode("nft");
+    proxy_in_rule_mode(RuleMode::IptablesNft);
+}
+
+#[test]
+fn nftables() {
+    proxy_in_rule_mode(RuleMode::Nftables);
 }

@@ -234,29 +234,33 @@ fn largest_free_span(taken: &[(u16, u16)]) -> (u16, u16) {
 }
 
 /// What the reconciler needs from the datapath; implemented by [`Datapath`] over real or
-/// in-memory maps.
+/// in-memory maps, and by the rule modes' [`crate::rules::RuleDatapath`].
 pub trait ServiceDatapath {
     /// Makes `frontend` balance over `backends` (duplicates ignored; empty means "refuse with
-    /// ECONNREFUSED"). Writes only what changed: adding or removing one backend costs O(1)
-    /// writes. Backends and slots are written before the slot-0 record that points to them.
-    fn upsert_service(
-        &mut self,
-        frontend: Frontend,
-        backends: &[BackendAddr],
-        affinity: Affinity,
-    ) -> Result<()>;
-
-    /// [`Self::upsert_service`] with every per-frontend option; `options.external_local` marks a
+    /// ECONNREFUSED"), with every per-frontend option: `options.external_local` marks a
     /// NodePort frontend of an `externalTrafficPolicy: Local` Service (its `backends` are then
-    /// this node's endpoints only, and the client address must be kept). Datapaths without
-    /// a use for the extra options may keep this default.
+    /// this node's endpoints only, and the client address must be kept). Writes only what
+    /// changed: adding or removing one backend costs O(1) writes. Backends and slots are
+    /// written before the slot-0 record that points to them.
     fn upsert_service_with(
         &mut self,
         frontend: Frontend,
         backends: &[BackendAddr],
         options: ServiceOptions,
+    ) -> Result<()>;
+
+    /// [`Self::upsert_service_with`] with only an affinity.
+    fn upsert_service(
+        &mut self,
+        frontend: Frontend,
+        backends: &[BackendAddr],
+        affinity: Affinity,
     ) -> Result<()> {
-        self.upsert_service(frontend, backends, options.affinity)
+        let options = ServiceOptions {
+            affinity,
+            ..ServiceOptions::default()
+        };
+        self.upsert_service_with(frontend, backends, options)
     }
 
     /// Removes `frontend` (slot 0 first, then its slots, then backends nothing else uses).

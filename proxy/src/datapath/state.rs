@@ -14,8 +14,8 @@ use std::{
 use tracing::{debug, warn};
 
 use super::{
-    Affinity, BackendAddr, DatapathState, Error, Frontend, Protocol, Result, ServiceDatapath,
-    ServiceEntry, ServiceOptions,
+    BackendAddr, DatapathState, Error, Frontend, Protocol, Result, ServiceDatapath, ServiceEntry,
+    ServiceOptions,
     maps::{self, MapStore},
 };
 
@@ -349,19 +349,6 @@ fn layout_slots(old: &[u32], desired: &[u32]) -> Vec<u32> {
 }
 
 impl<S: MapStore> ServiceDatapath for Datapath<S> {
-    fn upsert_service(
-        &mut self,
-        frontend: Frontend,
-        backends: &[BackendAddr],
-        affinity: Affinity,
-    ) -> Result<()> {
-        let options = ServiceOptions {
-            affinity,
-            ..ServiceOptions::default()
-        };
-        self.upsert_service_with(frontend, backends, options)
-    }
-
     fn upsert_service_with(
         &mut self,
         frontend: Frontend,

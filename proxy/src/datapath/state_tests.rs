@@ -3,7 +3,10 @@
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::datapath::maps::{MemMaps, MemOp};
+use crate::datapath::{
+    Affinity,
+    maps::{MemMaps, MemOp},
+};
 
 fn vip(last: u8) -> Frontend {
     Frontend::cluster_ip(Ipv4Addr::new(10, 96, 0, last), 80, Protocol::Tcp)

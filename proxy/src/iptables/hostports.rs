@@ -10,8 +10,11 @@
 //! prefix. `127.0.0.1:<hostPort>` would need `route_localnet`, which the proxy does not set
 //! (as for NodePorts in this mode).
 
-use super::render::{KUBE_MARK_MASQ, Model, Tables, hash16, proto_name};
-use crate::datapath::{BackendAddr, Frontend};
+use super::render::{KUBE_MARK_MASQ, Tables, hash16};
+use crate::{
+    datapath::{BackendAddr, Frontend},
+    rules::{Model, proto_name},
+};
 
 /// The chain every hostPort mapping hangs off.
 pub const KUBE_HOSTPORTS: &str = "KUBE-HOSTPORTS";
@@ -29,8 +32,7 @@ pub fn host_port_chain(frontend: &Frontend, pod: &str) -> String {
 /// Writes the `KUBE-HOSTPORTS` rules and one `KUBE-HP-*` chain per mapping.
 pub(super) fn render(t: &mut Tables, model: &Model) {
     for (frontend, pod_addr) in &model.host_ports {
-        let pod = model.ports.get(frontend).map_or("", String::as_str);
-        render_one(t, frontend, *pod_addr, pod);
+        render_one(t, frontend, *pod_addr, model.pod_of(frontend));
     }
 }
 

@@ -8,16 +8,17 @@
 //! with `-m recent` and the REJECT/DROP rules for services without (local) endpoints follow
 //! kube-proxy, so tools and people that know its rules can read ours.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    fmt::Write,
-    net::Ipv4Addr,
+use std::{collections::BTreeSet, fmt::Write};
+
+use crate::{
+    datapath::{Affinity, BackendAddr},
+    rules::{Group, Model, hash, proto_name},
 };
 
-use ipnetwork::Ipv4Network;
-use sha2::{Digest, Sha256};
-
-use crate::datapath::{Affinity, BackendAddr, Frontend, Protocol};
+/// kube-proxy's iptables chain-name hash: 16 characters of [`hash`].
+pub fn hash16(input: &str) -> String {
+    hash(input, 16)
+}
 
 pub const KUBE_SERVICES: &str = "KUBE-SERVICES";
 pub const KUBE_EXTERNAL_SERVICES: &str = "KUBE-EXTERNAL-SERVICES";
@@ -148,37 +149,6 @@ pub const JUMPS: [Jump; 14] = [
     },
 ];
 
-/// The Service port a frontend belongs to, as kube-proxy names it: `namespace/name:port`
-/// (`namespace/name` for an unnamed port), kube-proxy's `ServicePortName`, hashed into chain
-/// names and written into comments.
-pub type PortName = String;
-
-/// One programmed frontend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrontendModel {
-    pub backends: Vec<BackendAddr>,
-    pub affinity: Affinity,
-    /// `externalTrafficPolicy: Local` on a NodePort frontend: `backends` are this node's
-    /// endpoints, reached through `KUBE-SVL-*` without masquerading.
-    pub external_local: bool,
-}
-
-/// Everything the rules are rendered from.
-#[derive(Clone, Debug, Default)]
-pub struct Model {
-    pub frontends: BTreeMap<Frontend, FrontendModel>,
-    /// Service port of each frontend, where known; a frontend without one is named after its
-    /// own address (`10.96.0.10:53/udp`).
-    pub ports: BTreeMap<Frontend, PortName>,
-    /// Addresses NodePorts answer on; empty means every local address (`--dst-type LOCAL`).
-    pub node_addrs: BTreeSet<Ipv4Addr>,
-    /// Pod traffic (`-s`) is not masqueraded on its way to a ClusterIP.
-    pub cluster_cidr: Option<Ipv4Network>,
-    /// Pods' hostPorts: frontend ([`Frontend::host_port`]) → the pod's address and port; the
-    /// pod's `namespace/name` is in `ports`.
-    pub host_ports: BTreeMap<Frontend, BackendAddr>,
-}
-
 /// Chains of the two tables as rendered (the `KUBE-*` chains this sync owns).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chains {
@@ -205,40 +175,6 @@ pub struct Existing<'a> {
     pub missing_jumps: &'a [Jump],
 }
 
-/// `base32(sha256(input))[..16]`: kube-proxy's chain-name hash.
-pub fn hash16(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    let mut out = base32(&digest);
-    out.truncate(16);
-    out
-}
-
-/// RFC 4648 base32 (standard alphabet, padding omitted: only the prefix is ever used).
-fn base32(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(data.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &byte in data {
-        buffer = (buffer << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
-
-pub(super) fn proto_name(proto: Protocol) -> &'static str {
-    match proto {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-    }
-}
-
 /// `KUBE-SVC-…` of a service port (`name` as in [`PortInfo::name`], `proto` lowercase).
 pub fn service_chain(name: &str, proto: &str) -> String {
     format!("KUBE-SVC-{}", hash16(&format!("{name}{proto}")))
@@ -263,54 +199,6 @@ pub fn endpoint_chain(name: &str, proto: &str, endpoint: &str) -> String {
 /// endpoints: `1/n` with ten decimals.
 pub fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
-}
-
-/// A service port: its frontends and the names derived from it.
-struct Group<'a> {
-    name: String,
-    proto: Protocol,
-    cluster: Option<(Frontend, &'a FrontendModel)>,
-    node_port: Option<(Frontend, &'a FrontendModel)>,
-    external_local: bool,
-}
-
-/// Groups frontends by service port: a ClusterIP frontend and the NodePort frontend of the same
-/// port share one `KUBE-SVC-*` chain and its endpoints.
-fn groups(model: &Model) -> Vec<Group<'_>> {
-    let mut by_port: BTreeMap<(String, Protocol), Group<'_>> = BTreeMap::new();
-    for (frontend, fm) in &model.frontends {
-        let name = match model.ports.get(frontend) {
-            Some(name) => name.clone(),
-            None => frontend.to_string(),
-        };
-        let mut key = (name.clone(), frontend.proto);
-        let slot_taken = |g: &Group<'_>| {
-            if frontend.is_node_port() {
-                g.node_port.is_some()
-            } else {
-                g.cluster.is_some()
-            }
-        };
-        // Two frontends claiming the same slot of one port (not something the API produces):
-        // keep them apart under their own addresses.
-        if by_port.get(&key).is_some_and(slot_taken) {
-            key = (frontend.to_string(), frontend.proto);
-        }
-        let group = by_port.entry(key.clone()).or_insert_with(|| Group {
-            name: key.0.clone(),
-            proto: frontend.proto,
-            cluster: None,
-            node_port: None,
-            external_local: false,
-        });
-        if frontend.is_node_port() {
-            group.node_port = Some((*frontend, fm));
-            group.external_local = fm.external_local;
-        } else {
-            group.cluster = Some((*frontend, fm));
-        }
-    }
-    by_port.into_values().collect()
 }
 
 /// The two tables' text under construction.
@@ -343,7 +231,7 @@ impl Tables {
 /// Renders the whole rule set.
 pub fn render(model: &Model, existing: &Existing<'_>) -> Rendered {
     let mut t = Tables::default();
-    for group in groups(model) {
+    for group in model.groups() {
         render_group(&mut t, model, &group);
     }
     super::hostports::render(&mut t, model);
@@ -368,18 +256,8 @@ fn render_group(t: &mut Tables, model: &Model, g: &Group<'_>) {
     let svc = service_chain(name, proto);
     let svl = local_chain(name, proto);
     let ext = external_chain(name, proto);
-    // The port's endpoints: the ClusterIP frontend's (a NodePort of an eTP Local port holds
-    // only this node's).
-    let (cluster_eps, affinity) = match (g.cluster, g.node_port) {
-        (Some((_, c)), _) => (c.backends.as_slice(), c.affinity),
-        (None, Some((_, n))) if !g.external_local => (n.backends.as_slice(), n.affinity),
-        (None, Some((_, n))) => (&[][..], n.affinity),
-        (None, None) => return,
-    };
-    let local_eps: &[BackendAddr] = match g.node_port {
-        Some((_, n)) if g.external_local => &n.backends,
-        _ => &[],
-    };
+    let (cluster_eps, affinity) = g.cluster_endpoints();
+    let local_eps = g.local_endpoints();
     let has_endpoints = !cluster_eps.is_empty() || !local_eps.is_empty();
     let uses_cluster_chain = !cluster_eps.is_empty();
     let uses_local_chain = !local_eps.is_empty();

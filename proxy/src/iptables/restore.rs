@@ -5,13 +5,8 @@
 //! is the fake the rendering tests use: it remembers every restore input and answers saves
 //! from a canned table dump.
 
-use std::{
-    io::Write,
-    process::{Command, Stdio},
-    sync::{Arc, Mutex},
-};
-
-use super::{Error, Result};
+use super::Result;
+use crate::rules::{fake_outcome, run};
 
 /// Which iptables implementation the rules are written with (Debian's two alternatives of
 /// `iptables`).
@@ -66,48 +61,17 @@ impl Binary {
 
 impl Restore for Binary {
     fn save(&mut self, table: &str) -> Result<String> {
-        let program = self.variant.save_program();
-        let out = Command::new(program)
-            .args(["-t", table])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn { program, source })?;
-        if !out.status.success() {
-            return Err(Error::Failed {
-                program,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        run(self.variant.save_program(), &["-t", table], "")
     }
 
     fn restore(&mut self, input: &str) -> Result<()> {
-        let program = self.variant.restore_program();
         // `-w 5`: wait for the xtables lock like kube-proxy rather than failing at once.
-        let mut child = Command::new(program)
-            .args(["--noflush", "-w", "5"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Spawn { program, source })?;
-        let mut stdin = child.stdin.take().expect("stdin is piped");
-        // Written from this thread while the child reads; stderr is drained after stdin closes,
-        // which is safe because restore only reports errors after reading its input.
-        let written = stdin.write_all(input.as_bytes());
-        drop(stdin);
-        let out = child
-            .wait_with_output()
-            .map_err(|source| Error::Spawn { program, source })?;
-        if !out.status.success() || written.is_err() {
-            return Err(Error::Failed {
-                program,
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+        run(
+            self.variant.restore_program(),
+            &["--noflush", "-w", "5"],
+            input,
+        )
+        .map(drop)
     }
 }
 
@@ -126,14 +90,7 @@ pub struct Recorded {
 }
 
 /// The in-memory fake of [`Restore`].
-#[derive(Clone, Debug, Default)]
-pub struct Recorder(pub Arc<Mutex<Recorded>>);
-
-impl Recorder {
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub type Recorder = crate::rules::Recorder<Recorded>;
 
 impl Restore for Recorder {
     fn save(&mut self, table: &str) -> Result<String> {
@@ -150,13 +107,6 @@ impl Restore for Recorder {
     fn restore(&mut self, input: &str) -> Result<()> {
         let mut rec = self.lock();
         rec.restores.push(input.to_string());
-        match rec.fail_next.take() {
-            Some(stderr) => Err(Error::Failed {
-                program: "iptables-restore",
-                status: "exit status: 1".into(),
-                stderr,
-            }),
-            None => Ok(()),
-        }
+        fake_outcome("iptables-restore", &mut rec.fail_next)
     }
 }

@@ -6,8 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
+use ipnetwork::Ipv4Network;
+
 use super::{render::*, *};
 use crate::service::{DesiredService, FrontendSpec, Syncer};
+use crate::{
+    datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceDatapath, ServiceOptions},
+    rules::{FrontendModel, Model, PortName, port_names},
+    service::{PodName, ProxyDatapath, ServiceName},
+};
 
 fn ep(ip: &str, port: u16) -> BackendAddr {
     BackendAddr {

@@ -3,7 +3,8 @@
 //!
 //! [`run`] validates the [`Config`], binds the metrics and healthz endpoints, opens the datapath
 //! of the chosen `--mode` — the eBPF maps (re-using their pins, so a restart continues where the
-//! last process stopped) or kube-proxy's iptables rules ([`crate::iptables`]) — and runs the
+//! last process stopped), or kube-proxy's iptables ([`crate::iptables`]) or nftables
+//! ([`crate::nftables`]) rules — and runs the
 //! sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into frontends
 //! and backends, [`hostport`] one pod of this node into its hostPort frontends, [`sync`]
 //! applies only what changed, [`metrics`] and [`http`] report.
@@ -27,7 +28,7 @@ use std::{
 
 use ipnetwork::Ipv4Network;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{debug, info};
 
 pub use self::{
     desired::{DesiredService, FrontendSpec, ServiceName, Unsupported, desired_state},
@@ -41,7 +42,8 @@ use crate::{
         DEFAULT_LB_MAP_MAX, Datapath, DatapathConfig, MAX_LB_MAP_MAX, MIN_LB_MAP_MAX,
         NodePortSettings, snat_ports_for_host,
     },
-    iptables::{IptablesConfig, IptablesDatapath, Variant},
+    iptables::{Binary, IptablesConfig, IptablesDatapath, Variant},
+    nftables::NftablesDatapath,
 };
 
 /// Which datapath programs the services.
@@ -52,6 +54,8 @@ pub enum Mode {
     Ebpf,
     /// kube-proxy's iptables rules, applied with `iptables-restore`.
     Iptables,
+    /// kube-proxy's nftables rules (table `ip kube-proxy`), applied with `nft`.
+    Nftables,
 }
 
 /// `statfs(2)` magic of a cgroup v2 mount.
@@ -85,18 +89,20 @@ pub struct Config {
     /// Period of the full re-sync and prune (e.g. `30s`, `1m`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = ekube_api::flags::parse_duration)]
     pub sync_period: Duration,
-    /// The datapath: `ebpf` (socket-level load balancing) or `iptables` (kube-proxy's rules).
+    /// The datapath: `ebpf` (socket-level load balancing), or kube-proxy's rules in `iptables`
+    /// or `nftables`.
     #[arg(long, alias = "proxy-mode", value_enum, default_value = "ebpf")]
     pub mode: Mode,
     /// In iptables mode, which iptables writes the rules: `legacy` (x_tables) or `nft`
     /// (`--iptables-backend` is the older name of this flag).
     #[arg(long, alias = "iptables-backend", value_enum, default_value = "nft")]
     pub iptables_variant: Variant,
-    /// In iptables mode, the shortest time between two `iptables-restore` runs: changes
-    /// arriving faster are applied together.
+    /// In iptables and nftables mode, the shortest time between two rule writes
+    /// (`iptables-restore`, `nft`): changes arriving faster are applied together.
     #[arg(long, default_value = "1s", value_parser = ekube_api::flags::parse_duration)]
     pub iptables_min_sync_period: Duration,
-    /// Pod CIDR; in iptables mode, traffic from outside it to a ClusterIP is masqueraded.
+    /// Pod CIDR; in iptables and nftables mode, traffic from outside it to a ClusterIP is
+    /// masqueraded.
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: Option<Ipv4Network>,
     /// Idle timeout of an open TCP flow on the per-packet NodePort path.
@@ -170,7 +176,7 @@ impl Config {
                  and '.'); set --hostname-override"
             ));
         }
-        // The iptables mode touches neither cgroups nor bpffs.
+        // The rule modes touch neither cgroups nor bpffs.
         if self.mode == Mode::Ebpf
             && let Err(message) = check_cgroup2(&self.cgroup_path)
         {
@@ -242,8 +248,8 @@ pub enum RunError {
     },
     #[error("opening the eBPF datapath: {0}")]
     Datapath(#[from] crate::datapath::Error),
-    #[error("setting up the iptables datapath: {0}")]
-    Iptables(#[from] crate::iptables::Error),
+    #[error("setting up the rules datapath: {0}")]
+    Rules(#[from] crate::rules::Error),
     #[error("the {what} watch ended")]
     WatchEnded { what: &'static str },
 }
@@ -283,6 +289,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 variant: config.iptables_variant,
                 cluster_cidr: config.cluster_cidr,
             })?;
+            // Rules of the other rule mode would translate the same traffic first.
+            if crate::nftables::remove_table()? {
+                info!("removed the nftables rules of an earlier --mode nftables");
+            }
+            serve(config, node_name, client, listeners, datapath, shutdown).await
+        }
+        Mode::Nftables => {
+            let datapath = NftablesDatapath::open(config.cluster_cidr)?;
+            for variant in [Variant::Legacy, Variant::Nft] {
+                match crate::iptables::cleanup::cleanup(&mut Binary::new(variant), &["KUBE-"]) {
+                    Ok(removed) if !removed.is_empty() => info!(
+                        ?variant,
+                        chains = removed.len(),
+                        "removed the iptables rules of an earlier --mode iptables"
+                    ),
+                    Ok(_) => {}
+                    Err(err) => debug!(?variant, %err, "no iptables rules to remove"),
+                }
+            }
             serve(config, node_name, client, listeners, datapath, shutdown).await
         }
     }
@@ -318,7 +343,7 @@ async fn serve<D: ProxyDatapath + Send + 'static>(
         sync_period: config.sync_period,
         min_commit_interval: match config.mode {
             Mode::Ebpf => Duration::ZERO,
-            Mode::Iptables => config.iptables_min_sync_period,
+            Mode::Iptables | Mode::Nftables => config.iptables_min_sync_period,
         },
     };
     let result = watch::run_loop(

@@ -1,6 +1,6 @@
 //! `cargo xtask bench lb`: Service load balancing measured side by side (issue #7) — ekube's
-//! eBPF datapath, kube-proxy's iptables rules through iptables-legacy and iptables-nft, and the
-//! backend's pod IP with no Service at all (the floor).
+//! eBPF datapath, kube-proxy's iptables rules through iptables-legacy and iptables-nft, its
+//! nftables rules, and the backend's pod IP with no Service at all (the floor).
 //!
 //! A two-node lab (`ekblb`): `ekube server` on n1, `ekube flannel` on both nodes, and "pods" —
 //! network namespaces wired by `ekube-cni` ADD as a kubelet would: a client pod and a backend on
@@ -9,7 +9,8 @@
 //! ClusterIP services (two never-reached endpoints each), so its rule is the last ClusterIP rule
 //! kube-proxy's `KUBE-SERVICES` chain matches. For each N in `--scales`, every round runs each
 //! mode in turn, the order alternating between rounds. A mode starts from a clean node (proxy
-//! stopped, pins removed, `KUBE-*` chains flushed, conntrack emptied), starts `ekube proxy` on
+//! stopped, pins removed, `KUBE-*` chains flushed, the `ip kube-proxy` table deleted,
+//! conntrack emptied), starts `ekube proxy` on
 //! n1 and times its full sync (proxy start → the target answering), runs `ekube-rr client` in
 //! crr mode at each concurrency on two paths — ClusterIP from the client pod (inside n1's
 //! cgroup subtree, where the socket hooks apply) and NodePort from the external namespace to
@@ -56,7 +57,7 @@ unsafe extern "C" {
 
 #[derive(Parser)]
 #[command(
-    about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) vs the pod IP"
+    about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) and nftables vs the pod IP"
 )]
 pub struct Args {
     /// Where lb.md, lb.json and lb.svg go.
@@ -69,7 +70,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Measured seconds per run (with the defaults the scales up to 10,000 take 15–20
-    /// minutes; 100,000 adds the growth of the API and the iptables proxies' giving up).
+    /// minutes; 100,000 adds the growth of the API and the rule proxies' giving up).
     #[arg(long, default_value_t = 1.5)]
     duration: f64,
     /// Seconds of load before each run's measurement starts.
@@ -83,11 +84,11 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "direct,ebpf,iptables-legacy,iptables-nft"
+        default_value = "direct,ebpf,iptables-legacy,iptables-nft,nftables"
     )]
     modes: Vec<Mode>,
-    /// `--iptables-min-sync-period` of the iptables proxies in milliseconds (kube-proxy's
-    /// default is 1s).
+    /// `--iptables-min-sync-period` of the iptables and nftables proxies in milliseconds
+    /// (kube-proxy's default is 1s).
     #[arg(long, default_value_t = 1000)]
     iptables_min_sync_ms: u64,
     /// Seconds a proxy gets to program N services (and, separately, one more) before the
@@ -479,7 +480,7 @@ impl Runner<'_, '_> {
 
     /// Times one more Service at the current scale: API create → first successful connect from
     /// the client pod, and the proxy's own sync time for it. Its EndpointSlice is created first
-    /// and given time to settle (for the iptables modes past `--iptables-min-sync-period`, so
+    /// and given time to settle (for the rule modes past `--iptables-min-sync-period`, so
     /// the batching throttle never delays the change timed). Removed again when the mode ends.
     fn add_one(&mut self, mode: Mode, prog: &mut ProgSample) -> Result<()> {
         let n = self.adds;
@@ -502,7 +503,7 @@ impl Runner<'_, '_> {
             .wait_metrics("the proxy to sync the added EndpointSlice", |m| {
                 commits(m) > commits(&before)
             })?;
-        if mode.iptables_variant().is_some() {
+        if mode.writes_rules() {
             std::thread::sleep(Duration::from_millis(self.args.iptables_min_sync_ms + 100));
         }
         let m0 = self.proxies.metrics()?;

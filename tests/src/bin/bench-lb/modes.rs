@@ -33,6 +33,8 @@ pub enum Mode {
     IptablesLegacy,
     /// kube-proxy's iptables rules through iptables-nft (nf_tables).
     IptablesNft,
+    /// kube-proxy's nftables rules (verdict maps in table `ip kube-proxy`).
+    Nftables,
 }
 
 impl Mode {
@@ -42,6 +44,7 @@ impl Mode {
             Mode::Ebpf => "ebpf",
             Mode::IptablesLegacy => "iptables-legacy",
             Mode::IptablesNft => "iptables-nft",
+            Mode::Nftables => "nftables",
         }
     }
 
@@ -52,7 +55,16 @@ impl Mode {
             Mode::Ebpf => "ekube eBPF",
             Mode::IptablesLegacy => "iptables-legacy",
             Mode::IptablesNft => "iptables-nft",
+            Mode::Nftables => "nftables",
         }
+    }
+
+    /// One of kube-proxy's rule modes, batched by `--iptables-min-sync-period`.
+    pub fn writes_rules(self) -> bool {
+        matches!(
+            self,
+            Mode::IptablesLegacy | Mode::IptablesNft | Mode::Nftables
+        )
     }
 
     /// `--iptables-variant` of the iptables modes.
@@ -86,7 +98,12 @@ impl<'a> Proxies<'a> {
             lab,
             running: None,
             // Nothing should be there on a fresh lab; cleaning everything once proves it.
-            dirty: vec![Mode::Ebpf, Mode::IptablesLegacy, Mode::IptablesNft],
+            dirty: vec![
+                Mode::Ebpf,
+                Mode::IptablesLegacy,
+                Mode::IptablesNft,
+                Mode::Nftables,
+            ],
             metrics_port: 0,
             starts: 0,
             iptables_min_sync,
@@ -126,21 +143,29 @@ impl<'a> Proxies<'a> {
             "--cluster-cidr".into(),
             "10.244.0.0/16".into(),
         ];
-        match mode.iptables_variant() {
-            Some(variant) => argv.extend([
+        if let Some(variant) = mode.iptables_variant() {
+            argv.extend([
                 "--mode".into(),
                 "iptables".into(),
                 "--iptables-variant".into(),
                 variant.into(),
-                "--iptables-min-sync-period".into(),
-                format!("{}ms", self.iptables_min_sync.as_millis()),
-            ]),
-            None => argv.extend([
+            ]);
+        }
+        match mode {
+            Mode::Nftables => argv.extend(["--mode".into(), "nftables".into()]),
+            _ if mode.writes_rules() => {}
+            _ => argv.extend([
                 "--cgroup-path".into(),
                 n1.cgroup2_dir().display().to_string(),
                 "--bpf-lb-map-max".into(),
                 self.lb_map_max.to_string(),
             ]),
+        }
+        if mode.writes_rules() {
+            argv.extend([
+                "--iptables-min-sync-period".into(),
+                format!("{}ms", self.iptables_min_sync.as_millis()),
+            ]);
         }
         self.dirty.push(mode);
         let pid = self
@@ -200,6 +225,7 @@ impl<'a> Proxies<'a> {
                 None if mode == Mode::Ebpf => {
                     remove_pins(&self.datapath()?).context("removing the eBPF pins")?
                 }
+                None if mode == Mode::Nftables => remove_nft_table(self.lab)?,
                 None => {}
             }
         }
@@ -210,9 +236,9 @@ impl<'a> Proxies<'a> {
         Ok(())
     }
 
-    /// Ends what a stopped proxy left running in n1's cgroup: an `iptables-*-restore` it was
-    /// waiting for when it was killed (a restore of 10,000 services can take minutes), which
-    /// would otherwise commit its rules after the cleaning.
+    /// Ends what a stopped proxy left running in n1's cgroup: an `iptables-*-restore` or `nft`
+    /// it was waiting for when it was killed (a restore of 10,000 services can take minutes),
+    /// which would otherwise commit its rules after the cleaning.
     fn end_orphans(&self) -> Result<()> {
         let procs = self.lab.host("n1")?.cgroup2_dir().join("cgroup.procs");
         let orphans = || -> Vec<String> {
@@ -228,8 +254,9 @@ impl<'a> Proxies<'a> {
                         .unwrap_or_default()
                         .to_owned();
                     // Only the proxy runs these; flannel's own `iptables` checks are left alone.
-                    name.starts_with("iptables-")
-                        && (name.ends_with("-restore") || name.ends_with("-save"))
+                    name == "nft"
+                        || name.starts_with("iptables-")
+                            && (name.ends_with("-restore") || name.ends_with("-save"))
                 })
                 .map(str::to_owned)
                 .collect()
@@ -249,7 +276,7 @@ impl<'a> Proxies<'a> {
             .status();
         wait_for(
             Duration::from_secs(10),
-            "the stopped proxy's iptables processes to end",
+            "the stopped proxy's rule-writing processes to end",
             || Ok(orphans().is_empty()),
         )
     }
@@ -296,6 +323,20 @@ pub fn sync_stat(m: &BTreeMap<String, f64>, what: &str, kind: &str) -> f64 {
     ))
     .copied()
     .unwrap_or(0.0)
+}
+
+/// Removes the nftables mode's table from n1, if there; checks it is gone.
+pub fn remove_nft_table(lab: &Lab) -> Result<()> {
+    let table = ["ip", ekube_proxy::nftables::render::TABLE];
+    if !lab
+        .exec("n1", &[&["nft", "list", "table"][..], &table].concat())?
+        .success()
+    {
+        return Ok(());
+    }
+    let out = lab.exec("n1", &[&["nft", "delete", "table"][..], &table].concat())?;
+    must(out, "nft delete table ip kube-proxy")?;
+    Ok(())
 }
 
 /// Removes every `KUBE-*` chain of one iptables variant from n1 (`nat` and `filter`): the jumps

@@ -350,7 +350,7 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         );
     }
 
-    let ipt: Vec<Mode> = [Mode::IptablesLegacy, Mode::IptablesNft]
+    let ipt: Vec<Mode> = [Mode::IptablesLegacy, Mode::IptablesNft, Mode::Nftables]
         .into_iter()
         .filter(|m| args.modes.contains(m))
         .collect();
@@ -386,7 +386,7 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         }
         let _ = write!(
             out,
-            "\n### eBPF vs iptables ({c1} client latency; below 1× = eBPF faster, conn/s above 1× = eBPF more)\n\n{}",
+            "\n### eBPF vs kube-proxy's rules ({c1} client latency; below 1× = eBPF faster, conn/s above 1× = eBPF more)\n\n{}",
             t.markdown()
         );
     }
@@ -510,6 +510,7 @@ fn color(mode: Mode) -> &'static str {
         Mode::Ebpf => "#2a9d55",
         Mode::IptablesLegacy => "#e07b24",
         Mode::IptablesNft => "#3b6fb6",
+        Mode::Nftables => "#8e5bb5",
     }
 }
 
