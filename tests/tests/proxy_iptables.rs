@@ -320,6 +320,15 @@ impl Fixture {
         log[start..].to_string()
     }
 
+    /// The node's UDP conntrack entries (for a failure message).
+    fn conntrack(&self) -> String {
+        let out = netns::nsenter(&self.ns("node"))
+            .args(["conntrack", "-L", "-p", "udp"])
+            .output()
+            .expect("running conntrack");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The node's rules: `iptables-save -t <table>` with this run's variant, or in nftables
     /// mode the whole `ip kube-proxy` table whatever `table` says.
     fn save(&self, table: &str) -> String {
@@ -765,6 +774,14 @@ fn proxy_in_rule_mode(mode: RuleMode) {
 
     // UDP NodePort from outside: replies come from <node IP>:<nodePort>.
     let udp = fx.client("ext", "udp", NODE_IP, udp_port, 30);
+    assert!(
+        udp.iter().all(|r| matches!(r, Reply::Ok { .. })),
+        "UDP NodePort {udp_port}: {udp:?}\nrules:\n{}\n{}\nconntrack:\n{}\nproxy log:\n{}",
+        fx.save("nat"),
+        fx.save("filter"),
+        fx.conntrack(),
+        fx.proxy_log()
+    );
     let counts = tally(&udp, &format!("{NODE_IP}:{udp_port}"), NODE_POD_IP);
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
 

@@ -10,7 +10,7 @@
 //! prefix. `127.0.0.1:<hostPort>` would need `route_localnet`, which the proxy does not set
 //! (as for NodePorts in this mode).
 
-use super::render::{KUBE_MARK_MASQ, Tables, hash16};
+use super::render::{KUBE_MARK_MASQ, Ruleset, hash16};
 use crate::{
     datapath::{BackendAddr, Frontend},
     rules::{Model, proto_name},
@@ -30,13 +30,13 @@ pub fn host_port_chain(frontend: &Frontend, pod: &str) -> String {
 }
 
 /// Writes the `KUBE-HOSTPORTS` rules and one `KUBE-HP-*` chain per mapping.
-pub(super) fn render(t: &mut Tables, model: &Model) {
+pub(super) fn render(t: &mut Ruleset, model: &Model) {
     for (frontend, pod_addr) in &model.host_ports {
         render_one(t, frontend, *pod_addr, model.pod_of(frontend));
     }
 }
 
-fn render_one(t: &mut Tables, frontend: &Frontend, pod_addr: BackendAddr, pod: &str) {
+fn render_one(t: &mut Ruleset, frontend: &Frontend, pod_addr: BackendAddr, pod: &str) {
     let chain = host_port_chain(frontend, pod);
     let proto = proto_name(frontend.proto);
     let port = frontend.port;

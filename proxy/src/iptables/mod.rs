@@ -4,9 +4,11 @@
 //! by the same watch and syncer as the eBPF datapath) with an [`IptablesWriter`]: each commit
 //! renders the whole `KUBE-*` rule set ([`render`]) and applies it with one
 //! `iptables-restore --noflush` ([`restore`]) — kube-proxy's own strategy, and the
-//! baseline the eBPF datapath is measured against (DESIGN.md §7). On the first commit (and
-//! after a failed one) it reads the tables back with `iptables-save` to find chains an earlier
-//! run left and which jumps from the built-in chains are missing. It never touches bpffs or
+//! baseline the eBPF datapath is measured against (DESIGN.md §7). Like kube-proxy's since
+//! 1.26, a restore after a successful one writes the fixed chains (`KUBE-SERVICES`,
+//! `KUBE-NODEPORTS`, …) and only the per-service chains that changed; the first one (and the
+//! one after a failure) reads the tables back with `iptables-save` to find chains an earlier
+//! run left and which jumps from the built-in chains are missing, and writes every chain. It never touches bpffs or
 //! cgroups. Pods' hostPorts are rendered as the kubelet's hostport rules ([`hostports`]).
 //! NodePorts answer on the node's addresses, or on every local address while none is
 //! known; `127.0.0.1:<nodePort>` would also need `net.ipv4.conf.*.route_localnet=1`, which the
@@ -22,10 +24,8 @@ use std::time::Instant;
 use ipnetwork::Ipv4Network;
 use tracing::{debug, info, warn};
 
-pub use self::{
-    render::Chains,
-    restore::{Binary, Recorder, Restore, Variant},
-};
+use self::render::{Before, Chains, Ruleset};
+pub use self::restore::{Binary, Recorder, Restore, Variant};
 use crate::rules::{Error, Model, RuleDatapath, RuleWriter};
 
 /// `Result` with the error of running the iptables programs.
@@ -39,13 +39,12 @@ pub struct IptablesConfig {
     pub cluster_cidr: Option<Ipv4Network>,
 }
 
-/// Writes the model as kube-proxy's iptables rules, each time in full.
+/// Writes the model as kube-proxy's iptables rules.
 pub struct IptablesWriter<R> {
     restore: R,
-    /// Read the tables back before the next restore (first write, or after a failure).
-    resync: bool,
-    /// Per-service chains as of the last successful restore.
-    chains: Chains,
+    /// What the last successful restore wrote (`None`: not known, the next restore reads the
+    /// tables first and writes every chain).
+    applied: Option<Ruleset>,
     /// Successful restores.
     restores: u64,
 }
@@ -70,8 +69,7 @@ impl<R: Restore> IptablesDatapath<R> {
     pub fn new(restore: R, cluster_cidr: Option<Ipv4Network>) -> Self {
         let writer = IptablesWriter {
             restore,
-            resync: true,
-            chains: Chains::default(),
+            applied: None,
             restores: 0,
         };
         Self::with_writer(writer, cluster_cidr)
@@ -83,50 +81,45 @@ impl<R: Restore> IptablesDatapath<R> {
 }
 
 impl<R: Restore> IptablesWriter<R> {
-    /// Renders the rule set and applies it (reading the tables first when needed).
+    /// Renders the rule set and applies it: after a successful restore only what changed,
+    /// otherwise everything, reading the tables first.
     fn apply(&mut self, model: &Model) -> Result<()> {
-        let mut missing = Vec::new();
-        let mut found = None;
-        if self.resync {
-            let mut existing = Chains::default();
+        let new = render::render(model);
+        let mut read = (Chains::default(), Vec::new());
+        if self.applied.is_none() {
             for table in ["filter", "nat"] {
                 let dump = self.restore.save(table)?;
                 let (chains, jumps) = render::parse_save(table, &dump);
                 match table {
-                    "filter" => existing.filter = chains,
-                    _ => existing.nat = chains,
+                    "filter" => read.0.filter = chains,
+                    _ => read.0.nat = chains,
                 }
-                missing.extend(jumps);
+                read.1.extend(jumps);
             }
-            // Chains written last time that a failed restore may have left, too.
-            existing.filter.extend(self.chains.filter.iter().cloned());
-            existing.nat.extend(self.chains.nat.iter().cloned());
-            found = Some(existing);
         }
-        let before = found.as_ref().unwrap_or(&self.chains);
-        let rendered = render::render(
-            model,
-            &render::Existing {
-                chains: Some(before),
-                missing_jumps: &missing,
+        let before = match &self.applied {
+            Some(old) => Before::Applied(old),
+            None => Before::Read {
+                chains: &read.0,
+                missing_jumps: &read.1,
             },
-        );
+        };
+        let text = render::restore_input(&new, &before);
         let started = Instant::now();
-        self.restore.restore(&rendered.text)?;
-        let took = started.elapsed();
+        self.restore.restore(&text)?;
         debug!(
-            bytes = rendered.text.len(),
-            chains = rendered.chains.nat.len(),
-            ?took,
+            bytes = text.len(),
+            full = self.applied.is_none(),
+            took = ?started.elapsed(),
             "iptables-restore"
         );
-        if !missing.is_empty() {
+        if !read.1.is_empty() {
             info!(
-                jumps = missing.len(),
+                jumps = read.1.len(),
                 "installed the jumps into the KUBE-* chains"
             );
         }
-        self.chains = rendered.chains;
+        self.applied = Some(new);
         self.restores += 1;
         Ok(())
     }
@@ -135,13 +128,10 @@ impl<R: Restore> IptablesWriter<R> {
 impl<R: Restore> RuleWriter for IptablesWriter<R> {
     fn write(&mut self, model: &Model) -> crate::datapath::Result<()> {
         match self.apply(model) {
-            Ok(()) => {
-                self.resync = false;
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(err) => {
-                warn!(%err, "applying the iptables rules; the next sync retries");
-                self.resync = true;
+                warn!(%err, "applying the iptables rules; the next sync retries in full");
+                self.applied = None;
                 Err(err.into())
             }
         }

@@ -1,14 +1,20 @@
 //! Rendering the proxy's model as kube-proxy's iptables rules (`pkg/proxy/iptables/proxier.go`).
 //!
-//! [`render`] is a pure function from the [`Model`] to the `iptables-restore` text of the
-//! `filter` and `nat` tables: every `KUBE-*` chain declared (which, under `--noflush`, creates
-//! or flushes it) and filled, stale service chains deleted, and the jumps from the built-in
-//! chains inserted where they are missing. The text is O(frontends + endpoints). Chain names,
+//! [`render`] is a pure function from the [`Model`] to a [`Ruleset`], the rules of every
+//! `KUBE-*` chain of the `filter` and `nat` tables. [`restore_input`] turns it into the
+//! `iptables-restore --noflush` text: the chains written declared (which creates or flushes
+//! them) and filled, stale service chains deleted, and, when the tables were read back, the
+//! jumps from the built-in chains inserted where they are missing. Written in full the text is
+//! O(frontends + endpoints); after a known restore only the fixed chains and the per-service
+//! chains that changed are written, as kube-proxy's partial restores do. Chain names,
 //! comments, the `0x4000` masquerade mark, the `statistic` probabilities, session affinity
 //! with `-m recent` and the REJECT/DROP rules for services without (local) endpoints follow
 //! kube-proxy, so tools and people that know its rules can read ours.
 
-use std::{collections::BTreeSet, fmt::Write};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write,
+};
 
 use crate::{
     datapath::{Affinity, BackendAddr},
@@ -149,30 +155,78 @@ pub const JUMPS: [Jump; 14] = [
     },
 ];
 
-/// Chains of the two tables as rendered (the `KUBE-*` chains this sync owns).
+/// Names of per-service chains in the two tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chains {
     pub filter: BTreeSet<String>,
     pub nat: BTreeSet<String>,
 }
 
-/// What [`render`] produces.
-#[derive(Debug)]
-pub struct Rendered {
-    /// The `iptables-restore --noflush` input.
-    pub text: String,
-    /// Per-service chains written (to tell stale ones next time).
-    pub chains: Chains,
+/// Rules of one table by chain, each chain's in order (the `-A` lines).
+pub type TableRules = BTreeMap<String, Vec<String>>;
+
+/// One rendering of the model: every `KUBE-*` chain a sync owns, fixed and per service, with
+/// its rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub filter: TableRules,
+    pub nat: TableRules,
 }
 
-/// What the sync knows about the tables before writing.
-#[derive(Debug, Default)]
-pub struct Existing<'a> {
-    /// Per-service chains present now (written last time or found by `iptables-save`); those
-    /// not rendered again are deleted.
-    pub chains: Option<&'a Chains>,
-    /// Jumps missing from the built-in chains (inserted).
-    pub missing_jumps: &'a [Jump],
+impl Ruleset {
+    /// The per-service chains it holds.
+    pub fn service_chains(&self) -> Chains {
+        let names = |t: &TableRules| t.keys().filter(|c| is_service_chain(c)).cloned().collect();
+        Chains {
+            filter: names(&self.filter),
+            nat: names(&self.nat),
+        }
+    }
+
+    fn chain(&mut self, table: &str, chain: &str) -> &mut Vec<String> {
+        let rules = if table == "filter" {
+            &mut self.filter
+        } else {
+            &mut self.nat
+        };
+        rules.entry(chain.to_string()).or_default()
+    }
+
+    pub(super) fn nat_chain(&mut self, chain: &str) {
+        self.chain("nat", chain);
+    }
+
+    /// Appends an `-A <chain> …` line of the nat table to its chain.
+    pub(super) fn nat(&mut self, rule: std::fmt::Arguments<'_>) {
+        self.push("nat", rule.to_string());
+    }
+
+    fn filter(&mut self, rule: std::fmt::Arguments<'_>) {
+        self.push("filter", rule.to_string());
+    }
+
+    fn push(&mut self, table: &str, rule: String) {
+        let chain = rule
+            .strip_prefix("-A ")
+            .and_then(|r| r.split(' ').next())
+            .expect("an -A line");
+        self.chain(table, &chain.to_string()).push(rule);
+    }
+}
+
+/// What the kernel holds before a restore.
+#[derive(Debug)]
+pub enum Before<'a> {
+    /// Not known (first restore, or after a failure): the per-service chains read back from
+    /// the tables (those not rendered again are deleted) and the jumps missing from the
+    /// built-in chains (inserted). Every chain is written.
+    Read {
+        chains: &'a Chains,
+        missing_jumps: &'a [Jump],
+    },
+    /// What the last restore wrote: only the per-service chains that changed are written
+    /// (kube-proxy's partial restores), the fixed chains always.
+    Applied(&'a Ruleset),
 }
 
 /// `KUBE-SVC-…` of a service port (`name` as in [`PortInfo::name`], `proto` lowercase).
@@ -201,36 +255,52 @@ pub fn probability(n: usize) -> String {
     format!("{:.10}", 1.0 / n as f64)
 }
 
-/// The two tables' text under construction.
-#[derive(Default)]
-pub(super) struct Tables {
-    filter_chains: String,
-    filter_rules: String,
-    nat_chains: String,
-    nat_rules: String,
-    chains: Chains,
-}
-
-impl Tables {
-    pub(super) fn nat_chain(&mut self, chain: &str) {
-        let _ = writeln!(self.nat_chains, ":{chain} - [0:0]");
-        self.chains.nat.insert(chain.to_string());
-    }
-
-    pub(super) fn nat(&mut self, rule: std::fmt::Arguments<'_>) {
-        let _ = self.nat_rules.write_fmt(rule);
-        self.nat_rules.push('\n');
-    }
-
-    fn filter(&mut self, rule: std::fmt::Arguments<'_>) {
-        let _ = self.filter_rules.write_fmt(rule);
-        self.filter_rules.push('\n');
-    }
-}
+/// Chains every rendering has, by table.
+const FIXED_FILTER: [&str; 5] = [
+    KUBE_NODEPORTS,
+    KUBE_SERVICES,
+    KUBE_EXTERNAL_SERVICES,
+    KUBE_FORWARD,
+    KUBE_PROXY_FIREWALL,
+];
+const FIXED_NAT: [&str; 5] = [
+    KUBE_SERVICES,
+    KUBE_NODEPORTS,
+    KUBE_HOSTPORTS,
+    KUBE_POSTROUTING,
+    KUBE_MARK_MASQ,
+];
 
 /// Renders the whole rule set.
-pub fn render(model: &Model, existing: &Existing<'_>) -> Rendered {
-    let mut t = Tables::default();
+pub fn render(model: &Model) -> Ruleset {
+    let mut t = Ruleset::default();
+    for chain in FIXED_FILTER {
+        t.chain("filter", chain);
+    }
+    for chain in FIXED_NAT {
+        t.nat_chain(chain);
+    }
+    t.filter(format_args!(
+        "-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP"
+    ));
+    t.filter(format_args!(
+        "-A {KUBE_FORWARD} -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"
+    ));
+    t.filter(format_args!(
+        "-A {KUBE_FORWARD} -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
+    ));
+    t.nat(format_args!(
+        "-A {KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"
+    ));
+    t.nat(format_args!(
+        "-A {KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}"
+    ));
+    t.nat(format_args!(
+        "-A {KUBE_POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
+    ));
+    t.nat(format_args!(
+        "-A {KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}"
+    ));
     for group in model.groups() {
         render_group(&mut t, model, &group);
     }
@@ -246,11 +316,11 @@ pub fn render(model: &Model, existing: &Existing<'_>) -> Rendered {
             "-A {KUBE_SERVICES} -m comment --comment {NODEPORTS_COMMENT} -d {addr} -j {KUBE_NODEPORTS}"
         ));
     }
-    assemble(t, existing)
+    t
 }
 
 /// Writes one service port's rules.
-fn render_group(t: &mut Tables, model: &Model, g: &Group<'_>) {
+fn render_group(t: &mut Ruleset, model: &Model, g: &Group<'_>) {
     let name = g.name.as_str();
     let proto = proto_name(g.proto);
     let svc = service_chain(name, proto);
@@ -364,7 +434,7 @@ fn render_group(t: &mut Tables, model: &Model, g: &Group<'_>) {
 /// The service chain's jumps to its endpoints: affinity checks first, then the random pick
 /// where rule `i` of `n` matches with probability `1/(n-i)`.
 fn endpoint_jumps(
-    t: &mut Tables,
+    t: &mut Ruleset,
     name: &str,
     proto: &str,
     chain: &str,
@@ -397,83 +467,58 @@ fn endpoint_jumps(
     }
 }
 
-/// Puts the tables together: fixed chains and rules, the services' chains and rules, missing
-/// jumps, and the deletion of stale chains.
-fn assemble(t: Tables, existing: &Existing<'_>) -> Rendered {
-    let mut text = String::with_capacity(
-        t.filter_chains.len()
-            + t.filter_rules.len()
-            + t.nat_chains.len()
-            + t.nat_rules.len()
-            + 4096,
-    );
-    let stale = |table_chains: &BTreeSet<String>, before: Option<&BTreeSet<String>>| {
-        before
-            .into_iter()
-            .flatten()
-            .filter(|c| is_service_chain(c) && !table_chains.contains(*c))
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    let stale_filter = stale(&t.chains.filter, existing.chains.map(|c| &c.filter));
-    let stale_nat = stale(&t.chains.nat, existing.chains.map(|c| &c.nat));
-
-    text.push_str("*filter\n");
-    for chain in [
-        KUBE_NODEPORTS,
-        KUBE_SERVICES,
-        KUBE_EXTERNAL_SERVICES,
-        KUBE_FORWARD,
-        KUBE_PROXY_FIREWALL,
-    ] {
-        let _ = writeln!(text, ":{chain} - [0:0]");
+/// The `iptables-restore --noflush` input that takes the tables from `before` to `new`: each
+/// written chain declared (which creates or flushes it) and filled, then the per-service
+/// chains no longer rendered deleted, after everything that jumped to them was rewritten.
+pub fn restore_input(new: &Ruleset, before: &Before<'_>) -> String {
+    let mut text = String::new();
+    for (table, rules) in [("filter", &new.filter), ("nat", &new.nat)] {
+        let (written, stale): (Vec<&String>, Vec<String>) = match before {
+            Before::Read { chains, .. } => {
+                let read = if table == "filter" {
+                    &chains.filter
+                } else {
+                    &chains.nat
+                };
+                let stale = read.iter().filter(|c| !rules.contains_key(*c)).cloned();
+                (rules.keys().collect(), stale.collect())
+            }
+            Before::Applied(old) => {
+                let old = if table == "filter" {
+                    &old.filter
+                } else {
+                    &old.nat
+                };
+                let changed = rules
+                    .iter()
+                    .filter(|(c, r)| !is_service_chain(c) || old.get(*c) != Some(*r))
+                    .map(|(c, _)| c);
+                let stale = old
+                    .keys()
+                    .filter(|c| is_service_chain(c) && !rules.contains_key(*c))
+                    .cloned();
+                (changed.collect(), stale.collect())
+            }
+        };
+        let _ = writeln!(text, "*{table}");
+        for chain in written.iter().copied().chain(&stale) {
+            let _ = writeln!(text, ":{chain} - [0:0]");
+        }
+        if let Before::Read { missing_jumps, .. } = before {
+            push_jumps(&mut text, table, missing_jumps);
+        }
+        for chain in &written {
+            for rule in &rules[*chain] {
+                text.push_str(rule);
+                text.push('\n');
+            }
+        }
+        for chain in &stale {
+            let _ = writeln!(text, "-X {chain}");
+        }
+        text.push_str("COMMIT\n");
     }
-    text.push_str(&t.filter_chains);
-    for chain in &stale_filter {
-        let _ = writeln!(text, ":{chain} - [0:0]");
-    }
-    push_jumps(&mut text, "filter", existing.missing_jumps);
-    let _ = writeln!(
-        text,
-        "-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP\n\
-         -A {KUBE_FORWARD} -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT\n\
-         -A {KUBE_FORWARD} -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
-    );
-    text.push_str(&t.filter_rules);
-    for chain in &stale_filter {
-        let _ = writeln!(text, "-X {chain}");
-    }
-    text.push_str("COMMIT\n*nat\n");
-    for chain in [
-        KUBE_SERVICES,
-        KUBE_NODEPORTS,
-        KUBE_HOSTPORTS,
-        KUBE_POSTROUTING,
-        KUBE_MARK_MASQ,
-    ] {
-        let _ = writeln!(text, ":{chain} - [0:0]");
-    }
-    text.push_str(&t.nat_chains);
-    for chain in &stale_nat {
-        let _ = writeln!(text, ":{chain} - [0:0]");
-    }
-    push_jumps(&mut text, "nat", existing.missing_jumps);
-    let _ = writeln!(
-        text,
-        "-A {KUBE_POSTROUTING} -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN\n\
-         -A {KUBE_POSTROUTING} -j MARK --xor-mark {MASQ_MARK}\n\
-         -A {KUBE_POSTROUTING} -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n\
-         -A {KUBE_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}"
-    );
-    text.push_str(&t.nat_rules);
-    for chain in &stale_nat {
-        let _ = writeln!(text, "-X {chain}");
-    }
-    text.push_str("COMMIT\n");
-    Rendered {
-        text,
-        chains: t.chains,
-    }
+    text
 }
 
 /// Inserts the missing jumps of `table` so they end up in [`JUMPS`] order at the top.

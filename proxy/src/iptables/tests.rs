@@ -64,7 +64,11 @@ fn svc1(backends: &[BackendAddr], node_port: Option<(u16, Vec<BackendAddr>, bool
 }
 
 fn rendered(model: &Model) -> String {
-    render(model, &Existing::default()).text
+    let before = Before::Read {
+        chains: &Chains::default(),
+        missing_jumps: &[],
+    };
+    restore_input(&render(model), &before)
 }
 
 /// The `-A` lines of `table` that append to `chain`, in order.
@@ -517,6 +521,16 @@ fn syncer_batches_one_restore_per_sync_and_deletes_stale_chains() {
     assert_eq!(r.restores.len(), 2);
     assert!(r.restores[1].contains("-X KUBE-SEP-ZX7GRIZKSNUQ3LAJ\n"));
     assert!(!r.restores[1].contains("-X KUBE-SEP-SXIVWICOYRO3J4NJ"));
+    // kube-proxy's partial restore: the fixed chains in full, of the per-service chains only
+    // the changed service chain and the deleted endpoint chain.
+    let nat = declared(&r.restores[1], "nat");
+    let service_chains: Vec<&String> = nat.iter().filter(|c| is_service_chain(c)).collect();
+    assert_eq!(
+        service_chains,
+        ["KUBE-SEP-ZX7GRIZKSNUQ3LAJ", "KUBE-SVC-XPGD46QRK7WJZT7O"],
+        "{nat:?}"
+    );
+    assert_eq!(rules(&r.restores[1], "nat", KUBE_SERVICES).len(), 201 + 1);
     assert_eq!(
         r.saves.len(),
         2,

@@ -306,7 +306,6 @@ impl<D: ProxyDatapath> Proxy<D> {
                     self.full_sync().await;
                 } else {
                     self.stage_pods();
-                    self.schedule_commit();
                 }
             }
         }
@@ -431,9 +430,12 @@ impl<D: ProxyDatapath> Proxy<D> {
     }
 
     /// Sets the commit of what is staged for once no event is waiting (and
-    /// `min_commit_interval` has passed since the last one), unless one is set already.
+    /// `min_commit_interval` has passed since the last one), unless one is set already. Before
+    /// the first full sync nothing is committed (that sync commits what was staged): the rule
+    /// modes start from an empty model, and writing it would take every Service a restarted
+    /// proxy left in place away until then.
     fn schedule_commit(&mut self) {
-        if self.commit_at.is_none() {
+        if self.listed() && self.commit_at.is_none() {
             let now = tokio::time::Instant::now();
             let earliest = self
                 .last_commit
