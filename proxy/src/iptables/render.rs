@@ -210,7 +210,7 @@ impl Ruleset {
             .strip_prefix("-A ")
             .and_then(|r| r.split(' ').next())
             .expect("an -A line");
-        self.chain(table, &chain.to_string()).push(rule);
+        self.chain(table, chain).push(rule);
     }
 }
 
