@@ -161,6 +161,7 @@ impl Fixture {
             proxy: None,
         };
         fx.build_network();
+        fx.watch_conntrack();
         fx.start_backends();
         fx.start_relay();
         fx.start_proxy();
@@ -274,7 +275,11 @@ impl Fixture {
                 "--healthz-bind-address",
                 &format!("127.0.0.1:{}", free_port()),
             ])
-            .env("RUST_LOG", "info")
+            // The rule writes with their times, for a failure message.
+            .env(
+                "RUST_LOG",
+                "info,ekube_proxy::iptables=debug,ekube_proxy::nftables=debug",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -320,13 +325,33 @@ impl Fixture {
         log[start..].to_string()
     }
 
-    /// The node's UDP conntrack entries (for a failure message).
+    fn conntrack_log(&self) -> PathBuf {
+        self.server.dir.join("conntrack-events.log")
+    }
+
+    /// Records the node's UDP conntrack events, with times, for a failure message.
+    fn watch_conntrack(&mut self) {
+        let log = fs::File::create(self.conntrack_log()).unwrap();
+        let child = netns::nsenter(&self.ns("node"))
+            .args(["conntrack", "-E", "-p", "udp", "-o", "timestamp"])
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting conntrack -E");
+        self.children.push(child);
+    }
+
+    /// The node's UDP conntrack entries and events (for a failure message).
     fn conntrack(&self) -> String {
         let out = netns::nsenter(&self.ns("node"))
             .args(["conntrack", "-L", "-p", "udp"])
             .output()
             .expect("running conntrack");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let events = fs::read_to_string(self.conntrack_log()).unwrap_or_default();
+        format!(
+            "{}\nevents:\n{events}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     }
 
     /// The node's rules: `iptables-save -t <table>` with this run's variant, or in nftables
