@@ -12,20 +12,13 @@ use super::{render::*, *};
 use crate::service::{DesiredService, FrontendSpec, Syncer};
 use crate::{
     datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceDatapath, ServiceOptions},
-    rules::{FrontendModel, Model, PortName, port_names},
+    rules::{
+        FrontendModel, Model, PortName,
+        fixtures::{ep, vip},
+        port_names,
+    },
     service::{PodName, ProxyDatapath, ServiceName},
 };
-
-fn ep(ip: &str, port: u16) -> BackendAddr {
-    BackendAddr {
-        ip: ip.parse().unwrap(),
-        port,
-    }
-}
-
-fn vip(ip: &str, port: u16) -> Frontend {
-    Frontend::cluster_ip(ip.parse().unwrap(), port, Protocol::Tcp)
-}
 
 fn cidr(s: &str) -> Option<Ipv4Network> {
     Some(s.parse().unwrap())

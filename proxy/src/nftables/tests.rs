@@ -5,17 +5,7 @@ use ipnetwork::Ipv4Network;
 
 use super::{render::*, *};
 use crate::datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceDatapath};
-
-fn ep(ip: &str, port: u16) -> BackendAddr {
-    BackendAddr {
-        ip: ip.parse().unwrap(),
-        port,
-    }
-}
-
-fn vip(ip: &str, port: u16) -> Frontend {
-    Frontend::cluster_ip(ip.parse().unwrap(), port, Protocol::Tcp)
-}
+use crate::rules::fixtures::{ep, vip};
 
 fn cidr() -> Option<Ipv4Network> {
     Some("10.0.0.0/8".parse().unwrap())

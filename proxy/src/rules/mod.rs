@@ -458,6 +458,25 @@ impl<W: RuleWriter> ProxyDatapath for RuleDatapath<W> {
     }
 }
 
+/// Addresses the rule modes' tests build their services from.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::datapath::{BackendAddr, Frontend, Protocol};
+
+    /// An endpoint `ip:port`.
+    pub fn ep(ip: &str, port: u16) -> BackendAddr {
+        BackendAddr {
+            ip: ip.parse().unwrap(),
+            port,
+        }
+    }
+
+    /// A TCP ClusterIP frontend `ip:port`.
+    pub fn vip(ip: &str, port: u16) -> Frontend {
+        Frontend::cluster_ip(ip.parse().unwrap(), port, Protocol::Tcp)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::hash;
