@@ -138,12 +138,14 @@ impl<N: Nft> RuleWriter for NftablesWriter<N> {
 /// Removes the table with the real `nft` (`ekube reset`, or a proxy started in another
 /// mode); whether it was there. Without `nft` there is nothing to remove.
 pub fn remove_table() -> Result<bool, Error> {
-    let table = render::TABLE;
-    if run(NFT, &["list", "table", "ip", table], "").is_err() {
-        return Ok(false);
+    match Binary.apply(&format!("delete table ip {}\n", render::TABLE)) {
+        Ok(()) => Ok(true),
+        Err(Error::Spawn { .. }) => Ok(false),
+        Err(Error::Failed { stderr, .. }) if stderr.contains("No such file or directory") => {
+            Ok(false)
+        }
+        Err(err) => Err(err),
     }
-    Binary.apply(&format!("delete table ip {table}\n"))?;
-    Ok(true)
 }
 
 #[cfg(test)]

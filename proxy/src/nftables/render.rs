@@ -160,7 +160,11 @@ pub struct Ruleset {
 
 impl Ruleset {
     fn chain(&mut self, name: &str) -> &mut Vec<String> {
-        self.chains.entry(name.to_string()).or_default()
+        // Most calls add to a chain that exists: no key allocated for those.
+        if !self.chains.contains_key(name) {
+            self.chains.insert(name.to_string(), Vec::new());
+        }
+        self.chains.get_mut(name).expect("inserted above")
     }
 
     fn rule(&mut self, chain: &str, rule: String) {
