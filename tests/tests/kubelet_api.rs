@@ -523,6 +523,22 @@ fn chatty_numbers(text: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The log files in `dir`, sorted. A rotated file being compressed right now shows as the
+/// file it will be: its `.tmp` is left out, and so is the uncompressed file once its `.gz`
+/// is in place (the kubelet removes it next).
+fn log_files(dir: &std::path::Path) -> Result<Vec<String>> {
+    let names: std::collections::BTreeSet<String> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".tmp"))
+        .collect();
+    Ok(names
+        .iter()
+        .filter(|n| !names.contains(&format!("{n}.gz")))
+        .cloned()
+        .collect())
+}
+
 /// A chatty container's log is rotated at `container-log-max-size` into
 /// `0.log.<YYYYMMDD-hhmmss>` files (all but the newest gzipped), at most
 /// `container-log-max-files` files stay, and `kubectl logs` reads the current file.
@@ -542,13 +558,7 @@ fn rotation(c: &LabCluster) -> Result<()> {
         Duration::from_secs(90),
         "four rotations of chatty's log",
         |_| {
-            // `.tmp`: a rotated file being compressed right now.
-            listing = std::fs::read_dir(&dir)?
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(".tmp"))
-                .collect();
-            listing.sort();
+            listing = log_files(&dir)?;
             assert!(listing.len() <= 3, "more than max-files logs: {listing:?}");
             for name in &listing {
                 let rest = name.strip_prefix("0.log").unwrap_or("?");
@@ -599,18 +609,11 @@ fn rotation(c: &LabCluster) -> Result<()> {
     );
     // logs -f crosses a rotation: it keeps delivering a gapless run of lines.
     let rotated_files = || -> Result<Vec<String>> {
-        let mut names: Vec<String> = std::fs::read_dir(&dir)?
-            .flatten()
-            .map(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .trim_end_matches(".gz")
-                    .to_owned()
-            })
-            .filter(|n| n != "0.log" && !n.ends_with(".tmp"))
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(log_files(&dir)?
+            .into_iter()
+            .map(|n| n.trim_end_matches(".gz").to_owned())
+            .filter(|n| n != "0.log")
+            .collect())
     };
     let before = rotated_files()?;
     let followed = c.sh("timeout -s INT 8 $K logs -f --tail 1 chatty")?;

@@ -84,6 +84,9 @@ impl FakeKubelet {
         let (a, n) = (auto.clone(), names.clone());
         let task = tokio::spawn(async move {
             let ip = AtomicU32::new(1);
+            // A pod starts once: a later event from before its start (another writer's update,
+            // still without a pod IP) must not turn a pod a test has finished back to Running.
+            let mut started = BTreeSet::new();
             let pods: Api<Pod> = Api::all(client.clone());
             let mut stream = watcher(pods, watcher::Config::default())
                 .default_backoff()
@@ -109,10 +112,15 @@ impl FakeKubelet {
                             let _ = api.delete(&pod.name_any(), &DeleteParams::default().grace_period(0)).await;
                             continue;
                         }
-                        if pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none() {
+                        let uid = pod.uid().unwrap_or_default();
+                        let unstarted = pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none();
+                        if unstarted && !started.contains(&uid) {
                             let i = ip.fetch_add(1, Ordering::SeqCst);
                             let ready = a.load(Ordering::SeqCst);
-                            let _ = api.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(pod_status(i, ready))).await;
+                            let patch = Patch::Strategic(pod_status(i, ready));
+                            if api.patch_status(&pod.name_any(), &PatchParams::default(), &patch).await.is_ok() {
+                                started.insert(uid);
+                            }
                         }
                     }
                 }
