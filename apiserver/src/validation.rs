@@ -638,6 +638,7 @@ pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause
             if strip(old) != strip(new) {
                 causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
             }
+            pod::state_transitions(old, new, &mut causes);
         }
         ("", "Service") => {
             let old_ip = old
@@ -767,6 +768,52 @@ mod tests {
             fields(immutable("apps", "ControllerRevision", &good, &rewritten)),
             ["data"]
         );
+    }
+
+    #[test]
+    fn terminated_containers_stay_terminated_unless_the_pod_restarts_them() {
+        let pod = |policy: &str, states: [(&str, Value); 2]| {
+            let statuses: Vec<Value> = states
+                .iter()
+                .map(|(name, state)| json!({"name": name, "state": state}))
+                .collect();
+            json!({"metadata": {"name": "p"},
+                "spec": {"restartPolicy": policy, "containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}],
+                    "initContainers": [{"name": "side", "image": "i", "restartPolicy": "Always"}]},
+                "status": {"containerStatuses": statuses,
+                    "initContainerStatuses": [{"name": "side", "state": states[0].1}]}})
+        };
+        let done = |code: i64| json!({"terminated": {"exitCode": code}});
+        let run = || json!({"running": {}});
+        let update = |policy: &str, was: [Value; 2], now: [Value; 2]| {
+            let [a, b] = was;
+            let [c, d] = now;
+            let (old, new) = (
+                pod(policy, [("a", a), ("b", b)]),
+                pod(policy, [("a", c), ("b", d)]),
+            );
+            immutable("", "Pod", &old, &new)
+                .into_iter()
+                .map(|c| c.field)
+                .collect::<Vec<_>>()
+        };
+        let second = ["status.containerStatuses[1].state"];
+        // Never: neither a success nor a failure runs again; the sidecar may.
+        assert_eq!(update("Never", [run(), done(0)], [run(), run()]), second);
+        assert_eq!(update("Never", [run(), done(1)], [run(), run()]), second);
+        assert_eq!(
+            update("Never", [done(0), run()], [run(), run()]),
+            ["status.containerStatuses[0].state"]
+        );
+        // OnFailure: a failed container restarts, a succeeded one does not.
+        assert!(update("OnFailure", [run(), done(1)], [run(), run()]).is_empty());
+        assert_eq!(
+            update("OnFailure", [run(), done(0)], [run(), run()]),
+            second
+        );
+        // Always: anything goes; and staying terminated is always fine.
+        assert!(update("Always", [done(0), done(1)], [run(), run()]).is_empty());
+        assert!(update("Never", [done(0), done(1)], [done(0), done(1)]).is_empty());
     }
 
     #[test]

@@ -1388,3 +1388,56 @@ async fn the_scale_subresource_takes_an_autoscaling_v1_scale() {
     let refused = client.request::<Value>(request).await.unwrap_err();
     assert!(refused.to_string().contains("does not match"), "{refused}");
 }
+
+/// A pod that does not restart its containers keeps a terminated container terminated: a
+/// status write that brings it back is refused as upstream refuses it, and what was stored
+/// stays.
+#[tokio::test]
+async fn a_terminated_container_of_a_never_restarting_pod_stays_terminated() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let s = ServerProcess::start(&[]).unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client().await.unwrap(), "default");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "once"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}});
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod).unwrap(),
+    )
+    .await
+    .unwrap();
+    let status = |state: Value, phase: &str| {
+        Patch::Merge(json!({"status": {"phase": phase, "containerStatuses": [{
+            "name": "c", "image": "busybox", "imageID": "", "ready": false, "restartCount": 0,
+            "state": state}]}}))
+    };
+    let done = json!({"terminated": {"exitCode": 0, "reason": "Completed"}});
+    pods.patch_status("once", &PatchParams::default(), &status(done, "Succeeded"))
+        .await
+        .unwrap();
+    let err = pods
+        .patch_status(
+            "once",
+            &PatchParams::default(),
+            &status(json!({"running": {}}), "Running"),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{e:?}");
+            assert!(
+                e.message.contains(
+                    "status.containerStatuses[0].state: Forbidden: may not be transitioned to non-terminated state"
+                ),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected 422, got {other}"),
+    }
+    let stored = pods.get_status("once").await.unwrap().status.unwrap();
+    assert_eq!(stored.phase.as_deref(), Some("Succeeded"));
+    let state = stored.container_statuses.unwrap()[0].state.clone().unwrap();
+    assert!(state.terminated.is_some() && state.running.is_none());
+}

@@ -179,3 +179,56 @@ pub(super) fn container<'a>(
     }
     resources::requirements(c, at, causes);
 }
+
+/// Upstream's rule for a pod's container states on update: unless the pod restarts its
+/// containers (`restartPolicy: Always`), a terminated container stays terminated; with
+/// `OnFailure` one that failed may run again. A sidecar (an init container with its own
+/// `restartPolicy: Always`) restarts whatever the pod's policy.
+pub(super) fn state_transitions(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+    let policy = old
+        .pointer("/spec/restartPolicy")
+        .and_then(Value::as_str)
+        .unwrap_or("Always");
+    if policy == "Always" {
+        return;
+    }
+    let sidecars: Vec<&str> = old
+        .pointer("/spec/initContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| c.get("restartPolicy").and_then(Value::as_str) == Some("Always"))
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .collect();
+    for list in ["containerStatuses", "initContainerStatuses"] {
+        let statuses = |pod: &Value| {
+            pod.pointer(&format!("/status/{list}"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let new_statuses = statuses(new);
+        for (i, was) in statuses(old).iter().enumerate() {
+            let name = was.get("name").and_then(Value::as_str).unwrap_or_default();
+            let Some(terminated) = was.pointer("/state/terminated") else {
+                continue;
+            };
+            let failed = terminated.get("exitCode").and_then(Value::as_i64) != Some(0);
+            if (failed && policy == "OnFailure")
+                || (list == "initContainerStatuses" && sidecars.contains(&name))
+            {
+                continue;
+            }
+            let left = new_statuses.iter().any(|now| {
+                now.get("name").and_then(Value::as_str) == Some(name)
+                    && now.pointer("/state/terminated").is_none()
+            });
+            if left {
+                causes.push(Cause::forbidden(
+                    format!("status.{list}[{i}].state"),
+                    "may not be transitioned to non-terminated state",
+                ));
+            }
+        }
+    }
+}
