@@ -23,6 +23,18 @@ from playwright.sync_api import sync_playwright
 STEP_MS = 120_000
 
 
+def sign_in(page, token):
+    """Signs in with `token`; fails with the sign-in form's error when it is refused."""
+    page.fill("#token", token)
+    page.click("#signin")
+    page.wait_for_function(
+        """() => !document.querySelector('#nav').hidden
+            || (document.querySelector('#login-error') || {}).textContent"""
+    )
+    if page.is_hidden("#nav"):
+        raise RuntimeError(f"sign-in refused: {page.text_content('#login-error')}")
+
+
 def main():
     config = json.loads(pathlib.Path(sys.argv[1]).read_text())
     shots = pathlib.Path(config["shots"])
@@ -48,9 +60,7 @@ def main():
         seen["bad_token"] = page.text_content("#login-error")
         page.screenshot(path=str(shots / "login.png"))
 
-        page.fill("#token", config["token"])
-        page.click("#signin")
-        page.wait_for_selector("#nav:not([hidden])")
+        sign_in(page, config["token"])
 
         # Nodes, each with its `top` figures.
         page.goto(config["url"] + "#/nodes")
@@ -122,9 +132,7 @@ def main():
 
         # A token without rights sees the apiserver's refusal, not the dashboard's data.
         page.click("#signout")
-        page.fill("#token", config["weak_token"])
-        page.click("#signin")
-        page.wait_for_selector("#nav:not([hidden])")
+        sign_in(page, config["weak_token"])
         page.goto(config["url"] + "#/nodes")
         page.wait_for_selector("section .error")
         seen["weak_nodes"] = page.text_content("section .error")

@@ -136,6 +136,7 @@ function loginPage() {
     error);
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
+    error.textContent = '';
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
     try {
       await api('api');
@@ -438,11 +439,18 @@ async function render(refreshing = false) {
   for (const a of nav.querySelectorAll('a')) {
     a.classList.toggle('active', a.getAttribute('href') === `#/${route[0]}`);
   }
+  // Counted before anything else, so that a render still on its way when the viewer signs
+  // out does not bring its page back.
+  const turn = ++rendering;
   if (!signedIn) {
-    main.replaceChildren(loginPage());
+    // A sign-in form already shown stays: the hash change that follows signing out renders
+    // again, and must not swap in an empty form while a token is being typed.
+    if (main.getAttribute('data-page') !== 'login') {
+      main.replaceChildren(loginPage());
+      main.setAttribute('data-page', 'login');
+    }
     return;
   }
-  const turn = ++rendering;
   let content;
   switch (route[0]) {
     case 'namespaces': content = await namespacesPage(); break;
