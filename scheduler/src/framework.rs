@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ekube_api::nodematch::{selects, term_matches, tolerated};
 use ekube_api::{quantity, resource_name};
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 
 pub const UNSCHEDULABLE: &str = "node(s) were unschedulable";
 pub const AFFINITY: &str = "node(s) didn't match Pod's node affinity/selector";
@@ -140,6 +140,37 @@ pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
         .collect()
 }
 
+/// The pod being scheduled, with what the filters and scores read of it worked out once
+/// rather than once per node.
+pub struct Incoming<'a> {
+    pub pod: &'a Pod,
+    requests: Resources,
+    /// With the non-zero defaults, for scoring.
+    requests_scoring: Resources,
+    host_ports: Vec<(String, String, i32)>,
+    pub(crate) owner: Option<String>,
+    tolerations: &'a [Toleration],
+    pub(crate) affinity: crate::interpod::Terms,
+}
+
+impl<'a> Incoming<'a> {
+    pub fn new(pod: &'a Pod) -> Self {
+        Self {
+            pod,
+            requests: pod_requests(pod, false),
+            requests_scoring: pod_requests(pod, true),
+            host_ports: host_ports(pod),
+            owner: owner_uid(pod),
+            tolerations: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.tolerations.as_deref())
+                .unwrap_or_default(),
+            affinity: crate::interpod::Terms::of(pod),
+        }
+    }
+}
+
 /// The controller owner uid of a pod, for spreading.
 pub fn owner_uid(pod: &Pod) -> Option<String> {
     pod.metadata
@@ -153,7 +184,13 @@ pub fn owner_uid(pod: &Pod) -> Option<String> {
 /// A node with what is already placed on it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
+    /// The node as listed; what is worked out of it below is from [`NodeInfo::new`].
     pub node: Node,
+    /// The node's allocatable resources (its capacity when it reports none) and pod count.
+    allocatable: Resources,
+    max_pods: i64,
+    /// Its own taints and the one its Ready condition implies.
+    taints: Vec<Taint>,
     pub requested: Resources,
     /// Requests with the non-zero defaults, for scoring.
     pub requested_scoring: Resources,
@@ -166,7 +203,20 @@ pub struct NodeInfo {
 
 impl NodeInfo {
     pub fn new(node: Node) -> Self {
+        let status = node.status.as_ref();
+        let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
+        let allocatable = Resources {
+            cpu: amount(alloc, "cpu", true).unwrap_or(0),
+            memory: amount(alloc, "memory", false).unwrap_or(0),
+            ephemeral: amount(alloc, "ephemeral-storage", false).unwrap_or(i64::MAX),
+            // A scalar resource the node does not list, it has none of.
+            scalar: scalars(alloc),
+        };
+        let max_pods = amount(alloc, "pods", false).unwrap_or(110);
         Self {
+            allocatable,
+            max_pods,
+            taints: effective_taints(&node),
             node,
             requested: Resources::default(),
             requested_scoring: Resources::default(),
@@ -188,17 +238,10 @@ impl NodeInfo {
         self.placed.push(crate::interpod::Placed::of(pod));
     }
 
-    pub fn allocatable(&self) -> (Resources, i64) {
-        let status = self.node.status.as_ref();
-        let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
-        let r = Resources {
-            cpu: amount(alloc, "cpu", true).unwrap_or(0),
-            memory: amount(alloc, "memory", false).unwrap_or(0),
-            ephemeral: amount(alloc, "ephemeral-storage", false).unwrap_or(i64::MAX),
-            // A scalar resource the node does not list, it has none of.
-            scalar: scalars(alloc),
-        };
-        (r, amount(alloc, "pods", false).unwrap_or(110))
+    /// Whether a pod placed here has required anti-affinity terms (that an incoming pod must
+    /// not match).
+    pub fn has_anti_affinity(&self) -> bool {
+        self.placed.iter().any(|p| !p.anti_affinity.is_empty())
     }
 }
 
@@ -241,24 +284,22 @@ fn effective_taints(node: &Node) -> Vec<Taint> {
 }
 
 /// Runs the filters; `Err` carries the reasons the node is infeasible.
-pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let tolerations = spec.tolerations.clone().unwrap_or_default();
-    let node_spec = ni.node.spec.clone().unwrap_or_default();
-    if node_spec.unschedulable == Some(true) {
+pub fn filter(incoming: &Incoming, ni: &NodeInfo) -> Result<(), Vec<String>> {
+    let (pod, tolerations) = (incoming.pod, incoming.tolerations);
+    if ni.node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         let taint = Taint {
             key: UNSCHEDULABLE_TAINT.into(),
             effect: "NoSchedule".into(),
             value: None,
             time_added: None,
         };
-        if !tolerated(&tolerations, &taint) {
+        if !tolerated(tolerations, &taint) {
             return Err(vec![UNSCHEDULABLE.into()]);
         }
     }
-    for taint in effective_taints(&ni.node) {
+    for taint in &ni.taints {
         if (taint.effect == "NoSchedule" || taint.effect == "NoExecute")
-            && !tolerated(&tolerations, &taint)
+            && !tolerated(tolerations, taint)
         {
             return Err(vec![format!(
                 "node(s) had untolerated taint {{{}: {}}}",
@@ -270,18 +311,17 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
     if !affinity_matches(pod, &ni.node) {
         return Err(vec![AFFINITY.into()]);
     }
-    for (proto, ip, port) in host_ports(pod) {
+    for (proto, ip, port) in &incoming.host_ports {
         let clash = ni.ports.iter().any(|(p, i, n)| {
-            *p == proto && *n == port && (i == &ip || i == "0.0.0.0" || ip == "0.0.0.0")
+            p == proto && n == port && (i == ip || i == "0.0.0.0" || ip == "0.0.0.0")
         });
         if clash {
             return Err(vec![PORTS.into()]);
         }
     }
-    let (alloc, max_pods) = ni.allocatable();
-    let want = pod_requests(pod, false);
+    let (alloc, want) = (&ni.allocatable, &incoming.requests);
     let mut reasons = Vec::new();
-    if ni.pods as i64 + 1 > max_pods {
+    if ni.pods as i64 + 1 > ni.max_pods {
         reasons.push(TOO_MANY_PODS.to_string());
     }
     if want.cpu > 0 && ni.requested.cpu + want.cpu > alloc.cpu {
@@ -310,9 +350,8 @@ pub fn filter(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
 
 /// Least-allocated (cpu and memory, 0–100), plus spreading of one owner's pods (weight 2),
 /// plus preferred node affinity (weight 2, 0–100 of the matched weight).
-pub fn score(pod: &Pod, ni: &NodeInfo, max_owner_count: usize) -> i64 {
-    let (alloc, _) = ni.allocatable();
-    let want = pod_requests(pod, true);
+pub fn score(incoming: &Incoming, ni: &NodeInfo, max_owner_count: usize) -> i64 {
+    let (pod, alloc, want) = (incoming.pod, &ni.allocatable, &incoming.requests_scoring);
     let least = |requested: i64, capacity: i64| {
         if capacity <= 0 || requested > capacity {
             0
@@ -323,9 +362,9 @@ pub fn score(pod: &Pod, ni: &NodeInfo, max_owner_count: usize) -> i64 {
     let resources = (least(ni.requested_scoring.cpu + want.cpu, alloc.cpu)
         + least(ni.requested_scoring.memory + want.memory, alloc.memory))
         / 2;
-    let spread = match owner_uid(pod) {
+    let spread = match &incoming.owner {
         Some(uid) if max_owner_count > 0 => {
-            let mine = ni.owners.get(&uid).copied().unwrap_or(0) as i64;
+            let mine = ni.owners.get(uid).copied().unwrap_or(0) as i64;
             (max_owner_count as i64 - mine) * 100 / max_owner_count as i64
         }
         _ => 100,
@@ -388,6 +427,11 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use serde_json::json;
 
+    /// [`filter`] as the scheduler calls it.
+    fn check(pod: &Pod, ni: &NodeInfo) -> Result<(), Vec<String>> {
+        filter(&Incoming::new(pod), ni)
+    }
+
     fn node(name: &str, labels: serde_json::Value, cpu: &str) -> NodeInfo {
         NodeInfo::new(
             serde_json::from_value(json!({
@@ -411,8 +455,8 @@ mod tests {
             node("b", json!({}), "2"),
             node("c", json!({"disk": "ssd"}), "2"),
         ];
-        assert_eq!(filter(&p, &nodes[0]), Err(vec![AFFINITY.to_string()]));
-        assert!(filter(&p, &nodes[2]).is_ok());
+        assert_eq!(check(&p, &nodes[0]), Err(vec![AFFINITY.to_string()]));
+        assert!(check(&p, &nodes[2]).is_ok());
         let mut reasons = BTreeMap::new();
         reasons.insert(AFFINITY.to_string(), 3);
         assert!(fit_error(3, &reasons).starts_with(
@@ -430,7 +474,7 @@ mod tests {
         let big =
             pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "3"}}}]}));
         assert_eq!(
-            filter(&big, &node("a", json!({}), "2")),
+            check(&big, &node("a", json!({}), "2")),
             Err(vec!["Insufficient cpu".to_string()])
         );
         let mut tainted = node("t", json!({}), "8");
@@ -440,14 +484,15 @@ mod tests {
             )
             .unwrap(),
         );
+        let tainted = NodeInfo::new(tainted.node);
         assert_eq!(
-            filter(&big, &tainted),
+            check(&big, &tainted),
             Err(vec!["node(s) had untolerated taint {k: v}".to_string()])
         );
         let tolerant = pod(
             json!({"containers": [{"name": "c"}], "tolerations": [{"key": "k", "operator": "Exists"}]}),
         );
-        assert!(filter(&tolerant, &tainted).is_ok());
+        assert!(check(&tolerant, &tainted).is_ok());
         let mut used = node("u", json!({}), "2");
         used.add(&pod(
             json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1500m"}}}]}),
@@ -455,7 +500,7 @@ mod tests {
         let small =
             pod(json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}));
         assert_eq!(
-            filter(&small, &used),
+            check(&small, &used),
             Err(vec!["Insufficient cpu".to_string()])
         );
     }
@@ -469,7 +514,7 @@ mod tests {
             let alloc = status.allocatable.as_mut().unwrap();
             alloc.insert(DEV.into(), Quantity(devices.into()));
         }
-        n
+        NodeInfo::new(n.node)
     }
 
     fn wanting(devices: &str) -> Pod {
@@ -481,26 +526,26 @@ mod tests {
     fn extended_resources_fit_by_name_and_a_node_without_them_has_none() {
         let insufficient = Err(vec![format!("Insufficient {DEV}")]);
         assert_eq!(
-            filter(&wanting("1"), &with_devices("plain", None)),
+            check(&wanting("1"), &with_devices("plain", None)),
             insufficient
         );
         let mut two = with_devices("two", Some("2"));
-        assert!(filter(&wanting("2"), &two).is_ok());
-        assert_eq!(filter(&wanting("3"), &two), insufficient);
+        assert!(check(&wanting("2"), &two).is_ok());
+        assert_eq!(check(&wanting("3"), &two), insufficient);
         two.add(&wanting("1"));
-        assert!(filter(&wanting("1"), &two).is_ok());
-        assert_eq!(filter(&wanting("2"), &two), insufficient);
+        assert!(check(&wanting("1"), &two).is_ok());
+        assert_eq!(check(&wanting("2"), &two), insufficient);
         two.add(&wanting("1"));
-        assert_eq!(filter(&wanting("1"), &two), insufficient);
+        assert_eq!(check(&wanting("1"), &two), insufficient);
         // A pod asking for none fits a node whose devices are all taken, or that has none.
         let none = pod(json!({"containers": [{"name": "c"}]}));
-        assert!(filter(&none, &two).is_ok());
-        assert!(filter(&none, &with_devices("plain", None)).is_ok());
+        assert!(check(&none, &two).is_ok());
+        assert!(check(&none, &with_devices("plain", None)).is_ok());
         // Reasons come after cpu's, as upstream lists them.
         let both = pod(json!({"containers": [{"name": "c", "resources": {
             "requests": {"cpu": "8", DEV: "1"}}}]}));
         assert_eq!(
-            filter(&both, &with_devices("plain", None)),
+            check(&both, &with_devices("plain", None)),
             Err(vec![
                 "Insufficient cpu".to_string(),
                 format!("Insufficient {DEV}")
@@ -527,7 +572,7 @@ mod tests {
             "overhead": {DEV: "1"}}));
         assert_eq!(pod_requests(&p, false).scalar[DEV], 5);
         let four = with_devices("four", Some("4"));
-        assert_eq!(filter(&p, &four), Err(vec![format!("Insufficient {DEV}")]));
+        assert_eq!(check(&p, &four), Err(vec![format!("Insufficient {DEV}")]));
         // cpu and memory are not scalar resources; huge pages are.
         let p = pod(
             json!({"containers": [{"name": "c", "resources": {"requests":
@@ -539,7 +584,7 @@ mod tests {
             BTreeMap::from([("hugepages-2Mi".to_string(), 4 << 20)])
         );
         assert_eq!(
-            filter(&p, &four),
+            check(&p, &four),
             Err(vec!["Insufficient hugepages-2Mi".to_string()])
         );
     }
@@ -552,13 +597,13 @@ mod tests {
                 {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a", "b"]}]}]}}}}),
         );
         assert_eq!(
-            filter(&p, &node("x", json!({"zone": "c"}), "2")),
+            check(&p, &node("x", json!({"zone": "c"}), "2")),
             Err(vec![AFFINITY.to_string()])
         );
         let mut n = node("y", json!({"zone": "a"}), "2");
-        assert!(filter(&p, &n).is_ok());
+        assert!(check(&p, &n).is_ok());
         n.add(&p);
-        assert_eq!(filter(&p, &n), Err(vec![PORTS.to_string()]));
+        assert_eq!(check(&p, &n), Err(vec![PORTS.to_string()]));
     }
 
     #[test]
@@ -569,6 +614,6 @@ mod tests {
         let mut a = node("a", json!({}), "2");
         a.add(&p);
         let b = node("b", json!({}), "2");
-        assert!(score(&p, &b, 1) > score(&p, &a, 1));
+        assert!(score(&Incoming::new(&p), &b, 1) > score(&Incoming::new(&p), &a, 1));
     }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use ekube_api::selector::LabelSelector as Selector;
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 
-use crate::framework::NodeInfo;
+use crate::framework::{Incoming, NodeInfo};
 
 pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
@@ -38,52 +38,54 @@ impl Placed {
         Self {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
-            anti_affinity: terms(pod).required_anti,
+            anti_affinity: Terms::of(pod).required_anti,
         }
     }
 }
 
 /// A pod's terms, by kind.
 #[derive(Default)]
-struct Terms {
+pub(crate) struct Terms {
     required: Vec<PodAffinityTerm>,
     required_anti: Vec<PodAffinityTerm>,
     /// (weight, term); anti-affinity with a negative weight.
     preferred: Vec<(i64, PodAffinityTerm)>,
 }
 
-fn terms(pod: &Pod) -> Terms {
-    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-    let mut t = Terms::default();
-    // Affinity and anti-affinity have the same shape in two types.
-    let mut take = |required: &Option<Vec<PodAffinityTerm>>,
-                    preferred: &Option<Vec<WeightedPodAffinityTerm>>,
-                    sign: i64| {
-        t.preferred.extend(
-            preferred
-                .iter()
-                .flatten()
-                .map(|w| (sign * i64::from(w.weight), w.pod_affinity_term.clone())),
-        );
-        required.clone().unwrap_or_default()
-    };
-    if let Some(a) = affinity.and_then(|a| a.pod_affinity.as_ref()) {
-        let required = take(
-            &a.required_during_scheduling_ignored_during_execution,
-            &a.preferred_during_scheduling_ignored_during_execution,
-            1,
-        );
-        t.required = required;
+impl Terms {
+    pub(crate) fn of(pod: &Pod) -> Self {
+        let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let mut t = Terms::default();
+        // Affinity and anti-affinity have the same shape in two types.
+        let mut take = |required: &Option<Vec<PodAffinityTerm>>,
+                        preferred: &Option<Vec<WeightedPodAffinityTerm>>,
+                        sign: i64| {
+            t.preferred.extend(
+                preferred
+                    .iter()
+                    .flatten()
+                    .map(|w| (sign * i64::from(w.weight), w.pod_affinity_term.clone())),
+            );
+            required.clone().unwrap_or_default()
+        };
+        if let Some(a) = affinity.and_then(|a| a.pod_affinity.as_ref()) {
+            let required = take(
+                &a.required_during_scheduling_ignored_during_execution,
+                &a.preferred_during_scheduling_ignored_during_execution,
+                1,
+            );
+            t.required = required;
+        }
+        if let Some(a) = affinity.and_then(|a| a.pod_anti_affinity.as_ref()) {
+            let required = take(
+                &a.required_during_scheduling_ignored_during_execution,
+                &a.preferred_during_scheduling_ignored_during_execution,
+                -1,
+            );
+            t.required_anti = required;
+        }
+        t
     }
-    if let Some(a) = affinity.and_then(|a| a.pod_anti_affinity.as_ref()) {
-        let required = take(
-            &a.required_during_scheduling_ignored_during_execution,
-            &a.preferred_during_scheduling_ignored_during_execution,
-            -1,
-        );
-        t.required_anti = required;
-    }
-    t
 }
 
 /// Whether `term` (of a pod in namespace `own`) selects a pod in `namespace` with `labels`.
@@ -141,10 +143,19 @@ fn in_domain<'a>(
 }
 
 /// The InterPodAffinity filter for node `at`.
-pub fn filter(pod: &Pod, at: usize, infos: &[NodeInfo]) -> Result<(), &'static str> {
+/// `guarded` are the nodes with a placed pod that has required anti-affinity terms
+/// ([`NodeInfo::has_anti_affinity`]), the only ones the symmetric rule needs to look at.
+pub fn filter(
+    incoming: &Incoming,
+    at: usize,
+    infos: &[NodeInfo],
+    guarded: &[usize],
+) -> Result<(), &'static str> {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    let pod = incoming.pod;
     let own = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let t = terms(pod);
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+    let t = &incoming.affinity;
     for term in &t.required {
         let found = in_domain(infos, at, &term.topology_key)
             .any(|p| selects(term, own, &p.namespace, &p.labels));
@@ -154,7 +165,7 @@ pub fn filter(pod: &Pod, at: usize, infos: &[NodeInfo]) -> Result<(), &'static s
             .any(|p| selects(term, own, &p.namespace, &p.labels));
         // The first pod of a group that is its own affinity starts it anywhere in a domain.
         let first_of_group = !anywhere
-            && selects(term, own, own, &labels)
+            && selects(term, own, own, labels)
             && domain(&infos[at], &term.topology_key).is_some();
         if !found && !first_of_group {
             return Err(AFFINITY);
@@ -167,12 +178,13 @@ pub fn filter(pod: &Pod, at: usize, infos: &[NodeInfo]) -> Result<(), &'static s
             return Err(ANTI_AFFINITY);
         }
     }
-    for (j, ni) in infos.iter().enumerate() {
+    for &j in guarded {
+        let ni = &infos[j];
         for placed in &ni.placed {
             for term in &placed.anti_affinity {
                 let same_domain = domain(ni, &term.topology_key)
                     .is_some_and(|v| domain(&infos[at], &term.topology_key) == Some(v));
-                if (j == at || same_domain) && selects(term, &placed.namespace, own, &labels) {
+                if (j == at || same_domain) && selects(term, &placed.namespace, own, labels) {
                     return Err(EXISTING_ANTI_AFFINITY);
                 }
             }
@@ -183,9 +195,14 @@ pub fn filter(pod: &Pod, at: usize, infos: &[NodeInfo]) -> Result<(), &'static s
 
 /// The InterPodAffinity scores of the `feasible` nodes, 0–100 each (all 0 without preferred
 /// terms).
-pub fn scores(pod: &Pod, feasible: &[usize], infos: &[NodeInfo]) -> Vec<i64> {
-    let own = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let preferred = terms(pod).preferred;
+pub fn scores(incoming: &Incoming, feasible: &[usize], infos: &[NodeInfo]) -> Vec<i64> {
+    let own = incoming
+        .pod
+        .metadata
+        .namespace
+        .as_deref()
+        .unwrap_or_default();
+    let preferred = &incoming.affinity.preferred;
     let raw: Vec<i64> = feasible
         .iter()
         .map(|&at| {
@@ -237,6 +254,18 @@ mod tests {
         .unwrap()
     }
 
+    /// [`filter`] as the scheduler calls it.
+    fn check(pod: &Pod, at: usize, infos: &[NodeInfo]) -> Result<(), &'static str> {
+        let guarded: Vec<usize> = (0..infos.len())
+            .filter(|&i| infos[i].has_anti_affinity())
+            .collect();
+        filter(&Incoming::new(pod), at, infos, &guarded)
+    }
+
+    fn score_all(pod: &Pod, feasible: &[usize], infos: &[NodeInfo]) -> Vec<i64> {
+        scores(&Incoming::new(pod), feasible, infos)
+    }
+
     fn term(key: &str, app: &str) -> serde_json::Value {
         json!({"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": key})
     }
@@ -256,16 +285,16 @@ mod tests {
             json!({"app": "web"}),
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("kubernetes.io/hostname", "db")]}}),
         );
-        assert_eq!(filter(&by_host, 0, &infos), Err(ANTI_AFFINITY));
-        assert_eq!(filter(&by_host, 1, &infos), Ok(()));
+        assert_eq!(check(&by_host, 0, &infos), Err(ANTI_AFFINITY));
+        assert_eq!(check(&by_host, 1, &infos), Ok(()));
         // The db pod on c is in another namespace: the term looks at its own only.
-        assert_eq!(filter(&by_host, 2, &infos), Ok(()));
+        assert_eq!(check(&by_host, 2, &infos), Ok(()));
         let by_zone = pod(
             "default",
             json!({"app": "web"}),
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone", "db")]}}),
         );
-        assert_eq!(filter(&by_zone, 1, &infos), Err(ANTI_AFFINITY));
+        assert_eq!(check(&by_zone, 1, &infos), Err(ANTI_AFFINITY));
         let mut everywhere = term("zone", "db");
         everywhere["namespaceSelector"] = json!({});
         let all_ns = pod(
@@ -273,7 +302,7 @@ mod tests {
             json!({}),
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [everywhere]}}),
         );
-        assert_eq!(filter(&all_ns, 2, &infos), Err(ANTI_AFFINITY));
+        assert_eq!(check(&all_ns, 2, &infos), Err(ANTI_AFFINITY));
     }
 
     #[test]
@@ -285,18 +314,18 @@ mod tests {
             json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone", "db")]}}),
         );
         assert_eq!(
-            filter(&near_db, 1, &infos),
+            check(&near_db, 1, &infos),
             Ok(()),
             "same zone as the db pod on a"
         );
-        assert_eq!(filter(&near_db, 2, &infos), Err(AFFINITY));
+        assert_eq!(check(&near_db, 2, &infos), Err(AFFINITY));
         let group = pod(
             "default",
             json!({"app": "cache"}),
             json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone", "cache")]}}),
         );
         assert_eq!(
-            filter(&group, 2, &infos),
+            check(&group, 2, &infos),
             Ok(()),
             "no cache pod yet: the first may start it"
         );
@@ -305,7 +334,7 @@ mod tests {
             json!({"app": "cache"}),
             json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("rack", "cache")]}}),
         );
-        assert_eq!(filter(&missing_key, 0, &infos), Err(AFFINITY));
+        assert_eq!(check(&missing_key, 0, &infos), Err(AFFINITY));
     }
 
     #[test]
@@ -314,8 +343,8 @@ mod tests {
         infos[1].add(&pod("default", json!({"app": "lonely"}),
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("kubernetes.io/hostname", "web")]}})));
         let web = pod("default", json!({"app": "web"}), json!(null));
-        assert_eq!(filter(&web, 1, &infos), Err(EXISTING_ANTI_AFFINITY));
-        assert_eq!(filter(&web, 0, &infos), Ok(()));
+        assert_eq!(check(&web, 1, &infos), Err(EXISTING_ANTI_AFFINITY));
+        assert_eq!(check(&web, 0, &infos), Ok(()));
     }
 
     #[test]
@@ -328,8 +357,8 @@ mod tests {
             json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
                 {"weight": 100, "podAffinityTerm": term("kubernetes.io/hostname", "dns")}]}}),
         );
-        assert_eq!(scores(&dns, &[0, 1, 2], &infos), vec![0, 100, 100]);
+        assert_eq!(score_all(&dns, &[0, 1, 2], &infos), vec![0, 100, 100]);
         let plain = pod("default", json!({}), json!(null));
-        assert_eq!(scores(&plain, &[0, 1, 2], &infos), vec![0, 0, 0]);
+        assert_eq!(score_all(&plain, &[0, 1, 2], &infos), vec![0, 0, 0]);
     }
 }

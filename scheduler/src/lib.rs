@@ -18,7 +18,7 @@ pub mod interpod;
 pub mod metrics;
 pub mod volumes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -317,10 +317,12 @@ impl Scheduler {
         let pods = self.pods.state();
         let nodes = self.nodes.state();
         // Forget assumptions the store has caught up with.
-        self.assumed.retain(|uid, _| {
-            pods.iter()
-                .any(|p| p.uid().as_deref() == Some(uid) && node_of(p).is_none())
-        });
+        let unbound: HashSet<&str> = pods
+            .iter()
+            .filter(|p| node_of(p).is_none())
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.assumed.retain(|uid, _| unbound.contains(uid.as_str()));
         let pending: Vec<Arc<Pod>> = {
             let mut v: Vec<Arc<Pod>> = pods
                 .iter()
@@ -330,10 +332,14 @@ impl Scheduler {
                         && p.metadata.deletion_timestamp.is_none()
                         && !terminal(p)
                 })
-                .filter(|p| !self.assumed.contains_key(&p.uid().unwrap_or_default()))
+                .filter(|p| {
+                    !self
+                        .assumed
+                        .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
+                })
                 .cloned()
                 .collect();
-            v.sort_by_key(|p| {
+            v.sort_by_cached_key(|p| {
                 let prio = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
                 (
                     std::cmp::Reverse(prio),
@@ -346,8 +352,12 @@ impl Scheduler {
             });
             v
         };
+        let pending_uids: HashSet<&str> = pending
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
         self.backoff
-            .retain(|uid, _| pending.iter().any(|p| p.uid().as_deref() == Some(uid)));
+            .retain(|uid, _| pending_uids.contains(uid.as_str()));
         let generation = self.generation.load(Ordering::SeqCst);
         let now = Instant::now();
         let waiting = |uid: &str| {
@@ -492,13 +502,19 @@ impl Scheduler {
     ) -> Result<(usize, volumes::PodClaims), String> {
         let claims = volumes::pod_claims(pod, storage)
             .map_err(|m| framework::pre_filter_error(infos.len(), &m))?;
+        let incoming = framework::Incoming::new(pod);
+        let guarded: Vec<usize> = (0..infos.len())
+            .filter(|&i| infos[i].has_anti_affinity())
+            .collect();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         for (i, ni) in infos.iter().enumerate() {
             // In upstream's filter order: node filters, VolumeBinding, InterPodAffinity.
-            let fits = framework::filter(pod, ni)
+            let fits = framework::filter(&incoming, ni)
                 .and_then(|()| volumes::filter(&claims, storage, &ni.node))
-                .and_then(|()| interpod::filter(pod, i, infos).map_err(|r| vec![r.to_owned()]));
+                .and_then(|()| {
+                    interpod::filter(&incoming, i, infos, &guarded).map_err(|r| vec![r.to_owned()])
+                });
             match fits {
                 Ok(()) => feasible.push(i),
                 Err(rs) => {
@@ -511,8 +527,8 @@ impl Scheduler {
         if feasible.is_empty() {
             return Err(framework::fit_error(infos.len(), &reasons));
         }
-        let owner = framework::owner_uid(pod);
-        let max_owner = owner
+        let max_owner = incoming
+            .owner
             .as_ref()
             .map(|u| {
                 feasible
@@ -523,11 +539,16 @@ impl Scheduler {
             })
             .unwrap_or(0);
         // InterPodAffinity weighs 2, as in upstream's default profile.
-        let interpod = interpod::scores(pod, &feasible, infos);
+        let interpod = interpod::scores(&incoming, &feasible, infos);
         let scored: Vec<(i64, usize)> = feasible
             .iter()
             .zip(interpod)
-            .map(|(i, ip)| (framework::score(pod, &infos[*i], max_owner) + 2 * ip, *i))
+            .map(|(i, ip)| {
+                (
+                    framework::score(&incoming, &infos[*i], max_owner) + 2 * ip,
+                    *i,
+                )
+            })
             .collect();
         let best = scored.iter().map(|(s, _)| *s).max().unwrap_or(0);
         let top: Vec<usize> = scored
