@@ -43,8 +43,11 @@ pub struct SledStorage {
     compacted: AtomicU64,
     /// The highest revision on disk and fanned out: the newest any reader or watcher may see.
     durable: AtomicU64,
-    /// Serialises fsyncs; a writer that waited here may find its revision already durable.
+    /// Serialises fsyncs: whoever holds it flushes for every writer waiting.
     flush_gate: tokio::sync::Mutex<()>,
+    /// Told when a flush ends, so the writers that waited for it wake together and look again
+    /// (rather than taking the gate one after another only to find their revision durable).
+    flushed: tokio::sync::watch::Sender<()>,
     /// Written but not yet durable events, in revision order, waiting for their fsync.
     pending: Mutex<VecDeque<Arc<Event>>>,
     /// Held while events are fanned out and `durable` advances, and while a watch subscribes,
@@ -87,6 +90,7 @@ impl SledStorage {
             compacted: AtomicU64::new(compacted),
             durable: AtomicU64::new(revision),
             flush_gate: tokio::sync::Mutex::new(()),
+            flushed: tokio::sync::watch::Sender::new(()),
             pending: Mutex::new(VecDeque::new()),
             publish: Mutex::new(()),
             events,
@@ -164,13 +168,31 @@ impl SledStorage {
     /// Waits until `revision` is on disk and fanned out, sharing one fsync among concurrent
     /// writers and readers.
     async fn make_durable(&self, revision: u64) -> Result<()> {
-        if self.durable.load(Ordering::SeqCst) >= revision {
-            return Ok(());
+        loop {
+            // Subscribed before looking, so a flush that ends in between still wakes this one.
+            let mut flushed = self.flushed.subscribe();
+            if self.durable.load(Ordering::SeqCst) >= revision {
+                return Ok(());
+            }
+            let Ok(gate) = self.flush_gate.try_lock() else {
+                // Another writer is flushing, perhaps from before this revision was written:
+                // wait for it to end and look again.
+                let _ = flushed.changed().await;
+                continue;
+            };
+            // Releases the gate and tells the waiters however this flush ends, an error or a
+            // cancelled request included (one of them then flushes in its turn).
+            let _turn = FlushTurn {
+                gate: Some(gate),
+                flushed: &self.flushed,
+            };
+            return self.flush().await;
         }
-        let _gate = self.flush_gate.lock().await;
-        if self.durable.load(Ordering::SeqCst) >= revision {
-            return Ok(());
-        }
+    }
+
+    /// Flushes every revision written so far and publishes their events; the caller holds the
+    /// flush gate.
+    async fn flush(&self) -> Result<()> {
         let target = self.revision.load(Ordering::SeqCst);
         self.crash_if_injected(target).await;
         self.db.flush_async().await.map_err(backend)?;
@@ -480,4 +502,17 @@ fn decode_event(raw: &[u8]) -> Option<Event> {
         kv,
         prev,
     })
+}
+
+/// A writer's turn at flushing: when it ends, the gate is released and then the waiters told.
+struct FlushTurn<'a> {
+    gate: Option<tokio::sync::MutexGuard<'a, ()>>,
+    flushed: &'a tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for FlushTurn<'_> {
+    fn drop(&mut self) {
+        drop(self.gate.take());
+        self.flushed.send_replace(());
+    }
 }
