@@ -199,6 +199,9 @@ pub struct NodeInfo {
     pub owners: HashMap<String, usize>,
     /// The placed pods' labels and anti-affinity, for inter-pod (anti-)affinity.
     pub placed: Vec<crate::interpod::Placed>,
+    /// Whether one of them has required anti-affinity terms (that an incoming pod must not
+    /// match): the symmetric rule looks only at such nodes.
+    pub has_anti_affinity: bool,
 }
 
 impl NodeInfo {
@@ -224,6 +227,7 @@ impl NodeInfo {
             ports: Vec::new(),
             owners: HashMap::new(),
             placed: Vec::new(),
+            has_anti_affinity: false,
         }
     }
 
@@ -235,13 +239,9 @@ impl NodeInfo {
         if let Some(uid) = owner_uid(pod) {
             *self.owners.entry(uid).or_default() += 1;
         }
-        self.placed.push(crate::interpod::Placed::of(pod));
-    }
-
-    /// Whether a pod placed here has required anti-affinity terms (that an incoming pod must
-    /// not match).
-    pub fn has_anti_affinity(&self) -> bool {
-        self.placed.iter().any(|p| !p.anti_affinity.is_empty())
+        let placed = crate::interpod::Placed::of(pod);
+        self.has_anti_affinity |= !placed.anti_affinity.is_empty();
+        self.placed.push(placed);
     }
 }
 

@@ -257,7 +257,7 @@ mod tests {
     /// [`filter`] as the scheduler calls it.
     fn check(pod: &Pod, at: usize, infos: &[NodeInfo]) -> Result<(), &'static str> {
         let guarded: Vec<usize> = (0..infos.len())
-            .filter(|&i| infos[i].has_anti_affinity())
+            .filter(|&i| infos[i].has_anti_affinity)
             .collect();
         filter(&Incoming::new(pod), at, infos, &guarded)
     }

@@ -504,7 +504,7 @@ impl Scheduler {
             .map_err(|m| framework::pre_filter_error(infos.len(), &m))?;
         let incoming = framework::Incoming::new(pod);
         let guarded: Vec<usize> = (0..infos.len())
-            .filter(|&i| infos[i].has_anti_affinity())
+            .filter(|&i| infos[i].has_anti_affinity)
             .collect();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();

@@ -201,14 +201,13 @@ pub(super) fn state_transitions(old: &Value, new: &Value, causes: &mut Vec<Cause
         .filter_map(|c| c.get("name").and_then(Value::as_str))
         .collect();
     for list in ["containerStatuses", "initContainerStatuses"] {
-        let statuses = |pod: &Value| {
+        fn statuses<'a>(pod: &'a Value, list: &str) -> &'a [Value] {
             pod.pointer(&format!("/status/{list}"))
                 .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        };
-        let new_statuses = statuses(new);
-        for (i, was) in statuses(old).iter().enumerate() {
+                .map_or(&[], Vec::as_slice)
+        }
+        let new_statuses = statuses(new, list);
+        for (i, was) in statuses(old, list).iter().enumerate() {
             let name = was.get("name").and_then(Value::as_str).unwrap_or_default();
             let Some(terminated) = was.pointer("/state/terminated") else {
                 continue;
