@@ -36,6 +36,7 @@ use serde_json::json;
 use crate::deployment::{resolve, template_hash};
 use crate::events::{EventType, Recorder};
 use crate::history::{self, Owned, Synced, revision_name};
+use crate::informer::Changes;
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, pod_active, pod_available, pod_ready};
@@ -45,14 +46,18 @@ use ekube_api::nodematch::{selects, untolerated};
 pub use crate::history::REVISION_HASH;
 pub const TEMPLATE_GENERATION: &str = "pod-template-generation";
 
-pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    pods: Changes<Pod>,
+) -> Result<(), String> {
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
     );
     let sets = controller.store();
     let controller = controller
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .owns_shared_stream(pods)
         // A revision deleted or edited behind the controller's back is written again.
         .owns(
             Api::<ControllerRevision>::all(client.clone()),

@@ -40,6 +40,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::events::{EventType, Recorder};
+use crate::informer::Changes;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_of, deleting, get_listed, labels_of, pod_ready};
 use crate::{Context as _, ReconcileError, Result};
@@ -52,25 +53,25 @@ pub const DELETION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deployment scaled while its pods stay as they are).
 const RESYNC: Duration = Duration::from_secs(300);
 
-pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    pods: Changes<Pod>,
+) -> Result<(), String> {
     let controller = Controller::new(
         Api::<PodDisruptionBudget>::all(client.clone()),
         watcher::Config::default(),
     );
     let budgets = controller.store();
-    let controller = controller.watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        move |pod: Pod| {
-            let labels = labels_of(&pod);
-            budgets
-                .state()
-                .iter()
-                .filter(|b| b.namespace() == pod.namespace() && counts_pod(b, &labels))
-                .map(|b| ObjectRef::from_obj(&**b))
-                .collect::<Vec<_>>()
-        },
-    );
+    let controller = controller.watches_shared_stream(pods, move |pod: Arc<Pod>| {
+        let labels = labels_of(&*pod);
+        budgets
+            .state()
+            .iter()
+            .filter(|b| b.namespace() == pod.namespace() && counts_pod(b, &labels))
+            .map(|b| ObjectRef::from_obj(&**b))
+            .collect::<Vec<_>>()
+    });
     let ctx = Ctx { client, recorder };
     runner::drive(
         "disruption",

@@ -28,6 +28,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use crate::informer::Changes;
 use crate::util::{
     controller_ref, deleting, labels_of, map_selector_string, pod_ready, pod_terminal,
 };
@@ -45,9 +46,13 @@ struct Ctx {
     endpoints: bool,
 }
 
-pub async fn run(client: kube::Client, slices: bool, endpoints: bool) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    pods: Changes<Pod>,
+    slices: bool,
+    endpoints: bool,
+) -> Result<(), String> {
     let services: Api<Service> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
     let ctrl = Controller::new(services.clone(), watcher::Config::default());
     let store = ctrl.store();
     let ctx = Arc::new(Ctx {
@@ -78,9 +83,9 @@ pub async fn run(client: kube::Client, slices: bool, endpoints: bool) -> Result<
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default(),
         )
-        .watches(pods, watcher::Config::default(), move |pod: Pod| {
+        .watches_shared_stream(pods, move |pod: Arc<Pod>| {
             let ns = pod.namespace().unwrap_or_default();
-            let labels = labels_of(&pod);
+            let labels = labels_of(&*pod);
             store
                 .state()
                 .into_iter()

@@ -24,6 +24,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
+use crate::informer::Changes;
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, now, pod_active, pod_ready};
@@ -48,9 +49,10 @@ pub async fn run(
     client: kube::Client,
     recorder: Recorder,
     ttl: kube::Client,
+    pods: Changes<Pod>,
 ) -> Result<(), String> {
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+        .owns_shared_stream(pods);
     let ctx = Ctx { client, recorder };
     let reconcile = move |job, ctx| reconcile(job, ctx, ttl.clone());
     runner::drive("job", controller, reconcile, ctx, Duration::from_secs(1)).await;

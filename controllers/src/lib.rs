@@ -10,6 +10,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+
 pub mod bootstrapsigner;
 pub mod credentials;
 pub mod cronjob;
@@ -21,6 +23,7 @@ pub mod endpoints;
 pub use ekube_api::events;
 pub mod gc;
 pub mod history;
+pub mod informer;
 pub mod ipam;
 pub mod job;
 pub mod localpath;
@@ -263,6 +266,8 @@ async fn run_controllers(
 ) -> Result<(), Error> {
     let mut tasks = tokio::task::JoinSet::new();
     let on = |name| config.enabled(name);
+    // One pod watch for every controller that follows pods, run once they have subscribed.
+    let mut pods = informer::SharedWatch::new(kube::Api::<Pod>::all(credentials.own()));
     if on("nodeipam") && config.allocate_node_cidrs {
         let (client, _) = credentials.for_controller("nodeipam").await?;
         tasks.spawn(named("nodeipam", ipam::run(client.clone(), *cidr)));
@@ -270,24 +275,30 @@ async fn run_controllers(
     // Two controllers upstream, with a role each: one writes EndpointSlices, one Endpoints.
     if on("endpointslice") {
         let (client, _) = credentials.for_controller("endpointslice").await?;
-        tasks.spawn(named("endpointslice", endpoints::run(client, true, false)));
+        tasks.spawn(named(
+            "endpointslice",
+            endpoints::run(client, pods.subscribe(), true, false),
+        ));
     }
     if on("endpoints") {
         let (client, _) = credentials.for_controller("endpoints").await?;
-        tasks.spawn(named("endpoints", endpoints::run(client, false, true)));
+        tasks.spawn(named(
+            "endpoints",
+            endpoints::run(client, pods.subscribe(), false, true),
+        ));
     }
     if on("replicaset") {
         let (client, recorder) = credentials.for_controller("replicaset").await?;
         tasks.spawn(named(
             "replicaset",
-            replicaset::run(client.clone(), recorder.clone()),
+            replicaset::run(client.clone(), recorder.clone(), pods.subscribe()),
         ));
     }
     if on("replicationcontroller") {
         let (client, recorder) = credentials.for_controller("replicationcontroller").await?;
         tasks.spawn(named(
             "replicationcontroller",
-            replicationcontroller::run(client, recorder),
+            replicationcontroller::run(client, recorder, pods.subscribe()),
         ));
     }
     if on("deployment") {
@@ -301,14 +312,14 @@ async fn run_controllers(
         let (client, recorder) = credentials.for_controller("daemonset").await?;
         tasks.spawn(named(
             "daemonset",
-            daemonset::run(client.clone(), recorder.clone()),
+            daemonset::run(client.clone(), recorder.clone(), pods.subscribe()),
         ));
     }
     if on("statefulset") {
         let (client, recorder) = credentials.for_controller("statefulset").await?;
         tasks.spawn(named(
             "statefulset",
-            statefulset::run(client.clone(), recorder.clone()),
+            statefulset::run(client.clone(), recorder.clone(), pods.subscribe()),
         ));
     }
     if on("job") {
@@ -316,7 +327,7 @@ async fn run_controllers(
         let (ttl, _) = credentials.for_controller("ttl-after-finished").await?;
         tasks.spawn(named(
             "job",
-            job::run(client.clone(), recorder.clone(), ttl),
+            job::run(client.clone(), recorder.clone(), ttl, pods.subscribe()),
         ));
     }
     if on("cronjob") {
@@ -328,7 +339,10 @@ async fn run_controllers(
     }
     if on("disruption") {
         let (client, recorder) = credentials.for_controller("disruption").await?;
-        tasks.spawn(named("disruption", disruption::run(client, recorder)));
+        tasks.spawn(named(
+            "disruption",
+            disruption::run(client, recorder, pods.subscribe()),
+        ));
     }
     if on("garbagecollector") {
         let (client, _) = credentials.for_controller("garbagecollector").await?;
@@ -404,7 +418,7 @@ async fn run_controllers(
         let (client, _) = credentials.for_controller("pvc-protection").await?;
         tasks.spawn(named(
             "pvc-protection",
-            volume::protection::run_claims(client),
+            volume::protection::run_claims(client, pods.subscribe()),
         ));
     }
     if on("pv-protection") {
@@ -423,6 +437,9 @@ async fn run_controllers(
         tasks.spawn(named("tokencleaner", tokencleaner::run(client)));
     }
     tracing::info!(controllers = tasks.len(), "controller-manager running");
+    if pods.has_subscribers() {
+        tasks.spawn(named("shared pod watch", pods.run()));
+    }
     let Some(done) = tasks.join_next().await else {
         // No controller enabled: stand by until shut down.
         return std::future::pending().await;

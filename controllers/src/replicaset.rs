@@ -22,18 +22,23 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
+use crate::informer::Changes;
 use crate::runner::{self, Ctx};
 use crate::util::{
     controller_of, controller_ref, deleting, labels_of, pod_active, pod_available, pod_ready,
 };
 use crate::{Context as _, Result};
 
-pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    pods: Changes<Pod>,
+) -> Result<(), String> {
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default());
+    .owns_shared_stream(pods);
     let ctx = Ctx { client, recorder };
     runner::drive(
         "replicaset",

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 
 use crate::Result;
 use crate::events::Recorder;
+use crate::informer::Changes;
 use crate::replicaset::{Replicas, sync_replicas};
 use crate::runner::{self, Ctx};
 use crate::util::{controller_of, deleting, labels_of};
@@ -31,7 +32,11 @@ const STATUS_FIELDS: &[&str] = &[
     "observedGeneration",
 ];
 
-pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    pods: Changes<Pod>,
+) -> Result<(), String> {
     let controller = Controller::new(
         Api::<ReplicationController>::all(client.clone()),
         watcher::Config::default(),
@@ -39,11 +44,8 @@ pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String>
     let rcs = controller.store();
     // One pod watch for both: a controlled pod wakes its controller, an orphan the RCs that
     // select it (which may adopt it), as upstream's pod handlers do.
-    let controller = controller.watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        move |pod: Pod| interested(&rcs.state(), &pod),
-    );
+    let controller =
+        controller.watches_shared_stream(pods, move |pod| interested(&rcs.state(), &pod));
     let ctx = Ctx { client, recorder };
     runner::drive(
         "replicationcontroller",

@@ -36,6 +36,7 @@ use serde_json::json;
 use crate::deployment::template_hash;
 use crate::events::{EventType, Recorder};
 use crate::history::{self, Owned, Synced, revision_name, template_of};
+use crate::informer::Changes;
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
 use crate::util::{controller_ref, deleting, pod_available, pod_ready, pod_terminal};
@@ -45,12 +46,16 @@ pub const POD_NAME: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX: &str = "apps.kubernetes.io/pod-index";
 pub use crate::history::REVISION_HASH;
 
-pub async fn run(client: kube::Client, recorder: Recorder) -> Result<(), String> {
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    pods: Changes<Pod>,
+) -> Result<(), String> {
     let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client.clone()), watcher::Config::default())
+    .owns_shared_stream(pods)
     // A revision deleted or edited behind the controller's back is written again.
     .owns(
         Api::<ControllerRevision>::all(client.clone()),

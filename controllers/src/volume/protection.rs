@@ -16,6 +16,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
+use crate::informer::Changes;
 use crate::runner;
 use crate::util::{deleting, pod_terminal};
 use crate::{Context as _, Result};
@@ -29,22 +30,18 @@ fn claims_of(pod: &Pod) -> impl Iterator<Item = &str> {
         .map(|c| c.claim_name.as_str())
 }
 
-pub async fn run_claims(client: kube::Client) -> Result<(), String> {
+pub async fn run_claims(client: kube::Client, pods: Changes<Pod>) -> Result<(), String> {
     let controller = Controller::new(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         watcher::Config::default(),
     )
     // A pod that goes (or finishes) may free the claims it used.
-    .watches(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        |pod: Pod| {
-            let ns = pod.namespace().unwrap_or_default();
-            claims_of(&pod)
-                .map(|c| ObjectRef::new(c).within(&ns))
-                .collect::<Vec<_>>()
-        },
-    );
+    .watches_shared_stream(pods, |pod: Arc<Pod>| {
+        let ns = pod.namespace().unwrap_or_default();
+        claims_of(&pod)
+            .map(|c| ObjectRef::new(c).within(&ns))
+            .collect::<Vec<_>>()
+    });
     runner::drive(
         "pvc-protection",
         controller,
