@@ -6,11 +6,14 @@
 //! `k8s.io/initial-events-end` bookmark. Objects that start or stop matching the selectors
 //! arrive as ADDED and DELETED, as Kubernetes' watch cache reports them.
 //!
-//! Each response buffers at most [`SEND_BUFFER`] lines; a client that leaves it full for
+//! A change is decoded and encoded once, not once per watcher: the first watcher of a resource
+//! to need the decoded objects, or the line a watcher without selectors sends, keeps them with
+//! the change ([`Seen`]) for the others, as upstream's watch cache keeps a `cachingObject` per
+//! event. Each response buffers at most [`SEND_BUFFER`] lines; a client that leaves it full for
 //! `--watch-stall-timeout` is closed (as upstream's cache watcher terminates a watcher whose
 //! channel stays full) and re-lists, so a stalled reader costs bounded memory.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,8 +28,8 @@ use serde_json::{Value, json};
 use crate::ApiServer;
 use crate::errors::{ApiError, Result};
 use crate::handler::{Body, Query, include_object};
-use crate::registry::{collection_prefix, decode, key, matches};
-use crate::storage::EventKind;
+use crate::registry::{collection_prefix, decode, decode_json, key, matches};
+use crate::storage::{Event, EventKind};
 use crate::table;
 
 struct Filter {
@@ -43,8 +46,45 @@ impl Filter {
         matches(obj, self.name.as_deref(), &self.labels, &self.fields)
     }
 
+    /// Whether every change under the watched prefix is sent, as it is stored: no name (a
+    /// name's key is also a prefix of longer names), no selectors, no table.
+    fn takes_all(&self) -> bool {
+        self.name.is_none() && self.labels.is_empty() && self.fields.is_empty() && !self.table
+    }
+
+    /// The line (if any) this watcher sends for `event`, with what earlier watchers of the same
+    /// resource left in `event.seen`.
+    fn event_line(&self, event: &Event) -> Option<Bytes> {
+        let computed;
+        let seen = match event.seen.of(self.r) {
+            Some(seen) => seen,
+            None => {
+                computed = Decoded::new(self.r);
+                &computed
+            }
+        };
+        if self.takes_all() {
+            return seen.line.get_or_init(|| whole_line(self.r, event)).clone();
+        }
+        let prev = seen
+            .prev
+            .get_or_init(|| event.prev.as_ref().map(|p| decode(self.r, p)))
+            .as_ref()
+            .filter(|o| self.matches(o));
+        let obj = seen.obj.get_or_init(|| decode(self.r, &event.kv));
+        match event.kind {
+            EventKind::Delete => prev.map(|_| self.line("DELETED", obj)),
+            EventKind::Put => match (self.matches(obj), prev.is_some()) {
+                (true, true) => Some(self.line("MODIFIED", obj)),
+                (true, false) => Some(self.line("ADDED", obj)),
+                (false, true) => Some(self.line("DELETED", obj)),
+                (false, false) => None,
+            },
+        }
+    }
+
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
-        let object = if self.table && kind != "BOOKMARK" && kind != "ERROR" {
+        if self.table && kind != "BOOKMARK" && kind != "ERROR" {
             let mut t = table::to_table(
                 self.r.kind,
                 std::slice::from_ref(obj),
@@ -52,13 +92,10 @@ impl Filter {
                 chrono::Utc::now(),
             );
             t["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
-            t
+            line_of(kind, &t.to_string())
         } else {
-            obj.clone()
-        };
-        let mut line = json!({"type": kind, "object": object}).to_string();
-        line.push('\n');
-        Bytes::from(line)
+            line_of(kind, &obj.to_string())
+        }
     }
 
     fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
@@ -70,6 +107,77 @@ impl Filter {
             "BOOKMARK",
             &json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": meta}),
         )
+    }
+}
+
+/// One line of a watch response: `{"type":…,"object":…}` and a newline.
+fn line_of(kind: &str, object: &str) -> Bytes {
+    Bytes::from(format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n"))
+}
+
+/// The line of a watcher that takes every change: the stored JSON spliced
+/// ([`decode_json`]), never decoded into a tree.
+fn whole_line(r: &'static ResourceInfo, event: &Event) -> Option<Bytes> {
+    let kind = match (event.kind, event.prev.is_some()) {
+        (EventKind::Delete, false) => return None,
+        (EventKind::Delete, true) => "DELETED",
+        (EventKind::Put, true) => "MODIFIED",
+        (EventKind::Put, false) => "ADDED",
+    };
+    Some(line_of(kind, &decode_json(r, &event.kv)))
+}
+
+/// What the watchers of one change made of it, kept with the change (in the `Arc` every watcher
+/// of its prefix receives) so that each part is worked out once: by the first watcher of the
+/// resource that needs it. A change is seen through one resource (and version) almost always;
+/// a watcher of another (say, the same objects served under a second version) works out its own.
+/// Not part of the change's identity: a clone starts empty and equality ignores it.
+#[derive(Default)]
+pub struct Seen(OnceLock<Decoded>);
+
+struct Decoded {
+    r: &'static ResourceInfo,
+    obj: OnceLock<Value>,
+    prev: OnceLock<Option<Value>>,
+    /// What a watcher that takes every change sends.
+    line: OnceLock<Option<Bytes>>,
+}
+
+impl Decoded {
+    fn new(r: &'static ResourceInfo) -> Self {
+        Self {
+            r,
+            obj: OnceLock::new(),
+            prev: OnceLock::new(),
+            line: OnceLock::new(),
+        }
+    }
+}
+
+impl Seen {
+    /// What was made of the change as `r`, when `r` is the resource it was first seen as.
+    fn of(&self, r: &'static ResourceInfo) -> Option<&Decoded> {
+        Some(self.0.get_or_init(|| Decoded::new(r))).filter(|d| std::ptr::eq(d.r, r))
+    }
+}
+
+impl Clone for Seen {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Seen {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Seen {}
+
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seen")
     }
 }
 
@@ -222,20 +330,7 @@ pub async fn serve(
                         continue;
                     }
                     last_rv = event.revision;
-                    let prev = event.prev.as_ref().map(|p| decode(filter.r, p)).filter(|o| filter.matches(o));
-                    let line = match event.kind {
-                        EventKind::Delete => prev.map(|_| filter.line("DELETED", &decode(filter.r, &event.kv))),
-                        EventKind::Put => {
-                            let obj = decode(filter.r, &event.kv);
-                            match (filter.matches(&obj), prev.is_some()) {
-                                (true, true) => Some(filter.line("MODIFIED", &obj)),
-                                (true, false) => Some(filter.line("ADDED", &obj)),
-                                (false, true) => Some(filter.line("DELETED", &obj)),
-                                (false, false) => None,
-                            }
-                        }
-                    };
-                    if let Some(line) = line
+                    if let Some(line) = filter.event_line(&event)
                         && !tx.send(line).await {
                             return;
                         }
@@ -257,4 +352,81 @@ pub async fn serve(
         HeaderValue::from_static("no-cache, private"),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::KeyValue;
+    use ekube_api::selector::{FieldSelector, LabelSelector};
+
+    fn pods() -> &'static ResourceInfo {
+        ekube_api::resources::find("", "v1", "pods").expect("pods")
+    }
+
+    fn filter(labels: &str) -> Filter {
+        Filter {
+            r: pods(),
+            name: None,
+            labels: LabelSelector::parse(labels).expect("a selector"),
+            fields: FieldSelector::default(),
+            table: false,
+            include: Default::default(),
+        }
+    }
+
+    fn kv(app: &str, revision: u64) -> KeyValue {
+        let value =
+            json!({"metadata": {"name": "p", "namespace": "default", "labels": {"app": app}}});
+        KeyValue {
+            key: "/registry/pods/default/p".into(),
+            value: value.to_string().into_bytes(),
+            create_revision: 2,
+            mod_revision: revision,
+        }
+    }
+
+    fn put(prev: Option<KeyValue>, kv: KeyValue) -> Event {
+        Event {
+            kind: EventKind::Put,
+            revision: kv.mod_revision,
+            kv,
+            prev,
+            seen: Seen::default(),
+        }
+    }
+
+    fn parsed(line: Option<Bytes>) -> Value {
+        serde_json::from_slice(&line.expect("a line")).expect("JSON")
+    }
+
+    #[test]
+    fn a_watcher_without_selectors_sends_what_a_selecting_one_decodes() {
+        let event = put(Some(kv("web", 5)), kv("web", 6));
+        let all = filter("");
+        let web = filter("app=web");
+        assert!(all.takes_all() && !web.takes_all());
+        let whole = parsed(all.event_line(&event));
+        assert_eq!(whole, parsed(web.event_line(&event)));
+        assert_eq!(whole["type"], "MODIFIED");
+        assert_eq!(whole["object"]["kind"], "Pod");
+        assert_eq!(whole["object"]["metadata"]["resourceVersion"], "6");
+        // Worked out once, and what later watchers read.
+        let seen = event.seen.of(pods()).expect("seen as pods");
+        assert!(seen.line.get().is_some() && seen.obj.get().is_some());
+        assert_eq!(parsed(all.event_line(&event)), whole);
+    }
+
+    #[test]
+    fn selectors_still_turn_changes_into_adds_and_deletes() {
+        let db = filter("app=db");
+        let into = put(Some(kv("web", 5)), kv("db", 6));
+        assert_eq!(parsed(db.event_line(&into))["type"], "ADDED");
+        let out = put(Some(kv("db", 6)), kv("web", 7));
+        assert_eq!(parsed(db.event_line(&out))["type"], "DELETED");
+        let elsewhere = put(Some(kv("web", 7)), kv("web", 8));
+        assert!(db.event_line(&elsewhere).is_none());
+        let created = put(None, kv("web", 9));
+        assert_eq!(parsed(filter("").event_line(&created))["type"], "ADDED");
+    }
 }

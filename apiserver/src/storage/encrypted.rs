@@ -47,6 +47,7 @@ fn decrypt_event(encryption: &Encryption, event: &Event) -> Result<Event> {
             .clone()
             .map(|p| decrypt_kv(encryption, p))
             .transpose()?,
+        seen: Default::default(),
     })
 }
 

@@ -610,6 +610,7 @@ fn translate(event: &etcd_client::Event) -> Option<Event> {
                 revision,
                 kv: stored(key, kv),
                 prev,
+                seen: Default::default(),
             })
         }
         EventType::Delete => {
@@ -620,6 +621,7 @@ fn translate(event: &etcd_client::Event) -> Option<Event> {
                 revision,
                 kv: deleted,
                 prev,
+                seen: Default::default(),
             })
         }
     }

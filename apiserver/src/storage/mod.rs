@@ -69,6 +69,9 @@ pub struct Event {
     pub kv: KeyValue,
     /// The value before this change, if there was one.
     pub prev: Option<KeyValue>,
+    /// What watchers made of this change, kept for the ones that come after (see
+    /// [`crate::watch::Seen`]).
+    pub seen: crate::watch::Seen,
 }
 
 /// A list result: items in key order, the revision the list is consistent at, and whether more

@@ -130,6 +130,7 @@ impl SledStorage {
                         revision,
                         kv: kv_new,
                         prev,
+                        seen: Default::default(),
                     }
                 }
                 None => {
@@ -148,6 +149,7 @@ impl SledStorage {
                         revision,
                         kv: gone,
                         prev: Some(old),
+                        seen: Default::default(),
                     }
                 }
             };
@@ -501,6 +503,7 @@ fn decode_event(raw: &[u8]) -> Option<Event> {
         revision: kv.mod_revision,
         kv,
         prev,
+        seen: Default::default(),
     })
 }
 
