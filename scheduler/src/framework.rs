@@ -10,6 +10,7 @@
 //! weighs only cpu and memory, as upstream's default LeastAllocated strategy does.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use ekube_api::nodematch::{selects, term_matches, tolerated};
 use ekube_api::{quantity, resource_name};
@@ -184,8 +185,9 @@ pub fn owner_uid(pod: &Pod) -> Option<String> {
 /// A node with what is already placed on it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
-    /// The node as listed; what is worked out of it below is from [`NodeInfo::new`].
-    pub node: Node,
+    /// The node as listed (shared with the node store, not copied for each pass); what is
+    /// worked out of it below is from [`NodeInfo::new`].
+    pub node: Arc<Node>,
     /// The node's allocatable resources (its capacity when it reports none) and pod count.
     allocatable: Resources,
     max_pods: i64,
@@ -198,14 +200,15 @@ pub struct NodeInfo {
     pub ports: Vec<(String, String, i32)>,
     pub owners: HashMap<String, usize>,
     /// The placed pods' labels and anti-affinity, for inter-pod (anti-)affinity.
-    pub placed: Vec<crate::interpod::Placed>,
+    pub placed: Vec<Arc<crate::interpod::Placed>>,
     /// Whether one of them has required anti-affinity terms (that an incoming pod must not
     /// match): the symmetric rule looks only at such nodes.
     pub has_anti_affinity: bool,
 }
 
 impl NodeInfo {
-    pub fn new(node: Node) -> Self {
+    pub fn new(node: impl Into<Arc<Node>>) -> Self {
+        let node = node.into();
         let status = node.status.as_ref();
         let alloc = status.and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()));
         let allocatable = Resources {
@@ -232,16 +235,41 @@ impl NodeInfo {
     }
 
     pub fn add(&mut self, pod: &Pod) {
-        self.requested += &pod_requests(pod, false);
-        self.requested_scoring += &pod_requests(pod, true);
+        self.add_footprint(&Footprint::of(pod));
+    }
+
+    pub fn add_footprint(&mut self, pod: &Footprint) {
+        self.requested += &pod.requested;
+        self.requested_scoring += &pod.requested_scoring;
         self.pods += 1;
-        self.ports.extend(host_ports(pod));
-        if let Some(uid) = owner_uid(pod) {
-            *self.owners.entry(uid).or_default() += 1;
+        self.ports.extend(pod.ports.iter().cloned());
+        if let Some(uid) = &pod.owner {
+            *self.owners.entry(uid.clone()).or_default() += 1;
         }
-        let placed = crate::interpod::Placed::of(pod);
-        self.has_anti_affinity |= !placed.anti_affinity.is_empty();
-        self.placed.push(placed);
+        self.has_anti_affinity |= !pod.placed.anti_affinity.is_empty();
+        self.placed.push(pod.placed.clone());
+    }
+}
+
+/// What a placed pod takes of its node and tells about itself, worked out once per version of
+/// the pod (the scheduler keeps them between passes).
+pub struct Footprint {
+    requested: Resources,
+    requested_scoring: Resources,
+    ports: Vec<(String, String, i32)>,
+    owner: Option<String>,
+    placed: Arc<crate::interpod::Placed>,
+}
+
+impl Footprint {
+    pub fn of(pod: &Pod) -> Self {
+        Self {
+            requested: pod_requests(pod, false),
+            requested_scoring: pod_requests(pod, true),
+            ports: host_ports(pod),
+            owner: owner_uid(pod),
+            placed: Arc::new(crate::interpod::Placed::of(pod)),
+        }
     }
 }
 
@@ -434,7 +462,7 @@ mod tests {
 
     fn node(name: &str, labels: serde_json::Value, cpu: &str) -> NodeInfo {
         NodeInfo::new(
-            serde_json::from_value(json!({
+            serde_json::from_value::<Node>(json!({
                 "metadata": {"name": name, "labels": labels},
                 "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"},
                            "conditions": [{"type": "Ready", "status": "True"}]}
@@ -478,13 +506,13 @@ mod tests {
             Err(vec!["Insufficient cpu".to_string()])
         );
         let mut tainted = node("t", json!({}), "8");
-        tainted.node.spec = Some(
+        Arc::make_mut(&mut tainted.node).spec = Some(
             serde_json::from_value(
                 json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]}),
             )
             .unwrap(),
         );
-        let tainted = NodeInfo::new(tainted.node);
+        let tainted = NodeInfo::new(tainted.node.clone());
         assert_eq!(
             check(&big, &tainted),
             Err(vec!["node(s) had untolerated taint {k: v}".to_string()])
@@ -510,11 +538,11 @@ mod tests {
     fn with_devices(name: &str, devices: Option<&str>) -> NodeInfo {
         let mut n = node(name, json!({}), "4");
         if let Some(devices) = devices {
-            let status = n.node.status.as_mut().unwrap();
+            let status = Arc::make_mut(&mut n.node).status.as_mut().unwrap();
             let alloc = status.allocatable.as_mut().unwrap();
             alloc.insert(DEV.into(), Quantity(devices.into()));
         }
-        NodeInfo::new(n.node)
+        NodeInfo::new(n.node.clone())
     }
 
     fn wanting(devices: &str) -> Pod {

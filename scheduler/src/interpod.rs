@@ -139,7 +139,7 @@ fn in_domain<'a>(
     infos
         .iter()
         .filter(move |ni| value.is_some() && domain(ni, &key) == value.as_deref())
-        .flat_map(|ni| ni.placed.iter())
+        .flat_map(|ni| ni.placed.iter().map(|p| &**p))
 }
 
 /// The InterPodAffinity filter for node `at`.

@@ -129,6 +129,9 @@ struct Scheduler {
     /// Pods bound by us that the pod store does not show as bound yet: uid → node.
     assumed: HashMap<String, String>,
     backoff: HashMap<String, Backoff>,
+    /// What each placed pod takes of its node, by uid, for the version of the pod it was
+    /// worked out from: a pass reuses them instead of reading every placed pod again.
+    footprints: HashMap<String, (String, Arc<framework::Footprint>)>,
     /// Bindings in flight.
     binding: tokio::task::JoinSet<Finished>,
 }
@@ -230,6 +233,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             generation: generation.clone(),
             assumed: HashMap::new(),
             backoff: HashMap::new(),
+            footprints: HashMap::new(),
             binding: tokio::task::JoinSet::new(),
         }
         .schedule(notify.clone())
@@ -373,22 +377,29 @@ impl Scheduler {
         if pending.is_empty() {
             return false;
         }
-        let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new((**n).clone())).collect();
+        let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n.clone())).collect();
         let index: HashMap<String, usize> = infos
             .iter()
             .enumerate()
             .map(|(i, n)| (n.node.name_any(), i))
             .collect();
+        let mut footprints = HashMap::with_capacity(self.footprints.len());
         for p in &pods {
-            let node = node_of(p)
-                .map(str::to_string)
-                .or_else(|| self.assumed.get(&p.uid().unwrap_or_default()).cloned());
-            if let Some(i) = node.and_then(|n| index.get(&n).copied())
+            let uid = p.uid().unwrap_or_default();
+            let node = node_of(p).or_else(|| self.assumed.get(&uid).map(String::as_str));
+            if let Some(i) = node.and_then(|n| index.get(n).copied())
                 && !terminal(p)
             {
-                infos[i].add(p);
+                let version = p.resource_version().unwrap_or_default();
+                let footprint = match self.footprints.remove(&uid) {
+                    Some((v, f)) if v == version => f,
+                    _ => Arc::new(framework::Footprint::of(p)),
+                };
+                infos[i].add_footprint(&footprint);
+                footprints.insert(uid, (version, footprint));
             }
         }
+        self.footprints = footprints;
         // Until the storage caches have listed, a pod with claims would be judged against
         // none: such pods wait for them (pods without claims do not).
         let storage_ready = self.storage.ready();
