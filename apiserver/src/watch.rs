@@ -268,6 +268,10 @@ pub async fn serve(
             .iter()
             .filter(|kv| name.is_none() || kv.key == prefix)
         {
+            if filter.takes_all() {
+                initial.push(line_of("ADDED", &decode_json(r, kv)));
+                continue;
+            }
             let obj = decode(r, kv);
             if filter.matches(&obj) {
                 initial.push(filter.line("ADDED", &obj));

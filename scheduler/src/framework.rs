@@ -142,14 +142,11 @@ pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
 }
 
 /// The pod being scheduled, with what the filters and scores read of it worked out once
-/// rather than once per node.
+/// rather than once per node: what it would take of a node, its tolerations and its
+/// affinity terms.
 pub struct Incoming<'a> {
     pub pod: &'a Pod,
-    requests: Resources,
-    /// With the non-zero defaults, for scoring.
-    requests_scoring: Resources,
-    host_ports: Vec<(String, String, i32)>,
-    pub(crate) owner: Option<String>,
+    pub(crate) footprint: Footprint,
     tolerations: &'a [Toleration],
     pub(crate) affinity: crate::interpod::Terms,
 }
@@ -158,10 +155,7 @@ impl<'a> Incoming<'a> {
     pub fn new(pod: &'a Pod) -> Self {
         Self {
             pod,
-            requests: pod_requests(pod, false),
-            requests_scoring: pod_requests(pod, true),
-            host_ports: host_ports(pod),
-            owner: owner_uid(pod),
+            footprint: Footprint::of(pod),
             tolerations: pod
                 .spec
                 .as_ref()
@@ -251,13 +245,15 @@ impl NodeInfo {
     }
 }
 
-/// What a placed pod takes of its node and tells about itself, worked out once per version of
-/// the pod (the scheduler keeps them between passes).
+/// What a pod takes of its node and tells about itself: for a placed pod, worked out once per
+/// version of the pod (the scheduler keeps them between passes); for the pod being placed,
+/// once per attempt ([`Incoming`]).
 pub struct Footprint {
     requested: Resources,
+    /// With the non-zero defaults, for scoring.
     requested_scoring: Resources,
     ports: Vec<(String, String, i32)>,
-    owner: Option<String>,
+    pub(crate) owner: Option<String>,
     placed: Arc<crate::interpod::Placed>,
 }
 
@@ -339,7 +335,7 @@ pub fn filter(incoming: &Incoming, ni: &NodeInfo) -> Result<(), Vec<String>> {
     if !affinity_matches(pod, &ni.node) {
         return Err(vec![AFFINITY.into()]);
     }
-    for (proto, ip, port) in &incoming.host_ports {
+    for (proto, ip, port) in &incoming.footprint.ports {
         let clash = ni.ports.iter().any(|(p, i, n)| {
             p == proto && n == port && (i == ip || i == "0.0.0.0" || ip == "0.0.0.0")
         });
@@ -347,7 +343,7 @@ pub fn filter(incoming: &Incoming, ni: &NodeInfo) -> Result<(), Vec<String>> {
             return Err(vec![PORTS.into()]);
         }
     }
-    let (alloc, want) = (&ni.allocatable, &incoming.requests);
+    let (alloc, want) = (&ni.allocatable, &incoming.footprint.requested);
     let mut reasons = Vec::new();
     if ni.pods as i64 + 1 > ni.max_pods {
         reasons.push(TOO_MANY_PODS.to_string());
@@ -379,7 +375,11 @@ pub fn filter(incoming: &Incoming, ni: &NodeInfo) -> Result<(), Vec<String>> {
 /// Least-allocated (cpu and memory, 0–100), plus spreading of one owner's pods (weight 2),
 /// plus preferred node affinity (weight 2, 0–100 of the matched weight).
 pub fn score(incoming: &Incoming, ni: &NodeInfo, max_owner_count: usize) -> i64 {
-    let (pod, alloc, want) = (incoming.pod, &ni.allocatable, &incoming.requests_scoring);
+    let (pod, alloc, want) = (
+        incoming.pod,
+        &ni.allocatable,
+        &incoming.footprint.requested_scoring,
+    );
     let least = |requested: i64, capacity: i64| {
         if capacity <= 0 || requested > capacity {
             0
@@ -390,7 +390,7 @@ pub fn score(incoming: &Incoming, ni: &NodeInfo, max_owner_count: usize) -> i64 
     let resources = (least(ni.requested_scoring.cpu + want.cpu, alloc.cpu)
         + least(ni.requested_scoring.memory + want.memory, alloc.memory))
         / 2;
-    let spread = match &incoming.owner {
+    let spread = match &incoming.footprint.owner {
         Some(uid) if max_owner_count > 0 => {
             let mine = ni.owners.get(uid).copied().unwrap_or(0) as i64;
             (max_owner_count as i64 - mine) * 100 / max_owner_count as i64

@@ -539,6 +539,7 @@ impl Scheduler {
             return Err(framework::fit_error(infos.len(), &reasons));
         }
         let max_owner = incoming
+            .footprint
             .owner
             .as_ref()
             .map(|u| {
