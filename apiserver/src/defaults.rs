@@ -5,122 +5,21 @@
 
 use serde_json::{Map, Value, json};
 
-/// Applies the defaults of `kind` to `obj`.
+/// Applies the defaults of `kind` to `obj` ([`crate::strategy::Strategy::set_defaults`]), then
+/// fills in its initial status.
 pub fn apply(group: &str, kind: &str, obj: &mut Value) {
-    match (group, kind) {
-        ("", "Pod") => {
-            if let Some(spec) = obj.get_mut("spec") {
-                pod_spec(spec);
-            }
-            let qos = qos_class(obj);
-            let status = ensure(obj, "status");
-            set(status, "phase", json!("Pending"));
-            set(status, "qosClass", json!(qos));
-        }
-        ("", "Service") => service(obj),
-        ("", "Secret") => {
-            set(obj, "type", json!("Opaque"));
-            secret_string_data(obj);
-        }
-        ("", "LimitRange") => limit_range(obj),
-        // Upstream's `SetDefaults_IngressClass`: parameters are cluster-scoped unless told.
-        ("networking.k8s.io", "IngressClass") => {
-            if let Some(params) = obj
-                .pointer_mut("/spec/parameters")
-                .filter(|p| p.is_object())
-            {
-                set(params, "scope", json!("Cluster"));
-            }
-        }
-        // Upstream's `SetDefaults_PersistentVolume` and `SetDefaults_PersistentVolumeClaim`.
-        ("", "PersistentVolume") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-            set(spec, "volumeMode", json!("Filesystem"));
-        }
-        ("", "PersistentVolumeClaim") => {
-            set(ensure(obj, "spec"), "volumeMode", json!("Filesystem"));
-        }
-        // Upstream's `SetDefaults_StorageClass`.
-        ("storage.k8s.io", "StorageClass") => {
-            set(obj, "reclaimPolicy", json!("Delete"));
-            set(obj, "volumeBindingMode", json!("Immediate"));
-        }
-        ("", "Namespace") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "finalizers", json!(["kubernetes"]));
-        }
-        ("apps", "Deployment") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "replicas", json!(1));
-            set(spec, "revisionHistoryLimit", json!(10));
-            set(spec, "progressDeadlineSeconds", json!(600));
-            let strategy = ensure(spec, "strategy");
-            set(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                let ru = ensure(strategy, "rollingUpdate");
-                set(ru, "maxSurge", json!("25%"));
-                set(ru, "maxUnavailable", json!("25%"));
-            }
-            template(spec);
-        }
-        ("apps", "ReplicaSet") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "replicas", json!(1));
-            template(spec);
-        }
-        ("", "ReplicationController") => replication_controller(obj),
-        ("apps", "DaemonSet") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "revisionHistoryLimit", json!(10));
-            let strategy = ensure(spec, "updateStrategy");
-            set(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                let ru = ensure(strategy, "rollingUpdate");
-                set(ru, "maxUnavailable", json!(1));
-                set(ru, "maxSurge", json!(0));
-            }
-            template(spec);
-        }
-        ("apps", "StatefulSet") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "replicas", json!(1));
-            set(spec, "podManagementPolicy", json!("OrderedReady"));
-            set(spec, "revisionHistoryLimit", json!(10));
-            let strategy = ensure(spec, "updateStrategy");
-            set(strategy, "type", json!("RollingUpdate"));
-            if strategy["type"] == "RollingUpdate" {
-                set(ensure(strategy, "rollingUpdate"), "partition", json!(0));
-            }
-            template(spec);
-        }
-        ("batch", "Job") => {
-            if let Some(spec) = obj.get_mut("spec") {
-                job_spec(spec);
-            }
-        }
-        ("batch", "CronJob") => {
-            let spec = ensure(obj, "spec");
-            set(spec, "concurrencyPolicy", json!("Allow"));
-            set(spec, "suspend", json!(false));
-            set(spec, "successfulJobsHistoryLimit", json!(3));
-            set(spec, "failedJobsHistoryLimit", json!(1));
-            if let Some(job) = spec.get_mut("jobTemplate").and_then(|t| t.get_mut("spec")) {
-                job_spec(job);
-            }
-        }
-        ("autoscaling", "HorizontalPodAutoscaler") => horizontal_pod_autoscaler(obj),
-        ("apiregistration.k8s.io", "APIService") => api_service(obj),
-        _ => {}
-    }
-    if let Some(status) = initial_status(group, kind) {
+    let Some(strategy) = crate::strategy::of_kind(group, kind) else {
+        return;
+    };
+    strategy.set_defaults(obj);
+    if let Some(status) = strategy.initial_status() {
         fill(ensure(obj, "status"), &status);
     }
 }
 
 /// Upstream's `SetDefaults_ReplicationController`: an RC without a selector selects its
 /// template's labels, and an RC without labels carries them too; `replicas` is 1.
-fn replication_controller(obj: &mut Value) {
+pub(crate) fn replication_controller(obj: &mut Value) {
     let labels = obj
         .pointer("/spec/template/metadata/labels")
         .filter(|l| l.is_object())
@@ -144,7 +43,7 @@ fn replication_controller(obj: &mut Value) {
 /// 80 % when no metric is given, and a behavior's unset rules and fields from the defaults.
 /// The scale-down stabilization window stays unset when not given, as upstream leaves it, so the
 /// controller's `--horizontal-pod-autoscaler-downscale-stabilization` (5 minutes) applies.
-fn horizontal_pod_autoscaler(obj: &mut Value) {
+pub(crate) fn horizontal_pod_autoscaler(obj: &mut Value) {
     let spec = ensure(obj, "spec");
     set(spec, "minReplicas", json!(1));
     if spec["metrics"].as_array().is_none_or(Vec::is_empty) {
@@ -175,7 +74,7 @@ fn horizontal_pod_autoscaler(obj: &mut Value) {
 /// An APIService's availability, which no controller reports here: a local one (no
 /// `service`: the group is served by this apiserver) is available, as upstream's are; one
 /// naming a Service is not, since ekube proxies no aggregated API, and says so.
-fn api_service(obj: &mut Value) {
+pub(crate) fn api_service(obj: &mut Value) {
     let status = ensure(obj, "status");
     if status.get("conditions").is_some_and(Value::is_array) {
         return;
@@ -196,45 +95,6 @@ fn api_service(obj: &mut Value) {
     }]);
 }
 
-/// The status of a kind before any controller reported one, as upstream serves it: its status
-/// struct is never left out (a Service's is `{"loadBalancer": {}}`, a Deployment's `{}`), fields
-/// that are not `omitempty` are there as zero values (a ReplicaSet's `replicas: 0`), and
-/// defaulting sets a phase where upstream's does (a claim is `Pending`, a namespace `Active`).
-/// Clients read `status` off what create returns, and typed ones refuse a status that lacks a
-/// required field.
-fn initial_status(group: &str, kind: &str) -> Option<Value> {
-    let status = match (group, kind) {
-        ("", "Namespace") => json!({"phase": "Active"}),
-        ("", "Service") | ("networking.k8s.io", "Ingress") => json!({"loadBalancer": {}}),
-        ("", "PersistentVolume" | "PersistentVolumeClaim") => json!({"phase": "Pending"}),
-        ("", "ResourceQuota")
-        | ("apps", "Deployment")
-        | ("batch", "Job" | "CronJob")
-        | ("certificates.k8s.io", "CertificateSigningRequest") => json!({}),
-        ("apps", "ReplicaSet") | ("", "ReplicationController") => json!({"replicas": 0}),
-        ("autoscaling", "HorizontalPodAutoscaler") => json!({"desiredReplicas": 0}),
-        // Upstream's PodDisruptionBudgetStatus counts are not `omitempty`.
-        ("policy", "PodDisruptionBudget") => json!({
-            "disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0,
-        }),
-        ("apps", "StatefulSet") => json!({"replicas": 0, "availableReplicas": 0}),
-        ("apps", "DaemonSet") => json!({
-            "currentNumberScheduled": 0, "numberMisscheduled": 0,
-            "desiredNumberScheduled": 0, "numberReady": 0,
-        }),
-        ("", "Node") => json!({
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
-            "nodeInfo": {
-                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
-                "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "",
-                "kubeProxyVersion": "", "operatingSystem": "", "architecture": "",
-            },
-        }),
-        _ => return None,
-    };
-    Some(status)
-}
-
 /// Sets every field of `defaults` that `target` leaves unset, inside objects recursively. A
 /// field of the wrong type stays, for decoding to refuse with its name.
 fn fill(target: &mut Value, defaults: &Value) {
@@ -253,7 +113,7 @@ fn fill(target: &mut Value, defaults: &Value) {
 
 /// A Container item's `default` falls back to its `max`, and its `defaultRequest` to its
 /// `default`, then its `min`, as upstream defaults LimitRanges.
-fn limit_range(obj: &mut Value) {
+pub(crate) fn limit_range(obj: &mut Value) {
     let Some(items) = obj
         .pointer_mut("/spec/limits")
         .and_then(Value::as_array_mut)
@@ -309,7 +169,7 @@ pub fn qos_class(pod: &Value) -> &'static str {
     }
 }
 
-fn job_spec(spec: &mut Value) {
+pub(crate) fn job_spec(spec: &mut Value) {
     set(spec, "backoffLimit", json!(6));
     set(spec, "completionMode", json!("NonIndexed"));
     set(spec, "suspend", json!(false));
@@ -320,7 +180,7 @@ fn job_spec(spec: &mut Value) {
     template(spec);
 }
 
-fn template(spec: &mut Value) {
+pub(crate) fn template(spec: &mut Value) {
     if let Some(pod) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
         pod_spec(pod);
     }
@@ -423,41 +283,10 @@ fn container(c: &mut Value) {
     }
 }
 
-fn service(obj: &mut Value) {
-    let spec = ensure(obj, "spec");
-    set(spec, "type", json!("ClusterIP"));
-    let ty = spec["type"].as_str().unwrap_or_default().to_string();
-    if ty == "ExternalName" {
-        return;
-    }
-    set(spec, "sessionAffinity", json!("None"));
-    if spec["sessionAffinity"] == "ClientIP" {
-        let cfg = ensure(ensure(spec, "sessionAffinityConfig"), "clientIP");
-        set(cfg, "timeoutSeconds", json!(10800));
-    }
-    set(spec, "internalTrafficPolicy", json!("Cluster"));
-    set(spec, "ipFamilies", json!(["IPv4"]));
-    set(spec, "ipFamilyPolicy", json!("SingleStack"));
-    if ty == "NodePort" || ty == "LoadBalancer" {
-        set(spec, "externalTrafficPolicy", json!("Cluster"));
-    }
-    if ty == "LoadBalancer" {
-        set(spec, "allocateLoadBalancerNodePorts", json!(true));
-    }
-    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-        for p in ports {
-            set(p, "protocol", json!("TCP"));
-            if let Some(port) = p.get("port").cloned() {
-                set(p, "targetPort", port);
-            }
-        }
-    }
-}
-
 /// A Secret's `stringData` is write-only, as upstream's conversion makes it: each entry goes into
 /// `data` (base64, replacing an entry of the same key) and `stringData` is not stored. One that
 /// is not a map of strings stays, for decoding to refuse with the field's name.
-fn secret_string_data(obj: &mut Value) {
+pub(crate) fn secret_string_data(obj: &mut Value) {
     use base64::Engine;
     let strings = match obj.get("stringData") {
         Some(Value::Object(m)) if m.values().all(Value::is_string) => m.clone(),

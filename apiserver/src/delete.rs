@@ -26,19 +26,7 @@ use crate::registry::{DeleteOptions, Deleted};
 /// Whether DELETE answers with the deleted object rather than a `Status`: the resources whose
 /// upstream registry sets `ReturnDeletedObject: true` (`pkg/registry/core/<resource>/storage`).
 pub fn returns_deleted_object(r: &ResourceInfo) -> bool {
-    matches!(
-        (r.group, r.kind),
-        (
-            "",
-            "Namespace"
-                | "Pod"
-                | "Service"
-                | "ServiceAccount"
-                | "PersistentVolume"
-                | "PersistentVolumeClaim"
-                | "ResourceQuota"
-        )
-    )
+    crate::strategy::of(r).is_some_and(|k| k.returns_deleted_object())
 }
 
 /// The HTTP status and body answering the delete of `name`.

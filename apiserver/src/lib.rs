@@ -42,6 +42,7 @@ pub mod route;
 pub mod server;
 pub mod serviceaccount;
 pub mod storage;
+pub(crate) mod strategy;
 pub mod subresources;
 pub mod table;
 pub mod tokenreview;

@@ -357,7 +357,7 @@ impl Registry {
             m.remove("deletionGracePeriodSeconds");
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             m.insert("creationTimestamp".into(), json!(now()));
-            if r.status || r.kind == "Pod" {
+            if r.status || crate::strategy::of(r).is_some_and(|k| k.generation()) {
                 m.insert("generation".into(), json!(1));
             }
         }
@@ -384,7 +384,7 @@ impl Registry {
             .await?;
         admission::validate(self, &attrs, Some(&obj), &mut warnings).await?;
         let k = key(r, ns, &name);
-        if r.kind == "Service" && r.group.is_empty() {
+        if allocates(r) {
             let mut alloc = self.alloc.lock().await;
             if self.store.get(&k).await?.is_some() {
                 return Err(ApiError::already_exists(r.group, r.plural, &name));
@@ -503,7 +503,7 @@ impl Registry {
             if without_rv(&desired) == without_rv(&current) {
                 return Ok((current, warnings));
             }
-            let write = if r.kind == "Service" && r.group.is_empty() {
+            let write = if allocates(r) {
                 let mut alloc = self.alloc.lock().await;
                 let old = Holdings::of(&current);
                 let held = self
@@ -673,7 +673,7 @@ impl Registry {
 
     /// Called after an object left storage, to free what it held.
     async fn released(&self, r: &ResourceInfo, obj: &Value) {
-        if r.kind == "Service" && r.group.is_empty() {
+        if allocates(r) {
             let held = Holdings::of(obj);
             let owner = format!(
                 "{}/{}",
@@ -969,6 +969,11 @@ pub fn matches(
     name.is_none_or(|n| name_of(obj) == n)
         && labels.matches_object(obj)
         && fields.matches_object(obj)
+}
+
+/// Whether objects of `r` hold a cluster IP and node ports the registry allocates.
+fn allocates(r: &ResourceInfo) -> bool {
+    crate::strategy::of(r).is_some_and(|k| k.allocates())
 }
 
 /// Turns a `Cause`-free validation into a plain invalid error (used by subresources).

@@ -6,13 +6,6 @@
 //! `fieldValidation=Strict` rejects, `Warn` reports, and `Ignore` drops silently. What is stored
 //! is the round-tripped form, so unknown fields never reach storage.
 
-use k8s_openapi::api::{
-    apps::v1 as apps, authentication::v1 as authn, autoscaling::v1 as autoscaling_v1,
-    autoscaling::v2 as autoscaling_v2, batch::v1 as batch, certificates::v1 as certs,
-    coordination::v1 as coord, core::v1 as core, discovery::v1 as disco, events::v1 as events,
-    networking::v1 as net, policy::v1 as policy, rbac::v1 as rbac, storage::v1 as storage,
-};
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as aggregator;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -24,73 +17,6 @@ pub struct DecodeError {
     pub message: String,
 }
 
-/// Something to do with the concrete type of a kind, for [`with_kind`].
-pub trait KindVisitor {
-    type Output;
-    fn visit<T: DeserializeOwned + Serialize + schemars::JsonSchema>(self) -> Self::Output;
-}
-
-/// Calls `visitor` with the `k8s-openapi` type registered for `group`/`version`/`kind`. Only
-/// kinds served in several versions of one group look at the version.
-pub fn with_kind<V: KindVisitor>(
-    group: &str,
-    version: &str,
-    kind: &str,
-    visitor: V,
-) -> Option<V::Output> {
-    if (group, kind) == ("autoscaling", "HorizontalPodAutoscaler") {
-        return Some(match version {
-            "v1" => visitor.visit::<autoscaling_v1::HorizontalPodAutoscaler>(),
-            _ => visitor.visit::<autoscaling_v2::HorizontalPodAutoscaler>(),
-        });
-    }
-    macro_rules! table {
-        ($( ($g:literal, $k:literal) => $t:ty ),* $(,)?) => {
-            match (group, kind) {
-                $( ($g, $k) => Some(visitor.visit::<$t>()), )*
-                _ => None,
-            }
-        };
-    }
-    table! {
-        ("", "Namespace") => core::Namespace,
-        ("", "Pod") => core::Pod,
-        ("", "Service") => core::Service,
-        ("", "Endpoints") => core::Endpoints,
-        ("", "Node") => core::Node,
-        ("", "ConfigMap") => core::ConfigMap,
-        ("", "Secret") => core::Secret,
-        ("", "LimitRange") => core::LimitRange,
-        ("", "ResourceQuota") => core::ResourceQuota,
-        ("", "Event") => core::Event,
-        ("", "ServiceAccount") => core::ServiceAccount,
-        ("", "PersistentVolume") => core::PersistentVolume,
-        ("", "PersistentVolumeClaim") => core::PersistentVolumeClaim,
-        ("", "ReplicationController") => core::ReplicationController,
-        ("apps", "Deployment") => apps::Deployment,
-        ("apps", "ReplicaSet") => apps::ReplicaSet,
-        ("apps", "DaemonSet") => apps::DaemonSet,
-        ("apps", "StatefulSet") => apps::StatefulSet,
-        ("apps", "ControllerRevision") => apps::ControllerRevision,
-        ("batch", "Job") => batch::Job,
-        ("batch", "CronJob") => batch::CronJob,
-        ("discovery.k8s.io", "EndpointSlice") => disco::EndpointSlice,
-        ("coordination.k8s.io", "Lease") => coord::Lease,
-        ("networking.k8s.io", "Ingress") => net::Ingress,
-        ("networking.k8s.io", "IngressClass") => net::IngressClass,
-        ("policy", "PodDisruptionBudget") => policy::PodDisruptionBudget,
-        ("storage.k8s.io", "StorageClass") => storage::StorageClass,
-        ("rbac.authorization.k8s.io", "Role") => rbac::Role,
-        ("rbac.authorization.k8s.io", "RoleBinding") => rbac::RoleBinding,
-        ("rbac.authorization.k8s.io", "ClusterRole") => rbac::ClusterRole,
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => rbac::ClusterRoleBinding,
-        ("certificates.k8s.io", "CertificateSigningRequest") => certs::CertificateSigningRequest,
-        ("authentication.k8s.io", "TokenReview") => authn::TokenReview,
-        ("events.k8s.io", "Event") => events::Event,
-        ("apiregistration.k8s.io", "APIService") => aggregator::APIService,
-    }
-}
-
 /// Round-trips `value` through the type registered for `group`/`version`/`kind`. Returns the
 /// normalised object and the paths of fields the type does not know.
 pub fn normalize(
@@ -99,20 +25,14 @@ pub fn normalize(
     kind: &str,
     value: Value,
 ) -> Result<(Value, Vec<String>), DecodeError> {
-    struct Roundtrip(Value);
-    impl KindVisitor for Roundtrip {
-        type Output = Result<(Value, Vec<String>), DecodeError>;
-        fn visit<T: DeserializeOwned + Serialize + schemars::JsonSchema>(self) -> Self::Output {
-            roundtrip::<T>(self.0)
-        }
-    }
-    match with_kind(group, version, kind, Roundtrip(value.clone())) {
-        Some(result) => result,
+    match crate::strategy::find_kind(group, version, kind) {
+        Some(strategy) => strategy.roundtrip(value),
         None => Ok((value, Vec::new())),
     }
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(
+/// Round-trips `value` through `T`.
+pub(crate) fn roundtrip<T: DeserializeOwned + Serialize>(
     value: Value,
 ) -> Result<(Value, Vec<String>), DecodeError> {
     let typed: T = serde_path_to_error::deserialize(&value).map_err(|e| DecodeError {

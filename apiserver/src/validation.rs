@@ -9,22 +9,22 @@ use crate::errors::Cause;
 use pod::{container, pod_spec};
 
 mod dns;
-mod ephemeral;
-mod hpa;
-mod ingress;
-mod job;
+pub(crate) mod ephemeral;
+pub(crate) mod hpa;
+pub(crate) mod ingress;
+pub(crate) mod job;
 mod json;
-mod limit_range;
+pub(crate) mod limit_range;
 mod names;
 mod node_selector;
-mod pdb;
-mod pod;
-mod replication_controller;
+pub(crate) mod pdb;
+pub(crate) mod pod;
+pub(crate) mod replication_controller;
 mod resources;
-mod storage;
+pub(crate) mod storage;
 mod volumes;
 
-const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+pub(crate) const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
@@ -37,7 +37,7 @@ fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }
 
-fn is_iana_svc_name(s: &str) -> bool {
+pub(crate) fn is_iana_svc_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
         && s.bytes()
@@ -162,8 +162,9 @@ fn qualified_name(key: &str) -> Vec<String> {
     errors
 }
 
-/// Validates a whole object of `kind` (after defaulting); `old` is the stored version on
-/// update, for the kinds whose rules differ between create and update.
+/// Validates a whole object of `kind` (after defaulting): the metadata every object has, then
+/// the kind's own rules ([`crate::strategy::Strategy::validate`]). `old` is the stored version
+/// on update.
 pub fn validate(
     group: &str,
     kind: &str,
@@ -173,91 +174,16 @@ pub fn validate(
 ) -> Vec<Cause> {
     let mut causes = Vec::new();
     metadata(kind, obj, &mut causes);
-    match (group, kind) {
-        ("", "Pod") => {
-            pod_spec(obj.get("spec"), "spec", &mut causes);
-            if old.is_none() {
-                ephemeral::create(obj, &mut causes);
-            }
-        }
-        ("", "Service") => {
-            service(obj, node_ports, &mut causes);
-            health_check_node_port(obj, node_ports, &mut causes);
-        }
-        ("", "ConfigMap") => config_keys(obj, &mut causes),
-        ("certificates.k8s.io", "CertificateSigningRequest") => {
-            causes.extend(crate::certificates::validate(obj))
-        }
-        ("", "Secret") => {
-            config_keys(obj, &mut causes);
-            if obj["type"] == crate::bootstrap_token::SECRET_TYPE {
-                causes.extend(crate::bootstrap_token::validate(obj));
-            }
-        }
-        ("", "ResourceQuota") => quantity_map(obj, "spec.hard", &mut causes),
-        ("", "LimitRange") => limit_range::validate(obj, &mut causes),
-        ("", "PersistentVolumeClaim") => {
-            quantity_map(obj, "spec.resources.requests", &mut causes);
-            quantity_map(obj, "spec.resources.limits", &mut causes);
-            storage::claim(obj, &mut causes);
-        }
-        ("", "PersistentVolume") => storage::volume(obj, &mut causes),
-        ("storage.k8s.io", "StorageClass") => storage::class(obj, &mut causes),
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet") => {
-            workload(obj, &mut causes)
-        }
-        ("", "ReplicationController") => replication_controller::validate(obj, &mut causes),
-        ("apps", "ControllerRevision") => controller_revision(obj, &mut causes),
-        ("batch", "Job") => job::job(obj, &mut causes),
-        ("batch", "CronJob") => {
-            let schedule = obj
-                .pointer("/spec/schedule")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if schedule.is_empty() {
-                causes.push(Cause::required("spec.schedule"));
-            } else if schedule.contains("TZ") {
-                causes.push(Cause::invalid(
-                    "spec.schedule",
-                    format!("\"{schedule}\""),
-                    "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
-                ));
-            } else if let Err(e) = ekube_api::cron::Schedule::parse(schedule) {
-                // The controller's own parser: what is admitted is what it can run.
-                causes.push(Cause::invalid(
-                    "spec.schedule",
-                    format!("\"{schedule}\""),
-                    &e.reason,
-                ));
-            }
-            if let Some(zone) = obj.pointer("/spec/timeZone").and_then(Value::as_str)
-                && let Err(e) = ekube_api::cron::time_zone(Some(zone))
-            {
-                causes.push(Cause::invalid("spec.timeZone", format!("\"{zone}\""), &e));
-            }
-            let job_spec = obj.pointer("/spec/jobTemplate/spec");
-            job::job_spec(
-                job_spec.unwrap_or(&Value::Null),
-                "spec.jobTemplate.spec",
-                &mut causes,
-            );
-        }
-        ("policy", "PodDisruptionBudget") => pdb::validate(obj, &mut causes),
-        ("apiregistration.k8s.io", "APIService") => api_service(obj, &mut causes),
-        ("autoscaling", "HorizontalPodAutoscaler") => hpa::validate(obj, &mut causes),
-        ("networking.k8s.io", "Ingress") => ingress::ingress(obj, old, &mut causes),
-        ("networking.k8s.io", "IngressClass") => ingress::ingress_class(obj, &mut causes),
-        ("rbac.authorization.k8s.io", kind) => {
-            crate::authz::validation::validate(kind, obj, &mut causes)
-        }
-        _ => {}
+    if let Some(strategy) = crate::strategy::of_kind(group, kind) {
+        let ctx = crate::strategy::Context { old, node_ports };
+        strategy.validate(obj, &ctx, &mut causes);
     }
     causes
 }
 
 /// An APIService is named after what it serves, `<version>.<group>`, with priorities in
 /// upstream's ranges.
-fn api_service(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn api_service(obj: &Value, causes: &mut Vec<Cause>) {
     let text = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or_default();
     let (group, version, name) = (
         text("/spec/group"),
@@ -291,7 +217,7 @@ fn api_service(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// ConfigMap and Secret keys become file names in volumes: upstream's `IsConfigMapKey`.
-fn config_keys(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn config_keys(obj: &Value, causes: &mut Vec<Cause>) {
     for field in ["data", "binaryData", "stringData"] {
         let Some(Value::Object(map)) = obj.get(field) else {
             continue;
@@ -318,34 +244,6 @@ fn config_keys(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-/// A requested `healthCheckNodePort` is a node port like any other: in the range (the
-/// allocator keeps it unique). Only `LoadBalancer` Services with `externalTrafficPolicy:
-/// Local` use one; elsewhere the allocator drops it.
-fn health_check_node_port(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
-    let uses_one = obj.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
-        && obj
-            .pointer("/spec/externalTrafficPolicy")
-            .and_then(Value::as_str)
-            == Some("Local");
-    let Some(requested) = obj.pointer("/spec/healthCheckNodePort") else {
-        return;
-    };
-    if !uses_one {
-        return;
-    }
-    match requested.as_i64() {
-        Some(0) => {}
-        Some(port) if port >= i64::from(lo) && port <= i64::from(hi) => {}
-        _ => causes.push(Cause::invalid(
-            "spec.healthCheckNodePort",
-            requested,
-            &format!(
-                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
-            ),
-        )),
-    }
-}
-
 /// A resource quantity in requests or limits: well-formed, not negative, and small enough to
 /// compare (upstream's `ValidateResourceQuantityValue`).
 fn resource_quantity(field: String, value: &Value, causes: &mut Vec<Cause>) {
@@ -364,7 +262,7 @@ fn resource_quantity(field: String, value: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// Every quantity in the map at `field` (a dotted path).
-fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
     let pointer = format!("/{}", field.replace('.', "/"));
     if let Some(Value::Object(map)) = obj.pointer(&pointer) {
         for (k, v) in map {
@@ -375,7 +273,7 @@ fn quantity_map(obj: &Value, field: &str, causes: &mut Vec<Cause>) {
 
 /// Upstream's `ValidateControllerRevision`: `data` present, `revision` set (an `int64` without
 /// `omitempty` upstream) and not negative.
-fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
     if obj.get("data").is_none_or(Value::is_null) {
         causes.push(Cause::required_with("data", "data is mandatory"));
     }
@@ -394,7 +292,7 @@ fn controller_revision(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-fn workload(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn workload(obj: &Value, causes: &mut Vec<Cause>) {
     if let Some(r) = obj.pointer("/spec/replicas").and_then(Value::as_i64)
         && r < 0
     {
@@ -474,7 +372,7 @@ fn render_map(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
     if let Some(proto) = p.get("protocol").and_then(Value::as_str)
         && !matches!(proto, "TCP" | "UDP" | "SCTP")
     {
@@ -482,201 +380,12 @@ fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
     }
 }
 
-fn service(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
-    let ty = obj
-        .pointer("/spec/type")
-        .and_then(Value::as_str)
-        .unwrap_or("ClusterIP");
-    if !matches!(
-        ty,
-        "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName"
-    ) {
-        causes.push(Cause::not_supported(
-            "spec.type",
-            ty,
-            &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"],
-        ));
-    }
-    if ty == "ExternalName" {
-        if obj
-            .pointer("/spec/externalName")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            causes.push(Cause::required("spec.externalName"));
-        }
-        return;
-    }
-    let ports = obj.pointer("/spec/ports").and_then(Value::as_array);
-    let headless = obj.pointer("/spec/clusterIP").and_then(Value::as_str) == Some("None");
-    if ports.is_none_or(|p| p.is_empty()) && !headless {
-        causes.push(Cause::required("spec.ports"));
-    }
-    let ports = ports.map(Vec::as_slice).unwrap_or_default();
-    let mut names = Vec::new();
-    for (i, p) in ports.iter().enumerate() {
-        let at = format!("spec.ports[{i}]");
-        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
-        if ports.len() > 1 && name.is_empty() {
-            causes.push(Cause::required(format!("{at}.name")));
-        } else if !name.is_empty() {
-            if !is_dns1123_label(name) {
-                causes.push(Cause::invalid(
-                    format!("{at}.name"),
-                    format!("\"{name}\""),
-                    DNS1123_LABEL,
-                ));
-            } else if names.contains(&name) {
-                causes.push(Cause::duplicate(
-                    format!("{at}.name"),
-                    format!("\"{name}\""),
-                ));
-            }
-            names.push(name);
-        }
-        match p.get("port").and_then(Value::as_i64) {
-            None => causes.push(Cause::required(format!("{at}.port"))),
-            Some(n) if !(1..=65535).contains(&n) => causes.push(Cause::invalid(
-                format!("{at}.port"),
-                n,
-                "must be between 1 and 65535, inclusive",
-            )),
-            _ => {}
-        }
-        match p.get("targetPort") {
-            Some(Value::Number(n)) if !(1..=65535).contains(&n.as_i64().unwrap_or(0)) => {
-                causes.push(Cause::invalid(format!("{at}.targetPort"), n, "must be between 1 and 65535, inclusive"))
-            }
-            Some(Value::String(s)) if !is_iana_svc_name(s) && s.parse::<u16>().is_err() => causes.push(Cause::invalid(
-                format!("{at}.targetPort"),
-                format!("\"{s}\""),
-                "must contain at least one letter (a-z) and consist of at most 15 lower case alphanumeric characters or '-'",
-            )),
-            _ => {}
-        }
-        if let Some(np) = p
-            .get("nodePort")
-            .and_then(Value::as_i64)
-            .filter(|n| *n != 0)
-        {
-            if ty == "ClusterIP" {
-                causes.push(Cause::forbidden(
-                    format!("{at}.nodePort"),
-                    "may not be used when `type` is 'ClusterIP'",
-                ));
-            } else if np < lo as i64 || np > hi as i64 {
-                causes.push(Cause::invalid(
-                    format!("{at}.nodePort"),
-                    np,
-                    &format!("provided port is not in the valid range. The range of valid ports is {lo}-{hi}"),
-                ));
-            }
-        }
-        protocol(p, &format!("{at}.protocol"), causes);
-    }
-    if let Some(ip) = obj.pointer("/spec/clusterIP").and_then(Value::as_str)
-        && !ip.is_empty()
-        && ip != "None"
-        && ip.parse::<std::net::Ipv4Addr>().is_err()
-    {
-        causes.push(Cause::invalid(
-            "spec.clusterIP",
-            format!("\"{ip}\""),
-            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-        ));
-    }
-    if let Some(aff) = obj.pointer("/spec/sessionAffinity").and_then(Value::as_str)
-        && !matches!(aff, "None" | "ClientIP")
-    {
-        causes.push(Cause::not_supported(
-            "spec.sessionAffinity",
-            aff,
-            &["ClientIP", "None"],
-        ));
-    }
-    if let Some(p) = obj
-        .pointer("/spec/externalTrafficPolicy")
-        .and_then(Value::as_str)
-        && !matches!(p, "Cluster" | "Local")
-    {
-        causes.push(Cause::not_supported(
-            "spec.externalTrafficPolicy",
-            p,
-            &["Cluster", "Local"],
-        ));
-    }
-}
-
-/// Checks an update against the fields Kubernetes makes immutable.
+/// Checks an update against the fields Kubernetes makes immutable, by the kind's rules
+/// ([`crate::strategy::Strategy::validate_update`]).
 pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let same = |ptr: &str| old.pointer(ptr) == new.pointer(ptr);
-    match (group, kind) {
-        ("", "Pod") => {
-            // Only images, activeDeadlineSeconds and added tolerations may change.
-            let strip = |v: &Value| {
-                let mut spec = v.get("spec").cloned().unwrap_or(Value::Null);
-                for list in ["containers", "initContainers"] {
-                    if let Some(Value::Array(cs)) = spec.get_mut(list) {
-                        for c in cs {
-                            if let Some(m) = c.as_object_mut() {
-                                m.remove("image");
-                            }
-                        }
-                    }
-                }
-                if let Some(m) = spec.as_object_mut() {
-                    m.remove("activeDeadlineSeconds");
-                    m.remove("tolerations");
-                    // Binding sets nodeName once.
-                    if old.pointer("/spec/nodeName").is_none() {
-                        m.remove("nodeName");
-                    }
-                }
-                spec
-            };
-            if strip(old) != strip(new) {
-                causes.push(Cause::forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
-            }
-            pod::state_transitions(old, new, &mut causes);
-        }
-        ("", "Service") => {
-            let old_ip = old
-                .pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let new_ip = new
-                .pointer("/spec/clusterIP")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !old_ip.is_empty() && !new_ip.is_empty() && old_ip != new_ip {
-                causes.push(Cause::invalid(
-                    "spec.clusterIPs[0]",
-                    format!("[]string{{\"{new_ip}\"}}"),
-                    "may not change once set",
-                ));
-            }
-        }
-        ("apps", "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet")
-            if !same("/spec/selector") =>
-        {
-            causes.push(Cause::invalid("spec.selector", "", "field is immutable"));
-        }
-        // The controllers renumber a revision (`revision` moves); what it restores never changes.
-        ("apps", "ControllerRevision") if !same("/data") => {
-            causes.push(Cause::invalid("data", "", "field is immutable"));
-        }
-        ("batch", "Job") => job::immutable(old, new, &mut causes),
-        ("", "PersistentVolume") => storage::volume_update(old, new, &mut causes),
-        ("", "PersistentVolumeClaim") => storage::claim_update(old, new, &mut causes),
-        ("storage.k8s.io", "StorageClass") => storage::class_update(old, new, &mut causes),
-        ("networking.k8s.io", "IngressClass") => {
-            ingress::ingress_class_immutable(old, new, &mut causes)
-        }
-        ("rbac.authorization.k8s.io", kind) => {
-            crate::authz::validation::immutable(kind, old, new, &mut causes)
-        }
-        _ => {}
+    if let Some(strategy) = crate::strategy::of_kind(group, kind) {
+        strategy.validate_update(old, new, &mut causes);
     }
     causes
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::typed::{KindVisitor, with_kind};
+use crate::strategy::{KindVisitor, with_kind};
 
 mod metrics;
 pub mod v2proto;

@@ -9,13 +9,14 @@
 //! unless asked for `-o wide`. Objects are read as JSON (`serde_json::Value`), so missing
 //! fields simply print their Kubernetes placeholder.
 
-mod columns;
+pub(crate) mod columns;
 #[cfg(test)]
 mod test_support;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+pub(crate) use columns::ColumnsOf;
 use columns::{Column, KindColumns, Printer};
 
 /// What each row's `object` holds (`?includeObject=`).

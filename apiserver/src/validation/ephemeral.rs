@@ -85,7 +85,7 @@ pub(super) fn validate<'a>(
 }
 
 /// A pod is created without ephemeral containers.
-pub(super) fn create(pod: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn create(pod: &Value, causes: &mut Vec<Cause>) {
     if !is_unset(pod.pointer("/spec/ephemeralContainers")) {
         causes.push(Cause::forbidden(
             "spec.ephemeralContainers",

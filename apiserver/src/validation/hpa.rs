@@ -31,7 +31,7 @@ fn int(v: &Value) -> Option<i64> {
     v.as_i64()
 }
 
-pub(super) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let min = spec.get("minReplicas").and_then(int);
     let max = spec.get("maxReplicas").and_then(int).unwrap_or(0);

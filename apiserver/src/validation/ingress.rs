@@ -76,7 +76,7 @@ impl Options {
 }
 
 /// An Ingress; `old` is the stored version on update.
-pub(super) fn ingress(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
+pub(crate) fn ingress(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     match old {
         None => {
@@ -398,7 +398,7 @@ fn load_balancer_status(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause
 }
 
 /// An IngressClass (upstream's `ValidateIngressClass`).
-pub(super) fn ingress_class(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn ingress_class(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let controller = str_of(spec, "controller");
     if controller.is_empty() {
@@ -415,7 +415,7 @@ pub(super) fn ingress_class(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// An IngressClass's controller never changes.
-pub(super) fn ingress_class_immutable(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn ingress_class_immutable(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let controller = |v: &Value| {
         v.pointer("/spec/controller")
             .and_then(Value::as_str)

@@ -18,7 +18,7 @@ const MODES: &[&str] = &["NonIndexed", "Indexed"];
 
 /// A whole Job: its spec, and (Indexed) that its last pod's hostname `<name>-<completions-1>`
 /// is a valid DNS label.
-pub(super) fn job(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn job(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     job_spec(spec, "spec", causes);
     if spec["completionMode"] == "Indexed"
@@ -39,8 +39,43 @@ pub(super) fn job(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// Upstream's `ValidateCronJob`: a schedule the controller's own parser accepts (what is
+/// admitted is what it can run), a known time zone, and a valid job template.
+pub(crate) fn cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+    let schedule = obj
+        .pointer("/spec/schedule")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if schedule.is_empty() {
+        causes.push(Cause::required("spec.schedule"));
+    } else if schedule.contains("TZ") {
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            format!("\"{schedule}\""),
+            "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+        ));
+    } else if let Err(e) = ekube_api::cron::Schedule::parse(schedule) {
+        causes.push(Cause::invalid(
+            "spec.schedule",
+            format!("\"{schedule}\""),
+            &e.reason,
+        ));
+    }
+    if let Some(zone) = obj.pointer("/spec/timeZone").and_then(Value::as_str)
+        && let Err(e) = ekube_api::cron::time_zone(Some(zone))
+    {
+        causes.push(Cause::invalid("spec.timeZone", format!("\"{zone}\""), &e));
+    }
+    let template = obj.pointer("/spec/jobTemplate/spec");
+    job_spec(
+        template.unwrap_or(&Value::Null),
+        "spec.jobTemplate.spec",
+        causes,
+    );
+}
+
 /// A Job spec (of a Job, or of a CronJob's `jobTemplate` at `at`).
-pub(super) fn job_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn job_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
     for field in [
         "parallelism",
         "completions",
@@ -138,7 +173,7 @@ pub(super) fn job_spec(spec: &Value, at: &str, causes: &mut Vec<Cause>) {
 /// The Job fields an update may not change: the selector once set, the completion mode, the
 /// per-index backoff limit, and `completions` (except an Indexed Job resized elastically,
 /// `completions` and `parallelism` moving together, as upstream's `ElasticIndexedJob` allows).
-pub(super) fn immutable(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn immutable(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let (o, n) = (&old["spec"], &new["spec"]);
     let shown = |v: &Value| match v {
         Value::String(s) => format!("\"{s}\""),

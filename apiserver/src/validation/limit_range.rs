@@ -19,7 +19,7 @@ const LISTS: &[&str] = &[
     "maxLimitRequestRatio",
 ];
 
-pub(super) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     let Some(limits) = obj.pointer("/spec/limits").and_then(Value::as_array) else {
         causes.push(Cause::required("spec.limits"));
         return;

@@ -12,7 +12,7 @@ use crate::errors::Cause;
 const EVICTION_POLICIES: &[&str] = &["AlwaysAllow", "IfHealthyBudget"];
 const OPERATORS: &[&str] = &["In", "NotIn", "Exists", "DoesNotExist"];
 
-pub(super) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let min = spec.get("minAvailable").filter(|v| !v.is_null());
     let max = spec.get("maxUnavailable").filter(|v| !v.is_null());

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{DNS1123_LABEL, dns, ephemeral, is_dns1123_label, protocol, resources, volumes};
 use crate::errors::Cause;
 
-pub(super) fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
+pub(crate) fn pod_spec(spec: Option<&Value>, at: &str, causes: &mut Vec<Cause>) {
     let Some(spec) = spec.filter(|s| s.is_object()) else {
         causes.push(Cause::required(format!("{at}.containers")));
         return;
@@ -184,7 +184,7 @@ pub(super) fn container<'a>(
 /// containers (`restartPolicy: Always`), a terminated container stays terminated; with
 /// `OnFailure` one that failed may run again. A sidecar (an init container with its own
 /// `restartPolicy: Always`) restarts whatever the pod's policy.
-pub(super) fn state_transitions(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn state_transitions(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let policy = old
         .pointer("/spec/restartPolicy")
         .and_then(Value::as_str)

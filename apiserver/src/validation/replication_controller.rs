@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{labels, pod_spec, render_map};
 use crate::errors::Cause;
 
-pub(super) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     for field in ["minReadySeconds", "replicas"] {
         if let Some(n) = spec.get(field).and_then(Value::as_i64)

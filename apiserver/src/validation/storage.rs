@@ -58,7 +58,7 @@ const VOLUME_SOURCES: &[&str] = &[
 ];
 
 /// A PersistentVolume (upstream's `ValidatePersistentVolumeSpec`).
-pub(super) fn volume(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn volume(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     if items(spec, "accessModes").is_empty() {
         causes.push(Cause::required("spec.accessModes"));
@@ -227,7 +227,7 @@ fn volume_mode(spec: &Value, causes: &mut Vec<Cause>) {
 
 /// A PersistentVolume update (upstream's `ValidatePersistentVolumeUpdate`): its source and
 /// volume mode never change; its node affinity may be set once.
-pub(super) fn volume_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn volume_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let source = |v: &Value| {
         let spec = v.get("spec").unwrap_or(&Value::Null);
         VOLUME_SOURCES
@@ -275,7 +275,7 @@ fn immutable_volume_mode(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// A PersistentVolumeClaim (upstream's `ValidatePersistentVolumeClaimSpec`).
-pub(super) fn claim(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn claim(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     if items(spec, "accessModes").is_empty() {
         causes.push(Cause::required_with(
@@ -299,7 +299,7 @@ pub(super) fn claim(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 /// A PersistentVolumeClaim update (upstream's `ValidatePersistentVolumeClaimUpdate`).
-pub(super) fn claim_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn claim_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let mut was = comparable_claim_spec(old);
     let mut now = comparable_claim_spec(new);
     // The binder writes the volume's name once.
@@ -400,7 +400,7 @@ fn comparable_claim_spec(obj: &Value) -> Value {
 }
 
 /// A StorageClass (upstream's `ValidateStorageClass`).
-pub(super) fn class(obj: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn class(obj: &Value, causes: &mut Vec<Cause>) {
     let provisioner = str_of(obj, "provisioner");
     if provisioner.is_empty() {
         causes.push(Cause::required("provisioner"));
@@ -485,7 +485,7 @@ fn topology_term(term: &Value, at: &str, causes: &mut Vec<Cause>) {
 }
 
 /// A StorageClass update (upstream's `ValidateStorageClassUpdate`).
-pub(super) fn class_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn class_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     let params = |v: &Value| {
         v.get("parameters")
             .and_then(Value::as_object)

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, name_col, str_at, string_col};
 
-pub(super) fn api_service_columns() -> KindColumns {
+pub(crate) fn api_service_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

@@ -8,7 +8,7 @@ use super::{
     integer_col, name_col, selector_string, string_col,
 };
 
-pub(super) fn deployment_columns() -> KindColumns {
+pub(crate) fn deployment_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -37,7 +37,7 @@ pub(super) fn deployment_columns() -> KindColumns {
     }
 }
 
-pub(super) fn replica_set_columns() -> KindColumns {
+pub(crate) fn replica_set_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -66,7 +66,7 @@ pub(super) fn replica_set_columns() -> KindColumns {
     }
 }
 
-pub(super) fn daemon_set_columns() -> KindColumns {
+pub(crate) fn daemon_set_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -114,7 +114,7 @@ pub(super) fn daemon_set_columns() -> KindColumns {
     }
 }
 
-pub(super) fn stateful_set_columns() -> KindColumns {
+pub(crate) fn stateful_set_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -128,7 +128,7 @@ pub(super) fn stateful_set_columns() -> KindColumns {
     }
 }
 
-pub(super) fn controller_revision_columns() -> KindColumns {
+pub(crate) fn controller_revision_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

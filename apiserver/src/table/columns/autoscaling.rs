@@ -9,7 +9,7 @@ use super::{
     KindColumns, Printer, age_col, arr_at, at, int_at, integer_col, name_col, str_at, string_col,
 };
 
-pub(super) fn horizontal_pod_autoscaler_columns() -> KindColumns {
+pub(crate) fn horizontal_pod_autoscaler_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

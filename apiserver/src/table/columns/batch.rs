@@ -9,7 +9,7 @@ use super::{
     selector_string, str_at, string_col,
 };
 
-pub(super) fn job_columns() -> KindColumns {
+pub(crate) fn job_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -30,7 +30,7 @@ pub(super) fn job_columns() -> KindColumns {
     }
 }
 
-pub(super) fn cron_job_columns() -> KindColumns {
+pub(crate) fn cron_job_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

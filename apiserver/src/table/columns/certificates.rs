@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, arr_at, at, name_col, or, str_at, string_col};
 
-pub(super) fn certificate_signing_request_columns() -> KindColumns {
+pub(crate) fn certificate_signing_request_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

@@ -12,7 +12,7 @@ use super::{
     containers_cells, int_at, integer_col, len_at, name_col, or, str_at, string_col,
 };
 
-pub(super) fn namespace_columns() -> KindColumns {
+pub(crate) fn namespace_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -24,7 +24,7 @@ pub(super) fn namespace_columns() -> KindColumns {
     }
 }
 
-pub(super) fn node_columns() -> KindColumns {
+pub(crate) fn node_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -55,7 +55,7 @@ pub(super) fn node_columns() -> KindColumns {
     }
 }
 
-pub(super) fn config_map_columns() -> KindColumns {
+pub(crate) fn config_map_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -67,7 +67,7 @@ pub(super) fn config_map_columns() -> KindColumns {
     }
 }
 
-pub(super) fn secret_columns() -> KindColumns {
+pub(crate) fn secret_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -84,7 +84,7 @@ pub(super) fn secret_columns() -> KindColumns {
     }
 }
 
-pub(super) fn service_account_columns() -> KindColumns {
+pub(crate) fn service_account_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -100,7 +100,7 @@ pub(super) fn service_account_columns() -> KindColumns {
     }
 }
 
-pub(super) fn resource_quota_columns() -> KindColumns {
+pub(crate) fn resource_quota_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -121,7 +121,7 @@ pub(super) fn resource_quota_columns() -> KindColumns {
     }
 }
 
-pub(super) fn replication_controller_columns() -> KindColumns {
+pub(crate) fn replication_controller_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -154,7 +154,7 @@ pub(super) fn replication_controller_columns() -> KindColumns {
     }
 }
 
-pub(super) fn event_columns() -> KindColumns {
+pub(crate) fn event_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             string_col(

@@ -4,18 +4,18 @@
 //! column helpers and the cell helpers more than one group uses. Every kind without an entry
 //! prints the generic `Name` / `Created At` pair, as upstream's default table convertor does.
 
-mod apiregistration;
-mod apps;
-mod autoscaling;
-mod batch;
-mod certificates;
-mod coordination;
-mod core;
-mod networking;
-mod pod;
-mod policy;
-mod rbac;
-mod storage;
+pub(crate) mod apiregistration;
+pub(crate) mod apps;
+pub(crate) mod autoscaling;
+pub(crate) mod batch;
+pub(crate) mod certificates;
+pub(crate) mod coordination;
+pub(crate) mod core;
+pub(crate) mod networking;
+pub(crate) mod pod;
+pub(crate) mod policy;
+pub(crate) mod rbac;
+pub(crate) mod storage;
 
 use chrono::{DateTime, Utc};
 use ekube_api::display::human_duration;
@@ -73,69 +73,20 @@ pub(super) type CellPrinter = fn(&Printer, &Value) -> Vec<Value>;
 pub(super) type RowConditions = fn(&Value) -> Option<Value>;
 
 /// How one kind prints: its columns and the functions filling each row.
-pub(super) struct KindColumns {
+pub(crate) struct KindColumns {
     pub(super) columns: Vec<Column>,
     pub(super) cells: CellPrinter,
     pub(super) conditions: Option<RowConditions>,
 }
 
-/// Declares the columns of one kind; each lives in its API group's file.
-type ColumnsOf = fn() -> KindColumns;
-
-/// Every kind with a dedicated printer and where its columns are declared.
-const CATALOGUE: &[(&str, ColumnsOf)] = &[
-    ("Pod", pod::pod_columns),
-    ("Namespace", core::namespace_columns),
-    ("Node", core::node_columns),
-    ("ConfigMap", core::config_map_columns),
-    ("Secret", core::secret_columns),
-    ("ServiceAccount", core::service_account_columns),
-    ("ResourceQuota", core::resource_quota_columns),
-    ("Event", core::event_columns),
-    (
-        "ReplicationController",
-        core::replication_controller_columns,
-    ),
-    ("Service", networking::service_columns),
-    ("Endpoints", networking::endpoints_columns),
-    ("EndpointSlice", networking::endpoint_slice_columns),
-    ("Ingress", networking::ingress_columns),
-    ("IngressClass", networking::ingress_class_columns),
-    ("PersistentVolume", storage::persistent_volume_columns),
-    (
-        "PersistentVolumeClaim",
-        storage::persistent_volume_claim_columns,
-    ),
-    ("StorageClass", storage::storage_class_columns),
-    ("Deployment", apps::deployment_columns),
-    ("ReplicaSet", apps::replica_set_columns),
-    ("DaemonSet", apps::daemon_set_columns),
-    ("StatefulSet", apps::stateful_set_columns),
-    ("ControllerRevision", apps::controller_revision_columns),
-    ("Job", batch::job_columns),
-    ("CronJob", batch::cron_job_columns),
-    ("PodDisruptionBudget", policy::pod_disruption_budget_columns),
-    (
-        "HorizontalPodAutoscaler",
-        autoscaling::horizontal_pod_autoscaler_columns,
-    ),
-    ("RoleBinding", rbac::role_binding_columns),
-    ("ClusterRoleBinding", rbac::role_binding_columns),
-    (
-        "CertificateSigningRequest",
-        certificates::certificate_signing_request_columns,
-    ),
-    ("Lease", coordination::lease_columns),
-    ("APIService", apiregistration::api_service_columns),
-];
+/// Declares the columns of one kind; each lives in its API group's file, and the kind's
+/// strategy names it ([`crate::strategy::Strategy::columns`]).
+pub(crate) type ColumnsOf = fn() -> KindColumns;
 
 /// The columns of `kind`; the generic pair for kinds without a dedicated printer (Role,
 /// ClusterRole, LimitRange, custom resources, ...).
 pub(super) fn for_kind(kind: &str) -> KindColumns {
-    CATALOGUE
-        .iter()
-        .find(|(name, _)| *name == kind)
-        .map_or_else(generic_columns, |(_, columns)| columns())
+    crate::strategy::columns(kind).map_or_else(generic_columns, |columns| columns())
 }
 
 fn generic_columns() -> KindColumns {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, arr_at, at, int_at, name_col, or, str_at, string_col};
 
-pub(super) fn service_columns() -> KindColumns {
+pub(crate) fn service_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -38,7 +38,7 @@ pub(super) fn service_columns() -> KindColumns {
     }
 }
 
-pub(super) fn endpoints_columns() -> KindColumns {
+pub(crate) fn endpoints_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -54,7 +54,7 @@ pub(super) fn endpoints_columns() -> KindColumns {
     }
 }
 
-pub(super) fn endpoint_slice_columns() -> KindColumns {
+pub(crate) fn endpoint_slice_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -80,7 +80,7 @@ pub(super) fn endpoint_slice_columns() -> KindColumns {
     }
 }
 
-pub(super) fn ingress_columns() -> KindColumns {
+pub(crate) fn ingress_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -107,7 +107,7 @@ pub(super) fn ingress_columns() -> KindColumns {
     }
 }
 
-pub(super) fn ingress_class_columns() -> KindColumns {
+pub(crate) fn ingress_class_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

@@ -9,7 +9,7 @@ use super::{
     KindColumns, Printer, age_col, arr_at, at, int_at, name_col, or, parse_time, str_at, string_col,
 };
 
-pub(super) fn pod_columns() -> KindColumns {
+pub(crate) fn pod_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

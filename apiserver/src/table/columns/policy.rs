@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, at, int_at, integer_col, name_col, string_col};
 
-pub(super) fn pod_disruption_budget_columns() -> KindColumns {
+pub(crate) fn pod_disruption_budget_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, arr_at, name_col, str_at, string_col};
 
-pub(super) fn role_binding_columns() -> KindColumns {
+pub(crate) fn role_binding_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::{KindColumns, Printer, age_col, at, name_col, or, str_at, string_col};
 
-pub(super) fn persistent_volume_columns() -> KindColumns {
+pub(crate) fn persistent_volume_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -62,7 +62,7 @@ pub(super) fn persistent_volume_columns() -> KindColumns {
     }
 }
 
-pub(super) fn persistent_volume_claim_columns() -> KindColumns {
+pub(crate) fn persistent_volume_claim_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
@@ -108,7 +108,7 @@ pub(super) fn persistent_volume_claim_columns() -> KindColumns {
     }
 }
 
-pub(super) fn storage_class_columns() -> KindColumns {
+pub(crate) fn storage_class_columns() -> KindColumns {
     KindColumns {
         columns: vec![
             name_col(),
