@@ -74,7 +74,7 @@ pub async fn collection(
     q: &Query,
     opts: &DeleteOptions,
 ) -> Result<Response<Body>> {
-    let (labels, fields) = q.selectors()?;
+    let (labels, fields) = q.selectors(r)?;
     let (items, rv, _) = api.registry.list(r, ns, &labels, &fields, 0, None).await?;
     for item in &items {
         let name = item

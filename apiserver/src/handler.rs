@@ -110,11 +110,16 @@ impl Query {
         })
     }
 
-    pub fn selectors(&self) -> Result<(LabelSelector, FieldSelector)> {
+    /// The label and field selectors of a list or watch of `r`; a field `r`'s kind cannot be
+    /// selected by is a bad request, as upstream's field label conversion makes it.
+    pub fn selectors(&self, r: &ResourceInfo) -> Result<(LabelSelector, FieldSelector)> {
         let labels = LabelSelector::parse(self.get("labelSelector").unwrap_or_default())
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let fields = FieldSelector::parse(self.get("fieldSelector").unwrap_or_default())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(strategy) = crate::strategy::of(r) {
+            crate::strategy::selectable(strategy, &fields).map_err(ApiError::bad_request)?;
+        }
         Ok((labels, fields))
     }
 }
@@ -747,7 +752,7 @@ async fn list(
     q: &Query,
     table: bool,
 ) -> Result<Response<Body>> {
-    let (labels, fields) = q.selectors()?;
+    let (labels, fields) = q.selectors(r)?;
     let limit = q
         .get("limit")
         .and_then(|l| l.parse::<usize>().ok())

@@ -75,12 +75,7 @@ pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
         ("hostAliases", Some("spec")) => MergeKey(&["ip"]),
         ("topologySpreadConstraints", Some("spec")) => MergeKey(&["topologyKey"]),
         ("podIPs" | "hostIPs", Some("status")) => MergeKey(&["ip"]),
-        ("addresses", Some("status")) if kind == "Node" => MergeKey(&["type"]),
-        ("ports", Some("spec")) if kind == "Service" && path.len() == 2 => {
-            MergeKey(&["port", "protocol"])
-        }
-        ("secrets", None) if kind == "ServiceAccount" => MergeKey(&["name"]),
-        _ => Atomic,
+        _ => crate::strategy::merge_keys(kind, path).map_or(Atomic, MergeKey),
     }
 }
 

@@ -361,9 +361,10 @@ impl Registry {
                 m.insert("generation".into(), json!(1));
             }
         }
-        // Status is the system's to write, except a Node's (its kubelet reports it on create).
+        // Status is the system's to write, except where the kind says otherwise (a Node's
+        // kubelet reports it on create).
         if r.status
-            && r.kind != "Node"
+            && !crate::strategy::of(r).is_some_and(|k| k.creates_with_status())
             && let Some(m) = obj.as_object_mut()
         {
             m.remove("status");

@@ -219,7 +219,7 @@ pub async fn serve(
     table: bool,
     conn: Option<ConnectionAbort>,
 ) -> Result<Response<Body>> {
-    let (labels, fields) = q.selectors()?;
+    let (labels, fields) = q.selectors(r)?;
     let filter = Arc::new(Filter {
         r,
         name: name.clone(),

@@ -103,6 +103,55 @@ fn real_kubectl_manages_objects_end_to_end() {
         assert!(table.contains(column), "missing {column} in:\n{table}");
     }
 
+    // Field selectors name what the kind offers; anything else is a bad request, in
+    // upstream's words for a kind with field labels of its own and for one without.
+    let pending = ok(s.kubectl(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Pending,spec.restartPolicy=Always",
+        "-o",
+        "name",
+    ]));
+    assert!(pending.lines().any(|l| l == "pod/web"), "{pending}");
+    let running = ok(s.kubectl(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "status.phase=Running",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(running.trim(), "", "no kubelet runs them");
+    let typed = ok(s.kubectl(&[
+        "get",
+        "svc",
+        "--field-selector",
+        "spec.type=NodePort",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(typed.trim(), "service/web");
+    for (resource, selector, message) in [
+        (
+            "pods",
+            "status.hostIP=10.0.0.1",
+            "field label not supported: status.hostIP",
+        ),
+        (
+            "configmaps",
+            "data.color=blue",
+            r#""data.color" is not a known field selector: only "metadata.name", "metadata.namespace""#,
+        ),
+    ] {
+        let out = s.kubectl(&["get", resource, "--field-selector", selector]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("BadRequest") && stderr.contains(message),
+            "{resource} {selector}: {stderr}"
+        );
+    }
+
     // -o yaml round-trips: applying what get printed changes nothing.
     let yaml = ok(s.kubectl(&["get", "svc", "web", "-o", "yaml"]));
     let again = ok(s.kubectl_stdin(&["apply", "-f", "-"], Some(&yaml)));

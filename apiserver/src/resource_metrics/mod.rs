@@ -255,7 +255,7 @@ pub async fn serve(api: &Arc<ApiServer>, target: &Target, query: &Query) -> Resu
             Ok(node_metrics(&obj, &usage))
         };
     }
-    let (labels, fields) = query.selectors()?;
+    let (labels, fields) = query.selectors(info)?;
     let (objects, _, _) = api
         .registry
         .list(info, ns, &labels, &fields, 0, None)

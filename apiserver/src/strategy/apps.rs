@@ -53,6 +53,8 @@ impl Strategy for Deployment {
 }
 
 impl Strategy for ReplicaSet {
+    const FIELD_LABELS: &'static [&'static str] = &["status.replicas"];
+
     fn set_defaults(obj: &mut Value) {
         let spec = ensure(obj, "spec");
         set(spec, "replicas", json!(1));

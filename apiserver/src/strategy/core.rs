@@ -16,6 +16,17 @@ use crate::validation::{self, config_keys, quantity_map};
 impl Strategy for Pod {
     const RETURNS_DELETED_OBJECT: bool = true;
     const GENERATION: bool = true;
+    const FIELD_LABELS: &'static [&'static str] = &[
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.podIPs",
+        "status.nominatedNodeName",
+    ];
 
     fn set_defaults(obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
@@ -70,6 +81,7 @@ impl Strategy for Pod {
 
 impl Strategy for Namespace {
     const RETURNS_DELETED_OBJECT: bool = true;
+    const FIELD_LABELS: &'static [&'static str] = &["status.phase"];
 
     fn set_defaults(obj: &mut Value) {
         set(ensure(obj, "spec"), "finalizers", json!(["kubernetes"]));
@@ -85,6 +97,11 @@ impl Strategy for Namespace {
 }
 
 impl Strategy for Node {
+    const CREATES_WITH_STATUS: bool = true;
+    const FIELD_LABELS: &'static [&'static str] = &["spec.unschedulable"];
+    const MERGE_KEYS: &'static [(&'static [&'static str], &'static [&'static str])] =
+        &[(&["status", "addresses"], &["type"])];
+
     /// Upstream's `NodeStatus` fields that are not `omitempty`.
     fn initial_status() -> Option<Value> {
         Some(json!({
@@ -119,6 +136,8 @@ impl Strategy for ConfigMap {
 }
 
 impl Strategy for Secret {
+    const FIELD_LABELS: &'static [&'static str] = &["type"];
+
     fn set_defaults(obj: &mut Value) {
         set(obj, "type", json!("Opaque"));
         defaults::secret_string_data(obj);
@@ -163,6 +182,20 @@ impl Strategy for ResourceQuota {
 }
 
 impl Strategy for Event {
+    const FIELD_LABELS: &'static [&'static str] = &[
+        "involvedObject.kind",
+        "involvedObject.namespace",
+        "involvedObject.name",
+        "involvedObject.uid",
+        "involvedObject.apiVersion",
+        "involvedObject.resourceVersion",
+        "involvedObject.fieldPath",
+        "reason",
+        "reportingComponent",
+        "source",
+        "type",
+    ];
+
     fn columns() -> Option<ColumnsOf> {
         Some(core::event_columns)
     }
@@ -170,6 +203,8 @@ impl Strategy for Event {
 
 impl Strategy for ServiceAccount {
     const RETURNS_DELETED_OBJECT: bool = true;
+    const MERGE_KEYS: &'static [(&'static [&'static str], &'static [&'static str])] =
+        &[(&["secrets"], &["name"])];
 
     fn columns() -> Option<ColumnsOf> {
         Some(core::service_account_columns)
@@ -231,6 +266,8 @@ impl Strategy for PersistentVolumeClaim {
 }
 
 impl Strategy for ReplicationController {
+    const FIELD_LABELS: &'static [&'static str] = &["status.replicas"];
+
     fn set_defaults(obj: &mut Value) {
         defaults::replication_controller(obj);
     }

@@ -24,6 +24,8 @@ use crate::validation;
 // batch
 
 impl Strategy for Job {
+    const FIELD_LABELS: &'static [&'static str] = &["status.successful"];
+
     fn set_defaults(obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             defaults::job_spec(spec);
@@ -150,7 +152,20 @@ impl Strategy for Lease {
 }
 
 /// Another version of the core Event, stored with it.
-impl Strategy for events::Event {}
+impl Strategy for events::Event {
+    const FIELD_LABELS: &'static [&'static str] = &[
+        "regarding.kind",
+        "regarding.namespace",
+        "regarding.name",
+        "regarding.uid",
+        "regarding.apiVersion",
+        "regarding.resourceVersion",
+        "regarding.fieldPath",
+        "reason",
+        "reportingController",
+        "type",
+    ];
+}
 
 // policy
 
@@ -228,6 +243,8 @@ rbac! {
 // certificates.k8s.io, authentication.k8s.io, apiregistration.k8s.io
 
 impl Strategy for CertificateSigningRequest {
+    const FIELD_LABELS: &'static [&'static str] = &["spec.signerName"];
+
     fn initial_status() -> Option<Value> {
         Some(json!({}))
     }

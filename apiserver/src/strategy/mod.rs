@@ -18,6 +18,7 @@ mod service;
 use std::marker::PhantomData;
 
 use ekube_api::resources::ResourceInfo;
+use ekube_api::selector::FieldSelector;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -60,6 +61,20 @@ pub trait Strategy:
     /// (which is what otherwise marks a kind whose spec changes are counted).
     const GENERATION: bool = false;
 
+    /// Whether a create keeps the `status` it is given although the kind has a status
+    /// subresource (a Node's kubelet reports it on create); otherwise status is the system's
+    /// to write and a create drops it.
+    const CREATES_WITH_STATUS: bool = false;
+
+    /// The fields a field selector may name besides `metadata.name` and `metadata.namespace`
+    /// (upstream's `SelectableFields` and field label conversion).
+    const FIELD_LABELS: &'static [&'static str] = &[];
+
+    /// The lists of this kind's own fields that merge by key rather than whole (their
+    /// `patchMergeKey` and `listMapKeys`), by path from the object's root; the lists every
+    /// kind shares (containers, conditions, ...) are [`crate::patch::list_strategy`]'s.
+    const MERGE_KEYS: &'static [(&'static [&'static str], &'static [&'static str])] = &[];
+
     /// Fills in what the user left unset (upstream's `SetDefaults_<Kind>`), on create and update,
     /// before validation.
     fn set_defaults(_obj: &mut Value) {}
@@ -92,6 +107,9 @@ pub trait Kind: Sync {
     fn allocates(&self) -> bool;
     fn returns_deleted_object(&self) -> bool;
     fn generation(&self) -> bool;
+    fn creates_with_status(&self) -> bool;
+    fn field_labels(&self) -> &'static [&'static str];
+    fn merge_keys(&self) -> &'static [(&'static [&'static str], &'static [&'static str])];
     fn set_defaults(&self, obj: &mut Value);
     fn initial_status(&self) -> Option<Value>;
     fn validate(&self, obj: &Value, ctx: &Context<'_>, causes: &mut Vec<Cause>);
@@ -123,6 +141,15 @@ impl<T: Strategy> Kind for Of<T> {
     }
     fn generation(&self) -> bool {
         T::GENERATION
+    }
+    fn creates_with_status(&self) -> bool {
+        T::CREATES_WITH_STATUS
+    }
+    fn field_labels(&self) -> &'static [&'static str] {
+        T::FIELD_LABELS
+    }
+    fn merge_keys(&self) -> &'static [(&'static [&'static str], &'static [&'static str])] {
+        T::MERGE_KEYS
     }
     fn set_defaults(&self, obj: &mut Value) {
         T::set_defaults(obj)
@@ -244,6 +271,36 @@ pub fn of_kind(group: &str, kind: &str) -> Option<&'static dyn Kind> {
     find_kind(group, "", kind)
 }
 
+/// Checks that `fields` names only fields `kind` can be selected by. The message is upstream's:
+/// a kind with field labels of its own answers as its conversion function does, the others
+/// as the generic one.
+pub fn selectable(kind: &dyn Kind, fields: &FieldSelector) -> Result<(), String> {
+    const META: [&str; 2] = ["metadata.name", "metadata.namespace"];
+    let own = kind.field_labels();
+    let unknown = fields
+        .requirements
+        .iter()
+        .map(|r| r.key.as_str())
+        .find(|key| !META.contains(key) && !own.contains(key));
+    match unknown {
+        None => Ok(()),
+        Some(key) if own.is_empty() => Err(format!(
+            "\"{key}\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+        )),
+        Some(key) => Err(format!("field label not supported: {key}")),
+    }
+}
+
+/// The keys the list at `path` of a `kind` object merges by, when the kind names them.
+pub fn merge_keys(kind: &str, path: &[String]) -> Option<&'static [&'static str]> {
+    KINDS
+        .iter()
+        .filter(|k| k.kind() == kind)
+        .flat_map(|k| k.merge_keys())
+        .find(|(at, _)| at.len() == path.len() && at.iter().zip(path).all(|(a, p)| a == p))
+        .map(|(_, keys)| *keys)
+}
+
 /// How objects of `kind` print, whatever their group (`Event` prints alike in both of its).
 pub fn columns(kind: &str) -> Option<ColumnsOf> {
     KINDS
@@ -281,6 +338,34 @@ mod tests {
                 (r.group, r.version, r.kind)
             );
         }
+    }
+
+    #[test]
+    fn field_selectors_name_only_what_the_kind_offers() {
+        let check = |group: &str, kind: &str, selector: &str| {
+            selectable(
+                of_kind(group, kind).unwrap(),
+                &FieldSelector::parse(selector).unwrap(),
+            )
+        };
+        assert_eq!(
+            check("", "Pod", "spec.nodeName=n1,status.phase!=Running"),
+            Ok(())
+        );
+        assert_eq!(
+            check("", "ConfigMap", "metadata.name=a,metadata.namespace=b"),
+            Ok(())
+        );
+        assert_eq!(
+            check("", "Pod", "status.hostIP=10.0.0.1"),
+            Err("field label not supported: status.hostIP".to_string())
+        );
+        assert_eq!(
+            check("networking.k8s.io", "Ingress", "foo.bar=baz"),
+            Err(r#""foo.bar" is not a known field selector: only "metadata.name", "metadata.namespace""#.to_string())
+        );
+        assert_eq!(check("", "Secret", "type=Opaque"), Ok(()));
+        assert!(check("", "ConfigMap", "type=Opaque").is_err());
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::validation::{DNS1123_LABEL, is_dns1123_label, is_iana_svc_name, proto
 impl Strategy for Service {
     const ALLOCATES: bool = true;
     const RETURNS_DELETED_OBJECT: bool = true;
+    const FIELD_LABELS: &'static [&'static str] = &["spec.clusterIP", "spec.type"];
+    const MERGE_KEYS: &'static [(&'static [&'static str], &'static [&'static str])] =
+        &[(&["spec", "ports"], &["port", "protocol"])];
 
     fn set_defaults(obj: &mut Value) {
         defaults(obj)
