@@ -1,20 +1,25 @@
 //! Node IPAM: gives every Node a `spec.podCIDR` (and `podCIDRs`) cut from `--cluster-cidr`.
 //!
-//! The set of taken subnets is never kept across reconciles: it is read from a fresh list of
-//! the Nodes each time one needs a subnet, so a deleted node's subnet is free again at once and
+//! What is taken is read from the controller's own watch of the Nodes (its store), as
+//! upstream's range allocator keeps its CIDR set in memory, so assigning a subnet costs no list
+//! of the cluster: a deleted node's subnet is free again once the watch has seen it go, and
 //! subnets a node already carries (set by an admin, or by an earlier run) are honoured. One lock
-//! serialises allocations so two new nodes never get the same subnet.
+//! serialises allocations, and the subnets this process assigned count as taken until the watch
+//! shows them, so two new nodes never get the same subnet. A node that finds the range full
+//! waits longer each time (up to [`FULL_RETRY_MAX`]) instead of asking every two seconds.
 
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -54,11 +59,25 @@ impl ClusterCidr {
         Ipv4Network::new(Ipv4Addr::from(addr as u32), self.mask).expect("valid prefix")
     }
 
-    /// The lowest subnet that overlaps none of `used`.
+    /// The lowest subnet that overlaps none of `used`: each used network marks the subnets it
+    /// overlaps, so the cost is one pass over `used` and one over the range.
     pub fn next_free(&self, used: &[Ipv4Network]) -> Option<Ipv4Network> {
-        (0..self.capacity())
+        let capacity = self.capacity();
+        let mut taken = vec![false; capacity as usize];
+        let shift = 32 - u32::from(self.mask);
+        let base = u64::from(u32::from(self.network.network()));
+        for u in used.iter().filter(|u| overlaps(&self.network, u)) {
+            // The subnets from the one holding u's first address to the one holding its last.
+            let first = u64::from(u32::from(u.network())).max(base);
+            let last = u64::from(u32::from(u.broadcast()))
+                .min(u64::from(u32::from(self.network.broadcast())));
+            for i in (first - base) >> shift..=(last - base) >> shift {
+                taken[i as usize] = true;
+            }
+        }
+        (0..capacity)
+            .find(|&i| !taken[i as usize])
             .map(|i| self.subnet(i))
-            .find(|s| !used.iter().any(|u| overlaps(s, u)))
     }
 }
 
@@ -66,31 +85,47 @@ fn overlaps(a: &Ipv4Network, b: &Ipv4Network) -> bool {
     a.contains(b.network()) || b.contains(a.network())
 }
 
+/// The longest a node waits before asking again for a subnet of a full range.
+const FULL_RETRY_MAX: Duration = Duration::from_secs(60);
+
 struct Ctx {
     client: kube::Client,
     cidr: ClusterCidr,
-    lock: tokio::sync::Mutex<()>,
+    /// The controller's view of the Nodes.
+    nodes: Store<Node>,
+    /// Serialises allocations, and holds the subnets assigned by this process (by node name)
+    /// until the watch shows them on their node.
+    assigned: tokio::sync::Mutex<HashMap<String, Ipv4Network>>,
+    /// How many times in a row each node found the range full.
+    full: Mutex<HashMap<String, u32>>,
 }
 
 pub async fn run(client: kube::Client, cidr: ClusterCidr) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let controller = Controller::new(nodes, watcher::Config::default());
     let ctx = Arc::new(Ctx {
         client,
         cidr,
-        lock: tokio::sync::Mutex::new(()),
+        nodes: controller.store(),
+        assigned: tokio::sync::Mutex::new(HashMap::new()),
+        full: Mutex::new(HashMap::new()),
     });
-    Controller::new(nodes, watcher::Config::default())
-        .run(
-            reconcile,
-            |_, e, _| {
-                tracing::warn!(error = %e, "node ipam");
-                Action::requeue(Duration::from_secs(2))
-            },
-            ctx,
-        )
+    controller
+        .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
     Ok(())
+}
+
+/// Retries in 2 s, or, for a node that found the range full, in twice the last wait.
+fn error_policy(node: Arc<Node>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %e, "node ipam");
+    let full = ctx.full.lock().expect("not poisoned");
+    let wait = match full.get(&node.name_any()) {
+        Some(&n) => Duration::from_secs(2 << n.min(5)).min(FULL_RETRY_MAX),
+        None => Duration::from_secs(2),
+    };
+    Action::requeue(wait)
 }
 
 fn pod_cidrs(node: &Node) -> Vec<Ipv4Network> {
@@ -116,31 +151,44 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
     {
         return Ok(Action::await_change());
     }
-    let _guard = ctx.lock.lock().await;
-    let api: Api<Node> = Api::all(ctx.client.clone());
-    let all = api
-        .list(&ListParams::default())
-        .await
-        .ctx(|| "listing nodes".into())?;
+    let mut assigned = ctx.assigned.lock().await;
     let name = node.name_any();
-    if let Some(current) = all.items.iter().find(|n| n.name_any() == name)
-        && !pod_cidrs(current).is_empty()
-    {
+    let nodes = ctx.nodes.state();
+    // What the watch shows replaces what this process remembers assigning; a node the watch
+    // no longer has holds nothing and waits for nothing.
+    let waiting: HashSet<String> = nodes
+        .iter()
+        .filter(|n| pod_cidrs(n).is_empty())
+        .map(|n| n.name_any())
+        .collect();
+    assigned.retain(|n, _| waiting.contains(n));
+    ctx.full
+        .lock()
+        .expect("not poisoned")
+        .retain(|n, _| waiting.contains(n));
+    // Given one already, by an admin or by this process (the watch has yet to show it).
+    if !waiting.contains(&name) || assigned.contains_key(&name) {
         return Ok(Action::await_change());
     }
-    let used: Vec<Ipv4Network> = all
-        .items
+    let used: Vec<Ipv4Network> = nodes
         .iter()
-        .filter(|n| n.name_any() != name)
-        .flat_map(pod_cidrs)
+        .flat_map(|n| pod_cidrs(n))
+        .chain(assigned.values().copied())
         .collect();
     let Some(subnet) = ctx.cidr.next_free(&used) else {
+        *ctx.full
+            .lock()
+            .expect("not poisoned")
+            .entry(name.clone())
+            .or_default() += 1;
         return Err(ReconcileError::Other(format!(
             "no subnet of {} left for node {name}",
             ctx.cidr.network
         )));
     };
+    ctx.full.lock().expect("not poisoned").remove(&name);
     let cidr = subnet.to_string();
+    let api: Api<Node> = Api::all(ctx.client.clone());
     api.patch(
         &name,
         &PatchParams::default(),
@@ -148,6 +196,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
     )
     .await
     .ctx(|| format!("setting podCIDR of node {name}"))?;
+    assigned.insert(name, subnet);
     tracing::info!(%cidr, "assigned pod CIDR");
     Ok(Action::await_change())
 }
@@ -165,6 +214,29 @@ mod tests {
         assert_eq!(c.next_free(&used).unwrap().to_string(), "10.244.1.0/24");
         let all: Vec<Ipv4Network> = (0..256).map(|i| c.subnet(i)).collect();
         assert!(c.next_free(&all).is_none());
+    }
+
+    #[test]
+    fn a_used_network_takes_every_subnet_it_overlaps() {
+        let c = ClusterCidr::new("10.244.0.0/16", 24).unwrap();
+        let net = |s: &str| -> Ipv4Network { s.parse().unwrap() };
+        // Wider than a node subnet: takes four.
+        assert_eq!(
+            c.next_free(&[net("10.244.0.0/22")]).unwrap(),
+            net("10.244.4.0/24")
+        );
+        // Narrower: takes the one it is in.
+        assert_eq!(
+            c.next_free(&[net("10.244.0.0/24"), net("10.244.1.128/25")])
+                .unwrap(),
+            net("10.244.2.0/24")
+        );
+        // Outside the cluster CIDR: takes nothing; covering it: takes all.
+        assert_eq!(
+            c.next_free(&[net("10.1.0.0/24")]).unwrap(),
+            net("10.244.0.0/24")
+        );
+        assert!(c.next_free(&[net("10.0.0.0/8")]).is_none());
     }
 
     #[test]
