@@ -13,14 +13,14 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::{Context as _, ReconcileError, Result};
@@ -102,15 +102,33 @@ struct Ctx {
 
 pub async fn run(client: kube::Client, cidr: ClusterCidr) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let controller = Controller::new(nodes, watcher::Config::default());
+    let (store, writer) = reflector::store();
     let ctx = Arc::new(Ctx {
         client,
         cidr,
-        nodes: controller.store(),
+        nodes: store.clone(),
         assigned: tokio::sync::Mutex::new(HashMap::new()),
         full: Mutex::new(HashMap::new()),
     });
-    controller
+    // A deleted node frees its subnet: nodes waiting for one try again at once rather than at
+    // their next retry.
+    let (freed, on_freed) = tokio::sync::mpsc::channel(1);
+    let waiting = ctx.clone();
+    let changes = reflector(
+        writer,
+        watcher(nodes, watcher::Config::default()).default_backoff(),
+    )
+    .inspect_ok(move |event| {
+        if matches!(event, watcher::Event::Delete(_))
+            && !waiting.full.lock().expect("not poisoned").is_empty()
+        {
+            // Full means a wake-up is already pending.
+            let _ = freed.try_send(());
+        }
+    })
+    .applied_objects();
+    Controller::for_stream(changes, store)
+        .reconcile_all_on(tokio_stream::wrappers::ReceiverStream::new(on_freed))
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;

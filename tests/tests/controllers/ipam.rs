@@ -82,3 +82,40 @@ async fn node_ipam_gives_distinct_subnets_and_reuses_released_ones() -> Result<(
     assert_eq!(d, cidrs["ipam-b"], "the released subnet is reused");
     Ok(())
 }
+
+/// A node that finds the range full waits, without a subnet, and gets the one a deleted node
+/// frees as soon as the controller sees the deletion, however long it had been waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_waiting_for_a_full_range_gets_a_freed_subnet() -> Result<()> {
+    let server = ServerProcess::start(&[
+        "--kube-controller-manager-arg=cluster-cidr=10.250.0.0/23",
+        "--kube-controller-manager-arg=node-cidr-mask-size=24",
+    ])?;
+    let client = server.client().await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cidr_of = |name: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            Ok(nodes
+                .get(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .and_then(|s| s.pod_cidr))
+        }
+    };
+    for n in ["full-a", "full-b"] {
+        create_node(&client, n, "4", json!({})).await?;
+    }
+    let a = until(20, "full-a gets a podCIDR", || cidr_of("full-a")).await?;
+    until(20, "full-b gets a podCIDR", || cidr_of("full-b")).await?;
+    create_node(&client, "full-c", "4", json!({})).await?;
+    // Long enough for its retries to have backed off past the wait below.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let waiting = cidr_of("full-c").await.map_err(anyhow::Error::msg)?;
+    assert_eq!(waiting, None, "the range has two subnets");
+    nodes.delete("full-a", &DeleteParams::default()).await?;
+    let c = until(5, "full-c gets the freed subnet", || cidr_of("full-c")).await?;
+    assert_eq!(c, a);
+    Ok(())
+}
