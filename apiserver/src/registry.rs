@@ -604,6 +604,15 @@ impl Registry {
                 }
                 *desired = next;
             }
+            Some("binding") => {
+                // Upstream's binding storage: the node is set and PodScheduled recorded in one
+                // write; nothing else moves.
+                let mut next = current.clone();
+                next["spec"]["nodeName"] = desired["spec"]["nodeName"].take();
+                defaults::ensure(&mut next, "status")["conditions"] =
+                    desired["status"]["conditions"].take();
+                *desired = next;
+            }
             Some("ephemeralcontainers") => {
                 // Only .spec.ephemeralContainers moves (upstream's
                 // dropNonEphemeralContainerUpdates).

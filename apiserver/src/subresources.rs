@@ -189,8 +189,10 @@ pub async fn post(
                 dry_run,
                 ..Default::default()
             };
+            // The node and PodScheduled=True in one write, as upstream's binding storage does.
+            let now = crate::registry::now();
             api.registry
-                .guaranteed_update(r, ns, name, None, &opts, |mut pod| {
+                .guaranteed_update(r, ns, name, Some("binding"), &opts, |mut pod| {
                     if pod.pointer("/metadata/deletionTimestamp").is_some() {
                         return Err(ApiError::conflict(
                             "",
@@ -212,15 +214,8 @@ pub async fn post(
                         ));
                     }
                     pod["spec"]["nodeName"] = json!(node);
-                    Ok(pod)
-                })
-                .await?;
-            // PodScheduled=True, as the binding storage of Kubernetes records it.
-            let now = crate::registry::now();
-            let _ = api
-                .registry
-                .guaranteed_update(r, ns, name, Some("status"), &opts, |mut pod| {
-                    let conditions = crate::defaults::ensure(crate::defaults::ensure(&mut pod, "status"), "conditions");
+                    let status = crate::defaults::ensure(&mut pod, "status");
+                    let conditions = &mut status["conditions"];
                     if !conditions.is_array() {
                         *conditions = json!([]);
                     }
@@ -230,7 +225,7 @@ pub async fn post(
                     }
                     Ok(pod)
                 })
-                .await;
+                .await?;
             Ok(json_response(
                 StatusCode::CREATED,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

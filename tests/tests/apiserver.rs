@@ -1490,3 +1490,51 @@ async fn a_terminated_container_of_a_never_restarting_pod_stays_terminated() {
     let state = stored.container_statuses.unwrap()[0].state.clone().unwrap();
     assert!(state.terminated.is_some() && state.running.is_none());
 }
+
+/// A binding sets the node and records PodScheduled=True in one write, as upstream's binding
+/// storage does: the first change a watcher sees with the node already carries the condition.
+#[tokio::test]
+async fn a_binding_is_one_write_with_the_node_and_pod_scheduled() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::WatchEvent;
+    let s = ServerProcess::start(&[]).unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client().await.unwrap(), "default");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bound"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+    let created = pods
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).unwrap(),
+        )
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let params = kube::api::WatchParams::default().fields("metadata.name=bound");
+    let mut changes = pods.watch(&params, &rv).await.unwrap().boxed();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding",
+        "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "n1"}});
+    let _: Value = pods
+        .create_subresource("binding", "bound", &PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let first_bound = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = changes.try_next().await.unwrap() {
+            if let WatchEvent::Modified(pod) = event
+                && pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("n1")
+            {
+                return pod;
+            }
+        }
+        panic!("the watch ended before the binding showed");
+    })
+    .await
+    .expect("the binding shows within 10 s");
+    let scheduled = first_bound
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .map(|c| c.status);
+    assert_eq!(scheduled.as_deref(), Some("True"));
+}
