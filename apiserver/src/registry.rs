@@ -590,9 +590,8 @@ impl Registry {
                         next.as_object_mut().map(|m| m.remove("status"));
                     }
                 }
-                // Kubernetes resets metadata on status writes, except for Nodes, whose status
-                // writers (kubelets, flannel) also set labels and annotations there.
-                if r.kind == "Node" {
+                // Kubernetes resets metadata on status writes, except where the kind says.
+                if crate::strategy::of(r).is_some_and(|k| k.status_writes_metadata()) {
                     for field in ["labels", "annotations"] {
                         match desired["metadata"].get(field) {
                             Some(v) => next["metadata"][field] = v.clone(),
@@ -797,25 +796,10 @@ impl Registry {
             }
             let mut next = current.clone();
             let mut changed = false;
-            // Graceful deletion of pods a kubelet is running.
-            if r.kind == "Pod" && r.group.is_empty() {
-                let scheduled = current
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .is_some_and(|n| !n.is_empty());
-                let finished = matches!(
-                    current.pointer("/status/phase").and_then(Value::as_str),
-                    Some("Succeeded" | "Failed")
-                );
-                let default_grace = current
-                    .pointer("/spec/terminationGracePeriodSeconds")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(30);
-                let grace = if !scheduled || finished {
-                    0
-                } else {
-                    opts.grace_period.unwrap_or(default_grace).max(0)
-                };
+            let strategy = crate::strategy::of(r);
+            // Graceful deletion (of pods a kubelet is running).
+            if let Some(grace) = strategy.and_then(|k| k.grace_period(&current, opts.grace_period))
+            {
                 let existing = current
                     .pointer("/metadata/deletionGracePeriodSeconds")
                     .and_then(Value::as_i64);
@@ -850,16 +834,12 @@ impl Registry {
                 }
                 _ => {}
             }
-            let namespace_pending = r.kind == "Namespace"
-                && current
-                    .pointer("/spec/finalizers")
-                    .and_then(Value::as_array)
-                    .is_some_and(|f| !f.is_empty());
-            if namespace_pending {
-                next["status"]["phase"] = json!("Terminating");
+            let finalizing = strategy.is_some_and(|k| k.finalizing(&current));
+            if let Some(k) = strategy.filter(|_| finalizing) {
+                k.mark_finalizing(&mut next);
                 changed = true;
             }
-            if !finalizers.is_empty() || namespace_pending {
+            if !finalizers.is_empty() || finalizing {
                 next["metadata"]["finalizers"] = json!(finalizers);
                 if next.pointer("/metadata/deletionTimestamp").is_none() {
                     next["metadata"]["deletionTimestamp"] = json!(now());
@@ -872,7 +852,7 @@ impl Registry {
                 .and_then(Value::as_i64)
                 .unwrap_or(0)
                 > 0;
-            if finalizers.is_empty() && !namespace_pending && !grace_pending {
+            if finalizers.is_empty() && !finalizing && !grace_pending {
                 // Nothing holds it: delete now.
                 if opts.dry_run {
                     return Ok(Deleted::Gone(current));
@@ -918,17 +898,13 @@ fn finalizers_done(r: &ResourceInfo, obj: &Value) -> bool {
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_none_or(|f| f.is_empty());
-    let ns_done = r.kind != "Namespace"
-        || obj
-            .pointer("/spec/finalizers")
-            .and_then(Value::as_array)
-            .is_none_or(|f| f.is_empty());
+    let own_done = !crate::strategy::of(r).is_some_and(|k| k.finalizing(obj));
     // A terminating pod leaves only when its kubelet (or a forced delete) says so.
     let grace = obj
         .pointer("/metadata/deletionGracePeriodSeconds")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    meta_done && ns_done && grace == 0
+    meta_done && own_done && grace == 0
 }
 
 fn without_rv(v: &Value) -> Value {

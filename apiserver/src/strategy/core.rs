@@ -28,6 +28,28 @@ impl Strategy for Pod {
         "status.nominatedNodeName",
     ];
 
+    /// A pod on a node waits for its kubelet to stop it, `terminationGracePeriodSeconds`
+    /// unless the client asks for another; an unscheduled or finished one goes at once.
+    fn grace_period(obj: &Value, requested: Option<i64>) -> Option<i64> {
+        let scheduled = obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            obj.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        let default = obj
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
+        Some(if !scheduled || finished {
+            0
+        } else {
+            requested.unwrap_or(default).max(0)
+        })
+    }
+
     fn set_defaults(obj: &mut Value) {
         if let Some(spec) = obj.get_mut("spec") {
             defaults::pod_spec(spec);
@@ -87,6 +109,17 @@ impl Strategy for Namespace {
         set(ensure(obj, "spec"), "finalizers", json!(["kubernetes"]));
     }
 
+    /// The namespace controller empties `spec.finalizers` once the namespace's objects are gone.
+    fn finalizing(obj: &Value) -> bool {
+        obj.pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty())
+    }
+
+    fn mark_finalizing(obj: &mut Value) {
+        ensure(obj, "status")["phase"] = json!("Terminating");
+    }
+
     fn initial_status() -> Option<Value> {
         Some(json!({"phase": "Active"}))
     }
@@ -98,6 +131,7 @@ impl Strategy for Namespace {
 
 impl Strategy for Node {
     const CREATES_WITH_STATUS: bool = true;
+    const STATUS_WRITES_METADATA: bool = true;
     const FIELD_LABELS: &'static [&'static str] = &["spec.unschedulable"];
     const MERGE_KEYS: &'static [(&'static [&'static str], &'static [&'static str])] =
         &[(&["status", "addresses"], &["type"])];

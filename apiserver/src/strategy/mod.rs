@@ -75,6 +75,26 @@ pub trait Strategy:
     /// kind shares (containers, conditions, ...) are [`crate::patch::list_strategy`]'s.
     const MERGE_KEYS: &'static [(&'static [&'static str], &'static [&'static str])] = &[];
 
+    /// Whether a status write may also change labels and annotations (a Node's status writers,
+    /// kubelets and the overlay agent, set them there); otherwise it changes only `status`.
+    const STATUS_WRITES_METADATA: bool = false;
+
+    /// How long a deletion waits for whoever runs the object to let it go (upstream's
+    /// `CheckGracefulDelete`), given the client's `gracePeriodSeconds`; `None` for a kind that
+    /// is deleted at once (or held only by finalizers).
+    fn grace_period(_obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
+    }
+
+    /// Whether the kind's own finalizers (a Namespace's `spec.finalizers`, which its
+    /// controller empties) still hold `obj` in storage once it is being deleted.
+    fn finalizing(_obj: &Value) -> bool {
+        false
+    }
+
+    /// Marks an object its own finalizers hold on deletion (a Namespace's `Terminating`).
+    fn mark_finalizing(_obj: &mut Value) {}
+
     /// Fills in what the user left unset (upstream's `SetDefaults_<Kind>`), on create and update,
     /// before validation.
     fn set_defaults(_obj: &mut Value) {}
@@ -110,6 +130,10 @@ pub trait Kind: Sync {
     fn creates_with_status(&self) -> bool;
     fn field_labels(&self) -> &'static [&'static str];
     fn merge_keys(&self) -> &'static [(&'static [&'static str], &'static [&'static str])];
+    fn status_writes_metadata(&self) -> bool;
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> Option<i64>;
+    fn finalizing(&self, obj: &Value) -> bool;
+    fn mark_finalizing(&self, obj: &mut Value);
     fn set_defaults(&self, obj: &mut Value);
     fn initial_status(&self) -> Option<Value>;
     fn validate(&self, obj: &Value, ctx: &Context<'_>, causes: &mut Vec<Cause>);
@@ -150,6 +174,18 @@ impl<T: Strategy> Kind for Of<T> {
     }
     fn merge_keys(&self) -> &'static [(&'static [&'static str], &'static [&'static str])] {
         T::MERGE_KEYS
+    }
+    fn status_writes_metadata(&self) -> bool {
+        T::STATUS_WRITES_METADATA
+    }
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> Option<i64> {
+        T::grace_period(obj, requested)
+    }
+    fn finalizing(&self, obj: &Value) -> bool {
+        T::finalizing(obj)
+    }
+    fn mark_finalizing(&self, obj: &mut Value) {
+        T::mark_finalizing(obj)
     }
     fn set_defaults(&self, obj: &mut Value) {
         T::set_defaults(obj)
@@ -366,6 +402,24 @@ mod tests {
         );
         assert_eq!(check("", "Secret", "type=Opaque"), Ok(()));
         assert!(check("", "ConfigMap", "type=Opaque").is_err());
+    }
+
+    #[test]
+    fn pods_on_a_node_go_gracefully_and_other_objects_at_once() {
+        use serde_json::json;
+        let pod = of_kind("", "Pod").unwrap();
+        let on_node = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 5}});
+        assert_eq!(pod.grace_period(&on_node, None), Some(5));
+        assert_eq!(pod.grace_period(&on_node, Some(0)), Some(0));
+        assert_eq!(pod.grace_period(&json!({"spec": {}}), Some(10)), Some(0));
+        let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(pod.grace_period(&done, None), Some(0));
+        let config_map = of_kind("", "ConfigMap").unwrap();
+        assert_eq!(config_map.grace_period(&on_node, None), None);
+        let namespace = of_kind("", "Namespace").unwrap();
+        assert!(namespace.finalizing(&json!({"spec": {"finalizers": ["kubernetes"]}})));
+        assert!(!namespace.finalizing(&json!({"spec": {"finalizers": []}})));
+        assert!(!config_map.finalizing(&json!({"spec": {"finalizers": ["kubernetes"]}})));
     }
 
     #[test]
