@@ -112,7 +112,10 @@ fn workloads(ext_ip: &str) -> String {
     for (name, port) in &ports {
         m.push_str(&service(name, "conformance", *port));
     }
-    // The load test's backend: busybox httpd, which scales.
+    // The load test's backend: busybox httpd, which scales. It exits on SIGTERM with whatever
+    // it is sending cut off, which no proxy can hide once the answer has started; so, as a
+    // Deployment meant to scale without errors does, it keeps serving for 2 s after its
+    // deletion, while the Ingress stops sending it requests.
     m.push_str(&format!(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -123,7 +126,10 @@ spec:
   template:
     metadata: {{labels: {{app: web}}}}
     spec:
-      containers: [{{name: web, image: {WEB}}}]
+      containers:
+      - name: web
+        image: {WEB}
+        lifecycle: {{preStop: {{exec: {{command: [sleep, "2"]}}}}}}
 ---
 apiVersion: v1
 kind: Service
