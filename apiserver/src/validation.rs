@@ -37,6 +37,23 @@ fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.as_bytes()[0].is_ascii_lowercase()
 }
 
+/// A name that must be a DNS-1123 label unlike every one in `seen` (a container's, a
+/// port's); a valid new one joins `seen`.
+pub(crate) fn unique_label<'a>(
+    name: &'a str,
+    field: &str,
+    seen: &mut Vec<&'a str>,
+    causes: &mut Vec<Cause>,
+) {
+    if !is_dns1123_label(name) {
+        causes.push(Cause::invalid(field, format!("\"{name}\""), DNS1123_LABEL));
+    } else if seen.contains(&name) {
+        causes.push(Cause::duplicate(field, format!("\"{name}\"")));
+    } else {
+        seen.push(name);
+    }
+}
+
 pub(crate) fn is_iana_svc_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15

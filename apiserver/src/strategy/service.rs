@@ -9,7 +9,7 @@ use super::{Context, Strategy};
 use crate::defaults::{ensure, set};
 use crate::errors::Cause;
 use crate::table::ColumnsOf;
-use crate::validation::{DNS1123_LABEL, is_dns1123_label, is_iana_svc_name, protocol};
+use crate::validation::{is_iana_svc_name, protocol, unique_label};
 
 impl Strategy for Service {
     const ALLOCATES: bool = true;
@@ -125,19 +125,7 @@ fn spec(obj: &Value, (lo, hi): (u16, u16), causes: &mut Vec<Cause>) {
         if ports.len() > 1 && name.is_empty() {
             causes.push(Cause::required(format!("{at}.name")));
         } else if !name.is_empty() {
-            if !is_dns1123_label(name) {
-                causes.push(Cause::invalid(
-                    format!("{at}.name"),
-                    format!("\"{name}\""),
-                    DNS1123_LABEL,
-                ));
-            } else if names.contains(&name) {
-                causes.push(Cause::duplicate(
-                    format!("{at}.name"),
-                    format!("\"{name}\""),
-                ));
-            }
-            names.push(name);
+            unique_label(name, &format!("{at}.name"), &mut names, causes);
         }
         match p.get("port").and_then(Value::as_i64) {
             None => causes.push(Cause::required(format!("{at}.port"))),

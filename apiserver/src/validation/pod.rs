@@ -116,19 +116,8 @@ pub(super) fn container<'a>(
     let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
     if name.is_empty() {
         causes.push(Cause::required(format!("{at}.name")));
-    } else if !is_dns1123_label(name) {
-        causes.push(Cause::invalid(
-            format!("{at}.name"),
-            format!("\"{name}\""),
-            DNS1123_LABEL,
-        ));
-    } else if names.contains(&name) {
-        causes.push(Cause::duplicate(
-            format!("{at}.name"),
-            format!("\"{name}\""),
-        ));
     } else {
-        names.push(name);
+        super::unique_label(name, &format!("{at}.name"), names, causes);
     }
     if c.get("image")
         .and_then(Value::as_str)
