@@ -6,7 +6,9 @@
 //! subnets a node already carries (set by an admin, or by an earlier run) are honoured. One lock
 //! serialises allocations, and the subnets this process assigned count as taken until the watch
 //! shows them, so two new nodes never get the same subnet. A node that finds the range full
-//! waits longer each time (up to [`FULL_RETRY_MAX`]) instead of asking every two seconds.
+//! waits longer each time (up to [`FULL_RETRY_MAX`]) instead of asking every two seconds, and
+//! says so as upstream's allocator does: a `CIDRNotAvailable` Event on the node, counted once
+//! per attempt, so `kubectl describe node` shows why it has no podCIDR.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -23,6 +25,7 @@ use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
+use crate::events::{EventType, Recorder, reference};
 use crate::{Context as _, ReconcileError, Result};
 
 /// The cluster CIDR and the size of each node's slice of it.
@@ -90,21 +93,36 @@ const FULL_RETRY_MAX: Duration = Duration::from_secs(60);
 
 struct Ctx {
     client: kube::Client,
+    recorder: Recorder,
     cidr: ClusterCidr,
     /// The controller's view of the Nodes.
     nodes: Store<Node>,
     /// Serialises allocations, and holds the subnets assigned by this process (by node name)
     /// until the watch shows them on their node.
     assigned: tokio::sync::Mutex<HashMap<String, Ipv4Network>>,
-    /// How many times in a row each node found the range full.
-    full: Mutex<HashMap<String, u32>>,
+    /// The nodes that found the range full, by name.
+    full: Mutex<HashMap<String, Full>>,
 }
 
-pub async fn run(client: kube::Client, cidr: ClusterCidr) -> Result<(), String> {
+/// A node waiting for a subnet of a full range.
+#[derive(Default)]
+struct Full {
+    /// How many times in a row it found the range full.
+    times: u32,
+    /// Its `CIDRNotAvailable` Event, once written.
+    event: Option<String>,
+}
+
+pub async fn run(
+    client: kube::Client,
+    recorder: Recorder,
+    cidr: ClusterCidr,
+) -> Result<(), String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let (store, writer) = reflector::store();
     let ctx = Arc::new(Ctx {
         client,
+        recorder,
         cidr,
         nodes: store.clone(),
         assigned: tokio::sync::Mutex::new(HashMap::new()),
@@ -140,7 +158,7 @@ fn error_policy(node: Arc<Node>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
     tracing::warn!(error = %e, "node ipam");
     let full = ctx.full.lock().expect("not poisoned");
     let wait = match full.get(&node.name_any()) {
-        Some(&n) => Duration::from_secs(2 << n.min(5)).min(FULL_RETRY_MAX),
+        Some(f) => Duration::from_secs(2 << f.times.min(5)).min(FULL_RETRY_MAX),
         None => Duration::from_secs(2),
     };
     Action::requeue(wait)
@@ -194,11 +212,8 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
         .chain(assigned.values().copied())
         .collect();
     let Some(subnet) = ctx.cidr.next_free(&used) else {
-        *ctx.full
-            .lock()
-            .expect("not poisoned")
-            .entry(name.clone())
-            .or_default() += 1;
+        drop(assigned);
+        not_available(&node, &ctx).await;
         return Err(ReconcileError::Other(format!(
             "no subnet of {} left for node {name}",
             ctx.cidr.network
@@ -217,6 +232,41 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
     assigned.insert(name, subnet);
     tracing::info!(%cidr, "assigned pod CIDR");
     Ok(Action::await_change())
+}
+
+/// Counts one more attempt of `node` on a full range, and its Event: upstream's
+/// `CIDRNotAvailable` status change, written once and then counted.
+async fn not_available(node: &Node, ctx: &Ctx) {
+    let name = node.name_any();
+    let (times, event) = {
+        let mut full = ctx.full.lock().expect("not poisoned");
+        let waiting = full.entry(name.clone()).or_default();
+        waiting.times += 1;
+        (waiting.times, waiting.event.clone())
+    };
+    let counted = match &event {
+        Some(event) => {
+            let count = i32::try_from(times).unwrap_or(i32::MAX);
+            ctx.recorder.repeat("default", event, count).await
+        }
+        None => false,
+    };
+    if counted {
+        return;
+    }
+    let message = format!("Node {name} status is now: CIDRNotAvailable");
+    let written = ctx
+        .recorder
+        .record_named(
+            reference(node),
+            EventType::Normal,
+            "CIDRNotAvailable",
+            &message,
+        )
+        .await;
+    if let Some(waiting) = ctx.full.lock().expect("not poisoned").get_mut(&name) {
+        waiting.event = written;
+    }
 }
 
 #[cfg(test)]

@@ -269,8 +269,8 @@ async fn run_controllers(
     // One pod watch for every controller that follows pods, run once they have subscribed.
     let mut pods = informer::SharedWatch::new(kube::Api::<Pod>::all(credentials.own()));
     if on("nodeipam") && config.allocate_node_cidrs {
-        let (client, _) = credentials.for_controller("nodeipam").await?;
-        tasks.spawn(named("nodeipam", ipam::run(client.clone(), *cidr)));
+        let (client, recorder) = credentials.for_controller("nodeipam").await?;
+        tasks.spawn(named("nodeipam", ipam::run(client, recorder, *cidr)));
     }
     // Two controllers upstream, with a role each: one writes EndpointSlices, one Endpoints.
     if on("endpointslice") {

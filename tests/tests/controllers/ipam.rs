@@ -83,8 +83,9 @@ async fn node_ipam_gives_distinct_subnets_and_reuses_released_ones() -> Result<(
     Ok(())
 }
 
-/// A node that finds the range full waits, without a subnet, and gets the one a deleted node
-/// frees as soon as the controller sees the deletion, however long it had been waiting.
+/// A node that finds the range full waits, without a subnet and with an Event saying why, and
+/// gets the one a deleted node frees as soon as the controller sees the deletion, however long
+/// it had been waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_waiting_for_a_full_range_gets_a_freed_subnet() -> Result<()> {
     let server = ServerProcess::start(&[
@@ -110,8 +111,25 @@ async fn a_node_waiting_for_a_full_range_gets_a_freed_subnet() -> Result<()> {
     let a = until(20, "full-a gets a podCIDR", || cidr_of("full-a")).await?;
     until(20, "full-b gets a podCIDR", || cidr_of("full-b")).await?;
     create_node(&client, "full-c", "4", json!({})).await?;
-    // Long enough for its retries to have backed off past the wait below.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // It says why it has no subnet, as upstream's allocator does, once per attempt. After the
+    // second its next attempt is 8 s away, longer than the wait below.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let selector = "involvedObject.name=full-c,reason=CIDRNotAvailable";
+    let event = until(20, "full-c's second CIDRNotAvailable", || {
+        let events = events.clone();
+        async move {
+            let list = events
+                .list(&ListParams::default().fields(selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list.items.into_iter().find(|e| e.count >= Some(2)))
+        }
+    })
+    .await?;
+    assert_eq!(
+        event.message.as_deref(),
+        Some("Node full-c status is now: CIDRNotAvailable")
+    );
     let waiting = cidr_of("full-c").await.map_err(anyhow::Error::msg)?;
     assert_eq!(waiting, None, "the range has two subnets");
     nodes.delete("full-a", &DeleteParams::default()).await?;
