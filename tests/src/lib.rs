@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod bench;
 pub mod cluster;
+pub mod datapath;
 pub mod etcd;
 pub mod netns;
 pub mod prom;

@@ -12,14 +12,14 @@
 //! `eth0` and `flannel.1`. Services (UDP node ports are the TCP ones + 1000) and EndpointSlices
 //! are written through the API. Clients (`ekube-probe client`, and its
 //! `syn-flood`) run in the external namespace via `nsenter`, so nothing is sent from the root
-//! namespace.
+//! namespace. Servers, clients and objects are the shared fixtures of `ekube_tests::datapath`.
 
 use std::{
     collections::BTreeMap,
     fs::{self, File, OpenOptions},
     io::Write,
     net::Ipv4Addr,
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -27,6 +27,10 @@ use std::{
 
 use ekube_proxy::datapath::{
     BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store, remove_pins,
+};
+use ekube_tests::datapath::{
+    BPFFS, CGROUP_ROOT, Reply, TCP_PORT, UDP_PORT, clear_leftovers, client, endpoint_slice,
+    endpoints, in_cgroup as in_cgroup_of, output, serve, tally,
 };
 use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
@@ -37,13 +41,9 @@ use kube::{
 use serde_json::json;
 
 const PREFIX: &str = "eknp";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
-const BPFFS: &str = "/sys/fs/bpf";
 const N1_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 10);
 const N2_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 20);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 100);
-const TCP_PORT: u16 = 8080;
-const UDP_PORT: u16 = 5353;
 /// How long an unestablished flow lives in this test (`--conntrack-tcp-timeout-syn`; 60 s by
 /// default), short so the SYN flood's flows are gone within the test.
 const SYN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,18 +65,6 @@ const PODS: [(&str, u8, Ipv4Addr); 3] = [
     ("p1b", 1, Ipv4Addr::new(10, 244, 1, 12)),
     ("p2a", 2, Ipv4Addr::new(10, 244, 2, 21)),
 ];
-
-/// One client attempt: backend name, the client address the backend saw, the reply's source
-/// (UDP; the address connected to for TCP).
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    Ok {
-        name: String,
-        peer: Ipv4Addr,
-        from: String,
-    },
-    Err,
-}
 
 /// Everything the test created; dropping it removes it all.
 struct Topology {
@@ -107,37 +95,6 @@ impl Drop for Topology {
         }
         self.cgroup_procs = None;
         let _ = fs::remove_dir(&self.dp.cgroup);
-    }
-}
-
-fn clear_leftovers() {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for name in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(PREFIX))
-    {
-        let _ = Command::new("ip").args(["netns", "del", name]).status();
-    }
-    for root in [CGROUP_ROOT, &format!("{BPFFS}/ekube")] {
-        for entry in fs::read_dir(root).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(PREFIX) {
-                continue;
-            }
-            if root == CGROUP_ROOT {
-                let _ = fs::remove_dir(entry.path());
-            } else {
-                let _ = remove_pins(&DatapathConfig {
-                    cgroup: PathBuf::new(),
-                    bpffs: PathBuf::from(BPFFS),
-                    ..DatapathConfig::new(name)
-                });
-            }
-        }
     }
 }
 
@@ -243,61 +200,26 @@ fn build(topo: &mut Topology) {
         ip(&ns, &format!("addr add {addr}/24 dev eth0"));
         ip(&ns, "link set eth0 up");
         ip(&ns, &format!("route add default via 10.244.{node}.1"));
-        let mut child = netns::nsenter(&ns)
-            .arg(probe_bin())
-            .args(["serve", "--tcp-port", "8080", "--udp-port", "5353"])
-            .arg(format!("{pod}=0.0.0.0"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting a pod server");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "ready", "pod server {pod}");
-        topo.children.push(child);
+        topo.children.push(serve(&ns, &[format!("{pod}=0.0.0.0")]));
     }
 }
 
 fn run_client(topo: &Topology, ns: &str, in_cgroup: bool, args: &[String]) -> String {
-    let mut cmd = netns::nsenter(&topo.ns(ns));
-    cmd.arg(probe_bin())
-        .arg("client")
-        .args(args)
-        .args(["--timeout-ms", "2000"]);
+    let mut args = args.to_vec();
+    args.extend(["--timeout-ms".into(), "2000".into()]);
+    let mut cmd = client(&topo.ns(ns), &args);
     if in_cgroup {
-        let procs = topo.cgroup_procs.as_ref().unwrap().try_clone().unwrap();
-        // SAFETY: only a write(2) on an open file between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || (&procs).write_all(b"0"));
-        }
+        in_cgroup_of(
+            &mut cmd,
+            topo.cgroup_procs.as_ref().expect("the test cgroup"),
+        );
     }
-    let out = cmd.output().expect("running a client");
-    assert!(out.status.success(), "client {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    output(cmd.spawn().expect("starting a client"), &args.join(" "))
 }
 
 fn requests(topo: &Topology, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
     let args = [kind, &ip.to_string(), &port.to_string(), &count.to_string()].map(String::from);
-    parse(&run_client(topo, "ext", false, &args))
-}
-
-fn parse(out: &str) -> Vec<Reply> {
-    out.lines()
-        .map(
-            |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-                ["ok", name, peer, from] => Reply::Ok {
-                    name: name.to_string(),
-                    peer: peer.parse().unwrap(),
-                    from: from.to_string(),
-                },
-                _ => Reply::Err,
-            },
-        )
-        .collect()
+    Reply::parse_all(&run_client(topo, "ext", false, &args))
 }
 
 fn health(topo: &Topology, port: u16) -> (u16, serde_json::Value) {
@@ -310,29 +232,18 @@ fn health(topo: &Topology, port: u16) -> (u16, serde_json::Value) {
     )
 }
 
-/// Backend name → count; panics on any failure.
-fn tally(replies: &[Reply]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        match reply {
-            Reply::Ok { name, .. } => *counts.entry(name.clone()).or_insert(0) += 1,
-            Reply::Err => panic!("a request failed: {replies:?}"),
-        }
-    }
-    counts
-}
-
-fn endpoints(pods: &[&str]) -> serde_json::Value {
-    PODS.iter()
+/// The endpoints of `pods`, each on its node.
+fn pod_endpoints(pods: &[&str]) -> serde_json::Value {
+    let nodes: Vec<(Ipv4Addr, String)> = PODS
+        .iter()
         .filter(|(p, _, _)| pods.contains(p))
-        .map(|(_, node, addr)| {
-            json!({
-                "addresses": [addr.to_string()],
-                "conditions": { "ready": true },
-                "nodeName": format!("{}-n{node}", node_prefix()),
-            })
-        })
-        .collect()
+        .map(|(_, node, addr)| (*addr, format!("{}-n{node}", node_prefix())))
+        .collect();
+    let list: Vec<_> = nodes
+        .iter()
+        .map(|(addr, node)| (*addr, true, Some(node.as_str())))
+        .collect();
+    endpoints(&list)
 }
 
 fn node_prefix() -> String {
@@ -347,7 +258,7 @@ fn nodeport_from_outside() {
         Some(0),
         "the NodePort test needs root (bpf, netns, tc)"
     );
-    clear_leftovers();
+    clear_leftovers(PREFIX);
     let tag = node_prefix();
     let cgroup = Path::new(CGROUP_ROOT).join(&tag);
     fs::create_dir_all(&cgroup).expect("creating the test cgroup");
@@ -450,16 +361,7 @@ fn nodeport_from_outside() {
             serde_json::from_value(json!({ "metadata": { "name": name }, "spec": spec })).unwrap();
         rt.block_on(services.create(&PostParams::default(), &svc))
             .unwrap_or_else(|e| panic!("creating service {name}: {e}"));
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": { "name": format!("{name}-1"), "labels": {
-                "kubernetes.io/service-name": name,
-                "endpointslice.kubernetes.io/managed-by": "ekube-tests",
-            }},
-            "addressType": "IPv4",
-            "ports": ports,
-            "endpoints": endpoints(pods),
-        }))
-        .unwrap();
+        let slice = endpoint_slice(name, ports.clone(), pod_endpoints(pods));
         rt.block_on(slices.create(&PostParams::default(), &slice))
             .unwrap_or_else(|e| panic!("creating endpointslice {name}: {e}"));
     };
@@ -524,10 +426,10 @@ fn nodeport_from_outside() {
     let replies = requests(&topo, "udp", N1_IP, 31080, 10);
     tally(&replies);
     for reply in &replies {
-        let Reply::Ok { from, .. } = reply else {
+        let Reply::Ok { peer, .. } = reply else {
             unreachable!()
         };
-        assert_eq!(from, &format!("{N1_IP}:31080"), "UDP reply source");
+        assert_eq!(peer, &format!("{N1_IP}:31080"), "UDP reply source");
     }
 
     // externalTrafficPolicy: Local keeps the client address and only local backends (the API
@@ -535,10 +437,10 @@ fn nodeport_from_outside() {
     let replies = requests(&topo, "tcp", N1_IP, 30081, 30);
     assert_eq!(tally(&replies), BTreeMap::from([("p1a".to_string(), 30)]));
     for reply in &replies {
-        let Reply::Ok { peer, .. } = reply else {
+        let Reply::Ok { seen, .. } = reply else {
             unreachable!()
         };
-        assert_eq!(*peer, CLIENT_IP, "eTP=Local must keep the client address");
+        assert_eq!(*seen, CLIENT_IP, "eTP=Local must keep the client address");
     }
     let (code, body) = health(&topo, 30181);
     assert_eq!(code, 200, "health check of loc: {body}\n{}", proxy_log());
@@ -547,7 +449,7 @@ fn nodeport_from_outside() {
     // No local endpoint: no answer, and 503.
     let replies = requests(&topo, "tcp", N1_IP, 30082, 3);
     assert!(
-        replies.iter().all(|r| *r == Reply::Err),
+        replies.iter().all(|r| matches!(r, Reply::Err(_))),
         "rem answered: {replies:?}"
     );
     let (code, body) = health(&topo, 30182);
@@ -562,7 +464,7 @@ fn nodeport_from_outside() {
     let svc = rt.block_on(services.get("hp")).unwrap();
     let cluster_ip: Ipv4Addr = svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
     let args = ["tcp", &cluster_ip.to_string(), "80", "5"].map(String::from);
-    let hairpin = parse(&run_client(&topo, "p1a", true, &args));
+    let hairpin = Reply::parse_all(&run_client(&topo, "p1a", true, &args));
     assert_eq!(tally(&hairpin), BTreeMap::from([("p1a".to_string(), 5)]));
 
     // A removed backend gets no new flows once the proxy synced, and established flows to the
@@ -579,7 +481,7 @@ fn nodeport_from_outside() {
     std::io::BufRead::read_line(&mut held_out, &mut held_names).unwrap();
     let held_names: Vec<String> = held_names.split_whitespace().map(String::from).collect();
     assert_eq!(held_names.len(), 12, "held connections: {held_names:?}");
-    let patch = json!({ "endpoints": endpoints(&["p1a", "p2a"]) });
+    let patch = json!({ "endpoints": pod_endpoints(&["p1a", "p2a"]) });
     rt.block_on(slices.patch("web-1", &PatchParams::default(), &Patch::Merge(&patch)))
         .unwrap();
     wait_for(

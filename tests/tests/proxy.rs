@@ -8,16 +8,17 @@
 //! refused rather than unroutable. Services and EndpointSlices are written through the API by
 //! the test. Clients are `ekube-probe client` runs started in the namespace with `nsenter` (which,
 //! unlike `ip netns exec`, keeps the real `/sys`) and, unless a case wants an outside client,
-//! inside the cgroup. The
-//! tests serialize on a mutex (they share the two CPUs with everything else), and a guard
-//! removes the proxy, pins and cgroup at the end and leftovers of crashed runs at the start.
+//! inside the cgroup. The tests serialize on a mutex (they share the two CPUs with everything
+//! else), and a guard removes the proxy, pins and cgroup at the end and leftovers of crashed
+//! runs at the start. The servers, clients and objects are the fixtures of
+//! `ekube_tests::datapath`, shared with `proxy_iptables` and `nodeport`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs::{self, File, OpenOptions},
-    io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
-    os::unix::{fs::MetadataExt, process::CommandExt},
+    io::{Read, Write},
+    net::{Ipv4Addr, TcpStream},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Mutex,
@@ -31,7 +32,12 @@ use ekube_proxy::{
     datapath::{BpfMaps, DatapathConfig, dump_store, maps::MapStore, remove_pins},
     service::{DesiredService, ServiceName, desired_state},
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
+use ekube_tests::datapath::{
+    BPFFS, CGROUP_ROOT, Reply, TCP_PORT, UDP_PORT, clear_leftovers, client, cluster_ip_service,
+    collect, endpoint_slice, endpoints, in_cgroup as in_cgroup_of, names, serve, tally_from,
+    tcp_ports,
+};
+use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{Event, Service},
@@ -44,15 +50,11 @@ use kube::{
 use serde_json::json;
 
 const PREFIX: &str = "ekube-pxtest-";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
-const BPFFS: &str = "/sys/fs/bpf";
 const BACKENDS: [(&str, Ipv4Addr); 3] = [
     ("b1", Ipv4Addr::new(127, 0, 0, 11)),
     ("b2", Ipv4Addr::new(127, 0, 0, 12)),
     ("b3", Ipv4Addr::new(127, 0, 0, 13)),
 ];
-const TCP_PORT: u16 = 8080;
-const UDP_PORT: u16 = 5353;
 /// Routed to `lo` in the test namespace; every test Service's ClusterIP is in it.
 const SERVICE_RANGE: &str = "10.96.0.0/12";
 /// A NodePort address of the "node" (TEST-NET-1, never routed anywhere).
@@ -63,35 +65,6 @@ const ECONNREFUSED: i32 = 111;
 
 /// The tests share two CPUs with everything else: run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One line of client output.
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    /// The server's name and the peer address the client saw.
-    Ok { name: String, peer: SocketAddr },
-    /// errno of a failed connect or send.
-    Err(i32),
-    /// A stream client's round trips and failures.
-    Echo { sent: u32, bad: u32 },
-}
-
-impl Reply {
-    fn parse(line: &str) -> Self {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        match parts.as_slice() {
-            ["ok", name, _seen, peer] => Reply::Ok {
-                name: name.to_string(),
-                peer: peer.parse().unwrap(),
-            },
-            ["err", errno] => Reply::Err(errno.parse().unwrap()),
-            ["echo", sent, bad] => Reply::Echo {
-                sent: sent.parse().unwrap(),
-                bad: bad.parse().unwrap(),
-            },
-            _ => panic!("bad client line {line:?}"),
-        }
-    }
-}
 
 /// Everything one test needs; dropping it stops the proxy and removes pins and the cgroup.
 struct Fixture {
@@ -113,7 +86,7 @@ impl Fixture {
             .map(|m| m.uid())
             .unwrap_or(u32::MAX);
         assert_eq!(euid, 0, "the proxy tests need root (bpf, cgroups, netns)");
-        clear_leftovers();
+        clear_leftovers(PREFIX);
         let name = format!("{PREFIX}{}-{tag}", std::process::id());
         let cgroup = Path::new(CGROUP_ROOT).join(&name);
         fs::create_dir(&cgroup).expect("creating the test cgroup");
@@ -222,16 +195,9 @@ impl Fixture {
 
     /// Starts a client process in the namespace (and the cgroup if `in_cgroup`).
     fn spawn_client(&self, in_cgroup: bool, args: &[String]) -> Child {
-        let mut cmd = netns::nsenter(&self.dp.node_name);
-        cmd.arg(probe_bin()).arg("client").args(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut cmd = client(&self.dp.node_name, args);
         if in_cgroup {
-            let procs = self.cgroup_procs.try_clone().expect("dup cgroup.procs");
-            // SAFETY: only a write(2) on an open file between fork and exec ("0" moves the
-            // writing process itself; nsenter and the client inherit the cgroup).
-            unsafe {
-                cmd.pre_exec(move || (&procs).write_all(b"0"));
-            }
+            in_cgroup_of(&mut cmd, &self.cgroup_procs);
         }
         cmd.spawn().expect("starting the client")
     }
@@ -284,7 +250,7 @@ impl Fixture {
         ports: serde_json::Value,
         endpoints: &[(Ipv4Addr, bool)],
     ) {
-        let slice = slice_object(&format!("{service}-1"), service, ports, endpoints);
+        let slice = endpoint_slice(service, ports, endpoint_list(endpoints));
         self.rt
             .block_on(self.slices().create(&PostParams::default(), &slice))
             .expect("creating an endpointslice");
@@ -355,83 +321,19 @@ fn first_line(out: &mut impl Read) -> String {
     String::from_utf8_lossy(&line).into_owned()
 }
 
-fn collect(child: Child, what: &str) -> Vec<Reply> {
-    let out = child.wait_with_output().expect("running the client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "client `{what}` failed: {}\n{stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().map(Reply::parse).collect()
-}
-
-fn endpoint_list(endpoints: &[(Ipv4Addr, bool)]) -> serde_json::Value {
-    endpoints
-        .iter()
-        .map(|(ip, ready)| json!({ "addresses": [ip.to_string()], "conditions": { "ready": ready } }))
-        .collect()
-}
-
-fn slice_object(
-    name: &str,
-    service: &str,
-    ports: serde_json::Value,
-    endpoints: &[(Ipv4Addr, bool)],
-) -> EndpointSlice {
-    serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "ekube-tests",
-            },
-        },
-        "addressType": "IPv4",
-        "ports": ports,
-        "endpoints": endpoint_list(endpoints),
-    }))
-    .unwrap()
-}
-
-fn tcp_ports() -> serde_json::Value {
-    json!([{ "name": "http", "protocol": "TCP", "port": TCP_PORT }])
-}
-
-fn cluster_ip_service(name: &str, ip: Ipv4Addr) -> serde_json::Value {
-    json!({
-        "metadata": { "name": name },
-        "spec": {
-            "clusterIP": ip.to_string(),
-            "ports": [{ "name": "http", "protocol": "TCP", "port": 80, "targetPort": TCP_PORT }],
-        },
-    })
+/// Endpoints `(ip, ready)` as EndpointSlice JSON.
+fn endpoint_list(list: &[(Ipv4Addr, bool)]) -> serde_json::Value {
+    let list: Vec<_> = list.iter().map(|&(ip, ready)| (ip, ready, None)).collect();
+    endpoints(&list)
 }
 
 fn all_ready() -> Vec<(Ipv4Addr, bool)> {
     BACKENDS.iter().map(|(_, ip)| (*ip, true)).collect()
 }
 
-/// Replies per backend name, asserting every attempt succeeded and showed `peer`.
-fn tally(replies: &[Reply], peer: SocketAddr) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        match reply {
-            Reply::Ok { name, peer: seen } => {
-                assert_eq!(*seen, peer, "peer address seen by the client");
-                *counts.entry(name.clone()).or_insert(0) += 1;
-            }
-            other => panic!("a request failed: {other:?} (all: {replies:?})"),
-        }
-    }
-    counts
-}
-
-fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
-    SocketAddr::from((ip, port))
+/// `ip:port` as a client prints the peer it connected to.
+fn sa(ip: Ipv4Addr, port: u16) -> String {
+    format!("{ip}:{port}")
 }
 
 /// A tiny HTTP/1.1 GET on loopback: (status, body).
@@ -456,30 +358,6 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Removes cgroups and pins of earlier runs whose process is gone.
-fn clear_leftovers() {
-    let stale = |name: &str| netns::stale(PREFIX, name);
-    for dir in fs::read_dir(Path::new(BPFFS).join("ekube"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = dir.file_name().to_string_lossy().into_owned();
-        if stale(&name) {
-            let _ = remove_pins(&DatapathConfig {
-                node_name: name,
-                ..DatapathConfig::new("")
-            });
-        }
-    }
-    for dir in fs::read_dir(CGROUP_ROOT).into_iter().flatten().flatten() {
-        if stale(&dir.file_name().to_string_lossy()) {
-            let _ = fs::remove_dir(dir.path());
-        }
-    }
-    netns::clear_stale(PREFIX);
-}
-
 /// Creates namespace `name` (lo up, the service range routed locally) and starts the backends
 /// and a "direct" server on [`WEB_IP`]:80 there.
 fn start_backends(name: &str) -> Child {
@@ -497,22 +375,7 @@ fn start_backends(name: &str) -> Child {
     ]);
     let mut args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
     args.push(format!("direct={WEB_IP}:80"));
-    let mut child = netns::nsenter(name)
-        .arg(probe_bin())
-        .arg("serve")
-        .args(["--tcp-port", &TCP_PORT.to_string()])
-        .args(["--udp-port", &UDP_PORT.to_string()])
-        .args(&args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("starting the backends");
-    let mut ready = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .expect("reading from the backends");
-    assert_eq!(ready.trim(), "ready", "the backends did not start");
-    child
+    serve(name, &args)
 }
 
 /// Polls `tcp ip:port` rounds of `n` until `done(replies)`, within `timeout`.
@@ -538,16 +401,6 @@ fn poll_tcp(
         );
         thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn names(replies: &[Reply]) -> BTreeSet<String> {
-    replies
-        .iter()
-        .filter_map(|r| match r {
-            Reply::Ok { name, .. } => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Raw consistency of the pinned maps: no slot without its record, no backend nothing uses,
@@ -675,7 +528,7 @@ fn proxy_programs_services_from_the_api() {
                 && matches!(r[0], Reply::Ok { .. })
         },
     );
-    let counts = tally(&fx.tcp(WEB_IP, 80, 300), sa(WEB_IP, 80));
+    let counts = tally_from(&fx.tcp(WEB_IP, 80, 300), &sa(WEB_IP, 80), None);
     assert_eq!(counts.len(), 3, "every backend used: {counts:?}");
     for (name, n) in &counts {
         assert!(
@@ -686,12 +539,16 @@ fn proxy_programs_services_from_the_api() {
 
     // 2. UDP on an unconnected socket: replies come from the ClusterIP.
     let udp = fx.client(true, "udp", WEB_IP, 53, 30);
-    let counts = tally(&udp, sa(WEB_IP, 53));
+    let counts = tally_from(&udp, &sa(WEB_IP, 53), None);
     assert_eq!(counts.values().sum::<usize>(), 30);
     assert!(counts.keys().all(|n| n.starts_with('b')), "{counts:?}");
 
     // 8. A process outside the cgroup reaches the untranslated address (the "direct" server).
-    let outside = tally(&fx.client(false, "tcp", WEB_IP, 80, 5), sa(WEB_IP, 80));
+    let outside = tally_from(
+        &fx.client(false, "tcp", WEB_IP, 80, 5),
+        &sa(WEB_IP, 80),
+        None,
+    );
     assert_eq!(outside, BTreeMap::from([("direct".to_string(), 5)]));
 
     // 4. ClientIP affinity: one client, one backend.
@@ -704,12 +561,12 @@ fn proxy_programs_services_from_the_api() {
         "service sticky programmed",
         |r| matches!(r[0], Reply::Ok { .. }),
     );
-    let counts = tally(&fx.tcp(sticky_ip, 80, 50), sa(sticky_ip, 80));
+    let counts = tally_from(&fx.tcp(sticky_ip, 80, 50), &sa(sticky_ip, 80), None);
     assert_eq!(counts.len(), 1, "50 connections on one backend: {counts:?}");
 
     // 5. NodePort from the node itself, on loopback and on the node IP.
     for ip in [Ipv4Addr::LOCALHOST, NODE_IP] {
-        let counts = tally(&fx.tcp(ip, node_port, 10), sa(ip, node_port));
+        let counts = tally_from(&fx.tcp(ip, node_port, 10), &sa(ip, node_port), None);
         assert!(
             counts.keys().all(|n| n.starts_with('b')),
             "{ip}:{node_port}: {counts:?}"
@@ -727,7 +584,7 @@ fn proxy_programs_services_from_the_api() {
         "endpoint b3 of shrink removed",
         |r| !names(r).contains("b3"),
     );
-    let counts = tally(&fx.tcp(shrink_ip, 80, 60), sa(shrink_ip, 80));
+    let counts = tally_from(&fx.tcp(shrink_ip, 80, 60), &sa(shrink_ip, 80), None);
     assert!(
         !counts.contains_key("b3"),
         "b3 still chosen after the sync: {counts:?}"
@@ -793,7 +650,7 @@ fn proxy_programs_services_from_the_api() {
     // The client's first line says its connection is up: the proxy dies under a live flow.
     let connected = first_line(stream.stdout.as_mut().expect("piped stdout"));
     fx.kill_proxy();
-    let counts = tally(&fx.tcp(WEB_IP, 80, 30), sa(WEB_IP, 80));
+    let counts = tally_from(&fx.tcp(WEB_IP, 80, 30), &sa(WEB_IP, 80), None);
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
     fx.create_service(cluster_ip_service("late", late_ip));
     fx.create_slice("late", tcp_ports(), &[(BACKENDS[1].1, true)]);
@@ -814,13 +671,13 @@ fn proxy_programs_services_from_the_api() {
         other => panic!("stream client: {other:?}"),
     }
     fx.start_proxy();
-    let counts = tally(&fx.tcp(late_ip, 80, 5), sa(late_ip, 80));
+    let counts = tally_from(&fx.tcp(late_ip, 80, 5), &sa(late_ip, 80), None);
     assert_eq!(
         counts,
         BTreeMap::from([("b2".to_string(), 5)]),
         "service created while down"
     );
-    let counts = tally(&fx.tcp(sticky_ip, 80, 5), sa(sticky_ip, 80));
+    let counts = tally_from(&fx.tcp(sticky_ip, 80, 5), &sa(sticky_ip, 80), None);
     assert_eq!(
         counts,
         BTreeMap::from([("b3".to_string(), 5)]),
@@ -870,7 +727,7 @@ fn ten_thousand_services_then_one_endpoint_change() {
                     } else {
                         vec![(fake(i, 0), true), (fake(i, 1), true)]
                     };
-                    let slice = slice_object(&format!("{name}-1"), &name, tcp_ports(), &endpoints);
+                    let slice = endpoint_slice(&name, tcp_ports(), endpoint_list(&endpoints));
                     slices.create(&PostParams::default(), &slice).await?;
                     let ip: Ipv4Addr = svc.spec.unwrap().cluster_ip.unwrap().parse().unwrap();
                     anyhow::Ok((i, ip))

@@ -14,12 +14,11 @@
 //! node's loopback (it binds there with setns(2) and connects back from the root namespace,
 //! loopback to loopback) so the proxy, started inside the node namespace with `nsenter`, uses
 //! the server's own kubeconfig. The proxy's rules live in the node namespace only and go away
-//! with it.
+//! with it. Servers, clients and objects are the shared fixtures of `ekube_tests::datapath`.
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader},
     net::Ipv4Addr,
     os::unix::fs::MetadataExt,
     path::PathBuf,
@@ -30,6 +29,10 @@ use std::{
 };
 
 use ekube_proxy::{iptables::render as ipt, nftables::render as nft};
+use ekube_tests::datapath::{
+    Reply, TCP_PORT, UDP_PORT, await_ready, client, cluster_ip_service, endpoint_slice, endpoints,
+    names, output, serve, tally_from, tcp_ports,
+};
 use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
@@ -44,8 +47,6 @@ const BACKENDS: [(&str, Ipv4Addr); 3] = [
     ("b2", Ipv4Addr::new(10, 244, 0, 12)),
     ("b3", Ipv4Addr::new(10, 244, 0, 13)),
 ];
-const TCP_PORT: u16 = 8080;
-const UDP_PORT: u16 = 5353;
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
 const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
@@ -58,32 +59,6 @@ const REMOTE_HEALTH_PORT: u16 = 30192;
 
 /// The modes' runs share two CPUs with everything else: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// One line of client output.
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    /// Backend name, the source address it saw, the peer the client saw.
-    Ok {
-        name: String,
-        source: Ipv4Addr,
-        peer: String,
-    },
-    Err(i32),
-}
-
-impl Reply {
-    fn parse(line: &str) -> Self {
-        match line.split_whitespace().collect::<Vec<_>>().as_slice() {
-            ["ok", name, source, peer] => Reply::Ok {
-                name: name.to_string(),
-                source: source.parse().unwrap(),
-                peer: peer.to_string(),
-            },
-            ["err", errno] => Reply::Err(errno.parse().unwrap()),
-            _ => panic!("bad client line {line:?}"),
-        }
-    }
-}
 
 /// How the proxy under test writes its rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,17 +197,7 @@ impl Fixture {
 
     fn start_backends(&mut self) {
         let args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
-        let child = netns::nsenter(&self.ns("pods"))
-            .arg(probe_bin())
-            .arg("serve")
-            .args(["--tcp-port", &TCP_PORT.to_string()])
-            .args(["--udp-port", &UDP_PORT.to_string()])
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the backends");
-        self.children.push(await_ready(child, "the backends"));
+        self.children.push(serve(&self.ns("pods"), &args));
     }
 
     fn start_relay(&mut self) {
@@ -383,26 +348,16 @@ impl Fixture {
     /// backend> <peer ip:port>` or `err <errno>` per attempt, `http <ip> <port>` prints
     /// `<status> <body>` (status 0 when there is no answer).
     fn run_client(&self, host: &str, args: &[String]) -> String {
-        let out = netns::nsenter(&self.ns(host))
-            .arg(probe_bin())
-            .arg("client")
-            .args(args)
-            .output()
-            .expect("running the client");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "client {args:?} in {host} failed: {}\n{stdout}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        let child = client(&self.ns(host), args)
+            .spawn()
+            .expect("starting the client");
+        output(child, &format!("{} in {host}", args.join(" ")))
     }
 
     fn client(&self, host: &str, kind: &str, ip: Ipv4Addr, port: u16, count: u32) -> Vec<Reply> {
         let args = [kind, &ip.to_string(), &port.to_string(), &count.to_string()];
         let out = self.run_client(host, &args.map(String::from));
-        out.lines().map(Reply::parse).collect()
+        Reply::parse_all(&out)
     }
 
     /// `GET /` on `ip:port` from `host`: status (0 without an answer) and JSON body.
@@ -464,21 +419,7 @@ impl Fixture {
     }
 
     fn create_slice(&self, service: &str, ports: serde_json::Value, endpoints: serde_json::Value) {
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": format!("{service}-1"),
-                "labels": {
-                    "kubernetes.io/service-name": service,
-                    "endpointslice.kubernetes.io/managed-by": "ekube-tests",
-                },
-            },
-            "addressType": "IPv4",
-            "ports": ports,
-            "endpoints": endpoints,
-        }))
-        .unwrap();
+        let slice = endpoint_slice(service, ports, endpoints);
         self.rt
             .block_on(self.slices().create(&PostParams::default(), &slice))
             .expect("creating an endpointslice");
@@ -515,75 +456,8 @@ impl Drop for Fixture {
     }
 }
 
-fn await_ready(mut child: Child, what: &str) -> Child {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap_or_else(|e| panic!("reading from {what}: {e}"));
-    assert_eq!(line.trim(), "ready", "{what} did not start");
-    child
-}
-
-/// Endpoints `(ip, ready, node)` as EndpointSlice JSON.
-fn endpoints(list: &[(Ipv4Addr, bool, Option<&str>)]) -> serde_json::Value {
-    list.iter()
-        .map(|(ip, ready, node)| {
-            let mut ep = json!({ "addresses": [ip.to_string()], "conditions": { "ready": ready } });
-            if let Some(node) = node {
-                ep["nodeName"] = json!(node);
-            }
-            ep
-        })
-        .collect()
-}
-
 fn all_ready() -> serde_json::Value {
     endpoints(&BACKENDS.map(|(_, ip)| (ip, true, None)))
-}
-
-fn tcp_ports() -> serde_json::Value {
-    json!([{ "name": "http", "protocol": "TCP", "port": TCP_PORT }])
-}
-
-fn service(name: &str, ip: Ipv4Addr) -> serde_json::Value {
-    json!({
-        "metadata": { "name": name },
-        "spec": {
-            "clusterIP": ip.to_string(),
-            "ports": [{ "name": "http", "protocol": "TCP", "port": 80, "targetPort": TCP_PORT }],
-        },
-    })
-}
-
-/// Replies per backend name; every attempt must have succeeded, shown `peer` to the client and
-/// reached the backend from `source`.
-fn tally(replies: &[Reply], peer: &str, source: Ipv4Addr) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        match reply {
-            Reply::Ok {
-                name,
-                source: s,
-                peer: p,
-            } => {
-                assert_eq!(p, peer, "peer seen by the client ({replies:?})");
-                assert_eq!(*s, source, "source seen by backend {name}");
-                *counts.entry(name.clone()).or_insert(0) += 1;
-            }
-            other => panic!("a request failed: {other:?} (all: {replies:?})"),
-        }
-    }
-    counts
-}
-
-fn names(replies: &[Reply]) -> Vec<&str> {
-    replies
-        .iter()
-        .filter_map(|r| match r {
-            Reply::Ok { name, .. } => Some(name.as_str()),
-            Reply::Err(_) => None,
-        })
-        .collect()
 }
 
 fn run(cmd: &mut Command) {
@@ -627,26 +501,26 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         ]),
         all_ready(),
     );
-    let mut sticky_svc = service("sticky", sticky);
+    let mut sticky_svc = cluster_ip_service("sticky", sticky);
     sticky_svc["spec"]["sessionAffinity"] = json!("ClientIP");
     sticky_svc["spec"]["sessionAffinityConfig"] = json!({ "clientIP": { "timeoutSeconds": 600 } });
     fx.create_service(sticky_svc);
     fx.create_slice("sticky", tcp_ports(), all_ready());
-    fx.create_service(service("shrink", shrink));
+    fx.create_service(cluster_ip_service("shrink", shrink));
     fx.create_slice("shrink", tcp_ports(), all_ready());
-    fx.create_service(service("empty", empty));
+    fx.create_service(cluster_ip_service("empty", empty));
     fx.create_slice(
         "empty",
         tcp_ports(),
         endpoints(&[(BACKENDS[0].1, false, None)]),
     );
-    let mut np = service("np", np_ip);
+    let mut np = cluster_ip_service("np", np_ip);
     np["spec"]["type"] = json!("NodePort");
     let node_port = fx.create_service(np).spec.unwrap().ports.unwrap()[0]
         .node_port
         .expect("nodePort allocated") as u16;
     fx.create_slice("np", tcp_ports(), all_ready());
-    let mut local = service("local", local_ip);
+    let mut local = cluster_ip_service("local", local_ip);
     local["spec"]["type"] = json!("LoadBalancer");
     local["spec"]["externalTrafficPolicy"] = json!("Local");
     local["spec"]["healthCheckNodePort"] = json!(LOCAL_HEALTH_PORT);
@@ -663,7 +537,7 @@ fn proxy_in_rule_mode(mode: RuleMode) {
     );
 
     // eTP=Local with every endpoint on another node.
-    let mut remote = service("remote", remote_ip);
+    let mut remote = cluster_ip_service("remote", remote_ip);
     remote["spec"]["type"] = json!("LoadBalancer");
     remote["spec"]["externalTrafficPolicy"] = json!("Local");
     remote["spec"]["healthCheckNodePort"] = json!(REMOTE_HEALTH_PORT);
@@ -696,7 +570,7 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         json!([{ "name": "dns", "protocol": "UDP", "port": UDP_PORT }]),
         all_ready(),
     );
-    fx.create_service(service("hp", hairpin_ip));
+    fx.create_service(cluster_ip_service("hp", hairpin_ip));
     fx.create_slice("hp", tcp_ports(), endpoints(&[(BACKENDS[0].1, true, None)]));
 
     // ClusterIP from a pod on the node: 300 connections spread over the three backends; the
@@ -709,7 +583,11 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         "service web",
         |r| matches!(r, [Reply::Ok { .. }]),
     );
-    let counts = tally(&fx.tcp("cli", web, 80, 300), "10.96.200.10:80", CLIENT_IP);
+    let counts = tally_from(
+        &fx.tcp("cli", web, 80, 300),
+        "10.96.200.10:80",
+        Some(CLIENT_IP),
+    );
     assert_eq!(counts.len(), 3, "every backend used: {counts:?}");
     for (name, n) in &counts {
         assert!(
@@ -737,21 +615,33 @@ fn proxy_in_rule_mode(mode: RuleMode) {
     }
 
     // From the node itself (nat OUTPUT): masqueraded to the node's address on the pod side.
-    let counts = tally(&fx.tcp("node", web, 80, 10), "10.96.200.10:80", NODE_POD_IP);
+    let counts = tally_from(
+        &fx.tcp("node", web, 80, 10),
+        "10.96.200.10:80",
+        Some(NODE_POD_IP),
+    );
     assert_eq!(counts.values().sum::<usize>(), 10);
 
     // UDP: replies come from ClusterIP:53.
     let udp = fx.client("cli", "udp", web, 53, 30);
-    let counts = tally(&udp, "10.96.200.10:53", CLIENT_IP);
+    let counts = tally_from(&udp, "10.96.200.10:53", Some(CLIENT_IP));
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
 
     // ClientIP affinity: one client, one backend.
-    let counts = tally(&fx.tcp("cli", sticky, 80, 50), "10.96.200.11:80", CLIENT_IP);
+    let counts = tally_from(
+        &fx.tcp("cli", sticky, 80, 50),
+        "10.96.200.11:80",
+        Some(CLIENT_IP),
+    );
     assert_eq!(counts.len(), 1, "50 connections on one backend: {counts:?}");
 
     // NodePort from outside: spread, masqueraded to the node's pod-side address.
     let peer = format!("{NODE_IP}:{node_port}");
-    let counts = tally(&fx.tcp("ext", NODE_IP, node_port, 60), &peer, NODE_POD_IP);
+    let counts = tally_from(
+        &fx.tcp("ext", NODE_IP, node_port, 60),
+        &peer,
+        Some(NODE_POD_IP),
+    );
     assert!(
         counts.len() >= 2,
         "NodePort spread over backends: {counts:?}"
@@ -761,13 +651,13 @@ fn proxy_in_rule_mode(mode: RuleMode) {
 
     // externalTrafficPolicy: Local: only this node's endpoint, and it sees the client's address.
     let peer = format!("{NODE_IP}:{local_port}");
-    let counts = tally(&fx.tcp("ext", NODE_IP, local_port, 20), &peer, EXT_IP);
+    let counts = tally_from(&fx.tcp("ext", NODE_IP, local_port, 20), &peer, Some(EXT_IP));
     assert_eq!(counts, BTreeMap::from([("b1".to_string(), 20)]));
     // ...while the ClusterIP of the same Service balances over both.
-    let counts = tally(
+    let counts = tally_from(
         &fx.tcp("cli", local_ip, 80, 60),
         "10.96.200.15:80",
-        CLIENT_IP,
+        Some(CLIENT_IP),
     );
     assert_eq!(counts.len(), 2, "{counts:?}");
 
@@ -807,7 +697,7 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         fx.conntrack(),
         fx.proxy_log()
     );
-    let counts = tally(&udp, &format!("{NODE_IP}:{udp_port}"), NODE_POD_IP);
+    let counts = tally_from(&udp, &format!("{NODE_IP}:{udp_port}"), Some(NODE_POD_IP));
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
 
     // Hairpin: b1 reaching its own Service lands on itself (masqueraded, as kube-proxy does).
@@ -820,8 +710,8 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         &BACKENDS[0].1.to_string(),
     ];
     let out = fx.run_client("pods", &args.map(String::from));
-    let hairpin: Vec<Reply> = out.lines().map(Reply::parse).collect();
-    let counts = tally(&hairpin, "10.96.200.18:80", NODE_POD_IP);
+    let hairpin: Vec<Reply> = Reply::parse_all(&out);
+    let counts = tally_from(&hairpin, "10.96.200.18:80", Some(NODE_POD_IP));
     assert_eq!(counts, BTreeMap::from([("b1".to_string(), 5)]));
 
     // An endpoint removed: no new connections to it once synced.
@@ -835,9 +725,17 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         20,
         Duration::from_secs(5),
         "endpoint b3 of shrink removed",
-        |r| r.len() == 20 && names(r).len() == 20 && !names(r).contains(&"b3"),
+        |r| {
+            r.len() == 20
+                && r.iter().all(|x| matches!(x, Reply::Ok { .. }))
+                && !names(r).contains("b3")
+        },
     );
-    let counts = tally(&fx.tcp("cli", shrink, 80, 60), "10.96.200.12:80", CLIENT_IP);
+    let counts = tally_from(
+        &fx.tcp("cli", shrink, 80, 60),
+        "10.96.200.12:80",
+        Some(CLIENT_IP),
+    );
     assert!(
         !counts.contains_key("b3"),
         "b3 still chosen after the sync: {counts:?}"
@@ -862,7 +760,11 @@ fn proxy_in_rule_mode(mode: RuleMode) {
     // kill -9: the rules stay and keep serving; a change made meanwhile applies on restart,
     // and the chains of the Service deleted meanwhile are cleared.
     fx.kill_proxy();
-    let counts = tally(&fx.tcp("cli", web, 80, 10), "10.96.200.10:80", CLIENT_IP);
+    let counts = tally_from(
+        &fx.tcp("cli", web, 80, 10),
+        "10.96.200.10:80",
+        Some(CLIENT_IP),
+    );
     assert_eq!(counts.values().sum::<usize>(), 10);
     fx.delete_service("np");
     fx.start_proxy();
@@ -889,7 +791,11 @@ fn proxy_in_rule_mode(mode: RuleMode) {
         ),
     };
     assert_eq!(nat.matches(jump).count(), count, "{nat}");
-    let counts = tally(&fx.tcp("cli", web, 80, 30), "10.96.200.10:80", CLIENT_IP);
+    let counts = tally_from(
+        &fx.tcp("cli", web, 80, 30),
+        "10.96.200.10:80",
+        Some(CLIENT_IP),
+    );
     assert_eq!(counts.len(), 3, "{counts:?}");
 }
 

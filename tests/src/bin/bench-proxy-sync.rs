@@ -25,6 +25,7 @@ use clap::Parser;
 use ekube_proxy::datapath::{BpfMaps, DatapathConfig, dump_store, lookup_service, remove_pins};
 use ekube_proxy::{BackendAddr, Frontend, Protocol, ServiceEntry};
 use ekube_tests::bench::{self, Table, percentile};
+use ekube_tests::datapath::{BPFFS, CGROUP_ROOT, clear_leftovers};
 use ekube_tests::{ServerProcess, ekube_bin, free_port, wait_for};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -33,8 +34,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const PREFIX: &str = "ekube-ekbps-";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
-const BPFFS: &str = "/sys/fs/bpf";
 const TARGET_PORT: u16 = 8080;
 /// A NodePort address of the "node" (TEST-NET-1, held by no interface).
 const NODE_IP: &str = "192.0.2.10";
@@ -65,7 +64,7 @@ struct Proxy {
 
 impl Proxy {
     fn start(server: &ServerProcess, lb_map_max: u32) -> Result<Self> {
-        clear_leftovers();
+        clear_leftovers(PREFIX);
         let name = format!("{PREFIX}{}", std::process::id());
         let cgroup = Path::new(CGROUP_ROOT).join(&name);
         fs::create_dir(&cgroup).with_context(|| format!("creating {}", cgroup.display()))?;
@@ -153,33 +152,6 @@ impl Drop for Proxy {
         }
         if let Err(e) = fs::remove_dir(&self.dp.cgroup) {
             eprintln!("cleanup: removing {}: {e}", self.dp.cgroup.display());
-        }
-    }
-}
-
-/// Removes cgroups and pins of earlier runs whose process is gone.
-fn clear_leftovers() {
-    let stale = |name: &str| {
-        name.strip_prefix(PREFIX)
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-    };
-    for dir in fs::read_dir(Path::new(BPFFS).join("ekube"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = dir.file_name().to_string_lossy().into_owned();
-        if stale(&name) {
-            let _ = remove_pins(&DatapathConfig {
-                node_name: name,
-                ..DatapathConfig::new("")
-            });
-        }
-    }
-    for dir in fs::read_dir(CGROUP_ROOT).into_iter().flatten().flatten() {
-        if stale(&dir.file_name().to_string_lossy()) {
-            let _ = fs::remove_dir(dir.path());
         }
     }
 }
