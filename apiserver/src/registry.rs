@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 
 mod codec;
 pub(crate) use codec::encode;
-pub use codec::{MAX_OBJECT_BYTES, decode, decode_json};
+pub use codec::{MAX_OBJECT_BYTES, decode, decode_json, selected};
 
 use crate::admission::{self, Attributes, Operation};
 use crate::alloc::claims::{self, Claims, Refused};
@@ -170,19 +170,51 @@ impl Registry {
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<(Vec<Value>, u64, Option<String>)> {
+        let page = (limit, continue_token);
+        self.list_as(r, ns, (labels, fields), page, decode).await
+    }
+
+    /// [`Self::list`] with each item as JSON text ([`decode_json`]): the items are never built
+    /// as objects, and with selectors only the members they read are.
+    pub async fn list_json(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        limit: usize,
+        continue_token: Option<&str>,
+    ) -> Result<(Vec<String>, u64, Option<String>)> {
+        let page = (limit, continue_token);
+        self.list_as(r, ns, (labels, fields), page, decode_json)
+            .await
+    }
+
+    /// A page (`limit` items at most, from `continue_token` on) of the collection's items
+    /// that pass the selectors, each given back by `item`.
+    async fn list_as<T>(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        (labels, fields): (&LabelSelector, &FieldSelector),
+        (limit, continue_token): (usize, Option<&str>),
+        item: fn(&ResourceInfo, &KeyValue) -> T,
+    ) -> Result<(Vec<T>, u64, Option<String>)> {
         let (page, rv) = self.page(r, ns, continue_token).await?;
+        let filtered = !labels.is_empty() || !fields.is_empty();
         let mut out = Vec::new();
+        let mut last: Option<&str> = None;
         let mut next = None;
         for kv in &page.items {
-            let obj = decode(r, kv);
-            if !labels.matches_object(&obj) || !fields.matches_object(&obj) {
+            if filtered && !selected(r, kv, labels, fields) {
                 continue;
             }
             if limit > 0 && out.len() == limit {
-                next = page_last_key(&out, r, ns).map(|last| encode_continue(&last, rv));
+                next = last.map(|key| encode_continue(key, rv));
                 break;
             }
-            out.push(obj);
+            out.push(item(r, kv));
+            last = Some(&kv.key);
         }
         Ok((out, rv, next))
     }
@@ -203,36 +235,6 @@ impl Registry {
         let page = self.store.list(&prefix, start_after.as_deref(), 0).await?;
         let rv = pinned_rv.unwrap_or(page.revision);
         Ok((page, rv))
-    }
-
-    /// [`Self::list`] with each item as JSON text ([`decode_json`]); without selectors the
-    /// items are never built as objects.
-    pub async fn list_json(
-        &self,
-        r: &ResourceInfo,
-        ns: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        limit: usize,
-        continue_token: Option<&str>,
-    ) -> Result<(Vec<String>, u64, Option<String>)> {
-        if !labels.is_empty() || !fields.is_empty() {
-            let (items, rv, next) = self
-                .list(r, ns, labels, fields, limit, continue_token)
-                .await?;
-            return Ok((items.iter().map(Value::to_string).collect(), rv, next));
-        }
-        let (page, rv) = self.page(r, ns, continue_token).await?;
-        let mut out = Vec::with_capacity(page.items.len());
-        let mut next = None;
-        for (i, kv) in page.items.iter().enumerate() {
-            if limit > 0 && out.len() == limit {
-                next = Some(encode_continue(&page.items[i - 1].key, rv));
-                break;
-            }
-            out.push(decode_json(r, kv));
-        }
-        Ok((out, rv, next))
     }
 
     /// Defaults, validates and normalises an object about to be written; `old` is the stored
@@ -913,16 +915,6 @@ fn without_rv(v: &Value) -> Value {
         m.remove("resourceVersion");
     }
     v
-}
-
-/// The storage key of a page's last object (none for an empty page).
-fn page_last_key(out: &[Value], r: &ResourceInfo, ns: Option<&str>) -> Option<String> {
-    let last = out.last()?;
-    let obj_ns = last
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .or(ns);
-    Some(key(r, obj_ns, name_of(last)))
 }
 
 fn encode_continue(last_key: &str, rv: u64) -> String {

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use crate::ApiServer;
 use crate::errors::{ApiError, Result};
 use crate::handler::{Body, Query, include_object};
-use crate::registry::{collection_prefix, decode, decode_json, key, matches};
+use crate::registry::{collection_prefix, decode, decode_json, key, matches, selected};
 use crate::storage::{Event, EventKind};
 use crate::table;
 
@@ -270,6 +270,10 @@ pub async fn serve(
         {
             if filter.takes_all() {
                 initial.push(line_of("ADDED", &decode_json(r, kv)));
+                continue;
+            }
+            // Only the objects the selectors pass are built.
+            if !selected(r, kv, &filter.labels, &filter.fields) {
                 continue;
             }
             let obj = decode(r, kv);

@@ -2,10 +2,12 @@
 //! version as compact JSON without `resourceVersion`; [`decode`] and [`decode_json`] give it
 //! back in the resource's version with `apiVersion`, `kind` and the store's revision.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ekube_api::ResourceInfo;
-use serde_json::{Value, json};
+use ekube_api::selector::{FieldSelector, LabelSelector};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
 
 use crate::storage::KeyValue;
 
@@ -53,6 +55,67 @@ fn splice_json(r: &ResourceInfo, kv: &KeyValue) -> Option<String> {
     top.insert("kind".into(), &kind);
     top.insert("metadata".into(), &meta);
     serde_json::to_string(&top).ok()
+}
+
+/// Whether the stored object `kv` passes `labels` and `fields`. Only the values they read are
+/// built (`metadata.labels`, and each field's path), so a selective list over many objects
+/// builds none of them whole; a kind stored in another version than `r`'s is decoded whole,
+/// as its fields may sit elsewhere in the stored form.
+pub fn selected(
+    r: &ResourceInfo,
+    kv: &KeyValue,
+    labels: &LabelSelector,
+    fields: &FieldSelector,
+) -> bool {
+    let head = (!crate::convert::converts(r))
+        .then(|| selected_values(kv, labels, fields))
+        .flatten()
+        .unwrap_or_else(|| decode(r, kv));
+    labels.matches_object(&head) && fields.matches_object(&head)
+}
+
+/// The values of the stored object that `labels` and `fields` read, at their paths in an
+/// otherwise empty object; `None` when the stored value is not a JSON object.
+fn selected_values(kv: &KeyValue, labels: &LabelSelector, fields: &FieldSelector) -> Option<Value> {
+    let stored: Members = serde_json::from_slice(&kv.value).ok()?;
+    let mut head = Map::new();
+    if !labels.is_empty() {
+        pick(&stored, &["metadata", "labels"], &mut head);
+    }
+    for field in &fields.requirements {
+        pick(
+            &stored,
+            &field.key.split('.').collect::<Vec<_>>(),
+            &mut head,
+        );
+    }
+    Some(Value::Object(head))
+}
+
+/// An object's members, each left as the JSON text it is.
+type Members<'a> = HashMap<String, &'a RawValue>;
+
+/// Copies the value at `path` among `members` into `into` at the same path, when there is
+/// one. A path through something that is not an object leads nowhere, as a field selector's
+/// does on the whole object.
+fn pick(members: &Members, path: &[&str], into: &mut Map<String, Value>) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(child) = members.get(*first) else {
+        return;
+    };
+    if rest.is_empty() {
+        if let Ok(value) = serde_json::from_str(child.get()) {
+            into.insert((*first).to_owned(), value);
+        }
+    } else if let Ok(inner_members) = serde_json::from_str::<Members>(child.get())
+        && let Value::Object(inner) = into
+            .entry((*first).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()))
+    {
+        pick(&inner_members, rest, inner);
+    }
 }
 
 /// The largest object stored, encoded: etcd's default request limit, which upstream objects
@@ -112,5 +175,60 @@ mod tests {
             splice_json(pods, &kv(&encode(pods, &stored))).is_some(),
             "an object as encode writes it is spliced, not built"
         );
+    }
+
+    #[test]
+    fn selecting_on_the_members_read_agrees_with_the_whole_object() {
+        let pods = ekube_api::resources::find("", "v1", "pods").unwrap();
+        let pod = json!({
+            "metadata": {"name": "p", "namespace": "default", "labels": {"app": "web", "tier": "1"}},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"},
+        });
+        let stored: Vec<Vec<u8>> = vec![
+            encode(pods, &pod),
+            encode(pods, &json!({"metadata": {"name": "q"}, "spec": {}})),
+            br#"{"metadata":null,"spec":{}}"#.to_vec(),
+            br#"{"metadata":{"labels":null,"name":"p"},"spec":"text","status":[1]}"#.to_vec(),
+            br#"{"metadata":{"labels":{"app":7}},"spec":{"nodeName":null}}"#.to_vec(),
+            b"not json".to_vec(),
+        ];
+        let selectors = [
+            ("app=web", ""),
+            ("app!=web", ""),
+            ("tier in (1,2),!missing", ""),
+            ("", "spec.nodeName=n1"),
+            ("", "spec.nodeName="),
+            ("", "spec.hostNetwork=true,status.phase!=Failed"),
+            ("app", "metadata.name=p,metadata.namespace=default"),
+            ("", "metadata.name=q"),
+        ];
+        for value in &stored {
+            let kv = kv(value);
+            let whole = decode(pods, &kv);
+            for (l, f) in selectors {
+                let labels = LabelSelector::parse(l).unwrap();
+                let fields = FieldSelector::parse(f).unwrap();
+                assert_eq!(
+                    selected(pods, &kv, &labels, &fields),
+                    labels.matches_object(&whole) && fields.matches_object(&whole),
+                    "{l:?} {f:?} on {}",
+                    String::from_utf8_lossy(value)
+                );
+            }
+        }
+        let web = LabelSelector::parse("app=web").unwrap();
+        assert!(selected(
+            pods,
+            &kv(&stored[0]),
+            &web,
+            &FieldSelector::default()
+        ));
+        assert!(!selected(
+            pods,
+            &kv(&stored[1]),
+            &web,
+            &FieldSelector::default()
+        ));
     }
 }
