@@ -53,6 +53,12 @@ pub fn converts(r: &ResourceInfo) -> bool {
     is_hpa_v1(r)
 }
 
+/// Whether objects of `r` are presented as they are stored ([`from_storage`] changes nothing),
+/// so that the stored JSON can be sent, or read by a selector, without building it.
+pub fn stored_as_presented(r: &ResourceInfo) -> bool {
+    !is_events_api(r) && !is_hpa_v1(r)
+}
+
 /// The resource whose schema objects of `r` are stored in.
 pub fn storage_resource(r: &ResourceInfo) -> ResourceInfo {
     match ekube_api::resources::find(r.group, hpa::STORAGE_VERSION, r.plural) {

@@ -11,9 +11,13 @@ use serde_json::{Map, Value, json};
 
 use crate::storage::KeyValue;
 
-/// Decodes a stored value into the object clients see.
+/// Decodes a stored value into the object clients see. A value that is not a JSON object (a
+/// store written by something else) reads as an empty object rather than failing the request.
 pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
-    let mut obj: Value = serde_json::from_slice(&kv.value).unwrap_or_else(|_| json!({}));
+    let mut obj = match serde_json::from_slice(&kv.value) {
+        Ok(obj @ Value::Object(_)) => obj,
+        _ => json!({}),
+    };
     obj = crate::convert::from_storage(r, obj);
     obj["apiVersion"] = json!(r.api_version());
     obj["kind"] = json!(r.kind);
@@ -29,7 +33,7 @@ pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
 /// `metadata.resourceVersion` set around its untouched members, which gives the same bytes
 /// at a fraction of the cost (what makes long lists fast).
 pub fn decode_json(r: &ResourceInfo, kv: &KeyValue) -> String {
-    if !crate::convert::converts(r)
+    if crate::convert::stored_as_presented(r)
         && let Some(text) = splice_json(r, kv)
     {
         return text;
@@ -59,15 +63,16 @@ fn splice_json(r: &ResourceInfo, kv: &KeyValue) -> Option<String> {
 
 /// Whether the stored object `kv` passes `labels` and `fields`. Only the values they read are
 /// built (`metadata.labels`, and each field's path), so a selective list over many objects
-/// builds none of them whole; a kind stored in another version than `r`'s is decoded whole,
-/// as its fields may sit elsewhere in the stored form.
+/// builds none of them whole; a kind stored in another form than `r`'s (an events.k8s.io
+/// Event, an autoscaling/v1 HorizontalPodAutoscaler) is decoded whole, as its fields sit
+/// elsewhere in the stored form.
 pub fn selected(
     r: &ResourceInfo,
     kv: &KeyValue,
     labels: &LabelSelector,
     fields: &FieldSelector,
 ) -> bool {
-    let head = (!crate::convert::converts(r))
+    let head = crate::convert::stored_as_presented(r)
         .then(|| selected_values(kv, labels, fields))
         .flatten()
         .unwrap_or_else(|| decode(r, kv));
@@ -160,6 +165,7 @@ mod tests {
             encode(pods, &json!({"spec": {}})),
             br#"{"metadata":null,"spec":{}}"#.to_vec(),
             br#"{"apiVersion":"v0","kind":"Old","metadata":{"resourceVersion":"1"}}"#.to_vec(),
+            br#"["an array"]"#.to_vec(),
             b"not json".to_vec(),
         ];
         for value in cases {
@@ -191,6 +197,7 @@ mod tests {
             br#"{"metadata":null,"spec":{}}"#.to_vec(),
             br#"{"metadata":{"labels":null,"name":"p"},"spec":"text","status":[1]}"#.to_vec(),
             br#"{"metadata":{"labels":{"app":7}},"spec":{"nodeName":null}}"#.to_vec(),
+            br#"[1,2]"#.to_vec(),
             b"not json".to_vec(),
         ];
         let selectors = [
@@ -230,5 +237,38 @@ mod tests {
             &web,
             &FieldSelector::default()
         ));
+    }
+
+    /// events.k8s.io Events are stored as core Events: what a list sends and what a selector
+    /// reads is the renamed form, never the stored one.
+    #[test]
+    fn an_events_api_event_is_presented_renamed() {
+        let core = ekube_api::resources::find("", "v1", "events").unwrap();
+        let events = ekube_api::resources::find("events.k8s.io", "v1", "events").unwrap();
+        let stored = encode(
+            core,
+            &json!({
+                "metadata": {"name": "e", "namespace": "default"},
+                "involvedObject": {"kind": "Pod", "name": "p"},
+                "reportingComponent": "kubelet",
+                "message": "started",
+            }),
+        );
+        let kv = kv(&stored);
+        let text: Value = serde_json::from_str(&decode_json(events, &kv)).unwrap();
+        assert_eq!(text, decode(events, &kv));
+        assert_eq!(text["regarding"]["name"], "p", "{text}");
+        assert_eq!(text["note"], "started", "{text}");
+        let none = LabelSelector::default();
+        let fields = |f: &str| FieldSelector::parse(f).unwrap();
+        assert!(selected(events, &kv, &none, &fields("regarding.name=p")));
+        assert!(!selected(events, &kv, &none, &fields("regarding.name=q")));
+        assert!(selected(
+            events,
+            &kv,
+            &none,
+            &fields("reportingController=kubelet")
+        ));
+        assert!(selected(core, &kv, &none, &fields("involvedObject.name=p")));
     }
 }
