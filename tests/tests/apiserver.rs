@@ -1005,7 +1005,7 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
         good.to_string().into_bytes(),
     )
     .await;
-    assert_eq!(code, 201);
+    assert_eq!(code, 201, "{created}");
     let (code, st) = send(
         "POST",
         pods,
@@ -1019,19 +1019,31 @@ async fn bad_input_gets_a_clear_status_and_stores_nothing() {
         "{st}"
     );
 
+    // A write at a resourceVersion that is no longer current. On a ConfigMap, which no
+    // controller writes (the scheduler may mark the pod above unschedulable at any moment).
+    let configmaps = "/api/v1/namespaces/default/configmaps";
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rv"}});
+    let (code, created) = send(
+        "POST",
+        configmaps,
+        "application/json",
+        cm.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
     let mut stale = created.clone();
     stale["metadata"]["labels"] = json!({"a": "b"});
-    let (code, _) = send(
+    let (code, st) = send(
         "PUT",
-        &format!("{pods}/p"),
+        &format!("{configmaps}/rv"),
         "application/json",
         stale.to_string().into_bytes(),
     )
     .await;
-    assert_eq!(code, 200);
+    assert_eq!(code, 200, "{st}");
     let (code, st) = send(
         "PUT",
-        &format!("{pods}/p"),
+        &format!("{configmaps}/rv"),
         "application/json",
         stale.to_string().into_bytes(),
     )
@@ -1537,4 +1549,44 @@ async fn a_binding_is_one_write_with_the_node_and_pod_scheduled() {
         .find(|c| c.type_ == "PodScheduled")
         .map(|c| c.status);
     assert_eq!(scheduled.as_deref(), Some("True"));
+}
+
+/// An Event recorded through the core API reads, through events.k8s.io/v1, in that API's
+/// field names, listed whole or by a field selector on them, as upstream stores both in one.
+#[test]
+fn a_core_event_lists_in_the_events_api_form() {
+    let s = ServerProcess::start(&[]).unwrap();
+    let file = write(
+        &s.dir,
+        "event.yaml",
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: e1\n  namespace: default\n\
+         involvedObject:\n  kind: Pod\n  name: p\n  namespace: default\n\
+         reason: Started\nmessage: started\nreportingComponent: kubelet\ntype: Normal\n",
+    );
+    ok(s.kubectl(&["apply", "-f", &file]));
+    let resource = "events.v1.events.k8s.io";
+    let list = json_of(s.kubectl(&["get", resource, "-o", "json"]));
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["regarding"]["name"], "p", "{list}");
+    assert_eq!(items[0]["note"], "started", "{list}");
+    assert_eq!(items[0]["reportingController"], "kubelet", "{list}");
+    assert!(items[0].get("involvedObject").is_none(), "{list}");
+    assert_eq!(
+        json_of(s.kubectl(&["get", resource, "e1", "-o", "json"]))["regarding"]["name"],
+        "p"
+    );
+    for (selector, found) in [
+        ("regarding.name=p", 1),
+        ("regarding.name=q", 0),
+        ("reportingController=kubelet", 1),
+    ] {
+        let list =
+            json_of(s.kubectl(&["get", resource, "--field-selector", selector, "-o", "json"]));
+        assert_eq!(
+            list["items"].as_array().map(Vec::len),
+            Some(found),
+            "{selector}: {list}"
+        );
+    }
 }
