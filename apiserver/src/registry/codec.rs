@@ -85,14 +85,10 @@ fn selected_values(kv: &KeyValue, labels: &LabelSelector, fields: &FieldSelector
     let stored: Members = serde_json::from_slice(&kv.value).ok()?;
     let mut head = Map::new();
     if !labels.is_empty() {
-        pick(&stored, &["metadata", "labels"], &mut head);
+        pick(&stored, "metadata.labels".split('.'), &mut head);
     }
     for field in &fields.requirements {
-        pick(
-            &stored,
-            &field.key.split('.').collect::<Vec<_>>(),
-            &mut head,
-        );
+        pick(&stored, field.key.split('.'), &mut head);
     }
     Some(Value::Object(head))
 }
@@ -100,26 +96,26 @@ fn selected_values(kv: &KeyValue, labels: &LabelSelector, fields: &FieldSelector
 /// An object's members, each left as the JSON text it is.
 type Members<'a> = HashMap<String, &'a RawValue>;
 
-/// Copies the value at `path` among `members` into `into` at the same path, when there is
+/// Copies the value at the dotted `path` among `members` into `into` at the same path, when there is
 /// one. A path through something that is not an object leads nowhere, as a field selector's
 /// does on the whole object.
-fn pick(members: &Members, path: &[&str], into: &mut Map<String, Value>) {
-    let Some((first, rest)) = path.split_first() else {
+fn pick<'p>(members: &Members, mut path: std::str::Split<'p, char>, into: &mut Map<String, Value>) {
+    let Some(first) = path.next() else {
         return;
     };
-    let Some(child) = members.get(*first) else {
+    let Some(child) = members.get(first) else {
         return;
     };
-    if rest.is_empty() {
+    if path.clone().next().is_none() {
         if let Ok(value) = serde_json::from_str(child.get()) {
-            into.insert((*first).to_owned(), value);
+            into.insert(first.to_owned(), value);
         }
     } else if let Ok(inner_members) = serde_json::from_str::<Members>(child.get())
         && let Value::Object(inner) = into
-            .entry((*first).to_owned())
+            .entry(first.to_owned())
             .or_insert_with(|| Value::Object(Map::new()))
     {
-        pick(&inner_members, rest, inner);
+        pick(&inner_members, path, inner);
     }
 }
 
