@@ -17,7 +17,7 @@
 //! with it. Servers, clients and objects are the shared fixtures of `ekube_tests::datapath`.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs,
     net::Ipv4Addr,
     os::unix::fs::MetadataExt,
@@ -387,9 +387,27 @@ impl Fixture {
         what: &str,
         done: impl Fn(&[Reply]) -> bool,
     ) -> Vec<Reply> {
+        let args = [
+            "tcp",
+            &ip.to_string(),
+            &port.to_string(),
+            &count.to_string(),
+        ];
+        self.poll(host, &args.map(String::from), timeout, what, done)
+    }
+
+    /// Runs the client with `args` until its replies are `done`, within `timeout`.
+    fn poll(
+        &self,
+        host: &str,
+        args: &[String],
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Reply]) -> bool,
+    ) -> Vec<Reply> {
         let deadline = Instant::now() + timeout;
         loop {
-            let replies = self.tcp(host, ip, port, count);
+            let replies = Reply::parse_all(&self.run_client(host, args));
             if done(&replies) {
                 return replies;
             }
@@ -699,6 +717,48 @@ fn proxy_in_rule_mode(mode: RuleMode) {
     );
     let counts = tally_from(&udp, &format!("{NODE_IP}:{udp_port}"), Some(NODE_POD_IP));
     assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
+
+    // A UDP flow stays on its endpoint, and when that endpoint goes its next datagram is
+    // balanced again: the proxy removes the flow's conntrack entry, as kube-proxy does. Without
+    // that, every datagram of a client that keeps sending from one socket would follow the old
+    // entry to the removed endpoint (whose server still answers here) until the flow went idle.
+    let flows = [
+        ("cli", npu_ip, 53, format!("{npu_ip}:53")),
+        ("ext", NODE_IP, udp_port, format!("{NODE_IP}:{udp_port}")),
+    ];
+    let args = |(_, ip, port, _): &(&str, Ipv4Addr, u16, String), count: u32| {
+        [
+            "udp".to_string(),
+            ip.to_string(),
+            port.to_string(),
+            count.to_string(),
+            "--source-port".into(),
+            "40053".into(),
+        ]
+    };
+    let mut first = BTreeSet::new();
+    for flow in &flows {
+        let replies = Reply::parse_all(&fx.run_client(flow.0, &args(flow, 3)));
+        let counts = tally_from(&replies, &flow.3, None);
+        let answers: Vec<usize> = counts.values().copied().collect();
+        assert_eq!(answers, [3], "one UDP flow, one endpoint: {counts:?}");
+        first.extend(counts.into_keys());
+    }
+    let kept: Vec<_> = BACKENDS
+        .iter()
+        .filter(|(name, _)| !first.contains(*name))
+        .map(|(_, ip)| (*ip, true, None))
+        .collect();
+    fx.set_endpoints("udp-np", endpoints(&kept));
+    for flow in &flows {
+        fx.poll(
+            flow.0,
+            &args(flow, 1),
+            Duration::from_secs(10),
+            &format!("the UDP flow to {} moved off {first:?}", flow.3),
+            |r| matches!(r, [Reply::Ok { name, .. }] if !first.contains(name)),
+        );
+    }
 
     // Hairpin: b1 reaching its own Service lands on itself (masqueraded, as kube-proxy does).
     let args = [

@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use self::render::{Before, Chains, Ruleset};
 pub use self::restore::{Binary, Recorder, Restore, Variant};
-use crate::rules::{Error, Model, RuleDatapath, RuleWriter};
+use crate::rules::{Error, Model, RuleDatapath, RuleWriter, conntrack::Netlink};
 
 /// `Result` with the error of running the iptables programs.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,7 +61,7 @@ impl IptablesDatapath<Binary> {
             variant = config.variant.restore_program(),
             "iptables datapath ready"
         );
-        Ok(Self::new(binary, config.cluster_cidr))
+        Ok(Self::new(binary, config.cluster_cidr).with_flow_table(Box::new(Netlink)))
     }
 }
 

@@ -18,7 +18,7 @@ use ipnetwork::Ipv4Network;
 use tracing::{debug, info, warn};
 
 use self::render::Ruleset;
-use crate::rules::{Error, Model, RuleDatapath, RuleWriter, fake_outcome, run};
+use crate::rules::{Error, Model, RuleDatapath, RuleWriter, conntrack::Netlink, fake_outcome, run};
 
 /// The program that applies the scripts.
 const NFT: &str = "nft";
@@ -83,7 +83,7 @@ impl NftablesDatapath<Binary> {
         );
         Binary.apply(&probe)?;
         info!("nftables datapath ready");
-        Ok(Self::new(Binary, cluster_cidr))
+        Ok(Self::new(Binary, cluster_cidr).with_flow_table(Box::new(Netlink)))
     }
 }
 

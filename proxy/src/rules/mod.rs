@@ -6,7 +6,10 @@
 //! change the model and mark it dirty, and [`ServiceDatapath::commit`] hands the whole model to
 //! the mode's [`RuleWriter`], which writes what changed in one kernel transaction. The model
 //! also carries kube-proxy's `ServicePortName` of every frontend ([`port_names`]), from which
-//! both modes derive their chain names and comments.
+//! both modes derive their chain names and comments. After each write, [`conntrack`] removes
+//! the UDP flows the new rules would no longer send where they go.
+
+pub mod conntrack;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +23,7 @@ use std::{
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Service;
 use sha2::{Digest, Sha256};
+use tracing::{debug, warn};
 
 use crate::{
     datapath::{
@@ -305,6 +309,8 @@ pub struct RuleDatapath<W> {
     model: Model,
     /// Changes not yet written.
     dirty: bool,
+    /// Where stale UDP flows are removed after each write; none in tests of the rules alone.
+    flows: Option<Box<dyn conntrack::FlowTable>>,
 }
 
 impl<W: RuleWriter> RuleDatapath<W> {
@@ -316,7 +322,14 @@ impl<W: RuleWriter> RuleDatapath<W> {
                 ..Model::default()
             },
             dirty: true,
+            flows: None,
         }
+    }
+
+    /// Removes stale UDP flows from `table` after each write.
+    pub fn with_flow_table(mut self, table: Box<dyn conntrack::FlowTable>) -> Self {
+        self.flows = Some(table);
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -436,6 +449,15 @@ impl<W: RuleWriter> ServiceDatapath for RuleDatapath<W> {
             .retain(|f, _| frontends.contains_key(f) || host_ports.contains_key(f));
         self.writer.write(&self.model)?;
         self.dirty = false;
+        // As kube-proxy: flows it cannot remove stay where they were until the next write
+        // looks again.
+        if let Some(table) = &mut self.flows {
+            match conntrack::clean(table.as_mut(), &self.model) {
+                Ok(0) => {}
+                Ok(deleted) => debug!(deleted, "removed stale UDP conntrack entries"),
+                Err(error) => warn!(%error, "removing stale UDP conntrack entries"),
+            }
+        }
         Ok(())
     }
 }

@@ -7,9 +7,11 @@
 //!   only, on `PORT`. A TCP connection gets `NAME <client ip>\n`, then every line it sends back;
 //!   a datagram gets `NAME <client ip>`. Prints `ready` once everything listens and exits when
 //!   its stdin closes.
-//! - `client tcp|udp IP PORT COUNT [--source IP] [--timeout-ms N]`: one line per attempt,
-//!   `ok NAME SEEN PEER` (the server's name, the client address it saw, the peer the client saw:
-//!   `getpeername` over TCP, the reply's source over UDP) or `err ERRNO`.
+//! - `client tcp|udp IP PORT COUNT [--source IP] [--source-port P] [--timeout-ms N]`: one
+//!   line per attempt, `ok NAME SEEN PEER` (the server's name, the client address it saw, the
+//!   peer the client saw: `getpeername` over TCP, the reply's source over UDP) or `err ERRNO`.
+//!   UDP sends every attempt from one socket, bound to `--source-port` when given, so runs
+//!   with the same port continue one flow.
 //! - `client http IP PORT`: `GET /` once; `STATUS BODY`, or `0` without an answer.
 //! - `client hold IP PORT COUNT`: opens COUNT connections and prints their servers' names on
 //!   one line; after a line on stdin, sends `ping` on each and prints `ok NAME` when it comes
@@ -62,9 +64,12 @@ enum Cmd {
         /// Attempts (tcp, udp), connections (hold) or seconds (stream).
         #[arg(default_value_t = 1)]
         count: u32,
-        /// Source address to bind (tcp).
+        /// Source address to bind.
         #[arg(long)]
         source: Option<Ipv4Addr>,
+        /// Source port to bind (udp).
+        #[arg(long, default_value_t = 0)]
+        source_port: u16,
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
@@ -87,13 +92,17 @@ fn main() -> Result<()> {
             port,
             count,
             source,
+            source_port,
             timeout_ms,
         } => {
             let target = SocketAddr::V4(SocketAddrV4::new(ip, port));
             let timeout = Duration::from_millis(timeout_ms);
             match kind.as_str() {
                 "tcp" => tcp_client(target, count, source, timeout),
-                "udp" => udp_client(target, count, timeout),
+                "udp" => {
+                    let bind = (source.unwrap_or(Ipv4Addr::UNSPECIFIED), source_port);
+                    udp_client(target, count, bind, timeout)
+                }
                 "http" => http_client(target, timeout),
                 "hold" => hold_client(target, count, timeout),
                 "stream" => stream_client(target, count, timeout),
@@ -263,8 +272,13 @@ fn tcp_client(
     Ok(())
 }
 
-fn udp_client(target: SocketAddr, count: u32, timeout: Duration) -> Result<()> {
-    let socket = UdpSocket::bind("0.0.0.0:0")?;
+fn udp_client(
+    target: SocketAddr,
+    count: u32,
+    bind: (Ipv4Addr, u16),
+    timeout: Duration,
+) -> Result<()> {
+    let socket = UdpSocket::bind(bind)?;
     socket.set_read_timeout(Some(timeout))?;
     let mut buf = [0; 512];
     for _ in 0..count {
