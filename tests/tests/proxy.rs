@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use ekube_proxy::{
     Frontend, Protocol,
     datapath::{BpfMaps, DatapathConfig, dump_store, maps::MapStore, remove_pins},
-    service::{DesiredService, ServiceName, desired_state},
+    service::{DesiredService, ServiceView, SliceView, desired_state},
 };
 use ekube_tests::datapath::{
     BPFFS, CGROUP_ROOT, Reply, TCP_PORT, UDP_PORT, clear_leftovers, client, cluster_ip_service,
@@ -282,12 +282,14 @@ impl Fixture {
             .items;
         let mut want = BTreeMap::new();
         for svc in &all_services {
-            let key = ServiceName::of_service(svc).unwrap();
-            let slices: Vec<&EndpointSlice> = all_slices
+            let svc = ServiceView::of(svc).unwrap();
+            let slices: Vec<SliceView> = all_slices
                 .iter()
-                .filter(|s| ServiceName::of_slice(s).as_ref() == Some(&key))
+                .filter_map(SliceView::of)
+                .filter(|(owner, _)| *owner == svc.name)
+                .map(|(_, view)| view)
                 .collect();
-            let desired: DesiredService = desired_state(svc, &slices).unwrap();
+            let desired: DesiredService = desired_state(&svc, &slices).unwrap();
             for (frontend, spec) in desired {
                 want.insert(frontend, spec.backends);
             }

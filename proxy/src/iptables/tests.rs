@@ -3,13 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
 use ipnetwork::Ipv4Network;
 
 use super::{render::*, *};
-use crate::service::{DesiredService, FrontendSpec, Syncer};
+use crate::service::{DesiredService, FrontendSpec, ServiceView, Syncer};
 use crate::{
     datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceDatapath, ServiceOptions},
     rules::{
@@ -367,8 +366,9 @@ fn frontends_without_a_service_port_name_after_their_address() {
     assert_eq!(rules(&text, "nat", &chain).len(), 1);
 }
 
-fn service(value: serde_json::Value) -> Service {
-    serde_json::from_value(value).unwrap()
+/// The proxy's view of the Service `value`.
+fn service(value: serde_json::Value) -> ServiceView {
+    ServiceView::of(&serde_json::from_value(value).unwrap()).unwrap()
 }
 
 #[test]

@@ -21,7 +21,6 @@ use std::{
 };
 
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::core::v1::Service;
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
@@ -30,7 +29,7 @@ use crate::{
         Affinity, BackendAddr, DatapathState, Error as DatapathError, Frontend, Protocol, Result,
         ServiceDatapath, ServiceEntry, ServiceOptions,
     },
-    service::{PodName, ProxyDatapath, ServiceName},
+    service::{PodName, ProxyDatapath, ServiceName, ServiceView},
 };
 
 /// Errors of running the program that writes the rules (`iptables-restore`, `nft`).
@@ -231,32 +230,29 @@ impl Model {
 
 /// kube-proxy's `ServicePortName` of each frontend of `svc`: `namespace/name:port`, or
 /// `namespace/name` for an unnamed port.
-pub fn port_names(svc: &Service) -> Vec<(Frontend, PortName)> {
-    let mut out = Vec::new();
-    let Some(spec) = &svc.spec else {
-        return out;
-    };
-    let namespace = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let name = svc.metadata.name.as_deref().unwrap_or("");
-    let cluster_ip = spec
+pub fn port_names(svc: &ServiceView) -> Vec<(Frontend, PortName)> {
+    let ServiceName { namespace, name } = &svc.name;
+    let cluster_ip = svc
         .cluster_ip
         .as_deref()
         .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-    let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-    for port in spec.ports.iter().flatten() {
-        let proto = match port.protocol.as_deref().unwrap_or("TCP") {
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        let proto = match &*port.protocol {
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             _ => continue,
         };
-        let port_name = match port.name.as_deref() {
-            Some(p) if !p.is_empty() => format!("{namespace}/{name}:{p}"),
-            _ => format!("{namespace}/{name}"),
+        let port_name = match port.name.as_str() {
+            "" => format!("{namespace}/{name}"),
+            p => format!("{namespace}/{name}:{p}"),
         };
         if let (Some(ip), Ok(p)) = (cluster_ip, u16::try_from(port.port)) {
             out.push((Frontend::cluster_ip(ip, p, proto), port_name.clone()));
         }
-        if node_ports && let Some(Ok(np)) = port.node_port.map(u16::try_from) {
+        if svc.type_.has_node_ports()
+            && let Some(Ok(np)) = port.node_port.map(u16::try_from)
+        {
             out.push((Frontend::node_port(np, proto), port_name));
         }
     }
@@ -349,7 +345,7 @@ impl<W: RuleWriter> RuleDatapath<W> {
 
     /// Records the Service ports behind `svc`'s frontends (what chain names and comments are
     /// derived from). Call before programming its frontends.
-    pub fn describe(&mut self, svc: &Service) {
+    pub fn describe(&mut self, svc: &ServiceView) {
         for (frontend, name) in port_names(svc) {
             if self.model.ports.get(&frontend) != Some(&name) {
                 self.model.ports.insert(frontend, name);
@@ -463,7 +459,7 @@ impl<W: RuleWriter> ServiceDatapath for RuleDatapath<W> {
 }
 
 impl<W: RuleWriter> ProxyDatapath for RuleDatapath<W> {
-    fn describe_service(&mut self, _key: &ServiceName, svc: Option<&Service>) {
+    fn describe_service(&mut self, _key: &ServiceName, svc: Option<&ServiceView>) {
         if let Some(svc) = svc {
             self.describe(svc);
         }

@@ -1,6 +1,7 @@
 //! Desired state: what one Service and its EndpointSlices ask the datapath to hold.
 //!
-//! [`desired_state`] is a pure function from API objects to frontends (ClusterIP:port/proto and,
+//! [`desired_state`] is a pure function from the proxy's views of the API objects
+//! ([`super::view`]) to frontends (ClusterIP:port/proto and,
 //! for NodePort and LoadBalancer services, the node port) with the ready endpoints each one
 //! balances over. Target ports are taken per EndpointSlice from the slice's port of the same
 //! name and protocol (that is where the EndpointSlice controller resolves named `targetPort`s
@@ -11,16 +12,18 @@
 //! of such a Service balance over the endpoints whose `nodeName` is this node only, and are
 //! flagged so the datapath keeps the client address.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use k8s_openapi::{
-    api::{
-        core::v1::{Service, ServicePort},
-        discovery::v1::EndpointSlice,
-    },
+    api::{core::v1::Service, discovery::v1::EndpointSlice},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
+use super::view::{ServicePortView, ServiceType, ServiceView, SliceView};
 use crate::datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceOptions};
 
 /// Label naming the Service an EndpointSlice belongs to.
@@ -124,8 +127,8 @@ pub enum Unsupported {
 /// Knows no node, so `externalTrafficPolicy` is not applied; the proxy uses
 /// [`desired_state_on_node`].
 pub fn desired_state(
-    svc: &Service,
-    slices: &[&EndpointSlice],
+    svc: &ServiceView,
+    slices: &[SliceView],
 ) -> Result<DesiredService, Unsupported> {
     desired_for(svc, slices, None)
 }
@@ -134,50 +137,32 @@ pub fn desired_state(
 /// `externalTrafficPolicy: Local` Service keep only the endpoints on `node` and are flagged
 /// [`FrontendSpec::external_local`]. ClusterIP frontends always balance over every endpoint.
 pub fn desired_state_on_node(
-    svc: &Service,
-    slices: &[&EndpointSlice],
+    svc: &ServiceView,
+    slices: &[SliceView],
     node: &str,
 ) -> Result<DesiredService, Unsupported> {
     desired_for(svc, slices, Some(node))
 }
 
-/// Whether `svc` asks for `externalTrafficPolicy: Local` on its node ports.
-pub fn external_traffic_local(svc: &Service) -> bool {
-    let Some(spec) = &svc.spec else {
-        return false;
-    };
-    matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))
-        && spec.external_traffic_policy.as_deref() == Some("Local")
-}
-
 fn desired_for(
-    svc: &Service,
-    slices: &[&EndpointSlice],
+    svc: &ServiceView,
+    slices: &[SliceView],
     node: Option<&str>,
 ) -> Result<DesiredService, Unsupported> {
     let mut desired = DesiredService::new();
-    let labels = svc.metadata.labels.as_ref();
-    if labels.is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL)) {
+    if svc.other_proxy || svc.type_ == ServiceType::ExternalName {
         return Ok(desired);
     }
-    let Some(spec) = &svc.spec else {
-        return Ok(desired);
-    };
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return Ok(desired);
-    }
-    let cluster_ip = match spec.cluster_ip.as_deref() {
+    let cluster_ip = match svc.cluster_ip.as_deref() {
         None | Some("") | Some("None") => return Ok(desired),
         Some(ip) => ip
             .parse::<Ipv4Addr>()
             .map_err(|_| Unsupported::ClusterIp(ip.to_string()))?,
     };
     let affinity = affinity_of(svc)?;
-    let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-    let local_node = node.filter(|_| external_traffic_local(svc));
-    for (index, port) in spec.ports.iter().flatten().enumerate() {
-        let protocol = port.protocol.as_deref().unwrap_or("TCP");
-        let proto = match protocol {
+    let local_node = node.filter(|_| svc.external_traffic_local());
+    for (index, port) in svc.ports.iter().enumerate() {
+        let proto = match &*port.protocol {
             "TCP" => Protocol::Tcp,
             "UDP" => Protocol::Udp,
             other => {
@@ -193,11 +178,13 @@ fn desired_for(
             value: port.port,
         })?;
         let spec = FrontendSpec {
-            backends: backends_for(port, protocol, slices, None)?,
+            backends: backends_for(port, slices, None)?,
             affinity,
             ..FrontendSpec::default()
         };
-        if node_ports && let Some(node_port) = port.node_port {
+        if svc.type_.has_node_ports()
+            && let Some(node_port) = port.node_port
+        {
             let node_port = valid_port(node_port).ok_or(Unsupported::Port {
                 index,
                 field: "nodePort",
@@ -205,7 +192,7 @@ fn desired_for(
             })?;
             let external = match local_node {
                 Some(node) => FrontendSpec {
-                    backends: backends_for(port, protocol, slices, Some(node))?,
+                    backends: backends_for(port, slices, Some(node))?,
                     affinity,
                     external_local: true,
                     host_port: false,
@@ -219,26 +206,16 @@ fn desired_for(
     Ok(desired)
 }
 
-fn affinity_of(svc: &Service) -> Result<Affinity, Unsupported> {
-    let Some(spec) = &svc.spec else {
-        return Ok(Affinity::None);
-    };
-    if spec.session_affinity.as_deref() != Some("ClientIP") {
-        return Ok(Affinity::None);
-    }
-    let timeout = spec
-        .session_affinity_config
-        .as_ref()
-        .and_then(|c| c.client_ip.as_ref())
-        .and_then(|c| c.timeout_seconds);
-    match timeout {
-        None => Ok(Affinity::ClientIp {
+fn affinity_of(svc: &ServiceView) -> Result<Affinity, Unsupported> {
+    match svc.client_ip_affinity {
+        None => Ok(Affinity::None),
+        Some(None) => Ok(Affinity::ClientIp {
             timeout_secs: DEFAULT_AFFINITY_TIMEOUT,
         }),
-        Some(t) if (1..=MAX_AFFINITY_TIMEOUT).contains(&t) => Ok(Affinity::ClientIp {
+        Some(Some(t)) if (1..=MAX_AFFINITY_TIMEOUT).contains(&t) => Ok(Affinity::ClientIp {
             timeout_secs: t as u32,
         }),
-        Some(t) => Err(Unsupported::AffinityTimeout(t)),
+        Some(Some(t)) => Err(Unsupported::AffinityTimeout(t)),
     }
 }
 
@@ -250,12 +227,10 @@ pub(super) fn valid_port(port: i32) -> Option<u16> {
 /// The ready endpoints of `slices` for service port `port`, each with the target port its own
 /// slice resolved; with `node`, only the endpoints whose `nodeName` is `node`.
 fn backends_for(
-    port: &ServicePort,
-    protocol: &str,
-    slices: &[&EndpointSlice],
+    port: &ServicePortView,
+    slices: &[SliceView],
     node: Option<&str>,
 ) -> Result<Vec<BackendAddr>, Unsupported> {
-    let name = port.name.as_deref().unwrap_or("");
     // Used only when a slice does not list this port: a numeric targetPort needs no resolving.
     let fallback = match &port.target_port {
         None => Some(port.port),
@@ -263,14 +238,11 @@ fn backends_for(
         Some(IntOrString::String(_)) => None,
     };
     let mut backends = Vec::new();
-    for slice in slices {
-        if slice.address_type != "IPv4" {
-            continue;
-        }
-        let listed = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or("") == name
-                && p.protocol.as_deref().unwrap_or("TCP") == protocol
-        });
+    for slice in slices.iter().filter(|s| s.ipv4) {
+        let listed = slice
+            .ports
+            .iter()
+            .find(|p| p.name == port.name && p.protocol == port.protocol);
         let target = match listed {
             Some(p) => p.port,
             None => fallback,
@@ -279,25 +251,14 @@ fn backends_for(
             continue;
         };
         let target = valid_port(target).ok_or_else(|| Unsupported::EndpointPort {
-            slice: slice.metadata.name.clone().unwrap_or_default(),
+            slice: slice.name.clone(),
             value: target,
         })?;
-        for endpoint in slice.endpoints.iter().flatten() {
-            // The API documents an unset `ready` as "unknown, treat as ready"; kube-proxy does.
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
-            if !ready || node.is_some_and(|n| endpoint.node_name.as_deref() != Some(n)) {
+        for endpoint in &slice.endpoints {
+            if !endpoint.ready || node.is_some_and(|n| endpoint.node_name.as_deref() != Some(n)) {
                 continue;
             }
-            // Like kube-proxy, the first address stands for the endpoint.
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<Ipv4Addr>().ok())
-            else {
+            let Some(IpAddr::V4(ip)) = endpoint.address else {
                 continue;
             };
             backends.push(BackendAddr { ip, port: target });
@@ -310,6 +271,7 @@ fn backends_for(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::ServicePort;
     use k8s_openapi::api::{
         core::v1::{ClientIPConfig, ServiceSpec, SessionAffinityConfig},
         discovery::v1::{Endpoint, EndpointConditions, EndpointPort},
@@ -384,6 +346,24 @@ mod tests {
         }
     }
 
+    /// [`desired_state`] of the objects' views.
+    fn desired_of(svc: &Service, slices: &[&EndpointSlice]) -> Result<DesiredService, Unsupported> {
+        desired_state(&ServiceView::of(svc).unwrap(), &views(slices))
+    }
+
+    /// [`desired_state_on_node`] of the objects' views.
+    fn desired_on_node(
+        svc: &Service,
+        slices: &[&EndpointSlice],
+        node: &str,
+    ) -> Result<DesiredService, Unsupported> {
+        desired_state_on_node(&ServiceView::of(svc).unwrap(), &views(slices), node)
+    }
+
+    fn views(slices: &[&EndpointSlice]) -> Vec<SliceView> {
+        slices.iter().map(|s| SliceView::of(s).unwrap().1).collect()
+    }
+
     fn b(ip: &str, port: u16) -> BackendAddr {
         BackendAddr {
             ip: ip.parse().unwrap(),
@@ -419,7 +399,7 @@ mod tests {
             &[("http", "TCP", 9090)],
             &[("10.244.2.2", Some(true))],
         );
-        let desired = desired_state(&svc, &[&a, &c]).unwrap();
+        let desired = desired_of(&svc, &[&a, &c]).unwrap();
         assert_eq!(desired.len(), 2);
         assert_eq!(
             desired[&vip(80, Protocol::Tcp)].backends,
@@ -452,7 +432,7 @@ mod tests {
         spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
         spec.session_affinity = Some("ClientIP".into());
         let eps = slice("web-a", &[("", "TCP", 8080)], &[("10.244.1.2", Some(true))]);
-        let desired = desired_state(&svc, &[&eps]).unwrap();
+        let desired = desired_of(&svc, &[&eps]).unwrap();
         let expected = FrontendSpec {
             backends: vec![b("10.244.1.2", 8080)],
             affinity: Affinity::ClientIp {
@@ -472,7 +452,7 @@ mod tests {
             }),
         });
         assert_eq!(
-            desired_state(&svc, &[&eps]),
+            desired_of(&svc, &[&eps]),
             Err(Unsupported::AffinityTimeout(0))
         );
     }
@@ -497,7 +477,7 @@ mod tests {
         endpoints[1].node_name = Some("n2".into());
         let node_port = Frontend::node_port(30080, Protocol::Tcp);
 
-        let on_n1 = desired_state_on_node(&svc, &[&eps], "n1").unwrap();
+        let on_n1 = desired_on_node(&svc, &[&eps], "n1").unwrap();
         assert_eq!(on_n1[&node_port].backends, [b("10.244.1.2", 8080)]);
         assert!(on_n1[&node_port].external_local);
         assert!(on_n1[&node_port].options().external_local);
@@ -505,12 +485,12 @@ mod tests {
         assert_eq!(on_n1[&vip(80, Protocol::Tcp)].backends.len(), 2);
         assert!(!on_n1[&vip(80, Protocol::Tcp)].external_local);
 
-        let on_n3 = desired_state_on_node(&svc, &[&eps], "n3").unwrap();
+        let on_n3 = desired_on_node(&svc, &[&eps], "n3").unwrap();
         assert!(on_n3[&node_port].backends.is_empty());
 
         // Cluster policy: every endpoint, on any node.
         svc.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
-        let cluster = desired_state_on_node(&svc, &[&eps], "n3").unwrap();
+        let cluster = desired_on_node(&svc, &[&eps], "n3").unwrap();
         assert_eq!(cluster[&node_port].backends.len(), 2);
         assert!(!cluster[&node_port].external_local);
     }
@@ -519,21 +499,21 @@ mod tests {
     fn services_the_proxy_does_not_serve_map_to_nothing() {
         let eps = slice("web-a", &[("", "TCP", 80)], &[("10.244.1.2", Some(true))]);
         let headless = service("None", vec![port("", "TCP", 80, IntOrString::Int(80))]);
-        assert_eq!(desired_state(&headless, &[&eps]), Ok(DesiredService::new()));
+        assert_eq!(desired_of(&headless, &[&eps]), Ok(DesiredService::new()));
         let mut other = service(
             "10.96.0.20",
             vec![port("", "TCP", 80, IntOrString::Int(80))],
         );
         other.metadata.labels =
             Some([(SERVICE_PROXY_NAME_LABEL.to_string(), "x".to_string())].into());
-        assert_eq!(desired_state(&other, &[&eps]), Ok(DesiredService::new()));
+        assert_eq!(desired_of(&other, &[&eps]), Ok(DesiredService::new()));
     }
 
     #[test]
     fn inexpressible_services_are_errors() {
         let v6 = service("fd00::1", vec![port("", "TCP", 80, IntOrString::Int(80))]);
         assert!(matches!(
-            desired_state(&v6, &[]),
+            desired_of(&v6, &[]),
             Err(Unsupported::ClusterIp(_))
         ));
         let sctp = service(
@@ -541,7 +521,7 @@ mod tests {
             vec![port("", "SCTP", 80, IntOrString::Int(80))],
         );
         assert!(matches!(
-            desired_state(&sctp, &[]),
+            desired_of(&sctp, &[]),
             Err(Unsupported::Protocol { .. })
         ));
         let bad = service(
@@ -549,7 +529,7 @@ mod tests {
             vec![port("", "TCP", 70_000, IntOrString::Int(80))],
         );
         assert!(matches!(
-            desired_state(&bad, &[]),
+            desired_of(&bad, &[]),
             Err(Unsupported::Port { .. })
         ));
         let svc = service(
@@ -558,7 +538,7 @@ mod tests {
         );
         let eps = slice("web-a", &[("", "TCP", 0)], &[("10.244.1.2", Some(true))]);
         assert!(matches!(
-            desired_state(&svc, &[&eps]),
+            desired_of(&svc, &[&eps]),
             Err(Unsupported::EndpointPort { .. })
         ));
     }

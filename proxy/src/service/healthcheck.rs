@@ -21,11 +21,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode, header, service::service_fn};
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, info};
 
-use super::desired::{ServiceName, external_traffic_local};
+use super::{
+    desired::ServiceName,
+    view::{ServiceView, SliceView},
+};
 
 /// Errors of the health-check servers.
 #[derive(Debug, thiserror::Error)]
@@ -60,21 +62,20 @@ pub struct HealthChecks {
 /// The `healthCheckNodePort` of `svc` and the number of its ready endpoints on `node`, if `svc`
 /// is an `externalTrafficPolicy: Local` Service with a health-check port.
 pub fn health_check_of(
-    svc: &Service,
-    slices: &[&EndpointSlice],
+    svc: &ServiceView,
+    slices: &[SliceView],
     node: &str,
 ) -> Option<(u16, usize)> {
-    if !external_traffic_local(svc) {
+    if !svc.external_traffic_local() {
         return None;
     }
-    let port = svc.spec.as_ref()?.health_check_node_port?;
+    let port = svc.health_check_node_port?;
     let port = u16::try_from(port).ok().filter(|p| *p != 0)?;
-    let local: BTreeSet<&str> = slices
+    let local: BTreeSet<IpAddr> = slices
         .iter()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .filter(|e| e.node_name.as_deref() == Some(node))
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|e| e.addresses.first().map(String::as_str))
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| e.ready && e.node_name.as_deref() == Some(node))
+        .filter_map(|e| e.address)
         .collect();
     Some((port, local.len()))
 }
@@ -95,8 +96,8 @@ impl HealthChecks {
     pub fn sync(
         &mut self,
         service: &ServiceName,
-        svc: Option<&Service>,
-        slices: &[&EndpointSlice],
+        svc: Option<&ServiceView>,
+        slices: &[SliceView],
         node: &str,
     ) -> Result<(), HealthCheckError> {
         let wanted = svc.and_then(|s| health_check_of(s, slices, node));

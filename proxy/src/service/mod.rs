@@ -5,8 +5,8 @@
 //! of the chosen `--mode` — the eBPF maps (re-using their pins, so a restart continues where the
 //! last process stopped), or kube-proxy's iptables ([`crate::iptables`]) or nftables
 //! ([`crate::nftables`]) rules — and runs the
-//! sync loop in [`watch`]: [`desired`] turns one Service and its EndpointSlices into frontends
-//! and backends, [`hostport`] one pod of this node into its hostPort frontends, [`sync`]
+//! sync loop in [`watch`]: [`view`] reduces each Service and EndpointSlice to what the proxy
+//! reads, [`desired`] turns one Service and its EndpointSlices into frontends and backends, [`hostport`] one pod of this node into its hostPort frontends, [`sync`]
 //! applies only what changed, [`metrics`] and [`http`] report.
 
 pub mod desired;
@@ -15,6 +15,7 @@ pub mod hostport;
 mod http;
 pub mod metrics;
 pub mod sync;
+pub mod view;
 mod watch;
 
 use std::{
@@ -35,6 +36,7 @@ pub use self::{
     hostport::{PodHostPorts, PodName, desired_host_ports},
     metrics::Metrics,
     sync::{Outcome, Owner, ProxyDatapath, Syncer},
+    view::{ServiceView, SliceView},
     watch::{COMPONENT, FAILED_REASON},
 };
 use crate::{

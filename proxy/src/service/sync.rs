@@ -28,11 +28,10 @@ use std::{
 
 use tracing::{debug, info, warn};
 
-use k8s_openapi::api::core::v1::Service;
-
 use super::{
     desired::{DesiredService, ServiceName, Unsupported},
     hostport::{PodHostPorts, PodName},
+    view::ServiceView,
 };
 use crate::datapath::{Counter, Error as DatapathError, Frontend, ServiceDatapath};
 
@@ -45,7 +44,7 @@ pub trait ProxyDatapath: ServiceDatapath {
 
     /// Shows the datapath the Service behind `key` (`None` once deleted) before its frontends
     /// are programmed; for datapaths that name things after Service ports (iptables chains).
-    fn describe_service(&mut self, _key: &ServiceName, _svc: Option<&Service>) {}
+    fn describe_service(&mut self, _key: &ServiceName, _svc: Option<&ServiceView>) {}
 
     /// Names the pod behind hostPort `frontends` before they are programmed; for datapaths
     /// that name things after it (iptables chains and comments).
@@ -156,8 +155,8 @@ impl<D: ProxyDatapath> Syncer<D> {
         self.totals
     }
 
-    /// Passes the Service object to the datapath ([`ProxyDatapath::describe_service`]).
-    pub fn describe(&mut self, key: &ServiceName, svc: Option<&Service>) {
+    /// Passes the Service to the datapath ([`ProxyDatapath::describe_service`]).
+    pub fn describe(&mut self, key: &ServiceName, svc: Option<&ServiceView>) {
         self.dp.describe_service(key, svc);
     }
 

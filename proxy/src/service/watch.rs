@@ -1,10 +1,11 @@
-//! The sync loop: list-then-watch Services and EndpointSlices into reflector stores and keep
-//! the datapath in step, one Service per event.
+//! The sync loop: list-then-watch Services and EndpointSlices and keep the datapath in step,
+//! one Service per event.
 //!
-//! Each watch event names the one Service it concerns (an EndpointSlice by its
-//! `kubernetes.io/service-name` label), and only that Service is rebuilt and synced. A small
-//! index from Service to slice names finds a Service's slices without scanning the store.
-//! Nothing is programmed or pruned until both initial lists are complete (a restarted proxy
+//! Each object is reduced to the proxy's view of it ([`super::view`]) as it arrives; the loop
+//! keeps the views, not the objects, with each Service's slices filed under it. Each watch
+//! event names the one Service it concerns (an EndpointSlice by its
+//! `kubernetes.io/service-name` label), and only that Service is rebuilt and synced. A re-list
+//! is collected aside and replaces the views when it is complete. Nothing is programmed or pruned until both initial lists are complete (a restarted proxy
 //! must not delete what it has not seen yet); then, and after every re-list and every
 //! `--sync-period`, a full sync re-checks everything and prunes what no Service owns.
 //!
@@ -15,7 +16,7 @@
 //! keeps hostPort frontends until it is complete.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     future::Future,
     net::Ipv4Addr,
     sync::Arc,
@@ -32,7 +33,7 @@ use kube::{
     Api, Client,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -47,6 +48,7 @@ use super::{
     hostport::{PodHostPorts, PodName, desired_host_ports},
     metrics::{Metrics, SyncKind},
     sync::{ProxyDatapath, Syncer},
+    view::{ServiceView, SliceView},
 };
 
 /// Component name on the Events the proxy writes.
@@ -76,14 +78,17 @@ struct Proxy<D> {
     config: LoopConfig,
     syncer: Syncer<D>,
     metrics: Arc<Metrics>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: HashMap<ServiceName, Arc<ServiceView>>,
+    /// The EndpointSlices of each Service.
+    slices: HashMap<ServiceName, Vec<SliceView>>,
+    /// The Service (its name; the namespace is the slice's) each slice (namespace, name) is
+    /// filed under, to follow relabels.
+    slice_owner: HashMap<SliceId, String>,
+    /// A re-list of the Services or slices in progress: what it has brought so far.
+    relisted_services: Option<HashMap<ServiceName, Arc<ServiceView>>>,
+    relisted_slices: Option<Vec<(SliceId, ServiceName, SliceView)>>,
     /// This node's pods (for their hostPorts).
     pods: Store<Pod>,
-    /// Names of the EndpointSlices of each Service.
-    index: HashMap<ServiceName, BTreeSet<String>>,
-    /// The Service each slice (namespace, name) was last indexed under, to follow relabels.
-    slice_owner: HashMap<(String, String), ServiceName>,
     services_listed: bool,
     slices_listed: bool,
     pods_listed: bool,
@@ -103,24 +108,16 @@ pub async fn run_loop<D: ProxyDatapath>(
     config: LoopConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let (services, svc_writer) = reflector::store();
-    let svc_events = reflector::reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    let (slices, slice_writer) = reflector::store();
-    let slice_events = reflector::reflector(
-        slice_writer,
-        watcher(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(SERVICE_NAME_LABEL),
-        )
-        .default_backoff(),
-    );
+    let svc_events = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let slice_events = watcher(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default().labels(SERVICE_NAME_LABEL),
+    )
+    .default_backoff();
     let (pods, pod_writer) = reflector::store();
     let pod_events = reflector::reflector(
         pod_writer,
@@ -135,11 +132,12 @@ pub async fn run_loop<D: ProxyDatapath>(
         client,
         syncer,
         metrics,
-        services,
-        slices,
-        pods,
-        index: HashMap::new(),
+        services: HashMap::new(),
+        slices: HashMap::new(),
         slice_owner: HashMap::new(),
+        relisted_services: None,
+        relisted_slices: None,
+        pods,
         services_listed: false,
         slices_listed: false,
         pods_listed: false,
@@ -226,15 +224,35 @@ impl<D: ProxyDatapath> Proxy<D> {
 
     async fn on_service(&mut self, event: watcher::Event<Service>) {
         match event {
-            watcher::Event::Apply(svc) | watcher::Event::Delete(svc) => {
-                if let Some(key) = ServiceName::of_service(&svc)
-                    && self.listed()
-                {
-                    self.sync_one(&key);
+            watcher::Event::Apply(svc) => {
+                if let Some(view) = ServiceView::of(&svc) {
+                    let key = view.name.clone();
+                    self.services.insert(key.clone(), Arc::new(view));
+                    if self.listed() {
+                        self.sync_one(&key);
+                    }
                 }
             }
-            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::Delete(svc) => {
+                if let Some(key) = ServiceName::of_service(&svc) {
+                    self.services.remove(&key);
+                    if self.listed() {
+                        self.sync_one(&key);
+                    }
+                }
+            }
+            watcher::Event::Init => self.relisted_services = Some(HashMap::new()),
+            watcher::Event::InitApply(svc) => {
+                if let (Some(relisted), Some(view)) =
+                    (&mut self.relisted_services, ServiceView::of(&svc))
+                {
+                    relisted.insert(view.name.clone(), Arc::new(view));
+                }
+            }
             watcher::Event::InitDone => {
+                if let Some(relisted) = self.relisted_services.take() {
+                    self.services = relisted;
+                }
                 info!(services = self.services.len(), "services listed");
                 self.services_listed = true;
                 if self.listed() {
@@ -247,7 +265,12 @@ impl<D: ProxyDatapath> Proxy<D> {
     async fn on_slice(&mut self, event: watcher::Event<EndpointSlice>) {
         match event {
             watcher::Event::Apply(slice) => {
-                let (previous, current) = self.index_slice(&slice);
+                let id = slice_id(&slice);
+                let previous = self.unfile_slice(&id);
+                let current = SliceView::of(&slice).map(|(owner, view)| {
+                    self.file_slice(id, owner.clone(), view);
+                    owner
+                });
                 if self.listed() {
                     if let Some(previous) = previous.filter(|p| Some(p) != current.as_ref()) {
                         self.sync_one(&previous);
@@ -258,22 +281,30 @@ impl<D: ProxyDatapath> Proxy<D> {
                 }
             }
             watcher::Event::Delete(slice) => {
-                let id = slice_id(&slice);
-                if let Some(owner) = self.slice_owner.remove(&id) {
-                    self.unindex(&owner, &id.1);
-                    if self.listed() {
-                        self.sync_one(&owner);
-                    }
+                if let Some(owner) = self.unfile_slice(&slice_id(&slice))
+                    && self.listed()
+                {
+                    self.sync_one(&owner);
                 }
             }
-            watcher::Event::Init | watcher::Event::InitApply(_) => {}
-            watcher::Event::InitDone => {
-                self.index.clear();
-                self.slice_owner.clear();
-                for slice in self.slices.state() {
-                    self.index_slice(&slice);
+            watcher::Event::Init => self.relisted_slices = Some(Vec::new()),
+            watcher::Event::InitApply(slice) => {
+                if let (Some(relisted), Some((owner, view))) =
+                    (&mut self.relisted_slices, SliceView::of(&slice))
+                {
+                    relisted.push((slice_id(&slice), owner, view));
                 }
-                info!(endpointslices = self.slices.len(), "endpointslices listed");
+            }
+            watcher::Event::InitDone => {
+                if let Some(relisted) = self.relisted_slices.take() {
+                    self.slices.clear();
+                    self.slice_owner.clear();
+                    for (id, owner, view) in relisted {
+                        self.file_slice(id, owner, view);
+                    }
+                }
+                let count = self.slice_owner.len();
+                info!(endpointslices = count, "endpointslices listed");
                 self.slices_listed = true;
                 if self.listed() {
                     self.full_sync().await;
@@ -338,77 +369,54 @@ impl<D: ProxyDatapath> Proxy<D> {
         }
     }
 
-    /// Files `slice` under its Service; returns the Service it was under before and now.
-    fn index_slice(&mut self, slice: &EndpointSlice) -> (Option<ServiceName>, Option<ServiceName>) {
-        let id = slice_id(slice);
-        let current = ServiceName::of_slice(slice);
-        let previous = match &current {
-            Some(owner) => self.slice_owner.insert(id.clone(), owner.clone()),
-            None => self.slice_owner.remove(&id),
-        };
-        if let Some(previous) = previous.as_ref().filter(|p| Some(*p) != current.as_ref()) {
-            self.unindex(previous, &id.1);
-        }
-        if let Some(owner) = &current {
-            self.index.entry(owner.clone()).or_default().insert(id.1);
-        }
-        (previous, current)
+    /// Files slice `id` under `owner` (its namespace is the slice's).
+    fn file_slice(&mut self, id: SliceId, owner: ServiceName, view: SliceView) {
+        self.slice_owner.insert(id, owner.name.clone());
+        self.slices.entry(owner).or_default().push(view);
     }
 
-    fn unindex(&mut self, owner: &ServiceName, slice: &str) {
-        if let Some(names) = self.index.get_mut(owner) {
-            names.remove(slice);
-            if names.is_empty() {
-                self.index.remove(owner);
+    /// Takes slice `id` from under its Service: that Service, if it was filed.
+    fn unfile_slice(&mut self, id: &SliceId) -> Option<ServiceName> {
+        let owner = ServiceName::new(id.0.clone(), self.slice_owner.remove(id)?);
+        if let Some(views) = self.slices.get_mut(&owner) {
+            views.retain(|v| v.name != id.1);
+            if views.is_empty() {
+                self.slices.remove(&owner);
             }
         }
+        Some(owner)
     }
 
-    /// The desired state of one Service from the stores: O(its slices).
+    /// The EndpointSlices filed under `key`.
+    fn slices_of(&self, key: &ServiceName) -> &[SliceView] {
+        self.slices.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The desired state of one Service from the views: O(its slices).
     fn desired_of(
         &self,
         key: &ServiceName,
-        svc: Option<&Service>,
+        svc: Option<&ServiceView>,
     ) -> Result<DesiredService, Unsupported> {
         let Some(svc) = svc else {
             return Ok(DesiredService::new());
         };
-        let slices = self.slices_of(key);
-        let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        desired_state_on_node(svc, &refs, &self.config.node_name)
-    }
-
-    fn slices_of(&self, key: &ServiceName) -> Vec<Arc<EndpointSlice>> {
-        self.index
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| {
-                self.slices
-                    .get(&ObjectRef::new(name).within(&key.namespace))
-            })
-            .collect()
+        desired_state_on_node(svc, self.slices_of(key), &self.config.node_name)
     }
 
     /// Opens, updates or closes `key`'s healthCheckNodePort server.
-    fn sync_health(&mut self, key: &ServiceName, svc: Option<&Service>) {
-        let slices = self.slices_of(key);
-        let refs: Vec<&EndpointSlice> = slices.iter().map(|s| s.as_ref()).collect();
-        if let Err(err) = self.health.sync(key, svc, &refs, &self.config.node_name) {
+    fn sync_health(&mut self, key: &ServiceName, svc: Option<&ServiceView>) {
+        let slices = self.slices.get(key).map_or(&[][..], Vec::as_slice);
+        if let Err(err) = self.health.sync(key, svc, slices, &self.config.node_name) {
             warn!(%err, "health check");
         }
-    }
-
-    fn service(&self, key: &ServiceName) -> Option<Arc<Service>> {
-        self.services
-            .get(&ObjectRef::new(&key.name).within(&key.namespace))
     }
 
     /// Syncs one Service after an event; the commit follows once no event is waiting (and
     /// `min_commit_interval` has passed since the last one).
     fn sync_one(&mut self, key: &ServiceName) {
         let started = Instant::now();
-        let svc = self.service(key);
+        let svc = self.services.get(key).cloned();
         let desired = self.desired_of(key, svc.as_deref());
         let before = self.syncer.service_counts(key);
         self.syncer.describe(key, svc.as_deref());
@@ -425,7 +433,7 @@ impl<D: ProxyDatapath> Proxy<D> {
             self.syncer.datapath().map_writes(),
         );
         if let (Some(problem), true, Some(svc)) = (outcome.problem, outcome.new_problem, svc) {
-            self.emit_event(reference(svc.as_ref()), problem);
+            self.emit_event(svc.reference(), problem);
         }
     }
 
@@ -479,12 +487,10 @@ impl<D: ProxyDatapath> Proxy<D> {
             }
         }
         let started = Instant::now();
-        let services = self.services.state();
+        let services: Vec<Arc<ServiceView>> = self.services.values().cloned().collect();
         let mut all = Vec::with_capacity(services.len());
         for svc in &services {
-            let Some(key) = ServiceName::of_service(svc) else {
-                continue;
-            };
+            let key = svc.name.clone();
             let desired = self.desired_of(&key, Some(svc));
             self.syncer.describe(&key, Some(svc));
             all.push((key, desired));
@@ -495,15 +501,10 @@ impl<D: ProxyDatapath> Proxy<D> {
         // The full sync commits everything staged so far.
         self.commit_at = None;
         let (outcomes, pruned) = self.syncer.full_sync(all);
-        let live: BTreeSet<ServiceName> = services
-            .iter()
-            .filter_map(|svc| ServiceName::of_service(svc))
-            .collect();
-        self.health.retain(|key| live.contains(key));
+        let live = &self.services;
+        self.health.retain(|key| live.contains_key(key));
         for svc in &services {
-            if let Some(key) = ServiceName::of_service(svc) {
-                self.sync_health(&key, Some(svc));
-            }
+            self.sync_health(&svc.name, Some(svc));
         }
         self.last_commit = Some(tokio::time::Instant::now());
         let totals = self.syncer.recount();
@@ -524,10 +525,12 @@ impl<D: ProxyDatapath> Proxy<D> {
             "full sync"
         );
         for (key, outcome) in outcomes {
-            if let (Some(problem), true, Some(svc)) =
-                (outcome.problem, outcome.new_problem, self.service(&key))
-            {
-                self.emit_event(reference(svc.as_ref()), problem);
+            if let (Some(problem), true, Some(svc)) = (
+                outcome.problem,
+                outcome.new_problem,
+                self.services.get(&key),
+            ) {
+                self.emit_event(svc.reference(), problem);
             }
         }
     }
@@ -571,7 +574,10 @@ impl<D: ProxyDatapath> Proxy<D> {
     }
 }
 
-fn slice_id(slice: &EndpointSlice) -> (String, String) {
+/// An EndpointSlice's namespace and name.
+type SliceId = (String, String);
+
+fn slice_id(slice: &EndpointSlice) -> SliceId {
     (
         slice.metadata.namespace.clone().unwrap_or_default(),
         slice.metadata.name.clone().unwrap_or_default(),
