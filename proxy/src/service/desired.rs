@@ -16,6 +16,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
 };
 
 use k8s_openapi::{
@@ -35,15 +36,17 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
 /// Largest `sessionAffinityConfig.clientIP.timeoutSeconds` Kubernetes accepts (one day).
 const MAX_AFFINITY_TIMEOUT: i32 = 86_400;
 
-/// Namespace and name of a Service: the unit of reconciliation.
+/// Namespace and name of a Service: the unit of reconciliation. The proxy keys several maps by
+/// it (its views, each Service's slices, what the syncer programmed and who owns each
+/// frontend), so clones share the two strings instead of copying them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceName {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl ServiceName {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -53,8 +56,8 @@ impl ServiceName {
     /// The Service `svc` is, if it has a name.
     pub fn of_service(svc: &Service) -> Option<Self> {
         Some(Self::new(
-            svc.metadata.namespace.clone().unwrap_or_default(),
-            svc.metadata.name.clone()?,
+            svc.metadata.namespace.as_deref().unwrap_or_default(),
+            svc.metadata.name.as_deref()?,
         ))
     }
 
@@ -62,8 +65,8 @@ impl ServiceName {
     pub fn of_slice(slice: &EndpointSlice) -> Option<Self> {
         let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
         Some(Self::new(
-            slice.metadata.namespace.clone().unwrap_or_default(),
-            service.clone(),
+            slice.metadata.namespace.as_deref().unwrap_or_default(),
+            service.as_str(),
         ))
     }
 }

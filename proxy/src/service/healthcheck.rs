@@ -194,7 +194,7 @@ fn respond(report: Option<Report>) -> Response<Full<Bytes>> {
     let (status, body) = match report {
         Some(r) => {
             let body = serde_json::json!({
-                "service": { "namespace": r.service.namespace, "name": r.service.name },
+                "service": { "namespace": &*r.service.namespace, "name": &*r.service.name },
                 "localEndpoints": r.local_endpoints,
                 "serviceProxyHealthy": true,
             });

@@ -29,7 +29,7 @@ use std::{
 use tracing::{debug, info, warn};
 
 use super::{
-    desired::{DesiredService, ServiceName, Unsupported},
+    desired::{DesiredService, FrontendSpec, ServiceName, Unsupported},
     hostport::{PodHostPorts, PodName},
     view::ServiceView,
 };
@@ -123,8 +123,10 @@ pub struct SyncTotals {
 /// Desired-vs-programmed bookkeeping over a datapath.
 pub struct Syncer<D> {
     dp: D,
-    /// What each Service or pod has programmed, as last written.
-    programmed: HashMap<Owner, DesiredService>,
+    /// What each Service or pod has programmed, as last written, sorted by frontend (a slice
+    /// rather than the `BTreeMap` it was staged from: one node of that is ~0.5 KiB, most of it
+    /// empty for a Service of one or two ports).
+    programmed: HashMap<Owner, Box<[(Frontend, FrontendSpec)]>>,
     /// Which Service or pod owns each programmed frontend (two never share one).
     owners: HashMap<Frontend, Owner>,
     /// The last problem reported per owner, so an unchanged problem is reported once.
@@ -248,7 +250,11 @@ impl<D: ProxyDatapath> Syncer<D> {
         desired: DesiredService,
         mut problems: Vec<String>,
     ) -> Outcome {
-        let old = self.programmed.remove(key).unwrap_or_default();
+        let old: DesiredService = self
+            .programmed
+            .remove(key)
+            .map(|p| p.into_vec().into_iter().collect())
+            .unwrap_or_default();
         let mut now = DesiredService::new();
         // Frontends the Service no longer has go first, freeing room for the new ones.
         for (frontend, spec) in &old {
@@ -303,7 +309,8 @@ impl<D: ProxyDatapath> Syncer<D> {
             }
         }
         if !now.is_empty() {
-            self.programmed.insert(key.clone(), now);
+            self.programmed
+                .insert(key.clone(), now.into_iter().collect());
         }
         self.finish(key, problems)
     }
@@ -417,8 +424,8 @@ impl<D: ProxyDatapath> Syncer<D> {
         self.totals.services = services().count();
         self.totals.frontends = services().map(|s| s.len()).sum();
         self.totals.backends = services()
-            .flat_map(|s| s.values())
-            .map(|f| f.backends.len())
+            .flat_map(|s| s.iter())
+            .map(|(_, f)| f.backends.len())
             .sum();
         self.totals
     }
@@ -428,7 +435,7 @@ impl<D: ProxyDatapath> Syncer<D> {
         self.programmed
             .get(&Owner::Service(key.clone()))
             .map_or((0, 0), |s| {
-                (s.len(), s.values().map(|f| f.backends.len()).sum())
+                (s.len(), s.iter().map(|(_, f)| f.backends.len()).sum())
             })
     }
 

@@ -136,8 +136,8 @@ impl ServiceView {
         ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Service".into()),
-            name: Some(self.name.name.clone()),
-            namespace: Some(self.name.namespace.clone()),
+            name: Some(self.name.name.to_string()),
+            namespace: Some(self.name.namespace.to_string()),
             uid: self.uid.clone(),
             ..ObjectReference::default()
         }

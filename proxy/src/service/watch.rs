@@ -81,9 +81,8 @@ struct Proxy<D> {
     services: HashMap<ServiceName, Arc<ServiceView>>,
     /// The EndpointSlices of each Service.
     slices: HashMap<ServiceName, Vec<SliceView>>,
-    /// The Service (its name; the namespace is the slice's) each slice (namespace, name) is
-    /// filed under, to follow relabels.
-    slice_owner: HashMap<SliceId, String>,
+    /// The Service each slice is filed under, to follow relabels.
+    slice_owner: HashMap<SliceId, ServiceName>,
     /// A re-list of the Services or slices in progress: what it has brought so far.
     relisted_services: Option<HashMap<ServiceName, Arc<ServiceView>>>,
     relisted_slices: Option<Vec<(SliceId, ServiceName, SliceView)>>,
@@ -225,7 +224,11 @@ impl<D: ProxyDatapath> Proxy<D> {
     async fn on_service(&mut self, event: watcher::Event<Service>) {
         match event {
             watcher::Event::Apply(svc) => {
-                if let Some(view) = ServiceView::of(&svc) {
+                if let Some(mut view) = ServiceView::of(&svc) {
+                    // An update keeps the name the maps already share.
+                    if let Some((known, _)) = self.services.get_key_value(&view.name) {
+                        view.name = known.clone();
+                    }
                     let key = view.name.clone();
                     self.services.insert(key.clone(), Arc::new(view));
                     if self.listed() {
@@ -371,13 +374,19 @@ impl<D: ProxyDatapath> Proxy<D> {
 
     /// Files slice `id` under `owner` (its namespace is the slice's).
     fn file_slice(&mut self, id: SliceId, owner: ServiceName, view: SliceView) {
-        self.slice_owner.insert(id, owner.name.clone());
+        // The Service's own name where it is known, so the maps share its strings.
+        let owner = match self.services.get_key_value(&owner) {
+            Some((known, _)) => known.clone(),
+            None => owner,
+        };
+        self.slice_owner
+            .insert((owner.namespace.clone(), id.1), owner.clone());
         self.slices.entry(owner).or_default().push(view);
     }
 
     /// Takes slice `id` from under its Service: that Service, if it was filed.
     fn unfile_slice(&mut self, id: &SliceId) -> Option<ServiceName> {
-        let owner = ServiceName::new(id.0.clone(), self.slice_owner.remove(id)?);
+        let owner = self.slice_owner.remove(id)?;
         if let Some(views) = self.slices.get_mut(&owner) {
             views.retain(|v| v.name != id.1);
             if views.is_empty() {
@@ -575,11 +584,16 @@ impl<D: ProxyDatapath> Proxy<D> {
 }
 
 /// An EndpointSlice's namespace and name.
-type SliceId = (String, String);
+type SliceId = (Arc<str>, String);
 
 fn slice_id(slice: &EndpointSlice) -> SliceId {
     (
-        slice.metadata.namespace.clone().unwrap_or_default(),
+        slice
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or_default()
+            .into(),
         slice.metadata.name.clone().unwrap_or_default(),
     )
 }
