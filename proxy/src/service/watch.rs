@@ -5,9 +5,10 @@
 //! keeps the views, not the objects, with each Service's slices filed under it. Each watch
 //! event names the one Service it concerns (an EndpointSlice by its
 //! `kubernetes.io/service-name` label), and only that Service is rebuilt and synced. A re-list
-//! is collected aside and replaces the views when it is complete. Nothing is programmed or pruned until both initial lists are complete (a restarted proxy
-//! must not delete what it has not seen yet); then, and after every re-list and every
-//! `--sync-period`, a full sync re-checks everything and prunes what no Service owns.
+//! is collected aside and replaces the views when it is complete. Nothing is programmed or
+//! pruned until both initial lists are complete (a restarted proxy must not delete what it has
+//! not seen yet); then, and after every re-list and every `--sync-period`, a full sync
+//! re-checks everything and prunes what no Service owns.
 //!
 //! Pods of this node (`fieldSelector=spec.nodeName=<node>`, as the kubelet watches them) are
 //! watched too, for their hostPorts ([`super::hostport`]): each pod event re-stages that pod,
