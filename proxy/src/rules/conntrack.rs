@@ -10,7 +10,7 @@
 //! `ClusterIP:port`, or to its NodePort on any address, whose replies do not come from one of
 //! its endpoints are deleted; the rules balance their next datagram again.
 //!
-//! [`stale`] decides from the [`Model`] and a list of flows; [`Netlink`] lists and deletes
+//! [`clean`] decides from the [`Model`] and the listed flows; [`Netlink`] lists and deletes
 //! them over `NETLINK_NETFILTER`.
 
 use std::{
@@ -94,17 +94,6 @@ impl Serving {
         self.cluster.get(&flow.destination).is_some_and(not_serving)
             || (self.node_ports.get(&flow.destination.port())).is_some_and(not_serving)
     }
-}
-
-/// The flows of `flows` that go to a UDP Service port of `model` with endpoints, but not to one
-/// of them.
-pub fn stale(model: &Model, flows: &[UdpFlow]) -> Vec<UdpFlow> {
-    let serving = Serving::of(model);
-    flows
-        .iter()
-        .filter(|flow| serving.is_stale(flow))
-        .copied()
-        .collect()
 }
 
 /// Deletes the stale flows of `model` from `table`: how many it deleted. Lists nothing when no
@@ -276,6 +265,16 @@ mod tests {
         datapath::{Affinity, Frontend},
         rules::{FrontendModel, fixtures::ep},
     };
+
+    /// The flows of `flows` that [`clean`] would delete.
+    fn stale(model: &Model, flows: &[UdpFlow]) -> Vec<UdpFlow> {
+        let serving = Serving::of(model);
+        flows
+            .iter()
+            .filter(|flow| serving.is_stale(flow))
+            .copied()
+            .collect()
+    }
 
     fn udp_frontend(model: &mut Model, frontend: Frontend, backends: &[&str], name: &str) {
         let backends = backends.iter().map(|ip| ep(ip, 5353)).collect();

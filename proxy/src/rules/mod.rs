@@ -238,10 +238,8 @@ pub fn port_names(svc: &ServiceView) -> Vec<(Frontend, PortName)> {
         .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
     let mut out = Vec::new();
     for port in &svc.ports {
-        let proto = match &*port.protocol {
-            "TCP" => Protocol::Tcp,
-            "UDP" => Protocol::Udp,
-            _ => continue,
+        let Some(proto) = port.proto() else {
+            continue;
         };
         let port_name = match port.name.as_str() {
             "" => format!("{namespace}/{name}"),

@@ -25,7 +25,7 @@ use k8s_openapi::{
 };
 
 use super::view::{ServicePortView, ServiceType, ServiceView, SliceView};
-use crate::datapath::{Affinity, BackendAddr, Frontend, Protocol, ServiceOptions};
+use crate::datapath::{Affinity, BackendAddr, Frontend, ServiceOptions};
 
 /// Label naming the Service an EndpointSlice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -165,16 +165,10 @@ fn desired_for(
     let affinity = affinity_of(svc)?;
     let local_node = node.filter(|_| svc.external_traffic_local());
     for (index, port) in svc.ports.iter().enumerate() {
-        let proto = match &*port.protocol {
-            "TCP" => Protocol::Tcp,
-            "UDP" => Protocol::Udp,
-            other => {
-                return Err(Unsupported::Protocol {
-                    index,
-                    protocol: other.to_string(),
-                });
-            }
-        };
+        let proto = port.proto().ok_or_else(|| Unsupported::Protocol {
+            index,
+            protocol: port.protocol.to_string(),
+        })?;
         let service_port = valid_port(port.port).ok_or(Unsupported::Port {
             index,
             field: "port",
@@ -282,6 +276,7 @@ mod tests {
     use kube::api::ObjectMeta;
 
     use super::*;
+    use crate::datapath::Protocol;
 
     fn port(name: &str, proto: &str, port: i32, target: IntOrString) -> ServicePort {
         ServicePort {

@@ -25,7 +25,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::{debug, info};
 
 use super::{
-    desired::ServiceName,
+    desired::{ServiceName, valid_port},
     view::{ServiceView, SliceView},
 };
 
@@ -70,7 +70,7 @@ pub fn health_check_of(
         return None;
     }
     let port = svc.health_check_node_port?;
-    let port = u16::try_from(port).ok().filter(|p| *p != 0)?;
+    let port = valid_port(port)?;
     let local: BTreeSet<IpAddr> = slices
         .iter()
         .flat_map(|s| &s.endpoints)

@@ -15,6 +15,7 @@ use k8s_openapi::{
 };
 
 use super::desired::{SERVICE_PROXY_NAME_LABEL, ServiceName};
+use crate::datapath::Protocol;
 
 /// `spec.type` of a Service; an unknown one is served as `ClusterIP`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,6 +62,17 @@ pub struct ServicePortView {
     pub port: i32,
     pub target_port: Option<IntOrString>,
     pub node_port: Option<i32>,
+}
+
+impl ServicePortView {
+    /// The protocol as the datapath knows it; `None` for one it cannot serve (SCTP).
+    pub fn proto(&self) -> Option<Protocol> {
+        match &*self.protocol {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
 }
 
 /// A Service as the proxy sees it.
