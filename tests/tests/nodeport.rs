@@ -505,6 +505,47 @@ fn nodeport_from_outside() {
         "established flows to p1a/p2a broke when p1b left (held on {held_names:?}): {pinged}"
     );
 
+    // A UDP flow stays on its backend, and when that backend leaves the Service the flow's next
+    // datagram is balanced again: the proxy deletes the flow's conntrack entries, as kube-proxy
+    // deletes the kernel's. Without that, a client that keeps sending from one socket would
+    // follow its entry to the removed backend (whose server still answers here) for as long as
+    // it is never idle for the UDP timeout; the polling below never lets it idle that long.
+    let udp_flow = |count: u32| {
+        let args = [
+            "udp",
+            &N1_IP.to_string(),
+            "31080",
+            &count.to_string(),
+            "--source-port",
+            "40053",
+        ];
+        tally(&Reply::parse_all(&run_client(
+            &topo,
+            "ext",
+            false,
+            &args.map(String::from),
+        )))
+    };
+    let first = udp_flow(3);
+    assert_eq!(first.len(), 1, "one UDP flow, one backend: {first:?}");
+    let gone = first.into_keys().next().unwrap();
+    let kept: Vec<&str> = ["p1a", "p1b", "p2a"]
+        .into_iter()
+        .filter(|p| **p != gone)
+        .collect();
+    let patch = json!({ "endpoints": pod_endpoints(&kept) });
+    rt.block_on(slices.patch("web-1", &PatchParams::default(), &Patch::Merge(&patch)))
+        .unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        &format!("the UDP flow to move off {gone}"),
+        || Ok(!udp_flow(1).contains_key(&gone)),
+    )
+    .unwrap_or_else(|e| {
+        let entries = conntrack::entries(&topo.dp).unwrap_or_default();
+        panic!("{e:#}\nconntrack: {entries:?}\nproxy log:\n{}", proxy_log())
+    });
+
     // Every flow above is closed: their conntrack entries go after the short timeouts.
     let result = wait_for(
         Duration::from_secs(20),

@@ -33,14 +33,14 @@ use aya::{
     programs::{CgroupSockAddr, Program, SchedClassifier},
 };
 use ekube_ebpf_common::{
-    self as common, Backend, Counter, NodeAddrKey, NodeAddrValue, NodePortConfig, ServiceKey,
-    ServiceValue,
+    self as common, Backend, Counter, CtKey, CtValue, NodeAddrKey, NodeAddrValue, NodePortConfig,
+    ServiceKey, ServiceValue,
 };
 use tracing::{debug, info, warn};
 
 use super::{
-    Datapath, DatapathConfig, Error, NodePortSettings, Result,
-    conntrack::Sweeper,
+    Datapath, DatapathConfig, Error, Frontend, NodePortSettings, Result,
+    conntrack::{self, Sweeper},
     maps::{self, MapStore},
     sys,
     tc::TcAttacher,
@@ -94,6 +94,9 @@ pub struct BpfMaps {
     tc: Option<TcAttacher>,
     /// Deletes expired NodePort flows while the datapath is open.
     _sweeper: Option<Sweeper>,
+    /// The NodePort conntrack, for deleting flows whose backend left; `None` when only
+    /// inspecting pins.
+    conntrack: Option<HashMap<MapData, CtKey, CtValue>>,
     /// Held so the links outlive nothing but the pins; dropping them does not detach.
     _links: Vec<OwnedFd>,
 }
@@ -238,6 +241,7 @@ impl Datapath<BpfMaps> {
             np_ifaces: take_map(&mut ebpf, common::NODEPORT_IFACES)?,
             tc,
             _sweeper: Some(Sweeper::start(config)?),
+            conntrack: Some(conntrack::open_conntrack(config)?),
             _links: links,
         };
         info!(
@@ -324,6 +328,7 @@ impl Datapath<BpfMaps> {
             .map_err(map_err(common::NODEPORT_CONFIG))?;
         maps.tc = tc;
         maps._sweeper = Some(Sweeper::start(config)?);
+        maps.conntrack = Some(conntrack::open_conntrack(config)?);
         maps._links = links;
         Datapath::from_store(maps).map(Some)
     }
@@ -364,6 +369,7 @@ impl BpfMaps {
                 .map_err(map_err(common::NODEPORT_IFACES))?,
             tc: None,
             _sweeper: None,
+            conntrack: None,
             _links: Vec::new(),
         })
     }
@@ -689,6 +695,13 @@ impl MapStore for BpfMaps {
 
     fn backend(&self, id: u32) -> Result<Option<Backend>> {
         found(self.backends.get(&id, 0)).map_err(map_err(common::BACKENDS))
+    }
+
+    fn forget_flows(&mut self, left: &[(Frontend, u32)]) -> Result<usize> {
+        match &mut self.conntrack {
+            Some(map) => conntrack::forget(map, left),
+            None => Ok(0),
+        }
     }
 
     fn attach_node_interfaces(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<()> {

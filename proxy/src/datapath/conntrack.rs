@@ -1,5 +1,6 @@
 //! The NodePort conntrack from user space: its settings, a sweeper that deletes expired flows,
-//! and read access for tests and debugging.
+//! the deletion of UDP flows whose backend left their Service ([`forget`]), and read access
+//! for tests and debugging.
 //!
 //! The kernel programs treat an entry idle past its timeout as gone, and the map is an LRU;
 //! the sweeper makes sure dead flows also leave the map, so it never fills with them and a
@@ -14,6 +15,8 @@
 //! while a pass lists the map may be counted twice or not at all until the next pass.
 
 use std::{
+    collections::HashSet,
+    net::Ipv4Addr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,11 +28,12 @@ use std::{
 use aya::maps::{Array, HashMap, Map, MapData};
 use ekube_ebpf_common::{
     self as common, CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_SNAT,
-    CT_FLAG_UNESTABLISHED, CT_UNEST_GONE, CT_UNEST_OPENED, CtKey, CtValue, NodePortConfig,
+    CT_FLAG_UNESTABLISHED, CT_UNEST_GONE, CT_UNEST_OPENED, CtKey, CtValue, IPPROTO_UDP,
+    NodePortConfig,
 };
 use tracing::{debug, warn};
 
-use super::{DatapathConfig, Error, NodePortSettings, Result, maps, sys};
+use super::{DatapathConfig, Error, Frontend, NodePortSettings, Protocol, Result, maps, sys};
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map {
@@ -38,7 +42,7 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     }
 }
 
-fn open_conntrack(config: &DatapathConfig) -> Result<HashMap<MapData, CtKey, CtValue>> {
+pub(super) fn open_conntrack(config: &DatapathConfig) -> Result<HashMap<MapData, CtKey, CtValue>> {
     let data = MapData::from_pin(config.pin_dir().join(common::CONNTRACK))
         .map_err(map_err(common::CONNTRACK))?;
     HashMap::try_from(Map::LruHashMap(data)).map_err(map_err(common::CONNTRACK))
@@ -162,18 +166,68 @@ fn sweep(
             Ok(_) => {}
             Err(_) => continue,
         }
-        if map.remove(key).is_ok() {
-            swept.removed += 1;
-        }
-        let peer = peer_key(key, value);
-        if let Ok(peer_value) = map.get(&peer, 0)
-            && peer_key(&peer, &peer_value) == *key
-            && map.remove(&peer).is_ok()
-        {
-            swept.removed += 1;
-        }
+        swept.removed += remove_flow(map, key, value);
     }
     Ok(swept)
+}
+
+/// Deletes the entry `key` and its peer (only if the peer still points back, so a newer flow
+/// that reuses its key is left alone); returns how many entries went.
+fn remove_flow(map: &mut HashMap<MapData, CtKey, CtValue>, key: &CtKey, value: &CtValue) -> usize {
+    let mut removed = usize::from(map.remove(key).is_ok());
+    let peer = peer_key(key, value);
+    if let Ok(peer_value) = map.get(&peer, 0)
+        && peer_key(&peer, &peer_value) == *key
+        && map.remove(&peer).is_ok()
+    {
+        removed += 1;
+    }
+    removed
+}
+
+/// Deletes the UDP flows sent to a backend their frontend no longer balances to: `left` holds
+/// each such frontend with the id of a backend it dropped (ids are not reused while the proxy
+/// runs, so an id names one backend). Returns how many entries went.
+///
+/// UDP has no connection to close: a client that keeps sending from one socket keeps
+/// following its flow's entry, to the removed backend, for as long as it is never idle for the
+/// UDP timeout. kube-proxy deletes such flows from the kernel's conntrack for the same reason.
+/// TCP flows are left to finish (or fail) on their own, as there.
+pub(super) fn forget(
+    map: &mut HashMap<MapData, CtKey, CtValue>,
+    left: &[(Frontend, u32)],
+) -> Result<usize> {
+    let stale: HashSet<(Ipv4Addr, u16, u32)> = left
+        .iter()
+        .filter(|(f, _)| f.proto == Protocol::Udp)
+        .map(|(f, id)| (f.ip, f.port, *id))
+        .collect();
+    if stale.is_empty() {
+        return Ok(0);
+    }
+    let all: Vec<(CtKey, CtValue)> = map
+        .iter()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(common::CONNTRACK))?;
+    let mut removed = 0;
+    for (key, value) in all.iter().filter(|(k, v)| is_stale(&stale, k, v)) {
+        removed += remove_flow(map, key, value);
+    }
+    Ok(removed)
+}
+
+/// Whether `key` is the forward entry of a UDP flow to one of `stale`'s frontends and
+/// backends. A frontend on every node address (a NodePort's `0.0.0.0`, a hostPort's
+/// `255.255.255.255`) matches any destination; one on an address, that address.
+fn is_stale(stale: &HashSet<(Ipv4Addr, u16, u32)>, key: &CtKey, value: &CtValue) -> bool {
+    if key.dir != CT_DIR_FORWARD || key.proto != IPPROTO_UDP {
+        return false;
+    }
+    let port = u16::from_be(key.dport);
+    let to = Ipv4Addr::from(u32::from_be(key.daddr));
+    [to, Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST]
+        .iter()
+        .any(|ip| stale.contains(&(*ip, port, value.backend_id)))
 }
 
 /// Writes how many of the unestablished flows the programs counted as opened (`opened`, read
@@ -294,5 +348,52 @@ mod tests {
             ..CtValue::default()
         };
         assert_eq!(peer_key(&reply, &reply_value), forward);
+    }
+
+    #[test]
+    fn a_udp_flow_is_stale_when_its_frontend_dropped_its_backend() {
+        let node = Ipv4Addr::new(192, 0, 2, 10);
+        let forward = |proto: u8, dir: u8, dport: u16| CtKey {
+            saddr: u32::from(Ipv4Addr::new(198, 51, 100, 7)).to_be(),
+            daddr: u32::from(node).to_be(),
+            sport: 40053u16.to_be(),
+            dport: dport.to_be(),
+            proto,
+            dir,
+            _pad: [0; 2],
+        };
+        let to = |backend_id| CtValue {
+            backend_id,
+            ..CtValue::default()
+        };
+        let stale_of = |frontends: &[(Ipv4Addr, u16, u32)]| -> HashSet<_> {
+            frontends.iter().copied().collect()
+        };
+        let udp = forward(IPPROTO_UDP, CT_DIR_FORWARD, 30053);
+        // A NodePort (every address) or a hostPort on this address, that dropped backend 7.
+        for ip in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, node] {
+            assert!(is_stale(&stale_of(&[(ip, 30053, 7)]), &udp, &to(7)), "{ip}");
+        }
+        let stale = stale_of(&[(Ipv4Addr::UNSPECIFIED, 30053, 7)]);
+        // Another backend, another port, a hostPort on another address, TCP, the reply
+        // direction: not this one.
+        assert!(!is_stale(&stale, &udp, &to(8)));
+        assert!(!is_stale(
+            &stale,
+            &forward(IPPROTO_UDP, CT_DIR_FORWARD, 30054),
+            &to(7)
+        ));
+        let elsewhere = stale_of(&[(Ipv4Addr::new(192, 0, 2, 11), 30053, 7)]);
+        assert!(!is_stale(&elsewhere, &udp, &to(7)));
+        assert!(!is_stale(
+            &stale,
+            &forward(6, CT_DIR_FORWARD, 30053),
+            &to(7)
+        ));
+        assert!(!is_stale(
+            &stale,
+            &forward(IPPROTO_UDP, CT_DIR_REPLY, 30053),
+            &to(7)
+        ));
     }
 }

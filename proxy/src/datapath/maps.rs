@@ -39,6 +39,13 @@ pub trait MapStore {
     fn attach_node_interfaces(&mut self, _addrs: &BTreeSet<Ipv4Addr>) -> Result<()> {
         Ok(())
     }
+
+    /// Each of `left` is a frontend and the id of a backend it no longer balances to: the real
+    /// store deletes the UDP NodePort flows still sent there ([`super::conntrack::forget`]).
+    /// Returns how many conntrack entries went.
+    fn forget_flows(&mut self, _left: &[(Frontend, u32)]) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 pub(crate) fn proto_number(proto: Protocol) -> u8 {
@@ -209,6 +216,8 @@ pub struct MemMaps {
     pub node_addrs: BTreeSet<u32>,
     /// Every write, in order.
     pub log: Vec<MemOp>,
+    /// What [`MapStore::forget_flows`] was given, call by call.
+    pub forgotten: Vec<Vec<(Frontend, u32)>>,
 }
 
 impl MapStore for MemMaps {
@@ -270,6 +279,11 @@ impl MapStore for MemMaps {
 
     fn backend(&self, id: u32) -> Result<Option<Backend>> {
         Ok(self.backends.get(&id).copied())
+    }
+
+    fn forget_flows(&mut self, left: &[(Frontend, u32)]) -> Result<usize> {
+        self.forgotten.push(left.to_vec());
+        Ok(0)
     }
 }
 

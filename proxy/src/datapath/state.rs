@@ -45,6 +45,9 @@ pub struct Datapath<S: MapStore> {
     next_service_id: u32,
     /// Map updates and deletes issued since open.
     writes: u64,
+    /// UDP frontends and the ids of backends they dropped since the last commit: their flows
+    /// go at the commit ([`MapStore::forget_flows`]).
+    left_flows: Vec<(Frontend, u32)>,
 }
 
 impl<S: MapStore> Datapath<S> {
@@ -60,6 +63,7 @@ impl<S: MapStore> Datapath<S> {
             next_backend_id: 1,
             next_service_id: 1,
             writes: 0,
+            left_flows: Vec::new(),
         };
         dp.reload()?;
         Ok(dp)
@@ -287,9 +291,18 @@ impl<S: MapStore> Datapath<S> {
             },
         );
         for removed in old_set.difference(&new_set) {
-            self.release_backend(*removed)?;
+            self.backend_left(frontend, *removed)?;
         }
         Ok(())
+    }
+
+    /// `frontend` no longer balances to backend `id`: drops its reference, and remembers a UDP
+    /// frontend's flows there for the commit.
+    fn backend_left(&mut self, frontend: Frontend, id: u32) -> Result<()> {
+        if frontend.proto == Protocol::Udp {
+            self.left_flows.push((frontend, id));
+        }
+        self.release_backend(id)
     }
 
     fn delete_inner(&mut self, frontend: Frontend) -> Result<()> {
@@ -302,7 +315,7 @@ impl<S: MapStore> Datapath<S> {
         }
         self.services.remove(&frontend);
         for id in service.slots.iter().collect::<HashSet<_>>() {
-            self.release_backend(*id)?;
+            self.backend_left(frontend, *id)?;
         }
         Ok(())
     }
@@ -391,6 +404,23 @@ impl<S: MapStore> ServiceDatapath for Datapath<S> {
 
     fn map_writes(&self) -> u64 {
         self.writes
+    }
+
+    /// The map writes took effect as they were made; what is left is to delete the UDP flows
+    /// to backends that left. A failure there is logged, not returned: the Services are
+    /// programmed, and the flows end at their idle timeout at the latest (kube-proxy, too,
+    /// only logs a failed conntrack cleanup).
+    fn commit(&mut self) -> Result<()> {
+        if self.left_flows.is_empty() {
+            return Ok(());
+        }
+        let left = std::mem::take(&mut self.left_flows);
+        match self.store.forget_flows(&left) {
+            Ok(0) => {}
+            Ok(removed) => debug!(removed, "deleted UDP flows to backends that left"),
+            Err(err) => warn!(%err, "deleting UDP flows to backends that left"),
+        }
+        Ok(())
     }
 }
 

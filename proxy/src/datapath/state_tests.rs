@@ -252,3 +252,37 @@ fn point_lookup_agrees_with_the_full_walk() {
     }
     assert_eq!(lookup_service(dp.store(), &vip(4)).unwrap(), None);
 }
+
+#[test]
+fn udp_flows_to_backends_that_left_are_forgotten_at_the_commit() {
+    let mut dp = fresh();
+    let udp = Frontend::node_port(30053, Protocol::Udp);
+    let tcp = Frontend::node_port(30080, Protocol::Tcp);
+    for frontend in [udp, tcp] {
+        dp.upsert_service(frontend, &[be(1), be(2)], Affinity::None)
+            .unwrap();
+    }
+    dp.commit().unwrap();
+    assert!(dp.store().forgotten.is_empty(), "nothing left yet");
+    let id = |dp: &Datapath<MemMaps>, b: u8| dp.backend_ids[&(be(b), Protocol::Udp)];
+    let (one, two) = (id(&dp, 1), id(&dp, 2));
+
+    // A TCP frontend losing a backend leaves its flows alone; a UDP one has them forgotten,
+    // once, at the commit.
+    dp.upsert_service(tcp, &[be(2)], Affinity::None).unwrap();
+    dp.upsert_service(udp, &[be(2)], Affinity::None).unwrap();
+    assert!(dp.store().forgotten.is_empty(), "not before the commit");
+    dp.commit().unwrap();
+    dp.commit().unwrap();
+    assert_eq!(dp.store().forgotten, [vec![(udp, one)]]);
+
+    // A UDP frontend deleted: every backend it had left it.
+    dp.upsert_service(udp, &[be(2), be(3)], Affinity::None)
+        .unwrap();
+    let three = id(&dp, 3);
+    dp.delete_service(udp).unwrap();
+    dp.commit().unwrap();
+    let mut last = dp.store().forgotten[1].clone();
+    last.sort();
+    assert_eq!(last, [(udp, two), (udp, three)]);
+}

@@ -61,7 +61,7 @@ impl IptablesDatapath<Binary> {
             variant = config.variant.restore_program(),
             "iptables datapath ready"
         );
-        Ok(Self::new(binary, config.cluster_cidr).with_flow_table(Box::new(Netlink)))
+        Ok(Self::new(binary, config.cluster_cidr).with_flow_table(Box::<Netlink>::default()))
     }
 }
 

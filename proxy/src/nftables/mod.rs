@@ -83,7 +83,7 @@ impl NftablesDatapath<Binary> {
         );
         Binary.apply(&probe)?;
         info!("nftables datapath ready");
-        Ok(Self::new(Binary, cluster_cidr).with_flow_table(Box::new(Netlink)))
+        Ok(Self::new(Binary, cluster_cidr).with_flow_table(Box::<Netlink>::default()))
     }
 }
 

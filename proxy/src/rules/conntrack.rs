@@ -113,48 +113,82 @@ pub fn clean(table: &mut dyn FlowTable, model: &Model) -> io::Result<usize> {
     Ok(deleted)
 }
 
-/// The kernel's conntrack table of this network namespace, over `NETLINK_NETFILTER`.
-pub struct Netlink;
+/// The kernel's conntrack table of this network namespace, over `NETLINK_NETFILTER`: one
+/// socket, opened at the first request and kept for the next (a cleaning pass is a dump and a
+/// delete per stale flow), opened again after it failed.
+#[derive(Default)]
+pub struct Netlink {
+    socket: Option<Socket>,
+    /// Of the last request; an answer to another one (left by a request that failed
+    /// midway) is skipped.
+    sequence: u32,
+}
 
 impl Netlink {
     /// Sends one conntrack request and hands each conntrack message of the answer to `each`,
     /// until the dump ends or the kernel acknowledges.
     fn request(
+        &mut self,
         flags: u16,
         message: ConntrackMessage,
-        mut each: impl FnMut(ConntrackMessage),
+        each: impl FnMut(ConntrackMessage),
     ) -> io::Result<()> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
+        let socket = match self.socket.take() {
+            Some(socket) => socket,
+            None => {
+                let mut socket = Socket::new(NETLINK_NETFILTER)?;
+                socket.bind_auto()?;
+                socket.connect(&SocketAddr::new(0, 0))?;
+                socket
+            }
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        // After a failure the socket may hold the rest of an answer: it is not used again. A
+        // refusal is the kernel's whole answer.
+        let refused = exchange(&socket, self.sequence, flags, message, each)?;
+        self.socket = Some(socket);
+        refused
+    }
+}
 
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | flags;
-        header.sequence_number = 1;
-        let inner = NetfilterMessage::new(
-            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-            message,
-        );
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner));
-        packet.finalize();
-        let mut buf = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buf);
-        socket.send(&buf, 0)?;
+/// Sends `message` as request `sequence` and hands each conntrack message of the answer to
+/// `each`, until the dump ends or the kernel acknowledges. The outer error is the socket's;
+/// the inner one, the kernel refusing the request.
+fn exchange(
+    socket: &Socket,
+    sequence: u32,
+    flags: u16,
+    message: ConntrackMessage,
+    mut each: impl FnMut(ConntrackMessage),
+) -> io::Result<io::Result<()>> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    header.sequence_number = sequence;
+    let inner = NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+        message,
+    );
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(inner));
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0)?;
 
-        loop {
-            let (data, _) = socket.recv_from_full()?;
-            let mut offset = 0;
-            while offset < data.len() {
-                let reply = NetlinkMessage::<NetfilterMessage>::deserialize(&data[offset..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = reply.header.length as usize;
+    loop {
+        let (data, _) = socket.recv_from_full()?;
+        let mut offset = 0;
+        while offset < data.len() {
+            let reply = NetlinkMessage::<NetfilterMessage>::deserialize(&data[offset..])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let len = reply.header.length as usize;
+            if reply.header.sequence_number == sequence {
                 match reply.payload {
-                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Done(_) => return Ok(Ok(())),
                     NetlinkPayload::Error(err) => {
-                        return match err.code {
+                        return Ok(match err.code {
                             None => Ok(()),
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                        };
+                        });
                     }
                     NetlinkPayload::InnerMessage(NetfilterMessage {
                         inner: NetfilterMessageInner::Conntrack(message),
@@ -162,11 +196,11 @@ impl Netlink {
                     }) => each(message),
                     _ => {}
                 }
-                if len == 0 {
-                    break;
-                }
-                offset += len.next_multiple_of(4);
             }
+            if len == 0 {
+                break;
+            }
+            offset += len.next_multiple_of(4);
         }
     }
 }
@@ -174,7 +208,7 @@ impl Netlink {
 impl FlowTable for Netlink {
     fn udp_flows(&mut self) -> io::Result<Vec<UdpFlow>> {
         let mut flows = Vec::new();
-        Self::request(NLM_F_DUMP, ConntrackMessage::Get(Vec::new()), |message| {
+        self.request(NLM_F_DUMP, ConntrackMessage::Get(Vec::new()), |message| {
             if let ConntrackMessage::New(attrs) | ConntrackMessage::Get(attrs) = message
                 && let Some(flow) = udp_flow(&attrs)
             {
@@ -197,7 +231,7 @@ impl FlowTable for Netlink {
             ]),
         ];
         let message = ConntrackMessage::Delete(vec![ConntrackAttribute::CtaTupleOrig(tuple)]);
-        match Self::request(NLM_F_ACK, message, |_| {}) {
+        match self.request(NLM_F_ACK, message, |_| {}) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             other => other,
         }
