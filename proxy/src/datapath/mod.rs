@@ -276,6 +276,17 @@ pub trait ServiceDatapath {
     /// Reads back what the maps hold: the "actual" state to diff desired state against.
     fn dump(&self) -> Result<DatapathState>;
 
+    /// Every frontend held, with whether it is a pod's hostPort: what a prune walks. Read
+    /// from [`Self::dump`] unless the datapath knows it without reading its maps back.
+    fn frontends(&self) -> Result<Vec<(Frontend, bool)>> {
+        let state = self.dump()?;
+        Ok(state
+            .services
+            .into_iter()
+            .map(|(frontend, entry)| (frontend, entry.host_port))
+            .collect())
+    }
+
     /// Map updates and deletes issued since open, for tests of the write budget.
     fn map_writes(&self) -> u64;
 

@@ -492,7 +492,7 @@ fn syncer_batches_one_restore_per_sync_and_deletes_stale_chains() {
         key.clone(),
         Ok(DesiredService::from([(vip("172.30.0.41", 80), spec(&eps))])),
     ));
-    let (outcomes, _) = s.full_sync(all);
+    let (outcomes, _) = s.full_sync_of(all);
     assert!(outcomes.is_empty(), "{outcomes:?}");
     assert_eq!(rec.lock().restores.len(), 1);
     let text = rec.lock().restores[0].clone();
@@ -669,7 +669,7 @@ fn the_syncer_programs_and_removes_a_pods_host_ports() {
     let problem = other.problem.expect("a conflict is a problem");
     assert!(problem.contains("pod default/web"), "{problem}");
     // A full sync of the Services prunes nothing that belongs to a pod.
-    let (_, pruned) = s.full_sync(Vec::new());
+    let (_, pruned) = s.full_sync_of(Vec::new());
     assert_eq!(pruned, 0);
     let text = rec.lock().restores.last().unwrap().clone();
     assert!(

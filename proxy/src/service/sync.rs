@@ -231,7 +231,7 @@ impl<D: ProxyDatapath> Syncer<D> {
     /// problem.
     pub fn stage_all_pods(&mut self, all: Vec<(PodName, PodHostPorts)>) -> Vec<(PodName, Outcome)> {
         let wanted: BTreeSet<&PodName> = all.iter().map(|(k, _)| k).collect();
-        let mut outcomes = self.remove_absent(&wanted, Owner::pod);
+        let mut outcomes = self.remove_absent(|k| wanted.contains(k), Owner::pod);
         for (key, ports) in all {
             let outcome = self.stage_pod(&key, ports);
             if outcome.problem.is_some() {
@@ -335,15 +335,19 @@ impl<D: ProxyDatapath> Syncer<D> {
         }
     }
 
-    /// Syncs every Service in `all` (Services absent from it are removed), then prunes frontends
-    /// that are in the maps but owned by no Service, then commits once. Returns each Service's outcome that has a
-    /// problem, and how many frontends the prune removed.
+    /// Syncs every Service in `all`, then prunes frontends that are in the maps but owned by no
+    /// Service, then commits once. Services for which `wanted` says no are removed first, so
+    /// a frontend that moved between Services is free for its new one. `all` is staged as it
+    /// is produced: a caller that computes each desired state on the way never holds them all
+    /// at once (at 100,000 Services that was tens of MiB, for an instant, every sync period).
+    /// Returns each Service's outcome that has a problem, and how many frontends the prune
+    /// removed.
     pub fn full_sync(
         &mut self,
-        all: Vec<(ServiceName, Result<DesiredService, Unsupported>)>,
+        wanted: impl Fn(&ServiceName) -> bool,
+        all: impl IntoIterator<Item = (ServiceName, Result<DesiredService, Unsupported>)>,
     ) -> (Vec<(ServiceName, Outcome)>, usize) {
-        let wanted: BTreeSet<&ServiceName> = all.iter().map(|(k, _)| k).collect();
-        let mut outcomes = self.remove_absent(&wanted, Owner::service);
+        let mut outcomes = self.remove_absent(wanted, Owner::service);
         for (key, desired) in all {
             let outcome = self.stage_service(&key, desired);
             if outcome.problem.is_some() {
@@ -357,19 +361,29 @@ impl<D: ProxyDatapath> Syncer<D> {
         (outcomes, pruned)
     }
 
-    /// Removes everything programmed by the owners of one kind (`kind` names them) that are
-    /// not in `wanted`, and forgets their problems; returns the outcomes that have a problem
+    /// [`Syncer::full_sync`] of a list that holds every wanted Service.
+    #[cfg(test)]
+    pub(crate) fn full_sync_of(
+        &mut self,
+        all: Vec<(ServiceName, Result<DesiredService, Unsupported>)>,
+    ) -> (Vec<(ServiceName, Outcome)>, usize) {
+        let wanted: BTreeSet<ServiceName> = all.iter().map(|(k, _)| k.clone()).collect();
+        self.full_sync(|k| wanted.contains(k), all)
+    }
+
+    /// Removes everything programmed by the owners of one kind (`kind` names them) for which
+    /// `wanted` says no, and forgets their problems; returns the outcomes that have a problem
     /// (a delete that failed).
     fn remove_absent<K: Ord + Clone>(
         &mut self,
-        wanted: &BTreeSet<&K>,
+        wanted: impl Fn(&K) -> bool,
         kind: fn(&Owner) -> Option<&K>,
     ) -> Vec<(K, Outcome)> {
         let gone: BTreeSet<Owner> = self
             .programmed
             .keys()
             .chain(self.problems.keys())
-            .filter(|owner| kind(owner).is_some_and(|k| !wanted.contains(k)))
+            .filter(|owner| kind(owner).is_some_and(|k| !wanted(k)))
             .cloned()
             .collect();
         let mut outcomes = Vec::new();
@@ -386,19 +400,19 @@ impl<D: ProxyDatapath> Syncer<D> {
     /// Removes frontends the maps hold that no Service or pod owns (hostPort frontends only
     /// once the pods have been listed).
     fn prune(&mut self) -> usize {
-        let actual = match self.dp.dump() {
-            Ok(actual) => actual,
+        let held = match self.dp.frontends() {
+            Ok(held) => held,
             Err(err) => {
                 warn!(%err, "reading the datapath for the prune");
                 return 0;
             }
         };
         let mut pruned = 0;
-        for (frontend, entry) in &actual.services {
-            if self.owners.contains_key(frontend) || (entry.host_port && !self.pods_listed) {
+        for (frontend, host_port) in held {
+            if self.owners.contains_key(&frontend) || (host_port && !self.pods_listed) {
                 continue;
             }
-            match self.dp.delete_service(*frontend) {
+            match self.dp.delete_service(frontend) {
                 Ok(()) => {
                     debug!(%frontend, "pruned a frontend nothing owns");
                     pruned += 1;

@@ -82,15 +82,15 @@ fn full_sync_with_nothing_changed_writes_nothing_and_prunes_orphans() {
     let all: Vec<_> = (0..50u8)
         .map(|i| (name(&format!("svc-{i}")), Ok(one(vip(i, 80), &[i, i + 1]))))
         .collect();
-    let (problems, pruned) = s.full_sync(all.clone());
+    let (problems, pruned) = s.full_sync_of(all.clone());
     assert!(problems.is_empty());
     assert_eq!(pruned, 0);
     let before = writes(&s);
-    let (_, pruned) = s.full_sync(all.clone());
+    let (_, pruned) = s.full_sync_of(all.clone());
     assert_eq!((writes(&s), pruned), (before, 0));
 
     // A service deleted "while the proxy was down" is gone from the list: removed.
-    let (_, pruned) = s.full_sync(all[1..].to_vec());
+    let (_, pruned) = s.full_sync_of(all[1..].to_vec());
     assert_eq!(pruned, 0);
     assert!(
         !s.datapath()
@@ -108,7 +108,7 @@ fn restart_from_existing_maps_rewrites_nothing_and_prunes_what_nobody_owns() {
     let all: Vec<_> = (0..20u8)
         .map(|i| (name(&format!("svc-{i}")), Ok(one(vip(i, 80), &[1, 2]))))
         .collect();
-    s.full_sync(all.clone());
+    s.full_sync_of(all.clone());
     let before = s.datapath().dump().unwrap();
     // "Restart": a new datapath over the same maps, a new syncer with no memory.
     let maps = s.datapath().store().clone();
@@ -120,7 +120,7 @@ fn restart_from_existing_maps_rewrites_nothing_and_prunes_what_nobody_owns() {
         .collect();
     now.retain(|(k, _)| *k != name("svc-4"));
     now.push((name("svc-4"), Ok(one(vip(4, 80), &[1, 9]))));
-    let (problems, pruned) = restarted.full_sync(now);
+    let (problems, pruned) = restarted.full_sync_of(now);
     assert!(problems.is_empty());
     assert_eq!(pruned, 1, "svc-3's frontend is pruned");
     let after = restarted.datapath().dump().unwrap();
@@ -237,7 +237,7 @@ fn full_map_skips_the_service_without_breaking_others() {
     );
     assert_eq!(state.services[&vip(1, 80)].backends, backends(&[1, 2]));
     // Room again (a loses a backend): the next full sync programs b... once it fits.
-    let (problems, _) = s.full_sync(vec![
+    let (problems, _) = s.full_sync_of(vec![
         (name("a"), Ok(one(vip(1, 80), &[1]))),
         (name("b"), Ok(one(vip(2, 80), &[3, 4]))),
     ]);
@@ -292,7 +292,7 @@ fn host_ports_are_flagged_entries_kept_by_the_prune_until_the_pods_are_listed() 
     // Restarted: the Services' full sync comes before the pods are listed and keeps them.
     let maps = s.datapath().store().clone();
     let mut restarted = Syncer::new(Datapath::from_store(maps).unwrap());
-    let (_, pruned) = restarted.full_sync(vec![(
+    let (_, pruned) = restarted.full_sync_of(vec![(
         name("a"),
         Ok(one(Frontend::node_port(8080, Protocol::Tcp), &[1])),
     )]);
@@ -305,7 +305,7 @@ fn host_ports_are_flagged_entries_kept_by_the_prune_until_the_pods_are_listed() 
             .stage_all_pods(vec![(web, pod_ports(any, 5))])
             .is_empty()
     );
-    let (_, pruned) = restarted.full_sync(vec![(
+    let (_, pruned) = restarted.full_sync_of(vec![(
         name("a"),
         Ok(one(Frontend::node_port(8080, Protocol::Tcp), &[1])),
     )]);

@@ -100,10 +100,12 @@ impl ServiceView {
     pub fn of(svc: &Service) -> Option<Self> {
         let name = ServiceName::of_service(svc)?;
         let spec = svc.spec.as_ref();
+        // Collected from slices, not flattened options: a collect that knows its length
+        // allocates exactly, where a flattened one reserves four entries for the first.
         let ports = spec
-            .and_then(|s| s.ports.as_ref())
-            .into_iter()
-            .flatten()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default()
+            .iter()
             .map(|p| ServicePortView {
                 name: p.name.clone().unwrap_or_default(),
                 protocol: protocol(p.protocol.as_deref()),
@@ -193,8 +195,9 @@ impl SliceView {
         let owner = ServiceName::of_slice(slice)?;
         let ports = slice
             .ports
+            .as_deref()
+            .unwrap_or_default()
             .iter()
-            .flatten()
             .map(|p| SlicePortView {
                 name: p.name.clone().unwrap_or_default(),
                 protocol: protocol(p.protocol.as_deref()),
@@ -203,8 +206,9 @@ impl SliceView {
             .collect();
         let endpoints = slice
             .endpoints
+            .as_deref()
+            .unwrap_or_default()
             .iter()
-            .flatten()
             .map(|e| EndpointView {
                 address: e.addresses.first().and_then(|a| a.parse().ok()),
                 ready: e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),

@@ -382,7 +382,11 @@ impl<D: ProxyDatapath> Proxy<D> {
         };
         self.slice_owner
             .insert((owner.namespace.clone(), id.1), owner.clone());
-        self.slices.entry(owner).or_default().push(view);
+        // Most Services have one slice: room for one (a first push reserves four).
+        self.slices
+            .entry(owner)
+            .or_insert_with(|| Vec::with_capacity(1))
+            .push(view);
     }
 
     /// Takes slice `id` from under its Service: that Service, if it was filed.
@@ -497,22 +501,24 @@ impl<D: ProxyDatapath> Proxy<D> {
             }
         }
         let started = Instant::now();
-        let services: Vec<Arc<ServiceView>> = self.services.values().cloned().collect();
-        let mut all = Vec::with_capacity(services.len());
-        for svc in &services {
-            let key = svc.name.clone();
-            let desired = self.desired_of(&key, Some(svc));
-            self.syncer.describe(&key, Some(svc));
-            all.push((key, desired));
+        for svc in self.services.values() {
+            self.syncer.describe(&svc.name, Some(svc));
         }
         if self.pods_listed {
             self.stage_pods();
         }
         // The full sync commits everything staged so far.
         self.commit_at = None;
-        let (outcomes, pruned) = self.syncer.full_sync(all);
+        // Each desired state is computed as the syncer takes it, not all of them first.
+        let (services, slices, node) = (&self.services, &self.slices, &self.config.node_name);
+        let all = services.values().map(|svc| {
+            let slices = slices.get(&svc.name).map_or(&[][..], Vec::as_slice);
+            (svc.name.clone(), desired_state_on_node(svc, slices, node))
+        });
+        let (outcomes, pruned) = self.syncer.full_sync(|key| services.contains_key(key), all);
         let live = &self.services;
         self.health.retain(|key| live.contains_key(key));
+        let services: Vec<Arc<ServiceView>> = self.services.values().cloned().collect();
         for svc in &services {
             self.sync_health(&svc.name, Some(svc));
         }
