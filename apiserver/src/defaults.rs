@@ -5,16 +5,24 @@
 
 use serde_json::{Map, Value, json};
 
-/// Applies the defaults of `kind` to `obj` ([`crate::strategy::Strategy::set_defaults`]), then
-/// fills in its initial status.
-pub fn apply(group: &str, kind: &str, obj: &mut Value) {
-    let Some(strategy) = crate::strategy::of_kind(group, kind) else {
+use crate::strategy::Kind;
+
+/// Applies the defaults of a kind to `obj` ([`crate::strategy::Strategy::set_defaults`]), then
+/// fills in its initial status; a kind without a strategy (a custom resource) has none.
+pub(crate) fn apply(strategy: Option<&dyn Kind>, obj: &mut Value) {
+    let Some(strategy) = strategy else {
         return;
     };
     strategy.set_defaults(obj);
     if let Some(status) = strategy.initial_status() {
         fill(ensure(obj, "status"), &status);
     }
+}
+
+/// [`apply`] with the strategy of `group`/`kind` in its storage version, for tests.
+#[cfg(test)]
+pub(crate) fn apply_kind(group: &str, kind: &str, obj: &mut Value) {
+    apply(crate::strategy::of_kind(group, kind), obj)
 }
 
 /// Upstream's `SetDefaults_ReplicationController`: an RC without a selector selects its
@@ -333,14 +341,14 @@ mod tests {
     fn secret_string_data_is_merged_into_data() {
         let mut secret = json!({"metadata": {"name": "s"},
             "data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "b": "two"}});
-        apply("", "Secret", &mut secret);
+        apply_kind("", "Secret", &mut secret);
         assert_eq!(secret.get("stringData"), None);
         assert_eq!(
             secret["data"],
             json!({"a": "bmV3", "b": "dHdv", "keep": "eA=="})
         );
         let mut bad = json!({"metadata": {"name": "s"}, "stringData": {"n": 1}});
-        apply("", "Secret", &mut bad);
+        apply_kind("", "Secret", &mut bad);
         assert_eq!(
             bad["stringData"],
             json!({"n": 1}),
@@ -352,7 +360,7 @@ mod tests {
     fn pod_defaults() {
         let mut pod = json!({"spec": {"containers": [{"name": "a", "image": "web"}, {"name": "b", "image": "web:v2",
             "ports": [{"containerPort": 80}], "resources": {"limits": {"cpu": "100m"}}}]}});
-        apply("", "Pod", &mut pod);
+        apply_kind("", "Pod", &mut pod);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
@@ -392,14 +400,14 @@ mod tests {
             ),
         ] {
             let mut obj = json!({"metadata": {"name": "x"}, "spec": {}});
-            apply(group, kind, &mut obj);
+            apply_kind(group, kind, &mut obj);
             assert_eq!(obj["status"], status, "{kind}");
         }
         let mut ds = json!({"spec": {}});
-        apply("apps", "DaemonSet", &mut ds);
+        apply_kind("apps", "DaemonSet", &mut ds);
         assert_eq!(ds["status"]["numberMisscheduled"], 0);
         let mut cm = json!({"data": {}});
-        apply("", "ConfigMap", &mut cm);
+        apply_kind("", "ConfigMap", &mut cm);
         assert_eq!(cm.get("status"), None, "a kind without status gets none");
     }
 
@@ -408,7 +416,7 @@ mod tests {
         let mut rc = json!({"metadata": {"name": "web"}, "spec": {"template": {
             "metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        apply("", "ReplicationController", &mut rc);
+        apply_kind("", "ReplicationController", &mut rc);
         assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
         assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
         assert_eq!(rc["spec"]["replicas"], 1);
@@ -416,31 +424,31 @@ mod tests {
         let mut own = json!({"metadata": {"name": "web", "labels": {"team": "a"}}, "spec": {
             "replicas": 0, "selector": {"app": "web", "v": "1"},
             "template": {"metadata": {"labels": {"app": "web", "v": "1", "x": "y"}}}}});
-        apply("", "ReplicationController", &mut own);
+        apply_kind("", "ReplicationController", &mut own);
         assert_eq!(own["spec"]["selector"], json!({"app": "web", "v": "1"}));
         assert_eq!(own["metadata"]["labels"], json!({"team": "a"}));
         assert_eq!(own["spec"]["replicas"], 0);
         let mut bare = json!({"metadata": {"name": "web"}, "spec": {}});
-        apply("", "ReplicationController", &mut bare);
+        apply_kind("", "ReplicationController", &mut bare);
         assert_eq!(bare["spec"].get("selector"), None, "no labels, no selector");
     }
 
     #[test]
     fn storage_defaults_fill_only_what_is_unset() {
         let mut pv = json!({"spec": {"capacity": {"storage": "1Gi"}}});
-        apply("", "PersistentVolume", &mut pv);
+        apply_kind("", "PersistentVolume", &mut pv);
         assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
         assert_eq!(pv["spec"]["volumeMode"], "Filesystem");
         let mut pvc = json!({"spec": {"volumeMode": "Block"}});
-        apply("", "PersistentVolumeClaim", &mut pvc);
+        apply_kind("", "PersistentVolumeClaim", &mut pvc);
         assert_eq!(pvc["spec"]["volumeMode"], "Block");
         let mut class = json!({"provisioner": "ekube.io/local-path"});
-        apply("storage.k8s.io", "StorageClass", &mut class);
+        apply_kind("storage.k8s.io", "StorageClass", &mut class);
         assert_eq!(class["reclaimPolicy"], "Delete");
         assert_eq!(class["volumeBindingMode"], "Immediate");
         let mut kept =
             json!({"reclaimPolicy": "Retain", "volumeBindingMode": "WaitForFirstConsumer"});
-        apply("storage.k8s.io", "StorageClass", &mut kept);
+        apply_kind("storage.k8s.io", "StorageClass", &mut kept);
         assert_eq!(kept["reclaimPolicy"], "Retain");
         assert_eq!(kept["volumeBindingMode"], "WaitForFirstConsumer");
     }
@@ -448,18 +456,18 @@ mod tests {
     #[test]
     fn a_reported_status_keeps_its_values() {
         let mut rs = json!({"spec": {}, "status": {"replicas": 3, "readyReplicas": 2}});
-        apply("apps", "ReplicaSet", &mut rs);
+        apply_kind("apps", "ReplicaSet", &mut rs);
         assert_eq!(rs["status"], json!({"replicas": 3, "readyReplicas": 2}));
         let mut svc =
             json!({"spec": {}, "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.9"}]}}});
-        apply("", "Service", &mut svc);
+        apply_kind("", "Service", &mut svc);
         assert_eq!(
             svc["status"]["loadBalancer"]["ingress"][0]["ip"],
             "10.0.0.9"
         );
         let mut node = json!({"status": {"nodeInfo": {"kubeletVersion": "v1.37.0"},
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
-        apply("", "Node", &mut node);
+        apply_kind("", "Node", &mut node);
         assert_eq!(node["status"]["nodeInfo"]["kubeletVersion"], "v1.37.0");
         assert_eq!(node["status"]["nodeInfo"]["machineID"], "");
         assert_eq!(
@@ -471,7 +479,7 @@ mod tests {
     #[test]
     fn horizontal_pod_autoscaler_defaults() {
         let mut hpa = json!({"spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3}});
-        apply("autoscaling", "HorizontalPodAutoscaler", &mut hpa);
+        apply_kind("autoscaling", "HorizontalPodAutoscaler", &mut hpa);
         assert_eq!(hpa["spec"]["minReplicas"], 1);
         assert_eq!(
             hpa["spec"]["metrics"][0]["resource"]["target"],
@@ -481,7 +489,7 @@ mod tests {
         assert_eq!(hpa["status"], json!({"desiredReplicas": 0}));
         let mut hpa = json!({"spec": {"minReplicas": 2, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}},
             "metrics": [{"type": "Pods"}]}});
-        apply("autoscaling", "HorizontalPodAutoscaler", &mut hpa);
+        apply_kind("autoscaling", "HorizontalPodAutoscaler", &mut hpa);
         assert_eq!(hpa["spec"]["minReplicas"], 2);
         assert_eq!(hpa["spec"]["metrics"], json!([{"type": "Pods"}]));
         let b = &hpa["spec"]["behavior"];
@@ -498,7 +506,7 @@ mod tests {
     #[test]
     fn service_defaults() {
         let mut svc = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}]}});
-        apply("", "Service", &mut svc);
+        apply_kind("", "Service", &mut svc);
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
         assert_eq!(svc["spec"]["sessionAffinity"], "None");

@@ -24,6 +24,7 @@ use crate::alloc::{Allocator, Holdings};
 use crate::auth::User;
 use crate::errors::{ApiError, Cause, Result};
 use crate::storage::{self, KeyValue, Storage};
+use crate::strategy::Kind;
 use crate::{defaults, typed, validation};
 
 /// How unknown fields are treated (`?fieldValidation=`).
@@ -259,20 +260,21 @@ impl Registry {
             .filter(|_| converted)
             .map(|o| crate::convert::to_storage(r, o));
         let old = old_stored.as_ref().or(old);
-        defaults::apply(r.group, r.kind, obj);
-        let mut causes = validation::validate(r.group, r.kind, obj, old, self.node_ports);
+        let storage = crate::convert::storage_resource(r);
+        let strategy = crate::strategy::of(&storage);
+        defaults::apply(strategy, obj);
+        let mut causes = validation::validate(r.kind, strategy, obj, old, self.node_ports);
         match (old, subresource) {
             // Upstream's ephemeral containers strategy: its own update rules, not the pod's.
             (Some(old), Some("ephemeralcontainers")) => {
                 causes.extend(validation::ephemeral_containers_update(old, obj));
             }
-            (Some(old), _) => causes.extend(validation::immutable(r.group, r.kind, old, obj)),
+            (Some(old), _) => causes.extend(validation::immutable(strategy, old, obj)),
             (None, _) => {}
         }
         if !causes.is_empty() {
             return Err(ApiError::invalid(r.group, r.kind, name_of(obj), causes));
         }
-        let storage = crate::convert::storage_resource(r);
         let (normalized, mut unknown) = normalize(&storage, obj.take())?;
         *obj = match request {
             Some(request) => {
@@ -317,6 +319,7 @@ impl Registry {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the request body must be an object"));
         }
+        let strategy = crate::strategy::of(r);
         obj["apiVersion"] = json!(r.api_version());
         obj["kind"] = json!(r.kind);
         let meta = defaults::ensure(&mut obj, "metadata");
@@ -359,14 +362,14 @@ impl Registry {
             m.remove("deletionGracePeriodSeconds");
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             m.insert("creationTimestamp".into(), json!(now()));
-            if r.status || crate::strategy::of(r).is_some_and(|k| k.generation()) {
+            if r.status || strategy.is_some_and(|k| k.generation()) {
                 m.insert("generation".into(), json!(1));
             }
         }
         // Status is the system's to write, except where the kind says otherwise (a Node's
         // kubelet reports it on create).
         if r.status
-            && !crate::strategy::of(r).is_some_and(|k| k.creates_with_status())
+            && !strategy.is_some_and(|k| k.creates_with_status())
             && let Some(m) = obj.as_object_mut()
         {
             m.remove("status");
@@ -387,7 +390,7 @@ impl Registry {
             .await?;
         admission::validate(self, &attrs, Some(&obj), &mut warnings).await?;
         let k = key(r, ns, &name);
-        if allocates(r) {
+        if allocates(strategy) {
             let mut alloc = self.alloc.lock().await;
             if self.store.get(&k).await?.is_some() {
                 return Err(ApiError::already_exists(r.group, r.plural, &name));
@@ -450,6 +453,7 @@ impl Registry {
     where
         F: FnMut(Value) -> Result<Value>,
     {
+        let strategy = crate::strategy::of(r);
         for _ in 0..32 {
             let kv = self.get_kv(r, ns, name).await?;
             let current = decode(r, &kv);
@@ -461,7 +465,7 @@ impl Registry {
             if let Some(m) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
                 m.remove("resourceVersion");
             }
-            self.prepare_update(r, &current, &mut desired, subresource)?;
+            self.prepare_update(r, strategy, &current, &mut desired, subresource)?;
             let mut warnings = Warnings::default();
             let attrs = Attributes {
                 operation: Operation::Update,
@@ -488,7 +492,7 @@ impl Registry {
             Self::bump_generation(&current, &mut desired);
             admission::validate(self, &attrs, Some(&desired), &mut warnings).await?;
             if desired.pointer("/metadata/deletionTimestamp").is_some()
-                && finalizers_done(r, &desired)
+                && finalizers_done(strategy, &desired)
             {
                 let gone = self
                     .store
@@ -496,7 +500,7 @@ impl Registry {
                     .await;
                 match gone {
                     Ok(kv) => {
-                        self.released(r, &current).await;
+                        self.released(strategy, &current).await;
                         return Ok((decode(r, &kv), warnings));
                     }
                     Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
@@ -506,7 +510,7 @@ impl Registry {
             if without_rv(&desired) == without_rv(&current) {
                 return Ok((current, warnings));
             }
-            let write = if allocates(r) {
+            let write = if allocates(strategy) {
                 let mut alloc = self.alloc.lock().await;
                 let old = Holdings::of(&current);
                 let held = self
@@ -558,6 +562,7 @@ impl Registry {
     fn prepare_update(
         &self,
         r: &ResourceInfo,
+        strategy: Option<&dyn Kind>,
         current: &Value,
         desired: &mut Value,
         sub: Option<&str>,
@@ -593,7 +598,7 @@ impl Registry {
                     }
                 }
                 // Kubernetes resets metadata on status writes, except where the kind says.
-                if crate::strategy::of(r).is_some_and(|k| k.status_writes_metadata()) {
+                if strategy.is_some_and(|k| k.status_writes_metadata()) {
                     for field in ["labels", "annotations"] {
                         match desired["metadata"].get(field) {
                             Some(v) => next["metadata"][field] = v.clone(),
@@ -683,8 +688,8 @@ impl Registry {
     }
 
     /// Called after an object left storage, to free what it held.
-    async fn released(&self, r: &ResourceInfo, obj: &Value) {
-        if allocates(r) {
+    async fn released(&self, strategy: Option<&dyn Kind>, obj: &Value) {
+        if allocates(strategy) {
             let held = Holdings::of(obj);
             let owner = format!(
                 "{}/{}",
@@ -752,6 +757,7 @@ impl Registry {
         name: &str,
         opts: &DeleteOptions,
     ) -> Result<Deleted> {
+        let strategy = crate::strategy::of(r);
         for _ in 0..32 {
             let kv = self.get_kv(r, ns, name).await?;
             let current = decode(r, &kv);
@@ -798,7 +804,6 @@ impl Registry {
             }
             let mut next = current.clone();
             let mut changed = false;
-            let strategy = crate::strategy::of(r);
             // Graceful deletion (of pods a kubelet is running).
             if let Some(grace) = strategy.and_then(|k| k.grace_period(&current, opts.grace_period))
             {
@@ -865,7 +870,7 @@ impl Registry {
                     .await
                 {
                     Ok(kv) => {
-                        self.released(r, &current).await;
+                        self.released(strategy, &current).await;
                         return Ok(Deleted::Gone(decode(r, &kv)));
                     }
                     Err(storage::Error::Conflict { .. }) => continue,
@@ -895,12 +900,12 @@ impl Registry {
 }
 
 /// Whether an object marked for deletion may now leave storage.
-fn finalizers_done(r: &ResourceInfo, obj: &Value) -> bool {
+fn finalizers_done(strategy: Option<&dyn Kind>, obj: &Value) -> bool {
     let meta_done = obj
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_none_or(|f| f.is_empty());
-    let own_done = !crate::strategy::of(r).is_some_and(|k| k.finalizing(obj));
+    let own_done = !strategy.is_some_and(|k| k.finalizing(obj));
     // A terminating pod leaves only when its kubelet (or a forced delete) says so.
     let grace = obj
         .pointer("/metadata/deletionGracePeriodSeconds")
@@ -949,9 +954,9 @@ pub fn matches(
         && fields.matches_object(obj)
 }
 
-/// Whether objects of `r` hold a cluster IP and node ports the registry allocates.
-fn allocates(r: &ResourceInfo) -> bool {
-    crate::strategy::of(r).is_some_and(|k| k.allocates())
+/// Whether objects of a kind hold a cluster IP and node ports the registry allocates.
+fn allocates(strategy: Option<&dyn Kind>) -> bool {
+    strategy.is_some_and(|k| k.allocates())
 }
 
 /// Turns a `Cause`-free validation into a plain invalid error (used by subresources).

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::errors::Cause;
+use crate::strategy::Kind;
 use pod::{container, pod_spec};
 
 mod dns;
@@ -182,20 +183,44 @@ fn qualified_name(key: &str) -> Vec<String> {
 /// Validates a whole object of `kind` (after defaulting): the metadata every object has, then
 /// the kind's own rules ([`crate::strategy::Strategy::validate`]). `old` is the stored version
 /// on update.
-pub fn validate(
-    group: &str,
+pub(crate) fn validate(
     kind: &str,
+    strategy: Option<&dyn Kind>,
     obj: &Value,
     old: Option<&Value>,
     node_ports: (u16, u16),
 ) -> Vec<Cause> {
     let mut causes = Vec::new();
     metadata(kind, obj, &mut causes);
-    if let Some(strategy) = crate::strategy::of_kind(group, kind) {
+    if let Some(strategy) = strategy {
         let ctx = crate::strategy::Context { old, node_ports };
         strategy.validate(obj, &ctx, &mut causes);
     }
     causes
+}
+
+/// [`validate`] with the strategy of `group`/`kind` in its storage version, for tests.
+#[cfg(test)]
+pub(crate) fn validate_kind(
+    group: &str,
+    kind: &str,
+    obj: &Value,
+    old: Option<&Value>,
+    node_ports: (u16, u16),
+) -> Vec<Cause> {
+    validate(
+        kind,
+        crate::strategy::of_kind(group, kind),
+        obj,
+        old,
+        node_ports,
+    )
+}
+
+/// [`immutable`] with the strategy of `group`/`kind` in its storage version, for tests.
+#[cfg(test)]
+pub(crate) fn immutable_kind(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
+    immutable(crate::strategy::of_kind(group, kind), old, new)
 }
 
 /// An APIService is named after what it serves, `<version>.<group>`, with priorities in
@@ -399,9 +424,9 @@ pub(crate) fn protocol(p: &Value, field: &str, causes: &mut Vec<Cause>) {
 
 /// Checks an update against the fields Kubernetes makes immutable, by the kind's rules
 /// ([`crate::strategy::Strategy::validate_update`]).
-pub fn immutable(group: &str, kind: &str, old: &Value, new: &Value) -> Vec<Cause> {
+pub(crate) fn immutable(strategy: Option<&dyn Kind>, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if let Some(strategy) = crate::strategy::of_kind(group, kind) {
+    if let Some(strategy) = strategy {
         strategy.validate_update(old, new, &mut causes);
     }
     causes
@@ -422,7 +447,7 @@ mod tests {
                 "groupPriorityMinimum": 100, "versionPriority": 15}})
         };
         let fields = |obj: Value| {
-            validate(
+            validate_kind(
                 "apiregistration.k8s.io",
                 "APIService",
                 &obj,
@@ -451,8 +476,8 @@ mod tests {
                 "volumeClaimTemplates": [{"metadata": {"name": "www"}}],
             }})
         };
-        assert!(validate("apps", "StatefulSet", &set("www"), None, (30000, 32767)).is_empty());
-        let causes = validate("apps", "StatefulSet", &set("other"), None, (30000, 32767));
+        assert!(validate_kind("apps", "StatefulSet", &set("www"), None, (30000, 32767)).is_empty());
+        let causes = validate_kind("apps", "StatefulSet", &set("other"), None, (30000, 32767));
         assert_eq!(
             causes.iter().map(|c| c.field.as_str()).collect::<Vec<_>>(),
             ["spec.template.spec.containers[0].volumeMounts[0].name"]
@@ -464,10 +489,10 @@ mod tests {
         let cr = |data: Value, revision: i64| json!({"metadata": {"name": "web-7c9d"}, "data": data, "revision": revision});
         let good = cr(json!({"spec": {"template": {"$patch": "replace"}}}), 1);
         let ports = (30000, 32767);
-        assert!(validate("apps", "ControllerRevision", &good, None, ports).is_empty());
+        assert!(validate_kind("apps", "ControllerRevision", &good, None, ports).is_empty());
         let fields = |causes: Vec<Cause>| causes.into_iter().map(|c| c.field).collect::<Vec<_>>();
         assert_eq!(
-            fields(validate(
+            fields(validate_kind(
                 "apps",
                 "ControllerRevision",
                 &cr(Value::Null, -1),
@@ -477,10 +502,10 @@ mod tests {
             ["data", "revision"]
         );
         let bumped = cr(good["data"].clone(), 3);
-        assert!(immutable("apps", "ControllerRevision", &good, &bumped).is_empty());
+        assert!(immutable_kind("apps", "ControllerRevision", &good, &bumped).is_empty());
         let unnumbered = json!({"metadata": {"name": "web-7c9d"}, "data": {}});
         assert_eq!(
-            fields(validate(
+            fields(validate_kind(
                 "apps",
                 "ControllerRevision",
                 &unnumbered,
@@ -491,7 +516,12 @@ mod tests {
         );
         let rewritten = cr(json!({"spec": {}}), 1);
         assert_eq!(
-            fields(immutable("apps", "ControllerRevision", &good, &rewritten)),
+            fields(immutable_kind(
+                "apps",
+                "ControllerRevision",
+                &good,
+                &rewritten
+            )),
             ["data"]
         );
     }
@@ -518,7 +548,7 @@ mod tests {
                 pod(policy, [("a", a), ("b", b)]),
                 pod(policy, [("a", c), ("b", d)]),
             );
-            immutable("", "Pod", &old, &new)
+            immutable_kind("", "Pod", &old, &new)
                 .into_iter()
                 .map(|c| c.field)
                 .collect::<Vec<_>>()
@@ -545,7 +575,7 @@ mod tests {
     #[test]
     fn missing_image_is_required() {
         let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "web"}]}});
-        let causes = validate("", "Pod", &pod, None, (30000, 32767));
+        let causes = validate_kind("", "Pod", &pod, None, (30000, 32767));
         assert_eq!(causes, [Cause::required("spec.containers[0].image")]);
     }
 
@@ -555,7 +585,7 @@ mod tests {
             let pod = json!({"metadata": {"name": "p"}, "spec": {
                 "dnsPolicy": policy, "dnsConfig": config,
                 "containers": [{"name": "c", "image": "i"}]}});
-            validate("", "Pod", &pod, None, (30000, 32767))
+            validate_kind("", "Pod", &pod, None, (30000, 32767))
                 .into_iter()
                 .map(|c| (c.field, c.message))
                 .collect::<Vec<_>>()
@@ -606,7 +636,7 @@ mod tests {
         assert!(!is_dns1123_subdomain("Web"));
         let svc = json!({"metadata": {"name": "1svc"}, "spec": {"ports": [{"port": 80}]}});
         assert_eq!(
-            validate("", "Service", &svc, None, (30000, 32767))[0].field,
+            validate_kind("", "Service", &svc, None, (30000, 32767))[0].field,
             "metadata.name"
         );
     }
@@ -618,7 +648,7 @@ mod tests {
                 "schedule": schedule, "timeZone": zone,
                 "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
                     "containers": [{"name": "c", "image": "i"}]}}}}}});
-            validate("batch", "CronJob", &cj, None, (30000, 32767))
+            validate_kind("batch", "CronJob", &cj, None, (30000, 32767))
                 .into_iter()
                 .map(|c| format!("{}: {}", c.field, c.message))
                 .collect::<Vec<_>>()
@@ -650,7 +680,7 @@ mod tests {
     fn service_ports() {
         let svc = json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [
             {"port": 70000}, {"port": 80, "nodePort": 80}]}});
-        let fields: Vec<String> = validate("", "Service", &svc, None, (30000, 32767))
+        let fields: Vec<String> = validate_kind("", "Service", &svc, None, (30000, 32767))
             .into_iter()
             .map(|c| c.field)
             .collect();
@@ -669,7 +699,7 @@ mod tests {
     fn deployment_selector_must_match() {
         let d = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "a"}},
             "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let causes = validate("apps", "Deployment", &d, None, (30000, 32767));
+        let causes = validate_kind("apps", "Deployment", &d, None, (30000, 32767));
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
     }

@@ -303,6 +303,7 @@ pub fn of(r: &ResourceInfo) -> Option<&'static dyn Kind> {
 }
 
 /// The strategy of `group`/`kind` in its storage version.
+#[cfg(test)]
 pub fn of_kind(group: &str, kind: &str) -> Option<&'static dyn Kind> {
     find_kind(group, "", kind)
 }

@@ -419,7 +419,7 @@ mod tests {
 
     fn check(spec: Value) -> Vec<String> {
         let mut obj = json!({"metadata": {"name": "web"}, "spec": spec});
-        crate::defaults::apply("autoscaling", "HorizontalPodAutoscaler", &mut obj);
+        crate::defaults::apply_kind("autoscaling", "HorizontalPodAutoscaler", &mut obj);
         let mut causes: Vec<Cause> = Vec::new();
         super::validate(&obj, &mut causes);
         causes

@@ -206,7 +206,7 @@ pub(crate) fn immutable(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate;
+    use super::super::validate_kind;
     use super::*;
     use serde_json::json;
 
@@ -218,7 +218,7 @@ mod tests {
     }
 
     fn messages(obj: &Value) -> Vec<String> {
-        validate("batch", "Job", obj, None, (30000, 32767))
+        validate_kind("batch", "Job", obj, None, (30000, 32767))
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect()
@@ -313,7 +313,7 @@ mod tests {
             "jobTemplate": {"spec": {"completionMode": "Indexed", "parallelism": 2,
                 "template": {"spec": {"restartPolicy": "Never",
                     "containers": [{"name": "c", "image": "busybox"}]}}}}}});
-        let causes: Vec<String> = validate("batch", "CronJob", &cj, None, (30000, 32767))
+        let causes: Vec<String> = validate_kind("batch", "CronJob", &cj, None, (30000, 32767))
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect();

@@ -23,24 +23,24 @@ fn pod_requesting(cpu: &str) -> Value {
 #[test]
 fn negative_and_overflowing_quantities_are_refused() {
     let field = "spec.containers[0].resources.requests[cpu]";
-    let negative = validate("", "Pod", &pod_requesting("-100m"), None, PORTS);
+    let negative = validate_kind("", "Pod", &pod_requesting("-100m"), None, PORTS);
     assert_eq!(
         messages(&negative, field),
         ["Invalid value: \"-100m\": must be greater than or equal to 0"]
     );
     for huge in ["1e400", "99999999999999999999999", "16Ei"] {
-        let causes = validate("", "Pod", &pod_requesting(huge), None, PORTS);
+        let causes = validate_kind("", "Pod", &pod_requesting(huge), None, PORTS);
         let got = messages(&causes, field);
         assert!(
             got.len() == 1 && got[0].contains("must be less than or equal to"),
             "{huge}: {got:?}"
         );
     }
-    assert!(validate("", "Pod", &pod_requesting("250m"), None, PORTS).is_empty());
+    assert!(validate_kind("", "Pod", &pod_requesting("250m"), None, PORTS).is_empty());
     let quota = json!({"metadata": {"name": "q"}, "spec": {"hard": {"pods": "-1"}}});
     assert_eq!(
         messages(
-            &validate("", "ResourceQuota", &quota, None, PORTS),
+            &validate_kind("", "ResourceQuota", &quota, None, PORTS),
             "spec.hard[pods]"
         )
         .len(),
@@ -53,7 +53,7 @@ fn annotations_total_at_most_256_kib() {
     let with = |value_len: usize| json!({"metadata": {"name": "c", "annotations": {"k": "x".repeat(value_len)}}});
     // The key counts too: "k" plus the value.
     assert!(
-        validate(
+        validate_kind(
             "",
             "ConfigMap",
             &with(TOTAL_ANNOTATION_SIZE - 1),
@@ -62,7 +62,7 @@ fn annotations_total_at_most_256_kib() {
         )
         .is_empty()
     );
-    let causes = validate("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE), None, PORTS);
+    let causes = validate_kind("", "ConfigMap", &with(TOTAL_ANNOTATION_SIZE), None, PORTS);
     assert_eq!(
         causes,
         [Cause::too_long(
@@ -80,7 +80,7 @@ fn annotations_total_at_most_256_kib() {
 fn label_and_annotation_keys_are_qualified_names() {
     let obj = |labels: Value, annotations: Value| json!({"metadata": {"name": "c", "labels": labels, "annotations": annotations}});
     let long = "a".repeat(64);
-    let causes = validate(
+    let causes = validate_kind(
         "",
         "ConfigMap",
         &obj(
@@ -124,7 +124,7 @@ fn config_keys_may_not_be_dot_or_dot_dot() {
     for (kind, field) in [("ConfigMap", "data"), ("Secret", "stringData")] {
         let obj = json!({"metadata": {"name": "c"},
             field: {".": "x", "..": "x", "..data": "x", "a..b": "x", ".hidden": "x"}});
-        let causes = validate("", kind, &obj, None, PORTS);
+        let causes = validate_kind("", kind, &obj, None, PORTS);
         let got: Vec<(String, String)> = causes
             .iter()
             .map(|c| (c.field.clone(), c.message.clone()))
@@ -163,7 +163,7 @@ fn health_check_node_port_must_be_in_range() {
         json!(-5),
         json!(65536 + 30000),
     ] {
-        let causes = validate("", "Service", &svc(bad.clone()), None, PORTS);
+        let causes = validate_kind("", "Service", &svc(bad.clone()), None, PORTS);
         assert_eq!(
             messages(&causes, field),
             [format!(
@@ -172,6 +172,6 @@ fn health_check_node_port_must_be_in_range() {
         );
     }
     for good in [json!(0), json!(30000), json!(32767)] {
-        assert!(validate("", "Service", &svc(good), None, PORTS).is_empty());
+        assert!(validate_kind("", "Service", &svc(good), None, PORTS).is_empty());
     }
 }

@@ -87,12 +87,12 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::defaults;
-    use crate::validation::validate;
+    use crate::validation::validate_kind;
 
     /// Defaults, then validates, as a create does.
     fn messages(mut rc: Value) -> Vec<String> {
-        defaults::apply("", "ReplicationController", &mut rc);
-        validate("", "ReplicationController", &rc, None, (30000, 32767))
+        defaults::apply_kind("", "ReplicationController", &mut rc);
+        validate_kind("", "ReplicationController", &rc, None, (30000, 32767))
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect()

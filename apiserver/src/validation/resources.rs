@@ -177,8 +177,8 @@ mod tests {
     fn causes(resources: Value) -> Vec<(String, String)> {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "c", "image": "i", "resources": resources}]}});
-        crate::defaults::apply("", "Pod", &mut pod);
-        super::super::validate("", "Pod", &pod, None, (30000, 32767))
+        crate::defaults::apply_kind("", "Pod", &mut pod);
+        super::super::validate_kind("", "Pod", &pod, None, (30000, 32767))
             .into_iter()
             .map(|c| (c.field, c.message))
             .collect()
@@ -210,7 +210,7 @@ mod tests {
     fn the_limit_becomes_the_request_when_only_a_limit_is_given() {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [
             {"name": "c", "image": "i", "resources": {"limits": {DEV: "3"}}}]}});
-        crate::defaults::apply("", "Pod", &mut pod);
+        crate::defaults::apply_kind("", "Pod", &mut pod);
         assert_eq!(
             pod["spec"]["containers"][0]["resources"]["requests"][DEV],
             "3"
@@ -341,8 +341,8 @@ mod tests {
         let mut pod = json!({"metadata": {"name": "p"}, "spec": {
             "initContainers": [{"name": "i", "image": "i", "resources": {"requests": {DEV: "1"}}}],
             "containers": [{"name": "c", "image": "i"}]}});
-        crate::defaults::apply("", "Pod", &mut pod);
-        let causes = super::super::validate("", "Pod", &pod, None, (30000, 32767));
+        crate::defaults::apply_kind("", "Pod", &mut pod);
+        let causes = super::super::validate_kind("", "Pod", &pod, None, (30000, 32767));
         let e = ApiError::invalid("", "Pod", "p", causes);
         assert_eq!(e.code, 422);
         assert_eq!(
