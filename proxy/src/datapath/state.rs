@@ -291,15 +291,17 @@ impl<S: MapStore> Datapath<S> {
             },
         );
         for removed in old_set.difference(&new_set) {
-            self.backend_left(frontend, *removed)?;
+            self.backend_left(frontend, options.host_port, *removed)?;
         }
         Ok(())
     }
 
-    /// `frontend` no longer balances to backend `id`: drops its reference, and remembers a UDP
-    /// frontend's flows there for the commit.
-    fn backend_left(&mut self, frontend: Frontend, id: u32) -> Result<()> {
-        if frontend.proto == Protocol::Udp {
+    /// `frontend` no longer balances to backend `id`: drops its reference, and remembers the
+    /// flows there for the commit if the frontend can have any: a UDP one on node addresses (a
+    /// NodePort, or a pod's hostPort), the only ones the tc programs keep flows for. ClusterIP
+    /// traffic is translated by the socket hooks, without a conntrack entry.
+    fn backend_left(&mut self, frontend: Frontend, host_port: bool, id: u32) -> Result<()> {
+        if frontend.proto == Protocol::Udp && (frontend.is_node_port() || host_port) {
             self.left_flows.push((frontend, id));
         }
         self.release_backend(id)
@@ -315,7 +317,7 @@ impl<S: MapStore> Datapath<S> {
         }
         self.services.remove(&frontend);
         for id in service.slots.iter().collect::<HashSet<_>>() {
-            self.backend_left(frontend, *id)?;
+            self.backend_left(frontend, service.options.host_port, *id)?;
         }
         Ok(())
     }

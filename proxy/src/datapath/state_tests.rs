@@ -258,7 +258,8 @@ fn udp_flows_to_backends_that_left_are_forgotten_at_the_commit() {
     let mut dp = fresh();
     let udp = Frontend::node_port(30053, Protocol::Udp);
     let tcp = Frontend::node_port(30080, Protocol::Tcp);
-    for frontend in [udp, tcp] {
+    let cluster = Frontend::cluster_ip(Ipv4Addr::new(10, 96, 0, 10), 53, Protocol::Udp);
+    for frontend in [udp, tcp, cluster] {
         dp.upsert_service(frontend, &[be(1), be(2)], Affinity::None)
             .unwrap();
     }
@@ -267,9 +268,11 @@ fn udp_flows_to_backends_that_left_are_forgotten_at_the_commit() {
     let id = |dp: &Datapath<MemMaps>, b: u8| dp.backend_ids[&(be(b), Protocol::Udp)];
     let (one, two) = (id(&dp, 1), id(&dp, 2));
 
-    // A TCP frontend losing a backend leaves its flows alone; a UDP one has them forgotten,
-    // once, at the commit.
+    // A TCP frontend losing a backend leaves its flows alone, as does a ClusterIP one (the
+    // socket hooks keep no flows); a UDP NodePort has them forgotten, once, at the commit.
     dp.upsert_service(tcp, &[be(2)], Affinity::None).unwrap();
+    dp.upsert_service(cluster, &[be(2)], Affinity::None)
+        .unwrap();
     dp.upsert_service(udp, &[be(2)], Affinity::None).unwrap();
     assert!(dp.store().forgotten.is_empty(), "not before the commit");
     dp.commit().unwrap();
