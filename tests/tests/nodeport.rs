@@ -519,14 +519,9 @@ fn nodeport_from_outside() {
             "--source-port",
             "40053",
         ];
-        tally(&Reply::parse_all(&run_client(
-            &topo,
-            "ext",
-            false,
-            &args.map(String::from),
-        )))
+        Reply::parse_all(&run_client(&topo, "ext", false, &args.map(String::from)))
     };
-    let first = udp_flow(3);
+    let first = tally(&udp_flow(3));
     assert_eq!(first.len(), 1, "one UDP flow, one backend: {first:?}");
     let gone = first.into_keys().next().unwrap();
     let kept: Vec<&str> = ["p1a", "p1b", "p2a"]
@@ -539,7 +534,8 @@ fn nodeport_from_outside() {
     wait_for(
         Duration::from_secs(10),
         &format!("the UDP flow to move off {gone}"),
-        || Ok(!udp_flow(1).contains_key(&gone)),
+        // A datagram lost while the Service changes is a retry, not a failure.
+        || Ok(matches!(udp_flow(1).as_slice(), [Reply::Ok { name, .. }] if *name != gone)),
     )
     .unwrap_or_else(|e| {
         let entries = conntrack::entries(&topo.dp).unwrap_or_default();

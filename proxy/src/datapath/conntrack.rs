@@ -33,7 +33,7 @@ use ekube_ebpf_common::{
 };
 use tracing::{debug, warn};
 
-use super::{DatapathConfig, Error, Frontend, NodePortSettings, Protocol, Result, maps, sys};
+use super::{DatapathConfig, Error, Frontend, NodePortSettings, Result, maps, sys};
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map {
@@ -187,7 +187,8 @@ fn remove_flow(map: &mut HashMap<MapData, CtKey, CtValue>, key: &CtKey, value: &
 
 /// Deletes the UDP flows sent to a backend their frontend no longer balances to: `left` holds
 /// each such frontend with the id of a backend it dropped (ids are not reused while the proxy
-/// runs, so an id names one backend). Returns how many entries went.
+/// runs, so an id names one backend); the datapath hands over only UDP frontends on node
+/// addresses, and only UDP entries are looked at. Returns how many entries went.
 ///
 /// UDP has no connection to close: a client that keeps sending from one socket keeps
 /// following its flow's entry, to the removed backend, for as long as it is never idle for the
@@ -197,11 +198,8 @@ pub(super) fn forget(
     map: &mut HashMap<MapData, CtKey, CtValue>,
     left: &[(Frontend, u32)],
 ) -> Result<usize> {
-    let stale: HashSet<(Ipv4Addr, u16, u32)> = left
-        .iter()
-        .filter(|(f, _)| f.proto == Protocol::Udp)
-        .map(|(f, id)| (f.ip, f.port, *id))
-        .collect();
+    let stale: HashSet<(Ipv4Addr, u16, u32)> =
+        left.iter().map(|(f, id)| (f.ip, f.port, *id)).collect();
     if stale.is_empty() {
         return Ok(0);
     }

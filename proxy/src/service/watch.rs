@@ -401,11 +401,6 @@ impl<D: ProxyDatapath> Proxy<D> {
         Some(owner)
     }
 
-    /// The EndpointSlices filed under `key`.
-    fn slices_of(&self, key: &ServiceName) -> &[SliceView] {
-        self.slices.get(key).map_or(&[], Vec::as_slice)
-    }
-
     /// The desired state of one Service from the views: O(its slices).
     fn desired_of(
         &self,
@@ -415,12 +410,12 @@ impl<D: ProxyDatapath> Proxy<D> {
         let Some(svc) = svc else {
             return Ok(DesiredService::new());
         };
-        desired_state_on_node(svc, self.slices_of(key), &self.config.node_name)
+        desired_state_on_node(svc, slices_of(&self.slices, key), &self.config.node_name)
     }
 
     /// Opens, updates or closes `key`'s healthCheckNodePort server.
     fn sync_health(&mut self, key: &ServiceName, svc: Option<&ServiceView>) {
-        let slices = self.slices.get(key).map_or(&[][..], Vec::as_slice);
+        let slices = slices_of(&self.slices, key);
         if let Err(err) = self.health.sync(key, svc, slices, &self.config.node_name) {
             warn!(%err, "health check");
         }
@@ -512,7 +507,7 @@ impl<D: ProxyDatapath> Proxy<D> {
         // Each desired state is computed as the syncer takes it, not all of them first.
         let (services, slices, node) = (&self.services, &self.slices, &self.config.node_name);
         let all = services.values().map(|svc| {
-            let slices = slices.get(&svc.name).map_or(&[][..], Vec::as_slice);
+            let slices = slices_of(slices, &svc.name);
             (svc.name.clone(), desired_state_on_node(svc, slices, node))
         });
         let (outcomes, pruned) = self.syncer.full_sync(|key| services.contains_key(key), all);
@@ -592,6 +587,15 @@ impl<D: ProxyDatapath> Proxy<D> {
 
 /// An EndpointSlice's namespace and name.
 type SliceId = (Arc<str>, String);
+
+/// The EndpointSlices filed under `key` in `slices` (a free function, so a caller can borrow
+/// the map beside the syncer).
+fn slices_of<'a>(
+    slices: &'a HashMap<ServiceName, Vec<SliceView>>,
+    key: &ServiceName,
+) -> &'a [SliceView] {
+    slices.get(key).map_or(&[], Vec::as_slice)
+}
 
 fn slice_id(slice: &EndpointSlice) -> SliceId {
     (
