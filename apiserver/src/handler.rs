@@ -773,22 +773,15 @@ async fn list(
         t["metadata"] = list_meta(rv, next);
         return Ok(json_response(StatusCode::OK, &t));
     }
-    // The items arrive as JSON text and are joined as they are; the members come in the order
-    // serde_json writes an object's keys.
-    let (items, rv, next) = api
-        .registry
-        .list_json(r, ns, &labels, &fields, limit, q.get("continue"))
-        .await?;
-    let mut body = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 256);
-    body.push_str("{\"apiVersion\":");
+    // The items are written as JSON text straight into the body; the members come in the
+    // order serde_json writes an object's keys.
+    let mut body = String::from("{\"apiVersion\":");
     body.push_str(&json!(r.api_version()).to_string());
     body.push_str(",\"items\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(item);
-    }
+    let (rv, next) = api
+        .registry
+        .list_json(r, ns, &labels, &fields, limit, q.get("continue"), &mut body)
+        .await?;
     body.push_str("],\"kind\":");
     body.push_str(&json!(r.list_kind()).to_string());
     body.push_str(",\"metadata\":");

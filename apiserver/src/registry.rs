@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 mod codec;
+mod members;
 pub(crate) use codec::encode;
-pub use codec::{MAX_OBJECT_BYTES, decode, decode_json, selected};
+pub use codec::{MAX_OBJECT_BYTES, decode, decode_json, selected, write_json};
 
 use crate::admission::{self, Attributes, Operation};
 use crate::alloc::claims::{self, Claims, Refused};
@@ -171,12 +172,23 @@ impl Registry {
         limit: usize,
         continue_token: Option<&str>,
     ) -> Result<(Vec<Value>, u64, Option<String>)> {
+        let mut items = Vec::new();
         let page = (limit, continue_token);
-        self.list_as(r, ns, (labels, fields), page, decode).await
+        let (rv, next) = self
+            .list_each(r, ns, (labels, fields), page, |kv| {
+                items.push(decode(r, kv))
+            })
+            .await?;
+        Ok((items, rv, next))
     }
 
-    /// [`Self::list`] with each item as JSON text ([`decode_json`]): the items are never built
-    /// as objects, and with selectors only the members they read are.
+    /// [`Self::list`] with the items appended to `out` as JSON text ([`write_json`]),
+    /// separated by commas: the items are never built as objects, and with selectors only the
+    /// members they read are.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "list's arguments and where to write"
+    )]
     pub async fn list_json(
         &self,
         r: &ResourceInfo,
@@ -185,39 +197,46 @@ impl Registry {
         fields: &FieldSelector,
         limit: usize,
         continue_token: Option<&str>,
-    ) -> Result<(Vec<String>, u64, Option<String>)> {
+        out: &mut String,
+    ) -> Result<(u64, Option<String>)> {
+        let mut first = true;
         let page = (limit, continue_token);
-        self.list_as(r, ns, (labels, fields), page, decode_json)
-            .await
+        self.list_each(r, ns, (labels, fields), page, |kv| {
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            write_json(r, kv, out)
+        })
+        .await
     }
 
-    /// A page (`limit` items at most, from `continue_token` on) of the collection's items
-    /// that pass the selectors, each given back by `item`.
-    async fn list_as<T>(
+    /// Hands `item` each stored object of a page (`limit` items at most, from
+    /// `continue_token` on) of the collection that passes the selectors. Returns the list's
+    /// resource version and the continue token of the next page.
+    async fn list_each(
         &self,
         r: &ResourceInfo,
         ns: Option<&str>,
         (labels, fields): (&LabelSelector, &FieldSelector),
         (limit, continue_token): (usize, Option<&str>),
-        item: fn(&ResourceInfo, &KeyValue) -> T,
-    ) -> Result<(Vec<T>, u64, Option<String>)> {
+        mut item: impl FnMut(&KeyValue),
+    ) -> Result<(u64, Option<String>)> {
         let (page, rv) = self.page(r, ns, continue_token).await?;
         let filtered = !labels.is_empty() || !fields.is_empty();
-        let mut out = Vec::new();
+        let mut taken = 0;
         let mut last: Option<&str> = None;
-        let mut next = None;
         for kv in &page.items {
             if filtered && !selected(r, kv, labels, fields) {
                 continue;
             }
-            if limit > 0 && out.len() == limit {
-                next = last.map(|key| encode_continue(key, rv));
-                break;
+            if limit > 0 && taken == limit {
+                return Ok((rv, last.map(|key| encode_continue(key, rv))));
             }
-            out.push(item(r, kv));
+            item(kv);
+            taken += 1;
             last = Some(&kv.key);
         }
-        Ok((out, rv, next))
+        Ok((rv, None))
     }
 
     /// The stored items of a collection from where `continue_token` left off, and the revision

@@ -2,13 +2,11 @@
 //! version as compact JSON without `resourceVersion`; [`decode`] and [`decode_json`] give it
 //! back in the resource's version with `apiVersion`, `kind` and the store's revision.
 
-use std::collections::{BTreeMap, HashMap};
-
 use ekube_api::ResourceInfo;
 use ekube_api::selector::{FieldSelector, LabelSelector};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
+use super::members;
 use crate::storage::KeyValue;
 
 /// Decodes a stored value into the object clients see. A value that is not a JSON object (a
@@ -28,37 +26,77 @@ pub fn decode(r: &ResourceInfo, kv: &KeyValue) -> Value {
     obj
 }
 
-/// [`decode`]'s answer as JSON text. An object that needs no conversion is not built: the
-/// stored JSON (compact, keys in order, as [`encode`] wrote it) gets `apiVersion`, `kind` and
-/// `metadata.resourceVersion` set around its untouched members, which gives the same bytes
-/// at a fraction of the cost (what makes long lists fast).
+/// [`decode`]'s answer as JSON text.
 pub fn decode_json(r: &ResourceInfo, kv: &KeyValue) -> String {
-    if crate::convert::stored_as_presented(r)
-        && let Some(text) = splice_json(r, kv)
-    {
-        return text;
-    }
-    decode(r, kv).to_string()
+    let mut out = String::with_capacity(kv.value.len() + 64);
+    write_json(r, kv, &mut out);
+    out
 }
 
-/// The stored object with its top-level members kept as raw JSON; `None` when it is not a
-/// JSON object with an object (or no) `metadata`.
-fn splice_json(r: &ResourceInfo, kv: &KeyValue) -> Option<String> {
-    use serde_json::value::{RawValue, to_raw_value};
-    let mut top: BTreeMap<String, &RawValue> = serde_json::from_slice(&kv.value).ok()?;
-    let mut meta: BTreeMap<String, &RawValue> = match top.get("metadata") {
-        Some(m) => serde_json::from_str(m.get()).ok()?,
-        None => BTreeMap::new(),
+/// Appends [`decode`]'s answer as JSON text to `out`. An object that needs no conversion is
+/// not built: the stored JSON (compact, keys in order, as [`encode`] wrote it) is scanned once
+/// and copied, with `apiVersion`, `kind` and `metadata.resourceVersion` set in their places,
+/// which gives the same bytes at a fraction of the cost (what makes long lists fast).
+pub fn write_json(r: &ResourceInfo, kv: &KeyValue, out: &mut String) {
+    if crate::convert::stored_as_presented(r) && splice_json(r, kv, out) {
+        return;
+    }
+    out.push_str(&decode(r, kv).to_string());
+}
+
+/// [`write_json`] by copying the stored text; `false` (and nothing written) when it is not a
+/// JSON object with its keys in order, or one with a key this cannot compare (an escape).
+fn splice_json(r: &ResourceInfo, kv: &KeyValue, out: &mut String) -> bool {
+    let Ok(text) = std::str::from_utf8(&kv.value) else {
+        return false;
     };
-    let rv = to_raw_value(&kv.mod_revision.to_string()).ok()?;
-    meta.insert("resourceVersion".into(), &rv);
-    let meta = to_raw_value(&meta).ok()?;
-    let api_version = to_raw_value(&r.api_version()).ok()?;
-    let kind = to_raw_value(r.kind).ok()?;
-    top.insert("apiVersion".into(), &api_version);
-    top.insert("kind".into(), &kind);
-    top.insert("metadata".into(), &meta);
-    serde_json::to_string(&top).ok()
+    let Some(top) = members::members(text).filter(|m| members::in_key_order(m)) else {
+        return false;
+    };
+    // `decode` gives an object for a `metadata` that is none (absent, null, a number…).
+    let meta = match top.iter().find(|(k, _)| *k == "metadata") {
+        Some((_, m)) if m.starts_with('{') => {
+            match members::members(m).filter(|m| members::in_key_order(m)) {
+                Some(m) => m,
+                None => return false,
+            }
+        }
+        _ => Vec::new(),
+    };
+    let rv = kv.mod_revision;
+    let mut api_version = |out: &mut String| push_str(out, &r.api_version());
+    let mut kind = |out: &mut String| push_str(out, r.kind);
+    let mut metadata = |out: &mut String| {
+        let mut version = |out: &mut String| {
+            out.push('"');
+            out.push_str(&rv.to_string());
+            out.push('"');
+        };
+        members::write_object(out, &meta, &mut [("resourceVersion", &mut version)]);
+    };
+    members::write_object(
+        out,
+        &top,
+        &mut [
+            ("apiVersion", &mut api_version),
+            ("kind", &mut kind),
+            ("metadata", &mut metadata),
+        ],
+    );
+    true
+}
+
+/// Appends `s` as a JSON string.
+fn push_str(out: &mut String, s: &str) {
+    if s.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
 }
 
 /// Whether the stored object `kv` passes `labels` and `fields`. Only the values they read are
@@ -80,43 +118,52 @@ pub fn selected(
 }
 
 /// The values of the stored object that `labels` and `fields` read, at their paths in an
-/// otherwise empty object; `None` when the stored value is not a JSON object.
+/// otherwise empty object; `None` when the stored value is not a JSON object or one on the way
+/// cannot be read as text ([`members`]), and the object must be built whole.
 fn selected_values(kv: &KeyValue, labels: &LabelSelector, fields: &FieldSelector) -> Option<Value> {
-    let stored: Members = serde_json::from_slice(&kv.value).ok()?;
+    let stored = ordered_members(std::str::from_utf8(&kv.value).ok()?)?;
     let mut head = Map::new();
     if !labels.is_empty() {
-        pick(&stored, "metadata.labels".split('.'), &mut head);
+        pick(&stored, "metadata.labels".split('.'), &mut head)?;
     }
     for field in &fields.requirements {
-        pick(&stored, field.key.split('.'), &mut head);
+        pick(&stored, field.key.split('.'), &mut head)?;
     }
     Some(Value::Object(head))
 }
 
-/// An object's members, each left as the JSON text it is.
-type Members<'a> = HashMap<String, &'a RawValue>;
+/// The members of the object `text`, when they can be read as text and are in key order.
+fn ordered_members(text: &str) -> Option<Vec<(&str, &str)>> {
+    members::members(text).filter(|m| members::in_key_order(m))
+}
 
-/// Copies the value at the dotted `path` among `members` into `into` at the same path, when there is
-/// one. A path through something that is not an object leads nowhere, as a field selector's
-/// does on the whole object.
-fn pick<'p>(members: &Members, mut path: std::str::Split<'p, char>, into: &mut Map<String, Value>) {
+/// Copies the value at the dotted `path` among `members` into `into` at the same path, when
+/// there is one. A path through something that is not an object leads nowhere, as a field
+/// selector's does on the whole object. `None` when an object on the path cannot be read as
+/// text.
+fn pick(
+    members: &[(&str, &str)],
+    mut path: std::str::Split<'_, char>,
+    into: &mut Map<String, Value>,
+) -> Option<()> {
     let Some(first) = path.next() else {
-        return;
+        return Some(());
     };
-    let Some(child) = members.get(first) else {
-        return;
+    let Some(&(_, child)) = members.iter().find(|(k, _)| *k == first) else {
+        return Some(());
     };
     if path.clone().next().is_none() {
-        if let Ok(value) = serde_json::from_str(child.get()) {
-            into.insert(first.to_owned(), value);
-        }
-    } else if let Ok(inner_members) = serde_json::from_str::<Members>(child.get())
-        && let Value::Object(inner) = into
+        into.insert(first.to_owned(), serde_json::from_str(child).ok()?);
+    } else if child.starts_with('{') {
+        let inner_members = ordered_members(child)?;
+        if let Value::Object(inner) = into
             .entry(first.to_owned())
             .or_insert_with(|| Value::Object(Map::new()))
-    {
-        pick(&inner_members, path, inner);
+        {
+            pick(&inner_members, path, inner)?;
+        }
     }
+    Some(())
 }
 
 /// The largest object stored, encoded: etcd's default request limit, which upstream objects
@@ -163,6 +210,17 @@ mod tests {
             br#"{"apiVersion":"v0","kind":"Old","metadata":{"resourceVersion":"1"}}"#.to_vec(),
             br#"["an array"]"#.to_vec(),
             b"not json".to_vec(),
+            // Keys out of order, twice, or escaped: the general path.
+            br#"{"spec":{},"metadata":{"name":"p"}}"#.to_vec(),
+            br#"{"metadata":{"name":"p","labels":{}},"spec":{}}"#.to_vec(),
+            br#"{"metadata":{"name":"p"},"metadata":{"name":"q"}}"#.to_vec(),
+            br#"{"metadata":{"n\u0061me":"p"},"spec":{}}"#.to_vec(),
+            br#"{"k\u0069nd":"X","metadata":{}}"#.to_vec(),
+            // What splicing fills in or replaces.
+            br#"{}"#.to_vec(),
+            br#"{"metadata":7,"spec":{"a":[1,{"b":null}]}}"#.to_vec(),
+            br#"{"a":1,"metadata":{"name":"p","resourceVersion":"3","uid":"u"},"z":{}}"#.to_vec(),
+            b"{\"metadata\":{\"name\":\"\xff\"}}".to_vec(),
         ];
         for value in cases {
             let kv = kv(&value);
@@ -173,8 +231,24 @@ mod tests {
                 String::from_utf8_lossy(&value)
             );
         }
+        // Text that serde_json would write otherwise (an escape it does not need, spaces, a
+        // number's form) is copied as stored: the same value, not the same bytes.
+        let uncommon: Vec<&[u8]> = vec![
+            br#"{"apiVersion":"v9","kind":"Other","metadata":{"a":"\"\u00e9"}}"#,
+            br#" { "metadata" : { "name" : "p" } , "spec" : [ 1 , 2 ] } "#,
+            br#"{"metadata":{},"spec":{"n":1.5e3,"m":-0,"s":"\ttab"}}"#,
+        ];
+        for value in uncommon {
+            let kv = kv(value);
+            let text = decode_json(pods, &kv);
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap(),
+                decode(pods, &kv),
+                "{text}"
+            );
+        }
         assert!(
-            splice_json(pods, &kv(&encode(pods, &stored))).is_some(),
+            splice_json(pods, &kv(&encode(pods, &stored)), &mut String::new()),
             "an object as encode writes it is spliced, not built"
         );
     }
@@ -195,6 +269,11 @@ mod tests {
             br#"{"metadata":{"labels":{"app":7}},"spec":{"nodeName":null}}"#.to_vec(),
             br#"[1,2]"#.to_vec(),
             b"not json".to_vec(),
+            // Read whole: an escaped key, members out of order.
+            br#"{"metadata":{"l\u0061bels":{"app":"web"}},"spec":{"nodeName":"n1"}}"#.to_vec(),
+            br#"{"spec":{"nodeName":"n1"},"metadata":{"labels":{"app":"web"},"name":"p"}}"#
+                .to_vec(),
+            br#"{"metadata":{"labels":{"app":"web"}},"spec":{"node\u004eame":"n1"}}"#.to_vec(),
         ];
         let selectors = [
             ("app=web", ""),
