@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -200,7 +200,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let (notify, generation) = (notify.clone(), generation.clone());
         reflector::reflector(
             pod_writer,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(slim),
         )
         .default_backoff()
         .for_each(move |ev| {
@@ -262,6 +262,28 @@ fn bump<K, E>(
             notify.notify_one();
         }
         futures::future::ready(())
+    }
+}
+
+/// Drops what the scheduler never reads from a pod before it is cached, as upstream's
+/// informers drop `managedFields`: here also the annotations (an applied object's
+/// `last-applied-configuration` is a copy of the whole pod), the volumes that name no claim
+/// (only claims are read; the service-account token's projected volume alone takes kilobytes
+/// in `k8s-openapi`'s form) and the status beyond its phase and conditions. Nothing is written
+/// back from the cache: the scheduler's writes are patches and bindings.
+fn slim(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(volumes) = pod.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
+        volumes.retain(|v| v.persistent_volume_claim.is_some());
+        volumes.shrink_to_fit();
+    }
+    if let Some(status) = pod.status.take() {
+        pod.status = Some(PodStatus {
+            phase: status.phase,
+            conditions: status.conditions,
+            ..PodStatus::default()
+        });
     }
 }
 
@@ -686,5 +708,105 @@ async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str)
             tracing::debug!(error = %e, pod = %name, "binding failed");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cached pod keeps everything the filters, scores and status updates read.
+    #[test]
+    fn a_slim_pod_reads_the_same() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {
+                "name": "p", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
+                "labels": {"app": "web"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                     "name": "rs", "uid": "o1", "controller": true}],
+            },
+            "spec": {
+                "schedulerName": "default-scheduler",
+                "nodeSelector": {"disk": "ssd"},
+                "tolerations": [{"key": "k", "operator": "Exists"}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"labelSelector": {"matchLabels": {"app": "web"}},
+                     "topologyKey": "kubernetes.io/hostname"}]}},
+                "overhead": {"cpu": "10m"},
+                "containers": [{"name": "c", "image": "i",
+                    "resources": {"requests": {"cpu": "250m", "memory": "64Mi",
+                                               "vendor.example/dev": "1"}},
+                    "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+                "initContainers": [{"name": "i", "image": "i",
+                    "resources": {"requests": {"cpu": "1"}}}],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                    {"name": "token", "projected": {"sources": [
+                        {"serviceAccountToken": {"path": "token"}}]}},
+                    {"name": "scratch", "emptyDir": {}},
+                ],
+            },
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False"}],
+                "hostIP": "10.0.0.1",
+                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false,
+                                       "restartCount": 0}],
+            },
+        }))
+        .unwrap();
+        let mut slim_pod = pod.clone();
+        slim(&mut slim_pod);
+
+        assert_eq!(
+            framework::pod_requests(&slim_pod, false),
+            framework::pod_requests(&pod, false)
+        );
+        assert_eq!(
+            framework::pod_requests(&slim_pod, true),
+            framework::pod_requests(&pod, true)
+        );
+        assert_eq!(
+            framework::host_ports(&slim_pod),
+            framework::host_ports(&pod)
+        );
+        assert_eq!(framework::owner_uid(&slim_pod), framework::owner_uid(&pod));
+        assert_eq!(
+            volumes::claim_names(&slim_pod).collect::<Vec<_>>(),
+            volumes::claim_names(&pod).collect::<Vec<_>>()
+        );
+        assert_eq!(slim_pod.metadata.labels, pod.metadata.labels);
+        assert_eq!(slim_pod.metadata.uid, pod.metadata.uid);
+        assert_eq!(
+            slim_pod.metadata.resource_version,
+            pod.metadata.resource_version
+        );
+        let (spec, slim_spec) = (pod.spec.as_ref().unwrap(), slim_pod.spec.as_ref().unwrap());
+        assert_eq!(slim_spec.affinity, spec.affinity);
+        assert_eq!(slim_spec.tolerations, spec.tolerations);
+        assert_eq!(slim_spec.node_selector, spec.node_selector);
+        assert_eq!(slim_spec.containers, spec.containers);
+        assert_eq!(slim_spec.init_containers, spec.init_containers);
+        let (status, slim_status) = (
+            pod.status.as_ref().unwrap(),
+            slim_pod.status.as_ref().unwrap(),
+        );
+        assert_eq!(slim_status.phase, status.phase);
+        assert_eq!(slim_status.conditions, status.conditions);
+
+        // What goes.
+        assert_eq!(slim_pod.metadata.annotations, None);
+        assert_eq!(slim_pod.metadata.managed_fields, None);
+        let kept: Vec<&str> = slim_spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(kept, ["data"]);
+        assert_eq!(slim_status.container_statuses, None);
+        assert_eq!(slim_status.host_ip, None);
     }
 }
