@@ -50,28 +50,22 @@ fn splice_json(r: &ResourceInfo, kv: &KeyValue, out: &mut String) -> bool {
     let Ok(text) = std::str::from_utf8(&kv.value) else {
         return false;
     };
-    let Some(top) = members::members(text).filter(|m| members::in_key_order(m)) else {
+    let Some(top) = members::members(text) else {
         return false;
     };
     // `decode` gives an object for a `metadata` that is none (absent, null, a number…).
     let meta = match top.iter().find(|(k, _)| *k == "metadata") {
-        Some((_, m)) if m.starts_with('{') => {
-            match members::members(m).filter(|m| members::in_key_order(m)) {
-                Some(m) => m,
-                None => return false,
-            }
-        }
+        Some((_, m)) if m.starts_with('{') => match members::members(m) {
+            Some(m) => m,
+            None => return false,
+        },
         _ => Vec::new(),
     };
     let rv = kv.mod_revision;
-    let mut api_version = |out: &mut String| push_str(out, &r.api_version());
-    let mut kind = |out: &mut String| push_str(out, r.kind);
+    let mut api_version = |out: &mut String| out.push_str(&json!(r.api_version()).to_string());
+    let mut kind = |out: &mut String| out.push_str(&json!(r.kind).to_string());
     let mut metadata = |out: &mut String| {
-        let mut version = |out: &mut String| {
-            out.push('"');
-            out.push_str(&rv.to_string());
-            out.push('"');
-        };
+        let mut version = |out: &mut String| out.push_str(&format!("\"{rv}\""));
         members::write_object(out, &meta, &mut [("resourceVersion", &mut version)]);
     };
     members::write_object(
@@ -84,19 +78,6 @@ fn splice_json(r: &ResourceInfo, kv: &KeyValue, out: &mut String) -> bool {
         ],
     );
     true
-}
-
-/// Appends `s` as a JSON string.
-fn push_str(out: &mut String, s: &str) {
-    if s.bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        out.push_str(&Value::from(s).to_string());
-    }
 }
 
 /// Whether the stored object `kv` passes `labels` and `fields`. Only the values they read are
@@ -121,7 +102,7 @@ pub fn selected(
 /// otherwise empty object; `None` when the stored value is not a JSON object or one on the way
 /// cannot be read as text ([`members`]), and the object must be built whole.
 fn selected_values(kv: &KeyValue, labels: &LabelSelector, fields: &FieldSelector) -> Option<Value> {
-    let stored = ordered_members(std::str::from_utf8(&kv.value).ok()?)?;
+    let stored = members::members(std::str::from_utf8(&kv.value).ok()?)?;
     let mut head = Map::new();
     if !labels.is_empty() {
         pick(&stored, "metadata.labels".split('.'), &mut head)?;
@@ -130,11 +111,6 @@ fn selected_values(kv: &KeyValue, labels: &LabelSelector, fields: &FieldSelector
         pick(&stored, field.key.split('.'), &mut head)?;
     }
     Some(Value::Object(head))
-}
-
-/// The members of the object `text`, when they can be read as text and are in key order.
-fn ordered_members(text: &str) -> Option<Vec<(&str, &str)>> {
-    members::members(text).filter(|m| members::in_key_order(m))
 }
 
 /// Copies the value at the dotted `path` among `members` into `into` at the same path, when
@@ -155,7 +131,7 @@ fn pick(
     if path.clone().next().is_none() {
         into.insert(first.to_owned(), serde_json::from_str(child).ok()?);
     } else if child.starts_with('{') {
-        let inner_members = ordered_members(child)?;
+        let inner_members = members::members(child)?;
         if let Value::Object(inner) = into
             .entry(first.to_owned())
             .or_insert_with(|| Value::Object(Map::new()))
