@@ -4,8 +4,11 @@
 //! heartbeats) and registers 100 hollow Nodes through the API: Ready, with allocatable cpu,
 //! memory and pods, and no kubelet behind them. Then: 1,000 unbound pods created by 16
 //! writers, and the time from the first create until every one has `spec.nodeName` (pods
-//! scheduled per second); and a Deployment of 100 replicas, timed from its create to all
-//! replicas bound. Binding is observed through a watch started before the creates. Beside
+//! scheduled per second); a Deployment of 100 replicas, timed from its create to all
+//! replicas bound; and the scheduler on its own: 1,000 pods naming a scheduler that is not
+//! running, then `ekube scheduler` of that name started, timed from its start and from its
+//! first binding to its last (creation then no longer bounds the figure). Binding is
+//! observed through a watch started before the creates. Beside
 //! the bench's own clock, the apiserver's: its `apiserver_request_duration_seconds` over the
 //! run (scraped from `/metrics` before and after), p50 / p99 of pod creates and bindings.
 
@@ -43,6 +46,9 @@ struct Args {
     #[arg(long, default_value_t = 16)]
     writers: usize,
 }
+
+/// The scheduler name of the backlog's pods, served only by the scheduler the bench starts.
+const BACKLOG_SCHEDULER: &str = "bench-backlog";
 
 /// How long all pods of one phase may take to be bound.
 const BIND_TIMEOUT: Duration = Duration::from_secs(240);
@@ -87,24 +93,9 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let bound = watch_bound(pods.clone(), "bench=sched", args.pods).await?;
     let t0 = Instant::now();
-    futures::stream::iter(0..args.writers)
-        .map(|w| {
-            let pods = pods.clone();
-            let (n, writers) = (args.pods, args.writers);
-            async move {
-                for i in (w..n).step_by(writers) {
-                    pods.create(&PostParams::default(), &pod(i))
-                        .await
-                        .with_context(|| format!("creating pod {i}"))?;
-                }
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(args.writers)
-        .try_collect::<Vec<()>>()
-        .await?;
+    create_pods(&pods, args.writers, args.pods, pod).await?;
     let created = t0.elapsed();
-    let all_bound = bound.await.context("watch task")??.duration_since(t0);
+    let all_bound = bound.await.context("watch task")??.all.duration_since(t0);
     let per_sec = args.pods as f64 / all_bound.as_secs_f64();
     eprintln!(
         "[{:.0?}] {} pods bound {all_bound:.2?} after the first create",
@@ -120,11 +111,45 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
         .create(&PostParams::default(), &deployment(args.replicas))
         .await
         .context("creating the Deployment")?;
-    let deploy_bound = bound.await.context("watch task")??.duration_since(t1);
+    let deploy_bound = bound.await.context("watch task")??.all.duration_since(t1);
     eprintln!(
         "[{:.0?}] Deployment of {} bound after {deploy_bound:.2?}",
         started.elapsed(),
         args.replicas
+    );
+    // 3. A backlog: pods created while no scheduler serves their scheduler name, then a
+    //    scheduler of that name started on its own (`ekube scheduler`). Upstream's throughput
+    //    figure (scheduler_perf's SchedulingThroughput) is this one: pods placed per second
+    //    while pods wait, apart from how fast they can be created.
+    let bound = watch_bound(pods.clone(), "bench=backlog", args.pods).await?;
+    create_pods(&pods, args.writers, args.pods, backlog_pod).await?;
+    let kubeconfig = server.kubeconfig();
+    let t2 = Instant::now();
+    let scheduler = bench::ChildGuard(
+        std::process::Command::new(ekube_tests::ekube_bin())
+            .arg("scheduler")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args([
+                "--scheduler-name",
+                BACKLOG_SCHEDULER,
+                "--secure-port=0",
+                "--leader-elect=false",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting ekube scheduler")?,
+    );
+    let backlog = bound.await.context("watch task")??;
+    drop(scheduler);
+    let backlog_all = backlog.all.duration_since(t2);
+    let drained = backlog.all.duration_since(backlog.first);
+    let drain_per_sec = (args.pods - 1) as f64 / drained.as_secs_f64();
+    eprintln!(
+        "[{:.0?}] backlog of {} bound {backlog_all:.2?} after the scheduler's start ({drain_per_sec:.0} pods/s from the first binding)",
+        started.elapsed(),
+        args.pods
     );
     let rss = bench::rss_kib(server.pid()) / 1024;
     let scraped_after = scrape(client).await?;
@@ -172,6 +197,20 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
     ]);
     table.row(vec![
         format!(
+            "backlog of {} pods, scheduler alone: pods scheduled/s (first → last binding)",
+            args.pods
+        ),
+        format!("{drain_per_sec:.0}"),
+    ]);
+    table.row(vec![
+        format!(
+            "backlog of {} pods: scheduler started → all bound (s)",
+            args.pods
+        ),
+        format!("{:.2}", backlog_all.as_secs_f64()),
+    ]);
+    table.row(vec![
+        format!(
             "Deployment of {} replicas: create → all bound (s)",
             args.replicas
         ),
@@ -199,6 +238,8 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             "pods_created_s": created.as_secs_f64(),
             "pods_all_bound_s": all_bound.as_secs_f64(),
             "pods_scheduled_per_s": per_sec,
+            "backlog_scheduled_per_s": drain_per_sec,
+            "backlog_all_bound_after_start_s": backlog_all.as_secs_f64(),
             "deployment_replicas": args.replicas,
             "deployment_all_bound_s": deploy_bound.as_secs_f64(),
             "server_rss_mib": rss,
@@ -206,6 +247,28 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             "apiserver_pod_binding_ms": {"count": binds.0, "p50": binds.1, "p99": binds.2},
         }),
     )?;
+    Ok(())
+}
+
+/// Creates pods `make(0..n)` with `writers` concurrent writers.
+async fn create_pods(
+    pods: &Api<Pod>,
+    writers: usize,
+    n: usize,
+    make: fn(usize) -> Pod,
+) -> Result<()> {
+    futures::stream::iter(0..writers)
+        .map(|w| async move {
+            for i in (w..n).step_by(writers) {
+                pods.create(&PostParams::default(), &make(i))
+                    .await
+                    .with_context(|| format!("creating pod {i}"))?;
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(writers)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(())
 }
 
@@ -261,6 +324,17 @@ fn pod(i: usize) -> Pod {
     .expect("valid pod")
 }
 
+/// A pod for the backlog: it names a scheduler that is not running yet.
+fn backlog_pod(i: usize) -> Pod {
+    let mut pod = pod(i);
+    pod.metadata.name = Some(format!("backlog-{i:05}"));
+    pod.metadata.labels = Some([("bench".to_string(), "backlog".to_string())].into());
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.scheduler_name = Some(BACKLOG_SCHEDULER.into());
+    }
+    pod
+}
+
 fn deployment(replicas: usize) -> Deployment {
     serde_json::from_value(json!({
         "metadata": {"name": "bench-deploy"},
@@ -277,19 +351,26 @@ fn deployment(replicas: usize) -> Deployment {
     .expect("valid deployment")
 }
 
+/// When the pods of a phase were seen bound: the first of them, and the last.
+struct Bound {
+    first: Instant,
+    all: Instant,
+}
+
 /// Starts watching pods matching `selector` and returns, once the watch's initial list is in,
 /// a task that ends at the moment `count` of them have been seen bound to a node.
 async fn watch_bound(
     pods: Api<Pod>,
     selector: &str,
     count: usize,
-) -> Result<tokio::task::JoinHandle<Result<Instant>>> {
+) -> Result<tokio::task::JoinHandle<Result<Bound>>> {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let config = watcher::Config::default().labels(selector);
     let what = selector.to_owned();
     let task = tokio::spawn(async move {
         let mut ready = Some(ready_tx);
         let mut bound = HashSet::new();
+        let mut first = None;
         let mut stream = watcher(pods, config).boxed();
         let deadline = tokio::time::Instant::now() + BIND_TIMEOUT;
         loop {
@@ -317,9 +398,14 @@ async fn watch_bound(
                 .and_then(|s| s.node_name.as_ref())
                 .is_some()
             {
+                let now = Instant::now();
+                first.get_or_insert(now);
                 bound.insert(pod.metadata.name.unwrap_or_default());
                 if bound.len() >= count {
-                    return Ok(Instant::now());
+                    return Ok(Bound {
+                        first: first.unwrap_or(now),
+                        all: now,
+                    });
                 }
             }
         }
