@@ -1,7 +1,8 @@
 //! Core v1 Events, as Kubernetes controllers emit them (`kubectl describe` and `kubectl get
 //! events` read these).
 //!
-//! Recording is best effort: a failed Event write is logged and never fails the caller.
+//! Recording is best effort: a failed Event write is logged and never fails the caller. A
+//! component whose work should not wait for its Events hands them to an [`Emitter`].
 
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -146,6 +147,70 @@ impl Recorder {
         )
         .await
         .is_ok()
+    }
+}
+
+/// Upstream's `maxQueuedEvents`: Events an [`Emitter`] holds before it drops new ones.
+pub const QUEUED_EVENTS: usize = 1000;
+
+/// Event writes one [`Emitter`] has in flight at once.
+const CONCURRENT_WRITES: usize = 8;
+
+/// Records Events without the caller waiting for their write, as upstream's event broadcaster
+/// takes them: queued (up to [`QUEUED_EVENTS`]) and written in the background, a few at a time.
+/// When the queue is full an Event is dropped and logged; the caller is never held up.
+#[derive(Clone)]
+pub struct Emitter {
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+struct Queued {
+    involved: ObjectReference,
+    kind: EventType,
+    reason: &'static str,
+    message: String,
+}
+
+impl Emitter {
+    /// An emitter writing through `recorder`. Its writer runs on the current tokio runtime
+    /// until every clone of the emitter is dropped and the queue is written.
+    pub fn spawn(recorder: Recorder) -> Self {
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<Queued>(QUEUED_EVENTS);
+        tokio::spawn(async move {
+            let mut writes = tokio::task::JoinSet::new();
+            while let Some(q) = queued.recv().await {
+                while writes.len() >= CONCURRENT_WRITES {
+                    writes.join_next().await;
+                }
+                let recorder = recorder.clone();
+                writes.spawn(async move {
+                    recorder
+                        .record_ref(q.involved, q.kind, q.reason, &q.message)
+                        .await
+                });
+            }
+            while writes.join_next().await.is_some() {}
+        });
+        Self { queue }
+    }
+
+    /// Queues an Event about `obj`.
+    pub fn emit<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        kind: EventType,
+        reason: &'static str,
+        message: String,
+    ) {
+        let queued = Queued {
+            involved: reference(obj),
+            kind,
+            reason,
+            message,
+        };
+        if self.queue.try_send(queued).is_err() {
+            tracing::warn!(reason, "event queue full or closed: event dropped");
+        }
     }
 }
 

@@ -11,7 +11,8 @@
 //! assumption, and the pod is tried again. A pod that fits nowhere gets a `FailedScheduling` Event
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
 //! until a node, a bound pod, a claim, a volume or a storage class changes, which retries it at
-//! once.
+//! once. Events (`Scheduled`, `FailedScheduling`) are queued and written in the background, as
+//! upstream's event broadcaster does, so neither a pass nor a binding waits for them.
 
 pub mod framework;
 pub mod interpod;
@@ -21,8 +22,8 @@ pub mod volumes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -37,7 +38,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
-use ekube_api::events::{EventType, Recorder};
+use ekube_api::events::{Emitter, EventType, Recorder};
 use ekube_api::storage;
 use framework::NodeInfo;
 
@@ -91,7 +92,7 @@ pub enum Error {
     SecurePort(#[from] ekube_api::secure_port::Error),
 }
 
-/// Bindings (with their pre-bind and `Scheduled` Event) in flight at once.
+/// Bindings (with their pre-bind) in flight at once.
 pub const MAX_BINDING: usize = 32;
 
 /// A change this soon after a pass that placed pods is taken as part of a burst.
@@ -120,12 +121,15 @@ struct Backoff {
 struct Scheduler {
     config: Config,
     client: kube::Client,
-    recorder: Recorder,
+    /// Events are queued, not waited for: a binding's slot is free once the binding is made.
+    events: Emitter,
     nodes: Store<Node>,
     pods: Store<Pod>,
     storage: volumes::Stores,
     /// Bumped on every change of a node, a bound pod, a claim, a volume or a storage class.
     generation: Arc<AtomicU64>,
+    /// The pods waiting for this scheduler, as the pod watch last saw them.
+    waiting: Arc<Mutex<Waiting>>,
     /// Pods bound by us that the pod store does not show as bound yet: uid → node.
     assumed: HashMap<String, String>,
     backoff: HashMap<String, Backoff>,
@@ -149,7 +153,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     };
-    let recorder = Recorder::new(client.clone(), &config.scheduler_name);
+    let events = Emitter::spawn(Recorder::new(client.clone(), &config.scheduler_name));
     let notify = Arc::new(tokio::sync::Notify::new());
     let generation = Arc::new(AtomicU64::new(0));
     let (nodes, node_writer) = reflector::store::<Node>();
@@ -196,8 +200,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .default_backoff()
         .for_each(bump(generation.clone(), notify.clone())),
     );
+    let waiting = Arc::new(Mutex::new(Waiting::default()));
     let pod_watch = {
         let (notify, generation) = (notify.clone(), generation.clone());
+        let (waiting, name) = (waiting.clone(), config.scheduler_name.clone());
         reflector::reflector(
             pod_writer,
             watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(slim),
@@ -215,6 +221,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             {
                 generation.fetch_add(1, Ordering::SeqCst);
             }
+            if let Ok(ev) = &ev {
+                waiting
+                    .lock()
+                    .expect("waiting pods lock")
+                    .follow(ev, |p| waits_for(p, &name));
+            }
             notify.notify_one();
             futures::future::ready(())
         })
@@ -226,11 +238,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Scheduler {
             config: config.clone(),
             client: client.clone(),
-            recorder: recorder.clone(),
+            events: events.clone(),
             nodes: nodes.clone(),
             pods: pods.clone(),
             storage: storage.clone(),
             generation: generation.clone(),
+            waiting: waiting.clone(),
             assumed: HashMap::new(),
             backoff: HashMap::new(),
             footprints: HashMap::new(),
@@ -294,6 +307,55 @@ fn node_of(p: &Pod) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
+/// Whether `p` waits for the scheduler named `name`: not bound, not being deleted, not
+/// finished, and naming it (`default-scheduler` when it names none).
+fn waits_for(p: &Pod, name: &str) -> bool {
+    let scheduler = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler");
+    scheduler == name
+        && node_of(p).is_none()
+        && p.metadata.deletion_timestamp.is_none()
+        && !terminal(p)
+}
+
+/// The uids of the pods waiting for this scheduler, kept from the pod watch's events, so that a
+/// pass with nothing to place (a bound pod's status changed, the second's tick) costs nothing
+/// instead of a walk over every pod.
+#[derive(Default)]
+struct Waiting {
+    uids: HashSet<String>,
+    /// While the watch lists anew: what the new list has shown so far.
+    relist: Option<HashSet<String>>,
+}
+
+impl Waiting {
+    fn follow(&mut self, ev: &watcher::Event<Pod>, waits: impl Fn(&Pod) -> bool) {
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        match ev {
+            watcher::Event::Apply(p) if waits(p) => {
+                self.uids.insert(uid(p));
+            }
+            watcher::Event::Apply(p) | watcher::Event::Delete(p) => {
+                self.uids.remove(&uid(p));
+            }
+            watcher::Event::Init => self.relist = Some(HashSet::new()),
+            watcher::Event::InitApply(p) => {
+                if waits(p) {
+                    self.relist.get_or_insert_default().insert(uid(p));
+                }
+            }
+            watcher::Event::InitDone => self.uids = self.relist.take().unwrap_or_default(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.uids.is_empty()
+    }
+}
+
 fn terminal(p: &Pod) -> bool {
     matches!(
         p.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -326,19 +388,18 @@ impl Scheduler {
         }
     }
 
-    fn ours(&self, p: &Pod) -> bool {
-        let name = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or("default-scheduler");
-        name == self.config.scheduler_name
-    }
-
     /// One look at the pending pods; whether there were any.
     async fn pass(&mut self) -> bool {
         while let Some(finished) = self.binding.try_join_next() {
             self.finished(finished);
+        }
+        if self.waiting.lock().expect("waiting pods lock").is_empty() {
+            // No pod of ours is unbound: every assumption has been seen bound (or its pod is
+            // gone), and no pod backs off.
+            self.assumed.clear();
+            self.backoff.clear();
+            metrics::pending(0, 0);
+            return false;
         }
         let pods = self.pods.state();
         let nodes = self.nodes.state();
@@ -352,12 +413,7 @@ impl Scheduler {
         let pending: Vec<Arc<Pod>> = {
             let mut v: Vec<Arc<Pod>> = pods
                 .iter()
-                .filter(|p| {
-                    node_of(p).is_none()
-                        && self.ours(p)
-                        && p.metadata.deletion_timestamp.is_none()
-                        && !terminal(p)
-                })
+                .filter(|p| waits_for(p, &self.config.scheduler_name))
                 .filter(|p| {
                     !self
                         .assumed
@@ -479,7 +535,7 @@ impl Scheduler {
                 None => break,
             }
         }
-        let (client, recorder) = (self.client.clone(), self.recorder.clone());
+        let (client, events) = (self.client.clone(), self.events.clone());
         let profile = self.config.scheduler_name.clone();
         self.binding.spawn(async move {
             let uid = pod.uid().unwrap_or_default();
@@ -487,12 +543,10 @@ impl Scheduler {
                 Err(error) => {
                     tracing::warn!(pod = %pod.name_any(), error, "volume binding failed");
                     let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
-                    recorder
-                        .record(&*pod, EventType::Warning, "FailedScheduling", &message)
-                        .await;
+                    events.emit(&*pod, EventType::Warning, "FailedScheduling", message);
                     (BindingEnd::PreBindFailed, metrics::Outcome::Error)
                 }
-                Ok(()) if bind(&client, &recorder, &pod, &node).await => {
+                Ok(()) if bind(&client, &events, &pod, &node).await => {
                     (BindingEnd::Bound, metrics::Outcome::Scheduled)
                 }
                 Ok(()) => (BindingEnd::Failed, metrics::Outcome::Error),
@@ -628,9 +682,8 @@ impl Scheduler {
             .and_then(|c| c.last_transition_time.as_ref())
             .map_or_else(k8s_openapi::jiff::Timestamp::now, |t| t.0);
         tracing::info!(pod = %pod.name_any(), %message, "unschedulable");
-        self.recorder
-            .record(pod, EventType::Warning, "FailedScheduling", &message)
-            .await;
+        self.events
+            .emit(pod, EventType::Warning, "FailedScheduling", message.clone());
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({"status": {"conditions": [{
@@ -669,7 +722,7 @@ async fn select_node(
 }
 
 /// `POST pods/<name>/binding`, then the `Scheduled` Event; whether the binding was made.
-async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str) -> bool {
+async fn bind(client: &kube::Client, events: &Emitter, pod: &Pod, node: &str) -> bool {
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -699,9 +752,7 @@ async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str)
         Ok(_) => {
             tracing::info!(pod = %format!("{ns}/{name}"), node, "bound");
             let msg = format!("Successfully assigned {ns}/{name} to {node}");
-            recorder
-                .record(pod, EventType::Normal, "Scheduled", &msg)
-                .await;
+            events.emit(pod, EventType::Normal, "Scheduled", msg);
             true
         }
         Err(e) => {
@@ -714,6 +765,56 @@ async fn bind(client: &kube::Client, recorder: &Recorder, pod: &Pod, node: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(uid: &str, scheduler: Option<&str>, node: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid},
+            "spec": {"containers": [], "schedulerName": scheduler, "nodeName": node},
+        }))
+        .unwrap()
+    }
+
+    /// The waiting pods follow the watch: ours and unbound come in, bound, deleted or another
+    /// scheduler's do not, and a new list replaces what was known once it is complete.
+    #[test]
+    fn waiting_pods_follow_the_watch() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let mut waiting = Waiting::default();
+        let mut follow = |ev: watcher::Event<Pod>| {
+            waiting.follow(&ev, |p| waits_for(p, "default-scheduler"));
+            let mut uids: Vec<String> = waiting.uids.iter().cloned().collect();
+            uids.sort();
+            uids
+        };
+        assert_eq!(follow(Apply(pod("a", None, None))), ["a"]);
+        assert_eq!(
+            follow(Apply(pod("b", Some("default-scheduler"), None))),
+            ["a", "b"]
+        );
+        assert_eq!(follow(Apply(pod("c", Some("other"), None))), ["a", "b"]);
+        assert_eq!(follow(Apply(pod("a", None, Some("n1")))), ["b"]);
+        let mut deleting = pod("b", None, None);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        assert!(follow(Apply(deleting)).is_empty());
+        assert_eq!(follow(Apply(pod("d", None, None))), ["d"]);
+        assert!(follow(Delete(pod("d", None, None))).is_empty());
+        let mut done = pod("e", None, None);
+        done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
+        assert!(follow(Apply(done)).is_empty());
+
+        // A relist: until it is complete, what was known stands.
+        assert_eq!(follow(Apply(pod("f", None, None))), ["f"]);
+        assert_eq!(follow(Init), ["f"]);
+        assert_eq!(follow(InitApply(pod("g", None, None))), ["f"]);
+        assert_eq!(follow(InitApply(pod("h", None, Some("n1")))), ["f"]);
+        assert_eq!(follow(InitDone), ["g"]);
+        // A list with no waiting pod empties it.
+        assert_eq!(follow(Init), ["g"]);
+        assert!(follow(InitDone).is_empty());
+    }
 
     /// The cached pod keeps everything the filters, scores and status updates read.
     #[test]
