@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod, PodStatus,
+    Binding, Container, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+    PodStatus,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -282,11 +283,25 @@ fn bump<K, E>(
 /// informers drop `managedFields`: here also the annotations (an applied object's
 /// `last-applied-configuration` is a copy of the whole pod), the volumes that name no claim
 /// (only claims are read; the service-account token's projected volume alone takes kilobytes
-/// in `k8s-openapi`'s form) and the status beyond its phase and conditions. Nothing is written
-/// back from the cache: the scheduler's writes are patches and bindings.
+/// in `k8s-openapi`'s form), of each container all but its name, resources and ports (no
+/// image, command, environment, mounts or probes), the ephemeral containers, and the status
+/// beyond its phase and conditions. Nothing is written back from the cache: the scheduler's
+/// writes are patches and bindings.
 fn slim(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let containers = spec.init_containers.iter_mut().flatten();
+        for c in spec.containers.iter_mut().chain(containers) {
+            *c = Container {
+                name: std::mem::take(&mut c.name),
+                resources: c.resources.take(),
+                ports: c.ports.take(),
+                ..Container::default()
+            };
+        }
+        spec.ephemeral_containers = None;
+    }
     if let Some(volumes) = pod.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
         volumes.retain(|v| v.persistent_volume_claim.is_some());
         volumes.shrink_to_fit();
@@ -836,10 +851,13 @@ mod tests {
                     {"labelSelector": {"matchLabels": {"app": "web"}},
                      "topologyKey": "kubernetes.io/hostname"}]}},
                 "overhead": {"cpu": "10m"},
-                "containers": [{"name": "c", "image": "i",
+                "containers": [{"name": "c", "image": "i", "command": ["sh"],
+                    "env": [{"name": "A", "value": "1"}],
+                    "readinessProbe": {"httpGet": {"port": 80}},
                     "resources": {"requests": {"cpu": "250m", "memory": "64Mi",
                                                "vendor.example/dev": "1"}},
                     "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+                "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
                 "initContainers": [{"name": "i", "image": "i",
                     "resources": {"requests": {"cpu": "1"}}}],
                 "volumes": [
@@ -888,8 +906,16 @@ mod tests {
         assert_eq!(slim_spec.affinity, spec.affinity);
         assert_eq!(slim_spec.tolerations, spec.tolerations);
         assert_eq!(slim_spec.node_selector, spec.node_selector);
-        assert_eq!(slim_spec.containers, spec.containers);
-        assert_eq!(slim_spec.init_containers, spec.init_containers);
+        let read = |cs: &[Container]| -> Vec<_> {
+            cs.iter()
+                .map(|c| (c.name.clone(), c.resources.clone(), c.ports.clone()))
+                .collect()
+        };
+        assert_eq!(read(&slim_spec.containers), read(&spec.containers));
+        assert_eq!(
+            read(slim_spec.init_containers.as_deref().unwrap()),
+            read(spec.init_containers.as_deref().unwrap())
+        );
         let (status, slim_status) = (
             pod.status.as_ref().unwrap(),
             slim_pod.status.as_ref().unwrap(),
@@ -909,5 +935,11 @@ mod tests {
         assert_eq!(kept, ["data"]);
         assert_eq!(slim_status.container_statuses, None);
         assert_eq!(slim_status.host_ip, None);
+        let c = &slim_spec.containers[0];
+        assert_eq!(
+            (&c.image, &c.command, &c.env, &c.readiness_probe),
+            (&None, &None, &None, &None)
+        );
+        assert_eq!(slim_spec.ephemeral_containers, None);
     }
 }
