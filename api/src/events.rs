@@ -158,10 +158,13 @@ const CONCURRENT_WRITES: usize = 8;
 
 /// Records Events without the caller waiting for their write, as upstream's event broadcaster
 /// takes them: queued (up to [`QUEUED_EVENTS`]) and written in the background, a few at a time.
-/// When the queue is full an Event is dropped and logged; the caller is never held up.
+/// When the queue is full an Event is dropped (logged once per run of drops, with their count);
+/// the caller is never held up.
 #[derive(Clone)]
 pub struct Emitter {
     queue: tokio::sync::mpsc::Sender<Queued>,
+    /// Events dropped since the queue last had room.
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Queued {
@@ -191,7 +194,10 @@ impl Emitter {
             }
             while writes.join_next().await.is_some() {}
         });
-        Self { queue }
+        Self {
+            queue,
+            dropped: Default::default(),
+        }
     }
 
     /// Queues an Event about `obj`.
@@ -208,8 +214,20 @@ impl Emitter {
             reason,
             message,
         };
+        use std::sync::atomic::Ordering::Relaxed;
         if self.queue.try_send(queued).is_err() {
-            tracing::warn!(reason, "event queue full or closed: event dropped");
+            if self.dropped.fetch_add(1, Relaxed) == 0 {
+                tracing::warn!(
+                    reason,
+                    "event queue full: dropping events until it has room"
+                );
+            }
+        } else if self.dropped.load(Relaxed) > 0 {
+            let dropped = self.dropped.swap(0, Relaxed);
+            tracing::warn!(
+                dropped,
+                "event queue has room again; events dropped while full"
+            );
         }
     }
 }
@@ -224,5 +242,57 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
         uid: obj.uid(),
         resource_version: obj.resource_version(),
         field_path: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+
+    /// An emitter never holds its caller up: with an apiserver that never answers, it has
+    /// [`CONCURRENT_WRITES`] writes in flight, queues [`QUEUED_EVENTS`] more and drops the rest.
+    #[tokio::test]
+    async fn a_full_queue_drops_events_without_waiting() {
+        let (sent, mut requests) = tokio::sync::mpsc::unbounded_channel();
+        let apiserver = tower::service_fn(move |_: http::Request<kube::client::Body>| {
+            let _ = sent.send(());
+            std::future::pending::<Result<http::Response<kube::client::Body>, std::io::Error>>()
+        });
+        let emitter = Emitter::spawn(Recorder::new(
+            kube::Client::new(apiserver, "default"),
+            "test",
+        ));
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let extra = 50;
+        let started = Instant::now();
+        for _ in 0..CONCURRENT_WRITES + QUEUED_EVENTS + extra {
+            emitter.emit(&pod, EventType::Normal, "Scheduled", "m".into());
+            tokio::task::yield_now().await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut writes = 0;
+        while requests.try_recv().is_ok() {
+            writes += 1;
+        }
+        assert_eq!(writes, CONCURRENT_WRITES);
+        // Whether the writer had taken the first events off the queue when the last were
+        // offered decides how many of the extra ones found room.
+        let dropped = emitter.dropped.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        assert!(
+            (extra - CONCURRENT_WRITES..=extra).contains(&dropped),
+            "{dropped} dropped"
+        );
     }
 }

@@ -11,8 +11,8 @@
 //! assumption, and the pod is tried again. A pod that fits nowhere gets a `FailedScheduling` Event
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
 //! until a node, a bound pod, a claim, a volume or a storage class changes, which retries it at
-//! once. Events (`Scheduled`, `FailedScheduling`) are queued and written in the background, as
-//! upstream's event broadcaster does, so neither a pass nor a binding waits for them.
+//! once. A `Scheduled` Event is queued and written in the background, as upstream's event
+//! broadcaster takes it, so a binding does not wait for it.
 
 pub mod framework;
 pub mod interpod;
@@ -122,7 +122,10 @@ struct Backoff {
 struct Scheduler {
     config: Config,
     client: kube::Client,
-    /// Events are queued, not waited for: a binding's slot is free once the binding is made.
+    /// Writes `FailedScheduling` Events, waited for: a pass that finds pods unschedulable
+    /// goes at the pace their Events are written, so a mass of them is not dropped.
+    recorder: Recorder,
+    /// Queues `Scheduled` Events: a binding's slot is free once the binding is made.
     events: Emitter,
     nodes: Store<Node>,
     pods: Store<Pod>,
@@ -154,7 +157,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
         }
     };
-    let events = Emitter::spawn(Recorder::new(client.clone(), &config.scheduler_name));
+    let recorder = Recorder::new(client.clone(), &config.scheduler_name);
+    let events = Emitter::spawn(recorder.clone());
     let notify = Arc::new(tokio::sync::Notify::new());
     let generation = Arc::new(AtomicU64::new(0));
     let (nodes, node_writer) = reflector::store::<Node>();
@@ -239,6 +243,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Scheduler {
             config: config.clone(),
             client: client.clone(),
+            recorder: recorder.clone(),
             events: events.clone(),
             nodes: nodes.clone(),
             pods: pods.clone(),
@@ -697,8 +702,9 @@ impl Scheduler {
             .and_then(|c| c.last_transition_time.as_ref())
             .map_or_else(k8s_openapi::jiff::Timestamp::now, |t| t.0);
         tracing::info!(pod = %pod.name_any(), %message, "unschedulable");
-        self.events
-            .emit(pod, EventType::Warning, "FailedScheduling", message.clone());
+        self.recorder
+            .record(pod, EventType::Warning, "FailedScheduling", &message)
+            .await;
         let ns = pod.namespace().unwrap_or_default();
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({"status": {"conditions": [{
