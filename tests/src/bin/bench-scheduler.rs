@@ -23,8 +23,8 @@ use ekube_tests::bench::{self, Table};
 use ekube_tests::prom::Histogram;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::json;
 
@@ -142,6 +142,9 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             .context("starting ekube scheduler")?,
     );
     let backlog = bound.await.context("watch task")??;
+    // Its `Scheduled` Events are written after the bindings (queued, dropped when the queue
+    // is full): count them once their number stops growing.
+    let scheduled_events = settled_count(|| backlog_events(client)).await?;
     drop(scheduler);
     let backlog_all = backlog.all.duration_since(t2);
     let drained = backlog.all.duration_since(backlog.first);
@@ -210,6 +213,10 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
         format!("{:.2}", backlog_all.as_secs_f64()),
     ]);
     table.row(vec![
+        "backlog: `Scheduled` Events written".into(),
+        format!("{scheduled_events} of {}", args.pods),
+    ]);
+    table.row(vec![
         format!(
             "Deployment of {} replicas: create → all bound (s)",
             args.replicas
@@ -240,6 +247,7 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             "pods_scheduled_per_s": per_sec,
             "backlog_scheduled_per_s": drain_per_sec,
             "backlog_all_bound_after_start_s": backlog_all.as_secs_f64(),
+            "backlog_scheduled_events": scheduled_events,
             "deployment_replicas": args.replicas,
             "deployment_all_bound_s": deploy_bound.as_secs_f64(),
             "server_rss_mib": rss,
@@ -270,6 +278,43 @@ async fn create_pods(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+/// `Scheduled` Events about the backlog's pods.
+async fn backlog_events(client: &kube::Client) -> Result<usize> {
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let list = events
+        .list(&ListParams::default().fields("reason=Scheduled"))
+        .await
+        .context("listing Scheduled Events")?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| {
+            e.involved_object
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("backlog-"))
+        })
+        .count())
+}
+
+/// What `count` answers once two answers half a second apart agree (at most 30 s).
+async fn settled_count<F, Fut>(mut count: F) -> Result<usize>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize>>,
+{
+    let mut last = count().await?;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = count().await?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 /// The apiserver's `/metrics`, as the bench's admin client reads it.
