@@ -12,7 +12,7 @@
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
 //! until a node, a bound pod, a claim, a volume or a storage class changes, which retries it at
 //! once. A `Scheduled` Event is queued and written in the background, as upstream's event
-//! broadcaster takes it, so a binding does not wait for it.
+//! broadcaster takes it, so a binding does not wait for its write.
 
 pub mod framework;
 pub mod interpod;
@@ -125,7 +125,8 @@ struct Scheduler {
     /// Writes `FailedScheduling` Events, waited for: a pass that finds pods unschedulable
     /// goes at the pace their Events are written, so a mass of them is not dropped.
     recorder: Recorder,
-    /// Queues `Scheduled` Events: a binding's slot is free once the binding is made.
+    /// Queues `Scheduled` Events: a binding's slot is free once the binding is made (unless
+    /// the queue is full).
     events: Emitter,
     nodes: Store<Node>,
     pods: Store<Pod>,
@@ -563,7 +564,9 @@ impl Scheduler {
                 Err(error) => {
                     tracing::warn!(pod = %pod.name_any(), error, "volume binding failed");
                     let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
-                    events.emit(&*pod, EventType::Warning, "FailedScheduling", message);
+                    events
+                        .emit(&*pod, EventType::Warning, "FailedScheduling", message)
+                        .await;
                     (BindingEnd::PreBindFailed, metrics::Outcome::Error)
                 }
                 Ok(()) if bind(&client, &events, &pod, &node).await => {
@@ -773,7 +776,7 @@ async fn bind(client: &kube::Client, events: &Emitter, pod: &Pod, node: &str) ->
         Ok(_) => {
             tracing::info!(pod = %format!("{ns}/{name}"), node, "bound");
             let msg = format!("Successfully assigned {ns}/{name} to {node}");
-            events.emit(pod, EventType::Normal, "Scheduled", msg);
+            events.emit(pod, EventType::Normal, "Scheduled", msg).await;
             true
         }
         Err(e) => {
