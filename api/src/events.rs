@@ -270,15 +270,18 @@ mod tests {
             // Let the writer take what it can off the queue.
             tokio::task::yield_now().await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut writes = 0;
-        while requests.try_recv().is_ok() {
-            writes += 1;
+        for i in 0..CONCURRENT_WRITES {
+            tokio::time::timeout(soon, requests.recv())
+                .await
+                .unwrap_or_else(|_| panic!("write {i} did not start"));
         }
-        assert_eq!(writes, CONCURRENT_WRITES);
         assert!(
             tokio::time::timeout(soon, emit()).await.is_err(),
             "a full queue takes one more"
+        );
+        assert!(
+            requests.try_recv().is_err(),
+            "more than {CONCURRENT_WRITES} writes in flight"
         );
     }
 }

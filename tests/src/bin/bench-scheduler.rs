@@ -142,9 +142,9 @@ async fn run(args: &Args, client: &kube::Client, server: &ServerProcess) -> Resu
             .context("starting ekube scheduler")?,
     );
     let backlog = bound.await.context("watch task")??;
-    // Its `Scheduled` Events are written after the bindings (queued, dropped when the queue
-    // is full): count them once their number stops growing.
-    let scheduled_events = settled_count(|| backlog_events(client)).await?;
+    // Its `Scheduled` Events are queued and written after the bindings: count them once all
+    // are there (or what is there after 30 s).
+    let scheduled_events = backlog_events(client, args.pods).await?;
     drop(scheduler);
     let backlog_all = backlog.all.duration_since(t2);
     let drained = backlog.all.duration_since(backlog.first);
@@ -280,41 +280,31 @@ async fn create_pods(
     Ok(())
 }
 
-/// `Scheduled` Events about the backlog's pods.
-async fn backlog_events(client: &kube::Client) -> Result<usize> {
+/// How many of the backlog's `expected` pods have a `Scheduled` Event: as soon as all do, else
+/// after 30 s.
+async fn backlog_events(client: &kube::Client, expected: usize) -> Result<usize> {
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let list = events
-        .list(&ListParams::default().fields("reason=Scheduled"))
-        .await
-        .context("listing Scheduled Events")?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|e| {
-            e.involved_object
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with("backlog-"))
-        })
-        .count())
-}
-
-/// What `count` answers once two answers half a second apart agree (at most 30 s).
-async fn settled_count<F, Fut>(mut count: F) -> Result<usize>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<usize>>,
-{
-    let mut last = count().await?;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = count().await?;
-        if now == last {
-            break;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events
+            .list(&ListParams::default().fields("reason=Scheduled"))
+            .await
+            .context("listing Scheduled Events")?;
+        let written = list
+            .items
+            .iter()
+            .filter(|e| {
+                e.involved_object
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("backlog-"))
+            })
+            .count();
+        if written >= expected || Instant::now() > deadline {
+            return Ok(written);
         }
-        last = now;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(last)
 }
 
 /// The apiserver's `/metrics`, as the bench's admin client reads it.
