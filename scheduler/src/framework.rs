@@ -146,16 +146,22 @@ pub fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
 /// affinity terms.
 pub struct Incoming<'a> {
     pub pod: &'a Pod,
-    pub(crate) footprint: Footprint,
+    pub(crate) footprint: Arc<Footprint>,
     tolerations: &'a [Toleration],
     pub(crate) affinity: crate::interpod::Terms,
 }
 
 impl<'a> Incoming<'a> {
     pub fn new(pod: &'a Pod) -> Self {
+        Self::with_footprint(pod, Arc::new(Footprint::of(pod)))
+    }
+
+    /// The pod with its footprint worked out already (by the pod cache, from the whole pod: the
+    /// cached pod has no containers).
+    pub fn with_footprint(pod: &'a Pod, footprint: Arc<Footprint>) -> Self {
         Self {
             pod,
-            footprint: Footprint::of(pod),
+            footprint,
             tolerations: pod
                 .spec
                 .as_ref()
@@ -245,9 +251,9 @@ impl NodeInfo {
     }
 }
 
-/// What a pod takes of its node and tells about itself: for a placed pod, worked out once per
-/// version of the pod (the scheduler keeps them between passes); for the pod being placed,
-/// once per attempt ([`Incoming`]).
+/// What a pod takes of its node and tells about itself, worked out once per version of the
+/// pod by the pod cache ([`crate::pods`]).
+#[derive(Debug, PartialEq)]
 pub struct Footprint {
     requested: Resources,
     /// With the non-zero defaults, for scoring.

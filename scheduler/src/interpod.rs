@@ -25,7 +25,7 @@ pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 pub const EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
 
 /// What the scheduler keeps of a pod placed on a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,

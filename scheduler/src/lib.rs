@@ -1,12 +1,13 @@
 //! `ekube scheduler`: places pods on nodes.
 //!
-//! Nodes and pods are reflected into local stores. Whenever either changes (and once a second
-//! for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
+//! Nodes are reflected into a local store; of the pods, the scheduler keeps what it reads
+//! ([`pods`]: the waiting ones, and what each placed pod takes of its node). Whenever either
+//! changes (and once a second for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
 //! `nodeName`, matching `schedulerName`), highest priority and oldest first, filters and scores
 //! the nodes for each ([`framework`], [`volumes`], [`interpod`]), and binds it with
 //! `POST pods/<name>/binding` (after annotating its delayed claims with the node). As in
 //! upstream, binding runs apart from scheduling (up to [`MAX_BINDING`] at once): a placed pod is
-//! "assumed" on its node at once and stays so until the pod store shows the binding, so two
+//! "assumed" on its node at once and stays so until the pod cache shows the binding, so two
 //! pods in a row never both take the last free slot; a binding that fails forgets the
 //! assumption, and the pod is tried again. A pod that fits nowhere gets a `FailedScheduling` Event
 //! and a `PodScheduled=False` condition, and backs off (1 s doubling to `--pod-max-backoff`)
@@ -17,6 +18,7 @@
 pub mod framework;
 pub mod interpod;
 pub mod metrics;
+pub mod pods;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,8 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Binding, Container, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
-    PodStatus,
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -42,6 +43,7 @@ use serde_json::json;
 use ekube_api::events::{Emitter, EventType, Recorder};
 use ekube_api::storage;
 use framework::NodeInfo;
+use pods::{Bound, Pods, Waiting};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -129,18 +131,13 @@ struct Scheduler {
     /// the queue is full).
     events: Emitter,
     nodes: Store<Node>,
-    pods: Store<Pod>,
+    pods: Arc<Mutex<Pods>>,
     storage: volumes::Stores,
     /// Bumped on every change of a node, a bound pod, a claim, a volume or a storage class.
     generation: Arc<AtomicU64>,
-    /// The pods waiting for this scheduler, as the pod watch last saw them.
-    waiting: Arc<Mutex<Waiting>>,
-    /// Pods bound by us that the pod store does not show as bound yet: uid → node.
-    assumed: HashMap<String, String>,
+    /// Pods bound by us that the pod cache does not show as bound yet, by uid.
+    assumed: HashMap<String, Bound>,
     backoff: HashMap<String, Backoff>,
-    /// What each placed pod takes of its node, by uid, for the version of the pod it was
-    /// worked out from: a pass reuses them instead of reading every placed pod again.
-    footprints: HashMap<String, (String, Arc<framework::Footprint>)>,
     /// Bindings in flight.
     binding: tokio::task::JoinSet<Finished>,
 }
@@ -163,7 +160,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let notify = Arc::new(tokio::sync::Notify::new());
     let generation = Arc::new(AtomicU64::new(0));
     let (nodes, node_writer) = reflector::store::<Node>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
     let node_watch = {
         let (notify, generation) = (notify.clone(), generation.clone());
         reflector::reflector(
@@ -206,36 +202,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .default_backoff()
         .for_each(bump(generation.clone(), notify.clone())),
     );
-    let waiting = Arc::new(Mutex::new(Waiting::default()));
+    let pods = Arc::new(Mutex::new(Pods::new(&config.scheduler_name)));
     let pod_watch = {
-        let (notify, generation) = (notify.clone(), generation.clone());
-        let (waiting, name) = (waiting.clone(), config.scheduler_name.clone());
-        reflector::reflector(
-            pod_writer,
-            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).modify(slim),
-        )
-        .default_backoff()
-        .for_each(move |ev| {
-            let bound = |p: &Pod| {
-                p.spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_ref())
-                    .is_some_and(|n| !n.is_empty())
-            };
-            if let Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p)) = &ev
-                && bound(p)
-            {
-                generation.fetch_add(1, Ordering::SeqCst);
-            }
-            if let Ok(ev) = &ev {
-                waiting
-                    .lock()
-                    .expect("waiting pods lock")
-                    .follow(ev, |p| waits_for(p, &name));
-            }
-            notify.notify_one();
-            futures::future::ready(())
-        })
+        let (notify, generation, pods) = (notify.clone(), generation.clone(), pods.clone());
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .for_each(move |ev| {
+                if let Ok(ev) = ev
+                    && pods.lock().expect("pod cache lock").follow(ev)
+                {
+                    generation.fetch_add(1, Ordering::SeqCst);
+                }
+                notify.notify_one();
+                futures::future::ready(())
+            })
     };
     // The caches fill whether or not this copy leads, so a new leader starts warm; only the
     // scheduling loop waits for the Lease, and starts afresh after each election.
@@ -250,10 +230,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             pods: pods.clone(),
             storage: storage.clone(),
             generation: generation.clone(),
-            waiting: waiting.clone(),
             assumed: HashMap::new(),
             backoff: HashMap::new(),
-            footprints: HashMap::new(),
             binding: tokio::task::JoinSet::new(),
         }
         .schedule(notify.clone())
@@ -285,110 +263,12 @@ fn bump<K, E>(
     }
 }
 
-/// Drops what the scheduler never reads from a pod before it is cached, as upstream's
-/// informers drop `managedFields`: here also the annotations (an applied object's
-/// `last-applied-configuration` is a copy of the whole pod), the volumes that name no claim
-/// (only claims are read; the service-account token's projected volume alone takes kilobytes
-/// in `k8s-openapi`'s form), of each container all but its name, resources and ports (no
-/// image, command, environment, mounts or probes), the ephemeral containers, and the status
-/// beyond its phase and conditions. Nothing is written back from the cache: the scheduler's
-/// writes are patches and bindings.
-fn slim(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        let containers = spec.init_containers.iter_mut().flatten();
-        for c in spec.containers.iter_mut().chain(containers) {
-            *c = Container {
-                name: std::mem::take(&mut c.name),
-                resources: c.resources.take(),
-                ports: c.ports.take(),
-                ..Container::default()
-            };
-        }
-        spec.ephemeral_containers = None;
-    }
-    if let Some(volumes) = pod.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
-        volumes.retain(|v| v.persistent_volume_claim.is_some());
-        volumes.shrink_to_fit();
-    }
-    if let Some(status) = pod.status.take() {
-        pod.status = Some(PodStatus {
-            phase: status.phase,
-            conditions: status.conditions,
-            ..PodStatus::default()
-        });
-    }
-}
-
-fn node_of(p: &Pod) -> Option<&str> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
-}
-
-/// Whether `p` waits for the scheduler named `name`: not bound, not being deleted, not
-/// finished, and naming it (`default-scheduler` when it names none).
-fn waits_for(p: &Pod, name: &str) -> bool {
-    let scheduler = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.scheduler_name.as_deref())
-        .unwrap_or("default-scheduler");
-    scheduler == name
-        && node_of(p).is_none()
-        && p.metadata.deletion_timestamp.is_none()
-        && !terminal(p)
-}
-
-/// The uids of the pods waiting for this scheduler, kept from the pod watch's events, so that a
-/// pass with nothing to place (a bound pod's status changed, the second's tick) costs nothing
-/// instead of a walk over every pod.
-#[derive(Default)]
-struct Waiting {
-    uids: HashSet<String>,
-    /// While the watch lists anew: what the new list has shown so far.
-    relist: Option<HashSet<String>>,
-}
-
-impl Waiting {
-    fn follow(&mut self, ev: &watcher::Event<Pod>, waits: impl Fn(&Pod) -> bool) {
-        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
-        match ev {
-            watcher::Event::Apply(p) if waits(p) => {
-                self.uids.insert(uid(p));
-            }
-            watcher::Event::Apply(p) | watcher::Event::Delete(p) => {
-                self.uids.remove(&uid(p));
-            }
-            watcher::Event::Init => self.relist = Some(HashSet::new()),
-            watcher::Event::InitApply(p) => {
-                if waits(p) {
-                    self.relist.get_or_insert_default().insert(uid(p));
-                }
-            }
-            watcher::Event::InitDone => self.uids = self.relist.take().unwrap_or_default(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.uids.is_empty()
-    }
-}
-
-fn terminal(p: &Pod) -> bool {
-    matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 impl Scheduler {
     /// Schedules whenever the caches change (and every second, for back-offs), for ever.
     async fn schedule(mut self, notify: Arc<tokio::sync::Notify>) {
+        // The pod cache needs no wait: until its first list is complete it shows no pod
+        // waiting, so a pass does nothing.
         let _ = self.nodes.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
         tracing::info!(name = %self.config.scheduler_name, "scheduler running");
         // When the last pass that had pods to place ended.
         let mut busy = Instant::now() - BURST;
@@ -414,35 +294,31 @@ impl Scheduler {
         while let Some(finished) = self.binding.try_join_next() {
             self.finished(finished);
         }
-        if self.waiting.lock().expect("waiting pods lock").is_empty() {
-            // No pod of ours is unbound: every assumption has been seen bound (or its pod is
-            // gone), and no pod backs off.
-            self.assumed.clear();
-            self.backoff.clear();
-            metrics::pending(0, 0);
-            return false;
-        }
-        let pods = self.pods.state();
         let nodes = self.nodes.state();
-        // Forget assumptions the store has caught up with.
-        let unbound: HashSet<&str> = pods
-            .iter()
-            .filter(|p| node_of(p).is_none())
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        self.assumed.retain(|uid, _| unbound.contains(uid.as_str()));
-        let pending: Vec<Arc<Pod>> = {
-            let mut v: Vec<Arc<Pod>> = pods
-                .iter()
-                .filter(|p| waits_for(p, &self.config.scheduler_name))
-                .filter(|p| {
+        let (pending, mut infos) = {
+            let pods = self.pods.lock().expect("pod cache lock");
+            if pods.none_waiting() {
+                // No pod of ours is unbound: every assumption has been seen bound (or its pod
+                // is gone), and no pod backs off.
+                self.assumed.clear();
+                self.backoff.clear();
+                metrics::pending(0, 0);
+                return false;
+            }
+            // Forget assumptions the cache has caught up with: their pods show bound, or are
+            // gone.
+            self.assumed.retain(|uid, _| pods.is_waiting(uid));
+            let mut pending: Vec<Arc<Waiting>> = pods
+                .waiting()
+                .filter(|w| {
                     !self
                         .assumed
-                        .contains_key(p.metadata.uid.as_deref().unwrap_or_default())
+                        .contains_key(w.pod.metadata.uid.as_deref().unwrap_or_default())
                 })
                 .cloned()
                 .collect();
-            v.sort_by_cached_key(|p| {
+            pending.sort_by_cached_key(|w| {
+                let p = &w.pod;
                 let prio = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
                 (
                     std::cmp::Reverse(prio),
@@ -453,14 +329,31 @@ impl Scheduler {
                     p.name_any(),
                 )
             });
-            v
+            let pending_uids: HashSet<&str> = pending
+                .iter()
+                .filter_map(|w| w.pod.metadata.uid.as_deref())
+                .collect();
+            self.backoff
+                .retain(|uid, _| pending_uids.contains(uid.as_str()));
+            if pending.is_empty() {
+                metrics::pending(0, 0);
+                return false;
+            }
+            // What is placed on each node: the bound pods, and those bound by us that the
+            // cache does not show bound yet.
+            let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n.clone())).collect();
+            let index: HashMap<&str, usize> = nodes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| Some((n.metadata.name.as_deref()?, i)))
+                .collect();
+            for placed in pods.bound().chain(self.assumed.values()) {
+                if let Some(&i) = index.get(placed.node.as_str()) {
+                    infos[i].add_footprint(&placed.footprint);
+                }
+            }
+            (pending, infos)
         };
-        let pending_uids: HashSet<&str> = pending
-            .iter()
-            .filter_map(|p| p.metadata.uid.as_deref())
-            .collect();
-        self.backoff
-            .retain(|uid, _| pending_uids.contains(uid.as_str()));
         let generation = self.generation.load(Ordering::SeqCst);
         let now = Instant::now();
         let waiting = |uid: &str| {
@@ -470,35 +363,9 @@ impl Scheduler {
         };
         let backoff = pending
             .iter()
-            .filter(|p| waiting(&p.uid().unwrap_or_default()))
+            .filter(|w| waiting(&w.pod.uid().unwrap_or_default()))
             .count();
         metrics::pending(pending.len() - backoff, backoff);
-        if pending.is_empty() {
-            return false;
-        }
-        let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n.clone())).collect();
-        let index: HashMap<String, usize> = infos
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.node.name_any(), i))
-            .collect();
-        let mut footprints = HashMap::with_capacity(self.footprints.len());
-        for p in &pods {
-            let uid = p.uid().unwrap_or_default();
-            let node = node_of(p).or_else(|| self.assumed.get(&uid).map(String::as_str));
-            if let Some(i) = node.and_then(|n| index.get(n).copied())
-                && !terminal(p)
-            {
-                let version = p.resource_version().unwrap_or_default();
-                let footprint = match self.footprints.remove(&uid) {
-                    Some((v, f)) if v == version => f,
-                    _ => Arc::new(framework::Footprint::of(p)),
-                };
-                infos[i].add_footprint(&footprint);
-                footprints.insert(uid, (version, footprint));
-            }
-        }
-        self.footprints = footprints;
         // Until the storage caches have listed, a pod with claims would be judged against
         // none: such pods wait for them (pods without claims do not).
         let storage_ready = self.storage.ready();
@@ -507,7 +374,8 @@ impl Scheduler {
         } else {
             volumes::Snapshot::default()
         };
-        for pod in pending {
+        for waiting in pending {
+            let pod = &waiting.pod;
             let uid = pod.uid().unwrap_or_default();
             if let Some(b) = self.backoff.get(&uid)
                 && b.generation == generation
@@ -515,20 +383,24 @@ impl Scheduler {
             {
                 continue;
             }
-            if !storage_ready && volumes::claim_names(&pod).next().is_some() {
+            if !storage_ready && volumes::claim_names(pod).next().is_some() {
                 continue;
             }
             let started = Instant::now();
-            match self.schedule_one(&pod, &infos, &storage) {
+            match self.schedule_one(&waiting, &infos, &storage) {
                 Ok((i, claims)) => {
                     let node = infos[i].node.name_any();
-                    infos[i].add(&pod);
-                    self.assumed.insert(uid.clone(), node.clone());
-                    self.start_binding(pod, node, claims, generation, started)
+                    infos[i].add_footprint(&waiting.footprint);
+                    let placed = Bound {
+                        node: node.clone(),
+                        footprint: waiting.footprint.clone(),
+                    };
+                    self.assumed.insert(uid, placed);
+                    self.start_binding(waiting, node, claims, generation, started)
                         .await;
                 }
                 Err(message) => {
-                    self.unschedulable(&pod, message, generation).await;
+                    self.unschedulable(pod, message, generation).await;
                     metrics::attempt(
                         &self.config.scheduler_name,
                         metrics::Outcome::Unschedulable,
@@ -544,7 +416,7 @@ impl Scheduler {
     /// a slot when [`MAX_BINDING`] are in flight.
     async fn start_binding(
         &mut self,
-        pod: Arc<Pod>,
+        waiting: Arc<Waiting>,
         node: String,
         claims: volumes::PodClaims,
         generation: u64,
@@ -559,17 +431,18 @@ impl Scheduler {
         let (client, events) = (self.client.clone(), self.events.clone());
         let profile = self.config.scheduler_name.clone();
         self.binding.spawn(async move {
+            let pod = &waiting.pod;
             let uid = pod.uid().unwrap_or_default();
             let (binding, outcome) = match select_node(&client, &claims, &node).await {
                 Err(error) => {
                     tracing::warn!(pod = %pod.name_any(), error, "volume binding failed");
                     let message = format!("running PreBind plugin \"VolumeBinding\": {error}");
                     events
-                        .emit(&*pod, EventType::Warning, "FailedScheduling", message)
+                        .emit(pod, EventType::Warning, "FailedScheduling", message)
                         .await;
                     (BindingEnd::PreBindFailed, metrics::Outcome::Error)
                 }
-                Ok(()) if bind(&client, &events, &pod, &node).await => {
+                Ok(()) if bind(&client, &events, pod, &node).await => {
                     (BindingEnd::Bound, metrics::Outcome::Scheduled)
                 }
                 Ok(()) => (BindingEnd::Failed, metrics::Outcome::Error),
@@ -606,13 +479,13 @@ impl Scheduler {
     /// none fits.
     fn schedule_one(
         &self,
-        pod: &Pod,
+        waiting: &Waiting,
         infos: &[NodeInfo],
         storage: &volumes::Snapshot,
     ) -> Result<(usize, volumes::PodClaims), String> {
-        let claims = volumes::pod_claims(pod, storage)
+        let claims = volumes::pod_claims(&waiting.pod, storage)
             .map_err(|m| framework::pre_filter_error(infos.len(), &m))?;
-        let incoming = framework::Incoming::new(pod);
+        let incoming = framework::Incoming::with_footprint(&waiting.pod, waiting.footprint.clone());
         let guarded: Vec<usize> = (0..infos.len())
             .filter(|&i| infos[i].has_anti_affinity)
             .collect();
@@ -783,172 +656,5 @@ async fn bind(client: &kube::Client, events: &Emitter, pod: &Pod, node: &str) ->
             tracing::debug!(error = %e, pod = %name, "binding failed");
             false
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pod(uid: &str, scheduler: Option<&str>, node: Option<&str>) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": uid, "namespace": "ns", "uid": uid},
-            "spec": {"containers": [], "schedulerName": scheduler, "nodeName": node},
-        }))
-        .unwrap()
-    }
-
-    /// The waiting pods follow the watch: ours and unbound come in, bound, deleted or another
-    /// scheduler's do not, and a new list replaces what was known once it is complete.
-    #[test]
-    fn waiting_pods_follow_the_watch() {
-        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
-        let mut waiting = Waiting::default();
-        let mut follow = |ev: watcher::Event<Pod>| {
-            waiting.follow(&ev, |p| waits_for(p, "default-scheduler"));
-            let mut uids: Vec<String> = waiting.uids.iter().cloned().collect();
-            uids.sort();
-            uids
-        };
-        assert_eq!(follow(Apply(pod("a", None, None))), ["a"]);
-        assert_eq!(
-            follow(Apply(pod("b", Some("default-scheduler"), None))),
-            ["a", "b"]
-        );
-        assert_eq!(follow(Apply(pod("c", Some("other"), None))), ["a", "b"]);
-        assert_eq!(follow(Apply(pod("a", None, Some("n1")))), ["b"]);
-        let mut deleting = pod("b", None, None);
-        deleting.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ));
-        assert!(follow(Apply(deleting)).is_empty());
-        assert_eq!(follow(Apply(pod("d", None, None))), ["d"]);
-        assert!(follow(Delete(pod("d", None, None))).is_empty());
-        let mut done = pod("e", None, None);
-        done.status = Some(serde_json::from_value(json!({"phase": "Succeeded"})).unwrap());
-        assert!(follow(Apply(done)).is_empty());
-
-        // A relist: until it is complete, what was known stands.
-        assert_eq!(follow(Apply(pod("f", None, None))), ["f"]);
-        assert_eq!(follow(Init), ["f"]);
-        assert_eq!(follow(InitApply(pod("g", None, None))), ["f"]);
-        assert_eq!(follow(InitApply(pod("h", None, Some("n1")))), ["f"]);
-        assert_eq!(follow(InitDone), ["g"]);
-        // A list with no waiting pod empties it.
-        assert_eq!(follow(Init), ["g"]);
-        assert!(follow(InitDone).is_empty());
-    }
-
-    /// The cached pod keeps everything the filters, scores and status updates read.
-    #[test]
-    fn a_slim_pod_reads_the_same() {
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {
-                "name": "p", "namespace": "ns", "uid": "u1", "resourceVersion": "7",
-                "labels": {"app": "web"},
-                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
-                "managedFields": [{"manager": "kubectl", "operation": "Apply"}],
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                     "name": "rs", "uid": "o1", "controller": true}],
-            },
-            "spec": {
-                "schedulerName": "default-scheduler",
-                "nodeSelector": {"disk": "ssd"},
-                "tolerations": [{"key": "k", "operator": "Exists"}],
-                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                    {"labelSelector": {"matchLabels": {"app": "web"}},
-                     "topologyKey": "kubernetes.io/hostname"}]}},
-                "overhead": {"cpu": "10m"},
-                "containers": [{"name": "c", "image": "i", "command": ["sh"],
-                    "env": [{"name": "A", "value": "1"}],
-                    "readinessProbe": {"httpGet": {"port": 80}},
-                    "resources": {"requests": {"cpu": "250m", "memory": "64Mi",
-                                               "vendor.example/dev": "1"}},
-                    "ports": [{"containerPort": 80, "hostPort": 8080}]}],
-                "ephemeralContainers": [{"name": "debug", "image": "busybox"}],
-                "initContainers": [{"name": "i", "image": "i",
-                    "resources": {"requests": {"cpu": "1"}}}],
-                "volumes": [
-                    {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
-                    {"name": "token", "projected": {"sources": [
-                        {"serviceAccountToken": {"path": "token"}}]}},
-                    {"name": "scratch", "emptyDir": {}},
-                ],
-            },
-            "status": {
-                "phase": "Pending",
-                "conditions": [{"type": "PodScheduled", "status": "False"}],
-                "hostIP": "10.0.0.1",
-                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false,
-                                       "restartCount": 0}],
-            },
-        }))
-        .unwrap();
-        let mut slim_pod = pod.clone();
-        slim(&mut slim_pod);
-
-        assert_eq!(
-            framework::pod_requests(&slim_pod, false),
-            framework::pod_requests(&pod, false)
-        );
-        assert_eq!(
-            framework::pod_requests(&slim_pod, true),
-            framework::pod_requests(&pod, true)
-        );
-        assert_eq!(
-            framework::host_ports(&slim_pod),
-            framework::host_ports(&pod)
-        );
-        assert_eq!(framework::owner_uid(&slim_pod), framework::owner_uid(&pod));
-        assert_eq!(
-            volumes::claim_names(&slim_pod).collect::<Vec<_>>(),
-            volumes::claim_names(&pod).collect::<Vec<_>>()
-        );
-        assert_eq!(slim_pod.metadata.labels, pod.metadata.labels);
-        assert_eq!(slim_pod.metadata.uid, pod.metadata.uid);
-        assert_eq!(
-            slim_pod.metadata.resource_version,
-            pod.metadata.resource_version
-        );
-        let (spec, slim_spec) = (pod.spec.as_ref().unwrap(), slim_pod.spec.as_ref().unwrap());
-        assert_eq!(slim_spec.affinity, spec.affinity);
-        assert_eq!(slim_spec.tolerations, spec.tolerations);
-        assert_eq!(slim_spec.node_selector, spec.node_selector);
-        let read = |cs: &[Container]| -> Vec<_> {
-            cs.iter()
-                .map(|c| (c.name.clone(), c.resources.clone(), c.ports.clone()))
-                .collect()
-        };
-        assert_eq!(read(&slim_spec.containers), read(&spec.containers));
-        assert_eq!(
-            read(slim_spec.init_containers.as_deref().unwrap()),
-            read(spec.init_containers.as_deref().unwrap())
-        );
-        let (status, slim_status) = (
-            pod.status.as_ref().unwrap(),
-            slim_pod.status.as_ref().unwrap(),
-        );
-        assert_eq!(slim_status.phase, status.phase);
-        assert_eq!(slim_status.conditions, status.conditions);
-
-        // What goes.
-        assert_eq!(slim_pod.metadata.annotations, None);
-        assert_eq!(slim_pod.metadata.managed_fields, None);
-        let kept: Vec<&str> = slim_spec
-            .volumes
-            .iter()
-            .flatten()
-            .map(|v| v.name.as_str())
-            .collect();
-        assert_eq!(kept, ["data"]);
-        assert_eq!(slim_status.container_statuses, None);
-        assert_eq!(slim_status.host_ip, None);
-        let c = &slim_spec.containers[0];
-        assert_eq!(
-            (&c.image, &c.command, &c.env, &c.readiness_probe),
-            (&None, &None, &None, &None)
-        );
-        assert_eq!(slim_spec.ephemeral_containers, None);
     }
 }
