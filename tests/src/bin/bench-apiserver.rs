@@ -2,7 +2,9 @@
 //!
 //! Starts `ekube server` on loopback over a fresh data directory and, with one kube-rs client,
 //! measures: creates per second (16 concurrent writers), p50/p99 of get and of list over
-//! 10,000 pods, the delay from a write to its delivery on 100 watchers, and the server's RSS.
+//! 10,000 pods (decoded into `Pod`s, as a kube-rs user sees it, and as the body alone, which is
+//! what the server and the connection take), the delay from a write to its delivery on 100
+//! watchers, and the server's RSS.
 //!
 //! Then the cost of authorization, for this build: get p50/p99 for a user outside
 //! `system:masters` with 1,000 RoleBindings in the namespace, under `Node,RBAC` (the default)
@@ -55,15 +57,17 @@ const WATCHERS: usize = 100;
 const WRITES: usize = 50;
 
 /// One round's figures, in the order of `METRICS`.
-type Round = [f64; 12];
+type Round = [f64; 14];
 
 /// What each figure of a `Round` is.
-const METRICS: [&str; 12] = [
+const METRICS: [&str; 14] = [
     "creates/s (16 writers)",
     "get p50 (ms)",
     "get p99 (ms)",
     "list 10,000 pods p50 (ms)",
     "list 10,000 pods p99 (ms)",
+    "list 10,000 pods, body received, not decoded: p50 (ms)",
+    "list 10,000 pods, body received, not decoded: p99 (ms)",
     "list by label (1,000 of 10,000) p50 (ms)",
     "list by label (1,000 of 10,000) p99 (ms)",
     "watch delivery, 100 watchers, p50 (ms)",
@@ -225,6 +229,20 @@ async fn measure(bin: PathBuf, on_etcd: bool) -> Result<Round> {
         lists.push(t.elapsed());
     }
     lists.sort();
+    // The same list as bytes: what the server and the connection take, without the client's
+    // decoding of 10,000 pods into `k8s-openapi` structs (which alone is most of a list's
+    // time as kube-rs sees it).
+    let mut raw = Vec::new();
+    for _ in 0..20 {
+        let request = http::Request::get("/api/v1/namespaces/default/pods").body(Vec::new())?;
+        let t = Instant::now();
+        let body = client.request_text(request).await?;
+        raw.push(t.elapsed());
+        let list: serde_json::Value = serde_json::from_str(&body)?;
+        let items = list["items"].as_array().map_or(0, Vec::len);
+        ensure!(items == PODS, "the raw list holds {items} pods of {PODS}");
+    }
+    raw.sort();
     let mut selected = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
@@ -246,6 +264,8 @@ async fn measure(bin: PathBuf, on_etcd: bool) -> Result<Round> {
         ms(percentile(&gets, 0.99)),
         ms(percentile(&lists, 0.5)),
         ms(percentile(&lists, 0.99)),
+        ms(percentile(&raw, 0.5)),
+        ms(percentile(&raw, 0.99)),
         ms(percentile(&selected, 0.5)),
         ms(percentile(&selected, 0.99)),
         watch_p50,
