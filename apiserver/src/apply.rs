@@ -11,12 +11,14 @@ use serde_json::{Map, Value, json};
 
 use crate::errors::{ApiError, Cause};
 use crate::patch::{ListStrategy, apply_merge, identity, list_strategy};
+use crate::strategy::Kind;
+use ekube_api::resources::ResourceInfo;
 
 type Path = Vec<String>;
 
 /// The leaf paths of an applied configuration, as `FieldsV1` path elements.
 fn leaves(
-    kind: &str,
+    kind: Option<&dyn Kind>,
     v: &Value,
     path: &mut Vec<String>,
     names: &mut Vec<String>,
@@ -190,16 +192,16 @@ fn remove_elem(cur: &mut Value, elem: &str) {
     }
 }
 
-/// Merges `applied` by `manager` into `current` (None when the object does not exist yet).
-/// Returns the object to write, with `managedFields` updated.
+/// Merges `applied` by `manager` into `current` (None when the object does not exist yet), an
+/// object of the resource `r`. Returns the object to write, with `managedFields` updated.
 pub fn apply(
-    kind: &str,
-    api_version: &str,
+    r: &ResourceInfo,
     current: Option<&Value>,
     applied: &Value,
     manager: &str,
     force: bool,
 ) -> Result<Value, ApiError> {
+    let (kind, api_version) = (crate::strategy::of(r), r.api_version());
     let mut new_leaves = Vec::new();
     leaves(
         kind,
@@ -313,15 +315,19 @@ fn without_managed_fields(obj: &Value) -> Value {
 mod tests {
     use super::*;
 
+    fn core(resource: &str) -> &'static ResourceInfo {
+        ekube_api::resources::find("", "v1", resource).expect("a core resource")
+    }
+
     #[test]
     fn an_unchanged_reapply_changes_nothing_not_even_the_time() {
         let config = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}});
-        let mut first = apply("Service", "v1", None, &config, "me", false).unwrap();
+        let mut first = apply(core("services"), None, &config, "me", false).unwrap();
         first["metadata"]["managedFields"][0]["time"] = json!("2020-01-01T00:00:00Z");
-        let again = apply("Service", "v1", Some(&first), &config, "me", false).unwrap();
+        let again = apply(core("services"), Some(&first), &config, "me", false).unwrap();
         assert_eq!(again, first);
         let changed = json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 81}]}});
-        let later = apply("Service", "v1", Some(&first), &changed, "me", false).unwrap();
+        let later = apply(core("services"), Some(&first), &changed, "me", false).unwrap();
         assert_ne!(
             later["metadata"]["managedFields"][0]["time"],
             "2020-01-01T00:00:00Z"
@@ -334,7 +340,7 @@ mod tests {
             {"name": "dns", "port": 53, "protocol": "UDP"},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
             {"name": "metrics", "port": 9153}]}});
-        let obj = apply("Service", "v1", None, &dns, "me", false).unwrap();
+        let obj = apply(core("services"), None, &dns, "me", false).unwrap();
         let names: Vec<&str> = obj["spec"]["ports"]
             .as_array()
             .unwrap()
@@ -354,7 +360,7 @@ mod tests {
         // Dropping the UDP port on the next apply removes that item only.
         let tcp_only = json!({"metadata": {"name": "kube-dns"}, "spec": {"ports": [
             {"name": "dns-tcp", "port": 53, "protocol": "TCP"}, {"name": "metrics", "port": 9153}]}});
-        let obj = apply("Service", "v1", Some(&obj), &tcp_only, "me", false).unwrap();
+        let obj = apply(core("services"), Some(&obj), &tcp_only, "me", false).unwrap();
         assert_eq!(obj["spec"]["ports"].as_array().unwrap().len(), 2);
         assert_eq!(obj["spec"]["ports"][0]["protocol"], "TCP");
     }
@@ -363,10 +369,10 @@ mod tests {
     fn reapply_removes_dropped_fields() {
         let first = json!({"metadata": {"name": "p", "labels": {"a": "1", "b": "2"}},
             "spec": {"containers": [{"name": "web", "image": "web", "env": [{"name": "X", "value": "1"}]}]}});
-        let obj = apply("Pod", "v1", None, &first, "me", false).unwrap();
+        let obj = apply(core("pods"), None, &first, "me", false).unwrap();
         let second = json!({"metadata": {"name": "p", "labels": {"a": "1"}},
             "spec": {"containers": [{"name": "web", "image": "web:v2"}]}});
-        let obj = apply("Pod", "v1", Some(&obj), &second, "me", false).unwrap();
+        let obj = apply(core("pods"), Some(&obj), &second, "me", false).unwrap();
         assert_eq!(obj["metadata"]["labels"], json!({"a": "1"}));
         assert_eq!(obj["spec"]["containers"][0]["image"], "web:v2");
         assert!(obj["spec"]["containers"][0].get("env").is_none());
@@ -375,16 +381,16 @@ mod tests {
     #[test]
     fn other_appliers_conflict_unless_forced() {
         let a = json!({"metadata": {"name": "p", "labels": {"owner": "a"}}});
-        let obj = apply("ConfigMap", "v1", None, &a, "alice", false).unwrap();
+        let obj = apply(core("configmaps"), None, &a, "alice", false).unwrap();
         let b = json!({"metadata": {"name": "p", "labels": {"owner": "b"}}});
-        let err = apply("ConfigMap", "v1", Some(&obj), &b, "bob", false).unwrap_err();
+        let err = apply(core("configmaps"), Some(&obj), &b, "bob", false).unwrap_err();
         assert_eq!(err.code, 409);
         assert!(
             err.message.contains("conflict with \"alice\""),
             "{}",
             err.message
         );
-        let obj = apply("ConfigMap", "v1", Some(&obj), &b, "bob", true).unwrap();
+        let obj = apply(core("configmaps"), Some(&obj), &b, "bob", true).unwrap();
         assert_eq!(obj["metadata"]["labels"]["owner"], "b");
     }
 }

@@ -439,7 +439,7 @@ async fn resource(
             match sub {
                 None | Some("status") if table => {
                     let mut tbl = table::to_table(
-                        r.kind,
+                        crate::strategy::of(r),
                         std::slice::from_ref(&obj),
                         include_object(&q),
                         chrono::Utc::now(),
@@ -658,7 +658,7 @@ pub fn apply_patch(r: &ResourceInfo, ct: &str, target: &mut Value, body: &[u8]) 
             }
             patch::merge_patch(target, &patch)
         }
-        _ => patch::strategic_merge(r.kind, target, &patch)
+        _ => patch::strategic_merge(crate::strategy::of(r), target, &patch)
             .map_err(|e| ApiError::bad_request(e.0))?,
     }
     if !target.is_object() {
@@ -706,7 +706,7 @@ async fn server_side_apply(
     }
     match api.registry.get(r, ns, name).await {
         Err(e) if e.code == 404 && sub.is_none() => {
-            let obj = apply::apply(r.kind, &r.api_version(), None, &applied, &manager, force)?;
+            let obj = apply::apply(r, None, &applied, &manager, force)?;
             guard.check(r, ns, &obj)?;
             // Created by apply as by POST: a CSR records who asked, whatever the body says.
             let obj = crate::certificates::stamp_requester(r, obj, &opts.user);
@@ -721,14 +721,7 @@ async fn server_side_apply(
             let (v, w) = api
                 .registry
                 .guaranteed_update(r, ns, name, sub, opts, |cur| {
-                    let next = apply::apply(
-                        r.kind,
-                        &r.api_version(),
-                        Some(&without_rv(cur)),
-                        &applied,
-                        &manager,
-                        force,
-                    )?;
+                    let next = apply::apply(r, Some(&without_rv(cur)), &applied, &manager, force)?;
                     guard.check(r, ns, &next)?;
                     Ok(next)
                 })
@@ -769,7 +762,8 @@ async fn list(
             .registry
             .list(r, ns, &labels, &fields, limit, q.get("continue"))
             .await?;
-        let mut t = table::to_table(r.kind, &items, include_object(q), chrono::Utc::now());
+        let strategy = crate::strategy::of(r);
+        let mut t = table::to_table(strategy, &items, include_object(q), chrono::Utc::now());
         t["metadata"] = list_meta(rv, next);
         return Ok(json_response(StatusCode::OK, &t));
     }

@@ -10,6 +10,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::strategy::Kind;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PatchError(pub String);
@@ -47,7 +49,7 @@ pub fn identity(item: &Value, keys: &[&str]) -> Option<Map<String, Value>> {
 }
 
 /// The strategy of the list at `path` (field names from the object root, indices omitted).
-pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
+pub(crate) fn list_strategy(kind: Option<&dyn Kind>, path: &[String]) -> ListStrategy {
     use ListStrategy::*;
     let Some(last) = path.last().map(String::as_str) else {
         return Atomic;
@@ -75,7 +77,9 @@ pub fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
         ("hostAliases", Some("spec")) => MergeKey(&["ip"]),
         ("topologySpreadConstraints", Some("spec")) => MergeKey(&["topologyKey"]),
         ("podIPs" | "hostIPs", Some("status")) => MergeKey(&["ip"]),
-        _ => crate::strategy::merge_keys(kind, path).map_or(Atomic, MergeKey),
+        _ => kind
+            .and_then(|k| k.merge_keys_at(path))
+            .map_or(Atomic, MergeKey),
     }
 }
 
@@ -95,7 +99,7 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
 /// How lists merge: by their strategic merge key alone (`patchMergeKey`, as a strategic
 /// merge patch does), or by all their list-map keys (as server-side apply does).
 struct Merge<'a> {
-    kind: &'a str,
+    kind: Option<&'a dyn Kind>,
     list_map_keys: bool,
 }
 
@@ -124,7 +128,11 @@ impl Merge<'_> {
 
 /// Kubernetes strategic merge patch of `patch` onto `target`. Lists merge by their
 /// `patchMergeKey`, as upstream's: ports by number alone.
-pub fn strategic_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+pub(crate) fn strategic_merge(
+    kind: Option<&dyn Kind>,
+    target: &mut Value,
+    patch: &Value,
+) -> Result<(), PatchError> {
     Merge {
         kind,
         list_map_keys: false,
@@ -134,7 +142,11 @@ pub fn strategic_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<
 
 /// The merge of server-side apply: as [`strategic_merge`], but lists merge by all their
 /// list-map keys (ports by number and protocol).
-pub fn apply_merge(kind: &str, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+pub(crate) fn apply_merge(
+    kind: Option<&dyn Kind>,
+    target: &mut Value,
+    patch: &Value,
+) -> Result<(), PatchError> {
     Merge {
         kind,
         list_map_keys: true,
@@ -342,8 +354,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The registered kind named `kind`.
+    fn of(kind: &str) -> Option<&'static dyn Kind> {
+        let found = crate::strategy::KINDS.iter().find(|k| k.kind() == kind);
+        Some(*found.expect("a registered kind"))
+    }
+
     fn smp(kind: &str, mut target: Value, patch: Value) -> Value {
-        strategic_merge(kind, &mut target, &patch).unwrap();
+        strategic_merge(of(kind), &mut target, &patch).unwrap();
         target
     }
 
@@ -358,12 +376,12 @@ mod tests {
         );
         // Server-side apply keys them on number and protocol: UDP is another port.
         let mut applied = svc.clone();
-        apply_merge("Service", &mut applied, &udp).unwrap();
+        apply_merge(of("Service"), &mut applied, &udp).unwrap();
         assert_eq!(applied["spec"]["ports"].as_array().unwrap().len(), 2);
         // A patch removing the protocol (`null`) still finds the TCP port, in both.
         let unset = json!({"spec": {"ports": [{"port": 80, "protocol": null}]}});
         let mut applied = svc.clone();
-        apply_merge("Service", &mut applied, &unset).unwrap();
+        apply_merge(of("Service"), &mut applied, &unset).unwrap();
         assert_eq!(applied["spec"]["ports"], json!([{"name": "a", "port": 80}]));
         assert_eq!(
             smp("Service", svc, unset)["spec"]["ports"],
@@ -447,7 +465,7 @@ mod tests {
         let mut pod = json!({"spec": {"containers": [{"name": "web"}]}});
         assert!(
             strategic_merge(
-                "Pod",
+                of("Pod"),
                 &mut pod,
                 &json!({"spec": {"containers": [{"image": "x"}]}})
             )

@@ -86,7 +86,7 @@ impl Filter {
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
         if self.table && kind != "BOOKMARK" && kind != "ERROR" {
             let mut t = table::to_table(
-                self.r.kind,
+                crate::strategy::of(self.r),
                 std::slice::from_ref(obj),
                 self.include,
                 chrono::Utc::now(),

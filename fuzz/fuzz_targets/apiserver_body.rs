@@ -37,8 +37,7 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             if let Ok(applied) = parse_object(body, "application/apply-patch+yaml") {
                 drop(ekube_apiserver::apply::apply(
-                    "Pod",
-                    "v1",
+                    pods,
                     Some(&stored),
                     &applied,
                     "fuzz",

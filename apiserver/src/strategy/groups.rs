@@ -165,6 +165,11 @@ impl Strategy for events::Event {
         "reportingController",
         "type",
     ];
+
+    /// Printed as the core Event it is stored as.
+    fn columns() -> Option<ColumnsOf> {
+        Some(columns::core::event_columns)
+    }
 }
 
 // policy

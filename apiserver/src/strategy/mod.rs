@@ -130,6 +130,13 @@ pub trait Kind: Sync {
     fn creates_with_status(&self) -> bool;
     fn field_labels(&self) -> &'static [&'static str];
     fn merge_keys(&self) -> &'static [(&'static [&'static str], &'static [&'static str])];
+    /// The keys the list at `path` of the kind's objects merges by, when the kind names them.
+    fn merge_keys_at(&self, path: &[String]) -> Option<&'static [&'static str]> {
+        self.merge_keys()
+            .iter()
+            .find(|(at, _)| at.len() == path.len() && at.iter().zip(path).all(|(a, p)| a == p))
+            .map(|(_, keys)| *keys)
+    }
     fn status_writes_metadata(&self) -> bool;
     fn grace_period(&self, obj: &Value, requested: Option<i64>) -> Option<i64>;
     fn finalizing(&self, obj: &Value) -> bool;
@@ -326,24 +333,6 @@ pub fn selectable(kind: &dyn Kind, fields: &FieldSelector) -> Result<(), String>
         )),
         Some(key) => Err(format!("field label not supported: {key}")),
     }
-}
-
-/// The keys the list at `path` of a `kind` object merges by, when the kind names them.
-pub fn merge_keys(kind: &str, path: &[String]) -> Option<&'static [&'static str]> {
-    KINDS
-        .iter()
-        .filter(|k| k.kind() == kind)
-        .flat_map(|k| k.merge_keys())
-        .find(|(at, _)| at.len() == path.len() && at.iter().zip(path).all(|(a, p)| a == p))
-        .map(|(_, keys)| *keys)
-}
-
-/// How objects of `kind` print, whatever their group (`Event` prints alike in both of its).
-pub fn columns(kind: &str) -> Option<ColumnsOf> {
-    KINDS
-        .iter()
-        .filter(|k| k.kind() == kind)
-        .find_map(|k| k.columns())
 }
 
 #[cfg(test)]

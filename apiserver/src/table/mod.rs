@@ -31,9 +31,10 @@ pub enum IncludeObject {
     Object,
 }
 
-/// Builds a complete `Table` for `items` of `kind`, with ages measured at `now`.
-pub fn to_table(
-    kind: &str,
+/// Builds a complete `Table` for `items` of `kind` (`None` for a kind with no type: a custom
+/// resource), with ages measured at `now`.
+pub(crate) fn to_table(
+    kind: Option<&dyn crate::strategy::Kind>,
     items: &[Value],
     include_object: IncludeObject,
     now: DateTime<Utc>,
@@ -104,14 +105,14 @@ fn row_object(item: &Value, include_object: IncludeObject) -> Value {
 mod tests {
     use serde_json::json;
 
-    use super::test_support::{names, now};
+    use super::test_support::{kind, names, now};
     use super::{IncludeObject, to_table};
 
     #[test]
     fn table_shape_and_partial_metadata() {
         let pod = json!({"metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2024-05-10T11:59:55Z"}});
         let t = to_table(
-            "Pod",
+            kind("Pod"),
             std::slice::from_ref(&pod),
             IncludeObject::Metadata,
             now(),
@@ -141,13 +142,13 @@ mod tests {
         assert_eq!(row["object"]["metadata"]["name"], "web");
         assert_eq!(row["cells"].as_array().unwrap().len(), 9);
         let t = to_table(
-            "Pod",
+            kind("Pod"),
             std::slice::from_ref(&pod),
             IncludeObject::Object,
             now(),
         );
         assert_eq!(t["rows"][0]["object"], pod);
-        let t = to_table("Pod", &[pod], IncludeObject::None, now());
+        let t = to_table(kind("Pod"), &[pod], IncludeObject::None, now());
         assert!(t["rows"][0]["object"].is_null());
     }
 }

@@ -12,9 +12,18 @@ pub(super) fn now() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The registered kind named `name` (the first, for a name two groups share); `None` for a
+/// name no type has, as for a custom resource.
+pub(super) fn kind(name: &str) -> Option<&'static dyn crate::strategy::Kind> {
+    crate::strategy::KINDS
+        .iter()
+        .find(|k| k.kind() == name)
+        .copied()
+}
+
 /// The cells of the one row `obj` prints as, for `kind`.
-pub(super) fn cells(kind: &str, obj: Value) -> Vec<Value> {
-    let t = to_table(kind, &[obj], IncludeObject::Metadata, now());
+pub(super) fn cells(name: &str, obj: Value) -> Vec<Value> {
+    let t = to_table(kind(name), &[obj], IncludeObject::Metadata, now());
     t["rows"][0]["cells"].as_array().unwrap().clone()
 }
 

@@ -85,8 +85,9 @@ pub(crate) type ColumnsOf = fn() -> KindColumns;
 
 /// The columns of `kind`; the generic pair for kinds without a dedicated printer (Role,
 /// ClusterRole, LimitRange, custom resources, ...).
-pub(super) fn for_kind(kind: &str) -> KindColumns {
-    crate::strategy::columns(kind).map_or_else(generic_columns, |columns| columns())
+pub(super) fn for_kind(kind: Option<&dyn crate::strategy::Kind>) -> KindColumns {
+    kind.and_then(|k| k.columns())
+        .map_or_else(generic_columns, |columns| columns())
 }
 
 fn generic_columns() -> KindColumns {
@@ -228,7 +229,7 @@ fn containers_cells(pod_spec: &Value) -> (Value, Value) {
 mod tests {
     use serde_json::json;
 
-    use crate::table::test_support::{names, now};
+    use crate::table::test_support::{kind, names, now};
     use crate::table::{IncludeObject, to_table};
 
     #[test]
@@ -236,7 +237,7 @@ mod tests {
         let role =
             json!({"metadata": {"name": "reader", "creationTimestamp": "2024-05-10T11:00:00Z"}});
         let t = to_table(
-            "Role",
+            kind("Role"),
             std::slice::from_ref(&role),
             IncludeObject::Metadata,
             now(),
@@ -250,7 +251,7 @@ mod tests {
             t["rows"][0]["cells"],
             json!(["reader", "2024-05-10T11:00:00Z"])
         );
-        let t = to_table("Widget", &[], IncludeObject::Metadata, now());
+        let t = to_table(kind("Widget"), &[], IncludeObject::Metadata, now());
         assert_eq!(t["rows"], json!([]));
     }
 }

@@ -229,7 +229,7 @@ fn completed_condition(pod: &Value) -> Option<Value> {
 
 #[cfg(test)]
 mod tests {
-    use crate::table::test_support::{cells, now};
+    use crate::table::test_support::{cells, kind, now};
     use crate::table::{IncludeObject, to_table};
     use serde_json::{Value, json};
 
@@ -299,7 +299,7 @@ mod tests {
         let done = base(json!({"phase": "Succeeded", "containerStatuses": [
             {"name": "c", "ready": false, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}));
         assert_eq!(status_of(done.clone()), "Completed");
-        let t = to_table("Pod", &[done], IncludeObject::None, now());
+        let t = to_table(kind("Pod"), &[done], IncludeObject::None, now());
         assert_eq!(t["rows"][0]["conditions"][0]["type"], "Completed");
         assert_eq!(
             status_of(base(json!({"phase": "Failed", "containerStatuses": [
