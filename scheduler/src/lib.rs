@@ -294,6 +294,9 @@ impl Scheduler {
         while let Some(finished) = self.binding.try_join_next() {
             self.finished(finished);
         }
+        // Read before the caches: a change that lands while the pass works on what it read
+        // then counts as after it, and retries the pods it finds unschedulable.
+        let generation = self.generation.load(Ordering::SeqCst);
         let nodes = self.nodes.state();
         let (pending, mut infos) = {
             let pods = self.pods.lock().expect("pod cache lock");
@@ -354,7 +357,6 @@ impl Scheduler {
             }
             (pending, infos)
         };
-        let generation = self.generation.load(Ordering::SeqCst);
         let now = Instant::now();
         let waiting = |uid: &str| {
             self.backoff

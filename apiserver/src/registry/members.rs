@@ -191,20 +191,23 @@ impl Scan<'_> {
         }
     }
 
-    /// Skips the bytes of a string that need no look, eight at a time, up to the eight that
-    /// hold a quote, a backslash or a control character (or the last few bytes of the text).
-    /// Most of what a stored object holds is string contents, and looking at each of their
-    /// bytes was most of a list's time.
+    /// Skips the bytes of a string that need no look, eight at a time, up to the first quote,
+    /// backslash or control character (or to the last few bytes of the text). Most of what a
+    /// stored object holds is string contents, and looking at each of their bytes was most of
+    /// a list's time.
     fn plain(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
-        // Whether a byte of `v` is below `n` (n ≤ 0x80): the borrow of the subtraction sets
-        // its high bit, and no byte with its own high bit set counts. Exact for presence.
-        let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH != 0;
-        let has = |v: u64, b: u8| below(v ^ (ONES * u64::from(b)), 1);
+        // The high bit of each byte of `v` below `n` (n ≤ 0x80): the borrow of the subtraction
+        // sets it, and no byte with its own high bit set counts. The lowest one set is exact
+        // (bytes above it may be set by a borrow without cause).
+        let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+        let equal = |v: u64, b: u8| below(v ^ (ONES * u64::from(b)), 1);
         while let Some(chunk) = self.s.get(self.i..self.i + 8) {
             let v = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            if has(v, b'"') || has(v, b'\\') || below(v, 0x20) {
+            let found = equal(v, b'"') | equal(v, b'\\') | below(v, 0x20);
+            if found != 0 {
+                self.i += (found.trailing_zeros() / 8) as usize;
                 return;
             }
             self.i += 8;

@@ -95,7 +95,12 @@ impl Strategy for autoscaling_v2::HorizontalPodAutoscaler {
     }
 }
 
-impl Strategy for autoscaling_v1::HorizontalPodAutoscaler {}
+impl Strategy for autoscaling_v1::HorizontalPodAutoscaler {
+    /// The v2 printer, which reads a v1 object by converting it.
+    fn columns() -> Option<ColumnsOf> {
+        Some(columns::autoscaling::horizontal_pod_autoscaler_columns)
+    }
+}
 
 // networking.k8s.io
 

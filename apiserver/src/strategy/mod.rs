@@ -339,6 +339,27 @@ pub fn selectable(kind: &dyn Kind, fields: &FieldSelector) -> Result<(), String>
 mod tests {
     use super::*;
 
+    /// A kind served in several versions prints with columns in each, not only in the
+    /// version a printer was written for (a v1 HorizontalPodAutoscaler prints as the v2 one).
+    #[test]
+    fn every_version_of_a_kind_has_its_columns() {
+        for k in KINDS {
+            let versions = KINDS
+                .iter()
+                .filter(|o| o.group() == k.group() && o.kind() == k.kind());
+            for other in versions {
+                assert_eq!(
+                    k.columns().is_some(),
+                    other.columns().is_some(),
+                    "{} in {} and {}",
+                    k.kind(),
+                    k.version(),
+                    other.version()
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_kind_is_registered_once() {
         let mut seen = std::collections::HashSet::new();
