@@ -354,14 +354,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    /// The registered kind named `kind`.
-    fn of(kind: &str) -> Option<&'static dyn Kind> {
-        let found = crate::strategy::KINDS.iter().find(|k| k.kind() == kind);
-        Some(*found.expect("a registered kind"))
-    }
+    use crate::strategy::of_kind;
 
-    fn smp(kind: &str, mut target: Value, patch: Value) -> Value {
-        strategic_merge(of(kind), &mut target, &patch).unwrap();
+    fn smp(kind: Option<&dyn Kind>, mut target: Value, patch: Value) -> Value {
+        strategic_merge(kind, &mut target, &patch).unwrap();
         target
     }
 
@@ -371,20 +367,20 @@ mod tests {
         // A strategic merge patch keys ports on the number, as upstream's patchMergeKey.
         let udp = json!({"spec": {"ports": [{"port": 80, "protocol": "UDP"}]}});
         assert_eq!(
-            smp("Service", svc.clone(), udp.clone())["spec"]["ports"],
+            smp(of_kind("", "Service"), svc.clone(), udp.clone())["spec"]["ports"],
             json!([{"name": "a", "port": 80, "protocol": "UDP"}])
         );
         // Server-side apply keys them on number and protocol: UDP is another port.
         let mut applied = svc.clone();
-        apply_merge(of("Service"), &mut applied, &udp).unwrap();
+        apply_merge(of_kind("", "Service"), &mut applied, &udp).unwrap();
         assert_eq!(applied["spec"]["ports"].as_array().unwrap().len(), 2);
         // A patch removing the protocol (`null`) still finds the TCP port, in both.
         let unset = json!({"spec": {"ports": [{"port": 80, "protocol": null}]}});
         let mut applied = svc.clone();
-        apply_merge(of("Service"), &mut applied, &unset).unwrap();
+        apply_merge(of_kind("", "Service"), &mut applied, &unset).unwrap();
         assert_eq!(applied["spec"]["ports"], json!([{"name": "a", "port": 80}]));
         assert_eq!(
-            smp("Service", svc, unset)["spec"]["ports"],
+            smp(of_kind("", "Service"), svc, unset)["spec"]["ports"],
             json!([{"name": "a", "port": 80}])
         );
     }
@@ -396,7 +392,7 @@ mod tests {
             {"name": "side", "image": "busybox"}]}});
         let patch = json!({"spec": {"$setElementOrder/containers": [{"name": "web"}, {"name": "side"}],
             "containers": [{"name": "web", "env": [{"name": "A", "value": "9"}]}]}});
-        let out = smp("Pod", pod, patch);
+        let out = smp(of_kind("", "Pod"), pod, patch);
         assert_eq!(out["spec"]["containers"][0]["image"], "web:1");
         assert_eq!(
             out["spec"]["containers"][0]["env"],
@@ -411,7 +407,7 @@ mod tests {
             "spec": {"containers": [{"name": "web"}, {"name": "side"}]}});
         let patch = json!({"metadata": {"labels": {"a": null}},
             "spec": {"containers": [{"name": "side", "$patch": "delete"}]}});
-        let out = smp("Pod", pod, patch);
+        let out = smp(of_kind("", "Pod"), pod, patch);
         assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
         assert_eq!(out["spec"]["containers"], json!([{"name": "web"}]));
     }
@@ -422,11 +418,11 @@ mod tests {
             json!({"metadata": {"finalizers": ["a"]}, "spec": {"tolerations": [{"key": "x"}]}});
         let patch =
             json!({"metadata": {"finalizers": ["b"]}, "spec": {"tolerations": [{"key": "y"}]}});
-        let out = smp("Pod", pod, patch);
+        let out = smp(of_kind("", "Pod"), pod, patch);
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "y"}]));
         let out = smp(
-            "Pod",
+            of_kind("", "Pod"),
             out,
             json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}),
         );
@@ -437,7 +433,7 @@ mod tests {
     fn service_ports_merge_by_port_and_replace_directive() {
         let svc = json!({"spec": {"ports": [{"port": 80, "nodePort": 32143}], "selector": {"app": "web", "x": "y"}}});
         let out = smp(
-            "Service",
+            of_kind("", "Service"),
             svc,
             json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}],
             "selector": {"$patch": "replace", "app": "web2"}}}),
@@ -453,7 +449,7 @@ mod tests {
     fn retain_keys() {
         let d = json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
         let out = smp(
-            "Deployment",
+            of_kind("apps", "Deployment"),
             d,
             json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
         );
@@ -465,7 +461,7 @@ mod tests {
         let mut pod = json!({"spec": {"containers": [{"name": "web"}]}});
         assert!(
             strategic_merge(
-                of("Pod"),
+                of_kind("", "Pod"),
                 &mut pod,
                 &json!({"spec": {"containers": [{"image": "x"}]}})
             )

@@ -38,6 +38,8 @@ struct Filter {
     labels: ekube_api::selector::LabelSelector,
     fields: ekube_api::selector::FieldSelector,
     table: bool,
+    /// The resource's strategy, for its table columns: looked up once per watch, not per line.
+    kind: Option<&'static dyn crate::strategy::Kind>,
     include: table::IncludeObject,
 }
 
@@ -86,7 +88,7 @@ impl Filter {
     fn line(&self, kind: &str, obj: &Value) -> Bytes {
         if self.table && kind != "BOOKMARK" && kind != "ERROR" {
             let mut t = table::to_table(
-                crate::strategy::of(self.r),
+                self.kind,
                 std::slice::from_ref(obj),
                 self.include,
                 chrono::Utc::now(),
@@ -226,6 +228,7 @@ pub async fn serve(
         labels,
         fields,
         table,
+        kind: crate::strategy::of(r),
         include: include_object(&q),
     });
     let bookmarks = q.flag("allowWatchBookmarks");
@@ -379,6 +382,7 @@ mod tests {
             labels: LabelSelector::parse(labels).expect("a selector"),
             fields: FieldSelector::default(),
             table: false,
+            kind: None,
             include: Default::default(),
         }
     }

@@ -2,8 +2,9 @@
 //!
 //! Nodes are reflected into a local store; of the pods, the scheduler keeps what it reads
 //! ([`pods`]: the waiting ones, and what each placed pod takes of its node). Whenever either
-//! changes (and once a second for back-off expiry) a scheduling pass takes the pods waiting for this scheduler (no
-//! `nodeName`, matching `schedulerName`), highest priority and oldest first, filters and scores
+//! changes (and once a second for back-off expiry) a scheduling pass takes the pods waiting
+//! for this scheduler (no `nodeName`, matching `schedulerName`), highest priority and oldest
+//! first, filters and scores
 //! the nodes for each ([`framework`], [`volumes`], [`interpod`]), and binds it with
 //! `POST pods/<name>/binding` (after annotating its delayed claims with the node). As in
 //! upstream, binding runs apart from scheduling (up to [`MAX_BINDING`] at once): a placed pod is
@@ -342,30 +343,14 @@ impl Scheduler {
                 metrics::pending(0, 0);
                 return false;
             }
-            // What is placed on each node: the bound pods, and those bound by us that the
-            // cache does not show bound yet.
-            let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n.clone())).collect();
-            let index: HashMap<&str, usize> = nodes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| Some((n.metadata.name.as_deref()?, i)))
-                .collect();
-            for placed in pods.bound().chain(self.assumed.values()) {
-                if let Some(&i) = index.get(placed.node.as_str()) {
-                    infos[i].add_footprint(&placed.footprint);
-                }
-            }
+            // The bound pods, and those bound by us that the cache does not show bound yet.
+            let infos = node_infos(&nodes, pods.bound().chain(self.assumed.values()));
             (pending, infos)
         };
         let now = Instant::now();
-        let waiting = |uid: &str| {
-            self.backoff
-                .get(uid)
-                .is_some_and(|b| b.generation == generation && b.next_try > now)
-        };
         let backoff = pending
             .iter()
-            .filter(|w| waiting(&w.pod.uid().unwrap_or_default()))
+            .filter(|w| self.backing_off(&w.pod.uid().unwrap_or_default(), generation, now))
             .count();
         metrics::pending(pending.len() - backoff, backoff);
         // Until the storage caches have listed, a pod with claims would be judged against
@@ -379,10 +364,7 @@ impl Scheduler {
         for waiting in pending {
             let pod = &waiting.pod;
             let uid = pod.uid().unwrap_or_default();
-            if let Some(b) = self.backoff.get(&uid)
-                && b.generation == generation
-                && b.next_try > now
-            {
+            if self.backing_off(&uid, generation, now) {
                 continue;
             }
             if !storage_ready && volumes::claim_names(pod).next().is_some() {
@@ -412,6 +394,14 @@ impl Scheduler {
             }
         }
         true
+    }
+
+    /// Whether the pod `uid` backs off at `now`: its time has not come and nothing changed
+    /// since it failed at `generation`.
+    fn backing_off(&self, uid: &str, generation: u64, now: Instant) -> bool {
+        self.backoff
+            .get(uid)
+            .is_some_and(|b| b.generation == generation && b.next_try > now)
     }
 
     /// Binds `pod` to `node` apart from the scheduling loop (after its pre-bind), waiting for
@@ -600,6 +590,22 @@ impl Scheduler {
             tracing::debug!(error = %e, "recording PodScheduled=False failed");
         }
     }
+}
+
+/// Each node with what is placed on it.
+fn node_infos<'a>(nodes: &[Arc<Node>], placed: impl Iterator<Item = &'a Bound>) -> Vec<NodeInfo> {
+    let mut infos: Vec<NodeInfo> = nodes.iter().map(|n| NodeInfo::new(n.clone())).collect();
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((n.metadata.name.as_deref()?, i)))
+        .collect();
+    for placed in placed {
+        if let Some(&i) = index.get(placed.node.as_str()) {
+            infos[i].add_footprint(&placed.footprint);
+        }
+    }
+    infos
 }
 
 /// Upstream's VolumeBinding pre-bind: tells the PV controller, through the `selected-node`

@@ -153,10 +153,10 @@ fn slim(pod: &mut Pod) {
         spec.containers = Vec::new();
         spec.init_containers = None;
         spec.ephemeral_containers = None;
-    }
-    if let Some(volumes) = pod.spec.as_mut().and_then(|s| s.volumes.as_mut()) {
-        volumes.retain(|v| v.persistent_volume_claim.is_some());
-        volumes.shrink_to_fit();
+        if let Some(volumes) = spec.volumes.as_mut() {
+            volumes.retain(|v| v.persistent_volume_claim.is_some());
+            volumes.shrink_to_fit();
+        }
     }
     if let Some(status) = pod.status.take() {
         pod.status = Some(PodStatus {
