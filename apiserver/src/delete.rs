@@ -21,7 +21,7 @@ use crate::ApiServer;
 use crate::auth::User;
 use crate::errors::{ApiError, Result, success_status};
 use crate::handler::{Body, Query, json_response};
-use crate::registry::{DeleteOptions, Deleted};
+use crate::registry::{DeleteOptions, Deleted, ListOptions};
 
 /// Whether DELETE answers with the deleted object rather than a `Status`: the resources whose
 /// upstream registry sets `ReturnDeletedObject: true` (`pkg/registry/core/<resource>/storage`).
@@ -75,7 +75,8 @@ pub async fn collection(
     opts: &DeleteOptions,
 ) -> Result<Response<Body>> {
     let (labels, fields) = q.selectors(r)?;
-    let (items, rv, _) = api.registry.list(r, ns, &labels, &fields, 0, None).await?;
+    let everything = ListOptions::selecting(labels, fields);
+    let (items, rv, _) = api.registry.list(r, ns, &everything).await?;
     for item in &items {
         let name = item
             .pointer("/metadata/name")

@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use ekube_api::ResourceInfo;
 use ekube_api::disruption::{guards_pod, update_disruption_allowed};
-use ekube_api::selector::{FieldSelector, LabelSelector};
 use http::{Response, StatusCode};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -29,7 +28,7 @@ use serde_json::{Value, json};
 use crate::ApiServer;
 use crate::errors::{ApiError, Result};
 use crate::handler::{Body, json_response};
-use crate::registry::{DeleteOptions, WriteOptions};
+use crate::registry::{DeleteOptions, ListOptions, WriteOptions};
 
 /// How many `disruptedPods` a budget may hold before evictions are refused: that many
 /// evictions not yet confirmed by the disruption controller means it is not keeping up.
@@ -183,14 +182,7 @@ async fn guarding_budgets(
         .ok_or_else(|| ApiError::internal("policy/v1 poddisruptionbudgets is not served"))?;
     let (items, _, _) = api
         .registry
-        .list(
-            r,
-            Some(ns),
-            &LabelSelector::default(),
-            &FieldSelector::default(),
-            0,
-            None,
-        )
+        .list(r, Some(ns), &ListOptions::default())
         .await?;
     let labels = pod
         .pointer("/metadata/labels")

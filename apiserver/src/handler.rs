@@ -17,7 +17,7 @@ use crate::auth::User;
 use crate::authz::escalation::Guard;
 use crate::authz::{request_info, review};
 use crate::errors::{ApiError, Result};
-use crate::registry::{FieldValidation, Warnings, WriteOptions};
+use crate::registry::{FieldValidation, ListOptions, Warnings, WriteOptions};
 use crate::route::{self, Route, Target};
 use crate::table::{self, IncludeObject};
 use crate::{apply, delete, discovery, openapi, patch, resource_metrics, watch};
@@ -121,6 +121,25 @@ impl Query {
             crate::strategy::selectable(strategy, &fields).map_err(ApiError::bad_request)?;
         }
         Ok((labels, fields))
+    }
+
+    /// What a list of `r` asks for: its selectors ([`Self::selectors`]), page size and where
+    /// the page starts. A `limit` that is not a number is a bad request; a negative one asks
+    /// for every item, as upstream reads it.
+    pub fn list_options(&self, r: &ResourceInfo) -> Result<ListOptions> {
+        let (labels, fields) = self.selectors(r)?;
+        let limit = match self.get("limit").filter(|l| !l.is_empty()) {
+            None => 0,
+            Some(l) => l
+                .parse::<i64>()
+                .map_err(|e| ApiError::bad_request(format!("limit {l:?}: {e}")))?,
+        };
+        Ok(ListOptions {
+            labels,
+            fields,
+            limit: usize::try_from(limit).unwrap_or(0),
+            continue_token: self.get("continue").map(str::to_string),
+        })
     }
 }
 
@@ -745,11 +764,7 @@ async fn list(
     q: &Query,
     table: bool,
 ) -> Result<Response<Body>> {
-    let (labels, fields) = q.selectors(r)?;
-    let limit = q
-        .get("limit")
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(0);
+    let opts = q.list_options(r)?;
     let list_meta = |rv: u64, next: Option<String>| {
         let mut meta = json!({"resourceVersion": rv.to_string()});
         if let Some(next) = next {
@@ -758,10 +773,7 @@ async fn list(
         meta
     };
     if table {
-        let (items, rv, next) = api
-            .registry
-            .list(r, ns, &labels, &fields, limit, q.get("continue"))
-            .await?;
+        let (items, rv, next) = api.registry.list(r, ns, &opts).await?;
         let strategy = crate::strategy::of(r);
         let mut t = table::to_table(strategy, &items, include_object(q), chrono::Utc::now());
         t["metadata"] = list_meta(rv, next);
@@ -772,14 +784,43 @@ async fn list(
     let mut body = String::from("{\"apiVersion\":");
     body.push_str(&json!(r.api_version()).to_string());
     body.push_str(",\"items\":[");
-    let (rv, next) = api
-        .registry
-        .list_json(r, ns, &labels, &fields, limit, q.get("continue"), &mut body)
-        .await?;
+    let (rv, next) = api.registry.list_json(r, ns, &opts, &mut body).await?;
     body.push_str("],\"kind\":");
     body.push_str(&json!(r.list_kind()).to_string());
     body.push_str(",\"metadata\":");
     body.push_str(&list_meta(rv, next).to_string());
     body.push('}');
     Ok(respond(StatusCode::OK, "application/json", body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static ResourceInfo {
+        ekube_api::resources::find("", "v1", "pods").expect("pods are served")
+    }
+
+    #[test]
+    fn a_list_reads_its_page_from_the_query() {
+        let q = Query::parse(Some("labelSelector=app%3Dweb&limit=50&continue=abc"));
+        let opts = q.list_options(pods()).unwrap();
+        assert_eq!(opts.labels, LabelSelector::parse("app=web").unwrap());
+        assert_eq!((opts.limit, opts.continue_token.as_deref()), (50, Some("abc")));
+
+        let all = Query::parse(None).list_options(pods()).unwrap();
+        assert_eq!((all.limit, all.continue_token), (0, None));
+        let negative = Query::parse(Some("limit=-1")).list_options(pods()).unwrap();
+        assert_eq!(negative.limit, 0);
+    }
+
+    #[test]
+    fn a_limit_that_is_no_number_is_a_bad_request() {
+        for limit in ["ten", "1.5", "99999999999999999999"] {
+            let q = Query::parse(Some(&format!("limit={limit}")));
+            let e = q.list_options(pods()).expect_err(limit);
+            assert_eq!(e.code, 400, "{limit}: {e:?}");
+            assert!(e.message.contains(limit), "{limit}: {}", e.message);
+        }
+    }
 }

@@ -50,6 +50,28 @@ pub struct WriteOptions {
     pub user: Arc<User>,
 }
 
+/// What a list asks for, upstream's `ListOptions` as a registry reads them.
+#[derive(Debug, Default)]
+pub struct ListOptions {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+    /// Items per page; 0 for all.
+    pub limit: usize,
+    /// Where the page starts: the token the page before ended with.
+    pub continue_token: Option<String>,
+}
+
+impl ListOptions {
+    /// Every object the selectors match, in one page.
+    pub fn selecting(labels: LabelSelector, fields: FieldSelector) -> Self {
+        Self {
+            labels,
+            fields,
+            ..Self::default()
+        }
+    }
+}
+
 /// What a write produced besides the object: warnings for the `Warning` header.
 #[derive(Debug, Default)]
 pub struct Warnings(pub Vec<String>);
@@ -167,17 +189,11 @@ impl Registry {
         &self,
         r: &ResourceInfo,
         ns: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        limit: usize,
-        continue_token: Option<&str>,
+        opts: &ListOptions,
     ) -> Result<(Vec<Value>, u64, Option<String>)> {
         let mut items = Vec::new();
-        let page = (limit, continue_token);
         let (rv, next) = self
-            .list_each(r, ns, (labels, fields), page, |kv| {
-                items.push(decode(r, kv))
-            })
+            .list_each(r, ns, opts, |kv| items.push(decode(r, kv)))
             .await?;
         Ok((items, rv, next))
     }
@@ -185,23 +201,15 @@ impl Registry {
     /// [`Self::list`] with the items appended to `out` as JSON text ([`write_json`]),
     /// separated by commas: the items are never built as objects, and with selectors only the
     /// members they read are.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "list's arguments and where to write"
-    )]
     pub async fn list_json(
         &self,
         r: &ResourceInfo,
         ns: Option<&str>,
-        labels: &LabelSelector,
-        fields: &FieldSelector,
-        limit: usize,
-        continue_token: Option<&str>,
+        opts: &ListOptions,
         out: &mut String,
     ) -> Result<(u64, Option<String>)> {
         let mut first = true;
-        let page = (limit, continue_token);
-        self.list_each(r, ns, (labels, fields), page, |kv| {
+        self.list_each(r, ns, opts, |kv| {
             if !std::mem::take(&mut first) {
                 out.push(',');
             }
@@ -210,18 +218,17 @@ impl Registry {
         .await
     }
 
-    /// Hands `item` each stored object of a page (`limit` items at most, from
-    /// `continue_token` on) of the collection that passes the selectors. Returns the list's
-    /// resource version and the continue token of the next page.
+    /// Hands `item` each stored object of the page `opts` asks for that passes its selectors.
+    /// Returns the list's resource version and the continue token of the next page.
     async fn list_each(
         &self,
         r: &ResourceInfo,
         ns: Option<&str>,
-        (labels, fields): (&LabelSelector, &FieldSelector),
-        (limit, continue_token): (usize, Option<&str>),
+        opts: &ListOptions,
         mut item: impl FnMut(&KeyValue),
     ) -> Result<(u64, Option<String>)> {
-        let (page, rv) = self.page(r, ns, continue_token).await?;
+        let (page, rv) = self.page(r, ns, opts.continue_token.as_deref()).await?;
+        let (labels, fields) = (&opts.labels, &opts.fields);
         let filtered = !labels.is_empty() || !fields.is_empty();
         let mut taken = 0;
         let mut last: Option<&str> = None;
@@ -229,7 +236,7 @@ impl Registry {
             if filtered && !selected(r, kv, labels, fields) {
                 continue;
             }
-            if limit > 0 && taken == limit {
+            if opts.limit > 0 && taken == opts.limit {
                 return Ok((rv, last.map(|key| encode_continue(key, rv))));
             }
             item(kv);

@@ -24,6 +24,7 @@ use scrape::Usage;
 use crate::ApiServer;
 use crate::errors::{ApiError, Result};
 use crate::handler::Query;
+use crate::registry::ListOptions;
 
 pub const GROUP: &str = "metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
@@ -256,10 +257,8 @@ pub async fn serve(api: &Arc<ApiServer>, target: &Target, query: &Query) -> Resu
         };
     }
     let (labels, fields) = query.selectors(info)?;
-    let (objects, _, _) = api
-        .registry
-        .list(info, ns, &labels, &fields, 0, None)
-        .await?;
+    let everything = ListOptions::selecting(labels, fields);
+    let (objects, _, _) = api.registry.list(info, ns, &everything).await?;
     Ok(if target.pods {
         let items = objects
             .iter()

@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ekube_api::selector::{FieldSelector, LabelSelector};
 use http::{Request, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::ApiServer;
+use crate::registry::ListOptions;
 
 /// How long one kubelet may take to answer (metrics-server's `--kubelet-request-timeout`).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -367,14 +367,7 @@ async fn scrape_all(api: &Arc<ApiServer>) {
     };
     let listed = api
         .registry
-        .list(
-            nodes,
-            None,
-            &LabelSelector::default(),
-            &FieldSelector::default(),
-            0,
-            None,
-        )
+        .list(nodes, None, &ListOptions::default())
         .await;
     let nodes = match listed {
         Ok((nodes, _, _)) => nodes,
