@@ -19,7 +19,7 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     (
         "proxy-sync",
-        "API change → pinned eBPF maps at 1 / 100 / 10,000 services (root)",
+        "API change → pinned eBPF maps at 1 / 100 / 10,000 / 100,000 services (root)",
     ),
     (
         "net",
@@ -43,7 +43,7 @@ const BENCHES: &[(&str, &str)] = &[
     ),
     (
         "lb",
-        "Service load balancing: eBPF vs iptables-legacy/nft vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 services (2-node lab, root)",
+        "Service load balancing: eBPF vs iptables-legacy/nft vs nftables vs pod IP, ClusterIP and NodePort at 10 / 1,000 / 10,000 / 100,000 services (2-node lab, root)",
     ),
 ];
 
