@@ -2,7 +2,8 @@
 //! resolving both into the [`Network`] one invocation works on.
 //!
 //! Keys (all optional except `cniVersion`, `name`, `type`):
-//! `bridge` (default `cni0`), `isGateway` (true), `ipMasq` (true), `hairpinMode` (true),
+//! `bridge` (default `cni0`), `isGateway` (true), `ipMasq` (true unless `subnet.env` says
+//! flannel masquerades, `FLANNEL_IPMASQ=true`, as flannel's own plugin reads it), `hairpinMode` (true),
 //! `mtu`, `subnet` (the node's pod subnet, e.g. `10.244.1.0/24`), `clusterCIDR`,
 //! `subnetFile` (default `/run/flannel/subnet.env` when it exists), `dataDir`
 //! (default `/var/lib/cni/networks`), `dns`, and `ipam` with `type` (`ekube-cni` or
@@ -346,7 +347,9 @@ impl Network {
             cluster_cidr,
             mtu: conf.mtu.or(env.mtu),
             is_gateway: conf.is_gateway.unwrap_or(true),
-            ip_masq: conf.ip_masq.unwrap_or(true),
+            // The daemon that wrote subnet.env masquerades the whole cluster CIDR itself; rules
+            // of the plugin's own would do it twice, and checking them costs every ADD.
+            ip_masq: conf.ip_masq.unwrap_or(env.ipmasq != Some(true)),
             hairpin: conf.hairpin_mode.unwrap_or(true),
             state_dir,
             ipam: ipam_mode,
@@ -391,7 +394,6 @@ pub fn render_conflist(node: &NodeConflist) -> String {
         "type": PLUGIN_TYPE,
         "bridge": node.bridge,
         "isGateway": true,
-        "ipMasq": true,
         "hairpinMode": true,
         "subnetFile": node.subnet_file,
         "dataDir": node.data_dir,
@@ -494,6 +496,27 @@ mod tests {
         assert_eq!(n.subnet.to_string(), "10.244.9.0/24");
         assert_eq!(n.mtu, Some(1450));
         assert_eq!(n.cluster_cidr.to_string(), "10.244.0.0/16");
+        assert!(!n.ip_masq, "flannel masquerades, so the plugin does not");
+    }
+
+    #[test]
+    fn the_plugin_masquerades_unless_flannel_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let resolved = |flannel: Option<&str>, conf_says: Value| {
+            let p = dir.path().join("subnet.env");
+            let masq = flannel.map(|m| format!("FLANNEL_IPMASQ={m}\n")).unwrap_or_default();
+            std::fs::write(&p, format!("FLANNEL_SUBNET=10.244.9.1/24\n{masq}")).unwrap();
+            let mut c = conf(conf_says);
+            c.subnet_file = Some(p);
+            Network::resolve(&c).unwrap().ip_masq
+        };
+        assert!(!resolved(Some("true"), json!({})));
+        assert!(resolved(Some("false"), json!({})));
+        assert!(resolved(None, json!({})));
+        assert!(resolved(Some("true"), json!({"ipMasq": true})));
+        assert!(!resolved(Some("false"), json!({"ipMasq": false})));
+        let without_flannel = Network::resolve(&conf(json!({"subnet": "10.244.3.0/24"})));
+        assert!(without_flannel.unwrap().ip_masq);
     }
 
     #[test]
@@ -545,6 +568,8 @@ mod tests {
         });
         let v: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["name"], "ekube");
+        // Masquerading follows subnet.env: the plugin's own when flannel does not.
+        assert_eq!(v["plugins"][0].get("ipMasq"), None);
         let mut plugin = v["plugins"][0].clone();
         plugin["cniVersion"] = v["cniVersion"].clone();
         plugin["name"] = v["name"].clone();

@@ -169,9 +169,7 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!(dev = %spec.name, %vtep, mac = %spec.mac, mtu, "overlay device ready");
 
     let (cidr, masq) = (config.cluster_cidr, config.ip_masq);
-    tokio::task::spawn_blocking(move || iptables::ensure(cidr, masq))
-        .await
-        .map_err(|e| Error::Config(format!("iptables task: {e}")))??;
+    ensure_rules(cidr, masq).await?;
     write_subnet_env(
         &config.subnet_file,
         &peers::subnet_env(config.cluster_cidr, subnet, mtu, config.ip_masq),
@@ -208,6 +206,7 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!(nodes = reader.state().len(), "node list synced");
 
     let overlay = kernel::Netlink { handle, index };
+    let mut rules_checked = tokio::time::Instant::now();
     loop {
         let nodes = reader.state();
         let desired = peers::desired(nodes.iter().map(|n| n.as_ref()), &name, subnet, config.vni);
@@ -234,9 +233,24 @@ async fn serve(config: Config) -> Result<()> {
         {
             tracing::warn!(error = %e, "republishing annotations");
         }
+        // Put back rules someone flushed, as flanneld checks its own: the CNI plugin leaves
+        // masquerading to them.
+        if rules_checked.elapsed() >= config.resync_interval {
+            rules_checked = tokio::time::Instant::now();
+            if let Err(e) = ensure_rules(cidr, masq).await {
+                tracing::warn!(error = %e, "restoring the iptables rules");
+            }
+        }
         if watch.is_finished() {
             return Err(Error::WatchEnded);
         }
         let _ = tokio::time::timeout(config.resync_interval, wake.notified()).await;
     }
+}
+
+/// [`iptables::ensure`], off the runtime's threads.
+async fn ensure_rules(cidr: Ipv4Network, masq: bool) -> Result<()> {
+    tokio::task::spawn_blocking(move || iptables::ensure(cidr, masq))
+        .await
+        .map_err(|e| Error::Config(format!("iptables task: {e}")))?
 }
