@@ -124,8 +124,8 @@ impl Query {
     }
 
     /// What a list of `r` asks for: its selectors ([`Self::selectors`]), page size and where
-    /// the page starts. A `limit` that is not a number is a bad request; a negative one asks
-    /// for every item, as upstream reads it.
+    /// the page starts. A `limit` that is not a number is a bad request; a negative one, like
+    /// none, asks for every item.
     pub fn list_options(&self, r: &ResourceInfo) -> Result<ListOptions> {
         let (labels, fields) = self.selectors(r)?;
         let limit = match self.get("limit").filter(|l| !l.is_empty()) {
@@ -806,7 +806,10 @@ mod tests {
         let q = Query::parse(Some("labelSelector=app%3Dweb&limit=50&continue=abc"));
         let opts = q.list_options(pods()).unwrap();
         assert_eq!(opts.labels, LabelSelector::parse("app=web").unwrap());
-        assert_eq!((opts.limit, opts.continue_token.as_deref()), (50, Some("abc")));
+        assert_eq!(
+            (opts.limit, opts.continue_token.as_deref()),
+            (50, Some("abc"))
+        );
 
         let all = Query::parse(None).list_options(pods()).unwrap();
         assert_eq!((all.limit, all.continue_token), (0, None));

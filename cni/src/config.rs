@@ -504,7 +504,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let resolved = |flannel: Option<&str>, conf_says: Value| {
             let p = dir.path().join("subnet.env");
-            let masq = flannel.map(|m| format!("FLANNEL_IPMASQ={m}\n")).unwrap_or_default();
+            let masq = flannel
+                .map(|m| format!("FLANNEL_IPMASQ={m}\n"))
+                .unwrap_or_default();
             std::fs::write(&p, format!("FLANNEL_SUBNET=10.244.9.1/24\n{masq}")).unwrap();
             let mut c = conf(conf_says);
             c.subnet_file = Some(p);
