@@ -3,13 +3,12 @@
 //!
 //! Keys (all optional except `cniVersion`, `name`, `type`):
 //! `bridge` (default `cni0`), `isGateway` (true), `ipMasq` (true unless `subnet.env` says
-//! flannel masquerades, `FLANNEL_IPMASQ=true`, as flannel's own plugin reads it), `hairpinMode` (true),
-//! `mtu`, `subnet` (the node's pod subnet, e.g. `10.244.1.0/24`), `clusterCIDR`,
-//! `subnetFile` (default `/run/flannel/subnet.env` when it exists), `dataDir`
-//! (default `/var/lib/cni/networks`), `dns`, and `ipam` with `type` (`ekube-cni` or
-//! empty for the built-in allocator, anything else is exec'd from `CNI_PATH`),
-//! `subnet`, `rangeStart`, `rangeEnd`, `dataDir`. [`render_conflist`] writes the
-//! conflist a node uses.
+//! flannel masquerades, `FLANNEL_IPMASQ=true`, as flannel's own plugin reads it),
+//! `hairpinMode` (true), `mtu`, `subnet` (the node's pod subnet, e.g. `10.244.1.0/24`),
+//! `clusterCIDR`, `subnetFile` (default `/run/flannel/subnet.env` when it exists), `dataDir`
+//! (default `/var/lib/cni/networks`), `dns`, and `ipam` with `type` (`ekube-cni` or empty for
+//! the built-in allocator, anything else is exec'd from `CNI_PATH`), `subnet`, `rangeStart`,
+//! `rangeEnd`, `dataDir`. [`render_conflist`] writes the conflist a node uses.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
