@@ -157,6 +157,16 @@ impl Error {
     }
 }
 
+/// A failed iptables command answers with the plugin's [`code::IPTABLES`].
+impl From<crate::iptables::Error> for Error {
+    fn from(e: crate::iptables::Error) -> Self {
+        Error::Iptables {
+            context: e.command,
+            reason: e.reason,
+        }
+    }
+}
+
 /// A one-line summary per kind, the details carry the specifics.
 fn short_msg(e: &Error) -> &'static str {
     match e {

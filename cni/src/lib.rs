@@ -10,6 +10,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod ipam;
+pub mod iptables;
 pub mod masq;
 pub mod netlink;
 pub mod plugin;

@@ -7,12 +7,10 @@
 //! checked with `-C` before it is appended, so repeated ADDs change nothing; callers
 //! serialise through the node lock so two ADDs never append the same rule.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use ipnetwork::Ipv4Network;
 
 use crate::error::{Error, Result};
+use crate::iptables::{Binary, Runner, Table};
 
 /// Turns on `net.ipv4.ip_forward` in the caller's netns (a no-op when already on).
 pub fn enable_ip_forward() -> Result<()> {
@@ -29,80 +27,32 @@ pub fn chain_name(name: &str) -> String {
     format!("EKUBE-MASQ-{:08X}", crate::short_hash(name) as u32)
 }
 
-fn iptables_bin() -> PathBuf {
-    // Runtimes often exec plugins with a bare environment, so look in the usual
-    // places when PATH does not help.
-    let from_path = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("iptables"))
-            .find(|c| c.is_file())
-    });
-    from_path
-        .or_else(|| {
-            ["/usr/sbin/iptables", "/sbin/iptables"]
-                .map(PathBuf::from)
-                .into_iter()
-                .find(|c| c.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("iptables"))
-}
-
-fn iptables(args: &[&str]) -> Result<std::process::Output> {
-    Command::new(iptables_bin())
-        .args(["-w", "5", "-t", "nat"])
-        .args(args)
-        .output()
-        .map_err(|e| Error::Iptables {
-            context: args.join(" "),
-            reason: e.to_string(),
-        })
-}
-
-fn ensure_rule(chain: &str, rule: &[&str]) -> Result<()> {
-    let check: Vec<&str> = ["-C", chain]
-        .into_iter()
-        .chain(rule.iter().copied())
-        .collect();
-    if iptables(&check)?.status.success() {
-        return Ok(());
-    }
-    let add: Vec<&str> = ["-A", chain]
-        .into_iter()
-        .chain(rule.iter().copied())
-        .collect();
-    let out = iptables(&add)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Iptables {
-            context: add.join(" "),
-            reason: String::from_utf8_lossy(&out.stderr).trim().into(),
-        })
-    }
-}
-
 /// Installs the masquerade chain and jump for `subnet` leaving `cluster_cidr`.
 pub fn ensure_masquerade(
     network: &str,
     subnet: Ipv4Network,
     cluster_cidr: Ipv4Network,
 ) -> Result<()> {
+    install_masquerade(&Binary::find(), network, subnet, cluster_cidr)
+}
+
+/// [`ensure_masquerade`] through `ipt`: the chain first, then its rules, then the jump, so
+/// no packet is sent into a chain that is still being filled.
+fn install_masquerade(
+    ipt: &dyn Runner,
+    network: &str,
+    subnet: Ipv4Network,
+    cluster_cidr: Ipv4Network,
+) -> Result<()> {
+    let nat = Table::new(ipt, "nat");
     let chain = chain_name(network);
-    if !iptables(&["-S", &chain])?.status.success() {
-        let out = iptables(&["-N", &chain])?;
-        if !out.status.success() {
-            return Err(Error::Iptables {
-                context: format!("-N {chain}"),
-                reason: String::from_utf8_lossy(&out.stderr).trim().into(),
-            });
-        }
-    }
+    nat.ensure_chain(&chain)?;
     let comment = format!("ekube-cni masquerade for network {network}");
     let (sub, cluster) = (subnet.to_string(), cluster_cidr.to_string());
-    ensure_rule(&chain, &["-d", &cluster, "-j", "RETURN"])?;
-    ensure_rule(&chain, &["-d", "224.0.0.0/4", "-j", "RETURN"])?;
-    ensure_rule(&chain, &["-j", "MASQUERADE"])?;
-    ensure_rule(
+    nat.ensure_rule(&chain, &["-d", &cluster, "-j", "RETURN"])?;
+    nat.ensure_rule(&chain, &["-d", "224.0.0.0/4", "-j", "RETURN"])?;
+    nat.ensure_rule(&chain, &["-j", "MASQUERADE"])?;
+    nat.ensure_rule(
         "POSTROUTING",
         &[
             "-s",
@@ -114,5 +64,69 @@ pub fn ensure_masquerade(
             "-j",
             &chain,
         ],
-    )
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iptables::Recorder;
+
+    fn install(rec: &Recorder) -> Result<()> {
+        let net = |s: &str| s.parse().unwrap();
+        install_masquerade(rec, "ekube", net("10.244.1.0/24"), net("10.244.0.0/16"))
+    }
+
+    #[test]
+    fn fresh_node_gets_chain_rules_then_jump() {
+        let rec = Recorder::empty();
+        install(&rec).unwrap();
+        let chain = chain_name("ekube");
+        let expected = [
+            format!("-S {chain}"),
+            format!("-N {chain}"),
+            format!("-C {chain} -d 10.244.0.0/16 -j RETURN"),
+            format!("-A {chain} -d 10.244.0.0/16 -j RETURN"),
+            format!("-C {chain} -d 224.0.0.0/4 -j RETURN"),
+            format!("-A {chain} -d 224.0.0.0/4 -j RETURN"),
+            format!("-C {chain} -j MASQUERADE"),
+            format!("-A {chain} -j MASQUERADE"),
+            format!(
+                "-C POSTROUTING -s 10.244.1.0/24 -m comment --comment \
+                 ekube-cni masquerade for network ekube -j {chain}"
+            ),
+            format!(
+                "-A POSTROUTING -s 10.244.1.0/24 -m comment --comment \
+                 ekube-cni masquerade for network ekube -j {chain}"
+            ),
+        ]
+        .map(|c| format!("-w 5 -t nat {c}"));
+        assert_eq!(rec.calls(), expected);
+    }
+
+    #[test]
+    fn second_add_changes_nothing() {
+        let rec = Recorder::complete();
+        install(&rec).unwrap();
+        let calls = rec.calls();
+        assert_eq!(calls.len(), 5, "{calls:#?}");
+        assert!(
+            calls
+                .iter()
+                .all(|c| !c.contains(" -N ") && !c.contains(" -A "))
+        );
+    }
+
+    #[test]
+    fn failure_maps_to_the_cni_iptables_code() {
+        let rec = Recorder::answering(|_| Ok(crate::iptables::exited(1, "permission denied")));
+        let err = install(&rec).unwrap_err();
+        assert_eq!(err.code(), crate::error::code::IPTABLES);
+        let chain = chain_name("ekube");
+        assert_eq!(
+            err.to_string(),
+            format!("iptables: -t nat -N {chain}: permission denied")
+        );
+    }
 }

@@ -94,6 +94,16 @@ pub enum Error {
     WatchEnded,
 }
 
+/// A failed rule keeps its command (with the table) and iptables' reason.
+impl From<ekube_cni::iptables::Error> for Error {
+    fn from(e: ekube_cni::iptables::Error) -> Self {
+        Error::Iptables {
+            rule: e.command,
+            reason: e.reason,
+        }
+    }
+}
+
 /// Result with the agent's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
