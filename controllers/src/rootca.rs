@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -59,23 +58,19 @@ pub async fn run(client: kube::Client, ca: String) -> Result<(), String> {
         client: client.clone(),
         ca,
     };
-    let controller =
-        crate::runner::per_namespace::<ConfigMap>(client, &format!("metadata.name={NAME}"));
-    crate::runner::drive(
+    let fields = format!("metadata.name={NAME}");
+    crate::runner::drive_per_namespace::<ConfigMap, _, _, _>(
         "root-ca-cert-publisher",
-        controller,
+        client,
+        &fields,
         reconcile,
         ctx,
-        Duration::from_secs(1),
     )
     .await;
     Ok(())
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
-    if ns.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let name = ns.name_any();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &name);
     let data = BTreeMap::from([(KEY.to_string(), ctx.ca.clone())]);

@@ -62,10 +62,48 @@ pub(crate) async fn drive<K, C, F, Fut>(
         .await;
 }
 
+/// Runs a controller that keeps one object of kind `K`, selected by `fields` (e.g.
+/// `metadata.name=default`), in every Namespace: `reconcile` for each Namespace that is not
+/// being deleted, woken also when such an object changes. A failure is retried after a second.
+pub(crate) async fn drive_per_namespace<K, C, F, Fut>(
+    name: &'static str,
+    client: kube::Client,
+    fields: &str,
+    mut reconcile: F,
+    ctx: C,
+) where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+    C: Send + Sync + 'static,
+    F: FnMut(Arc<Namespace>, Arc<C>) -> Fut,
+    Fut: Future<Output = Result<Action>> + Send + 'static,
+{
+    let active = move |ns: Arc<Namespace>, ctx| {
+        // A terminating Namespace refuses new objects; its deletion ends the need for them.
+        let work = ns
+            .metadata
+            .deletion_timestamp
+            .is_none()
+            .then(|| reconcile(ns, ctx));
+        async move {
+            match work {
+                Some(work) => work.await,
+                None => Ok(Action::await_change()),
+            }
+        }
+    };
+    let controller = per_namespace::<K>(client, fields);
+    drive(name, controller, active, ctx, Duration::from_secs(1)).await;
+}
+
 /// A controller of Namespaces that also wakes for the objects of kind `K` selected by
-/// `fields` (e.g. `metadata.name=default`), as their Namespace: for the controllers that
-/// keep one such object in every Namespace.
-pub(crate) fn per_namespace<K>(client: kube::Client, fields: &str) -> Controller<Namespace>
+/// `fields`, as their Namespace.
+fn per_namespace<K>(client: kube::Client, fields: &str) -> Controller<Namespace>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone

@@ -1,7 +1,6 @@
 //! ServiceAccount controller: every active Namespace has a ServiceAccount named `default`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -19,23 +18,18 @@ pub async fn run(client: kube::Client) -> Result<(), String> {
     let ctx = Ctx {
         client: client.clone(),
     };
-    let controller =
-        crate::runner::per_namespace::<ServiceAccount>(client, "metadata.name=default");
-    crate::runner::drive(
+    crate::runner::drive_per_namespace::<ServiceAccount, _, _, _>(
         "serviceaccount",
-        controller,
+        client,
+        "metadata.name=default",
         reconcile,
         ctx,
-        Duration::from_secs(1),
     )
     .await;
     Ok(())
 }
 
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action> {
-    if ns.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let name = ns.name_any();
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &name);
     if crate::util::get_listed(&api, "default")
