@@ -337,6 +337,9 @@ impl Runner<'_, '_> {
                 empty_runs,
             });
         }
+        if mode == Mode::Ebpf {
+            self.restart(mode, &mut prog)?;
+        }
         if mode != Mode::Direct {
             self.add_one(mode, &mut prog)?;
             self.progs.push(prog);
@@ -409,6 +412,18 @@ impl Runner<'_, '_> {
             prog.target_rule = Some(modes::target_rule_position(c.lab, variant, c.target_vip)?);
         }
         Ok(true)
+    }
+
+    /// Stops the proxy and starts the same build again over its pinned datapath, and times the
+    /// start until its first full sync is done (Services answer throughout). eBPF only: a rule
+    /// mode's restart rewrites every rule, which its full sync already measures.
+    fn restart(&mut self, mode: Mode, prog: &mut ProgSample) -> Result<()> {
+        self.proxies.stop()?;
+        let t0 = Instant::now();
+        self.proxies.start(mode)?;
+        self.proxies.wait_full_sync(self.args.sync_timeout())?;
+        prog.restart_ms = Some(bench::ms(t0.elapsed()));
+        Ok(())
     }
 
     /// One measured cell: `ekube-rr client` in crr mode; in direct mode one half-length run

@@ -167,7 +167,9 @@ impl<'a> Proxies<'a> {
                 format!("{}ms", self.iptables_min_sync.as_millis()),
             ]);
         }
-        self.dirty.push(mode);
+        if !self.dirty.contains(&mode) {
+            self.dirty.push(mode);
+        }
         let pid = self
             .lab
             .spawn("n1", &format!("proxy-{}", mode.name()), &argv)?;
@@ -202,6 +204,36 @@ impl<'a> Proxies<'a> {
             path.display(),
             lines[lines.len().saturating_sub(25)..].join("\n")
         )
+    }
+
+    /// Stops the proxy (if any) and leaves what it programmed in place, as a restart does.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some((_, pid)) = self.running.take() {
+            self.lab.stop(pid).context("stopping ekube proxy")?;
+        }
+        Ok(())
+    }
+
+    /// Polls the metrics every millisecond until the proxy has done a full sync; bounded by
+    /// `timeout`. The metrics port answers once the proxy is up, so errors until then are "not
+    /// yet".
+    pub fn wait_full_sync(&self, timeout: Duration) -> Result<()> {
+        let until = std::time::Instant::now() + timeout;
+        loop {
+            self.check_alive()?;
+            let synced = self.metrics().is_ok_and(|m| {
+                m.get("ekube_proxy_syncs_total{kind=\"full\"}")
+                    .is_some_and(|n| *n >= 1.0)
+            });
+            if synced {
+                return Ok(());
+            }
+            ensure!(
+                std::time::Instant::now() < until,
+                "the restarted proxy did no full sync within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Stops the proxy (if any) and removes everything any mode left on the node.

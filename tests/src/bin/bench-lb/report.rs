@@ -66,6 +66,8 @@ pub struct ProgSample {
     pub add_gave_up: bool,
     /// The proxy's own first full sync (its metrics).
     pub full_proxy_ms: Option<f64>,
+    /// Restart of the same build over what it programmed → its first full sync done.
+    pub restart_ms: Option<f64>,
     /// API create of one more Service → its first successful connect.
     pub add_ms: Option<f64>,
     /// The proxy's own sync + commit time for that Service (its metrics).
@@ -188,6 +190,7 @@ struct ProgStat {
     full_cluster_ms: f64,
     full_node_port_ms: f64,
     full_proxy_ms: f64,
+    restart_ms: f64,
     add_ms: f64,
     add_proxy_ms: f64,
     full_gave_up: bool,
@@ -213,6 +216,7 @@ fn prog_stats(progs: &[ProgSample]) -> BTreeMap<(usize, Mode), ProgStat> {
                 full_cluster_ms: m(&|p| p.full_cluster_ms),
                 full_node_port_ms: m(&|p| p.full_node_port_ms),
                 full_proxy_ms: m(&|p| p.full_proxy_ms),
+                restart_ms: m(&|p| p.restart_ms),
                 add_ms: m(&|p| p.add_ms),
                 add_proxy_ms: m(&|p| p.add_proxy_ms),
                 full_gave_up: ps.iter().any(|p| p.full_gave_up),
@@ -398,6 +402,7 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         "full sync: start → ClusterIP answers (ms)",
         "start → NodePort answers (ms)",
         "proxy's own full sync (ms)",
+        "restart, same build → synced (ms)",
         "add 1 Service: API → first connect (ms)",
         "proxy's own sync for it (ms)",
     ]);
@@ -421,6 +426,7 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
                 or_limit(p.full_cluster_ms, p.full_gave_up),
                 or_limit(p.full_node_port_ms, p.full_gave_up),
                 ms(p.full_proxy_ms),
+                ms(p.restart_ms),
                 or_limit(p.add_ms, p.add_gave_up),
                 ms(p.add_proxy_ms),
             ]);
@@ -477,7 +483,7 @@ pub fn json(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> Value {
                 "services": p.scale, "mode": p.mode.name(), "round": p.round,
                 "full_sync_clusterip_ms": p.full_cluster_ms, "full_sync_nodeport_ms": p.full_node_port_ms,
                 "full_sync_gave_up": p.full_gave_up, "add_service_gave_up": p.add_gave_up,
-                "full_sync_proxy_ms": p.full_proxy_ms, "add_service_ms": p.add_ms, "add_service_proxy_ms": p.add_proxy_ms,
+                "full_sync_proxy_ms": p.full_proxy_ms, "restart_synced_ms": p.restart_ms, "add_service_ms": p.add_ms, "add_service_proxy_ms": p.add_proxy_ms,
                 "target_rule": p.target_rule.map(|(at, of)| json!({"position": at, "of": of})),
             })
         })
