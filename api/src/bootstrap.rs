@@ -150,9 +150,9 @@ pub fn secret_data(secret: &Value) -> BTreeMap<String, String> {
 
 /// Whether the decoded token data has an `expiration` at or before `now`. An unparsable
 /// expiration counts as expired (the apiserver refuses to store one).
-pub fn is_expired(data: &BTreeMap<String, String>, now: chrono::DateTime<chrono::Utc>) -> bool {
+pub fn is_expired(data: &BTreeMap<String, String>, now: crate::time::Timestamp) -> bool {
     data.get("expiration")
-        .is_some_and(|exp| chrono::DateTime::parse_from_rfc3339(exp).map_or(true, |t| t <= now))
+        .is_some_and(|exp| crate::time::parse(exp).is_none_or(|t| t <= now))
 }
 
 /// Whether the decoded token data allows `usage` (`authentication`, `signing`).
@@ -339,8 +339,8 @@ mod tests {
         let data = secret_data(&secret);
         assert!(allows(&data, "signing"));
         assert!(!allows(&data, "authentication"));
-        assert!(is_expired(&data, chrono::Utc::now()));
-        assert!(!is_expired(&BTreeMap::new(), chrono::Utc::now()));
+        assert!(is_expired(&data, crate::time::Timestamp::now()));
+        assert!(!is_expired(&BTreeMap::new(), crate::time::Timestamp::now()));
         assert_eq!(id_of_secret_name("bootstrap-token-abcdef"), Some("abcdef"));
         assert_eq!(id_of_secret_name("bootstrap-token-ABCDEF"), None);
     }

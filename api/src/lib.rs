@@ -34,6 +34,7 @@ pub mod secure_port;
 pub mod selector;
 pub mod serve;
 pub mod storage;
+pub mod time;
 pub mod tls;
 pub mod user;
 

@@ -63,7 +63,7 @@ pub fn validate(secret: &Value) -> Vec<Cause> {
         ));
     }
     if let Some(exp) = data.get("expiration")
-        && chrono::DateTime::parse_from_rfc3339(exp).is_err()
+        && ekube_api::time::parse(exp).is_none()
     {
         causes.push(Cause::invalid(
             "data[expiration]",
@@ -113,7 +113,13 @@ impl BootstrapTokens {
         else {
             return invalid("no such secret");
         };
-        user_of(&secret, &id, &token_secret, chrono::Utc::now()).or_else(|why| invalid(&why))
+        user_of(
+            &secret,
+            &id,
+            &token_secret,
+            ekube_api::time::Timestamp::now(),
+        )
+        .or_else(|why| invalid(&why))
     }
 }
 
@@ -122,7 +128,7 @@ fn user_of(
     secret: &Value,
     id: &str,
     token_secret: &str,
-    now: chrono::DateTime<chrono::Utc>,
+    now: ekube_api::time::Timestamp,
 ) -> Result<Option<User>, String> {
     if secret.pointer("/metadata/deletionTimestamp").is_some() {
         return Err("the secret is being deleted".into());
@@ -146,10 +152,10 @@ fn user_of(
         return Err("the token does not match".into());
     }
     if let Some(exp) = data.get("expiration") {
-        match chrono::DateTime::parse_from_rfc3339(exp) {
-            Ok(t) if t > now => {}
-            Ok(_) => return Err(format!("the token expired at {exp}")),
-            Err(_) => return Err(format!("expiration {exp:?} is not an RFC 3339 time")),
+        match ekube_api::time::parse(exp) {
+            Some(t) if t > now => {}
+            Some(_) => return Err(format!("the token expired at {exp}")),
+            None => return Err(format!("expiration {exp:?} is not an RFC 3339 time")),
         }
     }
     if data
@@ -217,7 +223,7 @@ mod tests {
 
     #[test]
     fn user_groups_expiry_and_usage() {
-        let now = chrono::Utc::now();
+        let now = ekube_api::time::Timestamp::now();
         let s =
             secret(json!({"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token"}));
         let user = user_of(&s, "abcdef", "0123456789abcdef", now)

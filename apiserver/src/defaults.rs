@@ -99,7 +99,7 @@ pub(crate) fn api_service(obj: &mut Value) {
     };
     obj["status"]["conditions"] = json!([{
         "type": "Available", "status": state, "reason": reason, "message": message,
-        "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "lastTransitionTime": ekube_api::time::now_rfc3339(),
     }]);
 }
 

@@ -461,7 +461,7 @@ async fn resource(
                         crate::strategy::of(r),
                         std::slice::from_ref(&obj),
                         include_object(&q),
-                        chrono::Utc::now(),
+                        ekube_api::time::Timestamp::now(),
                     );
                     tbl["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
                     Ok(json_response(StatusCode::OK, &tbl))
@@ -775,7 +775,12 @@ async fn list(
     if table {
         let (items, rv, next) = api.registry.list(r, ns, &opts).await?;
         let strategy = crate::strategy::of(r);
-        let mut t = table::to_table(strategy, &items, include_object(q), chrono::Utc::now());
+        let mut t = table::to_table(
+            strategy,
+            &items,
+            include_object(q),
+            ekube_api::time::Timestamp::now(),
+        );
         t["metadata"] = list_meta(rv, next);
         return Ok(json_response(StatusCode::OK, &t));
     }

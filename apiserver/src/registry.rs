@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use chrono::{SecondsFormat, Utc};
 use ekube_api::ResourceInfo;
 use ekube_api::selector::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
@@ -107,9 +106,8 @@ pub struct Registry {
     node_ports: (u16, u16),
 }
 
-pub fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
-}
+/// Now, as a `Time` field holds it.
+pub use ekube_api::time::now_rfc3339 as now;
 
 /// The storage key of an object.
 pub fn key(r: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
@@ -840,9 +838,10 @@ impl Registry {
                     if existing.is_some_and(|g| g <= grace) {
                         return Ok(Deleted::Pending(current));
                     }
-                    let when = Utc::now() + chrono::Duration::seconds(grace);
-                    next["metadata"]["deletionTimestamp"] =
-                        json!(when.to_rfc3339_opts(SecondsFormat::Secs, true));
+                    let when = ekube_api::time::Timestamp::now()
+                        .checked_add(ekube_api::time::SignedDuration::from_secs(grace))
+                        .unwrap_or(ekube_api::time::Timestamp::MAX);
+                    next["metadata"]["deletionTimestamp"] = json!(ekube_api::time::rfc3339(when));
                     next["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
                     changed = true;
                 } else if existing.is_some() {

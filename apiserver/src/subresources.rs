@@ -300,9 +300,9 @@ fn check_log_options(q: &Query) -> Result<()> {
                 "at most one of `sinceTime` or `sinceSeconds` may be specified",
             ));
         }
-        let reachable = chrono::TimeDelta::try_seconds(s)
-            .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
-            .is_some();
+        let reachable = ekube_api::time::Timestamp::now()
+            .checked_sub(ekube_api::time::SignedDuration::from_secs(s))
+            .is_ok();
         if !reachable {
             return Err(ApiError::bad_request(format!(
                 "sinceSeconds: invalid value {s}: reaches back further than any time"
@@ -310,7 +310,7 @@ fn check_log_options(q: &Query) -> Result<()> {
         }
     }
     if let Some(t) = q.get("sinceTime") {
-        chrono::DateTime::parse_from_rfc3339(t)
+        t.parse::<ekube_api::time::Timestamp>()
             .map_err(|e| ApiError::bad_request(format!("sinceTime: invalid value {t:?}: {e}")))?;
     }
     Ok(())

@@ -91,7 +91,7 @@ impl Filter {
                 self.kind,
                 std::slice::from_ref(obj),
                 self.include,
-                chrono::Utc::now(),
+                ekube_api::time::Timestamp::now(),
             );
             t["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"].clone();
             line_of(kind, &t.to_string())

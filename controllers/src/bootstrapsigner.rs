@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ekube_api::bootstrap::{
     self, CLUSTER_INFO, CLUSTER_INFO_NAMESPACE, JWS_PREFIX, KUBECONFIG_KEY, NAMESPACE, Token,
 };
+use ekube_api::time::{self, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -69,7 +69,7 @@ pub(crate) fn token_data(secret: &Secret) -> BTreeMap<String, String> {
 /// The token `secret` holds when it may sign at `now`: a bootstrap-token Secret whose name
 /// matches its `token-id` (upstream's `validateSecretForSigning`), not expired, with
 /// `usage-bootstrap-signing: "true"`.
-fn signing_token(secret: &Secret, now: DateTime<Utc>) -> Option<Token> {
+fn signing_token(secret: &Secret, now: Timestamp) -> Option<Token> {
     if secret.type_.as_deref() != Some(bootstrap::SECRET_TYPE) {
         return None;
     }
@@ -91,13 +91,13 @@ pub struct Plan {
     /// The whole `data` of `cluster-info`.
     pub data: BTreeMap<String, String>,
     /// The earliest expiry of a token signing now: its signature must then go.
-    pub recheck: Option<DateTime<Utc>>,
+    pub recheck: Option<Timestamp>,
 }
 
 /// The `cluster-info` data wanted at `now`: `data` with exactly one signature of its
 /// `kubeconfig` per token in `secrets` that may sign, keys other than signatures untouched.
 /// Without a `kubeconfig` there is nothing to sign and `data` stays as it is (as upstream).
-pub fn desired(data: &BTreeMap<String, String>, secrets: &[Secret], now: DateTime<Utc>) -> Plan {
+pub fn desired(data: &BTreeMap<String, String>, secrets: &[Secret], now: Timestamp) -> Plan {
     let Some(kubeconfig) = data.get(KUBECONFIG_KEY) else {
         return Plan {
             data: data.clone(),
@@ -116,8 +116,7 @@ pub fn desired(data: &BTreeMap<String, String>, secrets: &[Secret], now: DateTim
         };
         let expiry = token_data(secret)
             .get("expiration")
-            .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
-            .map(|e| e.with_timezone(&Utc));
+            .and_then(|e| time::parse(e));
         recheck = match (recheck, expiry) {
             (Some(r), Some(e)) => Some(std::cmp::min(r, e)),
             (r, e) => r.or(e),
@@ -138,14 +137,14 @@ async fn reconcile(cm: Arc<ConfigMap>, ctx: Arc<Ctx>) -> Result<Action> {
         .list(&ListParams::default().fields(&token_secrets()))
         .await
         .ctx(|| format!("listing bootstrap-token secrets in {NAMESPACE}"))?;
-    let now = Utc::now();
+    let now = Timestamp::now();
     let current = cm.data.clone().unwrap_or_default();
     let plan = desired(&current, &secrets.items, now);
     let next = match plan.recheck {
         // Just past the expiry, so the token counts as expired then.
-        Some(at) => {
-            Action::requeue((at - now).to_std().unwrap_or_default() + Duration::from_secs(1))
-        }
+        Some(at) => Action::requeue(
+            Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_secs(1),
+        ),
         None => Action::await_change(),
     };
     if plan.data == current {
@@ -174,10 +173,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+    fn now() -> Timestamp {
+        time::parse("2030-01-01T00:00:00Z").unwrap()
     }
 
     fn secret(id: &str, fields: &[(&str, &str)]) -> Secret {
@@ -235,10 +232,7 @@ mod tests {
             bootstrap::verify_detached(&plan.data[&format!("{JWS_PREFIX}{id}")], "kc", &token(id))
                 .unwrap();
         }
-        assert_eq!(
-            plan.recheck.unwrap().to_rfc3339(),
-            "2030-01-01T01:00:00+00:00"
-        );
+        assert_eq!(time::rfc3339(plan.recheck.unwrap()), "2030-01-01T01:00:00Z");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ekube_api::bootstrap::{self, NAMESPACE};
+use ekube_api::time::{self, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Preconditions};
@@ -51,17 +51,14 @@ pub enum Verdict {
 }
 
 /// The verdict on a token with decoded `data` at `now`.
-pub fn verdict(data: &BTreeMap<String, String>, now: DateTime<Utc>) -> Verdict {
+pub fn verdict(data: &BTreeMap<String, String>, now: Timestamp) -> Verdict {
     if bootstrap::is_expired(data, now) {
         return Verdict::Delete;
     }
-    match data
-        .get("expiration")
-        .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
-    {
+    match data.get("expiration").and_then(|e| time::parse(e)) {
         // Still ahead; a moment past it the token counts as expired.
         Some(at) => Verdict::RecheckIn(
-            (at.with_timezone(&Utc) - now).to_std().unwrap_or_default()
+            Duration::try_from(at.duration_since(now)).unwrap_or_default()
                 + Duration::from_millis(100),
         ),
         None => Verdict::Keep,
@@ -83,7 +80,7 @@ async fn reconcile(secret: Arc<Secret>, ctx: Arc<Ctx>) -> Result<Action> {
     if fresh.type_.as_deref() != Some(bootstrap::SECRET_TYPE) || crate::util::deleting(&fresh) {
         return Ok(Action::await_change());
     }
-    match verdict(&token_data(&fresh), Utc::now()) {
+    match verdict(&token_data(&fresh), Timestamp::now()) {
         Verdict::Keep => Ok(Action::await_change()),
         Verdict::RecheckIn(after) => Ok(Action::requeue(after)),
         Verdict::Delete => {
@@ -111,8 +108,8 @@ async fn reconcile(secret: Arc<Secret>, ctx: Arc<Ctx>) -> Result<Action> {
 mod tests {
     use super::*;
 
-    fn at(t: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+    fn at(t: &str) -> Timestamp {
+        time::parse(t).unwrap()
     }
 
     fn expiring(t: &str) -> BTreeMap<String, String> {

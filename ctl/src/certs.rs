@@ -157,8 +157,9 @@ fn check_expiration(dirs: &Dirs, now: std::time::SystemTime) -> Result<String> {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(-2);
         (
-            chrono::DateTime::<chrono::Utc>::from(f.not_after)
-                .format("%b %d, %Y %H:%M UTC")
+            ekube_api::time::Timestamp::try_from(f.not_after)
+                .unwrap_or(ekube_api::time::Timestamp::UNIX_EPOCH)
+                .strftime("%b %d, %Y %H:%M UTC")
                 .to_string(),
             ekube_api::display::short_human_duration(residual),
         )

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use ekube_api::bootstrap::{self, NAMESPACE, Token};
+use ekube_api::time::{self, SignedDuration, Timestamp};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use serde_json::{Value, json};
 
@@ -89,7 +89,7 @@ async fn execute(args: TokenArgs) -> Result<()> {
             Ok(())
         }
         TokenCommand::Create(create) => {
-            let (token, secret) = new_token(&create, Utc::now())?;
+            let (token, secret) = new_token(&create, Timestamp::now())?;
             let cluster = Cluster::connect(&args.kubeconfig).await?;
             cluster.create(&token, secret).await?;
             if create.print_join_command {
@@ -101,7 +101,7 @@ async fn execute(args: TokenArgs) -> Result<()> {
         }
         TokenCommand::List => {
             let cluster = Cluster::connect(&args.kubeconfig).await?;
-            print!("{}", cluster.list(Utc::now()).await?);
+            print!("{}", cluster.list(Timestamp::now()).await?);
             Ok(())
         }
         TokenCommand::Delete { tokens } => {
@@ -131,7 +131,7 @@ pub async fn ensure(kubeconfig: &Path, token: &str, ttl: Duration) -> Result<()>
         groups: vec![DEFAULT_GROUP.into()],
         print_join_command: false,
     };
-    let (token, secret) = new_token(&args, Utc::now())?;
+    let (token, secret) = new_token(&args, Timestamp::now())?;
     let cluster = Cluster::connect(kubeconfig).await?;
     let existing = cluster
         .secrets
@@ -169,7 +169,7 @@ pub async fn create_proxy(
         groups: Vec::new(),
         print_join_command: false,
     };
-    let (token, secret) = new_token(&args, Utc::now())?;
+    let (token, secret) = new_token(&args, Timestamp::now())?;
     let cluster = Cluster::connect(kubeconfig).await?;
     let created = cluster.create(&token, secret).await?;
     let uid = created
@@ -180,7 +180,7 @@ pub async fn create_proxy(
 }
 
 /// The token to create and its Secret, kubeadm's `BootstrapTokenToSecret`.
-fn new_token(args: &CreateArgs, now: DateTime<Utc>) -> Result<(Token, Value)> {
+fn new_token(args: &CreateArgs, now: Timestamp) -> Result<(Token, Value)> {
     let token = match &args.token {
         Some(t) => Token::parse(t).map_err(anyhow::Error::msg)?,
         None => Token::generate(),
@@ -216,12 +216,11 @@ fn new_token(args: &CreateArgs, now: DateTime<Utc>) -> Result<(Token, Value)> {
         data.insert("description".into(), d.clone());
     }
     if !args.ttl.is_zero() {
-        let ttl = chrono::Duration::from_std(args.ttl).context("--ttl is too long")?;
-        let expires = now + ttl;
-        data.insert(
-            "expiration".into(),
-            expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        );
+        let expires = SignedDuration::try_from(args.ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add(ttl).ok())
+            .context("--ttl is too long")?;
+        data.insert("expiration".into(), time::rfc3339(expires));
     }
     for usage in &usages {
         data.insert(format!("usage-bootstrap-{usage}"), "true".into());
@@ -309,7 +308,7 @@ impl Cluster {
     }
 
     /// `ekube token list`'s table.
-    async fn list(&self, now: DateTime<Utc>) -> Result<String> {
+    async fn list(&self, now: Timestamp) -> Result<String> {
         let params = ListParams::default().fields(&format!("type={}", bootstrap::SECRET_TYPE));
         let secrets = self
             .secrets
@@ -367,19 +366,18 @@ impl Cluster {
 }
 
 /// A row of `token list` for a bootstrap-token Secret, or why it is not one.
-fn row(secret: &Value, now: DateTime<Utc>) -> Result<[String; 6], String> {
+fn row(secret: &Value, now: Timestamp) -> Result<[String; 6], String> {
     let data = bootstrap::secret_data(secret);
     let field = |k: &str| data.get(k).cloned().unwrap_or_default();
     let token = Token::parse(&format!("{}.{}", field("token-id"), field("token-secret")))?;
     let (ttl, expires) = match data.get("expiration") {
         None => ("<forever>".to_string(), "<never>".to_string()),
         Some(e) => {
-            let at = DateTime::parse_from_rfc3339(e)
-                .map_err(|_| format!("its expiration {e:?} is not an RFC 3339 time"))?;
-            let left = at.with_timezone(&Utc) - now;
+            let at = time::parse(e)
+                .ok_or_else(|| format!("its expiration {e:?} is not an RFC 3339 time"))?;
             (
-                ekube_api::display::short_human_duration(left.num_seconds()),
-                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ekube_api::display::short_human_duration(at.duration_since(now).as_secs()),
+                time::rfc3339(at),
             )
         }
     };
@@ -431,10 +429,8 @@ mod tests {
         <Cli as clap::Parser>::try_parse_from(argv).unwrap().create
     }
 
-    fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+    fn now() -> Timestamp {
+        time::parse("2030-01-01T00:00:00Z").unwrap()
     }
 
     #[test]
@@ -499,7 +495,7 @@ mod tests {
     fn list_rows_read_like_kubeadm() {
         let args = create_args(&["abcdef.0123456789abcdef"]);
         let (_, secret) = new_token(&args, now()).unwrap();
-        let later = now() + chrono::Duration::seconds(3601);
+        let later = now() + SignedDuration::from_secs(3601);
         let r = row(&secret, later).unwrap();
         assert_eq!(
             r,

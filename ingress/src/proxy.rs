@@ -259,7 +259,7 @@ impl Proxy {
             println!(
                 "{} - - [{}] \"{method} {target} {version:?}\" {} {length} \"{referer}\" \"{agent}\" {:.3} [{}] {}",
                 conn.client.ip(),
-                chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000"),
+                ekube_api::time::Timestamp::now().strftime("%d/%b/%Y:%H:%M:%S +0000"),
                 labels.status,
                 took.as_secs_f64(),
                 labels.upstream,

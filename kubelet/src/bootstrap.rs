@@ -258,7 +258,9 @@ fn node_kubeconfig(mut kubeconfig: Kubeconfig, current: &Path, node: &str) -> Re
 /// them) and points `kubelet-client-current.pem` at it, both atomically: a reader sees the old
 /// pair or the new one, never half of either. Returns the path of the current link.
 pub fn install(pki_dir: &Path, pair: &Pair, now: SystemTime) -> Result<PathBuf> {
-    let stamp = chrono::DateTime::<chrono::Utc>::from(now).format("%Y-%m-%d-%H-%M-%S");
+    let stamp = ekube_api::time::Timestamp::try_from(now)
+        .unwrap_or(ekube_api::time::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%d-%H-%M-%S");
     let dated = format!("kubelet-client-{stamp}.pem");
     write_private(&pki_dir.join(&dated), &format!("{}{}", pair.cert, pair.key))?;
     let current = pki_dir.join(CURRENT);

@@ -149,7 +149,9 @@ async fn rotate_if_needed(
             compress(r)?;
         }
     }
-    let stamp = chrono::Local::now().format(TIMESTAMP_FORMAT).to_string();
+    let stamp = k8s_openapi::jiff::Zoned::now()
+        .strftime(TIMESTAMP_FORMAT)
+        .to_string();
     let target = PathBuf::from(format!("{}.{stamp}", log.display()));
     if target.exists() || PathBuf::from(format!("{}.gz", target.display())).exists() {
         // Rotated within this second already; the next round will do it.
@@ -195,7 +197,7 @@ fn rotated_files(log: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn is_timestamp(s: &str) -> bool {
-    chrono::NaiveDateTime::parse_from_str(s, TIMESTAMP_FORMAT).is_ok()
+    k8s_openapi::jiff::civil::DateTime::strptime(TIMESTAMP_FORMAT, s).is_ok()
 }
 
 /// Gzips `path` into `path.gz` and removes `path`.

@@ -69,7 +69,7 @@ pub fn from_manifest(text: &str, node: &str) -> Result<Pod, String> {
     annotations.insert(HASH.into(), hash);
     annotations.insert(
         SEEN.into(),
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        ekube_api::time::rfc3339_nanos(ekube_api::time::Timestamp::now()),
     );
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.node_name = Some(node.to_owned());

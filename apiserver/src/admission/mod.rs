@@ -152,12 +152,12 @@ async fn newest_default(
     r: &ResourceInfo,
     is_default: impl Fn(&Value) -> bool,
 ) -> Result<Option<String>> {
-    use chrono::{DateTime, Utc};
+    use ekube_api::time::Timestamp;
     let page = registry
         .store
         .list(&crate::registry::collection_prefix(r, None), None, 0)
         .await?;
-    let mut defaults: Vec<(Option<DateTime<Utc>>, String)> = page
+    let mut defaults: Vec<(Option<Timestamp>, String)> = page
         .items
         .iter()
         .map(|kv| crate::registry::decode(r, kv))
@@ -166,8 +166,7 @@ async fn newest_default(
             let created = obj
                 .pointer("/metadata/creationTimestamp")
                 .and_then(Value::as_str)
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
+                .and_then(ekube_api::time::parse);
             let name = obj
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)

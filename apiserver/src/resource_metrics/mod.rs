@@ -148,9 +148,9 @@ pub fn go_duration(ms: i64) -> String {
 }
 
 fn rfc3339_ms(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
+    ekube_api::time::Timestamp::from_millisecond(ms)
+        .map(ekube_api::time::rfc3339)
         .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 fn usage_json(u: &Usage) -> Value {

@@ -356,7 +356,7 @@ async fn scrape_node(api: &ApiServer, node: &Value) -> Result<Scrape, String> {
     }
     parse(
         &String::from_utf8_lossy(&body),
-        chrono::Utc::now().timestamp_millis(),
+        ekube_api::time::Timestamp::now().as_millisecond(),
     )
 }
 

@@ -62,7 +62,7 @@ pub async fn create(sas: &ServiceAccounts, ns: &str, name: &str, request: &Value
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("", "serviceaccounts", name))?;
-    let now = chrono::Utc::now().timestamp();
+    let now = ekube_api::time::Timestamp::now().as_second();
     let mut grant = Grant {
         namespace: ns.to_string(),
         service_account: Some(Ref::of(&sa)),
@@ -83,9 +83,9 @@ pub async fn create(sas: &ServiceAccounts, ns: &str, name: &str, request: &Value
         }
     }
     let token = sas.issue(&grant);
-    let expires = chrono::DateTime::from_timestamp(now + expiration, 0)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let expires = ekube_api::time::from_unix(now + expiration)
+        .map(ekube_api::time::rfc3339)
+        .unwrap_or_default();
     let mut spec = spec.clone();
     if !spec.is_object() {
         spec = json!({});

@@ -115,7 +115,7 @@ impl ServiceAccounts {
         if !parsed.verified_by(&self.keys.verifying) {
             return invalid("the token is not signed by a key this server trusts".into());
         }
-        let now = chrono::Utc::now().timestamp();
+        let now = ekube_api::time::Timestamp::now().as_second();
         let time = |k: &str| claims[k].as_i64();
         match (time("exp"), time("nbf"), time("iat")) {
             (None, _, _) => return invalid("the token has no expiry (exp)".into()),
@@ -213,10 +213,10 @@ impl ServiceAccounts {
         let deleting = obj
             .pointer("/metadata/deletionTimestamp")
             .and_then(Value::as_str)
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            .and_then(ekube_api::time::parse);
         if let Some(since) = deleting {
             let allowed = if grace { DELETION_GRACE_SECONDS } else { 0 };
-            if chrono::Utc::now().timestamp() - since.timestamp() >= allowed {
+            if ekube_api::time::Timestamp::now().as_second() - since.as_second() >= allowed {
                 return Err(Error::Invalid(format!("{what} is being deleted")));
             }
         }

@@ -13,7 +13,7 @@ pub(crate) mod columns;
 #[cfg(test)]
 mod test_support;
 
-use chrono::{DateTime, Utc};
+use ekube_api::time::Timestamp;
 use serde_json::{Value, json};
 
 pub(crate) use columns::ColumnsOf;
@@ -37,7 +37,7 @@ pub(crate) fn to_table(
     kind: Option<&dyn crate::strategy::Kind>,
     items: &[Value],
     include_object: IncludeObject,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Value {
     let kind_columns = columns::for_kind(kind);
     let printer = Printer::new(now);

@@ -1,15 +1,13 @@
 //! Shared by the table tests: a fixed clock and readers of a built table.
 
-use chrono::{DateTime, Utc};
+use ekube_api::time::Timestamp;
 use serde_json::Value;
 
 use super::{IncludeObject, to_table};
 
 /// The instant every test measures ages at.
-pub(super) fn now() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2024-05-10T12:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
+pub(super) fn now() -> Timestamp {
+    ekube_api::time::parse("2024-05-10T12:00:00Z").unwrap()
 }
 
 /// The registered kind named `name` (the first, for a name two groups share); `None` for a

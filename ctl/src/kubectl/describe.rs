@@ -3,9 +3,9 @@
 //! Events at the end.
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 use clap::Args;
 use ekube_api::display::{format_labels, human_duration};
+use ekube_api::time::{self, Timestamp};
 use serde_json::Value;
 
 use super::discovery::Resource;
@@ -55,7 +55,10 @@ pub async fn run(ctx: &Ctx, args: DescribeArgs) -> Result<()> {
                 println!("\n");
             }
             first = false;
-            print!("{}", describe(&r, &o, &events, pods.as_deref(), Utc::now()));
+            print!(
+                "{}",
+                describe(&r, &o, &events, pods.as_deref(), Timestamp::now())
+            );
         }
     }
     if failed { Err(Reported.into()) } else { Ok(()) }
@@ -125,23 +128,21 @@ async fn node_pods(ctx: &Ctx, node: &Value) -> Option<Vec<Value>> {
     Some(pods)
 }
 
-fn ts(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+fn ts(v: &Value) -> Option<Timestamp> {
+    v.as_str().and_then(time::parse)
 }
-fn first_time(e: &Value) -> Option<DateTime<Utc>> {
+fn first_time(e: &Value) -> Option<Timestamp> {
     ts(&e["firstTimestamp"]).or_else(|| ts(&e["eventTime"]))
 }
-fn last_time(e: &Value) -> Option<DateTime<Utc>> {
+fn last_time(e: &Value) -> Option<Timestamp> {
     ts(&e["series"]["lastObservedTime"])
         .or_else(|| ts(&e["lastTimestamp"]))
         .or_else(|| first_time(e))
 }
 
-fn age(t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+fn age(t: Option<Timestamp>, now: Timestamp) -> String {
     match t {
-        Some(t) => human_duration((now - t).num_seconds()),
+        Some(t) => human_duration(now.duration_since(t).as_secs()),
         None => "<unknown>".into(),
     }
 }
@@ -203,7 +204,7 @@ fn or_none(v: &Value) -> String {
 }
 fn date(v: &Value) -> String {
     ts(v)
-        .map(|t| t.format("%a, %d %b %Y %H:%M:%S %z").to_string())
+        .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string())
         .unwrap_or_else(|| "<unset>".into())
 }
 /// A container's ports as kubectl describe prints them: `80/TCP, 53/UDP` or `<none>`.
@@ -232,7 +233,7 @@ pub fn describe(
     o: &Value,
     events: &[Value],
     pods: Option<&[Value]>,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> String {
     let mut w = W::default();
     match (r.group.as_str(), r.kind.as_str()) {
@@ -787,7 +788,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn now() -> DateTime<Utc> {
+    fn now() -> Timestamp {
         "2024-05-10T12:00:00Z".parse().unwrap()
     }
 

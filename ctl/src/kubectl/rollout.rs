@@ -115,7 +115,7 @@ pub async fn run(ctx: &Ctx, args: RolloutArgs) -> Result<()> {
                         r.kind.to_lowercase()
                     );
                 }
-                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let now = ekube_api::time::now_rfc3339();
                 let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
                 patch_object(ctx, &r, &name, &patch).await?;
                 println!("{}/{name} restarted", r.kind_prefix());

@@ -4,7 +4,7 @@
 
 /// One record of `stream` stamped now, with its newline.
 pub fn log_record(stream: &str, partial: bool, text: &[u8]) -> Vec<u8> {
-    let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let ts = ekube_api::time::rfc3339_nanos(ekube_api::time::Timestamp::now());
     let mut out = format!("{ts} {stream} {} ", if partial { "P" } else { "F" }).into_bytes();
     out.extend_from_slice(text);
     out.push(b'\n');
@@ -44,7 +44,7 @@ mod tests {
     fn records_follow_the_cri_log_format() {
         let r = String::from_utf8(log_record("stdout", false, b"hello world")).unwrap();
         let (ts, rest) = r.split_once(' ').unwrap();
-        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+        assert!(ekube_api::time::parse(ts).is_some(), "{ts}");
         assert_eq!(rest, "stdout F hello world\n");
         assert!(
             String::from_utf8(log_record("stderr", true, b"x"))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use ekube_api::time::{SignedDuration, Timestamp};
 use http::{Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -29,12 +29,12 @@ pub struct Options {
     pub previous: bool,
     pub timestamps: bool,
     pub tail_lines: Option<usize>,
-    pub since: Option<DateTime<Utc>>,
+    pub since: Option<Timestamp>,
     pub limit_bytes: Option<usize>,
 }
 
 impl Options {
-    pub fn parse(q: &Query, now: DateTime<Utc>) -> Result<Self, String> {
+    pub fn parse(q: &Query, now: Timestamp) -> Result<Self, String> {
         let num = |k: &str| {
             q.get(k)
                 .map(|v| {
@@ -45,14 +45,12 @@ impl Options {
         };
         let since = match (num("sinceSeconds")?, q.get("sinceTime")) {
             (Some(s), _) => Some(
-                chrono::TimeDelta::try_seconds(s.max(0))
-                    .and_then(|d| now.checked_sub_signed(d))
-                    .ok_or_else(|| format!("sinceSeconds: {s} is out of range"))?,
+                now.checked_sub(SignedDuration::from_secs(s.max(0)))
+                    .map_err(|_| format!("sinceSeconds: {s} is out of range"))?,
             ),
             (None, Some(t)) => Some(
-                DateTime::parse_from_rfc3339(t)
-                    .map_err(|e| format!("sinceTime: {e}"))?
-                    .with_timezone(&Utc),
+                t.parse::<Timestamp>()
+                    .map_err(|e| format!("sinceTime: {e}"))?,
             ),
             (None, None) => None,
         };
@@ -99,7 +97,7 @@ impl Formatter {
         for raw in complete.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let Some(r) = parse_record(raw) else { continue };
             if let Some(since) = self.opts.since
-                && DateTime::parse_from_rfc3339(r.time).is_ok_and(|t| t < since)
+                && r.time.parse::<Timestamp>().is_ok_and(|t| t < since)
             {
                 continue;
             }
@@ -186,7 +184,7 @@ async fn choose(
 }
 
 pub async fn serve(node: &Node, ns: &str, pod: &str, container: &str, q: &Query) -> Response<Body> {
-    let opts = match Options::parse(q, Utc::now()) {
+    let opts = match Options::parse(q, Timestamp::now()) {
         Ok(o) => o,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -438,7 +436,7 @@ mod tests {
     fn options_parse() {
         let o = opts("follow=true&tailLines=2&previous=true");
         assert!(o.follow && o.previous && o.tail_lines == Some(2));
-        assert!(Options::parse(&Query::parse(Some("tailLines=x")), Utc::now()).is_err());
+        assert!(Options::parse(&Query::parse(Some("tailLines=x")), Timestamp::now()).is_err());
         let o = opts("sinceTime=2024-01-01T00:00:05Z");
         assert_eq!(o.since, Some("2024-01-01T00:00:05Z".parse().unwrap()));
     }
@@ -464,7 +462,7 @@ mod tests {
     #[test]
     fn since_seconds_out_of_range_is_an_error() {
         let q = Query::parse(Some("sinceSeconds=9223372036854775807"));
-        let err = Options::parse(&q, Utc::now()).unwrap_err();
+        let err = Options::parse(&q, Timestamp::now()).unwrap_err();
         assert!(err.contains("out of range"), "{err}");
     }
 

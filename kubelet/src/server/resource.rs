@@ -82,7 +82,7 @@ fn render(families: &[Family]) -> String {
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    ekube_api::time::Timestamp::now().as_millisecond()
 }
 
 fn seconds(ns: u64) -> f64 {

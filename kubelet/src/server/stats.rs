@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ekube_api::time::{Timestamp, from_unix, now_rfc3339, rfc3339};
 use http::{Response, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -99,12 +100,8 @@ fn node_memory(meminfo: &str) -> Option<(u64, Memory)> {
     ))
 }
 
-fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 fn from_nanos(ns: i64) -> String {
-    rfc3339(chrono::DateTime::from_timestamp_nanos(ns))
+    Timestamp::from_nanosecond(i128::from(ns)).map_or_else(|_| now_rfc3339(), rfc3339)
 }
 
 /// One pod or container to report: its cgroup, and where it appears in the summary.
@@ -278,7 +275,7 @@ pub async fn summary(node: &Node) -> Response<Body> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((at, now.clone()));
 
-    let time = rfc3339(chrono::Utc::now());
+    let time = now_rfc3339();
     let (node_memory, available) = match read_node_memory() {
         Some((total, m)) => {
             let available = total.saturating_sub(m.working_set);
@@ -292,7 +289,7 @@ pub async fn summary(node: &Node) -> Response<Body> {
             s.lines()
                 .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<i64>().ok())
         })
-        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .and_then(from_unix)
         .map(rfc3339);
     let pods: Vec<Value> = ready
         .iter()

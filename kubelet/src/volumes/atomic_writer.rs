@@ -129,7 +129,7 @@ fn current_payload_dir(dir: &Path) -> Option<PathBuf> {
 
 /// Makes a new, empty payload directory in `dir`; returns its name.
 fn make_payload_dir(dir: &Path) -> io::Result<PathBuf> {
-    let stamp = chrono::Utc::now().format("..%Y_%m_%d_%H_%M_%S.");
+    let stamp = ekube_api::time::Timestamp::now().strftime("..%Y_%m_%d_%H_%M_%S.");
     loop {
         let name = PathBuf::from(format!("{stamp}{}", rand::random::<u32>()));
         match fs::create_dir(dir.join(&name)) {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use ekube_api::time::{SignedDuration, Timestamp};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount, ServiceAccountTokenProjection};
 use kube::api::{Api, PostParams};
@@ -30,16 +30,17 @@ struct Key {
 #[derive(Debug, Clone)]
 struct Issued {
     token: String,
-    issued: DateTime<Utc>,
-    expires: DateTime<Utc>,
+    issued: Timestamp,
+    expires: Timestamp,
 }
 
 impl Issued {
     /// Upstream's rule: past 80 % of the token's life, or older than 24 hours.
-    fn needs_refresh(&self, now: DateTime<Utc>) -> bool {
-        let life = (self.expires - self.issued).num_milliseconds().max(0);
-        let refresh_at = self.issued + chrono::Duration::milliseconds(life * 8 / 10);
-        now >= refresh_at || (now - self.issued).to_std().is_ok_and(|age| age > MAX_AGE)
+    fn needs_refresh(&self, now: Timestamp) -> bool {
+        let life = self.expires.duration_since(self.issued).as_millis().max(0);
+        let refresh_at = self.issued + SignedDuration::from_millis((life * 8 / 10) as i64);
+        now >= refresh_at
+            || Duration::try_from(now.duration_since(self.issued)).is_ok_and(|age| age > MAX_AGE)
     }
 }
 
@@ -74,7 +75,7 @@ impl TokenManager {
             .lock()
             .expect("token cache")
             .get(&key(pod, t))
-            .is_none_or(|i| i.needs_refresh(Utc::now()))
+            .is_none_or(|i| i.needs_refresh(Timestamp::now()))
     }
 
     /// The token for `pod`'s source `t`: the cached one while fresh, else a new one.
@@ -86,7 +87,7 @@ impl TokenManager {
     ) -> Result<String, String> {
         let key = key(pod, t);
         if let Some(i) = self.cache.lock().expect("token cache").get(&key)
-            && !i.needs_refresh(Utc::now())
+            && !i.needs_refresh(Timestamp::now())
         {
             return Ok(i.token.clone());
         }
@@ -136,7 +137,7 @@ async fn request(client: &kube::Client, pod: &Pod, key: &Key) -> Result<Issued, 
     };
     let expires = expires.0.as_second();
     // The issue time as upstream derives it: the expiry less the lifetime asked for.
-    let at = |secs| DateTime::from_timestamp(secs, 0).unwrap_or_else(Utc::now);
+    let at = |secs| Timestamp::from_second(secs).unwrap_or_else(|_| Timestamp::now());
     let (issued, expires) = (at(expires - key.expiration_seconds), at(expires));
     Ok(Issued {
         token,
@@ -150,24 +151,24 @@ mod tests {
     use super::*;
 
     fn issued(life_secs: i64) -> Issued {
-        let issued = Utc::now();
+        let issued = Timestamp::now();
         Issued {
             token: "t".into(),
             issued,
-            expires: issued + chrono::Duration::seconds(life_secs),
+            expires: issued + SignedDuration::from_secs(life_secs),
         }
     }
 
     #[test]
     fn refreshed_after_80_percent_of_life_or_a_day() {
         let t = issued(3600);
-        let at = |secs| t.issued + chrono::Duration::seconds(secs);
+        let at = |secs| t.issued + SignedDuration::from_secs(secs);
         assert!(!t.needs_refresh(at(0)));
         assert!(!t.needs_refresh(at(2879)));
         assert!(t.needs_refresh(at(2880)));
         // A year-long token is still refreshed daily.
         let long = issued(365 * 24 * 3600);
-        let at = |secs| long.issued + chrono::Duration::seconds(secs);
+        let at = |secs| long.issued + SignedDuration::from_secs(secs);
         assert!(!long.needs_refresh(at(24 * 3600 - 1)));
         assert!(long.needs_refresh(at(24 * 3600 + 1)));
     }

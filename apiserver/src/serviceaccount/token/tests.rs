@@ -51,7 +51,7 @@ async fn fixture() -> Fixture {
 }
 
 fn grant(lifetime: i64) -> Grant {
-    let now = chrono::Utc::now().timestamp();
+    let now = ekube_api::time::Timestamp::now().as_second();
     Grant {
         namespace: "dev".into(),
         service_account: Some(Ref {

@@ -108,8 +108,8 @@ impl Printer {
             parse_time(str_at(status, &["completionTime"])),
         ) {
             (None, _) => String::new(),
-            (Some(start), None) => human_duration((self.now - start).num_seconds()),
-            (Some(start), Some(end)) => human_duration((end - start).num_seconds()),
+            (Some(start), None) => human_duration(self.now.duration_since(start).as_secs()),
+            (Some(start), Some(end)) => human_duration(end.duration_since(start).as_secs()),
         };
         let (containers, images) = containers_cells(at(job, &["spec", "template", "spec"]));
         vec![

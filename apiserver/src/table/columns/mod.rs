@@ -17,8 +17,8 @@ pub(crate) mod policy;
 pub(crate) mod rbac;
 pub(crate) mod storage;
 
-use chrono::{DateTime, Utc};
 use ekube_api::display::human_duration;
+use ekube_api::time::Timestamp;
 use serde_json::{Value, json};
 
 const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
@@ -107,18 +107,18 @@ fn generic_columns() -> KindColumns {
 /// Fills cells, measuring ages at one instant so every row of a table agrees. Each group's
 /// file adds the cell functions of its kinds as further `impl Printer` blocks.
 pub(super) struct Printer {
-    now: DateTime<Utc>,
+    now: Timestamp,
 }
 
 impl Printer {
-    pub(super) fn new(now: DateTime<Utc>) -> Self {
+    pub(super) fn new(now: Timestamp) -> Self {
         Self { now }
     }
 
     /// Age of an RFC 3339 timestamp, `<unknown>` when unset (`translateTimestampSince`).
     fn since(&self, ts: &str) -> String {
         match parse_time(ts) {
-            Some(t) => human_duration((self.now - t).num_seconds()),
+            Some(t) => human_duration(self.now.duration_since(t).as_secs()),
             None => "<unknown>".into(),
         }
     }
@@ -167,10 +167,8 @@ fn or<'a>(s: &'a str, placeholder: &'a str) -> &'a str {
 }
 
 /// An RFC 3339 timestamp, `None` when absent or malformed.
-fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+fn parse_time(s: &str) -> Option<Timestamp> {
+    ekube_api::time::parse(s)
 }
 
 /// A `metav1.LabelSelector` in selector syntax (`app=web,tier in (a,b)`), "" when it selects

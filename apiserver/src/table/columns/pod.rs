@@ -1,8 +1,8 @@
 //! Pods (core/v1): the readiness, status and restarts columns computed like the apiserver's
 //! `printPod`, and the `Completed` condition a finished pod's row carries.
 
-use chrono::{DateTime, Utc};
 use ekube_api::display::human_duration;
+use ekube_api::time::Timestamp;
 use serde_json::{Value, json};
 
 use super::{
@@ -69,8 +69,8 @@ impl Printer {
         let mut ready = 0;
         let mut restarts = 0;
         let mut sidecar_restarts = 0;
-        let mut last_restart: Option<DateTime<Utc>> = None;
-        let mut last_sidecar_restart: Option<DateTime<Utc>> = None;
+        let mut last_restart: Option<Timestamp> = None;
+        let mut last_sidecar_restart: Option<Timestamp> = None;
         let phase = str_at(status, &["phase"]);
         let mut reason = or(str_at(status, &["reason"]), phase).to_string();
         for c in arr_at(status, &["conditions"]) {
@@ -176,7 +176,7 @@ impl Printer {
             Some(t) if restarts != 0 => {
                 format!(
                     "{restarts} ({} ago)",
-                    human_duration((self.now - t).num_seconds())
+                    human_duration(self.now.duration_since(t).as_secs())
                 )
             }
             _ => restarts.to_string(),

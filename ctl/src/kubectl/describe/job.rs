@@ -59,7 +59,11 @@ pub(super) fn job(w: &mut W, o: &Value) {
         w.kv(0, "Completed At", date(&st["completionTime"]));
     }
     if let (Some(start), Some(end)) = (ts(&st["startTime"]), ts(&st["completionTime"])) {
-        w.kv(0, "Duration", human_duration((end - start).num_seconds()));
+        w.kv(
+            0,
+            "Duration",
+            human_duration(end.duration_since(start).as_secs()),
+        );
     }
     if let Some(deadline) = spec["activeDeadlineSeconds"].as_i64() {
         w.kv(0, "Active Deadline Seconds", format!("{deadline}s"));
@@ -145,7 +149,7 @@ mod tests {
             verbs: vec!["get".into()],
             categories: vec!["all".into()],
         };
-        let text = describe(&r, &job, &[], None, chrono::Utc::now());
+        let text = describe(&r, &job, &[], None, ekube_api::time::Timestamp::now());
         let line = |key: &str| {
             text.lines()
                 .find(|l| l.starts_with(key))
@@ -168,7 +172,7 @@ mod tests {
         // A NonIndexed job has no completed indexes line.
         let mut plain = job.clone();
         plain["spec"]["completionMode"] = json!("NonIndexed");
-        let text = describe(&r, &plain, &[], None, chrono::Utc::now());
+        let text = describe(&r, &plain, &[], None, ekube_api::time::Timestamp::now());
         assert!(!text.contains("Completed Indexes"), "{text}");
     }
 }

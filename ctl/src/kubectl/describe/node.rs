@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use ekube_api::quantity::{self, Format};
 use ekube_api::resource_name::{is_hugepages, is_standard_container_resource};
+use ekube_api::time::Timestamp;
 use serde_json::Value;
 
 use super::{W, age, arr, date, meta_head, or_none, s, ts};
@@ -107,7 +107,7 @@ fn with_percent(amounts: &Amounts, allocatable: &Amounts, name: &str) -> String 
     format!("{} ({percent}%)", quantity::render(n, f))
 }
 
-fn resources(w: &mut W, allocatable: &Value, pods: &[Value], now: DateTime<Utc>) {
+fn resources(w: &mut W, allocatable: &Value, pods: &[Value], now: Timestamp) {
     let alloc = amounts(allocatable);
     w.kv(
         0,
@@ -189,7 +189,7 @@ fn resources(w: &mut W, allocatable: &Value, pods: &[Value], now: DateTime<Utc>)
 
 /// `Node` as kubectl's `describeNode` prints it; `pods` are the node's non-terminated pods, or
 /// `None` when they could not be listed (the two resource sections are left out then).
-pub(super) fn node(w: &mut W, o: &Value, pods: Option<&[Value]>, now: DateTime<Utc>) {
+pub(super) fn node(w: &mut W, o: &Value, pods: Option<&[Value]>, now: Timestamp) {
     let (m, spec, st) = (&o["metadata"], &o["spec"], &o["status"]);
     meta_head(w, o, false);
     w.map(0, "Labels", &m["labels"], "=");
@@ -305,7 +305,7 @@ mod tests {
     use super::super::describe;
     use super::*;
 
-    fn now() -> DateTime<Utc> {
+    fn now() -> Timestamp {
         "2024-05-10T12:00:00Z".parse().unwrap()
     }
 
