@@ -188,6 +188,14 @@ impl Recorder {
     pub fn calls(&self) -> Vec<String> {
         self.calls.borrow().clone()
     }
+
+    /// The commands run so far that change rules or chains (`-N`, `-A`).
+    pub fn changes(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.contains(" -N ") || c.contains(" -A "))
+            .collect()
+    }
 }
 
 impl Runner for Recorder {

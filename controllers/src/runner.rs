@@ -97,23 +97,8 @@ pub(crate) async fn drive_per_namespace<K, C, F, Fut>(
             }
         }
     };
-    let controller = per_namespace::<K>(client, fields);
-    drive(name, controller, active, ctx, Duration::from_secs(1)).await;
-}
-
-/// A controller of Namespaces that also wakes for the objects of kind `K` selected by
-/// `fields`, as their Namespace.
-fn per_namespace<K>(client: kube::Client, fields: &str) -> Controller<Namespace>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    Controller::new(
+    // Woken for each Namespace, and for each selected object as its Namespace.
+    let controller = Controller::new(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -127,5 +112,6 @@ where
                 .as_deref()
                 .map(ObjectRef::<Namespace>::new)
         },
-    )
+    );
+    drive(name, controller, active, ctx, Duration::from_secs(1)).await;
 }

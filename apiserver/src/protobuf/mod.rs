@@ -25,26 +25,6 @@
 //! Any other kind fails with [`DecodeError::UnsupportedKind`], which tells the client to send JSON
 //! instead.
 
-use k8s_openapi::{
-    api::{
-        apps::v1::Deployment,
-        authentication::v1::{SelfSubjectReview, TokenRequest},
-        authorization::v1::{
-            LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview,
-            SubjectAccessReview,
-        },
-        autoscaling::{self, v1::Scale},
-        batch::v1::{CronJob, Job},
-        certificates::v1::CertificateSigningRequest,
-        coordination::v1::Lease,
-        core::v1::{ConfigMap, Namespace, Pod, ResourceQuota, Secret, Service, ServiceAccount},
-        networking::v1::Ingress,
-        policy::v1::{Eviction, PodDisruptionBudget},
-        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
-        scheduling::v1::PriorityClass,
-    },
-    apimachinery::pkg::apis::meta::v1::DeleteOptions,
-};
 use prost::Message as _;
 use serde_json::Value;
 
@@ -131,153 +111,60 @@ where
     serde_json::to_value(object).map_err(|e| DecodeError::Invalid(e.to_string()))
 }
 
+/// `(apiVersion, kind) => path` rows as a table of decoders: the path names both the
+/// `k8s-openapi` type and the `k8s-pb` message, whose module paths mirror each other.
+macro_rules! kinds {
+    ($(($api_version:literal, $kind:literal) => $($path:ident)::+,)*) => {
+        &[$(($api_version, $kind, decode_as::<k8s_openapi::$($path)::+, k8s_pb::$($path)::+>)),*]
+    };
+}
+
 /// The top-level kinds [`decode`] accepts, by apiVersion and kind.
-static KINDS: &[(&str, &str, DecodeKind)] = {
-    use k8s_pb::api as pb;
-    &[
-        (
-            "v1",
-            "ConfigMap",
-            decode_as::<ConfigMap, pb::core::v1::ConfigMap>,
-        ),
-        ("v1", "Secret", decode_as::<Secret, pb::core::v1::Secret>),
-        (
-            "v1",
-            "Namespace",
-            decode_as::<Namespace, pb::core::v1::Namespace>,
-        ),
-        (
-            "v1",
-            "ServiceAccount",
-            decode_as::<ServiceAccount, pb::core::v1::ServiceAccount>,
-        ),
-        ("v1", "Service", decode_as::<Service, pb::core::v1::Service>),
-        ("v1", "Pod", decode_as::<Pod, pb::core::v1::Pod>),
-        (
-            "v1",
-            "ResourceQuota",
-            decode_as::<ResourceQuota, pb::core::v1::ResourceQuota>,
-        ),
-        (
-            "apps/v1",
-            "Deployment",
-            decode_as::<Deployment, pb::apps::v1::Deployment>,
-        ),
-        ("batch/v1", "Job", decode_as::<Job, pb::batch::v1::Job>),
-        (
-            "batch/v1",
-            "CronJob",
-            decode_as::<CronJob, pb::batch::v1::CronJob>,
-        ),
-        (
-            "policy/v1",
-            "Eviction",
-            decode_as::<Eviction, pb::policy::v1::Eviction>,
-        ),
-        (
-            "policy/v1",
-            "PodDisruptionBudget",
-            decode_as::<PodDisruptionBudget, pb::policy::v1::PodDisruptionBudget>,
-        ),
-        (
-            "certificates.k8s.io/v1",
-            "CertificateSigningRequest",
-            decode_as::<CertificateSigningRequest, pb::certificates::v1::CertificateSigningRequest>,
-        ),
-        (
-            "authentication.k8s.io/v1",
-            "TokenRequest",
-            decode_as::<TokenRequest, pb::authentication::v1::TokenRequest>,
-        ),
-        (
-            "authentication.k8s.io/v1",
-            "SelfSubjectReview",
-            decode_as::<SelfSubjectReview, pb::authentication::v1::SelfSubjectReview>,
-        ),
-        (
-            "authorization.k8s.io/v1",
-            "SubjectAccessReview",
-            decode_as::<SubjectAccessReview, pb::authorization::v1::SubjectAccessReview>,
-        ),
-        (
-            "authorization.k8s.io/v1",
-            "LocalSubjectAccessReview",
-            decode_as::<LocalSubjectAccessReview, pb::authorization::v1::LocalSubjectAccessReview>,
-        ),
-        (
-            "authorization.k8s.io/v1",
-            "SelfSubjectAccessReview",
-            decode_as::<SelfSubjectAccessReview, pb::authorization::v1::SelfSubjectAccessReview>,
-        ),
-        (
-            "authorization.k8s.io/v1",
-            "SelfSubjectRulesReview",
-            decode_as::<SelfSubjectRulesReview, pb::authorization::v1::SelfSubjectRulesReview>,
-        ),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "Role",
-            decode_as::<Role, pb::rbac::v1::Role>,
-        ),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRole",
-            decode_as::<ClusterRole, pb::rbac::v1::ClusterRole>,
-        ),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "RoleBinding",
-            decode_as::<RoleBinding, pb::rbac::v1::RoleBinding>,
-        ),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            decode_as::<ClusterRoleBinding, pb::rbac::v1::ClusterRoleBinding>,
-        ),
-        (
-            "autoscaling/v1",
-            "Scale",
-            decode_as::<Scale, pb::autoscaling::v1::Scale>,
-        ),
-        (
-            "autoscaling/v1",
-            "HorizontalPodAutoscaler",
-            decode_as::<
-                autoscaling::v1::HorizontalPodAutoscaler,
-                pb::autoscaling::v1::HorizontalPodAutoscaler,
-            >,
-        ),
-        (
-            "autoscaling/v2",
-            "HorizontalPodAutoscaler",
-            decode_as::<
-                autoscaling::v2::HorizontalPodAutoscaler,
-                pb::autoscaling::v2::HorizontalPodAutoscaler,
-            >,
-        ),
-        (
-            "scheduling.k8s.io/v1",
-            "PriorityClass",
-            decode_as::<PriorityClass, pb::scheduling::v1::PriorityClass>,
-        ),
-        (
-            "networking.k8s.io/v1",
-            "Ingress",
-            decode_as::<Ingress, pb::networking::v1::Ingress>,
-        ),
-        (
-            "coordination.k8s.io/v1",
-            "Lease",
-            decode_as::<Lease, pb::coordination::v1::Lease>,
-        ),
-    ]
+static KINDS: &[(&str, &str, DecodeKind)] = kinds! {
+    ("v1", "ConfigMap") => api::core::v1::ConfigMap,
+    ("v1", "Secret") => api::core::v1::Secret,
+    ("v1", "Namespace") => api::core::v1::Namespace,
+    ("v1", "ServiceAccount") => api::core::v1::ServiceAccount,
+    ("v1", "Service") => api::core::v1::Service,
+    ("v1", "Pod") => api::core::v1::Pod,
+    ("v1", "ResourceQuota") => api::core::v1::ResourceQuota,
+    ("apps/v1", "Deployment") => api::apps::v1::Deployment,
+    ("batch/v1", "Job") => api::batch::v1::Job,
+    ("batch/v1", "CronJob") => api::batch::v1::CronJob,
+    ("policy/v1", "Eviction") => api::policy::v1::Eviction,
+    ("policy/v1", "PodDisruptionBudget") => api::policy::v1::PodDisruptionBudget,
+    ("certificates.k8s.io/v1", "CertificateSigningRequest") =>
+        api::certificates::v1::CertificateSigningRequest,
+    ("authentication.k8s.io/v1", "TokenRequest") => api::authentication::v1::TokenRequest,
+    ("authentication.k8s.io/v1", "SelfSubjectReview") => api::authentication::v1::SelfSubjectReview,
+    ("authorization.k8s.io/v1", "SubjectAccessReview") =>
+        api::authorization::v1::SubjectAccessReview,
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview") =>
+        api::authorization::v1::LocalSubjectAccessReview,
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview") =>
+        api::authorization::v1::SelfSubjectAccessReview,
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview") =>
+        api::authorization::v1::SelfSubjectRulesReview,
+    ("rbac.authorization.k8s.io/v1", "Role") => api::rbac::v1::Role,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole") => api::rbac::v1::ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding") => api::rbac::v1::RoleBinding,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => api::rbac::v1::ClusterRoleBinding,
+    ("autoscaling/v1", "Scale") => api::autoscaling::v1::Scale,
+    ("autoscaling/v1", "HorizontalPodAutoscaler") => api::autoscaling::v1::HorizontalPodAutoscaler,
+    ("autoscaling/v2", "HorizontalPodAutoscaler") => api::autoscaling::v2::HorizontalPodAutoscaler,
+    ("scheduling.k8s.io/v1", "PriorityClass") => api::scheduling::v1::PriorityClass,
+    ("networking.k8s.io/v1", "Ingress") => api::networking::v1::Ingress,
+    ("coordination.k8s.io/v1", "Lease") => api::coordination::v1::Lease,
 };
 
 fn decoder_for(api_version: &str, kind: &str) -> Option<DecodeKind> {
     if kind == "DeleteOptions" {
         // client-go encodes DeleteOptions in the group version of the resource being deleted.
         return Some(
-            decode_as::<DeleteOptions, k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions>,
+            decode_as::<
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
+                k8s_pb::apimachinery::pkg::apis::meta::v1::DeleteOptions,
+            >,
         );
     }
     KINDS

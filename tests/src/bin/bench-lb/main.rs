@@ -37,7 +37,7 @@ use ekube_lab::{Lab, LabConfig, SERVER_CMD};
 use ekube_tests::bench::{self, RrReport};
 use ekube_tests::ekube_bin;
 
-use crate::modes::{Mode, Proxies, sync_stat};
+use crate::modes::{Mode, Proxies, sync_stat, synced_fully};
 use crate::probe::Place;
 use crate::report::{Path, ProgSample, Sample};
 use crate::setup::{BACKEND_PORT, Cluster, NODE_PORT, SERVICE_PORT};
@@ -403,10 +403,7 @@ impl Runner<'_, '_> {
         }
         let m = self
             .proxies
-            .wait_metrics("the proxy's first full sync in its metrics", |m| {
-                m.get("ekube_proxy_syncs_total{kind=\"full\"}")
-                    .is_some_and(|n| *n >= 1.0)
-            })?;
+            .wait_metrics("the proxy's first full sync in its metrics", synced_fully)?;
         prog.full_proxy_ms = Some(sync_stat(&m, "sum", "full") * 1000.0);
         if let Some(variant) = mode.iptables_variant() {
             prog.target_rule = Some(modes::target_rule_position(c.lab, variant, c.target_vip)?);

@@ -221,11 +221,7 @@ impl<'a> Proxies<'a> {
         let until = std::time::Instant::now() + timeout;
         loop {
             self.check_alive()?;
-            let synced = self.metrics().is_ok_and(|m| {
-                m.get("ekube_proxy_syncs_total{kind=\"full\"}")
-                    .is_some_and(|n| *n >= 1.0)
-            });
-            if synced {
+            if self.metrics().is_ok_and(|m| synced_fully(&m)) {
                 return Ok(());
             }
             ensure!(
@@ -346,6 +342,12 @@ impl<'a> Proxies<'a> {
         })?;
         Ok(last)
     }
+}
+
+/// Whether the proxy's metrics count a full sync done.
+pub fn synced_fully(m: &BTreeMap<String, f64>) -> bool {
+    m.get("ekube_proxy_syncs_total{kind=\"full\"}")
+        .is_some_and(|n| *n >= 1.0)
 }
 
 /// A sample of the proxy's sync histogram: `ekube_proxy_sync_duration_seconds_<what>{kind}`.
