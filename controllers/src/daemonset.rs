@@ -39,7 +39,10 @@ use crate::history::{self, Owned, Synced, revision_name};
 use crate::informer::Changes;
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
-use crate::util::{controller_ref, deleting, pod_active, pod_available, pod_ready};
+use crate::util::{
+    controller_ref, deleting, pod_active, pod_available, pod_ready, record_pod_create,
+    record_pod_delete,
+};
 use crate::{Context as _, Result};
 use ekube_api::nodematch::{selects, untolerated};
 
@@ -365,39 +368,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
             spec: Some(pod_spec),
             status: None,
         };
-        match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(p) => {
-                let msg = format!("Created pod: {}", p.name_any());
-                ctx.recorder
-                    .record(&*ds, EventType::Normal, "SuccessfulCreate", &msg)
-                    .await;
-            }
-            Err(e) => {
-                let msg = format!("Error creating: {e}");
-                ctx.recorder
-                    .record(&*ds, EventType::Warning, "FailedCreate", &msg)
-                    .await;
-            }
-        }
+        let result = pods_api.create(&PostParams::default(), &pod).await;
+        record_pod_create(&ctx.recorder, &*ds, &result).await;
     }
     for (p, why) in &delete {
         let pod_name = p.name_any();
         tracing::debug!(pod = %pod_name, why = %why, "deleting daemon pod");
-        match pods_api.delete(&pod_name, &DeleteParams::default()).await {
-            Ok(_) => {
-                let msg = format!("Deleted pod: {pod_name}");
-                ctx.recorder
-                    .record(&*ds, EventType::Normal, "SuccessfulDelete", &msg)
-                    .await;
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => {
-                let msg = format!("Error deleting: {e}");
-                ctx.recorder
-                    .record(&*ds, EventType::Warning, "FailedDelete", &msg)
-                    .await;
-            }
-        }
+        let result = pods_api.delete(&pod_name, &DeleteParams::default()).await;
+        record_pod_delete(&ctx.recorder, &*ds, &pod_name, &result).await;
     }
     let status = json!({
         "desiredNumberScheduled": desired,

@@ -27,7 +27,9 @@ use crate::events::{EventType, Recorder};
 use crate::informer::Changes;
 use crate::replicaset::claim_pods;
 use crate::runner::{self, Ctx};
-use crate::util::{controller_ref, deleting, now, pod_active, pod_ready};
+use crate::util::{
+    controller_ref, deleting, now, pod_active, pod_ready, record_pod_create, record_pod_delete,
+};
 use crate::{Context as _, Result};
 
 mod indexed;
@@ -448,41 +450,15 @@ async fn create_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, indexes: &[Option<i32
         .collect();
     let pp = PostParams::default();
     for result in futures::future::join_all(pods.iter().map(|pod| api.create(&pp, pod))).await {
-        match result {
-            Ok(p) => {
-                let msg = format!("Created pod: {}", p.name_any());
-                ctx.recorder
-                    .record(job, EventType::Normal, "SuccessfulCreate", &msg)
-                    .await;
-            }
-            Err(e) => {
-                let msg = format!("Error creating: {e}");
-                ctx.recorder
-                    .record(job, EventType::Warning, "FailedCreate", &msg)
-                    .await;
-            }
-        }
+        record_pod_create(&ctx.recorder, job, &result).await;
     }
 }
 
 async fn delete_pods(ctx: &Ctx, job: &Job, api: &Api<Pod>, pods: &[&Pod]) {
     for p in pods {
         let name = p.name_any();
-        match api.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {
-                let msg = format!("Deleted pod: {name}");
-                ctx.recorder
-                    .record(job, EventType::Normal, "SuccessfulDelete", &msg)
-                    .await;
-            }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => {
-                let msg = format!("Error deleting: {e}");
-                ctx.recorder
-                    .record(job, EventType::Warning, "FailedDelete", &msg)
-                    .await;
-            }
-        }
+        let result = api.delete(&name, &DeleteParams::background()).await;
+        record_pod_delete(&ctx.recorder, job, &name, &result).await;
     }
 }
 

@@ -21,11 +21,12 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::events::{EventType, Recorder};
+use crate::events::Recorder;
 use crate::informer::Changes;
 use crate::runner::{self, Ctx};
 use crate::util::{
     controller_of, controller_ref, deleting, labels_of, pod_active, pod_available, pod_ready,
+    record_pod_create, record_pod_delete,
 };
 use crate::{Context as _, Result};
 
@@ -225,20 +226,7 @@ where
             let pp = PostParams::default();
             let creates = (0..want - active.len()).map(|_| api.create(&pp, &pod));
             for result in futures::future::join_all(creates).await {
-                match result {
-                    Ok(p) => {
-                        let msg = format!("Created pod: {}", p.name_any());
-                        ctx.recorder
-                            .record(owner, EventType::Normal, "SuccessfulCreate", &msg)
-                            .await;
-                    }
-                    Err(e) => {
-                        let msg = format!("Error creating: {e}");
-                        ctx.recorder
-                            .record(owner, EventType::Warning, "FailedCreate", &msg)
-                            .await;
-                    }
-                }
+                record_pod_create(&ctx.recorder, owner, &result).await;
             }
         } else if active.len() > want {
             let mut victims = active.clone();
@@ -255,21 +243,7 @@ where
                 }
             });
             for (result, pod_name) in futures::future::join_all(deletes).await {
-                match result {
-                    Ok(_) => {
-                        let msg = format!("Deleted pod: {pod_name}");
-                        ctx.recorder
-                            .record(owner, EventType::Normal, "SuccessfulDelete", &msg)
-                            .await;
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 404 => {}
-                    Err(e) => {
-                        let msg = format!("Error deleting: {e}");
-                        ctx.recorder
-                            .record(owner, EventType::Warning, "FailedDelete", &msg)
-                            .await;
-                    }
-                }
+                record_pod_delete(&ctx.recorder, owner, &pod_name, &result).await;
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Small helpers the controllers share: owner references, pod readiness, selectors, time,
-//! status updates.
+//! status updates, the events of creating and deleting an owner's pods.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+
+use crate::events::{EventType, Recorder};
 
 /// A controller ownerReference to `owner` (`controller: true`, `blockOwnerDeletion: true`).
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
@@ -162,4 +164,52 @@ where
 {
     let params = kube::api::ListParams::default().fields(&format!("metadata.name={name}"));
     Ok(api.list(&params).await?.items.into_iter().next())
+}
+
+/// Records on `owner` how creating one of its pods went, with kube-controller-manager's pod
+/// control's reasons and messages (`SuccessfulCreate` / `FailedCreate`).
+pub async fn record_pod_create<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    owner: &K,
+    result: &kube::Result<Pod>,
+) {
+    match result {
+        Ok(pod) => {
+            let msg = format!("Created pod: {}", pod.name_any());
+            recorder
+                .record(owner, EventType::Normal, "SuccessfulCreate", &msg)
+                .await
+        }
+        Err(e) => {
+            let msg = format!("Error creating: {e}");
+            recorder
+                .record(owner, EventType::Warning, "FailedCreate", &msg)
+                .await
+        }
+    };
+}
+
+/// Records on `owner` how deleting its pod `name` went (`SuccessfulDelete` / `FailedDelete`),
+/// as [`record_pod_create`] does; a pod that was gone already (404) records nothing.
+pub async fn record_pod_delete<K: Resource<DynamicType = ()>, T>(
+    recorder: &Recorder,
+    owner: &K,
+    name: &str,
+    result: &kube::Result<T>,
+) {
+    match result {
+        Ok(_) => {
+            let msg = format!("Deleted pod: {name}");
+            recorder
+                .record(owner, EventType::Normal, "SuccessfulDelete", &msg)
+                .await
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => return,
+        Err(e) => {
+            let msg = format!("Error deleting: {e}");
+            recorder
+                .record(owner, EventType::Warning, "FailedDelete", &msg)
+                .await
+        }
+    };
 }
