@@ -156,7 +156,7 @@ pub const CONTROL_PLANE_JOIN_CMD: &str = concat!(
 );
 
 /// Address of node `index` (1-based) on the underlay.
-pub fn node_ip(index: usize) -> Ipv4Addr {
+pub const fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 64, (10 * index) as u8)
 }
 

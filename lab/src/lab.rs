@@ -340,10 +340,21 @@ impl Lab {
     /// Starts a long-lived process on `host` — in its network namespace and cgroup2 subtree,
     /// output to `<host dir>/logs/<name>.log` — and records its PID. Returns the PID.
     pub fn spawn<S: AsRef<str>>(&self, host: &str, name: &str, argv: &[S]) -> Result<u32> {
+        self.spawn_with_env(host, name, argv, &[])
+    }
+
+    /// Like [`Lab::spawn`], with `env` added to the process's environment.
+    pub fn spawn_with_env<S: AsRef<str>>(
+        &self,
+        host: &str,
+        name: &str,
+        argv: &[S],
+        env: &[(&str, &str)],
+    ) -> Result<u32> {
         let h = self.host(host)?;
         let argv: Vec<String> = argv.iter().map(|s| s.as_ref().to_owned()).collect();
         let log = self.log_path(host, name)?;
-        let child = process::spawn(&h.netns, &h.cgroup, &log, &argv)?;
+        let child = process::spawn(&h.netns, &h.cgroup, &log, &argv, env)?;
         let pid = child.id();
         let mut state = self.state.lock().expect("lab state lock");
         state.0.procs.push(process::record(pid, &h.short, name));
@@ -358,10 +369,7 @@ impl Lab {
     pub fn stop(&self, pid: u32) -> Result<()> {
         let mut state = self.state.lock().expect("lab state lock");
         let Some(i) = state.0.procs.iter().position(|r| r.pid == pid) else {
-            return Err(Error::Config(format!(
-                "pid {pid} was not started by lab {}",
-                self.config.name
-            )));
+            return Err(self.not_ours(pid));
         };
         let record = state.0.procs.remove(i);
         if process::still_ours(&record) {
@@ -375,6 +383,28 @@ impl Lab {
         }
         state.1.retain(|c| c.id() != pid);
         write_state(&self.config.lab_dir(), &state.0)
+    }
+
+    /// Ends one process started by [`Lab::spawn`] at once, with SIGKILL, as a crash would (it
+    /// cleans nothing up), and forgets it. PIDs the lab did not start are refused.
+    pub fn kill(&self, pid: u32) -> Result<()> {
+        let mut state = self.state.lock().expect("lab state lock");
+        let Some(i) = state.1.iter().position(|c| c.id() == pid) else {
+            return Err(self.not_ours(pid));
+        };
+        let mut child = state.1.remove(i);
+        // Through the child handle, which cannot signal a recycled PID.
+        let _ = child.kill();
+        let _ = child.wait();
+        state.0.procs.retain(|r| r.pid != pid);
+        write_state(&self.config.lab_dir(), &state.0)
+    }
+
+    fn not_ours(&self, pid: u32) -> Error {
+        Error::Config(format!(
+            "pid {pid} was not started by lab {}",
+            self.config.name
+        ))
     }
 
     /// PIDs of the running processes this lab started on `host` under `name` (e.g. `"agent"`,

@@ -82,7 +82,13 @@ fn command_in(
 }
 
 /// Starts a long-lived `argv` in `netns` and cgroup `cgroup` (relative), output to `log`.
-pub(crate) fn spawn(netns: &str, cgroup: &str, log: &Path, argv: &[String]) -> Result<Child> {
+pub(crate) fn spawn(
+    netns: &str,
+    cgroup: &str,
+    log: &Path,
+    argv: &[String],
+    env: &[(&str, &str)],
+) -> Result<Child> {
     let ns = net::open_netns(netns)?;
     let procs = crate::cgroup::open_procs(cgroup)?;
     let out = File::options()
@@ -92,7 +98,7 @@ pub(crate) fn spawn(netns: &str, cgroup: &str, log: &Path, argv: &[String]) -> R
         .map_err(io_err("opening log", log))?;
     let err = out.try_clone().map_err(io_err("opening log", log))?;
     let mut cmd = command_in(&ns, Some(&procs), argv, true)?;
-    cmd.stdout(out).stderr(err);
+    cmd.envs(env.iter().copied()).stdout(out).stderr(err);
     cmd.spawn().map_err(|e| Error::Command {
         command: argv.join(" "),
         stderr: format!("cannot start in {netns}: {e}"),

@@ -355,6 +355,26 @@ fn leftovers_of_a_crashed_lab_are_cleared() {
     lab.stop(again).unwrap();
     assert!(!alive(again), "stopped process still running");
     assert!(lab.stop(std::process::id()).is_err());
+    // Or killed at once, as a crash would end it: a process that ignores SIGTERM goes too.
+    let stubborn = [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; echo \"$GREETING\"; exec /bin/busybox sleep 1000",
+    ];
+    let pid = lab
+        .spawn_with_env("n1", "stubborn", &stubborn, &[("GREETING", "hello")])
+        .unwrap();
+    wait_for("the greeting in the log", Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(lab.log_path("n1", "stubborn").unwrap());
+        match log {
+            Ok(text) if text.trim() == "hello" => Ok(()),
+            other => Err(format!("log: {other:?}")),
+        }
+    });
+    lab.kill(pid).unwrap();
+    assert!(!alive(pid), "killed process still running");
+    assert!(lab.kill(pid).is_err(), "a forgotten PID is refused");
     drop(lab);
 
     assert_eq!(lab_namespaces(name), Vec::<String>::new());

@@ -1,7 +1,7 @@
 //! Fixtures the service-datapath tests (`proxy`, `proxy_iptables`, `nodeport`) share: the
 //! `ekube-probe` servers and clients they run inside their network namespaces and the lines
-//! those print, the Services and EndpointSlices they write, and the cgroups, pins and
-//! namespaces a crashed run of theirs leaves behind.
+//! those print, the Services and EndpointSlices they write, the lab they run on, and the
+//! cgroups, pins and namespaces a crashed run of theirs leaves behind.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -11,11 +11,12 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use ekube_lab::{Host, Lab};
 use ekube_proxy::datapath::{DatapathConfig, remove_pins};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-use crate::{netns, probe_bin};
+use crate::{ekube_bin, netns, probe_bin};
 
 /// The port every backend serves TCP on.
 pub const TCP_PORT: u16 = 8080;
@@ -25,6 +26,48 @@ pub const UDP_PORT: u16 = 5353;
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 /// The bpffs the proxy pins under (`<BPFFS>/ekube/<node>`).
 pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// A lab node's datapath as its proxy keeps it: pins under `<BPFFS>/ekube/<node>` (which the
+/// lab removes with the node), socket hooks on the node's cgroup2 subtree.
+pub fn node_datapath(node: &Host) -> DatapathConfig {
+    DatapathConfig {
+        cgroup: node.cgroup2_dir(),
+        bpffs: BPFFS.into(),
+        ..DatapathConfig::new(node.netns.clone())
+    }
+}
+
+/// `ekube proxy` for `node` of `lab`, with the lab's admin kubeconfig, then `extra`.
+pub fn proxy_argv(lab: &Lab, node: &Host, extra: &[&str]) -> Vec<String> {
+    let mut argv = vec![
+        ekube_bin().display().to_string(),
+        "proxy".into(),
+        "--kubeconfig".into(),
+        lab.kubeconfig().display().to_string(),
+        "--hostname-override".into(),
+        node.netns.clone(),
+        "--cgroup-path".into(),
+        node.cgroup2_dir().display().to_string(),
+    ];
+    argv.extend(extra.iter().map(|a| a.to_string()));
+    argv
+}
+
+/// A client of the lab's server. Call it from a thread inside one of the lab's namespaces
+/// ([`netns::Entered`]): its connections start where the calling thread is.
+pub fn lab_client(rt: &tokio::runtime::Runtime, lab: &Lab) -> kube::Client {
+    rt.block_on(ekube_api::client::from_kubeconfig(&lab.kubeconfig()))
+        .expect("a client from the lab's admin kubeconfig")
+}
+
+/// Opens `cgroup.procs` of `node`'s cgroup2 subtree, for [`in_cgroup`].
+pub fn cgroup_procs(node: &Host) -> File {
+    let path = node.cgroup2_dir().join("cgroup.procs");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
 
 /// One line of `ekube-probe client` output.
 #[derive(Debug, Clone, PartialEq)]

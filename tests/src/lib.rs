@@ -6,6 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use ekube_lab::{CmdTemplate, Lab, LabConfig, SERVER_CMD};
 
 pub mod bench;
 pub mod cluster;
@@ -375,4 +376,19 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A lab of `nodes` nodes and the external host on the lab's underlay, running `ekube server`
+/// on n1 and nothing else (no registry, no agents): for tests of one component, which they
+/// start on a node themselves through [`Lab::spawn`] (e.g. the proxy,
+/// [`datapath::proxy_argv`]), so it runs in that node's namespace and cgroup.
+pub fn server_lab(name: &str, nodes: usize) -> Lab {
+    let mut config = LabConfig::new(name);
+    config.nodes = nodes;
+    config.registry = false;
+    config
+        .vars
+        .insert("ekube".into(), ekube_bin().display().to_string());
+    config.server = Some(CmdTemplate::parse(SERVER_CMD));
+    Lab::up(config).unwrap_or_else(|e| panic!("bringing lab {name} up: {e}"))
 }

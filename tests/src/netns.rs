@@ -1,14 +1,20 @@
 //! Network namespaces for the end-to-end tests: commands inside them, `ip` that must succeed,
-//! and clean-up of namespaces a crashed earlier run left (named `<prefix><pid>-…`).
+//! clean-up of namespaces a crashed earlier run left (named `<prefix><pid>-…`), and a thread's
+//! stay in one.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
+
+/// Where `ip netns` keeps its namespace handles.
+const NETNS_DIR: &str = "/run/netns";
 
 /// A command that runs its arguments in network namespace `name` through `nsenter`, which
 /// keeps the real `/sys` (cgroups, bpffs) unlike `ip netns exec`.
 pub fn nsenter(name: &str) -> Command {
     let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{name}")).arg("--");
+    cmd.arg(format!("--net={NETNS_DIR}/{name}")).arg("--");
     cmd
 }
 
@@ -39,14 +45,44 @@ pub fn stale(prefix: &str, name: &str) -> bool {
 
 /// Deletes the namespaces of earlier runs (see [`stale`]) whose process is gone.
 pub fn clear_stale(prefix: &str) {
-    for ns in std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
+    for ns in std::fs::read_dir(NETNS_DIR).into_iter().flatten().flatten() {
         let name = ns.file_name().to_string_lossy().into_owned();
         if stale(prefix, &name) {
             delete(&name);
         }
     }
+}
+
+/// The calling thread moved into network namespace `name` until the guard drops, when it goes
+/// back to the namespace it came from. Threads and processes it starts meanwhile start there
+/// too; a connection it opens starts there, never in the root namespace.
+pub struct Entered {
+    home: File,
+}
+
+impl Entered {
+    pub fn enter(name: &str) -> std::io::Result<Self> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        setns(&File::open(Path::new(NETNS_DIR).join(name))?)?;
+        Ok(Self { home })
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.home) {
+            // Staying in a namespace that is about to go would leave the thread with no
+            // network at all; no test can go on sensibly from there.
+            panic!("returning to the original network namespace: {e}");
+        }
+    }
+}
+
+/// setns(2) of this thread into the network namespace open as `ns`.
+fn setns(ns: &File) -> std::io::Result<()> {
+    // SAFETY: setns on a descriptor we hold open; CLONE_NEWNET changes this thread only.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

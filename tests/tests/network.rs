@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ekube_cni::NodeConflist;
-use ekube_lab::{CmdTemplate, Lab, LabConfig};
+use ekube_lab::{CmdTemplate, Lab};
 use ekube_tests::{ekube_bin, wait_for};
 use serde_json::Value;
 
@@ -348,16 +348,7 @@ fn with_client<T: Send + 'static>(
 fn pod_network_end_to_end() -> Result<()> {
     let started = Instant::now();
     PodNamespaces::clear_leftovers();
-    let mut config = LabConfig::new(LAB);
-    config.nodes = NODES;
-    config.registry = false;
-    config
-        .vars
-        .insert("ekube".into(), ekube_bin().display().to_string());
-    config.server = Some(CmdTemplate::parse(
-        "{ekube} server --data-dir {dir}/data/server --bind-address {ip} --advertise-address {ip} --write-kubeconfig {kubeconfig}",
-    ));
-    let lab = Lab::up(config).context("bringing the lab up")?;
+    let lab = ekube_tests::server_lab(LAB, NODES);
     let mut pods_guard = PodNamespaces(Vec::new());
 
     let mut agents = Vec::new();

@@ -1,38 +1,35 @@
 //! End-to-end test of the per-packet NodePort datapath (tc programs, DESIGN.md §7); needs root
 //! and Debian's `iproute2`.
 //!
-//! Two "nodes" are network namespaces on an underlay bridge that lives in the external client's
-//! namespace (`192.168.71.0/24`: n1 `.10`, n2 `.20`, client `.100`). Each node has a `cni0`
-//! bridge with "pods" (namespaces with an `ekube-probe serve` TCP/UDP server answering
-//! `<name> <peer IP>`,
+//! The hosts are a two-node lab (`ekube_tests::server_lab`: n1 `192.168.64.10`, n2 `.20`,
+//! the external client `.100` on the lab's underlay) running `ekube server` on n1 and nothing
+//! else. The test adds what agents would: on each node a `cni0` bridge with "pods"
+//! (namespaces with an `ekube-probe serve` TCP/UDP server answering `<name> <peer IP>`,
 //! hairpin on their bridge ports as ekube-cni sets it) and a `flannel.1` VXLAN device wired
-//! like `ekube flannel` does (route + permanent neighbour + FDB). The test thread enters n1's
-//! namespace, so the real `ekube server` (on n1's loopback) and the real `ekube proxy` run
-//! there; the proxy attaches its socket hooks to a private cgroup and its tc programs to n1's
-//! `eth0` and `flannel.1`. Services (UDP node ports are the TCP ones + 1000) and EndpointSlices
-//! are written through the API. Clients (`ekube-probe client`, and its
-//! `syn-flood`) run in the external namespace via `nsenter`, so nothing is sent from the root
-//! namespace. Servers, clients and objects are the shared fixtures of `ekube_tests::datapath`.
+//! like `ekube flannel` does (route + permanent neighbour + FDB). The real `ekube proxy` runs
+//! on n1 through the lab, attaching its socket hooks to n1's cgroup and its tc programs to n1's
+//! `eth0` and `flannel.1`. The test thread enters n1's namespace to talk to the server; it
+//! writes the Services (UDP node ports are the TCP ones + 1000) and EndpointSlices. Clients
+//! (`ekube-probe client`, and its `syn-flood`) run in the external namespace via `nsenter`, so
+//! nothing is sent from the root namespace. Servers, clients and objects are the shared
+//! fixtures of `ekube_tests::datapath`.
 
 use std::{
     collections::BTreeMap,
-    fs::{self, File, OpenOptions},
+    fs::File,
     io::Write,
     net::Ipv4Addr,
-    os::fd::AsRawFd,
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use ekube_proxy::datapath::{
-    BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store, remove_pins,
-};
+use ekube_lab::{EXT_IP, Lab, node_ip};
+use ekube_proxy::datapath::{BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store};
 use ekube_tests::datapath::{
-    BPFFS, CGROUP_ROOT, Reply, TCP_PORT, UDP_PORT, clear_leftovers, client, endpoint_slice,
-    endpoints, in_cgroup as in_cgroup_of, output, serve, tally,
+    Reply, TCP_PORT, UDP_PORT, cgroup_procs, client, endpoint_slice, endpoints,
+    in_cgroup as in_cgroup_of, lab_client, node_datapath, output, proxy_argv, serve, tally,
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
+use ekube_tests::{netns, probe_bin, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,
@@ -40,10 +37,11 @@ use kube::{
 };
 use serde_json::json;
 
+/// The lab's name; the pods' namespaces are `<PREFIX><pid>-<pod>`.
+const LAB: &str = "eknp";
 const PREFIX: &str = "eknp";
-const N1_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 10);
-const N2_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 20);
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 71, 100);
+const N1_IP: Ipv4Addr = node_ip(1);
+const CLIENT_IP: Ipv4Addr = EXT_IP;
 /// How long an unestablished flow lives in this test (`--conntrack-tcp-timeout-syn`; 60 s by
 /// default), short so the SYN flood's flows are gone within the test.
 const SYN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,13 +49,6 @@ const SYN_TIMEOUT: Duration = Duration::from_secs(5);
 const FLOOD_SYNS: u32 = 50_000;
 /// The SNAT port span of the test: small, so the flood surely takes every port.
 const SNAT_PORTS: (u16, u16) = (20_000, 24_095);
-/// `CLONE_NEWNET` from linux/sched.h.
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-unsafe extern "C" {
-    /// setns(2) from the C library.
-    fn setns(fd: i32, nstype: i32) -> i32;
-}
 
 /// Pods: (suffix, node 1 or 2, address).
 const PODS: [(&str, u8, Ipv4Addr); 3] = [
@@ -66,18 +57,25 @@ const PODS: [(&str, u8, Ipv4Addr); 3] = [
     ("p2a", 2, Ipv4Addr::new(10, 244, 2, 21)),
 ];
 
-/// Everything the test created; dropping it removes it all.
+/// The lab and what the test added to it; dropping it removes the pods, then the lab.
 struct Topology {
-    tag: String,
+    /// The pods' servers.
     children: Vec<Child>,
-    namespaces: Vec<String>,
+    /// The pods' namespaces.
+    pods: Vec<String>,
+    /// n1's datapath: the proxy's pins and cgroup.
     dp: DatapathConfig,
-    cgroup_procs: Option<File>,
+    cgroup_procs: File,
+    lab: Lab,
 }
 
 impl Topology {
+    /// The namespace of a lab host (`n1`, `ext`) or of a pod (`p1a`).
     fn ns(&self, name: &str) -> String {
-        format!("{}-{name}", self.tag)
+        match self.lab.host(name) {
+            Ok(host) => host.netns.clone(),
+            Err(_) => format!("{PREFIX}{}-{name}", std::process::id()),
+        }
     }
 }
 
@@ -87,14 +85,9 @@ impl Drop for Topology {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        for ns in &self.pods {
+            netns::delete(ns);
         }
-        if let Err(e) = remove_pins(&self.dp) {
-            eprintln!("cleanup: {e}");
-        }
-        self.cgroup_procs = None;
-        let _ = fs::remove_dir(&self.dp.cgroup);
     }
 }
 
@@ -111,51 +104,18 @@ fn ip(ns: &str, args: &str) {
     );
 }
 
-fn add_netns(ns: &str) {
-    let status = Command::new("ip")
-        .args(["netns", "add", ns])
-        .status()
-        .expect("ip netns add");
-    assert!(status.success(), "ip netns add {ns}");
-}
-
-fn sysctl(ns: &str, setting: &str) {
-    let status = netns::nsenter(ns)
-        .args(["sysctl", "-qw", setting])
-        .status()
-        .expect("sysctl");
-    assert!(status.success(), "sysctl {setting} in {ns}");
-}
-
-/// Builds the namespaces, links and pods (servers started and ready).
+/// Adds to each lab node its bridge, overlay device and pods (servers started and ready).
 fn build(topo: &mut Topology) {
-    let ext = topo.ns("ext");
-    for name in ["ext", "n1", "n2"] {
-        let ns = topo.ns(name);
-        add_netns(&ns);
-        topo.namespaces.push(ns.clone());
-        ip(&ns, "link set lo up");
-    }
-    ip(&ext, "link add br0 type bridge");
-    ip(&ext, &format!("addr add {CLIENT_IP}/24 dev br0"));
-    ip(&ext, "link set br0 up");
-    for (n, node_ip, other, other_ip) in [(1u8, N1_IP, 2u8, N2_IP), (2, N2_IP, 1, N1_IP)] {
+    for (n, other) in [(1u8, 2u8), (2, 1)] {
         let ns = topo.ns(&format!("n{n}"));
-        ip(
-            &ext,
-            &format!("link add up{n} type veth peer name eth0 netns {ns}"),
-        );
-        ip(&ext, &format!("link set up{n} master br0 up"));
-        ip(&ns, &format!("addr add {node_ip}/24 dev eth0"));
-        ip(&ns, "link set eth0 up");
-        sysctl(&ns, "net.ipv4.ip_forward=1");
+        let (own_ip, other_ip) = (node_ip(n.into()), node_ip(other.into()));
         ip(&ns, "link add cni0 type bridge");
         ip(&ns, &format!("addr add 10.244.{n}.1/24 dev cni0"));
         ip(&ns, "link set cni0 up");
         ip(
             &ns,
             &format!(
-                "link add flannel.1 address 02:00:00:00:0{n}:00 type vxlan id 1 local {node_ip} dstport 8472 nolearning dev eth0"
+                "link add flannel.1 address 02:00:00:00:0{n}:00 type vxlan id 1 local {own_ip} dstport 8472 nolearning dev eth0"
             ),
         );
         ip(&ns, &format!("addr add 10.244.{n}.0/32 dev flannel.1"));
@@ -185,8 +145,8 @@ fn build(topo: &mut Topology) {
     for (pod, node, addr) in PODS {
         let ns = topo.ns(pod);
         let node_ns = topo.ns(&format!("n{node}"));
-        add_netns(&ns);
-        topo.namespaces.push(ns.clone());
+        netns::ip(&["netns", "add", &ns]);
+        topo.pods.push(ns.clone());
         ip(&ns, "link set lo up");
         ip(
             &node_ns,
@@ -209,10 +169,7 @@ fn run_client(topo: &Topology, ns: &str, in_cgroup: bool, args: &[String]) -> St
     args.extend(["--timeout-ms".into(), "2000".into()]);
     let mut cmd = client(&topo.ns(ns), &args);
     if in_cgroup {
-        in_cgroup_of(
-            &mut cmd,
-            topo.cgroup_procs.as_ref().expect("the test cgroup"),
-        );
+        in_cgroup_of(&mut cmd, &topo.cgroup_procs);
     }
     output(cmd.spawn().expect("starting a client"), &args.join(" "))
 }
@@ -237,7 +194,7 @@ fn pod_endpoints(pods: &[&str]) -> serde_json::Value {
     let nodes: Vec<(Ipv4Addr, String)> = PODS
         .iter()
         .filter(|(p, _, _)| pods.contains(p))
-        .map(|(_, node, addr)| (*addr, format!("{}-n{node}", node_prefix())))
+        .map(|(_, node, addr)| (*addr, format!("{LAB}-n{node}")))
         .collect();
     let list: Vec<_> = nodes
         .iter()
@@ -246,80 +203,37 @@ fn pod_endpoints(pods: &[&str]) -> serde_json::Value {
     endpoints(&list)
 }
 
-fn node_prefix() -> String {
-    format!("{PREFIX}{}", std::process::id())
-}
-
 #[test]
 fn nodeport_from_outside() {
-    let euid = fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    assert_eq!(
-        euid.ok(),
-        Some(0),
-        "the NodePort test needs root (bpf, netns, tc)"
-    );
-    clear_leftovers(PREFIX);
-    let tag = node_prefix();
-    let cgroup = Path::new(CGROUP_ROOT).join(&tag);
-    fs::create_dir_all(&cgroup).expect("creating the test cgroup");
+    netns::clear_stale(PREFIX);
+    let lab = ekube_tests::server_lab(LAB, 2);
+    let n1 = lab.host("n1").unwrap().clone();
     let mut topo = Topology {
-        tag: tag.clone(),
         children: Vec::new(),
-        namespaces: Vec::new(),
-        dp: DatapathConfig {
-            cgroup: cgroup.clone(),
-            bpffs: PathBuf::from(BPFFS),
-            ..DatapathConfig::new(format!("{tag}-n1"))
-        },
-        cgroup_procs: Some(
-            OpenOptions::new()
-                .write(true)
-                .open(cgroup.join("cgroup.procs"))
-                .expect("opening cgroup.procs"),
-        ),
+        pods: Vec::new(),
+        dp: node_datapath(&n1),
+        cgroup_procs: cgroup_procs(&n1),
+        lab,
     };
     build(&mut topo);
 
-    // From here on this thread (and every process and thread it starts) lives in n1.
-    let n1 = File::open(format!("/run/netns/{}", topo.ns("n1"))).unwrap();
-    // SAFETY: setns on this thread only; the fd is valid.
-    assert_eq!(
-        unsafe { setns(n1.as_raw_fd(), CLONE_NEWNET) },
-        0,
-        "entering n1"
-    );
-
-    let server = ServerProcess::start(&[]).expect("starting ekube server");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = rt.block_on(server.client()).expect("client");
-    let healthz = free_port();
-    let log_path = server.dir.join("proxy.log");
-    let log = File::create(&log_path).unwrap();
-    let proxy = Command::new(ekube_bin())
-        .arg("proxy")
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .args(["--hostname-override", &topo.dp.node_name])
-        .arg("--cgroup-path")
-        .arg(&cgroup)
-        .args(["--node-ip", &N1_IP.to_string()])
-        .args([
-            "--metrics-bind-address",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .args(["--healthz-bind-address", &format!("127.0.0.1:{healthz}")])
-        .args(["--sync-period", "2s"])
-        .args([
+    let proxy = proxy_argv(
+        &topo.lab,
+        &n1,
+        &[
+            "--node-ip",
+            &N1_IP.to_string(),
+            "--sync-period",
+            "2s",
             "--conntrack-tcp-timeout-syn",
             &format!("{}s", SYN_TIMEOUT.as_secs()),
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
+        ],
+    );
+    topo.lab
+        .spawn("n1", "proxy", &proxy)
         .expect("starting ekube proxy");
-    topo.children.push(proxy);
-    let proxy_log = || fs::read_to_string(&log_path).unwrap_or_default();
+    let log_path = topo.lab.log_path("n1", "proxy").unwrap();
+    let proxy_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     wait_for(Duration::from_secs(30), "the tc links to be pinned", || {
         Ok(topo.dp.pin_dir().join("link_tc_eth0_in").exists()
             && topo.dp.pin_dir().join("link_tc_flannel_1_in").exists())
@@ -340,6 +254,10 @@ fn nodeport_from_outside() {
     )
     .expect("setting the conntrack timeouts");
 
+    // From here to the end of the test this thread talks to the server from inside n1.
+    let _in_n1 = netns::Entered::enter(&n1.netns).expect("entering n1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = lab_client(&rt, &topo.lab);
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
     let ports = json!([
@@ -558,8 +476,6 @@ fn nodeport_from_outside() {
     }
 
     syn_flood_leaves_room(&topo);
-    drop(rt);
-    drop(server);
 }
 
 /// 50,000 SYNs with spoofed sources to a NodePort whose only backend is on the other node, so

@@ -1,43 +1,44 @@
 //! End-to-end tests of `ekube proxy` (needs root: cgroups, bpffs, network namespaces).
 //!
-//! Each test runs a real `ekube server` on loopback and the real `ekube proxy` binary attached
-//! to a private cgroup v2 directory `ekube-pxtest-<pid>-<tag>` (pins under
-//! `/sys/fs/bpf/ekube/<same name>/`). Backends are `ekube-probe serve` TCP/UDP servers bound
-//! to 127.0.0.11-13 inside a network namespace of the same name that answer with their own name;
-//! the namespace also routes the service range to `lo`, so a connect nothing translates is
-//! refused rather than unroutable. Services and EndpointSlices are written through the API by
-//! the test. Clients are `ekube-probe client` runs started in the namespace with `nsenter` (which,
+//! Each test brings up a one-node lab (`ekube_tests::server_lab`: `ekube server` on n1
+//! and nothing else) and runs the real `ekube proxy` binary on n1 through the lab, so it
+//! attaches to n1's cgroup v2 subtree and pins under `/sys/fs/bpf/ekube/<lab>-n1/`. Backends
+//! are `ekube-probe serve` TCP/UDP servers bound to 127.0.0.11-13 in n1's namespace that answer
+//! with their own name; the namespace also routes the service range to `lo`, so a connect
+//! nothing translates is refused rather than unroutable. The test thread enters n1's namespace
+//! to talk to the server and the proxy's metrics, and writes the Services and EndpointSlices.
+//! Clients are `ekube-probe client` runs started in the namespace with `nsenter` (which,
 //! unlike `ip netns exec`, keeps the real `/sys`) and, unless a case wants an outside client,
-//! inside the cgroup. The tests serialize on a mutex (they share the two CPUs with everything
-//! else), and a guard removes the proxy, pins and cgroup at the end and leftovers of crashed
-//! runs at the start. The servers, clients and objects are the fixtures of
-//! `ekube_tests::datapath`, shared with `proxy_iptables` and `nodeport`.
+//! inside n1's cgroup. The tests serialize on a mutex (they share the two CPUs with everything
+//! else); the lab's guard ends the proxy and removes its pins and cgroup at the end, and
+//! bringing a lab up removes what a crashed run left. The servers, clients and objects are the
+//! fixtures of `ekube_tests::datapath`, shared with `proxy_iptables` and `nodeport`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fs::{self, File, OpenOptions},
+    fs::{self, File},
     io::{Read, Write},
     net::{Ipv4Addr, TcpStream},
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Child,
     sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use ekube_lab::Lab;
 use ekube_proxy::{
     Frontend, Protocol,
-    datapath::{BpfMaps, DatapathConfig, dump_store, maps::MapStore, remove_pins},
+    datapath::{BpfMaps, DatapathConfig, dump_store, maps::MapStore},
     service::{DesiredService, ServiceView, SliceView, desired_state},
 };
 use ekube_tests::datapath::{
-    BPFFS, CGROUP_ROOT, Reply, TCP_PORT, UDP_PORT, clear_leftovers, client, cluster_ip_service,
-    collect, endpoint_slice, endpoints, in_cgroup as in_cgroup_of, names, serve, tally_from,
-    tcp_ports,
+    Reply, TCP_PORT, UDP_PORT, cgroup_procs, client, cluster_ip_service, collect, endpoint_slice,
+    endpoints, in_cgroup as in_cgroup_of, lab_client, names, node_datapath, proxy_argv, serve,
+    tally_from, tcp_ports,
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, wait_for};
+use ekube_tests::{netns, wait_for};
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{Event, Service},
@@ -49,7 +50,11 @@ use kube::{
 };
 use serde_json::json;
 
-const PREFIX: &str = "ekube-pxtest-";
+/// The lab's name (one lab at a time: the tests take turns).
+const LAB: &str = "ekpx";
+/// Where the proxy serves its metrics and health, on n1's loopback.
+const METRICS_PORT: u16 = 10249;
+const HEALTHZ_PORT: u16 = 10256;
 const BACKENDS: [(&str, Ipv4Addr); 3] = [
     ("b1", Ipv4Addr::new(127, 0, 0, 11)),
     ("b2", Ipv4Addr::new(127, 0, 0, 12)),
@@ -66,101 +71,78 @@ const ECONNREFUSED: i32 = 111;
 /// The tests share two CPUs with everything else: run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Everything one test needs; dropping it stops the proxy and removes pins and the cgroup.
+/// Everything one test needs; dropping it ends the backends, then the lab (the proxy, its
+/// pins and its cgroup with it).
 struct Fixture {
     dp: DatapathConfig,
     /// The backends' process; it exits when its stdin closes, and is killed on drop.
     backends: Child,
     cgroup_procs: File,
-    server: ServerProcess,
     rt: tokio::runtime::Runtime,
     client: Client,
-    proxy: Option<Child>,
-    metrics_port: u16,
-    healthz_port: u16,
+    /// The proxy's PID, while it runs.
+    proxy: Option<u32>,
+    /// This thread inside n1's namespace, where the server and the proxy's ports are.
+    _in_n1: netns::Entered,
+    lab: Lab,
 }
 
 impl Fixture {
-    fn new(tag: &str) -> Self {
-        let euid = fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(u32::MAX);
-        assert_eq!(euid, 0, "the proxy tests need root (bpf, cgroups, netns)");
-        clear_leftovers(PREFIX);
-        let name = format!("{PREFIX}{}-{tag}", std::process::id());
-        let cgroup = Path::new(CGROUP_ROOT).join(&name);
-        fs::create_dir(&cgroup).expect("creating the test cgroup");
-        let cgroup_procs = OpenOptions::new()
-            .write(true)
-            .open(cgroup.join("cgroup.procs"))
-            .expect("opening cgroup.procs");
-        let dp = DatapathConfig {
-            cgroup,
-            bpffs: PathBuf::from(BPFFS),
-            ..DatapathConfig::new(name.clone())
-        };
-        let backends = start_backends(&name);
-        let server = ServerProcess::start(&[]).expect("starting ekube server");
+    fn new() -> Self {
+        let lab = ekube_tests::server_lab(LAB, 1);
+        let n1 = lab.host("n1").unwrap();
+        let in_n1 = netns::Entered::enter(&n1.netns).expect("entering n1");
+        let backends = start_backends(&n1.netns);
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let client = rt.block_on(server.client()).expect("client");
+        let client = lab_client(&rt, &lab);
         let mut fx = Self {
-            dp,
+            dp: node_datapath(n1),
             backends,
-            cgroup_procs,
-            server,
+            cgroup_procs: cgroup_procs(n1),
             rt,
             client,
             proxy: None,
-            metrics_port: free_port(),
-            healthz_port: free_port(),
+            _in_n1: in_n1,
+            lab,
         };
         fx.start_proxy();
         fx
     }
 
     fn log_path(&self) -> PathBuf {
-        self.server.dir.join("proxy.log")
+        self.lab.log_path("n1", "proxy").unwrap()
     }
 
     /// Starts `ekube proxy` and waits until it reports healthy (initial sync done).
     fn start_proxy(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = Command::new(ekube_bin())
-            .arg("proxy")
-            .arg("--kubeconfig")
-            .arg(self.server.kubeconfig())
-            .args(["--hostname-override", &self.dp.node_name])
-            .arg("--cgroup-path")
-            .arg(&self.dp.cgroup)
-            .args(["--node-ip", &NODE_IP.to_string()])
-            .args([
+        let n1 = self.lab.host("n1").unwrap();
+        let argv = proxy_argv(
+            &self.lab,
+            n1,
+            &[
+                "--node-ip",
+                &NODE_IP.to_string(),
                 "--metrics-bind-address",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .args([
+                &format!("127.0.0.1:{METRICS_PORT}"),
                 "--healthz-bind-address",
-                &format!("127.0.0.1:{}", self.healthz_port),
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+                &format!("127.0.0.1:{HEALTHZ_PORT}"),
+            ],
+        );
+        let pid = self
+            .lab
+            .spawn("n1", "proxy", &argv)
             .expect("starting ekube proxy");
-        self.proxy = Some(child);
+        self.proxy = Some(pid);
         // Generous: verifying the tc programs takes under a second on an idle machine but tens of
         // seconds on one whose cores are busy with builds.
         let result = wait_for(
             Duration::from_secs(90),
             "ekube proxy to report healthy",
             || {
-                if let Some(status) = self.proxy.as_mut().unwrap().try_wait()? {
-                    bail!("ekube proxy exited: {status}");
+                if self.lab.pids("n1", "proxy").is_empty() {
+                    bail!("ekube proxy exited");
                 }
-                Ok(http_get(self.healthz_port, "/healthz").is_ok_and(|(code, _)| code == 200))
+                Ok(http_get(HEALTHZ_PORT, "/healthz").is_ok_and(|(code, _)| code == 200))
             },
         );
         if let Err(e) = result {
@@ -170,9 +152,8 @@ impl Fixture {
 
     /// `kill -9`.
     fn kill_proxy(&mut self) {
-        if let Some(mut child) = self.proxy.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(pid) = self.proxy.take() {
+            self.lab.kill(pid).expect("killing the proxy");
         }
     }
 
@@ -186,7 +167,7 @@ impl Fixture {
     }
 
     fn metric(&self, name: &str) -> f64 {
-        let (code, body) = http_get(self.metrics_port, "/metrics").expect("GET /metrics");
+        let (code, body) = http_get(METRICS_PORT, "/metrics").expect("GET /metrics");
         assert_eq!(code, 200, "/metrics: {body}");
         body.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -300,16 +281,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.kill_proxy();
         let _ = self.backends.kill();
         let _ = self.backends.wait();
-        netns::delete(&self.dp.node_name);
-        if let Err(e) = remove_pins(&self.dp) {
-            eprintln!("cleanup: {e}");
-        }
-        if let Err(e) = fs::remove_dir(&self.dp.cgroup) {
-            eprintln!("cleanup: removing {}: {e}", self.dp.cgroup.display());
-        }
     }
 }
 
@@ -360,14 +333,12 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Creates namespace `name` (lo up, the service range routed locally) and starts the backends
-/// and a "direct" server on [`WEB_IP`]:80 there.
-fn start_backends(name: &str) -> Child {
-    netns::ip(&["netns", "add", name]);
-    netns::ip(&["-n", name, "link", "set", "lo", "up"]);
+/// Routes the service range locally in namespace `ns` and starts the backends and a "direct"
+/// server on [`WEB_IP`]:80 there.
+fn start_backends(ns: &str) -> Child {
     netns::ip(&[
         "-n",
-        name,
+        ns,
         "route",
         "add",
         "local",
@@ -377,7 +348,7 @@ fn start_backends(name: &str) -> Child {
     ]);
     let mut args: Vec<String> = BACKENDS.iter().map(|(n, ip)| format!("{n}={ip}")).collect();
     args.push(format!("direct={WEB_IP}:80"));
-    serve(name, &args)
+    serve(ns, &args)
 }
 
 /// Polls `tcp ip:port` rounds of `n` until `done(replies)`, within `timeout`.
@@ -473,7 +444,7 @@ fn programmed(maps: &BpfMaps) -> BTreeMap<Frontend, Vec<ekube_proxy::BackendAddr
 #[test]
 fn proxy_programs_services_from_the_api() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fx = Fixture::new("a");
+    let mut fx = Fixture::new();
     let shrink_ip = Ipv4Addr::new(10, 96, 100, 11);
     let empty_ip = Ipv4Addr::new(10, 96, 100, 12);
     let sticky_ip = Ipv4Addr::new(10, 96, 100, 13);
@@ -702,7 +673,7 @@ fn proxy_programs_services_from_the_api() {
 #[test]
 fn ten_thousand_services_then_one_endpoint_change() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fx = Fixture::new("b");
+    let fx = Fixture::new();
     const SERVICES: usize = 10_000;
     let started = Instant::now();
     let services = fx.services();

@@ -2,38 +2,36 @@
 //! once per iptables variant (legacy, nft), and `--mode nftables`. Needs root (network
 //! namespaces, iptables and nft in them).
 //!
-//! Each run builds a small node in network namespaces named `ekipt-<pid>-<mode>-*`: the node
-//! `…-node` (forwarding on, the service range routed to `lo` so an untranslated connect is
-//! refused), a pods namespace `…-pods` behind it holding the three backends 10.244.0.11-13
+//! Each run brings up a one-node lab (`ekube_tests::server_lab`: the node n1 at
+//! 192.168.64.10 running `ekube server`, the external host `ext` at 192.168.64.100 on the
+//! lab's underlay) and adds what the test needs behind the node, in namespaces named
+//! `ekipt-<pid>-<mode>-*`: a pods namespace `…-pods` holding the three backends 10.244.0.11-13
 //! (`ekube-probe serve`: TCP/UDP servers answering with their name and the source address they
-//! saw), a
-//! client pod `…-cli` (10.244.1.2) behind the node and an external host `…-ext`
-//! (192.168.77.100) in front of it, all joined by veth pairs created between the namespaces,
-//! so nothing appears in the root namespace. A real `ekube server` runs on the root
-//! namespace's loopback; `ekube-probe relay` listens on the same port on the
-//! node's loopback (it binds there with setns(2) and connects back from the root namespace,
-//! loopback to loopback) so the proxy, started inside the node namespace with `nsenter`, uses
-//! the server's own kubeconfig. The proxy's rules live in the node namespace only and go away
-//! with it. Servers, clients and objects are the shared fixtures of `ekube_tests::datapath`.
+//! saw) and a client pod `…-cli` (10.244.1.2), both joined to the node by veth pairs created
+//! between the namespaces, so nothing appears in the root namespace. The node routes the
+//! service range to `lo`, so an untranslated connect is refused. The proxy runs on the node
+//! through the lab; the test thread enters the node's namespace to talk to the server. The
+//! proxy's rules live in the node's namespace only and go away with it. Servers, clients and
+//! objects are the shared fixtures of `ekube_tests::datapath`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     net::Ipv4Addr,
-    os::unix::fs::MetadataExt,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::Mutex,
     thread,
     time::{Duration, Instant},
 };
 
+use ekube_lab::{EXT_IP, Lab, node_ip};
 use ekube_proxy::{iptables::render as ipt, nftables::render as nft};
 use ekube_tests::datapath::{
-    Reply, TCP_PORT, UDP_PORT, await_ready, client, cluster_ip_service, endpoint_slice, endpoints,
-    names, output, serve, tally_from, tcp_ports,
+    Reply, TCP_PORT, UDP_PORT, client, cluster_ip_service, endpoint_slice, endpoints, lab_client,
+    names, output, proxy_argv, serve, tally_from, tcp_ports,
 };
-use ekube_tests::{ServerProcess, ekube_bin, free_port, netns, probe_bin, wait_for};
+use ekube_tests::{netns, wait_for};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client,
@@ -47,8 +45,9 @@ const BACKENDS: [(&str, Ipv4Addr); 3] = [
     ("b2", Ipv4Addr::new(10, 244, 0, 12)),
     ("b3", Ipv4Addr::new(10, 244, 0, 13)),
 ];
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
-const EXT_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 100);
+/// The lab's name (one lab at a time: the runs take turns).
+const LAB: &str = "ekipt";
+const NODE_IP: Ipv4Addr = node_ip(1);
 const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 2);
 /// The node's address towards the pods: the source of masqueraded traffic.
 const NODE_POD_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 1);
@@ -100,61 +99,57 @@ impl RuleMode {
     }
 }
 
-/// A node in namespaces with the proxy in a rule mode; dropping it removes everything.
+/// A lab node with the proxy in a rule mode; dropping it removes everything.
 struct Fixture {
-    /// `ekipt-<pid>-<mode>`: prefix of every namespace.
-    name: String,
     mode: RuleMode,
-    server: ServerProcess,
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// The backends and the conntrack watcher.
     children: Vec<Child>,
-    proxy: Option<Child>,
+    /// The proxy's PID, while it runs.
+    proxy: Option<u32>,
+    /// This thread inside the node's namespace, where the server is.
+    _in_node: netns::Entered,
+    lab: Lab,
 }
 
 impl Fixture {
     fn new(mode: RuleMode) -> Self {
-        let euid = fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(u32::MAX);
-        assert_eq!(
-            euid, 0,
-            "the rule-mode proxy tests need root (netns, iptables, nft)"
-        );
         netns::clear_stale(PREFIX);
-        let name = format!("{PREFIX}{}-{}", std::process::id(), mode.name());
-        let server = ServerProcess::start(&[]).expect("starting ekube server");
+        let lab = ekube_tests::server_lab(LAB, 1);
+        let in_node = netns::Entered::enter(&lab.host("n1").unwrap().netns)
+            .expect("entering the node's namespace");
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let client = rt.block_on(server.client()).expect("client");
+        let client = lab_client(&rt, &lab);
         let mut fx = Self {
-            name,
             mode,
-            server,
             rt,
             client,
             children: Vec::new(),
             proxy: None,
+            _in_node: in_node,
+            lab,
         };
         fx.build_network();
         fx.watch_conntrack();
         fx.start_backends();
-        fx.start_relay();
         fx.start_proxy();
         fx
     }
 
+    /// The namespace of `host`: `node` and `ext` are the lab's, `pods` and `cli` this run's.
     fn ns(&self, host: &str) -> String {
-        format!("{}-{host}", self.name)
+        match host {
+            "node" => self.lab.host("n1").unwrap().netns.clone(),
+            "ext" => self.lab.host("ext").unwrap().netns.clone(),
+            _ => format!("{PREFIX}{}-{}-{host}", std::process::id(), self.mode.name()),
+        }
     }
 
     fn build_network(&self) {
         let node = self.ns("node");
-        for host in ["node", "pods", "cli", "ext"] {
-            netns::ip(&["netns", "add", &self.ns(host)]);
-            netns::ip(&["-n", &self.ns(host), "link", "set", "lo", "up"]);
-        }
         // (node interface, node address, peer namespace, peer addresses)
-        let links: [(&str, &str, &str, &[&str]); 3] = [
+        let links: [(&str, &str, &str, &[&str]); 2] = [
             (
                 "vpods",
                 "10.244.0.1/24",
@@ -162,10 +157,11 @@ impl Fixture {
                 &["10.244.0.11/24", "10.244.0.12/24", "10.244.0.13/24"],
             ),
             ("vcli", "10.244.1.1/24", "cli", &["10.244.1.2/24"]),
-            ("vext", "192.168.77.10/24", "ext", &["192.168.77.100/24"]),
         ];
         for (iface, addr, peer, peer_addrs) in links {
             let peer_ns = self.ns(peer);
+            netns::ip(&["netns", "add", &peer_ns]);
+            netns::ip(&["-n", &peer_ns, "link", "set", "lo", "up"]);
             netns::ip(&[
                 "-n", &node, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns",
                 &peer_ns,
@@ -176,10 +172,8 @@ impl Fixture {
                 netns::ip(&["-n", &peer_ns, "addr", "add", a, "dev", "eth0"]);
             }
             netns::ip(&["-n", &peer_ns, "link", "set", "eth0", "up"]);
-            if peer != "ext" {
-                let gw = addr.split('/').next().unwrap();
-                netns::ip(&["-n", &peer_ns, "route", "add", "default", "via", gw]);
-            }
+            let gw = addr.split('/').next().unwrap();
+            netns::ip(&["-n", &peer_ns, "route", "add", "default", "via", gw]);
         }
         // An untranslated connect to the service range reaches the node itself and is refused.
         netns::ip(&[
@@ -192,7 +186,6 @@ impl Fixture {
             "dev",
             "lo",
         ]);
-        run(netns::nsenter(&node).args(["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
     }
 
     fn start_backends(&mut self) {
@@ -200,64 +193,39 @@ impl Fixture {
         self.children.push(serve(&self.ns("pods"), &args));
     }
 
-    fn start_relay(&mut self) {
-        let child = Command::new(probe_bin())
-            .arg("relay")
-            .arg(format!("/run/netns/{}", self.ns("node")))
-            .arg(self.server.port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the API relay");
-        self.children.push(await_ready(child, "the API relay"));
-    }
-
     fn log_path(&self) -> PathBuf {
-        self.server.dir.join("proxy.log")
+        self.lab.log_path("n1", "proxy").unwrap()
     }
 
     fn start_proxy(&mut self) {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
-        let child = netns::nsenter(&self.ns("node"))
-            .arg(ekube_bin())
-            .arg("proxy")
-            .args(self.mode.proxy_args())
-            .arg("--kubeconfig")
-            .arg(self.server.kubeconfig())
-            .args(["--hostname-override", &self.ns("node")])
-            .args(["--node-ip", &NODE_IP.to_string()])
-            .args(["--cluster-cidr", "10.244.0.0/16"])
-            .args(["--iptables-min-sync-period", "200ms"])
-            .args([
-                "--metrics-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .args([
-                "--healthz-bind-address",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            // The rule writes with their times, for a failure message.
-            .env(
-                "RUST_LOG",
-                "info,ekube_proxy::iptables=debug,ekube_proxy::nftables=debug",
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let n1 = self.lab.host("n1").unwrap();
+        let mut argv = proxy_argv(&self.lab, n1, self.mode.proxy_args());
+        argv.extend(
+            [
+                "--node-ip",
+                &NODE_IP.to_string(),
+                "--cluster-cidr",
+                "10.244.0.0/16",
+                "--iptables-min-sync-period",
+                "200ms",
+            ]
+            .map(String::from),
+        );
+        // The rule writes with their times, for a failure message.
+        let log = "info,ekube_proxy::iptables=debug,ekube_proxy::nftables=debug";
+        let pid = self
+            .lab
+            .spawn_with_env("n1", "proxy", &argv, &[("RUST_LOG", log)])
             .expect("starting ekube proxy");
-        self.proxy = Some(child);
+        self.proxy = Some(pid);
         // Healthy means the initial full sync is in the tables: the services chain exists and
         // is jumped to from prerouting, and so is the masquerading.
         let result = wait_for(
             Duration::from_secs(30),
             "the proxy's initial sync of its rules",
             || {
-                if let Some(status) = self.proxy.as_mut().unwrap().try_wait()? {
-                    anyhow::bail!("ekube proxy exited: {status}");
+                if self.lab.pids("n1", "proxy").is_empty() {
+                    anyhow::bail!("ekube proxy exited");
                 }
                 let nat = self.save("nat");
                 Ok(match self.mode {
@@ -274,10 +242,10 @@ impl Fixture {
         }
     }
 
+    /// `kill -9`.
     fn kill_proxy(&mut self) {
-        if let Some(mut child) = self.proxy.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(pid) = self.proxy.take() {
+            self.lab.kill(pid).expect("killing the proxy");
         }
     }
 
@@ -291,7 +259,11 @@ impl Fixture {
     }
 
     fn conntrack_log(&self) -> PathBuf {
-        self.server.dir.join("conntrack-events.log")
+        self.lab
+            .host("n1")
+            .unwrap()
+            .log_dir()
+            .join("conntrack-events.log")
     }
 
     /// Records the node's UDP conntrack events, with times, for a failure message.
@@ -463,12 +435,11 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.kill_proxy();
         for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for host in ["node", "pods", "cli", "ext"] {
+        for host in ["pods", "cli"] {
             netns::delete(&self.ns(host));
         }
     }
@@ -476,15 +447,6 @@ impl Drop for Fixture {
 
 fn all_ready() -> serde_json::Value {
     endpoints(&BACKENDS.map(|(_, ip)| (ip, true, None)))
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("running a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn proxy_in_rule_mode(mode: RuleMode) {

@@ -20,9 +20,6 @@
 //!   trip every 20 ms for SECONDS, then `echo SENT BAD`.
 //! - `syn-flood IP PORT COUNT`: COUNT TCP SYNs from a raw socket, each from its own source in
 //!   10.99.0.0/16 (addresses nothing holds), then `sent COUNT`.
-//! - `relay NETNS PORT`: listens on `127.0.0.1:PORT` inside the namespace file NETNS and
-//!   relays each connection to the same port on the loopback of its own namespace; prints
-//!   `ready`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
@@ -75,8 +72,6 @@ enum Cmd {
     },
     /// SYNs from spoofed sources.
     SynFlood { ip: Ipv4Addr, port: u16, count: u32 },
-    /// A loopback relay into another network namespace.
-    Relay { netns: String, port: u16 },
 }
 
 fn main() -> Result<()> {
@@ -110,7 +105,6 @@ fn main() -> Result<()> {
             }
         }
         Cmd::SynFlood { ip, port, count } => syn_flood(ip, port, count),
-        Cmd::Relay { netns, port } => relay(&netns, port),
     }
 }
 
@@ -434,46 +428,4 @@ fn rand_u32(i: u32) -> u32 {
     x ^= x << 13;
     x ^= x >> 17;
     x ^ (x << 5)
-}
-
-fn relay(netns: &str, port: u16) -> Result<()> {
-    let listener = listen_in(netns, port)?;
-    println!("ready");
-    io::stdout().flush()?;
-    for conn in listener.incoming().flatten() {
-        thread::spawn(move || {
-            let Ok(up) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-                return;
-            };
-            let (Ok(conn_w), Ok(up_r)) = (conn.try_clone(), up.try_clone()) else {
-                return;
-            };
-            thread::spawn(move || pipe(conn, up));
-            pipe(up_r, conn_w);
-        });
-    }
-    Ok(())
-}
-
-/// A listener on `127.0.0.1:port` inside the namespace file `netns`, made by a thread that
-/// enters the namespace (a socket stays in the namespace it was made in).
-fn listen_in(netns: &str, port: u16) -> Result<TcpListener> {
-    let netns = netns.to_owned();
-    thread::spawn(move || -> Result<TcpListener> {
-        let target = std::fs::File::open(&netns).with_context(|| format!("opening {netns}"))?;
-        // SAFETY: setns(2) on an open namespace file, for this thread only.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("entering {netns}"));
-        }
-        TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .with_context(|| format!("listening on 127.0.0.1:{port} in {netns}"))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the listening thread panicked"))?
-}
-
-/// Copies `from` to `to` until `from` ends, then ends `to`'s write side.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let _ = io::copy(&mut from, &mut to);
-    let _ = to.shutdown(std::net::Shutdown::Write);
 }
