@@ -79,37 +79,28 @@ struct View<'a> {
     lifecycle: Option<&'a Lifecycle>,
 }
 
-impl<'a> From<&'a Container> for View<'a> {
-    fn from(c: &'a Container) -> Self {
-        Self {
-            name: &c.name,
-            security: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            probes: [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
+/// `View::from` for each container type: they share these fields by name, not by type.
+macro_rules! view_from {
+    ($($container:ty),+) => {$(
+        impl<'a> From<&'a $container> for View<'a> {
+            fn from(c: &'a $container) -> Self {
+                Self {
+                    name: &c.name,
+                    security: c.security_context.as_ref(),
+                    ports: c.ports.as_deref().unwrap_or_default(),
+                    probes: [
+                        c.liveness_probe.as_ref(),
+                        c.readiness_probe.as_ref(),
+                        c.startup_probe.as_ref(),
+                    ],
+                    lifecycle: c.lifecycle.as_ref(),
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl<'a> From<&'a EphemeralContainer> for View<'a> {
-    fn from(c: &'a EphemeralContainer) -> Self {
-        Self {
-            name: &c.name,
-            security: c.security_context.as_ref(),
-            ports: c.ports.as_deref().unwrap_or_default(),
-            probes: [
-                c.liveness_probe.as_ref(),
-                c.readiness_probe.as_ref(),
-                c.startup_probe.as_ref(),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
-        }
-    }
-}
+view_from!(Container, EphemeralContainer);
 
 /// Init containers, containers, then ephemeral containers, as upstream visits them.
 fn containers(spec: &PodSpec) -> Vec<View<'_>> {
