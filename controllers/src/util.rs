@@ -173,20 +173,19 @@ pub async fn record_pod_create<K: Resource<DynamicType = ()>>(
     owner: &K,
     result: &kube::Result<Pod>,
 ) {
-    match result {
-        Ok(pod) => {
-            let msg = format!("Created pod: {}", pod.name_any());
-            recorder
-                .record(owner, EventType::Normal, "SuccessfulCreate", &msg)
-                .await
-        }
-        Err(e) => {
-            let msg = format!("Error creating: {e}");
-            recorder
-                .record(owner, EventType::Warning, "FailedCreate", &msg)
-                .await
-        }
+    let (kind, reason, msg) = match result {
+        Ok(pod) => (
+            EventType::Normal,
+            "SuccessfulCreate",
+            format!("Created pod: {}", pod.name_any()),
+        ),
+        Err(e) => (
+            EventType::Warning,
+            "FailedCreate",
+            format!("Error creating: {e}"),
+        ),
     };
+    recorder.record(owner, kind, reason, &msg).await;
 }
 
 /// Records on `owner` how deleting its pod `name` went (`SuccessfulDelete` / `FailedDelete`),
@@ -197,19 +196,18 @@ pub async fn record_pod_delete<K: Resource<DynamicType = ()>, T>(
     name: &str,
     result: &kube::Result<T>,
 ) {
-    match result {
-        Ok(_) => {
-            let msg = format!("Deleted pod: {name}");
-            recorder
-                .record(owner, EventType::Normal, "SuccessfulDelete", &msg)
-                .await
-        }
+    let (kind, reason, msg) = match result {
+        Ok(_) => (
+            EventType::Normal,
+            "SuccessfulDelete",
+            format!("Deleted pod: {name}"),
+        ),
         Err(kube::Error::Api(e)) if e.code == 404 => return,
-        Err(e) => {
-            let msg = format!("Error deleting: {e}");
-            recorder
-                .record(owner, EventType::Warning, "FailedDelete", &msg)
-                .await
-        }
+        Err(e) => (
+            EventType::Warning,
+            "FailedDelete",
+            format!("Error deleting: {e}"),
+        ),
     };
+    recorder.record(owner, kind, reason, &msg).await;
 }

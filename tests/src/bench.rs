@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,14 +16,6 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 use crate::sibling_bin;
-
-/// `CLONE_NEWNET` from linux/sched.h.
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-unsafe extern "C" {
-    /// setns(2) from the C library.
-    fn setns(fd: i32, nstype: i32) -> i32;
-}
 
 /// What `ekube-rr client` prints (one JSON object on stdout).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -153,10 +144,7 @@ pub fn alternate<T: Clone>(items: &[T], round: usize) -> Vec<T> {
     v
 }
 
-/// `/run/netns/<name>`.
-pub fn netns_path(name: &str) -> PathBuf {
-    Path::new("/run/netns").join(name)
-}
+pub use crate::netns::path as netns_path;
 
 /// Runs `f` on a new thread inside network namespace `ns` and returns its result. Sockets the
 /// thread opens belong to that namespace (so a tokio runtime built inside `f` talks from there).
@@ -165,10 +153,7 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
     let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let ns = ns.to_owned();
     std::thread::spawn(move || -> Result<T> {
-        // SAFETY: setns on this thread only, with a valid descriptor.
-        if unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) } != 0 {
-            bail!("setns into {ns}: {}", std::io::Error::last_os_error());
-        }
+        crate::netns::setns(&file).with_context(|| format!("setns into {ns}"))?;
         Ok(f())
     })
     .join()
@@ -184,12 +169,7 @@ pub fn netns_command(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<C
     // SAFETY: only setns(2) between fork and exec; `file` moves into the closure and lives as
     // long as the command.
     unsafe {
-        cmd.pre_exec(move || {
-            if setns(file.as_raw_fd(), CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || crate::netns::setns(&file));
     }
     Ok(cmd)
 }

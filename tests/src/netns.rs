@@ -4,11 +4,16 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Where `ip netns` keeps its namespace handles.
 const NETNS_DIR: &str = "/run/netns";
+
+/// `/run/netns/<name>`: the handle `ip netns` keeps for namespace `name`.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
 
 /// A command that runs its arguments in network namespace `name` through `nsenter`, which
 /// keeps the real `/sys` (cgroups, bpffs) unlike `ip netns exec`.
@@ -63,7 +68,7 @@ pub struct Entered {
 impl Entered {
     pub fn enter(name: &str) -> std::io::Result<Self> {
         let home = File::open("/proc/thread-self/ns/net")?;
-        setns(&File::open(Path::new(NETNS_DIR).join(name))?)?;
+        setns(&File::open(path(name))?)?;
         Ok(Self { home })
     }
 }
@@ -72,14 +77,21 @@ impl Drop for Entered {
     fn drop(&mut self) {
         if let Err(e) = setns(&self.home) {
             // Staying in a namespace that is about to go would leave the thread with no
-            // network at all; no test can go on sensibly from there.
-            panic!("returning to the original network namespace: {e}");
+            // network at all; no test can go on sensibly from there. During a panic's unwind a
+            // second panic would abort and lose the first one's message, so that is only told.
+            let message = format!("returning to the original network namespace: {e}");
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
         }
     }
 }
 
-/// setns(2) of this thread into the network namespace open as `ns`.
-fn setns(ns: &File) -> std::io::Result<()> {
+/// setns(2) of the calling thread into the network namespace open as `ns`; async-signal-safe,
+/// so also for a command's `pre_exec`.
+pub fn setns(ns: &File) -> std::io::Result<()> {
     // SAFETY: setns on a descriptor we hold open; CLONE_NEWNET changes this thread only.
     if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error());

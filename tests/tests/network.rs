@@ -10,19 +10,16 @@
 //! namespace, so nothing is sent from the root namespace.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ekube_cni::NodeConflist;
 use ekube_lab::{CmdTemplate, Lab};
-use ekube_tests::{ekube_bin, wait_for};
+use ekube_tests::{ekube_bin, netns, wait_for};
 use serde_json::Value;
 
 const LAB: &str = "eknet";
@@ -33,14 +30,6 @@ const NODES: usize = 4;
 const POD_NODES: usize = 3;
 const PORT: u16 = 8080;
 const BIG: usize = 4 * 1024 * 1024;
-/// `CLONE_NEWNET` from linux/sched.h.
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-unsafe extern "C" {
-    /// setns(2) from the C library.
-    fn setns(fd: i32, nstype: i32) -> i32;
-}
-
 /// Removes the pod namespaces on drop (the lab removes the rest).
 struct PodNamespaces(Vec<String>);
 
@@ -75,10 +64,6 @@ struct Pod {
     netns: String,
     node: usize,
     ip: Ipv4Addr,
-}
-
-fn netns_path(name: &str) -> PathBuf {
-    Path::new("/run/netns").join(name)
 }
 
 /// Runs `f` on a thread inside network namespace `ns`.
@@ -233,9 +218,7 @@ fn add_pod(lab: &Lab, i: usize, j: usize) -> Result<Pod> {
     conf["name"] = list["name"].clone();
 
     let plugin = ekube_bin().with_file_name("ekube-cni");
-    let node_ns = File::open(netns_path(&host.netns))?;
-    let node_fd = node_ns.as_raw_fd();
-    let mut cmd = Command::new(&plugin);
+    let mut cmd = ekube_tests::bench::netns_command(&host.netns, &plugin)?;
     cmd.env_clear()
         .env(
             "PATH",
@@ -243,7 +226,7 @@ fn add_pod(lab: &Lab, i: usize, j: usize) -> Result<Pod> {
         )
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", format!("{netns}-sandbox"))
-        .env("CNI_NETNS", netns_path(&netns))
+        .env("CNI_NETNS", netns::path(&netns))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", plugin.parent().unwrap())
         .env(
@@ -253,15 +236,6 @@ fn add_pod(lab: &Lab, i: usize, j: usize) -> Result<Pod> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only setns between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if setns(node_fd, CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn().context("starting ekube-cni")?;
     child
         .stdin
