@@ -106,7 +106,17 @@ struct Observed {
     holder: String,
     renew_time: Option<String>,
     transitions: i32,
+    duration: Duration,
     at: Instant,
+}
+
+impl Observed {
+    /// How long until another holder's Lease runs out on this copy's clock; `None` when it has
+    /// no holder or `identity` holds it.
+    fn expires_in(&self, identity: &str) -> Option<Duration> {
+        (!self.holder.is_empty() && self.holder != identity)
+            .then(|| self.duration.saturating_sub(self.at.elapsed()))
+    }
 }
 
 pub struct Elector {
@@ -124,7 +134,10 @@ impl Elector {
         &self.identity
     }
 
-    /// Waits until this copy holds the Lease.
+    /// Waits until this copy holds the Lease. A candidate tries every retry period, as
+    /// client-go's does, and also at the moment the holder's Lease runs out, so a dead
+    /// holder is replaced within the lease duration of the last renewal this copy saw, not up
+    /// to a retry period later.
     pub async fn acquire(&mut self) {
         loop {
             let attempt = tokio::time::timeout(self.retry_period, self.try_acquire_or_renew());
@@ -137,7 +150,14 @@ impl Elector {
                 Ok(Err(e)) => tracing::debug!(lease = %self.name, error = %e, "taking the lease"),
                 Err(_) => tracing::debug!(lease = %self.name, "taking the lease timed out"),
             }
-            tokio::time::sleep(self.retry_period).await;
+            let expiry = self
+                .observed
+                .as_ref()
+                .and_then(|o| o.expires_in(&self.identity));
+            let wait = expiry.map_or(self.retry_period, |left| {
+                self.retry_period.min(left + EXPIRY_MARGIN)
+            });
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -221,12 +241,13 @@ impl Elector {
         };
         self.observe(&lease);
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let ours = holder == self.identity;
-        let their_duration =
-            Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
-        let seen_at = self.observed.as_ref().map_or_else(Instant::now, |o| o.at);
-        if !holder.is_empty() && !ours && seen_at.elapsed() < their_duration {
+        let ours = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        if self
+            .observed
+            .as_ref()
+            .and_then(|o| o.expires_in(&self.identity))
+            .is_some_and(|left| !left.is_zero())
+        {
             return Ok(false);
         }
         if !ours {
@@ -255,19 +276,27 @@ impl Elector {
         let holder = spec.holder_identity.unwrap_or_default();
         let renew_time = spec.renew_time.map(|t| t.0.to_string());
         let transitions = spec.lease_transitions.unwrap_or(0);
+        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
         let unchanged = self.observed.as_ref().is_some_and(|o| {
-            o.holder == holder && o.renew_time == renew_time && o.transitions == transitions
+            o.holder == holder
+                && o.renew_time == renew_time
+                && o.transitions == transitions
+                && o.duration == duration
         });
         if !unchanged {
             self.observed = Some(Observed {
                 holder,
                 renew_time,
                 transitions,
+                duration,
                 at: Instant::now(),
             });
         }
     }
 }
+
+/// How long after the observed expiry a candidate tries, so that its clock has surely passed it.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(20);
 
 fn now() -> MicroTime {
     MicroTime(k8s_openapi::jiff::Timestamp::now())
@@ -319,5 +348,43 @@ where
                 return Some(done);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(holder: &str, duration: Duration, seen: Duration) -> Observed {
+        Observed {
+            holder: holder.into(),
+            renew_time: None,
+            transitions: 0,
+            duration,
+            at: Instant::now() - seen,
+        }
+    }
+
+    #[test]
+    fn another_holders_lease_runs_out_a_duration_after_it_was_seen() {
+        let o = observed("peer", Duration::from_secs(15), Duration::from_secs(10));
+        let left = o.expires_in("me").expect("a peer holds it");
+        assert!(left <= Duration::from_secs(5) && left > Duration::from_secs(4));
+
+        let o = observed("peer", Duration::from_secs(15), Duration::from_secs(16));
+        assert_eq!(o.expires_in("me"), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_free_lease_or_our_own_does_not_run_out() {
+        let long_ago = Duration::from_secs(100);
+        assert_eq!(
+            observed("", Duration::from_secs(15), long_ago).expires_in("me"),
+            None
+        );
+        assert_eq!(
+            observed("me", Duration::from_secs(15), long_ago).expires_in("me"),
+            None
+        );
     }
 }
