@@ -24,7 +24,9 @@ use std::{
 };
 
 use ekube_lab::{EXT_IP, Lab, node_ip};
-use ekube_proxy::datapath::{BpfMaps, DatapathConfig, NodePortSettings, conntrack, dump_store};
+use ekube_proxy::datapath::{
+    BpfMaps, Counter, DatapathConfig, NodePortSettings, conntrack, dump_store,
+};
 use ekube_tests::datapath::{
     Reply, TCP_PORT, UDP_PORT, cgroup_procs, client, endpoint_slice, endpoints,
     in_cgroup as in_cgroup_of, lab_client, node_datapath, output, proxy_argv, serve, tally,
@@ -49,6 +51,12 @@ const SYN_TIMEOUT: Duration = Duration::from_secs(5);
 const FLOOD_SYNS: u32 = 50_000;
 /// The SNAT port span of the test: small, so the flood surely takes every port.
 const SNAT_PORTS: (u16, u16) = (20_000, 24_095);
+/// The span while connections are opened and closed one after another: 8 ports.
+const REUSE_PORTS: (u16, u16) = (20_000, 20_007);
+/// The NodePort whose backend (`ekube-rr serve` on p2a, on the other node) closes first.
+const CRR_NODE_PORT: u16 = 30086;
+const CRR_PORT: u16 = 8081;
+const CRR_SECONDS: f64 = 6.0;
 
 /// Pods: (suffix, node 1 or 2, address).
 const PODS: [(&str, u8, Ipv4Addr); 3] = [
@@ -476,6 +484,7 @@ fn nodeport_from_outside() {
     }
 
     syn_flood_leaves_room(&topo);
+    closed_ports_go_to_new_flows(&topo, &rt, &services, &slices);
 }
 
 /// 50,000 SYNs with spoofed sources to a NodePort whose only backend is on the other node, so
@@ -531,4 +540,108 @@ fn syn_flood_leaves_room(topo: &Topology) {
             conntrack::unestablished(&topo.dp)
         );
     }
+}
+
+/// One client opens, uses and closes connections one after another for [`CRR_SECONDS`] through
+/// a NodePort whose only backend is on the other node and closes first, so the backend holds
+/// each SNAT tuple in TIME_WAIT. With a span of 8 ports, held for TIME_WAIT (60 s) a closed
+/// flow's port would let 8 connections through; with the client's timestamps shifted, a port
+/// goes to a new flow a second after its flow closed, and the backend's TIME_WAIT takes the
+/// new SYN: many times 8 connections, none failing, and the backend never answers a SYN as an
+/// old connection.
+fn closed_ports_go_to_new_flows(
+    topo: &Topology,
+    rt: &tokio::runtime::Runtime,
+    services: &Api<Service>,
+    slices: &Api<EndpointSlice>,
+) {
+    let backend = PODS.iter().find(|(pod, ..)| *pod == "p2a").unwrap().2;
+    let _server =
+        ekube_tests::bench::rr_serve(&topo.ns("p2a"), (backend, CRR_PORT).into(), "p2a-crr")
+            .expect("starting ekube-rr serve on p2a");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": { "name": "crr" },
+        "spec": {
+            "type": "NodePort",
+            "ports": [{ "name": "crr", "protocol": "TCP", "port": 80,
+                        "targetPort": CRR_PORT, "nodePort": CRR_NODE_PORT }],
+        },
+    }))
+    .unwrap();
+    rt.block_on(services.create(&PostParams::default(), &svc))
+        .expect("creating service crr");
+    let slice = endpoint_slice(
+        "crr",
+        json!([{ "name": "crr", "protocol": "TCP", "port": CRR_PORT }]),
+        pod_endpoints(&["p2a"]),
+    );
+    rt.block_on(slices.create(&PostParams::default(), &slice))
+        .expect("creating endpointslice crr");
+    let target = format!("{N1_IP}:{CRR_NODE_PORT}");
+    wait_for(
+        Duration::from_secs(20),
+        "the crr NodePort to answer",
+        || {
+            Ok(ekube_tests::bench::rr_client(
+                &topo.ns("ext"),
+                &["--target", &target, "--duration", "0.05"].map(String::from),
+            )
+            .is_ok_and(|r| r.requests > 0))
+        },
+    )
+    .unwrap();
+    // From here closed flows hold their ports for TIME_WAIT unless their timestamps are shifted.
+    conntrack::set_settings(
+        &topo.dp,
+        &NodePortSettings {
+            tcp_syn_timeout: SYN_TIMEOUT,
+            snat_ports: REUSE_PORTS,
+            ..NodePortSettings::default()
+        },
+    )
+    .expect("narrowing the SNAT span");
+    let counter = |which: Counter| {
+        let maps = BpfMaps::open_pinned(&topo.dp).expect("opening the pinned maps");
+        let counters = maps.counters().expect("reading the counters");
+        counters
+            .iter()
+            .find(|(c, _)| *c == which)
+            .map_or(0, |(_, n)| *n)
+    };
+    // The probes above may have taken ports of the span: start when they closed over a second
+    // ago.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let (reused, held) = (
+        counter(Counter::SnatPortReused),
+        counter(Counter::PeerHeldTuple),
+    );
+    let args = [
+        "--target",
+        &target,
+        "--duration",
+        &CRR_SECONDS.to_string(),
+        "--timeout",
+        "10",
+    ];
+    let report = ekube_tests::bench::rr_client(&topo.ns("ext"), &args.map(String::from))
+        .expect("running ekube-rr client");
+    let span = u64::from(REUSE_PORTS.1 - REUSE_PORTS.0 + 1);
+    let (reused, held) = (
+        counter(Counter::SnatPortReused) - reused,
+        counter(Counter::PeerHeldTuple) - held,
+    );
+    eprintln!(
+        "{} connections in {CRR_SECONDS} s over {span} SNAT ports ({reused} ports handed on), {} errors",
+        report.requests, report.errors
+    );
+    assert_eq!(report.errors, 0, "failed connections: {report:?}");
+    assert!(
+        report.requests >= 3 * span && reused >= 2 * span,
+        "closed flows did not hand their SNAT ports on: {} connections, {reused} ports reused",
+        report.requests
+    );
+    assert_eq!(
+        held, 0,
+        "the backend answered {held} SYNs on reused ports as old connections"
+    );
 }

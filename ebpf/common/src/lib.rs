@@ -31,7 +31,7 @@ pub const IPPROTO_UDP: u8 = 17;
 /// Pinned name of the per-CPU counter array (`BPF_MAP_TYPE_PERCPU_ARRAY`, `u32` index → `u64`).
 pub const COUNTERS: &str = "EKUBE_COUNTERS";
 /// Number of counter slots; indices are the [`Counter`] discriminants.
-pub const COUNTERS_MAX_ENTRIES: u32 = 16;
+pub const COUNTERS_MAX_ENTRIES: u32 = 32;
 
 /// What the per-CPU [`COUNTERS`] array counts; the discriminant is the array index.
 #[repr(u32)]
@@ -69,11 +69,17 @@ pub enum Counter {
     RedirectFailed = 13,
     /// tc: a SYN found the unestablished flows' share of the conntrack full and was dropped.
     UnestablishedRefused = 14,
+    /// tc: a new flow with shifted timestamps took the SNAT port of such a flow that had closed
+    /// (a second or more before) instead of waiting out TIME_WAIT.
+    SnatPortReused = 15,
+    /// tc: a backend answered a new flow's SYN as another connection on the same tuple (one it
+    /// holds half-open or in TIME_WAIT), so the client has to retry.
+    PeerHeldTuple = 16,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 17] = [
         Counter::Connect4Translated,
         Counter::Sendmsg4Translated,
         Counter::Recvmsg4Restored,
@@ -89,6 +95,8 @@ impl Counter {
         Counter::SnatPortsExhausted,
         Counter::RedirectFailed,
         Counter::UnestablishedRefused,
+        Counter::SnatPortReused,
+        Counter::PeerHeldTuple,
     ];
 
     /// Stable snake_case name, used for metrics.
@@ -109,6 +117,8 @@ impl Counter {
             Counter::SnatPortsExhausted => "snat_ports_exhausted",
             Counter::RedirectFailed => "redirect_failed",
             Counter::UnestablishedRefused => "unestablished_refused",
+            Counter::SnatPortReused => "snat_port_reused",
+            Counter::PeerHeldTuple => "peer_held_tuple",
         }
     }
 }

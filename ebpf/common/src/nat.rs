@@ -71,6 +71,18 @@ pub const CT_FLAG_UNESTABLISHED: u8 = 1 << 3;
 /// port is not handed to a new flow before the entry expires.
 pub const CT_FLAG_PEER_HALF_OPEN: u8 = 1 << 4;
 
+/// [`CtValue::flags`] of both entries of a SNATed TCP flow whose client sends timestamps:
+/// they reach the backend shifted by [`CtValue::ts_shift`] (and its echoes are shifted back),
+/// so that every such flow on one SNAT tuple shows the backend a timestamp clock that only
+/// moves forward, and its port can go to a new flow [`SNAT_TS_REUSE_NS`] after it closed.
+pub const CT_FLAG_TS_SHIFT: u8 = 1 << 5;
+
+/// How long after both sides of a flow with [`CT_FLAG_TS_SHIFT`] closed its SNAT port may go
+/// to a new such flow: the new flow's timestamps start at the node's clock, which by then is
+/// past every timestamp the old flow showed the backend (which compares them only to the
+/// millisecond), so a backend holding the tuple in TIME_WAIT accepts the new SYN.
+pub const SNAT_TS_REUSE_NS: u64 = 1_000_000_000;
+
 /// Key of [`CONNTRACK`]: one direction of one flow, as seen on the wire.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,6 +128,11 @@ pub struct CtValue {
     /// The client's initial sequence number of a TCP flow, **network byte order**: the
     /// number the backend's SYN-ACK must acknowledge (see [`CT_FLAG_PEER_HALF_OPEN`]).
     pub isn: u32,
+    /// With [`CT_FLAG_TS_SHIFT`]: what is added (wrapping) to the client's TSval on the way
+    /// to the backend and taken off the backend's TSecr on the way back, host byte order.
+    pub ts_shift: u32,
+    /// Explicit padding, always zero.
+    pub _pad2: u32,
 }
 
 /// Pinned name of the NodePort settings array (`BPF_MAP_TYPE_ARRAY`, index 0 → [`NodePortConfig`]).
@@ -151,10 +168,11 @@ pub struct NodePortConfig {
     pub _pad: u32,
 }
 
-/// How long a closed SNATed TCP flow keeps its SNAT port by default: Linux's TIME_WAIT
-/// (`TCP_TIMEWAIT_LEN`, 60 s). A backend that closed first still holds the tuple in TIME_WAIT,
-/// and Linux randomises TCP timestamps per connection, so a new flow on that tuple could fail
-/// the backend's PAWS check and stall until the client retransmits its SYN.
+/// How long a closed SNATed TCP flow without shifted timestamps ([`CT_FLAG_TS_SHIFT`]) keeps
+/// its SNAT port by default: Linux's TIME_WAIT (`TCP_TIMEWAIT_LEN`, 60 s). A backend that
+/// closed first still holds the tuple in TIME_WAIT, and Linux offsets TCP timestamps per
+/// connection, so a new flow on that tuple could fail the backend's PAWS check and stall until
+/// the client retransmits its SYN.
 pub const SNAT_TIME_WAIT_NS: u64 = 60 * 1_000_000_000;
 
 impl NodePortConfig {
@@ -244,7 +262,7 @@ pub const CT_UNEST_GONE: u32 = 1;
 const _: () = assert!(size_of::<RevNatKey>() == 16);
 const _: () = assert!(size_of::<RevNatValue>() == 8);
 const _: () = assert!(size_of::<CtKey>() == 16);
-const _: () = assert!(size_of::<CtValue>() == 32);
+const _: () = assert!(size_of::<CtValue>() == 40);
 const _: () = assert!(size_of::<NodePortConfig>() == 48);
 
 user_pod!(RevNatKey, RevNatValue, CtKey, CtValue, NodePortConfig);

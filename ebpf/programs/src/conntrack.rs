@@ -57,9 +57,10 @@ pub fn peer_key(v: &CtValue, proto: u8, dir: u8) -> CtKey {
     }
 }
 
-/// The live entry of `p` in direction `dir`, refreshed (and marked closing on FIN/RST).
+/// The live entry of `p` in direction `dir`, refreshed (and marked closing on FIN/RST), read
+/// in place: the tc programs' stack has little room for copies.
 #[inline(always)]
-pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<CtValue> {
+pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<&'static CtValue> {
     let entry = EKUBE_CONNTRACK.get_ptr_mut(&key_of(p, dir))?;
     // SAFETY: valid for this program run; racing writers store equivalent values (at worst a
     // slightly older timestamp, which only shortens the entry's life by a second).
@@ -79,7 +80,7 @@ pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<CtV
             entry.last_seen_ns = now;
         }
     }
-    Some(*entry)
+    Some(entry)
 }
 
 /// Writes one direction of a new flow; `exclusive` fails if the key is taken (SNAT ports).

@@ -8,11 +8,11 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::programs::TcContext;
 use ekube_ebpf_common::{
     CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_UNESTABLISHED, CT_UNEST_GONE,
-    CT_UNEST_OPENED, CtKey, CtValue, NodePortConfig,
+    CT_UNEST_OPENED, Counter, CtKey, CtValue, NodePortConfig,
 };
 
 use crate::{
-    conntrack,
+    conntrack, counters,
     maps::{EKUBE_CONNTRACK, EKUBE_CT_UNEST},
     packet::{Packet, TCP_ACK, TCP_RST, TCP_SYN},
 };
@@ -64,6 +64,7 @@ pub fn note_answer(ctx: &TcContext, p: &Packet, v: &CtValue, now: u64) {
     if let Some(entry) = EKUBE_CONNTRACK.get_ptr_mut(&conntrack::key_of(p, CT_DIR_REPLY)) {
         // SAFETY: valid for this program run; racing writers set the same bit.
         unsafe { (*entry).flags |= CT_FLAG_PEER_HALF_OPEN };
+        counters::bump(Counter::PeerHeldTuple);
     }
 }
 
@@ -108,11 +109,11 @@ fn mark_established(key: &CtKey, now: u64) {
     }
 }
 
-/// Forgets the unestablished flow whose reply entry `old` a new flow just took over (its SNAT
-/// port): its forward entry goes too, so a SYN the client retransmits opens a new flow instead
-/// of landing on the new flow's tuple.
+/// Forgets the unestablished flow whose SNAT port a new flow just took over, by its client
+/// entry `forward`: that entry goes, so a SYN the client retransmits opens a new flow instead of
+/// landing on the new flow's tuple.
 #[inline(always)]
-pub fn forget_taken(old: &CtValue, proto: u8) {
-    let _ = EKUBE_CONNTRACK.remove(&conntrack::peer_key(old, proto, CT_DIR_FORWARD));
+pub fn forget_taken(forward: &CtKey) {
+    let _ = EKUBE_CONNTRACK.remove(forward);
     count(u64::MAX);
 }

@@ -25,6 +25,7 @@ mod packet;
 mod revnat;
 mod snat;
 mod sock;
+mod timestamps;
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier},

@@ -2,13 +2,15 @@
 //!
 //! Ingress (the interfaces holding node addresses, and the overlay device): a packet of a
 //! tracked flow is translated from its conntrack entry; a new packet to `<node IP>:<nodePort>`
-//! (for TCP only a SYN, see [`crate::handshake`]) picks a backend (with ClientIP affinity keyed by the client address). A backend the kernel
-//! routes out through one of our interfaces (another node, via the overlay) gets the flow
-//! SNATed to the address the kernel would use towards it and the packet redirected; otherwise (a pod on this node) only the
-//! destination changes and the stack routes it to the bridge. `externalTrafficPolicy: Local`
-//! never SNATs, and neither does a pod's `hostPort` (`<node IP>:<hostPort>`, looked up after
-//! the NodePorts, its one backend on this node). Egress (the node-address interfaces): replies of unSNATed flows get their
-//! source put back to `<node IP>:<nodePort>`.
+//! (for TCP only a SYN, see [`crate::handshake`]) picks a backend (with ClientIP affinity
+//! keyed by the client address). A backend the kernel routes out through one of our interfaces
+//! (another node, via the overlay) gets the flow SNATed to the address the kernel would use
+//! towards it (and its TCP timestamps shifted, see [`crate::timestamps`]) and the packet
+//! redirected; otherwise (a pod on this node) only the destination changes and the stack
+//! routes it to the bridge. `externalTrafficPolicy: Local` never SNATs, and neither does a
+//! pod's `hostPort` (`<node IP>:<hostPort>`, looked up after the NodePorts, its one backend on
+//! this node). Egress (the node-address interfaces): replies of unSNATed flows get their source
+//! put back to `<node IP>:<nodePort>`.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -25,7 +27,7 @@ use crate::{
     conntrack, counters, fib, handshake, lb,
     maps::{EKUBE_NODE_IPS, EKUBE_NP_IFACES, EKUBE_SNAT_IPS},
     packet::{self, Packet},
-    snat,
+    snat, timestamps,
 };
 
 const OK: i32 = TC_ACT_OK as i32;
@@ -54,10 +56,10 @@ pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     let cfg = conntrack::config();
     if let Some(v) = conntrack::lookup(&p, CT_DIR_REPLY, now, &cfg) {
         if v.flags & CT_FLAG_UNESTABLISHED != 0 && p.proto == IPPROTO_TCP {
-            handshake::note_answer(ctx, &p, &v, now);
+            handshake::note_answer(ctx, &p, v, now);
         }
         // A reply: its new source is a node address, which the stack would drop as martian.
-        return translate(ctx, &p, &v, true);
+        return translate(ctx, &p, v, CT_DIR_REPLY, true);
     }
     if !node_addr {
         return Ok(OK);
@@ -68,9 +70,9 @@ pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
         // A SYN reusing the ports of a closing flow starts a new one.
         if !(syn && v.flags & CT_FLAG_CLOSING != 0) {
             if v.flags & CT_FLAG_UNESTABLISHED != 0 && handshake::completes(&p) {
-                handshake::establish(&p, &v, now);
+                handshake::establish(&p, v, now);
             }
-            return translate(ctx, &p, &v, v.flags & CT_FLAG_SNAT != 0);
+            return translate(ctx, &p, v, CT_DIR_FORWARD, v.flags & CT_FLAG_SNAT != 0);
         }
     }
     // Only a SYN opens a TCP flow; anything else is left to the stack, as netfilter leaves
@@ -91,15 +93,23 @@ pub fn egress(ctx: &mut TcContext) -> Result<i32, ()> {
     let now = unsafe { bpf_ktime_get_ns() };
     let cfg = conntrack::config();
     match conntrack::lookup(&p, CT_DIR_REPLY, now, &cfg) {
-        Some(v) => translate(ctx, &p, &v, false),
+        Some(v) => translate(ctx, &p, v, CT_DIR_REPLY, false),
         None => Ok(OK),
     }
 }
 
-/// Rewrites `p` to `v`'s tuple; `redirect` sends it out by a FIB lookup instead of the stack.
+/// Rewrites `p`, a packet in direction `dir` of its flow, to `v`'s tuple (and its timestamps,
+/// see [`timestamps`]); `redirect` sends it out by a FIB lookup instead of the stack.
 #[inline(always)]
-fn translate(ctx: &mut TcContext, p: &Packet, v: &CtValue, redirect: bool) -> Result<i32, ()> {
+fn translate(
+    ctx: &mut TcContext,
+    p: &Packet,
+    v: &CtValue,
+    dir: u8,
+    redirect: bool,
+) -> Result<i32, ()> {
     packet::rewrite(ctx, p, v)?;
+    timestamps::shift(ctx, p, v, dir == CT_DIR_REPLY)?;
     counters::bump(Counter::CtTranslated);
     if !redirect {
         return Ok(OK);
@@ -141,20 +151,23 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
     if tcp {
         flags |= CT_FLAG_UNESTABLISHED;
     }
-    let base = CtValue {
+    // A SNATed flow's timestamps are shifted when its client sends them (see `timestamps`).
+    let (ts_flag, ts_shift) = timestamps::shift_for(ctx, p, now, remote && tcp);
+    flags |= ts_flag;
+    // The reply entry first: replies are rewritten back to exactly what the client sent to.
+    // Once it is stored, the same value becomes the client's entry (the stack has no room for
+    // two).
+    let mut entry = CtValue {
         last_seen_ns: now,
-        backend_id,
-        flags,
-        isn: if tcp { handshake::isn(ctx, p) } else { 0 },
-        ..CtValue::default()
-    };
-    // The reply is rewritten back to exactly what the client sent to.
-    let mut reply = CtValue {
         saddr: p.daddr,
         daddr: p.saddr,
         sport: p.dport,
         dport: p.sport,
-        ..base
+        backend_id,
+        flags,
+        isn: if tcp { handshake::isn(ctx, p) } else { 0 },
+        ts_shift,
+        ..CtValue::default()
     };
     let mut reply_key = CtKey {
         saddr: backend.ip,
@@ -165,13 +178,9 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         dir: CT_DIR_REPLY,
         _pad: [0; 2],
     };
-    let mut forward = CtValue {
-        saddr: p.saddr,
-        daddr: backend.ip,
-        sport: p.sport,
-        dport: backend.port,
-        ..base
-    };
+    // The client's side is translated to the backend, from the client's own address and port
+    // or, SNATed, from the node's.
+    let (mut source, mut source_port) = (p.saddr, p.sport);
     if remote {
         // The address the kernel itself would use towards the backend (the overlay device's),
         // so the reply comes back through the overlay; the node IP if it cannot say.
@@ -180,30 +189,34 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         } else {
             p.daddr
         };
-        reply.flags |= CT_FLAG_SNAT;
-        forward.flags |= CT_FLAG_SNAT;
+        entry.flags |= CT_FLAG_SNAT;
         reply_key.daddr = snat_ip;
-        let port = snat::claim_port(&mut reply_key, &reply, now, cfg).ok_or_else(|| {
+        let port = snat::claim_port(&mut reply_key, &entry, now, cfg).ok_or_else(|| {
             counters::bump(Counter::SnatPortsExhausted);
         })?;
         if snat_ip != p.daddr {
             snat::remember_addr(snat_ip);
         }
-        forward.saddr = snat_ip;
-        forward.sport = port;
+        (source, source_port) = (snat_ip, port);
     } else {
         // Reply entry first: the backend may answer before this function returns.
-        conntrack::insert(&reply_key, &reply, false).map_err(|()| {
+        conntrack::insert(&reply_key, &entry, false).map_err(|()| {
             counters::bump(Counter::MapUpdateFailed);
         })?;
     }
-    conntrack::insert(&conntrack::key_of(p, CT_DIR_FORWARD), &forward, false).map_err(|()| {
+    entry.saddr = source;
+    entry.daddr = backend.ip;
+    entry.sport = source_port;
+    entry.dport = backend.port;
+    let forward = &entry;
+    conntrack::insert(&conntrack::key_of(p, CT_DIR_FORWARD), forward, false).map_err(|()| {
         counters::bump(Counter::MapUpdateFailed);
     })?;
     if tcp {
         handshake::count(1);
     }
-    packet::rewrite(ctx, p, &forward)?;
+    packet::rewrite(ctx, p, forward)?;
+    timestamps::shift(ctx, p, forward, false)?;
     if remote {
         counters::bump(Counter::NodePortRemote);
         Ok(fib::redirect(ctx, &route))

@@ -5,6 +5,9 @@
 //! it, or its holder is past its timeout (a closed SNATed flow holds its port for TIME_WAIT), or
 //! its holder is a handshake abandoned for over [`ABANDONED_HANDSHAKE_NS`]: SYNs with spoofed
 //! sources, which never complete, then cannot keep the span taken for the whole SYN timeout.
+//! A new flow with shifted timestamps (see [`crate::timestamps`]) may also take the port of
+//! such a flow whose both sides closed over [`SNAT_TS_REUSE_NS`] ago: the backend's TIME_WAIT
+//! on the tuple accepts its SYN, whose timestamp is newer.
 //! An abandoned handshake the backend still holds half-open (see
 //! [`CT_FLAG_PEER_HALF_OPEN`]) keeps its port: a new flow's SYN on that tuple would meet the
 //! backend's stale connection and stall until the client gave up.
@@ -13,12 +16,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_loop};
 use ekube_ebpf_common::{
-    CT_FLAG_CLOSING, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_UNESTABLISHED, CtKey, CtValue, NodeAddrKey,
-    NodeAddrValue, NodePortConfig,
+    CT_DIR_FORWARD, CT_FLAG_CLOSING, CT_FLAG_PEER_HALF_OPEN, CT_FLAG_TS_SHIFT,
+    CT_FLAG_UNESTABLISHED, Counter, CtKey, CtValue, NodeAddrKey, NodeAddrValue, NodePortConfig,
+    SNAT_TS_REUSE_NS,
 };
 
 use crate::{
-    conntrack, handshake,
+    conntrack, counters, handshake,
     maps::{EKUBE_CONNTRACK, EKUBE_SNAT_IPS},
 };
 
@@ -44,8 +48,10 @@ pub fn remember_addr(ip: u32) {
 }
 
 /// Claims a free SNAT port by writing the reply entry; returns the port (network byte order).
-/// A live abandoned handshake that held it is forgotten here, after the port loop, which the
-/// verifier explores once per try.
+///
+/// The tries run in `bpf_loop`, so the verifier checks one try rather than each of
+/// [`SNAT_TRIES`] unrolled copies once per path into this function: unrolled, the loop made
+/// NodePort ingress take 1.4 s to verify, most of the proxy's start-up.
 #[inline(always)]
 pub fn claim_port(
     reply_key: &mut CtKey,
@@ -53,27 +59,6 @@ pub fn claim_port(
     now: u64,
     cfg: &NodePortConfig,
 ) -> Option<u16> {
-    let (port, taken) = find_port(reply_key, reply, now, cfg)?;
-    if let Some(old) = taken
-        && !expired(&old, reply_key.proto, now, cfg)
-    {
-        handshake::forget_taken(&old, reply_key.proto);
-    }
-    Some(port)
-}
-
-/// Tries random ports until one is free; returns it and the entry it took over, if any.
-///
-/// The tries run in `bpf_loop`, so the verifier checks one try rather than each of
-/// [`SNAT_TRIES`] unrolled copies once per path into this function: unrolled, the loop made
-/// NodePort ingress take 1.4 s to verify, most of the proxy's start-up.
-#[inline(always)]
-fn find_port(
-    reply_key: &mut CtKey,
-    reply: &CtValue,
-    now: u64,
-    cfg: &NodePortConfig,
-) -> Option<(u16, Option<CtValue>)> {
     let (min, max) = (cfg.snat_port_min, cfg.snat_port_max);
     let mut search = PortSearch {
         reply_key,
@@ -87,8 +72,6 @@ fn find_port(
             1
         },
         port: 0,
-        took_over: 0,
-        taken: CtValue::default(),
     };
     // SAFETY: `try_port` has the callback signature bpf_loop calls, and its context is
     // `search`, which lives on this stack for the whole call.
@@ -100,14 +83,10 @@ fn find_port(
             0,
         )
     };
-    if search.port == 0 {
-        return None;
-    }
-    let taken = (search.took_over != 0).then_some(search.taken);
-    Some((search.port, taken))
+    (search.port != 0).then_some(search.port)
 }
 
-/// What one try of [`find_port`] reads and what the tries found.
+/// What one try of [`claim_port`] reads, and the port the tries found.
 #[repr(C)]
 struct PortSearch {
     /// The reply tuple; its `dport` is set to each port tried.
@@ -120,20 +99,18 @@ struct PortSearch {
     span: u32,
     /// The claimed port, network byte order; 0 while none is (0 is never in the span).
     port: u16,
-    /// 1 when the port was taken over from `taken`.
-    took_over: u8,
-    taken: CtValue,
 }
 
-/// One try: a random port of the span, claimed if free or its holder is gone. Returns 1 (stop)
-/// once a port is claimed, 0 (go on) otherwise.
+/// One try: a random port of the span, claimed if free or its holder is gone (a live holder
+/// that may be displaced is forgotten). Returns 1 (stop) once a port is claimed, 0 (go on)
+/// otherwise.
 #[inline(never)]
 extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `PortSearch` find_port passed to bpf_loop, and its pointers are
+    // SAFETY: `ctx` is the `PortSearch` claim_port passed to bpf_loop, and its pointers are
     // the caller's live references.
     let search = unsafe { &mut *(ctx as *mut PortSearch) };
     let (reply_key, reply, cfg) = unsafe { (&mut *search.reply_key, &*search.reply, &*search.cfg) };
-    // `max(1)` shows the compiler the span is never 0 (find_port makes it at least 1), so no
+    // `max(1)` shows the compiler the span is never 0 (claim_port makes it at least 1), so no
     // division panic is linked in; BPF programs cannot panic.
     let span = search.span.max(1);
     // SAFETY: helper without arguments.
@@ -143,19 +120,55 @@ extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
         search.port = reply_key.dport;
         return 1;
     }
-    // SAFETY: plain integers; a racing writer at worst makes two new flows pick the same
-    // dead entry, which needs the same random port within the same instant.
-    let held = unsafe { EKUBE_CONNTRACK.get(reply_key) }.copied();
-    if let Some(old) = held
-        && (expired(&old, reply_key.proto, search.now, cfg) || abandoned(&old, search.now))
-        && conntrack::insert(reply_key, reply, false).is_ok()
-    {
-        search.port = reply_key.dport;
-        search.took_over = 1;
-        search.taken = old;
-        return 1;
+    // SAFETY: plain integers, read in place (the try's stack is small); a racing writer at
+    // worst makes two new flows pick the same dead entry, which needs the same random port
+    // within the same instant.
+    let Some(old) = (unsafe { EKUBE_CONNTRACK.get(reply_key) }) else {
+        return 0;
+    };
+    let now = search.now;
+    let expired = expired(old, reply_key.proto, now, cfg);
+    if !(expired || abandoned(old, now) || closed_long_enough(old, reply, reply_key, now)) {
+        return 0;
     }
-    0
+    // What forgetting the holder needs, read before the write replaces it.
+    let handshake = old.flags & CT_FLAG_UNESTABLISHED != 0;
+    let forward = conntrack::peer_key(old, reply_key.proto, CT_DIR_FORWARD);
+    if conntrack::insert(reply_key, reply, false).is_err() {
+        return 0;
+    }
+    search.port = reply_key.dport;
+    if !expired {
+        if handshake {
+            handshake::forget_taken(&forward);
+        } else {
+            forget_closed(&forward, reply_key);
+            counters::bump(Counter::SnatPortReused);
+        }
+    }
+    1
+}
+
+/// Deletes the client's entry `forward` of a closed flow whose port the flow of `reply_key`
+/// took, so that a late segment of the old flow is not translated onto the new one. Left alone
+/// if it now belongs to another flow (the client reused its port).
+#[inline(always)]
+fn forget_closed(forward: &CtKey, reply_key: &CtKey) {
+    // SAFETY: plain integers; a racing writer at worst makes this keep a stale entry.
+    if let Some(value) = unsafe { EKUBE_CONNTRACK.get(forward) }
+        && onto(value, reply_key)
+    {
+        let _ = EKUBE_CONNTRACK.remove(forward);
+    }
+}
+
+/// Whether the client entry `forward` translates onto the tuple whose reply key is `reply_key`.
+#[inline(always)]
+fn onto(forward: &CtValue, reply_key: &CtKey) -> bool {
+    forward.saddr == reply_key.daddr
+        && forward.sport == reply_key.dport
+        && forward.daddr == reply_key.saddr
+        && forward.dport == reply_key.sport
 }
 
 /// Whether `old` is idle past its timeout (the sweeper has not deleted it yet). A closed
@@ -165,6 +178,31 @@ extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn expired(old: &CtValue, proto: u8, now: u64, cfg: &NodePortConfig) -> bool {
     now.saturating_sub(old.last_seen_ns) > cfg.timeout_ns(proto, old.flags)
+}
+
+/// Whether the new flow `new` (shifted timestamps) may take the port of `old`, a flow with
+/// shifted timestamps whose backend closed over [`SNAT_TS_REUSE_NS`] ago, as did its client
+/// (or its client's entry is gone). Both sides: a flow closed by one side only may still carry
+/// the other side's data.
+#[inline(always)]
+fn closed_long_enough(old: &CtValue, new: &CtValue, reply_key: &CtKey, now: u64) -> bool {
+    const CLOSED: u8 = CT_FLAG_TS_SHIFT | CT_FLAG_CLOSING;
+    const UNFIT: u8 = CLOSED | CT_FLAG_UNESTABLISHED | CT_FLAG_PEER_HALF_OPEN;
+    if new.flags & CT_FLAG_TS_SHIFT == 0
+        || old.flags & UNFIT != CLOSED
+        || now.saturating_sub(old.last_seen_ns) <= SNAT_TS_REUSE_NS
+    {
+        return false;
+    }
+    let key = conntrack::peer_key(old, reply_key.proto, CT_DIR_FORWARD);
+    // SAFETY: plain integers; a racing writer at worst yields a stale copy.
+    match unsafe { EKUBE_CONNTRACK.get(&key) } {
+        Some(forward) if onto(forward, reply_key) => {
+            forward.flags & CT_FLAG_CLOSING != 0
+                && now.saturating_sub(forward.last_seen_ns) > SNAT_TS_REUSE_NS
+        }
+        _ => true,
+    }
 }
 
 /// Whether `old` is a handshake (not closed, not held half-open by the backend) started over

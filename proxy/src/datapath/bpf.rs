@@ -335,17 +335,7 @@ impl Datapath<BpfMaps> {
 
     /// The kernel programs' counters, summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
-        Counter::ALL
-            .iter()
-            .map(|&c| {
-                let values = self
-                    .store
-                    .counters
-                    .get(&(c as u32), 0)
-                    .map_err(map_err(common::COUNTERS))?;
-                Ok((c, values.iter().sum()))
-            })
-            .collect()
+        self.store.counters()
     }
 }
 
@@ -372,6 +362,20 @@ impl BpfMaps {
             conntrack: None,
             _links: Vec::new(),
         })
+    }
+
+    /// The kernel programs' counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>> {
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let values = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .map_err(map_err(common::COUNTERS))?;
+                Ok((c, values.iter().sum()))
+            })
+            .collect()
     }
 }
 

@@ -163,8 +163,9 @@ pub struct NodePortSettings {
     /// Source ports used when SNATing to a remote backend (inclusive); see
     /// [`snat_ports_for_host`].
     pub snat_ports: (u16, u16),
-    /// How long a closed SNATed TCP flow keeps its SNAT port: the backend may still hold the
-    /// tuple in TIME_WAIT, where a SYN from another client can fail its PAWS check.
+    /// How long a closed SNATed TCP flow without shifted timestamps keeps its SNAT port: the
+    /// backend may still hold the tuple in TIME_WAIT, where another flow's SYN can fail its PAWS
+    /// check.
     pub snat_time_wait: Duration,
     /// Overlay devices whose ingress sees replies of SNATed flows.
     pub overlay_interfaces: Vec<String>,
@@ -196,8 +197,9 @@ pub const NODE_PORT_RANGE: (u16, u16) = (30_000, 32_767);
 
 /// The SNAT port range for this network namespace: the largest span of 1024–65535 outside both
 /// the kernel's ephemeral ports (`net.ipv4.ip_local_port_range`, which the node's own
-/// connections use) and the NodePort range. A closed SNATed flow holds its port for TIME_WAIT
-/// (60 s), so the span bounds new flows per second to one backend at about its size / 60.
+/// connections use) and the NodePort range. A closed SNATed flow whose client's timestamps are
+/// not shifted holds its port for TIME_WAIT (60 s), so the span bounds such new flows per second
+/// to one backend at about its size / 60; shifted ones give it up a second after closing.
 pub fn snat_ports_for_host() -> (u16, u16) {
     let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()

@@ -111,7 +111,8 @@ pub struct Config {
     #[arg(long, default_value = "6h", value_parser = ekube_api::flags::parse_duration)]
     pub conntrack_tcp_timeout_established: Duration,
     /// How long a TCP flow on the per-packet NodePort path lives after FIN or RST (a SNATed one
-    /// keeps its SNAT port at least for TIME_WAIT, 60 s).
+    /// keeps its SNAT port for TIME_WAIT, 60 s, unless its timestamps are shifted: then one
+    /// second after both sides closed).
     #[arg(long, default_value = "10s", value_parser = ekube_api::flags::parse_duration)]
     pub conntrack_tcp_timeout_close_wait: Duration,
     /// Idle timeout of a UDP flow on the per-packet NodePort path.
