@@ -5,12 +5,13 @@
 //! it, or its holder is past its timeout (a closed SNATed flow holds its port for TIME_WAIT), or
 //! its holder is a handshake abandoned for over [`ABANDONED_HANDSHAKE_NS`]: SYNs with spoofed
 //! sources, which never complete, then cannot keep the span taken for the whole SYN timeout.
-//! A new flow with shifted timestamps (see [`crate::timestamps`]) may also take the port of
-//! such a flow whose both sides closed over [`SNAT_TS_REUSE_NS`] ago: the backend's TIME_WAIT
-//! on the tuple accepts its SYN, whose timestamp is newer.
 //! An abandoned handshake the backend still holds half-open (see
 //! [`CT_FLAG_PEER_HALF_OPEN`]) keeps its port: a new flow's SYN on that tuple would meet the
 //! backend's stale connection and stall until the client gave up.
+//!
+//! A new flow with shifted timestamps (see [`crate::timestamps`]) may also take the port of
+//! such a flow whose both sides closed over [`SNAT_TS_REUSE_NS`] ago: the backend's TIME_WAIT
+//! on the tuple accepts its SYN, whose timestamp is newer.
 
 use core::ffi::c_void;
 

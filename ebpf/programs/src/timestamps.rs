@@ -17,11 +17,16 @@
 //! walking the options: Linux puts `NOP NOP TS` first in every segment after the handshake,
 //! and `MSS`, then `SACK-permitted TS` or `NOP NOP TS`, in a SYN or SYN-ACK. A flow whose SYN
 //! has another layout (another system, or TCP-MD5 first) is not shifted and keeps its port for
-//! TIME_WAIT as before.
+//! TIME_WAIT as before. A client whose timestamps count microseconds (an opt-in route feature
+//! of recent Linux) advances them far faster than the node's clock, so a reused port can still
+//! meet a PAWS rejection; the `peer_held_tuple` counter shows it.
 //!
 //! The work runs in a `bpf_loop` callback of one round, so the verifier checks it once rather
-//! than once per path into each of the four places that call it (inlined there, it made the
-//! NodePort ingress program six times slower to verify, and its stack too deep).
+//! than once per path into each of the four places that call it, and the callers pass their
+//! condition in rather than branching on it, as a branch before the call doubles the states
+//! the verifier explores after it. Written inline with such branches, it took the NodePort
+//! ingress program's verification from about 70 ms to 437 ms (now 84 ms) and its stack past
+//! 512 bytes.
 
 use core::ffi::c_void;
 
