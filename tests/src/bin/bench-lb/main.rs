@@ -27,11 +27,10 @@ mod setup;
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use ekube_lab::{Lab, LabConfig, SERVER_CMD};
 use ekube_tests::bench::{self, RrReport};
@@ -47,14 +46,6 @@ const LAB: &str = "ekblb";
 const EMPTY_RETRIES: usize = 2;
 /// Probe interval while timing programming (the resolution of those numbers).
 const PROBE_INTERVAL_MS: f64 = 1.0;
-/// `CLONE_NEWNET` from linux/sched.h.
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-unsafe extern "C" {
-    /// setns(2) from the C library.
-    fn setns(fd: i32, nstype: i32) -> i32;
-}
-
 #[derive(Parser)]
 #[command(
     about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) and nftables vs the pod IP"
@@ -193,11 +184,7 @@ fn main() -> Result<()> {
 /// Moves the calling thread (and whatever it starts later) into network namespace `ns`.
 fn enter_netns(ns: &str) -> Result<()> {
     let file = File::open(bench::netns_path(ns)).with_context(|| format!("opening netns {ns}"))?;
-    // SAFETY: setns on this thread only, with a valid descriptor.
-    if unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) } != 0 {
-        bail!("setns into {ns}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
+    ekube_tests::netns::setns(&file).with_context(|| format!("setns into {ns}"))
 }
 
 /// What was measured, and the error that ended the run early if one did.

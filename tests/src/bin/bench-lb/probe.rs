@@ -19,20 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ekube_tests::bench::netns_path;
+use ekube_tests::{bench::netns_path, netns};
 
 /// First argument that turns this binary into the probe.
 pub const ARG: &str = "__probe";
-
-/// `CLONE_NEWNET` from linux/sched.h.
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-unsafe extern "C" {
-    /// setns(2) from the C library.
-    fn setns(fd: i32, nstype: i32) -> i32;
-    /// write(2) from the C library (async-signal-safe, usable between fork and exec).
-    fn write(fd: i32, buf: *const u8, count: usize) -> isize;
-}
 
 /// The probe's `main`: `args` are the arguments after [`ARG`].
 pub fn main(args: &[String]) -> Result<()> {
@@ -92,15 +82,13 @@ pub fn command_in(
         })
         .transpose()?;
     let mut cmd = Command::new(program);
-    // SAFETY: only setns(2) and write(2) between fork and exec, on descriptors that move into
-    // the closure and so stay open as long as the command.
+    // SAFETY: only setns(2) and write(2) between fork and exec (both async-signal-safe), on
+    // descriptors that move into the closure and so stay open as long as the command.
     unsafe {
         cmd.pre_exec(move || {
-            if setns(netns.as_raw_fd(), CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            netns::setns(&netns)?;
             if let Some(procs) = &procs
-                && write(procs.as_raw_fd(), b"0".as_ptr(), 1) != 1
+                && libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1
             {
                 return Err(std::io::Error::last_os_error());
             }
