@@ -109,11 +109,12 @@ fn translate(
     redirect: bool,
 ) -> Result<i32, ()> {
     packet::rewrite(ctx, p, v)?;
-    timestamps::shift(ctx, p, v, dir == CT_DIR_REPLY)?;
     counters::bump(Counter::CtTranslated);
     if !redirect {
         return Ok(OK);
     }
+    // Only SNATed flows are redirected, and only they have shifted timestamps.
+    timestamps::shift(ctx, p, v, dir == CT_DIR_REPLY)?;
     let route = fib::lookup(ctx, v.saddr, v.daddr, false);
     Ok(fib::redirect(ctx, &route))
 }
@@ -216,8 +217,8 @@ fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> 
         handshake::count(1);
     }
     packet::rewrite(ctx, p, forward)?;
-    timestamps::shift(ctx, p, forward, false)?;
     if remote {
+        timestamps::shift(ctx, p, forward, false)?;
         counters::bump(Counter::NodePortRemote);
         Ok(fib::redirect(ctx, &route))
     } else {
