@@ -1,15 +1,17 @@
 //! The embedded storage backend on sled.
 //!
 //! Three trees: `kv` (key → create/mod revision + value), `log` (revision → event, for watch
-//! replay) and `meta` (the current and the compacted revision). Each write is one sled
-//! transaction over all three, so the revision counter, the value and its event land together or
-//! not at all: revisions stay gap-free across a crash. Writers are serialised by a lock held only
-//! around the transaction, which queues each event in revision order; the fsync happens after
-//! the lock is released and is shared by every writer waiting on it (group commit).
+//! replay) and `meta` (the current and the compacted revision). Writes are committed in sled
+//! transactions over all three, so the revision counter, a value and its event land together or
+//! not at all: revisions stay gap-free across a crash. Writes queue, and whoever takes the flush
+//! gate commits all of them in one transaction (queueing each event in revision order), then
+//! fsyncs once for all of them (group commit).
 //!
 //! Nothing is visible before it is durable: the fsync publishes the events it made durable (watch
-//! fan-out) and only then are they acknowledged, and reads wait for the fsync covering the
-//! revision they read at. A crash can take back only writes nobody has seen.
+//! fan-out) and only then are they acknowledged, and a read that saw a write not yet durable
+//! waits for the fsync covering it. A read no write in flight could change (a quota check's list
+//! of a namespace's quotas while pods are created) answers at once, at the durable revision.
+//! A crash can take back only writes nobody has seen.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -48,6 +50,9 @@ pub struct SledStorage {
     /// Told when a flush ends, so the writers that waited for it wake together and look again
     /// (rather than taking the gate one after another only to find their revision durable).
     flushed: tokio::sync::watch::Sender<()>,
+    /// Writes waiting for the next flush gate holder to commit them, oldest first.
+    queue: Mutex<VecDeque<Request>>,
+    next_request: AtomicU64,
     /// Written but not yet durable events, in revision order, waiting for their fsync.
     pending: Mutex<VecDeque<Arc<Event>>>,
     /// Held while events are fanned out and `durable` advances, and while a watch subscribes,
@@ -91,6 +96,8 @@ impl SledStorage {
             durable: AtomicU64::new(revision),
             flush_gate: tokio::sync::Mutex::new(()),
             flushed: tokio::sync::watch::Sender::new(()),
+            queue: Mutex::new(VecDeque::new()),
+            next_request: AtomicU64::new(0),
             pending: Mutex::new(VecDeque::new()),
             publish: Mutex::new(()),
             events,
@@ -100,95 +107,183 @@ impl SledStorage {
         })
     }
 
-    /// Runs one write: `decide` sees the current value and returns the new one (`None` deletes).
-    fn write<F>(&self, key: &str, decide: F) -> Result<Arc<Event>>
+    /// Runs one write: `decide` sees the current value and returns the new one (`None`
+    /// deletes). Answers once the write is durable.
+    ///
+    /// The write is queued, and whoever takes the flush gate next commits every queued write in
+    /// one sled transaction and flushes them together. sled writes out its log buffer twice for
+    /// each transaction, whatever it holds, so writes that arrive while a flush runs share one
+    /// transaction (and one fsync) instead of paying for their own.
+    async fn write<F>(&self, key: &str, decide: F) -> Result<KeyValue>
     where
-        F: Fn(Option<&KeyValue>) -> Result<Option<Vec<u8>>>,
+        F: Fn(Option<&KeyValue>) -> Result<Option<Vec<u8>>> + Send + 'static,
     {
+        let (done, mut answer) = tokio::sync::oneshot::channel();
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.queue.lock().push_back(Request {
+            id,
+            key: key.to_string(),
+            decide: Box::new(decide),
+            done,
+        });
+        // A writer that gives up before its write is committed takes it back, so it is never
+        // made later, after writes that came after it.
+        let mut queued = Queued {
+            queue: &self.queue,
+            id: Some(id),
+        };
+        let mut outcome = None;
+        let turn = self
+            .turn_unless(|| {
+                outcome = answer.try_recv().ok();
+                outcome.is_some()
+            })
+            .await;
+        if let Some(_turn) = turn {
+            queued.id = None;
+            self.commit_queued();
+            self.flush().await?;
+            outcome = answer.try_recv().ok();
+        }
+        queued.id = None;
+        let event =
+            outcome.ok_or_else(|| Error::Backend("a queued write was not committed".into()))??;
+        self.make_durable(event.revision).await?;
+        Ok(event.kv.clone())
+    }
+
+    /// Commits every queued write in one transaction and answers each with its event or its
+    /// error (a write `decide` refuses takes no revision and fails no other).
+    fn commit_queued(&self) {
+        let requests: Vec<Request> = self.queue.lock().drain(..).collect();
+        if requests.is_empty() {
+            return;
+        }
         let _guard = self.write_lock.write();
         let result = (&self.kv, &self.log, &self.meta).transaction(|(kv, log, meta)| {
-            let prev = kv.get(key.as_bytes())?.map(|raw| decode_kv(key, &raw));
-            let next = decide(prev.as_ref()).map_err(ConflictableTransactionError::Abort)?;
-            let revision = meta
+            let mut revision = meta
                 .get(META_REVISION)?
                 .map(|v| decode_u64(&v))
-                .unwrap_or(0)
-                + 1;
-            meta.insert(META_REVISION, &revision.to_be_bytes())?;
-            let event = match next {
-                Some(value) => {
-                    let create_revision = prev.as_ref().map_or(revision, |p| p.create_revision);
-                    let kv_new = KeyValue {
-                        key: key.to_string(),
-                        value,
-                        create_revision,
-                        mod_revision: revision,
-                    };
-                    kv.insert(key.as_bytes(), encode_kv(&kv_new))?;
-                    Event {
-                        kind: EventKind::Put,
-                        revision,
-                        kv: kv_new,
-                        prev,
-                        seen: Default::default(),
+                .unwrap_or(0);
+            let mut outcomes = Vec::with_capacity(requests.len());
+            for request in &requests {
+                let key = request.key.as_str();
+                let prev = kv.get(key.as_bytes())?.map(|raw| decode_kv(key, &raw));
+                let next = match (request.decide)(prev.as_ref()) {
+                    Ok(next) => next,
+                    Err(e) => {
+                        outcomes.push(Err(e));
+                        continue;
                     }
-                }
-                None => {
-                    let Some(old) = prev else {
-                        return Err(ConflictableTransactionError::Abort(Error::NotFound {
+                };
+                let event = match (next, prev) {
+                    (Some(value), prev) => {
+                        revision += 1;
+                        let create_revision = prev.as_ref().map_or(revision, |p| p.create_revision);
+                        let kv_new = KeyValue {
+                            key: key.to_string(),
+                            value,
+                            create_revision,
+                            mod_revision: revision,
+                        };
+                        kv.insert(key.as_bytes(), encode_kv(&kv_new))?;
+                        Event {
+                            kind: EventKind::Put,
+                            revision,
+                            kv: kv_new,
+                            prev,
+                            seen: Default::default(),
+                        }
+                    }
+                    (None, Some(old)) => {
+                        revision += 1;
+                        kv.remove(key.as_bytes())?;
+                        let gone = KeyValue {
+                            mod_revision: revision,
+                            ..old.clone()
+                        };
+                        Event {
+                            kind: EventKind::Delete,
+                            revision,
+                            kv: gone,
+                            prev: Some(old),
+                            seen: Default::default(),
+                        }
+                    }
+                    (None, None) => {
+                        outcomes.push(Err(Error::NotFound {
                             key: key.to_string(),
                         }));
-                    };
-                    kv.remove(key.as_bytes())?;
-                    let gone = KeyValue {
-                        mod_revision: revision,
-                        ..old.clone()
-                    };
-                    Event {
-                        kind: EventKind::Delete,
-                        revision,
-                        kv: gone,
-                        prev: Some(old),
-                        seen: Default::default(),
+                        continue;
                     }
-                }
-            };
-            log.insert(&revision.to_be_bytes(), encode_event(&event))?;
-            Ok(event)
+                };
+                log.insert(&revision.to_be_bytes(), encode_event(&event))?;
+                outcomes.push(Ok(event));
+            }
+            if outcomes.iter().any(Result::is_ok) {
+                meta.insert(META_REVISION, &revision.to_be_bytes())?;
+            }
+            Ok::<_, ConflictableTransactionError<Error>>(outcomes)
         });
-        let event = match result {
-            Ok(event) => Arc::new(event),
-            Err(TransactionError::Abort(e)) => return Err(e),
-            Err(TransactionError::Storage(e)) => return Err(backend(e)),
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                let e = match e {
+                    TransactionError::Abort(e) => e,
+                    TransactionError::Storage(e) => backend(e),
+                };
+                for request in requests {
+                    let _ = request.done.send(Err(Error::Backend(e.to_string())));
+                }
+                return;
+            }
         };
-        // Queued before the revision is published, so whoever flushes up to it finds its event.
-        self.pending.lock().push_back(event.clone());
-        self.revision.store(event.revision, Ordering::SeqCst);
-        Ok(event)
+        let mut pending = self.pending.lock();
+        for (request, outcome) in requests.into_iter().zip(outcomes) {
+            let outcome = outcome.map(Arc::new);
+            if let Ok(event) = &outcome {
+                // Queued before the revision is published, so whoever flushes up to it finds
+                // its event.
+                pending.push_back(event.clone());
+                self.revision.store(event.revision, Ordering::SeqCst);
+            }
+            // A writer that gave up after its write was taken: the write stands.
+            let _ = request.done.send(outcome);
+        }
     }
 
     /// Waits until `revision` is on disk and fanned out, sharing one fsync among concurrent
     /// writers and readers.
     async fn make_durable(&self, revision: u64) -> Result<()> {
+        match self
+            .turn_unless(|| self.durable.load(Ordering::SeqCst) >= revision)
+            .await
+        {
+            Some(_turn) => self.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until `done` holds (`None`) or the caller may flush (`Some`, its turn at the
+    /// flush gate). While another caller flushes, perhaps from before what this one waits for
+    /// was written, it waits for that flush to end and looks again.
+    async fn turn_unless(&self, mut done: impl FnMut() -> bool) -> Option<FlushTurn<'_>> {
         loop {
             // Subscribed before looking, so a flush that ends in between still wakes this one.
             let mut flushed = self.flushed.subscribe();
-            if self.durable.load(Ordering::SeqCst) >= revision {
-                return Ok(());
+            if done() {
+                return None;
             }
             let Ok(gate) = self.flush_gate.try_lock() else {
-                // Another writer is flushing, perhaps from before this revision was written:
-                // wait for it to end and look again.
                 let _ = flushed.changed().await;
                 continue;
             };
-            // Releases the gate and tells the waiters however this flush ends, an error or a
+            // Releases the gate and tells the waiters however the turn ends, an error or a
             // cancelled request included (one of them then flushes in its turn).
-            let _turn = FlushTurn {
+            return Some(FlushTurn {
                 gate: Some(gate),
                 flushed: &self.flushed,
-            };
-            return self.flush().await;
+            });
         }
     }
 
@@ -197,7 +292,14 @@ impl SledStorage {
     async fn flush(&self) -> Result<()> {
         let target = self.revision.load(Ordering::SeqCst);
         self.crash_if_injected(target).await;
-        self.db.flush_async().await.map_err(backend)?;
+        // On a thread of tokio's blocking pool rather than through `flush_async`, which hands
+        // the flush to sled's own pool: that pool wakes all of its idle threads for each job,
+        // and on a small machine the wake-ups cost more than the fsync.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(backend)?
+            .map_err(backend)?;
         let _publish = self.publish.lock();
         let mut pending = self.pending.lock();
         while pending.front().is_some_and(|e| e.revision <= target) {
@@ -205,6 +307,7 @@ impl SledStorage {
             // No receivers is fine: nobody is watching.
             let _ = self.events.send(event);
         }
+        // Under the `pending` lock: see `settled`.
         self.durable.fetch_max(target, Ordering::SeqCst);
         Ok(())
     }
@@ -227,19 +330,44 @@ impl SledStorage {
         }
     }
 
-    /// Runs `read` where no write is half-done, then waits until what it saw is durable.
-    async fn read_durable<T>(&self, read: impl FnOnce() -> Result<T>) -> Result<(T, u64)> {
-        let (value, revision) = {
+    /// Runs `read` of the keys `prefix` starts where no write is half-done, and answers once
+    /// what it saw is durable, with the revision it saw it at.
+    ///
+    /// When no write in flight touches those keys, what it read is the durable state of them,
+    /// unchanged since the durable revision: it answers at that revision at once. Otherwise it
+    /// waits for the fsync covering every write it may have seen.
+    async fn read_durable<T>(
+        &self,
+        prefix: &str,
+        read: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, u64)> {
+        let (value, settled, revision) = {
             let _guard = self.write_lock.read();
-            (read()?, self.current_revision())
+            let value = read()?;
+            (
+                value,
+                self.settled(|key| key.starts_with(prefix)),
+                self.current_revision(),
+            )
         };
+        if let Some(durable) = settled {
+            return Ok((value, durable));
+        }
         self.make_durable(revision).await?;
         Ok((value, revision))
     }
 
-    async fn committed(&self, event: Arc<Event>) -> Result<KeyValue> {
-        self.make_durable(event.revision).await?;
-        Ok(event.kv.clone())
+    /// The durable revision, if no write waiting for its fsync touches a key `touches`
+    /// accepts; `None` if one does. Called under the write lock (for reading), so no write
+    /// joins the waiting ones meanwhile.
+    fn settled(&self, touches: impl Fn(&str) -> bool) -> Option<u64> {
+        // A flush takes the written events out of `pending` and advances `durable` under this
+        // lock, so each written revision is either at most `durable` or still in `pending`.
+        let pending = self.pending.lock();
+        if pending.iter().any(|event| touches(&event.kv.key)) {
+            return None;
+        }
+        Some(self.durable.load(Ordering::SeqCst))
     }
 }
 
@@ -261,12 +389,17 @@ impl Storage for SledStorage {
                 .get(key.as_bytes())
                 .map_err(backend)?
                 .map(|raw| decode_kv(key, &raw));
-            (value, self.current_revision())
+            // A value is durable once its own revision is (writes in flight elsewhere need not
+            // be waited for); an absence once no delete of the key is in flight.
+            let revision = match &value {
+                Some(kv) => kv.mod_revision,
+                None => self
+                    .settled(|k| k == key)
+                    .unwrap_or_else(|| self.current_revision()),
+            };
+            (value, revision)
         };
-        // A value is durable once its own revision is (writers in flight elsewhere need not
-        // be waited for); an absence could be a delete in flight, so it waits for them all.
-        self.make_durable(value.as_ref().map_or(revision, |kv| kv.mod_revision))
-            .await?;
+        self.make_durable(revision).await?;
         Ok(value)
     }
 
@@ -277,7 +410,7 @@ impl Storage for SledStorage {
         limit: usize,
     ) -> Result<ListResult> {
         let ((items, more), revision) = self
-            .read_durable(|| {
+            .read_durable(prefix, || {
                 let mut items = Vec::new();
                 let range = match start_after {
                     Some(after) => {
@@ -313,43 +446,40 @@ impl Storage for SledStorage {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<KeyValue> {
-        let event = self.write(key, |prev| match prev {
-            Some(_) => Err(Error::AlreadyExists {
-                key: key.to_string(),
-            }),
+        let owned = key.to_string();
+        self.write(key, move |prev| match prev {
+            Some(_) => Err(Error::AlreadyExists { key: owned.clone() }),
             None => Ok(Some(value.clone())),
-        })?;
-        self.committed(event).await
+        })
+        .await
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, expected: u64) -> Result<KeyValue> {
-        let event = self.write(key, |prev| match prev {
-            None => Err(Error::NotFound {
-                key: key.to_string(),
-            }),
+        let owned = key.to_string();
+        self.write(key, move |prev| match prev {
+            None => Err(Error::NotFound { key: owned.clone() }),
             Some(p) if p.mod_revision != expected => Err(Error::Conflict {
-                key: key.to_string(),
+                key: owned.clone(),
                 expected,
                 found: p.mod_revision,
             }),
             Some(_) => Ok(Some(value.clone())),
-        })?;
-        self.committed(event).await
+        })
+        .await
     }
 
     async fn delete(&self, key: &str, expected: Option<u64>) -> Result<KeyValue> {
-        let event = self.write(key, |prev| match (prev, expected) {
-            (None, _) => Err(Error::NotFound {
-                key: key.to_string(),
-            }),
+        let owned = key.to_string();
+        self.write(key, move |prev| match (prev, expected) {
+            (None, _) => Err(Error::NotFound { key: owned.clone() }),
             (Some(p), Some(rev)) if p.mod_revision != rev => Err(Error::Conflict {
-                key: key.to_string(),
+                key: owned.clone(),
                 expected: rev,
                 found: p.mod_revision,
             }),
             _ => Ok(None),
-        })?;
-        self.committed(event).await
+        })
+        .await
     }
 
     fn watch(&self, prefix: &str, after: u64) -> Result<WatchStream> {
@@ -507,6 +637,32 @@ fn decode_event(raw: &[u8]) -> Option<Event> {
     })
 }
 
+/// How a queued write decides: the stored value in, the new one (`None` deletes) out.
+type Decide = Box<dyn Fn(Option<&KeyValue>) -> Result<Option<Vec<u8>>> + Send>;
+
+/// A write waiting to be committed.
+struct Request {
+    id: u64,
+    key: String,
+    decide: Decide,
+    done: tokio::sync::oneshot::Sender<Result<Arc<Event>>>,
+}
+
+/// A writer's place in the queue: dropped while `id` is set (the writer gave up before its
+/// write was taken), it takes the write out.
+struct Queued<'a> {
+    queue: &'a Mutex<VecDeque<Request>>,
+    id: Option<u64>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.queue.lock().retain(|r| r.id != id);
+        }
+    }
+}
+
 /// A writer's turn at flushing: when it ends, the gate is released and then the waiters told.
 struct FlushTurn<'a> {
     gate: Option<tokio::sync::MutexGuard<'a, ()>>,
@@ -517,5 +673,109 @@ impl Drop for FlushTurn<'_> {
     fn drop(&mut self) {
         drop(self.gate.take());
         self.flushed.send_replace(());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits a write of `value` to `key` (`None` deletes) without flushing it.
+    fn commit_unflushed(s: &SledStorage, key: &str, value: Option<&[u8]>) {
+        let (done, _answer) = tokio::sync::oneshot::channel();
+        let value = value.map(<[u8]>::to_vec);
+        s.queue.lock().push_back(Request {
+            id: u64::MAX,
+            key: key.to_string(),
+            decide: Box::new(move |_| Ok(value.clone())),
+            done,
+        });
+        s.commit_queued();
+    }
+
+    /// Writes committed together take consecutive revisions in their order and see each
+    /// other; one refused takes no revision and fails no other.
+    #[tokio::test]
+    async fn a_batch_commits_each_write_on_its_own_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path(), 16).unwrap();
+        let base = s.current_revision();
+        let mut answers = Vec::new();
+        let writes: [(&str, Decide); 3] = [
+            ("/k/a", Box::new(|_| Ok(Some(b"1".to_vec())))),
+            (
+                "/k/a",
+                Box::new(|prev| match prev {
+                    Some(_) => Err(Error::AlreadyExists { key: "/k/a".into() }),
+                    None => Ok(Some(b"x".to_vec())),
+                }),
+            ),
+            (
+                "/k/a",
+                Box::new(|prev| Ok(Some([prev.unwrap().value.as_slice(), b"2"].concat()))),
+            ),
+        ];
+        for (id, (key, decide)) in writes.into_iter().enumerate() {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            s.queue.lock().push_back(Request {
+                id: id as u64,
+                key: key.to_string(),
+                decide,
+                done,
+            });
+            answers.push(answer);
+        }
+        s.commit_queued();
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(answer.await.unwrap());
+        }
+        let first = outcomes[0].as_ref().unwrap();
+        assert_eq!(first.revision, base + 1);
+        assert!(matches!(outcomes[1], Err(Error::AlreadyExists { .. })));
+        let third = outcomes[2].as_ref().unwrap();
+        assert_eq!(
+            (third.revision, third.kv.create_revision),
+            (base + 2, base + 1)
+        );
+        assert_eq!(third.kv.value, b"12");
+        assert_eq!(s.current_revision(), base + 2);
+        let stored = s.get("/k/a").await.unwrap().unwrap();
+        assert_eq!(
+            (stored.mod_revision, stored.value),
+            (base + 2, b"12".to_vec())
+        );
+    }
+
+    /// Reads of keys no write in flight touches answer at once, at the durable revision;
+    /// a read that could see a write in flight waits for its fsync.
+    #[tokio::test]
+    async fn reads_wait_only_for_the_writes_in_flight_they_could_see() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path(), 16).unwrap();
+        s.create("/a/1", b"1".to_vec()).await.unwrap();
+        let durable = s.current_revision();
+        let flushed = || s.durable.load(Ordering::SeqCst);
+        // Committed but not flushed, as a write between its transaction and its fsync.
+        commit_unflushed(&s, "/b/1", Some(b"2"));
+
+        let other = s.list("/a/", None, 0).await.unwrap();
+        assert_eq!((other.items.len(), other.revision), (1, durable));
+        assert!(s.get("/a/1").await.unwrap().is_some());
+        assert!(s.get("/b/2").await.unwrap().is_none());
+        assert_eq!(
+            flushed(),
+            durable,
+            "a read waited for a write it cannot see"
+        );
+
+        let same = s.list("/b/", None, 0).await.unwrap();
+        assert_eq!((same.items.len(), same.revision), (1, durable + 1));
+        assert_eq!(flushed(), durable + 1);
+
+        // A delete in flight: the key's absence is not durable until it is.
+        commit_unflushed(&s, "/a/1", None);
+        assert!(s.get("/a/1").await.unwrap().is_none());
+        assert_eq!(flushed(), durable + 2);
     }
 }
