@@ -52,7 +52,6 @@ pub struct SledStorage {
     flushed: tokio::sync::watch::Sender<()>,
     /// Writes waiting for the next flush gate holder to commit them, oldest first.
     queue: Mutex<VecDeque<Request>>,
-    next_request: AtomicU64,
     /// Written but not yet durable events, in revision order, waiting for their fsync.
     pending: Mutex<VecDeque<Arc<Event>>>,
     /// Held while events are fanned out and `durable` advances, and while a watch subscribes,
@@ -97,7 +96,6 @@ impl SledStorage {
             flush_gate: tokio::sync::Mutex::new(()),
             flushed: tokio::sync::watch::Sender::new(()),
             queue: Mutex::new(VecDeque::new()),
-            next_request: AtomicU64::new(0),
             pending: Mutex::new(VecDeque::new()),
             publish: Mutex::new(()),
             events,
@@ -119,43 +117,45 @@ impl SledStorage {
         F: Fn(Option<&KeyValue>) -> Result<Option<Vec<u8>>> + Send + 'static,
     {
         let (done, mut answer) = tokio::sync::oneshot::channel();
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         self.queue.lock().push_back(Request {
-            id,
             key: key.to_string(),
             decide: Box::new(decide),
             done,
         });
-        // A writer that gives up before its write is committed takes it back, so it is never
-        // made later, after writes that came after it.
-        let mut queued = Queued {
-            queue: &self.queue,
-            id: Some(id),
-        };
-        let mut outcome = None;
+        let mut answered = None;
         let turn = self
             .turn_unless(|| {
-                outcome = answer.try_recv().ok();
-                outcome.is_some()
+                answered = answer.try_recv().ok();
+                answered.is_some()
             })
             .await;
         if let Some(_turn) = turn {
-            queued.id = None;
             self.commit_queued();
             self.flush().await?;
-            outcome = answer.try_recv().ok();
         }
-        queued.id = None;
-        let event =
-            outcome.ok_or_else(|| Error::Backend("a queued write was not committed".into()))??;
+        let event = match answered {
+            Some(outcome) => outcome?,
+            // Committed by this turn or an earlier one: the answer is there.
+            None => answer.await.map_err(|_| {
+                Error::Backend("internal: a queued write was dropped uncommitted".into())
+            })??,
+        };
         self.make_durable(event.revision).await?;
         Ok(event.kv.clone())
     }
 
     /// Commits every queued write in one transaction and answers each with its event or its
     /// error (a write `decide` refuses takes no revision and fails no other).
+    ///
+    /// A write whose writer gave up (its request was cancelled) before it was taken is dropped
+    /// here, so it is never made later, after writes that came after it. Once taken, it stands.
     fn commit_queued(&self) {
-        let requests: Vec<Request> = self.queue.lock().drain(..).collect();
+        let requests: Vec<Request> = self
+            .queue
+            .lock()
+            .drain(..)
+            .filter(|r| !r.done.is_closed())
+            .collect();
         if requests.is_empty() {
             return;
         }
@@ -223,17 +223,16 @@ impl SledStorage {
             if outcomes.iter().any(Result::is_ok) {
                 meta.insert(META_REVISION, &revision.to_be_bytes())?;
             }
-            Ok::<_, ConflictableTransactionError<Error>>(outcomes)
+            // Refusals are answers, not aborts: the transaction only fails in sled.
+            Ok::<_, ConflictableTransactionError<std::convert::Infallible>>(outcomes)
         });
         let outcomes = match result {
             Ok(outcomes) => outcomes,
-            Err(e) => {
-                let e = match e {
-                    TransactionError::Abort(e) => e,
-                    TransactionError::Storage(e) => backend(e),
-                };
+            Err(TransactionError::Abort(never)) => match never {},
+            Err(TransactionError::Storage(e)) => {
+                let message = e.to_string();
                 for request in requests {
-                    let _ = request.done.send(Err(Error::Backend(e.to_string())));
+                    let _ = request.done.send(Err(Error::Backend(message.clone())));
                 }
                 return;
             }
@@ -642,25 +641,9 @@ type Decide = Box<dyn Fn(Option<&KeyValue>) -> Result<Option<Vec<u8>>> + Send>;
 
 /// A write waiting to be committed.
 struct Request {
-    id: u64,
     key: String,
     decide: Decide,
     done: tokio::sync::oneshot::Sender<Result<Arc<Event>>>,
-}
-
-/// A writer's place in the queue: dropped while `id` is set (the writer gave up before its
-/// write was taken), it takes the write out.
-struct Queued<'a> {
-    queue: &'a Mutex<VecDeque<Request>>,
-    id: Option<u64>,
-}
-
-impl Drop for Queued<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            self.queue.lock().retain(|r| r.id != id);
-        }
-    }
 }
 
 /// A writer's turn at flushing: when it ends, the gate is released and then the waiters told.
@@ -685,7 +668,6 @@ mod tests {
         let (done, _answer) = tokio::sync::oneshot::channel();
         let value = value.map(<[u8]>::to_vec);
         s.queue.lock().push_back(Request {
-            id: u64::MAX,
             key: key.to_string(),
             decide: Box::new(move |_| Ok(value.clone())),
             done,
@@ -715,10 +697,9 @@ mod tests {
                 Box::new(|prev| Ok(Some([prev.unwrap().value.as_slice(), b"2"].concat()))),
             ),
         ];
-        for (id, (key, decide)) in writes.into_iter().enumerate() {
+        for (key, decide) in writes {
             let (done, answer) = tokio::sync::oneshot::channel();
             s.queue.lock().push_back(Request {
-                id: id as u64,
                 key: key.to_string(),
                 decide,
                 done,
@@ -745,6 +726,25 @@ mod tests {
             (stored.mod_revision, stored.value),
             (base + 2, b"12".to_vec())
         );
+    }
+
+    /// A write whose writer gave up before it was committed is never made.
+    #[tokio::test]
+    async fn a_write_given_up_before_its_commit_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path(), 16).unwrap();
+        let base = s.current_revision();
+        let (done, answer) = tokio::sync::oneshot::channel();
+        s.queue.lock().push_back(Request {
+            key: "/k/gone".to_string(),
+            decide: Box::new(|_| Ok(Some(b"1".to_vec()))),
+            done,
+        });
+        drop(answer);
+        commit_unflushed(&s, "/k/kept", Some(b"2"));
+        assert_eq!(s.current_revision(), base + 1);
+        assert!(s.get("/k/gone").await.unwrap().is_none());
+        assert!(s.get("/k/kept").await.unwrap().is_some());
     }
 
     /// Reads of keys no write in flight touches answer at once, at the durable revision;

@@ -25,7 +25,6 @@ mod probe;
 mod report;
 mod setup;
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,7 +33,7 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use ekube_lab::{Lab, LabConfig, SERVER_CMD};
 use ekube_tests::bench::{self, RrReport};
-use ekube_tests::ekube_bin;
+use ekube_tests::{ekube_bin, netns};
 
 use crate::modes::{Mode, Proxies, sync_stat, synced_fully};
 use crate::probe::Place;
@@ -138,7 +137,8 @@ fn main() -> Result<()> {
     let n1 = lab.host("n1")?.netns.clone();
     let outcome = std::thread::scope(|s| {
         s.spawn(|| -> Result<_> {
-            enter_netns(&n1)?;
+            let _inside =
+                netns::Entered::enter(&n1).with_context(|| format!("entering netns {n1}"))?;
             measure(&args, &lab, started)
         })
         .join()
@@ -179,12 +179,6 @@ fn main() -> Result<()> {
         }
         None => Ok(()),
     }
-}
-
-/// Moves the calling thread (and whatever it starts later) into network namespace `ns`.
-fn enter_netns(ns: &str) -> Result<()> {
-    let file = File::open(bench::netns_path(ns)).with_context(|| format!("opening netns {ns}"))?;
-    ekube_tests::netns::setns(&file).with_context(|| format!("setns into {ns}"))
 }
 
 /// What was measured, and the error that ended the run early if one did.
