@@ -23,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ekube_ebpf_common::{CT_DIR_REPLY, CT_FLAG_CLOSING, CtKey, CtValue, SNAT_TS_REUSE_NS};
 use ekube_lab::{EXT_IP, Lab, node_ip};
 use ekube_proxy::datapath::{
     BpfMaps, Counter, DatapathConfig, NodePortSettings, conntrack, dump_store,
@@ -249,18 +250,7 @@ fn nodeport_from_outside() {
     .unwrap_or_else(|e| panic!("{e:#}\nproxy log:\n{}", proxy_log()));
     // Short timeouts, so closed flows leave the conntrack within the test (this replaces the
     // settings the flags wrote, so the SYN timeout is repeated).
-    conntrack::set_settings(
-        &topo.dp,
-        &NodePortSettings {
-            tcp_close_timeout: Duration::from_secs(1),
-            udp_timeout: Duration::from_secs(2),
-            snat_time_wait: Duration::from_secs(2),
-            tcp_syn_timeout: SYN_TIMEOUT,
-            snat_ports: SNAT_PORTS,
-            ..NodePortSettings::default()
-        },
-    )
-    .expect("setting the conntrack timeouts");
+    conntrack::set_settings(&topo.dp, &short_timeouts()).expect("setting the conntrack timeouts");
 
     // From here to the end of the test this thread talks to the server from inside n1.
     let _in_n1 = netns::Entered::enter(&n1.netns).expect("entering n1");
@@ -468,6 +458,8 @@ fn nodeport_from_outside() {
         panic!("{e:#}\nconntrack: {entries:?}\nproxy log:\n{}", proxy_log())
     });
 
+    direct_after_node_port(&topo);
+
     // Every flow above is closed: their conntrack entries go after the short timeouts.
     let result = wait_for(
         Duration::from_secs(20),
@@ -485,6 +477,80 @@ fn nodeport_from_outside() {
 
     syn_flood_leaves_room(&topo);
     closed_ports_go_to_new_flows(&topo, &rt, &services, &slices);
+}
+
+/// The conntrack settings of most of the test: short timeouts, so closed flows leave the
+/// conntrack within it.
+fn short_timeouts() -> NodePortSettings {
+    NodePortSettings {
+        tcp_close_timeout: Duration::from_secs(1),
+        udp_timeout: Duration::from_secs(2),
+        snat_time_wait: Duration::from_secs(2),
+        tcp_syn_timeout: SYN_TIMEOUT,
+        snat_ports: SNAT_PORTS,
+        ..NodePortSettings::default()
+    }
+}
+
+/// A client that reached p1a through a NodePort (`loc`, never SNATed) connects from the same
+/// port straight to p1a's pod IP while the closed flow's entries are still in the conntrack:
+/// the direct flow's replies must reach it from the pod, not be rewritten on n1's egress as the
+/// NodePort flow's (which made its connect time out).
+fn direct_after_node_port(topo: &Topology) {
+    const PORT: u16 = 41_000;
+    let (_, _, p1a) = PODS[0];
+    // Closed flows keep their entries for the whole check.
+    conntrack::set_settings(
+        &topo.dp,
+        &NodePortSettings {
+            tcp_close_timeout: Duration::from_secs(60),
+            ..short_timeouts()
+        },
+    )
+    .expect("lengthening the closing timeout");
+    ip(&topo.ns("ext"), &format!("route add 10.244.1.0/24 via {N1_IP}"));
+    let connect = |ip: Ipv4Addr, port: u16| {
+        let args = ["tcp", &ip.to_string(), &port.to_string(), "1", "--source-port", &PORT.to_string()];
+        Reply::parse_all(&run_client(topo, "ext", false, &args.map(String::from)))
+    };
+    let stale = |entries: &[(CtKey, CtValue)]| {
+        entries.iter().any(|(k, v)| {
+            k.dir == CT_DIR_REPLY
+                && k.saddr == u32::from(p1a).to_be()
+                && k.dport == PORT.to_be()
+                && v.flags & CT_FLAG_CLOSING != 0
+        })
+    };
+    let via_node_port = connect(N1_IP, 30081);
+    assert!(
+        matches!(via_node_port.as_slice(), [Reply::Ok { name, .. }] if name == "p1a"),
+        "through the NodePort: {via_node_port:?}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the NodePort flow's reply entry to be marked closing",
+        || Ok(stale(&conntrack::entries(&topo.dp)?)),
+    )
+    .unwrap();
+    let forgotten = || {
+        let maps = BpfMaps::open_pinned(&topo.dp).expect("opening the pinned maps");
+        let counters = maps.counters().expect("reading the counters");
+        counters
+            .iter()
+            .find(|(c, _)| *c == Counter::StaleReplyForgotten)
+            .map_or(0, |(_, n)| *n)
+    };
+    let before = forgotten();
+    let direct = connect(p1a, TCP_PORT);
+    let peer = format!("{p1a}:{TCP_PORT}");
+    assert!(
+        matches!(direct.as_slice(), [Reply::Ok { name, seen, peer: p }]
+            if name == "p1a" && *seen == CLIENT_IP && *p == peer),
+        "straight to the pod from the port the NodePort flow used: {direct:?}"
+    );
+    assert_eq!(forgotten() - before, 1, "stale reply entries forgotten");
+    ip(&topo.ns("ext"), &format!("route del 10.244.1.0/24 via {N1_IP}"));
+    conntrack::set_settings(&topo.dp, &short_timeouts()).expect("restoring the timeouts");
 }
 
 /// 50,000 SYNs with spoofed sources to a NodePort whose only backend is on the other node, so
@@ -608,9 +674,9 @@ fn closed_ports_go_to_new_flows(
             .find(|(c, _)| *c == which)
             .map_or(0, |(_, n)| *n)
     };
-    // The probes above may have taken ports of the span: start when they closed over a second
-    // ago.
-    std::thread::sleep(Duration::from_millis(1_500));
+    // The probes above may have taken ports of the span: start once they have been closed for
+    // longer than a closed flow holds its port (plus room for the probes' last packets).
+    std::thread::sleep(Duration::from_nanos(SNAT_TS_REUSE_NS) + Duration::from_millis(500));
     let (reused, held) = (
         counter(Counter::SnatPortReused),
         counter(Counter::PeerHeldTuple),

@@ -75,11 +75,15 @@ pub enum Counter {
     /// tc: a backend answered a new flow's SYN as another connection on the same tuple (one it
     /// holds half-open or in TIME_WAIT), so the client has to retry.
     PeerHeldTuple = 16,
+    /// tc: a SYN to a pod address (a flow no program translates) met the reply entry of a
+    /// closed NodePort flow on its tuple, left by a client that reused its port; the entry was
+    /// deleted so that the new flow's replies are not rewritten as the old one's.
+    StaleReplyForgotten = 17,
 }
 
 impl Counter {
     /// Every counter, in index order.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::Connect4Translated,
         Counter::Sendmsg4Translated,
         Counter::Recvmsg4Restored,
@@ -97,6 +101,7 @@ impl Counter {
         Counter::UnestablishedRefused,
         Counter::SnatPortReused,
         Counter::PeerHeldTuple,
+        Counter::StaleReplyForgotten,
     ];
 
     /// Stable snake_case name, used for metrics.
@@ -119,6 +124,7 @@ impl Counter {
             Counter::UnestablishedRefused => "unestablished_refused",
             Counter::SnatPortReused => "snat_port_reused",
             Counter::PeerHeldTuple => "peer_held_tuple",
+            Counter::StaleReplyForgotten => "stale_reply_forgotten",
         }
     }
 }

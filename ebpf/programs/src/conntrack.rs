@@ -8,10 +8,12 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use ekube_ebpf_common::{
-    CT_FLAG_CLOSING, CT_FLAG_UNESTABLISHED, CtKey, CtValue, IPPROTO_TCP, NodePortConfig,
+    CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_UNESTABLISHED, Counter, CtKey, CtValue, IPPROTO_TCP,
+    NodePortConfig,
 };
 
 use crate::{
+    counters,
     maps::{EKUBE_CONNTRACK, EKUBE_NP_CONFIG},
     packet::{Packet, TCP_FIN, TCP_RST},
 };
@@ -81,6 +83,34 @@ pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<&'s
         }
     }
     Some(entry)
+}
+
+/// Deletes the reply entry of a closed NodePort flow whose tuple the SYN `p`, sent to a pod
+/// address directly, reuses: a client that reached a backend on this node through a NodePort
+/// and then straight at its pod IP from the same port would otherwise have the new flow's
+/// replies rewritten on egress as the old flow's (from the NodePort), and its connect fail
+/// until the entry's closing timeout. An expired entry is already ignored; a live flow's stays,
+/// as the backend holds that tuple and the new flow cannot open anyway.
+#[inline(always)]
+pub fn forget_stale_reply(p: &Packet) {
+    let key = CtKey {
+        saddr: p.daddr,
+        daddr: p.saddr,
+        sport: p.dport,
+        dport: p.sport,
+        proto: p.proto,
+        dir: CT_DIR_REPLY,
+        _pad: [0; 2],
+    };
+    // SAFETY: plain integers; a racing writer at worst makes this keep or delete an entry a
+    // packet is refreshing, which then looks new or closed.
+    let Some(entry) = (unsafe { EKUBE_CONNTRACK.get(&key) }) else {
+        return;
+    };
+    if entry.flags & CT_FLAG_CLOSING != 0 {
+        let _ = EKUBE_CONNTRACK.remove(&key);
+        counters::bump(Counter::StaleReplyForgotten);
+    }
 }
 
 /// Writes one direction of a new flow; `exclusive` fails if the key is taken (SNAT ports).

@@ -37,8 +37,9 @@ const OK: i32 = TC_ACT_OK as i32;
 /// Only packets to a node address (NodePort flows from clients, SNATed replies) or to an
 /// address flows were SNATed to (replies through the overlay) can belong to a flow, so the
 /// rest of the traffic (pod to pod over the overlay, anything else for other hosts) is let
-/// through after two lookups in small hash maps (node and SNAT addresses), without touching
-/// the conntrack map.
+/// through after two lookups in small hash maps (node and SNAT addresses); of that traffic only
+/// a SYN looks at the conntrack, for a stale entry on its tuple (see
+/// [`conntrack::forget_stale_reply`]).
 #[inline(always)]
 pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     let Some(p) = packet::parse(ctx) else {
@@ -49,6 +50,9 @@ pub fn ingress(ctx: &mut TcContext) -> Result<i32, ()> {
     let node_addr = unsafe { EKUBE_NODE_IPS.get(&addr) }.is_some();
     // SAFETY: as above.
     if !node_addr && unsafe { EKUBE_SNAT_IPS.get(&addr) }.is_none() {
+        if p.proto == IPPROTO_TCP && handshake::is_syn(&p) {
+            conntrack::forget_stale_reply(&p);
+        }
         return Ok(OK);
     }
     // SAFETY: helper without arguments.

@@ -11,7 +11,9 @@
 //!   line per attempt, `ok NAME SEEN PEER` (the server's name, the client address it saw, the
 //!   peer the client saw: `getpeername` over TCP, the reply's source over UDP) or `err ERRNO`.
 //!   UDP sends every attempt from one socket, bound to `--source-port` when given, so runs
-//!   with the same port continue one flow.
+//!   with the same port continue one flow; TCP binds each connection to `--source-port`
+//!   (with `SO_REUSEADDR`, so a port whose last connection is in TIME_WAIT can open one to
+//!   another destination).
 //! - `client http IP PORT`: `GET /` once; `STATUS BODY`, or `0` without an answer.
 //! - `client hold IP PORT COUNT`: opens COUNT connections and prints their servers' names on
 //!   one line; after a line on stdin, sends `ping` on each and prints `ok NAME` when it comes
@@ -64,7 +66,7 @@ enum Cmd {
         /// Source address to bind.
         #[arg(long)]
         source: Option<Ipv4Addr>,
-        /// Source port to bind (udp).
+        /// Source port to bind.
         #[arg(long, default_value_t = 0)]
         source_port: u16,
         #[arg(long, default_value_t = 3000)]
@@ -93,7 +95,7 @@ fn main() -> Result<()> {
             let target = SocketAddr::V4(SocketAddrV4::new(ip, port));
             let timeout = Duration::from_millis(timeout_ms);
             match kind.as_str() {
-                "tcp" => tcp_client(target, count, source, timeout),
+                "tcp" => tcp_client(target, count, (source, source_port), timeout),
                 "udp" => {
                     let bind = (source.unwrap_or(Ipv4Addr::UNSPECIFIED), source_port);
                     udp_client(target, count, bind, timeout)
@@ -179,14 +181,16 @@ fn out(line: &str) -> Result<()> {
 }
 
 /// Connects (from `source` when given) and reads the server's greeting: `NAME SEEN PEER`.
+/// A connection to `target` from `source` (address, port; unbound when neither is given) and
+/// the server's greeting with the peer address the client sees.
 fn connect(
     target: SocketAddr,
-    source: Option<Ipv4Addr>,
+    source: (Option<Ipv4Addr>, u16),
     timeout: Duration,
 ) -> io::Result<(BufReader<TcpStream>, String)> {
     let stream = match source {
-        None => TcpStream::connect_timeout(&target, timeout)?,
-        Some(ip) => bound_connect(ip, target, timeout)?,
+        (None, 0) => TcpStream::connect_timeout(&target, timeout)?,
+        (ip, port) => bound_connect((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port), target, timeout)?,
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -200,7 +204,11 @@ fn connect(
 }
 
 /// A TCP connect from `source` (std binds only listeners).
-fn bound_connect(source: Ipv4Addr, target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+fn bound_connect(
+    source: (Ipv4Addr, u16),
+    target: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
     // SAFETY: socket(2) returns a new descriptor or -1.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -208,7 +216,23 @@ fn bound_connect(source: Ipv4Addr, target: SocketAddr, timeout: Duration) -> io:
     }
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let addr = sockaddr(source, 0);
+    if source.1 != 0 {
+        let on: libc::c_int = 1;
+        // SAFETY: a valid int option of the given length on our descriptor.
+        let set = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if set != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    let addr = sockaddr(source.0, source.1);
     // SAFETY: addr is a valid sockaddr_in of the given length.
     let bound = unsafe {
         libc::bind(
@@ -254,7 +278,7 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
 fn tcp_client(
     target: SocketAddr,
     count: u32,
-    source: Option<Ipv4Addr>,
+    source: (Option<Ipv4Addr>, u16),
     timeout: Duration,
 ) -> Result<()> {
     for _ in 0..count {
@@ -317,7 +341,7 @@ fn http_client(target: SocketAddr, timeout: Duration) -> Result<()> {
 fn hold_client(target: SocketAddr, count: u32, timeout: Duration) -> Result<()> {
     let mut held = Vec::new();
     for _ in 0..count {
-        let (reader, line) = connect(target, None, timeout).context("opening a held connection")?;
+        let (reader, line) = connect(target, (None, 0), timeout).context("opening a held connection")?;
         let name = line
             .split_whitespace()
             .next()
@@ -337,7 +361,7 @@ fn hold_client(target: SocketAddr, count: u32, timeout: Duration) -> Result<()> 
 }
 
 fn stream_client(target: SocketAddr, seconds: u32, timeout: Duration) -> Result<()> {
-    let (mut reader, line) = connect(target, None, timeout).context("connecting")?;
+    let (mut reader, line) = connect(target, (None, 0), timeout).context("connecting")?;
     out(&format!("ok {line}"))?;
     let end = Instant::now() + Duration::from_secs(seconds.into());
     let (mut sent, mut bad) = (0, 0);
