@@ -508,9 +508,19 @@ fn direct_after_node_port(topo: &Topology) {
         },
     )
     .expect("lengthening the closing timeout");
-    ip(&topo.ns("ext"), &format!("route add 10.244.1.0/24 via {N1_IP}"));
+    ip(
+        &topo.ns("ext"),
+        &format!("route add 10.244.1.0/24 via {N1_IP}"),
+    );
     let connect = |ip: Ipv4Addr, port: u16| {
-        let args = ["tcp", &ip.to_string(), &port.to_string(), "1", "--source-port", &PORT.to_string()];
+        let args = [
+            "tcp",
+            &ip.to_string(),
+            &port.to_string(),
+            "1",
+            "--source-port",
+            &PORT.to_string(),
+        ];
         Reply::parse_all(&run_client(topo, "ext", false, &args.map(String::from)))
     };
     let stale = |entries: &[(CtKey, CtValue)]| {
@@ -549,7 +559,10 @@ fn direct_after_node_port(topo: &Topology) {
         "straight to the pod from the port the NodePort flow used: {direct:?}"
     );
     assert_eq!(forgotten() - before, 1, "stale reply entries forgotten");
-    ip(&topo.ns("ext"), &format!("route del 10.244.1.0/24 via {N1_IP}"));
+    ip(
+        &topo.ns("ext"),
+        &format!("route del 10.244.1.0/24 via {N1_IP}"),
+    );
     conntrack::set_settings(&topo.dp, &short_timeouts()).expect("restoring the timeouts");
 }
 

@@ -341,7 +341,8 @@ fn http_client(target: SocketAddr, timeout: Duration) -> Result<()> {
 fn hold_client(target: SocketAddr, count: u32, timeout: Duration) -> Result<()> {
     let mut held = Vec::new();
     for _ in 0..count {
-        let (reader, line) = connect(target, (None, 0), timeout).context("opening a held connection")?;
+        let (reader, line) =
+            connect(target, (None, 0), timeout).context("opening a held connection")?;
         let name = line
             .split_whitespace()
             .next()
