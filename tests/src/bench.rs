@@ -42,6 +42,10 @@ pub struct RrReport {
     pub gbit_per_s: Option<f64>,
     /// Replies per server name (load balancing made visible).
     pub names: BTreeMap<String, u64>,
+    /// Request latency per server name: where a Service balances over backends on different
+    /// paths (a local pod, one behind the overlay), each path's own figures.
+    #[serde(default)]
+    pub latency_by_name_us: BTreeMap<String, Latency>,
 }
 
 /// Latency percentiles in microseconds.

@@ -8,12 +8,16 @@
 //! works), anything else gets `NAME\n` and the server closes. With `--udp` it also answers every
 //! datagram on the same address with `NAME`.
 //!
-//! `ekube-rr client --target ADDR --concurrency N --duration S [--mode crr|rr|stream] [--udp]`
-//! runs N closed-loop clients (one OS thread each, blocking sockets, no async runtime between
-//! the clock and the socket) and prints one JSON object ([`ekube_tests::bench::RrReport`]):
+//! `ekube-rr client --target ADDR[,ADDR…] --concurrency N --duration S [--mode crr|rr|stream]
+//! [--udp]` runs N closed-loop clients (one OS thread each, blocking sockets, no async runtime
+//! between the clock and the socket) and prints one JSON object
+//! ([`ekube_tests::bench::RrReport`]):
 //! `crr` = connect, small request, reply, server closes, close; `rr` = request/response on one
 //! kept connection; `stream` = bulk TCP received by the clients. Over UDP, `crr` uses a new
-//! socket per request and `rr` one socket. Failures are counted, never fatal.
+//! socket per request and `rr` one socket. With several targets each connection (UDP: each
+//! socket) goes to one of them at random, as a Service balancing over them would send it; the
+//! report has each server's own latencies beside the mixture's. Failures are counted, never
+//! fatal.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -86,9 +90,9 @@ impl Mode {
 
 #[derive(clap::Args, Clone)]
 struct ClientArgs {
-    /// Server address.
-    #[arg(long)]
-    target: SocketAddr,
+    /// Server address; several (comma-separated): each connection picks one at random.
+    #[arg(long, required = true, value_delimiter = ',')]
+    target: Vec<SocketAddr>,
     /// Concurrent closed-loop clients.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -282,15 +286,21 @@ struct Tally {
     connections: u64,
     errors: u64,
     bytes: u64,
-    names: Vec<(Vec<u8>, u64)>,
+    /// Per server name (the reply): how many measured requests it answered, and their
+    /// latencies.
+    names: Vec<(Vec<u8>, Vec<u64>)>,
 }
 
 impl Tally {
-    fn name(&mut self, reply: &[u8]) {
+    /// A measured request answered by `reply` after `latency`.
+    fn answered(&mut self, reply: &[u8], latency: Duration) {
+        let latency = nanos(latency);
+        self.latencies.push(latency);
+        self.requests += 1;
         let name = reply.strip_suffix(b"\n").unwrap_or(reply);
         match self.names.iter_mut().find(|(n, _)| n == name) {
-            Some((_, c)) => *c += 1,
-            None => self.names.push((name.to_vec(), 1)),
+            Some((_, l)) => l.push(latency),
+            None => self.names.push((name.to_vec(), vec![latency])),
         }
     }
 
@@ -301,6 +311,39 @@ impl Tally {
         // A refused or unreachable target would otherwise spin a core.
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The servers one client thread connects to, each connection to one of them at random.
+struct Targets {
+    all: Vec<SocketAddr>,
+    /// xorshift64 state (never 0).
+    state: u64,
+}
+
+impl Targets {
+    fn new(all: Vec<SocketAddr>, seed: u64) -> Self {
+        Self {
+            all,
+            state: seed | 1,
+        }
+    }
+
+    /// The server of the next connection.
+    fn pick(&mut self) -> SocketAddr {
+        if self.all.len() == 1 {
+            return self.all[0];
+        }
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.all[(self.state % self.all.len() as u64) as usize]
+    }
+}
+
+/// A seed that differs between threads and runs.
+fn thread_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::thread::current().id())
 }
 
 /// The window in which requests count.
@@ -344,17 +387,18 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
                 while Instant::now() < begin {
                     std::thread::sleep(begin - Instant::now());
                 }
+                let target = Targets::new(args.target, thread_seed());
                 match (args.udp, args.mode) {
-                    (false, Mode::Crr) => tcp_crr(args.target, timeout, window),
-                    (false, Mode::Rr) => tcp_rr(args.target, timeout, window),
-                    (false, Mode::Stream) => tcp_stream(args.target, timeout, window),
-                    (true, mode) => udp_rr(args.target, timeout, window, mode == Mode::Crr),
+                    (false, Mode::Crr) => tcp_crr(target, timeout, window),
+                    (false, Mode::Rr) => tcp_rr(target, timeout, window),
+                    (false, Mode::Stream) => tcp_stream(target, timeout, window),
+                    (true, mode) => udp_rr(target, timeout, window, mode == Mode::Crr),
                 }
             })
         })
         .collect();
     let mut all = Tally::default();
-    let mut names = BTreeMap::new();
+    let mut names: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for t in threads {
         let t = t
             .join()
@@ -364,17 +408,23 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
         all.connections += t.connections;
         all.errors += t.errors;
         all.bytes += t.bytes;
-        for (n, c) in t.names {
-            *names
+        for (n, l) in t.names {
+            names
                 .entry(String::from_utf8_lossy(&n).into_owned())
-                .or_insert(0) += c;
+                .or_default()
+                .extend(l);
         }
     }
     let secs = args.duration;
     Ok(RrReport {
         mode: args.mode.name().into(),
         protocol: if args.udp { "udp" } else { "tcp" }.into(),
-        target: args.target.to_string(),
+        target: args
+            .target
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         concurrency: args.concurrency,
         duration_s: secs,
         requests: all.requests,
@@ -383,7 +433,14 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
         requests_per_s: all.requests as f64 / secs,
         latency_us: Latency::of_nanos(&mut all.latencies),
         gbit_per_s: (args.mode == Mode::Stream).then(|| all.bytes as f64 * 8.0 / secs / 1e9),
-        names,
+        names: names
+            .iter()
+            .map(|(n, l)| (n.clone(), l.len() as u64))
+            .collect(),
+        latency_by_name_us: names
+            .into_iter()
+            .filter_map(|(n, mut l)| Some((n, Latency::of_nanos(&mut l)?)))
+            .collect(),
     })
 }
 
@@ -405,7 +462,7 @@ fn read_to_close(stream: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-fn tcp_crr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
+fn tcp_crr(mut target: Targets, timeout: Duration, window: Window) -> Tally {
     let mut t = Tally::default();
     let mut buf = [0u8; MAX_LINE];
     loop {
@@ -415,7 +472,7 @@ fn tcp_crr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
         }
         let measuring = window.counts(started);
         let attempt = (|| -> io::Result<usize> {
-            let mut s = TcpStream::connect_timeout(&target, timeout)?;
+            let mut s = TcpStream::connect_timeout(&target.pick(), timeout)?;
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(timeout))?;
             s.write_all(b"CRR\n")?;
@@ -424,10 +481,8 @@ fn tcp_crr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
         match attempt {
             Ok(n) if n > 0 => {
                 if measuring {
-                    t.latencies.push(nanos(started.elapsed()));
-                    t.requests += 1;
+                    t.answered(&buf[..n], started.elapsed());
                     t.connections += 1;
-                    t.name(&buf[..n]);
                 }
             }
             _ => t.error(measuring),
@@ -435,7 +490,7 @@ fn tcp_crr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
     }
 }
 
-fn tcp_rr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
+fn tcp_rr(mut target: Targets, timeout: Duration, window: Window) -> Tally {
     let mut t = Tally::default();
     let mut conn: Option<LineConn> = None;
     loop {
@@ -449,7 +504,7 @@ fn tcp_rr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
             Some(c) => c,
             None => {
                 let opened = (|| -> io::Result<LineConn> {
-                    let s = TcpStream::connect_timeout(&target, timeout)?;
+                    let s = TcpStream::connect_timeout(&target.pick(), timeout)?;
                     s.set_nodelay(true)?;
                     s.set_read_timeout(Some(timeout))?;
                     s.set_write_timeout(Some(timeout))?;
@@ -475,9 +530,7 @@ fn tcp_rr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
         match answer {
             Ok(Some(line)) => {
                 if measuring {
-                    t.latencies.push(nanos(started.elapsed()));
-                    t.requests += 1;
-                    t.name(&line);
+                    t.answered(&line, started.elapsed());
                 }
             }
             _ => {
@@ -488,12 +541,12 @@ fn tcp_rr(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
     }
 }
 
-fn tcp_stream(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
+fn tcp_stream(mut target: Targets, timeout: Duration, window: Window) -> Tally {
     let mut t = Tally::default();
     let mut buf = vec![0u8; CHUNK];
     while Instant::now() < window.end {
         let opened = (|| -> io::Result<TcpStream> {
-            let mut s = TcpStream::connect_timeout(&target, timeout)?;
+            let mut s = TcpStream::connect_timeout(&target.pick(), timeout)?;
             s.set_read_timeout(Some(timeout))?;
             s.write_all(b"STREAM\n")?;
             Ok(s)
@@ -526,14 +579,15 @@ fn tcp_stream(target: SocketAddr, timeout: Duration, window: Window) -> Tally {
 }
 
 fn udp_rr(
-    target: SocketAddr,
+    mut target: Targets,
     timeout: Duration,
     window: Window,
     socket_per_request: bool,
 ) -> Tally {
     let mut t = Tally::default();
     let mut buf = [0u8; 2048];
-    let mut socket: Option<UdpSocket> = None;
+    // The socket and the server it talks to.
+    let mut socket: Option<(UdpSocket, SocketAddr)> = None;
     loop {
         let started = Instant::now();
         if started >= window.end {
@@ -541,28 +595,26 @@ fn udp_rr(
         }
         let measuring = window.counts(started);
         let attempt = (|| -> io::Result<usize> {
-            let s = match socket.take() {
-                Some(s) if !socket_per_request => s,
+            let (s, to) = match socket.take() {
+                Some(kept) if !socket_per_request => kept,
                 _ => {
                     let s = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
                     s.set_read_timeout(Some(timeout))?;
-                    s
+                    (s, target.pick())
                 }
             };
-            s.send_to(b"RR\n", target)?;
+            s.send_to(b"RR\n", to)?;
             let (n, _) = s.recv_from(&mut buf)?;
-            socket = Some(s);
+            socket = Some((s, to));
             Ok(n)
         })();
         match attempt {
             Ok(n) => {
                 if measuring {
-                    t.latencies.push(nanos(started.elapsed()));
-                    t.requests += 1;
+                    t.answered(&buf[..n], started.elapsed());
                     if socket_per_request {
                         t.connections += 1;
                     }
-                    t.name(&buf[..n]);
                 }
             }
             Err(_) => t.error(measuring),

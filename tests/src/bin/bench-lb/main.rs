@@ -15,6 +15,10 @@
 //! crr mode at each concurrency on two paths — ClusterIP from the client pod (inside n1's
 //! cgroup subtree, where the socket hooks apply) and NodePort from the external namespace to
 //! `192.168.64.10:30080` — and finally times one more Service (API create → first connect).
+//! The floor ("direct") connects from the same places to the two backends' pod IPs, each
+//! connection to either at random as the Service would balance it, and every run reports each
+//! backend's own latencies beside the mixture's: a local backend and one behind the overlay
+//! are different paths, and the mixture's p50 does not say which one a difference is on.
 //!
 //! The markdown goes to stdout and `lb.md`, the numbers to `lb.json`, a chart to `lb.svg`, all
 //! under the output directory. Nothing is asserted about speed. The driver thread lives in n1's
@@ -25,7 +29,7 @@ mod probe;
 mod report;
 mod setup;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -289,10 +293,10 @@ impl Runner<'_, '_> {
             .collect();
         for (path, concurrency) in bench::alternate(&cells, round) {
             let mut empty_runs = 0;
-            let (report, parts) = loop {
-                let (report, parts) = self.cell(mode, path, concurrency, round)?;
-                if parts.iter().all(|r| r.requests > 0) {
-                    break (report, parts);
+            let report = loop {
+                let report = self.cell(mode, path, concurrency)?;
+                if report.requests > 0 {
+                    break report;
                 }
                 let what = format!(
                     "{} {} ×{concurrency}: no connection completed in the window",
@@ -302,7 +306,7 @@ impl Runner<'_, '_> {
                 if empty_runs == EMPTY_RETRIES {
                     // Recorded as measured (0 connections per second, no latency).
                     eprintln!("note: {what}, {} times; recording it", empty_runs + 1);
-                    break (report, parts);
+                    break report;
                 }
                 empty_runs += 1;
                 eprintln!("note: {what}; again");
@@ -314,7 +318,6 @@ impl Runner<'_, '_> {
                 concurrency,
                 round,
                 report,
-                parts,
                 empty_runs,
             });
         }
@@ -404,49 +407,40 @@ impl Runner<'_, '_> {
         Ok(())
     }
 
-    /// One measured cell: `ekube-rr client` in crr mode; in direct mode one half-length run
-    /// against each backend, combined (see [`report::combine`]). A run may complete no
-    /// connection at all (a connect stuck past the window, e.g. in SYN retransmission).
-    fn cell(
-        &self,
-        mode: Mode,
-        path: Path,
-        concurrency: usize,
-        round: usize,
-    ) -> Result<(RrReport, Vec<RrReport>)> {
+    /// One measured cell: `ekube-rr client` in crr mode, in direct mode to both backends' pod
+    /// IPs, each connection to either at random as the Service balances them. A run may
+    /// complete no connection at all (a connect stuck past the window, e.g. in SYN
+    /// retransmission).
+    fn cell(&self, mode: Mode, path: Path, concurrency: usize) -> Result<RrReport> {
         let c = &self.cluster;
         let place = match path {
             Path::ClusterIp => &c.pod_client,
             Path::NodePort => &c.ext_client,
         };
-        if mode != Mode::Direct {
-            let target = match path {
-                Path::ClusterIp => SocketAddr::from((c.target_vip, SERVICE_PORT)),
-                Path::NodePort => self.node_port_addr()?,
-            };
-            let report = self.client(place, target, concurrency, self.args.duration)?;
-            return Ok((report.clone(), vec![report]));
-        }
-        let targets: Vec<Ipv4Addr> = bench::alternate(&[c.backends[0].ip, c.backends[1].ip], round);
-        let mut parts = Vec::new();
-        for ip in targets {
-            let target = SocketAddr::from((ip, BACKEND_PORT));
-            parts.push(self.client(place, target, concurrency, self.args.duration / 2.0)?);
-        }
-        Ok((report::combine(&parts), parts))
+        let target = match (mode, path) {
+            (Mode::Direct, _) => c
+                .backends
+                .iter()
+                .map(|b| SocketAddr::from((b.ip, BACKEND_PORT)).to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            (_, Path::ClusterIp) => SocketAddr::from((c.target_vip, SERVICE_PORT)).to_string(),
+            (_, Path::NodePort) => self.node_port_addr()?.to_string(),
+        };
+        self.client(place, &target, concurrency, self.args.duration)
     }
 
     /// Runs `ekube-rr client` from `place`.
     fn client(
         &self,
         place: &Place,
-        target: SocketAddr,
+        target: &str,
         concurrency: usize,
         duration: f64,
     ) -> Result<RrReport> {
         let out = place
             .command(bench::rr_bin())?
-            .args(["client", "--mode", "crr", "--target", &target.to_string()])
+            .args(["client", "--mode", "crr", "--target", target])
             .args([
                 "--concurrency",
                 &concurrency.to_string(),

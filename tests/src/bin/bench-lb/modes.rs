@@ -24,7 +24,7 @@ use crate::setup::must;
 /// A datapath the bench compares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum Mode {
-    /// The backend's pod IP, no Service: the floor.
+    /// The backends' pod IPs, no Service: the floor.
     #[default]
     Direct,
     /// ekube's eBPF datapath (socket hooks for ClusterIP, tc for NodePort).

@@ -36,7 +36,7 @@ impl Path {
     }
 }
 
-/// One measured run (direct: two half-runs combined).
+/// One measured run.
 pub struct Sample {
     pub scale: usize,
     pub mode: Mode,
@@ -44,8 +44,6 @@ pub struct Sample {
     pub concurrency: usize,
     pub round: usize,
     pub report: RrReport,
-    /// The runs behind `report` (one, or one per backend in direct mode).
-    pub parts: Vec<RrReport>,
     /// Runs of this cell thrown away before this one because no connection completed.
     pub empty_runs: usize,
 }
@@ -74,65 +72,6 @@ pub struct ProgSample {
     pub add_proxy_ms: Option<f64>,
     /// iptables modes: the target's rule position among the ClusterIP rules of KUBE-SERVICES.
     pub target_rule: Option<(usize, usize)>,
-}
-
-/// The direct floor from one half-run per backend, as if each connection went to either with
-/// equal odds: latency percentiles and means averaged (an estimate: the exact mixture needs the
-/// samples), connections per second as the harmonic mean (closed loop: the mean connection
-/// time is the average of the two), counts summed.
-pub fn combine(parts: &[RrReport]) -> RrReport {
-    let n = parts.len().max(1) as f64;
-    let avg = |f: &dyn Fn(&Latency) -> f64| {
-        parts
-            .iter()
-            .filter_map(|r| r.latency_us.as_ref())
-            .map(f)
-            .sum::<f64>()
-            / n
-    };
-    let mut names = BTreeMap::new();
-    for r in parts {
-        for (k, v) in &r.names {
-            *names.entry(k.clone()).or_insert(0) += v;
-        }
-    }
-    let harmonic = |f: &dyn Fn(&RrReport) -> f64| {
-        if parts.iter().all(|r| f(r) > 0.0) {
-            n / parts.iter().map(|r| 1.0 / f(r)).sum::<f64>()
-        } else {
-            0.0
-        }
-    };
-    RrReport {
-        mode: "crr".into(),
-        protocol: "tcp".into(),
-        target: parts
-            .iter()
-            .map(|r| r.target.as_str())
-            .collect::<Vec<_>>()
-            .join(" + "),
-        concurrency: parts.first().map_or(0, |r| r.concurrency),
-        duration_s: parts.iter().map(|r| r.duration_s).sum(),
-        requests: parts.iter().map(|r| r.requests).sum(),
-        errors: parts.iter().map(|r| r.errors).sum(),
-        connections_per_s: harmonic(&|r| r.connections_per_s),
-        requests_per_s: harmonic(&|r| r.requests_per_s),
-        latency_us: parts
-            .iter()
-            .all(|r| r.latency_us.is_some())
-            .then(|| Latency {
-                p50: avg(&|l| l.p50),
-                p90: avg(&|l| l.p90),
-                p99: avg(&|l| l.p99),
-                max: parts
-                    .iter()
-                    .filter_map(|r| r.latency_us.map(|l| l.max))
-                    .fold(0.0, f64::max),
-                mean: avg(&|l| l.mean),
-            }),
-        gbit_per_s: None,
-        names,
-    }
 }
 
 /// Medians over the rounds of one cell.
@@ -182,6 +121,56 @@ fn stats(samples: &[Sample]) -> BTreeMap<Key, Stat> {
             (k, stat)
         })
         .collect()
+}
+
+/// Median over rounds of each backend's own p50 (the connections it answered), per cell.
+fn backend_p50s(samples: &[Sample]) -> BTreeMap<(Key, String), f64> {
+    let mut groups: BTreeMap<(Key, String), Vec<f64>> = BTreeMap::new();
+    for s in samples {
+        for (name, l) in &s.report.latency_by_name_us {
+            groups
+                .entry(((s.path, s.scale, s.mode, s.concurrency), name.clone()))
+                .or_default()
+                .push(l.p50);
+        }
+    }
+    groups.into_iter().map(|(k, v)| (k, median(&v))).collect()
+}
+
+/// The per-backend table: a Service balancing over a local backend and one behind the overlay
+/// mixes two paths whose costs differ, and the mixture's p50 hides which path a difference is on.
+fn by_backend_table(args: &Args, samples: &[Sample], c1: usize) -> Table {
+    let p50s = backend_p50s(samples);
+    let names: std::collections::BTreeSet<&String> = p50s.keys().map(|(_, n)| n).collect();
+    let mut header: Vec<String> = vec!["path".into(), "services".into(), "mode".into()];
+    for n in &names {
+        header.push(format!("{n} p50 µs"));
+        header.push("vs direct".into());
+    }
+    let mut t = Table::new(&header.iter().map(String::as_str).collect::<Vec<_>>());
+    for path in [Path::ClusterIp, Path::NodePort] {
+        for &scale in &args.scales {
+            for &mode in &args.modes {
+                let get =
+                    |m: Mode, n: &String| p50s.get(&((path, scale, m, c1), n.clone())).copied();
+                if names.iter().all(|n| get(mode, n).is_none()) {
+                    continue;
+                }
+                let mut row = vec![path.title().into(), thousands(scale), mode.label().into()];
+                for n in &names {
+                    let v = get(mode, n).unwrap_or(f64::NAN);
+                    row.push(if v.is_finite() {
+                        format!("{v:.0}")
+                    } else {
+                        "–".into()
+                    });
+                    row.push(ratio(v, get(Mode::Direct, n).unwrap_or(f64::NAN)));
+                }
+                t.row(row);
+            }
+        }
+    }
+    t
 }
 
 /// Programming-time medians of one (scale, mode).
@@ -262,7 +251,7 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         "## Service load balancing: ekube eBPF vs kube-proxy iptables vs the pod IP\n\n\
          2-node lab, flannel VXLAN; target Service with 2 endpoints (one per node) sorting last among N services; \
          `ekube-rr` crr (connect, request, reply, close); {} rounds × {} s per cell, mode order alternating; medians over rounds. \
-         Direct = the pod IPs without a Service (one half-run per backend, combined).\n",
+         Direct = the pod IPs without a Service, each connection to either at random.\n",
         args.rounds, args.duration
     );
     for path in [Path::ClusterIp, Path::NodePort] {
@@ -353,6 +342,13 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
             cps.markdown()
         );
     }
+
+    let _ = write!(
+        out,
+        "\n### Latency by backend ({c1} client{}, p50 of the connections each backend answered; medians over rounds)\n\n{}",
+        if c1 == 1 { "" } else { "s" },
+        by_backend_table(args, samples, c1).markdown()
+    );
 
     let ipt: Vec<Mode> = [Mode::IptablesLegacy, Mode::IptablesNft, Mode::Nftables]
         .into_iter()
@@ -493,7 +489,7 @@ pub fn json(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> Value {
         .map(|s| {
             json!({
                 "path": s.path.name(), "services": s.scale, "mode": s.mode.name(), "concurrency": s.concurrency,
-                "round": s.round, "empty_runs_before": s.empty_runs, "report": s.report, "parts": if s.parts.len() > 1 { json!(s.parts) } else { Value::Null },
+                "round": s.round, "empty_runs_before": s.empty_runs, "report": s.report,
             })
         })
         .collect();
@@ -657,16 +653,6 @@ mod tests {
     }
 
     #[test]
-    fn direct_halves_combine_as_an_even_mixture() {
-        let c = combine(&[report(100.0, 1000.0), report(300.0, 500.0)]);
-        let l = c.latency_us.unwrap();
-        assert_eq!((l.p50, l.p99, l.max), (200.0, 400.0, 900.0));
-        // Closed loop: 1 ms and 2 ms per connection, 1.5 ms on average.
-        assert!((c.connections_per_s - 2000.0 / 3.0).abs() < 1e-9);
-        assert_eq!((c.requests, c.duration_s), (20, 2.0));
-    }
-
-    #[test]
     fn a_mode_that_gave_up_says_so() {
         use clap::Parser;
         let args = Args::parse_from([
@@ -685,7 +671,6 @@ mod tests {
             concurrency: 1,
             round: 0,
             report: report(250.0, 2000.0),
-            parts: vec![report(250.0, 2000.0)],
             empty_runs: 0,
         };
         let progs = [
@@ -717,6 +702,51 @@ mod tests {
             "{md}"
         );
         assert!(svg(&args, &[]).ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn each_backend_is_compared_with_its_own_pod_ip() {
+        use clap::Parser;
+        let args = Args::parse_from(["bench-lb", "--scales", "10", "--modes", "direct,ebpf"]);
+        let answered_by = |backends: &[(&str, f64)]| {
+            let mut r = report(backends[0].1, 1000.0);
+            r.latency_by_name_us = backends
+                .iter()
+                .map(|&(n, p50)| (n.to_owned(), report(p50, 0.0).latency_us.unwrap()))
+                .collect();
+            r
+        };
+        let by_name = |local, remote| answered_by(&[("backend-n1", local), ("backend-n2", remote)]);
+        let sample = |mode, round, report: RrReport| Sample {
+            scale: 10,
+            mode,
+            path: Path::NodePort,
+            concurrency: 1,
+            round,
+            report,
+            empty_runs: 0,
+        };
+        let samples = [
+            sample(Mode::Direct, 0, by_name(80.0, 100.0)),
+            sample(Mode::Ebpf, 0, by_name(84.0, 130.0)),
+            sample(Mode::Ebpf, 1, by_name(88.0, 140.0)),
+            sample(Mode::Ebpf, 2, by_name(200.0, 120.0)),
+        ];
+        let md = markdown(&args, &samples, &[]);
+        assert!(
+            md.contains("| path | services | mode | backend-n1 p50 µs | vs direct | backend-n2 p50 µs | vs direct |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| NodePort from outside | 10 | ekube eBPF | 88 | 1.10× | 130 | 1.30× |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| NodePort from outside | 10 | pod IP (direct) | 80 | 1.00× | 100 | 1.00× |"
+            ),
+            "{md}"
+        );
     }
 
     #[test]
