@@ -24,6 +24,7 @@ pub struct RrReport {
     pub mode: String,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// The server address, or the addresses (comma-separated) connections picked from.
     pub target: String,
     pub concurrency: usize,
     /// Measured seconds (after the warm-up).

@@ -23,7 +23,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ekube_ebpf_common::{CT_DIR_REPLY, CT_FLAG_CLOSING, CtKey, CtValue, SNAT_TS_REUSE_NS};
+use ekube_ebpf_common::{
+    CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_RESET, CtKey, CtValue, SNAT_TS_REUSE_NS,
+};
 use ekube_lab::{EXT_IP, Lab, node_ip};
 use ekube_proxy::datapath::{
     BpfMaps, Counter, DatapathConfig, NodePortSettings, conntrack, dump_store,
@@ -492,14 +494,25 @@ fn short_timeouts() -> NodePortSettings {
     }
 }
 
+/// The programs' count of `which` on n1.
+fn counter(topo: &Topology, which: Counter) -> u64 {
+    let maps = BpfMaps::open_pinned(&topo.dp).expect("opening the pinned maps");
+    let counters = maps.counters().expect("reading the counters");
+    counters
+        .iter()
+        .find(|(c, _)| *c == which)
+        .map_or(0, |(_, n)| *n)
+}
+
 /// A client that reached p1a through a NodePort (`loc`, never SNATed) connects from the same
-/// port straight to p1a's pod IP while the closed flow's entries are still in the conntrack:
-/// the direct flow's replies must reach it from the pod, not be rewritten on n1's egress as the
-/// NodePort flow's (which made its connect time out).
+/// port straight to p1a's pod IP while the finished flow's entries are still in the
+/// conntrack: the direct connection's replies must reach it from the pod, not be rewritten on
+/// n1's egress as the NodePort flow's (which made its connect time out). Once for a flow both
+/// sides closed with FINs, once for one the client reset (after which the backend sends
+/// nothing, so only the client's entry shows it).
 fn direct_after_node_port(topo: &Topology) {
-    const PORT: u16 = 41_000;
     let (_, _, p1a) = PODS[0];
-    // Closed flows keep their entries for the whole check.
+    // Finished flows keep their entries for the whole check.
     conntrack::set_settings(
         &topo.dp,
         &NodePortSettings {
@@ -508,61 +521,65 @@ fn direct_after_node_port(topo: &Topology) {
         },
     )
     .expect("lengthening the closing timeout");
-    ip(
-        &topo.ns("ext"),
-        &format!("route add 10.244.1.0/24 via {N1_IP}"),
-    );
-    let connect = |ip: Ipv4Addr, port: u16| {
-        let args = [
-            "tcp",
-            &ip.to_string(),
-            &port.to_string(),
-            "1",
-            "--source-port",
-            &PORT.to_string(),
-        ];
-        Reply::parse_all(&run_client(topo, "ext", false, &args.map(String::from)))
-    };
-    let stale = |entries: &[(CtKey, CtValue)]| {
-        entries.iter().any(|(k, v)| {
-            k.dir == CT_DIR_REPLY
-                && k.saddr == u32::from(p1a).to_be()
-                && k.dport == PORT.to_be()
-                && v.flags & CT_FLAG_CLOSING != 0
-        })
-    };
-    let via_node_port = connect(N1_IP, 30081);
-    assert!(
-        matches!(via_node_port.as_slice(), [Reply::Ok { name, .. }] if name == "p1a"),
-        "through the NodePort: {via_node_port:?}"
-    );
-    wait_for(
-        Duration::from_secs(10),
-        "the NodePort flow's reply entry to be marked closing",
-        || Ok(stale(&conntrack::entries(&topo.dp)?)),
-    )
-    .unwrap();
-    let forgotten = || {
-        let maps = BpfMaps::open_pinned(&topo.dp).expect("opening the pinned maps");
-        let counters = maps.counters().expect("reading the counters");
-        counters
-            .iter()
-            .find(|(c, _)| *c == Counter::StaleReplyForgotten)
-            .map_or(0, |(_, n)| *n)
-    };
-    let before = forgotten();
-    let direct = connect(p1a, TCP_PORT);
-    let peer = format!("{p1a}:{TCP_PORT}");
-    assert!(
-        matches!(direct.as_slice(), [Reply::Ok { name, seen, peer: p }]
-            if name == "p1a" && *seen == CLIENT_IP && *p == peer),
-        "straight to the pod from the port the NodePort flow used: {direct:?}"
-    );
-    assert_eq!(forgotten() - before, 1, "stale reply entries forgotten");
-    ip(
-        &topo.ns("ext"),
-        &format!("route del 10.244.1.0/24 via {N1_IP}"),
-    );
+    let route = format!("{p1a}/32 via {N1_IP}");
+    ip(&topo.ns("ext"), &format!("route add {route}"));
+    for (port, reset) in [(41_000u16, false), (41_001, true)] {
+        let connect = |ip: Ipv4Addr, to: u16| {
+            let (ip, to, port) = (ip.to_string(), to.to_string(), port.to_string());
+            let mut args = ["tcp", &ip, &to, "1", "--source-port", &port]
+                .map(String::from)
+                .to_vec();
+            if reset {
+                args.push("--reset".into());
+            }
+            Reply::parse_all(&run_client(topo, "ext", false, &args))
+        };
+        let how = if reset { "reset" } else { "closed" };
+        let via_node_port = connect(N1_IP, 30081);
+        assert!(
+            matches!(via_node_port.as_slice(), [Reply::Ok { name, .. }] if name == "p1a"),
+            "through the NodePort ({how}): {via_node_port:?}"
+        );
+        // The flow's entries: the client's (from its port) and the reply's (to it).
+        let finished = |entries: &[(CtKey, CtValue)]| {
+            let flow: Vec<u8> = entries
+                .iter()
+                .filter(|(k, _)| {
+                    (k.dir == CT_DIR_FORWARD && k.sport == port.to_be())
+                        || (k.dir == CT_DIR_REPLY
+                            && k.saddr == u32::from(p1a).to_be()
+                            && k.dport == port.to_be())
+                })
+                .map(|(_, v)| v.flags)
+                .collect();
+            flow.len() == 2
+                && if reset {
+                    flow.iter().any(|f| f & CT_FLAG_RESET != 0)
+                } else {
+                    flow.iter().all(|f| f & CT_FLAG_CLOSING != 0)
+                }
+        };
+        wait_for(
+            Duration::from_secs(10),
+            &format!("the NodePort flow's entries to show it {how}"),
+            || Ok(finished(&conntrack::entries(&topo.dp)?)),
+        )
+        .unwrap();
+        let before = counter(topo, Counter::StaleReplyForgotten);
+        let direct = connect(p1a, TCP_PORT);
+        let peer = format!("{p1a}:{TCP_PORT}");
+        assert!(
+            matches!(direct.as_slice(), [Reply::Ok { name, seen, peer: p }]
+                if name == "p1a" && *seen == CLIENT_IP && *p == peer),
+            "straight to the pod from the port a {how} NodePort flow used: {direct:?}"
+        );
+        assert_eq!(
+            counter(topo, Counter::StaleReplyForgotten) - before,
+            1,
+            "finished flows forgotten ({how})"
+        );
+    }
+    ip(&topo.ns("ext"), &format!("route del {route}"));
     conntrack::set_settings(&topo.dp, &short_timeouts()).expect("restoring the timeouts");
 }
 
@@ -679,20 +696,12 @@ fn closed_ports_go_to_new_flows(
         },
     )
     .expect("narrowing the SNAT span");
-    let counter = |which: Counter| {
-        let maps = BpfMaps::open_pinned(&topo.dp).expect("opening the pinned maps");
-        let counters = maps.counters().expect("reading the counters");
-        counters
-            .iter()
-            .find(|(c, _)| *c == which)
-            .map_or(0, |(_, n)| *n)
-    };
-    // The probes above may have taken ports of the span: start once they have been closed for
-    // longer than a closed flow holds its port (plus room for the probes' last packets).
+    // The probes above may have taken ports of the span: start once a closed flow with shifted
+    // timestamps may hand its port on (plus room for the probes' last packets).
     std::thread::sleep(Duration::from_nanos(SNAT_TS_REUSE_NS) + Duration::from_millis(500));
     let (reused, held) = (
-        counter(Counter::SnatPortReused),
-        counter(Counter::PeerHeldTuple),
+        counter(topo, Counter::SnatPortReused),
+        counter(topo, Counter::PeerHeldTuple),
     );
     let args = [
         "--target",
@@ -706,8 +715,8 @@ fn closed_ports_go_to_new_flows(
         .expect("running ekube-rr client");
     let span = u64::from(REUSE_PORTS.1 - REUSE_PORTS.0 + 1);
     let (reused, held) = (
-        counter(Counter::SnatPortReused) - reused,
-        counter(Counter::PeerHeldTuple) - held,
+        counter(topo, Counter::SnatPortReused) - reused,
+        counter(topo, Counter::PeerHeldTuple) - held,
     );
     eprintln!(
         "{} connections in {CRR_SECONDS} s over {span} SNAT ports ({reused} ports handed on), {} errors",

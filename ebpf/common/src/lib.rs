@@ -75,9 +75,10 @@ pub enum Counter {
     /// tc: a backend answered a new flow's SYN as another connection on the same tuple (one it
     /// holds half-open or in TIME_WAIT), so the client has to retry.
     PeerHeldTuple = 16,
-    /// tc: a SYN to a pod address (a flow no program translates) met the reply entry of a
-    /// closed NodePort flow on its tuple, left by a client that reused its port; the entry was
-    /// deleted so that the new flow's replies are not rewritten as the old one's.
+    /// tc: a SYN the programs do not translate (to a pod address, or a hostNetwork backend's)
+    /// met the entries of a finished NodePort flow on its reply tuple, left by a client that
+    /// reused its port; they were deleted so that the new connection's replies are not
+    /// rewritten as the old flow's.
     StaleReplyForgotten = 17,
 }
 

@@ -76,6 +76,9 @@ pub const CT_FLAG_PEER_HALF_OPEN: u8 = 1 << 4;
 /// so that every such flow on one SNAT tuple shows the backend a timestamp clock that only
 /// moves forward, and its port can go to a new flow [`SNAT_TS_REUSE_NS`] after it closed.
 pub const CT_FLAG_TS_SHIFT: u8 = 1 << 5;
+/// [`CtValue::flags`]: an RST was seen in this direction (with [`CT_FLAG_CLOSING`]): the flow
+/// is over for both sides, where a FIN ends only its sender's half.
+pub const CT_FLAG_RESET: u8 = 1 << 6;
 
 /// How long after both sides of a flow with [`CT_FLAG_TS_SHIFT`] closed its SNAT port may go
 /// to a new such flow: the new flow's timestamps start at the node's clock, which by then is

@@ -8,8 +8,8 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use ekube_ebpf_common::{
-    CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_UNESTABLISHED, Counter, CtKey, CtValue, IPPROTO_TCP,
-    NodePortConfig,
+    CT_DIR_FORWARD, CT_DIR_REPLY, CT_FLAG_CLOSING, CT_FLAG_RESET, CT_FLAG_UNESTABLISHED, Counter,
+    CtKey, CtValue, IPPROTO_TCP, NodePortConfig,
 };
 
 use crate::{
@@ -73,6 +73,9 @@ pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<&'s
     let mut flags = entry.flags;
     if p.proto == IPPROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
         flags |= CT_FLAG_CLOSING;
+        if p.tcp_flags & TCP_RST != 0 {
+            flags |= CT_FLAG_RESET;
+        }
     }
     let established = flags & CT_FLAG_UNESTABLISHED == 0;
     let stale = now.saturating_sub(entry.last_seen_ns) > REFRESH_NS;
@@ -85,15 +88,45 @@ pub fn lookup(p: &Packet, dir: u8, now: u64, cfg: &NodePortConfig) -> Option<&'s
     Some(entry)
 }
 
-/// Deletes the reply entry of a closed NodePort flow whose tuple the SYN `p`, sent to a pod
-/// address directly, reuses: a client that reached a backend on this node through a NodePort
-/// and then straight at its pod IP from the same port would otherwise have the new flow's
-/// replies rewritten on egress as the old flow's (from the NodePort), and its connect fail
-/// until the entry's closing timeout. An expired entry is already ignored; a live flow's stays,
-/// as the backend holds that tuple and the new flow cannot open anyway.
+/// Deletes the entries of a finished NodePort flow whose reply tuple the SYN `p` reuses, a SYN
+/// the programs do not translate (to a pod address, or to a node address where no NodePort
+/// listens: a hostNetwork backend). A client that reached a backend on this node through a
+/// NodePort and then, from the same port, connected straight to the backend would otherwise
+/// have the new connection's replies rewritten on egress as the old flow's (from the NodePort),
+/// and its connect fail for as long as it retried. Finished means reset by either side, or
+/// closed by both (a flow whose one side sent FIN may still carry the other side's data).
+/// The client's entry goes too, so a late segment of the old flow is not translated onto the
+/// tuple the new connection now holds. A live flow's entries stay: the backend holds that
+/// tuple, so the new connection cannot open anyway (netfilter would remap its source port,
+/// which tc cannot).
 #[inline(always)]
 pub fn forget_stale_reply(p: &Packet) {
-    let key = CtKey {
+    let reply_key = key_of_reply_to(p);
+    // SAFETY: plain integers; a racing writer at worst makes this keep entries a packet is
+    // closing, or delete ones a packet is refreshing (that flow then looks new).
+    let Some(reply) = (unsafe { EKUBE_CONNTRACK.get(&reply_key) }) else {
+        return;
+    };
+    let forward_key = peer_key(reply, p.proto, CT_DIR_FORWARD);
+    // SAFETY: as above.
+    let forward = unsafe { EKUBE_CONNTRACK.get(&forward_key) }.filter(|f| onto(f, &reply_key));
+    // A client entry that is gone (or now another flow's) has nothing more to send.
+    let forward_flags = forward.map_or(CT_FLAG_CLOSING, |f| f.flags);
+    let reset = (reply.flags | forward_flags) & CT_FLAG_RESET != 0;
+    if !reset && reply.flags & forward_flags & CT_FLAG_CLOSING == 0 {
+        return;
+    }
+    let _ = EKUBE_CONNTRACK.remove(&reply_key);
+    if forward.is_some() {
+        let _ = EKUBE_CONNTRACK.remove(&forward_key);
+    }
+    counters::bump(Counter::StaleReplyForgotten);
+}
+
+/// The reply key a flow whose backend answers `p`'s sender from `p`'s destination would have.
+#[inline(always)]
+fn key_of_reply_to(p: &Packet) -> CtKey {
+    CtKey {
         saddr: p.daddr,
         daddr: p.saddr,
         sport: p.dport,
@@ -101,16 +134,16 @@ pub fn forget_stale_reply(p: &Packet) {
         proto: p.proto,
         dir: CT_DIR_REPLY,
         _pad: [0; 2],
-    };
-    // SAFETY: plain integers; a racing writer at worst makes this keep or delete an entry a
-    // packet is refreshing, which then looks new or closed.
-    let Some(entry) = (unsafe { EKUBE_CONNTRACK.get(&key) }) else {
-        return;
-    };
-    if entry.flags & CT_FLAG_CLOSING != 0 {
-        let _ = EKUBE_CONNTRACK.remove(&key);
-        counters::bump(Counter::StaleReplyForgotten);
     }
+}
+
+/// Whether the client entry `forward` translates onto the tuple whose reply key is `reply_key`.
+#[inline(always)]
+pub fn onto(forward: &CtValue, reply_key: &CtKey) -> bool {
+    forward.saddr == reply_key.daddr
+        && forward.sport == reply_key.dport
+        && forward.daddr == reply_key.saddr
+        && forward.dport == reply_key.sport
 }
 
 /// Writes one direction of a new flow; `exclusive` fails if the key is taken (SNAT ports).

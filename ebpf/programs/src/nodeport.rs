@@ -128,6 +128,10 @@ fn translate(
 fn new_flow(ctx: &mut TcContext, p: &Packet, now: u64, cfg: &NodePortConfig) -> Result<i32, ()> {
     // Only called for packets to a node address.
     let Some((key, svc)) = lb::lookup_frontend(p.daddr, p.dport, p.proto, || true) else {
+        // Not ours; a SYN may reuse a finished flow's tuple (a hostNetwork backend's).
+        if p.proto == IPPROTO_TCP {
+            conntrack::forget_stale_reply(p);
+        }
         return Ok(OK);
     };
     if svc.count == 0 {

@@ -157,19 +157,10 @@ extern "C" fn try_port(_index: u64, ctx: *mut c_void) -> i64 {
 fn forget_closed(forward: &CtKey, reply_key: &CtKey) {
     // SAFETY: plain integers; a racing writer at worst makes this keep a stale entry.
     if let Some(value) = unsafe { EKUBE_CONNTRACK.get(forward) }
-        && onto(value, reply_key)
+        && conntrack::onto(value, reply_key)
     {
         let _ = EKUBE_CONNTRACK.remove(forward);
     }
-}
-
-/// Whether the client entry `forward` translates onto the tuple whose reply key is `reply_key`.
-#[inline(always)]
-fn onto(forward: &CtValue, reply_key: &CtKey) -> bool {
-    forward.saddr == reply_key.daddr
-        && forward.sport == reply_key.dport
-        && forward.daddr == reply_key.saddr
-        && forward.dport == reply_key.sport
 }
 
 /// Whether `old` is idle past its timeout (the sweeper has not deleted it yet). A closed
@@ -198,7 +189,7 @@ fn closed_long_enough(old: &CtValue, new: &CtValue, reply_key: &CtKey, now: u64)
     let key = conntrack::peer_key(old, reply_key.proto, CT_DIR_FORWARD);
     // SAFETY: plain integers; a racing writer at worst yields a stale copy.
     match unsafe { EKUBE_CONNTRACK.get(&key) } {
-        Some(forward) if onto(forward, reply_key) => {
+        Some(forward) if conntrack::onto(forward, reply_key) => {
             forward.flags & CT_FLAG_CLOSING != 0
                 && now.saturating_sub(forward.last_seen_ns) > SNAT_TS_REUSE_NS
         }

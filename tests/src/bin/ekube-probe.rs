@@ -13,7 +13,9 @@
 //!   UDP sends every attempt from one socket, bound to `--source-port` when given, so runs
 //!   with the same port continue one flow; TCP binds each connection to `--source-port`
 //!   (with `SO_REUSEADDR`, so a port whose last connection is in TIME_WAIT can open one to
-//!   another destination).
+//!   another destination; a second connection to the same target from it fails while the
+//!   first is in TIME_WAIT). With `--reset` each TCP connection ends with an RST instead of a
+//!   FIN (`SO_LINGER` 0), leaving no TIME_WAIT.
 //! - `client http IP PORT`: `GET /` once; `STATUS BODY`, or `0` without an answer.
 //! - `client hold IP PORT COUNT`: opens COUNT connections and prints their servers' names on
 //!   one line; after a line on stdin, sends `ping` on each and prints `ok NAME` when it comes
@@ -69,6 +71,9 @@ enum Cmd {
         /// Source port to bind.
         #[arg(long, default_value_t = 0)]
         source_port: u16,
+        /// End each TCP connection with an RST (tcp).
+        #[arg(long)]
+        reset: bool,
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
@@ -90,12 +95,13 @@ fn main() -> Result<()> {
             count,
             source,
             source_port,
+            reset,
             timeout_ms,
         } => {
             let target = SocketAddr::V4(SocketAddrV4::new(ip, port));
             let timeout = Duration::from_millis(timeout_ms);
             match kind.as_str() {
-                "tcp" => tcp_client(target, count, (source, source_port), timeout),
+                "tcp" => tcp_client(target, count, (source, source_port), reset, timeout),
                 "udp" => {
                     let bind = (source.unwrap_or(Ipv4Addr::UNSPECIFIED), source_port);
                     udp_client(target, count, bind, timeout)
@@ -180,9 +186,8 @@ fn out(line: &str) -> Result<()> {
     Ok(())
 }
 
-/// Connects (from `source` when given) and reads the server's greeting: `NAME SEEN PEER`.
 /// A connection to `target` from `source` (address, port; unbound when neither is given) and
-/// the server's greeting with the peer address the client sees.
+/// the server's greeting with the peer address the client sees: `NAME SEEN PEER`.
 fn connect(
     target: SocketAddr,
     source: (Option<Ipv4Addr>, u16),
@@ -217,20 +222,7 @@ fn bound_connect(
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     if source.1 != 0 {
-        let on: libc::c_int = 1;
-        // SAFETY: a valid int option of the given length on our descriptor.
-        let set = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_REUSEADDR,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if set != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_socket_option(fd.as_raw_fd(), libc::SO_REUSEADDR, &(1 as libc::c_int))?;
     }
     let addr = sockaddr(source.0, source.1);
     // SAFETY: addr is a valid sockaddr_in of the given length.
@@ -250,7 +242,8 @@ fn bound_connect(
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
     let addr = sockaddr(*target.ip(), target.port());
-    // SAFETY: as above; a blocking connect bounded by the kernel's SYN retries.
+    // SAFETY: as above; a blocking connect, bounded by the send timeout set above (Linux
+    // applies SO_SNDTIMEO to connect), not only by the kernel's SYN retries.
     let connected = unsafe {
         libc::connect(
             stream.as_raw_fd(),
@@ -279,13 +272,47 @@ fn tcp_client(
     target: SocketAddr,
     count: u32,
     source: (Option<Ipv4Addr>, u16),
+    reset: bool,
     timeout: Duration,
 ) -> Result<()> {
     for _ in 0..count {
         match connect(target, source, timeout) {
-            Ok((_, line)) => out(&format!("ok {line}"))?,
+            Ok((reader, line)) => {
+                if reset {
+                    abort_on_close(reader.get_ref())?;
+                }
+                out(&format!("ok {line}"))?;
+            }
             Err(e) => out(&format!("err {}", errno(&e)))?,
         }
+    }
+    Ok(())
+}
+
+/// Makes closing `stream` send an RST instead of a FIN (`SO_LINGER` with a zero timeout).
+fn abort_on_close(stream: &TcpStream) -> io::Result<()> {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    set_socket_option(stream.as_raw_fd(), libc::SO_LINGER, &linger)
+}
+
+/// Sets the `SOL_SOCKET` option `name` of `fd` to `value` (the C type the option takes).
+fn set_socket_option<T>(fd: std::os::fd::RawFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of the given length; the kernel checks `fd` and the
+    // option's length.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

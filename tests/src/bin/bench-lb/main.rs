@@ -1,6 +1,6 @@
 //! `cargo xtask bench lb`: Service load balancing measured side by side (issue #7) — ekube's
 //! eBPF datapath, kube-proxy's iptables rules through iptables-legacy and iptables-nft, its
-//! nftables rules, and the backend's pod IP with no Service at all (the floor).
+//! nftables rules, and the backends' pod IPs with no Service at all (the floor).
 //!
 //! A two-node lab (`ekblb`): `ekube server` on n1, `ekube flannel` on both nodes, and "pods" —
 //! network namespaces wired by `ekube-cni` ADD as a kubelet would: a client pod and a backend on
@@ -427,17 +427,11 @@ impl Runner<'_, '_> {
             (_, Path::ClusterIp) => SocketAddr::from((c.target_vip, SERVICE_PORT)).to_string(),
             (_, Path::NodePort) => self.node_port_addr()?.to_string(),
         };
-        self.client(place, &target, concurrency, self.args.duration)
+        self.client(place, &target, concurrency)
     }
 
     /// Runs `ekube-rr client` from `place`.
-    fn client(
-        &self,
-        place: &Place,
-        target: &str,
-        concurrency: usize,
-        duration: f64,
-    ) -> Result<RrReport> {
+    fn client(&self, place: &Place, target: &str, concurrency: usize) -> Result<RrReport> {
         let out = place
             .command(bench::rr_bin())?
             .args(["client", "--mode", "crr", "--target", target])
@@ -445,7 +439,7 @@ impl Runner<'_, '_> {
                 "--concurrency",
                 &concurrency.to_string(),
                 "--duration",
-                &duration.to_string(),
+                &self.args.duration.to_string(),
             ])
             .args(["--warmup", &self.args.warmup.to_string(), "--timeout", "2"])
             .stdin(std::process::Stdio::null())

@@ -2,7 +2,7 @@
 //! the markdown tables (ratios to the pod IP and eBPF vs iptables), the JSON, and an SVG chart
 //! of p50/p99 latency per mode and scale drawn here by hand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use ekube_tests::bench::{Latency, RrReport, Table, median, ratio};
@@ -141,7 +141,7 @@ fn backend_p50s(samples: &[Sample]) -> BTreeMap<(Key, String), f64> {
 /// mixes two paths whose costs differ, and the mixture's p50 hides which path a difference is on.
 fn by_backend_table(args: &Args, samples: &[Sample], c1: usize) -> Table {
     let p50s = backend_p50s(samples);
-    let names: std::collections::BTreeSet<&String> = p50s.keys().map(|(_, n)| n).collect();
+    let names: BTreeSet<&String> = p50s.keys().map(|(_, n)| n).collect();
     let mut header: Vec<String> = vec!["path".into(), "services".into(), "mode".into()];
     for n in &names {
         header.push(format!("{n} p50 µs"));
