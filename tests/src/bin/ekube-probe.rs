@@ -100,12 +100,10 @@ fn main() -> Result<()> {
         } => {
             let target = SocketAddr::V4(SocketAddrV4::new(ip, port));
             let timeout = Duration::from_millis(timeout_ms);
+            let bind = SocketAddrV4::new(source.unwrap_or(Ipv4Addr::UNSPECIFIED), source_port);
             match kind.as_str() {
-                "tcp" => tcp_client(target, count, (source, source_port), reset, timeout),
-                "udp" => {
-                    let bind = (source.unwrap_or(Ipv4Addr::UNSPECIFIED), source_port);
-                    udp_client(target, count, bind, timeout)
-                }
+                "tcp" => tcp_client(target, count, bind, reset, timeout),
+                "udp" => udp_client(target, count, bind, timeout),
                 "http" => http_client(target, timeout),
                 "hold" => hold_client(target, count, timeout),
                 "stream" => stream_client(target, count, timeout),
@@ -186,16 +184,20 @@ fn out(line: &str) -> Result<()> {
     Ok(())
 }
 
-/// A connection to `target` from `source` (address, port; unbound when neither is given) and
-/// the server's greeting with the peer address the client sees: `NAME SEEN PEER`.
+/// The address of a client that binds nothing.
+const UNBOUND: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+
+/// A connection to `target` from `source` (not bound when [`UNBOUND`]) and the server's
+/// greeting with the peer address the client sees: `NAME SEEN PEER`.
 fn connect(
     target: SocketAddr,
-    source: (Option<Ipv4Addr>, u16),
+    source: SocketAddrV4,
     timeout: Duration,
 ) -> io::Result<(BufReader<TcpStream>, String)> {
-    let stream = match source {
-        (None, 0) => TcpStream::connect_timeout(&target, timeout)?,
-        (ip, port) => bound_connect((ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port), target, timeout)?,
+    let stream = if source == UNBOUND {
+        TcpStream::connect_timeout(&target, timeout)?
+    } else {
+        bound_connect(source, target, timeout)?
     };
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
@@ -210,7 +212,7 @@ fn connect(
 
 /// A TCP connect from `source` (std binds only listeners).
 fn bound_connect(
-    source: (Ipv4Addr, u16),
+    source: SocketAddrV4,
     target: SocketAddr,
     timeout: Duration,
 ) -> io::Result<TcpStream> {
@@ -221,10 +223,10 @@ fn bound_connect(
     }
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if source.1 != 0 {
+    if source.port() != 0 {
         set_socket_option(fd.as_raw_fd(), libc::SO_REUSEADDR, &(1 as libc::c_int))?;
     }
-    let addr = sockaddr(source.0, source.1);
+    let addr = sockaddr(*source.ip(), source.port());
     // SAFETY: addr is a valid sockaddr_in of the given length.
     let bound = unsafe {
         libc::bind(
@@ -271,7 +273,7 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
 fn tcp_client(
     target: SocketAddr,
     count: u32,
-    source: (Option<Ipv4Addr>, u16),
+    source: SocketAddrV4,
     reset: bool,
     timeout: Duration,
 ) -> Result<()> {
@@ -317,12 +319,7 @@ fn set_socket_option<T>(fd: std::os::fd::RawFd, name: libc::c_int, value: &T) ->
     Ok(())
 }
 
-fn udp_client(
-    target: SocketAddr,
-    count: u32,
-    bind: (Ipv4Addr, u16),
-    timeout: Duration,
-) -> Result<()> {
+fn udp_client(target: SocketAddr, count: u32, bind: SocketAddrV4, timeout: Duration) -> Result<()> {
     let socket = UdpSocket::bind(bind)?;
     socket.set_read_timeout(Some(timeout))?;
     let mut buf = [0; 512];
@@ -369,7 +366,7 @@ fn hold_client(target: SocketAddr, count: u32, timeout: Duration) -> Result<()> 
     let mut held = Vec::new();
     for _ in 0..count {
         let (reader, line) =
-            connect(target, (None, 0), timeout).context("opening a held connection")?;
+            connect(target, UNBOUND, timeout).context("opening a held connection")?;
         let name = line
             .split_whitespace()
             .next()
@@ -389,7 +386,7 @@ fn hold_client(target: SocketAddr, count: u32, timeout: Duration) -> Result<()> 
 }
 
 fn stream_client(target: SocketAddr, seconds: u32, timeout: Duration) -> Result<()> {
-    let (mut reader, line) = connect(target, (None, 0), timeout).context("connecting")?;
+    let (mut reader, line) = connect(target, UNBOUND, timeout).context("connecting")?;
     out(&format!("ok {line}"))?;
     let end = Instant::now() + Duration::from_secs(seconds.into());
     let (mut sent, mut bad) = (0, 0);

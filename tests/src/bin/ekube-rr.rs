@@ -280,14 +280,11 @@ impl LineConn {
 /// What one client thread measured.
 #[derive(Default)]
 struct Tally {
-    /// Latency of each measured request, in nanoseconds.
-    latencies: Vec<u64>,
-    requests: u64,
     connections: u64,
     errors: u64,
     bytes: u64,
-    /// Per server name (the reply): how many measured requests it answered, and their
-    /// latencies.
+    /// Per server name (the reply): the latency of each measured request it answered, in
+    /// nanoseconds (all of them together are the run's requests).
     names: Vec<(Vec<u8>, Vec<u64>)>,
 }
 
@@ -295,8 +292,6 @@ impl Tally {
     /// A measured request answered by `reply` after `latency`.
     fn answered(&mut self, reply: &[u8], latency: Duration) {
         let latency = nanos(latency);
-        self.latencies.push(latency);
-        self.requests += 1;
         let name = reply.strip_suffix(b"\n").unwrap_or(reply);
         match self.names.iter_mut().find(|(n, _)| n == name) {
             Some((_, l)) => l.push(latency),
@@ -403,8 +398,6 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
         let t = t
             .join()
             .map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
-        all.latencies.extend(t.latencies);
-        all.requests += t.requests;
         all.connections += t.connections;
         all.errors += t.errors;
         all.bytes += t.bytes;
@@ -416,6 +409,8 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
         }
     }
     let secs = args.duration;
+    let mut latencies: Vec<u64> = names.values().flatten().copied().collect();
+    let requests = latencies.len() as u64;
     Ok(RrReport {
         mode: args.mode.name().into(),
         protocol: if args.udp { "udp" } else { "tcp" }.into(),
@@ -427,11 +422,11 @@ fn client(args: &ClientArgs) -> Result<RrReport> {
             .join(","),
         concurrency: args.concurrency,
         duration_s: secs,
-        requests: all.requests,
+        requests,
         errors: all.errors,
         connections_per_s: all.connections as f64 / secs,
-        requests_per_s: all.requests as f64 / secs,
-        latency_us: Latency::of_nanos(&mut all.latencies),
+        requests_per_s: requests as f64 / secs,
+        latency_us: Latency::of_nanos(&mut latencies),
         gbit_per_s: (args.mode == Mode::Stream).then(|| all.bytes as f64 * 8.0 / secs / 1e9),
         names: names
             .iter()
