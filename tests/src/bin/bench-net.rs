@@ -4,11 +4,14 @@
 //! A two-node lab (`ekbnet`): `ekube server` on n1, `ekube flannel` on both nodes, and three
 //! "pods" — network namespaces wired by running `ekube-cni` ADD exactly as a kubelet would —
 //! two on n1 and one on n2. `ekube-rr` servers run in the second n1 pod, in the n2 pod and in n2
-//! itself; `ekube-rr client` runs in the first n1 pod (or in n1) for four paths:
-//! pod↔pod on one node (bridge), pod↔pod across nodes (VXLAN), node↔node (the underlay), and
-//! node↔node over a VXLAN device made by hand with iproute2 between the two nodes (no bridge,
-//! no pod, no ekube; the same MTU as `flannel.1`): the kernel's own encapsulation cost, the
-//! ceiling for ekube's overlay on this machine.
+//! itself; `ekube-rr client` runs in the first n1 pod (or in n1) for six paths:
+//! node↔node (the underlay); node↔node over a VXLAN device made by hand with iproute2 between
+//! the two nodes (no bridge, no pod, no ekube; the same MTU as `flannel.1`): the kernel's own
+//! encapsulation cost, the ceiling for ekube's overlay on this machine; node↔node over ekube's
+//! own `flannel.1` (n2's address on it); pod↔pod on one node (bridge); pod→node across nodes
+//! (the overlay with one pod hop: the client's veth, bridge and forwarding); and pod↔pod
+//! across nodes (a pod hop on each side). The three overlay rows split the overlay's cost into
+//! the device and the pod hops.
 //! Each round runs every path in every mode (bulk stream, request/response on one connection,
 //! connect-request-close), in alternating order; the table shows medians over the rounds and
 //! ratios to the underlay. Nothing is sent from the root namespace.
@@ -58,6 +61,36 @@ struct Path {
 }
 
 const MODES: [&str; 3] = ["stream", "rr", "crr"];
+
+/// Indices into the paths `main` measures, for the summary lines under the table.
+const BARE: usize = 1;
+const FLANNEL: usize = 2;
+const POD_NODE: usize = 4;
+const POD_POD: usize = 5;
+
+/// `host`'s address on `flannel.1` (the `.0` of its pod subnet).
+fn overlay_address(lab: &Lab, host: &str) -> Result<Ipv4Addr> {
+    let out = lab.exec(
+        host,
+        &["ip", "-j", "-4", "addr", "show", "dev", "flannel.1"],
+    )?;
+    ensure!(
+        out.success(),
+        "{host}: ip addr show dev flannel.1: {}",
+        out.stderr.trim()
+    );
+    let links: Value = serde_json::from_str(out.stdout.trim())
+        .with_context(|| format!("{host}: ip -j addr: {:?}", out.stdout))?;
+    links[0]["addr_info"][0]["local"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .with_context(|| {
+            format!(
+                "{host}: no IPv4 address on flannel.1: {}",
+                out.stdout.trim()
+            )
+        })
+}
 
 /// The VXLAN device between n1 and n2 made as an administrator would by hand, over the same
 /// underlay as ekube's `flannel.1` (it goes with the lab's namespaces).
@@ -138,6 +171,7 @@ fn main() -> Result<()> {
         })?;
     }
     bare_vxlan(&lab)?;
+    let n2_overlay = overlay_address(&lab, "n2")?;
     let a = pods.add(&lab, 1, "a")?;
     let b = pods.add(&lab, 1, "b")?;
     let c = pods.add(&lab, 2, "c")?;
@@ -154,6 +188,7 @@ fn main() -> Result<()> {
         bench::rr_serve(&c.0, any, "pod-c")?,
         bench::rr_serve(&n2.netns, any, "node-2")?,
     ];
+    // In the order of the index constants (`BARE`, `FLANNEL`, `POD_NODE`, `POD_POD`).
     let paths = [
         Path {
             label: "node ↔ node (underlay)",
@@ -162,8 +197,13 @@ fn main() -> Result<()> {
         },
         Path {
             label: "node ↔ node, hand-built kernel VXLAN (ceiling)",
-            client_ns: n1,
+            client_ns: n1.clone(),
             target: SocketAddr::from((BARE_ADDRS[1], PORT)),
+        },
+        Path {
+            label: "node ↔ node, ekube's flannel.1",
+            client_ns: n1,
+            target: SocketAddr::from((n2_overlay, PORT)),
         },
         Path {
             label: "pod ↔ pod, same node (bridge)",
@@ -171,7 +211,12 @@ fn main() -> Result<()> {
             target: SocketAddr::from((b.1, PORT)),
         },
         Path {
-            label: "pod ↔ pod, across nodes (VXLAN)",
+            label: "pod → node, across nodes (ekube's VXLAN, one pod hop)",
+            client_ns: a.0.clone(),
+            target: SocketAddr::from((n2_overlay, PORT)),
+        },
+        Path {
+            label: "pod ↔ pod, across nodes (ekube's VXLAN)",
             client_ns: a.0.clone(),
             target: SocketAddr::from((c.1, PORT)),
         },
@@ -270,13 +315,22 @@ fn main() -> Result<()> {
         args.rounds, args.duration
     );
     print!("{}", table.markdown());
-    // The overlay against the kernel's own VXLAN, the part of its cost ekube could remove.
-    let (bare, overlay) = (1, paths.len() - 1);
+    // The overlay against the kernel's own VXLAN, the part of its cost ekube could remove,
+    // split into the device and the pod hops.
     println!(
         "\nekube's overlay against the hand-built VXLAN: stream {}, rr p50 {}, crr {}.",
-        ratio(gbit(overlay), gbit(bare)),
-        ratio(rr_p50(overlay), rr_p50(bare)),
-        ratio(crr(overlay), crr(bare)),
+        ratio(gbit(POD_POD), gbit(BARE)),
+        ratio(rr_p50(POD_POD), rr_p50(BARE)),
+        ratio(crr(POD_POD), crr(BARE)),
+    );
+    let per_connection_us = |p: usize| 1e6 / crr(p);
+    println!(
+        "crr time per connection (µs): hand-built VXLAN {:.1}, flannel.1 {:.1}, one pod hop {:.1}, \
+         pod hops on both sides {:.1}.",
+        per_connection_us(BARE),
+        per_connection_us(FLANNEL),
+        per_connection_us(POD_NODE),
+        per_connection_us(POD_POD),
     );
     let raw: Vec<Value> = paths
         .iter()
