@@ -22,12 +22,6 @@
 //!   back, else `err NAME`.
 //! - `client stream IP PORT SECONDS`: one connection: `ok NAME SEEN PEER`, then a `ping` round
 //!   trip every 20 ms for SECONDS, then `echo SENT BAD`.
-//! - `connect-time IP PORT COUNT`: COUNT non-blocking TCP connects, each timed from the
-//!   `connect` call to its return (`EINPROGRESS`: the SYN is sent, no answer is awaited) and
-//!   closed at once; prints `p50_ns N p90_ns N mean_ns N`. The time is the connect syscall's
-//!   own work: a cgroup `connect4` program, the route lookup and the SYN's transmission, so
-//!   runs to a ClusterIP and to its backend's pod IP, from a cgroup with and without the
-//!   programs, tell what the program costs a connect.
 //! - `syn-flood IP PORT COUNT`: COUNT TCP SYNs from a raw socket, each from its own source in
 //!   10.99.0.0/16 (addresses nothing holds), then `sent COUNT`.
 
@@ -83,8 +77,6 @@ enum Cmd {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
-    /// The time a non-blocking TCP connect takes to return.
-    ConnectTime { ip: Ipv4Addr, port: u16, count: u32 },
     /// SYNs from spoofed sources.
     SynFlood { ip: Ipv4Addr, port: u16, count: u32 },
 }
@@ -118,7 +110,6 @@ fn main() -> Result<()> {
                 other => bail!("unknown client kind {other:?}"),
             }
         }
-        Cmd::ConnectTime { ip, port, count } => connect_time(ip, port, count),
         Cmd::SynFlood { ip, port, count } => syn_flood(ip, port, count),
     }
 }
@@ -298,50 +289,6 @@ fn tcp_client(
         }
     }
     Ok(())
-}
-
-fn connect_time(ip: Ipv4Addr, port: u16, count: u32) -> Result<()> {
-    anyhow::ensure!(count > 0, "connect-time needs a count above 0");
-    let addr = sockaddr(ip, port);
-    let mut times = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        // SAFETY: socket(2) returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error()).context("socket");
-        }
-        // SAFETY: fd is a fresh descriptor we own; dropping it closes the socket.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let start = Instant::now();
-        // SAFETY: addr is a valid sockaddr_in of the given length.
-        let rc = unsafe {
-            libc::connect(
-                fd.as_raw_fd(),
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        let took = start.elapsed();
-        let e = io::Error::last_os_error();
-        if rc != 0 && e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e).with_context(|| format!("connect to {ip}:{port}"));
-        }
-        times.push(took.as_nanos() as u64);
-    }
-    times.sort_unstable();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-    let mean = times.iter().sum::<u64>() / times.len() as u64;
-    out(&format!(
-        "p50_ns {} p90_ns {} mean_ns {mean}",
-        at(0.5),
-        at(0.9)
-    ))
 }
 
 /// Makes closing `stream` send an RST instead of a FIN (`SO_LINGER` with a zero timeout).
