@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
+use ekube_cni::config::SubnetEnv;
+use ekube_flannel::peers::vtep_ip;
 use ekube_lab::{CmdTemplate, Lab, LabConfig};
 use ekube_tests::bench::{self, RrReport, Table, median, ratio};
 use ekube_tests::{ekube_bin, wait_for};
@@ -55,6 +57,7 @@ struct Args {
 /// One measured path: where the client runs and the server it talks to.
 #[derive(Clone)]
 struct Path {
+    hops: Hops,
     label: &'static str,
     client_ns: String,
     target: SocketAddr,
@@ -62,34 +65,27 @@ struct Path {
 
 const MODES: [&str; 3] = ["stream", "rr", "crr"];
 
-/// Indices into the paths `main` measures, for the summary lines under the table.
-const BARE: usize = 1;
-const FLANNEL: usize = 2;
-const POD_NODE: usize = 4;
-const POD_POD: usize = 5;
+/// What a measured path crosses; the summary under the table picks its paths by it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hops {
+    Underlay,
+    HandBuiltVxlan,
+    Flannel,
+    Bridge,
+    PodToNode,
+    PodToPod,
+}
 
-/// `host`'s address on `flannel.1` (the `.0` of its pod subnet).
+/// `host`'s VTEP address on `flannel.1`, from the pod subnet its `subnet.env` names.
 fn overlay_address(lab: &Lab, host: &str) -> Result<Ipv4Addr> {
-    let out = lab.exec(
-        host,
-        &["ip", "-j", "-4", "addr", "show", "dev", "flannel.1"],
-    )?;
-    ensure!(
-        out.success(),
-        "{host}: ip addr show dev flannel.1: {}",
-        out.stderr.trim()
-    );
-    let links: Value = serde_json::from_str(out.stdout.trim())
-        .with_context(|| format!("{host}: ip -j addr: {:?}", out.stdout))?;
-    links[0]["addr_info"][0]["local"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .with_context(|| {
-            format!(
-                "{host}: no IPv4 address on flannel.1: {}",
-                out.stdout.trim()
-            )
-        })
+    let path = lab.host(host)?.run_dir().join("subnet.env");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let subnet = SubnetEnv::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        .subnet
+        .with_context(|| format!("{}: no FLANNEL_SUBNET", path.display()))?;
+    Ok(vtep_ip(subnet))
 }
 
 /// The VXLAN device between n1 and n2 made as an administrator would by hand, over the same
@@ -188,34 +184,39 @@ fn main() -> Result<()> {
         bench::rr_serve(&c.0, any, "pod-c")?,
         bench::rr_serve(&n2.netns, any, "node-2")?,
     ];
-    // In the order of the index constants (`BARE`, `FLANNEL`, `POD_NODE`, `POD_POD`).
     let paths = [
         Path {
+            hops: Hops::Underlay,
             label: "node ↔ node (underlay)",
             client_ns: n1.clone(),
             target: SocketAddr::from((n2.ip, PORT)),
         },
         Path {
+            hops: Hops::HandBuiltVxlan,
             label: "node ↔ node, hand-built kernel VXLAN (ceiling)",
             client_ns: n1.clone(),
             target: SocketAddr::from((BARE_ADDRS[1], PORT)),
         },
         Path {
+            hops: Hops::Flannel,
             label: "node ↔ node, ekube's flannel.1",
             client_ns: n1,
             target: SocketAddr::from((n2_overlay, PORT)),
         },
         Path {
+            hops: Hops::Bridge,
             label: "pod ↔ pod, same node (bridge)",
             client_ns: a.0.clone(),
             target: SocketAddr::from((b.1, PORT)),
         },
         Path {
+            hops: Hops::PodToNode,
             label: "pod → node, across nodes (ekube's VXLAN, one pod hop)",
             client_ns: a.0.clone(),
             target: SocketAddr::from((n2_overlay, PORT)),
         },
         Path {
+            hops: Hops::PodToPod,
             label: "pod ↔ pod, across nodes (ekube's VXLAN)",
             client_ns: a.0.clone(),
             target: SocketAddr::from((c.1, PORT)),
@@ -317,20 +318,32 @@ fn main() -> Result<()> {
     print!("{}", table.markdown());
     // The overlay against the kernel's own VXLAN, the part of its cost ekube could remove,
     // split into the device and the pod hops.
+    let at = |hops: Hops| {
+        paths
+            .iter()
+            .position(|p| p.hops == hops)
+            .expect("every kind of path is measured")
+    };
+    let (bare, flannel, pod_node, pod_pod) = (
+        at(Hops::HandBuiltVxlan),
+        at(Hops::Flannel),
+        at(Hops::PodToNode),
+        at(Hops::PodToPod),
+    );
     println!(
         "\nekube's overlay against the hand-built VXLAN: stream {}, rr p50 {}, crr {}.",
-        ratio(gbit(POD_POD), gbit(BARE)),
-        ratio(rr_p50(POD_POD), rr_p50(BARE)),
-        ratio(crr(POD_POD), crr(BARE)),
+        ratio(gbit(pod_pod), gbit(bare)),
+        ratio(rr_p50(pod_pod), rr_p50(bare)),
+        ratio(crr(pod_pod), crr(bare)),
     );
     let per_connection_us = |p: usize| 1e6 / crr(p);
     println!(
         "crr time per connection (µs): hand-built VXLAN {:.1}, flannel.1 {:.1}, one pod hop {:.1}, \
          pod hops on both sides {:.1}.",
-        per_connection_us(BARE),
-        per_connection_us(FLANNEL),
-        per_connection_us(POD_NODE),
-        per_connection_us(POD_POD),
+        per_connection_us(bare),
+        per_connection_us(flannel),
+        per_connection_us(pod_node),
+        per_connection_us(pod_pod),
     );
     let raw: Vec<Value> = paths
         .iter()
