@@ -15,6 +15,9 @@
 //! crr mode at each concurrency on two paths — ClusterIP from the client pod (inside n1's
 //! cgroup subtree, where the socket hooks apply) and NodePort from the external namespace to
 //! `192.168.64.10:30080` — and finally times one more Service (API create → first connect).
+//! In eBPF mode it also times what the socket hook adds to a `connect`: UDP connects (they send
+//! nothing but run the same `connect4` program) from the client pod outside n1's cgroup, inside
+//! it to a pod IP, and inside it to the target's ClusterIP (the target has a UDP port for this).
 //! The floor ("direct") connects from the same places to the two backends' pod IPs, each
 //! connection to either at random as the Service would balance it, and every run reports each
 //! backend's own latencies beside the mixture's: a local backend and one behind the overlay
@@ -40,7 +43,7 @@ use ekube_tests::bench::{self, RrReport};
 use ekube_tests::{ekube_bin, netns};
 
 use crate::modes::{Mode, Proxies, sync_stat, synced_fully};
-use crate::probe::Place;
+use crate::probe::{ConnectCosts, Place};
 use crate::report::{Path, ProgSample, Sample};
 use crate::setup::{BACKEND_PORT, Cluster, NODE_PORT, SERVICE_PORT};
 
@@ -49,6 +52,11 @@ const LAB: &str = "ekblb";
 const EMPTY_RETRIES: usize = 2;
 /// Probe interval while timing programming (the resolution of those numbers).
 const PROBE_INTERVAL_MS: f64 = 1.0;
+/// UDP connects per place when timing the socket hook.
+pub(crate) const CONNECT_CALLS: u32 = 128_000;
+/// The proxy's count of `connect4` translations in its metrics.
+const CONNECT4_TRANSLATED: &str =
+    "ekube_proxy_datapath_events_total{counter=\"connect4_translated\"}";
 #[derive(Parser)]
 #[command(
     about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) and nftables vs the pod IP"
@@ -100,8 +108,10 @@ impl Args {
 
 fn main() -> Result<()> {
     let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(probe::ARG) {
-        return probe::main(&argv[2..]);
+    match argv.get(1).map(String::as_str) {
+        Some(probe::ARG) => return probe::main(&argv[2..]),
+        Some(probe::CONNECT_COST_ARG) => return probe::connect_cost_main(&argv[2..]),
+        _ => {}
     }
     let args = Args::parse();
     bench::require_root("bench lb")?;
@@ -322,6 +332,7 @@ impl Runner<'_, '_> {
             });
         }
         if mode == Mode::Ebpf {
+            prog.connect = Some(self.connect_costs()?);
             self.restart(mode, &mut prog)?;
         }
         if mode != Mode::Direct {
@@ -329,6 +340,34 @@ impl Runner<'_, '_> {
             self.progs.push(prog);
         }
         Ok(())
+    }
+
+    /// What the socket hook costs a `connect` (eBPF only; see [`probe::connect_costs`]): from
+    /// the client pod's namespace, a socket outside n1's cgroup to a backend's pod IP, one
+    /// inside it to the same pod IP, and one inside it to the target's ClusterIP, whose
+    /// translations the proxy must count.
+    fn connect_costs(&self) -> Result<ConnectCosts> {
+        let c = &self.cluster;
+        let translated = |m: &std::collections::BTreeMap<String, f64>| {
+            m.get(CONNECT4_TRANSLATED).copied().unwrap_or(0.0)
+        };
+        let before = translated(&self.proxies.metrics()?);
+        let costs = probe::connect_costs(
+            &c.pod_outside,
+            c.pod_client
+                .cgroup_procs
+                .as_deref()
+                .context("the client pod's cgroup")?,
+            SocketAddr::from((c.backends[0].ip, BACKEND_PORT)),
+            SocketAddr::from((c.target_vip, SERVICE_PORT)),
+            CONNECT_CALLS,
+        )?;
+        // The counters reach the metrics every few seconds.
+        self.proxies
+            .wait_metrics("the proxy to count the translated connects", |m| {
+                translated(m) - before >= costs.translating.calls as f64
+            })?;
+        Ok(costs)
     }
 
     /// Neither the target's ClusterIP nor its NodePort may answer before a proxy runs: whatever

@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +23,10 @@ use ekube_tests::{bench::netns_path, netns};
 
 /// First argument that turns this binary into the probe.
 pub const ARG: &str = "__probe";
+/// First argument that turns it into the connect timer ([`connect_cost_main`]).
+pub const CONNECT_COST_ARG: &str = "__connect-cost";
+/// `connect` calls timed together; the timer reports the per-call time of each batch.
+const CONNECT_BATCH: u32 = 64;
 
 /// The probe's `main`: `args` are the arguments after [`ARG`].
 pub fn main(args: &[String]) -> Result<()> {
@@ -62,6 +66,159 @@ pub fn main(args: &[String]) -> Result<()> {
         }
         std::thread::sleep(interval);
     }
+}
+
+/// What one socket `connect` costs, in nanoseconds per call: the median and 90th percentile
+/// over batches of [`CONNECT_BATCH`] calls.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ConnectCost {
+    pub p50_ns: f64,
+    pub p90_ns: f64,
+    pub calls: u64,
+}
+
+/// What the connect timer measures: UDP connects of three sockets of one process.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ConnectCosts {
+    /// A socket made outside the hooked cgroup, to a pod IP: no program runs.
+    pub no_hook: ConnectCost,
+    /// A socket made inside it, to the same pod IP: the program runs and finds no Service.
+    pub no_service: ConnectCost,
+    /// A socket made inside it, to a ClusterIP: the program translates.
+    pub translating: ConnectCost,
+}
+
+/// One UDP socket that is connected over and over to one address.
+struct Reconnecting {
+    socket: std::os::fd::OwnedFd,
+    to: libc::sockaddr_in,
+    label: String,
+}
+
+impl Reconnecting {
+    fn new(to: std::net::SocketAddrV4, label: &str) -> Result<Self> {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket");
+        }
+        Ok(Self {
+            // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+            socket: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+            to: libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: to.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*to.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            },
+            label: format!("{label} → {to}"),
+        })
+    }
+
+    /// [`CONNECT_BATCH`] connects; the time each took on average.
+    fn batch(&self) -> Result<Duration> {
+        let t0 = Instant::now();
+        for _ in 0..CONNECT_BATCH {
+            // SAFETY: `to` is a valid sockaddr_in of the length passed.
+            let rc = unsafe {
+                libc::connect(
+                    self.socket.as_raw_fd(),
+                    (&raw const self.to).cast(),
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("connecting a UDP socket {}", self.label));
+            }
+        }
+        Ok(t0.elapsed() / CONNECT_BATCH)
+    }
+}
+
+/// The connect timer's `main` (`bench-lb __connect-cost CGROUP_PROCS POD_IP:PORT
+/// CLUSTER_IP:PORT CALLS`). A UDP connect sends nothing, yet the kernel runs the `connect4`
+/// program of the socket's cgroup on it as on a TCP connect; the cgroup is the one its process
+/// was in when the socket was made. So the timer makes one socket where it starts (outside the
+/// hooked cgroup), moves itself into the cgroup whose `cgroup.procs` is `CGROUP_PROCS`, makes
+/// two more, and then times batches of connects of the three in turn (each socket connecting
+/// `CALLS` times), so that the three are measured side by side under the same conditions.
+/// Prints [`ConnectCosts`] as JSON.
+pub fn connect_cost_main(args: &[String]) -> Result<()> {
+    let [procs, pod, vip, calls] = args else {
+        bail!("usage: bench-lb {CONNECT_COST_ARG} CGROUP_PROCS POD_IP:PORT CLUSTER_IP:PORT CALLS");
+    };
+    let pod: std::net::SocketAddrV4 = pod.parse().context("pod address")?;
+    let vip: std::net::SocketAddrV4 = vip.parse().context("ClusterIP address")?;
+    let calls: u32 = calls.parse().context("connect calls")?;
+    let batches = (calls / CONNECT_BATCH).max(1) as usize;
+    let no_hook = Reconnecting::new(pod, "outside the cgroup")?;
+    std::fs::write(procs, b"0").with_context(|| format!("joining the cgroup of {procs}"))?;
+    let sockets = [
+        no_hook,
+        Reconnecting::new(pod, "inside the cgroup")?,
+        Reconnecting::new(vip, "inside the cgroup")?,
+    ];
+    // Warm the caches and the routes, and fail early on an unreachable address.
+    for s in &sockets {
+        s.batch()?;
+    }
+    let mut per_call: [Vec<f64>; 3] = Default::default();
+    for _ in 0..batches {
+        for (s, times) in sockets.iter().zip(&mut per_call) {
+            times.push(s.batch()?.as_nanos() as f64);
+        }
+    }
+    let [no_hook, no_service, translating] = per_call.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        ConnectCost {
+            p50_ns: at(0.5),
+            p90_ns: at(0.9),
+            calls: (batches as u64) * u64::from(CONNECT_BATCH),
+        }
+    });
+    let costs = ConnectCosts {
+        no_hook,
+        no_service,
+        translating,
+    };
+    println!("{}", serde_json::to_string(&costs)?);
+    Ok(())
+}
+
+/// Runs the connect timer from `outside` (a place outside any hooked cgroup), the hooked
+/// sockets made in `cgroup_procs`'s cgroup, for `calls` connects of each.
+pub fn connect_costs(
+    outside: &Place,
+    cgroup_procs: &Path,
+    pod: SocketAddr,
+    vip: SocketAddr,
+    calls: u32,
+) -> Result<ConnectCosts> {
+    let me = std::env::current_exe().context("this executable")?;
+    let out = outside
+        .command(me)?
+        .arg(CONNECT_COST_ARG)
+        .arg(cgroup_procs)
+        .args([pod.to_string(), vip.to_string(), calls.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .context("running the connect timer")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "connect timer ({pod}, {vip}) failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "parsing the connect timer's output {:?}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A command that runs `program` inside network namespace `ns` and, when `cgroup_procs` is

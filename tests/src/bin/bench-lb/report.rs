@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::Args;
 use crate::modes::Mode;
+use crate::probe::{ConnectCost, ConnectCosts};
 
 /// Which way the client reaches the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,6 +73,8 @@ pub struct ProgSample {
     pub add_proxy_ms: Option<f64>,
     /// iptables modes: the target's rule position among the ClusterIP rules of KUBE-SERVICES.
     pub target_rule: Option<(usize, usize)>,
+    /// eBPF: what the socket hook costs a `connect`.
+    pub connect: Option<ConnectCosts>,
 }
 
 /// Medians over the rounds of one cell.
@@ -184,6 +187,10 @@ struct ProgStat {
     add_proxy_ms: f64,
     full_gave_up: bool,
     add_gave_up: bool,
+    /// Medians of the [`ConnectCosts`] p50s (ns per call).
+    connect_no_hook_ns: f64,
+    connect_no_service_ns: f64,
+    connect_translating_ns: f64,
 }
 
 fn prog_stats(progs: &[ProgSample]) -> BTreeMap<(usize, Mode), ProgStat> {
@@ -201,7 +208,13 @@ fn prog_stats(progs: &[ProgSample]) -> BTreeMap<(usize, Mode), ProgStat> {
                         .collect::<Vec<_>>(),
                 )
             };
+            let connect = |f: &dyn Fn(&ConnectCosts) -> ConnectCost| {
+                m(&|p| p.connect.as_ref().map(|c| f(c).p50_ns))
+            };
             let stat = ProgStat {
+                connect_no_hook_ns: connect(&|c| c.no_hook),
+                connect_no_service_ns: connect(&|c| c.no_service),
+                connect_translating_ns: connect(&|c| c.translating),
                 full_cluster_ms: m(&|p| p.full_cluster_ms),
                 full_node_port_ms: m(&|p| p.full_node_port_ms),
                 full_proxy_ms: m(&|p| p.full_proxy_ms),
@@ -433,6 +446,41 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         "\n### Programming time (medians over rounds; probes poll every 1 ms)\n\n{}",
         t.markdown()
     );
+    let mut t = Table::new(&[
+        "services",
+        "no hook: socket outside the cgroup → pod IP (ns)",
+        "hook, no Service: socket inside → pod IP (ns)",
+        "hook translates: socket inside → ClusterIP (ns)",
+        "the hook's cost: no Service / translating (ns)",
+    ]);
+    for &n in &args.scales {
+        let Some(p) = ps.get(&(n, Mode::Ebpf)) else {
+            continue;
+        };
+        if p.connect_no_hook_ns.is_nan() || p.connect_no_hook_ns <= 0.0 {
+            continue;
+        }
+        let ns = |v: f64| format!("{v:.0}");
+        t.row(vec![
+            thousands(n),
+            ns(p.connect_no_hook_ns),
+            ns(p.connect_no_service_ns),
+            ns(p.connect_translating_ns),
+            format!(
+                "{:+.0} / {:+.0}",
+                p.connect_no_service_ns - p.connect_no_hook_ns,
+                p.connect_translating_ns - p.connect_no_hook_ns
+            ),
+        ]);
+    }
+    if !t.rows.is_empty() {
+        let _ = write!(
+            out,
+            "\n### The socket hook's cost per connect (eBPF; UDP connects from the client pod's namespace, which send nothing: {} per socket, the three sockets' batches of 64 in turn; p50 over batches, medians over rounds)\n\n{}",
+            crate::CONNECT_CALLS,
+            t.markdown()
+        );
+    }
     let positions: Vec<String> = progs
         .iter()
         .filter(|p| p.round == 0)
@@ -481,6 +529,9 @@ pub fn json(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> Value {
                 "full_sync_gave_up": p.full_gave_up, "add_service_gave_up": p.add_gave_up,
                 "full_sync_proxy_ms": p.full_proxy_ms, "restart_synced_ms": p.restart_ms, "add_service_ms": p.add_ms, "add_service_proxy_ms": p.add_proxy_ms,
                 "target_rule": p.target_rule.map(|(at, of)| json!({"position": at, "of": of})),
+                "connect_ns": p.connect.map(|c| json!({
+                    "no_hook": c.no_hook, "no_service": c.no_service, "translating": c.translating,
+                })),
             })
         })
         .collect();
@@ -702,6 +753,55 @@ mod tests {
             "{md}"
         );
         assert!(svg(&args, &[]).ends_with("</svg>\n"));
+    }
+
+    #[test]
+    fn the_hook_costs_what_a_hooked_connect_takes_over_an_unhooked_one() {
+        use clap::Parser;
+        let args = Args::parse_from(["bench-lb", "--scales", "10,1000", "--modes", "direct,ebpf"]);
+        let cost = |p50_ns| ConnectCost {
+            p50_ns,
+            p90_ns: p50_ns * 1.5,
+            calls: 128,
+        };
+        let round = |round, translating| ProgSample {
+            scale: 10,
+            mode: Mode::Ebpf,
+            round,
+            connect: Some(ConnectCosts {
+                no_hook: cost(900.0),
+                no_service: cost(1000.0),
+                translating: cost(translating),
+            }),
+            ..Default::default()
+        };
+        let progs = [
+            round(0, 1200.0),
+            round(1, 1250.0),
+            round(2, 1900.0),
+            // A scale whose eBPF rounds timed no connect has no row.
+            ProgSample {
+                scale: 1000,
+                mode: Mode::Ebpf,
+                ..Default::default()
+            },
+        ];
+        let md = markdown(&args, &[], &progs);
+        let table = md
+            .split("### The socket hook's cost per connect")
+            .nth(1)
+            .and_then(|section| section.split("\n\n").nth(1))
+            .unwrap_or_else(|| panic!("no connect table in\n{md}"));
+        assert!(
+            table.contains("| 10 | 900 | 1000 | 1250 | +100 / +350 |"),
+            "{md}"
+        );
+        assert!(!table.contains("| 1,000 |"), "{md}");
+        let json = json(&args, &[], &progs);
+        assert_eq!(
+            json["programming"][1]["connect_ns"]["translating"]["p50_ns"],
+            1250.0
+        );
     }
 
     #[test]

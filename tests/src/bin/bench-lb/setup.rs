@@ -28,11 +28,14 @@ pub const SERVICE_PORT: u16 = 80;
 /// The target Service's node port.
 pub const NODE_PORT: u16 = 30080;
 /// The target Service: its name sorts after every filler, so kube-proxy's rule for it is the
-/// last ClusterIP rule in `KUBE-SERVICES`.
+/// last ClusterIP rule in `KUBE-SERVICES`. Beside its TCP port it has the same numbers over
+/// UDP, which only the connect timer uses.
 pub const TARGET: &str = "zz-lb-target";
 /// The service CIDR (DESIGN.md §3), routed as local on the node so that an untranslated
 /// connect is refused at once.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
+/// The target's UDP port name: UDP connects to it time the socket hook ([`crate::probe::connect_cost`]).
+const UDP_PORT_NAME: &str = "rr-udp";
 /// Parallel API requests while creating filler services.
 const CREATE_PARALLEL: usize = 32;
 
@@ -54,6 +57,8 @@ pub struct Cluster<'a> {
     pub pod_client: Place,
     /// The external client namespace.
     pub ext_client: Place,
+    /// The client pod's namespace outside n1's cgroup subtree (no socket hook applies).
+    pub pod_outside: Place,
     /// The target's backends: on n1, on n2.
     pub backends: [Backend; 2],
     pub target_vip: Ipv4Addr,
@@ -122,11 +127,15 @@ impl<'a> Cluster<'a> {
             services,
             slices,
             pod_client: Place {
-                netns: client_ns,
+                netns: client_ns.clone(),
                 cgroup_procs: Some(n1.cgroup2_dir().join("cgroup.procs")),
             },
             ext_client: Place {
                 netns: lab.host("ext")?.netns.clone(),
+                cgroup_procs: None,
+            },
+            pod_outside: Place {
+                netns: client_ns.clone(),
                 cgroup_procs: None,
             },
             backends,
@@ -144,6 +153,7 @@ impl<'a> Cluster<'a> {
             None,
             Some(NODE_PORT),
             &endpoints,
+            true,
         ))?;
         cluster.allocated.insert(cluster.target_vip);
         Ok(cluster)
@@ -198,6 +208,7 @@ impl<'a> Cluster<'a> {
                         None,
                         None,
                         &endpoints,
+                        false,
                     )
                     .await
                 })
@@ -220,7 +231,7 @@ impl<'a> Cluster<'a> {
     /// Creates the EndpointSlice of an added service (before the Service itself, so that the
     /// Service's arrival is the one change timed).
     pub fn create_add_slice(&self, name: &str) -> Result<()> {
-        let slice = slice(name, &self.backend_endpoints());
+        let slice = slice(name, &self.backend_endpoints(), false);
         self.rt
             .block_on(self.slices.create(&PostParams::default(), &slice))
             .with_context(|| format!("creating endpointslice {name}"))?;
@@ -230,10 +241,10 @@ impl<'a> Cluster<'a> {
     /// Creates the Service of an added service at `vip`.
     pub fn create_add_service(&self, name: &str, vip: Ipv4Addr) -> Result<()> {
         self.rt
-            .block_on(
-                self.services
-                    .create(&PostParams::default(), &service(name, Some(vip), None)),
-            )
+            .block_on(self.services.create(
+                &PostParams::default(),
+                &service(name, Some(vip), None, false),
+            ))
             .with_context(|| format!("creating service {name}"))?;
         Ok(())
     }
@@ -261,7 +272,9 @@ pub fn must(out: ekube_lab::ExecOutput, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn service(name: &str, cluster_ip: Option<Ipv4Addr>, node_port: Option<u16>) -> Service {
+/// A selector-less Service: TCP [`SERVICE_PORT`] → [`BACKEND_PORT`], and with `udp` the same
+/// numbers over UDP.
+fn service(name: &str, cluster_ip: Option<Ipv4Addr>, node_port: Option<u16>, udp: bool) -> Service {
     let mut port =
         json!({"name": "rr", "protocol": "TCP", "port": SERVICE_PORT, "targetPort": BACKEND_PORT});
     let mut spec = json!({"ports": []});
@@ -272,12 +285,16 @@ fn service(name: &str, cluster_ip: Option<Ipv4Addr>, node_port: Option<u16>) -> 
     if let Some(ip) = cluster_ip {
         spec["clusterIP"] = json!(ip.to_string());
     }
-    spec["ports"] = json!([port]);
+    let mut ports = vec![port];
+    if udp {
+        ports.push(json!({"name": UDP_PORT_NAME, "protocol": "UDP", "port": SERVICE_PORT, "targetPort": BACKEND_PORT}));
+    }
+    spec["ports"] = json!(ports);
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec}))
         .expect("valid service")
 }
 
-fn slice(service: &str, endpoints: &[(Ipv4Addr, Option<String>)]) -> EndpointSlice {
+fn slice(service: &str, endpoints: &[(Ipv4Addr, Option<String>)], udp: bool) -> EndpointSlice {
     let endpoints: Vec<Value> = endpoints
         .iter()
         .map(|(ip, node)| {
@@ -288,13 +305,17 @@ fn slice(service: &str, endpoints: &[(Ipv4Addr, Option<String>)]) -> EndpointSli
             e
         })
         .collect();
+    let mut ports = vec![json!({"name": "rr", "protocol": "TCP", "port": BACKEND_PORT})];
+    if udp {
+        ports.push(json!({"name": UDP_PORT_NAME, "protocol": "UDP", "port": BACKEND_PORT}));
+    }
     serde_json::from_value(json!({
         "metadata": {
             "name": service,
             "labels": {"kubernetes.io/service-name": service, "endpointslice.kubernetes.io/managed-by": "ekube-bench-lb"},
         },
         "addressType": "IPv4",
-        "ports": [{"name": "rr", "protocol": "TCP", "port": BACKEND_PORT}],
+        "ports": ports,
         "endpoints": endpoints,
     }))
     .expect("valid endpointslice")
@@ -308,14 +329,15 @@ async fn create_pair(
     cluster_ip: Option<Ipv4Addr>,
     node_port: Option<u16>,
     endpoints: &[(Ipv4Addr, Option<String>)],
+    udp: bool,
 ) -> Result<Ipv4Addr> {
     let pp = PostParams::default();
     slices
-        .create(&pp, &slice(name, endpoints))
+        .create(&pp, &slice(name, endpoints, udp))
         .await
         .with_context(|| format!("creating endpointslice {name}"))?;
     let svc = services
-        .create(&pp, &service(name, cluster_ip, node_port))
+        .create(&pp, &service(name, cluster_ip, node_port, udp))
         .await
         .with_context(|| format!("creating service {name}"))?;
     let ip = svc
