@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -307,8 +309,13 @@ pub async fn ensure_bridge(
         .ok_or_else(|| Error::netlink(format!("bridge {name}"), "vanished"))
 }
 
-/// Creates the veth pair `host`/`peer` in this netns and moves `peer` into the
-/// netns `target_fd`. A leftover `host` from an earlier failed attempt is removed first.
+/// Creates the veth pair `host` (in this netns) / `peer` (made right in the netns `target_fd`).
+/// A leftover `host` from an earlier failed attempt is removed first.
+///
+/// Making the peer where it belongs, rather than here and then moving it, is what keeps pod
+/// starts from queueing behind one another: moving a device to another netns waits for an
+/// RCU grace period while holding the RTNL lock (30 ms of a 36 ms ADD when measured), so
+/// concurrent ADDs — 30 pods started together — each waited for every move before theirs.
 pub async fn create_veth(
     h: &Handle,
     host: &str,
@@ -318,28 +325,19 @@ pub async fn create_veth(
 ) -> Result<()> {
     delete_link(h, host).await?;
     delete_link(h, peer).await?;
-    let mut v = LinkVeth::new(host, peer);
+    let peer_msg = LinkUnspec::new_with_name(peer)
+        .setns_by_fd(target_fd)
+        .build();
+    let mut v = LinkVeth::new(host, peer).set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)));
     if let Some(m) = mtu {
         v = v.mtu(m);
     }
-    h.link()
-        .add(v.build())
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("create veth {host}/{peer}"), e))?;
-    let moved = h
-        .link()
-        .set(
-            LinkUnspec::new_with_name(peer)
-                .setns_by_fd(target_fd)
-                .build(),
+    h.link().add(v.build()).execute().await.map_err(|e| {
+        Error::netlink(
+            format!("create veth {host}/{peer} (peer in the pod netns)"),
+            e,
         )
-        .execute()
-        .await;
-    if let Err(e) = moved {
-        let _ = delete_link(h, host).await;
-        return Err(Error::netlink(format!("move {peer} into pod netns"), e));
-    }
+    })?;
     Ok(())
 }
 
@@ -355,7 +353,7 @@ pub async fn configure_pod_link(
 ) -> Result<LinkState> {
     let link = link_by_name(h, tmp)
         .await?
-        .ok_or_else(|| Error::netlink(format!("pod link {tmp}"), "not found after move"))?;
+        .ok_or_else(|| Error::netlink(format!("pod link {tmp}"), "not found in the pod netns"))?;
     h.link()
         .set(
             LinkUnspec::new_with_index(link.index)
