@@ -268,6 +268,18 @@ pub fn rr_client(ns: &str, args: &[String]) -> Result<RrReport> {
     })
 }
 
+/// `addr` as the kernel's `sockaddr_in`, for socket calls made by hand.
+pub fn sockaddr_in(addr: std::net::SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
 /// A markdown table: a title row of column names and rows of cells.
 pub struct Table {
     pub header: Vec<String>,

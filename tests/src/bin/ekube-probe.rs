@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use ekube_tests::bench;
 
 #[derive(Parser)]
 #[command(
@@ -226,7 +227,7 @@ fn bound_connect(
     if source.port() != 0 {
         set_socket_option(fd.as_raw_fd(), libc::SO_REUSEADDR, &(1 as libc::c_int))?;
     }
-    let addr = sockaddr(*source.ip(), source.port());
+    let addr = bench::sockaddr_in(source);
     // SAFETY: addr is a valid sockaddr_in of the given length.
     let bound = unsafe {
         libc::bind(
@@ -243,7 +244,7 @@ fn bound_connect(
     let SocketAddr::V4(target) = target else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
-    let addr = sockaddr(*target.ip(), target.port());
+    let addr = bench::sockaddr_in(target);
     // SAFETY: as above; a blocking connect, bounded by the send timeout set above (Linux
     // applies SO_SNDTIMEO to connect), not only by the kernel's SYN retries.
     let connected = unsafe {
@@ -257,17 +258,6 @@ fn bound_connect(
         return Err(io::Error::last_os_error());
     }
     Ok(stream)
-}
-
-fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ip).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 fn tcp_client(
@@ -428,7 +418,7 @@ fn syn_flood(dst: Ipv4Addr, port: u16, count: u32) -> Result<()> {
     }
     // SAFETY: fd is a fresh descriptor we own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let to = sockaddr(dst, 0);
+    let to = bench::sockaddr_in(SocketAddrV4::new(dst, 0));
     for i in 0..count {
         let source = Ipv4Addr::from(0x0a63_0000 + i % 65_536);
         let sport = 1024 + (i % 60_000) as u16;

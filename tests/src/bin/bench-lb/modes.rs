@@ -458,8 +458,8 @@ fn kube_chains(save: &str) -> (Vec<String>, Vec<String>) {
     (chains, jumps)
 }
 
-/// Where the target's rule sits among the ClusterIP rules of `KUBE-SERVICES` (1-based, and how
-/// many there are), read from n1's `nat` table.
+/// Where the target's TCP rule sits among the ClusterIP rules of `KUBE-SERVICES` (1-based, and
+/// how many there are), read from n1's `nat` table.
 pub fn target_rule_position(
     lab: &Lab,
     variant: &str,
@@ -482,7 +482,7 @@ pub fn target_rule_position(
         .collect();
     let at = rules
         .iter()
-        .position(|l| l.contains(&format!(" -d {vip}/32")))
+        .position(|l| l.contains(&format!(" -d {vip}/32")) && l.contains(" -p tcp "))
         .context("no KUBE-SERVICES rule for the target")?;
     Ok((at + 1, rules.len()))
 }

@@ -19,7 +19,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ekube_tests::{bench::netns_path, netns};
+use ekube_tests::{
+    bench::{self, netns_path},
+    netns,
+};
 
 /// First argument that turns this binary into the probe.
 pub const ARG: &str = "__probe";
@@ -105,14 +108,7 @@ impl Reconnecting {
         Ok(Self {
             // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
             socket: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-            to: libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: to.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*to.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            },
+            to: bench::sockaddr_in(to),
             label: format!("{label} → {to}"),
         })
     }

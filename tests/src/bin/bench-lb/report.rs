@@ -477,7 +477,7 @@ pub fn markdown(args: &Args, samples: &[Sample], progs: &[ProgSample]) -> String
         let _ = write!(
             out,
             "\n### The socket hook's cost per connect (eBPF; UDP connects from the client pod's namespace, which send nothing: {} per socket, the three sockets' batches of 64 in turn; p50 over batches, medians over rounds)\n\n{}",
-            crate::CONNECT_CALLS,
+            thousands(crate::CONNECT_CALLS as usize),
             t.markdown()
         );
     }

@@ -27,14 +27,15 @@ pub const BACKEND_PORT: u16 = 7000;
 pub const SERVICE_PORT: u16 = 80;
 /// The target Service's node port.
 pub const NODE_PORT: u16 = 30080;
-/// The target Service: its name sorts after every filler, so kube-proxy's rule for it is the
-/// last ClusterIP rule in `KUBE-SERVICES`. Beside its TCP port it has the same numbers over
-/// UDP, which only the connect timer uses.
+/// The target Service: its name sorts after every filler, so kube-proxy's rules for it are the
+/// last ClusterIP rules in `KUBE-SERVICES`. Beside its TCP port (the one measured) it has the
+/// same numbers over UDP, which only the connect timer uses (the rule position reported is the
+/// TCP rule's).
 pub const TARGET: &str = "zz-lb-target";
 /// The service CIDR (DESIGN.md §3), routed as local on the node so that an untranslated
 /// connect is refused at once.
 pub const SERVICE_CIDR: &str = "10.96.0.0/12";
-/// The target's UDP port name: UDP connects to it time the socket hook ([`crate::probe::connect_cost`]).
+/// The target's UDP port: UDP connects to it time the socket hook ([`crate::probe::connect_costs`]).
 const UDP_PORT_NAME: &str = "rr-udp";
 /// Parallel API requests while creating filler services.
 const CREATE_PARALLEL: usize = 32;
@@ -135,7 +136,7 @@ impl<'a> Cluster<'a> {
                 cgroup_procs: None,
             },
             pod_outside: Place {
-                netns: client_ns.clone(),
+                netns: client_ns,
                 cgroup_procs: None,
             },
             backends,
