@@ -65,7 +65,7 @@ impl NetNs {
         &self.path
     }
 
-    /// The descriptor, for moving links into this netns.
+    /// The descriptor, for making links in this netns.
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
@@ -324,6 +324,7 @@ pub async fn create_veth(
     target_fd: RawFd,
 ) -> Result<()> {
     delete_link(h, host).await?;
+    // Only an earlier plugin version, which made the peer here and moved it, leaves this.
     delete_link(h, peer).await?;
     let peer_msg = LinkUnspec::new_with_name(peer)
         .setns_by_fd(target_fd)

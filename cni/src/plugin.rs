@@ -26,7 +26,9 @@ use crate::types::{CniResult, Interface, IpConfig, Route, VersionInfo, version_t
 pub struct VethNames {
     /// The host end, a port of the bridge.
     pub host: String,
-    /// The pod end's name while it is still in the node netns.
+    /// The pod end's name when it is made (in the pod's netns, renamed to the ifname at once).
+    /// Plugins before the pod end was made in place created it in the node netns under this
+    /// name, which is why the node netns is still cleared of it.
     pub temp: String,
 }
 

@@ -113,14 +113,16 @@ pub fn hold_for_a_look(var: &str) {
     }
 }
 
-/// The median of `values` (0 when empty).
+/// The median of the finite `values`: the middle one, or the mean of the two middle ones when
+/// there is an even number (0 when there are none).
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return 0.0;
-    }
     v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
+    match v.len() {
+        0 => 0.0,
+        n if !n.is_multiple_of(2) => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// Milliseconds as a float.
@@ -461,6 +463,15 @@ impl Drop for PodNamespaces {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_takes_the_middle_of_the_finite_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[f64::NAN, 5.0, 1.0]), 3.0);
+        assert_eq!(median(&[f64::NAN]), 0.0);
+        assert_eq!(median(&[]), 0.0);
+    }
 
     #[test]
     fn latency_percentiles() {

@@ -57,6 +57,12 @@ pub(crate) const CONNECT_CALLS: u32 = 128_000;
 /// The proxy's count of `connect4` translations in its metrics.
 const CONNECT4_TRANSLATED: &str =
     "ekube_proxy_datapath_events_total{counter=\"connect4_translated\"}";
+/// Longer than the proxy takes to bring its eBPF counters into its metrics (every 2 s).
+const COUNTERS_REFRESH: Duration = Duration::from_millis(2500);
+
+fn connect4_translations(metrics: &std::collections::BTreeMap<String, f64>) -> f64 {
+    metrics.get(CONNECT4_TRANSLATED).copied().unwrap_or(0.0)
+}
 #[derive(Parser)]
 #[command(
     about = "Service load balancing: ekube eBPF vs kube-proxy iptables (legacy, nft) and nftables vs the pod IP"
@@ -348,10 +354,7 @@ impl Runner<'_, '_> {
     /// translations the proxy must count.
     fn connect_costs(&self) -> Result<ConnectCosts> {
         let c = &self.cluster;
-        let translated = |m: &std::collections::BTreeMap<String, f64>| {
-            m.get(CONNECT4_TRANSLATED).copied().unwrap_or(0.0)
-        };
-        let before = translated(&self.proxies.metrics()?);
+        let before = self.settled_translations()?;
         let costs = probe::connect_costs(
             &c.pod_outside,
             c.pod_client
@@ -365,9 +368,28 @@ impl Runner<'_, '_> {
         // The counters reach the metrics every few seconds.
         self.proxies
             .wait_metrics("the proxy to count the translated connects", |m| {
-                translated(m) - before >= costs.translating.calls as f64
+                connect4_translations(m) - before >= costs.translating.calls as f64
             })?;
         Ok(costs)
+    }
+
+    /// The proxy's count of `connect4` translations once the measured connections' have all
+    /// reached its metrics: two reads a refresh apart that agree.
+    fn settled_translations(&self) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = connect4_translations(&self.proxies.metrics()?);
+        loop {
+            std::thread::sleep(COUNTERS_REFRESH);
+            let now = connect4_translations(&self.proxies.metrics()?);
+            if now == last {
+                return Ok(now);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the proxy's connect4 count did not settle within 60 s"
+            );
+            last = now;
+        }
     }
 
     /// Neither the target's ClusterIP nor its NodePort may answer before a proxy runs: whatever

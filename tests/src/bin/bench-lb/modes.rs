@@ -458,8 +458,9 @@ fn kube_chains(save: &str) -> (Vec<String>, Vec<String>) {
     (chains, jumps)
 }
 
-/// Where the target's TCP rule sits among the ClusterIP rules of `KUBE-SERVICES` (1-based, and
-/// how many there are), read from n1's `nat` table.
+/// Where the target's TCP rule sits among the TCP ClusterIP rules of `KUBE-SERVICES` (1-based,
+/// and how many there are: one per Service, the target's UDP port left out), read from n1's
+/// `nat` table.
 pub fn target_rule_position(
     lab: &Lab,
     variant: &str,
@@ -477,12 +478,15 @@ pub fn target_rule_position(
         .stdout
         .lines()
         .filter(|l| {
-            l.starts_with("-A KUBE-SERVICES ") && l.contains(" -d ") && l.contains("-j KUBE-SVC-")
+            l.starts_with("-A KUBE-SERVICES ")
+                && l.contains(" -d ")
+                && l.contains(" -p tcp ")
+                && l.contains("-j KUBE-SVC-")
         })
         .collect();
     let at = rules
         .iter()
-        .position(|l| l.contains(&format!(" -d {vip}/32")) && l.contains(" -p tcp "))
+        .position(|l| l.contains(&format!(" -d {vip}/32")))
         .context("no KUBE-SERVICES rule for the target")?;
     Ok((at + 1, rules.len()))
 }

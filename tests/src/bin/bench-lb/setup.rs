@@ -29,8 +29,9 @@ pub const SERVICE_PORT: u16 = 80;
 pub const NODE_PORT: u16 = 30080;
 /// The target Service: its name sorts after every filler, so kube-proxy's rules for it are the
 /// last ClusterIP rules in `KUBE-SERVICES`. Beside its TCP port (the one measured) it has the
-/// same numbers over UDP, which only the connect timer uses (the rule position reported is the
-/// TCP rule's).
+/// same numbers over UDP for the connect timer; being a NodePort Service, that port also gets a
+/// node port the apiserver picks, and its rules and map entries are programmed with the rest
+/// (the rule position reported is among the TCP rules).
 pub const TARGET: &str = "zz-lb-target";
 /// The service CIDR (DESIGN.md §3), routed as local on the node so that an untranslated
 /// connect is refused at once.
