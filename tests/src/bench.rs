@@ -249,22 +249,28 @@ pub fn rr_serve(ns: &str, listen: std::net::SocketAddr, name: &str) -> Result<Ch
 
 /// Runs `ekube-rr client` in `ns` with `args` and parses its report.
 pub fn rr_client(ns: &str, args: &[String]) -> Result<RrReport> {
-    let out = netns_command(ns, rr_bin())?
-        .arg("client")
-        .args(args)
+    json_output(
+        netns_command(ns, rr_bin())?.arg("client").args(args),
+        &format!("ekube-rr client {} in {ns}", args.join(" ")),
+    )
+}
+
+/// Runs `cmd` (stdin closed) and parses the JSON it prints; `what` names it in errors, which
+/// carry its stderr when it fails and its output when that is not the JSON expected.
+pub fn json_output<T: serde::de::DeserializeOwned>(cmd: &mut Command, what: &str) -> Result<T> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .context("running ekube-rr client")?;
+        .with_context(|| format!("running {what}"))?;
     ensure!(
         out.status.success(),
-        "ekube-rr client {} in {ns} failed ({}): {}",
-        args.join(" "),
+        "{what} failed ({}): {}",
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
     serde_json::from_slice(&out.stdout).with_context(|| {
         format!(
-            "parsing ekube-rr output {:?}",
+            "parsing the output of {what}: {:?}",
             String::from_utf8_lossy(&out.stdout)
         )
     })

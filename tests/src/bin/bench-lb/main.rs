@@ -493,31 +493,19 @@ impl Runner<'_, '_> {
 
     /// Runs `ekube-rr client` from `place`.
     fn client(&self, place: &Place, target: &str, concurrency: usize) -> Result<RrReport> {
-        let out = place
-            .command(bench::rr_bin())?
-            .args(["client", "--mode", "crr", "--target", target])
-            .args([
-                "--concurrency",
-                &concurrency.to_string(),
-                "--duration",
-                &self.args.duration.to_string(),
-            ])
-            .args(["--warmup", &self.args.warmup.to_string(), "--timeout", "2"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .context("running ekube-rr client")?;
-        ensure!(
-            out.status.success(),
-            "ekube-rr client → {target} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "parsing ekube-rr output {:?}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        bench::json_output(
+            place
+                .command(bench::rr_bin())?
+                .args(["client", "--mode", "crr", "--target", target])
+                .args([
+                    "--concurrency",
+                    &concurrency.to_string(),
+                    "--duration",
+                    &self.args.duration.to_string(),
+                ])
+                .args(["--warmup", &self.args.warmup.to_string(), "--timeout", "2"]),
+            &format!("ekube-rr client → {target}"),
+        )
     }
 
     /// Times one more Service at the current scale: API create → first successful connect from

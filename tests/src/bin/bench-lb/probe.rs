@@ -195,26 +195,14 @@ pub fn connect_costs(
     calls: u32,
 ) -> Result<ConnectCosts> {
     let me = std::env::current_exe().context("this executable")?;
-    let out = outside
-        .command(me)?
-        .arg(CONNECT_COST_ARG)
-        .arg(cgroup_procs)
-        .args([pod.to_string(), vip.to_string(), calls.to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .context("running the connect timer")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "connect timer ({pod}, {vip}) failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "parsing the connect timer's output {:?}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    bench::json_output(
+        outside
+            .command(me)?
+            .arg(CONNECT_COST_ARG)
+            .arg(cgroup_procs)
+            .args([pod.to_string(), vip.to_string(), calls.to_string()]),
+        &format!("the connect timer ({pod}, {vip})"),
+    )
 }
 
 /// A command that runs `program` inside network namespace `ns` and, when `cgroup_procs` is
